@@ -1,0 +1,1 @@
+"""qengine: post-training quantization and a bit-exact runtime for TFLite models."""

@@ -1,0 +1,1 @@
+"""TFLite flatbuffer schema (installed as qengine.schema)."""
