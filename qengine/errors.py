@@ -1,0 +1,21 @@
+"""Exceptions raised for problems with the user's model or data (never for bugs in qengine)."""
+
+
+class QEngineError(Exception):
+    """Base class for errors caused by the input, not by qengine itself."""
+
+
+class InvalidModelError(QEngineError, ValueError):
+    """The .tflite file (or an IR built in memory) is malformed or inconsistent."""
+
+
+class UnsupportedOpError(QEngineError, NotImplementedError):
+    """The model uses an op (or an op/dtype combination) the runtime has no kernel for."""
+
+
+class InputError(QEngineError, ValueError):
+    """Inputs or calibration data do not match what the model expects."""
+
+
+class QuantizationError(QEngineError, ValueError):
+    """A quantization request cannot be carried out (e.g. strict mode, unexportable scheme)."""

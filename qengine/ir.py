@@ -1,0 +1,354 @@
+"""The in-memory graph: models, subgraphs, tensors and ops that reference each other directly.
+
+Indices exist only in the file. Here an op's inputs are `Tensor` objects, so a pass that inserts
+a QUANTIZE op edits two lists and nothing is renumbered. `verify()` checks the invariants every
+pass must keep; tests call it after building or rewriting a graph.
+
+Op options are the flatc object-API tables (`Conv2DOptionsT`, ...) from `qengine.schema`, kept
+as they were read so every option of every op survives a round trip.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import InvalidModelError
+
+# TensorType enum value -> IR dtype name. The name is numpy's where numpy has the type.
+TENSOR_TYPES = {
+    0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "string", 6: "bool",
+    7: "int16", 8: "complex64", 9: "int8", 10: "float64", 11: "complex128", 12: "uint64",
+    13: "resource", 14: "variant", 15: "uint32", 16: "uint16", 17: "int4", 18: "bfloat16",
+    19: "int2",
+}
+TENSOR_TYPE_CODES = {name: code for code, name in TENSOR_TYPES.items()}
+
+# Types whose bytes numpy can view directly; the rest (strings, packed int4, ...) stay raw.
+_NUMPY_TYPES = {
+    "float32", "float16", "int32", "uint8", "int64", "bool", "int16", "complex64", "int8",
+    "float64", "complex128", "uint64", "uint32", "uint16",
+}
+# Bits per element of sub-byte types, packed two (or four) to a byte in the file.
+_PACKED_BITS = {"int4": 4, "int2": 2}
+
+MAX_ELEMENTS = 1 << 40  # no real tensor is bigger; larger claims in a file are corrupt
+
+
+def numpy_dtype(dtype: str) -> np.dtype:
+    if dtype not in _NUMPY_TYPES:
+        raise InvalidModelError(f"dtype {dtype} has no numpy equivalent")
+    return np.dtype(dtype)
+
+
+def expected_nbytes(dtype: str, shape: tuple[int, ...]) -> int | None:
+    """Bytes a constant of this dtype and shape occupies, or None if not fixed-size."""
+    count = math.prod(shape)
+    if dtype in _NUMPY_TYPES:
+        return count * np.dtype(dtype).itemsize
+    if dtype in _PACKED_BITS:
+        return (count * _PACKED_BITS[dtype] + 7) // 8
+    if dtype == "bfloat16":
+        return count * 2
+    return None
+
+
+@dataclass(eq=False)
+class Buffer:
+    """Raw little-endian bytes of a constant tensor or a metadata entry."""
+
+    data: bytes = b""
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+@dataclass(eq=False)
+class Quantization:
+    """real = scale * (q - zero_point), per tensor or per slice along `axis`."""
+
+    scale: np.ndarray  # float32
+    zero_point: np.ndarray  # int64
+    axis: int = 0  # the file's quantized_dimension; meaningful when len(scale) > 1
+    min: np.ndarray | None = None  # informational ranges some tools write
+    max: np.ndarray | None = None
+    details: Any = None  # flatc object for the QuantizationDetails union (e.g. CustomQuantizationT)
+
+    def __post_init__(self):
+        self.scale = np.asarray(self.scale, dtype=np.float32).reshape(-1)
+        self.zero_point = np.asarray(self.zero_point, dtype=np.int64).reshape(-1)
+
+    @property
+    def per_channel(self) -> bool:
+        return self.scale.size > 1
+
+    @classmethod
+    def per_tensor(cls, scale: float, zero_point: int = 0) -> Quantization:
+        return cls(np.array([scale], np.float32), np.array([zero_point], np.int64))
+
+
+@dataclass(eq=False)
+class Tensor:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    buffer: Buffer | None = None  # set for constants
+    quantization: Quantization | None = None
+    is_variable: bool = False
+    shape_signature: tuple[int, ...] | None = None  # -1 marks a dynamic dimension
+    sparsity: Any = None  # flatc SparsityParametersT, kept as read
+    has_rank: bool = False
+    variant_tensors: Any = None  # flatc VariantSubTypeT list, kept as read
+    external_buffer: int = 0
+
+    def __post_init__(self):
+        self.shape = tuple(int(d) for d in self.shape)
+
+    def __repr__(self) -> str:
+        return f"Tensor({self.name!r}, {self.shape}, {self.dtype})"
+
+    @property
+    def is_constant(self) -> bool:
+        return self.buffer is not None and len(self.buffer) > 0
+
+    @property
+    def data(self) -> np.ndarray | None:
+        """The constant's value as a numpy array (a read-only view), or None."""
+        if not self.is_constant:
+            return None
+        if self.dtype not in _NUMPY_TYPES or self.sparsity is not None:
+            return np.frombuffer(self.buffer.data, np.uint8)
+        array = np.frombuffer(self.buffer.data, numpy_dtype(self.dtype))
+        return array.reshape(self.shape)
+
+    @data.setter
+    def data(self, value: np.ndarray) -> None:
+        value = np.ascontiguousarray(value, dtype=numpy_dtype(self.dtype))
+        self.shape = tuple(value.shape)
+        self.buffer = Buffer(value.astype(value.dtype.newbyteorder("<"), copy=False).tobytes())
+
+    @property
+    def scale(self) -> float:
+        """The per-tensor scale (raises if the tensor is not per-tensor quantized)."""
+        return float(self._single_qparam().scale[0])
+
+    @property
+    def zero_point(self) -> int:
+        return int(self._single_qparam().zero_point[0])
+
+    def _single_qparam(self) -> Quantization:
+        q = self.quantization
+        if q is None or q.scale.size != 1:
+            raise InvalidModelError(f"tensor {self.name!r} is not per-tensor quantized")
+        return q
+
+
+@dataclass(eq=False)
+class OpCode:
+    """What an op is: a builtin (`name`) or a custom op (`name == "CUSTOM"`, `custom_code`)."""
+
+    name: str
+    version: int = 1
+    custom_code: str | None = None
+
+    @property
+    def display(self) -> str:
+        return f"CUSTOM:{self.custom_code}" if self.name == "CUSTOM" else self.name
+
+
+@dataclass(eq=False)
+class Operator:
+    opcode: OpCode
+    inputs: list[Tensor | None]  # None marks an omitted optional input (-1 in the file)
+    outputs: list[Tensor]
+    options: Any = None  # flatc object for builtin_options (e.g. Conv2DOptionsT) or None
+    options2: Any = None  # flatc object for builtin_options_2 (StableHLO ops) or None
+    custom_options: bytes | None = None
+    custom_options_format: int = 0
+    mutating_variable_inputs: list[bool] | None = None
+    intermediates: list[Tensor] = field(default_factory=list)
+    debug_metadata_index: int = -1
+
+    @property
+    def type(self) -> str:
+        return self.opcode.name
+
+    def __repr__(self) -> str:
+        outs = ", ".join(t.name for t in self.outputs)
+        return f"Operator({self.opcode.display} -> {outs})"
+
+
+@dataclass(eq=False)
+class Subgraph:
+    tensors: list[Tensor] = field(default_factory=list)  # file order; writer adds any missing
+    inputs: list[Tensor] = field(default_factory=list)
+    outputs: list[Tensor] = field(default_factory=list)
+    operators: list[Operator] = field(default_factory=list)
+    name: str = ""
+    debug_metadata_index: int = -1
+
+    def producers(self) -> dict[int, Operator]:
+        """id(tensor) -> the op writing it."""
+        return {id(t): op for op in self.operators for t in op.outputs}
+
+    def consumers(self) -> dict[int, list[Operator]]:
+        """id(tensor) -> the ops reading it, in execution order."""
+        users: dict[int, list[Operator]] = {}
+        for op in self.operators:
+            for t in op.inputs:
+                if t is not None:
+                    users.setdefault(id(t), []).append(op)
+        return users
+
+    def all_tensors(self) -> list[Tensor]:
+        """`tensors` followed by any tensor referenced but not yet listed (e.g. added by a pass)."""
+        seen = {id(t) for t in self.tensors}
+        extra = []
+        for t in self._referenced():
+            if id(t) not in seen:
+                seen.add(id(t))
+                extra.append(t)
+        return self.tensors + extra
+
+    def prune(self) -> None:
+        """Drop listed tensors nothing references any more."""
+        used = {id(t) for t in self._referenced()}
+        self.tensors = [t for t in self.tensors if id(t) in used]
+
+    def tensor(self, name: str) -> Tensor:
+        for t in self.all_tensors():
+            if t.name == name:
+                return t
+        raise KeyError(f"no tensor named {name!r} in subgraph {self.name!r}")
+
+    def _referenced(self):
+        yield from self.inputs
+        yield from self.outputs
+        for op in self.operators:
+            yield from (t for t in op.inputs if t is not None)
+            yield from op.outputs
+            yield from op.intermediates
+
+
+@dataclass(eq=False)
+class SignatureDef:
+    key: str
+    subgraph: Subgraph
+    inputs: dict[str, Tensor] = field(default_factory=dict)  # signature name -> tensor
+    outputs: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class Model:
+    subgraphs: list[Subgraph] = field(default_factory=list)
+    description: str = ""
+    version: int = 3
+    metadata: dict[str, Buffer] = field(default_factory=dict)
+    signatures: list[SignatureDef] = field(default_factory=list)
+    metadata_buffer: list[Buffer] = field(default_factory=list)  # deprecated field, kept as read
+
+    @property
+    def main(self) -> Subgraph:
+        return self.subgraphs[0]
+
+    def save(self, path, **kwargs) -> None:
+        from .flatbuffer_io import save
+
+        save(self, path, **kwargs)
+
+    def to_bytes(self, **kwargs) -> bytes:
+        from .flatbuffer_io import to_bytes
+
+        return to_bytes(self, **kwargs)
+
+    def verify(self) -> None:
+        verify(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# verify
+
+
+def verify(model: Model) -> None:
+    """Raise InvalidModelError if the graph breaks an invariant the runtime and writer rely on."""
+    if not model.subgraphs:
+        raise InvalidModelError("model has no subgraphs")
+    for index, subgraph in enumerate(model.subgraphs):
+        where = f"subgraph {index} ({subgraph.name!r})" if subgraph.name else f"subgraph {index}"
+        for tensor in subgraph.all_tensors():
+            _verify_tensor(tensor, where)
+        _verify_dataflow(subgraph, where)
+    for sig in model.signatures:
+        if not any(sig.subgraph is s for s in model.subgraphs):
+            raise InvalidModelError(f"signature {sig.key!r} refers to a subgraph not in the model")
+
+
+def _verify_tensor(t: Tensor, where: str) -> None:
+    if t.dtype not in TENSOR_TYPE_CODES:
+        raise InvalidModelError(f"{where}: tensor {t.name!r} has unknown dtype {t.dtype!r}")
+    if any(d < 0 for d in t.shape):
+        raise InvalidModelError(f"{where}: tensor {t.name!r} has negative dimension in {t.shape}")
+    if math.prod(t.shape) > MAX_ELEMENTS:
+        raise InvalidModelError(f"{where}: tensor {t.name!r} shape {t.shape} is absurdly large")
+    if t.shape_signature is not None:
+        if len(t.shape_signature) != len(t.shape) or any(d < -1 for d in t.shape_signature):
+            raise InvalidModelError(
+                f"{where}: tensor {t.name!r} shape_signature {t.shape_signature} "
+                f"does not fit shape {t.shape}")
+    if t.is_constant and t.sparsity is None:
+        want = expected_nbytes(t.dtype, t.shape)
+        if want is not None and want != len(t.buffer):
+            raise InvalidModelError(
+                f"{where}: constant {t.name!r} of shape {t.shape} {t.dtype} needs {want} bytes "
+                f"but its buffer has {len(t.buffer)}")
+    if t.quantization is not None:
+        _verify_quantization(t, where)
+
+
+def _verify_quantization(t: Tensor, where: str) -> None:
+    q = t.quantization
+    n = q.scale.size
+    if n == 0:
+        return
+    if q.zero_point.size != n:
+        raise InvalidModelError(
+            f"{where}: tensor {t.name!r} has {n} scales but {q.zero_point.size} zero points")
+    if n > 1:
+        if not 0 <= q.axis < len(t.shape):
+            raise InvalidModelError(
+                f"{where}: tensor {t.name!r} quantized_dimension {q.axis} is outside rank "
+                f"{len(t.shape)}")
+        if t.shape[q.axis] != n:
+            raise InvalidModelError(
+                f"{where}: tensor {t.name!r} has {n} scales for dimension {q.axis} of size "
+                f"{t.shape[q.axis]}")
+    if not np.all(np.isfinite(q.scale)):
+        raise InvalidModelError(f"{where}: tensor {t.name!r} has a non-finite scale")
+
+
+def _verify_dataflow(subgraph: Subgraph, where: str) -> None:
+    """Every op reads only tensors that exist by the time it runs; each tensor has one writer."""
+    available = {id(t) for t in subgraph.all_tensors() if t.is_constant or t.is_variable}
+    available |= {id(t) for t in subgraph.inputs}
+    written: set[int] = set()
+    for index, op in enumerate(subgraph.operators):
+        for t in op.inputs:
+            if t is not None and id(t) not in available:
+                raise InvalidModelError(
+                    f"{where}: op {index} ({op.opcode.display}) reads tensor {t.name!r} before "
+                    f"any op writes it (a cycle, or ops out of order)")
+        for t in op.outputs:
+            if id(t) in written:
+                raise InvalidModelError(
+                    f"{where}: tensor {t.name!r} is written by more than one op")
+            if t.is_constant:
+                raise InvalidModelError(
+                    f"{where}: op {index} ({op.opcode.display}) writes constant tensor {t.name!r}")
+            written.add(id(t))
+            available.add(id(t))
+    for t in subgraph.outputs:
+        if id(t) not in available:
+            raise InvalidModelError(f"{where}: output {t.name!r} is never computed")
