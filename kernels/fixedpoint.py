@@ -1,0 +1,149 @@
+"""TFLite / gemmlowp fixed-point requantization primitives.
+
+`quantize_multiplier` runs at prepare time in plain Python; the others are jitted scalar
+functions that kernels call in their inner loops. Scalars are carried as int64 inside Numba
+and hold int32 values wherever the C code has int32 (wrapping is done explicitly).
+
+Sources: tflite/kernels/internal/quantization_util.cc (QuantizeMultiplier),
+tflite/kernels/internal/common.cc (MultiplyByQuantizedMultiplier, default double-rounding
+build, TFLITE_SINGLE_ROUNDING = 0), gemmlowp fixedpoint/fixedpoint.h.
+"""
+
+import math
+
+import numpy as np
+from qengine.kernels.jit import kernel
+
+__all__ = [
+    "INT32_MAX",
+    "INT32_MIN",
+    "mbqm",
+    "mbqm_int64",
+    "quantize_multiplier",
+    "quantize_multipliers",
+    "rdbpot",
+    "round_half_away",
+    "srdhm",
+    "wrap_int32",
+]
+
+INT32_MIN = -(2**31)
+INT32_MAX = 2**31 - 1
+
+
+def _round_half_away_py(x: float) -> int:
+    """std::round on a double: nearest integer, ties away from zero."""
+    t = math.trunc(x)
+    if abs(x - t) >= 0.5:  # x - trunc(x) is exact in binary floating point
+        t += 1 if x > 0 else -1
+    return int(t)
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """TFLite QuantizeMultiplier: real ≈ M * 2^(shift - 31), M in [2^30, 2^31).
+
+    Returns (M, shift) with shift > 0 meaning a left shift. Multipliers too small to represent
+    (shift < -31) are flushed to (0, 0), as TFLite does.
+    """
+    real = float(real)
+    if real == 0.0:
+        return 0, 0
+    q, shift = math.frexp(real)  # real = q * 2^shift, 0.5 <= |q| < 1
+    q_fixed = _round_half_away_py(q * 2.0**31)  # q * 2^31 is exact, so ties are exact too
+    assert abs(q_fixed) <= 2**31
+    if q_fixed == 2**31:  # q rounded up to 1.0
+        q_fixed //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    return int(q_fixed), int(shift)
+
+
+def quantize_multipliers(reals) -> tuple[np.ndarray, np.ndarray]:
+    """`quantize_multiplier` over an array of reals (per-channel scales)."""
+    pairs = [quantize_multiplier(r) for r in np.asarray(reals, dtype=np.float64).ravel()]
+    mult = np.array([m for m, _ in pairs], dtype=np.int32)
+    shift = np.array([s for _, s in pairs], dtype=np.int32)
+    return mult, shift
+
+
+@kernel
+def wrap_int32(x):
+    """Two's-complement wrap of an integer to int32 (what a C int32 store does)."""
+    v = np.int64(x) & np.int64(0xFFFFFFFF)
+    if v >= np.int64(0x80000000):
+        v -= np.int64(0x100000000)
+    return v
+
+
+@kernel
+def srdhm(a, b):
+    """gemmlowp SaturatingRoundingDoublingHighMul(int32 a, int32 b).
+
+    round(a*b / 2^31) with ties toward +inf (the nudge 1 - 2^30 for negative products makes
+    negative ties round toward zero); the one overflow case INT32_MIN*INT32_MIN
+    saturates to INT32_MAX.
+    """
+    a = np.int64(a)
+    b = np.int64(b)
+    if a == INT32_MIN and b == INT32_MIN:
+        return np.int64(INT32_MAX)
+    ab = a * b
+    nudge = np.int64(1 << 30) if ab >= 0 else np.int64(1 - (1 << 30))
+    v = ab + nudge
+    # C division truncates toward zero: (ab + nudge) / 2^31
+    if v >= 0:
+        return v >> 31
+    return -((-v) >> 31)
+
+
+@kernel
+def rdbpot(x, exponent):
+    """gemmlowp RoundingDivideByPOT(x, exponent): x / 2^exponent, ties away from zero, 0 <= e <= 31."""
+    x = np.int64(x)
+    e = np.int64(exponent)
+    mask = (np.int64(1) << e) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (np.int64(1) if x < 0 else np.int64(0))
+    return (x >> e) + (np.int64(1) if remainder > threshold else np.int64(0))
+
+
+@kernel
+def mbqm(x, multiplier, shift):
+    """TFLite MultiplyByQuantizedMultiplier(int32 x, int32 M, int shift), double-rounding build.
+
+    out = RDBPOT(SRDHM(int32(x * 2^left), M), right), left = max(shift, 0), right = max(-shift, 0).
+    The left shift wraps to int32 like the C multiplication does on two's-complement hardware.
+    """
+    shift = np.int64(shift)
+    left = shift if shift > 0 else np.int64(0)
+    right = np.int64(0) if shift > 0 else -shift
+    if left > 31:  # x * 2^left ≡ 0 (mod 2^32)
+        shifted = np.int64(0)
+    else:
+        shifted = wrap_int32(np.int64(x) << left)
+    return rdbpot(srdhm(shifted, multiplier), right)
+
+
+@kernel
+def mbqm_int64(x, multiplier, shift):
+    """TFLite MultiplyByQuantizedMultiplier(int64 x, int32 M, int shift) (int16 activations).
+
+    Uses a 16-bit multiplier rm = round(M / 2^16) (saturated to 0x7FFF) and one rounding
+    with ties toward +inf: (x*rm + 2^(total-1)) >> total, total = 15 - shift. The int32
+    result cast wraps. Valid for shift in [-31, 7] and |x| < 2^47 (TFLite's DCHECKs).
+    """
+    m = np.int64(multiplier)
+    reduced = (m + (1 << 15)) >> 16 if m < 0x7FFF0000 else np.int64(0x7FFF)
+    total = np.int64(15) - np.int64(shift)
+    rounding = np.int64(1) << (total - 1)
+    return wrap_int32((np.int64(x) * reduced + rounding) >> total)
+
+
+@kernel
+def round_half_away(x):
+    """std::round on a float64 → int64: nearest integer, ties away from zero."""
+    t = np.trunc(x)
+    if abs(x - t) >= 0.5:  # exact: x - trunc(x) has no rounding error
+        t += 1.0 if x > 0 else -1.0
+    return np.int64(t)

@@ -1,0 +1,237 @@
+"""qengine.kernels.fixedpoint against slow pure-Python twins written with Python ints."""
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from qengine.kernels import fixedpoint as fp
+
+I32_MIN, I32_MAX = -(2**31), 2**31 - 1
+int32s = st.integers(I32_MIN, I32_MAX)
+multipliers = st.integers(2**30, I32_MAX)  # what quantize_multiplier produces (besides 0)
+
+
+# --- slow twins -------------------------------------------------------------------------
+
+
+def c_div(a: int, b: int) -> int:
+    """C integer division: truncate toward zero."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b >= 0) else -q
+
+
+def wrap32(x: int) -> int:
+    return (x + 2**31) % 2**32 - 2**31
+
+
+def srdhm_twin(a: int, b: int) -> int:
+    if a == b == I32_MIN:
+        return I32_MAX
+    ab = a * b
+    return c_div(ab + (2**30 if ab >= 0 else 1 - 2**30), 2**31)
+
+
+def round_away_exact(num: Fraction) -> int:
+    """Exact rational → nearest int, ties away from zero."""
+    sign = 1 if num >= 0 else -1
+    return sign * math.floor(abs(num) + Fraction(1, 2))
+
+
+def rdbpot_twin(x: int, e: int) -> int:
+    return round_away_exact(Fraction(x, 2**e))
+
+
+def mbqm_twin(x: int, m: int, shift: int) -> int:
+    left, right = max(shift, 0), max(-shift, 0)
+    return rdbpot_twin(srdhm_twin(wrap32(x * 2**left), m), right)
+
+
+def mbqm_int64_twin(x: int, m: int, shift: int) -> int:
+    rm = (m + 2**15) >> 16 if m < 0x7FFF0000 else 0x7FFF
+    total = 15 - shift
+    return wrap32((x * rm + 2 ** (total - 1)) >> total)
+
+
+def quantize_multiplier_twin(real: float) -> tuple[int, int]:
+    if real == 0:
+        return 0, 0
+    q, shift = math.frexp(real)
+    q_fixed = round_away_exact(Fraction(q) * 2**31)
+    if q_fixed == 2**31:
+        q_fixed, shift = 2**30, shift + 1
+    if shift < -31:
+        return 0, 0
+    return q_fixed, shift
+
+
+# --- SRDHM / RDBPOT ---------------------------------------------------------------------
+
+EDGE_INT32 = [I32_MIN, I32_MIN + 1, -(2**30), -3, -2, -1, 0, 1, 2, 3, 2**30, I32_MAX - 1, I32_MAX]
+
+
+@pytest.mark.parametrize("a", EDGE_INT32)
+@pytest.mark.parametrize("b", EDGE_INT32)
+def test_srdhm_edges(a, b):
+    assert fp.srdhm(np.int32(a), np.int32(b)) == srdhm_twin(a, b)
+
+
+def test_srdhm_saturates_int32_min_squared():
+    assert fp.srdhm(I32_MIN, I32_MIN) == I32_MAX
+
+
+def test_srdhm_ties_round_up():
+    # The nudge 1 - 2^30 for negative products makes negative ties round toward zero, so
+    # SRDHM rounds every tie toward +inf (not away from zero, despite its reputation).
+    assert fp.srdhm(2**15, 2**15) == 1  # +0.5 → 1
+    assert fp.srdhm(-(2**15), 2**15) == 0  # -0.5 → 0
+    assert fp.srdhm(3 * 2**15, 2**15) == 2  # +1.5 → 2
+    assert fp.srdhm(-3 * 2**15, 2**15) == -1  # -1.5 → -1
+    assert fp.srdhm(-3 * 2**15 - 1, 2**15) == -2  # just below -1.5
+
+
+@given(int32s, int32s)
+@settings(max_examples=500, deadline=None)
+def test_srdhm_random(a, b):
+    assert fp.srdhm(a, b) == srdhm_twin(a, b)
+
+
+@pytest.mark.parametrize("e", range(32))
+@pytest.mark.parametrize("x", EDGE_INT32 + [5, -5, 6, -6, 7, -7, 2**20 + 2**19, -(2**20 + 2**19)])
+def test_rdbpot_edges(x, e):
+    assert fp.rdbpot(x, e) == rdbpot_twin(x, e)
+
+
+def test_rdbpot_negative_ties_away_from_zero():
+    assert fp.rdbpot(-5, 1) == -3  # -2.5 → -3
+    assert fp.rdbpot(-3, 1) == -2
+    assert fp.rdbpot(5, 1) == 3
+    assert fp.rdbpot(-6, 2) == -2  # -1.5 → -2
+
+
+@given(int32s, st.integers(0, 31))
+@settings(max_examples=500, deadline=None)
+def test_rdbpot_random(x, e):
+    assert fp.rdbpot(x, e) == rdbpot_twin(x, e)
+
+
+# --- MBQM -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shift", range(-31, 32))
+@pytest.mark.parametrize("m", [0, 2**30, 2**30 + 1, 1518500250, I32_MAX])
+def test_mbqm_shift_range(m, shift):
+    for x in EDGE_INT32 + [127, -128, 255 * 255, -(255 * 255), 1 << 20, -(1 << 20) - 7]:
+        assert fp.mbqm(np.int32(x), np.int32(m), np.int32(shift)) == mbqm_twin(x, m, shift)
+
+
+def test_mbqm_left_shift_wraps_to_int32():
+    # 2^30 << 2 wraps to 0; (2^30 + 1) << 2 wraps to 4; (2^29 + 1) << 2 wraps negative
+    m = 2**30  # 0.5
+    assert fp.mbqm(2**30, m, 2) == 0
+    assert fp.mbqm(2**30 + 1, m, 2) == 2
+    assert fp.mbqm(2**29 + 1, m, 2) == -(2**30) + 2
+    assert fp.mbqm(-(2**30) - 1, m, 1) == mbqm_twin(-(2**30) - 1, m, 1)
+
+
+@given(int32s, multipliers, st.integers(-31, 31))
+@settings(max_examples=1000, deadline=None)
+def test_mbqm_random(x, m, shift):
+    assert fp.mbqm(x, m, shift) == mbqm_twin(x, m, shift)
+
+
+@given(st.integers(-(2**24), 2**24), st.floats(1e-12, 1e3))
+@settings(max_examples=500, deadline=None)
+def test_mbqm_with_quantized_multiplier_is_close_to_real_product(x, real):
+    m, shift = fp.quantize_multiplier(real)
+    exact = x * real
+    if abs(exact) < 2**30 and m != 0:
+        # two roundings of at most 1/2 each, plus the multiplier's relative error 2^-31
+        assert abs(fp.mbqm(x, m, shift) - exact) <= 1 + abs(exact) * 2**-30 + 2 ** max(shift, 0)
+
+
+# --- MBQM int64 overload ----------------------------------------------------------------
+
+
+@given(st.integers(-(2**47), 2**47 - 1), st.integers(0, I32_MAX), st.integers(-31, 7))
+@settings(max_examples=500, deadline=None)
+def test_mbqm_int64_random(x, m, shift):
+    assert fp.mbqm_int64(x, m, shift) == mbqm_int64_twin(x, m, shift)
+
+
+def test_mbqm_int64_edges():
+    for m in [0, 2**30, 0x7FFEFFFF, 0x7FFF0000, I32_MAX]:
+        for shift in range(-31, 8):
+            for x in [0, 1, -1, 2**15, -(2**15), 2**40, -(2**40), 2**47 - 1, -(2**47)]:
+                assert fp.mbqm_int64(x, m, shift) == mbqm_int64_twin(x, m, shift)
+    # ties go up: rm = 2^14 (m = 2^30), shift = 0 → x * 2^14 / 2^15 = x / 2
+    assert fp.mbqm_int64(-1, 2**30, 0) == 0
+    assert fp.mbqm_int64(1, 2**30, 0) == 1
+
+
+# --- rounding and QuantizeMultiplier ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "x", [0.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 0.49999999999999994, -0.49999999999999994, 1e15 + 0.5, 3.7, -3.7]
+)
+def test_round_half_away(x):
+    assert fp.round_half_away(x) == round_away_exact(Fraction(x))
+
+
+@given(st.floats(-(2.0**52), 2.0**52))
+@settings(max_examples=500, deadline=None)
+def test_round_half_away_random(x):
+    assert fp.round_half_away(x) == round_away_exact(Fraction(x))
+
+
+@pytest.mark.parametrize(
+    "real",
+    [
+        0.0,
+        1.0,
+        0.5,
+        0.25,
+        2.0**-31,
+        2.0**-32,  # shift -31: still representable
+        2.0**-33,  # shift -32: flushed
+        1e-12,
+        3.0,
+        1000.5,
+        2.0**20,
+        1 - 2.0**-33,  # q*2^31 rounds to 2^31 → (2^30, shift + 1)
+        0.5 * (1 - 2.0**-33),
+        0.1,
+        0.0078125,
+        0.003921568859368563,
+    ],
+)
+def test_quantize_multiplier_cases(real):
+    assert fp.quantize_multiplier(real) == quantize_multiplier_twin(real)
+
+
+def test_quantize_multiplier_edge_cases():
+    assert fp.quantize_multiplier(1.0) == (2**30, 1)
+    assert fp.quantize_multiplier(1 - 2.0**-33) == (2**30, 1)
+    assert fp.quantize_multiplier(2.0**-33) == (0, 0)
+    assert fp.quantize_multiplier(2.0**-32) == (2**30, -31)
+    assert fp.quantize_multiplier(3.0) == (3 * 2**29, 2)
+
+
+@given(st.floats(1e-14, 1e6))
+@settings(max_examples=500, deadline=None)
+def test_quantize_multiplier_random(real):
+    m, shift = fp.quantize_multiplier(real)
+    assert (m, shift) == quantize_multiplier_twin(real)
+    if m:
+        assert 2**30 <= m < 2**31
+        assert abs(m * 2.0 ** (shift - 31) - real) <= real * 2**-31
+
+
+def test_quantize_multipliers_vectorised():
+    reals = np.array([0.0, 1e-12, 0.3, 1.0, 7.5])
+    mult, shift = fp.quantize_multipliers(reals)
+    assert mult.dtype == np.int32 and shift.dtype == np.int32
+    assert list(zip(mult.tolist(), shift.tolist())) == [quantize_multiplier_twin(r) for r in reals]
