@@ -1,0 +1,93 @@
+"""Helpers shared by op prepare functions: fused activations, padding, broadcasting."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..runtime.registry import OpContext
+
+# ActivationFunctionType codes
+NONE, RELU, RELU_N1_TO_1, RELU6, TANH, SIGN_BIT = range(6)
+_FLOAT_BOUNDS = {RELU: (0.0, None), RELU_N1_TO_1: (-1.0, 1.0), RELU6: (0.0, 6.0)}
+
+INT_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767),
+              "int32": (-(2 ** 31), 2 ** 31 - 1)}
+
+
+def fused_activation(ctx: OpContext) -> int:
+    code = getattr(ctx.options, "fusedActivationFunction", NONE) if ctx.options else NONE
+    if code not in (NONE, RELU, RELU_N1_TO_1, RELU6, TANH, SIGN_BIT):
+        raise ctx.invalid(f"unknown fused activation {code}")
+    return code
+
+
+def float_activation(ctx: OpContext):
+    """The fused activation as an in-place function on float arrays (identity for NONE)."""
+    code = fused_activation(ctx)
+    if code in _FLOAT_BOUNDS:
+        low, high = _FLOAT_BOUNDS[code]
+
+        def clamp(x):
+            return np.clip(x, low, high, out=x) if x.flags.writeable else np.clip(x, low, high)
+        return clamp
+    if code == TANH:
+        return np.tanh
+    if code == SIGN_BIT:
+        return lambda x: np.signbit(x).astype(x.dtype)
+    return lambda x: x
+
+
+def round_half_away(x: float) -> int:
+    """C's std::round / TfLiteRound."""
+    return int(math.floor(abs(x) + 0.5)) * (1 if x >= 0 else -1)
+
+
+def quantized_activation_range(ctx: OpContext, scale: float, zero_point: int,
+                               dtype: str) -> tuple[int, int]:
+    """TFLite CalculateActivationRangeQuantized: the clamp a fused activation becomes."""
+    qmin, qmax = INT_RANGES[dtype]
+    code = fused_activation(ctx)
+
+    def quantize(v):  # zp + round(v / scale) with the division in float32, as TFLite does
+        return zero_point + round_half_away(float(np.float32(v) / np.float32(scale)))
+
+    if code == RELU:
+        return max(qmin, zero_point), qmax
+    if code == RELU6:
+        return max(qmin, zero_point), min(qmax, quantize(6.0))
+    if code == RELU_N1_TO_1:
+        return max(qmin, quantize(-1.0)), min(qmax, quantize(1.0))
+    if code != NONE:
+        raise ctx.unsupported(f"fused activation {code} on a quantized op")
+    return qmin, qmax
+
+
+def conv_output_size(ctx: OpContext, padding: int, size: int, kernel: int, stride: int,
+                     dilation: int) -> tuple[int, int]:
+    """(output size, padding before) for TFLite's SAME (0) and VALID (1) padding."""
+    if stride < 1 or dilation < 1:
+        raise ctx.invalid(f"stride {stride} and dilation {dilation} must be >= 1")
+    effective = (kernel - 1) * dilation + 1
+    if padding == 0:  # SAME: out = ceil(in / stride); the odd pixel of padding goes at the end
+        out = (size + stride - 1) // stride
+        total = max((out - 1) * stride + effective - size, 0)
+        return out, total // 2
+    if padding == 1:  # VALID
+        out = (size + stride - effective) // stride
+        if out < 1 and size > 0:
+            raise ctx.invalid(f"kernel extent {effective} is larger than the input size {size}")
+        return max(out, 0), 0
+    raise ctx.invalid(f"unknown padding {padding}")
+
+
+def broadcast_shape(ctx: OpContext, *shapes) -> tuple[int, ...]:
+    try:
+        return tuple(np.broadcast_shapes(*shapes))
+    except ValueError:
+        raise ctx.invalid(f"shapes {' and '.join(map(str, shapes))} do not broadcast") from None
+
+
+def as_float32(x):
+    return np.asarray(x, dtype=np.float32)

@@ -1,0 +1,158 @@
+"""CONV_2D and DEPTHWISE_CONV_2D.
+
+Float convolutions go through im2col and NumPy's BLAS matmul; int8 ones through the reference
+kernels in `qengine.kernels.conv`, with multipliers computed here exactly as TFLite's
+PopulateConvolutionQuantizationParams does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..runtime.registry import OpContext, Prepared, register_op
+from .common import conv_output_size, float_activation
+
+
+@dataclass
+class ConvGeometry:
+    batch: int
+    in_h: int
+    in_w: int
+    out_h: int
+    out_w: int
+    pad_top: int
+    pad_left: int
+    kernel_h: int
+    kernel_w: int
+    stride_h: int
+    stride_w: int
+    dil_h: int
+    dil_w: int
+
+
+def geometry(ctx: OpContext, x_shape, kernel_h: int, kernel_w: int) -> ConvGeometry:
+    o = ctx.options
+    if o is None:
+        raise ctx.invalid("options are missing")
+    stride_h, stride_w = o.strideH, o.strideW
+    dil_h, dil_w = getattr(o, "dilationHFactor", 1), getattr(o, "dilationWFactor", 1)
+    n, h, w = x_shape[0], x_shape[1], x_shape[2]
+    out_h, pad_top = conv_output_size(ctx, o.padding, h, kernel_h, stride_h, dil_h)
+    out_w, pad_left = conv_output_size(ctx, o.padding, w, kernel_w, stride_w, dil_w)
+    return ConvGeometry(n, h, w, out_h, out_w, pad_top, pad_left, kernel_h, kernel_w,
+                        stride_h, stride_w, dil_h, dil_w)
+
+
+def patches(x: np.ndarray, g: ConvGeometry, pad_value=0) -> np.ndarray:
+    """im2col: [N, OH, OW, KH, KW, C] view of the padded input (copied on reshape)."""
+    n, h, w, c = x.shape
+    need_h = (g.out_h - 1) * g.stride_h + (g.kernel_h - 1) * g.dil_h + 1
+    need_w = (g.out_w - 1) * g.stride_w + (g.kernel_w - 1) * g.dil_w + 1
+    bottom = max(need_h - h - g.pad_top, 0)
+    right = max(need_w - w - g.pad_left, 0)
+    padded = np.pad(x, ((0, 0), (g.pad_top, bottom), (g.pad_left, right), (0, 0)),
+                    constant_values=pad_value)
+    sn, sh, sw, sc = padded.strides
+    return np.lib.stride_tricks.as_strided(
+        padded, (n, g.out_h, g.out_w, g.kernel_h, g.kernel_w, c),
+        (sn, sh * g.stride_h, sw * g.stride_w, sh * g.dil_h, sw * g.dil_w, sc), writeable=False)
+
+
+def _bias(ctx: OpContext, index: int, channels: int, dtype: str):
+    spec = ctx.optional_input(index)
+    if spec is None:
+        return None
+    ctx.expect_dtype(spec, dtype)
+    value = ctx.constant(index, "bias")
+    if value.size != channels:
+        raise ctx.invalid(f"bias has {value.size} elements for {channels} output channels")
+    return value.reshape(channels)
+
+
+@register_op("CONV_2D")
+def conv_2d(ctx: OpContext) -> Prepared:
+    ctx.expect_inputs(2, 3)
+    x, w = ctx.input(0), ctx.input(1)
+    ctx.expect_rank(x, 4)
+    ctx.expect_rank(w, 4)
+    out_c, kh, kw, in_c_per_group = w.shape
+    in_c = x.shape[3]
+    if in_c_per_group == 0 or in_c % in_c_per_group or out_c % (in_c // in_c_per_group or 1):
+        raise ctx.invalid(f"input channels {in_c} do not split into groups of "
+                          f"{in_c_per_group} for {out_c} filters")
+    g = geometry(ctx, x.shape, kh, kw)
+    out_shape = (g.batch, g.out_h, g.out_w, out_c)
+    if x.dtype == "float32":
+        return _conv_float(ctx, g, w, out_shape, in_c // in_c_per_group)
+    from . import conv_int as quantized  # numba kernels load only when an int model needs them
+
+    return quantized.conv_2d(ctx, g, out_shape, in_c // in_c_per_group)
+
+
+def _conv_float(ctx: OpContext, g: ConvGeometry, w_spec, out_shape, groups: int) -> Prepared:
+    ctx.expect_dtype(w_spec, "float32")
+    weights = ctx.constant(1, "filter") if w_spec.value is not None else None
+    out_c = out_shape[3]
+    bias = _bias(ctx, 2, out_c, "float32")
+    activation = float_activation(ctx)
+    per_group = out_c // groups
+
+    def run(x, w, b=None):
+        w = weights if weights is not None else w
+        cols = patches(x, g)
+        in_per_group = w.shape[3]
+        out = np.empty(out_shape, np.float32)
+        for group in range(groups):
+            part = cols[..., group * in_per_group:(group + 1) * in_per_group]
+            part = part.reshape(-1, g.kernel_h * g.kernel_w * in_per_group)
+            wg = w[group * per_group:(group + 1) * per_group].reshape(per_group, -1)
+            out[..., group * per_group:(group + 1) * per_group] = \
+                (part @ wg.T).reshape(out_shape[:3] + (per_group,))
+        if bias is not None:
+            out += bias
+        return activation(out)
+
+    return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
+
+
+@register_op("DEPTHWISE_CONV_2D")
+def depthwise_conv_2d(ctx: OpContext) -> Prepared:
+    ctx.expect_inputs(2, 3)
+    x, w = ctx.input(0), ctx.input(1)
+    ctx.expect_rank(x, 4)
+    ctx.expect_rank(w, 4)
+    _, kh, kw, out_c = w.shape
+    in_c = x.shape[3]
+    if w.shape[0] != 1 or in_c == 0 or out_c % in_c:
+        raise ctx.invalid(f"filter {w.shape} does not fit {in_c} input channels")
+    multiplier = out_c // in_c  # TFLite recomputes it from the shapes and ignores the option
+    g = geometry(ctx, x.shape, kh, kw)
+    out_shape = (g.batch, g.out_h, g.out_w, out_c)
+    if x.dtype == "float32":
+        return _depthwise_float(ctx, g, w, out_shape, multiplier)
+    from . import conv_int as quantized
+
+    return quantized.depthwise_conv_2d(ctx, g, out_shape, multiplier)
+
+
+def _depthwise_float(ctx, g: ConvGeometry, w_spec, out_shape, multiplier: int) -> Prepared:
+    ctx.expect_dtype(w_spec, "float32")
+    out_c = out_shape[3]
+    bias = _bias(ctx, 2, out_c, "float32")
+    activation = float_activation(ctx)
+
+    def run(x, w, b=None):
+        if multiplier > 1:  # output channel c reads input channel c // multiplier
+            x = np.repeat(x, multiplier, axis=3)
+        cols = patches(x, g)
+        out = np.zeros(out_shape, np.float32)
+        for ky in range(g.kernel_h):
+            for kx in range(g.kernel_w):
+                out += cols[:, :, :, ky, kx, :] * w[0, ky, kx]
+        if bias is not None:
+            out += bias
+        return activation(out)
+
+    return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])

@@ -1,0 +1,346 @@
+"""The reference interpreter: prepare every op once, then run the kernels in order.
+
+Prepare walks the graph with concrete input shapes: each op's prepare function validates its
+inputs and options, precomputes what its kernel needs and reports its output shapes. Ops whose
+inputs are all constant (shape arithmetic, DEQUANTIZE of float16 weights, DENSIFY) are run right
+there and become constants, which is what TFLite does for them too. When an input shape changes
+(a new batch size) or an op's output shape depends on data, the affected ops are prepared again
+before they run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, InvalidModelError, QEngineError, UnsupportedOpError
+from ..flatbuffer_io import load
+from ..ir import Model, Subgraph, Tensor, numpy_dtype
+from .registry import OpContext, Prepared, Spec, lookup, op_key, supported_ops
+
+
+@dataclass
+class _Step:
+    prepared: Prepared | None = None
+    key: tuple | None = None  # the input shapes it was prepared for
+    folded: bool = False  # outputs were computed at prepare time
+
+
+class _Plan:
+    """One subgraph, prepared for one set of input shapes."""
+
+    def __init__(self, interpreter: Interpreter, subgraph: Subgraph):
+        self.interpreter = interpreter
+        self.subgraph = subgraph
+        self.tensors = subgraph.all_tensors()
+        self.slot = {id(t): i for i, t in enumerate(self.tensors)}
+        self.constants = {self.slot[id(t)]: _constant_value(t) for t in self.tensors
+                          if t.is_constant}
+        self.steps = [_Step() for _ in subgraph.operators]
+        self.folded: dict[int, np.ndarray] = {}
+        self.op_time: dict[str, float] = {}
+
+    def spec_of(self, t: Tensor, value=None, shape=None) -> Spec:
+        slot = self.slot[id(t)]
+        const = self.constants.get(slot, self.folded.get(slot))
+        if const is not None:
+            value = const
+        if shape is None:
+            shape = value.shape if value is not None else t.shape
+        return Spec(tuple(shape), t.dtype, value, t.quantization, t.name)
+
+    # -- prepare -------------------------------------------------------------------------------
+
+    def prepare(self, input_shapes: list[tuple[int, ...]]) -> None:
+        """Static pass from the graph inputs' shapes; stops where shapes depend on data."""
+        self.folded = {}
+        known: dict[int, Spec] = {}
+        for t, shape in zip(self.subgraph.inputs, input_shapes):
+            known[self.slot[id(t)]] = self.spec_of(t, shape=shape)
+        for index, op in enumerate(self.subgraph.operators):
+            specs = []
+            for t in op.inputs:
+                if t is None:
+                    specs.append(None)
+                elif self.slot[id(t)] in known:
+                    specs.append(known[self.slot[id(t)]])
+                elif t.is_constant or self.slot[id(t)] in self.folded:
+                    specs.append(self.spec_of(t))
+                else:
+                    specs.append(None if t.is_variable else False)
+            if any(s is False for s in specs):
+                continue  # an input's shape is only known at run time
+            step = self._prepare_op(index, specs)
+            for t, spec in zip(op.outputs, step.prepared.outputs):
+                if t is not None and spec.shape is not None:
+                    known[self.slot[id(t)]] = spec
+
+    def _prepare_op(self, index: int, specs: list[Spec | None]) -> _Step:
+        op = self.subgraph.operators[index]
+        ctx = OpContext(op, index, specs, self.interpreter, self.interpreter.arithmetic,
+                        self.interpreter.num_threads)
+        prepare = lookup(op)
+        try:
+            prepared = prepare(ctx)
+        except QEngineError:
+            raise
+        except (ValueError, IndexError, TypeError, OverflowError, ZeroDivisionError) as e:
+            # numpy rejecting a shape or option the op's checks let through: still the model's fault
+            raise ctx.invalid(f"{type(e).__name__}: {e}") from e
+        if len(prepared.outputs) != len(op.outputs):
+            raise ctx.invalid(f"has {len(op.outputs)} outputs, the op produces "
+                              f"{len(prepared.outputs)}")
+        step = self.steps[index]
+        step.prepared, step.key, step.folded = prepared, _shapes_key(specs), False
+        if prepared.foldable and op.inputs and all(
+                s is None or s.value is not None for s in specs):
+            values = _as_tuple(prepared.run(*[None if s is None else s.value for s in specs]))
+            for t, spec, value in zip(op.outputs, prepared.outputs, values):
+                _check_output(ctx, spec, value)
+                if t is not None:
+                    self.folded[self.slot[id(t)]] = value
+                    spec.value, spec.shape = value, value.shape
+            step.folded = True
+        return step
+
+    # -- run -----------------------------------------------------------------------------------
+
+    def run(self, arrays: list[np.ndarray], profile: bool = False) -> list:
+        values: list = [None] * len(self.tensors)
+        for slot, value in self.constants.items():
+            values[slot] = value
+        for slot, value in self.folded.items():
+            values[slot] = value
+        for t, array in zip(self.subgraph.inputs, arrays):
+            values[self.slot[id(t)]] = array
+        for index, op in enumerate(self.subgraph.operators):
+            step = self.steps[index]
+            if step.folded:
+                continue
+            inputs = [None if t is None else values[self.slot[id(t)]] for t in op.inputs]
+            if step.prepared is None or step.key != _array_shapes_key(inputs):
+                self._prepare_at_run(index, op, inputs)
+                if step.folded:
+                    for t in op.outputs:
+                        values[self.slot[id(t)]] = self.folded[self.slot[id(t)]]
+                    continue
+            start = time.perf_counter() if profile else 0.0
+            outputs = _as_tuple(step.prepared.run(*inputs))
+            if profile:
+                name = op_key(op)
+                self.op_time[name] = self.op_time.get(name, 0.0) + time.perf_counter() - start
+            for t, spec, value in zip(op.outputs, step.prepared.outputs, outputs):
+                if spec.shape is not None and value.shape != spec.shape:
+                    _check_output(OpContext(op, index, []), spec, value)
+                if t is not None:
+                    values[self.slot[id(t)]] = value
+        return values
+
+    def _prepare_at_run(self, index: int, op, inputs: list) -> None:
+        specs = []
+        for t, array in zip(op.inputs, inputs):
+            if t is None:
+                specs.append(None)
+            elif array is None:
+                raise InvalidModelError(
+                    f"op {index} {op.opcode.display} reads {t.name!r}, which holds no value "
+                    f"when the op runs")
+            else:
+                specs.append(self.spec_of(t, shape=array.shape))
+        self._prepare_op(index, specs)
+
+
+class Interpreter:
+    """Runs a TFLite model with qengine's kernels.
+
+    `Interpreter(model_or_path, num_threads=None, arithmetic="ref")`; `run(inputs, keep=False)`
+    returns outputs keyed by output tensor name (with `keep=True`, every computed tensor).
+    """
+
+    def __init__(self, model, *, num_threads: int | None = None, arithmetic: str = "ref"):
+        if isinstance(model, (str, Path, bytes, bytearray, memoryview)):
+            model = load(model)
+        if not isinstance(model, Model):
+            raise TypeError(f"expected a Model, path or bytes, got {type(model).__name__}")
+        if arithmetic not in ("ref", "xnnpack"):
+            raise ValueError(f"arithmetic must be 'ref' or 'xnnpack', not {arithmetic!r}")
+        model.verify()
+        self.model = model
+        self.arithmetic = arithmetic
+        self.num_threads = num_threads or 1
+        _check_supported(model)
+        self._plans: dict[int, _Plan] = {}
+        self._plan(0)  # prepare the main graph now so errors surface before anything runs
+
+    # -- public API ----------------------------------------------------------------------------
+
+    @property
+    def inputs(self) -> list[Tensor]:
+        return self.model.main.inputs
+
+    @property
+    def outputs(self) -> list[Tensor]:
+        return self.model.main.outputs
+
+    def run(self, inputs, keep: bool = False, profile: bool = False) -> dict[str, np.ndarray]:
+        subgraph = self.model.main
+        arrays = _bind_inputs(subgraph.inputs, inputs, self._signature_names(subgraph))
+        values = self._run_plan(0, arrays, profile)
+        plan = self._plans[0]
+        if keep:
+            return {t.name: v for t, v in zip(plan.tensors, values)
+                    if v is not None and not t.is_constant}
+        return {t.name: values[plan.slot[id(t)]] for t in subgraph.outputs}
+
+    def signature_runner(self, key: str | None = None):
+        """A callable taking the signature's input names as keywords, returning its outputs."""
+        signatures = self.model.signatures
+        if not signatures:
+            raise InputError("the model has no signatures; use Interpreter.run")
+        if key is None:
+            key = signatures[0].key
+        for sig in signatures:
+            if sig.key == key:
+                return lambda **kwargs: self._run_signature(sig, kwargs)
+        raise InputError(f"no signature {key!r}; the model has "
+                         f"{', '.join(s.key for s in signatures)}")
+
+    def run_subgraph(self, index: int, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """Run subgraph `index` on positional inputs (used by WHILE, IF, CALL_ONCE)."""
+        values = self._run_plan(index, list(arrays))
+        plan = self._plans[index]
+        return [values[plan.slot[id(t)]] for t in plan.subgraph.outputs]
+
+    def op_times(self) -> dict[str, float]:
+        """Seconds spent per op type on runs made with profile=True (main graph)."""
+        return dict(self._plans[0].op_time)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _plan(self, index: int, shapes=None) -> _Plan:
+        plan = self._plans.get(index)
+        subgraph = self.model.subgraphs[index]
+        if shapes is None:
+            shapes = [t.shape for t in subgraph.inputs]
+        if plan is None:
+            plan = self._plans[index] = _Plan(self, subgraph)
+            plan.prepare(shapes)
+            plan.input_shapes = [tuple(s) for s in shapes]
+        elif plan.input_shapes != [tuple(s) for s in shapes]:
+            plan.prepare(shapes)
+            plan.input_shapes = [tuple(s) for s in shapes]
+        return plan
+
+    def _run_plan(self, index: int, arrays: list, profile: bool = False) -> list:
+        plan = self._plan(index, [a.shape for a in arrays])
+        return plan.run(arrays, profile)
+
+    def _signature_names(self, subgraph: Subgraph) -> dict[str, Tensor]:
+        names = {}
+        for sig in self.model.signatures:
+            if sig.subgraph is subgraph:
+                names.update(sig.inputs)
+        return names
+
+    def _run_signature(self, sig, kwargs) -> dict[str, np.ndarray]:
+        index = next(i for i, s in enumerate(self.model.subgraphs) if s is sig.subgraph)
+        unknown = set(kwargs) - set(sig.inputs)
+        if unknown:
+            raise InputError(f"signature {sig.key!r} has no input {sorted(unknown)[0]!r}; its "
+                             f"inputs are {', '.join(sig.inputs)}")
+        by_tensor = {id(t): name for name, t in sig.inputs.items()}
+        arrays = _bind_inputs(sig.subgraph.inputs,
+                              {by_tensor.get(id(t), t.name): kwargs.get(by_tensor.get(id(t)))
+                               for t in sig.subgraph.inputs}, {})
+        values = self._run_plan(index, arrays)
+        plan = self._plans[index]
+        return {name: values[plan.slot[id(t)]] for name, t in sig.outputs.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_supported(model: Model) -> None:
+    missing = []
+    for s_index, subgraph in enumerate(model.subgraphs):
+        for index, op in enumerate(subgraph.operators):
+            if lookup(op) is None:
+                out = op.outputs[0].name if op.outputs and op.outputs[0] is not None else "?"
+                where = f"op {index}" if s_index == 0 else f"subgraph {s_index} op {index}"
+                missing.append(f"{where} {op.opcode.display} (output {out!r})")
+    if missing:
+        raise UnsupportedOpError(
+            f"{len(missing)} op(s) have no kernel: " + "; ".join(missing)
+            + f". Register one with qengine.register_op(name, prepare). Supported: "
+            + ", ".join(supported_ops()))
+
+
+def _bind_inputs(tensors: list[Tensor], inputs, aliases: dict[str, Tensor]) -> list[np.ndarray]:
+    """Accept one array, a list in input order, or a dict keyed by tensor or signature name."""
+    if isinstance(inputs, dict):
+        by_id = {id(t): None for t in tensors}
+        for key, value in inputs.items():
+            tensor = aliases.get(key) or next((t for t in tensors if t.name == key), None)
+            if tensor is None:
+                raise InputError(f"no input named {key!r}; inputs are "
+                                 f"{', '.join(repr(t.name) for t in tensors)}")
+            by_id[id(tensor)] = value
+        arrays = [by_id[id(t)] for t in tensors]
+    elif isinstance(inputs, (list, tuple)):
+        arrays = list(inputs)
+    else:
+        arrays = [inputs]
+    if len(arrays) != len(tensors):
+        raise InputError(f"the model has {len(tensors)} inputs "
+                         f"({', '.join(repr(t.name) for t in tensors)}), got {len(arrays)}")
+    return [_check_input(t, a) for t, a in zip(tensors, arrays)]
+
+
+def _check_input(t: Tensor, array) -> np.ndarray:
+    expected = f"expects shape {_shape_text(t)} {t.dtype}"
+    if array is None:
+        raise InputError(f"input {t.name!r} is missing ({expected})")
+    array = np.asarray(array)
+    want = numpy_dtype(t.dtype)
+    if array.dtype != want:
+        if want == np.float32 and array.dtype.kind == "f":
+            array = array.astype(np.float32)  # float64 from numpy is the common, harmless case
+        else:
+            raise InputError(f"input {t.name!r} {expected}, got dtype {array.dtype}")
+    signature = t.shape_signature or t.shape
+    if len(array.shape) != len(t.shape) or any(
+            d != s and fixed != -1 for d, s, fixed in zip(array.shape, t.shape, signature)):
+        raise InputError(f"input {t.name!r} {expected}, got shape {tuple(array.shape)}")
+    return np.ascontiguousarray(array)
+
+
+def _shape_text(t: Tensor) -> str:
+    signature = t.shape_signature or t.shape
+    return "(" + ", ".join("None" if s == -1 else str(d) for d, s in zip(t.shape, signature)) \
+        + ("," if len(t.shape) == 1 else "") + ")"
+
+
+def _constant_value(t: Tensor) -> np.ndarray:
+    value = t.data
+    return value if value is not None else np.zeros(0, np.uint8)
+
+
+def _as_tuple(result) -> tuple:
+    return result if isinstance(result, tuple) else (result,)
+
+
+def _shapes_key(specs) -> tuple:
+    return tuple(None if s is None else s.shape for s in specs)
+
+
+def _array_shapes_key(arrays) -> tuple:
+    return tuple(None if a is None else a.shape for a in arrays)
+
+
+def _check_output(ctx: OpContext, spec: Spec, value) -> None:
+    if spec.shape is not None and tuple(value.shape) != tuple(spec.shape):
+        raise RuntimeError(f"{ctx.where()}: kernel produced shape {value.shape}, prepare said "
+                           f"{spec.shape} (a qengine bug)")
