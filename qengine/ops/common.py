@@ -91,3 +91,30 @@ def broadcast_shape(ctx: OpContext, *shapes) -> tuple[int, ...]:
 
 def as_float32(x):
     return np.asarray(x, dtype=np.float32)
+
+
+QUANTIZED_TYPES = ("int8", "uint8", "int16")
+
+
+def is_quantized(spec) -> bool:
+    """An integer tensor with quantization parameters: it stands for real numbers."""
+    return spec is not None and spec.dtype in QUANTIZED_TYPES and spec.quantization is not None
+
+
+def quantized_path(ctx: OpContext, family: str):
+    """Prepare the op with its integer implementation: `qengine.ops.<family>_int.<op_name>`.
+
+    The `_int` modules import Numba kernels, so they load only when a quantized model needs
+    them.
+    """
+    import importlib
+
+    try:
+        module = importlib.import_module(f"qengine.ops.{family}_int")
+    except ModuleNotFoundError:
+        module = None
+    prepare = getattr(module, ctx.op.type.lower(), None)
+    if prepare is None:
+        dtypes = ", ".join(sorted({s.dtype for s in ctx.inputs if s is not None}))
+        raise ctx.unsupported(f"no quantized kernel for {ctx.op.type} on {dtypes}")
+    return prepare(ctx)
