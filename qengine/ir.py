@@ -352,3 +352,91 @@ def _verify_dataflow(subgraph: Subgraph, where: str) -> None:
     for t in subgraph.outputs:
         if id(t) not in available:
             raise InvalidModelError(f"{where}: output {t.name!r} is never computed")
+
+
+# ---------------------------------------------------------------------------------------------
+# structural comparison
+
+
+def diff(a: Model, b: Model) -> list[str]:
+    """Differences between two models, as readable lines (empty when equal).
+
+    Tensors are matched by position, so this is the equality a round trip must preserve.
+    """
+    out: list[str] = []
+    _same(out, "description", a.description, b.description)
+    _same(out, "metadata names", sorted(a.metadata), sorted(b.metadata))
+    for name in set(a.metadata) & set(b.metadata):
+        _same(out, f"metadata {name!r}", bytes(a.metadata[name].data), bytes(b.metadata[name].data))
+    _same(out, "subgraph count", len(a.subgraphs), len(b.subgraphs))
+    for i, (sa, sb) in enumerate(zip(a.subgraphs, b.subgraphs)):
+        _diff_subgraph(out, f"subgraph {i}", sa, sb)
+    _same(out, "signature count", len(a.signatures), len(b.signatures))
+    for sa, sb in zip(a.signatures, b.signatures):
+        where = f"signature {sa.key!r}"
+        _same(out, where, (sa.key, list(sa.inputs), list(sa.outputs)),
+              (sb.key, list(sb.inputs), list(sb.outputs)))
+        _same(out, f"{where} subgraph", a.subgraphs.index(sa.subgraph),
+              b.subgraphs.index(sb.subgraph))
+    return out
+
+
+def _diff_subgraph(out: list[str], where: str, a: Subgraph, b: Subgraph) -> None:
+    ta, tb = a.all_tensors(), b.all_tensors()
+    _same(out, f"{where} name", a.name, b.name)
+    _same(out, f"{where} tensor count", len(ta), len(tb))
+    for i, (x, y) in enumerate(zip(ta, tb)):
+        _diff_tensor(out, f"{where} tensor {i} ({x.name!r})", x, y)
+    pa, pb = {id(t): i for i, t in enumerate(ta)}, {id(t): i for i, t in enumerate(tb)}
+
+    def positions(ts, p):
+        return [None if t is None else p[id(t)] for t in ts]
+
+    _same(out, f"{where} inputs", positions(a.inputs, pa), positions(b.inputs, pb))
+    _same(out, f"{where} outputs", positions(a.outputs, pa), positions(b.outputs, pb))
+    _same(out, f"{where} op count", len(a.operators), len(b.operators))
+    for i, (x, y) in enumerate(zip(a.operators, b.operators)):
+        w = f"{where} op {i} ({x.opcode.display})"
+        _same(out, f"{w} opcode", (x.opcode.name, x.opcode.custom_code, x.opcode.version),
+              (y.opcode.name, y.opcode.custom_code, y.opcode.version))
+        _same(out, f"{w} inputs", positions(x.inputs, pa), positions(y.inputs, pb))
+        _same(out, f"{w} outputs", positions(x.outputs, pa), positions(y.outputs, pb))
+        _same(out, f"{w} intermediates", positions(x.intermediates, pa),
+              positions(y.intermediates, pb))
+        _same(out, f"{w} options", _plain(x.options), _plain(y.options))
+        _same(out, f"{w} options2", _plain(x.options2), _plain(y.options2))
+        _same(out, f"{w} custom_options", x.custom_options, y.custom_options)
+        _same(out, f"{w} mutating inputs", x.mutating_variable_inputs, y.mutating_variable_inputs)
+
+
+def _diff_tensor(out: list[str], where: str, x: Tensor, y: Tensor) -> None:
+    _same(out, f"{where} header", (x.name, x.shape, x.dtype, x.is_variable, x.shape_signature,
+                                   x.has_rank),
+          (y.name, y.shape, y.dtype, y.is_variable, y.shape_signature, y.has_rank))
+    _same(out, f"{where} data", bytes(x.buffer.data) if x.is_constant else None,
+          bytes(y.buffer.data) if y.is_constant else None)
+    _same(out, f"{where} quantization", _plain(x.quantization), _plain(y.quantization))
+    _same(out, f"{where} sparsity", _plain(x.sparsity), _plain(y.sparsity))
+
+
+def _plain(obj):
+    """A comparable form of option tables, quantization and numpy arrays."""
+    if obj is None or isinstance(obj, (bool, int, float, str, bytes)):
+        return obj
+    if isinstance(obj, np.ndarray):
+        return ("array", obj.dtype.kind, obj.tolist())
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "__dict__"):
+        return (type(obj).__name__, {k: _plain(v) for k, v in sorted(vars(obj).items())})
+    return repr(obj)
+
+
+def _same(out: list[str], what: str, x, y) -> None:
+    if x != y:
+        out.append(f"{what}: {_short(x)} != {_short(y)}")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) < 120 else text[:117] + "..."
