@@ -22,6 +22,9 @@ from ..ir import Model, Subgraph, Tensor, numpy_dtype
 from .registry import OpContext, Prepared, Spec, lookup, op_key, supported_ops
 
 
+MAX_ELEMENTS = 1 << 31  # larger intermediate tensors mean a corrupt or hostile model
+
+
 @dataclass
 class _Step:
     prepared: Prepared | None = None
@@ -93,6 +96,10 @@ class _Plan:
         if len(prepared.outputs) != len(op.outputs):
             raise ctx.invalid(f"has {len(op.outputs)} outputs, the op produces "
                               f"{len(prepared.outputs)}")
+        for spec in prepared.outputs:
+            if spec.shape is not None and np.prod(spec.shape, dtype=np.float64) > MAX_ELEMENTS:
+                raise ctx.invalid(f"output {spec.name!r} would have shape {spec.shape}, more "
+                                  f"than {MAX_ELEMENTS} elements")
         step = self.steps[index]
         step.prepared, step.key, step.folded = prepared, _shapes_key(specs), False
         if prepared.foldable and op.inputs and all(
