@@ -1,0 +1,46 @@
+# The two commands of the README:
+#   make demo   create .venv, install qengine, quantize the bundled example in every mode, run
+#               each and print a table of size, accuracy and agreement with the float model
+#   make test   install qengine with its test extras into .venv and run the test suite
+# and for the inner loop:
+#   make test-fast   the tests that need neither TensorFlow nor much time
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast lint schema bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[dev,tf]"
+	touch $@ $(VENV)/.runtime
+
+demo: $(VENV)/.runtime
+	$(BIN)/python examples/demo.py
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.dev
+	$(BIN)/python -m pytest -q -m "not tf and not slow" $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check qengine kernels schema/__init__.py tests benchmarks examples
+
+schema: $(VENV)/.dev
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/gen_schema.sh
+
+bench: $(VENV)/.dev
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache

@@ -1,0 +1,3 @@
+"""CLI commands beyond inspect/run: registered into the parser by `qengine.cli`."""
+
+COMMANDS = []
