@@ -1,0 +1,187 @@
+"""QUANTIZE, DEQUANTIZE and DENSIFY: moving between real numbers, integers and sparse storage.
+
+    real = scale * (q - zero_point)
+
+DEQUANTIZE of a constant (float16 or int8 weights) and DENSIFY of a sparse constant fold at
+prepare time, as in TFLite: "float16 weights are upsampled to float32 prior to the first
+inference".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..runtime.registry import OpContext, Prepared, register_op
+from .common import INT_RANGES, QUANTIZED_TYPES
+
+FLOATS = ("float32", "float16")
+
+
+def _per_axis_params(ctx: OpContext, spec):
+    """(scale float64, zero point int64) broadcastable against the tensor."""
+    q = spec.quantization
+    if q is None or q.scale.size == 0:
+        raise ctx.invalid(f"tensor {spec.name!r} has no quantization parameters")
+    scale, zero_point = q.scale.astype(np.float64), q.zero_point.astype(np.int64)
+    if scale.size == 1:
+        return scale[0], zero_point[0]
+    shape = [1] * len(spec.shape)
+    shape[q.axis] = scale.size
+    return scale.reshape(shape), zero_point.reshape(shape)
+
+
+def round_half_away(x: np.ndarray) -> np.ndarray:
+    """std::round on every element, exactly: trunc, then step away from 0 when |frac| >= 0.5."""
+    whole = np.trunc(x)
+    return whole + np.where(np.abs(x - whole) >= 0.5, np.sign(x), 0).astype(x.dtype)
+
+
+@register_op("DEQUANTIZE")
+def dequantize(ctx: OpContext) -> Prepared:
+    ctx.expect_inputs(1)
+    x = ctx.input(0)
+    out_shape = x.shape
+    if x.dtype == "float16":
+        return Prepared(lambda v: v.astype(np.float32), [ctx.output_spec(0, out_shape, "float32")])
+    ctx.expect_dtype(x, *QUANTIZED_TYPES, "int32")
+    scale, zero_point = _per_axis_params(ctx, x)
+
+    def run(q):
+        # reference_integer_ops::Dequantize: (float)(double(scale) * (q - zero_point))
+        return (scale * (q.astype(np.int64) - zero_point)).astype(np.float32)
+
+    return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
+
+
+@register_op("QUANTIZE")
+def quantize(ctx: OpContext) -> Prepared:
+    ctx.expect_inputs(1)
+    x = ctx.input(0)
+    out = ctx.op.outputs[0]
+    if out.dtype not in QUANTIZED_TYPES:
+        raise ctx.unsupported(f"QUANTIZE to {out.dtype}")
+    out_spec = ctx.output_spec(0, x.shape, out.dtype)
+    if x.dtype in QUANTIZED_TYPES:
+        from . import quantization_int
+
+        return quantization_int.requantize(ctx, x, out_spec)
+    ctx.expect_dtype(x, *FLOATS)
+    if out_spec.quantization is None or out_spec.quantization.scale.size == 0:
+        raise ctx.invalid(f"output {out.name!r} has no quantization parameters")
+    if out_spec.quantization.scale.size > 1:
+        return _quantize_per_axis(ctx, x, out_spec)
+    scale, zero_point = np.float32(out_spec.scale), out_spec.zero_point
+    low, high = INT_RANGES[out.dtype]
+    dtype = np.dtype(out.dtype)
+    if ctx.arithmetic == "xnnpack":
+        inverse = np.float32(1.0) / scale
+
+        def run(v):  # optimized/XNNPACK: multiply by the reciprocal, round half to even
+            q = np.rint(v.astype(np.float32) * inverse)
+            return np.clip(q + zero_point, low, high).astype(dtype)
+    else:
+        def run(v):  # reference AffineQuantize: round(x / scale) + zp in float32, then clamp
+            q = round_half_away(v.astype(np.float32) / scale)
+            return np.clip(q.astype(np.float64) + zero_point, low, high).astype(dtype)
+
+    return Prepared(run, [out_spec])
+
+
+def _quantize_per_axis(ctx: OpContext, x, out_spec) -> Prepared:
+    q = out_spec.quantization
+    if not 0 <= q.axis < len(x.shape) or x.shape[q.axis] != q.scale.size:
+        raise ctx.invalid(f"{q.scale.size} scales do not fit axis {q.axis} of shape {x.shape}")
+    shape = [1] * len(x.shape)
+    shape[q.axis] = q.scale.size
+    scale = q.scale.astype(np.float32).reshape(shape)
+    zero_point = q.zero_point.astype(np.float64).reshape(shape)
+    low, high = INT_RANGES[out_spec.dtype]
+
+    def run(v):
+        values = round_half_away(v.astype(np.float32) / scale)
+        return np.clip(values + zero_point, low, high).astype(out_spec.dtype)
+
+    return Prepared(run, [out_spec])
+
+
+# ---------------------------------------------------------------------------------------------
+# DENSIFY
+
+
+@register_op("DENSIFY")
+def densify(ctx: OpContext) -> Prepared:
+    ctx.expect_inputs(1)
+    tensor = ctx.op.inputs[0]
+    if tensor.sparsity is None or not tensor.is_constant:
+        raise ctx.unsupported("DENSIFY of a tensor that is not a sparse constant")
+    dense = densify_tensor(ctx, tensor)
+    return Prepared(lambda _: dense, [ctx.output_spec(0, dense.shape, tensor.dtype)])
+
+
+def densify_tensor(ctx: OpContext, tensor) -> np.ndarray:
+    """Expand TFLite's sparse format (traversal order, block map, CSR levels) to dense."""
+    from ..ir import numpy_dtype
+
+    sp = tensor.sparsity
+    shape = tensor.shape
+    values = np.frombuffer(tensor.buffer.data, numpy_dtype(tensor.dtype))
+    levels = list(sp.dimMetadata or [])
+    order = [int(i) for i in (sp.traversalOrder if sp.traversalOrder is not None else [])]
+    block_map = [int(i) for i in (sp.blockMap if sp.blockMap is not None else [])]
+    n, k = len(shape), len(block_map)
+    if len(levels) != n + k or sorted(order) != list(range(n + k)) or \
+            any(not 0 <= d < n for d in block_map):
+        raise ctx.invalid(f"sparsity of {tensor.name!r} does not describe shape {shape}")
+    block_size = {d: int(levels[order.index(n + j)].denseSize) for j, d in enumerate(block_map)}
+    coords, count = _walk_levels(ctx, levels, order, values.size)
+    if count != values.size:
+        raise ctx.invalid(f"sparse {tensor.name!r} has {values.size} values, its index "
+                          f"describes {count}")
+    dense = np.zeros(shape, values.dtype)
+    index = []
+    for d in range(n):
+        position = coords[order.index(d)]
+        if d in block_size:
+            j = block_map.index(d)
+            position = position * block_size[d] + coords[order.index(n + j)]
+        if position.size and (position.min() < 0 or position.max() >= shape[d]):
+            raise ctx.invalid(f"sparse {tensor.name!r} has an index outside dimension {d}")
+        index.append(position)
+    dense[tuple(index)] = values
+    return dense
+
+
+def _walk_levels(ctx, levels, order, n_values: int):
+    """Coordinates (per traversal level) of every stored value, in storage order."""
+    coords: list[np.ndarray] = []
+    parents = np.zeros(1, np.int64)  # linear position at the previous level
+    for level in levels:
+        if level.format == 0:  # DENSE: every parent has denseSize children
+            size = int(level.denseSize)
+            if size < 0 or parents.size * max(size, 1) > 4 * max(n_values, 1) + (1 << 20):
+                raise ctx.invalid(f"dense level of size {size} is implausible")
+            child = np.arange(size, dtype=np.int64)
+            coords = [np.repeat(c, size) for c in coords] + [np.tile(child, parents.size)]
+            parents = (parents[:, None] * size + child[None, :]).reshape(-1)
+        else:  # SPARSE_CSR: children of parent p are indices[segments[p]:segments[p+1]]
+            segments = _index_vector(ctx, level.arraySegments)
+            indices = _index_vector(ctx, level.arrayIndices)
+            if segments.size != parents.size + 1:
+                raise ctx.invalid("sparse level segments do not match the level above")
+            if np.any(np.diff(segments) < 0) or segments[0] < 0 or segments[-1] > indices.size:
+                raise ctx.invalid("sparse level segments are not a valid CSR index")
+            counts = np.diff(segments[:parents.size + 1])
+            coords = [np.repeat(c, counts) for c in coords]
+            picked = np.concatenate([np.arange(segments[p], segments[p + 1])
+                                     for p in range(parents.size)]) if parents.size else \
+                np.zeros(0, np.int64)
+            coords.append(indices[picked].astype(np.int64))
+            parents = picked.astype(np.int64)
+    return coords, (coords[0].size if coords else 0)
+
+
+def _index_vector(ctx, union_value) -> np.ndarray:
+    values = getattr(union_value, "values", None)
+    if values is None:
+        raise ctx.invalid("sparse level without index vectors")
+    return np.asarray(values, dtype=np.int64)
