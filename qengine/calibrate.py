@@ -1,0 +1,232 @@
+"""Calibration: run the float graph over representative data and record activation statistics.
+
+Observers only record. `choose_qparams` is the one function that turns a range into a scale and
+zero point; every mode and every calibrator goes through it. Observers merge (`a.merge(b)`) so
+calibration can be split across processes and combined afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .errors import InputError
+from .ir import Model, Tensor, numpy_dtype
+
+QRANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767),
+           "int4": (-8, 7), "int2": (-2, 1)}
+
+
+# ---------------------------------------------------------------------------------------------
+# (min, max) -> (scale, zero point)
+
+
+def choose_qparams(rmin: float, rmax: float, dtype: str = "int8", symmetric: bool = False,
+                   narrow_range: bool = False) -> tuple[np.float32, int]:
+    """Scale and zero point for real values in [rmin, rmax], as TFLite's converter picks them.
+
+    The range is first widened to contain 0, so that 0.0 (padding, ReLU's floor) is exactly
+    representable. Asymmetric: scale = (rmax - rmin) / (qmax - qmin), and the zero point is
+    the rounded integer nudged into [qmin, qmax], taken from whichever end (qmin - rmin/scale or
+    qmax - rmax/scale) loses less precision. Symmetric: zero point 0 and
+    scale = max(|rmin|, |rmax|) / qmax. A range that is all zeros gets scale 1.
+    """
+    qmin, qmax = QRANGES[dtype]
+    if narrow_range:
+        qmin += 1
+    rmin, rmax = min(float(rmin), 0.0), max(float(rmax), 0.0)
+    if not (math.isfinite(rmin) and math.isfinite(rmax)):
+        raise InputError(f"cannot quantize the range [{rmin}, {rmax}]")
+    if symmetric:
+        bound = max(-rmin, rmax)
+        scale = bound / qmax if bound > 0 else 1.0
+        return np.float32(scale), 0
+    if rmax - rmin == 0:
+        return np.float32(1.0), 0
+    scale = (rmax - rmin) / (qmax - qmin)
+    from_min, from_max = qmin - rmin / scale, qmax - rmax / scale
+    error_min = abs(qmin) + abs(rmin / scale)
+    error_max = abs(qmax) + abs(rmax / scale)
+    zero_point = from_min if error_min < error_max else from_max
+    nudged = qmin if zero_point < qmin else qmax if zero_point > qmax else _round_away(zero_point)
+    return np.float32(scale), int(nudged)
+
+
+def _round_away(x: float) -> int:
+    return int(math.floor(abs(x) + 0.5)) * (1 if x >= 0 else -1)
+
+
+# ---------------------------------------------------------------------------------------------
+# observers
+
+
+@dataclass
+class MinMaxObserver:
+    """The running minimum and maximum over every value seen (TFLite converter semantics)."""
+
+    min: float = math.inf
+    max: float = -math.inf
+    count: int = 0
+
+    def update(self, values: np.ndarray) -> None:
+        if values.size == 0:
+            return
+        self.min = min(self.min, float(values.min()))
+        self.max = max(self.max, float(values.max()))
+        self.count += values.size
+
+    def merge(self, other: MinMaxObserver) -> MinMaxObserver:
+        return MinMaxObserver(min(self.min, other.min), max(self.max, other.max),
+                              self.count + other.count)
+
+    def range(self) -> tuple[float, float]:
+        return self.min, self.max
+
+    @property
+    def seen(self) -> bool:
+        return self.count > 0
+
+
+OBSERVERS = {"minmax": MinMaxObserver}
+
+
+# ---------------------------------------------------------------------------------------------
+# feeding data
+
+
+def iterate_samples(model: Model, data) -> Iterator[list[np.ndarray]]:
+    """Yield one list of input arrays (batch 1) per sample.
+
+    `data`: an array with samples along axis 0 (single-input models); a dict of such arrays
+    keyed by input (or signature input) name; or an iterable of samples, each an array, a list in
+    input order or a dict.
+    """
+    inputs = model.main.inputs
+    if isinstance(data, np.ndarray) or (isinstance(data, dict) and data and all(
+            isinstance(v, np.ndarray) for v in data.values())):
+        columns = _columns(model, data)
+        count = {c.shape[0] for c in columns}
+        if len(count) != 1:
+            raise InputError(f"calibration arrays have different sample counts: {sorted(count)}")
+        for i in range(count.pop()):
+            yield [_as_input(t, c[i]) for t, c in zip(inputs, columns)]
+        return
+    for sample in data:
+        if isinstance(sample, dict):
+            columns = _columns(model, {k: np.asarray(v)[None] for k, v in sample.items()})
+            yield [_as_input(t, c[0]) for t, c in zip(inputs, columns)]
+        else:
+            parts = list(sample) if isinstance(sample, (list, tuple)) else [sample]
+            if len(parts) != len(inputs):
+                raise InputError(f"a calibration sample has {len(parts)} arrays; the model has "
+                                 f"{len(inputs)} inputs")
+            yield [_as_input(t, np.asarray(p)) for t, p in zip(inputs, parts)]
+
+
+def _columns(model: Model, data) -> list[np.ndarray]:
+    inputs = model.main.inputs
+    if isinstance(data, np.ndarray):
+        if len(inputs) != 1:
+            raise InputError(f"one calibration array given, but the model has {len(inputs)} "
+                             f"inputs ({', '.join(t.name for t in inputs)}); pass a dict")
+        return [data]
+    aliases = {name: t for sig in model.signatures for name, t in sig.inputs.items()}
+    by_tensor = {}
+    for key, value in data.items():
+        tensor = aliases.get(key) or next((t for t in inputs if t.name == key), None)
+        if tensor is None:
+            raise InputError(f"calibration data key {key!r} is not an input; inputs are "
+                             f"{', '.join(repr(t.name) for t in inputs)}")
+        by_tensor[id(tensor)] = np.asarray(value)
+    missing = [t.name for t in inputs if id(t) not in by_tensor]
+    if missing:
+        raise InputError(f"calibration data has no values for input {missing[0]!r}")
+    return [by_tensor[id(t)] for t in inputs]
+
+
+def _as_input(t: Tensor, sample: np.ndarray) -> np.ndarray:
+    """One sample with a batch dimension of 1 added if the model's input has one more rank."""
+    sample = np.asarray(sample)
+    if sample.ndim == len(t.shape) - 1:
+        sample = sample[None]
+    want = numpy_dtype(t.dtype)
+    if sample.dtype != want:
+        if want.kind == "f" and sample.dtype.kind in "fiu":
+            sample = sample.astype(want)
+        else:
+            raise InputError(f"calibration data for {t.name!r} is {sample.dtype}, the input is "
+                             f"{t.dtype}")
+    signature = t.shape_signature or t.shape
+    if sample.ndim != len(t.shape) or any(d != s and f != -1 for d, s, f in
+                                          zip(sample.shape, t.shape, signature)):
+        raise InputError(f"calibration sample for {t.name!r} has shape {sample.shape}, the "
+                         f"input expects {tuple(t.shape)}")
+    if want.kind == "f" and not np.all(np.isfinite(sample)):
+        raise InputError(f"calibration data for {t.name!r} contains NaN or Inf")
+    return sample
+
+
+# ---------------------------------------------------------------------------------------------
+# calibration
+
+
+def calibrate(model: Model, data, observer: str = "minmax", quiet: bool = False,
+              batch_size: int = 16) -> dict[str, MinMaxObserver]:
+    """Observers for every float tensor the graph computes (and its inputs), keyed by name."""
+    from .runtime import Interpreter
+
+    make = OBSERVERS[observer] if isinstance(observer, str) else observer
+    interpreter = Interpreter(model)
+    stats: dict[str, object] = {}
+    samples = list(iterate_samples(model, data))
+    if not samples:
+        raise InputError("the calibration dataset is empty")
+    float_names = {t.name for t in model.main.all_tensors()
+                   if t.dtype == "float32" and not t.is_constant}
+    progress = _Progress(len(samples), quiet)
+    for batch in _batches(model, samples, batch_size):
+        values = interpreter.run(batch, keep=True)
+        for name, value in values.items():
+            if name in float_names:
+                stats.setdefault(name, make()).update(value)
+        progress.advance(batch[0].shape[0])
+    progress.close()
+    return stats
+
+
+def _batches(model: Model, samples: list[list[np.ndarray]], size: int) -> Iterable[list]:
+    """Stack samples along the batch axis when every input's batch dimension is dynamic."""
+    dynamic = all((t.shape_signature or t.shape)[:1] == (-1,) for t in model.main.inputs)
+    if not dynamic or size == 1:
+        yield from samples
+        return
+    for start in range(0, len(samples), size):
+        chunk = samples[start:start + size]
+        yield [np.concatenate([s[i] for s in chunk]) for i in range(len(chunk[0]))]
+
+
+class _Progress:
+    """A one-line progress bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self, total: int, quiet: bool):
+        self.total, self.done = total, 0
+        self.enabled = not quiet and sys.stderr.isatty() and total > 1
+        self.start = time.perf_counter()
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self.enabled:
+            filled = int(30 * self.done / self.total)
+            rate = self.done / max(time.perf_counter() - self.start, 1e-9)
+            sys.stderr.write(f"\rcalibrating [{'#' * filled}{'.' * (30 - filled)}] "
+                             f"{self.done}/{self.total} ({rate:.1f}/s)")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
