@@ -22,7 +22,9 @@ __all__ = [
     "quantize_multiplier",
     "quantize_multipliers",
     "rdbpot",
+    "requantize",
     "round_half_away",
+    "round_half_away_int32",
     "srdhm",
     "wrap_int32",
 ]
@@ -147,3 +149,27 @@ def round_half_away(x):
     if abs(x - t) >= 0.5:  # exact: x - trunc(x) has no rounding error
         t += 1.0 if x > 0 else -1.0
     return np.int64(t)
+
+
+@kernel
+def requantize(acc, multiplier, shift, out_zp, act_min, act_max):
+    """The int8 conv/FC/matmul epilogue: clamp(int32(MBQM(acc, M, shift) + out_zp), act_min, act_max).
+
+    The `+ out_zp` is an int32 addition in TFLite, so it wraps like one.
+    """
+    v = wrap_int32(mbqm(acc, multiplier, shift) + np.int64(out_zp))
+    return min(max(v, np.int64(act_min)), np.int64(act_max))
+
+
+@kernel
+def round_half_away_int32(x):
+    """static_cast<int32_t>(std::round(x)) for a float64, as x86-64 compiles it.
+
+    The conversion (cvttsd2si) turns anything outside int32, and NaN, into INT32_MIN.
+    """
+    if not (-2147483649.0 < x < 2147483648.0):  # also catches NaN
+        return np.int64(INT32_MIN)
+    r = round_half_away(x)
+    if r > INT32_MAX or r < INT32_MIN:
+        return np.int64(INT32_MIN)
+    return r

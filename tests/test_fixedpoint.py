@@ -1,7 +1,8 @@
 """qengine.kernels.fixedpoint against slow pure-Python twins written with Python ints."""
 
-import math
+import sys
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,62 +10,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from qengine.kernels import fixedpoint as fp
 
+sys.path.insert(0, str(Path(__file__).parent))  # import-mode=importlib does not add tests/
+
+from naive_int8_conv import (
+    mbqm_twin,
+    quantize_multiplier_twin,
+    rdbpot_twin,
+    round_away_exact,
+    srdhm_twin,
+    wrap32,
+)
+
 I32_MIN, I32_MAX = -(2**31), 2**31 - 1
 int32s = st.integers(I32_MIN, I32_MAX)
 multipliers = st.integers(2**30, I32_MAX)  # what quantize_multiplier produces (besides 0)
-
-
-# --- slow twins -------------------------------------------------------------------------
-
-
-def c_div(a: int, b: int) -> int:
-    """C integer division: truncate toward zero."""
-    q = abs(a) // abs(b)
-    return q if (a >= 0) == (b >= 0) else -q
-
-
-def wrap32(x: int) -> int:
-    return (x + 2**31) % 2**32 - 2**31
-
-
-def srdhm_twin(a: int, b: int) -> int:
-    if a == b == I32_MIN:
-        return I32_MAX
-    ab = a * b
-    return c_div(ab + (2**30 if ab >= 0 else 1 - 2**30), 2**31)
-
-
-def round_away_exact(num: Fraction) -> int:
-    """Exact rational → nearest int, ties away from zero."""
-    sign = 1 if num >= 0 else -1
-    return sign * math.floor(abs(num) + Fraction(1, 2))
-
-
-def rdbpot_twin(x: int, e: int) -> int:
-    return round_away_exact(Fraction(x, 2**e))
-
-
-def mbqm_twin(x: int, m: int, shift: int) -> int:
-    left, right = max(shift, 0), max(-shift, 0)
-    return rdbpot_twin(srdhm_twin(wrap32(x * 2**left), m), right)
 
 
 def mbqm_int64_twin(x: int, m: int, shift: int) -> int:
     rm = (m + 2**15) >> 16 if m < 0x7FFF0000 else 0x7FFF
     total = 15 - shift
     return wrap32((x * rm + 2 ** (total - 1)) >> total)
-
-
-def quantize_multiplier_twin(real: float) -> tuple[int, int]:
-    if real == 0:
-        return 0, 0
-    q, shift = math.frexp(real)
-    q_fixed = round_away_exact(Fraction(q) * 2**31)
-    if q_fixed == 2**31:
-        q_fixed, shift = 2**30, shift + 1
-    if shift < -31:
-        return 0, 0
-    return q_fixed, shift
 
 
 # --- SRDHM / RDBPOT ---------------------------------------------------------------------
@@ -175,7 +140,21 @@ def test_mbqm_int64_edges():
 
 
 @pytest.mark.parametrize(
-    "x", [0.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 0.49999999999999994, -0.49999999999999994, 1e15 + 0.5, 3.7, -3.7]
+    "x",
+    [
+        0.0,
+        0.5,
+        -0.5,
+        1.5,
+        -1.5,
+        2.5,
+        -2.5,
+        0.49999999999999994,
+        -0.49999999999999994,
+        1e15 + 0.5,
+        3.7,
+        -3.7,
+    ],
 )
 def test_round_half_away(x):
     assert fp.round_half_away(x) == round_away_exact(Fraction(x))
@@ -235,3 +214,35 @@ def test_quantize_multipliers_vectorised():
     mult, shift = fp.quantize_multipliers(reals)
     assert mult.dtype == np.int32 and shift.dtype == np.int32
     assert list(zip(mult.tolist(), shift.tolist())) == [quantize_multiplier_twin(r) for r in reals]
+
+
+# --- epilogue helpers ---------------------------------------------------------------------
+
+
+@given(
+    int32s,
+    multipliers,
+    st.integers(-31, 31),
+    st.integers(-128, 127),
+    st.integers(-128, 127),
+    st.integers(0, 255),
+)
+@settings(max_examples=500, deadline=None)
+def test_requantize(acc, m, shift, zp, lo, width):
+    hi = min(lo + width, 127)
+    want = min(max(wrap32(mbqm_twin(acc, m, shift) + zp), lo), hi)
+    assert fp.requantize(acc, m, shift, zp, lo, hi) == want
+
+
+def test_requantize_zero_point_add_wraps_like_int32():
+    # MBQM saturates near INT32_MAX; adding the zero point wraps negative, then clamps low.
+    assert fp.requantize(I32_MAX, I32_MAX, 0, 5, -128, 127) == -128
+
+
+@pytest.mark.parametrize(
+    ("x", "want"),
+    [(2.5, 3), (-2.5, -3), (2147483647.4, I32_MAX), (2147483647.5, I32_MIN), (-2147483648.5, I32_MIN),
+     (-2147483648.4, I32_MIN), (1e300, I32_MIN), (-1e300, I32_MIN), (float("nan"), I32_MIN)],
+)  # fmt: skip
+def test_round_half_away_int32(x, want):
+    assert fp.round_half_away_int32(x) == want
