@@ -84,11 +84,14 @@ def conv_2d(ctx: OpContext) -> Prepared:
                           f"{in_c_per_group} for {out_c} filters")
     g = geometry(ctx, x.shape, kh, kw)
     out_shape = (g.batch, g.out_h, g.out_w, out_c)
-    if x.dtype == "float32":
-        return _conv_float(ctx, g, w, out_shape, in_c // in_c_per_group)
+    groups = in_c // in_c_per_group
+    if x.dtype == "float32" and w.dtype == "float32":
+        return _conv_float(ctx, g, w, out_shape, groups)
     from . import conv_int as quantized  # numba kernels load only when an int model needs them
 
-    return quantized.conv_2d(ctx, g, out_shape, in_c // in_c_per_group)
+    if x.dtype == "float32":  # int8 filter, float activations: dynamic range ("hybrid")
+        return quantized.hybrid_conv_2d(ctx, g, out_shape, groups)
+    return quantized.conv_2d(ctx, g, out_shape, groups)
 
 
 def _conv_float(ctx: OpContext, g: ConvGeometry, w_spec, out_shape, groups: int) -> Prepared:
@@ -130,10 +133,12 @@ def depthwise_conv_2d(ctx: OpContext) -> Prepared:
     multiplier = out_c // in_c  # TFLite recomputes it from the shapes and ignores the option
     g = geometry(ctx, x.shape, kh, kw)
     out_shape = (g.batch, g.out_h, g.out_w, out_c)
-    if x.dtype == "float32":
+    if x.dtype == "float32" and w.dtype == "float32":
         return _depthwise_float(ctx, g, w, out_shape, multiplier)
     from . import conv_int as quantized
 
+    if x.dtype == "float32":
+        return quantized.hybrid_depthwise_conv_2d(ctx, g, out_shape, multiplier)
     return quantized.depthwise_conv_2d(ctx, g, out_shape, multiplier)
 
 
