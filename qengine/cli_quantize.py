@@ -1,3 +1,105 @@
-"""CLI commands beyond inspect/run: registered into the parser by `qengine.cli`."""
+"""`qengine quantize`: the CLI face of `qengine.quantize`, plus reading calibration data."""
 
-COMMANDS = []
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError, QEngineError
+
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+def add_quantize(commands) -> None:
+    p = commands.add_parser("quantize", help="quantize a float model (int8, dynamic, float16)")
+    p.add_argument("model", help=".tflite file, or a Keras model (.keras/.h5/SavedModel dir) "
+                                 "with the tf extra installed")
+    p.add_argument("--mode", choices=("int8", "dynamic", "float16"), default="int8")
+    p.add_argument("--calibration", metavar="DATA",
+                   help="int8: .npy (samples on axis 0), .npz keyed by input name, or a "
+                        "directory of them")
+    p.add_argument("--inference-type", choices=("int8", "uint8", "float32"), default="int8",
+                   help="int8 mode: the model's input/output type (default int8)")
+    p.add_argument("--per-tensor", action="store_true", help="one scale per weight tensor")
+    p.add_argument("--strict", action="store_true",
+                   help="int8 mode: fail if any op would stay float (TFLITE_BUILTINS_INT8)")
+    p.add_argument("--symmetric-inputs", action="store_true",
+                   help="dynamic mode: quantize FULLY_CONNECTED inputs symmetrically")
+    p.add_argument("--keep-float", action="append", default=[], metavar="NAME",
+                   help="int8 mode: leave this op type or output tensor in float (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-o", "--output", required=True, help="where to write the .tflite")
+    p.set_defaults(handler=cmd_quantize)
+
+
+COMMANDS = [add_quantize]
+
+
+def cmd_quantize(args) -> int:
+    from .quantize import quantize
+
+    model = read_model(args.model)
+    calibration = None
+    if args.calibration:
+        if args.mode != "int8":
+            print(f"note: --mode {args.mode} needs no calibration data; ignoring "
+                  f"{args.calibration}", file=sys.stderr)
+        else:
+            calibration = load_calibration(args.calibration)
+    result = quantize(model, args.mode, calibration, inference_type=args.inference_type,
+                      per_channel=not args.per_tensor, strict=args.strict,
+                      keep_float=tuple(args.keep_float),
+                      asymmetric_inputs=not args.symmetric_inputs, quiet=args.quiet)
+    result.save(args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def read_model(path: str):
+    """A .tflite file, or a Keras model converted to float TFLite by TensorFlow first."""
+    from .flatbuffer_io import load
+
+    source = Path(path)
+    if source.suffix in KERAS_SUFFIXES or (source.is_dir() and
+                                           (source / "saved_model.pb").exists()):
+        return load(convert_keras(source))
+    return load(source)
+
+
+def convert_keras(path: Path) -> bytes:
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise QEngineError(f"{path} is a Keras/SavedModel model; converting it needs "
+                           f"TensorFlow: pip install 'qengine[tf]'") from None
+    if path.is_dir():
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(path))
+    else:
+        converter = tf.lite.TFLiteConverter.from_keras_model(tf.keras.models.load_model(path))
+    return converter.convert()
+
+
+def load_calibration(path: str):
+    """An array (.npy), a dict of arrays (.npz), or those of every file in a directory."""
+    source = Path(path)
+    if source.is_dir():
+        parts = [load_calibration(str(f)) for f in sorted(source.iterdir())
+                 if f.suffix in (".npy", ".npz")]
+        if not parts:
+            raise InputError(f"{source}: no .npy or .npz files")
+        if all(isinstance(p, np.ndarray) for p in parts):
+            return np.concatenate([p if p.ndim else p[None] for p in parts])
+        if all(isinstance(p, dict) for p in parts):
+            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        raise InputError(f"{source}: mixes .npy and .npz files")
+    try:
+        if source.suffix == ".npy":
+            return np.load(source, allow_pickle=False)
+        if source.suffix == ".npz":
+            with np.load(source, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+    except (ValueError, OSError) as e:
+        raise InputError(f"{source}: cannot read calibration data ({e})") from None
+    raise InputError(f"{source}: calibration data must be .npy, .npz or a directory of them")
