@@ -83,9 +83,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _extra_commands():
     """Commands defined in other modules (imported lazily when they run)."""
-    from . import cli_quantize
+    from . import bench, cli_quantize
 
-    return cli_quantize.COMMANDS
+    return cli_quantize.COMMANDS + [bench.add_bench]
 
 
 def _positive(text: str) -> int:
@@ -169,7 +169,7 @@ def generated_inputs(tensors, seed: int) -> list[np.ndarray]:
         else:
             array = rng.integers(0, 10, t.shape).astype(dtype)
         print(f"input {t.name!r}: generated {dtype} {tuple(t.shape)} (seed {seed}); pass "
-              f"--input to use your own")
+              f"--input to use your own", file=sys.stderr)
         arrays.append(array)
     return arrays
 
