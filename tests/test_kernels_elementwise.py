@@ -467,7 +467,7 @@ def test_hard_swish_against_tflite(tflite, lo_hi):
 
 
 @pytest.mark.tf
-@pytest.mark.parametrize("alpha", [0.2, 0.01, 1.7])
+@pytest.mark.parametrize("alpha", [0.2, 0.01, 1.7, -0.3])
 def test_leaky_relu_against_tflite(tflite, alpha):
     tf = tflite[0]
     out, s_in, zp_in, s_out, zp_out = _unary_case(
@@ -663,3 +663,35 @@ def test_quantize_logistic_dequantize_against_tflite(tflite, lo_hi):
     q = qz.affine_quantize(x, s_in, zp_in, -128, 127, np.empty(n, np.int8))
     y = act.apply_lut_int8(q, act.logistic_lut_int8(s_in, zp_in, s_out, zp_out))
     assert_same(qz.dequantize(y, s_out, zp_out), want)
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("alpha_range", [(-0.5, 0.8), (0.01, 0.3), (1.5, 4.0)])
+def test_prelu_against_tflite(tflite, alpha_range):
+    """A Keras PReLU layer (alpha shared over axis 1): alpha is broadcast to x by the caller."""
+    import tflite_ref
+
+    tf = tflite[0]
+    rng = np.random.default_rng(6)
+    alpha = rng.uniform(*alpha_range, size=(1, 8)).astype(np.float32)
+    layer = tf.keras.layers.PReLU(
+        alpha_initializer=tf.keras.initializers.Constant(alpha), shared_axes=[1]
+    )
+    keras_model = tf.keras.Sequential([tf.keras.Input((32, 8)), layer])
+    rep = rng.uniform(-3.0, 4.0, size=(4, 32, 8)).astype(np.float32)
+    model = tflite_ref.convert_keras(keras_model, mode="int8", representative=rep)
+    interpreter = tflite_ref.make_interpreter(model, resolver="ref")
+    [op] = interpreter._get_ops_details()
+    assert op["op_name"] == "PRELU"
+    interpreter.allocate_tensors()
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    (s_in, zp_in), (s_alpha, zp_alpha) = (tensors[i]["quantization"] for i in op["inputs"])
+    s_out, zp_out = tensors[op["outputs"][0]]["quantization"]
+    alpha_q = interpreter.get_tensor(op["inputs"][1])
+    x = np.resize(ALL_INT8, (1, 32, 8))
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    want = interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).ravel()
+    params = act.prelu_params(s_in, zp_in, s_alpha, zp_alpha, s_out, zp_out)
+    alpha_flat = np.ascontiguousarray(np.broadcast_to(alpha_q, x.shape)).ravel()
+    assert_same(act.prelu_int8(x.ravel(), alpha_flat, *params), want)
