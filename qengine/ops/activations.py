@@ -1,0 +1,133 @@
+"""Float activations: RELU family, LEAKY_RELU, PRELU, ELU, HARD_SWISH, GELU, LOGISTIC, TANH.
+
+Each computes in float32 with the formula of TFLite's reference kernel (quoted per op).
+Quantized inputs go to `qengine.ops.activations_int`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..runtime.registry import OpContext, Prepared, register_op
+from .common import broadcast_shape, is_quantized, quantized_path
+
+
+def _elementwise(ctx: OpContext, compute) -> Prepared:
+    """One float32 input, one output of its shape: `compute(x)`."""
+    ctx.expect_inputs(1)
+    x = ctx.input(0)
+    if is_quantized(x):
+        return quantized_path(ctx, "activations")
+    ctx.expect_dtype(x, "float32")
+
+    def run(value):
+        with np.errstate(all="ignore"):  # overflow to inf is the float result, as in C++
+            return np.asarray(compute(value), dtype=np.float32)
+
+    return Prepared(run, [ctx.output_spec(0, x.shape, "float32")])
+
+
+def _clamp(low, high):
+    return lambda x: np.clip(x, np.float32(low), np.float32(high))  # NaN stays NaN
+
+
+@register_op("RELU")
+def relu(ctx: OpContext) -> Prepared:
+    return _elementwise(ctx, lambda x: np.maximum(x, np.float32(0)))
+
+
+@register_op("RELU6")
+def relu6(ctx: OpContext) -> Prepared:
+    return _elementwise(ctx, _clamp(0, 6))
+
+
+@register_op("RELU_N1_TO_1")
+def relu_n1_to_1(ctx: OpContext) -> Prepared:
+    return _elementwise(ctx, _clamp(-1, 1))
+
+
+@register_op("RELU_0_TO_1")
+def relu_0_to_1(ctx: OpContext) -> Prepared:
+    return _elementwise(ctx, _clamp(0, 1))
+
+
+@register_op("LEAKY_RELU")
+def leaky_relu(ctx: OpContext) -> Prepared:
+    alpha = np.float32(getattr(ctx.options, "alpha", 0.0) if ctx.options else 0.0)
+    return _elementwise(ctx, lambda x: np.where(x > 0, x, x * alpha))  # x > 0 ? x : x * alpha
+
+
+@register_op("PRELU")
+def prelu(ctx: OpContext) -> Prepared:
+    """x >= 0 ? x : x * alpha, with alpha broadcast against x; like TFLite, the broadcast
+    must not change x's shape."""
+    ctx.expect_inputs(2)
+    x, alpha = ctx.input(0), ctx.input(1)
+    if is_quantized(x):
+        return quantized_path(ctx, "activations")
+    ctx.expect_dtype(x, "float32")
+    ctx.expect_dtype(alpha, "float32")
+    if broadcast_shape(ctx, x.shape, alpha.shape) != x.shape:
+        raise ctx.invalid(f"alpha of shape {alpha.shape} would broadcast the input {x.shape} "
+                          f"to a larger shape")
+
+    def run(value, slope):
+        return np.asarray(np.where(value >= 0, value, value * slope), dtype=np.float32)
+
+    return Prepared(run, [ctx.output_spec(0, x.shape, "float32")])
+
+
+@register_op("ELU")
+def elu(ctx: OpContext) -> Prepared:
+    return _elementwise(ctx, lambda x: np.where(x < 0, np.expm1(x), x))  # x < 0 ? expm1(x) : x
+
+
+@register_op("HARD_SWISH")
+def hard_swish(ctx: OpContext) -> Prepared:
+    # x * min(6, max(0, x + 3)) / 6
+    return _elementwise(ctx, lambda x: x * np.clip(x + np.float32(3), 0, 6) / np.float32(6))
+
+
+SQRT_2_OVER_PI = np.float32(math.sqrt(2 / math.pi))
+_erfc = np.frompyfunc(math.erfc, 1, 1)
+
+
+def _gelu_tanh(x):
+    # 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3)))
+    inner = SQRT_2_OVER_PI * (x + np.float32(0.044715) * x * x * x)
+    return np.float32(0.5) * x * (np.float32(1) + np.tanh(inner))
+
+
+def _gelu_erf(x):
+    # 0.5 * x * erfc(-x / sqrt(2)): TFLite's cancellation-free form of 0.5 * x * (1 + erf(...));
+    # erfc is evaluated in double (NumPy has none) and rounded to float32
+    scaled = (x * np.float32(-math.sqrt(0.5))).astype(np.float64)
+    return np.float32(0.5) * x * _erfc(scaled).astype(np.float32)
+
+
+@register_op("GELU")
+def gelu(ctx: OpContext) -> Prepared:
+    approximate = bool(getattr(ctx.options, "approximate", False)) if ctx.options else False
+    return _elementwise(ctx, _gelu_tanh if approximate else _gelu_erf)
+
+
+# TFLite's float Logistic: beyond these the result is 1, or exp(x) to float precision
+LOGISTIC_UPPER, LOGISTIC_LOWER = np.float32(16.619047164916992188), np.float32(-9.0)
+
+
+def _logistic(x):
+    middle = np.float32(1) / (np.float32(1) + np.exp(-x))
+    return np.where(x > LOGISTIC_UPPER, np.float32(1),
+                    np.where(x < LOGISTIC_LOWER, np.exp(x), middle))
+
+
+@register_op("LOGISTIC")
+def logistic(ctx: OpContext) -> Prepared:
+    return _elementwise(ctx, _logistic)
+
+
+@register_op("TANH")
+def tanh(ctx: OpContext) -> Prepared:
+    return _elementwise(ctx, np.tanh)
