@@ -66,8 +66,8 @@ def _binary(ctx: OpContext, compute, dtypes, *, out_dtype: str | None = None,
             fused: bool = False, quantized: bool = False, check=None) -> Prepared:
     """A broadcasting binary op: validates, then runs `compute(x, y)` in the inputs' dtype.
 
-    `check(x, y)` (optional) validates the values, on constants at prepare time and on every
-    run otherwise.
+    `check(y)` (optional) validates the second operand's values and returns an error message or
+    None: for a constant at prepare time (a malformed model), else on every run (bad data).
     """
     ctx.expect_inputs(2)
     a, b = ctx.input(0), ctx.input(1)
