@@ -1,16 +1,43 @@
 """The one place that decides how kernels are compiled.
 
-Every kernel is compiled with `cache=True` so a second process loads machine code from
-`__pycache__` instead of recompiling, and with `nogil=True` so callers may run kernels on
-threads. Integer kernels never get `fastmath`: it would let LLVM reassociate and change
-results that must be bit-exact.
+Every kernel is compiled with `cache=True` so a second process loads machine code instead of
+recompiling, and with `nogil=True` so callers may run kernels on threads. Integer kernels never
+get `fastmath`: it would let LLVM reassociate and change results that must be bit-exact.
+
+Numba's cache checks only the source file of the jitted function itself, not the kernels it
+calls in other modules: after an edit to `fixedpoint.py`, cached callers would keep the old
+code. So the cache lives in a directory named after a hash of every kernel source file, and
+any edit starts a fresh one.
 """
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
 
 import numba
 
 __all__ = ["kernel", "float_kernel", "prange"]
 
 prange = numba.prange
+
+
+def _cache_dir() -> str:
+    sources = sorted(Path(__file__).parent.glob("*.py"))
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
+    root = os.environ.get("QENGINE_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "qengine")
+    path = Path(root) / f"numba-{numba.__version__}-{digest}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        path = Path(tempfile.gettempdir()) / "qengine" / path.name
+        path.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+if not os.environ.get("NUMBA_CACHE_DIR"):  # an explicit user setting wins
+    numba.config.CACHE_DIR = _cache_dir()
 
 
 def kernel(fn=None, *, parallel=False):
@@ -21,5 +48,6 @@ def kernel(fn=None, *, parallel=False):
 
 def float_kernel(fn=None, *, parallel=False):
     """Decorator for float kernels whose result need not be bit-reproducible."""
-    decorate = numba.njit(cache=True, nogil=True, parallel=parallel, fastmath=True, error_model="numpy")
+    decorate = numba.njit(cache=True, nogil=True, parallel=parallel, fastmath=True,
+                          error_model="numpy")
     return decorate if fn is None else decorate(fn)
