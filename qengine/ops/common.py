@@ -10,7 +10,8 @@ from ..runtime.registry import OpContext
 
 # ActivationFunctionType codes
 NONE, RELU, RELU_N1_TO_1, RELU6, TANH, SIGN_BIT = range(6)
-_FLOAT_BOUNDS = {RELU: (0.0, None), RELU_N1_TO_1: (-1.0, 1.0), RELU6: (0.0, 6.0)}
+FLT_MAX = float(np.finfo(np.float32).max)
+_FLOAT_BOUNDS = {RELU: (0.0, FLT_MAX), RELU_N1_TO_1: (-1.0, 1.0), RELU6: (0.0, 6.0)}
 
 INT_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767),
               "int32": (-(2 ** 31), 2 ** 31 - 1)}
@@ -24,19 +25,18 @@ def fused_activation(ctx: OpContext) -> int:
 
 
 def float_activation(ctx: OpContext):
-    """The fused activation as an in-place function on float arrays (identity for NONE)."""
-    code = fused_activation(ctx)
-    if code in _FLOAT_BOUNDS:
-        low, high = _FLOAT_BOUNDS[code]
+    """The fused activation as a clamp on float arrays, as TFLite's float kernels apply it.
 
-        def clamp(x):
-            return np.clip(x, low, high, out=x) if x.flags.writeable else np.clip(x, low, high)
-        return clamp
-    if code == TANH:
-        return np.tanh
-    if code == SIGN_BIT:
-        return lambda x: np.signbit(x).astype(x.dtype)
-    return lambda x: x
+    TFLite's CalculateActivationRange knows only RELU, RELU6 and RELU_N1_TO_1; every other code
+    (NONE, TANH, SIGN_BIT) clamps to [-FLT_MAX, FLT_MAX], which turns +-inf into +-FLT_MAX and
+    lets NaN through.
+    """
+    low, high = _FLOAT_BOUNDS.get(fused_activation(ctx), (-FLT_MAX, FLT_MAX))
+
+    def clamp(x):
+        return np.clip(x, low, high, out=x) if x.flags.writeable else np.clip(x, low, high)
+
+    return clamp
 
 
 def round_half_away(x: float) -> int:

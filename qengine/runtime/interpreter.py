@@ -321,7 +321,7 @@ def _check_input(t: Tensor, array) -> np.ndarray:
     if len(array.shape) != len(t.shape) or any(
             d != s and fixed != -1 for d, s, fixed in zip(array.shape, t.shape, signature)):
         raise InputError(f"input {t.name!r} {expected}, got shape {tuple(array.shape)}")
-    return np.ascontiguousarray(array)
+    return np.require(array, requirements="C")  # (ascontiguousarray would make rank 0 rank 1)
 
 
 def _shape_text(t: Tensor) -> str:
