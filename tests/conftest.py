@@ -1,0 +1,40 @@
+"""Shared pytest setup: test helper imports, the `tf` marker's skip, the corpus fixture."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import sys
+
+import pytest
+
+# With --import-mode=importlib, tests/ is not put on sys.path; the test modules
+# import the helpers here (tflite_ref, corpus) as top-level modules.
+_TESTS_DIR = str(pathlib.Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:
+    sys.path.insert(0, _TESTS_DIR)
+
+_TF_MODULES = ("tensorflow", "ai_edge_litert")
+
+
+def _missing_tf_modules() -> list[str]:
+    # find_spec only locates the package; importing TensorFlow would cost seconds.
+    return [name for name in _TF_MODULES if importlib.util.find_spec(name) is None]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    missing = _missing_tf_modules()
+    if not missing:
+        return
+    skip = pytest.mark.skip(reason=f"needs {' and '.join(missing)} (not importable)")
+    for item in items:
+        if "tf" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def corpus():
+    """The test-model corpus module (models are built lazily and cached on disk)."""
+    import corpus as corpus_module
+
+    return corpus_module
