@@ -342,8 +342,6 @@ def test_strided_slice_with_begin_known_only_at_run_time():
 @pytest.mark.parametrize("index_type", [np.int32, np.int64])
 @pytest.mark.parametrize("constant", [True, False])
 def test_gather(axis, batch_dims, indices_shape, index_type, constant):
-    if not constant and indices_shape == ():
-        pytest.xfail("Interpreter._check_input makes 0-d inputs 1-d (np.ascontiguousarray)")
     params = data((2, 3, 5))
     limit = (2, 3, 5)[axis]
     indices = np.random.default_rng(1).integers(0, limit, indices_shape).astype(index_type)

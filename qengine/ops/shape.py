@@ -70,6 +70,10 @@ def _contiguous(x):
     return np.asarray(x, order="C")  # not ascontiguousarray: it turns scalars into [1]
 
 
+def _identity(x):
+    return x
+
+
 def _same_quantization(a: Spec, b: Spec) -> bool:
     qa, qb = a.quantization, b.quantization
     if qa is None or qb is None:
@@ -213,9 +217,12 @@ def concatenation(ctx: OpContext) -> Prepared:
     out_shape = list(specs[0].shape)
     out_shape[axis] = sum(s.shape[axis] for s in specs)
     # TFLite 2.21 refuses a fused activation here; qengine applies it to float outputs
-    if fused_activation(ctx) != NONE and specs[0].dtype != "float32":
+    if fused_activation(ctx) == NONE:
+        activation = _identity
+    elif specs[0].dtype == "float32":
+        activation = float_activation(ctx)
+    else:
         raise ctx.unsupported(f"a fused activation on {specs[0].dtype} concatenation")
-    activation = float_activation(ctx)
 
     def run(*arrays):
         return activation(np.concatenate(arrays, axis=axis))
