@@ -24,7 +24,7 @@ __all__ = [
 _LAZY = {
     "Interpreter": ("qengine.runtime", "Interpreter"),
     "register_op": ("qengine.runtime", "register_op"),
-    "quantize": ("qengine.quantize", "quantize"),
+    "quantize": ("qengine.quantizer", "quantize"),
     "compare": ("qengine.compare", "compare"),
 }
 

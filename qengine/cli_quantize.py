@@ -38,7 +38,7 @@ COMMANDS = [add_quantize]
 
 
 def cmd_quantize(args) -> int:
-    from .quantize import quantize
+    from .quantizer import quantize
 
     model = read_model(args.model)
     calibration = None

@@ -1,0 +1,201 @@
+"""Quantization modes end to end: parameters, graph structure, TFLite agreement, accuracy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import qengine
+from qengine.calibrate import MinMaxObserver, choose_qparams
+from qengine.errors import InputError, QuantizationError
+
+EXAMPLES = Path(__file__).parents[1] / "examples"
+DIGITS = EXAMPLES / "digits.tflite"
+DATA = np.load(EXAMPLES / "digits_data.npz")
+CALIBRATION = DATA["calibration"]
+TEST_X, TEST_Y = DATA["test_images"], DATA["test_labels"]
+
+
+# -- choose_qparams ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rmin, rmax", [(-1.0, 1.0), (0.0, 6.0), (-3.2, 0.7), (0.25, 9.0),
+                                        (-5.0, -1.0), (-1e-6, 3e-6), (-200.0, 1e-3)])
+def test_asymmetric_qparams_cover_the_range_and_zero(rmin, rmax):
+    scale, zp = choose_qparams(rmin, rmax, "int8")
+    assert isinstance(zp, int) and -128 <= zp <= 127  # so 0.0 is exactly q = zp
+    lo, hi = min(rmin, 0.0), max(rmax, 0.0)
+    assert scale == np.float32((hi - lo) / 255)
+    # the representable range covers [lo, hi] up to the nudge of the zero point (< 1 step)
+    assert scale * (-128 - zp) <= lo + scale and scale * (127 - zp) >= hi - scale
+
+
+def test_qparams_edge_cases():
+    assert choose_qparams(0.0, 0.0) == (np.float32(1.0), 0)  # an all-zero tensor
+    assert choose_qparams(0.0, 1.0)[1] == -128  # a ReLU output uses the whole range
+    assert choose_qparams(-1.0, 0.0)[1] == 127
+    scale, zp = choose_qparams(-2.0, 1.0, symmetric=True)
+    assert zp == 0 and scale == np.float32(2.0 / 127)
+    scale, zp = choose_qparams(-1.0, 1.0, "int16", symmetric=True)
+    assert zp == 0 and scale == np.float32(1.0 / 32767)
+    with pytest.raises(InputError):
+        choose_qparams(float("nan"), 1.0)
+
+
+def test_observer_merge_equals_one_pass():
+    rng = np.random.default_rng(0)
+    parts = [rng.normal(size=100) * (i + 1) for i in range(4)]
+    whole, a, b = MinMaxObserver(), MinMaxObserver(), MinMaxObserver()
+    for p in parts:
+        whole.update(p)
+    for p in parts[:2]:
+        a.update(p)
+    for p in parts[2:]:
+        b.update(p)
+    assert a.merge(b) == whole
+
+
+# -- the int8 pass ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits_int8():
+    return qengine.quantize(DIGITS, "int8", CALIBRATION[:100], quiet=True)
+
+
+def test_int8_structure_follows_the_spec(digits_int8):
+    digits_int8.verify()
+    main = digits_int8.main
+    assert main.inputs[0].dtype == "int8" and main.outputs[0].dtype == "int8"
+    by_type = {op.type: op for op in main.operators}
+    conv, fc = by_type["CONV_2D"], by_type["FULLY_CONNECTED"]
+    assert (conv.opcode.version, fc.opcode.version) == (3, 4)
+    w = conv.inputs[1]
+    assert w.dtype == "int8" and w.quantization.axis == 0
+    assert w.quantization.scale.size == w.shape[0] and not w.quantization.zero_point.any()
+    assert np.abs(w.data).max() == 127 and w.data.min() >= -127  # narrow, symmetric
+    bias = conv.inputs[2]
+    assert bias.dtype == "int32"
+    np.testing.assert_allclose(bias.quantization.scale, conv.inputs[0].scale * w.quantization.scale,
+                               rtol=1e-6)
+    pool = by_type["MAX_POOL_2D"]
+    assert pool.outputs[0].scale == pool.inputs[0].scale
+    assert pool.outputs[0].zero_point == pool.inputs[0].zero_point
+
+
+def test_int8_float_interface_adds_quantize_and_dequantize():
+    model = qengine.quantize(DIGITS, "int8", CALIBRATION[:32], inference_type="float32",
+                             quiet=True)
+    main = model.main
+    assert main.inputs[0].dtype == "float32" and main.outputs[0].dtype == "float32"
+    assert main.operators[0].type == "QUANTIZE" or any(op.type == "QUANTIZE"
+                                                       for op in main.operators[:5])
+    assert main.operators[-1].type == "DEQUANTIZE"
+    assert main.outputs[0].name == qengine.load(DIGITS).main.outputs[0].name
+
+
+def test_int8_uint8_interface():
+    model = qengine.quantize(DIGITS, "int8", CALIBRATION[:32], inference_type="uint8",
+                             quiet=True)
+    assert model.main.inputs[0].dtype == "uint8" and model.main.outputs[0].dtype == "uint8"
+    model.verify()
+
+
+def test_strict_mode_lists_float_ops():
+    from qengine.builder import GraphBuilder
+
+    b = GraphBuilder()
+    x = b.input("x", (1, 8))
+    y = b.op("EXP", [x], (1, 8))
+    z = b.op("RELU", [y], (1, 8))
+    model = b.build([z])
+    data = np.random.default_rng(0).normal(size=(8, 1, 8)).astype(np.float32)
+    with pytest.raises(QuantizationError, match="op 0 EXP"):
+        qengine.quantize(model, "int8", data, strict=True, quiet=True)
+    relaxed = qengine.quantize(model, "int8", data, quiet=True)  # EXP stays float
+    types = [op.type for op in relaxed.main.operators]
+    assert types == ["DEQUANTIZE", "EXP", "QUANTIZE", "RELU"]
+
+
+def test_calibration_errors_name_the_input():
+    with pytest.raises(InputError, match="serving_default_image"):
+        qengine.quantize(DIGITS, "int8", np.zeros((3, 28, 30), np.float32), quiet=True)
+    with pytest.raises(InputError, match="not an input"):
+        qengine.quantize(DIGITS, "int8", {"wrong": CALIBRATION[:2]}, quiet=True)
+    with pytest.raises(InputError, match="NaN"):
+        qengine.quantize(DIGITS, "int8", np.full((2, 28, 28), np.inf, np.float32), quiet=True)
+    with pytest.raises(InputError, match="empty"):
+        qengine.quantize(DIGITS, "int8", CALIBRATION[:0], quiet=True)
+
+
+def test_unreached_tensor_is_named():
+    from qengine.quantizer.int8 import Int8Options, quantize_int8
+
+    with pytest.raises(QuantizationError, match="never reached"):
+        quantize_int8(qengine.load(DIGITS), {}, Int8Options())
+
+
+def accuracy(model, images, labels) -> float:
+    interpreter = qengine.Interpreter(model)
+    x, y = interpreter.inputs[0], interpreter.outputs[0]
+    if x.dtype == "int8":
+        images = np.clip(np.round(images / x.scale) + x.zero_point, -128, 127).astype(np.int8)
+    out = interpreter.run(images)[y.name]
+    return float(np.mean(out.argmax(1) == labels))
+
+
+def test_digits_accuracy_of_every_mode(digits_int8):
+    """int8 within 0.5 points of float; dynamic and float16 within 0.2 (500 real images)."""
+    float_acc = accuracy(DIGITS, TEST_X, TEST_Y)
+    assert float_acc > 0.9
+    assert abs(accuracy(digits_int8, TEST_X, TEST_Y) - float_acc) <= 0.005
+    for mode in ("dynamic", "float16"):
+        model = qengine.quantize(DIGITS, mode, quiet=True)
+        assert abs(accuracy(model, TEST_X, TEST_Y) - float_acc) <= 0.002, mode
+
+
+# -- against TensorFlow's converter and interpreter -------------------------------------------
+
+
+@pytest.mark.tf
+def test_digits_int8_matches_tflite_reference_exactly(digits_int8):
+    from tflite_ref import run_tflite
+
+    data = digits_int8.to_bytes()
+    interpreter = qengine.Interpreter(data)
+    x = interpreter.inputs[0]
+    images = np.clip(np.round(TEST_X[:64] / x.scale) + x.zero_point, -128, 127).astype(np.int8)
+    want = run_tflite(data, images)
+    got = interpreter.run(images)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+def test_digits_int8_not_worse_than_tensorflow_converter(corpus):
+    from tflite_ref import convert_keras, run_tflite
+
+    keras_model = corpus.keras_model("digits")
+    samples = CALIBRATION[:100]
+    tf_int8 = convert_keras(keras_model, "int8", representative=samples)
+    ours = qengine.quantize(DIGITS, "int8", samples, quiet=True)
+
+    def acc(model_bytes):
+        interp = qengine.Interpreter(model_bytes)
+        x, y = interp.inputs[0], interp.outputs[0]
+        images = np.clip(np.round(TEST_X / x.scale) + x.zero_point, -128, 127).astype(np.int8)
+        return float(np.mean(run_tflite(model_bytes, images)[y.name].argmax(1) == TEST_Y))
+
+    assert acc(ours.to_bytes()) >= acc(tf_int8)
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("mode", ["dynamic", "float16"])
+def test_calibration_free_modes_agree_with_tflite(mode):
+    from op_harness import check_against_tflite
+
+    model = qengine.quantize(DIGITS, mode, quiet=True)
+    check_against_tflite(model, TEST_X[:50], resolver="ref")
