@@ -1,0 +1,223 @@
+"""Quantized elementwise binary ops: ADD, SUB, MUL, SQUARED_DIFFERENCE, MAXIMUM, MINIMUM and
+the comparisons, as TFLite's reference kernels compute them on int8 (uint8 for comparisons).
+
+    real = scale * (q - zero_point)
+
+Prepare validates the types and per-tensor parameters and computes the multipliers with the
+precision TFLite's Prepare uses; run broadcasts both inputs to the output shape, flattens them
+and calls the kernel (broadcasting repeats values and changes none, so this is TFLite's
+BroadcastXxx4DSlow).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qengine.kernels import elementwise as kernels
+from qengine.kernels.fixedpoint import quantize_multiplier
+
+from ..runtime.registry import OpContext, Prepared, Spec
+from .common import INT_RANGES, broadcast_shape, quantized_activation_range
+
+
+def per_tensor(ctx: OpContext, spec: Spec) -> tuple[float, int]:
+    """(scale, zero point) of a per-tensor quantized tensor; anything else is refused."""
+    q = spec.quantization
+    if q is None or q.scale.size == 0:
+        raise ctx.invalid(f"tensor {spec.name!r} has no quantization parameters")
+    if q.scale.size != 1 or q.zero_point.size != 1:
+        raise ctx.unsupported(f"tensor {spec.name!r} is quantized per channel; this op takes "
+                              f"per-tensor parameters")
+    scale, zero_point = float(q.scale[0]), int(q.zero_point[0])
+    if not scale > 0 or not np.isfinite(scale):
+        raise ctx.invalid(f"tensor {spec.name!r} has scale {scale}; it must be positive")
+    return scale, zero_point
+
+
+def output_params(ctx: OpContext, dtype: str) -> tuple[float, int]:
+    """The output's (scale, zero point), checking that it is a quantized `dtype` tensor."""
+    out = ctx.output_spec(0, ())
+    if out.dtype != dtype:
+        raise ctx.unsupported(f"{out.dtype} output {out.name!r} for {dtype} inputs")
+    return per_tensor(ctx, out)
+
+
+def flattened(x: np.ndarray, shape) -> np.ndarray:
+    """x broadcast to `shape`, as a contiguous 1-D array (what the elementwise kernels take)."""
+    return np.ascontiguousarray(np.broadcast_to(x, shape)).ravel()
+
+
+def mbqm(x: np.ndarray, multiplier: int, shift: int) -> np.ndarray:
+    """MultiplyByQuantizedMultiplier (int32 overload, double rounding) on an array.
+
+    x holds int32 values (any integer dtype). Same arithmetic as kernels.fixedpoint.mbqm:
+      SRDHM(a, M) = trunc((a*M + (a*M >= 0 ? 2^30 : 1 - 2^30)) / 2^31)    (M > 0, no saturation)
+      RDBPOT(v, e) = (v >> e) + ((v & (2^e-1)) > ((2^e-1) >> 1) + (v < 0))
+    """
+    left, right = max(shift, 0), max(-shift, 0)
+    a = x.astype(np.int64) << left
+    a = ((a + 2**31) & 0xFFFFFFFF) - 2**31  # the int32 left shift wraps
+    product = a * np.int64(multiplier)
+    v = product + np.where(product >= 0, 1 << 30, 1 - (1 << 30))
+    high = np.where(v >= 0, v >> 31, -((-v) >> 31))  # C division truncates toward zero
+    mask = (1 << right) - 1
+    threshold = (mask >> 1) + (high < 0)
+    return (high >> right) + ((high & mask) > threshold)
+
+
+# -- ADD, SUB, MUL -----------------------------------------------------------------------------
+
+
+def _int8_binary(ctx: OpContext):
+    """Common checks of the requantizing int8 ops: (input specs, params..., output shape)."""
+    ctx.expect_inputs(2)
+    a, b = ctx.input(0), ctx.input(1)
+    if a.dtype != "int8" or b.dtype != "int8":
+        raise ctx.unsupported(f"quantized {ctx.op.type} on {a.dtype} and {b.dtype}; "
+                              f"supported: int8 and int8")
+    shape = broadcast_shape(ctx, a.shape, b.shape)
+    return per_tensor(ctx, a), per_tensor(ctx, b), output_params(ctx, "int8"), shape
+
+
+def _requantizing(ctx: OpContext, make_params, kernel) -> Prepared:
+    (s1, zp1), (s2, zp2), (s_out, zp_out), shape = _int8_binary(ctx)
+    try:
+        params = make_params(s1, zp1, s2, zp2, s_out, zp_out)
+    except ValueError as e:  # a multiplier TFLite's Prepare rejects (CHECK failure)
+        raise ctx.unsupported(f"TFLite refuses these scales: {e}") from None
+    low, high = quantized_activation_range(ctx, s_out, zp_out, "int8")
+
+    def run(x, y):
+        out = kernel(flattened(x, shape), flattened(y, shape), *params, low, high)
+        return out.reshape(shape)
+
+    return Prepared(run, [ctx.output_spec(0, shape, "int8")])
+
+
+def add(ctx: OpContext) -> Prepared:
+    return _requantizing(ctx, kernels.add_params, kernels.add_int8)
+
+
+def sub(ctx: OpContext) -> Prepared:
+    return _requantizing(ctx, kernels.sub_params, kernels.sub_int8)
+
+
+def mul(ctx: OpContext) -> Prepared:
+    return _requantizing(ctx, kernels.mul_params, kernels.mul_int8)
+
+
+# -- SQUARED_DIFFERENCE ------------------------------------------------------------------------
+
+SQUARED_DIFFERENCE_LEFT_SHIFT = 7
+
+
+def _smaller_than_one(ctx: OpContext, real: float) -> tuple[int, int]:
+    """QuantizeMultiplierSmallerThanOneExp, whose CHECK(real < 1) aborts TFLite."""
+    if not 0 < real < 1:
+        raise ctx.unsupported(f"real multiplier {real:.6g} is not in (0, 1): TFLite aborts")
+    return quantize_multiplier(real)
+
+
+def squared_difference(ctx: OpContext) -> Prepared:
+    """squared_difference.cc (int8): both inputs are rescaled to twice the larger scale,
+    shifted left by 7, subtracted and squared; the output rescale is twice_max^2 /
+    (2^14 * s_out). All ratios are taken in double from the float32 scales."""
+    (s1, zp1), (s2, zp2), (s_out, zp_out), shape = _int8_binary(ctx)
+    twice_max = 2.0 * max(s1, s2)
+    m1, sh1 = _smaller_than_one(ctx, s1 / twice_max)
+    m2, sh2 = _smaller_than_one(ctx, s2 / twice_max)
+    m_out, sh_out = _smaller_than_one(
+        ctx, twice_max * twice_max / ((1 << 2 * SQUARED_DIFFERENCE_LEFT_SHIFT) * s_out))
+
+    def run(x, y):
+        a = mbqm((x.astype(np.int64) - zp1) << SQUARED_DIFFERENCE_LEFT_SHIFT, m1, sh1)
+        b = mbqm((y.astype(np.int64) - zp2) << SQUARED_DIFFERENCE_LEFT_SHIFT, m2, sh2)
+        diff = np.broadcast_to(a, shape) - np.broadcast_to(b, shape)
+        # |diff| <= 255 * 2^7, so diff^2 < 2^31: no int32 overflow
+        out = mbqm(diff * diff, m_out, sh_out) + zp_out
+        return np.clip(out, -128, 127).astype(np.int8)
+
+    return Prepared(run, [ctx.output_spec(0, shape, "int8")])
+
+
+# -- MAXIMUM, MINIMUM: no requantization (TFLite assumes equal parameters) ----------------------
+
+
+def _select(ctx: OpContext, pick) -> Prepared:
+    ctx.expect_inputs(2)
+    a, b = ctx.input(0), ctx.input(1)
+    if a.dtype != b.dtype:
+        raise ctx.invalid(f"input dtypes differ: {a.dtype} and {b.dtype}")
+    if a.dtype not in INT_RANGES:
+        raise ctx.unsupported(f"quantized {ctx.op.type} on {a.dtype}")
+    shape = broadcast_shape(ctx, a.shape, b.shape)
+    return Prepared(lambda x, y: pick(x, y).astype(a.dtype, copy=False),
+                    [ctx.output_spec(0, shape, a.dtype)])
+
+
+def maximum(ctx: OpContext) -> Prepared:
+    return _select(ctx, np.maximum)
+
+
+def minimum(ctx: OpContext) -> Prepared:
+    return _select(ctx, np.minimum)
+
+
+# -- comparisons -------------------------------------------------------------------------------
+
+COMPARISON_LEFT_SHIFT = 8
+
+
+def _comparison_scaling(ctx: OpContext, spec: Spec):
+    """ComparisonQuantized (comparisons.cc): each input maps to
+    MBQM((q - zp) * 2^8, QuantizeMultiplier(scale)) before comparing."""
+    scale, zero_point = per_tensor(ctx, spec)
+    if scale >= 1.0:  # shift > 0 reaches RoundingDivideByPOT with a negative exponent (UB)
+        raise ctx.unsupported(f"input scale {scale} >= 1: TFLite's comparison kernel is "
+                              f"undefined for it")
+    multiplier, shift = quantize_multiplier(scale)
+
+    def scaled(q):
+        return mbqm((q.astype(np.int64) - zero_point) << COMPARISON_LEFT_SHIFT, multiplier, shift)
+    return scaled
+
+
+def _compare(ctx: OpContext, compare, rescales_int16: bool) -> Prepared:
+    """comparisons.cc: int8/uint8 inputs are always rescaled; quantized int16 ones only by
+    EQUAL/NOT_EQUAL, the ordering comparisons compare int16 raw values, ignoring scales."""
+    ctx.expect_inputs(2)
+    a, b = ctx.input(0), ctx.input(1)
+    if a.dtype != b.dtype:
+        raise ctx.invalid(f"input dtypes differ: {a.dtype} and {b.dtype}")
+    if a.dtype not in ("int8", "uint8", "int16"):
+        raise ctx.unsupported(f"quantized {ctx.op.type} on {a.dtype}")
+    shape = broadcast_shape(ctx, a.shape, b.shape)
+    spec = [ctx.output_spec(0, shape, "bool")]
+    if a.dtype == "int16" and not rescales_int16:
+        return Prepared(compare, spec)
+    scale_a, scale_b = _comparison_scaling(ctx, a), _comparison_scaling(ctx, b)
+    return Prepared(lambda x, y: compare(scale_a(x), scale_b(y)), spec)
+
+
+def equal(ctx: OpContext) -> Prepared:
+    return _compare(ctx, np.equal, rescales_int16=True)
+
+
+def not_equal(ctx: OpContext) -> Prepared:
+    return _compare(ctx, np.not_equal, rescales_int16=True)
+
+
+def less(ctx: OpContext) -> Prepared:
+    return _compare(ctx, np.less, rescales_int16=False)
+
+
+def less_equal(ctx: OpContext) -> Prepared:
+    return _compare(ctx, np.less_equal, rescales_int16=False)
+
+
+def greater(ctx: OpContext) -> Prepared:
+    return _compare(ctx, np.greater, rescales_int16=False)
+
+
+def greater_equal(ctx: OpContext) -> Prepared:
+    return _compare(ctx, np.greater_equal, rescales_int16=False)

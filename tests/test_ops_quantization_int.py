@@ -1,0 +1,93 @@
+"""QUANTIZE between integer types (qengine.ops.quantization_int.requantize) against TFLite's
+reference kernel, bit for bit."""
+
+import sys
+import zlib
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import numpy as np
+import pytest
+from op_harness import check_against_tflite
+
+import qengine
+from qengine.builder import GraphBuilder
+from qengine.errors import UnsupportedOpError
+from qengine.ir import Quantization
+
+DEVIATIONS = {}  # exact
+
+RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
+
+
+def rng(*key):
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def q(scale, zero_point=0):
+    return Quantization.per_tensor(scale, zero_point)
+
+
+def requantize_model(shape, in_dtype, in_q, out_dtype, out_q):
+    b = GraphBuilder()
+    x = b.input("x", shape, in_dtype, in_q)
+    out = b.op("QUANTIZE", [x], shape, out_dtype, out_quantization=out_q,
+               version=2 if out_dtype == "int16" else 1)
+    return b.build(outputs=[out])
+
+
+def every_value(dtype, shape=None):
+    low, high = RANGES[dtype]
+    values = np.arange(low, high + 1).astype(dtype)
+    return values if shape is None else np.resize(values, shape)
+
+
+CASES = [  # (input dtype, input q, output dtype, output q)
+    ("int8", q(0.05, 3), "int8", q(0.1, -20)),
+    ("int8", q(0.05, -128), "int8", q(0.013, 127)),  # multiplier > 1
+    ("int8", q(0.5, 0), "int8", q(0.5, 0)),  # identity
+    ("int8", q(1 / 64, 1), "int8", q(1 / 16, -2)),  # exact ties
+    ("int8", q(1e-5, 0), "int8", q(1.0, 0)),  # tiny multiplier
+    ("int8", q(0.02, -5), "uint8", q(0.02, 123)),  # zero points 128 apart: the xor fast path
+    ("int8", q(0.02, -5), "uint8", q(0.07, 200)),
+    ("uint8", q(0.02, 128), "int8", q(0.02, 0)),
+    ("uint8", q(0.3, 10), "int8", q(0.01, -100)),
+    ("uint8", q(0.3, 10), "uint8", q(0.2, 250)),
+    ("int16", q(1e-3, 0), "int8", q(0.05, 4)),
+    ("int16", q(1e-3, 0), "int16", q(3e-3, 0)),
+    ("int16", q(2e-3, 0), "int16", q(1e-4, 0)),  # saturates
+]
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_requantize_every_input_value(case):
+    in_dtype, in_q, out_dtype, out_q = CASES[case]
+    x = every_value(in_dtype)
+    check_against_tflite(requantize_model(x.shape, in_dtype, in_q, out_dtype, out_q), [x])
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("seed", range(4))
+def test_requantize_random_params(seed):
+    r = rng("requantize", seed)
+    for in_dtype, out_dtype in [("int8", "int8"), ("int8", "uint8"), ("uint8", "int8")]:
+        in_q = q(float(np.exp(r.uniform(-8, 0))), int(r.integers(*RANGES[in_dtype])))
+        out_q = q(float(np.exp(r.uniform(-8, 0))), int(r.integers(*RANGES[out_dtype])))
+        x = every_value(in_dtype, (2, 4, 32))
+        check_against_tflite(requantize_model(x.shape, in_dtype, in_q, out_dtype, out_q), [x])
+
+
+@pytest.mark.parametrize("pair", [("int8", "int16"), ("uint8", "int16"), ("int16", "uint8")])
+def test_unsupported_type_pairs(pair):
+    model = requantize_model((4,), pair[0], q(0.1), pair[1], q(0.1))
+    with pytest.raises(UnsupportedOpError):
+        qengine.Interpreter(model.to_bytes())
+
+
+def test_per_channel_requantize_is_unsupported():
+    per_channel = Quantization(np.array([0.1, 0.2], np.float32), np.zeros(2, np.int64), 0)
+    model = requantize_model((2, 3), "int8", q(0.1), "int8", per_channel)
+    with pytest.raises(UnsupportedOpError):
+        qengine.Interpreter(model.to_bytes())
