@@ -1,0 +1,139 @@
+"""Quantized activations as TFLite's reference kernels compute them on int8.
+
+LOGISTIC, TANH and ELU read a 256-entry table built in prepare (LUTPopulate in float32);
+RELU/RELU6/RELU_N1_TO_1/RELU_0_TO_1 (ReluX), LEAKY_RELU, PRELU and HARD_SWISH requantize
+with multipliers computed as activations.cc's Prepare functions compute them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import math
+
+import numpy as np
+
+from qengine.kernels import activations as kernels
+
+from ..runtime.registry import OpContext, Prepared
+from .common import broadcast_shape
+from .elementwise_int import flattened, per_tensor
+
+
+def _int8_unary(ctx: OpContext):
+    """(input spec, (s_in, zp_in), (s_out, zp_out)) of a one-input int8 -> int8 op."""
+    ctx.expect_inputs(1)
+    x = ctx.input(0)
+    out = ctx.output_spec(0, x.shape)
+    if x.dtype != "int8" or out.dtype != "int8":
+        raise ctx.unsupported(f"quantized {ctx.op.type} from {x.dtype} to {out.dtype}; "
+                              f"supported: int8 to int8")
+    return x, per_tensor(ctx, x), per_tensor(ctx, out)
+
+
+def _elementwise(ctx: OpContext, x, kernel, *params) -> Prepared:
+    def run(values):
+        return kernel(np.ascontiguousarray(values).ravel(), *params).reshape(values.shape)
+
+    return Prepared(run, [ctx.output_spec(0, x.shape, "int8")])
+
+
+# -- lookup tables ------------------------------------------------------------------------------
+
+_libm = ctypes.CDLL(ctypes.util.find_library("m"))
+_libm.expm1f.restype = ctypes.c_float
+_libm.expm1f.argtypes = [ctypes.c_float]
+
+
+def _elu_f32(x: np.float32) -> np.float32:
+    # value < 0.0f ? std::expm1(value) : value, with the float overload (libm expm1f)
+    return np.float32(_libm.expm1f(float(x))) if x < 0 else x
+
+
+def _table(ctx: OpContext, make_table) -> Prepared:
+    x, (s_in, zp_in), (s_out, zp_out) = _int8_unary(ctx)
+    return _elementwise(ctx, x, kernels.apply_lut_int8, make_table(s_in, zp_in, s_out, zp_out))
+
+
+def logistic(ctx: OpContext) -> Prepared:
+    _, _, (s_out, _) = _int8_unary(ctx)
+    if s_out != 1.0 / 256:  # SigmoidPrepare: TF_LITE_ENSURE(output->params.scale == 1./256)
+        raise ctx.unsupported(f"int8 LOGISTIC needs output scale 1/256, has {s_out}")
+    return _table(ctx, kernels.logistic_lut_int8)
+
+
+def tanh(ctx: OpContext) -> Prepared:
+    return _table(ctx, kernels.tanh_lut_int8)
+
+
+def elu(ctx: OpContext) -> Prepared:
+    # kernels.activations has no ELU table; its LUTPopulate twin takes the transform
+    return _table(ctx, lambda *params: kernels._lut_int8(*params, _elu_f32))
+
+
+# -- ReluX --------------------------------------------------------------------------------------
+
+
+def _relu_x(ctx: OpContext, low: float, high: float) -> Prepared:
+    """QuantizedReluX: clamp(zp_out + MBQM(x - zp_in, float(s_in / s_out)), bounds)."""
+    x, (s_in, zp_in), (s_out, zp_out) = _int8_unary(ctx)
+    return _elementwise(ctx, x, kernels.relu_int8,
+                        *kernels.relu_params(s_in, zp_in, s_out, zp_out, low, high))
+
+
+def relu(ctx: OpContext) -> Prepared:
+    return _relu_x(ctx, 0.0, math.inf)
+
+
+def relu6(ctx: OpContext) -> Prepared:
+    return _relu_x(ctx, 0.0, 6.0)
+
+
+def relu_n1_to_1(ctx: OpContext) -> Prepared:
+    return _relu_x(ctx, -1.0, 1.0)
+
+
+def relu_0_to_1(ctx: OpContext) -> Prepared:
+    return _relu_x(ctx, 0.0, 1.0)
+
+
+# -- LEAKY_RELU, PRELU, HARD_SWISH -----------------------------------------------------------
+
+
+def leaky_relu(ctx: OpContext) -> Prepared:
+    x, (s_in, zp_in), (s_out, zp_out) = _int8_unary(ctx)
+    alpha = float(getattr(ctx.options, "alpha", 0.0) if ctx.options else 0.0)
+    return _elementwise(ctx, x, kernels.leaky_relu_int8,
+                        *kernels.leaky_relu_params(s_in, zp_in, s_out, zp_out, alpha))
+
+
+def prelu(ctx: OpContext) -> Prepared:
+    """PreluPrepare: alpha is broadcast against the input and must not enlarge it."""
+    ctx.expect_inputs(2)
+    x, alpha = ctx.input(0), ctx.input(1)
+    out = ctx.output_spec(0, x.shape)
+    if x.dtype != "int8" or alpha.dtype != "int8" or out.dtype != "int8":
+        raise ctx.unsupported(f"quantized PRELU on {x.dtype} with {alpha.dtype} alpha to "
+                              f"{out.dtype}; supported: int8")
+    if broadcast_shape(ctx, x.shape, alpha.shape) != x.shape:
+        raise ctx.invalid(f"alpha of shape {alpha.shape} would broadcast the input {x.shape} "
+                          f"to a larger shape")
+    (s_in, zp_in), (s_alpha, zp_alpha), (s_out, zp_out) = (
+        per_tensor(ctx, x), per_tensor(ctx, alpha), per_tensor(ctx, out))
+    params = kernels.prelu_params(s_in, zp_in, s_alpha, zp_alpha, s_out, zp_out)
+
+    def run(values, slopes):
+        flat = np.ascontiguousarray(values).ravel()
+        return kernels.prelu_int8(flat, flattened(slopes, values.shape),
+                                  *params).reshape(values.shape)
+
+    return Prepared(run, [ctx.output_spec(0, x.shape, "int8")])
+
+
+def hard_swish(ctx: OpContext) -> Prepared:
+    x, (s_in, zp_in), (s_out, zp_out) = _int8_unary(ctx)
+    try:
+        params = kernels.hard_swish_params(s_in, zp_in, s_out, zp_out)
+    except ValueError as e:  # HardSwishPrepare: TF_LITE_ENSURE(output_multiplier_exponent <= 0)
+        raise ctx.unsupported(str(e)) from None
+    return _elementwise(ctx, x, kernels.hard_swish_int8, *params)
