@@ -350,19 +350,21 @@ class _Writer:
     # -- collection ----------------------------------------------------------------------------
 
     def _collect_buffers(self) -> list[Buffer]:
-        """Buffer 0 is the empty sentinel; then each distinct non-empty buffer once."""
+        """Buffer 0 is the empty sentinel; then each constant's (or metadata's) buffer once."""
         buffers, seen = [Buffer(b"")], set()
 
         def add(buffer):
-            if buffer is not None and len(buffer) and id(buffer) not in seen:
+            if buffer is not None and id(buffer) not in seen:
                 seen.add(id(buffer))
                 buffers.append(buffer)
 
         for tensors in self.tensor_lists:
             for t in tensors:
-                add(t.buffer)
+                if t.is_constant:  # zero-element constants keep a (empty) buffer of their own
+                    add(t.buffer)
         for buffer in list(self.model.metadata.values()) + self.model.metadata_buffer:
-            add(buffer)
+            if len(buffer):
+                add(buffer)
         return buffers
 
     def _collect_opcodes(self):
@@ -376,9 +378,7 @@ class _Writer:
         return opcodes, index
 
     def ref(self, buffer: Buffer | None) -> int:
-        if buffer is None or len(buffer) == 0:
-            return 0
-        return self.buffer_index[id(buffer)]
+        return 0 if buffer is None else self.buffer_index.get(id(buffer), 0)
 
     # -- layouts -------------------------------------------------------------------------------
 

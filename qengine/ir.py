@@ -112,7 +112,11 @@ class Tensor:
 
     @property
     def is_constant(self) -> bool:
-        return self.buffer is not None and len(self.buffer) > 0
+        """Has data in the file. A zero-element tensor with a buffer of its own is a constant
+        too (e.g. an empty list of reduction axes)."""
+        if self.buffer is None:
+            return False
+        return len(self.buffer) > 0 or math.prod(self.shape) == 0
 
     @property
     def data(self) -> np.ndarray | None:
@@ -126,7 +130,7 @@ class Tensor:
 
     @data.setter
     def data(self, value: np.ndarray) -> None:
-        value = np.ascontiguousarray(value, dtype=numpy_dtype(self.dtype))
+        value = np.require(value, dtype=numpy_dtype(self.dtype), requirements="C")  # keeps 0-d
         self.shape = tuple(value.shape)
         self.buffer = Buffer(value.astype(value.dtype.newbyteorder("<"), copy=False).tobytes())
 
@@ -344,7 +348,7 @@ def _verify_dataflow(subgraph: Subgraph, where: str) -> None:
             if id(t) in written:
                 raise InvalidModelError(
                     f"{where}: tensor {t.name!r} is written by more than one op")
-            if t.is_constant:
+            if t.is_constant and len(t.buffer):
                 raise InvalidModelError(
                     f"{where}: op {index} ({op.opcode.display}) writes constant tensor {t.name!r}")
             written.add(id(t))

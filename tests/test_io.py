@@ -274,7 +274,8 @@ def test_bad_signature_subgraph_index():
     model.signatures.append(SignatureDef("s", second, {}, {}))
     data = model.to_bytes()
     sig = fb.Model.GetRootAs(data, 0).SignatureDefs(0)
-    position = sig._tab.Pos + sig._tab.Offset(10)
+    position = sig._tab.Pos + sig._tab.Offset(12)  # subgraph_index (slot 4; slot 3 is deprecated)
+    assert sig._tab.Offset(12) != 0
     corrupt = bytearray(data)
     corrupt[position:position + 4] = struct.pack("<I", 5)
     with pytest.raises(InvalidModelError, match="signature"):
