@@ -1,0 +1,210 @@
+"""Int8 and hybrid CONV_2D / DEPTHWISE_CONV_2D, called from `conv.py` with the geometry.
+
+Int8 convolutions reproduce TFLite's reference kernels (ConvPerChannel,
+DepthwiseConvPerChannel): always the per-channel path, even with one filter scale, with
+`eff[c] = double(s_in) * double(s_w[c]) / double(s_out)` through QuantizeMultiplier
+(kernel_util.cc PopulateConvolutionQuantizationParams).
+
+Hybrid convolutions (float input, int8 filter) quantize each batch image on the fly
+(conv.cc EvalHybrid / EvalHybridPerChannel, depthwise_conv.cc EvalHybridPerChannel):
+
+- CONV_2D with one filter scale (or all scales equal): symmetric, `sf_b *= s_w`,
+  `out = float(acc) * sf_b + bias` (optimized_ops::HybridConv, the only implementation).
+- CONV_2D with differing scales: asymmetric, `out = (float(acc) * s_w[c]) * sf_b + bias`
+  (reference_ops::HybridConvPerChannel).
+- DEPTHWISE_CONV_2D: always asymmetric, `out = float(acc) * (s_w[c] * sf_b) + bias`
+  (reference_integer_ops::DepthwiseConvHybridPerChannel).
+Every product is a float32 operation, in that order; the fused activation is a float clamp.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qengine.kernels import hybrid
+from qengine.kernels.conv import conv2d_int8, depthwise_conv2d_int8
+from qengine.kernels.fixedpoint import quantize_multipliers
+
+from ..runtime.registry import OpContext, Prepared, Spec
+from .common import float_activation, quantized_activation_range
+from .conv import ConvGeometry
+
+# -- validation shared by all four ----------------------------------------------------------
+
+
+def _filter_scales(ctx: OpContext, w: Spec, out_c: int) -> np.ndarray:
+    """The filter's scales, one per output channel (a single scale is repeated)."""
+    ctx.expect_dtype(w, "int8")
+    q = w.quantization
+    if q is None or q.scale.size == 0:
+        raise ctx.invalid(f"int8 filter {w.name!r} has no quantization parameters")
+    if q.scale.size not in (1, out_c):
+        raise ctx.invalid(f"filter {w.name!r} has {q.scale.size} scales for {out_c} output "
+                          f"channels")
+    if q.scale.size > 1 and (q.axis >= w.rank or w.shape[q.axis] != out_c):
+        raise ctx.invalid(f"filter {w.name!r} is quantized along axis {q.axis}, which is not "
+                          f"its output-channel axis")
+    return np.broadcast_to(q.scale, (out_c,)).astype(np.float32)
+
+
+def _bias(ctx: OpContext, out_c: int, dtype: str, required: bool) -> bool:
+    """Check the optional bias input; True when there is one."""
+    spec = ctx.optional_input(2)
+    if spec is None:
+        if required:  # conv.cc Prepare: TF_LITE_ENSURE(context, has_bias)
+            raise ctx.invalid(f"{ctx.op.type} on int8 filters needs a bias input (TFLite "
+                              f"refuses it without one)")
+        return False
+    ctx.expect_dtype(spec, dtype)
+    if int(np.prod(spec.shape)) != out_c:
+        raise ctx.invalid(f"bias {spec.shape} does not match {out_c} output channels")
+    q = spec.quantization
+    if dtype == "int32" and q is not None and q.zero_point.size == 1 and q.zero_point[0] != 0:
+        raise ctx.invalid(f"bias {spec.name!r} has zero point {q.zero_point[0]}, must be 0")
+    return True
+
+
+def _expect_output(ctx: OpContext, dtype: str) -> None:
+    got = ctx.outputs[0].dtype
+    if got != dtype:
+        raise ctx.unsupported(f"{ctx.inputs[0].dtype} input with {got} output; expected {dtype}")
+
+
+def _per_tensor(ctx: OpContext, spec: Spec) -> tuple[float, int]:
+    q = spec.quantization
+    if q is None or q.scale.size != 1:
+        raise ctx.invalid(f"tensor {spec.name!r} needs per-tensor quantization")
+    return float(q.scale[0]), int(q.zero_point[0])
+
+
+# -- int8 --------------------------------------------------------------------------------------
+
+
+def _int8_params(ctx: OpContext, out_c: int, bias_required: bool):
+    x, w = ctx.input(0), ctx.input(1)
+    ctx.expect_dtype(x, "int8")
+    _expect_output(ctx, "int8")
+    scales = _filter_scales(ctx, w, out_c)
+    in_scale, in_zp = _per_tensor(ctx, x)
+    out_spec = ctx.output_spec(0, None)
+    out_scale, out_zp = _per_tensor(ctx, out_spec)
+    has_bias = _bias(ctx, out_c, "int32", bias_required)
+    # eff[c] = double(s_in) * double(s_w[c]) / double(s_out), QuantizeMultiplier per channel
+    mult, shift = quantize_multipliers(np.float64(in_scale) * scales.astype(np.float64)
+                                       / np.float64(out_scale))
+    act_min, act_max = quantized_activation_range(ctx, out_scale, out_zp, "int8")
+    return {"in_zp": in_zp, "mult": mult, "shift": shift, "out_zp": out_zp,
+            "act_min": act_min, "act_max": act_max}, has_bias
+
+
+def _bias_or_zeros(b, out_c: int) -> np.ndarray:
+    return np.zeros(out_c, np.int32) if b is None else np.ascontiguousarray(b, np.int32).ravel()
+
+
+def conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prepared:
+    out_c = out_shape[3]
+    w = ctx.input(1)
+    q = w.quantization
+    if q is not None and np.any(q.zero_point != 0):  # conv.cc Prepare
+        raise ctx.invalid(f"filter {w.name!r} has non-zero zero points")
+    p, _ = _int8_params(ctx, out_c, bias_required=True)
+
+    def run(x, w, b=None):
+        return conv2d_int8(x, w, _bias_or_zeros(b, out_c), p["in_zp"], p["mult"], p["shift"],
+                           p["out_zp"], p["act_min"], p["act_max"], g.stride_h, g.stride_w,
+                           g.dil_h, g.dil_w, g.pad_top, g.pad_left, g.out_h, g.out_w)
+
+    return Prepared(run, [ctx.output_spec(0, out_shape, "int8")])
+
+
+def depthwise_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, multiplier: int) -> Prepared:
+    out_c = out_shape[3]
+    p, _ = _int8_params(ctx, out_c, bias_required=False)  # the filter zero point is ignored
+
+    def run(x, w, b=None):
+        return depthwise_conv2d_int8(
+            x, w, _bias_or_zeros(b, out_c), p["in_zp"], p["mult"], p["shift"], p["out_zp"],
+            p["act_min"], p["act_max"], g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_top,
+            g.pad_left, g.out_h, g.out_w, multiplier)
+
+    return Prepared(run, [ctx.output_spec(0, out_shape, "int8")])
+
+
+# -- hybrid (float input, int8 filter) -------------------------------------------------------
+
+
+def _hybrid_params(ctx: OpContext, out_c: int, bias_required: bool):
+    x = ctx.input(0)
+    ctx.expect_dtype(x, "float32")
+    _expect_output(ctx, "float32")
+    scales = _filter_scales(ctx, ctx.input(1), out_c)
+    _bias(ctx, out_c, "float32", bias_required)
+    return scales, float_activation(ctx)  # CalculateActivationRange: a clamp, never tanh
+
+
+def _finish(acc: np.ndarray, scale: np.ndarray, b, clamp) -> np.ndarray:
+    """out = clamp(float(acc) * scale + bias), float32 throughout."""
+    out = acc.astype(np.float32) * scale
+    if b is not None:
+        out += np.asarray(b, np.float32).ravel()
+    return clamp(out)
+
+
+def _images(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, np.float32).reshape(x.shape[0], -1)
+
+
+def hybrid_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prepared:
+    out_c = out_shape[3]
+    scales, clamp = _hybrid_params(ctx, out_c, bias_required=True)
+    per_channel = bool(np.any(scales != scales[0]))
+    if groups != 1 and not per_channel:
+        raise ctx.unsupported("grouped hybrid CONV_2D with one filter scale (TFLite runs it "
+                              "through the per-channel kernel without its buffers)")
+    geometry = (g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left, g.out_h,
+                g.out_w)
+    column = (slice(None), None, None, None)  # a per-image value broadcast over H, W, C
+
+    def run_symmetric(x, w, b=None):
+        q, sf = hybrid.quantize_symmetric(_images(x))
+        sf = sf * scales[0]  # scaling_factors[b] *= filter scale, float32
+        acc = hybrid.conv_accumulators(q.reshape(x.shape), w, np.zeros(len(q), np.int32),
+                                       *geometry)
+        return _finish(acc, sf[column], b, clamp)
+
+    def run_asymmetric(x, w, b=None):
+        q, sf, zp = hybrid.quantize_asymmetric(_images(x))
+        acc = hybrid.conv_accumulators(q.reshape(x.shape), w, zp, *geometry)
+        scaled = acc.astype(np.float32) * scales  # (float(acc) * s_w[c]) * sf_b
+        return _finish(scaled, sf[column], b, clamp)
+
+    run = run_asymmetric if per_channel else run_symmetric
+    return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
+
+
+def hybrid_depthwise_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape,
+                             multiplier: int) -> Prepared:
+    out_c = out_shape[3]
+    w = ctx.input(1)
+    scales, clamp = _hybrid_params(ctx, out_c, bias_required=False)
+    q = w.quantization
+    if q.scale.size != w.shape[q.axis]:  # depthwise_conv.cc Prepare
+        raise ctx.invalid(f"filter {w.name!r} has {q.scale.size} scales for dimension "
+                          f"{q.axis} of size {w.shape[q.axis]}")
+    if q.scale.size == 1 and out_c > 1:
+        raise ctx.unsupported("hybrid DEPTHWISE_CONV_2D needs per-channel filter scales "
+                              "(TFLite's kernel reads one scale per output channel)")
+    option = getattr(ctx.options, "depthMultiplier", 0)
+    if option != multiplier:  # the hybrid kernel loops over the option's value
+        raise ctx.unsupported(f"depth_multiplier option {option} differs from the filter's "
+                              f"{multiplier}; TFLite's hybrid kernel would use the option")
+    geometry = (g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left, g.out_h,
+                g.out_w, multiplier)
+
+    def run(x, w, b=None):
+        q, sf, zp = hybrid.quantize_asymmetric(_images(x))
+        acc = hybrid.depthwise_accumulators(q.reshape(x.shape), w, zp, *geometry)
+        scale = scales[None, :] * sf[:, None]  # s_w[c] * sf_b first, float32
+        return _finish(acc, scale[:, None, None, :], b, clamp)
+
+    return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
