@@ -1,0 +1,218 @@
+"""Quantized NN ops on int8, as TFLite's reference kernels compute them: AVERAGE_POOL_2D,
+MAX_POOL_2D, SOFTMAX, RESIZE_BILINEAR, BATCH_MATMUL and TRANSPOSE_CONV.
+
+qengine.ops.nn has validated the shapes and options these ops share with their float
+versions; prepare here checks the types and quantization parameters and computes the
+multipliers as TFLite's Prepare does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qengine.kernels import fully_connected, pooling, resize
+from qengine.kernels import conv as conv_kernels
+from qengine.kernels import softmax as softmax_kernels
+from qengine.kernels.fixedpoint import quantize_multiplier, quantize_multipliers
+
+from ..runtime.registry import OpContext, Prepared, Spec
+from .common import conv_output_size, quantized_activation_range
+from .conv import geometry
+from .elementwise_int import per_tensor
+
+SAME = 0
+
+
+def _option(ctx: OpContext, name: str, default):
+    value = getattr(ctx.options, name, None) if ctx.options is not None else None
+    return default if value is None else value
+
+
+def _expect_int8(ctx: OpContext, *specs: Spec) -> None:
+    dtypes = [s.dtype for s in specs]
+    if any(d != "int8" for d in dtypes):
+        raise ctx.unsupported(f"quantized {ctx.op.type} on {', '.join(dtypes)}; supported: int8")
+
+
+def _output(ctx: OpContext, shape) -> tuple[Spec, float, int]:
+    out = ctx.output_spec(0, shape, "int8")
+    _expect_int8(ctx, ctx.output_spec(0, shape))
+    scale, zero_point = per_tensor(ctx, out)
+    return out, scale, zero_point
+
+
+# -- pooling: no requantization; TFLite only clamps to the output's activation range ---------
+
+
+def _pool(ctx: OpContext, kernel) -> Prepared:
+    x = ctx.input(0)
+    _expect_int8(ctx, x)
+    per_tensor(ctx, x)
+    if ctx.options is None:
+        raise ctx.invalid("Pool2DOptions are missing")
+    kh, kw = ctx.options.filterHeight, ctx.options.filterWidth
+    if kh < 1 or kw < 1:
+        raise ctx.invalid(f"filter size {kh}x{kw} must be at least 1x1")
+    g = geometry(ctx, x.shape, kh, kw)
+    out, scale, zero_point = _output(ctx, (g.batch, g.out_h, g.out_w, x.shape[3]))
+    low, high = quantized_activation_range(ctx, scale, zero_point, "int8")
+
+    def run(values):
+        return kernel(values, kh, kw, g.stride_h, g.stride_w, g.pad_top, g.pad_left,
+                      g.out_h, g.out_w, low, high)
+
+    return Prepared(run, [out])
+
+
+def average_pool_2d(ctx: OpContext) -> Prepared:
+    return _pool(ctx, pooling.avg_pool_int8)
+
+
+def max_pool_2d(ctx: OpContext) -> Prepared:
+    return _pool(ctx, pooling.max_pool_int8)
+
+
+# -- SOFTMAX -----------------------------------------------------------------------------------
+
+
+def softmax(ctx: OpContext) -> Prepared:
+    """SoftmaxPrepare<kReference>, int8 -> int8: the output must be (1/256, -128) within 0.1 %
+    of the scale; the input multiplier beta * s_in * 2^26 must exceed 1."""
+    x = ctx.input(0)
+    _expect_int8(ctx, x)
+    s_in, _ = per_tensor(ctx, x)  # the input zero point cancels in x - max(x)
+    out, s_out, zp_out = _output(ctx, x.shape)
+    ideal = np.float32(1.0 / 256)
+    if zp_out != -128 or abs(np.float32(s_out) - ideal) > np.float32(0.001) * ideal:
+        raise ctx.unsupported(f"int8 SOFTMAX needs output scale 1/256 and zero point -128, "
+                              f"has {s_out} and {zp_out}")
+    beta = float(_option(ctx, "beta", 0.0))
+    try:
+        params = softmax_kernels.softmax_params(s_in, beta)
+    except ValueError as e:  # TFLite CHECK-fails (aborts) in PreprocessSoftmaxScaling
+        raise ctx.unsupported(f"beta {beta} and input scale {s_in}: {e}") from None
+    depth = x.shape[-1]
+
+    def run(values):
+        rows = np.ascontiguousarray(values).reshape(-1, depth)
+        return softmax_kernels.softmax_int8(rows, *params).reshape(values.shape)
+
+    return Prepared(run, [out])
+
+
+# -- RESIZE_BILINEAR ---------------------------------------------------------------------------
+
+
+def resize_bilinear(ctx: OpContext) -> Prepared:
+    """ResizeBilinearInteger: interpolation in Q10 fixed point; in and out share parameters."""
+    x = ctx.input(0)
+    if x.dtype not in ("int8", "int16"):
+        raise ctx.unsupported(f"quantized RESIZE_BILINEAR on {x.dtype}; supported: int8, int16")
+    size = np.ravel(ctx.constant(1, "size"))  # nn.resize_bilinear checked: two values >= 1
+    out_h, out_w = int(size[0]), int(size[1])
+    align_corners = bool(_option(ctx, "alignCorners", False))
+    half_pixel = bool(_option(ctx, "halfPixelCenters", False))
+    out_shape = (x.shape[0], out_h, out_w, x.shape[3])
+
+    def run(values, _size=None):
+        return resize.resize_bilinear_integer(values, out_h, out_w, align_corners, half_pixel)
+
+    return Prepared(run, [ctx.output_spec(0, out_shape, x.dtype)])
+
+
+# -- BATCH_MATMUL ------------------------------------------------------------------------------
+
+
+def batch_matmul(ctx: OpContext) -> Prepared:
+    """batch_matmul.cc, int8: acc = sum_k (lhs - zp_l) * (rhs - zp_r) with one multiplier
+    double(float(s_l * s_r)) / double(s_out) (GetQuantizedConvolutionMultipler); no fused
+    activation, so the clamp is the full int8 range."""
+    lhs, rhs = ctx.input(0), ctx.input(1)
+    _expect_int8(ctx, lhs, rhs)
+    (s_l, zp_l), (s_r, zp_r) = per_tensor(ctx, lhs), per_tensor(ctx, rhs)
+    adj_x, adj_y = bool(_option(ctx, "adjX", False)), bool(_option(ctx, "adjY", False))
+    m = lhs.shape[-1] if adj_x else lhs.shape[-2]
+    n = rhs.shape[-2] if adj_y else rhs.shape[-1]
+    k = lhs.shape[-2] if adj_x else lhs.shape[-1]
+    batch = tuple(np.broadcast_shapes(lhs.shape[:-2], rhs.shape[:-2]))  # nn checked it
+    out, s_out, zp_out = _output(ctx, batch + (m, n))
+    multiplier, shift = quantize_multiplier(
+        float(np.float32(np.float32(s_l) * np.float32(s_r))) / s_out)
+
+    def run(a, b):
+        a = np.swapaxes(a, -1, -2) if adj_x else a
+        b = np.swapaxes(b, -1, -2) if adj_y else b
+        a = np.ascontiguousarray(np.broadcast_to(a, batch + (m, k))).reshape(-1, m, k)
+        b = np.ascontiguousarray(np.broadcast_to(b, batch + (k, n))).reshape(-1, k, n)
+        result = fully_connected.batch_matmul_int8(a, b, zp_l, zp_r, multiplier, shift,
+                                                   zp_out, -128, 127)
+        return result.reshape(batch + (m, n))
+
+    return Prepared(run, [out])
+
+
+# -- TRANSPOSE_CONV ----------------------------------------------------------------------------
+
+
+def _transpose_padding(ctx: OpContext, padding: int, out_size: int, kernel: int,
+                       stride: int) -> int:
+    """The padding of the forward conv from the output back to the input (dilation 1)."""
+    return conv_output_size(ctx, padding, out_size, kernel, stride, 1)[1]
+
+
+def _filter_multipliers(ctx: OpContext, x: Spec, w: Spec, s_out: float):
+    """PopulateConvolutionQuantizationParams: per output channel,
+    eff[c] = double(s_in) * double(s_w[c]) / double(s_out); one filter scale serves all."""
+    q = w.quantization
+    if q is None or q.scale.size == 0:
+        raise ctx.invalid(f"filter {w.name!r} has no quantization parameters")
+    channels = w.shape[0]
+    if q.scale.size not in (1, channels):
+        raise ctx.invalid(f"filter {w.name!r} has {q.scale.size} scales for {channels} "
+                          f"output channels")
+    if q.scale.size > 1 and w.shape[q.axis] != channels:
+        raise ctx.invalid(f"filter {w.name!r} is quantized along axis {q.axis}, not along its "
+                          f"{channels} output channels")
+    s_in, _ = per_tensor(ctx, x)
+    filter_scales = np.broadcast_to(q.scale.astype(np.float64), (channels,))
+    return quantize_multipliers(s_in * filter_scales / s_out)
+
+
+def _bias(ctx: OpContext, channels: int) -> np.ndarray:
+    spec = ctx.optional_input(3)
+    if spec is None:
+        return np.zeros(channels, np.int32)
+    if spec.dtype != "int32":
+        raise ctx.unsupported(f"{spec.dtype} bias {spec.name!r} for an int8 TRANSPOSE_CONV; "
+                              f"TFLite takes int32")
+    if spec.quantization is not None and np.any(spec.quantization.zero_point != 0):
+        raise ctx.invalid(f"bias {spec.name!r} has a non-zero zero point")
+    return np.ravel(ctx.constant(3, "bias")).astype(np.int32)
+
+
+def transpose_conv(ctx: OpContext) -> Prepared:
+    """TFLite reference_integer_ops::TransposeConv (per channel). nn.transpose_conv has checked
+    the output_shape constant against the input and filter shapes."""
+    out_size, w, x = ctx.constant(0, "output_shape"), ctx.input(1), ctx.input(2)
+    if x.dtype == "float32":
+        raise ctx.unsupported("TRANSPOSE_CONV with float input and int8 filter (hybrid)")
+    _expect_int8(ctx, x, w)
+    if ctx.options is None:
+        raise ctx.invalid("TransposeConvOptions are missing")
+    out_shape = tuple(int(d) for d in np.ravel(out_size))
+    out_c, kh, kw, _ = w.shape
+    out, s_out, zp_out = _output(ctx, out_shape)
+    multipliers, shifts = _filter_multipliers(ctx, x, w, s_out)
+    bias = _bias(ctx, out_c)
+    low, high = quantized_activation_range(ctx, s_out, zp_out, "int8")
+    o = ctx.options
+    pad_top = _transpose_padding(ctx, o.padding, out_shape[1], kh, o.strideH)
+    pad_left = _transpose_padding(ctx, o.padding, out_shape[2], kw, o.strideW)
+    _, zp_in = per_tensor(ctx, x)
+
+    def run(_shape, weights, values, _unused_bias=None):
+        return conv_kernels.transpose_conv_int8(
+            values, weights, bias, zp_in, multipliers, shifts, zp_out, low, high,
+            o.strideH, o.strideW, pad_top, pad_left, out_shape[1], out_shape[2])
+
+    return Prepared(run, [out])
