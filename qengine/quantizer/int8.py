@@ -21,7 +21,9 @@ from ..errors import QuantizationError
 from ..ir import Model, OpCode, Operator, Quantization, Tensor, verify
 from .weights import affine_constant, bias_int32, symmetric_weights
 
-# How each op's int8 output parameters are chosen.
+# How each op's int8 output parameters are chosen. Versions are the converter's for int8 where
+# TFLite's reference resolver registers them; PRELU, SQUEEZE, DEPTH_TO_SPACE, RELU_N1_TO_1 and
+# ELU stay at 1, the highest version BUILTIN_REF knows (kernels dispatch on types, not versions).
 REQUANT, SAME, FIXED, SHARED = "requant", "same", "fixed", "shared"
 
 
@@ -49,11 +51,11 @@ RULES = {
     "SUM": Rule(REQUANT, 2),
     "HARD_SWISH": Rule(REQUANT, 1),
     "LEAKY_RELU": Rule(REQUANT, 2),
-    "PRELU": Rule(REQUANT, 2),
+    "PRELU": Rule(REQUANT, 1),
     "RELU": Rule(REQUANT, 2),
     "RELU6": Rule(REQUANT, 2),
-    "RELU_N1_TO_1": Rule(REQUANT, 2),
-    "ELU": Rule(REQUANT, 2),
+    "RELU_N1_TO_1": Rule(REQUANT, 1),
+    "ELU": Rule(REQUANT, 1),
     "SOFTMAX": Rule(FIXED, 2, fixed=(1 / 256, -128)),
     "LOGISTIC": Rule(FIXED, 2, fixed=(1 / 256, -128)),
     "TANH": Rule(FIXED, 2, fixed=(1 / 128, 0)),
@@ -62,7 +64,7 @@ RULES = {
     "AVERAGE_POOL_2D": Rule(SAME, 2),
     "MAX_POOL_2D": Rule(SAME, 2),
     "RESHAPE": Rule(SAME, 1),
-    "SQUEEZE": Rule(SAME, 2),
+    "SQUEEZE": Rule(SAME, 1),
     "EXPAND_DIMS": Rule(SAME, 1),
     "TRANSPOSE": Rule(SAME, 2),
     "STRIDED_SLICE": Rule(SAME, 2),
@@ -73,7 +75,7 @@ RULES = {
     "MIRROR_PAD": Rule(SAME, 2),
     "RESIZE_BILINEAR": Rule(SAME, 2),
     "RESIZE_NEAREST_NEIGHBOR": Rule(SAME, 2),
-    "DEPTH_TO_SPACE": Rule(SAME, 2),
+    "DEPTH_TO_SPACE": Rule(SAME, 1),
     "SPACE_TO_DEPTH": Rule(SAME, 2),
     "BATCH_TO_SPACE_ND": Rule(SAME, 2),
     "SPACE_TO_BATCH_ND": Rule(SAME, 2),
