@@ -1,0 +1,146 @@
+"""Int8 and hybrid FULLY_CONNECTED; `fully_connected(ctx)` dispatches on the input dtype.
+
+Int8 (fully_connected.cc, reference_integer_ops::FullyConnected[PerChannel], LiteRT >= 1.3):
+
+    acc = Σ_d (w[o,d] - w_zp) * (x[b,d] - in_zp) + bias[o]     (w_zp = 0 when per-channel)
+    out = clamp(round(double(acc) * double(s_in) * double(s_w[o]) / double(s_out)) + out_zp)
+
+Hybrid, float input with int8 weights (EvalHybridDense): each batch row is quantized on the fly,
+symmetric or (asymmetric_quantize_inputs) asymmetric, then
+
+    out = bias[o] + float(dot - zp_b * rowsum[o]) * scale[b, o]          (float32)
+    scale = sf_b * s_w (per-tensor)   or   s_w[o] * sf_b (per-channel, one float32 product)
+
+followed by the fused activation clamp.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qengine.kernels import hybrid
+from qengine.kernels.fully_connected import fully_connected_int8
+
+from ..runtime.registry import OpContext, Prepared, Spec
+from .common import float_activation, quantized_activation_range
+from .fully_connected import _output_shape
+
+BIAS_SCALE_TOLERANCE = 0.02  # kernel_util.cc GetQuantizedConvolutionMultipler
+
+
+def fully_connected(ctx: OpContext) -> Prepared:
+    if ctx.input(0).dtype == "float32":
+        return _hybrid(ctx)
+    return _int8(ctx)
+
+
+def _weight_scales(ctx: OpContext, w: Spec) -> np.ndarray:
+    ctx.expect_dtype(w, "int8")
+    if w.value is not None and w.value.shape != w.shape:
+        raise ctx.unsupported(f"sparse weights {w.name!r} (densify them first)")
+    q = w.quantization
+    if q is None or q.scale.size == 0:
+        raise ctx.invalid(f"int8 weights {w.name!r} have no quantization parameters")
+    units = w.shape[0]
+    if q.scale.size > 1 and (q.scale.size != units or q.axis != 0):
+        raise ctx.invalid(f"weights {w.name!r} have {q.scale.size} scales along axis {q.axis};"
+                          f" per-channel weights need {units} scales along axis 0")
+    return q.scale.astype(np.float32)
+
+
+def _bias_spec(ctx: OpContext, dtype: str, units: int) -> Spec | None:
+    spec = ctx.optional_input(2)
+    if spec is not None:
+        ctx.expect_dtype(spec, dtype)
+        if int(np.prod(spec.shape)) != units:
+            raise ctx.invalid(f"bias has shape {spec.shape} for {units} output units")
+    return spec
+
+
+def _expect_output(ctx: OpContext, dtype: str) -> None:
+    if ctx.outputs[0].dtype != dtype:
+        raise ctx.unsupported(f"{ctx.input(0).dtype} input with {ctx.outputs[0].dtype} output;"
+                              f" expected {dtype}")
+
+
+def _per_tensor(ctx: OpContext, spec: Spec) -> tuple[float, int]:
+    q = spec.quantization
+    if q is None or q.scale.size != 1:
+        raise ctx.invalid(f"tensor {spec.name!r} needs per-tensor quantization")
+    return float(q.scale[0]), int(q.zero_point[0])
+
+
+# -- int8 --------------------------------------------------------------------------------------
+
+
+def _check_bias_scale(ctx: OpContext, bias: Spec | None, in_scale, w_scale, out_scale) -> None:
+    """Per-tensor weights: |s_in*s_w - s_bias| / s_out <= 0.02, s_in*s_w in float32."""
+    if bias is None:
+        return
+    q = bias.quantization
+    bias_scale = float(q.scale[0]) if q is not None and q.scale.size == 1 else 0.0
+    product = float(np.float32(in_scale) * np.float32(w_scale))
+    if abs(product - bias_scale) / out_scale > BIAS_SCALE_TOLERANCE:
+        raise ctx.invalid(f"bias scale {bias_scale:g} is not input scale x weight scale "
+                          f"({product:g}) within {BIAS_SCALE_TOLERANCE:g} of the output scale")
+
+
+def _int8(ctx: OpContext) -> Prepared:
+    x, w = ctx.input(0), ctx.input(1)
+    ctx.expect_dtype(x, "int8")
+    _expect_output(ctx, "int8")
+    out_shape = _output_shape(ctx, x.shape, w.shape)
+    units, depth = w.shape
+    scales = _weight_scales(ctx, w)
+    bias = _bias_spec(ctx, "int32", units)
+    in_scale, in_zp = _per_tensor(ctx, x)
+    out_scale, out_zp = _per_tensor(ctx, ctx.output_spec(0, None))
+    w_zp = 0  # per-channel weights are symmetric; TFLite ignores their zero points
+    if scales.size == 1:
+        w_zp = int(w.quantization.zero_point[0])  # per-tensor: weights_offset = -zp
+        _check_bias_scale(ctx, bias, in_scale, scales[0], out_scale)
+    eff = np.float64(in_scale) * np.broadcast_to(scales, (units,)).astype(np.float64) \
+        / np.float64(out_scale)
+    act_min, act_max = quantized_activation_range(ctx, out_scale, out_zp, "int8")
+
+    def run(x, w, b=None):
+        b = np.zeros(units, np.int32) if b is None else np.ascontiguousarray(b, np.int32).ravel()
+        out = fully_connected_int8(x.reshape(-1, depth), w, b, in_zp, w_zp, eff, out_zp,
+                                   act_min, act_max)
+        return out.reshape(out_shape)
+
+    return Prepared(run, [ctx.output_spec(0, out_shape, "int8")])
+
+
+# -- hybrid ------------------------------------------------------------------------------------
+
+
+def _hybrid(ctx: OpContext) -> Prepared:
+    x, w = ctx.input(0), ctx.input(1)
+    _expect_output(ctx, "float32")
+    out_shape = _output_shape(ctx, x.shape, w.shape)
+    units, depth = w.shape
+    scales = _weight_scales(ctx, w)
+    _bias_spec(ctx, "float32", units)
+    asymmetric = bool(getattr(ctx.options, "asymmetricQuantizeInputs", False))
+    activation = float_activation(ctx)
+
+    def run(x, w, b=None):
+        rows = np.ascontiguousarray(x, np.float32).reshape(-1, depth)
+        if asymmetric:
+            q, sf, zp = hybrid.quantize_asymmetric(rows)
+        else:
+            (q, sf), zp = hybrid.quantize_symmetric(rows), np.zeros(len(rows), np.int32)
+        acc = hybrid.matmul_accumulators(q, w)
+        if np.any(zp):  # dot - zp_b * rowsum[o], in int32
+            acc = (acc - zp[:, None].astype(np.int64) * hybrid.row_sums_sse(w)).astype(np.int32)
+        if scales.size == 1:
+            scale = (sf * scales[0])[:, None]  # scaling_factors[b] *= filter scale
+        else:
+            scale = scales[None, :] * sf[:, None]
+        out = acc.astype(np.float32) * scale
+        if b is not None:
+            out = np.asarray(b, np.float32).ravel() + out
+        return activation(out.reshape(out_shape))
+
+    return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
