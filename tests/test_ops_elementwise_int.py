@@ -11,14 +11,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 import numpy as np
 import pytest
 from op_harness import check_against_tflite
+from qengine.kernels.fixedpoint import mbqm as mbqm_scalar
 
 import qengine
 from qengine.builder import ACTIVATIONS, GraphBuilder, options
 from qengine.errors import InvalidModelError, UnsupportedOpError
 from qengine.ir import Quantization
-from qengine.kernels.fixedpoint import mbqm as mbqm_scalar
 from qengine.ops.elementwise_int import mbqm
-from qengine.quantizer import quantize
 
 DEVIATIONS = {}  # every op here is exact
 

@@ -249,7 +249,8 @@ def test_transpose_conv_scale_count_must_fit():
 
 
 @pytest.mark.tf
-@pytest.mark.parametrize("op", ["AVERAGE_POOL_2D", "MAX_POOL_2D", "SOFTMAX", "RESIZE_BILINEAR",
+@pytest.mark.parametrize("op", ["AVERAGE_POOL_2D", "MAX_POOL_2D", "SOFTMAX", "L2_NORMALIZATION",
+                                "RESIZE_BILINEAR",
                                 "BATCH_MATMUL", "TRANSPOSE_CONV"])
 def test_models_quantized_by_qengine(op):
     shape = (1, 6, 6, 4)
@@ -262,6 +263,8 @@ def test_models_quantized_by_qengine(op):
         out = b.op(op, [x], (1, 3, 3, 4), options=opts)
     elif op == "SOFTMAX":
         out = b.op(op, [x], shape, options=options("SoftmaxOptions", beta=1.0))
+    elif op == "L2_NORMALIZATION":
+        out = b.op(op, [x], shape, options=options("L2NormOptions"))
     elif op == "RESIZE_BILINEAR":
         out = b.op(op, [x, b.const("size", np.array([9, 5], np.int32))], (1, 9, 5, 4),
                    options=options("ResizeBilinearOptions"))
@@ -279,3 +282,35 @@ def test_models_quantized_by_qengine(op):
                              quiet=True)
     for _ in range(3):
         check(model, [int8s(r, shape)])
+
+
+# -- L2 normalization -------------------------------------------------------------------------
+
+
+def l2_model(shape, in_q, out_q=None):
+    b = GraphBuilder()
+    x = b.input("x", shape, "int8", in_q)
+    out = b.op("L2_NORMALIZATION", [x], shape, "int8", out_quantization=out_q or q(1 / 128, 0),
+               options=options("L2NormOptions"), version=2)
+    return b.build(outputs=[out])
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("shape", [(5,), (3, 64), (2, 3, 4, 17), (4, 1000)])
+@pytest.mark.parametrize("zero_point", [-128, -7, 0, 127])
+def test_l2_normalization(shape, zero_point):
+    r = rng("l2", shape, zero_point)
+    x = int8s(r, shape)
+    rows = x.reshape(-1, shape[-1])
+    rows[0] = zero_point  # an all-zero row (sum 0)
+    if rows.shape[0] > 2:
+        rows[1] = zero_point
+        rows[1, 0] = zero_point + (1 if zero_point < 127 else -1)  # sum 1
+        rows[2] = -128 if zero_point > 0 else 127  # the largest sums
+    check(l2_model(shape, q(0.05, zero_point)), [x])
+
+
+def test_l2_normalization_refusals():
+    assert refused(l2_model((4,), q(0.1), q(1 / 256, 0))) is UnsupportedOpError
+    assert refused(l2_model((4,), q(0.1), q(1 / 128, 3))) is UnsupportedOpError
+    assert refused(l2_model((1, 1, 1, 2, 4), q(0.1))) is UnsupportedOpError

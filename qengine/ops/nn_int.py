@@ -1,5 +1,5 @@
 """Quantized NN ops on int8, as TFLite's reference kernels compute them: AVERAGE_POOL_2D,
-MAX_POOL_2D, SOFTMAX, RESIZE_BILINEAR, BATCH_MATMUL and TRANSPOSE_CONV.
+MAX_POOL_2D, SOFTMAX, L2_NORMALIZATION, RESIZE_BILINEAR, BATCH_MATMUL and TRANSPOSE_CONV.
 
 qengine.ops.nn has validated the shapes and options these ops share with their float
 versions; prepare here checks the types and quantization parameters and computes the
@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from qengine.kernels import fully_connected, pooling, resize
 from qengine.kernels import conv as conv_kernels
+from qengine.kernels import fully_connected, pooling, resize
 from qengine.kernels import softmax as softmax_kernels
-from qengine.kernels.fixedpoint import quantize_multiplier, quantize_multipliers
+from qengine.kernels.fixedpoint import (
+    INT32_MAX,
+    quantize_multiplier,
+    quantize_multipliers,
+    srdhm,
+    wrap_int32,
+)
 
 from ..runtime.registry import OpContext, Prepared, Spec
 from .common import conv_output_size, quantized_activation_range
 from .conv import geometry
-from .elementwise_int import per_tensor
+from .elementwise_int import mbqm, per_tensor
 
 SAME = 0
 
@@ -96,6 +102,64 @@ def softmax(ctx: OpContext) -> Prepared:
     def run(values):
         rows = np.ascontiguousarray(values).reshape(-1, depth)
         return softmax_kernels.softmax_int8(rows, *params).reshape(values.shape)
+
+    return Prepared(run, [out])
+
+
+# -- L2_NORMALIZATION -------------------------------------------------------------------------
+
+
+def inv_sqrt_multiplier(acc: int) -> tuple[int, int]:
+    """GetInvSqrtQuantizedMultiplierExp(acc, reverse_shift=-1) (kernels/internal/common.h):
+    (M, shift) with M * 2^(shift-31) ~ 1/sqrt(acc), by five gemmlowp Newton-Raphson steps
+    x <- 1.5 x - (acc/2) x^3 in F3 fixed point on acc normalized to [2^27, 2^29)."""
+    if acc <= 1:  # TFLite treats 0 like 1
+        return INT32_MAX, 0
+    shift = 11
+    while acc >= 1 << 29:
+        acc //= 4
+        shift += 1
+    pairs = (32 - acc.bit_length() - 1) // 2 - 1  # (CountLeadingZeros - 1) / 2 - 1
+    shift -= pairs
+    acc <<= 2 * pairs
+    half_input = int(softmax_kernels.saturating_rounding_multiply_by_pot(acc >> 1, -1))
+    half_three = (1 << 28) + (1 << 27)  # 1.5 in F3
+    x = 1 << 28  # 1.0 in F3
+    for _ in range(5):
+        x3 = softmax_kernels.saturating_rounding_multiply_by_pot(srdhm(srdhm(x, x), x), 6)
+        step = wrap_int32(srdhm(half_three, x) - srdhm(half_input, x3))  # F6
+        x = int(softmax_kernels.saturating_rounding_multiply_by_pot(step, 3))  # back to F3
+    x = int(srdhm(x, 1518500250))  # times sqrt(2)/2 in F0
+    if shift < 0:
+        x, shift = int(wrap_int32(x << -shift)), 0
+    return x, -shift
+
+
+L2_OUTPUT_SHIFT = 7  # the output scale is 1/128
+
+
+def l2_normalization(ctx: OpContext) -> Prepared:
+    """reference_integer_ops::L2Normalization: per row,
+    out = clamp(MBQM(x - zp, inv_sqrt(sum (x - zp)^2), shift + 7)); output (1/128, 0)."""
+    x = ctx.input(0)
+    _expect_int8(ctx, x)
+    _, zp_in = per_tensor(ctx, x)
+    out, s_out, zp_out = _output(ctx, x.shape)
+    if s_out != 1.0 / 128 or zp_out != 0:
+        raise ctx.unsupported(f"int8 L2_NORMALIZATION needs output scale 1/128 and zero point "
+                              f"0, has {s_out} and {zp_out}")
+    if x.rank > 4:
+        raise ctx.unsupported(f"TFLite's L2_NORMALIZATION takes rank <= 4, not {x.rank}")
+    depth = x.shape[-1]
+
+    def run(values):
+        rows = values.reshape(-1, depth).astype(np.int64) - zp_in
+        result = np.empty(rows.shape, np.int8)
+        for i, row in enumerate(rows):
+            multiplier, shift = inv_sqrt_multiplier(int(wrap_int32(int((row * row).sum()))))
+            scaled = mbqm(row, multiplier, shift + L2_OUTPUT_SHIFT)
+            result[i] = np.clip(scaled, -128, 127)
+        return result.reshape(values.shape)
 
     return Prepared(run, [out])
 
