@@ -48,12 +48,12 @@ def quantize(model, mode: str = "int8", calibration=None, *, inference_type: str
 def _int8(model, calibration, inference_type, per_channel, strict, observer, keep_float, quiet):
     from ..calibrate import calibrate
     from .int8 import Int8Options, quantize_int8
-    from .passes import fold_constant_dequantize
+    from .passes import fold_constant_weights
 
     if calibration is None:
         raise QuantizationError("int8 quantization needs calibration data (representative "
                                 "inputs); pass calibration=... or --calibration DATA")
-    fold_constant_dequantize(model)
+    fold_constant_weights(model)
     stats = calibrate(model, calibration, observer=observer, quiet=quiet)
     options = Int8Options(inference_type, per_channel, strict, frozenset(keep_float))
     return quantize_int8(model, stats, options)

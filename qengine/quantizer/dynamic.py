@@ -41,12 +41,15 @@ def quantize_dynamic(model: Model, per_channel: bool = True,
             if w is None or not w.is_constant or w.dtype != "float32" or \
                     op.inputs[0].dtype != "float32" or w.data.size < MIN_ELEMENTS:
                 continue
-            q, quant = symmetric_weights(w.data, axis if per_channel else None)
+            # TFLite's hybrid depthwise kernel reads one scale per channel whatever the file
+            # holds, so depthwise filters stay per-channel even when per-tensor is asked for
+            channelwise = per_channel or op.type == "DEPTHWISE_CONV_2D"
+            q, quant = symmetric_weights(w.data, axis if channelwise else None)
             weights = Tensor(w.name, q.shape, "int8", quantization=quant)
             weights.data = q
             op.inputs[index] = weights
             op.opcode = OpCode(op.type, max(op.opcode.version,
-                                            channel_version if per_channel else version))
+                                            channel_version if channelwise else version))
             if op.type == "FULLY_CONNECTED":
                 op.options.asymmetricQuantizeInputs = asymmetric_inputs
                 if asymmetric_inputs and not per_channel:

@@ -4,19 +4,39 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir import Model
+from ..errors import InvalidModelError
+from ..ir import Model, Operator
 
 
-def fold_constant_dequantize(model: Model) -> None:
-    """DEQUANTIZE(float16 constant) -> a float32 constant: fp16 weights count as float weights."""
+class _Where:
+    """Error context for densify_tensor outside the interpreter."""
+
+    def __init__(self, op: Operator):
+        self.op = op
+
+    def invalid(self, message: str) -> InvalidModelError:
+        return InvalidModelError(f"{self.op.opcode.display} {self.op.outputs[0].name!r}: "
+                                 f"{message}")
+
+
+def fold_constant_weights(model: Model) -> None:
+    """Fold DENSIFY(sparse constant) and DEQUANTIZE(float16 constant) into float constants.
+
+    The converter stores weights as float16 and/or sparse constants expanded by these ops at
+    load; quantizing treats the expanded values as the model's float weights.
+    """
+    from ..ops.quantization import densify_tensor
+
     for graph in model.subgraphs:
         kept = []
         for op in graph.operators:
             source = op.inputs[0] if op.inputs else None
-            if op.type == "DEQUANTIZE" and source is not None and source.is_constant and \
-                    source.dtype == "float16":
-                out = op.outputs[0]
-                out.data = source.data.astype(np.float32)
+            if source is None or not source.is_constant:
+                kept.append(op)
+            elif op.type == "DENSIFY" and source.sparsity is not None:
+                op.outputs[0].data = densify_tensor(_Where(op), source)
+            elif op.type == "DEQUANTIZE" and source.dtype == "float16":
+                op.outputs[0].data = source.data.astype(np.float32)
             else:
                 kept.append(op)
         graph.operators = kept
