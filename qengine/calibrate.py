@@ -230,3 +230,6 @@ class _Progress:
     def close(self) -> None:
         if self.enabled:
             sys.stderr.write("\n")
+
+
+from . import observers  # noqa: F401  (registers moving_average, percentile, mse, entropy)
