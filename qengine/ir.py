@@ -196,7 +196,7 @@ class Subgraph:
 
     def producers(self) -> dict[int, Operator]:
         """id(tensor) -> the op writing it."""
-        return {id(t): op for op in self.operators for t in op.outputs}
+        return {id(t): op for op in self.operators for t in op.outputs if t is not None}
 
     def consumers(self) -> dict[int, list[Operator]]:
         """id(tensor) -> the ops reading it, in execution order."""
@@ -232,8 +232,7 @@ class Subgraph:
         yield from self.inputs
         yield from self.outputs
         for op in self.operators:
-            yield from (t for t in op.inputs if t is not None)
-            yield from op.outputs
+            yield from (t for t in op.inputs + op.outputs if t is not None)
             yield from op.intermediates
 
 
@@ -345,6 +344,8 @@ def _verify_dataflow(subgraph: Subgraph, where: str) -> None:
                     f"{where}: op {index} ({op.opcode.display}) reads tensor {t.name!r} before "
                     f"any op writes it (a cycle, or ops out of order)")
         for t in op.outputs:
+            if t is None:  # an optional output the file leaves out (-1)
+                continue
             if id(t) in written:
                 raise InvalidModelError(
                     f"{where}: tensor {t.name!r} is written by more than one op")
