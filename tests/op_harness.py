@@ -52,3 +52,47 @@ def check_against_tflite(model, inputs, rel: float = FLOAT_REL, resolver: str = 
     for name in want:
         assert_close(name, np.asarray(got[name]), np.asarray(want[name]), rel)
     return got
+
+
+def op_by_op(model_bytes: bytes, inputs) -> list[tuple[int, object, float]]:
+    """Feed every op TFLite's own input tensors and compare with TFLite's output tensors.
+
+    Returns (op index, op, max |diff| relative to the output's range) per op output TFLite lets
+    us read. This separates an op's own arithmetic from differences it inherits: hybrid ops, for
+    instance, re-quantize their input on the fly, so an upstream float rounding difference can
+    flip an int8 value there even though the op itself is exact.
+    """
+    from tflite_ref import make_interpreter
+
+    model = qengine.load(model_bytes)
+    interpreter = qengine.Interpreter(model)
+    tfl = make_interpreter(model_bytes, preserve_all=True)
+    details = tfl.get_input_details()
+    arrays = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    for d, x in zip(details, arrays):
+        if tuple(d["shape"]) != np.shape(x):
+            tfl.resize_tensor_input(d["index"], np.shape(x))
+    tfl.allocate_tensors()
+    for d, x in zip(details, arrays):
+        tfl.set_tensor(d["index"], x)
+    tfl.invoke()
+    index = {id(t): i for i, t in enumerate(model.main.tensors)}
+
+    def value(t):
+        try:
+            return tfl.get_tensor(index[id(t)])
+        except (ValueError, KeyError):
+            return None
+
+    results = []
+    for i, op in enumerate(model.main.operators):
+        feeds = {t.name: value(t) for t in op.inputs if t is not None and not t.is_constant}
+        if any(v is None for v in feeds.values()):
+            continue
+        for t, got in zip(op.outputs, interpreter.run_op(i, feeds)):
+            want = value(t)
+            if want is None or want.size == 0:
+                continue
+            diff = float(np.abs(got.astype(np.float64) - want).max())
+            results.append((i, op, diff / max(float(np.ptp(want)), 1e-12)))
+    return results

@@ -223,6 +223,33 @@ class Interpreter:
         plan = self._plans[index]
         return [values[plan.slot[id(t)]] for t in plan.subgraph.outputs]
 
+    def run_op(self, index: int, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Run op `index` of the main graph alone on the given values of its inputs.
+
+        `inputs` maps input tensor names to arrays; constants come from the model. This is the
+        research hook for per-op questions: feed an op the exact tensors another runtime (or
+        the float model) saw, and compare what it computes.
+        """
+        plan = self._plans[0]
+        op = plan.subgraph.operators[index]
+        arrays = []
+        for t in op.inputs:
+            if t is None:
+                arrays.append(None)
+            elif t.name in inputs:
+                arrays.append(np.asarray(inputs[t.name], dtype=numpy_dtype(t.dtype)))
+            else:
+                value = plan.constants.get(plan.slot[id(t)], plan.folded.get(plan.slot[id(t)]))
+                if value is None:
+                    raise InputError(f"op {index} {op.opcode.display} needs a value for "
+                                     f"{t.name!r}")
+                arrays.append(value)
+        specs = [None if t is None else plan.spec_of(t, shape=a.shape)
+                 for t, a in zip(op.inputs, arrays)]
+        ctx = OpContext(op, index, specs, self, self.arithmetic, self.num_threads)
+        prepared = lookup(op)(ctx)
+        return list(_as_tuple(prepared.run(*arrays)))
+
     def op_times(self) -> dict[str, float]:
         """Seconds spent per op type on runs made with profile=True (main graph)."""
         return dict(self._plans[0].op_time)
