@@ -1,0 +1,195 @@
+"""Fast int8 CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED against the reference kernels: exact equality.
+
+The reference kernels (kernels/conv.py, kernels/fully_connected.py) are themselves checked
+against NumPy twins and TFLite; here the fast kernels must give the same int8 output for the
+same seeded inputs: random geometries (strides, dilations, SAME/VALID/explicit padding), channel
+counts around the 16-channel panel and 6-pixel tile edges, MobileNetV2-like layers, batch > 1,
+zero points at the int8 extremes, fused clamps, and multipliers from QuantizeMultiplier as well
+as raw int32 ones (INT32_MIN, left shifts past 31, right shifts of 31).
+"""
+
+import numba
+import numpy as np
+import pytest
+from qengine.kernels import conv, fast_conv, fast_fc, fully_connected
+from test_kernels_conv import Regime, assert_same, conv_geometry, quant_params
+
+SEEDS = range(40)
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(request.param, numba.config.NUMBA_NUM_THREADS))
+    yield request.param
+    numba.set_num_threads(before)
+
+
+def extreme_params(rng, out_c):
+    """Raw per-channel (M, shift) pairs, zero points at the int8 ends, arbitrary clamps."""
+    mult = rng.integers(-(2**31), 2**31, out_c, dtype=np.int64)
+    mult[rng.random(out_c) < 0.2] = -(2**31)
+    mult[rng.random(out_c) < 0.1] = 2**31 - 1
+    mult[rng.random(out_c) < 0.1] = 0
+    shift = rng.integers(-31, 40, out_c)
+    in_zp = int(rng.choice([-128, 127, -1, 0]))
+    out_zp = int(rng.choice([-128, 127, 0]))
+    lo = int(rng.integers(-128, 128))
+    return (
+        mult.astype(np.int32),
+        shift.astype(np.int32),
+        in_zp,
+        out_zp,
+        (lo, int(rng.integers(lo, 128))),
+    )
+
+
+def conv_case(rng, regime, shape, k, stride, dil, pad, out_hw, out_c, extreme=False):
+    if extreme:
+        mult, shift, in_zp, out_zp, act = extreme_params(rng, out_c)
+        bias = rng.integers(-(2**31), 2**31, out_c).astype(np.int32)
+    else:
+        mult, shift, in_zp, out_zp, act = quant_params(rng, regime, out_c)
+        bias = regime.bias(out_c)
+    x = regime.activations(shape, in_zp)
+    return x, bias, (in_zp, mult, shift, out_zp, *act, *stride, *dil, *pad, *out_hw)
+
+
+def check_conv(x, w, bias, args):
+    want = conv.conv2d_int8(x, w, bias, *args)
+    got = fast_conv.conv2d_int8_fast(x, fast_conv.pack_conv_weights(w), bias, *args)
+    assert_same(got, want)
+
+
+def check_depthwise(x, w, bias, args, dm):
+    want = conv.depthwise_conv2d_int8(x, w, bias, *args, dm)
+    packed = fast_conv.pack_depthwise_weights(w)
+    got = fast_conv.depthwise_conv2d_int8_fast(x, packed, bias, *args, dm)
+    assert_same(got, want)
+
+
+def same_pad(size, k, stride, dil=1):
+    out = -(-size // stride)
+    return out, max((out - 1) * stride + (k - 1) * dil + 1 - size, 0) // 2
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_conv2d_random(seed, threads):
+    rng = np.random.default_rng(1000 + seed)
+    g = conv_geometry(rng)
+    ci = int(rng.choice([1, 3, 8, 17, 33]))
+    co = int(rng.choice([1, 5, 16, 17, 40]))
+    n = int(rng.integers(1, 4))
+    regime = Regime(rng, taps=g["k"][0] * g["k"][1] * ci)
+    x, bias, args = conv_case(rng, regime, (n, g["h"], g["w"], ci), g["k"], g["stride"], g["dil"],
+                              g["pad"], g["out"], co, extreme=seed % 4 == 3)  # fmt: skip
+    check_conv(x, regime.weights((co, *g["k"], ci)), bias, args)
+
+
+MOBILENET_CONV = [  # (n, h, w, ci, co, k, stride)
+    (1, 28, 28, 32, 192, 1, 1),
+    (2, 14, 14, 64, 24, 1, 1),
+    (1, 7, 7, 160, 960, 1, 1),
+    (1, 57, 57, 3, 32, 3, 2),
+    (3, 9, 11, 24, 20, 3, 1),
+    (1, 8, 8, 16, 33, 1, 2),
+]
+
+
+@pytest.mark.parametrize("case", MOBILENET_CONV, ids=str)
+def test_conv2d_mobilenet_shapes(case, threads):
+    n, h, w, ci, co, k, s = case
+    rng = np.random.default_rng(h * 1000 + ci)
+    regime = Regime(rng, taps=k * k * ci, kind="normal")
+    (oh, pt), (ow, pl) = same_pad(h, k, s), same_pad(w, k, s)
+    x, bias, args = conv_case(rng, regime, (n, h, w, ci), (k, k), (s, s), (1, 1), (pt, pl),
+                              (oh, ow), co)  # fmt: skip
+    check_conv(x, regime.weights((co, k, k, ci)), bias, args)
+
+
+def test_conv2d_grouped_falls_back():
+    rng = np.random.default_rng(7)
+    regime = Regime(rng, taps=9 * 2, kind="normal")
+    x, bias, args = conv_case(rng, regime, (1, 6, 6, 4), (3, 3), (1, 1), (1, 1), (1, 1), (6, 6), 6)
+    check_conv(x, regime.weights((6, 3, 3, 2)), bias, args)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_depthwise_random(seed, threads):
+    rng = np.random.default_rng(2000 + seed)
+    g = conv_geometry(rng)
+    ci = int(rng.choice([1, 3, 16, 21, 40]))
+    dm = int(rng.choice([1, 1, 2, 3]))
+    n = int(rng.integers(1, 4))
+    regime = Regime(rng, taps=g["k"][0] * g["k"][1])
+    x, bias, args = conv_case(rng, regime, (n, g["h"], g["w"], ci), g["k"], g["stride"], g["dil"],
+                              g["pad"], g["out"], ci * dm, extreme=seed % 4 == 3)  # fmt: skip
+    check_depthwise(x, regime.weights((1, *g["k"], ci * dm)), bias, args, dm)
+
+
+MOBILENET_DW = [(1, 29, 29, 96, 2), (1, 14, 14, 144, 1), (2, 7, 7, 960, 1), (1, 9, 9, 32, 2)]
+
+
+@pytest.mark.parametrize("case", MOBILENET_DW, ids=str)
+def test_depthwise_mobilenet_shapes(case, threads):
+    n, h, w, c, s = case
+    rng = np.random.default_rng(h * 100 + c)
+    regime = Regime(rng, taps=9, kind="normal")
+    (oh, pt), (ow, pl) = same_pad(h, 3, s), same_pad(w, 3, s)
+    x, bias, args = conv_case(rng, regime, (n, h, w, c), (3, 3), (s, s), (1, 1), (pt, pl),
+                              (oh, ow), c)  # fmt: skip
+    check_depthwise(x, regime.weights((1, 3, 3, c)), bias, args, 1)
+
+
+def check_fc(x, w, bias, in_zp, w_zp, eff_scale, out_zp, act):
+    want = fully_connected.fully_connected_int8(x, w, bias, in_zp, w_zp, eff_scale, out_zp, *act)
+    packed = fast_fc.pack_fc_weights(w)
+    got = fast_fc.fully_connected_int8_fast(x, packed, bias, in_zp, w_zp, eff_scale, out_zp, *act)
+    assert_same(got, want)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_fully_connected_random(seed, threads):
+    rng = np.random.default_rng(3000 + seed)
+    batches = int(rng.choice([1, 1, 2, 6, 7, 13]))
+    depth = int(rng.choice([1, 7, 64, 301]))
+    out_c = int(rng.choice([1, 15, 64, 70, 130]))
+    regime = Regime(rng, taps=depth)
+    in_zp, out_zp = int(rng.choice([-128, 127, 5])), int(rng.integers(-128, 128))
+    x = regime.activations((batches, depth), in_zp)
+    w = regime.weights((out_c, depth))
+    bias = regime.bias(out_c)
+    eff_scale = regime.reals(out_c)
+    if seed % 5 == 4:  # out-of-int32 products: the reference's double→int32 cast gives INT32_MIN
+        eff_scale = 10.0 ** rng.uniform(-12, 8, out_c)
+    lo = int(rng.integers(-128, 128))
+    check_fc(x, w, bias, in_zp, 0, eff_scale, out_zp, (lo, int(rng.integers(lo, 128))))
+
+
+def test_fully_connected_shapes_and_weight_zero_point():
+    rng = np.random.default_rng(11)
+    for batches, depth, out_c, w_zp in [(1, 1280, 1000, 0), (32, 512, 200, 0), (3, 20, 9, 3)]:
+        regime = Regime(rng, taps=depth, kind="normal")
+        x = regime.activations((batches, depth), -3)
+        w = regime.weights((out_c, depth))
+        check_fc(x, w, regime.bias(out_c), -3, w_zp, regime.reals(out_c), 4, (-128, 127))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_requantization_ties(seed, threads):
+    """Small accumulators with M = 2^30 (a halving) and small shifts: every rounding step ties."""
+    rng = np.random.default_rng(4000 + seed)
+    co = 40
+    x = np.arange(-128, 128, dtype=np.int8).reshape(1, 16, 16, 1)
+    w = rng.choice(np.array([-1, 1], np.int8), (co, 1, 1, 1))
+    bias = rng.integers(-300, 300, co).astype(np.int32)
+    mult = rng.choice(np.array([2**30, 2**30 + 1, 3 * 2**28, 2**31 - 1, 5 * 2**27]), co)
+    shift = rng.integers(-3, 2, co)
+    in_zp, out_zp = int(rng.integers(-128, 128)), int(rng.integers(-20, 20))
+    args = (in_zp, mult.astype(np.int32), shift.astype(np.int32), out_zp, -128, 127,
+            1, 1, 1, 1, 0, 0, 16, 16)  # fmt: skip
+    check_conv(x, w, bias, args)
+    dw = np.repeat(x, co, axis=3)
+    check_depthwise(dw, w.reshape(1, 1, 1, co), bias, args, 1)
+    eff_scale = rng.choice([0.5, 0.25, 0.125, 1.5], co)
+    check_fc(x.reshape(256, 1), w.reshape(co, 1), bias, in_zp, 0, eff_scale, out_zp, (-128, 127))
