@@ -118,3 +118,11 @@ def quantized_path(ctx: OpContext, family: str):
         dtypes = ", ".join(sorted({s.dtype for s in ctx.inputs if s is not None}))
         raise ctx.unsupported(f"no quantized kernel for {ctx.op.type} on {dtypes}")
     return prepare(ctx)
+
+
+def use_fast_kernels() -> bool:
+    """Packed/vectorized int8 kernels (bit-exact with the reference ones) unless
+    QENGINE_KERNELS=reference asks for the plain reference loops (for debugging and benchmarks)."""
+    import os
+
+    return os.environ.get("QENGINE_KERNELS", "fast") != "reference"

@@ -23,6 +23,14 @@ import numpy as np
 
 from qengine.kernels import hybrid
 from qengine.kernels.conv import conv2d_int8, depthwise_conv2d_int8
+from qengine.kernels.fast_conv import (
+    conv2d_int8_fast,
+    depthwise_conv2d_int8_fast,
+    pack_conv_weights,
+    pack_depthwise_weights,
+)
+
+from .common import use_fast_kernels
 from qengine.kernels.fixedpoint import quantize_multipliers
 
 from ..runtime.registry import OpContext, Prepared, Spec
@@ -108,11 +116,18 @@ def conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prepared
     if q is not None and np.any(q.zero_point != 0):  # conv.cc Prepare
         raise ctx.invalid(f"filter {w.name!r} has non-zero zero points")
     p, _ = _int8_params(ctx, out_c, bias_required=True)
+    geometry = (g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left, g.out_h, g.out_w)
+    if use_fast_kernels() and w.value is not None:
+        packed = pack_conv_weights(np.ascontiguousarray(w.value))  # once, at prepare time
 
-    def run(x, w, b=None):
-        return conv2d_int8(x, w, _bias_or_zeros(b, out_c), p["in_zp"], p["mult"], p["shift"],
-                           p["out_zp"], p["act_min"], p["act_max"], g.stride_h, g.stride_w,
-                           g.dil_h, g.dil_w, g.pad_top, g.pad_left, g.out_h, g.out_w)
+        def run(x, w, b=None):
+            return conv2d_int8_fast(x, packed, _bias_or_zeros(b, out_c), p["in_zp"], p["mult"],
+                                    p["shift"], p["out_zp"], p["act_min"], p["act_max"],
+                                    *geometry)
+    else:
+        def run(x, w, b=None):
+            return conv2d_int8(x, w, _bias_or_zeros(b, out_c), p["in_zp"], p["mult"],
+                               p["shift"], p["out_zp"], p["act_min"], p["act_max"], *geometry)
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "int8")])
 
@@ -120,12 +135,21 @@ def conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prepared
 def depthwise_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, multiplier: int) -> Prepared:
     out_c = out_shape[3]
     p, _ = _int8_params(ctx, out_c, bias_required=False)  # the filter zero point is ignored
+    w = ctx.input(1)
+    geometry = (g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left, g.out_h, g.out_w,
+                multiplier)
+    if use_fast_kernels() and w.value is not None:
+        packed = pack_depthwise_weights(np.ascontiguousarray(w.value))
 
-    def run(x, w, b=None):
-        return depthwise_conv2d_int8(
-            x, w, _bias_or_zeros(b, out_c), p["in_zp"], p["mult"], p["shift"], p["out_zp"],
-            p["act_min"], p["act_max"], g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_top,
-            g.pad_left, g.out_h, g.out_w, multiplier)
+        def run(x, w, b=None):
+            return depthwise_conv2d_int8_fast(
+                x, packed, _bias_or_zeros(b, out_c), p["in_zp"], p["mult"], p["shift"],
+                p["out_zp"], p["act_min"], p["act_max"], *geometry)
+    else:
+        def run(x, w, b=None):
+            return depthwise_conv2d_int8(
+                x, w, _bias_or_zeros(b, out_c), p["in_zp"], p["mult"], p["shift"], p["out_zp"],
+                p["act_min"], p["act_max"], *geometry)
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "int8")])
 

@@ -19,10 +19,11 @@ from __future__ import annotations
 import numpy as np
 
 from qengine.kernels import hybrid
+from qengine.kernels.fast_fc import fully_connected_int8_fast, pack_fc_weights
 from qengine.kernels.fully_connected import fully_connected_int8
 
 from ..runtime.registry import OpContext, Prepared, Spec
-from .common import float_activation, quantized_activation_range
+from .common import float_activation, quantized_activation_range, use_fast_kernels
 from .fully_connected import _output_shape
 
 BIAS_SCALE_TOLERANCE = 0.02  # kernel_util.cc GetQuantizedConvolutionMultipler
@@ -103,10 +104,17 @@ def _int8(ctx: OpContext) -> Prepared:
         / np.float64(out_scale)
     act_min, act_max = quantized_activation_range(ctx, out_scale, out_zp, "int8")
 
+    packed = pack_fc_weights(np.ascontiguousarray(w.value)) \
+        if use_fast_kernels() and w.value is not None else None
+
     def run(x, w, b=None):
         b = np.zeros(units, np.int32) if b is None else np.ascontiguousarray(b, np.int32).ravel()
-        out = fully_connected_int8(x.reshape(-1, depth), w, b, in_zp, w_zp, eff, out_zp,
-                                   act_min, act_max)
+        rows = np.ascontiguousarray(x.reshape(-1, depth))
+        if packed is not None:
+            out = fully_connected_int8_fast(rows, packed, b, in_zp, w_zp, eff, out_zp,
+                                            act_min, act_max)
+        else:
+            out = fully_connected_int8(rows, w, b, in_zp, w_zp, eff, out_zp, act_min, act_max)
         return out.reshape(out_shape)
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "int8")])
