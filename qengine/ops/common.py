@@ -31,12 +31,17 @@ def float_activation(ctx: OpContext):
     (NONE, TANH, SIGN_BIT) clamps to [-FLT_MAX, FLT_MAX], which turns +-inf into +-FLT_MAX and
     lets NaN through.
     """
-    low, high = _FLOAT_BOUNDS.get(fused_activation(ctx), (-FLT_MAX, FLT_MAX))
+    low, high = float_activation_bounds(ctx)
 
     def clamp(x):
         return np.clip(x, low, high, out=x) if x.flags.writeable else np.clip(x, low, high)
 
     return clamp
+
+
+def float_activation_bounds(ctx: OpContext) -> tuple[float, float]:
+    """[low, high] of the fused activation's clamp (see float_activation)."""
+    return _FLOAT_BOUNDS.get(fused_activation(ctx), (-FLT_MAX, FLT_MAX))
 
 
 def round_half_away(x: float) -> int:

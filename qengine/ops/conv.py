@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..runtime.registry import OpContext, Prepared, register_op
-from .common import conv_output_size, float_activation
+from .common import conv_output_size, float_activation, float_activation_bounds
 
 
 @dataclass
@@ -102,8 +102,16 @@ def _conv_float(ctx: OpContext, g: ConvGeometry, w_spec, out_shape, groups: int)
     activation = float_activation(ctx)
     per_group = out_c // groups
 
+    pointwise = (g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_top, g.pad_left,
+                 groups) == (1, 1, 1, 1, 0, 0, 1)
+
     def run(x, w, b=None):
         w = weights if weights is not None else w
+        if pointwise:  # a 1x1 convolution is one matmul over all pixels; no im2col copy
+            out = (x.reshape(-1, x.shape[3]) @ w.reshape(out_c, -1).T).reshape(out_shape)
+            if bias is not None:
+                out += bias
+            return activation(out)
         cols = patches(x, g)
         in_per_group = w.shape[3]
         out = np.empty(out_shape, np.float32)
@@ -143,21 +151,18 @@ def depthwise_conv_2d(ctx: OpContext) -> Prepared:
 
 
 def _depthwise_float(ctx, g: ConvGeometry, w_spec, out_shape, multiplier: int) -> Prepared:
+    from qengine.kernels.float_conv import depthwise_conv2d_f32
+
     ctx.expect_dtype(w_spec, "float32")
     out_c = out_shape[3]
     bias = _bias(ctx, 2, out_c, "float32")
-    activation = float_activation(ctx)
+    zeros = np.zeros(out_c, np.float32)
+    low, high = float_activation_bounds(ctx)
 
     def run(x, w, b=None):
-        if multiplier > 1:  # output channel c reads input channel c // multiplier
-            x = np.repeat(x, multiplier, axis=3)
-        cols = patches(x, g)
-        out = np.zeros(out_shape, np.float32)
-        for ky in range(g.kernel_h):
-            for kx in range(g.kernel_w):
-                out += cols[:, :, :, ky, kx, :] * w[0, ky, kx]
-        if bias is not None:
-            out += bias
-        return activation(out)
+        return depthwise_conv2d_f32(
+            x, np.ascontiguousarray(w[0]), zeros if bias is None else bias, g.stride_h,
+            g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left, g.out_h, g.out_w, multiplier,
+            low, high)
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])

@@ -10,6 +10,10 @@ before they run.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,7 +183,7 @@ class Interpreter:
         model.verify()
         self.model = model
         self.arithmetic = arithmetic
-        self.num_threads = num_threads or 1
+        self.num_threads = max(1, int(num_threads or os.cpu_count() or 1))
         _check_supported(model)
         self._plans: dict[int, _Plan] = {}
         self._plan(0)  # prepare the main graph now so errors surface before anything runs
@@ -197,7 +201,8 @@ class Interpreter:
     def run(self, inputs, keep: bool = False, profile: bool = False) -> dict[str, np.ndarray]:
         subgraph = self.model.main
         arrays = _bind_inputs(subgraph.inputs, inputs, self._signature_names(subgraph))
-        values = self._run_plan(0, arrays, profile)
+        with thread_limit(self.num_threads):
+            values = self._run_plan(0, arrays, profile)
         plan = self._plans[0]
         if keep:
             return {t.name: v for t, v in zip(plan.tensors, values)
@@ -297,6 +302,44 @@ class Interpreter:
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def thread_limit(n: int):
+    """Run Numba kernels (prange) and BLAS (float matmuls) on at most n threads.
+
+    Both pools spin while idle, so letting each take every core makes them fight: a 1-thread
+    interpreter must be 1 thread in both. Numba is only touched if a kernel module loaded it;
+    BLAS is limited through threadpoolctl when that is installed.
+    """
+    numba = sys.modules.get("numba")
+    previous = None
+    if numba is not None:
+        previous = numba.get_num_threads()
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    try:
+        with _blas_limit(n):
+            yield
+    finally:
+        if previous is not None:
+            numba.set_num_threads(previous)
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    """threadpoolctl's view of the loaded BLAS libraries (scanning them is slow: do it once)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController()
+
+
+def _blas_limit(n: int):
+    controller = _blas_controller()
+    if controller is None or n >= (os.cpu_count() or 1):
+        return contextlib.nullcontext()
+    return controller.limit(limits=n, user_api="blas")
 
 
 def _check_supported(model: Model) -> None:
