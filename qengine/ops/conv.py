@@ -36,6 +36,8 @@ def geometry(ctx: OpContext, x_shape, kernel_h: int, kernel_w: int) -> ConvGeome
     o = ctx.options
     if o is None:
         raise ctx.invalid("options are missing")
+    if kernel_h < 1 or kernel_w < 1:
+        raise ctx.invalid(f"kernel size {kernel_h}x{kernel_w} is empty")
     stride_h, stride_w = o.strideH, o.strideW
     dil_h, dil_w = getattr(o, "dilationHFactor", 1), getattr(o, "dilationWFactor", 1)
     n, h, w = x_shape[0], x_shape[1], x_shape[2]

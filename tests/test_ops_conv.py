@@ -1,0 +1,113 @@
+"""Float CONV_2D and DEPTHWISE_CONV_2D against TFLite, over strides, paddings, dilations,
+groups, depth multipliers, fused activations and batch sizes. Tolerance: 1e-5 of the output's
+range (float32 summation order differs)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import qengine
+from qengine.builder import SAME, VALID, GraphBuilder, options
+from op_harness import check_against_tflite
+
+pytestmark = pytest.mark.tf
+RNG_SEED = 1234
+
+
+def conv_model(kind, x_shape, w_shape, padding, stride, dilation, activation, bias=True,
+               version=1):
+    rng = np.random.default_rng(RNG_SEED)
+    b = GraphBuilder()
+    x = b.input("x", x_shape)
+    w = b.const("w", rng.standard_normal(w_shape).astype(np.float32))
+    out_c = w_shape[0] if kind == "CONV_2D" else w_shape[3]
+    inputs = [x, w] + ([b.const("b", rng.standard_normal(out_c).astype(np.float32))] if bias
+                       else [])  # TFLite wants a missing bias left out, not marked -1
+    fields = dict(padding=padding, strideW=stride[1], strideH=stride[0],
+                  dilationWFactor=dilation[1], dilationHFactor=dilation[0],
+                  fusedActivationFunction=activation)
+    if kind == "DEPTHWISE_CONV_2D":
+        fields["depthMultiplier"] = out_c // x_shape[3]
+        opts = options("DepthwiseConv2DOptions", **fields)
+    else:
+        opts = options("Conv2DOptions", **fields)
+    y = b.op(kind, inputs, None, "float32", options=opts, version=version)
+    return b.build([y])
+
+
+GRID = list(itertools.product([SAME, VALID], [(1, 1), (2, 2), (2, 1)], [(1, 1), (2, 2)],
+                              [0, 1, 3]))
+
+
+@pytest.mark.parametrize("padding, stride, dilation, activation", GRID)
+def test_conv_2d(padding, stride, dilation, activation):
+    model = conv_model("CONV_2D", (2, 11, 9, 6), (5, 3, 3, 6), padding, stride, dilation,
+                       activation)
+    x = np.random.default_rng(0).standard_normal((2, 11, 9, 6)).astype(np.float32)
+    check_against_tflite(model, x)
+
+
+@pytest.mark.parametrize("shape, w_shape", [((1, 8, 8, 16), (32, 1, 1, 16)),
+                                            ((3, 5, 7, 4), (4, 1, 1, 4)),
+                                            ((1, 15, 15, 3), (8, 5, 5, 3))])
+def test_conv_pointwise_and_large_kernels(shape, w_shape):
+    model = conv_model("CONV_2D", shape, w_shape, SAME, (1, 1), (1, 1), 0)
+    check_against_tflite(model, np.random.default_rng(1).standard_normal(shape, np.float32))
+
+
+@pytest.mark.parametrize("groups", [2, 3])
+def test_grouped_conv(groups):
+    model = conv_model("CONV_2D", (1, 9, 9, 6), (6, 3, 3, 6 // groups), SAME, (1, 1), (1, 1), 1,
+                       version=6)
+    check_against_tflite(model, np.random.default_rng(2).standard_normal((1, 9, 9, 6),
+                                                                          np.float32))
+
+
+def test_conv_without_bias():
+    model = conv_model("CONV_2D", (1, 6, 6, 2), (3, 3, 3, 2), VALID, (1, 1), (1, 1), 0,
+                       bias=False)
+    check_against_tflite(model, np.random.default_rng(3).standard_normal((1, 6, 6, 2),
+                                                                          np.float32))
+
+
+@pytest.mark.parametrize("padding, stride, dilation, activation", GRID)
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_depthwise(padding, stride, dilation, activation, multiplier):
+    model = conv_model("DEPTHWISE_CONV_2D", (2, 10, 9, 4), (1, 3, 3, 4 * multiplier), padding,
+                       stride, dilation, activation, version=2 if dilation != (1, 1) else 1)
+    x = np.random.default_rng(4).standard_normal((2, 10, 9, 4)).astype(np.float32)
+    check_against_tflite(model, x)
+
+
+def test_depthwise_without_bias_and_large_kernel():
+    model = conv_model("DEPTHWISE_CONV_2D", (1, 12, 12, 8), (1, 5, 5, 8), SAME, (2, 2), (1, 1),
+                       0, bias=False)
+    check_against_tflite(model, np.random.default_rng(5).standard_normal((1, 12, 12, 8),
+                                                                          np.float32))
+
+
+@pytest.mark.parametrize("w_shape, message", [
+    ((5, 3, 3, 4), "do not split into groups"),   # 6 input channels, filters of 4
+    ((5, 0, 3, 6), "is empty"),
+])
+def test_bad_conv_models_are_refused_at_prepare(w_shape, message):
+    b = GraphBuilder()
+    x = b.input("x", (1, 4, 4, 6))
+    w = b.const("w", np.ones(w_shape, np.float32))
+    y = b.op("CONV_2D", [x, w, None], None, "float32",
+             options=options("Conv2DOptions", padding=VALID, strideW=1, strideH=1))
+    with pytest.raises(qengine.InvalidModelError):
+        qengine.Interpreter(b.build([y]))
+
+
+def test_zero_stride_is_refused():
+    b = GraphBuilder()
+    x = b.input("x", (1, 4, 4, 2))
+    w = b.const("w", np.ones((1, 3, 3, 2), np.float32))
+    y = b.op("DEPTHWISE_CONV_2D", [x, w, None], None, "float32",
+             options=options("DepthwiseConv2DOptions", padding=SAME, strideW=0, strideH=1))
+    with pytest.raises(qengine.InvalidModelError, match="stride"):
+        qengine.Interpreter(b.build([y]))
