@@ -76,6 +76,8 @@ def _bias(ctx: OpContext, index: int, channels: int, dtype: str):
 @register_op("CONV_2D")
 def conv_2d(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(2, 3)
+    if ctx.optional_input(2) is None:  # conv.cc Prepare: TF_LITE_ENSURE(context, has_bias)
+        raise ctx.invalid("CONV_2D has no bias input; TFLite requires one")
     x, w = ctx.input(0), ctx.input(1)
     ctx.expect_rank(x, 4)
     ctx.expect_rank(w, 4)
