@@ -77,7 +77,11 @@ class GraphBuilder:
            out_quantization: Quantization | None = None, outputs=None):
         """Append an op; returns its output tensor (or list of them when n_outputs > 1)."""
         if outputs is None:
-            dtype = out_dtype or next((t.dtype for t in inputs if t is not None), "float32")
+            # the dtype of the data input: the first computed one (TRANSPOSE_CONV's first input
+            # is a constant int32 shape), else the first input
+            present = [t for t in inputs if t is not None]
+            data = [t for t in present if not t.is_constant] or present
+            dtype = out_dtype or (data[0].dtype if data else "float32")
             shapes = out_shape if n_outputs > 1 else [out_shape]
             outputs = [self.tensor(f"{(custom_code or name).lower()}_out", s or (), dtype,
                                    out_quantization) for s in shapes]
