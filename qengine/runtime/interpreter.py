@@ -183,7 +183,9 @@ class Interpreter:
         model.verify()
         self.model = model
         self.arithmetic = arithmetic
-        self.num_threads = max(1, int(num_threads or os.cpu_count() or 1))
+        # One thread unless asked: Numba's and BLAS's worker pools spin while idle, and on a
+        # busy machine a multi-threaded default is slower, not faster (like TFLite's default).
+        self.num_threads = max(1, int(num_threads or 1))
         _check_supported(model)
         self._plans: dict[int, _Plan] = {}
         self._plan(0)  # prepare the main graph now so errors surface before anything runs
