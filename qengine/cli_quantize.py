@@ -13,22 +13,27 @@ KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
 def add_quantize(commands) -> None:
-    p = commands.add_parser("quantize", help="quantize a float model (int8, dynamic, float16)")
+    p = commands.add_parser("quantize",
+                            help="quantize a float model (int8, int16x8, dynamic, float16)")
     p.add_argument("model", help=".tflite file, or a Keras model (.keras/.h5/SavedModel dir) "
                                  "with the tf extra installed")
-    p.add_argument("--mode", choices=("int8", "dynamic", "float16"), default="int8")
+    p.add_argument("--mode", choices=("int8", "int16x8", "dynamic", "float16"), default="int8",
+                   help="int16x8: int16 activations with int8 weights (TFLite's 16x8 scheme)")
     p.add_argument("--calibration", metavar="DATA",
-                   help="int8: .npy (samples on axis 0), .npz keyed by input name, or a "
-                        "directory of them")
-    p.add_argument("--inference-type", choices=("int8", "uint8", "float32"), default="int8",
-                   help="int8 mode: the model's input/output type (default int8)")
+                   help="int8/int16x8: .npy (samples on axis 0), .npz keyed by input name, or "
+                        "a directory of them")
+    p.add_argument("--inference-type", choices=("int8", "uint8", "int16", "float32"),
+                   help="int8/int16x8 modes: the model's input/output type (default: the "
+                        "activation type, int8 or int16)")
     p.add_argument("--per-tensor", action="store_true", help="one scale per weight tensor")
     p.add_argument("--strict", action="store_true",
-                   help="int8 mode: fail if any op would stay float (TFLITE_BUILTINS_INT8)")
+                   help="int8/int16x8 modes: fail if any op would stay float "
+                        "(TFLITE_BUILTINS_INT8)")
     p.add_argument("--symmetric-inputs", action="store_true",
                    help="dynamic mode: quantize FULLY_CONNECTED inputs symmetrically")
     p.add_argument("--keep-float", action="append", default=[], metavar="NAME",
-                   help="int8 mode: leave this op type or output tensor in float (repeatable)")
+                   help="int8/int16x8 modes: leave this op type or output tensor in float "
+                        "(repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("-o", "--output", required=True, help="where to write the .tflite")
     p.set_defaults(handler=cmd_quantize)
@@ -43,7 +48,7 @@ def cmd_quantize(args) -> int:
     model = read_model(args.model)
     calibration = None
     if args.calibration:
-        if args.mode != "int8":
+        if args.mode not in ("int8", "int16x8"):
             print(f"note: --mode {args.mode} needs no calibration data; ignoring "
                   f"{args.calibration}", file=sys.stderr)
         else:

@@ -34,6 +34,7 @@ from .common import use_fast_kernels
 from qengine.kernels.fixedpoint import quantize_multipliers
 
 from ..runtime.registry import OpContext, Prepared, Spec
+from . import int16_int
 from .common import float_activation, quantized_activation_range
 from .conv import ConvGeometry
 
@@ -110,6 +111,8 @@ def _bias_or_zeros(b, out_c: int) -> np.ndarray:
 
 
 def conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prepared:
+    if ctx.input(0).dtype == "int16":  # 16x8
+        return int16_int.conv_2d(ctx, g, out_shape, groups)
     out_c = out_shape[3]
     w = ctx.input(1)
     q = w.quantization
@@ -133,6 +136,8 @@ def conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prepared
 
 
 def depthwise_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, multiplier: int) -> Prepared:
+    if ctx.input(0).dtype == "int16":  # 16x8
+        return int16_int.depthwise_conv_2d(ctx, g, out_shape, multiplier)
     out_c = out_shape[3]
     p, _ = _int8_params(ctx, out_c, bias_required=False)  # the filter zero point is ignored
     w = ctx.input(1)

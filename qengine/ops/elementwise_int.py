@@ -94,16 +94,32 @@ def _requantizing(ctx: OpContext, make_params, kernel) -> Prepared:
     return Prepared(run, [ctx.output_spec(0, shape, "int8")])
 
 
+def _int16(ctx: OpContext) -> bool:
+    return ctx.input(0).dtype == "int16"
+
+
 def add(ctx: OpContext) -> Prepared:
+    if _int16(ctx):
+        return _int16_path().add_sub(ctx, 1)
     return _requantizing(ctx, kernels.add_params, kernels.add_int8)
 
 
 def sub(ctx: OpContext) -> Prepared:
+    if _int16(ctx):
+        return _int16_path().add_sub(ctx, -1)
     return _requantizing(ctx, kernels.sub_params, kernels.sub_int8)
 
 
 def mul(ctx: OpContext) -> Prepared:
+    if _int16(ctx):
+        return _int16_path().mul(ctx)
     return _requantizing(ctx, kernels.mul_params, kernels.mul_int8)
+
+
+def _int16_path():
+    from . import int16_int  # it imports this module's helpers
+
+    return int16_int
 
 
 # -- SQUARED_DIFFERENCE ------------------------------------------------------------------------

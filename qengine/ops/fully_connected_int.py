@@ -23,6 +23,7 @@ from qengine.kernels.fast_fc import fully_connected_int8_fast, pack_fc_weights
 from qengine.kernels.fully_connected import fully_connected_int8
 
 from ..runtime.registry import OpContext, Prepared, Spec
+from . import int16_int
 from .common import float_activation, quantized_activation_range, use_fast_kernels
 from .fully_connected import _output_shape
 
@@ -32,6 +33,10 @@ BIAS_SCALE_TOLERANCE = 0.02  # kernel_util.cc GetQuantizedConvolutionMultipler
 def fully_connected(ctx: OpContext) -> Prepared:
     if ctx.input(0).dtype == "float32":
         return _hybrid(ctx)
+    if ctx.input(0).dtype == "int16":  # 16x8
+        _expect_output(ctx, "int16")
+        x, w = ctx.input(0), ctx.input(1)
+        return int16_int.fully_connected(ctx, _output_shape(ctx, x.shape, w.shape))
     return _int8(ctx)
 
 

@@ -52,6 +52,8 @@ def _output(ctx: OpContext, shape) -> tuple[Spec, float, int]:
 
 def _pool(ctx: OpContext, kernel) -> Prepared:
     x = ctx.input(0)
+    if x.dtype == "int16":  # 16x8
+        return _pool_int16(ctx, kernel)
     _expect_int8(ctx, x)
     per_tensor(ctx, x)
     if ctx.options is None:
@@ -70,6 +72,20 @@ def _pool(ctx: OpContext, kernel) -> Prepared:
     return Prepared(run, [out])
 
 
+def _pool_int16(ctx: OpContext, kernel) -> Prepared:
+    from . import int16_int
+
+    x = ctx.input(0)
+    if ctx.options is None:
+        raise ctx.invalid("Pool2DOptions are missing")
+    kh, kw = ctx.options.filterHeight, ctx.options.filterWidth
+    if kh < 1 or kw < 1:
+        raise ctx.invalid(f"filter size {kh}x{kw} must be at least 1x1")
+    g = geometry(ctx, x.shape, kh, kw)
+    name = kernel.__name__.replace("int8", "int16")  # avg_pool_int16 / max_pool_int16
+    return int16_int.pool(ctx, name, g, (g.batch, g.out_h, g.out_w, x.shape[3]))
+
+
 def average_pool_2d(ctx: OpContext) -> Prepared:
     return _pool(ctx, pooling.avg_pool_int8)
 
@@ -85,6 +101,10 @@ def softmax(ctx: OpContext) -> Prepared:
     """SoftmaxPrepare<kReference>, int8 -> int8: the output must be (1/256, -128) within 0.1 %
     of the scale; the input multiplier beta * s_in * 2^26 must exceed 1."""
     x = ctx.input(0)
+    if x.dtype == "int16":  # 16x8
+        from . import int16_int
+
+        return int16_int.softmax(ctx)
     _expect_int8(ctx, x)
     s_in, _ = per_tensor(ctx, x)  # the input zero point cancels in x - max(x)
     out, s_out, zp_out = _output(ctx, x.shape)

@@ -43,6 +43,8 @@ def _per_tensor(ctx: OpContext, spec: Spec) -> tuple[float, int]:
 def _mean_or_sum(ctx: OpContext, compute_sum: bool) -> Prepared:
     ctx.expect_inputs(2)
     x = ctx.input(0)
+    if x.dtype == "int16" and not compute_sum:  # 16x8 MEAN
+        return _mean_int16(ctx, x)
     ctx.expect_dtype(x, "int8")
     if ctx.outputs[0].dtype != "int8":
         raise ctx.unsupported(f"int8 input with {ctx.outputs[0].dtype} output")
@@ -70,6 +72,22 @@ def _mean_or_sum(ctx: OpContext, compute_sum: bool) -> Prepared:
         run = run_as_unsigned
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "int8")])
+
+
+def _mean_int16(ctx: OpContext, x: Spec) -> Prepared:
+    from . import int16_int
+
+    if ctx.outputs[0].dtype != "int16":
+        raise ctx.unsupported(f"int16 input with {ctx.outputs[0].dtype} output")
+    axes = reduced_axes(ctx, x)
+    keep = _keep_dims(ctx)
+    out_shape = tuple(1 if a in axes else d for a, d in enumerate(x.shape)
+                      if keep or a not in axes)
+    in_scale, _ = _per_tensor(ctx, x)
+    out_scale, _ = _per_tensor(ctx, ctx.output_spec(0, None))
+    n = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+    multiplier = mean_multiplier(in_scale, out_scale, n)
+    return int16_int.mean(ctx, n, multiplier, _as_outer_n_inner(x.shape, axes), out_shape)
 
 
 def _as_outer_n_inner(shape, axes):

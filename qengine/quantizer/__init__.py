@@ -1,6 +1,7 @@
 """`qengine.quantize(model, mode=...)`: the three TFLite modes and their research variants.
 
     int8      full-integer: calibrated activations, int8 weights, int32 biases
+    int16x8   full-integer 16x8: int16 symmetric activations, int8 weights, int64 biases
     dynamic   dynamic range: int8 weights, float activations quantized on the fly at run time
     float16   float16 weights upcast to float32 once, at load
 
@@ -15,19 +16,27 @@ from ..errors import QuantizationError
 from ..flatbuffer_io import load
 from ..ir import Model
 
-MODES = ("int8", "dynamic", "float16")
+MODES = ("int8", "int16x8", "dynamic", "float16")
+ACTIVATIONS = {"int8": "int8", "int16x8": "int16"}  # the full-integer modes' activation dtype
 
 
-def quantize(model, mode: str = "int8", calibration=None, *, inference_type: str = "int8",
+def quantize(model, mode: str = "int8", calibration=None, *, inference_type: str | None = None,
              per_channel: bool = True, strict: bool = False, observer: str = "minmax",
              keep_float=(), asymmetric_inputs: bool = False, quiet: bool = False) -> Model:
-    """Return a quantized copy of `model` (a Model, a path or .tflite bytes)."""
+    """Return a quantized copy of `model` (a Model, a path or .tflite bytes).
+
+    `inference_type` is the interface of the full-integer modes: by default the activation
+    type (int8, or int16 for int16x8); float32 keeps float inputs and outputs.
+    """
     source = model if isinstance(model, Model) else load(model)
     before = len(source.to_bytes())
     work = load(source.to_bytes())  # a deep copy the passes may edit freely
-    if mode == "int8":
-        result = _int8(work, calibration, inference_type, per_channel, strict, observer,
-                       keep_float, quiet)
+    if mode in ACTIVATIONS:
+        from .int8 import Int8Options
+
+        options = Int8Options(inference_type or ACTIVATIONS[mode], per_channel, strict,
+                              frozenset(keep_float), ACTIVATIONS[mode])
+        result = _full_integer(work, calibration, options, observer, quiet)
     elif mode in ("dynamic", "float16"):
         if calibration is not None and not quiet:
             print(f"note: {mode} quantization needs no calibration data; ignoring it",
@@ -45,15 +54,15 @@ def quantize(model, mode: str = "int8", calibration=None, *, inference_type: str
     return result
 
 
-def _int8(model, calibration, inference_type, per_channel, strict, observer, keep_float, quiet):
+def _full_integer(model, calibration, options, observer, quiet):
     from ..calibrate import calibrate
-    from .int8 import Int8Options, quantize_int8
+    from .int8 import quantize_int8
     from .passes import fold_constant_weights
 
     if calibration is None:
-        raise QuantizationError("int8 quantization needs calibration data (representative "
-                                "inputs); pass calibration=... or --calibration DATA")
+        raise QuantizationError("full-integer quantization needs calibration data "
+                                "(representative inputs); pass calibration=... or "
+                                "--calibration DATA")
     fold_constant_weights(model)
     stats = calibrate(model, calibration, observer=observer, quiet=quiet)
-    options = Int8Options(inference_type, per_channel, strict, frozenset(keep_float))
     return quantize_int8(model, stats, options)

@@ -1,9 +1,14 @@
-"""Full-integer quantization: a float model plus calibration statistics -> an int8 model.
+"""Full-integer quantization: a float model plus calibration statistics -> an int8 model, or
+a 16x8 one (int16 activations, int8 weights).
 
 Per the TFLite 8-bit spec: activations int8 asymmetric per tensor; weights int8 symmetric in
 [-127, 127], per channel on the op's output-channel axis; biases int32 with scale
 input_scale * weight_scale and zero point 0. Ops TFLite has no int8 kernel for stay float,
 with DEQUANTIZE before and QUANTIZE after them.
+
+16x8 (TFLite's EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8): activations int16
+symmetric (zero point 0, scale max|x| / 32767), the same int8 weights, int64 biases, and a
+smaller set of ops (RULES_16X8).
 
 The pass walks the ops in order. Every float activation `t` of the original graph may end up
 with an integer version (`as_int[t]`), a float version (`as_float[t]`) or both; conversion
@@ -12,14 +17,15 @@ ops are inserted lazily, only where a consumer needs the other representation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..calibrate import choose_qparams
 from ..errors import QuantizationError
 from ..ir import Model, OpCode, Operator, Quantization, Tensor, verify
-from .weights import affine_constant, bias_int32, symmetric_weights
+from ..builder import options
+from .weights import affine_constant, bias_int32, round_half_away, symmetric_weights
 
 # How each op's int8 output parameters are chosen. Versions are the converter's for int8 where
 # TFLite's reference resolver registers them; PRELU, SQUEEZE, DEPTH_TO_SPACE, RELU_N1_TO_1 and
@@ -91,6 +97,28 @@ RULES = {
     "MAXIMUM": Rule(SHARED, 2),
     "MINIMUM": Rule(SHARED, 2),
 }
+
+# 16x8: the ops whose int16 reference kernels qengine reproduces. Versions are op_version.cc's for
+# int16 inputs, never below the int8 ones (CONV_2D/DEPTHWISE/FC have no int16 bump without
+# quantized_bias_type); ADD/SUB carry pot_scale_int16 = false, as the converter writes them.
+# Fixed outputs: LOGISTIC/TANH need scale 2^-15 and zero point 0 (activations.cc), SOFTMAX
+# zero point 0 and scale 1/32768 (what the converter picks).
+INT16_VERSIONS = {
+    "ADD": 3, "SUB": 5, "MUL": 4, "MEAN": 3, "SOFTMAX": 3, "LOGISTIC": 3, "TANH": 3,
+    "AVERAGE_POOL_2D": 3, "MAX_POOL_2D": 3, "CONCATENATION": 3, "PACK": 3, "TRANSPOSE": 5,
+    "PAD": 3, "PADV2": 3, "SLICE": 4, "GATHER": 4, "SPLIT": 4, "UNPACK": 4,
+    "RESIZE_BILINEAR": 4, "RESIZE_NEAREST_NEIGHBOR": 4, "BATCH_TO_SPACE_ND": 4,
+    "SPACE_TO_BATCH_ND": 4, "MAXIMUM": 4, "MINIMUM": 4, "REDUCE_MAX": 3, "REDUCE_MIN": 3,
+}
+INT16_FIXED = {"SOFTMAX": (1 / 32768, 0), "LOGISTIC": (1 / 32768, 0), "TANH": (1 / 32768, 0)}
+INT16_OPS = set(INT16_VERSIONS) | {
+    "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "RESHAPE", "SQUEEZE", "EXPAND_DIMS",
+    "STRIDED_SLICE", "SPLIT_V"}
+RULES_16X8 = {name: replace(rule, version=max(rule.version, INT16_VERSIONS.get(name, 0)),
+                            fixed=INT16_FIXED.get(name, rule.fixed))
+              for name, rule in RULES.items() if name in INT16_OPS}
+POT_SCALE_OPTIONS = {"ADD": "AddOptions", "SUB": "SubOptions"}
+
 # Ops that read only the shape of their float input, so any dtype will do.
 SHAPE_ONLY = {"SHAPE", "RANK"}
 
@@ -101,16 +129,19 @@ class Int8Options:
     per_channel: bool = True
     strict: bool = False
     keep_float: frozenset = frozenset()  # op output names (or op types) to leave in float
+    activations: str = "int8"  # "int16": the 16x8 scheme
 
 
 def quantize_int8(model: Model, stats: dict, options: Int8Options) -> Model:
     """Rewrite `model` (a copy the caller owns) in place and return it."""
-    if options.inference_type not in ("int8", "uint8", "float32"):
-        raise QuantizationError(f"inference_type must be int8, uint8 or float32, not "
+    interfaces = ("int8", "uint8", "float32") if options.activations == "int8" else \
+        (options.activations, "float32")
+    if options.inference_type not in interfaces:
+        raise QuantizationError(f"inference_type must be {', '.join(interfaces)}, not "
                                 f"{options.inference_type!r}")
     if len(model.subgraphs) > 1:
         raise QuantizationError("models with several subgraphs (control flow) cannot be "
-                                "quantized to int8 yet")
+                                "quantized to integers yet")
     _Pass(model, stats, options).run()
     verify(model)
     return model
@@ -124,11 +155,14 @@ class _Pass:
         self.ops: list[Operator] = []  # the rewritten op list
         self.consumers = self.graph.consumers()
         self.outputs = {id(t) for t in self.graph.outputs}
+        self.act = options.activations  # the activation dtype: int8 or int16
+        self.rules = RULES if self.act == "int8" else RULES_16X8
 
     # -- driver --------------------------------------------------------------------------------
 
     def run(self) -> None:
-        quantized = [self._quantizable(op) for op in self.graph.operators]
+        quantized = [self._for_activations(op, self._quantizable(op))
+                     for op in self.graph.operators]
         if self.options.strict:
             self._refuse_float_ops(quantized)
         self._bind_graph_inputs()
@@ -155,14 +189,22 @@ class _Pass:
                 return None  # a computed filter: leave the op in float
         return rule
 
+    def _for_activations(self, op: Operator, rule: Rule | None) -> Rule | None:
+        """The rule for this pass's activation dtype (None: TFLite has no such kernel)."""
+        return rule if rule is None or self.act == "int8" else self.rules.get(op.type)
+
     def _refuse_float_ops(self, quantized) -> None:
         left = [f"op {i} {op.opcode.display} (output {op.outputs[0].name!r})"
                 for i, (op, rule) in enumerate(zip(self.graph.operators, quantized))
                 if rule is None and op.type not in SHAPE_ONLY and _has_float(op)]
         if left:
             raise QuantizationError(
-                f"strict int8: {len(left)} op(s) have no int8 kernel in TFLite and would stay "
-                f"float: " + "; ".join(left))
+                f"strict {self._scheme}: {len(left)} op(s) have no {self._scheme} kernel in "
+                f"TFLite and would stay float: " + "; ".join(left))
+
+    @property
+    def _scheme(self) -> str:
+        return "int8" if self.act == "int8" else "16x8"
 
     # -- interface -----------------------------------------------------------------------------
 
@@ -175,8 +217,8 @@ class _Pass:
                 self.as_float[id(t)] = t
                 continue
             scale, zero_point = self._qparams(t)
-            if kind == "int8":
-                _make_int(t, "int8", scale, zero_point)
+            if kind == self.act:
+                _make_int(t, self.act, scale, zero_point)
                 self.as_int[id(t)] = t
             else:  # uint8 input, requantized to int8 by a QUANTIZE op: zero point + 128
                 _make_int(t, "uint8", scale, zero_point + 128)
@@ -193,7 +235,7 @@ class _Pass:
                 outputs.append(t)  # an integer tensor the pass did not touch
             elif kind == "float32":
                 outputs.append(self._float_output(t))
-            elif kind == "int8":
+            elif kind == self.act:
                 outputs.append(self._int(t))
             else:
                 source = self._int(t)
@@ -208,11 +250,11 @@ class _Pass:
     def _float_output(self, t: Tensor) -> Tensor:
         if id(t) in self.as_float:
             return self.as_float[id(t)]
-        # keep the user-visible name on the float output; the int8 tensor gets a suffix
+        # keep the user-visible name on the float output; the integer tensor gets a suffix
         name = t.name
-        t.name = name + "_int8"
+        t.name = f"{name}_{self.act}"
         out = self._new(name, t.shape, "float32", None, like=t)
-        self.ops.append(Operator(OpCode("DEQUANTIZE", 2), [t], [out]))
+        self.ops.append(Operator(OpCode("DEQUANTIZE", self._dequantize_version), [t], [out]))
         self.as_float[id(t)] = out
         return out
 
@@ -248,41 +290,45 @@ class _Pass:
                 if t is not None and t.dtype == "float32":
                     self._set_output(op, rule, t)
         op.opcode = OpCode(op.type, max(rule.version, op.opcode.version))
+        if self.act == "int16" and op.type in POT_SCALE_OPTIONS:
+            op.options = op.options or options(POT_SCALE_OPTIONS[op.type])
+            op.options.potScaleInt16 = False  # the general-scale int16 kernel (add.cc, sub.cc)
         self.ops.append(op)
 
     def _set_output(self, op: Operator, rule: Rule, t: Tensor) -> None:
         if rule.output == FIXED:
             scale, zero_point = rule.fixed
         elif rule.output == SAME:  # the data input: the first quantized one (SPLIT's is 1)
-            q = next(x.quantization for x in op.inputs if x is not None and x.dtype == "int8")
+            q = next(x.quantization for x in op.inputs if x is not None and x.dtype == self.act)
             scale, zero_point = float(q.scale[0]), int(q.zero_point[0])
         else:
             scale, zero_point = self._qparams(t)
-        _make_int(t, "int8", scale, zero_point)
+        _make_int(t, self.act, scale, zero_point)
         self.as_int[id(t)] = t
 
     def _share_params(self, op: Operator) -> None:
         """CONCATENATION and friends copy bytes: inputs and output need one scale and zp."""
         out = op.outputs[0]
         scale, zero_point = self._qparams(out)
-        _make_int(out, "int8", scale, zero_point)
+        _make_int(out, self.act, scale, zero_point)
         self.as_int[id(out)] = out
         target = Quantization.per_tensor(scale, zero_point)
         for i, t in enumerate(op.inputs):
-            if t is None or t.dtype != "int8" or _same_params(t.quantization, target):
+            if t is None or t.dtype != self.act or _same_params(t.quantization, target):
                 continue
             if self._can_retarget(t):
                 t.quantization = Quantization.per_tensor(scale, zero_point)
             else:
-                fixed = self._new(t.name + "_requantized", t.shape, "int8",
+                fixed = self._new(t.name + "_requantized", t.shape, self.act,
                                   Quantization.per_tensor(scale, zero_point), like=t)
-                self.ops.append(Operator(OpCode("QUANTIZE", 1), [t], [fixed]))
+                self.ops.append(Operator(OpCode("QUANTIZE", self._quantize_version), [t],
+                                         [fixed]))
                 op.inputs[i] = fixed
 
     def _can_retarget(self, t: Tensor) -> bool:
         """A tensor only this op reads, written by an op that may choose its output scale."""
         producer = next((op for op in self.ops if t in op.outputs), None)
-        return (producer is not None and RULES.get(producer.type, Rule(SAME, 1)).output
+        return (producer is not None and self.rules.get(producer.type, Rule(SAME, 1)).output
                 == REQUANT and len(self.consumers.get(id(t), [])) == 1
                 and id(t) not in self.outputs and not t.is_constant)
 
@@ -315,7 +361,10 @@ class _Pass:
         weight_scales = w.quantization.scale
         if weight_scales.size == 1:
             weight_scales = np.repeat(weight_scales, channels)
-        q, quant = bias_int32(values, x.scale, weight_scales)
+        if self.act == "int16":  # 16x8 kernels accumulate in int64 and take int64 biases
+            q, quant = _bias_int64(values, x.scale, weight_scales)
+        else:
+            q, quant = bias_int32(values, x.scale, weight_scales)
         name = bias.name if bias is not None else op.outputs[0].name + "_bias"
         tensor = self._new_constant(name, q, quant)
         while len(op.inputs) <= index:
@@ -323,7 +372,8 @@ class _Pass:
         op.inputs[index] = tensor
 
     def _constant(self, t: Tensor) -> Tensor:
-        q, quant = affine_constant(t.data.astype(np.float32))
+        value = t.data.astype(np.float32)
+        q, quant = affine_constant(value) if self.act == "int8" else _symmetric_int16(value)
         return self._new_constant(t.name, q, quant)
 
     def _new_constant(self, name: str, value: np.ndarray, quant: Quantization) -> Tensor:
@@ -334,13 +384,14 @@ class _Pass:
     # -- representations -----------------------------------------------------------------------
 
     def _int(self, t: Tensor) -> Tensor:
-        """The int8 version of activation t, quantizing its float version if needed."""
+        """The integer version of activation t, quantizing its float version if needed."""
         if id(t) in self.as_int:
             return self.as_int[id(t)]
         scale, zero_point = self._qparams(t)
-        q = self._new(t.name + "_int8", t.shape, "int8",
+        q = self._new(f"{t.name}_{self.act}", t.shape, self.act,
                       Quantization.per_tensor(scale, zero_point), like=t)
-        self.ops.append(Operator(OpCode("QUANTIZE", 1), [self.as_float[id(t)]], [q]))
+        self.ops.append(Operator(OpCode("QUANTIZE", self._quantize_version),
+                                 [self.as_float[id(t)]], [q]))
         self.as_int[id(t)] = q
         return q
 
@@ -348,7 +399,8 @@ class _Pass:
         if id(t) in self.as_float:
             return self.as_float[id(t)]
         f = self._new(t.name + "_dequantized", t.shape, "float32", None, like=t)
-        self.ops.append(Operator(OpCode("DEQUANTIZE", 2), [self.as_int[id(t)]], [f]))
+        self.ops.append(Operator(OpCode("DEQUANTIZE", self._dequantize_version),
+                                 [self.as_int[id(t)]], [f]))
         self.as_float[id(t)] = f
         return f
 
@@ -363,8 +415,33 @@ class _Pass:
             raise QuantizationError(
                 f"tensor {t.name!r} has no calibration range: the calibration data never "
                 f"reached it (check the inputs you pass and the model's control flow)")
-        scale, zero_point = choose_qparams(*observer.range(), "int8")
+        scale, zero_point = choose_qparams(*observer.range(), self.act,
+                                           symmetric=self.act == "int16")
         return float(scale), zero_point
+
+    @property
+    def _quantize_version(self) -> int:
+        return 2 if self.act == "int16" else 1  # op_version.cc: QUANTIZE to int16 is v2
+
+    @property
+    def _dequantize_version(self) -> int:
+        return 3 if self.act == "int16" else 2  # DEQUANTIZE of int16 is v3
+
+
+def _bias_int64(b: np.ndarray, input_scale: float, weight_scales: np.ndarray
+                ) -> tuple[np.ndarray, Quantization]:
+    """The 16x8 bias: int64 with scale input_scale * weight_scale[c] and zero point 0."""
+    scale = (np.float64(input_scale) * weight_scales.astype(np.float64)).astype(np.float32)
+    q = round_half_away(np.asarray(b, np.float64) / scale.astype(np.float64))
+    return q.astype(np.int64), Quantization(scale, np.zeros(scale.size, np.int64), axis=0)
+
+
+def _symmetric_int16(value: np.ndarray) -> tuple[np.ndarray, Quantization]:
+    """A 16x8 constant operand (ADD/MUL): int16, zero point 0, scale max|v| / 32767."""
+    scale, _ = choose_qparams(value.min(initial=0.0), value.max(initial=0.0), "int16",
+                              symmetric=True)
+    q = np.clip(round_half_away(value.astype(np.float64) / np.float64(scale)), -32767, 32767)
+    return q.astype(np.int16), Quantization.per_tensor(float(scale), 0)
 
 
 def _make_int(t: Tensor, dtype: str, scale: float, zero_point: int) -> None:

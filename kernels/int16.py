@@ -1,0 +1,340 @@
+"""16x8 kernels (int16 activations, int8 weights) reproducing TFLite's reference kernels.
+
+Activations are symmetric (zero point 0), so no input offsets appear. CONV_2D, DEPTHWISE_CONV_2D
+and FULLY_CONNECTED accumulate in int64 with an int64 bias and requantize with the int64
+MultiplyByQuantizedMultiplier overload (`mbqm_int64`: a 16-bit multiplier, one rounding).
+Elementwise kernels take inputs already broadcast and flattened by the caller.
+"""
+
+import numpy as np
+from qengine.kernels.fixedpoint import mbqm, mbqm_int64, round_half_away_int32
+from qengine.kernels.jit import kernel
+
+__all__ = [
+    "ADD_SUB_LEFT_SHIFT_INT16",
+    "add_sub_int16",
+    "add_pot_int16",
+    "avg_pool_int16",
+    "conv2d_int16",
+    "depthwise_conv2d_int16",
+    "fully_connected_int16",
+    "lut_lookup_int16",
+    "max_pool_int16",
+    "mean_int16",
+    "mul_int16",
+    "softmax_int16",
+]
+
+ADD_SUB_LEFT_SHIFT_INT16 = 15  # add.cc / sub.cc: 65535 << 15 still fits in int32
+
+
+@kernel
+def _requant16(acc, mult, shift, act_min, act_max):
+    """clamp(MBQM_int64(acc, M, shift)): the 16x8 conv/FC epilogue (no output offset)."""
+    v = mbqm_int64(acc, mult, shift)
+    return min(max(v, np.int64(act_min)), np.int64(act_max))
+
+
+@kernel
+def conv2d_int16(
+    x, w, bias, mult, shift, act_min, act_max,
+    stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w,
+):  # fmt: skip
+    """`reference_integer_ops::ConvPerChannel` for int16 input (integer_ops/conv.h).
+
+    x [N, H, W, Ci] int16, w [Co, KH, KW, Ci/groups] int8, bias [Co] int64:
+        acc = Σ_{in-image taps, ic} w[oc,ky,kx,ic] * x[b,iy,ix,g*Cig+ic] + bias[oc]   (int64)
+        out = clamp(MBQM_int64(acc, M[oc], shift[oc]))
+    """
+    n, in_h, in_w, in_c = x.shape
+    out_c, k_h, k_w, group_c = w.shape
+    groups = in_c // group_c
+    per_group = out_c // groups
+    out = np.empty((n, out_h, out_w, out_c), np.int16)
+    acc = np.empty(out_c, np.int64)
+    for b in range(n):
+        for oy in range(out_h):
+            iy0 = oy * stride_h - pad_top
+            for ox in range(out_w):
+                ix0 = ox * stride_w - pad_left
+                acc[:] = 0
+                for ky in range(k_h):
+                    iy = iy0 + ky * dil_h
+                    if iy < 0 or iy >= in_h:
+                        continue
+                    for kx in range(k_w):
+                        ix = ix0 + kx * dil_w
+                        if ix < 0 or ix >= in_w:
+                            continue
+                        for oc in range(out_c):
+                            base = (oc // per_group) * group_c
+                            total = np.int64(0)
+                            for ic in range(group_c):
+                                total += np.int64(w[oc, ky, kx, ic]) * np.int64(x[b, iy, ix, base + ic])
+                            acc[oc] += total
+                for oc in range(out_c):
+                    out[b, oy, ox, oc] = _requant16(acc[oc] + bias[oc], mult[oc], shift[oc],
+                                                    act_min, act_max)
+    return out
+
+
+@kernel
+def depthwise_conv2d_int16(
+    x, w, bias, mult, shift, act_min, act_max,
+    stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w, depth_multiplier,
+):  # fmt: skip
+    """`reference_integer_ops::DepthwiseConvPerChannel` for int16 input (int64 accumulator).
+
+        oc = ic * depth_multiplier + m
+        acc = Σ_{in-image taps} w[0,ky,kx,oc] * x[b,iy,ix,ic] + bias[oc]
+        out = clamp(MBQM_int64(acc, M[oc], shift[oc]))
+    """
+    n, in_h, in_w, in_c = x.shape
+    k_h = w.shape[1]
+    k_w = w.shape[2]
+    out_c = w.shape[3]
+    out = np.empty((n, out_h, out_w, out_c), np.int16)
+    acc = np.empty(out_c, np.int64)
+    for b in range(n):
+        for oy in range(out_h):
+            iy0 = oy * stride_h - pad_top
+            for ox in range(out_w):
+                ix0 = ox * stride_w - pad_left
+                acc[:] = 0
+                for ky in range(k_h):
+                    iy = iy0 + ky * dil_h
+                    if iy < 0 or iy >= in_h:
+                        continue
+                    for kx in range(k_w):
+                        ix = ix0 + kx * dil_w
+                        if ix < 0 or ix >= in_w:
+                            continue
+                        for ic in range(in_c):
+                            xv = np.int64(x[b, iy, ix, ic])
+                            for m in range(depth_multiplier):
+                                oc = ic * depth_multiplier + m
+                                acc[oc] += np.int64(w[0, ky, kx, oc]) * xv
+                for oc in range(out_c):
+                    out[b, oy, ox, oc] = _requant16(acc[oc] + bias[oc], mult[oc], shift[oc],
+                                                    act_min, act_max)
+    return out
+
+
+@kernel
+def fully_connected_int16(x, w, bias, w_zp, eff_scale, act_min, act_max):
+    """`reference_integer_ops::FullyConnected[PerChannel]` for int16 input, float-requant
+    version (LiteRT >= 1.3.0, like the int8 one). x [B, D] int16, w [O, D] int8, bias [O]
+    int64, eff_scale [O] = double(s_in) * double(s_w[o]) / double(s_out):
+
+        acc = Σ_d (w[o,d] - w_zp) * x[b,d] + bias[o]                 (int64)
+        out = clamp(int32(round_half_away(double(acc) * eff_scale[o])))
+    """
+    batches, depth = x.shape
+    out_c = w.shape[0]
+    out = np.empty((batches, out_c), np.int16)
+    for b in range(batches):
+        for o in range(out_c):
+            acc = bias[o]
+            for d in range(depth):
+                acc += (np.int64(w[o, d]) - w_zp) * np.int64(x[b, d])
+            v = round_half_away_int32(np.float64(acc) * eff_scale[o])
+            out[b, o] = min(max(v, np.int64(act_min)), np.int64(act_max))
+    return out
+
+
+# -- pooling -------------------------------------------------------------------------------
+
+
+@kernel
+def avg_pool_int16(
+    x, filter_h, filter_w, stride_h, stride_w, pad_top, pad_left, out_h, out_w, act_min, act_max
+):
+    """`reference_integer_ops::AveragePool` (int16): the in-image taps summed in int32 and
+    divided by their count, rounding half away from zero (C division), then clamped."""
+    n, in_h, in_w, chans = x.shape
+    out = np.empty((n, out_h, out_w, chans), np.int16)
+    for b in range(n):
+        for oy in range(out_h):
+            iy0 = oy * stride_h - pad_top
+            y_lo, y_hi = max(0, iy0), min(in_h, iy0 + filter_h)
+            for ox in range(out_w):
+                ix0 = ox * stride_w - pad_left
+                x_lo, x_hi = max(0, ix0), min(in_w, ix0 + filter_w)
+                count = max(y_hi - y_lo, 0) * max(x_hi - x_lo, 0)
+                half = count // 2
+                for c in range(chans):
+                    acc = np.int64(0)
+                    for iy in range(y_lo, y_hi):
+                        for ix in range(x_lo, x_hi):
+                            acc += x[b, iy, ix, c]
+                    if count == 0:
+                        avg = np.int64(0)
+                    elif acc > 0:
+                        avg = (acc + half) // count
+                    else:
+                        avg = -((half - acc) // count)
+                    out[b, oy, ox, c] = min(max(avg, np.int64(act_min)), np.int64(act_max))
+    return out
+
+
+@kernel
+def max_pool_int16(
+    x, filter_h, filter_w, stride_h, stride_w, pad_top, pad_left, out_h, out_w, act_min, act_max
+):
+    """`reference_integer_ops::MaxPool` (int16): clamp(max over in-image taps)."""
+    n, in_h, in_w, chans = x.shape
+    out = np.empty((n, out_h, out_w, chans), np.int16)
+    for b in range(n):
+        for oy in range(out_h):
+            iy0 = oy * stride_h - pad_top
+            y_lo, y_hi = max(0, iy0), min(in_h, iy0 + filter_h)
+            for ox in range(out_w):
+                ix0 = ox * stride_w - pad_left
+                x_lo, x_hi = max(0, ix0), min(in_w, ix0 + filter_w)
+                for c in range(chans):
+                    best = np.int64(-32768)
+                    for iy in range(y_lo, y_hi):
+                        for ix in range(x_lo, x_hi):
+                            best = max(best, np.int64(x[b, iy, ix, c]))
+                    out[b, oy, ox, c] = min(max(best, np.int64(act_min)), np.int64(act_max))
+    return out
+
+
+# -- elementwise ---------------------------------------------------------------------------
+
+
+@kernel
+def add_sub_int16(x1, x2, sign, m1, sh1, m2, sh2, m_out, sh_out, act_min, act_max):
+    """ADD (sign 1) / SUB (sign -1) int16 with general scales (pot_scale_int16 false):
+    AddElementwise / SubElementwise with left_shift 15 and zero points 0.
+
+      a = MBQM(x1 << 15, m1, sh1);  b = MBQM(x2 << 15, m2, sh2)
+      out = clamp(MBQM(a ± b, m_out, sh_out), act_min, act_max)
+    """
+    n = x1.shape[0]
+    out = np.empty(n, dtype=np.int16)
+    for i in range(n):
+        a = mbqm(np.int64(x1[i]) << ADD_SUB_LEFT_SHIFT_INT16, m1, sh1)
+        b = mbqm(np.int64(x2[i]) << ADD_SUB_LEFT_SHIFT_INT16, m2, sh2)
+        v = mbqm(a + sign * b, m_out, sh_out)
+        out[i] = min(max(v, act_min), act_max)
+    return out
+
+
+@kernel
+def _rdbpot16(x, exponent):
+    """gemmlowp RoundingDivideByPOT on an int16 value (ties away from zero)."""
+    mask = (np.int64(1) << exponent) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (np.int64(1) if x < 0 else np.int64(0))
+    return (x >> exponent) + (np.int64(1) if remainder > threshold else np.int64(0))
+
+
+@kernel
+def add_pot_int16(x1, x2, sign, shift1, shift2, act_min, act_max):
+    """ADD (sign 1) / SUB (sign -1) int16 with power-of-two scales (pot_scale_int16 true):
+    reference_ops::Add(int16) / Sub16. The input whose shift is non-zero (<= 0) is divided by
+    2^-shift (RoundingDivideByPOT); the saturating int16 sum or difference is clamped.
+    """
+    n = x1.shape[0]
+    out = np.empty(n, dtype=np.int16)
+    for i in range(n):
+        a = _rdbpot16(np.int64(x1[i]), -shift1)
+        b = _rdbpot16(np.int64(x2[i]), -shift2)
+        v = min(max(a + sign * b, np.int64(-32768)), np.int64(32767))  # SaturatingAdd/Sub
+        out[i] = min(max(v, act_min), act_max)
+    return out
+
+
+@kernel
+def mul_int16(x1, x2, m, sh, act_min, act_max):
+    """MUL int16 (reference_integer_ops::MulElementwise, zero points 0):
+    out = clamp(MBQM(x1 * x2, m, sh)); |x1 * x2| <= 2^30 fits int32."""
+    n = x1.shape[0]
+    out = np.empty(n, dtype=np.int16)
+    for i in range(n):
+        v = mbqm(np.int64(x1[i]) * np.int64(x2[i]), m, sh)
+        out[i] = min(max(v, act_min), act_max)
+    return out
+
+
+# -- MEAN ----------------------------------------------------------------------------------
+
+
+@kernel
+def mean_int16(x, in_zp, mult, shift, out_zp):
+    """`reference_ops::QuantizedMeanOrSum<int16_t, int32_t>` over [outer, n, inner]:
+    out = clamp(MBQM(Σx - in_zp * n, M, shift) + out_zp, -32768, 32767) (int32 sum)."""
+    outer, n, inner = x.shape
+    out = np.zeros((outer, inner), np.int16)
+    if n == 0:
+        return out
+    for o in range(outer):
+        for i in range(inner):
+            acc = np.int64(0)
+            for r in range(n):
+                acc += x[o, r, i]
+            v = mbqm(acc - np.int64(in_zp) * n, mult, shift) + out_zp
+            out[o, i] = min(max(v, np.int64(-32768)), np.int64(32767))
+    return out
+
+
+# -- SOFTMAX -------------------------------------------------------------------------------
+
+
+@kernel
+def lut_lookup_int16(value, lut):
+    """LUTLookup for int16 (lut of 513 anchors): linear interpolation between
+    lut[256 + (v >> 7)] and the next anchor with the low 7 bits, rounded ((... + 64) >> 7)."""
+    index = 256 + (np.int64(value) >> 7)
+    offset = np.int64(value) & 0x7F
+    base = np.int64(lut[index])
+    slope = np.int64(lut[index + 1]) - base
+    v = base + ((slope * offset + 64) >> 7)
+    return ((v + 32768) & 0xFFFF) - 32768  # static_cast<int16_t>
+
+
+@kernel
+def _count_leading_zeros32(x):
+    x = np.int64(x) & 0xFFFFFFFF
+    n = 32
+    while x != 0:
+        x >>= 1
+        n -= 1
+    return n
+
+
+@kernel
+def softmax_int16(x, input_multiplier, input_left_shift, exp_lut, recip_lut):
+    """`reference_ops::SoftmaxInt16` (reference/softmax.h), rows [rows, depth]:
+
+      d = MBQM(x - max, M, shift) + 32767, saturated to int16   ([-65535, 0] ~ [-10, 0])
+      e = exp_lut(d)                                            (Q0.15)
+      sum = Σ e (int32);  h = clz(sum)
+      s = ((int64(sum) << (h - 1)) + 2^13) >> 14, recentred by -(2^15 + 2^16), saturated
+      r = recip_lut(s)                                          (1 / (1 + x), Q0.15)
+      out = clamp((e * r + 2^(30 - h)) >> (31 - h), 0, 32767)
+    """
+    rows, depth = x.shape
+    out = np.empty((rows, depth), np.int16)
+    exps = np.empty(depth, np.int64)
+    for i in range(rows):
+        max_in_row = np.int64(-32768)
+        for c in range(depth):
+            max_in_row = max(max_in_row, np.int64(x[i, c]))
+        total = np.int64(0)
+        for c in range(depth):
+            diff = mbqm(np.int64(x[i, c]) - max_in_row, input_multiplier, input_left_shift)
+            sym = min(max(diff + 32767, np.int64(-32768)), np.int64(32767))
+            exps[c] = lut_lookup_int16(sym, exp_lut)
+            total += exps[c]
+        headroom_plus_one = _count_leading_zeros32(total)
+        shifted = ((total << (headroom_plus_one - 1)) + (1 << 13)) >> 14
+        sym_sum = min(max(shifted - ((1 << 15) + (1 << 16)), np.int64(-32768)), np.int64(32767))
+        reciprocal = lut_lookup_int16(sym_sum, recip_lut)
+        right_shift = 31 - headroom_plus_one
+        rounding = np.int64(1) << (right_shift - 1)
+        for c in range(depth):
+            v = (exps[c] * reciprocal + rounding) >> right_shift
+            out[i, c] = min(max(v, np.int64(0)), np.int64(32767))
+    return out

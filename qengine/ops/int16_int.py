@@ -1,0 +1,273 @@
+"""16x8 quantized paths: int16 activations (symmetric, zero point 0) with int8 weights.
+
+The `_int` op modules hand their op here when the activation input is int16. Prepare checks
+what TFLite's Prepare checks for int16 (zero points 0, int8 filters, int64 or int32 biases,
+fixed output parameters) and computes multipliers with TFLite's precision; run only calls a
+kernel from qengine.kernels.int16. (The `_int` suffix keeps this module out of the eager op
+import: it loads Numba kernels.)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from qengine.kernels import int16 as kernels
+from qengine.kernels.fixedpoint import quantize_multiplier, quantize_multipliers
+
+from ..runtime.registry import OpContext, Prepared, Spec
+from .common import broadcast_shape, quantized_activation_range
+from .elementwise_int import flattened, per_tensor
+
+INT16_MIN, INT16_MAX = -32768, 32767
+
+
+def _symmetric(ctx: OpContext, spec: Spec) -> float:
+    """The scale of an int16 activation, which TFLite requires to have zero point 0."""
+    ctx.expect_dtype(spec, "int16")
+    scale, zero_point = per_tensor(ctx, spec)
+    if zero_point != 0:
+        raise ctx.unsupported(f"int16 tensor {spec.name!r} has zero point {zero_point}; "
+                              f"TFLite's int16 kernels require 0")
+    return scale
+
+
+def _output_scale(ctx: OpContext) -> float:
+    return _symmetric(ctx, ctx.output_spec(0, None))
+
+
+# -- CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED ------------------------------------------------
+
+
+def _filter_scales(ctx: OpContext, w: Spec, out_c: int, axis: int) -> np.ndarray:
+    ctx.expect_dtype(w, "int8")
+    q = w.quantization
+    if q is None or q.scale.size == 0:
+        raise ctx.invalid(f"int8 filter {w.name!r} has no quantization parameters")
+    if q.scale.size not in (1, out_c) or (q.scale.size > 1 and q.axis != axis):
+        raise ctx.invalid(f"filter {w.name!r} has {q.scale.size} scales along axis {q.axis} "
+                          f"for {out_c} output channels on axis {axis}")
+    return np.broadcast_to(q.scale.astype(np.float64), (out_c,))
+
+
+def _bias(ctx: OpContext, index: int, out_c: int, required: bool):
+    """The int64 (or int32) bias as an int64 array, zeros when absent; must be constant."""
+    spec = ctx.optional_input(index)
+    if spec is None:
+        if required:
+            raise ctx.invalid(f"int16 {ctx.op.type} needs a bias input")
+        return np.zeros(out_c, np.int64)
+    ctx.expect_dtype(spec, "int64", "int32")
+    value = ctx.constant(index, "bias")
+    if value.size != out_c:
+        raise ctx.invalid(f"bias has {value.size} elements for {out_c} output channels")
+    return value.astype(np.int64).reshape(out_c)
+
+
+def _requantization(ctx: OpContext, reals: np.ndarray):
+    """(M, shift) per channel and the activation clamp; the int64 MBQM overload takes shifts
+    in [-31, 7]."""
+    mult, shift = quantize_multipliers(reals)
+    if np.any(shift > 7):
+        raise ctx.unsupported("a 16x8 requantization multiplier >= 2^7: TFLite's int64 "
+                              "MultiplyByQuantizedMultiplier does not allow it")
+    low, high = quantized_activation_range(ctx, _output_scale(ctx), 0, "int16")
+    return mult, shift, low, high
+
+
+def _per_channel_multipliers(ctx: OpContext, scales: np.ndarray):
+    """eff[c] = double(s_in) * double(s_w[c]) / double(s_out) (PopulateConvolution...Params)."""
+    x_scale, out_scale = _symmetric(ctx, ctx.input(0)), _output_scale(ctx)
+    return _requantization(ctx, np.float64(x_scale) * scales / np.float64(out_scale))
+
+
+def conv_2d(ctx: OpContext, g, out_shape, groups: int) -> Prepared:
+    out_c = out_shape[3]
+    w = ctx.input(1)
+    scales = _filter_scales(ctx, w, out_c, 0)
+    if np.any(w.quantization.zero_point != 0):
+        raise ctx.invalid(f"filter {w.name!r} has non-zero zero points")
+    bias = _bias(ctx, 2, out_c, required=True)
+    mult, shift, low, high = _per_channel_multipliers(ctx, scales)
+    geometry = (g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left, g.out_h, g.out_w)
+
+    def run(x, w, b=None):
+        return kernels.conv2d_int16(x, w, bias, mult, shift, low, high, *geometry)
+
+    return Prepared(run, [ctx.output_spec(0, out_shape, "int16")])
+
+
+def depthwise_conv_2d(ctx: OpContext, g, out_shape, multiplier: int) -> Prepared:
+    out_c = out_shape[3]
+    scales = _filter_scales(ctx, ctx.input(1), out_c, 3)
+    bias = _bias(ctx, 2, out_c, required=False)
+    mult, shift, low, high = _per_channel_multipliers(ctx, scales)
+    geometry = (g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left, g.out_h,
+                g.out_w, multiplier)
+
+    def run(x, w, b=None):
+        return kernels.depthwise_conv2d_int16(x, w, bias, mult, shift, low, high, *geometry)
+
+    return Prepared(run, [ctx.output_spec(0, out_shape, "int16")])
+
+
+def fully_connected(ctx: OpContext, out_shape) -> Prepared:
+    """fully_connected.cc, int16 input: the reference kernel requantizes in double with
+    eff[o] = double(s_in) * double(s_w[o]) / double(s_out) (one weight scale serves all)."""
+    x, w = ctx.input(0), ctx.input(1)
+    units, depth = w.shape
+    scales = _filter_scales(ctx, w, units, 0)
+    bias = _bias(ctx, 2, units, required=False)
+    # per-channel weights are symmetric; per-tensor ones use weights_offset = -zp
+    w_zp = int(w.quantization.zero_point[0]) if w.quantization.scale.size == 1 else 0
+    eff = np.float64(_symmetric(ctx, x)) * scales / np.float64(_output_scale(ctx))
+    low, high = quantized_activation_range(ctx, _output_scale(ctx), 0, "int16")
+
+    def run(x, w, b=None):
+        rows = np.ascontiguousarray(x).reshape(-1, depth)
+        return kernels.fully_connected_int16(rows, w, bias, w_zp, eff, low,
+                                             high).reshape(out_shape)
+
+    return Prepared(run, [ctx.output_spec(0, out_shape, "int16")])
+
+
+# -- ADD, SUB, MUL ---------------------------------------------------------------------------
+
+
+def _binary(ctx: OpContext):
+    ctx.expect_inputs(2)
+    a, b = ctx.input(0), ctx.input(1)
+    if b.dtype != "int16":
+        raise ctx.unsupported(f"quantized {ctx.op.type} on {a.dtype} and {b.dtype}")
+    shape = broadcast_shape(ctx, a.shape, b.shape)
+    return _symmetric(ctx, a), _symmetric(ctx, b), _output_scale(ctx), shape
+
+
+def _elementwise(ctx: OpContext, shape, kernel, *params) -> Prepared:
+    def run(x, y):
+        return kernel(flattened(x, shape), flattened(y, shape), *params).reshape(shape)
+
+    return Prepared(run, [ctx.output_spec(0, shape, "int16")])
+
+
+def _pot_exponent(scale: float) -> int | None:
+    """CheckedLog2: the rounded log2 of a scale, if the scale is (within 1e-3) a power of 2."""
+    log = math.log2(scale)
+    rounded = round(log)
+    return rounded if abs(log - rounded) < 1e-3 else None
+
+
+def add_sub(ctx: OpContext, sign: int) -> Prepared:
+    """add.cc / sub.cc, int16. pot_scale_int16 (default true) with all three scales powers
+    of two takes the shift-only kernel; otherwise the general one with left shift 15:
+    twice_max = 2 max(s1, s2); r1 = s1 / twice_max, r2 = s2 / twice_max,
+    r_out = twice_max / (2^15 s_out), all double, through QuantizeMultiplier."""
+    s1, s2, s_out, shape = _binary(ctx)
+    low, high = quantized_activation_range(ctx, s_out, 0, "int16")
+    pot = getattr(ctx.options, "potScaleInt16", True) if ctx.options is not None else True
+    exponents = [_pot_exponent(s) for s in (s1, s2, s_out)]
+    if pot and None not in exponents:
+        shift1, shift2 = exponents[0] - exponents[2], exponents[1] - exponents[2]
+        if (shift1 and shift2) or shift1 > 0 or shift2 > 0:  # Prepare's TF_LITE_ENSUREs
+            raise ctx.unsupported(f"power-of-two int16 {ctx.op.type} needs one input at the "
+                                  f"output scale and the other at a smaller one")
+        return _elementwise(ctx, shape, kernels.add_pot_int16, sign, shift1, shift2, low, high)
+    twice_max = 2.0 * max(s1, s2)
+    reals = (s1 / twice_max, s2 / twice_max,
+             twice_max / ((1 << kernels.ADD_SUB_LEFT_SHIFT_INT16) * s_out))
+    if sign > 0 and not reals[2] < 1:  # ADD: QuantizeMultiplierSmallerThanOneExp CHECK
+        raise ctx.unsupported(f"output multiplier {reals[2]:.6g} >= 1: TFLite aborts")
+    (m1, sh1), (m2, sh2), (m_out, sh_out) = (quantize_multiplier(r) for r in reals)
+    return _elementwise(ctx, shape, kernels.add_sub_int16, sign, m1, sh1, m2, sh2, m_out,
+                        sh_out, low, high)
+
+
+def mul(ctx: OpContext) -> Prepared:
+    """mul.cc: real = double(float(s1 * s2 / s_out)) in float32 arithmetic."""
+    s1, s2, s_out, shape = _binary(ctx)
+    real = float(np.float32(np.float32(s1) * np.float32(s2)) / np.float32(s_out))
+    m, sh = quantize_multiplier(real)
+    low, high = quantized_activation_range(ctx, s_out, 0, "int16")
+    return _elementwise(ctx, shape, kernels.mul_int16, m, sh, low, high)
+
+
+# -- pools, MEAN -------------------------------------------------------------------------------
+
+
+def pool(ctx: OpContext, kernel_name: str, g, shape) -> Prepared:
+    """AVERAGE/MAX_POOL_2D int16: no requantization, the output's fused-activation clamp."""
+    _symmetric(ctx, ctx.input(0))
+    low, high = quantized_activation_range(ctx, _output_scale(ctx), 0, "int16")
+    kernel = getattr(kernels, kernel_name)
+    kh, kw = ctx.options.filterHeight, ctx.options.filterWidth
+
+    def run(values):
+        return kernel(values, kh, kw, g.stride_h, g.stride_w, g.pad_top, g.pad_left, g.out_h,
+                      g.out_w, low, high)
+
+    return Prepared(run, [ctx.output_spec(0, shape, "int16")])
+
+
+def mean(ctx: OpContext, n: int, multiplier, to_3d, out_shape) -> Prepared:
+    in_zp = per_tensor(ctx, ctx.input(0))[1]
+    out_zp = per_tensor(ctx, ctx.output_spec(0, None))[1]
+    mult, shift = multiplier
+
+    def run(x, _):
+        return kernels.mean_int16(to_3d(x), in_zp, mult, shift, out_zp).reshape(out_shape)
+
+    return Prepared(run, [ctx.output_spec(0, out_shape, "int16")])
+
+
+# -- SOFTMAX -----------------------------------------------------------------------------------
+
+LUT_SIZE = 513
+
+
+def lut_populate_int16(transform, input_min: float, input_max: float) -> np.ndarray:
+    """LUTPopulate<int16_t> with FloatT = double, as SoftmaxPrepare builds its tables (output
+    range [-1, 1]): 512 segments over [input_min, input_max], each anchor lowered by half the
+    interpolation error at the segment's midpoint, plus a closing anchor."""
+    output_min, output_max = -1.0, 1.0
+    step = (input_max - input_min) / (LUT_SIZE - 1)
+    half_step = step / 2
+    scaling = 65536.0 / (output_max - output_min)
+
+    def scaled(v):
+        return _round_away(v * scaling)
+
+    table = np.empty(LUT_SIZE, np.int16)
+    for i in range(LUT_SIZE - 1):
+        sample = transform(input_min + i * step)
+        midpoint = transform(input_min + i * step + half_step)
+        following = transform(input_min + (i + 1) * step)
+        interpolated = _round_away((following * scaling + scaled(sample)) / 2.0)
+        error = _round_away((interpolated - scaled(midpoint)) / 2.0)
+        table[i] = min(max(scaled(sample) - error, INT16_MIN), INT16_MAX)
+    table[-1] = min(max(scaled(transform(input_max)), INT16_MIN), INT16_MAX)
+    return table
+
+
+def _round_away(x: float) -> int:
+    return int(math.floor(abs(x) + 0.5)) * (1 if x >= 0 else -1)
+
+
+def softmax(ctx: OpContext) -> Prepared:
+    """SoftmaxPrepare, int16 -> int16: zero points 0; the input is rescaled so that the
+    difference range [-65535, 0] spans [-10, 0]: QuantizeMultiplier(s_in * beta / (10/65535))."""
+    x = ctx.input(0)
+    s_in = _symmetric(ctx, x)
+    _output_scale(ctx)
+    beta = float(getattr(ctx.options, "beta", 1.0)) if ctx.options is not None else 1.0
+    real = float(np.float32(s_in)) * float(np.float32(beta)) / (10.0 / 65535.0)
+    mult, shift = quantize_multiplier(real)
+    exp_lut = lut_populate_int16(math.exp, -10.0, 0.0)
+    recip_lut = lut_populate_int16(lambda v: 1.0 / (1.0 + v), 0.0, 1.0)
+    depth = x.shape[-1]
+
+    def run(values):
+        rows = np.ascontiguousarray(values).reshape(-1, depth)
+        return kernels.softmax_int16(rows, mult, shift, exp_lut, recip_lut).reshape(values.shape)
+
+    return Prepared(run, [ctx.output_spec(0, x.shape, "int16")])
