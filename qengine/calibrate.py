@@ -8,6 +8,7 @@ calibration can be split across processes and combined afterwards.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -181,7 +182,7 @@ def calibrate(model: Model, data, observer: str = "minmax", quiet: bool = False,
     from .runtime import Interpreter
 
     make = OBSERVERS[observer] if isinstance(observer, str) else observer
-    interpreter = Interpreter(model)
+    interpreter = Interpreter(model, num_threads=os.cpu_count())  # batch work: use every core
     stats: dict[str, object] = {}
     samples = list(iterate_samples(model, data))
     if not samples:
