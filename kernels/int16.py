@@ -18,11 +18,13 @@ __all__ = [
     "conv2d_int16",
     "depthwise_conv2d_int16",
     "fully_connected_int16",
+    "logistic_int16",
     "lut_lookup_int16",
     "max_pool_int16",
     "mean_int16",
     "mul_int16",
     "softmax_int16",
+    "tanh_int16",
 ]
 
 ADD_SUB_LEFT_SHIFT_INT16 = 15  # add.cc / sub.cc: 65535 << 15 still fits in int32
@@ -337,4 +339,86 @@ def softmax_int16(x, input_multiplier, input_left_shift, exp_lut, recip_lut):
         for c in range(depth):
             v = (exps[c] * reciprocal + rounding) >> right_shift
             out[i, c] = min(max(v, np.int64(0)), np.int64(32767))
+    return out
+
+
+# -- LOGISTIC, TANH --------------------------------------------------------------------------
+
+# TFLite's sigmoid_table_uint16 (kernels/internal/common.h): sigmoid(i / 24) in unsigned 0.16
+# fixed point for i = 0..255, as TFLite tabulates it (not exactly round(65536 * sigmoid), so it
+# is data, not a formula). tanh(x) = 2 sigmoid(2x) - 1 reads the same table.
+SIGMOID_TABLE_UINT16 = np.array([
+    32768, 33451, 34133, 34813, 35493, 36169, 36843, 37513, 38180, 38841, 39498, 40149, 40794,
+    41432, 42064, 42688, 43304, 43912, 44511, 45102, 45683, 46255, 46817, 47369, 47911, 48443,
+    48964, 49475, 49975, 50464, 50942, 51409, 51865, 52311, 52745, 53169, 53581, 53983, 54374,
+    54755, 55125, 55485, 55834, 56174, 56503, 56823, 57133, 57433, 57724, 58007, 58280, 58544,
+    58800, 59048, 59288, 59519, 59743, 59959, 60168, 60370, 60565, 60753, 60935, 61110, 61279,
+    61441, 61599, 61750, 61896, 62036, 62172, 62302, 62428, 62549, 62666, 62778, 62886, 62990,
+    63090, 63186, 63279, 63368, 63454, 63536, 63615, 63691, 63765, 63835, 63903, 63968, 64030,
+    64090, 64148, 64204, 64257, 64308, 64357, 64405, 64450, 64494, 64536, 64576, 64614, 64652,
+    64687, 64721, 64754, 64786, 64816, 64845, 64873, 64900, 64926, 64950, 64974, 64997, 65019,
+    65039, 65060, 65079, 65097, 65115, 65132, 65149, 65164, 65179, 65194, 65208, 65221, 65234,
+    65246, 65258, 65269, 65280, 65291, 65301, 65310, 65319, 65328, 65337, 65345, 65352, 65360,
+    65367, 65374, 65381, 65387, 65393, 65399, 65404, 65410, 65415, 65420, 65425, 65429, 65433,
+    65438, 65442, 65445, 65449, 65453, 65456, 65459, 65462, 65465, 65468, 65471, 65474, 65476,
+    65479, 65481, 65483, 65485, 65488, 65489, 65491, 65493, 65495, 65497, 65498, 65500, 65501,
+    65503, 65504, 65505, 65507, 65508, 65509, 65510, 65511, 65512, 65513, 65514, 65515, 65516,
+    65517, 65517, 65518, 65519, 65520, 65520, 65521, 65522, 65522, 65523, 65523, 65524, 65524,
+    65525, 65525, 65526, 65526, 65526, 65527, 65527, 65528, 65528, 65528, 65529, 65529, 65529,
+    65529, 65530, 65530, 65530, 65530, 65531, 65531, 65531, 65531, 65531, 65532, 65532, 65532,
+    65532, 65532, 65532, 65533, 65533, 65533, 65533, 65533, 65533, 65533, 65533, 65534, 65534,
+    65534, 65534, 65534, 65534, 65534, 65534, 65534, 65534, 65535], np.int64)
+
+
+@kernel
+def _scaled_input(x, multiplier, left_shift):
+    """(x * M + 2^(left_shift-1)) >> left_shift: the input in the table's Q (3/4096 units)."""
+    rounding = (np.int64(1) << (left_shift - 1)) if left_shift > 0 else np.int64(0)
+    return (np.int64(x) * multiplier + rounding) >> left_shift
+
+
+@kernel
+def logistic_int16(x, multiplier, left_shift, table):
+    """`reference_integer_ops::Logistic` (int16): |v| >> 9 picks a table segment, the low 9
+    bits interpolate; negative inputs mirror (1 - s); the result drops 10 bits:
+
+      v = (x M + r) >> shift;  u = |v|;  s = u >= 255 * 2^9 ? 0x7FFF << 10
+                                           : (t[u >> 9] << 9) + (u & 511) (t[h+1] - t[h])
+      out = int16((v >= 0 ? s + 2^9 : 2^25 - s + 2^9 - 1) >> 10)
+    """
+    n = x.shape[0]
+    out = np.empty(n, np.int16)
+    for i in range(n):
+        v = _scaled_input(x[i], multiplier, left_shift)
+        u = abs(v)
+        h = u >> 9
+        if h >= 255:
+            s = np.int64(0x7FFF) << 10
+        else:
+            s = (table[h] << 9) + (u & 0x1FF) * (table[h + 1] - table[h])
+        s = s + (1 << 9) if v >= 0 else (1 << 25) - s + (1 << 9) - 1
+        out[i] = (((s >> 10) + 32768) & 0xFFFF) - 32768
+    return out
+
+
+@kernel
+def tanh_int16(x, multiplier, left_shift, table):
+    """`reference_integer_ops::Tanh` (int16), tanh(x) = 2 sigmoid(2x) - 1 on the same table
+    with 8-bit segments:
+
+      s = u >= 255 * 2^8 ? 0xFFFF << 8 : (t[u >> 8] << 8) + (u & 255) (t[h+1] - t[h])
+      out = int16((v >= 0 ? s - 2^23 + 2^7 : -s + 2^23 + 2^7 - 1) >> 8)
+    """
+    n = x.shape[0]
+    out = np.empty(n, np.int16)
+    for i in range(n):
+        v = _scaled_input(x[i], multiplier, left_shift)
+        u = abs(v)
+        h = u >> 8
+        if h >= 255:
+            s = np.int64(0xFFFF) << 8
+        else:
+            s = (table[h] << 8) + (u & 0xFF) * (table[h + 1] - table[h])
+        s = s - (1 << 23) + (1 << 7) if v >= 0 else -s + (1 << 23) + (1 << 7) - 1
+        out[i] = (((s >> 8) + 32768) & 0xFFFF) - 32768
     return out

@@ -353,3 +353,66 @@ def test_parameters_match_tensorflows_converter():
     x = _int16_inputs(ours, samples[:1])
     assert np.array_equal(run_tflite(ours.to_bytes(), [x])[ours.main.outputs[0].name],
                           qengine.Interpreter(ours).run([x])[ours.main.outputs[0].name])
+
+
+# -- LOGISTIC, TANH: every int16 input value ---------------------------------------------------
+
+ALL_INT16 = np.arange(-32768, 32768, dtype=np.int16).reshape(1, -1)
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("op", ["LOGISTIC", "TANH"])
+@pytest.mark.parametrize("in_scale", [2.0 ** -12, 2.0 ** -11, 2.0 ** -9, 3e-4, 1.7e-3, 4e-5])
+def test_logistic_tanh_every_input(op, in_scale):
+    b = GraphBuilder()
+    x = b.input("x", ALL_INT16.shape, "int16", Quantization.per_tensor(in_scale, 0))
+    y = b.op(op, [x], ALL_INT16.shape, "int16",
+             out_quantization=Quantization.per_tensor(2.0 ** -15, 0))
+    check_against_tflite(b.build([y]), [ALL_INT16])
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("op", ["LOGISTIC", "TANH"])
+def test_logistic_tanh_quantized(op):
+    q = check_quantized(single(op, [(3, 40)], (3, 40)), [(3, 40)], ("act", op))
+    out = q.main.outputs[0].quantization
+    assert out.scale[0] == np.float32(2.0 ** -15) and out.zero_point[0] == 0
+
+
+# -- data movement and selection ops the 16x8 pass quantizes -------------------------------------
+
+I32 = np.int32
+MOVEMENT = {
+    "MAXIMUM": ([(2, 3, 4), (4,)], [], (2, 3, 4), None),
+    "MINIMUM": ([(2, 3, 4), (2, 3, 4)], [], (2, 3, 4), None),
+    "REDUCE_MAX": ([(2, 3, 4)], [("a", [1])], (2, 4), ("ReducerOptions", {})),
+    "REDUCE_MIN": ([(2, 3, 4)], [("a", [2])], (2, 3), ("ReducerOptions", {})),
+    "RESIZE_BILINEAR": ([(1, 4, 5, 2)], [("s", [7, 9])], (1, 7, 9, 2),
+                        ("ResizeBilinearOptions", {"halfPixelCenters": True})),
+    "RESIZE_NEAREST_NEIGHBOR": ([(1, 4, 5, 2)], [("s", [7, 9])], (1, 7, 9, 2),
+                                ("ResizeNearestNeighborOptions", {})),
+    "SLICE": ([(3, 4, 5)], [("b", [1, 0, 2]), ("s", [2, 3, -1])], (2, 3, 3), None),
+    "GATHER": ([(5, 4)], [("i", [4, 0, 2])], (3, 4), ("GatherOptions", {"axis": 0})),
+    "SQUEEZE": ([(2, 1, 3)], [], (2, 3), ("SqueezeOptions", {"squeezeDims": [1]})),
+    "EXPAND_DIMS": ([(2, 3)], [("a", [1])], (2, 1, 3), None),
+    "SPACE_TO_BATCH_ND": ([(1, 4, 4, 2)], [("b", [2, 2]), ("p", [[0, 0], [0, 0]])],
+                          (4, 2, 2, 2), None),
+    "BATCH_TO_SPACE_ND": ([(4, 2, 2, 2)], [("b", [2, 2]), ("c", [[0, 0], [0, 0]])],
+                          (1, 4, 4, 2), None),
+    "PACK": ([(2, 3), (2, 3)], [], (2, 2, 3), ("PackOptions", {"valuesCount": 2, "axis": 1})),
+}
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("op", sorted(MOVEMENT))
+def test_data_movement_ops(op):
+    shapes, consts, out, opts = MOVEMENT[op]
+
+    def build():
+        b = GraphBuilder()
+        xs = [b.input(f"x{i}", s) for i, s in enumerate(shapes)]
+        cs = [b.const(name, np.array(v, I32)) for name, v in consts]
+        kind = options(opts[0], **opts[1]) if opts else None
+        return b.build([b.op(op, xs + cs, out, options=kind)])
+
+    check_quantized(build, shapes, ("movement", op), seeds=1)

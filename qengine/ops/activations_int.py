@@ -1,6 +1,6 @@
 """Quantized activations as TFLite's reference kernels compute them on int8.
 
-LOGISTIC, TANH and ELU read a 256-entry table built in prepare (LUTPopulate in float32);
+LOGISTIC, TANH, ELU and GELU read a 256-entry table built in prepare (LUTPopulate in float32);
 RELU/RELU6/RELU_N1_TO_1/RELU_0_TO_1 (ReluX), LEAKY_RELU, PRELU and HARD_SWISH requantize
 with multipliers computed as activations.cc's Prepare functions compute them.
 """
@@ -56,6 +56,10 @@ def _table(ctx: OpContext, make_table) -> Prepared:
 
 
 def logistic(ctx: OpContext) -> Prepared:
+    if ctx.input(0).dtype == "int16":  # 16x8
+        from . import int16_int
+
+        return int16_int.logistic(ctx)
     _, _, (s_out, _) = _int8_unary(ctx)
     if s_out != 1.0 / 256:  # SigmoidPrepare: TF_LITE_ENSURE(output->params.scale == 1./256)
         raise ctx.unsupported(f"int8 LOGISTIC needs output scale 1/256, has {s_out}")
@@ -63,12 +67,22 @@ def logistic(ctx: OpContext) -> Prepared:
 
 
 def tanh(ctx: OpContext) -> Prepared:
+    if ctx.input(0).dtype == "int16":  # 16x8
+        from . import int16_int
+
+        return int16_int.tanh(ctx)
     return _table(ctx, kernels.tanh_lut_int8)
 
 
 def elu(ctx: OpContext) -> Prepared:
     # kernels.activations has no ELU table; its LUTPopulate twin takes the transform
-    return _table(ctx, lambda *params: kernels._lut_int8(*params, _elu_f32))
+    return _table(ctx, lambda *params: kernels.lut_int8(*params, _elu_f32))
+
+
+def gelu(ctx: OpContext) -> Prepared:
+    """GeluPrepare: the table of GeluTransform (erfc form) or GeluTransformApproximate (tanh)."""
+    approximate = bool(getattr(ctx.options, "approximate", False)) if ctx.options else False
+    return _table(ctx, lambda *params: kernels.gelu_lut_int8(*params, approximate))
 
 
 # -- ReluX --------------------------------------------------------------------------------------

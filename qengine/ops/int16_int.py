@@ -271,3 +271,56 @@ def softmax(ctx: OpContext) -> Prepared:
         return kernels.softmax_int16(rows, mult, shift, exp_lut, recip_lut).reshape(values.shape)
 
     return Prepared(run, [ctx.output_spec(0, x.shape, "int16")])
+
+
+# -- LOGISTIC, TANH ------------------------------------------------------------------------------
+
+INPUT_INTEGER_BITS = 3  # the tables cover [-8, 8) scaled by 4/3 to [-10.7, 10.7)
+
+
+def _checked_log2(scale: float) -> tuple[bool, int]:
+    """CheckedLog2 (float32): (is a power of two within 1e-3, the rounded exponent)."""
+    log2 = np.float32(np.log(np.float32(scale))) * np.float32(1.0 / np.log(np.float32(2.0)))
+    rounded = _round_away(float(log2))
+    return abs(float(log2) - rounded) < 1e-3, rounded
+
+
+def _table_scaling(ctx: OpContext, pot_shifts) -> tuple[int, int]:
+    """SigmoidPrepare / TanhPrepare, int16: (input_multiplier, input_left_shift) bringing the
+    input to units of 1/(3*4096). A power-of-two input scale whose shift is in `pot_shifts`
+    uses M = 3 << shift, shift 0; otherwise M = int(s_in * 4096 * 3 * 2^k) with k the
+    doublings that take it above 32767/2 (at most 31)."""
+    scale = _symmetric(ctx, ctx.input(0))
+    is_pot, log2 = _checked_log2(scale)
+    left_shift = (15 - INPUT_INTEGER_BITS) + log2
+    if is_pot and left_shift in pot_shifts:
+        return 3 << left_shift, 0
+    multiplier, left_shift = float(np.float32(scale)) * 4096.0 * 3.0, 0
+    while multiplier <= 32767.0 / 2.0 and left_shift <= 30:
+        left_shift += 1
+        multiplier *= 2.0
+    return int(multiplier), left_shift
+
+
+def _lookup_activation(ctx: OpContext, kernel, pot_shifts) -> Prepared:
+    x = ctx.input(0)
+    out_scale = _output_scale(ctx)
+    is_pot, log2 = _checked_log2(out_scale)
+    if not is_pot or log2 != -15:
+        raise ctx.unsupported(f"int16 {ctx.op.type} needs output scale 2^-15, has {out_scale}")
+    multiplier, left_shift = _table_scaling(ctx, pot_shifts)
+
+    def run(values):
+        flat = np.ascontiguousarray(values).ravel()
+        return kernel(flat, multiplier, left_shift,
+                      kernels.SIGMOID_TABLE_UINT16).reshape(values.shape)
+
+    return Prepared(run, [ctx.output_spec(0, x.shape, "int16")])
+
+
+def logistic(ctx: OpContext) -> Prepared:
+    return _lookup_activation(ctx, kernels.logistic_int16, pot_shifts=(0,))
+
+
+def tanh(ctx: OpContext) -> Prepared:
+    return _lookup_activation(ctx, kernels.tanh_int16, pot_shifts=(0, 1))

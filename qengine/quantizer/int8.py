@@ -106,7 +106,7 @@ RULES = {
 INT16_VERSIONS = {
     "ADD": 3, "SUB": 5, "MUL": 4, "MEAN": 3, "SOFTMAX": 3, "LOGISTIC": 3, "TANH": 3,
     "AVERAGE_POOL_2D": 3, "MAX_POOL_2D": 3, "CONCATENATION": 3, "PACK": 3, "TRANSPOSE": 5,
-    "PAD": 3, "PADV2": 3, "SLICE": 4, "GATHER": 4, "SPLIT": 4, "UNPACK": 4,
+    "PAD": 3, "SLICE": 4, "GATHER": 4, "SPLIT": 4, "UNPACK": 4,
     "RESIZE_BILINEAR": 4, "RESIZE_NEAREST_NEIGHBOR": 4, "BATCH_TO_SPACE_ND": 4,
     "SPACE_TO_BATCH_ND": 4, "MAXIMUM": 4, "MINIMUM": 4, "REDUCE_MAX": 3, "REDUCE_MIN": 3,
 }
@@ -176,9 +176,13 @@ class _Pass:
         self.graph.prune()
 
     def _quantizable(self, op: Operator) -> Rule | None:
+        from fnmatch import fnmatchcase
+
         rule = RULES.get(op.type)
-        if rule is None or op.type in self.options.keep_float or any(
-                t.name in self.options.keep_float for t in op.outputs if t is not None):
+        # keep_float entries: op types or output tensor names, exact or fnmatch patterns
+        names = [op.type] + [t.name for t in op.outputs if t is not None]
+        if rule is None or any(name == keep or fnmatchcase(name, keep)
+                               for name in names for keep in self.options.keep_float):
             return None
         floats = [t for t in op.inputs + op.outputs if t is not None and t.dtype == "float32"]
         if not floats:
