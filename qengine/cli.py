@@ -83,9 +83,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _extra_commands():
     """Commands defined in other modules (imported lazily when they run)."""
-    from . import bench, cli_quantize
+    from . import bench, cli_compare, cli_quantize
 
-    return cli_quantize.COMMANDS + [bench.add_bench]
+    return cli_quantize.COMMANDS + [bench.add_bench] + cli_compare.COMMANDS
 
 
 def _positive(text: str) -> int:

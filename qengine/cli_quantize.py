@@ -31,9 +31,13 @@ def add_quantize(commands) -> None:
                         "(TFLITE_BUILTINS_INT8)")
     p.add_argument("--symmetric-inputs", action="store_true",
                    help="dynamic mode: quantize FULLY_CONNECTED inputs symmetrically")
-    p.add_argument("--keep-float", action="append", default=[], metavar="NAME",
-                   help="int8/int16x8 modes: leave this op type or output tensor in float "
-                        "(repeatable)")
+    p.add_argument("--keep-float", action="append", default=[], metavar="PATTERN",
+                   help="int8/int16x8 modes: leave ops in float whose type or output tensor "
+                        "name matches (exact or glob, e.g. 'model/head/*'; repeatable)")
+    p.add_argument("--auto-keep-float", type=int, default=0, metavar="N",
+                   help="int8/int16x8 modes: also keep the N ops with the worst own error "
+                        "(measured on the calibration data) in float; prints output SQNR "
+                        "before and after")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("-o", "--output", required=True, help="where to write the .tflite")
     p.set_defaults(handler=cmd_quantize)
@@ -53,11 +57,29 @@ def cmd_quantize(args) -> int:
                   f"{args.calibration}", file=sys.stderr)
         else:
             calibration = load_calibration(args.calibration)
+    if args.auto_keep_float:
+        return auto_keep_float(args, model, calibration)
     result = quantize(model, args.mode, calibration, inference_type=args.inference_type,
                       per_channel=not args.per_tensor, strict=args.strict,
                       keep_float=tuple(args.keep_float),
                       asymmetric_inputs=not args.symmetric_inputs, quiet=args.quiet)
     result.save(args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def auto_keep_float(args, model, calibration) -> int:
+    """Quantize, rank ops by own error, quantize again with the N worst kept in float."""
+    from .compare import auto_keep_float as choose
+
+    if args.auto_keep_float < 0 or args.mode not in ("int8", "int16x8") or calibration is None:
+        raise InputError("--auto-keep-float N needs N >= 1, --mode int8 or int16x8 and "
+                         "--calibration DATA (own errors are measured on it)")
+    result = choose(model, calibration, args.auto_keep_float, mode=args.mode,
+                    inference_type=args.inference_type, per_channel=not args.per_tensor,
+                    strict=args.strict, keep_float=tuple(args.keep_float), quiet=args.quiet)
+    print(result.summary())
+    result.model.save(args.output)
     print(f"wrote {args.output}")
     return 0
 

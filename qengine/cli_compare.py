@@ -1,0 +1,69 @@
+"""`qengine compare FLOAT QUANT --data DATA`: per-tensor error attribution (see compare.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .cli import _positive
+from .errors import InputError
+
+
+def add_compare(commands) -> None:
+    p = commands.add_parser(
+        "compare", help="per-tensor error of a quantized model against its float original: "
+                        "accumulated vs own error, saturation, accumulator headroom")
+    p.add_argument("float_model", metavar="FLOAT", help="the float .tflite")
+    p.add_argument("quant_model", metavar="QUANT", help="a quantized version of it")
+    p.add_argument("--data", required=True, metavar="DATA",
+                   help=".npy (samples on axis 0), .npz keyed by input name, or a directory "
+                        "of them")
+    p.add_argument("--data-key", metavar="KEY",
+                   help="use only this array of the .npz (single-input models)")
+    p.add_argument("--limit", type=_positive, help="use the first N samples")
+    p.add_argument("--top", type=_positive, default=30,
+                   help="rows of the table (default 30; --json has them all)")
+    p.add_argument("--json", metavar="OUT", help="write the full report as JSON")
+    p.add_argument("--plot", metavar="OUT.png", help="plot per-layer SQNR (needs matplotlib)")
+    p.set_defaults(handler=cmd_compare)
+
+
+COMMANDS = [add_compare]
+
+
+def cmd_compare(args) -> int:
+    from .cli_quantize import read_model
+    from .compare import compare
+
+    float_model, quant_model = read_model(args.float_model), read_model(args.quant_model)
+    data = read_data(args.data, args.data_key, float_model)
+    report = compare(float_model, quant_model, data, limit=args.limit)
+    print(report.format_text(args.top))
+    if args.json:
+        Path(args.json).write_text(report.to_json() + "\n")
+        print(f"wrote {args.json}")
+    if args.plot:
+        report.plot(args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def read_data(path: str, key: str | None, model):
+    """Calibration-style data; an .npz whose keys are not input names needs --data-key."""
+    from .cli_quantize import load_calibration
+
+    data = load_calibration(path)
+    if not isinstance(data, dict):
+        if key:
+            raise InputError(f"--data-key {key!r} needs an .npz; {path} holds one array")
+        return data
+    if key:
+        if key not in data:
+            raise InputError(f"{path} has no array {key!r}; it has {', '.join(data)}")
+        return data[key]
+    names = {t.name for t in model.main.inputs} | {
+        name for sig in model.signatures for name in sig.inputs}
+    if not set(data) & names:
+        raise InputError(f"{path}: keys {', '.join(data)} are not input names "
+                         f"({', '.join(sorted(names))}); pick one array with --data-key")
+    return data
+
