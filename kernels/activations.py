@@ -1,5 +1,6 @@
-"""Int8 activations of TFLite's reference resolver: LOGISTIC, TANH (256-entry LUTs),
-HARD_SWISH, LEAKY_RELU, PRELU and RELU / RELU6 / RELU_N1_TO_1 / RELU_0_TO_1 (ReluX).
+"""Int8 activations of TFLite's reference resolver: LOGISTIC, TANH, GELU, EXP, LOG (256-entry
+LUTs), HARD_SWISH, LEAKY_RELU, PRELU, RELU / RELU6 / RELU_N1_TO_1 / RELU_0_TO_1 (ReluX) and
+LOG_SOFTMAX (gemmlowp fixed point).
 
 Kernels work on 1-D contiguous int8 arrays (the caller ravels; PRELU's alpha is broadcast
 by the caller to the input's shape first). `*_params` helpers compute in pure Python what
@@ -12,16 +13,38 @@ import ctypes.util
 import math
 
 import numpy as np
-from qengine.kernels.fixedpoint import mbqm, quantize_multiplier
+from qengine.kernels.fixedpoint import (
+    INT32_MAX,
+    INT32_MIN,
+    mbqm,
+    quantize_multiplier,
+    rdbpot,
+    srdhm,
+    wrap_int32,
+)
 from qengine.kernels.jit import kernel
+from qengine.kernels.softmax import (  # gemmlowp helpers shared with SOFTMAX
+    _count_leading_zeros32,
+    _rounding_half_sum,
+    exp_on_negative_values,
+    one_over_one_plus_x_for_x_in_0_1,
+    saturating_rounding_multiply_by_pot,
+    softmax_params,
+)
 
 __all__ = [
     "apply_lut_int8",
+    "exp_lut_int8",
+    "gelu_lut_int8",
     "hard_swish_int8",
     "hard_swish_params",
     "leaky_relu_int8",
     "leaky_relu_params",
+    "log_lut_int8",
+    "log_softmax_int8",
+    "log_softmax_params",
     "logistic_lut_int8",
+    "lut_int8",
     "prelu_int8",
     "prelu_params",
     "relu_int8",
@@ -38,6 +61,9 @@ _libm.expf.restype = ctypes.c_float
 _libm.expf.argtypes = [ctypes.c_float]
 _libm.tanhf.restype = ctypes.c_float
 _libm.tanhf.argtypes = [ctypes.c_float]
+for _name in ("logf", "erfcf"):
+    getattr(_libm, _name).restype = ctypes.c_float
+    getattr(_libm, _name).argtypes = [ctypes.c_float]
 
 
 def _logistic_f32(x: np.float32) -> np.float32:
@@ -54,18 +80,39 @@ def _lut_int8(s_in, zp_in, s_out, zp_out, transform) -> np.ndarray:
     """LUTPopulateInt8 (tflite/kernels/internal/common.h), all in float32:
 
       deq = s_in * (v - zp_in);  q = clamp(int(roundf(f(deq) * (1.0f / s_out)) + zp_out))
-    Entry k holds the output for input value v = k - 128.
+    Entry k holds the output for input value v = k - 128. `transform` maps a np.float32 to
+    a np.float32 as the C++ float function does.
     """
     s_in, s_out = np.float32(s_in), np.float32(s_out)
     inverse_scale = np.float32(np.float32(1.0) / s_out)
     table = np.empty(256, dtype=np.int8)
     for v in range(-128, 128):
         dequantized = np.float32(s_in * np.float32(v - int(zp_in)))
-        rescaled = np.float32(transform(dequantized) * inverse_scale)
-        rounded = np.float32(math.copysign(math.floor(abs(float(rescaled)) + 0.5), rescaled))
-        quantized = int(np.float32(rounded + np.float32(int(zp_out))))
+        with np.errstate(over="ignore"):  # float32 overflow to inf is part of the C++ result
+            rescaled = float(np.float32(transform(dequantized) * inverse_scale))
+        rounded = rescaled if math.isinf(rescaled) else math.copysign(
+            math.floor(abs(rescaled) + 0.5), rescaled)  # roundf
+        quantized = _float_to_int32(np.float32(np.float32(rounded) + np.float32(int(zp_out))))
         table[v + 128] = min(max(quantized, -128), 127)
     return table
+
+
+lut_int8 = _lut_int8  # the public name, for ops whose transform lives elsewhere
+
+
+def _float_to_int32(x: np.float32) -> int:
+    """LUTPopulateInt8's static_cast<int32_t>(rescaled + zp_out), truncating. Out of int32 range
+    the cast is undefined in C++; the x86-64 LiteRT build saturates there (checked: EXP
+    overflowing to +inf gives 127, LOG far below -2^31 gives -128). NaN cannot occur for
+    the transforms used here."""
+    value = float(x)
+    if math.isnan(value):
+        return -(2**31)
+    if value >= 2147483648.0:
+        return 2**31 - 1
+    if value <= -2147483904.0:  # the float32 just below INT32_MIN
+        return -(2**31)
+    return int(value)
 
 
 def logistic_lut_int8(s_in, zp_in, s_out, zp_out) -> np.ndarray:
@@ -79,6 +126,48 @@ def logistic_lut_int8(s_in, zp_in, s_out, zp_out) -> np.ndarray:
 def tanh_lut_int8(s_in, zp_in, s_out, zp_out) -> np.ndarray:
     """TANH int8 table (activations.cc TanhPrepare, reference/generic LUT path)."""
     return _lut_int8(s_in, zp_in, s_out, zp_out, _tanh_f32)
+
+
+def exp_lut_int8(s_in, zp_in, s_out, zp_out) -> np.ndarray:
+    """EXP int8 table (tflite/kernels/exp.cc Prepare): expf. An overflow to inf becomes
+    INT32_MIN in the float-to-int cast and so -128."""
+    return _lut_int8(s_in, zp_in, s_out, zp_out, lambda x: np.float32(_libm.expf(float(x))))
+
+
+def log_lut_int8(s_in, zp_in, s_out, zp_out) -> np.ndarray:
+    """LOG int8 table (tflite/kernels/elementwise.cc LogLUTPrepare): logf(x) for x > 0; for
+    x <= 0 the real value of the lowest output, float((-128 - zp_out) * s_out)."""
+    output_min = np.float32(np.float32(-128 - int(zp_out)) * np.float32(s_out))
+
+    def log_or_min(x: np.float32) -> np.float32:
+        return output_min if x <= 0 else np.float32(_libm.logf(float(x)))
+
+    return _lut_int8(s_in, zp_in, s_out, zp_out, log_or_min)
+
+
+# gelu.h: kSqrt2dPi = M_2_SQRTPI * M_SQRT1_2, a double product stored as a float constant
+_SQRT_2_OVER_PI = np.float32(1.1283791670955126 * 0.7071067811865476)
+_MINUS_SQRT_HALF = np.float32(-0.7071067811865476)  # static_cast<float>(-M_SQRT1_2)
+
+
+def _gelu_f32(x: np.float32) -> np.float32:
+    # GeluTransform: 0.5f * x * erfcf(x * -sqrt(1/2)), evaluated left to right in float32
+    half_x = np.float32(np.float32(0.5) * x)
+    return np.float32(half_x * np.float32(_libm.erfcf(float(np.float32(x * _MINUS_SQRT_HALF)))))
+
+
+def _gelu_approximate_f32(x: np.float32) -> np.float32:
+    # GeluTransformApproximate: 0.5f * x * (1 + tanhf(sqrt(2/pi) * (x + 0.044715f * x*x*x)))
+    cube_term = np.float32(np.float32(np.float32(np.float32(0.044715) * x) * x) * x)
+    inner = np.float32(_SQRT_2_OVER_PI * np.float32(x + cube_term))
+    one_plus_tanh = np.float32(np.float32(1.0) + np.float32(_libm.tanhf(float(inner))))
+    return np.float32(np.float32(np.float32(0.5) * x) * one_plus_tanh)
+
+
+def gelu_lut_int8(s_in, zp_in, s_out, zp_out, approximate: bool) -> np.ndarray:
+    """GELU int8 table (activations.cc GeluPrepare, reference/gelu.h GeluTransform[Approximate])."""
+    transform = _gelu_approximate_f32 if approximate else _gelu_f32
+    return _lut_int8(s_in, zp_in, s_out, zp_out, transform)
 
 
 @kernel
@@ -318,4 +407,135 @@ def hard_swish_int8(x, zp_in, zp_out, reluish_m16, reluish_exp, output_m16, outp
         y = _rdbpot16(_sdhm16(r, preshift), -output_exp)
         y = _wrap16(y + zp_out)  # the C code stores this sum in an int16
         out[i] = min(max(y, -128), 127)
+    return out
+
+
+# ------------------------------------------------------------------------------ LOG_SOFTMAX
+#
+# reference_integer_ops::LogSoftmax (tflite/kernels/internal/reference/integer_ops/log_softmax.h)
+# in gemmlowp fixed point; F_I is a FixedPoint<int32, I>: real = raw / 2^(31 - I).
+
+LOG_SOFTMAX_INPUT_BITS = 5  # input differences are F5, as in SOFTMAX
+LOG_SOFTMAX_ACCUMULATION_BITS = 12  # the sum of exps is F12
+LOG_SOFTMAX_OUTPUT_BITS = 4  # output scale 16/256: [-16, 0] in F4 maps to [-128, 127]
+LOG_SOFTMAX_OUTPUT_ZERO_POINT = 127
+
+
+def log_softmax_params(s_in) -> tuple:
+    """LOG_SOFTMAX int8 Prepare<kReference> (activations.cc; quantization_util.cc
+    PreprocessLogSoftmaxScalingExp with beta = 1 and CalculateInputRadius), in double:
+
+      (M, left_shift) = QuantizeMultiplierGreaterThanOne(min(s_in * 2^26, 2^31 - 1))
+      (M_rev, s_rev)  = QuantizeMultiplierSmallerThanOneExp(2^(31 - left_shift) / M)
+      diff_min        = -floor(31 * 2^26 / 2^left_shift)
+    Returns (M, left_shift, M_rev, -s_rev, diff_min). Raises ValueError where TFLite's
+    CHECKs abort (s_in * 2^26 <= 1).
+    """
+    m, left_shift, diff_min = softmax_params(s_in, 1.0)
+    reverse = float(1 << (31 - left_shift)) / float(m)
+    if not 0.0 < reverse < 1.0:
+        raise ValueError(f"log-softmax reverse scaling {reverse} must be in (0, 1)")
+    reverse_multiplier, reverse_shift = quantize_multiplier(reverse)
+    return m, left_shift, reverse_multiplier, -reverse_shift, diff_min
+
+
+@kernel
+def _saturate_int32(x):
+    return min(max(np.int64(x), np.int64(INT32_MIN)), np.int64(INT32_MAX))
+
+
+@kernel
+def log_x_for_x_greater_than_or_equal_to_1(z, input_bits, output_bits):
+    """TFLite log_x_for_x_greater_than_or_equal_to_1_impl (tflite/kernels/internal/common.h):
+    ln(z) for a positive F_input_bits raw z, as an F_output_bits raw.
+
+    z = 2^k * r with r in [sqrt(1/2), sqrt(2)) chosen from two candidate normalisations
+    (z and z * sqrt(1/2), each shifted to its headroom); the exponent part is
+    z_pow_2_adj * ln 2 in F_(output_bits + 1), and ln r is a rational approximation
+    num / (1 + denom_minus_one) in q = 2 (r - 2^(-1/4)) with the alpha constants below.
+    Products are SRDHM; the C++ int32 additions wrap, SaturatingAdd/Sub saturate.
+    """
+    accum_bits = output_bits + 1
+    log_2 = 1488522236  # ln 2 in F0
+    sqrt_sqrt_half = 1805811301
+    sqrt_half = 1518500250
+    one_quarter = 536870912
+    alpha_n = 117049297  # 11/240 * 2^(1/4)
+    alpha_d = 127690142  # 1/20 * 2^(1/4)
+    alpha_i = 1057819769  # 2 / 2^(1/4) - 2^(1/4)
+    alpha_f = 638450708  # 1/4 * 2^(1/4)
+    shifted_quarter = saturating_rounding_multiply_by_pot(one_quarter, -accum_bits)
+
+    z_a_headroom_plus_1 = _count_leading_zeros32(z)
+    r_a_tmp = saturating_rounding_multiply_by_pot(z, z_a_headroom_plus_1 - 1)
+    r_a_raw = saturating_rounding_multiply_by_pot(srdhm(r_a_tmp, sqrt_half), 1)
+    z_a_pow_2_adj = _saturate_int32(
+        saturating_rounding_multiply_by_pot(input_bits - z_a_headroom_plus_1, 31 - accum_bits)
+        + shifted_quarter)
+
+    z_b = srdhm(z, sqrt_half)
+    z_b_headroom = _count_leading_zeros32(z_b) - 1
+    r_b_raw = saturating_rounding_multiply_by_pot(z, z_b_headroom)
+    z_b_pow_2_adj = _saturate_int32(
+        saturating_rounding_multiply_by_pot(input_bits - z_b_headroom, 31 - accum_bits)
+        - shifted_quarter)
+
+    r = min(r_a_raw, r_b_raw)
+    z_pow_2_adj = max(z_a_pow_2_adj, z_b_pow_2_adj)
+
+    p = _rounding_half_sum(r, sqrt_sqrt_half)
+    q = wrap_int32(r - sqrt_sqrt_half)
+    q = wrap_int32(q + q)
+    common_sq = srdhm(q, q)
+    num = wrap_int32(srdhm(q, r) + srdhm(srdhm(q, common_sq), alpha_n))
+    denom_minus_one = wrap_int32(
+        srdhm(p, wrap_int32(wrap_int32(alpha_i + q) + srdhm(alpha_d, common_sq)))
+        + srdhm(alpha_f, q))
+    recip_denom = one_over_one_plus_x_for_x_in_0_1(denom_minus_one)
+
+    num_scaled = saturating_rounding_multiply_by_pot(num, -accum_bits)  # F0 -> F_accum
+    total = wrap_int32(srdhm(z_pow_2_adj, log_2) + srdhm(num_scaled, recip_denom))
+    return saturating_rounding_multiply_by_pot(total, accum_bits - output_bits)
+
+
+@kernel
+def log_softmax_int8(x, input_multiplier, input_left_shift, reverse_multiplier,
+                     reverse_right_shift, diff_min):
+    """LOG_SOFTMAX int8 -> int8, reference_integer_ops::LogSoftmax; output (16/256, 127).
+
+    x: int8 [rows, depth] (the caller reshapes so the axis is last). Per row:
+      d = x - max(row);  scaled(d) = MBQM(d, M, left_shift)                       (F5)
+      sum = Σ_{d >= diff_min} RDBPOT(exp_on_negative_values(scaled(d)), 12)       (F12)
+      log_sum = log_x_for_x_greater_than_or_equal_to_1(sum)                      (F5)
+      cutoff = max(diff_min - 1, MBQM(int32(log_sum + INT32_MIN), M_rev, -s_rev))
+      out = d > cutoff ? clamp(RDBPOT(scaled(d) - log_sum, 31 - 5 - 4) + 127) : -128
+    """
+    rows, depth = x.shape
+    out = np.empty((rows, depth), dtype=np.int8)
+    for i in range(rows):
+        max_in_row = np.int64(-128)
+        for c in range(depth):
+            max_in_row = max(max_in_row, np.int64(x[i, c]))
+        sum_of_exps = np.int64(0)
+        for c in range(depth):
+            input_diff = np.int64(x[i, c]) - max_in_row
+            if input_diff >= diff_min:
+                e = exp_on_negative_values(mbqm(input_diff, input_multiplier, input_left_shift))
+                sum_of_exps = wrap_int32(sum_of_exps + saturating_rounding_multiply_by_pot(
+                    e, -LOG_SOFTMAX_ACCUMULATION_BITS))
+        log_sum = log_x_for_x_greater_than_or_equal_to_1(
+            sum_of_exps, LOG_SOFTMAX_ACCUMULATION_BITS, LOG_SOFTMAX_INPUT_BITS)
+        shifted_log_sum = wrap_int32(log_sum + INT32_MIN)
+        cutoff = max(np.int64(diff_min) - 1,
+                     mbqm(shifted_log_sum, reverse_multiplier, -reverse_right_shift))
+        for c in range(depth):
+            input_diff = np.int64(x[i, c]) - max_in_row
+            if input_diff > cutoff:
+                scaled = mbqm(input_diff, input_multiplier, input_left_shift)
+                v = rdbpot(wrap_int32(scaled - log_sum),
+                           31 - LOG_SOFTMAX_INPUT_BITS - LOG_SOFTMAX_OUTPUT_BITS)
+                v += LOG_SOFTMAX_OUTPUT_ZERO_POINT
+                out[i, c] = min(max(v, -128), 127)
+            else:
+                out[i, c] = -128
     return out

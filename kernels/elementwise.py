@@ -1,4 +1,5 @@
-"""Int8 elementwise binary kernels: ADD, SUB, MUL, MAXIMUM, MINIMUM (TFLite reference).
+"""Int8 elementwise kernels: ADD, SUB, MUL, MAXIMUM, MINIMUM and the unary ABS and RSQRT
+(TFLite reference).
 
 Every binary kernel takes its two inputs already broadcast by the caller to the output
 shape and flattened to 1-D contiguous arrays of equal length (e.g.
@@ -12,17 +13,24 @@ kernel takes them, so a caller writes `add_int8(x1, x2, *add_params(...), act_mi
 """
 
 import numpy as np
-from qengine.kernels.fixedpoint import mbqm, quantize_multiplier
+from qengine.kernels.fixedpoint import INT32_MAX, mbqm, quantize_multiplier, srdhm, wrap_int32
 from qengine.kernels.jit import kernel
+from qengine.kernels.softmax import _count_leading_zeros32, saturating_rounding_multiply_by_pot
 
 __all__ = [
     "ADD_SUB_LEFT_SHIFT",
+    "RSQRT_SHIFT",
+    "abs_params",
+    "abs_table_int8",
     "add_int8",
     "add_params",
+    "inv_sqrt_multiplier_exp",
     "maximum",
     "minimum",
     "mul_int8",
     "mul_params",
+    "rsqrt_params",
+    "rsqrt_table_int8",
     "sub_int8",
     "sub_params",
 ]
@@ -170,3 +178,99 @@ def minimum(x1, x2):
     for i in range(n):
         out[i] = min(x1[i], x2[i])
     return out
+
+
+# -------------------------------------------------------------- unary int8: ABS and RSQRT
+#
+# Both outputs depend only on the input value, so prepare builds a 256-entry table (entry k for
+# input k - 128) with the kernel's exact integer arithmetic and run is a table lookup.
+
+
+def abs_params(s_in, zp_in, s_out, zp_out) -> tuple:
+    """ABS int8 Prepare (tflite/kernels/elementwise.cc GenericPrepare): the output is rescaled
+    only when the float32 scales differ, by QuantizeMultiplier(double(float(s_in / s_out))).
+
+    Returns (zp_in, zp_out, rescale, m, sh).
+    """
+    s_in, s_out = _f32(s_in), _f32(s_out)
+    rescale = bool(s_in != s_out)
+    m, sh = quantize_multiplier(float(_f32(s_in / s_out))) if rescale else (0, 0)
+    return int(zp_in), int(zp_out), rescale, m, sh
+
+
+def abs_table_int8(zp_in, zp_out, rescale, m, sh) -> np.ndarray:
+    """AbsEvalQuantized<int8_t>: d = |v - zp_in|;
+    out = clamp((rescale ? MBQM(d, m, sh) : d) + zp_out, -128, 127)."""
+    table = np.empty(256, dtype=np.int8)
+    for v in range(-128, 128):
+        d = abs(v - zp_in)
+        scaled = int(mbqm(d, m, sh)) if rescale else d
+        table[v + 128] = min(max(scaled + zp_out, -128), 127)
+    return table
+
+
+# RsqrtEvalQuantizedInt8 works on 1/sqrt(v - zp_in) scaled by 2^20 ("to keep value integer").
+RSQRT_SHIFT = 20
+
+
+def rsqrt_params(s_in, s_out) -> tuple[int, int]:
+    """RSQRT int8 Prepare (elementwise.cc SetRsqrtOutputMultiplier): the real multiplier is
+    1.0 / (sqrtf(s_in) * s_out), the product in float32 and the division in double.
+    Returns (m, sh) from QuantizeMultiplier."""
+    product = _f32(np.sqrt(_f32(s_in)) * _f32(s_out))
+    return quantize_multiplier(1.0 / float(product))
+
+
+@kernel
+def inv_sqrt_multiplier_exp(value):
+    """GetInvSqrtQuantizedMultiplierExp(value, reverse_shift=-1) (tflite/kernels/internal/common.h).
+
+    Returns (M, shift) with M * 2^(shift - 31) ~ 1/sqrt(value) (shift > 0 is a left shift).
+    value is normalised by pairs of bits into [2^27, 2^29) as an F3 (3 integer bits), and five
+    Newton-Raphson steps x <- 1.5 x - (value/2) x^3 from x = 1 run in gemmlowp fixed point;
+    the result is multiplied by sqrt(2)/2 into an F0. Values 0 and 1 give (INT32_MAX, 0).
+    """
+    value = np.int64(value)
+    if value <= 1:
+        return np.int64(INT32_MAX), np.int64(0)
+    shift = np.int64(11)
+    while value >= (1 << 29):
+        value //= 4
+        shift += 1
+    left_shift_bit_pairs = (_count_leading_zeros32(value) - 1) // 2 - 1
+    shift -= left_shift_bit_pairs
+    value <<= 2 * left_shift_bit_pairs
+    half_input = saturating_rounding_multiply_by_pot(value >> 1, -1)  # F3
+    half_three = np.int64((1 << 28) + (1 << 27))  # 1.5 in F3
+    x = np.int64(1 << 28)  # 1.0 in F3
+    for _ in range(5):
+        x3 = saturating_rounding_multiply_by_pot(srdhm(srdhm(x, x), x), 6)  # F9 -> F3
+        step = wrap_int32(srdhm(half_three, x) - srdhm(half_input, x3))  # F6
+        x = saturating_rounding_multiply_by_pot(step, 3)  # F6 -> F3
+    x = srdhm(x, 1518500250)  # times sqrt(2)/2 (F0)
+    if shift < 0:
+        x = wrap_int32(x << -shift)
+        shift = np.int64(0)
+    return x, -shift
+
+
+def rsqrt_table_int8(zp_in, zp_out, m, sh) -> np.ndarray:
+    """RsqrtEvalQuantizedInt8 (elementwise.cc), per value d = v - zp_in >= 0:
+
+      d == 0:  127 (the output maximum, whatever zp_out is)
+      else:    (M, s) = GetInvSqrtQuantizedMultiplierExp(d, -1)
+               data = MBQM(1, M, s + 20)                          # 2^20 / sqrt(d)
+               out  = clamp(MBQM(data, m, sh - 20) + zp_out, -128, 127)
+    Entries for v < zp_in are 0: TFLite rejects such inputs at run time.
+    """
+    table = np.zeros(256, dtype=np.int8)
+    for v in range(int(zp_in), 128):
+        d = v - int(zp_in)
+        if d == 0:
+            table[v + 128] = 127
+            continue
+        inv_sqrt, inv_shift = inv_sqrt_multiplier_exp(d)
+        data = mbqm(1, inv_sqrt, inv_shift + RSQRT_SHIFT)
+        out = int(mbqm(data, m, sh - RSQRT_SHIFT)) + int(zp_out)
+        table[v + 128] = min(max(out, -128), 127)
+    return table

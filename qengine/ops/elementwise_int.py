@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from qengine.kernels import activations as activation_kernels
 from qengine.kernels import elementwise as kernels
 from qengine.kernels.fixedpoint import quantize_multiplier
 
+from ..errors import InputError
 from ..runtime.registry import OpContext, Prepared, Spec
 from .common import INT_RANGES, broadcast_shape, quantized_activation_range
 
@@ -237,3 +239,76 @@ def greater(ctx: OpContext) -> Prepared:
 
 def greater_equal(ctx: OpContext) -> Prepared:
     return _compare(ctx, np.greater_equal, rescales_int16=False)
+
+
+# -- unary ops: ABS, RSQRT, EXP, LOG -----------------------------------------------------------
+#
+# Each int8 output depends only on the input value, so prepare builds TFLite's computation into
+# a 256-entry table (entry k for input k - 128) and run looks the values up.
+
+
+def _int8_unary(ctx: OpContext):
+    """(input spec, (s_in, zp_in), (s_out, zp_out)) of a one-input int8 -> int8 op."""
+    ctx.expect_inputs(1)
+    x = ctx.input(0)
+    out = ctx.output_spec(0, x.shape)
+    if x.dtype != "int8" or out.dtype != "int8":
+        raise ctx.unsupported(f"quantized {ctx.op.type} from {x.dtype} to {out.dtype}; "
+                              f"supported: int8 to int8")
+    return x, per_tensor(ctx, x), per_tensor(ctx, out)
+
+
+def _lookup(ctx: OpContext, x: Spec, table: np.ndarray, check=None) -> Prepared:
+    """run: out = table[x + 128]; `check(values)` (optional) rejects bad data first."""
+    def run(values):
+        if check is not None:
+            check(values)
+        flat = np.ascontiguousarray(values).ravel()
+        return activation_kernels.apply_lut_int8(flat, table).reshape(values.shape)
+
+    return Prepared(run, [ctx.output_spec(0, x.shape, "int8")])
+
+
+def abs_(ctx: OpContext) -> Prepared:
+    x, (s_in, zp_in), (s_out, zp_out) = _int8_unary(ctx)
+    params = kernels.abs_params(s_in, zp_in, s_out, zp_out)
+    if params[-1] > 30:  # MBQM's x * (1 << shift) is undefined in C beyond that
+        raise ctx.unsupported(f"ABS rescale {s_in}/{s_out} is too large for TFLite's kernel")
+    return _lookup(ctx, x, kernels.abs_table_int8(*params))
+
+
+def rsqrt(ctx: OpContext) -> Prepared:
+    """RsqrtEvalQuantizedInt8: inputs below the zero point (negative reals) are an error at
+    run time, as in TFLite."""
+    x, (s_in, zp_in), (s_out, zp_out) = _int8_unary(ctx)
+    multiplier, shift = kernels.rsqrt_params(s_in, s_out)
+    final_shift = shift - kernels.RSQRT_SHIFT
+    if not -31 <= final_shift <= 30:  # RoundingDivideByPOT / the left shift are undefined
+        raise ctx.unsupported(f"RSQRT scales {s_in} -> {s_out} give a multiplier exponent "
+                              f"{final_shift} outside TFLite's defined range [-31, 30]")
+    table = kernels.rsqrt_table_int8(zp_in, zp_out, multiplier, shift)
+
+    def check(values):
+        if values.size and int(values.min()) < zp_in:
+            raise InputError(f"{ctx.where()}: RSQRT of a negative value (an input below the "
+                             f"zero point {zp_in}); TFLite refuses it too")
+
+    return _lookup(ctx, x, table, check)
+
+
+def exp(ctx: OpContext) -> Prepared:
+    x, (s_in, zp_in), (s_out, zp_out) = _int8_unary(ctx)
+    return _lookup(ctx, x, activation_kernels.exp_lut_int8(s_in, zp_in, s_out, zp_out))
+
+
+def log(ctx: OpContext) -> Prepared:
+    x, (s_in, zp_in), (s_out, zp_out) = _int8_unary(ctx)
+    return _lookup(ctx, x, activation_kernels.log_lut_int8(s_in, zp_in, s_out, zp_out))
+
+
+def __getattr__(name: str):
+    """quantized_path finds ABS as `elementwise_int.abs`; a function of that name would shadow
+    the builtin abs() in this module, so the attribute is answered here instead."""
+    if name == "abs":
+        return abs_
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,5 +1,6 @@
 """Quantized NN ops on int8, as TFLite's reference kernels compute them: AVERAGE_POOL_2D,
-MAX_POOL_2D, SOFTMAX, L2_NORMALIZATION, RESIZE_BILINEAR, BATCH_MATMUL and TRANSPOSE_CONV.
+MAX_POOL_2D, SOFTMAX, LOG_SOFTMAX, L2_NORMALIZATION, RESIZE_BILINEAR, BATCH_MATMUL and
+TRANSPOSE_CONV.
 
 qengine.ops.nn has validated the shapes and options these ops share with their float
 versions; prepare here checks the types and quantization parameters and computes the
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from qengine.kernels import activations as activation_kernels
 from qengine.kernels import conv as conv_kernels
 from qengine.kernels import fully_connected, pooling, resize
 from qengine.kernels import softmax as softmax_kernels
@@ -122,6 +124,37 @@ def softmax(ctx: OpContext) -> Prepared:
     def run(values):
         rows = np.ascontiguousarray(values).reshape(-1, depth)
         return softmax_kernels.softmax_int8(rows, *params).reshape(values.shape)
+
+    return Prepared(run, [out])
+
+
+# -- LOG_SOFTMAX -------------------------------------------------------------------------------
+
+LOG_SOFTMAX_OUTPUT = (16.0 / 256, 127)  # (scale, zero point) LogSoftmaxPrepare requires
+
+
+def log_softmax(ctx: OpContext) -> Prepared:
+    """LogSoftmaxPrepare<kReference>, int8 -> int8: output (16/256, 127) exactly; the input
+    multiplier s_in * 2^26 must exceed 1 (TFLite CHECK-fails below)."""
+    ctx.expect_inputs(1)
+    x = ctx.input(0)
+    _expect_int8(ctx, x)
+    if x.rank < 1:
+        raise ctx.invalid("LOG_SOFTMAX needs an input of rank >= 1")
+    s_in, _ = per_tensor(ctx, x)  # the input zero point cancels in x - max(x)
+    out, s_out, zp_out = _output(ctx, x.shape)
+    if (s_out, zp_out) != LOG_SOFTMAX_OUTPUT:
+        raise ctx.unsupported(f"int8 LOG_SOFTMAX needs output scale 16/256 and zero point 127, "
+                              f"has {s_out} and {zp_out}")
+    try:
+        params = activation_kernels.log_softmax_params(s_in)
+    except ValueError as e:
+        raise ctx.unsupported(f"input scale {s_in}: {e}; TFLite aborts") from None
+    depth = x.shape[-1]
+
+    def run(values):
+        rows = np.ascontiguousarray(values).reshape(-1, depth)
+        return activation_kernels.log_softmax_int8(rows, *params).reshape(values.shape)
 
     return Prepared(run, [out])
 
