@@ -97,6 +97,15 @@ def test_rsqrt_scales(in_scale, out_scale):
 
 
 @pytest.mark.tf
+@pytest.mark.parametrize("in_scale, out_scale", [(1e-8, 1e-6), (1e-12, 1e-9), (1.0, 1000.0),
+                                                 (4.0, 500.0)])
+def test_rsqrt_multiplier_edges(in_scale, out_scale):
+    """Final shifts from +30 (the int32 left shift wraps, as in TFLite) down to -29."""
+    for zero_point in (-128, 0):
+        check_unary("RSQRT", q(in_scale, zero_point), q(out_scale, -5))
+
+
+@pytest.mark.tf
 def test_rsqrt_rejects_negative_inputs_at_run_time():
     model = unary_model("RSQRT", (4,), q(0.1, 10), q(0.1, 0))
     x = np.array([10, 20, 9, 30], np.int8)  # 9 is below the zero point: a negative real

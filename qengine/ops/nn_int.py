@@ -15,11 +15,10 @@ from qengine.kernels import activations as activation_kernels
 from qengine.kernels import conv as conv_kernels
 from qengine.kernels import fully_connected, pooling, resize
 from qengine.kernels import softmax as softmax_kernels
+from qengine.kernels.elementwise import inv_sqrt_multiplier_exp
 from qengine.kernels.fixedpoint import (
-    INT32_MAX,
     quantize_multiplier,
     quantize_multipliers,
-    srdhm,
     wrap_int32,
 )
 
@@ -162,32 +161,6 @@ def log_softmax(ctx: OpContext) -> Prepared:
 # -- L2_NORMALIZATION -------------------------------------------------------------------------
 
 
-def inv_sqrt_multiplier(acc: int) -> tuple[int, int]:
-    """GetInvSqrtQuantizedMultiplierExp(acc, reverse_shift=-1) (kernels/internal/common.h):
-    (M, shift) with M * 2^(shift-31) ~ 1/sqrt(acc), by five gemmlowp Newton-Raphson steps
-    x <- 1.5 x - (acc/2) x^3 in F3 fixed point on acc normalized to [2^27, 2^29)."""
-    if acc <= 1:  # TFLite treats 0 like 1
-        return INT32_MAX, 0
-    shift = 11
-    while acc >= 1 << 29:
-        acc //= 4
-        shift += 1
-    pairs = (32 - acc.bit_length() - 1) // 2 - 1  # (CountLeadingZeros - 1) / 2 - 1
-    shift -= pairs
-    acc <<= 2 * pairs
-    half_input = int(softmax_kernels.saturating_rounding_multiply_by_pot(acc >> 1, -1))
-    half_three = (1 << 28) + (1 << 27)  # 1.5 in F3
-    x = 1 << 28  # 1.0 in F3
-    for _ in range(5):
-        x3 = softmax_kernels.saturating_rounding_multiply_by_pot(srdhm(srdhm(x, x), x), 6)
-        step = wrap_int32(srdhm(half_three, x) - srdhm(half_input, x3))  # F6
-        x = int(softmax_kernels.saturating_rounding_multiply_by_pot(step, 3))  # back to F3
-    x = int(srdhm(x, 1518500250))  # times sqrt(2)/2 in F0
-    if shift < 0:
-        x, shift = int(wrap_int32(x << -shift)), 0
-    return x, -shift
-
-
 L2_OUTPUT_SHIFT = 7  # the output scale is 1/128
 
 
@@ -209,7 +182,7 @@ def l2_normalization(ctx: OpContext) -> Prepared:
         rows = values.reshape(-1, depth).astype(np.int64) - zp_in
         result = np.empty(rows.shape, np.int8)
         for i, row in enumerate(rows):
-            multiplier, shift = inv_sqrt_multiplier(int(wrap_int32(int((row * row).sum()))))
+            multiplier, shift = inv_sqrt_multiplier_exp(int(wrap_int32(int((row * row).sum()))))
             scaled = mbqm(row, multiplier, shift + L2_OUTPUT_SHIFT)
             result[i] = np.clip(scaled, -128, 127)
         return result.reshape(values.shape)
