@@ -21,6 +21,10 @@ p = (batch, out_y, out_x), k = (ky, kx, ic):
   is its scalar twin for channel tails. Both are `fixedpoint.requantize` written without
   branches, using SRDHM = floor((x·M + 2^30) / 2^31), which equals gemmlowp's nudge-and-truncate.
 
+Hybrid ops (float input quantized per image, `hybrid.py`) run the same GEMM and depthwise loops
+with one zero point per image and a fused float epilogue instead of MBQM (`HybridEpilogue`:
+TFLite's float32 products in TFLite's order); `*_acc_fast` return the raw int32 accumulators.
+
 The vector code is LLVM IR emitted through Numba intrinsics because Numba's own loops did not
 vectorize well here: the int16 pair products became `vpmulld` (9 GOPS instead of ~100) and the
 requantization stayed in int64 lanes (3× slower).
@@ -44,9 +48,15 @@ from qengine.kernels.fixedpoint import round_half_away_int32
 from qengine.kernels.jit import kernel, prange
 
 __all__ = [
+    "HybridEpilogue",
     "PackedConvWeights",
+    "conv2d_hybrid_fast",
+    "conv2d_int8_acc_fast",
     "conv2d_int8_fast",
+    "depthwise_conv2d_hybrid_fast",
+    "depthwise_conv2d_int8_acc_fast",
     "depthwise_conv2d_int8_fast",
+    "hybrid_epilogue",
     "pack_conv_weights",
     "pack_depthwise_weights",
 ]
@@ -321,20 +331,52 @@ def pack_conv_weights(w) -> PackedConvWeights:
 
 
 @kernel
-def _pack_rows(x, a, p0, rows, in_zp, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
-               pad_top, pad_left, out_h, out_w):  # fmt: skip
-    """im2col of output pixels p0..p0+ROWS-1 into a [K2, ROWS, 2] int16 panel: x - in_zp, 0 off-image.
-
-    Rows past `rows` (the end of the output) are zero.
-    """
+def _pack_pairs(x, words, p0, rows, zps, k_h, k_w, stride_h, stride_w, dil_h, dil_w, pad_top,
+                pad_left, out_h, out_w):  # fmt: skip
+    """`_pack_rows` for an even channel count, one (x[2j] - zp, x[2j+1] - zp) int16 pair (as the
+    little-endian int32 `words[k2 * ROWS + r]`) at a time; `words` is already zeroed."""
     in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
-    flat = a.reshape(a.size)
-    flat[:] = 0
+    half = in_c // 2
     for r in range(rows):
         p = p0 + r
         b = p // (out_h * out_w)
         oy = (p // out_w) % out_h
         ox = p % out_w
+        zp = np.int32(zps[b])
+        k2 = 0
+        for ky in range(k_h):
+            iy = oy * stride_h - pad_top + ky * dil_h
+            for kx in range(k_w):
+                ix = ox * stride_w - pad_left + kx * dil_w
+                if 0 <= iy < in_h and 0 <= ix < in_w:
+                    src = x[b, iy, ix]
+                    for j in range(half):
+                        lo = np.int32(src[2 * j]) - zp
+                        hi = np.int32(src[2 * j + 1]) - zp
+                        words[(k2 + j) * ROWS + r] = (lo & 0xFFFF) | (hi << 16)
+                k2 += half
+
+
+@kernel
+def _pack_rows(x, a, p0, rows, zps, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
+               pad_top, pad_left, out_h, out_w):  # fmt: skip
+    """im2col of output pixels p0..p0+ROWS-1 into a [K2, ROWS, 2] int16 panel: x - zps[b], 0 off-image.
+
+    zps [N] holds each image's zero point. Rows past `rows` (the end of the output) are zero.
+    """
+    in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
+    flat = a.reshape(a.size)
+    flat[:] = 0
+    if in_c % 2 == 0:  # every tap starts on a pair: write whole int16 pairs
+        _pack_pairs(x, flat.view(np.int32), p0, rows, zps, k_h, k_w, stride_h, stride_w, dil_h,
+                    dil_w, pad_top, pad_left, out_h, out_w)  # fmt: skip
+        return
+    for r in range(rows):
+        p = p0 + r
+        b = p // (out_h * out_w)
+        oy = (p // out_w) % out_h
+        ox = p % out_w
+        zp = np.int16(zps[b])
         k = 0
         for ky in range(k_h):
             iy = oy * stride_h - pad_top + ky * dil_h
@@ -344,7 +386,7 @@ def _pack_rows(x, a, p0, rows, in_zp, k_h, k_w, stride_h, stride_w, dil_h, dil_w
                     for ic in range(in_c):
                         kk = k + ic
                         flat[((kk >> 1) * ROWS + r) * 2 + (kk & 1)] = (
-                            np.int16(x[b, iy, ix, ic]) - in_zp
+                            np.int16(x[b, iy, ix, ic]) - zp
                         )
                 k += in_c
 
@@ -357,6 +399,25 @@ def _fc_requant_row(acc, out, bias, eff_scale, out_zp, act_min, act_max):
         scaled = round_half_away_int32(np.float64(total) * eff_scale[o])
         v = np.int64(np.int32(scaled + np.int64(out_zp)))
         out[o] = min(max(v, np.int64(act_min)), np.int64(act_max))
+
+
+@kernel
+def _tiles(a, panels, c, rows, pan0, pan1):
+    """c[r, :] = Σ_k A[r, k] · B[k, panels pan0..pan1-1] for the packed rows r < rows of `a`."""
+    k2 = panels.shape[1]
+    width = c.shape[1]
+    j = pan0
+    while j < pan1:
+        cj = c.ctypes.data + (j - pan0) * LANES * 4
+        if rows > 1:
+            _tile_6x16(a.ctypes.data, ROWS, panels[j].ctypes.data, 0, cj, width, k2)
+            j += 1
+        elif j + 4 <= pan1:  # one row (GEMV): four panels per pass over A
+            _tile_1x64(a.ctypes.data, ROWS, panels[j].ctypes.data, k2 * LANES * 2, cj, width, k2)
+            j += 4
+        else:
+            _tile_1x16(a.ctypes.data, ROWS, panels[j].ctypes.data, 0, cj, width, k2)
+            j += 1
 
 
 @kernel
@@ -375,6 +436,7 @@ def _gemm_part(x, panels, bias, m, left, right, eff_scale, in_zp, out_zp, act_mi
     oc1 = min(out_c, pan1 * LANES)
     a = np.empty((k2, ROWS, 2), np.int16)
     c = np.empty((ROWS, width), np.int32)
+    zps = np.full(x.shape[0], in_zp, np.int16)
     for blk in range(blk0, blk1):
         p0 = blk * ROWS
         rows = min(ROWS, pixels - p0)
@@ -383,7 +445,7 @@ def _gemm_part(x, panels, bias, m, left, right, eff_scale, in_zp, out_zp, act_mi
             a,
             p0,
             rows,
-            in_zp,
+            zps,
             k_h,
             k_w,
             stride_h,
@@ -395,20 +457,7 @@ def _gemm_part(x, panels, bias, m, left, right, eff_scale, in_zp, out_zp, act_mi
             out_h,
             out_w,
         )
-        j = pan0
-        while j < pan1:
-            cj = c.ctypes.data + (j - pan0) * LANES * 4
-            if rows > 1:
-                _tile_6x16(a.ctypes.data, ROWS, panels[j].ctypes.data, 0, cj, width, k2)
-                j += 1
-            elif j + 4 <= pan1:  # one row (GEMV): four panels per pass over A
-                _tile_1x64(
-                    a.ctypes.data, ROWS, panels[j].ctypes.data, k2 * LANES * 2, cj, width, k2
-                )
-                j += 4
-            else:
-                _tile_1x16(a.ctypes.data, ROWS, panels[j].ctypes.data, 0, cj, width, k2)
-                j += 1
+        _tiles(a, panels, c, rows, pan0, pan1)
         for r in range(rows):
             acc = c[r, : oc1 - oc0]
             dst = out[p0 + r, oc0:oc1]
@@ -577,9 +626,9 @@ def _dw_tap16(typingctx, acc_addr, x_addr, w_addr, zp):
 
 
 @kernel
-def _dw_rows(x, w16, bias, m, left, right, in_zp, out_zp, act_min, act_max, stride_h, stride_w,
-             dil_h, dil_w, pad_top, pad_left, depth_multiplier, out, row0, row1):  # fmt: skip
-    """Output rows row0..row1-1 (row = batch*out_h + oy) of the depthwise conv into out.
+def _dw_pixel(acc, x, w16, b, oy, ox, in_zp, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
+              depth_multiplier, xs):  # fmt: skip
+    """acc [Co] = the depthwise accumulators of output pixel (b, oy, ox); xs [Ci] int16 scratch.
 
     acc[oc] += int16(x - in_zp) * w: |x - in_zp| <= 255 and |w| <= 128, so the product fits
     int16 and `_dw_tap16` multiplies 16 channels per `vpmullw`; accumulation is int32
@@ -587,41 +636,49 @@ def _dw_rows(x, w16, bias, m, left, right, in_zp, out_zp, act_min, act_max, stri
     """
     in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
     k_h, k_w, out_c = w16.shape
-    out_h, out_w = out.shape[1], out.shape[2]
-    acc = np.empty(out_c, np.int32)
-    xs = np.empty(in_c, np.int16)
     zp = np.int16(in_zp)
+    acc[:] = 0
+    for ky in range(k_h):
+        iy = oy * stride_h - pad_top + ky * dil_h
+        if iy < 0 or iy >= in_h:
+            continue
+        for kx in range(k_w):
+            ix = ox * stride_w - pad_left + kx * dil_w
+            if ix < 0 or ix >= in_w:
+                continue
+            xrow = x[b, iy, ix]
+            wrow = w16[ky, kx]
+            if depth_multiplier == 1:
+                vec_end = out_c - out_c % 16
+                for c in range(0, vec_end, 16):
+                    _dw_tap16(
+                        acc.ctypes.data + 4 * c,
+                        xrow.ctypes.data + c,
+                        wrow.ctypes.data + 2 * c,
+                        np.int64(in_zp),
+                    )
+                for c in range(vec_end, out_c):
+                    acc[c] += np.int16(np.int16(xrow[c]) - zp) * wrow[c]
+            else:
+                for c in range(in_c):
+                    xs[c] = np.int16(xrow[c]) - zp
+                for oc in range(out_c):
+                    acc[oc] += xs[oc // depth_multiplier] * wrow[oc]
+
+
+@kernel
+def _dw_rows(x, w16, bias, m, left, right, in_zp, out_zp, act_min, act_max, stride_h, stride_w,
+             dil_h, dil_w, pad_top, pad_left, depth_multiplier, out, row0, row1):  # fmt: skip
+    """Output rows row0..row1-1 (row = batch*out_h + oy) of the depthwise conv into out."""
+    out_h, out_w, out_c = out.shape[1], out.shape[2], out.shape[3]
+    acc = np.empty(out_c, np.int32)
+    xs = np.empty(x.shape[3], np.int16)
     for row in range(row0, row1):
         b = row // out_h
         oy = row - b * out_h
         for ox in range(out_w):
-            acc[:] = 0
-            for ky in range(k_h):
-                iy = oy * stride_h - pad_top + ky * dil_h
-                if iy < 0 or iy >= in_h:
-                    continue
-                for kx in range(k_w):
-                    ix = ox * stride_w - pad_left + kx * dil_w
-                    if ix < 0 or ix >= in_w:
-                        continue
-                    xrow = x[b, iy, ix]
-                    wrow = w16[ky, kx]
-                    if depth_multiplier == 1:
-                        vec_end = out_c - out_c % 16
-                        for c in range(0, vec_end, 16):
-                            _dw_tap16(
-                                acc.ctypes.data + 4 * c,
-                                xrow.ctypes.data + c,
-                                wrow.ctypes.data + 2 * c,
-                                np.int64(in_zp),
-                            )
-                        for c in range(vec_end, out_c):
-                            acc[c] += np.int16(np.int16(xrow[c]) - zp) * wrow[c]
-                    else:
-                        for c in range(in_c):
-                            xs[c] = np.int16(xrow[c]) - zp
-                        for oc in range(out_c):
-                            acc[oc] += xs[oc // depth_multiplier] * wrow[oc]
+            _dw_pixel(acc, x, w16, b, oy, ox, in_zp, stride_h, stride_w, dil_h, dil_w, pad_top,
+                      pad_left, depth_multiplier, xs)  # fmt: skip
             _requant_row(acc, out[b, oy, ox], bias, m, left, right, out_zp, act_min, act_max)
 
 
@@ -716,3 +773,211 @@ def depthwise_conv2d_int8_fast(x, w16, bias, in_zp, mult, shift, out_zp, act_min
         depth_multiplier,
         numba.get_num_threads(),
     )
+
+
+# --- hybrid (float input quantized per image, float output) -----------------------------------
+
+
+class HybridEpilogue(NamedTuple):
+    """The float epilogue of a hybrid op, per image b and output channel c:
+
+        out = clamp((float(wrap32(acc - zp_sums[b, c])) * pre[c]) * scale[b, c] + bias[c], lo, hi)
+
+    every operation in float32, in that order. `pre` is 1 when the op has no per-channel
+    factor before the per-image one (x * 1.0f == x), `bias` is -0.0 when the op has none
+    (x + -0.0f == x for every x, -0.0 included), and `zp_sums` is 0 except for FULLY_CONNECTED's
+    asymmetric `zp_b * rowsum[c]` correction. NaN passes the clamp, as in np.clip.
+    """
+
+    pre: np.ndarray  # float32 [Co]
+    scale: np.ndarray  # float32 [N, Co]
+    bias: np.ndarray  # float32 [Co]
+    zp_sums: np.ndarray  # int32 [N, Co]
+    lo: np.float32
+    hi: np.float32
+
+
+def hybrid_epilogue(n, out_c, scale, pre=None, bias=None, zp_sums=None, lo=-np.inf,
+                    hi=np.inf) -> HybridEpilogue:  # fmt: skip
+    """A `HybridEpilogue` for n images and out_c channels: `scale` and `zp_sums` broadcast to
+    [n, out_c], `pre` and `bias` to [out_c]; absent terms become their identities (pre 1,
+    bias -0.0, zp_sums 0)."""
+
+    def table(v, dtype, shape):
+        return np.ascontiguousarray(np.broadcast_to(np.asarray(v, dtype), shape))
+
+    return HybridEpilogue(table(1 if pre is None else pre, np.float32, (out_c,)),
+                          table(scale, np.float32, (n, out_c)),
+                          table(-0.0 if bias is None else np.ravel(bias), np.float32, (out_c,)),
+                          table(0 if zp_sums is None else zp_sums, np.int32, (n, out_c)),
+                          np.float32(lo), np.float32(hi))
+
+
+@kernel
+def _hybrid_row(acc, out, pre, scale, bias, zp_sums, lo, hi):
+    """`HybridEpilogue` on one output pixel: acc [Co] int32 → out [Co] float32."""
+    for c in range(out.shape[0]):
+        total = np.int32(np.int64(acc[c]) - np.int64(zp_sums[c]))  # C int32 wrap
+        v = (np.float32(total) * pre[c]) * scale[c] + bias[c]  # float32 products, in order
+        if v < lo:
+            v = lo
+        elif v > hi:
+            v = hi
+        out[c] = v
+
+
+@kernel
+def _hybrid_gemm_part(x, panels, zps, pre, scale, bias, zp_sums, lo, hi, k_h, k_w, stride_h,
+                      stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w, out, acc_out,
+                      blk0, blk1, pan0, pan1):  # fmt: skip
+    """`_gemm_part` with per-image zero points and the hybrid float epilogue into out [P, Co].
+
+    With a non-empty `acc_out` [P, Co] the raw int32 accumulators are stored there instead.
+    """
+    k2 = panels.shape[1]
+    out_c = out.shape[1]
+    pixels = out.shape[0]
+    per_image = out_h * out_w
+    width = (pan1 - pan0) * LANES
+    oc0 = pan0 * LANES
+    oc1 = min(out_c, pan1 * LANES)
+    a = np.empty((k2, ROWS, 2), np.int16)
+    c = np.empty((ROWS, width), np.int32)
+    pre_s, bias_s = pre[oc0:oc1], bias[oc0:oc1]
+    b = 0
+    scale_b, zp_sums_b = scale[b, oc0:oc1], zp_sums[b, oc0:oc1]
+    for blk in range(blk0, blk1):
+        p0 = blk * ROWS
+        rows = min(ROWS, pixels - p0)
+        _pack_rows(x, a, p0, rows, zps, k_h, k_w, stride_h, stride_w, dil_h, dil_w, pad_top,
+                   pad_left, out_h, out_w)  # fmt: skip
+        _tiles(a, panels, c, rows, pan0, pan1)
+        for r in range(rows):
+            p = p0 + r
+            if acc_out.size:
+                acc_out[p, oc0:oc1] = c[r, : oc1 - oc0]
+                continue
+            if p // per_image != b:  # slices are not free: take them once per image
+                b = p // per_image
+                scale_b, zp_sums_b = scale[b, oc0:oc1], zp_sums[b, oc0:oc1]
+            _hybrid_row(c[r], out[p, oc0:oc1], pre_s, scale_b, bias_s, zp_sums_b, lo, hi)
+
+
+@kernel(parallel=True)
+def _hybrid_gemm(x, panels, zps, pre, scale, bias, zp_sums, lo, hi, k_h, k_w, stride_h, stride_w,
+                 dil_h, dil_w, pad_top, pad_left, out_h, out_w, out, acc_out, threads):  # fmt: skip
+    """`_gemm` for hybrid ops: fills out [N*out_h*out_w, Co] float32 (or acc_out int32)."""
+    pixels = out.shape[0]
+    blocks = (pixels + ROWS - 1) // ROWS
+    n_panels = panels.shape[0]
+    by_rows = blocks >= threads or n_panels < 2
+    parts = min(threads, blocks if by_rows else n_panels)
+    for t in prange(parts):
+        lo_blk, hi_blk = (t * blocks) // parts, ((t + 1) * blocks) // parts
+        p_lo, p_hi = (t * n_panels) // parts, ((t + 1) * n_panels) // parts
+        if by_rows:
+            p_lo, p_hi = 0, n_panels
+        else:
+            lo_blk, hi_blk = 0, blocks
+        _hybrid_gemm_part(x, panels, zps, pre, scale, bias, zp_sums, lo, hi, k_h, k_w, stride_h,
+                          stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w, out, acc_out,
+                          lo_blk, hi_blk, p_lo, p_hi)  # fmt: skip
+
+
+_NO_ACC = np.zeros((0, 0), np.int32)
+
+
+def _hybrid_conv_call(x, packed, zps, e, geometry, raw):
+    """Run `_hybrid_gemm` over x [N, H, W, Ci] int8; geometry = (stride_h, ..., out_h, out_w)."""
+    n, (out_h, out_w) = x.shape[0], geometry[-2:]
+    shape = (n * out_h * out_w, packed.out_c)
+    out = np.empty(shape, np.float32)
+    acc = np.empty(shape, np.int32) if raw else _NO_ACC
+    e = e or hybrid_epilogue(n, packed.out_c, 1)  # not applied: raw
+    _hybrid_gemm(np.ascontiguousarray(x, np.int8), packed.panels,
+                 np.ascontiguousarray(zps, np.int16), e.pre, e.scale, e.bias, e.zp_sums,
+                 np.float32(e.lo), np.float32(e.hi), packed.k_h, packed.k_w, *geometry, out, acc,
+                 numba.get_num_threads())  # fmt: skip
+    return (acc if raw else out).reshape(n, out_h, out_w, packed.out_c)
+
+
+def conv2d_int8_acc_fast(x, packed: PackedConvWeights, zps, stride_h, stride_w, dil_h, dil_w,
+                         pad_top, pad_left, out_h, out_w):  # fmt: skip
+    """Bit-exact fast twin of `hybrid.conv_accumulators` for ungrouped filters.
+
+    x [N, H, W, Ci] int8; packed = pack_conv_weights(w); zps [N] per-image zero points →
+    int32 [N, out_h, out_w, Co] = Σ w · (x - zps[b]), taps outside the image skipped.
+    """
+    assert x.shape[3] == packed.in_c, "grouped convolutions: use hybrid.conv_accumulators"
+    geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w)
+    return _hybrid_conv_call(x, packed, zps, None, geometry, raw=True)
+
+
+def conv2d_hybrid_fast(x, packed: PackedConvWeights, zps, epilogue: HybridEpilogue, stride_h,
+                       stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w):  # fmt: skip
+    """The integer and float parts of a hybrid CONV_2D: `HybridEpilogue` applied to
+    `conv2d_int8_acc_fast(x, packed, zps, ...)`, fused → float32 [N, out_h, out_w, Co]."""
+    assert x.shape[3] == packed.in_c, "grouped convolutions: use hybrid.conv_accumulators"
+    geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w)
+    return _hybrid_conv_call(x, packed, zps, epilogue, geometry, raw=False)
+
+
+@kernel(parallel=True)
+def _dw_hybrid(x, w16, zps, pre, scale, bias, zp_sums, lo, hi, stride_h, stride_w, dil_h, dil_w,
+               pad_top, pad_left, depth_multiplier, out, acc_out, threads):  # fmt: skip
+    """`_dw` for hybrid ops: per-image zero points, float epilogue into out [N, OH, OW, Co]
+    (or the raw accumulators into a non-empty acc_out of the same shape)."""
+    n, out_h, out_w, out_c = out.shape
+    rows = n * out_h
+    parts = min(threads, rows)
+    for t in prange(parts):
+        acc = np.empty(out_c, np.int32)
+        xs = np.empty(x.shape[3], np.int16)
+        for row in range((t * rows) // parts, ((t + 1) * rows) // parts):
+            b = row // out_h
+            oy = row - b * out_h
+            for ox in range(out_w):
+                _dw_pixel(acc, x, w16, b, oy, ox, zps[b], stride_h, stride_w, dil_h, dil_w,
+                          pad_top, pad_left, depth_multiplier, xs)  # fmt: skip
+                if acc_out.size:
+                    acc_out[b, oy, ox] = acc
+                else:
+                    _hybrid_row(acc, out[b, oy, ox], pre, scale[b], bias, zp_sums[b], lo, hi)
+
+
+def _hybrid_dw_call(x, w16, zps, e, geometry, raw):
+    stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w, depth_multiplier = geometry
+    n, out_c = x.shape[0], w16.shape[2]
+    out = np.empty((n, out_h, out_w, out_c), np.float32)
+    acc = np.empty(out.shape, np.int32) if raw else _NO_ACC4
+    e = e or hybrid_epilogue(n, out_c, 1)  # not applied: raw
+    _dw_hybrid(np.ascontiguousarray(x, np.int8), w16, np.ascontiguousarray(zps, np.int16), e.pre,
+               e.scale, e.bias, e.zp_sums, np.float32(e.lo), np.float32(e.hi), stride_h, stride_w,
+               dil_h, dil_w, pad_top, pad_left, depth_multiplier, out, acc,
+               numba.get_num_threads())  # fmt: skip
+    return acc if raw else out
+
+
+_NO_ACC4 = np.zeros((0, 0, 0, 0), np.int32)
+
+
+def depthwise_conv2d_int8_acc_fast(x, w16, zps, stride_h, stride_w, dil_h, dil_w, pad_top,
+                                   pad_left, out_h, out_w, depth_multiplier):  # fmt: skip
+    """Bit-exact fast twin of `hybrid.depthwise_accumulators`.
+
+    x [N, H, W, Ci] int8; w16 = pack_depthwise_weights(w); zps [N] per-image zero points →
+    int32 [N, out_h, out_w, Co] = Σ w · (x - zps[b]), taps outside the image skipped.
+    """
+    geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w,
+                depth_multiplier)
+    return _hybrid_dw_call(x, w16, zps, None, geometry, raw=True)
+
+
+def depthwise_conv2d_hybrid_fast(x, w16, zps, epilogue: HybridEpilogue, stride_h, stride_w,
+                                 dil_h, dil_w, pad_top, pad_left, out_h, out_w,
+                                 depth_multiplier):  # fmt: skip
+    """`HybridEpilogue` applied to `depthwise_conv2d_int8_acc_fast(x, w16, zps, ...)`, fused →
+    float32 [N, out_h, out_w, Co]."""
+    geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w,
+                depth_multiplier)
+    return _hybrid_dw_call(x, w16, zps, epilogue, geometry, raw=False)

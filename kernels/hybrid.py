@@ -15,7 +15,7 @@ SSE one):
   (and of optimized_ops::HybridConv, whose im2col pads with the zero point 0).
 
 The float epilogues (`acc * scale + bias`, clamping) are a few NumPy float32 operations and
-live with the ops in qengine/ops.
+live with the ops in qengine/ops; fast_conv / fast_fc fuse them into their packed GEMMs.
 """
 
 import numpy as np
@@ -27,46 +27,10 @@ __all__ = [
     "matmul_accumulators",
     "quantize_asymmetric",
     "quantize_symmetric",
-    "round_away_f32",
     "row_sums_sse",
 ]
 
-_HALF = np.float32(0.5)
 _NEON_BLOCK = 8  # the Neon quantizers handle blocks of 8 values, then a scalar tail
-
-
-def round_away_f32(v: np.ndarray) -> np.ndarray:
-    """roundf (TfLiteRound on a float): ties away from zero, computed exactly in float64."""
-    v = v.astype(np.float64)
-    return np.sign(v) * np.floor(np.abs(v) + 0.5)  # |v| + 0.5 is exact for float32 inputs
-
-
-def _round_away_f64(v: np.ndarray) -> np.ndarray:
-    """std::round on doubles: v - trunc(v) is exact, so ties are detected exactly."""
-    t = np.trunc(v)
-    return t + np.where(np.abs(v - t) >= 0.5, np.sign(v), 0.0)
-
-
-def _neon_round(v: np.ndarray) -> np.ndarray:
-    """The non-aarch64 Neon RoundToNearest: truncate(v + copysign(0.5f, v)) in float32.
-
-    Differs from roundf only for |v| = 0.5 - 2^-25, where the float32 sum rounds up to 1.
-    """
-    v = v.astype(np.float32)
-    return np.trunc(v + np.copysign(_HALF, v)).astype(np.float64)
-
-
-def _quantize_rows(rows: np.ndarray, inv: np.ndarray, offset: np.ndarray) -> np.ndarray:
-    """The Neon quantizer loops: vector blocks of 8 round with `_neon_round`, the tail with roundf.
-
-        q = clamp(round(x * inv) + offset)       (x * inv is a float32 product)
-    """
-    scaled = rows * inv[:, None]  # float32
-    block = rows.shape[1] & ~(_NEON_BLOCK - 1)
-    rounded = np.empty(rows.shape, np.float64)
-    rounded[:, :block] = _neon_round(scaled[:, :block])
-    rounded[:, block:] = round_away_f32(scaled[:, block:])
-    return rounded + offset[:, None]
 
 
 def quantize_symmetric(rows: np.ndarray):
@@ -76,17 +40,10 @@ def quantize_symmetric(rows: np.ndarray):
         q = clamp(round(x * inv), -127, 127);   a row of zeros gives q = 0, sf = 1.
     Returns (q int8 [B, N], sf float32 [B]).
     """
-    rows = np.asarray(rows, np.float32)
+    rows = np.ascontiguousarray(rows, np.float32)
     if rows.shape[1] == 0:
         return np.zeros(rows.shape, np.int8), np.ones(rows.shape[0], np.float32)
-    top = np.maximum(np.abs(rows.min(axis=1)), np.abs(rows.max(axis=1)))
-    zero = top == 0
-    safe = np.where(zero, np.float32(1), top)
-    sf = np.where(zero, np.float32(1), safe / np.float32(127)).astype(np.float32)
-    inv = (np.float32(127) / safe).astype(np.float32)
-    q = np.clip(_quantize_rows(rows, inv, np.zeros(len(rows))), -127, 127)
-    q[zero] = 0
-    return q.astype(np.int8), sf
+    return _symmetric_rows(rows, rows.min(axis=1), rows.max(axis=1))
 
 
 def quantize_asymmetric(rows: np.ndarray):
@@ -99,25 +56,84 @@ def quantize_asymmetric(rows: np.ndarray):
         q = clamp(round(x * inv) + zp, -128, 127);   rmin == rmax gives q = 0, sf = 1, zp = 0
     Returns (q int8 [B, N], sf float32 [B], zp int32 [B]).
     """
-    rows = np.asarray(rows, np.float32)
+    rows = np.ascontiguousarray(rows, np.float32)
     if rows.shape[1] == 0:
         n = rows.shape[0]
         return np.zeros(rows.shape, np.int8), np.ones(n, np.float32), np.zeros(n, np.int32)
-    rmin = np.minimum(rows.min(axis=1), np.float32(0))
-    rmax = np.maximum(rows.max(axis=1), np.float32(0))
-    flat = rmin == rmax
-    scale = (rmax - rmin).astype(np.float64) / 255.0
-    scale = np.where(flat, 1.0, scale)
-    low, high = rmin.astype(np.float64) / scale, rmax.astype(np.float64) / scale
-    from_min, from_max = -128.0 - low, 127.0 - high
-    zp_real = np.where(128.0 + np.abs(low) < 127.0 + np.abs(high), from_min, from_max)
-    zp = np.clip(_round_away_f64(zp_real), -128, 127)
-    zp = np.where(flat, 0, zp).astype(np.int32)
-    sf = np.where(flat, 1.0, scale).astype(np.float32)
-    inv = (1.0 / sf.astype(np.float64)).astype(np.float32)
-    q = np.clip(_quantize_rows(rows, inv, zp.astype(np.float64)), -128, 127)
-    q[flat] = 0
-    return q.astype(np.int8), sf, zp
+    return _asymmetric_rows(rows, rows.min(axis=1), rows.max(axis=1))
+
+
+@kernel
+def _quantize_row(row, out, inv, offset, q_min, q_max):
+    """The Neon quantizer loop on one float32 row:
+
+        q = clamp(round(x * inv) + offset, q_min, q_max)     (x * inv is a float32 product)
+
+    Vector blocks of 8 round as the non-aarch64 Neon RoundToNearest, truncate(v + copysign(0.5f, v))
+    with a float32 sum (it differs from roundf only for |v| = 0.5 - 2^-25, where the sum rounds
+    up to 1); the tail rounds with roundf, ties away from zero, computed exactly in float64.
+    Rounded values and offsets are integers far below 2^24, so their float32 sum is exact.
+    """
+    depth = row.shape[0]
+    block = depth & ~(_NEON_BLOCK - 1)
+    half = np.float32(0.5)
+    off, lo, hi = np.float32(offset), np.float32(q_min), np.float32(q_max)
+    for i in range(block):
+        v = row[i] * inv  # float32
+        r = np.trunc(v + (half if v >= 0 else -half)) + off  # float32 sum, then exact
+        out[i] = np.int8(min(max(r, lo), hi))
+    for i in range(block, depth):
+        a = np.float64(row[i] * inv)
+        r = np.floor(abs(a) + 0.5)  # |a| + 0.5 is exact for a float32 a
+        r = (-r if a < 0 else r) + np.float64(offset)
+        out[i] = np.int8(min(max(r, np.float64(q_min)), np.float64(q_max)))
+
+
+@kernel
+def _round_away_f64(v):
+    """std::round on a double: v - trunc(v) is exact, so ties are detected exactly."""
+    t = np.trunc(v)
+    if abs(v - t) >= 0.5:
+        return t + (1.0 if v > 0 else -1.0)
+    return t
+
+
+@kernel
+def _symmetric_rows(rows, mins, maxs):
+    """NeonSymmetricQuantizeFloats per row, given each row's min and max (float32)."""
+    n = rows.shape[0]
+    q = np.zeros(rows.shape, np.int8)
+    sf = np.ones(n, np.float32)
+    for b in range(n):
+        top = max(abs(mins[b]), abs(maxs[b]))
+        if top == 0:  # a row of zeros: q = 0, sf = 1
+            continue
+        sf[b] = top / np.float32(127)  # float32 division
+        _quantize_row(rows[b], q[b], np.float32(127) / top, 0, -127, 127)
+    return q, sf
+
+
+@kernel
+def _asymmetric_rows(rows, mins, maxs):
+    """NeonAsymmetricQuantizeFloats per row, given each row's min and max (float32)."""
+    n = rows.shape[0]
+    q = np.zeros(rows.shape, np.int8)
+    sf = np.ones(n, np.float32)
+    zps = np.zeros(n, np.int32)
+    for b in range(n):
+        rmin = min(mins[b], np.float32(0))
+        rmax = max(maxs[b], np.float32(0))
+        if rmin == rmax:  # q = 0, sf = 1, zp = 0
+            continue
+        scale = np.float64(rmax - rmin) / 255.0  # the difference in float32
+        low, high = np.float64(rmin) / scale, np.float64(rmax) / scale
+        from_min, from_max = -128.0 - low, 127.0 - high
+        zp_real = from_min if 128.0 + abs(low) < 127.0 + abs(high) else from_max
+        zp = np.int32(min(max(_round_away_f64(zp_real), -128.0), 127.0))
+        sf[b] = np.float32(scale)
+        zps[b] = zp
+        _quantize_row(rows[b], q[b], np.float32(1.0 / np.float64(sf[b])), zp, -128, 127)
+    return q, sf, zps
 
 
 @kernel

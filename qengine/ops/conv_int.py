@@ -24,8 +24,11 @@ import numpy as np
 from qengine.kernels import hybrid
 from qengine.kernels.conv import conv2d_int8, depthwise_conv2d_int8
 from qengine.kernels.fast_conv import (
+    conv2d_hybrid_fast,
     conv2d_int8_fast,
+    depthwise_conv2d_hybrid_fast,
     depthwise_conv2d_int8_fast,
+    hybrid_epilogue,
     pack_conv_weights,
     pack_depthwise_weights,
 )
@@ -35,7 +38,7 @@ from qengine.kernels.fixedpoint import quantize_multipliers
 
 from ..runtime.registry import OpContext, Prepared, Spec
 from . import int16_int
-from .common import float_activation, quantized_activation_range
+from .common import float_activation, float_activation_bounds, quantized_activation_range
 from .conv import ConvGeometry
 
 # -- validation shared by all four ----------------------------------------------------------
@@ -193,6 +196,22 @@ def hybrid_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> P
     geometry = (g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left, g.out_h,
                 g.out_w)
     column = (slice(None), None, None, None)  # a per-image value broadcast over H, W, C
+    w = ctx.input(1)
+    if use_fast_kernels() and w.value is not None and groups == 1:
+        packed = pack_conv_weights(np.ascontiguousarray(w.value))  # once, at prepare time
+        bounds = float_activation_bounds(ctx)
+
+        def run_fast(x, w, b=None):
+            n = x.shape[0]
+            if per_channel:  # (float(acc) * s_w[c]) * sf_b
+                q, sf, zp = hybrid.quantize_asymmetric(_images(x))
+                e = hybrid_epilogue(n, out_c, sf[:, None], scales, b, None, *bounds)
+            else:  # float(acc) * (sf_b * s_w)
+                (q, sf), zp = hybrid.quantize_symmetric(_images(x)), np.zeros(n, np.int32)
+                e = hybrid_epilogue(n, out_c, (sf * scales[0])[:, None], None, b, None, *bounds)
+            return conv2d_hybrid_fast(q.reshape(x.shape), packed, zp, e, *geometry)
+
+        return Prepared(run_fast, [ctx.output_spec(0, out_shape, "float32")])
 
     def run_symmetric(x, w, b=None):
         q, sf = hybrid.quantize_symmetric(_images(x))
@@ -229,6 +248,18 @@ def hybrid_depthwise_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape,
                               f"{multiplier}; TFLite's hybrid kernel would use the option")
     geometry = (g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left, g.out_h,
                 g.out_w, multiplier)
+
+    if use_fast_kernels() and w.value is not None:
+        w16 = pack_depthwise_weights(np.ascontiguousarray(w.value))  # once, at prepare time
+        bounds = float_activation_bounds(ctx)
+
+        def run_fast(x, w, b=None):
+            q, sf, zp = hybrid.quantize_asymmetric(_images(x))
+            scale = scales[None, :] * sf[:, None]  # s_w[c] * sf_b first, float32
+            e = hybrid_epilogue(x.shape[0], out_c, scale, None, b, None, *bounds)
+            return depthwise_conv2d_hybrid_fast(q.reshape(x.shape), w16, zp, e, *geometry)
+
+        return Prepared(run_fast, [ctx.output_spec(0, out_shape, "float32")])
 
     def run(x, w, b=None):
         q, sf, zp = hybrid.quantize_asymmetric(_images(x))

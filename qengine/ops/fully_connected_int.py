@@ -19,12 +19,22 @@ from __future__ import annotations
 import numpy as np
 
 from qengine.kernels import hybrid
-from qengine.kernels.fast_fc import fully_connected_int8_fast, pack_fc_weights
+from qengine.kernels.fast_conv import hybrid_epilogue
+from qengine.kernels.fast_fc import (
+    fully_connected_hybrid_fast,
+    fully_connected_int8_fast,
+    pack_fc_weights,
+)
 from qengine.kernels.fully_connected import fully_connected_int8
 
 from ..runtime.registry import OpContext, Prepared, Spec
 from . import int16_int
-from .common import float_activation, quantized_activation_range, use_fast_kernels
+from .common import (
+    float_activation,
+    float_activation_bounds,
+    quantized_activation_range,
+    use_fast_kernels,
+)
 from .fully_connected import _output_shape
 
 BIAS_SCALE_TOLERANCE = 0.02  # kernel_util.cc GetQuantizedConvolutionMultipler
@@ -138,20 +148,37 @@ def _hybrid(ctx: OpContext) -> Prepared:
     asymmetric = bool(getattr(ctx.options, "asymmetricQuantizeInputs", False))
     activation = float_activation(ctx)
 
-    def run(x, w, b=None):
+    def quantize(x):
         rows = np.ascontiguousarray(x, np.float32).reshape(-1, depth)
         if asymmetric:
-            q, sf, zp = hybrid.quantize_asymmetric(rows)
-        else:
-            (q, sf), zp = hybrid.quantize_symmetric(rows), np.zeros(len(rows), np.int32)
+            return hybrid.quantize_asymmetric(rows)
+        (q, sf), zp = hybrid.quantize_symmetric(rows), np.zeros(len(rows), np.int32)
+        return q, sf, zp
+
+    def scale_of(sf):
+        if scales.size == 1:
+            return (sf * scales[0])[:, None]  # scaling_factors[b] *= filter scale
+        return scales[None, :] * sf[:, None]
+
+    if use_fast_kernels() and w.value is not None:
+        packed = pack_fc_weights(np.ascontiguousarray(w.value))  # once, at prepare time
+        row_sums = hybrid.row_sums_sse(np.ascontiguousarray(w.value)).astype(np.int64)
+        bounds = float_activation_bounds(ctx)
+
+        def run_fast(x, w, b=None):
+            q, sf, zp = quantize(x)
+            zp_sums = (zp[:, None].astype(np.int64) * row_sums).astype(np.int32)  # wraps
+            e = hybrid_epilogue(len(q), units, scale_of(sf), None, b, zp_sums, *bounds)
+            return fully_connected_hybrid_fast(q, packed, e).reshape(out_shape)
+
+        return Prepared(run_fast, [ctx.output_spec(0, out_shape, "float32")])
+
+    def run(x, w, b=None):
+        q, sf, zp = quantize(x)
         acc = hybrid.matmul_accumulators(q, w)
         if np.any(zp):  # dot - zp_b * rowsum[o], in int32
             acc = (acc - zp[:, None].astype(np.int64) * hybrid.row_sums_sse(w)).astype(np.int32)
-        if scales.size == 1:
-            scale = (sf * scales[0])[:, None]  # scaling_factors[b] *= filter scale
-        else:
-            scale = scales[None, :] * sf[:, None]
-        out = acc.astype(np.float32) * scale
+        out = acc.astype(np.float32) * scale_of(sf)
         if b is not None:
             out = np.asarray(b, np.float32).ravel() + out
         return activation(out.reshape(out_shape))

@@ -1,0 +1,230 @@
+"""Fast hybrid kernels against their twins: exact equality.
+
+- `hybrid.quantize_symmetric` / `quantize_asymmetric` (Numba) against the NumPy twins below
+  (the Neon quantizers written array-wise; test_ops_fc_int checks them against TFLite).
+- `fast_conv` / `fast_fc` raw accumulators against `hybrid.conv_accumulators`,
+  `depthwise_accumulators` and `matmul_accumulators` (checked against NumPy in test_ops_conv_int).
+- The fused float epilogue against the same float32 operations written in NumPy.
+"""
+
+import numba
+import numpy as np
+import pytest
+from qengine.kernels import fast_conv, fast_fc, hybrid
+
+# -- NumPy twins of the Neon quantizers ----------------------------------------------------------
+
+
+def round_away_f32(v):
+    """roundf, exactly in float64."""
+    v = v.astype(np.float64)
+    return np.sign(v) * np.floor(np.abs(v) + 0.5)
+
+
+def round_away_f64(v):
+    t = np.trunc(v)
+    return t + np.where(np.abs(v - t) >= 0.5, np.sign(v), 0.0)
+
+
+def neon_round(v):
+    """truncate(v + copysign(0.5f, v)), the sum in float32."""
+    v = v.astype(np.float32)
+    return np.trunc(v + np.copysign(np.float32(0.5), v)).astype(np.float64)
+
+
+def quantize_rows(rows, inv, offset):
+    scaled = rows * inv[:, None]  # float32
+    block = rows.shape[1] & ~7  # blocks of 8 round as Neon, the tail with roundf
+    rounded = np.empty(rows.shape, np.float64)
+    rounded[:, :block] = neon_round(scaled[:, :block])
+    rounded[:, block:] = round_away_f32(scaled[:, block:])
+    return rounded + offset[:, None]
+
+
+def naive_symmetric(rows):
+    if rows.shape[1] == 0:
+        return np.zeros(rows.shape, np.int8), np.ones(rows.shape[0], np.float32)
+    top = np.maximum(np.abs(rows.min(axis=1)), np.abs(rows.max(axis=1)))
+    zero = top == 0
+    safe = np.where(zero, np.float32(1), top)
+    sf = np.where(zero, np.float32(1), safe / np.float32(127)).astype(np.float32)
+    inv = (np.float32(127) / safe).astype(np.float32)
+    q = np.clip(quantize_rows(rows, inv, np.zeros(len(rows))), -127, 127)
+    q[zero] = 0
+    return q.astype(np.int8), sf
+
+
+def naive_asymmetric(rows):
+    n = rows.shape[0]
+    if rows.shape[1] == 0:
+        return np.zeros(rows.shape, np.int8), np.ones(n, np.float32), np.zeros(n, np.int32)
+    rmin = np.minimum(rows.min(axis=1), np.float32(0))
+    rmax = np.maximum(rows.max(axis=1), np.float32(0))
+    flat = rmin == rmax
+    scale = np.where(flat, 1.0, (rmax - rmin).astype(np.float64) / 255.0)
+    low, high = rmin.astype(np.float64) / scale, rmax.astype(np.float64) / scale
+    zp_real = np.where(128.0 + np.abs(low) < 127.0 + np.abs(high), -128.0 - low, 127.0 - high)
+    zp = np.where(flat, 0, np.clip(round_away_f64(zp_real), -128, 127)).astype(np.int32)
+    sf = np.where(flat, 1.0, scale).astype(np.float32)
+    inv = (1.0 / sf.astype(np.float64)).astype(np.float32)
+    q = np.clip(quantize_rows(rows, inv, zp.astype(np.float64)), -128, 127)
+    q[flat] = 0
+    return q.astype(np.int8), sf, zp
+
+
+def random_rows(r, kind, batches, depth):
+    rows = r.standard_normal((batches, depth)) * 10.0 ** r.uniform(-20, 20)
+    if kind == "positive":
+        rows = np.abs(rows)
+    elif kind == "negative":
+        rows = -np.abs(rows)
+    elif kind == "ties":  # x * inv lands on .5 often
+        rows = r.integers(-4, 5, (batches, depth)) * r.choice([0.5, 0.25, 1 / 127, 1.0])
+    elif kind == "sparse":
+        rows = np.where(r.random((batches, depth)) < 0.9, 0.0, rows)
+    return rows.astype(np.float32)
+
+
+def assert_same(got, want):
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("kind", ["normal", "positive", "negative", "ties", "sparse"])
+@pytest.mark.parametrize("seed", range(4))
+def test_quantizers_match_numpy_twins(kind, seed):
+    r = np.random.default_rng(seed)
+    for depth in [0, 1, 7, 8, 9, 16, 23, int(r.integers(24, 3000))]:
+        rows = random_rows(r, kind, int(r.integers(1, 4)), depth)
+        assert_same(hybrid.quantize_symmetric(rows), naive_symmetric(rows))
+        assert_same(hybrid.quantize_asymmetric(rows), naive_asymmetric(rows))
+
+
+def test_quantizers_zero_rows_and_rounding_corner():
+    corner = np.float32(0.5 - 2**-25)  # Neon rounds it to 1 in the 8-blocks, roundf to 0
+    rows = np.zeros((3, 13), np.float32)
+    rows[1, [0, 3, 12]] = [127, corner, corner]
+    rows[2] = -rows[1]
+    for quantize, twin in [(hybrid.quantize_symmetric, naive_symmetric),
+                           (hybrid.quantize_asymmetric, naive_asymmetric)]:
+        assert_same(quantize(rows), twin(rows))
+    q, _ = hybrid.quantize_symmetric(rows)
+    assert q[1, 3] == 1 and q[1, 12] == 0 and not q[0].any()
+
+
+# -- raw accumulators ----------------------------------------------------------------------------
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(request.param, numba.config.NUMBA_NUM_THREADS))
+    yield request.param
+    numba.set_num_threads(before)
+
+
+def int8(r, shape):
+    return r.integers(-128, 128, shape).astype(np.int8)
+
+
+def conv_case(seed):
+    """Random geometry: odd and even channel counts around the 16-lane panels, batches > 1."""
+    r = np.random.default_rng(seed)
+    n, ci, co = int(r.integers(1, 3)), int(r.integers(1, 40)), int(r.integers(1, 40))
+    kh, kw = int(r.integers(1, 4)), int(r.integers(1, 4))
+    stride, dil = tuple(r.integers(1, 3, 2)), tuple(r.integers(1, 3, 2))
+    pad = (int(r.integers(0, kh)), int(r.integers(0, kw)))
+    h, w = int(r.integers(kh * dil[0], 12)), int(r.integers(kw * dil[1], 12))
+    out_hw = ((h + 2 * pad[0] - dil[0] * (kh - 1) - 1) // stride[0] + 1,
+              (w + 2 * pad[1] - dil[1] * (kw - 1) - 1) // stride[1] + 1)
+    zps = r.integers(-128, 128, n).astype(np.int32)
+    geometry = (*stride, *dil, *pad, *out_hw)
+    return r, int8(r, (n, h, w, ci)), (kh, kw, ci, co), zps, geometry
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_conv_accumulators_fast(seed, threads):
+    r, q, (kh, kw, ci, co), zps, geometry = conv_case(seed)
+    w = int8(r, (co, kh, kw, ci))
+    got = fast_conv.conv2d_int8_acc_fast(q, fast_conv.pack_conv_weights(w), zps, *geometry)
+    np.testing.assert_array_equal(got, hybrid.conv_accumulators(q, w, zps, *geometry))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_depthwise_accumulators_fast(seed, threads):
+    r, q, (kh, kw, ci, _), zps, geometry = conv_case(seed)
+    multiplier = 1 + seed % 3
+    w = int8(r, (1, kh, kw, ci * multiplier))
+    w16 = fast_conv.pack_depthwise_weights(w)
+    got = fast_conv.depthwise_conv2d_int8_acc_fast(q, w16, zps, *geometry, multiplier)
+    want = hybrid.depthwise_accumulators(q, w, zps, *geometry, multiplier)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("shape", [(1, 1280, 1000), (3, 17, 5), (7, 64, 33), (13, 2, 100)])
+def test_fc_accumulators_fast(shape, threads):
+    batches, depth, units = shape
+    r = np.random.default_rng(depth)
+    q, w = int8(r, (batches, depth)), int8(r, (units, depth))
+    got = fast_fc.fully_connected_int8_acc_fast(q, fast_fc.pack_fc_weights(w))
+    np.testing.assert_array_equal(got, hybrid.matmul_accumulators(q, w))
+
+
+# -- the fused float epilogue ----------------------------------------------------------------------
+
+
+def random_epilogue(r, n, out_c, with_bias, with_zp_sums):
+    pre = [None, np.float32(1), (r.random(out_c) * 0.1).astype(np.float32)][int(r.integers(0, 3))]
+    scale = (r.standard_normal((n, out_c)) * 1e-3).astype(np.float32)  # signs make -0.0 too
+    bias = r.standard_normal(out_c).astype(np.float32) if with_bias else None
+    zp_sums = r.integers(-2**31, 2**31, (n, out_c)).astype(np.int32) if with_zp_sums else None
+    lo, hi = [(-np.inf, np.inf), (0, 6), (-1, 1), (0, np.inf)][int(r.integers(0, 4))]
+    return fast_conv.hybrid_epilogue(n, out_c, scale, pre, bias, zp_sums, lo, hi)
+
+
+def numpy_epilogue(acc, e, n, bias_given):
+    """The float32 operations of HybridEpilogue written array-wise, per image b (axis 0)."""
+    acc = acc.reshape(n, -1, acc.shape[-1])
+    total = (acc.astype(np.int64) - e.zp_sums[:, None, :]).astype(np.int32)
+    out = (total.astype(np.float32) * e.pre) * e.scale[:, None, :]
+    if bias_given:
+        out = out + e.bias
+    return np.clip(out, e.lo, e.hi)
+
+
+def assert_bits_equal(got, want):
+    np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))  # -0.0 included
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_conv_hybrid_epilogue(seed, threads):
+    r, q, (kh, kw, ci, co), zps, geometry = conv_case(seed)
+    w = int8(r, (co, kh, kw, ci))
+    e = random_epilogue(r, q.shape[0], co, seed % 2 == 0, False)
+    got = fast_conv.conv2d_hybrid_fast(q, fast_conv.pack_conv_weights(w), zps, e, *geometry)
+    acc = hybrid.conv_accumulators(q, w, zps, *geometry)
+    assert_bits_equal(got, numpy_epilogue(acc, e, q.shape[0], seed % 2 == 0).reshape(got.shape))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_depthwise_hybrid_epilogue(seed, threads):
+    r, q, (kh, kw, ci, _), zps, geometry = conv_case(seed)
+    multiplier = 1 + seed % 2
+    w = int8(r, (1, kh, kw, ci * multiplier))
+    e = random_epilogue(r, q.shape[0], ci * multiplier, seed % 2 == 1, False)
+    got = fast_conv.depthwise_conv2d_hybrid_fast(q, fast_conv.pack_depthwise_weights(w), zps, e,
+                                                 *geometry, multiplier)
+    acc = hybrid.depthwise_accumulators(q, w, zps, *geometry, multiplier)
+    assert_bits_equal(got, numpy_epilogue(acc, e, q.shape[0], seed % 2 == 1).reshape(got.shape))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fc_hybrid_epilogue(seed, threads):
+    r = np.random.default_rng(seed)
+    batches, depth, units = int(r.integers(1, 9)), int(r.integers(1, 300)), int(r.integers(1, 70))
+    q, w = int8(r, (batches, depth)), int8(r, (units, depth))
+    e = random_epilogue(r, batches, units, seed % 2 == 0, True)
+    got = fast_fc.fully_connected_hybrid_fast(q, fast_fc.pack_fc_weights(w), e)
+    acc = hybrid.matmul_accumulators(q, w)
+    assert_bits_equal(got, numpy_epilogue(acc, e, batches, seed % 2 == 0).reshape(got.shape))
