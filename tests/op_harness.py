@@ -93,6 +93,11 @@ def op_by_op(model_bytes: bytes, inputs) -> list[tuple[int, object, float]]:
             want = value(t)
             if want is None or want.size == 0:
                 continue
+            if want.dtype == bool:
+                results.append((i, op, float(np.count_nonzero(got != want))))
+                continue
             diff = float(np.abs(got.astype(np.float64) - want).max())
-            results.append((i, op, diff / max(float(np.ptp(want)), 1e-12)))
+            # relative to the output's spread or magnitude (at least 1e-2, as in assert_close)
+            scale = max(float(np.ptp(want)), float(np.abs(want).max()), 1e-2)
+            results.append((i, op, diff / scale))
     return results

@@ -20,7 +20,7 @@ import pytest
 import qengine
 from qengine.cli import main
 from qengine.ir import diff
-from op_harness import assert_close
+from op_harness import assert_close, op_by_op
 from tflite_ref import run_tflite
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
@@ -115,6 +115,11 @@ def test_quantized_published_models_load_in_tflite_and_agree(model_path, mode):
     interpreter = qengine.Interpreter(data)
     x = [rng.integers(-128, 128, t.shape).astype(np.int8) if t.dtype == "int8" else
          rng.random(t.shape, dtype=np.float32) for t in interpreter.inputs]
+    if mode == "dynamic":  # hybrid ops amplify upstream float rounding: compare op by op
+        for index, op, rel in op_by_op(data, x):
+            hybrid = any(t is not None and t.dtype == "int8" for t in op.inputs)
+            assert rel <= (0.0 if hybrid else FLOAT_REL), (index, op.opcode.display, rel)
+        return
     want = run_tflite(data, x, resolver="ref")
     got = interpreter.run(x)
     for key in want:

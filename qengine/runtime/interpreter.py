@@ -251,7 +251,10 @@ class Interpreter:
                     raise InputError(f"op {index} {op.opcode.display} needs a value for "
                                      f"{t.name!r}")
                 arrays.append(value)
-        specs = [None if t is None else plan.spec_of(t, shape=a.shape)
+        # values given for constants (e.g. a rewritten filter) replace the model's, in prepare too
+        specs = [None if t is None else
+                 Spec(a.shape, t.dtype, a if t.is_constant or plan.slot[id(t)] in plan.folded
+                      else None, t.quantization, t.name)
                  for t, a in zip(op.inputs, arrays)]
         ctx = OpContext(op, index, specs, self, self.arithmetic, self.num_threads)
         prepared = lookup(op)(ctx)
