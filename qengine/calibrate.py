@@ -181,6 +181,9 @@ def calibrate(model: Model, data, observer: str = "minmax", quiet: bool = False,
     """Observers for every float tensor the graph computes (and its inputs), keyed by name."""
     from .runtime import Interpreter
 
+    if isinstance(observer, str) and observer not in OBSERVERS:
+        raise InputError(f"unknown calibrator {observer!r}; choose from "
+                         f"{', '.join(sorted(OBSERVERS))}")
     make = OBSERVERS[observer] if isinstance(observer, str) else observer
     interpreter = Interpreter(model, num_threads=os.cpu_count())  # batch work: use every core
     stats: dict[str, object] = {}

@@ -38,6 +38,10 @@ def add_quantize(commands) -> None:
                    help="int8/int16x8 modes: also keep the N ops with the worst own error "
                         "(measured on the calibration data) in float; prints output SQNR "
                         "before and after")
+    p.add_argument("--calibrator", default="minmax",
+                   choices=("minmax", "moving_average", "percentile", "mse", "entropy"),
+                   help="how activation ranges are chosen from the calibration data "
+                        "(default minmax: TFLite converter semantics)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("-o", "--output", required=True, help="where to write the .tflite")
     p.set_defaults(handler=cmd_quantize)
@@ -62,7 +66,8 @@ def cmd_quantize(args) -> int:
     result = quantize(model, args.mode, calibration, inference_type=args.inference_type,
                       per_channel=not args.per_tensor, strict=args.strict,
                       keep_float=tuple(args.keep_float),
-                      asymmetric_inputs=not args.symmetric_inputs, quiet=args.quiet)
+                      asymmetric_inputs=not args.symmetric_inputs, observer=args.calibrator,
+                      quiet=args.quiet)
     result.save(args.output)
     print(f"wrote {args.output}")
     return 0

@@ -156,3 +156,13 @@ def test_run_compare_passes_on_the_example(capsys):
     code, out, err = run_cli(capsys, "run", MODEL, "--compare", "--repeat", "1")
     assert code == 0, out + err
     assert "PASS" in out and "FAIL" not in out
+
+
+@pytest.mark.parametrize("calibrator", ["minmax", "percentile", "mse", "entropy",
+                                        "moving_average"])
+def test_quantize_with_each_calibrator(capsys, tmp_path, calibration, calibrator):
+    out = tmp_path / f"{calibrator}.tflite"
+    code, _, err = run_cli(capsys, "quantize", MODEL, "--calibration", calibration,
+                           "--calibrator", calibrator, "-o", str(out), "--quiet")
+    assert code == 0, err
+    qengine.load(out).verify()

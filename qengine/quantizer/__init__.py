@@ -22,7 +22,7 @@ ACTIVATIONS = {"int8": "int8", "int16x8": "int16"}  # the full-integer modes' ac
 
 def quantize(model, mode: str = "int8", calibration=None, *, inference_type: str | None = None,
              per_channel: bool = True, strict: bool = False, observer: str = "minmax",
-             keep_float=(), asymmetric_inputs: bool = False, quiet: bool = False) -> Model:
+             keep_float=(), asymmetric_inputs: bool = True, quiet: bool = False) -> Model:
     """Return a quantized copy of `model` (a Model, a path or .tflite bytes).
 
     `inference_type` is the interface of the full-integer modes: by default the activation
