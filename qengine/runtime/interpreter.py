@@ -297,10 +297,7 @@ class Interpreter:
         if unknown:
             raise InputError(f"signature {sig.key!r} has no input {sorted(unknown)[0]!r}; its "
                              f"inputs are {', '.join(sig.inputs)}")
-        by_tensor = {id(t): name for name, t in sig.inputs.items()}
-        arrays = _bind_inputs(sig.subgraph.inputs,
-                              {by_tensor.get(id(t), t.name): kwargs.get(by_tensor.get(id(t)))
-                               for t in sig.subgraph.inputs}, {})
+        arrays = _bind_inputs(sig.subgraph.inputs, kwargs, sig.inputs)
         values = self._run_plan(index, arrays)
         plan = self._plans[index]
         return {name: values[plan.slot[id(t)]] for name, t in sig.outputs.items()}
