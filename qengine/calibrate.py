@@ -18,6 +18,7 @@ import numpy as np
 
 from .errors import InputError
 from .ir import Model, Tensor, numpy_dtype
+from .numerics import round_half_away_int
 
 QRANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767),
            "int4": (-8, 7), "int2": (-2, 1)}
@@ -54,12 +55,8 @@ def choose_qparams(rmin: float, rmax: float, dtype: str = "int8", symmetric: boo
     error_min = abs(qmin) + abs(rmin / scale)
     error_max = abs(qmax) + abs(rmax / scale)
     zero_point = from_min if error_min < error_max else from_max
-    nudged = qmin if zero_point < qmin else qmax if zero_point > qmax else _round_away(zero_point)
+    nudged = qmin if zero_point < qmin else qmax if zero_point > qmax else round_half_away_int(zero_point)
     return np.float32(scale), int(nudged)
-
-
-def _round_away(x: float) -> int:
-    return int(math.floor(abs(x) + 0.5)) * (1 if x >= 0 else -1)
 
 
 # ---------------------------------------------------------------------------------------------

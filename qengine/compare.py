@@ -379,7 +379,7 @@ def _float_exact(u: Tensor, f: dict, q: dict, reference: dict) -> np.ndarray | N
 
 def quantize(t: Tensor, values: np.ndarray) -> np.ndarray:
     """q = clamp(round_half_away(x / scale) + zero_point), in float32 as TFLite's QUANTIZE."""
-    from .ops.quantization import round_half_away
+    from .numerics import round_half_away
 
     low, high = QRANGES[t.dtype]
     q = round_half_away(np.asarray(values, np.float32) / np.float32(t.scale))

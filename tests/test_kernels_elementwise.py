@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from qengine.kernels import activations as act
 from qengine.kernels import elementwise as ew
@@ -213,6 +213,7 @@ def test_dequantize_matches_twin(scale, zp):
 
 @settings(max_examples=200, deadline=None)
 @given(s_in=scales, zp_in=zero_points)
+@example(s_in=0.00014379399362951517, zp_in=-128)  # numpy's expf differs from libm's here
 def test_logistic_lut_all_inputs(s_in, zp_in):
     table = act.logistic_lut_int8(s_in, zp_in, 1 / 256, -128)
     assert_same(table, naive.lut(s_in, zp_in, 1 / 256, -128, naive.logistic_fn))

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
+from ..numerics import round_half_away_int
 from ..runtime.registry import OpContext
 
 # ActivationFunctionType codes
@@ -44,11 +44,6 @@ def float_activation_bounds(ctx: OpContext) -> tuple[float, float]:
     return _FLOAT_BOUNDS.get(fused_activation(ctx), (-FLT_MAX, FLT_MAX))
 
 
-def round_half_away(x: float) -> int:
-    """C's std::round / TfLiteRound."""
-    return int(math.floor(abs(x) + 0.5)) * (1 if x >= 0 else -1)
-
-
 def quantized_activation_range(ctx: OpContext, scale: float, zero_point: int,
                                dtype: str) -> tuple[int, int]:
     """TFLite CalculateActivationRangeQuantized: the clamp a fused activation becomes."""
@@ -56,7 +51,7 @@ def quantized_activation_range(ctx: OpContext, scale: float, zero_point: int,
     code = fused_activation(ctx)
 
     def quantize(v):  # zp + round(v / scale) with the division in float32, as TFLite does
-        return zero_point + round_half_away(float(np.float32(v) / np.float32(scale)))
+        return zero_point + round_half_away_int((np.float32(v) / np.float32(scale)))
 
     if code == RELU:
         return max(qmin, zero_point), qmax

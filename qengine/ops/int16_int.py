@@ -16,6 +16,7 @@ import numpy as np
 from qengine.kernels import int16 as kernels
 from qengine.kernels.fixedpoint import quantize_multiplier, quantize_multipliers
 
+from ..numerics import round_half_away_int
 from ..runtime.registry import OpContext, Prepared, Spec
 from .common import broadcast_shape, quantized_activation_range
 from .elementwise_int import flattened, per_tensor
@@ -235,22 +236,18 @@ def lut_populate_int16(transform, input_min: float, input_max: float) -> np.ndar
     scaling = 65536.0 / (output_max - output_min)
 
     def scaled(v):
-        return _round_away(v * scaling)
+        return round_half_away_int(v * scaling)
 
     table = np.empty(LUT_SIZE, np.int16)
     for i in range(LUT_SIZE - 1):
         sample = transform(input_min + i * step)
         midpoint = transform(input_min + i * step + half_step)
         following = transform(input_min + (i + 1) * step)
-        interpolated = _round_away((following * scaling + scaled(sample)) / 2.0)
-        error = _round_away((interpolated - scaled(midpoint)) / 2.0)
+        interpolated = round_half_away_int((following * scaling + scaled(sample)) / 2.0)
+        error = round_half_away_int((interpolated - scaled(midpoint)) / 2.0)
         table[i] = min(max(scaled(sample) - error, INT16_MIN), INT16_MAX)
     table[-1] = min(max(scaled(transform(input_max)), INT16_MIN), INT16_MAX)
     return table
-
-
-def _round_away(x: float) -> int:
-    return int(math.floor(abs(x) + 0.5)) * (1 if x >= 0 else -1)
 
 
 def softmax(ctx: OpContext) -> Prepared:
@@ -281,7 +278,7 @@ INPUT_INTEGER_BITS = 3  # the tables cover [-8, 8) scaled by 4/3 to [-10.7, 10.7
 def _checked_log2(scale: float) -> tuple[bool, int]:
     """CheckedLog2 (float32): (is a power of two within 1e-3, the rounded exponent)."""
     log2 = np.float32(np.log(np.float32(scale))) * np.float32(1.0 / np.log(np.float32(2.0)))
-    rounded = _round_away(float(log2))
+    rounded = round_half_away_int(float(log2))
     return abs(float(log2) - rounded) < 1e-3, rounded
 
 

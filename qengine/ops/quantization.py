@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..numerics import round_half_away
 from ..runtime.registry import OpContext, Prepared, register_op
 from .common import INT_RANGES, QUANTIZED_TYPES
 
@@ -28,12 +29,6 @@ def _per_axis_params(ctx: OpContext, spec):
     shape = [1] * len(spec.shape)
     shape[q.axis] = scale.size
     return scale.reshape(shape), zero_point.reshape(shape)
-
-
-def round_half_away(x: np.ndarray) -> np.ndarray:
-    """std::round on every element, exactly: trunc, then step away from 0 when |frac| >= 0.5."""
-    whole = np.trunc(x)
-    return whole + np.where(np.abs(x - whole) >= 0.5, np.sign(x), 0).astype(x.dtype)
 
 
 @register_op("DEQUANTIZE")

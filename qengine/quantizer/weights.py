@@ -6,11 +6,7 @@ import numpy as np
 
 from ..calibrate import QRANGES, choose_qparams
 from ..ir import Quantization
-
-
-def round_half_away(x: np.ndarray) -> np.ndarray:
-    whole = np.trunc(x)
-    return whole + np.where(np.abs(x - whole) >= 0.5, np.sign(x), 0.0)
+from ..numerics import round_half_away  # noqa: F401  (re-exported to the passes)
 
 
 def symmetric_weights(w: np.ndarray, axis: int | None, dtype: str = "int8",

@@ -355,7 +355,7 @@ def _check_supported(model: Model) -> None:
     if missing:
         raise UnsupportedOpError(
             f"{len(missing)} op(s) have no kernel: " + "; ".join(missing)
-            + f". Register one with qengine.register_op(name, prepare). Supported: "
+            + ". Register one with qengine.register_op(name, prepare). Supported: "
             + ", ".join(supported_ops()))
 
 
