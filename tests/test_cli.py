@@ -166,3 +166,16 @@ def test_quantize_with_each_calibrator(capsys, tmp_path, calibration, calibrator
                            "--calibrator", calibrator, "-o", str(out), "--quiet")
     assert code == 0, err
     qengine.load(out).verify()
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+def test_quantize_accepts_a_keras_model(capsys, tmp_path, corpus):
+    keras_path = tmp_path / "mlp.keras"
+    corpus.keras_model("mlp").save(keras_path)
+    np.save(tmp_path / "calibration.npy", corpus.sample_inputs("mlp", 8, seed=0))
+    out = tmp_path / "mlp_int8.tflite"
+    code, _, err = run_cli(capsys, "quantize", str(keras_path), "--calibration",
+                           str(tmp_path / "calibration.npy"), "-o", str(out), "--quiet")
+    assert code == 0, err
+    assert qengine.load(out).main.inputs[0].dtype == "int8"
