@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import pathlib
 import sys
 
@@ -38,3 +39,12 @@ def corpus():
     import corpus as corpus_module
 
     return corpus_module
+
+
+# CI runs hypothesis with a fixed seed: a failure there must be reproducible, and new
+# examples are explored in local runs (which keep their failures in .hypothesis/).
+if os.environ.get("CI"):
+    from hypothesis import settings
+
+    settings.register_profile("ci", derandomize=True, database=None)
+    settings.load_profile("ci")
