@@ -18,6 +18,7 @@ from .common import (
     RELU6,
     RELU_N1_TO_1,
     broadcast_shape,
+    float_activation_bounds,
     fused_activation,
     is_quantized,
     quantized_path,
@@ -52,13 +53,12 @@ def _fused_clamp(ctx: OpContext, dtype: str):
     latter two). For floats that range is finite, so an infinite result becomes +-FLT_MAX;
     NaN passes through.
     """
-    low, high = _CLAMPS.get(fused_activation(ctx), (None, None))
     if dtype == "float32":
-        biggest = float(np.finfo(np.float32).max)
-        low = -biggest if low is None else low
-        high = biggest if high is None else high
-    elif low is None:
-        return lambda x: x
+        low, high = float_activation_bounds(ctx)
+    else:
+        low, high = _CLAMPS.get(fused_activation(ctx), (None, None))
+        if low is None:
+            return lambda x: x
     return lambda x: np.clip(x, low, high).astype(dtype, copy=False)
 
 
