@@ -5,6 +5,7 @@ quantizer and the Numba kernels are imported on first use.
 """
 
 from .errors import (
+    ExportError,
     InputError,
     InvalidModelError,
     QEngineError,
@@ -17,8 +18,9 @@ from .ir import Model, verify
 __version__ = "0.1.0"
 
 __all__ = [
-    "InputError", "InvalidModelError", "Model", "QEngineError", "QuantizationError",
+    "ExportError", "InputError", "InvalidModelError", "Model", "QEngineError", "QuantizationError",
     "UnsupportedOpError", "load", "verify", "Interpreter", "register_op", "quantize", "compare",
+    "Scheme", "Recipe",
 ]
 
 _LAZY = {
@@ -26,6 +28,8 @@ _LAZY = {
     "register_op": ("qengine.runtime", "register_op"),
     "quantize": ("qengine.quantizer", "quantize"),
     "compare": ("qengine.compare", "compare"),
+    "Scheme": ("qengine.quantizer.scheme", "Scheme"),
+    "Recipe": ("qengine.quantizer.scheme", "Recipe"),
 }
 
 

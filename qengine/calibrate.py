@@ -29,7 +29,8 @@ QRANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767),
 
 
 def choose_qparams(rmin: float, rmax: float, dtype: str = "int8", symmetric: bool = False,
-                   narrow_range: bool = False) -> tuple[np.float32, int]:
+                   narrow_range: bool = False, *, power_of_two: bool = False,
+                   qrange: tuple[int, int] | None = None) -> tuple[np.float32, int]:
     """Scale and zero point for real values in [rmin, rmax], as TFLite's converter picks them.
 
     The range is first widened to contain 0, so that 0.0 (padding, ReLU's floor) is exactly
@@ -38,12 +39,14 @@ def choose_qparams(rmin: float, rmax: float, dtype: str = "int8", symmetric: boo
     qmax - rmax/scale) loses less precision. Symmetric: zero point 0 and
     scale = max(|rmin|, |rmax|) / qmax. A range that is all zeros gets scale 1.
     """
-    qmin, qmax = QRANGES[dtype]
+    qmin, qmax = qrange or QRANGES[dtype]
     if narrow_range:
         qmin += 1
     rmin, rmax = min(float(rmin), 0.0), max(float(rmax), 0.0)
     if not (math.isfinite(rmin) and math.isfinite(rmax)):
         raise InputError(f"cannot quantize the range [{rmin}, {rmax}]")
+    if power_of_two:
+        return _power_of_two_qparams(rmin, rmax, qmin, qmax, symmetric)
     if symmetric:
         bound = max(-rmin, rmax)
         scale = bound / qmax if bound > 0 else 1.0
@@ -57,6 +60,22 @@ def choose_qparams(rmin: float, rmax: float, dtype: str = "int8", symmetric: boo
     zero_point = from_min if error_min < error_max else from_max
     nudged = qmin if zero_point < qmin else qmax if zero_point > qmax else round_half_away_int(zero_point)
     return np.float32(scale), int(nudged)
+
+
+def _power_of_two_qparams(rmin: float, rmax: float, qmin: int, qmax: int,
+                          symmetric: bool) -> tuple[np.float32, int]:
+    """The research scheme's scale 2^ceil(log2 s) for the s above (never smaller, so the range
+    still fits); the zero point then follows from rmin: round(qmin - rmin / scale), clamped."""
+    if symmetric:
+        bound = max(-rmin, rmax)
+        raw = bound / qmax if bound > 0 else 1.0
+    else:
+        raw = (rmax - rmin) / (qmax - qmin) if rmax > rmin else 1.0
+    scale = float(2.0 ** math.ceil(math.log2(raw)))
+    if symmetric:
+        return np.float32(scale), 0
+    zero_point = min(max(round_half_away_int(qmin - rmin / scale), qmin), qmax)
+    return np.float32(scale), int(zero_point)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,14 +193,19 @@ def _as_input(t: Tensor, sample: np.ndarray) -> np.ndarray:
 
 
 def calibrate(model: Model, data, observer: str = "minmax", quiet: bool = False,
-              batch_size: int = 16) -> dict[str, MinMaxObserver]:
-    """Observers for every float tensor the graph computes (and its inputs), keyed by name."""
+              batch_size: int = 16, observer_for=None) -> dict[str, MinMaxObserver]:
+    """Observers for every float tensor the graph computes (and its inputs), keyed by name.
+
+    `observer` names the calibrator (or is a factory); `observer_for(tensor_name)`, if given,
+    returns a new observer for that tensor and overrides it (per-tensor calibrators).
+    """
     from .runtime import Interpreter
 
     if isinstance(observer, str) and observer not in OBSERVERS:
         raise InputError(f"unknown calibrator {observer!r}; choose from "
                          f"{', '.join(sorted(OBSERVERS))}")
-    make = OBSERVERS[observer] if isinstance(observer, str) else observer
+    factory = OBSERVERS[observer] if isinstance(observer, str) else observer
+    make = observer_for or (lambda name: factory())
     interpreter = Interpreter(model, num_threads=os.cpu_count())  # batch work: use every core
     stats: dict[str, object] = {}
     samples = list(iterate_samples(model, data))
@@ -194,7 +218,9 @@ def calibrate(model: Model, data, observer: str = "minmax", quiet: bool = False,
         values = interpreter.run(batch, keep=True)
         for name, value in values.items():
             if name in float_names:
-                stats.setdefault(name, make()).update(value)
+                if name not in stats:
+                    stats[name] = make(name)
+                stats[name].update(value)
         progress.advance(batch[0].shape[0])
     progress.close()
     return stats

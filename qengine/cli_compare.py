@@ -13,7 +13,14 @@ def add_compare(commands) -> None:
         "compare", help="per-tensor error of a quantized model against its float original: "
                         "accumulated vs own error, saturation, accumulator headroom")
     p.add_argument("float_model", metavar="FLOAT", help="the float .tflite")
-    p.add_argument("quant_model", metavar="QUANT", help="a quantized version of it")
+    p.add_argument("quant_model", metavar="QUANT", nargs="?",
+                   help="a quantized version of it; or leave it out and give --recipe to "
+                        "quantize in memory (how research schemes that cannot be written to "
+                        ".tflite are evaluated)")
+    p.add_argument("--recipe", metavar="FILE.json",
+                   help="quantize FLOAT with this recipe instead of reading QUANT")
+    p.add_argument("--calibration", metavar="CAL",
+                   help="with --recipe: calibration data (default: the --data samples)")
     p.add_argument("--data", required=True, metavar="DATA",
                    help=".npy (samples on axis 0), .npz keyed by input name, or a directory "
                         "of them")
@@ -34,8 +41,9 @@ def cmd_compare(args) -> int:
     from .cli_quantize import read_model
     from .compare import compare
 
-    float_model, quant_model = read_model(args.float_model), read_model(args.quant_model)
+    float_model = read_model(args.float_model)
     data = read_data(args.data, args.data_key, float_model)
+    quant_model = quantized(args, float_model, data)
     report = compare(float_model, quant_model, data, limit=args.limit)
     print(report.format_text(args.top))
     if args.json:
@@ -45,6 +53,25 @@ def cmd_compare(args) -> int:
         report.plot(args.plot)
         print(f"wrote {args.plot}")
     return 0
+
+
+def quantized(args, float_model, data):
+    """QUANT read from its file, or FLOAT quantized in memory with --recipe."""
+    from .cli_quantize import read_model
+
+    if (args.quant_model is None) == (args.recipe is None):
+        raise InputError("give either QUANT (a quantized .tflite) or --recipe FILE.json, "
+                         "not both or neither")
+    if args.quant_model is not None:
+        if args.calibration:
+            raise InputError("--calibration is only used with --recipe")
+        return read_model(args.quant_model)
+    from .quantizer import quantize
+    from .quantizer.scheme import Recipe
+
+    calibration = read_data(args.calibration, args.data_key, float_model) \
+        if args.calibration else data
+    return quantize(float_model, calibration=calibration, recipe=Recipe.load(args.recipe))
 
 
 def read_data(path: str, key: str | None, model):

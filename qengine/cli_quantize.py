@@ -17,8 +17,9 @@ def add_quantize(commands) -> None:
                             help="quantize a float model (int8, int16x8, dynamic, float16)")
     p.add_argument("model", help=".tflite file, or a Keras model (.keras/.h5/SavedModel dir) "
                                  "with the tf extra installed")
-    p.add_argument("--mode", choices=("int8", "int16x8", "dynamic", "float16"), default="int8",
-                   help="int16x8: int16 activations with int8 weights (TFLite's 16x8 scheme)")
+    p.add_argument("--mode", choices=("int8", "int16x8", "dynamic", "float16"),
+                   help="default int8 (int16x8 if --recipe says int16 activations); int16x8: "
+                        "int16 activations with int8 weights (TFLite's 16x8 scheme)")
     p.add_argument("--calibration", metavar="DATA",
                    help="int8/int16x8: .npy (samples on axis 0), .npz keyed by input name, or "
                         "a directory of them")
@@ -38,10 +39,13 @@ def add_quantize(commands) -> None:
                    help="int8/int16x8 modes: also keep the N ops with the worst own error "
                         "(measured on the calibration data) in float; prints output SQNR "
                         "before and after")
-    p.add_argument("--calibrator", default="minmax",
+    p.add_argument("--calibrator",
                    choices=("minmax", "moving_average", "percentile", "mse", "entropy"),
                    help="how activation ranges are chosen from the calibration data "
                         "(default minmax: TFLite converter semantics)")
+    p.add_argument("--recipe", metavar="FILE.json",
+                   help="int8/int16x8 modes: per-op schemes and calibrators (see README, "
+                        "'Schemes and recipes'); replaces --per-tensor and --calibrator")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("-o", "--output", required=True, help="where to write the .tflite")
     p.set_defaults(handler=cmd_quantize)
@@ -54,6 +58,8 @@ def cmd_quantize(args) -> int:
     from .quantizer import quantize
 
     model = read_model(args.model)
+    recipe = read_recipe(args)
+    args.mode = args.mode or ("int16x8" if recipe and recipe.activations == "int16" else "int8")
     calibration = None
     if args.calibration:
         if args.mode not in ("int8", "int16x8"):
@@ -62,18 +68,34 @@ def cmd_quantize(args) -> int:
         else:
             calibration = load_calibration(args.calibration)
     if args.auto_keep_float:
-        return auto_keep_float(args, model, calibration)
+        return auto_keep_float(args, model, calibration, recipe)
     result = quantize(model, args.mode, calibration, inference_type=args.inference_type,
                       per_channel=not args.per_tensor, strict=args.strict,
                       keep_float=tuple(args.keep_float),
                       asymmetric_inputs=not args.symmetric_inputs, observer=args.calibrator,
-                      quiet=args.quiet)
+                      quiet=args.quiet, recipe=recipe)
     result.save(args.output)
     print(f"wrote {args.output}")
     return 0
 
 
-def auto_keep_float(args, model, calibration) -> int:
+def read_recipe(args):
+    """The --recipe file as a Recipe, after checking the flags it replaces are absent."""
+    if not args.recipe:
+        return None
+    from .quantizer.scheme import Recipe
+
+    clashes = [flag for flag, given in (("--per-tensor", args.per_tensor),
+                                        ("--calibrator", args.calibrator)) if given]
+    if clashes:
+        raise InputError(f"--recipe sets weight granularity and calibrators itself; drop "
+                         f"{' and '.join(clashes)} (or put them in the recipe)")
+    if args.mode in ("dynamic", "float16"):
+        raise InputError(f"--recipe applies to the int8 and int16x8 modes, not {args.mode}")
+    return Recipe.load(args.recipe)
+
+
+def auto_keep_float(args, model, calibration, recipe=None) -> int:
     """Quantize, rank ops by own error, quantize again with the N worst kept in float."""
     from .compare import auto_keep_float as choose
 
@@ -82,7 +104,8 @@ def auto_keep_float(args, model, calibration) -> int:
                          "--calibration DATA (own errors are measured on it)")
     result = choose(model, calibration, args.auto_keep_float, mode=args.mode,
                     inference_type=args.inference_type, per_channel=not args.per_tensor,
-                    strict=args.strict, keep_float=tuple(args.keep_float), quiet=args.quiet)
+                    strict=args.strict, keep_float=tuple(args.keep_float), quiet=args.quiet,
+                    recipe=recipe)
     print(result.summary())
     result.model.save(args.output)
     print(f"wrote {args.output}")

@@ -19,3 +19,7 @@ class InputError(QEngineError, ValueError):
 
 class QuantizationError(QEngineError, ValueError):
     """A quantization request cannot be carried out (e.g. strict mode, unexportable scheme)."""
+
+
+class ExportError(QuantizationError):
+    """The model holds a research scheme TFLite cannot express, so it cannot be written."""

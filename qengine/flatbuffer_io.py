@@ -18,7 +18,7 @@ from pathlib import Path
 import flatbuffers
 import numpy as np
 
-from .errors import InvalidModelError
+from .errors import ExportError, InvalidModelError
 from .ir import (
     TENSOR_TYPE_CODES,
     TENSOR_TYPES,
@@ -314,11 +314,22 @@ def _check_header(data: bytes) -> None:
 
 def to_bytes(model: Model, *, external_threshold: int = FLATBUFFER_LIMIT) -> bytes:
     """Serialize. Buffers go outside the flatbuffer when their total exceeds the threshold."""
+    if model.simulated:
+        raise ExportError(_research_refusal(model.simulated))
     verify(model)
     writer = _Writer(model)
     if writer.total_buffer_bytes() + (1 << 20) <= external_threshold:
         return writer.build(external=False)
     return writer.build_external()
+
+
+def _research_refusal(simulated: dict[str, str]) -> str:
+    first = next(iter(simulated.values()))
+    more = f" (and {len(simulated) - 1} more op(s))" if len(simulated) > 1 else ""
+    return (f"cannot write a .tflite: the model uses a research scheme TFLite cannot express. "
+            f"{first}{more}. Run it with qengine.Interpreter or evaluate it with `qengine "
+            f"compare FLOAT --recipe RECIPE.json --data DATA`; choose int8 narrow-range "
+            f"symmetric per-channel/per-tensor weights to export")
 
 
 def save(model: Model, path, **kwargs) -> None:

@@ -252,6 +252,9 @@ class Model:
     metadata: dict[str, Buffer] = field(default_factory=dict)
     signatures: list[SignatureDef] = field(default_factory=list)
     metadata_buffer: list[Buffer] = field(default_factory=list)  # deprecated field, kept as read
+    # ops quantized with research schemes TFLite cannot run (output name -> why); such a model
+    # runs in qengine but is never written (flatbuffer_io.to_bytes refuses it)
+    simulated: dict[str, str] = field(default_factory=dict)
 
     @property
     def main(self) -> Subgraph:

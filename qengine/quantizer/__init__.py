@@ -15,28 +15,38 @@ import sys
 from ..errors import QuantizationError
 from ..flatbuffer_io import load
 from ..ir import Model
+from .scheme import Override, Recipe, Scheme  # noqa: F401  (public: qengine.quantizer.Scheme)
 
 MODES = ("int8", "int16x8", "dynamic", "float16")
 ACTIVATIONS = {"int8": "int8", "int16x8": "int16"}  # the full-integer modes' activation dtype
 
 
-def quantize(model, mode: str = "int8", calibration=None, *, inference_type: str | None = None,
-             per_channel: bool = True, strict: bool = False, observer: str = "minmax",
-             keep_float=(), asymmetric_inputs: bool = True, quiet: bool = False) -> Model:
+def quantize(model, mode: str | None = None, calibration=None, *,
+             inference_type: str | None = None, per_channel: bool = True, strict: bool = False,
+             observer: str | None = None, keep_float=(), asymmetric_inputs: bool = True,
+             quiet: bool = False, recipe: Recipe | None = None) -> Model:
     """Return a quantized copy of `model` (a Model, a path or .tflite bytes).
 
     `inference_type` is the interface of the full-integer modes: by default the activation
     type (int8, or int16 for int16x8); float32 keeps float inputs and outputs.
+    `recipe` (full-integer modes) chooses a Scheme per op; it replaces `per_channel` and
+    `observer`, and its activation type sets the mode. A recipe with research schemes gives a
+    model qengine runs but refuses to write (see scheme.py).
     """
+    mode = _mode(mode, recipe, per_channel, observer)
     source = model if isinstance(model, Model) else load(model)
     before = len(source.to_bytes())
     work = load(source.to_bytes())  # a deep copy the passes may edit freely
     if mode in ACTIVATIONS:
         from .int8 import Int8Options
 
+        factory = None if observer is None or isinstance(observer, str) else observer
+        recipe = recipe or Recipe(Scheme(
+            activations=ACTIVATIONS[mode], calibrator="minmax" if factory else observer or "minmax",
+            granularity="per_channel" if per_channel else "per_tensor"))
         options = Int8Options(inference_type or ACTIVATIONS[mode], per_channel, strict,
-                              frozenset(keep_float), ACTIVATIONS[mode])
-        result = _full_integer(work, calibration, options, observer, quiet)
+                              frozenset(keep_float), ACTIVATIONS[mode], recipe)
+        result = _full_integer(work, calibration, options, quiet, factory)
     elif mode in ("dynamic", "float16"):
         if calibration is not None and not quiet:
             print(f"note: {mode} quantization needs no calibration data; ignoring it",
@@ -48,13 +58,37 @@ def quantize(model, mode: str = "int8", calibration=None, *, inference_type: str
     else:
         raise QuantizationError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")
     if not quiet:
-        after = len(result.to_bytes())
-        print(f"{mode}: {before:,} bytes -> {after:,} bytes ({before / after:.2f}x smaller)",
-              file=sys.stderr)  # the figure users of every quantizer ask for first
+        _report_size(mode, before, result)
     return result
 
 
-def _full_integer(model, calibration, options, observer, quiet):
+def _mode(mode: str | None, recipe: Recipe | None, per_channel: bool, observer) -> str:
+    """The mode, checked against a recipe (whose activation type implies it)."""
+    if recipe is None:
+        return mode or "int8"
+    implied = {v: k for k, v in ACTIVATIONS.items()}[recipe.activations]
+    if mode not in (None, implied):
+        raise QuantizationError(f"the recipe's activations are {recipe.activations}, which is "
+                                f"mode {implied}, not {mode!r}")
+    if not per_channel or observer is not None:
+        raise QuantizationError("a recipe sets weight granularity and calibrators itself; do "
+                                "not pass per_channel or observer with it")
+    return implied
+
+
+def _report_size(mode: str, before: int, result: Model) -> None:
+    if result.simulated:  # the figure users of every quantizer ask for first cannot exist yet
+        print(f"{mode}: research scheme on {len(result.simulated)} op(s); simulated in qengine, "
+              f"not exportable to .tflite", file=sys.stderr)
+        return
+    after = len(result.to_bytes())
+    print(f"{mode}: {before:,} bytes -> {after:,} bytes ({before / after:.2f}x smaller)",
+          file=sys.stderr)
+
+
+def _full_integer(model, calibration, options, quiet, factory=None):
+    """Calibrate (with `factory` observers if given, else the recipe's per tensor), then
+    rewrite."""
     from ..calibrate import calibrate
     from .int8 import quantize_int8
     from .passes import fold_constant_weights
@@ -64,5 +98,22 @@ def _full_integer(model, calibration, options, observer, quiet):
                                 "(representative inputs); pass calibration=... or "
                                 "--calibration DATA")
     fold_constant_weights(model)
-    stats = calibrate(model, calibration, observer=observer, quiet=quiet)
+    by_tensor = None if factory else _observers_by_tensor(model, options.recipe)
+    stats = calibrate(model, calibration, factory or "minmax", quiet=quiet,
+                      observer_for=by_tensor)
     return quantize_int8(model, stats, options)
+
+
+def _observers_by_tensor(model: Model, recipe: Recipe):
+    """A new observer for a tensor: the calibrator of the scheme of the op that writes it (the
+    default scheme for graph inputs and ops kept in float)."""
+    from .int8 import _names
+
+    chosen = {}
+    for op in model.main.operators:
+        scheme = recipe.scheme_for(_names(op)) or recipe.default
+        for t in op.outputs:
+            if t is not None:
+                chosen[t.name] = scheme
+    default = recipe.default
+    return lambda name: chosen.get(name, default).make_observer()

@@ -25,7 +25,14 @@ from ..calibrate import choose_qparams
 from ..errors import QuantizationError
 from ..ir import Model, OpCode, Operator, Quantization, Tensor, verify
 from ..builder import options
-from .weights import affine_constant, bias_int32, round_half_away, symmetric_weights
+from .scheme import Recipe, Scheme
+from .weights import (
+    affine_constant,
+    bias_int32,
+    fake_quantized_weights,
+    round_half_away,
+    scheme_weights,
+)
 
 # How each op's int8 output parameters are chosen. Versions are the converter's for int8 where
 # TFLite's reference resolver registers them; PRELU, SQUEEZE, DEPTH_TO_SPACE, RELU_N1_TO_1 and
@@ -130,6 +137,13 @@ class Int8Options:
     strict: bool = False
     keep_float: frozenset = frozenset()  # op output names (or op types) to leave in float
     activations: str = "int8"  # "int16": the 16x8 scheme
+    recipe: Recipe | None = None  # per-op schemes; None: one scheme from the fields above
+
+    def resolved_recipe(self) -> Recipe:
+        if self.recipe is not None:
+            return self.recipe
+        granularity = "per_channel" if self.per_channel else "per_tensor"
+        return Recipe(Scheme(activations=self.activations, granularity=granularity))
 
 
 def quantize_int8(model: Model, stats: dict, options: Int8Options) -> Model:
@@ -157,6 +171,12 @@ class _Pass:
         self.outputs = {id(t) for t in self.graph.outputs}
         self.act = options.activations  # the activation dtype: int8 or int16
         self.rules = RULES if self.act == "int8" else RULES_16X8
+        self.recipe = options.resolved_recipe()
+        self.scheme = {id(op): self.recipe.scheme_for(_names(op)) for op in self.graph.operators}
+        # a tensor's scale follows the scheme of the op that writes it (graph inputs: default)
+        self.tensor_scheme = {id(t): self.scheme[id(op)] for op in self.graph.operators
+                              for t in op.outputs if t is not None}
+        self.fake_quantized: set[int] = set()  # ops run in float on fake-quantized weights
 
     # -- driver --------------------------------------------------------------------------------
 
@@ -167,6 +187,8 @@ class _Pass:
             self._refuse_float_ops(quantized)
         self._bind_graph_inputs()
         for op, rule in zip(self.graph.operators, quantized):
+            if id(op) in self.fake_quantized:
+                self._fake_quantize_weights(op)
             if rule is None:
                 self._float_op(op)
             else:
@@ -179,10 +201,11 @@ class _Pass:
         from fnmatch import fnmatchcase
 
         rule = RULES.get(op.type)
+        scheme = self.scheme[id(op)]
         # keep_float entries: op types or output tensor names, exact or fnmatch patterns
-        names = [op.type] + [t.name for t in op.outputs if t is not None]
-        if rule is None or any(name == keep or fnmatchcase(name, keep)
-                               for name in names for keep in self.options.keep_float):
+        if rule is None or scheme is None or any(
+                name == keep or fnmatchcase(name, keep)
+                for name in _names(op) for keep in self.options.keep_float):
             return None
         floats = [t for t in op.inputs + op.outputs if t is not None and t.dtype == "float32"]
         if not floats:
@@ -191,6 +214,9 @@ class _Pass:
             if index >= len(op.inputs) or op.inputs[index] is None or \
                     not op.inputs[index].is_constant:
                 return None  # a computed filter: leave the op in float
+        if rule.weights and not scheme.integer_kernels:
+            self.fake_quantized.add(id(op))  # no int8 kernel computes it: float, fake-quant
+            return None
         return rule
 
     def _for_activations(self, op: Operator, rule: Rule | None) -> Rule | None:
@@ -343,10 +369,26 @@ class _Pass:
         if not 0 <= axis < value.ndim:
             raise QuantizationError(f"{op.opcode.display} filter {w.name!r} has rank "
                                     f"{value.ndim}; cannot quantize along axis {axis}")
-        q, quant = symmetric_weights(value, axis if self.options.per_channel else None)
-        if not self.options.per_channel:
-            quant.axis = 0
+        scheme = self.scheme[id(op)]
+        self._note_research(op, scheme)
+        q, quant = scheme_weights(value, axis, scheme)
         return self._new_constant(w.name, q, quant)
+
+    def _fake_quantize_weights(self, op: Operator) -> None:
+        """Replace the filter by dequantize(quantize(filter)) under the op's research scheme."""
+        scheme = self.scheme[id(op)]
+        for index, axis in RULES[op.type].weights:
+            w = op.inputs[index]
+            fake = fake_quantized_weights(w.data.astype(np.float32), axis, scheme)
+            op.inputs[index] = self._new_constant(w.name, fake, None)
+        self._note_research(op, scheme)
+
+    def _note_research(self, op: Operator, scheme: Scheme) -> None:
+        """Record ops whose scheme TFLite cannot run; writing the model is refused for them."""
+        problem = scheme.export_problem()
+        if problem:
+            name = op.outputs[0].name if op.outputs and op.outputs[0] is not None else ""
+            self.model.simulated[name] = f"{op.type} {name!r} ({scheme.describe()}): {problem}"
 
     def _bias(self, op: Operator, rule: Rule) -> None:
         x, w = op.inputs[0], op.inputs[rule.weights[0][0]]
@@ -419,8 +461,10 @@ class _Pass:
             raise QuantizationError(
                 f"tensor {t.name!r} has no calibration range: the calibration data never "
                 f"reached it (check the inputs you pass and the model's control flow)")
+        scheme = self.tensor_scheme.get(id(t)) or self.recipe.default
         scale, zero_point = choose_qparams(*observer.range(), self.act,
-                                           symmetric=self.act == "int16")
+                                           symmetric=self.act == "int16",
+                                           power_of_two=scheme.power_of_two)
         return float(scale), zero_point
 
     @property
@@ -456,6 +500,11 @@ def _make_int(t: Tensor, dtype: str, scale: float, zero_point: int) -> None:
 def _same_params(q: Quantization | None, target: Quantization) -> bool:
     return q is not None and q.scale.size == 1 and np.float32(q.scale[0]) == np.float32(
         target.scale[0]) and int(q.zero_point[0]) == int(target.zero_point[0])
+
+
+def _names(op: Operator) -> list[str]:
+    """What recipes and keep_float patterns match: the op type and its output-tensor names."""
+    return [op.type] + [t.name for t in op.outputs if t is not None]
 
 
 def _has_float(op: Operator) -> bool:

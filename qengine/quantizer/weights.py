@@ -50,3 +50,93 @@ def affine_constant(value: np.ndarray, dtype: str = "int8") -> tuple[np.ndarray,
     qmin, qmax = QRANGES[dtype]
     q = np.clip(round_half_away(value / np.float64(scale)) + zero_point, qmin, qmax)
     return q.astype(dtype), Quantization.per_tensor(float(scale), zero_point)
+
+
+# ---------------------------------------------------------------------------------------------
+# research schemes (qengine.quantizer.scheme): fewer bits, full range, power-of-two scales,
+# asymmetric and blockwise weights
+
+
+def scheme_weights(w: np.ndarray, axis: int, scheme) -> tuple[np.ndarray, Quantization]:
+    """Weights the int8 kernels can run: zero point 0, one scale per channel (or tensor).
+
+    q = clip(round(w / scale), qmin, qmax) with scale = max|w| / qmax over the slice, rounded
+    up to a power of two if the scheme asks (rounding up keeps max|w| inside the range).
+    """
+    w = np.asarray(w, np.float64)
+    qmin, qmax = scheme.weight_range
+    reduce = None if scheme.granularity == "per_tensor" else axis
+    bound = np.abs(w).max(axis=_others(w, reduce), initial=0.0).reshape(-1)
+    scale = _scales(bound / qmax, scheme.power_of_two)
+    shape = [1] * w.ndim
+    if reduce is not None:
+        shape[axis] = scale.size
+    q = np.clip(round_half_away(w / scale.astype(np.float64).reshape(shape)), qmin, qmax)
+    return q.astype(np.int8), Quantization(scale, np.zeros(scale.size, np.int64),
+                                           axis=axis if reduce is not None else 0)
+
+
+def fake_quantized_weights(w: np.ndarray, axis: int, scheme) -> np.ndarray:
+    """dequantize(quantize(w)) for schemes no int8 kernel runs: affine (zero point per slice)
+    and/or blockwise (one scale per `block_size` consecutive values along the last axis, the
+    input channels of CONV_2D / FULLY_CONNECTED filters, at each output channel and kernel tap).
+    Returned as float32 values scale * (q - zero_point)."""
+    w = np.asarray(w, np.float64)
+    if scheme.granularity == "blockwise" and axis != w.ndim - 1:
+        rows = w.reshape(-1, w.shape[-1])
+        return _fake_quant_blocks(rows, scheme).reshape(w.shape).astype(np.float32)
+    # per-channel or per-tensor affine (DEPTHWISE's last axis is its output channels, so its
+    # blockwise falls back to one block per channel)
+    moved = np.moveaxis(w, axis, 0) if scheme.granularity != "per_tensor" else w.reshape(1, -1)
+    rows = moved.reshape(moved.shape[0], -1)
+    fake = _fake_quant_rows(rows, scheme).reshape(moved.shape)
+    out = np.moveaxis(fake, 0, axis) if scheme.granularity != "per_tensor" else fake
+    return out.reshape(w.shape).astype(np.float32)
+
+
+def _fake_quant_blocks(rows: np.ndarray, scheme) -> np.ndarray:
+    size = scheme.block_size
+    padded = -(-rows.shape[1] // size) * size
+    wide = np.zeros((rows.shape[0], padded))
+    wide[:, :rows.shape[1]] = rows
+    blocks = wide.reshape(-1, size)  # every (row, block) its own scale; padding adds zeros
+    return _fake_quant_rows(blocks, scheme).reshape(rows.shape[0], padded)[:, :rows.shape[1]]
+
+
+def _fake_quant_rows(rows: np.ndarray, scheme) -> np.ndarray:
+    """Quantize each row with its own scale (and zero point if asymmetric), then dequantize."""
+    qmin, qmax = scheme.weight_range
+    if scheme.symmetric:
+        scale = _scales(np.abs(rows).max(axis=1, initial=0.0) / qmax, scheme.power_of_two)
+        zero = np.zeros(rows.shape[0])
+    else:
+        scale, zero = _affine_params(rows, qmin, qmax, scheme.power_of_two)
+    scale = scale.astype(np.float64)[:, None]
+    q = np.clip(round_half_away(rows / scale) + zero[:, None], qmin, qmax)
+    return (q - zero[:, None]) * scale
+
+
+def _affine_params(rows: np.ndarray, qmin: int, qmax: int, power_of_two: bool):
+    """Per-row affine parameters through the one choose_qparams (range widened to hold 0)."""
+    pairs = [choose_qparams(lo, hi, qrange=(qmin, qmax)) for lo, hi in
+             zip(rows.min(axis=1, initial=0.0), rows.max(axis=1, initial=0.0))]
+    scale = np.array([s for s, _ in pairs], np.float32)
+    zero = np.array([z for _, z in pairs], np.float64)
+    if power_of_two:
+        lo = rows.min(axis=1, initial=0.0)
+        scale = _scales(scale, True)
+        zero = np.clip(round_half_away(qmin - lo / scale.astype(np.float64)), qmin, qmax)
+    return scale, zero
+
+
+def _scales(raw: np.ndarray, power_of_two: bool) -> np.ndarray:
+    """float32 scales; an all-zero slice gets 1 (nothing to divide); 2^ceil(log2 s) if asked."""
+    raw = np.asarray(raw, np.float64)
+    scale = np.where(raw > 0, raw, 1.0)
+    if power_of_two:
+        scale = np.exp2(np.ceil(np.log2(scale)))
+    return scale.astype(np.float32)
+
+
+def _others(w: np.ndarray, axis: int | None):
+    return None if axis is None else tuple(d for d in range(w.ndim) if d != axis)
