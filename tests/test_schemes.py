@@ -439,3 +439,12 @@ def test_cli_compare_evaluates_a_research_recipe_in_memory(tmp_path, calibration
     parsed = json.loads(report.read_text())
     assert parsed and "SQNR" in capsys.readouterr().out.upper()
     assert main(["compare", str(DIGITS), "--data", str(data)]) == 2
+
+
+def test_the_readme_recipe_parses_and_applies():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split("## Schemes and recipes")[1].split("```json\n")[1].split("```")[0]
+    recipe = Recipe.from_json(block)
+    assert recipe.scheme_for(["FULLY_CONNECTED", "x"]).granularity == "blockwise"
+    assert recipe.scheme_for(["CONV_2D", "model/head/conv"]) is None
+    assert recipe.default.calibrator_options == (("percentile", 99.99),)
