@@ -321,3 +321,92 @@ def logistic(ctx: OpContext) -> Prepared:
 
 def tanh(ctx: OpContext) -> Prepared:
     return _lookup_activation(ctx, kernels.tanh_int16, pot_shifts=(0, 1))
+
+
+# -- TRANSPOSE_CONV, BATCH_MATMUL --------------------------------------------------------------
+
+
+def transpose_conv(ctx: OpContext, out_shape, pads) -> Prepared:
+    """transpose_conv.cc, int16 input: int8 filter with zero points 0 and one scale or one per
+    output channel, an optional int64 bias; eff[c] = double(s_in) * double(s_w[c]) / double(s_out)
+    through QuantizeMultiplier; the int64 accumulator is requantized by the int64 MBQM."""
+    w, x = ctx.input(1), ctx.input(2)
+    out_c = w.shape[0]
+    scales = _filter_scales(ctx, w, out_c, 0)
+    if np.any(w.quantization.zero_point != 0):
+        raise ctx.invalid(f"filter {w.name!r} has non-zero zero points")
+    bias = _bias(ctx, 3, out_c, required=False)
+    s_in, s_out = _symmetric(ctx, x), _output_scale(ctx)
+    mult, shift, low, high = _requantization(ctx, np.float64(s_in) * scales / np.float64(s_out))
+    stride_h, stride_w = ctx.options.strideH, ctx.options.strideW
+    pad_top, pad_left = pads
+
+    def run(_shape, weights, values, _bias=None):
+        return kernels.transpose_conv_int16(values, weights, bias, mult, shift, low, high,
+                                            stride_h, stride_w, pad_top, pad_left,
+                                            out_shape[1], out_shape[2])
+
+    return Prepared(run, [ctx.output_spec(0, out_shape, "int16")])
+
+
+def batch_matmul(ctx: OpContext, out_shape, prepare_operands) -> Prepared:
+    """batch_matmul.cc, int16: all zero points 0; one multiplier
+    double(float(s_l * s_r)) / double(s_out) (GetQuantizedConvolutionMultipler); the int64
+    sum is requantized by the int64 MBQM and clamped to the int16 range (no fused activation)."""
+    lhs, rhs = ctx.input(0), ctx.input(1)
+    s_l, s_r, s_out = _symmetric(ctx, lhs), _symmetric(ctx, rhs), _output_scale(ctx)
+    real = float(np.float32(np.float32(s_l) * np.float32(s_r))) / s_out
+    mult, shift = quantize_multiplier(real)
+    if shift > 7:
+        raise ctx.unsupported("a 16x8 requantization multiplier >= 2^7: TFLite's int64 "
+                              "MultiplyByQuantizedMultiplier does not allow it")
+
+    def run(a, b):
+        a, b = prepare_operands(a, b)
+        return kernels.batch_matmul_int16(a, b, mult, shift).reshape(out_shape)
+
+    return Prepared(run, [ctx.output_spec(0, out_shape, "int16")])
+
+
+# -- RELU, RELU6, LEAKY_RELU ---------------------------------------------------------------------
+
+
+def _unary_scales(ctx: OpContext) -> tuple[float, float]:
+    ctx.expect_inputs(1)
+    x = ctx.input(0)
+    ctx.output_spec(0, x.shape)
+    return _symmetric(ctx, x), _output_scale(ctx)
+
+
+def _unary(ctx: OpContext, kernel, *params) -> Prepared:
+    x = ctx.input(0)
+
+    def run(values):
+        return kernel(np.ascontiguousarray(values).ravel(), *params).reshape(values.shape)
+
+    return Prepared(run, [ctx.output_spec(0, x.shape, "int16")])
+
+
+def relu_x(ctx: OpContext, low: float, high: float) -> Prepared:
+    """ReluPrepare / QuantizedReluX<int16_t>: real = double(float(s_in / s_out)); bounds
+    max(-32768, roundf(low / s_out)) and (high = inf ? 32767 : min(32767, roundf(high / s_out)))
+    with the division in float32."""
+    s_in, s_out = _unary_scales(ctx)
+    m, sh = quantize_multiplier(float(np.float32(np.float32(s_in) / np.float32(s_out))))
+
+    def bound(v: float) -> int:
+        return round_half_away_int(float(np.float32(np.float32(v) / np.float32(s_out))))
+
+    qmin = max(INT16_MIN, bound(low))
+    qmax = INT16_MAX if high == math.inf else min(INT16_MAX, bound(high))
+    return _unary(ctx, kernels.relu_int16, m, sh, qmin, qmax)
+
+
+def leaky_relu(ctx: OpContext, alpha: float) -> Prepared:
+    """LeakyReluPrepare, float32 arithmetic: identity multiplier double(float(s_in / s_out)),
+    alpha multiplier double(float(float(s_in * alpha) / s_out))."""
+    s_in, s_out = (np.float32(s) for s in _unary_scales(ctx))
+    m_id, sh_id = quantize_multiplier(float(np.float32(s_in / s_out)))
+    m_alpha, sh_alpha = quantize_multiplier(
+        float(np.float32(np.float32(s_in * np.float32(alpha)) / s_out)))
+    return _unary(ctx, kernels.leaky_relu_int16, m_id, sh_id, m_alpha, sh_alpha)
