@@ -19,7 +19,7 @@ from qengine.kernels.fixedpoint import quantize_multiplier, quantize_multipliers
 from ..numerics import round_half_away_int
 from ..runtime.registry import OpContext, Prepared, Spec
 from .common import broadcast_shape, quantized_activation_range
-from .elementwise_int import flattened, per_tensor
+from .elementwise_int import flattened, mbqm, per_tensor
 
 INT16_MIN, INT16_MAX = -32768, 32767
 
@@ -410,3 +410,26 @@ def leaky_relu(ctx: OpContext, alpha: float) -> Prepared:
     m_alpha, sh_alpha = quantize_multiplier(
         float(np.float32(np.float32(s_in * np.float32(alpha)) / s_out)))
     return _unary(ctx, kernels.leaky_relu_int16, m_id, sh_id, m_alpha, sh_alpha)
+
+
+# -- ABS -----------------------------------------------------------------------------------------
+
+
+def abs_(ctx: OpContext) -> Prepared:
+    """AbsEvalQuantized<int16_t> (elementwise.cc), zero points 0: d = |x| in int32;
+    out = clamp(s_in != s_out ? MBQM(d, QuantizeMultiplier(double(float(s_in / s_out)))) : d).
+    Each output depends only on the input value, so prepare tabulates all 65536 of them."""
+    from qengine.kernels.elementwise import abs_params
+
+    s_in, s_out = _unary_scales(ctx)
+    _, _, rescale, m, sh = abs_params(s_in, 0, s_out, 0)
+    if rescale and sh > 30:  # MBQM's x * (1 << shift) is undefined in C beyond that
+        raise ctx.unsupported(f"ABS rescale {s_in}/{s_out} is too large for TFLite's kernel")
+    magnitude = np.abs(np.arange(INT16_MIN, INT16_MAX + 1, dtype=np.int64))
+    scaled = mbqm(magnitude, m, sh) if rescale else magnitude
+    table = np.clip(scaled, INT16_MIN, INT16_MAX).astype(np.int16)
+
+    def run(values):
+        return table[values.astype(np.int32) - INT16_MIN]
+
+    return Prepared(run, [ctx.output_spec(0, ctx.input(0).shape, "int16")])

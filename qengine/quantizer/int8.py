@@ -117,11 +117,12 @@ INT16_VERSIONS = {
     "RESIZE_BILINEAR": 4, "RESIZE_NEAREST_NEIGHBOR": 4, "BATCH_TO_SPACE_ND": 4,
     "SPACE_TO_BATCH_ND": 4, "MAXIMUM": 4, "MINIMUM": 4, "REDUCE_MAX": 3, "REDUCE_MIN": 3,
     "TRANSPOSE_CONV": 3, "BATCH_MATMUL": 3, "RELU": 3, "RELU6": 3, "LEAKY_RELU": 2,
+    "BROADCAST_TO": 3,
 }
 INT16_FIXED = {"SOFTMAX": (1 / 32768, 0), "LOGISTIC": (1 / 32768, 0), "TANH": (1 / 32768, 0)}
 INT16_OPS = set(INT16_VERSIONS) | {
     "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "RESHAPE", "SQUEEZE", "EXPAND_DIMS",
-    "STRIDED_SLICE", "SPLIT_V"}
+    "STRIDED_SLICE", "SPLIT_V", "TILE"}
 RULES_16X8 = {name: replace(rule, version=max(rule.version, INT16_VERSIONS.get(name, 0)),
                             fixed=INT16_FIXED.get(name, rule.fixed))
               for name, rule in RULES.items() if name in INT16_OPS}
