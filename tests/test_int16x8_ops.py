@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from op_harness import check_against_tflite
-from tflite_ref import convert_tf_function, run_tflite
 from test_int16x8 import ACTS, check_quantized, int16_values, rng, single, weights
+from tflite_ref import convert_tf_function, run_tflite
 
 import qengine
 from qengine.builder import SAME, VALID, GraphBuilder, options
