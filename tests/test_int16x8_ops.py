@@ -76,6 +76,21 @@ def test_transpose_conv_per_tensor_filter_built_by_hand():
     check_against_tflite(b.build([y]), [int16_values(r, (1, 3, 3, 2))])
 
 
+def test_transpose_conv_int32_bias_refused():
+    """BUILTIN_REF reads an int16 TRANSPOSE_CONV's bias as int64 even when it is int32, which
+    gives garbage; qengine refuses the model at prepare time instead."""
+    b = GraphBuilder()
+    x = b.input("x", (1, 2, 2, 1), "int16", Quantization.per_tensor(0.01, 0))
+    w = b.const("w", np.ones((1, 2, 2, 1), np.int8), quantization=Quantization.per_tensor(0.1, 0))
+    bias = b.const("b", np.zeros(1, np.int32), quantization=Quantization.per_tensor(0.001, 0))
+    y = b.op("TRANSPOSE_CONV", [b.const("s", np.array([1, 4, 4, 1], np.int32)), w, x, bias],
+             (1, 4, 4, 1), "int16", options=options("TransposeConvOptions", padding=SAME,
+                                                    strideH=2, strideW=2),
+             version=3, out_quantization=Quantization.per_tensor(0.01, 0))
+    with pytest.raises(UnsupportedOpError, match="int64"):
+        qengine.Interpreter(b.build([y]))
+
+
 # -- BATCH_MATMUL --------------------------------------------------------------------------------
 
 

@@ -52,14 +52,15 @@ def _filter_scales(ctx: OpContext, w: Spec, out_c: int, axis: int) -> np.ndarray
     return np.broadcast_to(q.scale.astype(np.float64), (out_c,))
 
 
-def _bias(ctx: OpContext, index: int, out_c: int, required: bool):
+def _bias(ctx: OpContext, index: int, out_c: int, required: bool,
+          dtypes=("int64", "int32")):
     """The int64 (or int32) bias as an int64 array, zeros when absent; must be constant."""
     spec = ctx.optional_input(index)
     if spec is None:
         if required:
             raise ctx.invalid(f"int16 {ctx.op.type} needs a bias input")
         return np.zeros(out_c, np.int64)
-    ctx.expect_dtype(spec, "int64", "int32")
+    ctx.expect_dtype(spec, *dtypes)
     value = ctx.constant(index, "bias")
     if value.size != out_c:
         raise ctx.invalid(f"bias has {value.size} elements for {out_c} output channels")
@@ -335,7 +336,9 @@ def transpose_conv(ctx: OpContext, out_shape, pads) -> Prepared:
     scales = _filter_scales(ctx, w, out_c, 0)
     if np.any(w.quantization.zero_point != 0):
         raise ctx.invalid(f"filter {w.name!r} has non-zero zero points")
-    bias = _bias(ctx, 3, out_c, required=False)
+    # TFLite reads an int16 TRANSPOSE_CONV's bias as int64 whatever its type (an int32 one
+    # gives garbage in BUILTIN_REF), so only int64 is accepted
+    bias = _bias(ctx, 3, out_c, required=False, dtypes=("int64",))
     s_in, s_out = _symmetric(ctx, x), _output_scale(ctx)
     mult, shift, low, high = _requantization(ctx, np.float64(s_in) * scales / np.float64(s_out))
     stride_h, stride_w = ctx.options.strideH, ctx.options.strideW
