@@ -15,16 +15,20 @@ __all__ = [
     "add_sub_int16",
     "add_pot_int16",
     "avg_pool_int16",
+    "batch_matmul_int16",
     "conv2d_int16",
     "depthwise_conv2d_int16",
     "fully_connected_int16",
+    "leaky_relu_int16",
     "logistic_int16",
     "lut_lookup_int16",
     "max_pool_int16",
     "mean_int16",
     "mul_int16",
+    "relu_int16",
     "softmax_int16",
     "tanh_int16",
+    "transpose_conv_int16",
 ]
 
 ADD_SUB_LEFT_SHIFT_INT16 = 15  # add.cc / sub.cc: 65535 << 15 still fits in int32
@@ -141,6 +145,112 @@ def fully_connected_int16(x, w, bias, w_zp, eff_scale, act_min, act_max):
                 acc += (np.int64(w[o, d]) - w_zp) * np.int64(x[b, d])
             v = round_half_away_int32(np.float64(acc) * eff_scale[o])
             out[b, o] = min(max(v, np.int64(act_min)), np.int64(act_max))
+    return out
+
+
+@kernel
+def transpose_conv_int16(
+    x, w, bias, mult, shift, act_min, act_max,
+    stride_h, stride_w, pad_top, pad_left, out_h, out_w,
+):  # fmt: skip
+    """`reference_integer_ops::TransposeConv` for int16 input (integer_ops/transpose_conv.h).
+
+    x [N, H, W, Ci] int16, w [Co, KH, KW, Ci] int8, bias [Co] int64 (zeros if absent). Each
+    input pixel scatters into an int64 scratch; taps landing outside the output are dropped:
+
+        scratch[b, iy*stride_h - pad_top + ky, ix*stride_w - pad_left + kx, oc]
+            += x[b, iy, ix, ic] * w[oc, ky, kx, ic]
+        out = clamp(MBQM_int64(scratch + bias[oc], M[oc], shift[oc]))
+    """
+    n, in_h, in_w, in_c = x.shape
+    out_c, k_h, k_w, _ = w.shape
+    scratch = np.zeros((n, out_h, out_w, out_c), np.int64)
+    for b in range(n):
+        for iy in range(in_h):
+            oy0 = iy * stride_h - pad_top
+            for ix in range(in_w):
+                ox0 = ix * stride_w - pad_left
+                for ic in range(in_c):
+                    xv = np.int64(x[b, iy, ix, ic])
+                    for ky in range(k_h):
+                        oy = oy0 + ky
+                        if oy < 0 or oy >= out_h:
+                            continue
+                        for kx in range(k_w):
+                            ox = ox0 + kx
+                            if ox < 0 or ox >= out_w:
+                                continue
+                            for oc in range(out_c):
+                                scratch[b, oy, ox, oc] += xv * np.int64(w[oc, ky, kx, ic])
+    out = np.empty((n, out_h, out_w, out_c), np.int16)
+    for b in range(n):
+        for oy in range(out_h):
+            for ox in range(out_w):
+                for oc in range(out_c):
+                    out[b, oy, ox, oc] = _requant16(scratch[b, oy, ox, oc] + bias[oc], mult[oc],
+                                                    shift[oc], act_min, act_max)
+    return out
+
+
+@kernel
+def batch_matmul_int16(x, y, mult, shift):
+    """`reference_ops::BatchMatMul<int16_t, int64_t>` (reference/batch_matmul.h), zero points 0.
+
+    x [B, M, K] int16 (LHS), y [B, K, N] int16 (RHS) -> [B, M, N] int16; the caller broadcasts
+    batches and applies adj_x/adj_y. No bias and no fused activation:
+
+        acc = Σ_k x[b,m,k] * y[b,k,n]                        (int64)
+        out = clamp(MBQM_int64(acc, M, shift), -32768, 32767)
+    """
+    batches, rows, depth = x.shape
+    cols = y.shape[2]
+    out = np.empty((batches, rows, cols), np.int16)
+    acc = np.empty(cols, np.int64)
+    for b in range(batches):
+        for m in range(rows):
+            acc[:] = 0
+            for k in range(depth):
+                xv = np.int64(x[b, m, k])
+                for n in range(cols):
+                    acc[n] += xv * np.int64(y[b, k, n])
+            for n in range(cols):
+                out[b, m, n] = _requant16(acc[n], mult, shift, -32768, 32767)
+    return out
+
+
+# -- RELU family ---------------------------------------------------------------------------
+
+
+@kernel
+def relu_int16(x, m, sh, qmin, qmax):
+    """`ReluX` on int16 (activations.cc QuantizedReluX<int16_t>), zero points 0:
+    out = clamp(MBQM(x, m, sh), qmin, qmax) with the int32 MBQM overload."""
+    n = x.shape[0]
+    out = np.empty(n, np.int16)
+    for i in range(n):
+        out[i] = min(max(mbqm(np.int64(x[i]), m, sh), np.int64(qmin)), np.int64(qmax))
+    return out
+
+
+@kernel
+def leaky_relu_int16(x, m_identity, sh_identity, m_alpha, sh_alpha):
+    """`reference_ops::QuantizeLeakyRelu<int16_t>` (reference/leaky_relu.h), zero points 0:
+
+      out = clamp(x >= 0 ? MBQM(x, m_identity, sh_identity)
+                         : sign(m_alpha) * MBQM(x, |m_alpha|, sh_alpha), -32768, 32767)
+    """
+    n = x.shape[0]
+    out = np.empty(n, np.int16)
+    negative_alpha = m_alpha < 0
+    safe_alpha = -m_alpha if negative_alpha else m_alpha
+    for i in range(n):
+        v = np.int64(x[i])
+        if v >= 0:
+            r = mbqm(v, m_identity, sh_identity)
+        else:
+            scaled = mbqm(v, safe_alpha, sh_alpha)
+            r = -scaled if negative_alpha else scaled
+        out[i] = min(max(r, np.int64(-32768)), np.int64(32767))
     return out
 
 

@@ -22,6 +22,9 @@ ModelSource = bytes | bytearray | str | os.PathLike
 Inputs = np.ndarray | Sequence[np.ndarray] | Mapping[str, np.ndarray]
 
 MODES = ("float", "dynamic", "float16", "int8")
+# The converter's 16x8 scheme (int16 activations, int8 weights): convert_* accept it, but it is
+# not one of the corpus MODES (corpus.py builds and caches every model in every mode).
+CONVERTER_MODES = MODES + ("int16x8",)
 
 
 # --------------------------------------------------------------------------- running
@@ -189,8 +192,8 @@ def _representative_dataset(representative) -> Callable[[], Iterator[list[np.nda
 def _configure(converter, mode: str, representative=None, int8_io: bool = True):
     import tensorflow as tf
 
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode not in CONVERTER_MODES:
+        raise ValueError(f"mode must be one of {CONVERTER_MODES}, got {mode!r}")
     if mode == "float":
         return converter
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -204,6 +207,15 @@ def _configure(converter, mode: str, representative=None, int8_io: bool = True):
         if int8_io:
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
+    elif mode == "int16x8":  # int16 activations, int8 weights; `int8_io` asks for int16 io
+        if representative is None:
+            raise ValueError("int16x8 mode needs representative data")
+        converter.representative_dataset = _representative_dataset(representative)
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        if int8_io:
+            converter.inference_input_type = tf.int16
+            converter.inference_output_type = tf.int16
     # "dynamic": DEFAULT without representative data = dynamic-range weight quantization.
     return converter
 

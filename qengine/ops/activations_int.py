@@ -90,6 +90,10 @@ def gelu(ctx: OpContext) -> Prepared:
 
 def _relu_x(ctx: OpContext, low: float, high: float) -> Prepared:
     """QuantizedReluX: clamp(zp_out + MBQM(x - zp_in, float(s_in / s_out)), bounds)."""
+    if ctx.input(0).dtype == "int16" and ctx.op.type in ("RELU", "RELU6"):  # 16x8
+        from . import int16_int  # (TFLite's RELU_N1_TO_1 and RELU_0_TO_1 have no int16 kernel)
+
+        return int16_int.relu_x(ctx, low, high)
     x, (s_in, zp_in), (s_out, zp_out) = _int8_unary(ctx)
     return _elementwise(ctx, x, kernels.relu_int8,
                         *kernels.relu_params(s_in, zp_in, s_out, zp_out, low, high))
@@ -115,8 +119,12 @@ def relu_0_to_1(ctx: OpContext) -> Prepared:
 
 
 def leaky_relu(ctx: OpContext) -> Prepared:
-    x, (s_in, zp_in), (s_out, zp_out) = _int8_unary(ctx)
     alpha = float(getattr(ctx.options, "alpha", 0.0) if ctx.options else 0.0)
+    if ctx.input(0).dtype == "int16":  # 16x8
+        from . import int16_int
+
+        return int16_int.leaky_relu(ctx, alpha)
+    x, (s_in, zp_in), (s_out, zp_out) = _int8_unary(ctx)
     return _elementwise(ctx, x, kernels.leaky_relu_int8,
                         *kernels.leaky_relu_params(s_in, zp_in, s_out, zp_out, alpha))
 

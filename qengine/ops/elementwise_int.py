@@ -274,6 +274,8 @@ def _lookup(ctx: OpContext, x: Spec, table: np.ndarray, check=None) -> Prepared:
 
 
 def abs_(ctx: OpContext) -> Prepared:
+    if _int16(ctx):
+        return _int16_path().abs_(ctx)
     x, (s_in, zp_in), (s_out, zp_out) = _int8_unary(ctx)
     params = kernels.abs_params(s_in, zp_in, s_out, zp_out)
     if params[-1] > 30:  # MBQM's x * (1 << shift) is undefined in C beyond that

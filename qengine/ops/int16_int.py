@@ -19,7 +19,7 @@ from qengine.kernels.fixedpoint import quantize_multiplier, quantize_multipliers
 from ..numerics import round_half_away_int
 from ..runtime.registry import OpContext, Prepared, Spec
 from .common import broadcast_shape, quantized_activation_range
-from .elementwise_int import flattened, per_tensor
+from .elementwise_int import flattened, mbqm, per_tensor
 
 INT16_MIN, INT16_MAX = -32768, 32767
 
@@ -52,14 +52,15 @@ def _filter_scales(ctx: OpContext, w: Spec, out_c: int, axis: int) -> np.ndarray
     return np.broadcast_to(q.scale.astype(np.float64), (out_c,))
 
 
-def _bias(ctx: OpContext, index: int, out_c: int, required: bool):
+def _bias(ctx: OpContext, index: int, out_c: int, required: bool,
+          dtypes=("int64", "int32")):
     """The int64 (or int32) bias as an int64 array, zeros when absent; must be constant."""
     spec = ctx.optional_input(index)
     if spec is None:
         if required:
             raise ctx.invalid(f"int16 {ctx.op.type} needs a bias input")
         return np.zeros(out_c, np.int64)
-    ctx.expect_dtype(spec, "int64", "int32")
+    ctx.expect_dtype(spec, *dtypes)
     value = ctx.constant(index, "bias")
     if value.size != out_c:
         raise ctx.invalid(f"bias has {value.size} elements for {out_c} output channels")
@@ -321,3 +322,117 @@ def logistic(ctx: OpContext) -> Prepared:
 
 def tanh(ctx: OpContext) -> Prepared:
     return _lookup_activation(ctx, kernels.tanh_int16, pot_shifts=(0, 1))
+
+
+# -- TRANSPOSE_CONV, BATCH_MATMUL --------------------------------------------------------------
+
+
+def transpose_conv(ctx: OpContext, out_shape, pads) -> Prepared:
+    """transpose_conv.cc, int16 input: int8 filter with zero points 0 and one scale or one per
+    output channel, an optional int64 bias; eff[c] = double(s_in) * double(s_w[c]) / double(s_out)
+    through QuantizeMultiplier; the int64 accumulator is requantized by the int64 MBQM."""
+    w, x = ctx.input(1), ctx.input(2)
+    out_c = w.shape[0]
+    scales = _filter_scales(ctx, w, out_c, 0)
+    if np.any(w.quantization.zero_point != 0):
+        raise ctx.invalid(f"filter {w.name!r} has non-zero zero points")
+    # TFLite reads an int16 TRANSPOSE_CONV's bias as int64 whatever its type (an int32 one
+    # gives garbage in BUILTIN_REF), so only int64 is accepted
+    bias = _bias(ctx, 3, out_c, required=False, dtypes=("int64",))
+    s_in, s_out = _symmetric(ctx, x), _output_scale(ctx)
+    mult, shift, low, high = _requantization(ctx, np.float64(s_in) * scales / np.float64(s_out))
+    stride_h, stride_w = ctx.options.strideH, ctx.options.strideW
+    pad_top, pad_left = pads
+
+    def run(_shape, weights, values, _bias=None):
+        return kernels.transpose_conv_int16(values, weights, bias, mult, shift, low, high,
+                                            stride_h, stride_w, pad_top, pad_left,
+                                            out_shape[1], out_shape[2])
+
+    return Prepared(run, [ctx.output_spec(0, out_shape, "int16")])
+
+
+def batch_matmul(ctx: OpContext, out_shape, prepare_operands) -> Prepared:
+    """batch_matmul.cc, int16: all zero points 0; one multiplier
+    double(float(s_l * s_r)) / double(s_out) (GetQuantizedConvolutionMultipler); the int64
+    sum is requantized by the int64 MBQM and clamped to the int16 range (no fused activation)."""
+    lhs, rhs = ctx.input(0), ctx.input(1)
+    s_l, s_r, s_out = _symmetric(ctx, lhs), _symmetric(ctx, rhs), _output_scale(ctx)
+    real = float(np.float32(np.float32(s_l) * np.float32(s_r))) / s_out
+    mult, shift = quantize_multiplier(real)
+    if shift > 7:
+        raise ctx.unsupported("a 16x8 requantization multiplier >= 2^7: TFLite's int64 "
+                              "MultiplyByQuantizedMultiplier does not allow it")
+
+    def run(a, b):
+        a, b = prepare_operands(a, b)
+        return kernels.batch_matmul_int16(a, b, mult, shift).reshape(out_shape)
+
+    return Prepared(run, [ctx.output_spec(0, out_shape, "int16")])
+
+
+# -- RELU, RELU6, LEAKY_RELU ---------------------------------------------------------------------
+
+
+def _unary_scales(ctx: OpContext) -> tuple[float, float]:
+    ctx.expect_inputs(1)
+    x = ctx.input(0)
+    ctx.output_spec(0, x.shape)
+    return _symmetric(ctx, x), _output_scale(ctx)
+
+
+def _unary(ctx: OpContext, kernel, *params) -> Prepared:
+    x = ctx.input(0)
+
+    def run(values):
+        return kernel(np.ascontiguousarray(values).ravel(), *params).reshape(values.shape)
+
+    return Prepared(run, [ctx.output_spec(0, x.shape, "int16")])
+
+
+def relu_x(ctx: OpContext, low: float, high: float) -> Prepared:
+    """ReluPrepare / QuantizedReluX<int16_t>: real = double(float(s_in / s_out)); bounds
+    max(-32768, roundf(low / s_out)) and (high = inf ? 32767 : min(32767, roundf(high / s_out)))
+    with the division in float32."""
+    s_in, s_out = _unary_scales(ctx)
+    m, sh = quantize_multiplier(float(np.float32(np.float32(s_in) / np.float32(s_out))))
+
+    def bound(v: float) -> int:
+        return round_half_away_int(float(np.float32(np.float32(v) / np.float32(s_out))))
+
+    qmin = max(INT16_MIN, bound(low))
+    qmax = INT16_MAX if high == math.inf else min(INT16_MAX, bound(high))
+    return _unary(ctx, kernels.relu_int16, m, sh, qmin, qmax)
+
+
+def leaky_relu(ctx: OpContext, alpha: float) -> Prepared:
+    """LeakyReluPrepare, float32 arithmetic: identity multiplier double(float(s_in / s_out)),
+    alpha multiplier double(float(float(s_in * alpha) / s_out))."""
+    s_in, s_out = (np.float32(s) for s in _unary_scales(ctx))
+    m_id, sh_id = quantize_multiplier(float(np.float32(s_in / s_out)))
+    m_alpha, sh_alpha = quantize_multiplier(
+        float(np.float32(np.float32(s_in * np.float32(alpha)) / s_out)))
+    return _unary(ctx, kernels.leaky_relu_int16, m_id, sh_id, m_alpha, sh_alpha)
+
+
+# -- ABS -----------------------------------------------------------------------------------------
+
+
+def abs_(ctx: OpContext) -> Prepared:
+    """AbsEvalQuantized<int16_t> (elementwise.cc), zero points 0: d = |x| in int32;
+    out = clamp(s_in != s_out ? MBQM(d, QuantizeMultiplier(double(float(s_in / s_out)))) : d).
+    Each output depends only on the input value, so prepare tabulates all 65536 of them."""
+    from qengine.kernels.elementwise import abs_params
+
+    s_in, s_out = _unary_scales(ctx)
+    _, _, rescale, m, sh = abs_params(s_in, 0, s_out, 0)
+    if rescale and sh > 30:  # MBQM's x * (1 << shift) is undefined in C beyond that
+        raise ctx.unsupported(f"ABS rescale {s_in}/{s_out} is too large for TFLite's kernel")
+    magnitude = np.abs(np.arange(INT16_MIN, INT16_MAX + 1, dtype=np.int64))
+    scaled = mbqm(magnitude, m, sh) if rescale else magnitude
+    table = np.clip(scaled, INT16_MIN, INT16_MAX).astype(np.int16)
+
+    def run(values):
+        return table[values.astype(np.int32) - INT16_MIN]
+
+    return Prepared(run, [ctx.output_spec(0, ctx.input(0).shape, "int16")])

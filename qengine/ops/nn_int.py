@@ -218,22 +218,32 @@ def batch_matmul(ctx: OpContext) -> Prepared:
     double(float(s_l * s_r)) / double(s_out) (GetQuantizedConvolutionMultipler); no fused
     activation, so the clamp is the full int8 range."""
     lhs, rhs = ctx.input(0), ctx.input(1)
-    _expect_int8(ctx, lhs, rhs)
-    (s_l, zp_l), (s_r, zp_r) = per_tensor(ctx, lhs), per_tensor(ctx, rhs)
     adj_x, adj_y = bool(_option(ctx, "adjX", False)), bool(_option(ctx, "adjY", False))
     m = lhs.shape[-1] if adj_x else lhs.shape[-2]
     n = rhs.shape[-2] if adj_y else rhs.shape[-1]
     k = lhs.shape[-2] if adj_x else lhs.shape[-1]
     batch = tuple(np.broadcast_shapes(lhs.shape[:-2], rhs.shape[:-2]))  # nn checked it
+
+    def operands(a, b):
+        """[B, m, k] and [B, k, n]: adjoints applied, batches broadcast and flattened."""
+        a = np.swapaxes(a, -1, -2) if adj_x else a
+        b = np.swapaxes(b, -1, -2) if adj_y else b
+        a = np.ascontiguousarray(np.broadcast_to(a, batch + (m, k))).reshape(-1, m, k)
+        b = np.ascontiguousarray(np.broadcast_to(b, batch + (k, n))).reshape(-1, k, n)
+        return a, b
+
+    if lhs.dtype == "int16" and rhs.dtype == "int16":  # 16x8
+        from . import int16_int
+
+        return int16_int.batch_matmul(ctx, batch + (m, n), operands)
+    _expect_int8(ctx, lhs, rhs)
+    (s_l, zp_l), (s_r, zp_r) = per_tensor(ctx, lhs), per_tensor(ctx, rhs)
     out, s_out, zp_out = _output(ctx, batch + (m, n))
     multiplier, shift = quantize_multiplier(
         float(np.float32(np.float32(s_l) * np.float32(s_r))) / s_out)
 
     def run(a, b):
-        a = np.swapaxes(a, -1, -2) if adj_x else a
-        b = np.swapaxes(b, -1, -2) if adj_y else b
-        a = np.ascontiguousarray(np.broadcast_to(a, batch + (m, k))).reshape(-1, m, k)
-        b = np.ascontiguousarray(np.broadcast_to(b, batch + (k, n))).reshape(-1, k, n)
+        a, b = operands(a, b)
         result = fully_connected.batch_matmul_int8(a, b, zp_l, zp_r, multiplier, shift,
                                                    zp_out, -128, 127)
         return result.reshape(batch + (m, n))
@@ -286,18 +296,22 @@ def transpose_conv(ctx: OpContext) -> Prepared:
     out_size, w, x = ctx.constant(0, "output_shape"), ctx.input(1), ctx.input(2)
     if x.dtype == "float32":
         raise ctx.unsupported("TRANSPOSE_CONV with float input and int8 filter (hybrid)")
-    _expect_int8(ctx, x, w)
     if ctx.options is None:
         raise ctx.invalid("TransposeConvOptions are missing")
     out_shape = tuple(int(d) for d in np.ravel(out_size))
     out_c, kh, kw, _ = w.shape
+    o = ctx.options
+    pad_top = _transpose_padding(ctx, o.padding, out_shape[1], kh, o.strideH)
+    pad_left = _transpose_padding(ctx, o.padding, out_shape[2], kw, o.strideW)
+    if x.dtype == "int16" and w.dtype == "int8":  # 16x8
+        from . import int16_int
+
+        return int16_int.transpose_conv(ctx, out_shape, (pad_top, pad_left))
+    _expect_int8(ctx, x, w)
     out, s_out, zp_out = _output(ctx, out_shape)
     multipliers, shifts = _filter_multipliers(ctx, x, w, s_out)
     bias = _bias(ctx, out_c)
     low, high = quantized_activation_range(ctx, s_out, zp_out, "int8")
-    o = ctx.options
-    pad_top = _transpose_padding(ctx, o.padding, out_shape[1], kh, o.strideH)
-    pad_left = _transpose_padding(ctx, o.padding, out_shape[2], kw, o.strideW)
     _, zp_in = per_tensor(ctx, x)
 
     def run(_shape, weights, values, _unused_bias=None):
