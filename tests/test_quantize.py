@@ -199,3 +199,27 @@ def test_calibration_free_modes_agree_with_tflite(mode):
 
     model = qengine.quantize(DIGITS, mode, quiet=True)
     check_against_tflite(model, TEST_X[:50], resolver="ref")
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("value", [1.5, -2.25, 0.0, 1e4])
+def test_int8_padv2_pad_value_takes_the_input_parameters(value):
+    """pad.cc refuses a pad value quantized with its own parameters; the pass requantizes it
+    on the input's grid (clamped), and TFLite's reference kernel agrees byte for byte."""
+    from qengine.builder import GraphBuilder
+    from tflite_ref import run_tflite
+
+    b = GraphBuilder()
+    x = b.input("x", (2, 3, 4))
+    pads = b.const("pads", np.array([[0, 1], [2, 0], [1, 3]], np.int32))
+    y = b.op("PADV2", [x, pads, b.const("value", np.array([value], np.float32))], (3, 5, 8))
+    rng = np.random.default_rng(0)
+    model = qengine.quantize(b.build([y]), "int8",
+                             rng.normal(size=(16, 2, 3, 4)).astype(np.float32), quiet=True)
+    pad = next(op for op in model.main.operators if op.type == "PADV2")
+    assert pad.inputs[2].dtype == "int8"
+    assert pad.inputs[2].quantization.scale[0] == pad.inputs[0].quantization.scale[0]
+    data = model.to_bytes()
+    q = rng.integers(-128, 128, size=(2, 3, 4)).astype(np.int8)
+    np.testing.assert_array_equal(qengine.Interpreter(data).run(q)[model.main.outputs[0].name],
+                                  run_tflite(data, q)[model.main.outputs[0].name])

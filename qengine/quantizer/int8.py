@@ -327,7 +327,7 @@ class _Pass:
                 op.inputs[i] = self._int(t)
         if rule.bias is not None:
             self._bias(op, rule)
-        if self.act == "int16" and op.type == "PADV2" and len(op.inputs) > 2:
+        if op.type == "PADV2" and len(op.inputs) > 2:
             self._pad_value_like_input(op, float_inputs[2])
         if rule.output == SHARED:
             self._share_params(op)
@@ -434,15 +434,18 @@ class _Pass:
         op.inputs[index] = tensor
 
     def _pad_value_like_input(self, op: Operator, value: Tensor | None) -> None:
-        """PADV2 16x8: pad.cc requires the pad value's scale and zero point to be the output's,
-        which are the input's (SAME): q = clamp(round(v / s_in), -32767, 32767)."""
+        """pad.cc requires PADV2's pad value to have the output's scale and zero point, which
+        are the input's (SAME): q = clamp(round(v / s_in) + zp_in) in the activation type
+        (16x8: zp 0 and [-32767, 32767], the symmetric range)."""
         if value is None or not value.is_constant or value.dtype != "float32":
             return
-        scale = float(op.inputs[0].quantization.scale[0])
-        q = np.clip(round_half_away(value.data.astype(np.float64) / np.float64(scale)),
-                    -32767, 32767)
-        op.inputs[2] = self._new_constant(value.name, q.astype(np.int16),
-                                          Quantization.per_tensor(scale, 0))
+        q_in = op.inputs[0].quantization
+        scale, zero_point = float(q_in.scale[0]), int(q_in.zero_point[0])
+        low, high = (-32767, 32767) if self.act == "int16" else (-128, 127)
+        q = np.clip(round_half_away(value.data.astype(np.float64) / np.float64(scale))
+                    + zero_point, low, high)
+        op.inputs[2] = self._new_constant(value.name, q.astype(self.act),
+                                          Quantization.per_tensor(scale, zero_point))
 
     def _constant(self, t: Tensor) -> Tensor:
         value = t.data.astype(np.float32)
