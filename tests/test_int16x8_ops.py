@@ -263,7 +263,7 @@ def test_tile_broadcast_to(op, const, out):
     assert _op(q, op).outputs[0].dtype == "int16"
 
 
-# -- ABS (runtime only: the int8 pass has no ABS rule yet, so the 16x8 one has none either) ------
+# -- ABS --------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("s_in, s_out", [(1e-3, 1e-3), (2e-3, 3e-4), (4e-4, 7e-3),
@@ -274,3 +274,10 @@ def test_abs_every_input_built_by_hand(s_in, s_out):
     y = b.op("ABS", [x], ALL_INT16.shape, "int16", version=3,
              out_quantization=Quantization.per_tensor(s_out, 0))
     check_against_tflite(b.build([y]), [ALL_INT16])
+
+
+def test_abs_quantized_by_the_pass():
+    build = single("ABS", [(3, 50)], (3, 50))
+    q = check_quantized(build, [(3, 50)], ("abs",))
+    op = _op(q, "ABS")
+    assert op.outputs[0].dtype == "int16" and op.opcode.version == 3

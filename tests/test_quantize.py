@@ -108,15 +108,15 @@ def test_strict_mode_lists_float_ops():
 
     b = GraphBuilder()
     x = b.input("x", (1, 8))
-    y = b.op("EXP", [x], (1, 8))
+    y = b.op("SIN", [x], (1, 8))
     z = b.op("RELU", [y], (1, 8))
     model = b.build([z])
     data = np.random.default_rng(0).normal(size=(8, 1, 8)).astype(np.float32)
-    with pytest.raises(QuantizationError, match="op 0 EXP"):
+    with pytest.raises(QuantizationError, match="op 0 SIN"):
         qengine.quantize(model, "int8", data, strict=True, quiet=True)
-    relaxed = qengine.quantize(model, "int8", data, quiet=True)  # EXP stays float
+    relaxed = qengine.quantize(model, "int8", data, quiet=True)  # SIN stays float
     types = [op.type for op in relaxed.main.operators]
-    assert types == ["DEQUANTIZE", "EXP", "QUANTIZE", "RELU"]
+    assert types == ["DEQUANTIZE", "SIN", "QUANTIZE", "RELU"]
 
 
 def test_calibration_errors_name_the_input():
@@ -223,3 +223,47 @@ def test_int8_padv2_pad_value_takes_the_input_parameters(value):
     q = rng.integers(-128, 128, size=(2, 3, 4)).astype(np.int8)
     np.testing.assert_array_equal(qengine.Interpreter(data).run(q)[model.main.outputs[0].name],
                                   run_tflite(data, q)[model.main.outputs[0].name])
+
+
+UNARY_INT8 = {"GELU": (-4.0, 4.0), "EXP": (-3.0, 1.0), "LOG": (0.05, 6.0),
+              "RSQRT": (0.05, 4.0), "ABS": (-3.0, 2.0)}
+COMPARISONS = ["EQUAL", "NOT_EQUAL", "LESS", "LESS_EQUAL", "GREATER", "GREATER_EQUAL"]
+
+
+def _uniform(shape, low, high, seed):
+    return np.random.default_rng(seed).uniform(low, high, size=shape).astype(np.float32)
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("op_type", sorted(UNARY_INT8))
+def test_int8_unary_ops_quantized_and_exact_against_tflite(op_type):
+    """The pass quantizes the ops the runtime has int8 kernels for; TFLite REF agrees."""
+    from qengine.builder import GraphBuilder
+    from op_harness import check_against_tflite
+
+    low, high = UNARY_INT8[op_type]
+    b = GraphBuilder()
+    y = b.op(op_type, [b.input("x", (4, 64))], (4, 64))
+    model = qengine.quantize(b.build([y]), "int8", _uniform((32, 4, 64), low, high, 1),
+                             quiet=True)
+    assert [op.type for op in model.main.operators] == [op_type]
+    q = np.random.default_rng(2).integers(-128, 128, size=(4, 64)).astype(np.int8)
+    check_against_tflite(model, [q])
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("op_type", COMPARISONS)
+def test_int8_comparisons_read_int8_and_write_bools(op_type):
+    from qengine.builder import GraphBuilder
+    from op_harness import check_against_tflite
+
+    b = GraphBuilder()
+    x, z = b.input("x", (3, 40)), b.input("z", (3, 40))
+    y = b.op(op_type, [x, z], (3, 40), "bool")
+    data = {"x": _uniform((16, 3, 40), -2, 2, 3), "z": _uniform((16, 3, 40), -1, 3, 4)}
+    model = qengine.quantize(b.build([y]), "int8", data, quiet=True)
+    op = model.main.operators[-1]
+    assert op.type == op_type and op.inputs[0].dtype == op.inputs[1].dtype == "int8"
+    r = np.random.default_rng(5)
+    check_against_tflite(model, [r.integers(-128, 128, size=(3, 40)).astype(np.int8)
+                                 for _ in range(2)])

@@ -69,6 +69,18 @@ RULES = {
     "RELU6": Rule(REQUANT, 2),
     "RELU_N1_TO_1": Rule(REQUANT, 1),
     "ELU": Rule(REQUANT, 1),
+    "GELU": Rule(REQUANT, 2),
+    "EXP": Rule(REQUANT, 2),
+    "LOG": Rule(REQUANT, 2),
+    "RSQRT": Rule(REQUANT, 2),
+    "ABS": Rule(REQUANT, 2),
+    # comparisons read two int8 inputs with any parameters and write bools (no output rule)
+    "EQUAL": Rule(REQUANT, 2),
+    "NOT_EQUAL": Rule(REQUANT, 2),
+    "LESS": Rule(REQUANT, 2),
+    "LESS_EQUAL": Rule(REQUANT, 2),
+    "GREATER": Rule(REQUANT, 2),
+    "GREATER_EQUAL": Rule(REQUANT, 2),
     "SOFTMAX": Rule(FIXED, 2, fixed=(1 / 256, -128)),
     "LOGISTIC": Rule(FIXED, 2, fixed=(1 / 256, -128)),
     "TANH": Rule(FIXED, 2, fixed=(1 / 128, 0)),
@@ -120,7 +132,7 @@ RULES = {
 # SUM: BUILTIN_REF runs int16, but its outputs follow neither the signed nor the unsigned
 # (int8-style) QuantizedMeanOrSum formula in experiments, so it stays float until understood.
 # Not done yet although BUILTIN_REF runs them on int16 (qengine has no int16 kernel for them):
-# PRELU, REDUCE_PROD, EXP, GELU, RSQRT; ABS has one at run time, but RULES has no ABS rule.
+# PRELU, REDUCE_PROD, EXP, GELU, RSQRT.
 INT16_VERSIONS = {
     "ADD": 3, "SUB": 5, "MUL": 4, "MEAN": 3, "SOFTMAX": 3, "LOGISTIC": 3, "TANH": 3,
     "AVERAGE_POOL_2D": 3, "MAX_POOL_2D": 3, "CONCATENATION": 3, "PACK": 3, "TRANSPOSE": 5,
@@ -128,7 +140,7 @@ INT16_VERSIONS = {
     "RESIZE_BILINEAR": 4, "RESIZE_NEAREST_NEIGHBOR": 4, "BATCH_TO_SPACE_ND": 4,
     "SPACE_TO_BATCH_ND": 4, "MAXIMUM": 4, "MINIMUM": 4, "REDUCE_MAX": 3, "REDUCE_MIN": 3,
     "TRANSPOSE_CONV": 3, "BATCH_MATMUL": 3, "RELU": 3, "RELU6": 3, "LEAKY_RELU": 2,
-    "BROADCAST_TO": 3,
+    "BROADCAST_TO": 3, "ABS": 3,
 }
 INT16_FIXED = {"SOFTMAX": (1 / 32768, 0), "LOGISTIC": (1 / 32768, 0), "TANH": (1 / 32768, 0)}
 INT16_OPS = set(INT16_VERSIONS) | {
