@@ -139,3 +139,141 @@ def test_depthwise(case, act, per_tensor):
                        stride=stride, dil=dil, padding=padding, act=act, per_tensor=per_tensor)
     for _ in range(2):
         check_xnnpack(model, [int8(r, x_shape)])
+
+
+# -- FULLY_CONNECTED ---------------------------------------------------------------------------
+
+
+def fc_model(r, x_shape, units, *, act="NONE", per_tensor=False, in_q=(0.05, 3),
+             out_q=(0.2, -7), bias=True, w=None, wq=None, bias_values=None):
+    depth = x_shape[-1]
+    b = GraphBuilder()
+    x = b.input("x", x_shape, "int8", Quantization.per_tensor(*in_q))
+    if wq is None:
+        wq = Quantization.per_tensor(0.02) if per_tensor else per_channel(r, units, 0)
+    w = int8(r, (units, depth), -127) if w is None else w
+    inputs = [x, b.const("w", w, "int8", wq)]
+    if bias_values is not None:
+        scales = wq.scale.astype(np.float64) * in_q[0]
+        inputs.append(b.const("b", bias_values.astype(np.int32), "int32",
+                              Quantization(scales, np.zeros(scales.size, np.int64), 0)))
+    elif bias:
+        inputs.append(bias_const(b, r, in_q[0], wq, units))
+    opts = options("FullyConnectedOptions", fusedActivationFunction=ACTIVATIONS[act])
+    y = b.op("FULLY_CONNECTED", inputs, options=opts, version=5,
+             out_quantization=Quantization.per_tensor(*out_q))
+    return b.build([y])
+
+
+FC_SHAPES = [((3, 16), 8), ((1, 100), 10), ((4, 2, 33), 7), ((2, 1280), 24)]
+
+
+@pytest.mark.parametrize("shape", range(len(FC_SHAPES)))
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("per_tensor", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fully_connected(shape, act, per_tensor, bias):
+    x_shape, units = FC_SHAPES[shape]
+    r = rng("fc", shape, act, per_tensor, bias)
+    model = fc_model(r, x_shape, units, act=act, per_tensor=per_tensor, bias=bias)
+    for _ in range(2):
+        check_xnnpack(model, [int8(r, x_shape)])
+
+
+# -- the requantization details, with inputs built to expose them ------------------------------
+
+
+def sweep_rows() -> np.ndarray:
+    """All 256 int8 values as a [256, 1] batch: with a weight of 1, depth 1 and input zero
+    point 0, row k accumulates bias + k, so each channel sees 256 consecutive accumulators."""
+    return np.arange(-128, 128).astype(np.int8).reshape(256, 1)
+
+
+def sweep_model(scales_w, in_q, out_q, bias_values, act="NONE"):
+    units = len(scales_w)
+    wq = Quantization(np.asarray(scales_w, np.float32), np.zeros(units, np.int64), 0)
+    return fc_model(None, (256, 1), units, act=act, in_q=in_q, out_q=out_q,
+                    w=np.ones((units, 1), np.int8), wq=wq, bias_values=np.asarray(bias_values))
+
+
+def test_ties_round_to_even():
+    """scale = 0.5 * 0.25 / 0.25 = 0.5 exactly: every odd accumulator is a tie, both signs."""
+    model = sweep_model([0.25, 0.25], (0.5, 0), (0.25, 1), [-41, 40])
+    want = check_xnnpack(model, [sweep_rows()])
+    acc = np.stack([np.arange(-128, 128) - 41, np.arange(-128, 128) + 40], axis=1)
+    away = np.clip(np.sign(acc) * np.floor(np.abs(acc) * 0.5 + 0.5) + 1, -128, 127)
+    assert np.any(next(iter(want.values())) != away), "no tie distinguishes the roundings"
+
+
+def requantization_scale(in_scale, s_w, out_scale) -> np.float32:
+    """XNNPACK's scale, float32 throughout (the fact test_scale_is_computed_in_float32 checks)."""
+    return np.float32(np.float32(np.float32(in_scale) * np.float32(s_w)) / np.float32(out_scale))
+
+
+def _straddling_accumulator(fp32_scale, f64_scale, low=2**18, high=2**21):
+    """An accumulator whose product with the two candidate scales rounds differently."""
+    acc = np.arange(low, high, dtype=np.int64)
+    a = np.rint(acc.astype(np.float32) * np.float32(fp32_scale))
+    b = np.rint(acc.astype(np.float32) * np.float32(f64_scale))
+    hits = np.flatnonzero((a != b) & (np.abs(a) < 100))
+    return int(acc[hits[0]]) if hits.size else None
+
+
+def test_scale_is_computed_in_float32():
+    """XNNPACK computes (s_in * s_w) / s_out in float32, not in double: channels whose two
+    candidate scales differ by an ulp get an accumulator where that flips the rounding."""
+    r = rng("scale-precision")
+    in_scale, out_scale = np.float32(0.0123), np.float32(0.7)
+    scales, biases = [], []
+    while len(scales) < 6:
+        s_w = np.float32(r.uniform(1e-4, 1e-3))
+        fp32 = requantization_scale(in_scale, s_w, out_scale)
+        f64 = np.float32(np.float64(in_scale) * np.float64(s_w) / np.float64(out_scale))
+        acc = _straddling_accumulator(fp32, f64) if fp32 != f64 else None
+        if acc is not None:
+            scales.append(s_w)
+            biases.append(acc)
+    model = sweep_model(scales, (float(in_scale), 0), (float(out_scale), 0), biases)
+    check_xnnpack(model, [sweep_rows()])
+
+
+def _float32_rounding_matters(scale, low, count=2**20):
+    """An accumulator in [low, low + count) where rounding it to float32 before the (float32)
+    scale changes the result, compared with scaling the exact value."""
+    acc = np.arange(low, low + count, dtype=np.int64)
+    via_float32 = np.rint(acc.astype(np.float32) * np.float32(scale))
+    exact = np.rint((acc.astype(np.float64) * np.float64(scale)).astype(np.float32))
+    return int(acc[np.flatnonzero(via_float32 != exact)[0]])
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_large_accumulators_are_rounded_to_float32(sign):
+    """Accumulators above 2^24 lose their low bits in float32(acc) before the scale applies."""
+    in_q, out_q, s_w = (0.1, 0), (0.6, 0), 1e-5  # scale ~1.7e-6: |out| ~ 111 near 2^26
+    scale = requantization_scale(in_q[0], s_w, out_q[0])
+    bias = _float32_rounding_matters(scale, 2**26 if sign > 0 else -(2**26) - 2**20)
+    model = sweep_model([s_w], in_q, out_q, [bias])
+    check_xnnpack(model, [sweep_rows()])
+
+
+@pytest.mark.parametrize("out_zp", [-3, 0, 1, 2])
+@pytest.mark.parametrize("act", ["RELU6", "RELU_N1_TO_1"])
+def test_activation_bound_ties(out_zp, act):
+    """Output scale 4: 6 / 4 = 1.5 is a tie in the RELU6 bound; scale 2 for RELU_N1_TO_1."""
+    out_scale = 4.0 if act == "RELU6" else 2.0
+    model = sweep_model([0.25, 0.5], (0.5, 0), (out_scale, out_zp), [0, 3], act=act)
+    check_xnnpack(model, [sweep_rows()])
+
+
+@pytest.mark.parametrize("in_q,out_q", [
+    ((0.5, -128), (0.01, 127)),  # requantization scales far above 1
+    ((1e-4, 127), (30.0, -128)),  # tiny requantization scales
+    ((0.05, 0), (0.05, 0)),
+])
+def test_extreme_params(in_q, out_q):
+    r = rng("extreme", in_q, out_q)
+    for depthwise in (False, True):
+        w_shape = (1, 3, 3, 6) if depthwise else (6, 3, 3, 3)
+        model = conv_model(r, (1, 8, 8, 3), w_shape, depthwise=depthwise, in_q=in_q,
+                           out_q=out_q, act="RELU6")
+        check_xnnpack(model, [int8(r, (1, 8, 8, 3))])
