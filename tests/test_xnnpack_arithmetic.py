@@ -277,3 +277,75 @@ def test_extreme_params(in_q, out_q):
         model = conv_model(r, (1, 8, 8, 3), w_shape, depthwise=depthwise, in_q=in_q,
                            out_q=out_q, act="RELU6")
         check_xnnpack(model, [int8(r, (1, 8, 8, 3))])
+
+
+# -- MEAN --------------------------------------------------------------------------------------
+
+
+def mean_model(shape, axes, keep, in_q=(0.05, 3), out_q=(0.04, -2)):
+    b = GraphBuilder()
+    x = b.input("x", shape, "int8", Quantization.per_tensor(*in_q))
+    y = b.op("MEAN", [x, b.const("axis", np.array(axes, np.int32))],
+             options=options("ReducerOptions", keepDims=keep),
+             out_quantization=Quantization.per_tensor(*out_q))
+    return b.build([y])
+
+
+MEAN_CASES = [  # shape, axes
+    ((2, 5, 5, 8), [1, 2]), ((1, 3, 3, 64), [1, 2]), ((2, 5, 5, 8), [1]), ((2, 5, 5, 8), [3]),
+    ((2, 5, 5, 8), [2, 3]), ((3, 4, 10), [1]), ((3, 4, 10), [2]), ((4, 10), [1]),
+    ((2, 5, 5, 8), [0, 1, 2]), ((1, 12, 12, 16), [1, 2]),
+]
+
+
+@pytest.mark.parametrize("case", range(len(MEAN_CASES)))
+@pytest.mark.parametrize("keep", [True, False])
+def test_mean(case, keep):
+    shape, axes = MEAN_CASES[case]
+    r = rng("mean", case, keep)
+    for in_q, out_q in [((0.05, 3), (0.04, -2)), ((0.1, -128), (0.01, 127)), ((0.02, 0), (0.02, 0))]:
+        check_xnnpack(mean_model(shape, axes, keep, in_q, out_q), [int8(r, shape)])
+
+
+def _mean_twin(sums, n, in_q, out_q, divide=False, bias_from_ratio=False):
+    """XNNPACK's MEAN on sums of n values, and (flags) formulas it does not use:
+    scale = ratio * float32(1 / n) (or ratio / n); bias = zp_out - float32(n * zp_in) * scale
+    (or zp_out - zp_in * ratio); out = rint(float32(sum) * scale + bias), float32 steps."""
+    f32 = np.float32
+    ratio = f32(f32(in_q[0]) / f32(out_q[0]))
+    scale = ratio / f32(n) if divide else ratio * f32(f32(1) / f32(n))
+    bias = (f32(out_q[1]) - f32(in_q[1]) * ratio if bias_from_ratio
+            else f32(out_q[1]) - f32(n * in_q[1]) * scale)
+    return np.rint(sums.astype(np.float32) * scale + bias)
+
+
+def rows_with_sums(sums: np.ndarray, n: int) -> np.ndarray:
+    """[len(sums), n] int8 rows whose sums are the targets (values spread evenly)."""
+    base = np.floor_divide(sums, n)
+    rows = np.repeat(base[:, None], n, axis=1) + (np.arange(n) < (sums - base * n)[:, None])
+    return rows.astype(np.int8)
+
+
+@pytest.mark.parametrize("n", [7, 9, 13])
+def test_mean_formula(n):
+    """MEAN over n values, with sums chosen where the formula details change the result:
+    dividing by n instead of multiplying by 1/n, folding the zero points differently, or
+    subtracting the input zero point before converting to float."""
+    r = rng("mean-formula", n)
+    sums = np.arange(-128 * n, 127 * n + 1)
+    found = 0
+    for _ in range(400):
+        in_q = (float(r.uniform(0.01, 0.2)), int(r.integers(-128, 128)))
+        out_q = (float(r.uniform(0.002, 0.05)), int(r.integers(-128, 128)))
+        ours = _mean_twin(sums, n, in_q, out_q)
+        ratio_n = np.float32(np.float32(in_q[0]) / np.float32(out_q[0])) * np.float32(1 / n)
+        others = [_mean_twin(sums, n, in_q, out_q, divide=True),
+                  _mean_twin(sums, n, in_q, out_q, bias_from_ratio=True),
+                  np.rint((sums - n * in_q[1]).astype(np.float32) * ratio_n) + out_q[1]]
+        telling = sums[np.any([o != ours for o in others], axis=0) & (np.abs(ours) < 127)]
+        if telling.size == 0:
+            continue
+        found += telling.size
+        x = rows_with_sums(np.resize(telling, 16), n).T.reshape(1, n, 1, 16)
+        check_xnnpack(mean_model((1, n, 1, 16), [1, 2], True, in_q, out_q), [x])
+    assert found > 0, "no input separates the formulas"
