@@ -15,7 +15,8 @@ the clamp gives the same result because the bounds are integers.
 import numpy as np
 from qengine.kernels.jit import kernel
 
-__all__ = ["mean_fp32", "mean_params", "requantize_fp32", "requantization_scales"]
+__all__ = ["add_int8", "add_params", "mean_fp32", "mean_params", "mul_int8", "mul_scale",
+           "requantize_fp32", "requantization_scales"]
 
 
 def requantization_scales(in_scale, filter_scales, out_scale) -> np.ndarray:
@@ -73,4 +74,65 @@ def mean_fp32(x, scale, bias):
             v = np.float32(np.float32(total) * scale) + bias
             v = min(max(v, np.float32(-128.0)), np.float32(127.0))
             out[o, i] = np.int8(np.rint(v))
+    return out
+
+
+# -- ADD / SUB / MUL ---------------------------------------------------------------------------
+
+ADD_MULTIPLIER_BITS = 20  # the larger multiplier of qs8 vadd lies in [2^20, 2^21)
+
+
+def add_params(in_scale_a, zp_a, in_scale_b, zp_b, out_scale, subtract=False):
+    """qs8 vadd constants (xnn_init_qs8_add_minmax_scalar_params), from float32 ratios:
+
+        r_a = float32(s_a / s_out), r_b = ±float32(s_b / s_out)     (minus for SUB)
+        shift = 20 - exponent(max(|r_a|, |r_b|))
+        m_a = rint(r_a * 2^shift), m_b likewise                        (ties to even)
+        bias = 2^(shift-1) - m_a * zp_a - m_b * zp_b
+    Returns (m_a, m_b, bias, shift), or None where XNNPACK refuses the ratios (outside
+    [2^-10, 2^8)); TFLite then runs its built-in kernel.
+    """
+    f32 = np.float32
+    r_a = f32(f32(in_scale_a) / f32(out_scale))
+    r_b = f32(f32(in_scale_b) / f32(out_scale))
+    if not all(2.0**-10 <= r < 2.0**8 for r in (r_a, r_b)):
+        return None
+    exponent = int(np.frexp(max(r_a, r_b))[1]) - 1  # r = 1.f * 2^exponent
+    shift = ADD_MULTIPLIER_BITS - exponent
+    m_a = int(np.rint(r_a * f32(2.0**shift)))  # exact power-of-two scaling, then rint
+    m_b = int(np.rint(r_b * f32(2.0**shift))) * (-1 if subtract else 1)
+    bias = (1 << (shift - 1)) - m_a * int(zp_a) - m_b * int(zp_b)
+    return m_a, m_b, bias, shift
+
+
+@kernel
+def add_int8(a, b, m_a, m_b, bias, shift, out_zp, act_min, act_max):
+    """qs8 vadd on flat int8 arrays: out = clamp(((bias + a*m_a + b*m_b) >> shift) + out_zp),
+    an arithmetic shift (the bias holds the 2^(shift-1) rounding term: ties go up)."""
+    out = np.empty(a.size, np.int8)
+    for i in range(a.size):
+        acc = np.int32(bias) + np.int32(a[i]) * np.int32(m_a) + np.int32(b[i]) * np.int32(m_b)
+        v = (acc >> shift) + out_zp
+        out[i] = min(max(v, act_min), act_max)
+    return out
+
+
+def mul_scale(in_scale_a, in_scale_b, out_scale):
+    """qs8 vmul: float32(float32(s_a * s_b) / s_out), or None outside XNNPACK's [2^-16, 2^8)."""
+    f32 = np.float32
+    scale = f32(f32(f32(in_scale_a) * f32(in_scale_b)) / f32(out_scale))
+    return scale if 2.0**-16 <= scale < 2.0**8 else None
+
+
+@kernel
+def mul_int8(a, b, zp_a, zp_b, scale, out_zp, act_min, act_max):
+    """qs8 vmul, fp32 requantization, on flat int8 arrays:
+    out = clamp(rint(float32((a - zp_a) * (b - zp_b)) * scale) + out_zp)."""
+    out = np.empty(a.size, np.int8)
+    lo = np.float32(act_min - out_zp)
+    hi = np.float32(act_max - out_zp)
+    for i in range(a.size):
+        product = (np.int32(a[i]) - np.int32(zp_a)) * (np.int32(b[i]) - np.int32(zp_b))
+        v = min(max(np.float32(product) * scale, lo), hi)
+        out[i] = np.int8(np.int32(np.rint(v)) + out_zp)
     return out

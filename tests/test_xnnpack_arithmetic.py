@@ -349,3 +349,66 @@ def test_mean_formula(n):
         x = rows_with_sums(np.resize(telling, 16), n).T.reshape(1, n, 1, 16)
         check_xnnpack(mean_model((1, n, 1, 16), [1, 2], True, in_q, out_q), [x])
     assert found > 0, "no input separates the formulas"
+
+
+# -- ADD, SUB, MUL -----------------------------------------------------------------------------
+
+
+def binary_model(op, shape_a, shape_b, q_a, q_b, q_out, act="NONE"):
+    b = GraphBuilder()
+    x = b.input("a", shape_a, "int8", Quantization.per_tensor(*q_a))
+    y = b.input("b", shape_b, "int8", Quantization.per_tensor(*q_b))
+    kind = {"ADD": "AddOptions", "SUB": "SubOptions", "MUL": "MulOptions"}[op]
+    out = b.op(op, [x, y], options=options(kind, fusedActivationFunction=ACTIVATIONS[act]),
+               out_quantization=Quantization.per_tensor(*q_out))
+    return b.build([out])
+
+
+def all_pairs():
+    """Every (a, b) pair of int8 values once: [256, 256] each."""
+    values = np.arange(-128, 128).astype(np.int8)
+    return [np.repeat(values, 256).reshape(256, 256), np.tile(values, 256).reshape(256, 256)]
+
+
+BINARY_PARAMS = [  # (q_a, q_b, q_out)
+    ((0.05, 3), (0.02, -7), (0.06, 2)),
+    ((0.1, -128), (0.1, 127), (0.3, 0)),
+    ((0.013, 10), (0.4, -3), (0.5, -20)),
+    ((0.02, 0), (0.02, 0), (0.01, 5)),
+    ((1 / 128, 1), (1 / 64, -1), (1 / 32, 3)),  # power-of-two ratios: exact ties
+]
+
+
+@pytest.mark.parametrize("op", ["ADD", "SUB", "MUL"])
+@pytest.mark.parametrize("params", range(len(BINARY_PARAMS)))
+@pytest.mark.parametrize("act", ["NONE", "RELU", "RELU6"])
+def test_binary_all_pairs(op, params, act):
+    """All 65536 input pairs: the whole table of the op for these parameters."""
+    model = binary_model(op, (256, 256), (256, 256), *BINARY_PARAMS[params], act=act)
+    check_xnnpack(model, all_pairs())
+
+
+@pytest.mark.parametrize("op", ["ADD", "MUL"])
+def test_binary_random_scales(op):
+    r = rng("binary", op)
+    for _ in range(30):
+        q = [(float(r.uniform(0.005, 0.5)), int(r.integers(-128, 128))) for _ in range(3)]
+        check_xnnpack(binary_model(op, (256, 256), (256, 256), *q), all_pairs())
+
+
+@pytest.mark.parametrize("op", ["ADD", "MUL"])
+def test_binary_broadcast(op):
+    r = rng("broadcast", op)
+    model = binary_model(op, (2, 5, 5, 8), (1, 1, 1, 8), (0.05, 3), (0.02, -7), (0.06, 2))
+    check_xnnpack(model, [int8(r, (2, 5, 5, 8)), int8(r, (1, 1, 1, 8))])
+
+
+@pytest.mark.parametrize("op,params", [
+    ("ADD", ((1e-4, 3), (0.02, -7), (1.0, 2))),  # s_a / s_out < 2^-10
+    ("MUL", ((1e-3, 3), (1e-3, -7), (1.0, 2))),  # s_a * s_b / s_out < 2^-16
+])
+def test_binary_scales_xnnpack_refuses(op, params):
+    """Outside XNNPACK's ratio ranges the delegate leaves the op to TFLite's built-in kernel,
+    and qengine falls back to the reference arithmetic, which that kernel shares."""
+    check_xnnpack(binary_model(op, (256, 256), (256, 256), *params), all_pairs(),
+                  delegated=False)
