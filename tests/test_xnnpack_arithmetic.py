@@ -412,3 +412,29 @@ def test_binary_scales_xnnpack_refuses(op, params):
     and qengine falls back to the reference arithmetic, which that kernel shares."""
     check_xnnpack(binary_model(op, (256, 256), (256, 256), *params), all_pairs(),
                   delegated=False)
+
+
+# -- whole models ------------------------------------------------------------------------------
+
+CORPUS_MODELS = [
+    "digits", "mlp", "transformer",
+    pytest.param("mobilenet_v2", marks=pytest.mark.slow),
+    pytest.param("mobilenet_v3_small", marks=pytest.mark.slow),
+    pytest.param("efficientnet_b0", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("name", CORPUS_MODELS)
+def test_qengine_quantized_corpus_model(corpus, name):
+    """qengine's int8 model of a corpus network equals the default interpreter's output exactly.
+    The transformer's float islands (GELU, RSQRT between DEQUANTIZE and QUANTIZE) run in float
+    on both sides; its int8 output still matched in every run."""
+    from tflite_ref import quantize_inputs
+
+    model = qengine.quantize(corpus.path(name, "float"), "int8",
+                             corpus.sample_inputs(name, 16, seed=0), quiet=True).to_bytes()
+    x = quantize_inputs(model, corpus.sample_inputs(name, 4, seed=4))
+    want = run_tflite(model, x, "auto")
+    got = qengine.Interpreter(model, arithmetic="xnnpack").run(x)
+    for key, value in want.items():
+        np.testing.assert_array_equal(got[key], value, err_msg=key)
