@@ -15,6 +15,7 @@ from tflite_ref import make_interpreter, run_tflite
 
 import qengine
 from qengine.builder import ACTIVATIONS, SAME, VALID, GraphBuilder, options
+from qengine.errors import UnsupportedOpError
 from qengine.ir import Quantization
 
 pytestmark = pytest.mark.tf
@@ -106,6 +107,7 @@ CONV_CASES = [  # x shape, w shape, stride, dilation, padding
     ((1, 11, 11, 2), (3, 3, 3, 2), (1, 2), (2, 3), SAME),
     ((2, 6, 6, 8), (4, 1, 1, 8), (1, 1), (1, 1), VALID),
     ((1, 9, 9, 16), (24, 3, 3, 16), (2, 2), (1, 1), SAME),
+    ((1, 7, 9, 6), (6, 3, 3, 2), (2, 2), (1, 1), SAME),  # grouped: 3 groups
 ]
 
 
@@ -139,6 +141,18 @@ def test_depthwise(case, act, per_tensor):
                        stride=stride, dil=dil, padding=padding, act=act, per_tensor=per_tensor)
     for _ in range(2):
         check_xnnpack(model, [int8(r, x_shape)])
+
+
+def test_requantization_scale_of_256_is_refused():
+    """XNNPACK refuses scales >= 256; the default interpreter then fails to prepare the model."""
+    r = rng("scale-256")
+    model = conv_model(r, (1, 5, 5, 2), (3, 3, 3, 2), per_tensor=True, in_q=(1.0, 0),
+                       out_q=(5e-5, 0))  # 1.0 * 0.02 / 5e-5 = 400
+    model = with_output_shapes(model, [int8(r, (1, 5, 5, 2))])
+    with pytest.raises(RuntimeError, match="XNNPACK"):
+        run_tflite(model.to_bytes(), [int8(r, (1, 5, 5, 2))], "auto")
+    with pytest.raises(UnsupportedOpError, match="256"):
+        qengine.Interpreter(model, arithmetic="xnnpack")
 
 
 # -- FULLY_CONNECTED ---------------------------------------------------------------------------

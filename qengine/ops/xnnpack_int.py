@@ -43,7 +43,7 @@ def _scales(ctx: OpContext, in_scale: float, filter_scales, out_scale: float) ->
     scales = requantization_scales(in_scale, filter_scales, out_scale)
     if not np.all(scales < XNNPACK_MAX_SCALE):
         raise ctx.unsupported(f"requantization scale {scales.max():g} >= 256: XNNPACK refuses "
-                              f"it, so TFLite would not run this op through its delegate")
+                              f"it, and TFLite's default interpreter fails to prepare the model")
     return scales
 
 
