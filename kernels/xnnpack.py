@@ -15,7 +15,8 @@ the clamp gives the same result because the bounds are integers.
 import numpy as np
 from qengine.kernels.jit import kernel
 
-__all__ = ["add_int8", "add_params", "mean_fp32", "mean_params", "mul_int8", "mul_scale",
+__all__ = ["add_int8", "add_params", "leaky_relu_table", "mean_fp32", "mean_params", "mul_int8",
+           "mul_scale",
            "requantize_fp32", "requantization_scales"]
 
 
@@ -136,3 +137,28 @@ def mul_int8(a, b, zp_a, zp_b, scale, out_zp, act_min, act_max):
         v = min(max(np.float32(product) * scale, lo), hi)
         out[i] = np.int8(np.int32(np.rint(v)) + out_zp)
     return out
+
+
+# -- LEAKY_RELU --------------------------------------------------------------------------------
+
+NEGATIVE_SCALE_MIN = -127.99609375  # -0x1.FFFCp+6: 256 * m_neg stays >= -32767
+
+
+def leaky_relu_table(in_scale, zp_in, out_scale, zp_out, alpha):
+    """qs8 vlrelu as a 256-entry table (entry k for input k - 128), or None where XNNPACK's
+    limits refuse the scales. Multipliers with 8 fractional bits (xnn_init_qs8_lrelu_*):
+
+        m_pos = rint(256 * float32(s_in / s_out)),  m_neg = rint(256 * float32(r * alpha))
+        out   = clamp(((x - zp_in) * m + 128) >> 8) + zp_out),  m = m_pos if x >= zp_in else m_neg
+    (an arithmetic shift: ties go up).
+    """
+    f32 = np.float32
+    positive = f32(f32(in_scale) / f32(out_scale))
+    negative = f32(positive * f32(alpha))
+    if not (2.0**-8 <= positive <= 2.0**7 and 2.0**-8 <= abs(negative)
+            and NEGATIVE_SCALE_MIN <= negative <= 2.0**7):
+        return None
+    m_pos, m_neg = int(np.rint(f32(256) * positive)), int(np.rint(f32(256) * negative))
+    d = np.arange(-128, 128, dtype=np.int64) - int(zp_in)
+    scaled = (d * np.where(d >= 0, m_pos, m_neg) + 128) >> 8
+    return np.clip(scaled + int(zp_out), -128, 127).astype(np.int8)

@@ -17,6 +17,7 @@ import qengine
 from qengine.builder import ACTIVATIONS, SAME, VALID, GraphBuilder, options
 from qengine.errors import UnsupportedOpError
 from qengine.ir import Quantization
+from qengine.kernels import xnnpack as xnnpack_kernels
 
 pytestmark = pytest.mark.tf
 
@@ -452,3 +453,28 @@ def test_qengine_quantized_corpus_model(corpus, name):
     got = qengine.Interpreter(model, arithmetic="xnnpack").run(x)
     for key, value in want.items():
         np.testing.assert_array_equal(got[key], value, err_msg=key)
+
+
+# -- LEAKY_RELU --------------------------------------------------------------------------------
+
+
+def unary_model(op, shape, in_q, out_q, opts=None):
+    b = GraphBuilder()
+    x = b.input("x", shape, "int8", Quantization.per_tensor(*in_q))
+    y = b.op(op, [x], options=opts, out_quantization=Quantization.per_tensor(*out_q))
+    return b.build([y])
+
+
+def every_int8():
+    return np.arange(-128, 128).astype(np.int8).reshape(1, 256)
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.2, -0.3, 1.7, 0.01])
+@pytest.mark.parametrize("in_q,out_q", [((0.05, 3), (0.04, 0)), ((1 / 16, -5), (1 / 32, 7)),
+                                        ((0.1, -128), (0.02, 127)), ((0.013, 0), (0.05, -9))])
+def test_leaky_relu(alpha, in_q, out_q):
+    """All 256 inputs. 1/16 -> 1/32 makes 256 * ratio * alpha land on exact ties."""
+    opts = options("LeakyReluOptions", alpha=alpha)
+    delegated = xnnpack_kernels.leaky_relu_table(*in_q, *out_q, alpha) is not None
+    check_xnnpack(unary_model("LEAKY_RELU", (1, 256), in_q, out_q, opts), [every_int8()],
+                  delegated=delegated)
