@@ -10,14 +10,28 @@ requantize in float32 ("fp32" requantization, e.g. xnn_qs8_requantize_fp32):
 `float32(acc)` rounds accumulators above 2^24 to nearest even, and `rint` rounds ties to even
 (cvtps2dq / lrintf / the 1.5 * 2^23 "magic bias" variants all agree). Rounding before or after
 the clamp gives the same result because the bounds are integers.
+
+The other qs8 operators have their own schemes, each below with its formula: MEAN (float32
+scale and bias), ADD/SUB (integer multipliers and one shift), MUL (fp32 like the GEMMs) and
+LEAKY_RELU (8-bit multipliers). Every detail was checked against TFLite's default interpreter
+(ai-edge-litert 2.3.0, x86-64 AVX2) with inputs built to expose it
+(tests/test_xnnpack_arithmetic.py).
 """
 
 import numpy as np
 from qengine.kernels.jit import kernel
 
-__all__ = ["add_int8", "add_params", "leaky_relu_table", "mean_fp32", "mean_params", "mul_int8",
-           "mul_scale",
-           "requantize_fp32", "requantization_scales"]
+__all__ = [
+    "add_int8",
+    "add_params",
+    "leaky_relu_table",
+    "mean_fp32",
+    "mean_params",
+    "mul_int8",
+    "mul_scale",
+    "requantization_scales",
+    "requantize_fp32",
+]
 
 
 def requantization_scales(in_scale, filter_scales, out_scale) -> np.ndarray:

@@ -318,7 +318,8 @@ MEAN_CASES = [  # shape, axes
 def test_mean(case, keep):
     shape, axes = MEAN_CASES[case]
     r = rng("mean", case, keep)
-    for in_q, out_q in [((0.05, 3), (0.04, -2)), ((0.1, -128), (0.01, 127)), ((0.02, 0), (0.02, 0))]:
+    params = [((0.05, 3), (0.04, -2)), ((0.1, -128), (0.01, 127)), ((0.02, 0), (0.02, 0))]
+    for in_q, out_q in params:
         check_xnnpack(mean_model(shape, axes, keep, in_q, out_q), [int8(r, shape)])
 
 

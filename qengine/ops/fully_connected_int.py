@@ -118,7 +118,9 @@ def _int8(ctx: OpContext) -> Prepared:
     eff = np.float64(in_scale) * np.broadcast_to(scales, (units,)).astype(np.float64) \
         / np.float64(out_scale)
     act_min, act_max = quantized_activation_range(ctx, out_scale, out_zp, "int8")
-    if ctx.arithmetic == "xnnpack" and w_zp == 0:  # XNNPACK takes only symmetric weights
+    # XNNPACK takes only symmetric weights; the default interpreter runs other FCs with its
+    # optimized kernel, whose rounding qengine does not reproduce (the reference path follows)
+    if ctx.arithmetic == "xnnpack" and w_zp == 0:
         return xnnpack_int.fully_connected(ctx, out_shape, (in_scale, in_zp),
                                            np.broadcast_to(scales, (units,)),
                                            (out_scale, out_zp))
