@@ -67,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--input", help=".npy (single-input models) or .npz keyed by input name")
     p.add_argument("--output", help="write outputs to this .npz, keyed by output tensor name")
     p.add_argument("--compare", action="store_true",
-                   help="also run TFLite's interpreter (reference kernels) and compare")
+                   help="also run TFLite's interpreter and compare (its reference kernels; "
+                        "its default interpreter, XNNPACK, with --arithmetic xnnpack)")
     p.add_argument("--profile", action="store_true", help="print time per op type")
     p.add_argument("--repeat", type=_positive, default=10, help="timed runs (default 10)")
     p.add_argument("--threads", type=_positive, default=None)
@@ -135,7 +136,7 @@ def cmd_run(args) -> int:
         write_npz(args.output, outputs)
         print(f"wrote {args.output}")
     if args.compare:
-        return compare_with_tflite(args.model, inputs, outputs)
+        return compare_with_tflite(args.model, inputs, outputs, args.arithmetic)
     return 0
 
 
@@ -241,15 +242,19 @@ def write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
         raise
 
 
-def compare_with_tflite(model_path: str, inputs, outputs: dict[str, np.ndarray]) -> int:
-    """Run TFLite's reference kernels on the same input; exit 1 if any output disagrees."""
+def compare_with_tflite(model_path: str, inputs, outputs: dict[str, np.ndarray],
+                        arithmetic: str = "ref") -> int:
+    """Run TFLite on the same input, with its reference kernels (arithmetic "ref") or as its
+    default interpreter runs (XNNPACK delegate, one thread; arithmetic "xnnpack"); exit 1 if
+    any output disagrees."""
     try:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError:
         print("--compare needs ai-edge-litert: pip install 'qengine[tf]'", file=sys.stderr)
         return EXIT_USER_ERROR
-    tfl = Interpreter(model_path=str(model_path),
-                      experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    resolver = OpResolverType.AUTO if arithmetic == "xnnpack" else OpResolverType.BUILTIN_REF
+    tfl = Interpreter(model_path=str(model_path), num_threads=1,
+                      experimental_op_resolver_type=resolver)
     details = tfl.get_input_details()
     arrays = inputs if isinstance(inputs, list) else [inputs[d["name"]] for d in details]
     for d, array in zip(details, arrays):

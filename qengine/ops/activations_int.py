@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from qengine.kernels import activations as kernels
+from qengine.kernels import xnnpack
 
 from ..runtime.registry import OpContext, Prepared
 from .common import broadcast_shape
@@ -125,6 +126,10 @@ def leaky_relu(ctx: OpContext) -> Prepared:
 
         return int16_int.leaky_relu(ctx, alpha)
     x, (s_in, zp_in), (s_out, zp_out) = _int8_unary(ctx)
+    if ctx.arithmetic == "xnnpack":  # XNNPACK's vlrelu, unless it refuses the scales
+        table = xnnpack.leaky_relu_table(s_in, zp_in, s_out, zp_out, alpha)
+        if table is not None:
+            return _elementwise(ctx, x, kernels.apply_lut_int8, table)
     return _elementwise(ctx, x, kernels.leaky_relu_int8,
                         *kernels.leaky_relu_params(s_in, zp_in, s_out, zp_out, alpha))
 

@@ -37,7 +37,7 @@ from .common import use_fast_kernels
 from qengine.kernels.fixedpoint import quantize_multipliers
 
 from ..runtime.registry import OpContext, Prepared, Spec
-from . import int16_int
+from . import int16_int, xnnpack_int
 from .common import float_activation, float_activation_bounds, quantized_activation_range
 from .conv import ConvGeometry
 
@@ -106,7 +106,14 @@ def _int8_params(ctx: OpContext, out_c: int, bias_required: bool):
                                        / np.float64(out_scale))
     act_min, act_max = quantized_activation_range(ctx, out_scale, out_zp, "int8")
     return {"in_zp": in_zp, "mult": mult, "shift": shift, "out_zp": out_zp,
-            "act_min": act_min, "act_max": act_max}, has_bias
+            "act_min": act_min, "act_max": act_max, "in_q": (in_scale, in_zp),
+            "out_q": (out_scale, out_zp), "filter_scales": scales}, has_bias
+
+
+def _xnnpack(ctx: OpContext, p: dict, geometry: tuple, out_shape, depthwise: bool) -> Prepared:
+    """arithmetic="xnnpack": the delegate's float32 requantization (ops/xnnpack_int.py)."""
+    return xnnpack_int.conv(ctx, geometry, out_shape, p["in_q"], p["filter_scales"], p["out_q"],
+                            depthwise)
 
 
 def _bias_or_zeros(b, out_c: int) -> np.ndarray:
@@ -123,6 +130,8 @@ def conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prepared
         raise ctx.invalid(f"filter {w.name!r} has non-zero zero points")
     p, _ = _int8_params(ctx, out_c, bias_required=True)
     geometry = (g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left, g.out_h, g.out_w)
+    if ctx.arithmetic == "xnnpack":
+        return _xnnpack(ctx, p, geometry, out_shape, depthwise=False)
     if use_fast_kernels() and w.value is not None:
         packed = pack_conv_weights(np.ascontiguousarray(w.value))  # once, at prepare time
 
@@ -146,6 +155,8 @@ def depthwise_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, multiplier: in
     w = ctx.input(1)
     geometry = (g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left, g.out_h, g.out_w,
                 multiplier)
+    if ctx.arithmetic == "xnnpack":
+        return _xnnpack(ctx, p, geometry, out_shape, depthwise=True)
     if use_fast_kernels() and w.value is not None:
         packed = pack_depthwise_weights(np.ascontiguousarray(w.value))
 

@@ -15,11 +15,13 @@ import numpy as np
 
 from qengine.kernels import activations as activation_kernels
 from qengine.kernels import elementwise as kernels
+from qengine.kernels import xnnpack
 from qengine.kernels.fixedpoint import quantize_multiplier
 
 from ..errors import InputError
 from ..runtime.registry import OpContext, Prepared, Spec
 from .common import INT_RANGES, broadcast_shape, quantized_activation_range
+from .xnnpack_int import activation_range as xnnpack_activation_range
 
 
 def per_tensor(ctx: OpContext, spec: Spec) -> tuple[float, int]:
@@ -88,10 +90,14 @@ def _requantizing(ctx: OpContext, make_params, kernel) -> Prepared:
     except ValueError as e:  # a multiplier TFLite's Prepare rejects (CHECK failure)
         raise ctx.unsupported(f"TFLite refuses these scales: {e}") from None
     low, high = quantized_activation_range(ctx, s_out, zp_out, "int8")
-    # Each output element depends only on its two int8 inputs, so the kernel run once on all
-    # 256 x 256 pairs at prepare time is the whole op: a 64 KiB table, exact by construction.
+    return _pair_table(ctx, shape, lambda a, b: kernel(a, b, *params, low, high))
+
+
+def _pair_table(ctx: OpContext, shape, kernel) -> Prepared:
+    """Each output element depends only on its two int8 inputs, so `kernel(a, b)` run once on
+    all 256 x 256 pairs at prepare time is the whole op: a 64 KiB table, exact by construction."""
     pairs = np.arange(-128, 128, dtype=np.int8)
-    table = kernel(np.repeat(pairs, 256), np.tile(pairs, 256), *params, low, high)
+    table = kernel(np.repeat(pairs, 256), np.tile(pairs, 256))
 
     def run(x, y):
         index = (x.astype(np.intp) + 128) * 256 + (y.astype(np.intp) + 128)  # broadcasts
@@ -107,19 +113,47 @@ def _int16(ctx: OpContext) -> bool:
 def add(ctx: OpContext) -> Prepared:
     if _int16(ctx):
         return _int16_path().add_sub(ctx, 1)
+    if ctx.arithmetic == "xnnpack":
+        return _xnnpack_add_or_mul(ctx, "add") or _requantizing(
+            ctx, kernels.add_params, kernels.add_int8)
     return _requantizing(ctx, kernels.add_params, kernels.add_int8)
 
 
 def sub(ctx: OpContext) -> Prepared:
     if _int16(ctx):
         return _int16_path().add_sub(ctx, -1)
+    if ctx.arithmetic == "xnnpack":
+        return _xnnpack_add_or_mul(ctx, "sub") or _requantizing(
+            ctx, kernels.sub_params, kernels.sub_int8)
     return _requantizing(ctx, kernels.sub_params, kernels.sub_int8)
 
 
 def mul(ctx: OpContext) -> Prepared:
     if _int16(ctx):
         return _int16_path().mul(ctx)
+    if ctx.arithmetic == "xnnpack":
+        return _xnnpack_add_or_mul(ctx, "mul") or _requantizing(
+            ctx, kernels.mul_params, kernels.mul_int8)
     return _requantizing(ctx, kernels.mul_params, kernels.mul_int8)
+
+
+def _xnnpack_add_or_mul(ctx: OpContext, op: str) -> Prepared | None:
+    """arithmetic="xnnpack": XNNPACK's qs8 vadd / vmul (kernels/xnnpack.py). None when XNNPACK
+    refuses the scales: TFLite then runs its built-in kernel, whose arithmetic is the
+    reference one for these ops."""
+    (s1, zp1), (s2, zp2), (s_out, zp_out), shape = _int8_binary(ctx)
+    low, high = xnnpack_activation_range(ctx, s_out, zp_out)
+    if op == "mul":
+        scale = xnnpack.mul_scale(s1, s2, s_out)
+        if scale is None:
+            return None
+        return _pair_table(ctx, shape, lambda a, b: xnnpack.mul_int8(
+            a, b, zp1, zp2, scale, zp_out, low, high))
+    params = xnnpack.add_params(s1, zp1, s2, zp2, s_out, subtract=op == "sub")
+    if params is None:
+        return None
+    return _pair_table(ctx, shape, lambda a, b: xnnpack.add_int8(
+        a, b, *params, zp_out, low, high))
 
 
 def _int16_path():

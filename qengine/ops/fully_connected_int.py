@@ -28,7 +28,7 @@ from qengine.kernels.fast_fc import (
 from qengine.kernels.fully_connected import fully_connected_int8
 
 from ..runtime.registry import OpContext, Prepared, Spec
-from . import int16_int
+from . import int16_int, xnnpack_int
 from .common import (
     float_activation,
     float_activation_bounds,
@@ -118,6 +118,12 @@ def _int8(ctx: OpContext) -> Prepared:
     eff = np.float64(in_scale) * np.broadcast_to(scales, (units,)).astype(np.float64) \
         / np.float64(out_scale)
     act_min, act_max = quantized_activation_range(ctx, out_scale, out_zp, "int8")
+    # XNNPACK takes only symmetric weights; the default interpreter runs other FCs with its
+    # optimized kernel, whose rounding qengine does not reproduce (the reference path follows)
+    if ctx.arithmetic == "xnnpack" and w_zp == 0:
+        return xnnpack_int.fully_connected(ctx, out_shape, (in_scale, in_zp),
+                                           np.broadcast_to(scales, (units,)),
+                                           (out_scale, out_zp))
 
     packed = pack_fc_weights(np.ascontiguousarray(w.value)) \
         if use_fast_kernels() and w.value is not None else None

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from qengine.kernels.reduce import mean_multiplier, sum_int8_ref, sum_multiplier
+from qengine.kernels.xnnpack import mean_fp32, mean_params
 
 from ..runtime.registry import OpContext, Prepared, Spec
 from .reduce import _keep_dims, reduced_axes
@@ -55,9 +56,11 @@ def _mean_or_sum(ctx: OpContext, compute_sum: bool) -> Prepared:
     in_scale, in_zp = _per_tensor(ctx, x)
     out_scale, out_zp = _per_tensor(ctx, ctx.output_spec(0, None))
     n = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+    to_3d = _as_outer_n_inner(x.shape, axes)
+    if ctx.arithmetic == "xnnpack" and not compute_sum:
+        return _mean_xnnpack(ctx, to_3d, out_shape, n, (in_scale, in_zp), (out_scale, out_zp))
     mult, shift = (sum_multiplier(in_scale, out_scale) if compute_sum
                    else mean_multiplier(in_scale, out_scale, n))
-    to_3d = _as_outer_n_inner(x.shape, axes)
 
     def run(x, _):
         out = sum_int8_ref(to_3d(x), in_zp, mult, shift, out_zp)
@@ -70,6 +73,18 @@ def _mean_or_sum(ctx: OpContext, compute_sum: bool) -> Prepared:
 
     if compute_sum and ctx.arithmetic == "ref":
         run = run_as_unsigned
+
+    return Prepared(run, [ctx.output_spec(0, out_shape, "int8")])
+
+
+def _mean_xnnpack(ctx: OpContext, to_3d, out_shape, n: int, in_q, out_q) -> Prepared:
+    """arithmetic="xnnpack": XNNPACK's float32 MEAN (kernels/xnnpack.py mean_fp32)."""
+    if n == 0:
+        raise ctx.unsupported("MEAN over an empty axis (XNNPACK would divide by zero)")
+    scale, bias = mean_params(in_q[0], out_q[0], n, in_q[1], out_q[1])
+
+    def run(x, _):
+        return mean_fp32(np.ascontiguousarray(to_3d(x)), scale, bias).reshape(out_shape)
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "int8")])
 

@@ -1,0 +1,89 @@
+"""`arithmetic="xnnpack"`: int8 CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED as TFLite's
+default interpreter runs them, through the XNNPACK delegate (kernels/xnnpack.py):
+
+    acc   = bias[c] + Σ (x - in_zp) * w                (int32, exact, wrapping)
+    scale = float32(float32(s_in * s_w[c]) / s_out)
+    out   = clamp(rint(float32(acc) * scale) + out_zp)  (ties to even)
+
+The accumulators come from the reference-kernel integer loops (kernels/hybrid.py), which pad
+with the input zero point as XNNPACK's indirection buffers do. The conv_int / fully_connected_int
+prepare functions validate the model first and call in here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qengine.kernels import hybrid
+from qengine.kernels.xnnpack import requantization_scales, requantize_fp32
+
+from ..runtime.registry import OpContext, Prepared
+from .common import RELU, RELU6, RELU_N1_TO_1, fused_activation
+
+XNNPACK_MAX_SCALE = 256.0  # xnn_create_* refuse requantization scales >= 256
+
+
+def _quantize_bound(value: float, scale: float, zero_point: int) -> int:
+    """A fused activation bound in the output's int8 units: rint(v / s + zp) in float32,
+    clamped to [-128, 127] (XNNPACK quantizes the delegate's float output_min/max)."""
+    q = np.rint(np.float32(value) / np.float32(scale) + np.float32(zero_point))
+    return int(np.clip(q, -128, 127))
+
+
+def activation_range(ctx: OpContext, scale: float, zero_point: int) -> tuple[int, int]:
+    """The int8 clamp of the fused activation, from its float range [0, 6], [-1, 1], ..."""
+    low, high = {RELU: (0.0, None), RELU6: (0.0, 6.0),
+                 RELU_N1_TO_1: (-1.0, 1.0)}.get(fused_activation(ctx), (None, None))
+    act_min = -128 if low is None else _quantize_bound(low, scale, zero_point)
+    act_max = 127 if high is None else _quantize_bound(high, scale, zero_point)
+    return act_min, act_max
+
+
+def _scales(ctx: OpContext, in_scale: float, filter_scales, out_scale: float) -> np.ndarray:
+    scales = requantization_scales(in_scale, filter_scales, out_scale)
+    if not np.all(scales < XNNPACK_MAX_SCALE):
+        raise ctx.unsupported(f"requantization scale {scales.max():g} >= 256: XNNPACK refuses "
+                              f"it, and TFLite's default interpreter fails to prepare the model")
+    return scales
+
+
+def _requantize(acc: np.ndarray, bias, scales, out_zp, act_min, act_max) -> np.ndarray:
+    """acc [..., C] without bias → int8 [..., C]."""
+    channels = acc.shape[-1]
+    if bias is not None:  # int32 addition that wraps, as XNNPACK's packed bias does
+        acc = (acc.astype(np.int64) + np.asarray(bias, np.int64).ravel()).astype(np.int32)
+    rows = np.ascontiguousarray(acc.reshape(-1, channels), np.int32)
+    return requantize_fp32(rows, scales, out_zp, act_min, act_max).reshape(acc.shape)
+
+
+def conv(ctx: OpContext, geometry: tuple, out_shape, in_q, filter_scales, out_q,
+         depthwise: bool) -> Prepared:
+    """CONV_2D (geometry = stride, dilation, padding, out size) or DEPTHWISE_CONV_2D
+    (geometry also ends with the depth multiplier)."""
+    (in_scale, in_zp), (out_scale, out_zp) = in_q, out_q
+    scales = _scales(ctx, in_scale, filter_scales, out_scale)
+    act_min, act_max = activation_range(ctx, out_scale, out_zp)
+    accumulate = hybrid.depthwise_accumulators if depthwise else hybrid.conv_accumulators
+
+    def run(x, w, b=None):
+        offsets = np.full(x.shape[0], in_zp, np.int32)  # the input zero point of every image
+        acc = accumulate(np.ascontiguousarray(x), np.ascontiguousarray(w), offsets, *geometry)
+        return _requantize(acc, b, scales, out_zp, act_min, act_max)
+
+    return Prepared(run, [ctx.output_spec(0, out_shape, "int8")])
+
+
+def fully_connected(ctx: OpContext, out_shape, in_q, filter_scales, out_q) -> Prepared:
+    (in_scale, in_zp), (out_scale, out_zp) = in_q, out_q
+    scales = _scales(ctx, in_scale, filter_scales, out_scale)
+    act_min, act_max = activation_range(ctx, out_scale, out_zp)
+
+    def run(x, w, b=None):
+        rows = np.ascontiguousarray(x, np.int8).reshape(-1, w.shape[1])
+        # Σ w * (x - in_zp) = Σ w * x - in_zp * Σ w, exact in int32 modular arithmetic
+        acc = hybrid.matmul_accumulators(rows, np.ascontiguousarray(w, np.int8))
+        row_sums = np.asarray(w, np.int64).sum(axis=1)
+        acc = (acc.astype(np.int64) - np.int64(in_zp) * row_sums).astype(np.int32)
+        return _requantize(acc, b, scales, out_zp, act_min, act_max).reshape(out_shape)
+
+    return Prepared(run, [ctx.output_spec(0, out_shape, "int8")])

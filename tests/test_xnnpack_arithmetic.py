@@ -1,0 +1,481 @@
+"""`arithmetic="xnnpack"` against TFLite's default interpreter (resolver "auto": the XNNPACK
+delegate), exact equality on int8 outputs.
+
+Every single-op test first checks that the delegate really took the op (a DELEGATE node in the
+interpreter's execution plan): an op the delegate declines runs TFLite's optimized built-in
+kernel instead, and the comparison would then test something else. The builder models give
+every output tensor its shape, because the delegate declines ops whose output shape is unknown.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tflite_ref import make_interpreter, run_tflite
+
+import qengine
+from qengine.builder import ACTIVATIONS, SAME, VALID, GraphBuilder, options
+from qengine.errors import UnsupportedOpError
+from qengine.ir import Quantization
+from qengine.kernels import xnnpack as xnnpack_kernels
+
+pytestmark = pytest.mark.tf
+
+ACTS = ["NONE", "RELU", "RELU6", "RELU_N1_TO_1"]
+
+
+def rng(*key):
+    return np.random.default_rng(abs(hash(key)) % 2**32)
+
+
+def int8(r, shape, low=-128):
+    return r.integers(low, 128, shape).astype(np.int8)
+
+
+def delegated_ops(data: bytes) -> int:
+    """How many DELEGATE nodes TFLite's default interpreter runs for the model."""
+    interpreter = make_interpreter(data, "auto")
+    interpreter.allocate_tensors()
+    return sum(d["op_name"] == "DELEGATE" for d in interpreter._get_ops_details())
+
+
+def with_output_shapes(model, inputs):
+    """Give every op output its shape (qengine infers them): XNNPACK needs static shapes."""
+    values = qengine.Interpreter(model).run(inputs, keep=True)
+    for op in model.main.operators:
+        for t in op.outputs:
+            t.shape = tuple(values[t.name].shape)
+    return model
+
+
+def check_xnnpack(model, inputs, delegated=True) -> dict:
+    """qengine(arithmetic="xnnpack") == TFLite default, exactly; returns TFLite's outputs."""
+    model = with_output_shapes(model, inputs)
+    data = model.to_bytes()
+    assert (delegated_ops(data) > 0) == delegated, "the XNNPACK delegate did not take the op"
+    want = run_tflite(data, inputs, "auto")
+    got = qengine.Interpreter(data, arithmetic="xnnpack").run(inputs)
+    for name, value in want.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
+    return want
+
+
+def per_channel(r, n, axis, low=1e-3, high=5e-2):
+    return Quantization(r.uniform(low, high, n).astype(np.float32), np.zeros(n, np.int64), axis)
+
+
+def bias_const(b, r, in_scale, wq, out_c, magnitude=3000):
+    """An int32 bias quantized like the filter: per tensor or per channel (XNNPACK refuses a
+    per-channel bias next to a per-tensor filter, and the whole interpreter then fails)."""
+    scales = wq.scale.astype(np.float64) * in_scale
+    return b.const("b", r.integers(-magnitude, magnitude, out_c).astype(np.int32), "int32",
+                   Quantization(scales, np.zeros(scales.size, np.int64), 0))
+
+
+def conv_options(padding, stride, dil, act) -> dict:
+    return {"padding": padding, "strideH": stride[0], "strideW": stride[1],
+            "dilationHFactor": dil[0], "dilationWFactor": dil[1],
+            "fusedActivationFunction": ACTIVATIONS[act]}
+
+
+def conv_model(r, x_shape, w_shape, *, depthwise=False, stride=(1, 1), dil=(1, 1),
+               padding=SAME, act="NONE", per_tensor=False, in_q=(0.05, 3), out_q=(0.2, -7),
+               bias=True):
+    b = GraphBuilder()
+    x = b.input("x", x_shape, "int8", Quantization.per_tensor(*in_q))
+    out_c = w_shape[3] if depthwise else w_shape[0]
+    wq = (Quantization.per_tensor(0.02) if per_tensor
+          else per_channel(r, out_c, 3 if depthwise else 0))
+    inputs = [x, b.const("w", int8(r, w_shape, -127), "int8", wq)]
+    if bias:
+        inputs.append(bias_const(b, r, in_q[0], wq, out_c))
+    common = conv_options(padding, stride, dil, act)
+    if depthwise:
+        opts = options("DepthwiseConv2DOptions", depthMultiplier=out_c // x_shape[3], **common)
+        y = b.op("DEPTHWISE_CONV_2D", inputs, options=opts, version=3,
+                 out_quantization=Quantization.per_tensor(*out_q))
+    else:
+        y = b.op("CONV_2D", inputs, options=options("Conv2DOptions", **common), version=3,
+                 out_quantization=Quantization.per_tensor(*out_q))
+    return b.build([y])
+
+
+# -- CONV_2D -----------------------------------------------------------------------------------
+
+CONV_CASES = [  # x shape, w shape, stride, dilation, padding
+    ((2, 9, 8, 3), (5, 3, 3, 3), (1, 1), (1, 1), SAME),
+    ((1, 10, 7, 4), (6, 3, 2, 4), (2, 3), (1, 1), VALID),
+    ((1, 11, 11, 2), (3, 3, 3, 2), (1, 2), (2, 3), SAME),
+    ((2, 6, 6, 8), (4, 1, 1, 8), (1, 1), (1, 1), VALID),
+    ((1, 9, 9, 16), (24, 3, 3, 16), (2, 2), (1, 1), SAME),
+    ((1, 7, 9, 6), (6, 3, 3, 2), (2, 2), (1, 1), SAME),  # grouped: 3 groups
+]
+
+
+@pytest.mark.parametrize("case", range(len(CONV_CASES)))
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("per_tensor", [False, True])
+def test_conv(case, act, per_tensor):
+    x_shape, w_shape, stride, dil, padding = CONV_CASES[case]
+    r = rng("conv", case, act, per_tensor)
+    model = conv_model(r, x_shape, w_shape, stride=stride, dil=dil, padding=padding, act=act,
+                       per_tensor=per_tensor)
+    for _ in range(2):
+        check_xnnpack(model, [int8(r, x_shape)])
+
+
+DW_CASES = [  # x shape, kernel, multiplier, stride, dilation, padding
+    ((2, 8, 9, 3), (3, 3), 1, (1, 1), (1, 1), SAME),
+    ((1, 9, 9, 2), (3, 2), 3, (2, 1), (1, 1), VALID),
+    ((1, 12, 10, 4), (3, 3), 2, (1, 2), (2, 2), SAME),
+    ((1, 10, 10, 24), (5, 5), 1, (2, 2), (1, 1), SAME),
+]
+
+
+@pytest.mark.parametrize("case", range(len(DW_CASES)))
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("per_tensor", [False, True])
+def test_depthwise(case, act, per_tensor):
+    x_shape, (kh, kw), mult, stride, dil, padding = DW_CASES[case]
+    r = rng("dw", case, act, per_tensor)
+    model = conv_model(r, x_shape, (1, kh, kw, x_shape[3] * mult), depthwise=True,
+                       stride=stride, dil=dil, padding=padding, act=act, per_tensor=per_tensor)
+    for _ in range(2):
+        check_xnnpack(model, [int8(r, x_shape)])
+
+
+def test_requantization_scale_of_256_is_refused():
+    """XNNPACK refuses scales >= 256; the default interpreter then fails to prepare the model."""
+    r = rng("scale-256")
+    model = conv_model(r, (1, 5, 5, 2), (3, 3, 3, 2), per_tensor=True, in_q=(1.0, 0),
+                       out_q=(5e-5, 0))  # 1.0 * 0.02 / 5e-5 = 400
+    model = with_output_shapes(model, [int8(r, (1, 5, 5, 2))])
+    with pytest.raises(RuntimeError, match="XNNPACK"):
+        run_tflite(model.to_bytes(), [int8(r, (1, 5, 5, 2))], "auto")
+    with pytest.raises(UnsupportedOpError, match="256"):
+        qengine.Interpreter(model, arithmetic="xnnpack")
+
+
+# -- FULLY_CONNECTED ---------------------------------------------------------------------------
+
+
+def fc_model(r, x_shape, units, *, act="NONE", per_tensor=False, in_q=(0.05, 3),
+             out_q=(0.2, -7), bias=True, w=None, wq=None, bias_values=None):
+    depth = x_shape[-1]
+    b = GraphBuilder()
+    x = b.input("x", x_shape, "int8", Quantization.per_tensor(*in_q))
+    if wq is None:
+        wq = Quantization.per_tensor(0.02) if per_tensor else per_channel(r, units, 0)
+    w = int8(r, (units, depth), -127) if w is None else w
+    inputs = [x, b.const("w", w, "int8", wq)]
+    if bias_values is not None:
+        scales = wq.scale.astype(np.float64) * in_q[0]
+        inputs.append(b.const("b", bias_values.astype(np.int32), "int32",
+                              Quantization(scales, np.zeros(scales.size, np.int64), 0)))
+    elif bias:
+        inputs.append(bias_const(b, r, in_q[0], wq, units))
+    opts = options("FullyConnectedOptions", fusedActivationFunction=ACTIVATIONS[act])
+    y = b.op("FULLY_CONNECTED", inputs, options=opts, version=5,
+             out_quantization=Quantization.per_tensor(*out_q))
+    return b.build([y])
+
+
+FC_SHAPES = [((3, 16), 8), ((1, 100), 10), ((4, 2, 33), 7), ((2, 1280), 24)]
+
+
+@pytest.mark.parametrize("shape", range(len(FC_SHAPES)))
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("per_tensor", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fully_connected(shape, act, per_tensor, bias):
+    x_shape, units = FC_SHAPES[shape]
+    r = rng("fc", shape, act, per_tensor, bias)
+    model = fc_model(r, x_shape, units, act=act, per_tensor=per_tensor, bias=bias)
+    for _ in range(2):
+        check_xnnpack(model, [int8(r, x_shape)])
+
+
+# -- the requantization details, with inputs built to expose them ------------------------------
+
+
+def sweep_rows() -> np.ndarray:
+    """All 256 int8 values as a [256, 1] batch: with a weight of 1, depth 1 and input zero
+    point 0, row k accumulates bias + k, so each channel sees 256 consecutive accumulators."""
+    return np.arange(-128, 128).astype(np.int8).reshape(256, 1)
+
+
+def sweep_model(scales_w, in_q, out_q, bias_values, act="NONE"):
+    units = len(scales_w)
+    wq = Quantization(np.asarray(scales_w, np.float32), np.zeros(units, np.int64), 0)
+    return fc_model(None, (256, 1), units, act=act, in_q=in_q, out_q=out_q,
+                    w=np.ones((units, 1), np.int8), wq=wq, bias_values=np.asarray(bias_values))
+
+
+def test_ties_round_to_even():
+    """scale = 0.5 * 0.25 / 0.25 = 0.5 exactly: every odd accumulator is a tie, both signs."""
+    model = sweep_model([0.25, 0.25], (0.5, 0), (0.25, 1), [-41, 40])
+    want = check_xnnpack(model, [sweep_rows()])
+    acc = np.stack([np.arange(-128, 128) - 41, np.arange(-128, 128) + 40], axis=1)
+    away = np.clip(np.sign(acc) * np.floor(np.abs(acc) * 0.5 + 0.5) + 1, -128, 127)
+    assert np.any(next(iter(want.values())) != away), "no tie distinguishes the roundings"
+
+
+def requantization_scale(in_scale, s_w, out_scale) -> np.float32:
+    """XNNPACK's scale, float32 throughout (the fact test_scale_is_computed_in_float32 checks)."""
+    return np.float32(np.float32(np.float32(in_scale) * np.float32(s_w)) / np.float32(out_scale))
+
+
+def _straddling_accumulator(fp32_scale, f64_scale, low=2**18, high=2**21):
+    """An accumulator whose product with the two candidate scales rounds differently."""
+    acc = np.arange(low, high, dtype=np.int64)
+    a = np.rint(acc.astype(np.float32) * np.float32(fp32_scale))
+    b = np.rint(acc.astype(np.float32) * np.float32(f64_scale))
+    hits = np.flatnonzero((a != b) & (np.abs(a) < 100))
+    return int(acc[hits[0]]) if hits.size else None
+
+
+def test_scale_is_computed_in_float32():
+    """XNNPACK computes (s_in * s_w) / s_out in float32, not in double: channels whose two
+    candidate scales differ by an ulp get an accumulator where that flips the rounding."""
+    r = rng("scale-precision")
+    in_scale, out_scale = np.float32(0.0123), np.float32(0.7)
+    scales, biases = [], []
+    while len(scales) < 6:
+        s_w = np.float32(r.uniform(1e-4, 1e-3))
+        fp32 = requantization_scale(in_scale, s_w, out_scale)
+        f64 = np.float32(np.float64(in_scale) * np.float64(s_w) / np.float64(out_scale))
+        acc = _straddling_accumulator(fp32, f64) if fp32 != f64 else None
+        if acc is not None:
+            scales.append(s_w)
+            biases.append(acc)
+    model = sweep_model(scales, (float(in_scale), 0), (float(out_scale), 0), biases)
+    check_xnnpack(model, [sweep_rows()])
+
+
+def _float32_rounding_matters(scale, low, count=2**20):
+    """An accumulator in [low, low + count) where rounding it to float32 before the (float32)
+    scale changes the result, compared with scaling the exact value."""
+    acc = np.arange(low, low + count, dtype=np.int64)
+    via_float32 = np.rint(acc.astype(np.float32) * np.float32(scale))
+    exact = np.rint((acc.astype(np.float64) * np.float64(scale)).astype(np.float32))
+    return int(acc[np.flatnonzero(via_float32 != exact)[0]])
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_large_accumulators_are_rounded_to_float32(sign):
+    """Accumulators above 2^24 lose their low bits in float32(acc) before the scale applies."""
+    in_q, out_q, s_w = (0.1, 0), (0.6, 0), 1e-5  # scale ~1.7e-6: |out| ~ 111 near 2^26
+    scale = requantization_scale(in_q[0], s_w, out_q[0])
+    bias = _float32_rounding_matters(scale, 2**26 if sign > 0 else -(2**26) - 2**20)
+    model = sweep_model([s_w], in_q, out_q, [bias])
+    check_xnnpack(model, [sweep_rows()])
+
+
+@pytest.mark.parametrize("out_zp", [-3, 0, 1, 2])
+@pytest.mark.parametrize("act", ["RELU6", "RELU_N1_TO_1"])
+def test_activation_bound_ties(out_zp, act):
+    """Output scale 4: 6 / 4 = 1.5 is a tie in the RELU6 bound; scale 2 for RELU_N1_TO_1."""
+    out_scale = 4.0 if act == "RELU6" else 2.0
+    model = sweep_model([0.25, 0.5], (0.5, 0), (out_scale, out_zp), [0, 3], act=act)
+    check_xnnpack(model, [sweep_rows()])
+
+
+@pytest.mark.parametrize("in_q,out_q", [
+    ((0.5, -128), (0.01, 127)),  # requantization scales far above 1
+    ((1e-4, 127), (30.0, -128)),  # tiny requantization scales
+    ((0.05, 0), (0.05, 0)),
+])
+def test_extreme_params(in_q, out_q):
+    r = rng("extreme", in_q, out_q)
+    for depthwise in (False, True):
+        w_shape = (1, 3, 3, 6) if depthwise else (6, 3, 3, 3)
+        model = conv_model(r, (1, 8, 8, 3), w_shape, depthwise=depthwise, in_q=in_q,
+                           out_q=out_q, act="RELU6")
+        check_xnnpack(model, [int8(r, (1, 8, 8, 3))])
+
+
+# -- MEAN --------------------------------------------------------------------------------------
+
+
+def mean_model(shape, axes, keep, in_q=(0.05, 3), out_q=(0.04, -2)):
+    b = GraphBuilder()
+    x = b.input("x", shape, "int8", Quantization.per_tensor(*in_q))
+    y = b.op("MEAN", [x, b.const("axis", np.array(axes, np.int32))],
+             options=options("ReducerOptions", keepDims=keep),
+             out_quantization=Quantization.per_tensor(*out_q))
+    return b.build([y])
+
+
+MEAN_CASES = [  # shape, axes
+    ((2, 5, 5, 8), [1, 2]), ((1, 3, 3, 64), [1, 2]), ((2, 5, 5, 8), [1]), ((2, 5, 5, 8), [3]),
+    ((2, 5, 5, 8), [2, 3]), ((3, 4, 10), [1]), ((3, 4, 10), [2]), ((4, 10), [1]),
+    ((2, 5, 5, 8), [0, 1, 2]), ((1, 12, 12, 16), [1, 2]),
+]
+
+
+@pytest.mark.parametrize("case", range(len(MEAN_CASES)))
+@pytest.mark.parametrize("keep", [True, False])
+def test_mean(case, keep):
+    shape, axes = MEAN_CASES[case]
+    r = rng("mean", case, keep)
+    params = [((0.05, 3), (0.04, -2)), ((0.1, -128), (0.01, 127)), ((0.02, 0), (0.02, 0))]
+    for in_q, out_q in params:
+        check_xnnpack(mean_model(shape, axes, keep, in_q, out_q), [int8(r, shape)])
+
+
+def _mean_twin(sums, n, in_q, out_q, divide=False, bias_from_ratio=False):
+    """XNNPACK's MEAN on sums of n values, and (flags) formulas it does not use:
+    scale = ratio * float32(1 / n) (or ratio / n); bias = zp_out - float32(n * zp_in) * scale
+    (or zp_out - zp_in * ratio); out = rint(float32(sum) * scale + bias), float32 steps."""
+    f32 = np.float32
+    ratio = f32(f32(in_q[0]) / f32(out_q[0]))
+    scale = ratio / f32(n) if divide else ratio * f32(f32(1) / f32(n))
+    bias = (f32(out_q[1]) - f32(in_q[1]) * ratio if bias_from_ratio
+            else f32(out_q[1]) - f32(n * in_q[1]) * scale)
+    return np.rint(sums.astype(np.float32) * scale + bias)
+
+
+def rows_with_sums(sums: np.ndarray, n: int) -> np.ndarray:
+    """[len(sums), n] int8 rows whose sums are the targets (values spread evenly)."""
+    base = np.floor_divide(sums, n)
+    rows = np.repeat(base[:, None], n, axis=1) + (np.arange(n) < (sums - base * n)[:, None])
+    return rows.astype(np.int8)
+
+
+@pytest.mark.parametrize("n", [7, 9, 13])
+def test_mean_formula(n):
+    """MEAN over n values, with sums chosen where the formula details change the result:
+    dividing by n instead of multiplying by 1/n, folding the zero points differently, or
+    subtracting the input zero point before converting to float."""
+    r = rng("mean-formula", n)
+    sums = np.arange(-128 * n, 127 * n + 1)
+    found = 0
+    for _ in range(400):
+        in_q = (float(r.uniform(0.01, 0.2)), int(r.integers(-128, 128)))
+        out_q = (float(r.uniform(0.002, 0.05)), int(r.integers(-128, 128)))
+        ours = _mean_twin(sums, n, in_q, out_q)
+        ratio_n = np.float32(np.float32(in_q[0]) / np.float32(out_q[0])) * np.float32(1 / n)
+        others = [_mean_twin(sums, n, in_q, out_q, divide=True),
+                  _mean_twin(sums, n, in_q, out_q, bias_from_ratio=True),
+                  np.rint((sums - n * in_q[1]).astype(np.float32) * ratio_n) + out_q[1]]
+        telling = sums[np.any([o != ours for o in others], axis=0) & (np.abs(ours) < 127)]
+        if telling.size == 0:
+            continue
+        found += telling.size
+        x = rows_with_sums(np.resize(telling, 16), n).T.reshape(1, n, 1, 16)
+        check_xnnpack(mean_model((1, n, 1, 16), [1, 2], True, in_q, out_q), [x])
+    assert found > 0, "no input separates the formulas"
+
+
+# -- ADD, SUB, MUL -----------------------------------------------------------------------------
+
+
+def binary_model(op, shape_a, shape_b, q_a, q_b, q_out, act="NONE"):
+    b = GraphBuilder()
+    x = b.input("a", shape_a, "int8", Quantization.per_tensor(*q_a))
+    y = b.input("b", shape_b, "int8", Quantization.per_tensor(*q_b))
+    kind = {"ADD": "AddOptions", "SUB": "SubOptions", "MUL": "MulOptions"}[op]
+    out = b.op(op, [x, y], options=options(kind, fusedActivationFunction=ACTIVATIONS[act]),
+               out_quantization=Quantization.per_tensor(*q_out))
+    return b.build([out])
+
+
+def all_pairs():
+    """Every (a, b) pair of int8 values once: [256, 256] each."""
+    values = np.arange(-128, 128).astype(np.int8)
+    return [np.repeat(values, 256).reshape(256, 256), np.tile(values, 256).reshape(256, 256)]
+
+
+BINARY_PARAMS = [  # (q_a, q_b, q_out)
+    ((0.05, 3), (0.02, -7), (0.06, 2)),
+    ((0.1, -128), (0.1, 127), (0.3, 0)),
+    ((0.013, 10), (0.4, -3), (0.5, -20)),
+    ((0.02, 0), (0.02, 0), (0.01, 5)),
+    ((1 / 128, 1), (1 / 64, -1), (1 / 32, 3)),  # power-of-two ratios: exact ties
+]
+
+
+@pytest.mark.parametrize("op", ["ADD", "SUB", "MUL"])
+@pytest.mark.parametrize("params", range(len(BINARY_PARAMS)))
+@pytest.mark.parametrize("act", ["NONE", "RELU", "RELU6"])
+def test_binary_all_pairs(op, params, act):
+    """All 65536 input pairs: the whole table of the op for these parameters."""
+    model = binary_model(op, (256, 256), (256, 256), *BINARY_PARAMS[params], act=act)
+    check_xnnpack(model, all_pairs())
+
+
+@pytest.mark.parametrize("op", ["ADD", "MUL"])
+def test_binary_random_scales(op):
+    r = rng("binary", op)
+    for _ in range(30):
+        q = [(float(r.uniform(0.005, 0.5)), int(r.integers(-128, 128))) for _ in range(3)]
+        check_xnnpack(binary_model(op, (256, 256), (256, 256), *q), all_pairs())
+
+
+@pytest.mark.parametrize("op", ["ADD", "MUL"])
+def test_binary_broadcast(op):
+    r = rng("broadcast", op)
+    model = binary_model(op, (2, 5, 5, 8), (1, 1, 1, 8), (0.05, 3), (0.02, -7), (0.06, 2))
+    check_xnnpack(model, [int8(r, (2, 5, 5, 8)), int8(r, (1, 1, 1, 8))])
+
+
+@pytest.mark.parametrize("op,params", [
+    ("ADD", ((1e-4, 3), (0.02, -7), (1.0, 2))),  # s_a / s_out < 2^-10
+    ("MUL", ((1e-3, 3), (1e-3, -7), (1.0, 2))),  # s_a * s_b / s_out < 2^-16
+])
+def test_binary_scales_xnnpack_refuses(op, params):
+    """Outside XNNPACK's ratio ranges the delegate leaves the op to TFLite's built-in kernel,
+    and qengine falls back to the reference arithmetic, which that kernel shares."""
+    check_xnnpack(binary_model(op, (256, 256), (256, 256), *params), all_pairs(),
+                  delegated=False)
+
+
+# -- whole models ------------------------------------------------------------------------------
+
+CORPUS_MODELS = [
+    "digits", "mlp", "transformer",
+    pytest.param("mobilenet_v2", marks=pytest.mark.slow),
+    pytest.param("mobilenet_v3_small", marks=pytest.mark.slow),
+    pytest.param("efficientnet_b0", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("name", CORPUS_MODELS)
+def test_qengine_quantized_corpus_model(corpus, name):
+    """qengine's int8 model of a corpus network equals the default interpreter's output exactly.
+    The transformer's float islands (GELU, RSQRT between DEQUANTIZE and QUANTIZE) run in float
+    on both sides; its int8 output still matched in every run."""
+    from tflite_ref import quantize_inputs
+
+    model = qengine.quantize(corpus.path(name, "float"), "int8",
+                             corpus.sample_inputs(name, 16, seed=0), quiet=True).to_bytes()
+    x = quantize_inputs(model, corpus.sample_inputs(name, 4, seed=4))
+    want = run_tflite(model, x, "auto")
+    got = qengine.Interpreter(model, arithmetic="xnnpack").run(x)
+    for key, value in want.items():
+        np.testing.assert_array_equal(got[key], value, err_msg=key)
+
+
+# -- LEAKY_RELU --------------------------------------------------------------------------------
+
+
+def unary_model(op, shape, in_q, out_q, opts=None):
+    b = GraphBuilder()
+    x = b.input("x", shape, "int8", Quantization.per_tensor(*in_q))
+    y = b.op(op, [x], options=opts, out_quantization=Quantization.per_tensor(*out_q))
+    return b.build([y])
+
+
+def every_int8():
+    return np.arange(-128, 128).astype(np.int8).reshape(1, 256)
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.2, -0.3, 1.7, 0.01])
+@pytest.mark.parametrize("in_q,out_q", [((0.05, 3), (0.04, 0)), ((1 / 16, -5), (1 / 32, 7)),
+                                        ((0.1, -128), (0.02, 127)), ((0.013, 0), (0.05, -9))])
+def test_leaky_relu(alpha, in_q, out_q):
+    """All 256 inputs. 1/16 -> 1/32 makes 256 * ratio * alpha land on exact ties."""
+    opts = options("LeakyReluOptions", alpha=alpha)
+    delegated = xnnpack_kernels.leaky_relu_table(*in_q, *out_q, alpha) is not None
+    check_xnnpack(unary_model("LEAKY_RELU", (1, 256), in_q, out_q, opts), [every_int8()],
+                  delegated=delegated)
