@@ -82,6 +82,17 @@ def test_pool_fused_activation(op, activation):
     check_against_tflite(pool_model(op, x.shape, (3, 3), (2, 2), SAME, activation), [x])
 
 
+@pytest.mark.tf
+@pytest.mark.parametrize("op", POOLS)
+@pytest.mark.parametrize("activation", ["NONE", "TANH", "RELU"])
+def test_pool_infinities(op, activation):
+    """TFLite's float pools clamp to [-FLT_MAX, FLT_MAX] even without an activation, so an
+    infinite window becomes +-FLT_MAX; NaN passes through."""
+    x = normal(rng(op, "inf", activation), (1, 6, 6, 2), 0.8)
+    x[0, 0, 0, 0], x[0, 3, 4, 1], x[0, 5, 5, 0] = np.inf, -np.inf, np.nan
+    check_against_tflite(pool_model(op, x.shape, (2, 2), (2, 2), VALID, activation), [x])
+
+
 def test_pool_rejects_empty_filter():
     expect_invalid(pool_model("MAX_POOL_2D", (1, 4, 4, 1), (0, 2), (1, 1), SAME))
     expect_invalid(pool_model("AVERAGE_POOL_2D", (1, 4, 4, 1), (2, 2), (0, 1), SAME))
@@ -266,6 +277,17 @@ def test_transpose_conv_fused_activation(activation):
     model = transpose_conv_model((1, 3, 3, 2), (3, 3), 2, (2, 2), SAME, (6, 6), True, activation,
                                  r)
     check_against_tflite(model, [normal(r, (1, 3, 3, 2))])
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("activation", ["NONE", "TANH", "RELU"])
+def test_transpose_conv_infinities(activation):
+    r = rng("tconv-inf", activation)
+    model = transpose_conv_model((1, 3, 3, 2), (3, 3), 2, (2, 2), SAME, (6, 6), False,
+                                 activation, r)
+    x = normal(r, (1, 3, 3, 2))
+    x[0, 1, 1, 0] = np.float32(3e38)  # products overflow to +-inf inside the sums
+    check_against_tflite(model, [x])
 
 
 def test_transpose_conv_rejects_mismatched_shapes():

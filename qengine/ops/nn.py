@@ -14,27 +14,13 @@ from ..errors import InputError
 from ..runtime.registry import OpContext, Prepared, Spec, register_op
 from .common import (
     NONE,
-    RELU,
-    RELU6,
-    RELU_N1_TO_1,
     conv_output_size,
+    float_activation,
     fused_activation,
     is_quantized,
     quantized_path,
 )
 from .conv import geometry, patches
-
-_CLAMPS = {RELU: (0.0, None), RELU_N1_TO_1: (-1.0, 1.0), RELU6: (0.0, 6.0)}
-
-
-def _clamp_activation(ctx: OpContext):
-    """TFLite's CalculateActivationRange as a function: a clamp for the ReLU family; TANH and
-    SIGN_BIT give an unbounded range there, so they do nothing (as in TFLite)."""
-    bounds = _CLAMPS.get(fused_activation(ctx))
-    if bounds is None:
-        return lambda x: x
-    low, high = bounds
-    return lambda x: np.clip(x, low, high, out=x)
 
 
 def _float_input(ctx: OpContext, i: int = 0) -> Spec:
@@ -69,7 +55,7 @@ def _pool(ctx: OpContext, reduce_window) -> Prepared:
     counts = patches(np.ones((1, g.in_h, g.in_w, 1), np.float32), g).sum(axis=(3, 4))
     if g.out_h * g.out_w and counts.min() == 0:
         raise ctx.invalid("a pooling window lies entirely in the padding")
-    activation = _clamp_activation(ctx)
+    activation = float_activation(ctx)
     out_shape = (g.batch, g.out_h, g.out_w, x.shape[3])
 
     def run(x):
@@ -86,7 +72,11 @@ def average_pool_2d(ctx: OpContext) -> Prepared:
 
 @register_op("MAX_POOL_2D")
 def max_pool_2d(ctx: OpContext) -> Prepared:
-    return _pool(ctx, lambda x, g, counts: patches(x, g, -np.inf).max(axis=(3, 4)))
+    # reference MaxPool: max = std::max(max, tap) from float lowest, so NaN taps are skipped
+    # and a window of -inf (or NaN) gives -FLT_MAX
+    lowest = -np.finfo(np.float32).max
+    return _pool(ctx, lambda x, g, counts: np.fmax.reduce(patches(x, g, -np.inf), axis=(3, 4),
+                                                          initial=lowest))
 
 
 @register_op("L2_POOL_2D")
@@ -311,7 +301,7 @@ def _transpose_conv_float(ctx: OpContext, x_shape, w_shape, out_shape) -> Prepar
     sh, sw = ctx.options.strideH, ctx.options.strideW
     pad_top = _transpose_padding(ctx, in_h, out_shape[1], kh, sh)
     pad_left = _transpose_padding(ctx, in_w, out_shape[2], kw, sw)
-    activation = _clamp_activation(ctx)
+    activation = float_activation(ctx)
     # the scatter target: every position a tap can reach, and the output window inside it
     full_h = max((in_h - 1) * sh + kh, pad_top + out_shape[1])
     full_w = max((in_w - 1) * sw + kw, pad_left + out_shape[2])
