@@ -18,6 +18,7 @@ __all__ = [
     "INT32_MAX",
     "INT32_MIN",
     "mbqm",
+    "mbqm_array",
     "mbqm_int64",
     "quantize_multiplier",
     "quantize_multipliers",
@@ -173,3 +174,21 @@ def round_half_away_int32(x):
     if r > INT32_MAX or r < INT32_MIN:
         return np.int64(INT32_MIN)
     return r
+
+
+def mbqm_array(x: np.ndarray, multiplier: int, shift: int) -> np.ndarray:
+    """`mbqm` on a whole NumPy array (prepare-time tables and vectorized ops; not jitted).
+
+    x holds int32 values (any integer dtype); the result is int64 holding int32 values:
+      SRDHM(a, M) = trunc((a*M + (a*M >= 0 ? 2^30 : 1 - 2^30)) / 2^31)    (M > 0, no saturation)
+      RDBPOT(v, e) = (v >> e) + ((v & (2^e-1)) > ((2^e-1) >> 1) + (v < 0))
+    """
+    left, right = max(shift, 0), max(-shift, 0)
+    a = np.asarray(x).astype(np.int64) << left
+    a = ((a + 2**31) & 0xFFFFFFFF) - 2**31  # the int32 left shift wraps
+    product = a * np.int64(multiplier)
+    v = product + np.where(product >= 0, 1 << 30, 1 - (1 << 30))
+    high = np.where(v >= 0, v >> 31, -((-v) >> 31))  # C division truncates toward zero
+    mask = (1 << right) - 1
+    threshold = (mask >> 1) + (high < 0)
+    return (high >> right) + ((high & mask) > threshold)

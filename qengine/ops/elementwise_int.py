@@ -16,6 +16,7 @@ import numpy as np
 from qengine.kernels import activations as activation_kernels
 from qengine.kernels import elementwise as kernels
 from qengine.kernels import xnnpack
+from qengine.kernels.fixedpoint import mbqm_array as mbqm
 from qengine.kernels.fixedpoint import quantize_multiplier
 
 from ..errors import InputError
@@ -49,24 +50,6 @@ def output_params(ctx: OpContext, dtype: str) -> tuple[float, int]:
 def flattened(x: np.ndarray, shape) -> np.ndarray:
     """x broadcast to `shape`, as a contiguous 1-D array (what the elementwise kernels take)."""
     return np.ascontiguousarray(np.broadcast_to(x, shape)).ravel()
-
-
-def mbqm(x: np.ndarray, multiplier: int, shift: int) -> np.ndarray:
-    """MultiplyByQuantizedMultiplier (int32 overload, double rounding) on an array.
-
-    x holds int32 values (any integer dtype). Same arithmetic as kernels.fixedpoint.mbqm:
-      SRDHM(a, M) = trunc((a*M + (a*M >= 0 ? 2^30 : 1 - 2^30)) / 2^31)    (M > 0, no saturation)
-      RDBPOT(v, e) = (v >> e) + ((v & (2^e-1)) > ((2^e-1) >> 1) + (v < 0))
-    """
-    left, right = max(shift, 0), max(-shift, 0)
-    a = x.astype(np.int64) << left
-    a = ((a + 2**31) & 0xFFFFFFFF) - 2**31  # the int32 left shift wraps
-    product = a * np.int64(multiplier)
-    v = product + np.where(product >= 0, 1 << 30, 1 - (1 << 30))
-    high = np.where(v >= 0, v >> 31, -((-v) >> 31))  # C division truncates toward zero
-    mask = (1 << right) - 1
-    threshold = (mask >> 1) + (high < 0)
-    return (high >> right) + ((high & mask) > threshold)
 
 
 # -- ADD, SUB, MUL -----------------------------------------------------------------------------
