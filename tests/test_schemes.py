@@ -448,3 +448,60 @@ def test_the_readme_recipe_parses_and_applies():
     assert recipe.scheme_for(["FULLY_CONNECTED", "x"]).granularity == "blockwise"
     assert recipe.scheme_for(["CONV_2D", "model/head/conv"]) is None
     assert recipe.default.calibrator_options == (("percentile", 99.99),)
+
+
+# -- converter-made corpus models end to end --------------------------------------------------
+
+RESEARCH = {
+    "int4": Scheme(weight_bits=4),
+    "int2_full_range": Scheme(weight_bits=2, narrow_range=False),
+    "pow2_per_tensor": Scheme(power_of_two=True, granularity="per_tensor"),
+    "int4_asymmetric": Scheme(weight_bits=4, symmetric=False),
+    "int4_blockwise": Scheme(weight_bits=4, granularity="blockwise", block_size=16),
+    "percentile": Scheme(calibrator="percentile", calibrator_options={"percentile": 99.9}),
+    "entropy_int6": Scheme(weight_bits=6, calibrator="entropy"),
+}
+
+
+def output_sqnr(float_model, quant_model, x) -> float:
+    f = next(iter(qengine.Interpreter(float_model).run(x).values()))
+    interpreter = qengine.Interpreter(quant_model)
+    spec = interpreter.inputs[0]
+    q = np.clip(np.round(x / spec.scale) + spec.zero_point, -128, 127).astype(np.int8)
+    y = interpreter.outputs[0]
+    out = next(iter(interpreter.run(q).values())).astype(np.float64)
+    deq = (out - y.zero_point) * y.scale
+    return float(10 * np.log10(np.sum(f.astype(np.float64) ** 2) / np.sum((deq - f) ** 2)))
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+@pytest.mark.parametrize("model_name", ["mobilenet_v2", "transformer"])
+@pytest.mark.parametrize("scheme_name", sorted(RESEARCH))
+def test_every_scheme_runs_end_to_end_on_corpus_models(corpus, model_name, scheme_name):
+    """Each scheme quantizes and runs a converter-made model; the exportable ones are checked
+    byte for byte against TFLite REF, the others are refused at export; and int8 per-channel
+    (TFLite's own scheme) bounds how far a coarser scheme can be above it."""
+    from tflite_ref import run_tflite
+
+    scheme = RESEARCH[scheme_name]
+    float_path = corpus.path(model_name, "float")
+    calibration = corpus.sample_inputs(model_name, 16, seed=0)
+    x = corpus.sample_inputs(model_name, 4, seed=5)
+    model = qengine.quantize(float_path, calibration=calibration, recipe=Recipe(scheme),
+                             quiet=True)
+    sqnr = output_sqnr(float_path, model, x)
+    assert np.isfinite(sqnr)
+    if scheme.export_problem() is None:
+        data = model.to_bytes()
+        interpreter = qengine.Interpreter(data)
+        q = quantized_images(interpreter, x)
+        got, want = interpreter.run(q), run_tflite(data, q)
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name])
+    else:
+        with pytest.raises(ExportError):
+            model.to_bytes()
+    if scheme.weight_bits < 8 and scheme.calibrator == "minmax":
+        baseline = qengine.quantize(float_path, "int8", calibration, quiet=True)
+        assert sqnr < output_sqnr(float_path, baseline, x) + 1.0  # fewer bits cannot be better
