@@ -505,3 +505,12 @@ def test_every_scheme_runs_end_to_end_on_corpus_models(corpus, model_name, schem
     if scheme.weight_bits < 8 and scheme.calibrator == "minmax":
         baseline = qengine.quantize(float_path, "int8", calibration, quiet=True)
         assert sqnr < output_sqnr(float_path, baseline, x) + 1.0  # fewer bits cannot be better
+
+
+def test_an_override_that_matches_nothing_is_reported(capsys):
+    recipe = Recipe(Scheme(), (Override("CONV2D", Scheme(weight_bits=4)),
+                               Override("CONV_2D", Scheme(weight_bits=6))))
+    model = qengine.quantize(DIGITS, calibration=CALIBRATION[:8], recipe=recipe)
+    err = capsys.readouterr().err
+    assert "'CONV2D' matches no op" in err and "'CONV_2D'" not in err
+    assert np.abs(ops_by_type(model)["CONV_2D"].inputs[1].data).max() == 31

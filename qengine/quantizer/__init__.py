@@ -98,10 +98,20 @@ def _full_integer(model, calibration, options, quiet, factory=None):
                                 "(representative inputs); pass calibration=... or "
                                 "--calibration DATA")
     fold_constant_weights(model)
+    if not quiet:
+        _warn_unmatched(model, options.recipe)
     by_tensor = None if factory else _observers_by_tensor(model, options.recipe)
     stats = calibrate(model, calibration, factory or "minmax", quiet=quiet,
                       observer_for=by_tensor)
     return quantize_int8(model, stats, options)
+
+
+def _warn_unmatched(model: Model, recipe: Recipe) -> None:
+    from .int8 import _names
+
+    for override in recipe.unmatched(_names(op) for op in model.main.operators):
+        print(f"warning: recipe override {override.match!r} matches no op type or output "
+              f"tensor name of this model; it has no effect", file=sys.stderr)
 
 
 def _observers_by_tensor(model: Model, recipe: Recipe):

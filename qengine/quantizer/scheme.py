@@ -154,10 +154,16 @@ class Recipe:
         """The scheme of an op known by `names` (its type and output-tensor names)."""
         chosen = self.default
         for override in self.overrides:
-            if any(name == override.match or fnmatchcase(name, override.match)
-                   for name in names):
+            if any(_matches(name, override.match) for name in names):
                 chosen = override.scheme
         return chosen
+
+    def unmatched(self, ops_names) -> list[Override]:
+        """Overrides no op matches (`ops_names`: each op's type and output names): a typo such
+        as CONV2D for CONV_2D would otherwise change nothing without a word."""
+        ops_names = list(ops_names)
+        return [o for o in self.overrides
+                if not any(_matches(name, o.match) for names in ops_names for name in names)]
 
     @property
     def activations(self) -> str:
@@ -207,6 +213,10 @@ class Recipe:
             return cls.from_json(text)
         except InputError as e:
             raise InputError(f"{path}: {e}") from None
+
+
+def _matches(name: str, pattern: str) -> bool:
+    return name == pattern or fnmatchcase(name, pattern)
 
 
 SCHEME_FIELDS = tuple(f.name for f in fields(Scheme))
