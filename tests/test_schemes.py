@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import qengine
-from qengine.calibrate import choose_qparams, calibrate
+from qengine.calibrate import calibrate, choose_qparams
 from qengine.cli import main
 from qengine.errors import ExportError, InputError, QuantizationError
 from qengine.observers import PercentileObserver

@@ -21,10 +21,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..builder import options
 from ..calibrate import choose_qparams
 from ..errors import QuantizationError
 from ..ir import Model, OpCode, Operator, Quantization, Tensor, verify
-from ..builder import options
 from .scheme import Recipe, Scheme
 from .weights import (
     affine_constant,

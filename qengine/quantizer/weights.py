@@ -6,7 +6,7 @@ import numpy as np
 
 from ..calibrate import QRANGES, choose_qparams
 from ..ir import Quantization
-from ..numerics import round_half_away  # noqa: F401  (re-exported to the passes)
+from ..numerics import round_half_away
 
 
 def symmetric_weights(w: np.ndarray, axis: int | None, dtype: str = "int8",
