@@ -34,21 +34,26 @@ from qengine.kernels.softmax import (  # gemmlowp helpers shared with SOFTMAX
 
 __all__ = [
     "apply_lut_int8",
+    "exp_lut_int16",
     "exp_lut_int8",
+    "gelu_lut_int16",
     "gelu_lut_int8",
     "hard_swish_int8",
     "hard_swish_params",
     "leaky_relu_int8",
     "leaky_relu_params",
+    "log_lut_int16",
     "log_lut_int8",
     "log_softmax_int8",
     "log_softmax_params",
     "logistic_lut_int8",
+    "lut_int16",
     "lut_int8",
     "prelu_int8",
     "prelu_params",
     "relu_int8",
     "relu_params",
+    "rsqrt_lut_int16",
     "tanh_lut_int8",
 ]
 
@@ -61,7 +66,7 @@ _libm.expf.restype = ctypes.c_float
 _libm.expf.argtypes = [ctypes.c_float]
 _libm.tanhf.restype = ctypes.c_float
 _libm.tanhf.argtypes = [ctypes.c_float]
-for _name in ("logf", "erfcf"):
+for _name in ("logf", "erfcf", "sqrtf", "roundf"):
     getattr(_libm, _name).restype = ctypes.c_float
     getattr(_libm, _name).argtypes = [ctypes.c_float]
 
@@ -168,6 +173,101 @@ def gelu_lut_int8(s_in, zp_in, s_out, zp_out, approximate: bool) -> np.ndarray:
     """GELU int8 table (activations.cc GeluPrepare, reference/gelu.h GeluTransform[Approximate])."""
     transform = _gelu_approximate_f32 if approximate else _gelu_f32
     return _lut_int8(s_in, zp_in, s_out, zp_out, transform)
+
+
+# ------------------------------------------------------------------ 513-entry int16 LUTs
+
+
+def _roundf(x: np.float32) -> np.float32:
+    return np.float32(_libm.roundf(float(x)))  # std::round(float): half away from zero
+
+
+def _c_max(a, b):
+    return b if a < b else a  # std::max: a NaN first argument survives
+
+
+def _c_min(a, b):
+    return b if b < a else a  # std::min
+
+
+def _float_to_int16(x: np.float32) -> int:
+    # static_cast<int16_t> of an already clamped float; a NaN (inf - inf in the error term)
+    # converts through cvttss2si to 0x80000000, whose low 16 bits are 0
+    return 0 if np.isnan(x) else int(x)
+
+
+def lut_int16(s_in, zp_in, s_out, zp_out, transform) -> np.ndarray:
+    """LUTPopulateInt16<float> (tflite/kernels/internal/common.h), all in float32: 512
+    segments over the input's real range [s_in (-32768 - zp_in), s_in (32767 - zp_in)];
+    each anchor is the output scaled by 65536 / (output range), lowered by half the
+    interpolation error at the segment's midpoint; a closing anchor at input_max.
+
+    `transform` maps a np.float32 to a np.float32 as the C++ float function does. The
+    output scale is 65536 / (65535 s_out), not 1 / s_out: TFLite's, kept as is.
+    """
+    f32 = np.float32
+    input_min = f32(s_in) * f32(-32768 - int(zp_in))
+    input_max = f32(s_in) * f32(32767 - int(zp_in))
+    output_min = f32(s_out) * f32(-32768 - int(zp_out))
+    output_max = f32(s_out) * f32(32767 - int(zp_out))
+    step = f32((input_max - input_min) / f32(512))
+    half_step = f32(step / f32(2))
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaling = f32(f32(65536) / f32(output_max - output_min))
+        table = np.empty(513, np.int16)
+        for i in range(512):
+            start = f32(input_min + f32(i) * step)
+            val = transform(start)
+            midpoint = transform(f32(start + half_step))
+            following = transform(f32(input_min + f32(i + 1) * step))
+            sample = _roundf(f32(val * scaling))
+            interpolated = _roundf(f32(f32(following * scaling + sample) / f32(2)))
+            error = f32(interpolated - _roundf(f32(midpoint * scaling)))
+            bias = _roundf(f32(error / f32(2)))
+            table[i] = _float_to_int16(_c_min(_c_max(f32(sample - bias), f32(-32768)),
+                                              f32(32767)))
+        last = _roundf(f32(transform(input_max) * scaling))
+        table[512] = _float_to_int16(_c_min(_c_max(last, f32(-32768)), f32(32767)))
+    return table
+
+
+def _exp_f32(x: np.float32) -> np.float32:
+    return np.float32(_libm.expf(float(x)))
+
+
+def exp_lut_int16(s_in, s_out) -> np.ndarray:
+    """EXP int16 (exp.cc Prepare): LUTPopulate<int16_t> of expf, zero points 0."""
+    return lut_int16(s_in, 0, s_out, 0, _exp_f32)
+
+
+def log_lut_int16(s_in, s_out) -> np.ndarray:
+    """LOG int16 (elementwise.cc LogLUTPrepare): logf(x) for x > 0, else the lowest output's
+    real value float(-32768 * s_out)."""
+    output_min = np.float32(np.float32(-32768) * np.float32(s_out))
+
+    def log_or_min(x: np.float32) -> np.float32:
+        return output_min if x <= 0 else np.float32(_libm.logf(float(x)))
+
+    return lut_int16(s_in, 0, s_out, 0, log_or_min)
+
+
+def rsqrt_lut_int16(s_in, s_out) -> np.ndarray:
+    """RSQRT int16 (elementwise.cc GenericPrepare): 1.0f / sqrtf(x) for x > 0, else the
+    highest output's real value float(32767 * s_out)."""
+    output_max = np.float32(np.float32(32767) * np.float32(s_out))
+
+    def rsqrt_or_max(x: np.float32) -> np.float32:
+        if x <= 0:
+            return output_max
+        return np.float32(np.float32(1.0) / np.float32(_libm.sqrtf(float(x))))
+
+    return lut_int16(s_in, 0, s_out, 0, rsqrt_or_max)
+
+
+def gelu_lut_int16(s_in, s_out, approximate: bool) -> np.ndarray:
+    """GELU int16: LUTPopulate<int16_t> of GeluTransform[Approximate], zero points 0."""
+    transform = _gelu_approximate_f32 if approximate else _gelu_f32
+    return lut_int16(s_in, 0, s_out, 0, transform)
 
 
 @kernel

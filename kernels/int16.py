@@ -22,9 +22,11 @@ __all__ = [
     "leaky_relu_int16",
     "logistic_int16",
     "lut_lookup_int16",
+    "lut_table_int16",
     "max_pool_int16",
     "mean_int16",
     "mul_int16",
+    "prelu_int16",
     "relu_int16",
     "softmax_int16",
     "tanh_int16",
@@ -254,6 +256,26 @@ def leaky_relu_int16(x, m_identity, sh_identity, m_alpha, sh_alpha):
     return out
 
 
+@kernel
+def prelu_int16(x, alpha, zp_alpha, m1, sh1, m2, sh2):
+    """`reference_ops::BroadcastPrelu4DSlow` on an int16 input with an int8 alpha (broadcast
+    to x by the caller), zero points 0 for input and output:
+
+      out = clamp(x >= 0 ? MBQM(x, m1, sh1) : MBQM(x * (alpha - zp_alpha), m2, sh2))
+    |x * (alpha - zp_alpha)| <= 2^15 * 255 fits int32.
+    """
+    n = x.shape[0]
+    out = np.empty(n, np.int16)
+    for i in range(n):
+        v = np.int64(x[i])
+        if v >= 0:
+            r = mbqm(v, m1, sh1)
+        else:
+            r = mbqm(v * (np.int64(alpha[i]) - zp_alpha), m2, sh2)
+        out[i] = min(max(r, np.int64(-32768)), np.int64(32767))
+    return out
+
+
 # -- pooling -------------------------------------------------------------------------------
 
 
@@ -397,13 +419,25 @@ def mean_int16(x, in_zp, mult, shift, out_zp):
 @kernel
 def lut_lookup_int16(value, lut):
     """LUTLookup for int16 (lut of 513 anchors): linear interpolation between
-    lut[256 + (v >> 7)] and the next anchor with the low 7 bits, rounded ((... + 64) >> 7)."""
+    lut[256 + (v >> 7)] and the next anchor with the low 7 bits, rounded ((... + 64) >> 7).
+    The slope is stored in an int16, so a jump of more than 32767 between anchors wraps
+    (it happens in EXP tables whose input range overflows expf)."""
     index = 256 + (np.int64(value) >> 7)
     offset = np.int64(value) & 0x7F
     base = np.int64(lut[index])
-    slope = np.int64(lut[index + 1]) - base
+    slope = ((np.int64(lut[index + 1]) - base + 32768) & 0xFFFF) - 32768
     v = base + ((slope * offset + 64) >> 7)
     return ((v + 32768) & 0xFFFF) - 32768  # static_cast<int16_t>
+
+
+@kernel
+def lut_table_int16(lut):
+    """LUTLookup of every int16 value: entry k is the output for input k - 32768, so an
+    elementwise LUT op (reference_integer_ops::LookupTable) becomes table[x + 32768]."""
+    out = np.empty(65536, np.int16)
+    for k in range(65536):
+        out[k] = lut_lookup_int16(k - 32768, lut)
+    return out
 
 
 @kernel

@@ -1,5 +1,6 @@
 """16x8 ops beyond the first set (issue #7): TRANSPOSE_CONV, BATCH_MATMUL, RELU, RELU6,
-LEAKY_RELU, PADV2 and MIRROR_PAD, against TFLite's BUILTIN_REF bit for bit.
+LEAKY_RELU, PRELU, PADV2, MIRROR_PAD, TILE, BROADCAST_TO, ABS, EXP, LOG, RSQRT and GELU,
+against TFLite's BUILTIN_REF bit for bit.
 
 (a) single-op float models quantized by qengine to 16x8, run on seeded random int16 inputs
 over the full range, over grids of the ops' options; (b) the same ops in 16x8 models made by
@@ -281,3 +282,162 @@ def test_abs_quantized_by_the_pass():
     q = check_quantized(build, [(3, 50)], ("abs",))
     op = _op(q, "ABS")
     assert op.outputs[0].dtype == "int16" and op.opcode.version == 3
+
+
+# -- EXP, LOG, RSQRT, GELU (513-entry interpolated tables) ---------------------------------------
+
+NON_NEGATIVE_INT16 = np.arange(0, 32768, dtype=np.int16).reshape(4, -1)
+LUT_OPS = {"EXP": None, "LOG": None, "RSQRT": None,
+           "GELU": options("GeluOptions", approximate=False),
+           "GELU_APPROXIMATE": options("GeluOptions", approximate=True)}
+
+
+# (0.01, 1e-3) and (0.05, 0.3): expf overflows inside the input range, so EXP's table holds
+# saturated, NaN-derived and wrapping anchors (LUTLookup's int16 slope wraps)
+@pytest.mark.parametrize("name", list(LUT_OPS))
+@pytest.mark.parametrize("s_in, s_out", [(1e-4, 1e-3), (3e-4, 2e-4), (2.0 ** -12, 2.0 ** -11),
+                                         (0.01, 1e-3), (0.05, 0.3)])
+def test_lut_ops_every_input_built_by_hand(name, s_in, s_out):
+    op = name.split("_")[0]
+    values = NON_NEGATIVE_INT16 if op == "RSQRT" else ALL_INT16  # RSQRT refuses negatives
+    b = GraphBuilder()
+    x = b.input("x", values.shape, "int16", Quantization.per_tensor(s_in, 0))
+    y = b.op(op, [x], values.shape, "int16", options=LUT_OPS[name], version=2,
+             out_quantization=Quantization.per_tensor(s_out, 0))
+    check_against_tflite(b.build([y]), [values])
+
+
+@pytest.mark.parametrize("name, spread", [("EXP", 1.0), ("EXP", 4.0), ("LOG", 2.0),
+                                          ("GELU", 3.0), ("GELU_APPROXIMATE", 3.0)])
+def test_lut_ops_quantized_by_the_pass(name, spread):
+    op = name.split("_")[0]
+    build = single(op, [(3, 50)], (3, 50), options=LUT_OPS[name])
+    q = check_quantized(build, [(3, 50)], ("lut", name, spread), spread=spread)
+    assert _op(q, op).outputs[0].dtype == "int16" and _op(q, op).opcode.version == 2
+
+
+def test_rsqrt_quantized_by_the_pass():
+    """RSQRT of a positive input (x^2 + 0.5 computed in float), on non-negative int16 values."""
+    def build():
+        b = GraphBuilder()
+        x = b.input("x", (3, 50))
+        y = b.op("RSQRT", [x], (3, 50))
+        return b.build([y])
+
+    r = rng("rsqrt pass")
+    samples = (np.abs(r.normal(size=(8, 3, 50))) * 3 + 0.01).astype(np.float32)
+    q = qengine.quantize(build(), "int16x8", samples, quiet=True)
+    assert _op(q, "RSQRT").inputs[0].dtype == "int16"
+    for seed in range(2):
+        check_against_tflite(q, [rng("rsqrt pass", seed).integers(0, 32768, (3, 50))
+                                 .astype(np.int16)])
+
+
+def test_rsqrt_negative_input_refused():
+    b = GraphBuilder()
+    x = b.input("x", (1, 4), "int16", Quantization.per_tensor(1e-3, 0))
+    y = b.op("RSQRT", [x], (1, 4), "int16", version=2,
+             out_quantization=Quantization.per_tensor(1e-3, 0))
+    with pytest.raises(qengine.errors.InputError, match="negative"):
+        qengine.Interpreter(b.build([y])).run([np.array([[5, 0, -1, 7]], np.int16)])
+
+
+# -- PRELU -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alpha_shape", [(3, 1), (3, 50), (1,)])
+def test_prelu_quantized_by_the_pass(alpha_shape):
+    r = rng("prelu", alpha_shape)
+    alpha = (r.normal(size=alpha_shape) * 0.4).astype(np.float32)
+    build = single("PRELU", [(2, 3, 50)], (2, 3, 50), consts=[("alpha", alpha)])
+    q = check_quantized(build, [(2, 3, 50)], ("prelu", alpha_shape))
+    op = _op(q, "PRELU")
+    assert op.inputs[1].dtype == "int8" and op.outputs[0].dtype == "int16"
+
+
+@pytest.mark.parametrize("scales", [(1e-3, 1e-2, 2e-3), (3e-4, 2e-2, 1e-4), (1e-2, 1e-3, 1e-2)])
+def test_prelu_built_by_hand(scales):
+    s_in, s_alpha, s_out = scales
+    r = rng("prelu by hand", scales)
+    b = GraphBuilder()
+    x = b.input("x", (4, 3, 50), "int16", Quantization.per_tensor(s_in, 0))
+    alpha = b.const("alpha", r.integers(-128, 128, (3, 1)).astype(np.int8),
+                    quantization=Quantization.per_tensor(s_alpha, 5))
+    y = b.op("PRELU", [x, alpha], (4, 3, 50), "int16",
+             out_quantization=Quantization.per_tensor(s_out, 0))
+    check_against_tflite(b.build([y]), [int16_values(r, (4, 3, 50))])
+
+
+def test_prelu_int16_alpha_refused():
+    """TFLite's int16 PRELU reads alpha as int8 bytes even when it is int16 (garbage), so
+    qengine refuses an int16 alpha at prepare time."""
+    b = GraphBuilder()
+    x = b.input("x", (1, 4), "int16", Quantization.per_tensor(1e-3, 0))
+    alpha = b.const("alpha", np.full((1, 4), 300, np.int16),
+                    quantization=Quantization.per_tensor(1e-3, 0))
+    y = b.op("PRELU", [x, alpha], (1, 4), "int16",
+             out_quantization=Quantization.per_tensor(1e-3, 0))
+    with pytest.raises(UnsupportedOpError, match="int8"):
+        qengine.Interpreter(b.build([y]))
+
+
+# -- SUM stays float ---------------------------------------------------------------------------
+
+
+def test_sum_stays_float():
+    """BUILTIN_REF's int16 SUM reads the input bytes as uint8 and leaves output bytes
+    uninitialised (see INT16_VERSIONS), so the 16x8 pass keeps SUM in float."""
+    build = single("SUM", [(2, 4, 5)], (2, 5), consts=[("axes", np.array([1], np.int32))],
+                   options=options("ReducerOptions", keepDims=False))
+    q = qengine.quantize(build(), "int16x8", np.ones((4, 2, 4, 5), np.float32), quiet=True)
+    assert _op(q, "SUM").outputs[0].dtype == "float32"
+
+
+# -- the converter's own 16x8 models for these ops -----------------------------------------------
+
+
+def _lut_converter_cases():
+    import tensorflow as tf
+
+    return {
+        "gelu": lambda x: tf.nn.gelu(x, approximate=False),
+        "gelu_approximate": lambda x: tf.nn.gelu(x, approximate=True),
+        "exp": lambda x: tf.exp(x * 0.5),
+        "log": lambda x: tf.math.log(tf.abs(x) + 0.1),
+    }
+
+
+@pytest.mark.parametrize("name", ["gelu", "gelu_approximate", "exp", "log"])
+def test_lut_converter_model(name):
+    import tensorflow as tf
+
+    fn = _lut_converter_cases()[name]
+    r = rng("lut converter", name)
+    representative = [(r.normal(size=(8, 40)) * 2).astype(np.float32)]
+    data = convert_tf_function(fn, [tf.TensorSpec((1, 40), tf.float32)], "int16x8",
+                               representative)
+    model = qengine.load(data)
+    assert {t.dtype for op in model.main.operators for t in op.outputs} == {"int16"}
+    for seed in range(3):
+        inputs = [int16_values(rng("lut converter", name, seed), (1, 40))]
+        want = run_tflite(data, inputs)
+        got = qengine.Interpreter(data).run(inputs)
+        for key in want:
+            assert np.array_equal(got[key], want[key]), (name, key)
+
+
+def test_rsqrt_converter_model():
+    """rsqrt(|x| + 0.1): the converter's ABS -> ADD -> RSQRT chain; ADD's output is
+    non-negative, so RSQRT's input is too."""
+    import tensorflow as tf
+
+    r = rng("rsqrt converter")
+    representative = [(r.normal(size=(8, 40)) * 2).astype(np.float32)]
+    data = convert_tf_function(lambda x: tf.math.rsqrt(tf.abs(x) + 0.1),
+                               [tf.TensorSpec((1, 40), tf.float32)], "int16x8", representative)
+    for seed in range(3):
+        inputs = [int16_values(rng("rsqrt converter", seed), (1, 40))]
+        want = run_tflite(data, inputs)
+        got = qengine.Interpreter(data).run(inputs)
+        for key in want:
+            assert np.array_equal(got[key], want[key]), key

@@ -83,6 +83,10 @@ def elu(ctx: OpContext) -> Prepared:
 def gelu(ctx: OpContext) -> Prepared:
     """GeluPrepare: the table of GeluTransform (erfc form) or GeluTransformApproximate (tanh)."""
     approximate = bool(getattr(ctx.options, "approximate", False)) if ctx.options else False
+    if ctx.input(0).dtype == "int16":  # 16x8
+        from . import int16_int
+
+        return int16_int.gelu(ctx, approximate)
     return _table(ctx, lambda *params: kernels.gelu_lut_int8(*params, approximate))
 
 
@@ -138,6 +142,10 @@ def prelu(ctx: OpContext) -> Prepared:
     """PreluPrepare: alpha is broadcast against the input and must not enlarge it."""
     ctx.expect_inputs(2)
     x, alpha = ctx.input(0), ctx.input(1)
+    if x.dtype == "int16":  # 16x8
+        from . import int16_int
+
+        return int16_int.prelu(ctx)
     out = ctx.output_spec(0, x.shape)
     if x.dtype != "int8" or alpha.dtype != "int8" or out.dtype != "int8":
         raise ctx.unsupported(f"quantized PRELU on {x.dtype} with {alpha.dtype} alpha to "

@@ -303,6 +303,8 @@ def abs_(ctx: OpContext) -> Prepared:
 def rsqrt(ctx: OpContext) -> Prepared:
     """RsqrtEvalQuantizedInt8: inputs below the zero point (negative reals) are an error at
     run time, as in TFLite."""
+    if _int16(ctx):
+        return _int16_path().rsqrt(ctx)
     x, (s_in, zp_in), (s_out, zp_out) = _int8_unary(ctx)
     multiplier, shift = kernels.rsqrt_params(s_in, s_out)
     final_shift = shift - kernels.RSQRT_SHIFT
@@ -320,11 +322,15 @@ def rsqrt(ctx: OpContext) -> Prepared:
 
 
 def exp(ctx: OpContext) -> Prepared:
+    if _int16(ctx):
+        return _int16_path().exp(ctx)
     x, (s_in, zp_in), (s_out, zp_out) = _int8_unary(ctx)
     return _lookup(ctx, x, activation_kernels.exp_lut_int8(s_in, zp_in, s_out, zp_out))
 
 
 def log(ctx: OpContext) -> Prepared:
+    if _int16(ctx):
+        return _int16_path().log(ctx)
     x, (s_in, zp_in), (s_out, zp_out) = _int8_unary(ctx)
     return _lookup(ctx, x, activation_kernels.log_lut_int8(s_in, zp_in, s_out, zp_out))
 

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from qengine.kernels import activations as activation_kernels
 from qengine.kernels import int16 as kernels
 from qengine.kernels.fixedpoint import quantize_multiplier, quantize_multipliers
 
@@ -436,3 +437,75 @@ def abs_(ctx: OpContext) -> Prepared:
         return table[values.astype(np.int32) - INT16_MIN]
 
     return Prepared(run, [ctx.output_spec(0, ctx.input(0).shape, "int16")])
+
+
+# -- EXP, LOG, RSQRT, GELU: 513-entry interpolated tables ---------------------------------------
+
+
+def _lut_op(ctx: OpContext, make_lut, check=None) -> Prepared:
+    """exp.cc / elementwise.cc / GELU, int16: LUTPopulate<int16_t> in float32 over the input's
+    range, read by LUTLookup. Each output depends only on the input value, so prepare expands
+    the 513 anchors to all 65536 outputs and run indexes them."""
+    s_in, s_out = _unary_scales(ctx)
+    table = kernels.lut_table_int16(make_lut(s_in, s_out))
+
+    def run(values):
+        if check is not None:
+            check(values)
+        return table[values.astype(np.int32) - INT16_MIN]
+
+    return Prepared(run, [ctx.output_spec(0, ctx.input(0).shape, "int16")])
+
+
+def exp(ctx: OpContext) -> Prepared:
+    return _lut_op(ctx, activation_kernels.exp_lut_int16)
+
+
+def log(ctx: OpContext) -> Prepared:
+    return _lut_op(ctx, activation_kernels.log_lut_int16)
+
+
+def rsqrt(ctx: OpContext) -> Prepared:
+    """RsqrtEvalQuantizedInt16 refuses a negative input at invoke; so does run."""
+    from ..errors import InputError
+
+    def check(values):
+        if values.size and int(values.min()) < 0:
+            raise InputError(f"{ctx.where()}: RSQRT of a negative value; TFLite refuses it too")
+
+    return _lut_op(ctx, activation_kernels.rsqrt_lut_int16, check)
+
+
+def gelu(ctx: OpContext, approximate: bool) -> Prepared:
+    return _lut_op(ctx, lambda s_in, s_out: activation_kernels.gelu_lut_int16(s_in, s_out,
+                                                                             approximate))
+
+
+# -- PRELU ---------------------------------------------------------------------------------------
+
+
+def prelu(ctx: OpContext) -> Prepared:
+    """PRELU on an int16 input: BUILTIN_REF reads alpha as int8 whatever its type (an int16
+    alpha's bytes are misread, [EMPIRICAL]), so only an int8 alpha is accepted. Otherwise the
+    int8 formula with zero points 0 for input and output and an int16 clamp:
+    out = x >= 0 ? MBQM(x, m1, sh1) : MBQM(x * (alpha - zp_alpha), m2, sh2)."""
+    from .elementwise_int import per_tensor as _per_tensor
+
+    x, alpha = ctx.input(0), ctx.input(1)
+    if alpha.dtype != "int8":
+        raise ctx.unsupported(f"int16 PRELU with a {alpha.dtype} alpha: TFLite's kernel reads "
+                              f"alpha as int8, so give it an int8 alpha")
+    if broadcast_shape(ctx, x.shape, alpha.shape) != tuple(x.shape):
+        raise ctx.invalid(f"alpha of shape {alpha.shape} would broadcast the input {x.shape} "
+                          f"to a larger shape")
+    s_in, s_out = _symmetric(ctx, x), _output_scale(ctx)
+    s_alpha, zp_alpha = _per_tensor(ctx, alpha)
+    _, _, _, *multipliers = activation_kernels.prelu_params(s_in, 0, s_alpha, zp_alpha, s_out, 0)
+    params = (zp_alpha, *multipliers)
+
+    def run(values, slopes):
+        flat = np.ascontiguousarray(values).ravel()
+        return kernels.prelu_int16(flat, flattened(slopes, values.shape),
+                                   *params).reshape(values.shape)
+
+    return Prepared(run, [ctx.output_spec(0, x.shape, "int16")])

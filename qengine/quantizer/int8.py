@@ -129,10 +129,15 @@ RULES = {
 # (their Prepare/Eval reject int16; the converter refuses them in 16x8 too) and ELU (not
 # registered). SQUARED_DIFFERENCE: the converter emits an int16 one, but the kernel rejects it
 # at invoke ("only supports FLOAT32 and INT32"), so even the converter's 16x8 model fails.
-# SUM: BUILTIN_REF runs int16, but its outputs follow neither the signed nor the unsigned
-# (int8-style) QuantizedMeanOrSum formula in experiments, so it stays float until understood.
-# Not done yet although BUILTIN_REF runs them on int16 (qengine has no int16 kernel for them):
-# PRELU, REDUCE_PROD, EXP, GELU, RSQRT.
+# SUM: BUILTIN_REF (ai-edge-litert 2.3.0) takes the int16 data through the uint8 path of
+# QuantizedMeanOrSum: it sums the first n bytes of the input as uint8 and writes uint8 bytes
+# into the int16 output, leaving the other bytes uninitialised, so its output is not a function
+# of the input and cannot be matched (crafted inputs showed it; newer LiteRT sources sum int16).
+# REDUCE_PROD: BUILTIN_REF runs int16 (the converter emits it), but qengine has no quantized
+# REDUCE_PROD kernel yet, int8 or int16.
+# EXP, LOG, RSQRT and GELU read 513-entry interpolated tables (LUTPopulate<int16_t> in float32);
+# PRELU's alpha is quantized to int8 (affine), because TFLite's int16 kernel reads alpha as int8
+# whatever its type; a computed alpha leaves PRELU float. The converter refuses PRELU in 16x8.
 INT16_VERSIONS = {
     "ADD": 3, "SUB": 5, "MUL": 4, "MEAN": 3, "SOFTMAX": 3, "LOGISTIC": 3, "TANH": 3,
     "AVERAGE_POOL_2D": 3, "MAX_POOL_2D": 3, "CONCATENATION": 3, "PACK": 3, "TRANSPOSE": 5,
@@ -140,7 +145,7 @@ INT16_VERSIONS = {
     "RESIZE_BILINEAR": 4, "RESIZE_NEAREST_NEIGHBOR": 4, "BATCH_TO_SPACE_ND": 4,
     "SPACE_TO_BATCH_ND": 4, "MAXIMUM": 4, "MINIMUM": 4, "REDUCE_MAX": 3, "REDUCE_MIN": 3,
     "TRANSPOSE_CONV": 3, "BATCH_MATMUL": 3, "RELU": 3, "RELU6": 3, "LEAKY_RELU": 2,
-    "BROADCAST_TO": 3, "ABS": 3,
+    "BROADCAST_TO": 3, "ABS": 3, "GELU": 2, "EXP": 2, "LOG": 2, "RSQRT": 2, "PRELU": 1,
 }
 INT16_FIXED = {"SOFTMAX": (1 / 32768, 0), "LOGISTIC": (1 / 32768, 0), "TANH": (1 / 32768, 0)}
 INT16_OPS = set(INT16_VERSIONS) | {
@@ -246,7 +251,11 @@ class _Pass:
 
     def _for_activations(self, op: Operator, rule: Rule | None) -> Rule | None:
         """The rule for this pass's activation dtype (None: TFLite has no such kernel)."""
-        return rule if rule is None or self.act == "int8" else self.rules.get(op.type)
+        if rule is None or self.act == "int8":
+            return rule
+        if op.type == "PRELU" and not op.inputs[1].is_constant:
+            return None  # the int16 kernel needs an int8 alpha, which only a constant gets
+        return self.rules.get(op.type)
 
     def _refuse_float_ops(self, quantized) -> None:
         left = [f"op {i} {op.opcode.display} (output {op.outputs[0].name!r})"
@@ -333,8 +342,8 @@ class _Pass:
                 continue
             if i in weights:
                 op.inputs[i] = self._weights(op, t, weights[i])
-            elif t.is_constant:
-                op.inputs[i] = self._constant(t)
+            elif t.is_constant:  # 16x8 PRELU: TFLite reads alpha as int8
+                op.inputs[i] = self._constant(t, int8=op.type == "PRELU")
             else:
                 op.inputs[i] = self._int(t)
         if rule.bias is not None:
@@ -459,9 +468,10 @@ class _Pass:
         op.inputs[2] = self._new_constant(value.name, q.astype(self.act),
                                           Quantization.per_tensor(scale, zero_point))
 
-    def _constant(self, t: Tensor) -> Tensor:
+    def _constant(self, t: Tensor, int8: bool = False) -> Tensor:
         value = t.data.astype(np.float32)
-        q, quant = affine_constant(value) if self.act == "int8" else _symmetric_int16(value)
+        q, quant = affine_constant(value) if self.act == "int8" or int8 else \
+            _symmetric_int16(value)
         return self._new_constant(t.name, q, quant)
 
     def _new_constant(self, name: str, value: np.ndarray, quant: Quantization) -> Tensor:
