@@ -54,7 +54,7 @@ def pytest_generate_tests(metafunc):
         names = ["face_detection_back", "face_detection_front", "face_detection_full_range",
                  "face_detection_full_range_sparse", "face_detection_short_range",
                  "face_landmark", "iris_landmark", "nmp"]
-        metafunc.parametrize("published", names)
+        metafunc.parametrize("published", getattr(metafunc.function, "published", names))
 
 
 @pytest.fixture
@@ -124,3 +124,51 @@ def test_quantized_published_models_load_in_tflite_and_agree(model_path, mode):
     got = interpreter.run(x)
     for key in want:
         assert_close(key, got[key], want[key], FLOAT_REL)
+
+
+VARIANTS = {
+    "moving_average": {"default": {"calibrator": "moving_average"}},
+    "percentile": {"default": {"calibrator": "percentile",
+                               "calibrator_options": {"percentile": 99.9}}},
+    "mse": {"default": {"calibrator": "mse"}},
+    "entropy": {"default": {"calibrator": "entropy"}},
+    "16x8": {"default": {"activations": "int16"}},
+    "pow2_per_tensor": {"default": {"power_of_two": True, "granularity": "per_tensor"}},
+    "int4": {"default": {"weight_bits": 4}},
+    "int4_blockwise_asymmetric": {"default": {"weight_bits": 4, "granularity": "blockwise",
+                                              "block_size": 16, "symmetric": False}},
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_calibrator_and_scheme_on_published_models(model_path, variant):
+    """End to end from a JSON recipe: exportable results load in TFLite and agree with qengine
+    (integers exactly), research schemes run in qengine and are refused at export."""
+    import json
+
+    from qengine.errors import ExportError
+    from qengine.quantizer.scheme import Recipe
+
+    model = qengine.load(model_path)
+    rng = np.random.default_rng(1)
+    calibration = [[rng.random(t.shape, dtype=np.float32) for t in model.main.inputs]
+                   for _ in range(6)]
+    recipe = Recipe.from_json(json.dumps(VARIANTS[variant]))
+    quantized = qengine.quantize(model, calibration=calibration, recipe=recipe, quiet=True)
+    interpreter = qengine.Interpreter(quantized)
+    x = [rng.integers(-128, 128, t.shape).astype(t.dtype) if t.dtype in ("int8", "int16") else
+         rng.random(t.shape, dtype=np.float32) for t in interpreter.inputs]
+    got = interpreter.run(x)
+    assert all(np.all(np.isfinite(v)) for v in got.values() if v.dtype.kind == "f")
+    if quantized.simulated:
+        with pytest.raises(ExportError):
+            quantized.to_bytes()
+        return
+    want = run_tflite(quantized.to_bytes(), x, resolver="ref")
+    for key in want:
+        assert_close(key, got[key], want[key], FLOAT_REL)
+
+
+# three published models are enough for the calibrator and scheme grid
+test_every_calibrator_and_scheme_on_published_models.published = [
+    "face_detection_short_range", "face_landmark", "nmp"]

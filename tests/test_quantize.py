@@ -267,3 +267,22 @@ def test_int8_comparisons_read_int8_and_write_bools(op_type):
     r = np.random.default_rng(5)
     check_against_tflite(model, [r.integers(-128, 128, size=(3, 40)).astype(np.int8)
                                  for _ in range(2)])
+
+
+@pytest.mark.tf
+def test_int8_comparison_with_a_zero_constant_or_a_wide_range_stays_float():
+    """An all-zero constant (scale 1) or a range over 255 wide has no int8 comparison kernel."""
+    from qengine.builder import GraphBuilder
+    from op_harness import check_against_tflite
+
+    b = GraphBuilder()
+    x, w = b.input("x", (3, 40)), b.input("w", (3, 40))
+    narrow = b.op("GREATER", [x, b.const("zero", np.zeros(1, np.float32))], (3, 40), "bool")
+    wide = b.op("LESS", [w, x], (3, 40), "bool")
+    data = {"x": _uniform((16, 3, 40), -2, 2, 3), "w": _uniform((16, 3, 40), -500, 500, 4)}
+    model = qengine.quantize(b.build([narrow, wide]), "int8", data, inference_type="float32",
+                             quiet=True)
+    by_type = {op.type: op for op in model.main.operators}
+    assert by_type["GREATER"].inputs[0].dtype == "float32"
+    assert by_type["LESS"].inputs[0].dtype == "float32"
+    check_against_tflite(model, [_uniform((3, 40), -2, 2, 7), _uniform((3, 40), -500, 500, 8)])

@@ -74,7 +74,7 @@ RULES = {
     "LOG": Rule(REQUANT, 2),
     "RSQRT": Rule(REQUANT, 2),
     "ABS": Rule(REQUANT, 2),
-    # comparisons read two int8 inputs with any parameters and write bools (no output rule)
+    # comparisons read two int8 inputs and write bools (no output rule); see _comparable
     "EQUAL": Rule(REQUANT, 2),
     "NOT_EQUAL": Rule(REQUANT, 2),
     "LESS": Rule(REQUANT, 2),
@@ -156,6 +156,8 @@ RULES_16X8 = {name: replace(rule, version=max(rule.version, INT16_VERSIONS.get(n
               for name, rule in RULES.items() if name in INT16_OPS}
 POT_SCALE_OPTIONS = {"ADD": "AddOptions", "SUB": "SubOptions"}
 
+COMPARISONS = {"EQUAL", "NOT_EQUAL", "LESS", "LESS_EQUAL", "GREATER", "GREATER_EQUAL"}
+
 # Ops that read only the shape of their float input, so any dtype will do.
 SHAPE_ONLY = {"SHAPE", "RANK"}
 
@@ -219,6 +221,8 @@ class _Pass:
         for op, rule in zip(self.graph.operators, quantized):
             if id(op) in self.fake_quantized:
                 self._fake_quantize_weights(op)
+            if rule is not None and op.type in COMPARISONS and not self._comparable(op):
+                rule = None
             if rule is None:
                 self._float_op(op)
             else:
@@ -248,6 +252,19 @@ class _Pass:
             self.fake_quantized.add(id(op))  # no int8 kernel computes it: float, fake-quant
             return None
         return rule
+
+    def _comparable(self, op: Operator) -> bool:
+        """TFLite's int8 comparisons rescale each input by QuantizeMultiplierSmallerThanOne, so
+        an input scale of 1 or more (a range over 255 wide, or an all-zero constant) has no
+        int8 kernel: such a comparison stays float."""
+        def scale(t: Tensor) -> float:
+            if id(t) in self.as_int:
+                return float(self.as_int[id(t)].quantization.scale[0])
+            if t.is_constant:
+                return float(affine_constant(t.data.astype(np.float32))[1].scale[0])
+            return self._qparams(t)[0]
+
+        return all(scale(t) < 1.0 for t in op.inputs if t is not None)
 
     def _for_activations(self, op: Operator, rule: Rule | None) -> Rule | None:
         """The rule for this pass's activation dtype (None: TFLite has no such kernel)."""
