@@ -24,6 +24,7 @@ from qengine.kernels.jit import kernel
 __all__ = [
     "add_int8",
     "add_params",
+    "float_lut",
     "leaky_relu_table",
     "mean_fp32",
     "mean_params",
@@ -176,3 +177,24 @@ def leaky_relu_table(in_scale, zp_in, out_scale, zp_out, alpha):
     d = np.arange(-128, 128, dtype=np.int64) - int(zp_in)
     scaled = (d * np.where(d >= 0, m_pos, m_neg) + 128) >> 8
     return np.clip(scaled + int(zp_out), -128, 127).astype(np.int8)
+
+
+# -- table-driven unary ops (ELU) ----------------------------------------------------------------
+
+
+def float_lut(in_scale, zp_in, out_scale, zp_out, fn):
+    """A qs8 unary op as XNNPACK tabulates it (entry k for input k - 128), float32 throughout:
+
+        y   = fn(float32(x - zp_in) * s_in)
+        out = clamp(rint(y * float32(1 / s_out) + zp_out), -128, 127)
+    The zero point is added before rounding (ties to even), so y / s_out = 19.5 with
+    zp_out = -9 gives 10, where rint-then-add would give 11.
+    """
+    f32 = np.float32
+    inv = f32(f32(1) / f32(out_scale))
+    table = np.empty(256, np.int8)
+    for k in range(256):
+        y = f32(fn(f32(f32(k - 128 - int(zp_in)) * f32(in_scale))))
+        v = f32(f32(y * inv) + f32(zp_out))
+        table[k] = int(np.clip(np.rint(v), -128, 127))
+    return table

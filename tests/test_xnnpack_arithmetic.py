@@ -479,3 +479,36 @@ def test_leaky_relu(alpha, in_q, out_q):
     delegated = xnnpack_kernels.leaky_relu_table(*in_q, *out_q, alpha) is not None
     check_xnnpack(unary_model("LEAKY_RELU", (1, 256), in_q, out_q, opts), [every_int8()],
                   delegated=delegated)
+
+
+# -- ELU ---------------------------------------------------------------------------------------
+
+ELU_PARAMS = [  # (in_q, out_q); the first three separate the candidate formulas (see below)
+    ((0.013, 0), (0.05, -9)), ((0.05, 3), (0.04, 0)), ((0.03, 10), (0.06, -77)),
+    ((1 / 16, -5), (1 / 32, 7)), ((0.1, -128), (0.02, 127)), ((0.03, -76), (0.1, -61)),
+    ((0.01, -3), (0.03, 101)), ((0.2, 127), (0.005, -128)), ((0.002, -100), (0.3, 50)),
+]
+
+
+def _elu_alternatives(in_q, out_q):
+    """Tables XNNPACK does not compute: rint before adding zp_out, division by s_out, and
+    y * (1 / s_out) + zp_out as one fused multiply-add."""
+    from qengine.ops.activations_int import _elu_f32
+
+    f32 = np.float32
+    ys = np.array([_elu_f32(f32(f32(k - in_q[1]) * f32(in_q[0]))) for k in range(-128, 128)])
+    inv = f32(f32(1) / f32(out_q[0]))
+    exact = ys.astype(np.float64) * np.float64(inv) + out_q[1]  # one rounding: the FMA
+    return [np.rint(ys * inv) + out_q[1], np.rint(ys / f32(out_q[0]) + f32(out_q[1])),
+            np.rint(exact.astype(np.float32))]
+
+
+def test_elu_every_input():
+    """All 256 inputs for each scale pair: XNNPACK's float table (kernels/xnnpack.float_lut)."""
+    told = np.zeros(3, bool)
+    for in_q, out_q in ELU_PARAMS:
+        want = check_xnnpack(unary_model("ELU", (1, 256), in_q, out_q), [every_int8()])
+        want = next(iter(want.values())).ravel()
+        told |= [np.any(np.clip(alt, -128, 127) != want)
+                 for alt in _elu_alternatives(in_q, out_q)]
+    assert told.all(), "some alternative formula agrees with TFLite on every case"
