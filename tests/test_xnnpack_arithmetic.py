@@ -512,3 +512,79 @@ def test_elu_every_input():
         told |= [np.any(np.clip(alt, -128, 127) != want)
                  for alt in _elu_alternatives(in_q, out_q)]
     assert told.all(), "some alternative formula agrees with TFLite on every case"
+
+
+# -- RESIZE_BILINEAR ---------------------------------------------------------------------------
+
+RESIZE_FLAGS = [(False, False), (True, False), (False, True)]  # the combinations TFLite allows
+RESIZE_CASES = [  # input shape, output size
+    ((1, 4, 5, 3), (7, 9)), ((1, 5, 5, 2), (10, 10)), ((2, 7, 3, 4), (3, 8)),
+    ((1, 3, 4, 2), (11, 13)), ((1, 6, 6, 1), (4, 5)), ((1, 1, 3, 2), (1, 7)),
+    ((1, 8, 8, 16), (16, 16)), ((1, 9, 5, 3), (2, 1)),
+]
+
+
+def resize_model(shape, size, align_corners, half_pixel, q=(0.05, 3)):
+    b = GraphBuilder()
+    x = b.input("x", shape, "int8", Quantization.per_tensor(*q))
+    opts = options("ResizeBilinearOptions", alignCorners=align_corners,
+                   halfPixelCenters=half_pixel)
+    y = b.op("RESIZE_BILINEAR", [x, b.const("size", np.array(size, np.int32))], options=opts,
+             out_quantization=Quantization.per_tensor(*q))
+    return b.build([y])
+
+
+@pytest.mark.parametrize("case", range(len(RESIZE_CASES)))
+@pytest.mark.parametrize("flags", RESIZE_FLAGS)
+def test_resize_bilinear(case, flags):
+    shape, size = RESIZE_CASES[case]
+    r = rng("resize", case, flags)
+    for _ in range(2):
+        check_xnnpack(resize_model(shape, size, *flags), [int8(r, shape)])
+
+
+def _resize_twin(x, size, flags, bits=11, weight_round=np.rint, ties_up=True):
+    """kernels/xnnpack.resize_bilinear_q11 and the alternatives it rejects (other weight
+    precisions, weights rounded half away from zero, output rounded half away from zero)."""
+    def axis(n_in, n_out):  # float32 positions, vectorized
+        f32 = np.float32
+        adjust = 1 if flags[0] and n_out > 1 else 0
+        scale = f32(n_in - adjust) / f32(n_out - adjust)
+        pos = np.arange(n_out, dtype=np.float32) * scale
+        if flags[1]:
+            pos = np.clip(pos + (f32(0.5) * scale - f32(0.5)), 0, n_in - 1).astype(np.float32)
+        first = np.floor(pos)
+        weight = weight_round((pos - first) * f32(2**bits)).astype(np.int64)
+        first = first.astype(np.int64)
+        return np.stack([first, np.minimum(first + 1, n_in - 1), weight], axis=1)
+    ys, xs = axis(x.shape[1], size[0]), axis(x.shape[2], size[1])
+    v = x.astype(np.int64)
+    t, bo, b = ys[:, 0], ys[:, 1], ys[:, 2][None, :, None, None]
+    left, right, a = xs[:, 0], xs[:, 1], xs[:, 2][None, None, :, None]
+    top = (v[:, t][:, :, left] << bits) + (v[:, t][:, :, right] - v[:, t][:, :, left]) * a
+    bottom = (v[:, bo][:, :, left] << bits) + (v[:, bo][:, :, right] - v[:, bo][:, :, left]) * a
+    acc = (top << bits) + (bottom - top) * b
+    half = 1 << (2 * bits - 1)
+    out = ((acc + half) >> (2 * bits) if ties_up
+           else np.sign(acc) * ((np.abs(acc) + half) >> (2 * bits)))
+    return np.clip(out, -128, 127)
+
+
+def test_resize_bilinear_details():
+    """Inputs where the details matter: 3 -> 4096 wide makes every odd weight a Q11 tie
+    (legacy mode), and the rounding of the output and the weight precision show on random
+    images; each alternative twin must disagree with TFLite somewhere, ours nowhere."""
+    r = rng("resize-details")
+    alternatives = {"Q10 weights": dict(bits=10),
+                    "weights half away": dict(weight_round=lambda w: np.floor(w + 0.5)),
+                    "output half away": dict(ties_up=False)}
+    told = dict.fromkeys(alternatives, False)
+    cases = [((1, 2, 3, 1), (2, 4096), RESIZE_FLAGS[0])] + [
+        (shape, size, flags) for shape, size in RESIZE_CASES[:4] for flags in RESIZE_FLAGS]
+    for shape, size, flags in cases:
+        x = int8(r, shape)
+        want = next(iter(check_xnnpack(resize_model(shape, size, *flags), [x]).values()))
+        np.testing.assert_array_equal(_resize_twin(x, size, flags), want)
+        for name, alt in alternatives.items():
+            told[name] |= bool(np.any(_resize_twin(x, size, flags, **alt) != want))
+    assert all(told.values()), told

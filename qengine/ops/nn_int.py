@@ -13,7 +13,7 @@ import numpy as np
 
 from qengine.kernels import activations as activation_kernels
 from qengine.kernels import conv as conv_kernels
-from qengine.kernels import fully_connected, pooling, resize
+from qengine.kernels import fully_connected, pooling, resize, xnnpack
 from qengine.kernels import softmax as softmax_kernels
 from qengine.kernels.elementwise import inv_sqrt_multiplier_exp
 from qengine.kernels.fixedpoint import (
@@ -203,6 +203,11 @@ def resize_bilinear(ctx: OpContext) -> Prepared:
     align_corners = bool(_option(ctx, "alignCorners", False))
     half_pixel = bool(_option(ctx, "halfPixelCenters", False))
     out_shape = (x.shape[0], out_h, out_w, x.shape[3])
+    if ctx.arithmetic == "xnnpack" and x.dtype == "int8":  # XNNPACK's qs8 ibilinear, Q11
+        ys = xnnpack.resize_coordinates_q11(x.shape[1], out_h, align_corners, half_pixel)
+        xs = xnnpack.resize_coordinates_q11(x.shape[2], out_w, align_corners, half_pixel)
+        return Prepared(lambda values, _size=None: xnnpack.resize_bilinear_q11(
+            np.ascontiguousarray(values), ys, xs), [ctx.output_spec(0, out_shape, "int8")])
 
     def run(values, _size=None):
         return resize.resize_bilinear_integer(values, out_h, out_w, align_corners, half_pixel)
