@@ -575,9 +575,9 @@ def test_resize_bilinear_details():
     (legacy mode), and the rounding of the output and the weight precision show on random
     images; each alternative twin must disagree with TFLite somewhere, ours nowhere."""
     r = rng("resize-details")
-    alternatives = {"Q10 weights": dict(bits=10),
-                    "weights half away": dict(weight_round=lambda w: np.floor(w + 0.5)),
-                    "output half away": dict(ties_up=False)}
+    alternatives = {"Q10 weights": {"bits": 10},
+                    "weights half away": {"weight_round": lambda w: np.floor(w + 0.5)},
+                    "output half away": {"ties_up": False}}
     told = dict.fromkeys(alternatives, False)
     cases = [((1, 2, 3, 1), (2, 4096), RESIZE_FLAGS[0])] + [
         (shape, size, flags) for shape, size in RESIZE_CASES[:4] for flags in RESIZE_FLAGS]
