@@ -17,6 +17,7 @@ import qengine
 from qengine.builder import ACTIVATIONS, SAME, VALID, GraphBuilder, options
 from qengine.errors import UnsupportedOpError
 from qengine.ir import Quantization
+from qengine.kernels import softmax as softmax_kernels
 from qengine.kernels import xnnpack as xnnpack_kernels
 
 pytestmark = pytest.mark.tf
@@ -588,3 +589,70 @@ def test_resize_bilinear_details():
         for name, alt in alternatives.items():
             told[name] |= bool(np.any(_resize_twin(x, size, flags, **alt) != want))
     assert all(told.values()), told
+
+
+# -- SOFTMAX (declined by the delegate: TFLite's optimized kernel) -----------------------------
+
+
+def softmax_model(shape, s_in, beta=1.0, zp_in=0):
+    b = GraphBuilder()
+    x = b.input("x", shape, "int8", Quantization.per_tensor(s_in, zp_in))
+    y = b.op("SOFTMAX", [x], options=options("SoftmaxOptions", beta=beta),
+             out_quantization=Quantization.per_tensor(1 / 256, -128))
+    return b.build([y])
+
+
+def _softmax_twin(rows, s_in, beta, rounding="half away"):
+    """The optimized kernel in NumPy: a float32 table of expf(-(s_in * beta) * (max - x)),
+    summed in order in float32, times float32(1 / (sum / 256)), rounded, minus 128."""
+    f32 = np.float32
+    table = softmax_kernels.softmax_exp_table(s_in, beta)
+    e = table[rows.max(axis=1, keepdims=True).astype(np.int64) - rows]
+    total = np.zeros(len(rows), np.float32)
+    for j in range(rows.shape[1]):
+        total = (total + e[:, j]).astype(np.float32)
+    inv = (f32(1) / (total * f32(1 / 256)).astype(np.float32)).astype(np.float32)
+    p = (e * inv[:, None]).astype(np.float32).astype(np.float64)
+    q = np.floor(p + 0.5) if rounding == "half away" else np.rint(p)
+    return np.clip(q - 128, -128, 127)
+
+
+def _check_softmax(s_in, beta, depth) -> tuple[bool, bool]:
+    """Rows where the float-table kernel differs from the reference fixed-point kernel or from
+    rounding ties to even (found with the twins), plus random rows, in one batch. Returns
+    whether each alternative disagreed with TFLite."""
+    r = rng("softmax", s_in, beta, depth)
+    rows = int8(r, (40000, depth))
+    ours = _softmax_twin(rows, s_in, beta)
+    reference = softmax_kernels.softmax_int8(rows, *softmax_kernels.softmax_params(s_in, beta))
+    ties_even = _softmax_twin(rows, s_in, beta, rounding="even")
+    telling = np.any(ours != reference, axis=1) | np.any(ours != ties_even, axis=1)
+    x = np.concatenate([rows[telling][:64], rows[:64]])
+    want = check_xnnpack(softmax_model(x.shape, s_in, beta), [x], delegated=False)
+    want = next(iter(want.values()))
+    np.testing.assert_array_equal(_softmax_twin(x, s_in, beta), want)
+    n = min(64, int(telling.sum()))
+    return (bool(np.any(reference[telling][:n] != want[:n])),
+            bool(np.any(ties_even[telling][:n] != want[:n])))
+
+
+SOFTMAX_CASES = [(0.1, 1.0, 4), (1 / 16, 1.0, 5), (0.02, 1.0, 30), (0.3, 0.7, 3), (0.05, 2.0, 10)]
+
+
+def test_softmax_optimized_kernel():
+    told = np.array([_check_softmax(*case) for case in SOFTMAX_CASES])
+    assert told.any(axis=0).all(), "the reference kernel or ties-to-even never disagreed"
+
+
+def test_softmax_small_input_scale():
+    """s_in * beta * 2^26 <= 1: TFLite's reference kernel aborts, the optimized kernel runs."""
+    r = rng("softmax-small")
+    model = softmax_model((4, 10), 1e-9)
+    for t in model.main.operators[0].outputs:
+        t.shape = (4, 10)
+    data = model.to_bytes()
+    x = int8(r, (4, 10))
+    want = run_tflite(data, [x], "auto")
+    got = qengine.Interpreter(data, arithmetic="xnnpack").run([x])
+    for name, value in want.items():
+        np.testing.assert_array_equal(got[name], value)

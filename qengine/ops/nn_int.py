@@ -100,7 +100,8 @@ def max_pool_2d(ctx: OpContext) -> Prepared:
 
 def softmax(ctx: OpContext) -> Prepared:
     """SoftmaxPrepare<kReference>, int8 -> int8: the output must be (1/256, -128) within 0.1 %
-    of the scale; the input multiplier beta * s_in * 2^26 must exceed 1."""
+    of the scale; the input multiplier beta * s_in * 2^26 must exceed 1. arithmetic="xnnpack"
+    runs the optimized kernel (a float table of exponentials), which has no such limit."""
     x = ctx.input(0)
     if x.dtype == "int16":  # 16x8
         from . import int16_int
@@ -114,11 +115,16 @@ def softmax(ctx: OpContext) -> Prepared:
         raise ctx.unsupported(f"int8 SOFTMAX needs output scale 1/256 and zero point -128, "
                               f"has {s_out} and {zp_out}")
     beta = float(_option(ctx, "beta", 0.0))
+    depth = x.shape[-1]
+    if ctx.arithmetic == "xnnpack":  # XNNPACK declines it; the optimized kernel's float table
+        table = softmax_kernels.softmax_exp_table(s_in, beta)
+        return Prepared(lambda values: softmax_kernels.softmax_int8_float_table(
+            np.ascontiguousarray(values).reshape(-1, depth), table, s_out, zp_out,
+        ).reshape(values.shape), [out])
     try:
         params = softmax_kernels.softmax_params(s_in, beta)
     except ValueError as e:  # TFLite CHECK-fails (aborts) in PreprocessSoftmaxScaling
         raise ctx.unsupported(f"beta {beta} and input scale {s_in}: {e}") from None
-    depth = x.shape[-1]
 
     def run(values):
         rows = np.ascontiguousarray(values).reshape(-1, depth)
