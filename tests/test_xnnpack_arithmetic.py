@@ -656,3 +656,16 @@ def test_softmax_small_input_scale():
     got = qengine.Interpreter(data, arithmetic="xnnpack").run([x])
     for name, value in want.items():
         np.testing.assert_array_equal(got[name], value)
+
+
+# -- LOGISTIC, TANH: the delegate's tables equal TFLite's LUTPopulate ones ----------------------
+
+
+@pytest.mark.parametrize("op,out_q", [("LOGISTIC", (1 / 256, -128)), ("TANH", (1 / 128, 0))])
+def test_logistic_tanh_every_input(op, out_q):
+    """All 256 inputs at 20 input scales: the delegate takes both ops and its tables agree with
+    the reference ones qengine builds (no XNNPACK-specific arithmetic needed)."""
+    r = rng("logistic-tanh", op)
+    for _ in range(20):
+        in_q = (float(r.uniform(0.001, 0.2)), int(r.integers(-128, 128)))
+        check_xnnpack(unary_model(op, (1, 256), in_q, out_q), [every_int8()])
