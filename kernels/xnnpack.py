@@ -12,10 +12,14 @@ requantize in float32 ("fp32" requantization, e.g. xnn_qs8_requantize_fp32):
 the clamp gives the same result because the bounds are integers.
 
 The other qs8 operators have their own schemes, each below with its formula: MEAN (float32
-scale and bias), ADD/SUB (integer multipliers and one shift), MUL (fp32 like the GEMMs) and
-LEAKY_RELU (8-bit multipliers). Every detail was checked against TFLite's default interpreter
-(ai-edge-litert 2.3.0, x86-64 AVX2) with inputs built to expose it
-(tests/test_xnnpack_arithmetic.py).
+scale and bias), ADD/SUB (integer multipliers and one shift), MUL (fp32 like the GEMMs),
+LEAKY_RELU (8-bit multipliers), ELU (a 256-entry table computed in float32, the output zero
+point added before rounding) and RESIZE_BILINEAR (float32 source coordinates, Q11 weights
+rounded to even, int32 interpolation rounded half up). LOGISTIC and TANH need nothing here:
+the delegate's tables equal TFLite's reference ones. SOFTMAX, which the delegate declines, is
+TFLite's optimized kernel (kernels/softmax.py, softmax_int8_float_table). Every detail was
+checked against TFLite's default interpreter (ai-edge-litert 2.3.0, x86-64 AVX2) with inputs
+built to expose it (tests/test_xnnpack_arithmetic.py).
 """
 
 import numpy as np
