@@ -457,6 +457,20 @@ def test_qengine_quantized_corpus_model(corpus, name):
         np.testing.assert_array_equal(got[key], value, err_msg=key)
 
 
+@pytest.mark.parametrize("name", CORPUS_MODELS)
+def test_converter_int8_corpus_model(corpus, name):
+    """The converter's int8 model of a corpus network (the transformer's int8 SOFTMAX runs
+    TFLite's optimized kernel) equals the default interpreter's output exactly."""
+    from tflite_ref import quantize_inputs
+
+    path = corpus.path(name, "int8")
+    x = quantize_inputs(path, corpus.sample_inputs(name, 4, seed=4))
+    want = run_tflite(path, x, "auto")
+    got = qengine.Interpreter(path, arithmetic="xnnpack").run(x)
+    for key, value in want.items():
+        np.testing.assert_array_equal(got[key], value, err_msg=key)
+
+
 # -- LEAKY_RELU --------------------------------------------------------------------------------
 
 
