@@ -28,7 +28,9 @@ __all__ = [
     "get_reciprocal",
     "one_over_one_plus_x_for_x_in_0_1",
     "saturating_rounding_multiply_by_pot",
+    "softmax_exp_table",
     "softmax_int8",
+    "softmax_int8_float_table",
     "softmax_params",
 ]
 
@@ -243,4 +245,41 @@ def softmax_int8(x, input_multiplier, input_left_shift, diff_min):
                 out[i, c] = min(max(unsat_output - 128, -128), 127)
             else:
                 out[i, c] = -128
+    return out
+
+
+# -- the optimized kernel (TFLite's default interpreter on x86) ---------------------------------
+
+
+def softmax_exp_table(s_in, beta) -> np.ndarray:
+    """optimized_ops::PopulateSoftmaxLookupTable, float32: entry d = expf(-(s_in * beta) * d)
+    for d = max(row) - x in [0, 255]."""
+    from qengine.kernels.activations import _libm  # expf, as TFLite calls it
+
+    scale = -np.float32(np.float32(s_in) * np.float32(beta))
+    return np.array([_libm.expf(float(np.float32(scale * np.float32(d)))) for d in range(256)],
+                    np.float32)
+
+
+@kernel
+def softmax_int8_float_table(x, table, s_out, zp_out):
+    """optimized_ops::Softmax<int8_t, int8_t> on rows x [R, depth], float32 throughout:
+
+        e_j = table[max(row) - x_j],  total = e_0 + e_1 + ...   (in order)
+        out = clamp(round(e_j * float32(1 / (total * s_out))) + zp_out)   (ties away from 0)
+    """
+    rows, depth = x.shape
+    out = np.empty((rows, depth), np.int8)
+    for r in range(rows):
+        top = np.int32(x[r, 0])
+        for j in range(depth):
+            top = max(top, np.int32(x[r, j]))
+        total = np.float32(0.0)
+        for j in range(depth):
+            total = np.float32(total + table[top - np.int32(x[r, j])])
+        inv = np.float32(np.float32(1.0) / np.float32(total * np.float32(s_out)))
+        for j in range(depth):
+            p = np.float32(table[top - np.int32(x[r, j])] * inv)  # >= 0
+            q = np.int32(np.floor(np.float64(p) + 0.5)) + zp_out  # std::round, exact in double
+            out[r, j] = min(max(q, -128), 127)
     return out

@@ -12,10 +12,14 @@ requantize in float32 ("fp32" requantization, e.g. xnn_qs8_requantize_fp32):
 the clamp gives the same result because the bounds are integers.
 
 The other qs8 operators have their own schemes, each below with its formula: MEAN (float32
-scale and bias), ADD/SUB (integer multipliers and one shift), MUL (fp32 like the GEMMs) and
-LEAKY_RELU (8-bit multipliers). Every detail was checked against TFLite's default interpreter
-(ai-edge-litert 2.3.0, x86-64 AVX2) with inputs built to expose it
-(tests/test_xnnpack_arithmetic.py).
+scale and bias), ADD/SUB (integer multipliers and one shift), MUL (fp32 like the GEMMs),
+LEAKY_RELU (8-bit multipliers), ELU (a 256-entry table computed in float32, the output zero
+point added before rounding) and RESIZE_BILINEAR (float32 source coordinates, Q11 weights
+rounded to even, int32 interpolation rounded half up). LOGISTIC and TANH need nothing here:
+the delegate's tables equal TFLite's reference ones. SOFTMAX, which the delegate declines, is
+TFLite's optimized kernel (kernels/softmax.py, softmax_int8_float_table). Every detail was
+checked against TFLite's default interpreter (ai-edge-litert 2.3.0, x86-64 AVX2) with inputs
+built to expose it (tests/test_xnnpack_arithmetic.py).
 """
 
 import numpy as np
@@ -24,6 +28,7 @@ from qengine.kernels.jit import kernel
 __all__ = [
     "add_int8",
     "add_params",
+    "float_lut",
     "leaky_relu_table",
     "mean_fp32",
     "mean_params",
@@ -31,6 +36,8 @@ __all__ = [
     "mul_scale",
     "requantization_scales",
     "requantize_fp32",
+    "resize_bilinear_q11",
+    "resize_coordinates_q11",
 ]
 
 
@@ -176,3 +183,80 @@ def leaky_relu_table(in_scale, zp_in, out_scale, zp_out, alpha):
     d = np.arange(-128, 128, dtype=np.int64) - int(zp_in)
     scaled = (d * np.where(d >= 0, m_pos, m_neg) + 128) >> 8
     return np.clip(scaled + int(zp_out), -128, 127).astype(np.int8)
+
+
+# -- table-driven unary ops (ELU) ----------------------------------------------------------------
+
+
+def float_lut(in_scale, zp_in, out_scale, zp_out, fn):
+    """A qs8 unary op as XNNPACK tabulates it (entry k for input k - 128), float32 throughout:
+
+        y   = fn(float32(x - zp_in) * s_in)
+        out = clamp(rint(y * float32(1 / s_out) + zp_out), -128, 127)
+    The zero point is added before rounding (ties to even), so y / s_out = 19.5 with
+    zp_out = -9 gives 10, where rint-then-add would give 11.
+    """
+    f32 = np.float32
+    inv = f32(f32(1) / f32(out_scale))
+    table = np.empty(256, np.int8)
+    for k in range(256):
+        y = f32(fn(f32(f32(k - 128 - int(zp_in)) * f32(in_scale))))
+        v = f32(f32(y * inv) + f32(zp_out))
+        table[k] = int(np.clip(np.rint(v), -128, 127))
+    return table
+
+
+# -- RESIZE_BILINEAR -----------------------------------------------------------------------------
+
+RESIZE_WEIGHT_BITS = 11  # interpolation weights in Q11: alpha = w / 2048
+
+
+def resize_coordinates_q11(n_in, n_out, align_corners, half_pixel_centers):
+    """Per output index along one axis: (first, second, w), the two source indices and the
+    weight of the second in Q11, all in float32 as XNNPACK's resize indirection computes them:
+
+        scale = (n_in - a) / (n_out - a)        a = 1 with align_corners (and n_out > 1)
+        pos   = o * scale                        (align_corners, or neither flag)
+        pos   = max(o * scale + (0.5 * scale - 0.5), 0)   (half_pixel_centers)
+        first = floor(pos), second = min(first + 1, n_in - 1)
+        w     = rint((pos - first) * 2^11)      (ties to even)
+    """
+    f32 = np.float32
+    adjust = 1 if align_corners and n_out > 1 else 0
+    scale = f32(f32(n_in - adjust) / f32(n_out - adjust))
+    offset = f32(f32(f32(0.5) * scale) - f32(0.5))
+    coords = np.empty((n_out, 3), np.int32)
+    for o in range(n_out):
+        pos = f32(f32(o) * scale)
+        if half_pixel_centers:
+            pos = min(max(f32(pos + offset), f32(0)), f32(n_in - 1))
+        first = int(np.floor(pos))
+        weight = np.rint(f32(pos - f32(first)) * f32(2**RESIZE_WEIGHT_BITS))
+        coords[o] = first, min(first + 1, n_in - 1), int(weight)
+    return coords
+
+
+@kernel
+def resize_bilinear_q11(x, ys, xs):
+    """x [N, H, W, C] int8, ys / xs from resize_coordinates_q11 -> int8 [N, len(ys), len(xs), C],
+    XNNPACK's qs8 ibilinear: with a = xs weight, b = ys weight (Q11), in int32,
+
+        top = (tl << 11) + (tr - tl) * a,  bottom = (bl << 11) + (br - bl) * a
+        out = ((top << 11) + (bottom - top) * b + 2^21) >> 22     (arithmetic shift: ties up)
+    |acc| < 2^7 * 2^22 = 2^29, so int32 cannot overflow.
+    """
+    batches, _, _, channels = x.shape
+    out = np.empty((batches, ys.shape[0], xs.shape[0], channels), np.int8)
+    for n in range(batches):
+        for i in range(ys.shape[0]):
+            t, bo, b = ys[i, 0], ys[i, 1], np.int32(ys[i, 2])
+            for j in range(xs.shape[0]):
+                left, right, a = xs[j, 0], xs[j, 1], np.int32(xs[j, 2])
+                for c in range(channels):
+                    tl, tr = np.int32(x[n, t, left, c]), np.int32(x[n, t, right, c])
+                    bl, br = np.int32(x[n, bo, left, c]), np.int32(x[n, bo, right, c])
+                    top = (tl << 11) + (tr - tl) * a
+                    bottom = (bl << 11) + (br - bl) * a
+                    acc = (top << 11) + (bottom - top) * b
+                    out[n, i, j, c] = np.int8((acc + (1 << 21)) >> 22)
+    return out

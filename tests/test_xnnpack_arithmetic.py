@@ -17,6 +17,7 @@ import qengine
 from qengine.builder import ACTIVATIONS, SAME, VALID, GraphBuilder, options
 from qengine.errors import UnsupportedOpError
 from qengine.ir import Quantization
+from qengine.kernels import softmax as softmax_kernels
 from qengine.kernels import xnnpack as xnnpack_kernels
 
 pytestmark = pytest.mark.tf
@@ -456,6 +457,20 @@ def test_qengine_quantized_corpus_model(corpus, name):
         np.testing.assert_array_equal(got[key], value, err_msg=key)
 
 
+@pytest.mark.parametrize("name", CORPUS_MODELS)
+def test_converter_int8_corpus_model(corpus, name):
+    """The converter's int8 model of a corpus network (the transformer's int8 SOFTMAX runs
+    TFLite's optimized kernel) equals the default interpreter's output exactly."""
+    from tflite_ref import quantize_inputs
+
+    path = corpus.path(name, "int8")
+    x = quantize_inputs(path, corpus.sample_inputs(name, 4, seed=4))
+    want = run_tflite(path, x, "auto")
+    got = qengine.Interpreter(path, arithmetic="xnnpack").run(x)
+    for key, value in want.items():
+        np.testing.assert_array_equal(got[key], value, err_msg=key)
+
+
 # -- LEAKY_RELU --------------------------------------------------------------------------------
 
 
@@ -479,3 +494,192 @@ def test_leaky_relu(alpha, in_q, out_q):
     delegated = xnnpack_kernels.leaky_relu_table(*in_q, *out_q, alpha) is not None
     check_xnnpack(unary_model("LEAKY_RELU", (1, 256), in_q, out_q, opts), [every_int8()],
                   delegated=delegated)
+
+
+# -- ELU ---------------------------------------------------------------------------------------
+
+ELU_PARAMS = [  # (in_q, out_q); the first three separate the candidate formulas (see below)
+    ((0.013, 0), (0.05, -9)), ((0.05, 3), (0.04, 0)), ((0.03, 10), (0.06, -77)),
+    ((1 / 16, -5), (1 / 32, 7)), ((0.1, -128), (0.02, 127)), ((0.03, -76), (0.1, -61)),
+    ((0.01, -3), (0.03, 101)), ((0.2, 127), (0.005, -128)), ((0.002, -100), (0.3, 50)),
+]
+
+
+def _elu_alternatives(in_q, out_q):
+    """Tables XNNPACK does not compute: rint before adding zp_out, division by s_out, and
+    y * (1 / s_out) + zp_out as one fused multiply-add."""
+    from qengine.ops.activations_int import _elu_f32
+
+    f32 = np.float32
+    ys = np.array([_elu_f32(f32(f32(k - in_q[1]) * f32(in_q[0]))) for k in range(-128, 128)])
+    inv = f32(f32(1) / f32(out_q[0]))
+    exact = ys.astype(np.float64) * np.float64(inv) + out_q[1]  # one rounding: the FMA
+    return [np.rint(ys * inv) + out_q[1], np.rint(ys / f32(out_q[0]) + f32(out_q[1])),
+            np.rint(exact.astype(np.float32))]
+
+
+def test_elu_every_input():
+    """All 256 inputs for each scale pair: XNNPACK's float table (kernels/xnnpack.float_lut)."""
+    told = np.zeros(3, bool)
+    for in_q, out_q in ELU_PARAMS:
+        want = check_xnnpack(unary_model("ELU", (1, 256), in_q, out_q), [every_int8()])
+        want = next(iter(want.values())).ravel()
+        told |= [np.any(np.clip(alt, -128, 127) != want)
+                 for alt in _elu_alternatives(in_q, out_q)]
+    assert told.all(), "some alternative formula agrees with TFLite on every case"
+
+
+# -- RESIZE_BILINEAR ---------------------------------------------------------------------------
+
+RESIZE_FLAGS = [(False, False), (True, False), (False, True)]  # the combinations TFLite allows
+RESIZE_CASES = [  # input shape, output size
+    ((1, 4, 5, 3), (7, 9)), ((1, 5, 5, 2), (10, 10)), ((2, 7, 3, 4), (3, 8)),
+    ((1, 3, 4, 2), (11, 13)), ((1, 6, 6, 1), (4, 5)), ((1, 1, 3, 2), (1, 7)),
+    ((1, 8, 8, 16), (16, 16)), ((1, 9, 5, 3), (2, 1)),
+]
+
+
+def resize_model(shape, size, align_corners, half_pixel, q=(0.05, 3)):
+    b = GraphBuilder()
+    x = b.input("x", shape, "int8", Quantization.per_tensor(*q))
+    opts = options("ResizeBilinearOptions", alignCorners=align_corners,
+                   halfPixelCenters=half_pixel)
+    y = b.op("RESIZE_BILINEAR", [x, b.const("size", np.array(size, np.int32))], options=opts,
+             out_quantization=Quantization.per_tensor(*q))
+    return b.build([y])
+
+
+@pytest.mark.parametrize("case", range(len(RESIZE_CASES)))
+@pytest.mark.parametrize("flags", RESIZE_FLAGS)
+def test_resize_bilinear(case, flags):
+    shape, size = RESIZE_CASES[case]
+    r = rng("resize", case, flags)
+    for _ in range(2):
+        check_xnnpack(resize_model(shape, size, *flags), [int8(r, shape)])
+
+
+def _resize_twin(x, size, flags, bits=11, weight_round=np.rint, ties_up=True):
+    """kernels/xnnpack.resize_bilinear_q11 and the alternatives it rejects (other weight
+    precisions, weights rounded half away from zero, output rounded half away from zero)."""
+    def axis(n_in, n_out):  # float32 positions, vectorized
+        f32 = np.float32
+        adjust = 1 if flags[0] and n_out > 1 else 0
+        scale = f32(n_in - adjust) / f32(n_out - adjust)
+        pos = np.arange(n_out, dtype=np.float32) * scale
+        if flags[1]:
+            pos = np.clip(pos + (f32(0.5) * scale - f32(0.5)), 0, n_in - 1).astype(np.float32)
+        first = np.floor(pos)
+        weight = weight_round((pos - first) * f32(2**bits)).astype(np.int64)
+        first = first.astype(np.int64)
+        return np.stack([first, np.minimum(first + 1, n_in - 1), weight], axis=1)
+    ys, xs = axis(x.shape[1], size[0]), axis(x.shape[2], size[1])
+    v = x.astype(np.int64)
+    t, bo, b = ys[:, 0], ys[:, 1], ys[:, 2][None, :, None, None]
+    left, right, a = xs[:, 0], xs[:, 1], xs[:, 2][None, None, :, None]
+    top = (v[:, t][:, :, left] << bits) + (v[:, t][:, :, right] - v[:, t][:, :, left]) * a
+    bottom = (v[:, bo][:, :, left] << bits) + (v[:, bo][:, :, right] - v[:, bo][:, :, left]) * a
+    acc = (top << bits) + (bottom - top) * b
+    half = 1 << (2 * bits - 1)
+    out = ((acc + half) >> (2 * bits) if ties_up
+           else np.sign(acc) * ((np.abs(acc) + half) >> (2 * bits)))
+    return np.clip(out, -128, 127)
+
+
+def test_resize_bilinear_details():
+    """Inputs where the details matter: 3 -> 4096 wide makes every odd weight a Q11 tie
+    (legacy mode), and the rounding of the output and the weight precision show on random
+    images; each alternative twin must disagree with TFLite somewhere, ours nowhere."""
+    r = rng("resize-details")
+    alternatives = {"Q10 weights": {"bits": 10},
+                    "weights half away": {"weight_round": lambda w: np.floor(w + 0.5)},
+                    "output half away": {"ties_up": False}}
+    told = dict.fromkeys(alternatives, False)
+    cases = [((1, 2, 3, 1), (2, 4096), RESIZE_FLAGS[0])] + [
+        (shape, size, flags) for shape, size in RESIZE_CASES[:4] for flags in RESIZE_FLAGS]
+    for shape, size, flags in cases:
+        x = int8(r, shape)
+        want = next(iter(check_xnnpack(resize_model(shape, size, *flags), [x]).values()))
+        np.testing.assert_array_equal(_resize_twin(x, size, flags), want)
+        for name, alt in alternatives.items():
+            told[name] |= bool(np.any(_resize_twin(x, size, flags, **alt) != want))
+    assert all(told.values()), told
+
+
+# -- SOFTMAX (declined by the delegate: TFLite's optimized kernel) -----------------------------
+
+
+def softmax_model(shape, s_in, beta=1.0, zp_in=0):
+    b = GraphBuilder()
+    x = b.input("x", shape, "int8", Quantization.per_tensor(s_in, zp_in))
+    y = b.op("SOFTMAX", [x], options=options("SoftmaxOptions", beta=beta),
+             out_quantization=Quantization.per_tensor(1 / 256, -128))
+    return b.build([y])
+
+
+def _softmax_twin(rows, s_in, beta, rounding="half away"):
+    """The optimized kernel in NumPy: a float32 table of expf(-(s_in * beta) * (max - x)),
+    summed in order in float32, times float32(1 / (sum / 256)), rounded, minus 128."""
+    f32 = np.float32
+    table = softmax_kernels.softmax_exp_table(s_in, beta)
+    e = table[rows.max(axis=1, keepdims=True).astype(np.int64) - rows]
+    total = np.zeros(len(rows), np.float32)
+    for j in range(rows.shape[1]):
+        total = (total + e[:, j]).astype(np.float32)
+    inv = (f32(1) / (total * f32(1 / 256)).astype(np.float32)).astype(np.float32)
+    p = (e * inv[:, None]).astype(np.float32).astype(np.float64)
+    q = np.floor(p + 0.5) if rounding == "half away" else np.rint(p)
+    return np.clip(q - 128, -128, 127)
+
+
+def _check_softmax(s_in, beta, depth) -> tuple[bool, bool]:
+    """Rows where the float-table kernel differs from the reference fixed-point kernel or from
+    rounding ties to even (found with the twins), plus random rows, in one batch. Returns
+    whether each alternative disagreed with TFLite."""
+    r = rng("softmax", s_in, beta, depth)
+    rows = int8(r, (40000, depth))
+    ours = _softmax_twin(rows, s_in, beta)
+    reference = softmax_kernels.softmax_int8(rows, *softmax_kernels.softmax_params(s_in, beta))
+    ties_even = _softmax_twin(rows, s_in, beta, rounding="even")
+    telling = np.any(ours != reference, axis=1) | np.any(ours != ties_even, axis=1)
+    x = np.concatenate([rows[telling][:64], rows[:64]])
+    want = check_xnnpack(softmax_model(x.shape, s_in, beta), [x], delegated=False)
+    want = next(iter(want.values()))
+    np.testing.assert_array_equal(_softmax_twin(x, s_in, beta), want)
+    n = min(64, int(telling.sum()))
+    return (bool(np.any(reference[telling][:n] != want[:n])),
+            bool(np.any(ties_even[telling][:n] != want[:n])))
+
+
+SOFTMAX_CASES = [(0.1, 1.0, 4), (1 / 16, 1.0, 5), (0.02, 1.0, 30), (0.3, 0.7, 3), (0.05, 2.0, 10)]
+
+
+def test_softmax_optimized_kernel():
+    told = np.array([_check_softmax(*case) for case in SOFTMAX_CASES])
+    assert told.any(axis=0).all(), "the reference kernel or ties-to-even never disagreed"
+
+
+def test_softmax_small_input_scale():
+    """s_in * beta * 2^26 <= 1: TFLite's reference kernel aborts, the optimized kernel runs."""
+    r = rng("softmax-small")
+    model = softmax_model((4, 10), 1e-9)
+    for t in model.main.operators[0].outputs:
+        t.shape = (4, 10)
+    data = model.to_bytes()
+    x = int8(r, (4, 10))
+    want = run_tflite(data, [x], "auto")
+    got = qengine.Interpreter(data, arithmetic="xnnpack").run([x])
+    for name, value in want.items():
+        np.testing.assert_array_equal(got[name], value)
+
+
+# -- LOGISTIC, TANH: the delegate's tables equal TFLite's LUTPopulate ones ----------------------
+
+
+@pytest.mark.parametrize("op,out_q", [("LOGISTIC", (1 / 256, -128)), ("TANH", (1 / 128, 0))])
+def test_logistic_tanh_every_input(op, out_q):
+    """All 256 inputs at 20 input scales: the delegate takes both ops and its tables agree with
+    the reference ones qengine builds (no XNNPACK-specific arithmetic needed)."""
+    r = rng("logistic-tanh", op)
+    for _ in range(20):
+        in_q = (float(r.uniform(0.001, 0.2)), int(r.integers(-128, 128)))
+        check_xnnpack(unary_model(op, (1, 256), in_q, out_q), [every_int8()])

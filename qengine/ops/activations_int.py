@@ -76,6 +76,8 @@ def tanh(ctx: OpContext) -> Prepared:
 
 
 def elu(ctx: OpContext) -> Prepared:
+    if ctx.arithmetic == "xnnpack":  # XNNPACK's qs8 ELU table (zero point added before rint)
+        return _table(ctx, lambda *params: xnnpack.float_lut(*params, _elu_f32))
     # kernels.activations has no ELU table; its LUTPopulate twin takes the transform
     return _table(ctx, lambda *params: kernels.lut_int8(*params, _elu_f32))
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from qengine.kernels import activations as activation_kernels
 from qengine.kernels import conv as conv_kernels
-from qengine.kernels import fully_connected, pooling, resize
+from qengine.kernels import fully_connected, pooling, resize, xnnpack
 from qengine.kernels import softmax as softmax_kernels
 from qengine.kernels.elementwise import inv_sqrt_multiplier_exp
 from qengine.kernels.fixedpoint import (
@@ -100,7 +100,8 @@ def max_pool_2d(ctx: OpContext) -> Prepared:
 
 def softmax(ctx: OpContext) -> Prepared:
     """SoftmaxPrepare<kReference>, int8 -> int8: the output must be (1/256, -128) within 0.1 %
-    of the scale; the input multiplier beta * s_in * 2^26 must exceed 1."""
+    of the scale; the input multiplier beta * s_in * 2^26 must exceed 1. arithmetic="xnnpack"
+    runs the optimized kernel (a float table of exponentials), which has no such limit."""
     x = ctx.input(0)
     if x.dtype == "int16":  # 16x8
         from . import int16_int
@@ -114,11 +115,16 @@ def softmax(ctx: OpContext) -> Prepared:
         raise ctx.unsupported(f"int8 SOFTMAX needs output scale 1/256 and zero point -128, "
                               f"has {s_out} and {zp_out}")
     beta = float(_option(ctx, "beta", 0.0))
+    depth = x.shape[-1]
+    if ctx.arithmetic == "xnnpack":  # XNNPACK declines it; the optimized kernel's float table
+        table = softmax_kernels.softmax_exp_table(s_in, beta)
+        return Prepared(lambda values: softmax_kernels.softmax_int8_float_table(
+            np.ascontiguousarray(values).reshape(-1, depth), table, s_out, zp_out,
+        ).reshape(values.shape), [out])
     try:
         params = softmax_kernels.softmax_params(s_in, beta)
     except ValueError as e:  # TFLite CHECK-fails (aborts) in PreprocessSoftmaxScaling
         raise ctx.unsupported(f"beta {beta} and input scale {s_in}: {e}") from None
-    depth = x.shape[-1]
 
     def run(values):
         rows = np.ascontiguousarray(values).reshape(-1, depth)
@@ -203,6 +209,11 @@ def resize_bilinear(ctx: OpContext) -> Prepared:
     align_corners = bool(_option(ctx, "alignCorners", False))
     half_pixel = bool(_option(ctx, "halfPixelCenters", False))
     out_shape = (x.shape[0], out_h, out_w, x.shape[3])
+    if ctx.arithmetic == "xnnpack" and x.dtype == "int8":  # XNNPACK's qs8 ibilinear, Q11
+        ys = xnnpack.resize_coordinates_q11(x.shape[1], out_h, align_corners, half_pixel)
+        xs = xnnpack.resize_coordinates_q11(x.shape[2], out_w, align_corners, half_pixel)
+        return Prepared(lambda values, _size=None: xnnpack.resize_bilinear_q11(
+            np.ascontiguousarray(values), ys, xs), [ctx.output_spec(0, out_shape, "int8")])
 
     def run(values, _size=None):
         return resize.resize_bilinear_integer(values, out_h, out_w, align_corners, half_pixel)
