@@ -196,7 +196,7 @@ def _as_input(t: Tensor, sample: np.ndarray) -> np.ndarray:
 
 
 def calibrate(model: Model, data, observer: str = "minmax", quiet: bool = False,
-              batch_size: int = 16, observer_for=None,
+              batch_size: int = 4, observer_for=None,
               workers: int | None = None) -> dict[str, MinMaxObserver]:
     """Observers for every float tensor the graph computes (and its inputs), keyed by name.
 
