@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import qengine
+import qengine.calibrate as calibrate_module
 from qengine.calibrate import OBSERVERS, MinMaxObserver, calibrate, choose_qparams
 from qengine.observers import (
     BINS,
@@ -245,6 +246,7 @@ def test_worker_threads_record_what_one_thread_records(name, batch_size):
     data = DATA["calibration"][:10]
     one = calibrate(model, data, name, quiet=True, batch_size=batch_size, workers=1)
     two = calibrate(model, data, name, quiet=True, batch_size=batch_size, workers=2)
+    assert calibrate_module._threads_may_launch_kernels()  # so the worker threads did run
     assert one.keys() == two.keys()
     for key in one:
         assert (one[key].range(), one[key].count) == (two[key].range(), two[key].count), key
