@@ -49,17 +49,19 @@ def depthwise_conv2d_f32(x, w, bias, stride_h, stride_w, dil_h, dil_w, pad_top, 
 
 
 
-@kernel(parallel=True)
+@kernel
 def bias_clamp_f32(out, bias, act_min, act_max):
     """In place on out [rows, C] float32: out[r, c] = clamp(out[r, c] + bias[c]) to
     [act_min, act_max], the epilogue of a matmul convolution in one pass over the output.
 
     As TFLite's ActivationFunctionWithMinMax (std::min(std::max(v, lo), hi)), NaN passes through
     and +-inf becomes the bound; so no fastmath here, and the comparisons are written out.
+    One thread: it is memory-bound and short (0.01-0.6 ms per MobileNetV2 layer), and a parallel
+    launch right after a BLAS call would wake Numba's OpenMP pool while BLAS's threads spin.
     """
     rows, channels = out.shape
     low, high = np.float32(act_min), np.float32(act_max)
-    for r in prange(rows):
+    for r in range(rows):
         for c in range(channels):
             v = out[r, c] + bias[c]
             if v < low:
