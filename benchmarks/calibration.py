@@ -5,7 +5,9 @@ each int8 model against the float model on 8 held-out inputs.
     python benchmarks/calibration.py [--model mobilenet_v2_224] [--samples 100]
 
 Each timing is one call in a process where the tool's libraries are already imported (qengine
-is timed twice: the first call includes loading its cached Numba kernels).
+is timed twice: the first call includes loading its cached Numba kernels). Beside the wall clock,
+the process's CPU time (all threads): on a shared machine the wall clock also measures the
+neighbours, and CPU time shows the work (and any idle spinning) a tool itself did.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ import qengine  # noqa: E402
 
 
 def timed(fn):
-    start = time.perf_counter()
+    """(result, wall s, CPU s of this process)."""
+    start, cpu = time.perf_counter(), time.process_time()
     result = fn()
-    return result, time.perf_counter() - start
+    return result, time.perf_counter() - start, time.process_time() - cpu
 
 
 def sqnr_db(reference: np.ndarray, approx: np.ndarray) -> float:
@@ -88,11 +91,11 @@ def main(argv=None) -> int:
     except ImportError:
         print("ai-edge-quantizer not installed: pip install ai-edge-quantizer")
     print(f"{args.model}, {args.samples} calibration samples, output SQNR on 8 held-out inputs\n")
-    print("| tool | calibrate + quantize s | output SQNR vs float (dB) |")
-    print("|---|---|---|")
-    for tool, seconds, model_bytes in rows:
+    print("| tool | calibrate + quantize s | CPU s | output SQNR vs float (dB) |")
+    print("|---|---|---|---|")
+    for tool, cpu, seconds, model_bytes in rows:
         quality = sqnr_db(reference, float_outputs(bytes(model_bytes), held_out))
-        print(f"| {tool} | {seconds:.2f} | {quality:.1f} |")
+        print(f"| {tool} | {seconds:.2f} | {cpu:.2f} | {quality:.1f} |")
     return 0
 
 

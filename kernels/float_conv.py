@@ -7,7 +7,7 @@ padding with zeros.
 
 import numpy as np
 
-from .jit import float_kernel, prange
+from .jit import float_kernel, kernel, prange
 
 
 @float_kernel(parallel=True)
@@ -20,6 +20,7 @@ def depthwise_conv2d_f32(x, w, bias, stride_h, stride_w, dil_h, dil_w, pad_top, 
     """
     n_batch, in_h, in_w, in_c = x.shape
     k_h, k_w, out_c = w.shape
+    low, high = np.float32(act_min), np.float32(act_max)  # a float64 clamp would widen acc
     out = np.empty((n_batch, out_h, out_w, out_c), np.float32)
     for row in prange(n_batch * out_h):
         n = row // out_h
@@ -43,5 +44,28 @@ def depthwise_conv2d_f32(x, w, bias, stride_h, stride_w, dil_h, dil_w, pad_top, 
                         for c in range(out_c):
                             acc[c] += x[n, iy, ix, c // multiplier] * w[ky, kx, c]
             for c in range(out_c):
-                out[n, oy, ox, c] = min(max(acc[c], act_min), act_max)
+                out[n, oy, ox, c] = min(max(acc[c], low), high)
     return out
+
+
+
+@kernel
+def bias_clamp_f32(out, bias, act_min, act_max):
+    """In place on out [rows, C] float32: out[r, c] = clamp(out[r, c] + bias[c]) to
+    [act_min, act_max], the epilogue of a matmul convolution in one pass over the output.
+
+    As TFLite's ActivationFunctionWithMinMax (std::min(std::max(v, lo), hi)), NaN passes through
+    and +-inf becomes the bound; so no fastmath here, and the comparisons are written out.
+    One thread: it is memory-bound and short (0.01-0.6 ms per MobileNetV2 layer), and a parallel
+    launch right after a BLAS call would wake Numba's OpenMP pool while BLAS's threads spin.
+    """
+    rows, channels = out.shape
+    low, high = np.float32(act_min), np.float32(act_max)
+    for r in range(rows):
+        for c in range(channels):
+            v = out[r, c] + bias[c]
+            if v < low:
+                v = low
+            elif v > high:
+                v = high
+            out[r, c] = v

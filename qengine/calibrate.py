@@ -7,10 +7,13 @@ calibration can be split across processes and combined afterwards.
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -193,29 +196,30 @@ def _as_input(t: Tensor, sample: np.ndarray) -> np.ndarray:
 
 
 def calibrate(model: Model, data, observer: str = "minmax", quiet: bool = False,
-              batch_size: int = 16, observer_for=None) -> dict[str, MinMaxObserver]:
+              batch_size: int = 4, observer_for=None,
+              workers: int | None = None) -> dict[str, MinMaxObserver]:
     """Observers for every float tensor the graph computes (and its inputs), keyed by name.
 
     `observer` names the calibrator (or is a factory); `observer_for(tensor_name)`, if given,
     returns a new observer for that tensor and overrides it (per-tensor calibrators).
+    `workers` (default: one per core) threads run the float graph on different batches, each
+    with one-thread kernels; the observers still see the batches one by one, in order, so every
+    calibrator (including the order-dependent moving average) records what one thread would.
     """
-    from .runtime import Interpreter
-
     if isinstance(observer, str) and observer not in OBSERVERS:
         raise InputError(f"unknown calibrator {observer!r}; choose from "
                          f"{', '.join(sorted(OBSERVERS))}")
     factory = OBSERVERS[observer] if isinstance(observer, str) else observer
     make = observer_for or (lambda name: factory())
-    interpreter = Interpreter(model, num_threads=os.cpu_count())  # batch work: use every core
-    stats: dict[str, object] = {}
     samples = list(iterate_samples(model, data))
     if not samples:
         raise InputError("the calibration dataset is empty")
     float_names = {t.name for t in model.main.all_tensors()
                    if t.dtype == "float32" and not t.is_constant}
+    stats: dict[str, object] = {}
     progress = _Progress(len(samples), quiet)
-    for batch in _batches(model, samples, batch_size):
-        values = interpreter.run(batch, keep=True)
+    for batch, values in _run_batches(model, list(_batches(model, samples, batch_size)),
+                                      workers or os.cpu_count() or 1):
         for name, value in values.items():
             if name in float_names:
                 if name not in stats:
@@ -224,6 +228,60 @@ def calibrate(model: Model, data, observer: str = "minmax", quiet: bool = False,
         progress.advance(batch[0].shape[0])
     progress.close()
     return stats
+
+
+def _run_batches(model: Model, batches: list, workers: int) -> Iterator[tuple[list, dict]]:
+    """(batch, every tensor's value) for each batch, in order.
+
+    Data parallel rather than parallel kernels: with several threads per op, the BLAS and Numba
+    thread pools both spin while idle and fight over the cores (on 2 cores a batch-1 run took
+    ~10x longer). So BLAS is held at one thread for the whole call and each worker thread has
+    its own one-thread interpreter; matmuls and kernels release the GIL. At most `workers`
+    batches are in flight ahead of the observers, which bounds memory.
+    """
+    from .runtime import Interpreter
+    from .runtime.interpreter import thread_limit
+
+    first = Interpreter(model, num_threads=1)
+    with thread_limit(1):
+        if workers < 2 or len(batches) < 2:
+            for batch in batches:
+                yield batch, first.run(batch, keep=True)
+            return
+        yield batches[0], first.run(batches[0], keep=True)  # starts Numba's threading layer
+        if not _threads_may_launch_kernels():
+            for batch in batches[1:]:
+                yield batch, first.run(batch, keep=True)
+            return
+        local = threading.local()
+
+        def run(batch):
+            if not hasattr(local, "interpreter"):
+                local.interpreter = Interpreter(model, num_threads=1)
+            return local.interpreter.run(batch, keep=True)
+
+        with ThreadPoolExecutor(workers) as pool:
+            pending = collections.deque()
+            for batch in batches[1:]:
+                pending.append((batch, pool.submit(run, batch)))
+                if len(pending) > workers:
+                    done, future = pending.popleft()
+                    yield done, future.result()
+            while pending:
+                done, future = pending.popleft()
+                yield done, future.result()
+
+
+def _threads_may_launch_kernels() -> bool:
+    """Whether parallel Numba kernels may run from several threads at once: not with the
+    'workqueue' threading layer, which is not thread-safe."""
+    numba = sys.modules.get("numba")
+    if numba is None:
+        return True
+    try:
+        return numba.threading_layer() != "workqueue"
+    except ValueError:  # no parallel kernel has run yet: the layer is chosen at the first
+        return False
 
 
 def _batches(model: Model, samples: list[list[np.ndarray]], size: int) -> Iterable[list]:

@@ -37,6 +37,23 @@ def test_keep_returns_every_intermediate(interpreter):
     assert everything[interpreter.outputs[0].name].shape == (4, 10)
 
 
+def test_an_output_that_later_ops_read_survives_tensor_freeing():
+    """Tensors are dropped after their last reader, but never a graph output."""
+    b = GraphBuilder()
+    x = b.input("x", (2, 3))
+    y = b.op("RELU", [x], (2, 3))
+    z = b.op("ADD", [y, x], (2, 3))
+    w = b.op("MUL", [z, z], (2, 3))
+    interpreter = qengine.Interpreter(b.build([y, w]))
+    data = np.array([[-1, 2, -3], [4, -5, 6]], np.float32)
+    out = interpreter.run(data)
+    relu = np.maximum(data, 0)
+    np.testing.assert_array_equal(out[y.name], relu)
+    np.testing.assert_array_equal(out[w.name], (relu + data) ** 2)
+    everything = interpreter.run(data, keep=True)
+    np.testing.assert_array_equal(everything[z.name], relu + data)
+
+
 def test_signature_runner_uses_signature_names(interpreter):
     runner = interpreter.signature_runner("serving_default")
     out = runner(image=X)

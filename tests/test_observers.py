@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import qengine
+import qengine.calibrate as calibrate_module
 from qengine.calibrate import OBSERVERS, MinMaxObserver, calibrate, choose_qparams
 from qengine.observers import (
     BINS,
@@ -234,6 +235,21 @@ def test_quantize_digits_with_every_observer(observer):
     images = np.clip(np.round(DATA["test_images"] / x.scale) + x.zero_point, -128, 127)
     predictions = interpreter.run(images.astype(np.int8))[y.name].argmax(1)
     assert np.mean(predictions == DATA["test_labels"]) > 0.9
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_worker_threads_record_what_one_thread_records(name, batch_size):
+    """Workers run batches in parallel but the observers see them in order, so even the
+    order-dependent moving average ends up identical."""
+    model = qengine.load(DIGITS)
+    data = DATA["calibration"][:10]
+    one = calibrate(model, data, name, quiet=True, batch_size=batch_size, workers=1)
+    two = calibrate(model, data, name, quiet=True, batch_size=batch_size, workers=2)
+    assert calibrate_module._threads_may_launch_kernels()  # so the worker threads did run
+    assert one.keys() == two.keys()
+    for key in one:
+        assert (one[key].range(), one[key].count) == (two[key].range(), two[key].count), key
 
 
 def test_calibrate_accepts_a_factory_with_settings():

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..runtime.registry import OpContext, Prepared, register_op
-from .common import conv_output_size, float_activation, float_activation_bounds
+from .common import conv_output_size, float_activation_bounds
 
 
 @dataclass
@@ -99,35 +99,38 @@ def conv_2d(ctx: OpContext) -> Prepared:
 
 
 def _conv_float(ctx: OpContext, g: ConvGeometry, w_spec, out_shape, groups: int) -> Prepared:
+    from qengine.kernels.float_conv import bias_clamp_f32
+
     ctx.expect_dtype(w_spec, "float32")
     weights = ctx.constant(1, "filter") if w_spec.value is not None else None
     out_c = out_shape[3]
     bias = _bias(ctx, 2, out_c, "float32")
-    activation = float_activation(ctx)
+    bias = np.zeros(out_c, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
+    low, high = float_activation_bounds(ctx)
     per_group = out_c // groups
 
     pointwise = (g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_top, g.pad_left,
                  groups) == (1, 1, 1, 1, 0, 0, 1)
 
-    def run(x, w, b=None):
-        w = weights if weights is not None else w
+    def matmul(x, w):
         if pointwise:  # a 1x1 convolution is one matmul over all pixels; no im2col copy
-            out = (x.reshape(-1, x.shape[3]) @ w.reshape(out_c, -1).T).reshape(out_shape)
-            if bias is not None:
-                out += bias
-            return activation(out)
+            return x.reshape(-1, x.shape[3]) @ w.reshape(out_c, -1).T
         cols = patches(x, g)
+        if groups == 1:  # the im2col copy goes straight into the matmul
+            return cols.reshape(-1, g.kernel_h * g.kernel_w * x.shape[3]) @ w.reshape(out_c, -1).T
         in_per_group = w.shape[3]
-        out = np.empty(out_shape, np.float32)
+        out = np.empty((cols.shape[0] * g.out_h * g.out_w, out_c), np.float32)
         for group in range(groups):
             part = cols[..., group * in_per_group:(group + 1) * in_per_group]
             part = part.reshape(-1, g.kernel_h * g.kernel_w * in_per_group)
             wg = w[group * per_group:(group + 1) * per_group].reshape(per_group, -1)
-            out[..., group * per_group:(group + 1) * per_group] = \
-                (part @ wg.T).reshape(out_shape[:3] + (per_group,))
-        if bias is not None:
-            out += bias
-        return activation(out)
+            np.matmul(part, wg.T, out=out[:, group * per_group:(group + 1) * per_group])
+        return out
+
+    def run(x, w, b=None):
+        out = matmul(x, weights if weights is not None else w)
+        bias_clamp_f32(out, bias, low, high)  # bias and fused activation in one pass, in place
+        return out.reshape(out_shape)
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
 

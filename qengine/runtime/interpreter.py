@@ -47,6 +47,7 @@ class _Plan:
         self.constants = {self.slot[id(t)]: _constant_value(t) for t in self.tensors
                           if t.is_constant}
         self.steps = [_Step() for _ in subgraph.operators]
+        self.dead_after = _last_uses(subgraph, self.slot)
         self.folded: dict[int, np.ndarray] = {}
         self.op_time: dict[str, float] = {}
 
@@ -119,7 +120,9 @@ class _Plan:
 
     # -- run -----------------------------------------------------------------------------------
 
-    def run(self, arrays: list[np.ndarray], profile: bool = False) -> list:
+    def run(self, arrays: list[np.ndarray], profile: bool = False, keep: bool = False) -> list:
+        """Every tensor's value by slot; with keep=False, a tensor no later op reads is dropped
+        once read (None), so its memory is reused by the next outputs instead of new pages."""
         values: list = [None] * len(self.tensors)
         for slot, value in self.constants.items():
             values[slot] = value
@@ -150,6 +153,9 @@ class _Plan:
                     _check_output(OpContext(op, index, []), spec, value)
                 if t is not None:
                     values[self.slot[id(t)]] = value
+            if not keep:
+                for slot in self.dead_after[index]:
+                    values[slot] = None
         return values
 
     def _prepare_at_run(self, index: int, op, inputs: list) -> None:
@@ -204,7 +210,7 @@ class Interpreter:
         subgraph = self.model.main
         arrays = _bind_inputs(subgraph.inputs, inputs, self._signature_names(subgraph))
         with thread_limit(self.num_threads):
-            values = self._run_plan(0, arrays, profile)
+            values = self._run_plan(0, arrays, profile, keep)
         plan = self._plans[0]
         if keep:
             return {t.name: v for t, v in zip(plan.tensors, values)
@@ -280,9 +286,10 @@ class Interpreter:
             plan.input_shapes = [tuple(s) for s in shapes]
         return plan
 
-    def _run_plan(self, index: int, arrays: list, profile: bool = False) -> list:
+    def _run_plan(self, index: int, arrays: list, profile: bool = False,
+                  keep: bool = False) -> list:
         plan = self._plan(index, [a.shape for a in arrays])
-        return plan.run(arrays, profile)
+        return plan.run(arrays, profile, keep)
 
     def _signature_names(self, subgraph: Subgraph) -> dict[str, Tensor]:
         names = {}
@@ -301,6 +308,25 @@ class Interpreter:
         values = self._run_plan(index, arrays)
         plan = self._plans[index]
         return {name: values[plan.slot[id(t)]] for name, t in sig.outputs.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _last_uses(subgraph: Subgraph, slot: dict[int, int]) -> list[list[int]]:
+    """Per op, the slots of computed tensors it is the last reader of (never a subgraph output,
+    constant or variable)."""
+    last = {}
+    for index, op in enumerate(subgraph.operators):
+        for t in op.inputs:
+            if t is not None and not (t.is_constant or t.is_variable):
+                last[slot[id(t)]] = index
+    for t in subgraph.outputs:
+        last.pop(slot[id(t)], None)
+    dead: list[list[int]] = [[] for _ in subgraph.operators]
+    for tensor_slot, index in last.items():
+        dead[index].append(tensor_slot)
+    return dead
 
 
 # ---------------------------------------------------------------------------------------------
