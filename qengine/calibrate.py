@@ -218,7 +218,7 @@ def calibrate(model: Model, data, observer: str = "minmax", quiet: bool = False,
                    if t.dtype == "float32" and not t.is_constant}
     stats: dict[str, object] = {}
     progress = _Progress(len(samples), quiet)
-    for batch, values in _run_batches(model, list(_batches(model, samples, batch_size)),
+    for batch, values in _run_batches(model, list(stack_batches(model, samples, batch_size)),
                                       workers or os.cpu_count() or 1):
         for name, value in values.items():
             if name in float_names:
@@ -284,7 +284,7 @@ def _threads_may_launch_kernels() -> bool:
         return False
 
 
-def _batches(model: Model, samples: list[list[np.ndarray]], size: int) -> Iterable[list]:
+def stack_batches(model: Model, samples: list[list[np.ndarray]], size: int) -> Iterable[list]:
     """Stack samples along the batch axis when every input's batch dimension is dynamic."""
     dynamic = all((t.shape_signature or t.shape)[:1] == (-1,) for t in model.main.inputs)
     if not dynamic or size == 1:

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .calibrate import QRANGES, _batches, iterate_samples
+from .calibrate import QRANGES, iterate_samples, stack_batches
 from .errors import InputError, QEngineError
 from .flatbuffer_io import load
 from .ir import Model, Operator, Tensor
@@ -211,7 +211,7 @@ def compare(float_model, quant_model, data, *, batch_size: int = 32,
         raise InputError("the comparison data is empty")
     comparison = _Comparison(float_model, quant_model)
     size = batch_size if _dynamic_batch(float_model) and _dynamic_batch(quant_model) else 1
-    for batch in _batches(float_model, samples, size):
+    for batch in stack_batches(float_model, samples, size):
         comparison.add(batch)
     return comparison.report(len(samples))
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..calibrate import _batches, iterate_samples
+from ..calibrate import iterate_samples, stack_batches
 from ..errors import QuantizationError
 from ..flatbuffer_io import load
 from ..ir import Model, OpCode, Operator, Subgraph, Tensor
@@ -292,7 +292,7 @@ def _data_batches(model: Model, data, batch_size: int, quantize: bool = False) -
     if quantize:
         samples = [[_quantize_input(t, a) for t, a in zip(model.main.inputs, sample)]
                    for sample in samples]
-    return list(_batches(model, samples, batch_size))
+    return list(stack_batches(model, samples, batch_size))
 
 
 def _float_view(model: Model) -> Model:
