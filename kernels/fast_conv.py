@@ -45,7 +45,7 @@ from numba.core import cgutils, types
 from numba.core.extending import intrinsic
 from qengine.kernels.conv import conv2d_int8, depthwise_conv2d_int8
 from qengine.kernels.fixedpoint import round_half_away_int32
-from qengine.kernels.jit import kernel, prange
+from qengine.kernels.jit import inline_kernel, kernel, prange
 
 __all__ = [
     "HybridEpilogue",
@@ -226,39 +226,48 @@ def _requant(acc, bias, m, left, right, out_zp, act_min, act_max):
     return min(max(out, np.int32(act_min)), np.int32(act_max))
 
 
+def _splat(builder, value, ty=_V8I32):
+    """A vector of `ty` with every lane `value` (a Python int or an LLVM integer)."""
+    if isinstance(value, int):
+        return ir.Constant(ty, [value] * ty.count)
+    value = builder.trunc(value, ty.element) if value.type != ty.element else value
+    vec = builder.insert_element(ir.Constant(ty, ir.Undefined), value, ir.Constant(_I32, 0))
+    lanes = ir.Constant(ir.VectorType(_I32, ty.count), [0] * ty.count)
+    return builder.shuffle_vector(vec, ir.Constant(ty, ir.Undefined), lanes)
+
+
+def _requant_vec(builder, acc, bias, m, left, right, out_zp, act_min, act_max):
+    """`_requant` on int32x8 lanes (LLVM values) → the clamped int32x8 output, in [act_min, act_max]."""
+    v8i64 = ir.VectorType(_I64, 8)
+    x = builder.shl(builder.add(acc, bias), left)
+    prod = builder.mul(builder.sext(x, v8i64), builder.sext(m, v8i64))
+    h = builder.trunc(
+        builder.ashr(builder.add(prod, _splat(builder, 1 << 30, v8i64)), _splat(builder, 31, v8i64)),
+        _V8I32,
+    )
+    saturate = builder.and_(
+        builder.icmp_signed("==", x, _splat(builder, -(2**31))),
+        builder.icmp_signed("==", m, _splat(builder, -(2**31))),
+    )
+    h = builder.select(saturate, _splat(builder, 2**31 - 1), h)
+    mask = builder.sub(builder.shl(_splat(builder, 1), right), _splat(builder, 1))
+    threshold = builder.add(builder.lshr(mask, _splat(builder, 1)), builder.lshr(h, _splat(builder, 31)))
+    up = builder.icmp_signed(">", builder.and_(h, mask), threshold)
+    r = builder.add(builder.ashr(h, right), builder.zext(up, _V8I32))
+    out = builder.add(r, _splat(builder, out_zp))
+    lo, hi = _splat(builder, act_min), _splat(builder, act_max)
+    out = builder.select(builder.icmp_signed("<", out, lo), lo, out)
+    return builder.select(builder.icmp_signed(">", out, hi), hi, out)
+
+
 def _requant8_codegen(context, builder, signature, args):
     acc_addr, out_addr, bias_addr, m_addr, left_addr, right_addr, out_zp, act_min, act_max = args
-    v8i64 = ir.VectorType(_I64, 8)
 
     def load(addr):
         return builder.load(builder.inttoptr(addr, _V8I32.as_pointer()), align=4)
 
-    def splat32(value, ty=_V8I32):
-        if isinstance(value, int):
-            return ir.Constant(ty, [value] * ty.count)
-        value = builder.trunc(value, ty.element) if value.type != ty.element else value
-        vec = builder.insert_element(ir.Constant(ty, ir.Undefined), value, ir.Constant(_I32, 0))
-        return builder.shuffle_vector(vec, ir.Constant(ty, ir.Undefined), ir.Constant(ty, [0] * 8))
-
-    m, right = load(m_addr), load(right_addr)
-    x = builder.shl(builder.add(load(acc_addr), load(bias_addr)), load(left_addr))
-    prod = builder.mul(builder.sext(x, v8i64), builder.sext(m, v8i64))
-    h = builder.trunc(
-        builder.ashr(builder.add(prod, splat32(1 << 30, v8i64)), splat32(31, v8i64)), _V8I32
-    )
-    saturate = builder.and_(
-        builder.icmp_signed("==", x, splat32(-(2**31))),
-        builder.icmp_signed("==", m, splat32(-(2**31))),
-    )
-    h = builder.select(saturate, splat32(2**31 - 1), h)
-    mask = builder.sub(builder.shl(splat32(1), right), splat32(1))
-    threshold = builder.add(builder.lshr(mask, splat32(1)), builder.lshr(h, splat32(31)))
-    up = builder.icmp_signed(">", builder.and_(h, mask), threshold)
-    r = builder.add(builder.ashr(h, right), builder.zext(up, _V8I32))
-    out = builder.add(r, splat32(out_zp))
-    lo, hi = splat32(act_min), splat32(act_max)
-    out = builder.select(builder.icmp_signed("<", out, lo), lo, out)
-    out = builder.select(builder.icmp_signed(">", out, hi), hi, out)
+    out = _requant_vec(builder, load(acc_addr), load(bias_addr), load(m_addr), load(left_addr),
+                       load(right_addr), out_zp, act_min, act_max)  # fmt: skip
     v8i8 = ir.VectorType(_I8, 8)
     builder.store(builder.trunc(out, v8i8), builder.inttoptr(out_addr, v8i8.as_pointer()), align=1)
     return context.get_dummy_value()
@@ -543,54 +552,290 @@ def conv2d_int8_fast(x, packed: PackedConvWeights, bias, in_zp, mult, shift, out
     Runs on numba.get_num_threads() threads. Grouped convolutions (Ci ≠ w.shape[3]) and
     right shifts > 31 with M ≠ 0 (never made by QuantizeMultiplier) run the reference kernel.
     """
+    geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w)
+    plan = plan_conv2d_int8(packed, bias, in_zp, mult, shift, out_zp, act_min, act_max, *geometry)
+    if x.shape[3] != packed.in_c or plan is None:
+        return conv2d_int8(x, packed.w, bias, in_zp, mult, shift, out_zp, act_min, act_max,
+                           *geometry)  # fmt: skip
+    return run_conv2d_int8(plan, x)
+
+
+# --- int8 CONV_2D: row-major activations, requantization fused into the tile -----------------
+#
+# `conv2d_int8_fast` runs its own GEMM (the FC and hybrid ones above keep the pair-transposed
+# A panel and an int32 C tile). A is row-major here: int16 [ROWS, Kp] with Kp = 2·ceil(K/2),
+# row r holding pixel p0+r's im2col taps minus in_zp. For a 1×1 stride-1 unpadded convolution
+# that is a contiguous slice of the input, converted 16 values per instruction; for others,
+# taps whose kx-window lies in the image are one contiguous run of k_w·Ci values. The tile
+# broadcasts pair i of row r from a + r·a_row + 4i. Its epilogue requantizes the 6×16 int32
+# accumulators in registers (`_requant_vec`) and stores int8, so no int32 C tile goes through
+# memory and there is no per-row call.
+
+
+def _qtile_codegen(context, builder, signature, args):
+    a_addr, a_row, b_addr, k2, out_addr, out_row, q_addr, out_zp, act_min, act_max = args
+    a_ptr = builder.inttoptr(a_addr, _I8.as_pointer())
+    b_ptr = builder.inttoptr(b_addr, _I8.as_pointer())
+    q_ptr = builder.inttoptr(q_addr, _I32.as_pointer())
+    out_ptr = builder.inttoptr(out_addr, _I8.as_pointer())
+    const = lambda v: ir.Constant(_I64, v)
+    entry = builder.block
+    loop = builder.function.append_basic_block("qtile_loop")
+    done = builder.function.append_basic_block("qtile_done")
+    zero = ir.Constant(_V8I32, None)
+    builder.cbranch(builder.icmp_signed(">", k2, const(0)), loop, done)
+
+    builder.position_at_end(loop)
+    i = builder.phi(_I64)
+    accs = [builder.phi(_V8I32) for _ in range(2 * ROWS)]
+    weights = []  # channels 0-7 and 8-15 of the panel, taps 2i and 2i+1 of each
+    for half in range(2):
+        ptr = builder.gep(b_ptr, [builder.add(builder.mul(i, const(32)), const(16 * half))])
+        raw = builder.load(builder.bitcast(ptr, _V16I8.as_pointer()), align=1)
+        weights.append(builder.sext(raw, _V16I16))
+    new = []
+    for r in range(ROWS):  # broadcast row r's pair (x[2i], x[2i+1]) to all 8 int32 lanes
+        offset = builder.add(builder.mul(const(r), a_row), builder.mul(i, const(4)))
+        ptr = builder.bitcast(builder.gep(a_ptr, [offset]), _I32.as_pointer())
+        xs = builder.bitcast(_splat(builder, builder.load(ptr, align=4)), _V16I16)
+        for h, w in enumerate(weights):
+            new.append(builder.add(accs[2 * r + h], _madd(builder, xs, w)))
+    i_next = builder.add(i, const(1))
+    builder.cbranch(builder.icmp_signed("<", i_next, k2), loop, done)
+    i.add_incoming(const(0), entry)
+    i.add_incoming(i_next, loop)
+    for acc, value in zip(accs, new):
+        acc.add_incoming(zero, entry)
+        acc.add_incoming(value, loop)
+
+    builder.position_at_end(done)
+    sums = []
+    for value in new:
+        phi = builder.phi(_V8I32)
+        phi.add_incoming(zero, entry)
+        phi.add_incoming(value, loop)
+        sums.append(phi)
+
+    def q_row(row, half):  # q is int32 [4, 16]: bias, M, left, right of the panel's channels
+        ptr = builder.gep(q_ptr, [const(16 * row + 8 * half)])
+        return builder.load(builder.bitcast(ptr, _V8I32.as_pointer()), align=4)
+
+    params = [[q_row(row, h) for row in range(4)] for h in range(2)]
+    v16i8 = ir.VectorType(_I8, 16)
+    for r in range(ROWS):
+        lo, hi = (_requant_vec(builder, sums[2 * r + h], *params[h], out_zp, act_min, act_max)
+                  for h in range(2))  # fmt: skip
+        both = builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(_I32, 16), list(range(16))))
+        ptr = builder.gep(out_ptr, [builder.mul(const(r), out_row)])
+        builder.store(builder.trunc(both, v16i8), builder.bitcast(ptr, v16i8.as_pointer()), align=1)
+    return context.get_dummy_value()
+
+
+@intrinsic
+def _qtile(typingctx, a_addr, a_row, b_addr, k2, out_addr, out_row, q_addr, out_zp, act_min,
+           act_max):  # fmt: skip
+    """out[r, 0:16] = requant(Σ_i A[r, 2i:2i+2] · panel[i]) for r < ROWS (addresses, byte strides).
+
+    A: int16 rows `a_row` bytes apart; panel: int8 [k2, 16, 2]; q: int32 [4, 16] (bias, M,
+    left, right); out: int8 rows `out_row` bytes apart.
+    """
+    sig = types.void(types.uintp, types.intp, types.uintp, types.intp, types.uintp, types.intp,
+                     types.uintp, types.int64, types.int64, types.int64)  # fmt: skip
+    return sig, _qtile_codegen
+
+
+class ConvInt8Plan(NamedTuple):
+    """What `conv2d_int8_fast` needs besides the input, made once by `plan_conv2d_int8`."""
+
+    panels: np.ndarray  # int8 [ceil(Co/16), k2, 16, 2]
+    q: np.ndarray  # int32 [ceil(Co/16), 4, 16]: bias, M, left, right (0 past Co)
+    ints: np.ndarray  # int64: out_c, k_h, k_w, in_zp, out_zp, act_min, act_max, geometry
+
+
+def plan_conv2d_int8(packed: PackedConvWeights, bias, in_zp, mult, shift, out_zp, act_min,
+                     act_max, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h,
+                     out_w):  # fmt: skip
+    """A `ConvInt8Plan`, or None when the reference kernel must run (right shift > 31 with M ≠ 0)."""
     params = requant_params(bias, mult, shift)
-    if x.shape[3] != packed.in_c or params is None:
-        return conv2d_int8(
-            x,
-            packed.w,
-            bias,
-            in_zp,
-            mult,
-            shift,
-            out_zp,
-            act_min,
-            act_max,
-            stride_h,
-            stride_w,
-            dil_h,
-            dil_w,
-            pad_top,
-            pad_left,
-            out_h,
-            out_w,
-        )
-    b, m, left, right = params
-    out = _gemm(
-        x,
-        packed.panels,
-        packed.out_c,
-        b,
-        m,
-        left,
-        right,
-        _NO_SCALE,
-        in_zp,
-        out_zp,
-        act_min,
-        act_max,
-        packed.k_h,
-        packed.k_w,
-        stride_h,
-        stride_w,
-        dil_h,
-        dil_w,
-        pad_top,
-        pad_left,
-        out_h,
-        out_w,
-        numba.get_num_threads(),
-    )
-    return out.reshape(x.shape[0], out_h, out_w, packed.out_c)
+    if params is None:
+        return None
+    n_panels = packed.panels.shape[0]
+    q = np.zeros((n_panels * LANES, 4), np.int32)
+    q[: packed.out_c] = np.stack(params, axis=1)
+    q = np.ascontiguousarray(q.reshape(n_panels, LANES, 4).transpose(0, 2, 1))
+    ints = np.array([packed.out_c, packed.k_h, packed.k_w, in_zp, out_zp, act_min, act_max,
+                     stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w], np.int64)  # fmt: skip
+    return ConvInt8Plan(packed.panels, q, ints)
+
+
+def _widen_codegen(context, builder, signature, args):
+    src_addr, dst_addr, groups, zp = args
+    const = lambda v: ir.Constant(_I64, v)
+    src = builder.inttoptr(src_addr, _I8.as_pointer())
+    dst = builder.inttoptr(dst_addr, _I16.as_pointer())
+    zps = _splat(builder, zp, _V16I16)
+    entry = builder.block
+    loop = builder.function.append_basic_block("widen_loop")
+    done = builder.function.append_basic_block("widen_done")
+    builder.cbranch(builder.icmp_signed(">", groups, const(0)), loop, done)
+    builder.position_at_end(loop)
+    g = builder.phi(_I64)
+    at = builder.mul(g, const(16))
+    xs = builder.load(builder.bitcast(builder.gep(src, [at]), _V16I8.as_pointer()), align=1)
+    diff = builder.sub(builder.sext(xs, _V16I16), zps)
+    builder.store(diff, builder.bitcast(builder.gep(dst, [at]), _V16I16.as_pointer()), align=2)
+    g_next = builder.add(g, const(1))
+    builder.cbranch(builder.icmp_signed("<", g_next, groups), loop, done)
+    g.add_incoming(const(0), entry)
+    g.add_incoming(g_next, loop)
+    builder.position_at_end(done)
+    return context.get_dummy_value()
+
+
+@intrinsic
+def _widen(typingctx, src_addr, dst_addr, groups, zp):
+    """dst[0:16·groups] = int16(src[0:16·groups]) - zp (int8 src, int16 dst; addresses).
+
+    An intrinsic rather than a kernel: a call to another kernel is not inlined and costs
+    reference counting, which per im2col run was most of the packing time.
+    """
+    return types.void(types.uintp, types.uintp, types.int64, types.int64), _widen_codegen
+
+
+@inline_kernel
+def _copy_run(xf, src, a, k, n, zp):
+    """a[k : k+n] = int16(xf[src : src+n]) - zp, 16 at a time (see `_pack_block`)."""
+    if src + (n + 15) // 16 * 16 <= xf.size:
+        _widen(xf.ctypes.data + src, a.ctypes.data + 2 * k, (n + 15) // 16, np.int64(zp))
+    else:
+        for i in range(n):
+            a[k + i] = np.int16(xf[src + i]) - zp
+
+
+@kernel
+def _pack_block(x, xf, a, kp, p0, rows, zp, ints):
+    """A block a [ROWS·Kp + 16] int16 for output pixels p0..p0+rows-1: im2col minus zp, taps
+    outside the image 0, rows past `rows` 0. xf is x flattened (once per call: ~20 ns).
+
+    Each run of n values is copied 16 at a time, writing up to 15 values past its end when
+    the source has room; rows and runs are written in increasing order, so those values are
+    overwritten by the next run, row or zero fill (`a` has 16 spare elements for the last).
+    """
+    in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
+    k_h, k_w, out_h, out_w = ints[1], ints[2], ints[13], ints[14]
+    stride_h, stride_w, dil_h, dil_w = ints[7], ints[8], ints[9], ints[10]
+    pad_top, pad_left = ints[11], ints[12]
+    depth = k_h * k_w * in_c
+    pointwise = k_h == 1 and k_w == 1 and stride_h == 1 and stride_w == 1
+    same_grid = pad_top == 0 and pad_left == 0 and out_h == in_h and out_w == in_w
+    if pointwise and same_grid and kp == depth:  # pixel p's input row is A's row p - p0
+        _copy_run(xf, p0 * in_c, a, 0, rows * in_c, zp)
+        a[rows * in_c :] = 0
+        return
+    b, rest = divmod(p0, out_h * out_w)  # then stepped: a division costs ~40 cycles
+    oy, ox = divmod(rest, out_w)
+    row_run = k_w * in_c
+    for r in range(rows):
+        k = r * kp
+        ix0 = ox * stride_w - pad_left
+        whole = dil_w == 1 and 0 <= ix0 and ix0 + k_w <= in_w  # the kx taps are one run
+        for ky in range(k_h):
+            iy = oy * stride_h - pad_top + ky * dil_h
+            if iy < 0 or iy >= in_h:
+                a[k : k + row_run] = 0
+                k += row_run
+            elif whole:
+                _copy_run(xf, ((b * in_h + iy) * in_w + ix0) * in_c, a, k, row_run, zp)
+                k += row_run
+            else:
+                for kx in range(k_w):
+                    ix = ix0 + kx * dil_w
+                    if 0 <= ix < in_w:
+                        _copy_run(xf, ((b * in_h + iy) * in_w + ix) * in_c, a, k, in_c, zp)
+                    else:
+                        a[k : k + in_c] = 0
+                    k += in_c
+        if kp > depth:
+            a[k] = 0
+        ox += 1
+        if ox == out_w:
+            ox, oy = 0, oy + 1
+            if oy == out_h:
+                oy, b = 0, b + 1
+    a[rows * kp :] = 0
+
+
+@kernel
+def _qgemm_part(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
+    """Row blocks blk0..blk1-1 × weight panels pan0..pan1-1 of out [P, Co] int8.
+
+    Full tiles store straight into `out`; the last row block and the last (partial) panel go
+    through a [ROWS, 16] scratch tile and are copied.
+    """
+    out_c, pixels = out.shape[1], out.shape[0]
+    k2 = panels.shape[1]
+    kp = 2 * k2
+    zp = np.int16(ints[3])
+    out_zp, act_min, act_max = ints[4], ints[5], ints[6]
+    a = np.empty(ROWS * kp + 16, np.int16)  # + room for `_copy_minus_zp`'s last 16
+    xf = x.reshape(x.size)
+    tail = np.empty((ROWS, LANES), np.int8)
+    for blk in range(blk0, blk1):
+        p0 = blk * ROWS
+        rows = min(ROWS, pixels - p0)
+        _pack_block(x, xf, a, kp, p0, rows, zp, ints)
+        for j in range(pan0, pan1):
+            oc0 = j * LANES
+            width = min(LANES, out_c - oc0)
+            if rows == ROWS and width == LANES:
+                _qtile(a.ctypes.data, 2 * kp, panels[j].ctypes.data, k2,
+                       out.ctypes.data + p0 * out_c + oc0, out_c, q[j].ctypes.data, out_zp,
+                       act_min, act_max)  # fmt: skip
+            else:
+                _qtile(a.ctypes.data, 2 * kp, panels[j].ctypes.data, k2, tail.ctypes.data, LANES,
+                       q[j].ctypes.data, out_zp, act_min, act_max)  # fmt: skip
+                out[p0 : p0 + rows, oc0 : oc0 + width] = tail[:rows, :width]
+
+
+@kernel
+def _qgemm_serial(x, panels, q, ints):
+    pixels = x.shape[0] * ints[13] * ints[14]
+    out = np.empty((pixels, ints[0]), np.int8)
+    _qgemm_part(x, panels, q, ints, out, 0, (pixels + ROWS - 1) // ROWS, 0, panels.shape[0])
+    return out
+
+
+@kernel(parallel=True)
+def _qgemm(x, panels, q, ints, threads):
+    """`_qgemm_serial` on `threads` parts: split over row blocks, or over weight panels when
+    there are fewer row blocks than threads."""
+    pixels = x.shape[0] * ints[13] * ints[14]
+    out = np.empty((pixels, ints[0]), np.int8)
+    blocks = (pixels + ROWS - 1) // ROWS
+    n_panels = panels.shape[0]
+    by_rows = blocks >= threads or n_panels < 2
+    parts = min(threads, blocks if by_rows else n_panels)
+    for t in prange(parts):
+        lo, hi = (t * blocks) // parts, ((t + 1) * blocks) // parts
+        p_lo, p_hi = (t * n_panels) // parts, ((t + 1) * n_panels) // parts
+        if by_rows:
+            p_lo, p_hi = 0, n_panels
+        else:
+            lo, hi = 0, blocks
+        _qgemm_part(x, panels, q, ints, out, lo, hi, p_lo, p_hi)
+    return out
+
+
+def run_conv2d_int8(plan: ConvInt8Plan, x) -> np.ndarray:
+    """Run a `ConvInt8Plan` on x [N, H, W, Ci] int8 → [N, out_h, out_w, Co] int8."""
+    x = np.ascontiguousarray(x, np.int8)
+    threads = numba.get_num_threads()
+    if threads == 1:  # skips the parallel region's start-up
+        out = _qgemm_serial(x, plan.panels, plan.q, plan.ints)
+    else:
+        out = _qgemm(x, plan.panels, plan.q, plan.ints, threads)
+    out_c, out_h, out_w = (int(v) for v in plan.ints[[0, 13, 14]])
+    return out.reshape(x.shape[0], out_h, out_w, out_c)
 
 
 # --- DEPTHWISE_CONV_2D -------------------------------------------------------------------------
