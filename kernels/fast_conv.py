@@ -959,6 +959,199 @@ def _dw(x, w16, bias, m, left, right, in_zp, out_zp, act_min, act_max, stride_h,
     return out
 
 
+# --- int8 DEPTHWISE_CONV_2D: interior pixels with all taps in registers -----------------------
+#
+# A pixel whose every tap lies in the image needs no zero-point bookkeeping per tap:
+# Σ w·(x - zp) = Σ w·x - zp·Σw (mod 2^32), so the plan folds -zp·Σw into the bias and the
+# tile multiplies raw int8 x. Taps go in pairs through `vpmaddwd`: x of taps t and t+1
+# interleaved per channel (|w·x| ≤ 128·128, a pair sum fits int32), weights pre-interleaved
+# the same way, an odd tap count padded with a zero-weight tap. 16 channels per call, their
+# accumulators in registers, then the fused requantization. Border pixels (some tap outside
+# the image) run `_dw_pixel` and `_requant_row` with the plain bias.
+
+_LO = [0, 16, 1, 17, 2, 18, 3, 19, 8, 24, 9, 25, 10, 26, 11, 27]  # channels 0-3, 8-11
+_HI = [4, 20, 5, 21, 6, 22, 7, 23, 12, 28, 13, 29, 14, 30, 15, 31]  # channels 4-7, 12-15
+_DW_ORDER = [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15]  # lanes of the lo, hi accs
+
+
+def _dw16_codegen(context, builder, signature, args):
+    x_addr, offs_addr, w_addr, pairs, q_addr, out_addr, out_zp, act_min, act_max = args
+    const = lambda v: ir.Constant(_I64, v)
+    x_ptr = builder.inttoptr(x_addr, _I8.as_pointer())
+    offs = builder.inttoptr(offs_addr, _I64.as_pointer())
+    w_ptr = builder.inttoptr(w_addr, _V16I16.as_pointer())
+    q_ptr = builder.inttoptr(q_addr, _V8I32.as_pointer())
+    v32 = lambda idx: ir.Constant(ir.VectorType(_I32, len(idx)), idx)
+    entry = builder.block
+    loop = builder.function.append_basic_block("dw_loop")
+    done = builder.function.append_basic_block("dw_done")
+    zero = ir.Constant(_V8I32, None)
+    builder.cbranch(builder.icmp_signed(">", pairs, const(0)), loop, done)
+
+    builder.position_at_end(loop)
+    i = builder.phi(_I64)
+    accs = [builder.phi(_V8I32) for _ in range(2)]
+    xs = []
+    for t in range(2):  # taps 2i and 2i+1: 16 channels of int8 x, sign-extended
+        off = builder.load(builder.gep(offs, [builder.add(builder.mul(i, const(2)), const(t))]))
+        ptr = builder.bitcast(builder.gep(x_ptr, [off]), _V16I8.as_pointer())
+        xs.append(builder.sext(builder.load(ptr, align=1), _V16I16))
+    new = []
+    for h, idx in enumerate((_LO, _HI)):
+        pair = builder.shuffle_vector(xs[0], xs[1], v32(idx))
+        w = builder.load(builder.gep(w_ptr, [builder.add(builder.mul(i, const(2)), const(h))]),
+                         align=2)  # fmt: skip
+        new.append(builder.add(accs[h], _madd(builder, pair, w)))
+    i_next = builder.add(i, const(1))
+    builder.cbranch(builder.icmp_signed("<", i_next, pairs), loop, done)
+    i.add_incoming(const(0), entry)
+    i.add_incoming(i_next, loop)
+    for acc, value in zip(accs, new):
+        acc.add_incoming(zero, entry)
+        acc.add_incoming(value, loop)
+
+    builder.position_at_end(done)
+    sums = []
+    for h in range(2):
+        phi = builder.phi(_V8I32)
+        phi.add_incoming(zero, entry)
+        phi.add_incoming(new[h], loop)
+        sums.append(phi)
+    outs = []
+    for h in range(2):  # q: int32 [4, 16] in _DW_ORDER lanes: bias', M, left, right
+        params = [builder.load(builder.gep(q_ptr, [const(2 * row + h)]), align=4)
+                  for row in range(4)]  # fmt: skip
+        outs.append(_requant_vec(builder, sums[h], *params, out_zp, act_min, act_max))
+    back = [_DW_ORDER.index(c) for c in range(16)]  # lane order → channel order
+    both = builder.shuffle_vector(outs[0], outs[1], v32(back))
+    v16i8 = ir.VectorType(_I8, 16)
+    builder.store(builder.trunc(both, v16i8), builder.inttoptr(out_addr, v16i8.as_pointer()),
+                  align=1)  # fmt: skip
+    return context.get_dummy_value()
+
+
+@intrinsic
+def _dw16(typingctx, x_addr, offs_addr, w_addr, pairs, q_addr, out_addr, out_zp, act_min,
+          act_max):  # fmt: skip
+    """out[0:16] = requant(Σ_t x[offs[t] + c] · w[t, c]) for 16 channels c (addresses).
+
+    offs: int64 [2·pairs] byte offsets of the taps from x_addr; w: int16 [pairs, 2, 16], the
+    pairs interleaved as `_LO`/`_HI`; q: int32 [4, 16] in `_DW_ORDER` lane order.
+    """
+    sig = types.void(types.uintp, types.uintp, types.uintp, types.int64, types.uintp,
+                     types.uintp, types.int64, types.int64, types.int64)  # fmt: skip
+    return sig, _dw16_codegen
+
+
+class DepthwiseInt8Plan(NamedTuple):
+    """What `depthwise_conv2d_int8_fast` needs besides the input (`plan_depthwise_int8`)."""
+
+    w16: np.ndarray  # int16 [KH, KW, Co]: border pixels
+    params: np.ndarray  # int32 [4, Co]: bias, M, left, right (border pixels)
+    w_pairs: np.ndarray  # int16 [Co/16, pairs, 2, 16]: interior pixels (empty: none)
+    q: np.ndarray  # int32 [Co/16, 4, 16]: bias - zp·Σw, M, left, right in _DW_ORDER
+    ints: np.ndarray  # int64: in_zp, out_zp, act_min, act_max, geometry, depth_multiplier
+
+
+def _interleave_taps(w16):
+    """int16 [KH, KW, Co] → [Co/16, pairs, 2, 16]: per 16 channels, tap pairs as `_LO`/`_HI`."""
+    out_c = w16.shape[2]
+    taps = w16.reshape(-1, out_c // LANES, LANES).transpose(1, 0, 2)  # [groups, T, 16]
+    if taps.shape[1] % 2:
+        taps = np.concatenate([taps, np.zeros_like(taps[:, :1])], axis=1)
+    pairs = taps.reshape(taps.shape[0], -1, 2 * LANES)  # [groups, pairs, (tap 2i, tap 2i+1)]
+    return np.ascontiguousarray(pairs[:, :, [_LO, _HI]], np.int16)
+
+
+def plan_depthwise_int8(w16, bias, in_zp, mult, shift, out_zp, act_min, act_max, stride_h,
+                        stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w,
+                        depth_multiplier):  # fmt: skip
+    """A `DepthwiseInt8Plan`, or None when the reference kernel must run (right shift > 31)."""
+    params = requant_params(bias, mult, shift)
+    if params is None:
+        return None
+    w16 = np.ascontiguousarray(w16, np.int16)
+    out_c = w16.shape[2]
+    params = np.stack(params)
+    w_pairs, q = np.zeros((0, 0, 2, LANES), np.int16), np.zeros((0, 4, LANES), np.int32)
+    if depth_multiplier == 1 and out_c % LANES == 0:
+        w_pairs = _interleave_taps(w16)
+        sum_w = w16.reshape(-1, out_c).astype(np.int64).sum(axis=0)
+        folded = params.copy()
+        folded[0] = (params[0].astype(np.int64) - in_zp * sum_w).astype(np.int32)  # mod 2^32
+        q = np.ascontiguousarray(folded.reshape(4, -1, LANES).transpose(1, 0, 2)[:, :, _DW_ORDER])
+    ints = np.array([in_zp, out_zp, act_min, act_max, stride_h, stride_w, dil_h, dil_w, pad_top,
+                     pad_left, out_h, out_w, depth_multiplier], np.int64)  # fmt: skip
+    return DepthwiseInt8Plan(w16, params, w_pairs, q, ints)
+
+
+@kernel
+def _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, row0, row1):
+    """Output rows row0..row1-1 (row = batch·out_h + oy) of out [N, out_h, out_w, Co]."""
+    in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
+    out_h, out_w, out_c = out.shape[1], out.shape[2], out.shape[3]
+    k_h, k_w = plan_w16.shape[0], plan_w16.shape[1]
+    in_zp, out_zp, act_min, act_max = ints[0], ints[1], ints[2], ints[3]
+    stride_h, stride_w, dil_h, dil_w = ints[4], ints[5], ints[6], ints[7]
+    pad_top, pad_left, depth_multiplier = ints[8], ints[9], ints[12]
+    bias, m, left, right = params[0], params[1], params[2], params[3]
+    acc = np.empty(out_c, np.int32)
+    xs = np.empty(in_c, np.int16)
+    groups, pairs = w_pairs.shape[0], w_pairs.shape[1]
+    offs = np.zeros(2 * pairs, np.int64)  # byte offset of tap (ky, kx) from the first tap
+    for t in range(k_h * k_w if groups > 0 else 0):
+        offs[t] = ((t // k_w) * dil_h * in_w + (t % k_w) * dil_w) * in_c
+    # interior: ox in [ox_lo, ox_hi) has every kx tap in the image
+    ox_lo = min(out_w, max(0, -(-pad_left // stride_w)))
+    ox_hi = max(ox_lo, min(out_w, (in_w - 1 - (k_w - 1) * dil_w + pad_left) // stride_w + 1))
+    xa, oa, wa, qa = x.ctypes.data, out.ctypes.data, w_pairs.ctypes.data, q.ctypes.data
+    w_group, q_group = pairs * 2 * LANES * 2, 4 * LANES * 4  # bytes per 16 channels
+    for row in range(row0, row1):
+        b = row // out_h
+        oy = row - b * out_h
+        iy0 = oy * stride_h - pad_top
+        rows_in = iy0 >= 0 and iy0 + (k_h - 1) * dil_h < in_h
+        for ox in range(out_w):
+            if groups > 0 and rows_in and ox_lo <= ox < ox_hi:
+                src = xa + ((b * in_h + iy0) * in_w + ox * stride_w - pad_left) * in_c
+                dst = oa + ((b * out_h + oy) * out_w + ox) * out_c
+                for g in range(groups):
+                    _dw16(src + g * LANES, offs.ctypes.data, wa + g * w_group, pairs,
+                          qa + g * q_group, dst + g * LANES, out_zp, act_min, act_max)  # fmt: skip
+            else:
+                _dw_pixel(acc, x, plan_w16, b, oy, ox, in_zp, stride_h, stride_w, dil_h, dil_w,
+                          pad_top, pad_left, depth_multiplier, xs)  # fmt: skip
+                _requant_row(acc, out[b, oy, ox], bias, m, left, right, out_zp, act_min,
+                             act_max)  # fmt: skip
+
+
+@kernel
+def _dw_plan_serial(x, w16, params, w_pairs, q, ints):
+    out = np.empty((x.shape[0], ints[10], ints[11], w16.shape[2]), np.int8)
+    _dw_plan_rows(x, w16, params, w_pairs, q, ints, out, 0, x.shape[0] * ints[10])
+    return out
+
+
+@kernel(parallel=True)
+def _dw_plan(x, w16, params, w_pairs, q, ints, threads):
+    out = np.empty((x.shape[0], ints[10], ints[11], w16.shape[2]), np.int8)
+    rows = x.shape[0] * ints[10]
+    parts = min(threads, rows)
+    for t in prange(parts):
+        _dw_plan_rows(x, w16, params, w_pairs, q, ints, out, (t * rows) // parts,
+                      ((t + 1) * rows) // parts)  # fmt: skip
+    return out
+
+
+def run_depthwise_int8(plan: DepthwiseInt8Plan, x) -> np.ndarray:
+    """Run a `DepthwiseInt8Plan` on x [N, H, W, Ci] int8 → [N, out_h, out_w, Co] int8."""
+    x = np.ascontiguousarray(x, np.int8)
+    threads = numba.get_num_threads()
+    if threads == 1:  # skips the parallel region's start-up
+        return _dw_plan_serial(x, plan.w16, plan.params, plan.w_pairs, plan.q, plan.ints)
+    return _dw_plan(x, plan.w16, plan.params, plan.w_pairs, plan.q, plan.ints, threads)
+
+
 def depthwise_conv2d_int8_fast(x, w16, bias, in_zp, mult, shift, out_zp, act_min, act_max,
                                stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w,
                                depth_multiplier):  # fmt: skip
@@ -972,52 +1165,14 @@ def depthwise_conv2d_int8_fast(x, w16, bias, in_zp, mult, shift, out_zp, act_min
     bias [Co] int32; mult/shift [Co] → [N, out_h, out_w, Co] int8. Channels are innermost and
     vectorized; threads split output rows.
     """
-    params = requant_params(bias, mult, shift)
-    if params is None:
+    geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w)
+    plan = plan_depthwise_int8(w16, bias, in_zp, mult, shift, out_zp, act_min, act_max,
+                               *geometry, depth_multiplier)  # fmt: skip
+    if plan is None:
         w = np.asarray(w16, np.int8)[None]
-        return depthwise_conv2d_int8(
-            x,
-            w,
-            bias,
-            in_zp,
-            mult,
-            shift,
-            out_zp,
-            act_min,
-            act_max,
-            stride_h,
-            stride_w,
-            dil_h,
-            dil_w,
-            pad_top,
-            pad_left,
-            out_h,
-            out_w,
-            depth_multiplier,
-        )
-    b, m, left, right = params
-    return _dw(
-        x,
-        w16,
-        b,
-        m,
-        left,
-        right,
-        in_zp,
-        out_zp,
-        act_min,
-        act_max,
-        stride_h,
-        stride_w,
-        dil_h,
-        dil_w,
-        pad_top,
-        pad_left,
-        out_h,
-        out_w,
-        depth_multiplier,
-        numba.get_num_threads(),
-    )
+        return depthwise_conv2d_int8(x, w, bias, in_zp, mult, shift, out_zp, act_min, act_max,
+                                     *geometry, depth_multiplier)  # fmt: skip
+    return run_depthwise_int8(plan, x)
 
 
 # --- hybrid (float input quantized per image, float output) -----------------------------------

@@ -31,6 +31,10 @@ from qengine.kernels.fast_conv import (
     hybrid_epilogue,
     pack_conv_weights,
     pack_depthwise_weights,
+    plan_conv2d_int8,
+    plan_depthwise_int8,
+    run_conv2d_int8,
+    run_depthwise_int8,
 )
 
 from .common import use_fast_kernels
@@ -125,8 +129,16 @@ def conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prepared
     geometry = (g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left, g.out_h, g.out_w)
     if use_fast_kernels() and w.value is not None:
         packed = pack_conv_weights(np.ascontiguousarray(w.value))  # once, at prepare time
+        b_spec = ctx.optional_input(2)
+        plan = None
+        if groups == 1 and b_spec is not None and b_spec.value is not None:
+            plan = plan_conv2d_int8(packed, _bias_or_zeros(b_spec.value, out_c), p["in_zp"],
+                                    p["mult"], p["shift"], p["out_zp"], p["act_min"],
+                                    p["act_max"], *geometry)
 
         def run(x, w, b=None):
+            if plan is not None:  # requantization parameters made at prepare time
+                return run_conv2d_int8(plan, x)
             return conv2d_int8_fast(x, packed, _bias_or_zeros(b, out_c), p["in_zp"], p["mult"],
                                     p["shift"], p["out_zp"], p["act_min"], p["act_max"],
                                     *geometry)
@@ -148,8 +160,16 @@ def depthwise_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, multiplier: in
                 multiplier)
     if use_fast_kernels() and w.value is not None:
         packed = pack_depthwise_weights(np.ascontiguousarray(w.value))
+        b_spec = ctx.optional_input(2)
+        plan = None
+        if b_spec is None or b_spec.value is not None:
+            bias = _bias_or_zeros(None if b_spec is None else b_spec.value, out_c)
+            plan = plan_depthwise_int8(packed, bias, p["in_zp"], p["mult"], p["shift"],
+                                       p["out_zp"], p["act_min"], p["act_max"], *geometry)
 
         def run(x, w, b=None):
+            if plan is not None:  # requantization parameters made at prepare time
+                return run_depthwise_int8(plan, x)
             return depthwise_conv2d_int8_fast(
                 x, packed, _bias_or_zeros(b, out_c), p["in_zp"], p["mult"], p["shift"],
                 p["out_zp"], p["act_min"], p["act_max"], *geometry)
