@@ -236,15 +236,35 @@ def _splat(builder, value, ty=_V8I32):
     return builder.shuffle_vector(vec, ir.Constant(ty, ir.Undefined), lanes)
 
 
+def _srdhm_core(builder, x, m):
+    """int32x8 floor((x·M + 2^30) / 2^31), the low 32 bits (SRDHM without its saturation).
+
+    With AVX2: `vpmuldq` multiplies the even int32 lanes into int64; the odd lanes are shifted
+    down first. The even results sit in the low halves after >> 31, the odd ones in the high
+    halves after << 1, and one blend merges them (no int64 sign extensions or lane shuffles).
+    """
+    v8i64, v4i64 = ir.VectorType(_I64, 8), ir.VectorType(_I64, 4)
+    if not _USE_AVX2:
+        prod = builder.mul(builder.sext(x, v8i64), builder.sext(m, v8i64))
+        shifted = builder.ashr(builder.add(prod, _splat(builder, 1 << 30, v8i64)),
+                               _splat(builder, 31, v8i64))  # fmt: skip
+        return builder.trunc(shifted, _V8I32)
+    fnty = ir.FunctionType(v4i64, [_V8I32, _V8I32])
+    pmuldq = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.avx2.pmul.dq")
+    c = lambda v: _splat(builder, v, v4i64)
+    odd = lambda v: builder.bitcast(builder.lshr(builder.bitcast(v, v4i64), c(32)), _V8I32)
+    even_p = builder.add(builder.call(pmuldq, [x, m]), c(1 << 30))
+    odd_p = builder.add(builder.call(pmuldq, [odd(x), odd(m)]), c(1 << 30))
+    lo = builder.bitcast(builder.lshr(even_p, c(31)), _V8I32)  # result in lanes 0, 2, 4, 6
+    hi = builder.bitcast(builder.shl(odd_p, c(1)), _V8I32)  # result in lanes 1, 3, 5, 7
+    lanes = ir.Constant(ir.VectorType(_I32, 8), [0, 9, 2, 11, 4, 13, 6, 15])
+    return builder.shuffle_vector(lo, hi, lanes)
+
+
 def _requant_vec(builder, acc, bias, m, left, right, out_zp, act_min, act_max):
     """`_requant` on int32x8 lanes (LLVM values) → the clamped int32x8 output, in [act_min, act_max]."""
-    v8i64 = ir.VectorType(_I64, 8)
     x = builder.shl(builder.add(acc, bias), left)
-    prod = builder.mul(builder.sext(x, v8i64), builder.sext(m, v8i64))
-    h = builder.trunc(
-        builder.ashr(builder.add(prod, _splat(builder, 1 << 30, v8i64)), _splat(builder, 31, v8i64)),
-        _V8I32,
-    )
+    h = _srdhm_core(builder, x, m)
     saturate = builder.and_(
         builder.icmp_signed("==", x, _splat(builder, -(2**31))),
         builder.icmp_signed("==", m, _splat(builder, -(2**31))),
