@@ -870,6 +870,8 @@ def _qgemm(x, panels, q, ints, threads):
 def run_conv2d_int8(plan: ConvInt8Plan, x) -> np.ndarray:
     """Run a `ConvInt8Plan` on x [N, H, W, Ci] int8 → [N, out_h, out_w, Co] int8."""
     x = np.ascontiguousarray(x, np.int8)
+    depth = int(plan.ints[1] * plan.ints[2]) * x.shape[3]
+    assert (depth + 1) // 2 == plan.panels.shape[1], "input channels differ from the filter's"
     threads = numba.get_num_threads()
     if threads == 1:  # skips the parallel region's start-up
         out = _qgemm_serial(x, plan.panels, plan.q, plan.ints)
@@ -1203,6 +1205,7 @@ def _dw_plan(x, w16, params, w_pairs, q, ints, threads):
 def run_depthwise_int8(plan: DepthwiseInt8Plan, x) -> np.ndarray:
     """Run a `DepthwiseInt8Plan` on x [N, H, W, Ci] int8 → [N, out_h, out_w, Co] int8."""
     x = np.ascontiguousarray(x, np.int8)
+    assert x.shape[3] * plan.ints[12] == plan.w16.shape[2], "channels differ from the filter's"
     threads = numba.get_num_threads()
     if threads == 1:  # skips the parallel region's start-up
         return _dw_plan_serial(x, plan.w16, plan.params, plan.w_pairs, plan.q, plan.ints)
