@@ -48,6 +48,8 @@ from qengine.kernels.fixedpoint import round_half_away_int32
 from qengine.kernels.jit import inline_kernel, kernel, prange
 
 __all__ = [
+    "ConvInt8Plan",
+    "DepthwiseInt8Plan",
     "HybridEpilogue",
     "PackedConvWeights",
     "conv2d_hybrid_fast",
@@ -57,8 +59,13 @@ __all__ = [
     "depthwise_conv2d_int8_acc_fast",
     "depthwise_conv2d_int8_fast",
     "hybrid_epilogue",
+    "kernel_threads",
     "pack_conv_weights",
     "pack_depthwise_weights",
+    "plan_conv2d_int8",
+    "plan_depthwise_int8",
+    "run_conv2d_int8",
+    "run_depthwise_int8",
 ]
 
 ROWS = 6  # output pixels (GEMM rows) per micro-kernel tile
@@ -847,7 +854,7 @@ def _qgemm_serial(x, panels, q, ints):
 
 
 @kernel(parallel=True)
-def _qgemm(x, panels, q, ints, threads):
+def _qgemm_parallel(x, panels, q, ints, threads):
     """`_qgemm_serial` on `threads` parts: split over row blocks, or over weight panels when
     there are fewer row blocks than threads."""
     pixels = x.shape[0] * ints[13] * ints[14]
@@ -867,18 +874,33 @@ def _qgemm(x, panels, q, ints, threads):
     return out
 
 
-def run_conv2d_int8(plan: ConvInt8Plan, x) -> np.ndarray:
-    """Run a `ConvInt8Plan` on x [N, H, W, Ci] int8 → [N, out_h, out_w, Co] int8."""
-    x = np.ascontiguousarray(x, np.int8)
-    depth = int(plan.ints[1] * plan.ints[2]) * x.shape[3]
-    assert (depth + 1) // 2 == plan.panels.shape[1], "input channels differ from the filter's"
-    threads = numba.get_num_threads()
-    if threads == 1:  # skips the parallel region's start-up
-        out = _qgemm_serial(x, plan.panels, plan.q, plan.ints)
+@kernel
+def _qgemm(x, panels, q, ints, threads):
+    """[N, out_h, out_w, Co] int8 on `threads` threads; one thread skips the parallel start-up."""
+    depth = ints[1] * ints[2] * x.shape[3]
+    assert (depth + 1) // 2 == panels.shape[1], "input channels differ from the filter's"
+    if threads == 1:
+        out = _qgemm_serial(x, panels, q, ints)
     else:
-        out = _qgemm(x, plan.panels, plan.q, plan.ints, threads)
-    out_c, out_h, out_w = (int(v) for v in plan.ints[[0, 13, 14]])
-    return out.reshape(x.shape[0], out_h, out_w, out_c)
+        out = _qgemm_parallel(x, panels, q, ints, threads)
+    return out.reshape(x.shape[0], ints[13], ints[14], ints[0])
+
+
+def kernel_threads(n) -> int:
+    """The thread count to pass to `run_*_int8` for an interpreter running on n threads."""
+    return max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
+
+
+def _threads(threads):
+    """Numba's current thread count unless given (asking costs ~2 µs, a tenth of a small layer)."""
+    return numba.get_num_threads() if threads is None else threads
+
+
+def run_conv2d_int8(plan: ConvInt8Plan, x, threads=None) -> np.ndarray:
+    """Run a `ConvInt8Plan` on x [N, H, W, Ci] int8 → [N, out_h, out_w, Co] int8 on `threads`
+    threads (default: numba.get_num_threads())."""
+    x = np.ascontiguousarray(x, np.int8)
+    return _qgemm(x, plan.panels, plan.q, plan.ints, _threads(threads))
 
 
 # --- DEPTHWISE_CONV_2D -------------------------------------------------------------------------
@@ -1192,7 +1214,7 @@ def _dw_plan_serial(x, w16, params, w_pairs, q, ints):
 
 
 @kernel(parallel=True)
-def _dw_plan(x, w16, params, w_pairs, q, ints, threads):
+def _dw_plan_parallel(x, w16, params, w_pairs, q, ints, threads):
     out = np.empty((x.shape[0], ints[10], ints[11], w16.shape[2]), np.int8)
     rows = x.shape[0] * ints[10]
     parts = min(threads, rows)
@@ -1202,14 +1224,20 @@ def _dw_plan(x, w16, params, w_pairs, q, ints, threads):
     return out
 
 
-def run_depthwise_int8(plan: DepthwiseInt8Plan, x) -> np.ndarray:
-    """Run a `DepthwiseInt8Plan` on x [N, H, W, Ci] int8 → [N, out_h, out_w, Co] int8."""
+@kernel
+def _dw_plan(x, w16, params, w_pairs, q, ints, threads):
+    """[N, out_h, out_w, Co] int8 on `threads` threads; one thread skips the parallel start-up."""
+    assert x.shape[3] * ints[12] == w16.shape[2], "channels differ from the filter's"
+    if threads == 1:
+        return _dw_plan_serial(x, w16, params, w_pairs, q, ints)
+    return _dw_plan_parallel(x, w16, params, w_pairs, q, ints, threads)
+
+
+def run_depthwise_int8(plan: DepthwiseInt8Plan, x, threads=None) -> np.ndarray:
+    """Run a `DepthwiseInt8Plan` on x [N, H, W, Ci] int8 → [N, out_h, out_w, Co] int8 on
+    `threads` threads (default: numba.get_num_threads())."""
     x = np.ascontiguousarray(x, np.int8)
-    assert x.shape[3] * plan.ints[12] == plan.w16.shape[2], "channels differ from the filter's"
-    threads = numba.get_num_threads()
-    if threads == 1:  # skips the parallel region's start-up
-        return _dw_plan_serial(x, plan.w16, plan.params, plan.w_pairs, plan.q, plan.ints)
-    return _dw_plan(x, plan.w16, plan.params, plan.w_pairs, plan.q, plan.ints, threads)
+    return _dw_plan(x, plan.w16, plan.params, plan.w_pairs, plan.q, plan.ints, _threads(threads))
 
 
 def depthwise_conv2d_int8_fast(x, w16, bias, in_zp, mult, shift, out_zp, act_min, act_max,

@@ -29,6 +29,7 @@ from qengine.kernels.fast_conv import (
     depthwise_conv2d_hybrid_fast,
     depthwise_conv2d_int8_fast,
     hybrid_epilogue,
+    kernel_threads,
     pack_conv_weights,
     pack_depthwise_weights,
     plan_conv2d_int8,
@@ -130,7 +131,7 @@ def conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prepared
     if use_fast_kernels() and w.value is not None:
         packed = pack_conv_weights(np.ascontiguousarray(w.value))  # once, at prepare time
         b_spec = ctx.optional_input(2)
-        plan = None
+        plan, threads = None, kernel_threads(ctx.num_threads)
         if groups == 1 and b_spec is not None and b_spec.value is not None:
             plan = plan_conv2d_int8(packed, _bias_or_zeros(b_spec.value, out_c), p["in_zp"],
                                     p["mult"], p["shift"], p["out_zp"], p["act_min"],
@@ -138,7 +139,7 @@ def conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prepared
 
         def run(x, w, b=None):
             if plan is not None:  # requantization parameters made at prepare time
-                return run_conv2d_int8(plan, x)
+                return run_conv2d_int8(plan, x, threads)
             return conv2d_int8_fast(x, packed, _bias_or_zeros(b, out_c), p["in_zp"], p["mult"],
                                     p["shift"], p["out_zp"], p["act_min"], p["act_max"],
                                     *geometry)
@@ -161,7 +162,7 @@ def depthwise_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, multiplier: in
     if use_fast_kernels() and w.value is not None:
         packed = pack_depthwise_weights(np.ascontiguousarray(w.value))
         b_spec = ctx.optional_input(2)
-        plan = None
+        plan, threads = None, kernel_threads(ctx.num_threads)
         if b_spec is None or b_spec.value is not None:
             bias = _bias_or_zeros(None if b_spec is None else b_spec.value, out_c)
             plan = plan_depthwise_int8(packed, bias, p["in_zp"], p["mult"], p["shift"],
@@ -169,7 +170,7 @@ def depthwise_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, multiplier: in
 
         def run(x, w, b=None):
             if plan is not None:  # requantization parameters made at prepare time
-                return run_depthwise_int8(plan, x)
+                return run_depthwise_int8(plan, x, threads)
             return depthwise_conv2d_int8_fast(
                 x, packed, _bias_or_zeros(b, out_c), p["in_zp"], p["mult"], p["shift"],
                 p["out_zp"], p["act_min"], p["act_max"], *geometry)
