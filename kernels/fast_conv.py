@@ -675,8 +675,7 @@ def _make_qtile(saturate):
         A: int16 rows `a_row` bytes apart; panel: int8 [k2, 16, 2]; q: int32 [4, 16] (bias, M,
         left, right); out: int8 rows `out_row` bytes apart.
         """
-        sig = types.void(types.uintp, types.intp, types.uintp, types.intp, types.uintp,
-                         types.intp, types.uintp, types.int64, types.int64, types.int64)  # fmt: skip
+        sig = types.void(*[types.int64] * 10)
         return sig, codegen
 
     return qtile
@@ -743,14 +742,20 @@ def _widen(typingctx, src_addr, dst_addr, groups, zp):
     An intrinsic rather than a kernel: a call to another kernel is not inlined and costs
     reference counting, which per im2col run was most of the packing time.
     """
-    return types.void(types.uintp, types.uintp, types.int64, types.int64), _widen_codegen
+    return types.void(types.int64, types.int64, types.int64, types.int64), _widen_codegen
+
+
+@inline_kernel
+def _addr(a):
+    """a's data address as int64 (uintp + int64 would be float64 in Numba's promotion)."""
+    return np.int64(a.ctypes.data)
 
 
 @inline_kernel
 def _copy_run(xf, src, a, k, n, zp):
     """a[k : k+n] = int16(xf[src : src+n]) - zp, 16 at a time (see `_pack_block`)."""
     if src + (n + 15) // 16 * 16 <= xf.size:
-        _widen(xf.ctypes.data + src, a.ctypes.data + 2 * k, (n + 15) // 16, np.int64(zp))
+        _widen(_addr(xf) + src, _addr(a) + 2 * k, (n + 15) // 16, np.int64(zp))
     else:
         for i in range(n):
             a[k + i] = np.int16(xf[src + i]) - zp
@@ -824,7 +829,7 @@ def _qgemm_part(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
     a = np.empty(ROWS * kp + 16, np.int16)  # + room for `_copy_run`'s last 16
     xf = x.reshape(x.size)
     tail = np.empty((ROWS, LANES), np.int8)
-    aa, pa, qa = a.ctypes.data, panels.ctypes.data, q.ctypes.data
+    aa, pa, qa, oa, ta = _addr(a), _addr(panels), _addr(q), _addr(out), _addr(tail)
     panel_bytes = k2 * LANES * 2
     for blk in range(blk0, blk1):
         p0 = blk * ROWS
@@ -834,7 +839,7 @@ def _qgemm_part(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
             oc0 = j * LANES
             width = min(LANES, out_c - oc0)
             direct = rows == ROWS and width == LANES
-            dst = out.ctypes.data + p0 * out_c + oc0 if direct else tail.ctypes.data
+            dst = oa + p0 * out_c + oc0 if direct else ta
             stride = out_c if direct else LANES
             panel, qj = pa + j * panel_bytes, qa + j * 4 * LANES * 4
             if saturate:
@@ -1024,15 +1029,17 @@ def _dw(x, w16, bias, m, left, right, in_zp, out_zp, act_min, act_max, stride_h,
     return out
 
 
-# --- int8 DEPTHWISE_CONV_2D: interior pixels with all taps in registers -----------------------
+# --- int8 DEPTHWISE_CONV_2D: 16 channels of a pixel, all taps in registers --------------------
 #
 # A pixel whose every tap lies in the image needs no zero-point bookkeeping per tap:
 # Σ w·(x - zp) = Σ w·x - zp·Σw (mod 2^32), so the plan folds -zp·Σw into the bias and the
 # tile multiplies raw int8 x. Taps go in pairs through `vpmaddwd`: x of taps t and t+1
 # interleaved per channel (|w·x| ≤ 128·128, a pair sum fits int32), weights pre-interleaved
 # the same way, an odd tap count padded with a zero-weight tap. 16 channels per call, their
-# accumulators in registers, then the fused requantization. Border pixels (some tap outside
-# the image) run `_dw_pixel` and `_requant_row` with the plain bias.
+# accumulators in registers, then the fused requantization. A border pixel's off-image taps
+# read a row of in_zp instead (w·zp, which the folded bias cancels: the reference skips them).
+# Depth multipliers > 1 and channel counts not a multiple of 16 run `_dw_pixel` and
+# `_requant_row` with the plain bias.
 
 _LO = [0, 16, 1, 17, 2, 18, 3, 19, 8, 24, 9, 25, 10, 26, 11, 27]  # channels 0-3, 8-11
 _HI = [4, 20, 5, 21, 6, 22, 7, 23, 12, 28, 13, 29, 14, 30, 15, 31]  # channels 4-7, 12-15
@@ -1108,8 +1115,7 @@ def _make_dw16(saturate):
         offs: int64 [2·pairs] byte offsets of the taps from x_addr; w: int16 [pairs, 2, 16],
         the pairs interleaved as `_LO`/`_HI`; q: int32 [4, 16] in `_DW_ORDER` lane order.
         """
-        sig = types.void(types.uintp, types.uintp, types.uintp, types.int64, types.uintp,
-                         types.uintp, types.int64, types.int64, types.int64)  # fmt: skip
+        sig = types.void(*[types.int64] * 9)
         return sig, codegen
 
     return dw16
@@ -1175,13 +1181,16 @@ def _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, row0, row1):
     acc = np.empty(out_c, np.int32)
     xs = np.empty(in_c, np.int16)
     groups, pairs = w_pairs.shape[0], w_pairs.shape[1]
-    offs = np.zeros(2 * pairs, np.int64)  # byte offset of tap (ky, kx) from the first tap
+    zp_row = np.full(in_c, in_zp, np.int8)  # what an off-image tap reads: w·zp, cancelled by bias'
+    inner = np.zeros(2 * pairs, np.int64)  # byte offsets of the taps from tap (0, 0): interior
+    edge = np.zeros(2 * pairs, np.int64)  # the same for one border pixel
     for t in range(k_h * k_w if groups > 0 else 0):
-        offs[t] = ((t // k_w) * dil_h * in_w + (t % k_w) * dil_w) * in_c
+        inner[t] = ((t // k_w) * dil_h * in_w + (t % k_w) * dil_w) * in_c
     # interior: ox in [ox_lo, ox_hi) has every kx tap in the image
     ox_lo = min(out_w, max(0, -(-pad_left // stride_w)))
     ox_hi = max(ox_lo, min(out_w, (in_w - 1 - (k_w - 1) * dil_w + pad_left) // stride_w + 1))
-    xa, oa, wa, qa = x.ctypes.data, out.ctypes.data, w_pairs.ctypes.data, q.ctypes.data
+    xa, oa, wa, qa, za = _addr(x), _addr(out), _addr(w_pairs), _addr(q), _addr(zp_row)
+    inner_at, edge_at = _addr(inner), _addr(edge)
     w_group, q_group = pairs * 2 * LANES * 2, 4 * LANES * 4  # bytes per 16 channels
     for row in range(row0, row1):
         b = row // out_h
@@ -1189,21 +1198,34 @@ def _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, row0, row1):
         iy0 = oy * stride_h - pad_top
         rows_in = iy0 >= 0 and iy0 + (k_h - 1) * dil_h < in_h
         for ox in range(out_w):
-            if groups > 0 and rows_in and ox_lo <= ox < ox_hi:
-                src = xa + ((b * in_h + iy0) * in_w + ox * stride_w - pad_left) * in_c
-                dst = oa + ((b * out_h + oy) * out_w + ox) * out_c
-                for g in range(groups):
-                    if saturate:
-                        _dw16(src + g * LANES, offs.ctypes.data, wa + g * w_group, pairs,
-                              qa + g * q_group, dst + g * LANES, out_zp, act_min, act_max)  # fmt: skip
-                    else:
-                        _dw16_unsat(src + g * LANES, offs.ctypes.data, wa + g * w_group, pairs,
-                                    qa + g * q_group, dst + g * LANES, out_zp, act_min, act_max)  # fmt: skip
-            else:
+            if groups == 0:  # depth multiplier > 1 or channels not a multiple of 16
                 _dw_pixel(acc, x, plan_w16, b, oy, ox, in_zp, stride_h, stride_w, dil_h, dil_w,
                           pad_top, pad_left, depth_multiplier, xs)  # fmt: skip
                 _requant_row(acc, out[b, oy, ox], bias, m, left, right, out_zp, act_min,
                              act_max)  # fmt: skip
+                continue
+            ix0 = ox * stride_w - pad_left
+            src = xa + ((b * in_h + iy0) * in_w + ix0) * in_c  # tap (0, 0), maybe off-image
+            offs = inner_at  # an address: an array variable here would be reference-counted
+            if not (rows_in and ox_lo <= ox < ox_hi):
+                offs = edge_at
+                edge[:] = za - src  # the zero-weight padding tap reads zp_row too
+                t = 0
+                for ky in range(k_h):
+                    iy = iy0 + ky * dil_h
+                    for kx in range(k_w):
+                        ix = ix0 + kx * dil_w
+                        if 0 <= iy < in_h and 0 <= ix < in_w:
+                            edge[t] = inner[t]
+                        t += 1
+            dst = oa + ((b * out_h + oy) * out_w + ox) * out_c
+            for g in range(groups):
+                if saturate:
+                    _dw16(src + g * LANES, offs, wa + g * w_group, pairs, qa + g * q_group,
+                          dst + g * LANES, out_zp, act_min, act_max)  # fmt: skip
+                else:
+                    _dw16_unsat(src + g * LANES, offs, wa + g * w_group, pairs,
+                                qa + g * q_group, dst + g * LANES, out_zp, act_min, act_max)  # fmt: skip
 
 
 @kernel
