@@ -604,7 +604,7 @@ def conv2d_int8_fast(x, packed: PackedConvWeights, bias, in_zp, mult, shift, out
 # memory and there is no per-row call.
 
 
-def _qtile_codegen(context, builder, signature, args, saturate):
+def _qtile_codegen(context, builder, signature, args, saturate, rows):
     a_addr, a_row, b_addr, k2, out_addr, out_row, q_addr, out_zp, act_min, act_max = args
     a_ptr = builder.inttoptr(a_addr, _I8.as_pointer())
     b_ptr = builder.inttoptr(b_addr, _I8.as_pointer())
@@ -619,14 +619,14 @@ def _qtile_codegen(context, builder, signature, args, saturate):
 
     builder.position_at_end(loop)
     i = builder.phi(_I64)
-    accs = [builder.phi(_V8I32) for _ in range(2 * ROWS)]
+    accs = [builder.phi(_V8I32) for _ in range(2 * rows)]
     weights = []  # channels 0-7 and 8-15 of the panel, taps 2i and 2i+1 of each
     for half in range(2):
         ptr = builder.gep(b_ptr, [builder.add(builder.mul(i, const(32)), const(16 * half))])
         raw = builder.load(builder.bitcast(ptr, _V16I8.as_pointer()), align=1)
         weights.append(builder.sext(raw, _V16I16))
     new = []
-    for r in range(ROWS):  # broadcast row r's pair (x[2i], x[2i+1]) to all 8 int32 lanes
+    for r in range(rows):  # broadcast row r's pair (x[2i], x[2i+1]) to all 8 int32 lanes
         offset = builder.add(builder.mul(const(r), a_row), builder.mul(i, const(4)))
         ptr = builder.bitcast(builder.gep(a_ptr, [offset]), _I32.as_pointer())
         xs = builder.bitcast(_splat(builder, builder.load(ptr, align=4)), _V16I16)
@@ -654,7 +654,7 @@ def _qtile_codegen(context, builder, signature, args, saturate):
 
     params = [[q_row(row, h) for row in range(4)] for h in range(2)]
     v16i8 = ir.VectorType(_I8, 16)
-    for r in range(ROWS):
+    for r in range(rows):
         lo, hi = (_requant_vec(builder, sums[2 * r + h], *params[h], out_zp, act_min, act_max,
                                saturate) for h in range(2))  # fmt: skip
         both = builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(_I32, 16), list(range(16))))
@@ -663,14 +663,14 @@ def _qtile_codegen(context, builder, signature, args, saturate):
     return context.get_dummy_value()
 
 
-def _make_qtile(saturate):
+def _make_qtile(saturate, rows=ROWS):
     def codegen(context, builder, signature, args):
-        return _qtile_codegen(context, builder, signature, args, saturate)
+        return _qtile_codegen(context, builder, signature, args, saturate, rows)
 
     @intrinsic
     def qtile(typingctx, a_addr, a_row, b_addr, k2, out_addr, out_row, q_addr, out_zp, act_min,
               act_max):  # fmt: skip
-        """out[r, 0:16] = requant(Σ_i A[r, 2i:2i+2] · panel[i]) for r < ROWS (addresses, bytes).
+        """out[r, 0:16] = requant(Σ_i A[r, 2i:2i+2] · panel[i]) for r < rows (addresses, bytes).
 
         A: int16 rows `a_row` bytes apart; panel: int8 [k2, 16, 2]; q: int32 [4, 16] (bias, M,
         left, right); out: int8 rows `out_row` bytes apart.
@@ -683,6 +683,8 @@ def _make_qtile(saturate):
 
 _qtile = _make_qtile(saturate=True)
 _qtile_unsat = _make_qtile(saturate=False)  # every M ≠ INT32_MIN: 3 fewer ops per 8 outputs
+_qtile1 = _make_qtile(saturate=True, rows=1)  # a last block of one pixel (7x7 = 8·6 + 1)
+_qtile1_unsat = _make_qtile(saturate=False, rows=1)
 
 
 class ConvInt8Plan(NamedTuple):
@@ -842,7 +844,11 @@ def _qgemm_part(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
             dst = oa + p0 * out_c + oc0 if direct else ta
             stride = out_c if direct else LANES
             panel, qj = pa + j * panel_bytes, qa + j * 4 * LANES * 4
-            if saturate:
+            if rows == 1 and saturate:
+                _qtile1(aa, 2 * kp, panel, k2, dst, stride, qj, out_zp, act_min, act_max)
+            elif rows == 1:
+                _qtile1_unsat(aa, 2 * kp, panel, k2, dst, stride, qj, out_zp, act_min, act_max)
+            elif saturate:
                 _qtile(aa, 2 * kp, panel, k2, dst, stride, qj, out_zp, act_min, act_max)
             else:
                 _qtile_unsat(aa, 2 * kp, panel, k2, dst, stride, qj, out_zp, act_min, act_max)
