@@ -6,20 +6,25 @@ p = (batch, out_y, out_x), k = (ky, kx, ic):
 * B (weights) is packed once by `pack_conv_weights` into int8 panels of 16 output channels,
   [panel, K/2, 16, 2]: for each pair of taps (2i, 2i+1) the 16 channels' two weights lie side
   by side, which is the operand layout of `vpmaddwd`.
-* A (activations, im2col) is packed on the fly, 6 output pixels at a time, into int16 pairs
-  [K/2, 6, 2] holding `x - in_zp` (in [-255, 255], exact in int16). Taps outside the image are
-  written as 0, i.e. `x - in_zp` of a pixel padded with the input zero point, which is exactly
-  the reference's "skip the tap". No Σw correction is needed: subtracting the zero point costs
-  nothing while widening int8 to int16.
-* The 6×16 micro-kernel (`_tile_6x16`) keeps 12 int32x8 accumulators in registers and per tap
-  pair does 2 weight loads (sign-extended int8→int16), 6 broadcasts and 12 `vpmaddwd`+`vpaddd`.
+* A (activations, im2col) holds `x - in_zp` in int16 (in [-255, 255], exact). Taps outside
+  the image are 0, i.e. `x - in_zp` of a pixel padded with the input zero point, which is
+  exactly the reference's "skip the tap"; no Σw correction is needed.
+* The 6×16 micro-kernels keep 12 int32x8 accumulators in registers and per tap pair do 2
+  weight loads (sign-extended int8→int16), 6 broadcasts and 12 `vpmaddwd`+`vpaddd`.
   `vpmaddwd` computes x0·w0 + x1·w1 of int16 pairs into int32 without saturation
   (|pair| ≤ 2·255·128), and the int32 adds wrap like the reference's, so any summation order
   gives the same int32 (sums are taken mod 2^32 either way).
-* The epilogue adds the bias and applies MBQM per output channel, 8 lanes at a time
-  (`_requant8`: int32 lanes except the x·M product, two `vpmuldq` per 8 outputs); `_requant`
-  is its scalar twin for channel tails. Both are `fixedpoint.requantize` written without
-  branches, using SRDHM = floor((x·M + 2^30) / 2^31), which equals gemmlowp's nudge-and-truncate.
+* MBQM per output channel is `fixedpoint.requantize` without branches, 8 lanes at a time
+  (`_requant_vec`: int32 lanes except the x·M products, two `vpmuldq` per 8 outputs), using
+  SRDHM = floor((x·M + 2^30) / 2^31), which equals gemmlowp's nudge-and-truncate; `_requant`
+  is its scalar twin.
+
+int8 CONV_2D (`plan_conv2d_int8` at prepare time, `run_conv2d_int8` per call) packs A
+row-major, 6 pixels per block, and its tile (`_qtile`) requantizes in registers and stores
+int8. FULLY_CONNECTED (`fast_fc.py`) and the hybrid ops run the older GEMM (`_gemm`,
+`_hybrid_gemm`): A transposed into int16 pairs [K/2, 6, 2], an int32 C tile, then a row
+epilogue. int8 DEPTHWISE_CONV_2D (`plan_depthwise_int8`, `run_depthwise_int8`) computes 16
+channels of one pixel in registers (`_dw16`), tap pairs through `vpmaddwd`.
 
 Hybrid ops (float input quantized per image, `hybrid.py`) run the same GEMM and depthwise loops
 with one zero point per image and a fused float epilogue instead of MBQM (`HybridEpilogue`:
