@@ -587,14 +587,20 @@ def conv2d_int8_fast(x, packed: PackedConvWeights, bias, in_zp, mult, shift, out
     x [N, H, W, Ci] int8; packed = pack_conv_weights(w) for w [Co, KH, KW, Ci/groups];
     bias [Co] int32 (zeros if absent); mult/shift [Co] int32 → [N, out_h, out_w, Co] int8.
     Runs on numba.get_num_threads() threads. Grouped convolutions (Ci ≠ w.shape[3]) and
-    right shifts > 31 with M ≠ 0 (never made by QuantizeMultiplier) run the reference kernel.
+    right shifts > 31 with M ≠ 0 (never made by QuantizeMultiplier) run the reference kernel,
+    M = INT32_MIN (never made either) the FC GEMM `_gemm` with its saturating epilogue.
     """
     geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w)
-    plan = plan_conv2d_int8(packed, bias, in_zp, mult, shift, out_zp, act_min, act_max, *geometry)
-    if x.shape[3] != packed.in_c or plan is None:
+    params = requant_params(bias, mult, shift)
+    if x.shape[3] != packed.in_c or params is None:
         return conv2d_int8(x, packed.w, bias, in_zp, mult, shift, out_zp, act_min, act_max,
                            *geometry)  # fmt: skip
-    return run_conv2d_int8(plan, x)
+    plan = plan_conv2d_int8(packed, bias, in_zp, mult, shift, out_zp, act_min, act_max, *geometry)
+    if plan is not None:
+        return run_conv2d_int8(plan, x)
+    out = _gemm(x, packed.panels, packed.out_c, *params, _NO_SCALE, in_zp, out_zp, act_min,
+                act_max, packed.k_h, packed.k_w, *geometry, numba.get_num_threads())  # fmt: skip
+    return out.reshape(x.shape[0], out_h, out_w, packed.out_c)
 
 
 # --- int8 CONV_2D: row-major activations, requantization fused into the tile -----------------
@@ -686,10 +692,10 @@ def _make_qtile(saturate, rows=ROWS):
     return qtile
 
 
-_qtile = _make_qtile(saturate=True)
-_qtile_unsat = _make_qtile(saturate=False)  # every M ≠ INT32_MIN: 3 fewer ops per 8 outputs
-_qtile1 = _make_qtile(saturate=True, rows=1)  # a last block of one pixel (7x7 = 8·6 + 1)
-_qtile1_unsat = _make_qtile(saturate=False, rows=1)
+# Plans exist only when no M is INT32_MIN (see `plan_conv2d_int8`): one variant per row count
+# keeps compile time down (each unrolled tile costs seconds of LLVM optimization).
+_qtile = _make_qtile(saturate=False)
+_qtile1 = _make_qtile(saturate=False, rows=1)  # a last block of one pixel (7x7 = 8·6 + 1)
 
 
 class ConvInt8Plan(NamedTuple):
@@ -697,25 +703,26 @@ class ConvInt8Plan(NamedTuple):
 
     panels: np.ndarray  # int8 [ceil(Co/16), k2, 16, 2]
     q: np.ndarray  # int32 [ceil(Co/16), 4, 16]: bias, M, left, right (0 past Co)
-    ints: np.ndarray  # int64: out_c, k_h, k_w, in_zp, out_zp, act_min, act_max, geometry, saturate
+    ints: np.ndarray  # int64: out_c, k_h, k_w, in_zp, out_zp, act_min, act_max, geometry
+    in_c: int
+    out_hwc: tuple  # (out_h, out_w, out_c)
 
 
 def plan_conv2d_int8(packed: PackedConvWeights, bias, in_zp, mult, shift, out_zp, act_min,
                      act_max, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h,
                      out_w):  # fmt: skip
-    """A `ConvInt8Plan`, or None when the reference kernel must run (right shift > 31 with M ≠ 0)."""
+    """A `ConvInt8Plan`, or None for multipliers QuantizeMultiplier never makes: a right shift
+    > 31 with M ≠ 0, or M = INT32_MIN (SRDHM's saturating case; its tiles would be separate code)."""
     params = requant_params(bias, mult, shift)
-    if params is None:
+    if params is None or np.any(params[1] == -(2**31)):
         return None
     n_panels = packed.panels.shape[0]
     q = np.zeros((n_panels * LANES, 4), np.int32)
     q[: packed.out_c] = np.stack(params, axis=1)
     q = np.ascontiguousarray(q.reshape(n_panels, LANES, 4).transpose(0, 2, 1))
-    saturate = bool(np.any(params[1] == -(2**31)))
     ints = np.array([packed.out_c, packed.k_h, packed.k_w, in_zp, out_zp, act_min, act_max,
-                     stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w,
-                     saturate], np.int64)  # fmt: skip
-    return ConvInt8Plan(packed.panels, q, ints)
+                     stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w], np.int64)  # fmt: skip
+    return ConvInt8Plan(packed.panels, q, ints, packed.in_c, (out_h, out_w, packed.out_c))
 
 
 def _widen_codegen(context, builder, signature, args):
@@ -832,7 +839,7 @@ def _qgemm_part(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
     k2 = panels.shape[1]
     kp = 2 * k2
     zp = np.int16(ints[3])
-    out_zp, act_min, act_max, saturate = ints[4], ints[5], ints[6], ints[15] != 0
+    out_zp, act_min, act_max = ints[4], ints[5], ints[6]
     a = np.empty(ROWS * kp + 16, np.int16)  # + room for `_copy_run`'s last 16
     xf = x.reshape(x.size)
     tail = np.empty((ROWS, LANES), np.int8)
@@ -849,14 +856,10 @@ def _qgemm_part(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
             dst = oa + p0 * out_c + oc0 if direct else ta
             stride = out_c if direct else LANES
             panel, qj = pa + j * panel_bytes, qa + j * 4 * LANES * 4
-            if rows == 1 and saturate:
+            if rows == 1:
                 _qtile1(aa, 2 * kp, panel, k2, dst, stride, qj, out_zp, act_min, act_max)
-            elif rows == 1:
-                _qtile1_unsat(aa, 2 * kp, panel, k2, dst, stride, qj, out_zp, act_min, act_max)
-            elif saturate:
-                _qtile(aa, 2 * kp, panel, k2, dst, stride, qj, out_zp, act_min, act_max)
             else:
-                _qtile_unsat(aa, 2 * kp, panel, k2, dst, stride, qj, out_zp, act_min, act_max)
+                _qtile(aa, 2 * kp, panel, k2, dst, stride, qj, out_zp, act_min, act_max)
             if not direct:
                 out[p0 : p0 + rows, oc0 : oc0 + width] = tail[:rows, :width]
 
@@ -890,18 +893,6 @@ def _qgemm_parallel(x, panels, q, ints, threads):
     return out
 
 
-@kernel
-def _qgemm(x, panels, q, ints, threads):
-    """[N, out_h, out_w, Co] int8 on `threads` threads; one thread skips the parallel start-up."""
-    depth = ints[1] * ints[2] * x.shape[3]
-    assert (depth + 1) // 2 == panels.shape[1], "input channels differ from the filter's"
-    if threads == 1:
-        out = _qgemm_serial(x, panels, q, ints)
-    else:
-        out = _qgemm_parallel(x, panels, q, ints, threads)
-    return out.reshape(x.shape[0], ints[13], ints[14], ints[0])
-
-
 def kernel_threads(n) -> int:
     """The thread count to pass to `run_*_int8` for an interpreter running on n threads."""
     return max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
@@ -914,9 +905,19 @@ def _threads(threads):
 
 def run_conv2d_int8(plan: ConvInt8Plan, x, threads=None) -> np.ndarray:
     """Run a `ConvInt8Plan` on x [N, H, W, Ci] int8 → [N, out_h, out_w, Co] int8 on `threads`
-    threads (default: numba.get_num_threads())."""
+    threads (default: numba.get_num_threads()).
+
+    The serial kernel is a separate entry point so that one-thread runs neither start nor
+    compile the parallel region (compiling it costs seconds on a cold cache).
+    """
     x = np.ascontiguousarray(x, np.int8)
-    return _qgemm(x, plan.panels, plan.q, plan.ints, _threads(threads))
+    assert x.shape[3] == plan.in_c, "input channels differ from the filter's"
+    threads = _threads(threads)
+    if threads == 1:
+        out = _qgemm_serial(x, plan.panels, plan.q, plan.ints)
+    else:
+        out = _qgemm_parallel(x, plan.panels, plan.q, plan.ints, threads)
+    return out.reshape(x.shape[0], *plan.out_hwc)
 
 
 # --- DEPTHWISE_CONV_2D -------------------------------------------------------------------------
@@ -1132,8 +1133,7 @@ def _make_dw16(saturate):
     return dw16
 
 
-_dw16 = _make_dw16(saturate=True)
-_dw16_unsat = _make_dw16(saturate=False)
+_dw16 = _make_dw16(saturate=False)  # plans exist only when no M is INT32_MIN
 
 
 class DepthwiseInt8Plan(NamedTuple):
@@ -1143,7 +1143,7 @@ class DepthwiseInt8Plan(NamedTuple):
     params: np.ndarray  # int32 [4, Co]: bias, M, left, right (border pixels)
     w_pairs: np.ndarray  # int16 [Co/16, pairs, 2, 16]: interior pixels (empty: none)
     q: np.ndarray  # int32 [Co/16, 4, 16]: bias - zp·Σw, M, left, right in _DW_ORDER
-    ints: np.ndarray  # int64: in_zp, out_zp, act_min, act_max, geometry, depth_multiplier, saturate
+    ints: np.ndarray  # int64: in_zp, out_zp, act_min, act_max, geometry, depth_multiplier
 
 
 def _interleave_taps(w16):
@@ -1159,9 +1159,10 @@ def _interleave_taps(w16):
 def plan_depthwise_int8(w16, bias, in_zp, mult, shift, out_zp, act_min, act_max, stride_h,
                         stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w,
                         depth_multiplier):  # fmt: skip
-    """A `DepthwiseInt8Plan`, or None when the reference kernel must run (right shift > 31)."""
+    """A `DepthwiseInt8Plan`, or None for multipliers QuantizeMultiplier never makes (a right
+    shift > 31 with M ≠ 0, or M = INT32_MIN: see `plan_conv2d_int8`)."""
     params = requant_params(bias, mult, shift)
-    if params is None:
+    if params is None or np.any(params[1] == -(2**31)):
         return None
     w16 = np.ascontiguousarray(w16, np.int16)
     out_c = w16.shape[2]
@@ -1173,9 +1174,8 @@ def plan_depthwise_int8(w16, bias, in_zp, mult, shift, out_zp, act_min, act_max,
         folded = params.copy()
         folded[0] = (params[0].astype(np.int64) - in_zp * sum_w).astype(np.int32)  # mod 2^32
         q = np.ascontiguousarray(folded.reshape(4, -1, LANES).transpose(1, 0, 2)[:, :, _DW_ORDER])
-    saturate = bool(np.any(params[1] == -(2**31)))
     ints = np.array([in_zp, out_zp, act_min, act_max, stride_h, stride_w, dil_h, dil_w, pad_top,
-                     pad_left, out_h, out_w, depth_multiplier, saturate], np.int64)  # fmt: skip
+                     pad_left, out_h, out_w, depth_multiplier], np.int64)  # fmt: skip
     return DepthwiseInt8Plan(w16, params, w_pairs, q, ints)
 
 
@@ -1187,7 +1187,7 @@ def _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, row0, row1):
     k_h, k_w = plan_w16.shape[0], plan_w16.shape[1]
     in_zp, out_zp, act_min, act_max = ints[0], ints[1], ints[2], ints[3]
     stride_h, stride_w, dil_h, dil_w = ints[4], ints[5], ints[6], ints[7]
-    pad_top, pad_left, depth_multiplier, saturate = ints[8], ints[9], ints[12], ints[13] != 0
+    pad_top, pad_left, depth_multiplier = ints[8], ints[9], ints[12]
     bias, m, left, right = params[0], params[1], params[2], params[3]
     acc = np.empty(out_c, np.int32)
     xs = np.empty(in_c, np.int16)
@@ -1231,12 +1231,8 @@ def _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, row0, row1):
                         t += 1
             dst = oa + ((b * out_h + oy) * out_w + ox) * out_c
             for g in range(groups):
-                if saturate:
-                    _dw16(src + g * LANES, offs, wa + g * w_group, pairs, qa + g * q_group,
-                          dst + g * LANES, out_zp, act_min, act_max)  # fmt: skip
-                else:
-                    _dw16_unsat(src + g * LANES, offs, wa + g * w_group, pairs,
-                                qa + g * q_group, dst + g * LANES, out_zp, act_min, act_max)  # fmt: skip
+                _dw16(src + g * LANES, offs, wa + g * w_group, pairs, qa + g * q_group,
+                      dst + g * LANES, out_zp, act_min, act_max)  # fmt: skip
 
 
 @kernel
@@ -1257,20 +1253,15 @@ def _dw_plan_parallel(x, w16, params, w_pairs, q, ints, threads):
     return out
 
 
-@kernel
-def _dw_plan(x, w16, params, w_pairs, q, ints, threads):
-    """[N, out_h, out_w, Co] int8 on `threads` threads; one thread skips the parallel start-up."""
-    assert x.shape[3] * ints[12] == w16.shape[2], "channels differ from the filter's"
-    if threads == 1:
-        return _dw_plan_serial(x, w16, params, w_pairs, q, ints)
-    return _dw_plan_parallel(x, w16, params, w_pairs, q, ints, threads)
-
-
 def run_depthwise_int8(plan: DepthwiseInt8Plan, x, threads=None) -> np.ndarray:
     """Run a `DepthwiseInt8Plan` on x [N, H, W, Ci] int8 → [N, out_h, out_w, Co] int8 on
     `threads` threads (default: numba.get_num_threads())."""
     x = np.ascontiguousarray(x, np.int8)
-    return _dw_plan(x, plan.w16, plan.params, plan.w_pairs, plan.q, plan.ints, _threads(threads))
+    assert x.shape[3] * plan.ints[12] == plan.w16.shape[2], "channels differ from the filter's"
+    threads = _threads(threads)  # one thread: the serial entry point, as in `run_conv2d_int8`
+    if threads == 1:
+        return _dw_plan_serial(x, plan.w16, plan.params, plan.w_pairs, plan.q, plan.ints)
+    return _dw_plan_parallel(x, plan.w16, plan.params, plan.w_pairs, plan.q, plan.ints, threads)
 
 
 def depthwise_conv2d_int8_fast(x, w16, bias, in_zp, mult, shift, out_zp, act_min, act_max,
@@ -1284,16 +1275,21 @@ def depthwise_conv2d_int8_fast(x, w16, bias, in_zp, mult, shift, out_zp, act_min
 
     x [N, H, W, Ci] int8; w16 = pack_depthwise_weights(w) for w [1, KH, KW, Co], Co = Ci·dm;
     bias [Co] int32; mult/shift [Co] → [N, out_h, out_w, Co] int8. Channels are innermost and
-    vectorized; threads split output rows.
+    vectorized; threads split output rows. Multipliers QuantizeMultiplier never makes run the
+    reference kernel (right shift > 31) or the per-pixel kernel `_dw` (M = INT32_MIN).
     """
     geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w)
-    plan = plan_depthwise_int8(w16, bias, in_zp, mult, shift, out_zp, act_min, act_max,
-                               *geometry, depth_multiplier)  # fmt: skip
-    if plan is None:
+    params = requant_params(bias, mult, shift)
+    if params is None:
         w = np.asarray(w16, np.int8)[None]
         return depthwise_conv2d_int8(x, w, bias, in_zp, mult, shift, out_zp, act_min, act_max,
                                      *geometry, depth_multiplier)  # fmt: skip
-    return run_depthwise_int8(plan, x)
+    plan = plan_depthwise_int8(w16, bias, in_zp, mult, shift, out_zp, act_min, act_max,
+                               *geometry, depth_multiplier)  # fmt: skip
+    if plan is not None:
+        return run_depthwise_int8(plan, x)
+    return _dw(x, w16, *params, in_zp, out_zp, act_min, act_max, *geometry, depth_multiplier,
+               numba.get_num_threads())  # fmt: skip
 
 
 # --- hybrid (float input quantized per image, float output) -----------------------------------
