@@ -18,7 +18,7 @@ from pathlib import Path
 import numba
 import numba.extending
 
-__all__ = ["kernel", "float_kernel", "inline_kernel", "prange"]
+__all__ = ["float_kernel", "inline_kernel", "kernel", "prange"]
 
 prange = numba.prange
 
