@@ -274,7 +274,7 @@ def _srdhm_core(builder, x, m):
 
 
 def _requant_vec(builder, acc, bias, m, left, right, out_zp, act_min, act_max, saturate=True):
-    """`_requant` on int32x8 lanes (LLVM values) → the clamped int32x8 output, in [act_min, act_max].
+    """`_requant` on int32x8 lanes (LLVM values) → the int32x8 output in [act_min, act_max].
 
     saturate=False leaves out SRDHM's INT32_MIN·INT32_MIN case: only for M ≠ INT32_MIN
     (QuantizeMultiplier's M is never negative).
@@ -288,7 +288,8 @@ def _requant_vec(builder, acc, bias, m, left, right, out_zp, act_min, act_max, s
         )
         h = builder.select(both_min, _splat(builder, 2**31 - 1), h)
     mask = builder.sub(builder.shl(_splat(builder, 1), right), _splat(builder, 1))
-    threshold = builder.add(builder.lshr(mask, _splat(builder, 1)), builder.lshr(h, _splat(builder, 31)))
+    negative = builder.lshr(h, _splat(builder, 31))
+    threshold = builder.add(builder.lshr(mask, _splat(builder, 1)), negative)
     up = builder.icmp_signed(">", builder.and_(h, mask), threshold)
     r = builder.add(builder.ashr(h, right), builder.zext(up, _V8I32))
     out = builder.add(r, _splat(builder, out_zp))
@@ -615,7 +616,7 @@ def conv2d_int8_fast(x, packed: PackedConvWeights, bias, in_zp, mult, shift, out
 # memory and there is no per-row call.
 
 
-def _qtile_codegen(context, builder, signature, args, saturate, rows):
+def _qtile_codegen(context, builder, signature, args, rows):
     a_addr, a_row, b_addr, k2, out_addr, out_row, q_addr, out_zp, act_min, act_max = args
     a_ptr = builder.inttoptr(a_addr, _I8.as_pointer())
     b_ptr = builder.inttoptr(b_addr, _I8.as_pointer())
@@ -667,16 +668,16 @@ def _qtile_codegen(context, builder, signature, args, saturate, rows):
     v16i8 = ir.VectorType(_I8, 16)
     for r in range(rows):
         lo, hi = (_requant_vec(builder, sums[2 * r + h], *params[h], out_zp, act_min, act_max,
-                               saturate) for h in range(2))  # fmt: skip
+                               saturate=False) for h in range(2))  # fmt: skip
         both = builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(_I32, 16), list(range(16))))
         ptr = builder.gep(out_ptr, [builder.mul(const(r), out_row)])
         builder.store(builder.trunc(both, v16i8), builder.bitcast(ptr, v16i8.as_pointer()), align=1)
     return context.get_dummy_value()
 
 
-def _make_qtile(saturate, rows=ROWS):
+def _make_qtile(rows):
     def codegen(context, builder, signature, args):
-        return _qtile_codegen(context, builder, signature, args, saturate, rows)
+        return _qtile_codegen(context, builder, signature, args, rows)
 
     @intrinsic
     def qtile(typingctx, a_addr, a_row, b_addr, k2, out_addr, out_row, q_addr, out_zp, act_min,
@@ -692,10 +693,11 @@ def _make_qtile(saturate, rows=ROWS):
     return qtile
 
 
-# Plans exist only when no M is INT32_MIN (see `plan_conv2d_int8`): one variant per row count
-# keeps compile time down (each unrolled tile costs seconds of LLVM optimization).
-_qtile = _make_qtile(saturate=False)
-_qtile1 = _make_qtile(saturate=False, rows=1)  # a last block of one pixel (7x7 = 8·6 + 1)
+# The tiles leave out SRDHM's INT32_MIN·INT32_MIN saturation: plans exist only when no M is
+# INT32_MIN (see `plan_conv2d_int8`). Each unrolled tile costs seconds of LLVM optimization on a
+# cold cache, so there are just these two.
+_qtile = _make_qtile(ROWS)
+_qtile1 = _make_qtile(1)  # a last block of one pixel (7x7 = 8·6 + 1)
 
 
 class ConvInt8Plan(NamedTuple):
@@ -712,7 +714,7 @@ def plan_conv2d_int8(packed: PackedConvWeights, bias, in_zp, mult, shift, out_zp
                      act_max, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h,
                      out_w):  # fmt: skip
     """A `ConvInt8Plan`, or None for multipliers QuantizeMultiplier never makes: a right shift
-    > 31 with M ≠ 0, or M = INT32_MIN (SRDHM's saturating case; its tiles would be separate code)."""
+    > 31 with M ≠ 0, or M = INT32_MIN (SRDHM's saturating case, left out of the tiles)."""
     params = requant_params(bias, mult, shift)
     if params is None or np.any(params[1] == -(2**31)):
         return None
@@ -721,7 +723,8 @@ def plan_conv2d_int8(packed: PackedConvWeights, bias, in_zp, mult, shift, out_zp
     q[: packed.out_c] = np.stack(params, axis=1)
     q = np.ascontiguousarray(q.reshape(n_panels, LANES, 4).transpose(0, 2, 1))
     ints = np.array([packed.out_c, packed.k_h, packed.k_w, in_zp, out_zp, act_min, act_max,
-                     stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w], np.int64)  # fmt: skip
+                     stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w],
+                    np.int64)  # fmt: skip
     return ConvInt8Plan(packed.panels, q, ints, packed.in_c, (out_h, out_w, packed.out_c))
 
 
@@ -1058,7 +1061,7 @@ _HI = [4, 20, 5, 21, 6, 22, 7, 23, 12, 28, 13, 29, 14, 30, 15, 31]  # channels 4
 _DW_ORDER = [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15]  # lanes of the lo, hi accs
 
 
-def _dw16_codegen(context, builder, signature, args, saturate):
+def _dw16_codegen(context, builder, signature, args):
     x_addr, offs_addr, w_addr, pairs, q_addr, out_addr, out_zp, act_min, act_max = args
     const = lambda v: ir.Constant(_I64, v)
     x_ptr = builder.inttoptr(x_addr, _I8.as_pointer())
@@ -1102,11 +1105,11 @@ def _dw16_codegen(context, builder, signature, args, saturate):
         phi.add_incoming(new[h], loop)
         sums.append(phi)
     outs = []
-    for h in range(2):  # q: int32 [4, 16] in _DW_ORDER lanes: bias', M, left, right
+    for h in range(2):  # q: int32 [4, 16] in _DW_ORDER lanes: bias', M ≠ INT32_MIN, left, right
         params = [builder.load(builder.gep(q_ptr, [const(2 * row + h)]), align=4)
                   for row in range(4)]  # fmt: skip
         outs.append(_requant_vec(builder, sums[h], *params, out_zp, act_min, act_max,
-                                 saturate))  # fmt: skip
+                                 saturate=False))  # fmt: skip
     back = [_DW_ORDER.index(c) for c in range(16)]  # lane order → channel order
     both = builder.shuffle_vector(outs[0], outs[1], v32(back))
     v16i8 = ir.VectorType(_I8, 16)
@@ -1115,25 +1118,15 @@ def _dw16_codegen(context, builder, signature, args, saturate):
     return context.get_dummy_value()
 
 
-def _make_dw16(saturate):
-    def codegen(context, builder, signature, args):
-        return _dw16_codegen(context, builder, signature, args, saturate)
+@intrinsic
+def _dw16(typingctx, x_addr, offs_addr, w_addr, pairs, q_addr, out_addr, out_zp, act_min,
+          act_max):  # fmt: skip
+    """out[0:16] = requant(Σ_t x[offs[t] + c] · w[t, c]) for 16 channels c (addresses).
 
-    @intrinsic
-    def dw16(typingctx, x_addr, offs_addr, w_addr, pairs, q_addr, out_addr, out_zp, act_min,
-             act_max):  # fmt: skip
-        """out[0:16] = requant(Σ_t x[offs[t] + c] · w[t, c]) for 16 channels c (addresses).
-
-        offs: int64 [2·pairs] byte offsets of the taps from x_addr; w: int16 [pairs, 2, 16],
-        the pairs interleaved as `_LO`/`_HI`; q: int32 [4, 16] in `_DW_ORDER` lane order.
-        """
-        sig = types.void(*[types.int64] * 9)
-        return sig, codegen
-
-    return dw16
-
-
-_dw16 = _make_dw16(saturate=False)  # plans exist only when no M is INT32_MIN
+    offs: int64 [2·pairs] byte offsets of the taps from x_addr; w: int16 [pairs, 2, 16], the
+    pairs interleaved as `_LO`/`_HI`; q: int32 [4, 16] in `_DW_ORDER` lane order.
+    """
+    return types.void(*[types.int64] * 9), _dw16_codegen
 
 
 class DepthwiseInt8Plan(NamedTuple):
