@@ -1,7 +1,8 @@
 """Microbenchmarks of the fast int8 kernels (kernels/fast_conv.py, kernels/fast_fc.py).
 
 For each MobileNetV2 / transformer shape: check the fast kernel against the reference kernel
-(exact equality), then report GOPS = 2·MACs/s (best of --reps runs) for the reference kernel
+(exact equality; conv and depthwise through the plans the interpreter makes at prepare time,
+`fast_conv.plan_*_int8` / `run_*_int8`), then report GOPS = 2·MACs/s (best of --reps runs) for the reference kernel
 (1 thread; it is serial), the fast kernel with 1 and 2 Numba threads, and NumPy float32 matmul
 (BLAS, thread count limited with threadpoolctl) on the same GEMM shape. "% peak" is against
 the exact-int8 peak 2·16·clock·threads: one 256-bit `vpmaddwd` (16 int16 MACs) per cycle per
@@ -101,17 +102,17 @@ def cases(rng, quick):
         w = rng.integers(-127, 128, (co, 1, 1, ci)).astype(np.int8)
         bias, mult, shift = quant(rng, co)
         args = (bias, -3, mult, shift, 5, -128, 127, 1, 1, 1, 1, 0, 0, hw, hw)
-        packed = fast_conv.pack_conv_weights(w)
+        plan = fast_conv.plan_conv2d_int8(fast_conv.pack_conv_weights(w), *args)
         yield (f"conv 1x1 {hw}x{hw}x{ci}→{co}", hw * hw * ci * co, (hw * hw, ci, co),
                lambda x=x, w=w, a=args: conv.conv2d_int8(x, w, *a),
-               lambda x=x, p=packed, a=args: fast_conv.conv2d_int8_fast(x, p, *a))  # fmt: skip
+               lambda x=x, p=plan: fast_conv.run_conv2d_int8(p, x))  # fmt: skip
     x = rng.integers(-128, 128, (1, 224, 224, 3)).astype(np.int8)
     w = rng.integers(-127, 128, (32, 3, 3, 3)).astype(np.int8)
     bias, mult, shift = quant(rng, 32)
     args = (bias, -3, mult, shift, 5, -128, 127, 2, 2, 1, 1, 0, 0, 112, 112)  # SAME: pad 0/1
-    packed = fast_conv.pack_conv_weights(w)
+    plan = fast_conv.plan_conv2d_int8(fast_conv.pack_conv_weights(w), *args)
     yield ("conv 3x3 s2 224x224x3→112x112x32", 112 * 112 * 27 * 32, (112 * 112, 27, 32),
-           lambda: conv.conv2d_int8(x, w, *args), lambda: fast_conv.conv2d_int8_fast(x, packed, *args))  # fmt: skip
+           lambda: conv.conv2d_int8(x, w, *args), lambda: fast_conv.run_conv2d_int8(plan, x))  # fmt: skip
     for hw, c, s in DEPTHWISE[1:3] if quick else DEPTHWISE:
         oh = -(-hw // s)
         pad = max((oh - 1) * s + 3 - hw, 0) // 2
@@ -119,10 +120,10 @@ def cases(rng, quick):
         w = rng.integers(-127, 128, (1, 3, 3, c)).astype(np.int8)
         bias, mult, shift = quant(rng, c)
         args = (bias, -3, mult, shift, 5, -128, 127, s, s, 1, 1, pad, pad, oh, oh, 1)
-        packed = fast_conv.pack_depthwise_weights(w)
+        plan = fast_conv.plan_depthwise_int8(fast_conv.pack_depthwise_weights(w), *args)
         yield (f"dw 3x3 s{s} {hw}x{hw}x{c}", oh * oh * c * 9, None,
                lambda x=x, w=w, a=args: conv.depthwise_conv2d_int8(x, w, *a),
-               lambda x=x, p=packed, a=args: fast_conv.depthwise_conv2d_int8_fast(x, p, *a))  # fmt: skip
+               lambda x=x, p=plan: fast_conv.run_depthwise_int8(p, x))  # fmt: skip
     for b, d, o in FC[:2] if quick else FC:
         x = rng.integers(-128, 128, (b, d)).astype(np.int8)
         w = rng.integers(-127, 128, (o, d)).astype(np.int8)

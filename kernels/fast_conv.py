@@ -6,20 +6,25 @@ p = (batch, out_y, out_x), k = (ky, kx, ic):
 * B (weights) is packed once by `pack_conv_weights` into int8 panels of 16 output channels,
   [panel, K/2, 16, 2]: for each pair of taps (2i, 2i+1) the 16 channels' two weights lie side
   by side, which is the operand layout of `vpmaddwd`.
-* A (activations, im2col) is packed on the fly, 6 output pixels at a time, into int16 pairs
-  [K/2, 6, 2] holding `x - in_zp` (in [-255, 255], exact in int16). Taps outside the image are
-  written as 0, i.e. `x - in_zp` of a pixel padded with the input zero point, which is exactly
-  the reference's "skip the tap". No Σw correction is needed: subtracting the zero point costs
-  nothing while widening int8 to int16.
-* The 6×16 micro-kernel (`_tile_6x16`) keeps 12 int32x8 accumulators in registers and per tap
-  pair does 2 weight loads (sign-extended int8→int16), 6 broadcasts and 12 `vpmaddwd`+`vpaddd`.
+* A (activations, im2col) holds `x - in_zp` in int16 (in [-255, 255], exact). Taps outside
+  the image are 0, i.e. `x - in_zp` of a pixel padded with the input zero point, which is
+  exactly the reference's "skip the tap"; no Σw correction is needed.
+* The 6×16 micro-kernels keep 12 int32x8 accumulators in registers and per tap pair do 2
+  weight loads (sign-extended int8→int16), 6 broadcasts and 12 `vpmaddwd`+`vpaddd`.
   `vpmaddwd` computes x0·w0 + x1·w1 of int16 pairs into int32 without saturation
   (|pair| ≤ 2·255·128), and the int32 adds wrap like the reference's, so any summation order
   gives the same int32 (sums are taken mod 2^32 either way).
-* The epilogue adds the bias and applies MBQM per output channel, 8 lanes at a time
-  (`_requant8`: int32 lanes except the x·M product, two `vpmuldq` per 8 outputs); `_requant`
-  is its scalar twin for channel tails. Both are `fixedpoint.requantize` written without
-  branches, using SRDHM = floor((x·M + 2^30) / 2^31), which equals gemmlowp's nudge-and-truncate.
+* MBQM per output channel is `fixedpoint.requantize` without branches, 8 lanes at a time
+  (`_requant_vec`: int32 lanes except the x·M products, two `vpmuldq` per 8 outputs), using
+  SRDHM = floor((x·M + 2^30) / 2^31), which equals gemmlowp's nudge-and-truncate; `_requant`
+  is its scalar twin.
+
+int8 CONV_2D (`plan_conv2d_int8` at prepare time, `run_conv2d_int8` per call) packs A
+row-major, 6 pixels per block, and its tile (`_qtile`) requantizes in registers and stores
+int8. FULLY_CONNECTED (`fast_fc.py`) and the hybrid ops run the older GEMM (`_gemm`,
+`_hybrid_gemm`): A transposed into int16 pairs [K/2, 6, 2], an int32 C tile, then a row
+epilogue. int8 DEPTHWISE_CONV_2D (`plan_depthwise_int8`, `run_depthwise_int8`) computes 16
+channels of one pixel in registers (`_dw16`), tap pairs through `vpmaddwd`.
 
 Hybrid ops (float input quantized per image, `hybrid.py`) run the same GEMM and depthwise loops
 with one zero point per image and a fused float epilogue instead of MBQM (`HybridEpilogue`:
@@ -45,9 +50,11 @@ from numba.core import cgutils, types
 from numba.core.extending import intrinsic
 from qengine.kernels.conv import conv2d_int8, depthwise_conv2d_int8
 from qengine.kernels.fixedpoint import round_half_away_int32
-from qengine.kernels.jit import kernel, prange
+from qengine.kernels.jit import inline_kernel, kernel, prange
 
 __all__ = [
+    "ConvInt8Plan",
+    "DepthwiseInt8Plan",
     "HybridEpilogue",
     "PackedConvWeights",
     "conv2d_hybrid_fast",
@@ -57,8 +64,13 @@ __all__ = [
     "depthwise_conv2d_int8_acc_fast",
     "depthwise_conv2d_int8_fast",
     "hybrid_epilogue",
+    "kernel_threads",
     "pack_conv_weights",
     "pack_depthwise_weights",
+    "plan_conv2d_int8",
+    "plan_depthwise_int8",
+    "run_conv2d_int8",
+    "run_depthwise_int8",
 ]
 
 ROWS = 6  # output pixels (GEMM rows) per micro-kernel tile
@@ -226,39 +238,74 @@ def _requant(acc, bias, m, left, right, out_zp, act_min, act_max):
     return min(max(out, np.int32(act_min)), np.int32(act_max))
 
 
+def _splat(builder, value, ty=_V8I32):
+    """A vector of `ty` with every lane `value` (a Python int or an LLVM integer)."""
+    if isinstance(value, int):
+        return ir.Constant(ty, [value] * ty.count)
+    value = builder.trunc(value, ty.element) if value.type != ty.element else value
+    vec = builder.insert_element(ir.Constant(ty, ir.Undefined), value, ir.Constant(_I32, 0))
+    lanes = ir.Constant(ir.VectorType(_I32, ty.count), [0] * ty.count)
+    return builder.shuffle_vector(vec, ir.Constant(ty, ir.Undefined), lanes)
+
+
+def _srdhm_core(builder, x, m):
+    """int32x8 floor((x·M + 2^30) / 2^31), the low 32 bits (SRDHM without its saturation).
+
+    With AVX2: `vpmuldq` multiplies the even int32 lanes into int64; the odd lanes are shifted
+    down first. The even results sit in the low halves after >> 31, the odd ones in the high
+    halves after << 1, and one blend merges them (no int64 sign extensions or lane shuffles).
+    """
+    v8i64, v4i64 = ir.VectorType(_I64, 8), ir.VectorType(_I64, 4)
+    if not _USE_AVX2:
+        prod = builder.mul(builder.sext(x, v8i64), builder.sext(m, v8i64))
+        shifted = builder.ashr(builder.add(prod, _splat(builder, 1 << 30, v8i64)),
+                               _splat(builder, 31, v8i64))  # fmt: skip
+        return builder.trunc(shifted, _V8I32)
+    fnty = ir.FunctionType(v4i64, [_V8I32, _V8I32])
+    pmuldq = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.avx2.pmul.dq")
+    c = lambda v: _splat(builder, v, v4i64)
+    odd = lambda v: builder.bitcast(builder.lshr(builder.bitcast(v, v4i64), c(32)), _V8I32)
+    even_p = builder.add(builder.call(pmuldq, [x, m]), c(1 << 30))
+    odd_p = builder.add(builder.call(pmuldq, [odd(x), odd(m)]), c(1 << 30))
+    lo = builder.bitcast(builder.lshr(even_p, c(31)), _V8I32)  # result in lanes 0, 2, 4, 6
+    hi = builder.bitcast(builder.shl(odd_p, c(1)), _V8I32)  # result in lanes 1, 3, 5, 7
+    lanes = ir.Constant(ir.VectorType(_I32, 8), [0, 9, 2, 11, 4, 13, 6, 15])
+    return builder.shuffle_vector(lo, hi, lanes)
+
+
+def _requant_vec(builder, acc, bias, m, left, right, out_zp, act_min, act_max, saturate=True):
+    """`_requant` on int32x8 lanes (LLVM values) → the int32x8 output in [act_min, act_max].
+
+    saturate=False leaves out SRDHM's INT32_MIN·INT32_MIN case: only for M ≠ INT32_MIN
+    (QuantizeMultiplier's M is never negative).
+    """
+    x = builder.shl(builder.add(acc, bias), left)
+    h = _srdhm_core(builder, x, m)
+    if saturate:
+        both_min = builder.and_(
+            builder.icmp_signed("==", x, _splat(builder, -(2**31))),
+            builder.icmp_signed("==", m, _splat(builder, -(2**31))),
+        )
+        h = builder.select(both_min, _splat(builder, 2**31 - 1), h)
+    mask = builder.sub(builder.shl(_splat(builder, 1), right), _splat(builder, 1))
+    negative = builder.lshr(h, _splat(builder, 31))
+    threshold = builder.add(builder.lshr(mask, _splat(builder, 1)), negative)
+    up = builder.icmp_signed(">", builder.and_(h, mask), threshold)
+    r = builder.add(builder.ashr(h, right), builder.zext(up, _V8I32))
+    out = builder.add(r, _splat(builder, out_zp))
+    lo, hi = _splat(builder, act_min), _splat(builder, act_max)
+    out = builder.select(builder.icmp_signed("<", out, lo), lo, out)
+    return builder.select(builder.icmp_signed(">", out, hi), hi, out)
+
+
 def _requant8_codegen(context, builder, signature, args):
     acc_addr, out_addr, bias_addr, m_addr, left_addr, right_addr, out_zp, act_min, act_max = args
-    v8i64 = ir.VectorType(_I64, 8)
 
     def load(addr):
         return builder.load(builder.inttoptr(addr, _V8I32.as_pointer()), align=4)
 
-    def splat32(value, ty=_V8I32):
-        if isinstance(value, int):
-            return ir.Constant(ty, [value] * ty.count)
-        value = builder.trunc(value, ty.element) if value.type != ty.element else value
-        vec = builder.insert_element(ir.Constant(ty, ir.Undefined), value, ir.Constant(_I32, 0))
-        return builder.shuffle_vector(vec, ir.Constant(ty, ir.Undefined), ir.Constant(ty, [0] * 8))
-
-    m, right = load(m_addr), load(right_addr)
-    x = builder.shl(builder.add(load(acc_addr), load(bias_addr)), load(left_addr))
-    prod = builder.mul(builder.sext(x, v8i64), builder.sext(m, v8i64))
-    h = builder.trunc(
-        builder.ashr(builder.add(prod, splat32(1 << 30, v8i64)), splat32(31, v8i64)), _V8I32
-    )
-    saturate = builder.and_(
-        builder.icmp_signed("==", x, splat32(-(2**31))),
-        builder.icmp_signed("==", m, splat32(-(2**31))),
-    )
-    h = builder.select(saturate, splat32(2**31 - 1), h)
-    mask = builder.sub(builder.shl(splat32(1), right), splat32(1))
-    threshold = builder.add(builder.lshr(mask, splat32(1)), builder.lshr(h, splat32(31)))
-    up = builder.icmp_signed(">", builder.and_(h, mask), threshold)
-    r = builder.add(builder.ashr(h, right), builder.zext(up, _V8I32))
-    out = builder.add(r, splat32(out_zp))
-    lo, hi = splat32(act_min), splat32(act_max)
-    out = builder.select(builder.icmp_signed("<", out, lo), lo, out)
-    out = builder.select(builder.icmp_signed(">", out, hi), hi, out)
+    out = _requant_vec(builder, load(acc_addr), load(bias_addr), load(m_addr), load(left_addr),
+                       load(right_addr), out_zp, act_min, act_max)  # fmt: skip
     v8i8 = ir.VectorType(_I8, 8)
     builder.store(builder.trunc(out, v8i8), builder.inttoptr(out_addr, v8i8.as_pointer()), align=1)
     return context.get_dummy_value()
@@ -541,56 +588,339 @@ def conv2d_int8_fast(x, packed: PackedConvWeights, bias, in_zp, mult, shift, out
     x [N, H, W, Ci] int8; packed = pack_conv_weights(w) for w [Co, KH, KW, Ci/groups];
     bias [Co] int32 (zeros if absent); mult/shift [Co] int32 → [N, out_h, out_w, Co] int8.
     Runs on numba.get_num_threads() threads. Grouped convolutions (Ci ≠ w.shape[3]) and
-    right shifts > 31 with M ≠ 0 (never made by QuantizeMultiplier) run the reference kernel.
+    right shifts > 31 with M ≠ 0 (never made by QuantizeMultiplier) run the reference kernel,
+    M = INT32_MIN (never made either) the FC GEMM `_gemm` with its saturating epilogue.
     """
+    geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w)
     params = requant_params(bias, mult, shift)
     if x.shape[3] != packed.in_c or params is None:
-        return conv2d_int8(
-            x,
-            packed.w,
-            bias,
-            in_zp,
-            mult,
-            shift,
-            out_zp,
-            act_min,
-            act_max,
-            stride_h,
-            stride_w,
-            dil_h,
-            dil_w,
-            pad_top,
-            pad_left,
-            out_h,
-            out_w,
-        )
-    b, m, left, right = params
-    out = _gemm(
-        x,
-        packed.panels,
-        packed.out_c,
-        b,
-        m,
-        left,
-        right,
-        _NO_SCALE,
-        in_zp,
-        out_zp,
-        act_min,
-        act_max,
-        packed.k_h,
-        packed.k_w,
-        stride_h,
-        stride_w,
-        dil_h,
-        dil_w,
-        pad_top,
-        pad_left,
-        out_h,
-        out_w,
-        numba.get_num_threads(),
-    )
+        return conv2d_int8(x, packed.w, bias, in_zp, mult, shift, out_zp, act_min, act_max,
+                           *geometry)  # fmt: skip
+    plan = plan_conv2d_int8(packed, bias, in_zp, mult, shift, out_zp, act_min, act_max, *geometry)
+    if plan is not None:
+        return run_conv2d_int8(plan, x)
+    out = _gemm(x, packed.panels, packed.out_c, *params, _NO_SCALE, in_zp, out_zp, act_min,
+                act_max, packed.k_h, packed.k_w, *geometry, numba.get_num_threads())  # fmt: skip
     return out.reshape(x.shape[0], out_h, out_w, packed.out_c)
+
+
+# --- int8 CONV_2D: row-major activations, requantization fused into the tile -----------------
+#
+# `conv2d_int8_fast` runs its own GEMM (the FC and hybrid ones above keep the pair-transposed
+# A panel and an int32 C tile). A is row-major here: int16 [ROWS, Kp] with Kp = 2·ceil(K/2),
+# row r holding pixel p0+r's im2col taps minus in_zp. For a 1×1 stride-1 unpadded convolution
+# that is a contiguous slice of the input, converted 16 values per instruction; for others,
+# taps whose kx-window lies in the image are one contiguous run of k_w·Ci values. The tile
+# broadcasts pair i of row r from a + r·a_row + 4i. Its epilogue requantizes the 6×16 int32
+# accumulators in registers (`_requant_vec`) and stores int8, so no int32 C tile goes through
+# memory and there is no per-row call.
+
+
+def _qtile_codegen(context, builder, signature, args, rows):
+    a_addr, a_row, b_addr, k2, out_addr, out_row, q_addr, out_zp, act_min, act_max = args
+    a_ptr = builder.inttoptr(a_addr, _I8.as_pointer())
+    b_ptr = builder.inttoptr(b_addr, _I8.as_pointer())
+    q_ptr = builder.inttoptr(q_addr, _I32.as_pointer())
+    out_ptr = builder.inttoptr(out_addr, _I8.as_pointer())
+    const = lambda v: ir.Constant(_I64, v)
+    entry = builder.block
+    loop = builder.function.append_basic_block("qtile_loop")
+    done = builder.function.append_basic_block("qtile_done")
+    zero = ir.Constant(_V8I32, None)
+    builder.cbranch(builder.icmp_signed(">", k2, const(0)), loop, done)
+
+    builder.position_at_end(loop)
+    i = builder.phi(_I64)
+    accs = [builder.phi(_V8I32) for _ in range(2 * rows)]
+    weights = []  # channels 0-7 and 8-15 of the panel, taps 2i and 2i+1 of each
+    for half in range(2):
+        ptr = builder.gep(b_ptr, [builder.add(builder.mul(i, const(32)), const(16 * half))])
+        raw = builder.load(builder.bitcast(ptr, _V16I8.as_pointer()), align=1)
+        weights.append(builder.sext(raw, _V16I16))
+    new = []
+    for r in range(rows):  # broadcast row r's pair (x[2i], x[2i+1]) to all 8 int32 lanes
+        offset = builder.add(builder.mul(const(r), a_row), builder.mul(i, const(4)))
+        ptr = builder.bitcast(builder.gep(a_ptr, [offset]), _I32.as_pointer())
+        xs = builder.bitcast(_splat(builder, builder.load(ptr, align=4)), _V16I16)
+        for h, w in enumerate(weights):
+            new.append(builder.add(accs[2 * r + h], _madd(builder, xs, w)))
+    i_next = builder.add(i, const(1))
+    builder.cbranch(builder.icmp_signed("<", i_next, k2), loop, done)
+    i.add_incoming(const(0), entry)
+    i.add_incoming(i_next, loop)
+    for acc, value in zip(accs, new):
+        acc.add_incoming(zero, entry)
+        acc.add_incoming(value, loop)
+
+    builder.position_at_end(done)
+    sums = []
+    for value in new:
+        phi = builder.phi(_V8I32)
+        phi.add_incoming(zero, entry)
+        phi.add_incoming(value, loop)
+        sums.append(phi)
+
+    def q_row(row, half):  # q is int32 [4, 16]: bias, M, left, right of the panel's channels
+        ptr = builder.gep(q_ptr, [const(16 * row + 8 * half)])
+        return builder.load(builder.bitcast(ptr, _V8I32.as_pointer()), align=4)
+
+    params = [[q_row(row, h) for row in range(4)] for h in range(2)]
+    v16i8 = ir.VectorType(_I8, 16)
+    for r in range(rows):
+        lo, hi = (_requant_vec(builder, sums[2 * r + h], *params[h], out_zp, act_min, act_max,
+                               saturate=False) for h in range(2))  # fmt: skip
+        both = builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(_I32, 16), list(range(16))))
+        ptr = builder.gep(out_ptr, [builder.mul(const(r), out_row)])
+        builder.store(builder.trunc(both, v16i8), builder.bitcast(ptr, v16i8.as_pointer()), align=1)
+    return context.get_dummy_value()
+
+
+def _make_qtile(rows):
+    def codegen(context, builder, signature, args):
+        return _qtile_codegen(context, builder, signature, args, rows)
+
+    @intrinsic
+    def qtile(typingctx, a_addr, a_row, b_addr, k2, out_addr, out_row, q_addr, out_zp, act_min,
+              act_max):  # fmt: skip
+        """out[r, 0:16] = requant(Σ_i A[r, 2i:2i+2] · panel[i]) for r < rows (addresses, bytes).
+
+        A: int16 rows `a_row` bytes apart; panel: int8 [k2, 16, 2]; q: int32 [4, 16] (bias, M,
+        left, right); out: int8 rows `out_row` bytes apart.
+        """
+        sig = types.void(*[types.int64] * 10)
+        return sig, codegen
+
+    return qtile
+
+
+# The tiles leave out SRDHM's INT32_MIN·INT32_MIN saturation: plans exist only when no M is
+# INT32_MIN (see `plan_conv2d_int8`). Each unrolled tile costs seconds of LLVM optimization on a
+# cold cache, so there are just these two.
+_qtile = _make_qtile(ROWS)
+_qtile1 = _make_qtile(1)  # a last block of one pixel (7x7 = 8·6 + 1)
+
+
+class ConvInt8Plan(NamedTuple):
+    """What `conv2d_int8_fast` needs besides the input, made once by `plan_conv2d_int8`."""
+
+    panels: np.ndarray  # int8 [ceil(Co/16), k2, 16, 2]
+    q: np.ndarray  # int32 [ceil(Co/16), 4, 16]: bias, M, left, right (0 past Co)
+    ints: np.ndarray  # int64: out_c, k_h, k_w, in_zp, out_zp, act_min, act_max, geometry
+    in_c: int
+    out_hwc: tuple  # (out_h, out_w, out_c)
+
+
+def plan_conv2d_int8(packed: PackedConvWeights, bias, in_zp, mult, shift, out_zp, act_min,
+                     act_max, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h,
+                     out_w):  # fmt: skip
+    """A `ConvInt8Plan`, or None for multipliers QuantizeMultiplier never makes: a right shift
+    > 31 with M ≠ 0, or M = INT32_MIN (SRDHM's saturating case, left out of the tiles)."""
+    params = requant_params(bias, mult, shift)
+    if params is None or np.any(params[1] == -(2**31)):
+        return None
+    n_panels = packed.panels.shape[0]
+    q = np.zeros((n_panels * LANES, 4), np.int32)
+    q[: packed.out_c] = np.stack(params, axis=1)
+    q = np.ascontiguousarray(q.reshape(n_panels, LANES, 4).transpose(0, 2, 1))
+    ints = np.array([packed.out_c, packed.k_h, packed.k_w, in_zp, out_zp, act_min, act_max,
+                     stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w],
+                    np.int64)  # fmt: skip
+    return ConvInt8Plan(packed.panels, q, ints, packed.in_c, (out_h, out_w, packed.out_c))
+
+
+def _widen_codegen(context, builder, signature, args):
+    src_addr, dst_addr, groups, zp = args
+    const = lambda v: ir.Constant(_I64, v)
+    src = builder.inttoptr(src_addr, _I8.as_pointer())
+    dst = builder.inttoptr(dst_addr, _I16.as_pointer())
+    zps = _splat(builder, zp, _V16I16)
+    entry = builder.block
+    loop = builder.function.append_basic_block("widen_loop")
+    done = builder.function.append_basic_block("widen_done")
+    builder.cbranch(builder.icmp_signed(">", groups, const(0)), loop, done)
+    builder.position_at_end(loop)
+    g = builder.phi(_I64)
+    at = builder.mul(g, const(16))
+    xs = builder.load(builder.bitcast(builder.gep(src, [at]), _V16I8.as_pointer()), align=1)
+    diff = builder.sub(builder.sext(xs, _V16I16), zps)
+    builder.store(diff, builder.bitcast(builder.gep(dst, [at]), _V16I16.as_pointer()), align=2)
+    g_next = builder.add(g, const(1))
+    builder.cbranch(builder.icmp_signed("<", g_next, groups), loop, done)
+    g.add_incoming(const(0), entry)
+    g.add_incoming(g_next, loop)
+    builder.position_at_end(done)
+    return context.get_dummy_value()
+
+
+@intrinsic
+def _widen(typingctx, src_addr, dst_addr, groups, zp):
+    """dst[0:16·groups] = int16(src[0:16·groups]) - zp (int8 src, int16 dst; addresses).
+
+    An intrinsic rather than a kernel: a call to another kernel is not inlined and costs
+    reference counting, which per im2col run was most of the packing time.
+    """
+    return types.void(types.int64, types.int64, types.int64, types.int64), _widen_codegen
+
+
+@inline_kernel
+def _addr(a):
+    """a's data address as int64 (uintp + int64 would be float64 in Numba's promotion)."""
+    return np.int64(a.ctypes.data)
+
+
+@inline_kernel
+def _copy_run(xf, src, a, k, n, zp):
+    """a[k : k+n] = int16(xf[src : src+n]) - zp, 16 at a time (see `_pack_block`)."""
+    if src + (n + 15) // 16 * 16 <= xf.size:
+        _widen(_addr(xf) + src, _addr(a) + 2 * k, (n + 15) // 16, np.int64(zp))
+    else:
+        for i in range(n):
+            a[k + i] = np.int16(xf[src + i]) - zp
+
+
+@kernel
+def _pack_block(x, xf, a, kp, p0, rows, zp, ints):
+    """A block a [ROWS·Kp + 16] int16 for output pixels p0..p0+rows-1: im2col minus zp, taps
+    outside the image 0, rows past `rows` 0. xf is x flattened (once per call: ~20 ns).
+
+    Each run of n values is copied 16 at a time, writing up to 15 values past its end when
+    the source has room; rows and runs are written in increasing order, so those values are
+    overwritten by the next run, row or zero fill (`a` has 16 spare elements for the last).
+    """
+    in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
+    k_h, k_w, out_h, out_w = ints[1], ints[2], ints[13], ints[14]
+    stride_h, stride_w, dil_h, dil_w = ints[7], ints[8], ints[9], ints[10]
+    pad_top, pad_left = ints[11], ints[12]
+    depth = k_h * k_w * in_c
+    pointwise = k_h == 1 and k_w == 1 and stride_h == 1 and stride_w == 1
+    same_grid = pad_top == 0 and pad_left == 0 and out_h == in_h and out_w == in_w
+    if pointwise and same_grid and kp == depth:  # pixel p's input row is A's row p - p0
+        _copy_run(xf, p0 * in_c, a, 0, rows * in_c, zp)
+        a[rows * in_c :] = 0
+        return
+    b, rest = divmod(p0, out_h * out_w)  # then stepped: a division costs ~40 cycles
+    oy, ox = divmod(rest, out_w)
+    row_run = k_w * in_c
+    for r in range(rows):
+        k = r * kp
+        ix0 = ox * stride_w - pad_left
+        whole = dil_w == 1 and 0 <= ix0 and ix0 + k_w <= in_w  # the kx taps are one run
+        for ky in range(k_h):
+            iy = oy * stride_h - pad_top + ky * dil_h
+            if iy < 0 or iy >= in_h:
+                a[k : k + row_run] = 0
+                k += row_run
+            elif whole:
+                _copy_run(xf, ((b * in_h + iy) * in_w + ix0) * in_c, a, k, row_run, zp)
+                k += row_run
+            else:
+                for kx in range(k_w):
+                    ix = ix0 + kx * dil_w
+                    if 0 <= ix < in_w:
+                        _copy_run(xf, ((b * in_h + iy) * in_w + ix) * in_c, a, k, in_c, zp)
+                    else:
+                        a[k : k + in_c] = 0
+                    k += in_c
+        if kp > depth:
+            a[k] = 0
+        ox += 1
+        if ox == out_w:
+            ox, oy = 0, oy + 1
+            if oy == out_h:
+                oy, b = 0, b + 1
+    a[rows * kp :] = 0
+
+
+@kernel
+def _qgemm_part(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
+    """Row blocks blk0..blk1-1 × weight panels pan0..pan1-1 of out [P, Co] int8.
+
+    Full tiles store straight into `out`; the last row block and the last (partial) panel go
+    through a [ROWS, 16] scratch tile and are copied.
+    """
+    out_c, pixels = out.shape[1], out.shape[0]
+    k2 = panels.shape[1]
+    kp = 2 * k2
+    zp = np.int16(ints[3])
+    out_zp, act_min, act_max = ints[4], ints[5], ints[6]
+    a = np.empty(ROWS * kp + 16, np.int16)  # + room for `_copy_run`'s last 16
+    xf = x.reshape(x.size)
+    tail = np.empty((ROWS, LANES), np.int8)
+    aa, pa, qa, oa, ta = _addr(a), _addr(panels), _addr(q), _addr(out), _addr(tail)
+    panel_bytes = k2 * LANES * 2
+    for blk in range(blk0, blk1):
+        p0 = blk * ROWS
+        rows = min(ROWS, pixels - p0)
+        _pack_block(x, xf, a, kp, p0, rows, zp, ints)
+        for j in range(pan0, pan1):
+            oc0 = j * LANES
+            width = min(LANES, out_c - oc0)
+            direct = rows == ROWS and width == LANES
+            dst = oa + p0 * out_c + oc0 if direct else ta
+            stride = out_c if direct else LANES
+            panel, qj = pa + j * panel_bytes, qa + j * 4 * LANES * 4
+            if rows == 1:
+                _qtile1(aa, 2 * kp, panel, k2, dst, stride, qj, out_zp, act_min, act_max)
+            else:
+                _qtile(aa, 2 * kp, panel, k2, dst, stride, qj, out_zp, act_min, act_max)
+            if not direct:
+                out[p0 : p0 + rows, oc0 : oc0 + width] = tail[:rows, :width]
+
+
+@kernel
+def _qgemm_serial(x, panels, q, ints):
+    pixels = x.shape[0] * ints[13] * ints[14]
+    out = np.empty((pixels, ints[0]), np.int8)
+    _qgemm_part(x, panels, q, ints, out, 0, (pixels + ROWS - 1) // ROWS, 0, panels.shape[0])
+    return out
+
+
+@kernel(parallel=True)
+def _qgemm_parallel(x, panels, q, ints, threads):
+    """`_qgemm_serial` on `threads` parts: split over row blocks, or over weight panels when
+    there are fewer row blocks than threads."""
+    pixels = x.shape[0] * ints[13] * ints[14]
+    out = np.empty((pixels, ints[0]), np.int8)
+    blocks = (pixels + ROWS - 1) // ROWS
+    n_panels = panels.shape[0]
+    by_rows = blocks >= threads or n_panels < 2
+    parts = min(threads, blocks if by_rows else n_panels)
+    for t in prange(parts):
+        lo, hi = (t * blocks) // parts, ((t + 1) * blocks) // parts
+        p_lo, p_hi = (t * n_panels) // parts, ((t + 1) * n_panels) // parts
+        if by_rows:
+            p_lo, p_hi = 0, n_panels
+        else:
+            lo, hi = 0, blocks
+        _qgemm_part(x, panels, q, ints, out, lo, hi, p_lo, p_hi)
+    return out
+
+
+def kernel_threads(n) -> int:
+    """The thread count to pass to `run_*_int8` for an interpreter running on n threads."""
+    return max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
+
+
+def _threads(threads):
+    """Numba's current thread count unless given (asking costs ~2 µs, a tenth of a small layer)."""
+    return numba.get_num_threads() if threads is None else threads
+
+
+def run_conv2d_int8(plan: ConvInt8Plan, x, threads=None) -> np.ndarray:
+    """Run a `ConvInt8Plan` on x [N, H, W, Ci] int8 → [N, out_h, out_w, Co] int8 on `threads`
+    threads (default: numba.get_num_threads()).
+
+    The serial kernel is a separate entry point so that one-thread runs neither start nor
+    compile the parallel region (compiling it costs seconds on a cold cache).
+    """
+    x = np.ascontiguousarray(x, np.int8)
+    assert x.shape[3] == plan.in_c, "input channels differ from the filter's"
+    threads = _threads(threads)
+    if threads == 1:
+        out = _qgemm_serial(x, plan.panels, plan.q, plan.ints)
+    else:
+        out = _qgemm_parallel(x, plan.panels, plan.q, plan.ints, threads)
+    return out.reshape(x.shape[0], *plan.out_hwc)
 
 
 # --- DEPTHWISE_CONV_2D -------------------------------------------------------------------------
@@ -714,6 +1044,219 @@ def _dw(x, w16, bias, m, left, right, in_zp, out_zp, act_min, act_max, stride_h,
     return out
 
 
+# --- int8 DEPTHWISE_CONV_2D: 16 channels of a pixel, all taps in registers --------------------
+#
+# A pixel whose every tap lies in the image needs no zero-point bookkeeping per tap:
+# Σ w·(x - zp) = Σ w·x - zp·Σw (mod 2^32), so the plan folds -zp·Σw into the bias and the
+# tile multiplies raw int8 x. Taps go in pairs through `vpmaddwd`: x of taps t and t+1
+# interleaved per channel (|w·x| ≤ 128·128, a pair sum fits int32), weights pre-interleaved
+# the same way, an odd tap count padded with a zero-weight tap. 16 channels per call, their
+# accumulators in registers, then the fused requantization. A border pixel's off-image taps
+# read a row of in_zp instead (w·zp, which the folded bias cancels: the reference skips them).
+# Depth multipliers > 1 and channel counts not a multiple of 16 run `_dw_pixel` and
+# `_requant_row` with the plain bias.
+
+_LO = [0, 16, 1, 17, 2, 18, 3, 19, 8, 24, 9, 25, 10, 26, 11, 27]  # channels 0-3, 8-11
+_HI = [4, 20, 5, 21, 6, 22, 7, 23, 12, 28, 13, 29, 14, 30, 15, 31]  # channels 4-7, 12-15
+_DW_ORDER = [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15]  # lanes of the lo, hi accs
+
+
+def _dw16_codegen(context, builder, signature, args):
+    x_addr, offs_addr, w_addr, pairs, q_addr, out_addr, out_zp, act_min, act_max = args
+    const = lambda v: ir.Constant(_I64, v)
+    x_ptr = builder.inttoptr(x_addr, _I8.as_pointer())
+    offs = builder.inttoptr(offs_addr, _I64.as_pointer())
+    w_ptr = builder.inttoptr(w_addr, _V16I16.as_pointer())
+    q_ptr = builder.inttoptr(q_addr, _V8I32.as_pointer())
+    v32 = lambda idx: ir.Constant(ir.VectorType(_I32, len(idx)), idx)
+    entry = builder.block
+    loop = builder.function.append_basic_block("dw_loop")
+    done = builder.function.append_basic_block("dw_done")
+    zero = ir.Constant(_V8I32, None)
+    builder.cbranch(builder.icmp_signed(">", pairs, const(0)), loop, done)
+
+    builder.position_at_end(loop)
+    i = builder.phi(_I64)
+    accs = [builder.phi(_V8I32) for _ in range(2)]
+    xs = []
+    for t in range(2):  # taps 2i and 2i+1: 16 channels of int8 x, sign-extended
+        off = builder.load(builder.gep(offs, [builder.add(builder.mul(i, const(2)), const(t))]))
+        ptr = builder.bitcast(builder.gep(x_ptr, [off]), _V16I8.as_pointer())
+        xs.append(builder.sext(builder.load(ptr, align=1), _V16I16))
+    new = []
+    for h, idx in enumerate((_LO, _HI)):
+        pair = builder.shuffle_vector(xs[0], xs[1], v32(idx))
+        w = builder.load(builder.gep(w_ptr, [builder.add(builder.mul(i, const(2)), const(h))]),
+                         align=2)  # fmt: skip
+        new.append(builder.add(accs[h], _madd(builder, pair, w)))
+    i_next = builder.add(i, const(1))
+    builder.cbranch(builder.icmp_signed("<", i_next, pairs), loop, done)
+    i.add_incoming(const(0), entry)
+    i.add_incoming(i_next, loop)
+    for acc, value in zip(accs, new):
+        acc.add_incoming(zero, entry)
+        acc.add_incoming(value, loop)
+
+    builder.position_at_end(done)
+    sums = []
+    for h in range(2):
+        phi = builder.phi(_V8I32)
+        phi.add_incoming(zero, entry)
+        phi.add_incoming(new[h], loop)
+        sums.append(phi)
+    outs = []
+    for h in range(2):  # q: int32 [4, 16] in _DW_ORDER lanes: bias', M ≠ INT32_MIN, left, right
+        params = [builder.load(builder.gep(q_ptr, [const(2 * row + h)]), align=4)
+                  for row in range(4)]  # fmt: skip
+        outs.append(_requant_vec(builder, sums[h], *params, out_zp, act_min, act_max,
+                                 saturate=False))  # fmt: skip
+    back = [_DW_ORDER.index(c) for c in range(16)]  # lane order → channel order
+    both = builder.shuffle_vector(outs[0], outs[1], v32(back))
+    v16i8 = ir.VectorType(_I8, 16)
+    builder.store(builder.trunc(both, v16i8), builder.inttoptr(out_addr, v16i8.as_pointer()),
+                  align=1)  # fmt: skip
+    return context.get_dummy_value()
+
+
+@intrinsic
+def _dw16(typingctx, x_addr, offs_addr, w_addr, pairs, q_addr, out_addr, out_zp, act_min,
+          act_max):  # fmt: skip
+    """out[0:16] = requant(Σ_t x[offs[t] + c] · w[t, c]) for 16 channels c (addresses).
+
+    offs: int64 [2·pairs] byte offsets of the taps from x_addr; w: int16 [pairs, 2, 16], the
+    pairs interleaved as `_LO`/`_HI`; q: int32 [4, 16] in `_DW_ORDER` lane order.
+    """
+    return types.void(*[types.int64] * 9), _dw16_codegen
+
+
+class DepthwiseInt8Plan(NamedTuple):
+    """What `depthwise_conv2d_int8_fast` needs besides the input (`plan_depthwise_int8`)."""
+
+    w16: np.ndarray  # int16 [KH, KW, Co]: border pixels
+    params: np.ndarray  # int32 [4, Co]: bias, M, left, right (border pixels)
+    w_pairs: np.ndarray  # int16 [Co/16, pairs, 2, 16]: interior pixels (empty: none)
+    q: np.ndarray  # int32 [Co/16, 4, 16]: bias - zp·Σw, M, left, right in _DW_ORDER
+    ints: np.ndarray  # int64: in_zp, out_zp, act_min, act_max, geometry, depth_multiplier
+
+
+def _interleave_taps(w16):
+    """int16 [KH, KW, Co] → [Co/16, pairs, 2, 16]: per 16 channels, tap pairs as `_LO`/`_HI`."""
+    out_c = w16.shape[2]
+    taps = w16.reshape(-1, out_c // LANES, LANES).transpose(1, 0, 2)  # [groups, T, 16]
+    if taps.shape[1] % 2:
+        taps = np.concatenate([taps, np.zeros_like(taps[:, :1])], axis=1)
+    pairs = taps.reshape(taps.shape[0], -1, 2 * LANES)  # [groups, pairs, (tap 2i, tap 2i+1)]
+    return np.ascontiguousarray(pairs[:, :, [_LO, _HI]], np.int16)
+
+
+def plan_depthwise_int8(w16, bias, in_zp, mult, shift, out_zp, act_min, act_max, stride_h,
+                        stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w,
+                        depth_multiplier):  # fmt: skip
+    """A `DepthwiseInt8Plan`, or None for multipliers QuantizeMultiplier never makes (a right
+    shift > 31 with M ≠ 0, or M = INT32_MIN: see `plan_conv2d_int8`)."""
+    params = requant_params(bias, mult, shift)
+    if params is None or np.any(params[1] == -(2**31)):
+        return None
+    w16 = np.ascontiguousarray(w16, np.int16)
+    out_c = w16.shape[2]
+    params = np.stack(params)
+    w_pairs, q = np.zeros((0, 0, 2, LANES), np.int16), np.zeros((0, 4, LANES), np.int32)
+    if depth_multiplier == 1 and out_c % LANES == 0:
+        w_pairs = _interleave_taps(w16)
+        sum_w = w16.reshape(-1, out_c).astype(np.int64).sum(axis=0)
+        folded = params.copy()
+        folded[0] = (params[0].astype(np.int64) - in_zp * sum_w).astype(np.int32)  # mod 2^32
+        q = np.ascontiguousarray(folded.reshape(4, -1, LANES).transpose(1, 0, 2)[:, :, _DW_ORDER])
+    ints = np.array([in_zp, out_zp, act_min, act_max, stride_h, stride_w, dil_h, dil_w, pad_top,
+                     pad_left, out_h, out_w, depth_multiplier], np.int64)  # fmt: skip
+    return DepthwiseInt8Plan(w16, params, w_pairs, q, ints)
+
+
+@kernel
+def _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, row0, row1):
+    """Output rows row0..row1-1 (row = batch·out_h + oy) of out [N, out_h, out_w, Co]."""
+    in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
+    out_h, out_w, out_c = out.shape[1], out.shape[2], out.shape[3]
+    k_h, k_w = plan_w16.shape[0], plan_w16.shape[1]
+    in_zp, out_zp, act_min, act_max = ints[0], ints[1], ints[2], ints[3]
+    stride_h, stride_w, dil_h, dil_w = ints[4], ints[5], ints[6], ints[7]
+    pad_top, pad_left, depth_multiplier = ints[8], ints[9], ints[12]
+    bias, m, left, right = params[0], params[1], params[2], params[3]
+    acc = np.empty(out_c, np.int32)
+    xs = np.empty(in_c, np.int16)
+    groups, pairs = w_pairs.shape[0], w_pairs.shape[1]
+    zp_row = np.full(in_c, in_zp, np.int8)  # what an off-image tap reads: w·zp, cancelled by bias'
+    inner = np.zeros(2 * pairs, np.int64)  # byte offsets of the taps from tap (0, 0): interior
+    edge = np.zeros(2 * pairs, np.int64)  # the same for one border pixel
+    for t in range(k_h * k_w if groups > 0 else 0):
+        inner[t] = ((t // k_w) * dil_h * in_w + (t % k_w) * dil_w) * in_c
+    # interior: ox in [ox_lo, ox_hi) has every kx tap in the image
+    ox_lo = min(out_w, max(0, -(-pad_left // stride_w)))
+    ox_hi = max(ox_lo, min(out_w, (in_w - 1 - (k_w - 1) * dil_w + pad_left) // stride_w + 1))
+    xa, oa, wa, qa, za = _addr(x), _addr(out), _addr(w_pairs), _addr(q), _addr(zp_row)
+    inner_at, edge_at = _addr(inner), _addr(edge)
+    w_group, q_group = pairs * 2 * LANES * 2, 4 * LANES * 4  # bytes per 16 channels
+    for row in range(row0, row1):
+        b = row // out_h
+        oy = row - b * out_h
+        iy0 = oy * stride_h - pad_top
+        rows_in = iy0 >= 0 and iy0 + (k_h - 1) * dil_h < in_h
+        for ox in range(out_w):
+            if groups == 0:  # depth multiplier > 1 or channels not a multiple of 16
+                _dw_pixel(acc, x, plan_w16, b, oy, ox, in_zp, stride_h, stride_w, dil_h, dil_w,
+                          pad_top, pad_left, depth_multiplier, xs)  # fmt: skip
+                _requant_row(acc, out[b, oy, ox], bias, m, left, right, out_zp, act_min,
+                             act_max)  # fmt: skip
+                continue
+            ix0 = ox * stride_w - pad_left
+            src = xa + ((b * in_h + iy0) * in_w + ix0) * in_c  # tap (0, 0), maybe off-image
+            offs = inner_at  # an address: an array variable here would be reference-counted
+            if not (rows_in and ox_lo <= ox < ox_hi):
+                offs = edge_at
+                edge[:] = za - src  # the zero-weight padding tap reads zp_row too
+                t = 0
+                for ky in range(k_h):
+                    iy = iy0 + ky * dil_h
+                    for kx in range(k_w):
+                        ix = ix0 + kx * dil_w
+                        if 0 <= iy < in_h and 0 <= ix < in_w:
+                            edge[t] = inner[t]
+                        t += 1
+            dst = oa + ((b * out_h + oy) * out_w + ox) * out_c
+            for g in range(groups):
+                _dw16(src + g * LANES, offs, wa + g * w_group, pairs, qa + g * q_group,
+                      dst + g * LANES, out_zp, act_min, act_max)  # fmt: skip
+
+
+@kernel
+def _dw_plan_serial(x, w16, params, w_pairs, q, ints):
+    out = np.empty((x.shape[0], ints[10], ints[11], w16.shape[2]), np.int8)
+    _dw_plan_rows(x, w16, params, w_pairs, q, ints, out, 0, x.shape[0] * ints[10])
+    return out
+
+
+@kernel(parallel=True)
+def _dw_plan_parallel(x, w16, params, w_pairs, q, ints, threads):
+    out = np.empty((x.shape[0], ints[10], ints[11], w16.shape[2]), np.int8)
+    rows = x.shape[0] * ints[10]
+    parts = min(threads, rows)
+    for t in prange(parts):
+        _dw_plan_rows(x, w16, params, w_pairs, q, ints, out, (t * rows) // parts,
+                      ((t + 1) * rows) // parts)  # fmt: skip
+    return out
+
+
+def run_depthwise_int8(plan: DepthwiseInt8Plan, x, threads=None) -> np.ndarray:
+    """Run a `DepthwiseInt8Plan` on x [N, H, W, Ci] int8 → [N, out_h, out_w, Co] int8 on
+    `threads` threads (default: numba.get_num_threads())."""
+    x = np.ascontiguousarray(x, np.int8)
+    assert x.shape[3] * plan.ints[12] == plan.w16.shape[2], "channels differ from the filter's"
+    threads = _threads(threads)  # one thread: the serial entry point, as in `run_conv2d_int8`
+    if threads == 1:
+        return _dw_plan_serial(x, plan.w16, plan.params, plan.w_pairs, plan.q, plan.ints)
+    return _dw_plan_parallel(x, plan.w16, plan.params, plan.w_pairs, plan.q, plan.ints, threads)
+
+
 def depthwise_conv2d_int8_fast(x, w16, bias, in_zp, mult, shift, out_zp, act_min, act_max,
                                stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w,
                                depth_multiplier):  # fmt: skip
@@ -725,54 +1268,21 @@ def depthwise_conv2d_int8_fast(x, w16, bias, in_zp, mult, shift, out_zp, act_min
 
     x [N, H, W, Ci] int8; w16 = pack_depthwise_weights(w) for w [1, KH, KW, Co], Co = Ci·dm;
     bias [Co] int32; mult/shift [Co] → [N, out_h, out_w, Co] int8. Channels are innermost and
-    vectorized; threads split output rows.
+    vectorized; threads split output rows. Multipliers QuantizeMultiplier never makes run the
+    reference kernel (right shift > 31) or the per-pixel kernel `_dw` (M = INT32_MIN).
     """
+    geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w)
     params = requant_params(bias, mult, shift)
     if params is None:
         w = np.asarray(w16, np.int8)[None]
-        return depthwise_conv2d_int8(
-            x,
-            w,
-            bias,
-            in_zp,
-            mult,
-            shift,
-            out_zp,
-            act_min,
-            act_max,
-            stride_h,
-            stride_w,
-            dil_h,
-            dil_w,
-            pad_top,
-            pad_left,
-            out_h,
-            out_w,
-            depth_multiplier,
-        )
-    b, m, left, right = params
-    return _dw(
-        x,
-        w16,
-        b,
-        m,
-        left,
-        right,
-        in_zp,
-        out_zp,
-        act_min,
-        act_max,
-        stride_h,
-        stride_w,
-        dil_h,
-        dil_w,
-        pad_top,
-        pad_left,
-        out_h,
-        out_w,
-        depth_multiplier,
-        numba.get_num_threads(),
-    )
+        return depthwise_conv2d_int8(x, w, bias, in_zp, mult, shift, out_zp, act_min, act_max,
+                                     *geometry, depth_multiplier)  # fmt: skip
+    plan = plan_depthwise_int8(w16, bias, in_zp, mult, shift, out_zp, act_min, act_max,
+                               *geometry, depth_multiplier)  # fmt: skip
+    if plan is not None:
+        return run_depthwise_int8(plan, x)
+    return _dw(x, w16, *params, in_zp, out_zp, act_min, act_max, *geometry, depth_multiplier,
+               numba.get_num_threads())  # fmt: skip
 
 
 # --- hybrid (float input quantized per image, float output) -----------------------------------

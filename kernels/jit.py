@@ -16,8 +16,9 @@ import tempfile
 from pathlib import Path
 
 import numba
+import numba.extending
 
-__all__ = ["kernel", "float_kernel", "prange"]
+__all__ = ["float_kernel", "inline_kernel", "kernel", "prange"]
 
 prange = numba.prange
 
@@ -51,3 +52,12 @@ def float_kernel(fn=None, *, parallel=False):
     decorate = numba.njit(cache=True, nogil=True, parallel=parallel, fastmath=True,
                           error_model="numpy")
     return decorate if fn is None else decorate(fn)
+
+
+def inline_kernel(fn):
+    """Decorator for a small exact helper that is inlined into each kernel calling it.
+
+    A call from one kernel to another is not inlined by Numba: it costs a function call plus
+    reference counting of every array argument, too much inside a per-pixel loop.
+    """
+    return numba.extending.register_jitable(inline="always")(fn)

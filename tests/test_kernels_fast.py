@@ -12,6 +12,7 @@ import numba
 import numpy as np
 import pytest
 from qengine.kernels import conv, fast_conv, fast_fc, fully_connected
+from qengine.kernels.fixedpoint import quantize_multipliers
 from test_kernels_conv import Regime, assert_same, conv_geometry, quant_params
 
 SEEDS = range(40)
@@ -105,6 +106,48 @@ def test_conv2d_mobilenet_shapes(case, threads):
     x, bias, args = conv_case(rng, regime, (n, h, w, ci), (k, k), (s, s), (1, 1), (pt, pl),
                               (oh, ow), co)  # fmt: skip
     check_conv(x, regime.weights((co, k, k, ci)), bias, args)
+
+
+def spread_params(rng, taps, out_c):
+    """bias, M, shift with eff ≈ 1 / (taps·64): outputs spread over int8, mostly unclamped."""
+    bias = rng.integers(-2000, 2000, out_c).astype(np.int32)
+    mult, shift = quantize_multipliers(rng.uniform(0.5, 1, out_c) / (taps * 64))
+    return bias, mult, shift
+
+
+PACKING_EDGES = [  # (n, h, w, ci, co, k, stride): edge cases of the im2col copy
+    (1, 23, 23, 16, 96, 1, 1),  # K = 16: input rows are the GEMM's A rows
+    (1, 5, 7, 8, 20, 1, 1),  # 35 pixels: the last block's copy has no 16 spare input values
+    (2, 9, 9, 3, 32, 3, 1),  # odd K = 27 (a padded pair), 9-value runs up to the input's end
+]
+
+
+@pytest.mark.parametrize("case", PACKING_EDGES, ids=str)
+def test_conv2d_packing_edges(case, threads):
+    n, h, w, ci, co, k, s = case
+    rng = np.random.default_rng(ci * 100 + co)
+    x = rng.integers(-128, 128, (n, h, w, ci)).astype(np.int8)
+    wt = rng.integers(-127, 128, (co, k, k, ci)).astype(np.int8)
+    bias, mult, shift = spread_params(rng, k * k * ci, co)
+    (oh, pt), (ow, pl) = same_pad(h, k, s), same_pad(w, k, s)
+    args = (7, mult, shift, -3, -128, 127, s, s, 1, 1, pt, pl, oh, ow)
+    assert len(np.unique(conv.conv2d_int8(x, wt, bias, *args))) > 50  # not a constant output
+    check_conv(x, wt, bias, args)
+
+
+@pytest.mark.parametrize("case", [(1, 3, 3, 16, 1), (2, 20, 20, 48, 1), (1, 17, 17, 32, 2)],
+                         ids=str)  # fmt: skip
+def test_depthwise_interior_and_border(case, threads):
+    """One interior pixel; batch 2 with 3 channel groups; stride 2 (folded-bias interior path)."""
+    n, h, w, c, s = case
+    rng = np.random.default_rng(h * 10 + c)
+    x = rng.integers(-128, 128, (n, h, w, c)).astype(np.int8)
+    wt = rng.integers(-127, 128, (1, 3, 3, c)).astype(np.int8)
+    bias, mult, shift = spread_params(rng, 9, c)
+    (oh, pt), (ow, pl) = same_pad(h, 3, s), same_pad(w, 3, s)
+    args = (-5, mult, shift, 4, -128, 127, s, s, 1, 1, pt, pl, oh, ow)
+    assert len(np.unique(conv.depthwise_conv2d_int8(x, wt, bias, *args, 1))) > 20
+    check_depthwise(x, wt, bias, args, 1)
 
 
 def test_conv2d_grouped_falls_back():

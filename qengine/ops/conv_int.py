@@ -29,8 +29,13 @@ from qengine.kernels.fast_conv import (
     depthwise_conv2d_hybrid_fast,
     depthwise_conv2d_int8_fast,
     hybrid_epilogue,
+    kernel_threads,
     pack_conv_weights,
     pack_depthwise_weights,
+    plan_conv2d_int8,
+    plan_depthwise_int8,
+    run_conv2d_int8,
+    run_depthwise_int8,
 )
 
 from .common import use_fast_kernels
@@ -134,8 +139,16 @@ def conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prepared
         return _xnnpack(ctx, p, geometry, out_shape, depthwise=False)
     if use_fast_kernels() and w.value is not None:
         packed = pack_conv_weights(np.ascontiguousarray(w.value))  # once, at prepare time
+        b_spec = ctx.optional_input(2)
+        plan, threads = None, kernel_threads(ctx.num_threads)
+        if groups == 1 and b_spec is not None and b_spec.value is not None:
+            plan = plan_conv2d_int8(packed, _bias_or_zeros(b_spec.value, out_c), p["in_zp"],
+                                    p["mult"], p["shift"], p["out_zp"], p["act_min"],
+                                    p["act_max"], *geometry)
 
         def run(x, w, b=None):
+            if plan is not None:  # requantization parameters made at prepare time
+                return run_conv2d_int8(plan, x, threads)
             return conv2d_int8_fast(x, packed, _bias_or_zeros(b, out_c), p["in_zp"], p["mult"],
                                     p["shift"], p["out_zp"], p["act_min"], p["act_max"],
                                     *geometry)
@@ -159,8 +172,16 @@ def depthwise_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, multiplier: in
         return _xnnpack(ctx, p, geometry, out_shape, depthwise=True)
     if use_fast_kernels() and w.value is not None:
         packed = pack_depthwise_weights(np.ascontiguousarray(w.value))
+        b_spec = ctx.optional_input(2)
+        plan, threads = None, kernel_threads(ctx.num_threads)
+        if b_spec is None or b_spec.value is not None:
+            bias = _bias_or_zeros(None if b_spec is None else b_spec.value, out_c)
+            plan = plan_depthwise_int8(packed, bias, p["in_zp"], p["mult"], p["shift"],
+                                       p["out_zp"], p["act_min"], p["act_max"], *geometry)
 
         def run(x, w, b=None):
+            if plan is not None:  # requantization parameters made at prepare time
+                return run_depthwise_int8(plan, x, threads)
             return depthwise_conv2d_int8_fast(
                 x, packed, _bias_or_zeros(b, out_c), p["in_zp"], p["mult"], p["shift"],
                 p["out_zp"], p["act_min"], p["act_max"], *geometry)
