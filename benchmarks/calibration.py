@@ -22,10 +22,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import corpus  # noqa: E402
-import numpy as np  # noqa: E402
+import corpus
+import numpy as np
 
-import qengine  # noqa: E402
+import qengine
 
 
 def timed(fn):

@@ -20,10 +20,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-import corpus  # noqa: E402
-import numpy as np  # noqa: E402
+import corpus
+import numpy as np
 
-from qengine.bench import bench_model  # noqa: E402
+from qengine.bench import bench_model
 
 
 def latency_table(names, modes, threads: int, repeat: int) -> str:

@@ -21,11 +21,10 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import corpus  # noqa: E402
-import numpy as np  # noqa: E402
+import corpus
+from calibration import float_outputs, sqnr_db, with_ai_edge_quantizer, with_converter
 
-import qengine  # noqa: E402
-from calibration import float_outputs, sqnr_db, with_ai_edge_quantizer, with_converter  # noqa
+import qengine
 
 MODELS = ("digits", "mlp", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0",
           "transformer")
@@ -36,7 +35,7 @@ def main(argv=None) -> int:
     parser.add_argument("--calibration", type=int, default=50)
     parser.add_argument("--held-out", type=int, default=8)
     args = parser.parse_args(argv)
-    print(f"| model | qengine int8 | TF converter int8 | ai-edge-quantizer int8 |")
+    print("| model | qengine int8 | TF converter int8 | ai-edge-quantizer int8 |")
     print("|---|---|---|---|")
     for name in MODELS:
         float_path = corpus.path(name, "float")

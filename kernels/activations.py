@@ -34,21 +34,21 @@ from qengine.kernels.softmax import (  # gemmlowp helpers shared with SOFTMAX
 
 __all__ = [
     "apply_lut_int8",
-    "exp_lut_int16",
     "exp_lut_int8",
-    "gelu_lut_int16",
+    "exp_lut_int16",
     "gelu_lut_int8",
+    "gelu_lut_int16",
     "hard_swish_int8",
     "hard_swish_params",
     "leaky_relu_int8",
     "leaky_relu_params",
-    "log_lut_int16",
     "log_lut_int8",
+    "log_lut_int16",
     "log_softmax_int8",
     "log_softmax_params",
     "logistic_lut_int8",
-    "lut_int16",
     "lut_int8",
+    "lut_int16",
     "prelu_int8",
     "prelu_params",
     "relu_int8",
@@ -183,11 +183,11 @@ def _roundf(x: np.float32) -> np.float32:
 
 
 def _c_max(a, b):
-    return b if a < b else a  # std::max: a NaN first argument survives
+    return max(a, b)  # std::max: a NaN first argument survives
 
 
 def _c_min(a, b):
-    return b if b < a else a  # std::min
+    return min(a, b)  # std::min
 
 
 def _float_to_int16(x: np.float32) -> int:

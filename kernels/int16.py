@@ -12,8 +12,8 @@ from qengine.kernels.jit import kernel
 
 __all__ = [
     "ADD_SUB_LEFT_SHIFT_INT16",
-    "add_sub_int16",
     "add_pot_int16",
+    "add_sub_int16",
     "avg_pool_int16",
     "batch_matmul_int16",
     "conv2d_int16",

@@ -21,8 +21,8 @@ from pathlib import Path
 # libgomp, fixes that; a user's own OMP_WAIT_POLICY wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numba  # noqa: E402
-import numba.extending  # noqa: E402
+import numba
+import numba.extending
 
 __all__ = ["float_kernel", "inline_kernel", "kernel", "prange"]
 

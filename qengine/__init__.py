@@ -18,9 +18,21 @@ from .ir import Model, verify
 __version__ = "0.1.0"
 
 __all__ = [
-    "ExportError", "InputError", "InvalidModelError", "Model", "QEngineError", "QuantizationError",
-    "UnsupportedOpError", "load", "verify", "Interpreter", "register_op", "quantize", "compare",
-    "Scheme", "Recipe",
+    "ExportError",
+    "InputError",
+    "Interpreter",
+    "InvalidModelError",
+    "Model",
+    "QEngineError",
+    "QuantizationError",
+    "Recipe",
+    "Scheme",
+    "UnsupportedOpError",
+    "compare",
+    "load",
+    "quantize",
+    "register_op",
+    "verify",
 ]
 
 _LAZY = {

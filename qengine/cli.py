@@ -101,9 +101,8 @@ def _positive(text: str) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from .inspect import describe, format_text
-
     from .flatbuffer_io import load
+    from .inspect import describe, format_text
 
     path = Path(args.model)
     info = describe(load(path), file_size=path.stat().st_size if path.exists() else None)

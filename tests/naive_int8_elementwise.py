@@ -8,10 +8,9 @@ kernels/ (they import nothing from it) so that tests can compare the two exactly
 
 from __future__ import annotations
 
-import math
-
 import ctypes
 import ctypes.util
+import math
 
 import numpy as np
 

@@ -8,10 +8,10 @@ differs between implementations, so bitwise equality is not expected for them.
 from __future__ import annotations
 
 import numpy as np
+from tflite_ref import run_tflite
 
 import qengine
 from qengine.ir import Model
-from tflite_ref import run_tflite
 
 FLOAT_REL = 1e-5  # the default float tolerance, relative to the output's range
 

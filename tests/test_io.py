@@ -12,12 +12,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import qengine  # noqa: E402
-from qengine import InvalidModelError  # noqa: E402
-from qengine.builder import GraphBuilder, options  # noqa: E402
-from qengine.flatbuffer_io import _Writer  # noqa: E402
-from qengine.ir import Buffer, OpCode, Operator, Quantization, Tensor, diff  # noqa: E402
-from qengine.schema import tflite_generated as fb  # noqa: E402
+from qengine.schema import tflite_generated as fb
+
+import qengine
+from qengine import InvalidModelError
+from qengine.builder import GraphBuilder, options
+from qengine.flatbuffer_io import _Writer
+from qengine.ir import Buffer, OpCode, Operator, Quantization, Tensor, diff
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "digits.tflite"
 MODES = ("float", "dynamic", "float16", "int8")

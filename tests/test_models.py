@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-import qengine
 from op_harness import assert_close, op_by_op
 from tflite_ref import quantize_inputs, run_tflite
+
+import qengine
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
 

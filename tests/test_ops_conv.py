@@ -8,10 +8,10 @@ import itertools
 
 import numpy as np
 import pytest
+from op_harness import check_against_tflite
 
 import qengine
 from qengine.builder import SAME, VALID, GraphBuilder, options
-from op_harness import check_against_tflite
 
 pytestmark = pytest.mark.tf
 RNG_SEED = 1234

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from op_harness import assert_close, op_by_op
+from tflite_ref import run_tflite
 
 import qengine
 from qengine.cli import main
 from qengine.ir import diff
-from op_harness import assert_close, op_by_op
-from tflite_ref import run_tflite
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
 

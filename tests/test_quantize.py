@@ -206,8 +206,9 @@ def test_calibration_free_modes_agree_with_tflite(mode):
 def test_int8_padv2_pad_value_takes_the_input_parameters(value):
     """pad.cc refuses a pad value quantized with its own parameters; the pass requantizes it
     on the input's grid (clamped), and TFLite's reference kernel agrees byte for byte."""
-    from qengine.builder import GraphBuilder
     from tflite_ref import run_tflite
+
+    from qengine.builder import GraphBuilder
 
     b = GraphBuilder()
     x = b.input("x", (2, 3, 4))
@@ -238,8 +239,9 @@ def _uniform(shape, low, high, seed):
 @pytest.mark.parametrize("op_type", sorted(UNARY_INT8))
 def test_int8_unary_ops_quantized_and_exact_against_tflite(op_type):
     """The pass quantizes the ops the runtime has int8 kernels for; TFLite REF agrees."""
-    from qengine.builder import GraphBuilder
     from op_harness import check_against_tflite
+
+    from qengine.builder import GraphBuilder
 
     low, high = UNARY_INT8[op_type]
     b = GraphBuilder()
@@ -254,8 +256,9 @@ def test_int8_unary_ops_quantized_and_exact_against_tflite(op_type):
 @pytest.mark.tf
 @pytest.mark.parametrize("op_type", COMPARISONS)
 def test_int8_comparisons_read_int8_and_write_bools(op_type):
-    from qengine.builder import GraphBuilder
     from op_harness import check_against_tflite
+
+    from qengine.builder import GraphBuilder
 
     b = GraphBuilder()
     x, z = b.input("x", (3, 40)), b.input("z", (3, 40))
@@ -272,8 +275,9 @@ def test_int8_comparisons_read_int8_and_write_bools(op_type):
 @pytest.mark.tf
 def test_int8_comparison_with_a_zero_constant_or_a_wide_range_stays_float():
     """An all-zero constant (scale 1) or a range over 255 wide has no int8 comparison kernel."""
-    from qengine.builder import GraphBuilder
     from op_harness import check_against_tflite
+
+    from qengine.builder import GraphBuilder
 
     b = GraphBuilder()
     x, w = b.input("x", (3, 40)), b.input("w", (3, 40))

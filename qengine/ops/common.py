@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from ..numerics import round_half_away_int
@@ -51,7 +50,7 @@ def quantized_activation_range(ctx: OpContext, scale: float, zero_point: int,
     code = fused_activation(ctx)
 
     def quantize(v):  # zp + round(v / scale) with the division in float32, as TFLite does
-        return zero_point + round_half_away_int((np.float32(v) / np.float32(scale)))
+        return zero_point + round_half_away_int(np.float32(v) / np.float32(scale))
 
     if code == RELU:
         return max(qmin, zero_point), qmax

@@ -37,13 +37,16 @@ from qengine.kernels.fast_conv import (
     run_conv2d_int8,
     run_depthwise_int8,
 )
-
-from .common import use_fast_kernels
 from qengine.kernels.fixedpoint import quantize_multipliers
 
 from ..runtime.registry import OpContext, Prepared, Spec
 from . import int16_int, xnnpack_int
-from .common import float_activation, float_activation_bounds, quantized_activation_range
+from .common import (
+    float_activation,
+    float_activation_bounds,
+    quantized_activation_range,
+    use_fast_kernels,
+)
 from .conv import ConvGeometry
 
 # -- validation shared by all four ----------------------------------------------------------

@@ -25,7 +25,6 @@ from ..flatbuffer_io import load
 from ..ir import Model, Subgraph, Tensor, numpy_dtype
 from .registry import OpContext, Prepared, Spec, lookup, op_key, supported_ops
 
-
 MAX_ELEMENTS = 1 << 31  # larger intermediate tensors mean a corrupt or hostile model
 
 
