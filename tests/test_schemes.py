@@ -106,11 +106,15 @@ def test_bad_schemes_are_refused_with_the_field_named(fields, message):
 
 
 def test_schemes_are_frozen_and_hashable():
-    scheme = Scheme(weight_bits=4, calibrator_options={"percentile": 99.9})
+    scheme = Scheme(weight_bits=4, calibrator="percentile",
+                    calibrator_options={"percentile": 99.9})
     with pytest.raises(AttributeError):
         scheme.weight_bits = 8
-    assert scheme == Scheme(weight_bits=4, calibrator_options=(("percentile", 99.9),))
-    assert len({scheme, Scheme(weight_bits=4, calibrator_options={"percentile": 99.9})}) == 1
+    assert scheme == Scheme(weight_bits=4, calibrator="percentile",
+                           calibrator_options=(("percentile", 99.9),))
+    assert len({scheme, replace(scheme)}) == 1
+    with pytest.raises(InputError, match="minmax"):
+        Scheme(calibrator_options={"percentile": 99.9})  # min/max takes no percentile
 
 
 def test_export_problem_only_for_schemes_outside_the_tflite_spec():
@@ -166,6 +170,9 @@ def test_hand_written_recipe_and_last_match_wins():
     ('{"overrides": [{"match": "x", "float": true, "weight_bits": 4}]}', "no scheme fields"),
     ('{"overrides": [{"match": "x", "activations": "int16"}]}', "one activation type"),
     ('{"default": {"granularity": "blockwise", "block_size": 0}}', "block_size"),
+    ('{"default": {"calibrator": "percentile", "calibrator_options": {"percentile": 200}}}',
+     "percentile must be in"),
+    ('{"default": {"calibrator": "mse", "calibrator_options": {"bins": 3}}}', "bins"),
 ])
 def test_bad_recipes_get_one_precise_error(text, message):
     with pytest.raises(InputError, match=message):

@@ -64,6 +64,7 @@ class Scheme:
         if not all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str)
                    for p in self.calibrator_options):
             raise InputError("calibrator_options must be (name, value) pairs")
+        self.make_observer()  # unknown or out-of-range options fail here, not mid-calibration
 
     # -- what the scheme is --------------------------------------------------------------------
 
