@@ -47,7 +47,7 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
-from numba.core.extending import intrinsic
+from numba.core.extending import intrinsic, overload
 from qengine.kernels.conv import conv2d_int8, depthwise_conv2d_int8
 from qengine.kernels.fixedpoint import round_half_away_int32
 from qengine.kernels.jit import inline_kernel, kernel, prange
@@ -322,14 +322,10 @@ def _fp32_vec(builder, acc, bias, scale_bits, out_zp, act_min, act_max):
     return builder.add(builder.fptosi(builder.call(rint, [v]), _V8I32), _splat(builder, out_zp))
 
 
-def _epilogue(builder, fp32, mbqm_rows, fp32_rows):
-    """Branch on the plan's epilogue flag: `mbqm_rows()` if fp32 == 0, else `fp32_rows()`
-    (each emits its own requantization and stores)."""
-    with builder.if_else(builder.icmp_signed("!=", fp32, ir.Constant(_I64, 0))) as (xnn, ref):
-        with xnn:
-            fp32_rows()
-        with ref:
-            mbqm_rows()
+def _is_fp32(q) -> bool:
+    """Which epilogue a plan's parameter array `q` selects, at compile time: int32 holds MBQM's
+    (bias, M, left, right), uint32 the bits of XNNPACK's (int32 bias, float32 scale)."""
+    return q.dtype == types.uint32
 
 
 def _requant8_codegen(context, builder, signature, args):
@@ -374,6 +370,28 @@ def _requant_row(acc, out, bias, m, left, right, out_zp, act_min, act_max):
         )
     for oc in range(vec_end, out_c):
         out[oc] = _requant(acc[oc], bias[oc], m[oc], left[oc], right[oc], out_zp, act_min, act_max)
+
+
+def _pixel_requant(acc, out, params, out_zp, act_min, act_max):
+    """One output pixel's requantization, acc [Co] int32 → out [Co] int8, chosen at compile
+    time by the dtype of params [4, Co]: int32 MBQM (`_requant_row`), uint32 fp32 (`_fp32_row`)."""
+
+
+@overload(_pixel_requant, jit_options={"cache": True})
+def _pixel_requant_impl(acc, out, params, out_zp, act_min, act_max):
+    if params.dtype == types.uint32:
+
+        def fp32(acc, out, params, out_zp, act_min, act_max):
+            bias, scale = params[0].view(np.int32), params[1].view(np.float32)
+            _fp32_row(acc, out, bias, scale, out_zp, act_min, act_max)
+
+        return fp32
+
+    def mbqm(acc, out, params, out_zp, act_min, act_max):
+        _requant_row(acc, out, params[0], params[1], params[2], params[3], out_zp, act_min,
+                     act_max)  # fmt: skip
+
+    return mbqm
 
 
 @kernel
@@ -659,8 +677,8 @@ def conv2d_int8_fast(x, packed: PackedConvWeights, bias, in_zp, mult, shift, out
 # memory and there is no per-row call.
 
 
-def _qtile_codegen(context, builder, signature, args, rows):
-    a_addr, a_row, b_addr, k2, out_addr, out_row, q_addr, out_zp, act_min, act_max, fp32 = args
+def _qtile_codegen(context, builder, signature, args, rows, fp32):
+    a_addr, a_row, b_addr, k2, out_addr, out_row, q_addr, out_zp, act_min, act_max = args[:10]
     a_ptr = builder.inttoptr(a_addr, _I8.as_pointer())
     b_ptr = builder.inttoptr(b_addr, _I8.as_pointer())
     q_ptr = builder.inttoptr(q_addr, _I32.as_pointer())
@@ -719,29 +737,31 @@ def _qtile_codegen(context, builder, signature, args, rows):
             builder.store(builder.trunc(both, v16i8), builder.bitcast(ptr, v16i8.as_pointer()),
                           align=1)  # fmt: skip
 
-    _epilogue(builder, fp32,
-              lambda: store_rows(4, lambda acc, p: _requant_vec(
-                  builder, acc, *p, out_zp, act_min, act_max, saturate=False)),
-              lambda: store_rows(2, lambda acc, p: _fp32_vec(
-                  builder, acc, *p, out_zp, act_min, act_max)))  # fmt: skip
+    if fp32:
+        store_rows(2, lambda acc, p: _fp32_vec(builder, acc, *p, out_zp, act_min, act_max))
+    else:
+        store_rows(4, lambda acc, p: _requant_vec(builder, acc, *p, out_zp, act_min, act_max,
+                                                  saturate=False))  # fmt: skip
     return context.get_dummy_value()
 
 
 def _make_qtile(rows):
-    def codegen(context, builder, signature, args):
-        return _qtile_codegen(context, builder, signature, args, rows)
-
     @intrinsic
     def qtile(typingctx, a_addr, a_row, b_addr, k2, out_addr, out_row, q_addr, out_zp, act_min,
-              act_max, fp32):  # fmt: skip
+              act_max, q):  # fmt: skip
         """out[r, 0:16] = requant(Σ_i A[r, 2i:2i+2] · panel[i]) for r < rows (addresses, bytes).
 
-        A: int16 rows `a_row` bytes apart; panel: int8 [k2, 16, 2]; q: int32 [4, 16] (bias, M,
-        left, right; with fp32 ≠ 0, bias and the float32 scale bits: `_fp32_vec`); out: int8
+        A: int16 rows `a_row` bytes apart; panel: int8 [k2, 16, 2]; q_addr: [4, 16] of the
+        plan's array `q`, whose dtype picks the epilogue (`_is_fp32`): int32 bias, M, left,
+        right (`_requant_vec`) or uint32 bias and float32 scale bits (`_fp32_vec`); out: int8
         rows `out_row` bytes apart.
         """
-        sig = types.void(*[types.int64] * 11)
-        return sig, codegen
+        fp32 = _is_fp32(q)
+
+        def codegen(context, builder, signature, args):
+            return _qtile_codegen(context, builder, signature, args, rows, fp32)
+
+        return types.void(*[types.int64] * 10, q), codegen
 
     return qtile
 
@@ -753,29 +773,27 @@ _qtile = _make_qtile(ROWS)
 _qtile1 = _make_qtile(1)  # a last block of one pixel (7x7 = 8·6 + 1)
 
 
-MBQM, FP32 = 0, 1  # plan epilogues: TFLite's reference fixed point, XNNPACK's float32
-
-
 class ConvInt8Plan(NamedTuple):
     """What `conv2d_int8_fast` needs besides the input, made once by `plan_conv2d_int8`
     (or `plan_conv2d_int8_fp32`)."""
 
     panels: np.ndarray  # int8 [ceil(Co/16), k2, 16, 2]
-    q: np.ndarray  # int32 [ceil(Co/16), 4, 16]: bias, M, left, right or bias, scale bits, 0, 0
-    ints: np.ndarray  # int64: out_c, k_h, k_w, in_zp, out_zp, act_min, act_max, geometry, epilogue
+    q: np.ndarray  # [ceil(Co/16), 4, 16]: int32 bias, M, left, right (0 past Co), or uint32
+    # bias and float32 scale bits (`plan_conv2d_int8_fp32`): the dtype picks the epilogue
+    ints: np.ndarray  # int64: out_c, k_h, k_w, in_zp, out_zp, act_min, act_max, geometry
     in_c: int
     out_hwc: tuple  # (out_h, out_w, out_c)
 
 
-def _conv_plan(packed: PackedConvWeights, q_rows, in_zp, out_zp, act_min, act_max, geometry,
-               epilogue) -> ConvInt8Plan:  # fmt: skip
-    """q_rows: up to 4 int32 [Co] arrays, the tile's per-channel parameters (0 past Co)."""
+def _conv_plan(packed: PackedConvWeights, q_rows, dtype, in_zp, out_zp, act_min, act_max,
+               geometry) -> ConvInt8Plan:  # fmt: skip
+    """q_rows: up to 4 [Co] arrays, the tile's per-channel parameters (0 past Co), as `dtype`."""
     n_panels = packed.panels.shape[0]
-    q = np.zeros((n_panels * LANES, 4), np.int32)
+    q = np.zeros((n_panels * LANES, 4), dtype)
     q[: packed.out_c, : len(q_rows)] = np.stack(q_rows, axis=1)
     q = np.ascontiguousarray(q.reshape(n_panels, LANES, 4).transpose(0, 2, 1))
     ints = np.array([packed.out_c, packed.k_h, packed.k_w, in_zp, out_zp, act_min, act_max,
-                     *geometry, epilogue], np.int64)  # fmt: skip
+                     *geometry], np.int64)  # fmt: skip
     out_h, out_w = geometry[-2:]
     return ConvInt8Plan(packed.panels, q, ints, packed.in_c, (out_h, out_w, packed.out_c))
 
@@ -789,7 +807,7 @@ def plan_conv2d_int8(packed: PackedConvWeights, bias, in_zp, mult, shift, out_zp
     if params is None or np.any(params[1] == -(2**31)):
         return None
     geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w)
-    return _conv_plan(packed, params, in_zp, out_zp, act_min, act_max, geometry, MBQM)
+    return _conv_plan(packed, params, np.int32, in_zp, out_zp, act_min, act_max, geometry)
 
 
 def plan_conv2d_int8_fp32(packed: PackedConvWeights, bias, in_zp, scale, out_zp, act_min,
@@ -800,8 +818,14 @@ def plan_conv2d_int8_fp32(packed: PackedConvWeights, bias, in_zp, scale, out_zp,
     same exact int32 sums, so the output is that of `xnnpack.requantize_fp32` applied to
     `hybrid.conv_accumulators` (zero point in_zp) plus the bias."""
     geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w)
-    q_rows = (np.asarray(bias, np.int32), np.asarray(scale, np.float32).view(np.int32))
-    return _conv_plan(packed, q_rows, in_zp, out_zp, act_min, act_max, geometry, FP32)
+    q_rows = _fp32_bits(bias, scale)
+    return _conv_plan(packed, q_rows, np.uint32, in_zp, out_zp, act_min, act_max, geometry)
+
+
+def _fp32_bits(bias, scale):
+    """The fp32 epilogue's per-channel parameters as uint32 bits: int32 bias, float32 scale."""
+    return (np.ascontiguousarray(bias, np.int32).view(np.uint32),
+            np.ascontiguousarray(scale, np.float32).view(np.uint32))  # fmt: skip
 
 
 def _widen_codegen(context, builder, signature, args):
@@ -918,7 +942,7 @@ def _qgemm_part(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
     k2 = panels.shape[1]
     kp = 2 * k2
     zp = np.int16(ints[3])
-    out_zp, act_min, act_max, epilogue = ints[4], ints[5], ints[6], ints[15]
+    out_zp, act_min, act_max = ints[4], ints[5], ints[6]
     a = np.empty(ROWS * kp + 16, np.int16)  # + room for `_copy_run`'s last 16
     xf = x.reshape(x.size)
     tail = np.empty((ROWS, LANES), np.int8)
@@ -936,11 +960,9 @@ def _qgemm_part(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
             stride = out_c if direct else LANES
             panel, qj = pa + j * panel_bytes, qa + j * 4 * LANES * 4
             if rows == 1:
-                _qtile1(aa, 2 * kp, panel, k2, dst, stride, qj, out_zp, act_min, act_max,
-                        epilogue)  # fmt: skip
+                _qtile1(aa, 2 * kp, panel, k2, dst, stride, qj, out_zp, act_min, act_max, q)
             else:
-                _qtile(aa, 2 * kp, panel, k2, dst, stride, qj, out_zp, act_min, act_max,
-                       epilogue)  # fmt: skip
+                _qtile(aa, 2 * kp, panel, k2, dst, stride, qj, out_zp, act_min, act_max, q)
             if not direct:
                 out[p0 : p0 + rows, oc0 : oc0 + width] = tail[:rows, :width]
 
@@ -1139,8 +1161,8 @@ _HI = [4, 20, 5, 21, 6, 22, 7, 23, 12, 28, 13, 29, 14, 30, 15, 31]  # channels 4
 _DW_ORDER = [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15]  # lanes of the lo, hi accs
 
 
-def _dw16_codegen(context, builder, signature, args):
-    x_addr, offs_addr, w_addr, pairs, q_addr, out_addr, out_zp, act_min, act_max, fp32 = args
+def _dw16_codegen(context, builder, signature, args, fp32):
+    x_addr, offs_addr, w_addr, pairs, q_addr, out_addr, out_zp, act_min, act_max = args[:9]
     const = lambda v: ir.Constant(_I64, v)
     x_ptr = builder.inttoptr(x_addr, _I8.as_pointer())
     offs = builder.inttoptr(offs_addr, _I64.as_pointer())
@@ -1195,36 +1217,42 @@ def _dw16_codegen(context, builder, signature, args):
         builder.store(builder.trunc(both, v16i8), builder.inttoptr(out_addr, v16i8.as_pointer()),
                       align=1)  # fmt: skip
 
-    _epilogue(builder, fp32,
-              lambda: store(4, lambda acc, p: _requant_vec(
-                  builder, acc, *p, out_zp, act_min, act_max, saturate=False)),
-              lambda: store(2, lambda acc, p: _fp32_vec(
-                  builder, acc, *p, out_zp, act_min, act_max)))  # fmt: skip
+    if fp32:
+        store(2, lambda acc, p: _fp32_vec(builder, acc, *p, out_zp, act_min, act_max))
+    else:
+        store(4, lambda acc, p: _requant_vec(builder, acc, *p, out_zp, act_min, act_max,
+                                             saturate=False))  # fmt: skip
     return context.get_dummy_value()
 
 
 @intrinsic
 def _dw16(typingctx, x_addr, offs_addr, w_addr, pairs, q_addr, out_addr, out_zp, act_min,
-          act_max, fp32):  # fmt: skip
+          act_max, q):  # fmt: skip
     """out[0:16] = requant(Σ_t x[offs[t] + c] · w[t, c]) for 16 channels c (addresses).
 
     offs: int64 [2·pairs] byte offsets of the taps from x_addr; w: int16 [pairs, 2, 16], the
-    pairs interleaved as `_LO`/`_HI`; q: int32 [4, 16] in `_DW_ORDER` lane order: bias',
-    M ≠ INT32_MIN, left, right, or with fp32 ≠ 0 bias' and the float32 scale bits.
+    pairs interleaved as `_LO`/`_HI`; q_addr: [4, 16] of the plan's `q` in `_DW_ORDER` lane
+    order, int32 bias', M ≠ INT32_MIN, left, right, or uint32 bias' and float32 scale bits
+    (the dtype of `q` picks the epilogue, `_is_fp32`).
     """
-    return types.void(*[types.int64] * 10), _dw16_codegen
+    fp32 = _is_fp32(q)
+
+    def codegen(context, builder, signature, args):
+        return _dw16_codegen(context, builder, signature, args, fp32)
+
+    return types.void(*[types.int64] * 9, q), codegen
 
 
 class DepthwiseInt8Plan(NamedTuple):
     """What `depthwise_conv2d_int8_fast` needs besides the input (`plan_depthwise_int8`, or
-    `plan_depthwise_int8_fp32`: then scale bits and 0, 0 in place of M, left, right)."""
+    `plan_depthwise_int8_fp32`: then params and q are uint32, bias and float32 scale bits in
+    place of bias, M and 0, 0 in place of left, right)."""
 
     w16: np.ndarray  # int16 [KH, KW, Co]: border pixels
     params: np.ndarray  # int32 [4, Co]: bias, M, left, right (border pixels)
     w_pairs: np.ndarray  # int16 [Co/16, pairs, 2, 16]: interior pixels (empty: none)
     q: np.ndarray  # int32 [Co/16, 4, 16]: bias - zp·Σw, M, left, right in _DW_ORDER
-    ints: np.ndarray  # int64: in_zp, out_zp, act_min, act_max, geometry, depth_multiplier,
-    # epilogue
+    ints: np.ndarray  # int64: in_zp, out_zp, act_min, act_max, geometry, depth_multiplier
 
 
 def _interleave_taps(w16):
@@ -1247,8 +1275,7 @@ def plan_depthwise_int8(w16, bias, in_zp, mult, shift, out_zp, act_min, act_max,
         return None
     geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w,
                 depth_multiplier)
-    return _depthwise_plan(w16, np.stack(params), in_zp, out_zp, act_min, act_max, geometry,
-                           MBQM)  # fmt: skip
+    return _depthwise_plan(w16, np.stack(params), in_zp, out_zp, act_min, act_max, geometry)
 
 
 def plan_depthwise_int8_fp32(w16, bias, in_zp, scale, out_zp, act_min, act_max, stride_h,
@@ -1257,28 +1284,28 @@ def plan_depthwise_int8_fp32(w16, bias, in_zp, scale, out_zp, act_min, act_max, 
     """A `DepthwiseInt8Plan` with XNNPACK's float32 requantization (scale [Co] float32; see
     `plan_conv2d_int8_fp32`): `xnnpack.requantize_fp32` of `hybrid.depthwise_accumulators`
     (zero point in_zp) plus the bias."""
-    params = np.zeros((4, np.shape(scale)[0]), np.int32)
-    params[0] = np.asarray(bias, np.int32)
-    params[1] = np.asarray(scale, np.float32).view(np.int32)
+    params = np.zeros((4, np.shape(scale)[0]), np.uint32)
+    params[:2] = _fp32_bits(bias, scale)
     geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w,
                 depth_multiplier)
-    return _depthwise_plan(w16, params, in_zp, out_zp, act_min, act_max, geometry, FP32)
+    return _depthwise_plan(w16, params, in_zp, out_zp, act_min, act_max, geometry)
 
 
-def _depthwise_plan(w16, params, in_zp, out_zp, act_min, act_max, geometry,
-                    epilogue) -> DepthwiseInt8Plan:  # fmt: skip
-    """params int32 [4, Co]: the per-channel epilogue parameters, the bias first."""
+def _depthwise_plan(w16, params, in_zp, out_zp, act_min, act_max,
+                    geometry) -> DepthwiseInt8Plan:  # fmt: skip
+    """params [4, Co] int32 or uint32 (see `DepthwiseInt8Plan`), the bias bits first."""
     depth_multiplier = geometry[-1]
     w16 = np.ascontiguousarray(w16, np.int16)
     out_c = w16.shape[2]
-    w_pairs, q = np.zeros((0, 0, 2, LANES), np.int16), np.zeros((0, 4, LANES), np.int32)
+    w_pairs, q = np.zeros((0, 0, 2, LANES), np.int16), np.zeros((0, 4, LANES), params.dtype)
     if depth_multiplier == 1 and out_c % LANES == 0:
         w_pairs = _interleave_taps(w16)
         sum_w = w16.reshape(-1, out_c).astype(np.int64).sum(axis=0)
         folded = params.copy()
-        folded[0] = (params[0].astype(np.int64) - in_zp * sum_w).astype(np.int32)  # mod 2^32
+        bias = params[0].view(np.int32).astype(np.int64)
+        folded[0] = (bias - in_zp * sum_w).astype(np.int32).view(params.dtype)  # mod 2^32
         q = np.ascontiguousarray(folded.reshape(4, -1, LANES).transpose(1, 0, 2)[:, :, _DW_ORDER])
-    ints = np.array([in_zp, out_zp, act_min, act_max, *geometry, epilogue], np.int64)
+    ints = np.array([in_zp, out_zp, act_min, act_max, *geometry], np.int64)
     return DepthwiseInt8Plan(w16, params, w_pairs, q, ints)
 
 
@@ -1290,8 +1317,7 @@ def _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, row0, row1):
     k_h, k_w = plan_w16.shape[0], plan_w16.shape[1]
     in_zp, out_zp, act_min, act_max = ints[0], ints[1], ints[2], ints[3]
     stride_h, stride_w, dil_h, dil_w = ints[4], ints[5], ints[6], ints[7]
-    pad_top, pad_left, depth_multiplier, epilogue = ints[8], ints[9], ints[12], ints[13]
-    bias, m, left, right = params[0], params[1], params[2], params[3]
+    pad_top, pad_left, depth_multiplier = ints[8], ints[9], ints[12]
     acc = np.empty(out_c, np.int32)
     xs = np.empty(in_c, np.int16)
     groups, pairs = w_pairs.shape[0], w_pairs.shape[1]
@@ -1315,12 +1341,7 @@ def _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, row0, row1):
             if groups == 0:  # depth multiplier > 1 or channels not a multiple of 16
                 _dw_pixel(acc, x, plan_w16, b, oy, ox, in_zp, stride_h, stride_w, dil_h, dil_w,
                           pad_top, pad_left, depth_multiplier, xs)  # fmt: skip
-                if epilogue == FP32:  # m holds the float32 scales' bits
-                    _fp32_row(acc, out[b, oy, ox], bias, m.view(np.float32), out_zp, act_min,
-                              act_max)  # fmt: skip
-                else:
-                    _requant_row(acc, out[b, oy, ox], bias, m, left, right, out_zp, act_min,
-                                 act_max)  # fmt: skip
+                _pixel_requant(acc, out[b, oy, ox], params, out_zp, act_min, act_max)
                 continue
             ix0 = ox * stride_w - pad_left
             src = xa + ((b * in_h + iy0) * in_w + ix0) * in_c  # tap (0, 0), maybe off-image
@@ -1339,7 +1360,7 @@ def _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, row0, row1):
             dst = oa + ((b * out_h + oy) * out_w + ox) * out_c
             for g in range(groups):
                 _dw16(src + g * LANES, offs, wa + g * w_group, pairs, qa + g * q_group,
-                      dst + g * LANES, out_zp, act_min, act_max, epilogue)  # fmt: skip
+                      dst + g * LANES, out_zp, act_min, act_max, q)  # fmt: skip
 
 
 @kernel
