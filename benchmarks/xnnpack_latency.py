@@ -17,12 +17,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-import corpus  # noqa: E402
-import numpy as np  # noqa: E402
+import corpus
+import numpy as np
 
-import qengine  # noqa: E402
-from qengine.bench import bench_tflite, median_seconds  # noqa: E402
-from qengine.runtime import Interpreter  # noqa: E402
+import qengine
+from qengine.bench import bench_tflite, median_seconds
+from qengine.runtime import Interpreter
 
 
 def main(argv=None) -> int:

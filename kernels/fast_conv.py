@@ -26,6 +26,11 @@ int8. FULLY_CONNECTED (`fast_fc.py`) and the hybrid ops run the older GEMM (`_ge
 epilogue. int8 DEPTHWISE_CONV_2D (`plan_depthwise_int8`, `run_depthwise_int8`) computes 16
 channels of one pixel in registers (`_dw16`), tap pairs through `vpmaddwd`.
 
+`plan_conv2d_int8_fp32` / `plan_depthwise_int8_fp32` make the same plans with XNNPACK's
+float32 requantization in the tiles instead of MBQM (`_fp32_vec`, the twin of
+`xnnpack.requantize_fp32`), for `arithmetic="xnnpack"`; the dtype of the plan's parameter
+array selects the epilogue when the kernels compile.
+
 Hybrid ops (float input quantized per image, `hybrid.py`) run the same GEMM and depthwise loops
 with one zero point per image and a fused float epilogue instead of MBQM (`HybridEpilogue`:
 TFLite's float32 products in TFLite's order); `*_acc_fast` return the raw int32 accumulators.

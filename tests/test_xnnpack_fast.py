@@ -10,14 +10,14 @@ wrap int32, fused clamps; then whole models with the fast kernels on and off.
 import numba
 import numpy as np
 import pytest
-from qengine.builder import ACTIVATIONS, SAME, VALID, GraphBuilder, options
-from qengine.ir import Quantization
 from qengine.kernels import fast_conv, fast_fc, hybrid
 from qengine.kernels.xnnpack import requantize_fp32
-from qengine.ops import xnnpack_int
 from test_kernels_conv import assert_same, conv_geometry
 
 import qengine
+from qengine.builder import ACTIVATIONS, SAME, VALID, GraphBuilder, options
+from qengine.ir import Quantization
+from qengine.ops import xnnpack_int
 
 SEEDS = range(30)
 FC_GEOMETRY = (1, 1, 1, 1, 0, 0, 1, 1)
@@ -137,10 +137,10 @@ def test_the_cases_reach_ties_and_large_accumulators():
 def model_with_every_op(rng):
     """CONV_2D (RELU6, odd channels) → DEPTHWISE (no bias) → DEPTHWISE x2 → FC (RELU)."""
     b = GraphBuilder()
-    q = lambda s, zp: Quantization.per_tensor(s, zp)  # noqa: E731
-    per_channel = lambda n, axis: Quantization(  # noqa: E731
+    q = lambda s, zp: Quantization.per_tensor(s, zp)
+    per_channel = lambda n, axis: Quantization(
         rng.uniform(2e-3, 2e-2, n).astype(np.float32), np.zeros(n, np.int64), axis)
-    int8 = lambda shape: rng.integers(-127, 128, shape).astype(np.int8)  # noqa: E731
+    int8 = lambda shape: rng.integers(-127, 128, shape).astype(np.int8)
 
     def bias(n, wq, in_scale):
         scales = wq.scale.astype(np.float64) * in_scale
