@@ -26,6 +26,11 @@ int8. FULLY_CONNECTED (`fast_fc.py`) and the hybrid ops run the older GEMM (`_ge
 epilogue. int8 DEPTHWISE_CONV_2D (`plan_depthwise_int8`, `run_depthwise_int8`) computes 16
 channels of one pixel in registers (`_dw16`), tap pairs through `vpmaddwd`.
 
+`plan_conv2d_int8_fp32` / `plan_depthwise_int8_fp32` make the same plans with XNNPACK's
+float32 requantization in the tiles instead of MBQM (`_fp32_vec`, the twin of
+`xnnpack.requantize_fp32`), for `arithmetic="xnnpack"`; the dtype of the plan's parameter
+array selects the epilogue when the kernels compile.
+
 Hybrid ops (float input quantized per image, `hybrid.py`) run the same GEMM and depthwise loops
 with one zero point per image and a fused float epilogue instead of MBQM (`HybridEpilogue`:
 TFLite's float32 products in TFLite's order); `*_acc_fast` return the raw int32 accumulators.
@@ -47,10 +52,11 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
-from numba.core.extending import intrinsic
+from numba.core.extending import intrinsic, overload
 from qengine.kernels.conv import conv2d_int8, depthwise_conv2d_int8
 from qengine.kernels.fixedpoint import round_half_away_int32
 from qengine.kernels.jit import inline_kernel, kernel, prange
+from qengine.kernels.xnnpack import requantize_fp32_value
 
 __all__ = [
     "ConvInt8Plan",
@@ -68,7 +74,9 @@ __all__ = [
     "pack_conv_weights",
     "pack_depthwise_weights",
     "plan_conv2d_int8",
+    "plan_conv2d_int8_fp32",
     "plan_depthwise_int8",
+    "plan_depthwise_int8_fp32",
     "run_conv2d_int8",
     "run_depthwise_int8",
 ]
@@ -298,6 +306,33 @@ def _requant_vec(builder, acc, bias, m, left, right, out_zp, act_min, act_max, s
     return builder.select(builder.icmp_signed(">", out, hi), hi, out)
 
 
+_V8F32 = ir.VectorType(ir.FloatType(), 8)
+
+
+def _fp32_vec(builder, acc, bias, scale_bits, out_zp, act_min, act_max):
+    """`xnnpack.requantize_fp32` on int32x8 lanes (LLVM values) → int32x8 in [act_min, act_max]:
+
+        out = clamp(rint(float32(wrap32(acc + bias)) * scale), act_min - zp, act_max - zp) + zp
+    `scale_bits` holds the float32 scales' bits. sitofp rounds to nearest even like float32(int32),
+    fmul carries no fast-math flags (one IEEE rounding), rint rounds ties to even.
+    """
+    v = builder.sitofp(builder.add(acc, bias), _V8F32)
+    v = builder.fmul(v, builder.bitcast(scale_bits, _V8F32))
+    lo = builder.sitofp(_splat(builder, builder.sub(act_min, out_zp)), _V8F32)
+    hi = builder.sitofp(_splat(builder, builder.sub(act_max, out_zp)), _V8F32)
+    v = builder.select(builder.fcmp_ordered("<", v, lo), lo, v)
+    v = builder.select(builder.fcmp_ordered(">", v, hi), hi, v)
+    rint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8F32, [_V8F32]),
+                                          "llvm.rint.v8f32")  # fmt: skip
+    return builder.add(builder.fptosi(builder.call(rint, [v]), _V8I32), _splat(builder, out_zp))
+
+
+def _is_fp32(q) -> bool:
+    """Which epilogue a plan's parameter array `q` selects, at compile time: int32 holds MBQM's
+    (bias, M, left, right), uint32 the bits of XNNPACK's (int32 bias, float32 scale)."""
+    return q.dtype == types.uint32
+
+
 def _requant8_codegen(context, builder, signature, args):
     acc_addr, out_addr, bias_addr, m_addr, left_addr, right_addr, out_zp, act_min, act_max = args
 
@@ -340,6 +375,37 @@ def _requant_row(acc, out, bias, m, left, right, out_zp, act_min, act_max):
         )
     for oc in range(vec_end, out_c):
         out[oc] = _requant(acc[oc], bias[oc], m[oc], left[oc], right[oc], out_zp, act_min, act_max)
+
+
+def _pixel_requant(acc, out, params, out_zp, act_min, act_max):
+    """One output pixel's requantization, acc [Co] int32 → out [Co] int8, chosen at compile
+    time by the dtype of params [4, Co]: int32 MBQM (`_requant_row`), uint32 fp32 (`_fp32_row`)."""
+
+
+@overload(_pixel_requant, jit_options={"cache": True})
+def _pixel_requant_impl(acc, out, params, out_zp, act_min, act_max):
+    if params.dtype == types.uint32:
+
+        def fp32(acc, out, params, out_zp, act_min, act_max):
+            bias, scale = params[0].view(np.int32), params[1].view(np.float32)
+            _fp32_row(acc, out, bias, scale, out_zp, act_min, act_max)
+
+        return fp32
+
+    def mbqm(acc, out, params, out_zp, act_min, act_max):
+        _requant_row(acc, out, params[0], params[1], params[2], params[3], out_zp, act_min,
+                     act_max)  # fmt: skip
+
+    return mbqm
+
+
+@kernel
+def _fp32_row(acc, out, bias, scale, out_zp, act_min, act_max):
+    """XNNPACK's float32 requantization of one output pixel: acc [Co] int32 → out [Co] int8,
+    `xnnpack.requantize_fp32_value(wrap32(acc + bias), scale[c], ...)` per channel."""
+    for c in range(out.shape[0]):
+        total = np.int32(np.int64(acc[c]) + np.int64(bias[c]))  # C int32 wrap
+        out[c] = requantize_fp32_value(total, scale[c], out_zp, act_min, act_max)
 
 
 # --- CONV_2D ---------------------------------------------------------------------------------
@@ -616,8 +682,8 @@ def conv2d_int8_fast(x, packed: PackedConvWeights, bias, in_zp, mult, shift, out
 # memory and there is no per-row call.
 
 
-def _qtile_codegen(context, builder, signature, args, rows):
-    a_addr, a_row, b_addr, k2, out_addr, out_row, q_addr, out_zp, act_min, act_max = args
+def _qtile_codegen(context, builder, signature, args, rows, fp32):
+    a_addr, a_row, b_addr, k2, out_addr, out_row, q_addr, out_zp, act_min, act_max = args[:10]
     a_ptr = builder.inttoptr(a_addr, _I8.as_pointer())
     b_ptr = builder.inttoptr(b_addr, _I8.as_pointer())
     q_ptr = builder.inttoptr(q_addr, _I32.as_pointer())
@@ -664,31 +730,43 @@ def _qtile_codegen(context, builder, signature, args, rows):
         ptr = builder.gep(q_ptr, [const(16 * row + 8 * half)])
         return builder.load(builder.bitcast(ptr, _V8I32.as_pointer()), align=4)
 
-    params = [[q_row(row, h) for row in range(4)] for h in range(2)]
     v16i8 = ir.VectorType(_I8, 16)
-    for r in range(rows):
-        lo, hi = (_requant_vec(builder, sums[2 * r + h], *params[h], out_zp, act_min, act_max,
-                               saturate=False) for h in range(2))  # fmt: skip
-        both = builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(_I32, 16), list(range(16))))
-        ptr = builder.gep(out_ptr, [builder.mul(const(r), out_row)])
-        builder.store(builder.trunc(both, v16i8), builder.bitcast(ptr, v16i8.as_pointer()), align=1)
+
+    def store_rows(n_params, requant):
+        params = [[q_row(row, h) for row in range(n_params)] for h in range(2)]
+        for r in range(rows):
+            lo, hi = (requant(sums[2 * r + h], params[h]) for h in range(2))
+            both = builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(_I32, 16),
+                                                              list(range(16))))  # fmt: skip
+            ptr = builder.gep(out_ptr, [builder.mul(const(r), out_row)])
+            builder.store(builder.trunc(both, v16i8), builder.bitcast(ptr, v16i8.as_pointer()),
+                          align=1)  # fmt: skip
+
+    if fp32:
+        store_rows(2, lambda acc, p: _fp32_vec(builder, acc, *p, out_zp, act_min, act_max))
+    else:
+        store_rows(4, lambda acc, p: _requant_vec(builder, acc, *p, out_zp, act_min, act_max,
+                                                  saturate=False))  # fmt: skip
     return context.get_dummy_value()
 
 
 def _make_qtile(rows):
-    def codegen(context, builder, signature, args):
-        return _qtile_codegen(context, builder, signature, args, rows)
-
     @intrinsic
     def qtile(typingctx, a_addr, a_row, b_addr, k2, out_addr, out_row, q_addr, out_zp, act_min,
-              act_max):  # fmt: skip
+              act_max, q):  # fmt: skip
         """out[r, 0:16] = requant(Σ_i A[r, 2i:2i+2] · panel[i]) for r < rows (addresses, bytes).
 
-        A: int16 rows `a_row` bytes apart; panel: int8 [k2, 16, 2]; q: int32 [4, 16] (bias, M,
-        left, right); out: int8 rows `out_row` bytes apart.
+        A: int16 rows `a_row` bytes apart; panel: int8 [k2, 16, 2]; q_addr: [4, 16] of the
+        plan's array `q`, whose dtype picks the epilogue (`_is_fp32`): int32 bias, M, left,
+        right (`_requant_vec`) or uint32 bias and float32 scale bits (`_fp32_vec`); out: int8
+        rows `out_row` bytes apart.
         """
-        sig = types.void(*[types.int64] * 10)
-        return sig, codegen
+        fp32 = _is_fp32(q)
+
+        def codegen(context, builder, signature, args):
+            return _qtile_codegen(context, builder, signature, args, rows, fp32)
+
+        return types.void(*[types.int64] * 10, q), codegen
 
     return qtile
 
@@ -701,13 +779,28 @@ _qtile1 = _make_qtile(1)  # a last block of one pixel (7x7 = 8·6 + 1)
 
 
 class ConvInt8Plan(NamedTuple):
-    """What `conv2d_int8_fast` needs besides the input, made once by `plan_conv2d_int8`."""
+    """What `conv2d_int8_fast` needs besides the input, made once by `plan_conv2d_int8`
+    (or `plan_conv2d_int8_fp32`)."""
 
     panels: np.ndarray  # int8 [ceil(Co/16), k2, 16, 2]
-    q: np.ndarray  # int32 [ceil(Co/16), 4, 16]: bias, M, left, right (0 past Co)
+    q: np.ndarray  # [ceil(Co/16), 4, 16]: int32 bias, M, left, right (0 past Co), or uint32
+    # bias and float32 scale bits (`plan_conv2d_int8_fp32`): the dtype picks the epilogue
     ints: np.ndarray  # int64: out_c, k_h, k_w, in_zp, out_zp, act_min, act_max, geometry
     in_c: int
     out_hwc: tuple  # (out_h, out_w, out_c)
+
+
+def _conv_plan(packed: PackedConvWeights, q_rows, dtype, in_zp, out_zp, act_min, act_max,
+               geometry) -> ConvInt8Plan:  # fmt: skip
+    """q_rows: up to 4 [Co] arrays, the tile's per-channel parameters (0 past Co), as `dtype`."""
+    n_panels = packed.panels.shape[0]
+    q = np.zeros((n_panels * LANES, 4), dtype)
+    q[: packed.out_c, : len(q_rows)] = np.stack(q_rows, axis=1)
+    q = np.ascontiguousarray(q.reshape(n_panels, LANES, 4).transpose(0, 2, 1))
+    ints = np.array([packed.out_c, packed.k_h, packed.k_w, in_zp, out_zp, act_min, act_max,
+                     *geometry], np.int64)  # fmt: skip
+    out_h, out_w = geometry[-2:]
+    return ConvInt8Plan(packed.panels, q, ints, packed.in_c, (out_h, out_w, packed.out_c))
 
 
 def plan_conv2d_int8(packed: PackedConvWeights, bias, in_zp, mult, shift, out_zp, act_min,
@@ -718,14 +811,26 @@ def plan_conv2d_int8(packed: PackedConvWeights, bias, in_zp, mult, shift, out_zp
     params = requant_params(bias, mult, shift)
     if params is None or np.any(params[1] == -(2**31)):
         return None
-    n_panels = packed.panels.shape[0]
-    q = np.zeros((n_panels * LANES, 4), np.int32)
-    q[: packed.out_c] = np.stack(params, axis=1)
-    q = np.ascontiguousarray(q.reshape(n_panels, LANES, 4).transpose(0, 2, 1))
-    ints = np.array([packed.out_c, packed.k_h, packed.k_w, in_zp, out_zp, act_min, act_max,
-                     stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w],
-                    np.int64)  # fmt: skip
-    return ConvInt8Plan(packed.panels, q, ints, packed.in_c, (out_h, out_w, packed.out_c))
+    geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w)
+    return _conv_plan(packed, params, np.int32, in_zp, out_zp, act_min, act_max, geometry)
+
+
+def plan_conv2d_int8_fp32(packed: PackedConvWeights, bias, in_zp, scale, out_zp, act_min,
+                          act_max, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h,
+                          out_w) -> ConvInt8Plan:  # fmt: skip
+    """A `ConvInt8Plan` with XNNPACK's float32 requantization (`xnnpack.requantize_fp32`,
+    scale [Co] float32) instead of MBQM; `run_conv2d_int8` runs it. The accumulators are the
+    same exact int32 sums, so the output is that of `xnnpack.requantize_fp32` applied to
+    `hybrid.conv_accumulators` (zero point in_zp) plus the bias."""
+    geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w)
+    q_rows = _fp32_bits(bias, scale)
+    return _conv_plan(packed, q_rows, np.uint32, in_zp, out_zp, act_min, act_max, geometry)
+
+
+def _fp32_bits(bias, scale):
+    """The fp32 epilogue's per-channel parameters as uint32 bits: int32 bias, float32 scale."""
+    return (np.ascontiguousarray(bias, np.int32).view(np.uint32),
+            np.ascontiguousarray(scale, np.float32).view(np.uint32))  # fmt: skip
 
 
 def _widen_codegen(context, builder, signature, args):
@@ -860,9 +965,9 @@ def _qgemm_part(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
             stride = out_c if direct else LANES
             panel, qj = pa + j * panel_bytes, qa + j * 4 * LANES * 4
             if rows == 1:
-                _qtile1(aa, 2 * kp, panel, k2, dst, stride, qj, out_zp, act_min, act_max)
+                _qtile1(aa, 2 * kp, panel, k2, dst, stride, qj, out_zp, act_min, act_max, q)
             else:
-                _qtile(aa, 2 * kp, panel, k2, dst, stride, qj, out_zp, act_min, act_max)
+                _qtile(aa, 2 * kp, panel, k2, dst, stride, qj, out_zp, act_min, act_max, q)
             if not direct:
                 out[p0 : p0 + rows, oc0 : oc0 + width] = tail[:rows, :width]
 
@@ -1061,8 +1166,8 @@ _HI = [4, 20, 5, 21, 6, 22, 7, 23, 12, 28, 13, 29, 14, 30, 15, 31]  # channels 4
 _DW_ORDER = [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15]  # lanes of the lo, hi accs
 
 
-def _dw16_codegen(context, builder, signature, args):
-    x_addr, offs_addr, w_addr, pairs, q_addr, out_addr, out_zp, act_min, act_max = args
+def _dw16_codegen(context, builder, signature, args, fp32):
+    x_addr, offs_addr, w_addr, pairs, q_addr, out_addr, out_zp, act_min, act_max = args[:9]
     const = lambda v: ir.Constant(_I64, v)
     x_ptr = builder.inttoptr(x_addr, _I8.as_pointer())
     offs = builder.inttoptr(offs_addr, _I64.as_pointer())
@@ -1104,33 +1209,49 @@ def _dw16_codegen(context, builder, signature, args):
         phi.add_incoming(zero, entry)
         phi.add_incoming(new[h], loop)
         sums.append(phi)
-    outs = []
-    for h in range(2):  # q: int32 [4, 16] in _DW_ORDER lanes: bias', M ≠ INT32_MIN, left, right
-        params = [builder.load(builder.gep(q_ptr, [const(2 * row + h)]), align=4)
-                  for row in range(4)]  # fmt: skip
-        outs.append(_requant_vec(builder, sums[h], *params, out_zp, act_min, act_max,
-                                 saturate=False))  # fmt: skip
     back = [_DW_ORDER.index(c) for c in range(16)]  # lane order → channel order
-    both = builder.shuffle_vector(outs[0], outs[1], v32(back))
     v16i8 = ir.VectorType(_I8, 16)
-    builder.store(builder.trunc(both, v16i8), builder.inttoptr(out_addr, v16i8.as_pointer()),
-                  align=1)  # fmt: skip
+
+    def store(n_params, requant):
+        outs = []
+        for h in range(2):  # q: int32 [4, 16] in _DW_ORDER lanes (see `_dw16`)
+            params = [builder.load(builder.gep(q_ptr, [const(2 * row + h)]), align=4)
+                      for row in range(n_params)]  # fmt: skip
+            outs.append(requant(sums[h], params))
+        both = builder.shuffle_vector(outs[0], outs[1], v32(back))
+        builder.store(builder.trunc(both, v16i8), builder.inttoptr(out_addr, v16i8.as_pointer()),
+                      align=1)  # fmt: skip
+
+    if fp32:
+        store(2, lambda acc, p: _fp32_vec(builder, acc, *p, out_zp, act_min, act_max))
+    else:
+        store(4, lambda acc, p: _requant_vec(builder, acc, *p, out_zp, act_min, act_max,
+                                             saturate=False))  # fmt: skip
     return context.get_dummy_value()
 
 
 @intrinsic
 def _dw16(typingctx, x_addr, offs_addr, w_addr, pairs, q_addr, out_addr, out_zp, act_min,
-          act_max):  # fmt: skip
+          act_max, q):  # fmt: skip
     """out[0:16] = requant(Σ_t x[offs[t] + c] · w[t, c]) for 16 channels c (addresses).
 
     offs: int64 [2·pairs] byte offsets of the taps from x_addr; w: int16 [pairs, 2, 16], the
-    pairs interleaved as `_LO`/`_HI`; q: int32 [4, 16] in `_DW_ORDER` lane order.
+    pairs interleaved as `_LO`/`_HI`; q_addr: [4, 16] of the plan's `q` in `_DW_ORDER` lane
+    order, int32 bias', M ≠ INT32_MIN, left, right, or uint32 bias' and float32 scale bits
+    (the dtype of `q` picks the epilogue, `_is_fp32`).
     """
-    return types.void(*[types.int64] * 9), _dw16_codegen
+    fp32 = _is_fp32(q)
+
+    def codegen(context, builder, signature, args):
+        return _dw16_codegen(context, builder, signature, args, fp32)
+
+    return types.void(*[types.int64] * 9, q), codegen
 
 
 class DepthwiseInt8Plan(NamedTuple):
-    """What `depthwise_conv2d_int8_fast` needs besides the input (`plan_depthwise_int8`)."""
+    """What `depthwise_conv2d_int8_fast` needs besides the input (`plan_depthwise_int8`, or
+    `plan_depthwise_int8_fp32`: then params and q are uint32, bias and float32 scale bits in
+    place of bias, M and 0, 0 in place of left, right)."""
 
     w16: np.ndarray  # int16 [KH, KW, Co]: border pixels
     params: np.ndarray  # int32 [4, Co]: bias, M, left, right (border pixels)
@@ -1157,18 +1278,39 @@ def plan_depthwise_int8(w16, bias, in_zp, mult, shift, out_zp, act_min, act_max,
     params = requant_params(bias, mult, shift)
     if params is None or np.any(params[1] == -(2**31)):
         return None
+    geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w,
+                depth_multiplier)
+    return _depthwise_plan(w16, np.stack(params), in_zp, out_zp, act_min, act_max, geometry)
+
+
+def plan_depthwise_int8_fp32(w16, bias, in_zp, scale, out_zp, act_min, act_max, stride_h,
+                             stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w,
+                             depth_multiplier) -> DepthwiseInt8Plan:  # fmt: skip
+    """A `DepthwiseInt8Plan` with XNNPACK's float32 requantization (scale [Co] float32; see
+    `plan_conv2d_int8_fp32`): `xnnpack.requantize_fp32` of `hybrid.depthwise_accumulators`
+    (zero point in_zp) plus the bias."""
+    params = np.zeros((4, np.shape(scale)[0]), np.uint32)
+    params[:2] = _fp32_bits(bias, scale)
+    geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w,
+                depth_multiplier)
+    return _depthwise_plan(w16, params, in_zp, out_zp, act_min, act_max, geometry)
+
+
+def _depthwise_plan(w16, params, in_zp, out_zp, act_min, act_max,
+                    geometry) -> DepthwiseInt8Plan:  # fmt: skip
+    """params [4, Co] int32 or uint32 (see `DepthwiseInt8Plan`), the bias bits first."""
+    depth_multiplier = geometry[-1]
     w16 = np.ascontiguousarray(w16, np.int16)
     out_c = w16.shape[2]
-    params = np.stack(params)
-    w_pairs, q = np.zeros((0, 0, 2, LANES), np.int16), np.zeros((0, 4, LANES), np.int32)
+    w_pairs, q = np.zeros((0, 0, 2, LANES), np.int16), np.zeros((0, 4, LANES), params.dtype)
     if depth_multiplier == 1 and out_c % LANES == 0:
         w_pairs = _interleave_taps(w16)
         sum_w = w16.reshape(-1, out_c).astype(np.int64).sum(axis=0)
         folded = params.copy()
-        folded[0] = (params[0].astype(np.int64) - in_zp * sum_w).astype(np.int32)  # mod 2^32
+        bias = params[0].view(np.int32).astype(np.int64)
+        folded[0] = (bias - in_zp * sum_w).astype(np.int32).view(params.dtype)  # mod 2^32
         q = np.ascontiguousarray(folded.reshape(4, -1, LANES).transpose(1, 0, 2)[:, :, _DW_ORDER])
-    ints = np.array([in_zp, out_zp, act_min, act_max, stride_h, stride_w, dil_h, dil_w, pad_top,
-                     pad_left, out_h, out_w, depth_multiplier], np.int64)  # fmt: skip
+    ints = np.array([in_zp, out_zp, act_min, act_max, *geometry], np.int64)
     return DepthwiseInt8Plan(w16, params, w_pairs, q, ints)
 
 
@@ -1181,7 +1323,6 @@ def _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, row0, row1):
     in_zp, out_zp, act_min, act_max = ints[0], ints[1], ints[2], ints[3]
     stride_h, stride_w, dil_h, dil_w = ints[4], ints[5], ints[6], ints[7]
     pad_top, pad_left, depth_multiplier = ints[8], ints[9], ints[12]
-    bias, m, left, right = params[0], params[1], params[2], params[3]
     acc = np.empty(out_c, np.int32)
     xs = np.empty(in_c, np.int16)
     groups, pairs = w_pairs.shape[0], w_pairs.shape[1]
@@ -1205,8 +1346,7 @@ def _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, row0, row1):
             if groups == 0:  # depth multiplier > 1 or channels not a multiple of 16
                 _dw_pixel(acc, x, plan_w16, b, oy, ox, in_zp, stride_h, stride_w, dil_h, dil_w,
                           pad_top, pad_left, depth_multiplier, xs)  # fmt: skip
-                _requant_row(acc, out[b, oy, ox], bias, m, left, right, out_zp, act_min,
-                             act_max)  # fmt: skip
+                _pixel_requant(acc, out[b, oy, ox], params, out_zp, act_min, act_max)
                 continue
             ix0 = ox * stride_w - pad_left
             src = xa + ((b * in_h + iy0) * in_w + ix0) * in_c  # tap (0, 0), maybe off-image
@@ -1225,7 +1365,7 @@ def _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, row0, row1):
             dst = oa + ((b * out_h + oy) * out_w + ox) * out_c
             for g in range(groups):
                 _dw16(src + g * LANES, offs, wa + g * w_group, pairs, qa + g * q_group,
-                      dst + g * LANES, out_zp, act_min, act_max)  # fmt: skip
+                      dst + g * LANES, out_zp, act_min, act_max, q)  # fmt: skip
 
 
 @kernel

@@ -23,7 +23,7 @@ built to expose it (tests/test_xnnpack_arithmetic.py).
 """
 
 import numpy as np
-from qengine.kernels.jit import kernel
+from qengine.kernels.jit import inline_kernel, kernel
 
 __all__ = [
     "add_int8",
@@ -36,6 +36,7 @@ __all__ = [
     "mul_scale",
     "requantization_scales",
     "requantize_fp32",
+    "requantize_fp32_value",
     "resize_bilinear_q11",
     "resize_coordinates_q11",
 ]
@@ -48,21 +49,28 @@ def requantization_scales(in_scale, filter_scales, out_scale) -> np.ndarray:
     return (product / np.float32(out_scale)).astype(np.float32)
 
 
-@kernel
-def requantize_fp32(acc, scale, out_zp, act_min, act_max):
-    """acc [R, C] int32 (bias included), scale [C] float32 -> int8 [R, C]:
+@inline_kernel
+def requantize_fp32_value(acc, scale, out_zp, act_min, act_max):
+    """One int32 accumulator (bias included) → int8, with its channel's float32 scale:
 
-        out = clamp(rint(float32(acc) * scale[c]) + out_zp, act_min, act_max)
+        out = clamp(rint(float32(acc) * scale) + out_zp, act_min, act_max)
     """
-    rows, channels = acc.shape
-    out = np.empty((rows, channels), np.int8)
     lo = np.float32(act_min - out_zp)  # clamp in float before converting: no int overflow
     hi = np.float32(act_max - out_zp)
+    v = np.float32(acc) * scale  # float32 product, one rounding
+    v = min(max(v, lo), hi)
+    return np.int8(np.int32(np.rint(v)) + out_zp)
+
+
+@kernel
+def requantize_fp32(acc, scale, out_zp, act_min, act_max):
+    """acc [R, C] int32 (bias included), scale [C] float32 -> int8 [R, C], each value by
+    `requantize_fp32_value`."""
+    rows, channels = acc.shape
+    out = np.empty((rows, channels), np.int8)
     for r in range(rows):
         for c in range(channels):
-            v = np.float32(acc[r, c]) * scale[c]  # float32 product, one rounding
-            v = min(max(v, lo), hi)
-            out[r, c] = np.int8(np.int32(np.rint(v)) + out_zp)
+            out[r, c] = requantize_fp32_value(acc[r, c], scale[c], out_zp, act_min, act_max)
     return out
 
 
