@@ -25,6 +25,7 @@ BENCHMARKS = [
     ("models.py", ["--repeat", "20"], ["--repeat", "3", "--modes", "int8"]),
     ("calibration.py", [], ["--samples", "20"]),
     ("xnnpack_agreement.py", [], []),
+    ("xnnpack_latency.py", [], ["--repeat", "3"]),
     ("sqnr_report.py", [], ["--calibration", "10", "--held-out", "2"]),
 ]
 
