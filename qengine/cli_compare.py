@@ -21,6 +21,8 @@ def add_compare(commands) -> None:
                    help="quantize FLOAT with this recipe instead of reading QUANT")
     p.add_argument("--calibration", metavar="CAL",
                    help="with --recipe: calibration data (default: the --data samples)")
+    p.add_argument("--calibration-key", metavar="KEY",
+                   help="use only this array of the --calibration .npz")
     p.add_argument("--data", required=True, metavar="DATA",
                    help=".npy (samples on axis 0), .npz keyed by input name, or a directory "
                         "of them")
@@ -69,19 +71,19 @@ def quantized(args, float_model, data):
     from .quantizer import quantize
     from .quantizer.scheme import Recipe
 
-    calibration = read_data(args.calibration, args.data_key, float_model) \
-        if args.calibration else data
+    calibration = read_data(args.calibration, args.calibration_key, float_model,
+                            "--calibration-key") if args.calibration else data
     return quantize(float_model, calibration=calibration, recipe=Recipe.load(args.recipe))
 
 
-def read_data(path: str, key: str | None, model):
+def read_data(path: str, key: str | None, model, flag: str = "--data-key"):
     """Calibration-style data; an .npz whose keys are not input names needs --data-key."""
     from .cli_quantize import load_calibration
 
     data = load_calibration(path)
     if not isinstance(data, dict):
         if key:
-            raise InputError(f"--data-key {key!r} needs an .npz; {path} holds one array")
+            raise InputError(f"{flag} {key!r} needs an .npz; {path} holds one array")
         return data
     if key:
         if key not in data:
@@ -91,6 +93,6 @@ def read_data(path: str, key: str | None, model):
         name for sig in model.signatures for name in sig.inputs}
     if not set(data) & names:
         raise InputError(f"{path}: keys {', '.join(data)} are not input names "
-                         f"({', '.join(sorted(names))}); pick one array with --data-key")
+                         f"({', '.join(sorted(names))}); pick one array with {flag}")
     return data
 

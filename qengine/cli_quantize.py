@@ -23,6 +23,9 @@ def add_quantize(commands) -> None:
     p.add_argument("--calibration", metavar="DATA",
                    help="int8/int16x8: .npy (samples on axis 0), .npz keyed by input name, or "
                         "a directory of them")
+    p.add_argument("--calibration-key", metavar="KEY",
+                   help="use only this array of the --calibration .npz (e.g. 'calibration' "
+                        "in examples/digits_data.npz)")
     p.add_argument("--inference-type", choices=("int8", "uint8", "int16", "float32"),
                    help="int8/int16x8 modes: the model's input/output type (default: the "
                         "activation type, int8 or int16)")
@@ -66,7 +69,8 @@ def cmd_quantize(args) -> int:
             print(f"note: --mode {args.mode} needs no calibration data; ignoring "
                   f"{args.calibration}", file=sys.stderr)
         else:
-            calibration = load_calibration(args.calibration)
+            calibration = pick_array(load_calibration(args.calibration), args.calibration_key,
+                                     args.calibration)
     if args.auto_keep_float:
         return auto_keep_float(args, model, calibration, recipe)
     result = quantize(model, args.mode, calibration, inference_type=args.inference_type,
@@ -77,6 +81,17 @@ def cmd_quantize(args) -> int:
     result.save(args.output)
     print(f"wrote {args.output}")
     return 0
+
+
+def pick_array(data, key: str | None, path: str):
+    """One array out of an .npz's dict when --calibration-key names it."""
+    if key is None:
+        return data
+    if not isinstance(data, dict):
+        raise InputError(f"--calibration-key {key!r} needs an .npz; {path} holds one array")
+    if key not in data:
+        raise InputError(f"{path} has no array {key!r}; it has {', '.join(data)}")
+    return data[key]
 
 
 def read_recipe(args):

@@ -208,3 +208,17 @@ def test_run_xnnpack_arithmetic_compares_with_the_default_interpreter(capsys, tm
                              "--repeat", "1")
     assert code == 0, out + err
     assert "PASS" in out and "FAIL" not in out
+
+
+def test_quantize_takes_one_array_of_an_npz(capsys, tmp_path):
+    """The bundled example's .npz holds calibration, test images and labels."""
+    data, out = str(EXAMPLES / "digits_data.npz"), tmp_path / "q.tflite"
+    code, _, err = run_cli(capsys, "quantize", MODEL, "--calibration", data, "-o", str(out))
+    assert_one_line_error(code, err, "not an input")
+    code, _, err = run_cli(capsys, "quantize", MODEL, "--calibration", data,
+                           "--calibration-key", "labels", "-o", str(out))
+    assert_one_line_error(code, err, "no array 'labels'")
+    assert not out.exists()
+    code, _, _ = run_cli(capsys, "quantize", MODEL, "--calibration", data, "--calibration-key",
+                         "calibration", "-o", str(out), "--quiet")
+    assert code == 0 and qengine.load(out).main.inputs[0].dtype == "int8"

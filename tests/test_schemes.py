@@ -521,3 +521,17 @@ def test_an_override_that_matches_nothing_is_reported(capsys):
     err = capsys.readouterr().err
     assert "'CONV2D' matches no op" in err and "'CONV_2D'" not in err
     assert np.abs(ops_by_type(model)["CONV_2D"].inputs[1].data).max() == 31
+
+
+def test_cli_compare_recipe_on_the_bundled_npz(tmp_path, capsys):
+    """The README's example: calibration and test data are two arrays of one .npz."""
+    recipe = tmp_path / "int4.json"
+    recipe.write_text('{"default": {"weight_bits": 4}}')
+    data = str(EXAMPLES / "digits_data.npz")
+    assert main(["compare", str(DIGITS), "--recipe", str(recipe), "--calibration", data,
+                 "--calibration-key", "calibration", "--data", data, "--data-key",
+                 "test_images", "--limit", "50"]) == 0
+    assert "output SQNR" in capsys.readouterr().out
+    assert main(["compare", str(DIGITS), "--recipe", str(recipe), "--calibration", data,
+                 "--data", data, "--data-key", "test_images"]) == 2
+    assert "pick one array with --calibration-key" in capsys.readouterr().err
