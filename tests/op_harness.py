@@ -7,6 +7,8 @@ differs between implementations, so bitwise equality is not expected for them.
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 from tflite_ref import run_tflite
 
@@ -14,6 +16,12 @@ import qengine
 from qengine.ir import Model
 
 FLOAT_REL = 1e-5  # the default float tolerance, relative to the output's range
+
+
+def rng(*key) -> np.random.Generator:
+    """A generator seeded by a test's parameters. Not hash(): a str's hash changes from process
+    to process (PYTHONHASHSEED), and so would the test's data; crc32 of the repr does not."""
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
 
 
 def model_bytes(model) -> bytes:

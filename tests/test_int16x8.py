@@ -10,11 +10,9 @@ TensorFlow's own 16x8 converter.
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 import pytest
-from op_harness import check_against_tflite
+from op_harness import check_against_tflite, rng
 from tflite_ref import run_tflite
 
 import qengine
@@ -23,12 +21,6 @@ from qengine.errors import QuantizationError, UnsupportedOpError
 from qengine.ir import Quantization
 
 ACTS = {"NONE": 0, "RELU": 1, "RELU_N1_TO_1": 2, "RELU6": 3}
-
-
-def rng(*key):
-    """A generator seeded by the test's parameters: hash() of a str differs between processes
-    (PYTHONHASHSEED), crc32 of the repr does not."""
-    return np.random.default_rng(zlib.crc32(repr(key).encode()))
 
 
 def int16_values(r, shape):

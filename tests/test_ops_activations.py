@@ -2,14 +2,13 @@
 quantized routing."""
 
 import sys
-import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np
 import pytest
-from op_harness import check_against_tflite
+from op_harness import check_against_tflite, rng
 
 import qengine
 from qengine.builder import GraphBuilder, options
@@ -35,11 +34,6 @@ SIMPLE = ["RELU", "RELU6", "RELU_N1_TO_1", "RELU_0_TO_1", "ELU", "HARD_SWISH", "
           "TANH"]
 SPECIALS = np.array([0.0, -0.0, 0.5, -0.5, 1.0, -1.0, 3.0, -3.0, 6.0, 7.5, -9.5, 16.7, 20.0,
                      -20.0, 1e30, -1e30, np.inf, -np.inf, np.nan], np.float32)
-
-
-def rng(*key):
-    """A generator seeded by the test's parameters (stable across runs, unlike hash())."""
-    return np.random.default_rng(zlib.crc32(repr(key).encode()))
 
 
 def activation_model(op, shape, opts=None, dtype="float32", quantization=None):

@@ -3,14 +3,13 @@ for bit: every int8 input value under random and extreme parameters, models quan
 qengine, and the parameter combinations TFLite refuses."""
 
 import sys
-import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np
 import pytest
-from op_harness import check_against_tflite
+from op_harness import check_against_tflite, rng
 
 import qengine
 from qengine.builder import GraphBuilder, options
@@ -26,10 +25,6 @@ REQUANTIZING = ["RELU", "RELU6", "RELU_N1_TO_1", "RELU_0_TO_1", "LEAKY_RELU", "H
 # TFLite registers these ops only at version 1 (the int8 kernels included)
 VERSION_1 = {"ELU", "RELU_N1_TO_1", "RELU_0_TO_1", "HARD_SWISH", "PRELU"}
 EVERY_INT8 = np.arange(-128, 128).astype(np.int8).reshape(2, 4, 32)
-
-
-def rng(*key):
-    return np.random.default_rng(zlib.crc32(repr(key).encode()))
 
 
 def q(scale, zero_point=0):

@@ -2,14 +2,13 @@
 integer edge cases (overflow, signs of division and modulo), special float values."""
 
 import sys
-import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np
 import pytest
-from op_harness import check_against_tflite
+from op_harness import check_against_tflite, rng
 
 import qengine
 from qengine.builder import ACTIVATIONS, GraphBuilder, options
@@ -35,11 +34,6 @@ COMPARISONS = ["EQUAL", "NOT_EQUAL", "LESS", "LESS_EQUAL", "GREATER", "GREATER_E
 BROADCAST_4D = [((2, 3, 4), (2, 3, 4)), ((2, 3, 4), (4,)), ((2, 1, 4), (3, 1)),
                 ((), (3,)), ((5,), ()), ((2, 3, 1, 1), (1, 1, 4, 5)), ((1, 1, 1, 7), (3, 1, 1))]
 BROADCAST_5D = BROADCAST_4D + [((1, 2, 1, 3, 1), (2, 1, 4, 1, 2)), ((2, 3, 2, 2, 3), (3,))]
-
-
-def rng(*key):
-    """A generator seeded by the test's parameters (stable across runs, unlike hash())."""
-    return np.random.default_rng(zlib.crc32(repr(key).encode()))
 
 
 def random(r, shape, dtype, low=-50, high=50):

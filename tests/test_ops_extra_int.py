@@ -5,14 +5,13 @@ quantized by qengine, the converter's own int8 corpus models end to end, and the
 combinations TFLite refuses."""
 
 import sys
-import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np
 import pytest
-from op_harness import check_against_tflite
+from op_harness import check_against_tflite, rng
 from tflite_ref import quantize_inputs, run_tflite
 
 import qengine
@@ -24,10 +23,6 @@ DEVIATIONS = {}  # every op here is exact
 
 UNARY = ["RSQRT", "ABS", "EXP", "LOG", "GELU", "GELU_APPROXIMATE"]
 EVERY_INT8 = np.arange(-128, 128).astype(np.int8).reshape(2, 4, 32)
-
-
-def rng(*key):
-    return np.random.default_rng(zlib.crc32(repr(key).encode()))
 
 
 def q(scale, zero_point=0):

@@ -6,11 +6,9 @@ optimized kernels (BUILTIN_WITHOUT_DEFAULT_DELEGATES); both run the same tensor_
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 import pytest
-from op_harness import check_against_tflite
+from op_harness import check_against_tflite, rng
 from qengine.kernels import hybrid
 from tflite_ref import run_tflite
 
@@ -21,12 +19,6 @@ from qengine.ir import Quantization
 from qengine.quantizer import quantize
 
 ACTS = ["NONE", "RELU", "RELU6", "RELU_N1_TO_1"]
-
-
-def rng(*key):
-    """A generator seeded by the test's parameters: hash() of a str differs between processes
-    (PYTHONHASHSEED), crc32 of the repr does not."""
-    return np.random.default_rng(zlib.crc32(repr(key).encode()))
 
 
 def int8(r, shape, low=-128):

@@ -2,14 +2,13 @@
 optional bias, constant and computed weights, fused activations, and malformed models."""
 
 import sys
-import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np
 import pytest
-from op_harness import check_against_tflite
+from op_harness import check_against_tflite, rng
 
 import qengine
 from qengine.builder import ACTIVATIONS, GraphBuilder, options
@@ -18,10 +17,6 @@ from qengine.ir import Quantization
 
 # FULLY_CONNECTED matches TFLite within the default tolerance (1e-5 of the output range).
 DEVIATIONS: dict[str, str] = {}
-
-
-def rng(*key):
-    return np.random.default_rng(zlib.crc32(repr(key).encode()))
 
 
 def normal(r, shape):

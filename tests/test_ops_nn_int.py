@@ -3,14 +3,13 @@ int8 pools, SOFTMAX, RESIZE_BILINEAR (int8, int16), BATCH_MATMUL and TRANSPOSE_C
 hand-built models with extreme parameters and on models quantized by qengine."""
 
 import sys
-import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np
 import pytest
-from op_harness import check_against_tflite
+from op_harness import check_against_tflite, rng
 
 import qengine
 from qengine.builder import ACTIVATIONS, SAME, VALID, GraphBuilder, options
@@ -18,10 +17,6 @@ from qengine.errors import InvalidModelError, UnsupportedOpError
 from qengine.ir import Quantization
 
 DEVIATIONS = {}  # every op here is exact
-
-
-def rng(*key):
-    return np.random.default_rng(zlib.crc32(repr(key).encode()))
 
 
 def q(scale, zero_point=0):

@@ -2,14 +2,13 @@
 reference kernel, bit for bit."""
 
 import sys
-import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np
 import pytest
-from op_harness import check_against_tflite
+from op_harness import check_against_tflite, rng
 
 import qengine
 from qengine.builder import GraphBuilder
@@ -19,10 +18,6 @@ from qengine.ir import Quantization
 DEVIATIONS = {}  # exact
 
 RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
-
-
-def rng(*key):
-    return np.random.default_rng(zlib.crc32(repr(key).encode()))
 
 
 def q(scale, zero_point=0):

@@ -7,11 +7,9 @@ optimized kernel, whose different MBQM rounding (NEON, ties up) allows +-1 (DEVI
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 import pytest
-from op_harness import check_against_tflite
+from op_harness import check_against_tflite, rng
 from tflite_ref import run_tflite
 
 import qengine
@@ -24,12 +22,6 @@ DEVIATIONS = {
     "SUM (arithmetic='xnnpack') vs the optimized kernel": "the optimized QuantizedMeanOrSum "
     "rounds with NEON-style ties-up; qengine uses the reference MBQM, so +-1",
 }
-
-
-def rng(*key):
-    """A generator seeded by the test's parameters: hash() of a str differs between processes
-    (PYTHONHASHSEED), crc32 of the repr does not."""
-    return np.random.default_rng(zlib.crc32(repr(key).encode()))
 
 
 def int8(r, shape):

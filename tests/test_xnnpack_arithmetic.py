@@ -9,28 +9,21 @@ every output tensor its shape, because the delegate declines ops whose output sh
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 import pytest
+from op_harness import rng
+from qengine.kernels import softmax as softmax_kernels
+from qengine.kernels import xnnpack as xnnpack_kernels
 from tflite_ref import make_interpreter, run_tflite
 
 import qengine
 from qengine.builder import ACTIVATIONS, SAME, VALID, GraphBuilder, options
 from qengine.errors import UnsupportedOpError
 from qengine.ir import Quantization
-from qengine.kernels import softmax as softmax_kernels
-from qengine.kernels import xnnpack as xnnpack_kernels
 
 pytestmark = pytest.mark.tf
 
 ACTS = ["NONE", "RELU", "RELU6", "RELU_N1_TO_1"]
-
-
-def rng(*key):
-    """A generator seeded by the test's parameters: hash() of a str differs between processes
-    (PYTHONHASHSEED), crc32 of the repr does not."""
-    return np.random.default_rng(zlib.crc32(repr(key).encode()))
 
 
 def int8(r, shape, low=-128):
