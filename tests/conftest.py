@@ -41,6 +41,17 @@ def corpus():
     return corpus_module
 
 
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    """Run the test with Numba kernels on 1, then 2 threads (fast kernels must not depend on it)."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(request.param, numba.config.NUMBA_NUM_THREADS))
+    yield request.param
+    numba.set_num_threads(before)
+
+
 # CI runs hypothesis with a fixed seed: a failure there must be reproducible, and new
 # examples are explored in local runs (which keep their failures in .hypothesis/).
 if os.environ.get("CI"):

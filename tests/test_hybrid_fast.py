@@ -7,7 +7,6 @@
 - The fused float epilogue against the same float32 operations written in NumPy.
 """
 
-import numba
 import numpy as np
 import pytest
 from qengine.kernels import fast_conv, fast_fc, hybrid
@@ -114,14 +113,6 @@ def test_quantizers_zero_rows_and_rounding_corner():
 
 
 # -- raw accumulators ----------------------------------------------------------------------------
-
-
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
-    before = numba.get_num_threads()
-    numba.set_num_threads(min(request.param, numba.config.NUMBA_NUM_THREADS))
-    yield request.param
-    numba.set_num_threads(before)
 
 
 def int8(r, shape):

@@ -8,7 +8,6 @@ zero points at the int8 extremes, fused clamps, and multipliers from QuantizeMul
 as raw int32 ones (INT32_MIN, left shifts past 31, right shifts of 31).
 """
 
-import numba
 import numpy as np
 import pytest
 from qengine.kernels import conv, fast_conv, fast_fc, fully_connected
@@ -16,14 +15,6 @@ from qengine.kernels.fixedpoint import quantize_multipliers
 from test_kernels_conv import Regime, assert_same, conv_geometry, quant_params
 
 SEEDS = range(40)
-
-
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
-    before = numba.get_num_threads()
-    numba.set_num_threads(min(request.param, numba.config.NUMBA_NUM_THREADS))
-    yield request.param
-    numba.set_num_threads(before)
 
 
 def extreme_params(rng, out_c):

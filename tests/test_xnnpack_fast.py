@@ -7,7 +7,6 @@ wrap int32, fused clamps; then whole models with the fast kernels on and off.
 (tests/test_xnnpack_arithmetic.py checks the same path against TFLite's default interpreter.)
 """
 
-import numba
 import numpy as np
 import pytest
 from qengine.kernels import fast_conv, fast_fc, hybrid
@@ -21,14 +20,6 @@ from qengine.ops import xnnpack_int
 
 SEEDS = range(30)
 FC_GEOMETRY = (1, 1, 1, 1, 0, 0, 1, 1)
-
-
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
-    before = numba.get_num_threads()
-    numba.set_num_threads(min(request.param, numba.config.NUMBA_NUM_THREADS))
-    yield request.param
-    numba.set_num_threads(before)
 
 
 def slow_twin(acc, bias, scale, out_zp, act_min, act_max):
