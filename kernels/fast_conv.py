@@ -112,6 +112,40 @@ def _madd(builder, u, v):
     return builder.add(*halves)
 
 
+def _accumulate(builder, k2, n_acc, step, name):
+    """Emit `accs = [0] * n_acc; for i in range(k2): accs = step(i, accs)` over int32x8
+    accumulators and return their final values (all zero when k2 <= 0). `step` emits the loop
+    body into the current block and returns the new accumulators."""
+    const = lambda v: ir.Constant(_I64, v)
+    zero = ir.Constant(_V8I32, None)
+    entry = builder.block
+    loop = builder.function.append_basic_block(f"{name}_loop")
+    done = builder.function.append_basic_block(f"{name}_done")
+    builder.cbranch(builder.icmp_signed(">", k2, const(0)), loop, done)
+
+    builder.position_at_end(loop)
+    i = builder.phi(_I64)
+    accs = [builder.phi(_V8I32) for _ in range(n_acc)]
+    new = step(i, accs)
+    body_end = builder.block
+    i_next = builder.add(i, const(1))
+    builder.cbranch(builder.icmp_signed("<", i_next, k2), loop, done)
+    i.add_incoming(const(0), entry)
+    i.add_incoming(i_next, body_end)
+    for acc, value in zip(accs, new):
+        acc.add_incoming(zero, entry)
+        acc.add_incoming(value, body_end)
+
+    builder.position_at_end(done)
+    final = []
+    for value in new:
+        phi = builder.phi(_V8I32)
+        phi.add_incoming(zero, entry)
+        phi.add_incoming(value, body_end)
+        final.append(phi)
+    return final
+
+
 def _make_tile(rows, panels):
     """An LLVM micro-kernel: C[rows, panels*16] = A_panel · B_panels over k2 tap pairs.
 
@@ -126,52 +160,26 @@ def _make_tile(rows, panels):
         a_ptr = builder.inttoptr(a_addr, _I32.as_pointer())
         b_ptr = builder.inttoptr(b_addr, _I8.as_pointer())
         c_ptr = builder.inttoptr(c_addr, _I32.as_pointer())
-        entry = builder.block
-        loop = builder.function.append_basic_block("tile_loop")
-        done = builder.function.append_basic_block("tile_done")
-        zero = ir.Constant(_V8I32, None)
         const = lambda v: ir.Constant(_I64, v)
-        builder.cbranch(builder.icmp_signed(">", k2, const(0)), loop, done)
 
-        builder.position_at_end(loop)
-        i = builder.phi(_I64)
-        accs = [builder.phi(_V8I32) for _ in range(n_acc)]
-        weights = []  # 2 int16x16 vectors per panel: channels 0-7 and 8-15, two taps each
-        for j in range(panels):
-            base = builder.add(builder.mul(const(j), b_stride), builder.mul(i, const(32)))
-            for half in range(2):
-                ptr = builder.gep(b_ptr, [builder.add(base, const(16 * half))])
-                raw = builder.load(builder.bitcast(ptr, _V16I8.as_pointer()), align=1)
-                weights.append(builder.sext(raw, _V16I16))
-        new = []
-        for r in range(rows):  # broadcast (x[2i], x[2i+1]) of row r to all 8 int32 lanes
-            pair = builder.load(
-                builder.gep(a_ptr, [builder.add(builder.mul(i, a_stride), const(r))]), align=4
-            )
-            vec = builder.insert_element(
-                ir.Constant(_V8I32, ir.Undefined), pair, ir.Constant(_I32, 0)
-            )
-            splat = builder.shuffle_vector(
-                vec, ir.Constant(_V8I32, ir.Undefined), ir.Constant(_V8I32, [0] * 8)
-            )
-            xs = builder.bitcast(splat, _V16I16)
-            for j, w in enumerate(weights):
-                new.append(builder.add(accs[r * len(weights) + j], _madd(builder, xs, w)))
-        i_next = builder.add(i, const(1))
-        builder.cbranch(builder.icmp_signed("<", i_next, k2), loop, done)
-        i.add_incoming(const(0), entry)
-        i.add_incoming(i_next, loop)
-        for acc, value in zip(accs, new):
-            acc.add_incoming(zero, entry)
-            acc.add_incoming(value, loop)
+        def step(i, accs):
+            weights = []  # 2 int16x16 vectors per panel: channels 0-7 and 8-15, two taps each
+            for j in range(panels):
+                base = builder.add(builder.mul(const(j), b_stride), builder.mul(i, const(32)))
+                for half in range(2):
+                    ptr = builder.gep(b_ptr, [builder.add(base, const(16 * half))])
+                    raw = builder.load(builder.bitcast(ptr, _V16I8.as_pointer()), align=1)
+                    weights.append(builder.sext(raw, _V16I16))
+            new = []
+            for r in range(rows):  # broadcast (x[2i], x[2i+1]) of row r to all 8 int32 lanes
+                index = builder.add(builder.mul(i, a_stride), const(r))
+                pair = builder.load(builder.gep(a_ptr, [index]), align=4)
+                xs = builder.bitcast(_splat(builder, pair), _V16I16)
+                for j, w in enumerate(weights):
+                    new.append(builder.add(accs[r * len(weights) + j], _madd(builder, xs, w)))
+            return new
 
-        builder.position_at_end(done)
-        results = []
-        for value in new:
-            phi = builder.phi(_V8I32)
-            phi.add_incoming(zero, entry)
-            phi.add_incoming(value, loop)
-            results.append(phi)
+        results = _accumulate(builder, k2, n_acc, step, "tile")
         per_row = panels * 2
         for idx, value in enumerate(results):
             r, v = divmod(idx, per_row)
@@ -689,42 +697,23 @@ def _qtile_codegen(context, builder, signature, args, rows, fp32):
     q_ptr = builder.inttoptr(q_addr, _I32.as_pointer())
     out_ptr = builder.inttoptr(out_addr, _I8.as_pointer())
     const = lambda v: ir.Constant(_I64, v)
-    entry = builder.block
-    loop = builder.function.append_basic_block("qtile_loop")
-    done = builder.function.append_basic_block("qtile_done")
-    zero = ir.Constant(_V8I32, None)
-    builder.cbranch(builder.icmp_signed(">", k2, const(0)), loop, done)
 
-    builder.position_at_end(loop)
-    i = builder.phi(_I64)
-    accs = [builder.phi(_V8I32) for _ in range(2 * rows)]
-    weights = []  # channels 0-7 and 8-15 of the panel, taps 2i and 2i+1 of each
-    for half in range(2):
-        ptr = builder.gep(b_ptr, [builder.add(builder.mul(i, const(32)), const(16 * half))])
-        raw = builder.load(builder.bitcast(ptr, _V16I8.as_pointer()), align=1)
-        weights.append(builder.sext(raw, _V16I16))
-    new = []
-    for r in range(rows):  # broadcast row r's pair (x[2i], x[2i+1]) to all 8 int32 lanes
-        offset = builder.add(builder.mul(const(r), a_row), builder.mul(i, const(4)))
-        ptr = builder.bitcast(builder.gep(a_ptr, [offset]), _I32.as_pointer())
-        xs = builder.bitcast(_splat(builder, builder.load(ptr, align=4)), _V16I16)
-        for h, w in enumerate(weights):
-            new.append(builder.add(accs[2 * r + h], _madd(builder, xs, w)))
-    i_next = builder.add(i, const(1))
-    builder.cbranch(builder.icmp_signed("<", i_next, k2), loop, done)
-    i.add_incoming(const(0), entry)
-    i.add_incoming(i_next, loop)
-    for acc, value in zip(accs, new):
-        acc.add_incoming(zero, entry)
-        acc.add_incoming(value, loop)
+    def step(i, accs):
+        weights = []  # channels 0-7 and 8-15 of the panel, taps 2i and 2i+1 of each
+        for half in range(2):
+            ptr = builder.gep(b_ptr, [builder.add(builder.mul(i, const(32)), const(16 * half))])
+            raw = builder.load(builder.bitcast(ptr, _V16I8.as_pointer()), align=1)
+            weights.append(builder.sext(raw, _V16I16))
+        new = []
+        for r in range(rows):  # broadcast row r's pair (x[2i], x[2i+1]) to all 8 int32 lanes
+            offset = builder.add(builder.mul(const(r), a_row), builder.mul(i, const(4)))
+            ptr = builder.bitcast(builder.gep(a_ptr, [offset]), _I32.as_pointer())
+            xs = builder.bitcast(_splat(builder, builder.load(ptr, align=4)), _V16I16)
+            for h, w in enumerate(weights):
+                new.append(builder.add(accs[2 * r + h], _madd(builder, xs, w)))
+        return new
 
-    builder.position_at_end(done)
-    sums = []
-    for value in new:
-        phi = builder.phi(_V8I32)
-        phi.add_incoming(zero, entry)
-        phi.add_incoming(value, loop)
-        sums.append(phi)
+    sums = _accumulate(builder, k2, 2 * rows, step, "qtile")
 
     def q_row(row, half):  # q is int32 [4, 16]: bias, M, left, right of the panel's channels
         ptr = builder.gep(q_ptr, [const(16 * row + 8 * half)])
