@@ -107,9 +107,9 @@ def _full_integer(model, calibration, options, quiet, factory=None):
 
 
 def _warn_unmatched(model: Model, recipe: Recipe) -> None:
-    from .int8 import _names
+    from .int8 import op_names
 
-    for override in recipe.unmatched(_names(op) for op in model.main.operators):
+    for override in recipe.unmatched(op_names(op) for op in model.main.operators):
         print(f"warning: recipe override {override.match!r} matches no op type or output "
               f"tensor name of this model; it has no effect", file=sys.stderr)
 
@@ -117,11 +117,11 @@ def _warn_unmatched(model: Model, recipe: Recipe) -> None:
 def _observers_by_tensor(model: Model, recipe: Recipe):
     """A new observer for a tensor: the calibrator of the scheme of the op that writes it (the
     default scheme for graph inputs and ops kept in float)."""
-    from .int8 import _names
+    from .int8 import op_names
 
     chosen = {}
     for op in model.main.operators:
-        scheme = recipe.scheme_for(_names(op)) or recipe.default
+        scheme = recipe.scheme_for(op_names(op)) or recipe.default
         for t in op.outputs:
             if t is not None:
                 chosen[t.name] = scheme

@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Model, OpCode, Operator, Tensor, verify
-from .weights import symmetric_weights
+from .scheme import Scheme
+from .weights import scheme_weights
 
 MIN_ELEMENTS = 1024  # the converter leaves smaller filters in float
 
@@ -44,7 +45,8 @@ def quantize_dynamic(model: Model, per_channel: bool = True,
             # TFLite's hybrid depthwise kernel reads one scale per channel whatever the file
             # holds, so depthwise filters stay per-channel even when per-tensor is asked for
             channelwise = per_channel or op.type == "DEPTHWISE_CONV_2D"
-            q, quant = symmetric_weights(w.data, axis if channelwise else None)
+            scheme = Scheme(granularity="per_channel" if channelwise else "per_tensor")
+            q, quant = scheme_weights(w.data, axis, scheme)
             weights = Tensor(w.name, q.shape, "int8", quantization=quant)
             weights.data = q
             op.inputs[index] = weights

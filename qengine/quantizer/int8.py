@@ -204,7 +204,7 @@ class _Pass:
         self.act = options.activations  # the activation dtype: int8 or int16
         self.rules = RULES if self.act == "int8" else RULES_16X8
         self.recipe = options.resolved_recipe()
-        self.scheme = {id(op): self.recipe.scheme_for(_names(op)) for op in self.graph.operators}
+        self.scheme = {id(op): self.recipe.scheme_for(op_names(op)) for op in self.graph.operators}
         # a tensor's scale follows the scheme of the op that writes it (graph inputs: default)
         self.tensor_scheme = {id(t): self.scheme[id(op)] for op in self.graph.operators
                               for t in op.outputs if t is not None}
@@ -239,7 +239,7 @@ class _Pass:
         # keep_float entries: op types or output tensor names, exact or fnmatch patterns
         if rule is None or scheme is None or any(
                 name == keep or fnmatchcase(name, keep)
-                for name in _names(op) for keep in self.options.keep_float):
+                for name in op_names(op) for keep in self.options.keep_float):
             return None
         floats = [t for t in op.inputs + op.outputs if t is not None and t.dtype == "float32"]
         if not floats:
@@ -571,7 +571,7 @@ def _same_params(q: Quantization | None, target: Quantization) -> bool:
         target.scale[0]) and int(q.zero_point[0]) == int(target.zero_point[0])
 
 
-def _names(op: Operator) -> list[str]:
+def op_names(op: Operator) -> list[str]:
     """What recipes and keep_float patterns match: the op type and its output-tensor names."""
     return [op.type] + [t.name for t in op.outputs if t is not None]
 
