@@ -1,7 +1,7 @@
 """Output SQNR (dB) of int8 models against their float model, on held-out inputs:
 qengine's int8 pass, TensorFlow's converter and ai-edge-quantizer, same calibration samples.
 
-    python benchmarks/sqnr_report.py [--calibration 50] [--held-out 8]
+    python benchmarks/sqnr_report.py [--calibration 50] [--held-out 8] [--held-out-seed 5]
 
 Models are tests/corpus.py's (Keras models converted by TensorFlow; random weights except the
 digit classifier, so only the relative numbers matter). The TFLite reference interpreter runs
@@ -34,13 +34,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calibration", type=int, default=50)
     parser.add_argument("--held-out", type=int, default=8)
+    parser.add_argument("--held-out-seed", type=int, default=5)
     args = parser.parse_args(argv)
     print("| model | qengine int8 | TF converter int8 | ai-edge-quantizer int8 |")
     print("|---|---|---|---|")
     for name in MODELS:
         float_path = corpus.path(name, "float")
         data = corpus.sample_inputs(name, args.calibration, seed=0)
-        held_out = corpus.sample_inputs(name, args.held_out, seed=5)
+        held_out = corpus.sample_inputs(name, args.held_out, seed=args.held_out_seed)
         reference = float_outputs(float_path.read_bytes(), held_out)
         cells = []
         makers = (lambda: qengine.quantize(float_path, "int8", data, quiet=True).to_bytes(),
