@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except QEngineError as e:
         if args.debug:
+            for node in getattr(e, "nodes", ()):  # every unsupported node, not one per type
+                print(f"unsupported: {node}", file=sys.stderr)
             raise
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -60,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     p = commands.add_parser("inspect", help="describe a model's inputs, outputs, ops and sizes")
     p.add_argument("model")
     p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--unsupported", action="store_true",
+                   help="list every op qengine has no kernel for, one per line")
     p.set_defaults(handler=cmd_inspect)
 
     p = commands.add_parser("run", help="run a model with qengine's kernels")
@@ -110,8 +114,21 @@ def cmd_inspect(args) -> int:
     from .inspect import describe, format_text
 
     path = Path(args.model)
+    if args.unsupported:
+        return print_unsupported(load(path))
     info = describe(load(path), file_size=path.stat().st_size if path.exists() else None)
     print(json.dumps(info, indent=2) if args.json else format_text(info))
+    return 0
+
+
+def print_unsupported(model) -> int:
+    from .runtime.interpreter import unsupported_nodes
+
+    nodes = unsupported_nodes(model)
+    for name, where in nodes:
+        print(f"{name:<32} {where}")
+    print(f"{len(nodes)} op(s) without a qengine kernel, "
+          f"{len({name for name, _ in nodes})} distinct type(s)")
     return 0
 
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, InvalidModelError, QEngineError, UnsupportedOpError
+from ..errors import InputError, InvalidModelError, QEngineError, UnsupportedOpsError
 from ..flatbuffer_io import load
 from ..ir import Model, Subgraph, Tensor, numpy_dtype
-from .registry import OpContext, Prepared, Spec, lookup, op_key, supported_ops
+from .registry import OpContext, Prepared, Spec, lookup, op_key
 from .resources import Resources
 
 MAX_ELEMENTS = 1 << 31  # larger intermediate tensors mean a corrupt or hostile model
@@ -401,19 +401,33 @@ def _blas_limit(n: int):
     return controller.limit(limits=n, user_api="blas")
 
 
-def _check_supported(model: Model) -> None:
-    missing = []
+def unsupported_nodes(model: Model) -> list[tuple[str, str]]:
+    """(op name, "op 3 (output 'x')" or "subgraph 2 op 0 (...)") for every op with no kernel."""
+    nodes = []
     for s_index, subgraph in enumerate(model.subgraphs):
         for index, op in enumerate(subgraph.operators):
             if lookup(op) is None:
                 out = op.outputs[0].name if op.outputs and op.outputs[0] is not None else "?"
                 where = f"op {index}" if s_index == 0 else f"subgraph {s_index} op {index}"
-                missing.append(f"{where} {op.opcode.display} (output {out!r})")
-    if missing:
-        raise UnsupportedOpError(
-            f"{len(missing)} op(s) have no kernel: " + "; ".join(missing)
-            + ". Register one with qengine.register_op(name, prepare). Supported: "
-            + ", ".join(supported_ops()))
+                nodes.append((op.opcode.display, f"{where} (output {out!r})"))
+    return nodes
+
+
+def _check_supported(model: Model) -> None:
+    """One line per op type without a kernel, with its count and first node; the full list is
+    the error's `nodes` (CLI: --debug, or `qengine inspect --unsupported`)."""
+    nodes = unsupported_nodes(model)
+    if not nodes:
+        return
+    by_type: dict[str, list[str]] = {}
+    for name, where in nodes:
+        by_type.setdefault(name, []).append(where)
+    lines = [f"  {name}: {len(wheres)} node(s), first {wheres[0]}"
+             for name, wheres in by_type.items()]
+    raise UnsupportedOpsError(
+        f"{len(by_type)} op type(s) in this model have no qengine kernel:\n" + "\n".join(lines)
+        + "\n  (`qengine inspect --unsupported MODEL` lists every node; a kernel of your own: "
+        "qengine.register_op(name, prepare))", [f"{where} {name}" for name, where in nodes])
 
 
 def _bind_inputs(tensors: list[Tensor], inputs, aliases: dict[str, Tensor]) -> list[np.ndarray]:
