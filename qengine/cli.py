@@ -125,8 +125,8 @@ def print_unsupported(model) -> int:
     from .runtime.interpreter import unsupported_nodes
 
     nodes = unsupported_nodes(model)
-    for name, where in nodes:
-        print(f"{name:<32} {where}")
+    for _, node in nodes:
+        print(node)
     print(f"{len(nodes)} op(s) without a qengine kernel, "
           f"{len({name for name, _ in nodes})} distinct type(s)")
     return 0

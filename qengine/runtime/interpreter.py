@@ -402,14 +402,15 @@ def _blas_limit(n: int):
 
 
 def unsupported_nodes(model: Model) -> list[tuple[str, str]]:
-    """(op name, "op 3 (output 'x')" or "subgraph 2 op 0 (...)") for every op with no kernel."""
+    """(op name, "op 3 NAME (output 'x')", with "subgraph 2 " before it outside the main
+    graph) for every op with no kernel."""
     nodes = []
     for s_index, subgraph in enumerate(model.subgraphs):
         for index, op in enumerate(subgraph.operators):
             if lookup(op) is None:
                 out = op.outputs[0].name if op.outputs and op.outputs[0] is not None else "?"
                 where = f"op {index}" if s_index == 0 else f"subgraph {s_index} op {index}"
-                nodes.append((op.opcode.display, f"{where} (output {out!r})"))
+                nodes.append((op.opcode.display, f"{where} {op.opcode.display} (output {out!r})"))
     return nodes
 
 
@@ -420,14 +421,18 @@ def _check_supported(model: Model) -> None:
     if not nodes:
         return
     by_type: dict[str, list[str]] = {}
-    for name, where in nodes:
-        by_type.setdefault(name, []).append(where)
-    lines = [f"  {name}: {len(wheres)} node(s), first {wheres[0]}"
-             for name, wheres in by_type.items()]
-    raise UnsupportedOpsError(
-        f"{len(by_type)} op type(s) in this model have no qengine kernel:\n" + "\n".join(lines)
-        + "\n  (`qengine inspect --unsupported MODEL` lists every node; a kernel of your own: "
-        "qengine.register_op(name, prepare))", [f"{where} {name}" for name, where in nodes])
+    for name, node in nodes:
+        by_type.setdefault(name, []).append(node)
+    if len(by_type) == 1:
+        message = (f"{nodes[0][1]} has no qengine kernel ({len(nodes)} node(s) of this type); "
+                   "register one with qengine.register_op(name, prepare)")
+    else:
+        message = (f"{len(by_type)} op types have no qengine kernel (`qengine inspect "
+                   "--unsupported MODEL` lists every node; qengine.register_op(name, prepare) "
+                   "adds a kernel):\n" + "\n".join(
+                       f"  {name}: {len(found)} node(s), first {found[0]}"
+                       for name, found in by_type.items()))
+    raise UnsupportedOpsError(message, [node for _, node in nodes])
 
 
 def _bind_inputs(tensors: list[Tensor], inputs, aliases: dict[str, Tensor]) -> list[np.ndarray]:
