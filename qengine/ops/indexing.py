@@ -225,3 +225,29 @@ def matrix_set_diag(ctx: OpContext) -> Prepared:
         return out
 
     return Prepared(run, [ctx.output_spec(0, x.shape, x.dtype)])
+
+
+# -- DILATE ----------------------------------------------------------------------------------
+
+
+@register_op("DILATE")
+def dilate(ctx: OpContext) -> Prepared:
+    """Spread the input: d - 1 copies of padding_value between neighbours along each axis of
+    dilation d; output size (n - 1) * d + 1."""
+    ctx.expect_inputs(3)
+    x, dilations, padding = ctx.input(0), ctx.input(1), ctx.input(2)
+    ctx.expect_dtype(x, *MOVABLE)
+    ctx.expect_dtype(dilations, "int32")
+    if padding.dtype != x.dtype:
+        raise ctx.invalid(f"padding value is {padding.dtype}, input {x.dtype}")
+    steps = [int(v) for v in np.ravel(ctx.constant(1, "dilations"))]
+    if len(steps) != len(x.shape) or any(d < 1 for d in steps):
+        raise ctx.invalid(f"dilations {steps} need one value >= 1 per input axis")
+    shape = tuple((n - 1) * d + 1 if n else 0 for n, d in zip(x.shape, steps))
+
+    def run(values, _, fill):
+        out = np.full(shape, fill.reshape(-1)[0], values.dtype)
+        out[tuple(slice(None, None, d) for d in steps)] = values
+        return out
+
+    return Prepared(run, [ctx.output_spec(0, shape, x.dtype)])
