@@ -320,6 +320,8 @@ class Interpreter:
                 value = self.resources.values.get(int(np.asarray(handle).reshape(-1)[0]))
                 if value is not None:
                     shown[t.name] = value.copy()
+        for tensor, value in self.resources.tensor_states.values():  # sequence ops' state
+            shown[tensor.name] = value.copy()
         return shown
 
     def _signature_names(self, subgraph: Subgraph) -> dict[str, Tensor]:

@@ -1,4 +1,5 @@
-"""State that lives across `Interpreter.run` calls: resource variables and CALL_ONCE status.
+"""State that lives across `Interpreter.run` calls: resource variables, CALL_ONCE status and
+the variable tensors (`is_variable`) sequence ops keep their recurrent state in.
 
 TFLite keeps one map from (container, shared_name) to a resource id for the whole interpreter,
 so a VAR_HANDLE in an init subgraph and one in the main graph with the same names refer to the
@@ -12,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InvalidModelError
+from ..ir import numpy_dtype
 
 
 class Resources:
@@ -20,6 +22,7 @@ class Resources:
         self.values: dict[int, np.ndarray] = {}
         self.initialized: set[int] = set()  # subgraphs CALL_ONCE has run to the end
         self.initializing: set[int] = set()  # subgraphs CALL_ONCE is running now
+        self.tensor_states: dict[int, tuple] = {}  # id(variable tensor) -> (tensor, value)
 
     def handle(self, container: str, shared_name: str) -> int:
         """The resource id of a variable, created on first sight as TFLite's VAR_HANDLE does."""
@@ -53,7 +56,20 @@ class Resources:
         """Every assigned variable's current value, keyed by its shared name."""
         return {self.name(rid): value.copy() for rid, value in sorted(self.values.items())}
 
+    def state(self, tensor) -> np.ndarray:
+        """A variable tensor's current value: its file value (zeros if none) until written."""
+        if id(tensor) not in self.tensor_states:
+            initial = tensor.data
+            value = np.zeros(tensor.shape, numpy_dtype(tensor.dtype)) if initial is None \
+                else np.array(initial)
+            self.tensor_states[id(tensor)] = (tensor, value)
+        return self.tensor_states[id(tensor)][1]
+
+    def set_state(self, tensor, value: np.ndarray) -> None:
+        self.tensor_states[id(tensor)] = (tensor, value)
+
     def reset(self) -> None:
         self.values.clear()
+        self.tensor_states.clear()
         self.initialized.clear()
         self.initializing.clear()
