@@ -139,3 +139,110 @@ def test_svdf(rank, bias, activation):
              options=options("SVDFOptions", rank=rank, fusedActivationFunction=activation))
     _compare_over_calls(b.build([y]), lambda call: rng("svdf-x", call).standard_normal(
         (batch, n_input)).astype(np.float32))
+
+
+def _direction(b: GraphBuilder, tag: str, n_input: int, n_cell: int, n_output: int,
+               cifg: bool, seed: int) -> list:
+    """The 17 weight inputs of one LSTM direction (peephole-free; projection if n_output
+    differs from n_cell)."""
+    def w(name, shape):
+        return _weights(b, tag + name, shape, seed)
+
+    gates = ("i", "f", "c", "o")
+    ins = [None if cifg and g == "i" else w("w_" + g, (n_cell, n_input)) for g in gates]
+    ins += [None if cifg and g == "i" else w("r_" + g, (n_cell, n_output)) for g in gates]
+    ins += [None, None, None]
+    ins += [None if cifg and g == "i" else w("b_" + g, (n_cell,)) for g in gates]
+    projection = n_output != n_cell
+    ins += [w("proj", (n_output, n_cell)) if projection else None, None]
+    return ins
+
+
+def _bidirectional_lstm(merge: bool, time_major: bool, cifg: bool):
+    shape = (5, 2, 3) if time_major else (2, 5, 3)
+    batch = shape[1] if time_major else shape[0]
+    b = GraphBuilder()
+    x = b.input("x", shape)
+    # TFLite needs one cell and one output size for both directions; with CIFG, no projection
+    n_out = 6 if cifg else 4
+    ins = [x] + _direction(b, "fw_", 3, 6, n_out, cifg, 5) + _direction(b, "bw_", 3, 6, n_out,
+                                                                       cifg, 6)
+    ins += [_state(b, "fw_h", (batch, n_out)), _state(b, "fw_c", (batch, 6)),
+            _state(b, "bw_h", (batch, n_out)), _state(b, "bw_c", (batch, 6))] + [None] * 9
+    opts = options("BidirectionalSequenceLSTMOptions", fusedActivationFunction=4,
+                   mergeOutputs=merge, timeMajor=time_major)
+    lead = shape[:-1]
+    outs = b.op("BIDIRECTIONAL_SEQUENCE_LSTM", ins, lead + (2 * n_out,) if merge else
+                [lead + (n_out,)] * 2, "float32", options=opts, n_outputs=1 if merge else 2)
+    return b.build(outs if isinstance(outs, list) else [outs]), shape
+
+
+DEVIATIONS = {
+    "BIDIRECTIONAL_SEQUENCE_LSTM merged, batch-major, CIFG": "TFLite 2.21's merged output "
+        "differs from its own unmerged outputs concatenated (by up to 0.12 for batch > 0); "
+        "qengine returns the concatenation, checked against TFLite's unmerged run",
+}
+
+
+@pytest.mark.parametrize("merge", [False, True])
+@pytest.mark.parametrize("time_major", [True, False])
+@pytest.mark.parametrize("cifg", [False, True])
+def test_bidirectional_sequence_lstm(merge, time_major, cifg):
+    model, shape = _bidirectional_lstm(merge, time_major, cifg)
+
+    def make_input(call):
+        return rng("bilstm-x", call).standard_normal(shape).astype(np.float32)
+
+    if not (merge and not time_major and cifg):
+        _compare_all_outputs(model, make_input)
+        return
+    unmerged, _ = _bidirectional_lstm(False, time_major, cifg)  # see DEVIATIONS
+    tfl = make_interpreter(unmerged.to_bytes())
+    tfl.allocate_tensors()
+    interpreter = qengine.Interpreter(model)
+    for call in range(CALLS):
+        tfl.set_tensor(tfl.get_input_details()[0]["index"], make_input(call))
+        tfl.invoke()
+        want = np.concatenate([tfl.get_tensor(d["index"]) for d in tfl.get_output_details()],
+                              axis=-1)
+        (got,) = interpreter.run(make_input(call)).values()
+        assert_close(f"call {call}", got, want)
+
+
+@pytest.mark.parametrize("merge", [False, True])
+@pytest.mark.parametrize("time_major", [True, False])
+def test_bidirectional_sequence_rnn(merge, time_major):
+    shape = (5, 2, 3) if time_major else (2, 5, 3)
+    batch = shape[1] if time_major else shape[0]
+    b = GraphBuilder()
+    x = b.input("x", shape)
+    ins = [x]
+    for tag, units in (("fw_", 4), ("bw_", 3)):
+        ins += [_weights(b, tag + "w", (units, 3), 7), _weights(b, tag + "r", (units, units), 7,
+                                                               0.3),
+                _weights(b, tag + "b", (units,), 7), _state(b, tag + "h", (batch, units))]
+    opts = options("BidirectionalSequenceRNNOptions", fusedActivationFunction=4,
+                   mergeOutputs=merge, timeMajor=time_major)
+    lead = shape[:-1]
+    ins += [None] * 3  # no auxiliary input
+    outs = b.op("BIDIRECTIONAL_SEQUENCE_RNN", ins, lead + (7,) if merge else
+                [lead + (4,), lead + (3,)], "float32", options=opts,
+                n_outputs=1 if merge else 2)
+    model = b.build(outs if isinstance(outs, list) else [outs])
+    _compare_all_outputs(model, lambda call: rng("birnn-x", call).standard_normal(shape)
+                         .astype(np.float32))
+
+
+def _compare_all_outputs(model, make_input):
+    data = model.to_bytes()
+    tfl = make_interpreter(data)
+    tfl.allocate_tensors()
+    (tin,) = tfl.get_input_details()
+    interpreter = qengine.Interpreter(data)
+    for call in range(CALLS):
+        x = make_input(call)
+        tfl.set_tensor(tin["index"], x)
+        tfl.invoke()
+        got = interpreter.run(x)
+        for d in tfl.get_output_details():
+            assert_close(f"call {call} {d['name']}", got[d["name"]], tfl.get_tensor(d["index"]))

@@ -1,5 +1,5 @@
-"""Recurrent ops in float: UNIDIRECTIONAL_SEQUENCE_LSTM, LSTM, RNN, UNIDIRECTIONAL_SEQUENCE_RNN
-and SVDF.
+"""Recurrent ops in float: UNIDIRECTIONAL_SEQUENCE_LSTM, LSTM, BIDIRECTIONAL_SEQUENCE_LSTM, RNN,
+UNIDIRECTIONAL_SEQUENCE_RNN, BIDIRECTIONAL_SEQUENCE_RNN and SVDF.
 
 Their recurrent state lives in variable tensors (`is_variable`), which TFLite keeps from one
 invoke to the next; qengine keeps them in the interpreter's `Resources` the same way
@@ -62,13 +62,34 @@ def _state_tensor(ctx: OpContext, i: int, shape: tuple):
 # -- LSTM ------------------------------------------------------------------------------------
 
 
-def _lstm_weights(ctx: OpContext, values: list):
-    """Named weights (None where absent) from the 24 LSTM inputs (after the data input)."""
-    names = ["w_i", "w_f", "w_c", "w_o", "r_i", "r_f", "r_c", "r_o", "p_i", "p_f", "p_o",
-             "b_i", "b_f", "b_c", "b_o", "proj", "proj_b"]
-    weights = dict(zip(names, values[1:18]))
-    weights.update(zip(["ln_i", "ln_f", "ln_c", "ln_o"], (values[20:24] + [None] * 4)[:4]))
+LSTM_WEIGHTS = ["w_i", "w_f", "w_c", "w_o", "r_i", "r_f", "r_c", "r_o", "p_i", "p_f", "p_o",
+                "b_i", "b_f", "b_c", "b_o", "proj", "proj_b"]  # inputs 1-17 of an LSTM
+
+
+def _lstm_weights(values: list, first: int = 1, layer_norm: list | None = None) -> dict:
+    """Named weights (None where absent): 17 inputs from `first`, then layer-norm ones."""
+    weights = dict(zip(LSTM_WEIGHTS, values[first:first + 17]))
+    weights.update(zip(["ln_i", "ln_f", "ln_c", "ln_o"], (list(layer_norm or []) + [None] * 4)))
     return weights
+
+
+def _time_steps(x, time_major: bool):
+    return x if time_major else x.transpose(1, 0, 2)
+
+
+def _batch_layout(out, time_major: bool):
+    return np.ascontiguousarray(out if time_major else out.transpose(1, 0, 2))
+
+
+def lstm_sequence(steps, h, c, w: dict, act, cell_clip: float, proj_clip: float,
+                  reverse: bool = False):
+    """lstm_step over [time, batch, features]; the outputs in time order, final h and c.
+    reverse=True walks time backwards (the backward half of a bidirectional LSTM)."""
+    outputs = [None] * len(steps)
+    for t in (range(len(steps) - 1, -1, -1) if reverse else range(len(steps))):
+        h, c = lstm_step(steps[t], h, c, w, act, cell_clip, proj_clip)
+        outputs[t] = h
+    return np.stack(outputs), h, c
 
 
 def _layer_norm(x, coefficients, bias):
@@ -128,22 +149,13 @@ def _lstm_prepare(ctx: OpContext, sequence: bool) -> Prepared:
     resources = ctx.interpreter.resources
 
     def run(*values):
-        w = _lstm_weights(ctx, list(values))
-        h, c = resources.state(h_tensor), resources.state(c_tensor)
-        steps = values[0] if not sequence else (values[0] if time_major
-                                                else values[0].transpose(1, 0, 2))
-        if not sequence:
-            steps = steps[None]
-        outputs = []
-        for step in steps:
-            h, c = lstm_step(step, h, c, w, act, cell_clip, proj_clip)
-            outputs.append(h)
+        w = _lstm_weights(list(values), 1, values[20:24])
+        steps = _time_steps(values[0], time_major) if sequence else values[0][None]
+        out, h, c = lstm_sequence(steps, resources.state(h_tensor), resources.state(c_tensor),
+                                  w, act, cell_clip, proj_clip)
         resources.set_state(h_tensor, h)
         resources.set_state(c_tensor, c)
-        out = np.stack(outputs)
-        if not sequence:
-            return out[0]
-        return np.ascontiguousarray(out if time_major else out.transpose(1, 0, 2))
+        return _batch_layout(out, time_major) if sequence else out[0]
 
     if sequence:
         shape = x.shape[:-1] + (n_output,)
@@ -167,7 +179,78 @@ def lstm(ctx: OpContext) -> Prepared:
     return _lstm_prepare(ctx, sequence=False)
 
 
+@register_op("BIDIRECTIONAL_SEQUENCE_LSTM")
+def bidirectional_sequence_lstm(ctx: OpContext) -> Prepared:
+    """A forward LSTM (inputs 1-17, state 35/36) and a backward one (18-34, state 37/38) over
+    the same sequence; outputs both, or their concatenation with merge_outputs. The auxiliary
+    input (39-47) is not implemented."""
+    if len(ctx.inputs) != 48:
+        raise ctx.invalid(f"has {len(ctx.inputs)} inputs; BIDIRECTIONAL_SEQUENCE_LSTM has 48")
+    if any(ctx.optional_input(i) is not None for i in range(39, 48)):
+        raise ctx.unsupported("the auxiliary input of BIDIRECTIONAL_SEQUENCE_LSTM")
+    _float_inputs(ctx, range(39))
+    x = ctx.input(0)
+    time_major = bool(getattr(ctx.options, "timeMajor", True))
+    merge = bool(getattr(ctx.options, "mergeOutputs", False))
+    if len(x.shape) != 3:
+        raise ctx.invalid(f"input of shape {x.shape}; expected rank 3")
+    batch = x.shape[1] if time_major else x.shape[0]
+    directions = []
+    for first, state in ((1, 35), (18, 37)):
+        n_cell, n_input = ctx.input(first + 1).shape
+        n_output = ctx.input(first + 5).shape[1]
+        if n_input != x.shape[2]:
+            raise ctx.invalid(f"input has {x.shape[2]} features, the weights take {n_input}")
+        directions.append((first, _state_tensor(ctx, state, (batch, n_output)),
+                           _state_tensor(ctx, state + 1, (batch, n_cell)), n_output))
+    if ctx.input(2).shape[0] != ctx.input(19).shape[0] or sizes_differ(directions):
+        raise ctx.invalid("the forward and backward LSTMs must have one cell and one output "
+                          "size (as TFLite requires)")
+    act = _activation(ctx)
+    cell_clip = float(getattr(ctx.options, "cellClip", 0.0))
+    proj_clip = float(getattr(ctx.options, "projClip", 0.0))
+    resources = ctx.interpreter.resources
+
+    def run(*values):
+        steps = _time_steps(values[0], time_major)
+        outputs = []
+        for reverse, (first, h_tensor, c_tensor, _) in enumerate(directions):
+            out, h, c = lstm_sequence(steps, resources.state(h_tensor),
+                                      resources.state(c_tensor), _lstm_weights(list(values),
+                                                                               first),
+                                      act, cell_clip, proj_clip, reverse=bool(reverse))
+            resources.set_state(h_tensor, h)
+            resources.set_state(c_tensor, c)
+            outputs.append(_batch_layout(out, time_major))
+        return np.concatenate(outputs, axis=-1) if merge else tuple(outputs)
+
+    sizes = [d[3] for d in directions]
+    return _bidirectional_outputs(ctx, x.shape[:-1], sizes, merge, run)
+
+
+def sizes_differ(directions) -> bool:
+    return directions[0][-1] != directions[1][-1]
+
+
+def _bidirectional_outputs(ctx: OpContext, lead, sizes, merge: bool, run) -> Prepared:
+    if len(ctx.outputs) != (1 if merge else 2):
+        raise ctx.invalid(f"has {len(ctx.outputs)} outputs; merge_outputs={merge} needs "
+                          f"{1 if merge else 2}")
+    shapes = [tuple(lead) + (sum(sizes),)] if merge else [tuple(lead) + (n,) for n in sizes]
+    return Prepared(run, [ctx.output_spec(i, s, "float32") for i, s in enumerate(shapes)],
+                    foldable=False)
+
+
 # -- RNN -------------------------------------------------------------------------------------
+
+
+def rnn_sequence(steps, h, weights, recurrent, bias, act, reverse: bool = False):
+    """h = act(W x + b + R h) per step of [time, batch, features] (TFLite's RnnBatchStep)."""
+    outputs = [None] * len(steps)
+    for t in (range(len(steps) - 1, -1, -1) if reverse else range(len(steps))):
+        h = act((_matmul(steps[t], weights) + bias + _matmul(h, recurrent)).astype(F32))
+        outputs[t] = h
+    return np.stack(outputs), h
 
 
 def _rnn_prepare(ctx: OpContext, sequence: bool) -> Prepared:
@@ -188,18 +271,10 @@ def _rnn_prepare(ctx: OpContext, sequence: bool) -> Prepared:
     resources = ctx.interpreter.resources
 
     def run(values, weights, recurrent, bias, _):
-        h = resources.state(h_tensor)
-        steps = values[None] if not sequence else (values if time_major
-                                                   else values.transpose(1, 0, 2))
-        outputs = []
-        for step in steps:
-            h = act((_matmul(step, weights) + bias + _matmul(h, recurrent)).astype(F32))
-            outputs.append(h)
+        steps = _time_steps(values, time_major) if sequence else values[None]
+        out, h = rnn_sequence(steps, resources.state(h_tensor), weights, recurrent, bias, act)
         resources.set_state(h_tensor, h)
-        out = np.stack(outputs)
-        if not sequence:
-            return out[0]
-        return np.ascontiguousarray(out if time_major else out.transpose(1, 0, 2))
+        return _batch_layout(out, time_major) if sequence else out[0]
 
     shape = x.shape[:-1] + (units,)
     return Prepared(run, [ctx.output_spec(0, shape, "float32")], foldable=False)
@@ -213,6 +288,42 @@ def rnn(ctx: OpContext) -> Prepared:
 @register_op("UNIDIRECTIONAL_SEQUENCE_RNN")
 def unidirectional_sequence_rnn(ctx: OpContext) -> Prepared:
     return _rnn_prepare(ctx, sequence=True)
+
+
+@register_op("BIDIRECTIONAL_SEQUENCE_RNN")
+def bidirectional_sequence_rnn(ctx: OpContext) -> Prepared:
+    """Forward RNN (inputs 1-3, state 4) and backward RNN (5-7, state 8) over one sequence;
+    the auxiliary input (9-11) is not implemented."""
+    ctx.expect_inputs(9, 12)
+    if any(ctx.optional_input(i) is not None for i in range(9, 12)):
+        raise ctx.unsupported("the auxiliary input of BIDIRECTIONAL_SEQUENCE_RNN")
+    _float_inputs(ctx, range(9))
+    x = ctx.input(0)
+    time_major = bool(getattr(ctx.options, "timeMajor", False))
+    merge = bool(getattr(ctx.options, "mergeOutputs", False))
+    if len(x.shape) != 3:
+        raise ctx.invalid(f"input of shape {x.shape}; expected rank 3")
+    batch = x.shape[1] if time_major else x.shape[0]
+    directions = []
+    for first in (1, 5):
+        units, n_input = ctx.input(first).shape
+        if n_input != x.shape[2]:
+            raise ctx.invalid(f"input has {x.shape[2]} features, the weights take {n_input}")
+        directions.append((first, _state_tensor(ctx, first + 3, (batch, units)), units))
+    act = _activation(ctx)
+    resources = ctx.interpreter.resources
+
+    def run(*values):
+        steps = _time_steps(values[0], time_major)
+        outputs = []
+        for reverse, (first, h_tensor, _) in enumerate(directions):
+            out, h = rnn_sequence(steps, resources.state(h_tensor), *values[first:first + 3],
+                                  act, reverse=bool(reverse))
+            resources.set_state(h_tensor, h)
+            outputs.append(_batch_layout(out, time_major))
+        return np.concatenate(outputs, axis=-1) if merge else tuple(outputs)
+
+    return _bidirectional_outputs(ctx, x.shape[:-1], [d[2] for d in directions], merge, run)
 
 
 # -- SVDF ------------------------------------------------------------------------------------
