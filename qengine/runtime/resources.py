@@ -23,6 +23,7 @@ class Resources:
         self.initialized: set[int] = set()  # subgraphs CALL_ONCE has run to the end
         self.initializing: set[int] = set()  # subgraphs CALL_ONCE is running now
         self.tensor_states: dict[int, tuple] = {}  # id(variable tensor) -> (tensor, value)
+        self.generators: dict = {}  # random ops' generator state (ops/random_ops.py)
 
     def handle(self, container: str, shared_name: str) -> int:
         """The resource id of a variable, created on first sight as TFLite's VAR_HANDLE does."""
@@ -71,5 +72,6 @@ class Resources:
     def reset(self) -> None:
         self.values.clear()
         self.tensor_states.clear()
+        self.generators.clear()
         self.initialized.clear()
         self.initializing.clear()
