@@ -7,6 +7,8 @@ tensor as a NumPy object array of `bytes`, as TFLite's Python API returns it.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from .errors import InputError, InvalidModelError
@@ -25,7 +27,7 @@ def decode(raw: bytes, shape: tuple[int, ...], name: str = "") -> np.ndarray:
     if np.any(np.diff(offsets) < 0) or offsets[0] < header or offsets[-1] > len(data):
         raise InvalidModelError(f"string tensor {name!r}: offsets out of order or range")
     values = np.empty(count, object)
-    values[:] = [data[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+    values[:] = [data[a:b] for a, b in itertools.pairwise(offsets)]
     if int(np.prod(shape)) != count:
         raise InvalidModelError(f"string tensor {name!r} of shape {shape} holds {count} "
                                 f"strings")
