@@ -84,9 +84,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _extra_commands():
     """Commands defined in other modules (imported lazily when they run)."""
-    from . import bench, cli_compare, cli_quantize
+    from . import bench, cli_compare, cli_quantize, cli_research
 
-    return cli_quantize.COMMANDS + [bench.add_bench] + cli_compare.COMMANDS
+    return (cli_quantize.COMMANDS + [bench.add_bench] + cli_compare.COMMANDS
+            + cli_research.COMMANDS)
 
 
 def _positive(text: str) -> int:
