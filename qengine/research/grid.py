@@ -90,6 +90,8 @@ def configurations(grid) -> list[dict]:
 
 
 def _product(grid: dict) -> list[dict]:
+    if not grid:
+        return []
     for key, values in grid.items():
         _check_key(key)
         if not isinstance(values, list):

@@ -222,6 +222,7 @@ def sweep(model: bytes, calibration, data, configs: list[dict], out_dir, *, labe
     """Every configuration's row, computing only those DIR does not hold yet."""
     from .engines import run_tasks
 
+    _check_labels(labels, data)
     out_dir = Path(out_dir)
     (out_dir / "rows").mkdir(parents=True, exist_ok=True)
     base = _digest(model, calibration, data, labels)
@@ -247,6 +248,16 @@ def sweep(model: bytes, calibration, data, configs: list[dict], out_dir, *, labe
     ordered = [rows[i] for i in sorted(rows)]
     mark_pareto(ordered)
     return SweepResult(ordered, interrupted, len(configs) - len(todo))
+
+
+def _check_labels(labels, data) -> None:
+    """Before any work: one label per sample (of an array, or of a dict's arrays)."""
+    if labels is None:
+        return
+    first = data if isinstance(data, np.ndarray) else next(iter(data.values()), None)
+    count = None if first is None else np.asarray(first).shape[0]
+    if count is not None and np.asarray(labels).reshape(-1).shape[0] != count:
+        raise QEngineError(f"{np.asarray(labels).size} labels for {count} data samples")
 
 
 def row_key(base: str, config: dict) -> str:
