@@ -21,7 +21,7 @@ $(VENV)/.runtime: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[dev,tf]"
+	$(BIN)/pip install --quiet -e ".[dev,tf,ray]"
 	touch $@ $(VENV)/.runtime
 
 demo: $(VENV)/.runtime
@@ -31,7 +31,7 @@ test: $(VENV)/.dev
 	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.dev
-	$(BIN)/python -m pytest -q -m "not tf and not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not tf and not slow and not ray" $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check qengine kernels schema/__init__.py tests benchmarks examples
