@@ -44,7 +44,28 @@ def add_sweep(commands) -> None:
     p.set_defaults(handler=cmd_sweep)
 
 
-COMMANDS = [add_sweep]
+def add_eval(commands) -> None:
+    p = commands.add_parser("eval", help="accuracy, and agreement and SQNR against a reference "
+                                         "model, over a dataset of shards streamed in chunks")
+    p.add_argument("model")
+    p.add_argument("--data", required=True, metavar="DIR|FILE",
+                   help="a .npy/.npz file or a directory of them (shards, read in name order)")
+    p.add_argument("--data-key", metavar="KEY", help="the input array of each .npz shard "
+                                                     "(single-input models)")
+    p.add_argument("--labels", metavar="LABELS",
+                   help="class indices: a .npy for every sample in shard order, or KEY of an "
+                        "array in each .npz shard")
+    p.add_argument("--reference", metavar="FLOAT.tflite",
+                   help="compare outputs with this model's (agreement, SQNR, cosine)")
+    p.add_argument("--chunk", type=_positive, default=256,
+                   help="samples in memory at a time (default 256)")
+    p.add_argument("--json", metavar="OUT", help="write the figures as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_engine(p)
+    p.set_defaults(handler=cmd_eval)
+
+
+COMMANDS = [add_sweep, add_eval]
 
 
 def cmd_sweep(args) -> int:
@@ -78,6 +99,67 @@ def write_outputs(args, rows: list[dict]) -> None:
         Path(args.csv).write_text(sw.to_csv(rows))
     if args.plot:
         sw.plot(rows, args.plot)
+
+
+def cmd_eval(args) -> int:
+    import json
+
+    from .compare import finite
+    from .research import evaluate as ev
+
+    model = model_bytes(args.model)
+    reference = model_bytes(args.reference) if args.reference else None
+    shards = ev.find_shards(args.data, args.data_key)
+    in_shards = _labels_in_shards(args.labels, shards)
+    _check_label_count(args.labels, in_shards, sum(s.count for s in shards))
+    setup = ev.EvalSetup(model, reference, args.data_key, args.labels, in_shards, args.chunk)
+    quality = ev.evaluate(setup, shards, engine=args.engine, workers=args.workers,
+                          address=args.address, quiet=args.quiet)
+    figures = ev.summary(quality)
+    print(format_figures(figures))
+    if args.json:
+        Path(args.json).write_text(json.dumps(finite(figures), indent=2) + "\n")
+    return 0
+
+
+def _labels_in_shards(labels: str | None, shards) -> bool:
+    if labels is None or (labels.endswith(".npy") and Path(labels).exists()):
+        return False
+    if not all(s.path.endswith(".npz") for s in shards):
+        raise InputError(f"--labels {labels!r}: no such .npy file (an array name needs .npz "
+                         f"shards)")
+    import numpy as np
+
+    for shard in shards:
+        with np.load(shard.path) as z:
+            if labels not in z.files:
+                raise InputError(f"--labels {labels!r}: shard {Path(shard.path).name} has no "
+                                 f"such array")
+    return True
+
+
+def _check_label_count(labels: str | None, in_shards: bool, samples: int) -> None:
+    if labels is None or in_shards:
+        return
+    import numpy as np
+
+    count = np.load(labels, mmap_mode="r").shape[0]
+    if count != samples:
+        raise InputError(f"--labels {labels}: {count} labels for {samples} samples")
+
+
+def format_figures(figures: dict) -> str:
+    def pct(v):
+        return "-" if v is None else f"{v:.2%}"
+
+    sqnr = figures["sqnr_db"]
+    lines = [f"samples    {figures['samples']:,}",
+             f"top-1      {pct(figures['top1'])}", f"top-5      {pct(figures['top5'])}",
+             f"agreement  {pct(figures['agreement'])}"]
+    if sqnr is not None:
+        lines.append(f"SQNR       min {sqnr['min']:.2f} dB, median {sqnr['median']:.2f} dB "
+                     f"over outputs; cosine {figures['cosine']:.6f}")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------

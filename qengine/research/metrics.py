@@ -96,9 +96,10 @@ def _merged(a: ErrorSums, b: ErrorSums) -> ErrorSums:
 
 
 def real_outputs(interpreter, batch: list[np.ndarray]) -> list[np.ndarray]:
-    """Run a batch of float inputs (quantized first where the model's inputs are integers) and
-    return every output in real values."""
-    inputs = [quantize_input(t, x) for t, x in zip(interpreter.inputs, batch)]
+    """Run a batch (real-valued inputs are quantized first where the model's inputs are
+    integers) and return every output in real values."""
+    inputs = [quantize_input(t, x) if x.dtype.kind == "f" else x
+              for t, x in zip(interpreter.inputs, batch)]
     outputs = interpreter.run(inputs)
     return [dequantize(t, outputs[t.name]) for t in interpreter.outputs]
 
