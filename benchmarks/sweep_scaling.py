@@ -1,37 +1,39 @@
 """Sweep throughput: configurations per minute on 1 and 2 workers, local pool and Ray.
 
-    python benchmarks/sweep_scaling.py [--repeat 2] [--engines local ray]
+    python benchmarks/sweep_scaling.py [--model mobilenet_v2] [--repeat 1] [--engines local ray]
 
-A 16-configuration grid on the bundled digit model (int8/16x8 x per-channel/per-tensor x
-minmax/percentile x with/without bias correction; 500 test images per configuration), each run
-into a fresh directory (no cached rows). The time is the whole `sweep()` call: calibration in
-the parent, starting the workers (or Ray), quantizing, measuring and the TFLite check.
-The best of `--repeat` runs is reported.
+An 8-configuration grid (int8/16x8 x per-channel/per-tensor x minmax/percentile) on a
+tests/corpus.py model (default: the test MobileNetV2, 96x96, alpha 0.35; built by TensorFlow
+once and cached), 32 calibration and 64 measurement inputs, each run into a fresh directory (no
+cached rows). The time is the whole `sweep()` call: calibration in the parent (serial), starting
+the workers or Ray, then quantizing, measuring and the TFLite check per configuration.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+import corpus
 
 from qengine.research.grid import configurations
 from qengine.research.sweep import sweep
 
-EXAMPLES = Path(__file__).parents[1] / "examples"
 GRID = {"mode": ["int8", "int16x8"], "granularity": ["per_channel", "per_tensor"],
-        "calibrator": ["minmax", "percentile"], "ptq": [[], ["bias_correction"]]}
+        "calibrator": ["minmax", "percentile"]}
 
 
-def timed(engine: str, workers: int, model: bytes, data) -> float:
-    configs = configurations(GRID)
+def timed(engine: str, workers: int, model: bytes, calibration, data, grid=GRID) -> float:
+    configs = configurations(grid)
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        result = sweep(model, data["calibration"], data["test_images"], configs, out,
-                       labels=data["test_labels"], engine=engine, workers=workers)
+        result = sweep(model, calibration, data, configs, out, engine=engine, workers=workers)
         seconds = time.perf_counter() - start
     assert len(result.rows) == len(configs) and not any(r["error"] for r in result.rows)
     return seconds
@@ -39,22 +41,26 @@ def timed(engine: str, workers: int, model: bytes, data) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--model", default="mobilenet_v2")
+    parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--engines", nargs="+", default=["local", "ray"])
     args = parser.parse_args()
-    model = (EXAMPLES / "digits.tflite").read_bytes()
-    data = dict(np.load(EXAMPLES / "digits_data.npz"))
+    model = corpus.path(args.model, "float").read_bytes()
+    calibration = corpus.sample_inputs(args.model, 32, seed=0)
+    data = corpus.sample_inputs(args.model, 64, seed=1)
     count = len(configurations(GRID))
-    timed("local", 1, model, data)  # warm the Numba cache so no run pays for compiling
-    print(f"{count} configurations; best of {args.repeat} runs")
+    # compile (and cache) every kernel the grid needs before timing anything
+    timed("local", 1, model, calibration, data, {"mode": ["int8", "int16x8"]})
+    print(f"{args.model}: {count} configurations; best of {args.repeat} run(s)")
     print(f"{'engine':<8}{'workers':>8}{'seconds':>10}{'configs/min':>13}{'speed-up':>10}")
     for engine in args.engines:
         one = None
         for workers in (1, 2):
-            seconds = min(timed(engine, workers, model, data) for _ in range(args.repeat))
+            seconds = min(timed(engine, workers, model, calibration, data)
+                          for _ in range(args.repeat))
             one = one or seconds
             print(f"{engine:<8}{workers:>8}{seconds:>10.1f}{count / seconds * 60:>13.1f}"
-                  f"{one / seconds:>9.2f}x")
+                  f"{one / seconds:>9.2f}x", flush=True)
 
 
 if __name__ == "__main__":

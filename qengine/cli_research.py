@@ -65,7 +65,61 @@ def add_eval(commands) -> None:
     p.set_defaults(handler=cmd_eval)
 
 
-COMMANDS = [add_sweep, add_eval]
+def add_search(commands) -> None:
+    p = commands.add_parser("search", help="the smallest per-op mixed-precision model that "
+                                           "meets an SQNR or accuracy target")
+    p.add_argument("model")
+    _add_data(p, "class labels for --target-accuracy (.npy, or KEY of the --data .npz)")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--target-sqnr", type=float, metavar="DB",
+                        help="worst-output SQNR against the float model on --data")
+    target.add_argument("--target-accuracy", type=float, metavar="A",
+                        help="top-1 accuracy on --data with --labels (0..1)")
+    p.add_argument("--max-bytes", type=_positive, metavar="N", help="largest acceptable file")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.tflite")
+    p.add_argument("--recipe-out", metavar="R.json",
+                   help="write the recipe that reproduces OUT through quantize --recipe")
+    p.set_defaults(handler=cmd_search)
+
+
+COMMANDS = [add_sweep, add_eval, add_search]
+
+
+def cmd_search(args) -> int:
+    from .research.search import Target, search
+
+    if args.target_accuracy is not None and not args.labels:
+        raise InputError("--target-accuracy needs --labels (accuracy is measured on them)")
+    if not args.calibration:
+        raise InputError("search needs --calibration DATA (representative inputs)")
+    model = model_bytes(args.model)
+    float_model = _load(model)
+    target = Target(args.target_sqnr, args.target_accuracy)
+    result = search(model, read_calibration(args, float_model),
+                    read_data(args.data, args.data_key, float_model), target,
+                    labels=read_labels(args.labels, args.data), max_bytes=args.max_bytes,
+                    log=lambda text: print(text, file=sys.stderr))
+    limit = "" if args.max_bytes is None else f" within {args.max_bytes:,} bytes"
+    if result.best is None:
+        closest = result.closest
+        near = "nothing exportable" if closest is None else (
+            f"{target.describe(closest.quality)} at {closest.bytes:,} bytes")
+        if closest is not None and args.max_bytes and closest.bytes > args.max_bytes:
+            near += " (the smallest model tried; none fits the size limit)"
+        print(f"target not reachable{limit}: {result.tried} models tried; closest: {near}")
+        return 1
+    from .research.sweep import atomic_write
+
+    best = result.best
+    atomic_write(Path(args.output), best.data)
+    print(f"wrote {args.output}: {target.describe(best.quality)} at {best.bytes:,} bytes "
+          f"({best.bytes / result.float_bytes:.2f}x the float model); {result.tried} models "
+          f"tried")
+    if args.recipe_out:
+        best.recipe.save(args.recipe_out)
+        print(f"wrote {args.recipe_out} (qengine quantize MODEL --calibration CAL --recipe "
+              f"{args.recipe_out} -o OUT reproduces it)")
+    return 0
 
 
 def cmd_sweep(args) -> int:

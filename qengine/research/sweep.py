@@ -302,13 +302,13 @@ def store(out_dir: Path, key: str, outcome: Outcome) -> dict:
     row = dict(outcome.row)
     if outcome.model is not None:
         path = out_dir / f"{key}.tflite"
-        _atomic_write(path, outcome.model)
+        atomic_write(path, outcome.model)
         row["path"] = str(path)
-    _atomic_write(out_dir / "rows" / f"{key}.json", json.dumps(finite(row)).encode())
+    atomic_write(out_dir / "rows" / f"{key}.json", json.dumps(finite(row)).encode())
     return row
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
