@@ -2,11 +2,13 @@
 
     python benchmarks/sweep_scaling.py [--model mobilenet_v2] [--repeat 1] [--engines local ray]
 
-An 8-configuration grid (int8/16x8 x per-channel/per-tensor x minmax/percentile) on a
-tests/corpus.py model (default: the test MobileNetV2, 96x96, alpha 0.35; built by TensorFlow
-once and cached), 32 calibration and 64 measurement inputs, each run into a fresh directory (no
-cached rows). The time is the whole `sweep()` call: calibration in the parent (serial), starting
-the workers or Ray, then quantizing, measuring and the TFLite check per configuration.
+A 16-configuration grid (int8/16x8 x per-channel/per-tensor x minmax/percentile x
+power-of-two scales or not) on a tests/corpus.py model (default: the test MobileNetV2, 96x96,
+alpha 0.35; built by TensorFlow once and cached), 32 calibration and 256 measurement inputs,
+each run into a fresh directory (no cached rows). The time is the whole `sweep()` call:
+calibration and the float reference run in the parent (serial; timed on their own as
+"prepare"), starting the workers or Ray, then quantizing, measuring and the TFLite check per
+configuration.
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import corpus
 
-from qengine.research.grid import configurations
-from qengine.research.sweep import sweep
+from qengine.research.grid import configurations, plan_for
+from qengine.research.sweep import prepare, sweep
 
 GRID = {"mode": ["int8", "int16x8"], "granularity": ["per_channel", "per_tensor"],
-        "calibrator": ["minmax", "percentile"]}
+        "calibrator": ["minmax", "percentile"], "power_of_two": [False, True]}
 
 
 def timed(engine: str, workers: int, model: bytes, calibration, data, grid=GRID) -> float:
@@ -47,11 +49,15 @@ def main() -> None:
     args = parser.parse_args()
     model = corpus.path(args.model, "float").read_bytes()
     calibration = corpus.sample_inputs(args.model, 32, seed=0)
-    data = corpus.sample_inputs(args.model, 64, seed=1)
-    count = len(configurations(GRID))
+    data = corpus.sample_inputs(args.model, 256, seed=1)
+    configs = configurations(GRID)
+    count = len(configs)
     # compile (and cache) every kernel the grid needs before timing anything
     timed("local", 1, model, calibration, data, {"mode": ["int8", "int16x8"]})
-    print(f"{args.model}: {count} configurations; best of {args.repeat} run(s)")
+    start = time.perf_counter()
+    prepare(model, calibration, data, None, [plan_for(c) for c in configs])
+    print(f"{args.model}: {count} configurations; best of {args.repeat} run(s); prepare "
+          f"(serial, in every run) {time.perf_counter() - start:.1f} s")
     print(f"{'engine':<8}{'workers':>8}{'seconds':>10}{'configs/min':>13}{'speed-up':>10}")
     for engine in args.engines:
         one = None
