@@ -55,7 +55,7 @@ from .conv import ConvGeometry
 
 def _filter_scales(ctx: OpContext, w: Spec, out_c: int) -> np.ndarray:
     """The filter's scales, one per output channel (a single scale is repeated)."""
-    expect_filter_type(ctx, w, hybrid=ctx.input(0).dtype == "float32")
+    expect_filter_type(ctx, w)
     q = w.quantization
     if q is None or q.scale.size == 0:
         raise ctx.invalid(f"{w.dtype} filter {w.name!r} has no quantization parameters")
