@@ -96,6 +96,21 @@ def test_low_bit_model_runs_close_to_its_float_equivalent():
     assert np.abs(got - want).max() <= 0.02 * np.ptp(want)
 
 
+def test_inspect_lists_bits_granularity_and_block_size():
+    from qengine.inspect import describe, format_text
+
+    info = describe(mixed_model())
+    rows = {w["name"]: w for w in info["weights"]}
+    assert rows["table"] == {"name": "table", "op": "EMBEDDING_LOOKUP", "shape": [5, 33],
+                                  "dtype": "int2", "bits": 2, "bytes": 42,
+                                  "granularity": "per-channel", "axis": 0}
+    assert (rows["w2"]["bits"], rows["w2"]["granularity"], rows["w2"]["block_size"]) == \
+        (4, "blockwise", BLOCK)
+    assert (rows["offset"]["dtype"], rows["offset"]["granularity"]) == ("uint4", "per-tensor")
+    assert "w2  (8, 64) int4, blockwise, block size 32, 256 bytes  (FULLY_CONNECTED)" in \
+        format_text(info)
+
+
 # -- validation --------------------------------------------------------------------------------
 
 
