@@ -76,6 +76,24 @@ def block_scales_shape(weight_shape: tuple[int, ...], block_size: int) -> tuple[
     return channels, depth // block_size
 
 
+# TFLite runs a blockwise FULLY_CONNECTED (EvalBlockwise4Bit) only when its Prepare takes the
+# optimized 4-bit path: an int4 filter with >= FilterWidth output units and an even depth of at
+# least FilterDepth; otherwise its kernels read the filter as unquantized.
+BLOCKWISE_FC_MIN_UNITS, BLOCKWISE_FC_MIN_DEPTH = 4, 32
+
+
+def blockwise_fc_problem(dtype: str, units: int, depth: int) -> str | None:
+    """Why TFLite cannot run a blockwise FULLY_CONNECTED filter, or None when it can."""
+    if dtype != "int4":
+        return (f"TFLite runs blockwise FULLY_CONNECTED only for a constant int4 filter (its "
+                f"kernels ignore the block scales of {dtype} filters)")
+    if units < BLOCKWISE_FC_MIN_UNITS or depth < BLOCKWISE_FC_MIN_DEPTH or depth % 2:
+        return (f"TFLite's blockwise kernel needs >= {BLOCKWISE_FC_MIN_UNITS} output units and "
+                f"an even depth >= {BLOCKWISE_FC_MIN_DEPTH}, not {units} x {depth} (below that "
+                f"it ignores the block scales)")
+    return None
+
+
 def dequantize_blockwise(values: np.ndarray, scales: np.ndarray, zero_points: np.ndarray | None,
                          block_size: int) -> np.ndarray:
     """float32 weights from blockwise values; see the module docstring for the formula."""

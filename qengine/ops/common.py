@@ -140,6 +140,11 @@ _NARROWER_FILTER_TYPES = {("DEPTHWISE_CONV_2D", "float32"): ("int8",),
 SUB_BYTE_TYPES = ("int4", "int2", "uint4")
 
 
+def filter_types(op: str, input_dtype: str) -> tuple[str, ...]:
+    """The filter dtypes TFLite's `op` kernel reads with this input dtype."""
+    return _NARROWER_FILTER_TYPES.get((op, input_dtype)) or FILTER_TYPES.get(op, ("int8",))
+
+
 def expect_filter_type(ctx: OpContext, w) -> None:
     """An int8 filter, or a sub-byte one where TFLite has a kernel for it (depends on the op and
     its input type: float32 input is the hybrid kernel).
@@ -147,7 +152,7 @@ def expect_filter_type(ctx: OpContext, w) -> None:
     A sub-byte filter where TFLite has none is a malformed model (InvalidModelError naming the
     rule); any other dtype is just not a quantized filter qengine runs."""
     op, x_dtype = ctx.op.type, ctx.input(0).dtype
-    allowed = _NARROWER_FILTER_TYPES.get((op, x_dtype)) or FILTER_TYPES.get(op, ("int8",))
+    allowed = filter_types(op, x_dtype)
     if w.dtype in allowed:
         return
     if w.dtype in SUB_BYTE_TYPES:

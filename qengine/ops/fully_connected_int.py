@@ -33,6 +33,7 @@ from qengine.kernels.fast_fc import (
 from qengine.kernels.fully_connected import fully_connected_int8
 from qengine.kernels.lowbit import blockwise_hybrid_fc
 
+from ..lowbit import blockwise_fc_problem
 from ..runtime.registry import OpContext, Prepared, Spec
 from . import int16_int, xnnpack_int
 from .common import (
@@ -55,11 +56,6 @@ def fully_connected(ctx: OpContext) -> Prepared:
         x, w = ctx.input(0), ctx.input(1)
         return int16_int.fully_connected(ctx, _output_shape(ctx, x.shape, w.shape))
     return _int8(ctx)
-
-
-# EvalBlockwise4Bit runs when Prepare sets up the 4-bit path (fully_connected.cc): an even
-# depth of at least FilterDepth and at least FilterWidth output units
-BLOCKWISE_MIN_UNITS, BLOCKWISE_MIN_DEPTH = 4, 32
 
 
 def _weight_scales(ctx: OpContext, w: Spec) -> np.ndarray:
@@ -223,15 +219,10 @@ def _blockwise_hybrid(ctx: OpContext, out_shape) -> Prepared:
     w = ctx.input(1)
     block = w.quantization.blockwise
     units, depth = w.shape
-    if w.dtype != "int4" or w.value is None:
-        raise ctx.unsupported(
-            f"blockwise {w.dtype} weights {w.name!r}: TFLite runs blockwise FULLY_CONNECTED "
-            f"only for a constant int4 filter (its other kernels ignore the block scales)")
-    if units < BLOCKWISE_MIN_UNITS or depth < BLOCKWISE_MIN_DEPTH or depth % 2:
-        raise ctx.unsupported(
-            f"blockwise weights {w.name!r} of shape {w.shape}: TFLite's blockwise kernel needs "
-            f">= {BLOCKWISE_MIN_UNITS} output units and an even depth >= {BLOCKWISE_MIN_DEPTH} "
-            f"(below that it ignores the block scales)")
+    problem = blockwise_fc_problem(w.dtype, units, depth) or (
+        None if w.value is not None else "TFLite's blockwise kernel needs a constant filter")
+    if problem:
+        raise ctx.unsupported(f"blockwise weights {w.name!r}: {problem}")
     if block.scales.dtype != "float16":
         raise ctx.invalid(f"blockwise scales {block.scales.name!r} are {block.scales.dtype}; "
                           f"TFLite reads them as float16")
