@@ -27,6 +27,9 @@ def add_quantize(commands) -> None:
     p.add_argument("--block-size", type=int, default=0, metavar="N",
                    help="one float16 scale per N weights along the input channels "
                         "(FULLY_CONNECTED, int4: TFLite's blockwise kernel)")
+    p.add_argument("--min-weight-elements", type=int, metavar="N",
+                   help="dynamic mode: leave filters of fewer values in float (default: 1024 "
+                        "for 8-bit weights, as TensorFlow's converter; 0 otherwise)")
     p.add_argument("--preset", metavar="NAME",
                    help="an ai-edge-quantizer recipe name (dynamic_wi4_afp32, "
                         "dynamic_wi4b32_afp32, weight_only_wi8_afp32, static_wi8_ai8, ...): "
@@ -91,7 +94,8 @@ def cmd_quantize(args) -> int:
                           keep_float=tuple(args.keep_float),
                           asymmetric_inputs=not args.symmetric_inputs, observer=args.calibrator,
                           quiet=args.quiet, recipe=recipe, weight_bits=args.weight_bits,
-                          block_size=args.block_size)
+                          block_size=args.block_size,
+                          min_weight_elements=args.min_weight_elements)
     except NothingToQuantize as e:
         print(f"{e}; nothing written", file=sys.stderr)
         return 1
@@ -109,7 +113,8 @@ def apply_preset(args) -> None:
     chosen = preset(args.preset)
     for key, value in chosen.items():
         given = getattr(args, key)
-        default = {"mode": None, "weight_bits": 8, "block_size": 0}[key]
+        default = {"mode": None, "weight_bits": 8, "block_size": 0,
+                   "min_weight_elements": None}[key]
         if given not in (default, value):
             flag = "--" + key.replace("_", "-")
             raise InputError(f"--preset {args.preset} sets {flag} {value}, not {given}")

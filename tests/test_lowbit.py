@@ -235,3 +235,96 @@ def test_lookup_rows_reads_runs_as_tflite_does(dtype, row, run):
     want = [sum((unpack_run_twin(packed, dtype, i * row + j * run, run)
                  for j in range(row // run)), []) for i in ids]
     assert got.tolist() == want
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+
+def float_mlp():
+    """x [1, 64] -> FC 64x64 (float32 weights) -> FC 8x64 (float16 weights + DEQUANTIZE)."""
+    r = np.random.default_rng(5)
+    b = GraphBuilder()
+    x = b.input("x", (1, 64))
+    w = b.const("w", r.standard_normal((64, 64)).astype(np.float32))
+    half = b.const("w2_fp16", r.standard_normal((8, 64)).astype(np.float16))
+    w2 = b.op("DEQUANTIZE", [half], out_shape=(8, 64), out_dtype="float32")
+    h = b.op("FULLY_CONNECTED", [x, w, None], out_shape=(1, 64),
+             options=options("FullyConnectedOptions"))
+    y = b.op("FULLY_CONNECTED", [h, w2, None], out_shape=(1, 8),
+             options=options("FullyConnectedOptions"))
+    return b.build([y])
+
+
+@pytest.mark.parametrize("bits,dtype", [(8, "int8"), (4, "int4"), (3, "int4"), (2, "int2")])
+def test_dynamic_weight_bits_store_tflite_types_and_float16_weights_count(bits, dtype):
+    q = qengine.quantize(float_mlp(), "dynamic", weight_bits=bits, min_weight_elements=0,
+                         quiet=True)
+    filters = [op.inputs[1] for op in q.main.operators if op.type == "FULLY_CONNECTED"]
+    assert [f.dtype for f in filters] == [dtype, dtype]  # the float16 one too
+    assert all(op.type != "DEQUANTIZE" for op in q.main.operators)
+    qmax = 2 ** (bits - 1) - 1
+    assert all(np.abs(f.data).max() == qmax for f in filters)
+    assert qengine.load(q.to_bytes()).main.operators[0].inputs[1].dtype == dtype
+
+
+def test_dynamic_blockwise_writes_float16_block_scales():
+    q = qengine.quantize(float_mlp(), "dynamic", weight_bits=4, block_size=32, quiet=True)
+    shapes = []
+    for op in q.main.operators:
+        w = op.inputs[1]
+        block = w.quantization.blockwise
+        assert (w.dtype, block.block_size, block.scales.dtype) == ("int4", 32, "float16")
+        shapes.append(block.scales.shape)
+        scale = block.scales.data.astype(np.float64)
+        assert np.abs(w.data).max(axis=1).min() == 7  # the largest value of a row hits 7
+        assert np.all(scale > 0)
+    assert shapes == [(64, 2), (8, 2)]
+    assert diff(q, qengine.load(q.to_bytes())) == []
+
+
+def test_weight_only_stores_low_bit_behind_dequantize():
+    q = qengine.quantize(float_mlp(), "weight-only", weight_bits=4, quiet=True)
+    dequantize = [op for op in q.main.operators if op.type == "DEQUANTIZE"]
+    assert [op.inputs[0].dtype for op in dequantize] == ["int4", "int4"]
+    assert all(op.inputs[1].dtype == "float32" for op in q.main.operators
+               if op.type == "FULLY_CONNECTED")
+
+
+@pytest.mark.parametrize("args,message", [
+    (dict(mode="weight-only", block_size=32), "TFLite's DEQUANTIZE has no blockwise path"),
+    (dict(mode="dynamic", weight_bits=2, block_size=32),
+     "TFLite runs blockwise FULLY_CONNECTED only for a constant int4 filter"),
+    (dict(mode="dynamic", weight_bits=4, block_size=48), "block size 48 does not divide"),
+])
+def test_combinations_tflite_cannot_run_are_refused(args, message):
+    with pytest.raises(qengine.QuantizationError, match=message):
+        qengine.quantize(float_mlp(), quiet=True, **args)
+
+
+def test_cli_exits_1_when_nothing_was_quantized(tmp_path, capsys):
+    from qengine.cli import main
+
+    b = GraphBuilder()
+    x = b.input("x", (1, 4))
+    y = b.op("ADD", [x, x], out_shape=(1, 4), options=options("AddOptions"))
+    source, out = tmp_path / "add.tflite", tmp_path / "q.tflite"
+    b.build([y]).save(source)
+    for mode in ("dynamic", "weight-only"):
+        assert main(["quantize", str(source), "--mode", mode, "-o", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert f"{mode} quantization changed nothing" in err and not out.exists()
+
+
+def test_cli_preset_sets_the_format_and_conflicts_are_refused(tmp_path, capsys):
+    from qengine.cli import main
+
+    source, out = tmp_path / "mlp.tflite", tmp_path / "q.tflite"
+    float_mlp().save(source)
+    assert main(["quantize", str(source), "--preset", "dynamic_wi4_afp32", "-o", str(out),
+                 "--quiet"]) == 0
+    assert {op.inputs[1].dtype for op in qengine.load(out).main.operators} == {"int4"}
+    assert main(["quantize", str(source), "--preset", "dynamic_wi4_afp32", "--weight-bits",
+                 "2", "-o", str(tmp_path / "x.tflite")]) == 2
+    assert "sets --weight-bits 4, not 2" in capsys.readouterr().err
+    assert main(["quantize", str(source), "--preset", "nope", "-o", str(out)]) == 2
+    assert "unknown preset 'nope'" in capsys.readouterr().err

@@ -75,9 +75,13 @@ def test_qengine_runs_peer_files_as_tflite_does(case):
                            match=REFUSED_BECAUSE[case[1]]):
             qengine.Interpreter(data)
         return
+    assert_runs_as_tflite(data, case[0], _oracle(case[1]))
+
+
+def assert_runs_as_tflite(data: bytes, corpus_model: str, oracle: str) -> None:
     model = qengine.load(data)
     checked = 0
-    for index, op, rel in op_by_op(data, _inputs(case[0], data), _oracle(case[1])):
+    for index, op, rel in op_by_op(data, _inputs(corpus_model, data), oracle):
         weights = op.inputs[1] if len(op.inputs) > 1 else op.inputs[0]
         quantized = weights is not None and weights.is_constant and weights.dtype != "float32"
         if op.type in WEIGHTED and quantized and _skips_activation(op):
@@ -143,3 +147,45 @@ def test_tflite_runs_the_peer_recipes_as_documented(model):
                 run_tflite(data, inputs, "auto")
         else:
             run_tflite(data, inputs, "auto")
+
+
+# -- qengine's own low-bit files ---------------------------------------------------------------
+
+# presets TFLite has kernels for on each model (digits: an int2 or blockwise CONV_2D is refused)
+OWN_CASES = [(m, r) for m in peer_corpus.MODELS for r in peer_corpus.RECIPES
+             if not r.startswith("static") and (m, r) not in PEER_REFUSES
+             and (m, r) not in REFUSED]
+SIZE_MARGIN = 1.05  # the bound: no larger than the peer's file + 5 %
+
+
+@pytest.mark.parametrize("case", OWN_CASES, ids=_case_id)
+def test_qengine_presets_write_files_tflite_runs_no_larger_than_the_peers(case, tmp_path):
+    import corpus
+
+    from qengine.cli import main
+
+    out = tmp_path / "q.tflite"
+    assert main(["quantize", str(corpus.path(case[0], "float")), "--preset", case[1], "-o",
+                 str(out), "--quiet"]) == 0
+    data = out.read_bytes()
+    assert len(data) <= SIZE_MARGIN * peer_corpus.path(*case).stat().st_size
+    assert_runs_as_tflite(data, case[0], _oracle(case[1]))
+
+
+@pytest.mark.parametrize("preset,message", [
+    ("dynamic_wi2c_afp32", "TFLite has no hybrid CONV_2D kernel for int2 filters (it takes "
+                           "int8, int4)"),
+    ("dynamic_wi4b32_afp32", "TFLite runs blockwise weights only in FULLY_CONNECTED"),
+])
+def test_presets_tflite_has_no_kernel_for_are_refused_in_one_line(preset, message, tmp_path,
+                                                                   capsys):
+    import corpus
+
+    from qengine.cli import main
+
+    out = tmp_path / "q.tflite"
+    code = main(["quantize", str(corpus.path("digits", "float")), "--preset", preset, "-o",
+                 str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: CONV_2D ") and message in err
+    assert err.count("\n") == 1 and not out.exists()

@@ -30,7 +30,7 @@ def quantize(model, mode: str | None = None, calibration=None, *,
              inference_type: str | None = None, per_channel: bool = True, strict: bool = False,
              observer: str | None = None, keep_float=(), asymmetric_inputs: bool = True,
              quiet: bool = False, recipe: Recipe | None = None, weight_bits: int = 8,
-             block_size: int = 0) -> Model:
+             block_size: int = 0, min_weight_elements: int | None = None) -> Model:
     """Return a quantized copy of `model` (a Model, a path or .tflite bytes).
 
     `inference_type` is the interface of the full-integer modes: by default the activation
@@ -64,7 +64,7 @@ def quantize(model, mode: str | None = None, calibration=None, *,
 
         if mode == "dynamic":
             result = dynamic.quantize_dynamic(work, per_channel, asymmetric_inputs,
-                                              weight_bits, block_size)
+                                              weight_bits, block_size, min_weight_elements)
         elif mode == "weight-only":
             result = dynamic.quantize_weight_only(work, weight_bits, per_channel, block_size)
         else:
@@ -90,10 +90,13 @@ def _check_weight_format(mode: str, weight_bits: int, block_size: int,
 
 # ai-edge-quantizer's named recipes (ai_edge_quantizer.recipe) -> qengine's arguments
 PRESETS = {
-    "dynamic_wi8_afp32": dict(mode="dynamic", weight_bits=8),
-    "dynamic_wi4_afp32": dict(mode="dynamic", weight_bits=4),
-    **{f"dynamic_wi{b}c_afp32": dict(mode="dynamic", weight_bits=b) for b in (8, 4, 2)},
-    **{f"dynamic_wi{b}b{n}_afp32": dict(mode="dynamic", weight_bits=b, block_size=n)
+    # the peer's dynamic recipes quantize every filter, however small
+    "dynamic_wi8_afp32": dict(mode="dynamic", weight_bits=8, min_weight_elements=0),
+    "dynamic_wi4_afp32": dict(mode="dynamic", weight_bits=4, min_weight_elements=0),
+    **{f"dynamic_wi{b}c_afp32": dict(mode="dynamic", weight_bits=b, min_weight_elements=0)
+       for b in (8, 4, 2)},
+    **{f"dynamic_wi{b}b{n}_afp32": dict(mode="dynamic", weight_bits=b, block_size=n,
+                                        min_weight_elements=0)
        for b in (8, 4, 2) for n in (32, 64)},
     "weight_only_wi8_afp32": dict(mode="weight-only", weight_bits=8),
     "weight_only_wi4_afp32": dict(mode="weight-only", weight_bits=4),

@@ -34,30 +34,37 @@ ASYMMETRIC_FC_VERSION = 9  # per-tensor weights with asymmetric input quantizati
 
 
 def quantize_dynamic(model: Model, per_channel: bool = True, asymmetric_inputs: bool = True,
-                     weight_bits: int = 8, block_size: int = 0) -> Model:
+                     weight_bits: int = 8, block_size: int = 0,
+                     min_elements: int | None = None) -> Model:
     """Hybrid ops get `weight_bits`-bit filters (int8, or TFLite's INT4/INT2 tensors), per
     channel, per tensor or (FULLY_CONNECTED, int4) in blocks of `block_size` with float16
     scales. Filters stored as float16 behind a DEQUANTIZE count as float weights. Sub-8-bit and
-    blockwise filters are quantized whatever their size (as Google's ai-edge-quantizer does);
-    int8 ones from MIN_ELEMENTS up (as TensorFlow's converter does)."""
-    min_elements = MIN_ELEMENTS if weight_bits == 8 and not block_size else 0
+    blockwise filters, and float16 ones, are quantized whatever their size (as Google's
+    ai-edge-quantizer does); other int8 ones from MIN_ELEMENTS up (as TensorFlow's converter
+    does), unless `min_elements` says otherwise. A filter several ops share is quantized once."""
+    if min_elements is None:
+        min_elements = MIN_ELEMENTS if weight_bits == 8 and not block_size else 0
     count = 0
     for graph in model.subgraphs:
         producers = graph.producers()
+        done: dict[tuple, Tensor] = {}  # (filter, axis, per channel) -> its quantized tensor
         for op in graph.operators:
             spec = HYBRID_OPS.get(op.type)
             if spec is None or op.inputs[0] is None or op.inputs[0].dtype != "float32":
                 continue
             index, axis, version, channel_version = spec
-            values = float_weights(op.inputs[index] if index < len(op.inputs) else None,
-                                   producers)
-            if values is None or values.size < min_elements:
+            w = op.inputs[index] if index < len(op.inputs) else None
+            values = float_weights(w, producers)
+            if values is None or (values.size < min_elements and w.is_constant):
                 continue
             # TFLite's hybrid depthwise kernel reads one scale per channel whatever the file
             # holds, so depthwise filters stay per-channel even when per-tensor is asked for
             channelwise = per_channel or op.type == "DEPTHWISE_CONV_2D"
-            op.inputs[index] = _hybrid_filter(op, op.inputs[index].name, values, axis,
-                                              weight_bits, block_size, channelwise)
+            key = (id(w), axis, channelwise)
+            if key not in done:
+                done[key] = _hybrid_filter(op, w.name, values, axis, weight_bits, block_size,
+                                           channelwise)
+            op.inputs[index] = done[key]
             op.opcode = OpCode(op.type, max(op.opcode.version,
                                             channel_version if channelwise else version))
             if op.type == "FULLY_CONNECTED":
@@ -139,10 +146,15 @@ def quantize_weight_only(model: Model, weight_bits: int = 8, per_channel: bool =
     for graph in model.subgraphs:
         producers = graph.producers()
         operators = []
+        done: dict[tuple, Tensor] = {}  # (weight, axis) -> its DEQUANTIZE output
         for op in graph.operators:
             spec = WEIGHT_ONLY_OPS.get(op.type)
             values = None
             if spec is not None and spec[0] < len(op.inputs):
+                if (id(op.inputs[spec[0]]), spec[1]) in done:
+                    op.inputs[spec[0]] = done[(id(op.inputs[spec[0]]), spec[1])]
+                    operators.append(op)
+                    continue
                 values = float_weights(op.inputs[spec[0]], producers)
             if values is not None:
                 index, axis = spec
@@ -154,6 +166,7 @@ def quantize_weight_only(model: Model, weight_bits: int = 8, per_channel: bool =
                 graph.tensors.extend([stored, expanded])
                 operators.append(Operator(OpCode("DEQUANTIZE", DEQUANTIZE_VERSION[dtype]),
                                           [stored], [expanded]))
+                done[(id(op.inputs[index]), axis)] = expanded
                 op.inputs[index] = expanded
                 count += 1
             operators.append(op)
