@@ -197,6 +197,7 @@ class Interpreter:
         model.verify()
         self.model = model
         self.arithmetic = arithmetic
+        self.notes: list[str] = []  # what ops told the user (OpContext.note), once each
         # One thread unless asked: Numba's and BLAS's worker pools spin while idle, and on a
         # busy machine a multi-threaded default is slower, not faster (like TFLite's default).
         self.num_threads = max(1, int(num_threads or 1))
