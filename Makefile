@@ -10,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast lint schema bench clean
+.PHONY: demo test test-fast lint schema bench bench-all clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ schema: $(VENV)/.dev
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/gen_schema.sh
 
 bench: $(VENV)/.dev
+	$(BIN)/python benchmarks/run_all.py --only published.py
+
+bench-all: $(VENV)/.dev
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
