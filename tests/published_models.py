@@ -50,7 +50,8 @@ def _download(requirement: str) -> Path:
     if found:
         return found[0]
     result = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d",
-                             str(folder), requirement], capture_output=True, text=True)
+                             str(folder), requirement], check=False, capture_output=True,
+                            text=True)
     found = [w for w in folder.glob("*.whl") if w.name.lower().startswith(name + "-")]
     if result.returncode != 0 or not found:
         raise FetchError(f"could not download {requirement}: {result.stderr[-300:]}")
