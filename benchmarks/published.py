@@ -142,8 +142,8 @@ def geomean(values) -> float:
 
 
 def latency_table(rows) -> str:
-    lines = ["| model | mode | threads | qengine ms | TFLite default ms | ratio | "
-             "TFLite optimized ms | ratio | slowest qengine ops (ms) |",
+    lines = [("| model | mode | threads | qengine ms | TFLite default ms | ratio | "
+              "TFLite optimized ms | ratio | slowest qengine ops (ms) |"),
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         top = ", ".join(f"{op} {ms:.1f}" for op, ms in list(r["per_op_ms"].items())[:3])
@@ -156,8 +156,8 @@ def latency_table(rows) -> str:
 
 def summary_table(rows) -> str:
     """Geometric means of the ratios, and qengine's own 2-thread speed-up, per mode."""
-    lines = ["| mode | threads | models | geomean qengine/TFLite default | "
-             "geomean qengine/TFLite optimized | qengine 1T/2T speed-up (geomean) |",
+    lines = [("| mode | threads | models | geomean qengine/TFLite default | "
+              "geomean qengine/TFLite optimized | qengine 1T/2T speed-up (geomean) |"),
              "|---|---|---|---|---|---|"]
     modes = list(dict.fromkeys(r["mode"] for r in rows))
     threads = sorted({r["threads"] for r in rows})
@@ -228,8 +228,8 @@ def peak_mb(script: str, path: Path) -> tuple[float, float]:
 
 
 def memory_table(names, paths, modes) -> str:
-    lines = ["| model | mode | qengine imports MB | qengine adds MB | TFLite imports MB | "
-             "TFLite adds MB | ratio of additions |", "|---|---|---|---|---|---|---|"]
+    lines = [("| model | mode | qengine imports MB | qengine adds MB | TFLite imports MB | "
+              "TFLite adds MB | ratio of additions |"), "|---|---|---|---|---|---|---|"]
     for name in names:
         for mode in modes:
             path = model_file(name, paths[name], mode)

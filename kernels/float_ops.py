@@ -47,6 +47,6 @@ def max_pool_f32(x, k_h, k_w, stride_h, stride_w, pad_top, pad_left, out_h, out_
                             continue
                         for ch in range(c):
                             v = x[n, iy, ix, ch]
-                            if v > out[n, oy, ox, ch]:  # NaN compares false: skipped
+                            if v > out[n, oy, ox, ch]:  # noqa: PLR1730 (NaN compares false: skipped)
                                 out[n, oy, ox, ch] = v
     return out

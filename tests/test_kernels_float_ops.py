@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from qengine.kernels.elementwise import lookup_pair_int8, trailing_period
 from qengine.kernels.float_ops import max_pool_f32, prelu_f32
+
 from qengine.ops.conv import ConvGeometry, patches
 from qengine.ops.elementwise_int import pair_lookup
 

@@ -118,7 +118,8 @@ def _conv_float(ctx: OpContext, g: ConvGeometry, w_spec, out_shape, groups: int)
         if groups == 1:  # parallel over output rows (kernels/threads.py), im2col per block
             out = np.empty((g.batch * g.out_h * g.out_w, out_c), np.float32)
             blocks, rows_of = _im2col_blocks(x, g, pointwise)
-            matmul_rows(rows_of, blocks, w.reshape(out_c, -1).T, out, threads)
+            copied = 0 if pointwise else out.shape[0] // blocks * w[0].size * 4
+            matmul_rows(rows_of, blocks, w.reshape(out_c, -1).T, out, threads, copied)
             return out
         cols = patches(x, g)
         in_per_group = w.shape[3]
