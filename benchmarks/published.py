@@ -122,7 +122,7 @@ def measure(names, paths, modes, threads_list, repeat, budget) -> list[dict]:
     for name in names:
         for mode in modes:
             path = model_file(name, paths[name], mode)
-            inputs = generated_inputs(qengine.load(path).main.inputs, 0)
+            inputs = generated_inputs(qengine.load(path).main.inputs, 0, quiet=True)
             for threads in threads_list:
                 row = {"model": name, "mode": mode, "threads": threads}
                 row["qengine_ms"], row["per_op_ms"] = time_qengine(path, inputs, threads,
@@ -204,7 +204,7 @@ import sys, numpy as np, qengine
 from qengine.cli import generated_inputs
 before = {_HWM}
 it = qengine.Interpreter(sys.argv[1])
-it.run(generated_inputs(it.model.main.inputs, 0))
+it.run(generated_inputs(it.model.main.inputs, 0, quiet=True))
 print(before, {_HWM})
 """
 _PEAK_TFLITE = f"""
