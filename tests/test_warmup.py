@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from qengine.kernels.jit import on_first_compile
 
 from qengine.cli import main
-from qengine.kernels.jit import on_first_compile
 from qengine.warmup import builtin_model, compile_notice
 
 
