@@ -10,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast lint schema bench clean speech
+.PHONY: demo test test-fast lint schema bench bench-all clean speech
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,9 @@ schema: $(VENV)/.dev
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/gen_schema.sh
 
 bench: $(VENV)/.dev
+	$(BIN)/python benchmarks/run_all.py --only published.py
+
+bench-all: $(VENV)/.dev
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
