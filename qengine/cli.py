@@ -93,9 +93,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _extra_commands():
     """Commands defined in other modules (imported lazily when they run)."""
-    from . import bench, cli_compare, cli_quantize
+    from . import bench, cli_compare, cli_quantize, cli_research, warmup
 
-    return cli_quantize.COMMANDS + [bench.add_bench] + cli_compare.COMMANDS
+    return (cli_quantize.COMMANDS + [bench.add_bench, warmup.add_warmup] + cli_compare.COMMANDS
+            + cli_research.COMMANDS)
 
 
 def _positive(text: str) -> int:
@@ -139,8 +140,10 @@ def print_unsupported(model) -> int:
 def cmd_run(args) -> int:
     from .flatbuffer_io import load
     from .runtime import Interpreter
+    from .warmup import announce_first_compile, compile_notice
 
     model = load(args.model)
+    announce_first_compile(compile_notice(model))
     start = time.perf_counter()
     limits = {"max_iterations": args.max_iterations} if args.max_iterations else {}
     interpreter = Interpreter(model, num_threads=args.threads, arithmetic=args.arithmetic,
@@ -179,7 +182,7 @@ def _timed_runs(interpreter, inputs, repeat: int, profile: bool):
     return outputs, first, float(np.median(times))
 
 
-def generated_inputs(tensors, seed: int) -> list[np.ndarray]:
+def generated_inputs(tensors, seed: int, quiet: bool = False) -> list[np.ndarray]:
     """Deterministic inputs: floats ~ U[0, 1), integers over a small non-negative range."""
     rng = np.random.default_rng(seed)
     arrays = []
@@ -196,8 +199,9 @@ def generated_inputs(tensors, seed: int) -> list[np.ndarray]:
             array = rng.integers(info.min, info.max, t.shape, endpoint=True, dtype=dtype)
         else:
             array = rng.integers(0, 10, t.shape).astype(dtype)
-        print(f"input {t.name!r}: generated {dtype} {tuple(t.shape)} (seed {seed}); pass "
-              f"--input to use your own", file=sys.stderr)
+        if not quiet:
+            print(f"input {t.name!r}: generated {dtype} {tuple(t.shape)} (seed {seed}); pass "
+                  f"--input to use your own", file=sys.stderr)
         arrays.append(array)
     return arrays
 

@@ -32,3 +32,7 @@ class QuantizationError(QEngineError, ValueError):
 
 class ExportError(QuantizationError):
     """The model holds a research scheme TFLite cannot express, so it cannot be written."""
+
+
+class NothingToQuantize(QuantizationError):
+    """The mode found nothing to quantize; writing the model would only copy it (CLI: exit 1)."""

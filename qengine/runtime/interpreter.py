@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -198,6 +197,7 @@ class Interpreter:
         model.verify()
         self.model = model
         self.arithmetic = arithmetic
+        self.notes: list[str] = []  # what ops told the user (OpContext.note), once each
         # One thread unless asked: Numba's and BLAS's worker pools spin while idle, and on a
         # busy machine a multi-threaded default is slower, not faster (like TFLite's default).
         self.num_threads = max(1, int(num_threads or 1))
@@ -368,11 +368,13 @@ def _last_uses(subgraph: Subgraph, slot: dict[int, int]) -> list[list[int]]:
 
 @contextlib.contextmanager
 def thread_limit(n: int):
-    """Run Numba kernels (prange) and BLAS (float matmuls) on at most n threads.
+    """Run Numba kernels (prange) on at most n threads, and BLAS on one.
 
-    Both pools spin while idle, so letting each take every core makes them fight: a 1-thread
-    interpreter must be 1 thread in both. Numba is only touched if a kernel module loaded it;
-    BLAS is limited through threadpoolctl when that is installed.
+    BLAS's pool spins after each call and Numba's OpenMP pool (and TFLite's, in the same
+    process) would fight it for the cores, so BLAS calls are single-threaded and the float
+    path splits its large matmuls over qengine's own pool (`kernels/threads.py`) instead.
+    Numba is only touched if a kernel module loaded it; BLAS is limited through threadpoolctl
+    when that is installed.
     """
     numba = sys.modules.get("numba")
     previous = None
@@ -380,7 +382,7 @@ def thread_limit(n: int):
         previous = numba.get_num_threads()
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     try:
-        with _blas_limit(n):
+        with _blas_limit(1):
             yield
     finally:
         if previous is not None:
@@ -399,7 +401,7 @@ def _blas_controller():
 
 def _blas_limit(n: int):
     controller = _blas_controller()
-    if controller is None or n >= (os.cpu_count() or 1):
+    if controller is None:
         return contextlib.nullcontext()
     return controller.limit(limits=n, user_api="blas")
 
