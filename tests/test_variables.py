@@ -218,3 +218,50 @@ def test_converter_streaming_model_matches_tflite_on_every_call(streaming_models
             assert_close(f"call {i}", interpreter.run(frame)[tout["name"]], want)
     state = next(iter(interpreter.variables().values()))
     assert state.shape == (1, HISTORY, FRAME[2]) and np.any(state != 0)
+
+
+# ------------------------------------------------------------------- quantizing stateful models
+
+
+@pytest.mark.tf
+@pytest.mark.slow  # shares the converter fixture
+@pytest.mark.parametrize("mode", ["int8", "int16x8"])
+def test_quantized_streaming_model_runs_in_tflite_identically(streaming_models, mode):
+    """qengine quantizes the float streaming model (calibration carries the state from sample
+    to sample); the result runs in TFLite BUILTIN_REF exactly as in qengine over 60 calls and
+    stays close to the float model."""
+    from tflite_ref import make_interpreter
+
+    float_model = qengine.load(streaming_models["float"])
+    calibration = rng("stream-cal", mode).normal(size=(64,) + FRAME).astype(np.float32)
+    quantized = qengine.quantize(float_model, mode=mode, calibration=calibration, quiet=True)
+    init = quantized.subgraphs[1].operators[-1].inputs[1]
+    read = next(op for op in quantized.main.operators if op.type == "READ_VARIABLE")
+    assert init.dtype == read.outputs[0].dtype == ("int16" if mode == "int16x8" else "int8")
+    assert init.quantization.scale[0] == read.outputs[0].quantization.scale[0]
+    data = quantized.to_bytes()
+    tfl = make_interpreter(data)
+    tfl.allocate_tensors()
+    (tin,), (tout,) = tfl.get_input_details(), tfl.get_output_details()
+    (scale, zero_point), (out_scale, out_zero) = tin["quantization"], tout["quantization"]
+    info = np.iinfo(tin["dtype"])
+    interpreter, reference = qengine.Interpreter(data), qengine.Interpreter(float_model)
+    errors = []
+    for i, frame in enumerate(rng("stream-run", mode).normal(size=(60,) + FRAME)
+                              .astype(np.float32)):
+        q = np.clip(np.round(frame / scale) + zero_point, info.min, info.max).astype(info.dtype)
+        tfl.set_tensor(tin["index"], q)
+        tfl.invoke()
+        want = tfl.get_tensor(tout["index"])
+        got = interpreter.run(q)[tout["name"]]
+        np.testing.assert_array_equal(got, want, err_msg=f"call {i}")
+        expected = next(iter(reference.run(frame).values()))
+        errors.append(np.abs((got.astype(np.float32) - out_zero) * out_scale - expected).max()
+                      / max(np.abs(expected).max(), 1e-3))
+    assert np.median(errors) < 0.05, np.median(errors)  # int8: median 1.1%, 16x8: 0.5%
+
+
+def test_control_flow_models_are_still_refused_by_the_quantizer():
+    with pytest.raises(qengine.errors.QuantizationError, match="control flow"):
+        qengine.quantize(_endless_loop(), mode="int8", calibration=np.ones((2, 1), np.float32),
+                         quiet=True)

@@ -144,6 +144,7 @@ def _full_integer(model, calibration, options, quiet, factory=None, statistics=N
     from ..calibrate import calibrate
     from .int8 import quantize_int8
     from .passes import fold_constant_weights
+    from .variables import check_subgraphs
 
     if statistics is not None:
         fold_constant_weights(model)
@@ -152,6 +153,7 @@ def _full_integer(model, calibration, options, quiet, factory=None, statistics=N
         raise QuantizationError("full-integer quantization needs calibration data "
                                 "(representative inputs); pass calibration=... or "
                                 "--calibration DATA")
+    check_subgraphs(model)  # refuse control flow before spending time on calibration
     fold_constant_weights(model)
     if not quiet:
         _warn_unmatched(model, options.recipe)
