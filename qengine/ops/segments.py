@@ -1,9 +1,9 @@
 """Segment reductions: SEGMENT_SUM and UNSORTED_SEGMENT_SUM/PROD/MAX/MIN.
 
-out[s] = reduce(data[i] for i with segment_ids[i] == s), in the data's type. SEGMENT_SUM takes
-sorted ids 0, ..., n - 1 without gaps and has n rows; the unsorted ops take the row count (num_segments) as an
-input, and a segment no id names holds the reduction's identity (0, 1, the type's lowest or
-highest value), as in TFLite's reference kernels.
+out[s] = reduce(data[i] for i with segment_ids[i] == s), in the data's type. SEGMENT_SUM
+takes sorted ids 0, ..., n - 1 without gaps and has n rows; the unsorted ops take the row count
+(num_segments) as an input, and a segment no id names holds the reduction's identity (0, 1,
+the type's lowest or highest value), as in TFLite's reference kernels.
 """
 
 from __future__ import annotations
