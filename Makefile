@@ -10,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast lint schema bench clean browser
+.PHONY: demo test test-fast lint schema bench bench-all clean speech browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,15 +27,23 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.runtime
 	$(BIN)/python examples/demo.py
 
-test: $(VENV)/.dev browser
+test: $(VENV)/.dev speech browser
 	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
 
-# The Model Explorer browser test drives the system's Chromium (playwright downloads none);
-# without it (and without root to install it) that one test is skipped, with the reason.
+# espeak-ng speaks the phrases of tests/test_wakeword.py; without it (not root, no apt) they skip
+speech:
+	@command -v espeak-ng >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && { apt-get install -y -qq espeak-ng >/dev/null 2>&1 \
+	       || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq espeak-ng >/dev/null 2>&1; }; }; } \
+	  || echo "espeak-ng is not installed: the wake-word tests will be skipped"
+
+# tests/test_model_explorer.py drives the system's Chromium (playwright downloads no browser);
+# without it (not root, no apt) that test skips, saying why
 browser:
-	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
-		apt-get install -y -q chromium >/dev/null 2>&1 || \
-		echo "note: no chromium (apt-get install chromium); the Model Explorer browser test will skip"
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && { apt-get install -y -qq chromium >/dev/null 2>&1 \
+	       || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; }; }; } \
+	  || echo "chromium is not installed: the Model Explorer browser test will be skipped"
 
 test-fast: $(VENV)/.dev
 	$(BIN)/python -m pytest -q -m "not tf and not slow and not ray" $(PYTEST_ARGS)
@@ -47,6 +55,9 @@ schema: $(VENV)/.dev
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/gen_schema.sh
 
 bench: $(VENV)/.dev
+	$(BIN)/python benchmarks/run_all.py --only published.py
+
+bench-all: $(VENV)/.dev
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
