@@ -30,6 +30,7 @@ from pathlib import Path
 from ..errors import InputError
 
 GRANULARITIES = ("per_channel", "per_tensor", "blockwise")
+WEIGHT_CLIPPINGS = ("minmax", "mse")
 ACTIVATION_TYPES = ("int8", "int16")
 CALIBRATORS = ("minmax", "moving_average", "percentile", "mse", "entropy")
 
@@ -43,6 +44,7 @@ class Scheme:
     symmetric: bool = True  # weights: zero point 0; False: affine weights with a zero point
     narrow_range: bool = True  # weights in [-(2^(b-1) - 1), 2^(b-1) - 1], not down to -2^(b-1)
     power_of_two: bool = False  # every scale (weights and activations) rounded up to 2^k
+    weight_clipping: str = "minmax"  # weight scale from max|w|, or "mse": the MSE-optimal clip
     calibrator: str = "minmax"  # how activation ranges are chosen, see qengine.calibrate
     calibrator_options: tuple = ()  # (name, value) pairs, e.g. (("percentile", 99.9),)
 
@@ -50,6 +52,7 @@ class Scheme:
         _check_choice("activations", self.activations, ACTIVATION_TYPES)
         _check_choice("granularity", self.granularity, GRANULARITIES)
         _check_choice("calibrator", self.calibrator, CALIBRATORS)
+        _check_choice("weight_clipping", self.weight_clipping, WEIGHT_CLIPPINGS)
         if not isinstance(self.weight_bits, int) or not 2 <= self.weight_bits <= 8:
             raise InputError(f"weight_bits must be an integer from 2 to 8, got "
                              f"{self.weight_bits!r}")
@@ -121,6 +124,7 @@ class Scheme:
         weights += "" if self.symmetric else " asymmetric"
         weights += "" if self.narrow_range or not self.symmetric else " full-range"
         weights += " pow2" if self.power_of_two else ""
+        weights += " mse-clipped" if self.weight_clipping == "mse" else ""
         return f"{self.activations} activations, {weights} weights, {self.calibrator}"
 
 
