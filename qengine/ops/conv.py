@@ -100,6 +100,7 @@ def conv_2d(ctx: OpContext) -> Prepared:
 
 def _conv_float(ctx: OpContext, g: ConvGeometry, w_spec, out_shape, groups: int) -> Prepared:
     from qengine.kernels.float_conv import bias_clamp_f32
+    from qengine.kernels.threads import matmul_rows
 
     ctx.expect_dtype(w_spec, "float32")
     weights = ctx.constant(1, "filter") if w_spec.value is not None else None
@@ -111,13 +112,16 @@ def _conv_float(ctx: OpContext, g: ConvGeometry, w_spec, out_shape, groups: int)
 
     pointwise = (g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_top, g.pad_left,
                  groups) == (1, 1, 1, 1, 0, 0, 1)
+    threads = ctx.num_threads
 
     def matmul(x, w):
-        if pointwise:  # a 1x1 convolution is one matmul over all pixels; no im2col copy
-            return x.reshape(-1, x.shape[3]) @ w.reshape(out_c, -1).T
+        if groups == 1:  # parallel over output rows (kernels/threads.py), im2col per block
+            out = np.empty((g.batch * g.out_h * g.out_w, out_c), np.float32)
+            blocks, rows_of = _im2col_blocks(x, g, pointwise)
+            copied = 0 if pointwise else out.shape[0] // blocks * w[0].size * 4
+            matmul_rows(rows_of, blocks, w.reshape(out_c, -1).T, out, threads, copied)
+            return out
         cols = patches(x, g)
-        if groups == 1:  # the im2col copy goes straight into the matmul
-            return cols.reshape(-1, g.kernel_h * g.kernel_w * x.shape[3]) @ w.reshape(out_c, -1).T
         in_per_group = w.shape[3]
         out = np.empty((cols.shape[0] * g.out_h * g.out_w, out_c), np.float32)
         for group in range(groups):
@@ -133,6 +137,22 @@ def _conv_float(ctx: OpContext, g: ConvGeometry, w_spec, out_shape, groups: int)
         return out.reshape(out_shape)
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
+
+
+def _im2col_blocks(x: np.ndarray, g: ConvGeometry, pointwise: bool):
+    """(units, rows_of): the conv's output split into `units` blocks of whole output rows (one
+    image's rows, or whole images when batch > 1); rows_of(u0, u1) is the [pixels, KH*KW*C]
+    left operand of blocks [u0, u1): a slice of the input for a 1x1 convolution (no copy), else
+    that block's im2col copy, made by the thread that multiplies it."""
+    if pointwise:
+        flat = x.reshape(-1, x.shape[3])
+        units = g.batch * g.out_h
+        return units, lambda u0, u1: flat[u0 * g.out_w:u1 * g.out_w]
+    cols = patches(x, g)
+    depth = g.kernel_h * g.kernel_w * x.shape[3]
+    if g.batch == 1:
+        return g.out_h, lambda u0, u1: cols[0, u0:u1].reshape(-1, depth)
+    return g.batch, lambda u0, u1: cols[u0:u1].reshape(-1, depth)
 
 
 @register_op("DEPTHWISE_CONV_2D")

@@ -75,9 +75,12 @@ def average_pool_2d(ctx: OpContext) -> Prepared:
 def max_pool_2d(ctx: OpContext) -> Prepared:
     # reference MaxPool: max = std::max(max, tap) from float lowest, so NaN taps are skipped
     # and a window of -inf (or NaN) gives -FLT_MAX
-    lowest = -np.finfo(np.float32).max
-    return _pool(ctx, lambda x, g, counts: np.fmax.reduce(patches(x, g, -np.inf), axis=(3, 4),
-                                                          initial=lowest))
+    from qengine.kernels.float_ops import max_pool_f32  # one pass; same as the NumPy twin:
+
+    # np.fmax.reduce(patches(x, g, -np.inf), axis=(3, 4), initial=-np.finfo(np.float32).max)
+    return _pool(ctx, lambda x, g, counts: max_pool_f32(
+        np.ascontiguousarray(x), g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_top,
+        g.pad_left, g.out_h, g.out_w))
 
 
 @register_op("L2_POOL_2D")

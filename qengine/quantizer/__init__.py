@@ -31,7 +31,7 @@ def quantize(model, mode: str | None = None, calibration=None, *,
              observer: str | None = None, keep_float=(), asymmetric_inputs: bool = True,
              quiet: bool = False, recipe: Recipe | None = None, weight_bits: int = 8,
              block_size: int = 0, min_weight_elements: int | None = None,
-             weight_clipping: str = "minmax") -> Model:
+             weight_clipping: str = "minmax", statistics: dict | None = None) -> Model:
     """Return a quantized copy of `model` (a Model, a path or .tflite bytes).
 
     `inference_type` is the interface of the full-integer modes: by default the activation
@@ -59,7 +59,7 @@ def quantize(model, mode: str | None = None, calibration=None, *,
             weight_bits=weight_bits, block_size=block_size, weight_clipping=weight_clipping))
         options = Int8Options(inference_type or ACTIVATIONS[mode], per_channel, strict,
                               frozenset(keep_float), ACTIVATIONS[mode], recipe)
-        result = _full_integer(work, calibration, options, quiet, factory)
+        result = _full_integer(work, calibration, options, quiet, factory, statistics)
     elif mode in ("dynamic", "weight-only", "float16"):
         if calibration is not None and not quiet:
             print(f"note: {mode} quantization needs no calibration data; ignoring it",
@@ -143,13 +143,16 @@ def _report_size(mode: str, before: int, result: Model) -> None:
           file=sys.stderr)
 
 
-def _full_integer(model, calibration, options, quiet, factory=None):
-    """Calibrate (with `factory` observers if given, else the recipe's per tensor), then
-    rewrite."""
+def _full_integer(model, calibration, options, quiet, factory=None, statistics=None):
+    """Calibrate (with `factory` observers if given, else the recipe's per tensor) unless
+    `statistics` are given, then rewrite."""
     from ..calibrate import calibrate
     from .int8 import quantize_int8
     from .passes import fold_constant_weights
 
+    if statistics is not None:
+        fold_constant_weights(model)
+        return quantize_int8(model, statistics, options)
     if calibration is None:
         raise QuantizationError("full-integer quantization needs calibration data "
                                 "(representative inputs); pass calibration=... or "
@@ -161,6 +164,19 @@ def _full_integer(model, calibration, options, quiet, factory=None):
     stats = calibrate(model, calibration, factory or "minmax", quiet=quiet,
                       observer_for=by_tensor)
     return quantize_int8(model, stats, options)
+
+
+def calibration_statistics(model, calibration, recipe: Recipe | None = None, *,
+                           quiet: bool = True) -> dict:
+    """The observers `quantize(model, ..., recipe=recipe)` would collect, for its `statistics`
+    argument: every tensor gets the calibrator of the scheme of the op that writes it."""
+    from ..calibrate import calibrate
+    from .passes import fold_constant_weights
+
+    work = load((model if isinstance(model, Model) else load(model)).to_bytes())
+    fold_constant_weights(work)
+    return calibrate(work, calibration, quiet=quiet,
+                     observer_for=_observers_by_tensor(work, recipe or Recipe()))
 
 
 def _warn_unmatched(model: Model, recipe: Recipe) -> None:
