@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except QEngineError as e:
         if args.debug:
+            for node in getattr(e, "nodes", ()):  # every unsupported node, not one per type
+                print(f"unsupported: {node}", file=sys.stderr)
             raise
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -60,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     p = commands.add_parser("inspect", help="describe a model's inputs, outputs, ops and sizes")
     p.add_argument("model")
     p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--unsupported", action="store_true",
+                   help="list every op qengine has no kernel for, one per line")
     p.set_defaults(handler=cmd_inspect)
 
     p = commands.add_parser("run", help="run a model with qengine's kernels")
@@ -75,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the generated input")
     p.add_argument("--arithmetic", choices=("ref", "xnnpack"), default="ref",
                    help="integer arithmetic to reproduce (default: TFLite reference kernels)")
+    p.add_argument("--stream", action="store_true",
+                   help="feed the input's axis-0 chunks as successive calls (state carried), "
+                        "--output gets every call's outputs stacked on a new axis 0")
+    p.add_argument("--max-iterations", type=_positive, default=None,
+                   help="WHILE loops running longer are an error (default 2^20)")
     p.set_defaults(handler=cmd_run)
 
     for extra in _extra_commands():
@@ -84,9 +93,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _extra_commands():
     """Commands defined in other modules (imported lazily when they run)."""
-    from . import bench, cli_compare, cli_quantize, warmup
+    from . import bench, cli_compare, cli_quantize, cli_research, warmup
 
-    return cli_quantize.COMMANDS + [bench.add_bench, warmup.add_warmup] + cli_compare.COMMANDS
+    return (cli_quantize.COMMANDS + [bench.add_bench, warmup.add_warmup] + cli_compare.COMMANDS
+            + cli_research.COMMANDS)
 
 
 def _positive(text: str) -> int:
@@ -105,8 +115,21 @@ def cmd_inspect(args) -> int:
     from .inspect import describe, format_text
 
     path = Path(args.model)
+    if args.unsupported:
+        return print_unsupported(load(path))
     info = describe(load(path), file_size=path.stat().st_size if path.exists() else None)
     print(json.dumps(info, indent=2) if args.json else format_text(info))
+    return 0
+
+
+def print_unsupported(model) -> int:
+    from .runtime.interpreter import unsupported_nodes
+
+    nodes = unsupported_nodes(model)
+    for _, node in nodes:
+        print(node)
+    print(f"{len(nodes)} op(s) without a qengine kernel, "
+          f"{len({name for name, _ in nodes})} distinct type(s)")
     return 0
 
 
@@ -122,8 +145,14 @@ def cmd_run(args) -> int:
     model = load(args.model)
     announce_first_compile(compile_notice(model))
     start = time.perf_counter()
-    interpreter = Interpreter(model, num_threads=args.threads, arithmetic=args.arithmetic)
+    limits = {"max_iterations": args.max_iterations} if args.max_iterations else {}
+    interpreter = Interpreter(model, num_threads=args.threads, arithmetic=args.arithmetic,
+                              **limits)
     prepare_time = time.perf_counter() - start
+    if args.stream:
+        from .cli_stream import run_stream
+
+        return run_stream(args, interpreter, model, prepare_time)
     inputs = read_inputs(args.input, interpreter.inputs, model) if args.input else \
         generated_inputs(interpreter.inputs, args.seed)
     outputs, first, steady = _timed_runs(interpreter, inputs, args.repeat, args.profile)
@@ -249,32 +278,50 @@ def compare_with_tflite(model_path: str, inputs, outputs: dict[str, np.ndarray],
     """Run TFLite on the same input, with its reference kernels (arithmetic "ref") or as its
     default interpreter runs (XNNPACK delegate, one thread; arithmetic "xnnpack"); exit 1 if
     any output disagrees."""
+    tfl = tflite_interpreter(model_path, arithmetic)
+    if tfl is None:
+        return EXIT_USER_ERROR
+    want = tflite_invoke(tfl, inputs)
+    failed = False
+    print(f"{'output':<40}{'max |diff|':>12}{'max rel':>12}  result")
+    for name, expected in want.items():
+        ok, max_abs, max_rel = outputs_agree(outputs[name], expected)
+        failed |= not ok
+        print(f"{name[:39]:<40}{max_abs:>12.3g}{max_rel:>12.3g}  {'PASS' if ok else 'FAIL'}")
+    print("tolerance: integers exact; floats 1e-4 of the output's range")
+    return 1 if failed else 0
+
+
+def tflite_interpreter(model_path: str, arithmetic: str = "ref"):
+    """TFLite's interpreter on one thread: reference kernels, or the default (XNNPACK) one;
+    None (with a message) when ai-edge-litert is not installed."""
     try:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError:
         print("--compare needs ai-edge-litert: pip install 'qengine[tf]'", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return None
     resolver = OpResolverType.AUTO if arithmetic == "xnnpack" else OpResolverType.BUILTIN_REF
     tfl = Interpreter(model_path=str(model_path), num_threads=1,
                       experimental_op_resolver_type=resolver)
+    tfl.allocate_tensors()
+    return tfl
+
+
+def tflite_invoke(tfl, inputs) -> dict[str, np.ndarray]:
+    """One invoke of an (already used or fresh) TFLite interpreter; outputs by name."""
     details = tfl.get_input_details()
     arrays = inputs if isinstance(inputs, list) else [inputs[d["name"]] for d in details]
+    resized = False
     for d, array in zip(details, arrays):
         if tuple(d["shape"]) != array.shape:
             tfl.resize_tensor_input(d["index"], array.shape)
-    tfl.allocate_tensors()
+            resized = True
+    if resized:
+        tfl.allocate_tensors()
     for d, array in zip(details, arrays):
         tfl.set_tensor(d["index"], array)
     tfl.invoke()
-    failed = False
-    print(f"{'output':<40}{'max |diff|':>12}{'max rel':>12}  result")
-    for d in tfl.get_output_details():
-        want, got = tfl.get_tensor(d["index"]), outputs[d["name"]]
-        ok, max_abs, max_rel = outputs_agree(got, want)
-        failed |= not ok
-        print(f"{d['name'][:39]:<40}{max_abs:>12.3g}{max_rel:>12.3g}  {'PASS' if ok else 'FAIL'}")
-    print("tolerance: integers exact; floats 1e-4 of the output's range")
-    return 1 if failed else 0
+    return {d["name"]: tfl.get_tensor(d["index"]) for d in tfl.get_output_details()}
 
 
 def outputs_agree(got: np.ndarray, want: np.ndarray, rel: float = 1e-4):

@@ -125,3 +125,38 @@ def use_fast_kernels() -> bool:
     import os
 
     return os.environ.get("QENGINE_KERNELS", "fast") != "reference"
+
+
+# Filter types each weighted op reads, beyond int8: TFLite unpacks int4/int2 filters to int8 and
+# then runs its int8 arithmetic (fully_connected.cc, conv.cc, depthwise_conv.cc). Hybrid and
+# int16 DEPTHWISE_CONV_2D take int8 filters only (the int16 kernel would read packed bytes).
+FILTER_TYPES = {
+    "FULLY_CONNECTED": ("int8", "int4", "int2"),
+    "CONV_2D": ("int8", "int4"),
+    "DEPTHWISE_CONV_2D": ("int8", "int4"),
+}
+_NARROWER_FILTER_TYPES = {("DEPTHWISE_CONV_2D", "float32"): ("int8",),
+                          ("DEPTHWISE_CONV_2D", "int16"): ("int8",)}
+SUB_BYTE_TYPES = ("int4", "int2", "uint4")
+
+
+def filter_types(op: str, input_dtype: str) -> tuple[str, ...]:
+    """The filter dtypes TFLite's `op` kernel reads with this input dtype."""
+    return _NARROWER_FILTER_TYPES.get((op, input_dtype)) or FILTER_TYPES.get(op, ("int8",))
+
+
+def expect_filter_type(ctx: OpContext, w) -> None:
+    """An int8 filter, or a sub-byte one where TFLite has a kernel for it (depends on the op and
+    its input type: float32 input is the hybrid kernel).
+
+    A sub-byte filter where TFLite has none is a malformed model (InvalidModelError naming the
+    rule); any other dtype is just not a quantized filter qengine runs."""
+    op, x_dtype = ctx.op.type, ctx.input(0).dtype
+    allowed = filter_types(op, x_dtype)
+    if w.dtype in allowed:
+        return
+    if w.dtype in SUB_BYTE_TYPES:
+        kind = {"float32": "hybrid ", "int16": "int16 "}.get(x_dtype, "")
+        raise ctx.invalid(f"{w.dtype} filter {w.name!r}: TFLite has no {w.dtype} kernel for "
+                          f"{kind}{op} (its filters: {', '.join(allowed)})")
+    ctx.expect_dtype(w, *allowed)

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..numerics import round_half_away
 from ..runtime.registry import OpContext, Prepared, register_op
-from .common import INT_RANGES, QUANTIZED_TYPES
+from .common import INT_RANGES, QUANTIZED_TYPES, SUB_BYTE_TYPES
 
 FLOATS = ("float32", "float16")
 
@@ -38,7 +38,11 @@ def dequantize(ctx: OpContext) -> Prepared:
     out_shape = x.shape
     if x.dtype == "float16":
         return Prepared(lambda v: v.astype(np.float32), [ctx.output_spec(0, out_shape, "float32")])
-    ctx.expect_dtype(x, *QUANTIZED_TYPES, "int32")
+    # int4/int2/uint4 arrive unpacked; TFLite unpacks them to int8 and dequantizes as int8
+    ctx.expect_dtype(x, *QUANTIZED_TYPES, "int32", *SUB_BYTE_TYPES)
+    if x.quantization is not None and x.quantization.blockwise is not None:
+        raise ctx.unsupported(f"blockwise tensor {x.name!r}: TFLite's DEQUANTIZE has no "
+                              f"blockwise path (it reads the tensor as unquantized)")
     scale, zero_point = _per_axis_params(ctx, x)
 
     def run(q):
