@@ -399,6 +399,12 @@ def _blas_controller():
     return ThreadpoolController()
 
 
+def blas_is_limited() -> bool:
+    """True when runs hold BLAS at one thread (threadpoolctl is installed), so the float path
+    may split matmuls over its own pool without oversubscribing the cores."""
+    return _blas_controller() is not None
+
+
 def _blas_limit(n: int):
     controller = _blas_controller()
     if controller is None:
