@@ -7,8 +7,8 @@ writes (calibration runs the samples in order through one interpreter, so those 
 state's over the whole sequence) and of its initial value; the init subgraph (run by CALL_ONCE)
 assigns that initial value quantized with them.
 
-Models whose other subgraphs are anything but such init subgraphs (WHILE/IF bodies, CALL) are
-still refused.
+The bodies of control flow (WHILE/IF, CALL) stay float: the main graph's ops around them are
+quantized, with DEQUANTIZE before and QUANTIZE after the control-flow op.
 """
 
 from __future__ import annotations
@@ -40,18 +40,31 @@ def handles(subgraph: Subgraph) -> dict[int, str]:
 
 
 def check_subgraphs(model: Model) -> None:
-    """Only CALL_ONCE init subgraphs made of VAR_HANDLE and ASSIGN_VARIABLE may accompany the
-    main graph."""
+    """Subgraphs other than the main graph stay float (WHILE/IF bodies, CALL targets: their ops
+    run in float between DEQUANTIZE and QUANTIZE) or are CALL_ONCE init subgraphs made of
+    VAR_HANDLE and ASSIGN_VARIABLE (their initial values are quantized). A float subgraph that
+    touches variables would read bytes of the wrong type, so it is refused."""
     inits = {getattr(op.options, "initSubgraphIndex", None) for op in model.main.operators
              if op.type == "CALL_ONCE"}
     for index, sub in enumerate(model.subgraphs[1:], start=1):
         kinds = {op.type for op in sub.operators}
-        if index not in inits or not kinds <= INIT_OPS:
+        if index in inits:
+            if not kinds <= INIT_OPS:
+                raise QuantizationError(
+                    f"init subgraph {index} does more than assign variables ("
+                    f"{', '.join(sorted(kinds - INIT_OPS))}); it cannot be quantized yet")
+        elif kinds & {"VAR_HANDLE", "CALL_ONCE"}:
             raise QuantizationError(
-                f"subgraph {index} ({', '.join(sorted(kinds)) or 'empty'}) is control flow "
-                f"(WHILE/IF bodies, CALL): models with control flow cannot be quantized to "
-                f"integers yet; streaming models whose only other subgraphs initialize "
-                f"variables (CALL_ONCE) can")
+                f"subgraph {index} (control flow) uses resource variables; quantizing "
+                f"variables inside WHILE/IF bodies is not supported yet")
+
+
+def float_subgraph_ops(model: Model) -> int:
+    """How many ops live in subgraphs that stay float (control-flow bodies)."""
+    inits = {getattr(op.options, "initSubgraphIndex", None) for op in model.main.operators
+             if op.type == "CALL_ONCE"}
+    return sum(len(sub.operators) for index, sub in enumerate(model.subgraphs[1:], start=1)
+               if index not in inits)
 
 
 def variable_qparams(model: Model, stats: dict, act: str) -> dict[str, tuple[float, int]]:
