@@ -287,3 +287,25 @@ def test_svdf_int8_exact_with_tflites_state(rank, bias):
         kept = interpreter.run(values, keep=True)
         np.testing.assert_array_equal(kept[tout["name"]], tfl.get_tensor(tout["index"]))
         np.testing.assert_array_equal(kept["state"], tfl.get_tensor(state_index))
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+def test_svdf_hybrid(rank, time_dtype="int8"):
+    """int8 feature (and time) weights on a float input: within the float tolerance of
+    TFLite over 4 invokes (and after a reset)."""
+    batch, n_input, units, memory = 2, 5, 3, 4
+    filters = units * rank
+    g = rng("svdf-hybrid", rank, time_dtype)
+    b = GraphBuilder()
+    x = b.input("x", (batch, n_input))
+    wf = b.const("wf", g.integers(-127, 128, (filters, n_input)).astype(np.int8),
+                 quantization=_q(0.01))
+    wt = (b.const("wt", g.integers(-127, 128, (filters, memory)).astype(np.int8),
+                  quantization=_q(0.02)) if time_dtype == "int8"
+          else _weights(b, "wt", (filters, memory), 9))
+    ins = [x, wf, wt, _weights(b, "bias", (units,), 9), _state(b, "state", (batch, memory *
+                                                                          filters))]
+    y = b.op("SVDF", ins, (batch, units), "float32",
+             options=options("SVDFOptions", rank=rank, fusedActivationFunction=1))
+    _compare_over_calls(b.build([y]), lambda call: rng("svdf-h-x", call).standard_normal(
+        (batch, n_input)).astype(np.float32))

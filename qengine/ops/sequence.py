@@ -356,6 +356,8 @@ def svdf(ctx: OpContext) -> Prepared:
     resources = ctx.interpreter.resources
     if x.dtype == "int8":
         step, out_dtype = _svdf_int8(ctx, state_tensor), "int8"
+    elif features.dtype == "int8":
+        step, out_dtype = _svdf_hybrid(ctx), "float32"
     else:
         _float_inputs(ctx, range(5))
         step, out_dtype = _svdf_float(ctx), "float32"
@@ -377,6 +379,42 @@ def _svdf_float(ctx: OpContext):
     def step(state, values, w_feature, w_time, b, units, rank):
         state[:, :, -1] = _matmul(values, w_feature)
         per_filter = (state.astype(np.float64) * w_time.astype(np.float64)).sum(axis=2)
+        out = per_filter.reshape(len(state), units, rank).sum(axis=2).astype(F32)
+        return act(out if b is None else out + b).astype(F32)
+
+    return step
+
+
+def symmetric_quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """TFLite's SymmetricQuantizeFloats per row: scale = max|x| / 127 (1 for an all-zero
+    row), q = round(x * 127 / max|x|) (halves away from zero)."""
+    from ..numerics import round_half_away
+
+    bound = np.abs(x).max(axis=-1).astype(F32)
+    safe = np.where(bound > 0, bound, F32(1))
+    q = round_half_away(x * (F32(127) / safe)[:, None]).astype(F32)
+    return np.clip(q, -127, 127).astype(np.int8), np.where(bound > 0, bound / F32(127), F32(1))
+
+
+def _svdf_hybrid(ctx: OpContext):
+    """EvalHybridSVDF: float input, state and bias; int8 feature and time weights (the time
+    weights are dequantized once; TFLite's hybrid path reads no float time weights). Each input
+    row is quantized symmetrically, multiplied with the int8 feature weights in int32 and
+    scaled by row scale * weight scale into the state."""
+    features, times = ctx.input(1), ctx.input(2)
+    _float_inputs(ctx, [0, 3])
+    ctx.expect_dtype(times, "int8")
+    feature_scale, time_scale = F32(features.scale), F32(times.scale)
+    act = _activation(ctx)
+
+    def step(state, values, w_feature, w_time, b, units, rank):
+        q, row_scales = symmetric_quantize_rows(values)
+        acc = q.astype(np.int64) @ w_feature.astype(np.int64).T  # exact int32 dot products
+        state[:, :, -1] = acc.astype(F32) * (row_scales * feature_scale)[:, None]
+        if not values.any():  # TFLite skips the product for an all-zero input
+            state[:, :, -1] = 0
+        weights = w_time.astype(F32) * time_scale
+        per_filter = (state.astype(np.float64) * weights.astype(np.float64)).sum(axis=2)
         out = per_filter.reshape(len(state), units, rank).sum(axis=2).astype(F32)
         return act(out if b is None else out + b).astype(F32)
 
