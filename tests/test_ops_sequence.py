@@ -309,3 +309,26 @@ def test_svdf_hybrid(rank, time_dtype="int8"):
              options=options("SVDFOptions", rank=rank, fusedActivationFunction=1))
     _compare_over_calls(b.build([y]), lambda call: rng("svdf-h-x", call).standard_normal(
         (batch, n_input)).astype(np.float32))
+
+
+@pytest.mark.parametrize("op,shape,time_major", [("RNN", (2, 3), True),
+                                                 ("UNIDIRECTIONAL_SEQUENCE_RNN", (2, 5, 3), False)])
+@pytest.mark.parametrize("asymmetric", [False, True])
+def test_rnn_hybrid(op, shape, time_major, asymmetric):
+    """int8 weights on float input and state (the hybrid kernel, inputs and state quantized
+    per row on the fly), within the float tolerance of TFLite over 4 invokes."""
+    units, batch = 4, shape[0]
+    g = rng("rnn-hybrid", op, asymmetric)
+    b = GraphBuilder()
+    x = b.input("x", shape)
+    w = b.const("w", g.integers(-127, 128, (units, 3)).astype(np.int8), quantization=_q(0.01))
+    r = b.const("r", g.integers(-127, 128, (units, units)).astype(np.int8),
+                quantization=_q(0.004))
+    ins = [x, w, r, _weights(b, "b", (units,), 3), _state(b, "h", (batch, units))]
+    opts = (options("RNNOptions", fusedActivationFunction=4, asymmetricQuantizeInputs=asymmetric)
+            if op == "RNN" else
+            options("SequenceRNNOptions", fusedActivationFunction=4, timeMajor=time_major,
+                    asymmetricQuantizeInputs=asymmetric))
+    y = b.op(op, ins, shape[:-1] + (units,), "float32", options=opts)
+    _compare_over_calls(b.build([y]), lambda call: rng("rnn-h-x", call).standard_normal(shape)
+                        .astype(np.float32))

@@ -6,7 +6,9 @@ invoke to the next; qengine keeps them in the interpreter's `Resources` the same
 (`reset_variables()` zeroes them). The step formulas follow TFLite's float reference path
 (lstm_eval.cc, basic_rnn.cc, svdf.cc), in float32, with the gates' matrix products accumulated
 in float64 and rounded once (TFLite accumulates in float32, so floats agree to the tolerance).
-Hybrid (int8 weights) and integer variants are not implemented: they are refused by dtype.
+Also implemented: hybrid (int8 weights, float activations) SVDF, RNN and
+UNIDIRECTIONAL_SEQUENCE_RNN, and integer SVDF. The hybrid and integer LSTMs and the hybrid
+bidirectional ops are not: they are refused by dtype.
 """
 
 from __future__ import annotations
@@ -244,20 +246,62 @@ def _bidirectional_outputs(ctx: OpContext, lead, sizes, merge: bool, run) -> Pre
 # -- RNN -------------------------------------------------------------------------------------
 
 
-def rnn_sequence(steps, h, weights, recurrent, bias, act, reverse: bool = False):
-    """h = act(W x + b + R h) per step of [time, batch, features] (TFLite's RnnBatchStep)."""
+def rnn_sequence(steps, h, cell, reverse: bool = False):
+    """h = cell(x, h) per step of [time, batch, features]; every step's h, and the last."""
     outputs = [None] * len(steps)
     for t in (range(len(steps) - 1, -1, -1) if reverse else range(len(steps))):
-        h = act((_matmul(steps[t], weights) + bias + _matmul(h, recurrent)).astype(F32))
+        h = cell(steps[t], h)
         outputs[t] = h
     return np.stack(outputs), h
 
 
+def float_rnn_cell(weights, recurrent, bias, act):
+    """h = act(W x + b + R h) (TFLite's RnnBatchStep)."""
+    return lambda x, h: act((_matmul(x, weights) + bias + _matmul(h, recurrent)).astype(F32))
+
+
+def hybrid_rnn_cell(weights, w_scale, recurrent, r_scale, bias, act, asymmetric: bool):
+    """The hybrid RnnBatchStep: out = bias; then, for the input and for the hidden state (each
+    skipped when all zero), quantize it per row (symmetric, or asymmetric with a zero point),
+    take the int32 product with the int8 weights (minus zero point * row sum) and add
+    product * row scale * weight scale; h = act(out)."""
+    from ..kernels import hybrid
+
+    sums = {id(m): hybrid.row_sums_sse(np.ascontiguousarray(m)).astype(np.int64)
+            for m in (weights, recurrent)} if asymmetric else {}
+
+    def product(v, matrix, scale):
+        if asymmetric:
+            q, sf, zp = hybrid.quantize_asymmetric(v)
+        else:
+            (q, sf), zp = hybrid.quantize_symmetric(v), None
+        acc = hybrid.matmul_accumulators(q, matrix)
+        if zp is not None and np.any(zp):
+            acc = (acc - zp[:, None].astype(np.int64) * sums[id(matrix)]).astype(np.int32)
+        return acc.astype(F32) * (sf * scale)[:, None]
+
+    def cell(x, h):
+        out = np.broadcast_to(bias, (len(x), len(bias))).astype(F32)
+        if x.any():
+            out = out + product(x, weights, w_scale)
+        if h.any():
+            out = out + product(h, recurrent, r_scale)
+        return act(out.astype(F32))
+
+    return cell
+
+
 def _rnn_prepare(ctx: OpContext, sequence: bool) -> Prepared:
-    """h = act(W x + R h + b) per step; the output is every step's h."""
+    """h = act(W x + R h + b) per step; the output is every step's h. int8 weights make it
+    the hybrid kernel (float input, state and output)."""
     ctx.expect_inputs(5)
-    _float_inputs(ctx, range(5))
     x, w, r, b = (ctx.input(i) for i in range(4))
+    hybrid = w.dtype == "int8"
+    _float_inputs(ctx, [0, 3, 4] if hybrid else range(5))
+    if hybrid:
+        ctx.expect_dtype(r, "int8")
+        w_scale, r_scale = F32(w.scale), F32(r.scale)
+    asymmetric = bool(getattr(ctx.options, "asymmetricQuantizeInputs", False))
     units, n_input = w.shape
     time_major = bool(getattr(ctx.options, "timeMajor", False)) if sequence else True
     if len(x.shape) != (3 if sequence else 2) or x.shape[-1] != n_input:
@@ -272,7 +316,9 @@ def _rnn_prepare(ctx: OpContext, sequence: bool) -> Prepared:
 
     def run(values, weights, recurrent, bias, _):
         steps = _time_steps(values, time_major) if sequence else values[None]
-        out, h = rnn_sequence(steps, resources.state(h_tensor), weights, recurrent, bias, act)
+        cell = (hybrid_rnn_cell(weights, w_scale, recurrent, r_scale, bias, act, asymmetric)
+                if hybrid else float_rnn_cell(weights, recurrent, bias, act))
+        out, h = rnn_sequence(steps, resources.state(h_tensor), cell)
         resources.set_state(h_tensor, h)
         return _batch_layout(out, time_major) if sequence else out[0]
 
@@ -317,8 +363,8 @@ def bidirectional_sequence_rnn(ctx: OpContext) -> Prepared:
         steps = _time_steps(values[0], time_major)
         outputs = []
         for reverse, (first, h_tensor, _) in enumerate(directions):
-            out, h = rnn_sequence(steps, resources.state(h_tensor), *values[first:first + 3],
-                                  act, reverse=bool(reverse))
+            cell = float_rnn_cell(*values[first:first + 3], act)
+            out, h = rnn_sequence(steps, resources.state(h_tensor), cell, reverse=bool(reverse))
             resources.set_state(h_tensor, h)
             outputs.append(_batch_layout(out, time_major))
         return np.concatenate(outputs, axis=-1) if merge else tuple(outputs)
@@ -385,17 +431,6 @@ def _svdf_float(ctx: OpContext):
     return step
 
 
-def symmetric_quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """TFLite's SymmetricQuantizeFloats per row: scale = max|x| / 127 (1 for an all-zero
-    row), q = round(x * 127 / max|x|) (halves away from zero)."""
-    from ..numerics import round_half_away
-
-    bound = np.abs(x).max(axis=-1).astype(F32)
-    safe = np.where(bound > 0, bound, F32(1))
-    q = round_half_away(x * (F32(127) / safe)[:, None]).astype(F32)
-    return np.clip(q, -127, 127).astype(np.int8), np.where(bound > 0, bound / F32(127), F32(1))
-
-
 def _svdf_hybrid(ctx: OpContext):
     """EvalHybridSVDF: float input, state and bias; int8 feature and time weights (the time
     weights are dequantized once; TFLite's hybrid path reads no float time weights). Each input
@@ -406,9 +441,10 @@ def _svdf_hybrid(ctx: OpContext):
     ctx.expect_dtype(times, "int8")
     feature_scale, time_scale = F32(features.scale), F32(times.scale)
     act = _activation(ctx)
+    from ..kernels import hybrid
 
     def step(state, values, w_feature, w_time, b, units, rank):
-        q, row_scales = symmetric_quantize_rows(values)
+        q, row_scales = hybrid.quantize_symmetric(values)
         acc = q.astype(np.int64) @ w_feature.astype(np.int64).T  # exact int32 dot products
         state[:, :, -1] = acc.astype(F32) * (row_scales * feature_scale)[:, None]
         if not values.any():  # TFLite skips the product for an all-zero input
