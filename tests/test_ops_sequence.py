@@ -332,3 +332,28 @@ def test_rnn_hybrid(op, shape, time_major, asymmetric):
     y = b.op(op, ins, shape[:-1] + (units,), "float32", options=opts)
     _compare_over_calls(b.build([y]), lambda call: rng("rnn-h-x", call).standard_normal(shape)
                         .astype(np.float32))
+
+
+def _to_hybrid(model, indices):
+    """Quantize the op's float weight inputs at `indices` to int8, symmetric per tensor."""
+    op = model.main.operators[0]
+    for i in indices:
+        t = op.inputs[i]
+        if t is None:
+            continue
+        value = t.data.astype(np.float64)
+        scale = float(np.abs(value).max()) / 127
+        t.dtype, t.quantization = "int8", _q(scale)
+        t.data = np.clip(np.round(value / np.float32(scale)), -127, 127).astype(np.int8)
+    return model
+
+
+@pytest.mark.parametrize("variant", ["plain", "cifg", "peephole", "projection", "layer_norm"])
+@pytest.mark.parametrize("asymmetric", [False, True])
+def test_unidirectional_sequence_lstm_hybrid(variant, asymmetric):
+    shape = (2, 5, 3)
+    model = _lstm_model(variant, "UNIDIRECTIONAL_SEQUENCE_LSTM", shape, False, 0.0, 3)
+    model.main.operators[0].options.asymmetricQuantizeInputs = asymmetric
+    _to_hybrid(model, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 16])
+    _compare_over_calls(model, lambda call: rng("lstm-h-x", call).standard_normal(shape)
+                        .astype(np.float32))

@@ -6,9 +6,9 @@ invoke to the next; qengine keeps them in the interpreter's `Resources` the same
 (`reset_variables()` zeroes them). The step formulas follow TFLite's float reference path
 (lstm_eval.cc, basic_rnn.cc, svdf.cc), in float32, with the gates' matrix products accumulated
 in float64 and rounded once (TFLite accumulates in float32, so floats agree to the tolerance).
-Also implemented: hybrid (int8 weights, float activations) SVDF, RNN and
-UNIDIRECTIONAL_SEQUENCE_RNN, and integer SVDF. The hybrid and integer LSTMs and the hybrid
-bidirectional ops are not: they are refused by dtype.
+Also implemented: hybrid (int8 weights, float activations) SVDF, RNN,
+UNIDIRECTIONAL_SEQUENCE_RNN, UNIDIRECTIONAL_SEQUENCE_LSTM and LSTM, and integer SVDF. The
+integer (8x8_16) LSTM and the hybrid bidirectional ops are not: they are refused by dtype.
 """
 
 from __future__ import annotations
@@ -107,8 +107,10 @@ def lstm_step(x, h, c, w: dict, act, cell_clip: float, proj_clip: float):
     layer_norm = w["ln_f"] is not None
     zeros = np.zeros(w["w_f"].shape[0], F32)
 
+    product = w.get("product", lambda v, name: _matmul(v, w[name]))  # hybrid: int8 weights
+
     def gate(k: str, peephole=None, cell=None):
-        z = _matmul(x, w["w_" + k]) + _matmul(h, w["r_" + k])
+        z = product(x, "w_" + k) + product(h, "r_" + k)
         if peephole is not None:
             z = z + peephole * cell
         if layer_norm:
@@ -124,17 +126,62 @@ def lstm_step(x, h, c, w: dict, act, cell_clip: float, proj_clip: float):
     o = _sigmoid(gate("o", w["p_o"], c))
     out = (o * act(c)).astype(F32)
     if w["proj"] is not None:
-        out = _matmul(out, w["proj"]) + (w["proj_b"] if w["proj_b"] is not None else F32(0))
+        out = product(out, "proj") + (w["proj_b"] if w["proj_b"] is not None else F32(0))
         if proj_clip > 0:
             out = np.clip(out, F32(-proj_clip), F32(proj_clip))
     return out.astype(F32), c.astype(F32)
 
 
+def _hybrid_lstm_weights(w: dict, scales: dict, asymmetric: bool) -> dict:
+    """The hybrid LSTM (LstmStepHybrid): peepholes dequantized (int8 * scale), and every
+    matrix product through `hybrid_product` (the vector quantized per row on the fly)."""
+    w = dict(w)
+    for name in ("p_i", "p_f", "p_o"):
+        if w[name] is not None:
+            w[name] = (w[name].astype(F32) * scales[name]).astype(F32)
+    sums = {}
+
+    def product(v, name):
+        return hybrid_product(v, w[name], scales[name], asymmetric, sums)
+
+    w["product"] = product
+    return w
+
+
+def hybrid_product(v, matrix, scale, asymmetric: bool, row_sums: dict):
+    """v @ matrix.T for an int8 matrix: v quantized per row (symmetric, or asymmetric with a
+    zero point), the int32 product (minus zero point * row sum), times row scale * scale
+    (TFLite's hybrid MatrixBatchVectorMultiplyAccumulate)."""
+    from ..kernels import hybrid
+
+    if asymmetric:
+        q, sf, zp = hybrid.quantize_asymmetric(v)
+    else:
+        (q, sf), zp = hybrid.quantize_symmetric(v), None
+    acc = hybrid.matmul_accumulators(q, matrix)
+    if zp is not None and np.any(zp):
+        if id(matrix) not in row_sums:
+            row_sums[id(matrix)] = hybrid.row_sums_sse(np.ascontiguousarray(matrix)).astype(
+                np.int64)
+        acc = (acc - zp[:, None].astype(np.int64) * row_sums[id(matrix)]).astype(np.int32)
+    return acc.astype(F32) * (sf * scale)[:, None]
+
+
 def _lstm_prepare(ctx: OpContext, sequence: bool) -> Prepared:
     if len(ctx.inputs) not in (20, 24):
         raise ctx.invalid(f"has {len(ctx.inputs)} inputs; an LSTM has 20 or 24")
-    _float_inputs(ctx, range(len(ctx.inputs)))
     x = ctx.input(0)
+    # hybrid: int8 weight matrices (inputs 1-8, 16) and peepholes (9-11), float elsewhere
+    hybrid = ctx.input(2).dtype == "int8"
+    int8_inputs = [i for i in range(1, 17) if i not in (12, 13, 14, 15)] if hybrid else []
+    _float_inputs(ctx, [i for i in range(len(ctx.inputs)) if i not in int8_inputs])
+    scales = {}
+    for i in int8_inputs:
+        spec = ctx.optional_input(i)
+        if spec is not None:
+            ctx.expect_dtype(spec, "int8")
+            scales[LSTM_WEIGHTS[i - 1]] = F32(spec.scale)
+    asymmetric = bool(getattr(ctx.options, "asymmetricQuantizeInputs", False))
     n_cell, n_input = ctx.input(2).shape
     n_output = ctx.input(6).shape[1]
     time_major = bool(getattr(ctx.options, "timeMajor", False)) if sequence else True
@@ -152,6 +199,8 @@ def _lstm_prepare(ctx: OpContext, sequence: bool) -> Prepared:
 
     def run(*values):
         w = _lstm_weights(list(values), 1, values[20:24])
+        if hybrid:
+            w = _hybrid_lstm_weights(w, scales, asymmetric)
         steps = _time_steps(values[0], time_major) if sequence else values[0][None]
         out, h, c = lstm_sequence(steps, resources.state(h_tensor), resources.state(c_tensor),
                                   w, act, cell_clip, proj_clip)
@@ -265,20 +314,10 @@ def hybrid_rnn_cell(weights, w_scale, recurrent, r_scale, bias, act, asymmetric:
     skipped when all zero), quantize it per row (symmetric, or asymmetric with a zero point),
     take the int32 product with the int8 weights (minus zero point * row sum) and add
     product * row scale * weight scale; h = act(out)."""
-    from ..kernels import hybrid
-
-    sums = {id(m): hybrid.row_sums_sse(np.ascontiguousarray(m)).astype(np.int64)
-            for m in (weights, recurrent)} if asymmetric else {}
+    sums: dict = {}
 
     def product(v, matrix, scale):
-        if asymmetric:
-            q, sf, zp = hybrid.quantize_asymmetric(v)
-        else:
-            (q, sf), zp = hybrid.quantize_symmetric(v), None
-        acc = hybrid.matmul_accumulators(q, matrix)
-        if zp is not None and np.any(zp):
-            acc = (acc - zp[:, None].astype(np.int64) * sums[id(matrix)]).astype(np.int32)
-        return acc.astype(F32) * (sf * scale)[:, None]
+        return hybrid_product(v, matrix, scale, asymmetric, sums)
 
     def cell(x, h):
         out = np.broadcast_to(bias, (len(x), len(bias))).astype(F32)
