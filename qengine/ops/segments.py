@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..runtime.registry import OpContext, Prepared, register_op
+from .indexing import checked_size
 
 DATA = ("float32", "int32")
 
@@ -84,7 +85,8 @@ def _unsorted(ctx: OpContext, ufunc) -> Prepared:
     def rows_of(fail, count):
         if np.size(count) != 1 or int(np.ravel(count)[0]) < 0:
             raise fail(f"num_segments {np.ravel(count).tolist()} must be one value >= 0")
-        return int(np.ravel(count)[0])
+        rows = int(np.ravel(count)[0])
+        return checked_size(fail, (rows,) + tail, "output shape")[0]
 
     if num.value is not None:
         rows = rows_of(ctx.invalid, num.value)

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..runtime.registry import OpContext, Prepared, register_op
+from .indexing import checked_size
 
 F32 = np.float32
 
@@ -237,7 +238,7 @@ def _nms(ctx: OpContext, soft: bool) -> Prepared:
     def checked(fail, value) -> int:
         if int(value) < 0:
             raise fail(f"max_output_size {int(value)} must be >= 0")
-        return int(value)
+        return checked_size(fail, (int(value),), "max_output_size")[0]
 
     def run(b, s, m, iou, threshold, sigma=None):
         size = checked(_data_error(ctx), m)
