@@ -11,7 +11,6 @@ import qengine
 from qengine.builder import options
 
 
-
 def _invokes(model, feeds, calls=3):
     """TFLite's outputs over `calls` invokes of one interpreter, and qengine's."""
     data = model.to_bytes()
