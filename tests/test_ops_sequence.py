@@ -178,9 +178,11 @@ def _bidirectional_lstm(merge: bool, time_major: bool, cifg: bool):
 
 
 DEVIATIONS = {
-    "BIDIRECTIONAL_SEQUENCE_LSTM merged, batch-major, CIFG": "TFLite 2.21's merged output "
-        "differs from its own unmerged outputs concatenated (by up to 0.12 for batch > 0); "
-        "qengine returns the concatenation, checked against TFLite's unmerged run",
+    "BIDIRECTIONAL_SEQUENCE_LSTM merged, batch-major": "TFLite 2.21's merged output is not a "
+        "function of the input: for batch > 0 it differs from its own unmerged outputs "
+        "concatenated by 0, 1e-7 or 0.05-0.12 from one run to the next in one process (memory "
+        "left by earlier interpreters); qengine returns the concatenation, checked against "
+        "TFLite's unmerged run",
 }
 
 
@@ -193,7 +195,7 @@ def test_bidirectional_sequence_lstm(merge, time_major, cifg):
     def make_input(call):
         return rng("bilstm-x", call).standard_normal(shape).astype(np.float32)
 
-    if not (merge and not time_major and cifg):
+    if not (merge and not time_major):
         _compare_all_outputs(model, make_input)
         return
     unmerged, _ = _bidirectional_lstm(False, time_major, cifg)  # see DEVIATIONS
