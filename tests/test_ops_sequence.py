@@ -359,3 +359,32 @@ def test_unidirectional_sequence_lstm_hybrid(variant, asymmetric):
     _to_hybrid(model, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 16])
     _compare_over_calls(model, lambda call: rng("lstm-h-x", call).standard_normal(shape)
                         .astype(np.float32))
+
+
+@pytest.mark.parametrize("merge", [False, True])
+@pytest.mark.parametrize("cifg", [False, True])
+def test_bidirectional_sequence_lstm_hybrid(merge, cifg):
+    model, shape = _bidirectional_lstm(merge, True, cifg)
+    weights = [first + k for first in (1, 18) for k in range(16) if k not in (11, 12, 13, 14)]
+    _to_hybrid(model, weights)
+    _compare_all_outputs(model, lambda call: rng("bilstm-h-x", call).standard_normal(shape)
+                         .astype(np.float32))
+
+
+@pytest.mark.parametrize("asymmetric", [False, True])
+def test_bidirectional_sequence_rnn_hybrid(asymmetric):
+    shape, batch = (2, 5, 3), 2
+    b = GraphBuilder()
+    x = b.input("x", shape)
+    ins = [x]
+    for tag, units in (("fw_", 4), ("bw_", 3)):
+        ins += [_weights(b, tag + "w", (units, 3), 8), _weights(b, tag + "r", (units, units), 8,
+                                                               0.3),
+                _weights(b, tag + "b", (units,), 8), _state(b, tag + "h", (batch, units))]
+    opts = options("BidirectionalSequenceRNNOptions", fusedActivationFunction=4,
+                   timeMajor=False, asymmetricQuantizeInputs=asymmetric)
+    outs = b.op("BIDIRECTIONAL_SEQUENCE_RNN", ins + [None] * 3, [(2, 5, 4), (2, 5, 3)],
+                "float32", options=opts, n_outputs=2)
+    model = _to_hybrid(b.build(outs), [1, 2, 5, 6])
+    _compare_all_outputs(model, lambda call: rng("birnn-h-x", call).standard_normal(shape)
+                         .astype(np.float32))

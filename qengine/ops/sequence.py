@@ -8,7 +8,7 @@ invoke to the next; qengine keeps them in the interpreter's `Resources` the same
 in float64 and rounded once (TFLite accumulates in float32, so floats agree to the tolerance).
 Also implemented: hybrid (int8 weights, float activations) SVDF, RNN,
 UNIDIRECTIONAL_SEQUENCE_RNN, UNIDIRECTIONAL_SEQUENCE_LSTM and LSTM, and integer SVDF. The
-integer (8x8_16) LSTM and the hybrid bidirectional ops are not: they are refused by dtype.
+integer (8x8_16) LSTM is not: it is refused by dtype. The bidirectional ops run hybrid too.
 """
 
 from __future__ import annotations
@@ -132,6 +132,19 @@ def lstm_step(x, h, c, w: dict, act, cell_clip: float, proj_clip: float):
     return out.astype(F32), c.astype(F32)
 
 
+def _hybrid_weights(ctx: OpContext, first: int) -> tuple[list[int], dict]:
+    """The int8 inputs of one hybrid LSTM direction (its weight matrices, peepholes and
+    projection, from input `first`) and their scales by weight name."""
+    indices = [first + k for k in range(16) if k not in (11, 12, 13, 14)]
+    scales = {}
+    for i in indices:
+        spec = ctx.optional_input(i)
+        if spec is not None:
+            ctx.expect_dtype(spec, "int8")
+            scales[LSTM_WEIGHTS[i - first]] = F32(spec.scale)
+    return indices, scales
+
+
 def _hybrid_lstm_weights(w: dict, scales: dict, asymmetric: bool) -> dict:
     """The hybrid LSTM (LstmStepHybrid): peepholes dequantized (int8 * scale), and every
     matrix product through `hybrid_product` (the vector quantized per row on the fly)."""
@@ -171,16 +184,9 @@ def _lstm_prepare(ctx: OpContext, sequence: bool) -> Prepared:
     if len(ctx.inputs) not in (20, 24):
         raise ctx.invalid(f"has {len(ctx.inputs)} inputs; an LSTM has 20 or 24")
     x = ctx.input(0)
-    # hybrid: int8 weight matrices (inputs 1-8, 16) and peepholes (9-11), float elsewhere
     hybrid = ctx.input(2).dtype == "int8"
-    int8_inputs = [i for i in range(1, 17) if i not in (12, 13, 14, 15)] if hybrid else []
+    int8_inputs, scales = _hybrid_weights(ctx, 1) if hybrid else ([], {})
     _float_inputs(ctx, [i for i in range(len(ctx.inputs)) if i not in int8_inputs])
-    scales = {}
-    for i in int8_inputs:
-        spec = ctx.optional_input(i)
-        if spec is not None:
-            ctx.expect_dtype(spec, "int8")
-            scales[LSTM_WEIGHTS[i - 1]] = F32(spec.scale)
     asymmetric = bool(getattr(ctx.options, "asymmetricQuantizeInputs", False))
     n_cell, n_input = ctx.input(2).shape
     n_output = ctx.input(6).shape[1]
@@ -239,8 +245,12 @@ def bidirectional_sequence_lstm(ctx: OpContext) -> Prepared:
         raise ctx.invalid(f"has {len(ctx.inputs)} inputs; BIDIRECTIONAL_SEQUENCE_LSTM has 48")
     if any(ctx.optional_input(i) is not None for i in range(39, 48)):
         raise ctx.unsupported("the auxiliary input of BIDIRECTIONAL_SEQUENCE_LSTM")
-    _float_inputs(ctx, range(39))
     x = ctx.input(0)
+    hybrid = ctx.input(2).dtype == "int8"
+    hybrids = [_hybrid_weights(ctx, first) for first in (1, 18)] if hybrid else []
+    int8_inputs = {i for indices, _ in hybrids for i in indices}
+    _float_inputs(ctx, [i for i in range(39) if i not in int8_inputs])
+    asymmetric = bool(getattr(ctx.options, "asymmetricQuantizeInputs", False))
     time_major = bool(getattr(ctx.options, "timeMajor", True))
     merge = bool(getattr(ctx.options, "mergeOutputs", False))
     if len(x.shape) != 3:
@@ -266,10 +276,12 @@ def bidirectional_sequence_lstm(ctx: OpContext) -> Prepared:
         steps = _time_steps(values[0], time_major)
         outputs = []
         for reverse, (first, h_tensor, c_tensor, _) in enumerate(directions):
+            w = _lstm_weights(list(values), first)
+            if hybrid:
+                w = _hybrid_lstm_weights(w, hybrids[reverse][1], asymmetric)
             out, h, c = lstm_sequence(steps, resources.state(h_tensor),
-                                      resources.state(c_tensor), _lstm_weights(list(values),
-                                                                               first),
-                                      act, cell_clip, proj_clip, reverse=bool(reverse))
+                                      resources.state(c_tensor), w, act, cell_clip, proj_clip,
+                                      reverse=bool(reverse))
             resources.set_state(h_tensor, h)
             resources.set_state(c_tensor, c)
             outputs.append(_batch_layout(out, time_major))
@@ -382,8 +394,14 @@ def bidirectional_sequence_rnn(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(9, 12)
     if any(ctx.optional_input(i) is not None for i in range(9, 12)):
         raise ctx.unsupported("the auxiliary input of BIDIRECTIONAL_SEQUENCE_RNN")
-    _float_inputs(ctx, range(9))
     x = ctx.input(0)
+    hybrid = ctx.input(1).dtype == "int8"
+    int8_inputs = (1, 2, 5, 6) if hybrid else ()
+    _float_inputs(ctx, [i for i in range(9) if i not in int8_inputs])
+    for i in int8_inputs:
+        ctx.expect_dtype(ctx.input(i), "int8")
+    scales = {i: F32(ctx.input(i).scale) for i in int8_inputs}
+    asymmetric = bool(getattr(ctx.options, "asymmetricQuantizeInputs", False))
     time_major = bool(getattr(ctx.options, "timeMajor", False))
     merge = bool(getattr(ctx.options, "mergeOutputs", False))
     if len(x.shape) != 3:
@@ -402,7 +420,10 @@ def bidirectional_sequence_rnn(ctx: OpContext) -> Prepared:
         steps = _time_steps(values[0], time_major)
         outputs = []
         for reverse, (first, h_tensor, _) in enumerate(directions):
-            cell = float_rnn_cell(*values[first:first + 3], act)
+            weights, recurrent, bias = values[first:first + 3]
+            cell = (hybrid_rnn_cell(weights, scales[first], recurrent, scales[first + 1], bias,
+                                    act, asymmetric) if hybrid
+                    else float_rnn_cell(weights, recurrent, bias, act))
             out, h = rnn_sequence(steps, resources.state(h_tensor), cell, reverse=bool(reverse))
             resources.set_state(h_tensor, h)
             outputs.append(_batch_layout(out, time_major))
