@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
 from ..runtime.registry import OpContext, Prepared, register_op
-from .indexing import checked_size
+from .indexing import checked_size, data_error
 
 DATA = ("float32", "int32")
 
@@ -61,13 +60,9 @@ def segment_sum(ctx: OpContext) -> Prepared:
         rows = rows_of(ctx.invalid, ids.value)
         return Prepared(lambda d, i: _segment(np.add, d, i, rows, 1),
                         [ctx.output_spec(0, (rows,) + tail, data.dtype)])
-    fail = _data_error(ctx)
+    fail = data_error(ctx)
     return Prepared(lambda d, i: _segment(np.add, d, i, rows_of(fail, i), 1),
                     [ctx.output_spec(0, None, data.dtype)])
-
-
-def _data_error(ctx: OpContext):
-    return lambda message: InputError(f"{ctx.where()}: {message}")
 
 
 def _unsorted(ctx: OpContext, ufunc) -> Prepared:
@@ -92,7 +87,7 @@ def _unsorted(ctx: OpContext, ufunc) -> Prepared:
         rows = rows_of(ctx.invalid, num.value)
         return Prepared(lambda d, i, _: _segment(ufunc, d, i, rows, id_rank),
                         [ctx.output_spec(0, (rows,) + tail, data.dtype)])
-    fail = _data_error(ctx)
+    fail = data_error(ctx)
     return Prepared(lambda d, i, n: _segment(ufunc, d, i, rows_of(fail, n), id_rank),
                     [ctx.output_spec(0, None, data.dtype)])
 

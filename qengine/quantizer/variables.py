@@ -25,11 +25,9 @@ INIT_OPS = {"VAR_HANDLE", "ASSIGN_VARIABLE"}
 
 def variable_key(op: Operator) -> str:
     """The variable a VAR_HANDLE names (container/shared_name, as TFLite resolves them)."""
-    def text(value):
-        return value.decode() if isinstance(value, bytes) else (value or "")
+    from ..ops.variables import variable_names
 
-    container = text(getattr(op.options, "container", None))
-    shared = text(getattr(op.options, "sharedName", None))
+    container, shared = variable_names(op.options)
     return f"{container}/{shared}" if container else shared
 
 
