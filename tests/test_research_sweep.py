@@ -51,8 +51,12 @@ def test_grid_is_the_product_in_key_order():
 
 def test_uncalibrated_modes_drop_scheme_keys_and_duplicates():
     configs = grids.configurations({"mode": ["dynamic", "float16"], "weight_bits": [8, 4],
-                                    "ptq": [[], ["cle"]]})
-    assert configs == [{"mode": "dynamic"}, {"mode": "float16"}]
+                                    "calibrator": ["minmax", "mse"], "ptq": [[], ["cle"]]})
+    assert configs == [{"mode": "dynamic", "weight_bits": 8}, {"mode": "dynamic", "weight_bits": 4},
+                       {"mode": "float16"}]
+    plan = grids.plan_for({"mode": "weight-only", "weight_bits": 4, "granularity": "blockwise",
+                           "block_size": 32})
+    assert (plan.weight_bits, plan.block_size, plan.recipe) == (4, 32, None)
 
 
 @pytest.mark.parametrize("grid, fragment", [
