@@ -149,6 +149,7 @@ def _full_integer(model, calibration, options, quiet, factory=None, statistics=N
     from ..calibrate import calibrate
     from .int8 import quantize_int8
     from .passes import fold_constant_weights
+    from .variables import check_subgraphs, float_subgraph_ops
 
     if statistics is not None:
         fold_constant_weights(model)
@@ -157,9 +158,15 @@ def _full_integer(model, calibration, options, quiet, factory=None, statistics=N
         raise QuantizationError("full-integer quantization needs calibration data "
                                 "(representative inputs); pass calibration=... or "
                                 "--calibration DATA")
+    check_subgraphs(model)  # refuse what cannot be quantized before calibrating
     fold_constant_weights(model)
     if not quiet:
         _warn_unmatched(model, options.recipe)
+        kept = float_subgraph_ops(model)
+        if kept:
+            print(f"note: the {kept} op(s) inside control-flow subgraphs (WHILE/IF bodies) "
+                  f"stay float; the main graph's ops around them are quantized",
+                  file=sys.stderr)
     by_tensor = None if factory else _observers_by_tensor(model, options.recipe)
     stats = calibrate(model, calibration, factory or "minmax", quiet=quiet,
                       observer_for=by_tensor)

@@ -26,6 +26,7 @@ from ..calibrate import choose_qparams
 from ..errors import QuantizationError
 from ..ir import Model, OpCode, Operator, Quantization, Tensor, verify
 from ..ops.common import filter_types
+from . import variables
 from .scheme import Recipe, Scheme
 from .weights import (
     affine_constant,
@@ -187,9 +188,7 @@ def quantize_int8(model: Model, stats: dict, options: Int8Options) -> Model:
     if options.inference_type not in interfaces:
         raise QuantizationError(f"inference_type must be {', '.join(interfaces)}, not "
                                 f"{options.inference_type!r}")
-    if len(model.subgraphs) > 1:
-        raise QuantizationError("models with several subgraphs (control flow) cannot be "
-                                "quantized to integers yet")
+    variables.check_subgraphs(model)  # CALL_ONCE init subgraphs only
     _Pass(model, stats, options).run()
     verify(model)
     return model
@@ -211,6 +210,9 @@ class _Pass:
         self.tensor_scheme = {id(t): self.scheme[id(op)] for op in self.graph.operators
                               for t in op.outputs if t is not None}
         self.fake_quantized: set[int] = set()  # ops run in float on fake-quantized weights
+        # resource variables: one scale and zero point per variable for all reads and writes
+        self.variables = variables.variable_qparams(model, stats, self.act)
+        self.handles = variables.handles(self.graph)
 
     # -- driver --------------------------------------------------------------------------------
 
@@ -221,6 +223,9 @@ class _Pass:
             self._refuse_float_ops(quantized)
         self._bind_graph_inputs()
         for op, rule in zip(self.graph.operators, quantized):
+            if self._variable_params(op) is not None:
+                self._variable_op(op)
+                continue
             if id(op) in self.fake_quantized:
                 self._fake_quantize_weights(op)
             if rule is not None and op.type in COMPARISONS and not self._comparable(op):
@@ -232,6 +237,7 @@ class _Pass:
         self._bind_graph_outputs()
         self.graph.operators = self.ops
         self.graph.prune()
+        variables.quantize_init_values(self.model, self.variables, self.act)
 
     def _quantizable(self, op: Operator) -> Rule | None:
         from fnmatch import fnmatchcase
@@ -254,6 +260,34 @@ class _Pass:
             self.fake_quantized.add(id(op))  # no int8 kernel computes it: float, fake-quant
             return None
         return rule
+
+    def _variable_params(self, op: Operator) -> tuple[float, int] | None:
+        """The variable's parameters for a READ_VARIABLE/ASSIGN_VARIABLE of a float variable."""
+        if op.type not in ("READ_VARIABLE", "ASSIGN_VARIABLE") or not op.inputs:
+            return None
+        return self.variables.get(self.handles.get(id(op.inputs[0])))
+
+    def _variable_op(self, op: Operator) -> None:
+        """A read gives an integer tensor with the variable's parameters; a write stores its
+        value requantized to them (a QUANTIZE op when its parameters differ)."""
+        scale, zero_point = self._variable_params(op)
+        if op.type == "READ_VARIABLE":
+            _make_int(op.outputs[0], self.act, scale, zero_point)
+            self.as_int[id(op.outputs[0])] = op.outputs[0]
+        else:
+            op.inputs[1] = self._int_with(op.inputs[1], scale, zero_point)
+        self.ops.append(op)
+
+    def _int_with(self, t: Tensor, scale: float, zero_point: int) -> Tensor:
+        """t as an integer tensor with exactly these parameters."""
+        target = Quantization.per_tensor(scale, zero_point)
+        source = self.as_int.get(id(t)) or self.as_float[id(t)]
+        if source.dtype == self.act and _same_params(source.quantization, target):
+            return source
+        fixed = self._new(f"{t.name}_{self.act}_variable", t.shape, self.act, target, like=t)
+        self.ops.append(Operator(OpCode("QUANTIZE", self._quantize_version), [source],
+                                 [fixed]))
+        return fixed
 
     def _comparable(self, op: Operator) -> bool:
         """TFLite's int8 comparisons rescale each input by QuantizeMultiplierSmallerThanOne, so
@@ -279,7 +313,8 @@ class _Pass:
     def _refuse_float_ops(self, quantized) -> None:
         left = [f"op {i} {op.opcode.display} (output {op.outputs[0].name!r})"
                 for i, (op, rule) in enumerate(zip(self.graph.operators, quantized))
-                if rule is None and op.type not in SHAPE_ONLY and _has_float(op)]
+                if rule is None and op.type not in SHAPE_ONLY and _has_float(op)
+                and self._variable_params(op) is None]
         if left:
             raise QuantizationError(
                 f"strict {self._scheme}: {len(left)} op(s) have no {self._scheme} kernel in "
