@@ -364,3 +364,53 @@ def test_weight_clipping_is_a_scheme_field_and_a_quantize_option():
     w, v = plain.main.operators[0].inputs[1], clipped.main.operators[0].inputs[1]
     assert np.all(v.quantization.scale <= w.quantization.scale)
     assert np.any(v.quantization.scale < w.quantization.scale)
+
+
+# -- GPTQ --------------------------------------------------------------------------------------
+
+
+def test_gptq_with_uncorrelated_inputs_is_nearest_rounding():
+    from qengine.numerics import round_half_away
+    from qengine.quantizer.gptq import gptq_round
+
+    r = np.random.default_rng(8)
+    w = r.standard_normal((6, 20))
+    scales = np.abs(w).max(axis=1) / 7
+    q, _ = gptq_round(w, np.diag(r.uniform(0.5, 2.0, 20)), 7, scales)
+    np.testing.assert_array_equal(q, np.clip(round_half_away(w / scales[:, None]), -7, 7))
+
+
+@pytest.mark.parametrize("block_size", [0, 8])
+def test_gptq_lowers_the_output_error_on_correlated_inputs(block_size):
+    from qengine.numerics import round_half_away
+    from qengine.quantizer.gptq import gptq_round, hessian
+    from qengine.quantizer.weights import float16_scales
+
+    r = np.random.default_rng(9)
+    x = r.standard_normal((256, 8)) @ r.standard_normal((8, 32))  # rank 8: strongly correlated
+    w = r.standard_normal((5, 32))
+    if block_size:
+        def block_scale(columns):
+            return float16_scales(np.abs(columns).max(axis=1), 7).astype(np.float64)
+
+        q, scales = gptq_round(w, hessian(x), 7, block_size=8, block_scale=block_scale)
+        wide = np.repeat(scales, 8, axis=1)
+        nearest = np.repeat(float16_scales(np.abs(w.reshape(5, 4, 8)).max(axis=2), 7)
+                            .astype(np.float64), 8, axis=1)
+    else:
+        wide = nearest = np.repeat((np.abs(w).max(axis=1) / 7)[:, None], 32, axis=1)
+        q, _ = gptq_round(w, hessian(x), 7, wide[:, 0])
+    q_nearest = np.clip(round_half_away(w / nearest), -7, 7)
+    error_gptq = np.sum((x @ (w - q * wide).T) ** 2)
+    error_nearest = np.sum((x @ (w - q_nearest * nearest).T) ** 2)
+    assert np.abs(q).max() <= 7 and error_gptq < 0.5 * error_nearest
+
+
+def test_gptq_needs_calibration_data():
+    with pytest.raises(qengine.QuantizationError, match="GPTQ needs calibration data"):
+        qengine.quantize(float_mlp(), "dynamic", weight_bits=4, weight_rounding="gptq",
+                         quiet=True)
+    x = np.random.default_rng(10).standard_normal((16, 64)).astype(np.float32)  # 16 samples
+    q = qengine.quantize(float_mlp(), "dynamic", weight_bits=4, weight_rounding="gptq",
+                         calibration=x, quiet=True)
+    assert q.main.operators[0].inputs[1].dtype == "int4"
