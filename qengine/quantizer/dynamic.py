@@ -16,7 +16,16 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import NothingToQuantize, QuantizationError
-from ..ir import BlockDetails, Model, OpCode, Operator, Quantization, Tensor, verify
+from ..ir import (
+    BlockDetails,
+    Model,
+    OpCode,
+    Operator,
+    Quantization,
+    Tensor,
+    expected_nbytes,
+    verify,
+)
 from ..lowbit import blockwise_fc_problem
 from ..ops.common import filter_types
 from .gptq import gptq_round
@@ -65,6 +74,8 @@ def quantize_dynamic(model: Model, per_channel: bool = True, asymmetric_inputs: 
             values = float_weights(w, producers)
             if values is None or (values.size < min_elements and w.is_constant):
                 continue
+            if _denser_than_sparse(w, producers, values.size, weight_bits):
+                continue  # a sparse weight its dense quantized form would not shrink
             # TFLite's hybrid depthwise kernel reads one scale per channel whatever the file
             # holds, so depthwise filters stay per-channel even when per-tensor is asked for
             channelwise = per_channel or op.type == "DEPTHWISE_CONV_2D"
@@ -181,6 +192,9 @@ def quantize_weight_only(model: Model, weight_bits: int = 8, per_channel: bool =
                     operators.append(op)
                     continue
                 values = float_weights(op.inputs[spec[0]], producers)
+                if values is not None and _denser_than_sparse(op.inputs[spec[0]], producers,
+                                                              values.size, weight_bits):
+                    values = None
             if values is not None:
                 index, axis = spec
                 name = op.inputs[index].name
@@ -215,17 +229,43 @@ DEQUANTIZE_VERSION = {"int8": 4, "int4": 6, "int2": 6}
 
 def float_weights(t: Tensor | None, producers: dict) -> np.ndarray | None:
     """The float32 values of a weight input: a float32 constant, or a float16 constant behind
-    a DEQUANTIZE (how float16 models store weights); None for anything else."""
+    a DEQUANTIZE (how float16 models store weights), either possibly sparse behind a DENSIFY;
+    None for anything else. Sparse weights come back dense (the hybrid and DEQUANTIZE kernels
+    the quantized weights feed take no sparse filters but FULLY_CONNECTED's 1x16 blocks, which
+    qengine does not write): the caller's model then stores them dense."""
     if t is None:
         return None
     if t.is_constant:
-        return t.data.astype(np.float32) if t.dtype == "float32" else None
+        return t.data.astype(np.float32) if t.dtype in FLOAT_WEIGHTS and t.sparsity is None \
+            else None
     source = producers.get(id(t))
-    if source is not None and source.type == "DEQUANTIZE" and source.inputs[0] is not None \
-            and source.inputs[0].is_constant and source.inputs[0].dtype == "float16" \
-            and source.inputs[0].sparsity is None:
-        return source.inputs[0].data.astype(np.float32)
+    if source is None or source.inputs[0] is None:
+        return None
+    if source.type == "DEQUANTIZE" and t.dtype == "float32":
+        return float_weights(source.inputs[0], producers)
+    if source.type == "DENSIFY" and source.inputs[0].is_constant \
+            and source.inputs[0].dtype in FLOAT_WEIGHTS:
+        from ..ops.quantization import densify_tensor
+        from .passes import _Where
+
+        return densify_tensor(_Where(source), source.inputs[0]).astype(np.float32)
     return None
+
+
+FLOAT_WEIGHTS = ("float32", "float16")
+
+
+def _denser_than_sparse(t: Tensor, producers: dict, count: int, bits: int) -> bool:
+    """True when `t` comes from a sparse constant (behind DENSIFY) that holds fewer bytes than
+    the dense quantized weight would: such a weight is left as it is."""
+    while t is not None and not t.is_constant:
+        source = producers.get(id(t))
+        if source is None or source.type not in ("DEQUANTIZE", "DENSIFY"):
+            return False
+        t = source.inputs[0]
+    if t is None or t.sparsity is None:
+        return False
+    return expected_nbytes(storage_dtype(bits), (count,)) >= len(t.buffer)
 
 
 def drop_unused_ops(graph) -> None:
