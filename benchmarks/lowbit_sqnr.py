@@ -73,7 +73,7 @@ def qengine_file(model: str, recipe: str, clipping: str, gptq: bool = False) -> 
 def cell(make, reference, held_out) -> str:
     try:
         return f"{sqnr_db(reference, outputs(make(), held_out)):.1f}"
-    except Exception as e:  # a tool that cannot write this combination
+    except Exception as e:  # noqa: BLE001  (a tool that cannot write this combination)
         return f"refused ({type(e).__name__})"
 
 
@@ -89,11 +89,11 @@ def main(argv=None) -> int:
         held_out = corpus.sample_inputs(model, args.held_out, seed=args.held_out_seed)
         reference = outputs(corpus.path(model, "float").read_bytes(), held_out)
         for recipe in RECIPES:
-            cells = [cell(lambda: peer_corpus.path(model, recipe).read_bytes(), reference,
-                          held_out)]
+            cells = [cell(lambda m=model, r=recipe: peer_corpus.path(m, r).read_bytes(),
+                          reference, held_out)]
             for clipping, gptq in (("minmax", False), ("mse", False), ("mse", True)):
-                cells.append(cell(lambda: qengine_file(model, recipe, clipping, gptq),
-                                  reference, held_out))
+                cells.append(cell(lambda m=model, r=recipe, c=clipping, g=gptq:
+                                  qengine_file(m, r, c, g), reference, held_out))
             print(f"| {model} | {recipe} | " + " | ".join(cells) + " |", flush=True)
     return 0
 

@@ -15,7 +15,7 @@ import qengine
 from qengine import lowbit
 from qengine.builder import SAME, GraphBuilder, options
 from qengine.flatbuffer_io import _Writer
-from qengine.ir import BlockDetails, Quantization, diff
+from qengine.ir import Quantization, diff
 
 # -- packing -----------------------------------------------------------------------------------
 
@@ -149,14 +149,14 @@ def _on_activation(model):
 
 
 @pytest.mark.parametrize("mutate,message", [
-    (_short_buffer, r"constant 'w1' of shape \(64, 33\) int4 needs 1056 bytes but its buffer "
-                    r"has 1055"),
+    (_short_buffer, (r"constant 'w1' of shape \(64, 33\) int4 needs 1056 bytes but its buffer "
+                     r"has 1055")),
     (_block_size, r"blockwise tensor 'w2': block size 24 does not divide the depth 64"),
-    (_scales_shape, r"blockwise tensor 'w2': its scales tensor 'w2_scales' has shape \(8, 3\); "
-                    r"expected \(8, 2\)"),
+    (_scales_shape, (r"blockwise tensor 'w2': its scales tensor 'w2_scales' has shape "
+                     r"\(8, 3\); expected \(8, 2\)")),
     (_scales_dtype, r"blockwise tensor 'w2': its scales tensor 'w2_scales' is int32"),
-    (_on_activation, r"blockwise tensor '.*': blockwise quantization is only defined for "
-                     r"constant weights, not for an activation"),
+    (_on_activation, (r"blockwise tensor '.*': blockwise quantization is only defined for "
+                      r"constant weights, not for an activation")),
 ], ids=["short_buffer", "block_size", "scales_shape", "scales_dtype", "activation"])
 def test_bad_low_bit_files_are_refused_naming_tensor_and_rule(mutate, message):
     model = mixed_model()
@@ -232,8 +232,8 @@ def test_lookup_rows_reads_runs_as_tflite_does(dtype, row, run):
     packed = lowbit.pack(table, dtype)
     ids = np.array([5, 0, 3, 3], np.int32)
     got = lookup_rows(table.reshape(-1), ids, row, run, 8 // lowbit.BITS[dtype])
-    want = [sum((unpack_run_twin(packed, dtype, i * row + j * run, run)
-                 for j in range(row // run)), []) for i in ids]
+    want = [[v for j in range(row // run)
+             for v in unpack_run_twin(packed, dtype, i * row + j * run, run)] for i in ids]
     assert got.tolist() == want
 
 
@@ -291,10 +291,10 @@ def test_weight_only_stores_low_bit_behind_dequantize():
 
 
 @pytest.mark.parametrize("args,message", [
-    (dict(mode="weight-only", block_size=32), "TFLite's DEQUANTIZE has no blockwise path"),
-    (dict(mode="dynamic", weight_bits=2, block_size=32),
+    ({"mode": "weight-only", "block_size": 32}, "TFLite's DEQUANTIZE has no blockwise path"),
+    ({"mode": "dynamic", "weight_bits": 2, "block_size": 32},
      "TFLite runs blockwise FULLY_CONNECTED only for a constant int4 filter"),
-    (dict(mode="dynamic", weight_bits=4, block_size=48), "block size 48 does not divide"),
+    ({"mode": "dynamic", "weight_bits": 4, "block_size": 48}, "block size 48 does not divide"),
 ])
 def test_combinations_tflite_cannot_run_are_refused(args, message):
     with pytest.raises(qengine.QuantizationError, match=message):
@@ -342,7 +342,7 @@ def test_mse_bounds_pick_the_grid_point_with_least_error():
     for row, bound in zip(rows, got):
         peak = np.abs(row).max()
 
-        def error(b):
+        def error(b, row=row):
             q = np.clip(round_half_away(row / b), -1, 1)
             return float(((row - q * b) ** 2).sum())
 

@@ -173,8 +173,8 @@ def test_qengine_presets_write_files_tflite_runs_no_larger_than_the_peers(case, 
 
 
 @pytest.mark.parametrize("preset,message", [
-    ("dynamic_wi2c_afp32", "TFLite has no hybrid CONV_2D kernel for int2 filters (it takes "
-                           "int8, int4)"),
+    ("dynamic_wi2c_afp32", ("TFLite has no hybrid CONV_2D kernel for int2 filters (it takes "
+                            "int8, int4)")),
     ("dynamic_wi4b32_afp32", "TFLite runs blockwise weights only in FULLY_CONNECTED"),
 ])
 def test_presets_tflite_has_no_kernel_for_are_refused_in_one_line(preset, message, tmp_path,
