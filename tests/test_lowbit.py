@@ -414,3 +414,22 @@ def test_gptq_needs_calibration_data():
     q = qengine.quantize(float_mlp(), "dynamic", weight_bits=4, weight_rounding="gptq",
                          calibration=x, quiet=True)
     assert q.main.operators[0].inputs[1].dtype == "int4"
+
+
+def test_gptq_is_selectable_per_op_in_a_recipe_for_the_full_integer_modes():
+    from qengine.quantizer.scheme import Override, Recipe, Scheme
+
+    x = np.random.default_rng(11).standard_normal((32, 64)).astype(np.float32)
+    plain = qengine.quantize(float_mlp(), calibration=x, recipe=Recipe(Scheme(weight_bits=4)),
+                             quiet=True)
+    recipe = Recipe(Scheme(weight_bits=4), (Override("FULLY_CONNECTED", Scheme(
+        weight_bits=4, weight_rounding="gptq")),))
+    assert Recipe.from_json(recipe.to_json()) == recipe
+    gptq = qengine.quantize(float_mlp(), calibration=x, recipe=recipe, quiet=True)
+    fc = [(op.inputs[1], g.inputs[1]) for op, g in zip(plain.main.operators,
+                                                       gptq.main.operators)
+          if op.type == "FULLY_CONNECTED"]
+    assert all(a.dtype == b.dtype == "int4" for a, b in fc)
+    assert all(np.array_equal(a.quantization.scale, b.quantization.scale) for a, b in fc)
+    assert any(not np.array_equal(a.data, b.data) for a, b in fc)  # other rounding
+    assert not gptq.simulated and gptq.to_bytes()

@@ -43,9 +43,11 @@ def quantize(model, mode: str | None = None, calibration=None, *,
     """
     mode = _mode(mode, recipe, per_channel, observer)
     _check_weight_format(mode, weight_bits, block_size, recipe)
-    if weight_clipping != "minmax" and (recipe is not None or mode == "float16"):
-        raise QuantizationError("weight_clipping does not apply here: "
-                                + ("the recipe sets it per op" if recipe else "float16 mode"))
+    for name, value, default in (("weight_clipping", weight_clipping, "minmax"),
+                                 ("weight_rounding", weight_rounding, "nearest")):
+        if value != default and (recipe is not None or mode == "float16"):
+            raise QuantizationError(f"{name} does not apply here: " + (
+                "the recipe sets it per op" if recipe else "float16 mode"))
     source = model if isinstance(model, Model) else load(model)
     before = len(source.to_bytes())
     work = load(source.to_bytes())  # a deep copy the passes may edit freely
@@ -57,7 +59,8 @@ def quantize(model, mode: str | None = None, calibration=None, *,
             activations=ACTIVATIONS[mode], calibrator="minmax" if factory else observer or "minmax",
             granularity="blockwise" if block_size else
             "per_channel" if per_channel else "per_tensor",
-            weight_bits=weight_bits, block_size=block_size, weight_clipping=weight_clipping))
+            weight_bits=weight_bits, block_size=block_size, weight_clipping=weight_clipping,
+            weight_rounding=weight_rounding))
         options = Int8Options(inference_type or ACTIVATIONS[mode], per_channel, strict,
                               frozenset(keep_float), ACTIVATIONS[mode], recipe)
         result = _full_integer(work, calibration, options, quiet, factory, statistics)
@@ -176,6 +179,7 @@ def _full_integer(model, calibration, options, quiet, factory=None, statistics=N
 
     if statistics is not None:
         fold_constant_weights(model)
+        options.hessians = _recipe_hessians(model, calibration, options.recipe)
         return quantize_int8(model, statistics, options)
     if calibration is None:
         raise QuantizationError("full-integer quantization needs calibration data "
@@ -187,7 +191,22 @@ def _full_integer(model, calibration, options, quiet, factory=None, statistics=N
     by_tensor = None if factory else _observers_by_tensor(model, options.recipe)
     stats = calibrate(model, calibration, factory or "minmax", quiet=quiet,
                       observer_for=by_tensor)
+    options.hessians = _recipe_hessians(model, calibration, options.recipe)
     return quantize_int8(model, stats, options)
+
+
+def _recipe_hessians(model: Model, calibration, recipe: Recipe) -> dict | None:
+    """GPTQ's H for the ops whose scheme asks for GPTQ rounding (None when none does)."""
+    from .gptq import GPTQ_OPS, layer_hessians
+    from .int8 import op_names
+
+    ops = [op for op in model.main.operators if op.type in GPTQ_OPS
+           and (recipe.scheme_for(op_names(op)) or Scheme()).weight_rounding == "gptq"
+           and len(op.inputs) > 1 and op.inputs[1] is not None and op.inputs[1].is_constant
+           and op.inputs[1].dtype == "float32"]
+    if ops and calibration is None:
+        raise QuantizationError("GPTQ rounding needs calibration data (representative inputs)")
+    return layer_hessians(model, calibration, ops) if ops else None
 
 
 def calibration_statistics(model, calibration, recipe: Recipe | None = None, *,
