@@ -27,6 +27,7 @@ from ..errors import QuantizationError
 from ..ir import Model, OpCode, Operator, Quantization, Tensor, verify
 from ..ops.common import filter_types
 from . import variables
+from .gptq import gptq_round
 from .scheme import Recipe, Scheme
 from .weights import (
     affine_constant,
@@ -181,6 +182,7 @@ class Int8Options:
     keep_float: frozenset = frozenset()  # op output names (or op types) to leave in float
     activations: str = "int8"  # "int16": the 16x8 scheme
     recipe: Recipe | None = None  # per-op schemes; None: one scheme from the fields above
+    hessians: dict | None = None  # id(op) -> GPTQ's H, for ops whose scheme rounds with GPTQ
 
     def resolved_recipe(self) -> Recipe:
         if self.recipe is not None:
@@ -470,6 +472,11 @@ class _Pass:
                                     f"{value.ndim}; cannot quantize along axis {axis}")
         scheme = self.scheme[id(op)]
         q, quant = scheme_weights(value, axis, scheme)
+        h = (self.options.hessians or {}).get(id(op))
+        if h is not None and axis == 0 and scheme.integer_kernels:  # GPTQ, the same scales
+            rows = value.reshape(value.shape[0], -1)
+            scales = np.broadcast_to(quant.scale.astype(np.float64), (rows.shape[0],))
+            q = gptq_round(rows, h, scheme.weight_range[1], scales)[0].reshape(q.shape)
         # sub-8-bit weights go into TFLite's INT4/INT2 tensors where the op's kernel reads them
         dtype = storage_dtype(scheme.weight_bits)
         allowed = filter_types(op.type, self.act)
