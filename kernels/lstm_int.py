@@ -211,11 +211,13 @@ def _gate(g, x, h, c, w_in, w_rec, bias_in, bias_rec, m_in, s_in, m_rec, s_rec,
 def lstm_integer_sequence(steps, h, c, w_in, w_rec, bias_in, bias_rec, m_in, s_in, m_rec,
                           s_rec, peephole, m_peep, s_peep, use_peephole, ln_w, ln_b, m_ln,
                           s_ln, ln_guard, use_layer_norm, cifg, sigmoid, tanh_gate, tanh_cell,
-                          cell_shift, cell_clip, m_hidden, s_hidden, hidden_zp, proj_w,
+                          tanh_of_input_gate, cell_shift, cell_clip, m_hidden, s_hidden, hidden_zp, proj_w,
                           proj_bias, m_proj, s_proj, use_projection, h_zp, proj_clip, out):
     """LstmStepInteger8x8_16 over steps [time, batch, n_input] (int8); h [batch, n_output]
     int8 and c [batch, n_cell] int16 are updated in place; out [time, batch, n_output] int8.
-    Gate g in 0..3 is input, forget, cell, output; cell_shift = 30 + log2(cell scale)."""
+    Gate g in 0..3 is input, forget, cell, output; cell_shift = 30 + log2(cell scale).
+    tanh_of_input_gate: TFLite's tanh of the cell state is a no-op (cell scale below 2^-15)
+    and leaves the input gate in its place."""
     n_cell = c.shape[1]
     gates = np.zeros((4, n_cell), dtype=np.int64)
     hidden = np.zeros(n_cell, dtype=np.int64)
@@ -231,7 +233,8 @@ def lstm_integer_sequence(steps, h, c, w_in, w_rec, bias_in, bias_rec, m_in, s_i
                       peephole, m_peep, s_peep, use_peephole, ln_w, ln_b, m_ln, s_ln, ln_guard,
                       use_layer_norm, tanh_gate if g == 2 else sigmoid, gates[g])
             for j in range(n_cell):
-                tanh_c = np.int64(tanh_cell[np.int64(cb[j]) + 32768])
+                tanh_c = gates[0, j] if tanh_of_input_gate else \
+                    np.int64(tanh_cell[np.int64(cb[j]) + 32768])
                 product = mbqm(gates[3, j] * tanh_c, m_hidden, s_hidden)
                 zp = -hidden_zp if use_projection else hidden_zp
                 hidden[j] = _clamp(product + zp, -128, 127)

@@ -51,7 +51,8 @@ VARIANTS = {  # name: (cifg, peephole, projection, layer_norm)
 X_Q = (0.03, 3)  # input scale / zero point
 
 
-def integer_lstm_model(variant, op, x_shape, time_major, clip, seed, hidden_zp=0):
+def integer_lstm_model(variant, op, x_shape, time_major, clip, seed, hidden_zp=0,
+                       cell_scale=CELL_SCALE):
     cifg, peephole, projection, layer_norm = VARIANTS[variant]
     n_input, n_cell = x_shape[-1], 8
     n_output = 4 if projection else n_cell
@@ -76,7 +77,7 @@ def integer_lstm_model(variant, op, x_shape, time_major, clip, seed, hidden_zp=0
     ins += [weights("proj", (n_output, n_cell), present=projection),
             _bias(b, "proj_b", n_output, seed, 0.0001) if projection else None]
     ins += [_state(b, "h", (batch, n_output), "int8", h_q),
-            _state(b, "c", (batch, n_cell), "int16", _q(CELL_SCALE))]
+            _state(b, "c", (batch, n_cell), "int16", _q(cell_scale))]
     if layer_norm:
         ins += [None if cifg else _int_weights(b, "ln_i", (n_cell,), seed, "int16", 1.0)]
         ins += [_int_weights(b, n, (n_cell,), seed, "int16", 1.0) for n in
@@ -104,7 +105,7 @@ def _int8_input(shape, call):
 
 def compare_over_calls(model, shape) -> np.ndarray:
     """Runs CALLS invokes on TFLite and qengine; asserts equal outputs; returns the last."""
-    data = model.to_bytes()
+    data = model if isinstance(model, bytes) else model.to_bytes()
     tfl = make_interpreter(data)
     tfl.allocate_tensors()
     (tin,), (tout,) = tfl.get_input_details(), tfl.get_output_details()
@@ -157,6 +158,20 @@ def test_integer_lstm_single_step(variant):
     _informative(compare_over_calls(model, (2, 3)))
 
 
+def test_integer_lstm_cell_scale_below_2_to_minus_15():
+    """TFLite's tanh of the cell state does nothing there; the output gate multiplies the
+    input gate left in its buffer. qengine reproduces that, and refuses CIFG (where that
+    buffer is uninitialized)."""
+    shape = (2, 4, 3)
+    model = integer_lstm_model("plain", "UNIDIRECTIONAL_SEQUENCE_LSTM", shape, False, 0.0, 5,
+                               cell_scale=2.0 ** -16)
+    compare_over_calls(model, shape)
+    model = integer_lstm_model("cifg", "UNIDIRECTIONAL_SEQUENCE_LSTM", shape, False, 0.0, 5,
+                               cell_scale=2.0 ** -16)
+    with pytest.raises(QEngineError, match="uninitialized"):
+        qengine.Interpreter(model.to_bytes())
+
+
 def test_integer_lstm_bad_cell_scale():
     model = integer_lstm_model("plain", "UNIDIRECTIONAL_SEQUENCE_LSTM", (1, 2, 3), False, 0.0,
                                4)
@@ -172,3 +187,48 @@ def test_integer_lstm_needs_five_intermediates():
     model.subgraphs[0].operators[-1].intermediates.pop()
     with pytest.raises(QEngineError, match="intermediate"):
         qengine.Interpreter(model.to_bytes())
+
+
+# -- the converter's own 8x8_16 LSTM ------------------------------------------------------------
+
+KERAS_SHAPE = (1, 6, 3)
+
+
+def _build_keras_lstm() -> bytes:
+    """Two stacked Keras 2 (tf_keras) LSTMs; TensorFlow's converter fuses each into an
+    UNIDIRECTIONAL_SEQUENCE_LSTM and its full-int8 quantization writes the 8x8_16 form."""
+    import tensorflow as tf
+    import tf_keras
+    from tflite_ref import _configure, _convert_quietly
+
+    tf_keras.utils.set_random_seed(0)
+    model = tf_keras.Sequential([
+        tf_keras.Input(KERAS_SHAPE[1:], batch_size=1),
+        tf_keras.layers.LSTM(8, return_sequences=True),
+        tf_keras.layers.LSTM(4, return_sequences=True)])
+    # wide inputs give the cell states ranges above 0.5 (cell scale >= 2^-15), see below
+    calibration = 4 * rng("keras-lstm-calibration").standard_normal((20,) + KERAS_SHAPE[1:])
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    return _convert_quietly(_configure(converter, "int8", calibration.astype(np.float32)))
+
+
+def _keras_lstm_path():
+    from corpus import _build_lock, cache_dir
+    from tflite_ref import write_model
+
+    target = cache_dir() / "keras2_lstm.r2.int8.tflite"
+    if not target.exists():
+        with _build_lock(target.with_suffix(".lock")):
+            if not target.exists():
+                write_model(_build_keras_lstm(), target)
+    return target
+
+
+def test_converter_int8_lstm():
+    data = _keras_lstm_path().read_bytes()
+    model = qengine.load(data)
+    ops = [op.opcode.name for op in model.subgraphs[0].operators]
+    assert ops.count("UNIDIRECTIONAL_SEQUENCE_LSTM") == 2, ops
+    assert all(len(op.intermediates) == 5 for op in model.subgraphs[0].operators
+               if op.opcode.name == "UNIDIRECTIONAL_SEQUENCE_LSTM")
+    _informative(compare_over_calls(data, KERAS_SHAPE))

@@ -28,13 +28,12 @@ def _zero_point(spec) -> int:
 
 
 def _cell_scale_log2(ctx: OpContext, scale) -> int:
-    """TFLite's CheckedLog2: the cell state scale must be 2^k (to 1e-3 in log2), k <= -9;
-    the kernel's tanh also needs k >= -15 (15 + k integer bits)."""
+    """TFLite's CheckedLog2: the cell state scale must be 2^k (to 1e-3 in log2), k <= -9."""
     log2 = F32(np.log(scale)) * (F32(1.0) / F32(np.log(F32(2.0))))
     rounded = F32(np.round(log2))
-    if abs(log2 - rounded) >= F32(1e-3) or not -15 <= int(rounded) <= -9:
-        raise ctx.invalid(f"the int16 cell state scale {scale} must be a power of two "
-                          f"between 2^-15 and 2^-9 (as TFLite requires)")
+    if abs(log2 - rounded) >= F32(1e-3) or int(rounded) > -9:
+        raise ctx.invalid(f"the int16 cell state scale {scale} must be a power of two of at "
+                          f"most 2^-9 (as TFLite requires)")
     return int(rounded)
 
 
@@ -121,7 +120,13 @@ def integer_lstm(ctx: OpContext, sequence: bool, h_tensor, c_tensor, time_major:
     proj_clip = _quantized_clip(ctx, "projClip", out_q.scale[0], 127)
     sigmoid = gemmlowp_int16_table("sigmoid", 3)
     tanh_gate = gemmlowp_int16_table("tanh", 3)
-    tanh_cell = gemmlowp_int16_table("tanh", 15 + cell_log2)
+    # TFLite's ApplyTanh(15 + k) does nothing for k < -15 (no format with negative integer
+    # bits): its output buffer keeps this step's input gate, which then multiplies o.
+    tanh_of_input_gate = cell_log2 < -15
+    if tanh_of_input_gate and cifg:
+        raise ctx.unsupported(f"a CIFG integer LSTM with cell scale 2^{cell_log2}: TFLite's "
+                              f"tanh of the cell state reads uninitialized memory below 2^-15")
+    tanh_cell = gemmlowp_int16_table("tanh", max(15 + cell_log2, 0))
     resources = ctx.interpreter.resources
 
     def run(*values):
@@ -147,7 +152,7 @@ def integer_lstm(ctx: OpContext, sequence: bool, h_tensor, c_tensor, time_major:
         lstm_integer_sequence(
             steps, h, c, w_in, w_rec, bias_in, bias_rec, m_in, s_in, m_rec, s_rec, peepholes,
             m_peep, s_peep, peephole, ln_w, ln_b, m_ln, s_ln, ln_guard, layer_norm, cifg,
-            sigmoid, tanh_gate, tanh_cell, 30 + cell_log2, cell_clip, hidden_m, hidden_s,
+            sigmoid, tanh_gate, tanh_cell, tanh_of_input_gate, 30 + cell_log2, cell_clip, hidden_m, hidden_s,
             hidden_zp, proj_w, proj_bias, proj_m, proj_s, projection, h_zp, proj_clip, out)
         resources.set_state(h_tensor, h)
         resources.set_state(c_tensor, c)
