@@ -194,7 +194,7 @@ def test_integer_lstm_needs_five_intermediates():
 KERAS_SHAPE = (1, 6, 3)
 
 
-def _build_keras_lstm() -> bytes:
+def _build_keras_lstm(mode: str) -> bytes:
     """Two stacked Keras 2 (tf_keras) LSTMs; TensorFlow's converter fuses each into an
     UNIDIRECTIONAL_SEQUENCE_LSTM and its full-int8 quantization writes the 8x8_16 form."""
     import tensorflow as tf
@@ -206,26 +206,30 @@ def _build_keras_lstm() -> bytes:
         tf_keras.Input(KERAS_SHAPE[1:], batch_size=1),
         tf_keras.layers.LSTM(8, return_sequences=True),
         tf_keras.layers.LSTM(4, return_sequences=True)])
-    # wide inputs give the cell states ranges above 0.5 (cell scale >= 2^-15), see below
-    calibration = 4 * rng("keras-lstm-calibration").standard_normal((20,) + KERAS_SHAPE[1:])
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    return _convert_quietly(_configure(converter, "int8", calibration.astype(np.float32)))
+    return _convert_quietly(_configure(converter, mode, keras_calibration()))
 
 
-def _keras_lstm_path():
+def keras_calibration() -> np.ndarray:
+    # wide inputs give the cell states ranges above 0.5 (cell scale >= 2^-15), see above
+    return (4 * rng("keras-lstm-calibration").standard_normal((20,) + KERAS_SHAPE[1:])).astype(
+        np.float32)
+
+
+def keras_lstm_path(mode: str):
     from corpus import _build_lock, cache_dir
     from tflite_ref import write_model
 
-    target = cache_dir() / "keras2_lstm.r2.int8.tflite"
+    target = cache_dir() / f"keras2_lstm.r2.{mode}.tflite"
     if not target.exists():
         with _build_lock(target.with_suffix(".lock")):
             if not target.exists():
-                write_model(_build_keras_lstm(), target)
+                write_model(_build_keras_lstm(mode), target)
     return target
 
 
 def test_converter_int8_lstm():
-    data = _keras_lstm_path().read_bytes()
+    data = keras_lstm_path("int8").read_bytes()
     model = qengine.load(data)
     ops = [op.opcode.name for op in model.subgraphs[0].operators]
     assert ops.count("UNIDIRECTIONAL_SEQUENCE_LSTM") == 2, ops

@@ -85,13 +85,16 @@ def _batch_layout(out, time_major: bool):
 
 
 def lstm_sequence(steps, h, c, w: dict, act, cell_clip: float, proj_clip: float,
-                  reverse: bool = False):
+                  reverse: bool = False, cells: list | None = None):
     """lstm_step over [time, batch, features]; the outputs in time order, final h and c.
-    reverse=True walks time backwards (the backward half of a bidirectional LSTM)."""
+    reverse=True walks time backwards (the backward half of a bidirectional LSTM); `cells`,
+    if given, receives the cell state of every step (calibration)."""
     outputs = [None] * len(steps)
     for t in (range(len(steps) - 1, -1, -1) if reverse else range(len(steps))):
         h, c = lstm_step(steps[t], h, c, w, act, cell_clip, proj_clip)
         outputs[t] = h
+        if cells is not None:
+            cells.append(c)
     return np.stack(outputs), h, c
 
 
@@ -218,10 +221,13 @@ def _lstm_prepare(ctx: OpContext, sequence: bool) -> Prepared:
         if hybrid:
             w = _hybrid_lstm_weights(w, scales, asymmetric)
         steps = _time_steps(values[0], time_major) if sequence else values[0][None]
+        cells = [] if resources.state_observer is not None else None
         out, h, c = lstm_sequence(steps, resources.state(h_tensor), resources.state(c_tensor),
-                                  w, act, cell_clip, proj_clip)
+                                  w, act, cell_clip, proj_clip, cells=cells)
         resources.set_state(h_tensor, h)
         resources.set_state(c_tensor, c)
+        if cells:
+            resources.observe(c_tensor, np.stack(cells))
         return _batch_layout(out, time_major) if sequence else out[0]
 
     if sequence:

@@ -26,7 +26,7 @@ from ..calibrate import choose_qparams
 from ..errors import QuantizationError
 from ..ir import Model, OpCode, Operator, Quantization, Tensor, verify
 from ..ops.common import filter_types
-from . import variables
+from . import lstm, variables
 from .gptq import gptq_round
 from .scheme import Recipe, Scheme
 from .weights import (
@@ -166,6 +166,8 @@ INT16_OPS = set(INT16_VERSIONS) | {
 RULES_16X8 = {name: replace(rule, version=max(rule.version, INT16_VERSIONS.get(name, 0)),
                             fixed=INT16_FIXED.get(name, rule.fixed))
               for name, rule in RULES.items() if name in INT16_OPS}
+# UNIDIRECTIONAL_SEQUENCE_LSTM: its 8x8_16 form has its own layout (quantizer/lstm.py)
+LSTM_RULE = Rule(REQUANT, lstm.VERSION)
 POT_SCALE_OPTIONS = {"ADD": "AddOptions", "SUB": "SubOptions"}
 
 COMPARISONS = {"EQUAL", "NOT_EQUAL", "LESS", "LESS_EQUAL", "GREATER", "GREATER_EQUAL"}
@@ -242,6 +244,8 @@ class _Pass:
                 rule = None
             if rule is None:
                 self._float_op(op)
+            elif rule is LSTM_RULE:
+                lstm.quantize(self, op)
             else:
                 self._int_op(op, rule)
         self._bind_graph_outputs()
@@ -253,6 +257,8 @@ class _Pass:
         from fnmatch import fnmatchcase
 
         rule = RULES.get(op.type)
+        if op.type in lstm.OPS and self.act == "int8" and lstm.supported(op):
+            rule = LSTM_RULE
         scheme = self.scheme[id(op)]
         # keep_float entries: op types or output tensor names, exact or fnmatch patterns
         if rule is None or scheme is None or any(

@@ -25,6 +25,9 @@ class Resources:
         self.tensor_states: dict[int, tuple] = {}  # id(variable tensor) -> (tensor, value)
         self.generators: dict = {}  # random ops' generator state (ops/random_ops.py)
         self.tables: dict[int, dict] = {}  # hash tables by table id (ops/hashtable.py)
+        # calibration: called with (variable tensor, every value an op gave it during a run,
+        # stacked), e.g. an LSTM's cell state at each time step (see `observe`)
+        self.state_observer = None
 
     def handle(self, container: str, shared_name: str) -> int:
         """The resource id of a variable, created on first sight as TFLite's VAR_HANDLE does."""
@@ -70,6 +73,11 @@ class Resources:
 
     def set_state(self, tensor, value: np.ndarray) -> None:
         self.tensor_states[id(tensor)] = (tensor, value)
+
+    def observe(self, tensor, values) -> None:
+        """Report the intermediate values of a state tensor to the calibration observer."""
+        if self.state_observer is not None:
+            self.state_observer(tensor, values)
 
     def reset(self) -> None:
         self.values.clear()
