@@ -25,6 +25,9 @@ from ..builder import options
 from ..calibrate import choose_qparams
 from ..errors import QuantizationError
 from ..ir import Model, OpCode, Operator, Quantization, Tensor, verify
+from ..ops.common import filter_types
+from . import variables
+from .gptq import gptq_round
 from .scheme import Recipe, Scheme
 from .weights import (
     affine_constant,
@@ -32,6 +35,7 @@ from .weights import (
     fake_quantized_weights,
     round_half_away,
     scheme_weights,
+    storage_dtype,
 )
 
 # How each op's int8 output parameters are chosen. Versions are the converter's for int8 where
@@ -170,6 +174,7 @@ class Int8Options:
     keep_float: frozenset = frozenset()  # op output names (or op types) to leave in float
     activations: str = "int8"  # "int16": the 16x8 scheme
     recipe: Recipe | None = None  # per-op schemes; None: one scheme from the fields above
+    hessians: dict | None = None  # id(op) -> GPTQ's H, for ops whose scheme rounds with GPTQ
 
     def resolved_recipe(self) -> Recipe:
         if self.recipe is not None:
@@ -185,9 +190,7 @@ def quantize_int8(model: Model, stats: dict, options: Int8Options) -> Model:
     if options.inference_type not in interfaces:
         raise QuantizationError(f"inference_type must be {', '.join(interfaces)}, not "
                                 f"{options.inference_type!r}")
-    if len(model.subgraphs) > 1:
-        raise QuantizationError("models with several subgraphs (control flow) cannot be "
-                                "quantized to integers yet")
+    variables.check_subgraphs(model)  # CALL_ONCE init subgraphs only
     _Pass(model, stats, options).run()
     verify(model)
     return model
@@ -209,6 +212,9 @@ class _Pass:
         self.tensor_scheme = {id(t): self.scheme[id(op)] for op in self.graph.operators
                               for t in op.outputs if t is not None}
         self.fake_quantized: set[int] = set()  # ops run in float on fake-quantized weights
+        # resource variables: one scale and zero point per variable for all reads and writes
+        self.variables = variables.variable_qparams(model, stats, self.act)
+        self.handles = variables.handles(self.graph)
 
     # -- driver --------------------------------------------------------------------------------
 
@@ -219,6 +225,9 @@ class _Pass:
             self._refuse_float_ops(quantized)
         self._bind_graph_inputs()
         for op, rule in zip(self.graph.operators, quantized):
+            if self._variable_params(op) is not None:
+                self._variable_op(op)
+                continue
             if id(op) in self.fake_quantized:
                 self._fake_quantize_weights(op)
             if rule is not None and op.type in COMPARISONS and not self._comparable(op):
@@ -230,6 +239,7 @@ class _Pass:
         self._bind_graph_outputs()
         self.graph.operators = self.ops
         self.graph.prune()
+        variables.quantize_init_values(self.model, self.variables, self.act)
 
     def _quantizable(self, op: Operator) -> Rule | None:
         from fnmatch import fnmatchcase
@@ -252,6 +262,34 @@ class _Pass:
             self.fake_quantized.add(id(op))  # no int8 kernel computes it: float, fake-quant
             return None
         return rule
+
+    def _variable_params(self, op: Operator) -> tuple[float, int] | None:
+        """The variable's parameters for a READ_VARIABLE/ASSIGN_VARIABLE of a float variable."""
+        if op.type not in ("READ_VARIABLE", "ASSIGN_VARIABLE") or not op.inputs:
+            return None
+        return self.variables.get(self.handles.get(id(op.inputs[0])))
+
+    def _variable_op(self, op: Operator) -> None:
+        """A read gives an integer tensor with the variable's parameters; a write stores its
+        value requantized to them (a QUANTIZE op when its parameters differ)."""
+        scale, zero_point = self._variable_params(op)
+        if op.type == "READ_VARIABLE":
+            _make_int(op.outputs[0], self.act, scale, zero_point)
+            self.as_int[id(op.outputs[0])] = op.outputs[0]
+        else:
+            op.inputs[1] = self._int_with(op.inputs[1], scale, zero_point)
+        self.ops.append(op)
+
+    def _int_with(self, t: Tensor, scale: float, zero_point: int) -> Tensor:
+        """t as an integer tensor with exactly these parameters."""
+        target = Quantization.per_tensor(scale, zero_point)
+        source = self.as_int.get(id(t)) or self.as_float[id(t)]
+        if source.dtype == self.act and _same_params(source.quantization, target):
+            return source
+        fixed = self._new(f"{t.name}_{self.act}_variable", t.shape, self.act, target, like=t)
+        self.ops.append(Operator(OpCode("QUANTIZE", self._quantize_version), [source],
+                                 [fixed]))
+        return fixed
 
     def _comparable(self, op: Operator) -> bool:
         """TFLite's int8 comparisons rescale each input by QuantizeMultiplierSmallerThanOne, so
@@ -277,7 +315,8 @@ class _Pass:
     def _refuse_float_ops(self, quantized) -> None:
         left = [f"op {i} {op.opcode.display} (output {op.outputs[0].name!r})"
                 for i, (op, rule) in enumerate(zip(self.graph.operators, quantized))
-                if rule is None and op.type not in SHAPE_ONLY and _has_float(op)]
+                if rule is None and op.type not in SHAPE_ONLY and _has_float(op)
+                and self._variable_params(op) is None]
         if left:
             raise QuantizationError(
                 f"strict {self._scheme}: {len(left)} op(s) have no {self._scheme} kernel in "
@@ -424,9 +463,17 @@ class _Pass:
             raise QuantizationError(f"{op.opcode.display} filter {w.name!r} has rank "
                                     f"{value.ndim}; cannot quantize along axis {axis}")
         scheme = self.scheme[id(op)]
-        self._note_research(op, scheme)
         q, quant = scheme_weights(value, axis, scheme)
-        return self._new_constant(w.name, q, quant)
+        h = (self.options.hessians or {}).get(id(op))
+        if h is not None and axis == 0 and scheme.integer_kernels:  # GPTQ, the same scales
+            rows = value.reshape(value.shape[0], -1)
+            scales = np.broadcast_to(quant.scale.astype(np.float64), (rows.shape[0],))
+            q = gptq_round(rows, h, scheme.weight_range[1], scales)[0].reshape(q.shape)
+        # sub-8-bit weights go into TFLite's INT4/INT2 tensors where the op's kernel reads them
+        dtype = storage_dtype(scheme.weight_bits)
+        allowed = filter_types(op.type, self.act)
+        self._note_research(op, scheme, dtype if dtype in allowed else "int8", allowed)
+        return self._new_constant(w.name, q, quant, dtype if dtype in allowed else "int8")
 
     def _fake_quantize_weights(self, op: Operator) -> None:
         """Replace the filter by dequantize(quantize(filter)) under the op's research scheme."""
@@ -437,9 +484,11 @@ class _Pass:
             op.inputs[index] = self._new_constant(w.name, fake, None)
         self._note_research(op, scheme)
 
-    def _note_research(self, op: Operator, scheme: Scheme) -> None:
+    def _note_research(self, op: Operator, scheme: Scheme, stored_as: str = "int8",
+                       allowed: tuple = ("int8",)) -> None:
         """Record ops whose scheme TFLite cannot run; writing the model is refused for them."""
-        problem = scheme.export_problem()
+        problem = scheme.export_problem(stored_as, f"{op.type} with {self.act} activations",
+                                        allowed)
         if problem:
             name = op.outputs[0].name if op.outputs and op.outputs[0] is not None else ""
             self.model.simulated[name] = f"{op.type} {name!r} ({scheme.describe()}): {problem}"
@@ -491,8 +540,9 @@ class _Pass:
             _symmetric_int16(value)
         return self._new_constant(t.name, q, quant)
 
-    def _new_constant(self, name: str, value: np.ndarray, quant: Quantization) -> Tensor:
-        t = Tensor(name, value.shape, str(value.dtype), quantization=quant)
+    def _new_constant(self, name: str, value: np.ndarray, quant: Quantization,
+                      dtype: str | None = None) -> Tensor:
+        t = Tensor(name, value.shape, dtype or str(value.dtype), quantization=quant)
         t.data = value
         return t
 

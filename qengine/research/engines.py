@@ -36,13 +36,13 @@ def run_tasks(func: Callable, shared, items: list, *, engine: str = "local",
     if engine == "local":
         if address:
             raise QEngineError("--address is for --engine ray")
-        return _local(func, shared, items, workers or _cores(), retries)
+        return _local(func, shared, items, workers or cores(), retries)
     if engine == "ray":
         return _ray(func, shared, items, workers, address, retries)
     raise QEngineError(f"unknown engine {engine!r}; engines are {', '.join(ENGINES)}")
 
 
-def _cores() -> int:
+def cores() -> int:
     return multiprocessing.cpu_count() or 1
 
 
@@ -114,6 +114,10 @@ def _ray(func, shared, items, workers, address, retries) -> Iterator[tuple[int, 
             except ray.exceptions.WorkerCrashedError:
                 raise QEngineError(f"item {index} lost its worker {retries + 1} times; "
                                    f"giving up") from None
+            except ray.exceptions.RayTaskError as e:  # our error, raised in a worker: as is
+                if isinstance(e.cause, QEngineError):
+                    raise e.cause from None
+                raise
             yield index, result
     finally:
         for ref in refs:  # left over after an error or Ctrl-C
@@ -138,7 +142,7 @@ def _connect(ray, address: str | None, workers: int | None) -> bool:
         _check_reachable(address)
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     else:
-        ray.init(num_cpus=workers or _cores(), include_dashboard=False, logging_level="ERROR",
+        ray.init(num_cpus=workers or cores(), include_dashboard=False, logging_level="ERROR",
                  log_to_driver=False, object_store_memory=200 * 2 ** 20)
     return True
 
