@@ -30,6 +30,16 @@ def _shape_values(fail, values, what: str) -> tuple[int, ...]:
     shape = tuple(int(v) for v in np.ravel(values))
     if any(d < 0 for d in shape):
         raise fail(f"{what} {list(shape)} has a negative size")
+    return checked_size(fail, shape, what)
+
+
+def checked_size(fail, shape: tuple[int, ...], what: str) -> tuple[int, ...]:
+    """An output shape read from the data, refused before anything is allocated when it
+    exceeds the interpreter's element limit (a hostile or broken input, not a big tensor)."""
+    from ..runtime.interpreter import MAX_ELEMENTS
+
+    if np.prod(shape, dtype=np.float64) > MAX_ELEMENTS:
+        raise fail(f"{what} {list(shape)} would have more than {MAX_ELEMENTS} elements")
     return shape
 
 

@@ -26,6 +26,8 @@ from ..calibrate import choose_qparams
 from ..errors import QuantizationError
 from ..ir import Model, OpCode, Operator, Quantization, Tensor, verify
 from ..ops.common import filter_types
+from . import variables
+from .gptq import gptq_round
 from .scheme import Recipe, Scheme
 from .weights import (
     affine_constant,
@@ -113,6 +115,14 @@ RULES = {
     "BROADCAST_TO": Rule(SAME, 2),
     "REDUCE_MAX": Rule(SAME, 2),
     "REDUCE_MIN": Rule(SAME, 2),
+    # ops that only move int8 values (issue #13): the values keep the input's parameters;
+    # index and shape inputs and outputs stay int32
+    "TOPK_V2": Rule(SAME, 2),
+    "MATRIX_DIAG": Rule(SAME, 1),
+    "DILATE": Rule(SHARED, 1),  # the padding value takes the input's parameters
+    "DYNAMIC_UPDATE_SLICE": Rule(SHARED, 1),
+    "MATRIX_SET_DIAG": Rule(SHARED, 1),
+    "SPARSE_TO_DENSE": Rule(SHARED, 3),  # values and default value
     "CONCATENATION": Rule(SHARED, 2),
     "PACK": Rule(SHARED, 2),
     "MAXIMUM": Rule(SHARED, 2),
@@ -172,6 +182,7 @@ class Int8Options:
     keep_float: frozenset = frozenset()  # op output names (or op types) to leave in float
     activations: str = "int8"  # "int16": the 16x8 scheme
     recipe: Recipe | None = None  # per-op schemes; None: one scheme from the fields above
+    hessians: dict | None = None  # id(op) -> GPTQ's H, for ops whose scheme rounds with GPTQ
 
     def resolved_recipe(self) -> Recipe:
         if self.recipe is not None:
@@ -187,9 +198,7 @@ def quantize_int8(model: Model, stats: dict, options: Int8Options) -> Model:
     if options.inference_type not in interfaces:
         raise QuantizationError(f"inference_type must be {', '.join(interfaces)}, not "
                                 f"{options.inference_type!r}")
-    if len(model.subgraphs) > 1:
-        raise QuantizationError("models with several subgraphs (control flow) cannot be "
-                                "quantized to integers yet")
+    variables.check_subgraphs(model)  # CALL_ONCE init subgraphs only
     _Pass(model, stats, options).run()
     verify(model)
     return model
@@ -211,6 +220,9 @@ class _Pass:
         self.tensor_scheme = {id(t): self.scheme[id(op)] for op in self.graph.operators
                               for t in op.outputs if t is not None}
         self.fake_quantized: set[int] = set()  # ops run in float on fake-quantized weights
+        # resource variables: one scale and zero point per variable for all reads and writes
+        self.variables = variables.variable_qparams(model, stats, self.act)
+        self.handles = variables.handles(self.graph)
 
     # -- driver --------------------------------------------------------------------------------
 
@@ -221,6 +233,9 @@ class _Pass:
             self._refuse_float_ops(quantized)
         self._bind_graph_inputs()
         for op, rule in zip(self.graph.operators, quantized):
+            if self._variable_params(op) is not None:
+                self._variable_op(op)
+                continue
             if id(op) in self.fake_quantized:
                 self._fake_quantize_weights(op)
             if rule is not None and op.type in COMPARISONS and not self._comparable(op):
@@ -232,6 +247,7 @@ class _Pass:
         self._bind_graph_outputs()
         self.graph.operators = self.ops
         self.graph.prune()
+        variables.quantize_init_values(self.model, self.variables, self.act)
 
     def _quantizable(self, op: Operator) -> Rule | None:
         from fnmatch import fnmatchcase
@@ -254,6 +270,34 @@ class _Pass:
             self.fake_quantized.add(id(op))  # no int8 kernel computes it: float, fake-quant
             return None
         return rule
+
+    def _variable_params(self, op: Operator) -> tuple[float, int] | None:
+        """The variable's parameters for a READ_VARIABLE/ASSIGN_VARIABLE of a float variable."""
+        if op.type not in ("READ_VARIABLE", "ASSIGN_VARIABLE") or not op.inputs:
+            return None
+        return self.variables.get(self.handles.get(id(op.inputs[0])))
+
+    def _variable_op(self, op: Operator) -> None:
+        """A read gives an integer tensor with the variable's parameters; a write stores its
+        value requantized to them (a QUANTIZE op when its parameters differ)."""
+        scale, zero_point = self._variable_params(op)
+        if op.type == "READ_VARIABLE":
+            _make_int(op.outputs[0], self.act, scale, zero_point)
+            self.as_int[id(op.outputs[0])] = op.outputs[0]
+        else:
+            op.inputs[1] = self._int_with(op.inputs[1], scale, zero_point)
+        self.ops.append(op)
+
+    def _int_with(self, t: Tensor, scale: float, zero_point: int) -> Tensor:
+        """t as an integer tensor with exactly these parameters."""
+        target = Quantization.per_tensor(scale, zero_point)
+        source = self.as_int.get(id(t)) or self.as_float[id(t)]
+        if source.dtype == self.act and _same_params(source.quantization, target):
+            return source
+        fixed = self._new(f"{t.name}_{self.act}_variable", t.shape, self.act, target, like=t)
+        self.ops.append(Operator(OpCode("QUANTIZE", self._quantize_version), [source],
+                                 [fixed]))
+        return fixed
 
     def _comparable(self, op: Operator) -> bool:
         """TFLite's int8 comparisons rescale each input by QuantizeMultiplierSmallerThanOne, so
@@ -279,7 +323,8 @@ class _Pass:
     def _refuse_float_ops(self, quantized) -> None:
         left = [f"op {i} {op.opcode.display} (output {op.outputs[0].name!r})"
                 for i, (op, rule) in enumerate(zip(self.graph.operators, quantized))
-                if rule is None and op.type not in SHAPE_ONLY and _has_float(op)]
+                if rule is None and op.type not in SHAPE_ONLY and _has_float(op)
+                and self._variable_params(op) is None]
         if left:
             raise QuantizationError(
                 f"strict {self._scheme}: {len(left)} op(s) have no {self._scheme} kernel in "
@@ -427,6 +472,11 @@ class _Pass:
                                     f"{value.ndim}; cannot quantize along axis {axis}")
         scheme = self.scheme[id(op)]
         q, quant = scheme_weights(value, axis, scheme)
+        h = (self.options.hessians or {}).get(id(op))
+        if h is not None and axis == 0 and scheme.integer_kernels:  # GPTQ, the same scales
+            rows = value.reshape(value.shape[0], -1)
+            scales = np.broadcast_to(quant.scale.astype(np.float64), (rows.shape[0],))
+            q = gptq_round(rows, h, scheme.weight_range[1], scales)[0].reshape(q.shape)
         # sub-8-bit weights go into TFLite's INT4/INT2 tensors where the op's kernel reads them
         dtype = storage_dtype(scheme.weight_bits)
         allowed = filter_types(op.type, self.act)
