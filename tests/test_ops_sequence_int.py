@@ -236,3 +236,26 @@ def test_converter_int8_lstm():
     assert all(len(op.intermediates) == 5 for op in model.subgraphs[0].operators
                if op.opcode.name == "UNIDIRECTIONAL_SEQUENCE_LSTM")
     _informative(compare_over_calls(data, KERAS_SHAPE))
+
+
+# -- the gemmlowp int16 tables against the scalar twin --------------------------------------------
+
+
+@pytest.mark.parametrize("function,integer_bits", [("sigmoid", 3), ("tanh", 3), ("tanh", 0),
+                                                   ("tanh", 4), ("tanh", 6)])
+def test_gemmlowp_tables_match_scalar_twin(function, integer_bits):
+    import naive_lstm_int
+    from qengine.kernels.lstm_int import gemmlowp_int16_table
+
+    table = gemmlowp_int16_table(function, integer_bits)
+    twin = naive_lstm_int.logistic if function == "sigmoid" else naive_lstm_int.tanh
+    raws = list(range(-32768, -32700)) + list(range(-32700, 32700, 7)) + list(
+        range(-300, 300)) + list(range(32700, 32768))
+    for raw in raws:
+        assert table[raw + 32768] == twin(raw, integer_bits), raw
+    # and both approximate the real function (F0 output, 2^-15 steps)
+    real = np.array(raws) / 2.0 ** (15 - integer_bits)
+    exact = 1 / (1 + np.exp(-real)) if function == "sigmoid" else np.tanh(real)
+    got = table[np.array(raws) + 32768] / 32768.0
+    error = np.abs(got - exact).max()
+    assert error < 2e-4 * (1 if function == "sigmoid" else 2), error
