@@ -259,3 +259,20 @@ def test_gemmlowp_tables_match_scalar_twin(function, integer_bits):
     got = table[np.array(raws) + 32768] / 32768.0
     error = np.abs(got - exact).max()
     assert error < 2e-4 * (1 if function == "sigmoid" else 2), error
+
+
+@pytest.mark.parametrize("change", ["w_c shape", "proj shape", "no r_i", "ln shape"])
+def test_integer_lstm_inconsistent_inputs(change):
+    variant = {"proj shape": "projection", "ln shape": "layer_norm"}.get(change, "plain")
+    model = integer_lstm_model(variant, "UNIDIRECTIONAL_SEQUENCE_LSTM", (1, 2, 3), False, 0.0,
+                               4)
+    op = model.subgraphs[0].operators[-1]
+    if change == "no r_i":
+        op.inputs[5] = None
+    else:
+        index = {"w_c shape": 3, "proj shape": 16, "ln shape": 21}[change]
+        t = op.inputs[index]
+        t.data = t.data[:-1]
+        t.shape = t.data.shape
+    with pytest.raises(QEngineError, match="shape|inconsistent|expected"):
+        qengine.Interpreter(model.to_bytes())

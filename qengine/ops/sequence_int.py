@@ -84,6 +84,7 @@ def integer_lstm(ctx: OpContext, sequence: bool, h_tensor, c_tensor, time_major:
     projection = spec["proj"] is not None
     n_cell, n_input = spec["w_f"].shape
     n_output = spec["r_f"].shape[1]
+    _check_shapes(ctx, spec, n_cell, n_input, n_output, cifg, peephole, layer_norm)
     if peephole and n_output != n_cell:
         raise ctx.unsupported("an integer LSTM with peepholes and n_output != n_cell (TFLite "
                               "reads the peephole product with the output size)")
@@ -162,6 +163,33 @@ def integer_lstm(ctx: OpContext, sequence: bool, h_tensor, c_tensor, time_major:
 
     shape = (x.shape[:-1] + (n_output,)) if sequence else (x.shape[0], n_output)
     return Prepared(run, [ctx.output_spec(0, shape, "int8")], foldable=False)
+
+
+def _check_shapes(ctx: OpContext, spec: dict, n_cell: int, n_input: int, n_output: int,
+                  cifg: bool, peephole: bool, layer_norm: bool) -> None:
+    """Every weight's shape, and the optional groups all-or-none (the kernel indexes them
+    without bounds checks)."""
+    expected = {**{"w_" + g: (n_cell, n_input) for g in GATES},
+                **{"r_" + g: (n_cell, n_output) for g in GATES},
+                **{k + g: (n_cell,) for k in ("p_", "b_") for g in GATES},
+                "proj": (n_output, n_cell), "proj_b": (n_output,)}
+    present = {name for name, s in spec.items() if s is not None}
+    required = {"w_f", "w_c", "w_o", "r_f", "r_c", "r_o", "b_f", "b_c", "b_o"} | (
+        set() if cifg else {"w_i", "r_i", "b_i"}) | (
+        {"p_f", "p_o"} | (set() if cifg else {"p_i"}) if peephole else set())
+    forbidden = ({"r_i", "b_i"} if cifg else set()) | (set() if peephole else {"p_i", "p_f"})
+    if required - present or forbidden & present:
+        raise ctx.invalid(f"inconsistent LSTM inputs: missing {sorted(required - present)}, "
+                          f"unexpected {sorted(forbidden & present)}")
+    if layer_norm:
+        for k, g in enumerate(GATES):
+            ln = ctx.optional_input(20 + k)
+            if (ln is None) != (g == "i" and cifg) or ln is not None and ln.shape != (n_cell,):
+                raise ctx.invalid(f"layer-norm coefficients {g}: expected ({n_cell},)")
+    for name in present - {"x"}:
+        if spec[name].shape != expected[name]:
+            raise ctx.invalid(f"{name} {spec[name].name!r} has shape {spec[name].shape}; "
+                              f"expected {expected[name]}")
 
 
 def _quantized_clip(ctx: OpContext, field: str, scale, limit: int) -> int:
