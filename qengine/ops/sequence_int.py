@@ -130,7 +130,8 @@ def integer_lstm(ctx: OpContext, sequence: bool, h_tensor, c_tensor, time_major:
     tanh_cell = gemmlowp_int16_table("tanh", max(15 + cell_log2, 0))
     resources = ctx.interpreter.resources
 
-    def run(*values):
+    def weights(values) -> tuple:
+        """The kernel's weight arguments (gate order i, f, c, o; absent ones zero)."""
         v = dict(zip(spec, values))
         w_in = _stack([v["w_" + g] for g in GATES], (n_cell, n_input), np.int8)
         w_rec = _stack([v["r_" + g] for g in GATES], (n_cell, n_output), np.int8)
@@ -143,6 +144,17 @@ def integer_lstm(ctx: OpContext, sequence: bool, h_tensor, c_tensor, time_major:
         ln_b = _stack([v["b_" + g] for g in GATES] if layer_norm else [], (n_cell,), np.int32)
         proj_w = v["proj"] if projection else np.zeros((n_output, n_cell), np.int8)
         proj_bias = _zp_bias(proj_w, hidden_zp, v["proj_b"])
+        return w_in, w_rec, bias_in, bias_rec, peepholes, ln_w, ln_b, proj_w, proj_bias
+
+    constants = [None if i == 0 or ctx.optional_input(i) is None else ctx.optional_input(i).value
+                 for i in range(len(ctx.inputs))]
+    fixed = None if any(c is None and ctx.optional_input(i) is not None
+                        for i, c in enumerate(constants) if i not in (0, 18, 19)) \
+        else weights(constants)  # constant weights: arranged once, here
+
+    def run(*values):
+        w_in, w_rec, bias_in, bias_rec, peepholes, ln_w, ln_b, proj_w, proj_bias = \
+            fixed or weights(values)
         steps = np.ascontiguousarray(values[0] if not sequence else
                                      values[0] if time_major else values[0].transpose(1, 0, 2))
         if not sequence:
@@ -153,8 +165,9 @@ def integer_lstm(ctx: OpContext, sequence: bool, h_tensor, c_tensor, time_major:
         lstm_integer_sequence(
             steps, h, c, w_in, w_rec, bias_in, bias_rec, m_in, s_in, m_rec, s_rec, peepholes,
             m_peep, s_peep, peephole, ln_w, ln_b, m_ln, s_ln, ln_guard, layer_norm, cifg,
-            sigmoid, tanh_gate, tanh_cell, tanh_of_input_gate, 30 + cell_log2, cell_clip, hidden_m, hidden_s,
-            hidden_zp, proj_w, proj_bias, proj_m, proj_s, projection, h_zp, proj_clip, out)
+            sigmoid, tanh_gate, tanh_cell, tanh_of_input_gate, 30 + cell_log2, cell_clip,
+            hidden_m, hidden_s, hidden_zp, proj_w, proj_bias, proj_m, proj_s, projection, h_zp,
+            proj_clip, out)
         resources.set_state(h_tensor, h)
         resources.set_state(c_tensor, c)
         if not sequence:
