@@ -222,16 +222,16 @@ def calibrate(model: Model, data, observer: str = "minmax", quiet: bool = False,
     # through one interpreter: its state carries from each sample to the next
     if _is_stateful(model):
         workers, batch_size = 1, 1
-    def observe(name: str, value: np.ndarray) -> None:
-        if name in float_names:
+    def observe(name: str, value: np.ndarray, internal: bool = False) -> None:
+        if name in float_names or internal:
             if name not in stats:
                 stats[name] = make(name)
             stats[name].update(value)
 
-    # the state tensors' intermediate values (an LSTM's cell state at every step) are observed
-    # as they occur, before the run's kept values
-    on_state = (lambda tensor, values: observe(tensor.name, values)) if _is_stateful(model) \
-        else None
+    # values ops compute inside a run (an LSTM's cell state at every step, its gates before
+    # layer norm) are observed as they occur, before the run's kept values
+    on_state = (lambda name, values: observe(name, values, internal=True)) \
+        if _is_stateful(model) else None
     for batch, values in _run_batches(model, list(stack_batches(model, samples, batch_size)),
                                       workers or os.cpu_count() or 1, on_state):
         for name, value in values.items():

@@ -76,6 +76,11 @@ def _lstm_weights(values: list, first: int = 1, layer_norm: list | None = None) 
     return weights
 
 
+def gate_statistic(output_name: str, gate: str) -> str:
+    """The calibration statistic of an LSTM gate's layer-norm input (gate: i, f, c or o)."""
+    return f"{output_name}:gate_{gate}"
+
+
 def _time_steps(x, time_major: bool):
     return x if time_major else x.transpose(1, 0, 2)
 
@@ -118,6 +123,8 @@ def lstm_step(x, h, c, w: dict, act, cell_clip: float, proj_clip: float):
         if peephole is not None:
             z = z + peephole * cell
         if layer_norm:
+            if "observe_gate" in w:  # calibration: the range of the layer norm's input
+                w["observe_gate"](k, z)
             return _layer_norm(z, w["ln_" + k], w["b_" + k])
         return (z + w["b_" + k]).astype(F32) if w["b_" + k] is not None else z + zeros
 
@@ -221,13 +228,18 @@ def _lstm_prepare(ctx: OpContext, sequence: bool) -> Prepared:
         if hybrid:
             w = _hybrid_lstm_weights(w, scales, asymmetric)
         steps = _time_steps(values[0], time_major) if sequence else values[0][None]
-        cells = [] if resources.state_observer is not None else None
+        observing = resources.state_observer is not None
+        cells, gates = ([], {}) if observing else (None, None)
+        if observing:
+            w["observe_gate"] = lambda k, z: gates.setdefault(k, []).append(z)
         out, h, c = lstm_sequence(steps, resources.state(h_tensor), resources.state(c_tensor),
                                   w, act, cell_clip, proj_clip, cells=cells)
         resources.set_state(h_tensor, h)
         resources.set_state(c_tensor, c)
-        if cells:
-            resources.observe(c_tensor, np.stack(cells))
+        if observing:
+            resources.observe(c_tensor.name, np.stack(cells))
+            for k, zs in gates.items():
+                resources.observe(gate_statistic(ctx.outputs[0].name, k), np.stack(zs))
         return _batch_layout(out, time_major) if sequence else out[0]
 
     if sequence:

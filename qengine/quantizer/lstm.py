@@ -10,12 +10,14 @@
   cell state (input 19): int16, zero point 0, scale 2^k with 2^(k+15) the calibrated max|c|
       rounded up to a power of two, k clamped to [-15, -9] (TFLite needs k <= -9; below -15
       its cell tanh is a no-op)
-  five intermediates: the gate matmul outputs (Q3.12; TFLite reads them only with layer
-      norm) and the hidden state o * tanh(c): the output's parameters without projection,
-      [-1, 1) (scale 2^-7) with it.
+  five intermediates: the gate matmul outputs (TFLite reads them only with layer norm: then
+      int16 symmetric from the gates' calibrated ranges before layer norm, else Q3.12) and the
+      hidden state o * tanh(c): the output's parameters without projection, [-1, 1) (scale
+      2^-7) with it
+  layer norm: coefficients int16 symmetric (scale s); the gate biases, added to the normalized
+      value times 2^10 in TFLite's ApplyLayerNorm, int32 with scale s / 2^10.
 
-Layer-norm LSTMs need calibrated gate ranges, which the float kernel does not record: they stay
-float, as do LSTM (single step) and the bidirectional op.
+LSTM (single step) and the bidirectional op stay float.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import math
 import numpy as np
 
 from ..ir import Operator, Quantization, Tensor
+from ..ops.sequence import gate_statistic
 from .weights import bias_int32, round_half_away
 
 OPS = ("UNIDIRECTIONAL_SEQUENCE_LSTM",)
@@ -38,12 +41,14 @@ HIDDEN_SCALE_WITH_PROJECTION = 2.0 ** -7
 
 
 def supported(op: Operator) -> bool:
-    """A float LSTM this module can quantize: constant weights, no layer norm."""
+    """A float LSTM this module can quantize: constant float weights."""
     if op.type not in OPS or len(op.inputs) not in (20, 24) or len(op.outputs) != 1:
         return False
-    layer_norm = len(op.inputs) == 24 and any(t is not None for t in op.inputs[20:24])
-    constants = [t for i, t in enumerate(op.inputs[1:18], 1) if t is not None]
-    return not layer_norm and all(t.is_constant and t.dtype == "float32" for t in constants)
+    constants = [t for t in op.inputs[1:18] + op.inputs[20:24] if t is not None]
+    if op.inputs[11] is not None and op.inputs[16] is not None and \
+            op.inputs[16].shape[0] != op.inputs[16].shape[1]:
+        return False  # peepholes with n_output != n_cell: TFLite's integer kernel misreads them
+    return all(t.is_constant and t.dtype == "float32" for t in constants)
 
 
 def quantize(qpass, op: Operator) -> None:
@@ -63,9 +68,15 @@ def quantize(qpass, op: Operator) -> None:
     for i in PEEPHOLES:
         if op.inputs[i] is not None:
             op.inputs[i] = _symmetric(op.inputs[i], "int16", 32767)
+    layer_norm = len(op.inputs) == 24 and op.inputs[21] is not None
     x_scale = float(x.quantization.scale[0])
-    for i, weight_index in BIASES.items():
-        if op.inputs[i] is not None:
+    for k, (i, weight_index) in enumerate(BIASES.items()):
+        if op.inputs[i] is None:
+            continue
+        if layer_norm:  # the bias belongs to the layer norm: scale coefficient scale / 2^10
+            op.inputs[20 + k] = _symmetric(op.inputs[20 + k], "int16", 32767)
+            op.inputs[i] = _bias(op.inputs[i], 2.0 ** -10, op.inputs[20 + k])
+        else:
             op.inputs[i] = _bias(op.inputs[i], x_scale, op.inputs[weight_index])
     projection = op.inputs[16] is not None
     hidden = (HIDDEN_SCALE_WITH_PROJECTION, 0) if projection else (out_scale, out_zp)
@@ -74,8 +85,9 @@ def quantize(qpass, op: Operator) -> None:
     while len(op.inputs) < 24:
         op.inputs.append(None)
     op.intermediates = [qpass._new(f"{out.name}_{gate}_gate", (), "int16",
-                                   Quantization.per_tensor(2.0 ** -12, 0), like=out)
-                        for gate in GATES]
+                                   Quantization.per_tensor(_gate_scale(qpass, out, gate,
+                                                                       layer_norm), 0),
+                                   like=out) for gate in GATES]
     op.intermediates.append(qpass._new(f"{out.name}_hidden", (), "int8",
                                        Quantization.per_tensor(*hidden), like=out))
     op.opcode = type(op.opcode)(op.type, VERSION)
@@ -94,6 +106,16 @@ def _cell_scale(qpass, c_state: Tensor) -> float:
         observer.seen else 1.0
     k = math.ceil(math.log2(max(bound, 2.0 ** -30))) - 15
     return 2.0 ** min(max(k, -15), -9)
+
+
+def _gate_scale(qpass, out: Tensor, gate: str, layer_norm: bool) -> float:
+    """A gate's matmul output scale: Q3.12 without layer norm; with it, max|z| / 32767 of the
+    calibrated layer-norm input (Q3.12 for a CIFG's absent input gate)."""
+    observer = qpass.stats.get(gate_statistic(out.name, gate)) if layer_norm else None
+    if observer is None or not observer.seen:
+        return 2.0 ** -12
+    bound = max(abs(v) for v in observer.range())
+    return float(np.float32(bound / 32767)) if bound > 0 else 2.0 ** -12
 
 
 def _symmetric(t: Tensor, dtype: str, top: int) -> Tensor:
