@@ -129,6 +129,18 @@ def test_quantize_builder_lstm(variant):
     assert error < 3 * step + sensitivity, (error, step, sensitivity)
 
 
+@pytest.mark.parametrize("variant", ["plain", "cifg_layer_norm"])
+def test_quantize_single_step_lstm(variant):
+    model = _lstm_model(variant, "LSTM", (2, 3), True, 0.0, 8)
+    calibration = [rng("lstm1-q-cal", i).standard_normal((2, 3)).astype(np.float32)
+                   for i in range(8)]
+    quantized = qengine.quantize(model, "int8", calibration, quiet=True)
+    (op,) = quantized.subgraphs[0].operators
+    assert op.opcode.name == "LSTM" and op.inputs[0].dtype == "int8"
+    assert len(op.intermediates) == 5
+    compare_over_calls(quantized.to_bytes(), (2, 3))
+
+
 def test_peephole_projection_lstm_stays_float():
     """Peepholes with n_output != n_cell: TFLite's integer kernel reads the peephole product
     with the output size, so the quantizer leaves such an LSTM float."""

@@ -62,6 +62,8 @@ def _check_dtypes(ctx: OpContext) -> None:
 def integer_lstm(ctx: OpContext, sequence: bool, h_tensor, c_tensor, time_major: bool):
     """Prepared for an int8 LSTM; h_tensor / c_tensor are its checked state tensors."""
     layer_norm = ctx.optional_input(21) is not None
+    if getattr(ctx.options, "diagonalRecurrentTensors", False):
+        raise ctx.unsupported("an integer LSTM with diagonal recurrent weights")
     _check_dtypes(ctx)
     intermediates = ctx.op.intermediates
     if len(intermediates) != 5:

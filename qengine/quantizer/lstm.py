@@ -1,5 +1,6 @@
-"""Full-integer quantization of a float UNIDIRECTIONAL_SEQUENCE_LSTM into TFLite's 8x8_16 form
-(the layout TensorFlow's converter writes, which lstm.cc's integer Prepare reads):
+"""Full-integer quantization of a float UNIDIRECTIONAL_SEQUENCE_LSTM and LSTM (one step) into
+TFLite's 8x8_16 form (the layout TensorFlow's converter writes, which lstm.cc's integer Prepare
+reads):
 
   input, output and output state (input 18): int8, one scale and zero point for the output and
       the state (the state is the previous step's output)
@@ -17,7 +18,7 @@
   layer norm: coefficients int16 symmetric (scale s); the gate biases, added to the normalized
       value times 2^10 in TFLite's ApplyLayerNorm, int32 with scale s / 2^10.
 
-LSTM (single step) and the bidirectional op stay float.
+The bidirectional op stays float.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from ..ir import Operator, Quantization, Tensor
 from ..ops.sequence import gate_statistic
 from .weights import bias_int32, round_half_away
 
-OPS = ("UNIDIRECTIONAL_SEQUENCE_LSTM",)
-VERSION = 1  # what TensorFlow's converter writes for the 8x8_16 form
+OPS = ("UNIDIRECTIONAL_SEQUENCE_LSTM", "LSTM")
+VERSION = 1  # op_version.cc: int8 input and weights (the 8x8_16 form) are version 1 for both
 GATES = "ifco"
 WEIGHTS = {1: "input", 2: "input", 3: "input", 4: "input", 5: "recurrent", 6: "recurrent",
            7: "recurrent", 8: "recurrent", 16: "projection"}
@@ -44,6 +45,9 @@ def supported(op: Operator) -> bool:
     """A float LSTM this module can quantize: constant float weights."""
     if op.type not in OPS or len(op.inputs) not in (20, 24) or len(op.outputs) != 1:
         return False
+    if getattr(op.options, "kernelType", 0) != 0 or getattr(op.options,
+                                                           "diagonalRecurrentTensors", False):
+        return False  # LSTM's BASIC kernel and diagonal recurrent weights have other layouts
     constants = [t for t in op.inputs[1:18] + op.inputs[20:24] if t is not None]
     if op.inputs[11] is not None and op.inputs[16] is not None and \
             op.inputs[16].shape[0] != op.inputs[16].shape[1]:
