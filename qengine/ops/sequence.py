@@ -7,8 +7,9 @@ invoke to the next; qengine keeps them in the interpreter's `Resources` the same
 (lstm_eval.cc, basic_rnn.cc, svdf.cc), in float32, with the gates' matrix products accumulated
 in float64 and rounded once (TFLite accumulates in float32, so floats agree to the tolerance).
 Also implemented: hybrid (int8 weights, float activations) SVDF, RNN,
-UNIDIRECTIONAL_SEQUENCE_RNN, UNIDIRECTIONAL_SEQUENCE_LSTM and LSTM, and integer SVDF. The
-integer (8x8_16) LSTM is not: it is refused by dtype. The bidirectional ops run hybrid too.
+UNIDIRECTIONAL_SEQUENCE_RNN, UNIDIRECTIONAL_SEQUENCE_LSTM and LSTM, and integer SVDF. The integer (8x8_16)
+UNIDIRECTIONAL_SEQUENCE_LSTM and LSTM are in sequence_int.py. The bidirectional ops run hybrid
+too.
 """
 
 from __future__ import annotations
@@ -184,9 +185,11 @@ def _lstm_prepare(ctx: OpContext, sequence: bool) -> Prepared:
     if len(ctx.inputs) not in (20, 24):
         raise ctx.invalid(f"has {len(ctx.inputs)} inputs; an LSTM has 20 or 24")
     x = ctx.input(0)
-    hybrid = ctx.input(2).dtype == "int8"
+    integer = x.dtype == "int8"
+    hybrid = ctx.input(2).dtype == "int8" and not integer
     int8_inputs, scales = _hybrid_weights(ctx, 1) if hybrid else ([], {})
-    _float_inputs(ctx, [i for i in range(len(ctx.inputs)) if i not in int8_inputs])
+    if not integer:
+        _float_inputs(ctx, [i for i in range(len(ctx.inputs)) if i not in int8_inputs])
     asymmetric = bool(getattr(ctx.options, "asymmetricQuantizeInputs", False))
     n_cell, n_input = ctx.input(2).shape
     n_output = ctx.input(6).shape[1]
@@ -198,6 +201,13 @@ def _lstm_prepare(ctx: OpContext, sequence: bool) -> Prepared:
         raise ctx.invalid(f"input has {x.shape[-1]} features, the weights take {n_input}")
     h_tensor = _state_tensor(ctx, 18, (batch, n_output))
     c_tensor = _state_tensor(ctx, 19, (batch, n_cell))
+    if len(ctx.outputs) != 1:
+        raise ctx.unsupported(f"an LSTM with {len(ctx.outputs)} outputs (only the one-output "
+                              f"form is implemented)")
+    if integer:
+        from .sequence_int import integer_lstm
+
+        return integer_lstm(ctx, sequence, h_tensor, c_tensor, time_major)
     act = _activation(ctx)
     cell_clip = float(getattr(ctx.options, "cellClip", 0.0))
     proj_clip = float(getattr(ctx.options, "projClip", 0.0))
@@ -218,9 +228,6 @@ def _lstm_prepare(ctx: OpContext, sequence: bool) -> Prepared:
         shape = x.shape[:-1] + (n_output,)
     else:
         shape = (batch, n_output)
-    if len(ctx.outputs) != 1:
-        raise ctx.unsupported(f"an LSTM with {len(ctx.outputs)} outputs (only the one-output "
-                              f"form is implemented)")
     return Prepared(run, [ctx.output_spec(0, shape, "float32")], foldable=False)
 
 

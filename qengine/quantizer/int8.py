@@ -115,6 +115,14 @@ RULES = {
     "BROADCAST_TO": Rule(SAME, 2),
     "REDUCE_MAX": Rule(SAME, 2),
     "REDUCE_MIN": Rule(SAME, 2),
+    # ops that only move int8 values (issue #13): the values keep the input's parameters;
+    # index and shape inputs and outputs stay int32
+    "TOPK_V2": Rule(SAME, 2),
+    "MATRIX_DIAG": Rule(SAME, 1),
+    "DILATE": Rule(SHARED, 1),  # the padding value takes the input's parameters
+    "DYNAMIC_UPDATE_SLICE": Rule(SHARED, 1),
+    "MATRIX_SET_DIAG": Rule(SHARED, 1),
+    "SPARSE_TO_DENSE": Rule(SHARED, 3),  # values and default value
     "CONCATENATION": Rule(SHARED, 2),
     "PACK": Rule(SHARED, 2),
     "MAXIMUM": Rule(SHARED, 2),

@@ -59,11 +59,12 @@ class Resources:
         return {self.name(rid): value.copy() for rid, value in sorted(self.values.items())}
 
     def state(self, tensor) -> np.ndarray:
-        """A variable tensor's current value: its file value (zeros if none) until written."""
+        """A variable tensor's current value: its file value until written; without one,
+        zeros, or the zero point for int8 (as TFLite's ResetVariableTensor memsets it)."""
         if id(tensor) not in self.tensor_states:
             initial = tensor.data
-            value = np.zeros(tensor.shape, numpy_dtype(tensor.dtype)) if initial is None \
-                else np.array(initial)
+            value = np.full(tensor.shape, _reset_value(tensor), numpy_dtype(tensor.dtype)) \
+                if initial is None else np.array(initial)
             self.tensor_states[id(tensor)] = (tensor, value)
         return self.tensor_states[id(tensor)][1]
 
@@ -77,3 +78,10 @@ class Resources:
         self.tables.clear()
         self.initialized.clear()
         self.initializing.clear()
+
+
+def _reset_value(tensor) -> int:
+    q = tensor.quantization
+    if tensor.dtype == "int8" and q is not None and q.zero_point.size:
+        return int(q.zero_point[0])
+    return 0
