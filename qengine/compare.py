@@ -38,10 +38,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .calibrate import QRANGES, iterate_samples, stack_batches
+from .calibrate import iterate_samples, stack_batches
 from .errors import InputError, QEngineError
 from .flatbuffer_io import load
 from .ir import Model, Operator, Tensor
+from .qparams import LOW_BIT_TYPES, QUANTIZED_TYPES, int_range
+from .qparams import dequantize as dequantize_values
+from .qparams import quantize as quantize_values
 
 INF = float("inf")
 INT32_LIMIT = 2 ** 31
@@ -243,7 +246,7 @@ def _is_activation(t: Tensor | None) -> bool:
 
 
 def _is_quantized(t: Tensor | None) -> bool:
-    if t is None or t.dtype not in QRANGES:
+    if t is None or t.dtype not in QUANTIZED_TYPES + LOW_BIT_TYPES:
         return False
     return t.quantization is not None and t.quantization.scale.size > 0
 
@@ -378,19 +381,15 @@ def _float_exact(u: Tensor, f: dict, q: dict, reference: dict) -> np.ndarray | N
 
 
 def quantize(t: Tensor, values: np.ndarray) -> np.ndarray:
-    """q = clamp(round_half_away(x / scale) + zero_point), in float32 as TFLite's QUANTIZE."""
-    from .numerics import round_half_away
-
-    low, high = QRANGES[t.dtype]
-    q = round_half_away(np.asarray(values, np.float32) / np.float32(t.scale))
-    return np.clip(q.astype(np.float64) + t.zero_point, low, high).astype(t.dtype)
+    """Values on t's grid, in float32 as TFLite's QUANTIZE computes them."""
+    return quantize_values(values, t.scale, t.zero_point, t.dtype)
 
 
 def dequantize(t: Tensor, values: np.ndarray) -> np.ndarray:
     """real = scale * (q - zero_point) in float64; float tensors pass through."""
     if not _is_quantized(t):
         return np.asarray(values, np.float64)
-    return np.float64(t.scale) * (values.astype(np.int64) - t.zero_point)
+    return dequantize_values(values, t.scale, t.zero_point, dtype=np.float64)
 
 
 def _quantize_input(t: Tensor, x: np.ndarray) -> np.ndarray:
@@ -398,7 +397,7 @@ def _quantize_input(t: Tensor, x: np.ndarray) -> np.ndarray:
 
 
 def _count_clipped(counts: list[int], t: Tensor, q: np.ndarray) -> None:
-    qmin, qmax = QRANGES[t.dtype]
+    qmin, qmax = int_range(t.dtype)
     zero_point = t.zero_point
     at_limit = 0
     if zero_point != qmin:  # qmin encoding real 0 is the range's floor, not clipping

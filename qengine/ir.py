@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InvalidModelError
+from .qparams import per_tensor_params
 
 # TensorType enum value -> IR dtype name. The name is numpy's where numpy has the type.
 TENSOR_TYPES = {
@@ -137,17 +138,11 @@ class Tensor:
     @property
     def scale(self) -> float:
         """The per-tensor scale (raises if the tensor is not per-tensor quantized)."""
-        return float(self._single_qparam().scale[0])
+        return per_tensor_params(self.quantization, self.name)[0]
 
     @property
     def zero_point(self) -> int:
-        return int(self._single_qparam().zero_point[0])
-
-    def _single_qparam(self) -> Quantization:
-        q = self.quantization
-        if q is None or q.scale.size != 1:
-            raise InvalidModelError(f"tensor {self.name!r} is not per-tensor quantized")
-        return q
+        return per_tensor_params(self.quantization, self.name)[1]
 
 
 @dataclass(eq=False)

@@ -214,7 +214,6 @@ def test_each_op_type_is_named_in_few_files():
     assert statistics.median(counts.values()) <= MEDIAN_FILES_PER_OP
 
 
-@NOT_YET
 def test_quantize_expression_is_written_once():
     files = files_with_quantize_expression()
     assert len(files) <= MAX_QUANTIZE_EXPRESSION_FILES, files

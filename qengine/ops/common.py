@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..numerics import round_half_away_int
+from ..qparams import QUANTIZED_TYPES, int_range, rounded_quotient
 from ..runtime.registry import OpContext
 
 # ActivationFunctionType codes
@@ -12,8 +12,6 @@ NONE, RELU, RELU_N1_TO_1, RELU6, TANH, SIGN_BIT = range(6)
 FLT_MAX = float(np.finfo(np.float32).max)
 _FLOAT_BOUNDS = {RELU: (0.0, FLT_MAX), RELU_N1_TO_1: (-1.0, 1.0), RELU6: (0.0, 6.0)}
 
-INT_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767),
-              "int32": (-(2 ** 31), 2 ** 31 - 1)}
 
 
 def fused_activation(ctx: OpContext) -> int:
@@ -46,11 +44,11 @@ def float_activation_bounds(ctx: OpContext) -> tuple[float, float]:
 def quantized_activation_range(ctx: OpContext, scale: float, zero_point: int,
                                dtype: str) -> tuple[int, int]:
     """TFLite CalculateActivationRangeQuantized: the clamp a fused activation becomes."""
-    qmin, qmax = INT_RANGES[dtype]
+    qmin, qmax = int_range(dtype)
     code = fused_activation(ctx)
 
-    def quantize(v):  # zp + round(v / scale) with the division in float32, as TFLite does
-        return zero_point + round_half_away_int(np.float32(v) / np.float32(scale))
+    def quantize(v):  # zp + round(v / scale), the division in float32 as TFLite does
+        return zero_point + int(rounded_quotient(v, scale))
 
     if code == RELU:
         return max(qmin, zero_point), qmax
@@ -90,9 +88,6 @@ def broadcast_shape(ctx: OpContext, *shapes) -> tuple[int, ...]:
 
 def as_float32(x):
     return np.asarray(x, dtype=np.float32)
-
-
-QUANTIZED_TYPES = ("int8", "uint8", "int16")
 
 
 def is_quantized(spec) -> bool:

@@ -19,9 +19,10 @@ from qengine.kernels import xnnpack
 from qengine.kernels.fixedpoint import mbqm_array as mbqm
 from qengine.kernels.fixedpoint import quantize_multiplier
 
-from ..errors import InputError
+from ..errors import InputError, InvalidModelError
+from ..qparams import per_tensor_params
 from ..runtime.registry import OpContext, Prepared, Spec
-from .common import INT_RANGES, broadcast_shape, quantized_activation_range
+from .common import QUANTIZED_TYPES, broadcast_shape, quantized_activation_range
 from .xnnpack_int import activation_range as xnnpack_activation_range
 
 
@@ -33,10 +34,10 @@ def per_tensor(ctx: OpContext, spec: Spec) -> tuple[float, int]:
     if q.scale.size != 1 or q.zero_point.size != 1:
         raise ctx.unsupported(f"tensor {spec.name!r} is quantized per channel; this op takes "
                               f"per-tensor parameters")
-    scale, zero_point = float(q.scale[0]), int(q.zero_point[0])
-    if not scale > 0 or not np.isfinite(scale):
-        raise ctx.invalid(f"tensor {spec.name!r} has scale {scale}; it must be positive")
-    return scale, zero_point
+    try:
+        return per_tensor_params(q, spec.name)
+    except InvalidModelError as e:  # a scale <= 0: say which op reads it
+        raise ctx.invalid(str(e)) from None
 
 
 def output_params(ctx: OpContext, dtype: str) -> tuple[float, int]:
@@ -187,7 +188,7 @@ def _select(ctx: OpContext, pick) -> Prepared:
     a, b = ctx.input(0), ctx.input(1)
     if a.dtype != b.dtype:
         raise ctx.invalid(f"input dtypes differ: {a.dtype} and {b.dtype}")
-    if a.dtype not in INT_RANGES:
+    if a.dtype not in QUANTIZED_TYPES + ("int32",):
         raise ctx.unsupported(f"quantized {ctx.op.type} on {a.dtype}")
     shape = broadcast_shape(ctx, a.shape, b.shape)
     return Prepared(lambda x, y: pick(x, y).astype(a.dtype, copy=False),

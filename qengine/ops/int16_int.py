@@ -18,6 +18,7 @@ from qengine.kernels import int16 as kernels
 from qengine.kernels.fixedpoint import quantize_multiplier, quantize_multipliers
 
 from ..numerics import round_half_away_int
+from ..qparams import rounded_quotient
 from ..runtime.registry import OpContext, Prepared, Spec
 from .common import broadcast_shape, quantized_activation_range
 from .elementwise_int import flattened, mbqm, per_tensor
@@ -245,8 +246,9 @@ def lut_populate_int16(transform, input_min: float, input_max: float) -> np.ndar
         sample = transform(input_min + i * step)
         midpoint = transform(input_min + i * step + half_step)
         following = transform(input_min + (i + 1) * step)
-        interpolated = round_half_away_int((following * scaling + scaled(sample)) / 2.0)
-        error = round_half_away_int((interpolated - scaled(midpoint)) / 2.0)
+        # the C++ halves with "/ 2"; "* 0.5" is the same double, exactly
+        interpolated = round_half_away_int((following * scaling + scaled(sample)) * 0.5)
+        error = round_half_away_int((interpolated - scaled(midpoint)) * 0.5)
         table[i] = min(max(scaled(sample) - error, INT16_MIN), INT16_MAX)
     table[-1] = min(max(scaled(transform(input_max)), INT16_MIN), INT16_MAX)
     return table
@@ -399,7 +401,7 @@ def relu_x(ctx: OpContext, low: float, high: float) -> Prepared:
     m, sh = quantize_multiplier(float(np.float32(np.float32(s_in) / np.float32(s_out))))
 
     def bound(v: float) -> int:
-        return round_half_away_int(float(np.float32(np.float32(v) / np.float32(s_out))))
+        return int(rounded_quotient(v, s_out))  # in float32
 
     qmin = max(INT16_MIN, bound(low))
     qmax = INT16_MAX if high == math.inf else min(INT16_MAX, bound(high))

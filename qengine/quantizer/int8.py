@@ -22,15 +22,15 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..builder import options
-from ..calibrate import choose_qparams
 from ..errors import QuantizationError
 from ..ir import Model, OpCode, Operator, Quantization, Tensor, verify
+from ..qparams import choose_qparams, int_range, quantize, quantize_symmetric
 from .scheme import Recipe, Scheme
 from .weights import (
     affine_constant,
     bias_int32,
+    bias_int64,
     fake_quantized_weights,
-    round_half_away,
     scheme_weights,
 )
 
@@ -462,7 +462,7 @@ class _Pass:
         if weight_scales.size == 1:
             weight_scales = np.repeat(weight_scales, channels)
         if self.act == "int16":  # 16x8 kernels accumulate in int64 and take int64 biases
-            q, quant = _bias_int64(values, x.scale, weight_scales)
+            q, quant = bias_int64(values, x.scale, weight_scales)
         else:
             q, quant = bias_int32(values, x.scale, weight_scales)
         name = bias.name if bias is not None else op.outputs[0].name + "_bias"
@@ -479,11 +479,10 @@ class _Pass:
             return
         q_in = op.inputs[0].quantization
         scale, zero_point = float(q_in.scale[0]), int(q_in.zero_point[0])
-        low, high = (-32767, 32767) if self.act == "int16" else (-128, 127)
-        q = np.clip(round_half_away(value.data.astype(np.float64) / np.float64(scale))
-                    + zero_point, low, high)
-        op.inputs[2] = self._new_constant(value.name, q.astype(self.act),
-                                          Quantization.per_tensor(scale, zero_point))
+        q = quantize(value.data, scale, zero_point, self.act, "float64",
+                     qrange=int_range(self.act, narrow=self.act == "int16"))
+        op.inputs[2] = self._new_constant(value.name, q, Quantization.per_tensor(scale,
+                                                                               zero_point))
 
     def _constant(self, t: Tensor, int8: bool = False) -> Tensor:
         value = t.data.astype(np.float32)
@@ -545,20 +544,10 @@ class _Pass:
         return 3 if self.act == "int16" else 2  # DEQUANTIZE of int16 is v3
 
 
-def _bias_int64(b: np.ndarray, input_scale: float, weight_scales: np.ndarray
-                ) -> tuple[np.ndarray, Quantization]:
-    """The 16x8 bias: int64 with scale input_scale * weight_scale[c] and zero point 0."""
-    scale = (np.float64(input_scale) * weight_scales.astype(np.float64)).astype(np.float32)
-    q = round_half_away(np.asarray(b, np.float64) / scale.astype(np.float64))
-    return q.astype(np.int64), Quantization(scale, np.zeros(scale.size, np.int64), axis=0)
-
-
 def _symmetric_int16(value: np.ndarray) -> tuple[np.ndarray, Quantization]:
     """A 16x8 constant operand (ADD/MUL): int16, zero point 0, scale max|v| / 32767."""
-    scale, _ = choose_qparams(value.min(initial=0.0), value.max(initial=0.0), "int16",
-                              symmetric=True)
-    q = np.clip(round_half_away(value.astype(np.float64) / np.float64(scale)), -32767, 32767)
-    return q.astype(np.int16), Quantization.per_tensor(float(scale), 0)
+    q, scale = quantize_symmetric(value, "int16")
+    return q, Quantization.per_tensor(float(scale), 0)
 
 
 def _make_int(t: Tensor, dtype: str, scale: float, zero_point: int) -> None:

@@ -26,9 +26,9 @@ from ..calibrate import iterate_samples, stack_batches
 from ..errors import QuantizationError
 from ..flatbuffer_io import load
 from ..ir import Model, OpCode, Operator, Subgraph, Tensor
+from ..qparams import quantize, rounded_quotient
 from ..runtime import Interpreter
 from .passes import fold_constant_weights
-from .weights import round_half_away
 
 NONE, RELU = 0, 1  # ActivationFunctionType codes; RELU6 (3) changes under scaling, see below
 LAYERS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -306,9 +306,7 @@ def _float_view(model: Model) -> Model:
 def _quantize_input(t: Tensor, x: np.ndarray) -> np.ndarray:
     if t.dtype == "float32":
         return x
-    info = np.iinfo(t.dtype)
-    q = round_half_away(x.astype(np.float64) / t.scale) + t.zero_point
-    return np.clip(q, info.min, info.max).astype(t.dtype)
+    return quantize(x, t.scale, t.zero_point, t.dtype, "float64")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,7 +338,7 @@ def _correct_bias(layer: Layer) -> None:
         diff = (yq.astype(np.float64) - yf).reshape(-1, yq.shape[-1])
         total, count = total + diff.sum(axis=0), count + diff.shape[0]
     error = total / count
-    steps = round_half_away(error / bias.quantization.scale.astype(np.float64))
+    steps = rounded_quotient(error, bias.quantization.scale, "float64")
     bias.data = np.clip(bias.data.astype(np.int64) - steps, -(2**31) + 1, 2**31 - 1)
 
 
