@@ -205,7 +205,6 @@ def test_no_import_cycles():
     assert import_cycles() == []
 
 
-@NOT_YET
 def test_each_op_type_is_named_in_few_files():
     counts = {op: len(files) for op, files in files_naming_each_op().items()}
     worst = {op: files for op, files in files_naming_each_op().items()

@@ -1,9 +1,57 @@
-"""qengine's own op implementations, one module per family.
+"""qengine's own op implementations, one module per family; importing this package registers
+every op.
 
-Importing this package registers every op. Each module registers its ops with
-`@register_op(NAME)` beside their code, so adding an op touches one file. Modules whose name
-ends in `_int` hold the quantized paths; they import Numba kernels and are loaded lazily by the
-float module of the same family, so a float model never compiles an integer kernel.
+Each op type is defined once, by an `OpDef` (`qengine.ops.opdef`) in its family's module. The
+definition is the only place the op's name is written: the quantizer's rule tables, the
+dynamic-range op list, PTQ's layers and compare's audited ops are derived from the
+definitions, and `tests/test_architecture.py` checks that every op type is named in one file.
+
+Adding an op
+------------
+1. In the family module (`elementwise.py`, `nn.py`, `shape.py`, ...; or a new module here,
+   which is imported automatically unless its name ends in `_int`), write `prepare(ctx)`: it
+   validates with `ctx.expect_inputs/expect_dtype/expect_rank/constant` (raise
+   `ctx.invalid(...)` or `ctx.unsupported(...)`, never a bare exception) and returns
+   `Prepared(run, [ctx.output_spec(0, shape, dtype)])`; `run(*arrays)` computes blindly.
+   Register it with the decorator beside it:
+
+       @op("SQUARE")
+       def square(ctx: OpContext) -> Prepared: ...
+
+2. If the op has an int8 (or 16x8) kernel, give its quantization facts in the same decorator,
+   and the quantizer picks it up:
+
+       @op("ABS", quantized=Quantized(REQUANT, 2, int16=3))
+
+   `Quantized(output rule, int8 version, int16=16x8 version or None, fixed=(scale, zp),
+   weight=Weight(input, channel axis, layout), bias=input, ...)`: see the fields' comments in
+   `opdef.py` for the special inputs (PADV2's pad value, PRELU's int8 alpha, ...).
+
+3. Kernels per dtype: an op whose dtypes share validation and geometry but not arithmetic
+   (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED) is an `OpDef` with `shared(ctx) -> args` and
+   `kernels` keyed by kind (`FLOAT32`, `HYBRID`, `INT8`, `INT16`, or any new kind a
+   `kind(ctx)` function returns, e.g. for int4 weights) and optionally by arithmetic
+   (`(INT8, XNNPACK)`); each kernel is `kernel(ctx, *args) -> Prepared`, given as a function
+   or as "module:function" so a Numba module loads only when a model needs it:
+
+       CONV_2D = define(OpDef("CONV_2D", shared=_conv_shared,
+                              kernels={FLOAT32: _conv_float, INT8: "conv_int:conv_2d", ...},
+                              quantized=Quantized(...), hybrid=Hybrid(...)))
+
+   Adding a dtype to such an op is one kernel function plus one `kernels` entry.
+
+4. Tests: a `tests/test_ops_<family>.py` case against TFLite's reference kernels
+   (`op_harness.check_against_tflite`), marked `tf`, plus a naive-twin test for any new
+   Numba kernel.
+
+Measured on this tree: adding a float op took one module edit (its family module) plus its
+test file; adding one with int8 support also touches the module holding its quantized kernel
+(`<family>_int.py`, found by `quantized_path` from the op's lower-case name) -- see the
+README's "Adding an op". Ops other than CONV_2D/DEPTHWISE_CONV_2D/FULLY_CONNECTED still choose
+their quantized kernel inside `prepare` (via `quantized_path`), not through `kernels`.
+
+Modules whose name ends in `_int` hold the quantized paths; they import Numba kernels and are
+loaded lazily, so a float model never compiles an integer kernel.
 """
 
 import importlib
@@ -12,7 +60,7 @@ import pkgutil
 
 def _register_all() -> None:
     for info in pkgutil.iter_modules(__path__):
-        if info.name != "common" and not info.name.endswith("_int"):
+        if info.name not in ("common", "opdef") and not info.name.endswith("_int"):
             importlib.import_module(f"{__name__}.{info.name}")
 
 

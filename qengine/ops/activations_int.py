@@ -17,8 +17,7 @@ from qengine.kernels import activations as kernels
 from qengine.kernels import xnnpack
 
 from ..runtime.registry import OpContext, Prepared
-from .common import broadcast_shape
-from .elementwise_int import flattened, per_tensor
+from .common import broadcast_shape, flattened, per_tensor
 
 
 def _int8_unary(ctx: OpContext):
@@ -95,10 +94,11 @@ def gelu(ctx: OpContext) -> Prepared:
 # -- ReluX --------------------------------------------------------------------------------------
 
 
-def _relu_x(ctx: OpContext, low: float, high: float) -> Prepared:
-    """QuantizedReluX: clamp(zp_out + MBQM(x - zp_in, float(s_in / s_out)), bounds)."""
-    if ctx.input(0).dtype == "int16" and ctx.op.type in ("RELU", "RELU6"):  # 16x8
-        from . import int16_int  # (TFLite's RELU_N1_TO_1 and RELU_0_TO_1 have no int16 kernel)
+def _relu_x(ctx: OpContext, low: float, high: float, int16: bool = False) -> Prepared:
+    """QuantizedReluX: clamp(zp_out + MBQM(x - zp_in, float(s_in / s_out)), bounds). `int16`:
+    TFLite has an int16 kernel for this op (RELU, RELU6; not RELU_N1_TO_1 or RELU_0_TO_1)."""
+    if ctx.input(0).dtype == "int16" and int16:  # 16x8
+        from . import int16_int
 
         return int16_int.relu_x(ctx, low, high)
     x, (s_in, zp_in), (s_out, zp_out) = _int8_unary(ctx)
@@ -107,11 +107,11 @@ def _relu_x(ctx: OpContext, low: float, high: float) -> Prepared:
 
 
 def relu(ctx: OpContext) -> Prepared:
-    return _relu_x(ctx, 0.0, math.inf)
+    return _relu_x(ctx, 0.0, math.inf, int16=True)
 
 
 def relu6(ctx: OpContext) -> Prepared:
-    return _relu_x(ctx, 0.0, 6.0)
+    return _relu_x(ctx, 0.0, 6.0, int16=True)
 
 
 def relu_n1_to_1(ctx: OpContext) -> Prepared:

@@ -1,11 +1,15 @@
-"""Helpers shared by op prepare functions: fused activations, padding, broadcasting."""
+"""Helpers shared by op prepare functions: fused activations, padding and convolution
+geometry, broadcasting, per-tensor parameters."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from ..qparams import QUANTIZED_TYPES, int_range, rounded_quotient
-from ..runtime.registry import OpContext
+from ..errors import InvalidModelError
+from ..qparams import QUANTIZED_TYPES, int_range, per_tensor_params, rounded_quotient
+from ..runtime.registry import OpContext, Spec
 
 # ActivationFunctionType codes
 NONE, RELU, RELU_N1_TO_1, RELU6, TANH, SIGN_BIT = range(6)
@@ -79,6 +83,53 @@ def conv_output_size(ctx: OpContext, padding: int, size: int, kernel: int, strid
     raise ctx.invalid(f"unknown padding {padding}")
 
 
+@dataclass
+class ConvGeometry:
+    batch: int
+    in_h: int
+    in_w: int
+    out_h: int
+    out_w: int
+    pad_top: int
+    pad_left: int
+    kernel_h: int
+    kernel_w: int
+    stride_h: int
+    stride_w: int
+    dil_h: int
+    dil_w: int
+
+
+def geometry(ctx: OpContext, x_shape, kernel_h: int, kernel_w: int) -> ConvGeometry:
+    o = ctx.options
+    if o is None:
+        raise ctx.invalid("options are missing")
+    if kernel_h < 1 or kernel_w < 1:
+        raise ctx.invalid(f"kernel size {kernel_h}x{kernel_w} is empty")
+    stride_h, stride_w = o.strideH, o.strideW
+    dil_h, dil_w = getattr(o, "dilationHFactor", 1), getattr(o, "dilationWFactor", 1)
+    n, h, w = x_shape[0], x_shape[1], x_shape[2]
+    out_h, pad_top = conv_output_size(ctx, o.padding, h, kernel_h, stride_h, dil_h)
+    out_w, pad_left = conv_output_size(ctx, o.padding, w, kernel_w, stride_w, dil_w)
+    return ConvGeometry(n, h, w, out_h, out_w, pad_top, pad_left, kernel_h, kernel_w,
+                        stride_h, stride_w, dil_h, dil_w)
+
+
+def patches(x: np.ndarray, g: ConvGeometry, pad_value=0) -> np.ndarray:
+    """im2col: [N, OH, OW, KH, KW, C] view of the padded input (copied on reshape)."""
+    n, h, w, c = x.shape
+    need_h = (g.out_h - 1) * g.stride_h + (g.kernel_h - 1) * g.dil_h + 1
+    need_w = (g.out_w - 1) * g.stride_w + (g.kernel_w - 1) * g.dil_w + 1
+    bottom = max(need_h - h - g.pad_top, 0)
+    right = max(need_w - w - g.pad_left, 0)
+    padded = np.pad(x, ((0, 0), (g.pad_top, bottom), (g.pad_left, right), (0, 0)),
+                    constant_values=pad_value)
+    sn, sh, sw, sc = padded.strides
+    return np.lib.stride_tricks.as_strided(
+        padded, (n, g.out_h, g.out_w, g.kernel_h, g.kernel_w, c),
+        (sn, sh * g.stride_h, sw * g.stride_w, sh * g.dil_h, sw * g.dil_w, sc), writeable=False)
+
+
 def broadcast_shape(ctx: OpContext, *shapes) -> tuple[int, ...]:
     try:
         return tuple(np.broadcast_shapes(*shapes))
@@ -120,3 +171,33 @@ def use_fast_kernels() -> bool:
     import os
 
     return os.environ.get("QENGINE_KERNELS", "fast") != "reference"
+
+
+# -- quantized tensors -----------------------------------------------------------------------
+
+
+def per_tensor(ctx: OpContext, spec: Spec) -> tuple[float, int]:
+    """(scale, zero point) of a per-tensor quantized tensor; anything else is refused."""
+    q = spec.quantization
+    if q is None or q.scale.size == 0:
+        raise ctx.invalid(f"tensor {spec.name!r} has no quantization parameters")
+    if q.scale.size != 1 or q.zero_point.size != 1:
+        raise ctx.unsupported(f"tensor {spec.name!r} is quantized per channel; this op takes "
+                              f"per-tensor parameters")
+    try:
+        return per_tensor_params(q, spec.name)
+    except InvalidModelError as e:  # a scale <= 0: say which op reads it
+        raise ctx.invalid(str(e)) from None
+
+
+def output_params(ctx: OpContext, dtype: str) -> tuple[float, int]:
+    """The output's (scale, zero point), checking that it is a quantized `dtype` tensor."""
+    out = ctx.output_spec(0, ())
+    if out.dtype != dtype:
+        raise ctx.unsupported(f"{out.dtype} output {out.name!r} for {dtype} inputs")
+    return per_tensor(ctx, out)
+
+
+def flattened(x: np.ndarray, shape) -> np.ndarray:
+    """x broadcast to `shape`, as a contiguous 1-D array (what the elementwise kernels take)."""
+    return np.ascontiguousarray(np.broadcast_to(x, shape)).ravel()

@@ -19,39 +19,16 @@ from qengine.kernels import xnnpack
 from qengine.kernels.fixedpoint import mbqm_array as mbqm
 from qengine.kernels.fixedpoint import quantize_multiplier
 
-from ..errors import InputError, InvalidModelError
-from ..qparams import per_tensor_params
+from ..errors import InputError
 from ..runtime.registry import OpContext, Prepared, Spec
-from .common import QUANTIZED_TYPES, broadcast_shape, quantized_activation_range
+from .common import (
+    QUANTIZED_TYPES,
+    broadcast_shape,
+    output_params,
+    per_tensor,
+    quantized_activation_range,
+)
 from .xnnpack_int import activation_range as xnnpack_activation_range
-
-
-def per_tensor(ctx: OpContext, spec: Spec) -> tuple[float, int]:
-    """(scale, zero point) of a per-tensor quantized tensor; anything else is refused."""
-    q = spec.quantization
-    if q is None or q.scale.size == 0:
-        raise ctx.invalid(f"tensor {spec.name!r} has no quantization parameters")
-    if q.scale.size != 1 or q.zero_point.size != 1:
-        raise ctx.unsupported(f"tensor {spec.name!r} is quantized per channel; this op takes "
-                              f"per-tensor parameters")
-    try:
-        return per_tensor_params(q, spec.name)
-    except InvalidModelError as e:  # a scale <= 0: say which op reads it
-        raise ctx.invalid(str(e)) from None
-
-
-def output_params(ctx: OpContext, dtype: str) -> tuple[float, int]:
-    """The output's (scale, zero point), checking that it is a quantized `dtype` tensor."""
-    out = ctx.output_spec(0, ())
-    if out.dtype != dtype:
-        raise ctx.unsupported(f"{out.dtype} output {out.name!r} for {dtype} inputs")
-    return per_tensor(ctx, out)
-
-
-def flattened(x: np.ndarray, shape) -> np.ndarray:
-    """x broadcast to `shape`, as a contiguous 1-D array (what the elementwise kernels take)."""
-    return np.ascontiguousarray(np.broadcast_to(x, shape)).ravel()
-
 
 # -- ADD, SUB, MUL -----------------------------------------------------------------------------
 

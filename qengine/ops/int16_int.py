@@ -15,13 +15,13 @@ import numpy as np
 
 from qengine.kernels import activations as activation_kernels
 from qengine.kernels import int16 as kernels
+from qengine.kernels.fixedpoint import mbqm_array as mbqm
 from qengine.kernels.fixedpoint import quantize_multiplier, quantize_multipliers
 
 from ..numerics import round_half_away_int
 from ..qparams import rounded_quotient
 from ..runtime.registry import OpContext, Prepared, Spec
-from .common import broadcast_shape, quantized_activation_range
-from .elementwise_int import flattened, mbqm, per_tensor
+from .common import broadcast_shape, flattened, per_tensor, quantized_activation_range
 
 INT16_MIN, INT16_MAX = -32768, 32767
 
@@ -491,8 +491,6 @@ def prelu(ctx: OpContext) -> Prepared:
     alpha's bytes are misread, [EMPIRICAL]), so only an int8 alpha is accepted. Otherwise the
     int8 formula with zero points 0 for input and output and an int16 clamp:
     out = x >= 0 ? MBQM(x, m1, sh1) : MBQM(x * (alpha - zp_alpha), m2, sh2)."""
-    from .elementwise_int import per_tensor as _per_tensor
-
     x, alpha = ctx.input(0), ctx.input(1)
     if alpha.dtype != "int8":
         raise ctx.unsupported(f"int16 PRELU with a {alpha.dtype} alpha: TFLite's kernel reads "
@@ -501,7 +499,7 @@ def prelu(ctx: OpContext) -> Prepared:
         raise ctx.invalid(f"alpha of shape {alpha.shape} would broadcast the input {x.shape} "
                           f"to a larger shape")
     s_in, s_out = _symmetric(ctx, x), _output_scale(ctx)
-    s_alpha, zp_alpha = _per_tensor(ctx, alpha)
+    s_alpha, zp_alpha = per_tensor(ctx, alpha)
     _, _, _, *multipliers = activation_kernels.prelu_params(s_in, 0, s_alpha, zp_alpha, s_out, 0)
     params = (zp_alpha, *multipliers)
 

@@ -16,6 +16,7 @@ from qengine.kernels import conv as conv_kernels
 from qengine.kernels import fully_connected, pooling, resize, xnnpack
 from qengine.kernels import softmax as softmax_kernels
 from qengine.kernels.elementwise import inv_sqrt_multiplier_exp
+from qengine.kernels.fixedpoint import mbqm_array as mbqm
 from qengine.kernels.fixedpoint import (
     quantize_multiplier,
     quantize_multipliers,
@@ -23,9 +24,7 @@ from qengine.kernels.fixedpoint import (
 )
 
 from ..runtime.registry import OpContext, Prepared, Spec
-from .common import conv_output_size, quantized_activation_range
-from .conv import geometry
-from .elementwise_int import mbqm, per_tensor
+from .common import conv_output_size, geometry, per_tensor, quantized_activation_range
 
 SAME = 0
 

@@ -14,9 +14,12 @@ import numpy as np
 from ..qparams import QUANTIZED_TYPES, quantize_reciprocal
 from ..qparams import dequantize as dequantize_values
 from ..qparams import quantize as quantize_values
-from ..runtime.registry import OpContext, Prepared, register_op
+from ..runtime.registry import OpContext, Prepared
+from .opdef import op
 
 FLOATS = ("float32", "float16")
+# the passes insert and fold these ops by name
+QUANTIZE, DEQUANTIZE, DENSIFY = "QUANTIZE", "DEQUANTIZE", "DENSIFY"
 
 
 def _axis(ctx: OpContext, spec) -> int | None:
@@ -33,7 +36,7 @@ def _axis(ctx: OpContext, spec) -> int | None:
     return q.axis
 
 
-@register_op("DEQUANTIZE")
+@op(DEQUANTIZE)
 def dequantize(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(1)
     x = ctx.input(0)
@@ -49,7 +52,7 @@ def dequantize(ctx: OpContext) -> Prepared:
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
 
 
-@register_op("QUANTIZE")
+@op(QUANTIZE)
 def quantize(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(1)
     x = ctx.input(0)
@@ -81,7 +84,7 @@ def quantize(ctx: OpContext) -> Prepared:
 # DENSIFY
 
 
-@register_op("DENSIFY")
+@op(DENSIFY)
 def densify(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(1)
     tensor = ctx.op.inputs[0]

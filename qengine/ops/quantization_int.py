@@ -11,7 +11,7 @@ from qengine.kernels import quantize as kernels
 
 from ..qparams import int_range
 from ..runtime.registry import OpContext, Prepared, Spec
-from .elementwise_int import per_tensor
+from .common import per_tensor
 
 # The (input, output) type pairs TFLite's Prepare accepts for requantization.
 PAIRS = {("int8", "int8"), ("int8", "uint8"), ("uint8", "int8"), ("uint8", "uint8"),
