@@ -10,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast lint schema bench clean
+.PHONY: demo test test-fast lint schema bench bench-all clean speech
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,17 +21,24 @@ $(VENV)/.runtime: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[dev,tf]"
+	$(BIN)/pip install --quiet -e ".[dev,tf,ray]"
 	touch $@ $(VENV)/.runtime
 
 demo: $(VENV)/.runtime
 	$(BIN)/python examples/demo.py
 
-test: $(VENV)/.dev
+test: $(VENV)/.dev speech
 	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
 
+# espeak-ng speaks the phrases of tests/test_wakeword.py; without it (not root, no apt) they skip
+speech:
+	@command -v espeak-ng >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && { apt-get install -y -qq espeak-ng >/dev/null 2>&1 \
+	       || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq espeak-ng >/dev/null 2>&1; }; }; } \
+	  || echo "espeak-ng is not installed: the wake-word tests will be skipped"
+
 test-fast: $(VENV)/.dev
-	$(BIN)/python -m pytest -q -m "not tf and not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not tf and not slow and not ray" $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check qengine kernels schema/__init__.py tests benchmarks examples
@@ -40,6 +47,9 @@ schema: $(VENV)/.dev
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/gen_schema.sh
 
 bench: $(VENV)/.dev
+	$(BIN)/python benchmarks/run_all.py --only published.py
+
+bench-all: $(VENV)/.dev
 	$(BIN)/python benchmarks/run_all.py
 
 clean:

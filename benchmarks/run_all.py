@@ -1,10 +1,11 @@
 """Every benchmark of benchmarks/README.md, one after another, each in its own process, with
-the machine description first. `make bench` runs this; paste the output into the README.
+the machine description first. `make bench-all` runs this (`make bench` only published.py, the
+issue #14 suite, in about 6 minutes); paste the output into the README.
 
     python benchmarks/run_all.py [--quick]
 
 --quick: fewer kernel shapes and repeats, for checking the scripts still run (about 5 min
-instead of about 20 on 2 cores); its numbers are not the README's.
+instead of about 25 on 2 cores); its numbers are not the README's.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ HERE = Path(__file__).resolve().parent
 
 # (script, full arguments, --quick arguments)
 BENCHMARKS = [
+    ("published.py", [], ["--models", "face_detection_short_range", "iris_landmark", "--repeat",
+                          "3", "--memory", "--startup"]),
     ("kernels.py", [], ["--quick", "--reps", "5"]),
     ("models.py", ["--repeat", "20"], ["--repeat", "3", "--modes", "int8"]),
     ("calibration.py", [], ["--samples", "20"]),

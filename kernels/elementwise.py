@@ -25,6 +25,7 @@ __all__ = [
     "add_int8",
     "add_params",
     "inv_sqrt_multiplier_exp",
+    "lookup_pair_int8",
     "maximum",
     "minimum",
     "mul_int8",
@@ -33,6 +34,7 @@ __all__ = [
     "rsqrt_table_int8",
     "sub_int8",
     "sub_params",
+    "trailing_period",
 ]
 
 # Inputs are shifted left by 20 bits before rescaling (add.cc / sub.cc, 8-bit path).
@@ -274,3 +276,40 @@ def rsqrt_table_int8(zp_in, zp_out, m, sh) -> np.ndarray:
         out = int(mbqm(data, m, sh - RSQRT_SHIFT)) + int(zp_out)
         table[v + 128] = min(max(out, -128), 127)
     return table
+
+
+# ------------------------------------------------------------------ pair tables (any int8 op)
+
+
+@kernel
+def lookup_pair_int8(table, x, y):
+    """x [rows, m] int8, y [m] int8: out[r, c] = table[(x[r, c] + 128) * 256 + y[c] + 128].
+
+    The run of an int8 op whose output element depends only on its two int8 inputs (ADD, SUB,
+    MUL, PRELU): `table` is the op's kernel evaluated once on all 256 x 256 pairs. y repeats
+    along x's last axes (the same shape: rows = 1; a per-channel PRELU alpha: m = channels).
+    """
+    rows, m = x.shape
+    out = np.empty((rows, m), dtype=np.int8)
+    for r in range(rows):
+        for c in range(m):
+            out[r, c] = table[(np.int32(x[r, c]) + 128) * 256 + np.int32(y[c]) + 128]
+    return out
+
+
+def trailing_period(shape, other_shape) -> int:
+    """m such that `other` broadcast to `shape`, flattened, repeats its first m values: the
+    size of other's trailing block when its dims equal shape's there and it is 1 (or absent)
+    before. 0 when `other` does not broadcast that way, or a shape is unknown (None)."""
+    if shape is None or other_shape is None:
+        return 0
+    other = (1,) * (len(shape) - len(other_shape)) + tuple(other_shape)
+    period, tail = 1, True
+    for dim, o in zip(reversed(tuple(shape)), reversed(other)):
+        if tail and o == dim:
+            period *= dim
+        elif o == 1:
+            tail = False
+        else:
+            return 0
+    return period

@@ -22,9 +22,10 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numba
+import numba.core.event
 import numba.extending
 
-__all__ = ["float_kernel", "inline_kernel", "kernel", "prange"]
+__all__ = ["cache_dir", "float_kernel", "inline_kernel", "kernel", "on_first_compile", "prange"]
 
 prange = numba.prange
 
@@ -45,6 +46,30 @@ def _cache_dir() -> str:
 
 if not os.environ.get("NUMBA_CACHE_DIR"):  # an explicit user setting wins
     numba.config.CACHE_DIR = _cache_dir()
+
+
+def cache_dir() -> str:
+    return numba.config.CACHE_DIR
+
+
+class _FirstCompile(numba.core.event.Listener):
+    """Calls `say` once, when Numba starts compiling a kernel that was not in the disk cache
+    (the "numba:compile" event fires only on a cache miss)."""
+
+    def __init__(self, say):
+        self.say = say
+
+    def on_start(self, event):
+        if self.say is not None:
+            say, self.say = self.say, None
+            say()
+
+    def on_end(self, event):
+        pass
+
+
+def on_first_compile(say) -> None:
+    numba.core.event.register("numba:compile", _FirstCompile(say))
 
 
 def kernel(fn=None, *, parallel=False):

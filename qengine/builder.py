@@ -88,6 +88,8 @@ class GraphBuilder:
         opcode = OpCode("CUSTOM" if custom_code else name, version, custom_code)
         self.subgraph.operators.append(Operator(opcode, list(inputs), list(outputs), options,
                                                 custom_options=custom_options))
+        if not outputs:
+            return None  # ASSIGN_VARIABLE, CALL_ONCE
         return outputs if n_outputs > 1 else outputs[0]
 
     def build(self, outputs, description: str = "qengine.builder") -> Model:

@@ -124,7 +124,7 @@ def calibrate(model: Model, data, observer: str = "minmax", quiet: bool = False,
     float_names = {t.name for t in model.main.all_tensors()
                    if t.dtype == "float32" and not t.is_constant}
     stats: dict[str, object] = {}
-    progress = _Progress(len(samples), quiet)
+    progress = Progress(len(samples), quiet)
     for batch, values in _run_batches(model, list(stack_batches(model, samples, batch_size)),
                                       workers or os.cpu_count() or 1):
         for name, value in values.items():
@@ -202,11 +202,11 @@ def stack_batches(model: Model, samples: list[list[np.ndarray]], size: int) -> I
         yield [np.concatenate([s[i] for s in chunk]) for i in range(len(chunk[0]))]
 
 
-class _Progress:
+class Progress:
     """A one-line progress bar on stderr, only when stderr is a terminal."""
 
-    def __init__(self, total: int, quiet: bool):
-        self.total, self.done = total, 0
+    def __init__(self, total: int, quiet: bool, label: str = "calibrating"):
+        self.total, self.done, self.label = total, 0, label
         self.enabled = not quiet and sys.stderr.isatty() and total > 1
         self.start = time.perf_counter()
 
@@ -215,7 +215,7 @@ class _Progress:
         if self.enabled:
             filled = int(30 * self.done / self.total)
             rate = self.done / max(time.perf_counter() - self.start, 1e-9)
-            sys.stderr.write(f"\rcalibrating [{'#' * filled}{'.' * (30 - filled)}] "
+            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] "
                              f"{self.done}/{self.total} ({rate:.1f}/s)")
             sys.stderr.flush()
 

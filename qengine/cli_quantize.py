@@ -7,19 +7,33 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, QEngineError
+from .errors import InputError, NothingToQuantize, QEngineError
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
 def add_quantize(commands) -> None:
-    p = commands.add_parser("quantize",
-                            help="quantize a float model (int8, int16x8, dynamic, float16)")
+    p = commands.add_parser("quantize", help="quantize a float model (int8, int16x8, dynamic, "
+                                             "weight-only, float16)")
     p.add_argument("model", help=".tflite file, or a Keras model (.keras/.h5/SavedModel dir) "
                                  "with the tf extra installed")
-    p.add_argument("--mode", choices=("int8", "int16x8", "dynamic", "float16"),
+    p.add_argument("--mode", choices=("int8", "int16x8", "dynamic", "weight-only", "float16"),
                    help="default int8 (int16x8 if --recipe says int16 activations); int16x8: "
-                        "int16 activations with int8 weights (TFLite's 16x8 scheme)")
+                        "int16 activations with int8 weights (TFLite's 16x8 scheme); "
+                        "weight-only: low-bit weights expanded to float by DEQUANTIZE")
+    p.add_argument("--weight-bits", type=int, default=8, metavar="N",
+                   help="2-8 (default 8): weights stored as TFLite's int4 (3-4 bits) or int2 "
+                        "(2 bits) tensors below 5 bits")
+    p.add_argument("--block-size", type=int, default=0, metavar="N",
+                   help="one float16 scale per N weights along the input channels "
+                        "(FULLY_CONNECTED, int4: TFLite's blockwise kernel)")
+    p.add_argument("--min-weight-elements", type=int, metavar="N",
+                   help="dynamic mode: leave filters of fewer values in float (default: 1024 "
+                        "for 8-bit weights, as TensorFlow's converter; 0 otherwise)")
+    p.add_argument("--preset", metavar="NAME",
+                   help="an ai-edge-quantizer recipe name (dynamic_wi4_afp32, "
+                        "dynamic_wi4b32_afp32, weight_only_wi8_afp32, static_wi8_ai8, ...): "
+                        "sets --mode, --weight-bits and --block-size")
     p.add_argument("--calibration", metavar="DATA",
                    help="int8/int16x8: .npy (samples on axis 0), .npz keyed by input name, or "
                         "a directory of them")
@@ -60,6 +74,7 @@ COMMANDS = [add_quantize]
 def cmd_quantize(args) -> int:
     from .quantizer import quantize
 
+    apply_preset(args)
     model = read_model(args.model)
     recipe = read_recipe(args)
     args.mode = args.mode or ("int16x8" if recipe and recipe.activations == "int16" else "int8")
@@ -73,14 +88,37 @@ def cmd_quantize(args) -> int:
                                      args.calibration)
     if args.auto_keep_float:
         return auto_keep_float(args, model, calibration, recipe)
-    result = quantize(model, args.mode, calibration, inference_type=args.inference_type,
-                      per_channel=not args.per_tensor, strict=args.strict,
-                      keep_float=tuple(args.keep_float),
-                      asymmetric_inputs=not args.symmetric_inputs, observer=args.calibrator,
-                      quiet=args.quiet, recipe=recipe)
+    try:
+        result = quantize(model, args.mode, calibration, inference_type=args.inference_type,
+                          per_channel=not args.per_tensor, strict=args.strict,
+                          keep_float=tuple(args.keep_float),
+                          asymmetric_inputs=not args.symmetric_inputs, observer=args.calibrator,
+                          quiet=args.quiet, recipe=recipe, weight_bits=args.weight_bits,
+                          block_size=args.block_size,
+                          min_weight_elements=args.min_weight_elements)
+    except NothingToQuantize as e:
+        print(f"{e}; nothing written", file=sys.stderr)
+        return 1
     result.save(args.output)
     print(f"wrote {args.output}")
     return 0
+
+
+def apply_preset(args) -> None:
+    """--preset NAME fills --mode/--weight-bits/--block-size; given flags must agree with it."""
+    if not args.preset:
+        return
+    from .quantizer import preset
+
+    chosen = preset(args.preset)
+    for key, value in chosen.items():
+        given = getattr(args, key)
+        default = {"mode": None, "weight_bits": 8, "block_size": 0,
+                   "min_weight_elements": None}[key]
+        if given not in (default, value):
+            flag = "--" + key.replace("_", "-")
+            raise InputError(f"--preset {args.preset} sets {flag} {value}, not {given}")
+        setattr(args, key, value)
 
 
 def pick_array(data, key: str | None, path: str):

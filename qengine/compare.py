@@ -171,7 +171,7 @@ class CompareReport:
         return min(values) if values else None
 
     def to_dict(self) -> dict:
-        return _finite(asdict(self) | {"output_sqnr_db": self.output_sqnr_db,
+        return finite(asdict(self) | {"output_sqnr_db": self.output_sqnr_db,
                                        "ranking": [t.name for t in self.ranked()]})
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -185,14 +185,14 @@ class CompareReport:
         plot_sqnr(self, path)
 
 
-def _finite(value):
+def finite(value):
     """JSON has no infinity: write it as the string "inf" (float("inf") reads it back)."""
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_finite(v) for v in value]
+        return [finite(v) for v in value]
     return value
 
 
@@ -273,7 +273,7 @@ class _Comparison:
 
     def add(self, batch: list[np.ndarray]) -> None:
         f = self.float.run(batch, keep=True)
-        q = self.quant.run([_quantize_input(t, x) for t, x in zip(self.quant.inputs, batch)],
+        q = self.quant.run([quantize_input(t, x) for t, x in zip(self.quant.inputs, batch)],
                            keep=True)
         alone: dict[int, list | None] = {}  # op index -> its outputs run on float-exact inputs
         for t in self.tensors:
@@ -392,7 +392,7 @@ def dequantize(t: Tensor, values: np.ndarray) -> np.ndarray:
     return dequantize_values(values, t.scale, t.zero_point, dtype=np.float64)
 
 
-def _quantize_input(t: Tensor, x: np.ndarray) -> np.ndarray:
+def quantize_input(t: Tensor, x: np.ndarray) -> np.ndarray:
     return quantize(t, x) if _is_quantized(t) else x
 
 

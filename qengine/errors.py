@@ -13,6 +13,15 @@ class UnsupportedOpError(QEngineError, NotImplementedError):
     """The model uses an op (or an op/dtype combination) the runtime has no kernel for."""
 
 
+class UnsupportedOpsError(UnsupportedOpError):
+    """A model with ops that have no kernel: the message has one line per op type, `nodes`
+    every such node."""
+
+    def __init__(self, message: str, nodes: list[str]):
+        super().__init__(message)
+        self.nodes = nodes
+
+
 class InputError(QEngineError, ValueError):
     """Inputs or calibration data do not match what the model expects."""
 
@@ -23,3 +32,7 @@ class QuantizationError(QEngineError, ValueError):
 
 class ExportError(QuantizationError):
     """The model holds a research scheme TFLite cannot express, so it cannot be written."""
+
+
+class NothingToQuantize(QuantizationError):
+    """The mode found nothing to quantize; writing the model would only copy it (CLI: exit 1)."""

@@ -22,6 +22,7 @@ from .errors import ExportError, InvalidModelError
 from .ir import (
     TENSOR_TYPE_CODES,
     TENSOR_TYPES,
+    BlockDetails,
     Buffer,
     Model,
     OpCode,
@@ -178,6 +179,8 @@ class _Reader:
                 return None
             return tensors[self.index(int(i), len(tensors), what)]
 
+        for tensor in tensors:
+            self._link_block_details(tensor, tensors, f"{where} tensor {tensor.name!r}")
         subgraph = Subgraph(tensors=tensors, name=self.string(sg.Name()))
         subgraph.inputs = [tensor_ref(i, f"{where} inputs")
                            for i in self.numbers(sg, "Inputs", f"{where} inputs")]
@@ -233,6 +236,28 @@ class _Reader:
         return Quantization(scale, zero_point, axis=q.QuantizedDimension(),
                             min=qmin if qmin.size else None, max=qmax if qmax.size else None,
                             details=details)
+
+    def _link_block_details(self, tensor: Tensor, tensors: list[Tensor], where: str) -> None:
+        """Blockwise/multi-axis tables name their scales and zero points by tensor index; the IR
+        holds the tensors themselves (-1: no zero points)."""
+        q = tensor.quantization
+        raw = None if q is None else q.details
+        kind = type(raw).__name__[:-1]
+        if kind not in ("BlockwiseQuantization", "MultiAxisQuantization"):
+            return
+
+        def ref(i, role):
+            if i == -1 and role == "zero_points":
+                return None
+            return tensors[self.index(int(i), len(tensors), f"{where} blockwise {role}")]
+
+        q.details = BlockDetails(
+            scales=ref(raw.scales, "scales"), zero_points=ref(raw.zeroPoints, "zero_points"),
+            block_size=int(raw.blockSize), kind=kind,
+            block_shape=None if getattr(raw, "blockShape", None) is None
+            else [int(d) for d in raw.blockShape],
+            quantized_dimensions=None if getattr(raw, "quantizedDimensions", None) is None
+            else [int(d) for d in raw.quantizedDimensions])
 
     def _operator(self, op, where: str, tensor_ref) -> Operator:
         opcode = self.opcodes[self.index(op.OpcodeIndex(), len(self.opcodes), f"{where} opcode")]
@@ -489,7 +514,7 @@ class _Writer:
     def _subgraph(self, b, subgraph: Subgraph, index: int) -> int:
         tensors = self.tensor_lists[index]
         position = {id(t): i for i, t in enumerate(tensors)}
-        tensor_offsets = _table_vector(b, [self._tensor(b, t) for t in tensors])
+        tensor_offsets = _table_vector(b, [self._tensor(b, t, position) for t in tensors])
 
         def indices(ts):
             return b.CreateNumpyVector(
@@ -509,10 +534,10 @@ class _Writer:
             fb.SubGraphAddDebugMetadataIndex(b, subgraph.debug_metadata_index)
         return fb.SubGraphEnd(b)
 
-    def _tensor(self, b, t: Tensor) -> int:
+    def _tensor(self, b, t: Tensor, position: dict[int, int]) -> int:
         shape = b.CreateNumpyVector(np.array(t.shape, np.int32))
         name = b.CreateString(t.name)
-        quantization = self._quantization(b, t.quantization)
+        quantization = self._quantization(b, t.quantization, position)
         sparsity = t.sparsity.Pack(b) if t.sparsity is not None else None
         signature = None
         if t.shape_signature is not None:
@@ -541,7 +566,7 @@ class _Writer:
             fb.TensorAddExternalBuffer(b, t.external_buffer)
         return fb.TensorEnd(b)
 
-    def _quantization(self, b, q: Quantization | None) -> int | None:
+    def _quantization(self, b, q: Quantization | None, position: dict[int, int]) -> int | None:
         if q is None:
             return None
         obj = fb.QuantizationParametersT()
@@ -550,7 +575,10 @@ class _Writer:
         obj.min = None if q.min is None else np.asarray(q.min, np.float32)
         obj.max = None if q.max is None else np.asarray(q.max, np.float32)
         obj.quantizedDimension = q.axis
-        if q.details is not None:
+        if isinstance(q.details, BlockDetails):
+            obj.detailsType = getattr(fb.QuantizationDetails, q.details.kind)
+            obj.details = _block_details_table(q.details, position)
+        elif q.details is not None:
             obj.detailsType = getattr(fb.QuantizationDetails, type(q.details).__name__[:-1])
             obj.details = q.details
         return obj.Pack(b)
@@ -618,6 +646,19 @@ class _Writer:
         fb.SignatureDefAddSignatureKey(b, key)
         fb.SignatureDefAddSubgraphIndex(b, s_index)
         return fb.SignatureDefEnd(b)
+
+
+def _block_details_table(block: BlockDetails, position: dict[int, int]):
+    """The flatc table of a BlockDetails, its tensors named by index in the subgraph."""
+    table = getattr(fb, block.kind + "T")()
+    table.scales = position[id(block.scales)]
+    table.zeroPoints = -1 if block.zero_points is None else position[id(block.zero_points)]
+    table.blockSize = block.block_size
+    if block.kind == "BlockwiseQuantization":
+        table.blockShape = block.block_shape
+    else:
+        table.quantizedDimensions = block.quantized_dimensions
+    return table
 
 
 def _union_code(union, options) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from . import lowbit
 from .ir import Model, Tensor
 
 
@@ -16,6 +17,7 @@ def describe(model: Model, file_size: int | None = None) -> dict:
         "outputs": [_tensor(t) for t in main.outputs],
         "ops": _op_histogram(model),
         "constant_bytes_by_dtype": _bytes_by_dtype(model),
+        "weights": _weights(model),
         "subgraphs": [{"name": s.name, "ops": len(s.operators), "tensors": len(s.all_tensors()),
                        "inputs": len(s.inputs), "outputs": len(s.outputs)}
                       for s in model.subgraphs],
@@ -36,6 +38,36 @@ def _tensor(t: Tensor) -> dict:
         else:
             entry["scales"], entry["axis"] = len(q.scale), q.axis
     return entry
+
+
+def _weights(model: Model) -> list[dict]:
+    """Every quantized constant an op reads: bit width, granularity and block size."""
+    rows, seen = [], set()
+    for s in model.subgraphs:
+        for op in s.operators:
+            for t in op.inputs:
+                if t is None or id(t) in seen or not t.is_constant or t.quantization is None:
+                    continue
+                seen.add(id(t))
+                rows.append({"name": t.name, "op": op.opcode.display, "shape": list(t.shape),
+                             "dtype": t.dtype, "bits": _bits(t.dtype), "bytes": len(t.buffer),
+                             **_granularity(t)})
+    return rows
+
+
+def _bits(dtype: str) -> int | None:
+    if lowbit.is_packed(dtype):
+        return lowbit.BITS[dtype]
+    return {"int8": 8, "uint8": 8, "int16": 16, "int32": 32, "int64": 64}.get(dtype)
+
+
+def _granularity(t: Tensor) -> dict:
+    q = t.quantization
+    if q.blockwise is not None:
+        return {"granularity": "blockwise", "block_size": q.blockwise.block_size}
+    if q.scale.size > 1:
+        return {"granularity": "per-channel", "axis": q.axis}
+    return {"granularity": "per-tensor"}
 
 
 def _op_histogram(model: Model) -> list[dict]:
@@ -82,6 +114,14 @@ def format_text(info: dict) -> str:
     lines.append("constants by dtype:")
     for dtype, size in info["constant_bytes_by_dtype"].items():
         lines.append(f"  {dtype:<10}{size:>14,} bytes")
+    if info["weights"]:
+        lines.append("quantized weights:")
+        for w in info["weights"]:
+            detail = {"blockwise": f"blockwise, block size {w.get('block_size')}",
+                      "per-channel": f"per-channel (axis {w.get('axis')})"}.get(
+                w["granularity"], w["granularity"])
+            lines.append(f"  {w['name']}  {tuple(w['shape'])} {w['dtype']}, {detail}, "
+                         f"{w['bytes']:,} bytes  ({w['op']})")
     lines.append("subgraphs:")
     for i, s in enumerate(info["subgraphs"]):
         lines.append(f"  {i}: {s['name'] or '(unnamed)'}  {s['ops']} ops, {s['tensors']} tensors")

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from . import lowbit
 from .errors import InvalidModelError
 from .qparams import per_tensor_params
 
@@ -24,17 +25,17 @@ TENSOR_TYPES = {
     0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "string", 6: "bool",
     7: "int16", 8: "complex64", 9: "int8", 10: "float64", 11: "complex128", 12: "uint64",
     13: "resource", 14: "variant", 15: "uint32", 16: "uint16", 17: "int4", 18: "bfloat16",
-    19: "int2",
+    19: "int2", 20: "uint4", 21: "float8_e4m3fn", 22: "float8_e5m2",
 }
 TENSOR_TYPE_CODES = {name: code for code, name in TENSOR_TYPES.items()}
 
-# Types whose bytes numpy can view directly; the rest (strings, packed int4, ...) stay raw.
+# Types whose bytes numpy can view directly; packed sub-byte types are unpacked by `lowbit`;
+# the rest (strings, bfloat16, float8, ...) stay raw bytes.
 _NUMPY_TYPES = {
     "float32", "float16", "int32", "uint8", "int64", "bool", "int16", "complex64", "int8",
     "float64", "complex128", "uint64", "uint32", "uint16",
 }
-# Bits per element of sub-byte types, packed two (or four) to a byte in the file.
-_PACKED_BITS = {"int4": 4, "int2": 2}
+_ONE_BYTE_RAW_TYPES = {"float8_e4m3fn", "float8_e5m2"}
 
 MAX_ELEMENTS = 1 << 40  # no real tensor is bigger; larger claims in a file are corrupt
 
@@ -50,10 +51,12 @@ def expected_nbytes(dtype: str, shape: tuple[int, ...]) -> int | None:
     count = math.prod(shape)
     if dtype in _NUMPY_TYPES:
         return count * np.dtype(dtype).itemsize
-    if dtype in _PACKED_BITS:
-        return (count * _PACKED_BITS[dtype] + 7) // 8
+    if lowbit.is_packed(dtype):
+        return lowbit.packed_nbytes(dtype, count)
     if dtype == "bfloat16":
         return count * 2
+    if dtype in _ONE_BYTE_RAW_TYPES:
+        return count
     return None
 
 
@@ -76,7 +79,9 @@ class Quantization:
     axis: int = 0  # the file's quantized_dimension; meaningful when len(scale) > 1
     min: np.ndarray | None = None  # informational ranges some tools write
     max: np.ndarray | None = None
-    details: Any = None  # flatc object for the QuantizationDetails union (e.g. CustomQuantizationT)
+    # BlockDetails for BlockwiseQuantization/MultiAxisQuantization, else the flatc object of the
+    # QuantizationDetails union (e.g. CustomQuantizationT), kept as read
+    details: Any = None
 
     def __post_init__(self):
         self.scale = np.asarray(self.scale, dtype=np.float32).reshape(-1)
@@ -86,9 +91,31 @@ class Quantization:
     def per_channel(self) -> bool:
         return self.scale.size > 1
 
+    @property
+    def blockwise(self) -> BlockDetails | None:
+        return self.details if isinstance(self.details, BlockDetails) else None
+
     @classmethod
     def per_tensor(cls, scale: float, zero_point: int = 0) -> Quantization:
         return cls(np.array([scale], np.float32), np.array([zero_point], np.int64))
+
+
+@dataclass(eq=False)
+class BlockDetails:
+    """The file's BlockwiseQuantization (or MultiAxisQuantization) table, with its scales and
+    zero points as tensors: real = scales[c, k // block_size] * (q[c, k] - zero_points[...]).
+
+    The scales/zero-point tensors are constants of the subgraph that no op reads."""
+
+    scales: Tensor
+    zero_points: Tensor | None
+    block_size: int
+    block_shape: list[int] | None = None  # BlockwiseQuantization's optional block_shape
+    quantized_dimensions: list[int] | None = None  # MultiAxisQuantization only
+    kind: str = "BlockwiseQuantization"  # or "MultiAxisQuantization"
+
+    def tensors(self) -> list[Tensor]:
+        return [t for t in (self.scales, self.zero_points) if t is not None]
 
 
 @dataclass(eq=False)
@@ -121,9 +148,15 @@ class Tensor:
 
     @property
     def data(self) -> np.ndarray | None:
-        """The constant's value as a numpy array (a read-only view), or None."""
+        """The constant's value as a numpy array (a read-only view), or None.
+
+        INT4/INT2 values come unpacked as int8, UINT4 as uint8 (see `qengine.lowbit`)."""
         if not self.is_constant:
             return None
+        if self.sparsity is None and lowbit.is_packed(self.dtype):
+            values = lowbit.unpack(self.buffer.data, self.dtype, math.prod(self.shape))
+            values.flags.writeable = False
+            return values.reshape(self.shape)
         if self.dtype not in _NUMPY_TYPES or self.sparsity is not None:
             return np.frombuffer(self.buffer.data, np.uint8)
         array = np.frombuffer(self.buffer.data, numpy_dtype(self.dtype))
@@ -131,6 +164,11 @@ class Tensor:
 
     @data.setter
     def data(self, value: np.ndarray) -> None:
+        if lowbit.is_packed(self.dtype):  # integer values, packed into the file's layout
+            value = np.asarray(value)
+            self.shape = tuple(value.shape)
+            self.buffer = Buffer(lowbit.pack(value, self.dtype, repr(self.name)))
+            return
         value = np.require(value, dtype=numpy_dtype(self.dtype), requirements="C")  # keeps 0-d
         self.shape = tuple(value.shape)
         self.buffer = Buffer(value.astype(value.dtype.newbyteorder("<"), copy=False).tobytes())
@@ -227,7 +265,11 @@ class Subgraph:
         yield from self.inputs
         yield from self.outputs
         for op in self.operators:
-            yield from (t for t in op.inputs + op.outputs if t is not None)
+            for t in op.inputs + op.outputs:
+                if t is not None:
+                    yield t
+                    if t.quantization is not None and t.quantization.blockwise is not None:
+                        yield from t.quantization.blockwise.tensors()
             yield from op.intermediates
 
 
@@ -311,6 +353,8 @@ def _verify_tensor(t: Tensor, where: str) -> None:
 
 def _verify_quantization(t: Tensor, where: str) -> None:
     q = t.quantization
+    if q.blockwise is not None:
+        _verify_blockwise(t, q.blockwise, where)
     n = q.scale.size
     if n == 0:
         return
@@ -328,6 +372,42 @@ def _verify_quantization(t: Tensor, where: str) -> None:
                 f"{t.shape[q.axis]}")
     if not np.all(np.isfinite(q.scale)):
         raise InvalidModelError(f"{where}: tensor {t.name!r} has a non-finite scale")
+
+
+BLOCK_SCALE_TYPES = ("float16", "float32")
+BLOCK_ZERO_POINT_TYPES = ("int8", "int16", "int32", "int64")
+
+
+def _verify_blockwise(t: Tensor, block: BlockDetails, where: str) -> None:
+    """Blockwise weights: a constant [channels, depth] cut into blocks of `block_size` along
+    depth, with a [channels, depth / block_size] constant of scales (and of zero points)."""
+    def fail(rule: str) -> InvalidModelError:
+        return InvalidModelError(f"{where}: blockwise tensor {t.name!r}: {rule}")
+
+    if block.kind != "BlockwiseQuantization":
+        return  # MultiAxisQuantization: no kernel reads it; kept as read
+    if not t.is_constant:
+        raise fail("blockwise quantization is only defined for constant weights, "
+                   "not for an activation")
+    if len(t.shape) != 2:
+        raise fail(f"needs a rank-2 [channels, depth] weight, has shape {t.shape}")
+    if block.block_size <= 0 or t.shape[1] % block.block_size:
+        raise fail(f"block size {block.block_size} does not divide the depth {t.shape[1]}")
+    want = (t.shape[0], t.shape[1] // block.block_size)
+    for role, table, dtypes in (("scales", block.scales, BLOCK_SCALE_TYPES),
+                                ("zero points", block.zero_points, BLOCK_ZERO_POINT_TYPES)):
+        if table is None:
+            continue
+        if not table.is_constant:
+            raise fail(f"its {role} tensor {table.name!r} is not a constant")
+        if table.dtype not in dtypes:
+            raise fail(f"its {role} tensor {table.name!r} is {table.dtype}; "
+                       f"expected {' or '.join(dtypes)}")
+        if tuple(table.shape) != want:
+            raise fail(f"its {role} tensor {table.name!r} has shape {table.shape}; "
+                       f"expected {want} (channels x blocks)")
+    if not np.all(np.isfinite(block.scales.data.astype(np.float32))):
+        raise fail(f"its scales tensor {block.scales.name!r} has a non-finite value")
 
 
 def _verify_dataflow(subgraph: Subgraph, where: str) -> None:
@@ -426,6 +506,8 @@ def _plain(obj):
     """A comparable form of option tables, quantization and numpy arrays."""
     if obj is None or isinstance(obj, (bool, int, float, str, bytes)):
         return obj
+    if isinstance(obj, Tensor):  # a reference (blockwise scales); its content is diffed itself
+        return ("tensor", obj.name, obj.shape, obj.dtype)
     if isinstance(obj, np.ndarray):
         return ("array", obj.dtype.kind, obj.tolist())
     if isinstance(obj, (list, tuple)):

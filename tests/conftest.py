@@ -24,6 +24,11 @@ def _missing_tf_modules() -> list[str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if importlib.util.find_spec("ray") is None:
+        skip_ray = pytest.mark.skip(reason="needs ray (pip install 'qengine[ray]')")
+        for item in items:
+            if "ray" in item.keywords:
+                item.add_marker(skip_ray)
     missing = _missing_tf_modules()
     if not missing:
         return

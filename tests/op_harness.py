@@ -62,7 +62,7 @@ def check_against_tflite(model, inputs, rel: float = FLOAT_REL, resolver: str = 
     return got
 
 
-def op_by_op(model_bytes: bytes, inputs) -> list[tuple[int, object, float]]:
+def op_by_op(model_bytes: bytes, inputs, resolver: str = "ref") -> list[tuple[int, object, float]]:
     """Feed every op TFLite's own input tensors and compare with TFLite's output tensors.
 
     Returns (op index, op, max |diff| relative to the output's range) per op output TFLite lets
@@ -74,7 +74,7 @@ def op_by_op(model_bytes: bytes, inputs) -> list[tuple[int, object, float]]:
 
     model = qengine.load(model_bytes)
     interpreter = qengine.Interpreter(model)
-    tfl = make_interpreter(model_bytes, preserve_all=True)
+    tfl = make_interpreter(model_bytes, resolver, preserve_all=True)
     details = tfl.get_input_details()
     arrays = inputs if isinstance(inputs, (list, tuple)) else [inputs]
     for d, x in zip(details, arrays):

@@ -1,7 +1,8 @@
 """Mutated real models must load (and run) or fail with qengine's own errors — nothing else.
 
 Mutations: bit flips, overwritten bytes, truncations, splices of the file into itself, and
-rewrites of small int32 values (the indices a flatbuffer is full of). Any other exception, a
+rewrites of small int32 values (the indices a flatbuffer is full of), of the digit example and
+of a file with every low-bit format (int2/int4/uint4, blockwise scales). Any other exception, a
 hang, or a crash of the process fails the run.
 """
 
@@ -15,19 +16,30 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lowbit_models import mixed_model
+
 import qengine
 from qengine.errors import QEngineError
 
 EXAMPLE_BYTES = (Path(__file__).parents[1] / "examples" / "digits.tflite").read_bytes()
-# positions of little-endian int32 words holding small values: tensor/buffer/opcode indices,
-# shapes, vector lengths
-SMALL_WORDS = [i for i in range(0, len(EXAMPLE_BYTES) - 4, 4)
-               if 0 <= struct.unpack_from("<i", EXAMPLE_BYTES, i)[0] < 4096]
+# int2/int4/uint4 constants, a blockwise table and its float16 scales (tests/lowbit_models.py)
+LOWBIT_BYTES = mixed_model().to_bytes()
+
+
+def _small_words(data: bytes) -> list[int]:
+    """Positions of little-endian int32 words holding small values: tensor/buffer/opcode
+    indices, shapes, vector lengths."""
+    return [i for i in range(0, len(data) - 4, 4)
+            if 0 <= struct.unpack_from("<i", data, i)[0] < 4096]
+
+
+SMALL_WORDS = {EXAMPLE_BYTES: _small_words(EXAMPLE_BYTES), LOWBIT_BYTES: _small_words(LOWBIT_BYTES)}
 
 
 @st.composite
 def mutated(draw):
-    data = bytearray(EXAMPLE_BYTES)
+    base = draw(st.sampled_from([EXAMPLE_BYTES, LOWBIT_BYTES]))
+    data = bytearray(base)
     for _ in range(draw(st.integers(1, 4))):
         if len(data) < 8:
             break
@@ -39,7 +51,7 @@ def mutated(draw):
             i = draw(st.integers(0, len(data) - 1))
             data[i] = draw(st.integers(0, 255))
         elif kind == "word":
-            i = draw(st.sampled_from(SMALL_WORDS))
+            i = draw(st.sampled_from(SMALL_WORDS[base]))
             value = draw(st.sampled_from([-1, 0, 1, 2, 3, 7, 255, 4096, 65535, 2**31 - 1, -2**31])
                          | st.integers(-5, 300))
             if i + 4 <= len(data):
@@ -100,3 +112,9 @@ def _zeros_for(tensor):
 def test_every_truncation_is_refused(cut):
     with pytest.raises(qengine.InvalidModelError):
         qengine.load(EXAMPLE_BYTES[:cut])
+
+
+@pytest.mark.parametrize("cut", range(0, len(LOWBIT_BYTES), 97))
+def test_every_truncation_of_a_low_bit_file_is_refused(cut):
+    with pytest.raises(qengine.InvalidModelError):
+        qengine.load(LOWBIT_BYTES[:cut])

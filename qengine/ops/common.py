@@ -10,6 +10,7 @@ import numpy as np
 from ..errors import InvalidModelError
 from ..qparams import QUANTIZED_TYPES, int_range, per_tensor_params, rounded_quotient
 from ..runtime.registry import OpContext, Spec
+from .opdef import definitions
 
 # ActivationFunctionType codes
 NONE, RELU, RELU_N1_TO_1, RELU6, TANH, SIGN_BIT = range(6)
@@ -201,3 +202,32 @@ def output_params(ctx: OpContext, dtype: str) -> tuple[float, int]:
 def flattened(x: np.ndarray, shape) -> np.ndarray:
     """x broadcast to `shape`, as a contiguous 1-D array (what the elementwise kernels take)."""
     return np.ascontiguousarray(np.broadcast_to(x, shape)).ravel()
+
+
+SUB_BYTE_TYPES = ("int4", "int2", "uint4")
+
+
+def filter_types(op: str, input_dtype: str) -> tuple[str, ...]:
+    """The filter dtypes TFLite's `op` kernel reads with this input dtype: its definition's
+    `Weight.types` (TFLite unpacks int4/int2 filters to int8, then runs its int8 arithmetic),
+    or int8."""
+    definition = definitions().get(op)
+    weight = definition.weight if definition else None
+    return ("int8",) if weight is None else weight.types_for(input_dtype)
+
+
+def expect_filter_type(ctx: OpContext, w) -> None:
+    """An int8 filter, or a sub-byte one where TFLite has a kernel for it (depends on the op and
+    its input type: float32 input is the hybrid kernel).
+
+    A sub-byte filter where TFLite has none is a malformed model (InvalidModelError naming the
+    rule); any other dtype is just not a quantized filter qengine runs."""
+    op, x_dtype = ctx.op.type, ctx.input(0).dtype
+    allowed = filter_types(op, x_dtype)
+    if w.dtype in allowed:
+        return
+    if w.dtype in SUB_BYTE_TYPES:
+        kind = {"float32": "hybrid ", "int16": "int16 "}.get(x_dtype, "")
+        raise ctx.invalid(f"{w.dtype} filter {w.name!r}: TFLite has no {w.dtype} kernel for "
+                          f"{kind}{op} (its filters: {', '.join(allowed)})")
+    ctx.expect_dtype(w, *allowed)

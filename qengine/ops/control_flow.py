@@ -7,8 +7,6 @@ import numpy as np
 from ..runtime.registry import OpContext, Prepared
 from .opdef import op
 
-MAX_ITERATIONS = 1 << 24  # a loop that never ends is a broken model, not a long computation
-
 
 def _subgraph_index(ctx: OpContext, name: str) -> int:
     index = getattr(ctx.options, name, None)
@@ -33,13 +31,15 @@ def while_loop(ctx: OpContext) -> Prepared:
     _check_arity(ctx, cond, n, 1)
     _check_arity(ctx, body, n, n)
     interpreter = ctx.interpreter
+    limit = interpreter.max_iterations  # a loop that never ends is a broken model
 
     def run(*values):
-        for _ in range(MAX_ITERATIONS):
+        for _ in range(limit):
             if not bool(np.asarray(interpreter.run_subgraph(cond, values)[0]).reshape(-1)[0]):
                 return tuple(np.array(v) for v in values)
             values = tuple(interpreter.run_subgraph(body, values))
-        raise ctx.invalid(f"did not finish within {MAX_ITERATIONS} iterations")
+        raise ctx.invalid(f"the loop did not finish within {limit} iterations (the limit is "
+                          f"Interpreter(max_iterations=...), CLI run --max-iterations)")
 
     specs = [ctx.output_spec(i, None, s.dtype) for i, s in enumerate(ctx.inputs)]
     return Prepared(run, specs, foldable=False)

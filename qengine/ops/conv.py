@@ -58,6 +58,7 @@ def _conv_shared(ctx: OpContext) -> tuple:
 
 def _conv_float(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prepared:
     from qengine.kernels.float_conv import bias_clamp_f32
+    from qengine.kernels.threads import matmul_rows
 
     w_spec = ctx.input(1)
     ctx.expect_dtype(w_spec, "float32")
@@ -70,13 +71,16 @@ def _conv_float(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prep
 
     pointwise = (g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_top, g.pad_left,
                  groups) == (1, 1, 1, 1, 0, 0, 1)
+    threads = ctx.num_threads
 
     def matmul(x, w):
-        if pointwise:  # a 1x1 convolution is one matmul over all pixels; no im2col copy
-            return x.reshape(-1, x.shape[3]) @ w.reshape(out_c, -1).T
+        if groups == 1:  # parallel over output rows (kernels/threads.py), im2col per block
+            out = np.empty((g.batch * g.out_h * g.out_w, out_c), np.float32)
+            blocks, rows_of = _im2col_blocks(x, g, pointwise)
+            copied = 0 if pointwise else out.shape[0] // blocks * w[0].size * 4
+            matmul_rows(rows_of, blocks, w.reshape(out_c, -1).T, out, threads, copied)
+            return out
         cols = patches(x, g)
-        if groups == 1:  # the im2col copy goes straight into the matmul
-            return cols.reshape(-1, g.kernel_h * g.kernel_w * x.shape[3]) @ w.reshape(out_c, -1).T
         in_per_group = w.shape[3]
         out = np.empty((cols.shape[0] * g.out_h * g.out_w, out_c), np.float32)
         for group in range(groups):
@@ -92,6 +96,22 @@ def _conv_float(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prep
         return out.reshape(out_shape)
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
+
+
+def _im2col_blocks(x: np.ndarray, g: ConvGeometry, pointwise: bool):
+    """(units, rows_of): the conv's output split into `units` blocks of whole output rows (one
+    image's rows, or whole images when batch > 1); rows_of(u0, u1) is the [pixels, KH*KW*C]
+    left operand of blocks [u0, u1): a slice of the input for a 1x1 convolution (no copy), else
+    that block's im2col copy, made by the thread that multiplies it."""
+    if pointwise:
+        flat = x.reshape(-1, x.shape[3])
+        units = g.batch * g.out_h
+        return units, lambda u0, u1: flat[u0 * g.out_w:u1 * g.out_w]
+    cols = patches(x, g)
+    depth = g.kernel_h * g.kernel_w * x.shape[3]
+    if g.batch == 1:
+        return g.out_h, lambda u0, u1: cols[0, u0:u1].reshape(-1, depth)
+    return g.batch, lambda u0, u1: cols[u0:u1].reshape(-1, depth)
 
 
 def _depthwise_shared(ctx: OpContext) -> tuple:
@@ -170,7 +190,8 @@ CONV_2D = define(OpDef(
     "CONV_2D", shared=_conv_shared,
     kernels={FLOAT32: _conv_float, HYBRID: "conv_int:hybrid_conv_2d", INT8: "conv_int:conv_2d",
              INT16: "int16_int:conv_2d"},
-    quantized=Quantized(REQUANT, 3, int16=3, weight=Weight(1, 0, OHWI), bias=2),
+    weight=Weight(1, 0, OHWI, types=("int8", "int4")),
+    quantized=Quantized(REQUANT, 3, int16=3, bias=2),
     hybrid=Hybrid(per_tensor=2, per_channel=5),
     accumulator=_conv_accumulator))
 
@@ -178,7 +199,10 @@ DEPTHWISE_CONV_2D = define(OpDef(
     "DEPTHWISE_CONV_2D", shared=_depthwise_shared,
     kernels={FLOAT32: _depthwise_float, HYBRID: "conv_int:hybrid_depthwise_conv_2d",
              INT8: "conv_int:depthwise_conv_2d", INT16: "int16_int:depthwise_conv_2d"},
-    quantized=Quantized(REQUANT, 3, int16=3, weight=Weight(1, 3, DEPTHWISE_1HWO), bias=2),
+    # hybrid and int16 kernels take int8 filters only (the int16 one would read packed bytes)
+    weight=Weight(1, 3, DEPTHWISE_1HWO, types=("int8", "int4"),
+                  types_by_input=(("float32", ("int8",)), ("int16", ("int8",)))),
+    quantized=Quantized(REQUANT, 3, int16=3, bias=2),
     # TFLite's hybrid depthwise kernel reads one scale per channel whatever the file holds
     hybrid=Hybrid(per_tensor=4, per_channel=6, always_per_channel=True),
     accumulator=_depthwise_accumulator))

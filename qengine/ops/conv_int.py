@@ -43,6 +43,7 @@ from ..runtime.registry import OpContext, Prepared, Spec
 from . import xnnpack_int
 from .common import (
     ConvGeometry,
+    expect_filter_type,
     float_activation,
     float_activation_bounds,
     per_tensor,
@@ -55,10 +56,10 @@ from .common import (
 
 def _filter_scales(ctx: OpContext, w: Spec, out_c: int) -> np.ndarray:
     """The filter's scales, one per output channel (a single scale is repeated)."""
-    ctx.expect_dtype(w, "int8")
+    expect_filter_type(ctx, w)
     q = w.quantization
     if q is None or q.scale.size == 0:
-        raise ctx.invalid(f"int8 filter {w.name!r} has no quantization parameters")
+        raise ctx.invalid(f"{w.dtype} filter {w.name!r} has no quantization parameters")
     if q.scale.size not in (1, out_c):
         raise ctx.invalid(f"filter {w.name!r} has {q.scale.size} scales for {out_c} output "
                           f"channels")

@@ -59,12 +59,35 @@ def _pair_table(ctx: OpContext, shape, kernel) -> Prepared:
     all 256 x 256 pairs at prepare time is the whole op: a 64 KiB table, exact by construction."""
     pairs = np.arange(-128, 128, dtype=np.int8)
     table = kernel(np.repeat(pairs, 256), np.tile(pairs, 256))
+    return Prepared(pair_lookup(table, ctx.input(0).shape, ctx.input(1).shape, shape),
+                    [ctx.output_spec(0, shape, "int8")])
+
+
+def pair_lookup(table: np.ndarray, a_shape, b_shape, shape):
+    """run(x, y) = table[(x + 128) * 256 + (y + 128)] broadcast to `shape`: one Numba pass
+    (kernels.lookup_pair_int8) when one input has the output's shape and the other repeats
+    along its last axes (same shape, per-channel, scalar); NumPy fancy indexing otherwise."""
+    swapped = table.reshape(256, 256).T.ravel()  # table of (y, x)
+    shape = None if shape is None else tuple(shape)
+    a_period = kernels.trailing_period(shape, a_shape)
+    b_period = kernels.trailing_period(shape, b_shape)
 
     def run(x, y):
+        if x.shape == shape and b_period:
+            return kernels.lookup_pair_int8(table, _rows(x, b_period),
+                                            _rows(y, b_period)[0]).reshape(shape)
+        if y.shape == shape and a_period:
+            return kernels.lookup_pair_int8(swapped, _rows(y, a_period),
+                                            _rows(x, a_period)[0]).reshape(shape)
         index = (x.astype(np.intp) + 128) * 256 + (y.astype(np.intp) + 128)  # broadcasts
         return table[np.broadcast_to(index, shape)]
 
-    return Prepared(run, [ctx.output_spec(0, shape, "int8")])
+    return run
+
+
+def _rows(x: np.ndarray, period: int) -> np.ndarray:
+    """x flattened into rows of `period` values ([1, period] for the repeating operand)."""
+    return np.ascontiguousarray(x).reshape(-1, period)
 
 
 def _int16(ctx: OpContext) -> bool:

@@ -100,8 +100,8 @@ FULLY_CONNECTED = define(OpDef(
     "FULLY_CONNECTED", shared=_shared,
     kernels={FLOAT32: _float, HYBRID: "fully_connected_int:hybrid_fully_connected",
              INT8: "fully_connected_int:int8", INT16: "fully_connected_int:int16"},
-    quantized=Quantized(REQUANT, 4, int16=4, weight=Weight(1, 0, OI), bias=2,
-                        bias_optional=True),
+    weight=Weight(1, 0, OI, types=("int8", "int4", "int2"), blockwise=True),
+    quantized=Quantized(REQUANT, 4, int16=4, bias=2, bias_optional=True),
     # the converter's default asymmetric_quantize_inputs is version 9 with per-tensor weights
     hybrid=Hybrid(per_tensor=3, per_channel=12, asymmetric_inputs=9),
     accumulator=_accumulator))

@@ -12,6 +12,11 @@ symmetric or (asymmetric_quantize_inputs) asymmetric, then
     scale = sf_b * s_w (per-tensor)   or   s_w[o] * sf_b (per-channel, one float32 product)
 
 followed by the fused activation clamp.
+
+INT4 and INT2 filters (per-tensor or per-channel, zero point 0) are unpacked to int8 by TFLite
+before either path runs, so they take the int8 arithmetic above unchanged. A constant INT4
+filter with BlockwiseQuantization and a float input runs TFLite's blockwise kernel instead
+(`qengine.kernels.lowbit.blockwise_hybrid_fc`; the optimized kernels' EvalBlockwise4Bit).
 """
 
 from __future__ import annotations
@@ -26,10 +31,13 @@ from qengine.kernels.fast_fc import (
     pack_fc_weights,
 )
 from qengine.kernels.fully_connected import fully_connected_int8
+from qengine.kernels.lowbit import blockwise_hybrid_fc
 
+from ..lowbit import blockwise_fc_problem
 from ..runtime.registry import OpContext, Prepared, Spec
 from . import int16_int, xnnpack_int
 from .common import (
+    expect_filter_type,
     float_activation,
     float_activation_bounds,
     per_tensor,
@@ -48,12 +56,15 @@ def int16(ctx: OpContext) -> Prepared:  # 16x8
 
 
 def _weight_scales(ctx: OpContext, w: Spec) -> np.ndarray:
-    ctx.expect_dtype(w, "int8")
+    expect_filter_type(ctx, w)
     if w.value is not None and w.value.shape != w.shape:
         raise ctx.unsupported(f"sparse weights {w.name!r} (densify them first)")
     q = w.quantization
     if q is None or q.scale.size == 0:
-        raise ctx.invalid(f"int8 weights {w.name!r} have no quantization parameters")
+        raise ctx.invalid(f"{w.dtype} weights {w.name!r} have no quantization parameters")
+    if w.dtype != "int8" and np.any(q.zero_point):
+        raise ctx.invalid(f"{w.dtype} weights {w.name!r} have a non-zero zero point; TFLite's "
+                          f"FULLY_CONNECTED requires 0 for int4/int2 filters")
     units = w.shape[0]
     if q.scale.size > 1 and (q.scale.size != units or q.axis != 0):
         raise ctx.invalid(f"weights {w.name!r} have {q.scale.size} scales along axis {q.axis};"
@@ -138,6 +149,8 @@ def hybrid_fully_connected(ctx: OpContext) -> Prepared:
     x, w = ctx.input(0), ctx.input(1)
     _expect_output(ctx, "float32")
     out_shape = _output_shape(ctx, x.shape, w.shape)
+    if w.quantization is not None and w.quantization.blockwise is not None:
+        return _blockwise_hybrid(ctx, out_shape)
     units, depth = w.shape
     scales = _weight_scales(ctx, w)
     _bias_spec(ctx, "float32", units)
@@ -177,6 +190,43 @@ def hybrid_fully_connected(ctx: OpContext) -> Prepared:
         out = acc.astype(np.float32) * scale_of(sf)
         if b is not None:
             out = np.asarray(b, np.float32).ravel() + out
+        return activation(out.reshape(out_shape))
+
+    return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
+
+
+# -- blockwise ---------------------------------------------------------------------------------
+
+
+def _blockwise_hybrid(ctx: OpContext, out_shape) -> Prepared:
+    """Float input, constant INT4 filter with float16 block scales (EvalBlockwise4Bit).
+
+    TFLite's reference kernels and its other filter types have no blockwise path: they read the
+    filter as per-tensor with scale 0 and return the bias, so qengine refuses those files
+    rather than copy that. EvalBlockwise4Bit skips the fused activation; qengine applies it, as
+    TFLite's default (XNNPACK) interpreter does.
+    """
+    w = ctx.input(1)
+    block = w.quantization.blockwise
+    units, depth = w.shape
+    problem = blockwise_fc_problem(w.dtype, units, depth) or (
+        None if w.value is not None else "TFLite's blockwise kernel needs a constant filter")
+    if problem:
+        raise ctx.unsupported(f"blockwise weights {w.name!r}: {problem}")
+    if block.scales.dtype != "float16":
+        raise ctx.invalid(f"blockwise scales {block.scales.name!r} are {block.scales.dtype}; "
+                          f"TFLite reads them as float16")
+    _bias_spec(ctx, "float32", units)
+    values = np.ascontiguousarray(w.value, np.int8)
+    scales = np.ascontiguousarray(block.scales.data.astype(np.float32))
+    activation = float_activation(ctx)
+
+    def run(x, w, b=None):
+        rows = np.ascontiguousarray(x, np.float32).reshape(-1, depth)
+        q, sf, zp = hybrid.quantize_asymmetric(rows)
+        bias = np.zeros(units, np.float32) if b is None else np.asarray(b, np.float32).ravel()
+        out = blockwise_hybrid_fc(q, sf, zp, values, scales, block.block_size, bias,
+                                  b is not None)
         return activation(out.reshape(out_shape))
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])

@@ -21,7 +21,13 @@ from qengine.kernels.fixedpoint import quantize_multiplier, quantize_multipliers
 from ..numerics import round_half_away_int
 from ..qparams import rounded_quotient
 from ..runtime.registry import OpContext, Prepared, Spec
-from .common import broadcast_shape, flattened, per_tensor, quantized_activation_range
+from .common import (
+    broadcast_shape,
+    expect_filter_type,
+    flattened,
+    per_tensor,
+    quantized_activation_range,
+)
 
 INT16_MIN, INT16_MAX = -32768, 32767
 
@@ -44,10 +50,10 @@ def _output_scale(ctx: OpContext) -> float:
 
 
 def _filter_scales(ctx: OpContext, w: Spec, out_c: int, axis: int) -> np.ndarray:
-    ctx.expect_dtype(w, "int8")
+    expect_filter_type(ctx, w)
     q = w.quantization
     if q is None or q.scale.size == 0:
-        raise ctx.invalid(f"int8 filter {w.name!r} has no quantization parameters")
+        raise ctx.invalid(f"{w.dtype} filter {w.name!r} has no quantization parameters")
     if q.scale.size not in (1, out_c) or (q.scale.size > 1 and q.axis != axis):
         raise ctx.invalid(f"filter {w.name!r} has {q.scale.size} scales along axis {q.axis} "
                           f"for {out_c} output channels on axis {axis}")

@@ -14,6 +14,7 @@ from ..errors import InputError
 from ..runtime.registry import OpContext, Prepared, Spec
 from .common import (
     NONE,
+    SUB_BYTE_TYPES,
     conv_output_size,
     float_activation,
     fused_activation,
@@ -22,7 +23,7 @@ from .common import (
     patches,
     quantized_path,
 )
-from .opdef import FIXED, OHWI, REQUANT, SAME, Quantized, Weight, op
+from .opdef import FIXED, OHWI, REQUANT, SAME, TABLE, Quantized, Weight, op
 
 
 def _float_input(ctx: OpContext, i: int = 0) -> Spec:
@@ -76,9 +77,12 @@ def average_pool_2d(ctx: OpContext) -> Prepared:
 def max_pool_2d(ctx: OpContext) -> Prepared:
     # reference MaxPool: max = std::max(max, tap) from float lowest, so NaN taps are skipped
     # and a window of -inf (or NaN) gives -FLT_MAX
-    lowest = -np.finfo(np.float32).max
-    return _pool(ctx, lambda x, g, counts: np.fmax.reduce(patches(x, g, -np.inf), axis=(3, 4),
-                                                          initial=lowest))
+    from qengine.kernels.float_ops import max_pool_f32  # one pass; same as the NumPy twin:
+
+    # np.fmax.reduce(patches(x, g, -np.inf), axis=(3, 4), initial=-np.finfo(np.float32).max)
+    return _pool(ctx, lambda x, g, counts: max_pool_f32(
+        np.ascontiguousarray(x), g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_top,
+        g.pad_left, g.out_h, g.out_w))
 
 
 @op("L2_POOL_2D")
@@ -256,7 +260,8 @@ def resize_nearest_neighbor(ctx: OpContext) -> Prepared:
 
 
 @op("TRANSPOSE_CONV",
-    quantized=Quantized(REQUANT, 3, int16=3, weight=Weight(1, 0, OHWI), bias=3,
+    weight=Weight(1, 0, OHWI),
+    quantized=Quantized(REQUANT, 3, int16=3, bias=3,
                         bias_optional=True, data_input=2))
 def transpose_conv(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(3, 4)
@@ -367,8 +372,12 @@ def _broadcast_batch(ctx: OpContext, a: tuple, b: tuple) -> tuple:
 # -- embedding lookup ------------------------------------------------------------------------
 
 
-@op("EMBEDDING_LOOKUP")
+@op("EMBEDDING_LOOKUP", weight=Weight(1, 0, TABLE, blockwise=True))
 def embedding_lookup(ctx: OpContext) -> Prepared:
+    """embedding_lookup.cc: rows of `values` picked by `ids`. Quantized rows (int8, or int4/int2
+    unpacked as TFLite's Unpack4Bit/Unpack2Bit read them) into a float32/float16 output are
+    `float32(q) * float32(scale)` with one scale per tensor, per row or per block (blockwise,
+    float16 scales), rounded to the output type."""
     ctx.expect_inputs(2)
     ids, table = ctx.input(0), ctx.input(1)
     ctx.expect_dtype(ids, "int32")
@@ -381,27 +390,66 @@ def embedding_lookup(ctx: OpContext) -> Prepared:
     out_dtype = ctx.outputs[0].dtype
     out_shape = ids.shape + table.shape[1:]
     fail = _run_error(ctx)
-    if out_dtype == table.dtype:  # a plain gather of rows
-        def run(i, values):
+    blockwise = table.quantization is not None and table.quantization.blockwise is not None
+    if out_dtype == table.dtype and not blockwise and table.dtype not in SUB_BYTE_TYPES:
+        def run(i, values):  # a plain gather of rows
             _check_ids(i, rows, fail)
             return values[i]
-    elif table.dtype == "int8" and out_dtype == "float32":
-        scales = _row_scales(ctx, table, rows)
+    elif table.dtype in ("int8", *LOOKUP_SUB_BYTE) and out_dtype in ("float32", "float16"):
+        gather, scales = _dequantizing_gather(ctx, table, blockwise)
 
-        def run(i, values):  # hybrid: real = q * scale (symmetric, per tensor or per row)
+        def run(i, values):
             _check_ids(i, rows, fail)
-            row_scales = scales[i].reshape((-1,) + (1,) * (values.ndim - 1))
-            return values[i].astype(np.float32) * row_scales
+            return (gather(values, i) * scales(i)).astype(out_dtype).reshape((len(i),)
+                                                                            + table.shape[1:])
     else:
         raise ctx.unsupported(f"lookup of {table.dtype} values into a {out_dtype} output")
     return Prepared(run, [ctx.output_spec(0, out_shape, out_dtype)])
 
 
-def _row_scales(ctx: OpContext, table: Spec, rows: int) -> np.ndarray:
+LOOKUP_SUB_BYTE = ("int4", "int2")
+
+
+def _dequantizing_gather(ctx: OpContext, table: Spec, blockwise: bool):
+    """(gather(values, ids) -> float32 [n, row], scales(ids) -> float32 broadcastable)."""
+    rows, row = table.shape[0], int(np.prod(table.shape[1:]))
+    per_byte = {"int4": 2, "int2": 4}.get(table.dtype, 1)
     q = table.quantization
-    if q is None or q.scale.size not in (1, rows):
-        raise ctx.invalid("a hybrid lookup needs a per-tensor or per-row scale on the values")
-    return np.broadcast_to(np.asarray(q.scale, np.float32).ravel(), (rows,))
+    if blockwise:
+        block = q.blockwise
+        if table.dtype not in LOOKUP_SUB_BYTE:
+            raise ctx.invalid(f"blockwise table {table.name!r} is {table.dtype}; TFLite's "
+                              f"blockwise EMBEDDING_LOOKUP reads int4 or int2 only")
+        if block.scales.dtype != "float16":
+            raise ctx.invalid(f"blockwise scales {block.scales.name!r} are "
+                              f"{block.scales.dtype}; TFLite reads them as float16")
+        run_length, size = block.block_size, block.block_size
+        block_scales = block.scales.data.astype(np.float32).reshape(rows, -1)
+
+        def scales(i):
+            return np.repeat(block_scales[i], size, axis=1)
+    else:
+        if q is None or q.scale.size == 0:
+            raise ctx.invalid(f"quantized table {table.name!r} has no scale")
+        if q.zero_point.size and q.zero_point[0] != 0:
+            raise ctx.invalid(f"table {table.name!r} has zero point {q.zero_point[0]}; TFLite's "
+                              f"hybrid EMBEDDING_LOOKUP is symmetric only")
+        if q.scale.size > 1 and (q.scale.size != rows or q.axis != 0):
+            raise ctx.invalid(f"table {table.name!r} has {q.scale.size} scales along axis "
+                              f"{q.axis}; per-axis lookup needs one per row along axis 0")
+        run_length = row
+        row_scales = np.broadcast_to(np.asarray(q.scale, np.float32).ravel(), (rows,))
+
+        def scales(i):
+            return row_scales[i][:, None]
+
+    from qengine.kernels.lowbit import lookup_rows  # NumPy only; keeps Numba off float models
+
+    def gather(values, i):
+        flat = np.asarray(values).reshape(-1)
+        return lookup_rows(flat, i, row, run_length, per_byte).astype(np.float32)
+
+    return gather, scales
 
 
 def _check_ids(ids: np.ndarray, rows: int, fail) -> None:

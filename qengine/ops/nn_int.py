@@ -100,7 +100,9 @@ def max_pool_2d(ctx: OpContext) -> Prepared:
 def softmax(ctx: OpContext) -> Prepared:
     """SoftmaxPrepare<kReference>, int8 -> int8: the output must be (1/256, -128) within 0.1 %
     of the scale; the input multiplier beta * s_in * 2^26 must exceed 1. arithmetic="xnnpack"
-    runs the optimized kernel (a float table of exponentials), which has no such limit."""
+    runs the optimized kernel (a float table of exponentials), which has no such limit; so does
+    a softmax whose input scale the reference kernel would abort on, with a note: TFLite's
+    default interpreter runs those models."""
     x = ctx.input(0)
     if x.dtype == "int16":  # 16x8
         from . import int16_int
@@ -116,20 +118,27 @@ def softmax(ctx: OpContext) -> Prepared:
     beta = float(_option(ctx, "beta", 0.0))
     depth = x.shape[-1]
     if ctx.arithmetic == "xnnpack":  # XNNPACK declines it; the optimized kernel's float table
-        table = softmax_kernels.softmax_exp_table(s_in, beta)
-        return Prepared(lambda values: softmax_kernels.softmax_int8_float_table(
-            np.ascontiguousarray(values).reshape(-1, depth), table, s_out, zp_out,
-        ).reshape(values.shape), [out])
+        return _softmax_float_table(s_in, beta, s_out, zp_out, depth, out)
     try:
         params = softmax_kernels.softmax_params(s_in, beta)
-    except ValueError as e:  # TFLite CHECK-fails (aborts) in PreprocessSoftmaxScaling
-        raise ctx.unsupported(f"beta {beta} and input scale {s_in}: {e}") from None
+    except ValueError as e:  # TFLite's reference kernel CHECK-fails (aborts) in Prepare
+        ctx.note(f"beta {beta} and input scale {s_in:.6g}: {e} for TFLite's reference kernel; "
+                 f"computed as TFLite's optimized kernel (its default interpreter) does")
+        return _softmax_float_table(s_in, beta, s_out, zp_out, depth, out)
 
     def run(values):
         rows = np.ascontiguousarray(values).reshape(-1, depth)
         return softmax_kernels.softmax_int8(rows, *params).reshape(values.shape)
 
     return Prepared(run, [out])
+
+
+def _softmax_float_table(s_in, beta, s_out, zp_out, depth, out) -> Prepared:
+    """SoftmaxInt8LUT of the optimized kernels: a float32 table of expf, summed in order."""
+    table = softmax_kernels.softmax_exp_table(s_in, beta)
+    return Prepared(lambda values: softmax_kernels.softmax_int8_float_table(
+        np.ascontiguousarray(values).reshape(-1, depth), table, s_out, zp_out,
+    ).reshape(values.shape), [out])
 
 
 # -- LOG_SOFTMAX -------------------------------------------------------------------------------

@@ -7,9 +7,9 @@ An OpDef holds
   optionally by arithmetic (("int8", "xnnpack")); a kernel is a function or a lazy
   "module:function" reference inside `qengine.ops`, so Numba modules load only when a model
   needs them;
+- which input is the weight (`Weight`: its channel axis, layout and storable dtypes);
 - the quantizer's facts (`Quantized`): how the int8/16x8 pass picks the output parameters,
-  the op versions per scheme, which input is the weight (and its channel axis and layout), the
-  bias input, and the special cases (PADV2's pad value, PRELU's int8 alpha, TRANSPOSE_CONV's
+  the op versions per scheme, the bias input, and the special cases (PADV2's pad value, PRELU's int8 alpha, TRANSPOSE_CONV's
   data input, comparisons' input scales, ADD/SUB's 16x8 option);
 - the dynamic-range facts (`Hybrid`), compare's accumulator audit (`accumulator`), and small
   graph facts the passes read (`reads_shape_only`, `scale_equivariant`).
@@ -35,6 +35,7 @@ SHARED = "shared"  # inputs and output share one scale and zero point (CONCATENA
 
 # filter layouts, by what each axis holds (O output channels, I input channels, H/W kernel)
 OHWI, DEPTHWISE_1HWO, OI = "OHWI", "1HWO", "OI"
+TABLE = "table"  # EMBEDDING_LOOKUP: one row per id, scales per row
 
 # kinds of an op's tensors that kernels are keyed by (other kinds may be added freely)
 FLOAT32, HYBRID, INT8, INT16 = "float32", "hybrid", "int8", "int16"
@@ -47,7 +48,14 @@ class Weight:
 
     input: int
     axis: int  # the output-channel axis (per-channel scales lie along it)
-    layout: str  # OHWI, DEPTHWISE_1HWO or OI
+    layout: str  # OHWI, DEPTHWISE_1HWO, OI or TABLE
+    blockwise: bool = False  # TFLite runs blockwise (per-block scales) weights in this op
+    types: tuple[str, ...] = ("int8",)  # filter dtypes the kernel reads (int4/int2 unpacked)
+    types_by_input: tuple = ()  # ((input dtype, filter dtypes), ...) where it reads fewer
+
+    def types_for(self, input_dtype: str) -> tuple[str, ...]:
+        """The filter dtypes TFLite's kernel reads with this input dtype."""
+        return dict(self.types_by_input).get(input_dtype, self.types)
 
 
 @dataclass(frozen=True)
@@ -59,7 +67,6 @@ class Quantized:
     int16: int | None = None  # the version for 16x8; None: no int16 kernel (the op stays float)
     fixed: tuple[float, int] | None = None  # FIXED: (scale, zero point) of the int8 output
     fixed16: tuple[float, int] | None = None  # FIXED in 16x8 (default: `fixed`)
-    weight: Weight | None = None
     bias: int | None = None  # the bias input (int32; int64 in 16x8)
     bias_optional: bool = False  # no bias input stays none; otherwise zeros are inserted
     data_input: int = 0  # the input whose scale times the weight's is the bias scale
@@ -86,6 +93,7 @@ class OpDef:
     shared: Callable[[OpContext], tuple] | None = None
     kernels: dict = field(default_factory=dict)  # kind or (kind, arithmetic) -> kernel
     kind: Callable[[OpContext], str] | None = None  # default: default_kind
+    weight: Weight | None = None  # a constant filter/table input (quantized in every mode)
     quantized: Quantized | None = None
     hybrid: Hybrid | None = None
     accumulator: Callable | None = None  # (op, index, x - zp_x, w) -> int32 accumulators

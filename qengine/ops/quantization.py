@@ -15,6 +15,7 @@ from ..qparams import QUANTIZED_TYPES, quantize_reciprocal
 from ..qparams import dequantize as dequantize_values
 from ..qparams import quantize as quantize_values
 from ..runtime.registry import OpContext, Prepared
+from .common import SUB_BYTE_TYPES
 from .opdef import op
 
 FLOATS = ("float32", "float16")
@@ -43,7 +44,11 @@ def dequantize(ctx: OpContext) -> Prepared:
     out_shape = x.shape
     if x.dtype == "float16":
         return Prepared(lambda v: v.astype(np.float32), [ctx.output_spec(0, out_shape, "float32")])
-    ctx.expect_dtype(x, *QUANTIZED_TYPES, "int32")
+    # int4/int2/uint4 arrive unpacked; TFLite unpacks them to int8 and dequantizes as int8
+    ctx.expect_dtype(x, *QUANTIZED_TYPES, "int32", *SUB_BYTE_TYPES)
+    if x.quantization is not None and x.quantization.blockwise is not None:
+        raise ctx.unsupported(f"blockwise tensor {x.name!r}: TFLite's DEQUANTIZE has no "
+                              f"blockwise path (it reads the tensor as unquantized)")
     axis, q = _axis(ctx, x), x.quantization
 
     def run(v):  # reference_integer_ops::Dequantize: (float)(double(scale) * (q - zero_point))

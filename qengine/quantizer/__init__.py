@@ -3,7 +3,12 @@
     int8      full-integer: calibrated activations, int8 weights, int32 biases
     int16x8   full-integer 16x8: int16 symmetric activations, int8 weights, int64 biases
     dynamic   dynamic range: int8 weights, float activations quantized on the fly at run time
+    weight-only  int8/int4/int2 weights expanded to float32 by DEQUANTIZE; float compute
     float16   float16 weights upcast to float32 once, at load
+
+`weight_bits` (2-8) and `block_size` choose the weight format of the dynamic and weight-only
+modes (INT4/INT2 tensors below 8 bits; blockwise float16 scales for FULLY_CONNECTED); the
+full-integer modes take them from the recipe. `PRESETS` maps ai-edge-quantizer's recipe names.
 
 The input model is never modified: the pass works on a copy.
 """
@@ -17,14 +22,16 @@ from ..flatbuffer_io import load
 from ..ir import Model
 from .scheme import Override, Recipe, Scheme  # noqa: F401  (public: qengine.quantizer.Scheme)
 
-MODES = ("int8", "int16x8", "dynamic", "float16")
+MODES = ("int8", "int16x8", "dynamic", "weight-only", "float16")
 ACTIVATIONS = {"int8": "int8", "int16x8": "int16"}  # the full-integer modes' activation dtype
 
 
 def quantize(model, mode: str | None = None, calibration=None, *,
              inference_type: str | None = None, per_channel: bool = True, strict: bool = False,
              observer: str | None = None, keep_float=(), asymmetric_inputs: bool = True,
-             quiet: bool = False, recipe: Recipe | None = None) -> Model:
+             quiet: bool = False, recipe: Recipe | None = None, weight_bits: int = 8,
+             block_size: int = 0, min_weight_elements: int | None = None,
+             statistics: dict | None = None) -> Model:
     """Return a quantized copy of `model` (a Model, a path or .tflite bytes).
 
     `inference_type` is the interface of the full-integer modes: by default the activation
@@ -34,6 +41,7 @@ def quantize(model, mode: str | None = None, calibration=None, *,
     model qengine runs but refuses to write (see scheme.py).
     """
     mode = _mode(mode, recipe, per_channel, observer)
+    _check_weight_format(mode, weight_bits, block_size, recipe)
     source = model if isinstance(model, Model) else load(model)
     before = len(source.to_bytes())
     work = load(source.to_bytes())  # a deep copy the passes may edit freely
@@ -43,23 +51,67 @@ def quantize(model, mode: str | None = None, calibration=None, *,
         factory = None if observer is None or isinstance(observer, str) else observer
         recipe = recipe or Recipe(Scheme(
             activations=ACTIVATIONS[mode], calibrator="minmax" if factory else observer or "minmax",
-            granularity="per_channel" if per_channel else "per_tensor"))
+            granularity="blockwise" if block_size else
+            "per_channel" if per_channel else "per_tensor",
+            weight_bits=weight_bits, block_size=block_size))
         options = Int8Options(inference_type or ACTIVATIONS[mode], per_channel, strict,
                               frozenset(keep_float), ACTIVATIONS[mode], recipe)
-        result = _full_integer(work, calibration, options, quiet, factory)
-    elif mode in ("dynamic", "float16"):
+        result = _full_integer(work, calibration, options, quiet, factory, statistics)
+    elif mode in ("dynamic", "weight-only", "float16"):
         if calibration is not None and not quiet:
             print(f"note: {mode} quantization needs no calibration data; ignoring it",
                   file=sys.stderr)
         from . import dynamic
 
-        result = dynamic.quantize_dynamic(work, per_channel, asymmetric_inputs) \
-            if mode == "dynamic" else dynamic.quantize_float16(work)
+        if mode == "dynamic":
+            result = dynamic.quantize_dynamic(work, per_channel, asymmetric_inputs,
+                                              weight_bits, block_size, min_weight_elements)
+        elif mode == "weight-only":
+            result = dynamic.quantize_weight_only(work, weight_bits, per_channel, block_size)
+        else:
+            result = dynamic.quantize_float16(work)
     else:
         raise QuantizationError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")
     if not quiet:
         _report_size(mode, before, result)
     return result
+
+
+def _check_weight_format(mode: str, weight_bits: int, block_size: int,
+                         recipe: Recipe | None) -> None:
+    if (weight_bits != 8 or block_size) and (recipe is not None or mode == "float16"):
+        where = "the recipe sets them per op" if recipe is not None else "float16 mode"
+        raise QuantizationError(f"weight_bits/block_size do not apply here: {where}")
+    if not isinstance(weight_bits, int) or not 2 <= weight_bits <= 8:
+        raise QuantizationError(f"weight_bits must be an integer from 2 to 8, got "
+                                f"{weight_bits!r}")
+    if not isinstance(block_size, int) or block_size < 0:
+        raise QuantizationError(f"block_size must be a positive integer, got {block_size!r}")
+
+
+# ai-edge-quantizer's named recipes (ai_edge_quantizer.recipe) -> qengine's arguments
+PRESETS = {
+    # the peer's dynamic recipes quantize every filter, however small
+    "dynamic_wi8_afp32": dict(mode="dynamic", weight_bits=8, min_weight_elements=0),
+    "dynamic_wi4_afp32": dict(mode="dynamic", weight_bits=4, min_weight_elements=0),
+    **{f"dynamic_wi{b}c_afp32": dict(mode="dynamic", weight_bits=b, min_weight_elements=0)
+       for b in (8, 4, 2)},
+    **{f"dynamic_wi{b}b{n}_afp32": dict(mode="dynamic", weight_bits=b, block_size=n,
+                                        min_weight_elements=0)
+       for b in (8, 4, 2) for n in (32, 64)},
+    "weight_only_wi8_afp32": dict(mode="weight-only", weight_bits=8),
+    "weight_only_wi4_afp32": dict(mode="weight-only", weight_bits=4),
+    "static_wi8_ai8": dict(mode="int8"),
+    "static_wi8_ai16": dict(mode="int16x8"),
+}
+
+
+def preset(name: str) -> dict:
+    """quantize() arguments for one of ai-edge-quantizer's recipe names."""
+    if name not in PRESETS:
+        raise QuantizationError(f"unknown preset {name!r}; presets (ai-edge-quantizer's recipe "
+                                f"names): {', '.join(PRESETS)}")
+    return dict(PRESETS[name])
 
 
 def _mode(mode: str | None, recipe: Recipe | None, per_channel: bool, observer) -> str:
@@ -86,13 +138,16 @@ def _report_size(mode: str, before: int, result: Model) -> None:
           file=sys.stderr)
 
 
-def _full_integer(model, calibration, options, quiet, factory=None):
-    """Calibrate (with `factory` observers if given, else the recipe's per tensor), then
-    rewrite."""
+def _full_integer(model, calibration, options, quiet, factory=None, statistics=None):
+    """Calibrate (with `factory` observers if given, else the recipe's per tensor) unless
+    `statistics` are given, then rewrite."""
     from ..calibrate import calibrate
     from .int8 import quantize_int8
     from .passes import fold_constant_weights
 
+    if statistics is not None:
+        fold_constant_weights(model)
+        return quantize_int8(model, statistics, options)
     if calibration is None:
         raise QuantizationError("full-integer quantization needs calibration data "
                                 "(representative inputs); pass calibration=... or "
@@ -104,6 +159,19 @@ def _full_integer(model, calibration, options, quiet, factory=None):
     stats = calibrate(model, calibration, factory or "minmax", quiet=quiet,
                       observer_for=by_tensor)
     return quantize_int8(model, stats, options)
+
+
+def calibration_statistics(model, calibration, recipe: Recipe | None = None, *,
+                           quiet: bool = True) -> dict:
+    """The observers `quantize(model, ..., recipe=recipe)` would collect, for its `statistics`
+    argument: every tensor gets the calibrator of the scheme of the op that writes it."""
+    from ..calibrate import calibrate
+    from .passes import fold_constant_weights
+
+    work = load((model if isinstance(model, Model) else load(model)).to_bytes())
+    fold_constant_weights(work)
+    return calibrate(work, calibration, quiet=quiet,
+                     observer_for=_observers_by_tensor(work, recipe or Recipe()))
 
 
 def _warn_unmatched(model: Model, recipe: Recipe) -> None:

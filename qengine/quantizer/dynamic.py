@@ -15,53 +15,205 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir import Model, OpCode, Operator, Tensor, verify
-from ..ops.opdef import definitions
+from ..errors import NothingToQuantize, QuantizationError
+from ..ir import BlockDetails, Model, OpCode, Operator, Quantization, Tensor, verify
+from ..lowbit import blockwise_fc_problem
+from ..ops.opdef import Weight, definitions
 from ..ops.quantization import DEQUANTIZE
 from .scheme import Scheme
-from .weights import scheme_weights
+from .weights import blockwise_weights, scheme_weights, storage_dtype
 
 MIN_ELEMENTS = 1024  # the converter leaves smaller filters in float
 
 
 
 def hybrid_ops() -> dict:
-    """Op type -> its definition, for the ops with a hybrid (dynamic-range) kernel."""
+    """Op type -> definition, for the ops with a hybrid kernel (their `Hybrid` facts)."""
     return {name: d for name, d in definitions().items()
-            if d.hybrid is not None and d.quantized is not None and d.quantized.weight}
+            if d.hybrid is not None and d.weight is not None}
 
 
-def quantize_dynamic(model: Model, per_channel: bool = True,
-                     asymmetric_inputs: bool = True) -> Model:
+def weight_only_ops() -> dict:
+    """Op type -> weight facts, for every op with a weight input (weight-only mode)."""
+    return {name: d.weight for name, d in definitions().items() if d.weight is not None}
+
+
+def quantize_dynamic(model: Model, per_channel: bool = True, asymmetric_inputs: bool = True,
+                     weight_bits: int = 8, block_size: int = 0,
+                     min_elements: int | None = None) -> Model:
+    """Hybrid ops get `weight_bits`-bit filters (int8, or TFLite's INT4/INT2 tensors), per
+    channel, per tensor or (FULLY_CONNECTED, int4) in blocks of `block_size` with float16
+    scales. Filters stored as float16 behind a DEQUANTIZE count as float weights. Sub-8-bit and
+    blockwise filters, and float16 ones, are quantized whatever their size (as Google's
+    ai-edge-quantizer does); other int8 ones from MIN_ELEMENTS up (as TensorFlow's converter
+    does), unless `min_elements` says otherwise. A filter several ops share is quantized once."""
+    if min_elements is None:
+        min_elements = MIN_ELEMENTS if weight_bits == 8 and not block_size else 0
+    count = 0
     hybrid = hybrid_ops()
     for graph in model.subgraphs:
+        producers = graph.producers()
+        done: dict[tuple, Tensor] = {}  # (filter, axis, per channel) -> its quantized tensor
         for op in graph.operators:
-            if op.type in hybrid:
-                _quantize_weight(op, hybrid[op.type], per_channel, asymmetric_inputs)
-        graph.prune()
+            definition = hybrid.get(op.type)
+            if definition is None or op.inputs[0] is None or op.inputs[0].dtype != "float32":
+                continue
+            facts, weight = definition.hybrid, definition.weight
+            index, axis = weight.input, weight.axis
+            w = op.inputs[index] if index < len(op.inputs) else None
+            values = float_weights(w, producers)
+            if values is None or (values.size < min_elements and w.is_constant):
+                continue
+            # TFLite's hybrid depthwise kernel reads one scale per channel whatever the file
+            # holds, so depthwise filters stay per-channel even when per-tensor is asked for
+            channelwise = per_channel or facts.always_per_channel
+            key = (id(w), axis, channelwise)
+            if key not in done:
+                done[key] = _hybrid_filter(op, weight, w.name, values, weight_bits, block_size,
+                                           channelwise)
+            op.inputs[index] = done[key]
+            version = facts.per_channel if channelwise else facts.per_tensor
+            if facts.asymmetric_inputs is not None:  # FULLY_CONNECTED's option
+                op.options.asymmetricQuantizeInputs = asymmetric_inputs
+                if asymmetric_inputs and not per_channel:
+                    version = max(version, facts.asymmetric_inputs)
+            op.opcode = OpCode(op.type, max(op.opcode.version, version))
+            count += 1
+        drop_unused_ops(graph)
+    _expect_some(count, "dynamic", f"{', '.join(sorted(hybrid))} op with a constant float "
+                 f"filter" + (f" of at least {min_elements} values" if min_elements else "")
+                 + " and a float input")
     verify(model)
     return model
 
 
-def _quantize_weight(op: Operator, definition, per_channel: bool,
-                     asymmetric_inputs: bool) -> None:
-    facts, weight = definition.hybrid, definition.quantized.weight
-    w = op.inputs[weight.input] if weight.input < len(op.inputs) else None
-    if w is None or not w.is_constant or w.dtype != "float32" or \
-            op.inputs[0].dtype != "float32" or w.data.size < MIN_ELEMENTS:
-        return
-    channelwise = per_channel or facts.always_per_channel
-    scheme = Scheme(granularity="per_channel" if channelwise else "per_tensor")
-    q, quant = scheme_weights(w.data, weight.axis, scheme)
-    weights = Tensor(w.name, q.shape, "int8", quantization=quant)
+def _hybrid_filter(op, weight: Weight, name: str, values: np.ndarray, bits: int,
+                   block_size: int, channelwise: bool) -> Tensor:
+    """The quantized filter of a hybrid op, in a format TFLite has a hybrid kernel for."""
+    dtype = storage_dtype(bits)
+    axis = weight.axis
+    allowed = weight.types_for("float32")
+    where = f"{op.type} {op.outputs[0].name!r}"
+    if dtype not in allowed:
+        raise QuantizationError(
+            f"{where}: TFLite has no hybrid {op.type} kernel for {dtype} filters (it takes "
+            f"{', '.join(allowed)}); choose --weight-bits "
+            f"{'8' if allowed == ('int8',) else '4 or 8'} for it")
+    if block_size:
+        return _blockwise_filter(where, op, weight, name, values, bits, block_size, dtype)
+    scheme = Scheme(weight_bits=bits, granularity="per_channel" if channelwise else "per_tensor")
+    q, quant = scheme_weights(values, axis, scheme)
+    weights = Tensor(name, q.shape, dtype, quantization=quant)
     weights.data = q
-    op.inputs[weight.input] = weights
-    version = facts.per_channel if channelwise else facts.per_tensor
-    if facts.asymmetric_inputs is not None:  # FULLY_CONNECTED's asymmetricQuantizeInputs
-        op.options.asymmetricQuantizeInputs = asymmetric_inputs
-        if asymmetric_inputs and not per_channel:
-            version = max(version, facts.asymmetric_inputs)
-    op.opcode = OpCode(op.type, max(op.opcode.version, version))
+    return weights
+
+
+def _blockwise_filter(where: str, op, weight: Weight, name: str, values: np.ndarray, bits: int,
+                      block_size: int, dtype: str) -> Tensor:
+    units, depth = values.shape if values.ndim == 2 else (values.shape[0], -1)
+    blockwise = sorted(name for name, w in weight_only_ops().items() if w.blockwise)
+    problem = None if weight.blockwise else (
+        f"TFLite runs blockwise weights only in {' and '.join(blockwise)}, not {op.type}")
+    problem = problem or blockwise_fc_problem(dtype, units, depth)
+    if not problem and depth % block_size:
+        problem = f"block size {block_size} does not divide the depth {depth}"
+    if problem:
+        raise QuantizationError(f"{where}: blockwise weights: {problem}")
+    q, scales = blockwise_weights(values, block_size, bits)
+    scale_tensor = Tensor(name + "_scales", scales.shape, "float16")
+    scale_tensor.data = scales
+    quant = Quantization(np.zeros(0), np.zeros(0),
+                         details=BlockDetails(scale_tensor, None, block_size))
+    weights = Tensor(name, q.shape, dtype, quantization=quant)
+    weights.data = q
+    return weights
+
+
+def quantize_weight_only(model: Model, weight_bits: int = 8, per_channel: bool = True,
+                         block_size: int = 0) -> Model:
+    """Weights stored as int8/int4/int2 (per channel or per tensor) and expanded by DEQUANTIZE;
+    every op still computes in float. Float16 weights behind a DEQUANTIZE count as weights."""
+    if block_size:
+        raise QuantizationError("weight-only blockwise weights: TFLite's DEQUANTIZE has no "
+                                "blockwise path (it reads such a tensor as unquantized); use "
+                                "--mode dynamic --weight-bits 4 --block-size N")
+    dtype = storage_dtype(weight_bits)
+    scheme = Scheme(weight_bits=weight_bits,
+                    granularity="per_channel" if per_channel else "per_tensor")
+    count, weights = 0, weight_only_ops()
+    for graph in model.subgraphs:
+        producers = graph.producers()
+        operators = []
+        done: dict[tuple, Tensor] = {}  # (weight, axis) -> its DEQUANTIZE output
+        for op in graph.operators:
+            weight = weights.get(op.type)
+            spec = None if weight is None else (weight.input, weight.axis)
+            values = None
+            if spec is not None and spec[0] < len(op.inputs):
+                if (id(op.inputs[spec[0]]), spec[1]) in done:
+                    op.inputs[spec[0]] = done[(id(op.inputs[spec[0]]), spec[1])]
+                    operators.append(op)
+                    continue
+                values = float_weights(op.inputs[spec[0]], producers)
+            if values is not None:
+                index, axis = spec
+                name = op.inputs[index].name
+                q, quant = scheme_weights(values, axis, scheme)
+                stored = Tensor(name, q.shape, dtype, quantization=quant)
+                stored.data = q
+                expanded = Tensor(name + "_dequant", q.shape, "float32")
+                graph.tensors.extend([stored, expanded])
+                operators.append(Operator(OpCode(DEQUANTIZE, DEQUANTIZE_VERSION[dtype]),
+                                          [stored], [expanded]))
+                done[(id(op.inputs[index]), axis)] = expanded
+                op.inputs[index] = expanded
+                count += 1
+            operators.append(op)
+        graph.operators = operators
+        drop_unused_ops(graph)
+    _expect_some(count, "weight-only", f"{', '.join(sorted(weights))} op with a constant float "
+                 f"weight")
+    verify(model)
+    return model
+
+
+# DEQUANTIZE versions: 2 for int8 input, 4 for per-channel int8, 6 for int4/int2 (TFLite's
+# op_version.cc); the builtin resolver accepts every version up to its own
+DEQUANTIZE_VERSION = {"int8": 4, "int4": 6, "int2": 6}
+
+
+def float_weights(t: Tensor | None, producers: dict) -> np.ndarray | None:
+    """The float32 values of a weight input: a float32 constant, or a float16 constant behind
+    a DEQUANTIZE (how float16 models store weights); None for anything else."""
+    if t is None:
+        return None
+    if t.is_constant:
+        return t.data.astype(np.float32) if t.dtype == "float32" else None
+    source = producers.get(id(t))
+    if source is not None and source.type == DEQUANTIZE and source.inputs[0] is not None \
+            and source.inputs[0].is_constant and source.inputs[0].dtype == "float16" \
+            and source.inputs[0].sparsity is None:
+        return source.inputs[0].data.astype(np.float32)
+    return None
+
+
+def drop_unused_ops(graph) -> None:
+    """Remove ops (such as a float16 weight's DEQUANTIZE) whose outputs nothing reads any
+    more, then the tensors nothing references."""
+    while True:
+        read = {id(t) for op in graph.operators for t in op.inputs if t is not None}
+        read |= {id(t) for t in graph.outputs}
+        kept = [op for op in graph.operators
+                if any(t is not None and id(t) in read for t in op.outputs)]
+        if len(kept) == len(graph.operators):
+            break
+        graph.operators = kept
+    graph.prune()
+
+
+def _expect_some(count: int, mode: str, what: str) -> None:
+    if not count:
+        raise NothingToQuantize(f"{mode} quantization changed nothing: the model has no {what}")
 
 
 def quantize_float16(model: Model) -> Model:

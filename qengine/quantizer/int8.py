@@ -24,7 +24,7 @@ import numpy as np
 from ..builder import options
 from ..errors import QuantizationError
 from ..ir import Model, OpCode, Operator, Quantization, Tensor, verify
-from ..ops.opdef import FIXED, REQUANT, SAME, SHARED, Quantized, definitions
+from ..ops.opdef import FIXED, REQUANT, SAME, SHARED, Quantized, Weight, definitions
 from ..ops.quantization import DEQUANTIZE, QUANTIZE
 from ..qparams import choose_qparams, int_range, quantize, quantize_symmetric
 from .scheme import Recipe, Scheme
@@ -72,6 +72,7 @@ class Rule:
     facts: Quantized
     version: int  # the op version to write
     fixed: tuple[float, int] | None  # FIXED output (scale, zero point)
+    weight: Weight | None
 
     @property
     def output(self) -> str:
@@ -80,7 +81,7 @@ class Rule:
     @property
     def weights(self) -> tuple:
         """((input index, channel axis),) of the filter to quantize symmetric per channel."""
-        w = self.facts.weight
+        w = self.weight
         return () if w is None else ((w.input, w.axis),)
 
     @property
@@ -96,9 +97,9 @@ def rules(activations: str) -> dict[str, Rule]:
         if q is None:
             continue
         if activations == "int8":
-            found[name] = Rule(q, q.int8, q.fixed)
+            found[name] = Rule(q, q.int8, q.fixed, definition.weight)
         elif q.int16 is not None:
-            found[name] = Rule(q, q.int16, q.fixed16 or q.fixed)
+            found[name] = Rule(q, q.int16, q.fixed16 or q.fixed, definition.weight)
     return found
 
 

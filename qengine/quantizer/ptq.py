@@ -36,10 +36,9 @@ NONE, RELU = 0, 1  # ActivationFunctionType codes; RELU6 (3) changes under scali
 # axis and layout) from the op definitions: CONV_2D (OHWI), DEPTHWISE_CONV_2D and
 # FULLY_CONNECTED (OI). DEPTHWISE filters are [1, KH, KW, I * M]: output channel o reads input
 # channel o // M.
-WEIGHTS = {name: d.quantized.weight for name, d in definitions().items()
-           if d.quantized is not None and d.quantized.weight is not None
-           and d.quantized.data_input == 0
-           and d.quantized.weight.layout in (OHWI, DEPTHWISE_1HWO, OI)}
+WEIGHTS = {name: d.weight for name, d in definitions().items()
+           if d.weight is not None and d.quantized is not None and d.quantized.data_input == 0
+           and d.weight.layout in (OHWI, DEPTHWISE_1HWO, OI)}
 LAYERS = tuple(sorted(WEIGHTS))
 OUTPUT_AXIS = {name: w.axis for name, w in WEIGHTS.items()}
 SAME_PADDING = 0

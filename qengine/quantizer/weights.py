@@ -118,3 +118,31 @@ def _affine_params(rows: np.ndarray, qmin: int, qmax: int, power_of_two: bool):
 
 def _others(w: np.ndarray, axis: int | None):
     return None if axis is None else tuple(d for d in range(w.ndim) if d != axis)
+
+
+# ---------------------------------------------------------------------------------------------
+# sub-byte storage: TFLite's INT4/INT2 tensors and blockwise float16 scales
+
+
+def storage_dtype(bits: int) -> str:
+    """The narrowest tensor type holding `bits`-bit symmetric weights."""
+    return "int2" if bits <= 2 else "int4" if bits <= 4 else "int8"
+
+
+def blockwise_weights(w: np.ndarray, block_size: int, bits: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """[rows, depth] weights -> (q int8 [rows, depth], float16 scales [rows, depth / block]).
+
+    Symmetric, narrow range: scale = max|w| / qmax over each block, rounded to float16 (the
+    type TFLite reads), and q = clip(round(w / scale)) with that rounded scale."""
+    w = np.asarray(w, np.float64)
+    rows, depth = w.shape
+    qmax = 2 ** (bits - 1) - 1
+    blocks = w.reshape(rows, depth // block_size, block_size)
+    bound = np.abs(blocks).max(axis=2)
+    tiny = float(np.finfo(np.float16).tiny)
+    scale = np.where(bound > 0, np.clip(bound / qmax, tiny, float(np.finfo(np.float16).max)),
+                     1.0).astype(np.float16)
+    q = quantize(blocks, scale.astype(np.float64)[:, :, None], 0, "int8", "float64",
+                 qrange=(-qmax, qmax))
+    return q.reshape(rows, depth), scale

