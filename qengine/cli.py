@@ -62,9 +62,35 @@ def console_main() -> None:
     sys.exit(main())
 
 
+class _Version(argparse.Action):
+    """--version, computed only when asked (it imports the kernels' settings module)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
+def version_text() -> str:
+    from . import __version__
+    from .kernels.jit import KEEP_ENV, environment_changes
+
+    lines = [f"qengine {__version__}"]
+    changes = environment_changes()
+    for name, value in changes.items():
+        lines.append(f"set by qengine: {name}={value}")
+    if KEEP_ENV:
+        lines.append("QENGINE_KEEP_ENV is set: qengine changed no process settings")
+    elif changes:
+        lines.append("(QENGINE_KEEP_ENV=1 keeps these unchanged; a user's own setting wins)")
+    return "\n".join(lines)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qengine", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("--version", action=_Version, nargs=0,
+                        help="print the version and what qengine changes in the process's "
+                             "environment, then exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = commands.add_parser("inspect", help="describe a model's inputs, outputs, ops and sizes")

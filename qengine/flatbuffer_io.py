@@ -31,6 +31,7 @@ from .ir import (
     SignatureDef,
     Subgraph,
     Tensor,
+    register_writer,
     verify,
 )
 from .schema import tflite_generated as fb
@@ -370,6 +371,9 @@ def save(model: Model, path, **kwargs) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+register_writer(to_bytes, save)
 
 
 class _Writer:

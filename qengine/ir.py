@@ -298,14 +298,10 @@ class Model:
         return self.subgraphs[0]
 
     def save(self, path, **kwargs) -> None:
-        from .flatbuffer_io import save
-
-        save(self, path, **kwargs)
+        _WRITER["save"](self, path, **kwargs)
 
     def to_bytes(self, **kwargs) -> bytes:
-        from .flatbuffer_io import to_bytes
-
-        return to_bytes(self, **kwargs)
+        return _WRITER["to_bytes"](self, **kwargs)
 
     def verify(self) -> None:
         verify(self)
@@ -313,6 +309,17 @@ class Model:
 
 # ---------------------------------------------------------------------------------------------
 # verify
+
+
+# The file format plugs in here: qengine.flatbuffer_io registers its writer when it is imported
+# (`import qengine` imports it), so the IR depends on no file format and the writer, which
+# depends on the IR, is not imported back by it.
+_WRITER: dict = {}
+
+
+def register_writer(to_bytes, save) -> None:
+    """Set what Model.to_bytes / Model.save call: to_bytes(model, **kw), save(model, path, **kw)."""
+    _WRITER.update(to_bytes=to_bytes, save=save)
 
 
 def verify(model: Model) -> None:

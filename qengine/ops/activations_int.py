@@ -7,14 +7,13 @@ with multipliers computed as activations.cc's Prepare functions compute them.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import math
 
 import numpy as np
 
 from qengine.kernels import activations as kernels
 from qengine.kernels import xnnpack
+from qengine.kernels.libm import libm
 
 from ..runtime.registry import OpContext, Prepared
 from .common import broadcast_shape, per_tensor
@@ -41,14 +40,9 @@ def _elementwise(ctx: OpContext, x, kernel, *params) -> Prepared:
 
 # -- lookup tables ------------------------------------------------------------------------------
 
-_libm = ctypes.CDLL(ctypes.util.find_library("m"))
-_libm.expm1f.restype = ctypes.c_float
-_libm.expm1f.argtypes = [ctypes.c_float]
-
-
 def _elu_f32(x: np.float32) -> np.float32:
     # value < 0.0f ? std::expm1(value) : value, with the float overload (libm expm1f)
-    return np.float32(_libm.expm1f(float(x))) if x < 0 else x
+    return np.float32(libm.expm1f(float(x))) if x < 0 else x
 
 
 def _table(ctx: OpContext, make_table) -> Prepared:
