@@ -50,7 +50,6 @@ from .qparams import quantize as quantize_values
 INF = float("inf")
 INT32_LIMIT = 2 ** 31
 # what the int8 pass appends to the names of tensors it inserts (QUANTIZE/DEQUANTIZE outputs)
-INSERTED_SUFFIXES = ("_int8", "_int16", "_uint8", "_dequantized", "_requantized")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,7 +338,8 @@ class _Comparison:
 def _matched(float_model: Model, quant_model: Model) -> dict[str, str]:
     """Quantized-model activation name -> the float model's name for it, in graph order.
 
-    A tensor the int8 pass inserted ("x_int8", "x_dequantized") is compared with "x".
+    A tensor the int8 pass inserted ("x_int8", "x_dequantized") is compared with the tensor
+    it stands for, by the quantized model's `sources` map.
     """
     names = {t.name for t in float_model.main.all_tensors() if _is_activation(t)}
     graph = quant_model.main
@@ -348,17 +348,10 @@ def _matched(float_model: Model, quant_model: Model) -> dict[str, str]:
     for t in ordered:
         if t is None or t.is_constant or not (t.dtype == "float32" or _is_quantized(t)):
             continue
-        reference = _reference_name(t.name, names)
-        if reference is not None:
+        reference = t.name if t.name in names else quant_model.sources.get(t.name)
+        if reference in names:
             matched.setdefault(t.name, reference)
     return matched
-
-
-def _reference_name(name: str, names) -> str | None:
-    if name in names:
-        return name
-    base = next((name[:-len(s)] for s in INSERTED_SUFFIXES if name.endswith(s)), None)
-    return base if base in names else None
 
 
 def _runs_quantized(op: Operator) -> bool:

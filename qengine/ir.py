@@ -292,6 +292,10 @@ class Model:
     # ops quantized with research schemes TFLite cannot run (output name -> why); such a model
     # runs in qengine but is never written (flatbuffer_io.to_bytes refuses it)
     simulated: dict[str, str] = field(default_factory=dict)
+    # tensors a quantization pass inserted (x_int8, x_dequantized, ...) -> the name of the
+    # tensor each stands for; compare and PTQ match tensors through it. Written to the file as
+    # the metadata entry SOURCES_METADATA, read back into this field.
+    sources: dict[str, str] = field(default_factory=dict)
 
     @property
     def main(self) -> Subgraph:

@@ -54,8 +54,8 @@ def quantize(model, mode: str | None = None, calibration=None, *,
             granularity="blockwise" if block_size else
             "per_channel" if per_channel else "per_tensor",
             weight_bits=weight_bits, block_size=block_size))
-        options = Int8Options(inference_type or ACTIVATIONS[mode], per_channel, strict,
-                              frozenset(keep_float), ACTIVATIONS[mode], recipe)
+        options = Int8Options(inference_type or ACTIVATIONS[mode], strict, frozenset(keep_float),
+                              recipe)
         result = _full_integer(work, calibration, options, quiet, factory, statistics)
     elif mode in ("dynamic", "weight-only", "float16"):
         if calibration is not None and not quiet:

@@ -17,7 +17,7 @@ ops are inserted lazily, only where a consumer needs the other representation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from ..ir import Model, OpCode, Operator, Quantization, Tensor, verify
 from ..ops.opdef import FIXED, REQUANT, SAME, SHARED, Quantized, Weight, definitions
 from ..ops.quantization import DEQUANTIZE, QUANTIZE
 from ..qparams import choose_qparams, int_range, quantize, quantize_symmetric
+from .policies import RANGE_POLICIES
 from .scheme import Recipe, Scheme
 from .weights import (
     affine_constant,
@@ -110,22 +111,53 @@ def shape_only_ops() -> set[str]:
 
 @dataclass
 class Int8Options:
-    inference_type: str = "int8"  # the model's interface: int8, uint8 or float32
-    per_channel: bool = True
+    """What the rewrite needs beyond the parameters. quantize() folds its legacy keywords
+    (per_channel, observer, mode) into the recipe before it gets here."""
+
+    inference_type: str = "int8"  # the model's interface: int8, uint8 or float32 (16x8: int16)
     strict: bool = False
     keep_float: frozenset = frozenset()  # op output names (or op types) to leave in float
-    activations: str = "int8"  # "int16": the 16x8 scheme
-    recipe: Recipe | None = None  # per-op schemes; None: one scheme from the fields above
+    recipe: Recipe = field(default_factory=Recipe)  # per-op schemes and the range policy
 
-    def resolved_recipe(self) -> Recipe:
-        if self.recipe is not None:
-            return self.recipe
-        granularity = "per_channel" if self.per_channel else "per_tensor"
-        return Recipe(Scheme(activations=self.activations, granularity=granularity))
+    @property
+    def activations(self) -> str:
+        return self.recipe.activations  # "int16": the 16x8 scheme
+
+
+# ---------------------------------------------------------------------------------------------
+# the pass in three stages: statistics (qengine.calibrate) -> choose_params -> rewrite
 
 
 def quantize_int8(model: Model, stats: dict, options: Int8Options) -> Model:
-    """Rewrite `model` (a copy the caller owns) in place and return it."""
+    """Rewrite `model` (a copy the caller owns) in place and return it: the parameters from
+    the statistics, then the graph edits."""
+    return rewrite(model, choose_params(model, stats, options.recipe), options)
+
+
+def choose_params(model: Model, stats: dict, recipe: Recipe) -> dict[str, tuple[float, int]]:
+    """Tensor name -> (scale, zero point) of every activation the statistics saw.
+
+    A tensor's range is its observer's, adjusted by the recipe's range policy; its scheme
+    (power-of-two scales) is that of the op writing it (graph inputs: the default scheme).
+    16x8 activations are symmetric. Pure: the model is not changed.
+    """
+    act = recipe.activations
+    by_tensor = {t.name: recipe.scheme_for(op_names(op)) for op in model.main.operators
+                 for t in op.outputs if t is not None}
+    ranges = {name: observer.range() for name, observer in stats.items() if observer.seen}
+    ranges = RANGE_POLICIES[recipe.range_policy](model, ranges, rules(act))  # see policies.py
+    params = {}
+    for name, (low, high) in ranges.items():
+        scheme = by_tensor.get(name) or recipe.default
+        scale, zero_point = choose_qparams(low, high, act, symmetric=act == "int16",
+                                           power_of_two=scheme.power_of_two)
+        params[name] = (float(scale), zero_point)
+    return params
+
+
+def rewrite(model: Model, params: dict[str, tuple[float, int]], options: Int8Options) -> Model:
+    """The graph edits: integer tensors with `params`, weights, biases, QUANTIZE/DEQUANTIZE at
+    the float boundaries. Records every inserted tensor's source in `model.sources`."""
     interfaces = ("int8", "uint8", "float32") if options.activations == "int8" else \
         (options.activations, "float32")
     if options.inference_type not in interfaces:
@@ -134,14 +166,14 @@ def quantize_int8(model: Model, stats: dict, options: Int8Options) -> Model:
     if len(model.subgraphs) > 1:
         raise QuantizationError("models with several subgraphs (control flow) cannot be "
                                 "quantized to integers yet")
-    _Pass(model, stats, options).run()
+    _Pass(model, params, options).run()
     verify(model)
     return model
 
 
 class _Pass:
-    def __init__(self, model: Model, stats: dict, options: Int8Options):
-        self.model, self.graph, self.stats, self.options = model, model.main, stats, options
+    def __init__(self, model: Model, params: dict, options: Int8Options):
+        self.model, self.graph, self.params, self.options = model, model.main, params, options
         self.as_int: dict[int, Tensor] = {}
         self.as_float: dict[int, Tensor] = {}
         self.ops: list[Operator] = []  # the rewritten op list
@@ -151,11 +183,8 @@ class _Pass:
         self.rules = rules(self.act)
         self.int8_rules = rules("int8")
         self.shape_only = shape_only_ops()
-        self.recipe = options.resolved_recipe()
+        self.recipe = options.recipe
         self.scheme = {id(op): self.recipe.scheme_for(op_names(op)) for op in self.graph.operators}
-        # a tensor's scale follows the scheme of the op that writes it (graph inputs: default)
-        self.tensor_scheme = {id(t): self.scheme[id(op)] for op in self.graph.operators
-                              for t in op.outputs if t is not None}
         self.fake_quantized: set[int] = set()  # ops run in float on fake-quantized weights
 
     # -- driver --------------------------------------------------------------------------------
@@ -283,6 +312,7 @@ class _Pass:
         # keep the user-visible name on the float output; the integer tensor gets a suffix
         name = t.name
         t.name = f"{name}_{self.act}"
+        self.model.sources[t.name] = name
         out = self._new(name, t.shape, "float32", None, like=t)
         self.ops.append(Operator(OpCode(DEQUANTIZE, self._dequantize_version), [t], [out]))
         self.as_float[id(t)] = out
@@ -469,21 +499,20 @@ class _Pass:
         return f
 
     def _new(self, name: str, shape, dtype: str, quant, like: Tensor) -> Tensor:
+        """A tensor the pass inserts, standing for `like` (recorded in model.sources)."""
         t = Tensor(name, shape, dtype, quantization=quant, shape_signature=like.shape_signature)
         self.graph.tensors.append(t)
+        source = self.model.sources.get(like.name, like.name)
+        if name != source:
+            self.model.sources[name] = source
         return t
 
     def _qparams(self, t: Tensor) -> tuple[float, int]:
-        observer = self.stats.get(t.name)
-        if observer is None or not observer.seen:
+        if t.name not in self.params:
             raise QuantizationError(
                 f"tensor {t.name!r} has no calibration range: the calibration data never "
                 f"reached it (check the inputs you pass and the model's control flow)")
-        scheme = self.tensor_scheme.get(id(t)) or self.recipe.default
-        scale, zero_point = choose_qparams(*observer.range(), self.act,
-                                           symmetric=self.act == "int16",
-                                           power_of_two=scheme.power_of_two)
-        return float(scale), zero_point
+        return self.params[t.name]
 
     @property
     def _quantize_version(self) -> int:

@@ -240,17 +240,15 @@ def walk_layers(float_model: Model, quant_model: Model, data, visit: Callable[[L
     by_name = {op.outputs[0].name: i for i, op in enumerate(float_model.main.operators)}
     for index, op in enumerate(quant_model.main.operators):
         if op.type in types and op.inputs[1].dtype == "int8":
-            float_index = by_name.get(_float_name(op.outputs[0].name))
+            # a graph output behind a DEQUANTIZE (float interface) keeps its name on the float
+            # tensor; the int8 one is an inserted tensor standing for it (quant_model.sources)
+            name = op.outputs[0].name
+            float_index = by_name.get(quant_model.sources.get(name, name))
             if float_index is not None:
                 fwalk.run_until(float_index)
                 visit(_layer(fwalk, float_index, op, qwalk))
                 qwalk.reload()
         qwalk.step()
-
-
-def _float_name(name: str) -> str:
-    # a graph output behind a DEQUANTIZE (float interface) keeps the name; the int8 one has _int8
-    return name.removesuffix("_int8")
 
 
 def _layer(fwalk: _Walk, float_index: int, quant_op: Operator, qwalk: _Walk) -> Layer:
