@@ -21,7 +21,12 @@ Adding an op
 2. If the op has an int8 (or 16x8) kernel, give its quantization facts in the same decorator,
    and the quantizer picks it up:
 
-       @op("ABS", quantized=Quantized(REQUANT, 2, int16=3))
+       @op("ABS", kernels=integer_kernels("elementwise_int:abs_"),
+           quantized=Quantized(REQUANT, 2, int16=3))
+
+   The float `prepare` calls `quantized_path(ctx)` for quantized inputs, which runs the kernel
+   `kernels` keys by the data input's dtype (the same function for int8, uint8 and int16 with
+   `integer_kernels`; the function refuses what TFLite refuses).
 
    `Quantized(output rule, int8 version, int16=16x8 version or None, fixed=(scale, zp),
    weight=Weight(input, channel axis, layout), bias=input, ...)`: see the fields' comments in
@@ -48,10 +53,9 @@ Measured on this tree (by adding STABLEHLO_NEGATE, then reverting it): a float o
 in one module (`@op("STABLEHLO_NEGATE")` + prepare in `elementwise.py`) plus its test file;
 nothing else changed, and `tests/test_architecture.py` still found every op type named in one
 file. An op with an int8 kernel is its family module (the `@op` decorator with its `Quantized`
-facts, which the quantizer reads) plus the `<family>_int.py` module holding the kernel, plus
-tests: two source files. Ops other than CONV_2D/DEPTHWISE_CONV_2D/FULLY_CONNECTED still pick
-their quantized kernel inside `prepare` (`quantized_path` finds `<family>_int.<op name>`), not
-through `kernels`; converting them is mechanical (see conv.py) and not done yet.
+facts, which the quantizer reads, and `kernels=integer_kernels("<family>_int:<function>")`,
+which `quantized_path` dispatches to) plus the `<family>_int.py` module holding the kernel,
+plus tests: two source files.
 
 Modules whose name ends in `_int` hold the quantized paths; they import Numba kernels and are
 loaded lazily, so a float model never compiles an integer kernel.

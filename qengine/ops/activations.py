@@ -12,7 +12,7 @@ import numpy as np
 
 from ..runtime.registry import OpContext, Prepared
 from .common import broadcast_shape, is_quantized, quantized_path
-from .opdef import FIXED, REQUANT, Quantized, op
+from .opdef import FIXED, REQUANT, Quantized, integer_kernels, op
 
 
 def _elementwise(ctx: OpContext, compute) -> Prepared:
@@ -20,7 +20,7 @@ def _elementwise(ctx: OpContext, compute) -> Prepared:
     ctx.expect_inputs(1)
     x = ctx.input(0)
     if is_quantized(x):
-        return quantized_path(ctx, "activations")
+        return quantized_path(ctx)
     ctx.expect_dtype(x, "float32")
 
     def run(value):
@@ -34,40 +34,47 @@ def _clamp(low, high):
     return lambda x: np.clip(x, np.float32(low), np.float32(high))  # NaN stays NaN
 
 
-@op("RELU", quantized=Quantized(REQUANT, 2, int16=3), scale_equivariant=True)
+@op("RELU",
+    kernels=integer_kernels("activations_int:relu"),
+    quantized=Quantized(REQUANT, 2, int16=3), scale_equivariant=True)
 def relu(ctx: OpContext) -> Prepared:
     return _elementwise(ctx, lambda x: np.maximum(x, np.float32(0)))
 
 
-@op("RELU6", quantized=Quantized(REQUANT, 2, int16=3))
+@op("RELU6",
+    kernels=integer_kernels("activations_int:relu6"), quantized=Quantized(REQUANT, 2, int16=3))
 def relu6(ctx: OpContext) -> Prepared:
     return _elementwise(ctx, _clamp(0, 6))
 
 
-@op("RELU_N1_TO_1", quantized=Quantized(REQUANT, 1))
+@op("RELU_N1_TO_1",
+    kernels=integer_kernels("activations_int:relu_n1_to_1"), quantized=Quantized(REQUANT, 1))
 def relu_n1_to_1(ctx: OpContext) -> Prepared:
     return _elementwise(ctx, _clamp(-1, 1))
 
 
-@op("RELU_0_TO_1")
+@op("RELU_0_TO_1", kernels=integer_kernels("activations_int:relu_0_to_1"))
 def relu_0_to_1(ctx: OpContext) -> Prepared:
     return _elementwise(ctx, _clamp(0, 1))
 
 
-@op("LEAKY_RELU", quantized=Quantized(REQUANT, 2, int16=2))
+@op("LEAKY_RELU",
+    kernels=integer_kernels("activations_int:leaky_relu"), quantized=Quantized(REQUANT, 2, int16=2))
 def leaky_relu(ctx: OpContext) -> Prepared:
     alpha = np.float32(getattr(ctx.options, "alpha", 0.0) if ctx.options else 0.0)
     return _elementwise(ctx, lambda x: np.where(x > 0, x, x * alpha))  # x > 0 ? x : x * alpha
 
 
-@op("PRELU", quantized=Quantized(REQUANT, 1, int16=1, int8_inputs=(1,)))
+@op("PRELU",
+    kernels=integer_kernels("activations_int:prelu"),
+    quantized=Quantized(REQUANT, 1, int16=1, int8_inputs=(1,)))
 def prelu(ctx: OpContext) -> Prepared:
     """x >= 0 ? x : x * alpha, with alpha broadcast against x; like TFLite, the broadcast
     must not change x's shape."""
     ctx.expect_inputs(2)
     x, alpha = ctx.input(0), ctx.input(1)
     if is_quantized(x):
-        return quantized_path(ctx, "activations")
+        return quantized_path(ctx)
     ctx.expect_dtype(x, "float32")
     ctx.expect_dtype(alpha, "float32")
     if broadcast_shape(ctx, x.shape, alpha.shape) != x.shape:
@@ -89,12 +96,14 @@ def prelu(ctx: OpContext) -> Prepared:
     return Prepared(run, [ctx.output_spec(0, x.shape, "float32")])
 
 
-@op("ELU", quantized=Quantized(REQUANT, 1))
+@op("ELU",
+    kernels=integer_kernels("activations_int:elu"), quantized=Quantized(REQUANT, 1))
 def elu(ctx: OpContext) -> Prepared:
     return _elementwise(ctx, lambda x: np.where(x < 0, np.expm1(x), x))  # x < 0 ? expm1(x) : x
 
 
-@op("HARD_SWISH", quantized=Quantized(REQUANT, 1))
+@op("HARD_SWISH",
+    kernels=integer_kernels("activations_int:hard_swish"), quantized=Quantized(REQUANT, 1))
 def hard_swish(ctx: OpContext) -> Prepared:
     # x * min(6, max(0, x + 3)) / 6
     return _elementwise(ctx, lambda x: x * np.clip(x + np.float32(3), 0, 6) / np.float32(6))
@@ -117,7 +126,8 @@ def _gelu_erf(x):
     return np.float32(0.5) * x * _erfc(scaled).astype(np.float32)
 
 
-@op("GELU", quantized=Quantized(REQUANT, 2, int16=2))
+@op("GELU",
+    kernels=integer_kernels("activations_int:gelu"), quantized=Quantized(REQUANT, 2, int16=2))
 def gelu(ctx: OpContext) -> Prepared:
     approximate = bool(getattr(ctx.options, "approximate", False)) if ctx.options else False
     return _elementwise(ctx, _gelu_tanh if approximate else _gelu_erf)
@@ -134,11 +144,14 @@ def _logistic(x):
 
 
 @op("LOGISTIC",
+    kernels=integer_kernels("activations_int:logistic"),
     quantized=Quantized(FIXED, 2, int16=3, fixed=(1 / 256, -128), fixed16=(1 / 32768, 0)))
 def logistic(ctx: OpContext) -> Prepared:
     return _elementwise(ctx, _logistic)
 
 
-@op("TANH", quantized=Quantized(FIXED, 2, int16=3, fixed=(1 / 128, 0), fixed16=(1 / 32768, 0)))
+@op("TANH",
+    kernels=integer_kernels("activations_int:tanh"),
+    quantized=Quantized(FIXED, 2, int16=3, fixed=(1 / 128, 0), fixed16=(1 / 32768, 0)))
 def tanh(ctx: OpContext) -> Prepared:
     return _elementwise(ctx, np.tanh)

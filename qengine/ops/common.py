@@ -147,23 +147,14 @@ def is_quantized(spec) -> bool:
     return spec is not None and spec.dtype in QUANTIZED_TYPES and spec.quantization is not None
 
 
-def quantized_path(ctx: OpContext, family: str):
-    """Prepare the op with its integer implementation: `qengine.ops.<family>_int.<op_name>`.
+def quantized_path(ctx: OpContext):
+    """Prepare the op with the integer kernel its definition keys by the input's dtype
+    (`kernels=integer_kernels("<family>_int:<function>")` in its `@op`).
 
     The `_int` modules import Numba kernels, so they load only when a quantized model needs
     them.
     """
-    import importlib
-
-    try:
-        module = importlib.import_module(f"qengine.ops.{family}_int")
-    except ModuleNotFoundError:
-        module = None
-    prepare = getattr(module, ctx.op.type.lower(), None)
-    if prepare is None:
-        dtypes = ", ".join(sorted({s.dtype for s in ctx.inputs if s is not None}))
-        raise ctx.unsupported(f"no quantized kernel for {ctx.op.type} on {dtypes}")
-    return prepare(ctx)
+    return definitions()[ctx.op.type].kernel(ctx)(ctx)
 
 
 def use_fast_kernels() -> bool:

@@ -23,7 +23,7 @@ from .common import (
     is_quantized,
     quantized_path,
 )
-from .opdef import REQUANT, SHARED, Quantized, op
+from .opdef import REQUANT, SHARED, Quantized, integer_kernels, op
 
 FLOAT = ("float32",)
 INTS = ("int32", "int64")
@@ -73,7 +73,7 @@ def _binary(ctx: OpContext, compute, dtypes, *, out_dtype: str | None = None,
     ctx.expect_inputs(2)
     a, b = ctx.input(0), ctx.input(1)
     if quantized and (is_quantized(a) or is_quantized(b)):
-        return quantized_path(ctx, "elementwise")
+        return quantized_path(ctx)
     ctx.expect_dtype(a, *dtypes)
     if b.dtype != a.dtype:
         raise ctx.invalid(f"input dtypes differ: {a.dtype} and {b.dtype}")
@@ -101,7 +101,7 @@ def _unary(ctx: OpContext, compute, dtypes, *, out_dtype: str | None = None,
     ctx.expect_inputs(1)
     x = ctx.input(0)
     if quantized and is_quantized(x):
-        return quantized_path(ctx, "elementwise")
+        return quantized_path(ctx)
     ctx.expect_dtype(x, *dtypes)
     dtype = out_dtype or x.dtype
 
@@ -130,18 +130,22 @@ def _non_negative_exponent(y) -> str | None:
 
 
 @op("ADD",
-    quantized=Quantized(REQUANT, 2, int16=3, int16_options=("AddOptions", "potScaleInt16", False)))
+    kernels=integer_kernels("elementwise_int:add"),
+    quantized=Quantized(REQUANT, 2, int16=3, converter_widens_inputs=True,
+                        int16_options=("AddOptions", "potScaleInt16", False)))
 def add(ctx: OpContext) -> Prepared:
     return _binary(ctx, np.add, NUMERIC, fused=True, quantized=True)
 
 
 @op("SUB",
+    kernels=integer_kernels("elementwise_int:sub"),
     quantized=Quantized(REQUANT, 2, int16=5, int16_options=("SubOptions", "potScaleInt16", False)))
 def sub(ctx: OpContext) -> Prepared:
     return _binary(ctx, np.subtract, NUMERIC, fused=True, quantized=True)
 
 
-@op("MUL", quantized=Quantized(REQUANT, 2, int16=4))
+@op("MUL",
+    kernels=integer_kernels("elementwise_int:mul"), quantized=Quantized(REQUANT, 2, int16=4))
 def mul(ctx: OpContext) -> Prepared:
     return _binary(ctx, np.multiply, NUMERIC, fused=True, quantized=True)
 
@@ -162,7 +166,8 @@ def div(ctx: OpContext) -> Prepared:
                    check=_integer_divisor)
 
 
-@op("SQUARED_DIFFERENCE", quantized=Quantized(REQUANT, 2))
+@op("SQUARED_DIFFERENCE",
+    kernels=integer_kernels("elementwise_int:squared_difference"), quantized=Quantized(REQUANT, 2))
 def squared_difference(ctx: OpContext) -> Prepared:
     def compute(x, y):
         d = x - y
@@ -178,12 +183,14 @@ def _minimum(x, y):
     return np.where(x < y, x, y)
 
 
-@op("MAXIMUM", quantized=Quantized(SHARED, 2, int16=4))
+@op("MAXIMUM",
+    kernels=integer_kernels("elementwise_int:maximum"), quantized=Quantized(SHARED, 2, int16=4))
 def maximum(ctx: OpContext) -> Prepared:
     return _binary(ctx, _maximum, SMALL_INTS + NUMERIC, quantized=True)
 
 
-@op("MINIMUM", quantized=Quantized(SHARED, 2, int16=4))
+@op("MINIMUM",
+    kernels=integer_kernels("elementwise_int:minimum"), quantized=Quantized(SHARED, 2, int16=4))
 def minimum(ctx: OpContext) -> Prepared:
     return _binary(ctx, _minimum, SMALL_INTS + NUMERIC, quantized=True)
 
@@ -239,32 +246,44 @@ def _comparison(ctx: OpContext, compute, dtypes=ORDERED) -> Prepared:
     return _binary(ctx, compute, dtypes, out_dtype="bool", quantized=True)
 
 
-@op("EQUAL", quantized=Quantized(REQUANT, 2, small_input_scales=True))
+@op("EQUAL",
+    kernels=integer_kernels("elementwise_int:equal"),
+    quantized=Quantized(REQUANT, 2, small_input_scales=True))
 def equal(ctx: OpContext) -> Prepared:
     return _comparison(ctx, np.equal, ORDERED + BOOL)
 
 
-@op("NOT_EQUAL", quantized=Quantized(REQUANT, 2, small_input_scales=True))
+@op("NOT_EQUAL",
+    kernels=integer_kernels("elementwise_int:not_equal"),
+    quantized=Quantized(REQUANT, 2, small_input_scales=True))
 def not_equal(ctx: OpContext) -> Prepared:
     return _comparison(ctx, np.not_equal, ORDERED + BOOL)
 
 
-@op("LESS", quantized=Quantized(REQUANT, 2, small_input_scales=True))
+@op("LESS",
+    kernels=integer_kernels("elementwise_int:less"),
+    quantized=Quantized(REQUANT, 2, small_input_scales=True))
 def less(ctx: OpContext) -> Prepared:
     return _comparison(ctx, np.less)
 
 
-@op("LESS_EQUAL", quantized=Quantized(REQUANT, 2, small_input_scales=True))
+@op("LESS_EQUAL",
+    kernels=integer_kernels("elementwise_int:less_equal"),
+    quantized=Quantized(REQUANT, 2, small_input_scales=True))
 def less_equal(ctx: OpContext) -> Prepared:
     return _comparison(ctx, np.less_equal)
 
 
-@op("GREATER", quantized=Quantized(REQUANT, 2, small_input_scales=True))
+@op("GREATER",
+    kernels=integer_kernels("elementwise_int:greater"),
+    quantized=Quantized(REQUANT, 2, small_input_scales=True))
 def greater(ctx: OpContext) -> Prepared:
     return _comparison(ctx, np.greater)
 
 
-@op("GREATER_EQUAL", quantized=Quantized(REQUANT, 2, small_input_scales=True))
+@op("GREATER_EQUAL",
+    kernels=integer_kernels("elementwise_int:greater_equal"),
+    quantized=Quantized(REQUANT, 2, small_input_scales=True))
 def greater_equal(ctx: OpContext) -> Prepared:
     return _comparison(ctx, np.greater_equal)
 
@@ -336,7 +355,8 @@ def neg(ctx: OpContext) -> Prepared:
     return _unary(ctx, np.negative, NUMERIC)
 
 
-@op("ABS", quantized=Quantized(REQUANT, 2, int16=3))
+@op("ABS",
+    kernels=integer_kernels("elementwise_int:abs_"), quantized=Quantized(REQUANT, 2, int16=3))
 def abs_(ctx: OpContext) -> Prepared:
     return _unary(ctx, np.abs, ("float32", "int32"), quantized=True)  # abs(INT_MIN) wraps
 
@@ -346,7 +366,8 @@ def sqrt(ctx: OpContext) -> Prepared:
     return _unary(ctx, np.sqrt, FLOAT)
 
 
-@op("RSQRT", quantized=Quantized(REQUANT, 2, int16=2))
+@op("RSQRT",
+    kernels=integer_kernels("elementwise_int:rsqrt"), quantized=Quantized(REQUANT, 2, int16=2))
 def rsqrt(ctx: OpContext) -> Prepared:
     # TFLite: 1.f / std::sqrt(x)
     return _unary(ctx, lambda x: np.float32(1) / np.sqrt(x), FLOAT, quantized=True)
@@ -357,12 +378,14 @@ def square(ctx: OpContext) -> Prepared:
     return _unary(ctx, np.square, FLOAT)
 
 
-@op("EXP", quantized=Quantized(REQUANT, 2, int16=2))
+@op("EXP",
+    kernels=integer_kernels("elementwise_int:exp"), quantized=Quantized(REQUANT, 2, int16=2))
 def exp(ctx: OpContext) -> Prepared:
     return _unary(ctx, np.exp, FLOAT, quantized=True)
 
 
-@op("LOG", quantized=Quantized(REQUANT, 2, int16=2))
+@op("LOG",
+    kernels=integer_kernels("elementwise_int:log"), quantized=Quantized(REQUANT, 2, int16=2))
 def log(ctx: OpContext) -> Prepared:
     return _unary(ctx, np.log, FLOAT, quantized=True)
 

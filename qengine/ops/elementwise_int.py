@@ -334,11 +334,3 @@ def log(ctx: OpContext) -> Prepared:
         return _int16_path().log(ctx)
     x, (s_in, zp_in), (s_out, zp_out) = _int8_unary(ctx)
     return _lookup(ctx, x, activation_kernels.log_lut_int8(s_in, zp_in, s_out, zp_out))
-
-
-def __getattr__(name: str):
-    """quantized_path finds ABS as `elementwise_int.abs`; a function of that name would shadow
-    the builtin abs() in this module, so the attribute is answered here instead."""
-    if name == "abs":
-        return abs_
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,7 +23,7 @@ from .common import (
     patches,
     quantized_path,
 )
-from .opdef import FIXED, OHWI, REQUANT, SAME, TABLE, Quantized, Weight, op
+from .opdef import FIXED, OHWI, REQUANT, SAME, TABLE, Quantized, Weight, integer_kernels, op
 
 
 def _float_input(ctx: OpContext, i: int = 0) -> Spec:
@@ -46,7 +46,7 @@ def _pool(ctx: OpContext, reduce_window) -> Prepared:
     x = ctx.input(0)
     ctx.expect_rank(x, 4)
     if is_quantized(x):
-        return quantized_path(ctx, "nn")
+        return quantized_path(ctx)
     ctx.expect_dtype(x, "float32")
     if ctx.options is None:
         raise ctx.invalid("Pool2DOptions are missing")
@@ -67,13 +67,15 @@ def _pool(ctx: OpContext, reduce_window) -> Prepared:
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
 
 
-@op("AVERAGE_POOL_2D", quantized=Quantized(SAME, 2, int16=3))
+@op("AVERAGE_POOL_2D",
+    kernels=integer_kernels("nn_int:average_pool_2d"), quantized=Quantized(SAME, 2, int16=3))
 def average_pool_2d(ctx: OpContext) -> Prepared:
     # out = sum(in-image taps) / count(in-image taps)
     return _pool(ctx, lambda x, g, counts: patches(x, g).sum(axis=(3, 4)) / counts)
 
 
-@op("MAX_POOL_2D", quantized=Quantized(SAME, 2, int16=3))
+@op("MAX_POOL_2D",
+    kernels=integer_kernels("nn_int:max_pool_2d"), quantized=Quantized(SAME, 2, int16=3))
 def max_pool_2d(ctx: OpContext) -> Prepared:
     # reference MaxPool: max = std::max(max, tap) from float lowest, so NaN taps are skipped
     # and a window of -inf (or NaN) gives -FLT_MAX
@@ -94,12 +96,12 @@ def l2_pool_2d(ctx: OpContext) -> Prepared:
 # -- softmax and normalizations --------------------------------------------------------------
 
 
-def _last_axis_op(ctx: OpContext, kernel, family: str = "nn", max_rank: int | None = None):
+def _last_axis_op(ctx: OpContext, kernel, max_rank: int | None = None):
     """Prepare of a shape-preserving op over the last axis: float32 only, rank >= 1."""
     ctx.expect_inputs(1)
     x = ctx.input(0)
     if is_quantized(x):
-        return quantized_path(ctx, family)
+        return quantized_path(ctx)
     ctx.expect_dtype(x, "float32")
     if x.rank < 1 or (max_rank is not None and x.rank > max_rank):
         raise ctx.invalid(f"input of rank {x.rank}; the op needs rank 1 to {max_rank or 'any'}")
@@ -107,6 +109,7 @@ def _last_axis_op(ctx: OpContext, kernel, family: str = "nn", max_rank: int | No
 
 
 @op("SOFTMAX",
+    kernels=integer_kernels("nn_int:softmax"),
     quantized=Quantized(FIXED, 2, int16=3, fixed=(1 / 256, -128), fixed16=(1 / 32768, 0)))
 def softmax(ctx: OpContext) -> Prepared:
     # TFLite reads beta only from the options; without them it stays 0 (a uniform output)
@@ -119,7 +122,9 @@ def softmax(ctx: OpContext) -> Prepared:
     return _last_axis_op(ctx, run)
 
 
-@op("LOG_SOFTMAX", quantized=Quantized(FIXED, 2, fixed=(16 / 256, 127)))
+@op("LOG_SOFTMAX",
+    kernels=integer_kernels("nn_int:log_softmax"),
+    quantized=Quantized(FIXED, 2, fixed=(16 / 256, 127)))
 def log_softmax(ctx: OpContext) -> Prepared:
     def run(x):  # (x - max) - log(sum(exp(x - max)))
         shifted = x - x.max(axis=-1, keepdims=True)
@@ -131,7 +136,9 @@ def log_softmax(ctx: OpContext) -> Prepared:
 L2_NORM_EPSILON = np.float32(1e-6)  # hard-coded in TFLite's l2norm.cc
 
 
-@op("L2_NORMALIZATION", quantized=Quantized(FIXED, 2, fixed=(1 / 128, 0)))
+@op("L2_NORMALIZATION",
+    kernels=integer_kernels("nn_int:l2_normalization"),
+    quantized=Quantized(FIXED, 2, fixed=(1 / 128, 0)))
 def l2_normalization(ctx: OpContext) -> Prepared:
     if fused_activation(ctx) != NONE:
         raise ctx.invalid("L2_NORMALIZATION takes no fused activation")
@@ -207,13 +214,14 @@ def _bilinear_axis(in_size: int, out_size: int, align_corners: bool, half_pixel:
     return lower, upper, v - lower.astype(np.float32)
 
 
-@op("RESIZE_BILINEAR", quantized=Quantized(SAME, 2, int16=4))
+@op("RESIZE_BILINEAR",
+    kernels=integer_kernels("nn_int:resize_bilinear"), quantized=Quantized(SAME, 2, int16=4))
 def resize_bilinear(ctx: OpContext) -> Prepared:
     x, out_h, out_w, align_corners, half_pixel = _resize_geometry(ctx)
     if align_corners and half_pixel:
         raise ctx.invalid("alignCorners and halfPixelCenters cannot both be set")
     if is_quantized(x):
-        return quantized_path(ctx, "nn")
+        return quantized_path(ctx)
     ctx.expect_dtype(x, "float32")
     n, in_h, in_w, c = x.shape
     y0, y1, dy = _bilinear_axis(in_h, out_h, align_corners, half_pixel)
@@ -260,6 +268,7 @@ def resize_nearest_neighbor(ctx: OpContext) -> Prepared:
 
 
 @op("TRANSPOSE_CONV",
+    kernels=integer_kernels("nn_int:transpose_conv"),
     weight=Weight(1, 0, OHWI),
     quantized=Quantized(REQUANT, 3, int16=3, bias=3,
                         bias_optional=True, data_input=2))
@@ -277,7 +286,7 @@ def transpose_conv(ctx: OpContext) -> Prepared:
         raise ctx.invalid(f"input {x.shape}, filter {w.shape} and output_shape "
                           f"{list(out_shape)} do not fit together")
     if is_quantized(x) or w.dtype != "float32":
-        return quantized_path(ctx, "nn")
+        return quantized_path(ctx)
     ctx.expect_dtype(x, "float32")
     _check_bias(ctx, out_c)
     return _transpose_conv_float(ctx, x.shape, w.shape, out_shape)
@@ -335,7 +344,8 @@ def _transpose_conv_float(ctx: OpContext, x_shape, w_shape, out_shape) -> Prepar
 # -- batch matmul ----------------------------------------------------------------------------
 
 
-@op("BATCH_MATMUL", quantized=Quantized(REQUANT, 2, int16=3))
+@op("BATCH_MATMUL",
+    kernels=integer_kernels("nn_int:batch_matmul"), quantized=Quantized(REQUANT, 2, int16=3))
 def batch_matmul(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(2)
     lhs, rhs = ctx.input(0), ctx.input(1)
@@ -351,7 +361,7 @@ def batch_matmul(ctx: OpContext) -> Prepared:
                           f"(adj_y={adj_y}): inner sizes {k} and {k_rhs} differ")
     batch = _broadcast_batch(ctx, lhs.shape[:-2], rhs.shape[:-2])
     if is_quantized(lhs) or rhs.dtype != "float32":
-        return quantized_path(ctx, "nn")
+        return quantized_path(ctx)
     ctx.expect_dtype(lhs, "float32")
 
     def run(a, b):

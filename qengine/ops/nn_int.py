@@ -50,10 +50,11 @@ def _output(ctx: OpContext, shape) -> tuple[Spec, float, int]:
 # -- pooling: no requantization; TFLite only clamps to the output's activation range ---------
 
 
-def _pool(ctx: OpContext, kernel) -> Prepared:
+def _pool(ctx: OpContext, kernel, int16_kernel: str) -> Prepared:
+    """`kernel` for int8; the kernels.int16 function named `int16_kernel` for 16x8."""
     x = ctx.input(0)
     if x.dtype == "int16":  # 16x8
-        return _pool_int16(ctx, kernel)
+        return _pool_int16(ctx, int16_kernel)
     _expect_int8(ctx, x)
     per_tensor(ctx, x)
     if ctx.options is None:
@@ -72,7 +73,7 @@ def _pool(ctx: OpContext, kernel) -> Prepared:
     return Prepared(run, [out])
 
 
-def _pool_int16(ctx: OpContext, kernel) -> Prepared:
+def _pool_int16(ctx: OpContext, kernel_name: str) -> Prepared:
     from . import int16_int
 
     x = ctx.input(0)
@@ -82,16 +83,15 @@ def _pool_int16(ctx: OpContext, kernel) -> Prepared:
     if kh < 1 or kw < 1:
         raise ctx.invalid(f"filter size {kh}x{kw} must be at least 1x1")
     g = geometry(ctx, x.shape, kh, kw)
-    name = kernel.__name__.replace("int8", "int16")  # avg_pool_int16 / max_pool_int16
-    return int16_int.pool(ctx, name, g, (g.batch, g.out_h, g.out_w, x.shape[3]))
+    return int16_int.pool(ctx, kernel_name, g, (g.batch, g.out_h, g.out_w, x.shape[3]))
 
 
 def average_pool_2d(ctx: OpContext) -> Prepared:
-    return _pool(ctx, pooling.avg_pool_int8)
+    return _pool(ctx, pooling.avg_pool_int8, "avg_pool_int16")
 
 
 def max_pool_2d(ctx: OpContext) -> Prepared:
-    return _pool(ctx, pooling.max_pool_int8)
+    return _pool(ctx, pooling.max_pool_int8, "max_pool_int16")
 
 
 # -- SOFTMAX -----------------------------------------------------------------------------------

@@ -9,8 +9,9 @@ An OpDef holds
   needs them;
 - which input is the weight (`Weight`: its channel axis, layout and storable dtypes);
 - the quantizer's facts (`Quantized`): how the int8/16x8 pass picks the output parameters,
-  the op versions per scheme, the bias input, and the special cases (PADV2's pad value, PRELU's int8 alpha, TRANSPOSE_CONV's
-  data input, comparisons' input scales, ADD/SUB's 16x8 option);
+  the op versions per scheme, the bias input, and the special cases (PADV2's pad value,
+  PRELU's int8 alpha, TRANSPOSE_CONV's data input, comparisons' input scales, ADD/SUB's 16x8
+  option);
 - the dynamic-range facts (`Hybrid`), compare's accumulator audit (`accumulator`), and small
   graph facts the passes read (`reads_shape_only`, `scale_equivariant`).
 
@@ -38,7 +39,7 @@ OHWI, DEPTHWISE_1HWO, OI = "OHWI", "1HWO", "OI"
 TABLE = "table"  # EMBEDDING_LOOKUP: one row per id, scales per row
 
 # kinds of an op's tensors that kernels are keyed by (other kinds may be added freely)
-FLOAT32, HYBRID, INT8, INT16 = "float32", "hybrid", "int8", "int16"
+FLOAT32, HYBRID, INT8, INT16, UINT8 = "float32", "hybrid", "int8", "int16", "uint8"
 XNNPACK = "xnnpack"  # the arithmetic of TFLite's default (XNNPACK) interpreter
 
 
@@ -74,6 +75,9 @@ class Quantized:
     pad_value: int | None = None  # input holding a value in the output's units (PADV2)
     small_input_scales: bool = False  # the int8 kernel needs every input scale < 1
     int16_options: tuple[str, str, object] | None = None  # (options type, field, value) in 16x8
+    # TF's converter quantizes an input read only by this op and written by a REQUANT op on the
+    # union of its range and this op's output range (ADD); the "converter_add" range policy
+    converter_widens_inputs: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,9 +94,10 @@ class Hybrid:
 class OpDef:
     name: str
     prepare: Callable[[OpContext], Prepared] | None = None  # all-in-one, or shared + kernels
+    # (with `prepare`, `kernels` holds what it dispatches to, see common.quantized_path)
     shared: Callable[[OpContext], tuple] | None = None
     kernels: dict = field(default_factory=dict)  # kind or (kind, arithmetic) -> kernel
-    kind: Callable[[OpContext], str] | None = None  # default: default_kind
+    kind: Callable[[OpContext], str] | None = None  # default: default_kind of the data input
     weight: Weight | None = None  # a constant filter/table input (quantized in every mode)
     quantized: Quantized | None = None
     hybrid: Hybrid | None = None
@@ -107,19 +112,28 @@ class OpDef:
         return self.kernel(ctx)(ctx, *shared)
 
     def kernel(self, ctx: OpContext) -> Callable:
-        kind = (self.kind or default_kind)(ctx)
+        data = self.quantized.data_input if self.quantized else 0
+        kind = self.kind(ctx) if self.kind else default_kind(ctx, data)
         chosen = self.kernels.get((kind, ctx.arithmetic)) or self.kernels.get(kind)
         if chosen is None:
             have = ", ".join(sorted({k if isinstance(k, str) else k[0] for k in self.kernels}))
-            raise ctx.unsupported(f"no {kind} kernel for {self.name}; implemented: {have}")
+            dtypes = ", ".join(sorted({s.dtype for s in ctx.inputs if s is not None}))
+            raise ctx.unsupported(f"no {kind} kernel (no quantized kernel) for {self.name} on "
+                                  f"{dtypes}; implemented: {have or 'float only'}")
         return _resolve(chosen)
 
 
-def default_kind(ctx: OpContext) -> str:
-    """The kind of an op from its data input (0) and its weight (input 1): float32 throughout;
-    "hybrid" for float32 data with an integer weight; else the data's dtype (int8, int16,
-    uint8, ...)."""
-    x, w = ctx.input(0), ctx.optional_input(1)
+def integer_kernels(kernel) -> dict:
+    """The same prepare for every quantized kind (int8, uint8, int16): for ops whose integer
+    prepare in a `_int` module handles all of them (and refuses what TFLite refuses)."""
+    return {INT8: kernel, UINT8: kernel, INT16: kernel}
+
+
+def default_kind(ctx: OpContext, data: int = 0) -> str:
+    """The kind of an op from its data input (0; TRANSPOSE_CONV: 2) and its weight (input 1):
+    float32 throughout; "hybrid" for float32 data with an integer weight; else the data's
+    dtype (int8, int16, uint8, ...)."""
+    x, w = ctx.input(data), ctx.optional_input(1) if data == 0 else None
     if x.dtype == FLOAT32:
         return HYBRID if w is not None and w.dtype != FLOAT32 else FLOAT32
     return x.dtype

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..runtime.registry import OpContext, Prepared, Spec
 from .common import is_quantized, quantized_path
-from .opdef import REQUANT, SAME, Quantized, op
+from .opdef import REQUANT, SAME, Quantized, integer_kernels, op
 
 
 def reduced_axes(ctx: OpContext, x: Spec) -> tuple[int, ...]:
@@ -44,7 +44,7 @@ def _reduction(ctx: OpContext, reduce, dtypes, quantized: bool = False) -> Prepa
     ctx.expect_inputs(2)
     x = ctx.input(0)
     if is_quantized(x) and (quantized or not _same_quantization(x, ctx.output_spec(0, ()))):
-        return quantized_path(ctx, "reduce")
+        return quantized_path(ctx)
     ctx.expect_dtype(x, *dtypes)
     axes = reduced_axes(ctx, x)
     keep = _keep_dims(ctx)
@@ -72,12 +72,14 @@ def _mean(x, axes, keep):
     return np.sign(total) * (np.abs(total) // max(count, 1))
 
 
-@op("MEAN", quantized=Quantized(REQUANT, 2, int16=3))
+@op("MEAN",
+    kernels=integer_kernels("reduce_int:mean"), quantized=Quantized(REQUANT, 2, int16=3))
 def mean(ctx: OpContext) -> Prepared:
     return _reduction(ctx, _mean, NUMBERS, quantized=True)
 
 
-@op("SUM", quantized=Quantized(REQUANT, 2))
+@op("SUM",
+    kernels=integer_kernels("reduce_int:sum"), quantized=Quantized(REQUANT, 2))
 def sum_(ctx: OpContext) -> Prepared:
     return _reduction(ctx, lambda x, axes, keep: np.sum(x, axis=axes, keepdims=keep,
                                                         dtype=x.dtype), NUMBERS, quantized=True)

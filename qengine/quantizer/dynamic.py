@@ -5,8 +5,8 @@ Both follow what TensorFlow's converter writes, so the files look like its own:
 - dynamic: the filters of the ops whose definition has `Hybrid` facts (CONV_2D,
   DEPTHWISE_CONV_2D, FULLY_CONNECTED) become int8 symmetric in [-127, 127], per channel on the
   weight's output-channel axis; filters with fewer than 1024 elements, biases and activations
-  stay float. FULLY_CONNECTED gets `asymmetric_quantize_inputs` (the converter's default). At run time the kernels quantize
-  their float input on the fly ("hybrid" kernels).
+  stay float. FULLY_CONNECTED gets `asymmetric_quantize_inputs` (the converter's default).
+  At run time the kernels quantize their float input on the fly ("hybrid" kernels).
 - float16: every float32 constant an op reads becomes a float16 constant feeding a DEQUANTIZE
   (version 3), which the runtime folds back to float32 once, at load.
 """

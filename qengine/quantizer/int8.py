@@ -395,8 +395,9 @@ class _Pass:
         """A tensor only this op reads, written by an op that may choose its output scale."""
         producer = next((op for op in self.ops if t in op.outputs), None)
         rule = self.rules.get(producer.type) if producer is not None else None
-        return (rule is not None and rule.output == REQUANT and len(self.consumers.get(id(t), [])) == 1
-                and id(t) not in self.outputs and not t.is_constant)
+        return (rule is not None and rule.output == REQUANT
+                and len(self.consumers.get(id(t), [])) == 1 and id(t) not in self.outputs
+                and not t.is_constant)
 
     # -- constants -----------------------------------------------------------------------------
 

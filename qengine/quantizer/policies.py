@@ -18,16 +18,19 @@ def own_ranges(model: Model, ranges: dict, op_rules: dict) -> dict:
 
 
 def converter_add_ranges(model: Model, ranges: dict, op_rules: dict) -> dict:
-    """TensorFlow's converter's rule: an ADD input read only by that ADD and written by an op
-    free to pick its output scale (REQUANT: a residual branch's conv, a MUL) is quantized on
-    the union of its own range and the ADD output's. (qengine's SQNR on held-out data was
-    lower with it, see the README; it exists to reproduce the converter's parameters.)"""
+    """TensorFlow's converter's rule: an ADD input (`Quantized.converter_widens_inputs`) read
+    only by that ADD and written by an op free to pick its output scale (REQUANT: a residual
+    branch's conv, a MUL) is quantized on the union of its own range and the ADD output's.
+    (qengine's SQNR on held-out data was lower with it, see the README; it exists to reproduce
+    the converter's parameters.)"""
     graph = model.main
     consumers, producers = graph.consumers(), graph.producers()
     outputs = {id(t) for t in graph.outputs}
     adjusted = dict(ranges)
     for op in graph.operators:
-        if op.type != "ADD" or op.outputs[0] is None or op.outputs[0].name not in ranges:
+        rule = op_rules.get(op.type)
+        if rule is None or not rule.facts.converter_widens_inputs or op.outputs[0] is None \
+                or op.outputs[0].name not in ranges:
             continue
         out_low, out_high = ranges[op.outputs[0].name]
         for t in op.inputs:
