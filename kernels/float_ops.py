@@ -50,3 +50,31 @@ def max_pool_f32(x, k_h, k_w, stride_h, stride_w, pad_top, pad_left, out_h, out_
                             if v > out[n, oy, ox, ch]:  # noqa: PLR1730 (NaN compares false: skipped)
                                 out[n, oy, ox, ch] = v
     return out
+
+
+@kernel
+def resize_bilinear_f32(image, y0, y1, dy, x0, x1, dx):
+    """image [N,H,W,C] float32 -> [N,OH,OW,C]; y0/y1/dy [OH] and x0/x1/dx [OW] are the rows,
+    columns and upper weights of ComputeInterpolationValues (qengine/ops/nn.py). TFLite's sum,
+    in its order and in float32:
+      out = r0[x0]*(1-dy)*(1-dx) + r1[x0]*dy*(1-dx) + r0[x1]*(1-dy)*dx + r1[x1]*dy*dx
+    where r0 = image[:, y0], r1 = image[:, y1]."""
+    n_batch, _, _, c = image.shape
+    out_h, out_w = y0.shape[0], x0.shape[0]
+    one = np.float32(1)
+    out = np.empty((n_batch, out_h, out_w, c), np.float32)
+    for n in range(n_batch):
+        for oy in range(out_h):
+            wy1 = dy[oy]
+            wy0 = one - wy1
+            r0, r1 = image[n, y0[oy]], image[n, y1[oy]]
+            for ox in range(out_w):
+                wx1 = dx[ox]
+                wx0 = one - wx1
+                a, b = r0[x0[ox]], r1[x0[ox]]
+                p, q = r0[x1[ox]], r1[x1[ox]]
+                o = out[n, oy, ox]
+                for ch in range(c):
+                    o[ch] = (a[ch] * wy0 * wx0 + b[ch] * wy1 * wx0
+                             + p[ch] * wy0 * wx1 + q[ch] * wy1 * wx1)
+    return out

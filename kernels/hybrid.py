@@ -28,6 +28,7 @@ __all__ = [
     "quantize_asymmetric",
     "quantize_symmetric",
     "row_sums_sse",
+    "transpose_conv_hybrid",
 ]
 
 _NEON_BLOCK = 8  # the Neon quantizers handle blocks of 8 values, then a scalar tail
@@ -256,4 +257,45 @@ def depthwise_accumulators(q, w, offsets, stride_h, stride_w, dil_h, dil_w, pad_
                             for m in range(depth_multiplier):
                                 oc = ic * depth_multiplier + m
                                 out[b, oy, ox, oc] += np.int32(w[0, ky, kx, oc]) * xv
+    return out
+
+
+@kernel
+def transpose_conv_hybrid(q, scaling, offsets, w, channel_scales, bias, has_bias, stride_h,
+                          stride_w, pad_top, pad_left, out_h, out_w, act_min, act_max):
+    """reference_ops::HybridTransposeConv: q [N, H, W, I] int8 (each image quantized
+    asymmetrically: scaling factor, offset), w [O, KH, KW, I] int8, channel_scales [O] ->
+    float32 [N, out_h, out_w, O]. The scatter order of TFLite's loops, in float32:
+
+        out[n, y*sh - pad + ky, x*sw - pad + kx, o] +=
+            float((q[n, y, x, i] - offset[n]) * w[o, ky, kx, i]) * channel_scale[o] * scaling[n]
+
+    over n, y, x, i, ky, kx, o; then out + bias[o], clamped to [act_min, act_max].
+    """
+    batches, in_h, in_w, in_c = q.shape
+    out_c, kh, kw, _ = w.shape
+    out = np.zeros((batches, out_h, out_w, out_c), np.float32)
+    for b in range(batches):
+        sf = scaling[b]
+        for iy in range(in_h):
+            for ix in range(in_w):
+                for ic in range(in_c):
+                    x = np.int32(q[b, iy, ix, ic]) - np.int32(offsets[b])
+                    for ky in range(kh):
+                        oy = iy * stride_h - pad_top + ky
+                        for kx in range(kw):
+                            ox = ix * stride_w - pad_left + kx
+                            if oy < 0 or oy >= out_h or ox < 0 or ox >= out_w:
+                                continue
+                            for oc in range(out_c):
+                                acc = x * np.int32(w[oc, ky, kx, ic])
+                                out[b, oy, ox, oc] += np.float32(acc) * channel_scales[oc] * sf
+    for b in range(batches):
+        for oy in range(out_h):
+            for ox in range(out_w):
+                for oc in range(out_c):
+                    v = out[b, oy, ox, oc]
+                    if has_bias:
+                        v = v + bias[oc]
+                    out[b, oy, ox, oc] = min(max(v, act_min), act_max)
     return out

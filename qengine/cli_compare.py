@@ -33,6 +33,10 @@ def add_compare(commands) -> None:
                    help="rows of the table (default 30; --json has them all)")
     p.add_argument("--json", metavar="OUT", help="write the full report as JSON")
     p.add_argument("--plot", metavar="OUT.png", help="plot per-layer SQNR (needs matplotlib)")
+    p.add_argument("--model-explorer", metavar="OUT.json",
+                   help="write own SQNR (OUT.json), accumulated SQNR (OUT_accumulated.json) "
+                        "and saturation (OUT_saturation.json) as Model Explorer node data for "
+                        "QUANT (see qengine explore)")
     p.set_defaults(handler=cmd_compare)
 
 
@@ -54,6 +58,11 @@ def cmd_compare(args) -> int:
     if args.plot:
         report.plot(args.plot)
         print(f"wrote {args.plot}")
+    if args.model_explorer:
+        from .research import model_explorer
+
+        written = model_explorer.write(report, quant_model, args.model_explorer)
+        print(f"wrote {', '.join(map(str, written))}")
     return 0
 
 

@@ -27,6 +27,10 @@ def add_quantize(commands) -> None:
     p.add_argument("--block-size", type=int, default=0, metavar="N",
                    help="one float16 scale per N weights along the input channels "
                         "(FULLY_CONNECTED, int4: TFLite's blockwise kernel)")
+    p.add_argument("--weight-clipping", choices=("minmax", "mse"), default="minmax",
+                   help="weight scales from max|w| (default), or the clipping bound with the "
+                        "least squared weight error per channel/block (recipes: the scheme's "
+                        "weight_clipping field)")
     p.add_argument("--min-weight-elements", type=int, metavar="N",
                    help="dynamic mode: leave filters of fewer values in float (default: 1024 "
                         "for 8-bit weights, as TensorFlow's converter; 0 otherwise)")
@@ -95,7 +99,8 @@ def cmd_quantize(args) -> int:
                           asymmetric_inputs=not args.symmetric_inputs, observer=args.calibrator,
                           quiet=args.quiet, recipe=recipe, weight_bits=args.weight_bits,
                           block_size=args.block_size,
-                          min_weight_elements=args.min_weight_elements)
+                          min_weight_elements=args.min_weight_elements,
+                          weight_clipping=args.weight_clipping)
     except NothingToQuantize as e:
         print(f"{e}; nothing written", file=sys.stderr)
         return 1

@@ -82,7 +82,39 @@ def add_search(commands) -> None:
     p.set_defaults(handler=cmd_search)
 
 
-COMMANDS = [add_sweep, add_eval, add_search]
+def add_explore(commands) -> None:
+    p = commands.add_parser("explore", help="open QUANT in Model Explorer with compare's "
+                                            "per-op error on the graph")
+    p.add_argument("float_model", metavar="FLOAT")
+    p.add_argument("quant_model", metavar="QUANT")
+    p.add_argument("--data", required=True, metavar="DATA", help=".npy, .npz or a directory")
+    p.add_argument("--data-key", metavar="KEY", help="one array of the --data .npz")
+    p.add_argument("--limit", type=_positive, help="use the first N samples")
+    p.add_argument("--node-data", metavar="OUT.json", default="model_explorer.json",
+                   help="where the node data is written (default ./model_explorer.json and "
+                        "two files beside it)")
+    p.add_argument("--port", type=_positive, default=8080)
+    p.add_argument("--no-browser", action="store_true", help="only start the server")
+    p.set_defaults(handler=cmd_explore)
+
+
+COMMANDS = [add_sweep, add_eval, add_search, add_explore]
+
+
+def cmd_explore(args) -> int:
+    from .cli_quantize import read_model
+    from .compare import compare
+    from .research import model_explorer
+
+    float_model = read_model(args.float_model)
+    quant_model = read_model(args.quant_model)
+    data = read_data(args.data, args.data_key, float_model)
+    report = compare(float_model, quant_model, data, limit=args.limit)
+    written = model_explorer.write(report, quant_model, args.node_data)
+    print(f"wrote {', '.join(map(str, written))}", file=sys.stderr)
+    model_explorer.serve(args.quant_model, written, port=args.port,
+                         open_browser=not args.no_browser)
+    return 0
 
 
 def cmd_search(args) -> int:

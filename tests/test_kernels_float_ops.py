@@ -9,10 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from qengine.kernels.elementwise import lookup_pair_int8, trailing_period
-from qengine.kernels.float_ops import max_pool_f32, prelu_f32
+from qengine.kernels.float_ops import max_pool_f32, prelu_f32, resize_bilinear_f32
 
 from qengine.ops.conv import ConvGeometry, patches
 from qengine.ops.elementwise_int import pair_lookup
+from qengine.ops.nn import _bilinear_axis
 
 RNG = np.random.default_rng(14)
 SPECIAL = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-40, -1e-40], np.float32)
@@ -76,4 +77,21 @@ def test_max_pool_f32_equals_fmax_reduce(in_hw, k, stride, pad, out_hw):
     want = np.fmax.reduce(patches(x, g, -np.inf), axis=(3, 4),
                           initial=-np.finfo(np.float32).max)
     got = max_pool_f32(x, *k, *stride, *pad, *out_hw)
+    assert np.array_equal(got, want, equal_nan=True)
+
+
+@pytest.mark.parametrize(("in_hw", "out_hw", "align", "half"), [
+    ((4, 5), (8, 10), False, True), ((7, 3), (5, 9), True, False), ((6, 6), (6, 6), False,
+                                                                   False),
+    ((3, 4), (12, 16), False, False)])
+def test_resize_bilinear_f32_equals_numpy_sum(in_hw, out_hw, align, half):
+    image = _floats((2, *in_hw, 3))
+    y0, y1, dy = _bilinear_axis(in_hw[0], out_hw[0], align, half)
+    x0, x1, dx = _bilinear_axis(in_hw[1], out_hw[1], align, half)
+    wy, wx, one = dy[:, None, None], dx[None, :, None], np.float32(1)
+    rows0, rows1 = image[:, y0], image[:, y1]
+    want = (rows0[:, :, x0] * (one - wy) * (one - wx) + rows1[:, :, x0] * wy * (one - wx)
+            + rows0[:, :, x1] * (one - wy) * wx + rows1[:, :, x1] * wy * wx)
+    got = resize_bilinear_f32(image, y0, y1, dy, x0, x1, dx)
+    assert got.dtype == np.float32
     assert np.array_equal(got, want, equal_nan=True)

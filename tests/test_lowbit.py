@@ -328,3 +328,39 @@ def test_cli_preset_sets_the_format_and_conflicts_are_refused(tmp_path, capsys):
     assert "sets --weight-bits 4, not 2" in capsys.readouterr().err
     assert main(["quantize", str(source), "--preset", "nope", "-o", str(out)]) == 2
     assert "unknown preset 'nope'" in capsys.readouterr().err
+
+
+# -- MSE-optimal clipping ----------------------------------------------------------------------
+
+
+def test_mse_bounds_pick_the_grid_point_with_least_error():
+    from qengine.numerics import round_half_away
+    from qengine.quantizer.weights import CLIP_RATIOS, mse_bounds
+
+    rows = np.random.default_rng(6).standard_t(3, (5, 40))  # heavy tails: clipping pays
+    got = mse_bounds(rows, -1, 1)
+    for row, bound in zip(rows, got):
+        peak = np.abs(row).max()
+
+        def error(b):
+            q = np.clip(round_half_away(row / b), -1, 1)
+            return float(((row - q * b) ** 2).sum())
+
+        errors = [error(r * peak) for r in CLIP_RATIOS]
+        assert error(bound) == min(errors) and bound < peak  # int2: clipping always wins here
+
+
+def test_weight_clipping_is_a_scheme_field_and_a_quantize_option():
+    from qengine.quantizer.scheme import Recipe, Scheme
+
+    recipe = Recipe.from_json('{"default": {"weight_bits": 4, "weight_clipping": "mse"}}')
+    assert recipe.default == Scheme(weight_bits=4, weight_clipping="mse")
+    assert Recipe.from_json(recipe.to_json()) == recipe
+    with pytest.raises(qengine.InputError, match="weight_clipping must be one of"):
+        Scheme(weight_clipping="l1")
+    plain = qengine.quantize(float_mlp(), "dynamic", weight_bits=2, quiet=True)
+    clipped = qengine.quantize(float_mlp(), "dynamic", weight_bits=2, weight_clipping="mse",
+                               quiet=True)
+    w, v = plain.main.operators[0].inputs[1], clipped.main.operators[0].inputs[1]
+    assert np.all(v.quantization.scale <= w.quantization.scale)
+    assert np.any(v.quantization.scale < w.quantization.scale)

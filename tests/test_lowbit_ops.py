@@ -217,3 +217,30 @@ def test_dequantize_low_bit(dtype, per_channel_q):
     wf = b.op("DEQUANTIZE", [w], out_shape=(5, 3), out_dtype="float32")
     y = b.op("ADD", [x, wf], out_shape=(5, 3), options=options("AddOptions"))
     assert_same_bits(b.build([y]), np.zeros((5, 3), np.float32))  # x + 0 is the weights
+
+
+# -- hybrid TRANSPOSE_CONV ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("per_tensor", [False, True], ids=["per_channel", "per_tensor"])
+@pytest.mark.parametrize("stride,padding", [((2, 2), SAME), ((1, 2), 1)])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_hybrid_transpose_conv(per_tensor, stride, padding, with_bias):
+    """Float input, int8 filter: TFLite's EvalHybrid, bit for bit."""
+    r = rng("tconv-hybrid", per_tensor, stride, padding, with_bias)
+    b = GraphBuilder()
+    in_h, in_w, k = 4, 5, 3
+    out_h = in_h * stride[0] if padding == SAME else (in_h - 1) * stride[0] + k
+    out_w = in_w * stride[1] if padding == SAME else (in_w - 1) * stride[1] + k
+    shape = b.const("shape", np.array([2, out_h, out_w, 6], np.int32))
+    q = Quantization.per_tensor(0.02) if per_tensor else per_channel(r, 6)
+    w = b.const("w", values(r, "int8", (6, k, k, 3)), "int8", q)
+    x = b.input("x", (2, in_h, in_w, 3))
+    inputs = [shape, w, x]
+    if with_bias:
+        inputs.append(b.const("b", r.standard_normal(6).astype(np.float32)))
+    y = b.op("TRANSPOSE_CONV", inputs, out_shape=(2, out_h, out_w, 6), out_dtype="float32",
+             options=options("TransposeConvOptions", padding=padding, strideH=stride[0],
+                             strideW=stride[1], fusedActivationFunction=1))
+    assert_same_bits(b.build([y]), (r.standard_normal((2, in_h, in_w, 3)) + 0.3).astype(
+        np.float32))

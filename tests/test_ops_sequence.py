@@ -246,3 +246,44 @@ def _compare_all_outputs(model, make_input):
         got = interpreter.run(x)
         for d in tfl.get_output_details():
             assert_close(f"call {call} {d['name']}", got[d["name"]], tfl.get_tensor(d["index"]))
+
+
+def _q(scale, zero_point=0):
+    from qengine.ir import Quantization
+
+    return Quantization.per_tensor(scale, zero_point)
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+@pytest.mark.parametrize("bias", [True, False])
+def test_svdf_int8_exact_with_tflites_state(rank, bias):
+    """Integer SVDF: every output and the int16 state tensor equal TFLite's, call by call."""
+    batch, n_input, units, memory = 2, 6, 3, 5
+    filters = units * rank
+    g = rng("svdf-int8", rank, bias)
+    b = GraphBuilder()
+    x = b.input("x", (batch, n_input), "int8", _q(0.05, 3))
+    wf = b.const("wf", g.integers(-127, 128, (filters, n_input)).astype(np.int8),
+                 quantization=_q(0.02))
+    wt = b.const("wt", g.integers(-3000, 3000, (filters, memory)).astype(np.int16),
+                 quantization=_q(0.001))
+    bias_t = b.const("bias", g.integers(-500, 500, (units,)).astype(np.int32),
+                     quantization=_q(0.00001)) if bias else None
+    state = b.tensor("state", (batch, memory * filters), "int16", _q(0.01))
+    state.is_variable = True
+    y = b.op("SVDF", [x, wf, wt, bias_t, state], (batch, units), "int8",
+             options=options("SVDFOptions", rank=rank, fusedActivationFunction=1),  # RELU
+             out_quantization=_q(1.5, -5))
+    data = b.build([y]).to_bytes()
+    tfl = make_interpreter(data)
+    tfl.allocate_tensors()
+    (tin,), (tout,) = tfl.get_input_details(), tfl.get_output_details()
+    state_index = next(d["index"] for d in tfl.get_tensor_details() if d["name"] == "state")
+    interpreter = qengine.Interpreter(data)
+    for call in range(6):
+        values = g.integers(-128, 128, (batch, n_input)).astype(np.int8)
+        tfl.set_tensor(tin["index"], values)
+        tfl.invoke()
+        kept = interpreter.run(values, keep=True)
+        np.testing.assert_array_equal(kept[tout["name"]], tfl.get_tensor(tout["index"]))
+        np.testing.assert_array_equal(kept["state"], tfl.get_tensor(state_index))

@@ -190,3 +190,21 @@ def test_rerun_skips_finished_rows_and_csv_has_every_row(digit_sweep, capsys):
     assert json.loads((tmp / "rows.json").read_text()) == rows
     lines = (tmp / "rows.csv").read_text().splitlines()
     assert len(lines) == 9 and lines[0].startswith("mode,granularity,calibrator,bytes")
+
+
+@pytest.mark.slow
+def test_sharded_calibration_equals_one_pass():
+    """700 samples on 2 workers: minmax and percentile observers merge exactly."""
+    data = np.load(DATA)
+    calibration = np.concatenate([data["calibration"], data["test_images"]])
+    model = Path(MODEL).read_bytes()
+    plans = [grids.plan_for(c) for c in grids.configurations(
+        {"calibrator": ["minmax", "percentile"], "ptq": [[], ["cle"]]})]
+    wanted = sw._wanted_statistics(plans, calibration)
+    shards = sw._calibration_shards(calibration, 2, wanted)
+    assert len(shards) == 2 and len(wanted) == 4
+    inputs = sw.prepare(model, calibration, data["test_images"][:4], None, plans, workers=2)
+    whole = sw.calibration_statistics_of((model, wanted), calibration)
+    assert inputs.statistics.keys() == whole.keys()
+    for key in whole:
+        assert inputs.statistics[key] == whole[key], key

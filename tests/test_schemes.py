@@ -234,25 +234,42 @@ def test_asymmetric_per_channel_fake_quant_has_a_zero_point_per_channel():
 
 @pytest.fixture(scope="module")
 def int4_model():
+    """int4 weights TFLite stores as INT4 tensors (issue #12: these export now)."""
     recipe = Recipe(Scheme(weight_bits=4))
     return qengine.quantize(DIGITS, calibration=CALIBRATION, recipe=recipe, quiet=True)
 
 
-def test_int4_weights_stay_in_range_and_mark_the_model(int4_model):
+@pytest.fixture(scope="module")
+def int6_model():
+    """6-bit weights would sit in int8 bytes claiming the int8 scheme: a research scheme."""
+    recipe = Recipe(Scheme(weight_bits=6))
+    return qengine.quantize(DIGITS, calibration=CALIBRATION, recipe=recipe, quiet=True)
+
+
+def test_int4_weights_stay_in_range_and_are_tflite_int4_tensors(int4_model):
     for op in int4_model.main.operators:
         if op.type in ("CONV_2D", "FULLY_CONNECTED"):
             w = op.inputs[1]
-            assert w.dtype == "int8" and w.data.min() >= -7 and np.abs(w.data).max() == 7
-    assert len(int4_model.simulated) == 2
-    assert all("int4" in why for why in int4_model.simulated.values())
+            assert w.dtype == "int4" and w.data.min() >= -7 and np.abs(w.data).max() == 7
+    assert not int4_model.simulated
+    assert qengine.load(int4_model.to_bytes()).main.tensor(w.name).dtype == "int4"
 
 
-def test_research_models_refuse_to_be_written(int4_model, tmp_path):
-    with pytest.raises(ExportError, match="research scheme.*int4"):
-        int4_model.to_bytes()
+def test_int6_weights_stay_in_range_and_mark_the_model(int6_model):
+    for op in int6_model.main.operators:
+        if op.type in ("CONV_2D", "FULLY_CONNECTED"):
+            w = op.inputs[1]
+            assert w.dtype == "int8" and w.data.min() >= -31 and np.abs(w.data).max() == 31
+    assert len(int6_model.simulated) == 2
+    assert all("int6" in why for why in int6_model.simulated.values())
+
+
+def test_research_models_refuse_to_be_written(int6_model, tmp_path):
+    with pytest.raises(ExportError, match="research scheme.*int6"):
+        int6_model.to_bytes()
     target = tmp_path / "out.tflite"
     with pytest.raises(ExportError):
-        int4_model.save(target)
+        int6_model.save(target)
     assert list(tmp_path.iterdir()) == []  # no partial or temporary file left
 
 
@@ -404,12 +421,13 @@ def test_cli_quantize_with_an_exportable_recipe(tmp_path, calibration_file, caps
 
 def test_cli_refuses_to_write_a_research_recipe(tmp_path, calibration_file, capsys):
     recipe = tmp_path / "r.json"
-    recipe.write_text('{"default": {"weight_bits": 4}}')
+    recipe.write_text('{"default": {"weight_bits": 2}}')  # int2: no int2 CONV_2D kernel
     out = tmp_path / "q.tflite"
     code = main(["quantize", str(DIGITS), "--calibration", str(calibration_file), "--recipe",
                  str(recipe), "-o", str(out), "--quiet"])
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith("error: cannot write") and "int4" in err
+    assert code == 2 and err.startswith("error: cannot write") and "int2" in err
+    assert "TFLite has no kernel for CONV_2D with int8 activations reading int2" in err
     assert "Traceback" not in err and not out.exists()
 
 
@@ -499,7 +517,7 @@ def test_every_scheme_runs_end_to_end_on_corpus_models(corpus, model_name, schem
                              quiet=True)
     sqnr = output_sqnr(float_path, model, x)
     assert np.isfinite(sqnr)
-    if scheme.export_problem() is None:
+    if not model.simulated:  # exportable: int8, or int4/int2 tensors where TFLite reads them
         data = model.to_bytes()
         interpreter = qengine.Interpreter(data)
         q = quantized_images(interpreter, x)

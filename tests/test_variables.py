@@ -192,6 +192,7 @@ def _quantized_frames(model_bytes: bytes, frames: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.tf
+@pytest.mark.slow  # the SavedModel export and three conversions: ~20 s
 @pytest.mark.parametrize("name", ["float", "int8", "int8_state"])
 def test_converter_streaming_model_matches_tflite_on_every_call(streaming_models, name):
     from tflite_ref import make_interpreter

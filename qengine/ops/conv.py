@@ -71,7 +71,10 @@ def _conv_float(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prep
 
     pointwise = (g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_top, g.pad_left,
                  groups) == (1, 1, 1, 1, 0, 0, 1)
-    threads = ctx.num_threads
+    from ..runtime.interpreter import blas_is_limited
+
+    # without threadpoolctl BLAS keeps its own threads: then do not add ours on top
+    threads = ctx.num_threads if blas_is_limited() else 1
 
     def matmul(x, w):
         if groups == 1:  # parallel over output rows (kernels/threads.py), im2col per block

@@ -226,14 +226,10 @@ def resize_bilinear(ctx: OpContext) -> Prepared:
     n, in_h, in_w, c = x.shape
     y0, y1, dy = _bilinear_axis(in_h, out_h, align_corners, half_pixel)
     x0, x1, dx = _bilinear_axis(in_w, out_w, align_corners, half_pixel)
-    dy, dx = dy[:, None, None], dx[None, :, None]
-    one = np.float32(1)
+    from qengine.kernels.float_ops import resize_bilinear_f32  # TFLite's sum, in its order
 
     def run(image, size=None):
-        rows0, rows1 = image[:, y0], image[:, y1]
-        # TFLite's sum, in its order: the four corners times their weights
-        return (rows0[:, :, x0] * (one - dy) * (one - dx) + rows1[:, :, x0] * dy * (one - dx)
-                + rows0[:, :, x1] * (one - dy) * dx + rows1[:, :, x1] * dy * dx)
+        return resize_bilinear_f32(np.ascontiguousarray(image), y0, y1, dy, x0, x1, dx)
 
     return Prepared(run, [ctx.output_spec(0, (n, out_h, out_w, c), "float32")])
 

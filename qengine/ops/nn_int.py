@@ -13,7 +13,7 @@ import numpy as np
 
 from qengine.kernels import activations as activation_kernels
 from qengine.kernels import conv as conv_kernels
-from qengine.kernels import fully_connected, pooling, resize, xnnpack
+from qengine.kernels import fully_connected, hybrid, pooling, resize, xnnpack
 from qengine.kernels import softmax as softmax_kernels
 from qengine.kernels.elementwise import inv_sqrt_multiplier_exp
 from qengine.kernels.fixedpoint import mbqm_array as mbqm
@@ -24,7 +24,13 @@ from qengine.kernels.fixedpoint import (
 )
 
 from ..runtime.registry import OpContext, Prepared, Spec
-from .common import conv_output_size, geometry, per_tensor, quantized_activation_range
+from .common import (
+    conv_output_size,
+    float_activation_bounds,
+    geometry,
+    per_tensor,
+    quantized_activation_range,
+)
 
 SAME = 0
 
@@ -313,8 +319,6 @@ def transpose_conv(ctx: OpContext) -> Prepared:
     """TFLite reference_integer_ops::TransposeConv (per channel). nn.transpose_conv has checked
     the output_shape constant against the input and filter shapes."""
     out_size, w, x = ctx.constant(0, "output_shape"), ctx.input(1), ctx.input(2)
-    if x.dtype == "float32":
-        raise ctx.unsupported("TRANSPOSE_CONV with float input and int8 filter (hybrid)")
     if ctx.options is None:
         raise ctx.invalid("TransposeConvOptions are missing")
     out_shape = tuple(int(d) for d in np.ravel(out_size))
@@ -322,6 +326,8 @@ def transpose_conv(ctx: OpContext) -> Prepared:
     o = ctx.options
     pad_top = _transpose_padding(ctx, o.padding, out_shape[1], kh, o.strideH)
     pad_left = _transpose_padding(ctx, o.padding, out_shape[2], kw, o.strideW)
+    if x.dtype == "float32":
+        return _hybrid_transpose_conv(ctx, out_shape, pad_top, pad_left)
     if x.dtype == "int16" and w.dtype == "int8":  # 16x8
         from . import int16_int
 
@@ -339,3 +345,36 @@ def transpose_conv(ctx: OpContext) -> Prepared:
             o.strideH, o.strideW, pad_top, pad_left, out_shape[1], out_shape[2])
 
     return Prepared(run, [out])
+
+
+def _hybrid_transpose_conv(ctx: OpContext, out_shape, pad_top: int, pad_left: int) -> Prepared:
+    """transpose_conv.cc EvalHybrid: float input, int8 filter. Each image is quantized with
+    AsymmetricQuantizeFloats; one filter scale (per tensor) is repeated per output channel, as
+    TFLite's Prepare does; then reference_ops::HybridTransposeConv (kernels/hybrid.py)."""
+    w, o = ctx.input(1), ctx.options
+    ctx.expect_dtype(w, "int8")
+    if ctx.outputs[0].dtype != "float32":
+        raise ctx.unsupported(f"hybrid TRANSPOSE_CONV with a {ctx.outputs[0].dtype} output")
+    out_c = w.shape[0]
+    q = w.quantization
+    if q is None or q.scale.size not in (1, out_c) or (q.scale.size > 1 and q.axis != 0):
+        raise ctx.invalid(f"filter {w.name!r} needs one scale, or one per output channel on "
+                          f"axis 0")
+    scales = np.ascontiguousarray(np.broadcast_to(q.scale.astype(np.float32), (out_c,)))
+    bias = ctx.optional_input(3)
+    if bias is not None:
+        ctx.expect_dtype(bias, "float32")
+        if int(np.prod(bias.shape)) != out_c:
+            raise ctx.invalid(f"bias has shape {bias.shape} for {out_c} output channels")
+    low, high = float_activation_bounds(ctx)
+
+    def run(_shape, weights, values, b=None):
+        images = np.ascontiguousarray(values, np.float32)
+        quantized, scaling, offsets = hybrid.quantize_asymmetric(images.reshape(len(images), -1))
+        b = np.zeros(out_c, np.float32) if b is None else np.asarray(b, np.float32).ravel()
+        return hybrid.transpose_conv_hybrid(
+            quantized.reshape(images.shape), scaling, offsets, weights, scales, b,
+            bias is not None, o.strideH, o.strideW, pad_top, pad_left, out_shape[1],
+            out_shape[2], np.float32(low), np.float32(high))
+
+    return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])

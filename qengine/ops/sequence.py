@@ -332,12 +332,13 @@ def bidirectional_sequence_rnn(ctx: OpContext) -> Prepared:
 
 @op("SVDF")
 def svdf(ctx: OpContext) -> Prepared:
-    """Singular value decomposition filter (TFLite's float EvalFloatSVDF). The state holds,
-    per batch and filter, the last memory_size feature activations: each call shifts it left,
-    appends weights_feature . x, and the output of unit u is
-    act(sum over its `rank` filters of state . weights_time + bias[u])."""
+    """Singular value decomposition filter (TFLite's EvalFloatSVDF / EvalIntegerSVDF). The state
+    holds, per batch and filter, the last memory_size feature activations. Each call shifts
+    it left by one column, writes weights_feature . x into the last column, and the output of
+    unit u is act(sum over its `rank` filters of state . weights_time + bias[u]). (Newer
+    TFLite sources shift after the output instead; ai-edge-litert 2.3.0's state tensor holds
+    the newest activation last, and the test compares the state tensor itself.)"""
     ctx.expect_inputs(5)
-    _float_inputs(ctx, range(5))
     x, features, times = ctx.input(0), ctx.input(1), ctx.input(2)
     rank = int(getattr(ctx.options, "rank", 0))
     filters, n_input = features.shape
@@ -353,18 +354,70 @@ def svdf(ctx: OpContext) -> Prepared:
         raise ctx.invalid(f"input of shape {x.shape} for {n_input} features")
     batch = x.shape[0]
     state_tensor = _state_tensor(ctx, 4, (batch, memory * filters))
-    act = _activation(ctx)
     resources = ctx.interpreter.resources
+    if x.dtype == "int8":
+        step, out_dtype = _svdf_int8(ctx, state_tensor), "int8"
+    else:
+        _float_inputs(ctx, range(5))
+        step, out_dtype = _svdf_float(ctx), "float32"
 
     def run(values, w_feature, w_time, b, _):
-        state = resources.state(state_tensor).reshape(batch, filters, memory)
-        state = np.concatenate([state[:, :, 1:], _matmul(values, w_feature)[:, :, None]],
-                               axis=2)
+        old = resources.state(state_tensor).reshape(batch, filters, memory)
+        state = np.zeros_like(old)
+        state[:, :, :-1] = old[:, :, 1:]  # shift left; the step fills the last column
+        out = step(state, values, w_feature, w_time, b, units, rank)
         resources.set_state(state_tensor, state.reshape(batch, filters * memory))
-        per_filter = (state.astype(np.float64) * w_time.astype(np.float64)).sum(axis=2)
-        out = per_filter.reshape(batch, units, rank).sum(axis=2).astype(F32)
-        if b is not None:
-            out = out + b
-        return act(out).astype(F32)
+        return out
 
-    return Prepared(run, [ctx.output_spec(0, (batch, units), "float32")], foldable=False)
+    return Prepared(run, [ctx.output_spec(0, (batch, units), out_dtype)], foldable=False)
+
+
+def _svdf_float(ctx: OpContext):
+    act = _activation(ctx)
+
+    def step(state, values, w_feature, w_time, b, units, rank):
+        state[:, :, -1] = _matmul(values, w_feature)
+        per_filter = (state.astype(np.float64) * w_time.astype(np.float64)).sum(axis=2)
+        out = per_filter.reshape(len(state), units, rank).sum(axis=2).astype(F32)
+        return act(out if b is None else out + b).astype(F32)
+
+    return step
+
+
+def _svdf_int8(ctx: OpContext, state_tensor):
+    """EvalIntegerSVDF: int8 input and feature weights, int16 time weights and state, int32
+    bias, int8 output. activation = MBQM(sum (x - x_zp) w_f, s_x s_wf / s_state) clamped to
+    int16 (the state is symmetric); out = MBQM(bias + sum state w_t, s_state s_wt / s_out)
+    + out_zp clamped to int8. TFLite applies no fused activation on this path."""
+    from ..kernels.fixedpoint import mbqm_array, quantize_multiplier
+
+    x, features, times, out = ctx.input(0), ctx.input(1), ctx.input(2), ctx.outputs[0]
+    state_q = state_tensor.quantization
+    bias = ctx.optional_input(3)
+    if features.dtype != "int8" or times.dtype != "int16" or state_tensor.dtype != "int16" or \
+            out.dtype != "int8" or (bias is not None and bias.dtype != "int32"):
+        raise ctx.unsupported("integer SVDF needs int8 input, feature weights and output, "
+                              "int16 time weights and state, and an int32 bias")
+    if getattr(ctx.options, "fusedActivationFunction", NONE) != RELU:
+        raise ctx.unsupported("integer SVDF without a RELU activation (TFLite requires RELU)")
+    if state_q is None or state_q.zero_point.size != 1 or int(state_q.zero_point[0]) != 0:
+        raise ctx.invalid("the int16 state must be symmetric (zero point 0), as TFLite assumes")
+    f32 = np.float32
+    # the products are float32 in TFLite's Prepare, then widened to double
+    scale_1 = f32(f32(x.scale) * f32(features.scale)) / f32(state_q.scale[0])
+    scale_2 = f32(f32(state_q.scale[0]) * f32(times.scale)) / f32(out.quantization.scale[0])
+    m1, s1 = quantize_multiplier(float(scale_1))
+    m2, s2 = quantize_multiplier(float(scale_2))
+    x_zp, out_zp = x.zero_point, int(out.quantization.zero_point[0])
+
+    def step(state, values, w_feature, w_time, b, units, rank):
+        acc = (values.astype(np.int64) - x_zp) @ w_feature.astype(np.int64).T
+        state[:, :, -1] = np.clip(mbqm_array(acc, m1, s1), -32768, 32767)
+        per_filter = (state.astype(np.int64) * w_time.astype(np.int64)).sum(axis=2)
+        total = per_filter.reshape(len(state), units, rank).sum(axis=2)
+        if b is not None:
+            total = total + b
+        total = ((total + 2**31) & 0xFFFFFFFF) - 2**31  # int32 accumulators wrap as in C
+        return np.clip(mbqm_array(total, m2, s2) + out_zp, -128, 127).astype(np.int8)
+
+    return step

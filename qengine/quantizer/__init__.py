@@ -31,7 +31,7 @@ def quantize(model, mode: str | None = None, calibration=None, *,
              observer: str | None = None, keep_float=(), asymmetric_inputs: bool = True,
              quiet: bool = False, recipe: Recipe | None = None, weight_bits: int = 8,
              block_size: int = 0, min_weight_elements: int | None = None,
-             statistics: dict | None = None) -> Model:
+             weight_clipping: str = "minmax", statistics: dict | None = None) -> Model:
     """Return a quantized copy of `model` (a Model, a path or .tflite bytes).
 
     `inference_type` is the interface of the full-integer modes: by default the activation
@@ -42,6 +42,9 @@ def quantize(model, mode: str | None = None, calibration=None, *,
     """
     mode = _mode(mode, recipe, per_channel, observer)
     _check_weight_format(mode, weight_bits, block_size, recipe)
+    if weight_clipping != "minmax" and (recipe is not None or mode == "float16"):
+        raise QuantizationError("weight_clipping does not apply here: "
+                                + ("the recipe sets it per op" if recipe else "float16 mode"))
     source = model if isinstance(model, Model) else load(model)
     before = len(source.to_bytes())
     work = load(source.to_bytes())  # a deep copy the passes may edit freely
@@ -53,7 +56,7 @@ def quantize(model, mode: str | None = None, calibration=None, *,
             activations=ACTIVATIONS[mode], calibrator="minmax" if factory else observer or "minmax",
             granularity="blockwise" if block_size else
             "per_channel" if per_channel else "per_tensor",
-            weight_bits=weight_bits, block_size=block_size))
+            weight_bits=weight_bits, block_size=block_size, weight_clipping=weight_clipping))
         options = Int8Options(inference_type or ACTIVATIONS[mode], strict, frozenset(keep_float),
                               recipe)
         result = _full_integer(work, calibration, options, quiet, factory, statistics)
@@ -65,9 +68,11 @@ def quantize(model, mode: str | None = None, calibration=None, *,
 
         if mode == "dynamic":
             result = dynamic.quantize_dynamic(work, per_channel, asymmetric_inputs,
-                                              weight_bits, block_size, min_weight_elements)
+                                              weight_bits, block_size, min_weight_elements,
+                                              weight_clipping)
         elif mode == "weight-only":
-            result = dynamic.quantize_weight_only(work, weight_bits, per_channel, block_size)
+            result = dynamic.quantize_weight_only(work, weight_bits, per_channel, block_size,
+                                                  weight_clipping)
         else:
             result = dynamic.quantize_float16(work)
     else:

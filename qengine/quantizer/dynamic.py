@@ -40,7 +40,7 @@ def weight_only_ops() -> dict:
 
 def quantize_dynamic(model: Model, per_channel: bool = True, asymmetric_inputs: bool = True,
                      weight_bits: int = 8, block_size: int = 0,
-                     min_elements: int | None = None) -> Model:
+                     min_elements: int | None = None, clipping: str = "minmax") -> Model:
     """Hybrid ops get `weight_bits`-bit filters (int8, or TFLite's INT4/INT2 tensors), per
     channel, per tensor or (FULLY_CONNECTED, int4) in blocks of `block_size` with float16
     scales. Filters stored as float16 behind a DEQUANTIZE count as float weights. Sub-8-bit and
@@ -70,7 +70,7 @@ def quantize_dynamic(model: Model, per_channel: bool = True, asymmetric_inputs: 
             key = (id(w), axis, channelwise)
             if key not in done:
                 done[key] = _hybrid_filter(op, weight, w.name, values, weight_bits, block_size,
-                                           channelwise)
+                                           channelwise, clipping)
             op.inputs[index] = done[key]
             version = facts.per_channel if channelwise else facts.per_tensor
             if facts.asymmetric_inputs is not None:  # FULLY_CONNECTED's option
@@ -88,7 +88,7 @@ def quantize_dynamic(model: Model, per_channel: bool = True, asymmetric_inputs: 
 
 
 def _hybrid_filter(op, weight: Weight, name: str, values: np.ndarray, bits: int,
-                   block_size: int, channelwise: bool) -> Tensor:
+                   block_size: int, channelwise: bool, clipping: str = "minmax") -> Tensor:
     """The quantized filter of a hybrid op, in a format TFLite has a hybrid kernel for."""
     dtype = storage_dtype(bits)
     axis = weight.axis
@@ -100,8 +100,10 @@ def _hybrid_filter(op, weight: Weight, name: str, values: np.ndarray, bits: int,
             f"{', '.join(allowed)}); choose --weight-bits "
             f"{'8' if allowed == ('int8',) else '4 or 8'} for it")
     if block_size:
-        return _blockwise_filter(where, op, weight, name, values, bits, block_size, dtype)
-    scheme = Scheme(weight_bits=bits, granularity="per_channel" if channelwise else "per_tensor")
+        return _blockwise_filter(where, op, weight, name, values, bits, block_size, dtype,
+                                 clipping)
+    scheme = Scheme(weight_bits=bits, granularity="per_channel" if channelwise else "per_tensor",
+                    weight_clipping=clipping)
     q, quant = scheme_weights(values, axis, scheme)
     weights = Tensor(name, q.shape, dtype, quantization=quant)
     weights.data = q
@@ -109,9 +111,9 @@ def _hybrid_filter(op, weight: Weight, name: str, values: np.ndarray, bits: int,
 
 
 def _blockwise_filter(where: str, op, weight: Weight, name: str, values: np.ndarray, bits: int,
-                      block_size: int, dtype: str) -> Tensor:
+                      block_size: int, dtype: str, clipping: str = "minmax") -> Tensor:
     units, depth = values.shape if values.ndim == 2 else (values.shape[0], -1)
-    blockwise = sorted(name for name, w in weight_only_ops().items() if w.blockwise)
+    blockwise = sorted(op_type for op_type, w in weight_only_ops().items() if w.blockwise)
     problem = None if weight.blockwise else (
         f"TFLite runs blockwise weights only in {' and '.join(blockwise)}, not {op.type}")
     problem = problem or blockwise_fc_problem(dtype, units, depth)
@@ -119,7 +121,7 @@ def _blockwise_filter(where: str, op, weight: Weight, name: str, values: np.ndar
         problem = f"block size {block_size} does not divide the depth {depth}"
     if problem:
         raise QuantizationError(f"{where}: blockwise weights: {problem}")
-    q, scales = blockwise_weights(values, block_size, bits)
+    q, scales = blockwise_weights(values, block_size, bits, clipping)
     scale_tensor = Tensor(name + "_scales", scales.shape, "float16")
     scale_tensor.data = scales
     quant = Quantization(np.zeros(0), np.zeros(0),
@@ -130,7 +132,7 @@ def _blockwise_filter(where: str, op, weight: Weight, name: str, values: np.ndar
 
 
 def quantize_weight_only(model: Model, weight_bits: int = 8, per_channel: bool = True,
-                         block_size: int = 0) -> Model:
+                         block_size: int = 0, clipping: str = "minmax") -> Model:
     """Weights stored as int8/int4/int2 (per channel or per tensor) and expanded by DEQUANTIZE;
     every op still computes in float. Float16 weights behind a DEQUANTIZE count as weights."""
     if block_size:
@@ -139,7 +141,8 @@ def quantize_weight_only(model: Model, weight_bits: int = 8, per_channel: bool =
                                 "--mode dynamic --weight-bits 4 --block-size N")
     dtype = storage_dtype(weight_bits)
     scheme = Scheme(weight_bits=weight_bits,
-                    granularity="per_channel" if per_channel else "per_tensor")
+                    granularity="per_channel" if per_channel else "per_tensor",
+                    weight_clipping=clipping)
     count, weights = 0, weight_only_ops()
     for graph in model.subgraphs:
         producers = graph.producers()

@@ -24,6 +24,7 @@ import numpy as np
 from ..builder import options
 from ..errors import QuantizationError
 from ..ir import Model, OpCode, Operator, Quantization, Tensor, verify
+from ..ops.common import filter_types
 from ..ops.opdef import FIXED, REQUANT, SAME, SHARED, Quantized, Weight, definitions
 from ..ops.quantization import DEQUANTIZE, QUANTIZE
 from ..qparams import choose_qparams, int_range, quantize, quantize_symmetric
@@ -35,6 +36,7 @@ from .weights import (
     bias_int64,
     fake_quantized_weights,
     scheme_weights,
+    storage_dtype,
 )
 
 # Each op's rule comes from its definition (qengine.ops, `Quantized`): how its output
@@ -407,9 +409,12 @@ class _Pass:
             raise QuantizationError(f"{op.opcode.display} filter {w.name!r} has rank "
                                     f"{value.ndim}; cannot quantize along axis {axis}")
         scheme = self.scheme[id(op)]
-        self._note_research(op, scheme)
         q, quant = scheme_weights(value, axis, scheme)
-        return self._new_constant(w.name, q, quant)
+        # sub-8-bit weights go into TFLite's INT4/INT2 tensors where the op's kernel reads them
+        dtype = storage_dtype(scheme.weight_bits)
+        allowed = filter_types(op.type, self.act)
+        self._note_research(op, scheme, dtype if dtype in allowed else "int8", allowed)
+        return self._new_constant(w.name, q, quant, dtype if dtype in allowed else "int8")
 
     def _fake_quantize_weights(self, op: Operator) -> None:
         """Replace the filter by dequantize(quantize(filter)) under the op's research scheme."""
@@ -420,9 +425,11 @@ class _Pass:
             op.inputs[index] = self._new_constant(w.name, fake, None)
         self._note_research(op, scheme)
 
-    def _note_research(self, op: Operator, scheme: Scheme) -> None:
+    def _note_research(self, op: Operator, scheme: Scheme, stored_as: str = "int8",
+                       allowed: tuple = ("int8",)) -> None:
         """Record ops whose scheme TFLite cannot run; writing the model is refused for them."""
-        problem = scheme.export_problem()
+        problem = scheme.export_problem(stored_as, f"{op.type} with {self.act} activations",
+                                        allowed)
         if problem:
             name = op.outputs[0].name if op.outputs and op.outputs[0] is not None else ""
             self.model.simulated[name] = f"{op.type} {name!r} ({scheme.describe()}): {problem}"
@@ -471,8 +478,9 @@ class _Pass:
             _symmetric_int16(value)
         return self._new_constant(t.name, q, quant)
 
-    def _new_constant(self, name: str, value: np.ndarray, quant: Quantization) -> Tensor:
-        t = Tensor(name, value.shape, str(value.dtype), quantization=quant)
+    def _new_constant(self, name: str, value: np.ndarray, quant: Quantization,
+                      dtype: str | None = None) -> Tensor:
+        t = Tensor(name, value.shape, dtype or str(value.dtype), quantization=quant)
         t.data = value
         return t
 

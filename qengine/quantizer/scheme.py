@@ -6,9 +6,10 @@ of the tensors it produces. A `Recipe` is a default scheme plus ordered override
 against op types or output-tensor names (exact or glob); the last match wins, and an override
 may keep the op in float.
 
-TFLite's int8 and 16x8 specs allow exactly one weight format: int8, symmetric (zero point 0),
-narrow range [-127, 127], one scale per tensor or per output channel. Anything else is a research
-scheme. qengine simulates research schemes exactly where the integer kernels can express them
+TFLite's int8 and 16x8 specs allow one weight format: symmetric (zero point 0), narrow range,
+one scale per tensor or per output channel, stored as int8 or, for 2-4 bits, as TFLite's INT4/INT2
+tensors where the op's kernel reads them (FULLY_CONNECTED int4/int2, CONV_2D and int8
+DEPTHWISE_CONV_2D int4). Anything else is a research scheme. qengine simulates research schemes exactly where the integer kernels can express them
 (fewer bits, full range, power-of-two scales: still int8 values with zero point 0, so the int8
 kernels compute the scheme's arithmetic bit for bit) and by fake quantization where they cannot
 (asymmetric or blockwise weights: the op runs in float on the dequantized weights, between
@@ -29,6 +30,7 @@ from pathlib import Path
 from ..errors import InputError
 
 GRANULARITIES = ("per_channel", "per_tensor", "blockwise")
+WEIGHT_CLIPPINGS = ("minmax", "mse")
 ACTIVATION_TYPES = ("int8", "int16")
 CALIBRATORS = ("minmax", "moving_average", "percentile", "mse", "entropy")
 
@@ -42,6 +44,7 @@ class Scheme:
     symmetric: bool = True  # weights: zero point 0; False: affine weights with a zero point
     narrow_range: bool = True  # weights in [-(2^(b-1) - 1), 2^(b-1) - 1], not down to -2^(b-1)
     power_of_two: bool = False  # every scale (weights and activations) rounded up to 2^k
+    weight_clipping: str = "minmax"  # weight scale from max|w|, or "mse": the MSE-optimal clip
     calibrator: str = "minmax"  # how activation ranges are chosen, see qengine.calibrate
     calibrator_options: tuple = ()  # (name, value) pairs, e.g. (("percentile", 99.9),)
 
@@ -49,6 +52,7 @@ class Scheme:
         _check_choice("activations", self.activations, ACTIVATION_TYPES)
         _check_choice("granularity", self.granularity, GRANULARITIES)
         _check_choice("calibrator", self.calibrator, CALIBRATORS)
+        _check_choice("weight_clipping", self.weight_clipping, WEIGHT_CLIPPINGS)
         if not isinstance(self.weight_bits, int) or not 2 <= self.weight_bits <= 8:
             raise InputError(f"weight_bits must be an integer from 2 to 8, got "
                              f"{self.weight_bits!r}")
@@ -82,15 +86,20 @@ class Scheme:
         one scale per channel or tensor); False: the op is fake-quantized in float."""
         return self.symmetric and self.granularity != "blockwise"
 
-    def export_problem(self) -> str | None:
-        """Why TFLite cannot run this scheme as written, or None when it can."""
+    def export_problem(self, stored_as: str = "int8", where: str = "",
+                       allowed: tuple = ("int8",)) -> str | None:
+        """Why TFLite cannot run this scheme as written (weights `stored_as` that tensor type in
+        an op `where`, whose kernel reads the `allowed` filter types), or None when it can."""
         if self.granularity == "blockwise":
             return (f"blockwise weights (blocks of {self.block_size}) have one scale per block; "
                     f"TFLite's int8 kernels take one scale per output channel")
         if not self.symmetric:
             return ("asymmetric weights need a weight zero point; TFLite's int8 spec fixes "
                     "weight zero points at 0")
-        if self.weight_bits != 8:
+        if self.weight_bits <= 4 and stored_as == "int8" and self.narrow_range:
+            return (f"TFLite has no kernel for {where} reading int{self.weight_bits} weights "
+                    f"(its filters there: {', '.join(allowed)})")
+        if self.weight_bits != 8 and (stored_as == "int8" or not self.narrow_range):
             return (f"int{self.weight_bits} weights would be stored as int8 bytes claiming the "
                     f"int8 scheme; TFLite's int8 kernels have no {self.weight_bits}-bit weight "
                     f"format, so the file would neither be smaller nor say what it is")
@@ -115,6 +124,7 @@ class Scheme:
         weights += "" if self.symmetric else " asymmetric"
         weights += "" if self.narrow_range or not self.symmetric else " full-range"
         weights += " pow2" if self.power_of_two else ""
+        weights += " mse-clipped" if self.weight_clipping == "mse" else ""
         return f"{self.activations} activations, {weights} weights, {self.calibrator}"
 
 

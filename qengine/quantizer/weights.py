@@ -56,7 +56,12 @@ def scheme_weights(w: np.ndarray, axis: int, scheme) -> tuple[np.ndarray, Quanti
     w = np.asarray(w, np.float64)
     qmin, qmax = scheme.weight_range
     reduce = None if scheme.granularity == "per_tensor" else axis
-    bound = np.abs(w).max(axis=_others(w, reduce), initial=0.0).reshape(-1)
+    if scheme.weight_clipping == "mse":
+        rows = w.reshape(1, -1) if reduce is None else np.moveaxis(w, axis, 0).reshape(
+            w.shape[axis], -1)
+        bound = mse_bounds(rows, qmin, qmax)
+    else:
+        bound = np.abs(w).max(axis=_others(w, reduce), initial=0.0).reshape(-1)
     scale = power_of_two_scales(bound / qmax, scheme.power_of_two)
     q = quantize(w, scale, 0, "int8", "float64", qrange=(qmin, qmax), axis=reduce)
     return q, Quantization(scale, np.zeros(scale.size, np.int64),
@@ -129,20 +134,43 @@ def storage_dtype(bits: int) -> str:
     return "int2" if bits <= 2 else "int4" if bits <= 4 else "int8"
 
 
-def blockwise_weights(w: np.ndarray, block_size: int, bits: int
+def blockwise_weights(w: np.ndarray, block_size: int, bits: int, clipping: str = "minmax"
                       ) -> tuple[np.ndarray, np.ndarray]:
     """[rows, depth] weights -> (q int8 [rows, depth], float16 scales [rows, depth / block]).
 
-    Symmetric, narrow range: scale = max|w| / qmax over each block, rounded to float16 (the
-    type TFLite reads), and q = clip(round(w / scale)) with that rounded scale."""
+    Symmetric, narrow range: scale = bound / qmax over each block (bound = max|w|, or the
+    MSE-optimal clipping bound), rounded to float16 (the type TFLite reads), and
+    q = clip(round(w / scale)) with that rounded scale."""
     w = np.asarray(w, np.float64)
     rows, depth = w.shape
     qmax = 2 ** (bits - 1) - 1
     blocks = w.reshape(rows, depth // block_size, block_size)
-    bound = np.abs(blocks).max(axis=2)
+    if clipping == "mse":
+        bound = mse_bounds(blocks.reshape(-1, block_size), -qmax, qmax).reshape(rows, -1)
+    else:
+        bound = np.abs(blocks).max(axis=2)
     tiny = float(np.finfo(np.float16).tiny)
     scale = np.where(bound > 0, np.clip(bound / qmax, tiny, float(np.finfo(np.float16).max)),
                      1.0).astype(np.float16)
     q = quantize(blocks, scale.astype(np.float64)[:, :, None], 0, "int8", "float64",
                  qrange=(-qmax, qmax))
     return q.reshape(rows, depth), scale
+
+
+# Clipping bounds tried by mse_bounds, as fractions of max|w|
+CLIP_RATIOS = np.linspace(0.3, 1.0, 71)
+
+
+def mse_bounds(rows: np.ndarray, qmin: int, qmax: int) -> np.ndarray:
+    """Per row, the clipping bound b = r * max|w| (r in CLIP_RATIOS) whose quantization
+    s * clip(round(w / s), qmin, qmax), s = b / qmax, has the least squared error."""
+    rows = np.asarray(rows, np.float64)
+    peak = np.abs(rows).max(axis=1, initial=0.0)
+    best, best_error = peak.copy(), np.full(len(rows), np.inf)
+    for ratio in CLIP_RATIOS:
+        scale = np.where(peak > 0, ratio * peak / qmax, 1.0)[:, None]
+        fake = quantize(rows, scale, 0, "int8", "float64", qrange=(qmin, qmax)) * scale
+        error = ((rows - fake) ** 2).sum(1)
+        better = error < best_error
+        best_error[better], best[better] = error[better], ratio * peak[better]
+    return best

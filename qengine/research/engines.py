@@ -36,13 +36,13 @@ def run_tasks(func: Callable, shared, items: list, *, engine: str = "local",
     if engine == "local":
         if address:
             raise QEngineError("--address is for --engine ray")
-        return _local(func, shared, items, workers or _cores(), retries)
+        return _local(func, shared, items, workers or cores(), retries)
     if engine == "ray":
         return _ray(func, shared, items, workers, address, retries)
     raise QEngineError(f"unknown engine {engine!r}; engines are {', '.join(ENGINES)}")
 
 
-def _cores() -> int:
+def cores() -> int:
     return multiprocessing.cpu_count() or 1
 
 
@@ -138,7 +138,7 @@ def _connect(ray, address: str | None, workers: int | None) -> bool:
         _check_reachable(address)
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     else:
-        ray.init(num_cpus=workers or _cores(), include_dashboard=False, logging_level="ERROR",
+        ray.init(num_cpus=workers or cores(), include_dashboard=False, logging_level="ERROR",
                  log_to_driver=False, object_store_memory=200 * 2 ** 20)
     return True
 

@@ -11,9 +11,11 @@ Ops without weights have two levels: quantized and float. Greedy, guided by attr
 with every op at its cheapest level; measure the model end to end on DATA (worst-output SQNR,
 or top-1 accuracy with labels); while it misses the target, rank ops by their own error
 (`qengine.compare`: each op alone on float-exact inputs) and move the worst `step` ops not
-yet float one level up. Every model on the way is a candidate; the answer is the smallest
-exportable candidate TFLite runs that meets the target and `max_bytes`. All models share one
-set of calibration statistics.
+yet float one level up. Moving up never makes a model smaller, so a climb stops as soon as its
+model is larger than `max_bytes` or than a model that already met the target (the 16x8 family,
+whose first model often meets it, is searched first). Every model on the way is a candidate;
+the answer is the smallest exportable candidate TFLite runs that meets the target and
+`max_bytes`. All models share one set of calibration statistics.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ class Search:
 
     def families(self) -> list[tuple[str, list]]:
         low = [b for b in (2, 4) if self._exports(Recipe(Scheme(weight_bits=b)))]
-        return [("int8", low + [8, FLOAT]), ("int16", [8, FLOAT])]
+        return [("int16", [8, FLOAT]), ("int8", low + [8, FLOAT])]
 
     def _exports(self, recipe: Recipe) -> bool:
         try:
@@ -142,7 +144,10 @@ class Search:
     def run(self) -> SearchResult:
         candidates = []
         for activations, levels in self.families():
-            candidates += self._climb(activations, levels)
+            met = [c.bytes for c in candidates if c.bytes is not None and
+                   self.target.met(c.quality) and self._fits(c)]
+            bound = min(met + ([self.max_bytes] if self.max_bytes else []), default=None)
+            candidates += self._climb(activations, levels, bound)
         usable = [c for c in candidates if c.bytes is not None and self._fits(c)]
         met = sorted((c for c in usable if self.target.met(c.quality)), key=lambda c: c.bytes)
         best = next((c for c in met if _runs_in_tflite(c, self.batches[0])), None)
@@ -154,7 +159,7 @@ class Search:
     def _fits(self, c: Candidate) -> bool:
         return self.max_bytes is None or c.bytes <= self.max_bytes
 
-    def _climb(self, activations: str, levels: list) -> list[Candidate]:
+    def _climb(self, activations: str, levels: list, bound: int | None) -> list[Candidate]:
         from ..compare import compare
 
         at = {name: levels[0] if weighted else 8 for name, weighted in self.ops.items()}
@@ -168,6 +173,8 @@ class Search:
                      f"{'not exportable' if candidate.bytes is None else f'{candidate.bytes:,} B'}")
             if self.target.met(candidate.quality) and candidate.bytes is not None:
                 break
+            if bound is not None and candidate.bytes is not None and candidate.bytes > bound:
+                break  # moving further up only grows it
             worst = self._worst(compare(self.model, candidate.model, self.data), at, step)
             if not worst:
                 break

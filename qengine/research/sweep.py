@@ -1,7 +1,8 @@
 """`qengine sweep`: quantize a model in every configuration of a grid and measure each one.
 
-Calibration statistics are collected once per calibrator (per `Plan.statistics_key`) in the
-parent and shipped with the model bytes and the data to the workers, which only quantize
+Calibration statistics are collected once per calibrator (per `Plan.statistics_key`), by the
+parent or, for a large calibration set, by the workers on slices whose observers are merged,
+and shipped with the model bytes and the data to the workers, which only quantize
 (`qengine.quantize(..., statistics=...)`), apply PTQ methods and measure. Each finished row is
 written to DIR at once (the model to DIR/<key>.tflite, then the row to DIR/rows/<key>.json,
 both by atomic rename), keyed by a hash of the model bytes, the calibration data, the data,
@@ -20,6 +21,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import json
 import math
 import os
@@ -52,8 +54,11 @@ class SweepInputs:
     statistics: dict  # Plan.statistics_key() -> observers
 
 
-def prepare(model: bytes, calibration, data, labels, plans: list[Plan]) -> SweepInputs:
-    """Run the float model on the data once, and calibrate once per statistics key."""
+def prepare(model: bytes, calibration, data, labels, plans: list[Plan], *,
+            engine: str = "local", workers: int | None = None,
+            address: str | None = None) -> SweepInputs:
+    """Run the float model on the data once, and calibrate once per statistics key (sharded
+    over the engine's workers when the calibration set is large, see `_statistics`)."""
     from ..calibrate import iterate_samples, stack_batches
     from ..flatbuffer_io import load
     from ..runtime import Interpreter
@@ -65,8 +70,88 @@ def prepare(model: bytes, calibration, data, labels, plans: list[Plan]) -> Sweep
     batches = list(stack_batches(float_model, samples, BATCH))
     interpreter = Interpreter(float_model)
     reference = [real_outputs(interpreter, batch) for batch in batches]
+    wanted = _wanted_statistics(plans, calibration)
+    shards = _calibration_shards(calibration, workers, wanted)
+    if shards:
+        from .engines import run_tasks
+
+        parts = dict(run_tasks(calibration_statistics_of, (model, wanted), shards,
+                               engine=engine, workers=workers, address=address))
+        statistics = merge_statistics([parts[i] for i in range(len(shards))])
+    else:
+        statistics = calibration_statistics_of((model, wanted), calibration)
     return SweepInputs(model, calibration, batches, _split(labels, batches, len(samples)),
-                       reference, _statistics(float_model, calibration, plans))
+                       reference, statistics)
+
+
+SHARDED_CALIBRATION = 512  # samples from which calibration is spread over the workers
+EXACT_MERGE = ("minmax", "percentile", "mse", "entropy")  # moving_average's merge approximates
+
+
+def _wanted_statistics(plans: list[Plan], calibration) -> dict[str, Plan]:
+    wanted = {}
+    for plan in plans:
+        if plan.calibrated:
+            if calibration is None:
+                raise QEngineError(f"mode {plan.mode} needs --calibration DATA")
+            wanted.setdefault(plan.statistics_key(), plan)
+    return wanted
+
+
+def _calibration_shards(calibration, workers: int | None, wanted: dict) -> list | None:
+    """Contiguous slices of a large calibration set, one per worker, when every calibrator
+    merges exactly (so the statistics equal one pass over the whole set); else None."""
+    from .engines import cores
+
+    count = _sample_count(calibration)
+    workers = workers or cores()
+    exact = all(s.calibrator in EXACT_MERGE for plan in wanted.values()
+                for s in plan.recipe.schemes())
+    if not wanted or workers < 2 or count is None or count < SHARDED_CALIBRATION or not exact:
+        return None
+    bounds = np.linspace(0, count, workers + 1).astype(int)
+    return [_rows(calibration, a, b) for a, b in itertools.pairwise(bounds)]
+
+
+def _sample_count(data) -> int | None:
+    if isinstance(data, np.ndarray):
+        return data.shape[0]
+    if isinstance(data, dict) and data:
+        return next(iter(data.values())).shape[0]
+    return None
+
+
+def _rows(data, start: int, stop: int):
+    if isinstance(data, dict):
+        return {k: v[start:stop] for k, v in data.items()}
+    return data[start:stop]
+
+
+def calibration_statistics_of(shared: tuple, calibration) -> dict:
+    """Statistics key -> observers on `calibration` for every wanted plan (runs in a worker
+    when sharded)."""
+    from ..flatbuffer_io import load
+    from ..quantizer import calibration_statistics
+    from ..quantizer.ptq import equalize
+
+    model, wanted = shared
+    float_model = load(model)
+    return {key: calibration_statistics(equalize(float_model) if "cle" in plan.ptq
+                                        else float_model, calibration, plan.recipe)
+            for key, plan in wanted.items()}
+
+
+def merge_statistics(parts: list[dict]) -> dict:
+    """Per statistics key and tensor, the shards' observers merged in shard order."""
+    merged = {}
+    for key in parts[0]:
+        observers = dict(parts[0][key])
+        for part in parts[1:]:
+            for name, observer in part[key].items():
+                observers[name] = observers[name].merge(observer) if name in observers \
+                    else observer
+        merged[key] = observers
+    return merged
 
 
 def _split(labels, batches: list, count: int) -> list | None:
@@ -77,21 +162,6 @@ def _split(labels, batches: list, count: int) -> list | None:
         raise QEngineError(f"{labels.shape[0]} labels for {count} data samples")
     sizes = np.cumsum([b[0].shape[0] for b in batches])[:-1]
     return np.split(labels, sizes)
-
-
-def _statistics(float_model, calibration, plans: list[Plan]) -> dict:
-    from ..quantizer import calibration_statistics
-    from ..quantizer.ptq import equalize
-
-    stats = {}
-    for plan in plans:
-        key = plan.statistics_key()
-        if plan.calibrated and key not in stats:
-            if calibration is None:
-                raise QEngineError(f"mode {plan.mode} needs --calibration DATA")
-            source = equalize(float_model) if "cle" in plan.ptq else float_model
-            stats[key] = calibration_statistics(source, calibration, plan.recipe)
-    return stats
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,7 +303,8 @@ def sweep(model: bytes, calibration, data, configs: list[dict], out_dir, *, labe
     say(f"{len(configs)} configurations: {len(rows)} already in {out_dir}, {len(todo)} to run")
     interrupted = False
     if todo:
-        inputs = prepare(model, calibration, data, labels, [plan_for(configs[i]) for i in todo])
+        inputs = prepare(model, calibration, data, labels, [plan_for(configs[i]) for i in todo],
+                         engine=engine, workers=workers, address=address)
         tasks = run_tasks(evaluate, inputs, [configs[i] for i in todo], engine=engine,
                           workers=workers, address=address)
         try:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import strings
 from ..errors import InputError, InvalidModelError, QEngineError, UnsupportedOpsError
 from ..flatbuffer_io import load
 from ..ir import Model, Subgraph, Tensor, numpy_dtype
@@ -398,6 +399,12 @@ def _blas_controller():
     return ThreadpoolController()
 
 
+def blas_is_limited() -> bool:
+    """True when runs hold BLAS at one thread (threadpoolctl is installed), so the float path
+    may split matmuls over its own pool without oversubscribing the cores."""
+    return _blas_controller() is not None
+
+
 def _blas_limit(n: int):
     controller = _blas_controller()
     if controller is None:
@@ -464,18 +471,24 @@ def _check_input(t: Tensor, array) -> np.ndarray:
     expected = f"expects shape {_shape_text(t)} {t.dtype}"
     if array is None:
         raise InputError(f"input {t.name!r} is missing ({expected})")
-    array = np.asarray(array)
-    want = numpy_dtype(t.dtype)
-    if array.dtype != want:
-        if want == np.float32 and array.dtype.kind == "f":
-            array = array.astype(np.float32)  # float64 from numpy is the common, harmless case
-        else:
-            raise InputError(f"input {t.name!r} {expected}, got dtype {array.dtype}")
+    if t.dtype == "string":
+        array = strings.as_strings(t.name, array)  # an object array of bytes
+    else:
+        array = _with_dtype(t, np.asarray(array), expected)
     signature = t.shape_signature or t.shape
     if len(array.shape) != len(t.shape) or any(
             d != s and fixed != -1 for d, s, fixed in zip(array.shape, t.shape, signature)):
         raise InputError(f"input {t.name!r} {expected}, got shape {tuple(array.shape)}")
     return np.require(array, requirements="C")  # (ascontiguousarray would make rank 0 rank 1)
+
+
+def _with_dtype(t: Tensor, array: np.ndarray, expected: str) -> np.ndarray:
+    want = numpy_dtype(t.dtype)
+    if array.dtype == want:
+        return array
+    if want == np.float32 and array.dtype.kind == "f":
+        return array.astype(np.float32)  # float64 from numpy is the common, harmless case
+    raise InputError(f"input {t.name!r} {expected}, got dtype {array.dtype}")
 
 
 def _shape_text(t: Tensor) -> str:
@@ -486,6 +499,8 @@ def _shape_text(t: Tensor) -> str:
 
 def _constant_value(t: Tensor) -> np.ndarray:
     value = t.data
+    if t.dtype == "string" and value is not None:
+        return strings.decode(t.buffer.data, t.shape, t.name)
     return value if value is not None else np.zeros(0, np.uint8)
 
 

@@ -24,6 +24,7 @@ class Resources:
         self.initializing: set[int] = set()  # subgraphs CALL_ONCE is running now
         self.tensor_states: dict[int, tuple] = {}  # id(variable tensor) -> (tensor, value)
         self.generators: dict = {}  # random ops' generator state (ops/random_ops.py)
+        self.tables: dict[int, dict] = {}  # hash tables by table id (ops/hashtable.py)
 
     def handle(self, container: str, shared_name: str) -> int:
         """The resource id of a variable, created on first sight as TFLite's VAR_HANDLE does."""
@@ -73,5 +74,6 @@ class Resources:
         self.values.clear()
         self.tensor_states.clear()
         self.generators.clear()
+        self.tables.clear()
         self.initialized.clear()
         self.initializing.clear()
