@@ -177,13 +177,6 @@ def _bidirectional_lstm(merge: bool, time_major: bool, cifg: bool):
     return b.build(outs if isinstance(outs, list) else [outs]), shape
 
 
-DEVIATIONS = {
-    "BIDIRECTIONAL_SEQUENCE_LSTM merged, batch-major, CIFG": "TFLite 2.21's merged output "
-        "differs from its own unmerged outputs concatenated (by up to 0.12 for batch > 0); "
-        "qengine returns the concatenation, checked against TFLite's unmerged run",
-}
-
-
 @pytest.mark.parametrize("merge", [False, True])
 @pytest.mark.parametrize("time_major", [True, False])
 @pytest.mark.parametrize("cifg", [False, True])
@@ -196,7 +189,7 @@ def test_bidirectional_sequence_lstm(merge, time_major, cifg):
     if not (merge and not time_major and cifg):
         _compare_all_outputs(model, make_input)
         return
-    unmerged, _ = _bidirectional_lstm(False, time_major, cifg)  # see DEVIATIONS
+    unmerged, _ = _bidirectional_lstm(False, time_major, cifg)  # see tests/deviations.py
     tfl = make_interpreter(unmerged.to_bytes())
     tfl.allocate_tensors()
     interpreter = qengine.Interpreter(model)

@@ -96,3 +96,15 @@ def test_version_lists_the_environment_changes(capsys):
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith(f"qengine {__version__}\n") and "QENGINE_KEEP_ENV" in out
+
+
+def test_deviations_live_in_one_table():
+    """tests/deviations.py is the one list of known deviations, every entry with a reason;
+    no test module keeps a table of its own."""
+    import deviations
+
+    assert all(isinstance(key, tuple) and len(key) == 2 and reason.strip()
+               for key, reason in deviations.DEVIATIONS.items())
+    own = [p.name for p in (REPO / "tests").glob("test_*.py")
+           if any(line.startswith("DEVIATIONS") for line in p.read_text().splitlines())]
+    assert own == [], f"keep deviations in tests/deviations.py, not in {own}"
