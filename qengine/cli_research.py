@@ -89,11 +89,11 @@ def add_explore(commands) -> None:
     p.add_argument("quant_model", metavar="QUANT")
     p.add_argument("--data", required=True, metavar="DATA", help=".npy, .npz or a directory")
     p.add_argument("--data-key", metavar="KEY", help="one array of the --data .npz")
-    p.add_argument("--limit", type=_positive, help="use the first N samples")
+    p.add_argument("--limit", type=positive, help="use the first N samples")
     p.add_argument("--node-data", metavar="OUT.json", default="model_explorer.json",
                    help="where the node data is written (default ./model_explorer.json and "
                         "two files beside it)")
-    p.add_argument("--port", type=_positive, default=8080)
+    p.add_argument("--port", type=positive, default=8080)
     p.add_argument("--no-browser", action="store_true", help="only start the server")
     p.set_defaults(handler=cmd_explore)
 

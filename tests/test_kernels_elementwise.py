@@ -1,5 +1,5 @@
 """Elementwise, activation, softmax, resize and (de)quantize kernels: exact equality with the
-slow twins in naive_int8_elementwise.py, and (marked `tf`) with TFLite's reference kernels.
+slow twins in naive/int8_elementwise.py, and (marked `tf`) with TFLite's reference kernels.
 """
 
 import math
@@ -19,7 +19,7 @@ from qengine.kernels import softmax as sm
 from qengine import qparams
 
 sys.path.insert(0, str(Path(__file__).parent))
-import naive_int8_elementwise as naive
+from naive import int8_elementwise as naive
 
 ALL_INT8 = np.arange(-128, 128, dtype=np.int8)
 
