@@ -2,9 +2,10 @@
 every op.
 
 Each op type is defined once, by an `OpDef` (`qengine.ops.opdef`) in its family's module. The
-definition is the only place the op's name is written: the quantizer's rule tables, the
-dynamic-range op list, PTQ's layers and compare's audited ops are derived from the
-definitions, and `tests/test_architecture.py` checks that every op type is named in one file.
+quantizer's rule tables, the dynamic-range and weight-only op lists, PTQ's layers and
+compare's audited ops are derived from the definitions, so an op's name is written in its
+module only (a few also appear in `warmup.py`'s sample model); `tests/test_architecture.py`
+checks it (at most 3 files per op type, median 1).
 
 Adding an op
 ------------
@@ -24,13 +25,15 @@ Adding an op
        @op("ABS", kernels=integer_kernels("elementwise_int:abs_"),
            quantized=Quantized(REQUANT, 2, int16=3))
 
-   The float `prepare` calls `quantized_path(ctx)` for quantized inputs, which runs the kernel
+   The float `prepare` calls `quantized_path(ctx, "<family>")` for quantized inputs, which runs the kernel
    `kernels` keys by the data input's dtype (the same function for int8, uint8 and int16 with
    `integer_kernels`; the function refuses what TFLite refuses).
 
    `Quantized(output rule, int8 version, int16=16x8 version or None, fixed=(scale, zp),
-   weight=Weight(input, channel axis, layout), bias=input, ...)`: see the fields' comments in
-   `opdef.py` for the special inputs (PADV2's pad value, PRELU's int8 alpha, ...).
+   bias=input, ...)`: see the fields' comments in `opdef.py` for the special inputs (PADV2's
+   pad value, PRELU's int8 alpha, ...). An op with a constant filter or table also gets
+   `weight=Weight(input, channel axis, layout, types=...)` (quantized by every mode; the
+   dynamic-range mode also needs `hybrid=Hybrid(versions...)`).
 
 3. Kernels per dtype: an op whose dtypes share validation and geometry but not arithmetic
    (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED) is an `OpDef` with `shared(ctx) -> args` and

@@ -20,7 +20,7 @@ def _elementwise(ctx: OpContext, compute) -> Prepared:
     ctx.expect_inputs(1)
     x = ctx.input(0)
     if is_quantized(x):
-        return quantized_path(ctx)
+        return quantized_path(ctx, "activations")
     ctx.expect_dtype(x, "float32")
 
     def run(value):
@@ -74,7 +74,7 @@ def prelu(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(2)
     x, alpha = ctx.input(0), ctx.input(1)
     if is_quantized(x):
-        return quantized_path(ctx)
+        return quantized_path(ctx, "activations")
     ctx.expect_dtype(x, "float32")
     ctx.expect_dtype(alpha, "float32")
     if broadcast_shape(ctx, x.shape, alpha.shape) != x.shape:

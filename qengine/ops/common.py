@@ -147,14 +147,19 @@ def is_quantized(spec) -> bool:
     return spec is not None and spec.dtype in QUANTIZED_TYPES and spec.quantization is not None
 
 
-def quantized_path(ctx: OpContext):
+def quantized_path(ctx: OpContext, family: str):
     """Prepare the op with the integer kernel its definition keys by the input's dtype
-    (`kernels=integer_kernels("<family>_int:<function>")` in its `@op`).
+    (`kernels=integer_kernels("<family>_int:<function>")` in its `@op`); `family` says which
+    `_int` module the caller expects it in, and a definition pointing elsewhere is a bug.
 
     The `_int` modules import Numba kernels, so they load only when a quantized model needs
     them.
     """
-    return definitions()[ctx.op.type].kernel(ctx)(ctx)
+    definition = definitions()[ctx.op.type]
+    elsewhere = [k for k in definition.kernels.values()
+                 if isinstance(k, str) and not k.startswith(f"{family}_int:")]
+    assert not elsewhere, f"{ctx.op.type}'s integer kernels {elsewhere} are not in {family}_int"
+    return definition.kernel(ctx)(ctx)
 
 
 def use_fast_kernels() -> bool:
@@ -180,6 +185,15 @@ def per_tensor(ctx: OpContext, spec: Spec) -> tuple[float, int]:
         return per_tensor_params(q, spec.name)
     except InvalidModelError as e:  # a scale <= 0: say which op reads it
         raise ctx.invalid(str(e)) from None
+
+
+def required_per_tensor(ctx: OpContext, spec: Spec) -> tuple[float, int]:
+    """per_tensor for tensors that must be per-tensor quantized to form a valid model (the
+    data and output of conv, FC and reductions): anything else is an invalid model."""
+    q = spec.quantization
+    if q is None or q.scale.size != 1:
+        raise ctx.invalid(f"tensor {spec.name!r} needs per-tensor quantization")
+    return per_tensor(ctx, spec)
 
 
 def output_params(ctx: OpContext, dtype: str) -> tuple[float, int]:

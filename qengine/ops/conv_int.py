@@ -46,8 +46,8 @@ from .common import (
     expect_filter_type,
     float_activation,
     float_activation_bounds,
-    per_tensor,
     quantized_activation_range,
+    required_per_tensor,
     use_fast_kernels,
 )
 
@@ -100,9 +100,9 @@ def _int8_params(ctx: OpContext, out_c: int, bias_required: bool):
     ctx.expect_dtype(x, "int8")
     _expect_output(ctx, "int8")
     scales = _filter_scales(ctx, w, out_c)
-    in_scale, in_zp = per_tensor(ctx, x)
+    in_scale, in_zp = required_per_tensor(ctx, x)
     out_spec = ctx.output_spec(0, None)
-    out_scale, out_zp = per_tensor(ctx, out_spec)
+    out_scale, out_zp = required_per_tensor(ctx, out_spec)
     has_bias = _bias(ctx, out_c, "int32", bias_required)
     # eff[c] = double(s_in) * double(s_w[c]) / double(s_out), QuantizeMultiplier per channel
     mult, shift = quantize_multipliers(np.float64(in_scale) * scales.astype(np.float64)

@@ -73,7 +73,7 @@ def _binary(ctx: OpContext, compute, dtypes, *, out_dtype: str | None = None,
     ctx.expect_inputs(2)
     a, b = ctx.input(0), ctx.input(1)
     if quantized and (is_quantized(a) or is_quantized(b)):
-        return quantized_path(ctx)
+        return quantized_path(ctx, "elementwise")
     ctx.expect_dtype(a, *dtypes)
     if b.dtype != a.dtype:
         raise ctx.invalid(f"input dtypes differ: {a.dtype} and {b.dtype}")
@@ -101,7 +101,7 @@ def _unary(ctx: OpContext, compute, dtypes, *, out_dtype: str | None = None,
     ctx.expect_inputs(1)
     x = ctx.input(0)
     if quantized and is_quantized(x):
-        return quantized_path(ctx)
+        return quantized_path(ctx, "elementwise")
     ctx.expect_dtype(x, *dtypes)
     dtype = out_dtype or x.dtype
 

@@ -40,8 +40,8 @@ from .common import (
     expect_filter_type,
     float_activation,
     float_activation_bounds,
-    per_tensor,
     quantized_activation_range,
+    required_per_tensor,
     use_fast_kernels,
 )
 from .fully_connected import _output_shape
@@ -110,8 +110,8 @@ def int8(ctx: OpContext) -> Prepared:
     units, depth = w.shape
     scales = _weight_scales(ctx, w)
     bias = _bias_spec(ctx, "int32", units)
-    in_scale, in_zp = per_tensor(ctx, x)
-    out_scale, out_zp = per_tensor(ctx, ctx.output_spec(0, None))
+    in_scale, in_zp = required_per_tensor(ctx, x)
+    out_scale, out_zp = required_per_tensor(ctx, ctx.output_spec(0, None))
     w_zp = 0  # per-channel weights are symmetric; TFLite ignores their zero points
     if scales.size == 1:
         w_zp = int(w.quantization.zero_point[0])  # per-tensor: weights_offset = -zp

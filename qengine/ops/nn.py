@@ -23,7 +23,18 @@ from .common import (
     patches,
     quantized_path,
 )
-from .opdef import FIXED, OHWI, REQUANT, SAME, TABLE, Quantized, Weight, integer_kernels, op
+from .opdef import (
+    FIXED,
+    HYBRID,
+    OHWI,
+    REQUANT,
+    SAME,
+    TABLE,
+    Quantized,
+    Weight,
+    integer_kernels,
+    op,
+)
 
 
 def _float_input(ctx: OpContext, i: int = 0) -> Spec:
@@ -46,7 +57,7 @@ def _pool(ctx: OpContext, reduce_window) -> Prepared:
     x = ctx.input(0)
     ctx.expect_rank(x, 4)
     if is_quantized(x):
-        return quantized_path(ctx)
+        return quantized_path(ctx, "nn")
     ctx.expect_dtype(x, "float32")
     if ctx.options is None:
         raise ctx.invalid("Pool2DOptions are missing")
@@ -101,7 +112,7 @@ def _last_axis_op(ctx: OpContext, kernel, max_rank: int | None = None):
     ctx.expect_inputs(1)
     x = ctx.input(0)
     if is_quantized(x):
-        return quantized_path(ctx)
+        return quantized_path(ctx, "nn")
     ctx.expect_dtype(x, "float32")
     if x.rank < 1 or (max_rank is not None and x.rank > max_rank):
         raise ctx.invalid(f"input of rank {x.rank}; the op needs rank 1 to {max_rank or 'any'}")
@@ -221,7 +232,7 @@ def resize_bilinear(ctx: OpContext) -> Prepared:
     if align_corners and half_pixel:
         raise ctx.invalid("alignCorners and halfPixelCenters cannot both be set")
     if is_quantized(x):
-        return quantized_path(ctx)
+        return quantized_path(ctx, "nn")
     ctx.expect_dtype(x, "float32")
     n, in_h, in_w, c = x.shape
     y0, y1, dy = _bilinear_axis(in_h, out_h, align_corners, half_pixel)
@@ -263,8 +274,8 @@ def resize_nearest_neighbor(ctx: OpContext) -> Prepared:
 # -- transpose convolution -------------------------------------------------------------------
 
 
-@op("TRANSPOSE_CONV",
-    kernels=integer_kernels("nn_int:transpose_conv"),
+@op("TRANSPOSE_CONV",  # nn_int.transpose_conv also runs the hybrid kernel (float input)
+    kernels={**integer_kernels("nn_int:transpose_conv"), HYBRID: "nn_int:transpose_conv"},
     weight=Weight(1, 0, OHWI),
     quantized=Quantized(REQUANT, 3, int16=3, bias=3,
                         bias_optional=True, data_input=2))
@@ -282,7 +293,7 @@ def transpose_conv(ctx: OpContext) -> Prepared:
         raise ctx.invalid(f"input {x.shape}, filter {w.shape} and output_shape "
                           f"{list(out_shape)} do not fit together")
     if is_quantized(x) or w.dtype != "float32":
-        return quantized_path(ctx)
+        return quantized_path(ctx, "nn")
     ctx.expect_dtype(x, "float32")
     _check_bias(ctx, out_c)
     return _transpose_conv_float(ctx, x.shape, w.shape, out_shape)
@@ -357,7 +368,7 @@ def batch_matmul(ctx: OpContext) -> Prepared:
                           f"(adj_y={adj_y}): inner sizes {k} and {k_rhs} differ")
     batch = _broadcast_batch(ctx, lhs.shape[:-2], rhs.shape[:-2])
     if is_quantized(lhs) or rhs.dtype != "float32":
-        return quantized_path(ctx)
+        return quantized_path(ctx, "nn")
     ctx.expect_dtype(lhs, "float32")
 
     def run(a, b):

@@ -113,7 +113,8 @@ class OpDef:
 
     def kernel(self, ctx: OpContext) -> Callable:
         data = self.quantized.data_input if self.quantized else 0
-        kind = self.kind(ctx) if self.kind else default_kind(ctx, data)
+        weight = self.weight.input if self.weight else 1
+        kind = self.kind(ctx) if self.kind else default_kind(ctx, data, weight)
         chosen = self.kernels.get((kind, ctx.arithmetic)) or self.kernels.get(kind)
         if chosen is None:
             have = ", ".join(sorted({k if isinstance(k, str) else k[0] for k in self.kernels}))
@@ -129,11 +130,11 @@ def integer_kernels(kernel) -> dict:
     return {INT8: kernel, UINT8: kernel, INT16: kernel}
 
 
-def default_kind(ctx: OpContext, data: int = 0) -> str:
+def default_kind(ctx: OpContext, data: int = 0, weight: int = 1) -> str:
     """The kind of an op from its data input (0; TRANSPOSE_CONV: 2) and its weight (input 1):
     float32 throughout; "hybrid" for float32 data with an integer weight; else the data's
     dtype (int8, int16, uint8, ...)."""
-    x, w = ctx.input(data), ctx.optional_input(1) if data == 0 else None
+    x, w = ctx.input(data), ctx.optional_input(weight)
     if x.dtype == FLOAT32:
         return HYBRID if w is not None and w.dtype != FLOAT32 else FLOAT32
     return x.dtype

@@ -44,7 +44,7 @@ def _reduction(ctx: OpContext, reduce, dtypes, quantized: bool = False) -> Prepa
     ctx.expect_inputs(2)
     x = ctx.input(0)
     if is_quantized(x) and (quantized or not _same_quantization(x, ctx.output_spec(0, ()))):
-        return quantized_path(ctx)
+        return quantized_path(ctx, "reduce")
     ctx.expect_dtype(x, *dtypes)
     axes = reduced_axes(ctx, x)
     keep = _keep_dims(ctx)

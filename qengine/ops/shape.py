@@ -214,7 +214,7 @@ def concatenation(ctx: OpContext) -> Prepared:
     out = ctx.output_spec(0, (), specs[0].dtype)
     if any(is_quantized(s) for s in specs) and not all(
             _same_quantization(s, out) for s in specs):
-        return quantized_path(ctx)  # requantizes each input to the output's scale
+        return quantized_path(ctx, "shape")  # requantizes each input to the output's scale
     out_shape = list(specs[0].shape)
     out_shape[axis] = sum(s.shape[axis] for s in specs)
     # TFLite 2.21 refuses a fused activation here; qengine applies it to float outputs

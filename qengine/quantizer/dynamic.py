@@ -113,9 +113,11 @@ def _hybrid_filter(op, weight: Weight, name: str, values: np.ndarray, bits: int,
 def _blockwise_filter(where: str, op, weight: Weight, name: str, values: np.ndarray, bits: int,
                       block_size: int, dtype: str, clipping: str = "minmax") -> Tensor:
     units, depth = values.shape if values.ndim == 2 else (values.shape[0], -1)
-    blockwise = sorted(op_type for op_type, w in weight_only_ops().items() if w.blockwise)
+    blockwise = {op_type for op_type, w in weight_only_ops().items() if w.blockwise}
+    hybrid = sorted(blockwise & set(hybrid_ops()))  # FULLY_CONNECTED; EMBEDDING_LOOKUP besides
     problem = None if weight.blockwise else (
-        f"TFLite runs blockwise weights only in {' and '.join(blockwise)}, not {op.type}")
+        f"TFLite runs blockwise weights only in {', '.join(hybrid)} (and "
+        f"{', '.join(sorted(blockwise - set(hybrid)))}), not {op.type}")
     problem = problem or blockwise_fc_problem(dtype, units, depth)
     if not problem and depth % block_size:
         problem = f"block size {block_size} does not divide the depth {depth}"
