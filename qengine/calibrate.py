@@ -125,6 +125,10 @@ def calibrate(model: Model, data, observer: str = "minmax", quiet: bool = False,
                    if t.dtype == "float32" and not t.is_constant}
     stats: dict[str, object] = {}
     progress = Progress(len(samples), quiet)
+    # a stateful model (resource or variable tensors) sees the samples one by one, in order,
+    # through one interpreter: its state carries from each sample to the next
+    if _is_stateful(model):
+        workers, batch_size = 1, 1
     for batch, values in _run_batches(model, list(stack_batches(model, samples, batch_size)),
                                       workers or os.cpu_count() or 1):
         for name, value in values.items():
@@ -135,6 +139,11 @@ def calibrate(model: Model, data, observer: str = "minmax", quiet: bool = False,
         progress.advance(batch[0].shape[0])
     progress.close()
     return stats
+
+
+def _is_stateful(model: Model) -> bool:
+    return any(op.type in ("VAR_HANDLE", "CALL_ONCE") for s in model.subgraphs
+               for op in s.operators) or any(t.is_variable for t in model.main.all_tensors())
 
 
 def _run_batches(model: Model, batches: list, workers: int) -> Iterator[tuple[list, dict]]:

@@ -31,6 +31,9 @@ def add_quantize(commands) -> None:
                    help="weight scales from max|w| (default), or the clipping bound with the "
                         "least squared weight error per channel/block (recipes: the scheme's "
                         "weight_clipping field)")
+    p.add_argument("--weight-rounding", choices=("nearest", "gptq"), default="nearest",
+                   help="dynamic/weight-only modes: gptq rounds FULLY_CONNECTED and CONV_2D "
+                        "weights with second-order error feedback from --calibration DATA")
     p.add_argument("--min-weight-elements", type=int, metavar="N",
                    help="dynamic mode: leave filters of fewer values in float (default: 1024 "
                         "for 8-bit weights, as TensorFlow's converter; 0 otherwise)")
@@ -84,7 +87,7 @@ def cmd_quantize(args) -> int:
     args.mode = args.mode or ("int16x8" if recipe and recipe.activations == "int16" else "int8")
     calibration = None
     if args.calibration:
-        if args.mode not in ("int8", "int16x8"):
+        if args.mode not in ("int8", "int16x8") and args.weight_rounding != "gptq":
             print(f"note: --mode {args.mode} needs no calibration data; ignoring "
                   f"{args.calibration}", file=sys.stderr)
         else:
@@ -100,7 +103,8 @@ def cmd_quantize(args) -> int:
                           quiet=args.quiet, recipe=recipe, weight_bits=args.weight_bits,
                           block_size=args.block_size,
                           min_weight_elements=args.min_weight_elements,
-                          weight_clipping=args.weight_clipping)
+                          weight_clipping=args.weight_clipping,
+                          weight_rounding=args.weight_rounding)
     except NothingToQuantize as e:
         print(f"{e}; nothing written", file=sys.stderr)
         return 1

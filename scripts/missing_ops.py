@@ -8,9 +8,10 @@ PLACEHOLDER_FOR_GREATER_OP_CODES are codes, not operators, and are not counted.
 
 from __future__ import annotations
 
+from qengine.schema import tflite_generated as fb
+
 import qengine  # noqa: F401  (registers every op)
 from qengine.runtime import supported_ops
-from qengine.schema import tflite_generated as fb
 
 NOT_OPERATORS = {"CUSTOM", "DELEGATE", "PLACEHOLDER_FOR_GREATER_OP_CODES"}
 

@@ -15,7 +15,7 @@ import qengine
 from qengine import lowbit
 from qengine.builder import SAME, GraphBuilder, options
 from qengine.flatbuffer_io import _Writer
-from qengine.ir import BlockDetails, Quantization, diff
+from qengine.ir import Quantization, diff
 
 # -- packing -----------------------------------------------------------------------------------
 
@@ -149,14 +149,14 @@ def _on_activation(model):
 
 
 @pytest.mark.parametrize("mutate,message", [
-    (_short_buffer, r"constant 'w1' of shape \(64, 33\) int4 needs 1056 bytes but its buffer "
-                    r"has 1055"),
+    (_short_buffer, (r"constant 'w1' of shape \(64, 33\) int4 needs 1056 bytes but its buffer "
+                     r"has 1055")),
     (_block_size, r"blockwise tensor 'w2': block size 24 does not divide the depth 64"),
-    (_scales_shape, r"blockwise tensor 'w2': its scales tensor 'w2_scales' has shape \(8, 3\); "
-                    r"expected \(8, 2\)"),
+    (_scales_shape, (r"blockwise tensor 'w2': its scales tensor 'w2_scales' has shape "
+                     r"\(8, 3\); expected \(8, 2\)")),
     (_scales_dtype, r"blockwise tensor 'w2': its scales tensor 'w2_scales' is int32"),
-    (_on_activation, r"blockwise tensor '.*': blockwise quantization is only defined for "
-                     r"constant weights, not for an activation"),
+    (_on_activation, (r"blockwise tensor '.*': blockwise quantization is only defined for "
+                      r"constant weights, not for an activation")),
 ], ids=["short_buffer", "block_size", "scales_shape", "scales_dtype", "activation"])
 def test_bad_low_bit_files_are_refused_naming_tensor_and_rule(mutate, message):
     model = mixed_model()
@@ -232,8 +232,8 @@ def test_lookup_rows_reads_runs_as_tflite_does(dtype, row, run):
     packed = lowbit.pack(table, dtype)
     ids = np.array([5, 0, 3, 3], np.int32)
     got = lookup_rows(table.reshape(-1), ids, row, run, 8 // lowbit.BITS[dtype])
-    want = [sum((unpack_run_twin(packed, dtype, i * row + j * run, run)
-                 for j in range(row // run)), []) for i in ids]
+    want = [[v for j in range(row // run)
+             for v in unpack_run_twin(packed, dtype, i * row + j * run, run)] for i in ids]
     assert got.tolist() == want
 
 
@@ -291,10 +291,10 @@ def test_weight_only_stores_low_bit_behind_dequantize():
 
 
 @pytest.mark.parametrize("args,message", [
-    (dict(mode="weight-only", block_size=32), "TFLite's DEQUANTIZE has no blockwise path"),
-    (dict(mode="dynamic", weight_bits=2, block_size=32),
+    ({"mode": "weight-only", "block_size": 32}, "TFLite's DEQUANTIZE has no blockwise path"),
+    ({"mode": "dynamic", "weight_bits": 2, "block_size": 32},
      "TFLite runs blockwise FULLY_CONNECTED only for a constant int4 filter"),
-    (dict(mode="dynamic", weight_bits=4, block_size=48), "block size 48 does not divide"),
+    ({"mode": "dynamic", "weight_bits": 4, "block_size": 48}, "block size 48 does not divide"),
 ])
 def test_combinations_tflite_cannot_run_are_refused(args, message):
     with pytest.raises(qengine.QuantizationError, match=message):
@@ -342,7 +342,7 @@ def test_mse_bounds_pick_the_grid_point_with_least_error():
     for row, bound in zip(rows, got):
         peak = np.abs(row).max()
 
-        def error(b):
+        def error(b, row=row):
             q = np.clip(round_half_away(row / b), -1, 1)
             return float(((row - q * b) ** 2).sum())
 
@@ -364,3 +364,72 @@ def test_weight_clipping_is_a_scheme_field_and_a_quantize_option():
     w, v = plain.main.operators[0].inputs[1], clipped.main.operators[0].inputs[1]
     assert np.all(v.quantization.scale <= w.quantization.scale)
     assert np.any(v.quantization.scale < w.quantization.scale)
+
+
+# -- GPTQ --------------------------------------------------------------------------------------
+
+
+def test_gptq_with_uncorrelated_inputs_is_nearest_rounding():
+    from qengine.numerics import round_half_away
+    from qengine.quantizer.gptq import gptq_round
+
+    r = np.random.default_rng(8)
+    w = r.standard_normal((6, 20))
+    scales = np.abs(w).max(axis=1) / 7
+    q, _ = gptq_round(w, np.diag(r.uniform(0.5, 2.0, 20)), 7, scales)
+    np.testing.assert_array_equal(q, np.clip(round_half_away(w / scales[:, None]), -7, 7))
+
+
+@pytest.mark.parametrize("block_size", [0, 8])
+def test_gptq_lowers_the_output_error_on_correlated_inputs(block_size):
+    from qengine.numerics import round_half_away
+    from qengine.quantizer.gptq import gptq_round, hessian
+    from qengine.quantizer.weights import float16_scales
+
+    r = np.random.default_rng(9)
+    x = r.standard_normal((256, 8)) @ r.standard_normal((8, 32))  # rank 8: strongly correlated
+    w = r.standard_normal((5, 32))
+    if block_size:
+        def block_scale(columns):
+            return float16_scales(np.abs(columns).max(axis=1), 7).astype(np.float64)
+
+        q, scales = gptq_round(w, hessian(x), 7, block_size=8, block_scale=block_scale)
+        wide = np.repeat(scales, 8, axis=1)
+        nearest = np.repeat(float16_scales(np.abs(w.reshape(5, 4, 8)).max(axis=2), 7)
+                            .astype(np.float64), 8, axis=1)
+    else:
+        wide = nearest = np.repeat((np.abs(w).max(axis=1) / 7)[:, None], 32, axis=1)
+        q, _ = gptq_round(w, hessian(x), 7, wide[:, 0])
+    q_nearest = np.clip(round_half_away(w / nearest), -7, 7)
+    error_gptq = np.sum((x @ (w - q * wide).T) ** 2)
+    error_nearest = np.sum((x @ (w - q_nearest * nearest).T) ** 2)
+    assert np.abs(q).max() <= 7 and error_gptq < 0.5 * error_nearest
+
+
+def test_gptq_needs_calibration_data():
+    with pytest.raises(qengine.QuantizationError, match="GPTQ needs calibration data"):
+        qengine.quantize(float_mlp(), "dynamic", weight_bits=4, weight_rounding="gptq",
+                         quiet=True)
+    x = np.random.default_rng(10).standard_normal((16, 64)).astype(np.float32)  # 16 samples
+    q = qengine.quantize(float_mlp(), "dynamic", weight_bits=4, weight_rounding="gptq",
+                         calibration=x, quiet=True)
+    assert q.main.operators[0].inputs[1].dtype == "int4"
+
+
+def test_gptq_is_selectable_per_op_in_a_recipe_for_the_full_integer_modes():
+    from qengine.quantizer.scheme import Override, Recipe, Scheme
+
+    x = np.random.default_rng(11).standard_normal((32, 64)).astype(np.float32)
+    plain = qengine.quantize(float_mlp(), calibration=x, recipe=Recipe(Scheme(weight_bits=4)),
+                             quiet=True)
+    recipe = Recipe(Scheme(weight_bits=4), (Override("FULLY_CONNECTED", Scheme(
+        weight_bits=4, weight_rounding="gptq")),))
+    assert Recipe.from_json(recipe.to_json()) == recipe
+    gptq = qengine.quantize(float_mlp(), calibration=x, recipe=recipe, quiet=True)
+    fc = [(op.inputs[1], g.inputs[1]) for op, g in zip(plain.main.operators,
+                                                       gptq.main.operators)
+          if op.type == "FULLY_CONNECTED"]
+    assert all(a.dtype == b.dtype == "int4" for a, b in fc)
+    assert all(np.array_equal(a.quantization.scale, b.quantization.scale) for a, b in fc)
+    assert any(not np.array_equal(a.data, b.data) for a, b in fc)  # other rounding
+    assert not gptq.simulated and gptq.to_bytes()

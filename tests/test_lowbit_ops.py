@@ -143,7 +143,7 @@ def conv_model(r, x_dtype, depthwise=False, per_tensor=False):
         scale = np.broadcast_to(wq.scale, (out_c,)).astype(np.float64) * in_q[x_dtype].scale[0]
         bias = b.const("b", r.integers(-300, 300, out_c).astype(bias_dtype), bias_dtype,
                        Quantization(scale, np.zeros(out_c, np.int64)))
-    common = dict(padding=SAME, strideH=1, strideW=2, fusedActivationFunction=1)
+    common = {"padding": SAME, "strideH": 1, "strideW": 2, "fusedActivationFunction": 1}
     name = "DEPTHWISE_CONV_2D" if depthwise else "CONV_2D"
     opts = options("DepthwiseConv2DOptions", depthMultiplier=2, **common) if depthwise \
         else options("Conv2DOptions", **common)

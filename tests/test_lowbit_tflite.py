@@ -173,8 +173,8 @@ def test_qengine_presets_write_files_tflite_runs_no_larger_than_the_peers(case, 
 
 
 @pytest.mark.parametrize("preset,message", [
-    ("dynamic_wi2c_afp32", "TFLite has no hybrid CONV_2D kernel for int2 filters (it takes "
-                           "int8, int4)"),
+    ("dynamic_wi2c_afp32", ("TFLite has no hybrid CONV_2D kernel for int2 filters (it takes "
+                            "int8, int4)")),
     ("dynamic_wi4b32_afp32", "TFLite runs blockwise weights only in FULLY_CONNECTED"),
 ])
 def test_presets_tflite_has_no_kernel_for_are_refused_in_one_line(preset, message, tmp_path,
@@ -189,3 +189,26 @@ def test_presets_tflite_has_no_kernel_for_are_refused_in_one_line(preset, messag
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: CONV_2D ") and message in err
     assert err.count("\n") == 1 and not out.exists()
+
+
+def test_int8_mode_int4_gptq_digits_exports_runs_exactly_and_beats_nearest():
+    """Full-integer int8 with int4 weights (INT4 tensors): GPTQ rounding raises the output
+    SQNR on the digit classifier and TFLite's reference kernels return qengine's bytes."""
+    import corpus
+
+    from qengine.quantizer.scheme import Recipe, Scheme
+
+    path = corpus.path("digits", "float")
+    calibration = corpus.sample_inputs("digits", 32, corpus.CALIBRATION_SEED)
+    x = corpus.sample_inputs("digits", 64, seed=3)
+    (key, reference), = qengine.Interpreter(path).run(x).items()
+    sqnr = {}
+    for rounding in ("nearest", "gptq"):
+        model = qengine.quantize(path, calibration=calibration, quiet=True,
+                                 inference_type="float32",
+                                 recipe=Recipe(Scheme(weight_bits=4, weight_rounding=rounding)))
+        data = model.to_bytes()
+        got = qengine.Interpreter(data).run(x)[key]
+        np.testing.assert_array_equal(got, run_tflite(data, [x], "ref")[key])
+        sqnr[rounding] = 10 * np.log10(np.sum(reference ** 2) / np.sum((got - reference) ** 2))
+    assert sqnr["gptq"] > sqnr["nearest"] + 3, sqnr

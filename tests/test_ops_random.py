@@ -10,8 +10,6 @@ from tflite_ref import make_interpreter
 import qengine
 from qengine.builder import options
 
-pytestmark = pytest.mark.tf
-
 
 def _invokes(model, feeds, calls=3):
     """TFLite's outputs over `calls` invokes of one interpreter, and qengine's."""
@@ -29,6 +27,7 @@ def _invokes(model, feeds, calls=3):
     return pairs, interpreter
 
 
+@pytest.mark.tf
 @pytest.mark.parametrize("shape", [(7,), (2, 3, 5), (4, 4)])
 @pytest.mark.parametrize("seeds", [(1, 2), (123456789, 0), (0, 77)])
 def test_random_uniform_is_tflites_stream(shape, seeds):
@@ -43,6 +42,7 @@ def test_random_uniform_is_tflites_stream(shape, seeds):
     np.testing.assert_array_equal(interpreter.run(feeds)["random_uniform_out"], pairs[0][1])
 
 
+@pytest.mark.tf
 @pytest.mark.parametrize("shape", [(8,), (3, 5)])
 @pytest.mark.parametrize("seeds", [(1, 2), (99, 5)])
 def test_random_standard_normal(shape, seeds):
@@ -53,6 +53,7 @@ def test_random_standard_normal(shape, seeds):
         assert_close(f"call {i}", got, want)
 
 
+@pytest.mark.tf
 @pytest.mark.parametrize("dtype", ["int64", "int32"])
 @pytest.mark.parametrize("samples", [1, 6, 9])
 def test_multinomial(dtype, samples):
@@ -63,3 +64,20 @@ def test_multinomial(dtype, samples):
     for got, want in _invokes(model, feeds)[0]:
         assert got.dtype == want.dtype
         np.testing.assert_array_equal(got, want)
+
+
+def test_an_output_shape_beyond_the_element_limit_is_an_error_not_an_allocation():
+    from qengine.errors import QEngineError
+
+    model, _ = single_op("RANDOM_UNIFORM", [In(np.array([1, 1], np.int32))],
+                         options("RandomOptions", seed=1, seed2=2), out_dtype="float32")
+    with pytest.raises(QEngineError, match="more than"):
+        qengine.Interpreter(model).run(np.array([100000, 100000], np.int32))
+    model, _ = single_op("SPARSE_TO_DENSE", [In(np.array([[0, 0]], np.int32)),
+                                             In(np.array([2, 2], np.int32)),
+                                             In(np.array([1.0], np.float32)),
+                                             In(np.array(0.0, np.float32))])
+    with pytest.raises(QEngineError, match="more than"):
+        qengine.Interpreter(model).run([np.array([[0, 0]], np.int32),
+                                        np.array([1 << 20, 1 << 20], np.int32),
+                                        np.array([1.0], np.float32), np.array(0.0, np.float32)])

@@ -186,7 +186,7 @@ def test_bidirectional_sequence_lstm(merge, time_major, cifg):
     def make_input(call):
         return rng("bilstm-x", call).standard_normal(shape).astype(np.float32)
 
-    if not (merge and not time_major and cifg):
+    if not (merge and not time_major):
         _compare_all_outputs(model, make_input)
         return
     unmerged, _ = _bidirectional_lstm(False, time_major, cifg)  # see tests/deviations.py
@@ -280,3 +280,102 @@ def test_svdf_int8_exact_with_tflites_state(rank, bias):
         kept = interpreter.run(values, keep=True)
         np.testing.assert_array_equal(kept[tout["name"]], tfl.get_tensor(tout["index"]))
         np.testing.assert_array_equal(kept["state"], tfl.get_tensor(state_index))
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+def test_svdf_hybrid(rank, time_dtype="int8"):
+    """int8 feature (and time) weights on a float input: within the float tolerance of
+    TFLite over 4 invokes (and after a reset)."""
+    batch, n_input, units, memory = 2, 5, 3, 4
+    filters = units * rank
+    g = rng("svdf-hybrid", rank, time_dtype)
+    b = GraphBuilder()
+    x = b.input("x", (batch, n_input))
+    wf = b.const("wf", g.integers(-127, 128, (filters, n_input)).astype(np.int8),
+                 quantization=_q(0.01))
+    wt = (b.const("wt", g.integers(-127, 128, (filters, memory)).astype(np.int8),
+                  quantization=_q(0.02)) if time_dtype == "int8"
+          else _weights(b, "wt", (filters, memory), 9))
+    ins = [x, wf, wt, _weights(b, "bias", (units,), 9), _state(b, "state", (batch, memory *
+                                                                          filters))]
+    y = b.op("SVDF", ins, (batch, units), "float32",
+             options=options("SVDFOptions", rank=rank, fusedActivationFunction=1))
+    _compare_over_calls(b.build([y]), lambda call: rng("svdf-h-x", call).standard_normal(
+        (batch, n_input)).astype(np.float32))
+
+
+@pytest.mark.parametrize("op,shape,time_major", [("RNN", (2, 3), True),
+                                                 ("UNIDIRECTIONAL_SEQUENCE_RNN", (2, 5, 3), False)])
+@pytest.mark.parametrize("asymmetric", [False, True])
+def test_rnn_hybrid(op, shape, time_major, asymmetric):
+    """int8 weights on float input and state (the hybrid kernel, inputs and state quantized
+    per row on the fly), within the float tolerance of TFLite over 4 invokes."""
+    units, batch = 4, shape[0]
+    g = rng("rnn-hybrid", op, asymmetric)
+    b = GraphBuilder()
+    x = b.input("x", shape)
+    w = b.const("w", g.integers(-127, 128, (units, 3)).astype(np.int8), quantization=_q(0.01))
+    r = b.const("r", g.integers(-127, 128, (units, units)).astype(np.int8),
+                quantization=_q(0.004))
+    ins = [x, w, r, _weights(b, "b", (units,), 3), _state(b, "h", (batch, units))]
+    opts = (options("RNNOptions", fusedActivationFunction=4, asymmetricQuantizeInputs=asymmetric)
+            if op == "RNN" else
+            options("SequenceRNNOptions", fusedActivationFunction=4, timeMajor=time_major,
+                    asymmetricQuantizeInputs=asymmetric))
+    y = b.op(op, ins, shape[:-1] + (units,), "float32", options=opts)
+    _compare_over_calls(b.build([y]), lambda call: rng("rnn-h-x", call).standard_normal(shape)
+                        .astype(np.float32))
+
+
+def _to_hybrid(model, indices):
+    """Quantize the op's float weight inputs at `indices` to int8, symmetric per tensor."""
+    op = model.main.operators[0]
+    for i in indices:
+        t = op.inputs[i]
+        if t is None:
+            continue
+        value = t.data.astype(np.float64)
+        scale = float(np.abs(value).max()) / 127
+        t.dtype, t.quantization = "int8", _q(scale)
+        t.data = np.clip(np.round(value / np.float32(scale)), -127, 127).astype(np.int8)
+    return model
+
+
+@pytest.mark.parametrize("variant", ["plain", "cifg", "peephole", "projection", "layer_norm"])
+@pytest.mark.parametrize("asymmetric", [False, True])
+def test_unidirectional_sequence_lstm_hybrid(variant, asymmetric):
+    shape = (2, 5, 3)
+    model = _lstm_model(variant, "UNIDIRECTIONAL_SEQUENCE_LSTM", shape, False, 0.0, 3)
+    model.main.operators[0].options.asymmetricQuantizeInputs = asymmetric
+    _to_hybrid(model, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 16])
+    _compare_over_calls(model, lambda call: rng("lstm-h-x", call).standard_normal(shape)
+                        .astype(np.float32))
+
+
+@pytest.mark.parametrize("merge", [False, True])
+@pytest.mark.parametrize("cifg", [False, True])
+def test_bidirectional_sequence_lstm_hybrid(merge, cifg):
+    model, shape = _bidirectional_lstm(merge, True, cifg)
+    weights = [first + k for first in (1, 18) for k in range(16) if k not in (11, 12, 13, 14)]
+    _to_hybrid(model, weights)
+    _compare_all_outputs(model, lambda call: rng("bilstm-h-x", call).standard_normal(shape)
+                         .astype(np.float32))
+
+
+@pytest.mark.parametrize("asymmetric", [False, True])
+def test_bidirectional_sequence_rnn_hybrid(asymmetric):
+    shape, batch = (2, 5, 3), 2
+    b = GraphBuilder()
+    x = b.input("x", shape)
+    ins = [x]
+    for tag, units in (("fw_", 4), ("bw_", 3)):
+        ins += [_weights(b, tag + "w", (units, 3), 8), _weights(b, tag + "r", (units, units), 8,
+                                                               0.3),
+                _weights(b, tag + "b", (units,), 8), _state(b, tag + "h", (batch, units))]
+    opts = options("BidirectionalSequenceRNNOptions", fusedActivationFunction=4,
+                   timeMajor=False, asymmetricQuantizeInputs=asymmetric)
+    outs = b.op("BIDIRECTIONAL_SEQUENCE_RNN", ins + [None] * 3, [(2, 5, 4), (2, 5, 3)],
+                "float32", options=opts, n_outputs=2)
+    model = _to_hybrid(b.build(outs), [1, 2, 5, 6])
+    _compare_all_outputs(model, lambda call: rng("birnn-h-x", call).standard_normal(shape)
+                         .astype(np.float32))

@@ -316,8 +316,8 @@ def test_range_policies_choose_params():
     model, scaled, added = _residual_model()
     data = np.random.default_rng(3).uniform(-1, 1, (32, 1, 16)).astype(np.float32)
     stats = calibrate(model, data, quiet=True)
-    own = choose_params(model, stats, Recipe())
-    converter = choose_params(model, stats, Recipe(range_policy="converter_add"))
+    own = choose_params(model, stats, Recipe()).tensors
+    converter = choose_params(model, stats, Recipe(range_policy="converter_add")).tensors
     (lo, hi), (out_lo, out_hi) = stats[scaled].range(), stats[added].range()
     scale, zero_point = choose_qparams(lo, hi)
     assert own[scaled] == (float(scale), zero_point)

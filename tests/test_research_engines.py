@@ -144,3 +144,21 @@ def test_unreachable_ray_address_is_one_line_error_within_30_s(tmp_path, capsys)
     assert time.monotonic() - start < 30
     assert code == 2 and err[-1].startswith("error: cannot reach the Ray cluster at 127.0.0.1:")
     assert not any(line.startswith("error") for line in err[:-1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["local", pytest.param("ray", marks=pytest.mark.ray)])
+def test_an_error_in_a_worker_is_one_line(tmp_path, capsys, engine):
+    """A NaN in the second shard is found by the worker that reads it."""
+    import numpy as np
+
+    images = np.load(DATA)["test_images"][:8]
+    np.save(tmp_path / "a.npy", images[:4])
+    bad = images[4:].copy()
+    bad[1, 3, 3] = np.nan
+    np.save(tmp_path / "b.npy", bad)
+    code = main(["eval", MODEL, "--data", str(tmp_path), "--engine", engine, "--workers", "2",
+                 "--quiet"])
+    err = [line for line in capsys.readouterr().err.strip().splitlines()
+           if line.startswith("error")]
+    assert code == 2 and len(err) == 1 and "contains NaN or Inf" in err[0], err

@@ -68,4 +68,6 @@ def test_accuracy_target_without_labels_is_one_line_error(capsys, tmp_path):
 def test_accuracy_target_with_labels(capsys, tmp_path):
     code, out, _ = search(capsys, tmp_path, "--target-accuracy", "0.95", "--labels",
                           "test_labels")
-    assert code == 0 and "accuracy 0.97" in out
+    # since issue #12 int4 weights export, so the smallest model meeting 0.95 is an int4 one
+    # (0.968 at 14,704 bytes; the int8 one, 0.97, is larger)
+    assert code == 0 and "accuracy 0.968" in out

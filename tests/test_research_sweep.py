@@ -51,8 +51,12 @@ def test_grid_is_the_product_in_key_order():
 
 def test_uncalibrated_modes_drop_scheme_keys_and_duplicates():
     configs = grids.configurations({"mode": ["dynamic", "float16"], "weight_bits": [8, 4],
-                                    "ptq": [[], ["cle"]]})
-    assert configs == [{"mode": "dynamic"}, {"mode": "float16"}]
+                                    "calibrator": ["minmax", "mse"], "ptq": [[], ["cle"]]})
+    assert configs == [{"mode": "dynamic", "weight_bits": 8}, {"mode": "dynamic", "weight_bits": 4},
+                       {"mode": "float16"}]
+    plan = grids.plan_for({"mode": "weight-only", "weight_bits": 4, "granularity": "blockwise",
+                           "block_size": 32})
+    assert (plan.weight_bits, plan.block_size, plan.recipe) == (4, 32, None)
 
 
 @pytest.mark.parametrize("grid, fragment", [
@@ -143,7 +147,8 @@ def test_pareto_front_is_the_undominated_rows():
 def digit_sweep(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep")
     argv = sweep_args(tmp, GRID, "--labels", "test_labels", "--json", str(tmp / "rows.json"),
-                      "--csv", str(tmp / "rows.csv"), "--workers", "2")
+                      "--csv", str(tmp / "rows.csv"), "--plot", str(tmp / "pareto.png"),
+                      "--workers", "2")
     assert main(argv) == 0
     return tmp, argv, json.loads((tmp / "rows.json").read_text())
 
@@ -190,6 +195,7 @@ def test_rerun_skips_finished_rows_and_csv_has_every_row(digit_sweep, capsys):
     assert json.loads((tmp / "rows.json").read_text()) == rows
     lines = (tmp / "rows.csv").read_text().splitlines()
     assert len(lines) == 9 and lines[0].startswith("mode,granularity,calibrator,bytes")
+    assert (tmp / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.slow

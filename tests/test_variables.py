@@ -7,6 +7,8 @@ floats within the default tolerance. Hand-built models check the error paths.
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 from op_harness import assert_close, rng
@@ -15,7 +17,7 @@ import qengine
 from qengine.builder import GraphBuilder, options
 from qengine.cli import main
 from qengine.errors import InvalidModelError
-from qengine.ir import Model, verify
+from qengine.ir import Model, OpCode, Operator, Tensor, verify
 
 FRAME = (1, 1, 8)  # one feature frame per call
 HISTORY = 4  # frames the model remembers
@@ -218,3 +220,105 @@ def test_converter_streaming_model_matches_tflite_on_every_call(streaming_models
             assert_close(f"call {i}", interpreter.run(frame)[tout["name"]], want)
     state = next(iter(interpreter.variables().values()))
     assert state.shape == (1, HISTORY, FRAME[2]) and np.any(state != 0)
+
+
+# ------------------------------------------------------------------- quantizing stateful models
+
+
+@pytest.mark.tf
+@pytest.mark.slow  # shares the converter fixture
+@pytest.mark.parametrize("mode", ["int8", "int16x8"])
+def test_quantized_streaming_model_runs_in_tflite_identically(streaming_models, mode):
+    """qengine quantizes the float streaming model (calibration carries the state from sample
+    to sample); the result runs in TFLite BUILTIN_REF exactly as in qengine over 60 calls and
+    stays close to the float model."""
+    from tflite_ref import make_interpreter
+
+    float_model = qengine.load(streaming_models["float"])
+    calibration = rng("stream-cal", mode).normal(size=(64,) + FRAME).astype(np.float32)
+    quantized = qengine.quantize(float_model, mode=mode, calibration=calibration, quiet=True)
+    init = quantized.subgraphs[1].operators[-1].inputs[1]
+    read = next(op for op in quantized.main.operators if op.type == "READ_VARIABLE")
+    assert init.dtype == read.outputs[0].dtype == ("int16" if mode == "int16x8" else "int8")
+    assert init.quantization.scale[0] == read.outputs[0].quantization.scale[0]
+    data = quantized.to_bytes()
+    tfl = make_interpreter(data)
+    tfl.allocate_tensors()
+    (tin,), (tout,) = tfl.get_input_details(), tfl.get_output_details()
+    (scale, zero_point), (out_scale, out_zero) = tin["quantization"], tout["quantization"]
+    info = np.iinfo(tin["dtype"])
+    interpreter, reference = qengine.Interpreter(data), qengine.Interpreter(float_model)
+    errors = []
+    for i, frame in enumerate(rng("stream-run", mode).normal(size=(60,) + FRAME)
+                              .astype(np.float32)):
+        q = np.clip(np.round(frame / scale) + zero_point, info.min, info.max).astype(info.dtype)
+        tfl.set_tensor(tin["index"], q)
+        tfl.invoke()
+        want = tfl.get_tensor(tout["index"])
+        got = interpreter.run(q)[tout["name"]]
+        np.testing.assert_array_equal(got, want, err_msg=f"call {i}")
+        expected = next(iter(reference.run(frame).values()))
+        errors.append(np.abs((got.astype(np.float32) - out_zero) * out_scale - expected).max()
+                      / max(np.abs(expected).max(), 1e-3))
+    assert np.median(errors) < 0.05, np.median(errors)  # int8: median 1.1%, 16x8: 0.5%
+
+
+def _doubling_loop() -> Model:
+    """main: h = x * w; (i, h) = WHILE(i < 3: (i + 1, h * 2)); y = h + h.
+    The loop body stays float under quantization; MUL and ADD around it are quantized."""
+    b = GraphBuilder()
+    x = b.input("x", (1, 4))
+    h = b.op("MUL", [x, b.const("w", np.array([[0.5, -1.0, 2.0, 0.25]], np.float32))], (1, 4),
+             options=options("MulOptions"))
+    i, looped = b.op("WHILE", [b.const("i0", np.array([0], np.int32)), h], [(1,), (1, 4)],
+                     options=options("WhileOptions", condSubgraphIndex=1, bodySubgraphIndex=2),
+                     n_outputs=2, outputs=[b.tensor("i", (1,), "int32"),
+                                           b.tensor("looped", (1, 4))])
+    y = b.op("ADD", [looped, looped], (1, 4), options=options("AddOptions"))
+    b.subgraph.outputs = [y]
+    cond = GraphBuilder("cond")
+    ci, cond_h = cond.input("ci", (1,), "int32"), cond.input("ch", (1, 4))
+    cond.subgraph.outputs = [cond.op("LESS", [ci, cond.const("three", np.array([3], np.int32))],
+                                     (1,), "bool")]
+    del cond_h
+    body = GraphBuilder("body")
+    bi, bh = body.input("bi", (1,), "int32"), body.input("bh", (1, 4))
+    body.subgraph.outputs = [
+        body.op("ADD", [bi, body.const("one", np.array([1], np.int32))], (1,),
+                options=options("AddOptions")),
+        body.op("MUL", [bh, body.const("two", np.array([[2.0]], np.float32))], (1, 4),
+                options=options("MulOptions"))]
+    del i
+    model = Model(subgraphs=[b.subgraph, cond.subgraph, body.subgraph], description="test")
+    verify(model)
+    return model
+
+
+def test_control_flow_bodies_stay_float_and_the_rest_quantizes():
+    model = _doubling_loop()
+    calibration = rng("loop-cal").uniform(-1, 1, (16, 1, 4)).astype(np.float32)
+    quantized = qengine.quantize(model, mode="int8", calibration=calibration, quiet=True,
+                                 inference_type="float32")
+    main_ops = [op.type for op in quantized.main.operators]
+    assert "WHILE" in main_ops and main_ops.count("QUANTIZE") >= 1
+    assert quantized.main.operators[main_ops.index("MUL")].inputs[0].dtype == "int8"
+    x = rng("loop-x").uniform(-1, 1, (1, 4)).astype(np.float32)
+    got = next(iter(qengine.Interpreter(quantized).run(x).values()))
+    np.testing.assert_allclose(got, x * [[0.5, -1.0, 2.0, 0.25]] * 16, atol=0.2)
+    if importlib.util.find_spec("ai_edge_litert"):  # and TFLite runs it identically
+        from tflite_ref import run_tflite
+
+        want = next(iter(run_tflite(quantized.to_bytes(), [x]).values()))
+        np.testing.assert_array_equal(got, want)
+
+
+def test_variables_inside_control_flow_are_refused_by_the_quantizer():
+    model = _doubling_loop()
+    body = model.subgraphs[2]
+    handle = Tensor("v", (), "resource")
+    body.tensors.append(handle)
+    body.operators.insert(0, Operator(OpCode("VAR_HANDLE", 1), [], [handle], options(
+        "VarHandleOptions", container=b"", sharedName=b"v")))
+    with pytest.raises(qengine.errors.QuantizationError, match="uses resource variables"):
+        qengine.quantize(model, mode="int8", calibration=np.ones((2, 1, 4), np.float32),
+                         quiet=True)

@@ -106,3 +106,19 @@ def test_wakeword_model_matches_tflite_on_every_call(stream, name):
     first, last = calls[name]
     assert any(first <= i <= last + window for i in want_detections), (
         f"TFLite detects {name} at calls {want_detections}, not in its phrase {calls[name]}")
+
+
+def test_cli_stream_compare_on_a_published_model(tmp_path, capsys):
+    """`qengine run MODEL --input seq.npy --stream --compare`: every call against one TFLite
+    interpreter fed the same chunks; the stacked outputs are written."""
+    from qengine.cli import main
+
+    path = _model_dir() / "okay_nabu.tflite"
+    seq = np.random.default_rng(0).integers(-128, 128, (40, 1, 3, 40)).astype(np.int8)
+    np.save(tmp_path / "seq.npy", seq)
+    code = main(["run", str(path), "--input", str(tmp_path / "seq.npy"), "--stream",
+                 "--compare", "--output", str(tmp_path / "out.npz")])
+    out = capsys.readouterr().out
+    assert code == 0 and "PASS" in out and "FAIL" not in out and "40 calls" in out
+    with np.load(tmp_path / "out.npz") as saved:
+        assert next(iter(saved.values())).shape == (40, 1, 1)

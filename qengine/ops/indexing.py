@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..runtime.registry import OpContext, Prepared, Spec
-from .opdef import op
+from .opdef import SAME, SHARED, Quantized, op
 
 MOVABLE = ("float32", "float16", "int8", "uint8", "int16", "int32", "int64", "bool")
 INDEX = ("int32", "int64")
@@ -31,6 +31,16 @@ def _shape_values(fail, values, what: str) -> tuple[int, ...]:
     shape = tuple(int(v) for v in np.ravel(values))
     if any(d < 0 for d in shape):
         raise fail(f"{what} {list(shape)} has a negative size")
+    return checked_size(fail, shape, what)
+
+
+def checked_size(fail, shape: tuple[int, ...], what: str) -> tuple[int, ...]:
+    """An output shape read from the data, refused before anything is allocated when it
+    exceeds the interpreter's element limit (a hostile or broken input, not a big tensor)."""
+    from ..runtime.interpreter import MAX_ELEMENTS
+
+    if np.prod(shape, dtype=np.float64) > MAX_ELEMENTS:
+        raise fail(f"{what} {list(shape)} would have more than {MAX_ELEMENTS} elements")
     return shape
 
 
@@ -88,7 +98,7 @@ def scatter_nd(ctx: OpContext) -> Prepared:
 # -- DYNAMIC_UPDATE_SLICE --------------------------------------------------------------------
 
 
-@op("DYNAMIC_UPDATE_SLICE")
+@op("DYNAMIC_UPDATE_SLICE", quantized=Quantized(SHARED, 1))
 def dynamic_update_slice(ctx: OpContext) -> Prepared:
     """operand with `update` written at `start`; each start is clamped to
     [0, operand_dim - update_dim] (XLA's rule, which TFLite follows)."""
@@ -117,7 +127,8 @@ def dynamic_update_slice(ctx: OpContext) -> Prepared:
 # -- SPARSE_TO_DENSE -------------------------------------------------------------------------
 
 
-@op("SPARSE_TO_DENSE")
+# int8: values and default value share the output's parameters; indices stay int32
+@op("SPARSE_TO_DENSE", quantized=Quantized(SHARED, 3))
 def sparse_to_dense(ctx: OpContext) -> Prepared:
     """out = default everywhere, values[i] (or the one scalar value) at indices[i]."""
     ctx.expect_inputs(4)
@@ -188,7 +199,7 @@ def reverse_sequence(ctx: OpContext) -> Prepared:
 # -- MATRIX_DIAG / MATRIX_SET_DIAG -----------------------------------------------------------
 
 
-@op("MATRIX_DIAG")
+@op("MATRIX_DIAG", quantized=Quantized(SAME, 1))  # int8 values keep the input's parameters
 def matrix_diag(ctx: OpContext) -> Prepared:
     """[..., n] -> [..., n, n] with the input on the main diagonal and zeros elsewhere."""
     ctx.expect_inputs(1)
@@ -207,7 +218,7 @@ def matrix_diag(ctx: OpContext) -> Prepared:
     return Prepared(run, [ctx.output_spec(0, out_shape, x.dtype)])
 
 
-@op("MATRIX_SET_DIAG")
+@op("MATRIX_SET_DIAG", quantized=Quantized(SHARED, 1))
 def matrix_set_diag(ctx: OpContext) -> Prepared:
     """input [..., m, n] with its main diagonal replaced by diagonal [..., min(m, n)]."""
     ctx.expect_inputs(2)
@@ -231,7 +242,7 @@ def matrix_set_diag(ctx: OpContext) -> Prepared:
 # -- DILATE ----------------------------------------------------------------------------------
 
 
-@op("DILATE")
+@op("DILATE", quantized=Quantized(SHARED, 1))  # int8: the padding value takes the input's
 def dilate(ctx: OpContext) -> Prepared:
     """Spread the input: d - 1 copies of padding_value between neighbours along each axis of
     dilation d; output size (n - 1) * d + 1."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..runtime.registry import OpContext, Prepared
+from .indexing import data_error
 from .opdef import op
 
 
@@ -67,7 +68,7 @@ def embedding_lookup_sparse(ctx: OpContext) -> Prepared:
         raise ctx.invalid(f"indices of rank {indices.shape[1]} for a dense shape of rank "
                           f"{len(rows_shape) + 1}")
     out_shape = rows_shape + tuple(params.shape[1:])
-    fail = _data_error(ctx)
+    fail = data_error(ctx)
 
     def run(id_values, index_values, _, weight_values, table):
         if np.any((id_values < 0) | (id_values >= len(table))):
@@ -91,9 +92,3 @@ def embedding_lookup_sparse(ctx: OpContext) -> Prepared:
         return out.astype(np.float32).reshape(out_shape)
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
-
-
-def _data_error(ctx: OpContext):
-    from ..errors import InputError
-
-    return lambda message: InputError(f"{ctx.where()}: {message}")

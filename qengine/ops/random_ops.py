@@ -16,6 +16,7 @@ import secrets
 import numpy as np
 
 from ..runtime.registry import OpContext, Prepared
+from .indexing import checked_size
 from .opdef import op
 
 U32 = np.uint64(0xFFFFFFFF)
@@ -42,11 +43,17 @@ class Philox:
         self.counter = [(value >> (32 * i)) & 0xFFFFFFFF for i in range(4)]
 
     def blocks(self, n: int) -> np.ndarray:
-        """The next n results, shape [n, 4] uint32 (vectorized over the counters)."""
+        """The next n results, shape [n, 4] uint32 (vectorized, in chunks of 2^16 calls)."""
+        chunks = [self._blocks(min(n - i, 1 << 16)) for i in range(0, n, 1 << 16)]
+        return np.concatenate(chunks) if chunks else np.zeros((0, 4), np.uint32)
+
+    def _blocks(self, n: int) -> np.ndarray:
         start = self._as_int()
-        counters = [start + i for i in range(n)]  # Python ints: exact 128-bit arithmetic
-        c = np.array([[(v >> (32 * j)) & 0xFFFFFFFF for j in range(4)] for v in counters],
-                     np.uint64).reshape(n, 4)
+        low = np.uint64(start & ((1 << 64) - 1)) + np.arange(n, dtype=np.uint64)  # wraps
+        high = np.uint64(start >> 64) + (low < np.uint64(start & ((1 << 64) - 1))).astype(
+            np.uint64)  # the carry of the 128-bit increment
+        c = np.stack([low & U32, low >> np.uint64(32), high & U32, high >> np.uint64(32)],
+                     axis=1)
         k0, k1 = np.uint64(self.key[0]), np.uint64(self.key[1])
         for round_ in range(10):
             p0, p1 = M4A * c[:, 0], M4B * c[:, 2]  # 32 x 32 -> 64-bit products
@@ -138,7 +145,7 @@ def _shaped(ctx: OpContext, draw) -> Prepared:
         out = tuple(int(v) for v in np.ravel(values))
         if any(d < 0 for d in out):
             raise ctx.invalid(f"shape {list(out)} has a negative size")
-        return out
+        return checked_size(ctx.invalid, out, "shape")
 
     static = dims(shape.value) if shape.value is not None else None
 
@@ -178,6 +185,9 @@ def multinomial_op(ctx: OpContext) -> Prepared:
 
     def run(values, n):
         samples = static if static is not None else int(np.ravel(n)[0])
+        if samples < 0:
+            raise ctx.invalid(f"num_samples {samples} must be >= 0")
+        checked_size(ctx.invalid, (values.shape[0], samples), "output shape")
         return multinomial(get(), values, samples, np.dtype(dtype))
 
     shape = None if static is None else (logits.shape[0], static)

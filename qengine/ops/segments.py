@@ -1,17 +1,17 @@
 """Segment reductions: SEGMENT_SUM and UNSORTED_SEGMENT_SUM/PROD/MAX/MIN.
 
-out[s] = reduce(data[i] for i with segment_ids[i] == s), in the data's type. SEGMENT_SUM takes
-sorted ids 0, ..., n - 1 without gaps and has n rows; the unsorted ops take the row count (num_segments) as an
-input, and a segment no id names holds the reduction's identity (0, 1, the type's lowest or
-highest value), as in TFLite's reference kernels.
+out[s] = reduce(data[i] for i with segment_ids[i] == s), in the data's type. SEGMENT_SUM
+takes sorted ids 0, ..., n - 1 without gaps and has n rows; the unsorted ops take the row count
+(num_segments) as an input, and a segment no id names holds the reduction's identity (0, 1,
+the type's lowest or highest value), as in TFLite's reference kernels.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
 from ..runtime.registry import OpContext, Prepared
+from .indexing import checked_size, data_error
 from .opdef import op
 
 DATA = ("float32", "int32")
@@ -61,13 +61,9 @@ def segment_sum(ctx: OpContext) -> Prepared:
         rows = rows_of(ctx.invalid, ids.value)
         return Prepared(lambda d, i: _segment(np.add, d, i, rows, 1),
                         [ctx.output_spec(0, (rows,) + tail, data.dtype)])
-    fail = _data_error(ctx)
+    fail = data_error(ctx)
     return Prepared(lambda d, i: _segment(np.add, d, i, rows_of(fail, i), 1),
                     [ctx.output_spec(0, None, data.dtype)])
-
-
-def _data_error(ctx: OpContext):
-    return lambda message: InputError(f"{ctx.where()}: {message}")
 
 
 def _unsorted(ctx: OpContext, ufunc) -> Prepared:
@@ -85,13 +81,14 @@ def _unsorted(ctx: OpContext, ufunc) -> Prepared:
     def rows_of(fail, count):
         if np.size(count) != 1 or int(np.ravel(count)[0]) < 0:
             raise fail(f"num_segments {np.ravel(count).tolist()} must be one value >= 0")
-        return int(np.ravel(count)[0])
+        rows = int(np.ravel(count)[0])
+        return checked_size(fail, (rows,) + tail, "output shape")[0]
 
     if num.value is not None:
         rows = rows_of(ctx.invalid, num.value)
         return Prepared(lambda d, i, _: _segment(ufunc, d, i, rows, id_rank),
                         [ctx.output_spec(0, (rows,) + tail, data.dtype)])
-    fail = _data_error(ctx)
+    fail = data_error(ctx)
     return Prepared(lambda d, i, n: _segment(ufunc, d, i, rows_of(fail, n), id_rank),
                     [ctx.output_spec(0, None, data.dtype)])
 

@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
 from ..runtime.registry import OpContext, Prepared
-from .opdef import op
+from .indexing import checked_size, data_error
+from .opdef import SAME, Quantized, op
 
 F32 = np.float32
-
-
-def _data_error(ctx: OpContext):
-    return lambda message: InputError(f"{ctx.where()}: {message}")
 
 
 def _expect_output_dtypes(ctx: OpContext, *dtypes: str) -> None:
@@ -41,7 +37,7 @@ def top_k(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(x, indices, axis=-1), indices
 
 
-@op("TOPK_V2")
+@op("TOPK_V2", quantized=Quantized(SAME, 2))
 def topk_v2(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(2)
     x, k = ctx.input(0), ctx.input(1)
@@ -62,7 +58,7 @@ def topk_v2(ctx: OpContext) -> Prepared:
         shape = x.shape[:-1] + (count,)
         return Prepared(lambda v, _: top_k(v, count),
                         [ctx.output_spec(0, shape, x.dtype), ctx.output_spec(1, shape, "int32")])
-    fail = _data_error(ctx)
+    fail = data_error(ctx)
     return Prepared(lambda v, kk: top_k(v, checked(fail, kk)),
                     [ctx.output_spec(0, None, x.dtype), ctx.output_spec(1, None, "int32")])
 
@@ -238,12 +234,12 @@ def _nms(ctx: OpContext, soft: bool) -> Prepared:
     def checked(fail, value) -> int:
         if int(value) < 0:
             raise fail(f"max_output_size {int(value)} must be >= 0")
-        return int(value)
+        return checked_size(fail, (int(value),), "max_output_size")[0]
 
     def run(b, s, m, iou, threshold, sigma=None):
-        size = checked(_data_error(ctx), m)
+        size = checked(data_error(ctx), m)
         if sigma is not None and F32(sigma) < 0:
-            raise _data_error(ctx)(f"soft-NMS sigma {float(sigma)} must be >= 0")
+            raise data_error(ctx)(f"soft-NMS sigma {float(sigma)} must be >= 0")
         picked, picked_scores = non_max_suppression(
             b, s, size, F32(iou), F32(threshold), F32(0) if sigma is None else F32(sigma))
         indices = np.zeros(size, np.int32)  # unused entries are zeroed, as TFLite does

@@ -6,7 +6,9 @@ invoke to the next; qengine keeps them in the interpreter's `Resources` the same
 (`reset_variables()` zeroes them). The step formulas follow TFLite's float reference path
 (lstm_eval.cc, basic_rnn.cc, svdf.cc), in float32, with the gates' matrix products accumulated
 in float64 and rounded once (TFLite accumulates in float32, so floats agree to the tolerance).
-Hybrid (int8 weights) and integer variants are not implemented: they are refused by dtype.
+Also implemented: hybrid (int8 weights, float activations) SVDF, RNN,
+UNIDIRECTIONAL_SEQUENCE_RNN, UNIDIRECTIONAL_SEQUENCE_LSTM and LSTM, and integer SVDF. The
+integer (8x8_16) LSTM is not: it is refused by dtype. The bidirectional ops run hybrid too.
 """
 
 from __future__ import annotations
@@ -106,8 +108,10 @@ def lstm_step(x, h, c, w: dict, act, cell_clip: float, proj_clip: float):
     layer_norm = w["ln_f"] is not None
     zeros = np.zeros(w["w_f"].shape[0], F32)
 
+    product = w.get("product", lambda v, name: _matmul(v, w[name]))  # hybrid: int8 weights
+
     def gate(k: str, peephole=None, cell=None):
-        z = _matmul(x, w["w_" + k]) + _matmul(h, w["r_" + k])
+        z = product(x, "w_" + k) + product(h, "r_" + k)
         if peephole is not None:
             z = z + peephole * cell
         if layer_norm:
@@ -123,17 +127,68 @@ def lstm_step(x, h, c, w: dict, act, cell_clip: float, proj_clip: float):
     o = _sigmoid(gate("o", w["p_o"], c))
     out = (o * act(c)).astype(F32)
     if w["proj"] is not None:
-        out = _matmul(out, w["proj"]) + (w["proj_b"] if w["proj_b"] is not None else F32(0))
+        out = product(out, "proj") + (w["proj_b"] if w["proj_b"] is not None else F32(0))
         if proj_clip > 0:
             out = np.clip(out, F32(-proj_clip), F32(proj_clip))
     return out.astype(F32), c.astype(F32)
 
 
+def _hybrid_weights(ctx: OpContext, first: int) -> tuple[list[int], dict]:
+    """The int8 inputs of one hybrid LSTM direction (its weight matrices, peepholes and
+    projection, from input `first`) and their scales by weight name."""
+    indices = [first + k for k in range(16) if k not in (11, 12, 13, 14)]
+    scales = {}
+    for i in indices:
+        spec = ctx.optional_input(i)
+        if spec is not None:
+            ctx.expect_dtype(spec, "int8")
+            scales[LSTM_WEIGHTS[i - first]] = F32(spec.scale)
+    return indices, scales
+
+
+def _hybrid_lstm_weights(w: dict, scales: dict, asymmetric: bool) -> dict:
+    """The hybrid LSTM (LstmStepHybrid): peepholes dequantized (int8 * scale), and every
+    matrix product through `hybrid_product` (the vector quantized per row on the fly)."""
+    w = dict(w)
+    for name in ("p_i", "p_f", "p_o"):
+        if w[name] is not None:
+            w[name] = (w[name].astype(F32) * scales[name]).astype(F32)
+    sums = {}
+
+    def product(v, name):
+        return hybrid_product(v, w[name], scales[name], asymmetric, sums)
+
+    w["product"] = product
+    return w
+
+
+def hybrid_product(v, matrix, scale, asymmetric: bool, row_sums: dict):
+    """v @ matrix.T for an int8 matrix: v quantized per row (symmetric, or asymmetric with a
+    zero point), the int32 product (minus zero point * row sum), times row scale * scale
+    (TFLite's hybrid MatrixBatchVectorMultiplyAccumulate)."""
+    from ..kernels import hybrid
+
+    if asymmetric:
+        q, sf, zp = hybrid.quantize_asymmetric(v)
+    else:
+        (q, sf), zp = hybrid.quantize_symmetric(v), None
+    acc = hybrid.matmul_accumulators(q, matrix)
+    if zp is not None and np.any(zp):
+        if id(matrix) not in row_sums:
+            row_sums[id(matrix)] = hybrid.row_sums_sse(np.ascontiguousarray(matrix)).astype(
+                np.int64)
+        acc = (acc - zp[:, None].astype(np.int64) * row_sums[id(matrix)]).astype(np.int32)
+    return acc.astype(F32) * (sf * scale)[:, None]
+
+
 def _lstm_prepare(ctx: OpContext, sequence: bool) -> Prepared:
     if len(ctx.inputs) not in (20, 24):
         raise ctx.invalid(f"has {len(ctx.inputs)} inputs; an LSTM has 20 or 24")
-    _float_inputs(ctx, range(len(ctx.inputs)))
     x = ctx.input(0)
+    hybrid = ctx.input(2).dtype == "int8"
+    int8_inputs, scales = _hybrid_weights(ctx, 1) if hybrid else ([], {})
+    _float_inputs(ctx, [i for i in range(len(ctx.inputs)) if i not in int8_inputs])
+    asymmetric = bool(getattr(ctx.options, "asymmetricQuantizeInputs", False))
     n_cell, n_input = ctx.input(2).shape
     n_output = ctx.input(6).shape[1]
     time_major = bool(getattr(ctx.options, "timeMajor", False)) if sequence else True
@@ -151,6 +206,8 @@ def _lstm_prepare(ctx: OpContext, sequence: bool) -> Prepared:
 
     def run(*values):
         w = _lstm_weights(list(values), 1, values[20:24])
+        if hybrid:
+            w = _hybrid_lstm_weights(w, scales, asymmetric)
         steps = _time_steps(values[0], time_major) if sequence else values[0][None]
         out, h, c = lstm_sequence(steps, resources.state(h_tensor), resources.state(c_tensor),
                                   w, act, cell_clip, proj_clip)
@@ -189,8 +246,12 @@ def bidirectional_sequence_lstm(ctx: OpContext) -> Prepared:
         raise ctx.invalid(f"has {len(ctx.inputs)} inputs; BIDIRECTIONAL_SEQUENCE_LSTM has 48")
     if any(ctx.optional_input(i) is not None for i in range(39, 48)):
         raise ctx.unsupported("the auxiliary input of BIDIRECTIONAL_SEQUENCE_LSTM")
-    _float_inputs(ctx, range(39))
     x = ctx.input(0)
+    hybrid = ctx.input(2).dtype == "int8"
+    hybrids = [_hybrid_weights(ctx, first) for first in (1, 18)] if hybrid else []
+    int8_inputs = {i for indices, _ in hybrids for i in indices}
+    _float_inputs(ctx, [i for i in range(39) if i not in int8_inputs])
+    asymmetric = bool(getattr(ctx.options, "asymmetricQuantizeInputs", False))
     time_major = bool(getattr(ctx.options, "timeMajor", True))
     merge = bool(getattr(ctx.options, "mergeOutputs", False))
     if len(x.shape) != 3:
@@ -216,10 +277,12 @@ def bidirectional_sequence_lstm(ctx: OpContext) -> Prepared:
         steps = _time_steps(values[0], time_major)
         outputs = []
         for reverse, (first, h_tensor, c_tensor, _) in enumerate(directions):
+            w = _lstm_weights(list(values), first)
+            if hybrid:
+                w = _hybrid_lstm_weights(w, hybrids[reverse][1], asymmetric)
             out, h, c = lstm_sequence(steps, resources.state(h_tensor),
-                                      resources.state(c_tensor), _lstm_weights(list(values),
-                                                                               first),
-                                      act, cell_clip, proj_clip, reverse=bool(reverse))
+                                      resources.state(c_tensor), w, act, cell_clip, proj_clip,
+                                      reverse=bool(reverse))
             resources.set_state(h_tensor, h)
             resources.set_state(c_tensor, c)
             outputs.append(_batch_layout(out, time_major))
@@ -245,20 +308,52 @@ def _bidirectional_outputs(ctx: OpContext, lead, sizes, merge: bool, run) -> Pre
 # -- RNN -------------------------------------------------------------------------------------
 
 
-def rnn_sequence(steps, h, weights, recurrent, bias, act, reverse: bool = False):
-    """h = act(W x + b + R h) per step of [time, batch, features] (TFLite's RnnBatchStep)."""
+def rnn_sequence(steps, h, cell, reverse: bool = False):
+    """h = cell(x, h) per step of [time, batch, features]; every step's h, and the last."""
     outputs = [None] * len(steps)
     for t in (range(len(steps) - 1, -1, -1) if reverse else range(len(steps))):
-        h = act((_matmul(steps[t], weights) + bias + _matmul(h, recurrent)).astype(F32))
+        h = cell(steps[t], h)
         outputs[t] = h
     return np.stack(outputs), h
 
 
+def float_rnn_cell(weights, recurrent, bias, act):
+    """h = act(W x + b + R h) (TFLite's RnnBatchStep)."""
+    return lambda x, h: act((_matmul(x, weights) + bias + _matmul(h, recurrent)).astype(F32))
+
+
+def hybrid_rnn_cell(weights, w_scale, recurrent, r_scale, bias, act, asymmetric: bool):
+    """The hybrid RnnBatchStep: out = bias; then, for the input and for the hidden state (each
+    skipped when all zero), quantize it per row (symmetric, or asymmetric with a zero point),
+    take the int32 product with the int8 weights (minus zero point * row sum) and add
+    product * row scale * weight scale; h = act(out)."""
+    sums: dict = {}
+
+    def product(v, matrix, scale):
+        return hybrid_product(v, matrix, scale, asymmetric, sums)
+
+    def cell(x, h):
+        out = np.broadcast_to(bias, (len(x), len(bias))).astype(F32)
+        if x.any():
+            out = out + product(x, weights, w_scale)
+        if h.any():
+            out = out + product(h, recurrent, r_scale)
+        return act(out.astype(F32))
+
+    return cell
+
+
 def _rnn_prepare(ctx: OpContext, sequence: bool) -> Prepared:
-    """h = act(W x + R h + b) per step; the output is every step's h."""
+    """h = act(W x + R h + b) per step; the output is every step's h. int8 weights make it
+    the hybrid kernel (float input, state and output)."""
     ctx.expect_inputs(5)
-    _float_inputs(ctx, range(5))
     x, w, r, b = (ctx.input(i) for i in range(4))
+    hybrid = w.dtype == "int8"
+    _float_inputs(ctx, [0, 3, 4] if hybrid else range(5))
+    if hybrid:
+        ctx.expect_dtype(r, "int8")
+        w_scale, r_scale = F32(w.scale), F32(r.scale)
+    asymmetric = bool(getattr(ctx.options, "asymmetricQuantizeInputs", False))
     units, n_input = w.shape
     time_major = bool(getattr(ctx.options, "timeMajor", False)) if sequence else True
     if len(x.shape) != (3 if sequence else 2) or x.shape[-1] != n_input:
@@ -273,7 +368,9 @@ def _rnn_prepare(ctx: OpContext, sequence: bool) -> Prepared:
 
     def run(values, weights, recurrent, bias, _):
         steps = _time_steps(values, time_major) if sequence else values[None]
-        out, h = rnn_sequence(steps, resources.state(h_tensor), weights, recurrent, bias, act)
+        cell = (hybrid_rnn_cell(weights, w_scale, recurrent, r_scale, bias, act, asymmetric)
+                if hybrid else float_rnn_cell(weights, recurrent, bias, act))
+        out, h = rnn_sequence(steps, resources.state(h_tensor), cell)
         resources.set_state(h_tensor, h)
         return _batch_layout(out, time_major) if sequence else out[0]
 
@@ -298,8 +395,14 @@ def bidirectional_sequence_rnn(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(9, 12)
     if any(ctx.optional_input(i) is not None for i in range(9, 12)):
         raise ctx.unsupported("the auxiliary input of BIDIRECTIONAL_SEQUENCE_RNN")
-    _float_inputs(ctx, range(9))
     x = ctx.input(0)
+    hybrid = ctx.input(1).dtype == "int8"
+    int8_inputs = (1, 2, 5, 6) if hybrid else ()
+    _float_inputs(ctx, [i for i in range(9) if i not in int8_inputs])
+    for i in int8_inputs:
+        ctx.expect_dtype(ctx.input(i), "int8")
+    scales = {i: F32(ctx.input(i).scale) for i in int8_inputs}
+    asymmetric = bool(getattr(ctx.options, "asymmetricQuantizeInputs", False))
     time_major = bool(getattr(ctx.options, "timeMajor", False))
     merge = bool(getattr(ctx.options, "mergeOutputs", False))
     if len(x.shape) != 3:
@@ -318,8 +421,11 @@ def bidirectional_sequence_rnn(ctx: OpContext) -> Prepared:
         steps = _time_steps(values[0], time_major)
         outputs = []
         for reverse, (first, h_tensor, _) in enumerate(directions):
-            out, h = rnn_sequence(steps, resources.state(h_tensor), *values[first:first + 3],
-                                  act, reverse=bool(reverse))
+            weights, recurrent, bias = values[first:first + 3]
+            cell = (hybrid_rnn_cell(weights, scales[first], recurrent, scales[first + 1], bias,
+                                    act, asymmetric) if hybrid
+                    else float_rnn_cell(weights, recurrent, bias, act))
+            out, h = rnn_sequence(steps, resources.state(h_tensor), cell, reverse=bool(reverse))
             resources.set_state(h_tensor, h)
             outputs.append(_batch_layout(out, time_major))
         return np.concatenate(outputs, axis=-1) if merge else tuple(outputs)
@@ -357,6 +463,8 @@ def svdf(ctx: OpContext) -> Prepared:
     resources = ctx.interpreter.resources
     if x.dtype == "int8":
         step, out_dtype = _svdf_int8(ctx, state_tensor), "int8"
+    elif features.dtype == "int8":
+        step, out_dtype = _svdf_hybrid(ctx), "float32"
     else:
         _float_inputs(ctx, range(5))
         step, out_dtype = _svdf_float(ctx), "float32"
@@ -378,6 +486,32 @@ def _svdf_float(ctx: OpContext):
     def step(state, values, w_feature, w_time, b, units, rank):
         state[:, :, -1] = _matmul(values, w_feature)
         per_filter = (state.astype(np.float64) * w_time.astype(np.float64)).sum(axis=2)
+        out = per_filter.reshape(len(state), units, rank).sum(axis=2).astype(F32)
+        return act(out if b is None else out + b).astype(F32)
+
+    return step
+
+
+def _svdf_hybrid(ctx: OpContext):
+    """EvalHybridSVDF: float input, state and bias; int8 feature and time weights (the time
+    weights are dequantized once; TFLite's hybrid path reads no float time weights). Each input
+    row is quantized symmetrically, multiplied with the int8 feature weights in int32 and
+    scaled by row scale * weight scale into the state."""
+    features, times = ctx.input(1), ctx.input(2)
+    _float_inputs(ctx, [0, 3])
+    ctx.expect_dtype(times, "int8")
+    feature_scale, time_scale = F32(features.scale), F32(times.scale)
+    act = _activation(ctx)
+    from ..kernels import hybrid
+
+    def step(state, values, w_feature, w_time, b, units, rank):
+        q, row_scales = hybrid.quantize_symmetric(values)
+        acc = q.astype(np.int64) @ w_feature.astype(np.int64).T  # exact int32 dot products
+        state[:, :, -1] = acc.astype(F32) * (row_scales * feature_scale)[:, None]
+        if not values.any():  # TFLite skips the product for an all-zero input
+            state[:, :, -1] = 0
+        weights = w_time.astype(F32) * time_scale
+        per_filter = (state.astype(np.float64) * weights.astype(np.float64)).sum(axis=2)
         out = per_filter.reshape(len(state), units, rank).sum(axis=2).astype(F32)
         return act(out if b is None else out + b).astype(F32)
 

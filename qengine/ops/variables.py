@@ -16,8 +16,12 @@ from ..runtime.registry import OpContext, Prepared, Spec
 from .opdef import op
 
 
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else (value or "")
+def variable_names(options) -> tuple[str, str]:
+    """(container, shared_name) of a VAR_HANDLE: what TFLite resolves variables by."""
+    def text(value) -> str:
+        return value.decode() if isinstance(value, bytes) else (value or "")
+
+    return text(getattr(options, "container", None)), text(getattr(options, "sharedName", None))
 
 
 def _resource_id(handle: np.ndarray) -> int:
@@ -34,11 +38,8 @@ def _expect_handle(ctx: OpContext, spec: Spec) -> None:
 @op("VAR_HANDLE")
 def var_handle(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(0)
-    options = ctx.options
-    container = _text(getattr(options, "container", None))
-    shared_name = _text(getattr(options, "sharedName", None))
-    handle = np.full(ctx.outputs[0].shape, ctx.interpreter.resources.handle(container, shared_name),
-                     np.int32)
+    resource_id = ctx.interpreter.resources.handle(*variable_names(ctx.options))
+    handle = np.full(ctx.outputs[0].shape, resource_id, np.int32)
     return Prepared(lambda: handle, [ctx.output_spec(0, handle.shape)], foldable=False)
 
 

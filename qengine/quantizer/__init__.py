@@ -31,7 +31,8 @@ def quantize(model, mode: str | None = None, calibration=None, *,
              observer: str | None = None, keep_float=(), asymmetric_inputs: bool = True,
              quiet: bool = False, recipe: Recipe | None = None, weight_bits: int = 8,
              block_size: int = 0, min_weight_elements: int | None = None,
-             weight_clipping: str = "minmax", statistics: dict | None = None) -> Model:
+             weight_clipping: str = "minmax", statistics: dict | None = None,
+             weight_rounding: str = "nearest") -> Model:
     """Return a quantized copy of `model` (a Model, a path or .tflite bytes).
 
     `inference_type` is the interface of the full-integer modes: by default the activation
@@ -42,9 +43,11 @@ def quantize(model, mode: str | None = None, calibration=None, *,
     """
     mode = _mode(mode, recipe, per_channel, observer)
     _check_weight_format(mode, weight_bits, block_size, recipe)
-    if weight_clipping != "minmax" and (recipe is not None or mode == "float16"):
-        raise QuantizationError("weight_clipping does not apply here: "
-                                + ("the recipe sets it per op" if recipe else "float16 mode"))
+    for name, value, default in (("weight_clipping", weight_clipping, "minmax"),
+                                 ("weight_rounding", weight_rounding, "nearest")):
+        if value != default and (recipe is not None or mode == "float16"):
+            raise QuantizationError(f"{name} does not apply here: " + (
+                "the recipe sets it per op" if recipe else "float16 mode"))
     source = model if isinstance(model, Model) else load(model)
     before = len(source.to_bytes())
     work = load(source.to_bytes())  # a deep copy the passes may edit freely
@@ -56,12 +59,14 @@ def quantize(model, mode: str | None = None, calibration=None, *,
             activations=ACTIVATIONS[mode], calibrator="minmax" if factory else observer or "minmax",
             granularity="blockwise" if block_size else
             "per_channel" if per_channel else "per_tensor",
-            weight_bits=weight_bits, block_size=block_size, weight_clipping=weight_clipping))
+            weight_bits=weight_bits, block_size=block_size, weight_clipping=weight_clipping,
+            weight_rounding=weight_rounding))
         options = Int8Options(inference_type or ACTIVATIONS[mode], strict, frozenset(keep_float),
                               recipe)
         result = _full_integer(work, calibration, options, quiet, factory, statistics)
     elif mode in ("dynamic", "weight-only", "float16"):
-        if calibration is not None and not quiet:
+        hessians = _gptq_hessians(work, calibration, weight_rounding, mode)
+        if calibration is not None and hessians is None and not quiet:
             print(f"note: {mode} quantization needs no calibration data; ignoring it",
                   file=sys.stderr)
         from . import dynamic
@@ -69,10 +74,10 @@ def quantize(model, mode: str | None = None, calibration=None, *,
         if mode == "dynamic":
             result = dynamic.quantize_dynamic(work, per_channel, asymmetric_inputs,
                                               weight_bits, block_size, min_weight_elements,
-                                              weight_clipping)
+                                              weight_clipping, hessians)
         elif mode == "weight-only":
             result = dynamic.quantize_weight_only(work, weight_bits, per_channel, block_size,
-                                                  weight_clipping)
+                                                  weight_clipping, hessians)
         else:
             result = dynamic.quantize_float16(work)
     else:
@@ -80,6 +85,29 @@ def quantize(model, mode: str | None = None, calibration=None, *,
     if not quiet:
         _report_size(mode, before, result)
     return result
+
+
+WEIGHT_ROUNDINGS = ("nearest", "gptq")
+
+
+def _gptq_hessians(model: Model, calibration, rounding: str, mode: str) -> dict | None:
+    """GPTQ's per-op H for the dynamic and weight-only modes (None: round to nearest)."""
+    if rounding not in WEIGHT_ROUNDINGS:
+        raise QuantizationError(f"weight_rounding must be one of {', '.join(WEIGHT_ROUNDINGS)}, "
+                                f"not {rounding!r}")
+    if rounding == "nearest":
+        return None
+    if mode == "float16":
+        raise QuantizationError("weight_rounding 'gptq' does not apply to float16 mode")
+    if calibration is None:
+        raise QuantizationError("GPTQ needs calibration data (representative inputs): pass "
+                                "calibration=... or --calibration DATA")
+    from .gptq import GPTQ_OPS, layer_hessians
+
+    ops = [op for op in model.main.operators if op.type in GPTQ_OPS and len(op.inputs) > 1
+           and op.inputs[1] is not None and op.inputs[1].is_constant
+           and op.inputs[1].dtype == "float32" and op.inputs[0].dtype == "float32"]
+    return layer_hessians(model, calibration, ops)
 
 
 def _check_weight_format(mode: str, weight_bits: int, block_size: int,
@@ -97,17 +125,16 @@ def _check_weight_format(mode: str, weight_bits: int, block_size: int,
 # ai-edge-quantizer's named recipes (ai_edge_quantizer.recipe) -> qengine's arguments
 PRESETS = {
     # the peer's dynamic recipes quantize every filter, however small
-    "dynamic_wi8_afp32": dict(mode="dynamic", weight_bits=8, min_weight_elements=0),
-    "dynamic_wi4_afp32": dict(mode="dynamic", weight_bits=4, min_weight_elements=0),
-    **{f"dynamic_wi{b}c_afp32": dict(mode="dynamic", weight_bits=b, min_weight_elements=0)
+    "dynamic_wi8_afp32": {"mode": "dynamic", "weight_bits": 8, "min_weight_elements": 0},
+    "dynamic_wi4_afp32": {"mode": "dynamic", "weight_bits": 4, "min_weight_elements": 0},
+    **{f"dynamic_wi{b}c_afp32": {"mode": "dynamic", "weight_bits": b, "min_weight_elements": 0}
        for b in (8, 4, 2)},
-    **{f"dynamic_wi{b}b{n}_afp32": dict(mode="dynamic", weight_bits=b, block_size=n,
-                                        min_weight_elements=0)
+    **{f"dynamic_wi{b}b{n}_afp32": {"mode": "dynamic", "weight_bits": b, "block_size": n, "min_weight_elements": 0}
        for b in (8, 4, 2) for n in (32, 64)},
-    "weight_only_wi8_afp32": dict(mode="weight-only", weight_bits=8),
-    "weight_only_wi4_afp32": dict(mode="weight-only", weight_bits=4),
-    "static_wi8_ai8": dict(mode="int8"),
-    "static_wi8_ai16": dict(mode="int16x8"),
+    "weight_only_wi8_afp32": {"mode": "weight-only", "weight_bits": 8},
+    "weight_only_wi4_afp32": {"mode": "weight-only", "weight_bits": 4},
+    "static_wi8_ai8": {"mode": "int8"},
+    "static_wi8_ai16": {"mode": "int16x8"},
 }
 
 
@@ -149,21 +176,44 @@ def _full_integer(model, calibration, options, quiet, factory=None, statistics=N
     from ..calibrate import calibrate
     from .int8 import quantize_int8
     from .passes import fold_constant_weights
+    from .variables import check_subgraphs, float_subgraph_ops
 
     if statistics is not None:
         fold_constant_weights(model)
+        options.hessians = _recipe_hessians(model, calibration, options.recipe)
         return quantize_int8(model, statistics, options)
     if calibration is None:
         raise QuantizationError("full-integer quantization needs calibration data "
                                 "(representative inputs); pass calibration=... or "
                                 "--calibration DATA")
+    check_subgraphs(model)  # refuse what cannot be quantized before calibrating
     fold_constant_weights(model)
     if not quiet:
         _warn_unmatched(model, options.recipe)
+        kept = float_subgraph_ops(model)
+        if kept:
+            print(f"note: the {kept} op(s) inside control-flow subgraphs (WHILE/IF bodies) "
+                  f"stay float; the main graph's ops around them are quantized",
+                  file=sys.stderr)
     by_tensor = None if factory else _observers_by_tensor(model, options.recipe)
     stats = calibrate(model, calibration, factory or "minmax", quiet=quiet,
                       observer_for=by_tensor)
+    options.hessians = _recipe_hessians(model, calibration, options.recipe)
     return quantize_int8(model, stats, options)
+
+
+def _recipe_hessians(model: Model, calibration, recipe: Recipe) -> dict | None:
+    """GPTQ's H for the ops whose scheme asks for GPTQ rounding (None when none does)."""
+    from .gptq import GPTQ_OPS, layer_hessians
+    from .int8 import op_names
+
+    ops = [op for op in model.main.operators if op.type in GPTQ_OPS
+           and (recipe.scheme_for(op_names(op)) or Scheme()).weight_rounding == "gptq"
+           and len(op.inputs) > 1 and op.inputs[1] is not None and op.inputs[1].is_constant
+           and op.inputs[1].dtype == "float32"]
+    if ops and calibration is None:
+        raise QuantizationError("GPTQ rounding needs calibration data (representative inputs)")
+    return layer_hessians(model, calibration, ops) if ops else None
 
 
 def calibration_statistics(model, calibration, recipe: Recipe | None = None, *,

@@ -16,15 +16,30 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import NothingToQuantize, QuantizationError
-from ..ir import BlockDetails, Model, OpCode, Operator, Quantization, Tensor, verify
+from ..ir import (
+    BlockDetails,
+    Model,
+    OpCode,
+    Operator,
+    Quantization,
+    Tensor,
+    expected_nbytes,
+    verify,
+)
 from ..lowbit import blockwise_fc_problem
 from ..ops.opdef import Weight, definitions
-from ..ops.quantization import DEQUANTIZE
+from ..ops.quantization import DENSIFY, DEQUANTIZE
+from .gptq import gptq_round
 from .scheme import Scheme
-from .weights import blockwise_weights, scheme_weights, storage_dtype
+from .weights import (
+    blockwise_weights,
+    float16_scales,
+    mse_bounds,
+    scheme_weights,
+    storage_dtype,
+)
 
 MIN_ELEMENTS = 1024  # the converter leaves smaller filters in float
-
 
 
 def hybrid_ops() -> dict:
@@ -40,7 +55,8 @@ def weight_only_ops() -> dict:
 
 def quantize_dynamic(model: Model, per_channel: bool = True, asymmetric_inputs: bool = True,
                      weight_bits: int = 8, block_size: int = 0,
-                     min_elements: int | None = None, clipping: str = "minmax") -> Model:
+                     min_elements: int | None = None, clipping: str = "minmax",
+                     hessians: dict | None = None) -> Model:
     """Hybrid ops get `weight_bits`-bit filters (int8, or TFLite's INT4/INT2 tensors), per
     channel, per tensor or (FULLY_CONNECTED, int4) in blocks of `block_size` with float16
     scales. Filters stored as float16 behind a DEQUANTIZE count as float weights. Sub-8-bit and
@@ -49,8 +65,7 @@ def quantize_dynamic(model: Model, per_channel: bool = True, asymmetric_inputs: 
     does), unless `min_elements` says otherwise. A filter several ops share is quantized once."""
     if min_elements is None:
         min_elements = MIN_ELEMENTS if weight_bits == 8 and not block_size else 0
-    count = 0
-    hybrid = hybrid_ops()
+    count, hybrid = 0, hybrid_ops()
     for graph in model.subgraphs:
         producers = graph.producers()
         done: dict[tuple, Tensor] = {}  # (filter, axis, per channel) -> its quantized tensor
@@ -64,13 +79,15 @@ def quantize_dynamic(model: Model, per_channel: bool = True, asymmetric_inputs: 
             values = float_weights(w, producers)
             if values is None or (values.size < min_elements and w.is_constant):
                 continue
+            if _denser_than_sparse(w, producers, values.size, weight_bits):
+                continue  # a sparse weight its dense quantized form would not shrink
             # TFLite's hybrid depthwise kernel reads one scale per channel whatever the file
             # holds, so depthwise filters stay per-channel even when per-tensor is asked for
             channelwise = per_channel or facts.always_per_channel
             key = (id(w), axis, channelwise)
             if key not in done:
                 done[key] = _hybrid_filter(op, weight, w.name, values, weight_bits, block_size,
-                                           channelwise, clipping)
+                                           channelwise, clipping, (hessians or {}).get(id(op)))
             op.inputs[index] = done[key]
             version = facts.per_channel if channelwise else facts.per_tensor
             if facts.asymmetric_inputs is not None:  # FULLY_CONNECTED's option
@@ -88,7 +105,8 @@ def quantize_dynamic(model: Model, per_channel: bool = True, asymmetric_inputs: 
 
 
 def _hybrid_filter(op, weight: Weight, name: str, values: np.ndarray, bits: int,
-                   block_size: int, channelwise: bool, clipping: str = "minmax") -> Tensor:
+                   block_size: int, channelwise: bool, clipping: str = "minmax",
+                   h=None) -> Tensor:
     """The quantized filter of a hybrid op, in a format TFLite has a hybrid kernel for."""
     dtype = storage_dtype(bits)
     axis = weight.axis
@@ -101,17 +119,21 @@ def _hybrid_filter(op, weight: Weight, name: str, values: np.ndarray, bits: int,
             f"{'8' if allowed == ('int8',) else '4 or 8'} for it")
     if block_size:
         return _blockwise_filter(where, op, weight, name, values, bits, block_size, dtype,
-                                 clipping)
+                                 clipping, h)
     scheme = Scheme(weight_bits=bits, granularity="per_channel" if channelwise else "per_tensor",
                     weight_clipping=clipping)
     q, quant = scheme_weights(values, axis, scheme)
+    if h is not None:  # GPTQ rounding with the same scales
+        rows = values.reshape(values.shape[0], -1)
+        scales = np.broadcast_to(quant.scale.astype(np.float64), (rows.shape[0],))
+        q = gptq_round(rows, h, scheme.weight_range[1], scales)[0].reshape(values.shape)
     weights = Tensor(name, q.shape, dtype, quantization=quant)
     weights.data = q
     return weights
 
 
 def _blockwise_filter(where: str, op, weight: Weight, name: str, values: np.ndarray, bits: int,
-                      block_size: int, dtype: str, clipping: str = "minmax") -> Tensor:
+                      block_size: int, dtype: str, clipping: str = "minmax", h=None) -> Tensor:
     units, depth = values.shape if values.ndim == 2 else (values.shape[0], -1)
     blockwise = {op_type for op_type, w in weight_only_ops().items() if w.blockwise}
     hybrid = sorted(blockwise & set(hybrid_ops()))  # FULLY_CONNECTED; EMBEDDING_LOOKUP besides
@@ -124,6 +146,16 @@ def _blockwise_filter(where: str, op, weight: Weight, name: str, values: np.ndar
     if problem:
         raise QuantizationError(f"{where}: blockwise weights: {problem}")
     q, scales = blockwise_weights(values, block_size, bits, clipping)
+    if h is not None:  # GPTQ: each block's scale from the weights as updated so far
+        qmax = 2 ** (bits - 1) - 1
+
+        def block_scale(columns):
+            bound = np.abs(columns).max(axis=1) if clipping != "mse" else \
+                mse_bounds(columns, -qmax, qmax)
+            return float16_scales(bound, qmax).astype(np.float64)
+
+        q, wide = gptq_round(values, h, qmax, block_size=block_size, block_scale=block_scale)
+        scales = wide.astype(np.float16)
     scale_tensor = Tensor(name + "_scales", scales.shape, "float16")
     scale_tensor.data = scales
     quant = Quantization(np.zeros(0), np.zeros(0),
@@ -134,7 +166,8 @@ def _blockwise_filter(where: str, op, weight: Weight, name: str, values: np.ndar
 
 
 def quantize_weight_only(model: Model, weight_bits: int = 8, per_channel: bool = True,
-                         block_size: int = 0, clipping: str = "minmax") -> Model:
+                         block_size: int = 0, clipping: str = "minmax",
+                         hessians: dict | None = None) -> Model:
     """Weights stored as int8/int4/int2 (per channel or per tensor) and expanded by DEQUANTIZE;
     every op still computes in float. Float16 weights behind a DEQUANTIZE count as weights."""
     if block_size:
@@ -160,10 +193,18 @@ def quantize_weight_only(model: Model, weight_bits: int = 8, per_channel: bool =
                     operators.append(op)
                     continue
                 values = float_weights(op.inputs[spec[0]], producers)
+                if values is not None and _denser_than_sparse(op.inputs[spec[0]], producers,
+                                                              values.size, weight_bits):
+                    values = None
             if values is not None:
                 index, axis = spec
                 name = op.inputs[index].name
                 q, quant = scheme_weights(values, axis, scheme)
+                h = (hessians or {}).get(id(op))
+                if h is not None and axis == 0:  # GPTQ rounding with the same scales
+                    rows = values.reshape(values.shape[0], -1)
+                    scales = np.broadcast_to(quant.scale.astype(np.float64), (rows.shape[0],))
+                    q = gptq_round(rows, h, scheme.weight_range[1], scales)[0].reshape(q.shape)
                 stored = Tensor(name, q.shape, dtype, quantization=quant)
                 stored.data = q
                 expanded = Tensor(name + "_dequant", q.shape, "float32")
@@ -189,17 +230,43 @@ DEQUANTIZE_VERSION = {"int8": 4, "int4": 6, "int2": 6}
 
 def float_weights(t: Tensor | None, producers: dict) -> np.ndarray | None:
     """The float32 values of a weight input: a float32 constant, or a float16 constant behind
-    a DEQUANTIZE (how float16 models store weights); None for anything else."""
+    a DEQUANTIZE (how float16 models store weights), either possibly sparse behind a DENSIFY;
+    None for anything else. Sparse weights come back dense (the hybrid and DEQUANTIZE kernels
+    the quantized weights feed take no sparse filters but FULLY_CONNECTED's 1x16 blocks, which
+    qengine does not write): the caller's model then stores them dense."""
     if t is None:
         return None
     if t.is_constant:
-        return t.data.astype(np.float32) if t.dtype == "float32" else None
+        return t.data.astype(np.float32) if t.dtype in FLOAT_WEIGHTS and t.sparsity is None \
+            else None
     source = producers.get(id(t))
-    if source is not None and source.type == DEQUANTIZE and source.inputs[0] is not None \
-            and source.inputs[0].is_constant and source.inputs[0].dtype == "float16" \
-            and source.inputs[0].sparsity is None:
-        return source.inputs[0].data.astype(np.float32)
+    if source is None or source.inputs[0] is None:
+        return None
+    if source.type == DEQUANTIZE and t.dtype == "float32":
+        return float_weights(source.inputs[0], producers)
+    if source.type == DENSIFY and source.inputs[0].is_constant \
+            and source.inputs[0].dtype in FLOAT_WEIGHTS:
+        from ..ops.quantization import densify_tensor
+        from .passes import _Where
+
+        return densify_tensor(_Where(source), source.inputs[0]).astype(np.float32)
     return None
+
+
+FLOAT_WEIGHTS = ("float32", "float16")
+
+
+def _denser_than_sparse(t: Tensor, producers: dict, count: int, bits: int) -> bool:
+    """True when `t` comes from a sparse constant (behind DENSIFY) that holds fewer bytes than
+    the dense quantized weight would: such a weight is left as it is."""
+    while t is not None and not t.is_constant:
+        source = producers.get(id(t))
+        if source is None or source.type not in (DEQUANTIZE, DENSIFY):
+            return False
+        t = source.inputs[0]
+    if t is None or t.sparsity is None:
+        return False
+    return expected_nbytes(storage_dtype(bits), (count,)) >= len(t.buffer)
 
 
 def drop_unused_ops(graph) -> None:

@@ -28,6 +28,8 @@ from ..ops.common import filter_types
 from ..ops.opdef import FIXED, REQUANT, SAME, SHARED, Quantized, Weight, definitions
 from ..ops.quantization import DEQUANTIZE, QUANTIZE
 from ..qparams import choose_qparams, int_range, quantize, quantize_symmetric
+from . import variables
+from .gptq import gptq_round
 from .policies import RANGE_POLICIES
 from .scheme import Recipe, Scheme
 from .weights import (
@@ -120,6 +122,7 @@ class Int8Options:
     strict: bool = False
     keep_float: frozenset = frozenset()  # op output names (or op types) to leave in float
     recipe: Recipe = field(default_factory=Recipe)  # per-op schemes and the range policy
+    hessians: dict | None = None  # id(op) -> GPTQ's H, for ops whose scheme rounds with GPTQ
 
     @property
     def activations(self) -> str:
@@ -136,8 +139,17 @@ def quantize_int8(model: Model, stats: dict, options: Int8Options) -> Model:
     return rewrite(model, choose_params(model, stats, options.recipe), options)
 
 
-def choose_params(model: Model, stats: dict, recipe: Recipe) -> dict[str, tuple[float, int]]:
-    """Tensor name -> (scale, zero point) of every activation the statistics saw.
+@dataclass
+class Params:
+    """What choose_params decides: (scale, zero point) per activation tensor name, and per
+    resource variable (one for all its reads and writes, see variables.py)."""
+
+    tensors: dict[str, tuple[float, int]]
+    variables: dict[str, tuple[float, int]] = field(default_factory=dict)
+
+
+def choose_params(model: Model, stats: dict, recipe: Recipe) -> Params:
+    """(scale, zero point) of every activation the statistics saw, and of every variable.
 
     A tensor's range is its observer's, adjusted by the recipe's range policy; its scheme
     (power-of-two scales) is that of the op writing it (graph inputs: the default scheme).
@@ -154,10 +166,10 @@ def choose_params(model: Model, stats: dict, recipe: Recipe) -> dict[str, tuple[
         scale, zero_point = choose_qparams(low, high, act, symmetric=act == "int16",
                                            power_of_two=scheme.power_of_two)
         params[name] = (float(scale), zero_point)
-    return params
+    return Params(params, variables.variable_qparams(model, stats, act))
 
 
-def rewrite(model: Model, params: dict[str, tuple[float, int]], options: Int8Options) -> Model:
+def rewrite(model: Model, params: Params, options: Int8Options) -> Model:
     """The graph edits: integer tensors with `params`, weights, biases, QUANTIZE/DEQUANTIZE at
     the float boundaries. Records every inserted tensor's source in `model.sources`."""
     interfaces = ("int8", "uint8", "float32") if options.activations == "int8" else \
@@ -165,17 +177,16 @@ def rewrite(model: Model, params: dict[str, tuple[float, int]], options: Int8Opt
     if options.inference_type not in interfaces:
         raise QuantizationError(f"inference_type must be {', '.join(interfaces)}, not "
                                 f"{options.inference_type!r}")
-    if len(model.subgraphs) > 1:
-        raise QuantizationError("models with several subgraphs (control flow) cannot be "
-                                "quantized to integers yet")
+    variables.check_subgraphs(model)  # CALL_ONCE init subgraphs only
     _Pass(model, params, options).run()
     verify(model)
     return model
 
 
 class _Pass:
-    def __init__(self, model: Model, params: dict, options: Int8Options):
-        self.model, self.graph, self.params, self.options = model, model.main, params, options
+    def __init__(self, model: Model, params: Params, options: Int8Options):
+        self.model, self.graph, self.options = model, model.main, options
+        self.params = params.tensors
         self.as_int: dict[int, Tensor] = {}
         self.as_float: dict[int, Tensor] = {}
         self.ops: list[Operator] = []  # the rewritten op list
@@ -188,6 +199,9 @@ class _Pass:
         self.recipe = options.recipe
         self.scheme = {id(op): self.recipe.scheme_for(op_names(op)) for op in self.graph.operators}
         self.fake_quantized: set[int] = set()  # ops run in float on fake-quantized weights
+        # resource variables: one scale and zero point per variable for all reads and writes
+        self.variables = params.variables
+        self.handles = variables.handles(self.graph)
 
     # -- driver --------------------------------------------------------------------------------
 
@@ -198,6 +212,9 @@ class _Pass:
             self._refuse_float_ops(quantized)
         self._bind_graph_inputs()
         for op, rule in zip(self.graph.operators, quantized):
+            if self._variable_params(op) is not None:
+                self._variable_op(op)
+                continue
             if id(op) in self.fake_quantized:
                 self._fake_quantize_weights(op)
             if rule is not None and rule.facts.small_input_scales and not self._comparable(op):
@@ -209,6 +226,7 @@ class _Pass:
         self._bind_graph_outputs()
         self.graph.operators = self.ops
         self.graph.prune()
+        variables.quantize_init_values(self.model, self.variables, self.act)
 
     def _quantizable(self, op: Operator) -> Rule | None:
         from fnmatch import fnmatchcase
@@ -231,6 +249,34 @@ class _Pass:
             self.fake_quantized.add(id(op))  # no int8 kernel computes it: float, fake-quant
             return None
         return rule
+
+    def _variable_params(self, op: Operator) -> tuple[float, int] | None:
+        """The variable's parameters for a READ_VARIABLE/ASSIGN_VARIABLE of a float variable."""
+        if not variables.is_access(op) or not op.inputs:
+            return None
+        return self.variables.get(self.handles.get(id(op.inputs[0])))
+
+    def _variable_op(self, op: Operator) -> None:
+        """A read gives an integer tensor with the variable's parameters; a write stores its
+        value requantized to them (a QUANTIZE op when its parameters differ)."""
+        scale, zero_point = self._variable_params(op)
+        if variables.is_read(op):
+            _make_int(op.outputs[0], self.act, scale, zero_point)
+            self.as_int[id(op.outputs[0])] = op.outputs[0]
+        else:
+            op.inputs[1] = self._int_with(op.inputs[1], scale, zero_point)
+        self.ops.append(op)
+
+    def _int_with(self, t: Tensor, scale: float, zero_point: int) -> Tensor:
+        """t as an integer tensor with exactly these parameters."""
+        target = Quantization.per_tensor(scale, zero_point)
+        source = self.as_int.get(id(t)) or self.as_float[id(t)]
+        if source.dtype == self.act and _same_params(source.quantization, target):
+            return source
+        fixed = self._new(f"{t.name}_{self.act}_variable", t.shape, self.act, target, like=t)
+        self.ops.append(Operator(OpCode(QUANTIZE, self._quantize_version), [source],
+                                 [fixed]))
+        return fixed
 
     def _comparable(self, op: Operator) -> bool:
         """TFLite's int8 comparisons rescale each input by QuantizeMultiplierSmallerThanOne, so
@@ -257,7 +303,8 @@ class _Pass:
     def _refuse_float_ops(self, quantized) -> None:
         left = [f"op {i} {op.opcode.display} (output {op.outputs[0].name!r})"
                 for i, (op, rule) in enumerate(zip(self.graph.operators, quantized))
-                if rule is None and op.type not in self.shape_only and _has_float(op)]
+                if rule is None and op.type not in self.shape_only and _has_float(op)
+                and self._variable_params(op) is None]
         if left:
             raise QuantizationError(
                 f"strict {self._scheme}: {len(left)} op(s) have no {self._scheme} kernel in "
@@ -410,6 +457,11 @@ class _Pass:
                                     f"{value.ndim}; cannot quantize along axis {axis}")
         scheme = self.scheme[id(op)]
         q, quant = scheme_weights(value, axis, scheme)
+        h = (self.options.hessians or {}).get(id(op))
+        if h is not None and axis == 0 and scheme.integer_kernels:  # GPTQ, the same scales
+            rows = value.reshape(value.shape[0], -1)
+            scales = np.broadcast_to(quant.scale.astype(np.float64), (rows.shape[0],))
+            q = gptq_round(rows, h, scheme.weight_range[1], scales)[0].reshape(q.shape)
         # sub-8-bit weights go into TFLite's INT4/INT2 tensors where the op's kernel reads them
         dtype = storage_dtype(scheme.weight_bits)
         allowed = filter_types(op.type, self.act)

@@ -31,6 +31,7 @@ from ..errors import InputError
 
 GRANULARITIES = ("per_channel", "per_tensor", "blockwise")
 WEIGHT_CLIPPINGS = ("minmax", "mse")
+WEIGHT_ROUNDINGS = ("nearest", "gptq")
 ACTIVATION_TYPES = ("int8", "int16")
 CALIBRATORS = ("minmax", "moving_average", "percentile", "mse", "entropy")
 
@@ -45,6 +46,7 @@ class Scheme:
     narrow_range: bool = True  # weights in [-(2^(b-1) - 1), 2^(b-1) - 1], not down to -2^(b-1)
     power_of_two: bool = False  # every scale (weights and activations) rounded up to 2^k
     weight_clipping: str = "minmax"  # weight scale from max|w|, or "mse": the MSE-optimal clip
+    weight_rounding: str = "nearest"  # or "gptq" (FULLY_CONNECTED, CONV_2D; needs calibration)
     calibrator: str = "minmax"  # how activation ranges are chosen, see qengine.calibrate
     calibrator_options: tuple = ()  # (name, value) pairs, e.g. (("percentile", 99.9),)
 
@@ -53,6 +55,7 @@ class Scheme:
         _check_choice("granularity", self.granularity, GRANULARITIES)
         _check_choice("calibrator", self.calibrator, CALIBRATORS)
         _check_choice("weight_clipping", self.weight_clipping, WEIGHT_CLIPPINGS)
+        _check_choice("weight_rounding", self.weight_rounding, WEIGHT_ROUNDINGS)
         if not isinstance(self.weight_bits, int) or not 2 <= self.weight_bits <= 8:
             raise InputError(f"weight_bits must be an integer from 2 to 8, got "
                              f"{self.weight_bits!r}")
@@ -125,6 +128,7 @@ class Scheme:
         weights += "" if self.narrow_range or not self.symmetric else " full-range"
         weights += " pow2" if self.power_of_two else ""
         weights += " mse-clipped" if self.weight_clipping == "mse" else ""
+        weights += " gptq" if self.weight_rounding == "gptq" else ""
         return f"{self.activations} activations, {weights} weights, {self.calibrator}"
 
 

@@ -149,12 +149,17 @@ def blockwise_weights(w: np.ndarray, block_size: int, bits: int, clipping: str =
         bound = mse_bounds(blocks.reshape(-1, block_size), -qmax, qmax).reshape(rows, -1)
     else:
         bound = np.abs(blocks).max(axis=2)
-    tiny = float(np.finfo(np.float16).tiny)
-    scale = np.where(bound > 0, np.clip(bound / qmax, tiny, float(np.finfo(np.float16).max)),
-                     1.0).astype(np.float16)
+    scale = float16_scales(bound, qmax)
     q = quantize(blocks, scale.astype(np.float64)[:, :, None], 0, "int8", "float64",
                  qrange=(-qmax, qmax))
     return q.reshape(rows, depth), scale
+
+
+def float16_scales(bound: np.ndarray, qmax: int) -> np.ndarray:
+    """bound / qmax as the float16 scales TFLite reads (1 for an all-zero block; kept inside
+    float16's normal range)."""
+    tiny, huge = float(np.finfo(np.float16).tiny), float(np.finfo(np.float16).max)
+    return np.where(bound > 0, np.clip(bound / qmax, tiny, huge), 1.0).astype(np.float16)
 
 
 # Clipping bounds tried by mse_bounds, as fractions of max|w|

@@ -114,6 +114,10 @@ def _ray(func, shared, items, workers, address, retries) -> Iterator[tuple[int, 
             except ray.exceptions.WorkerCrashedError:
                 raise QEngineError(f"item {index} lost its worker {retries + 1} times; "
                                    f"giving up") from None
+            except ray.exceptions.RayTaskError as e:  # our error, raised in a worker: as is
+                if isinstance(e.cause, QEngineError):
+                    raise e.cause from None
+                raise
             yield index, result
     finally:
         for ref in refs:  # left over after an error or Ctrl-C

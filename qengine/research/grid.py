@@ -6,8 +6,9 @@ order the keys are written. Keys: `mode` (int8, int16x8, dynamic, float16), `inf
 recipes, as `quantize --recipe` reads them) and every `Scheme` field except `activations`,
 which `mode` sets. A JSON list of objects is taken as explicit configurations instead.
 
-dynamic and float16 have no calibration, schemes or PTQ methods: in their configurations only
-`mode` (and `granularity`: per-channel or per-tensor weights, for dynamic) are kept, and
+dynamic, weight-only and float16 have no calibration, schemes or PTQ methods: in their
+configurations only `mode` is kept, with `granularity`, `weight_bits` and `block_size` for
+dynamic and weight-only (qengine.quantize's weight format for those modes), and
 configurations that become equal are run once.
 """
 
@@ -25,7 +26,8 @@ from ..quantizer.scheme import SCHEME_FIELDS, Recipe, Scheme
 PTQ_METHODS = ("cle", "bias_correction", "adaround")  # no GPTQ in qengine yet
 SCHEME_KEYS = tuple(f for f in SCHEME_FIELDS if f != "activations")
 GRID_KEYS = ("mode", "inference_type", "ptq", "recipe") + SCHEME_KEYS
-UNCALIBRATED_KEYS = {"dynamic": ("mode", "granularity"), "float16": ("mode",)}
+_WEIGHTS = ("mode", "granularity", "weight_bits", "block_size")
+UNCALIBRATED_KEYS = {"dynamic": _WEIGHTS, "weight-only": _WEIGHTS, "float16": ("mode",)}
 
 
 @dataclass(frozen=True)
@@ -34,9 +36,11 @@ class Plan:
 
     mode: str
     recipe: Recipe | None  # full-integer modes
-    per_channel: bool = True  # dynamic mode
+    per_channel: bool = True  # dynamic and weight-only modes: their weight format
     ptq: tuple = ()
     inference_type: str | None = None
+    weight_bits: int = 8
+    block_size: int = 0
 
     @property
     def calibrated(self) -> bool:
@@ -142,10 +146,7 @@ def _plan(config: dict) -> Plan:
         raise InputError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
     inference_type = config.get("inference_type")
     if mode not in ACTIVATIONS:
-        granularity = config.get("granularity", "per_channel")
-        if granularity not in ("per_channel", "per_tensor"):
-            raise InputError(f"{mode} weights are per_channel or per_tensor, not {granularity!r}")
-        return Plan(mode, None, granularity == "per_channel")
+        return _uncalibrated(mode, config)
     if recipe is None:
         fields = {k: v for k, v in config.items() if k in SCHEME_KEYS}
         recipe = Recipe(_scheme(ACTIVATIONS[mode], fields))
@@ -153,6 +154,17 @@ def _plan(config: dict) -> Plan:
         raise InputError(f"the recipe's activations ({recipe.activations}) do not match mode "
                          f"{mode!r}")
     return Plan(mode, recipe, True, ptq, inference_type)
+
+
+def _uncalibrated(mode: str, config: dict) -> Plan:
+    granularity = config.get("granularity", "per_channel")
+    block_size = config.get("block_size", 0)
+    if granularity not in ("per_channel", "per_tensor", "blockwise") or \
+            (granularity == "blockwise") != bool(block_size):
+        raise InputError(f"{mode} weights are per_channel, per_tensor or blockwise with a "
+                         f"block_size; got granularity {granularity!r}, block_size {block_size}")
+    return Plan(mode, None, granularity != "per_tensor",
+                weight_bits=config.get("weight_bits", 8), block_size=block_size)
 
 
 def _scheme(activations: str, fields: dict) -> Scheme:

@@ -198,7 +198,8 @@ def quantized(inputs: SweepInputs, plan: Plan):
 
     source = load(inputs.model)
     if not plan.calibrated:
-        return quantize(source, plan.mode, per_channel=plan.per_channel, quiet=True)
+        return quantize(source, plan.mode, per_channel=plan.per_channel, quiet=True,
+                        weight_bits=plan.weight_bits, block_size=plan.block_size)
     if "cle" in plan.ptq:
         source = equalize(source)
     model = quantize(source, recipe=plan.recipe, inference_type=plan.inference_type,
