@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..runtime.registry import OpContext, Prepared, register_op
+from ..runtime.registry import OpContext, Prepared
 from .common import NONE, RELU, RELU6, RELU_N1_TO_1, TANH
+from .opdef import op
 
 F32 = np.float32
 _ACTIVATIONS = {
@@ -249,19 +250,19 @@ def _lstm_prepare(ctx: OpContext, sequence: bool) -> Prepared:
     return Prepared(run, [ctx.output_spec(0, shape, "float32")], foldable=False)
 
 
-@register_op("UNIDIRECTIONAL_SEQUENCE_LSTM")
+@op("UNIDIRECTIONAL_SEQUENCE_LSTM")
 def unidirectional_sequence_lstm(ctx: OpContext) -> Prepared:
     return _lstm_prepare(ctx, sequence=True)
 
 
-@register_op("LSTM")
+@op("LSTM")
 def lstm(ctx: OpContext) -> Prepared:
     if int(getattr(ctx.options, "kernelType", 0)) != 0:
         raise ctx.unsupported("the BASIC LSTM kernel type (only FULL is implemented)")
     return _lstm_prepare(ctx, sequence=False)
 
 
-@register_op("BIDIRECTIONAL_SEQUENCE_LSTM")
+@op("BIDIRECTIONAL_SEQUENCE_LSTM")
 def bidirectional_sequence_lstm(ctx: OpContext) -> Prepared:
     """A forward LSTM (inputs 1-17, state 35/36) and a backward one (18-34, state 37/38) over
     the same sequence; outputs both, or their concatenation with merge_outputs. The auxiliary
@@ -402,17 +403,17 @@ def _rnn_prepare(ctx: OpContext, sequence: bool) -> Prepared:
     return Prepared(run, [ctx.output_spec(0, shape, "float32")], foldable=False)
 
 
-@register_op("RNN")
+@op("RNN")
 def rnn(ctx: OpContext) -> Prepared:
     return _rnn_prepare(ctx, sequence=False)
 
 
-@register_op("UNIDIRECTIONAL_SEQUENCE_RNN")
+@op("UNIDIRECTIONAL_SEQUENCE_RNN")
 def unidirectional_sequence_rnn(ctx: OpContext) -> Prepared:
     return _rnn_prepare(ctx, sequence=True)
 
 
-@register_op("BIDIRECTIONAL_SEQUENCE_RNN")
+@op("BIDIRECTIONAL_SEQUENCE_RNN")
 def bidirectional_sequence_rnn(ctx: OpContext) -> Prepared:
     """Forward RNN (inputs 1-3, state 4) and backward RNN (5-7, state 8) over one sequence;
     the auxiliary input (9-11) is not implemented."""
@@ -460,7 +461,7 @@ def bidirectional_sequence_rnn(ctx: OpContext) -> Prepared:
 # -- SVDF ------------------------------------------------------------------------------------
 
 
-@register_op("SVDF")
+@op("SVDF")
 def svdf(ctx: OpContext) -> Prepared:
     """Singular value decomposition filter (TFLite's EvalFloatSVDF / EvalIntegerSVDF). The state
     holds, per batch and filter, the last memory_size feature activations. Each call shifts

@@ -29,7 +29,8 @@ import numpy as np
 
 from ..ir import Operator, Quantization, Tensor
 from ..ops.sequence import gate_statistic
-from .weights import bias_int32, round_half_away
+from ..qparams import quantize_symmetric
+from .weights import bias_int32
 
 OPS = ("UNIDIRECTIONAL_SEQUENCE_LSTM", "LSTM")
 VERSION = 1  # op_version.cc: int8 input and weights (the 8x8_16 form) are version 1 for both
@@ -68,17 +69,17 @@ def quantize(qpass, op: Operator) -> None:
     _set(c_state, "int16", _cell_scale(qpass, c_state), 0)
     for i in WEIGHTS:
         if op.inputs[i] is not None:
-            op.inputs[i] = _symmetric(op.inputs[i], "int8", 127)
+            op.inputs[i] = _symmetric(op.inputs[i], "int8")
     for i in PEEPHOLES:
         if op.inputs[i] is not None:
-            op.inputs[i] = _symmetric(op.inputs[i], "int16", 32767)
+            op.inputs[i] = _symmetric(op.inputs[i], "int16")
     layer_norm = len(op.inputs) == 24 and op.inputs[21] is not None
     x_scale = float(x.quantization.scale[0])
     for k, (i, weight_index) in enumerate(BIASES.items()):
         if op.inputs[i] is None:
             continue
         if layer_norm:  # the bias belongs to the layer norm: scale coefficient scale / 2^10
-            op.inputs[20 + k] = _symmetric(op.inputs[20 + k], "int16", 32767)
+            op.inputs[20 + k] = _symmetric(op.inputs[20 + k], "int16")
             op.inputs[i] = _bias(op.inputs[i], 2.0 ** -10, op.inputs[20 + k])
         else:
             op.inputs[i] = _bias(op.inputs[i], x_scale, op.inputs[weight_index])
@@ -105,9 +106,8 @@ def _set(t: Tensor, dtype: str, scale: float, zero_point: int) -> None:
 
 def _cell_scale(qpass, c_state: Tensor) -> float:
     """2^k: the calibrated max|c| rounded up to a power of two, over 2^15, k in [-15, -9]."""
-    observer = qpass.stats.get(c_state.name)
-    bound = max(abs(v) for v in observer.range()) if observer is not None and \
-        observer.seen else 1.0
+    seen = qpass.ranges.get(c_state.name)
+    bound = max(abs(v) for v in seen) if seen is not None else 1.0
     k = math.ceil(math.log2(max(bound, 2.0 ** -30))) - 15
     return 2.0 ** min(max(k, -15), -9)
 
@@ -115,19 +115,17 @@ def _cell_scale(qpass, c_state: Tensor) -> float:
 def _gate_scale(qpass, out: Tensor, gate: str, layer_norm: bool) -> float:
     """A gate's matmul output scale: Q3.12 without layer norm; with it, max|z| / 32767 of the
     calibrated layer-norm input (Q3.12 for a CIFG's absent input gate)."""
-    observer = qpass.stats.get(gate_statistic(out.name, gate)) if layer_norm else None
-    if observer is None or not observer.seen:
+    seen = qpass.ranges.get(gate_statistic(out.name, gate)) if layer_norm else None
+    if seen is None:
         return 2.0 ** -12
-    bound = max(abs(v) for v in observer.range())
+    bound = max(abs(v) for v in seen)
     return float(np.float32(bound / 32767)) if bound > 0 else 2.0 ** -12
 
 
-def _symmetric(t: Tensor, dtype: str, top: int) -> Tensor:
-    value = t.data.astype(np.float64)
-    bound = float(np.abs(value).max(initial=0.0))
-    scale = float(np.float32(bound / top)) if bound > 0 else 1.0
-    q = np.clip(round_half_away(value / scale), -top, top).astype(dtype)
-    out = Tensor(t.name, q.shape, dtype, quantization=Quantization.per_tensor(scale, 0))
+def _symmetric(t: Tensor, dtype: str) -> Tensor:
+    """A weight as int8 / int16, zero point 0, scale max|w| / 127 (32767)."""
+    q, scale = quantize_symmetric(t.data, dtype)
+    out = Tensor(t.name, q.shape, dtype, quantization=Quantization.per_tensor(float(scale), 0))
     out.data = q
     return out
 
