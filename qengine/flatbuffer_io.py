@@ -446,6 +446,7 @@ class _Writer:
 
     def build(self, external: bool, offsets: list[tuple[int, int]] | None = None) -> bytes:
         b = flatbuffers.Builder(self.total_buffer_bytes() + 65536 if not external else 65536)
+        self.vector_offsets: dict[tuple, int] = {}  # (builder, dtype, bytes) -> shared vector
         if not external:
             b.Pad(TAIL_PADDING)  # written first, so it ends up after the last buffer
         buffer_offsets = [self._buffer(b, buf, external, offsets, i)
@@ -561,13 +562,13 @@ class _Writer:
         return fb.SubGraphEnd(b)
 
     def _tensor(self, b, t: Tensor, position: dict[int, int]) -> int:
-        shape = b.CreateNumpyVector(np.array(t.shape, np.int32))
+        shape = self._shared_vector(b, np.array(t.shape, np.int32))
         name = b.CreateString(t.name)
         quantization = self._quantization(b, t.quantization, position)
         sparsity = t.sparsity.Pack(b) if t.sparsity is not None else None
         signature = None
         if t.shape_signature is not None:
-            signature = b.CreateNumpyVector(np.array(t.shape_signature, np.int32))
+            signature = self._shared_vector(b, np.array(t.shape_signature, np.int32))
         variants = None
         if t.variant_tensors is not None:
             variants = _table_vector(b, [v.Pack(b) for v in t.variant_tensors])
@@ -595,19 +596,41 @@ class _Writer:
     def _quantization(self, b, q: Quantization | None, position: dict[int, int]) -> int | None:
         if q is None:
             return None
-        obj = fb.QuantizationParametersT()
-        obj.scale = q.scale.astype(np.float32) if q.scale.size else None
-        obj.zeroPoint = q.zero_point.astype(np.int64) if q.zero_point.size else None
-        obj.min = None if q.min is None else np.asarray(q.min, np.float32)
-        obj.max = None if q.max is None else np.asarray(q.max, np.float32)
-        obj.quantizedDimension = q.axis
+        vectors = {field: self._shared_vector(b, values) for field, values in (
+            ("scale", q.scale.astype(np.float32) if q.scale.size else None),
+            ("zeroPoint", q.zero_point.astype(np.int64) if q.zero_point.size else None),
+            ("min", None if q.min is None else np.asarray(q.min, np.float32)),
+            ("max", None if q.max is None else np.asarray(q.max, np.float32)))}
+        details_type, details = 0, None
         if isinstance(q.details, BlockDetails):
-            obj.detailsType = getattr(fb.QuantizationDetails, q.details.kind)
-            obj.details = _block_details_table(q.details, position)
+            details_type = getattr(fb.QuantizationDetails, q.details.kind)
+            details = _block_details_table(q.details, position).Pack(b)
         elif q.details is not None:
-            obj.detailsType = getattr(fb.QuantizationDetails, type(q.details).__name__[:-1])
-            obj.details = q.details
-        return obj.Pack(b)
+            details_type = getattr(fb.QuantizationDetails, type(q.details).__name__[:-1])
+            details = q.details.Pack(b)
+        fb.QuantizationParametersStart(b)
+        for field, add in (("min", fb.QuantizationParametersAddMin),
+                           ("max", fb.QuantizationParametersAddMax),
+                           ("scale", fb.QuantizationParametersAddScale),
+                           ("zeroPoint", fb.QuantizationParametersAddZeroPoint)):
+            if vectors[field] is not None:
+                add(b, vectors[field])
+        fb.QuantizationParametersAddDetailsType(b, details_type)
+        if details is not None:
+            fb.QuantizationParametersAddDetails(b, details)
+        fb.QuantizationParametersAddQuantizedDimension(b, q.axis)
+        return fb.QuantizationParametersEnd(b)
+
+    def _shared_vector(self, b, values: np.ndarray | None) -> int | None:
+        """A numeric vector (a shape, quantization parameters) written once per distinct content
+        and referenced from every table that holds the same values (flatbuffers allow shared
+        offsets): per-channel zero points, all 0, otherwise cost 8 bytes a channel each time."""
+        if values is None:
+            return None
+        key = (id(b), values.dtype.str, values.tobytes())
+        if key not in self.vector_offsets:
+            self.vector_offsets[key] = b.CreateNumpyVector(values)
+        return self.vector_offsets[key]
 
     def _operator(self, b, op: Operator, indices) -> int:
         c = op.opcode
