@@ -446,7 +446,7 @@ class _Writer:
 
     def build(self, external: bool, offsets: list[tuple[int, int]] | None = None) -> bytes:
         b = flatbuffers.Builder(self.total_buffer_bytes() + 65536 if not external else 65536)
-        self.vector_offsets: dict[tuple, int] = {}  # (builder, dtype, bytes) -> shared vector
+        self.vector_offsets: dict[tuple, int] = {}  # (builder, kind, bytes) -> shared offset
         if not external:
             b.Pad(TAIL_PADDING)  # written first, so it ends up after the last buffer
         buffer_offsets = [self._buffer(b, buf, external, offsets, i)
@@ -544,8 +544,8 @@ class _Writer:
         tensor_offsets = _table_vector(b, [self._tensor(b, t, position) for t in tensors])
 
         def indices(ts):
-            return b.CreateNumpyVector(
-                np.array([-1 if t is None else position[id(t)] for t in ts], np.int32))
+            return self._shared_vector(
+                b, np.array([-1 if t is None else position[id(t)] for t in ts], np.int32))
 
         inputs, outputs = indices(subgraph.inputs), indices(subgraph.outputs)
         ops = _table_vector(b, [self._operator(b, op, indices) for op in subgraph.operators])
@@ -621,6 +621,18 @@ class _Writer:
         fb.QuantizationParametersAddQuantizedDimension(b, q.axis)
         return fb.QuantizationParametersEnd(b)
 
+    def _shared_table(self, b, table) -> int | None:
+        """An op's options table, written once per distinct content (most convolutions of a
+        model share theirs); the key is the table packed on its own."""
+        if table is None:
+            return None
+        alone = flatbuffers.Builder(64)
+        alone.Finish(table.Pack(alone))
+        key = (id(b), type(table).__name__, bytes(alone.Output()))
+        if key not in self.vector_offsets:
+            self.vector_offsets[key] = table.Pack(b)
+        return self.vector_offsets[key]
+
     def _shared_vector(self, b, values: np.ndarray | None) -> int | None:
         """A numeric vector (a shape, quantization parameters) written once per distinct content
         and referenced from every table that holds the same values (flatbuffers allow shared
@@ -635,8 +647,7 @@ class _Writer:
     def _operator(self, b, op: Operator, indices) -> int:
         c = op.opcode
         inputs, outputs = indices(op.inputs), indices(op.outputs)
-        options = op.options.Pack(b) if op.options is not None else None
-        options2 = op.options2.Pack(b) if op.options2 is not None else None
+        options, options2 = self._shared_table(b, op.options), self._shared_table(b, op.options2)
         custom = None
         if op.custom_options is not None:
             custom = b.CreateNumpyVector(np.frombuffer(op.custom_options, np.uint8))

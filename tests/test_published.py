@@ -116,20 +116,21 @@ def test_quantized_published_models_load_in_tflite_and_agree(model_path, mode):
 
 
 # dynamic-mode size / input size (issue 12: <= 0.6x), measured 0.28-0.61x: the face detectors
-# pay 4 bytes of per-channel scale per output channel of many narrow layers (the all-zero int64
-# zero points TFLite's reader needs are written once per channel count and shared). Exceptions:
-# the sparse variant keeps its sparse weights (smaller than dense int8; 0.94x), and the short
-# range / front detectors reach 0.61x only (narrow 24-88 channel layers; per-tensor scales
-# would lose accuracy for 2 % of the file)
-DYNAMIC_SIZE = {"face_detection_back": 0.6, "face_detection_front": 0.615,
-                "face_detection_full_range": 0.6, "face_detection_full_range_sparse": 0.95,
-                "face_detection_short_range": 0.615, "face_landmark": 0.3,
-                "iris_landmark": 0.3, "nmp": 0.5}
+# pay a 4-byte scale per output channel of many narrow layers (the all-zero int64 zero points
+# TFLite's reader needs, shapes and op options are written once and shared). Exceptions: the
+# sparse variant keeps its sparse weights (smaller than dense int8; 0.94x), and the short range
+# / front detectors (the same network) reach 0.606x: per-channel scales of their 24-96 channel
+# layers are 6 % of the file, float32 biases instead of float16 + DEQUANTIZE save 0.1 %, and
+# per-tensor filter scales would trade accuracy for size
+DYNAMIC_SIZE = {"face_detection_back": 0.6, "face_detection_front": 0.61,
+                "face_detection_full_range": 0.6, "face_detection_full_range_sparse": 0.94,
+                "face_detection_short_range": 0.61, "face_landmark": 0.3,
+                "iris_landmark": 0.3, "nmp": 0.47}
 
 
 def test_dynamic_mode_shrinks_float16_and_shared_weights(model_path, published):
     """Weights stored as float16 behind DEQUANTIZE are quantized (measured 0.28-0.61x; nmp, a
-    float32 model whose filters several convolutions share, 0.47x)."""
+    float32 model whose filters several convolutions share, 0.46x)."""
     original = model_path.read_bytes()
     quantized = qengine.quantize(qengine.load(original), "dynamic", quiet=True).to_bytes()
     assert len(quantized) <= DYNAMIC_SIZE[published] * len(original)
