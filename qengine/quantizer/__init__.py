@@ -174,9 +174,9 @@ def _full_integer(model, calibration, options, quiet, factory=None, statistics=N
     """Calibrate (with `factory` observers if given, else the recipe's per tensor) unless
     `statistics` are given, then rewrite."""
     from ..calibrate import calibrate
+    from .control_flow import quantizes_bodies
     from .int8 import quantize_int8
     from .passes import fold_constant_weights
-    from .control_flow import quantizes_bodies
     from .variables import check_subgraphs, float_subgraph_ops
 
     if statistics is not None:
