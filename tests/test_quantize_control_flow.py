@@ -95,14 +95,14 @@ def test_keep_float_while_leaves_the_bodies_float():
 
 
 def _check_against_tflite(float_bytes: bytes, calibration: np.ndarray, samples: np.ndarray,
-                          atol: float) -> list:
+                          atol: float, mode: str = "int8") -> list:
     """TFLite equals qengine exactly on held-out `samples`; accuracy vs float is checked on
     calibration samples (held-out values beyond the calibrated ranges saturate: measured up
     to 0.035 on the LSTM, 0.2 on the tf.cond model, from clipped carried tensors)."""
     from tflite_ref import run_tflite
 
     model = qengine.load(float_bytes)
-    quantized = qengine.quantize(model, mode="int8", calibration=calibration, quiet=True,
+    quantized = qengine.quantize(model, mode=mode, calibration=calibration, quiet=True,
                                  inference_type="float32")
     ours, reference = qengine.Interpreter(quantized), qengine.Interpreter(model)
     data = quantized.to_bytes()
@@ -128,12 +128,19 @@ def test_keras_lstm_while_body_quantizes_and_tflite_agrees():
     samples = rng("lstm-x").uniform(-1, 1, (6, 1, 6, 3)).astype(np.float32)
     # measured: max |int8 - float| 0.0045 (outputs within +-0.21, output scale 0.0016):
     # bound 5 output steps
-    types = _check_against_tflite(convert_keras(net), calibration, samples, atol=0.008)
+    float_bytes = convert_keras(net)
+    types = _check_against_tflite(float_bytes, calibration, samples, atol=0.008)
     main_types = [t for t, _ in types[0]]
     assert "WHILE" in main_types
     body = max(types[1:], key=len)  # the loop body: the LSTM cell
     assert {"FULLY_CONNECTED", "LOGISTIC", "TANH", "MUL"} <= {t for t, _ in body}
     assert not any("float32" in dtypes for _, dtypes in body)
+    # 16x8: measured max |int16 - float| 0.0005 on the same samples
+    types = _check_against_tflite(float_bytes, calibration, samples[:3], atol=0.002,
+                                  mode="int16x8")
+    body = max(types[1:], key=len)
+    assert not any("float32" in dtypes for _, dtypes in body)
+    assert ("LOGISTIC", ("int16",)) in body
 
 
 @pytest.mark.tf
@@ -156,3 +163,19 @@ def test_tf_cond_branches_quantize_and_tflite_agrees():
     assert "IF" in [t for t, _ in types[0]]
     for branch in types[1:]:
         assert branch and not any("float32" in dtypes for _, dtypes in branch)
+
+
+def test_cli_quantize_writes_integer_bodies(capsys, tmp_path):
+    from qengine.cli import main
+
+    source, out = tmp_path / "loop.tflite", tmp_path / "loop_int8.tflite"
+    _doubling_loop().save(source)
+    np.save(tmp_path / "cal.npy", rng("loop-cal").uniform(-1, 1, (8, 1, 4)).astype(np.float32))
+    code = main(["quantize", str(source), "--mode", "int8", "--calibration",
+                 str(tmp_path / "cal.npy"), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "stay float" not in err  # the old note: bodies are now quantized
+    body = qengine.load(out).subgraphs[2]
+    assert [(op.type, op.outputs[0].dtype) for op in body.operators] == [
+        ("ADD", "int32"), ("MUL", "int8")]
