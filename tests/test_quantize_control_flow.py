@@ -179,3 +179,15 @@ def test_cli_quantize_writes_integer_bodies(capsys, tmp_path):
     body = qengine.load(out).subgraphs[2]
     assert [(op.type, op.outputs[0].dtype) for op in body.operators] == [
         ("ADD", "int32"), ("MUL", "int8")]
+
+
+def test_loops_with_a_wrong_body_are_refused_when_quantizing_from_statistics():
+    from qengine.calibrate import calibrate
+    from qengine.errors import InvalidModelError
+
+    model = _doubling_loop()
+    stats = calibrate(model, rng("loop-cal").uniform(-1, 1, (2, 1, 4)).astype(np.float32),
+                      quiet=True)
+    model.subgraphs[2].outputs.pop()  # the body no longer returns h
+    with pytest.raises(InvalidModelError, match="WHILE: subgraph 2 takes 2 inputs and returns 1"):
+        qengine.quantize(model, mode="int8", statistics=stats, quiet=True)

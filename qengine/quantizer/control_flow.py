@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..calibrate import subgraph_stat_name
+from ..errors import InvalidModelError
 from ..ir import Model, Operator, Tensor
 from ..qparams import choose_qparams
 
@@ -57,7 +58,23 @@ def data_inputs(op: Operator) -> list[int]:
 def _links(op: Operator) -> list[int]:
     names = {"WHILE": ("condSubgraphIndex", "bodySubgraphIndex"),
              "IF": ("thenSubgraphIndex", "elseSubgraphIndex")}.get(op.type, ())
-    return [getattr(op.options, name) for name in names]
+    return [getattr(op.options, name, None) for name in names]
+
+
+def _check(model: Model, op: Operator) -> None:
+    """The subgraph indices exist and the subgraphs take and return what the op copies
+    (the interpreter checks the same at prepare; quantizing from saved statistics skips it)."""
+    n = len(data_inputs(op))
+    for s in _links(op):
+        if not isinstance(s, int) or not 0 < s < len(model.subgraphs):
+            raise InvalidModelError(f"{op.type}: subgraph {s} is not a subgraph of this model")
+        sub = model.subgraphs[s]
+        # WHILE: the body returns what it takes (the condition returns one bool); IF: the
+        # branches return the op's outputs
+        returns = len(op.outputs) if op.type == "IF" else n if s == _links(op)[1] else None
+        if len(sub.inputs) != n or returns is not None and len(sub.outputs) != returns:
+            raise InvalidModelError(f"{op.type}: subgraph {s} takes {len(sub.inputs)} inputs "
+                                    f"and returns {len(sub.outputs)}; the op copies {n} in")
 
 
 def carried_groups(model: Model) -> list[list[tuple[int, Tensor]]]:
@@ -84,6 +101,7 @@ def carried_groups(model: Model) -> list[list[tuple[int, Tensor]]]:
         for op in sub.operators:
             if op.type not in OPS:
                 continue
+            _check(model, op)
             subs = [model.subgraphs[s] for s in _links(op)]
             for position, i in enumerate(data_inputs(op)):
                 t = op.inputs[i]
