@@ -5,7 +5,7 @@ there are two families, each searched on its own:
 
     int8 activations:  int2 weights, int4 weights (each only for the ops whose such weights
                        export: TFLite has a kernel for them), int8 weights, float
-    int16 activations: int4 weights (likewise: CONV_2D and FULLY_CONNECTED, not DEPTHWISE),
+    int16 activations: int2/int4 weights (likewise: e.g. int4 CONV_2D, not DEPTHWISE_CONV_2D),
                        int8 weights (16x8), float
 
 A float op whose weights were float16 in the source keeps them float16 behind DEQUANTIZE (the
