@@ -28,7 +28,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-import published_models  # noqa: E402
+import published_models
 
 WORK = ROOT / ".cache" / "search_published"
 PHOTOS = {"calibration": ("astronaut", "coffee", "rocket", "camera", "hubble_deep_field", "text"),
