@@ -44,7 +44,7 @@ import numpy as np
 import published_models
 
 import qengine
-from qengine.cli import generated_inputs
+from qengine.cli_common import generated_inputs
 
 # Models of the wheels that qengine and TFLite both run (selfie_segmentation* need MediaPipe's
 # custom Convolution2DTransposeBias, face_landmark_with_attention three more custom ops;
@@ -208,7 +208,7 @@ def op_table(rows, threads: int = 1) -> str:
 _HWM = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])"
 _PEAK_QENGINE = f"""
 import sys, numpy as np, qengine
-from qengine.cli import generated_inputs
+from qengine.cli_common import generated_inputs
 before = {_HWM}
 it = qengine.Interpreter(sys.argv[1])
 it.run(generated_inputs(it.model.main.inputs, 0, quiet=True))

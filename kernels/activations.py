@@ -8,8 +8,6 @@ the op's Prepare in tflite/kernels/activations.cc computes, in the same float32/
 precision, and return tuples in the kernel's argument order.
 """
 
-import ctypes
-import ctypes.util
 import math
 
 import numpy as np
@@ -23,6 +21,7 @@ from qengine.kernels.fixedpoint import (
     wrap_int32,
 )
 from qengine.kernels.jit import kernel
+from qengine.kernels.libm import libm as _libm
 from qengine.kernels.softmax import (  # gemmlowp helpers shared with SOFTMAX
     _count_leading_zeros32,
     _rounding_half_sum,
@@ -60,15 +59,7 @@ __all__ = [
 # ----------------------------------------------------------------------------- LUT ops
 
 # TFLite calls the float overloads std::exp(float) / std::tanh(float), i.e. the C library's
-# expf / tanhf. Calling the same libm functions keeps the tables identical at rounding edges.
-_libm = ctypes.CDLL(ctypes.util.find_library("m"))
-_libm.expf.restype = ctypes.c_float
-_libm.expf.argtypes = [ctypes.c_float]
-_libm.tanhf.restype = ctypes.c_float
-_libm.tanhf.argtypes = [ctypes.c_float]
-for _name in ("logf", "erfcf", "sqrtf", "roundf"):
-    getattr(_libm, _name).restype = ctypes.c_float
-    getattr(_libm, _name).argtypes = [ctypes.c_float]
+# expf / tanhf (kernels/libm.py).
 
 
 def _logistic_f32(x: np.float32) -> np.float32:

@@ -15,17 +15,24 @@ import os
 import tempfile
 from pathlib import Path
 
-# Numba's OpenMP workers spin after each parallel region by default, and so do OpenBLAS's after
-# each matmul: with N threads on N cores the two pools then take turns starving each other (the
-# 2-thread float MobileNetV2 took 146 ms instead of 13). Passive waiting, set before Numba loads
-# libgomp, fixes that; a user's own OMP_WAIT_POLICY wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Importing the kernels changes two process-wide settings, listed by environment_changes() (and
+# `qengine --version`); QENGINE_KEEP_ENV=1 leaves both alone, and a user's own setting wins:
+# - OMP_WAIT_POLICY=PASSIVE. Numba's OpenMP workers spin after each parallel region by default,
+#   and so do OpenBLAS's after each matmul: with N threads on N cores the two pools then take
+#   turns starving each other (the 2-thread float MobileNetV2 took 146 ms instead of 13).
+#   Passive waiting, set before Numba loads libgomp, fixes that.
+# - numba.config.CACHE_DIR, for every @njit(cache=True) in the process (see _cache_dir).
+KEEP_ENV = os.environ.get("QENGINE_KEEP_ENV", "") not in ("", "0")
+_CHANGES: dict[str, str] = {}
+if not KEEP_ENV and "OMP_WAIT_POLICY" not in os.environ:
+    os.environ["OMP_WAIT_POLICY"] = _CHANGES["OMP_WAIT_POLICY"] = "PASSIVE"
 
 import numba
 import numba.core.event
 import numba.extending
 
-__all__ = ["cache_dir", "float_kernel", "inline_kernel", "kernel", "on_first_compile", "prange"]
+__all__ = ["cache_dir", "environment_changes", "float_kernel", "inline_kernel", "kernel",
+           "on_first_compile", "prange"]
 
 prange = numba.prange
 
@@ -44,8 +51,14 @@ def _cache_dir() -> str:
     return str(path)
 
 
-if not os.environ.get("NUMBA_CACHE_DIR"):  # an explicit user setting wins
-    numba.config.CACHE_DIR = _cache_dir()
+if not KEEP_ENV and not os.environ.get("NUMBA_CACHE_DIR"):  # a user's own setting wins
+    numba.config.CACHE_DIR = _CHANGES["numba.config.CACHE_DIR"] = _cache_dir()
+
+
+def environment_changes() -> dict[str, str]:
+    """What importing qengine's kernels changed in this process (name -> value); empty with
+    QENGINE_KEEP_ENV=1 or when the user set both already."""
+    return dict(_CHANGES)
 
 
 def cache_dir() -> str:

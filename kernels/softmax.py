@@ -254,10 +254,10 @@ def softmax_int8(x, input_multiplier, input_left_shift, diff_min):
 def softmax_exp_table(s_in, beta) -> np.ndarray:
     """optimized_ops::PopulateSoftmaxLookupTable, float32: entry d = expf(-(s_in * beta) * d)
     for d = max(row) - x in [0, 255]."""
-    from qengine.kernels.activations import _libm  # expf, as TFLite calls it
+    from qengine.kernels.libm import libm  # expf, as TFLite calls it
 
     scale = -np.float32(np.float32(s_in) * np.float32(beta))
-    return np.array([_libm.expf(float(np.float32(scale * np.float32(d)))) for d in range(256)],
+    return np.array([libm.expf(float(np.float32(scale * np.float32(d)))) for d in range(256)],
                     np.float32)
 
 

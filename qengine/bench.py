@@ -92,7 +92,7 @@ def format_result(r: dict) -> str:
 
 
 def cmd_bench(args) -> int:
-    from .cli import generated_inputs, read_inputs
+    from .cli_common import generated_inputs, read_inputs
     from .flatbuffer_io import load
 
     model = load(args.model)

@@ -8,112 +8,19 @@ calibration can be split across processes and combined afterwards.
 from __future__ import annotations
 
 import collections
-import math
 import os
 import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import InputError
 from .ir import Model, Tensor, numpy_dtype
-from .numerics import round_half_away_int
-
-QRANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767),
-           "int4": (-8, 7), "int2": (-2, 1)}
-
-
-# ---------------------------------------------------------------------------------------------
-# (min, max) -> (scale, zero point)
-
-
-def choose_qparams(rmin: float, rmax: float, dtype: str = "int8", symmetric: bool = False,
-                   narrow_range: bool = False, *, power_of_two: bool = False,
-                   qrange: tuple[int, int] | None = None) -> tuple[np.float32, int]:
-    """Scale and zero point for real values in [rmin, rmax], as TFLite's converter picks them.
-
-    The range is first widened to contain 0, so that 0.0 (padding, ReLU's floor) is exactly
-    representable. Asymmetric: scale = (rmax - rmin) / (qmax - qmin), and the zero point is
-    the rounded integer nudged into [qmin, qmax], taken from whichever end (qmin - rmin/scale or
-    qmax - rmax/scale) loses less precision. Symmetric: zero point 0 and
-    scale = max(|rmin|, |rmax|) / qmax. A range that is all zeros gets scale 1.
-    """
-    qmin, qmax = qrange or QRANGES[dtype]
-    if narrow_range:
-        qmin += 1
-    rmin, rmax = min(float(rmin), 0.0), max(float(rmax), 0.0)
-    if not (math.isfinite(rmin) and math.isfinite(rmax)):
-        raise InputError(f"cannot quantize the range [{rmin}, {rmax}]")
-    if power_of_two:
-        return _power_of_two_qparams(rmin, rmax, qmin, qmax, symmetric)
-    if symmetric:
-        bound = max(-rmin, rmax)
-        scale = bound / qmax if bound > 0 else 1.0
-        return np.float32(scale), 0
-    if rmax - rmin == 0:
-        return np.float32(1.0), 0
-    scale = (rmax - rmin) / (qmax - qmin)
-    from_min, from_max = qmin - rmin / scale, qmax - rmax / scale
-    error_min = abs(qmin) + abs(rmin / scale)
-    error_max = abs(qmax) + abs(rmax / scale)
-    zero_point = from_min if error_min < error_max else from_max
-    nudged = qmin if zero_point < qmin else qmax if zero_point > qmax else round_half_away_int(zero_point)
-    return np.float32(scale), int(nudged)
-
-
-def _power_of_two_qparams(rmin: float, rmax: float, qmin: int, qmax: int,
-                          symmetric: bool) -> tuple[np.float32, int]:
-    """The research scheme's scale 2^ceil(log2 s) for the s above (never smaller, so the range
-    still fits); the zero point then follows from rmin: round(qmin - rmin / scale), clamped."""
-    if symmetric:
-        bound = max(-rmin, rmax)
-        raw = bound / qmax if bound > 0 else 1.0
-    else:
-        raw = (rmax - rmin) / (qmax - qmin) if rmax > rmin else 1.0
-    scale = float(2.0 ** math.ceil(math.log2(raw)))
-    if symmetric:
-        return np.float32(scale), 0
-    zero_point = min(max(round_half_away_int(qmin - rmin / scale), qmin), qmax)
-    return np.float32(scale), int(zero_point)
-
-
-# ---------------------------------------------------------------------------------------------
-# observers
-
-
-@dataclass
-class MinMaxObserver:
-    """The running minimum and maximum over every value seen (TFLite converter semantics)."""
-
-    min: float = math.inf
-    max: float = -math.inf
-    count: int = 0
-
-    def update(self, values: np.ndarray) -> None:
-        if values.size == 0:
-            return
-        self.min = min(self.min, float(values.min()))
-        self.max = max(self.max, float(values.max()))
-        self.count += values.size
-
-    def merge(self, other: MinMaxObserver) -> MinMaxObserver:
-        return MinMaxObserver(min(self.min, other.min), max(self.max, other.max),
-                              self.count + other.count)
-
-    def range(self) -> tuple[float, float]:
-        return self.min, self.max
-
-    @property
-    def seen(self) -> bool:
-        return self.count > 0
-
-
-OBSERVERS = {"minmax": MinMaxObserver}
-
+from .observers import OBSERVERS, MinMaxObserver
+from .qparams import choose_qparams  # noqa: F401  (the README's name; defined in qparams)
 
 # ---------------------------------------------------------------------------------------------
 # feeding data
@@ -222,13 +129,20 @@ def calibrate(model: Model, data, observer: str = "minmax", quiet: bool = False,
     # through one interpreter: its state carries from each sample to the next
     if _is_stateful(model):
         workers, batch_size = 1, 1
+    def observe(name: str, value: np.ndarray, internal: bool = False) -> None:
+        if name in float_names or internal:
+            if name not in stats:
+                stats[name] = make(name)
+            stats[name].update(value)
+
+    # values ops compute inside a run (an LSTM's cell state at every step, its gates before
+    # layer norm) are observed as they occur, before the run's kept values
+    on_state = (lambda name, values: observe(name, values, internal=True)) \
+        if _is_stateful(model) else None
     for batch, values in _run_batches(model, list(stack_batches(model, samples, batch_size)),
-                                      workers or os.cpu_count() or 1):
+                                      workers or os.cpu_count() or 1, on_state):
         for name, value in values.items():
-            if name in float_names:
-                if name not in stats:
-                    stats[name] = make(name)
-                stats[name].update(value)
+            observe(name, value)
         progress.advance(batch[0].shape[0])
     progress.close()
     return stats
@@ -239,7 +153,8 @@ def _is_stateful(model: Model) -> bool:
                for op in s.operators) or any(t.is_variable for t in model.main.all_tensors())
 
 
-def _run_batches(model: Model, batches: list, workers: int) -> Iterator[tuple[list, dict]]:
+def _run_batches(model: Model, batches: list, workers: int,
+                 on_state=None) -> Iterator[tuple[list, dict]]:
     """(batch, every tensor's value) for each batch, in order.
 
     Data parallel rather than parallel kernels: with several threads per op, the BLAS and Numba
@@ -252,6 +167,7 @@ def _run_batches(model: Model, batches: list, workers: int) -> Iterator[tuple[li
     from .runtime.interpreter import thread_limit
 
     first = Interpreter(model, num_threads=1)
+    first.resources.state_observer = on_state  # stateful models run on `first` only
     with thread_limit(1):
         if workers < 2 or len(batches) < 2:
             for batch in batches:
@@ -325,5 +241,3 @@ class Progress:
         if self.enabled:
             sys.stderr.write("\n")
 
-
-from . import observers  # noqa: F401  (registers moving_average, percentile, mse, entropy)

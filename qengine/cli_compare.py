@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .cli import _positive
+from .cli_common import positive
 from .errors import InputError
 
 
@@ -28,8 +28,8 @@ def add_compare(commands) -> None:
                         "of them")
     p.add_argument("--data-key", metavar="KEY",
                    help="use only this array of the .npz (single-input models)")
-    p.add_argument("--limit", type=_positive, help="use the first N samples")
-    p.add_argument("--top", type=_positive, default=30,
+    p.add_argument("--limit", type=positive, help="use the first N samples")
+    p.add_argument("--top", type=positive, default=30,
                    help="rows of the table (default 30; --json has them all)")
     p.add_argument("--json", metavar="OUT", help="write the full report as JSON")
     p.add_argument("--plot", metavar="OUT.png", help="plot per-layer SQNR (needs matplotlib)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .cli import _positive
+from .cli_common import positive
 from .errors import InputError
 
 
@@ -15,7 +15,7 @@ def _add_engine(p) -> None:
                         "instance, or the cluster at --address (needs qengine[ray])")
     p.add_argument("--address", metavar="ADDR", help="--engine ray: join this Ray cluster "
                                                      "(HOST:PORT, ray://HOST:PORT or auto)")
-    p.add_argument("--workers", type=_positive, help="parallel workers (default: one per core)")
+    p.add_argument("--workers", type=positive, help="parallel workers (default: one per core)")
 
 
 def _add_data(p, labels_help: str) -> None:
@@ -57,7 +57,7 @@ def add_eval(commands) -> None:
                         "array in each .npz shard")
     p.add_argument("--reference", metavar="FLOAT.tflite",
                    help="compare outputs with this model's (agreement, SQNR, cosine)")
-    p.add_argument("--chunk", type=_positive, default=256,
+    p.add_argument("--chunk", type=positive, default=256,
                    help="samples in memory at a time (default 256)")
     p.add_argument("--json", metavar="OUT", help="write the figures as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -75,7 +75,7 @@ def add_search(commands) -> None:
                         help="worst-output SQNR against the float model on --data")
     target.add_argument("--target-accuracy", type=float, metavar="A",
                         help="top-1 accuracy on --data with --labels (0..1)")
-    p.add_argument("--max-bytes", type=_positive, metavar="N", help="largest acceptable file")
+    p.add_argument("--max-bytes", type=positive, metavar="N", help="largest acceptable file")
     p.add_argument("-o", "--output", required=True, metavar="OUT.tflite")
     p.add_argument("--recipe-out", metavar="R.json",
                    help="write the recipe that reproduces OUT through quantize --recipe")
@@ -89,11 +89,11 @@ def add_explore(commands) -> None:
     p.add_argument("quant_model", metavar="QUANT")
     p.add_argument("--data", required=True, metavar="DATA", help=".npy, .npz or a directory")
     p.add_argument("--data-key", metavar="KEY", help="one array of the --data .npz")
-    p.add_argument("--limit", type=_positive, help="use the first N samples")
+    p.add_argument("--limit", type=positive, help="use the first N samples")
     p.add_argument("--node-data", metavar="OUT.json", default="model_explorer.json",
                    help="where the node data is written (default ./model_explorer.json and "
                         "two files beside it)")
-    p.add_argument("--port", type=_positive, default=8080)
+    p.add_argument("--port", type=positive, default=8080)
     p.add_argument("--no-browser", action="store_true", help="only start the server")
     p.set_defaults(handler=cmd_explore)
 

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from .cli import (
+from .cli_common import (
     EXIT_USER_ERROR,
     outputs_agree,
     read_inputs,

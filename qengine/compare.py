@@ -23,7 +23,8 @@ Two errors per tensor:
   own error 0 by definition (on float-exact inputs they run the float model's own kernel). A
   graph input's own error is its accumulated error: quantizing it is all that happened to it.
 
-Headroom audit: for int8 CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED the int32 accumulator
+Headroom audit: for the int8 ops whose definition has an `accumulator` (CONV_2D,
+DEPTHWISE_CONV_2D and FULLY_CONNECTED) the int32 accumulator
 acc = sum w * (x - zp_x) + bias is recomputed from the int8 inputs of the quantized run and
 reported as max|acc| / 2^31, with max|bias| / 2^31: how close the kernel came to overflow.
 """
@@ -38,16 +39,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .calibrate import QRANGES, iterate_samples, stack_batches
+from .calibrate import iterate_samples, stack_batches
 from .errors import InputError, QEngineError
 from .flatbuffer_io import load
 from .ir import Model, Operator, Tensor
+from .qparams import LOW_BIT_TYPES, QUANTIZED_TYPES, int_range
+from .qparams import dequantize as dequantize_values
+from .qparams import quantize as quantize_values
 
 INF = float("inf")
 INT32_LIMIT = 2 ** 31
-AUDITED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 # what the int8 pass appends to the names of tensors it inserts (QUANTIZE/DEQUANTIZE outputs)
-INSERTED_SUFFIXES = ("_int8", "_int16", "_uint8", "_dequantized", "_requantized")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,7 +245,7 @@ def _is_activation(t: Tensor | None) -> bool:
 
 
 def _is_quantized(t: Tensor | None) -> bool:
-    if t is None or t.dtype not in QRANGES:
+    if t is None or t.dtype not in QUANTIZED_TYPES + LOW_BIT_TYPES:
         return False
     return t.quantization is not None and t.quantization.scale.size > 0
 
@@ -336,7 +338,8 @@ class _Comparison:
 def _matched(float_model: Model, quant_model: Model) -> dict[str, str]:
     """Quantized-model activation name -> the float model's name for it, in graph order.
 
-    A tensor the int8 pass inserted ("x_int8", "x_dequantized") is compared with "x".
+    A tensor the int8 pass inserted ("x_int8", "x_dequantized") is compared with the tensor
+    it stands for, by the quantized model's `sources` map.
     """
     names = {t.name for t in float_model.main.all_tensors() if _is_activation(t)}
     graph = quant_model.main
@@ -345,17 +348,10 @@ def _matched(float_model: Model, quant_model: Model) -> dict[str, str]:
     for t in ordered:
         if t is None or t.is_constant or not (t.dtype == "float32" or _is_quantized(t)):
             continue
-        reference = _reference_name(t.name, names)
-        if reference is not None:
+        reference = t.name if t.name in names else quant_model.sources.get(t.name)
+        if reference in names:
             matched.setdefault(t.name, reference)
     return matched
-
-
-def _reference_name(name: str, names) -> str | None:
-    if name in names:
-        return name
-    base = next((name[:-len(s)] for s in INSERTED_SUFFIXES if name.endswith(s)), None)
-    return base if base in names else None
 
 
 def _runs_quantized(op: Operator) -> bool:
@@ -378,19 +374,15 @@ def _float_exact(u: Tensor, f: dict, q: dict, reference: dict) -> np.ndarray | N
 
 
 def quantize(t: Tensor, values: np.ndarray) -> np.ndarray:
-    """q = clamp(round_half_away(x / scale) + zero_point), in float32 as TFLite's QUANTIZE."""
-    from .numerics import round_half_away
-
-    low, high = QRANGES[t.dtype]
-    q = round_half_away(np.asarray(values, np.float32) / np.float32(t.scale))
-    return np.clip(q.astype(np.float64) + t.zero_point, low, high).astype(t.dtype)
+    """Values on t's grid, in float32 as TFLite's QUANTIZE computes them."""
+    return quantize_values(values, t.scale, t.zero_point, t.dtype)
 
 
 def dequantize(t: Tensor, values: np.ndarray) -> np.ndarray:
     """real = scale * (q - zero_point) in float64; float tensors pass through."""
     if not _is_quantized(t):
         return np.asarray(values, np.float64)
-    return np.float64(t.scale) * (values.astype(np.int64) - t.zero_point)
+    return dequantize_values(values, t.scale, t.zero_point, dtype=np.float64)
 
 
 def quantize_input(t: Tensor, x: np.ndarray) -> np.ndarray:
@@ -398,7 +390,7 @@ def quantize_input(t: Tensor, x: np.ndarray) -> np.ndarray:
 
 
 def _count_clipped(counts: list[int], t: Tensor, q: np.ndarray) -> None:
-    qmin, qmax = QRANGES[t.dtype]
+    qmin, qmax = int_range(t.dtype)
     zero_point = t.zero_point
     at_limit = 0
     if zero_point != qmin:  # qmin encoding real 0 is the range's floor, not clipping
@@ -414,7 +406,7 @@ def _count_clipped(counts: list[int], t: Tensor, q: np.ndarray) -> None:
 
 
 def _audited(op: Operator) -> bool:
-    if op.type not in AUDITED or len(op.inputs) < 2 or op.inputs[1] is None:
+    if op.type not in _accumulators() or len(op.inputs) < 2 or op.inputs[1] is None:
         return False
     x, w = op.inputs[0], op.inputs[1]
     return x.dtype == "int8" and w.dtype == "int8" and w.is_constant
@@ -432,6 +424,14 @@ def _headroom(index: int, op: Operator, max_acc: int, max_bias: int) -> Headroom
                     max_acc / INT32_LIMIT, max_bias / INT32_LIMIT)
 
 
+def _accumulators() -> dict:
+    """Op type -> its exact accumulator (the ops whose definition has one: CONV_2D,
+    DEPTHWISE_CONV_2D, FULLY_CONNECTED)."""
+    from .ops.opdef import definitions
+
+    return {name: d.accumulator for name, d in definitions().items() if d.accumulator}
+
+
 def accumulator(op: Operator, index: int, values: dict) -> np.ndarray:
     """acc = sum w * (x - zp_x) + bias for every output element, as int64.
 
@@ -442,47 +442,11 @@ def accumulator(op: Operator, index: int, values: dict) -> np.ndarray:
     x = op.inputs[0]
     centred = values[x.name].astype(np.float64) - x.zero_point
     w = op.inputs[1].data.astype(np.float64)
-    if op.type == "FULLY_CONNECTED":
-        acc = centred.reshape(-1, w.shape[1]) @ w.T
-    elif op.type == "CONV_2D":
-        acc = np.stack([_conv_acc(op, index, image[None], w) for image in centred])
-    else:
-        acc = np.stack([_depthwise_acc(op, index, image[None], w) for image in centred])
+    acc = _accumulators()[op.type](op, index, centred, w)
     bias = op.inputs[2] if len(op.inputs) > 2 else None
     if bias is not None and bias.is_constant:
         acc = acc + bias.data.astype(np.float64).reshape(-1)
     return acc.astype(np.int64)
-
-
-def _conv_acc(op: Operator, index: int, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """One image; padding contributes x - zp = 0, as TFLite's kernels skip it."""
-    from .ops.conv import geometry, patches
-    from .runtime.registry import OpContext
-
-    out_c, kh, kw, per_group = w.shape
-    g = geometry(OpContext(op, index, []), x.shape, kh, kw)
-    cols = patches(x, g)[0]  # [OH, OW, KH, KW, C]
-    groups = x.shape[3] // per_group
-    step = out_c // groups
-    parts = [cols[..., k * per_group:(k + 1) * per_group].reshape(-1, kh * kw * per_group)
-             @ w[k * step:(k + 1) * step].reshape(step, -1).T for k in range(groups)]
-    return np.concatenate(parts, axis=1).reshape(g.out_h, g.out_w, out_c)
-
-
-def _depthwise_acc(op: Operator, index: int, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Output channel c reads input channel c // multiplier."""
-    from .ops.conv import geometry, patches
-    from .runtime.registry import OpContext
-
-    _, kh, kw, out_c = w.shape
-    g = geometry(OpContext(op, index, []), x.shape, kh, kw)
-    cols = patches(x, g)[0]  # [OH, OW, KH, KW, C]
-    source = np.arange(out_c) // (out_c // x.shape[3])
-    acc = np.zeros((g.out_h, g.out_w, out_c))
-    for i in range(kh):
-        for j in range(kw):
-            acc += cols[:, :, i, j, source] * w[0, i, j]
-    return acc
 
 
 # ---------------------------------------------------------------------------------------------

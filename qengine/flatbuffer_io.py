@@ -11,6 +11,7 @@ the data after the flatbuffer, located by `Buffer.offset/size`.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -31,6 +32,7 @@ from .ir import (
     SignatureDef,
     Subgraph,
     Tensor,
+    register_writer,
     verify,
 )
 from .schema import tflite_generated as fb
@@ -41,6 +43,7 @@ FLATBUFFER_LIMIT = (1 << 31) - 1  # offsets are signed 32-bit
 BUFFER_ALIGNMENT = 16
 TAIL_PADDING = 16
 _EXTERNAL_MARKER = ("buffer_location", b"outside flatbuffers")
+SOURCES_METADATA = "qengine_sources"  # Model.sources as JSON {inserted tensor: source tensor}
 
 BUILTIN_NAMES = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
 PLACEHOLDER_FOR_GREATER_OP_CODES = 127
@@ -142,6 +145,9 @@ class _Reader:
             model.signatures.append(self._signature(root.SignatureDefs(i), subgraphs))
         if model.metadata.get(_EXTERNAL_MARKER[0]) is not None:
             del model.metadata[_EXTERNAL_MARKER[0]]  # a property of the file layout, not the model
+        sources = model.metadata.pop(SOURCES_METADATA, None)
+        if sources is not None:
+            model.sources = _sources_from(bytes(sources.data))
         return model
 
     def _buffer(self, i: int) -> Buffer:
@@ -342,10 +348,27 @@ def to_bytes(model: Model, *, external_threshold: int = FLATBUFFER_LIMIT) -> byt
     if model.simulated:
         raise ExportError(_research_refusal(model.simulated))
     verify(model)
-    writer = _Writer(model)
-    if writer.total_buffer_bytes() + (1 << 20) <= external_threshold:
-        return writer.build(external=False)
-    return writer.build_external()
+    if model.sources:  # the map travels as metadata (and only while writing)
+        text = json.dumps(model.sources, sort_keys=True, separators=(",", ":"))
+        model.metadata[SOURCES_METADATA] = Buffer(text.encode())
+    try:
+        writer = _Writer(model)
+        if writer.total_buffer_bytes() + (1 << 20) <= external_threshold:
+            return writer.build(external=False)
+        return writer.build_external()
+    finally:
+        model.metadata.pop(SOURCES_METADATA, None)
+
+
+def _sources_from(data: bytes) -> dict[str, str]:
+    try:
+        sources = json.loads(data.decode())
+    except (UnicodeDecodeError, ValueError):
+        sources = None
+    if not isinstance(sources, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in sources.items()):
+        raise InvalidModelError(f"metadata {SOURCES_METADATA!r} is not a JSON object of names")
+    return sources
 
 
 def _research_refusal(simulated: dict[str, str]) -> str:
@@ -370,6 +393,9 @@ def save(model: Model, path, **kwargs) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+register_writer(to_bytes, save)
 
 
 class _Writer:

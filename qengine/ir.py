@@ -18,6 +18,7 @@ import numpy as np
 
 from . import lowbit
 from .errors import InvalidModelError
+from .qparams import per_tensor_params
 
 # TensorType enum value -> IR dtype name. The name is numpy's where numpy has the type.
 TENSOR_TYPES = {
@@ -175,17 +176,11 @@ class Tensor:
     @property
     def scale(self) -> float:
         """The per-tensor scale (raises if the tensor is not per-tensor quantized)."""
-        return float(self._single_qparam().scale[0])
+        return per_tensor_params(self.quantization, self.name)[0]
 
     @property
     def zero_point(self) -> int:
-        return int(self._single_qparam().zero_point[0])
-
-    def _single_qparam(self) -> Quantization:
-        q = self.quantization
-        if q is None or q.scale.size != 1:
-            raise InvalidModelError(f"tensor {self.name!r} is not per-tensor quantized")
-        return q
+        return per_tensor_params(self.quantization, self.name)[1]
 
 
 @dataclass(eq=False)
@@ -297,20 +292,20 @@ class Model:
     # ops quantized with research schemes TFLite cannot run (output name -> why); such a model
     # runs in qengine but is never written (flatbuffer_io.to_bytes refuses it)
     simulated: dict[str, str] = field(default_factory=dict)
+    # tensors a quantization pass inserted (x_int8, x_dequantized, ...) -> the name of the
+    # tensor each stands for; compare and PTQ match tensors through it. Written to the file as
+    # the metadata entry SOURCES_METADATA, read back into this field.
+    sources: dict[str, str] = field(default_factory=dict)
 
     @property
     def main(self) -> Subgraph:
         return self.subgraphs[0]
 
     def save(self, path, **kwargs) -> None:
-        from .flatbuffer_io import save
-
-        save(self, path, **kwargs)
+        _WRITER["save"](self, path, **kwargs)
 
     def to_bytes(self, **kwargs) -> bytes:
-        from .flatbuffer_io import to_bytes
-
-        return to_bytes(self, **kwargs)
+        return _WRITER["to_bytes"](self, **kwargs)
 
     def verify(self) -> None:
         verify(self)
@@ -318,6 +313,17 @@ class Model:
 
 # ---------------------------------------------------------------------------------------------
 # verify
+
+
+# The file format plugs in here: qengine.flatbuffer_io registers its writer when it is imported
+# (`import qengine` imports it), so the IR depends on no file format and the writer, which
+# depends on the IR, is not imported back by it.
+_WRITER: dict = {}
+
+
+def register_writer(to_bytes, save) -> None:
+    """Set what Model.to_bytes / Model.save call: to_bytes(model, **kw), save(model, path, **kw)."""
+    _WRITER.update(to_bytes=to_bytes, save=save)
 
 
 def verify(model: Model) -> None:

@@ -1,16 +1,16 @@
-"""Observers beyond min/max: a moving average of batch extremes, and three histogram calibrators.
+"""Observers: min/max, a moving average of batch extremes, and three histogram calibrators.
 
 Every observer has MinMaxObserver's interface: `update(values)` records, `merge(other)` returns
 a new observer equal to (or, for the moving average, approximating) one that saw both streams,
 `range()` is the (min, max) to quantize, `seen` and `count`. `range()` only picks a clipping
-range; `calibrate.choose_qparams` alone turns it into a scale and zero point.
+range; `qparams.choose_qparams` alone turns it into a scale and zero point.
 
 The histogram observers share `Histogram`, a 2048-bin histogram on a grid anchored at 0 whose
 bin width is a power of two. Growing the range doubles the width (pairs of bins add up exactly),
 so a histogram is a function of the values seen and not of their order or split: merging two
 histograms gives bit for bit the histogram of one pass.
 
-Importing this module registers its observers in `calibrate.OBSERVERS`.
+`OBSERVERS` names them all (the calibrator names of schemes and the CLI).
 """
 
 from __future__ import annotations
@@ -20,7 +20,38 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .calibrate import OBSERVERS, QRANGES, choose_qparams
+from .qparams import choose_qparams, int_range
+
+# ---------------------------------------------------------------------------------------------
+# min/max
+
+
+@dataclass
+class MinMaxObserver:
+    """The running minimum and maximum over every value seen (TFLite converter semantics)."""
+
+    min: float = math.inf
+    max: float = -math.inf
+    count: int = 0
+
+    def update(self, values: np.ndarray) -> None:
+        if values.size == 0:
+            return
+        self.min = min(self.min, float(values.min()))
+        self.max = max(self.max, float(values.max()))
+        self.count += values.size
+
+    def merge(self, other: MinMaxObserver) -> MinMaxObserver:
+        return MinMaxObserver(min(self.min, other.min), max(self.max, other.max),
+                              self.count + other.count)
+
+    def range(self) -> tuple[float, float]:
+        return self.min, self.max
+
+    @property
+    def seen(self) -> bool:
+        return self.count > 0
+
 
 # ---------------------------------------------------------------------------------------------
 # moving average
@@ -274,7 +305,7 @@ def _candidates(extreme: float, sign: int, steps: int) -> list[float]:
 
 def _mse(h: Histogram, lo: float, hi: float, dtype: str = "int8") -> float:
     scale, zero_point = choose_qparams(lo, hi, dtype)
-    qmin, qmax = QRANGES[dtype]
+    qmin, qmax = int_range(dtype)
     a, b = (qmin - zero_point) * float(scale), (qmax - zero_point) * float(scale)
     c = h.centers()
     clipped = np.clip(c, a, b)
@@ -366,5 +397,5 @@ def _check_same_settings(a, b, *names: str) -> None:
                              f"({getattr(a, name)} and {getattr(b, name)})")
 
 
-OBSERVERS.update({"moving_average": MovingAverageObserver, "percentile": PercentileObserver,
-                  "mse": MSEObserver, "entropy": EntropyObserver})
+OBSERVERS = {"minmax": MinMaxObserver, "moving_average": MovingAverageObserver,
+             "percentile": PercentileObserver, "mse": MSEObserver, "entropy": EntropyObserver}

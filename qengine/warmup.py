@@ -84,7 +84,7 @@ def builtin_variants():
 
 
 def cmd_warmup(args) -> int:
-    from .cli import generated_inputs
+    from .cli_common import generated_inputs
     from .flatbuffer_io import load
     from .runtime import Interpreter
 

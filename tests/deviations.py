@@ -1,35 +1,59 @@
-"""Every known deviation from TFLite in one list: `python tests/deviations.py`.
+"""Every known deviation from TFLite, in one table, each with its reason:
+`python tests/deviations.py` prints it.
 
-Each test file keeps the deviations of its ops in a module-level `DEVIATIONS` dict beside the
-tests that use them (so a tolerance cannot drift away from its reason); this script gathers them
-all, with the file each comes from. A test in test_package.py keeps it importable.
+Keys are (test module, case); a test that tolerates or skips something names its entry
+(`DEVIATIONS[("test_ops_elementwise", "NOT_EQUAL")]`), so a tolerance cannot drift away from
+its reason. `MODEL_TOLERANCES` holds float tolerances of whole models (none today).
+test_package.py keeps the table well formed and no test module keeping a table of its own.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+DEVIATIONS: dict[tuple[str, str], str] = {
+    ("test_ops_activations", "GELU"):
+        "approximate=True needs rel=1e-4: TFLite's float kernel takes tanh from Eigen's "
+        "rational approximation, which is exactly -1 for arguments below about -7.9, so in "
+        "the negative tail (x < -4.5) TFLite returns -0 where the tanh formula in float32 "
+        "gives down to -6e-7; elsewhere the two differ by a few ulp",
+    ("test_ops_conv_int", "CONV_2D hybrid per-channel, optimized kernels"):
+        "optimized_ops::HybridConvPerChannel scales by (s_w[c] * sf_b) where the reference "
+        "scales by s_w[c] then sf_b; we follow the reference, so the optimized kernel is "
+        "matched to rel 1e-5 only (measured: up to 16 ulp where the bias cancels the product)",
+    ("test_ops_conv_int", "DEPTHWISE_CONV_2D hybrid, optimized kernels"):
+        "a different float order in optimized_integer_ops::DepthwiseConvHybridPerChannel; "
+        "matched to rel 1e-5",
+    ("test_ops_elementwise", "NOT_EQUAL"):
+        "int16 not compared: TFLite's NOT_EQUAL has no int16 kernel yet returns all false "
+        "instead of failing; qengine compares the values",
+    ("test_ops_indexing", "MATRIX_DIAG/MATRIX_SET_DIAG bool"):
+        "TFLite 2.21 accepts bool but writes the values to the wrong positions (e.g. "
+        "diag([[F, F, F, T], [T, F, T, F]]) puts row b of the input in row b of matrix b); "
+        "qengine computes the diagonal, checked against NumPy instead",
+    ("test_ops_reduce_int", "SUM (arithmetic='xnnpack') vs the optimized kernel"):
+        "the optimized QuantizedMeanOrSum rounds with NEON-style ties-up; qengine uses the "
+        "reference MBQM, so +-1",
+    ("test_ops_sequence", "BIDIRECTIONAL_SEQUENCE_LSTM merged, batch-major"):
+        "TFLite 2.21's merged output is not a function of the input: for batch > 0 it differs "
+        "from its own unmerged outputs concatenated by 0, 1e-7 or 0.05-0.12 from one run to the "
+        "next in one process (memory left by earlier interpreters); qengine returns the "
+        "concatenation, checked against TFLite's unmerged run",
+    ("test_ops_shape", "CONCATENATION"):
+        "a fused activation, which TFLite 2.21 refuses at prepare, is applied to float outputs "
+        "(tested against NumPy instead)",
+}
 
-HERE = Path(__file__).parent
+# (corpus model, mode) -> (float tolerance relative to the output range, reason)
+MODEL_TOLERANCES: dict[tuple[str, str], tuple[float, str]] = {}
 
 
 def collect() -> list[tuple[str, str, str]]:
-    """(test file, key, reason) for every entry of every test file's DEVIATIONS."""
-    sys.path.insert(0, str(HERE))
-    rows = []
-    for path in sorted(HERE.glob("test_*.py")):
-        if "DEVIATIONS" not in path.read_text():
-            continue
-        spec = importlib.util.spec_from_file_location(f"_dev_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        for key, value in getattr(module, "DEVIATIONS", {}).items():
-            reason = value[1] if isinstance(value, tuple) else value
-            rows.append((path.name, str(key), str(reason)))
+    """(test module, case, reason) for every entry."""
+    rows = [(module, case, reason) for (module, case), reason in DEVIATIONS.items()]
+    rows += [("test_models", f"{model} {mode} (rel {rel:g})", reason)
+             for (model, mode), (rel, reason) in MODEL_TOLERANCES.items()]
     return rows
 
 
 if __name__ == "__main__":
-    for file, key, reason in collect():
-        print(f"{file}: {key}: {reason}")
+    for module, case, reason in collect():
+        print(f"{module}: {case}: {reason}")

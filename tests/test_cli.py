@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import qengine
-from qengine.cli import generated_inputs, main
+from qengine.cli import main
+from qengine.cli_common import generated_inputs
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 MODEL = str(EXAMPLES / "digits.tflite")

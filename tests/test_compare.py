@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from naive_int8_conv import _patches, same_padding, valid_padding
+from naive.int8_conv import _patches, same_padding, valid_padding
 
 import qengine
 from qengine.builder import SAME, VALID, GraphBuilder, options

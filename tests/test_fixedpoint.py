@@ -12,14 +12,11 @@ from qengine.kernels import fixedpoint as fp
 
 sys.path.insert(0, str(Path(__file__).parent))  # import-mode=importlib does not add tests/
 
-from naive_int8_conv import (
-    mbqm_twin,
-    quantize_multiplier_twin,
-    rdbpot_twin,
-    round_away_exact,
-    srdhm_twin,
-    wrap32,
-)
+from naive.fixedpoint import mbqm as mbqm_twin
+from naive.fixedpoint import quantize_multiplier as quantize_multiplier_twin
+from naive.fixedpoint import rdbpot as rdbpot_twin
+from naive.fixedpoint import round_away_exact, wrap32
+from naive.fixedpoint import srdhm as srdhm_twin
 
 I32_MIN, I32_MAX = -(2**31), 2**31 - 1
 int32s = st.integers(I32_MIN, I32_MAX)

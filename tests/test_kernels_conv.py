@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # import-mode=importlib does not add tests/
 
-import naive_int8_conv as naive
+from naive import int8_conv as naive
 from qengine.kernels import conv, fully_connected, pooling, reduce
 from qengine.kernels.fixedpoint import quantize_multipliers
 

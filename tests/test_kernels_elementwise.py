@@ -1,5 +1,5 @@
 """Elementwise, activation, softmax, resize and (de)quantize kernels: exact equality with the
-slow twins in naive_int8_elementwise.py, and (marked `tf`) with TFLite's reference kernels.
+slow twins in naive/int8_elementwise.py, and (marked `tf`) with TFLite's reference kernels.
 """
 
 import math
@@ -16,8 +16,10 @@ from qengine.kernels import quantize as qz
 from qengine.kernels import resize as rs
 from qengine.kernels import softmax as sm
 
+from qengine import qparams
+
 sys.path.insert(0, str(Path(__file__).parent))
-import naive_int8_elementwise as naive
+from naive import int8_elementwise as naive
 
 ALL_INT8 = np.arange(-128, 128, dtype=np.int8)
 
@@ -175,7 +177,7 @@ def test_affine_quantize_matches_twin(scale, zp, seed):
         (np.uint8, (0, 255)),
         (np.int16, (-32768, 32767)),
     ]:
-        got = qz.affine_quantize(x, scale, zp, lo, hi, np.empty(x.size, dtype))
+        got = qparams.quantize(x, scale, zp, np.dtype(dtype).name)  # what QUANTIZE runs
         assert_same(got, naive.affine_quantize(x, scale, zp, lo, hi, dtype))
 
 
@@ -203,9 +205,9 @@ def test_requantize_matches_twin(s_in, zp_in, s_out, zp_out):
 @settings(max_examples=100, deadline=None)
 @given(scale=scales, zp=zero_points)
 def test_dequantize_matches_twin(scale, zp):
-    assert_same(qz.dequantize(ALL_INT8, scale, zp), naive.dequantize(ALL_INT8, scale, zp))
+    assert_same(qparams.dequantize(ALL_INT8, scale, zp), naive.dequantize(ALL_INT8, scale, zp))
     i16 = np.arange(-32768, 32768, 13, dtype=np.int16)
-    assert_same(qz.dequantize(i16, scale, 0), naive.dequantize(i16, scale, 0))
+    assert_same(qparams.dequantize(i16, scale, 0), naive.dequantize(i16, scale, 0))
 
 
 # ========================================================================== LUT ops
@@ -661,9 +663,9 @@ def test_quantize_logistic_dequantize_against_tflite(tflite, lo_hi):
     interpreter.invoke()
     want = interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).ravel()
 
-    q = qz.affine_quantize(x, s_in, zp_in, -128, 127, np.empty(n, np.int8))
+    q = qparams.quantize(x, s_in, zp_in, "int8")
     y = act.apply_lut_int8(q, act.logistic_lut_int8(s_in, zp_in, s_out, zp_out))
-    assert_same(qz.dequantize(y, s_out, zp_out), want)
+    assert_same(qparams.dequantize(y, s_out, zp_out), want)
 
 
 @pytest.mark.tf

@@ -3,7 +3,7 @@
 Tolerances (float outputs, relative to the output's range; integer outputs are exact):
 - float and float16 models: 1e-5 (float32 summation order differs between implementations);
 - dynamic-range models: 1e-5 as well. Hybrid kernels quantize activations on the fly, so a
-  float difference upstream can flip one input's int8 rounding; see DEVIATIONS for models
+  float difference upstream can flip one input's int8 rounding; see deviations.MODEL_TOLERANCES for models
   where that is known to happen;
 - int8 models: bit-exact against TFLite's reference kernels.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from deviations import MODEL_TOLERANCES
 from op_harness import assert_close, op_by_op
 from tflite_ref import quantize_inputs, run_tflite
 
@@ -22,7 +23,6 @@ pytestmark = [pytest.mark.tf, pytest.mark.slow]
 MODES = ("float", "dynamic", "float16", "int8")
 FLOAT_REL = 1e-5
 # (model, mode) -> (tolerance, reason). Every entry says why the default does not hold.
-DEVIATIONS: dict[tuple[str, str], tuple[float, str]] = {}
 # Dynamic-range models are checked op by op (test_dynamic_models_op_by_op), not end to end:
 # hybrid ops quantize their float input on the fly, so a float32 rounding difference upstream
 # (summation order) flips single int8 input values and random-weight networks amplify that
@@ -50,7 +50,7 @@ def test_converter_models_match_tflite(corpus, corpus_case):
     inputs = quantize_inputs(data, corpus.sample_inputs(name, 2, seed=1))
     want = run_tflite(data, inputs, resolver="ref")
     got = qengine.Interpreter(data).run(inputs)
-    rel = DEVIATIONS.get((name, mode), (FLOAT_REL, ""))[0]
+    rel = MODEL_TOLERANCES.get((name, mode), (FLOAT_REL, ""))[0]
     for key in want:
         assert_close(f"{name}/{mode}/{key}", got[key], want[key], rel)
 

@@ -18,12 +18,6 @@ from qengine.ir import Quantization
 # Every op matches TFLite within the default tolerance (1e-5 of the output range). The
 # transcendental ones (ELU, GELU, LOGISTIC, TANH) may differ from TFLite's libm/Eigen results
 # in the last ulp, which that tolerance covers.
-DEVIATIONS = {
-    "GELU": "approximate=True needs rel=1e-4: TFLite's float kernel takes tanh from Eigen's "
-            "rational approximation, which is exactly -1 for arguments below about -7.9, so in "
-            "the negative tail (x < -4.5) TFLite returns -0 where the tanh formula in float32 "
-            "gives down to -6e-7; elsewhere the two differ by a few ulp",
-}
 GELU_APPROXIMATE_REL = 1e-4
 
 # ELU has no reference kernel in TFLite; its builtin (optimized) one is the reference instead

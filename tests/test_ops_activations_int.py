@@ -16,8 +16,6 @@ from qengine.builder import GraphBuilder, options
 from qengine.errors import InvalidModelError, UnsupportedOpError
 from qengine.ir import Quantization
 
-DEVIATIONS = {}  # every op here is exact
-
 # ELU is not in TFLite's reference resolver; the builtin kernel (same LUT) is the reference
 RESOLVER = {"ELU": "nodelegate"}
 REQUANTIZING = ["RELU", "RELU6", "RELU_N1_TO_1", "RELU_0_TO_1", "LEAKY_RELU", "HARD_SWISH",

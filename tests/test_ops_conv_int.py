@@ -3,7 +3,7 @@ hybrid accumulator kernels.
 
 Int8: exact equality with BUILTIN_REF. Hybrid (float input, int8 filter): bitwise equality with
 BUILTIN_REF; with the optimized kernels (BUILTIN_WITHOUT_DEFAULT_DELEGATES) bitwise for the
-per-tensor CONV_2D (one implementation serves both), a float tolerance otherwise (DEVIATIONS).
+per-tensor CONV_2D (one implementation serves both), a float tolerance otherwise (tests/deviations.py).
 """
 
 from __future__ import annotations
@@ -20,14 +20,6 @@ from qengine.errors import InvalidModelError, UnsupportedOpError
 from qengine.ir import Quantization
 from qengine.quantizer import quantize
 
-DEVIATIONS = {
-    "CONV_2D hybrid per-channel, optimized kernels": "optimized_ops::HybridConvPerChannel "
-    "scales by (s_w[c] * sf_b) where the reference scales by s_w[c] then sf_b; we follow the "
-    "reference, so the optimized kernel is matched to rel 1e-5 only (measured: up to 16 ulp "
-    "where the bias cancels the product)",
-    "DEPTHWISE_CONV_2D hybrid, optimized kernels": "a different float order in "
-    "optimized_integer_ops::DepthwiseConvHybridPerChannel; matched to rel 1e-5",
-}
 ACTS = ["NONE", "RELU", "RELU6", "RELU_N1_TO_1"]
 
 

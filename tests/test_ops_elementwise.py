@@ -8,6 +8,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np
 import pytest
+from deviations import DEVIATIONS
 from op_harness import check_against_tflite, rng
 
 import qengine
@@ -18,10 +19,6 @@ from qengine.ir import Quantization
 # Every op here matches TFLite within the default tolerance (1e-5 of the output range); float
 # transcendental results (EXP, LOG, SIN, COS, POW, RSQRT) may differ from glibc's in the last
 # ulp, which that tolerance covers. Integer and bool outputs are exact.
-DEVIATIONS = {
-    "NOT_EQUAL": "int16 not compared: TFLite's NOT_EQUAL has no int16 kernel yet returns all "
-                 "false instead of failing; qengine compares the values",
-}
 
 # CEIL and ROUND have no reference kernel; TFLite's builtin (optimized) ones are used instead
 RESOLVER = {"CEIL": "nodelegate", "ROUND": "nodelegate"}
@@ -207,7 +204,7 @@ def test_constant_operand():
 @pytest.mark.parametrize("op", COMPARISONS)
 def test_comparisons(op, dtype):
     if (op, dtype) == ("NOT_EQUAL", "int16"):
-        pytest.skip(DEVIATIONS["NOT_EQUAL"])
+        pytest.skip(DEVIATIONS[("test_ops_elementwise", "NOT_EQUAL")])
     for shapes in BROADCAST_4D:
         r = rng(op, dtype, shapes)
         # a small range makes ties common

@@ -18,8 +18,6 @@ from qengine.errors import InvalidModelError, UnsupportedOpError
 from qengine.ir import Quantization
 from qengine.ops.elementwise_int import mbqm
 
-DEVIATIONS = {}  # every op here is exact
-
 OPTIONS = {"ADD": "AddOptions", "SUB": "SubOptions", "MUL": "MulOptions"}
 COMPARISONS = ["EQUAL", "NOT_EQUAL", "LESS", "LESS_EQUAL", "GREATER", "GREATER_EQUAL"]
 SHAPE_PAIRS = [((7,), (7,)), ((2, 3), (3,)), ((4, 1, 5), (1, 3, 1)), ((1,), (2, 3, 4)),

@@ -19,8 +19,6 @@ from qengine.builder import GraphBuilder, options
 from qengine.errors import InputError, InvalidModelError, UnsupportedOpError
 from qengine.ir import Quantization
 
-DEVIATIONS = {}  # every op here is exact
-
 UNARY = ["RSQRT", "ABS", "EXP", "LOG", "GELU", "GELU_APPROXIMATE"]
 EVERY_INT8 = np.arange(-128, 128).astype(np.int8).reshape(2, 4, 32)
 

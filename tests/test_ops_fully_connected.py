@@ -16,7 +16,6 @@ from qengine.errors import InvalidModelError, UnsupportedOpError
 from qengine.ir import Quantization
 
 # FULLY_CONNECTED matches TFLite within the default tolerance (1e-5 of the output range).
-DEVIATIONS: dict[str, str] = {}
 
 
 def normal(r, shape):

@@ -11,12 +11,6 @@ from qengine.errors import InputError, InvalidModelError
 
 pytestmark = pytest.mark.tf
 
-DEVIATIONS = {
-    "MATRIX_DIAG/MATRIX_SET_DIAG bool": "TFLite 2.21 accepts bool but writes the values to the "
-        "wrong positions (e.g. diag([[F, F, F, T], [T, F, T, F]]) puts row b of the input in "
-        "row b of matrix b); qengine computes the diagonal, checked against NumPy instead",
-}
-
 
 @pytest.mark.parametrize("dtype", ["float32", "int8", "uint8", "int32", "int64"])
 def test_scatter_nd_adds_duplicates(dtype, index_dtype="int32"):  # TFLite: int32 only
@@ -77,7 +71,7 @@ def test_reverse_sequence_lengths_beyond_the_axis_are_refused():
         qengine.Interpreter(model).run(rand((2, 3)))
 
 
-def test_matrix_diag_bool_against_numpy():  # see DEVIATIONS
+def test_matrix_diag_bool_against_numpy():  # see tests/deviations.py
     d = rand((2, 4), "bool", seed=7)
     model, feeds = single_op("MATRIX_DIAG", [In(d)])
     got = qengine.Interpreter(model).run(feeds)["matrix_diag_out"]

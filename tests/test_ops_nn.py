@@ -16,7 +16,6 @@ from qengine.errors import InputError, InvalidModelError
 from qengine.ir import Quantization
 
 # Every op matches TFLite within the default tolerance (1e-5 of the output range).
-DEVIATIONS: dict[str, str] = {}
 
 
 def normal(r, shape, scale=3.0):

@@ -16,8 +16,6 @@ from qengine.builder import ACTIVATIONS, SAME, VALID, GraphBuilder, options
 from qengine.errors import InvalidModelError, UnsupportedOpError
 from qengine.ir import Quantization
 
-DEVIATIONS = {}  # every op here is exact
-
 
 def q(scale, zero_point=0):
     return Quantization.per_tensor(scale, zero_point)

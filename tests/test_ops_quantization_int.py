@@ -15,8 +15,6 @@ from qengine.builder import GraphBuilder
 from qengine.errors import UnsupportedOpError
 from qengine.ir import Quantization
 
-DEVIATIONS = {}  # exact
-
 RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
 
 

@@ -2,7 +2,7 @@
 
 BUILTIN_REF's int8 SUM reads its int8 data as uint8 (see qengine/ops/reduce_int.py); the
 default `arithmetic="ref"` reproduces that, `arithmetic="xnnpack"` sums signed values like the
-optimized kernel, whose different MBQM rounding (NEON, ties up) allows +-1 (DEVIATIONS).
+optimized kernel, whose different MBQM rounding (NEON, ties up) allows +-1 (tests/deviations.py).
 """
 
 from __future__ import annotations
@@ -17,11 +17,6 @@ from qengine.builder import GraphBuilder, options
 from qengine.errors import InvalidModelError, UnsupportedOpError
 from qengine.ir import Quantization
 from qengine.quantizer import quantize
-
-DEVIATIONS = {
-    "SUM (arithmetic='xnnpack') vs the optimized kernel": "the optimized QuantizedMeanOrSum "
-    "rounds with NEON-style ties-up; qengine uses the reference MBQM, so +-1",
-}
 
 
 def int8(r, shape):

@@ -177,15 +177,6 @@ def _bidirectional_lstm(merge: bool, time_major: bool, cifg: bool):
     return b.build(outs if isinstance(outs, list) else [outs]), shape
 
 
-DEVIATIONS = {
-    "BIDIRECTIONAL_SEQUENCE_LSTM merged, batch-major": "TFLite 2.21's merged output is not a "
-        "function of the input: for batch > 0 it differs from its own unmerged outputs "
-        "concatenated by 0, 1e-7 or 0.05-0.12 from one run to the next in one process (memory "
-        "left by earlier interpreters); qengine returns the concatenation, checked against "
-        "TFLite's unmerged run",
-}
-
-
 @pytest.mark.parametrize("merge", [False, True])
 @pytest.mark.parametrize("time_major", [True, False])
 @pytest.mark.parametrize("cifg", [False, True])
@@ -198,7 +189,7 @@ def test_bidirectional_sequence_lstm(merge, time_major, cifg):
     if not (merge and not time_major):
         _compare_all_outputs(model, make_input)
         return
-    unmerged, _ = _bidirectional_lstm(False, time_major, cifg)  # see DEVIATIONS
+    unmerged, _ = _bidirectional_lstm(False, time_major, cifg)  # see tests/deviations.py
     tfl = make_interpreter(unmerged.to_bytes())
     tfl.allocate_tensors()
     interpreter = qengine.Interpreter(model)

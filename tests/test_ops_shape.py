@@ -14,11 +14,6 @@ import qengine
 from qengine.builder import GraphBuilder, options
 from qengine.ir import Quantization
 
-DEVIATIONS = {
-    "CONCATENATION": "a fused activation, which TFLite 2.21 refuses at prepare, is applied to "
-                     "float outputs (tested against NumPy instead)",
-}
-
 Q8 = Quantization.per_tensor(0.05, 3)
 
 

@@ -50,3 +50,61 @@ def test_the_deviation_list_collects():
 
     rows = deviations.collect()
     assert rows and all(reason.strip() for _, _, reason in rows)
+
+
+def test_every_subpackage_is_packaged():
+    """pyproject lists packages explicitly: a subpackage missing there is missing from the
+    wheel (and from every non-editable install)."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])
+    found = {".".join(("qengine",) + p.parent.relative_to(REPO / "qengine").parts)
+             for p in (REPO / "qengine").rglob("__init__.py")}
+    assert found <= listed, f"not in pyproject.toml's packages: {sorted(found - listed)}"
+
+
+def _environment_after_import(**env) -> list[str]:
+    """OMP_WAIT_POLICY and Numba's cache dir in a fresh process that imported the kernels."""
+    import os
+
+    code = ("import os, numba, qengine.kernels.jit as jit; "
+            "print(os.environ.get('OMP_WAIT_POLICY')); print(numba.config.CACHE_DIR); "
+            "print(sorted(jit.environment_changes()))")
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("OMP_WAIT_POLICY", "NUMBA_CACHE_DIR", "QENGINE_KEEP_ENV")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**environ, **env}, check=True)
+    return result.stdout.splitlines()
+
+
+def test_environment_changes_are_listed_and_can_be_refused():
+    policy, cache, changes = _environment_after_import()
+    assert policy == "PASSIVE" and "qengine" in cache
+    assert changes == "['OMP_WAIT_POLICY', 'numba.config.CACHE_DIR']"
+    policy, cache, changes = _environment_after_import(QENGINE_KEEP_ENV="1")
+    assert policy == "None" and "qengine" not in cache and changes == "[]"
+    policy, _, changes = _environment_after_import(OMP_WAIT_POLICY="ACTIVE")
+    assert policy == "ACTIVE" and changes == "['numba.config.CACHE_DIR']"
+
+
+def test_version_lists_the_environment_changes(capsys):
+    from qengine import __version__
+    from qengine.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"qengine {__version__}\n") and "QENGINE_KEEP_ENV" in out
+
+
+def test_deviations_live_in_one_table():
+    """tests/deviations.py is the one list of known deviations, every entry with a reason;
+    no test module keeps a table of its own."""
+    import deviations
+
+    assert all(isinstance(key, tuple) and len(key) == 2 and reason.strip()
+               for key, reason in deviations.DEVIATIONS.items())
+    own = [p.name for p in (REPO / "tests").glob("test_*.py")
+           if any(line.startswith("DEVIATIONS") for line in p.read_text().splitlines())]
+    assert own == [], f"keep deviations in tests/deviations.py, not in {own}"

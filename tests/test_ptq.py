@@ -13,6 +13,7 @@ import pytest
 
 import qengine
 from qengine.builder import SAME, VALID, GraphBuilder, options
+from qengine.numerics import round_half_away
 from qengine.quantizer import ptq
 
 RELU, NONE = ptq.RELU, ptq.NONE
@@ -198,7 +199,7 @@ def test_learn_rounding_is_a_rounding_and_reduces_the_error():
     x = rng.normal(size=(500, 20)) @ rng.normal(size=(20, 20))  # correlated inputs
     scale = np.abs(w).max(axis=1) / 127 * 20  # a coarse grid, so rounding matters
     q = ptq.learn_rounding(w, scale, x, x, 300, qmax=127)
-    nearest = np.clip(ptq.round_half_away(w / scale[:, None]), -127, 127)
+    nearest = np.clip(round_half_away(w / scale[:, None]), -127, 127)
     assert np.all((q == np.floor(w / scale[:, None])) | (q == np.ceil(w / scale[:, None])))
 
     def error(q):

@@ -290,3 +290,55 @@ def test_int8_comparison_with_a_zero_constant_or_a_wide_range_stays_float():
     assert by_type["GREATER"].inputs[0].dtype == "float32"
     assert by_type["LESS"].inputs[0].dtype == "float32"
     check_against_tflite(model, [_uniform((3, 40), -2, 2, 7), _uniform((3, 40), -500, 500, 8)])
+
+
+# -- the pass's stages: parameters, range policies, the inserted-tensor map ------------------
+
+
+def _residual_model():
+    """x -> MUL(x, 3) -> ADD(., x): the MUL output is read only by the ADD and its scale is
+    free (MUL requantizes), which is where TF's converter widens the range."""
+    from qengine.builder import GraphBuilder
+
+    b = GraphBuilder()
+    x = b.input("x", (1, 16))
+    scaled = b.op("MUL", [x, b.const("three", np.full((1, 16), 3.0, np.float32))], (1, 16))
+    y = b.op("ADD", [scaled, x], (1, 16))
+    return b.build([y]), scaled.name, y.name
+
+
+def test_range_policies_choose_params():
+    from qengine.calibrate import calibrate
+    from qengine.qparams import choose_qparams
+    from qengine.quantizer.int8 import choose_params
+    from qengine.quantizer.scheme import Recipe
+
+    model, scaled, added = _residual_model()
+    data = np.random.default_rng(3).uniform(-1, 1, (32, 1, 16)).astype(np.float32)
+    stats = calibrate(model, data, quiet=True)
+    own = choose_params(model, stats, Recipe()).tensors
+    converter = choose_params(model, stats, Recipe(range_policy="converter_add")).tensors
+    (lo, hi), (out_lo, out_hi) = stats[scaled].range(), stats[added].range()
+    scale, zero_point = choose_qparams(lo, hi)
+    assert own[scaled] == (float(scale), zero_point)
+    want = choose_qparams(min(lo, out_lo), max(hi, out_hi))
+    assert converter[scaled] == (float(want[0]), want[1]) != own[scaled]
+    assert {k: v for k, v in converter.items() if k != scaled} == \
+        {k: v for k, v in own.items() if k != scaled}
+    recipe = Recipe(range_policy="converter_add")
+    assert Recipe.from_json(recipe.to_json()) == recipe
+    assert "range_policy" not in Recipe().to_dict()  # default recipes' JSON is unchanged
+
+
+def test_inserted_tensors_map_to_their_sources():
+    """Every tensor the pass inserts names the float tensor it stands for, in memory and in
+    the written file (no name-suffix conventions)."""
+    model, _, _ = _residual_model()
+    data = np.random.default_rng(4).uniform(-1, 1, (8, 1, 16)).astype(np.float32)
+    q = qengine.quantize(model, "int8", data, inference_type="float32", quiet=True)
+    float_names = {t.name for t in model.main.all_tensors()}
+    assert q.sources and set(q.sources.values()) <= float_names
+    assert set(q.sources) <= {t.name for t in q.main.all_tensors()} - float_names
+    reloaded = qengine.load(q.to_bytes())
+    assert reloaded.sources == q.sources
+    assert "qengine_sources" not in reloaded.metadata  # the map is a field, not user metadata

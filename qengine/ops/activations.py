@@ -10,8 +10,9 @@ import math
 
 import numpy as np
 
-from ..runtime.registry import OpContext, Prepared, register_op
+from ..runtime.registry import OpContext, Prepared
 from .common import broadcast_shape, is_quantized, quantized_path
+from .opdef import FIXED, REQUANT, Quantized, integer_kernels, op
 
 
 def _elementwise(ctx: OpContext, compute) -> Prepared:
@@ -33,33 +34,40 @@ def _clamp(low, high):
     return lambda x: np.clip(x, np.float32(low), np.float32(high))  # NaN stays NaN
 
 
-@register_op("RELU")
+@op("RELU",
+    kernels=integer_kernels("activations_int:relu"),
+    quantized=Quantized(REQUANT, 2, int16=3), scale_equivariant=True)
 def relu(ctx: OpContext) -> Prepared:
     return _elementwise(ctx, lambda x: np.maximum(x, np.float32(0)))
 
 
-@register_op("RELU6")
+@op("RELU6",
+    kernels=integer_kernels("activations_int:relu6"), quantized=Quantized(REQUANT, 2, int16=3))
 def relu6(ctx: OpContext) -> Prepared:
     return _elementwise(ctx, _clamp(0, 6))
 
 
-@register_op("RELU_N1_TO_1")
+@op("RELU_N1_TO_1",
+    kernels=integer_kernels("activations_int:relu_n1_to_1"), quantized=Quantized(REQUANT, 1))
 def relu_n1_to_1(ctx: OpContext) -> Prepared:
     return _elementwise(ctx, _clamp(-1, 1))
 
 
-@register_op("RELU_0_TO_1")
+@op("RELU_0_TO_1", kernels=integer_kernels("activations_int:relu_0_to_1"))
 def relu_0_to_1(ctx: OpContext) -> Prepared:
     return _elementwise(ctx, _clamp(0, 1))
 
 
-@register_op("LEAKY_RELU")
+@op("LEAKY_RELU",
+    kernels=integer_kernels("activations_int:leaky_relu"), quantized=Quantized(REQUANT, 2, int16=2))
 def leaky_relu(ctx: OpContext) -> Prepared:
     alpha = np.float32(getattr(ctx.options, "alpha", 0.0) if ctx.options else 0.0)
     return _elementwise(ctx, lambda x: np.where(x > 0, x, x * alpha))  # x > 0 ? x : x * alpha
 
 
-@register_op("PRELU")
+@op("PRELU",
+    kernels=integer_kernels("activations_int:prelu"),
+    quantized=Quantized(REQUANT, 1, int16=1, int8_inputs=(1,)))
 def prelu(ctx: OpContext) -> Prepared:
     """x >= 0 ? x : x * alpha, with alpha broadcast against x; like TFLite, the broadcast
     must not change x's shape."""
@@ -88,12 +96,14 @@ def prelu(ctx: OpContext) -> Prepared:
     return Prepared(run, [ctx.output_spec(0, x.shape, "float32")])
 
 
-@register_op("ELU")
+@op("ELU",
+    kernels=integer_kernels("activations_int:elu"), quantized=Quantized(REQUANT, 1))
 def elu(ctx: OpContext) -> Prepared:
     return _elementwise(ctx, lambda x: np.where(x < 0, np.expm1(x), x))  # x < 0 ? expm1(x) : x
 
 
-@register_op("HARD_SWISH")
+@op("HARD_SWISH",
+    kernels=integer_kernels("activations_int:hard_swish"), quantized=Quantized(REQUANT, 1))
 def hard_swish(ctx: OpContext) -> Prepared:
     # x * min(6, max(0, x + 3)) / 6
     return _elementwise(ctx, lambda x: x * np.clip(x + np.float32(3), 0, 6) / np.float32(6))
@@ -116,7 +126,8 @@ def _gelu_erf(x):
     return np.float32(0.5) * x * _erfc(scaled).astype(np.float32)
 
 
-@register_op("GELU")
+@op("GELU",
+    kernels=integer_kernels("activations_int:gelu"), quantized=Quantized(REQUANT, 2, int16=2))
 def gelu(ctx: OpContext) -> Prepared:
     approximate = bool(getattr(ctx.options, "approximate", False)) if ctx.options else False
     return _elementwise(ctx, _gelu_tanh if approximate else _gelu_erf)
@@ -132,11 +143,15 @@ def _logistic(x):
                     np.where(x < LOGISTIC_LOWER, np.exp(x), middle))
 
 
-@register_op("LOGISTIC")
+@op("LOGISTIC",
+    kernels=integer_kernels("activations_int:logistic"),
+    quantized=Quantized(FIXED, 2, int16=3, fixed=(1 / 256, -128), fixed16=(1 / 32768, 0)))
 def logistic(ctx: OpContext) -> Prepared:
     return _elementwise(ctx, _logistic)
 
 
-@register_op("TANH")
+@op("TANH",
+    kernels=integer_kernels("activations_int:tanh"),
+    quantized=Quantized(FIXED, 2, int16=3, fixed=(1 / 128, 0), fixed16=(1 / 32768, 0)))
 def tanh(ctx: OpContext) -> Prepared:
     return _elementwise(ctx, np.tanh)

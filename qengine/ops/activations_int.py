@@ -7,18 +7,17 @@ with multipliers computed as activations.cc's Prepare functions compute them.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import math
 
 import numpy as np
 
 from qengine.kernels import activations as kernels
 from qengine.kernels import xnnpack
+from qengine.kernels.libm import libm
 
 from ..runtime.registry import OpContext, Prepared
-from .common import broadcast_shape
-from .elementwise_int import pair_lookup, per_tensor
+from .common import broadcast_shape, per_tensor
+from .elementwise_int import pair_lookup
 
 
 def _int8_unary(ctx: OpContext):
@@ -41,14 +40,9 @@ def _elementwise(ctx: OpContext, x, kernel, *params) -> Prepared:
 
 # -- lookup tables ------------------------------------------------------------------------------
 
-_libm = ctypes.CDLL(ctypes.util.find_library("m"))
-_libm.expm1f.restype = ctypes.c_float
-_libm.expm1f.argtypes = [ctypes.c_float]
-
-
 def _elu_f32(x: np.float32) -> np.float32:
     # value < 0.0f ? std::expm1(value) : value, with the float overload (libm expm1f)
-    return np.float32(_libm.expm1f(float(x))) if x < 0 else x
+    return np.float32(libm.expm1f(float(x))) if x < 0 else x
 
 
 def _table(ctx: OpContext, make_table) -> Prepared:
@@ -95,10 +89,11 @@ def gelu(ctx: OpContext) -> Prepared:
 # -- ReluX --------------------------------------------------------------------------------------
 
 
-def _relu_x(ctx: OpContext, low: float, high: float) -> Prepared:
-    """QuantizedReluX: clamp(zp_out + MBQM(x - zp_in, float(s_in / s_out)), bounds)."""
-    if ctx.input(0).dtype == "int16" and ctx.op.type in ("RELU", "RELU6"):  # 16x8
-        from . import int16_int  # (TFLite's RELU_N1_TO_1 and RELU_0_TO_1 have no int16 kernel)
+def _relu_x(ctx: OpContext, low: float, high: float, int16: bool = False) -> Prepared:
+    """QuantizedReluX: clamp(zp_out + MBQM(x - zp_in, float(s_in / s_out)), bounds). `int16`:
+    TFLite has an int16 kernel for this op (RELU, RELU6; not RELU_N1_TO_1 or RELU_0_TO_1)."""
+    if ctx.input(0).dtype == "int16" and int16:  # 16x8
+        from . import int16_int
 
         return int16_int.relu_x(ctx, low, high)
     x, (s_in, zp_in), (s_out, zp_out) = _int8_unary(ctx)
@@ -107,11 +102,11 @@ def _relu_x(ctx: OpContext, low: float, high: float) -> Prepared:
 
 
 def relu(ctx: OpContext) -> Prepared:
-    return _relu_x(ctx, 0.0, math.inf)
+    return _relu_x(ctx, 0.0, math.inf, int16=True)
 
 
 def relu6(ctx: OpContext) -> Prepared:
-    return _relu_x(ctx, 0.0, 6.0)
+    return _relu_x(ctx, 0.0, 6.0, int16=True)
 
 
 def relu_n1_to_1(ctx: OpContext) -> Prepared:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..runtime.registry import OpContext, Prepared, register_op
+from ..runtime.registry import OpContext, Prepared
 from .common import broadcast_shape
+from .opdef import op
 
 
-@register_op("ADD_N")
+@op("ADD_N")
 def add_n(ctx: OpContext) -> Prepared:
     """out = x0 + x1 + ... added in input order (TFLite's reference AddN), same shapes."""
     if len(ctx.inputs) < 2:
@@ -30,7 +31,7 @@ def add_n(ctx: OpContext) -> Prepared:
     return Prepared(run, [ctx.output_spec(0, first.shape, first.dtype)])
 
 
-@register_op("ATAN2")
+@op("ATAN2")
 def atan2(ctx: OpContext) -> Prepared:
     """atan2(y, x) elementwise, in the inputs' type (float32 or float64)."""
     ctx.expect_inputs(2)
@@ -42,7 +43,7 @@ def atan2(ctx: OpContext) -> Prepared:
     return Prepared(np.arctan2, [ctx.output_spec(0, shape, y.dtype)])
 
 
-@register_op("BROADCAST_ARGS")
+@op("BROADCAST_ARGS")
 def broadcast_args(ctx: OpContext) -> Prepared:
     """The shape two shapes broadcast to (a 1-D int32 or int64 tensor)."""
     ctx.expect_inputs(2)

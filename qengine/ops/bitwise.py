@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import numpy_dtype
-from ..runtime.registry import OpContext, Prepared, register_op
+from ..runtime.registry import OpContext, Prepared
 from .common import broadcast_shape
+from .opdef import op
 
 INTEGERS = ("int8", "uint8", "int16", "uint16", "int32", "uint32")
 BITCASTABLE = ("float32", "float16", "float64", "int8", "uint8", "int16", "uint16", "int32",
@@ -22,7 +23,7 @@ def _binary(ctx: OpContext, types) -> tuple:
     return a, broadcast_shape(ctx, a.shape, b.shape)
 
 
-@register_op("RIGHT_SHIFT")
+@op("RIGHT_SHIFT")
 def right_shift(ctx: OpContext) -> Prepared:
     """x >> y, arithmetic for signed types, y clamped to [0, bits - 1] (TFLite's RightShift)."""
     x, shape = _binary(ctx, INTEGERS)
@@ -34,13 +35,13 @@ def right_shift(ctx: OpContext) -> Prepared:
     return Prepared(run, [ctx.output_spec(0, shape, x.dtype)])
 
 
-@register_op("BITWISE_XOR")
+@op("BITWISE_XOR")
 def bitwise_xor(ctx: OpContext) -> Prepared:
     x, shape = _binary(ctx, INTEGERS)
     return Prepared(np.bitwise_xor, [ctx.output_spec(0, shape, x.dtype)])
 
 
-@register_op("BITCAST")
+@op("BITCAST")
 def bitcast(ctx: OpContext) -> Prepared:
     """The input's bytes read as the output's type. A wider output type consumes the last
     axis (which must hold exactly the ratio); a narrower one appends an axis of the ratio."""

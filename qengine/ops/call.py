@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from ..runtime.registry import OpContext, Prepared, register_op
+from ..runtime.registry import OpContext, Prepared
+from .opdef import op
 
 
-@register_op("CALL")
+@op("CALL")
 def call(ctx: OpContext) -> Prepared:
     """TFLite's builtin resolver has no CALL kernel (the converter inlines calls); qengine
     runs the subgraph named by CallOptions.subgraph."""

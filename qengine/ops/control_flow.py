@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..runtime.registry import OpContext, Prepared, register_op
+from ..runtime.registry import OpContext, Prepared
+from .opdef import op
 
 
 def _subgraph_index(ctx: OpContext, name: str) -> int:
@@ -22,7 +23,7 @@ def _check_arity(ctx: OpContext, index: int, n_inputs: int, n_outputs: int) -> N
                           f"{len(sub.outputs)}; the op needs {n_inputs} and {n_outputs}")
 
 
-@register_op("WHILE")
+@op("WHILE")
 def while_loop(ctx: OpContext) -> Prepared:
     cond = _subgraph_index(ctx, "condSubgraphIndex")
     body = _subgraph_index(ctx, "bodySubgraphIndex")
@@ -44,7 +45,7 @@ def while_loop(ctx: OpContext) -> Prepared:
     return Prepared(run, specs, foldable=False)
 
 
-@register_op("IF")
+@op("IF")
 def if_then_else(ctx: OpContext) -> Prepared:
     then_index = _subgraph_index(ctx, "thenSubgraphIndex")
     else_index = _subgraph_index(ctx, "elseSubgraphIndex")

@@ -1,65 +1,31 @@
-"""CONV_2D and DEPTHWISE_CONV_2D.
+"""CONV_2D and DEPTHWISE_CONV_2D: shared checks and geometry, the float kernels, and the
+definitions (`OpDef`) that key every dtype's kernel and hold the ops' quantization facts.
 
-Float convolutions go through im2col and NumPy's BLAS matmul; int8 ones through the reference
-kernels in `qengine.kernels.conv`, with multipliers computed here exactly as TFLite's
-PopulateConvolutionQuantizationParams does.
+Float convolutions go through im2col and NumPy's BLAS matmul; hybrid and int8 ones are in
+`conv_int` (multipliers computed exactly as TFLite's PopulateConvolutionQuantizationParams
+does), 16x8 ones in `int16_int`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from ..runtime.registry import OpContext, Prepared, register_op
-from .common import conv_output_size, float_activation_bounds
-
-
-@dataclass
-class ConvGeometry:
-    batch: int
-    in_h: int
-    in_w: int
-    out_h: int
-    out_w: int
-    pad_top: int
-    pad_left: int
-    kernel_h: int
-    kernel_w: int
-    stride_h: int
-    stride_w: int
-    dil_h: int
-    dil_w: int
-
-
-def geometry(ctx: OpContext, x_shape, kernel_h: int, kernel_w: int) -> ConvGeometry:
-    o = ctx.options
-    if o is None:
-        raise ctx.invalid("options are missing")
-    if kernel_h < 1 or kernel_w < 1:
-        raise ctx.invalid(f"kernel size {kernel_h}x{kernel_w} is empty")
-    stride_h, stride_w = o.strideH, o.strideW
-    dil_h, dil_w = getattr(o, "dilationHFactor", 1), getattr(o, "dilationWFactor", 1)
-    n, h, w = x_shape[0], x_shape[1], x_shape[2]
-    out_h, pad_top = conv_output_size(ctx, o.padding, h, kernel_h, stride_h, dil_h)
-    out_w, pad_left = conv_output_size(ctx, o.padding, w, kernel_w, stride_w, dil_w)
-    return ConvGeometry(n, h, w, out_h, out_w, pad_top, pad_left, kernel_h, kernel_w,
-                        stride_h, stride_w, dil_h, dil_w)
-
-
-def patches(x: np.ndarray, g: ConvGeometry, pad_value=0) -> np.ndarray:
-    """im2col: [N, OH, OW, KH, KW, C] view of the padded input (copied on reshape)."""
-    n, h, w, c = x.shape
-    need_h = (g.out_h - 1) * g.stride_h + (g.kernel_h - 1) * g.dil_h + 1
-    need_w = (g.out_w - 1) * g.stride_w + (g.kernel_w - 1) * g.dil_w + 1
-    bottom = max(need_h - h - g.pad_top, 0)
-    right = max(need_w - w - g.pad_left, 0)
-    padded = np.pad(x, ((0, 0), (g.pad_top, bottom), (g.pad_left, right), (0, 0)),
-                    constant_values=pad_value)
-    sn, sh, sw, sc = padded.strides
-    return np.lib.stride_tricks.as_strided(
-        padded, (n, g.out_h, g.out_w, g.kernel_h, g.kernel_w, c),
-        (sn, sh * g.stride_h, sw * g.stride_w, sh * g.dil_h, sw * g.dil_w, sc), writeable=False)
+from ..runtime.registry import OpContext, Prepared
+from .common import ConvGeometry, float_activation_bounds, geometry, patches
+from .opdef import (
+    DEPTHWISE_1HWO,
+    FLOAT32,
+    HYBRID,
+    INT8,
+    INT16,
+    OHWI,
+    REQUANT,
+    Hybrid,
+    OpDef,
+    Quantized,
+    Weight,
+    define,
+)
 
 
 def _bias(ctx: OpContext, index: int, channels: int, dtype: str):
@@ -73,11 +39,11 @@ def _bias(ctx: OpContext, index: int, channels: int, dtype: str):
     return value.reshape(channels)
 
 
-@register_op("CONV_2D")
-def conv_2d(ctx: OpContext) -> Prepared:
+def _conv_shared(ctx: OpContext) -> tuple:
+    """Checks and geometry of every CONV_2D: (geometry, output shape, groups)."""
     ctx.expect_inputs(2, 3)
     if ctx.optional_input(2) is None:  # conv.cc Prepare: TF_LITE_ENSURE(context, has_bias)
-        raise ctx.invalid("CONV_2D has no bias input; TFLite requires one")
+        raise ctx.invalid(f"{ctx.op.type} has no bias input; TFLite requires one")
     x, w = ctx.input(0), ctx.input(1)
     ctx.expect_rank(x, 4)
     ctx.expect_rank(w, 4)
@@ -87,21 +53,14 @@ def conv_2d(ctx: OpContext) -> Prepared:
         raise ctx.invalid(f"input channels {in_c} do not split into groups of "
                           f"{in_c_per_group} for {out_c} filters")
     g = geometry(ctx, x.shape, kh, kw)
-    out_shape = (g.batch, g.out_h, g.out_w, out_c)
-    groups = in_c // in_c_per_group
-    if x.dtype == "float32" and w.dtype == "float32":
-        return _conv_float(ctx, g, w, out_shape, groups)
-    from . import conv_int as quantized  # numba kernels load only when an int model needs them
-
-    if x.dtype == "float32":  # int8 filter, float activations: dynamic range ("hybrid")
-        return quantized.hybrid_conv_2d(ctx, g, out_shape, groups)
-    return quantized.conv_2d(ctx, g, out_shape, groups)
+    return g, (g.batch, g.out_h, g.out_w, out_c), in_c // in_c_per_group
 
 
-def _conv_float(ctx: OpContext, g: ConvGeometry, w_spec, out_shape, groups: int) -> Prepared:
+def _conv_float(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prepared:
     from qengine.kernels.float_conv import bias_clamp_f32
     from qengine.kernels.threads import matmul_rows
 
+    w_spec = ctx.input(1)
     ctx.expect_dtype(w_spec, "float32")
     weights = ctx.constant(1, "filter") if w_spec.value is not None else None
     out_c = out_shape[3]
@@ -158,8 +117,8 @@ def _im2col_blocks(x: np.ndarray, g: ConvGeometry, pointwise: bool):
     return g.batch, lambda u0, u1: cols[u0:u1].reshape(-1, depth)
 
 
-@register_op("DEPTHWISE_CONV_2D")
-def depthwise_conv_2d(ctx: OpContext) -> Prepared:
+def _depthwise_shared(ctx: OpContext) -> tuple:
+    """Checks and geometry of every DEPTHWISE_CONV_2D: (geometry, output shape, multiplier)."""
     ctx.expect_inputs(2, 3)
     x, w = ctx.input(0), ctx.input(1)
     ctx.expect_rank(x, 4)
@@ -170,20 +129,13 @@ def depthwise_conv_2d(ctx: OpContext) -> Prepared:
         raise ctx.invalid(f"filter {w.shape} does not fit {in_c} input channels")
     multiplier = out_c // in_c  # TFLite recomputes it from the shapes and ignores the option
     g = geometry(ctx, x.shape, kh, kw)
-    out_shape = (g.batch, g.out_h, g.out_w, out_c)
-    if x.dtype == "float32" and w.dtype == "float32":
-        return _depthwise_float(ctx, g, w, out_shape, multiplier)
-    from . import conv_int as quantized
-
-    if x.dtype == "float32":
-        return quantized.hybrid_depthwise_conv_2d(ctx, g, out_shape, multiplier)
-    return quantized.depthwise_conv_2d(ctx, g, out_shape, multiplier)
+    return g, (g.batch, g.out_h, g.out_w, out_c), multiplier
 
 
-def _depthwise_float(ctx, g: ConvGeometry, w_spec, out_shape, multiplier: int) -> Prepared:
+def _depthwise_float(ctx, g: ConvGeometry, out_shape, multiplier: int) -> Prepared:
     from qengine.kernels.float_conv import depthwise_conv2d_f32
 
-    ctx.expect_dtype(w_spec, "float32")
+    ctx.expect_dtype(ctx.input(1), "float32")
     out_c = out_shape[3]
     bias = _bias(ctx, 2, out_c, "float32")
     zeros = np.zeros(out_c, np.float32)
@@ -196,3 +148,64 @@ def _depthwise_float(ctx, g: ConvGeometry, w_spec, out_shape, multiplier: int) -
             low, high)
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
+
+
+# -- compare's headroom audit: the int32 accumulators in exact (float64) arithmetic ---------------
+
+
+def _conv_accumulator(op, index: int, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """acc[n, y, x, o] = sum w * (x - zp_x) per image; padding contributes x - zp = 0, as
+    TFLite's kernels skip it."""
+    return np.stack([_conv_acc(op, index, image[None], w) for image in x])
+
+
+def _conv_acc(op, index: int, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    out_c, kh, kw, per_group = w.shape
+    g = geometry(OpContext(op, index, []), x.shape, kh, kw)
+    cols = patches(x, g)[0]  # [OH, OW, KH, KW, C]
+    groups = x.shape[3] // per_group
+    step = out_c // groups
+    parts = [cols[..., k * per_group:(k + 1) * per_group].reshape(-1, kh * kw * per_group)
+             @ w[k * step:(k + 1) * step].reshape(step, -1).T for k in range(groups)]
+    return np.concatenate(parts, axis=1).reshape(g.out_h, g.out_w, out_c)
+
+
+def _depthwise_accumulator(op, index: int, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Output channel c reads input channel c // multiplier."""
+    return np.stack([_depthwise_acc(op, index, image[None], w) for image in x])
+
+
+def _depthwise_acc(op, index: int, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    _, kh, kw, out_c = w.shape
+    g = geometry(OpContext(op, index, []), x.shape, kh, kw)
+    cols = patches(x, g)[0]  # [OH, OW, KH, KW, C]
+    source = np.arange(out_c) // (out_c // x.shape[3])
+    acc = np.zeros((g.out_h, g.out_w, out_c))
+    for i in range(kh):
+        for j in range(kw):
+            acc += cols[:, :, i, j, source] * w[0, i, j]
+    return acc
+
+
+# -- the definitions --------------------------------------------------------------------------
+
+CONV_2D = define(OpDef(
+    "CONV_2D", shared=_conv_shared,
+    kernels={FLOAT32: _conv_float, HYBRID: "conv_int:hybrid_conv_2d", INT8: "conv_int:conv_2d",
+             INT16: "int16_int:conv_2d"},
+    weight=Weight(1, 0, OHWI, types=("int8", "int4")),
+    quantized=Quantized(REQUANT, 3, int16=3, bias=2),
+    hybrid=Hybrid(per_tensor=2, per_channel=5),
+    accumulator=_conv_accumulator))
+
+DEPTHWISE_CONV_2D = define(OpDef(
+    "DEPTHWISE_CONV_2D", shared=_depthwise_shared,
+    kernels={FLOAT32: _depthwise_float, HYBRID: "conv_int:hybrid_depthwise_conv_2d",
+             INT8: "conv_int:depthwise_conv_2d", INT16: "int16_int:depthwise_conv_2d"},
+    # hybrid and int16 kernels take int8 filters only (the int16 one would read packed bytes)
+    weight=Weight(1, 3, DEPTHWISE_1HWO, types=("int8", "int4"),
+                  types_by_input=(("float32", ("int8",)), ("int16", ("int8",)))),
+    quantized=Quantized(REQUANT, 3, int16=3, bias=2),
+    # TFLite's hybrid depthwise kernel reads one scale per channel whatever the file holds
+    hybrid=Hybrid(per_tensor=4, per_channel=6, always_per_channel=True),
+    accumulator=_depthwise_accumulator))

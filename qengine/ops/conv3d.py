@@ -12,8 +12,9 @@ import itertools
 
 import numpy as np
 
-from ..runtime.registry import OpContext, Prepared, register_op
+from ..runtime.registry import OpContext, Prepared
 from .common import conv_output_size, float_activation
+from .opdef import op
 
 F32 = np.float32
 
@@ -34,7 +35,7 @@ def _bias(ctx: OpContext, i: int, channels: int):
     return bias
 
 
-@register_op("CONV_3D")
+@op("CONV_3D")
 def conv_3d(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(2, 3)
     x, w = ctx.input(0), ctx.input(1)
@@ -71,7 +72,7 @@ def conv_3d(ctx: OpContext) -> Prepared:
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
 
 
-@register_op("CONV_3D_TRANSPOSE")
+@op("CONV_3D_TRANSPOSE")
 def conv_3d_transpose(ctx: OpContext) -> Prepared:
     """The gradient of CONV_3D: every input voxel scatters filter * value into the output,
     at stride spacing, then the padding is cropped (TFLite's Conv3DTranspose)."""

@@ -40,15 +40,16 @@ from qengine.kernels.fast_conv import (
 from qengine.kernels.fixedpoint import quantize_multipliers
 
 from ..runtime.registry import OpContext, Prepared, Spec
-from . import int16_int, xnnpack_int
+from . import xnnpack_int
 from .common import (
+    ConvGeometry,
     expect_filter_type,
     float_activation,
     float_activation_bounds,
     quantized_activation_range,
+    required_per_tensor,
     use_fast_kernels,
 )
-from .conv import ConvGeometry
 
 # -- validation shared by all four ----------------------------------------------------------
 
@@ -91,13 +92,6 @@ def _expect_output(ctx: OpContext, dtype: str) -> None:
         raise ctx.unsupported(f"{ctx.inputs[0].dtype} input with {got} output; expected {dtype}")
 
 
-def _per_tensor(ctx: OpContext, spec: Spec) -> tuple[float, int]:
-    q = spec.quantization
-    if q is None or q.scale.size != 1:
-        raise ctx.invalid(f"tensor {spec.name!r} needs per-tensor quantization")
-    return float(q.scale[0]), int(q.zero_point[0])
-
-
 # -- int8 --------------------------------------------------------------------------------------
 
 
@@ -106,9 +100,9 @@ def _int8_params(ctx: OpContext, out_c: int, bias_required: bool):
     ctx.expect_dtype(x, "int8")
     _expect_output(ctx, "int8")
     scales = _filter_scales(ctx, w, out_c)
-    in_scale, in_zp = _per_tensor(ctx, x)
+    in_scale, in_zp = required_per_tensor(ctx, x)
     out_spec = ctx.output_spec(0, None)
-    out_scale, out_zp = _per_tensor(ctx, out_spec)
+    out_scale, out_zp = required_per_tensor(ctx, out_spec)
     has_bias = _bias(ctx, out_c, "int32", bias_required)
     # eff[c] = double(s_in) * double(s_w[c]) / double(s_out), QuantizeMultiplier per channel
     mult, shift = quantize_multipliers(np.float64(in_scale) * scales.astype(np.float64)
@@ -130,8 +124,6 @@ def _bias_or_zeros(b, out_c: int) -> np.ndarray:
 
 
 def conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prepared:
-    if ctx.input(0).dtype == "int16":  # 16x8
-        return int16_int.conv_2d(ctx, g, out_shape, groups)
     out_c = out_shape[3]
     w = ctx.input(1)
     q = w.quantization
@@ -165,8 +157,6 @@ def conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prepared
 
 
 def depthwise_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, multiplier: int) -> Prepared:
-    if ctx.input(0).dtype == "int16":  # 16x8
-        return int16_int.depthwise_conv_2d(ctx, g, out_shape, multiplier)
     out_c = out_shape[3]
     p, _ = _int8_params(ctx, out_c, bias_required=False)  # the filter zero point is ignored
     w = ctx.input(1)

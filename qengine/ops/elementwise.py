@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from ..runtime.registry import OpContext, Prepared, register_op
+from ..runtime.registry import OpContext, Prepared
 from .common import (
     RELU,
     RELU6,
@@ -23,6 +23,7 @@ from .common import (
     is_quantized,
     quantized_path,
 )
+from .opdef import REQUANT, SHARED, Quantized, integer_kernels, op
 
 FLOAT = ("float32",)
 INTS = ("int32", "int64")
@@ -128,17 +129,23 @@ def _non_negative_exponent(y) -> str | None:
 # -- arithmetic ------------------------------------------------------------------------------
 
 
-@register_op("ADD")
+@op("ADD",
+    kernels=integer_kernels("elementwise_int:add"),
+    quantized=Quantized(REQUANT, 2, int16=3, converter_widens_inputs=True,
+                        int16_options=("AddOptions", "potScaleInt16", False)))
 def add(ctx: OpContext) -> Prepared:
     return _binary(ctx, np.add, NUMERIC, fused=True, quantized=True)
 
 
-@register_op("SUB")
+@op("SUB",
+    kernels=integer_kernels("elementwise_int:sub"),
+    quantized=Quantized(REQUANT, 2, int16=5, int16_options=("SubOptions", "potScaleInt16", False)))
 def sub(ctx: OpContext) -> Prepared:
     return _binary(ctx, np.subtract, NUMERIC, fused=True, quantized=True)
 
 
-@register_op("MUL")
+@op("MUL",
+    kernels=integer_kernels("elementwise_int:mul"), quantized=Quantized(REQUANT, 2, int16=4))
 def mul(ctx: OpContext) -> Prepared:
     return _binary(ctx, np.multiply, NUMERIC, fused=True, quantized=True)
 
@@ -152,14 +159,15 @@ def _truncating_divide(x, y):
     return q + inexact_negative.astype(q.dtype)
 
 
-@register_op("DIV")
+@op("DIV")
 def div(ctx: OpContext) -> Prepared:
     # TFLite: float32 and int32 (plus quantized uint8, which goes to the int module)
     return _binary(ctx, _truncating_divide, ("float32", "int32"), fused=True, quantized=True,
                    check=_integer_divisor)
 
 
-@register_op("SQUARED_DIFFERENCE")
+@op("SQUARED_DIFFERENCE",
+    kernels=integer_kernels("elementwise_int:squared_difference"), quantized=Quantized(REQUANT, 2))
 def squared_difference(ctx: OpContext) -> Prepared:
     def compute(x, y):
         d = x - y
@@ -175,12 +183,14 @@ def _minimum(x, y):
     return np.where(x < y, x, y)
 
 
-@register_op("MAXIMUM")
+@op("MAXIMUM",
+    kernels=integer_kernels("elementwise_int:maximum"), quantized=Quantized(SHARED, 2, int16=4))
 def maximum(ctx: OpContext) -> Prepared:
     return _binary(ctx, _maximum, SMALL_INTS + NUMERIC, quantized=True)
 
 
-@register_op("MINIMUM")
+@op("MINIMUM",
+    kernels=integer_kernels("elementwise_int:minimum"), quantized=Quantized(SHARED, 2, int16=4))
 def minimum(ctx: OpContext) -> Prepared:
     return _binary(ctx, _minimum, SMALL_INTS + NUMERIC, quantized=True)
 
@@ -198,7 +208,7 @@ def _power(x, y):
     return np.where(in_range, exact, INT32_MIN).astype(np.int32)
 
 
-@register_op("POW")
+@op("POW")
 def pow_(ctx: OpContext) -> Prepared:
     return _binary(ctx, _power, ("float32", "int32"), check=_non_negative_exponent)
 
@@ -208,7 +218,7 @@ def _floor_divide(x, y):
     return np.floor(x.astype(np.float64) / y.astype(np.float64)).astype(x.dtype)
 
 
-@register_op("FLOOR_DIV")
+@op("FLOOR_DIV")
 def floor_div(ctx: OpContext) -> Prepared:
     return _binary(ctx, _floor_divide, ("float32", "int8", "int16", "int32"),
                    check=_any_divisor)
@@ -221,7 +231,7 @@ def _floor_mod(x, y):
     return np.where(adjust, trunc + y, trunc)
 
 
-@register_op("FLOOR_MOD")
+@op("FLOOR_MOD")
 def floor_mod(ctx: OpContext) -> Prepared:
     return _binary(ctx, _floor_mod, ("float32", "int8", "int16", "int32", "int64"),
                    check=_integer_divisor)
@@ -236,47 +246,59 @@ def _comparison(ctx: OpContext, compute, dtypes=ORDERED) -> Prepared:
     return _binary(ctx, compute, dtypes, out_dtype="bool", quantized=True)
 
 
-@register_op("EQUAL")
+@op("EQUAL",
+    kernels=integer_kernels("elementwise_int:equal"),
+    quantized=Quantized(REQUANT, 2, small_input_scales=True))
 def equal(ctx: OpContext) -> Prepared:
     return _comparison(ctx, np.equal, ORDERED + BOOL)
 
 
-@register_op("NOT_EQUAL")
+@op("NOT_EQUAL",
+    kernels=integer_kernels("elementwise_int:not_equal"),
+    quantized=Quantized(REQUANT, 2, small_input_scales=True))
 def not_equal(ctx: OpContext) -> Prepared:
     return _comparison(ctx, np.not_equal, ORDERED + BOOL)
 
 
-@register_op("LESS")
+@op("LESS",
+    kernels=integer_kernels("elementwise_int:less"),
+    quantized=Quantized(REQUANT, 2, small_input_scales=True))
 def less(ctx: OpContext) -> Prepared:
     return _comparison(ctx, np.less)
 
 
-@register_op("LESS_EQUAL")
+@op("LESS_EQUAL",
+    kernels=integer_kernels("elementwise_int:less_equal"),
+    quantized=Quantized(REQUANT, 2, small_input_scales=True))
 def less_equal(ctx: OpContext) -> Prepared:
     return _comparison(ctx, np.less_equal)
 
 
-@register_op("GREATER")
+@op("GREATER",
+    kernels=integer_kernels("elementwise_int:greater"),
+    quantized=Quantized(REQUANT, 2, small_input_scales=True))
 def greater(ctx: OpContext) -> Prepared:
     return _comparison(ctx, np.greater)
 
 
-@register_op("GREATER_EQUAL")
+@op("GREATER_EQUAL",
+    kernels=integer_kernels("elementwise_int:greater_equal"),
+    quantized=Quantized(REQUANT, 2, small_input_scales=True))
 def greater_equal(ctx: OpContext) -> Prepared:
     return _comparison(ctx, np.greater_equal)
 
 
-@register_op("LOGICAL_AND")
+@op("LOGICAL_AND")
 def logical_and(ctx: OpContext) -> Prepared:
     return _binary(ctx, np.logical_and, BOOL)
 
 
-@register_op("LOGICAL_OR")
+@op("LOGICAL_OR")
 def logical_or(ctx: OpContext) -> Prepared:
     return _binary(ctx, np.logical_or, BOOL)
 
 
-@register_op("LOGICAL_NOT")
+@op("LOGICAL_NOT")
 def logical_not(ctx: OpContext) -> Prepared:
     return _unary(ctx, np.logical_not, BOOL)
 
@@ -294,7 +316,7 @@ def _select_inputs(ctx: OpContext):
     return cond, x, y
 
 
-@register_op("SELECT")
+@op("SELECT")
 def select(ctx: OpContext) -> Prepared:
     """cond ? x : y where x and y have one shape and cond has it too, or is a vector choosing
     whole slices along the first dimension (TF1's Select), or is a scalar."""
@@ -313,7 +335,7 @@ def select(ctx: OpContext) -> Prepared:
     return Prepared(run, [ctx.output_spec(0, x.shape, x.dtype)])
 
 
-@register_op("SELECT_V2")
+@op("SELECT_V2")
 def select_v2(ctx: OpContext) -> Prepared:
     """cond ? x : y with all three broadcast against each other."""
     cond, x, y = _select_inputs(ctx)
@@ -328,63 +350,67 @@ def select_v2(ctx: OpContext) -> Prepared:
 # -- unary math ------------------------------------------------------------------------------
 
 
-@register_op("NEG")
+@op("NEG")
 def neg(ctx: OpContext) -> Prepared:
     return _unary(ctx, np.negative, NUMERIC)
 
 
-@register_op("ABS")
+@op("ABS",
+    kernels=integer_kernels("elementwise_int:abs_"), quantized=Quantized(REQUANT, 2, int16=3))
 def abs_(ctx: OpContext) -> Prepared:
     return _unary(ctx, np.abs, ("float32", "int32"), quantized=True)  # abs(INT_MIN) wraps
 
 
-@register_op("SQRT")
+@op("SQRT")
 def sqrt(ctx: OpContext) -> Prepared:
     return _unary(ctx, np.sqrt, FLOAT)
 
 
-@register_op("RSQRT")
+@op("RSQRT",
+    kernels=integer_kernels("elementwise_int:rsqrt"), quantized=Quantized(REQUANT, 2, int16=2))
 def rsqrt(ctx: OpContext) -> Prepared:
     # TFLite: 1.f / std::sqrt(x)
     return _unary(ctx, lambda x: np.float32(1) / np.sqrt(x), FLOAT, quantized=True)
 
 
-@register_op("SQUARE")
+@op("SQUARE")
 def square(ctx: OpContext) -> Prepared:
     return _unary(ctx, np.square, FLOAT)
 
 
-@register_op("EXP")
+@op("EXP",
+    kernels=integer_kernels("elementwise_int:exp"), quantized=Quantized(REQUANT, 2, int16=2))
 def exp(ctx: OpContext) -> Prepared:
     return _unary(ctx, np.exp, FLOAT, quantized=True)
 
 
-@register_op("LOG")
+@op("LOG",
+    kernels=integer_kernels("elementwise_int:log"), quantized=Quantized(REQUANT, 2, int16=2))
 def log(ctx: OpContext) -> Prepared:
     return _unary(ctx, np.log, FLOAT, quantized=True)
 
 
-@register_op("SIN")
+@op("SIN")
 def sin(ctx: OpContext) -> Prepared:
     return _unary(ctx, np.sin, FLOAT)
 
 
-@register_op("COS")
+@op("COS")
 def cos(ctx: OpContext) -> Prepared:
     return _unary(ctx, np.cos, FLOAT)
 
 
-@register_op("FLOOR")
+@op("FLOOR")
 def floor(ctx: OpContext) -> Prepared:
     return _unary(ctx, np.floor, FLOAT)
 
 
-@register_op("CEIL")
+@op("CEIL")
 def ceil(ctx: OpContext) -> Prepared:
     return _unary(ctx, np.ceil, FLOAT)
 
 
-@register_op("ROUND")
+@op("ROUND")
 def round_(ctx: OpContext) -> Prepared:
     return _unary(ctx, np.rint, FLOAT)  # TFLite RoundToNearest: halves go to the even integer
 
@@ -395,7 +421,7 @@ def _sign(x):
     return np.where(np.isnan(x), x, signs) if x.dtype.kind == "f" else signs
 
 
-@register_op("SIGN")
+@op("SIGN")
 def sign(ctx: OpContext) -> Prepared:
     return _unary(ctx, _sign, ("float32", "float64", "int32"))
 
@@ -427,7 +453,7 @@ def _cast_to(dtype: str):
     return lambda x: x.astype(dtype)
 
 
-@register_op("CAST")
+@op("CAST")
 def cast(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(1)
     out = ctx.outputs[0].dtype
@@ -437,7 +463,7 @@ def cast(ctx: OpContext) -> Prepared:
     return _unary(ctx, _cast_to(out), CASTABLE, out_dtype=out)
 
 
-@register_op("ZEROS_LIKE")
+@op("ZEROS_LIKE")
 def zeros_like(ctx: OpContext) -> Prepared:
     return _unary(ctx, np.zeros_like, NUMERIC)
 

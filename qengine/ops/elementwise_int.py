@@ -21,36 +21,14 @@ from qengine.kernels.fixedpoint import quantize_multiplier
 
 from ..errors import InputError
 from ..runtime.registry import OpContext, Prepared, Spec
-from .common import INT_RANGES, broadcast_shape, quantized_activation_range
+from .common import (
+    QUANTIZED_TYPES,
+    broadcast_shape,
+    output_params,
+    per_tensor,
+    quantized_activation_range,
+)
 from .xnnpack_int import activation_range as xnnpack_activation_range
-
-
-def per_tensor(ctx: OpContext, spec: Spec) -> tuple[float, int]:
-    """(scale, zero point) of a per-tensor quantized tensor; anything else is refused."""
-    q = spec.quantization
-    if q is None or q.scale.size == 0:
-        raise ctx.invalid(f"tensor {spec.name!r} has no quantization parameters")
-    if q.scale.size != 1 or q.zero_point.size != 1:
-        raise ctx.unsupported(f"tensor {spec.name!r} is quantized per channel; this op takes "
-                              f"per-tensor parameters")
-    scale, zero_point = float(q.scale[0]), int(q.zero_point[0])
-    if not scale > 0 or not np.isfinite(scale):
-        raise ctx.invalid(f"tensor {spec.name!r} has scale {scale}; it must be positive")
-    return scale, zero_point
-
-
-def output_params(ctx: OpContext, dtype: str) -> tuple[float, int]:
-    """The output's (scale, zero point), checking that it is a quantized `dtype` tensor."""
-    out = ctx.output_spec(0, ())
-    if out.dtype != dtype:
-        raise ctx.unsupported(f"{out.dtype} output {out.name!r} for {dtype} inputs")
-    return per_tensor(ctx, out)
-
-
-def flattened(x: np.ndarray, shape) -> np.ndarray:
-    """x broadcast to `shape`, as a contiguous 1-D array (what the elementwise kernels take)."""
-    return np.ascontiguousarray(np.broadcast_to(x, shape)).ravel()
-
 
 # -- ADD, SUB, MUL -----------------------------------------------------------------------------
 
@@ -210,7 +188,7 @@ def _select(ctx: OpContext, pick) -> Prepared:
     a, b = ctx.input(0), ctx.input(1)
     if a.dtype != b.dtype:
         raise ctx.invalid(f"input dtypes differ: {a.dtype} and {b.dtype}")
-    if a.dtype not in INT_RANGES:
+    if a.dtype not in QUANTIZED_TYPES + ("int32",):
         raise ctx.unsupported(f"quantized {ctx.op.type} on {a.dtype}")
     shape = broadcast_shape(ctx, a.shape, b.shape)
     return Prepared(lambda x, y: pick(x, y).astype(a.dtype, copy=False),
@@ -356,11 +334,3 @@ def log(ctx: OpContext) -> Prepared:
         return _int16_path().log(ctx)
     x, (s_in, zp_in), (s_out, zp_out) = _int8_unary(ctx)
     return _lookup(ctx, x, activation_kernels.log_lut_int8(s_in, zp_in, s_out, zp_out))
-
-
-def __getattr__(name: str):
-    """quantized_path finds ABS as `elementwise_int.abs`; a function of that name would shadow
-    the builtin abs() in this module, so the attribute is answered here instead."""
-    if name == "abs":
-        return abs_
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

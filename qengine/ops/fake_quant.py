@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..runtime.registry import OpContext, Prepared, register_op
+from ..runtime.registry import OpContext, Prepared
+from .opdef import op
 
 F32 = np.float32
 
@@ -25,7 +26,7 @@ def nudged_range(low: float, high: float, quant_max: int) -> tuple[F32, F32, F32
     return F32(F32(0 - zero) * scale), F32(F32(quant_max - zero) * scale), F32(scale)
 
 
-@register_op("FAKE_QUANT")
+@op("FAKE_QUANT")
 def fake_quant(ctx: OpContext) -> Prepared:
     """out = round((clamp(x) - min) / scale) * scale + min over the nudged range, with
     num_bits levels (TFLite's FakeQuant). narrow_range is refused, as TFLite refuses it."""

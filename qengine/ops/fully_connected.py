@@ -1,13 +1,13 @@
-"""FULLY_CONNECTED, float32: out = x.reshape(-1, D) @ W.T + bias, through NumPy's BLAS matmul.
-
-Quantized inputs and hybrid models (float32 input, int8 weights) go to `fully_connected_int`.
+"""FULLY_CONNECTED: the shared checks, the float32 kernel (out = x.reshape(-1, D) @ W.T + bias,
+through NumPy's BLAS matmul) and the definition keying the hybrid, int8 and 16x8 kernels of
+`fully_connected_int`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..runtime.registry import OpContext, Prepared, register_op
+from ..runtime.registry import OpContext, Prepared
 from .common import (
     NONE,
     RELU,
@@ -15,8 +15,19 @@ from .common import (
     RELU_N1_TO_1,
     float_activation,
     fused_activation,
-    is_quantized,
-    quantized_path,
+)
+from .opdef import (
+    FLOAT32,
+    HYBRID,
+    INT8,
+    INT16,
+    OI,
+    REQUANT,
+    Hybrid,
+    OpDef,
+    Quantized,
+    Weight,
+    define,
 )
 
 DEFAULT_WEIGHTS_FORMAT = 0
@@ -24,20 +35,24 @@ DEFAULT_WEIGHTS_FORMAT = 0
 ACTIVATIONS = (NONE, RELU, RELU_N1_TO_1, RELU6)
 
 
-@register_op("FULLY_CONNECTED")
-def fully_connected(ctx: OpContext) -> Prepared:
+def _shared(ctx: OpContext) -> tuple:
+    """The checks every FULLY_CONNECTED gets, whatever its dtypes."""
     ctx.expect_inputs(2, 3)
     x, w = ctx.input(0), ctx.input(1)
     ctx.expect_rank(w, 2)
-    out_shape = _output_shape(ctx, x.shape, w.shape)
+    _output_shape(ctx, x.shape, w.shape)  # raises if the shapes do not fit
     weights_format = getattr(ctx.options, "weightsFormat", DEFAULT_WEIGHTS_FORMAT)
     if weights_format != DEFAULT_WEIGHTS_FORMAT:
         raise ctx.unsupported(f"weights format {weights_format} (only DEFAULT is implemented)")
     if fused_activation(ctx) not in ACTIVATIONS:
         raise ctx.invalid(f"fused activation {fused_activation(ctx)} is not allowed on "
-                          f"FULLY_CONNECTED")
-    if is_quantized(x) or (x.dtype == "float32" and w.dtype != "float32"):
-        return quantized_path(ctx, "fully_connected")
+                          f"{ctx.op.type}")
+    return ()
+
+
+def _float(ctx: OpContext) -> Prepared:
+    x, w = ctx.input(0), ctx.input(1)
+    out_shape = _output_shape(ctx, x.shape, w.shape)
     ctx.expect_dtype(x, "float32")
     ctx.expect_dtype(w, "float32")
     _check_bias(ctx, w.shape[0])
@@ -74,3 +89,19 @@ def _check_bias(ctx: OpContext, units: int) -> None:
         ctx.expect_dtype(bias, "float32")
         if int(np.prod(bias.shape)) != units:
             raise ctx.invalid(f"bias has shape {bias.shape} for {units} output units")
+
+
+def _accumulator(op, index: int, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """compare's headroom audit: acc[b, o] = sum_d w[o, d] * (x[b, d] - zp_x), exactly."""
+    return x.reshape(-1, w.shape[1]) @ w.T
+
+
+FULLY_CONNECTED = define(OpDef(
+    "FULLY_CONNECTED", shared=_shared,
+    kernels={FLOAT32: _float, HYBRID: "fully_connected_int:hybrid_fully_connected",
+             INT8: "fully_connected_int:int8", INT16: "fully_connected_int:int16"},
+    weight=Weight(1, 0, OI, types=("int8", "int4", "int2"), blockwise=True),
+    quantized=Quantized(REQUANT, 4, int16=4, bias=2, bias_optional=True),
+    # the converter's default asymmetric_quantize_inputs is version 9 with per-tensor weights
+    hybrid=Hybrid(per_tensor=3, per_channel=12, asymmetric_inputs=9),
+    accumulator=_accumulator))

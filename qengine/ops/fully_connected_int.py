@@ -1,4 +1,4 @@
-"""Int8 and hybrid FULLY_CONNECTED; `fully_connected(ctx)` dispatches on the input dtype.
+"""Int8, 16x8 and hybrid FULLY_CONNECTED (the kernels `fully_connected.py`'s OpDef keys).
 
 Int8 (fully_connected.cc, reference_integer_ops::FullyConnected[PerChannel], LiteRT >= 1.3):
 
@@ -41,6 +41,7 @@ from .common import (
     float_activation,
     float_activation_bounds,
     quantized_activation_range,
+    required_per_tensor,
     use_fast_kernels,
 )
 from .fully_connected import _output_shape
@@ -48,14 +49,10 @@ from .fully_connected import _output_shape
 BIAS_SCALE_TOLERANCE = 0.02  # kernel_util.cc GetQuantizedConvolutionMultipler
 
 
-def fully_connected(ctx: OpContext) -> Prepared:
-    if ctx.input(0).dtype == "float32":
-        return _hybrid(ctx)
-    if ctx.input(0).dtype == "int16":  # 16x8
-        _expect_output(ctx, "int16")
-        x, w = ctx.input(0), ctx.input(1)
-        return int16_int.fully_connected(ctx, _output_shape(ctx, x.shape, w.shape))
-    return _int8(ctx)
+def int16(ctx: OpContext) -> Prepared:  # 16x8
+    _expect_output(ctx, "int16")
+    x, w = ctx.input(0), ctx.input(1)
+    return int16_int.fully_connected(ctx, _output_shape(ctx, x.shape, w.shape))
 
 
 def _weight_scales(ctx: OpContext, w: Spec) -> np.ndarray:
@@ -90,13 +87,6 @@ def _expect_output(ctx: OpContext, dtype: str) -> None:
                               f" expected {dtype}")
 
 
-def _per_tensor(ctx: OpContext, spec: Spec) -> tuple[float, int]:
-    q = spec.quantization
-    if q is None or q.scale.size != 1:
-        raise ctx.invalid(f"tensor {spec.name!r} needs per-tensor quantization")
-    return float(q.scale[0]), int(q.zero_point[0])
-
-
 # -- int8 --------------------------------------------------------------------------------------
 
 
@@ -112,7 +102,7 @@ def _check_bias_scale(ctx: OpContext, bias: Spec | None, in_scale, w_scale, out_
                           f"({product:g}) within {BIAS_SCALE_TOLERANCE:g} of the output scale")
 
 
-def _int8(ctx: OpContext) -> Prepared:
+def int8(ctx: OpContext) -> Prepared:
     x, w = ctx.input(0), ctx.input(1)
     ctx.expect_dtype(x, "int8")
     _expect_output(ctx, "int8")
@@ -120,8 +110,8 @@ def _int8(ctx: OpContext) -> Prepared:
     units, depth = w.shape
     scales = _weight_scales(ctx, w)
     bias = _bias_spec(ctx, "int32", units)
-    in_scale, in_zp = _per_tensor(ctx, x)
-    out_scale, out_zp = _per_tensor(ctx, ctx.output_spec(0, None))
+    in_scale, in_zp = required_per_tensor(ctx, x)
+    out_scale, out_zp = required_per_tensor(ctx, ctx.output_spec(0, None))
     w_zp = 0  # per-channel weights are symmetric; TFLite ignores their zero points
     if scales.size == 1:
         w_zp = int(w.quantization.zero_point[0])  # per-tensor: weights_offset = -zp
@@ -155,7 +145,7 @@ def _int8(ctx: OpContext) -> Prepared:
 # -- hybrid ------------------------------------------------------------------------------------
 
 
-def _hybrid(ctx: OpContext) -> Prepared:
+def hybrid_fully_connected(ctx: OpContext) -> Prepared:
     x, w = ctx.input(0), ctx.input(1)
     _expect_output(ctx, "float32")
     out_shape = _output_shape(ctx, x.shape, w.shape)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import TENSOR_TYPES
-from ..runtime.registry import OpContext, Prepared, register_op
+from ..runtime.registry import OpContext, Prepared
+from .opdef import op
 
 PAIRS = {("int64", "string"), ("string", "int64")}
 
@@ -30,7 +31,7 @@ def _handle_input(ctx: OpContext) -> None:
     ctx.expect_dtype(spec, "resource", "int32")
 
 
-@register_op("HASHTABLE")
+@op("HASHTABLE")
 def hashtable(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(0)
     options = ctx.options
@@ -44,7 +45,7 @@ def hashtable(ctx: OpContext) -> Prepared:
     return Prepared(lambda: handle, [ctx.output_spec(0, handle.shape)], foldable=False)
 
 
-@register_op("HASHTABLE_IMPORT")
+@op("HASHTABLE_IMPORT")
 def hashtable_import(ctx: OpContext) -> Prepared:
     """Fills the table once; later imports into a filled table do nothing (as TFLite's)."""
     ctx.expect_inputs(3)
@@ -63,7 +64,7 @@ def hashtable_import(ctx: OpContext) -> Prepared:
     return Prepared(run, [], foldable=False)
 
 
-@register_op("HASHTABLE_FIND")
+@op("HASHTABLE_FIND")
 def hashtable_find(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(3)
     _handle_input(ctx)
@@ -86,7 +87,7 @@ def hashtable_find(ctx: OpContext) -> Prepared:
     return Prepared(run, [ctx.output_spec(0, keys.shape, value_type)], foldable=False)
 
 
-@register_op("HASHTABLE_SIZE")
+@op("HASHTABLE_SIZE")
 def hashtable_size(ctx: OpContext) -> Prepared:
     """The number of entries, as an int64 tensor of shape (1,) (what TFLite returns)."""
     ctx.expect_inputs(1)

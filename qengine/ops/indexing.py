@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from ..runtime.registry import OpContext, Prepared, Spec, register_op
+from ..runtime.registry import OpContext, Prepared, Spec
+from .opdef import SAME, SHARED, Quantized, op
 
 MOVABLE = ("float32", "float16", "int8", "uint8", "int16", "int32", "int64", "bool")
 INDEX = ("int32", "int64")
@@ -54,7 +55,7 @@ def _check_rows(fail, rows: np.ndarray, limits, what: str) -> None:
 # -- SCATTER_ND ------------------------------------------------------------------------------
 
 
-@register_op("SCATTER_ND")
+@op("SCATTER_ND")
 def scatter_nd(ctx: OpContext) -> Prepared:
     """out = zeros(shape); out[indices[i]] += updates[i] (TFLite reference ScatterNd)."""
     ctx.expect_inputs(3)
@@ -97,7 +98,7 @@ def scatter_nd(ctx: OpContext) -> Prepared:
 # -- DYNAMIC_UPDATE_SLICE --------------------------------------------------------------------
 
 
-@register_op("DYNAMIC_UPDATE_SLICE")
+@op("DYNAMIC_UPDATE_SLICE", quantized=Quantized(SHARED, 1))
 def dynamic_update_slice(ctx: OpContext) -> Prepared:
     """operand with `update` written at `start`; each start is clamped to
     [0, operand_dim - update_dim] (XLA's rule, which TFLite follows)."""
@@ -126,7 +127,8 @@ def dynamic_update_slice(ctx: OpContext) -> Prepared:
 # -- SPARSE_TO_DENSE -------------------------------------------------------------------------
 
 
-@register_op("SPARSE_TO_DENSE")
+# int8: values and default value share the output's parameters; indices stay int32
+@op("SPARSE_TO_DENSE", quantized=Quantized(SHARED, 3))
 def sparse_to_dense(ctx: OpContext) -> Prepared:
     """out = default everywhere, values[i] (or the one scalar value) at indices[i]."""
     ctx.expect_inputs(4)
@@ -164,7 +166,7 @@ def sparse_to_dense(ctx: OpContext) -> Prepared:
 # -- REVERSE_SEQUENCE ------------------------------------------------------------------------
 
 
-@register_op("REVERSE_SEQUENCE")
+@op("REVERSE_SEQUENCE")
 def reverse_sequence(ctx: OpContext) -> Prepared:
     """For each b along batch_dim, the first seq_lengths[b] entries along seq_dim reversed."""
     ctx.expect_inputs(2)
@@ -197,7 +199,7 @@ def reverse_sequence(ctx: OpContext) -> Prepared:
 # -- MATRIX_DIAG / MATRIX_SET_DIAG -----------------------------------------------------------
 
 
-@register_op("MATRIX_DIAG")
+@op("MATRIX_DIAG", quantized=Quantized(SAME, 1))  # int8 values keep the input's parameters
 def matrix_diag(ctx: OpContext) -> Prepared:
     """[..., n] -> [..., n, n] with the input on the main diagonal and zeros elsewhere."""
     ctx.expect_inputs(1)
@@ -216,7 +218,7 @@ def matrix_diag(ctx: OpContext) -> Prepared:
     return Prepared(run, [ctx.output_spec(0, out_shape, x.dtype)])
 
 
-@register_op("MATRIX_SET_DIAG")
+@op("MATRIX_SET_DIAG", quantized=Quantized(SHARED, 1))
 def matrix_set_diag(ctx: OpContext) -> Prepared:
     """input [..., m, n] with its main diagonal replaced by diagonal [..., min(m, n)]."""
     ctx.expect_inputs(2)
@@ -240,7 +242,7 @@ def matrix_set_diag(ctx: OpContext) -> Prepared:
 # -- DILATE ----------------------------------------------------------------------------------
 
 
-@register_op("DILATE")
+@op("DILATE", quantized=Quantized(SHARED, 1))  # int8: the padding value takes the input's
 def dilate(ctx: OpContext) -> Prepared:
     """Spread the input: d - 1 copies of padding_value between neighbours along each axis of
     dilation d; output size (n - 1) * d + 1."""

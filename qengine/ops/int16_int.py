@@ -15,12 +15,19 @@ import numpy as np
 
 from qengine.kernels import activations as activation_kernels
 from qengine.kernels import int16 as kernels
+from qengine.kernels.fixedpoint import mbqm_array as mbqm
 from qengine.kernels.fixedpoint import quantize_multiplier, quantize_multipliers
 
 from ..numerics import round_half_away_int
+from ..qparams import rounded_quotient
 from ..runtime.registry import OpContext, Prepared, Spec
-from .common import broadcast_shape, expect_filter_type, quantized_activation_range
-from .elementwise_int import flattened, mbqm, per_tensor
+from .common import (
+    broadcast_shape,
+    expect_filter_type,
+    flattened,
+    per_tensor,
+    quantized_activation_range,
+)
 
 INT16_MIN, INT16_MAX = -32768, 32767
 
@@ -245,8 +252,9 @@ def lut_populate_int16(transform, input_min: float, input_max: float) -> np.ndar
         sample = transform(input_min + i * step)
         midpoint = transform(input_min + i * step + half_step)
         following = transform(input_min + (i + 1) * step)
-        interpolated = round_half_away_int((following * scaling + scaled(sample)) / 2.0)
-        error = round_half_away_int((interpolated - scaled(midpoint)) / 2.0)
+        # the C++ halves with "/ 2"; "* 0.5" is the same double, exactly
+        interpolated = round_half_away_int((following * scaling + scaled(sample)) * 0.5)
+        error = round_half_away_int((interpolated - scaled(midpoint)) * 0.5)
         table[i] = min(max(scaled(sample) - error, INT16_MIN), INT16_MAX)
     table[-1] = min(max(scaled(transform(input_max)), INT16_MIN), INT16_MAX)
     return table
@@ -399,7 +407,7 @@ def relu_x(ctx: OpContext, low: float, high: float) -> Prepared:
     m, sh = quantize_multiplier(float(np.float32(np.float32(s_in) / np.float32(s_out))))
 
     def bound(v: float) -> int:
-        return round_half_away_int(float(np.float32(np.float32(v) / np.float32(s_out))))
+        return int(rounded_quotient(v, s_out))  # in float32
 
     qmin = max(INT16_MIN, bound(low))
     qmax = INT16_MAX if high == math.inf else min(INT16_MAX, bound(high))
@@ -489,8 +497,6 @@ def prelu(ctx: OpContext) -> Prepared:
     alpha's bytes are misread, [EMPIRICAL]), so only an int8 alpha is accepted. Otherwise the
     int8 formula with zero points 0 for input and output and an int16 clamp:
     out = x >= 0 ? MBQM(x, m1, sh1) : MBQM(x * (alpha - zp_alpha), m2, sh2)."""
-    from .elementwise_int import per_tensor as _per_tensor
-
     x, alpha = ctx.input(0), ctx.input(1)
     if alpha.dtype != "int8":
         raise ctx.unsupported(f"int16 PRELU with a {alpha.dtype} alpha: TFLite's kernel reads "
@@ -499,7 +505,7 @@ def prelu(ctx: OpContext) -> Prepared:
         raise ctx.invalid(f"alpha of shape {alpha.shape} would broadcast the input {x.shape} "
                           f"to a larger shape")
     s_in, s_out = _symmetric(ctx, x), _output_scale(ctx)
-    s_alpha, zp_alpha = _per_tensor(ctx, alpha)
+    s_alpha, zp_alpha = per_tensor(ctx, alpha)
     _, _, _, *multipliers = activation_kernels.prelu_params(s_in, 0, s_alpha, zp_alpha, s_out, 0)
     params = (zp_alpha, *multipliers)
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..runtime.registry import OpContext, Prepared, register_op
+from ..runtime.registry import OpContext, Prepared
 from .indexing import data_error
+from .opdef import op
 
 
-@register_op("HASHTABLE_LOOKUP")
+@op("HASHTABLE_LOOKUP")
 def hashtable_lookup(ctx: OpContext) -> Prepared:
     """out[i] = values[j] where keys[j] == lookup[i], else zeros; hits[i] = 1 if found.
     TFLite binary-searches the keys, so they must be sorted (checked here)."""
@@ -43,7 +44,7 @@ def hashtable_lookup(ctx: OpContext) -> Prepared:
 SUM, MEAN, SQRTN = 0, 1, 2  # CombinerType
 
 
-@register_op("EMBEDDING_LOOKUP_SPARSE")
+@op("EMBEDDING_LOOKUP_SPARSE")
 def embedding_lookup_sparse(ctx: OpContext) -> Prepared:
     """A sparse tensor of ids (ids, indices, dense_shape) with weights, looked up in params and
     combined per output row: SUM of weight * params[id], MEAN (divided by the weights' sum) or

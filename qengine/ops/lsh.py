@@ -12,7 +12,8 @@ import struct
 
 import numpy as np
 
-from ..runtime.registry import OpContext, Prepared, register_op
+from ..runtime.registry import OpContext, Prepared
+from .opdef import op
 
 MASK = (1 << 64) - 1
 K0, K1, K2 = 0xC3A5C85C97CB3127, 0xB492B66FBE98F273, 0x9AE16A3B2F90404F
@@ -157,7 +158,7 @@ def sign_bit(rows: list[bytes], weights, seed: np.float32) -> int:
     return int(score > 0)
 
 
-@register_op("LSH_PROJECTION")
+@op("LSH_PROJECTION")
 def lsh_projection(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(2, 3)
     seeds, x = ctx.input(0), ctx.input(1)

@@ -11,17 +11,30 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from ..runtime.registry import OpContext, Prepared, Spec, register_op
+from ..runtime.registry import OpContext, Prepared, Spec
 from .common import (
     NONE,
     SUB_BYTE_TYPES,
     conv_output_size,
     float_activation,
     fused_activation,
+    geometry,
     is_quantized,
+    patches,
     quantized_path,
 )
-from .conv import geometry, patches
+from .opdef import (
+    FIXED,
+    HYBRID,
+    OHWI,
+    REQUANT,
+    SAME,
+    TABLE,
+    Quantized,
+    Weight,
+    integer_kernels,
+    op,
+)
 
 
 def _float_input(ctx: OpContext, i: int = 0) -> Spec:
@@ -65,13 +78,15 @@ def _pool(ctx: OpContext, reduce_window) -> Prepared:
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
 
 
-@register_op("AVERAGE_POOL_2D")
+@op("AVERAGE_POOL_2D",
+    kernels=integer_kernels("nn_int:average_pool_2d"), quantized=Quantized(SAME, 2, int16=3))
 def average_pool_2d(ctx: OpContext) -> Prepared:
     # out = sum(in-image taps) / count(in-image taps)
     return _pool(ctx, lambda x, g, counts: patches(x, g).sum(axis=(3, 4)) / counts)
 
 
-@register_op("MAX_POOL_2D")
+@op("MAX_POOL_2D",
+    kernels=integer_kernels("nn_int:max_pool_2d"), quantized=Quantized(SAME, 2, int16=3))
 def max_pool_2d(ctx: OpContext) -> Prepared:
     # reference MaxPool: max = std::max(max, tap) from float lowest, so NaN taps are skipped
     # and a window of -inf (or NaN) gives -FLT_MAX
@@ -83,7 +98,7 @@ def max_pool_2d(ctx: OpContext) -> Prepared:
         g.pad_left, g.out_h, g.out_w))
 
 
-@register_op("L2_POOL_2D")
+@op("L2_POOL_2D")
 def l2_pool_2d(ctx: OpContext) -> Prepared:
     # out = sqrt(sum(in-image taps ** 2) / count(in-image taps))
     return _pool(ctx, lambda x, g, counts: np.sqrt(patches(x * x, g).sum(axis=(3, 4)) / counts))
@@ -92,19 +107,21 @@ def l2_pool_2d(ctx: OpContext) -> Prepared:
 # -- softmax and normalizations --------------------------------------------------------------
 
 
-def _last_axis_op(ctx: OpContext, kernel, family: str = "nn", max_rank: int | None = None):
+def _last_axis_op(ctx: OpContext, kernel, max_rank: int | None = None):
     """Prepare of a shape-preserving op over the last axis: float32 only, rank >= 1."""
     ctx.expect_inputs(1)
     x = ctx.input(0)
     if is_quantized(x):
-        return quantized_path(ctx, family)
+        return quantized_path(ctx, "nn")
     ctx.expect_dtype(x, "float32")
     if x.rank < 1 or (max_rank is not None and x.rank > max_rank):
         raise ctx.invalid(f"input of rank {x.rank}; the op needs rank 1 to {max_rank or 'any'}")
     return Prepared(kernel, [ctx.output_spec(0, x.shape, "float32")])
 
 
-@register_op("SOFTMAX")
+@op("SOFTMAX",
+    kernels=integer_kernels("nn_int:softmax"),
+    quantized=Quantized(FIXED, 2, int16=3, fixed=(1 / 256, -128), fixed16=(1 / 32768, 0)))
 def softmax(ctx: OpContext) -> Prepared:
     # TFLite reads beta only from the options; without them it stays 0 (a uniform output)
     beta = np.float32(_option(ctx, "beta", 0.0))
@@ -116,7 +133,9 @@ def softmax(ctx: OpContext) -> Prepared:
     return _last_axis_op(ctx, run)
 
 
-@register_op("LOG_SOFTMAX")
+@op("LOG_SOFTMAX",
+    kernels=integer_kernels("nn_int:log_softmax"),
+    quantized=Quantized(FIXED, 2, fixed=(16 / 256, 127)))
 def log_softmax(ctx: OpContext) -> Prepared:
     def run(x):  # (x - max) - log(sum(exp(x - max)))
         shifted = x - x.max(axis=-1, keepdims=True)
@@ -128,7 +147,9 @@ def log_softmax(ctx: OpContext) -> Prepared:
 L2_NORM_EPSILON = np.float32(1e-6)  # hard-coded in TFLite's l2norm.cc
 
 
-@register_op("L2_NORMALIZATION")
+@op("L2_NORMALIZATION",
+    kernels=integer_kernels("nn_int:l2_normalization"),
+    quantized=Quantized(FIXED, 2, fixed=(1 / 128, 0)))
 def l2_normalization(ctx: OpContext) -> Prepared:
     if fused_activation(ctx) != NONE:
         raise ctx.invalid("L2_NORMALIZATION takes no fused activation")
@@ -140,7 +161,7 @@ def l2_normalization(ctx: OpContext) -> Prepared:
     return _last_axis_op(ctx, run)
 
 
-@register_op("LOCAL_RESPONSE_NORMALIZATION")
+@op("LOCAL_RESPONSE_NORMALIZATION")
 def local_response_normalization(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(1)
     x = _float_input(ctx)
@@ -204,7 +225,8 @@ def _bilinear_axis(in_size: int, out_size: int, align_corners: bool, half_pixel:
     return lower, upper, v - lower.astype(np.float32)
 
 
-@register_op("RESIZE_BILINEAR")
+@op("RESIZE_BILINEAR",
+    kernels=integer_kernels("nn_int:resize_bilinear"), quantized=Quantized(SAME, 2, int16=4))
 def resize_bilinear(ctx: OpContext) -> Prepared:
     x, out_h, out_w, align_corners, half_pixel = _resize_geometry(ctx)
     if align_corners and half_pixel:
@@ -235,7 +257,7 @@ def _nearest_axis(in_size: int, out_size: int, align_corners: bool, half_pixel: 
     return np.maximum(index, 0) if half_pixel else index
 
 
-@register_op("RESIZE_NEAREST_NEIGHBOR")
+@op("RESIZE_NEAREST_NEIGHBOR", quantized=Quantized(SAME, 2, int16=4))
 def resize_nearest_neighbor(ctx: OpContext) -> Prepared:
     # a pure gather: works for every dtype, quantized tensors keep their parameters
     x, out_h, out_w, align_corners, half_pixel = _resize_geometry(ctx)
@@ -252,7 +274,11 @@ def resize_nearest_neighbor(ctx: OpContext) -> Prepared:
 # -- transpose convolution -------------------------------------------------------------------
 
 
-@register_op("TRANSPOSE_CONV")
+@op("TRANSPOSE_CONV",  # nn_int.transpose_conv also runs the hybrid kernel (float input)
+    kernels={**integer_kernels("nn_int:transpose_conv"), HYBRID: "nn_int:transpose_conv"},
+    weight=Weight(1, 0, OHWI),
+    quantized=Quantized(REQUANT, 3, int16=3, bias=3,
+                        bias_optional=True, data_input=2))
 def transpose_conv(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(3, 4)
     shape_spec, w, x = ctx.input(0), ctx.input(1), ctx.input(2)
@@ -325,7 +351,8 @@ def _transpose_conv_float(ctx: OpContext, x_shape, w_shape, out_shape) -> Prepar
 # -- batch matmul ----------------------------------------------------------------------------
 
 
-@register_op("BATCH_MATMUL")
+@op("BATCH_MATMUL",
+    kernels=integer_kernels("nn_int:batch_matmul"), quantized=Quantized(REQUANT, 2, int16=3))
 def batch_matmul(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(2)
     lhs, rhs = ctx.input(0), ctx.input(1)
@@ -362,7 +389,7 @@ def _broadcast_batch(ctx: OpContext, a: tuple, b: tuple) -> tuple:
 # -- embedding lookup ------------------------------------------------------------------------
 
 
-@register_op("EMBEDDING_LOOKUP")
+@op("EMBEDDING_LOOKUP", weight=Weight(1, 0, TABLE, blockwise=True))
 def embedding_lookup(ctx: OpContext) -> Prepared:
     """embedding_lookup.cc: rows of `values` picked by `ids`. Quantized rows (int8, or int4/int2
     unpacked as TFLite's Unpack4Bit/Unpack2Bit read them) into a float32/float16 output are

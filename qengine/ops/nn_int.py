@@ -16,6 +16,7 @@ from qengine.kernels import conv as conv_kernels
 from qengine.kernels import fully_connected, hybrid, pooling, resize, xnnpack
 from qengine.kernels import softmax as softmax_kernels
 from qengine.kernels.elementwise import inv_sqrt_multiplier_exp
+from qengine.kernels.fixedpoint import mbqm_array as mbqm
 from qengine.kernels.fixedpoint import (
     quantize_multiplier,
     quantize_multipliers,
@@ -23,9 +24,13 @@ from qengine.kernels.fixedpoint import (
 )
 
 from ..runtime.registry import OpContext, Prepared, Spec
-from .common import conv_output_size, float_activation_bounds, quantized_activation_range
-from .conv import geometry
-from .elementwise_int import mbqm, per_tensor
+from .common import (
+    conv_output_size,
+    float_activation_bounds,
+    geometry,
+    per_tensor,
+    quantized_activation_range,
+)
 
 SAME = 0
 
@@ -51,10 +56,11 @@ def _output(ctx: OpContext, shape) -> tuple[Spec, float, int]:
 # -- pooling: no requantization; TFLite only clamps to the output's activation range ---------
 
 
-def _pool(ctx: OpContext, kernel) -> Prepared:
+def _pool(ctx: OpContext, kernel, int16_kernel: str) -> Prepared:
+    """`kernel` for int8; the kernels.int16 function named `int16_kernel` for 16x8."""
     x = ctx.input(0)
     if x.dtype == "int16":  # 16x8
-        return _pool_int16(ctx, kernel)
+        return _pool_int16(ctx, int16_kernel)
     _expect_int8(ctx, x)
     per_tensor(ctx, x)
     if ctx.options is None:
@@ -73,7 +79,7 @@ def _pool(ctx: OpContext, kernel) -> Prepared:
     return Prepared(run, [out])
 
 
-def _pool_int16(ctx: OpContext, kernel) -> Prepared:
+def _pool_int16(ctx: OpContext, kernel_name: str) -> Prepared:
     from . import int16_int
 
     x = ctx.input(0)
@@ -83,16 +89,15 @@ def _pool_int16(ctx: OpContext, kernel) -> Prepared:
     if kh < 1 or kw < 1:
         raise ctx.invalid(f"filter size {kh}x{kw} must be at least 1x1")
     g = geometry(ctx, x.shape, kh, kw)
-    name = kernel.__name__.replace("int8", "int16")  # avg_pool_int16 / max_pool_int16
-    return int16_int.pool(ctx, name, g, (g.batch, g.out_h, g.out_w, x.shape[3]))
+    return int16_int.pool(ctx, kernel_name, g, (g.batch, g.out_h, g.out_w, x.shape[3]))
 
 
 def average_pool_2d(ctx: OpContext) -> Prepared:
-    return _pool(ctx, pooling.avg_pool_int8)
+    return _pool(ctx, pooling.avg_pool_int8, "avg_pool_int16")
 
 
 def max_pool_2d(ctx: OpContext) -> Prepared:
-    return _pool(ctx, pooling.max_pool_int8)
+    return _pool(ctx, pooling.max_pool_int8, "max_pool_int16")
 
 
 # -- SOFTMAX -----------------------------------------------------------------------------------

@@ -11,27 +11,33 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..numerics import round_half_away
-from ..runtime.registry import OpContext, Prepared, register_op
-from .common import INT_RANGES, QUANTIZED_TYPES, SUB_BYTE_TYPES
+from ..qparams import QUANTIZED_TYPES, quantize_reciprocal
+from ..qparams import dequantize as dequantize_values
+from ..qparams import quantize as quantize_values
+from ..runtime.registry import OpContext, Prepared
+from .common import SUB_BYTE_TYPES
+from .opdef import op
 
 FLOATS = ("float32", "float16")
+# the passes insert and fold these ops by name
+QUANTIZE, DEQUANTIZE, DENSIFY = "QUANTIZE", "DEQUANTIZE", "DENSIFY"
 
 
-def _per_axis_params(ctx: OpContext, spec):
-    """(scale float64, zero point int64) broadcastable against the tensor."""
+def _axis(ctx: OpContext, spec) -> int | None:
+    """The axis of per-axis parameters (None: per tensor), checked against the shape."""
     q = spec.quantization
     if q is None or q.scale.size == 0:
         raise ctx.invalid(f"tensor {spec.name!r} has no quantization parameters")
-    scale, zero_point = q.scale.astype(np.float64), q.zero_point.astype(np.int64)
-    if scale.size == 1:
-        return scale[0], zero_point[0]
-    shape = [1] * len(spec.shape)
-    shape[q.axis] = scale.size
-    return scale.reshape(shape), zero_point.reshape(shape)
+    if q.scale.size == 1:
+        return None
+    if not 0 <= q.axis < len(spec.shape) or spec.shape[q.axis] != q.scale.size \
+            or q.zero_point.size not in (1, q.scale.size):
+        raise ctx.invalid(f"{q.scale.size} scales do not fit axis {q.axis} of shape "
+                          f"{spec.shape}")
+    return q.axis
 
 
-@register_op("DEQUANTIZE")
+@op(DEQUANTIZE)
 def dequantize(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(1)
     x = ctx.input(0)
@@ -43,16 +49,15 @@ def dequantize(ctx: OpContext) -> Prepared:
     if x.quantization is not None and x.quantization.blockwise is not None:
         raise ctx.unsupported(f"blockwise tensor {x.name!r}: TFLite's DEQUANTIZE has no "
                               f"blockwise path (it reads the tensor as unquantized)")
-    scale, zero_point = _per_axis_params(ctx, x)
+    axis, q = _axis(ctx, x), x.quantization
 
-    def run(q):
-        # reference_integer_ops::Dequantize: (float)(double(scale) * (q - zero_point))
-        return (scale * (q.astype(np.int64) - zero_point)).astype(np.float32)
+    def run(v):  # reference_integer_ops::Dequantize: (float)(double(scale) * (q - zero_point))
+        return dequantize_values(v, q.scale, q.zero_point, axis)
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
 
 
-@register_op("QUANTIZE")
+@op(QUANTIZE)
 def quantize(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(1)
     x = ctx.input(0)
@@ -65,40 +70,17 @@ def quantize(ctx: OpContext) -> Prepared:
 
         return quantization_int.requantize(ctx, x, out_spec)
     ctx.expect_dtype(x, *FLOATS)
-    if out_spec.quantization is None or out_spec.quantization.scale.size == 0:
-        raise ctx.invalid(f"output {out.name!r} has no quantization parameters")
-    if out_spec.quantization.scale.size > 1:
-        return _quantize_per_axis(ctx, x, out_spec)
-    scale, zero_point = np.float32(out_spec.scale), out_spec.zero_point
-    low, high = INT_RANGES[out.dtype]
-    dtype = np.dtype(out.dtype)
-    if ctx.arithmetic == "xnnpack":
-        inverse = np.float32(1.0) / scale
-
+    axis, q = _axis(ctx, out_spec), out_spec.quantization
+    if axis is None:
+        scale, zero_point = out_spec.scale, out_spec.zero_point
+    else:
+        scale, zero_point = q.scale, q.zero_point
+    if axis is None and ctx.arithmetic == "xnnpack":
         def run(v):  # optimized/XNNPACK: multiply by the reciprocal, round half to even
-            q = np.rint(v.astype(np.float32) * inverse)
-            return np.clip(q + zero_point, low, high).astype(dtype)
+            return quantize_reciprocal(v, scale, zero_point, out.dtype)
     else:
         def run(v):  # reference AffineQuantize: round(x / scale) + zp in float32, then clamp
-            q = round_half_away(v.astype(np.float32) / scale)
-            return np.clip(q.astype(np.float64) + zero_point, low, high).astype(dtype)
-
-    return Prepared(run, [out_spec])
-
-
-def _quantize_per_axis(ctx: OpContext, x, out_spec) -> Prepared:
-    q = out_spec.quantization
-    if not 0 <= q.axis < len(x.shape) or x.shape[q.axis] != q.scale.size:
-        raise ctx.invalid(f"{q.scale.size} scales do not fit axis {q.axis} of shape {x.shape}")
-    shape = [1] * len(x.shape)
-    shape[q.axis] = q.scale.size
-    scale = q.scale.astype(np.float32).reshape(shape)
-    zero_point = q.zero_point.astype(np.float64).reshape(shape)
-    low, high = INT_RANGES[out_spec.dtype]
-
-    def run(v):
-        values = round_half_away(v.astype(np.float32) / scale)
-        return np.clip(values + zero_point, low, high).astype(out_spec.dtype)
+            return quantize_values(v, scale, zero_point, out.dtype, axis=axis)
 
     return Prepared(run, [out_spec])
 
@@ -107,7 +89,7 @@ def _quantize_per_axis(ctx: OpContext, x, out_spec) -> Prepared:
 # DENSIFY
 
 
-@register_op("DENSIFY")
+@op(DENSIFY)
 def densify(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(1)
     tensor = ctx.op.inputs[0]

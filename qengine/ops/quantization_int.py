@@ -9,9 +9,9 @@ import numpy as np
 
 from qengine.kernels import quantize as kernels
 
+from ..qparams import int_range
 from ..runtime.registry import OpContext, Prepared, Spec
-from .common import INT_RANGES
-from .elementwise_int import per_tensor
+from .common import per_tensor
 
 # The (input, output) type pairs TFLite's Prepare accepts for requantization.
 PAIRS = {("int8", "int8"), ("int8", "uint8"), ("uint8", "int8"), ("uint8", "uint8"),
@@ -27,7 +27,7 @@ def requantize(ctx: OpContext, x_spec: Spec, out_spec: Spec) -> Prepared:
     if out_spec.dtype == x_spec.dtype == "int16" and (zp_in or zp_out):
         raise ctx.unsupported("int16 requantization needs zero points 0 (TFLite's Prepare)")
     params = kernels.requantize_params(s_in, zp_in, s_out, zp_out)
-    low, high = INT_RANGES[out_spec.dtype]
+    low, high = int_range(out_spec.dtype)
     dtype = np.dtype(out_spec.dtype)
 
     def run(x):

@@ -15,8 +15,9 @@ import secrets
 
 import numpy as np
 
-from ..runtime.registry import OpContext, Prepared, register_op
+from ..runtime.registry import OpContext, Prepared
 from .indexing import checked_size
+from .opdef import op
 
 U32 = np.uint64(0xFFFFFFFF)
 W32A, W32B = np.uint64(0x9E3779B9), np.uint64(0xBB67AE85)  # key increments per round
@@ -155,17 +156,17 @@ def _shaped(ctx: OpContext, draw) -> Prepared:
     return Prepared(run, [ctx.output_spec(0, static, "float32")], foldable=False)
 
 
-@register_op("RANDOM_UNIFORM")
+@op("RANDOM_UNIFORM")
 def random_uniform(ctx: OpContext) -> Prepared:
     return _shaped(ctx, uniform)
 
 
-@register_op("RANDOM_STANDARD_NORMAL")
+@op("RANDOM_STANDARD_NORMAL")
 def random_standard_normal(ctx: OpContext) -> Prepared:
     return _shaped(ctx, standard_normal)
 
 
-@register_op("MULTINOMIAL")
+@op("MULTINOMIAL")
 def multinomial_op(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(2)
     logits, count = ctx.input(0), ctx.input(1)

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..runtime.registry import OpContext, Prepared, Spec, register_op
+from ..runtime.registry import OpContext, Prepared, Spec
 from .common import is_quantized, quantized_path
+from .opdef import REQUANT, SAME, Quantized, integer_kernels, op
 
 
 def reduced_axes(ctx: OpContext, x: Spec) -> tuple[int, ...]:
@@ -71,18 +72,20 @@ def _mean(x, axes, keep):
     return np.sign(total) * (np.abs(total) // max(count, 1))
 
 
-@register_op("MEAN")
+@op("MEAN",
+    kernels=integer_kernels("reduce_int:mean"), quantized=Quantized(REQUANT, 2, int16=3))
 def mean(ctx: OpContext) -> Prepared:
     return _reduction(ctx, _mean, NUMBERS, quantized=True)
 
 
-@register_op("SUM")
+@op("SUM",
+    kernels=integer_kernels("reduce_int:sum"), quantized=Quantized(REQUANT, 2))
 def sum_(ctx: OpContext) -> Prepared:
     return _reduction(ctx, lambda x, axes, keep: np.sum(x, axis=axes, keepdims=keep,
                                                         dtype=x.dtype), NUMBERS, quantized=True)
 
 
-@register_op("REDUCE_PROD")
+@op("REDUCE_PROD")
 def reduce_prod(ctx: OpContext) -> Prepared:
     return _reduction(ctx, lambda x, axes, keep: np.prod(x, axis=axes, keepdims=keep,
                                                          dtype=x.dtype), NUMBERS, quantized=True)
@@ -96,24 +99,24 @@ def _highest(dtype):
     return np.finfo(dtype).max if dtype.kind == "f" else np.iinfo(dtype).max
 
 
-@register_op("REDUCE_MAX")
+@op("REDUCE_MAX", quantized=Quantized(SAME, 2, int16=3))
 def reduce_max(ctx: OpContext) -> Prepared:
     # an empty reduction yields the type's lowest value, TFLite's initial value
     return _reduction(ctx, lambda x, axes, keep: np.max(
         x, axis=axes, keepdims=keep, initial=_lowest(x.dtype)), ORDERED)
 
 
-@register_op("REDUCE_MIN")
+@op("REDUCE_MIN", quantized=Quantized(SAME, 2, int16=3))
 def reduce_min(ctx: OpContext) -> Prepared:
     return _reduction(ctx, lambda x, axes, keep: np.min(
         x, axis=axes, keepdims=keep, initial=_highest(x.dtype)), ORDERED)
 
 
-@register_op("REDUCE_ANY")
+@op("REDUCE_ANY")
 def reduce_any(ctx: OpContext) -> Prepared:
     return _reduction(ctx, lambda x, axes, keep: np.any(x, axis=axes, keepdims=keep), ("bool",))
 
 
-@register_op("REDUCE_ALL")
+@op("REDUCE_ALL")
 def reduce_all(ctx: OpContext) -> Prepared:
     return _reduction(ctx, lambda x, axes, keep: np.all(x, axis=axes, keepdims=keep), ("bool",))

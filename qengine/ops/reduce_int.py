@@ -23,6 +23,7 @@ from qengine.kernels.reduce import mean_multiplier, sum_int8_ref, sum_multiplier
 from qengine.kernels.xnnpack import mean_fp32, mean_params
 
 from ..runtime.registry import OpContext, Prepared, Spec
+from .common import required_per_tensor
 from .reduce import _keep_dims, reduced_axes
 
 
@@ -32,13 +33,6 @@ def mean(ctx: OpContext) -> Prepared:
 
 def sum(ctx: OpContext) -> Prepared:
     return _mean_or_sum(ctx, compute_sum=True)
-
-
-def _per_tensor(ctx: OpContext, spec: Spec) -> tuple[float, int]:
-    q = spec.quantization
-    if q is None or q.scale.size != 1:
-        raise ctx.invalid(f"tensor {spec.name!r} needs per-tensor quantization")
-    return float(q.scale[0]), int(q.zero_point[0])
 
 
 def _mean_or_sum(ctx: OpContext, compute_sum: bool) -> Prepared:
@@ -53,8 +47,8 @@ def _mean_or_sum(ctx: OpContext, compute_sum: bool) -> Prepared:
     keep = _keep_dims(ctx)
     out_shape = tuple(1 if a in axes else d for a, d in enumerate(x.shape)
                       if keep or a not in axes)
-    in_scale, in_zp = _per_tensor(ctx, x)
-    out_scale, out_zp = _per_tensor(ctx, ctx.output_spec(0, None))
+    in_scale, in_zp = required_per_tensor(ctx, x)
+    out_scale, out_zp = required_per_tensor(ctx, ctx.output_spec(0, None))
     n = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
     to_3d = _as_outer_n_inner(x.shape, axes)
     if ctx.arithmetic == "xnnpack" and not compute_sum:
@@ -98,8 +92,8 @@ def _mean_int16(ctx: OpContext, x: Spec) -> Prepared:
     keep = _keep_dims(ctx)
     out_shape = tuple(1 if a in axes else d for a, d in enumerate(x.shape)
                       if keep or a not in axes)
-    in_scale, _ = _per_tensor(ctx, x)
-    out_scale, _ = _per_tensor(ctx, ctx.output_spec(0, None))
+    in_scale, _ = required_per_tensor(ctx, x)
+    out_scale, _ = required_per_tensor(ctx, ctx.output_spec(0, None))
     n = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
     multiplier = mean_multiplier(in_scale, out_scale, n)
     return int16_int.mean(ctx, n, multiplier, _as_outer_n_inner(x.shape, axes), out_shape)

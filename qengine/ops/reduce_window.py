@@ -6,7 +6,8 @@ import itertools
 
 import numpy as np
 
-from ..runtime.registry import OpContext, Prepared, register_op
+from ..runtime.registry import OpContext, Prepared
+from .opdef import op
 
 # ReduceWindowFunction: ADD, MUL, MINIMUM, MAXIMUM, ALL, ANY
 FUNCTIONS = {1: np.add, 2: np.multiply, 3: np.minimum, 4: np.maximum, 5: np.logical_and,
@@ -14,7 +15,7 @@ FUNCTIONS = {1: np.add, 2: np.multiply, 3: np.minimum, 4: np.maximum, 5: np.logi
 TYPES = ("float32", "int8", "int16", "int32", "int64", "uint8", "bool")
 
 
-@register_op("REDUCE_WINDOW")
+@op("REDUCE_WINDOW")
 def reduce_window(ctx: OpContext) -> Prepared:
     """out[o] = init f x[o*s + k*d] f ... over the window offsets k in row-major order, which
     is the order TFLite's kernel folds them in (so float sums round alike)."""

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..runtime.registry import OpContext, Prepared, register_op
+from ..runtime.registry import OpContext, Prepared
 from .indexing import checked_size, data_error
+from .opdef import op
 
 DATA = ("float32", "int32")
 
@@ -37,7 +38,7 @@ def _segment(ufunc, data: np.ndarray, ids: np.ndarray, rows: int, id_rank: int) 
     return out
 
 
-@register_op("SEGMENT_SUM")
+@op("SEGMENT_SUM")
 def segment_sum(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(2)
     data, ids = ctx.input(0), ctx.input(1)
@@ -92,21 +93,21 @@ def _unsorted(ctx: OpContext, ufunc) -> Prepared:
                     [ctx.output_spec(0, None, data.dtype)])
 
 
-@register_op("UNSORTED_SEGMENT_SUM")
+@op("UNSORTED_SEGMENT_SUM")
 def unsorted_segment_sum(ctx: OpContext) -> Prepared:
     return _unsorted(ctx, np.add)
 
 
-@register_op("UNSORTED_SEGMENT_PROD")
+@op("UNSORTED_SEGMENT_PROD")
 def unsorted_segment_prod(ctx: OpContext) -> Prepared:
     return _unsorted(ctx, np.multiply)
 
 
-@register_op("UNSORTED_SEGMENT_MAX")
+@op("UNSORTED_SEGMENT_MAX")
 def unsorted_segment_max(ctx: OpContext) -> Prepared:
     return _unsorted(ctx, np.maximum)
 
 
-@register_op("UNSORTED_SEGMENT_MIN")
+@op("UNSORTED_SEGMENT_MIN")
 def unsorted_segment_min(ctx: OpContext) -> Prepared:
     return _unsorted(ctx, np.minimum)

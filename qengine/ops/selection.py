@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..runtime.registry import OpContext, Prepared, register_op
+from ..runtime.registry import OpContext, Prepared
 from .indexing import checked_size, data_error
+from .opdef import SAME, Quantized, op
 
 F32 = np.float32
 
@@ -36,7 +37,7 @@ def top_k(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(x, indices, axis=-1), indices
 
 
-@register_op("TOPK_V2")
+@op("TOPK_V2", quantized=Quantized(SAME, 2))
 def topk_v2(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(2)
     x, k = ctx.input(0), ctx.input(1)
@@ -67,7 +68,7 @@ def topk_v2(ctx: OpContext) -> Prepared:
 INDEX_TYPE_CODES = {2: "int32", 4: "int64"}
 
 
-@register_op("UNIQUE")
+@op("UNIQUE")
 def unique(ctx: OpContext) -> Prepared:
     """y: the distinct values in order of first appearance; idx: each input's position in y."""
     ctx.expect_inputs(1)
@@ -92,7 +93,7 @@ def unique(ctx: OpContext) -> Prepared:
 # -- BUCKETIZE -------------------------------------------------------------------------------
 
 
-@register_op("BUCKETIZE")
+@op("BUCKETIZE")
 def bucketize(ctx: OpContext) -> Prepared:
     """out = the number of boundaries <= x (std::upper_bound over the sorted boundaries)."""
     ctx.expect_inputs(1)
@@ -259,11 +260,11 @@ def _nms(ctx: OpContext, soft: bool) -> Prepared:
     return Prepared(run, specs)
 
 
-@register_op("NON_MAX_SUPPRESSION_V4")
+@op("NON_MAX_SUPPRESSION_V4")
 def non_max_suppression_v4(ctx: OpContext) -> Prepared:
     return _nms(ctx, soft=False)
 
 
-@register_op("NON_MAX_SUPPRESSION_V5")
+@op("NON_MAX_SUPPRESSION_V5")
 def non_max_suppression_v5(ctx: OpContext) -> Prepared:
     return _nms(ctx, soft=True)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..runtime.registry import OpContext, Prepared, register_op
+from ..runtime.registry import OpContext, Prepared
 from .common import NONE, RELU, RELU6, RELU_N1_TO_1, TANH
+from .opdef import op
 
 F32 = np.float32
 _ACTIVATIONS = {
@@ -76,6 +77,11 @@ def _lstm_weights(values: list, first: int = 1, layer_norm: list | None = None) 
     return weights
 
 
+def gate_statistic(output_name: str, gate: str) -> str:
+    """The calibration statistic of an LSTM gate's layer-norm input (gate: i, f, c or o)."""
+    return f"{output_name}:gate_{gate}"
+
+
 def _time_steps(x, time_major: bool):
     return x if time_major else x.transpose(1, 0, 2)
 
@@ -85,13 +91,16 @@ def _batch_layout(out, time_major: bool):
 
 
 def lstm_sequence(steps, h, c, w: dict, act, cell_clip: float, proj_clip: float,
-                  reverse: bool = False):
+                  reverse: bool = False, cells: list | None = None):
     """lstm_step over [time, batch, features]; the outputs in time order, final h and c.
-    reverse=True walks time backwards (the backward half of a bidirectional LSTM)."""
+    reverse=True walks time backwards (the backward half of a bidirectional LSTM); `cells`,
+    if given, receives the cell state of every step (calibration)."""
     outputs = [None] * len(steps)
     for t in (range(len(steps) - 1, -1, -1) if reverse else range(len(steps))):
         h, c = lstm_step(steps[t], h, c, w, act, cell_clip, proj_clip)
         outputs[t] = h
+        if cells is not None:
+            cells.append(c)
     return np.stack(outputs), h, c
 
 
@@ -115,6 +124,8 @@ def lstm_step(x, h, c, w: dict, act, cell_clip: float, proj_clip: float):
         if peephole is not None:
             z = z + peephole * cell
         if layer_norm:
+            if "observe_gate" in w:  # calibration: the range of the layer norm's input
+                w["observe_gate"](k, z)
             return _layer_norm(z, w["ln_" + k], w["b_" + k])
         return (z + w["b_" + k]).astype(F32) if w["b_" + k] is not None else z + zeros
 
@@ -218,10 +229,18 @@ def _lstm_prepare(ctx: OpContext, sequence: bool) -> Prepared:
         if hybrid:
             w = _hybrid_lstm_weights(w, scales, asymmetric)
         steps = _time_steps(values[0], time_major) if sequence else values[0][None]
+        observing = resources.state_observer is not None
+        cells, gates = ([], {}) if observing else (None, None)
+        if observing:
+            w["observe_gate"] = lambda k, z: gates.setdefault(k, []).append(z)
         out, h, c = lstm_sequence(steps, resources.state(h_tensor), resources.state(c_tensor),
-                                  w, act, cell_clip, proj_clip)
+                                  w, act, cell_clip, proj_clip, cells=cells)
         resources.set_state(h_tensor, h)
         resources.set_state(c_tensor, c)
+        if observing:
+            resources.observe(c_tensor.name, np.stack(cells))
+            for k, zs in gates.items():
+                resources.observe(gate_statistic(ctx.outputs[0].name, k), np.stack(zs))
         return _batch_layout(out, time_major) if sequence else out[0]
 
     if sequence:
@@ -231,19 +250,19 @@ def _lstm_prepare(ctx: OpContext, sequence: bool) -> Prepared:
     return Prepared(run, [ctx.output_spec(0, shape, "float32")], foldable=False)
 
 
-@register_op("UNIDIRECTIONAL_SEQUENCE_LSTM")
+@op("UNIDIRECTIONAL_SEQUENCE_LSTM")
 def unidirectional_sequence_lstm(ctx: OpContext) -> Prepared:
     return _lstm_prepare(ctx, sequence=True)
 
 
-@register_op("LSTM")
+@op("LSTM")
 def lstm(ctx: OpContext) -> Prepared:
     if int(getattr(ctx.options, "kernelType", 0)) != 0:
         raise ctx.unsupported("the BASIC LSTM kernel type (only FULL is implemented)")
     return _lstm_prepare(ctx, sequence=False)
 
 
-@register_op("BIDIRECTIONAL_SEQUENCE_LSTM")
+@op("BIDIRECTIONAL_SEQUENCE_LSTM")
 def bidirectional_sequence_lstm(ctx: OpContext) -> Prepared:
     """A forward LSTM (inputs 1-17, state 35/36) and a backward one (18-34, state 37/38) over
     the same sequence; outputs both, or their concatenation with merge_outputs. The auxiliary
@@ -384,17 +403,17 @@ def _rnn_prepare(ctx: OpContext, sequence: bool) -> Prepared:
     return Prepared(run, [ctx.output_spec(0, shape, "float32")], foldable=False)
 
 
-@register_op("RNN")
+@op("RNN")
 def rnn(ctx: OpContext) -> Prepared:
     return _rnn_prepare(ctx, sequence=False)
 
 
-@register_op("UNIDIRECTIONAL_SEQUENCE_RNN")
+@op("UNIDIRECTIONAL_SEQUENCE_RNN")
 def unidirectional_sequence_rnn(ctx: OpContext) -> Prepared:
     return _rnn_prepare(ctx, sequence=True)
 
 
-@register_op("BIDIRECTIONAL_SEQUENCE_RNN")
+@op("BIDIRECTIONAL_SEQUENCE_RNN")
 def bidirectional_sequence_rnn(ctx: OpContext) -> Prepared:
     """Forward RNN (inputs 1-3, state 4) and backward RNN (5-7, state 8) over one sequence;
     the auxiliary input (9-11) is not implemented."""
@@ -442,7 +461,7 @@ def bidirectional_sequence_rnn(ctx: OpContext) -> Prepared:
 # -- SVDF ------------------------------------------------------------------------------------
 
 
-@register_op("SVDF")
+@op("SVDF")
 def svdf(ctx: OpContext) -> Prepared:
     """Singular value decomposition filter (TFLite's EvalFloatSVDF / EvalIntegerSVDF). The state
     holds, per batch and filter, the last memory_size feature activations. Each call shifts

@@ -17,8 +17,9 @@ from itertools import pairwise
 import numpy as np
 
 from ..errors import InputError
-from ..runtime.registry import OpContext, Prepared, Spec, register_op
+from ..runtime.registry import OpContext, Prepared, Spec
 from .common import NONE, float_activation, fused_activation, is_quantized, quantized_path
+from .opdef import SAME, SHARED, Quantized, op
 
 DATA_TYPES = ("float32", "float16", "float64", "int8", "uint8", "int16", "uint16", "int32",
               "uint32", "int64", "uint64", "bool", "complex64")
@@ -132,7 +133,7 @@ def _reshaped(arrays, shape):
     return arrays[0].reshape(shape)
 
 
-@register_op("RESHAPE")
+@op("RESHAPE", quantized=Quantized(SAME, 1, int16=1))
 def reshape(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(1, 2)
     x = _data(ctx, 0)
@@ -149,7 +150,7 @@ def reshape(ctx: OpContext) -> Prepared:
                     [ctx.output_spec(0, out_shape, x.dtype)])
 
 
-@register_op("SQUEEZE")
+@op("SQUEEZE", quantized=Quantized(SAME, 1, int16=1))
 def squeeze(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(1)
     x = _data(ctx, 0)
@@ -165,7 +166,7 @@ def squeeze(ctx: OpContext) -> Prepared:
     return Prepared(lambda x: x.reshape(out_shape), [ctx.output_spec(0, out_shape, x.dtype)])
 
 
-@register_op("EXPAND_DIMS")
+@op("EXPAND_DIMS", quantized=Quantized(SAME, 1, int16=1))
 def expand_dims(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(2)
     x = _data(ctx, 0)
@@ -175,7 +176,7 @@ def expand_dims(ctx: OpContext) -> Prepared:
     return Prepared(lambda x, _: x.reshape(out_shape), [ctx.output_spec(0, out_shape, x.dtype)])
 
 
-@register_op("TRANSPOSE")
+@op("TRANSPOSE", quantized=Quantized(SAME, 2, int16=5))
 def transpose(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(2)
     x = _data(ctx, 0)
@@ -203,7 +204,7 @@ def _check_joinable(ctx: OpContext, specs: list[Spec], skip_axis: int | None) ->
             raise ctx.invalid(f"input shapes {first.shape} and {s.shape} do not fit together")
 
 
-@register_op("CONCATENATION")
+@op("CONCATENATION", quantized=Quantized(SHARED, 2, int16=3))
 def concatenation(ctx: OpContext) -> Prepared:
     if not ctx.inputs:
         raise ctx.invalid("needs at least one input")
@@ -230,7 +231,7 @@ def concatenation(ctx: OpContext) -> Prepared:
     return Prepared(run, [ctx.output_spec(0, out_shape, specs[0].dtype)])
 
 
-@register_op("PACK")
+@op("PACK", quantized=Quantized(SHARED, 2, int16=3))
 def pack(ctx: OpContext) -> Prepared:
     if not ctx.inputs:
         raise ctx.invalid("needs at least one input")
@@ -249,7 +250,7 @@ def pack(ctx: OpContext) -> Prepared:
                     [ctx.output_spec(0, out_shape, specs[0].dtype)])
 
 
-@register_op("UNPACK")
+@op("UNPACK", quantized=Quantized(SAME, 2, int16=4))
 def unpack(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(1)
     x = _data(ctx, 0)
@@ -275,7 +276,7 @@ def _check_split_count(ctx: OpContext, count: int) -> None:
                           f"{len(ctx.outputs)} outputs")
 
 
-@register_op("SPLIT")
+@op("SPLIT", quantized=Quantized(SAME, 2, int16=4))
 def split(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(2)
     _index_input(ctx, 0, 0, 1, types=("int32",))  # the axis comes first
@@ -288,7 +289,7 @@ def split(ctx: OpContext) -> Prepared:
     return _split_along(x, axis, [x.shape[axis] // count] * count, ctx, 1)
 
 
-@register_op("SPLIT_V")
+@op("SPLIT_V", quantized=Quantized(SAME, 2, int16=2))
 def split_v(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(3)
     x = _data(ctx, 0)
@@ -329,7 +330,7 @@ def _split_along(x: Spec, axis: int, sizes: list[int], ctx: OpContext, x_index: 
 # -- slicing --------------------------------------------------------------------------------
 
 
-@register_op("SLICE")
+@op("SLICE", quantized=Quantized(SAME, 2, int16=4))
 def slice_(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(3)
     x = _data(ctx, 0)
@@ -465,7 +466,7 @@ def strided_slice_plan(fail, in_shape, begin, end, strides, options) -> tuple:
     return tuple(out_shape), tuple(eff_shape), tuple(slices)
 
 
-@register_op("STRIDED_SLICE")
+@op("STRIDED_SLICE", quantized=Quantized(SAME, 2, int16=2))
 def strided_slice(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(4)
     x = _data(ctx, 0)
@@ -490,7 +491,7 @@ def _check_indices(fail, indices: np.ndarray, limit: int, what: str) -> None:
         raise fail(f"{what} {int(indices[bad].flat[0])} is outside [0, {limit})")
 
 
-@register_op("GATHER")
+@op("GATHER", quantized=Quantized(SAME, 2, int16=4))
 def gather(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(2)
     params = _data(ctx, 0)
@@ -525,7 +526,7 @@ def gather(ctx: OpContext) -> Prepared:
     return Prepared(run, [ctx.output_spec(0, out_shape, params.dtype)])
 
 
-@register_op("GATHER_ND")
+@op("GATHER_ND")
 def gather_nd(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(2)
     params = _data(ctx, 0)
@@ -559,7 +560,7 @@ def _check_nd_indices(fail, indices: np.ndarray, limits: np.ndarray) -> None:
 # -- repeating and filling ------------------------------------------------------------------
 
 
-@register_op("TILE")
+@op("TILE", quantized=Quantized(SAME, 2, int16=2))
 def tile(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(2)
     x = _data(ctx, 0)
@@ -577,7 +578,7 @@ def tile(ctx: OpContext) -> Prepared:
                             lambda arrays, shape, reps: np.tile(arrays[0], reps))
 
 
-@register_op("BROADCAST_TO")
+@op("BROADCAST_TO", quantized=Quantized(SAME, 2, int16=3))
 def broadcast_to(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(2)
     x = _data(ctx, 0)
@@ -594,7 +595,7 @@ def broadcast_to(ctx: OpContext) -> Prepared:
                             lambda arrays, shape: _contiguous(np.broadcast_to(arrays[0], shape)))
 
 
-@register_op("FILL")
+@op("FILL")
 def fill(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(2)
     _index_input(ctx, 0, 1)
@@ -638,7 +639,7 @@ def _check_paddings(ctx: OpContext, x: Spec, i: int) -> None:
         raise ctx.invalid(f"paddings must have shape [rank, 2], has {paddings.shape}")
 
 
-@register_op("PAD")
+@op("PAD", quantized=Quantized(SAME, 2, int16=3))
 def pad(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(2)
     return _pad_with_zero(ctx, _data(ctx, 0))
@@ -654,7 +655,7 @@ def _pad_with_zero(ctx: OpContext, x: Spec) -> Prepared:
     return _value_dependent(ctx, _pad_plan(x), [1], x.dtype, kernel)
 
 
-@register_op("PADV2")
+@op("PADV2", quantized=Quantized(SAME, 2, int16=3, pad_value=2))
 def padv2(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(2, 3)
     x = _data(ctx, 0)
@@ -674,7 +675,7 @@ def padv2(ctx: OpContext) -> Prepared:
     return _value_dependent(ctx, _pad_plan(x), [1], x.dtype, kernel)
 
 
-@register_op("MIRROR_PAD")
+@op("MIRROR_PAD", quantized=Quantized(SAME, 2, int16=3))
 def mirror_pad(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(2)
     x = _data(ctx, 0)
@@ -695,7 +696,7 @@ def mirror_pad(ctx: OpContext) -> Prepared:
 # -- shape queries --------------------------------------------------------------------------
 
 
-@register_op("SHAPE")
+@op("SHAPE", reads_shape_only=True)
 def shape(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(1)
     x = ctx.input(0)
@@ -708,7 +709,7 @@ def shape(ctx: OpContext) -> Prepared:
                     [ctx.output_spec(0, (x.rank,), dtype, value=value)])
 
 
-@register_op("RANK")
+@op("RANK", reads_shape_only=True)
 def rank(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(1)
     x = ctx.input(0)
@@ -726,7 +727,7 @@ def _block_size(ctx: OpContext) -> int:
     return block
 
 
-@register_op("DEPTH_TO_SPACE")
+@op("DEPTH_TO_SPACE", quantized=Quantized(SAME, 1))
 def depth_to_space(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(1)
     x = _data(ctx, 0)
@@ -745,7 +746,7 @@ def depth_to_space(ctx: OpContext) -> Prepared:
     return Prepared(run, [ctx.output_spec(0, out_shape, x.dtype)])
 
 
-@register_op("SPACE_TO_DEPTH")
+@op("SPACE_TO_DEPTH", quantized=Quantized(SAME, 2))
 def space_to_depth(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(1)
     x = _data(ctx, 0)
@@ -778,7 +779,7 @@ def _block_shape(ctx: OpContext, x: Spec, what: str) -> tuple[list[int], np.ndar
     return block, pairs
 
 
-@register_op("BATCH_TO_SPACE_ND")
+@op("BATCH_TO_SPACE_ND", quantized=Quantized(SAME, 2, int16=4))
 def batch_to_space_nd(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(3)
     x = _data(ctx, 0)
@@ -805,7 +806,7 @@ def batch_to_space_nd(ctx: OpContext) -> Prepared:
     return Prepared(run, [ctx.output_spec(0, out_shape, x.dtype)])
 
 
-@register_op("SPACE_TO_BATCH_ND")
+@op("SPACE_TO_BATCH_ND", quantized=Quantized(SAME, 2, int16=4))
 def space_to_batch_nd(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(3)
     x = _data(ctx, 0)
@@ -834,7 +835,7 @@ def space_to_batch_nd(ctx: OpContext) -> Prepared:
 # -- reordering and searching ---------------------------------------------------------------
 
 
-@register_op("REVERSE_V2")
+@op("REVERSE_V2")
 def reverse_v2(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(2)
     x = _data(ctx, 0)
@@ -846,7 +847,7 @@ def reverse_v2(ctx: OpContext) -> Prepared:
                     [ctx.output_spec(0, x.shape, x.dtype)])
 
 
-@register_op("WHERE")
+@op("WHERE")
 def where(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(1)
     condition = _data(ctx, 0)
@@ -858,7 +859,7 @@ def where(ctx: OpContext) -> Prepared:
                     [ctx.output_spec(0, shape, "int64")])
 
 
-@register_op("CUMSUM")
+@op("CUMSUM")
 def cumsum(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(2)
     x = ctx.input(0)
@@ -883,7 +884,7 @@ def cumsum(ctx: OpContext) -> Prepared:
     return Prepared(run, [ctx.output_spec(0, x.shape, x.dtype)])
 
 
-@register_op("ONE_HOT")
+@op("ONE_HOT")
 def one_hot(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(4)
     indices = _index_input(ctx, 0, *range(8))
@@ -911,7 +912,7 @@ def one_hot(ctx: OpContext) -> Prepared:
     return _value_dependent(ctx, plan, [1], on.dtype, kernel)
 
 
-@register_op("RANGE")
+@op("RANGE")
 def range_(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(3)
     specs = [ctx.input(i) for i in range(3)]
@@ -957,11 +958,11 @@ def _arg_reduce(ctx: OpContext, pick) -> Prepared:
                     [ctx.output_spec(0, out_shape, dtype)])
 
 
-@register_op("ARG_MAX")
+@op("ARG_MAX")
 def arg_max(ctx: OpContext) -> Prepared:
     return _arg_reduce(ctx, np.argmax)
 
 
-@register_op("ARG_MIN")
+@op("ARG_MIN")
 def arg_min(ctx: OpContext) -> Prepared:
     return _arg_reduce(ctx, np.argmin)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..runtime.registry import OpContext, Prepared, register_op
+from ..runtime.registry import OpContext, Prepared
+from .opdef import op
 
 REAL_OF = {"complex64": "float32", "complex128": "float64"}
 
@@ -18,22 +19,22 @@ def _complex_part(ctx: OpContext, part) -> Prepared:
                     [ctx.output_spec(0, x.shape, dtype)])
 
 
-@register_op("REAL")
+@op("REAL")
 def real(ctx: OpContext) -> Prepared:
     return _complex_part(ctx, np.real)
 
 
-@register_op("IMAG")
+@op("IMAG")
 def imag(ctx: OpContext) -> Prepared:
     return _complex_part(ctx, np.imag)
 
 
-@register_op("COMPLEX_ABS")
+@op("COMPLEX_ABS")
 def complex_abs(ctx: OpContext) -> Prepared:
     return _complex_part(ctx, np.abs)
 
 
-@register_op("RFFT2D")
+@op("RFFT2D")
 def rfft2d(ctx: OpContext) -> Prepared:
     """The 2-D FFT of a real signal over its last two axes, cropped or zero-padded to
     fft_length (powers of two, as TFLite requires); output [..., h, w / 2 + 1] complex64.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..runtime.registry import OpContext, Prepared, register_op
+from ..runtime.registry import OpContext, Prepared
+from .opdef import op
 
 SPACE = b" \t\n\v\f\r"  # C's isspace
 
@@ -45,7 +46,7 @@ def skip_grams(words: list[bytes], size: int, max_skip: int, all_sizes: bool) ->
     return grams
 
 
-@register_op("SKIP_GRAM")
+@op("SKIP_GRAM")
 def skip_gram(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(1)
     x = ctx.input(0)

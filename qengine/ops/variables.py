@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import numpy_dtype
-from ..runtime.registry import OpContext, Prepared, Spec, register_op
+from ..runtime.registry import OpContext, Prepared, Spec
+from .opdef import op
 
 
 def variable_names(options) -> tuple[str, str]:
@@ -34,7 +35,7 @@ def _expect_handle(ctx: OpContext, spec: Spec) -> None:
                           f"element")
 
 
-@register_op("VAR_HANDLE")
+@op("VAR_HANDLE")
 def var_handle(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(0)
     resource_id = ctx.interpreter.resources.handle(*variable_names(ctx.options))
@@ -42,7 +43,7 @@ def var_handle(ctx: OpContext) -> Prepared:
     return Prepared(lambda: handle, [ctx.output_spec(0, handle.shape)], foldable=False)
 
 
-@register_op("READ_VARIABLE")
+@op("READ_VARIABLE")
 def read_variable(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(1)
     _expect_handle(ctx, ctx.input(0))
@@ -62,7 +63,7 @@ def read_variable(ctx: OpContext) -> Prepared:
     return Prepared(run, [ctx.output_spec(0, shape)], foldable=False)
 
 
-@register_op("ASSIGN_VARIABLE")
+@op("ASSIGN_VARIABLE")
 def assign_variable(ctx: OpContext) -> Prepared:
     ctx.expect_inputs(2)
     _expect_handle(ctx, ctx.input(0))
@@ -78,7 +79,7 @@ def assign_variable(ctx: OpContext) -> Prepared:
     return Prepared(run, [], foldable=False)
 
 
-@register_op("CALL_ONCE")
+@op("CALL_ONCE")
 def call_once(ctx: OpContext) -> Prepared:
     """Runs the init subgraph on the first invocation only (until `reset_variables()`)."""
     index = getattr(ctx.options, "initSubgraphIndex", None)

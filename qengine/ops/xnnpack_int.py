@@ -31,6 +31,7 @@ from qengine.kernels.fast_conv import (
 from qengine.kernels.fast_fc import pack_fc_weights
 from qengine.kernels.xnnpack import requantization_scales, requantize_fp32
 
+from ..qparams import quantize_bound_xnnpack
 from ..runtime.registry import OpContext, Prepared
 from .common import RELU, RELU6, RELU_N1_TO_1, fused_activation, use_fast_kernels
 
@@ -38,19 +39,12 @@ _FC_GEOMETRY = (1, 1, 1, 1, 0, 0, 1, 1)  # stride, dilation, padding, out size o
 XNNPACK_MAX_SCALE = 256.0  # xnn_create_* refuse requantization scales >= 256
 
 
-def _quantize_bound(value: float, scale: float, zero_point: int) -> int:
-    """A fused activation bound in the output's int8 units: rint(v / s + zp) in float32,
-    clamped to [-128, 127] (XNNPACK quantizes the delegate's float output_min/max)."""
-    q = np.rint(np.float32(value) / np.float32(scale) + np.float32(zero_point))
-    return int(np.clip(q, -128, 127))
-
-
 def activation_range(ctx: OpContext, scale: float, zero_point: int) -> tuple[int, int]:
     """The int8 clamp of the fused activation, from its float range [0, 6], [-1, 1], ..."""
     low, high = {RELU: (0.0, None), RELU6: (0.0, 6.0),
                  RELU_N1_TO_1: (-1.0, 1.0)}.get(fused_activation(ctx), (None, None))
-    act_min = -128 if low is None else _quantize_bound(low, scale, zero_point)
-    act_max = 127 if high is None else _quantize_bound(high, scale, zero_point)
+    act_min = -128 if low is None else quantize_bound_xnnpack(low, scale, zero_point)
+    act_max = 127 if high is None else quantize_bound_xnnpack(high, scale, zero_point)
     return act_min, act_max
 
 

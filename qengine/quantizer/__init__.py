@@ -61,8 +61,8 @@ def quantize(model, mode: str | None = None, calibration=None, *,
             "per_channel" if per_channel else "per_tensor",
             weight_bits=weight_bits, block_size=block_size, weight_clipping=weight_clipping,
             weight_rounding=weight_rounding))
-        options = Int8Options(inference_type or ACTIVATIONS[mode], per_channel, strict,
-                              frozenset(keep_float), ACTIVATIONS[mode], recipe)
+        options = Int8Options(inference_type or ACTIVATIONS[mode], strict, frozenset(keep_float),
+                              recipe)
         result = _full_integer(work, calibration, options, quiet, factory, statistics)
     elif mode in ("dynamic", "weight-only", "float16"):
         hessians = _gptq_hessians(work, calibration, weight_rounding, mode)

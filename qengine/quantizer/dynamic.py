@@ -2,11 +2,11 @@
 
 Both follow what TensorFlow's converter writes, so the files look like its own:
 
-- dynamic: the filters of CONV_2D (per channel, axis 0), DEPTHWISE_CONV_2D (axis 3) and
-  FULLY_CONNECTED (axis 0) become int8 symmetric in [-127, 127]; filters with fewer than 1024
-  elements, biases and activations stay float. FULLY_CONNECTED gets
-  `asymmetric_quantize_inputs` (the converter's default). At run time the kernels quantize
-  their float input on the fly ("hybrid" kernels).
+- dynamic: the filters of the ops whose definition has `Hybrid` facts (CONV_2D,
+  DEPTHWISE_CONV_2D, FULLY_CONNECTED) become int8 symmetric in [-127, 127], per channel on the
+  weight's output-channel axis; filters with fewer than 1024 elements, biases and activations
+  stay float. FULLY_CONNECTED gets `asymmetric_quantize_inputs` (the converter's default).
+  At run time the kernels quantize their float input on the fly ("hybrid" kernels).
 - float16: every float32 constant an op reads becomes a float16 constant feeding a DEQUANTIZE
   (version 3), which the runtime folds back to float32 once, at load.
 """
@@ -27,7 +27,8 @@ from ..ir import (
     verify,
 )
 from ..lowbit import blockwise_fc_problem
-from ..ops.common import filter_types
+from ..ops.opdef import Weight, definitions
+from ..ops.quantization import DENSIFY, DEQUANTIZE
 from .gptq import gptq_round
 from .scheme import Scheme
 from .weights import (
@@ -40,13 +41,16 @@ from .weights import (
 
 MIN_ELEMENTS = 1024  # the converter leaves smaller filters in float
 
-# op -> (filter input, per-channel axis, hybrid version per-tensor, per-channel)
-HYBRID_OPS = {
-    "CONV_2D": (1, 0, 2, 5),
-    "DEPTHWISE_CONV_2D": (1, 3, 4, 6),
-    "FULLY_CONNECTED": (1, 0, 3, 12),
-}
-ASYMMETRIC_FC_VERSION = 9  # per-tensor weights with asymmetric input quantization
+
+def hybrid_ops() -> dict:
+    """Op type -> definition, for the ops with a hybrid kernel (their `Hybrid` facts)."""
+    return {name: d for name, d in definitions().items()
+            if d.hybrid is not None and d.weight is not None}
+
+
+def weight_only_ops() -> dict:
+    """Op type -> weight facts, for every op with a weight input (weight-only mode)."""
+    return {name: d.weight for name, d in definitions().items() if d.weight is not None}
 
 
 def quantize_dynamic(model: Model, per_channel: bool = True, asymmetric_inputs: bool = True,
@@ -61,15 +65,16 @@ def quantize_dynamic(model: Model, per_channel: bool = True, asymmetric_inputs: 
     does), unless `min_elements` says otherwise. A filter several ops share is quantized once."""
     if min_elements is None:
         min_elements = MIN_ELEMENTS if weight_bits == 8 and not block_size else 0
-    count = 0
+    count, hybrid = 0, hybrid_ops()
     for graph in model.subgraphs:
         producers = graph.producers()
         done: dict[tuple, Tensor] = {}  # (filter, axis, per channel) -> its quantized tensor
         for op in graph.operators:
-            spec = HYBRID_OPS.get(op.type)
-            if spec is None or op.inputs[0] is None or op.inputs[0].dtype != "float32":
+            definition = hybrid.get(op.type)
+            if definition is None or op.inputs[0] is None or op.inputs[0].dtype != "float32":
                 continue
-            index, axis, version, channel_version = spec
+            facts, weight = definition.hybrid, definition.weight
+            index, axis = weight.input, weight.axis
             w = op.inputs[index] if index < len(op.inputs) else None
             values = float_weights(w, producers)
             if values is None or (values.size < min_elements and w.is_constant):
@@ -78,32 +83,34 @@ def quantize_dynamic(model: Model, per_channel: bool = True, asymmetric_inputs: 
                 continue  # a sparse weight its dense quantized form would not shrink
             # TFLite's hybrid depthwise kernel reads one scale per channel whatever the file
             # holds, so depthwise filters stay per-channel even when per-tensor is asked for
-            channelwise = per_channel or op.type == "DEPTHWISE_CONV_2D"
+            channelwise = per_channel or facts.always_per_channel
             key = (id(w), axis, channelwise)
             if key not in done:
-                done[key] = _hybrid_filter(op, w.name, values, axis, weight_bits, block_size,
+                done[key] = _hybrid_filter(op, weight, w.name, values, weight_bits, block_size,
                                            channelwise, clipping, (hessians or {}).get(id(op)))
             op.inputs[index] = done[key]
-            op.opcode = OpCode(op.type, max(op.opcode.version,
-                                            channel_version if channelwise else version))
-            if op.type == "FULLY_CONNECTED":
+            version = facts.per_channel if channelwise else facts.per_tensor
+            if facts.asymmetric_inputs is not None:  # FULLY_CONNECTED's option
                 op.options.asymmetricQuantizeInputs = asymmetric_inputs
                 if asymmetric_inputs and not per_channel:
-                    op.opcode = OpCode(op.type, max(op.opcode.version, ASYMMETRIC_FC_VERSION))
+                    version = max(version, facts.asymmetric_inputs)
+            op.opcode = OpCode(op.type, max(op.opcode.version, version))
             count += 1
         drop_unused_ops(graph)
-    _expect_some(count, "dynamic", "CONV_2D, DEPTHWISE_CONV_2D or FULLY_CONNECTED op with a "
-                 "constant float filter" + (f" of at least {min_elements} values"
-                                            if min_elements else "") + " and a float input")
+    _expect_some(count, "dynamic", f"{', '.join(sorted(hybrid))} op with a constant float "
+                 f"filter" + (f" of at least {min_elements} values" if min_elements else "")
+                 + " and a float input")
     verify(model)
     return model
 
 
-def _hybrid_filter(op, name: str, values: np.ndarray, axis: int, bits: int, block_size: int,
-                   channelwise: bool, clipping: str = "minmax", h=None) -> Tensor:
+def _hybrid_filter(op, weight: Weight, name: str, values: np.ndarray, bits: int,
+                   block_size: int, channelwise: bool, clipping: str = "minmax",
+                   h=None) -> Tensor:
     """The quantized filter of a hybrid op, in a format TFLite has a hybrid kernel for."""
     dtype = storage_dtype(bits)
-    allowed = filter_types(op.type, "float32")
+    axis = weight.axis
+    allowed = weight.types_for("float32")
     where = f"{op.type} {op.outputs[0].name!r}"
     if dtype not in allowed:
         raise QuantizationError(
@@ -111,7 +118,8 @@ def _hybrid_filter(op, name: str, values: np.ndarray, axis: int, bits: int, bloc
             f"{', '.join(allowed)}); choose --weight-bits "
             f"{'8' if allowed == ('int8',) else '4 or 8'} for it")
     if block_size:
-        return _blockwise_filter(where, op, name, values, bits, block_size, dtype, clipping, h)
+        return _blockwise_filter(where, op, weight, name, values, bits, block_size, dtype,
+                                 clipping, h)
     scheme = Scheme(weight_bits=bits, granularity="per_channel" if channelwise else "per_tensor",
                     weight_clipping=clipping)
     q, quant = scheme_weights(values, axis, scheme)
@@ -124,12 +132,14 @@ def _hybrid_filter(op, name: str, values: np.ndarray, axis: int, bits: int, bloc
     return weights
 
 
-def _blockwise_filter(where: str, op, name: str, values: np.ndarray, bits: int,
+def _blockwise_filter(where: str, op, weight: Weight, name: str, values: np.ndarray, bits: int,
                       block_size: int, dtype: str, clipping: str = "minmax", h=None) -> Tensor:
     units, depth = values.shape if values.ndim == 2 else (values.shape[0], -1)
-    problem = None if op.type == "FULLY_CONNECTED" else (
-        f"TFLite runs blockwise weights only in FULLY_CONNECTED (and EMBEDDING_LOOKUP), not "
-        f"{op.type}")
+    blockwise = {op_type for op_type, w in weight_only_ops().items() if w.blockwise}
+    hybrid = sorted(blockwise & set(hybrid_ops()))  # FULLY_CONNECTED; EMBEDDING_LOOKUP besides
+    problem = None if weight.blockwise else (
+        f"TFLite runs blockwise weights only in {', '.join(hybrid)} (and "
+        f"{', '.join(sorted(blockwise - set(hybrid)))}), not {op.type}")
     problem = problem or blockwise_fc_problem(dtype, units, depth)
     if not problem and depth % block_size:
         problem = f"block size {block_size} does not divide the depth {depth}"
@@ -155,16 +165,6 @@ def _blockwise_filter(where: str, op, name: str, values: np.ndarray, bits: int,
     return weights
 
 
-# op -> (weight input, per-channel axis) for weight-only quantization
-WEIGHT_ONLY_OPS = {
-    "FULLY_CONNECTED": (1, 0),
-    "CONV_2D": (1, 0),
-    "DEPTHWISE_CONV_2D": (1, 3),
-    "TRANSPOSE_CONV": (1, 0),
-    "EMBEDDING_LOOKUP": (1, 0),
-}
-
-
 def quantize_weight_only(model: Model, weight_bits: int = 8, per_channel: bool = True,
                          block_size: int = 0, clipping: str = "minmax",
                          hessians: dict | None = None) -> Model:
@@ -178,13 +178,14 @@ def quantize_weight_only(model: Model, weight_bits: int = 8, per_channel: bool =
     scheme = Scheme(weight_bits=weight_bits,
                     granularity="per_channel" if per_channel else "per_tensor",
                     weight_clipping=clipping)
-    count = 0
+    count, weights = 0, weight_only_ops()
     for graph in model.subgraphs:
         producers = graph.producers()
         operators = []
         done: dict[tuple, Tensor] = {}  # (weight, axis) -> its DEQUANTIZE output
         for op in graph.operators:
-            spec = WEIGHT_ONLY_OPS.get(op.type)
+            weight = weights.get(op.type)
+            spec = None if weight is None else (weight.input, weight.axis)
             values = None
             if spec is not None and spec[0] < len(op.inputs):
                 if (id(op.inputs[spec[0]]), spec[1]) in done:
@@ -208,7 +209,7 @@ def quantize_weight_only(model: Model, weight_bits: int = 8, per_channel: bool =
                 stored.data = q
                 expanded = Tensor(name + "_dequant", q.shape, "float32")
                 graph.tensors.extend([stored, expanded])
-                operators.append(Operator(OpCode("DEQUANTIZE", DEQUANTIZE_VERSION[dtype]),
+                operators.append(Operator(OpCode(DEQUANTIZE, DEQUANTIZE_VERSION[dtype]),
                                           [stored], [expanded]))
                 done[(id(op.inputs[index]), axis)] = expanded
                 op.inputs[index] = expanded
@@ -216,7 +217,7 @@ def quantize_weight_only(model: Model, weight_bits: int = 8, per_channel: bool =
             operators.append(op)
         graph.operators = operators
         drop_unused_ops(graph)
-    _expect_some(count, "weight-only", f"{', '.join(WEIGHT_ONLY_OPS)} op with a constant float "
+    _expect_some(count, "weight-only", f"{', '.join(sorted(weights))} op with a constant float "
                  f"weight")
     verify(model)
     return model
@@ -241,9 +242,9 @@ def float_weights(t: Tensor | None, producers: dict) -> np.ndarray | None:
     source = producers.get(id(t))
     if source is None or source.inputs[0] is None:
         return None
-    if source.type == "DEQUANTIZE" and t.dtype == "float32":
+    if source.type == DEQUANTIZE and t.dtype == "float32":
         return float_weights(source.inputs[0], producers)
-    if source.type == "DENSIFY" and source.inputs[0].is_constant \
+    if source.type == DENSIFY and source.inputs[0].is_constant \
             and source.inputs[0].dtype in FLOAT_WEIGHTS:
         from ..ops.quantization import densify_tensor
         from .passes import _Where
@@ -260,7 +261,7 @@ def _denser_than_sparse(t: Tensor, producers: dict, count: int, bits: int) -> bo
     the dense quantized weight would: such a weight is left as it is."""
     while t is not None and not t.is_constant:
         source = producers.get(id(t))
-        if source is None or source.type not in ("DEQUANTIZE", "DENSIFY"):
+        if source is None or source.type not in (DEQUANTIZE, DENSIFY):
             return False
         t = source.inputs[0]
     if t is None or t.sparsity is None:
@@ -294,7 +295,7 @@ def quantize_float16(model: Model) -> Model:
         for op in graph.operators:
             for i, t in enumerate(op.inputs):
                 if t is None or not t.is_constant or t.dtype != "float32" or op.type == \
-                        "DEQUANTIZE":
+                        DEQUANTIZE:
                     continue
                 if id(t) not in converted:
                     converted[id(t)] = _float16_constant(graph, t, operators)
@@ -312,5 +313,5 @@ def _float16_constant(graph, t: Tensor, operators: list[Operator]) -> Tensor:
     half.data = t.data.astype(np.float16)
     upcast = Tensor(t.name, t.shape, "float32")
     graph.tensors.extend([half, upcast])
-    operators.append(Operator(OpCode("DEQUANTIZE", 3), [half], [upcast]))
+    operators.append(Operator(OpCode(DEQUANTIZE, 3), [half], [upcast]))
     return upcast

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..numerics import round_half_away
+from ..ops.opdef import OHWI, OI, definitions
+from ..qparams import quantize
 
 DAMPING = 0.01
 
@@ -50,15 +51,17 @@ def gptq_round(w: np.ndarray, h: np.ndarray, qmax: int, scales: np.ndarray | Non
             s = block_scales[:, j // block_size]
         else:
             s = scales
-        q[:, j] = np.clip(round_half_away(w[:, j] / s), -qmax, qmax)
+        q[:, j] = quantize(w[:, j], s, 0, "int8", "float64", qrange=(-qmax, qmax))
         error = (w[:, j] - q[:, j] * s) / u[j, j]
         w[:, j + 1:] -= np.outer(error, u[j, j + 1:])
     return q, (block_scales if block_size else np.asarray(scales))
 
 
-# ops whose filter GPTQ rounds: op type -> how an input batch becomes rows of the filter's
-# columns
-GPTQ_OPS = ("FULLY_CONNECTED", "CONV_2D")
+# ops whose filter GPTQ rounds: the definitions' weights laid out OI (FULLY_CONNECTED) or OHWI
+# applied to input 0 (CONV_2D; not TRANSPOSE_CONV, whose data is input 2)
+GPTQ_OPS = tuple(sorted(
+    name for name, d in definitions().items() if d.weight is not None
+    and d.weight.layout in (OI, OHWI) and (d.quantized is None or d.quantized.data_input == 0)))
 
 
 def layer_hessians(model, calibration, ops) -> dict[int, np.ndarray]:
@@ -94,9 +97,9 @@ def _filter_inputs(op, x) -> np.ndarray | None:
         return None
     w = op.inputs[1]
     x = np.asarray(x, np.float64)
-    if op.type == "FULLY_CONNECTED":
+    if definitions()[op.type].weight.layout == OI:
         return x.reshape(-1, w.shape[-1])
-    from ..ops.conv import geometry, patches
+    from ..ops.common import geometry, patches
     from ..runtime.registry import OpContext
 
     g = geometry(OpContext(op, 0, []), x.shape, w.shape[1], w.shape[2])

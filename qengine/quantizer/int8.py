@@ -8,7 +8,7 @@ with DEQUANTIZE before and QUANTIZE after them.
 
 16x8 (TFLite's EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8): activations int16
 symmetric (zero point 0, scale max|x| / 32767), the same int8 weights, int64 biases, and a
-smaller set of ops (RULES_16X8).
+smaller set of ops (the definitions' `Quantized.int16`).
 
 The pass walks the ops in order. Every float activation `t` of the original graph may end up
 with an integer version (`as_int[t]`), a float version (`as_float[t]`) or both; conversion
@@ -17,121 +17,39 @@ ops are inserted lazily, only where a consumer needs the other representation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..builder import options
-from ..calibrate import choose_qparams
 from ..errors import QuantizationError
 from ..ir import Model, OpCode, Operator, Quantization, Tensor, verify
 from ..ops.common import filter_types
-from . import variables
+from ..ops.opdef import FIXED, REQUANT, SAME, SHARED, Quantized, Weight, definitions
+from ..ops.quantization import DEQUANTIZE, QUANTIZE
+from ..qparams import choose_qparams, int_range, quantize, quantize_symmetric
+from . import lstm, variables
 from .gptq import gptq_round
+from .policies import RANGE_POLICIES
 from .scheme import Recipe, Scheme
 from .weights import (
     affine_constant,
     bias_int32,
+    bias_int64,
     fake_quantized_weights,
-    round_half_away,
     scheme_weights,
     storage_dtype,
 )
 
-# How each op's int8 output parameters are chosen. Versions are the converter's for int8 where
-# TFLite's reference resolver registers them; PRELU, SQUEEZE, DEPTH_TO_SPACE, RELU_N1_TO_1 and
-# ELU stay at 1, the highest version BUILTIN_REF knows (kernels dispatch on types, not versions).
-REQUANT, SAME, FIXED, SHARED = "requant", "same", "fixed", "shared"
-
-
-@dataclass(frozen=True)
-class Rule:
-    output: str  # REQUANT: from its own statistics; SAME: the input's; FIXED; SHARED: inputs too
-    version: int  # the op version TFLite's converter writes for the int8 kernel
-    weights: tuple = ()  # (input index, axis) of filters to quantize symmetric per channel
-    bias: int | None = None  # input index of the bias
-    fixed: tuple[float, int] | None = None
-
-
-_CONV = dict(weights=((1, 0),), bias=2)
-RULES = {
-    "CONV_2D": Rule(REQUANT, 3, **_CONV),
-    "DEPTHWISE_CONV_2D": Rule(REQUANT, 3, weights=((1, 3),), bias=2),
-    "FULLY_CONNECTED": Rule(REQUANT, 4, **_CONV),
-    "TRANSPOSE_CONV": Rule(REQUANT, 3, weights=((1, 0),), bias=3),
-    "BATCH_MATMUL": Rule(REQUANT, 2),
-    "ADD": Rule(REQUANT, 2),
-    "SUB": Rule(REQUANT, 2),
-    "MUL": Rule(REQUANT, 2),
-    "SQUARED_DIFFERENCE": Rule(REQUANT, 2),
-    "MEAN": Rule(REQUANT, 2),
-    "SUM": Rule(REQUANT, 2),
-    "HARD_SWISH": Rule(REQUANT, 1),
-    "LEAKY_RELU": Rule(REQUANT, 2),
-    "PRELU": Rule(REQUANT, 1),
-    "RELU": Rule(REQUANT, 2),
-    "RELU6": Rule(REQUANT, 2),
-    "RELU_N1_TO_1": Rule(REQUANT, 1),
-    "ELU": Rule(REQUANT, 1),
-    "GELU": Rule(REQUANT, 2),
-    "EXP": Rule(REQUANT, 2),
-    "LOG": Rule(REQUANT, 2),
-    "RSQRT": Rule(REQUANT, 2),
-    "ABS": Rule(REQUANT, 2),
-    # comparisons read two int8 inputs and write bools (no output rule); see _comparable
-    "EQUAL": Rule(REQUANT, 2),
-    "NOT_EQUAL": Rule(REQUANT, 2),
-    "LESS": Rule(REQUANT, 2),
-    "LESS_EQUAL": Rule(REQUANT, 2),
-    "GREATER": Rule(REQUANT, 2),
-    "GREATER_EQUAL": Rule(REQUANT, 2),
-    "SOFTMAX": Rule(FIXED, 2, fixed=(1 / 256, -128)),
-    "LOGISTIC": Rule(FIXED, 2, fixed=(1 / 256, -128)),
-    "TANH": Rule(FIXED, 2, fixed=(1 / 128, 0)),
-    "L2_NORMALIZATION": Rule(FIXED, 2, fixed=(1 / 128, 0)),
-    "LOG_SOFTMAX": Rule(FIXED, 2, fixed=(16 / 256, 127)),
-    "AVERAGE_POOL_2D": Rule(SAME, 2),
-    "MAX_POOL_2D": Rule(SAME, 2),
-    "RESHAPE": Rule(SAME, 1),
-    "SQUEEZE": Rule(SAME, 1),
-    "EXPAND_DIMS": Rule(SAME, 1),
-    "TRANSPOSE": Rule(SAME, 2),
-    "STRIDED_SLICE": Rule(SAME, 2),
-    "SLICE": Rule(SAME, 2),
-    "GATHER": Rule(SAME, 2),
-    "PAD": Rule(SAME, 2),
-    "PADV2": Rule(SAME, 2),
-    "MIRROR_PAD": Rule(SAME, 2),
-    "RESIZE_BILINEAR": Rule(SAME, 2),
-    "RESIZE_NEAREST_NEIGHBOR": Rule(SAME, 2),
-    "DEPTH_TO_SPACE": Rule(SAME, 1),
-    "SPACE_TO_DEPTH": Rule(SAME, 2),
-    "BATCH_TO_SPACE_ND": Rule(SAME, 2),
-    "SPACE_TO_BATCH_ND": Rule(SAME, 2),
-    "SPLIT": Rule(SAME, 2),
-    "SPLIT_V": Rule(SAME, 2),
-    "UNPACK": Rule(SAME, 2),
-    "TILE": Rule(SAME, 2),
-    "BROADCAST_TO": Rule(SAME, 2),
-    "REDUCE_MAX": Rule(SAME, 2),
-    "REDUCE_MIN": Rule(SAME, 2),
-    # ops that only move int8 values (issue #13): the values keep the input's parameters;
-    # index and shape inputs and outputs stay int32
-    "TOPK_V2": Rule(SAME, 2),
-    "MATRIX_DIAG": Rule(SAME, 1),
-    "DILATE": Rule(SHARED, 1),  # the padding value takes the input's parameters
-    "DYNAMIC_UPDATE_SLICE": Rule(SHARED, 1),
-    "MATRIX_SET_DIAG": Rule(SHARED, 1),
-    "SPARSE_TO_DENSE": Rule(SHARED, 3),  # values and default value
-    "CONCATENATION": Rule(SHARED, 2),
-    "PACK": Rule(SHARED, 2),
-    "MAXIMUM": Rule(SHARED, 2),
-    "MINIMUM": Rule(SHARED, 2),
-}
-
-# 16x8: the ops whose int16 reference kernels qengine reproduces. Versions are op_version.cc's for
-# int16 inputs, never below the int8 ones (CONV_2D/DEPTHWISE/FC have no int16 bump without
-# quantized_bias_type, TRANSPOSE_CONV none without it either); ADD/SUB carry
+# Each op's rule comes from its definition (qengine.ops, `Quantized`): how its output
+# parameters are chosen, its op versions, weight, bias and special inputs. Versions are the
+# converter's where TFLite's reference resolver registers them (PRELU, SQUEEZE, DEPTH_TO_SPACE,
+# RELU_N1_TO_1 and ELU stay at 1, the highest version BUILTIN_REF knows; kernels dispatch on
+# types, not versions).
+#
+# 16x8 (`Quantized.int16`): the ops whose int16 reference kernels qengine reproduces. Versions
+# are op_version.cc's for int16 inputs, never below the int8 ones (CONV_2D/DEPTHWISE/FC have no
+# int16 bump without quantized_bias_type, TRANSPOSE_CONV none without it either); ADD/SUB carry
 # pot_scale_int16 = false, as the converter writes them. Fixed outputs: LOGISTIC/TANH need
 # scale 2^-15 and zero point 0 (activations.cc), SOFTMAX zero point 0 and scale 1/32768 (what
 # the converter picks). PADV2's pad value takes the output's parameters (pad.cc checks them).
@@ -150,79 +68,149 @@ RULES = {
 # EXP, LOG, RSQRT and GELU read 513-entry interpolated tables (LUTPopulate<int16_t> in float32);
 # PRELU's alpha is quantized to int8 (affine), because TFLite's int16 kernel reads alpha as int8
 # whatever its type; a computed alpha leaves PRELU float. The converter refuses PRELU in 16x8.
-INT16_VERSIONS = {
-    "ADD": 3, "SUB": 5, "MUL": 4, "MEAN": 3, "SOFTMAX": 3, "LOGISTIC": 3, "TANH": 3,
-    "AVERAGE_POOL_2D": 3, "MAX_POOL_2D": 3, "CONCATENATION": 3, "PACK": 3, "TRANSPOSE": 5,
-    "PAD": 3, "PADV2": 3, "MIRROR_PAD": 3, "SLICE": 4, "GATHER": 4, "SPLIT": 4, "UNPACK": 4,
-    "RESIZE_BILINEAR": 4, "RESIZE_NEAREST_NEIGHBOR": 4, "BATCH_TO_SPACE_ND": 4,
-    "SPACE_TO_BATCH_ND": 4, "MAXIMUM": 4, "MINIMUM": 4, "REDUCE_MAX": 3, "REDUCE_MIN": 3,
-    "TRANSPOSE_CONV": 3, "BATCH_MATMUL": 3, "RELU": 3, "RELU6": 3, "LEAKY_RELU": 2,
-    "BROADCAST_TO": 3, "ABS": 3, "GELU": 2, "EXP": 2, "LOG": 2, "RSQRT": 2, "PRELU": 1,
-}
-INT16_FIXED = {"SOFTMAX": (1 / 32768, 0), "LOGISTIC": (1 / 32768, 0), "TANH": (1 / 32768, 0)}
-INT16_OPS = set(INT16_VERSIONS) | {
-    "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "RESHAPE", "SQUEEZE", "EXPAND_DIMS",
-    "STRIDED_SLICE", "SPLIT_V", "TILE"}
-RULES_16X8 = {name: replace(rule, version=max(rule.version, INT16_VERSIONS.get(name, 0)),
-                            fixed=INT16_FIXED.get(name, rule.fixed))
-              for name, rule in RULES.items() if name in INT16_OPS}
-POT_SCALE_OPTIONS = {"ADD": "AddOptions", "SUB": "SubOptions"}
 
-COMPARISONS = {"EQUAL", "NOT_EQUAL", "LESS", "LESS_EQUAL", "GREATER", "GREATER_EQUAL"}
 
-# Ops that read only the shape of their float input, so any dtype will do.
-SHAPE_ONLY = {"SHAPE", "RANK"}
+@dataclass(frozen=True)
+class Rule:
+    """An op's quantization facts for one activation type (int8 or int16)."""
+
+    facts: Quantized
+    version: int  # the op version to write
+    fixed: tuple[float, int] | None  # FIXED output (scale, zero point)
+    weight: Weight | None
+
+    @property
+    def output(self) -> str:
+        return self.facts.output
+
+    @property
+    def weights(self) -> tuple:
+        """((input index, channel axis),) of the filter to quantize symmetric per channel."""
+        w = self.weight
+        return () if w is None else ((w.input, w.axis),)
+
+    @property
+    def bias(self) -> int | None:
+        return self.facts.bias
+
+
+def rules(activations: str) -> dict[str, Rule]:
+    """Op type -> Rule for int8 or int16 activations, from the op definitions."""
+    found = {}
+    for name, definition in definitions().items():
+        q = definition.quantized
+        if q is None:
+            continue
+        if activations == "int8":
+            found[name] = Rule(q, q.int8, q.fixed, definition.weight)
+        elif q.int16 is not None:
+            found[name] = Rule(q, q.int16, q.fixed16 or q.fixed, definition.weight)
+    return found
+
+
+# UNIDIRECTIONAL_SEQUENCE_LSTM and LSTM: the 8x8_16 form has its own layout (quantizer/lstm.py)
+LSTM_RULE = Rule(Quantized(REQUANT, lstm.VERSION), lstm.VERSION, None, None)
+
+
+def shape_only_ops() -> set[str]:
+    """Ops that read only the shape of their float input, so any dtype will do."""
+    return {name for name, d in definitions().items() if d.reads_shape_only}
 
 
 @dataclass
 class Int8Options:
-    inference_type: str = "int8"  # the model's interface: int8, uint8 or float32
-    per_channel: bool = True
+    """What the rewrite needs beyond the parameters. quantize() folds its legacy keywords
+    (per_channel, observer, mode) into the recipe before it gets here."""
+
+    inference_type: str = "int8"  # the model's interface: int8, uint8 or float32 (16x8: int16)
     strict: bool = False
     keep_float: frozenset = frozenset()  # op output names (or op types) to leave in float
-    activations: str = "int8"  # "int16": the 16x8 scheme
-    recipe: Recipe | None = None  # per-op schemes; None: one scheme from the fields above
+    recipe: Recipe = field(default_factory=Recipe)  # per-op schemes and the range policy
     hessians: dict | None = None  # id(op) -> GPTQ's H, for ops whose scheme rounds with GPTQ
 
-    def resolved_recipe(self) -> Recipe:
-        if self.recipe is not None:
-            return self.recipe
-        granularity = "per_channel" if self.per_channel else "per_tensor"
-        return Recipe(Scheme(activations=self.activations, granularity=granularity))
+    @property
+    def activations(self) -> str:
+        return self.recipe.activations  # "int16": the 16x8 scheme
+
+
+# ---------------------------------------------------------------------------------------------
+# the pass in three stages: statistics (qengine.calibrate) -> choose_params -> rewrite
 
 
 def quantize_int8(model: Model, stats: dict, options: Int8Options) -> Model:
-    """Rewrite `model` (a copy the caller owns) in place and return it."""
+    """Rewrite `model` (a copy the caller owns) in place and return it: the parameters from
+    the statistics, then the graph edits."""
+    return rewrite(model, choose_params(model, stats, options.recipe), options)
+
+
+@dataclass
+class Params:
+    """What choose_params decides: (scale, zero point) per activation tensor name, and per
+    resource variable (one for all its reads and writes, see variables.py)."""
+
+    tensors: dict[str, tuple[float, int]]
+    variables: dict[str, tuple[float, int]] = field(default_factory=dict)
+    # the raw calibrated (min, max) by statistic name: what layouts with their own rules need
+    # (an LSTM's power-of-two cell scale, its gates' ranges before layer norm; lstm.py)
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+def choose_params(model: Model, stats: dict, recipe: Recipe) -> Params:
+    """(scale, zero point) of every activation the statistics saw, and of every variable.
+
+    A tensor's range is its observer's, adjusted by the recipe's range policy; its scheme
+    (power-of-two scales) is that of the op writing it (graph inputs: the default scheme).
+    16x8 activations are symmetric. Pure: the model is not changed.
+    """
+    act = recipe.activations
+    by_tensor = {t.name: recipe.scheme_for(op_names(op)) for op in model.main.operators
+                 for t in op.outputs if t is not None}
+    ranges = {name: observer.range() for name, observer in stats.items() if observer.seen}
+    ranges = RANGE_POLICIES[recipe.range_policy](model, ranges, rules(act))  # see policies.py
+    params = {}
+    for name, (low, high) in ranges.items():
+        scheme = by_tensor.get(name) or recipe.default
+        scale, zero_point = choose_qparams(low, high, act, symmetric=act == "int16",
+                                           power_of_two=scheme.power_of_two)
+        params[name] = (float(scale), zero_point)
+    raw = {name: observer.range() for name, observer in stats.items() if observer.seen}
+    return Params(params, variables.variable_qparams(model, stats, act), raw)
+
+
+def rewrite(model: Model, params: Params, options: Int8Options) -> Model:
+    """The graph edits: integer tensors with `params`, weights, biases, QUANTIZE/DEQUANTIZE at
+    the float boundaries. Records every inserted tensor's source in `model.sources`."""
     interfaces = ("int8", "uint8", "float32") if options.activations == "int8" else \
         (options.activations, "float32")
     if options.inference_type not in interfaces:
         raise QuantizationError(f"inference_type must be {', '.join(interfaces)}, not "
                                 f"{options.inference_type!r}")
     variables.check_subgraphs(model)  # CALL_ONCE init subgraphs only
-    _Pass(model, stats, options).run()
+    _Pass(model, params, options).run()
     verify(model)
     return model
 
 
 class _Pass:
-    def __init__(self, model: Model, stats: dict, options: Int8Options):
-        self.model, self.graph, self.stats, self.options = model, model.main, stats, options
+    def __init__(self, model: Model, params: Params, options: Int8Options):
+        self.model, self.graph, self.options = model, model.main, options
+        self.params = params.tensors
+        self.ranges = params.ranges
         self.as_int: dict[int, Tensor] = {}
         self.as_float: dict[int, Tensor] = {}
         self.ops: list[Operator] = []  # the rewritten op list
         self.consumers = self.graph.consumers()
         self.outputs = {id(t) for t in self.graph.outputs}
         self.act = options.activations  # the activation dtype: int8 or int16
-        self.rules = RULES if self.act == "int8" else RULES_16X8
-        self.recipe = options.resolved_recipe()
+        self.rules = rules(self.act)
+        self.int8_rules = rules("int8")
+        self.shape_only = shape_only_ops()
+        self.recipe = options.recipe
         self.scheme = {id(op): self.recipe.scheme_for(op_names(op)) for op in self.graph.operators}
-        # a tensor's scale follows the scheme of the op that writes it (graph inputs: default)
-        self.tensor_scheme = {id(t): self.scheme[id(op)] for op in self.graph.operators
-                              for t in op.outputs if t is not None}
         self.fake_quantized: set[int] = set()  # ops run in float on fake-quantized weights
         self.float16_copies: dict[int, Tensor] = {}  # float constant -> its DEQUANTIZE(float16)
         # resource variables: one scale and zero point per variable for all reads and writes
-        self.variables = variables.variable_qparams(model, stats, self.act)
+        self.variables = params.variables
         self.handles = variables.handles(self.graph)
 
     # -- driver --------------------------------------------------------------------------------
@@ -239,10 +227,12 @@ class _Pass:
                 continue
             if id(op) in self.fake_quantized:
                 self._fake_quantize_weights(op)
-            if rule is not None and op.type in COMPARISONS and not self._comparable(op):
+            if rule is not None and rule.facts.small_input_scales and not self._comparable(op):
                 rule = None
             if rule is None:
                 self._float_op(op)
+            elif rule is LSTM_RULE:
+                lstm.quantize(self, op)
             else:
                 self._int_op(op, rule)
         self._bind_graph_outputs()
@@ -253,7 +243,9 @@ class _Pass:
     def _quantizable(self, op: Operator) -> Rule | None:
         from fnmatch import fnmatchcase
 
-        rule = RULES.get(op.type)
+        rule = self.int8_rules.get(op.type)
+        if op.type in lstm.OPS and self.act == "int8" and lstm.supported(op):
+            rule = LSTM_RULE
         scheme = self.scheme[id(op)]
         # keep_float entries: op types or output tensor names, exact or fnmatch patterns
         if rule is None or scheme is None or any(
@@ -274,7 +266,7 @@ class _Pass:
 
     def _variable_params(self, op: Operator) -> tuple[float, int] | None:
         """The variable's parameters for a READ_VARIABLE/ASSIGN_VARIABLE of a float variable."""
-        if op.type not in ("READ_VARIABLE", "ASSIGN_VARIABLE") or not op.inputs:
+        if not variables.is_access(op) or not op.inputs:
             return None
         return self.variables.get(self.handles.get(id(op.inputs[0])))
 
@@ -282,7 +274,7 @@ class _Pass:
         """A read gives an integer tensor with the variable's parameters; a write stores its
         value requantized to them (a QUANTIZE op when its parameters differ)."""
         scale, zero_point = self._variable_params(op)
-        if op.type == "READ_VARIABLE":
+        if variables.is_read(op):
             _make_int(op.outputs[0], self.act, scale, zero_point)
             self.as_int[id(op.outputs[0])] = op.outputs[0]
         else:
@@ -296,14 +288,14 @@ class _Pass:
         if source.dtype == self.act and _same_params(source.quantization, target):
             return source
         fixed = self._new(f"{t.name}_{self.act}_variable", t.shape, self.act, target, like=t)
-        self.ops.append(Operator(OpCode("QUANTIZE", self._quantize_version), [source],
+        self.ops.append(Operator(OpCode(QUANTIZE, self._quantize_version), [source],
                                  [fixed]))
         return fixed
 
     def _comparable(self, op: Operator) -> bool:
         """TFLite's int8 comparisons rescale each input by QuantizeMultiplierSmallerThanOne, so
         an input scale of 1 or more (a range over 255 wide, or an all-zero constant) has no
-        int8 kernel: such a comparison stays float."""
+        int8 kernel: such an op (`Quantized.small_input_scales`) stays float."""
         def scale(t: Tensor) -> float:
             if id(t) in self.as_int:
                 return float(self.as_int[id(t)].quantization.scale[0])
@@ -317,14 +309,15 @@ class _Pass:
         """The rule for this pass's activation dtype (None: TFLite has no such kernel)."""
         if rule is None or self.act == "int8":
             return rule
-        if op.type == "PRELU" and not op.inputs[1].is_constant:
-            return None  # the int16 kernel needs an int8 alpha, which only a constant gets
+        if any(i < len(op.inputs) and op.inputs[i] is not None and not op.inputs[i].is_constant
+               for i in rule.facts.int8_inputs):
+            return None  # the int16 kernel reads an int8 input, which only a constant gets
         return self.rules.get(op.type)
 
     def _refuse_float_ops(self, quantized) -> None:
         left = [f"op {i} {op.opcode.display} (output {op.outputs[0].name!r})"
                 for i, (op, rule) in enumerate(zip(self.graph.operators, quantized))
-                if rule is None and op.type not in SHAPE_ONLY and _has_float(op)
+                if rule is None and op.type not in self.shape_only and _has_float(op)
                 and self._variable_params(op) is None]
         if left:
             raise QuantizationError(
@@ -353,7 +346,7 @@ class _Pass:
                 _make_int(t, "uint8", scale, zero_point + 128)
                 inner = self._new(t.name + "_int8", t.shape, "int8",
                                   Quantization.per_tensor(scale, zero_point), like=t)
-                self.ops.append(Operator(OpCode("QUANTIZE", 1), [t], [inner]))
+                self.ops.append(Operator(OpCode(QUANTIZE, 1), [t], [inner]))
                 self.as_int[id(t)] = inner
 
     def _bind_graph_outputs(self) -> None:
@@ -371,7 +364,7 @@ class _Pass:
                 q = source.quantization
                 out = self._new(t.name + "_uint8", t.shape, "uint8", Quantization.per_tensor(
                     float(q.scale[0]), int(q.zero_point[0]) + 128), like=t)
-                self.ops.append(Operator(OpCode("QUANTIZE", 1), [source], [out]))
+                self.ops.append(Operator(OpCode(QUANTIZE, 1), [source], [out]))
                 outputs.append(out)
         _retarget_signatures(self.model, self.graph.outputs, outputs)
         self.graph.outputs = outputs
@@ -382,8 +375,9 @@ class _Pass:
         # keep the user-visible name on the float output; the integer tensor gets a suffix
         name = t.name
         t.name = f"{name}_{self.act}"
+        self.model.sources[t.name] = name
         out = self._new(name, t.shape, "float32", None, like=t)
-        self.ops.append(Operator(OpCode("DEQUANTIZE", self._dequantize_version), [t], [out]))
+        self.ops.append(Operator(OpCode(DEQUANTIZE, self._dequantize_version), [t], [out]))
         self.as_float[id(t)] = out
         return out
 
@@ -392,7 +386,7 @@ class _Pass:
     def _float_op(self, op: Operator) -> None:
         for i, t in enumerate(op.inputs):
             if t is not None and (id(t) in self.as_int or id(t) in self.as_float):
-                op.inputs[i] = t if op.type in SHAPE_ONLY else self._float(t)
+                op.inputs[i] = t if op.type in self.shape_only else self._float(t)
             elif t is not None and _exact_in_float16(t):
                 op.inputs[i] = self._from_float16(t)
         self.ops.append(op)
@@ -410,13 +404,14 @@ class _Pass:
             if i in weights:
                 op.inputs[i] = self._weights(op, t, weights[i])
             elif t.is_constant:  # 16x8 PRELU: TFLite reads alpha as int8
-                op.inputs[i] = self._constant(t, int8=op.type == "PRELU")
+                op.inputs[i] = self._constant(t, int8=bool(rule.facts.int8_inputs))
             else:
                 op.inputs[i] = self._int(t)
         if rule.bias is not None:
             self._bias(op, rule)
-        if op.type == "PADV2" and len(op.inputs) > 2:
-            self._pad_value_like_input(op, float_inputs[2])
+        pad = rule.facts.pad_value
+        if pad is not None and len(op.inputs) > pad:
+            self._pad_value_like_input(op, pad, float_inputs[pad])
         if rule.output == SHARED:
             self._share_params(op)
         else:
@@ -424,9 +419,11 @@ class _Pass:
                 if t is not None and t.dtype == "float32":
                     self._set_output(op, rule, t)
         op.opcode = OpCode(op.type, max(rule.version, op.opcode.version))
-        if self.act == "int16" and op.type in POT_SCALE_OPTIONS:
-            op.options = op.options or options(POT_SCALE_OPTIONS[op.type])
-            op.options.potScaleInt16 = False  # the general-scale int16 kernel (add.cc, sub.cc)
+        if self.act == "int16" and rule.facts.int16_options is not None:
+            # ADD/SUB: potScaleInt16 = False, the general-scale int16 kernel (add.cc, sub.cc)
+            kind, name, value = rule.facts.int16_options
+            op.options = op.options or options(kind)
+            setattr(op.options, name, value)
         self.ops.append(op)
 
     def _set_output(self, op: Operator, rule: Rule, t: Tensor) -> None:
@@ -455,16 +452,17 @@ class _Pass:
             else:
                 fixed = self._new(t.name + "_requantized", t.shape, self.act,
                                   Quantization.per_tensor(scale, zero_point), like=t)
-                self.ops.append(Operator(OpCode("QUANTIZE", self._quantize_version), [t],
+                self.ops.append(Operator(OpCode(QUANTIZE, self._quantize_version), [t],
                                          [fixed]))
                 op.inputs[i] = fixed
 
     def _can_retarget(self, t: Tensor) -> bool:
         """A tensor only this op reads, written by an op that may choose its output scale."""
         producer = next((op for op in self.ops if t in op.outputs), None)
-        return (producer is not None and self.rules.get(producer.type, Rule(SAME, 1)).output
-                == REQUANT and len(self.consumers.get(id(t), [])) == 1
-                and id(t) not in self.outputs and not t.is_constant)
+        rule = self.rules.get(producer.type) if producer is not None else None
+        return (rule is not None and rule.output == REQUANT
+                and len(self.consumers.get(id(t), [])) == 1 and id(t) not in self.outputs
+                and not t.is_constant)
 
     # -- constants -----------------------------------------------------------------------------
 
@@ -489,7 +487,7 @@ class _Pass:
     def _fake_quantize_weights(self, op: Operator) -> None:
         """Replace the filter by dequantize(quantize(filter)) under the op's research scheme."""
         scheme = self.scheme[id(op)]
-        for index, axis in RULES[op.type].weights:
+        for index, axis in self.int8_rules[op.type].weights:
             w = op.inputs[index]
             fake = fake_quantized_weights(w.data.astype(np.float32), axis, scheme)
             op.inputs[index] = self._new_constant(w.name, fake, None)
@@ -505,15 +503,13 @@ class _Pass:
             self.model.simulated[name] = f"{op.type} {name!r} ({scheme.describe()}): {problem}"
 
     def _bias(self, op: Operator, rule: Rule) -> None:
-        x, w = op.inputs[0], op.inputs[rule.weights[0][0]]
-        if op.type == "TRANSPOSE_CONV":
-            x = op.inputs[2]
+        x, w = op.inputs[rule.facts.data_input], op.inputs[rule.weights[0][0]]
         channels = w.quantization.scale.size if w.quantization.scale.size > 1 else \
             w.shape[rule.weights[0][1]]
         index = rule.bias
         bias = op.inputs[index] if index < len(op.inputs) else None
-        if bias is None and op.type in ("FULLY_CONNECTED", "TRANSPOSE_CONV"):
-            return  # optional for these kernels
+        if bias is None and rule.facts.bias_optional:
+            return  # optional for this kernel (FULLY_CONNECTED, TRANSPOSE_CONV)
         values = np.zeros(channels, np.float32) if bias is None else \
             bias.data.astype(np.float32).reshape(-1)
         if bias is not None and not bias.is_constant:
@@ -522,7 +518,7 @@ class _Pass:
         if weight_scales.size == 1:
             weight_scales = np.repeat(weight_scales, channels)
         if self.act == "int16":  # 16x8 kernels accumulate in int64 and take int64 biases
-            q, quant = _bias_int64(values, x.scale, weight_scales)
+            q, quant = bias_int64(values, x.scale, weight_scales)
         else:
             q, quant = bias_int32(values, x.scale, weight_scales)
         name = bias.name if bias is not None else op.outputs[0].name + "_bias"
@@ -531,7 +527,7 @@ class _Pass:
             op.inputs.append(None)
         op.inputs[index] = tensor
 
-    def _pad_value_like_input(self, op: Operator, value: Tensor | None) -> None:
+    def _pad_value_like_input(self, op: Operator, index: int, value: Tensor | None) -> None:
         """pad.cc requires PADV2's pad value to have the output's scale and zero point, which
         are the input's (SAME): q = clamp(round(v / s_in) + zp_in) in the activation type
         (16x8: zp 0 and [-32767, 32767], the symmetric range)."""
@@ -539,11 +535,10 @@ class _Pass:
             return
         q_in = op.inputs[0].quantization
         scale, zero_point = float(q_in.scale[0]), int(q_in.zero_point[0])
-        low, high = (-32767, 32767) if self.act == "int16" else (-128, 127)
-        q = np.clip(round_half_away(value.data.astype(np.float64) / np.float64(scale))
-                    + zero_point, low, high)
-        op.inputs[2] = self._new_constant(value.name, q.astype(self.act),
-                                          Quantization.per_tensor(scale, zero_point))
+        q = quantize(value.data, scale, zero_point, self.act, "float64",
+                     qrange=int_range(self.act, narrow=self.act == "int16"))
+        op.inputs[index] = self._new_constant(value.name, q, Quantization.per_tensor(
+            scale, zero_point))
 
     def _constant(self, t: Tensor, int8: bool = False) -> Tensor:
         value = t.data.astype(np.float32)
@@ -566,7 +561,7 @@ class _Pass:
         scale, zero_point = self._qparams(t)
         q = self._new(f"{t.name}_{self.act}", t.shape, self.act,
                       Quantization.per_tensor(scale, zero_point), like=t)
-        self.ops.append(Operator(OpCode("QUANTIZE", self._quantize_version),
+        self.ops.append(Operator(OpCode(QUANTIZE, self._quantize_version),
                                  [self.as_float[id(t)]], [q]))
         self.as_int[id(t)] = q
         return q
@@ -575,7 +570,7 @@ class _Pass:
         if id(t) in self.as_float:
             return self.as_float[id(t)]
         f = self._new(t.name + "_dequantized", t.shape, "float32", None, like=t)
-        self.ops.append(Operator(OpCode("DEQUANTIZE", self._dequantize_version),
+        self.ops.append(Operator(OpCode(DEQUANTIZE, self._dequantize_version),
                                  [self.as_int[id(t)]], [f]))
         self.as_float[id(t)] = f
         return f
@@ -594,21 +589,20 @@ class _Pass:
         return self.float16_copies[id(t)]
 
     def _new(self, name: str, shape, dtype: str, quant, like: Tensor) -> Tensor:
+        """A tensor the pass inserts, standing for `like` (recorded in model.sources)."""
         t = Tensor(name, shape, dtype, quantization=quant, shape_signature=like.shape_signature)
         self.graph.tensors.append(t)
+        source = self.model.sources.get(like.name, like.name)
+        if name != source:
+            self.model.sources[name] = source
         return t
 
     def _qparams(self, t: Tensor) -> tuple[float, int]:
-        observer = self.stats.get(t.name)
-        if observer is None or not observer.seen:
+        if t.name not in self.params:
             raise QuantizationError(
                 f"tensor {t.name!r} has no calibration range: the calibration data never "
                 f"reached it (check the inputs you pass and the model's control flow)")
-        scheme = self.tensor_scheme.get(id(t)) or self.recipe.default
-        scale, zero_point = choose_qparams(*observer.range(), self.act,
-                                           symmetric=self.act == "int16",
-                                           power_of_two=scheme.power_of_two)
-        return float(scale), zero_point
+        return self.params[t.name]
 
     @property
     def _quantize_version(self) -> int:
@@ -631,20 +625,10 @@ def _exact_in_float16(t: Tensor) -> bool:
         value.astype(np.float16).astype(np.float32), value)
 
 
-def _bias_int64(b: np.ndarray, input_scale: float, weight_scales: np.ndarray
-                ) -> tuple[np.ndarray, Quantization]:
-    """The 16x8 bias: int64 with scale input_scale * weight_scale[c] and zero point 0."""
-    scale = (np.float64(input_scale) * weight_scales.astype(np.float64)).astype(np.float32)
-    q = round_half_away(np.asarray(b, np.float64) / scale.astype(np.float64))
-    return q.astype(np.int64), Quantization(scale, np.zeros(scale.size, np.int64), axis=0)
-
-
 def _symmetric_int16(value: np.ndarray) -> tuple[np.ndarray, Quantization]:
     """A 16x8 constant operand (ADD/MUL): int16, zero point 0, scale max|v| / 32767."""
-    scale, _ = choose_qparams(value.min(initial=0.0), value.max(initial=0.0), "int16",
-                              symmetric=True)
-    q = np.clip(round_half_away(value.astype(np.float64) / np.float64(scale)), -32767, 32767)
-    return q.astype(np.int16), Quantization.per_tensor(float(scale), 0)
+    q, scale = quantize_symmetric(value, "int16")
+    return q, Quantization.per_tensor(float(scale), 0)
 
 
 def _make_int(t: Tensor, dtype: str, scale: float, zero_point: int) -> None:

@@ -25,7 +25,7 @@ def fold_constant_weights(model: Model) -> None:
     The converter stores weights as float16 and/or sparse constants expanded by these ops at
     load; quantizing treats the expanded values as the model's float weights.
     """
-    from ..ops.quantization import densify_tensor
+    from ..ops.quantization import DENSIFY, DEQUANTIZE, densify_tensor
 
     for graph in model.subgraphs:
         kept = []
@@ -33,9 +33,9 @@ def fold_constant_weights(model: Model) -> None:
             source = op.inputs[0] if op.inputs else None
             if source is None or not source.is_constant:
                 kept.append(op)
-            elif op.type == "DENSIFY" and source.sparsity is not None:
+            elif op.type == DENSIFY and source.sparsity is not None:
                 op.outputs[0].data = densify_tensor(_Where(op), source)
-            elif op.type == "DEQUANTIZE" and source.dtype == "float16":
+            elif op.type == DEQUANTIZE and source.dtype == "float16":
                 op.outputs[0].data = source.data.astype(np.float32)
             else:
                 kept.append(op)

@@ -26,15 +26,21 @@ from ..calibrate import iterate_samples, stack_batches
 from ..errors import QuantizationError
 from ..flatbuffer_io import load
 from ..ir import Model, OpCode, Operator, Subgraph, Tensor
+from ..ops.opdef import DEPTHWISE_1HWO, OHWI, OI, definitions
+from ..qparams import quantize, rounded_quotient
 from ..runtime import Interpreter
 from .passes import fold_constant_weights
-from .weights import round_half_away
 
 NONE, RELU = 0, 1  # ActivationFunctionType codes; RELU6 (3) changes under scaling, see below
-LAYERS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
-# Axis of the filter that holds output channels. DEPTHWISE filters are [1, KH, KW, I * M]:
-# output channel o reads input channel o // M.
-OUTPUT_AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}
+# The layers: ops applying one filter to their input 0, by the filter's facts (its output-channel
+# axis and layout) from the op definitions: CONV_2D (OHWI), DEPTHWISE_CONV_2D and
+# FULLY_CONNECTED (OI). DEPTHWISE filters are [1, KH, KW, I * M]: output channel o reads input
+# channel o // M.
+WEIGHTS = {name: d.weight for name, d in definitions().items()
+           if d.weight is not None and d.quantized is not None and d.quantized.data_input == 0
+           and d.weight.layout in (OHWI, DEPTHWISE_1HWO, OI)}
+LAYERS = tuple(sorted(WEIGHTS))
+OUTPUT_AXIS = {name: w.axis for name, w in WEIGHTS.items()}
 SAME_PADDING = 0
 
 
@@ -86,7 +92,7 @@ def _chains(graph) -> Iterator[tuple[Operator, Operator]]:
         activation = first.options.fusedActivationFunction
         middle = first.outputs[0]
         second = only_reader(middle)
-        if activation == NONE and second is not None and second.type == "RELU":
+        if activation == NONE and second is not None and _scale_equivariant(second):
             middle, second = second.outputs[0], only_reader(second.outputs[0])
         if (activation in (NONE, RELU) and second is not None and second.type in LAYERS
                 and second.inputs[0] is middle and own_weights(second)
@@ -95,9 +101,23 @@ def _chains(graph) -> Iterator[tuple[Operator, Operator]]:
             yield first, second
 
 
+def _scale_equivariant(op: Operator) -> bool:
+    """relu(s x) = s relu(x) for s > 0: equalization may scale through the op."""
+    definition = definitions().get(op.type)
+    return definition is not None and definition.scale_equivariant
+
+
+def _depthwise(op: Operator) -> bool:
+    return _depthwise_type(op.type)
+
+
+def _depthwise_type(name: str) -> bool:
+    return WEIGHTS[name].layout == DEPTHWISE_1HWO
+
+
 def _input_channels(op: Operator) -> int:
     w = op.inputs[1]
-    if op.type == "DEPTHWISE_CONV_2D":
+    if _depthwise(op):
         return op.inputs[0].shape[-1]
     return w.shape[-1]
 
@@ -110,7 +130,7 @@ def _output_ranges(op: Operator) -> np.ndarray:
 
 def _input_ranges(op: Operator) -> np.ndarray:
     w = np.abs(op.inputs[1].data)
-    if op.type == "DEPTHWISE_CONV_2D":
+    if _depthwise(op):
         return _by_input_channel(op, w).max(axis=(0, 2))
     return w.reshape(-1, w.shape[-1]).max(axis=0)
 
@@ -131,7 +151,7 @@ def _equalize_pair(first: Operator, second: Operator) -> float:
     if bias is not None:
         bias.data = bias.data / s
     w2 = second.inputs[1]
-    if second.type == "DEPTHWISE_CONV_2D":
+    if _depthwise(second):
         w2.data = (_by_input_channel(second, w2.data) * s[None, :, None]).reshape(w2.shape)
     else:
         w2.data = w2.data * s  # the input channel is the last axis of CONV and FC filters
@@ -220,17 +240,15 @@ def walk_layers(float_model: Model, quant_model: Model, data, visit: Callable[[L
     by_name = {op.outputs[0].name: i for i, op in enumerate(float_model.main.operators)}
     for index, op in enumerate(quant_model.main.operators):
         if op.type in types and op.inputs[1].dtype == "int8":
-            float_index = by_name.get(_float_name(op.outputs[0].name))
+            # a graph output behind a DEQUANTIZE (float interface) keeps its name on the float
+            # tensor; the int8 one is an inserted tensor standing for it (quant_model.sources)
+            name = op.outputs[0].name
+            float_index = by_name.get(quant_model.sources.get(name, name))
             if float_index is not None:
                 fwalk.run_until(float_index)
                 visit(_layer(fwalk, float_index, op, qwalk))
                 qwalk.reload()
         qwalk.step()
-
-
-def _float_name(name: str) -> str:
-    # a graph output behind a DEQUANTIZE (float interface) keeps the name; the int8 one has _int8
-    return name.removesuffix("_int8")
 
 
 def _layer(fwalk: _Walk, float_index: int, quant_op: Operator, qwalk: _Walk) -> Layer:
@@ -306,9 +324,7 @@ def _float_view(model: Model) -> Model:
 def _quantize_input(t: Tensor, x: np.ndarray) -> np.ndarray:
     if t.dtype == "float32":
         return x
-    info = np.iinfo(t.dtype)
-    q = round_half_away(x.astype(np.float64) / t.scale) + t.zero_point
-    return np.clip(q, info.min, info.max).astype(t.dtype)
+    return quantize(x, t.scale, t.zero_point, t.dtype, "float64")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,7 +356,7 @@ def _correct_bias(layer: Layer) -> None:
         diff = (yq.astype(np.float64) - yf).reshape(-1, yq.shape[-1])
         total, count = total + diff.sum(axis=0), count + diff.shape[0]
     error = total / count
-    steps = round_half_away(error / bias.quantization.scale.astype(np.float64))
+    steps = rounded_quotient(error, bias.quantization.scale, "float64")
     bias.data = np.clip(bias.data.astype(np.int64) - steps, -(2**31) + 1, 2**31 - 1)
 
 
@@ -389,8 +405,8 @@ def adaround(float_model: Model, quant_model: Model, data, iterations: int = 300
         q = learn_rounding(weights, scale, x_q, x_f, iterations, regularization, learning_rate)
         w.data = q.reshape(w.shape).astype(np.int8)
 
-    walk_layers(float_model, work, data, visit, types=("CONV_2D", "FULLY_CONNECTED"),
-                batch_size=batch_size)
+    walk_layers(float_model, work, data, visit, batch_size=batch_size,
+                types=tuple(name for name in LAYERS if not _depthwise_type(name)))
     work.verify()
     return work
 
@@ -434,7 +450,7 @@ def _sample_patches(layer: Layer, count: int, rng) -> tuple[np.ndarray, np.ndarr
     """Matching rows of im2col(x~) and im2col(x): [N, K] in the filter's [KH, KW, I] order."""
     x_q, x_f = np.concatenate(layer.quant_inputs), np.concatenate(layer.float_inputs)
     op = layer.float_op
-    if op.type == "FULLY_CONNECTED":
+    if WEIGHTS[op.type].layout == OI:
         k = layer.float_weights.shape[1]
         x_q, x_f = x_q.reshape(-1, k), x_f.reshape(-1, k)
         rows = rng.choice(len(x_q), size=min(count, len(x_q)), replace=False)

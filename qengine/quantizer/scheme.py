@@ -150,12 +150,19 @@ class Override:
     scheme: Scheme | None
 
 
+RANGE_POLICY_NAMES = ("own", "converter_add")  # qengine.quantizer.policies.RANGE_POLICIES
+
+
 @dataclass(frozen=True)
 class Recipe:
     default: Scheme = field(default_factory=Scheme)
     overrides: tuple = ()  # Override, in order; the last match wins
+    # how calibration ranges are adjusted before choosing parameters (policies.py): "own"
+    # (each tensor its own range) or "converter_add" (TF's converter's ADD-input union rule)
+    range_policy: str = "own"
 
     def __post_init__(self):
+        _check_choice("range_policy", self.range_policy, RANGE_POLICY_NAMES)
         activations = {s.activations for s in self.schemes()}
         if len(activations) > 1:
             raise InputError("a recipe's schemes must share one activation type (TFLite has "
@@ -187,10 +194,13 @@ class Recipe:
     # -- JSON ----------------------------------------------------------------------------------
 
     def to_dict(self) -> dict:
-        return {"default": _scheme_dict(self.default),
-                "overrides": [{"match": o.match, "float": True} if o.scheme is None else
-                              {"match": o.match, **_changes(self.default, o.scheme)}
-                              for o in self.overrides]}
+        out = {"default": _scheme_dict(self.default),
+               "overrides": [{"match": o.match, "float": True} if o.scheme is None else
+                             {"match": o.match, **_changes(self.default, o.scheme)}
+                             for o in self.overrides]}
+        if self.range_policy != "own":
+            out["range_policy"] = self.range_policy
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -202,13 +212,13 @@ class Recipe:
     def from_dict(cls, data) -> Recipe:
         if not isinstance(data, dict):
             raise InputError("a recipe is a JSON object with 'default' and 'overrides'")
-        _check_keys("recipe", data, {"default", "overrides"})
+        _check_keys("recipe", data, {"default", "overrides", "range_policy"})
         default = _scheme_from(Scheme(), data.get("default", {}), "default")
         raw = data.get("overrides", [])
         if not isinstance(raw, list):
             raise InputError("recipe 'overrides' must be a list")
         return cls(default, tuple(_override_from(default, item, i) for i, item in
-                                  enumerate(raw)))
+                                  enumerate(raw)), data.get("range_policy", "own"))
 
     @classmethod
     def from_json(cls, text: str) -> Recipe:

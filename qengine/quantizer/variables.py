@@ -15,12 +15,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..calibrate import choose_qparams
 from ..errors import QuantizationError
 from ..ir import Model, Operator, Quantization, Subgraph, Tensor
-from ..numerics import round_half_away
+from ..qparams import choose_qparams, quantize
 
 INIT_OPS = {"VAR_HANDLE", "ASSIGN_VARIABLE"}
+
+
+def is_access(op: Operator) -> bool:
+    """READ_VARIABLE or ASSIGN_VARIABLE."""
+    return op.type in ("READ_VARIABLE", "ASSIGN_VARIABLE")
+
+
+def is_read(op: Operator) -> bool:
+    return op.type == "READ_VARIABLE"
 
 
 def variable_key(op: Operator) -> str:
@@ -76,10 +84,10 @@ def variable_qparams(model: Model, stats: dict, act: str) -> dict[str, tuple[flo
     for sub in model.subgraphs:
         names = handles(sub)
         for op in sub.operators:
-            if op.type not in ("READ_VARIABLE", "ASSIGN_VARIABLE") or not op.inputs:
+            if not is_access(op) or not op.inputs:
                 continue
             key = names.get(id(op.inputs[0]))
-            value = op.outputs[0] if op.type == "READ_VARIABLE" else op.inputs[1]
+            value = op.outputs[0] if is_read(op) else op.inputs[1]
             if key is None or value is None or value.dtype != "float32":
                 continue
             if value.is_constant:
@@ -117,9 +125,7 @@ def quantize_init_values(model: Model, params: dict, act: str) -> None:
 
 def quantized_constant(t: Tensor, scale: float, zero_point: int, act: str) -> Tensor:
     """q = clamp(round(v / scale) + zero_point) in the activation type."""
-    info = np.iinfo(act)
-    q = np.clip(round_half_away(t.data.astype(np.float64) / np.float64(np.float32(scale)))
-                + zero_point, info.min, info.max).astype(act)
+    q = quantize(t.data, np.float32(scale), zero_point, act, "float64")
     out = Tensor(t.name, q.shape, act, quantization=Quantization.per_tensor(scale, zero_point))
     out.data = q
     return out

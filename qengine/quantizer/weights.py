@@ -1,30 +1,45 @@
-"""Quantizing constants: weights symmetric per channel, biases to int32, other constants affine."""
+"""Quantizing constants: weights symmetric per channel, biases to int32, other constants affine.
+
+The arithmetic is `qengine.qparams`'s; here it is applied to the quantizer's tensors.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..calibrate import QRANGES, choose_qparams
 from ..ir import Quantization
-from ..numerics import round_half_away
+from ..qparams import (
+    choose_qparams,
+    dequantize,
+    power_of_two_scales,
+    quantize,
+    quantize_bias,
+    quantize_per_tensor,
+    zero_point_from_min,
+)
 
 
 def bias_int32(b: np.ndarray, input_scale: float, weight_scales: np.ndarray
                ) -> tuple[np.ndarray, Quantization]:
     """int32 bias with scale input_scale * weight_scale[c] and zero point 0 (TFLite spec)."""
-    scale = (np.float64(input_scale) * weight_scales.astype(np.float64)).astype(np.float32)
-    q = round_half_away(np.asarray(b, np.float64) / scale.astype(np.float64))
-    q = np.clip(q, -(2 ** 31) + 1, 2 ** 31 - 1).astype(np.int32)
+    return _bias(b, input_scale, weight_scales, "int32")
+
+
+def bias_int64(b: np.ndarray, input_scale: float, weight_scales: np.ndarray
+               ) -> tuple[np.ndarray, Quantization]:
+    """The 16x8 bias: int64 with scale input_scale * weight_scale[c] and zero point 0."""
+    return _bias(b, input_scale, weight_scales, "int64")
+
+
+def _bias(b, input_scale, weight_scales, dtype: str) -> tuple[np.ndarray, Quantization]:
+    q, scale = quantize_bias(b, input_scale, weight_scales, dtype)
     return q, Quantization(scale, np.zeros(scale.size, np.int64), axis=0)
 
 
 def affine_constant(value: np.ndarray, dtype: str = "int8") -> tuple[np.ndarray, Quantization]:
     """A constant used like an activation (ADD/MUL operand, PRELU alpha): per-tensor affine."""
-    value = np.asarray(value, np.float64)
-    scale, zero_point = choose_qparams(value.min(initial=0.0), value.max(initial=0.0), dtype)
-    qmin, qmax = QRANGES[dtype]
-    q = np.clip(round_half_away(value / np.float64(scale)) + zero_point, qmin, qmax)
-    return q.astype(dtype), Quantization.per_tensor(float(scale), zero_point)
+    q, scale, zero_point = quantize_per_tensor(value, dtype)
+    return q, Quantization.per_tensor(float(scale), zero_point)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -47,13 +62,10 @@ def scheme_weights(w: np.ndarray, axis: int, scheme) -> tuple[np.ndarray, Quanti
         bound = mse_bounds(rows, qmin, qmax)
     else:
         bound = np.abs(w).max(axis=_others(w, reduce), initial=0.0).reshape(-1)
-    scale = _scales(bound / qmax, scheme.power_of_two)
-    shape = [1] * w.ndim
-    if reduce is not None:
-        shape[axis] = scale.size
-    q = np.clip(round_half_away(w / scale.astype(np.float64).reshape(shape)), qmin, qmax)
-    return q.astype(np.int8), Quantization(scale, np.zeros(scale.size, np.int64),
-                                           axis=axis if reduce is not None else 0)
+    scale = power_of_two_scales(bound / qmax, scheme.power_of_two)
+    q = quantize(w, scale, 0, "int8", "float64", qrange=(qmin, qmax), axis=reduce)
+    return q, Quantization(scale, np.zeros(scale.size, np.int64),
+                           axis=axis if reduce is not None else 0)
 
 
 def fake_quantized_weights(w: np.ndarray, axis: int, scheme) -> np.ndarray:
@@ -87,13 +99,13 @@ def _fake_quant_rows(rows: np.ndarray, scheme) -> np.ndarray:
     """Quantize each row with its own scale (and zero point if asymmetric), then dequantize."""
     qmin, qmax = scheme.weight_range
     if scheme.symmetric:
-        scale = _scales(np.abs(rows).max(axis=1, initial=0.0) / qmax, scheme.power_of_two)
+        scale = power_of_two_scales(np.abs(rows).max(axis=1, initial=0.0) / qmax,
+                                    scheme.power_of_two)
         zero = np.zeros(rows.shape[0])
     else:
         scale, zero = _affine_params(rows, qmin, qmax, scheme.power_of_two)
-    scale = scale.astype(np.float64)[:, None]
-    q = np.clip(round_half_away(rows / scale) + zero[:, None], qmin, qmax)
-    return (q - zero[:, None]) * scale
+    q = quantize(rows, scale, zero, "int8", "float64", qrange=(qmin, qmax), axis=0)
+    return dequantize(q, scale, zero, axis=0, dtype=np.float64)
 
 
 def _affine_params(rows: np.ndarray, qmin: int, qmax: int, power_of_two: bool):
@@ -104,18 +116,9 @@ def _affine_params(rows: np.ndarray, qmin: int, qmax: int, power_of_two: bool):
     zero = np.array([z for _, z in pairs], np.float64)
     if power_of_two:
         lo = rows.min(axis=1, initial=0.0)
-        scale = _scales(scale, True)
-        zero = np.clip(round_half_away(qmin - lo / scale.astype(np.float64)), qmin, qmax)
+        scale = power_of_two_scales(scale)
+        zero = zero_point_from_min(lo, scale, qmin, qmax)
     return scale, zero
-
-
-def _scales(raw: np.ndarray, power_of_two: bool) -> np.ndarray:
-    """float32 scales; an all-zero slice gets 1 (nothing to divide); 2^ceil(log2 s) if asked."""
-    raw = np.asarray(raw, np.float64)
-    scale = np.where(raw > 0, raw, 1.0)
-    if power_of_two:
-        scale = np.exp2(np.ceil(np.log2(scale)))
-    return scale.astype(np.float32)
 
 
 def _others(w: np.ndarray, axis: int | None):
@@ -147,8 +150,9 @@ def blockwise_weights(w: np.ndarray, block_size: int, bits: int, clipping: str =
     else:
         bound = np.abs(blocks).max(axis=2)
     scale = float16_scales(bound, qmax)
-    q = np.clip(round_half_away(blocks / scale.astype(np.float64)[:, :, None]), -qmax, qmax)
-    return q.reshape(rows, depth).astype(np.int8), scale
+    q = quantize(blocks, scale.astype(np.float64)[:, :, None], 0, "int8", "float64",
+                 qrange=(-qmax, qmax))
+    return q.reshape(rows, depth), scale
 
 
 def float16_scales(bound: np.ndarray, qmax: int) -> np.ndarray:
@@ -170,7 +174,8 @@ def mse_bounds(rows: np.ndarray, qmin: int, qmax: int) -> np.ndarray:
     best, best_error = peak.copy(), np.full(len(rows), np.inf)
     for ratio in CLIP_RATIOS:
         scale = np.where(peak > 0, ratio * peak / qmax, 1.0)[:, None]
-        error = ((rows - np.clip(round_half_away(rows / scale), qmin, qmax) * scale) ** 2).sum(1)
+        fake = quantize(rows, scale, 0, "int8", "float64", qrange=(qmin, qmax)) * scale
+        error = ((rows - fake) ** 2).sum(1)
         better = error < best_error
         best_error[better], best[better] = error[better], ratio * peak[better]
     return best

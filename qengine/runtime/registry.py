@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import InvalidModelError, UnsupportedOpError
 from ..ir import Operator, Quantization, Tensor
+from ..qparams import per_tensor_params
 
 _REGISTRY: dict[str, Callable[[OpContext], Prepared]] = {}
 
@@ -63,17 +64,11 @@ class Spec:
 
     @property
     def scale(self) -> float:
-        q = self.quantization
-        if q is None or q.scale.size != 1:
-            raise InvalidModelError(f"tensor {self.name!r} needs per-tensor quantization")
-        return float(q.scale[0])
+        return per_tensor_params(self.quantization, self.name)[0]
 
     @property
     def zero_point(self) -> int:
-        q = self.quantization
-        if q is None or q.zero_point.size != 1:
-            raise InvalidModelError(f"tensor {self.name!r} needs per-tensor quantization")
-        return int(q.zero_point[0])
+        return per_tensor_params(self.quantization, self.name)[1]
 
 
 @dataclass

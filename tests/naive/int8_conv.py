@@ -11,55 +11,7 @@ from fractions import Fraction
 
 import numpy as np
 
-I32_MIN, I32_MAX = -(2**31), 2**31 - 1
-
-
-# --- fixed-point primitives with Python ints ----------------------------------------------
-
-
-def c_div(a: int, b: int) -> int:
-    """C integer division: truncate toward zero."""
-    q = abs(a) // abs(b)
-    return q if (a >= 0) == (b >= 0) else -q
-
-
-def wrap32(x: int) -> int:
-    return (int(x) + 2**31) % 2**32 - 2**31
-
-
-def round_away_exact(num: Fraction | float) -> int:
-    """Exact rational → nearest int, ties away from zero."""
-    num = Fraction(num)
-    sign = 1 if num >= 0 else -1
-    return sign * math.floor(abs(num) + Fraction(1, 2))
-
-
-def srdhm_twin(a: int, b: int) -> int:
-    if a == b == I32_MIN:
-        return I32_MAX
-    ab = a * b
-    return c_div(ab + (2**30 if ab >= 0 else 1 - 2**30), 2**31)
-
-
-def rdbpot_twin(x: int, e: int) -> int:
-    return round_away_exact(Fraction(x, 2**e))
-
-
-def mbqm_twin(x: int, m: int, shift: int) -> int:
-    left, right = max(shift, 0), max(-shift, 0)
-    return rdbpot_twin(srdhm_twin(wrap32(x * 2**left), m), right)
-
-
-def quantize_multiplier_twin(real: float) -> tuple[int, int]:
-    if real == 0:
-        return 0, 0
-    q, shift = math.frexp(real)
-    q_fixed = round_away_exact(Fraction(q) * 2**31)
-    if q_fixed == 2**31:
-        q_fixed, shift = 2**30, shift + 1
-    if shift < -31:
-        return 0, 0
-    return q_fixed, shift
+from .fixedpoint import I32_MAX, I32_MIN, c_div, mbqm, quantize_multiplier, round_away_exact, wrap32
 
 
 def requant_mbqm(acc: np.ndarray, mult, shift, out_zp: int, lo: int, hi: int) -> np.ndarray:
@@ -70,7 +22,7 @@ def requant_mbqm(acc: np.ndarray, mult, shift, out_zp: int, lo: int, hi: int) ->
     out = np.empty(acc.shape, np.int8)
     for idx, a in np.ndenumerate(acc):
         c = idx[-1]
-        v = wrap32(mbqm_twin(wrap32(a), int(mult[c]), int(shift[c])) + out_zp)
+        v = wrap32(mbqm(wrap32(a), int(mult[c]), int(shift[c])) + out_zp)
         out[idx] = min(max(v, lo), hi)
     return out
 
@@ -227,7 +179,7 @@ def mean_or_sum(x, axes, in_zp, in_scale, out_zp, out_scale, mean: bool):
     """TFLite QuantizedMeanOrSum on the original tensor and axes (keep_dims=False)."""
     n = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
     sums = x.astype(np.int64).sum(axis=tuple(axes))
-    m, s = quantize_multiplier_twin(float(in_scale) / float(out_scale))
+    m, s = quantize_multiplier(float(in_scale) / float(out_scale))
     if mean and n > 0:
         sh = min(math.floor(math.log2(n)), 32, 31 + s)
         m, s = c_div(m * 2**sh, n), s - sh
@@ -235,6 +187,6 @@ def mean_or_sum(x, axes, in_zp, in_scale, out_zp, out_scale, mean: bool):
     if n == 0:
         return out
     for idx, total in np.ndenumerate(sums):
-        v = wrap32(mbqm_twin(wrap32(int(total) - in_zp * n), m, s) + out_zp)
+        v = wrap32(mbqm(wrap32(int(total) - in_zp * n), m, s) + out_zp)
         out[idx] = min(max(v, -128), 127)
     return out
