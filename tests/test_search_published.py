@@ -12,7 +12,7 @@ import published_models
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import search_published  # noqa: E402
+import search_published
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
 
