@@ -224,6 +224,7 @@ class _Pass:
         self.recipe = options.recipe
         self.scheme = {id(op): self.recipe.scheme_for(op_names(op)) for op in self.graph.operators}
         self.fake_quantized: set[int] = set()  # ops run in float on fake-quantized weights
+        self.float16_copies: dict[int, Tensor] = {}  # float constant -> its DEQUANTIZE(float16)
         # resource variables: one scale and zero point per variable for all reads and writes
         self.variables = params.variables
         self.handles = variables.handles(self.graph)
@@ -436,6 +437,8 @@ class _Pass:
         for i, t in enumerate(op.inputs):
             if t is not None and (id(t) in self.as_int or id(t) in self.as_float):
                 op.inputs[i] = t if op.type in self.shape_only else self._float(t)
+            elif t is not None and _exact_in_float16(t):
+                op.inputs[i] = self._from_float16(t)
         self.ops.append(op)
         for t in op.outputs:
             if t is not None and t.dtype == "float32":
@@ -622,6 +625,19 @@ class _Pass:
         self.as_float[id(t)] = f
         return f
 
+    def _from_float16(self, t: Tensor) -> Tensor:
+        """A float constant whose every value is a float16 (the weights of a model published
+        with float16 weights, folded for calibration) is stored as float16 again behind a
+        DEQUANTIZE, as the converter writes it: half the bytes, the same float32 values."""
+        if id(t) not in self.float16_copies:
+            half = self._new_constant(t.name + "_float16", t.data.astype(np.float16), None)
+            half.shape_signature = t.shape_signature
+            out = self._new(t.name, t.shape, "float32", None, like=t)
+            self.ops.append(Operator(OpCode("DEQUANTIZE", self._dequantize_version), [half],
+                                     [out]))
+            self.float16_copies[id(t)] = out
+        return self.float16_copies[id(t)]
+
     def _new(self, name: str, shape, dtype: str, quant, like: Tensor) -> Tensor:
         """A tensor the pass inserts, standing for `like` (recorded in model.sources)."""
         t = Tensor(name, shape, dtype, quantization=quant, shape_signature=like.shape_signature)
@@ -645,6 +661,18 @@ class _Pass:
     @property
     def _dequantize_version(self) -> int:
         return 3 if self.act == "int16" else 2  # DEQUANTIZE of int16 is v3
+
+
+# below this many values a float16 copy saves fewer bytes than its DEQUANTIZE op and tensor cost
+FLOAT16_MIN_VALUES = 128
+
+
+def _exact_in_float16(t: Tensor) -> bool:
+    if not t.is_constant or t.dtype != "float32" or t.quantization is not None:
+        return False
+    value = t.data
+    return value.size >= FLOAT16_MIN_VALUES and np.array_equal(
+        value.astype(np.float16).astype(np.float32), value)
 
 
 def _symmetric_int16(value: np.ndarray) -> tuple[np.ndarray, Quantization]:

@@ -3,9 +3,14 @@
 Per op the levels run from cheapest to most precise. A recipe has one activation type, so
 there are two families, each searched on its own:
 
-    int8 activations:  int2 weights, int4 weights (each only if such a model exports and TFLite
-                       runs it), int8 weights, float
-    int16 activations: int8 weights (16x8), float
+    int8 activations:  int2 weights, int4 weights (each only for the ops whose such weights
+                       export: TFLite has a kernel for them), int8 weights, float
+    int16 activations: int2/int4 weights (likewise: e.g. int4 CONV_2D, not DEPTHWISE_CONV_2D),
+                       int8 weights (16x8), float
+
+A float op whose weights were float16 in the source keeps them float16 behind DEQUANTIZE (the
+quantizer does so for every float16-exact constant), so moving an op to float costs 2 bytes per
+weight, not 4.
 
 Ops without weights have two levels: quantized and float. Greedy, guided by attribution: start
 with every op at its cheapest level; measure the model end to end on DATA (worst-output SQNR,
@@ -89,29 +94,37 @@ class Search:
 
     # -- levels and recipes --------------------------------------------------------------------
 
-    def families(self) -> list[tuple[str, list]]:
-        low = [b for b in (2, 4) if self._exports(Recipe(Scheme(weight_bits=b)))]
-        return [("int16", [8, FLOAT]), ("int8", low + [8, FLOAT])]
+    def families(self) -> list[tuple[str, dict[str, list]]]:
+        """Per activation type, each op's levels (cheapest first): int2/int4 weights only for
+        the ops whose low-bit weights export (e.g. 16x8 has int4 CONV_2D, not DEPTHWISE)."""
+        return [(activations, self._levels(activations)) for activations in ("int16", "int8")]
 
-    def _exports(self, recipe: Recipe) -> bool:
+    def _levels(self, activations: str) -> dict[str, list]:
+        refused = {b: self._refused(Recipe(Scheme(activations=activations, weight_bits=b)))
+                   for b in (2, 4)}
+        return {name: [b for b in (2, 4) if weighted and name not in refused[b]] + [8, FLOAT]
+                for name, weighted in self.ops.items()}
+
+    def _refused(self, recipe: Recipe) -> set[str] | frozenset:
+        """The ops TFLite has no kernel for under `recipe` (all of them if it fails else)."""
+        from ..quantizer import quantize
+
         try:
-            self._candidate(recipe, measure=False)
-        except ExportError:
-            return False
-        return True
+            return set(quantize(self.model, recipe=recipe, quiet=True,
+                                statistics=self.statistics).simulated)
+        except QEngineError:
+            return frozenset(self.ops)
 
-    def recipe(self, activations: str, levels: list, at: dict) -> Recipe:
-        """Default: the family's cheapest weights; one override per op elsewhere."""
-        default = Scheme(activations=activations, weight_bits=levels[0])
+    def recipe(self, activations: str, at: dict) -> Recipe:
+        """Default: int8 weights; one override per op elsewhere (float, or low-bit weights)."""
         overrides = []
-        for name, weighted in self.ops.items():
-            level = at[name]
+        for name, level in at.items():
             if level == FLOAT:
                 overrides.append(Override(glob.escape(name), None))
-            elif weighted and level != levels[0]:
+            elif level != 8:
                 overrides.append(Override(glob.escape(name), Scheme(activations=activations,
                                                                     weight_bits=level)))
-        return Recipe(default, tuple(overrides))
+        return Recipe(Scheme(activations=activations), tuple(overrides))
 
     # -- measuring -----------------------------------------------------------------------------
 
@@ -159,14 +172,14 @@ class Search:
     def _fits(self, c: Candidate) -> bool:
         return self.max_bytes is None or c.bytes <= self.max_bytes
 
-    def _climb(self, activations: str, levels: list, bound: int | None) -> list[Candidate]:
+    def _climb(self, activations: str, levels: dict, bound: int | None) -> list[Candidate]:
         from ..compare import compare
 
-        at = {name: levels[0] if weighted else 8 for name, weighted in self.ops.items()}
+        at = {name: options[0] for name, options in levels.items()}
         step = max(1, len(self.ops) // 16)
         seen = []
         for _ in range(self.max_steps):
-            candidate = self._candidate(self.recipe(activations, levels, at))
+            candidate = self._candidate(self.recipe(activations, at))
             seen.append(candidate)
             self.log(f"{activations} activations, {_summary(at)}: "
                      f"{self.target.describe(candidate.quality)}, "
@@ -179,7 +192,7 @@ class Search:
             if not worst:
                 break
             for name in worst:
-                at[name] = _next(levels, at[name], self.ops[name])
+                at[name] = _next(levels[name], at[name])
         return seen
 
     def _worst(self, report, at: dict, count: int) -> list[str]:
@@ -196,8 +209,8 @@ class Search:
         return picked
 
 
-def _next(levels: list, level, weighted: bool):
-    return levels[levels.index(level) + 1] if weighted else FLOAT
+def _next(levels: list, level):
+    return levels[levels.index(level) + 1]
 
 
 def _summary(at: dict) -> str:
@@ -209,7 +222,8 @@ def _summary(at: dict) -> str:
 
 
 def _ops(model) -> dict[str, bool]:
-    """Output name of every op of the folded float graph -> whether it has constant weights."""
+    """Output name of every op of the folded float graph -> whether it has float weights (a
+    constant of 2 or more dimensions; PAD's int32 paddings are not weights)."""
     from ..flatbuffer_io import load
     from ..quantizer.passes import fold_constant_weights
 
@@ -219,7 +233,7 @@ def _ops(model) -> dict[str, bool]:
     for op in work.main.operators:
         if op.outputs and op.outputs[0] is not None:
             ops[op.outputs[0].name] = any(t is not None and t.is_constant and len(t.shape) >= 2
-                                          for t in op.inputs)
+                                          and t.dtype == "float32" for t in op.inputs)
     return ops
 
 
