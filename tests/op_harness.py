@@ -7,9 +7,12 @@ differs between implementations, so bitwise equality is not expected for them.
 
 from __future__ import annotations
 
+import importlib.util
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
+import pytest
 from tflite_ref import run_tflite
 
 import qengine
@@ -109,3 +112,48 @@ def op_by_op(model_bytes: bytes, inputs, resolver: str = "ref") -> list[tuple[in
             scale = max(float(np.ptp(want)), float(np.abs(want).max()), 1e-2)
             results.append((i, op, diff / scale))
     return results
+
+
+# -- one op, one call ---------------------------------------------------------------------------
+
+
+@dataclass
+class Const:
+    """An op_case input held in the model as a constant."""
+
+    value: np.ndarray
+
+
+def op_case(op: str, inputs, out_shape, out_dtype: str | None = None, *, params=None,
+            options=None, out_params=None, twin=None, rel: float = FLOAT_REL,
+            reference: str = "auto"):
+    """Build the single-op model `op(inputs)`, run qengine, and compare its output with
+    TFLite's reference kernels when ai-edge-litert is installed, else with `twin(*values)` (a
+    naive NumPy/Python version); integers exactly, floats within `rel`. Returns qengine's
+    output.
+
+    `inputs`: arrays (graph inputs) or Const(array); `params`: one Quantization (or None) per
+    input; `options`: an options object (qengine.builder.options(...)); `out_params`: the
+    output's Quantization; `reference="twin"` compares with the twin even when TFLite is there.
+    """
+    from qengine.builder import GraphBuilder
+
+    b = GraphBuilder()
+    params = params or [None] * len(inputs)
+    feeds, tensors = [], []
+    for i, (x, q) in enumerate(zip(inputs, params)):
+        if isinstance(x, Const):
+            tensors.append(b.const(f"c{i}", x.value, quantization=q))
+        else:
+            tensors.append(b.input(f"x{i}", x.shape, str(x.dtype), q))
+            feeds.append(x)
+    out = b.op(op, tensors, out_shape, out_dtype, options=options, out_quantization=out_params)
+    model = b.build([out])
+    if reference == "auto" and importlib.util.find_spec("ai_edge_litert") is not None:
+        return check_against_tflite(model, feeds, rel)[out.name]
+    if twin is None:
+        pytest.skip("needs ai-edge-litert or a naive twin")
+    got = qengine.Interpreter(model).run(feeds)[out.name]
+    values = [x.value if isinstance(x, Const) else x for x in inputs]
+    assert_close(out.name, np.asarray(got), np.asarray(twin(*values)), rel)
+    return got
