@@ -129,13 +129,20 @@ def calibrate(model: Model, data, observer: str = "minmax", quiet: bool = False,
     # through one interpreter: its state carries from each sample to the next
     if _is_stateful(model):
         workers, batch_size = 1, 1
+    def observe(name: str, value: np.ndarray, internal: bool = False) -> None:
+        if name in float_names or internal:
+            if name not in stats:
+                stats[name] = make(name)
+            stats[name].update(value)
+
+    # values ops compute inside a run (an LSTM's cell state at every step, its gates before
+    # layer norm) are observed as they occur, before the run's kept values
+    on_state = (lambda name, values: observe(name, values, internal=True)) \
+        if _is_stateful(model) else None
     for batch, values in _run_batches(model, list(stack_batches(model, samples, batch_size)),
-                                      workers or os.cpu_count() or 1):
+                                      workers or os.cpu_count() or 1, on_state):
         for name, value in values.items():
-            if name in float_names:
-                if name not in stats:
-                    stats[name] = make(name)
-                stats[name].update(value)
+            observe(name, value)
         progress.advance(batch[0].shape[0])
     progress.close()
     return stats
@@ -146,7 +153,8 @@ def _is_stateful(model: Model) -> bool:
                for op in s.operators) or any(t.is_variable for t in model.main.all_tensors())
 
 
-def _run_batches(model: Model, batches: list, workers: int) -> Iterator[tuple[list, dict]]:
+def _run_batches(model: Model, batches: list, workers: int,
+                 on_state=None) -> Iterator[tuple[list, dict]]:
     """(batch, every tensor's value) for each batch, in order.
 
     Data parallel rather than parallel kernels: with several threads per op, the BLAS and Numba
@@ -159,6 +167,7 @@ def _run_batches(model: Model, batches: list, workers: int) -> Iterator[tuple[li
     from .runtime.interpreter import thread_limit
 
     first = Interpreter(model, num_threads=1)
+    first.resources.state_observer = on_state  # stateful models run on `first` only
     with thread_limit(1):
         if workers < 2 or len(batches) < 2:
             for batch in batches:

@@ -194,7 +194,7 @@ def test_integer_lstm_needs_five_intermediates():
 KERAS_SHAPE = (1, 6, 3)
 
 
-def _build_keras_lstm() -> bytes:
+def _build_keras_lstm(mode: str) -> bytes:
     """Two stacked Keras 2 (tf_keras) LSTMs; TensorFlow's converter fuses each into an
     UNIDIRECTIONAL_SEQUENCE_LSTM and its full-int8 quantization writes the 8x8_16 form."""
     import tensorflow as tf
@@ -206,29 +206,73 @@ def _build_keras_lstm() -> bytes:
         tf_keras.Input(KERAS_SHAPE[1:], batch_size=1),
         tf_keras.layers.LSTM(8, return_sequences=True),
         tf_keras.layers.LSTM(4, return_sequences=True)])
-    # wide inputs give the cell states ranges above 0.5 (cell scale >= 2^-15), see below
-    calibration = 4 * rng("keras-lstm-calibration").standard_normal((20,) + KERAS_SHAPE[1:])
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    return _convert_quietly(_configure(converter, "int8", calibration.astype(np.float32)))
+    return _convert_quietly(_configure(converter, mode, keras_calibration()))
 
 
-def _keras_lstm_path():
+def keras_calibration() -> np.ndarray:
+    # wide inputs give the cell states ranges above 0.5 (cell scale >= 2^-15), see above
+    return (4 * rng("keras-lstm-calibration").standard_normal((20,) + KERAS_SHAPE[1:])).astype(
+        np.float32)
+
+
+def keras_lstm_path(mode: str):
     from corpus import _build_lock, cache_dir
     from tflite_ref import write_model
 
-    target = cache_dir() / "keras2_lstm.r2.int8.tflite"
+    target = cache_dir() / f"keras2_lstm.r2.{mode}.tflite"
     if not target.exists():
         with _build_lock(target.with_suffix(".lock")):
             if not target.exists():
-                write_model(_build_keras_lstm(), target)
+                write_model(_build_keras_lstm(mode), target)
     return target
 
 
 def test_converter_int8_lstm():
-    data = _keras_lstm_path().read_bytes()
+    data = keras_lstm_path("int8").read_bytes()
     model = qengine.load(data)
     ops = [op.opcode.name for op in model.subgraphs[0].operators]
     assert ops.count("UNIDIRECTIONAL_SEQUENCE_LSTM") == 2, ops
     assert all(len(op.intermediates) == 5 for op in model.subgraphs[0].operators
                if op.opcode.name == "UNIDIRECTIONAL_SEQUENCE_LSTM")
     _informative(compare_over_calls(data, KERAS_SHAPE))
+
+
+# -- the gemmlowp int16 tables against the scalar twin --------------------------------------------
+
+
+@pytest.mark.parametrize("function,integer_bits", [("sigmoid", 3), ("tanh", 3), ("tanh", 0),
+                                                   ("tanh", 4), ("tanh", 6)])
+def test_gemmlowp_tables_match_scalar_twin(function, integer_bits):
+    import naive_lstm_int
+    from qengine.kernels.lstm_int import gemmlowp_int16_table
+
+    table = gemmlowp_int16_table(function, integer_bits)
+    twin = naive_lstm_int.logistic if function == "sigmoid" else naive_lstm_int.tanh
+    raws = list(range(-32768, -32700)) + list(range(-32700, 32700, 7)) + list(
+        range(-300, 300)) + list(range(32700, 32768))
+    for raw in raws:
+        assert table[raw + 32768] == twin(raw, integer_bits), raw
+    # and both approximate the real function (F0 output, 2^-15 steps)
+    real = np.array(raws) / 2.0 ** (15 - integer_bits)
+    exact = 1 / (1 + np.exp(-real)) if function == "sigmoid" else np.tanh(real)
+    got = table[np.array(raws) + 32768] / 32768.0
+    error = np.abs(got - exact).max()
+    assert error < 2e-4 * (1 if function == "sigmoid" else 2), error
+
+
+@pytest.mark.parametrize("change", ["w_c shape", "proj shape", "no r_i", "ln shape"])
+def test_integer_lstm_inconsistent_inputs(change):
+    variant = {"proj shape": "projection", "ln shape": "layer_norm"}.get(change, "plain")
+    model = integer_lstm_model(variant, "UNIDIRECTIONAL_SEQUENCE_LSTM", (1, 2, 3), False, 0.0,
+                               4)
+    op = model.subgraphs[0].operators[-1]
+    if change == "no r_i":
+        op.inputs[5] = None
+    else:
+        index = {"w_c shape": 3, "proj shape": 16, "ln shape": 21}[change]
+        t = op.inputs[index]
+        t.data = t.data[:-1]
+        t.shape = t.data.shape
+    with pytest.raises(QEngineError, match="shape|inconsistent|expected"):
+        qengine.Interpreter(model.to_bytes())

@@ -77,6 +77,11 @@ def _lstm_weights(values: list, first: int = 1, layer_norm: list | None = None) 
     return weights
 
 
+def gate_statistic(output_name: str, gate: str) -> str:
+    """The calibration statistic of an LSTM gate's layer-norm input (gate: i, f, c or o)."""
+    return f"{output_name}:gate_{gate}"
+
+
 def _time_steps(x, time_major: bool):
     return x if time_major else x.transpose(1, 0, 2)
 
@@ -86,13 +91,16 @@ def _batch_layout(out, time_major: bool):
 
 
 def lstm_sequence(steps, h, c, w: dict, act, cell_clip: float, proj_clip: float,
-                  reverse: bool = False):
+                  reverse: bool = False, cells: list | None = None):
     """lstm_step over [time, batch, features]; the outputs in time order, final h and c.
-    reverse=True walks time backwards (the backward half of a bidirectional LSTM)."""
+    reverse=True walks time backwards (the backward half of a bidirectional LSTM); `cells`,
+    if given, receives the cell state of every step (calibration)."""
     outputs = [None] * len(steps)
     for t in (range(len(steps) - 1, -1, -1) if reverse else range(len(steps))):
         h, c = lstm_step(steps[t], h, c, w, act, cell_clip, proj_clip)
         outputs[t] = h
+        if cells is not None:
+            cells.append(c)
     return np.stack(outputs), h, c
 
 
@@ -116,6 +124,8 @@ def lstm_step(x, h, c, w: dict, act, cell_clip: float, proj_clip: float):
         if peephole is not None:
             z = z + peephole * cell
         if layer_norm:
+            if "observe_gate" in w:  # calibration: the range of the layer norm's input
+                w["observe_gate"](k, z)
             return _layer_norm(z, w["ln_" + k], w["b_" + k])
         return (z + w["b_" + k]).astype(F32) if w["b_" + k] is not None else z + zeros
 
@@ -219,10 +229,18 @@ def _lstm_prepare(ctx: OpContext, sequence: bool) -> Prepared:
         if hybrid:
             w = _hybrid_lstm_weights(w, scales, asymmetric)
         steps = _time_steps(values[0], time_major) if sequence else values[0][None]
+        observing = resources.state_observer is not None
+        cells, gates = ([], {}) if observing else (None, None)
+        if observing:
+            w["observe_gate"] = lambda k, z: gates.setdefault(k, []).append(z)
         out, h, c = lstm_sequence(steps, resources.state(h_tensor), resources.state(c_tensor),
-                                  w, act, cell_clip, proj_clip)
+                                  w, act, cell_clip, proj_clip, cells=cells)
         resources.set_state(h_tensor, h)
         resources.set_state(c_tensor, c)
+        if observing:
+            resources.observe(c_tensor.name, np.stack(cells))
+            for k, zs in gates.items():
+                resources.observe(gate_statistic(ctx.outputs[0].name, k), np.stack(zs))
         return _batch_layout(out, time_major) if sequence else out[0]
 
     if sequence:

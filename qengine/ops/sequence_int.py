@@ -62,6 +62,8 @@ def _check_dtypes(ctx: OpContext) -> None:
 def integer_lstm(ctx: OpContext, sequence: bool, h_tensor, c_tensor, time_major: bool):
     """Prepared for an int8 LSTM; h_tensor / c_tensor are its checked state tensors."""
     layer_norm = ctx.optional_input(21) is not None
+    if getattr(ctx.options, "diagonalRecurrentTensors", False):
+        raise ctx.unsupported("an integer LSTM with diagonal recurrent weights")
     _check_dtypes(ctx)
     intermediates = ctx.op.intermediates
     if len(intermediates) != 5:
@@ -84,6 +86,7 @@ def integer_lstm(ctx: OpContext, sequence: bool, h_tensor, c_tensor, time_major:
     projection = spec["proj"] is not None
     n_cell, n_input = spec["w_f"].shape
     n_output = spec["r_f"].shape[1]
+    _check_shapes(ctx, spec, n_cell, n_input, n_output, cifg, peephole, layer_norm)
     if peephole and n_output != n_cell:
         raise ctx.unsupported("an integer LSTM with peepholes and n_output != n_cell (TFLite "
                               "reads the peephole product with the output size)")
@@ -129,7 +132,8 @@ def integer_lstm(ctx: OpContext, sequence: bool, h_tensor, c_tensor, time_major:
     tanh_cell = gemmlowp_int16_table("tanh", max(15 + cell_log2, 0))
     resources = ctx.interpreter.resources
 
-    def run(*values):
+    def weights(values) -> tuple:
+        """The kernel's weight arguments (gate order i, f, c, o; absent ones zero)."""
         v = dict(zip(spec, values))
         w_in = _stack([v["w_" + g] for g in GATES], (n_cell, n_input), np.int8)
         w_rec = _stack([v["r_" + g] for g in GATES], (n_cell, n_output), np.int8)
@@ -142,6 +146,17 @@ def integer_lstm(ctx: OpContext, sequence: bool, h_tensor, c_tensor, time_major:
         ln_b = _stack([v["b_" + g] for g in GATES] if layer_norm else [], (n_cell,), np.int32)
         proj_w = v["proj"] if projection else np.zeros((n_output, n_cell), np.int8)
         proj_bias = _zp_bias(proj_w, hidden_zp, v["proj_b"])
+        return w_in, w_rec, bias_in, bias_rec, peepholes, ln_w, ln_b, proj_w, proj_bias
+
+    constants = [None if i == 0 or ctx.optional_input(i) is None else ctx.optional_input(i).value
+                 for i in range(len(ctx.inputs))]
+    fixed = None if any(c is None and ctx.optional_input(i) is not None
+                        for i, c in enumerate(constants) if i not in (0, 18, 19)) \
+        else weights(constants)  # constant weights: arranged once, here
+
+    def run(*values):
+        w_in, w_rec, bias_in, bias_rec, peepholes, ln_w, ln_b, proj_w, proj_bias = \
+            fixed or weights(values)
         steps = np.ascontiguousarray(values[0] if not sequence else
                                      values[0] if time_major else values[0].transpose(1, 0, 2))
         if not sequence:
@@ -152,8 +167,9 @@ def integer_lstm(ctx: OpContext, sequence: bool, h_tensor, c_tensor, time_major:
         lstm_integer_sequence(
             steps, h, c, w_in, w_rec, bias_in, bias_rec, m_in, s_in, m_rec, s_rec, peepholes,
             m_peep, s_peep, peephole, ln_w, ln_b, m_ln, s_ln, ln_guard, layer_norm, cifg,
-            sigmoid, tanh_gate, tanh_cell, tanh_of_input_gate, 30 + cell_log2, cell_clip, hidden_m, hidden_s,
-            hidden_zp, proj_w, proj_bias, proj_m, proj_s, projection, h_zp, proj_clip, out)
+            sigmoid, tanh_gate, tanh_cell, tanh_of_input_gate, 30 + cell_log2, cell_clip,
+            hidden_m, hidden_s, hidden_zp, proj_w, proj_bias, proj_m, proj_s, projection, h_zp,
+            proj_clip, out)
         resources.set_state(h_tensor, h)
         resources.set_state(c_tensor, c)
         if not sequence:
@@ -162,6 +178,33 @@ def integer_lstm(ctx: OpContext, sequence: bool, h_tensor, c_tensor, time_major:
 
     shape = (x.shape[:-1] + (n_output,)) if sequence else (x.shape[0], n_output)
     return Prepared(run, [ctx.output_spec(0, shape, "int8")], foldable=False)
+
+
+def _check_shapes(ctx: OpContext, spec: dict, n_cell: int, n_input: int, n_output: int,
+                  cifg: bool, peephole: bool, layer_norm: bool) -> None:
+    """Every weight's shape, and the optional groups all-or-none (the kernel indexes them
+    without bounds checks)."""
+    expected = {**{"w_" + g: (n_cell, n_input) for g in GATES},
+                **{"r_" + g: (n_cell, n_output) for g in GATES},
+                **{k + g: (n_cell,) for k in ("p_", "b_") for g in GATES},
+                "proj": (n_output, n_cell), "proj_b": (n_output,)}
+    present = {name for name, s in spec.items() if s is not None}
+    required = {"w_f", "w_c", "w_o", "r_f", "r_c", "r_o", "b_f", "b_c", "b_o"} | (
+        set() if cifg else {"w_i", "r_i", "b_i"}) | (
+        {"p_f", "p_o"} | (set() if cifg else {"p_i"}) if peephole else set())
+    forbidden = ({"r_i", "b_i"} if cifg else set()) | (set() if peephole else {"p_i", "p_f"})
+    if required - present or forbidden & present:
+        raise ctx.invalid(f"inconsistent LSTM inputs: missing {sorted(required - present)}, "
+                          f"unexpected {sorted(forbidden & present)}")
+    if layer_norm:
+        for k, g in enumerate(GATES):
+            ln = ctx.optional_input(20 + k)
+            if (ln is None) != (g == "i" and cifg) or ln is not None and ln.shape != (n_cell,):
+                raise ctx.invalid(f"layer-norm coefficients {g}: expected ({n_cell},)")
+    for name in present - {"x"}:
+        if spec[name].shape != expected[name]:
+            raise ctx.invalid(f"{name} {spec[name].name!r} has shape {spec[name].shape}; "
+                              f"expected {expected[name]}")
 
 
 def _quantized_clip(ctx: OpContext, field: str, scale, limit: int) -> int:

@@ -28,7 +28,7 @@ from ..ops.common import filter_types
 from ..ops.opdef import FIXED, REQUANT, SAME, SHARED, Quantized, Weight, definitions
 from ..ops.quantization import DEQUANTIZE, QUANTIZE
 from ..qparams import choose_qparams, int_range, quantize, quantize_symmetric
-from . import variables
+from . import lstm, variables
 from .gptq import gptq_round
 from .policies import RANGE_POLICIES
 from .scheme import Recipe, Scheme
@@ -108,6 +108,10 @@ def rules(activations: str) -> dict[str, Rule]:
     return found
 
 
+# UNIDIRECTIONAL_SEQUENCE_LSTM and LSTM: the 8x8_16 form has its own layout (quantizer/lstm.py)
+LSTM_RULE = Rule(Quantized(REQUANT, lstm.VERSION), lstm.VERSION, None, None)
+
+
 def shape_only_ops() -> set[str]:
     """Ops that read only the shape of their float input, so any dtype will do."""
     return {name for name, d in definitions().items() if d.reads_shape_only}
@@ -146,6 +150,9 @@ class Params:
 
     tensors: dict[str, tuple[float, int]]
     variables: dict[str, tuple[float, int]] = field(default_factory=dict)
+    # the raw calibrated (min, max) by statistic name: what layouts with their own rules need
+    # (an LSTM's power-of-two cell scale, its gates' ranges before layer norm; lstm.py)
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 def choose_params(model: Model, stats: dict, recipe: Recipe) -> Params:
@@ -166,7 +173,8 @@ def choose_params(model: Model, stats: dict, recipe: Recipe) -> Params:
         scale, zero_point = choose_qparams(low, high, act, symmetric=act == "int16",
                                            power_of_two=scheme.power_of_two)
         params[name] = (float(scale), zero_point)
-    return Params(params, variables.variable_qparams(model, stats, act))
+    raw = {name: observer.range() for name, observer in stats.items() if observer.seen}
+    return Params(params, variables.variable_qparams(model, stats, act), raw)
 
 
 def rewrite(model: Model, params: Params, options: Int8Options) -> Model:
@@ -187,6 +195,7 @@ class _Pass:
     def __init__(self, model: Model, params: Params, options: Int8Options):
         self.model, self.graph, self.options = model, model.main, options
         self.params = params.tensors
+        self.ranges = params.ranges
         self.as_int: dict[int, Tensor] = {}
         self.as_float: dict[int, Tensor] = {}
         self.ops: list[Operator] = []  # the rewritten op list
@@ -221,6 +230,8 @@ class _Pass:
                 rule = None
             if rule is None:
                 self._float_op(op)
+            elif rule is LSTM_RULE:
+                lstm.quantize(self, op)
             else:
                 self._int_op(op, rule)
         self._bind_graph_outputs()
@@ -232,6 +243,8 @@ class _Pass:
         from fnmatch import fnmatchcase
 
         rule = self.int8_rules.get(op.type)
+        if op.type in lstm.OPS and self.act == "int8" and lstm.supported(op):
+            rule = LSTM_RULE
         scheme = self.scheme[id(op)]
         # keep_float entries: op types or output tensor names, exact or fnmatch patterns
         if rule is None or scheme is None or any(

@@ -25,6 +25,9 @@ class Resources:
         self.tensor_states: dict[int, tuple] = {}  # id(variable tensor) -> (tensor, value)
         self.generators: dict = {}  # random ops' generator state (ops/random_ops.py)
         self.tables: dict[int, dict] = {}  # hash tables by table id (ops/hashtable.py)
+        # calibration: called with (statistic name, values an op computed inside a run), e.g.
+        # an LSTM's cell state (its tensor's name) at each time step (see `observe`)
+        self.state_observer = None
 
     def handle(self, container: str, shared_name: str) -> int:
         """The resource id of a variable, created on first sight as TFLite's VAR_HANDLE does."""
@@ -70,6 +73,11 @@ class Resources:
 
     def set_state(self, tensor, value: np.ndarray) -> None:
         self.tensor_states[id(tensor)] = (tensor, value)
+
+    def observe(self, name: str, values) -> None:
+        """Report values computed inside an op (a state at every step) to calibration."""
+        if self.state_observer is not None:
+            self.state_observer(name, values)
 
     def reset(self) -> None:
         self.values.clear()
