@@ -925,6 +925,16 @@ def _pack_block(x, xf, a, kp, p0, rows, zp, ints):
     a[rows * kp :] = 0
 
 
+@inline_kernel
+def _copy_tile(tail, out, p0, oc0, rows, width):
+    """out[p0 : p0+rows, oc0 : oc0+width] = tail[:rows, :width], element by element: Numba's
+    array-to-slice assignment compiles its shape-mismatch message (str/join of the shapes),
+    about 4 s of a first int8 run's compile time, for a copy whose shapes always agree."""
+    for r in range(rows):
+        for j in range(width):
+            out[p0 + r, oc0 + j] = tail[r, j]
+
+
 @kernel
 def _qgemm_part(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
     """Row blocks blk0..blk1-1 × weight panels pan0..pan1-1 of out [P, Co] int8.
@@ -958,7 +968,7 @@ def _qgemm_part(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
             else:
                 _qtile(aa, 2 * kp, panel, k2, dst, stride, qj, out_zp, act_min, act_max, q)
             if not direct:
-                out[p0 : p0 + rows, oc0 : oc0 + width] = tail[:rows, :width]
+                _copy_tile(tail, out, p0, oc0, rows, width)
 
 
 @kernel
@@ -1494,7 +1504,8 @@ def _hybrid_gemm_part(x, panels, zps, pre, scale, bias, zp_sums, lo, hi, k_h, k_
         for r in range(rows):
             p = p0 + r
             if acc_out.size:
-                acc_out[p, oc0:oc1] = c[r, : oc1 - oc0]
+                for j in range(oc1 - oc0):  # no slice assignment: see `_copy_tile`
+                    acc_out[p, oc0 + j] = c[r, j]
                 continue
             if p // per_image != b:  # slices are not free: take them once per image
                 b = p // per_image

@@ -139,13 +139,43 @@ def calibrate(model: Model, data, observer: str = "minmax", quiet: bool = False,
     # layer norm) are observed as they occur, before the run's kept values
     on_state = (lambda name, values: observe(name, values, internal=True)) \
         if _is_stateful(model) else None
-    for batch, values in _run_batches(model, list(stack_batches(model, samples, batch_size)),
-                                      workers or os.cpu_count() or 1, on_state):
+    inner_names = {(index, t.name) for index, sub in enumerate(model.subgraphs[1:], start=1)
+                   for t in sub.all_tensors() if t.dtype == "float32" and not t.is_constant}
+    for batch, values, inner in _run_batches(
+            model, list(stack_batches(model, samples, batch_size)),
+            workers or os.cpu_count() or 1, on_state):
         for name, value in values.items():
             observe(name, value)
+        for index, name, value in inner:  # subgraph runs, in the order they happened
+            if (index, name) in inner_names:
+                observe(subgraph_stat_name(index, name), value, internal=True)
         progress.advance(batch[0].shape[0])
     progress.close()
     return stats
+
+
+def subgraph_stat_name(index: int, name: str) -> str:
+    """The statistics key of tensor `name` of subgraph `index` (WHILE cond/body, IF branch):
+    the main graph's tensors keep their names; a subgraph's are qualified, since tensor names
+    repeat across subgraphs. Its observer has seen the tensor at every run of the subgraph
+    (every loop iteration), over all samples."""
+    return name if index == 0 else f"{name}@subgraph{index}"
+
+
+def _observed_run(interpreter, batch: list) -> tuple[dict, list]:
+    """One run: every main-graph tensor's value by name, and (subgraph index, tensor name,
+    value) for each float tensor of each subgraph run the main graph made, in order."""
+    inner: list = []
+
+    def record(index: int, tensors: list, values: list) -> None:
+        inner.extend((index, t.name, v) for t, v in zip(tensors, values)
+                     if v is not None and t.dtype == "float32" and not t.is_constant)
+
+    interpreter.subgraph_observer = record if len(interpreter.model.subgraphs) > 1 else None
+    try:
+        return interpreter.run(batch, keep=True), inner
+    finally:
+        interpreter.subgraph_observer = None
 
 
 def _is_stateful(model: Model) -> bool:
@@ -154,8 +184,9 @@ def _is_stateful(model: Model) -> bool:
 
 
 def _run_batches(model: Model, batches: list, workers: int,
-                 on_state=None) -> Iterator[tuple[list, dict]]:
-    """(batch, every tensor's value) for each batch, in order.
+                 on_state=None) -> Iterator[tuple[list, dict, list]]:
+    """(batch, every tensor's value, the subgraphs' values: see _observed_run) for each
+    batch, in order.
 
     Data parallel rather than parallel kernels: with several threads per op, the BLAS and Numba
     thread pools both spin while idle and fight over the cores (on 2 cores a batch-1 run took
@@ -171,19 +202,19 @@ def _run_batches(model: Model, batches: list, workers: int,
     with thread_limit(1):
         if workers < 2 or len(batches) < 2:
             for batch in batches:
-                yield batch, first.run(batch, keep=True)
+                yield batch, *_observed_run(first, batch)
             return
-        yield batches[0], first.run(batches[0], keep=True)  # starts Numba's threading layer
+        yield batches[0], *_observed_run(first, batches[0])  # starts Numba's threading layer
         if not _threads_may_launch_kernels():
             for batch in batches[1:]:
-                yield batch, first.run(batch, keep=True)
+                yield batch, *_observed_run(first, batch)
             return
         local = threading.local()
 
         def run(batch):
             if not hasattr(local, "interpreter"):
                 local.interpreter = Interpreter(model, num_threads=1)
-            return local.interpreter.run(batch, keep=True)
+            return _observed_run(local.interpreter, batch)
 
         with ThreadPoolExecutor(workers) as pool:
             pending = collections.deque()
@@ -191,10 +222,10 @@ def _run_batches(model: Model, batches: list, workers: int,
                 pending.append((batch, pool.submit(run, batch)))
                 if len(pending) > workers:
                     done, future = pending.popleft()
-                    yield done, future.result()
+                    yield done, *future.result()
             while pending:
                 done, future = pending.popleft()
-                yield done, future.result()
+                yield done, *future.result()
 
 
 def _threads_may_launch_kernels() -> bool:

@@ -206,11 +206,29 @@ def test_quantize_multiplier_random(real):
         assert abs(m * 2.0 ** (shift - 31) - real) <= real * 2**-31
 
 
+QM_EDGES = [0.0, 1e-12, 0.3, 1.0, 7.5, 1 - 2.0**-33, 0.5 * (1 - 2.0**-33), 2.0**-33, 2.0**-32,
+            2.0**-32 * (1 - 2.0**-33), 3.0, 1000.5, 2.0**20, 0.003921568859368563, 5e-324,
+            0.5 + 2.0**-32, 0.5 + 3 * 2.0**-33, -0.3, -(1 - 2.0**-33), -(0.5 + 2.0**-32)]
+
+
 def test_quantize_multipliers_vectorised():
-    reals = np.array([0.0, 1e-12, 0.3, 1.0, 7.5])
+    reals = np.array(QM_EDGES)
     mult, shift = fp.quantize_multipliers(reals)
     assert mult.dtype == np.int32 and shift.dtype == np.int32
     assert list(zip(mult.tolist(), shift.tolist())) == [quantize_multiplier_twin(r) for r in reals]
+
+
+@given(st.lists(st.floats(-1e6, 1e6) | st.floats(1e-14, 1e-8), min_size=1, max_size=40))
+@settings(max_examples=300, deadline=None)
+def test_quantize_multipliers_vectorised_random(reals):
+    mult, shift = fp.quantize_multipliers(np.array(reals))
+    assert list(zip(mult.tolist(), shift.tolist())) == [quantize_multiplier_twin(r) for r in reals]
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_quantize_multipliers_non_finite_raises_like_scalar(bad):
+    with pytest.raises((OverflowError, ValueError)):
+        fp.quantize_multipliers(np.array([0.5, bad]))
 
 
 # --- epilogue helpers ---------------------------------------------------------------------

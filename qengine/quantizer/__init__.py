@@ -174,6 +174,7 @@ def _full_integer(model, calibration, options, quiet, factory=None, statistics=N
     """Calibrate (with `factory` observers if given, else the recipe's per tensor) unless
     `statistics` are given, then rewrite."""
     from ..calibrate import calibrate
+    from .control_flow import quantizes_bodies
     from .int8 import quantize_int8
     from .passes import fold_constant_weights
     from .variables import check_subgraphs, float_subgraph_ops
@@ -190,8 +191,8 @@ def _full_integer(model, calibration, options, quiet, factory=None, statistics=N
     fold_constant_weights(model)
     if not quiet:
         _warn_unmatched(model, options.recipe)
-        kept = float_subgraph_ops(model)
-        if kept:
+        kept = 0 if quantizes_bodies(model, options.keep_float) else float_subgraph_ops(model)
+        if kept:  # a model with CALL, or keep_float naming WHILE/IF: the bodies stay float
             print(f"note: the {kept} op(s) inside control-flow subgraphs (WHILE/IF bodies) "
                   f"stay float; the main graph's ops around them are quantized",
                   file=sys.stderr)

@@ -17,7 +17,7 @@ ops are inserted lazily, only where a consumer needs the other representation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from ..ops.common import filter_types
 from ..ops.opdef import FIXED, REQUANT, SAME, SHARED, Quantized, Weight, definitions
 from ..ops.quantization import DEQUANTIZE, QUANTIZE
 from ..qparams import choose_qparams, int_range, quantize, quantize_symmetric
-from . import lstm, variables
+from . import control_flow, lstm, variables
 from .gptq import gptq_round
 from .policies import RANGE_POLICIES
 from .scheme import Recipe, Scheme
@@ -153,6 +153,9 @@ class Params:
     # the raw calibrated (min, max) by statistic name: what layouts with their own rules need
     # (an LSTM's power-of-two cell scale, its gates' ranges before layer norm; lstm.py)
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # WHILE/IF: one (scale, zero point) per carried group, by member (control_flow.py); they
+    # replace the members' own when the bodies are quantized
+    carried: dict[str, tuple[float, int]] = field(default_factory=dict)
 
 
 def choose_params(model: Model, stats: dict, recipe: Recipe) -> Params:
@@ -174,7 +177,8 @@ def choose_params(model: Model, stats: dict, recipe: Recipe) -> Params:
                                            power_of_two=scheme.power_of_two)
         params[name] = (float(scale), zero_point)
     raw = {name: observer.range() for name, observer in stats.items() if observer.seen}
-    return Params(params, variables.variable_qparams(model, stats, act), raw)
+    return Params(params, variables.variable_qparams(model, stats, act), raw,
+                  control_flow.group_params(model, ranges, act))
 
 
 def rewrite(model: Model, params: Params, options: Int8Options) -> Model:
@@ -186,16 +190,28 @@ def rewrite(model: Model, params: Params, options: Int8Options) -> Model:
         raise QuantizationError(f"inference_type must be {', '.join(interfaces)}, not "
                                 f"{options.inference_type!r}")
     variables.check_subgraphs(model)  # CALL_ONCE init subgraphs only
-    _Pass(model, params, options).run()
+    bodies = control_flow.quantizes_bodies(model, options.keep_float)
+    if bodies:
+        params = replace(params, tensors={**params.tensors, **params.carried})
+    _Pass(model, params, options, bodies=bodies).run()
+    if bodies:
+        for index in control_flow.body_subgraphs(model):
+            _Pass(model, params, options, bodies=True, index=index).run()
     verify(model)
     return model
 
 
 class _Pass:
-    def __init__(self, model: Model, params: Params, options: Int8Options):
-        self.model, self.graph, self.options = model, model.main, options
-        self.params = params.tensors
-        self.ranges = params.ranges
+    """Rewrites one subgraph: the main graph (index 0) or a WHILE/IF body, whose float inputs
+    and outputs are integer with their carried group's parameters (control_flow.py)."""
+
+    def __init__(self, model: Model, params: Params, options: Int8Options, bodies: bool,
+                 index: int = 0):
+        self.model, self.graph, self.options = model, model.subgraphs[index], options
+        self.body = index > 0
+        self.params = control_flow.by_local_name(params.tensors, model, index)
+        self.ranges = control_flow.by_local_name(params.ranges, model, index)
+        self.quantize_bodies = bodies
         self.as_int: dict[int, Tensor] = {}
         self.as_float: dict[int, Tensor] = {}
         self.ops: list[Operator] = []  # the rewritten op list
@@ -224,6 +240,9 @@ class _Pass:
             if self._variable_params(op) is not None:
                 self._variable_op(op)
                 continue
+            if op.type in control_flow.OPS and self.quantize_bodies:
+                self._control_flow_op(op)
+                continue
             if id(op) in self.fake_quantized:
                 self._fake_quantize_weights(op)
             if rule is not None and rule.facts.small_input_scales and not self._comparable(op):
@@ -234,10 +253,14 @@ class _Pass:
                 lstm.quantize(self, op)
             else:
                 self._int_op(op, rule)
-        self._bind_graph_outputs()
+        if self.body:
+            self._bind_body_outputs()
+        else:
+            self._bind_graph_outputs()
         self.graph.operators = self.ops
         self.graph.prune()
-        variables.quantize_init_values(self.model, self.variables, self.act)
+        if not self.body:
+            variables.quantize_init_values(self.model, self.variables, self.act)
 
     def _quantizable(self, op: Operator) -> Rule | None:
         from fnmatch import fnmatchcase
@@ -280,9 +303,25 @@ class _Pass:
             op.inputs[1] = self._int_with(op.inputs[1], scale, zero_point)
         self.ops.append(op)
 
+    def _control_flow_op(self, op: Operator) -> None:
+        """WHILE/IF: each data input, and each output, integer with its carried group's
+        parameters (the bodies are rewritten by their own passes with the same ones)."""
+        for i in control_flow.data_inputs(op):
+            t = op.inputs[i]
+            if t is not None and t.dtype == "float32":
+                op.inputs[i] = self._int_with(t, *self._qparams(t))
+        for t in op.outputs:
+            if t is not None and t.dtype == "float32":
+                _make_int(t, self.act, *self._qparams(t))
+                self.as_int[id(t)] = t
+        self.ops.append(op)
+
     def _int_with(self, t: Tensor, scale: float, zero_point: int) -> Tensor:
         """t as an integer tensor with exactly these parameters."""
         target = Quantization.per_tensor(scale, zero_point)
+        if t.is_constant and id(t) not in self.as_int:
+            self.as_int[id(t)] = variables.quantized_constant(t, scale, zero_point, self.act)
+            self.graph.tensors.append(self.as_int[id(t)])
         source = self.as_int.get(id(t)) or self.as_float[id(t)]
         if source.dtype == self.act and _same_params(source.quantization, target):
             return source
@@ -334,6 +373,10 @@ class _Pass:
         for t in self.graph.inputs:
             if t.dtype != "float32":
                 continue
+            if self.body:  # WHILE/IF copies the caller's integer tensor in
+                _make_int(t, self.act, *self._qparams(t))
+                self.as_int[id(t)] = t
+                continue
             if kind == "float32":
                 self.as_float[id(t)] = t
                 continue
@@ -367,6 +410,13 @@ class _Pass:
                 outputs.append(out)
         _retarget_signatures(self.model, self.graph.outputs, outputs)
         self.graph.outputs = outputs
+
+    def _bind_body_outputs(self) -> None:
+        """A body's float outputs, integer with exactly their carried group's parameters."""
+        self.graph.outputs = [t if t.dtype != "float32" and id(t) not in self.as_int
+                              and id(t) not in self.as_float
+                              else self._int_with(t, *self._qparams(t))
+                              for t in self.graph.outputs]
 
     def _float_output(self, t: Tensor) -> Tensor:
         if id(t) in self.as_float:

@@ -205,6 +205,10 @@ class Interpreter:
             raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
         self.max_iterations = int(max_iterations)
         self.resources = Resources()
+        # called as subgraph_observer(index, tensors, values) after every run of a subgraph
+        # other than the main graph (WHILE cond/body at each iteration, IF branches, CALL,
+        # CALL_ONCE), with every tensor's value kept: calibration records bodies through it
+        self.subgraph_observer = None
         _check_supported(model)
         self._plans: dict[int, _Plan] = {}
         self._plan(0)  # prepare the main graph now so errors surface before anything runs
@@ -255,8 +259,11 @@ class Interpreter:
 
     def run_subgraph(self, index: int, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """Run subgraph `index` on positional inputs (used by WHILE, IF, CALL_ONCE)."""
-        values = self._run_plan(index, list(arrays))
+        observer = self.subgraph_observer
+        values = self._run_plan(index, list(arrays), keep=observer is not None)
         plan = self._plans[index]
+        if observer is not None:
+            observer(index, plan.tensors, values)
         return [values[plan.slot[id(t)]] for t in plan.subgraph.outputs]
 
     def run_op(self, index: int, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
