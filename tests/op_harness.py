@@ -7,12 +7,15 @@ differs between implementations, so bitwise equality is not expected for them.
 
 from __future__ import annotations
 
+import importlib.util
 import zlib
 
 import numpy as np
+import pytest
 from tflite_ref import run_tflite
 
 import qengine
+from qengine.builder import GraphBuilder
 from qengine.ir import Model
 
 FLOAT_REL = 1e-5  # the default float tolerance, relative to the output's range
@@ -109,3 +112,86 @@ def op_by_op(model_bytes: bytes, inputs, resolver: str = "ref") -> list[tuple[in
             scale = max(float(np.ptp(want)), float(np.abs(want).max()), 1e-2)
             results.append((i, op, diff / scale))
     return results
+
+
+# -- single-op models --------------------------------------------------------------------------
+
+
+class In:
+    """A runtime input of the single-op model (anything else passed to single_op is a constant)."""
+
+    def __init__(self, value, quantization=None, dynamic_batch=False):
+        self.value = np.asarray(value)
+        self.quantization = quantization
+        self.dynamic_batch = dynamic_batch
+
+
+class Const:
+    """A constant input that carries quantization."""
+
+    def __init__(self, value, quantization=None):
+        self.value = np.asarray(value)
+        self.quantization = quantization
+
+
+def single_op(op, args, opts=None, out_dtype=None, n_outputs=1, out_quantization=None,
+              version=1):
+    """(model, runtime inputs) for one op whose inputs are `args` (In, constant array or None)."""
+    b = GraphBuilder()
+    tensors, feeds = [], []
+    for i, arg in enumerate(args):
+        if arg is None:
+            tensors.append(None)
+        elif isinstance(arg, In):
+            tensors.append(b.input(f"x{i}", arg.value.shape, str(arg.value.dtype),
+                                   arg.quantization, dynamic_batch=arg.dynamic_batch))
+            feeds.append(arg.value)
+        elif isinstance(arg, Const):
+            tensors.append(b.const(f"c{i}", arg.value, quantization=arg.quantization))
+        else:
+            tensors.append(b.const(f"c{i}", np.asarray(arg)))
+            # Tensor.data's setter stores 0-d values as shape (1,); TFLite tells them apart
+            tensors[-1].shape = np.shape(arg)
+    shapes = [()] * n_outputs if n_outputs > 1 else ()
+    out = b.op(op, tensors, shapes, out_dtype, options=opts, n_outputs=n_outputs,
+               out_quantization=out_quantization, version=version)
+    return b.build(outputs=out if n_outputs > 1 else [out]), feeds
+
+
+def check(op, args, opts=None, resolver="ref", **kwargs):
+    model, feeds = single_op(op, args, opts, **kwargs)
+    return check_against_tflite(model, feeds, resolver=resolver)
+
+
+def rand(shape, dtype="float32", seed=0):
+    rng = np.random.default_rng(seed)
+    if dtype == "float32":
+        return rng.standard_normal(shape).astype(np.float32)
+    if dtype == "bool":
+        return rng.random(shape) < 0.5
+    info = np.iinfo(dtype)
+    return rng.integers(max(info.min, -100), min(info.max, 100), shape, endpoint=True,
+                        dtype=dtype)
+
+
+# -- one op, one call ---------------------------------------------------------------------------
+
+
+def op_case(op: str, args, opts=None, *, twin=None, rel: float = FLOAT_REL,
+            reference: str = "auto", **kwargs) -> dict[str, np.ndarray]:
+    """Build the single-op model `op(args)` (single_op's conventions: In(...) runtime inputs,
+    Const(...) or arrays constants), run qengine, and compare it with TFLite's reference
+    kernels when ai-edge-litert is installed, else with `twin(*values)` (a naive NumPy/Python
+    version of the op); integers exactly, floats within `rel`. Returns qengine's outputs.
+    `reference="twin"` uses the twin even where TFLite is installed.
+    """
+    model, feeds = single_op(op, args, opts, **kwargs)
+    if reference == "auto" and importlib.util.find_spec("ai_edge_litert") is not None:
+        return check_against_tflite(model, feeds, rel)
+    if twin is None:
+        pytest.skip("needs ai-edge-litert or a naive twin")
+    got = qengine.Interpreter(model).run(feeds)
+    name = model.main.outputs[0].name
+    values = [a.value if isinstance(a, (In, Const)) else np.asarray(a) for a in args]
+    assert_close(name, np.asarray(got[name]), np.asarray(twin(*values)), rel)
+    return got

@@ -3,8 +3,7 @@ reference kernels, on the dtypes TFLite registers them for."""
 
 import numpy as np
 import pytest
-from op_harness import rng
-from test_ops_shape import In, check, rand, single_op
+from op_harness import In, check, rand, rng, single_op
 from tflite_ref import run_tflite
 
 import qengine

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from test_ops_shape import In, check, rand
+from op_harness import In, check, rand
 
 from qengine.builder import options
 

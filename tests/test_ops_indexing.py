@@ -3,7 +3,7 @@ against TFLite's reference kernels, on the dtypes TFLite registers them for."""
 
 import numpy as np
 import pytest
-from test_ops_shape import In, check, rand, single_op
+from op_harness import In, check, rand, single_op
 
 import qengine
 from qengine.builder import options

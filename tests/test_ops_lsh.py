@@ -3,8 +3,7 @@ rows long enough to take every FarmHash length path (<=16, <=32, <=64 and > 64 b
 
 import numpy as np
 import pytest
-from op_harness import rng
-from test_ops_shape import In, check
+from op_harness import In, check, rng
 
 from qengine.builder import options
 

@@ -3,7 +3,7 @@ TFLite's builtin resolver does not register) against the same graph inlined."""
 
 import numpy as np
 import pytest
-from test_ops_shape import In, check, rand, single_op
+from op_harness import In, check, rand, single_op
 
 import qengine
 from qengine.builder import GraphBuilder, options

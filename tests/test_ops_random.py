@@ -3,8 +3,7 @@ reference kernels over several invokes: the same Philox stream, call after call.
 
 import numpy as np
 import pytest
-from op_harness import assert_close
-from test_ops_shape import In, single_op
+from op_harness import In, assert_close, single_op
 from tflite_ref import make_interpreter
 
 import qengine

@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np
 import pytest
-from test_ops_shape import In, check, rand, single_op
+from op_harness import In, check, rand, single_op
 
 import qengine
 from qengine.builder import options

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from test_ops_shape import In, check, rand, single_op
+from op_harness import In, check, rand, single_op
 
 import qengine
 from qengine.errors import InputError

@@ -3,8 +3,7 @@ with many ties: the order among equal values is part of what must match."""
 
 import numpy as np
 import pytest
-from op_harness import check_against_tflite, rng
-from test_ops_shape import In, rand, single_op
+from op_harness import In, check_against_tflite, rand, rng, single_op
 
 from qengine.builder import options
 

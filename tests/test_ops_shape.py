@@ -7,7 +7,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np
 import pytest
-from op_harness import assert_close, check_against_tflite, model_bytes
+from op_harness import (
+    Const,
+    In,
+    assert_close,
+    check,
+    check_against_tflite,
+    model_bytes,
+    rand,
+    single_op,
+)
 from tflite_ref import run_tflite
 
 import qengine
@@ -15,63 +24,6 @@ from qengine.builder import GraphBuilder, options
 from qengine.ir import Quantization
 
 Q8 = Quantization.per_tensor(0.05, 3)
-
-
-class In:
-    """A runtime input of the single-op model (anything else passed to single_op is a constant)."""
-
-    def __init__(self, value, quantization=None, dynamic_batch=False):
-        self.value = np.asarray(value)
-        self.quantization = quantization
-        self.dynamic_batch = dynamic_batch
-
-
-class Const:
-    """A constant input that carries quantization."""
-
-    def __init__(self, value, quantization=None):
-        self.value = np.asarray(value)
-        self.quantization = quantization
-
-
-def single_op(op, args, opts=None, out_dtype=None, n_outputs=1, out_quantization=None,
-              version=1):
-    """(model, runtime inputs) for one op whose inputs are `args` (In, constant array or None)."""
-    b = GraphBuilder()
-    tensors, feeds = [], []
-    for i, arg in enumerate(args):
-        if arg is None:
-            tensors.append(None)
-        elif isinstance(arg, In):
-            tensors.append(b.input(f"x{i}", arg.value.shape, str(arg.value.dtype),
-                                   arg.quantization, dynamic_batch=arg.dynamic_batch))
-            feeds.append(arg.value)
-        elif isinstance(arg, Const):
-            tensors.append(b.const(f"c{i}", arg.value, quantization=arg.quantization))
-        else:
-            tensors.append(b.const(f"c{i}", np.asarray(arg)))
-            # Tensor.data's setter stores 0-d values as shape (1,); TFLite tells them apart
-            tensors[-1].shape = np.shape(arg)
-    shapes = [()] * n_outputs if n_outputs > 1 else ()
-    out = b.op(op, tensors, shapes, out_dtype, options=opts, n_outputs=n_outputs,
-               out_quantization=out_quantization, version=version)
-    return b.build(outputs=out if n_outputs > 1 else [out]), feeds
-
-
-def check(op, args, opts=None, resolver="ref", **kwargs):
-    model, feeds = single_op(op, args, opts, **kwargs)
-    return check_against_tflite(model, feeds, resolver=resolver)
-
-
-def rand(shape, dtype="float32", seed=0):
-    rng = np.random.default_rng(seed)
-    if dtype == "float32":
-        return rng.standard_normal(shape).astype(np.float32)
-    if dtype == "bool":
-        return rng.random(shape) < 0.5
-    info = np.iinfo(dtype)
-    return rng.integers(max(info.min, -100), min(info.max, 100), shape, endpoint=True,
-                        dtype=dtype)
 
 
 def data(shape, dtype="float32", seed=0):

@@ -2,8 +2,7 @@
 
 import numpy as np
 import pytest
-from op_harness import assert_close
-from test_ops_shape import In, rand, single_op
+from op_harness import In, assert_close, rand, single_op
 from tflite_ref import run_tflite
 
 import qengine

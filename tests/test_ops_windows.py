@@ -2,8 +2,7 @@
 
 import numpy as np
 import pytest
-from op_harness import check_against_tflite
-from test_ops_shape import In, check, rand, single_op
+from op_harness import In, check, check_against_tflite, rand, single_op
 
 from qengine.builder import options
 

@@ -20,6 +20,7 @@ from .opdef import (
     INT16,
     OHWI,
     REQUANT,
+    XNNPACK,
     Hybrid,
     OpDef,
     Quantized,
@@ -192,7 +193,7 @@ def _depthwise_acc(op, index: int, x: np.ndarray, w: np.ndarray) -> np.ndarray:
 CONV_2D = define(OpDef(
     "CONV_2D", shared=_conv_shared,
     kernels={FLOAT32: _conv_float, HYBRID: "conv_int:hybrid_conv_2d", INT8: "conv_int:conv_2d",
-             INT16: "int16_int:conv_2d"},
+             (INT8, XNNPACK): "conv_int:conv_2d_xnnpack", INT16: "int16_int:conv_2d"},
     weight=Weight(1, 0, OHWI, types=("int8", "int4")),
     quantized=Quantized(REQUANT, 3, int16=3, bias=2),
     hybrid=Hybrid(per_tensor=2, per_channel=5),
@@ -201,7 +202,9 @@ CONV_2D = define(OpDef(
 DEPTHWISE_CONV_2D = define(OpDef(
     "DEPTHWISE_CONV_2D", shared=_depthwise_shared,
     kernels={FLOAT32: _depthwise_float, HYBRID: "conv_int:hybrid_depthwise_conv_2d",
-             INT8: "conv_int:depthwise_conv_2d", INT16: "int16_int:depthwise_conv_2d"},
+             INT8: "conv_int:depthwise_conv_2d",
+             (INT8, XNNPACK): "conv_int:depthwise_conv_2d_xnnpack",
+             INT16: "int16_int:depthwise_conv_2d"},
     # hybrid and int16 kernels take int8 filters only (the int16 one would read packed bytes)
     weight=Weight(1, 3, DEPTHWISE_1HWO, types=("int8", "int4"),
                   types_by_input=(("float32", ("int8",)), ("int16", ("int8",)))),

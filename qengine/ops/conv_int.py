@@ -123,16 +123,26 @@ def _bias_or_zeros(b, out_c: int) -> np.ndarray:
     return np.zeros(out_c, np.int32) if b is None else np.ascontiguousarray(b, np.int32).ravel()
 
 
-def conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prepared:
-    out_c = out_shape[3]
+def _conv_params(ctx: OpContext, g: ConvGeometry, out_shape) -> tuple[dict, tuple]:
+    """int8 CONV_2D's Prepare, whatever the arithmetic: (parameters, kernel geometry)."""
     w = ctx.input(1)
     q = w.quantization
     if q is not None and np.any(q.zero_point != 0):  # conv.cc Prepare
         raise ctx.invalid(f"filter {w.name!r} has non-zero zero points")
-    p, _ = _int8_params(ctx, out_c, bias_required=True)
-    geometry = (g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left, g.out_h, g.out_w)
-    if ctx.arithmetic == "xnnpack":
-        return _xnnpack(ctx, p, geometry, out_shape, depthwise=False)
+    p, _ = _int8_params(ctx, out_shape[3], bias_required=True)
+    return p, (g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left, g.out_h, g.out_w)
+
+
+def conv_2d_xnnpack(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prepared:
+    """arithmetic="xnnpack": the delegate's float32 requantization (ops/xnnpack_int.py)."""
+    p, geometry = _conv_params(ctx, g, out_shape)
+    return _xnnpack(ctx, p, geometry, out_shape, depthwise=False)
+
+
+def conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prepared:
+    out_c = out_shape[3]
+    w = ctx.input(1)
+    p, geometry = _conv_params(ctx, g, out_shape)
     if use_fast_kernels() and w.value is not None:
         packed = pack_conv_weights(np.ascontiguousarray(w.value))  # once, at prepare time
         b_spec = ctx.optional_input(2)
@@ -156,14 +166,25 @@ def conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prepared
     return Prepared(run, [ctx.output_spec(0, out_shape, "int8")])
 
 
+def _depthwise_params(ctx: OpContext, g: ConvGeometry, out_shape,
+                      multiplier: int) -> tuple[dict, tuple]:
+    """int8 DEPTHWISE_CONV_2D's Prepare, whatever the arithmetic: (parameters, geometry)."""
+    p, _ = _int8_params(ctx, out_shape[3], bias_required=False)  # filter zero point ignored
+    return p, (g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left, g.out_h,
+               g.out_w, multiplier)
+
+
+def depthwise_conv_2d_xnnpack(ctx: OpContext, g: ConvGeometry, out_shape,
+                              multiplier: int) -> Prepared:
+    """arithmetic="xnnpack": the delegate's float32 requantization (ops/xnnpack_int.py)."""
+    p, geometry = _depthwise_params(ctx, g, out_shape, multiplier)
+    return _xnnpack(ctx, p, geometry, out_shape, depthwise=True)
+
+
 def depthwise_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, multiplier: int) -> Prepared:
     out_c = out_shape[3]
-    p, _ = _int8_params(ctx, out_c, bias_required=False)  # the filter zero point is ignored
+    p, geometry = _depthwise_params(ctx, g, out_shape, multiplier)
     w = ctx.input(1)
-    geometry = (g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left, g.out_h, g.out_w,
-                multiplier)
-    if ctx.arithmetic == "xnnpack":
-        return _xnnpack(ctx, p, geometry, out_shape, depthwise=True)
     if use_fast_kernels() and w.value is not None:
         packed = pack_depthwise_weights(np.ascontiguousarray(w.value))
         b_spec = ctx.optional_input(2)
