@@ -119,12 +119,13 @@ def test_quantized_published_models_load_in_tflite_and_agree(model_path, mode):
 # pay a 4-byte scale per output channel of many narrow layers (the all-zero int64 zero points
 # TFLite's reader needs, shapes and op options are written once and shared). Exceptions: the
 # sparse variant keeps its sparse weights (smaller than dense int8; 0.94x), and the short range
-# / front detectors (the same network) reach 0.606x: per-channel scales of their 24-96 channel
-# layers are 6 % of the file, float32 biases instead of float16 + DEQUANTIZE save 0.1 %, and
+# / front detectors (the same network) reach 0.613x: per-channel scales of their 24-96 channel
+# layers are 6 % of the file, their biases must be float32 constants (TFLite's default
+# interpreter fails on a hybrid conv whose bias is float16 behind DEQUANTIZE; +0.7 %), and
 # per-tensor filter scales would trade accuracy for size
-DYNAMIC_SIZE = {"face_detection_back": 0.6, "face_detection_front": 0.61,
+DYNAMIC_SIZE = {"face_detection_back": 0.6, "face_detection_front": 0.62,
                 "face_detection_full_range": 0.6, "face_detection_full_range_sparse": 0.94,
-                "face_detection_short_range": 0.61, "face_landmark": 0.3,
+                "face_detection_short_range": 0.62, "face_landmark": 0.3,
                 "iris_landmark": 0.3, "nmp": 0.47}
 
 
@@ -134,6 +135,20 @@ def test_dynamic_mode_shrinks_float16_and_shared_weights(model_path, published):
     original = model_path.read_bytes()
     quantized = qengine.quantize(qengine.load(original), "dynamic", quiet=True).to_bytes()
     assert len(quantized) <= DYNAMIC_SIZE[published] * len(original)
+
+
+def test_dynamic_models_load_in_tflite_default_interpreter(model_path, published):
+    """TFLite's default interpreter (XNNPACK delegate) prepares every hybrid op of qengine's
+    dynamic-range file; it failed on float16 biases behind DEQUANTIZE ("failed to delegate
+    CONV_2D node"), which its builtin kernels accept."""
+    from tflite_ref import make_interpreter
+
+    quantized = qengine.quantize(qengine.load(model_path), "dynamic", quiet=True).to_bytes()
+    interpreter = make_interpreter(bytes(quantized), resolver="auto")
+    interpreter.allocate_tensors()
+    for detail in interpreter.get_input_details():
+        interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+    interpreter.invoke()
 
 
 VARIANTS = {

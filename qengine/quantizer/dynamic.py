@@ -89,6 +89,7 @@ def quantize_dynamic(model: Model, per_channel: bool = True, asymmetric_inputs: 
                 done[key] = _hybrid_filter(op, weight, w.name, values, weight_bits, block_size,
                                            channelwise, clipping, (hessians or {}).get(id(op)))
             op.inputs[index] = done[key]
+            _constant_bias(op, definition.quantized, producers)
             version = facts.per_channel if channelwise else facts.per_tensor
             if facts.asymmetric_inputs is not None:  # FULLY_CONNECTED's option
                 op.options.asymmetricQuantizeInputs = asymmetric_inputs
@@ -226,6 +227,22 @@ def quantize_weight_only(model: Model, weight_bits: int = 8, per_channel: bool =
 # DEQUANTIZE versions: 2 for int8 input, 4 for per-channel int8, 6 for int4/int2 (TFLite's
 # op_version.cc); the builtin resolver accepts every version up to its own
 DEQUANTIZE_VERSION = {"int8": 4, "int4": 6, "int2": 6}
+
+
+def _constant_bias(op, quantized, producers: dict) -> None:
+    """A hybrid op's bias stored as float16 behind a DEQUANTIZE becomes a float32 constant:
+    TFLite's default interpreter (XNNPACK) fails to prepare a dynamically quantized CONV_2D
+    whose bias is computed ("failed to delegate CONV_2D node"), where its builtin kernels run
+    it. The bias values are unchanged (float16 widens to float32 exactly)."""
+    index = quantized.bias if quantized is not None else None
+    bias = op.inputs[index] if index is not None and index < len(op.inputs) else None
+    if bias is None or bias.is_constant:
+        return
+    values = float_weights(bias, producers)
+    if values is not None:
+        constant = Tensor(bias.name + "_f32", bias.shape, "float32")
+        constant.data = values.reshape(bias.shape)
+        op.inputs[index] = constant
 
 
 def float_weights(t: Tensor | None, producers: dict) -> np.ndarray | None:
