@@ -140,7 +140,7 @@ def cmd_search(args) -> int:
             near += " (the smallest model tried; none fits the size limit)"
         print(f"target not reachable{limit}: {result.tried} models tried; closest: {near}")
         return 1
-    from .research.sweep import atomic_write
+    from .flatbuffer_io import atomic_write
 
     best = result.best
     atomic_write(Path(args.output), best.data)

@@ -381,9 +381,13 @@ def _research_refusal(simulated: dict[str, str]) -> str:
 
 
 def save(model: Model, path, **kwargs) -> None:
-    """Write atomically: a temporary file in the same folder, renamed over `path` at the end."""
-    data = to_bytes(model, **kwargs)
-    path = Path(path)
+    """Write atomically (see `atomic_write`)."""
+    atomic_write(Path(path), to_bytes(model, **kwargs))
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """A temporary file in the same folder, renamed over `path` at the end: a reader never
+    sees a partial file, and a failure leaves none behind."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     try:
         with os.fdopen(fd, "wb") as f:

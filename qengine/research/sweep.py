@@ -24,9 +24,7 @@ import io
 import itertools
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ import numpy as np
 
 from ..compare import finite
 from ..errors import QEngineError
+from ..flatbuffer_io import atomic_write
 from .grid import Plan, canonical, plan_for
 from .metrics import OutputQuality, real_outputs
 
@@ -378,18 +377,6 @@ def store(out_dir: Path, key: str, outcome: Outcome) -> dict:
         row["path"] = str(path)
     atomic_write(out_dir / "rows" / f"{key}.json", json.dumps(finite(row)).encode())
     return row
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _from_json(value):
