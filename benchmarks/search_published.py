@@ -83,6 +83,7 @@ def input_shape(path: Path):
 
 def write_sets(name: str, path: Path) -> dict[str, Path]:
     shape = input_shape(path)
+    WORK.mkdir(parents=True, exist_ok=True)
     files = {}
     for seed, kind in enumerate(PHOTOS):
         files[kind] = WORK / f"{name}.{kind}.npy"
