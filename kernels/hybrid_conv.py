@@ -1,0 +1,434 @@
+"""Fast hybrid ("dynamic range") CONV_2D and DEPTHWISE_CONV_2D: int8 tiles, float epilogue fused.
+
+The input image is quantized once per run (`hybrid.quantize_images`, one pass after NumPy's
+min/max); then the int8 kernels of `fast_conv` run with a float32 epilogue in registers instead
+of their requantization:
+
+    out[c] = clamp((float32(wrap32(acc[c] - corr[c])) * pre[c]) * scale[c] + bias[c], lo, hi)
+
+every operation one IEEE float32 rounding, in that order (no fused multiply-add: the IR carries
+no fast-math flags). That is TFLite's order for each hybrid op when `pre`/`scale` are chosen as
+in qengine/ops/conv_int.py (absent factors are 1, x·1 = x; an absent bias is -0.0, x + -0.0 = x);
+`lo`/`hi` compare as `v < lo ? lo : v > hi ? hi : v`, so NaN passes as in `np.clip`.
+
+- CONV_2D: `_pack_block`'s im2col holds `q - zp` in int16 (0 off-image, i.e. the reference's
+  skipped taps), `_htile` multiplies it with the packed weight panels through `vpmaddwd` like
+  `fast_conv._qtile`, and `corr` is 0. acc is the exact int32 sum of the reference.
+- DEPTHWISE_CONV_2D: `_hdw16` is `fast_conv._dw16` with this epilogue: raw int8 taps (an
+  off-image tap reads a row of zp), so acc = Σ w·q and corr = zp·Σw, which leaves
+  Σ w·(q - zp) over the in-image taps (mod 2^32, exact). Channel counts that are not a
+  multiple of 16 run their last group with zero weights in the unused lanes (the tap loads
+  read up to 15 bytes past a pixel: `quantize_images` leaves 16 spare bytes after the image)
+  and store it through a scratch row. Depth multipliers > 1 run `fast_conv._dw_pixel`.
+
+Epilogue parameters come in a float32 table [groups of 16 channels, 6, 16]: corr (int32 bits),
+pre, scale, bias, lo, hi; `plan_*` fill what is fixed at prepare time, `run_*` the per-image
+scale (and corr). Work is split over output row blocks (or weight panels) between the calling
+thread and `kernels/threads.py`'s pool; every block is a serial nogil kernel.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.core.extending import intrinsic
+from qengine.kernels.fast_conv import (
+    _DW_ORDER,
+    _HI,
+    _I8,
+    _I32,
+    _I64,
+    _LO,
+    _V8F32,
+    _V8I32,
+    _V16I8,
+    _V16I16,
+    LANES,
+    ROWS,
+    PackedConvWeights,
+    _accumulate,
+    _addr,
+    _copy_tile,
+    _dw_pixel,
+    _madd,
+    _pack_block,
+    _splat,
+)
+from qengine.kernels.jit import kernel
+from qengine.kernels.threads import parallel_blocks
+
+__all__ = [
+    "HybridConvPlan",
+    "HybridDepthwisePlan",
+    "plan_hybrid_conv",
+    "plan_hybrid_depthwise",
+    "run_hybrid_conv",
+    "run_hybrid_depthwise",
+]
+
+_CORR, _PRE, _SCALE, _BIAS, _LO_ROW, _HI_ROW = range(6)  # rows of an epilogue table
+_TABLE_BYTES = 6 * LANES * 4  # one group's table
+
+
+# --- the float epilogue (LLVM) ------------------------------------------------------------------
+
+
+def _table_rows(builder, e_ptr, lanes):
+    """The 6 epilogue rows of `lanes` (8 of the group's 16 lane positions, 0 or 8) as vectors."""
+    rows = []
+    for row in range(6):
+        ptr = builder.gep(e_ptr, [ir.Constant(_I64, LANES * row + lanes)])
+        rows.append(builder.load(builder.bitcast(ptr, _V8F32.as_pointer()), align=4))
+    rows[_CORR] = builder.bitcast(rows[_CORR], _V8I32)
+    return rows
+
+
+def _float_epilogue(builder, acc, rows):
+    """int32x8 acc → float32x8 clamp((float(acc - corr) * pre) * scale + bias, lo, hi)."""
+    corr, pre, scale, bias, lo, hi = rows
+    v = builder.sitofp(builder.sub(acc, corr), _V8F32)  # rounds to nearest, as float(int32)
+    v = builder.fadd(builder.fmul(builder.fmul(v, pre), scale), bias)
+    above = builder.select(builder.fcmp_ordered(">", v, hi), hi, v)
+    return builder.select(builder.fcmp_ordered("<", v, lo), lo, above)
+
+
+def _store8(builder, out_ptr, index, value):
+    ptr = builder.bitcast(builder.gep(out_ptr, [index]), _V8F32.as_pointer())
+    builder.store(value, ptr, align=4)
+
+
+# --- CONV_2D: `fast_conv`'s row-major GEMM tile with the float epilogue -------------------------
+
+
+def _htile_codegen(context, builder, signature, args):
+    a_addr, a_row, b_addr, k2, out_addr, out_row, e_addr = args
+    const = lambda v: ir.Constant(_I64, v)
+    a_ptr = builder.inttoptr(a_addr, _I8.as_pointer())
+    b_ptr = builder.inttoptr(b_addr, _I8.as_pointer())
+    e_ptr = builder.inttoptr(e_addr, ir.FloatType().as_pointer())
+    out_ptr = builder.inttoptr(out_addr, ir.FloatType().as_pointer())
+
+    def step(i, accs):  # as fast_conv._qtile: pair i of every row times the panel's pair i
+        weights = []
+        for half in range(2):
+            ptr = builder.gep(b_ptr, [builder.add(builder.mul(i, const(32)), const(16 * half))])
+            raw = builder.load(builder.bitcast(ptr, _V16I8.as_pointer()), align=1)
+            weights.append(builder.sext(raw, _V16I16))
+        new = []
+        for r in range(ROWS):
+            offset = builder.add(builder.mul(const(r), a_row), builder.mul(i, const(4)))
+            ptr = builder.bitcast(builder.gep(a_ptr, [offset]), _I32.as_pointer())
+            xs = builder.bitcast(_splat(builder, builder.load(ptr, align=4)), _V16I16)
+            for h, w in enumerate(weights):
+                new.append(builder.add(accs[2 * r + h], _madd(builder, xs, w)))
+        return new
+
+    sums = _accumulate(builder, k2, 2 * ROWS, step, "htile")
+    tables = [_table_rows(builder, e_ptr, 8 * h) for h in range(2)]
+    for r in range(ROWS):
+        row_start = builder.mul(const(r), out_row)
+        for h in range(2):
+            value = _float_epilogue(builder, sums[2 * r + h], tables[h])
+            _store8(builder, out_ptr, builder.add(row_start, const(8 * h)), value)
+    return context.get_dummy_value()
+
+
+@intrinsic
+def _htile(typingctx, a_addr, a_row, b_addr, k2, out_addr, out_row, e_addr):
+    """out[r, 0:16] = epilogue(Σ_i A[r, 2i:2i+2] · panel[i]) for the ROWS rows of A.
+
+    A: int16 rows `a_row` bytes apart; panel: int8 [k2, 16, 2]; out: float32 rows `out_row`
+    elements apart; e: the panel's float32 [6, 16] epilogue table (addresses).
+    """
+    return types.void(*[types.int64] * 7), _htile_codegen
+
+
+class HybridConvPlan(NamedTuple):
+    """What `run_hybrid_conv` needs besides the quantized input (`plan_hybrid_conv`)."""
+
+    panels: np.ndarray  # int8 [ceil(Co/16), k2, 16, 2]
+    table: np.ndarray  # float32 [6, 16·ceil(Co/16)] in channel order: pre, bias, lo, hi
+    ints: np.ndarray  # int64 in `fast_conv._conv_plan`'s layout (read by `_pack_block`)
+    in_c: int
+    out_hwc: tuple  # (out_h, out_w, out_c)
+
+
+def _table(out_c, pre, bias, lo, hi):
+    """The fixed part of an epilogue table, [6, 16·ceil(out_c/16)] in channel order: pre [Co]
+    (None: 1), bias [Co] (None: -0.0), lo, hi; scale and corr 0, and every row 0 past out_c."""
+    t = np.zeros((6, -(-out_c // LANES) * LANES), np.float32)
+    t[_PRE, :out_c] = 1 if pre is None else pre
+    t[_BIAS, :out_c] = -0.0 if bias is None else np.ravel(bias)
+    t[_LO_ROW], t[_HI_ROW] = lo, hi
+    return t
+
+
+def _image_table(table, out_c, scale, corr=None, order=None):
+    """An image's epilogue table [groups, 6, 16]: the plan's `table` with scale [Co] (or a
+    scalar) and corr [Co] int32, its 16-lane groups permuted by `order` (None: channel order)."""
+    t = table.copy()
+    t[_SCALE, :out_c] = scale
+    if corr is not None:
+        t[_CORR, :out_c] = corr.astype(np.int32).view(np.float32)
+    lanes = t.reshape(6, -1, LANES).transpose(1, 0, 2)
+    return np.ascontiguousarray(lanes if order is None else lanes[:, :, order])
+
+
+def plan_hybrid_conv(packed: PackedConvWeights, pre, bias, lo, hi, stride_h, stride_w, dil_h,
+                     dil_w, pad_top, pad_left, out_h, out_w) -> HybridConvPlan:  # fmt: skip
+    """pre [Co] float32 (None: 1), bias [Co] float32 (None: -0.0), lo/hi the float clamp."""
+    out_c = packed.out_c
+    ints = np.array([out_c, packed.k_h, packed.k_w, 0, 0, 0, 0, stride_h, stride_w, dil_h,
+                     dil_w, pad_top, pad_left, out_h, out_w], np.int64)  # fmt: skip
+    return HybridConvPlan(packed.panels, _table(out_c, pre, bias, lo, hi), ints, packed.in_c,
+                          (out_h, out_w, out_c))  # fmt: skip
+
+
+@kernel
+def _hconv_part(x, panels, table, ints, zp, out, blk0, blk1, pan0, pan1):
+    """Row blocks blk0..blk1-1 (ROWS output pixels each) × weight panels pan0..pan1-1 of one
+    image x [1, H, W, Ci] into out [P, Co] float32; the last row block and a partial last panel
+    go through a scratch tile."""
+    out_c, pixels = out.shape[1], out.shape[0]
+    k2 = panels.shape[1]
+    kp = 2 * k2
+    a = np.empty(ROWS * kp + 16, np.int16)  # + room for `_copy_run`'s last 16
+    xf = x.reshape(x.size)
+    tail = np.empty((ROWS, LANES), np.float32)
+    aa, pa, ta, oa, ea = _addr(a), _addr(panels), _addr(tail), _addr(out), _addr(table)
+    panel_bytes = k2 * LANES * 2
+    for blk in range(blk0, blk1):
+        p0 = blk * ROWS
+        rows = min(ROWS, pixels - p0)
+        _pack_block(x, xf, a, kp, p0, rows, np.int16(zp), ints)
+        for j in range(pan0, pan1):
+            oc0 = j * LANES
+            width = min(LANES, out_c - oc0)
+            direct = rows == ROWS and width == LANES
+            dst = oa + (p0 * out_c + oc0) * 4 if direct else ta
+            _htile(aa, 2 * kp, pa + j * panel_bytes, k2, dst, out_c if direct else LANES,
+                   ea + j * _TABLE_BYTES)  # fmt: skip
+            if not direct:
+                _copy_tile(tail, out, p0, oc0, rows, width)
+
+
+def _parallel(work, blocks, n_panels, threads):
+    """work(blk0, blk1, pan0, pan1) over `threads` parts: split the row blocks, or the weight
+    panels when there are fewer row blocks than threads."""
+    if threads <= 1 or (blocks < 2 and n_panels < 2):
+        work(0, blocks, 0, n_panels)
+    elif blocks >= threads or n_panels < 2:
+        parallel_blocks(lambda b0, b1: work(b0, b1, 0, n_panels), blocks, threads)
+    else:
+        parallel_blocks(lambda p0, p1: work(0, blocks, p0, p1), n_panels, threads)
+
+
+def run_hybrid_conv(plan: HybridConvPlan, q, zps, scales, threads=1) -> np.ndarray:
+    """q [N, H, W, Ci] int8 (image b quantized with zero point zps[b]), scales [N, Co] or [N]
+    float32 (the per-image factor after `pre`) → float32 [N, out_h, out_w, Co]."""
+    n = q.shape[0]
+    assert q.shape[3] == plan.in_c, "input channels differ from the filter's"
+    out_h, out_w, out_c = plan.out_hwc
+    pixels = out_h * out_w
+    out = np.empty((n, pixels, out_c), np.float32)
+    for b in range(n):
+        table = _image_table(plan.table, out_c, scales[b])
+        x, zp, dst = q[b : b + 1], int(zps[b]), out[b]
+
+        def work(blk0, blk1, pan0, pan1, x=x, table=table, zp=zp, dst=dst):
+            _hconv_part(x, plan.panels, table, plan.ints, zp, dst, blk0, blk1, pan0, pan1)
+
+        _parallel(work, -(-pixels // ROWS), plan.panels.shape[0], threads)
+    return out.reshape(n, out_h, out_w, out_c)
+
+
+# --- DEPTHWISE_CONV_2D: `fast_conv._dw16`'s tap loop with the float epilogue ---------------------
+
+
+def _hdw16_codegen(context, builder, signature, args):
+    x_addr, offs_addr, w_addr, pairs, e_addr, out_addr = args
+    const = lambda v: ir.Constant(_I64, v)
+    x_ptr = builder.inttoptr(x_addr, _I8.as_pointer())
+    offs = builder.inttoptr(offs_addr, _I64.as_pointer())
+    w_ptr = builder.inttoptr(w_addr, _V16I16.as_pointer())
+    e_ptr = builder.inttoptr(e_addr, ir.FloatType().as_pointer())
+    out_ptr = builder.inttoptr(out_addr, ir.FloatType().as_pointer())
+    v32 = lambda idx: ir.Constant(ir.VectorType(_I32, len(idx)), idx)
+
+    def step(i, accs):  # taps 2i, 2i+1 of 16 channels, interleaved per channel as the weights
+        xs = []
+        for t in range(2):
+            off = builder.load(builder.gep(offs, [builder.add(builder.mul(i, const(2)),
+                                                              const(t))]))  # fmt: skip
+            ptr = builder.bitcast(builder.gep(x_ptr, [off]), _V16I8.as_pointer())
+            xs.append(builder.sext(builder.load(ptr, align=1), _V16I16))
+        new = []
+        for h, idx in enumerate((_LO, _HI)):
+            pair = builder.shuffle_vector(xs[0], xs[1], v32(idx))
+            at = builder.add(builder.mul(i, const(2)), const(h))
+            w = builder.load(builder.gep(w_ptr, [at]), align=2)
+            new.append(builder.add(accs[h], _madd(builder, pair, w)))
+        return new
+
+    sums = _accumulate(builder, pairs, 2, step, "hdw")
+    # the table is in _DW_ORDER lane order: its lanes 0-7 go with sums[0], 8-15 with sums[1]
+    outs = [_float_epilogue(builder, sums[h], _table_rows(builder, e_ptr, 8 * h))
+            for h in range(2)]  # fmt: skip
+    back = v32([_DW_ORDER.index(c) for c in range(16)])  # lane order → channel order
+    both = builder.shuffle_vector(outs[0], outs[1], back)
+    v16f32 = ir.VectorType(ir.FloatType(), 16)
+    builder.store(both, builder.bitcast(out_ptr, v16f32.as_pointer()), align=4)
+    return context.get_dummy_value()
+
+
+@intrinsic
+def _hdw16(typingctx, x_addr, offs_addr, w_addr, pairs, e_addr, out_addr):
+    """out[0:16] = epilogue(Σ_t x[offs[t] + c] · w[t, c]) for 16 channels c (addresses).
+
+    offs: int64 [2·pairs] byte offsets of the taps from x_addr; w: int16 [pairs, 2, 16]
+    interleaved as `_LO`/`_HI`; e: float32 [6, 16] epilogue table in `_DW_ORDER` lane order;
+    out: 16 float32.
+    """
+    return types.void(*[types.int64] * 6), _hdw16_codegen
+
+
+class HybridDepthwisePlan(NamedTuple):
+    """What `run_hybrid_depthwise` needs besides the quantized input (`plan_hybrid_depthwise`)."""
+
+    w16: np.ndarray  # int16 [KH, KW, Co] (depth multipliers > 1)
+    w_pairs: np.ndarray  # int16 [ceil(Co/16), pairs, 2, 16], zero past Co (multiplier 1)
+    sum_w: np.ndarray  # int64 [Co]: Σ_taps w (corr = zp·Σw, multiplier 1)
+    table: np.ndarray  # float32 [6, 16·ceil(Co/16)] in channel order: pre, bias, lo, hi
+    ints: np.ndarray  # int64: stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h,
+    # out_w, depth_multiplier, k_h, k_w
+
+
+def _interleave_all(w16):
+    """int16 [KH, KW, Co] → [ceil(Co/16), pairs, 2, 16]: per 16 channels (zero weights past
+    Co), tap pairs interleaved as `_LO`/`_HI` (`fast_conv._interleave_taps`' layout)."""
+    k_h, k_w, out_c = w16.shape
+    groups = -(-out_c // LANES)
+    taps = np.zeros((k_h * k_w + (k_h * k_w) % 2, groups * LANES), np.int16)
+    taps[: k_h * k_w, :out_c] = w16.reshape(k_h * k_w, out_c)
+    taps = taps.reshape(-1, groups, LANES).transpose(1, 0, 2)  # [groups, T, 16]
+    pairs = taps.reshape(groups, -1, 2 * LANES)
+    return np.ascontiguousarray(pairs[:, :, [_LO, _HI]])
+
+
+def plan_hybrid_depthwise(w16, pre, bias, lo, hi, stride_h, stride_w, dil_h, dil_w, pad_top,
+                          pad_left, out_h, out_w, depth_multiplier) -> HybridDepthwisePlan:  # fmt: skip
+    """w16 = fast_conv.pack_depthwise_weights(w); pre, bias, lo, hi as `plan_hybrid_conv`."""
+    w16 = np.ascontiguousarray(w16, np.int16)
+    k_h, k_w, out_c = w16.shape
+    sum_w = w16.reshape(-1, out_c).astype(np.int64).sum(axis=0)
+    w_pairs = (_interleave_all(w16) if depth_multiplier == 1
+               else np.zeros((0, 0, 2, LANES), np.int16))  # fmt: skip
+    ints = np.array([stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w,
+                     depth_multiplier, k_h, k_w], np.int64)  # fmt: skip
+    return HybridDepthwisePlan(w16, w_pairs, sum_w, _table(out_c, pre, bias, lo, hi), ints)
+
+
+@kernel
+def _hdw_rows(x, w_pairs, table, ints, zp, out, row0, row1):
+    """Output rows row0..row1-1 of one image x [1, H, W, Ci] (16 readable bytes past its end)
+    into out [out_h, out_w, Co] float32, depth multiplier 1 (see `fast_conv._dw_plan_rows`)."""
+    in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
+    out_w, out_c = out.shape[1], out.shape[2]
+    stride_h, stride_w, dil_h, dil_w = ints[0], ints[1], ints[2], ints[3]
+    pad_top, pad_left = ints[4], ints[5]
+    groups, pairs = w_pairs.shape[0], w_pairs.shape[1]
+    taps = 2 * pairs  # k_h·k_w, rounded up to even (the extra tap has zero weights)
+    k_h, k_w = ints[9], ints[10]
+    zp_row = np.full(groups * LANES, zp, np.int8)  # what an off-image tap reads (w·zp: corr)
+    inner = np.zeros(taps, np.int64)  # byte offsets of the taps from tap (0, 0): interior
+    edge = np.zeros(taps, np.int64)  # the same for one border pixel
+    for t in range(k_h * k_w):
+        inner[t] = ((t // k_w) * dil_h * in_w + (t % k_w) * dil_w) * in_c
+    ox_lo = min(out_w, max(0, -(-pad_left // stride_w)))
+    ox_hi = max(ox_lo, min(out_w, (in_w - 1 - (k_w - 1) * dil_w + pad_left) // stride_w + 1))
+    scratch = np.empty(LANES, np.float32)
+    xa, oa, wa, ea, za, sa = _addr(x), _addr(out), _addr(w_pairs), _addr(table), _addr(zp_row), \
+        _addr(scratch)  # fmt: skip
+    inner_at, edge_at = _addr(inner), _addr(edge)
+    full = out_c // LANES
+    w_group = pairs * 2 * LANES * 2  # bytes per 16 channels
+    for oy in range(row0, row1):
+        iy0 = oy * stride_h - pad_top
+        rows_in = iy0 >= 0 and iy0 + (k_h - 1) * dil_h < in_h
+        for ox in range(out_w):
+            ix0 = ox * stride_w - pad_left
+            src = xa + (iy0 * in_w + ix0) * in_c  # tap (0, 0), maybe off-image
+            offs = inner_at
+            if not (rows_in and ox_lo <= ox < ox_hi):
+                offs = edge_at
+                edge[:] = za - src  # the zero-weight padding tap reads zp_row too
+                t = 0
+                for ky in range(k_h):
+                    iy = iy0 + ky * dil_h
+                    for kx in range(k_w):
+                        ix = ix0 + kx * dil_w
+                        if 0 <= iy < in_h and 0 <= ix < in_w:
+                            edge[t] = inner[t]
+                        t += 1
+            dst = oa + ((oy * out_w + ox) * out_c) * 4
+            for g in range(full):
+                _hdw16(src + g * LANES, offs, wa + g * w_group, pairs, ea + g * _TABLE_BYTES,
+                       dst + g * LANES * 4)  # fmt: skip
+            if full < groups:  # the last channels: through the scratch row
+                _hdw16(src + full * LANES, offs, wa + full * w_group, pairs,
+                       ea + full * _TABLE_BYTES, sa)  # fmt: skip
+                for c in range(out_c - full * LANES):
+                    out[oy, ox, full * LANES + c] = scratch[c]
+
+
+@kernel
+def _hdw_pixel_rows(x, w16, table_c, ints, zp, out, row0, row1):
+    """Output rows row0..row1-1 of one image for any depth multiplier: `fast_conv._dw_pixel`'s
+    exact accumulators (taps off the image skipped), then the epilogue of table_c [6, Co]
+    (channel order, corr 0) in scalar float32 operations."""
+    out_w, out_c = out.shape[1], out.shape[2]
+    acc = np.empty(out_c, np.int32)
+    xs = np.empty(x.shape[3], np.int16)
+    for oy in range(row0, row1):
+        for ox in range(out_w):
+            _dw_pixel(acc, x, w16, 0, oy, ox, zp, ints[0], ints[1], ints[2], ints[3], ints[4],
+                      ints[5], ints[8], xs)  # fmt: skip
+            for c in range(out_c):
+                v = (np.float32(acc[c]) * table_c[_PRE, c]) * table_c[_SCALE, c] \
+                    + table_c[_BIAS, c]  # fmt: skip
+                if v < table_c[_LO_ROW, c]:  # NaN passes
+                    v = table_c[_LO_ROW, c]
+                elif v > table_c[_HI_ROW, c]:
+                    v = table_c[_HI_ROW, c]
+                out[oy, ox, c] = v
+
+
+def run_hybrid_depthwise(plan: HybridDepthwisePlan, q, zps, scales, threads=1) -> np.ndarray:
+    """q [N, H, W, Ci] int8 (image b quantized with zero point zps[b]; with depth multiplier 1
+    at least 16 readable bytes must follow the last image, as `hybrid.quantize_images` leaves),
+    scales [N, Co] float32 → float32 [N, out_h, out_w, Co]."""
+    n = q.shape[0]
+    out_h, out_w, multiplier = (int(v) for v in plan.ints[6:9])
+    out_c = plan.w16.shape[2]
+    assert q.shape[3] * multiplier == out_c, "channels differ from the filter's"
+    out = np.empty((n, out_h, out_w, out_c), np.float32)
+    for b in range(n):
+        x, zp, dst = q[b : b + 1], int(zps[b]), out[b]
+        if multiplier == 1:
+            table = _image_table(plan.table, out_c, scales[b], zp * plan.sum_w, _DW_ORDER)
+
+            def work(row0, row1, x=x, table=table, zp=zp, dst=dst):
+                _hdw_rows(x, plan.w_pairs, table, plan.ints, zp, dst, row0, row1)
+        else:
+            table = _image_table(plan.table, out_c, scales[b])
+            table = np.ascontiguousarray(table.transpose(1, 0, 2).reshape(6, -1))
+
+            def work(row0, row1, x=x, table=table, zp=zp, dst=dst):
+                _hdw_pixel_rows(x, plan.w16, table, plan.ints, zp, dst, row0, row1)
+
+        if threads > 1 and out_h > 1:
+            parallel_blocks(work, out_h, threads)
+        else:
+            work(0, out_h)
+    return out
