@@ -198,14 +198,22 @@ def _hconv_part(x, panels, table, ints, zp, out, blk0, blk1, pan0, pan1):
     tail = np.empty((ROWS, LANES), np.float32)
     aa, pa, ta, oa, ea = _addr(a), _addr(panels), _addr(tail), _addr(out), _addr(table)
     panel_bytes = k2 * LANES * 2
+    # A tile stores 16 channels per row: with fewer left in a row (`width`), the extra lanes
+    # land in the next rows' first channels, which the block's other panels (taken last to
+    # first) and the range's later blocks overwrite. So a tile stores straight into `out`
+    # when this thread owns every panel and its last lane stays inside this range's pixels;
+    # else through the scratch tile.
+    all_panels = pan0 == 0 and pan1 == panels.shape[0]
+    range_end = min(blk1 * ROWS, pixels) * out_c
     for blk in range(blk0, blk1):
         p0 = blk * ROWS
         rows = min(ROWS, pixels - p0)
         _pack_block(x, xf, a, kp, p0, rows, np.int16(zp), ints)
-        for j in range(pan0, pan1):
+        for j in range(pan1 - 1, pan0 - 1, -1):
             oc0 = j * LANES
             width = min(LANES, out_c - oc0)
-            direct = rows == ROWS and width == LANES
+            spill_ok = all_panels and (p0 + ROWS - 1) * out_c + oc0 + LANES <= range_end
+            direct = rows == ROWS and (width == LANES or spill_ok)
             dst = oa + (p0 * out_c + oc0) * 4 if direct else ta
             _htile(aa, 2 * kp, pa + j * panel_bytes, k2, dst, out_c if direct else LANES,
                    ea + j * _TABLE_BYTES)  # fmt: skip
@@ -353,6 +361,7 @@ def _hdw_rows(x, w_pairs, table, ints, zp, out, row0, row1):
     inner_at, edge_at = _addr(inner), _addr(edge)
     full = out_c // LANES
     w_group = pairs * 2 * LANES * 2  # bytes per 16 channels
+    range_end = row1 * out_w * out_c
     for oy in range(row0, row1):
         iy0 = oy * stride_h - pad_top
         rows_in = iy0 >= 0 and iy0 + (k_h - 1) * dil_h < in_h
@@ -371,13 +380,19 @@ def _hdw_rows(x, w_pairs, table, ints, zp, out, row0, row1):
                         if 0 <= iy < in_h and 0 <= ix < in_w:
                             edge[t] = inner[t]
                         t += 1
-            dst = oa + ((oy * out_w + ox) * out_c) * 4
+            at = (oy * out_w + ox) * out_c  # this pixel's first output element
             for g in range(full):
                 _hdw16(src + g * LANES, offs, wa + g * w_group, pairs, ea + g * _TABLE_BYTES,
-                       dst + g * LANES * 4)  # fmt: skip
-            if full < groups:  # the last channels: through the scratch row
-                _hdw16(src + full * LANES, offs, wa + full * w_group, pairs,
-                       ea + full * _TABLE_BYTES, sa)  # fmt: skip
+                       oa + (at + g * LANES) * 4)  # fmt: skip
+            if full == groups:
+                continue
+            # the last channels: their 16 lanes spill into the next pixels, which this range
+            # computes later, unless the spill would pass the range's end: then the scratch row
+            tail = at + full * LANES
+            direct = tail + LANES <= range_end
+            _hdw16(src + full * LANES, offs, wa + full * w_group, pairs,
+                   ea + full * _TABLE_BYTES, oa + tail * 4 if direct else sa)  # fmt: skip
+            if not direct:
                 for c in range(out_c - full * LANES):
                     out[oy, ox, full * LANES + c] = scratch[c]
 
