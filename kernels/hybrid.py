@@ -76,13 +76,15 @@ def quantize_images(x: np.ndarray, symmetric: bool):
     symmetric). q is a view of a buffer with SPARE_BYTES more, which the fast depthwise kernel
     reads past a pixel's last channels (`hybrid_conv`)."""
     rows = np.ascontiguousarray(x, np.float32).reshape(x.shape[0], -1)
-    buffer = np.zeros(rows.size + SPARE_BYTES, np.int8)
+    buffer = np.empty(rows.size + SPARE_BYTES, np.int8)  # every q written below
+    buffer[rows.size :] = 0
     q = buffer[: rows.size].reshape(rows.shape)
     n = rows.shape[0]
-    if rows.shape[1] == 0:
+    if rows.shape[1] == 0:  # q is empty
         sf, zp = np.ones(n, np.float32), np.zeros(n, np.int32)
     elif symmetric:
-        sf, zp = _symmetric_rows(rows, rows.min(axis=1), rows.max(axis=1), q), np.zeros(n, np.int32)
+        zp = np.zeros(n, np.int32)
+        sf = _symmetric_rows(rows, rows.min(axis=1), rows.max(axis=1), q)
     else:
         sf, zp = _asymmetric_rows(rows, rows.min(axis=1), rows.max(axis=1), q)
     return q.reshape(x.shape), sf, zp
@@ -125,13 +127,14 @@ def _round_away_f64(v):
 
 @kernel
 def _symmetric_rows(rows, mins, maxs, q):
-    """NeonSymmetricQuantizeFloats per row into q (zeroed), given each row's min and max
+    """NeonSymmetricQuantizeFloats per row into q, given each row's min and max
     (float32); returns the scaling factors."""
     n = rows.shape[0]
     sf = np.ones(n, np.float32)
     for b in range(n):
         top = max(abs(mins[b]), abs(maxs[b]))
         if top == 0:  # a row of zeros: q = 0, sf = 1
+            q[b, :] = 0
             continue
         sf[b] = top / np.float32(127)  # float32 division
         _quantize_row(rows[b], q[b], np.float32(127) / top, 0, -127, 127)
@@ -140,7 +143,7 @@ def _symmetric_rows(rows, mins, maxs, q):
 
 @kernel
 def _asymmetric_rows(rows, mins, maxs, q):
-    """NeonAsymmetricQuantizeFloats per row into q (zeroed), given each row's min and max
+    """NeonAsymmetricQuantizeFloats per row into q, given each row's min and max
     (float32); returns the scaling factors and zero points."""
     n = rows.shape[0]
     sf = np.ones(n, np.float32)
@@ -149,6 +152,7 @@ def _asymmetric_rows(rows, mins, maxs, q):
         rmin = min(mins[b], np.float32(0))
         rmax = max(maxs[b], np.float32(0))
         if rmin == rmax:  # q = 0, sf = 1, zp = 0
+            q[b, :] = 0
             continue
         scale = np.float64(rmax - rmin) / 255.0  # the difference in float32
         low, high = np.float64(rmin) / scale, np.float64(rmax) / scale
