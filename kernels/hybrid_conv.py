@@ -101,7 +101,7 @@ def _store8(builder, out_ptr, index, value):
 # --- CONV_2D: `fast_conv`'s row-major GEMM tile with the float epilogue -------------------------
 
 
-def _htile_codegen(context, builder, signature, args):
+def _htile_codegen(context, builder, signature, args, halves):
     a_addr, a_row, b_addr, k2, out_addr, out_row, e_addr = args
     const = lambda v: ir.Constant(_I64, v)
     a_ptr = builder.inttoptr(a_addr, _I8.as_pointer())
@@ -110,8 +110,8 @@ def _htile_codegen(context, builder, signature, args):
     out_ptr = builder.inttoptr(out_addr, ir.FloatType().as_pointer())
 
     def step(i, accs):  # as fast_conv._qtile: pair i of every row times the panel's pair i
-        weights = []
-        for half in range(2):
+        weights = []  # channels 0-7 (and 8-15) of the panel, taps 2i and 2i+1 of each
+        for half in range(halves):
             ptr = builder.gep(b_ptr, [builder.add(builder.mul(i, const(32)), const(16 * half))])
             raw = builder.load(builder.bitcast(ptr, _V16I8.as_pointer()), align=1)
             weights.append(builder.sext(raw, _V16I16))
@@ -121,27 +121,39 @@ def _htile_codegen(context, builder, signature, args):
             ptr = builder.bitcast(builder.gep(a_ptr, [offset]), _I32.as_pointer())
             xs = builder.bitcast(_splat(builder, builder.load(ptr, align=4)), _V16I16)
             for h, w in enumerate(weights):
-                new.append(builder.add(accs[2 * r + h], _madd(builder, xs, w)))
+                new.append(builder.add(accs[halves * r + h], _madd(builder, xs, w)))
         return new
 
-    sums = _accumulate(builder, k2, 2 * ROWS, step, "htile")
-    tables = [_table_rows(builder, e_ptr, 8 * h) for h in range(2)]
+    sums = _accumulate(builder, k2, halves * ROWS, step, f"htile{halves}")
+    tables = [_table_rows(builder, e_ptr, 8 * h) for h in range(halves)]
     for r in range(ROWS):
         row_start = builder.mul(const(r), out_row)
-        for h in range(2):
-            value = _float_epilogue(builder, sums[2 * r + h], tables[h])
+        for h in range(halves):
+            value = _float_epilogue(builder, sums[halves * r + h], tables[h])
             _store8(builder, out_ptr, builder.add(row_start, const(8 * h)), value)
     return context.get_dummy_value()
 
 
-@intrinsic
-def _htile(typingctx, a_addr, a_row, b_addr, k2, out_addr, out_row, e_addr):
-    """out[r, 0:16] = epilogue(Σ_i A[r, 2i:2i+2] · panel[i]) for the ROWS rows of A.
+def _make_htile(halves):
+    @intrinsic
+    def htile(typingctx, a_addr, a_row, b_addr, k2, out_addr, out_row, e_addr):
+        """out[r, 0:8·halves] = epilogue(Σ_i A[r, 2i:2i+2] · panel[i, 0:8·halves]) for the ROWS
+        rows of A.
 
-    A: int16 rows `a_row` bytes apart; panel: int8 [k2, 16, 2]; out: float32 rows `out_row`
-    elements apart; e: the panel's float32 [6, 16] epilogue table (addresses).
-    """
-    return types.void(*[types.int64] * 7), _htile_codegen
+        A: int16 rows `a_row` bytes apart; panel: int8 [k2, 16, 2]; out: float32 rows
+        `out_row` elements apart; e: the panel's float32 [6, 16] epilogue table (addresses).
+        """
+
+        def codegen(context, builder, signature, args):
+            return _htile_codegen(context, builder, signature, args, halves)
+
+        return types.void(*[types.int64] * 7), codegen
+
+    return htile
+
+
+_htile = _make_htile(2)
+_htile8 = _make_htile(1)  # a last panel of at most 8 channels (24 = 16 + 8 is common)
 
 
 class HybridConvPlan(NamedTuple):
@@ -198,9 +210,9 @@ def _hconv_part(x, panels, table, ints, zp, out, blk0, blk1, pan0, pan1):
     tail = np.empty((ROWS, LANES), np.float32)
     aa, pa, ta, oa, ea = _addr(a), _addr(panels), _addr(tail), _addr(out), _addr(table)
     panel_bytes = k2 * LANES * 2
-    # A tile stores 16 channels per row: with fewer left in a row (`width`), the extra lanes
-    # land in the next rows' first channels, which the block's other panels (taken last to
-    # first) and the range's later blocks overwrite. So a tile stores straight into `out`
+    # A tile stores 16 (or 8) channels per row: with fewer left in a row (`width`), the extra
+    # lanes land in the next rows' first channels, which the block's other panels (taken last
+    # to first) and the range's later blocks overwrite. So a tile stores straight into `out`
     # when this thread owns every panel and its last lane stays inside this range's pixels;
     # else through the scratch tile.
     all_panels = pan0 == 0 and pan1 == panels.shape[0]
@@ -212,11 +224,16 @@ def _hconv_part(x, panels, table, ints, zp, out, blk0, blk1, pan0, pan1):
         for j in range(pan1 - 1, pan0 - 1, -1):
             oc0 = j * LANES
             width = min(LANES, out_c - oc0)
-            spill_ok = all_panels and (p0 + ROWS - 1) * out_c + oc0 + LANES <= range_end
-            direct = rows == ROWS and (width == LANES or spill_ok)
+            lanes = LANES if width > LANES // 2 else LANES // 2
+            spill_ok = all_panels and (p0 + ROWS - 1) * out_c + oc0 + lanes <= range_end
+            direct = rows == ROWS and (width == lanes or spill_ok)
             dst = oa + (p0 * out_c + oc0) * 4 if direct else ta
-            _htile(aa, 2 * kp, pa + j * panel_bytes, k2, dst, out_c if direct else LANES,
-                   ea + j * _TABLE_BYTES)  # fmt: skip
+            stride = out_c if direct else LANES
+            panel, e = pa + j * panel_bytes, ea + j * _TABLE_BYTES
+            if lanes == LANES:
+                _htile(aa, 2 * kp, panel, k2, dst, stride, e)
+            else:
+                _htile8(aa, 2 * kp, panel, k2, dst, stride, e)
             if not direct:
                 _copy_tile(tail, out, p0, oc0, rows, width)
 

@@ -253,7 +253,8 @@ def reference_epilogue(acc, pre, scale, bias, lo, hi):
 
 
 # (n, (h, w), ci, co, (kh, kw), stride, dilation, padding): tails of the 6-pixel row blocks and of
-# the 16-channel panels, 1 channel, odd sizes, stride 2, dilation, padding, two images
+# the 16-channel panels (8-lane tiles for the last <= 8), 1 channel, odd sizes, stride 2,
+# dilation, padding, two images
 CONV_EDGES = [
     (1, (1, 1), 1, 1, (1, 1), (1, 1), (1, 1), (0, 0)),
     (1, (2, 3), 16, 16, (1, 1), (1, 1), (1, 1), (0, 0)),
@@ -262,6 +263,7 @@ CONV_EDGES = [
     (1, (13, 11), 15, 33, (3, 2), (1, 2), (2, 1), (2, 0)),
     (2, (7, 7), 33, 1, (2, 2), (2, 1), (1, 1), (0, 1)),
     (1, (6, 6), 40, 48, (5, 5), (1, 1), (1, 1), (2, 2)),
+    (1, (7, 9), 24, 24, (1, 1), (1, 1), (1, 1), (0, 0)),
 ]
 
 
