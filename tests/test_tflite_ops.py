@@ -16,7 +16,7 @@ from op_harness import assert_close
 import qengine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import tflite_ops  # noqa: E402
+import tflite_ops
 
 pytestmark = pytest.mark.tf
 
