@@ -56,7 +56,7 @@ from qengine.kernels.fast_conv import (
     _splat,
 )
 from qengine.kernels.jit import kernel
-from qengine.kernels.threads import parallel_blocks
+from qengine.kernels.threads import MIN_PARALLEL_FLOPS, parallel_blocks
 
 __all__ = [
     "HybridConvPlan",
@@ -238,10 +238,11 @@ def _hconv_part(x, panels, table, ints, zp, out, blk0, blk1, pan0, pan1):
                 _copy_tile(tail, out, p0, oc0, rows, width)
 
 
-def _parallel(work, blocks, n_panels, threads):
+def _parallel(work, blocks, n_panels, macs, threads):
     """work(blk0, blk1, pan0, pan1) over `threads` parts: split the row blocks, or the weight
-    panels when there are fewer row blocks than threads."""
-    if threads <= 1 or (blocks < 2 and n_panels < 2):
+    panels when there are fewer row blocks than threads; on this thread alone for a small
+    layer (handing a block to the pool costs more than it saves)."""
+    if threads <= 1 or 2 * macs < MIN_PARALLEL_FLOPS or (blocks < 2 and n_panels < 2):
         work(0, blocks, 0, n_panels)
     elif blocks >= threads or n_panels < 2:
         parallel_blocks(lambda b0, b1: work(b0, b1, 0, n_panels), blocks, threads)
@@ -264,7 +265,8 @@ def run_hybrid_conv(plan: HybridConvPlan, q, zps, scales, threads=1) -> np.ndarr
         def work(blk0, blk1, pan0, pan1, x=x, table=table, zp=zp, dst=dst):
             _hconv_part(x, plan.panels, table, plan.ints, zp, dst, blk0, blk1, pan0, pan1)
 
-        _parallel(work, -(-pixels // ROWS), plan.panels.shape[0], threads)
+        macs = pixels * plan.panels.shape[1] * 2 * out_c
+        _parallel(work, -(-pixels // ROWS), plan.panels.shape[0], macs, threads)
     return out.reshape(n, out_h, out_w, out_c)
 
 
@@ -459,7 +461,9 @@ def run_hybrid_depthwise(plan: HybridDepthwisePlan, q, zps, scales, threads=1) -
             def work(row0, row1, x=x, table=table, zp=zp, dst=dst):
                 _hdw_pixel_rows(x, plan.w16, table, plan.ints, zp, dst, row0, row1)
 
-        if threads > 1 and out_h > 1:
+        macs = out_h * out_w * out_c * plan.ints[9] * plan.ints[10]
+        # as `_parallel`, with a lower bar: a depthwise MAC costs several GEMM ones
+        if threads > 1 and out_h > 1 and 2 * macs >= MIN_PARALLEL_FLOPS // 4:
             parallel_blocks(work, out_h, threads)
         else:
             work(0, out_h)
