@@ -10,7 +10,7 @@ as raw int32 ones (INT32_MIN, left shifts past 31, right shifts of 31).
 
 import numpy as np
 import pytest
-from qengine.kernels import conv, fast_conv, fast_fc, fully_connected
+from qengine.kernels import conv, depthwise_int8, fully_connected, gemm_int8, pack
 from qengine.kernels.fixedpoint import quantize_multipliers
 from test_kernels_conv import Regime, assert_same, conv_geometry, quant_params
 
@@ -49,14 +49,14 @@ def conv_case(rng, regime, shape, k, stride, dil, pad, out_hw, out_c, extreme=Fa
 
 def check_conv(x, w, bias, args):
     want = conv.conv2d_int8(x, w, bias, *args)
-    got = fast_conv.conv2d_int8_fast(x, fast_conv.pack_conv_weights(w), bias, *args)
+    got = gemm_int8.conv2d_int8_fast(x, pack.pack_conv_weights(w), bias, *args)
     assert_same(got, want)
 
 
 def check_depthwise(x, w, bias, args, dm):
     want = conv.depthwise_conv2d_int8(x, w, bias, *args, dm)
-    packed = fast_conv.pack_depthwise_weights(w)
-    got = fast_conv.depthwise_conv2d_int8_fast(x, packed, bias, *args, dm)
+    packed = pack.pack_depthwise_weights(w)
+    got = depthwise_int8.depthwise_conv2d_int8_fast(x, packed, bias, *args, dm)
     assert_same(got, want)
 
 
@@ -177,8 +177,8 @@ def test_depthwise_mobilenet_shapes(case, threads):
 
 def check_fc(x, w, bias, in_zp, w_zp, eff_scale, out_zp, act):
     want = fully_connected.fully_connected_int8(x, w, bias, in_zp, w_zp, eff_scale, out_zp, *act)
-    packed = fast_fc.pack_fc_weights(w)
-    got = fast_fc.fully_connected_int8_fast(x, packed, bias, in_zp, w_zp, eff_scale, out_zp, *act)
+    packed = pack.pack_fc_weights(w)
+    got = gemm_int8.fully_connected_int8_fast(x, packed, bias, in_zp, w_zp, eff_scale, out_zp, *act)
     assert_same(got, want)
 
 
