@@ -43,6 +43,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import numpy as np
 import published_models
+from tflite_ops import tflite_op_times
 
 import qengine
 from qengine.cli_common import generated_inputs
@@ -122,7 +123,7 @@ def time_tflite(path: Path, inputs, threads: int, repeat: int, budget: float,
     return median_ms(run, repeat, budget)
 
 
-def measure(names, paths, modes, threads_list, repeat, budget) -> list[dict]:
+def measure(names, paths, modes, threads_list, repeat, budget, tflite_ops=True) -> list[dict]:
     rows = []
     for name in names:
         for mode in modes:
@@ -135,6 +136,10 @@ def measure(names, paths, modes, threads_list, repeat, budget) -> list[dict]:
                 for engine, resolver in ENGINES.items():
                     row[f"{engine}_ms"] = time_tflite(path, inputs, threads, repeat, budget,
                                                       resolver)
+                if threads == 1 and tflite_ops:
+                    row["tflite_per_op_ms"] = tflite_op_times(
+                        path, threads, ENGINES["default"],
+                        lambda fn: median_ms(fn, repeat, budget / 20))
                 rows.append(row)
                 print(f"  {name} {mode} {threads}T: qengine {row['qengine_ms']:.2f} ms, "
                       f"TFLite default {row['default_ms']:.2f} ms", file=sys.stderr, flush=True)
@@ -183,22 +188,29 @@ def summary_table(rows) -> str:
 
 
 def op_table(rows, threads: int = 1) -> str:
-    """qengine's time per op type summed over the suite, per mode, with its share."""
+    """Time per op type summed over the suite, per mode, with its share: qengine's from its
+    profiler, TFLite default's from one-op models (`tflite_ops.py`) where measured."""
     modes = list(dict.fromkeys(r["mode"] for r in rows))
-    totals = {m: {} for m in modes}
+    engines = [("qengine", "per_op_ms")]
+    if any("tflite_per_op_ms" in r for r in rows):
+        engines.append(("TFLite", "tflite_per_op_ms"))
+    totals = {(m, key): {} for m in modes for _, key in engines}
     for r in rows:
         if r["threads"] == threads:
-            for op, ms in r["per_op_ms"].items():
-                totals[r["mode"]][op] = totals[r["mode"]].get(op, 0.0) + ms
+            for _, key in engines:
+                for op, ms in r.get(key, {}).items():
+                    total = totals[(r["mode"], key)]
+                    total[op] = total.get(op, 0.0) + ms
     ops = sorted({op for t in totals.values() for op in t},
                  key=lambda op: -sum(t.get(op, 0.0) for t in totals.values()))
-    lines = ["| op type | " + " | ".join(f"{m} ms (share)" for m in modes) + " |",
-             "|---|" + "---|" * len(modes)]
+    columns = [(m, name, key) for m in modes for name, key in engines]
+    lines = ["| op type | " + " | ".join(f"{m} {name} ms (share)" for m, name, _ in columns)
+             + " |", "|---|" + "---|" * len(columns)]
     for op in ops[:12]:
         cells = []
-        for m in modes:
-            total = sum(totals[m].values()) or 1.0
-            ms = totals[m].get(op, 0.0)
+        for m, _, key in columns:
+            total = sum(totals[(m, key)].values()) or 1.0
+            ms = totals[(m, key)].get(op, 0.0)
             cells.append(f"{ms:.1f} ({100 * ms / total:.0f} %)" if ms else "—")
         lines.append(f"| {op} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -299,6 +311,8 @@ def main(argv=None) -> int:
                         help="models whose cold/warm start is measured (float and int8)")
     parser.add_argument("--json", help="also write every figure to this file")
     parser.add_argument("--from-json", help="print the latency tables of a saved --json run")
+    parser.add_argument("--no-tflite-ops", action="store_true",
+                        help="skip TFLite's per-op-type times (one-op models, 1 thread)")
     parser.add_argument("--best", action="store_true",
                         help="report the fastest run instead of the median (busy machines)")
     args = parser.parse_args(argv)
@@ -315,7 +329,8 @@ def main(argv=None) -> int:
     if missing:
         parser.error(f"not in the fetched wheels: {', '.join(missing)}")
     start = time.perf_counter()
-    rows = measure(args.models, paths, args.modes, args.threads, args.repeat, args.budget)
+    rows = measure(args.models, paths, args.modes, args.threads, args.repeat, args.budget,
+                   not args.no_tflite_ops)
     print(f"{len(args.models)} published models, modes {' '.join(args.modes)}, threads "
           f"{' '.join(map(str, args.threads))}; {'best' if args.best else 'median'} of up to "
           f"{args.repeat} runs "
