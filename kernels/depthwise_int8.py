@@ -9,8 +9,14 @@ pair sum fits int32), weights pre-interleaved the same way (`pack.interleave_tap
 count padded with a zero-weight tap. 16 channels per call, their accumulators in registers,
 then the fused requantization (`requant.epilogue_vec`). A border pixel's off-image taps read a
 row of in_zp instead (w·zp, which the folded bias cancels: the reference skips them).
-Depth multipliers > 1 and channel counts not a multiple of 16 run `_dw_pixel` (int16
-products, 16 channels per `vpmullw`) and `requant.pixel_requant` with the plain bias.
+
+With stride_w = 1, S = 16 / gcd(C, 16) neighbouring output pixels of C channels (C not a
+multiple of 16) read S·C contiguous input bytes per tap and write S·C contiguous output bytes:
+the tile treats them as one pixel of S·C "channels" (a multiple of 16) with the weights and
+parameters tiled S times, so 8- or 24-channel layers run the same vector code. Pixels whose
+taps leave the image on the left or right, depth multipliers > 1 and the remaining channel
+counts run `_dw_pixel` (int16 products, 16 channels per `vpmullw`) and `requant.pixel_requant`
+with the plain bias, one pixel at a time.
 
 Threads: `parallel_blocks` splits the output rows; each block is one call of a serial kernel.
 """
@@ -182,11 +188,11 @@ class DepthwiseInt8Plan(NamedTuple):
     `plan_depthwise_int8_fp32`: then params and q are uint32, bias and float32 scale bits in
     place of bias, M and 0, 0 in place of left, right)."""
 
-    w16: np.ndarray  # int16 [KH, KW, Co]: border pixels
-    params: np.ndarray  # int32 [4, Co]: bias, M, left, right (border pixels)
-    w_pairs: np.ndarray  # int16 [Co/16, pairs, 2, 16]: interior pixels (empty: none)
-    q: np.ndarray  # int32 [Co/16, 4, 16]: bias - zp·Σw, M, left, right in DW_ORDER
-    ints: np.ndarray  # int64: in_zp, out_zp, act_min, act_max, geometry, depth_multiplier
+    w16: np.ndarray  # int16 [KH, KW, Co]: pixels `_dw_pixel` computes
+    params: np.ndarray  # int32 [4, Co]: bias, M, left, right (for `_dw_pixel`)
+    w_pairs: np.ndarray  # int16 [S·Co/16, pairs, 2, 16]: the tile's (empty: no tile)
+    q: np.ndarray  # int32 [S·Co/16, 4, 16]: bias - zp·Σw, M, left, right in DW_ORDER
+    ints: np.ndarray  # int64: in_zp, out_zp, act_min, act_max, geometry, depth_multiplier, S
 
 
 def plan_depthwise_int8(w16, bias, in_zp, mult, shift, out_zp, act_min, act_max, stride_h,
@@ -218,18 +224,22 @@ def plan_depthwise_int8_fp32(w16, bias, in_zp, scale, out_zp, act_min, act_max, 
 def _depthwise_plan(w16, params, in_zp, out_zp, act_min, act_max,
                     geometry) -> DepthwiseInt8Plan:  # fmt: skip
     """params [4, Co] int32 or uint32 (see `DepthwiseInt8Plan`), the bias bits first."""
-    depth_multiplier = geometry[-1]
+    stride_w, depth_multiplier = geometry[1], geometry[-1]
     w16 = np.ascontiguousarray(w16, np.int16)
     out_c = w16.shape[2]
     w_pairs, q = np.zeros((0, 0, 2, LANES), np.int16), np.zeros((0, 4, LANES), params.dtype)
-    if depth_multiplier == 1 and out_c % LANES == 0:
-        w_pairs = interleave_taps(w16)
-        sum_w = w16.reshape(-1, out_c).astype(np.int64).sum(axis=0)
-        folded = params.copy()
-        bias = params[0].view(np.int32).astype(np.int64)
+    span = LANES // np.gcd(out_c, LANES)  # output pixels per tile call (see the module doc)
+    if depth_multiplier == 1 and (span == 1 or stride_w == 1):
+        w_span = np.tile(w16, span)  # S neighbouring pixels as one of S·Co channels
+        w_pairs = interleave_taps(w_span)
+        sum_w = w_span.reshape(-1, span * out_c).astype(np.int64).sum(axis=0)
+        folded = np.tile(params, span)
+        bias = folded[0].view(np.int32).astype(np.int64)
         folded[0] = (bias - in_zp * sum_w).astype(np.int32).view(params.dtype)  # mod 2^32
         q = np.ascontiguousarray(folded.reshape(4, -1, LANES).transpose(1, 0, 2)[:, :, DW_ORDER])
-    ints = np.array([in_zp, out_zp, act_min, act_max, *geometry], np.int64)
+    else:
+        span = 1
+    ints = np.array([in_zp, out_zp, act_min, act_max, *geometry, span], np.int64)
     return DepthwiseInt8Plan(w16, params, w_pairs, q, ints)
 
 
@@ -241,11 +251,12 @@ def _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, row0, row1):
     k_h, k_w = plan_w16.shape[0], plan_w16.shape[1]
     in_zp, out_zp, act_min, act_max = ints[0], ints[1], ints[2], ints[3]
     stride_h, stride_w, dil_h, dil_w = ints[4], ints[5], ints[6], ints[7]
-    pad_top, pad_left = ints[8], ints[9]
+    pad_top, pad_left, span = ints[8], ints[9], ints[13]
     acc = np.empty(out_c, np.int32)
     xs = np.empty(in_c, np.int16)
     groups, pairs = w_pairs.shape[0], w_pairs.shape[1]
-    zp_row = np.full(in_c, in_zp, np.int8)  # what an off-image tap reads: w·zp, cancelled by bias'
+    # what an off-image tap reads: w·zp, cancelled by bias'
+    zp_row = np.full(max(in_c, groups * LANES), in_zp, np.int8)
     inner = np.zeros(2 * pairs, np.int64)  # byte offsets of the taps from tap (0, 0): interior
     edge = np.zeros(2 * pairs, np.int64)  # the same for one border pixel
     for t in range(k_h * k_w if groups > 0 else 0):
@@ -261,10 +272,12 @@ def _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, row0, row1):
         oy = row - b * out_h
         iy0 = oy * stride_h - pad_top
         rows_in = iy0 >= 0 and iy0 + (k_h - 1) * dil_h < in_h
-        for ox in range(out_w):
-            if groups == 0:  # depth multiplier > 1 or channels not a multiple of 16
+        ox = 0
+        while ox < out_w:
+            if groups == 0 or (span > 1 and not (ox_lo <= ox and ox + span <= ox_hi)):
                 _dw_pixel(acc, x, plan_w16, b, oy, ox, in_zp, ints, xs)
                 pixel_requant(acc, out[b, oy, ox], params, out_zp, act_min, act_max)
+                ox += 1
                 continue
             ix0 = ox * stride_w - pad_left
             src = xa + ((b * in_h + iy0) * in_w + ix0) * in_c  # tap (0, 0), maybe off-image
@@ -284,6 +297,7 @@ def _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, row0, row1):
             for g in range(groups):
                 _dw16(src + g * LANES, offs, wa + g * w_group, pairs, qa + g * q_group,
                       dst + g * LANES, out_zp, act_min, act_max, q)  # fmt: skip
+            ox += span
 
 
 def _rows_in_parallel(work, rows, macs, threads):

@@ -161,6 +161,31 @@ def test_depthwise_random(seed, threads):
     check_depthwise(x, regime.weights((1, *g["k"], ci * dm)), bias, args, dm)
 
 
+SPAN_DW = [  # (n, h, w, c, k, stride_h, dil): stride_w 1, c not a multiple of 16
+    (1, 6, 37, 8, 3, 1, 1),  # two pixels per tile call, an odd row: the last one alone
+    (2, 5, 20, 24, 5, 2, 1),  # 2 pixels of 24 channels = 3 groups of 16; stride_h 2
+    (1, 7, 40, 3, 3, 1, 2),  # 16 pixels per call; dilated
+    (1, 4, 17, 20, 3, 1, 1),  # 4 pixels of 20 channels
+    (1, 3, 23, 1, 5, 1, 1),  # one channel: one call of 16 interior pixels, then single ones
+]
+
+
+@pytest.mark.parametrize("case", SPAN_DW, ids=str)
+def test_depthwise_pixel_spans(case, threads):
+    """Neighbouring pixels as one 16-channel-multiple pixel (`depthwise_int8` module doc), with
+    border pixels on every side and both epilogue clamps hit."""
+    n, h, w, c, k, s, d = case
+    rng = np.random.default_rng(w * 100 + c)
+    x = rng.integers(-128, 128, (n, h, w, c)).astype(np.int8)
+    wt = rng.integers(-127, 128, (1, k, k, c)).astype(np.int8)
+    bias, mult, shift = spread_params(rng, 1, c)  # wider than int8: both clamps reached
+    (oh, pt), (ow, pl) = same_pad(h, k, s, d), same_pad(w, k, 1, d)
+    args = (-7, mult, shift, 3, -100, 110, s, 1, d, d, pt, pl, oh, ow)
+    want = conv.depthwise_conv2d_int8(x, wt, bias, *args, 1)
+    assert len(np.unique(want)) > 10 and want.min() == -100 and want.max() == 110
+    check_depthwise(x, wt, bias, args, 1)
+
+
 MOBILENET_DW = [(1, 29, 29, 96, 2), (1, 14, 14, 144, 1), (2, 7, 7, 960, 1), (1, 9, 9, 32, 2)]
 
 
