@@ -33,29 +33,32 @@ import numpy as np
 from llvmlite import ir
 from numba.core import types
 from numba.core.extending import intrinsic
-from qengine.kernels.fast_conv import (
-    _DW_ORDER,
-    _HI,
-    _I8,
-    _I32,
-    _I64,
-    _LO,
-    _V8F32,
-    _V8I32,
-    _V16I8,
-    _V16I16,
+from qengine.kernels.depthwise_int8 import _dw_pixel
+from qengine.kernels.emit import (
+    I8,
+    I32,
+    I64,
+    V8F32,
+    V8I32,
+    V16I8,
+    V16I16,
+    accumulate,
+    addr,
+    madd,
+    splat,
+)
+from qengine.kernels.gemm_int8 import _copy_tile
+from qengine.kernels.jit import kernel
+from qengine.kernels.pack import (
+    DW_ORDER,
     LANES,
     ROWS,
+    TAPS_HI,
+    TAPS_LO,
     PackedConvWeights,
-    _accumulate,
-    _addr,
-    _copy_tile,
-    _dw_pixel,
-    _madd,
-    _pack_block,
-    _splat,
+    interleave_taps,
+    pack_block,
 )
-from qengine.kernels.jit import kernel
 from qengine.kernels.threads import MIN_PARALLEL_FLOPS, parallel_blocks
 
 __all__ = [
@@ -78,23 +81,23 @@ def _table_rows(builder, e_ptr, lanes):
     """The 6 epilogue rows of `lanes` (8 of the group's 16 lane positions, 0 or 8) as vectors."""
     rows = []
     for row in range(6):
-        ptr = builder.gep(e_ptr, [ir.Constant(_I64, LANES * row + lanes)])
-        rows.append(builder.load(builder.bitcast(ptr, _V8F32.as_pointer()), align=4))
-    rows[_CORR] = builder.bitcast(rows[_CORR], _V8I32)
+        ptr = builder.gep(e_ptr, [ir.Constant(I64, LANES * row + lanes)])
+        rows.append(builder.load(builder.bitcast(ptr, V8F32.as_pointer()), align=4))
+    rows[_CORR] = builder.bitcast(rows[_CORR], V8I32)
     return rows
 
 
 def _float_epilogue(builder, acc, rows):
     """int32x8 acc → float32x8 clamp((float(acc - corr) * pre) * scale + bias, lo, hi)."""
     corr, pre, scale, bias, lo, hi = rows
-    v = builder.sitofp(builder.sub(acc, corr), _V8F32)  # rounds to nearest, as float(int32)
+    v = builder.sitofp(builder.sub(acc, corr), V8F32)  # rounds to nearest, as float(int32)
     v = builder.fadd(builder.fmul(builder.fmul(v, pre), scale), bias)
     above = builder.select(builder.fcmp_ordered(">", v, hi), hi, v)
     return builder.select(builder.fcmp_ordered("<", v, lo), lo, above)
 
 
 def _store8(builder, out_ptr, index, value):
-    ptr = builder.bitcast(builder.gep(out_ptr, [index]), _V8F32.as_pointer())
+    ptr = builder.bitcast(builder.gep(out_ptr, [index]), V8F32.as_pointer())
     builder.store(value, ptr, align=4)
 
 
@@ -103,9 +106,9 @@ def _store8(builder, out_ptr, index, value):
 
 def _htile_codegen(context, builder, signature, args, halves):
     a_addr, a_row, b_addr, k2, out_addr, out_row, e_addr = args
-    const = lambda v: ir.Constant(_I64, v)
-    a_ptr = builder.inttoptr(a_addr, _I8.as_pointer())
-    b_ptr = builder.inttoptr(b_addr, _I8.as_pointer())
+    const = lambda v: ir.Constant(I64, v)
+    a_ptr = builder.inttoptr(a_addr, I8.as_pointer())
+    b_ptr = builder.inttoptr(b_addr, I8.as_pointer())
     e_ptr = builder.inttoptr(e_addr, ir.FloatType().as_pointer())
     out_ptr = builder.inttoptr(out_addr, ir.FloatType().as_pointer())
 
@@ -113,18 +116,18 @@ def _htile_codegen(context, builder, signature, args, halves):
         weights = []  # channels 0-7 (and 8-15) of the panel, taps 2i and 2i+1 of each
         for half in range(halves):
             ptr = builder.gep(b_ptr, [builder.add(builder.mul(i, const(32)), const(16 * half))])
-            raw = builder.load(builder.bitcast(ptr, _V16I8.as_pointer()), align=1)
-            weights.append(builder.sext(raw, _V16I16))
+            raw = builder.load(builder.bitcast(ptr, V16I8.as_pointer()), align=1)
+            weights.append(builder.sext(raw, V16I16))
         new = []
         for r in range(ROWS):
             offset = builder.add(builder.mul(const(r), a_row), builder.mul(i, const(4)))
-            ptr = builder.bitcast(builder.gep(a_ptr, [offset]), _I32.as_pointer())
-            xs = builder.bitcast(_splat(builder, builder.load(ptr, align=4)), _V16I16)
+            ptr = builder.bitcast(builder.gep(a_ptr, [offset]), I32.as_pointer())
+            xs = builder.bitcast(splat(builder, builder.load(ptr, align=4)), V16I16)
             for h, w in enumerate(weights):
-                new.append(builder.add(accs[halves * r + h], _madd(builder, xs, w)))
+                new.append(builder.add(accs[halves * r + h], madd(builder, xs, w)))
         return new
 
-    sums = _accumulate(builder, k2, halves * ROWS, step, f"htile{halves}")
+    sums = accumulate(builder, k2, halves * ROWS, step, f"htile{halves}")
     tables = [_table_rows(builder, e_ptr, 8 * h) for h in range(halves)]
     for r in range(ROWS):
         row_start = builder.mul(const(r), out_row)
@@ -208,7 +211,7 @@ def _hconv_part(x, panels, table, ints, zp, out, blk0, blk1, pan0, pan1):
     a = np.empty(ROWS * kp + 16, np.int16)  # + room for `_copy_run`'s last 16
     xf = x.reshape(x.size)
     tail = np.empty((ROWS, LANES), np.float32)
-    aa, pa, ta, oa, ea = _addr(a), _addr(panels), _addr(tail), _addr(out), _addr(table)
+    aa, pa, ta, oa, ea = addr(a), addr(panels), addr(tail), addr(out), addr(table)
     panel_bytes = k2 * LANES * 2
     # A tile stores 16 (or 8) channels per row: with fewer left in a row (`width`), the extra
     # lanes land in the next rows' first channels, which the block's other panels (taken last
@@ -220,7 +223,7 @@ def _hconv_part(x, panels, table, ints, zp, out, blk0, blk1, pan0, pan1):
     for blk in range(blk0, blk1):
         p0 = blk * ROWS
         rows = min(ROWS, pixels - p0)
-        _pack_block(x, xf, a, kp, p0, rows, np.int16(zp), ints)
+        pack_block(x, xf, a, kp, p0, rows, np.int16(zp), ints)
         for j in range(pan1 - 1, pan0 - 1, -1):
             oc0 = j * LANES
             width = min(LANES, out_c - oc0)
@@ -275,34 +278,34 @@ def run_hybrid_conv(plan: HybridConvPlan, q, zps, scales, threads=1) -> np.ndarr
 
 def _hdw16_codegen(context, builder, signature, args):
     x_addr, offs_addr, w_addr, pairs, e_addr, out_addr = args
-    const = lambda v: ir.Constant(_I64, v)
-    x_ptr = builder.inttoptr(x_addr, _I8.as_pointer())
-    offs = builder.inttoptr(offs_addr, _I64.as_pointer())
-    w_ptr = builder.inttoptr(w_addr, _V16I16.as_pointer())
+    const = lambda v: ir.Constant(I64, v)
+    x_ptr = builder.inttoptr(x_addr, I8.as_pointer())
+    offs = builder.inttoptr(offs_addr, I64.as_pointer())
+    w_ptr = builder.inttoptr(w_addr, V16I16.as_pointer())
     e_ptr = builder.inttoptr(e_addr, ir.FloatType().as_pointer())
     out_ptr = builder.inttoptr(out_addr, ir.FloatType().as_pointer())
-    v32 = lambda idx: ir.Constant(ir.VectorType(_I32, len(idx)), idx)
+    v32 = lambda idx: ir.Constant(ir.VectorType(I32, len(idx)), idx)
 
     def step(i, accs):  # taps 2i, 2i+1 of 16 channels, interleaved per channel as the weights
         xs = []
         for t in range(2):
             off = builder.load(builder.gep(offs, [builder.add(builder.mul(i, const(2)),
                                                               const(t))]))  # fmt: skip
-            ptr = builder.bitcast(builder.gep(x_ptr, [off]), _V16I8.as_pointer())
-            xs.append(builder.sext(builder.load(ptr, align=1), _V16I16))
+            ptr = builder.bitcast(builder.gep(x_ptr, [off]), V16I8.as_pointer())
+            xs.append(builder.sext(builder.load(ptr, align=1), V16I16))
         new = []
-        for h, idx in enumerate((_LO, _HI)):
+        for h, idx in enumerate((TAPS_LO, TAPS_HI)):
             pair = builder.shuffle_vector(xs[0], xs[1], v32(idx))
             at = builder.add(builder.mul(i, const(2)), const(h))
             w = builder.load(builder.gep(w_ptr, [at]), align=2)
-            new.append(builder.add(accs[h], _madd(builder, pair, w)))
+            new.append(builder.add(accs[h], madd(builder, pair, w)))
         return new
 
-    sums = _accumulate(builder, pairs, 2, step, "hdw")
-    # the table is in _DW_ORDER lane order: its lanes 0-7 go with sums[0], 8-15 with sums[1]
+    sums = accumulate(builder, pairs, 2, step, "hdw")
+    # the table is in DW_ORDER lane order: its lanes 0-7 go with sums[0], 8-15 with sums[1]
     outs = [_float_epilogue(builder, sums[h], _table_rows(builder, e_ptr, 8 * h))
             for h in range(2)]  # fmt: skip
-    back = v32([_DW_ORDER.index(c) for c in range(16)])  # lane order → channel order
+    back = v32([DW_ORDER.index(c) for c in range(16)])  # lane order → channel order
     both = builder.shuffle_vector(outs[0], outs[1], back)
     v16f32 = ir.VectorType(ir.FloatType(), 16)
     builder.store(both, builder.bitcast(out_ptr, v16f32.as_pointer()), align=4)
@@ -314,7 +317,7 @@ def _hdw16(typingctx, x_addr, offs_addr, w_addr, pairs, e_addr, out_addr):
     """out[0:16] = epilogue(Σ_t x[offs[t] + c] · w[t, c]) for 16 channels c (addresses).
 
     offs: int64 [2·pairs] byte offsets of the taps from x_addr; w: int16 [pairs, 2, 16]
-    interleaved as `_LO`/`_HI`; e: float32 [6, 16] epilogue table in `_DW_ORDER` lane order;
+    interleaved as `TAPS_LO`/`TAPS_HI`; e: float32 [6, 16] epilogue table in `DW_ORDER` lane order;
     out: 16 float32.
     """
     return types.void(*[types.int64] * 6), _hdw16_codegen
@@ -327,20 +330,8 @@ class HybridDepthwisePlan(NamedTuple):
     w_pairs: np.ndarray  # int16 [ceil(Co/16), pairs, 2, 16], zero past Co (multiplier 1)
     sum_w: np.ndarray  # int64 [Co]: Σ_taps w (corr = zp·Σw, multiplier 1)
     table: np.ndarray  # float32 [6, 16·ceil(Co/16)] in channel order: pre, bias, lo, hi
-    ints: np.ndarray  # int64: stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h,
-    # out_w, depth_multiplier, k_h, k_w
-
-
-def _interleave_all(w16):
-    """int16 [KH, KW, Co] → [ceil(Co/16), pairs, 2, 16]: per 16 channels (zero weights past
-    Co), tap pairs interleaved as `_LO`/`_HI` (`fast_conv._interleave_taps`' layout)."""
-    k_h, k_w, out_c = w16.shape
-    groups = -(-out_c // LANES)
-    taps = np.zeros((k_h * k_w + (k_h * k_w) % 2, groups * LANES), np.int16)
-    taps[: k_h * k_w, :out_c] = w16.reshape(k_h * k_w, out_c)
-    taps = taps.reshape(-1, groups, LANES).transpose(1, 0, 2)  # [groups, T, 16]
-    pairs = taps.reshape(groups, -1, 2 * LANES)
-    return np.ascontiguousarray(pairs[:, :, [_LO, _HI]])
+    ints: np.ndarray  # int64: 0, 0, 0, 0, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
+    # out_h, out_w, depth_multiplier, k_h, k_w (`depthwise_int8`'s layout, read by `_dw_pixel`)
 
 
 def plan_hybrid_depthwise(w16, pre, bias, lo, hi, stride_h, stride_w, dil_h, dil_w, pad_top,
@@ -349,10 +340,12 @@ def plan_hybrid_depthwise(w16, pre, bias, lo, hi, stride_h, stride_w, dil_h, dil
     w16 = np.ascontiguousarray(w16, np.int16)
     k_h, k_w, out_c = w16.shape
     sum_w = w16.reshape(-1, out_c).astype(np.int64).sum(axis=0)
-    w_pairs = (_interleave_all(w16) if depth_multiplier == 1
-               else np.zeros((0, 0, 2, LANES), np.int16))  # fmt: skip
-    ints = np.array([stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w,
-                     depth_multiplier, k_h, k_w], np.int64)  # fmt: skip
+    if depth_multiplier == 1:  # zero weights in the lanes past Co
+        w_pairs = interleave_taps(np.pad(w16, ((0, 0), (0, 0), (0, -out_c % LANES))))
+    else:
+        w_pairs = np.zeros((0, 0, 2, LANES), np.int16)
+    ints = np.array([0, 0, 0, 0, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h,
+                     out_w, depth_multiplier, k_h, k_w], np.int64)  # fmt: skip
     return HybridDepthwisePlan(w16, w_pairs, sum_w, _table(out_c, pre, bias, lo, hi), ints)
 
 
@@ -362,11 +355,11 @@ def _hdw_rows(x, w_pairs, table, ints, zp, out, row0, row1):
     into out [out_h, out_w, Co] float32, depth multiplier 1 (see `fast_conv._dw_plan_rows`)."""
     in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
     out_w, out_c = out.shape[1], out.shape[2]
-    stride_h, stride_w, dil_h, dil_w = ints[0], ints[1], ints[2], ints[3]
-    pad_top, pad_left = ints[4], ints[5]
+    stride_h, stride_w, dil_h, dil_w = ints[4], ints[5], ints[6], ints[7]
+    pad_top, pad_left = ints[8], ints[9]
     groups, pairs = w_pairs.shape[0], w_pairs.shape[1]
     taps = 2 * pairs  # k_h·k_w, rounded up to even (the extra tap has zero weights)
-    k_h, k_w = ints[9], ints[10]
+    k_h, k_w = ints[13], ints[14]
     zp_row = np.full(groups * LANES, zp, np.int8)  # what an off-image tap reads (w·zp: corr)
     inner = np.zeros(taps, np.int64)  # byte offsets of the taps from tap (0, 0): interior
     edge = np.zeros(taps, np.int64)  # the same for one border pixel
@@ -375,9 +368,9 @@ def _hdw_rows(x, w_pairs, table, ints, zp, out, row0, row1):
     ox_lo = min(out_w, max(0, -(-pad_left // stride_w)))
     ox_hi = max(ox_lo, min(out_w, (in_w - 1 - (k_w - 1) * dil_w + pad_left) // stride_w + 1))
     scratch = np.empty(LANES, np.float32)
-    xa, oa, wa, ea, za, sa = _addr(x), _addr(out), _addr(w_pairs), _addr(table), _addr(zp_row), \
-        _addr(scratch)  # fmt: skip
-    inner_at, edge_at = _addr(inner), _addr(edge)
+    xa, oa, wa, ea, za, sa = addr(x), addr(out), addr(w_pairs), addr(table), addr(zp_row), \
+        addr(scratch)  # fmt: skip
+    inner_at, edge_at = addr(inner), addr(edge)
     full = out_c // LANES
     w_group = pairs * 2 * LANES * 2  # bytes per 16 channels
     range_end = row1 * out_w * out_c
@@ -426,8 +419,7 @@ def _hdw_pixel_rows(x, w16, table_c, ints, zp, out, row0, row1):
     xs = np.empty(x.shape[3], np.int16)
     for oy in range(row0, row1):
         for ox in range(out_w):
-            _dw_pixel(acc, x, w16, 0, oy, ox, zp, ints[0], ints[1], ints[2], ints[3], ints[4],
-                      ints[5], ints[8], xs)  # fmt: skip
+            _dw_pixel(acc, x, w16, 0, oy, ox, zp, ints, xs)
             for c in range(out_c):
                 v = (np.float32(acc[c]) * table_c[_PRE, c]) * table_c[_SCALE, c] \
                     + table_c[_BIAS, c]  # fmt: skip
@@ -443,14 +435,14 @@ def run_hybrid_depthwise(plan: HybridDepthwisePlan, q, zps, scales, threads=1) -
     at least 16 readable bytes must follow the last image, as `hybrid.quantize_images` leaves),
     scales [N, Co] float32 → float32 [N, out_h, out_w, Co]."""
     n = q.shape[0]
-    out_h, out_w, multiplier = (int(v) for v in plan.ints[6:9])
+    out_h, out_w, multiplier = (int(v) for v in plan.ints[10:13])
     out_c = plan.w16.shape[2]
     assert q.shape[3] * multiplier == out_c, "channels differ from the filter's"
     out = np.empty((n, out_h, out_w, out_c), np.float32)
     for b in range(n):
         x, zp, dst = q[b : b + 1], int(zps[b]), out[b]
         if multiplier == 1:
-            table = _image_table(plan.table, out_c, scales[b], zp * plan.sum_w, _DW_ORDER)
+            table = _image_table(plan.table, out_c, scales[b], zp * plan.sum_w, DW_ORDER)
 
             def work(row0, row1, x=x, table=table, zp=zp, dst=dst):
                 _hdw_rows(x, plan.w_pairs, table, plan.ints, zp, dst, row0, row1)
@@ -461,7 +453,7 @@ def run_hybrid_depthwise(plan: HybridDepthwisePlan, q, zps, scales, threads=1) -
             def work(row0, row1, x=x, table=table, zp=zp, dst=dst):
                 _hdw_pixel_rows(x, plan.w16, table, plan.ints, zp, dst, row0, row1)
 
-        macs = out_h * out_w * out_c * plan.ints[9] * plan.ints[10]
+        macs = out_h * out_w * out_c * plan.ints[13] * plan.ints[14]
         # as `_parallel`, with a lower bar: a depthwise MAC costs several GEMM ones
         if threads > 1 and out_h > 1 and 2 * macs >= MIN_PARALLEL_FLOPS // 4:
             parallel_blocks(work, out_h, threads)
