@@ -131,12 +131,10 @@ def _dw_pixel(acc, x, w16, b, oy, ox, in_zp, ints, xs):
 # --- 16 channels of one pixel, all taps in registers ----------------------------------------
 
 
-def _dw16_codegen(context, builder, signature, args, kind):
-    x_addr, offs_addr, w_addr, pairs, q_addr, out_addr, out_zp, act_min, act_max = args[:9]
-    x_ptr = builder.inttoptr(x_addr, I8.as_pointer())
-    offs = builder.inttoptr(offs_addr, I64.as_pointer())
-    w_ptr = builder.inttoptr(w_addr, V16I16.as_pointer())
-    q_ptr = builder.inttoptr(q_addr, V8I32.as_pointer())
+def dw16_sums(builder, x_ptr, offs, w_ptr, pairs):
+    """Emit the 16-channel tap loop: Σ_t x[offs[t] + c] · w[t, c] as two int32x8 values, the
+    channels in DW_ORDER lane order. x_ptr: int8 pointer; offs: int64 pointer to 2·pairs byte
+    offsets; w_ptr: int16x16 pointer to [pairs, 2, 16] interleaved as TAPS_LO/TAPS_HI."""
 
     def step(i, accs):
         xs = []
@@ -152,7 +150,16 @@ def _dw16_codegen(context, builder, signature, args, kind):
             new.append(builder.add(accs[h], madd(builder, pair, w)))
         return new
 
-    sums = accumulate(builder, pairs, 2, step, "dw")
+    return accumulate(builder, pairs, 2, step, "dw")
+
+
+def _dw16_codegen(context, builder, signature, args, kind):
+    x_addr, offs_addr, w_addr, pairs, q_addr, out_addr, out_zp, act_min, act_max = args[:9]
+    x_ptr = builder.inttoptr(x_addr, I8.as_pointer())
+    offs = builder.inttoptr(offs_addr, I64.as_pointer())
+    w_ptr = builder.inttoptr(w_addr, V16I16.as_pointer())
+    q_ptr = builder.inttoptr(q_addr, V8I32.as_pointer())
+    sums = dw16_sums(builder, x_ptr, offs, w_ptr, pairs)
     outs = []
     for h in range(2):  # q: [4, 16] in DW_ORDER lanes (see `_dw16`)
         params = [builder.load(builder.gep(q_ptr, [const64(2 * row + h)]), align=4)

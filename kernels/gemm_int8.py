@@ -80,16 +80,15 @@ FC_GEOMETRY = (1, 1, 1, 1, 0, 0, 1, 1)  # FULLY_CONNECTED: a 1x1 convolution of 
 # --- the micro-kernel ------------------------------------------------------------------------
 
 
-def _tile_codegen(context, builder, signature, args, rows, kind):
-    a_addr, a_row, b_addr, k2, out_addr, out_row, q_addr, out_zp, act_min, act_max = args[:10]
-    a_ptr = builder.inttoptr(a_addr, I8.as_pointer())
-    b_ptr = builder.inttoptr(b_addr, I8.as_pointer())
-    q_ptr = builder.inttoptr(q_addr, I32.as_pointer())
-    out_ptr = builder.inttoptr(out_addr, I8.as_pointer())
+def tile_sums(builder, a_ptr, a_row, b_ptr, k2, rows, halves=2):
+    """Emit the micro-kernel's accumulation: Σ_i A[r, 2i:2i+2] · panel[i] for r < rows, as
+    int32x8 values, sums[halves·r + h] = channels 8h..8h+7. a_ptr, b_ptr: int8 pointers to A
+    (int16 rows `a_row` bytes apart) and the panel (int8 [k2, 16, 2]); halves = 1 takes the
+    panel's first 8 channels only (the hybrid GEMM's narrow tile)."""
 
     def step(i, accs):
-        weights = []  # channels 0-7 and 8-15 of the panel, taps 2i and 2i+1 of each
-        for half in range(2):
+        weights = []  # channels 0-7 (and 8-15) of the panel, taps 2i and 2i+1 of each
+        for half in range(halves):
             at = builder.add(builder.mul(i, const64(32)), const64(16 * half))
             weights.append(builder.sext(load_vec(builder, b_ptr, at, V16I8), V16I16))
         new = []
@@ -98,10 +97,19 @@ def _tile_codegen(context, builder, signature, args, rows, kind):
             ptr = builder.bitcast(builder.gep(a_ptr, [offset]), I32.as_pointer())
             xs = builder.bitcast(splat(builder, builder.load(ptr, align=4)), V16I16)
             for h, w in enumerate(weights):
-                new.append(builder.add(accs[2 * r + h], madd(builder, xs, w)))
+                new.append(builder.add(accs[halves * r + h], madd(builder, xs, w)))
         return new
 
-    sums = accumulate(builder, k2, 2 * rows, step, "tile")
+    return accumulate(builder, k2, halves * rows, step, f"tile{halves}")
+
+
+def _tile_codegen(context, builder, signature, args, rows, kind):
+    a_addr, a_row, b_addr, k2, out_addr, out_row, q_addr, out_zp, act_min, act_max = args[:10]
+    a_ptr = builder.inttoptr(a_addr, I8.as_pointer())
+    b_ptr = builder.inttoptr(b_addr, I8.as_pointer())
+    q_ptr = builder.inttoptr(q_addr, I32.as_pointer())
+    out_ptr = builder.inttoptr(out_addr, I8.as_pointer())
+    sums = tile_sums(builder, a_ptr, a_row, b_ptr, k2, rows)
     # q [4, 16]: the panel's per-channel epilogue parameters, one int32 row each
     params = [[load_vec(builder, q_ptr, const64(16 * row + 8 * h), V8I32, align=4)
                for row in range(PARAM_ROWS[kind])] for h in range(2)]  # fmt: skip

@@ -1,8 +1,8 @@
-"""Fast hybrid ("dynamic range") CONV_2D and DEPTHWISE_CONV_2D: int8 tiles, float epilogue fused.
+"""Fast hybrid ("dynamic range") CONV_2D and DEPTHWISE_CONV_2D: the int8 cores of
+`gemm_int8` and `depthwise_int8` with a float epilogue fused in registers.
 
-The input image is quantized once per run (`hybrid.quantize_images`, one pass after NumPy's
-min/max); then the int8 kernels of `fast_conv` run with a float32 epilogue in registers instead
-of their requantization:
+Each input image is quantized once per run (`hybrid.quantize_images`: NumPy's min/max, then one
+vectorized pass), then the exact int32 accumulators of the int8 kernels go through
 
     out[c] = clamp((float32(wrap32(acc[c] - corr[c])) * pre[c]) * scale[c] + bias[c], lo, hi)
 
@@ -11,20 +11,23 @@ no fast-math flags). That is TFLite's order for each hybrid op when `pre`/`scale
 in qengine/ops/conv_int.py (absent factors are 1, x·1 = x; an absent bias is -0.0, x + -0.0 = x);
 `lo`/`hi` compare as `v < lo ? lo : v > hi ? hi : v`, so NaN passes as in `np.clip`.
 
-- CONV_2D: `_pack_block`'s im2col holds `q - zp` in int16 (0 off-image, i.e. the reference's
-  skipped taps), `_htile` multiplies it with the packed weight panels through `vpmaddwd` like
-  `fast_conv._qtile`, and `corr` is 0. acc is the exact int32 sum of the reference.
-- DEPTHWISE_CONV_2D: `_hdw16` is `fast_conv._dw16` with this epilogue: raw int8 taps (an
-  off-image tap reads a row of zp), so acc = Σ w·q and corr = zp·Σw, which leaves
-  Σ w·(q - zp) over the in-image taps (mod 2^32, exact). Channel counts that are not a
-  multiple of 16 run their last group with zero weights in the unused lanes (the tap loads
-  read up to 15 bytes past a pixel: `quantize_images` leaves 16 spare bytes after the image)
-  and store it through a scratch row. Depth multipliers > 1 run `fast_conv._dw_pixel`.
+- CONV_2D: `pack.pack_block`'s im2col holds `q - zp` in int16 (0 off-image, i.e. the
+  reference's skipped taps) and `gemm_int8.tile_sums` multiplies 6 of its rows with a 16-channel
+  weight panel through `vpmaddwd` (`_htile`; `_htile8` takes the first 8 channels of a last
+  panel of <= 8); corr is 0, so acc is the reference's exact int32 sum.
+- DEPTHWISE_CONV_2D: `depthwise_int8.dw16_sums` on raw int8 taps, 16 channels per call
+  (`_hdw16`; an off-image tap reads a row of zp), so acc = Σ w·q and corr = zp·Σw, which leaves
+  Σ w·(q - zp) over the in-image taps (mod 2^32, exact). A channel count that is not a multiple
+  of 16 runs its last group with zero weights in the unused lanes (their loads read up to 15
+  bytes past a pixel: `quantize_images` leaves 16 spare bytes after the last image). Depth
+  multipliers > 1 run `depthwise_int8._dw_pixel` and the epilogue in scalar float32.
 
-Epilogue parameters come in a float32 table [groups of 16 channels, 6, 16]: corr (int32 bits),
-pre, scale, bias, lo, hi; `plan_*` fill what is fixed at prepare time, `run_*` the per-image
-scale (and corr). Work is split over output row blocks (or weight panels) between the calling
-thread and `kernels/threads.py`'s pool; every block is a serial nogil kernel.
+Tiles whose last channels do not fill the vector store it anyway where the spill lands on
+outputs the same call writes later, else they go through a scratch tile. Epilogue parameters
+come in a float32 table [groups of 16 channels, 6, 16]: corr (int32 bits), pre, scale, bias, lo,
+hi; `plan_*` fill what is fixed at prepare time, `run_*` the per-image scale (and corr). Work is
+split over output row blocks (or weight panels) between the calling thread and
+`kernels/threads.py`'s pool, each block a serial nogil kernel; small layers stay serial.
 """
 
 from typing import NamedTuple
@@ -33,28 +36,23 @@ import numpy as np
 from llvmlite import ir
 from numba.core import types
 from numba.core.extending import intrinsic
-from qengine.kernels.depthwise_int8 import _dw_pixel
+from qengine.kernels.depthwise_int8 import _dw_pixel, dw16_sums
 from qengine.kernels.emit import (
     I8,
-    I32,
     I64,
     V8F32,
     V8I32,
-    V16I8,
     V16I16,
-    accumulate,
     addr,
-    madd,
-    splat,
+    const64,
+    lanes,
 )
-from qengine.kernels.gemm_int8 import _copy_tile
+from qengine.kernels.gemm_int8 import _copy_tile, tile_sums
 from qengine.kernels.jit import kernel
 from qengine.kernels.pack import (
     DW_ORDER,
     LANES,
     ROWS,
-    TAPS_HI,
-    TAPS_LO,
     PackedConvWeights,
     interleave_taps,
     pack_block,
@@ -77,11 +75,11 @@ _TABLE_BYTES = 6 * LANES * 4  # one group's table
 # --- the float epilogue (LLVM) ------------------------------------------------------------------
 
 
-def _table_rows(builder, e_ptr, lanes):
-    """The 6 epilogue rows of `lanes` (8 of the group's 16 lane positions, 0 or 8) as vectors."""
+def _table_rows(builder, e_ptr, first):
+    """The 6 epilogue rows of lanes first..first+7 (first = 0 or 8) of a group's table."""
     rows = []
     for row in range(6):
-        ptr = builder.gep(e_ptr, [ir.Constant(I64, LANES * row + lanes)])
+        ptr = builder.gep(e_ptr, [const64(LANES * row + first)])
         rows.append(builder.load(builder.bitcast(ptr, V8F32.as_pointer()), align=4))
     rows[_CORR] = builder.bitcast(rows[_CORR], V8I32)
     return rows
@@ -101,39 +99,23 @@ def _store8(builder, out_ptr, index, value):
     builder.store(value, ptr, align=4)
 
 
-# --- CONV_2D: `fast_conv`'s row-major GEMM tile with the float epilogue -------------------------
+# --- CONV_2D: `gemm_int8`'s micro-kernel with the float epilogue ----------------------------------
 
 
 def _htile_codegen(context, builder, signature, args, halves):
     a_addr, a_row, b_addr, k2, out_addr, out_row, e_addr = args
-    const = lambda v: ir.Constant(I64, v)
     a_ptr = builder.inttoptr(a_addr, I8.as_pointer())
     b_ptr = builder.inttoptr(b_addr, I8.as_pointer())
     e_ptr = builder.inttoptr(e_addr, ir.FloatType().as_pointer())
     out_ptr = builder.inttoptr(out_addr, ir.FloatType().as_pointer())
 
-    def step(i, accs):  # as fast_conv._qtile: pair i of every row times the panel's pair i
-        weights = []  # channels 0-7 (and 8-15) of the panel, taps 2i and 2i+1 of each
-        for half in range(halves):
-            ptr = builder.gep(b_ptr, [builder.add(builder.mul(i, const(32)), const(16 * half))])
-            raw = builder.load(builder.bitcast(ptr, V16I8.as_pointer()), align=1)
-            weights.append(builder.sext(raw, V16I16))
-        new = []
-        for r in range(ROWS):
-            offset = builder.add(builder.mul(const(r), a_row), builder.mul(i, const(4)))
-            ptr = builder.bitcast(builder.gep(a_ptr, [offset]), I32.as_pointer())
-            xs = builder.bitcast(splat(builder, builder.load(ptr, align=4)), V16I16)
-            for h, w in enumerate(weights):
-                new.append(builder.add(accs[halves * r + h], madd(builder, xs, w)))
-        return new
-
-    sums = accumulate(builder, k2, halves * ROWS, step, f"htile{halves}")
+    sums = tile_sums(builder, a_ptr, a_row, b_ptr, k2, ROWS, halves)
     tables = [_table_rows(builder, e_ptr, 8 * h) for h in range(halves)]
     for r in range(ROWS):
-        row_start = builder.mul(const(r), out_row)
+        row_start = builder.mul(const64(r), out_row)
         for h in range(halves):
             value = _float_epilogue(builder, sums[halves * r + h], tables[h])
-            _store8(builder, out_ptr, builder.add(row_start, const(8 * h)), value)
+            _store8(builder, out_ptr, builder.add(row_start, const64(8 * h)), value)
     return context.get_dummy_value()
 
 
@@ -164,7 +146,7 @@ class HybridConvPlan(NamedTuple):
 
     panels: np.ndarray  # int8 [ceil(Co/16), k2, 16, 2]
     table: np.ndarray  # float32 [6, 16·ceil(Co/16)] in channel order: pre, bias, lo, hi
-    ints: np.ndarray  # int64 in `fast_conv._conv_plan`'s layout (read by `_pack_block`)
+    ints: np.ndarray  # int64 in `gemm_int8.ConvInt8Plan`'s layout (read by `pack_block`)
     in_c: int
     out_hwc: tuple  # (out_h, out_w, out_c)
 
@@ -273,39 +255,21 @@ def run_hybrid_conv(plan: HybridConvPlan, q, zps, scales, threads=1) -> np.ndarr
     return out.reshape(n, out_h, out_w, out_c)
 
 
-# --- DEPTHWISE_CONV_2D: `fast_conv._dw16`'s tap loop with the float epilogue ---------------------
+# --- DEPTHWISE_CONV_2D: `depthwise_int8`'s 16-channel tap loop with the float epilogue -----------
 
 
 def _hdw16_codegen(context, builder, signature, args):
     x_addr, offs_addr, w_addr, pairs, e_addr, out_addr = args
-    const = lambda v: ir.Constant(I64, v)
     x_ptr = builder.inttoptr(x_addr, I8.as_pointer())
     offs = builder.inttoptr(offs_addr, I64.as_pointer())
     w_ptr = builder.inttoptr(w_addr, V16I16.as_pointer())
     e_ptr = builder.inttoptr(e_addr, ir.FloatType().as_pointer())
     out_ptr = builder.inttoptr(out_addr, ir.FloatType().as_pointer())
-    v32 = lambda idx: ir.Constant(ir.VectorType(I32, len(idx)), idx)
-
-    def step(i, accs):  # taps 2i, 2i+1 of 16 channels, interleaved per channel as the weights
-        xs = []
-        for t in range(2):
-            off = builder.load(builder.gep(offs, [builder.add(builder.mul(i, const(2)),
-                                                              const(t))]))  # fmt: skip
-            ptr = builder.bitcast(builder.gep(x_ptr, [off]), V16I8.as_pointer())
-            xs.append(builder.sext(builder.load(ptr, align=1), V16I16))
-        new = []
-        for h, idx in enumerate((TAPS_LO, TAPS_HI)):
-            pair = builder.shuffle_vector(xs[0], xs[1], v32(idx))
-            at = builder.add(builder.mul(i, const(2)), const(h))
-            w = builder.load(builder.gep(w_ptr, [at]), align=2)
-            new.append(builder.add(accs[h], madd(builder, pair, w)))
-        return new
-
-    sums = accumulate(builder, pairs, 2, step, "hdw")
+    sums = dw16_sums(builder, x_ptr, offs, w_ptr, pairs)
     # the table is in DW_ORDER lane order: its lanes 0-7 go with sums[0], 8-15 with sums[1]
     outs = [_float_epilogue(builder, sums[h], _table_rows(builder, e_ptr, 8 * h))
             for h in range(2)]  # fmt: skip
-    back = v32([DW_ORDER.index(c) for c in range(16)])  # lane order → channel order
+    back = lanes([DW_ORDER.index(c) for c in range(16)])  # lane order → channel order
     both = builder.shuffle_vector(outs[0], outs[1], back)
     v16f32 = ir.VectorType(ir.FloatType(), 16)
     builder.store(both, builder.bitcast(out_ptr, v16f32.as_pointer()), align=4)
@@ -336,7 +300,7 @@ class HybridDepthwisePlan(NamedTuple):
 
 def plan_hybrid_depthwise(w16, pre, bias, lo, hi, stride_h, stride_w, dil_h, dil_w, pad_top,
                           pad_left, out_h, out_w, depth_multiplier) -> HybridDepthwisePlan:  # fmt: skip
-    """w16 = fast_conv.pack_depthwise_weights(w); pre, bias, lo, hi as `plan_hybrid_conv`."""
+    """w16 = pack.pack_depthwise_weights(w); pre, bias, lo, hi as `plan_hybrid_conv`."""
     w16 = np.ascontiguousarray(w16, np.int16)
     k_h, k_w, out_c = w16.shape
     sum_w = w16.reshape(-1, out_c).astype(np.int64).sum(axis=0)
@@ -352,7 +316,7 @@ def plan_hybrid_depthwise(w16, pre, bias, lo, hi, stride_h, stride_w, dil_h, dil
 @kernel
 def _hdw_rows(x, w_pairs, table, ints, zp, out, row0, row1):
     """Output rows row0..row1-1 of one image x [1, H, W, Ci] (16 readable bytes past its end)
-    into out [out_h, out_w, Co] float32, depth multiplier 1 (see `fast_conv._dw_plan_rows`)."""
+    into out [out_h, out_w, Co] float32, depth multiplier 1 (as `depthwise_int8._dw_plan_rows`)."""
     in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
     out_w, out_c = out.shape[1], out.shape[2]
     stride_h, stride_w, dil_h, dil_w = ints[4], ints[5], ints[6], ints[7]
@@ -411,7 +375,7 @@ def _hdw_rows(x, w_pairs, table, ints, zp, out, row0, row1):
 
 @kernel
 def _hdw_pixel_rows(x, w16, table_c, ints, zp, out, row0, row1):
-    """Output rows row0..row1-1 of one image for any depth multiplier: `fast_conv._dw_pixel`'s
+    """Output rows row0..row1-1 of one image for any depth multiplier: `_dw_pixel`'s
     exact accumulators (taps off the image skipped), then the epilogue of table_c [6, Co]
     (channel order, corr 0) in scalar float32 operations."""
     out_w, out_c = out.shape[1], out.shape[2]
