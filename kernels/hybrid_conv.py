@@ -48,6 +48,7 @@ from qengine.kernels.emit import (
     lanes,
 )
 from qengine.kernels.gemm_int8 import _copy_tile, tile_sums
+from qengine.kernels.hybrid import SPARE_BYTES
 from qengine.kernels.jit import kernel
 from qengine.kernels.pack import (
     DW_ORDER,
@@ -394,10 +395,23 @@ def _hdw_pixel_rows(x, w16, table_c, ints, zp, out, row0, row1):
                 out[oy, ox, c] = v
 
 
+def _with_spare_bytes(q):
+    """q itself when it is C-contiguous int8 and its buffer has SPARE_BYTES readable bytes past
+    its end (as `hybrid.quantize_images` leaves them), else a copy that has them."""
+    owner = q if q.base is None else q.base
+    if (q.dtype == np.int8 and q.flags.c_contiguous and isinstance(owner, np.ndarray)
+            and owner.ctypes.data + owner.nbytes >= q.ctypes.data + q.nbytes + SPARE_BYTES):
+        return q
+    buffer = np.zeros(q.size + SPARE_BYTES, np.int8)
+    buffer[: q.size] = q.ravel()
+    return buffer[: q.size].reshape(q.shape)
+
+
 def run_hybrid_depthwise(plan: HybridDepthwisePlan, q, zps, scales, threads=1) -> np.ndarray:
-    """q [N, H, W, Ci] int8 (image b quantized with zero point zps[b]; with depth multiplier 1
-    at least 16 readable bytes must follow the last image, as `hybrid.quantize_images` leaves),
-    scales [N, Co] float32 → float32 [N, out_h, out_w, Co]."""
+    """q [N, H, W, Ci] int8 (image b quantized with zero point zps[b]; `hybrid.quantize_images`
+    leaves the spare bytes the tap loads need, other arrays are copied), scales [N, Co] float32
+    → float32 [N, out_h, out_w, Co]."""
+    q = _with_spare_bytes(q)
     n = q.shape[0]
     out_h, out_w, multiplier = (int(v) for v in plan.ints[10:13])
     out_c = plan.w16.shape[2]

@@ -328,3 +328,5 @@ def test_hybrid_depthwise_fast_exact(case, threads):
     want = reference_epilogue(acc, np.float32(1), scale,
                               np.float32(-0.0) if bias is None else bias, lo, hi)
     assert_bits_equal(got, want)
+    # an input without the spare bytes after it (not from quantize_images) is copied first
+    assert_bits_equal(hybrid_conv.run_hybrid_depthwise(plan, q.copy(), zp, scale, threads), want)
