@@ -1,5 +1,6 @@
-"""Fast int8 DEPTHWISE_CONV_2D and its hybrid form, bit-exact with `conv.depthwise_conv2d_int8`
-(reference DepthwiseConvPerChannel) and `hybrid.depthwise_accumulators`.
+"""Fast int8 DEPTHWISE_CONV_2D, bit-exact with `conv.depthwise_conv2d_int8` (reference
+DepthwiseConvPerChannel), and raw accumulators bit-exact with `hybrid.depthwise_accumulators`
+(the hybrid op itself runs `dw16_sums` with a float epilogue: `hybrid_conv.py`).
 
 Channels are innermost and vectorized. A pixel whose every tap lies in the image needs no
 zero-point bookkeeping per tap: Σ w·(x - zp) = Σ w·x - zp·Σw (mod 2^32), so the plan folds
@@ -47,8 +48,6 @@ from qengine.kernels.jit import kernel
 from qengine.kernels.pack import DW_ORDER, LANES, TAPS_HI, TAPS_LO, interleave_taps
 from qengine.kernels.requant import (
     PARAM_ROWS,
-    HybridEpilogue,
-    apply_hybrid,
     epilogue_kind,
     epilogue_vec,
     fp32_bits,
@@ -59,7 +58,6 @@ from qengine.kernels.threads import parallel_blocks
 
 __all__ = [
     "DepthwiseInt8Plan",
-    "depthwise_conv2d_hybrid_fast",
     "depthwise_conv2d_int8_acc_fast",
     "depthwise_conv2d_int8_fast",
     "plan_depthwise_int8",
@@ -388,14 +386,3 @@ def depthwise_conv2d_int8_acc_fast(x, w16, zps, stride_h, stride_w, dil_h, dil_w
 
     _rows_in_parallel(rows, x.shape[0] * out_h, acc.size * w16.shape[0] * w16.shape[1], threads)
     return acc
-
-
-def depthwise_conv2d_hybrid_fast(x, w16, zps, epilogue: HybridEpilogue, stride_h, stride_w,
-                                 dil_h, dil_w, pad_top, pad_left, out_h, out_w,
-                                 depth_multiplier, threads=None):  # fmt: skip
-    """`HybridEpilogue` applied to `depthwise_conv2d_int8_acc_fast(x, w16, zps, ...)` →
-    float32 [N, out_h, out_w, Co]."""
-    acc = depthwise_conv2d_int8_acc_fast(x, w16, zps, stride_h, stride_w, dil_h, dil_w,
-                                         pad_top, pad_left, out_h, out_w, depth_multiplier,
-                                         threads)  # fmt: skip
-    return apply_hybrid(acc, epilogue, threads_or_default(threads))

@@ -13,8 +13,9 @@ per tap pair does 2 weight loads (sign-extended int8→int16), one broadcast per
 without saturation (|pair| ≤ 2·255·128), and the int32 adds wrap like the reference's, so any
 summation order gives the same int32 (sums are taken mod 2^32 either way). The epilogue
 (`requant.epilogue_kind` of the plan's `q`) requantizes in registers and stores int8 (MBQM,
-XNNPACK fp32) or stores the int32 accumulators (FC's double epilogue and the hybrid ops' float
-one then run over them).
+XNNPACK fp32) or stores the int32 accumulators (FC's double epilogue and hybrid FC's float one
+then run over them). The accumulation is `tile_sums`, which hybrid CONV_2D's float-epilogue
+tiles (`hybrid_conv.py`) share.
 
 Threads: `parallel_blocks` of `threads.py` splits the output over row blocks (or weight
 panels when there are fewer row blocks than threads); each block is one call of the serial
@@ -61,7 +62,6 @@ from qengine.kernels.threads import MIN_PARALLEL_FLOPS, parallel_blocks
 
 __all__ = [
     "ConvInt8Plan",
-    "conv2d_hybrid_fast",
     "conv2d_int8_acc_fast",
     "conv2d_int8_fast",
     "fully_connected_hybrid_fast",
@@ -359,7 +359,7 @@ def _fc_accumulators(x, packed, in_zp, threads):
     return acc.reshape(batches, packed.out_c)
 
 
-# --- hybrid CONV_2D / FULLY_CONNECTED (float input quantized per image, float output) --------
+# --- raw accumulators and hybrid FULLY_CONNECTED (hybrid CONV_2D: hybrid_conv.py) ------------
 
 
 def conv2d_int8_acc_fast(x, packed: PackedConvWeights, zps, stride_h, stride_w, dil_h, dil_w,
@@ -374,16 +374,6 @@ def conv2d_int8_acc_fast(x, packed: PackedConvWeights, zps, stride_h, stride_w, 
     x = np.ascontiguousarray(x, np.int8)
     return np.concatenate([run_conv2d_int8(_raw_plan(packed, int(zps[b]), geometry),
                                            x[b : b + 1], threads) for b in range(x.shape[0])])  # fmt: skip
-
-
-def conv2d_hybrid_fast(x, packed: PackedConvWeights, zps, epilogue: HybridEpilogue, stride_h,
-                       stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w,
-                       threads=None):  # fmt: skip
-    """The integer and float parts of a hybrid CONV_2D: `HybridEpilogue` applied to
-    `conv2d_int8_acc_fast(x, packed, zps, ...)` → float32 [N, out_h, out_w, Co]."""
-    acc = conv2d_int8_acc_fast(x, packed, zps, stride_h, stride_w, dil_h, dil_w, pad_top,
-                               pad_left, out_h, out_w, threads)  # fmt: skip
-    return apply_hybrid(acc, epilogue, threads_or_default(threads))
 
 
 def fully_connected_int8_acc_fast(x, packed: PackedConvWeights, threads=None):

@@ -4,7 +4,8 @@
   (the Neon quantizers written array-wise; test_ops_fc_int checks them against TFLite).
 - `gemm_int8` / `depthwise_int8` raw accumulators against `hybrid.conv_accumulators`,
   `depthwise_accumulators` and `matmul_accumulators` (checked against NumPy in test_ops_conv_int).
-- The fused float epilogue against the same float32 operations written in NumPy.
+- The fused float epilogue against the same float32 operations written in NumPy: hybrid FC
+  (`gemm_int8`), hybrid CONV_2D / DEPTHWISE_CONV_2D (`hybrid_conv`, over edge shapes).
 """
 
 import numpy as np
@@ -186,28 +187,6 @@ def numpy_epilogue(acc, e, n, bias_given):
 
 def assert_bits_equal(got, want):
     np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))  # -0.0 included
-
-
-@pytest.mark.parametrize("seed", range(12))
-def test_conv_hybrid_epilogue(seed, threads):
-    r, q, (kh, kw, ci, co), zps, geometry = conv_case(seed)
-    w = int8(r, (co, kh, kw, ci))
-    e = random_epilogue(r, q.shape[0], co, seed % 2 == 0, False)
-    got = gemm_int8.conv2d_hybrid_fast(q, pack.pack_conv_weights(w), zps, e, *geometry)
-    acc = hybrid.conv_accumulators(q, w, zps, *geometry)
-    assert_bits_equal(got, numpy_epilogue(acc, e, q.shape[0], seed % 2 == 0).reshape(got.shape))
-
-
-@pytest.mark.parametrize("seed", range(8))
-def test_depthwise_hybrid_epilogue(seed, threads):
-    r, q, (kh, kw, ci, _), zps, geometry = conv_case(seed)
-    multiplier = 1 + seed % 2
-    w = int8(r, (1, kh, kw, ci * multiplier))
-    e = random_epilogue(r, q.shape[0], ci * multiplier, seed % 2 == 1, False)
-    w16 = pack.pack_depthwise_weights(w)
-    got = depthwise_int8.depthwise_conv2d_hybrid_fast(q, w16, zps, e, *geometry, multiplier)
-    acc = hybrid.depthwise_accumulators(q, w, zps, *geometry, multiplier)
-    assert_bits_equal(got, numpy_epilogue(acc, e, q.shape[0], seed % 2 == 1).reshape(got.shape))
 
 
 @pytest.mark.parametrize("seed", range(6))
