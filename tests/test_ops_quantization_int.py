@@ -135,6 +135,7 @@ def test_affine_dequantize_kernel_equals_qparams(dtype):
     """DEQUANTIZE's kernel against qparams.dequantize (float64 product, one rounding), bit for
     bit, over the type's extremes and random values."""
     from qengine.kernels.quantize import affine_dequantize
+
     from qengine.qparams import dequantize
 
     info = np.iinfo(dtype)
