@@ -37,6 +37,10 @@ class _Step:
     prepared: Prepared | None = None
     key: tuple | None = None  # the input shapes it was prepared for
     folded: bool = False  # outputs were computed at prepare time
+    # prepared by the static pass, every input's shape fixed there: its input shapes cannot
+    # change between runs (graph inputs re-prepare the plan, and every producer's output is
+    # checked against its spec), so run() skips comparing them
+    static: bool = False
 
 
 class _Plan:
@@ -51,6 +55,11 @@ class _Plan:
                           if t.is_constant}
         self.steps = [_Step() for _ in subgraph.operators]
         self.dead_after = _last_uses(subgraph, self.slot)
+        # slots of each op's inputs and outputs (-1: an omitted optional tensor)
+        self.in_slots = [tuple(-1 if t is None else self.slot[id(t)] for t in op.inputs)
+                         for op in subgraph.operators]
+        self.out_slots = [tuple(-1 if t is None else self.slot[id(t)] for t in op.outputs)
+                          for op in subgraph.operators]
         self.folded: dict[int, np.ndarray] = {}
         self.op_time: dict[str, float] = {}
 
@@ -68,6 +77,8 @@ class _Plan:
     def prepare(self, input_shapes: list[tuple[int, ...]]) -> None:
         """Static pass from the graph inputs' shapes; stops where shapes depend on data."""
         self.folded = {}
+        for step in self.steps:
+            step.static = False
         known: dict[int, Spec] = {}
         for t, shape in zip(self.subgraph.inputs, input_shapes):
             known[self.slot[id(t)]] = self.spec_of(t, shape=shape)
@@ -85,6 +96,7 @@ class _Plan:
             if any(s is False for s in specs):
                 continue  # an input's shape is only known at run time
             step = self._prepare_op(index, specs)
+            step.static = True
             for t, spec in zip(op.outputs, step.prepared.outputs):
                 if t is not None and spec.shape is not None:
                     known[self.slot[id(t)]] = spec
@@ -133,29 +145,34 @@ class _Plan:
             values[slot] = value
         for t, array in zip(self.subgraph.inputs, arrays):
             values[self.slot[id(t)]] = array
-        for index, op in enumerate(self.subgraph.operators):
-            step = self.steps[index]
+        for index, step in enumerate(self.steps):
             if step.folded:
                 continue
-            inputs = [None if t is None else values[self.slot[id(t)]] for t in op.inputs]
-            if step.prepared is None or step.key != _array_shapes_key(inputs):
-                self._prepare_at_run(index, op, inputs)
+            inputs = [None if slot < 0 else values[slot] for slot in self.in_slots[index]]
+            if not step.static and (step.prepared is None
+                                    or step.key != _array_shapes_key(inputs)):
+                self._prepare_at_run(index, self.subgraph.operators[index], inputs)
                 if step.folded:
-                    for t in op.outputs:
-                        values[self.slot[id(t)]] = self.folded[self.slot[id(t)]]
+                    for slot in self.out_slots[index]:
+                        values[slot] = self.folded[slot]
                     continue
-            start = time.perf_counter() if profile else 0.0
-            outputs = _as_tuple(step.prepared.run(*inputs))
+            prepared = step.prepared
             if profile:
-                name = op_key(op)
+                start = time.perf_counter()
+                outputs = prepared.run(*inputs)
+                name = op_key(self.subgraph.operators[index])
                 self.op_time[name] = self.op_time.get(name, 0.0) + time.perf_counter() - start
-            for t, spec, value in zip(op.outputs, step.prepared.outputs, outputs):
-                if t is None:
+            else:
+                outputs = prepared.run(*inputs)
+            if not isinstance(outputs, tuple):
+                outputs = (outputs,)
+            for slot, spec, value in zip(self.out_slots[index], prepared.outputs, outputs):
+                if slot < 0:
                     continue
                 if spec.shape is not None and value.shape != spec.shape:
-                    _check_output(OpContext(op, index, []), spec, value)
-                if t is not None:
-                    values[self.slot[id(t)]] = value
+                    _check_output(OpContext(self.subgraph.operators[index], index, []), spec,
+                                  value)
+                values[slot] = value
             if not keep:
                 for slot in self.dead_after[index]:
                     values[slot] = None
