@@ -87,7 +87,7 @@ def _import_arraymath_without_scipy() -> None:
 
     numba.np.linalg.ensure_blas = no_blas_yet
     try:
-        import numba.np.arraymath as arraymath
+        from numba.np import arraymath
     finally:
         numba.np.linalg.ensure_blas = real_check
     arraymath._HAVE_BLAS = _LazyBlasCheck(real_check)
