@@ -7,9 +7,12 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from qengine.kernels import threads
+
+REPO = Path(__file__).parents[1]
 
 
 class Recorder:
@@ -109,3 +112,60 @@ def test_a_block_calling_parallel_blocks_runs_its_range_itself(monkeypatch):
     inner = Recorder()
     threads.parallel_blocks(lambda a, b: threads.parallel_blocks(inner, 4, 2), 2, 2)
     assert sorted(inner.blocks) == [(0, 4), (0, 4)]
+
+
+def test_blas_stays_at_one_thread_until_the_last_concurrent_run_leaves():
+    pytest.importorskip("threadpoolctl")
+    import numpy as np  # noqa: F401 - loads the BLAS threadpoolctl reports
+    from threadpoolctl import threadpool_info
+
+    from qengine.runtime.interpreter import thread_limit
+
+    def blas_threads():
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    before = blas_threads()
+    first, second = thread_limit(1), thread_limit(2)
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)  # one run leaves while the other still runs
+    assert blas_threads() <= {1}
+    second.__exit__(None, None, None)
+    assert blas_threads() == before
+
+
+@pytest.mark.parametrize("mode", ["float", "int8"])
+def test_one_interpreter_run_from_two_threads_at_once(mode):
+    """Two user threads share one 2-thread Interpreter: every result equals the serial one."""
+    import numpy as np
+
+    import qengine
+
+    data = np.load(REPO / "examples/digits_data.npz")
+    model = qengine.load(REPO / "examples/digits.tflite")
+    if mode == "int8":
+        model = qengine.quantize(model, "int8", data["calibration"][:32, None], quiet=True)
+    interpreter = qengine.Interpreter(model, num_threads=2)
+    images = [data["test_images"][i:i + 8].astype(np.float32) for i in range(0, 80, 8)]
+    if mode == "int8":
+        scale, zero = interpreter.inputs[0].quantization.scale[0], \
+            interpreter.inputs[0].quantization.zero_point[0]
+        images = [np.clip(np.round(x / scale) + zero, -128, 127).astype(np.int8) for x in images]
+    serial = [interpreter.run(x) for x in images]
+    got: dict[tuple[int, int], dict] = {}
+    start = threading.Barrier(2)
+
+    def user(who):
+        start.wait()
+        for _ in range(3):
+            for i, x in enumerate(images):
+                got[who, i] = interpreter.run(x)
+
+    users = [threading.Thread(target=user, args=(who,)) for who in range(2)]
+    for t in users:
+        t.start()
+    for t in users:
+        t.join()
+    for (_, i), outputs in got.items():
+        for name, value in serial[i].items():
+            np.testing.assert_array_equal(outputs[name], value)

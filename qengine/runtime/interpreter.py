@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -394,9 +395,11 @@ def _last_uses(subgraph: Subgraph, slot: dict[int, int]) -> list[list[int]]:
 def thread_limit(n: int):
     """Run Numba kernels (prange) on at most n threads, and BLAS on one.
 
-    BLAS's pool spins after each call and Numba's OpenMP pool (and TFLite's, in the same
-    process) would fight it for the cores, so BLAS calls are single-threaded and the float
-    path splits its large matmuls over qengine's own pool (`kernels/threads.py`) instead.
+    BLAS's pool spins after each call and would fight qengine's own pool (and TFLite's, in the
+    same process) for the cores, so BLAS calls are single-threaded and the float path splits
+    its large matmuls over `kernels/threads.py`'s pool instead. Numba's thread count is per
+    calling thread; the BLAS limit is process-wide, so it is held while any run is inside
+    (two user threads running interpreters at once), and lifted when the last one leaves.
     Numba is only touched if a kernel module loaded it; BLAS is limited through threadpoolctl
     when that is installed.
     """
@@ -406,7 +409,7 @@ def thread_limit(n: int):
         previous = numba.get_num_threads()
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     try:
-        with _blas_limit(1):
+        with _single_thread_blas():
             yield
     finally:
         if previous is not None:
@@ -429,11 +432,30 @@ def blas_is_limited() -> bool:
     return _blas_controller() is not None
 
 
-def _blas_limit(n: int):
+_blas_lock = threading.Lock()
+_blas_holders = 0  # runs inside thread_limit now, in any thread
+_blas_restore = None  # threadpoolctl's limiter of the first of them: restores the user's setting
+
+
+@contextlib.contextmanager
+def _single_thread_blas():
+    global _blas_holders, _blas_restore
     controller = _blas_controller()
     if controller is None:
-        return contextlib.nullcontext()
-    return controller.limit(limits=n, user_api="blas")
+        yield
+        return
+    with _blas_lock:
+        if _blas_holders == 0:
+            _blas_restore = controller.limit(limits=1, user_api="blas")
+        _blas_holders += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_holders -= 1
+            if _blas_holders == 0:
+                _blas_restore.restore_original_limits()
+                _blas_restore = None
 
 
 def unsupported_nodes(model: Model) -> list[tuple[str, str]]:
