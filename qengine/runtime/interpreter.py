@@ -45,23 +45,36 @@ class _Step:
 
 
 class _Plan:
-    """One subgraph, prepared for one set of input shapes."""
+    """One subgraph, prepared for one set of input shapes.
 
-    def __init__(self, interpreter: Interpreter, subgraph: Subgraph):
+    A plan is not changed once prepared, except the steps whose shapes depend on data
+    (`dynamic`), which runs prepare under the plan's lock: new input shapes make a new plan
+    (`Interpreter._plan`), so runs in other threads keep the plan they started with.
+    """
+
+    def __init__(self, interpreter: Interpreter, subgraph: Subgraph, like: _Plan | None = None):
         self.interpreter = interpreter
         self.subgraph = subgraph
+        self.steps = [_Step() for _ in subgraph.operators]
+        self.folded: dict[int, np.ndarray] = {}
+        self.input_shapes: list[tuple[int, ...]] | None = None
+        self.dynamic = False  # some step is prepared while running
+        self.lock = threading.RLock()
+        if like is not None:  # the same subgraph for other shapes: share its tables
+            for name in ("tensors", "slot", "constants", "dead_after", "in_slots", "out_slots",
+                         "op_time"):
+                setattr(self, name, getattr(like, name))
+            return
         self.tensors = subgraph.all_tensors()
         self.slot = {id(t): i for i, t in enumerate(self.tensors)}
         self.constants = {self.slot[id(t)]: _constant_value(t) for t in self.tensors
                           if t.is_constant}
-        self.steps = [_Step() for _ in subgraph.operators]
         self.dead_after = _last_uses(subgraph, self.slot)
         # slots of each op's inputs and outputs (-1: an omitted optional tensor)
         self.in_slots = [tuple(-1 if t is None else self.slot[id(t)] for t in op.inputs)
                          for op in subgraph.operators]
         self.out_slots = [tuple(-1 if t is None else self.slot[id(t)] for t in op.outputs)
                           for op in subgraph.operators]
-        self.folded: dict[int, np.ndarray] = {}
         self.op_time: dict[str, float] = {}
 
     def spec_of(self, t: Tensor, value=None, shape=None) -> Spec:
@@ -77,9 +90,7 @@ class _Plan:
 
     def prepare(self, input_shapes: list[tuple[int, ...]]) -> None:
         """Static pass from the graph inputs' shapes; stops where shapes depend on data."""
-        self.folded = {}
-        for step in self.steps:
-            step.static = False
+        self.input_shapes = [tuple(s) for s in input_shapes]
         known: dict[int, Spec] = {}
         for t, shape in zip(self.subgraph.inputs, input_shapes):
             known[self.slot[id(t)]] = self.spec_of(t, shape=shape)
@@ -101,6 +112,7 @@ class _Plan:
             for t, spec in zip(op.outputs, step.prepared.outputs):
                 if t is not None and spec.shape is not None:
                     known[self.slot[id(t)]] = spec
+        self.dynamic = not all(step.static or step.folded for step in self.steps)
 
     def _prepare_op(self, index: int, specs: list[Spec | None]) -> _Step:
         op = self.subgraph.operators[index]
@@ -229,6 +241,7 @@ class Interpreter:
         self.subgraph_observer = None
         _check_supported(model)
         self._plans: dict[int, _Plan] = {}
+        self._prepare_lock = threading.RLock()
         self._plan(0)  # prepare the main graph now so errors surface before anything runs
 
     # -- public API ----------------------------------------------------------------------------
@@ -245,8 +258,7 @@ class Interpreter:
         subgraph = self.model.main
         arrays = _bind_inputs(subgraph.inputs, inputs, self._signature_names(subgraph))
         with thread_limit(self.num_threads):
-            values = self._run_plan(0, arrays, profile, keep)
-        plan = self._plans[0]
+            plan, values = self._run_plan(0, arrays, profile, keep)
         if keep:
             kept = {t.name: v for t, v in zip(plan.tensors, values)
                     if v is not None and not t.is_constant and t.dtype != "resource"}
@@ -278,8 +290,7 @@ class Interpreter:
     def run_subgraph(self, index: int, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """Run subgraph `index` on positional inputs (used by WHILE, IF, CALL_ONCE)."""
         observer = self.subgraph_observer
-        values = self._run_plan(index, list(arrays), keep=observer is not None)
-        plan = self._plans[index]
+        plan, values = self._run_plan(index, list(arrays), keep=observer is not None)
         if observer is not None:
             observer(index, plan.tensors, values)
         return [values[plan.slot[id(t)]] for t in plan.subgraph.outputs]
@@ -321,23 +332,29 @@ class Interpreter:
     # -- internals -----------------------------------------------------------------------------
 
     def _plan(self, index: int, shapes=None) -> _Plan:
-        plan = self._plans.get(index)
+        """Subgraph `index`'s plan for these input shapes; other shapes than the last make a
+        new plan (sharing the old one's tables) rather than changing one a run may be using."""
         subgraph = self.model.subgraphs[index]
-        if shapes is None:
-            shapes = [t.shape for t in subgraph.inputs]
-        if plan is None:
-            plan = self._plans[index] = _Plan(self, subgraph)
-            plan.prepare(shapes)
-            plan.input_shapes = [tuple(s) for s in shapes]
-        elif plan.input_shapes != [tuple(s) for s in shapes]:
-            plan.prepare(shapes)
-            plan.input_shapes = [tuple(s) for s in shapes]
+        shapes = [tuple(s) for s in (shapes if shapes is not None else
+                                     [t.shape for t in subgraph.inputs])]
+        plan = self._plans.get(index)
+        if plan is not None and plan.input_shapes == shapes:
+            return plan
+        with self._prepare_lock:
+            plan = self._plans.get(index)
+            if plan is None or plan.input_shapes != shapes:
+                plan = _Plan(self, subgraph, like=plan)
+                plan.prepare(shapes)
+                self._plans[index] = plan
         return plan
 
     def _run_plan(self, index: int, arrays: list, profile: bool = False,
-                  keep: bool = False) -> list:
+                  keep: bool = False) -> tuple[_Plan, list]:
         plan = self._plan(index, [a.shape for a in arrays])
-        return plan.run(arrays, profile, keep)
+        if plan.dynamic:  # its steps are prepared while it runs: one run at a time
+            with plan.lock:
+                return plan, plan.run(arrays, profile, keep)
+        return plan, plan.run(arrays, profile, keep)
 
     def _variables_by_handle(self, plan: _Plan, values: list) -> dict[str, np.ndarray]:
         shown = {}
@@ -364,8 +381,7 @@ class Interpreter:
             raise InputError(f"signature {sig.key!r} has no input {sorted(unknown)[0]!r}; its "
                              f"inputs are {', '.join(sig.inputs)}")
         arrays = _bind_inputs(sig.subgraph.inputs, kwargs, sig.inputs)
-        values = self._run_plan(index, arrays)
-        plan = self._plans[index]
+        plan, values = self._run_plan(index, arrays)
         return {name: values[plan.slot[id(t)]] for name, t in sig.outputs.items()}
 
 
