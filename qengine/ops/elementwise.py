@@ -22,6 +22,7 @@ from .common import (
     fused_activation,
     is_quantized,
     quantized_path,
+    where,
 )
 from .opdef import REQUANT, SHARED, Quantized, integer_kernels, op
 
@@ -176,11 +177,11 @@ def squared_difference(ctx: OpContext) -> Prepared:
 
 
 def _maximum(x, y):
-    return np.where(x > y, x, y)  # TFLite's `a > b ? a : b`: a NaN in x yields y
+    return where(x > y, x, y)  # TFLite's `a > b ? a : b`: a NaN in x yields y
 
 
 def _minimum(x, y):
-    return np.where(x < y, x, y)
+    return where(x < y, x, y)
 
 
 @op("MAXIMUM",
@@ -330,7 +331,7 @@ def select(ctx: OpContext) -> Prepared:
     cond_shape = (cond.shape[0],) + (1,) * (x.rank - 1) if row_select else cond.shape
 
     def run(c, a, b):
-        return np.where(c.reshape(cond_shape), a, b)
+        return where(c.reshape(cond_shape), a, b)
 
     return Prepared(run, [ctx.output_spec(0, x.shape, x.dtype)])
 
@@ -342,7 +343,7 @@ def select_v2(ctx: OpContext) -> Prepared:
     shape = broadcast_shape(ctx, cond.shape, x.shape, y.shape)
 
     def run(c, a, b):
-        return np.asarray(np.where(c, a, b), dtype=x.dtype)
+        return np.asarray(where(c, a, b), dtype=x.dtype)
 
     return Prepared(run, [ctx.output_spec(0, shape, x.dtype)])
 
