@@ -213,7 +213,9 @@ class Interpreter:
     each resource variable's value after the run under its VAR_HANDLE tensor's name).
     Resource variables keep their values from one `run` to the next (streaming models);
     `reset_variables()` returns to the state before the first run. A WHILE loop that runs
-    more than `max_iterations` times is an error, not a hang.
+    more than `max_iterations` times is an error, not a hang. Several threads may call `run`
+    at once (models with resource variables share their state between them); parallel
+    kernels then share the cores through `kernels/threads.py`'s pool.
     """
 
     def __init__(self, model, *, num_threads: int | None = None, arithmetic: str = "ref",
