@@ -244,7 +244,15 @@ class Interpreter:
         _check_supported(model)
         self._plans: dict[int, _Plan] = {}
         self._prepare_lock = threading.RLock()
-        self._plan(0)  # prepare the main graph now so errors surface before anything runs
+        try:  # prepare the main graph now so errors surface before anything runs
+            self._plan(0)
+        except InvalidModelError:
+            # Unless its inputs are dynamic: the sizes written in the file (often 1) may be
+            # too small for the model, as TFLite allows until ResizeInputTensor; the first
+            # run prepares again for the shapes it is given, and fails then if still invalid.
+            if not any(-1 in (t.shape_signature or ()) for t in model.main.inputs):
+                raise
+            # (_plan stores a plan only once prepared: nothing to undo)
 
     # -- public API ----------------------------------------------------------------------------
 
