@@ -21,7 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from .. import strings
-from ..errors import InputError, InvalidModelError, QEngineError, UnsupportedOpsError
+from ..errors import (
+    InputError,
+    InvalidModelError,
+    QEngineError,
+    ShapeError,
+    UnsupportedOpsError,
+)
 from ..flatbuffer_io import load
 from ..ir import Model, Subgraph, Tensor, numpy_dtype
 from .registry import OpContext, Prepared, Spec, lookup, op_key
@@ -246,7 +252,7 @@ class Interpreter:
         self._prepare_lock = threading.RLock()
         try:  # prepare the main graph now so errors surface before anything runs
             self._plan(0)
-        except InvalidModelError:
+        except ShapeError:
             # Unless its inputs are dynamic: the sizes written in the file (often 1) may be
             # too small for the model, as TFLite allows until ResizeInputTensor; the first
             # run prepares again for the shapes it is given, and fails then if still invalid.
