@@ -103,7 +103,8 @@ def _dw_pixel(acc, x, w16, b, oy, ox, in_zp, ints, xs):
     stride_h, stride_w, dil_h, dil_w = ints[4], ints[5], ints[6], ints[7]
     pad_top, pad_left, depth_multiplier = ints[8], ints[9], ints[12]
     zp = np.int16(in_zp)
-    acc[:] = 0
+    for c in range(out_c):
+        acc[c] = 0
     for ky in range(k_h):
         iy = oy * stride_h - pad_top + ky * dil_h
         if iy < 0 or iy >= in_h:
@@ -256,11 +257,13 @@ def _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, row0, row1):
     xs = np.empty(in_c, np.int16)
     groups, pairs = w_pairs.shape[0], w_pairs.shape[1]
     # what an off-image tap reads: w·zp, cancelled by bias'
-    zp_row = np.full(max(in_c, groups * LANES), in_zp, np.int8)
-    inner = np.zeros(2 * pairs, np.int64)  # byte offsets of the taps from tap (0, 0): interior
-    edge = np.zeros(2 * pairs, np.int64)  # the same for one border pixel
-    for t in range(k_h * k_w if groups > 0 else 0):
-        inner[t] = ((t // k_w) * dil_h * in_w + (t % k_w) * dil_w) * in_c
+    zp_row = np.empty(max(in_c, groups * LANES), np.int8)
+    for c in range(zp_row.size):  # loops, not np.full / np.zeros: less for Numba to compile
+        zp_row[c] = in_zp
+    inner = np.empty(2 * pairs, np.int64)  # byte offsets of the taps from tap (0, 0): interior
+    edge = np.empty(2 * pairs, np.int64)  # the same for one border pixel
+    for t in range(2 * pairs):  # (a zero-weight last tap reads tap (0, 0))
+        inner[t] = ((t // k_w) * dil_h * in_w + (t % k_w) * dil_w) * in_c if t < k_h * k_w else 0
     # interior: ox in [ox_lo, ox_hi) has every kx tap in the image
     ox_lo = min(out_w, max(0, -(-pad_left // stride_w)))
     ox_hi = max(ox_lo, min(out_w, (in_w - 1 - (k_w - 1) * dil_w + pad_left) // stride_w + 1))
@@ -284,7 +287,8 @@ def _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, row0, row1):
             offs = inner_at  # an address: an array variable here would be reference-counted
             if not (rows_in and ox_lo <= ox < ox_hi):
                 offs = edge_at
-                edge[:] = za - src  # the zero-weight padding tap reads zp_row too
+                for t in range(2 * pairs):  # the zero-weight padding tap reads zp_row too
+                    edge[t] = za - src
                 t = 0
                 for ky in range(k_h):
                     iy = iy0 + ky * dil_h

@@ -12,11 +12,9 @@ results, slower).
 
 import llvmlite.binding as llvm_binding
 import numba
-import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.core.extending import intrinsic
-from qengine.kernels.jit import inline_kernel
 
 I8, I16, I32, I64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
 V8I32, V16I16, V16I8 = ir.VectorType(I32, 8), ir.VectorType(I16, 16), ir.VectorType(I8, 16)
@@ -138,7 +136,13 @@ def widen(typingctx, src_addr, dst_addr, groups, zp):
     return types.void(types.int64, types.int64, types.int64, types.int64), _widen_codegen
 
 
-@inline_kernel
-def addr(a):
-    """a's data address as int64 (uintp + int64 would be float64 in Numba's promotion)."""
-    return np.int64(a.ctypes.data)
+@intrinsic
+def addr(typingctx, a):
+    """a's data address as int64 (uintp + int64 would be float64 in Numba's promotion). An
+    intrinsic: an inlined helper is re-typed at each of its call sites when kernels compile."""
+
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.ptrtoint(array.data, I64)
+
+    return types.int64(a), codegen

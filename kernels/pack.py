@@ -89,6 +89,13 @@ def _copy_run(xf, src, a, k, n, zp):
             a[k + i] = np.int16(xf[src + i]) - zp
 
 
+@inline_kernel
+def _zero(a, k, n):
+    """a[k : k+n] = 0 as a loop: a slice fill compiles Numba's generic setitem for a memset."""
+    for i in range(k, k + n):
+        a[i] = 0
+
+
 @kernel
 def pack_block(x, xf, a, kp, p0, rows, zp, ints):
     """A block a [ROWS·Kp + 16] int16 for output pixels p0..p0+rows-1: im2col minus zp, taps
@@ -108,10 +115,11 @@ def pack_block(x, xf, a, kp, p0, rows, zp, ints):
     same_grid = pad_top == 0 and pad_left == 0 and out_h == in_h and out_w == in_w
     if pointwise and same_grid and kp == depth:  # pixel p's input row is A's row p - p0
         _copy_run(xf, p0 * in_c, a, 0, rows * in_c, zp)
-        a[rows * in_c :] = 0
+        _zero(a, rows * in_c, a.size - rows * in_c)
         return
-    b, rest = divmod(p0, out_h * out_w)  # then stepped: a division costs ~40 cycles
-    oy, ox = divmod(rest, out_w)
+    b = p0 // (out_h * out_w)  # then stepped: a division costs ~40 cycles
+    oy = (p0 - b * out_h * out_w) // out_w
+    ox = p0 - (b * out_h + oy) * out_w
     row_run = k_w * in_c
     for r in range(rows):
         k = r * kp
@@ -120,7 +128,7 @@ def pack_block(x, xf, a, kp, p0, rows, zp, ints):
         for ky in range(k_h):
             iy = oy * stride_h - pad_top + ky * dil_h
             if iy < 0 or iy >= in_h:
-                a[k : k + row_run] = 0
+                _zero(a, k, row_run)
                 k += row_run
             elif whole:
                 _copy_run(xf, ((b * in_h + iy) * in_w + ix0) * in_c, a, k, row_run, zp)
@@ -131,7 +139,7 @@ def pack_block(x, xf, a, kp, p0, rows, zp, ints):
                     if 0 <= ix < in_w:
                         _copy_run(xf, ((b * in_h + iy) * in_w + ix) * in_c, a, k, in_c, zp)
                     else:
-                        a[k : k + in_c] = 0
+                        _zero(a, k, in_c)
                     k += in_c
         if kp > depth:
             a[k] = 0
@@ -140,4 +148,4 @@ def pack_block(x, xf, a, kp, p0, rows, zp, ints):
             ox, oy = 0, oy + 1
             if oy == out_h:
                 oy, b = 0, b + 1
-    a[rows * kp :] = 0
+    _zero(a, rows * kp, a.size - rows * kp)
