@@ -302,7 +302,8 @@ def run_conv2d_int8(plan: ConvInt8Plan, x, threads=None) -> np.ndarray:
 
 
 def conv2d_int8_fast(x, packed: PackedConvWeights, bias, in_zp, mult, shift, out_zp, act_min,
-                     act_max, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w):  # fmt: skip
+                     act_max, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h,
+                     out_w):  # fmt: skip
     """Bit-exact fast twin of `conv.conv2d_int8` (TFLite reference ConvPerChannel).
 
     x [N, H, W, Ci] int8; packed = pack_conv_weights(w) for w [Co, KH, KW, Ci/groups];
@@ -338,8 +339,8 @@ def fully_connected_int8_fast(x, packed: PackedConvWeights, bias, in_zp, w_zp, e
         return fully_connected_int8(x, w, bias, in_zp, w_zp, eff_scale, out_zp, act_min, act_max)
     acc = _fc_accumulators(x, packed, in_zp, threads)
     out = np.empty(acc.shape, np.int8)
-    fc_requant_rows(acc, out, np.ascontiguousarray(bias, np.int32),
-                    np.ascontiguousarray(eff_scale, np.float64), out_zp, act_min, act_max)  # fmt: skip
+    bias, eff_scale = np.ascontiguousarray(bias, np.int32), np.asarray(eff_scale, np.float64)
+    fc_requant_rows(acc, out, bias, np.ascontiguousarray(eff_scale), out_zp, act_min, act_max)
     return out
 
 
@@ -364,8 +365,9 @@ def conv2d_int8_acc_fast(x, packed: PackedConvWeights, zps, stride_h, stride_w, 
     assert x.shape[3] == packed.in_c, "grouped convolutions: use hybrid.conv_accumulators"
     geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w)
     x = np.ascontiguousarray(x, np.int8)
-    return np.concatenate([run_conv2d_int8(_raw_plan(packed, int(zps[b]), geometry),
-                                           x[b : b + 1], threads) for b in range(x.shape[0])])  # fmt: skip
+    images = [run_conv2d_int8(_raw_plan(packed, int(zps[b]), geometry), x[b : b + 1], threads)
+              for b in range(x.shape[0])]  # one plan per image: its own zero point
+    return np.concatenate(images)
 
 
 def conv2d_hybrid_fast(x, packed: PackedConvWeights, zps, epilogue: HybridEpilogue, stride_h,

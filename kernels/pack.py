@@ -56,7 +56,8 @@ def pack_fc_weights(w) -> PackedConvWeights:
 
 
 def pack_depthwise_weights(w) -> np.ndarray:
-    """Prepare-time repacking of a DEPTHWISE_CONV_2D filter [1, KH, KW, Co] int8 → int16 [KH, KW, Co]."""
+    """Prepare-time repacking of a DEPTHWISE_CONV_2D filter [1, KH, KW, Co] int8 → int16
+    [KH, KW, Co]."""
     return np.ascontiguousarray(np.asarray(w)[0], dtype=np.int16)
 
 
