@@ -282,20 +282,17 @@ def _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, row0, row1):
         iy0 = oy * stride_h - pad_top
         rows_in = iy0 >= 0 and iy0 + (k_h - 1) * dil_h < in_h
         ox = 0
-        while ox < out_w:
-            if not direct or (span > 1 and not (ox_lo <= ox and ox + span <= ox_hi)):
-                _stage_pixel(x, stage, padded, b, oy, ox, in_zp, ints, k_h, k_w, out_c)
-                for g in range(padded // LANES):
-                    _dw16(sa + g * LANES, staged_at, wa + g * w_group, pairs, qa + g * q_group,
-                          ta + g * LANES, out_zp, act_min, act_max, q)  # fmt: skip
-                for c in range(out_c):
-                    out[b, oy, ox, c] = scratch[c]
-                ox += 1
-                continue
+        while ox < out_w:  # one tile call per pixel span (in place) or staged pixel
+            staging = not direct or (span > 1 and not (ox_lo <= ox and ox + span <= ox_hi))
             ix0 = ox * stride_w - pad_left
             src = xa + ((b * in_h + iy0) * in_w + ix0) * in_c  # tap (0, 0), maybe off-image
             offs = inner_at  # an address: an array variable here would be reference-counted
-            if not (rows_in and ox_lo <= ox < ox_hi):
+            dst = oa + ((b * out_h + oy) * out_w + ox) * out_c
+            n_groups, step = groups, span
+            if staging:
+                _stage_pixel(x, stage, padded, b, oy, ox, in_zp, ints, k_h, k_w, out_c)
+                src, offs, dst, n_groups, step = sa, staged_at, ta, padded // LANES, 1
+            elif not (rows_in and ox_lo <= ox < ox_hi):
                 offs = edge_at
                 for t in range(2 * pairs):  # the zero-weight padding tap reads zp_row too
                     edge[t] = za - src
@@ -307,11 +304,13 @@ def _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, row0, row1):
                         if 0 <= iy < in_h and 0 <= ix < in_w:
                             edge[t] = inner[t]
                         t += 1
-            dst = oa + ((b * out_h + oy) * out_w + ox) * out_c
-            for g in range(groups):
+            for g in range(n_groups):  # one call site: each site compiles its own copy
                 _dw16(src + g * LANES, offs, wa + g * w_group, pairs, qa + g * q_group,
                       dst + g * LANES, out_zp, act_min, act_max, q)  # fmt: skip
-            ox += span
+            if staging:
+                for c in range(out_c):
+                    out[b, oy, ox, c] = scratch[c]
+            ox += step
 
 
 @inline_kernel
