@@ -199,10 +199,10 @@ class DepthwiseInt8Plan(NamedTuple):
 def plan_depthwise_int8(w16, bias, in_zp, mult, shift, out_zp, act_min, act_max, stride_h,
                         stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w,
                         depth_multiplier):  # fmt: skip
-    """A `DepthwiseInt8Plan` with the reference's MBQM, or None for a right shift > 31 with
-    M ≠ 0 (QuantizeMultiplier never makes one)."""
+    """A `DepthwiseInt8Plan` with the reference's MBQM, or None for multipliers
+    QuantizeMultiplier never makes (see `gemm_int8.plan_conv2d_int8`)."""
     params = requant_params(bias, mult, shift)
-    if params is None:
+    if params is None or np.any(params[1] == -(2**31)):
         return None
     geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w,
                 depth_multiplier)
@@ -367,7 +367,7 @@ def depthwise_conv2d_int8_fast(x, w16, bias, in_zp, mult, shift, out_zp, act_min
 
     x [N, H, W, Ci] int8; w16 = pack_depthwise_weights(w) for w [1, KH, KW, Co], Co = Ci·dm;
     bias [Co] int32; mult/shift [Co] → [N, out_h, out_w, Co] int8. Multipliers
-    QuantizeMultiplier never makes (right shift > 31) run the reference kernel.
+    QuantizeMultiplier never makes (see `plan_depthwise_int8`) run the reference kernel.
     """
     geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w,
                 depth_multiplier)

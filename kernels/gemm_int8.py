@@ -260,10 +260,11 @@ def _conv_plan(packed: PackedConvWeights, q_rows, dtype, in_zp, out_zp, act_min,
 def plan_conv2d_int8(packed: PackedConvWeights, bias, in_zp, mult, shift, out_zp, act_min,
                      act_max, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h,
                      out_w):  # fmt: skip
-    """A `ConvInt8Plan` with the reference's MBQM, or None for a right shift > 31 with M ≠ 0
-    (QuantizeMultiplier never makes one)."""
+    """A `ConvInt8Plan` with the reference's MBQM, or None for multipliers QuantizeMultiplier
+    never makes: a right shift > 31 with M ≠ 0, or M = INT32_MIN (SRDHM's saturating case,
+    left out of the tiles)."""
     params = requant_params(bias, mult, shift)
-    if params is None:
+    if params is None or np.any(params[1] == -(2**31)):
         return None
     geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w)
     return _conv_plan(packed, params, np.int32, in_zp, out_zp, act_min, act_max, geometry)
@@ -281,9 +282,15 @@ def plan_conv2d_int8_fp32(packed: PackedConvWeights, bias, in_zp, scale, out_zp,
     return _conv_plan(packed, q_rows, np.uint32, in_zp, out_zp, act_min, act_max, geometry)
 
 
+_RAW_Q = np.zeros((1, 4, LANES), np.int64)  # a raw tile reads no parameters: one for all
+
+
 def _raw_plan(packed: PackedConvWeights, in_zp, geometry) -> ConvInt8Plan:
-    """A plan whose GEMM stores the int32 accumulators Σ w·(x - in_zp)."""
-    return _conv_plan(packed, [], np.int64, in_zp, 0, 0, 0, geometry)
+    """A plan whose GEMM stores the int32 accumulators Σ w·(x - in_zp); made per call (a few
+    µs: a batch-1 FULLY_CONNECTED takes ~20 µs)."""
+    ints = np.array([packed.out_c, packed.k_h, packed.k_w, in_zp, 0, 0, 0, *geometry], np.int64)
+    out_h, out_w = geometry[-2:]
+    return ConvInt8Plan(packed.panels, _RAW_Q, ints, packed.in_c, (out_h, out_w, packed.out_c))
 
 
 def run_conv2d_int8(plan: ConvInt8Plan, x, threads=None) -> np.ndarray:
@@ -308,8 +315,8 @@ def conv2d_int8_fast(x, packed: PackedConvWeights, bias, in_zp, mult, shift, out
 
     x [N, H, W, Ci] int8; packed = pack_conv_weights(w) for w [Co, KH, KW, Ci/groups];
     bias [Co] int32 (zeros if absent); mult/shift [Co] int32 → [N, out_h, out_w, Co] int8.
-    Grouped convolutions (Ci ≠ w.shape[3]) and right shifts > 31 with M ≠ 0 (never made by
-    QuantizeMultiplier) run the reference kernel.
+    Grouped convolutions (Ci ≠ w.shape[3]) and multipliers QuantizeMultiplier never makes
+    (see `plan_conv2d_int8`) run the reference kernel.
     """
     geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w)
     plan = None

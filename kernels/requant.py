@@ -87,23 +87,20 @@ def _srdhm_core(builder, x, m):
 
 def requant_vec(builder, acc, bias, m, left, right, out_zp, act_min, act_max):
     """`fixedpoint.requantize(wrap32(acc + bias), M, shift, ...)` on int32x8 lanes (LLVM
-    values) without branches → the int32x8 output in [act_min, act_max]:
+    values) without branches, for M ≠ INT32_MIN → the int32x8 output in [act_min, act_max]:
 
         x = wrap32(wrap32(acc + bias) << left)                              (0 <= left <= 31)
-        h = SRDHM(x, M) = trunc((x*M + nudge) / 2^31), saturated for INT32_MIN²
+        h = SRDHM(x, M) = trunc((x*M + nudge) / 2^31)
         out = clamp(wrap32(RDBPOT(h, right) + out_zp), act_min, act_max)    (0 <= right <= 31)
 
     SRDHM's trunc((ab + (ab >= 0 ? 2^30 : 1 - 2^30)) / 2^31) equals floor((ab + 2^30) / 2^31)
-    for both signs (for ab < 0 the truncation adds 2^31 - 1 before flooring); RDBPOT rounds
-    half away from zero: (h >> right) + ((h & mask) > (mask >> 1) + (h < 0)).
+    for both signs (for ab < 0 the truncation adds 2^31 - 1 before flooring); its saturation
+    of INT32_MIN · INT32_MIN is left out (QuantizeMultiplier's M is never negative; plans with
+    M = INT32_MIN are refused). RDBPOT rounds half away from zero:
+    (h >> right) + ((h & mask) > (mask >> 1) + (h < 0)).
     """
     x = builder.shl(builder.add(acc, bias), left)
     h = _srdhm_core(builder, x, m)
-    both_min = builder.and_(  # SRDHM saturates INT32_MIN · INT32_MIN to INT32_MAX
-        builder.icmp_signed("==", x, splat(builder, -(2**31))),
-        builder.icmp_signed("==", m, splat(builder, -(2**31))),
-    )
-    h = builder.select(both_min, splat(builder, 2**31 - 1), h)
     mask = builder.sub(builder.shl(splat(builder, 1), right), splat(builder, 1))
     negative = builder.lshr(h, splat(builder, 31))
     threshold = builder.add(builder.lshr(mask, splat(builder, 1)), negative)
