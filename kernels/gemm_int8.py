@@ -168,7 +168,8 @@ def _gemm_blocks(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
     and rows in order, so panel 0 or a later row of this call rewrites them. Where the
     spill would leave this call's pixels (or this call lacks panel 0), for fewer than 8
     channels (a 1-channel conv ran 2.4x slower with 15 overlapping stores per row), and for
-    a last block of fewer than 6 pixels, the tile goes through a [ROWS, 16] scratch tile.
+    a last block of 2-5 pixels (the 6-row tile), the tile goes through a [ROWS, 16] scratch
+    tile.
     """
     out_c, pixels, size = out.shape[1], out.shape[0], out.itemsize
     end = min(blk1 * ROWS, pixels) * out_c  # this call writes out.flat[blk0·ROWS·Co : end]
@@ -189,8 +190,8 @@ def _gemm_blocks(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
             oc0 = j * LANES
             width = min(LANES, out_c - oc0)
             spill_ok = (2 * width >= LANES and pan0 == 0  # (many overlapping stores stall)
-                        and (p0 + ROWS - 1) * out_c + oc0 + LANES <= end)  # fmt: skip
-            direct = rows == ROWS and (width == LANES or spill_ok)
+                        and (p0 + rows - 1) * out_c + oc0 + LANES <= end)  # fmt: skip
+            direct = (rows == ROWS or rows == 1) and (width == LANES or spill_ok)
             dst = oa + (p0 * out_c + oc0) * size if direct else ta
             stride = out_c * size if direct else LANES * size
             panel, qj = pa + j * panel_bytes, qa + j * q_bytes
