@@ -194,6 +194,8 @@ class DepthwiseInt8Plan(NamedTuple):
     w_pairs: np.ndarray  # int16 [L/16, pairs, 2, 16], L = S·Co or Co padded to 16 lanes
     q: np.ndarray  # int32 [L/16, 4, 16]: bias - zp·Σw, M, left, right in DW_ORDER
     ints: np.ndarray  # int64: in_zp, out_zp, act_min, act_max, geometry, dm, S, direct
+    in_c: int
+    out_hwc: tuple  # (out_h, out_w, out_c)
 
 
 def plan_depthwise_int8(w16, bias, in_zp, mult, shift, out_zp, act_min, act_max, stride_h,
@@ -243,7 +245,8 @@ def _depthwise_plan(w16, params, in_zp, out_zp, act_min, act_max,
     w_pairs = interleave_taps(w_span)
     q = np.ascontiguousarray(folded.reshape(4, -1, LANES).transpose(1, 0, 2)[:, :, DW_ORDER])
     ints = np.array([in_zp, out_zp, act_min, act_max, *geometry, span, direct], np.int64)
-    return DepthwiseInt8Plan(w16, params, w_pairs, q, ints)
+    out_hwc = (int(geometry[6]), int(geometry[7]), out_c)
+    return DepthwiseInt8Plan(w16, params, w_pairs, q, ints, out_c // depth_multiplier, out_hwc)
 
 
 @kernel
@@ -348,15 +351,14 @@ def run_depthwise_int8(plan: DepthwiseInt8Plan, x, threads=None) -> np.ndarray:
     """Run a `DepthwiseInt8Plan` on x [N, H, W, Ci] int8 → [N, out_h, out_w, Co] int8 on
     `threads` threads (default: numba.get_num_threads())."""
     x = np.ascontiguousarray(x, np.int8)
-    assert x.shape[3] * plan.ints[12] == plan.w16.shape[2], "channels differ from the filter's"
-    out_h, out_w = int(plan.ints[10]), int(plan.ints[11])
-    out = np.empty((x.shape[0], out_h, out_w, plan.w16.shape[2]), np.int8)
-
-    def rows(r0, r1):
-        _dw_plan_rows(x, plan.w16, plan.params, plan.w_pairs, plan.q, plan.ints, out, r0, r1)
-
-    _rows_in_parallel(rows, x.shape[0] * out_h, out.size * plan.w16.shape[0] * plan.w16.shape[1],
-                      threads)  # fmt: skip
+    assert x.shape[3] == plan.in_c, "channels differ from the filter's"
+    out = np.empty((x.shape[0], *plan.out_hwc), np.int8)
+    args = (x, plan.w16, plan.params, plan.w_pairs, plan.q, plan.ints, out)
+    rows, threads = x.shape[0] * plan.out_hwc[0], threads_or_default(threads)
+    if threads == 1 or out.size * plan.w16.shape[0] * plan.w16.shape[1] < MIN_PARALLEL_MACS:
+        _dw_plan_rows(*args, 0, rows)
+    else:
+        parallel_blocks(lambda r0, r1: _dw_plan_rows(*args, r0, r1), rows, threads)
     return out
 
 
