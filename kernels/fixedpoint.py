@@ -12,6 +12,8 @@ build, TFLITE_SINGLE_ROUNDING = 0), gemmlowp fixedpoint/fixedpoint.h.
 import math
 
 import numpy as np
+from numba.core import types
+from numba.extending import overload
 from qengine.kernels.jit import kernel
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "quantize_multipliers",
     "rdbpot",
     "requantize",
+    "requantize_accumulator",
     "round_half_away",
     "round_half_away_int32",
     "srdhm",
@@ -178,6 +181,31 @@ def requantize(acc, multiplier, shift, out_zp, act_min, act_max):
     """
     v = wrap_int32(mbqm(acc, multiplier, shift) + np.int64(out_zp))
     return min(max(v, np.int64(act_min)), np.int64(act_max))
+
+
+def requantize_accumulator(acc, bias, multiplier, shift, out_zp, act_min, act_max):
+    """The epilogue of TFLite's per-channel integer conv/depthwise/transpose-conv reference
+    kernels, chosen when a kernel compiles by the width of its bias (= its accumulator):
+
+    - int32 (int8 kernels): clamp(int32(MBQM(int32(acc + bias), M, shift) + out_zp))
+    - int64 (16x8 kernels): clamp(MBQM_int64(acc + bias, M, shift)); the int16 overloads
+      have no output offset (16x8 outputs have zero point 0), so out_zp is not read.
+    """
+    raise NotImplementedError("jitted only")
+
+
+@overload(requantize_accumulator, jit_options={"cache": True})
+def _requantize_accumulator_impl(acc, bias, multiplier, shift, out_zp, act_min, act_max):
+    if isinstance(bias, types.Integer) and bias.bitwidth == 64:
+        def requantize_int64(acc, bias, multiplier, shift, out_zp, act_min, act_max):
+            v = mbqm_int64(np.int64(acc) + np.int64(bias), multiplier, shift)
+            return min(max(v, np.int64(act_min)), np.int64(act_max))
+        return requantize_int64
+
+    def requantize_int32(acc, bias, multiplier, shift, out_zp, act_min, act_max):
+        total = wrap_int32(np.int64(acc) + np.int64(bias))
+        return requantize(total, multiplier, shift, out_zp, act_min, act_max)
+    return requantize_int32
 
 
 @kernel

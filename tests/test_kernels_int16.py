@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 from naive import int16 as naive
 from op_harness import rng
+from qengine.kernels import conv
 from qengine.kernels import fixedpoint as fp
+from qengine.kernels import fully_connected as fc
 from qengine.kernels import int16 as k16
 
 INT16 = (-32768, 32767)
@@ -35,8 +37,8 @@ def test_conv2d_int16_matches_twin(case):
     stride, dil, pad = (1 + case % 2, 1), (1, 1 + case // 2), (1, 1)
     out_h = (h + 2 * pad[0] - (k - 1) * dil[0] - 1) // stride[0] + 1
     out_w = (w + 2 * pad[1] - (k - 1) * dil[1] - 1) // stride[1] + 1
-    got = k16.conv2d_int16(x, wt, bias, mult, shift, -32768, 32767, *stride, *dil, *pad,
-                           out_h, out_w)
+    got = conv.conv2d(x, wt, bias, 0, mult, shift, 0, -32768, 32767, *stride, *dil, *pad,
+                      out_h, out_w)
     want = naive.conv2d(x, wt, bias, mult, shift, -32768, 32767, stride, dil, pad,
                         (out_h, out_w))
     np.testing.assert_array_equal(got, want)
@@ -49,7 +51,7 @@ def test_fully_connected_int16_matches_twin(w_zp):
     w = r.integers(-127, 128, (6, 40)).astype(np.int8)
     bias = r.integers(-2**24, 2**24, 6).astype(np.int64)
     eff = (2.0 ** r.uniform(-24, -10, 6)).astype(np.float64)
-    got = k16.fully_connected_int16(x, w, bias, w_zp, eff, -32000, 32767)
+    got = fc.fully_connected(x, w, bias, 0, w_zp, eff, 0, -32000, 32767)
     np.testing.assert_array_equal(got, naive.fully_connected(x, w, bias, w_zp, eff, -32000,
                                                              32767))
 

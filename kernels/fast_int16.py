@@ -1,0 +1,266 @@
+"""Fast 16x8 CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED, bit-exact with the reference loops
+(`conv.conv2d`, `conv.depthwise_conv2d`, `fully_connected.fully_connected` on an int16 input
+with an int64 bias).
+
+The reference sums int16 x int8 products in int64. A product is at most 2^15 * 2^7 = 2^22 in
+magnitude, so a partial sum of up to 511 of them is exact in int32 (511 * 2^22 < 2^31; 512
+taps of -32768 * -128 would reach 2^31). The kernels sum blocks of at most `BLOCK_TAPS` taps
+in int32, which vectorizes, and add the blocks into int64; integer addition is associative,
+so the result is the reference's int64 sum whatever the order.
+
+- CONV_2D and FULLY_CONNECTED (a 1x1 convolution over [1, 1, B, D]) run the packed GEMM of
+  `fast_conv`: weights packed once at prepare into int8 panels of 16 output channels, the
+  input packed as int16 pairs per 6 output pixels (zero point 0: an off-image tap is 0, which
+  is the reference's "skip the tap"), `vpmaddwd` tiles over K blocks of `BLOCK_TAPS` taps
+  into an int32 tile, blocks summed into int64, then the 16x8 epilogue.
+- DEPTHWISE_CONV_2D sums a pixel's taps (at most 511 of them, checked at plan time) in an
+  int32 row over the channels, then the epilogue.
+
+Epilogues: conv/depthwise clamp(MBQM_int64(acc + bias, M, shift)) (`requantize_accumulator`),
+FC clamp(int32(round_half_away(double(acc + bias) * eff))). Each op's output is split into
+blocks of output pixels run by `threads.parallel_blocks` (serial nogil kernels), or into
+weight panels when there are fewer pixel blocks than threads.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+from qengine.kernels.fast_conv import LANES, ROWS, _pack_rows, _tile_1x16, _tile_6x16
+from qengine.kernels.fast_conv import pack_conv_weights as _pack_conv_weights
+from qengine.kernels.fixedpoint import requantize_accumulator, round_half_away_int32
+from qengine.kernels.jit import kernel
+from qengine.kernels.threads import parallel_blocks
+
+__all__ = [
+    "BLOCK_TAPS",
+    "Conv16Plan",
+    "Depthwise16Plan",
+    "plan_conv2d_int16",
+    "plan_depthwise_int16",
+    "plan_fully_connected_int16",
+    "run_conv2d_int16",
+    "run_depthwise_int16",
+    "run_fully_connected_int16",
+]
+
+# taps per int32 partial sum: even (the GEMM's K runs in tap pairs) and <= 511 (see above)
+BLOCK_TAPS = 510
+_BLOCK_PAIRS = BLOCK_TAPS // 2
+# below this many output-pixel blocks per thread the work is split over weight panels instead
+_MIN_BLOCKS_PER_THREAD = 2
+_NO_SCALE = np.zeros(0, np.float64)
+_NO_INTS = np.zeros(0, np.int32)
+
+
+class Conv16Plan(NamedTuple):
+    """What `run_conv2d_int16` needs besides the input, made once at prepare time."""
+
+    panels: np.ndarray  # int8 [ceil(Co/16), ceil(K/2), 16, 2] (fast_conv.pack_conv_weights)
+    out_c: int
+    bias: np.ndarray  # int64 [Co]
+    mult: np.ndarray  # int32 [Co] (MBQM); empty for FC
+    shift: np.ndarray  # int32 [Co]
+    eff_scale: np.ndarray  # float64 [Co] for FC's float epilogue; empty for MBQM
+    act_min: int
+    act_max: int
+    geometry: tuple  # k_h, k_w, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w
+
+
+def plan_conv2d_int16(w, bias, mult, shift, act_min, act_max, stride_h, stride_w, dil_h,
+                      dil_w, pad_top, pad_left, out_h, out_w):  # fmt: skip
+    """A CONV_2D plan for an ungrouped filter w [Co, KH, KW, Ci] int8 with bias [Co] int64."""
+    out_c, k_h, k_w, _ = w.shape
+    geometry = (k_h, k_w, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w)
+    return Conv16Plan(_pack_conv_weights(w).panels, out_c, np.ascontiguousarray(bias, np.int64),
+                      np.ascontiguousarray(mult, np.int32), np.ascontiguousarray(shift, np.int32),
+                      _NO_SCALE, int(act_min), int(act_max), geometry)
+
+
+def plan_fully_connected_int16(w, bias, eff_scale, act_min, act_max):
+    """An FC plan for w [O, D] int8 with zero points 0 (the caller runs the reference
+    kernel for a per-tensor weight zero point), bias [O] int64, eff_scale [O] float64."""
+    units, depth = w.shape
+    geometry = (1, 1, 1, 1, 1, 1, 0, 0, 1, 0)  # out_w (the batch) is set per run
+    return Conv16Plan(_pack_conv_weights(w.reshape(units, 1, 1, depth)).panels, units,
+                      np.ascontiguousarray(bias, np.int64), _NO_INTS, _NO_INTS,
+                      np.ascontiguousarray(eff_scale, np.float64), int(act_min), int(act_max),
+                      geometry)
+
+
+@kernel
+def _epilogue_16x8(acc, p0, rows, oc0, width, bias, mult, shift, eff_scale, act_min, act_max,
+                   out):  # fmt: skip
+    """out[p0 + r, oc0 + j] for r < rows, j < width from the int64 sums acc [ROWS, LANES]:
+    FC's float requantization when eff_scale is non-empty, else the conv's MBQM_int64."""
+    for r in range(rows):
+        for j in range(width):
+            oc = oc0 + j
+            if eff_scale.size:
+                total = acc[r, j] + bias[oc]
+                v = round_half_away_int32(np.float64(total) * eff_scale[oc])
+                out[p0 + r, oc] = min(max(v, np.int64(act_min)), np.int64(act_max))
+            else:
+                out[p0 + r, oc] = requantize_accumulator(
+                    acc[r, j], bias[oc], mult[oc], shift[oc], 0, act_min, act_max)
+
+
+@kernel
+def _gemm16_part(x, panels, bias, mult, shift, eff_scale, act_min, act_max, k_h, k_w,
+                 stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w, out,
+                 blk0, blk1, pan0, pan1):  # fmt: skip
+    """Output-pixel blocks blk0..blk1-1 (ROWS pixels each) x weight panels pan0..pan1-1 of
+    out [P, Co] int16: pack the block's taps, then per panel sum K in blocks of
+    `_BLOCK_PAIRS` tap pairs (int32 tile) into int64, then the epilogue."""
+    k2 = panels.shape[1]
+    out_c = out.shape[1]
+    pixels = out.shape[0]
+    a = np.empty((k2, ROWS, 2), np.int16)
+    c = np.empty((ROWS, LANES), np.int32)
+    acc = np.empty((ROWS, LANES), np.int64)
+    zps = np.zeros(x.shape[0], np.int16)
+    panel_bytes = k2 * LANES * 2
+    for blk in range(blk0, blk1):
+        p0 = blk * ROWS
+        rows = min(ROWS, pixels - p0)
+        _pack_rows(x, a, p0, rows, zps, k_h, k_w, stride_h, stride_w, dil_h, dil_w, pad_top,
+                   pad_left, out_h, out_w)  # fmt: skip
+        for j in range(pan0, pan1):
+            acc[:] = 0
+            for q0 in range(0, k2, _BLOCK_PAIRS):
+                pairs = min(_BLOCK_PAIRS, k2 - q0)
+                a_addr = a.ctypes.data + q0 * ROWS * 4  # pair q0 of every row
+                b_addr = panels.ctypes.data + j * panel_bytes + q0 * LANES * 2
+                if rows > 1:
+                    _tile_6x16(a_addr, ROWS, b_addr, 0, c.ctypes.data, LANES, pairs)
+                else:
+                    _tile_1x16(a_addr, ROWS, b_addr, 0, c.ctypes.data, LANES, pairs)
+                for r in range(rows):
+                    for lane in range(LANES):
+                        acc[r, lane] += c[r, lane]
+            oc0 = j * LANES
+            _epilogue_16x8(acc, p0, rows, oc0, min(LANES, out_c - oc0), bias, mult, shift,
+                           eff_scale, act_min, act_max, out)  # fmt: skip
+
+
+def _split_run(work, blocks: int, n_panels: int, threads: int) -> None:
+    """work(blk0, blk1, pan0, pan1) over all blocks x panels on `threads` threads: split by
+    pixel blocks when there are enough of them, else by weight panels."""
+    if threads <= 1:
+        work(0, blocks, 0, n_panels)
+    elif blocks >= _MIN_BLOCKS_PER_THREAD * threads or n_panels < threads:
+        parallel_blocks(lambda b0, b1: work(b0, b1, 0, n_panels), blocks, threads)
+    else:
+        parallel_blocks(lambda p0, p1: work(0, blocks, p0, p1), n_panels, threads)
+
+
+def _run_gemm16(plan: Conv16Plan, x, geometry, threads: int) -> np.ndarray:
+    out_h, out_w = geometry[-2:]
+    pixels = x.shape[0] * out_h * out_w
+    out = np.empty((pixels, plan.out_c), np.int16)
+    blocks = (pixels + ROWS - 1) // ROWS
+
+    def work(blk0, blk1, pan0, pan1):
+        _gemm16_part(x, plan.panels, plan.bias, plan.mult, plan.shift, plan.eff_scale,
+                     plan.act_min, plan.act_max, *geometry, out, blk0, blk1, pan0, pan1)
+
+    _split_run(work, blocks, plan.panels.shape[0], threads)
+    return out
+
+
+def run_conv2d_int16(plan: Conv16Plan, x, threads: int = 1) -> np.ndarray:
+    """x [N, H, W, Ci] int16 → [N, out_h, out_w, Co] int16."""
+    out_h, out_w = plan.geometry[-2:]
+    return _run_gemm16(plan, x, plan.geometry, threads).reshape(x.shape[0], out_h, out_w,
+                                                                plan.out_c)
+
+
+def run_fully_connected_int16(plan: Conv16Plan, x, threads: int = 1) -> np.ndarray:
+    """x [B, D] int16 → [B, O] int16."""
+    batch, depth = x.shape
+    geometry = plan.geometry[:-1] + (batch,)
+    return _run_gemm16(plan, np.ascontiguousarray(x).reshape(1, 1, batch, depth), geometry,
+                       threads)
+
+
+# --- DEPTHWISE_CONV_2D -------------------------------------------------------------------------
+
+
+class Depthwise16Plan(NamedTuple):
+    """What `run_depthwise_int16` needs besides the input."""
+
+    w: np.ndarray  # int32 [KH, KW, Co]
+    bias: np.ndarray  # int64 [Co]
+    mult: np.ndarray  # int32 [Co]
+    shift: np.ndarray  # int32 [Co]
+    act_min: int
+    act_max: int
+    geometry: tuple  # stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w, dm
+
+
+def plan_depthwise_int16(w, bias, mult, shift, act_min, act_max, stride_h, stride_w, dil_h,
+                         dil_w, pad_top, pad_left, out_h, out_w, depth_multiplier):  # fmt: skip
+    """A plan for w [1, KH, KW, Co] int8, or None when a pixel has more taps than an int32
+    partial sum holds exactly (KH * KW > BLOCK_TAPS; the caller runs the reference)."""
+    if w.shape[1] * w.shape[2] > BLOCK_TAPS:
+        return None
+    geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w,
+                depth_multiplier)
+    return Depthwise16Plan(np.ascontiguousarray(w[0], np.int32),
+                           np.ascontiguousarray(bias, np.int64),
+                           np.ascontiguousarray(mult, np.int32),
+                           np.ascontiguousarray(shift, np.int32), int(act_min), int(act_max),
+                           geometry)
+
+
+@kernel
+def _depthwise16_rows(x, w, bias, mult, shift, act_min, act_max, stride_h, stride_w, dil_h,
+                      dil_w, pad_top, pad_left, out_h, out_w, dm, out, row0, row1):  # fmt: skip
+    """Output rows row0..row1-1 (over batch * out_h) of out [N, out_h, out_w, Co]:
+    acc[oc] = Σ_{in-image taps} w[ky, kx, oc] * x[b, iy, ix, oc // dm] in int32 (exact: at
+    most BLOCK_TAPS taps), then clamp(MBQM_int64(acc + bias)) per channel."""
+    in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
+    k_h, k_w, out_c = w.shape
+    acc = np.empty(out_c, np.int32)
+    for row in range(row0, row1):
+        b = row // out_h
+        oy = row - b * out_h
+        iy0 = oy * stride_h - pad_top
+        for ox in range(out_w):
+            ix0 = ox * stride_w - pad_left
+            acc[:] = 0
+            for ky in range(k_h):
+                iy = iy0 + ky * dil_h
+                if iy < 0 or iy >= in_h:
+                    continue
+                for kx in range(k_w):
+                    ix = ix0 + kx * dil_w
+                    if ix < 0 or ix >= in_w:
+                        continue
+                    if dm == 1:  # channel c reads input channel c: one vector loop
+                        for oc in range(out_c):
+                            acc[oc] += w[ky, kx, oc] * np.int32(x[b, iy, ix, oc])
+                    else:
+                        for ic in range(in_c):
+                            xv = np.int32(x[b, iy, ix, ic])
+                            for m in range(dm):
+                                acc[ic * dm + m] += w[ky, kx, ic * dm + m] * xv
+            for oc in range(out_c):
+                out[b, oy, ox, oc] = requantize_accumulator(
+                    np.int64(acc[oc]), bias[oc], mult[oc], shift[oc], 0, act_min, act_max)
+
+
+def run_depthwise_int16(plan: Depthwise16Plan, x, threads: int = 1) -> np.ndarray:
+    """x [N, H, W, Ci] int16 → [N, out_h, out_w, Co] int16."""
+    out_h, out_w = plan.geometry[6:8]
+    out = np.empty((x.shape[0], out_h, out_w, plan.w.shape[2]), np.int16)
+
+    def work(row0, row1):
+        _depthwise16_rows(x, plan.w, plan.bias, plan.mult, plan.shift, plan.act_min,
+                          plan.act_max, *plan.geometry, out, row0, row1)
+
+    rows = x.shape[0] * out_h
+    if threads <= 1:
+        work(0, rows)
+    else:
+        parallel_blocks(work, rows, threads)
+    return out
