@@ -40,6 +40,10 @@ def assert_close(name: str, got: np.ndarray, want: np.ndarray, rel: float = FLOA
             f"{name}: {mismatches}/{want.size} integer outputs differ; first at "
             f"{np.argwhere(got != want)[0].tolist()}: {got[got != want][0]} vs {want[got != want][0]}")
         return
+    if want.dtype.kind == "c":  # real and imaginary parts, each as a float output
+        for part in ("real", "imag"):
+            assert_close(f"{name} ({part} part)", getattr(got, part), getattr(want, part), rel)
+        return
     finite = np.isfinite(want)
     assert np.array_equal(finite, np.isfinite(got)), f"{name}: inf/nan pattern differs"
     if not finite.any():
