@@ -25,11 +25,11 @@ weight panels when there are fewer pixel blocks than threads.
 from typing import NamedTuple
 
 import numpy as np
-from qengine.kernels.fast_conv import LANES, ROWS, _pack_rows, _tile_1x16, _tile_6x16
+from qengine.kernels.fast_conv import LANES, ROWS, _tile_6x16
 from qengine.kernels.fast_conv import pack_conv_weights as _pack_conv_weights
 from qengine.kernels.fixedpoint import requantize_accumulator, round_half_away_int32
 from qengine.kernels.jit import kernel
-from qengine.kernels.threads import parallel_blocks
+from qengine.kernels.threads import MIN_PARALLEL_FLOPS, parallel_blocks
 
 __all__ = [
     "BLOCK_TAPS",
@@ -105,6 +105,32 @@ def _epilogue_16x8(acc, p0, rows, oc0, width, bias, mult, shift, eff_scale, act_
 
 
 @kernel
+def _pack_taps(x, a, p0, rows, k_h, k_w, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
+               out_h, out_w):  # fmt: skip
+    """im2col of output pixels p0..p0+rows-1 into the GEMM's A panel a [K/2, ROWS, 2] int16:
+    tap k = (ky, kx, ic) of row r at a[k // 2, r, k % 2]. Off-image taps, the odd K's last
+    pair half and rows past `rows` are 0 (16x8 inputs have zero point 0)."""
+    in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
+    flat = a.reshape(a.size)
+    flat[:] = 0
+    for r in range(rows):
+        p = p0 + r
+        b = p // (out_h * out_w)
+        oy = (p // out_w) % out_h
+        ox = p % out_w
+        k = 0
+        for ky in range(k_h):
+            iy = oy * stride_h - pad_top + ky * dil_h
+            for kx in range(k_w):
+                ix = ox * stride_w - pad_left + kx * dil_w
+                if 0 <= iy < in_h and 0 <= ix < in_w:
+                    for ic in range(in_c):
+                        kk = k + ic
+                        flat[((kk >> 1) * ROWS + r) * 2 + (kk & 1)] = x[b, iy, ix, ic]
+                k += in_c
+
+
+@kernel
 def _gemm16_part(x, panels, bias, mult, shift, eff_scale, act_min, act_max, k_h, k_w,
                  stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w, out,
                  blk0, blk1, pan0, pan1):  # fmt: skip
@@ -117,12 +143,11 @@ def _gemm16_part(x, panels, bias, mult, shift, eff_scale, act_min, act_max, k_h,
     a = np.empty((k2, ROWS, 2), np.int16)
     c = np.empty((ROWS, LANES), np.int32)
     acc = np.empty((ROWS, LANES), np.int64)
-    zps = np.zeros(x.shape[0], np.int16)
     panel_bytes = k2 * LANES * 2
     for blk in range(blk0, blk1):
         p0 = blk * ROWS
         rows = min(ROWS, pixels - p0)
-        _pack_rows(x, a, p0, rows, zps, k_h, k_w, stride_h, stride_w, dil_h, dil_w, pad_top,
+        _pack_taps(x, a, p0, rows, k_h, k_w, stride_h, stride_w, dil_h, dil_w, pad_top,
                    pad_left, out_h, out_w)  # fmt: skip
         for j in range(pan0, pan1):
             acc[:] = 0
@@ -130,10 +155,7 @@ def _gemm16_part(x, panels, bias, mult, shift, eff_scale, act_min, act_max, k_h,
                 pairs = min(_BLOCK_PAIRS, k2 - q0)
                 a_addr = a.ctypes.data + q0 * ROWS * 4  # pair q0 of every row
                 b_addr = panels.ctypes.data + j * panel_bytes + q0 * LANES * 2
-                if rows > 1:
-                    _tile_6x16(a_addr, ROWS, b_addr, 0, c.ctypes.data, LANES, pairs)
-                else:
-                    _tile_1x16(a_addr, ROWS, b_addr, 0, c.ctypes.data, LANES, pairs)
+                _tile_6x16(a_addr, ROWS, b_addr, 0, c.ctypes.data, LANES, pairs)
                 for r in range(rows):
                     for lane in range(LANES):
                         acc[r, lane] += c[r, lane]
@@ -142,10 +164,11 @@ def _gemm16_part(x, panels, bias, mult, shift, eff_scale, act_min, act_max, k_h,
                            eff_scale, act_min, act_max, out)  # fmt: skip
 
 
-def _split_run(work, blocks: int, n_panels: int, threads: int) -> None:
+def _split_run(work, blocks: int, n_panels: int, threads: int, flops: int) -> None:
     """work(blk0, blk1, pan0, pan1) over all blocks x panels on `threads` threads: split by
-    pixel blocks when there are enough of them, else by weight panels."""
-    if threads <= 1:
+    pixel blocks when there are enough of them, else by weight panels; small ops (under
+    MIN_PARALLEL_FLOPS) stay on the calling thread."""
+    if threads <= 1 or flops < MIN_PARALLEL_FLOPS:
         work(0, blocks, 0, n_panels)
     elif blocks >= _MIN_BLOCKS_PER_THREAD * threads or n_panels < threads:
         parallel_blocks(lambda b0, b1: work(b0, b1, 0, n_panels), blocks, threads)
@@ -163,7 +186,8 @@ def _run_gemm16(plan: Conv16Plan, x, geometry, threads: int) -> np.ndarray:
         _gemm16_part(x, plan.panels, plan.bias, plan.mult, plan.shift, plan.eff_scale,
                      plan.act_min, plan.act_max, *geometry, out, blk0, blk1, pan0, pan1)
 
-    _split_run(work, blocks, plan.panels.shape[0], threads)
+    flops = 2 * pixels * plan.out_c * plan.panels.shape[1] * 2
+    _split_run(work, blocks, plan.panels.shape[0], threads, flops)
     return out
 
 
@@ -259,7 +283,8 @@ def run_depthwise_int16(plan: Depthwise16Plan, x, threads: int = 1) -> np.ndarra
                           plan.act_max, *plan.geometry, out, row0, row1)
 
     rows = x.shape[0] * out_h
-    if threads <= 1:
+    flops = 2 * out.size * plan.w.shape[0] * plan.w.shape[1]
+    if threads <= 1 or flops < MIN_PARALLEL_FLOPS:
         work(0, rows)
     else:
         parallel_blocks(work, rows, threads)
