@@ -16,8 +16,9 @@ so the result is the reference's int64 sum whatever the order.
 - DEPTHWISE_CONV_2D sums a pixel's taps (at most 511 of them, checked at plan time) in an
   int32 row over the channels, then the epilogue.
 
-Epilogues: conv/depthwise clamp(MBQM_int64(acc + bias, M, shift)) (`requantize_accumulator`),
-FC clamp(int32(round_half_away(double(acc + bias) * eff))). Each op's output is split into
+Epilogues: conv/depthwise clamp(MBQM_int64(acc + bias, M, shift)), with each channel's 16-bit
+multiplier reduced once at prepare (`fixedpoint.mbqm_int64_params`) so the per-channel loop is
+branch-free and vectorizes; FC clamp(int32(round_half_away(double(acc + bias) * eff))). Each op's output is split into
 blocks of output pixels run by `threads.parallel_blocks` (serial nogil kernels), or into
 weight panels when there are fewer pixel blocks than threads.
 """
@@ -27,8 +28,8 @@ from typing import NamedTuple
 import numpy as np
 from qengine.kernels.fast_conv import LANES, ROWS, _tile_6x16
 from qengine.kernels.fast_conv import pack_conv_weights as _pack_conv_weights
-from qengine.kernels.fixedpoint import requantize_accumulator, round_half_away_int32
-from qengine.kernels.jit import kernel
+from qengine.kernels.fixedpoint import mbqm_int64_params, mbqm_int64_reduced, round_half_away_int32
+from qengine.kernels.jit import inline_kernel, kernel
 from qengine.kernels.threads import MIN_PARALLEL_FLOPS, parallel_blocks
 
 __all__ = [
@@ -49,7 +50,7 @@ _BLOCK_PAIRS = BLOCK_TAPS // 2
 # below this many output-pixel blocks per thread the work is split over weight panels instead
 _MIN_BLOCKS_PER_THREAD = 2
 _NO_SCALE = np.zeros(0, np.float64)
-_NO_INTS = np.zeros(0, np.int32)
+_NO_INTS = np.zeros(0, np.int64)
 
 
 class Conv16Plan(NamedTuple):
@@ -58,8 +59,8 @@ class Conv16Plan(NamedTuple):
     panels: np.ndarray  # int8 [ceil(Co/16), ceil(K/2), 16, 2] (fast_conv.pack_conv_weights)
     out_c: int
     bias: np.ndarray  # int64 [Co]
-    mult: np.ndarray  # int32 [Co] (MBQM); empty for FC
-    shift: np.ndarray  # int32 [Co]
+    reduced: np.ndarray  # int64 [Co], mbqm_int64_params(M, shift); empty for FC
+    total: np.ndarray  # int64 [Co]
     eff_scale: np.ndarray  # float64 [Co] for FC's float epilogue; empty for MBQM
     act_min: int
     act_max: int
@@ -72,8 +73,8 @@ def plan_conv2d_int16(w, bias, mult, shift, act_min, act_max, stride_h, stride_w
     out_c, k_h, k_w, _ = w.shape
     geometry = (k_h, k_w, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w)
     return Conv16Plan(_pack_conv_weights(w).panels, out_c, np.ascontiguousarray(bias, np.int64),
-                      np.ascontiguousarray(mult, np.int32), np.ascontiguousarray(shift, np.int32),
-                      _NO_SCALE, int(act_min), int(act_max), geometry)
+                      *mbqm_int64_params(mult, shift), _NO_SCALE, int(act_min), int(act_max),
+                      geometry)
 
 
 def plan_fully_connected_int16(w, bias, eff_scale, act_min, act_max):
@@ -87,21 +88,27 @@ def plan_fully_connected_int16(w, bias, eff_scale, act_min, act_max):
                       geometry)
 
 
-@kernel
-def _epilogue_16x8(acc, p0, rows, oc0, width, bias, mult, shift, eff_scale, act_min, act_max,
+@inline_kernel
+def _requant16(acc, bias, reduced, total, act_min, act_max):
+    """clamp(MBQM_int64(acc + bias, M, shift)), (reduced, total) = mbqm_int64_params(M, shift)."""
+    v = mbqm_int64_reduced(np.int64(acc) + bias, reduced, total)
+    return min(max(v, np.int64(act_min)), np.int64(act_max))
+
+
+@inline_kernel
+def _epilogue_16x8(acc, p0, rows, oc0, width, bias, reduced, total, eff_scale, act_min, act_max,
                    out):  # fmt: skip
     """out[p0 + r, oc0 + j] for r < rows, j < width from the int64 sums acc [ROWS, LANES]:
     FC's float requantization when eff_scale is non-empty, else the conv's MBQM_int64."""
     for r in range(rows):
-        for j in range(width):
-            oc = oc0 + j
-            if eff_scale.size:
-                total = acc[r, j] + bias[oc]
-                v = round_half_away_int32(np.float64(total) * eff_scale[oc])
-                out[p0 + r, oc] = min(max(v, np.int64(act_min)), np.int64(act_max))
-            else:
-                out[p0 + r, oc] = requantize_accumulator(
-                    acc[r, j], bias[oc], mult[oc], shift[oc], 0, act_min, act_max)
+        if eff_scale.size:
+            for j in range(width):
+                v = round_half_away_int32(np.float64(acc[r, j] + bias[oc0 + j]) * eff_scale[oc0 + j])
+                out[p0 + r, oc0 + j] = min(max(v, np.int64(act_min)), np.int64(act_max))
+        else:
+            for j in range(width):
+                out[p0 + r, oc0 + j] = _requant16(acc[r, j], bias[oc0 + j], reduced[oc0 + j],
+                                                  total[oc0 + j], act_min, act_max)
 
 
 @kernel
@@ -131,7 +138,7 @@ def _pack_taps(x, a, p0, rows, k_h, k_w, stride_h, stride_w, dil_h, dil_w, pad_t
 
 
 @kernel
-def _gemm16_part(x, panels, bias, mult, shift, eff_scale, act_min, act_max, k_h, k_w,
+def _gemm16_part(x, panels, bias, reduced, total, eff_scale, act_min, act_max, k_h, k_w,
                  stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w, out,
                  blk0, blk1, pan0, pan1):  # fmt: skip
     """Output-pixel blocks blk0..blk1-1 (ROWS pixels each) x weight panels pan0..pan1-1 of
@@ -160,7 +167,7 @@ def _gemm16_part(x, panels, bias, mult, shift, eff_scale, act_min, act_max, k_h,
                     for lane in range(LANES):
                         acc[r, lane] += c[r, lane]
             oc0 = j * LANES
-            _epilogue_16x8(acc, p0, rows, oc0, min(LANES, out_c - oc0), bias, mult, shift,
+            _epilogue_16x8(acc, p0, rows, oc0, min(LANES, out_c - oc0), bias, reduced, total,
                            eff_scale, act_min, act_max, out)  # fmt: skip
 
 
@@ -183,7 +190,7 @@ def _run_gemm16(plan: Conv16Plan, x, geometry, threads: int) -> np.ndarray:
     blocks = (pixels + ROWS - 1) // ROWS
 
     def work(blk0, blk1, pan0, pan1):
-        _gemm16_part(x, plan.panels, plan.bias, plan.mult, plan.shift, plan.eff_scale,
+        _gemm16_part(x, plan.panels, plan.bias, plan.reduced, plan.total, plan.eff_scale,
                      plan.act_min, plan.act_max, *geometry, out, blk0, blk1, pan0, pan1)
 
     flops = 2 * pixels * plan.out_c * plan.panels.shape[1] * 2
@@ -214,8 +221,8 @@ class Depthwise16Plan(NamedTuple):
 
     w: np.ndarray  # int32 [KH, KW, Co]
     bias: np.ndarray  # int64 [Co]
-    mult: np.ndarray  # int32 [Co]
-    shift: np.ndarray  # int32 [Co]
+    reduced: np.ndarray  # int64 [Co], mbqm_int64_params(M, shift)
+    total: np.ndarray  # int64 [Co]
     act_min: int
     act_max: int
     geometry: tuple  # stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w, dm
@@ -230,14 +237,12 @@ def plan_depthwise_int16(w, bias, mult, shift, act_min, act_max, stride_h, strid
     geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w,
                 depth_multiplier)
     return Depthwise16Plan(np.ascontiguousarray(w[0], np.int32),
-                           np.ascontiguousarray(bias, np.int64),
-                           np.ascontiguousarray(mult, np.int32),
-                           np.ascontiguousarray(shift, np.int32), int(act_min), int(act_max),
-                           geometry)
+                           np.ascontiguousarray(bias, np.int64), *mbqm_int64_params(mult, shift),
+                           int(act_min), int(act_max), geometry)
 
 
 @kernel
-def _depthwise16_rows(x, w, bias, mult, shift, act_min, act_max, stride_h, stride_w, dil_h,
+def _depthwise16_rows(x, w, bias, reduced, total, act_min, act_max, stride_h, stride_w, dil_h,
                       dil_w, pad_top, pad_left, out_h, out_w, dm, out, row0, row1):  # fmt: skip
     """Output rows row0..row1-1 (over batch * out_h) of out [N, out_h, out_w, Co]:
     acc[oc] = Σ_{in-image taps} w[ky, kx, oc] * x[b, iy, ix, oc // dm] in int32 (exact: at
@@ -269,8 +274,8 @@ def _depthwise16_rows(x, w, bias, mult, shift, act_min, act_max, stride_h, strid
                             for m in range(dm):
                                 acc[ic * dm + m] += w[ky, kx, ic * dm + m] * xv
             for oc in range(out_c):
-                out[b, oy, ox, oc] = requantize_accumulator(
-                    np.int64(acc[oc]), bias[oc], mult[oc], shift[oc], 0, act_min, act_max)
+                out[b, oy, ox, oc] = _requant16(acc[oc], bias[oc], reduced[oc], total[oc],
+                                                act_min, act_max)
 
 
 def run_depthwise_int16(plan: Depthwise16Plan, x, threads: int = 1) -> np.ndarray:
@@ -279,7 +284,7 @@ def run_depthwise_int16(plan: Depthwise16Plan, x, threads: int = 1) -> np.ndarra
     out = np.empty((x.shape[0], out_h, out_w, plan.w.shape[2]), np.int16)
 
     def work(row0, row1):
-        _depthwise16_rows(x, plan.w, plan.bias, plan.mult, plan.shift, plan.act_min,
+        _depthwise16_rows(x, plan.w, plan.bias, plan.reduced, plan.total, plan.act_min,
                           plan.act_max, *plan.geometry, out, row0, row1)
 
     rows = x.shape[0] * out_h
