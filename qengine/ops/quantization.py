@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..qparams import QUANTIZED_TYPES, quantize_reciprocal
+from ..ir import numpy_dtype
+from ..qparams import QUANTIZED_TYPES, int_range, quantize_reciprocal
 from ..qparams import dequantize as dequantize_values
 from ..qparams import quantize as quantize_values
 from ..runtime.registry import OpContext, Prepared
@@ -78,8 +79,18 @@ def quantize(ctx: OpContext) -> Prepared:
     if axis is None and ctx.arithmetic == "xnnpack":
         def run(v):  # optimized/XNNPACK: multiply by the reciprocal, round half to even
             return quantize_reciprocal(v, scale, zero_point, out.dtype)
-    else:
+    elif axis is None and x.dtype == "float32":
+        from qengine.kernels.quantize import affine_quantize
+
+        qmin, qmax = int_range(out.dtype)
+        args = (np.float32(scale), int(zero_point), qmin, qmax)
+
         def run(v):  # reference AffineQuantize: round(x / scale) + zp in float32, then clamp
+            values = np.ascontiguousarray(v, np.float32).reshape(-1)
+            result = np.empty(values.size, numpy_dtype(out.dtype))
+            return affine_quantize(values, *args, result).reshape(v.shape)
+    else:
+        def run(v):  # the same per axis (or from float16), in NumPy
             return quantize_values(v, scale, zero_point, out.dtype, axis=axis)
 
     return Prepared(run, [out_spec])
