@@ -8,11 +8,12 @@ taps of -32768 * -128 would reach 2^31). The kernels sum blocks of at most `BLOC
 in int32, which vectorizes, and add the blocks into int64; integer addition is associative,
 so the result is the reference's int64 sum whatever the order.
 
-- CONV_2D and FULLY_CONNECTED (a 1x1 convolution over [1, 1, B, D]) run the packed GEMM of
-  `fast_conv`: weights packed once at prepare into int8 panels of 16 output channels, the
-  input packed as int16 pairs per 6 output pixels (zero point 0: an off-image tap is 0, which
-  is the reference's "skip the tap"), `vpmaddwd` tiles over K blocks of `BLOCK_TAPS` taps
-  into an int32 tile, blocks summed into int64, then the 16x8 epilogue.
+- CONV_2D and FULLY_CONNECTED (a 1x1 convolution over [1, 1, B, D]) run the int8 GEMM's
+  pieces (`pack`, `gemm_int8`): weights packed once at prepare into int8 panels of 16 output
+  channels (`pack.pack_conv_weights`), the im2col of 6 output pixels as int16 rows (zero
+  point 0: an off-image tap is 0, which is the reference's "skip the tap"), and its 6x16
+  `vpmaddwd` tile with the raw epilogue (int32 sums stored) over K blocks of `BLOCK_TAPS`
+  taps; the blocks are summed into int64, then the 16x8 epilogue.
 - DEPTHWISE_CONV_2D sums a pixel's taps (at most 511 of them, checked at plan time) in an
   int32 row over the channels, then the epilogue.
 
@@ -26,10 +27,12 @@ weight panels when there are fewer pixel blocks than threads.
 from typing import NamedTuple
 
 import numpy as np
-from qengine.kernels.fast_conv import LANES, ROWS, _tile_6x16
-from qengine.kernels.fast_conv import pack_conv_weights as _pack_conv_weights
+from qengine.kernels.emit import addr
 from qengine.kernels.fixedpoint import mbqm_int64_params, mbqm_int64_reduced, round_half_away_int32
+from qengine.kernels.gemm_int8 import _tile as _tile_6x16  # with a raw `q`: stores int32 sums
 from qengine.kernels.jit import inline_kernel, kernel
+from qengine.kernels.pack import LANES, ROWS
+from qengine.kernels.pack import pack_conv_weights as _pack_conv_weights
 from qengine.kernels.threads import MIN_PARALLEL_FLOPS, parallel_blocks
 
 __all__ = [
@@ -56,7 +59,7 @@ _NO_INTS = np.zeros(0, np.int64)
 class Conv16Plan(NamedTuple):
     """What `run_conv2d_int16` needs besides the input, made once at prepare time."""
 
-    panels: np.ndarray  # int8 [ceil(Co/16), ceil(K/2), 16, 2] (fast_conv.pack_conv_weights)
+    panels: np.ndarray  # int8 [ceil(Co/16), ceil(K/2), 16, 2] (pack.pack_conv_weights)
     out_c: int
     bias: np.ndarray  # int64 [Co]
     reduced: np.ndarray  # int64 [Co], mbqm_int64_params(M, shift); empty for FC
@@ -112,28 +115,26 @@ def _epilogue_16x8(acc, p0, rows, oc0, width, bias, reduced, total, eff_scale, a
 
 
 @kernel
-def _pack_taps(x, a, p0, rows, k_h, k_w, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
+def _pack_taps(x, a, kp, p0, rows, k_h, k_w, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
                out_h, out_w):  # fmt: skip
-    """im2col of output pixels p0..p0+rows-1 into the GEMM's A panel a [K/2, ROWS, 2] int16:
-    tap k = (ky, kx, ic) of row r at a[k // 2, r, k % 2]. Off-image taps, the odd K's last
-    pair half and rows past `rows` are 0 (16x8 inputs have zero point 0)."""
+    """im2col of output pixels p0..p0+rows-1 into the GEMM's A block a [ROWS * kp] int16, row r
+    (pixel p0 + r) at a[r * kp:], tap k = (ky, kx, ic) at a[r * kp + k]; kp = 2 * ceil(K / 2).
+    Off-image taps, an odd K's padding tap and rows past `rows` are 0 (zero point 0)."""
     in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
-    flat = a.reshape(a.size)
-    flat[:] = 0
+    a[:] = 0
     for r in range(rows):
         p = p0 + r
         b = p // (out_h * out_w)
         oy = (p // out_w) % out_h
         ox = p % out_w
-        k = 0
+        k = r * kp
         for ky in range(k_h):
             iy = oy * stride_h - pad_top + ky * dil_h
             for kx in range(k_w):
                 ix = ox * stride_w - pad_left + kx * dil_w
                 if 0 <= iy < in_h and 0 <= ix < in_w:
                     for ic in range(in_c):
-                        kk = k + ic
-                        flat[((kk >> 1) * ROWS + r) * 2 + (kk & 1)] = x[b, iy, ix, ic]
+                        a[k + ic] = x[b, iy, ix, ic]
                 k += in_c
 
 
@@ -145,24 +146,27 @@ def _gemm16_part(x, panels, bias, reduced, total, eff_scale, act_min, act_max, k
     out [P, Co] int16: pack the block's taps, then per panel sum K in blocks of
     `_BLOCK_PAIRS` tap pairs (int32 tile) into int64, then the epilogue."""
     k2 = panels.shape[1]
+    kp = 2 * k2
     out_c = out.shape[1]
     pixels = out.shape[0]
-    a = np.empty((k2, ROWS, 2), np.int16)
+    a = np.empty(ROWS * kp, np.int16)
     c = np.empty((ROWS, LANES), np.int32)
     acc = np.empty((ROWS, LANES), np.int64)
+    raw = np.zeros((1, 4, LANES), np.int64)  # the tile's parameters: int64 = store the sums
     panel_bytes = k2 * LANES * 2
     for blk in range(blk0, blk1):
         p0 = blk * ROWS
         rows = min(ROWS, pixels - p0)
-        _pack_taps(x, a, p0, rows, k_h, k_w, stride_h, stride_w, dil_h, dil_w, pad_top,
+        _pack_taps(x, a, kp, p0, rows, k_h, k_w, stride_h, stride_w, dil_h, dil_w, pad_top,
                    pad_left, out_h, out_w)  # fmt: skip
         for j in range(pan0, pan1):
             acc[:] = 0
             for q0 in range(0, k2, _BLOCK_PAIRS):
                 pairs = min(_BLOCK_PAIRS, k2 - q0)
-                a_addr = a.ctypes.data + q0 * ROWS * 4  # pair q0 of every row
-                b_addr = panels.ctypes.data + j * panel_bytes + q0 * LANES * 2
-                _tile_6x16(a_addr, ROWS, b_addr, 0, c.ctypes.data, LANES, pairs)
+                a_addr = addr(a) + 4 * q0  # pair q0 of row 0; rows are 2 * kp bytes apart
+                b_addr = addr(panels) + j * panel_bytes + q0 * LANES * 2
+                _tile_6x16(a_addr, 2 * kp, b_addr, pairs, addr(c), LANES * 4, addr(raw), 0, 0,
+                           0, raw)  # fmt: skip
                 for r in range(rows):
                     for lane in range(LANES):
                         acc[r, lane] += c[r, lane]

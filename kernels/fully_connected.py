@@ -59,7 +59,7 @@ def fully_connected(x, w, bias, in_zp, w_zp, eff_scale, out_zp, act_min, act_max
     return out
 
 
-fully_connected_int8 = fully_connected  # the int8 name, which fast_fc and its tests call
+fully_connected_int8 = fully_connected  # the int8 name, which gemm_int8 and its tests call
 
 
 @kernel
