@@ -1,8 +1,9 @@
-"""QUANTIZE as qengine's QUANTIZE op runs it: int → int (requantization) and, per tensor,
-float32 → int (AffineQuantize), both as TFLite's reference kernels compute them.
+"""QUANTIZE and DEQUANTIZE as qengine's ops run them: int → int (requantization) and, per
+tensor, float32 → int (AffineQuantize) and int → float32 (Dequantize), as TFLite's reference
+kernels compute them.
 
 The real <-> integer formulas live in `qengine.qparams` (`quantize`, `dequantize`); the
-float → int kernel here is their runtime form (one pass instead of six NumPy passes, 19 ns per
+float <-> int kernels here are their runtime forms (one pass instead of six NumPy passes, 19 ns per
 element), pinned against qparams.quantize by tests/test_kernels_quantize.py, plus what the C++
 does outside int32 that qparams, which saturates, does not model.
 
@@ -15,7 +16,7 @@ import numpy as np
 from qengine.kernels.fixedpoint import mbqm, quantize_multiplier
 from qengine.kernels.jit import kernel
 
-__all__ = ["affine_quantize", "requantize", "requantize_params"]
+__all__ = ["affine_dequantize", "affine_quantize", "requantize", "requantize_params"]
 
 INT32_MIN = -(2 ** 31)
 TWO_31 = np.float32(2.0 ** 31)
@@ -67,4 +68,13 @@ def affine_quantize(x, scale, zero_point, qmin, qmax, out):
             q = np.int64(INT32_MIN)
         v = (q + zero_point - INT32_MIN) % (2 ** 32) + INT32_MIN  # int32 wrap-around
         out[i] = min(max(v, qmin), qmax)
+    return out
+
+
+@kernel
+def affine_dequantize(x, scale, zero_point, out):
+    """int → float32, reference_integer_ops::Dequantize: float(double(scale) * (x - zp)), the
+    product in float64 (`scale` is the float32 scale widened) rounded once to float32."""
+    for i in range(x.shape[0]):
+        out[i] = np.float32(scale * np.float64(np.int64(x[i]) - zero_point))
     return out

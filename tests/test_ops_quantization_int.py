@@ -128,3 +128,22 @@ def test_affine_quantize_kernel_equals_qparams_in_range(dtype):
         got = affine_quantize(x, np.float32(scale), zero_point, qmin, qmax,
                               np.empty(x.size, dtype))
         assert np.array_equal(got, want), (scale, zero_point)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "int16", "int32"])
+def test_affine_dequantize_kernel_equals_qparams(dtype):
+    """DEQUANTIZE's kernel against qparams.dequantize (float64 product, one rounding), bit for
+    bit, over the type's extremes and random values."""
+    from qengine.kernels.quantize import affine_dequantize
+
+    from qengine.qparams import dequantize
+
+    info = np.iinfo(dtype)
+    r = rng("dequantize", dtype)
+    x = np.concatenate([[info.min, info.max, 0, -1 if info.min else 1],
+                        r.integers(info.min, info.max, 5000, endpoint=True)]).astype(dtype)
+    for scale, zero_point in [(0.5, 3), (0.0370013, -7), (3.0517578125e-05, 0), (7.5, -128)]:
+        want = dequantize(x, np.float32(scale), zero_point)
+        got = affine_dequantize(x, float(np.float32(scale)), zero_point,
+                                np.empty(x.size, np.float32))
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), (scale, zero_point)

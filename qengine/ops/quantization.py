@@ -51,9 +51,20 @@ def dequantize(ctx: OpContext) -> Prepared:
         raise ctx.unsupported(f"blockwise tensor {x.name!r}: TFLite's DEQUANTIZE has no "
                               f"blockwise path (it reads the tensor as unquantized)")
     axis, q = _axis(ctx, x), x.quantization
+    if axis is None and x.dtype in QUANTIZED_TYPES + ("int32",):
+        from qengine.kernels.quantize import affine_dequantize
 
-    def run(v):  # reference_integer_ops::Dequantize: (float)(double(scale) * (q - zero_point))
-        return dequantize_values(v, q.scale, q.zero_point, axis)
+        scale = float(np.float32(np.asarray(q.scale).reshape(-1)[0]))
+        zero_points = np.asarray(q.zero_point if q.zero_point is not None else []).reshape(-1)
+        zero_point = int(zero_points[0]) if zero_points.size else 0
+
+        def run(v):  # reference_integer_ops::Dequantize: (float)(double(scale) * (q - zp))
+            values = np.ascontiguousarray(v).reshape(-1)
+            result = np.empty(values.size, np.float32)
+            return affine_dequantize(values, scale, zero_point, result).reshape(v.shape)
+    else:
+        def run(v):  # the same per axis (and for unpacked sub-byte types), in NumPy
+            return dequantize_values(v, q.scale, q.zero_point, axis)
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
 
