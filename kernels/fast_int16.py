@@ -14,14 +14,15 @@ so the result is the reference's int64 sum whatever the order.
   point 0: an off-image tap is 0, which is the reference's "skip the tap"), and its 6x16
   `vpmaddwd` tile with the raw epilogue (int32 sums stored) over K blocks of `BLOCK_TAPS`
   taps; the blocks are summed into int64, then the 16x8 epilogue.
-- DEPTHWISE_CONV_2D sums a pixel's taps (at most 511 of them, checked at plan time) in an
-  int32 row over the channels, then the epilogue.
+- DEPTHWISE_CONV_2D sums a pixel's taps (at most `BLOCK_TAPS` of them, checked at plan time)
+  in an int32 row over the channels, then the epilogue.
 
 Epilogues: conv/depthwise clamp(MBQM_int64(acc + bias, M, shift)), with each channel's 16-bit
-multiplier reduced once at prepare (`fixedpoint.mbqm_int64_params`) so the per-channel loop is
-branch-free and vectorizes; FC clamp(int32(round_half_away(double(acc + bias) * eff))). Each op's output is split into
-blocks of output pixels run by `threads.parallel_blocks` (serial nogil kernels), or into
-weight panels when there are fewer pixel blocks than threads.
+multiplier reduced once at prepare (`fixedpoint.mbqm_int64_params`), so the per-channel loop
+has no branches; FC clamp(int32(round_half_away(double(acc + bias) * eff))). Each op's output
+is split into blocks of output pixels run by `threads.parallel_blocks` (serial nogil kernels),
+or into weight panels when there are fewer pixel blocks than threads; ops under
+MIN_PARALLEL_FLOPS stay on the calling thread.
 """
 
 from typing import NamedTuple
@@ -60,6 +61,7 @@ class Conv16Plan(NamedTuple):
     """What `run_conv2d_int16` needs besides the input, made once at prepare time."""
 
     panels: np.ndarray  # int8 [ceil(Co/16), ceil(K/2), 16, 2] (pack.pack_conv_weights)
+    in_c: int  # the input channels the filter reads (D for FC)
     out_c: int
     bias: np.ndarray  # int64 [Co]
     reduced: np.ndarray  # int64 [Co], mbqm_int64_params(M, shift); empty for FC
@@ -73,11 +75,11 @@ class Conv16Plan(NamedTuple):
 def plan_conv2d_int16(w, bias, mult, shift, act_min, act_max, stride_h, stride_w, dil_h,
                       dil_w, pad_top, pad_left, out_h, out_w):  # fmt: skip
     """A CONV_2D plan for an ungrouped filter w [Co, KH, KW, Ci] int8 with bias [Co] int64."""
-    out_c, k_h, k_w, _ = w.shape
+    out_c, k_h, k_w, in_c = w.shape
     geometry = (k_h, k_w, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w)
-    return Conv16Plan(_pack_conv_weights(w).panels, out_c, np.ascontiguousarray(bias, np.int64),
-                      *mbqm_int64_params(mult, shift), _NO_SCALE, int(act_min), int(act_max),
-                      geometry)
+    return Conv16Plan(_pack_conv_weights(w).panels, in_c, out_c,
+                      np.ascontiguousarray(bias, np.int64), *mbqm_int64_params(mult, shift),
+                      _NO_SCALE, int(act_min), int(act_max), geometry)
 
 
 def plan_fully_connected_int16(w, bias, eff_scale, act_min, act_max):
@@ -85,7 +87,7 @@ def plan_fully_connected_int16(w, bias, eff_scale, act_min, act_max):
     kernel for a per-tensor weight zero point), bias [O] int64, eff_scale [O] float64."""
     units, depth = w.shape
     geometry = (1, 1, 1, 1, 1, 1, 0, 0, 1, 0)  # out_w (the batch) is set per run
-    return Conv16Plan(_pack_conv_weights(w.reshape(units, 1, 1, depth)).panels, units,
+    return Conv16Plan(_pack_conv_weights(w.reshape(units, 1, 1, depth)).panels, depth, units,
                       np.ascontiguousarray(bias, np.int64), _NO_INTS, _NO_INTS,
                       np.ascontiguousarray(eff_scale, np.float64), int(act_min), int(act_max),
                       geometry)
@@ -106,7 +108,8 @@ def _epilogue_16x8(acc, p0, rows, oc0, width, bias, reduced, total, eff_scale, a
     for r in range(rows):
         if eff_scale.size:
             for j in range(width):
-                v = round_half_away_int32(np.float64(acc[r, j] + bias[oc0 + j]) * eff_scale[oc0 + j])
+                scaled = np.float64(acc[r, j] + bias[oc0 + j]) * eff_scale[oc0 + j]
+                v = round_half_away_int32(scaled)
                 out[p0 + r, oc0 + j] = min(max(v, np.int64(act_min)), np.int64(act_max))
         else:
             for j in range(width):
@@ -187,7 +190,15 @@ def _split_run(work, blocks: int, n_panels: int, threads: int, flops: int) -> No
         parallel_blocks(lambda p0, p1: work(0, blocks, p0, p1), n_panels, threads)
 
 
+def _expect_channels(x, channels: int) -> None:
+    """The kernels index by the plan's shapes (Numba does not bounds-check)."""
+    if x.dtype != np.int16 or x.ndim != 4 or x.shape[3] != channels:
+        raise ValueError(f"int16 input of {channels} channels expected, got {x.dtype} "
+                         f"{x.shape}")
+
+
 def _run_gemm16(plan: Conv16Plan, x, geometry, threads: int) -> np.ndarray:
+    _expect_channels(x, plan.in_c)
     out_h, out_w = geometry[-2:]
     pixels = x.shape[0] * out_h * out_w
     out = np.empty((pixels, plan.out_c), np.int16)
@@ -285,6 +296,7 @@ def _depthwise16_rows(x, w, bias, reduced, total, act_min, act_max, stride_h, st
 def run_depthwise_int16(plan: Depthwise16Plan, x, threads: int = 1) -> np.ndarray:
     """x [N, H, W, Ci] int16 → [N, out_h, out_w, Co] int16."""
     out_h, out_w = plan.geometry[6:8]
+    _expect_channels(x, plan.w.shape[2] // plan.geometry[8])
     out = np.empty((x.shape[0], out_h, out_w, plan.w.shape[2]), np.int16)
 
     def work(row0, row1):

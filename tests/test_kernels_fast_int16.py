@@ -133,3 +133,17 @@ def test_fully_connected_int16_fast_matches_reference(batch, depth, units, extre
     for threads in (1, 2):
         np.testing.assert_array_equal(fast_int16.run_fully_connected_int16(plan, x, threads),
                                       want)
+
+
+def test_inputs_that_do_not_fit_the_plan_are_refused():
+    """Numba does not bounds-check: a wrong channel count or dtype raises before a kernel runs."""
+    x, w, bias, mult, shift, (low, high), geometry = conv_inputs(0, False)
+    plan = fast_int16.plan_conv2d_int16(w, bias, mult, shift, low, high, *geometry)
+    for bad in (x[..., :-1], x.astype(np.int8)):
+        with pytest.raises(ValueError, match="channels"):
+            fast_int16.run_conv2d_int16(plan, bad)
+    one_channel = w[:1, :, :, :1]  # a [1, 3, 3, 1] depthwise filter for x's 64 channels
+    dw = fast_int16.plan_depthwise_int16(one_channel, bias[:1], mult[:1], shift[:1], low, high,
+                                         1, 1, 1, 1, 1, 1, 7, 9, 1)
+    with pytest.raises(ValueError, match="channels"):
+        fast_int16.run_depthwise_int16(dw, x)
