@@ -9,13 +9,15 @@ Elementwise kernels take inputs already broadcast and flattened by the caller.
 """
 
 import numpy as np
-from qengine.kernels.fixedpoint import mbqm, mbqm_int64
+from qengine.kernels.fixedpoint import INT32_MAX, INT32_MIN, mbqm, mbqm_int64
 from qengine.kernels.jit import kernel
+from qengine.kernels.requant import requant, requant_params
 
 __all__ = [
     "ADD_SUB_LEFT_SHIFT_INT16",
     "add_pot_int16",
     "add_sub_int16",
+    "add_sub_params_int16",
     "avg_pool_int16",
     "batch_matmul_int16",
     "leaky_relu_int16",
@@ -184,21 +186,33 @@ def max_pool_int16(
 # -- elementwise ---------------------------------------------------------------------------
 
 
+def add_sub_params_int16(m1, sh1, m2, sh2, m_out, sh_out) -> np.ndarray:
+    """int32 [9] for `add_sub_int16`: (M, left, right) of the two inputs' rescaling and of the
+    output's (`requant.requant_params`; QuantizeMultiplier's shifts always fit it)."""
+    _, mult, left, right = requant_params(np.zeros(3), [m1, m2, m_out], [sh1, sh2, sh_out])
+    return np.ascontiguousarray(np.stack([mult, left, right], axis=1).ravel())
+
+
 @kernel
-def add_sub_int16(x1, x2, sign, m1, sh1, m2, sh2, m_out, sh_out, act_min, act_max):
+def add_sub_int16(x1, x2, sign, params, act_min, act_max):
     """ADD (sign 1) / SUB (sign -1) int16 with general scales (pot_scale_int16 false):
-    AddElementwise / SubElementwise with left_shift 15 and zero points 0.
+    AddElementwise / SubElementwise with left shift 15 and zero points 0.
 
       a = MBQM(x1 << 15, m1, sh1);  b = MBQM(x2 << 15, m2, sh2)
       out = clamp(MBQM(a ± b, m_out, sh_out), act_min, act_max)
+
+    params = add_sub_params_int16(m1, sh1, m2, sh2, m_out, sh_out); each MBQM is the int8
+    GEMM's branch-free `requant` (no bias or offset; |x << 15| <= 2^30 and |a ± b| fit int32).
     """
     n = x1.shape[0]
     out = np.empty(n, dtype=np.int16)
     for i in range(n):
-        a = mbqm(np.int64(x1[i]) << ADD_SUB_LEFT_SHIFT_INT16, m1, sh1)
-        b = mbqm(np.int64(x2[i]) << ADD_SUB_LEFT_SHIFT_INT16, m2, sh2)
-        v = mbqm(a + sign * b, m_out, sh_out)
-        out[i] = min(max(v, act_min), act_max)
+        a = requant(np.int64(x1[i]) << ADD_SUB_LEFT_SHIFT_INT16, 0, params[0], params[1],
+                    params[2], 0, INT32_MIN, INT32_MAX)  # fmt: skip
+        b = requant(np.int64(x2[i]) << ADD_SUB_LEFT_SHIFT_INT16, 0, params[3], params[4],
+                    params[5], 0, INT32_MIN, INT32_MAX)  # fmt: skip
+        out[i] = requant(np.int64(a) + sign * np.int64(b), 0, params[6], params[7], params[8],
+                         0, act_min, act_max)  # fmt: skip
     return out
 
 

@@ -63,7 +63,8 @@ def test_add_sub_mul_relu_int16_match_twins(sign):
     # add.cc: inputs rescaled by s_i / (2 max s) after << 15, the sum by 2 max s / (2^15 s_out)
     (m1, m2), (s1, s2) = multipliers(r, 2, -2, -1)
     (mo,), (so,) = multipliers(r, 1, -16, -15)
-    got = k16.add_sub_int16(a, b, sign, m1, s1, m2, s2, mo, so, *INT16)
+    params = k16.add_sub_params_int16(m1, s1, m2, s2, mo, so)
+    got = k16.add_sub_int16(a, b, sign, params, *INT16)
     want = naive.add_sub(a, b, sign, int(m1), int(s1), int(m2), int(s2), int(mo), int(so),
                          *INT16)
     np.testing.assert_array_equal(got, want)

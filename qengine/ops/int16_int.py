@@ -223,8 +223,8 @@ def add_sub(ctx: OpContext, sign: int) -> Prepared:
     if sign > 0 and not reals[2] < 1:  # ADD: QuantizeMultiplierSmallerThanOneExp CHECK
         raise ctx.unsupported(f"output multiplier {reals[2]:.6g} >= 1: TFLite aborts")
     (m1, sh1), (m2, sh2), (m_out, sh_out) = (quantize_multiplier(r) for r in reals)
-    return _elementwise(ctx, shape, kernels.add_sub_int16, sign, m1, sh1, m2, sh2, m_out,
-                        sh_out, low, high)
+    params = kernels.add_sub_params_int16(m1, sh1, m2, sh2, m_out, sh_out)
+    return _elementwise(ctx, shape, kernels.add_sub_int16, sign, params, low, high)
 
 
 def mul(ctx: OpContext) -> Prepared:
