@@ -70,6 +70,8 @@ def _conv_float(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prep
     low, high = float_activation_bounds(ctx)
     per_group = out_c // groups
 
+    if groups == 1 and weights is not None:
+        return _conv_float_direct(ctx, g, out_shape, weights, bias, low, high)
     pointwise = (g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_top, g.pad_left,
                  groups) == (1, 1, 1, 1, 0, 0, 1)
     from ..runtime.interpreter import blas_is_limited
@@ -100,6 +102,47 @@ def _conv_float(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prep
         return out.reshape(out_shape)
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
+
+
+def _conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high) -> Prepared:
+    """A constant-filter, one-group float conv: packed weights, the indirect micro-kernel
+    (kernels/float_gemm.py) over blocks of output pixels, one block per thread."""
+    from qengine.kernels.float_gemm import LANES, conv2d_f32_rows, pack_conv_f32, pad_channels
+
+    panels = pack_conv_f32(weights)
+    bias16 = pad_channels(bias, LANES)
+    pixels = g.batch * g.out_h * g.out_w
+    flops = 2 * pixels * weights.size
+    threads = ctx.num_threads if flops >= _MIN_PARALLEL_FLOPS else 1
+
+    def run(x, w, b=None):
+        x = np.ascontiguousarray(x, np.float32)  # the kernel reads raw addresses
+        out = np.empty((pixels, out_shape[3]), np.float32)
+
+        def block(p0, p1):
+            conv2d_f32_rows(x, panels, bias16, out, p0, p1, g.out_w, g.kernel_h, g.kernel_w,
+                            g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left,
+                            low, high)
+
+        _pixel_blocks(block, pixels, threads)
+        return out.reshape(out_shape)
+
+    return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
+
+
+# Below this many flops a float conv stays on the calling thread: handing a block to a pool
+# thread costs ~20-50 us, the time of a ~2 MFLOP conv on one core.
+_MIN_PARALLEL_FLOPS = 4_000_000
+
+
+def _pixel_blocks(block, total: int, threads: int) -> None:
+    """block(p0, p1) over [0, total) in `threads` near-equal parts on the one pool."""
+    from qengine.kernels.threads import parallel_blocks
+
+    if threads <= 1:
+        block(0, total)
+    else:
+        parallel_blocks(block, total, threads)
 
 
 def _im2col_blocks(x: np.ndarray, g: ConvGeometry, pointwise: bool):
@@ -141,12 +184,44 @@ def _depthwise_float(ctx, g: ConvGeometry, out_shape, multiplier: int) -> Prepar
     bias = _bias(ctx, 2, out_c, "float32")
     zeros = np.zeros(out_c, np.float32)
     low, high = float_activation_bounds(ctx)
+    if multiplier == 1:
+        bias = zeros if bias is None else np.ascontiguousarray(bias, np.float32)
+        return _depthwise_float_direct(ctx, g, out_shape, bias, low, high)
 
     def run(x, w, b=None):
         return depthwise_conv2d_f32(
             x, np.ascontiguousarray(w[0]), zeros if bias is None else bias, g.stride_h,
             g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left, g.out_h, g.out_w, multiplier,
             low, high)
+
+    return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
+
+
+def _depthwise_float_direct(ctx, g: ConvGeometry, out_shape, bias, low, high) -> Prepared:
+    """Multiplier-1 float depthwise: kernels/float_gemm.py's channel-vector kernel over blocks
+    of output rows, one block per thread."""
+    from qengine.kernels.float_gemm import depthwise_f32_rows
+
+    taps = g.kernel_h * g.kernel_w
+    spec = ctx.input(1)
+    packed = None
+    if spec.value is not None:
+        packed = np.ascontiguousarray(ctx.constant(1, "filter").reshape(taps, -1), np.float32)
+    rows = g.batch * g.out_h
+    flops = 2 * rows * g.out_w * out_shape[3] * taps
+    threads = ctx.num_threads if flops >= _MIN_PARALLEL_FLOPS else 1
+
+    def run(x, w, b=None):
+        x = np.ascontiguousarray(x, np.float32)  # the kernel reads raw addresses
+        w = packed if packed is not None else np.ascontiguousarray(w.reshape(taps, -1))
+        out = np.empty(out_shape, np.float32)
+
+        def block(r0, r1):
+            depthwise_f32_rows(x, w, bias, out, r0, r1, g.stride_h, g.stride_w, g.dil_h,
+                               g.dil_w, g.pad_top, g.pad_left, g.kernel_h, g.kernel_w, low, high)
+
+        _pixel_blocks(block, rows, threads)
+        return out
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
 

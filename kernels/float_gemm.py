@@ -1,0 +1,312 @@
+"""Float32 CONV_2D and DEPTHWISE_CONV_2D as indirect micro-kernels, bias and clamp fused.
+
+CONV_2D is a GEMM out[p, o] = bias[o] + Σ_k A[p, k] · W[k, o] with p = (batch, out_y, out_x)
+and k = (ky, kx, ic), computed without an im2col copy ("indirect GEMM"): for a tile of ROWS
+output pixels the driver writes one address per (tap, pixel), of the input pixel that tap reads
+(x[n, oy*sh - pt + ky*dh, ox*sw - pl + kx*dw, 0]) or, for a tap in the padding, of a row of
+zeros. The micro-kernel `_conv_tile` then runs over taps and input channels with ROWS x 16
+outputs in 2*ROWS float32x8 registers: per (tap, channel) two weight loads, ROWS broadcasts
+and 2*ROWS fused multiply-adds. Weights are packed once at prepare time into panels of 16
+output channels, [panel, KH*KW*Ci, 16] (zero-filled past Co). The same kernel serves 1x1
+(one tap: the pointers step through the input) and every kernel size, stride and dilation.
+
+DEPTHWISE_CONV_2D (multiplier 1) works per output pixel: the addresses of its KH*KW input
+pixels (or of zeros), then per 8 channels one float32x8 accumulator over the taps
+(`_dw_pixel`): a load of the input, a load of the packed weights [KH*KW, C] and an FMA per
+tap; the last C % 8 channels run as scalars.
+
+Both store bias + sum clamped to [act_min, act_max] as TFLite's ActivationFunctionWithMinMax
+(std::min(std::max(v, lo), hi)): NaN passes through. Float sums are in a different order than
+TFLite's, so results match it within rounding, not bit for bit (as the im2col/BLAS path they
+replace). Both run serially per call; `kernels/threads.parallel_blocks` splits the output
+pixels between threads.
+"""
+
+import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.core.extending import intrinsic
+
+from .jit import inline_kernel, kernel
+
+ROWS = 6  # output pixels per conv micro-kernel tile: 12 accumulators + 2 weights + 1 broadcast
+LANES = 16  # output channels per conv weight panel (two float32x8 accumulators per pixel)
+VEC = 8  # float32 lanes of an AVX2 register
+
+_F32, _I64 = ir.FloatType(), ir.IntType(64)
+_V8F32 = ir.VectorType(_F32, VEC)
+
+
+def _const(v):
+    return ir.Constant(_I64, v)
+
+
+def _fmuladd(builder, a, b, c):
+    """a * b + c per lane; LLVM emits one vfmadd where the CPU has FMA."""
+    fnty = ir.FunctionType(_V8F32, [_V8F32] * 3)
+    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.fmuladd.v8f32")
+    return builder.call(fn, [a, b, c])
+
+
+def _splat(builder, value):
+    vec = builder.insert_element(ir.Constant(_V8F32, ir.Undefined), value, ir.Constant(_I64, 0))
+    return builder.shuffle_vector(vec, ir.Constant(_V8F32, ir.Undefined),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), VEC), [0] * VEC))
+
+
+def _load_vec(builder, f32_ptr, index):
+    ptr = builder.gep(f32_ptr, [index])
+    return builder.load(builder.bitcast(ptr, _V8F32.as_pointer()), align=4)
+
+
+def _store_vec(builder, value, f32_ptr, index):
+    ptr = builder.gep(f32_ptr, [index])
+    builder.store(value, builder.bitcast(ptr, _V8F32.as_pointer()), align=4)
+
+
+def _clamp(builder, v, low, high):
+    """min(max(v, low), high) with NaN passing through (ordered compares select v)."""
+    v = builder.select(builder.fcmp_ordered("<", v, low), low, v)
+    return builder.select(builder.fcmp_ordered(">", v, high), high, v)
+
+
+def _loop(builder, count, accs, step, name):
+    """Emit `for i in range(count): accs = step(i, accs)` over vector accumulators with their
+    initial values `accs`; returns the final values (the initial ones when count <= 0)."""
+    entry = builder.block
+    loop = builder.function.append_basic_block(f"{name}_loop")
+    done = builder.function.append_basic_block(f"{name}_done")
+    builder.cbranch(builder.icmp_signed(">", count, _const(0)), loop, done)
+    builder.position_at_end(loop)
+    i = builder.phi(_I64)
+    phis = [builder.phi(_V8F32) for _ in accs]
+    new = step(i, phis)
+    body_end = builder.block
+    i_next = builder.add(i, _const(1))
+    builder.cbranch(builder.icmp_signed("<", i_next, count), loop, done)
+    i.add_incoming(_const(0), entry)
+    i.add_incoming(i_next, body_end)
+    for phi, start, value in zip(phis, accs, new):
+        phi.add_incoming(start, entry)
+        phi.add_incoming(value, body_end)
+    builder.position_at_end(done)
+    final = []
+    for start, value in zip(accs, new):
+        phi = builder.phi(_V8F32)
+        phi.add_incoming(start, entry)
+        phi.add_incoming(value, body_end)
+        final.append(phi)
+    return final
+
+
+def _make_conv_tile(vectors):
+    """An LLVM micro-kernel over ROWS pixels and `vectors` float32x8 blocks of one weight panel:
+    out[r, 0:8*vectors] = clamp(bias[..] + Σ_t Σ_c src[t, r][c] · w[t*cin + c, 0:8*vectors])
+    where src[t, r] is the address at ptrs[t*ROWS + r] and w rows are LANES floats apart."""
+
+    def codegen(context, builder, signature, args):
+        ptrs_addr, taps, cin, w_addr, bias_addr, out_addr, out_stride, low, high = args
+        ptrs = builder.inttoptr(ptrs_addr, _I64.as_pointer())
+        w = builder.inttoptr(w_addr, _F32.as_pointer())
+        bias = builder.inttoptr(bias_addr, _F32.as_pointer())
+        out = builder.inttoptr(out_addr, _F32.as_pointer())
+        start = [_load_vec(builder, bias, _const(VEC * h)) for h in range(vectors)] * ROWS
+
+        def tap_step(t, accs):
+            rows = []
+            for r in range(ROWS):
+                slot = builder.add(builder.mul(t, _const(ROWS)), _const(r))
+                addr = builder.load(builder.gep(ptrs, [slot]), align=8)
+                rows.append(builder.inttoptr(addr, _F32.as_pointer()))
+            w_tap = builder.mul(builder.mul(t, cin), _const(LANES))
+
+            def channel_step(c, accs):
+                w_row = builder.add(w_tap, builder.mul(c, _const(LANES)))
+                weights = [_load_vec(builder, w, builder.add(w_row, _const(VEC * h)))
+                           for h in range(vectors)]
+                new = []
+                for r in range(ROWS):
+                    a = _splat(builder, builder.load(builder.gep(rows[r], [c]), align=4))
+                    new.extend(_fmuladd(builder, a, weights[h], accs[vectors * r + h])
+                               for h in range(vectors))
+                return new
+
+            return _loop(builder, cin, accs, channel_step, "channel")
+
+        accs = _loop(builder, taps, start, tap_step, "tap")
+        low_v, high_v = _splat(builder, low), _splat(builder, high)
+        for r in range(ROWS):
+            for h in range(vectors):
+                index = builder.add(builder.mul(_const(r), out_stride), _const(VEC * h))
+                value = _clamp(builder, accs[vectors * r + h], low_v, high_v)
+                _store_vec(builder, value, out, index)
+        return context.get_dummy_value()
+
+    @intrinsic
+    def tile(typingctx, ptrs_addr, taps, cin, w_addr, bias_addr, out_addr, out_stride, low,
+             high):
+        sig = types.void(types.uintp, types.intp, types.intp, types.uintp, types.uintp,
+                         types.uintp, types.intp, types.float32, types.float32)
+        return sig, codegen
+
+    return tile
+
+
+_conv_tile16 = _make_conv_tile(2)  # a whole panel: 12 accumulators
+_conv_tile8 = _make_conv_tile(1)  # its first 8 channels: a panel's tail of 1-8 channels
+
+
+def _dw_vec_codegen(context, builder, signature, args):
+    """out[0:8] = clamp(bias[0:8] + Σ_t src_t[0:8] · w[t*stride : t*stride + 8]) where src_t
+    is the address at ptrs[t]; all addresses already point at the 8 channels."""
+    ptrs_addr, taps, offset, w_addr, w_stride, bias_addr, out_addr, low, high = args
+    ptrs = builder.inttoptr(ptrs_addr, _I64.as_pointer())
+    w = builder.inttoptr(w_addr, _F32.as_pointer())
+    start = [_load_vec(builder, builder.inttoptr(bias_addr, _F32.as_pointer()), _const(0))]
+
+    def tap_step(t, accs):
+        src = builder.inttoptr(builder.load(builder.gep(ptrs, [t]), align=8), _F32.as_pointer())
+        x = _load_vec(builder, src, offset)
+        return [_fmuladd(builder, x, _load_vec(builder, w, builder.mul(t, w_stride)), accs[0])]
+
+    (acc,) = _loop(builder, taps, start, tap_step, "dwtap")
+    acc = _clamp(builder, acc, _splat(builder, low), _splat(builder, high))
+    _store_vec(builder, acc, builder.inttoptr(out_addr, _F32.as_pointer()), _const(0))
+    return context.get_dummy_value()
+
+
+@intrinsic
+def _dw_vec(typingctx, ptrs_addr, taps, offset, w_addr, w_stride, bias_addr, out_addr, low, high):
+    sig = types.void(types.uintp, types.intp, types.intp, types.uintp, types.intp, types.uintp,
+                     types.uintp, types.float32, types.float32)
+    return sig, _dw_vec_codegen
+
+
+# --- packing (prepare time) ---------------------------------------------------------------------
+
+
+def pack_conv_f32(w: np.ndarray) -> np.ndarray:
+    """Filter [Co, KH, KW, Ci] -> panels [ceil(Co/16), KH*KW*Ci, 16] float32, zero past Co."""
+    out_c = w.shape[0]
+    depth = w[0].size
+    panels = -(-out_c // LANES)
+    flat = np.zeros((panels * LANES, depth), np.float32)
+    flat[:out_c] = np.asarray(w, np.float32).reshape(out_c, depth)
+    return np.ascontiguousarray(flat.reshape(panels, LANES, depth).transpose(0, 2, 1))
+
+
+def pad_channels(v: np.ndarray, multiple: int) -> np.ndarray:
+    """v [C] float32 zero-filled to a multiple of `multiple` entries."""
+    out = np.zeros(-(-v.size // multiple) * multiple, np.float32)
+    out[:v.size] = v
+    return out
+
+
+# --- drivers ------------------------------------------------------------------------------------
+
+
+@inline_kernel
+def _tap_addresses(ptrs, x, zeros, n, oy, ox, slot, stride_h, stride_w, dil_h, dil_w, pad_top,
+                   pad_left, k_h, k_w):
+    """ptrs[t, slot] = address of x[n, iy, ix, 0] for each tap t = ky*KW + kx, or of `zeros`
+    where the tap falls in the padding (contributing 0, as TFLite skips it)."""
+    in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
+    base = x.ctypes.data
+    for ky in range(k_h):
+        iy = oy * stride_h - pad_top + ky * dil_h
+        for kx in range(k_w):
+            ix = ox * stride_w - pad_left + kx * dil_w
+            t = ky * k_w + kx
+            if 0 <= iy < in_h and 0 <= ix < in_w:
+                ptrs[t, slot] = base + 4 * (((n * in_h + iy) * in_w + ix) * in_c)
+            else:
+                ptrs[t, slot] = zeros.ctypes.data
+
+
+@kernel
+def conv2d_f32_rows(x, panels, bias, out, p0, p1, out_w, k_h, k_w, stride_h, stride_w, dil_h,
+                    dil_w, pad_top, pad_left, act_min, act_max):
+    """Output pixels [p0, p1) of a float CONV_2D into out [N*OH*OW, Co] float32 (see the
+    module docstring). x [N,H,W,Ci] float32, panels from pack_conv_f32, bias [panels*16]."""
+    per_image = out.shape[0] // x.shape[0]
+    out_c = out.shape[1]
+    in_c = x.shape[3]
+    taps = k_h * k_w
+    zeros = np.zeros(in_c, np.float32)
+    ptrs = np.empty((taps, ROWS), np.int64)
+    scratch = np.empty((ROWS, LANES), np.float32)
+    low, high = np.float32(act_min), np.float32(act_max)
+    # a 1x1, stride-1, unpadded conv reads output pixel p's input at x's pixel p
+    pointwise = taps == 1 and stride_h == 1 and stride_w == 1 and pad_top == 0 and \
+        pad_left == 0 and x.shape[1] * x.shape[2] == per_image
+    for t0 in range(p0, p1, ROWS):
+        rows = min(ROWS, p1 - t0)
+        for r in range(ROWS):  # a short tile repeats its last pixel; only `rows` are stored
+            p = t0 + min(r, rows - 1)
+            if pointwise:
+                ptrs[0, r] = x.ctypes.data + 4 * p * in_c
+            else:
+                n, rest = p // per_image, p % per_image
+                _tap_addresses(ptrs, x, zeros, n, rest // out_w, rest % out_w, r, stride_h,
+                               stride_w, dil_h, dil_w, pad_top, pad_left, k_h, k_w)
+        for j in range(panels.shape[0]):
+            oc0 = j * LANES
+            width = min(LANES, out_c - oc0)
+            direct = rows == ROWS and width in (VEC, LANES)
+            target = out[t0, oc0:].ctypes.data if direct else scratch.ctypes.data
+            stride = out_c if direct else LANES
+            if width > VEC:
+                _conv_tile16(ptrs.ctypes.data, taps, in_c, panels[j].ctypes.data,
+                             bias[oc0:].ctypes.data, target, stride, low, high)
+            else:
+                _conv_tile8(ptrs.ctypes.data, taps, in_c, panels[j].ctypes.data,
+                            bias[oc0:].ctypes.data, target, stride, low, high)
+            if not direct:
+                for r in range(rows):
+                    for c in range(width):
+                        out[t0 + r, oc0 + c] = scratch[r, c]
+
+
+@kernel
+def depthwise_f32_rows(x, w, bias, out, r0, r1, stride_h, stride_w, dil_h, dil_w, pad_top,
+                       pad_left, k_h, k_w, act_min, act_max):
+    """Output rows [r0, r1) (row = n*OH + oy) of a float DEPTHWISE_CONV_2D with multiplier 1
+    into out [N,OH,OW,C]. x [N,H,W,C] float32, w [KH*KW, C] float32, bias [C]:
+    out[n,oy,ox,c] = clamp(bias[c] + Σ_{ky,kx} x[n, oy*sh-pt+ky*dh, ox*sw-pl+kx*dw, c]
+                                               * w[ky*KW+kx, c])."""
+    out_h, out_w, chans = out.shape[1], out.shape[2], out.shape[3]
+    taps = k_h * k_w
+    zeros = np.zeros(chans, np.float32)
+    ptrs = np.empty((taps, 1), np.int64)
+    vec_end = chans - chans % VEC
+    low, high = np.float32(act_min), np.float32(act_max)
+    for row in range(r0, r1):
+        n, oy = row // out_h, row % out_h
+        for ox in range(out_w):
+            _tap_addresses(ptrs, x, zeros, n, oy, ox, 0, stride_h, stride_w, dil_h, dil_w,
+                           pad_top, pad_left, k_h, k_w)
+            o = out[n, oy, ox]
+            for c in range(0, vec_end, VEC):
+                _dw_vec(ptrs.ctypes.data, taps, c, w[0, c:].ctypes.data, chans,
+                        bias[c:].ctypes.data, o[c:].ctypes.data, low, high)
+            for c in range(vec_end, chans):  # the last C % 8 channels
+                o[c] = _dw_scalar(x, w, bias[c], n, oy, ox, c, stride_h, stride_w, dil_h, dil_w,
+                                  pad_top, pad_left, k_h, k_w, low, high)
+
+
+@inline_kernel
+def _dw_scalar(x, w, acc, n, oy, ox, c, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
+               k_h, k_w, low, high):
+    """One channel of one depthwise output pixel, clamped as `_clamp` (NaN passes through)."""
+    in_h, in_w = x.shape[1], x.shape[2]
+    for ky in range(k_h):
+        iy = oy * stride_h - pad_top + ky * dil_h
+        for kx in range(k_w):
+            ix = ox * stride_w - pad_left + kx * dil_w
+            if 0 <= iy < in_h and 0 <= ix < in_w:
+                acc += x[n, iy, ix, c] * w[ky * k_w + kx, c]
+    if acc < low:
+        acc = low
+    if acc > high:
+        acc = high
+    return acc
