@@ -182,6 +182,71 @@ def _dw_vec(typingctx, ptrs_addr, taps, offset, w_addr, w_stride, bias_addr, out
     return sig, _dw_vec_codegen
 
 
+def _dw_run_pixels(builder, args, unrolled):
+    """The pixel loop of `_dw_run`; with `unrolled` taps (a constant) the tap offsets and
+    weight vectors are loaded once, before the loop."""
+    x_addr, x_step, offs_addr, taps, w_addr, w_stride, bias_addr, out_addr, out_step, count, \
+        low, high = args
+    x = builder.inttoptr(x_addr, _F32.as_pointer())
+    offs = builder.inttoptr(offs_addr, _I64.as_pointer())
+    w = builder.inttoptr(w_addr, _F32.as_pointer())
+    out = builder.inttoptr(out_addr, _F32.as_pointer())
+    bias = _load_vec(builder, builder.inttoptr(bias_addr, _F32.as_pointer()), _const(0))
+    low_v, high_v = _splat(builder, low), _splat(builder, high)
+
+    def tap_terms(t):
+        return (builder.load(builder.gep(offs, [t]), align=8),
+                _load_vec(builder, w, builder.mul(t, w_stride)))
+
+    hoisted = [tap_terms(_const(t)) for t in range(unrolled or 0)]
+
+    def pixel_step(i, _):
+        base = builder.mul(i, x_step)
+
+        def tap_step(t, accs, terms=None):
+            off, wv = terms or tap_terms(t)
+            xv = _load_vec(builder, x, builder.add(base, off))
+            return [_fmuladd(builder, xv, wv, accs[0])]
+
+        if unrolled:
+            acc = [bias]
+            for terms in hoisted:
+                acc = tap_step(None, acc, terms)
+        else:
+            acc = _loop(builder, taps, [bias], tap_step, "dwruntap")
+        _store_vec(builder, _clamp(builder, acc[0], low_v, high_v), out,
+                   builder.mul(i, out_step))
+        return []
+
+    _loop(builder, count, [], pixel_step, f"dwrun{unrolled}")
+
+
+def _dw_run_codegen(context, builder, signature, args):
+    """out[i*out_step + 0:8] = clamp(bias[0:8] + Σ_t x[i*x_step + offs[t] + 0:8] · w[t*w_stride
+    + 0:8]) for i in range(count): a run of interior pixels (every tap inside the image), 8
+    channels. 3x3 and 5x5 filters get the taps unrolled."""
+    taps = args[3]
+    with builder.if_else(builder.icmp_signed("==", taps, _const(9))) as (nine, other):
+        with nine:
+            _dw_run_pixels(builder, args, 9)
+        with other:
+            with builder.if_else(builder.icmp_signed("==", taps, _const(25))) as (five, rest):
+                with five:
+                    _dw_run_pixels(builder, args, 25)
+                with rest:
+                    _dw_run_pixels(builder, args, None)
+    return context.get_dummy_value()
+
+
+@intrinsic
+def _dw_run(typingctx, x_addr, x_step, offs_addr, taps, w_addr, w_stride, bias_addr, out_addr,
+            out_step, count, low, high):
+    sig = types.void(types.uintp, types.intp, types.uintp, types.intp, types.uintp, types.intp,
+                     types.uintp, types.uintp, types.intp, types.intp, types.float32,
+                     types.float32)
+    return sig, _dw_run_codegen
+
+
 # --- packing (prepare time) ---------------------------------------------------------------------
 
 
@@ -227,44 +292,91 @@ def _tap_addresses(ptrs, x, zeros, n, oy, ox, slot, stride_h, stride_w, dil_h, d
 def conv2d_f32_rows(x, panels, bias, out, p0, p1, out_w, k_h, k_w, stride_h, stride_w, dil_h,
                     dil_w, pad_top, pad_left, act_min, act_max):
     """Output pixels [p0, p1) of a float CONV_2D into out [N*OH*OW, Co] float32 (see the
-    module docstring). x [N,H,W,Ci] float32, panels from pack_conv_f32, bias [panels*16]."""
+    module docstring). x [N,H,W,Ci] float32, panels from pack_conv_f32, bias [panels*16].
+
+    With dil_w == 1, a filter row's KW taps read KW*Ci consecutive floats of the input, in
+    the order of the packed weights: a tile whose pixels all have their window inside the
+    image's columns gets one address per filter row (KH "taps" of KW*Ci channels)."""
     per_image = out.shape[0] // x.shape[0]
     out_c = out.shape[1]
-    in_c = x.shape[3]
-    taps = k_h * k_w
-    zeros = np.zeros(in_c, np.float32)
-    ptrs = np.empty((taps, ROWS), np.int64)
+    in_w, in_c = x.shape[2], x.shape[3]
+    zeros = np.zeros(k_w * in_c, np.float32)
+    ptrs = np.empty((k_h * k_w, ROWS), np.int64)
     scratch = np.empty((ROWS, LANES), np.float32)
-    low, high = np.float32(act_min), np.float32(act_max)
+    pix_n, pix_y, pix_x = np.empty(ROWS, np.int64), np.empty(ROWS, np.int64), np.empty(ROWS, np.int64)
+    # interior columns: 0 <= ox*sw - pl and ox*sw - pl + (KW-1)*dw < W
+    ox_lo = (pad_left + stride_w - 1) // stride_w
+    ox_hi = (in_w - 1 + pad_left - (k_w - 1) * dil_w) // stride_w + 1
     # a 1x1, stride-1, unpadded conv reads output pixel p's input at x's pixel p
-    pointwise = taps == 1 and stride_h == 1 and stride_w == 1 and pad_top == 0 and \
-        pad_left == 0 and x.shape[1] * x.shape[2] == per_image
+    pointwise = k_h * k_w == 1 and stride_h == 1 and stride_w == 1 and pad_top == 0 and \
+        pad_left == 0 and x.shape[1] * in_w == per_image
     for t0 in range(p0, p1, ROWS):
         rows = min(ROWS, p1 - t0)
+        if pointwise:
+            for r in range(ROWS):
+                ptrs[0, r] = x.ctypes.data + 4 * in_c * (t0 + min(r, rows - 1))
+            _tile_panels(ptrs, 1, in_c, panels, bias, out, scratch, t0, rows, act_min, act_max)
+            continue
+        n, rest = t0 // per_image, t0 % per_image  # pixel t0 = (n, oy, ox); then step
+        oy, ox = rest // out_w, rest % out_w
+        by_row = dil_w == 1
         for r in range(ROWS):  # a short tile repeats its last pixel; only `rows` are stored
-            p = t0 + min(r, rows - 1)
-            if pointwise:
-                ptrs[0, r] = x.ctypes.data + 4 * p * in_c
+            pix_n[r], pix_y[r], pix_x[r] = n, oy, ox
+            by_row = by_row and ox_lo <= ox < ox_hi
+            if r + 1 < rows:
+                ox += 1
+                if ox == out_w:
+                    ox, oy = 0, oy + 1
+                    if oy * out_w == per_image:
+                        oy, n = 0, n + 1
+        for r in range(ROWS):
+            if by_row:
+                _row_addresses(ptrs, x, zeros, pix_n[r], pix_y[r], pix_x[r], r, stride_h,
+                               stride_w, dil_h, pad_top, pad_left, k_h)
             else:
-                n, rest = p // per_image, p % per_image
-                _tap_addresses(ptrs, x, zeros, n, rest // out_w, rest % out_w, r, stride_h,
+                _tap_addresses(ptrs, x, zeros, pix_n[r], pix_y[r], pix_x[r], r, stride_h,
                                stride_w, dil_h, dil_w, pad_top, pad_left, k_h, k_w)
-        for j in range(panels.shape[0]):
-            oc0 = j * LANES
-            width = min(LANES, out_c - oc0)
-            direct = rows == ROWS and width in (VEC, LANES)
-            target = out[t0, oc0:].ctypes.data if direct else scratch.ctypes.data
-            stride = out_c if direct else LANES
-            if width > VEC:
-                _conv_tile16(ptrs.ctypes.data, taps, in_c, panels[j].ctypes.data,
-                             bias[oc0:].ctypes.data, target, stride, low, high)
-            else:
-                _conv_tile8(ptrs.ctypes.data, taps, in_c, panels[j].ctypes.data,
-                            bias[oc0:].ctypes.data, target, stride, low, high)
-            if not direct:
-                for r in range(rows):
-                    for c in range(width):
-                        out[t0 + r, oc0 + c] = scratch[r, c]
+        taps, depth = (k_h, k_w * in_c) if by_row else (k_h * k_w, in_c)
+        _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_min, act_max)
+
+
+@inline_kernel
+def _row_addresses(ptrs, x, zeros, n, oy, ox, slot, stride_h, stride_w, dil_h, pad_top,
+                   pad_left, k_h):
+    """ptrs[ky, slot] = address of x[n, iy, ix0, 0], the first of filter row ky's KW*Ci
+    input floats (ix0 = ox*sw - pl, inside the image), or of `zeros` when row iy is padding."""
+    in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
+    ix = ox * stride_w - pad_left
+    for ky in range(k_h):
+        iy = oy * stride_h - pad_top + ky * dil_h
+        if 0 <= iy < in_h:
+            ptrs[ky, slot] = x.ctypes.data + 4 * (((n * in_h + iy) * in_w + ix) * in_c)
+        else:
+            ptrs[ky, slot] = zeros.ctypes.data
+
+
+@inline_kernel
+def _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_min, act_max):
+    """Output pixels [t0, t0 + rows) of every panel; a panel's tail of 1-7 channels, or a
+    short tile, goes through `scratch` and is copied."""
+    out_c = out.shape[1]
+    low, high = np.float32(act_min), np.float32(act_max)
+    for j in range(panels.shape[0]):
+        oc0 = j * LANES
+        width = min(LANES, out_c - oc0)
+        direct = rows == ROWS and width in (VEC, LANES)
+        target = out[t0, oc0:].ctypes.data if direct else scratch.ctypes.data
+        stride = out_c if direct else LANES
+        if width > VEC:
+            _conv_tile16(ptrs.ctypes.data, taps, depth, panels[j].ctypes.data,
+                         bias[oc0:].ctypes.data, target, stride, low, high)
+        else:
+            _conv_tile8(ptrs.ctypes.data, taps, depth, panels[j].ctypes.data,
+                        bias[oc0:].ctypes.data, target, stride, low, high)
+        if not direct:
+            for r in range(rows):
+                for c in range(width):
+                    out[t0 + r, oc0 + c] = scratch[r, c]
 
 
 @kernel
@@ -273,25 +385,89 @@ def depthwise_f32_rows(x, w, bias, out, r0, r1, stride_h, stride_w, dil_h, dil_w
     """Output rows [r0, r1) (row = n*OH + oy) of a float DEPTHWISE_CONV_2D with multiplier 1
     into out [N,OH,OW,C]. x [N,H,W,C] float32, w [KH*KW, C] float32, bias [C]:
     out[n,oy,ox,c] = clamp(bias[c] + Σ_{ky,kx} x[n, oy*sh-pt+ky*dh, ox*sw-pl+kx*dw, c]
-                                               * w[ky*KW+kx, c])."""
+                                               * w[ky*KW+kx, c]).
+    Pixels whose taps all fall inside the image run in 8-channel blocks along the row
+    (`_dw_run`); the others gather per pixel, zeros for taps in the padding (`_dw_vec`)."""
+    in_h, in_w = x.shape[1], x.shape[2]
     out_h, out_w, chans = out.shape[1], out.shape[2], out.shape[3]
     taps = k_h * k_w
     zeros = np.zeros(chans, np.float32)
     ptrs = np.empty((taps, 1), np.int64)
-    vec_end = chans - chans % VEC
-    low, high = np.float32(act_min), np.float32(act_max)
+    offs = np.empty(taps, np.int64)  # element offset of each tap from the window's corner
+    for ky in range(k_h):
+        for kx in range(k_w):
+            offs[ky * k_w + kx] = (ky * dil_h * in_w + kx * dil_w) * chans
+    # interior columns: 0 <= ox*sw - pl and ox*sw - pl + (KW-1)*dw < W
+    ox_lo = min(out_w, (pad_left + stride_w - 1) // stride_w)
+    ox_hi = max(ox_lo, min(out_w, (in_w - 1 + pad_left - (k_w - 1) * dil_w) // stride_w + 1))
     for row in range(r0, r1):
         n, oy = row // out_h, row % out_h
-        for ox in range(out_w):
-            _tap_addresses(ptrs, x, zeros, n, oy, ox, 0, stride_h, stride_w, dil_h, dil_w,
-                           pad_top, pad_left, k_h, k_w)
-            o = out[n, oy, ox]
-            for c in range(0, vec_end, VEC):
-                _dw_vec(ptrs.ctypes.data, taps, c, w[0, c:].ctypes.data, chans,
-                        bias[c:].ctypes.data, o[c:].ctypes.data, low, high)
-            for c in range(vec_end, chans):  # the last C % 8 channels
-                o[c] = _dw_scalar(x, w, bias[c], n, oy, ox, c, stride_h, stride_w, dil_h, dil_w,
-                                  pad_top, pad_left, k_h, k_w, low, high)
+        iy0 = oy * stride_h - pad_top
+        if iy0 < 0 or iy0 + (k_h - 1) * dil_h >= in_h:
+            _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, 0, out_w, stride_h, stride_w, dil_h, dil_w,
+                       pad_top, pad_left, k_h, k_w, act_min, act_max)
+            continue
+        _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, 0, ox_lo, stride_h, stride_w, dil_h, dil_w,
+                   pad_top, pad_left, k_h, k_w, act_min, act_max)
+        _dw_interior(x, w, bias, offs, out, n, oy, iy0, ox_lo, ox_hi, stride_w, pad_left,
+                     act_min, act_max)
+        _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, ox_hi, out_w, stride_h, stride_w, dil_h, dil_w,
+                   pad_top, pad_left, k_h, k_w, act_min, act_max)
+
+
+@inline_kernel
+def _dw_interior(x, w, bias, offs, out, n, oy, iy0, ox0, ox1, stride_w, pad_left, act_min,
+                 act_max):
+    """Pixels [ox0, ox1) of output row (n, oy), all of whose taps are inside the image."""
+    if ox1 <= ox0:
+        return
+    chans = out.shape[3]
+    low, high = np.float32(act_min), np.float32(act_max)
+    corner = x[n, iy0, ox0 * stride_w - pad_left]  # the window corner of pixel ox0
+    vec_end = chans - chans % VEC
+    for c in range(0, vec_end, VEC):
+        _dw_run(corner[c:].ctypes.data, stride_w * chans, offs.ctypes.data, offs.size,
+                w[0, c:].ctypes.data, chans, bias[c:].ctypes.data, out[n, oy, ox0, c:].ctypes.data,
+                chans, ox1 - ox0, low, high)
+    for ox in range(ox0, ox1):
+        for c in range(vec_end, chans):  # the last C % 8 channels
+            out[n, oy, ox, c] = _dw_tail(x, w, offs, bias[c], n, iy0, ox * stride_w - pad_left,
+                                         c, low, high)
+
+
+@inline_kernel
+def _dw_tail(x, w, offs, acc, n, iy0, ix0, c, low, high):
+    """Channel c of the interior pixel whose window corner is x[n, iy0, ix0]."""
+    flat = x.reshape(-1)
+    start = ((n * x.shape[1] + iy0) * x.shape[2] + ix0) * x.shape[3] + c
+    for t in range(offs.size):
+        acc += flat[start + offs[t]] * w[t, c]
+    if acc < low:
+        acc = low
+    if acc > high:
+        acc = high
+    return acc
+
+
+@inline_kernel
+def _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, ox0, ox1, stride_h, stride_w, dil_h,
+               dil_w, pad_top, pad_left, k_h, k_w, act_min, act_max):
+    """Pixels [ox0, ox1) of output row (n, oy), gathering each one's tap addresses into
+    ptrs [KH*KW, 1] (`zeros` [C] stands for taps in the padding)."""
+    chans = out.shape[3]
+    taps = k_h * k_w
+    vec_end = chans - chans % VEC
+    low, high = np.float32(act_min), np.float32(act_max)
+    for ox in range(ox0, ox1):
+        _tap_addresses(ptrs, x, zeros, n, oy, ox, 0, stride_h, stride_w, dil_h, dil_w,
+                       pad_top, pad_left, k_h, k_w)
+        o = out[n, oy, ox]
+        for c in range(0, vec_end, VEC):
+            _dw_vec(ptrs.ctypes.data, taps, c, w[0, c:].ctypes.data, chans,
+                    bias[c:].ctypes.data, o[c:].ctypes.data, low, high)
+        for c in range(vec_end, chans):  # the last C % 8 channels
+            o[c] = _dw_scalar(x, w, bias[c], n, oy, ox, c, stride_h, stride_w, dil_h, dil_w,
+                              pad_top, pad_left, k_h, k_w, low, high)
 
 
 @inline_kernel
