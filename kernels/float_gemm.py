@@ -1,30 +1,35 @@
-"""Float32 CONV_2D and DEPTHWISE_CONV_2D as indirect micro-kernels, bias and clamp fused.
+"""Float32 CONV_2D and DEPTHWISE_CONV_2D as indirect micro-kernels, bias and clamp fused,
+bit-identical to TFLite's reference kernels (reference_ops::Conv / DepthwiseConv).
 
-CONV_2D is a GEMM out[p, o] = bias[o] + Σ_k A[p, k] · W[k, o] with p = (batch, out_y, out_x)
-and k = (ky, kx, ic), computed without an im2col copy ("indirect GEMM"): for a tile of ROWS
-output pixels the driver writes one address per (tap, pixel), of the input pixel that tap reads
-(x[n, oy*sh - pt + ky*dh, ox*sw - pl + kx*dw, 0]) or, for a tap in the padding, of a row of
-zeros. The micro-kernel `_conv_tile` then runs over taps and input channels with ROWS x 16
-outputs in 2*ROWS float32x8 registers: per (tap, channel) two weight loads, ROWS broadcasts
-and 2*ROWS fused multiply-adds. Weights are packed once at prepare time into panels of 16
-output channels, [panel, KH*KW*Ci, 16] (zero-filled past Co). The same kernel serves 1x1
-(one tap: the pointers step through the input) and every kernel size, stride and dilation.
+CONV_2D is a GEMM out[p, o] = clamp(Σ_k A[p, k] · W[k, o] + bias[o]) with p = (batch,
+out_y, out_x) and k = (ky, kx, ic), computed without an im2col copy ("indirect GEMM"): for a
+tile of ROWS output pixels the driver writes one address per (tap, pixel), of the input pixel
+that tap reads (x[n, oy*sh - pt + ky*dh, ox*sw - pl + kx*dw, 0]) or, for a tap in the padding,
+of a row of zeros. The micro-kernel (`_make_conv_tile`) then runs over taps and input channels
+with ROWS x 16 outputs in 2*ROWS float32x8 registers: per (tap, channel) two weight loads,
+ROWS broadcasts, 2*ROWS products and sums. Weights are packed once at prepare time into panels
+of 16 output channels, [panel, KH*KW*Ci, 16] (zero-filled past Co). The same kernel serves
+1x1 (one tap: the pointers step through the input) and every kernel size, stride and dilation.
 
-DEPTHWISE_CONV_2D (multiplier 1) works per output pixel: the addresses of its KH*KW input
-pixels (or of zeros), then per 8 channels one float32x8 accumulator over the taps
-(`_dw_pixel`): a load of the input, a load of the packed weights [KH*KW, C] and an FMA per
-tap; the last C % 8 channels run as scalars.
+DEPTHWISE_CONV_2D (multiplier 1) runs 8 channels of a row of interior output pixels at a time
+(`_dw_run`: taps unrolled for 3x3 and 5x5, their weights and offsets held in registers); border
+pixels gather their tap addresses, zeros for taps in the padding (`_dw_vec`); the last C % 8
+channels run as scalars.
 
-Both store bias + sum clamped to [act_min, act_max] as TFLite's ActivationFunctionWithMinMax
-(std::min(std::max(v, lo), hi)): NaN passes through. Float sums are in a different order than
-TFLite's, so results match it within rounding, not bit for bit (as the im2col/BLAS path they
-replace). Both run serially per call; `kernels/threads.parallel_blocks` splits the output
-pixels between threads.
+Why bit-identical: each output is summed in TFLite's order, total = 0; total += x * w over
+(ky, kx, ic) with taps outside the image skipped (a zero input adds +-0, which leaves a sum
+unchanged but for the sign of a zero), then total + bias, then
+ActivationFunctionWithMinMax (std::min(std::max(v, lo), hi): NaN passes through). Every
+product is rounded before its sum, as in the ai-edge-litert wheel (built without -mfma): a
+fused multiply-add would be ~1.5x faster in compute-bound layers but changes the last bits,
+which a network like Basic Pitch's nmp amplifies past the 1e-5 tolerance of its outputs. The
+vectors only run different outputs side by side. Both drivers are serial; the caller splits
+the output between threads (`kernels/threads.parallel_blocks`).
 """
 
 import numpy as np
 from llvmlite import ir
-from numba.core import cgutils, types
+from numba.core import types
 from numba.core.extending import intrinsic
 
 from .jit import inline_kernel, kernel
@@ -41,11 +46,10 @@ def _const(v):
     return ir.Constant(_I64, v)
 
 
-def _fmuladd(builder, a, b, c):
-    """a * b + c per lane; LLVM emits one vfmadd where the CPU has FMA."""
-    fnty = ir.FunctionType(_V8F32, [_V8F32] * 3)
-    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.fmuladd.v8f32")
-    return builder.call(fn, [a, b, c])
+def _mul_add(builder, a, b, acc):
+    """acc + a * b per lane, the product rounded before the sum (no FMA), as TFLite's
+    reference kernels compute `total += input * filter` (the wheel is built without -mfma)."""
+    return builder.fadd(acc, builder.fmul(a, b))
 
 
 def _splat(builder, value):
@@ -71,7 +75,7 @@ def _clamp(builder, v, low, high):
 
 
 def _loop(builder, count, accs, step, name):
-    """Emit `for i in range(count): accs = step(i, accs)` over vector accumulators with their
+    """Emit `for i in range(count): accs = step(i, accs)` over accumulators with their
     initial values `accs`; returns the final values (the initial ones when count <= 0)."""
     entry = builder.block
     loop = builder.function.append_basic_block(f"{name}_loop")
@@ -79,7 +83,7 @@ def _loop(builder, count, accs, step, name):
     builder.cbranch(builder.icmp_signed(">", count, _const(0)), loop, done)
     builder.position_at_end(loop)
     i = builder.phi(_I64)
-    phis = [builder.phi(_V8F32) for _ in accs]
+    phis = [builder.phi(start.type) for start in accs]
     new = step(i, phis)
     body_end = builder.block
     i_next = builder.add(i, _const(1))
@@ -92,7 +96,7 @@ def _loop(builder, count, accs, step, name):
     builder.position_at_end(done)
     final = []
     for start, value in zip(accs, new):
-        phi = builder.phi(_V8F32)
+        phi = builder.phi(start.type)
         phi.add_incoming(start, entry)
         phi.add_incoming(value, body_end)
         final.append(phi)
@@ -110,7 +114,7 @@ def _make_conv_tile(vectors):
         w = builder.inttoptr(w_addr, _F32.as_pointer())
         bias = builder.inttoptr(bias_addr, _F32.as_pointer())
         out = builder.inttoptr(out_addr, _F32.as_pointer())
-        start = [_load_vec(builder, bias, _const(VEC * h)) for h in range(vectors)] * ROWS
+        start = [ir.Constant(_V8F32, None)] * (vectors * ROWS)
 
         def tap_step(t, accs):
             rows = []
@@ -127,7 +131,7 @@ def _make_conv_tile(vectors):
                 new = []
                 for r in range(ROWS):
                     a = _splat(builder, builder.load(builder.gep(rows[r], [c]), align=4))
-                    new.extend(_fmuladd(builder, a, weights[h], accs[vectors * r + h])
+                    new.extend(_mul_add(builder, a, weights[h], accs[vectors * r + h])
                                for h in range(vectors))
                 return new
 
@@ -135,10 +139,12 @@ def _make_conv_tile(vectors):
 
         accs = _loop(builder, taps, start, tap_step, "tap")
         low_v, high_v = _splat(builder, low), _splat(builder, high)
+        biases = [_load_vec(builder, bias, _const(VEC * h)) for h in range(vectors)]
         for r in range(ROWS):
             for h in range(vectors):
                 index = builder.add(builder.mul(_const(r), out_stride), _const(VEC * h))
-                value = _clamp(builder, accs[vectors * r + h], low_v, high_v)
+                value = builder.fadd(accs[vectors * r + h], biases[h])
+                value = _clamp(builder, value, low_v, high_v)
                 _store_vec(builder, value, out, index)
         return context.get_dummy_value()
 
@@ -162,15 +168,15 @@ def _dw_vec_codegen(context, builder, signature, args):
     ptrs_addr, taps, offset, w_addr, w_stride, bias_addr, out_addr, low, high = args
     ptrs = builder.inttoptr(ptrs_addr, _I64.as_pointer())
     w = builder.inttoptr(w_addr, _F32.as_pointer())
-    start = [_load_vec(builder, builder.inttoptr(bias_addr, _F32.as_pointer()), _const(0))]
+    bias = _load_vec(builder, builder.inttoptr(bias_addr, _F32.as_pointer()), _const(0))
 
     def tap_step(t, accs):
         src = builder.inttoptr(builder.load(builder.gep(ptrs, [t]), align=8), _F32.as_pointer())
         x = _load_vec(builder, src, offset)
-        return [_fmuladd(builder, x, _load_vec(builder, w, builder.mul(t, w_stride)), accs[0])]
+        return [_mul_add(builder, x, _load_vec(builder, w, builder.mul(t, w_stride)), accs[0])]
 
-    (acc,) = _loop(builder, taps, start, tap_step, "dwtap")
-    acc = _clamp(builder, acc, _splat(builder, low), _splat(builder, high))
+    (acc,) = _loop(builder, taps, [ir.Constant(_V8F32, None)], tap_step, "dwtap")
+    acc = _clamp(builder, builder.fadd(acc, bias), _splat(builder, low), _splat(builder, high))
     _store_vec(builder, acc, builder.inttoptr(out_addr, _F32.as_pointer()), _const(0))
     return context.get_dummy_value()
 
@@ -206,15 +212,15 @@ def _dw_run_pixels(builder, args, unrolled):
         def tap_step(t, accs, terms=None):
             off, wv = terms or tap_terms(t)
             xv = _load_vec(builder, x, builder.add(base, off))
-            return [_fmuladd(builder, xv, wv, accs[0])]
+            return [_mul_add(builder, xv, wv, accs[0])]
 
+        acc = [ir.Constant(_V8F32, None)]
         if unrolled:
-            acc = [bias]
             for terms in hoisted:
                 acc = tap_step(None, acc, terms)
         else:
-            acc = _loop(builder, taps, [bias], tap_step, "dwruntap")
-        _store_vec(builder, _clamp(builder, acc[0], low_v, high_v), out,
+            acc = _loop(builder, taps, acc, tap_step, "dwruntap")
+        _store_vec(builder, _clamp(builder, builder.fadd(acc[0], bias), low_v, high_v), out,
                    builder.mul(i, out_step))
         return []
 
@@ -225,16 +231,16 @@ def _dw_run_codegen(context, builder, signature, args):
     """out[i*out_step + 0:8] = clamp(bias[0:8] + Σ_t x[i*x_step + offs[t] + 0:8] · w[t*w_stride
     + 0:8]) for i in range(count): a run of interior pixels (every tap inside the image), 8
     channels. 3x3 and 5x5 filters get the taps unrolled."""
-    taps = args[3]
-    with builder.if_else(builder.icmp_signed("==", taps, _const(9))) as (nine, other):
-        with nine:
-            _dw_run_pixels(builder, args, 9)
-        with other:
-            with builder.if_else(builder.icmp_signed("==", taps, _const(25))) as (five, rest):
-                with five:
-                    _dw_run_pixels(builder, args, 25)
-                with rest:
-                    _dw_run_pixels(builder, args, None)
+    cases = {n: builder.function.append_basic_block(f"dwtaps{n}") for n in (9, 25, None)}
+    done = builder.function.append_basic_block("dwtaps_done")
+    switch = builder.switch(args[3], cases[None])
+    for n, block in cases.items():
+        if n is not None:
+            switch.add_case(_const(n), block)
+        builder.position_at_end(block)
+        _dw_run_pixels(builder, args, n)
+        builder.branch(done)
+    builder.position_at_end(done)
     return context.get_dummy_value()
 
 
@@ -298,12 +304,11 @@ def conv2d_f32_rows(x, panels, bias, out, p0, p1, out_w, k_h, k_w, stride_h, str
     the order of the packed weights: a tile whose pixels all have their window inside the
     image's columns gets one address per filter row (KH "taps" of KW*Ci channels)."""
     per_image = out.shape[0] // x.shape[0]
-    out_c = out.shape[1]
     in_w, in_c = x.shape[2], x.shape[3]
     zeros = np.zeros(k_w * in_c, np.float32)
     ptrs = np.empty((k_h * k_w, ROWS), np.int64)
     scratch = np.empty((ROWS, LANES), np.float32)
-    pix_n, pix_y, pix_x = np.empty(ROWS, np.int64), np.empty(ROWS, np.int64), np.empty(ROWS, np.int64)
+    pix = np.empty((3, ROWS), np.int64)
     # interior columns: 0 <= ox*sw - pl and ox*sw - pl + (KW-1)*dw < W
     ox_lo = (pad_left + stride_w - 1) // stride_w
     ox_hi = (in_w - 1 + pad_left - (k_w - 1) * dil_w) // stride_w + 1
@@ -315,29 +320,42 @@ def conv2d_f32_rows(x, panels, bias, out, p0, p1, out_w, k_h, k_w, stride_h, str
         if pointwise:
             for r in range(ROWS):
                 ptrs[0, r] = x.ctypes.data + 4 * in_c * (t0 + min(r, rows - 1))
-            _tile_panels(ptrs, 1, in_c, panels, bias, out, scratch, t0, rows, act_min, act_max)
-            continue
-        n, rest = t0 // per_image, t0 % per_image  # pixel t0 = (n, oy, ox); then step
-        oy, ox = rest // out_w, rest % out_w
-        by_row = dil_w == 1
-        for r in range(ROWS):  # a short tile repeats its last pixel; only `rows` are stored
-            pix_n[r], pix_y[r], pix_x[r] = n, oy, ox
-            by_row = by_row and ox_lo <= ox < ox_hi
-            if r + 1 < rows:
-                ox += 1
-                if ox == out_w:
-                    ox, oy = 0, oy + 1
-                    if oy * out_w == per_image:
-                        oy, n = 0, n + 1
-        for r in range(ROWS):
-            if by_row:
-                _row_addresses(ptrs, x, zeros, pix_n[r], pix_y[r], pix_x[r], r, stride_h,
-                               stride_w, dil_h, pad_top, pad_left, k_h)
-            else:
-                _tap_addresses(ptrs, x, zeros, pix_n[r], pix_y[r], pix_x[r], r, stride_h,
-                               stride_w, dil_h, dil_w, pad_top, pad_left, k_h, k_w)
-        taps, depth = (k_h, k_w * in_c) if by_row else (k_h * k_w, in_c)
+            taps, depth = 1, in_c
+        else:
+            taps, depth = _window_addresses(ptrs, x, zeros, pix, t0, rows, per_image, out_w,
+                                            ox_lo, ox_hi, k_h, k_w, stride_h, stride_w, dil_h,
+                                            dil_w, pad_top, pad_left)
         _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_min, act_max)
+
+
+@inline_kernel
+def _window_addresses(ptrs, x, zeros, pix, t0, rows, per_image, out_w, ox_lo, ox_hi, k_h, k_w,
+                      stride_h, stride_w, dil_h, dil_w, pad_top, pad_left):
+    """The addresses of pixels t0 .. t0+rows-1 (a short tile repeats its last pixel) into
+    ptrs; returns (taps, channels per tap): by filter row when dil_w == 1 and every window
+    lies inside the image's columns [ox_lo, ox_hi), else by tap. pix [3, ROWS] is scratch."""
+    n, rest = t0 // per_image, t0 % per_image  # pixel t0 = (n, oy, ox); then step
+    oy, ox = rest // out_w, rest % out_w
+    by_row = dil_w == 1
+    for r in range(ROWS):
+        pix[0, r], pix[1, r], pix[2, r] = n, oy, ox
+        by_row = by_row and ox_lo <= ox < ox_hi
+        if r + 1 < rows:
+            ox += 1
+            if ox == out_w:
+                ox, oy = 0, oy + 1
+                if oy * out_w == per_image:
+                    oy, n = 0, n + 1
+    for r in range(ROWS):
+        if by_row:
+            _row_addresses(ptrs, x, zeros, pix[0, r], pix[1, r], pix[2, r], r, stride_h,
+                           stride_w, dil_h, pad_top, pad_left, k_h)
+        else:
+            _tap_addresses(ptrs, x, zeros, pix[0, r], pix[1, r], pix[2, r], r, stride_h,
+                           stride_w, dil_h, dil_w, pad_top, pad_left, k_h, k_w)
+    if by_row:
+        return k_h, k_w * x.shape[3]
+    return k_h * k_w, x.shape[3]
 
 
 @inline_kernel
@@ -364,9 +382,10 @@ def _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_mi
     for j in range(panels.shape[0]):
         oc0 = j * LANES
         width = min(LANES, out_c - oc0)
-        direct = rows == ROWS and width in (VEC, LANES)
-        target = out[t0, oc0:].ctypes.data if direct else scratch.ctypes.data
-        stride = out_c if direct else LANES
+        direct = rows == ROWS and (width == VEC or width == LANES)
+        target, stride = scratch.ctypes.data, LANES
+        if direct:
+            target, stride = out[t0, oc0:].ctypes.data, out_c
         if width > VEC:
             _conv_tile16(ptrs.ctypes.data, taps, depth, panels[j].ctypes.data,
                          bias[oc0:].ctypes.data, target, stride, low, high)
@@ -436,17 +455,24 @@ def _dw_interior(x, w, bias, offs, out, n, oy, iy0, ox0, ox1, stride_w, pad_left
 
 
 @inline_kernel
-def _dw_tail(x, w, offs, acc, n, iy0, ix0, c, low, high):
+def _dw_tail(x, w, offs, bias, n, iy0, ix0, c, low, high):
     """Channel c of the interior pixel whose window corner is x[n, iy0, ix0]."""
     flat = x.reshape(-1)
     start = ((n * x.shape[1] + iy0) * x.shape[2] + ix0) * x.shape[3] + c
+    acc = np.float32(0)
     for t in range(offs.size):
         acc += flat[start + offs[t]] * w[t, c]
-    if acc < low:
-        acc = low
-    if acc > high:
-        acc = high
-    return acc
+    return _clamp_scalar(acc + bias, low, high)
+
+
+@inline_kernel
+def _clamp_scalar(v, low, high):
+    """min(max(v, low), high) with NaN passing through, as `_clamp`."""
+    if v < low:  # noqa: PLR1730 (max() would not let NaN through)
+        v = low
+    if v > high:  # noqa: PLR1730
+        v = high
+    return v
 
 
 @inline_kernel
@@ -471,18 +497,15 @@ def _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, ox0, ox1, stride_h, stride_w
 
 
 @inline_kernel
-def _dw_scalar(x, w, acc, n, oy, ox, c, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
+def _dw_scalar(x, w, bias, n, oy, ox, c, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
                k_h, k_w, low, high):
     """One channel of one depthwise output pixel, clamped as `_clamp` (NaN passes through)."""
     in_h, in_w = x.shape[1], x.shape[2]
+    acc = np.float32(0)
     for ky in range(k_h):
         iy = oy * stride_h - pad_top + ky * dil_h
         for kx in range(k_w):
             ix = ox * stride_w - pad_left + kx * dil_w
             if 0 <= iy < in_h and 0 <= ix < in_w:
                 acc += x[n, iy, ix, c] * w[ky * k_w + kx, c]
-    if acc < low:
-        acc = low
-    if acc > high:
-        acc = high
-    return acc
+    return _clamp_scalar(acc + bias, low, high)

@@ -109,8 +109,7 @@ def _conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high
     (kernels/float_gemm.py) over blocks of output pixels, one block per thread."""
     from qengine.kernels.float_gemm import LANES, conv2d_f32_rows, pack_conv_f32, pad_channels
 
-    panels = pack_conv_f32(weights)
-    bias16 = pad_channels(bias, LANES)
+    panels, bias16 = pack_conv_f32(weights), pad_channels(bias, LANES)
     pixels = g.batch * g.out_h * g.out_w
     flops = 2 * pixels * weights.size
     threads = ctx.num_threads if flops >= _MIN_PARALLEL_FLOPS else 1
