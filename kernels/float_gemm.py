@@ -37,6 +37,7 @@ from .jit import inline_kernel, kernel
 ROWS = 6  # output pixels per conv micro-kernel tile: 12 accumulators + 2 weights + 1 broadcast
 LANES = 16  # output channels per conv weight panel (two float32x8 accumulators per pixel)
 VEC = 8  # float32 lanes of an AVX2 register
+NARROW = 4  # convs with at most this many output channels vectorize along the output row
 
 _F32, _I64 = ir.FloatType(), ir.IntType(64)
 _V8F32 = ir.VectorType(_F32, VEC)
@@ -253,6 +254,40 @@ def _dw_run(typingctx, x_addr, x_step, offs_addr, taps, w_addr, w_stride, bias_a
     return sig, _dw_run_codegen
 
 
+def _axpy_codegen(context, builder, signature, args):
+    """dst[i] += src[i] * w for i < count (product rounded, then the sum), 8 lanes at a time
+    and the last count % 8 one by one."""
+    dst_addr, src_addr, w, count = args
+    dst = builder.inttoptr(dst_addr, _F32.as_pointer())
+    src = builder.inttoptr(src_addr, _F32.as_pointer())
+    w_v = _splat(builder, w)
+    vectors = builder.sdiv(count, _const(VEC))
+
+    def vec_step(i, _):
+        at = builder.mul(i, _const(VEC))
+        total = _mul_add(builder, _load_vec(builder, src, at), w_v, _load_vec(builder, dst, at))
+        _store_vec(builder, total, dst, at)
+        return []
+
+    def tail_step(i, _):
+        at = builder.add(builder.mul(vectors, _const(VEC)), i)
+        d_ptr = builder.gep(dst, [at])
+        s_val = builder.load(builder.gep(src, [at]), align=4)
+        builder.store(builder.fadd(builder.load(d_ptr, align=4), builder.fmul(s_val, w)), d_ptr,
+                      align=4)
+        return []
+
+    _loop(builder, vectors, [], vec_step, "axpy")
+    _loop(builder, builder.sub(count, builder.mul(vectors, _const(VEC))), [], tail_step,
+          "axpytail")
+    return context.get_dummy_value()
+
+
+@intrinsic
+def _axpy(typingctx, dst_addr, src_addr, w, count):
+    return types.void(types.uintp, types.uintp, types.float32, types.intp), _axpy_codegen
+
+
 # --- packing (prepare time) ---------------------------------------------------------------------
 
 
@@ -396,6 +431,64 @@ def _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_mi
             for r in range(rows):
                 for c in range(width):
                     out[t0 + r, oc0 + c] = scratch[r, c]
+
+
+@kernel
+def conv2d_f32_narrow_rows(x, w, bias, out, r0, r1, stride_h, stride_w, dil_h, dil_w, pad_top,
+                           pad_left, act_min, act_max):
+    """Output rows [r0, r1) (row = n*OH + oy) of a float CONV_2D with few output channels
+    (NARROW or less: a 16-channel panel would be mostly zeros) into out [N,OH,OW,Co].
+    x [N,H,W,Ci], w [Co,KH,KW,Ci], bias [Co] float32.
+
+    The vectors run along the output row instead: each input row the block reads is copied
+    once, zero-padded and split by column phase (u = j*sw + phase), channel-major, so that tap
+    kx of every output pixel ox reads rows[iy, c, phase, ox + (kx*dw) // sw], contiguous in
+    ox; then acc[o, ox] += that * w[o, ky, kx, c] in the reference order (ky, kx, c)."""
+    in_h, in_c = x.shape[1], x.shape[3]
+    out_h, out_w, out_c = out.shape[1], out.shape[2], out.shape[3]
+    k_h, k_w = w.shape[1], w.shape[2]
+    span = out_w + ((k_w - 1) * dil_w) // stride_w  # columns j of each phase that are read
+    rows = np.empty((in_h, in_c, stride_w, span), np.float32)
+    acc = np.empty((out_c, out_w), np.float32)
+    low, high = np.float32(act_min), np.float32(act_max)
+    split_n, split_hi = -1, 0  # the image and the input rows [.., split_hi) split so far
+    for row in range(r0, r1):
+        n, oy = row // out_h, row % out_h
+        if n != split_n:
+            split_n, split_hi = n, 0
+        lo = max(0, oy * stride_h - pad_top)
+        hi = min(in_h, oy * stride_h - pad_top + (k_h - 1) * dil_h + 1)
+        for iy in range(max(lo, split_hi), hi):  # rows go down: split each one once
+            _split_row(x, rows[iy], n, iy, pad_left, stride_w)
+        split_hi = max(split_hi, hi)
+        acc[:] = 0
+        for ky in range(k_h):
+            iy = oy * stride_h - pad_top + ky * dil_h
+            if iy < 0 or iy >= in_h:  # skipped, as the reference skips taps outside the image
+                continue
+            for kx in range(k_w):
+                phase, j0 = (kx * dil_w) % stride_w, (kx * dil_w) // stride_w
+                for c in range(in_c):
+                    src = rows[iy, c, phase, j0:].ctypes.data
+                    for o in range(out_c):
+                        _axpy(acc[o].ctypes.data, src, w[o, ky, kx, c], out_w)
+        for ox in range(out_w):
+            for o in range(out_c):
+                out[n, oy, ox, o] = _clamp_scalar(acc[o, ox] + bias[o], low, high)
+
+
+@inline_kernel
+def _split_row(x, rows, n, iy, pad_left, stride_w):
+    """rows[c, phase, j] = x[n, iy, j*sw + phase - pl, c], 0 outside the image. A tap in the
+    column padding then adds x*w = +-0, which leaves the running sum unchanged (it starts at
+    +0 and a sum of floats is -0 only if every term is), unless w is inf or NaN."""
+    in_w = x.shape[2]
+    span = rows.shape[2]
+    for c in range(rows.shape[0]):
+        for phase in range(stride_w):
+            for j in range(span):
+                ix = j * stride_w + phase - pad_left
+                rows[c, phase, j] = x[n, iy, ix, c] if 0 <= ix < in_w else 0
 
 
 @kernel

@@ -9,6 +9,7 @@ import pytest
 from naive.float_conv import conv2d_f32, depthwise_f32
 from qengine.kernels.float_gemm import (
     LANES,
+    conv2d_f32_narrow_rows,
     conv2d_f32_rows,
     depthwise_f32_rows,
     pack_conv_f32,
@@ -99,4 +100,26 @@ def test_depthwise_equals_reference_order_twin(x_shape, kernel, stride, dilation
     for r0, r1 in [(0, rows // 2), (rows // 2, rows)]:
         depthwise_f32_rows(x, flat_w, bias, out, r0, r1, *stride, *dilation, *pad, *kernel, low,
                            high)
+    np.testing.assert_array_equal(out, want)
+
+
+NARROW_CASES = [
+    ((1, 9, 11, 8), 1, (3, 3), (1, 1), (1, 1), (1, 1)),
+    ((2, 7, 13, 3), 4, (3, 5), (2, 3), (1, 2), (1, 4)),  # strides 2x3, dilated columns
+    ((1, 1, 300, 1), 1, (1, 16), (1, 2), (1, 1), (0, 0)),
+    ((1, 6, 5, 33), 2, (3, 3), (1, 1), (2, 2), (2, 2)),
+    ((1, 3, 3, 2), 3, (5, 5), (1, 1), (1, 1), (2, 2)),  # filter larger than the image
+]
+
+
+@pytest.mark.parametrize("x_shape, out_c, kernel, stride, dilation, pad", NARROW_CASES)
+def test_narrow_conv_equals_reference_order_twin(x_shape, out_c, kernel, stride, dilation, pad):
+    rng, x, out_hw = case(out_c, x_shape, kernel, stride, dilation, pad)
+    w = rng.standard_normal((out_c, *kernel, x_shape[3])).astype(np.float32)
+    bias = rng.standard_normal(out_c).astype(np.float32)
+    want = conv2d_f32(x, w, bias, stride, dilation, pad, out_hw, -1.0, 2.0)
+    out = np.full(want.shape, np.nan, np.float32)
+    rows = x_shape[0] * out_hw[0]
+    for r0, r1 in [(0, rows // 2), (rows // 2, rows)]:
+        conv2d_f32_narrow_rows(x, w, bias, out, r0, r1, *stride, *dilation, *pad, -1.0, 2.0)
     np.testing.assert_array_equal(out, want)

@@ -107,8 +107,18 @@ def _conv_float(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prep
 def _conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high) -> Prepared:
     """A constant-filter, one-group float conv: packed weights, the indirect micro-kernel
     (kernels/float_gemm.py) over blocks of output pixels, one block per thread."""
-    from qengine.kernels.float_gemm import LANES, conv2d_f32_rows, pack_conv_f32, pad_channels
+    from qengine.kernels.float_gemm import (
+        LANES,
+        NARROW,
+        conv2d_f32_narrow_rows,
+        conv2d_f32_rows,
+        pack_conv_f32,
+        pad_channels,
+    )
 
+    if out_shape[3] <= NARROW:
+        return _conv_float_narrow(ctx, g, out_shape, weights, bias, low, high,
+                                  conv2d_f32_narrow_rows)
     panels, bias16 = pack_conv_f32(weights), pad_channels(bias, LANES)
     pixels = g.batch * g.out_h * g.out_w
     flops = 2 * pixels * weights.size
@@ -125,6 +135,28 @@ def _conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high
 
         _pixel_blocks(block, pixels, threads)
         return out.reshape(out_shape)
+
+    return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
+
+
+def _conv_float_narrow(ctx, g: ConvGeometry, out_shape, weights, bias, low, high,
+                       kernel) -> Prepared:
+    """A float conv with 1-4 output channels: vectorized along output rows, split by rows."""
+    weights = np.ascontiguousarray(weights, np.float32)
+    rows = g.batch * g.out_h
+    flops = 2 * rows * g.out_w * weights.size
+    threads = ctx.num_threads if flops >= _MIN_PARALLEL_FLOPS else 1
+
+    def run(x, w, b=None):
+        x = np.ascontiguousarray(x, np.float32)
+        out = np.empty(out_shape, np.float32)
+
+        def block(r0, r1):
+            kernel(x, weights, bias, out, r0, r1, g.stride_h, g.stride_w, g.dil_h, g.dil_w,
+                   g.pad_top, g.pad_left, low, high)
+
+        _pixel_blocks(block, rows, threads)
+        return out
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
 
