@@ -27,6 +27,8 @@ vectors only run different outputs side by side. Both drivers are serial; the ca
 the output between threads (`kernels/threads.parallel_blocks`).
 """
 
+import llvmlite.binding as llvm_binding
+import numba
 import numpy as np
 from llvmlite import ir
 from numba.core import types
@@ -34,10 +36,20 @@ from numba.core.extending import intrinsic
 
 from .jit import inline_kernel, kernel
 
-ROWS = 6  # output pixels per conv micro-kernel tile: 12 accumulators + 2 weights + 1 broadcast
+ROWS = 12  # output pixels per conv tile
 LANES = 16  # output channels per conv weight panel (two float32x8 accumulators per pixel)
 VEC = 8  # float32 lanes of an AVX2 register
 NARROW = 4  # convs with at most this many output channels vectorize along the output row
+
+
+
+def _host_has_avx512() -> bool:
+    if numba.config.CPU_NAME not in (None, "host"):  # compiling for another CPU: stay generic
+        return False
+    return "+avx512f" in llvm_binding.get_host_cpu_features().flatten().split(",")
+
+
+WIDE = _host_has_avx512()  # use the 16-lane conv tile: one register per 16 channels
 
 _F32, _I64 = ir.FloatType(), ir.IntType(64)
 _V8F32 = ir.VectorType(_F32, VEC)
@@ -53,20 +65,21 @@ def _mul_add(builder, a, b, acc):
     return builder.fadd(acc, builder.fmul(a, b))
 
 
-def _splat(builder, value):
-    vec = builder.insert_element(ir.Constant(_V8F32, ir.Undefined), value, ir.Constant(_I64, 0))
-    return builder.shuffle_vector(vec, ir.Constant(_V8F32, ir.Undefined),
-                                  ir.Constant(ir.VectorType(ir.IntType(32), VEC), [0] * VEC))
+def _splat(builder, value, vec_t=_V8F32):
+    undef = ir.Constant(vec_t, ir.Undefined)
+    vec = builder.insert_element(undef, value, ir.Constant(_I64, 0))
+    zeros = ir.Constant(ir.VectorType(ir.IntType(32), vec_t.count), [0] * vec_t.count)
+    return builder.shuffle_vector(vec, undef, zeros)
 
 
-def _load_vec(builder, f32_ptr, index):
+def _load_vec(builder, f32_ptr, index, vec_t=_V8F32):
     ptr = builder.gep(f32_ptr, [index])
-    return builder.load(builder.bitcast(ptr, _V8F32.as_pointer()), align=4)
+    return builder.load(builder.bitcast(ptr, vec_t.as_pointer()), align=4)
 
 
 def _store_vec(builder, value, f32_ptr, index):
     ptr = builder.gep(f32_ptr, [index])
-    builder.store(value, builder.bitcast(ptr, _V8F32.as_pointer()), align=4)
+    builder.store(value, builder.bitcast(ptr, value.type.as_pointer()), align=4)
 
 
 def _clamp(builder, v, low, high):
@@ -104,10 +117,12 @@ def _loop(builder, count, accs, step, name):
     return final
 
 
-def _make_conv_tile(vectors):
-    """An LLVM micro-kernel over ROWS pixels and `vectors` float32x8 blocks of one weight panel:
-    out[r, 0:8*vectors] = clamp(bias[..] + Σ_t Σ_c src[t, r][c] · w[t*cin + c, 0:8*vectors])
-    where src[t, r] is the address at ptrs[t*ROWS + r] and w rows are LANES floats apart."""
+def _make_conv_tile(rows, width, vectors):
+    """An LLVM micro-kernel over `rows` pixels and `vectors` float32 x `width` blocks of one
+    weight panel: out[r, 0:width*vectors] = clamp(Σ_t Σ_c src[t, r][c] · w[t*cin + c, ..] +
+    bias[..]), summed in the order of t and c, where src[t, r] is the address at
+    ptrs[t*ROWS + r] and w rows are LANES floats apart."""
+    vec_t = ir.VectorType(_F32, width)
 
     def codegen(context, builder, signature, args):
         ptrs_addr, taps, cin, w_addr, bias_addr, out_addr, out_stride, low, high = args
@@ -115,23 +130,24 @@ def _make_conv_tile(vectors):
         w = builder.inttoptr(w_addr, _F32.as_pointer())
         bias = builder.inttoptr(bias_addr, _F32.as_pointer())
         out = builder.inttoptr(out_addr, _F32.as_pointer())
-        start = [ir.Constant(_V8F32, None)] * (vectors * ROWS)
+        start = [ir.Constant(vec_t, None)] * (vectors * rows)
 
         def tap_step(t, accs):
-            rows = []
-            for r in range(ROWS):
+            srcs = []
+            for r in range(rows):
                 slot = builder.add(builder.mul(t, _const(ROWS)), _const(r))
                 addr = builder.load(builder.gep(ptrs, [slot]), align=8)
-                rows.append(builder.inttoptr(addr, _F32.as_pointer()))
+                srcs.append(builder.inttoptr(addr, _F32.as_pointer()))
             w_tap = builder.mul(builder.mul(t, cin), _const(LANES))
 
             def channel_step(c, accs):
                 w_row = builder.add(w_tap, builder.mul(c, _const(LANES)))
-                weights = [_load_vec(builder, w, builder.add(w_row, _const(VEC * h)))
+                weights = [_load_vec(builder, w, builder.add(w_row, _const(width * h)), vec_t)
                            for h in range(vectors)]
                 new = []
-                for r in range(ROWS):
-                    a = _splat(builder, builder.load(builder.gep(rows[r], [c]), align=4))
+                for r in range(rows):
+                    a = builder.load(builder.gep(srcs[r], [c]), align=4)
+                    a = _splat(builder, a, vec_t)
                     new.extend(_mul_add(builder, a, weights[h], accs[vectors * r + h])
                                for h in range(vectors))
                 return new
@@ -139,11 +155,11 @@ def _make_conv_tile(vectors):
             return _loop(builder, cin, accs, channel_step, "channel")
 
         accs = _loop(builder, taps, start, tap_step, "tap")
-        low_v, high_v = _splat(builder, low), _splat(builder, high)
-        biases = [_load_vec(builder, bias, _const(VEC * h)) for h in range(vectors)]
-        for r in range(ROWS):
+        low_v, high_v = _splat(builder, low, vec_t), _splat(builder, high, vec_t)
+        biases = [_load_vec(builder, bias, _const(width * h), vec_t) for h in range(vectors)]
+        for r in range(rows):
             for h in range(vectors):
-                index = builder.add(builder.mul(_const(r), out_stride), _const(VEC * h))
+                index = builder.add(builder.mul(_const(r), out_stride), _const(width * h))
                 value = builder.fadd(accs[vectors * r + h], biases[h])
                 value = _clamp(builder, value, low_v, high_v)
                 _store_vec(builder, value, out, index)
@@ -159,8 +175,11 @@ def _make_conv_tile(vectors):
     return tile
 
 
-_conv_tile16 = _make_conv_tile(2)  # a whole panel: 12 accumulators
-_conv_tile8 = _make_conv_tile(1)  # its first 8 channels: a panel's tail of 1-8 channels
+# A panel's 16 channels: 6 pixels x 2 float32x8 accumulators (12 of AVX2's 16 registers), run
+# twice per tile, or 12 pixels x 1 float32x16 (AVX-512: 12 of 32 registers), run once.
+_conv_tile_6x16 = _make_conv_tile(ROWS // 2, VEC, 2)
+_conv_tile_12x16 = _make_conv_tile(ROWS, 2 * VEC, 1)
+_conv_tile_12x8 = _make_conv_tile(ROWS, VEC, 1)  # a panel's tail of 1-8 channels
 
 
 def _dw_vec_codegen(context, builder, signature, args):
@@ -331,9 +350,10 @@ def _tap_addresses(ptrs, x, zeros, n, oy, ox, slot, stride_h, stride_w, dil_h, d
 
 @kernel
 def conv2d_f32_rows(x, panels, bias, out, p0, p1, out_w, k_h, k_w, stride_h, stride_w, dil_h,
-                    dil_w, pad_top, pad_left, act_min, act_max):
+                    dil_w, pad_top, pad_left, act_min, act_max, wide):
     """Output pixels [p0, p1) of a float CONV_2D into out [N*OH*OW, Co] float32 (see the
-    module docstring). x [N,H,W,Ci] float32, panels from pack_conv_f32, bias [panels*16].
+    module docstring). x [N,H,W,Ci] float32, panels from pack_conv_f32, bias [panels*16];
+    wide: the 16-lane tile (WIDE, for AVX-512), else two 6x16 tiles of 8-lane vectors.
 
     With dil_w == 1, a filter row's KW taps read KW*Ci consecutive floats of the input, in
     the order of the packed weights: a tile whose pixels all have their window inside the
@@ -360,7 +380,8 @@ def conv2d_f32_rows(x, panels, bias, out, p0, p1, out_w, k_h, k_w, stride_h, str
             taps, depth = _window_addresses(ptrs, x, zeros, pix, t0, rows, per_image, out_w,
                                             ox_lo, ox_hi, k_h, k_w, stride_h, stride_w, dil_h,
                                             dil_w, pad_top, pad_left)
-        _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_min, act_max)
+        _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_min, act_max,
+                     wide)
 
 
 @inline_kernel
@@ -409,7 +430,8 @@ def _row_addresses(ptrs, x, zeros, n, oy, ox, slot, stride_h, stride_w, dil_h, p
 
 
 @inline_kernel
-def _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_min, act_max):
+def _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_min, act_max,
+                 wide):
     """Output pixels [t0, t0 + rows) of every panel; a panel's tail of 1-7 channels, or a
     short tile, goes through `scratch` and is copied."""
     out_c = out.shape[1]
@@ -421,12 +443,17 @@ def _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_mi
         target, stride = scratch.ctypes.data, LANES
         if direct:
             target, stride = out[t0, oc0:].ctypes.data, out_c
-        if width > VEC:
-            _conv_tile16(ptrs.ctypes.data, taps, depth, panels[j].ctypes.data,
-                         bias[oc0:].ctypes.data, target, stride, low, high)
+        if width <= VEC:
+            _conv_tile_12x8(ptrs.ctypes.data, taps, depth, panels[j].ctypes.data,
+                            bias[oc0:].ctypes.data, target, stride, low, high)
+        elif wide:
+            _conv_tile_12x16(ptrs.ctypes.data, taps, depth, panels[j].ctypes.data,
+                             bias[oc0:].ctypes.data, target, stride, low, high)
         else:
-            _conv_tile8(ptrs.ctypes.data, taps, depth, panels[j].ctypes.data,
-                        bias[oc0:].ctypes.data, target, stride, low, high)
+            for half in range(2):  # pixels 0-5, then 6-11: their addresses are 6 slots on
+                _conv_tile_6x16(ptrs.ctypes.data + 8 * half * (ROWS // 2), taps, depth,
+                                panels[j].ctypes.data, bias[oc0:].ctypes.data,
+                                target + 4 * half * (ROWS // 2) * stride, stride, low, high)
         if not direct:
             for r in range(rows):
                 for c in range(width):
@@ -536,15 +563,33 @@ def _dw_interior(x, w, bias, offs, out, n, oy, iy0, ox0, ox1, stride_w, pad_left
     chans = out.shape[3]
     low, high = np.float32(act_min), np.float32(act_max)
     corner = x[n, iy0, ox0 * stride_w - pad_left]  # the window corner of pixel ox0
-    vec_end = chans - chans % VEC
-    for c in range(0, vec_end, VEC):
+    for block in range(_vector_blocks(chans)):
+        c = _block_start(block, chans)
         _dw_run(corner[c:].ctypes.data, stride_w * chans, offs.ctypes.data, offs.size,
                 w[0, c:].ctypes.data, chans, bias[c:].ctypes.data, out[n, oy, ox0, c:].ctypes.data,
                 chans, ox1 - ox0, low, high)
     for ox in range(ox0, ox1):
-        for c in range(vec_end, chans):  # the last C % 8 channels
+        for c in range(_scalar_start(chans), chans):  # channels no vector covers
             out[n, oy, ox, c] = _dw_tail(x, w, offs, bias[c], n, iy0, ox * stride_w - pad_left,
                                          c, low, high)
+
+
+@inline_kernel
+def _vector_blocks(chans):
+    """How many 8-channel vectors cover C channels: ceil(C / 8), none when C < 8."""
+    return (chans + VEC - 1) // VEC if chans >= VEC else 0
+
+
+@inline_kernel
+def _block_start(block, chans):
+    """First channel of vector `block`; the last one ends at C, overlapping its neighbour
+    when 8 does not divide C (those channels are computed twice, identically)."""
+    return min(block * VEC, chans - VEC)
+
+
+@inline_kernel
+def _scalar_start(chans):
+    return chans if chans >= VEC else 0
 
 
 @inline_kernel
@@ -575,16 +620,16 @@ def _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, ox0, ox1, stride_h, stride_w
     ptrs [KH*KW, 1] (`zeros` [C] stands for taps in the padding)."""
     chans = out.shape[3]
     taps = k_h * k_w
-    vec_end = chans - chans % VEC
     low, high = np.float32(act_min), np.float32(act_max)
     for ox in range(ox0, ox1):
         _tap_addresses(ptrs, x, zeros, n, oy, ox, 0, stride_h, stride_w, dil_h, dil_w,
                        pad_top, pad_left, k_h, k_w)
         o = out[n, oy, ox]
-        for c in range(0, vec_end, VEC):
+        for block in range(_vector_blocks(chans)):
+            c = _block_start(block, chans)
             _dw_vec(ptrs.ctypes.data, taps, c, w[0, c:].ctypes.data, chans,
                     bias[c:].ctypes.data, o[c:].ctypes.data, low, high)
-        for c in range(vec_end, chans):  # the last C % 8 channels
+        for c in range(_scalar_start(chans), chans):  # channels no vector covers
             o[c] = _dw_scalar(x, w, bias[c], n, oy, ox, c, stride_h, stride_w, dil_h, dil_w,
                               pad_top, pad_left, k_h, k_w, low, high)
 

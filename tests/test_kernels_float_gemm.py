@@ -9,6 +9,7 @@ import pytest
 from naive.float_conv import conv2d_f32, depthwise_f32
 from qengine.kernels.float_gemm import (
     LANES,
+    WIDE,
     conv2d_f32_narrow_rows,
     conv2d_f32_rows,
     depthwise_f32_rows,
@@ -45,9 +46,9 @@ CONV_CASES = [
 
 
 @pytest.mark.parametrize("x_shape, out_c, kernel, stride, dilation, pad", CONV_CASES)
-@pytest.mark.parametrize("low, high", [(-FLT_MAX, FLT_MAX), (0.0, 6.0)])
+@pytest.mark.parametrize("low, high, wide", [(-FLT_MAX, FLT_MAX, False), (0.0, 6.0, True)])
 def test_conv_equals_reference_order_twin(x_shape, out_c, kernel, stride, dilation, pad, low,
-                                          high):
+                                          high, wide):
     rng, x, out_hw = case(len(x_shape) + out_c, x_shape, kernel, stride, dilation, pad)
     w = rng.standard_normal((out_c, *kernel, x_shape[3])).astype(np.float32)
     bias = rng.standard_normal(out_c).astype(np.float32)
@@ -57,7 +58,7 @@ def test_conv_equals_reference_order_twin(x_shape, out_c, kernel, stride, dilati
     panels, bias16 = pack_conv_f32(w), pad_channels(bias, LANES)
     for p0, p1 in [(0, min(7, pixels)), (min(7, pixels), pixels)]:  # as two threads' blocks
         conv2d_f32_rows(x, panels, bias16, out, p0, p1, out_hw[1], *kernel, *stride, *dilation,
-                        *pad, low, high)
+                        *pad, low, high, wide)
     np.testing.assert_array_equal(out.reshape(want.shape), want)
 
 
@@ -68,7 +69,8 @@ def test_conv_clamp_lets_nan_through_and_bounds_inf():
     bias = np.zeros(16, np.float32)
     want = conv2d_f32(x, w, bias, (1, 1), (1, 1), (1, 1), out_hw, 0.0, 6.0)
     out = np.empty((25, 16), np.float32)
-    conv2d_f32_rows(x, pack_conv_f32(w), bias, out, 0, 25, 5, 3, 3, 1, 1, 1, 1, 1, 1, 0.0, 6.0)
+    conv2d_f32_rows(x, pack_conv_f32(w), bias, out, 0, 25, 5, 3, 3, 1, 1, 1, 1, 1, 1, 0.0, 6.0,
+                    WIDE)
     assert np.isnan(want).any() and (want == 6.0).any()
     np.testing.assert_array_equal(out.reshape(want.shape), want)
 

@@ -110,6 +110,7 @@ def _conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high
     from qengine.kernels.float_gemm import (
         LANES,
         NARROW,
+        WIDE,
         conv2d_f32_narrow_rows,
         conv2d_f32_rows,
         pack_conv_f32,
@@ -131,7 +132,7 @@ def _conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high
         def block(p0, p1):
             conv2d_f32_rows(x, panels, bias16, out, p0, p1, g.out_w, g.kernel_h, g.kernel_w,
                             g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left,
-                            low, high)
+                            low, high, WIDE)
 
         _pixel_blocks(block, pixels, threads)
         return out.reshape(out_shape)
