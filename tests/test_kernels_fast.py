@@ -10,7 +10,7 @@ as raw int32 ones (INT32_MIN, left shifts past 31, right shifts of 31).
 
 import numpy as np
 import pytest
-from qengine.kernels import conv, fast_conv, fast_fc, fully_connected
+from qengine.kernels import conv, depthwise_int8, fully_connected, gemm_int8, pack
 from qengine.kernels.fixedpoint import quantize_multipliers
 from test_kernels_conv import Regime, assert_same, conv_geometry, quant_params
 
@@ -49,14 +49,14 @@ def conv_case(rng, regime, shape, k, stride, dil, pad, out_hw, out_c, extreme=Fa
 
 def check_conv(x, w, bias, args):
     want = conv.conv2d_int8(x, w, bias, *args)
-    got = fast_conv.conv2d_int8_fast(x, fast_conv.pack_conv_weights(w), bias, *args)
+    got = gemm_int8.conv2d_int8_fast(x, pack.pack_conv_weights(w), bias, *args)
     assert_same(got, want)
 
 
 def check_depthwise(x, w, bias, args, dm):
     want = conv.depthwise_conv2d_int8(x, w, bias, *args, dm)
-    packed = fast_conv.pack_depthwise_weights(w)
-    got = fast_conv.depthwise_conv2d_int8_fast(x, packed, bias, *args, dm)
+    packed = pack.pack_depthwise_weights(w)
+    got = depthwise_int8.depthwise_conv2d_int8_fast(x, packed, bias, *args, dm)
     assert_same(got, want)
 
 
@@ -161,6 +161,31 @@ def test_depthwise_random(seed, threads):
     check_depthwise(x, regime.weights((1, *g["k"], ci * dm)), bias, args, dm)
 
 
+SPAN_DW = [  # (n, h, w, c, k, stride_h, dil): stride_w 1, c not a multiple of 16
+    (1, 6, 37, 8, 3, 1, 1),  # two pixels per tile call, an odd row: the last one alone
+    (2, 5, 20, 24, 5, 2, 1),  # 2 pixels of 24 channels = 3 groups of 16; stride_h 2
+    (1, 7, 40, 3, 3, 1, 2),  # 16 pixels per call; dilated
+    (1, 4, 17, 20, 3, 1, 1),  # 4 pixels of 20 channels
+    (1, 3, 23, 1, 5, 1, 1),  # one channel: one call of 16 interior pixels, then single ones
+]
+
+
+@pytest.mark.parametrize("case", SPAN_DW, ids=str)
+def test_depthwise_pixel_spans(case, threads):
+    """Neighbouring pixels as one 16-channel-multiple pixel (`depthwise_int8` module doc), with
+    border pixels on every side and both epilogue clamps hit."""
+    n, h, w, c, k, s, d = case
+    rng = np.random.default_rng(w * 100 + c)
+    x = rng.integers(-128, 128, (n, h, w, c)).astype(np.int8)
+    wt = rng.integers(-127, 128, (1, k, k, c)).astype(np.int8)
+    bias, mult, shift = spread_params(rng, 1, c)  # wider than int8: both clamps reached
+    (oh, pt), (ow, pl) = same_pad(h, k, s, d), same_pad(w, k, 1, d)
+    args = (-7, mult, shift, 3, -100, 110, s, 1, d, d, pt, pl, oh, ow)
+    want = conv.depthwise_conv2d_int8(x, wt, bias, *args, 1)
+    assert len(np.unique(want)) > 10 and want.min() == -100 and want.max() == 110
+    check_depthwise(x, wt, bias, args, 1)
+
+
 MOBILENET_DW = [(1, 29, 29, 96, 2), (1, 14, 14, 144, 1), (2, 7, 7, 960, 1), (1, 9, 9, 32, 2)]
 
 
@@ -177,8 +202,8 @@ def test_depthwise_mobilenet_shapes(case, threads):
 
 def check_fc(x, w, bias, in_zp, w_zp, eff_scale, out_zp, act):
     want = fully_connected.fully_connected_int8(x, w, bias, in_zp, w_zp, eff_scale, out_zp, *act)
-    packed = fast_fc.pack_fc_weights(w)
-    got = fast_fc.fully_connected_int8_fast(x, packed, bias, in_zp, w_zp, eff_scale, out_zp, *act)
+    packed = pack.pack_fc_weights(w)
+    got = gemm_int8.fully_connected_int8_fast(x, packed, bias, in_zp, w_zp, eff_scale, out_zp, *act)
     assert_same(got, want)
 
 

@@ -342,10 +342,16 @@ CASTS = [("float32", "int32"), ("float32", "int64"), ("float32", "int16"), ("flo
          ("int64", "int32"), ("int32", "bool"), ("bool", "float32"), ("bool", "int32"),
          ("int8", "float32"), ("uint8", "int32"), ("int16", "int32"), ("int32", "uint8"),
          ("int32", "int8"), ("int64", "float32"), ("float32", "float64"), ("float64", "float32"), ("float32", "float16"),
-         ("int32", "uint32"), ("int32", "uint16")]
+         ("int32", "uint32"), ("int32", "uint16"), ("complex64", "float32"),
+         ("complex64", "int32"), ("complex64", "bool"), ("float32", "complex64"),
+         ("int32", "complex64"), ("complex64", "complex64")]
 
 
 def cast_input(r, dtype):
+    if dtype == "complex64":  # the real part carries what a cast keeps; zeros in both parts
+        values = cast_input(r, "float32") + 1j * cast_input(r, "float32")
+        values[1, :2] = [0.0, 1j]
+        return values.astype(dtype)
     if dtype.startswith("float"):  # fractions of both signs, in range of every target
         values = r.uniform(-100, 100, size=(3, 7))
         values[0, :4] = [0.0, -0.0, 0.5, -0.99]

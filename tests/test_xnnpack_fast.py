@@ -1,5 +1,5 @@
 """The fast `arithmetic="xnnpack"` int8 CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED (the plans'
-float32 epilogue, fast_conv.plan_*_fp32) against their slow twin: the reference-loop
+float32 epilogue, gemm_int8.plan_*_fp32) against their slow twin: the reference-loop
 accumulators (kernels/hybrid.py) plus the bias in int32, then `xnnpack.requantize_fp32`.
 Exact equality on random geometries, channel counts around the 16-channel panels and 6-pixel
 tiles, depth multipliers, ties (power-of-two scales), accumulators past 2^24 and biases that
@@ -9,7 +9,7 @@ wrap int32, fused clamps; then whole models with the fast kernels on and off.
 
 import numpy as np
 import pytest
-from qengine.kernels import fast_conv, fast_fc, hybrid
+from qengine.kernels import depthwise_int8, gemm_int8, hybrid, pack
 from qengine.kernels.xnnpack import requantize_fp32
 from test_kernels_conv import assert_same, conv_geometry
 
@@ -73,10 +73,10 @@ def test_conv(seed, kind, threads):
     x, w, in_zp = operands(rng, (n, g["h"], g["w"], in_c), (out_c, *g["k"], in_c), kind)
     e = epilogue(rng, out_c, kind)
     geometry = (*g["stride"], *g["dil"], *g["pad"], *g["out"])
-    plan = fast_conv.plan_conv2d_int8_fp32(fast_conv.pack_conv_weights(w), e[0], in_zp,
+    plan = gemm_int8.plan_conv2d_int8_fp32(pack.pack_conv_weights(w), e[0], in_zp,
                                            *e[1:], *geometry)  # fmt: skip
     acc = hybrid.conv_accumulators(x, w, np.full(n, in_zp, np.int32), *geometry)
-    assert_same(fast_conv.run_conv2d_int8(plan, x, threads), slow_twin(acc, *e))
+    assert_same(gemm_int8.run_conv2d_int8(plan, x, threads), slow_twin(acc, *e))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -90,10 +90,10 @@ def test_depthwise(seed, kind, threads):
     x, w, in_zp = operands(rng, (n, g["h"], g["w"], in_c), (1, *g["k"], out_c), kind)
     e = epilogue(rng, out_c, kind)
     geometry = (*g["stride"], *g["dil"], *g["pad"], *g["out"], multiplier)
-    plan = fast_conv.plan_depthwise_int8_fp32(fast_conv.pack_depthwise_weights(w), e[0], in_zp,
-                                              *e[1:], *geometry)  # fmt: skip
+    w16 = pack.pack_depthwise_weights(w)
+    plan = depthwise_int8.plan_depthwise_int8_fp32(w16, e[0], in_zp, *e[1:], *geometry)
     acc = hybrid.depthwise_accumulators(x, w, np.full(n, in_zp, np.int32), *geometry)
-    assert_same(fast_conv.run_depthwise_int8(plan, x, threads), slow_twin(acc, *e))
+    assert_same(depthwise_int8.run_depthwise_int8(plan, x, threads), slow_twin(acc, *e))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -102,9 +102,9 @@ def test_fully_connected_as_1x1_plan(rows, depth, units, kind, threads):
     rng = np.random.default_rng([rows, depth, units, KINDS.index(kind)])
     x, w, in_zp = operands(rng, (rows, depth), (units, depth), kind)
     e = epilogue(rng, units, kind)
-    plan = fast_conv.plan_conv2d_int8_fp32(fast_fc.pack_fc_weights(w), e[0], in_zp, *e[1:],
+    plan = gemm_int8.plan_conv2d_int8_fp32(pack.pack_fc_weights(w), e[0], in_zp, *e[1:],
                                            *FC_GEOMETRY)  # fmt: skip
-    got = fast_conv.run_conv2d_int8(plan, x.reshape(rows, 1, 1, depth), threads)
+    got = gemm_int8.run_conv2d_int8(plan, x.reshape(rows, 1, 1, depth), threads)
     acc = hybrid.conv_accumulators(x.reshape(rows, 1, 1, depth), w.reshape(units, 1, 1, depth),
                                    np.full(rows, in_zp, np.int32), *FC_GEOMETRY)  # fmt: skip
     assert_same(got.reshape(rows, units), slow_twin(acc, *e).reshape(rows, units))

@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from ..runtime.registry import OpContext, Prepared
-from .common import broadcast_shape, is_quantized, quantized_path
+from .common import broadcast_shape, is_quantized, quantized_path, where
 from .opdef import FIXED, REQUANT, Quantized, integer_kernels, op
 
 
@@ -62,7 +62,7 @@ def relu_0_to_1(ctx: OpContext) -> Prepared:
     kernels=integer_kernels("activations_int:leaky_relu"), quantized=Quantized(REQUANT, 2, int16=2))
 def leaky_relu(ctx: OpContext) -> Prepared:
     alpha = np.float32(getattr(ctx.options, "alpha", 0.0) if ctx.options else 0.0)
-    return _elementwise(ctx, lambda x: np.where(x > 0, x, x * alpha))  # x > 0 ? x : x * alpha
+    return _elementwise(ctx, lambda x: where(x > 0, x, x * alpha))  # x > 0 ? x : x * alpha
 
 
 @op("PRELU",
@@ -91,7 +91,7 @@ def prelu(ctx: OpContext) -> Prepared:
             rows = np.ascontiguousarray(value).reshape(-1, period)
             return prelu_f32(rows, np.ascontiguousarray(slope).reshape(-1, period)[0]).reshape(
                 value.shape)
-        return np.asarray(np.where(value >= 0, value, value * slope), dtype=np.float32)
+        return np.asarray(where(value >= 0, value, value * slope), dtype=np.float32)
 
     return Prepared(run, [ctx.output_spec(0, x.shape, "float32")])
 
@@ -99,7 +99,7 @@ def prelu(ctx: OpContext) -> Prepared:
 @op("ELU",
     kernels=integer_kernels("activations_int:elu"), quantized=Quantized(REQUANT, 1))
 def elu(ctx: OpContext) -> Prepared:
-    return _elementwise(ctx, lambda x: np.where(x < 0, np.expm1(x), x))  # x < 0 ? expm1(x) : x
+    return _elementwise(ctx, lambda x: where(x < 0, np.expm1(x), x))  # x < 0 ? expm1(x) : x
 
 
 @op("HARD_SWISH",
@@ -139,8 +139,7 @@ LOGISTIC_UPPER, LOGISTIC_LOWER = np.float32(16.619047164916992188), np.float32(-
 
 def _logistic(x):
     middle = np.float32(1) / (np.float32(1) + np.exp(-x))
-    return np.where(x > LOGISTIC_UPPER, np.float32(1),
-                    np.where(x < LOGISTIC_LOWER, np.exp(x), middle))
+    return where(x > LOGISTIC_UPPER, np.float32(1), where(x < LOGISTIC_LOWER, np.exp(x), middle))
 
 
 @op("LOGISTIC",

@@ -31,9 +31,18 @@ def _int8_unary(ctx: OpContext):
     return x, per_tensor(ctx, x), per_tensor(ctx, out)
 
 
+INT8_VALUES = np.arange(-128, 128, dtype=np.int8)
+
+
 def _elementwise(ctx: OpContext, x, kernel, *params) -> Prepared:
+    """An op that maps each int8 value alone: `kernel(values, *params)` runs once, at prepare,
+    on all 256 int8 values, and every run looks its results up (exact by construction; a
+    lookup costs less than the per-element requantization of RELU or LEAKY_RELU)."""
+    table = params[0] if kernel is kernels.apply_lut_int8 else kernel(INT8_VALUES, *params)
+
     def run(values):
-        return kernel(np.ascontiguousarray(values).ravel(), *params).reshape(values.shape)
+        return kernels.apply_lut_int8(np.ascontiguousarray(values).ravel(), table).reshape(
+            values.shape)
 
     return Prepared(run, [ctx.output_spec(0, x.shape, "int8")])
 

@@ -138,6 +138,13 @@ def broadcast_shape(ctx: OpContext, *shapes) -> tuple[int, ...]:
         raise ctx.invalid(f"shapes {' and '.join(map(str, shapes))} do not broadcast") from None
 
 
+def where(mask, a, b) -> np.ndarray:
+    """np.where(mask, a, b), branch-free for large arrays (kernels/select.py says why)."""
+    from qengine.kernels.select import where as blend  # lazily: importing Numba takes time
+
+    return blend(mask, a, b)
+
+
 def as_float32(x):
     return np.asarray(x, dtype=np.float32)
 

@@ -23,21 +23,22 @@ import numpy as np
 
 from qengine.kernels import hybrid
 from qengine.kernels.conv import conv2d_int8, depthwise_conv2d_int8
-from qengine.kernels.fast_conv import (
-    conv2d_hybrid_fast,
-    conv2d_int8_fast,
+from qengine.kernels.depthwise_int8 import (
     depthwise_conv2d_hybrid_fast,
     depthwise_conv2d_int8_fast,
-    hybrid_epilogue,
-    kernel_threads,
-    pack_conv_weights,
-    pack_depthwise_weights,
-    plan_conv2d_int8,
     plan_depthwise_int8,
-    run_conv2d_int8,
     run_depthwise_int8,
 )
 from qengine.kernels.fixedpoint import quantize_multipliers
+from qengine.kernels.gemm_int8 import (
+    conv2d_hybrid_fast,
+    conv2d_int8_fast,
+    kernel_threads,
+    plan_conv2d_int8,
+    run_conv2d_int8,
+)
+from qengine.kernels.pack import pack_conv_weights, pack_depthwise_weights
+from qengine.kernels.requant import hybrid_epilogue
 
 from ..runtime.registry import OpContext, Prepared, Spec
 from . import xnnpack_int

@@ -22,6 +22,7 @@ from .common import (
     fused_activation,
     is_quantized,
     quantized_path,
+    where,
 )
 from .opdef import REQUANT, SHARED, Quantized, integer_kernels, op
 
@@ -184,11 +185,11 @@ def squared_difference(ctx: OpContext) -> Prepared:
 
 
 def _maximum(x, y):
-    return np.where(x > y, x, y)  # TFLite's `a > b ? a : b`: a NaN in x yields y
+    return where(x > y, x, y)  # TFLite's `a > b ? a : b`: a NaN in x yields y
 
 
 def _minimum(x, y):
-    return np.where(x < y, x, y)
+    return where(x < y, x, y)
 
 
 @op("MAXIMUM",
@@ -338,7 +339,7 @@ def select(ctx: OpContext) -> Prepared:
     cond_shape = (cond.shape[0],) + (1,) * (x.rank - 1) if row_select else cond.shape
 
     def run(c, a, b):
-        return np.where(c.reshape(cond_shape), a, b)
+        return where(c.reshape(cond_shape), a, b)
 
     return Prepared(run, [ctx.output_spec(0, x.shape, x.dtype)])
 
@@ -350,7 +351,7 @@ def select_v2(ctx: OpContext) -> Prepared:
     shape = broadcast_shape(ctx, cond.shape, x.shape, y.shape)
 
     def run(c, a, b):
-        return np.asarray(np.where(c, a, b), dtype=x.dtype)
+        return np.asarray(where(c, a, b), dtype=x.dtype)
 
     return Prepared(run, [ctx.output_spec(0, shape, x.dtype)])
 
@@ -437,7 +438,7 @@ def sign(ctx: OpContext) -> Prepared:
 # -- dtype and fill --------------------------------------------------------------------------
 
 CASTABLE = ("bool", "float16", "float32", "float64", "int8", "uint8", "int16", "uint16",
-            "int32", "uint32", "int64")
+            "int32", "uint32", "int64", "complex64")
 
 
 def _saturating_trunc(x, dtype: str):
@@ -453,12 +454,22 @@ def _saturating_trunc(x, dtype: str):
 
 def _cast_to(dtype: str):
     """TFLite Cast: nonzero (NaN included) becomes true, float to int saturates, integers
-    narrow by wrapping (static_cast), everything else rounds to the nearest value."""
+    narrow by wrapping (static_cast), everything else rounds to the nearest value. complex64
+    to anything else keeps the real part (TFLite's std::real; to integers its static_cast is
+    undefined outside the target's range, where qengine saturates as for floats); anything to
+    complex64 has imaginary part 0."""
+    if dtype == "complex64":
+        return lambda x: x.astype(np.complex64)
+
+    def real(x):
+        return x.real if x.dtype.kind == "c" else x
+
     if dtype == "bool":
-        return lambda x: x != 0
+        return lambda x: real(x) != 0
     if np.dtype(dtype).kind in "iu":
-        return lambda x: _saturating_trunc(x, dtype) if x.dtype.kind == "f" else x.astype(dtype)
-    return lambda x: x.astype(dtype)
+        return lambda x: (_saturating_trunc(real(x), dtype) if x.dtype.kind in "fc"
+                          else x.astype(dtype))
+    return lambda x: real(x).astype(dtype)
 
 
 @op("CAST")

@@ -24,14 +24,11 @@ from __future__ import annotations
 import numpy as np
 
 from qengine.kernels import hybrid
-from qengine.kernels.fast_conv import hybrid_epilogue
-from qengine.kernels.fast_fc import (
-    fully_connected_hybrid_fast,
-    fully_connected_int8_fast,
-    pack_fc_weights,
-)
 from qengine.kernels.fully_connected import fully_connected_int8
+from qengine.kernels.gemm_int8 import fully_connected_hybrid_fast, fully_connected_int8_fast
 from qengine.kernels.lowbit import blockwise_hybrid_fc
+from qengine.kernels.pack import pack_fc_weights
+from qengine.kernels.requant import hybrid_epilogue
 
 from ..lowbit import blockwise_fc_problem
 from ..runtime.registry import OpContext, Prepared, Spec

@@ -6,7 +6,7 @@ default interpreter runs them, through the XNNPACK delegate (kernels/xnnpack.py)
     out   = clamp(rint(float32(acc) * scale) + out_zp)  (ties to even)
 
 With constant filters (and bias) the fast kernels' prepare-time plans run it
-(fast_conv.plan_conv2d_int8_fp32 / plan_depthwise_int8_fp32; FULLY_CONNECTED as a 1x1
+(gemm_int8.plan_conv2d_int8_fp32 / depthwise_int8.plan_depthwise_int8_fp32; FULLY_CONNECTED as a 1x1
 convolution of 1x1 images): the same exact int32 sums, requantized in registers. Otherwise,
 or with QENGINE_KERNELS=reference, the accumulators come from the reference-kernel integer
 loops (kernels/hybrid.py), which pad with the input zero point as XNNPACK's indirection
@@ -19,23 +19,20 @@ from __future__ import annotations
 import numpy as np
 
 from qengine.kernels import hybrid
-from qengine.kernels.fast_conv import (
+from qengine.kernels.depthwise_int8 import plan_depthwise_int8_fp32, run_depthwise_int8
+from qengine.kernels.gemm_int8 import (
+    FC_GEOMETRY,
     kernel_threads,
-    pack_conv_weights,
-    pack_depthwise_weights,
     plan_conv2d_int8_fp32,
-    plan_depthwise_int8_fp32,
     run_conv2d_int8,
-    run_depthwise_int8,
 )
-from qengine.kernels.fast_fc import pack_fc_weights
+from qengine.kernels.pack import pack_conv_weights, pack_depthwise_weights, pack_fc_weights
 from qengine.kernels.xnnpack import requantization_scales, requantize_fp32
 
 from ..qparams import quantize_bound_xnnpack
 from ..runtime.registry import OpContext, Prepared
 from .common import RELU, RELU6, RELU_N1_TO_1, fused_activation, use_fast_kernels
 
-_FC_GEOMETRY = (1, 1, 1, 1, 0, 0, 1, 1)  # stride, dilation, padding, out size of 1x1 images
 XNNPACK_MAX_SCALE = 256.0  # xnn_create_* refuse requantization scales >= 256
 
 
@@ -120,7 +117,7 @@ def fully_connected(ctx: OpContext, out_shape, in_q, filter_scales, out_q) -> Pr
     units, depth = ctx.input(1).shape
     threads = kernel_threads(ctx.num_threads)
     plan = _fast_plan(ctx, units, lambda w, bias: plan_conv2d_int8_fp32(
-        pack_fc_weights(w), bias, in_zp, scales, out_zp, act_min, act_max, *_FC_GEOMETRY))
+        pack_fc_weights(w), bias, in_zp, scales, out_zp, act_min, act_max, *FC_GEOMETRY))
     if plan is not None:  # a 1x1 convolution of [rows, 1, 1, depth]
         def run_fast(x, w, b=None):
             pixels = np.ascontiguousarray(x, np.int8).reshape(-1, 1, 1, depth)

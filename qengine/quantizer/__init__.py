@@ -181,6 +181,7 @@ def _full_integer(model, calibration, options, quiet, factory=None, statistics=N
 
     if statistics is not None:
         fold_constant_weights(model)
+        options = _float_bodies_if_unreached(model, statistics, options, quiet)
         options.hessians = _recipe_hessians(model, calibration, options.recipe)
         return quantize_int8(model, statistics, options)
     if calibration is None:
@@ -199,8 +200,29 @@ def _full_integer(model, calibration, options, quiet, factory=None, statistics=N
     by_tensor = None if factory else _observers_by_tensor(model, options.recipe)
     stats = calibrate(model, calibration, factory or "minmax", quiet=quiet,
                       observer_for=by_tensor)
+    options = _float_bodies_if_unreached(model, stats, options, quiet)
     options.hessians = _recipe_hessians(model, calibration, options.recipe)
     return quantize_int8(model, stats, options)
+
+
+def _float_bodies_if_unreached(model: Model, stats: dict, options, quiet: bool):
+    """Options that keep the WHILE/IF bodies float when calibration never ran some of their
+    ops (a branch no sample took), instead of failing for want of their ranges."""
+    import dataclasses
+
+    from .control_flow import OPS, quantizes_bodies, unreached_ops
+
+    if not quantizes_bodies(model, options.keep_float):
+        return options
+    unreached = unreached_ops(model, stats)
+    if not unreached:
+        return options
+    if not quiet:
+        print(f"note: calibration never ran {unreached} op(s) inside WHILE/IF bodies (a branch "
+              f"no sample took), so the bodies stay float; the main graph's ops around them "
+              f"are quantized. Calibration data that takes every branch quantizes them too.",
+              file=sys.stderr)
+    return dataclasses.replace(options, keep_float=options.keep_float | set(OPS))
 
 
 def _recipe_hessians(model: Model, calibration, recipe: Recipe) -> dict | None:

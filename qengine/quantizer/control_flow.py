@@ -41,6 +41,16 @@ def quantizes_bodies(model: Model, keep_float=()) -> bool:
                    for name in names for keep in keep_float)
 
 
+def unreached_ops(model: Model, stats: dict) -> int:
+    """How many ops inside WHILE/IF bodies calibration never ran (e.g. an IF branch no sample
+    took): their float outputs have no range, so the bodies cannot be quantized."""
+    return sum(1 for index in body_subgraphs(model)
+               for op in model.subgraphs[index].operators
+               if any(t is not None and t.dtype == "float32" and not getattr(
+                   stats.get(subgraph_stat_name(index, t.name)), "seen", False)
+                      for t in op.outputs))
+
+
 def body_subgraphs(model: Model) -> list[int]:
     """Indices of the subgraphs WHILE/IF ops run (conditions, bodies, branches)."""
     found = set()

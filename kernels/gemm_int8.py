@@ -1,0 +1,391 @@
+"""The int8 GEMM of CONV_2D, FULLY_CONNECTED, their hybrid forms and the XNNPACK-arithmetic
+path, bit-exact with the reference kernels in `conv.py` / `fully_connected.py`.
+
+A convolution is out[p, oc] = Σ_k A[p, k] · B[k, oc] with p = (batch, out_y, out_x) and
+k = (ky, kx, ic); FULLY_CONNECTED is the 1×1 convolution of [B, 1, 1, D]. B is packed once
+into 16-channel panels (`pack.pack_conv_weights`); A, im2col minus the input zero point in
+int16, is packed 6 pixels at a time (`pack.pack_block`): row-major, row r holding pixel p0+r's
+taps. For a 1×1 stride-1 unpadded convolution that is a contiguous slice of the input.
+
+The micro-kernel (`_tile`, 6×16 and 1×16) keeps 2·rows int32x8 accumulators in registers and
+per tap pair does 2 weight loads (sign-extended int8→int16), one broadcast per row and
+2·rows `vpmaddwd` + `vpaddd`. `vpmaddwd` computes x0·w0 + x1·w1 of int16 pairs into int32
+without saturation (|pair| ≤ 2·255·128), and the int32 adds wrap like the reference's, so any
+summation order gives the same int32 (sums are taken mod 2^32 either way). The epilogue
+(`requant.epilogue_kind` of the plan's `q`) requantizes in registers and stores int8 (MBQM,
+XNNPACK fp32) or stores the int32 accumulators (FC's double epilogue and the hybrid ops' float
+one then run over them).
+
+Threads: `parallel_blocks` of `threads.py` splits the output over row blocks (or weight
+panels when there are fewer row blocks than threads); each block is one call of the serial
+`nogil` kernel `_gemm_blocks`.
+"""
+
+from typing import NamedTuple
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.core.extending import intrinsic
+from qengine.kernels.conv import conv2d_int8
+from qengine.kernels.emit import (
+    I8,
+    I32,
+    V8I32,
+    V16I8,
+    V16I16,
+    accumulate,
+    addr,
+    const64,
+    lanes,
+    load_vec,
+    madd,
+    splat,
+)
+from qengine.kernels.fully_connected import fully_connected_int8
+from qengine.kernels.jit import inline_kernel, kernel
+from qengine.kernels.pack import LANES, ROWS, PackedConvWeights, pack_block
+from qengine.kernels.requant import (
+    PARAM_ROWS,
+    RAW,
+    HybridEpilogue,
+    apply_hybrid,
+    epilogue_kind,
+    epilogue_vec,
+    fc_requant_rows,
+    fp32_bits,
+    requant_params,
+)
+from qengine.kernels.threads import MIN_PARALLEL_FLOPS, parallel_blocks
+
+__all__ = [
+    "ConvInt8Plan",
+    "conv2d_hybrid_fast",
+    "conv2d_int8_acc_fast",
+    "conv2d_int8_fast",
+    "fully_connected_hybrid_fast",
+    "fully_connected_int8_acc_fast",
+    "fully_connected_int8_fast",
+    "kernel_threads",
+    "plan_conv2d_int8",
+    "plan_conv2d_int8_fp32",
+    "run_conv2d_int8",
+    "threads_or_default",
+]
+
+FC_GEOMETRY = (1, 1, 1, 1, 0, 0, 1, 1)  # FULLY_CONNECTED: a 1x1 convolution of 1x1 images
+
+
+# --- the micro-kernel ------------------------------------------------------------------------
+
+
+def _tile_codegen(context, builder, signature, args, rows, kind):
+    a_addr, a_row, b_addr, k2, out_addr, out_row, q_addr, out_zp, act_min, act_max = args[:10]
+    a_ptr = builder.inttoptr(a_addr, I8.as_pointer())
+    b_ptr = builder.inttoptr(b_addr, I8.as_pointer())
+    q_ptr = builder.inttoptr(q_addr, I32.as_pointer())
+    out_ptr = builder.inttoptr(out_addr, I8.as_pointer())
+
+    def step(i, accs):
+        weights = []  # channels 0-7 and 8-15 of the panel, taps 2i and 2i+1 of each
+        for half in range(2):
+            at = builder.add(builder.mul(i, const64(32)), const64(16 * half))
+            weights.append(builder.sext(load_vec(builder, b_ptr, at, V16I8), V16I16))
+        new = []
+        for r in range(rows):  # broadcast row r's pair (x[2i], x[2i+1]) to all 8 int32 lanes
+            offset = builder.add(builder.mul(const64(r), a_row), builder.mul(i, const64(4)))
+            ptr = builder.bitcast(builder.gep(a_ptr, [offset]), I32.as_pointer())
+            xs = builder.bitcast(splat(builder, builder.load(ptr, align=4)), V16I16)
+            for h, w in enumerate(weights):
+                new.append(builder.add(accs[2 * r + h], madd(builder, xs, w)))
+        return new
+
+    sums = accumulate(builder, k2, 2 * rows, step, "tile")
+    # q [4, 16]: the panel's per-channel epilogue parameters, one int32 row each
+    params = [[load_vec(builder, q_ptr, const64(16 * row + 8 * h), V8I32, align=4)
+               for row in range(PARAM_ROWS[kind])] for h in range(2)]  # fmt: skip
+    v16i8 = ir.VectorType(I8, 16)
+    for r in range(rows):
+        row_ptr = builder.gep(out_ptr, [builder.mul(const64(r), out_row)])
+        if kind == RAW:  # 16 int32 accumulators
+            for h in range(2):
+                ptr = builder.bitcast(builder.gep(row_ptr, [const64(32 * h)]),
+                                      V8I32.as_pointer())  # fmt: skip
+                builder.store(sums[2 * r + h], ptr, align=4)
+            continue
+        lo, hi = (epilogue_vec(builder, kind, sums[2 * r + h], params[h], out_zp, act_min,
+                               act_max) for h in range(2))  # fmt: skip
+        both = builder.shuffle_vector(lo, hi, lanes(range(16)))
+        builder.store(builder.trunc(both, v16i8), builder.bitcast(row_ptr, v16i8.as_pointer()),
+                      align=1)  # fmt: skip
+    return context.get_dummy_value()
+
+
+def _make_tile(rows):
+    @intrinsic
+    def tile(typingctx, a_addr, a_row, b_addr, k2, out_addr, out_row, q_addr, out_zp, act_min,
+             act_max, q):  # fmt: skip
+        """out[r, 0:16] = epilogue(Σ_i A[r, 2i:2i+2] · panel[i]) for r < rows (addresses,
+        strides in bytes).
+
+        A: int16 rows `a_row` bytes apart; panel: int8 [k2, 16, 2]; q_addr: [4, 16] of the
+        plan's array `q`, whose dtype picks the epilogue (`requant.epilogue_kind`); out: rows
+        `out_row` bytes apart, of int8 (requantized) or int32 (raw accumulators).
+        """
+        kind = epilogue_kind(q)
+
+        def codegen(context, builder, signature, args):
+            return _tile_codegen(context, builder, signature, args, rows, kind)
+
+        return types.void(*[types.int64] * 10, q), codegen
+
+    return tile
+
+
+# Each unrolled tile costs seconds of LLVM optimization on a cold cache, so there are just two.
+_tile = _make_tile(ROWS)
+_tile1 = _make_tile(1)  # a last block of one pixel (7x7 = 8·6 + 1), and GEMV
+
+
+@inline_kernel
+def _copy_tile(tail, out, p0, oc0, rows, width):
+    """out[p0 : p0+rows, oc0 : oc0+width] = tail[:rows, :width], element by element: Numba's
+    array-to-slice assignment compiles its shape-mismatch message (str/join of the shapes),
+    about 4 s of a first int8 run's compile time, for a copy whose shapes always agree."""
+    for r in range(rows):
+        for j in range(width):
+            out[p0 + r, oc0 + j] = tail[r, j]
+
+
+@kernel
+def _gemm_blocks(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
+    """Row blocks blk0..blk1-1 × weight panels pan0..pan1-1 of out [P, Co] (int8, or int32 for
+    a raw `q`).
+
+    Tiles store 16 channels straight into `out`. A partial last panel of 8-15 channels
+    stores 16 too, spilling into the next pixel's first channels: panels run last to first
+    and rows in order, so panel 0 or a later row of this call rewrites them. Where the
+    spill would leave this call's pixels (or this call lacks panel 0), for fewer than 8
+    channels (a 1-channel conv ran 2.4x slower with 15 overlapping stores per row), and for
+    a last block of fewer than 6 pixels, the tile goes through a [ROWS, 16] scratch tile.
+    """
+    out_c, pixels, size = out.shape[1], out.shape[0], out.itemsize
+    end = min(blk1 * ROWS, pixels) * out_c  # this call writes out.flat[blk0·ROWS·Co : end]
+    k2 = panels.shape[1]
+    kp = 2 * k2
+    zp = np.int16(ints[3])
+    out_zp, act_min, act_max = ints[4], ints[5], ints[6]
+    a = np.empty(ROWS * kp + 16, np.int16)  # + room for `_copy_run`'s last 16
+    xf = x.reshape(x.size)
+    tail = np.empty((ROWS, LANES), out.dtype)
+    aa, pa, qa, oa, ta = addr(a), addr(panels), addr(q), addr(out), addr(tail)
+    panel_bytes, q_bytes = k2 * LANES * 2, 4 * LANES * q.itemsize
+    for blk in range(blk0, blk1):
+        p0 = blk * ROWS
+        rows = min(ROWS, pixels - p0)
+        pack_block(x, xf, a, kp, p0, rows, zp, ints)
+        for j in range(pan1 - 1, pan0 - 1, -1):
+            oc0 = j * LANES
+            width = min(LANES, out_c - oc0)
+            spill_ok = (2 * width >= LANES and pan0 == 0  # (many overlapping stores stall)
+                        and (p0 + ROWS - 1) * out_c + oc0 + LANES <= end)  # fmt: skip
+            direct = rows == ROWS and (width == LANES or spill_ok)
+            dst = oa + (p0 * out_c + oc0) * size if direct else ta
+            stride = out_c * size if direct else LANES * size
+            panel, qj = pa + j * panel_bytes, qa + j * q_bytes
+            if rows == 1:
+                _tile1(aa, 2 * kp, panel, k2, dst, stride, qj, out_zp, act_min, act_max, q)
+            else:
+                _tile(aa, 2 * kp, panel, k2, dst, stride, qj, out_zp, act_min, act_max, q)
+            if not direct:
+                _copy_tile(tail, out, p0, oc0, rows, width)
+
+
+def kernel_threads(n) -> int:
+    """The thread count to pass to `run_*_int8` for an interpreter running on n threads."""
+    return max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
+
+
+def threads_or_default(threads):
+    """Numba's current thread count unless given (asking costs ~2 µs, a tenth of a small layer)."""
+    return numba.get_num_threads() if threads is None else threads
+
+
+def _gemm(x, panels, q, ints, out, threads):
+    """Fill out [P, Co] from x [N, H, W, Ci] int8 on `threads` threads: split over row blocks,
+    or over weight panels when there are fewer row blocks than threads."""
+    pixels, n_panels = out.shape[0], panels.shape[0]
+    blocks = -(-pixels // ROWS)
+    macs = pixels * panels.shape[1] * 2 * n_panels * LANES
+    if threads <= 1 or 2 * macs < MIN_PARALLEL_FLOPS or (blocks < 2 and n_panels < 2):
+        _gemm_blocks(x, panels, q, ints, out, 0, blocks, 0, n_panels)
+    elif blocks >= threads or n_panels < 2:
+        parallel_blocks(lambda b0, b1: _gemm_blocks(x, panels, q, ints, out, b0, b1, 0, n_panels),
+                        blocks, threads)  # fmt: skip
+    else:
+        parallel_blocks(lambda p0, p1: _gemm_blocks(x, panels, q, ints, out, 0, blocks, p0, p1),
+                        n_panels, threads)  # fmt: skip
+
+
+# --- plans -----------------------------------------------------------------------------------
+
+
+class ConvInt8Plan(NamedTuple):
+    """What the GEMM needs besides the input, made once by `plan_conv2d_int8` (or
+    `plan_conv2d_int8_fp32`, or `_raw_plan`)."""
+
+    panels: np.ndarray  # int8 [ceil(Co/16), k2, 16, 2]
+    q: np.ndarray  # [ceil(Co/16), 4, 16]: int32 bias, M, left, right (0 past Co), or uint32
+    # bias and float32 scale bits, or int64 (raw accumulators): the dtype picks the epilogue
+    ints: np.ndarray  # int64: out_c, k_h, k_w, in_zp, out_zp, act_min, act_max, geometry
+    in_c: int
+    out_hwc: tuple  # (out_h, out_w, out_c)
+
+
+def _conv_plan(packed: PackedConvWeights, q_rows, dtype, in_zp, out_zp, act_min, act_max,
+               geometry) -> ConvInt8Plan:  # fmt: skip
+    """q_rows: up to 4 [Co] arrays, the tile's per-channel parameters (0 past Co), as `dtype`."""
+    n_panels = packed.panels.shape[0]
+    q = np.zeros((n_panels * LANES, 4), dtype)
+    if q_rows:
+        q[: packed.out_c, : len(q_rows)] = np.stack(q_rows, axis=1)
+    q = np.ascontiguousarray(q.reshape(n_panels, LANES, 4).transpose(0, 2, 1))
+    ints = np.array([packed.out_c, packed.k_h, packed.k_w, in_zp, out_zp, act_min, act_max,
+                     *geometry], np.int64)  # fmt: skip
+    out_h, out_w = geometry[-2:]
+    return ConvInt8Plan(packed.panels, q, ints, packed.in_c, (out_h, out_w, packed.out_c))
+
+
+def plan_conv2d_int8(packed: PackedConvWeights, bias, in_zp, mult, shift, out_zp, act_min,
+                     act_max, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h,
+                     out_w):  # fmt: skip
+    """A `ConvInt8Plan` with the reference's MBQM, or None for a right shift > 31 with M ≠ 0
+    (QuantizeMultiplier never makes one)."""
+    params = requant_params(bias, mult, shift)
+    if params is None:
+        return None
+    geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w)
+    return _conv_plan(packed, params, np.int32, in_zp, out_zp, act_min, act_max, geometry)
+
+
+def plan_conv2d_int8_fp32(packed: PackedConvWeights, bias, in_zp, scale, out_zp, act_min,
+                          act_max, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h,
+                          out_w) -> ConvInt8Plan:  # fmt: skip
+    """A `ConvInt8Plan` with XNNPACK's float32 requantization (`xnnpack.requantize_fp32`,
+    scale [Co] float32) instead of MBQM; `run_conv2d_int8` runs it. The accumulators are the
+    same exact int32 sums, so the output is that of `xnnpack.requantize_fp32` applied to
+    `hybrid.conv_accumulators` (zero point in_zp) plus the bias."""
+    geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w)
+    q_rows = fp32_bits(bias, scale)
+    return _conv_plan(packed, q_rows, np.uint32, in_zp, out_zp, act_min, act_max, geometry)
+
+
+def _raw_plan(packed: PackedConvWeights, in_zp, geometry) -> ConvInt8Plan:
+    """A plan whose GEMM stores the int32 accumulators Σ w·(x - in_zp)."""
+    return _conv_plan(packed, [], np.int64, in_zp, 0, 0, 0, geometry)
+
+
+def run_conv2d_int8(plan: ConvInt8Plan, x, threads=None) -> np.ndarray:
+    """Run a `ConvInt8Plan` on x [N, H, W, Ci] int8 → [N, out_h, out_w, Co] int8 (int32 for a
+    raw plan) on `threads` threads (default: numba.get_num_threads())."""
+    x = np.ascontiguousarray(x, np.int8)
+    assert x.shape[3] == plan.in_c, "input channels differ from the filter's"
+    out_h, out_w, out_c = plan.out_hwc
+    dtype = np.int32 if plan.q.dtype == np.int64 else np.int8
+    out = np.empty((x.shape[0] * out_h * out_w, out_c), dtype)
+    _gemm(x, plan.panels, plan.q, plan.ints, out, threads_or_default(threads))
+    return out.reshape(x.shape[0], out_h, out_w, out_c)
+
+
+# --- CONV_2D ---------------------------------------------------------------------------------
+
+
+def conv2d_int8_fast(x, packed: PackedConvWeights, bias, in_zp, mult, shift, out_zp, act_min,
+                     act_max, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w):  # fmt: skip
+    """Bit-exact fast twin of `conv.conv2d_int8` (TFLite reference ConvPerChannel).
+
+    x [N, H, W, Ci] int8; packed = pack_conv_weights(w) for w [Co, KH, KW, Ci/groups];
+    bias [Co] int32 (zeros if absent); mult/shift [Co] int32 → [N, out_h, out_w, Co] int8.
+    Grouped convolutions (Ci ≠ w.shape[3]) and right shifts > 31 with M ≠ 0 (never made by
+    QuantizeMultiplier) run the reference kernel.
+    """
+    geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w)
+    plan = None
+    if x.shape[3] == packed.in_c:
+        plan = plan_conv2d_int8(packed, bias, in_zp, mult, shift, out_zp, act_min, act_max,
+                                *geometry)  # fmt: skip
+    if plan is None:
+        return conv2d_int8(x, packed.w, bias, in_zp, mult, shift, out_zp, act_min, act_max,
+                           *geometry)  # fmt: skip
+    return run_conv2d_int8(plan, x)
+
+
+# --- FULLY_CONNECTED -------------------------------------------------------------------------
+
+
+def fully_connected_int8_fast(x, packed: PackedConvWeights, bias, in_zp, w_zp, eff_scale, out_zp,
+                              act_min, act_max, threads=None):  # fmt: skip
+    """Bit-exact fast twin of `fully_connected.fully_connected_int8` (float requantization).
+
+    x [B, D] int8; packed = pack_fc_weights(w) for w [O, D]; bias [O] int32 (zeros if absent);
+    eff_scale [O] float64 = double(s_in)·double(s_w[o])/double(s_out) → [B, O] int8: the raw
+    GEMM, then `requant.fc_requant_rows`. A nonzero (legacy per-tensor) weight zero point runs
+    the reference kernel.
+    """
+    if w_zp != 0:
+        w = packed.w.reshape(packed.out_c, packed.in_c)
+        return fully_connected_int8(x, w, bias, in_zp, w_zp, eff_scale, out_zp, act_min, act_max)
+    acc = _fc_accumulators(x, packed, in_zp, threads)
+    out = np.empty(acc.shape, np.int8)
+    fc_requant_rows(acc, out, np.ascontiguousarray(bias, np.int32),
+                    np.ascontiguousarray(eff_scale, np.float64), out_zp, act_min, act_max)  # fmt: skip
+    return out
+
+
+def _fc_accumulators(x, packed, in_zp, threads):
+    """int32 [B, O] = Σ_d w[o, d] · (x[b, d] - in_zp)."""
+    batches, depth = x.shape
+    x4 = np.ascontiguousarray(x, np.int8).reshape(batches, 1, 1, depth)
+    acc = run_conv2d_int8(_raw_plan(packed, in_zp, FC_GEOMETRY), x4, threads)
+    return acc.reshape(batches, packed.out_c)
+
+
+# --- hybrid CONV_2D / FULLY_CONNECTED (float input quantized per image, float output) --------
+
+
+def conv2d_int8_acc_fast(x, packed: PackedConvWeights, zps, stride_h, stride_w, dil_h, dil_w,
+                         pad_top, pad_left, out_h, out_w, threads=None):  # fmt: skip
+    """Bit-exact fast twin of `hybrid.conv_accumulators` for ungrouped filters.
+
+    x [N, H, W, Ci] int8; packed = pack_conv_weights(w); zps [N] per-image zero points →
+    int32 [N, out_h, out_w, Co] = Σ w · (x - zps[b]), taps outside the image skipped.
+    """
+    assert x.shape[3] == packed.in_c, "grouped convolutions: use hybrid.conv_accumulators"
+    geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w)
+    x = np.ascontiguousarray(x, np.int8)
+    return np.concatenate([run_conv2d_int8(_raw_plan(packed, int(zps[b]), geometry),
+                                           x[b : b + 1], threads) for b in range(x.shape[0])])  # fmt: skip
+
+
+def conv2d_hybrid_fast(x, packed: PackedConvWeights, zps, epilogue: HybridEpilogue, stride_h,
+                       stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w,
+                       threads=None):  # fmt: skip
+    """The integer and float parts of a hybrid CONV_2D: `HybridEpilogue` applied to
+    `conv2d_int8_acc_fast(x, packed, zps, ...)` → float32 [N, out_h, out_w, Co]."""
+    acc = conv2d_int8_acc_fast(x, packed, zps, stride_h, stride_w, dil_h, dil_w, pad_top,
+                               pad_left, out_h, out_w, threads)  # fmt: skip
+    return apply_hybrid(acc, epilogue, threads_or_default(threads))
+
+
+def fully_connected_int8_acc_fast(x, packed: PackedConvWeights, threads=None):
+    """Bit-exact fast twin of `hybrid.matmul_accumulators`: x [B, D] int8 → int32 [B, O]."""
+    return _fc_accumulators(x, packed, 0, threads)
+
+
+def fully_connected_hybrid_fast(x, packed: PackedConvWeights, epilogue: HybridEpilogue,
+                                threads=None):  # fmt: skip
+    """`HybridEpilogue` (one image per batch row) applied to `fully_connected_int8_acc_fast`
+    → float32 [B, O]. TFLite subtracts zp·rowsum afterwards (the epilogue's zp_sums)."""
+    acc = _fc_accumulators(x, packed, 0, threads)
+    return apply_hybrid(acc, epilogue, threads_or_default(threads))

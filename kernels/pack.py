@@ -1,0 +1,143 @@
+"""Operand packing for the int8 GEMM (`gemm_int8`) and depthwise (`depthwise_int8`) kernels.
+
+* Weights, once at prepare time: a CONV_2D / FULLY_CONNECTED filter becomes int8 panels of 16
+  output channels, [panel, K/2, 16, 2], K = KH·KW·Cin: for each pair of taps (2i, 2i+1) the 16
+  channels' two weights lie side by side, the operand layout of `vpmaddwd`
+  (`pack_conv_weights`, `pack_fc_weights`). A depthwise filter becomes int16 [KH, KW, Co]
+  (`pack_depthwise_weights`) and, for the 16-channel tile, tap pairs interleaved per channel
+  (`interleave_taps`).
+* Activations, per GEMM row block: im2col of 6 output pixels as int16 `x - in_zp` rows
+  (`pack_block`). Taps outside the image are 0, i.e. `x - in_zp` of a pixel padded with the
+  input zero point, which is exactly the reference's "skip the tap".
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+from qengine.kernels.emit import addr, widen
+from qengine.kernels.jit import inline_kernel, kernel
+
+ROWS = 6  # output pixels (GEMM rows) per micro-kernel tile
+LANES = 16  # output channels per weight panel (two int32x8 accumulators)
+
+
+class PackedConvWeights(NamedTuple):
+    """`pack_conv_weights` output. `panels` int8 [ceil(Co/16), ceil(K/2), 16, 2], K = KH*KW*Cig."""
+
+    panels: np.ndarray
+    out_c: int
+    k_h: int
+    k_w: int
+    in_c: int  # input channels per group (w.shape[3])
+    w: np.ndarray  # the original filter, for the grouped-conv fallback
+
+
+def _pack_panels(w2):
+    """[Co, K] int8 → [ceil(Co/16), ceil(K/2), 16, 2] int8, zero-padded."""
+    out_c, depth = w2.shape
+    n_panels, k2 = -(-out_c // LANES), -(-depth // 2)
+    padded = np.zeros((n_panels * LANES, k2 * 2), np.int8)
+    padded[:out_c, :depth] = w2
+    return np.ascontiguousarray(padded.reshape(n_panels, LANES, k2, 2).transpose(0, 2, 1, 3))
+
+
+def pack_conv_weights(w) -> PackedConvWeights:
+    """Prepare-time packing of a CONV_2D filter [Co, KH, KW, Cig] int8 for the GEMM."""
+    w = np.ascontiguousarray(w, dtype=np.int8)
+    out_c, k_h, k_w, in_c = w.shape
+    panels = _pack_panels(w.reshape(out_c, k_h * k_w * in_c))
+    return PackedConvWeights(panels, out_c, k_h, k_w, in_c, w)
+
+
+def pack_fc_weights(w) -> PackedConvWeights:
+    """Prepare-time packing of a FULLY_CONNECTED filter [O, D] int8: a 1×1 convolution's."""
+    w = np.asarray(w, np.int8)
+    return pack_conv_weights(w.reshape(w.shape[0], 1, 1, w.shape[1]))
+
+
+def pack_depthwise_weights(w) -> np.ndarray:
+    """Prepare-time repacking of a DEPTHWISE_CONV_2D filter [1, KH, KW, Co] int8 → int16 [KH, KW, Co]."""
+    return np.ascontiguousarray(np.asarray(w)[0], dtype=np.int16)
+
+
+# The depthwise tile's lane order: `vpmaddwd` of two int16x16 vectors whose lanes hold
+# (tap 2i, tap 2i+1) of channels 0-3, 8-11 (`TAPS_LO`) or 4-7, 12-15 (`TAPS_HI`), which is
+# what one unpack of two 16-channel rows yields; the int32x8 sums are then in `DW_ORDER`.
+TAPS_LO = [0, 16, 1, 17, 2, 18, 3, 19, 8, 24, 9, 25, 10, 26, 11, 27]
+TAPS_HI = [4, 20, 5, 21, 6, 22, 7, 23, 12, 28, 13, 29, 14, 30, 15, 31]
+DW_ORDER = [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15]
+
+
+def interleave_taps(w16):
+    """int16 [KH, KW, Co] → [Co/16, pairs, 2, 16]: per 16 channels, tap pairs as TAPS_LO/HI
+    (an odd tap count gets a zero-weight last tap)."""
+    out_c = w16.shape[2]
+    taps = w16.reshape(-1, out_c // LANES, LANES).transpose(1, 0, 2)  # [groups, T, 16]
+    if taps.shape[1] % 2:
+        taps = np.concatenate([taps, np.zeros_like(taps[:, :1])], axis=1)
+    pairs = taps.reshape(taps.shape[0], -1, 2 * LANES)  # [groups, pairs, (tap 2i, tap 2i+1)]
+    return np.ascontiguousarray(pairs[:, :, [TAPS_LO, TAPS_HI]], np.int16)
+
+
+@inline_kernel
+def _copy_run(xf, src, a, k, n, zp):
+    """a[k : k+n] = int16(xf[src : src+n]) - zp, 16 at a time (see `pack_block`)."""
+    if src + (n + 15) // 16 * 16 <= xf.size:
+        widen(addr(xf) + src, addr(a) + 2 * k, (n + 15) // 16, np.int64(zp))
+    else:
+        for i in range(n):
+            a[k + i] = np.int16(xf[src + i]) - zp
+
+
+@kernel
+def pack_block(x, xf, a, kp, p0, rows, zp, ints):
+    """A block a [ROWS·Kp + 16] int16 for output pixels p0..p0+rows-1: im2col minus zp, taps
+    outside the image 0, rows past `rows` 0; Kp = 2·ceil(K/2) values per row. xf is x
+    flattened; ints holds the geometry (see `gemm_int8.ConvInt8Plan`).
+
+    Each run of n values is copied 16 at a time, writing up to 15 values past its end when
+    the source has room; rows and runs are written in increasing order, so those values are
+    overwritten by the next run, row or zero fill (`a` has 16 spare elements for the last).
+    """
+    in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
+    k_h, k_w, out_h, out_w = ints[1], ints[2], ints[13], ints[14]
+    stride_h, stride_w, dil_h, dil_w = ints[7], ints[8], ints[9], ints[10]
+    pad_top, pad_left = ints[11], ints[12]
+    depth = k_h * k_w * in_c
+    pointwise = k_h == 1 and k_w == 1 and stride_h == 1 and stride_w == 1
+    same_grid = pad_top == 0 and pad_left == 0 and out_h == in_h and out_w == in_w
+    if pointwise and same_grid and kp == depth:  # pixel p's input row is A's row p - p0
+        _copy_run(xf, p0 * in_c, a, 0, rows * in_c, zp)
+        a[rows * in_c :] = 0
+        return
+    b, rest = divmod(p0, out_h * out_w)  # then stepped: a division costs ~40 cycles
+    oy, ox = divmod(rest, out_w)
+    row_run = k_w * in_c
+    for r in range(rows):
+        k = r * kp
+        ix0 = ox * stride_w - pad_left
+        whole = dil_w == 1 and 0 <= ix0 and ix0 + k_w <= in_w  # the kx taps are one run
+        for ky in range(k_h):
+            iy = oy * stride_h - pad_top + ky * dil_h
+            if iy < 0 or iy >= in_h:
+                a[k : k + row_run] = 0
+                k += row_run
+            elif whole:
+                _copy_run(xf, ((b * in_h + iy) * in_w + ix0) * in_c, a, k, row_run, zp)
+                k += row_run
+            else:
+                for kx in range(k_w):
+                    ix = ix0 + kx * dil_w
+                    if 0 <= ix < in_w:
+                        _copy_run(xf, ((b * in_h + iy) * in_w + ix) * in_c, a, k, in_c, zp)
+                    else:
+                        a[k : k + in_c] = 0
+                    k += in_c
+        if kp > depth:
+            a[k] = 0
+        ox += 1
+        if ox == out_w:
+            ox, oy = 0, oy + 1
+            if oy == out_h:
+                oy, b = 0, b + 1
+    a[rows * kp :] = 0

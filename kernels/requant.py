@@ -1,0 +1,328 @@
+"""Requantization epilogues of the int8 GEMM and depthwise kernels, scalar and vector.
+
+* MBQM, the reference kernels' per-channel `MultiplyByQuantizedMultiplier`: `requant` (scalar,
+  `fixedpoint.requantize` without branches) and `requant_vec` (8 int32 lanes of LLVM IR),
+  with SRDHM = floor((x·M + 2^30) / 2^31), which equals gemmlowp's nudge-and-truncate.
+* XNNPACK's float32 requantization (`arithmetic="xnnpack"`): `fp32_vec`, the twin of
+  `xnnpack.requantize_fp32`, and `fp32_row`.
+* FULLY_CONNECTED's double epilogue (`fc_requant_row`, as `fully_connected.py`).
+* The float epilogue of hybrid ops (`HybridEpilogue`, `hybrid_rows`).
+
+A plan's per-channel parameter array `q` selects the GEMM/depthwise tile's epilogue when the
+kernels compile (`epilogue_kind`): int32 holds MBQM's (bias, M, left, right), uint32 the bits
+of XNNPACK's (int32 bias, float32 scale), int64 none (the tile stores int32 accumulators).
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.core.extending import intrinsic, overload
+from qengine.kernels.emit import I8, I64, USE_AVX2, V8F32, V8I32, splat
+from qengine.kernels.fixedpoint import round_half_away_int32
+from qengine.kernels.jit import kernel
+from qengine.kernels.threads import parallel_blocks
+from qengine.kernels.xnnpack import requantize_fp32_value
+
+MBQM, FP32, RAW = "mbqm", "fp32", "raw"
+
+
+def epilogue_kind(q) -> str:
+    """The epilogue a plan's parameter array type `q` selects, at compile time."""
+    return {types.int32: MBQM, types.uint32: FP32}.get(q.dtype, RAW)
+
+
+def requant_params(bias, mult, shift):
+    """Per-channel int32 arrays for `requant`: (bias, M, left, right), or None.
+
+    A left shift > 31 makes the reference's shifted value 0 and its result 0; M = 0 with
+    left = 0 gives the same 0. M = 0 gives 0 for any right shift, so right is then set to 0.
+    Returns None if some right shift exceeds 31 with M ≠ 0 (QuantizeMultiplier never makes one;
+    callers fall back to the reference kernel).
+    """
+    shift = np.asarray(shift, np.int64)
+    m = np.asarray(mult, np.int64)
+    left = np.maximum(shift, 0)
+    right = np.maximum(-shift, 0)
+    m = np.where(left > 31, 0, m)
+    left = np.where(left > 31, 0, left)
+    right = np.where(m == 0, 0, right)
+    if np.any(right > 31):
+        return None
+    as32 = lambda a: np.ascontiguousarray(a, dtype=np.int32)
+    return as32(bias), as32(m), as32(left), as32(right)
+
+
+def fp32_bits(bias, scale):
+    """The fp32 epilogue's per-channel parameters as uint32 bits: int32 bias, float32 scale."""
+    return (np.ascontiguousarray(bias, np.int32).view(np.uint32),
+            np.ascontiguousarray(scale, np.float32).view(np.uint32))  # fmt: skip
+
+
+# --- MBQM ------------------------------------------------------------------------------------
+
+
+@kernel
+def requant(acc, bias, m, left, right, out_zp, act_min, act_max):
+    """`fixedpoint.requantize(wrap32(acc + bias), M, shift, ...)` without branches.
+
+        x = wrap32(wrap32(acc + bias) << left)                              (0 <= left <= 31)
+        h = SRDHM(x, M) = trunc((x*M + nudge) / 2^31), saturated for INT32_MIN²
+        out = clamp(wrap32(RDBPOT(h, right) + out_zp), act_min, act_max)    (0 <= right <= 31)
+
+    Written so LLVM keeps everything but the x*M product in int32 lanes (`& 31` bounds the
+    shift amounts; `h` and the RDBPOT terms fit int32).
+    """
+    total = np.int32(np.int64(acc) + np.int64(bias))  # C int32 wrap
+    x = np.int64(np.int32(np.int64(total) << (np.int64(left) & 31)))
+    mm = np.int64(m)
+    # SRDHM's trunc((ab + (ab >= 0 ? 2^30 : 1 - 2^30)) / 2^31) equals floor((ab + 2^30) / 2^31)
+    # for both signs (for ab < 0 the truncation adds 2^31 - 1 before flooring).
+    h = np.int32((x * mm + np.int64(1 << 30)) >> 31)
+    if x == -(2**31) and mm == -(2**31):
+        h = np.int32(2**31 - 1)
+    e = np.int32(right) & np.int32(31)
+    mask = np.int32((np.int32(1) << e) - np.int32(1))
+    threshold = np.int32((mask >> np.int32(1)) + np.int32(h < 0))
+    r = np.int32((h >> e) + np.int32((h & mask) > threshold))
+    out = np.int32(r + np.int32(out_zp))
+    return min(max(out, np.int32(act_min)), np.int32(act_max))
+
+
+def _srdhm_core(builder, x, m):
+    """int32x8 floor((x·M + 2^30) / 2^31), the low 32 bits (SRDHM without its saturation).
+
+    With AVX2: `vpmuldq` multiplies the even int32 lanes into int64; the odd lanes are shifted
+    down first. The even results sit in the low halves after >> 31, the odd ones in the high
+    halves after << 1, and one blend merges them (no int64 sign extensions or lane shuffles).
+    """
+    v8i64, v4i64 = ir.VectorType(I64, 8), ir.VectorType(I64, 4)
+    if not USE_AVX2:
+        prod = builder.mul(builder.sext(x, v8i64), builder.sext(m, v8i64))
+        shifted = builder.ashr(builder.add(prod, splat(builder, 1 << 30, v8i64)),
+                               splat(builder, 31, v8i64))  # fmt: skip
+        return builder.trunc(shifted, V8I32)
+    fnty = ir.FunctionType(v4i64, [V8I32, V8I32])
+    pmuldq = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.avx2.pmul.dq")
+    c = lambda v: splat(builder, v, v4i64)
+    odd = lambda v: builder.bitcast(builder.lshr(builder.bitcast(v, v4i64), c(32)), V8I32)
+    even_p = builder.add(builder.call(pmuldq, [x, m]), c(1 << 30))
+    odd_p = builder.add(builder.call(pmuldq, [odd(x), odd(m)]), c(1 << 30))
+    lo = builder.bitcast(builder.lshr(even_p, c(31)), V8I32)  # result in lanes 0, 2, 4, 6
+    hi = builder.bitcast(builder.shl(odd_p, c(1)), V8I32)  # result in lanes 1, 3, 5, 7
+    blend = ir.Constant(ir.VectorType(ir.IntType(32), 8), [0, 9, 2, 11, 4, 13, 6, 15])
+    return builder.shuffle_vector(lo, hi, blend)
+
+
+def requant_vec(builder, acc, bias, m, left, right, out_zp, act_min, act_max):
+    """`requant` on int32x8 lanes (LLVM values) → the int32x8 output in [act_min, act_max]."""
+    x = builder.shl(builder.add(acc, bias), left)
+    h = _srdhm_core(builder, x, m)
+    both_min = builder.and_(  # SRDHM saturates INT32_MIN · INT32_MIN to INT32_MAX
+        builder.icmp_signed("==", x, splat(builder, -(2**31))),
+        builder.icmp_signed("==", m, splat(builder, -(2**31))),
+    )
+    h = builder.select(both_min, splat(builder, 2**31 - 1), h)
+    mask = builder.sub(builder.shl(splat(builder, 1), right), splat(builder, 1))
+    negative = builder.lshr(h, splat(builder, 31))
+    threshold = builder.add(builder.lshr(mask, splat(builder, 1)), negative)
+    up = builder.icmp_signed(">", builder.and_(h, mask), threshold)
+    r = builder.add(builder.ashr(h, right), builder.zext(up, V8I32))
+    return _clamp(builder, builder.add(r, splat(builder, out_zp)), act_min, act_max)
+
+
+def _clamp(builder, v, act_min, act_max):
+    lo, hi = splat(builder, act_min), splat(builder, act_max)
+    v = builder.select(builder.icmp_signed("<", v, lo), lo, v)
+    return builder.select(builder.icmp_signed(">", v, hi), hi, v)
+
+
+# --- XNNPACK fp32 ----------------------------------------------------------------------------
+
+
+def fp32_vec(builder, acc, bias, scale_bits, out_zp, act_min, act_max):
+    """`xnnpack.requantize_fp32` on int32x8 lanes (LLVM values) → int32x8 in [act_min, act_max]:
+
+        out = clamp(rint(float32(wrap32(acc + bias)) * scale), act_min - zp, act_max - zp) + zp
+    `scale_bits` holds the float32 scales' bits. sitofp rounds to nearest even like float32(int32),
+    fmul carries no fast-math flags (one IEEE rounding), rint rounds ties to even.
+    """
+    v = builder.sitofp(builder.add(acc, bias), V8F32)
+    v = builder.fmul(v, builder.bitcast(scale_bits, V8F32))
+    lo = builder.sitofp(splat(builder, builder.sub(act_min, out_zp)), V8F32)
+    hi = builder.sitofp(splat(builder, builder.sub(act_max, out_zp)), V8F32)
+    v = builder.select(builder.fcmp_ordered("<", v, lo), lo, v)
+    v = builder.select(builder.fcmp_ordered(">", v, hi), hi, v)
+    rint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(V8F32, [V8F32]),
+                                          "llvm.rint.v8f32")  # fmt: skip
+    return builder.add(builder.fptosi(builder.call(rint, [v]), V8I32), splat(builder, out_zp))
+
+
+def epilogue_vec(builder, kind, acc, params, out_zp, act_min, act_max):
+    """The int32x8 output of `kind`'s epilogue; params: its per-channel int32x8 rows (4 for
+    MBQM: bias, M, left, right; 2 for fp32: bias, scale bits)."""
+    if kind == FP32:
+        return fp32_vec(builder, acc, *params[:2], out_zp, act_min, act_max)
+    return requant_vec(builder, acc, *params, out_zp, act_min, act_max)
+
+
+PARAM_ROWS = {MBQM: 4, FP32: 2, RAW: 0}  # the int32x8 rows `epilogue_vec` reads per 8 channels
+
+
+# --- one output pixel, vectorized over channels ----------------------------------------------
+
+
+def _requant8_codegen(context, builder, signature, args):
+    acc_addr, out_addr, bias_addr, m_addr, left_addr, right_addr, out_zp, act_min, act_max = args
+
+    def load(addr):
+        return builder.load(builder.inttoptr(addr, V8I32.as_pointer()), align=4)
+
+    out = requant_vec(builder, load(acc_addr), load(bias_addr), load(m_addr), load(left_addr),
+                      load(right_addr), out_zp, act_min, act_max)  # fmt: skip
+    v8i8 = ir.VectorType(I8, 8)
+    builder.store(builder.trunc(out, v8i8), builder.inttoptr(out_addr, v8i8.as_pointer()), align=1)
+    return context.get_dummy_value()
+
+
+@intrinsic
+def _requant8(typingctx, acc_addr, out_addr, bias_addr, m_addr, left_addr, right_addr, out_zp,
+              act_min, act_max):  # fmt: skip
+    """`requant` on 8 consecutive channels: int32 acc[8] → int8 out[8] (addresses)."""
+    sig = types.void(*([types.uintp] * 6), types.int64, types.int64, types.int64)
+    return sig, _requant8_codegen
+
+
+@kernel
+def requant_row(acc, out, bias, m, left, right, out_zp, act_min, act_max):
+    """out[oc] = requant(acc[oc]) for every output channel of one output pixel."""
+    out_c = out.shape[0]
+    vec_end = out_c - out_c % 8
+    a, o, b = acc.ctypes.data, out.ctypes.data, bias.ctypes.data
+    mm, lf, rt = m.ctypes.data, left.ctypes.data, right.ctypes.data
+    zp, lo, hi = np.int64(out_zp), np.int64(act_min), np.int64(act_max)
+    for oc in range(0, vec_end, 8):
+        _requant8(a + 4 * oc, o + oc, b + 4 * oc, mm + 4 * oc, lf + 4 * oc, rt + 4 * oc, zp, lo,
+                  hi)  # fmt: skip
+    for oc in range(vec_end, out_c):
+        out[oc] = requant(acc[oc], bias[oc], m[oc], left[oc], right[oc], out_zp, act_min, act_max)
+
+
+@kernel
+def fp32_row(acc, out, bias, scale, out_zp, act_min, act_max):
+    """XNNPACK's float32 requantization of one output pixel: acc [Co] int32 → out [Co] int8,
+    `xnnpack.requantize_fp32_value(wrap32(acc + bias), scale[c], ...)` per channel."""
+    for c in range(out.shape[0]):
+        total = np.int32(np.int64(acc[c]) + np.int64(bias[c]))  # C int32 wrap
+        out[c] = requantize_fp32_value(total, scale[c], out_zp, act_min, act_max)
+
+
+def pixel_requant(acc, out, params, out_zp, act_min, act_max):
+    """One output pixel's requantization, acc [Co] int32 → out [Co] int8, chosen at compile
+    time by the dtype of params [4, Co]: int32 MBQM (`requant_row`), uint32 fp32 (`fp32_row`)."""
+
+
+@overload(pixel_requant, jit_options={"cache": True})
+def _pixel_requant_impl(acc, out, params, out_zp, act_min, act_max):
+    if epilogue_kind(params) == FP32:
+
+        def fp32(acc, out, params, out_zp, act_min, act_max):
+            bias, scale = params[0].view(np.int32), params[1].view(np.float32)
+            fp32_row(acc, out, bias, scale, out_zp, act_min, act_max)
+
+        return fp32
+
+    def mbqm(acc, out, params, out_zp, act_min, act_max):
+        requant_row(acc, out, params[0], params[1], params[2], params[3], out_zp, act_min,
+                    act_max)  # fmt: skip
+
+    return mbqm
+
+
+# --- FULLY_CONNECTED's double epilogue -------------------------------------------------------
+
+
+@kernel
+def fc_requant_rows(acc, out, bias, eff_scale, out_zp, act_min, act_max):
+    """FULLY_CONNECTED's float epilogue (fully_connected.py) on acc [B, O] int32 → out [B, O]
+    int8: clamp(round_half_away(double(wrap32(acc + bias)) · s) + zp)."""
+    for b in range(out.shape[0]):
+        for o in range(out.shape[1]):
+            total = np.int64(np.int32(np.int64(acc[b, o]) + np.int64(bias[o])))  # C int32 wrap
+            scaled = round_half_away_int32(np.float64(total) * eff_scale[o])
+            v = np.int64(np.int32(scaled + np.int64(out_zp)))
+            out[b, o] = min(max(v, np.int64(act_min)), np.int64(act_max))
+
+
+# --- hybrid ops' float epilogue --------------------------------------------------------------
+
+
+class HybridEpilogue(NamedTuple):
+    """The float epilogue of a hybrid op, per image b and output channel c:
+
+        out = clamp((float(wrap32(acc - zp_sums[b, c])) * pre[c]) * scale[b, c] + bias[c], lo, hi)
+
+    every operation in float32, in that order. `pre` is 1 when the op has no per-channel
+    factor before the per-image one (x * 1.0f == x), `bias` is -0.0 when the op has none
+    (x + -0.0f == x for every x, -0.0 included), and `zp_sums` is 0 except for FULLY_CONNECTED's
+    asymmetric `zp_b * rowsum[c]` correction. NaN passes the clamp, as in np.clip.
+    """
+
+    pre: np.ndarray  # float32 [Co]
+    scale: np.ndarray  # float32 [N, Co]
+    bias: np.ndarray  # float32 [Co]
+    zp_sums: np.ndarray  # int32 [N, Co]
+    lo: np.float32
+    hi: np.float32
+
+
+def hybrid_epilogue(n, out_c, scale, pre=None, bias=None, zp_sums=None, lo=-np.inf,
+                    hi=np.inf) -> HybridEpilogue:  # fmt: skip
+    """A `HybridEpilogue` for n images and out_c channels: `scale` and `zp_sums` broadcast to
+    [n, out_c], `pre` and `bias` to [out_c]; absent terms become their identities (pre 1,
+    bias -0.0, zp_sums 0)."""
+
+    def table(v, dtype, shape):
+        return np.ascontiguousarray(np.broadcast_to(np.asarray(v, dtype), shape))
+
+    return HybridEpilogue(table(1 if pre is None else pre, np.float32, (out_c,)),
+                          table(scale, np.float32, (n, out_c)),
+                          table(-0.0 if bias is None else np.ravel(bias), np.float32, (out_c,)),
+                          table(0 if zp_sums is None else zp_sums, np.int32, (n, out_c)),
+                          np.float32(lo), np.float32(hi))
+
+
+@kernel
+def hybrid_rows(acc, out, pre, scale, bias, zp_sums, lo, hi, per_image, p0, p1):
+    """`HybridEpilogue` on pixels p0..p1-1 of acc [P, Co] int32 → out [P, Co] float32; pixel p
+    belongs to image p // per_image."""
+    for p in range(p0, p1):
+        b = p // per_image
+        for c in range(out.shape[1]):
+            total = np.int32(np.int64(acc[p, c]) - np.int64(zp_sums[b, c]))  # C int32 wrap
+            v = (np.float32(total) * pre[c]) * scale[b, c] + bias[c]  # float32, in order
+            if v < lo:
+                v = lo
+            elif v > hi:
+                v = hi
+            out[p, c] = v
+
+
+def apply_hybrid(acc, e: HybridEpilogue, threads: int):
+    """`HybridEpilogue` over acc [N, ..., Co] int32 (image b = acc[b]) → float32 of the same
+    shape, split over `threads` threads when large."""
+    n, out_c = acc.shape[0], acc.shape[-1]
+    flat = acc.reshape(-1, out_c)
+    out = np.empty(flat.shape, np.float32)
+    per_image = flat.shape[0] // max(n, 1)
+
+    def rows(p0, p1):
+        hybrid_rows(flat, out, e.pre, e.scale, e.bias, e.zp_sums, np.float32(e.lo),
+                    np.float32(e.hi), per_image, p0, p1)  # fmt: skip
+
+    if threads > 1 and flat.size >= 65536:
+        parallel_blocks(rows, flat.shape[0], threads)
+    else:
+        rows(0, flat.shape[0])
+    return out.reshape(acc.shape)
