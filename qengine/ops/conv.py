@@ -209,29 +209,20 @@ def _depthwise_shared(ctx: OpContext) -> tuple:
 
 
 def _depthwise_float(ctx, g: ConvGeometry, out_shape, multiplier: int) -> Prepared:
-    from qengine.kernels.float_conv import depthwise_conv2d_f32
-
     ctx.expect_dtype(ctx.input(1), "float32")
     out_c = out_shape[3]
     bias = _bias(ctx, 2, out_c, "float32")
-    zeros = np.zeros(out_c, np.float32)
+    bias = np.zeros(out_c, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
     low, high = float_activation_bounds(ctx)
-    if multiplier == 1:
-        bias = zeros if bias is None else np.ascontiguousarray(bias, np.float32)
-        return _depthwise_float_direct(ctx, g, out_shape, bias, low, high)
-
-    def run(x, w, b=None):
-        return depthwise_conv2d_f32(
-            x, np.ascontiguousarray(w[0]), zeros if bias is None else bias, g.stride_h,
-            g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left, g.out_h, g.out_w, multiplier,
-            low, high)
-
-    return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
+    return _depthwise_float_direct(ctx, g, out_shape, multiplier, bias, low, high)
 
 
-def _depthwise_float_direct(ctx, g: ConvGeometry, out_shape, bias, low, high) -> Prepared:
-    """Multiplier-1 float depthwise: kernels/float_gemm.py's channel-vector kernel over blocks
-    of output rows, one block per thread."""
+def _depthwise_float_direct(ctx, g: ConvGeometry, out_shape, multiplier, bias, low,
+                            high) -> Prepared:
+    """Float depthwise: kernels/float_gemm.py's channel-vector kernel over blocks of output
+    rows, one block per thread. With a depth multiplier m, output channel c reads input
+    channel c // m: the input is repeated m times along channels first (the same values, so
+    the same sums)."""
     from qengine.kernels.float_gemm import depthwise_f32_rows
 
     taps = g.kernel_h * g.kernel_w
@@ -245,6 +236,8 @@ def _depthwise_float_direct(ctx, g: ConvGeometry, out_shape, bias, low, high) ->
 
     def run(x, w, b=None):
         x = np.ascontiguousarray(x, np.float32)  # the kernel reads raw addresses
+        if multiplier > 1:
+            x = np.repeat(x, multiplier, axis=3)
         w = packed if packed is not None else np.ascontiguousarray(w.reshape(taps, -1))
         out = np.empty(out_shape, np.float32)
 
