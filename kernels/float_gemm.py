@@ -13,8 +13,8 @@ of 16 output channels, [panel, KH*KW*Ci, 16] (zero-filled past Co). The same ker
 
 DEPTHWISE_CONV_2D (multiplier 1) runs 8 channels of a row of interior output pixels at a time
 (`_dw_run`: taps unrolled for 3x3 and 5x5, their weights and offsets held in registers); border
-pixels gather their tap addresses, zeros for taps in the padding (`_dw_vec`); the last C % 8
-channels run as scalars.
+pixels gather their tap addresses, zeros for taps in the padding (`_dw_vec`). C must be at
+least 8; when 8 does not divide C the last vector overlaps the one before it (`_block_start`).
 
 Why bit-identical: each output is summed in TFLite's order, total = 0; total += x * w over
 (ky, kx, ic) with taps outside the image skipped (a zero input adds +-0, which leaves a sum
@@ -360,6 +360,9 @@ def conv2d_f32_rows(x, panels, bias, out, p0, p1, out_w, k_h, k_w, stride_h, str
     image's columns gets one address per filter row (KH "taps" of KW*Ci channels)."""
     per_image = out.shape[0] // x.shape[0]
     in_w, in_c = x.shape[2], x.shape[3]
+    if panels.shape[1] != k_h * k_w * in_c or panels.shape[0] * LANES < out.shape[1] or \
+            bias.shape[0] < panels.shape[0] * LANES or not 0 <= p0 <= p1 <= out.shape[0]:
+        raise ValueError("conv2d_f32_rows: panels, bias, out or [p0, p1) do not fit x")
     zeros = np.zeros(k_w * in_c, np.float32)
     ptrs = np.empty((k_h * k_w, ROWS), np.int64)
     scratch = np.empty((ROWS, LANES), np.float32)
@@ -384,7 +387,7 @@ def conv2d_f32_rows(x, panels, bias, out, p0, p1, out_w, k_h, k_w, stride_h, str
                      wide)
 
 
-@inline_kernel
+@kernel
 def _window_addresses(ptrs, x, zeros, pix, t0, rows, per_image, out_w, ox_lo, ox_hi, k_h, k_w,
                       stride_h, stride_w, dil_h, dil_w, pad_top, pad_left):
     """The addresses of pixels t0 .. t0+rows-1 (a short tile repeats its last pixel) into
@@ -429,7 +432,7 @@ def _row_addresses(ptrs, x, zeros, n, oy, ox, slot, stride_h, stride_w, dil_h, p
             ptrs[ky, slot] = zeros.ctypes.data
 
 
-@inline_kernel
+@kernel
 def _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_min, act_max,
                  wide):
     """Output pixels [t0, t0 + rows) of every panel; a panel's tail of 1-7 channels, or a
@@ -474,6 +477,8 @@ def conv2d_f32_narrow_rows(x, w, bias, out, r0, r1, stride_h, stride_w, dil_h, d
     in_h, in_c = x.shape[1], x.shape[3]
     out_h, out_w, out_c = out.shape[1], out.shape[2], out.shape[3]
     k_h, k_w = w.shape[1], w.shape[2]
+    if w.shape[0] != out_c or w.shape[3] != in_c or bias.shape[0] != out_c:
+        raise ValueError("conv2d_f32_narrow_rows: w, bias and out do not fit x")
     span = out_w + ((k_w - 1) * dil_w) // stride_w  # columns j of each phase that are read
     rows = np.empty((in_h, in_c, stride_w, span), np.float32)
     acc = np.empty((out_c, out_w), np.float32)
@@ -504,7 +509,7 @@ def conv2d_f32_narrow_rows(x, w, bias, out, r0, r1, stride_h, stride_w, dil_h, d
                 out[n, oy, ox, o] = _clamp_scalar(acc[o, ox] + bias[o], low, high)
 
 
-@inline_kernel
+@kernel
 def _split_row(x, rows, n, iy, pad_left, stride_w):
     """rows[c, phase, j] = x[n, iy, j*sw + phase - pl, c], 0 outside the image. A tap in the
     column padding then adds x*w = +-0, which leaves the running sum unchanged (it starts at
@@ -522,13 +527,15 @@ def _split_row(x, rows, n, iy, pad_left, stride_w):
 def depthwise_f32_rows(x, w, bias, out, r0, r1, stride_h, stride_w, dil_h, dil_w, pad_top,
                        pad_left, k_h, k_w, act_min, act_max):
     """Output rows [r0, r1) (row = n*OH + oy) of a float DEPTHWISE_CONV_2D with multiplier 1
-    into out [N,OH,OW,C]. x [N,H,W,C] float32, w [KH*KW, C] float32, bias [C]:
+    into out [N,OH,OW,C], C >= 8. x [N,H,W,C] float32, w [KH*KW, C] float32, bias [C]:
     out[n,oy,ox,c] = clamp(bias[c] + Σ_{ky,kx} x[n, oy*sh-pt+ky*dh, ox*sw-pl+kx*dw, c]
                                                * w[ky*KW+kx, c]).
     Pixels whose taps all fall inside the image run in 8-channel blocks along the row
     (`_dw_run`); the others gather per pixel, zeros for taps in the padding (`_dw_vec`)."""
     in_h, in_w = x.shape[1], x.shape[2]
     out_h, out_w, chans = out.shape[1], out.shape[2], out.shape[3]
+    if chans < VEC or x.shape[3] != chans or w.shape[1] != chans or bias.shape[0] != chans:
+        raise ValueError("depthwise_f32_rows: x, w, bias and out need the same C >= 8")
     taps = k_h * k_w
     zeros = np.zeros(chans, np.float32)
     ptrs = np.empty((taps, 1), np.int64)
@@ -542,19 +549,31 @@ def depthwise_f32_rows(x, w, bias, out, r0, r1, stride_h, stride_w, dil_h, dil_w
     for row in range(r0, r1):
         n, oy = row // out_h, row % out_h
         iy0 = oy * stride_h - pad_top
-        if iy0 < 0 or iy0 + (k_h - 1) * dil_h >= in_h:
-            _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, 0, out_w, stride_h, stride_w, dil_h, dil_w,
-                       pad_top, pad_left, k_h, k_w, act_min, act_max)
-            continue
-        _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, 0, ox_lo, stride_h, stride_w, dil_h, dil_w,
-                   pad_top, pad_left, k_h, k_w, act_min, act_max)
-        _dw_interior(x, w, bias, offs, out, n, oy, iy0, ox_lo, ox_hi, stride_w, pad_left,
-                     act_min, act_max)
-        _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, ox_hi, out_w, stride_h, stride_w, dil_h, dil_w,
-                   pad_top, pad_left, k_h, k_w, act_min, act_max)
+        inside = iy0 >= 0 and iy0 + (k_h - 1) * dil_h < in_h  # every filter row in the image
+        for part in range(3):  # columns [0, lo) and [hi, OW) per pixel, [lo, hi) as a run
+            ox0, ox1 = _row_part(part, inside, ox_lo, ox_hi, out_w)
+            if part == 1 and inside:
+                _dw_interior(x, w, bias, offs, out, n, oy, iy0, ox0, ox1, stride_w, pad_left,
+                             act_min, act_max)
+            else:
+                _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, ox0, ox1, stride_h, stride_w,
+                           dil_h, dil_w, pad_top, pad_left, k_h, k_w, act_min, act_max)
 
 
 @inline_kernel
+def _row_part(part, inside, ox_lo, ox_hi, out_w):
+    """Columns [ox0, ox1) of part 0, 1, 2 of an output row: all of it in part 0 when some
+    filter row falls outside the image, else left border, interior, right border."""
+    if not inside:
+        return (0, out_w) if part == 0 else (0, 0)
+    if part == 0:
+        return 0, ox_lo
+    if part == 1:
+        return ox_lo, ox_hi
+    return ox_hi, out_w
+
+
+@kernel
 def _dw_interior(x, w, bias, offs, out, n, oy, iy0, ox0, ox1, stride_w, pad_left, act_min,
                  act_max):
     """Pixels [ox0, ox1) of output row (n, oy), all of whose taps are inside the image."""
@@ -568,16 +587,12 @@ def _dw_interior(x, w, bias, offs, out, n, oy, iy0, ox0, ox1, stride_w, pad_left
         _dw_run(corner[c:].ctypes.data, stride_w * chans, offs.ctypes.data, offs.size,
                 w[0, c:].ctypes.data, chans, bias[c:].ctypes.data, out[n, oy, ox0, c:].ctypes.data,
                 chans, ox1 - ox0, low, high)
-    for ox in range(ox0, ox1):
-        for c in range(_scalar_start(chans), chans):  # channels no vector covers
-            out[n, oy, ox, c] = _dw_tail(x, w, offs, bias[c], n, iy0, ox * stride_w - pad_left,
-                                         c, low, high)
 
 
 @inline_kernel
 def _vector_blocks(chans):
-    """How many 8-channel vectors cover C channels: ceil(C / 8), none when C < 8."""
-    return (chans + VEC - 1) // VEC if chans >= VEC else 0
+    """How many 8-channel vectors cover C >= 8 channels: ceil(C / 8)."""
+    return (chans + VEC - 1) // VEC
 
 
 @inline_kernel
@@ -585,22 +600,6 @@ def _block_start(block, chans):
     """First channel of vector `block`; the last one ends at C, overlapping its neighbour
     when 8 does not divide C (those channels are computed twice, identically)."""
     return min(block * VEC, chans - VEC)
-
-
-@inline_kernel
-def _scalar_start(chans):
-    return chans if chans >= VEC else 0
-
-
-@inline_kernel
-def _dw_tail(x, w, offs, bias, n, iy0, ix0, c, low, high):
-    """Channel c of the interior pixel whose window corner is x[n, iy0, ix0]."""
-    flat = x.reshape(-1)
-    start = ((n * x.shape[1] + iy0) * x.shape[2] + ix0) * x.shape[3] + c
-    acc = np.float32(0)
-    for t in range(offs.size):
-        acc += flat[start + offs[t]] * w[t, c]
-    return _clamp_scalar(acc + bias, low, high)
 
 
 @inline_kernel
@@ -613,7 +612,7 @@ def _clamp_scalar(v, low, high):
     return v
 
 
-@inline_kernel
+@kernel
 def _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, ox0, ox1, stride_h, stride_w, dil_h,
                dil_w, pad_top, pad_left, k_h, k_w, act_min, act_max):
     """Pixels [ox0, ox1) of output row (n, oy), gathering each one's tap addresses into
@@ -629,21 +628,3 @@ def _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, ox0, ox1, stride_h, stride_w
             c = _block_start(block, chans)
             _dw_vec(ptrs.ctypes.data, taps, c, w[0, c:].ctypes.data, chans,
                     bias[c:].ctypes.data, o[c:].ctypes.data, low, high)
-        for c in range(_scalar_start(chans), chans):  # channels no vector covers
-            o[c] = _dw_scalar(x, w, bias[c], n, oy, ox, c, stride_h, stride_w, dil_h, dil_w,
-                              pad_top, pad_left, k_h, k_w, low, high)
-
-
-@inline_kernel
-def _dw_scalar(x, w, bias, n, oy, ox, c, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
-               k_h, k_w, low, high):
-    """One channel of one depthwise output pixel, clamped as `_clamp` (NaN passes through)."""
-    in_h, in_w = x.shape[1], x.shape[2]
-    acc = np.float32(0)
-    for ky in range(k_h):
-        iy = oy * stride_h - pad_top + ky * dil_h
-        for kx in range(k_w):
-            ix = ox * stride_w - pad_left + kx * dil_w
-            if 0 <= iy < in_h and 0 <= ix < in_w:
-                acc += x[n, iy, ix, c] * w[ky * k_w + kx, c]
-    return _clamp_scalar(acc + bias, low, high)

@@ -77,13 +77,13 @@ def test_conv_clamp_lets_nan_through_and_bounds_inf():
 
 # (x shape, kernel, stride, dilation, padding top/left)
 DEPTHWISE_CASES = [
-    ((1, 7, 9, 3), (3, 3), (2, 2), (1, 1), (1, 1)),  # channels only in the scalar tail
-    ((2, 9, 11, 21), (3, 3), (1, 1), (1, 1), (1, 1)),  # 2 vectors + 5 tail channels
+    ((1, 7, 9, 8), (3, 3), (2, 2), (1, 1), (1, 1)),
+    ((2, 9, 11, 21), (3, 3), (1, 1), (1, 1), (1, 1)),  # the last vector overlaps by 3
     ((1, 12, 13, 16), (5, 5), (2, 2), (1, 1), (2, 2)),
     ((1, 12, 13, 24), (3, 3), (1, 1), (2, 2), (2, 2)),  # dilated
     ((1, 10, 10, 8), (5, 3), (1, 2), (2, 1), (0, 1)),  # neither 3x3 nor 5x5: tap loop
     ((1, 4, 4, 8), (5, 5), (1, 1), (1, 1), (2, 2)),  # no interior pixel
-    ((1, 6, 20, 1), (3, 3), (1, 1), (1, 1), (0, 0)),  # 1 channel, valid padding
+    ((1, 6, 20, 9), (3, 3), (1, 1), (1, 1), (0, 0)),  # valid padding, overlap by 7
 ]
 
 
@@ -103,6 +103,14 @@ def test_depthwise_equals_reference_order_twin(x_shape, kernel, stride, dilation
         depthwise_f32_rows(x, flat_w, bias, out, r0, r1, *stride, *dilation, *pad, *kernel, low,
                            high)
     np.testing.assert_array_equal(out, want)
+
+
+def test_depthwise_refuses_fewer_than_8_channels():  # the op pads those to 8
+    x, w = np.zeros((1, 4, 4, 3), np.float32), np.zeros((9, 3), np.float32)
+    out = np.empty((1, 4, 4, 3), np.float32)
+    with pytest.raises(ValueError, match="C >= 8"):
+        depthwise_f32_rows(x, w, np.zeros(3, np.float32), out, 0, 4, 1, 1, 1, 1, 1, 1, 3, 3,
+                           -1.0, 1.0)
 
 
 NARROW_CASES = [

@@ -122,6 +122,7 @@ def test_zero_stride_is_refused():
     ("DEPTHWISE_CONV_2D", (2, 11, 9, 12), (1, 3, 3, 12)),
     ("DEPTHWISE_CONV_2D", (1, 14, 15, 21), (1, 5, 5, 21)),
     ("DEPTHWISE_CONV_2D", (1, 9, 8, 5), (1, 3, 3, 15)),  # depth multiplier 3
+    ("DEPTHWISE_CONV_2D", (1, 7, 6, 3), (1, 3, 3, 3)),  # padded to 8 channels
 ])
 def test_float_conv_is_bit_identical_to_reference_kernels(kind, x_shape, w_shape):
     """kernels/float_gemm.py sums in reference_ops' order with float32 products (no FMA, as

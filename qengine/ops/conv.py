@@ -162,6 +162,13 @@ def _conv_float_narrow(ctx, g: ConvGeometry, out_shape, weights, bias, low, high
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
 
 
+def _pad_last(a: np.ndarray, extra: int) -> np.ndarray:
+    """a as C-contiguous float32 with `extra` zeros appended along its last axis."""
+    if extra:
+        a = np.concatenate([a, np.zeros((*a.shape[:-1], extra), a.dtype)], axis=-1)
+    return np.ascontiguousarray(a, np.float32)
+
+
 # Below this many flops a float conv stays on the calling thread: handing a block to a pool
 # thread costs ~20-50 us, the time of a ~2 MFLOP conv on one core.
 _MIN_PARALLEL_FLOPS = 4_000_000
@@ -223,30 +230,34 @@ def _depthwise_float_direct(ctx, g: ConvGeometry, out_shape, multiplier, bias, l
     rows, one block per thread. With a depth multiplier m, output channel c reads input
     channel c // m: the input is repeated m times along channels first (the same values, so
     the same sums)."""
-    from qengine.kernels.float_gemm import depthwise_f32_rows
+    from qengine.kernels.float_gemm import VEC, depthwise_f32_rows
 
     taps = g.kernel_h * g.kernel_w
-    spec = ctx.input(1)
+    out_c = out_shape[3]
+    # the kernel wants 8 channels or more: fewer run zero-padded to 8 (pad_c of them)
+    pad_c = max(0, VEC - out_c)
     packed = None
-    if spec.value is not None:
-        packed = np.ascontiguousarray(ctx.constant(1, "filter").reshape(taps, -1), np.float32)
+    if ctx.input(1).value is not None:
+        packed = _pad_last(ctx.constant(1, "filter").reshape(taps, -1), pad_c)
+    bias = _pad_last(bias, pad_c)
+    padded_shape = (*out_shape[:3], out_c + pad_c)
     rows = g.batch * g.out_h
     flops = 2 * rows * g.out_w * out_shape[3] * taps
     threads = ctx.num_threads if flops >= _MIN_PARALLEL_FLOPS else 1
 
     def run(x, w, b=None):
-        x = np.ascontiguousarray(x, np.float32)  # the kernel reads raw addresses
         if multiplier > 1:
             x = np.repeat(x, multiplier, axis=3)
-        w = packed if packed is not None else np.ascontiguousarray(w.reshape(taps, -1))
-        out = np.empty(out_shape, np.float32)
+        x = _pad_last(x, pad_c)  # C-contiguous float32: the kernel reads raw addresses
+        w = packed if packed is not None else _pad_last(w.reshape(taps, -1), pad_c)
+        out = np.empty(padded_shape, np.float32)
 
         def block(r0, r1):
             depthwise_f32_rows(x, w, bias, out, r0, r1, g.stride_h, g.stride_w, g.dil_h,
                                g.dil_w, g.pad_top, g.pad_left, g.kernel_h, g.kernel_w, low, high)
 
         _pixel_blocks(block, rows, threads)
-        return out
+        return np.ascontiguousarray(out[..., :out_c]) if pad_c else out
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
 
