@@ -449,11 +449,11 @@ def _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_mi
         if width <= VEC:
             _conv_tile_12x8(ptrs.ctypes.data, taps, depth, panels[j].ctypes.data,
                             bias[oc0:].ctypes.data, target, stride, low, high)
-        elif wide:
+        elif wide and rows > ROWS // 2:
             _conv_tile_12x16(ptrs.ctypes.data, taps, depth, panels[j].ctypes.data,
                              bias[oc0:].ctypes.data, target, stride, low, high)
-        else:
-            for half in range(2):  # pixels 0-5, then 6-11: their addresses are 6 slots on
+        else:  # pixels 0-5, then 6-11 (their addresses are 6 slots on) if there are any
+            for half in range(1 if rows <= ROWS // 2 else 2):
                 _conv_tile_6x16(ptrs.ctypes.data + 8 * half * (ROWS // 2), taps, depth,
                                 panels[j].ctypes.data, bias[oc0:].ctypes.data,
                                 target + 4 * half * (ROWS // 2) * stride, stride, low, high)

@@ -56,7 +56,8 @@ def test_conv_equals_reference_order_twin(x_shape, out_c, kernel, stride, dilati
     pixels = x_shape[0] * out_hw[0] * out_hw[1]
     out = np.full((pixels, out_c), np.nan, np.float32)
     panels, bias16 = pack_conv_f32(w), pad_channels(bias, LANES)
-    for p0, p1 in [(0, min(7, pixels)), (min(7, pixels), pixels)]:  # as two threads' blocks
+    cuts = sorted({0, min(7, pixels), min(12, pixels), pixels})  # short tiles of 7, 5, ...
+    for p0, p1 in zip(cuts[:-1], cuts[1:]):  # as blocks of threads
         conv2d_f32_rows(x, panels, bias16, out, p0, p1, out_hw[1], *kernel, *stride, *dilation,
                         *pad, low, high, wide)
     np.testing.assert_array_equal(out.reshape(want.shape), want)
