@@ -1,4 +1,4 @@
-"""`where(mask, a, b)`: np.where without a branch per element.
+"""`where(mask, a, b)`: np.where without a branch per element; and LOGISTIC's three-way choice.
 
 NumPy's where picks each element with a branch. On activations, whose sign flips at random, it
 mispredicts about half the time: 7 ns per element on this machine (430 us for a 74x32x24
@@ -37,3 +37,15 @@ def where(mask, a, b) -> np.ndarray:
     out = np.empty(shape, dtype)
     _blend(flat(mask, np.bool_), flat(a, dtype), flat(b, dtype), out.reshape(-1))
     return out
+
+
+@kernel
+def logistic_select(x, e, upper, lower, out):
+    """TFLite's float Logistic given e = exp(-x): x > upper ? 1 : x < lower ? exp(x) :
+    1 / (1 + e), in float32. The low tail's exp(x) is taken as 1 / e (within an ulp or two of
+    expf; a call to expf in the loop would keep LLVM from vectorizing it: 3.6 ns per value)."""
+    one = np.float32(1.0)
+    for i in range(out.size):
+        v, ev = x[i], e[i]
+        tail = one / ev if v < lower else one / (one + ev)
+        out[i] = one if v > upper else tail

@@ -10,6 +10,7 @@ from .errors import (
     InvalidModelError,
     QEngineError,
     QuantizationError,
+    ShapeError,
     UnsupportedOpError,
 )
 from .flatbuffer_io import load
@@ -27,6 +28,7 @@ __all__ = [
     "QuantizationError",
     "Recipe",
     "Scheme",
+    "ShapeError",
     "UnsupportedOpError",
     "compare",
     "load",

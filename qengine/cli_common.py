@@ -42,8 +42,11 @@ def generated_inputs(tensors, seed: int, quiet: bool = False) -> list[np.ndarray
         else:
             array = rng.integers(0, 10, t.shape).astype(dtype)
         if not quiet:
-            print(f"input {t.name!r}: generated {dtype} {tuple(t.shape)} (seed {seed}); pass "
-                  f"--input to use your own", file=sys.stderr)
+            dynamic = t.shape_signature is not None and -1 in t.shape_signature
+            note = (f"; its dimensions {list(t.shape_signature)} are dynamic (-1), so the "
+                    f"model may need another size" if dynamic else "")
+            print(f"input {t.name!r}: generated {dtype} {tuple(t.shape)} (seed {seed}){note}; "
+                  f"pass --input to use your own", file=sys.stderr)
         arrays.append(array)
     return arrays
 

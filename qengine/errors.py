@@ -9,6 +9,11 @@ class InvalidModelError(QEngineError, ValueError):
     """The .tflite file (or an IR built in memory) is malformed or inconsistent."""
 
 
+class ShapeError(InvalidModelError):
+    """An op's input shapes do not fit it (a convolution window larger than its input, shapes
+    that do not broadcast); with dynamic inputs, other sizes may fit."""
+
+
 class UnsupportedOpError(QEngineError, NotImplementedError):
     """The model uses an op (or an op/dtype combination) the runtime has no kernel for."""
 

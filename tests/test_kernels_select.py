@@ -3,7 +3,6 @@ arrays large enough to take the Numba path (and small ones, which stay on np.whe
 
 import numpy as np
 import pytest
-
 from qengine.kernels.select import MIN_ELEMENTS, where
 
 SHAPES = [(1, 74, 32, 24), (MIN_ELEMENTS,), (3, 7)]
@@ -47,3 +46,25 @@ def test_where_takes_views_and_non_contiguous_inputs():
     b = rng.standard_normal((128, 64)).astype(np.float32).T  # transposed view
     got, want = where(a > b, a, b), np.where(a > b, a, b)
     assert np.array_equal(got, want)
+
+
+def test_logistic_is_tflites_formula_within_float_rounding():
+    """LOGISTIC (float) against its float64 twin: 1 above 16.619..., exp(x) below -9, else
+    1 / (1 + exp(-x)); within 4e-7 relative (a few float32 roundings) or, where the result is
+    subnormal in float32 (x < -87), the smallest normal float32 absolute; NaN stays NaN."""
+    from qengine.ops.activations import LOGISTIC_LOWER, LOGISTIC_UPPER, _logistic
+
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((7, 1000)) * 8).astype(np.float32)
+    x.reshape(-1)[:9] = [np.nan, np.inf, -np.inf, -9.0, np.nextafter(np.float32(-9), -1),
+                         LOGISTIC_UPPER, np.nextafter(LOGISTIC_UPPER, 100), 0.0, -100.0]
+    x64 = x.astype(np.float64)
+    with np.errstate(over="ignore"):
+        want = np.where(x64 > LOGISTIC_UPPER, 1.0,
+                        np.where(x64 < LOGISTIC_LOWER, np.exp(x64), 1 / (1 + np.exp(-x64))))
+    got = _logistic(x)
+    assert got.dtype == np.float32 and got.shape == x.shape
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    finite = ~np.isnan(want)
+    tiny = float(np.finfo(np.float32).tiny)
+    assert np.all(np.abs(got[finite] - want[finite]) <= 4e-7 * np.abs(want[finite]) + tiny)

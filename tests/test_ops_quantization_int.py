@@ -84,3 +84,66 @@ def test_per_channel_requantize_is_unsupported():
     model = requantize_model((2, 3), "int8", q(0.1), "int8", per_channel)
     with pytest.raises(UnsupportedOpError):
         qengine.Interpreter(model.to_bytes())
+
+
+# -- float -> int QUANTIZE (reference AffineQuantize) -------------------------------------------
+
+SPECIAL_FLOATS = np.array([np.nan, -np.nan, np.inf, -np.inf, 1e10, -1e10, 2.1e9, -2.1e9, 0.0,
+                           -0.0, 0.25, 0.4999999702, 0.5, -0.5, 0.75, 1.25, -1.25, 63.5, -64.5,
+                           16383.5, -16384.5, 1e5, -1e5], np.float32)
+
+
+def _float_quantize_model(dtype, scale, zero_point):
+    q = Quantization(scale=np.float32([scale]), zero_point=np.int64([zero_point]))
+    b = GraphBuilder()
+    x = b.input("x", SPECIAL_FLOATS.shape, "float32")
+    return b.build(outputs=[b.op("QUANTIZE", [x], SPECIAL_FLOATS.shape, dtype,
+                                 out_quantization=q)])
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize(("dtype", "scale", "zero_point"), [
+    ("int8", 0.5, 3), ("int8", 1.0, -5), ("int8", 0.25, -128), ("uint8", 0.5, 3),
+    ("uint8", 1.0, 255), ("int16", 0.5, 0), ("int16", 3.0517578125e-05, 0)])
+def test_float_quantize_specials_match_tflite(dtype, scale, zero_point):
+    """Outside int32 (and NaN) TFLite's static_cast gives INT32_MIN, and a negative zero
+    point wraps that sum to the top: NaN/±inf become qmin, or qmax when zero_point < 0."""
+    check_against_tflite(_float_quantize_model(dtype, scale, zero_point), [SPECIAL_FLOATS])
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "int16"])
+def test_affine_quantize_kernel_equals_qparams_in_range(dtype):
+    """The kernel against qparams.quantize (the formula's one NumPy form), bit for bit, on
+    values whose quotient fits int32 (where the two agree by definition), halves included."""
+    from qengine.kernels.quantize import affine_quantize
+
+    from qengine.qparams import int_range, quantize
+
+    r = rng("affine", dtype)
+    qmin, qmax = int_range(dtype)
+    for scale, zero_point in [(0.5, 3), (0.037, -7), (1e-3, 0), (7.5, qmin)]:
+        x = np.concatenate([r.uniform(-300, 300, 5000), (r.integers(-600, 600, 2000) + 0.5)
+                            * scale]).astype(np.float32)
+        want = quantize(x, np.float32(scale), zero_point, dtype)
+        got = affine_quantize(x, np.float32(scale), zero_point, qmin, qmax,
+                              np.empty(x.size, dtype))
+        assert np.array_equal(got, want), (scale, zero_point)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "int16", "int32"])
+def test_affine_dequantize_kernel_equals_qparams(dtype):
+    """DEQUANTIZE's kernel against qparams.dequantize (float64 product, one rounding), bit for
+    bit, over the type's extremes and random values."""
+    from qengine.kernels.quantize import affine_dequantize
+
+    from qengine.qparams import dequantize
+
+    info = np.iinfo(dtype)
+    r = rng("dequantize", dtype)
+    x = np.concatenate([[info.min, info.max, 0, -1 if info.min else 1],
+                        r.integers(info.min, info.max, 5000, endpoint=True)]).astype(dtype)
+    for scale, zero_point in [(0.5, 3), (0.0370013, -7), (3.0517578125e-05, 0), (7.5, -128)]:
+        want = dequantize(x, np.float32(scale), zero_point)
+        got = affine_dequantize(x, float(np.float32(scale)), zero_point,
+                                np.empty(x.size, np.float32))
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), (scale, zero_point)

@@ -138,8 +138,15 @@ LOGISTIC_UPPER, LOGISTIC_LOWER = np.float32(16.619047164916992188), np.float32(-
 
 
 def _logistic(x):
-    middle = np.float32(1) / (np.float32(1) + np.exp(-x))
-    return where(x > LOGISTIC_UPPER, np.float32(1), where(x < LOGISTIC_LOWER, np.exp(x), middle))
+    from qengine.kernels.select import logistic_select
+
+    x = np.ascontiguousarray(x, np.float32)
+    out = np.empty_like(x)
+    with np.errstate(over="ignore"):  # exp(-x) of a very negative x is inf: the low tail
+        e = np.exp(-x)
+    logistic_select(x.reshape(-1), e.reshape(-1), LOGISTIC_UPPER, LOGISTIC_LOWER,
+                    out.reshape(-1))
+    return out
 
 
 @op("LOGISTIC",

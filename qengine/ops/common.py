@@ -79,7 +79,8 @@ def conv_output_size(ctx: OpContext, padding: int, size: int, kernel: int, strid
     if padding == 1:  # VALID
         out = (size + stride - effective) // stride
         if out < 1 and size > 0:
-            raise ctx.invalid(f"kernel extent {effective} is larger than the input size {size}")
+            raise ctx.shape_error(f"kernel extent {effective} is larger than the input size "
+                                  f"{size}")
         return max(out, 0), 0
     raise ctx.invalid(f"unknown padding {padding}")
 
@@ -135,7 +136,8 @@ def broadcast_shape(ctx: OpContext, *shapes) -> tuple[int, ...]:
     try:
         return tuple(np.broadcast_shapes(*shapes))
     except ValueError:
-        raise ctx.invalid(f"shapes {' and '.join(map(str, shapes))} do not broadcast") from None
+        raise ctx.shape_error(f"shapes {' and '.join(map(str, shapes))} do not broadcast") \
+            from None
 
 
 def where(mask, a, b) -> np.ndarray:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..qparams import QUANTIZED_TYPES, quantize_reciprocal
+from ..ir import numpy_dtype
+from ..qparams import QUANTIZED_TYPES, int_range, quantize_reciprocal
 from ..qparams import dequantize as dequantize_values
 from ..qparams import quantize as quantize_values
 from ..runtime.registry import OpContext, Prepared
@@ -50,9 +51,20 @@ def dequantize(ctx: OpContext) -> Prepared:
         raise ctx.unsupported(f"blockwise tensor {x.name!r}: TFLite's DEQUANTIZE has no "
                               f"blockwise path (it reads the tensor as unquantized)")
     axis, q = _axis(ctx, x), x.quantization
+    if axis is None and x.dtype in QUANTIZED_TYPES + ("int32",):
+        from qengine.kernels.quantize import affine_dequantize
 
-    def run(v):  # reference_integer_ops::Dequantize: (float)(double(scale) * (q - zero_point))
-        return dequantize_values(v, q.scale, q.zero_point, axis)
+        scale = float(np.float32(np.asarray(q.scale).reshape(-1)[0]))
+        zero_points = np.asarray(q.zero_point if q.zero_point is not None else []).reshape(-1)
+        zero_point = int(zero_points[0]) if zero_points.size else 0
+
+        def run(v):  # reference_integer_ops::Dequantize: (float)(double(scale) * (q - zp))
+            values = np.ascontiguousarray(v).reshape(-1)
+            result = np.empty(values.size, np.float32)
+            return affine_dequantize(values, scale, zero_point, result).reshape(v.shape)
+    else:
+        def run(v):  # the same per axis (and for unpacked sub-byte types), in NumPy
+            return dequantize_values(v, q.scale, q.zero_point, axis)
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
 
@@ -78,8 +90,18 @@ def quantize(ctx: OpContext) -> Prepared:
     if axis is None and ctx.arithmetic == "xnnpack":
         def run(v):  # optimized/XNNPACK: multiply by the reciprocal, round half to even
             return quantize_reciprocal(v, scale, zero_point, out.dtype)
-    else:
+    elif axis is None and x.dtype == "float32":
+        from qengine.kernels.quantize import affine_quantize
+
+        qmin, qmax = int_range(out.dtype)
+        args = (np.float32(scale), int(zero_point), qmin, qmax)
+
         def run(v):  # reference AffineQuantize: round(x / scale) + zp in float32, then clamp
+            values = np.ascontiguousarray(v, np.float32).reshape(-1)
+            result = np.empty(values.size, numpy_dtype(out.dtype))
+            return affine_quantize(values, *args, result).reshape(v.shape)
+    else:
+        def run(v):  # the same per axis (or from float16), in NumPy
             return quantize_values(v, scale, zero_point, out.dtype, axis=axis)
 
     return Prepared(run, [out_spec])

@@ -20,7 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from .. import strings
-from ..errors import InputError, InvalidModelError, QEngineError, UnsupportedOpsError
+from ..errors import (
+    InputError,
+    InvalidModelError,
+    QEngineError,
+    ShapeError,
+    UnsupportedOpsError,
+)
 from ..flatbuffer_io import load
 from ..ir import Model, Subgraph, Tensor, numpy_dtype
 from .registry import OpContext, Prepared, Spec, lookup, op_key
@@ -211,7 +217,15 @@ class Interpreter:
         self.subgraph_observer = None
         _check_supported(model)
         self._plans: dict[int, _Plan] = {}
-        self._plan(0)  # prepare the main graph now so errors surface before anything runs
+        try:  # prepare the main graph now so errors surface before anything runs
+            self._plan(0)
+        except ShapeError:
+            # Unless its inputs are dynamic: the sizes written in the file (often 1) may be
+            # too small for the model, as TFLite allows until ResizeInputTensor; the first
+            # run prepares again for the shapes it is given, and fails then if still invalid.
+            if not any(-1 in (t.shape_signature or ()) for t in model.main.inputs):
+                raise
+            del self._plans[0]
 
     # -- public API ----------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidModelError, UnsupportedOpError
+from ..errors import InvalidModelError, ShapeError, UnsupportedOpError
 from ..ir import Operator, Quantization, Tensor
 from ..qparams import per_tensor_params
 
@@ -119,6 +119,9 @@ class OpContext:
 
     def invalid(self, message: str) -> InvalidModelError:
         return InvalidModelError(f"{self.where()}: {message}")
+
+    def shape_error(self, message: str) -> ShapeError:
+        return ShapeError(f"{self.where()}: {message}")
 
     def unsupported(self, message: str) -> UnsupportedOpError:
         return UnsupportedOpError(f"{self.where()}: {message}")
