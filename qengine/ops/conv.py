@@ -1,7 +1,9 @@
 """CONV_2D and DEPTHWISE_CONV_2D: shared checks and geometry, the float kernels, and the
 definitions (`OpDef`) that key every dtype's kernel and hold the ops' quantization facts.
 
-Float convolutions go through im2col and NumPy's BLAS matmul; hybrid and int8 ones are in
+Float convolutions with a constant filter run kernels/float_gemm.py (bit-identical to TFLite's
+reference kernels), split over output pixels or rows between threads; grouped ones and
+non-constant filters go through im2col and NumPy's BLAS matmul. Hybrid and int8 ones are in
 `conv_int` (multipliers computed exactly as TFLite's PopulateConvolutionQuantizationParams
 does), 16x8 ones in `int16_int`.
 """
