@@ -39,7 +39,7 @@ from .jit import inline_kernel, kernel
 ROWS = 12  # output pixels per conv tile
 LANES = 16  # output channels per conv weight panel (two float32x8 accumulators per pixel)
 VEC = 8  # float32 lanes of an AVX2 register
-NARROW = 4  # convs with at most this many output channels vectorize along the output row
+NARROW = 8  # convs with at most this many output channels vectorize along the output row
 
 
 
@@ -307,6 +307,47 @@ def _axpy(typingctx, dst_addr, src_addr, w, count):
     return types.void(types.uintp, types.uintp, types.float32, types.intp), _axpy_codegen
 
 
+def _make_row_tile(width):
+    """An LLVM micro-kernel over `width` consecutive output pixels of a row (the lanes) and 8
+    output channels (8 registers): acc[o, 0:width] = Σ_k src_k[offset : offset + width] ·
+    w[k, o] for k < count, in order of k, where src_k is the address at addrs[k]; stores
+    acc [8, width] row-major at out."""
+    vec_t = ir.VectorType(_F32, width)
+
+    def codegen(context, builder, signature, args):
+        addrs_addr, count, offset, w_addr, out_addr = args
+        addrs = builder.inttoptr(addrs_addr, _I64.as_pointer())
+        w = builder.inttoptr(w_addr, _F32.as_pointer())
+
+        def step(k, accs):
+            src = builder.inttoptr(builder.load(builder.gep(addrs, [k]), align=8),
+                                   _F32.as_pointer())
+            xv = _load_vec(builder, src, offset, vec_t)
+            new = []
+            for o in range(NARROW):
+                index = builder.add(builder.mul(k, _const(NARROW)), _const(o))
+                wv = _splat(builder, builder.load(builder.gep(w, [index]), align=4), vec_t)
+                new.append(_mul_add(builder, xv, wv, accs[o]))
+            return new
+
+        accs = _loop(builder, count, [ir.Constant(vec_t, None)] * NARROW, step, "rowtile")
+        out = builder.inttoptr(out_addr, _F32.as_pointer())
+        for o, acc in enumerate(accs):
+            _store_vec(builder, acc, out, _const(o * width))
+        return context.get_dummy_value()
+
+    @intrinsic
+    def tile(typingctx, addrs_addr, count, offset, w_addr, out_addr):
+        sig = types.void(types.uintp, types.intp, types.intp, types.uintp, types.uintp)
+        return sig, codegen
+
+    return tile
+
+
+_row_tile_16 = _make_row_tile(2 * VEC)  # AVX-512: 8 float32x16 accumulators
+_row_tile_8 = _make_row_tile(VEC)  # AVX2: 8 float32x8 accumulators
+
+
 # --- packing (prepare time) ---------------------------------------------------------------------
 
 
@@ -318,6 +359,13 @@ def pack_conv_f32(w: np.ndarray) -> np.ndarray:
     flat = np.zeros((panels * LANES, depth), np.float32)
     flat[:out_c] = np.asarray(w, np.float32).reshape(out_c, depth)
     return np.ascontiguousarray(flat.reshape(panels, LANES, depth).transpose(0, 2, 1))
+
+
+def pack_narrow_f32(w: np.ndarray) -> np.ndarray:
+    """Filter [Co, KH, KW, Ci], Co <= NARROW -> [KH*KW*Ci, NARROW] float32, zero past Co."""
+    out = np.zeros((w[0].size, NARROW), np.float32)
+    out[:, :w.shape[0]] = np.asarray(w, np.float32).reshape(w.shape[0], -1).T
+    return out
 
 
 def pad_channels(v: np.ndarray, multiple: int) -> np.ndarray:
@@ -464,24 +512,32 @@ def _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_mi
 
 
 @kernel
-def conv2d_f32_narrow_rows(x, w, bias, out, r0, r1, stride_h, stride_w, dil_h, dil_w, pad_top,
-                           pad_left, act_min, act_max):
+def conv2d_f32_narrow_rows(x, w8, bias, out, r0, r1, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
+                           pad_top, pad_left, act_min, act_max, wide):
     """Output rows [r0, r1) (row = n*OH + oy) of a float CONV_2D with few output channels
     (NARROW or less: a 16-channel panel would be mostly zeros) into out [N,OH,OW,Co].
-    x [N,H,W,Ci], w [Co,KH,KW,Ci], bias [Co] float32.
+    x [N,H,W,Ci], w8 [KH*KW*Ci, 8] float32 from pack_narrow_f32, bias [Co].
 
     The vectors run along the output row instead: each input row the block reads is copied
     once, zero-padded and split by column phase (u = j*sw + phase), channel-major, so that tap
     kx of every output pixel ox reads rows[iy, c, phase, ox + (kx*dw) // sw], contiguous in
-    ox; then acc[o, ox] += that * w[o, ky, kx, c] in the reference order (ky, kx, c)."""
+    ox. Then per run of 16 (wide) or 8 pixels, `_row_tile` sums over k = (ky, kx, c) in the
+    reference order into 8 output-channel registers; a filter row outside the image reads
+    zeros (adding +-0 leaves a sum unchanged, see `_split_row`). With at most 4 output
+    channels, or rows narrower than a run, each (k, o) is one `_axpy` into a row of sums."""
     in_h, in_c = x.shape[1], x.shape[3]
     out_h, out_w, out_c = out.shape[1], out.shape[2], out.shape[3]
-    k_h, k_w = w.shape[1], w.shape[2]
-    if w.shape[0] != out_c or w.shape[3] != in_c or bias.shape[0] != out_c:
-        raise ValueError("conv2d_f32_narrow_rows: w, bias and out do not fit x")
+    depth = k_h * k_w * in_c
+    if w8.shape[0] != depth or w8.shape[1] != NARROW or out_c > NARROW or \
+            bias.shape[0] != out_c:
+        raise ValueError("conv2d_f32_narrow_rows: w8, bias and out do not fit x")
+    lanes = 2 * VEC if wide else VEC
     span = out_w + ((k_w - 1) * dil_w) // stride_w  # columns j of each phase that are read
     rows = np.empty((in_h, in_c, stride_w, span), np.float32)
-    acc = np.empty((out_c, out_w), np.float32)
+    zeros = np.zeros(span, np.float32)
+    addrs = np.empty(depth, np.int64)
+    acc = np.empty((NARROW, out_w), np.float32)  # the rows narrower than a run
+    tile = np.empty((NARROW, lanes), np.float32)
     low, high = np.float32(act_min), np.float32(act_max)
     split_n, split_hi = -1, 0  # the image and the input rows [.., split_hi) split so far
     for row in range(r0, r1):
@@ -493,20 +549,38 @@ def conv2d_f32_narrow_rows(x, w, bias, out, r0, r1, stride_h, stride_w, dil_h, d
         for iy in range(max(lo, split_hi), hi):  # rows go down: split each one once
             _split_row(x, rows[iy], n, iy, pad_left, stride_w)
         split_hi = max(split_hi, hi)
-        acc[:] = 0
         for ky in range(k_h):
             iy = oy * stride_h - pad_top + ky * dil_h
-            if iy < 0 or iy >= in_h:  # skipped, as the reference skips taps outside the image
-                continue
             for kx in range(k_w):
                 phase, j0 = (kx * dil_w) % stride_w, (kx * dil_w) // stride_w
                 for c in range(in_c):
-                    src = rows[iy, c, phase, j0:].ctypes.data
-                    for o in range(out_c):
-                        _axpy(acc[o].ctypes.data, src, w[o, ky, kx, c], out_w)
-        for ox in range(out_w):
-            for o in range(out_c):
-                out[n, oy, ox, o] = _clamp_scalar(acc[o, ox] + bias[o], low, high)
+                    k = (ky * k_w + kx) * in_c + c
+                    addrs[k] = zeros.ctypes.data
+                    if 0 <= iy < in_h:
+                        addrs[k] = rows[iy, c, phase, j0:].ctypes.data
+        if out_c > NARROW // 2 and out_w >= lanes:  # else 8 registers would be mostly idle
+            for run in range((out_w + lanes - 1) // lanes):
+                ox0 = min(run * lanes, out_w - lanes)  # the last run overlaps the one before
+                if wide:
+                    _row_tile_16(addrs.ctypes.data, depth, ox0, w8.ctypes.data,
+                                 tile.ctypes.data)
+                else:
+                    _row_tile_8(addrs.ctypes.data, depth, ox0, w8.ctypes.data, tile.ctypes.data)
+                _store_row(tile, bias, out, n, oy, ox0, lanes, low, high)
+        else:
+            acc[:] = 0
+            for k in range(depth):
+                for o in range(out_c):
+                    _axpy(acc[o].ctypes.data, addrs[k], w8[k, o], out_w)
+            _store_row(acc, bias, out, n, oy, 0, out_w, low, high)
+
+
+@inline_kernel
+def _store_row(acc, bias, out, n, oy, ox0, count, low, high):
+    """out[n, oy, ox0 + i, o] = clamp(acc[o, i] + bias[o]) for i < count, o < Co."""
+    for i in range(count):
+        for o in range(out.shape[3]):
+            out[n, oy, ox0 + i, o] = _clamp_scalar(acc[o, i] + bias[o], low, high)
 
 
 @kernel

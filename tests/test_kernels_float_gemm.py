@@ -4,6 +4,8 @@ odd sizes, strides, dilations, padding on every side, 1 channel, the tails of th
 panels and 8-channel vectors, short pixel tiles and output blocks split at odd points (as the
 thread pool splits them)."""
 
+import itertools
+
 import numpy as np
 import pytest
 from naive.float_conv import conv2d_f32, depthwise_f32
@@ -14,6 +16,7 @@ from qengine.kernels.float_gemm import (
     conv2d_f32_rows,
     depthwise_f32_rows,
     pack_conv_f32,
+    pack_narrow_f32,
     pad_channels,
 )
 
@@ -57,7 +60,7 @@ def test_conv_equals_reference_order_twin(x_shape, out_c, kernel, stride, dilati
     out = np.full((pixels, out_c), np.nan, np.float32)
     panels, bias16 = pack_conv_f32(w), pad_channels(bias, LANES)
     cuts = sorted({0, min(7, pixels), min(12, pixels), pixels})  # short tiles of 7, 5, ...
-    for p0, p1 in zip(cuts[:-1], cuts[1:]):  # as blocks of threads
+    for p0, p1 in itertools.pairwise(cuts):  # as blocks of threads
         conv2d_f32_rows(x, panels, bias16, out, p0, p1, out_hw[1], *kernel, *stride, *dilation,
                         *pad, low, high, wide)
     np.testing.assert_array_equal(out.reshape(want.shape), want)
@@ -115,16 +118,20 @@ def test_depthwise_refuses_fewer_than_8_channels():  # the op pads those to 8
 
 
 NARROW_CASES = [
-    ((1, 9, 11, 8), 1, (3, 3), (1, 1), (1, 1), (1, 1)),
+    ((1, 9, 11, 8), 1, (3, 3), (1, 1), (1, 1), (1, 1)),  # rows of 11 < 16 lanes: axpy path
     ((2, 7, 13, 3), 4, (3, 5), (2, 3), (1, 2), (1, 4)),  # strides 2x3, dilated columns
     ((1, 1, 300, 1), 1, (1, 16), (1, 2), (1, 1), (0, 0)),
-    ((1, 6, 5, 33), 2, (3, 3), (1, 1), (2, 2), (2, 2)),
+    ((1, 6, 21, 33), 2, (3, 3), (1, 1), (2, 2), (2, 2)),  # runs of 16 and 8 overlap
     ((1, 3, 3, 2), 3, (5, 5), (1, 1), (1, 1), (2, 2)),  # filter larger than the image
+    ((1, 5, 40, 8), 8, (3, 7), (1, 1), (1, 1), (1, 3)),
+    ((1, 4, 17, 5), 6, (2, 2), (2, 1), (1, 1), (0, 0)),
 ]
 
 
 @pytest.mark.parametrize("x_shape, out_c, kernel, stride, dilation, pad", NARROW_CASES)
-def test_narrow_conv_equals_reference_order_twin(x_shape, out_c, kernel, stride, dilation, pad):
+@pytest.mark.parametrize("wide", [False, True])
+def test_narrow_conv_equals_reference_order_twin(x_shape, out_c, kernel, stride, dilation, pad,
+                                                 wide):
     rng, x, out_hw = case(out_c, x_shape, kernel, stride, dilation, pad)
     w = rng.standard_normal((out_c, *kernel, x_shape[3])).astype(np.float32)
     bias = rng.standard_normal(out_c).astype(np.float32)
@@ -132,5 +139,6 @@ def test_narrow_conv_equals_reference_order_twin(x_shape, out_c, kernel, stride,
     out = np.full(want.shape, np.nan, np.float32)
     rows = x_shape[0] * out_hw[0]
     for r0, r1 in [(0, rows // 2), (rows // 2, rows)]:
-        conv2d_f32_narrow_rows(x, w, bias, out, r0, r1, *stride, *dilation, *pad, -1.0, 2.0)
+        conv2d_f32_narrow_rows(x, pack_narrow_f32(w), bias, out, r0, r1, *kernel, *stride,
+                               *dilation, *pad, -1.0, 2.0, wide)
     np.testing.assert_array_equal(out, want)

@@ -113,15 +113,14 @@ def _conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high
         LANES,
         NARROW,
         WIDE,
-        conv2d_f32_narrow_rows,
         conv2d_f32_rows,
         pack_conv_f32,
         pad_channels,
     )
 
-    if out_shape[3] <= NARROW:
-        return _conv_float_narrow(ctx, g, out_shape, weights, bias, low, high,
-                                  conv2d_f32_narrow_rows)
+    # 1-4 output channels, or 5-8 with a long enough sum to amortize the row tiles' epilogue
+    if out_shape[3] <= NARROW // 2 or (out_shape[3] <= NARROW and weights[0].size >= 64):
+        return _conv_float_narrow(ctx, g, out_shape, weights, bias, low, high)
     panels, bias16 = pack_conv_f32(weights), pad_channels(bias, LANES)
     pixels = g.batch * g.out_h * g.out_w
     flops = 2 * pixels * weights.size
@@ -142,10 +141,11 @@ def _conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
 
 
-def _conv_float_narrow(ctx, g: ConvGeometry, out_shape, weights, bias, low, high,
-                       kernel) -> Prepared:
-    """A float conv with 1-4 output channels: vectorized along output rows, split by rows."""
-    weights = np.ascontiguousarray(weights, np.float32)
+def _conv_float_narrow(ctx, g: ConvGeometry, out_shape, weights, bias, low, high) -> Prepared:
+    """A float conv with 1-8 output channels: vectorized along output rows, split by rows."""
+    from qengine.kernels.float_gemm import WIDE, conv2d_f32_narrow_rows, pack_narrow_f32
+
+    w8 = pack_narrow_f32(weights)
     rows = g.batch * g.out_h
     flops = 2 * rows * g.out_w * weights.size
     threads = ctx.num_threads if flops >= _MIN_PARALLEL_FLOPS else 1
@@ -155,8 +155,9 @@ def _conv_float_narrow(ctx, g: ConvGeometry, out_shape, weights, bias, low, high
         out = np.empty(out_shape, np.float32)
 
         def block(r0, r1):
-            kernel(x, weights, bias, out, r0, r1, g.stride_h, g.stride_w, g.dil_h, g.dil_w,
-                   g.pad_top, g.pad_left, low, high)
+            conv2d_f32_narrow_rows(x, w8, bias, out, r0, r1, g.kernel_h, g.kernel_w, g.stride_h,
+                                   g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left, low,
+                                   high, WIDE)
 
         _pixel_blocks(block, rows, threads)
         return out
