@@ -28,8 +28,10 @@ Per op type: qengine's from its profiler (`Interpreter.run(profile=True)`, as `q
 ai-edge-litert Python API has no op profiler), at 1 thread.
 
 Peak memory: each engine runs the model in a fresh process; the figure is what the model adds
-to the process's peak RSS on top of its imports (numpy + qengine/numba, or numpy +
-ai_edge_litert). Start-up: wall clock of a whole `python -m qengine run MODEL --repeat 1`
+to the process's peak RSS on top of its imports (numpy + qengine + Numba, or numpy +
+ai_edge_litert), with Numba's one-time runtime start (its CPU target and LLVM JIT, the same for
+any first kernel of any program) shown apart. Quantized files are cached per digest of
+qengine's code (`quantizer_digest`), so they are remade when the quantizer changes. Start-up: wall clock of a whole `python -m qengine run MODEL --repeat 1`
 process, cold (QENGINE_CACHE_DIR pointed at an empty folder) and warm (second process), with
 qengine's modules byte-compiled first as an installed package has them (`installed_like_env`).
 """
@@ -37,6 +39,8 @@ qengine's modules byte-compiled first as an installed package has them (`install
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import json
 import math
 import os
@@ -71,11 +75,27 @@ ENGINES = {"default": "AUTO", "optimized": "BUILTIN_WITHOUT_DEFAULT_DELEGATES"}
 CALIBRATION_SAMPLES = 4
 
 
+@functools.lru_cache(maxsize=1)
+def quantizer_digest() -> str:
+    """A hash of the code that decides what a quantized file holds (qengine/ and the schema
+    writer, not kernels/): quantized files are cached under it, so a change to the quantizer
+    makes new ones instead of timing stale ones."""
+    import qengine.schema  # the imported code's folders (an editable install maps this one)
+
+    digest = hashlib.sha256()
+    for package in (qengine, qengine.schema):
+        folder = Path(package.__file__).parent
+        for source in sorted(folder.rglob("*.py")):
+            digest.update(str(source.relative_to(folder)).encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def model_file(name: str, path: Path, mode: str) -> Path:
-    """The published file, or qengine's quantization of it (cached beside it)."""
+    """The published file, or qengine's quantization of it (cached beside it, per version of
+    the quantizer's code: .cache/published/quantized/<quantizer_digest()>/)."""
     if mode == "float":
         return path
-    target = path.parent / "quantized" / f"{name}.{mode}.tflite"
+    target = path.parent / "quantized" / quantizer_digest() / f"{name}.{mode}.tflite"
     if not target.exists() or target.stat().st_mtime < path.stat().st_mtime:
         model = qengine.load(path)
         calibration = None
@@ -84,8 +104,10 @@ def model_file(name: str, path: Path, mode: str) -> Path:
             calibration = [[rng.random(t.shape, dtype=np.float32) for t in model.main.inputs]
                            for _ in range(CALIBRATION_SAMPLES)]
         quantized = qengine.quantize(model, QUANTIZE_MODE[mode], calibration, quiet=True)
-        target.parent.mkdir(exist_ok=True)
-        quantized.save(str(target))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(f".{os.getpid()}.partial")
+        quantized.save(str(partial))
+        partial.replace(target)  # atomic: an interrupted run leaves no truncated model behind
     return target
 
 
@@ -239,15 +261,23 @@ def op_table(rows, threads: int = 1) -> str:
 
 
 # VmHWM (peak RSS of this address space) rather than getrusage's ru_maxrss, which a child
-# started by fork+exec inherits from its parent's peak.
-_HWM = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])"
+# started by fork+exec inherits from its parent's peak; VmRSS for the steps before the peak.
+_STATUS = "int(next(l for l in open('/proc/self/status') if l.startswith('{}')).split()[1])"
+_HWM, _RSS = _STATUS.format("VmHWM"), _STATUS.format("VmRSS")
+# Three figures: after the imports a run needs (numpy, qengine, Numba), after Numba's CPU
+# target is set up (what loading any first kernel costs any Numba program, model or not:
+# its registries and the LLVM JIT; done here as the first kernel load does it), and the peak
+# after running the model.
 _PEAK_QENGINE = f"""
-import sys, numpy as np, qengine
+import sys, numpy as np, qengine, qengine.kernels.jit
+from numba.core.registry import cpu_target
 from qengine.cli_common import generated_inputs
-before = {_HWM}
+imports = {_HWM}
+cpu_target.target_context.refresh(); cpu_target.typing_context.refresh()
+runtime = {_RSS}
 it = qengine.Interpreter(sys.argv[1])
 it.run(generated_inputs(it.model.main.inputs, 0, quiet=True))
-print(before, {_HWM})
+print(imports, runtime, {_HWM})
 """
 _PEAK_TFLITE = f"""
 import sys, numpy as np
@@ -257,28 +287,33 @@ it = Interpreter(model_path=sys.argv[1]); it.allocate_tensors()
 for d in it.get_input_details():
     it.set_tensor(d["index"], np.ones(d["shape"], d["dtype"]))
 it.invoke()
-print(before, {_HWM})
+print(before, before, {_HWM})
 """
 
 
-def peak_mb(script: str, path: Path) -> tuple[float, float]:
-    """(peak RSS after the imports, what running the model added), MB."""
-    out = subprocess.run([sys.executable, "-c", script, str(path)], check=True,
-                         capture_output=True, text=True).stdout.split()
-    before, after = int(out[-2]) / 1024, int(out[-1]) / 1024
-    return before, after - before
+def peak_mb(script: str, path: Path) -> tuple[float, float, float]:
+    """(peak RSS after the imports, what starting the JIT runtime added, what running the
+    model added on top), MB."""
+    # the second of two processes: the first may compile kernels into the disk cache, and
+    # LLVM's compile-time memory is not what a run costs
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", script, str(path)], check=True,
+                             capture_output=True, text=True).stdout.split()
+    imports, runtime, peak = (int(v) / 1024 for v in out[-3:])
+    return imports, runtime - imports, peak - runtime
 
 
 def memory_table(names, paths, modes) -> str:
-    lines = [("| model | mode | qengine imports MB | qengine adds MB | TFLite imports MB | "
-              "TFLite adds MB | ratio of additions |"), "|---|---|---|---|---|---|---|"]
+    lines = [("| model | mode | qengine imports MB | Numba runtime start MB | qengine model adds "
+              "MB | TFLite imports MB | TFLite adds MB | ratio of additions (with runtime "
+              "start) |"), "|---|---|---|---|---|---|---|---|"]
     for name in names:
         for mode in modes:
             path = model_file(name, paths[name], mode)
-            q0, q = peak_mb(_PEAK_QENGINE, path)
-            t0, t = peak_mb(_PEAK_TFLITE, path)
-            lines.append(f"| {name} | {mode} | {q0:.0f} | {q:.0f} | {t0:.0f} | {t:.0f} | "
-                         f"{q / max(t, 1.0):.2f} |")
+            q0, runtime, q = peak_mb(_PEAK_QENGINE, path)
+            t0, _, t = peak_mb(_PEAK_TFLITE, path)
+            lines.append(f"| {name} | {mode} | {q0:.0f} | {runtime:.0f} | {q:.0f} | {t0:.0f} | "
+                         f"{t:.0f} | {q / max(t, 1.0):.2f} ({(q + runtime) / max(t, 1.0):.2f}) |")
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ any edit starts a fresh one.
 
 import hashlib
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -30,6 +31,7 @@ if not KEEP_ENV and "OMP_WAIT_POLICY" not in os.environ:
 import numba
 import numba.core.event
 import numba.extending
+import numba.np.linalg
 
 __all__ = ["cache_dir", "environment_changes", "float_kernel", "inline_kernel", "kernel",
            "on_first_compile", "prange"]
@@ -50,6 +52,48 @@ def _cache_dir() -> str:
         path.mkdir(parents=True, exist_ok=True)
     return str(path)
 
+
+class _LazyBlasCheck:
+    """Stands for `numba.np.arraymath._HAVE_BLAS`: runs Numba's own BLAS check when first read.
+
+    Numba's CPU target imports `numba.np.arraymath` when it loads its first kernel, even one from
+    the disk cache, and that module asks at import whether SciPy's BLAS is there by importing
+    `scipy.linalg` (0.2 s of a 1 s `qengine run`, for a flag read only when typing
+    np.convolve/np.correlate on floats). np.dot and the other BLAS calls check again themselves
+    when they compile, so deferring this one check changes nothing a kernel computes.
+    """
+
+    def __init__(self, check):
+        self.check = check
+        self.value = None
+
+    def __bool__(self):
+        if self.value is None:
+            try:
+                self.check()
+                self.value = True
+            except ImportError:
+                self.value = False
+        return self.value
+
+
+def _import_arraymath_without_scipy() -> None:
+    if "numba.np.arraymath" in sys.modules:
+        return  # the user's code loaded it already: nothing left to save
+    real_check = numba.np.linalg.ensure_blas
+
+    def no_blas_yet():
+        raise ImportError("qengine defers Numba's BLAS check")
+
+    numba.np.linalg.ensure_blas = no_blas_yet
+    try:
+        from numba.np import arraymath
+    finally:
+        numba.np.linalg.ensure_blas = real_check
+    arraymath._HAVE_BLAS = _LazyBlasCheck(real_check)
+
+
+_import_arraymath_without_scipy()
 
 if not KEEP_ENV and not os.environ.get("NUMBA_CACHE_DIR"):  # a user's own setting wins
     numba.config.CACHE_DIR = _CHANGES["numba.config.CACHE_DIR"] = _cache_dir()

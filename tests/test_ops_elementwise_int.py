@@ -14,7 +14,7 @@ from qengine.kernels.fixedpoint import mbqm as mbqm_scalar
 
 import qengine
 from qengine.builder import ACTIVATIONS, GraphBuilder, options
-from qengine.errors import InvalidModelError, UnsupportedOpError
+from qengine.errors import InvalidModelError, ShapeError, UnsupportedOpError
 from qengine.ir import Quantization
 from qengine.ops.elementwise_int import mbqm
 
@@ -171,7 +171,7 @@ def interpreter_error(model):
 
 def test_mismatched_shapes_are_invalid():
     model = binary_model("ADD", ((2, 3), (4,)), [q(0.1), q(0.1)], q(0.1), out_shape=(2, 3))
-    assert interpreter_error(model) is InvalidModelError
+    assert interpreter_error(model) is ShapeError  # an InvalidModelError: shapes that misfit
 
 
 @pytest.mark.parametrize("op", ["ADD", "MUL", "LESS"])

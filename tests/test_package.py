@@ -108,3 +108,23 @@ def test_deviations_live_in_one_table():
     own = [p.name for p in (REPO / "tests").glob("test_*.py")
            if any(line.startswith("DEVIATIONS") for line in p.read_text().splitlines())]
     assert own == [], f"keep deviations in tests/deviations.py, not in {own}"
+
+
+def test_running_a_model_skips_scipy_and_users_numba_blas_still_works():
+    """Numba's import-time BLAS probe (which imports scipy.linalg) is deferred by the kernels'
+    jit module; np.dot and np.convolve in the user's own jitted code still type and agree."""
+    code = """
+import sys, numpy as np, qengine
+i = qengine.Interpreter(sys.argv[1])
+i.run(np.zeros((1, 28, 28), np.float32))
+assert "scipy.linalg" not in sys.modules, "running a model imported scipy.linalg"
+import numba
+dot = numba.njit(lambda a, b: np.dot(a, b))
+conv = numba.njit(lambda a, b: np.convolve(a, b))
+a, b = np.arange(6.0).reshape(2, 3), np.arange(12.0).reshape(3, 4)
+np.testing.assert_allclose(dot(a, b), a @ b)
+np.testing.assert_allclose(conv(a[0], a[1]), np.convolve(a[0], a[1]))
+"""
+    result = subprocess.run([sys.executable, "-c", code, str(REPO / "examples/digits.tflite")],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,21 +44,43 @@ class _Step:
     prepared: Prepared | None = None
     key: tuple | None = None  # the input shapes it was prepared for
     folded: bool = False  # outputs were computed at prepare time
+    # prepared by the static pass, every input's shape fixed there: its input shapes cannot
+    # change between runs (graph inputs re-prepare the plan, and every producer's output is
+    # checked against its spec), so run() skips comparing them
+    static: bool = False
 
 
 class _Plan:
-    """One subgraph, prepared for one set of input shapes."""
+    """One subgraph, prepared for one set of input shapes.
 
-    def __init__(self, interpreter: Interpreter, subgraph: Subgraph):
+    A plan is not changed once prepared, except the steps whose shapes depend on data
+    (`dynamic`), which runs prepare under the plan's lock: new input shapes make a new plan
+    (`Interpreter._plan`), so runs in other threads keep the plan they started with.
+    """
+
+    def __init__(self, interpreter: Interpreter, subgraph: Subgraph, like: _Plan | None = None):
         self.interpreter = interpreter
         self.subgraph = subgraph
+        self.steps = [_Step() for _ in subgraph.operators]
+        self.folded: dict[int, np.ndarray] = {}
+        self.input_shapes: list[tuple[int, ...]] | None = None
+        self.dynamic = False  # some step is prepared while running
+        self.lock = threading.RLock()
+        if like is not None:  # the same subgraph for other shapes: share its tables
+            for name in ("tensors", "slot", "constants", "dead_after", "in_slots", "out_slots",
+                         "op_time"):
+                setattr(self, name, getattr(like, name))
+            return
         self.tensors = subgraph.all_tensors()
         self.slot = {id(t): i for i, t in enumerate(self.tensors)}
         self.constants = {self.slot[id(t)]: _constant_value(t) for t in self.tensors
                           if t.is_constant}
-        self.steps = [_Step() for _ in subgraph.operators]
         self.dead_after = _last_uses(subgraph, self.slot)
-        self.folded: dict[int, np.ndarray] = {}
+        # slots of each op's inputs and outputs (-1: an omitted optional tensor)
+        self.in_slots = [tuple(-1 if t is None else self.slot[id(t)] for t in op.inputs)
+                         for op in subgraph.operators]
+        self.out_slots = [tuple(-1 if t is None else self.slot[id(t)] for t in op.outputs)
+                          for op in subgraph.operators]
         self.op_time: dict[str, float] = {}
 
     def spec_of(self, t: Tensor, value=None, shape=None) -> Spec:
@@ -73,7 +96,7 @@ class _Plan:
 
     def prepare(self, input_shapes: list[tuple[int, ...]]) -> None:
         """Static pass from the graph inputs' shapes; stops where shapes depend on data."""
-        self.folded = {}
+        self.input_shapes = [tuple(s) for s in input_shapes]
         known: dict[int, Spec] = {}
         for t, shape in zip(self.subgraph.inputs, input_shapes):
             known[self.slot[id(t)]] = self.spec_of(t, shape=shape)
@@ -91,9 +114,11 @@ class _Plan:
             if any(s is False for s in specs):
                 continue  # an input's shape is only known at run time
             step = self._prepare_op(index, specs)
+            step.static = True
             for t, spec in zip(op.outputs, step.prepared.outputs):
                 if t is not None and spec.shape is not None:
                     known[self.slot[id(t)]] = spec
+        self.dynamic = not all(step.static or step.folded for step in self.steps)
 
     def _prepare_op(self, index: int, specs: list[Spec | None]) -> _Step:
         op = self.subgraph.operators[index]
@@ -139,29 +164,34 @@ class _Plan:
             values[slot] = value
         for t, array in zip(self.subgraph.inputs, arrays):
             values[self.slot[id(t)]] = array
-        for index, op in enumerate(self.subgraph.operators):
-            step = self.steps[index]
+        for index, step in enumerate(self.steps):
             if step.folded:
                 continue
-            inputs = [None if t is None else values[self.slot[id(t)]] for t in op.inputs]
-            if step.prepared is None or step.key != _array_shapes_key(inputs):
-                self._prepare_at_run(index, op, inputs)
+            inputs = [None if slot < 0 else values[slot] for slot in self.in_slots[index]]
+            if not step.static and (step.prepared is None
+                                    or step.key != _array_shapes_key(inputs)):
+                self._prepare_at_run(index, self.subgraph.operators[index], inputs)
                 if step.folded:
-                    for t in op.outputs:
-                        values[self.slot[id(t)]] = self.folded[self.slot[id(t)]]
+                    for slot in self.out_slots[index]:
+                        values[slot] = self.folded[slot]
                     continue
-            start = time.perf_counter() if profile else 0.0
-            outputs = _as_tuple(step.prepared.run(*inputs))
+            prepared = step.prepared
             if profile:
-                name = op_key(op)
+                start = time.perf_counter()
+                outputs = prepared.run(*inputs)
+                name = op_key(self.subgraph.operators[index])
                 self.op_time[name] = self.op_time.get(name, 0.0) + time.perf_counter() - start
-            for t, spec, value in zip(op.outputs, step.prepared.outputs, outputs):
-                if t is None:
+            else:
+                outputs = prepared.run(*inputs)
+            if not isinstance(outputs, tuple):
+                outputs = (outputs,)
+            for slot, spec, value in zip(self.out_slots[index], prepared.outputs, outputs):
+                if slot < 0:
                     continue
                 if spec.shape is not None and value.shape != spec.shape:
-                    _check_output(OpContext(op, index, []), spec, value)
-                if t is not None:
-                    values[self.slot[id(t)]] = value
+                    _check_output(OpContext(self.subgraph.operators[index], index, []), spec,
+                                  value)
+                values[slot] = value
             if not keep:
                 for slot in self.dead_after[index]:
                     values[slot] = None
@@ -189,7 +219,9 @@ class Interpreter:
     each resource variable's value after the run under its VAR_HANDLE tensor's name).
     Resource variables keep their values from one `run` to the next (streaming models);
     `reset_variables()` returns to the state before the first run. A WHILE loop that runs
-    more than `max_iterations` times is an error, not a hang.
+    more than `max_iterations` times is an error, not a hang. Several threads may call `run`
+    at once (models with resource variables share their state between them); parallel
+    kernels then share the cores through `kernels/threads.py`'s pool.
     """
 
     def __init__(self, model, *, num_threads: int | None = None, arithmetic: str = "ref",
@@ -217,6 +249,7 @@ class Interpreter:
         self.subgraph_observer = None
         _check_supported(model)
         self._plans: dict[int, _Plan] = {}
+        self._prepare_lock = threading.RLock()
         try:  # prepare the main graph now so errors surface before anything runs
             self._plan(0)
         except ShapeError:
@@ -225,7 +258,7 @@ class Interpreter:
             # run prepares again for the shapes it is given, and fails then if still invalid.
             if not any(-1 in (t.shape_signature or ()) for t in model.main.inputs):
                 raise
-            del self._plans[0]
+            # (_plan stores a plan only once prepared: nothing to undo)
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -241,8 +274,7 @@ class Interpreter:
         subgraph = self.model.main
         arrays = _bind_inputs(subgraph.inputs, inputs, self._signature_names(subgraph))
         with thread_limit(self.num_threads):
-            values = self._run_plan(0, arrays, profile, keep)
-        plan = self._plans[0]
+            plan, values = self._run_plan(0, arrays, profile, keep)
         if keep:
             kept = {t.name: v for t, v in zip(plan.tensors, values)
                     if v is not None and not t.is_constant and t.dtype != "resource"}
@@ -274,8 +306,7 @@ class Interpreter:
     def run_subgraph(self, index: int, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """Run subgraph `index` on positional inputs (used by WHILE, IF, CALL_ONCE)."""
         observer = self.subgraph_observer
-        values = self._run_plan(index, list(arrays), keep=observer is not None)
-        plan = self._plans[index]
+        plan, values = self._run_plan(index, list(arrays), keep=observer is not None)
         if observer is not None:
             observer(index, plan.tensors, values)
         return [values[plan.slot[id(t)]] for t in plan.subgraph.outputs]
@@ -317,23 +348,29 @@ class Interpreter:
     # -- internals -----------------------------------------------------------------------------
 
     def _plan(self, index: int, shapes=None) -> _Plan:
-        plan = self._plans.get(index)
+        """Subgraph `index`'s plan for these input shapes; other shapes than the last make a
+        new plan (sharing the old one's tables) rather than changing one a run may be using."""
         subgraph = self.model.subgraphs[index]
-        if shapes is None:
-            shapes = [t.shape for t in subgraph.inputs]
-        if plan is None:
-            plan = self._plans[index] = _Plan(self, subgraph)
-            plan.prepare(shapes)
-            plan.input_shapes = [tuple(s) for s in shapes]
-        elif plan.input_shapes != [tuple(s) for s in shapes]:
-            plan.prepare(shapes)
-            plan.input_shapes = [tuple(s) for s in shapes]
+        shapes = [tuple(s) for s in (shapes if shapes is not None else
+                                     [t.shape for t in subgraph.inputs])]
+        plan = self._plans.get(index)
+        if plan is not None and plan.input_shapes == shapes:
+            return plan
+        with self._prepare_lock:
+            plan = self._plans.get(index)
+            if plan is None or plan.input_shapes != shapes:
+                plan = _Plan(self, subgraph, like=plan)
+                plan.prepare(shapes)
+                self._plans[index] = plan
         return plan
 
     def _run_plan(self, index: int, arrays: list, profile: bool = False,
-                  keep: bool = False) -> list:
+                  keep: bool = False) -> tuple[_Plan, list]:
         plan = self._plan(index, [a.shape for a in arrays])
-        return plan.run(arrays, profile, keep)
+        if plan.dynamic:  # its steps are prepared while it runs: one run at a time
+            with plan.lock:
+                return plan, plan.run(arrays, profile, keep)
+        return plan, plan.run(arrays, profile, keep)
 
     def _variables_by_handle(self, plan: _Plan, values: list) -> dict[str, np.ndarray]:
         shown = {}
@@ -360,8 +397,7 @@ class Interpreter:
             raise InputError(f"signature {sig.key!r} has no input {sorted(unknown)[0]!r}; its "
                              f"inputs are {', '.join(sig.inputs)}")
         arrays = _bind_inputs(sig.subgraph.inputs, kwargs, sig.inputs)
-        values = self._run_plan(index, arrays)
-        plan = self._plans[index]
+        plan, values = self._run_plan(index, arrays)
         return {name: values[plan.slot[id(t)]] for name, t in sig.outputs.items()}
 
 
@@ -391,9 +427,11 @@ def _last_uses(subgraph: Subgraph, slot: dict[int, int]) -> list[list[int]]:
 def thread_limit(n: int):
     """Run Numba kernels (prange) on at most n threads, and BLAS on one.
 
-    BLAS's pool spins after each call and Numba's OpenMP pool (and TFLite's, in the same
-    process) would fight it for the cores, so BLAS calls are single-threaded and the float
-    path splits its large matmuls over qengine's own pool (`kernels/threads.py`) instead.
+    BLAS's pool spins after each call and would fight qengine's own pool (and TFLite's, in the
+    same process) for the cores, so BLAS calls are single-threaded and the float path splits
+    its large matmuls over `kernels/threads.py`'s pool instead. Numba's thread count is per
+    calling thread; the BLAS limit is process-wide, so it is held while any run is inside
+    (two user threads running interpreters at once), and lifted when the last one leaves.
     Numba is only touched if a kernel module loaded it; BLAS is limited through threadpoolctl
     when that is installed.
     """
@@ -403,7 +441,7 @@ def thread_limit(n: int):
         previous = numba.get_num_threads()
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     try:
-        with _blas_limit(1):
+        with _single_thread_blas():
             yield
     finally:
         if previous is not None:
@@ -426,11 +464,30 @@ def blas_is_limited() -> bool:
     return _blas_controller() is not None
 
 
-def _blas_limit(n: int):
+_blas_lock = threading.Lock()
+_blas_holders = 0  # runs inside thread_limit now, in any thread
+_blas_restore = None  # threadpoolctl's limiter of the first of them: restores the user's setting
+
+
+@contextlib.contextmanager
+def _single_thread_blas():
+    global _blas_holders, _blas_restore
     controller = _blas_controller()
     if controller is None:
-        return contextlib.nullcontext()
-    return controller.limit(limits=n, user_api="blas")
+        yield
+        return
+    with _blas_lock:
+        if _blas_holders == 0:
+            _blas_restore = controller.limit(limits=1, user_api="blas")
+        _blas_holders += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_holders -= 1
+            if _blas_holders == 0:
+                _blas_restore.restore_original_limits()
+                _blas_restore = None
 
 
 def unsupported_nodes(model: Model) -> list[tuple[str, str]]:

@@ -1,0 +1,202 @@
+"""kernels/threads.py: the one pool. Blocks cover the range once, errors reach the caller,
+concurrent callers never get more helpers than there are idle cores, and a forked child can
+still use it."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from qengine.kernels import threads
+
+REPO = Path(__file__).parents[1]
+
+
+class Recorder:
+    """work(start, stop) that records its block and how many blocks ran at once."""
+
+    def __init__(self, hold: float = 0.0):
+        self.hold = hold
+        self.lock = threading.Lock()
+        self.blocks: list[tuple[int, int]] = []
+        self.now = self.peak = 0
+
+    def __call__(self, start: int, stop: int) -> None:
+        with self.lock:
+            self.blocks.append((start, stop))
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        time.sleep(self.hold)  # releases the GIL, as a nogil kernel does
+        with self.lock:
+            self.now -= 1
+
+
+@pytest.mark.parametrize("total, threads_", [(0, 2), (1, 2), (7, 1), (7, 2), (7, 3), (2, 8)])
+def test_blocks_cover_the_range_once(monkeypatch, total, threads_):
+    monkeypatch.setattr(threads, "CORES", 4)
+    work = Recorder()
+    threads.parallel_blocks(work, total, threads_)
+    covered = sorted(i for a, b in work.blocks for i in range(a, b))
+    assert covered == list(range(total))
+    assert len(work.blocks) <= max(1, min(threads_, total))
+
+
+def test_an_error_in_a_pool_block_reaches_the_caller(monkeypatch):
+    monkeypatch.setattr(threads, "CORES", 2)
+
+    def work(start, stop):
+        if start > 0:
+            raise ValueError("block failed")
+
+    with pytest.raises(ValueError, match="block failed"):
+        threads.parallel_blocks(work, 10, 2)
+    work = Recorder()  # the pool's bookkeeping survived the error
+    threads.parallel_blocks(work, 10, 2)
+    assert len(work.blocks) == 2
+
+
+def test_one_caller_gets_a_helper_per_idle_core(monkeypatch):
+    monkeypatch.setattr(threads, "CORES", 2)
+    work = Recorder(hold=0.05)
+    threads.parallel_blocks(work, 10, 4)
+    assert len(work.blocks) == 2 and work.peak == 2
+
+
+def test_two_user_threads_do_not_oversubscribe(monkeypatch):
+    """Two Python threads, each running 2-thread work on 2 cores: at most 2 blocks at once
+    (the old ThreadPoolExecutor pool ran 3: two callers plus a helper)."""
+    monkeypatch.setattr(threads, "CORES", 2)
+    work = Recorder(hold=0.05)
+    start = threading.Barrier(2)
+
+    def user():
+        start.wait()
+        for _ in range(3):
+            threads.parallel_blocks(work, 10, 2)
+
+    users = [threading.Thread(target=user) for _ in range(2)]
+    for t in users:
+        t.start()
+    for t in users:
+        t.join()
+    assert work.peak <= 2
+    assert sorted(i for a, b in work.blocks for i in range(a, b)) == sorted(list(range(10)) * 6)
+
+
+def _use_pool_in_child(result):
+    work = Recorder()
+    threads.parallel_blocks(work, 10, 2)
+    result.put(sorted(work.blocks))
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork")
+def test_a_forked_child_can_use_the_pool(monkeypatch):
+    monkeypatch.setattr(threads, "CORES", 2)
+    threads.parallel_blocks(Recorder(), 10, 2)  # the parent's pool thread exists
+    context = multiprocessing.get_context("fork")
+    result = context.Queue()
+    child = context.Process(target=_use_pool_in_child, args=(result,))
+    child.start()
+    child.join(timeout=30)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("parallel_blocks hung in a forked child")
+    assert child.exitcode == 0 and result.get(timeout=5) == [(0, 5), (5, 10)]
+
+
+def test_a_block_calling_parallel_blocks_runs_its_range_itself(monkeypatch):
+    monkeypatch.setattr(threads, "CORES", 2)
+    inner = Recorder()
+    threads.parallel_blocks(lambda a, b: threads.parallel_blocks(inner, 4, 2), 2, 2)
+    assert sorted(inner.blocks) == [(0, 4), (0, 4)]
+
+
+def test_blas_stays_at_one_thread_until_the_last_concurrent_run_leaves():
+    pytest.importorskip("threadpoolctl")
+    import numpy as np  # noqa: F401 - loads the BLAS threadpoolctl reports
+
+    from qengine.runtime.interpreter import _blas_controller, thread_limit
+
+    def blas_threads():  # of the BLAS libraries qengine limits (those loaded when it looked)
+        return [lib["num_threads"] for lib in _blas_controller().select(user_api="blas").info()]
+
+    before = blas_threads()
+    first, second = thread_limit(1), thread_limit(2)
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)  # one run leaves while the other still runs
+    assert set(blas_threads()) == {1}
+    second.__exit__(None, None, None)
+    assert blas_threads() == before
+
+
+@pytest.mark.parametrize("mode", ["float", "int8"])
+def test_one_interpreter_run_from_two_threads_at_once(mode):
+    """Two user threads share one 2-thread Interpreter: every result equals the serial one."""
+    import numpy as np
+
+    import qengine
+
+    data = np.load(REPO / "examples/digits_data.npz")
+    model = qengine.load(REPO / "examples/digits.tflite")
+    if mode == "int8":
+        model = qengine.quantize(model, "int8", data["calibration"][:32, None], quiet=True)
+    interpreter = qengine.Interpreter(model, num_threads=2)
+    images = [data["test_images"][i:i + 8].astype(np.float32) for i in range(0, 80, 8)]
+    if mode == "int8":
+        scale, zero = interpreter.inputs[0].quantization.scale[0], \
+            interpreter.inputs[0].quantization.zero_point[0]
+        images = [np.clip(np.round(x / scale) + zero, -128, 127).astype(np.int8) for x in images]
+    serial = [interpreter.run(x) for x in images]
+    got: dict[tuple[int, int], dict] = {}
+    start = threading.Barrier(2)
+
+    def user(who):
+        start.wait()
+        for _ in range(3):
+            for i, x in enumerate(images):
+                got[who, i] = interpreter.run(x)
+
+    users = [threading.Thread(target=user, args=(who,)) for who in range(2)]
+    for t in users:
+        t.start()
+    for t in users:
+        t.join()
+    for (_, i), outputs in got.items():
+        for name, value in serial[i].items():
+            np.testing.assert_array_equal(outputs[name], value)
+
+
+def test_two_threads_running_one_interpreter_at_different_batch_sizes():
+    """A new input shape makes a new plan instead of re-preparing the one another thread is
+    running: each thread's outputs equal the serial ones."""
+    import numpy as np
+
+    import qengine
+
+    data = np.load(REPO / "examples/digits_data.npz")["test_images"].astype(np.float32)
+    interpreter = qengine.Interpreter(REPO / "examples/digits.tflite")
+    batches = {who: [data[i:i + 2 + 3 * who] for i in range(0, 40, 5)] for who in range(2)}
+    serial = {who: [interpreter.run(x) for x in xs] for who, xs in batches.items()}
+    errors = []
+    start = threading.Barrier(2)
+
+    def user(who):
+        start.wait()
+        try:
+            for _ in range(5):
+                for x, expected in zip(batches[who], serial[who]):
+                    for name, value in interpreter.run(x).items():
+                        np.testing.assert_array_equal(value, expected[name])
+        except Exception as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(e)
+
+    users = [threading.Thread(target=user, args=(who,)) for who in range(2)]
+    for t in users:
+        t.start()
+    for t in users:
+        t.join()
+    assert errors == []
