@@ -124,7 +124,7 @@ def _conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high
     panels, bias16 = pack_conv_f32(weights), pad_channels(bias, LANES)
     pixels = g.batch * g.out_h * g.out_w
     flops = 2 * pixels * weights.size
-    threads = ctx.num_threads if flops >= _MIN_PARALLEL_FLOPS else 1
+    threads = _threads_for(ctx, flops)
 
     def run(x, w, b=None):
         x = np.ascontiguousarray(x, np.float32)  # the kernel reads raw addresses
@@ -148,7 +148,7 @@ def _conv_float_narrow(ctx, g: ConvGeometry, out_shape, weights, bias, low, high
     w8 = pack_narrow_f32(weights)
     rows = g.batch * g.out_h
     flops = 2 * rows * g.out_w * weights.size
-    threads = ctx.num_threads if flops >= _MIN_PARALLEL_FLOPS else 1
+    threads = _threads_for(ctx, flops)
 
     def run(x, w, b=None):
         x = np.ascontiguousarray(x, np.float32)
@@ -172,9 +172,13 @@ def _pad_last(a: np.ndarray, extra: int) -> np.ndarray:
     return np.ascontiguousarray(a, np.float32)
 
 
-# Below this many flops a float conv stays on the calling thread: handing a block to a pool
-# thread costs ~20-50 us, the time of a ~2 MFLOP conv on one core.
-_MIN_PARALLEL_FLOPS = 4_000_000
+
+
+def _threads_for(ctx: OpContext, flops: int) -> int:
+    """The op's threads, or 1 below the pool's MIN_PARALLEL_FLOPS (a hand-off costs more)."""
+    from qengine.kernels.threads import MIN_PARALLEL_FLOPS
+
+    return ctx.num_threads if flops >= MIN_PARALLEL_FLOPS else 1
 
 
 def _pixel_blocks(block, total: int, threads: int) -> None:
@@ -246,7 +250,7 @@ def _depthwise_float_direct(ctx, g: ConvGeometry, out_shape, multiplier, bias, l
     padded_shape = (*out_shape[:3], out_c + pad_c)
     rows = g.batch * g.out_h
     flops = 2 * rows * g.out_w * out_shape[3] * taps
-    threads = ctx.num_threads if flops >= _MIN_PARALLEL_FLOPS else 1
+    threads = _threads_for(ctx, flops)
 
     def run(x, w, b=None):
         if multiplier > 1:
