@@ -14,10 +14,11 @@ row of in_zp instead (w·zp, which the folded bias cancels: the reference skips 
 With stride_w = 1, S = 16 / gcd(C, 16) neighbouring output pixels of C channels (C not a
 multiple of 16) read S·C contiguous input bytes per tap and write S·C contiguous output bytes:
 the tile treats them as one pixel of S·C "channels" (a multiple of 16) with the weights and
-parameters tiled S times, so 8- or 24-channel layers run the same vector code. Pixels whose
-taps leave the image on the left or right, depth multipliers > 1 and the remaining channel
-counts run `_dw_pixel` (int16 products, 16 channels per `vpmullw`) and `requant.pixel_requant`
-with the plain bias, one pixel at a time.
+parameters tiled S times, so 8- or 24-channel layers run the same vector code. The pixels the
+tile cannot read in place (a span whose taps leave the image on the left or right, depth
+multipliers > 1, stride_w > 1 with such C) are staged one at a time (`_stage_pixel`: each
+tap's channels, input channel oc // dm for output channel oc, in_zp off the image) and run
+through the same tile.
 
 Threads: `parallel_blocks` splits the output rows; each block is one call of a serial kernel.
 """
@@ -44,14 +45,13 @@ from qengine.kernels.emit import (
     splat,
 )
 from qengine.kernels.gemm_int8 import threads_or_default
-from qengine.kernels.jit import kernel
+from qengine.kernels.jit import inline_kernel, kernel
 from qengine.kernels.pack import DW_ORDER, LANES, TAPS_HI, TAPS_LO, interleave_taps
 from qengine.kernels.requant import (
     PARAM_ROWS,
     epilogue_kind,
     epilogue_vec,
     fp32_bits,
-    pixel_requant,
     requant_params,
 )
 from qengine.kernels.threads import parallel_blocks
@@ -101,7 +101,8 @@ def _dw_pixel(acc, x, w16, b, oy, ox, in_zp, ints, xs):
     stride_h, stride_w, dil_h, dil_w = ints[4], ints[5], ints[6], ints[7]
     pad_top, pad_left, depth_multiplier = ints[8], ints[9], ints[12]
     zp = np.int16(in_zp)
-    acc[:] = 0
+    for c in range(out_c):
+        acc[c] = 0
     for ky in range(k_h):
         iy = oy * stride_h - pad_top + ky * dil_h
         if iy < 0 or iy >= in_h:
@@ -193,20 +194,22 @@ class DepthwiseInt8Plan(NamedTuple):
     `plan_depthwise_int8_fp32`: then params and q are uint32, bias and float32 scale bits in
     place of bias, M and 0, 0 in place of left, right)."""
 
-    w16: np.ndarray  # int16 [KH, KW, Co]: pixels `_dw_pixel` computes
-    params: np.ndarray  # int32 [4, Co]: bias, M, left, right (for `_dw_pixel`)
-    w_pairs: np.ndarray  # int16 [S·Co/16, pairs, 2, 16]: the tile's (empty: no tile)
-    q: np.ndarray  # int32 [S·Co/16, 4, 16]: bias - zp·Σw, M, left, right in DW_ORDER
-    ints: np.ndarray  # int64: in_zp, out_zp, act_min, act_max, geometry, depth_multiplier, S
+    w16: np.ndarray  # int16 [KH, KW, Co]
+    params: np.ndarray  # int32 [4, Co]: bias, M, left, right
+    w_pairs: np.ndarray  # int16 [L/16, pairs, 2, 16], L = S·Co or Co padded to 16 lanes
+    q: np.ndarray  # int32 [L/16, 4, 16]: bias - zp·Σw, M, left, right in DW_ORDER
+    ints: np.ndarray  # int64: in_zp, out_zp, act_min, act_max, geometry, dm, S, direct
+    in_c: int
+    out_hwc: tuple  # (out_h, out_w, out_c)
 
 
 def plan_depthwise_int8(w16, bias, in_zp, mult, shift, out_zp, act_min, act_max, stride_h,
                         stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w,
                         depth_multiplier):  # fmt: skip
-    """A `DepthwiseInt8Plan` with the reference's MBQM, or None for a right shift > 31 with
-    M ≠ 0 (QuantizeMultiplier never makes one)."""
+    """A `DepthwiseInt8Plan` with the reference's MBQM, or None for multipliers
+    QuantizeMultiplier never makes (see `gemm_int8.plan_conv2d_int8`)."""
     params = requant_params(bias, mult, shift)
-    if params is None:
+    if params is None or np.any(params[1] == -(2**31)):
         return None
     geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w,
                 depth_multiplier)
@@ -232,20 +235,23 @@ def _depthwise_plan(w16, params, in_zp, out_zp, act_min, act_max,
     stride_w, depth_multiplier = geometry[1], geometry[-1]
     w16 = np.ascontiguousarray(w16, np.int16)
     out_c = w16.shape[2]
-    w_pairs, q = np.zeros((0, 0, 2, LANES), np.int16), np.zeros((0, 4, LANES), params.dtype)
     span = LANES // np.gcd(out_c, LANES)  # output pixels per tile call (see the module doc)
-    if depth_multiplier == 1 and (span == 1 or stride_w == 1):
-        w_span = np.tile(w16, span)  # S neighbouring pixels as one of S·Co channels
-        w_pairs = interleave_taps(w_span)
-        sum_w = w_span.reshape(-1, span * out_c).astype(np.int64).sum(axis=0)
-        folded = np.tile(params, span)
-        bias = folded[0].view(np.int32).astype(np.int64)
-        folded[0] = (bias - in_zp * sum_w).astype(np.int32).view(params.dtype)  # mod 2^32
-        q = np.ascontiguousarray(folded.reshape(4, -1, LANES).transpose(1, 0, 2)[:, :, DW_ORDER])
-    else:
+    direct = depth_multiplier == 1 and (span == 1 or stride_w == 1)  # x read in place
+    if not direct:
         span = 1
-    ints = np.array([in_zp, out_zp, act_min, act_max, *geometry, span], np.int64)
-    return DepthwiseInt8Plan(w16, params, w_pairs, q, ints)
+    width = -(-span * out_c // LANES) * LANES  # the tile's lanes: S·Co, or Co padded to 16
+    w_span = np.zeros((*w16.shape[:2], width), np.int16)
+    w_span[:, :, : span * out_c] = np.tile(w16, span)  # S neighbouring pixels as one
+    folded = np.zeros((4, width), params.dtype)
+    folded[:, : span * out_c] = np.tile(params, span)
+    sum_w = w_span.reshape(-1, width).astype(np.int64).sum(axis=0)
+    bias = folded[0].view(np.int32).astype(np.int64)
+    folded[0] = (bias - in_zp * sum_w).astype(np.int32).view(params.dtype)  # mod 2^32
+    w_pairs = interleave_taps(w_span)
+    q = np.ascontiguousarray(folded.reshape(4, -1, LANES).transpose(1, 0, 2)[:, :, DW_ORDER])
+    ints = np.array([in_zp, out_zp, act_min, act_max, *geometry, span, direct], np.int64)
+    out_hwc = (int(geometry[6]), int(geometry[7]), out_c)
+    return DepthwiseInt8Plan(w16, params, w_pairs, q, ints, out_c // depth_multiplier, out_hwc)
 
 
 @kernel
@@ -256,21 +262,27 @@ def _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, row0, row1):
     k_h, k_w = plan_w16.shape[0], plan_w16.shape[1]
     in_zp, out_zp, act_min, act_max = ints[0], ints[1], ints[2], ints[3]
     stride_h, stride_w, dil_h, dil_w = ints[4], ints[5], ints[6], ints[7]
-    pad_top, pad_left, span = ints[8], ints[9], ints[13]
-    acc = np.empty(out_c, np.int32)
-    xs = np.empty(in_c, np.int16)
+    pad_top, pad_left, span, direct = ints[8], ints[9], ints[13], ints[14] != 0
     groups, pairs = w_pairs.shape[0], w_pairs.shape[1]
+    padded = -(-out_c // LANES) * LANES  # a staged pixel's lanes
     # what an off-image tap reads: w·zp, cancelled by bias'
-    zp_row = np.full(max(in_c, groups * LANES), in_zp, np.int8)
-    inner = np.zeros(2 * pairs, np.int64)  # byte offsets of the taps from tap (0, 0): interior
-    edge = np.zeros(2 * pairs, np.int64)  # the same for one border pixel
-    for t in range(k_h * k_w if groups > 0 else 0):
-        inner[t] = ((t // k_w) * dil_h * in_w + (t % k_w) * dil_w) * in_c
+    zp_row = np.empty(max(in_c, groups * LANES), np.int8)
+    for c in range(zp_row.size):  # loops, not np.full / np.zeros: less for Numba to compile
+        zp_row[c] = in_zp
+    inner = np.empty(2 * pairs, np.int64)  # byte offsets of the taps from tap (0, 0): interior
+    edge = np.empty(2 * pairs, np.int64)  # the same for one border pixel
+    staged = np.empty(2 * pairs, np.int64)  # the same in `stage`
+    for t in range(2 * pairs):  # (a zero-weight last tap reads tap (0, 0))
+        inner[t] = ((t // k_w) * dil_h * in_w + (t % k_w) * dil_w) * in_c if t < k_h * k_w else 0
+        staged[t] = t * padded if t < k_h * k_w else 0
+    stage = np.empty(k_h * k_w * padded, np.int8)  # one pixel's taps, channel oc = x[oc // dm]
+    scratch = np.empty(padded, np.int8)  # its output
     # interior: ox in [ox_lo, ox_hi) has every kx tap in the image
     ox_lo = min(out_w, max(0, -(-pad_left // stride_w)))
     ox_hi = max(ox_lo, min(out_w, (in_w - 1 - (k_w - 1) * dil_w + pad_left) // stride_w + 1))
     xa, oa, wa, qa, za = addr(x), addr(out), addr(w_pairs), addr(q), addr(zp_row)
-    inner_at, edge_at = addr(inner), addr(edge)
+    inner_at, edge_at, staged_at = addr(inner), addr(edge), addr(staged)
+    sa, ta = addr(stage), addr(scratch)
     w_group, q_group = pairs * 2 * LANES * 2, 4 * LANES * 4  # bytes per 16 channels
     for row in range(row0, row1):
         b = row // out_h
@@ -278,18 +290,20 @@ def _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, row0, row1):
         iy0 = oy * stride_h - pad_top
         rows_in = iy0 >= 0 and iy0 + (k_h - 1) * dil_h < in_h
         ox = 0
-        while ox < out_w:
-            if groups == 0 or (span > 1 and not (ox_lo <= ox and ox + span <= ox_hi)):
-                _dw_pixel(acc, x, plan_w16, b, oy, ox, in_zp, ints, xs)
-                pixel_requant(acc, out[b, oy, ox], params, out_zp, act_min, act_max)
-                ox += 1
-                continue
+        while ox < out_w:  # one tile call per pixel span (in place) or staged pixel
+            staging = not direct or (span > 1 and not (ox_lo <= ox and ox + span <= ox_hi))
             ix0 = ox * stride_w - pad_left
             src = xa + ((b * in_h + iy0) * in_w + ix0) * in_c  # tap (0, 0), maybe off-image
             offs = inner_at  # an address: an array variable here would be reference-counted
-            if not (rows_in and ox_lo <= ox < ox_hi):
+            dst = oa + ((b * out_h + oy) * out_w + ox) * out_c
+            n_groups, step = groups, span
+            if staging:
+                _stage_pixel(x, stage, padded, b, oy, ox, in_zp, ints, k_h, k_w, out_c)
+                src, offs, dst, n_groups, step = sa, staged_at, ta, padded // LANES, 1
+            elif not (rows_in and ox_lo <= ox < ox_hi):
                 offs = edge_at
-                edge[:] = za - src  # the zero-weight padding tap reads zp_row too
+                for t in range(2 * pairs):  # the zero-weight padding tap reads zp_row too
+                    edge[t] = za - src
                 t = 0
                 for ky in range(k_h):
                     iy = iy0 + ky * dil_h
@@ -298,11 +312,35 @@ def _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, row0, row1):
                         if 0 <= iy < in_h and 0 <= ix < in_w:
                             edge[t] = inner[t]
                         t += 1
-            dst = oa + ((b * out_h + oy) * out_w + ox) * out_c
-            for g in range(groups):
+            for g in range(n_groups):  # one call site: each site compiles its own copy
                 _dw16(src + g * LANES, offs, wa + g * w_group, pairs, qa + g * q_group,
                       dst + g * LANES, out_zp, act_min, act_max, q)  # fmt: skip
-            ox += span
+            if staging:
+                for c in range(out_c):
+                    out[b, oy, ox, c] = scratch[c]
+            ox += step
+
+
+@inline_kernel
+def _stage_pixel(x, stage, padded, b, oy, ox, in_zp, ints, k_h, k_w, out_c):
+    """stage[t·padded + oc] = x[b, iy, ix, oc // dm] for tap t = (ky, kx) of output pixel
+    (b, oy, ox), in_zp where the tap is off the image (w·zp, cancelled by the folded bias)."""
+    in_h, in_w = x.shape[1], x.shape[2]
+    stride_h, stride_w, dil_h, dil_w = ints[4], ints[5], ints[6], ints[7]
+    pad_top, pad_left, depth_multiplier = ints[8], ints[9], ints[12]
+    t = 0
+    for ky in range(k_h):
+        iy = oy * stride_h - pad_top + ky * dil_h
+        for kx in range(k_w):
+            ix = ox * stride_w - pad_left + kx * dil_w
+            at = t * padded
+            if 0 <= iy < in_h and 0 <= ix < in_w:
+                for c in range(out_c):
+                    stage[at + c] = x[b, iy, ix, c // depth_multiplier]
+            else:
+                for c in range(out_c):
+                    stage[at + c] = in_zp
+            t += 1
 
 
 def _rows_in_parallel(work, rows, macs, threads):
@@ -318,15 +356,14 @@ def run_depthwise_int8(plan: DepthwiseInt8Plan, x, threads=None) -> np.ndarray:
     """Run a `DepthwiseInt8Plan` on x [N, H, W, Ci] int8 → [N, out_h, out_w, Co] int8 on
     `threads` threads (default: numba.get_num_threads())."""
     x = np.ascontiguousarray(x, np.int8)
-    assert x.shape[3] * plan.ints[12] == plan.w16.shape[2], "channels differ from the filter's"
-    out_h, out_w = int(plan.ints[10]), int(plan.ints[11])
-    out = np.empty((x.shape[0], out_h, out_w, plan.w16.shape[2]), np.int8)
-
-    def rows(r0, r1):
-        _dw_plan_rows(x, plan.w16, plan.params, plan.w_pairs, plan.q, plan.ints, out, r0, r1)
-
-    _rows_in_parallel(rows, x.shape[0] * out_h, out.size * plan.w16.shape[0] * plan.w16.shape[1],
-                      threads)  # fmt: skip
+    assert x.shape[3] == plan.in_c, "channels differ from the filter's"
+    out = np.empty((x.shape[0], *plan.out_hwc), np.int8)
+    args = (x, plan.w16, plan.params, plan.w_pairs, plan.q, plan.ints, out)
+    rows, threads = x.shape[0] * plan.out_hwc[0], threads_or_default(threads)
+    if threads == 1 or out.size * plan.w16.shape[0] * plan.w16.shape[1] < MIN_PARALLEL_MACS:
+        _dw_plan_rows(*args, 0, rows)
+    else:
+        parallel_blocks(lambda r0, r1: _dw_plan_rows(*args, r0, r1), rows, threads)
     return out
 
 
@@ -337,7 +374,7 @@ def depthwise_conv2d_int8_fast(x, w16, bias, in_zp, mult, shift, out_zp, act_min
 
     x [N, H, W, Ci] int8; w16 = pack_depthwise_weights(w) for w [1, KH, KW, Co], Co = Ci·dm;
     bias [Co] int32; mult/shift [Co] → [N, out_h, out_w, Co] int8. Multipliers
-    QuantizeMultiplier never makes (right shift > 31) run the reference kernel.
+    QuantizeMultiplier never makes (see `plan_depthwise_int8`) run the reference kernel.
     """
     geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w,
                 depth_multiplier)

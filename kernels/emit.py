@@ -12,11 +12,9 @@ results, slower).
 
 import llvmlite.binding as llvm_binding
 import numba
-import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.core.extending import intrinsic
-from qengine.kernels.jit import inline_kernel
 
 I8, I16, I32, I64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
 V8I32, V16I16, V16I8 = ir.VectorType(I32, 8), ir.VectorType(I16, 16), ir.VectorType(I8, 16)
@@ -106,39 +104,84 @@ def accumulate(builder, count, n_acc, step, name):
     return final
 
 
+def _counted_loop(builder, start, stop, name, body):
+    """Emit `for i in range(start, stop): body(i)` (int64 i)."""
+    entry = builder.block
+    loop = builder.function.append_basic_block(f"{name}_loop")
+    done = builder.function.append_basic_block(f"{name}_done")
+    builder.cbranch(builder.icmp_signed("<", start, stop), loop, done)
+    builder.position_at_end(loop)
+    i = builder.phi(I64)
+    body(i)
+    i_next = builder.add(i, const64(1))
+    builder.cbranch(builder.icmp_signed("<", i_next, stop), loop, done)
+    i.add_incoming(start, entry)
+    i.add_incoming(i_next, builder.block)
+    builder.position_at_end(done)
+
+
 def _widen_codegen(context, builder, signature, args):
-    src_addr, dst_addr, groups, zp = args
+    src_addr, src_end, dst_addr, n, zp = args
     src = builder.inttoptr(src_addr, I8.as_pointer())
     dst = builder.inttoptr(dst_addr, I16.as_pointer())
     zps = splat(builder, zp, V16I16)
-    entry = builder.block
-    loop = builder.function.append_basic_block("widen_loop")
-    done = builder.function.append_basic_block("widen_done")
-    builder.cbranch(builder.icmp_signed(">", groups, const64(0)), loop, done)
-    builder.position_at_end(loop)
-    g = builder.phi(I64)
-    at = builder.mul(g, const64(16))
-    diff = builder.sub(builder.sext(load_vec(builder, src, at, V16I8), V16I16), zps)
-    builder.store(diff, builder.bitcast(builder.gep(dst, [at]), V16I16.as_pointer()), align=2)
-    g_next = builder.add(g, const64(1))
-    builder.cbranch(builder.icmp_signed("<", g_next, groups), loop, done)
-    g.add_incoming(const64(0), entry)
-    g.add_incoming(g_next, loop)
-    builder.position_at_end(done)
+    full = builder.ashr(n, const64(4))
+    # one more group of 16 past n when the source has room (the values past n are garbage)
+    room = builder.icmp_signed("<=", builder.add(src_addr, builder.mul(builder.add(
+        full, const64(1)), const64(16))), src_end)  # fmt: skip
+    over = builder.and_(builder.icmp_signed(">", builder.and_(n, const64(15)), const64(0)), room)
+    groups = builder.add(full, builder.zext(over, I64))
+
+    def group(g):
+        at = builder.mul(g, const64(16))
+        diff = builder.sub(builder.sext(load_vec(builder, src, at, V16I8), V16I16), zps)
+        builder.store(diff, builder.bitcast(builder.gep(dst, [at]), V16I16.as_pointer()),
+                      align=2)  # fmt: skip
+
+    def single(i):
+        value = builder.sub(builder.sext(builder.load(builder.gep(src, [i])), I16),
+                            builder.trunc(zp, I16))  # fmt: skip
+        builder.store(value, builder.gep(dst, [i]))
+
+    _counted_loop(builder, const64(0), groups, "widen", group)
+    tail_start = builder.select(over, n, builder.mul(full, const64(16)))
+    _counted_loop(builder, tail_start, n, "widen_tail", single)
     return context.get_dummy_value()
 
 
 @intrinsic
-def widen(typingctx, src_addr, dst_addr, groups, zp):
-    """dst[0:16·groups] = int16(src[0:16·groups]) - zp (int8 src, int16 dst; addresses).
+def widen(typingctx, src_addr, src_end, dst_addr, n, zp):
+    """dst[0:n] = int16(src[0:n]) - zp (int8 src, int16 dst; addresses), 16 at a time; when
+    src_end (the source's end) leaves room, the last 16 also write up to 15 values past
+    dst[n - 1] (callers overwrite them), else the last n % 16 go one by one.
 
     An intrinsic rather than a kernel: a call to another kernel is not inlined and costs
     reference counting, which per im2col run was most of the packing time.
     """
-    return types.void(types.int64, types.int64, types.int64, types.int64), _widen_codegen
+    sig = types.void(types.int64, types.int64, types.int64, types.int64, types.int64)
+    return sig, _widen_codegen
 
 
-@inline_kernel
-def addr(a):
-    """a's data address as int64 (uintp + int64 would be float64 in Numba's promotion)."""
-    return np.int64(a.ctypes.data)
+@intrinsic
+def zero_fill(typingctx, dst_addr, n_bytes):
+    """memset(dst, 0, n_bytes) (an address; n_bytes <= 0 writes nothing)."""
+
+    def codegen(context, builder, signature, args):
+        dst, n = args
+        size = builder.select(builder.icmp_signed(">", n, const64(0)), n, const64(0))
+        cgutils.memset(builder, builder.inttoptr(dst, I8.as_pointer()), size, 0)
+        return context.get_dummy_value()
+
+    return types.void(types.int64, types.int64), codegen
+
+
+@intrinsic
+def addr(typingctx, a):
+    """a's data address as int64 (uintp + int64 would be float64 in Numba's promotion). An
+    intrinsic: an inlined helper is re-typed at each of its call sites when kernels compile."""
+
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.ptrtoint(array.data, I64)
+
+    return types.int64(a), codegen

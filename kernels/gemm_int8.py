@@ -176,7 +176,8 @@ def _gemm_blocks(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
     and rows in order, so panel 0 or a later row of this call rewrites them. Where the
     spill would leave this call's pixels (or this call lacks panel 0), for fewer than 8
     channels (a 1-channel conv ran 2.4x slower with 15 overlapping stores per row), and for
-    a last block of fewer than 6 pixels, the tile goes through a [ROWS, 16] scratch tile.
+    a last block of 2-5 pixels (the 6-row tile), the tile goes through a [ROWS, 16] scratch
+    tile.
     """
     out_c, pixels, size = out.shape[1], out.shape[0], out.itemsize
     end = min(blk1 * ROWS, pixels) * out_c  # this call writes out.flat[blk0·ROWS·Co : end]
@@ -197,8 +198,8 @@ def _gemm_blocks(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
             oc0 = j * LANES
             width = min(LANES, out_c - oc0)
             spill_ok = (2 * width >= LANES and pan0 == 0  # (many overlapping stores stall)
-                        and (p0 + ROWS - 1) * out_c + oc0 + LANES <= end)  # fmt: skip
-            direct = rows == ROWS and (width == LANES or spill_ok)
+                        and (p0 + rows - 1) * out_c + oc0 + LANES <= end)  # fmt: skip
+            direct = (rows == ROWS or rows == 1) and (width == LANES or spill_ok)
             dst = oa + (p0 * out_c + oc0) * size if direct else ta
             stride = out_c * size if direct else LANES * size
             panel, qj = pa + j * panel_bytes, qa + j * q_bytes
@@ -268,10 +269,11 @@ def _conv_plan(packed: PackedConvWeights, q_rows, dtype, in_zp, out_zp, act_min,
 def plan_conv2d_int8(packed: PackedConvWeights, bias, in_zp, mult, shift, out_zp, act_min,
                      act_max, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h,
                      out_w):  # fmt: skip
-    """A `ConvInt8Plan` with the reference's MBQM, or None for a right shift > 31 with M ≠ 0
-    (QuantizeMultiplier never makes one)."""
+    """A `ConvInt8Plan` with the reference's MBQM, or None for multipliers QuantizeMultiplier
+    never makes: a right shift > 31 with M ≠ 0, or M = INT32_MIN (SRDHM's saturating case,
+    left out of the tiles)."""
     params = requant_params(bias, mult, shift)
-    if params is None:
+    if params is None or np.any(params[1] == -(2**31)):
         return None
     geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w)
     return _conv_plan(packed, params, np.int32, in_zp, out_zp, act_min, act_max, geometry)
@@ -289,9 +291,15 @@ def plan_conv2d_int8_fp32(packed: PackedConvWeights, bias, in_zp, scale, out_zp,
     return _conv_plan(packed, q_rows, np.uint32, in_zp, out_zp, act_min, act_max, geometry)
 
 
+_RAW_Q = np.zeros((1, 4, LANES), np.int64)  # a raw tile reads no parameters: one for all
+
+
 def _raw_plan(packed: PackedConvWeights, in_zp, geometry) -> ConvInt8Plan:
-    """A plan whose GEMM stores the int32 accumulators Σ w·(x - in_zp)."""
-    return _conv_plan(packed, [], np.int64, in_zp, 0, 0, 0, geometry)
+    """A plan whose GEMM stores the int32 accumulators Σ w·(x - in_zp); made per call (a few
+    µs: a batch-1 FULLY_CONNECTED takes ~20 µs)."""
+    ints = np.array([packed.out_c, packed.k_h, packed.k_w, in_zp, 0, 0, 0, *geometry], np.int64)
+    out_h, out_w = geometry[-2:]
+    return ConvInt8Plan(packed.panels, _RAW_Q, ints, packed.in_c, (out_h, out_w, packed.out_c))
 
 
 def run_conv2d_int8(plan: ConvInt8Plan, x, threads=None) -> np.ndarray:
@@ -310,13 +318,14 @@ def run_conv2d_int8(plan: ConvInt8Plan, x, threads=None) -> np.ndarray:
 
 
 def conv2d_int8_fast(x, packed: PackedConvWeights, bias, in_zp, mult, shift, out_zp, act_min,
-                     act_max, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w):  # fmt: skip
+                     act_max, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h,
+                     out_w):  # fmt: skip
     """Bit-exact fast twin of `conv.conv2d_int8` (TFLite reference ConvPerChannel).
 
     x [N, H, W, Ci] int8; packed = pack_conv_weights(w) for w [Co, KH, KW, Ci/groups];
     bias [Co] int32 (zeros if absent); mult/shift [Co] int32 → [N, out_h, out_w, Co] int8.
-    Grouped convolutions (Ci ≠ w.shape[3]) and right shifts > 31 with M ≠ 0 (never made by
-    QuantizeMultiplier) run the reference kernel.
+    Grouped convolutions (Ci ≠ w.shape[3]) and multipliers QuantizeMultiplier never makes
+    (see `plan_conv2d_int8`) run the reference kernel.
     """
     geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w)
     plan = None
@@ -346,8 +355,8 @@ def fully_connected_int8_fast(x, packed: PackedConvWeights, bias, in_zp, w_zp, e
         return fully_connected_int8(x, w, bias, in_zp, w_zp, eff_scale, out_zp, act_min, act_max)
     acc = _fc_accumulators(x, packed, in_zp, threads)
     out = np.empty(acc.shape, np.int8)
-    fc_requant_rows(acc, out, np.ascontiguousarray(bias, np.int32),
-                    np.ascontiguousarray(eff_scale, np.float64), out_zp, act_min, act_max)  # fmt: skip
+    bias, eff_scale = np.ascontiguousarray(bias, np.int32), np.asarray(eff_scale, np.float64)
+    fc_requant_rows(acc, out, bias, np.ascontiguousarray(eff_scale), out_zp, act_min, act_max)
     return out
 
 
@@ -372,8 +381,9 @@ def conv2d_int8_acc_fast(x, packed: PackedConvWeights, zps, stride_h, stride_w, 
     assert x.shape[3] == packed.in_c, "grouped convolutions: use hybrid.conv_accumulators"
     geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w)
     x = np.ascontiguousarray(x, np.int8)
-    return np.concatenate([run_conv2d_int8(_raw_plan(packed, int(zps[b]), geometry),
-                                           x[b : b + 1], threads) for b in range(x.shape[0])])  # fmt: skip
+    images = [run_conv2d_int8(_raw_plan(packed, int(zps[b]), geometry), x[b : b + 1], threads)
+              for b in range(x.shape[0])]  # one plan per image: its own zero point
+    return np.concatenate(images)
 
 
 def fully_connected_int8_acc_fast(x, packed: PackedConvWeights, threads=None):

@@ -14,8 +14,8 @@
 from typing import NamedTuple
 
 import numpy as np
-from qengine.kernels.emit import addr, widen
-from qengine.kernels.jit import inline_kernel, kernel
+from qengine.kernels.emit import addr, widen, zero_fill
+from qengine.kernels.jit import kernel
 
 ROWS = 6  # output pixels (GEMM rows) per micro-kernel tile
 LANES = 16  # output channels per weight panel (two int32x8 accumulators)
@@ -56,7 +56,8 @@ def pack_fc_weights(w) -> PackedConvWeights:
 
 
 def pack_depthwise_weights(w) -> np.ndarray:
-    """Prepare-time repacking of a DEPTHWISE_CONV_2D filter [1, KH, KW, Co] int8 → int16 [KH, KW, Co]."""
+    """Prepare-time repacking of a DEPTHWISE_CONV_2D filter [1, KH, KW, Co] int8 → int16
+    [KH, KW, Co]."""
     return np.ascontiguousarray(np.asarray(w)[0], dtype=np.int16)
 
 
@@ -79,39 +80,32 @@ def interleave_taps(w16):
     return np.ascontiguousarray(pairs[:, :, [TAPS_LO, TAPS_HI]], np.int16)
 
 
-@inline_kernel
-def _copy_run(xf, src, a, k, n, zp):
-    """a[k : k+n] = int16(xf[src : src+n]) - zp, 16 at a time (see `pack_block`)."""
-    if src + (n + 15) // 16 * 16 <= xf.size:
-        widen(addr(xf) + src, addr(a) + 2 * k, (n + 15) // 16, np.int64(zp))
-    else:
-        for i in range(n):
-            a[k + i] = np.int16(xf[src + i]) - zp
-
-
 @kernel
 def pack_block(x, xf, a, kp, p0, rows, zp, ints):
     """A block a [ROWS·Kp + 16] int16 for output pixels p0..p0+rows-1: im2col minus zp, taps
     outside the image 0, rows past `rows` 0; Kp = 2·ceil(K/2) values per row. xf is x
     flattened; ints holds the geometry (see `gemm_int8.ConvInt8Plan`).
 
-    Each run of n values is copied 16 at a time, writing up to 15 values past its end when
-    the source has room; rows and runs are written in increasing order, so those values are
-    overwritten by the next run, row or zero fill (`a` has 16 spare elements for the last).
+    Each run of n values is copied 16 at a time (`emit.widen`), writing up to 15 values past
+    its end when the source has room; rows and runs are written in increasing order, so those
+    values are overwritten by the next run, row or zero fill (`a` has 16 spare elements for
+    the last).
     """
     in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
     k_h, k_w, out_h, out_w = ints[1], ints[2], ints[13], ints[14]
     stride_h, stride_w, dil_h, dil_w = ints[7], ints[8], ints[9], ints[10]
     pad_top, pad_left = ints[11], ints[12]
+    xa, x_end, aa, z = addr(xf), addr(xf) + xf.size, addr(a), np.int64(zp)
     depth = k_h * k_w * in_c
     pointwise = k_h == 1 and k_w == 1 and stride_h == 1 and stride_w == 1
     same_grid = pad_top == 0 and pad_left == 0 and out_h == in_h and out_w == in_w
     if pointwise and same_grid and kp == depth:  # pixel p's input row is A's row p - p0
-        _copy_run(xf, p0 * in_c, a, 0, rows * in_c, zp)
-        a[rows * in_c :] = 0
+        widen(xa + p0 * in_c, x_end, aa, rows * in_c, z)
+        zero_fill(aa + 2 * rows * in_c, 2 * (a.size - rows * in_c))
         return
-    b, rest = divmod(p0, out_h * out_w)  # then stepped: a division costs ~40 cycles
-    oy, ox = divmod(rest, out_w)
+    b = p0 // (out_h * out_w)  # then stepped: a division costs ~40 cycles
+    oy = (p0 - b * out_h * out_w) // out_w
+    ox = p0 - (b * out_h + oy) * out_w
     row_run = k_w * in_c
     for r in range(rows):
         k = r * kp
@@ -120,18 +114,19 @@ def pack_block(x, xf, a, kp, p0, rows, zp, ints):
         for ky in range(k_h):
             iy = oy * stride_h - pad_top + ky * dil_h
             if iy < 0 or iy >= in_h:
-                a[k : k + row_run] = 0
+                zero_fill(aa + 2 * k, 2 * row_run)
                 k += row_run
             elif whole:
-                _copy_run(xf, ((b * in_h + iy) * in_w + ix0) * in_c, a, k, row_run, zp)
+                widen(xa + ((b * in_h + iy) * in_w + ix0) * in_c, x_end, aa + 2 * k, row_run, z)
                 k += row_run
             else:
                 for kx in range(k_w):
                     ix = ix0 + kx * dil_w
                     if 0 <= ix < in_w:
-                        _copy_run(xf, ((b * in_h + iy) * in_w + ix) * in_c, a, k, in_c, zp)
+                        widen(xa + ((b * in_h + iy) * in_w + ix) * in_c, x_end, aa + 2 * k,
+                              in_c, z)  # fmt: skip
                     else:
-                        a[k : k + in_c] = 0
+                        zero_fill(aa + 2 * k, 2 * in_c)
                     k += in_c
         if kp > depth:
             a[k] = 0
@@ -140,4 +135,4 @@ def pack_block(x, xf, a, kp, p0, rows, zp, ints):
             ox, oy = 0, oy + 1
             if oy == out_h:
                 oy, b = 0, b + 1
-    a[rows * kp :] = 0
+    zero_fill(aa + 2 * rows * kp, 2 * (a.size - rows * kp))

@@ -1,10 +1,9 @@
 """Requantization epilogues of the int8 GEMM and depthwise kernels, scalar and vector.
 
-* MBQM, the reference kernels' per-channel `MultiplyByQuantizedMultiplier`: `requant` (scalar,
-  `fixedpoint.requantize` without branches) and `requant_vec` (8 int32 lanes of LLVM IR),
-  with SRDHM = floor((x·M + 2^30) / 2^31), which equals gemmlowp's nudge-and-truncate.
+* MBQM, the reference kernels' per-channel `MultiplyByQuantizedMultiplier`: `requant_vec`
+  (`fixedpoint.requantize` on 8 int32 lanes of LLVM IR, without branches).
 * XNNPACK's float32 requantization (`arithmetic="xnnpack"`): `fp32_vec`, the twin of
-  `xnnpack.requantize_fp32`, and `fp32_row`.
+  `xnnpack.requantize_fp32`.
 * FULLY_CONNECTED's double epilogue (`fc_requant_row`, as `fully_connected.py`).
 * The float epilogue of hybrid ops (`HybridEpilogue`, `hybrid_rows`).
 
@@ -18,12 +17,10 @@ from typing import NamedTuple
 import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
-from numba.core.extending import intrinsic, overload
-from qengine.kernels.emit import I8, I64, USE_AVX2, V8F32, V8I32, splat
+from qengine.kernels.emit import I64, USE_AVX2, V8F32, V8I32, splat
 from qengine.kernels.fixedpoint import round_half_away_int32
 from qengine.kernels.jit import kernel
 from qengine.kernels.threads import parallel_blocks
-from qengine.kernels.xnnpack import requantize_fp32_value
 
 MBQM, FP32, RAW = "mbqm", "fp32", "raw"
 
@@ -34,7 +31,7 @@ def epilogue_kind(q) -> str:
 
 
 def requant_params(bias, mult, shift):
-    """Per-channel int32 arrays for `requant`: (bias, M, left, right), or None.
+    """Per-channel int32 arrays for `requant_vec`: (bias, M, left, right), or None.
 
     A left shift > 31 makes the reference's shifted value 0 and its result 0; M = 0 with
     left = 0 gives the same 0. M = 0 gives 0 for any right shift, so right is then set to 0.
@@ -63,33 +60,6 @@ def fp32_bits(bias, scale):
 # --- MBQM ------------------------------------------------------------------------------------
 
 
-@kernel
-def requant(acc, bias, m, left, right, out_zp, act_min, act_max):
-    """`fixedpoint.requantize(wrap32(acc + bias), M, shift, ...)` without branches.
-
-        x = wrap32(wrap32(acc + bias) << left)                              (0 <= left <= 31)
-        h = SRDHM(x, M) = trunc((x*M + nudge) / 2^31), saturated for INT32_MIN²
-        out = clamp(wrap32(RDBPOT(h, right) + out_zp), act_min, act_max)    (0 <= right <= 31)
-
-    Written so LLVM keeps everything but the x*M product in int32 lanes (`& 31` bounds the
-    shift amounts; `h` and the RDBPOT terms fit int32).
-    """
-    total = np.int32(np.int64(acc) + np.int64(bias))  # C int32 wrap
-    x = np.int64(np.int32(np.int64(total) << (np.int64(left) & 31)))
-    mm = np.int64(m)
-    # SRDHM's trunc((ab + (ab >= 0 ? 2^30 : 1 - 2^30)) / 2^31) equals floor((ab + 2^30) / 2^31)
-    # for both signs (for ab < 0 the truncation adds 2^31 - 1 before flooring).
-    h = np.int32((x * mm + np.int64(1 << 30)) >> 31)
-    if x == -(2**31) and mm == -(2**31):
-        h = np.int32(2**31 - 1)
-    e = np.int32(right) & np.int32(31)
-    mask = np.int32((np.int32(1) << e) - np.int32(1))
-    threshold = np.int32((mask >> np.int32(1)) + np.int32(h < 0))
-    r = np.int32((h >> e) + np.int32((h & mask) > threshold))
-    out = np.int32(r + np.int32(out_zp))
-    return min(max(out, np.int32(act_min)), np.int32(act_max))
-
-
 def _srdhm_core(builder, x, m):
     """int32x8 floor((x·M + 2^30) / 2^31), the low 32 bits (SRDHM without its saturation).
 
@@ -116,14 +86,21 @@ def _srdhm_core(builder, x, m):
 
 
 def requant_vec(builder, acc, bias, m, left, right, out_zp, act_min, act_max):
-    """`requant` on int32x8 lanes (LLVM values) → the int32x8 output in [act_min, act_max]."""
+    """`fixedpoint.requantize(wrap32(acc + bias), M, shift, ...)` on int32x8 lanes (LLVM
+    values) without branches, for M ≠ INT32_MIN → the int32x8 output in [act_min, act_max]:
+
+        x = wrap32(wrap32(acc + bias) << left)                              (0 <= left <= 31)
+        h = SRDHM(x, M) = trunc((x*M + nudge) / 2^31)
+        out = clamp(wrap32(RDBPOT(h, right) + out_zp), act_min, act_max)    (0 <= right <= 31)
+
+    SRDHM's trunc((ab + (ab >= 0 ? 2^30 : 1 - 2^30)) / 2^31) equals floor((ab + 2^30) / 2^31)
+    for both signs (for ab < 0 the truncation adds 2^31 - 1 before flooring); its saturation
+    of INT32_MIN · INT32_MIN is left out (QuantizeMultiplier's M is never negative; plans with
+    M = INT32_MIN are refused). RDBPOT rounds half away from zero:
+    (h >> right) + ((h & mask) > (mask >> 1) + (h < 0)).
+    """
     x = builder.shl(builder.add(acc, bias), left)
     h = _srdhm_core(builder, x, m)
-    both_min = builder.and_(  # SRDHM saturates INT32_MIN · INT32_MIN to INT32_MAX
-        builder.icmp_signed("==", x, splat(builder, -(2**31))),
-        builder.icmp_signed("==", m, splat(builder, -(2**31))),
-    )
-    h = builder.select(both_min, splat(builder, 2**31 - 1), h)
     mask = builder.sub(builder.shl(splat(builder, 1), right), splat(builder, 1))
     negative = builder.lshr(h, splat(builder, 31))
     threshold = builder.add(builder.lshr(mask, splat(builder, 1)), negative)
@@ -168,76 +145,6 @@ def epilogue_vec(builder, kind, acc, params, out_zp, act_min, act_max):
 
 
 PARAM_ROWS = {MBQM: 4, FP32: 2, RAW: 0}  # the int32x8 rows `epilogue_vec` reads per 8 channels
-
-
-# --- one output pixel, vectorized over channels ----------------------------------------------
-
-
-def _requant8_codegen(context, builder, signature, args):
-    acc_addr, out_addr, bias_addr, m_addr, left_addr, right_addr, out_zp, act_min, act_max = args
-
-    def load(addr):
-        return builder.load(builder.inttoptr(addr, V8I32.as_pointer()), align=4)
-
-    out = requant_vec(builder, load(acc_addr), load(bias_addr), load(m_addr), load(left_addr),
-                      load(right_addr), out_zp, act_min, act_max)  # fmt: skip
-    v8i8 = ir.VectorType(I8, 8)
-    builder.store(builder.trunc(out, v8i8), builder.inttoptr(out_addr, v8i8.as_pointer()), align=1)
-    return context.get_dummy_value()
-
-
-@intrinsic
-def _requant8(typingctx, acc_addr, out_addr, bias_addr, m_addr, left_addr, right_addr, out_zp,
-              act_min, act_max):  # fmt: skip
-    """`requant` on 8 consecutive channels: int32 acc[8] → int8 out[8] (addresses)."""
-    sig = types.void(*([types.uintp] * 6), types.int64, types.int64, types.int64)
-    return sig, _requant8_codegen
-
-
-@kernel
-def requant_row(acc, out, bias, m, left, right, out_zp, act_min, act_max):
-    """out[oc] = requant(acc[oc]) for every output channel of one output pixel."""
-    out_c = out.shape[0]
-    vec_end = out_c - out_c % 8
-    a, o, b = acc.ctypes.data, out.ctypes.data, bias.ctypes.data
-    mm, lf, rt = m.ctypes.data, left.ctypes.data, right.ctypes.data
-    zp, lo, hi = np.int64(out_zp), np.int64(act_min), np.int64(act_max)
-    for oc in range(0, vec_end, 8):
-        _requant8(a + 4 * oc, o + oc, b + 4 * oc, mm + 4 * oc, lf + 4 * oc, rt + 4 * oc, zp, lo,
-                  hi)  # fmt: skip
-    for oc in range(vec_end, out_c):
-        out[oc] = requant(acc[oc], bias[oc], m[oc], left[oc], right[oc], out_zp, act_min, act_max)
-
-
-@kernel
-def fp32_row(acc, out, bias, scale, out_zp, act_min, act_max):
-    """XNNPACK's float32 requantization of one output pixel: acc [Co] int32 → out [Co] int8,
-    `xnnpack.requantize_fp32_value(wrap32(acc + bias), scale[c], ...)` per channel."""
-    for c in range(out.shape[0]):
-        total = np.int32(np.int64(acc[c]) + np.int64(bias[c]))  # C int32 wrap
-        out[c] = requantize_fp32_value(total, scale[c], out_zp, act_min, act_max)
-
-
-def pixel_requant(acc, out, params, out_zp, act_min, act_max):
-    """One output pixel's requantization, acc [Co] int32 → out [Co] int8, chosen at compile
-    time by the dtype of params [4, Co]: int32 MBQM (`requant_row`), uint32 fp32 (`fp32_row`)."""
-
-
-@overload(pixel_requant, jit_options={"cache": True})
-def _pixel_requant_impl(acc, out, params, out_zp, act_min, act_max):
-    if epilogue_kind(params) == FP32:
-
-        def fp32(acc, out, params, out_zp, act_min, act_max):
-            bias, scale = params[0].view(np.int32), params[1].view(np.float32)
-            fp32_row(acc, out, bias, scale, out_zp, act_min, act_max)
-
-        return fp32
-
-    def mbqm(acc, out, params, out_zp, act_min, act_max):
-        requant_row(acc, out, params[0], params[1], params[2], params[3], out_zp, act_min,
-                    act_max)  # fmt: skip
-
-    return mbqm
 
 
 # --- FULLY_CONNECTED's double epilogue -------------------------------------------------------

@@ -200,6 +200,32 @@ def test_depthwise_mobilenet_shapes(case, threads):
     check_depthwise(x, regime.weights((1, 3, 3, c)), bias, args, 1)
 
 
+@pytest.mark.parametrize("layer", ["conv rows", "depthwise rows", "fc panels"])
+def test_thread_splits(layer, threads):
+    """Layers above the parallel thresholds: with 2 threads the GEMM splits row blocks (a
+    partial last panel spilling in place) or, for one row, weight panels; depthwise splits
+    output rows (pixel spans and staged border pixels)."""
+    rng = np.random.default_rng(len(layer))
+    if layer == "fc panels":  # 2·2048·1000 flops > threads.MIN_PARALLEL_FLOPS, one row block
+        x = rng.integers(-128, 128, (1, 2048)).astype(np.int8)
+        w = rng.integers(-127, 128, (1000, 2048)).astype(np.int8)
+        bias = rng.integers(-5000, 5000, 1000).astype(np.int32)
+        check_fc(x, w, bias, 3, 0, rng.uniform(1e-5, 1e-4, 1000), -2, (-128, 127))
+        return
+    c = 24 if layer == "conv rows" else 40
+    x = rng.integers(-128, 128, (1, 41, 43, c)).astype(np.int8)
+    (oh, pt), (ow, pl) = same_pad(41, 3, 1), same_pad(43, 3, 1)
+    if layer == "conv rows":  # 40 output channels: a last panel of 8
+        wt = rng.integers(-127, 128, (40, 3, 3, c)).astype(np.int8)
+        bias, mult, shift = spread_params(rng, 9 * c, 40)
+        check_conv(x, wt, bias, (5, mult, shift, -3, -128, 127, 1, 1, 1, 1, pt, pl, oh, ow))
+    else:  # 41·43·40·25 multiply-adds > depthwise_int8.MIN_PARALLEL_MACS
+        wt = rng.integers(-127, 128, (1, 5, 5, c)).astype(np.int8)
+        bias, mult, shift = spread_params(rng, 25, c)
+        (oh, pt), (ow, pl) = same_pad(41, 5, 1), same_pad(43, 5, 1)
+        check_depthwise(x, wt, bias, (5, mult, shift, -3, -128, 127, 1, 1, 1, 1, pt, pl, oh, ow), 1)
+
+
 def check_fc(x, w, bias, in_zp, w_zp, eff_scale, out_zp, act):
     want = fully_connected.fully_connected_int8(x, w, bias, in_zp, w_zp, eff_scale, out_zp, *act)
     packed = pack.pack_fc_weights(w)
