@@ -1,20 +1,35 @@
-"""Int8 convolutions reproducing TFLite's reference kernels bit for bit.
+"""Integer convolutions reproducing TFLite's reference kernels bit for bit: int8 and 16x8.
 
-Layouts are NHWC activations and TFLite's filter layouts. Every kernel accumulates
-`filter * (x - in_zp)` in int32 (wrapping, like the C code; the order of int32 additions does
-not change a wrapped sum), adds the bias, then applies the shared epilogue
-`clamp(MBQM(acc, M[oc], shift[oc]) + out_zp, act_min, act_max)`.
+Layouts are NHWC activations and TFLite's filter layouts. One loop per op serves both schemes;
+Numba compiles it once per dtype combination, and the bias's dtype names the accumulator:
+
+- int8 (reference_integer_ops, int8 input): `filter * (x - in_zp)` summed in int32 (wrapping,
+  like the C code; the order of int32 additions does not change a wrapped sum), int32 bias.
+- 16x8 (the int16 overloads of the same functions): int16 input with zero point 0, `filter * x`
+  summed in int64, int64 bias (pass in_zp = out_zp = 0).
+
+Products are taken in int64 and stored into the accumulator array, whose int32 store wraps
+exactly as the C int32 sum does. The epilogue is `requantize_accumulator` (fixedpoint.py):
+`clamp(MBQM(acc + bias, M[oc], shift[oc]) + out_zp, act_min, act_max)` with the int32 MBQM
+for int8 and the int64 overload (a 16-bit multiplier, one rounding) for 16x8. The output has
+the input's dtype.
 
 Loops keep output channels innermost over contiguous memory (filters are re-laid out once per
-call) so LLVM can vectorize them, and the outermost loop runs over `batch * out_rows` so it can
-become a `prange`. Shapes are validated by the caller at prepare time.
+call) so LLVM can vectorize them. Shapes are validated by the caller at prepare time.
 """
 
 import numpy as np
-from qengine.kernels.fixedpoint import requantize, wrap_int32
+from qengine.kernels.fixedpoint import requantize_accumulator
 from qengine.kernels.jit import kernel
 
-__all__ = ["conv2d_int8", "depthwise_conv2d_int8", "transpose_conv_int8"]
+__all__ = [
+    "conv2d",
+    "conv2d_int8",
+    "depthwise_conv2d",
+    "depthwise_conv2d_int8",
+    "transpose_conv",
+    "transpose_conv_int8",
+]
 
 
 @kernel
@@ -31,15 +46,16 @@ def _filter_hwio(w):
 
 
 @kernel
-def conv2d_int8(
+def conv2d(
     x, w, bias, in_zp, mult, shift, out_zp, act_min, act_max,
     stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w,
 ):  # fmt: skip
-    """TFLite `reference_integer_ops::ConvPerChannel` (integer_ops/conv.h), int8 in/out.
+    """TFLite `reference_integer_ops::ConvPerChannel` (integer_ops/conv.h), int8 or int16 input.
 
-    x [N, H, W, Ci] int8, w [Co, KH, KW, Ci/groups] int8, bias [Co] int32 (zeros if absent),
-    mult/shift [Co] int32 → [N, out_h, out_w, Co] int8. Grouped when Ci = groups * w.shape[3]:
-    output channel oc belongs to group oc // (Co / groups) and reads that group's input slice.
+    x [N, H, W, Ci] int8/int16, w [Co, KH, KW, Ci/groups] int8, bias [Co] int32 (int8) or
+    int64 (16x8), zeros if absent; mult/shift [Co] int32 → [N, out_h, out_w, Co] of x's dtype.
+    Grouped when Ci = groups * w.shape[3]: output channel oc belongs to group
+    oc // (Co / groups) and reads that group's input slice.
 
         acc[oc] = Σ_{ky,kx in image, ic} w[oc,ky,kx,ic] * (x[b, iy, ix, g*Cig + ic] - in_zp)
         iy = oy*stride_h - pad_top + ky*dil_h,  ix = ox*stride_w - pad_left + kx*dil_w
@@ -52,13 +68,13 @@ def conv2d_int8(
     groups = in_c // group_c
     per_group = out_c // groups
     wt = _filter_hwio(w)
-    out = np.empty((n, out_h, out_w, out_c), np.int8)
+    out = np.empty((n, out_h, out_w, out_c), x.dtype)
     zp = np.int32(in_zp)
+    acc = np.empty(out_c, bias.dtype)
     for row in range(n * out_h):
         b = row // out_h
         oy = row - b * out_h
         iy0 = oy * stride_h - pad_top
-        acc = np.empty(out_c, np.int32)
         for ox in range(out_w):
             ix0 = ox * stride_w - pad_left
             acc[:] = 0
@@ -75,24 +91,24 @@ def conv2d_int8(
                         for ic in range(group_c):
                             xv = np.int32(x[b, iy, ix, g * group_c + ic]) - zp
                             for oc in range(oc0, oc0 + per_group):
-                                acc[oc] += wt[ky, kx, ic, oc] * xv  # int32 wrap on store
+                                acc[oc] += wt[ky, kx, ic, oc] * xv  # int32 acc: wraps on store
             for oc in range(out_c):
-                total = wrap_int32(np.int64(acc[oc]) + bias[oc])
-                out[b, oy, ox, oc] = requantize(
-                    total, mult[oc], shift[oc], out_zp, act_min, act_max
+                out[b, oy, ox, oc] = requantize_accumulator(
+                    acc[oc], bias[oc], mult[oc], shift[oc], out_zp, act_min, act_max
                 )
     return out
 
 
 @kernel
-def depthwise_conv2d_int8(
+def depthwise_conv2d(
     x, w, bias, in_zp, mult, shift, out_zp, act_min, act_max,
     stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w, depth_multiplier,
 ):  # fmt: skip
-    """TFLite `reference_integer_ops::DepthwiseConvPerChannel` (integer_ops/depthwise_conv.h).
+    """TFLite `reference_integer_ops::DepthwiseConvPerChannel` (integer_ops/depthwise_conv.h),
+    int8 or int16 input.
 
-    x [N, H, W, Ci] int8, w [1, KH, KW, Co] int8 with Co = Ci * depth_multiplier,
-    bias [Co] int32 (zeros if absent), mult/shift [Co] → [N, out_h, out_w, Co] int8.
+    x [N, H, W, Ci], w [1, KH, KW, Co] int8 with Co = Ci * depth_multiplier, bias [Co] int32
+    (int8) or int64 (16x8), zeros if absent; mult/shift [Co] → [N, out_h, out_w, Co].
 
         oc = ic * depth_multiplier + m
         acc[oc] = Σ_{ky,kx in image} w[0,ky,kx,oc] * (x[b, iy, ix, ic] - in_zp)
@@ -102,13 +118,13 @@ def depthwise_conv2d_int8(
     k_h = w.shape[1]
     k_w = w.shape[2]
     out_c = w.shape[3]
-    out = np.empty((n, out_h, out_w, out_c), np.int8)
+    out = np.empty((n, out_h, out_w, out_c), x.dtype)
     zp = np.int32(in_zp)
+    acc = np.empty(out_c, bias.dtype)
     for row in range(n * out_h):
         b = row // out_h
         oy = row - b * out_h
         iy0 = oy * stride_h - pad_top
-        acc = np.empty(out_c, np.int32)
         for ox in range(out_w):
             ix0 = ox * stride_w - pad_left
             acc[:] = 0
@@ -126,23 +142,24 @@ def depthwise_conv2d_int8(
                             oc = ic * depth_multiplier + m
                             acc[oc] += np.int32(w[0, ky, kx, oc]) * xv
             for oc in range(out_c):
-                total = wrap_int32(np.int64(acc[oc]) + bias[oc])
-                out[b, oy, ox, oc] = requantize(
-                    total, mult[oc], shift[oc], out_zp, act_min, act_max
+                out[b, oy, ox, oc] = requantize_accumulator(
+                    acc[oc], bias[oc], mult[oc], shift[oc], out_zp, act_min, act_max
                 )
     return out
 
 
 @kernel
-def transpose_conv_int8(
+def transpose_conv(
     x, w, bias, in_zp, mult, shift, out_zp, act_min, act_max,
     stride_h, stride_w, pad_top, pad_left, out_h, out_w,
 ):  # fmt: skip
-    """TFLite `reference_integer_ops::TransposeConv` (integer_ops/transpose_conv.h), int8.
+    """TFLite `reference_integer_ops::TransposeConv` (integer_ops/transpose_conv.h), int8 or
+    int16 input.
 
-    x [N, H, W, Ci] int8, w [Co, KH, KW, Ci] int8, bias [Co] int32 (zeros if absent),
-    mult/shift [Co] → [N, out_h, out_w, Co] int8. Each input pixel scatters into an int32
-    scratch (wrapping); taps landing outside the output are dropped:
+    x [N, H, W, Ci], w [Co, KH, KW, Ci] int8, bias [Co] int32 (int8) or int64 (16x8), zeros
+    if absent; mult/shift [Co] → [N, out_h, out_w, Co]. Each input pixel scatters into a
+    scratch of the accumulator's dtype (int32 wraps); taps landing outside the output are
+    dropped:
 
         scratch[b, iy*stride_h - pad_top + ky, ix*stride_w - pad_left + kx, oc]
             += (x[b, iy, ix, ic] - in_zp) * w[oc, ky, kx, ic]
@@ -154,9 +171,9 @@ def transpose_conv_int8(
     n, in_h, in_w, in_c = x.shape
     out_c, k_h, k_w, _ = w.shape
     wt = _filter_hwio(w)
-    scratch = np.zeros((n, out_h, out_w, out_c), np.int32)
+    scratch = np.zeros((n, out_h, out_w, out_c), bias.dtype)
     zp = np.int32(in_zp)
-    for b in range(n):  # scatter: rows of one image overlap, so parallelize over images only
+    for b in range(n):
         for iy in range(in_h):
             oy0 = iy * stride_h - pad_top
             for ix in range(in_w):
@@ -173,14 +190,18 @@ def transpose_conv_int8(
                                 continue
                             for oc in range(out_c):
                                 scratch[b, oy, ox, oc] += xv * wt[ky, kx, ic, oc]
-    out = np.empty((n, out_h, out_w, out_c), np.int8)
-    for row in range(n * out_h):
-        b = row // out_h
-        oy = row - b * out_h
-        for ox in range(out_w):
-            for oc in range(out_c):
-                total = wrap_int32(np.int64(scratch[b, oy, ox, oc]) + bias[oc])
-                out[b, oy, ox, oc] = requantize(
-                    total, mult[oc], shift[oc], out_zp, act_min, act_max
-                )
+    out = np.empty((n, out_h, out_w, out_c), x.dtype)
+    for b in range(n):
+        for oy in range(out_h):
+            for ox in range(out_w):
+                for oc in range(out_c):
+                    out[b, oy, ox, oc] = requantize_accumulator(
+                        scratch[b, oy, ox, oc], bias[oc], mult[oc], shift[oc], out_zp,
+                        act_min, act_max)
     return out
+
+
+# the int8 names, which the fast int8 kernels and their tests call
+conv2d_int8 = conv2d
+depthwise_conv2d_int8 = depthwise_conv2d
+transpose_conv_int8 = transpose_conv

@@ -1,5 +1,6 @@
-"""Fast int8 DEPTHWISE_CONV_2D and its hybrid form, bit-exact with `conv.depthwise_conv2d_int8`
-(reference DepthwiseConvPerChannel) and `hybrid.depthwise_accumulators`.
+"""Fast int8 DEPTHWISE_CONV_2D, bit-exact with `conv.depthwise_conv2d_int8` (reference
+DepthwiseConvPerChannel), and raw accumulators bit-exact with `hybrid.depthwise_accumulators`
+(the hybrid op itself runs `dw16_sums` with a float epilogue: `hybrid_conv.py`).
 
 Channels are innermost and vectorized. A pixel whose every tap lies in the image needs no
 zero-point bookkeeping per tap: Σ w·(x - zp) = Σ w·x - zp·Σw (mod 2^32), so the plan folds
@@ -48,8 +49,6 @@ from qengine.kernels.jit import inline_kernel, kernel
 from qengine.kernels.pack import DW_ORDER, LANES, TAPS_HI, TAPS_LO, interleave_taps
 from qengine.kernels.requant import (
     PARAM_ROWS,
-    HybridEpilogue,
-    apply_hybrid,
     epilogue_kind,
     epilogue_vec,
     fp32_bits,
@@ -59,7 +58,6 @@ from qengine.kernels.threads import parallel_blocks
 
 __all__ = [
     "DepthwiseInt8Plan",
-    "depthwise_conv2d_hybrid_fast",
     "depthwise_conv2d_int8_acc_fast",
     "depthwise_conv2d_int8_fast",
     "plan_depthwise_int8",
@@ -132,12 +130,10 @@ def _dw_pixel(acc, x, w16, b, oy, ox, in_zp, ints, xs):
 # --- 16 channels of one pixel, all taps in registers ----------------------------------------
 
 
-def _dw16_codegen(context, builder, signature, args, kind):
-    x_addr, offs_addr, w_addr, pairs, q_addr, out_addr, out_zp, act_min, act_max = args[:9]
-    x_ptr = builder.inttoptr(x_addr, I8.as_pointer())
-    offs = builder.inttoptr(offs_addr, I64.as_pointer())
-    w_ptr = builder.inttoptr(w_addr, V16I16.as_pointer())
-    q_ptr = builder.inttoptr(q_addr, V8I32.as_pointer())
+def dw16_sums(builder, x_ptr, offs, w_ptr, pairs):
+    """Emit the 16-channel tap loop: Σ_t x[offs[t] + c] · w[t, c] as two int32x8 values, the
+    channels in DW_ORDER lane order. x_ptr: int8 pointer; offs: int64 pointer to 2·pairs byte
+    offsets; w_ptr: int16x16 pointer to [pairs, 2, 16] interleaved as TAPS_LO/TAPS_HI."""
 
     def step(i, accs):
         xs = []
@@ -153,7 +149,16 @@ def _dw16_codegen(context, builder, signature, args, kind):
             new.append(builder.add(accs[h], madd(builder, pair, w)))
         return new
 
-    sums = accumulate(builder, pairs, 2, step, "dw")
+    return accumulate(builder, pairs, 2, step, "dw")
+
+
+def _dw16_codegen(context, builder, signature, args, kind):
+    x_addr, offs_addr, w_addr, pairs, q_addr, out_addr, out_zp, act_min, act_max = args[:9]
+    x_ptr = builder.inttoptr(x_addr, I8.as_pointer())
+    offs = builder.inttoptr(offs_addr, I64.as_pointer())
+    w_ptr = builder.inttoptr(w_addr, V16I16.as_pointer())
+    q_ptr = builder.inttoptr(q_addr, V8I32.as_pointer())
+    sums = dw16_sums(builder, x_ptr, offs, w_ptr, pairs)
     outs = []
     for h in range(2):  # q: [4, 16] in DW_ORDER lanes (see `_dw16`)
         params = [builder.load(builder.gep(q_ptr, [const64(2 * row + h)]), align=4)
@@ -418,14 +423,3 @@ def depthwise_conv2d_int8_acc_fast(x, w16, zps, stride_h, stride_w, dil_h, dil_w
 
     _rows_in_parallel(rows, x.shape[0] * out_h, acc.size * w16.shape[0] * w16.shape[1], threads)
     return acc
-
-
-def depthwise_conv2d_hybrid_fast(x, w16, zps, epilogue: HybridEpilogue, stride_h, stride_w,
-                                 dil_h, dil_w, pad_top, pad_left, out_h, out_w,
-                                 depth_multiplier, threads=None):  # fmt: skip
-    """`HybridEpilogue` applied to `depthwise_conv2d_int8_acc_fast(x, w16, zps, ...)` →
-    float32 [N, out_h, out_w, Co]."""
-    acc = depthwise_conv2d_int8_acc_fast(x, w16, zps, stride_h, stride_w, dil_h, dil_w,
-                                         pad_top, pad_left, out_h, out_w, depth_multiplier,
-                                         threads)  # fmt: skip
-    return apply_hybrid(acc, epilogue, threads_or_default(threads))

@@ -12,7 +12,9 @@ build, TFLITE_SINGLE_ROUNDING = 0), gemmlowp fixedpoint/fixedpoint.h.
 import math
 
 import numpy as np
-from qengine.kernels.jit import kernel
+from numba.core import types
+from numba.extending import overload
+from qengine.kernels.jit import inline_kernel, kernel
 
 __all__ = [
     "INT32_MAX",
@@ -20,10 +22,13 @@ __all__ = [
     "mbqm",
     "mbqm_array",
     "mbqm_int64",
+    "mbqm_int64_params",
+    "mbqm_int64_reduced",
     "quantize_multiplier",
     "quantize_multipliers",
     "rdbpot",
     "requantize",
+    "requantize_accumulator",
     "round_half_away",
     "round_half_away_int32",
     "srdhm",
@@ -146,6 +151,23 @@ def mbqm(x, multiplier, shift):
     return rdbpot(srdhm(shifted, multiplier), right)
 
 
+@inline_kernel
+def _reduced_multiplier(multiplier):
+    """The 16-bit multiplier of the int64 MBQM overload: round(M / 2^16), 0x7FFF from
+    0x7FFF0000 up (where the rounding would reach 2^15)."""
+    m = np.int64(multiplier)
+    return (m + (1 << 15)) >> 16 if m < 0x7FFF0000 else np.int64(0x7FFF)
+
+
+@inline_kernel
+def mbqm_int64_reduced(x, reduced, total):
+    """`mbqm_int64` with its multiplier already reduced (`mbqm_int64_params`):
+    int32((x * reduced + 2^(total-1)) >> total), total = 15 - shift. Branch-free, so a loop of
+    it over channels vectorizes."""
+    rounding = np.int64(1) << (total - 1)
+    return np.int64(np.int32((np.int64(x) * reduced + rounding) >> total))  # int32 cast wraps
+
+
 @kernel
 def mbqm_int64(x, multiplier, shift):
     """TFLite MultiplyByQuantizedMultiplier(int64 x, int32 M, int shift) (int16 activations).
@@ -154,11 +176,16 @@ def mbqm_int64(x, multiplier, shift):
     with ties toward +inf: (x*rm + 2^(total-1)) >> total, total = 15 - shift. The int32
     result cast wraps. Valid for shift in [-31, 7] and |x| < 2^47 (TFLite's DCHECKs).
     """
-    m = np.int64(multiplier)
-    reduced = (m + (1 << 15)) >> 16 if m < 0x7FFF0000 else np.int64(0x7FFF)
     total = np.int64(15) - np.int64(shift)
-    rounding = np.int64(1) << (total - 1)
-    return wrap_int32((np.int64(x) * reduced + rounding) >> total)
+    return mbqm_int64_reduced(x, _reduced_multiplier(multiplier), total)
+
+
+def mbqm_int64_params(multiplier, shift) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (reduced multiplier, total shift) int64 arrays for `mbqm_int64_reduced`,
+    made once at prepare time."""
+    reduced = [_reduced_multiplier(int(m)) for m in np.asarray(multiplier).ravel()]
+    total = 15 - np.asarray(shift, np.int64).ravel()
+    return np.array(reduced, np.int64), np.ascontiguousarray(total)
 
 
 @kernel
@@ -178,6 +205,31 @@ def requantize(acc, multiplier, shift, out_zp, act_min, act_max):
     """
     v = wrap_int32(mbqm(acc, multiplier, shift) + np.int64(out_zp))
     return min(max(v, np.int64(act_min)), np.int64(act_max))
+
+
+def requantize_accumulator(acc, bias, multiplier, shift, out_zp, act_min, act_max):
+    """The epilogue of TFLite's per-channel integer conv/depthwise/transpose-conv reference
+    kernels, chosen when a kernel compiles by the width of its bias (= its accumulator):
+
+    - int32 (int8 kernels): clamp(int32(MBQM(int32(acc + bias), M, shift) + out_zp))
+    - int64 (16x8 kernels): clamp(MBQM_int64(acc + bias, M, shift)); the int16 overloads
+      have no output offset (16x8 outputs have zero point 0), so out_zp is not read.
+    """
+    raise NotImplementedError("jitted only")
+
+
+@overload(requantize_accumulator, jit_options={"cache": True})
+def _requantize_accumulator_impl(acc, bias, multiplier, shift, out_zp, act_min, act_max):
+    if isinstance(bias, types.Integer) and bias.bitwidth == 64:
+        def requantize_int64(acc, bias, multiplier, shift, out_zp, act_min, act_max):
+            v = mbqm_int64(np.int64(acc) + np.int64(bias), multiplier, shift)
+            return min(max(v, np.int64(act_min)), np.int64(act_max))
+        return requantize_int64
+
+    def requantize_int32(acc, bias, multiplier, shift, out_zp, act_min, act_max):
+        total = wrap_int32(np.int64(acc) + np.int64(bias))
+        return requantize(total, multiplier, shift, out_zp, act_min, act_max)
+    return requantize_int32
 
 
 @kernel

@@ -1,52 +1,9 @@
-"""Float32 depthwise convolution: vectorized over channels, parallel over output rows.
-
-Float results need not be bit-identical to TFLite's (its summation order differs anyway); they
-are compared within a tolerance. Taps that fall outside the image are skipped, which equals
-padding with zeros.
-"""
+"""The epilogue of float convolutions that run as a BLAS matmul (grouped convolutions and
+non-constant filters); the others are in `float_gemm.py`."""
 
 import numpy as np
 
-from .jit import float_kernel, kernel, prange
-
-
-@float_kernel(parallel=True)
-def depthwise_conv2d_f32(x, w, bias, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
-                         out_h, out_w, multiplier, act_min, act_max):
-    """x [N,H,W,Ci] float32, w [KH,KW,Co] float32 (Co = Ci*multiplier), bias [Co] -> [N,OH,OW,Co].
-
-    out[n,oy,ox,c] = bias[c] + sum_{ky,kx} x[n, oy*sh - pt + ky*dh, ox*sw - pl + kx*dw, c // m]
-                     * w[ky,kx,c], then clamped to [act_min, act_max].
-    """
-    n_batch, in_h, in_w, in_c = x.shape
-    k_h, k_w, out_c = w.shape
-    low, high = np.float32(act_min), np.float32(act_max)  # a float64 clamp would widen acc
-    out = np.empty((n_batch, out_h, out_w, out_c), np.float32)
-    for row in prange(n_batch * out_h):
-        n = row // out_h
-        oy = row % out_h
-        acc = np.empty(out_c, np.float32)
-        for ox in range(out_w):
-            for c in range(out_c):
-                acc[c] = bias[c]
-            for ky in range(k_h):
-                iy = oy * stride_h - pad_top + ky * dil_h
-                if iy < 0 or iy >= in_h:
-                    continue
-                for kx in range(k_w):
-                    ix = ox * stride_w - pad_left + kx * dil_w
-                    if ix < 0 or ix >= in_w:
-                        continue
-                    if multiplier == 1:
-                        for c in range(out_c):
-                            acc[c] += x[n, iy, ix, c] * w[ky, kx, c]
-                    else:
-                        for c in range(out_c):
-                            acc[c] += x[n, iy, ix, c // multiplier] * w[ky, kx, c]
-            for c in range(out_c):
-                out[n, oy, ox, c] = min(max(acc[c], low), high)
-    return out
-
+from .jit import kernel
 
 
 @kernel

@@ -1,55 +1,65 @@
-"""Int8 FULLY_CONNECTED and BATCH_MATMUL reproducing TFLite's reference kernels bit for bit."""
+"""Integer FULLY_CONNECTED (int8 and 16x8) and int8 BATCH_MATMUL reproducing TFLite's reference
+kernels bit for bit. As in `conv.py`, one loop serves int8 and int16 inputs and the bias's
+dtype names the accumulator: int32 (wrapping) for int8, int64 for 16x8."""
 
 import numpy as np
 from qengine.kernels.fixedpoint import requantize, round_half_away_int32, wrap_int32
 from qengine.kernels.jit import kernel
 
-__all__ = ["batch_matmul_int8", "fully_connected_int8", "fully_connected_int8_mbqm"]
+__all__ = ["batch_matmul_int8", "fully_connected", "fully_connected_int8",
+           "fully_connected_int8_mbqm"]
 
 
 @kernel
 def _fc_accumulators(x, w, bias, in_zp, w_zp):
-    """acc[b, o] = Σ_d (w[o,d] - w_zp) * (x[b,d] - in_zp) + bias[o], int32 with wrapping."""
+    """acc[b, o] = Σ_d (w[o,d] - w_zp) * (x[b,d] - in_zp) + bias[o] in the bias's dtype: the sum
+    is exact in int64 (|term| < 2^24) and an int32 store wraps it as the C int32 sum does."""
     batches, depth = x.shape
     out_c = w.shape[0]
     xs = np.empty(depth, np.int32)
     ws = np.empty(depth, np.int32)
-    acc = np.empty((batches, out_c), np.int32)
+    acc = np.empty((batches, out_c), bias.dtype)
     for b in range(batches):
         for d in range(depth):
             xs[d] = np.int32(x[b, d]) - np.int32(in_zp)
         for o in range(out_c):
             for d in range(depth):
                 ws[d] = np.int32(w[o, d]) - np.int32(w_zp)
-            total = np.int32(0)
-            for d in range(depth):  # an int32 reduction LLVM can vectorize
+            total = np.int64(0)
+            for d in range(depth):  # a reduction LLVM can vectorize
                 total += ws[d] * xs[d]
-            acc[b, o] = wrap_int32(np.int64(total) + bias[o])
+            acc[b, o] = total + bias[o]  # an int32 accumulator wraps on this store
     return acc
 
 
 @kernel
-def fully_connected_int8(x, w, bias, in_zp, w_zp, eff_scale, out_zp, act_min, act_max):
-    """TFLite `reference_integer_ops::FullyConnected[PerChannel]`, float-requant overloads.
+def fully_connected(x, w, bias, in_zp, w_zp, eff_scale, out_zp, act_min, act_max):
+    """TFLite `reference_integer_ops::FullyConnected[PerChannel]`, float-requant overloads,
+    int8 or int16 input.
 
     The current reference (LiteRT >= 1.3.0, "Make the fully_connected ref kernel do requant in
-    float") used by BUILTIN_REF. x [B, D] int8, w [O, D] int8, bias [O] int32 (zeros if absent),
-    eff_scale [O] float64 = double(s_in) * double(s_w[o]) / double(s_out) → [B, O] int8:
+    float") used by BUILTIN_REF. x [B, D] int8/int16, w [O, D] int8, bias [O] int32 (int8) or
+    int64 (16x8), zeros if absent; eff_scale [O] float64 = double(s_in) * double(s_w[o]) /
+    double(s_out) → [B, O] of x's dtype:
 
         acc = Σ_d (w[o,d] - w_zp) * (x[b,d] - in_zp) + bias[o]     (w_zp = 0 when per-channel)
         out = clamp(int32(round_half_away(double(acc) * eff_scale[o])) + out_zp)
 
-    The double→int32 cast of an out-of-range value follows x86-64 (INT32_MIN).
+    16x8 passes in_zp = out_zp = 0 (int16 activations are symmetric). The double→int32 cast
+    of an out-of-range value follows x86-64 (INT32_MIN).
     """
     acc = _fc_accumulators(x, w, bias, in_zp, w_zp)
     batches, out_c = acc.shape
-    out = np.empty((batches, out_c), np.int8)
+    out = np.empty((batches, out_c), x.dtype)
     for b in range(batches):
         for o in range(out_c):
             scaled = round_half_away_int32(np.float64(acc[b, o]) * eff_scale[o])
             v = wrap_int32(scaled + np.int64(out_zp))
             out[b, o] = min(max(v, np.int64(act_min)), np.int64(act_max))
     return out
+
+
+fully_connected_int8 = fully_connected  # the int8 name, which gemm_int8 and its tests call
 
 
 @kernel

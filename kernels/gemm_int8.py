@@ -13,8 +13,9 @@ per tap pair does 2 weight loads (sign-extended int8→int16), one broadcast per
 without saturation (|pair| ≤ 2·255·128), and the int32 adds wrap like the reference's, so any
 summation order gives the same int32 (sums are taken mod 2^32 either way). The epilogue
 (`requant.epilogue_kind` of the plan's `q`) requantizes in registers and stores int8 (MBQM,
-XNNPACK fp32) or stores the int32 accumulators (FC's double epilogue and the hybrid ops' float
-one then run over them).
+XNNPACK fp32) or stores the int32 accumulators (FC's double epilogue and hybrid FC's float one
+then run over them). The accumulation is `tile_sums`, which hybrid CONV_2D's float-epilogue
+tiles (`hybrid_conv.py`) share.
 
 Threads: `parallel_blocks` of `threads.py` splits the output over row blocks (or weight
 panels when there are fewer row blocks than threads); each block is one call of the serial
@@ -61,7 +62,6 @@ from qengine.kernels.threads import MIN_PARALLEL_FLOPS, parallel_blocks
 
 __all__ = [
     "ConvInt8Plan",
-    "conv2d_hybrid_fast",
     "conv2d_int8_acc_fast",
     "conv2d_int8_fast",
     "fully_connected_hybrid_fast",
@@ -80,16 +80,15 @@ FC_GEOMETRY = (1, 1, 1, 1, 0, 0, 1, 1)  # FULLY_CONNECTED: a 1x1 convolution of 
 # --- the micro-kernel ------------------------------------------------------------------------
 
 
-def _tile_codegen(context, builder, signature, args, rows, kind):
-    a_addr, a_row, b_addr, k2, out_addr, out_row, q_addr, out_zp, act_min, act_max = args[:10]
-    a_ptr = builder.inttoptr(a_addr, I8.as_pointer())
-    b_ptr = builder.inttoptr(b_addr, I8.as_pointer())
-    q_ptr = builder.inttoptr(q_addr, I32.as_pointer())
-    out_ptr = builder.inttoptr(out_addr, I8.as_pointer())
+def tile_sums(builder, a_ptr, a_row, b_ptr, k2, rows, halves=2):
+    """Emit the micro-kernel's accumulation: Σ_i A[r, 2i:2i+2] · panel[i] for r < rows, as
+    int32x8 values, sums[halves·r + h] = channels 8h..8h+7. a_ptr, b_ptr: int8 pointers to A
+    (int16 rows `a_row` bytes apart) and the panel (int8 [k2, 16, 2]); halves = 1 takes the
+    panel's first 8 channels only (the hybrid GEMM's narrow tile)."""
 
     def step(i, accs):
-        weights = []  # channels 0-7 and 8-15 of the panel, taps 2i and 2i+1 of each
-        for half in range(2):
+        weights = []  # channels 0-7 (and 8-15) of the panel, taps 2i and 2i+1 of each
+        for half in range(halves):
             at = builder.add(builder.mul(i, const64(32)), const64(16 * half))
             weights.append(builder.sext(load_vec(builder, b_ptr, at, V16I8), V16I16))
         new = []
@@ -98,10 +97,19 @@ def _tile_codegen(context, builder, signature, args, rows, kind):
             ptr = builder.bitcast(builder.gep(a_ptr, [offset]), I32.as_pointer())
             xs = builder.bitcast(splat(builder, builder.load(ptr, align=4)), V16I16)
             for h, w in enumerate(weights):
-                new.append(builder.add(accs[2 * r + h], madd(builder, xs, w)))
+                new.append(builder.add(accs[halves * r + h], madd(builder, xs, w)))
         return new
 
-    sums = accumulate(builder, k2, 2 * rows, step, "tile")
+    return accumulate(builder, k2, halves * rows, step, f"tile{halves}")
+
+
+def _tile_codegen(context, builder, signature, args, rows, kind):
+    a_addr, a_row, b_addr, k2, out_addr, out_row, q_addr, out_zp, act_min, act_max = args[:10]
+    a_ptr = builder.inttoptr(a_addr, I8.as_pointer())
+    b_ptr = builder.inttoptr(b_addr, I8.as_pointer())
+    q_ptr = builder.inttoptr(q_addr, I32.as_pointer())
+    out_ptr = builder.inttoptr(out_addr, I8.as_pointer())
+    sums = tile_sums(builder, a_ptr, a_row, b_ptr, k2, rows)
     # q [4, 16]: the panel's per-channel epilogue parameters, one int32 row each
     params = [[load_vec(builder, q_ptr, const64(16 * row + 8 * h), V8I32, align=4)
                for row in range(PARAM_ROWS[kind])] for h in range(2)]  # fmt: skip
@@ -360,7 +368,7 @@ def _fc_accumulators(x, packed, in_zp, threads):
     return acc.reshape(batches, packed.out_c)
 
 
-# --- hybrid CONV_2D / FULLY_CONNECTED (float input quantized per image, float output) --------
+# --- raw accumulators and hybrid FULLY_CONNECTED (hybrid CONV_2D: hybrid_conv.py) ------------
 
 
 def conv2d_int8_acc_fast(x, packed: PackedConvWeights, zps, stride_h, stride_w, dil_h, dil_w,
@@ -376,16 +384,6 @@ def conv2d_int8_acc_fast(x, packed: PackedConvWeights, zps, stride_h, stride_w, 
     images = [run_conv2d_int8(_raw_plan(packed, int(zps[b]), geometry), x[b : b + 1], threads)
               for b in range(x.shape[0])]  # one plan per image: its own zero point
     return np.concatenate(images)
-
-
-def conv2d_hybrid_fast(x, packed: PackedConvWeights, zps, epilogue: HybridEpilogue, stride_h,
-                       stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w,
-                       threads=None):  # fmt: skip
-    """The integer and float parts of a hybrid CONV_2D: `HybridEpilogue` applied to
-    `conv2d_int8_acc_fast(x, packed, zps, ...)` → float32 [N, out_h, out_w, Co]."""
-    acc = conv2d_int8_acc_fast(x, packed, zps, stride_h, stride_w, dil_h, dil_w, pad_top,
-                               pad_left, out_h, out_w, threads)  # fmt: skip
-    return apply_hybrid(acc, epilogue, threads_or_default(threads))
 
 
 def fully_connected_int8_acc_fast(x, packed: PackedConvWeights, threads=None):

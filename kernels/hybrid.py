@@ -26,6 +26,7 @@ __all__ = [
     "depthwise_accumulators",
     "matmul_accumulators",
     "quantize_asymmetric",
+    "quantize_images",
     "quantize_symmetric",
     "row_sums_sse",
     "transpose_conv_hybrid",
@@ -42,9 +43,10 @@ def quantize_symmetric(rows: np.ndarray):
     Returns (q int8 [B, N], sf float32 [B]).
     """
     rows = np.ascontiguousarray(rows, np.float32)
+    q = np.zeros(rows.shape, np.int8)
     if rows.shape[1] == 0:
-        return np.zeros(rows.shape, np.int8), np.ones(rows.shape[0], np.float32)
-    return _symmetric_rows(rows, rows.min(axis=1), rows.max(axis=1))
+        return q, np.ones(rows.shape[0], np.float32)
+    return q, _symmetric_rows(rows, rows.min(axis=1), rows.max(axis=1), q)
 
 
 def quantize_asymmetric(rows: np.ndarray):
@@ -58,10 +60,34 @@ def quantize_asymmetric(rows: np.ndarray):
     Returns (q int8 [B, N], sf float32 [B], zp int32 [B]).
     """
     rows = np.ascontiguousarray(rows, np.float32)
+    q = np.zeros(rows.shape, np.int8)
     if rows.shape[1] == 0:
         n = rows.shape[0]
-        return np.zeros(rows.shape, np.int8), np.ones(n, np.float32), np.zeros(n, np.int32)
-    return _asymmetric_rows(rows, rows.min(axis=1), rows.max(axis=1))
+        return q, np.ones(n, np.float32), np.zeros(n, np.int32)
+    return (q, *_asymmetric_rows(rows, rows.min(axis=1), rows.max(axis=1), q))
+
+
+SPARE_BYTES = 16  # readable bytes `quantize_images` leaves after the last image
+
+
+def quantize_images(x: np.ndarray, symmetric: bool):
+    """Each image x[b] of a float32 [N, ...] array quantized as one row (`quantize_symmetric`
+    or `quantize_asymmetric`) → (q int8 of x's shape, sf float32 [N], zp int32 [N]; zp 0 when
+    symmetric). q is a view of a buffer with SPARE_BYTES more, which the fast depthwise kernel
+    reads past a pixel's last channels (`hybrid_conv`)."""
+    rows = np.ascontiguousarray(x, np.float32).reshape(x.shape[0], -1)
+    buffer = np.empty(rows.size + SPARE_BYTES, np.int8)  # every q written below
+    buffer[rows.size :] = 0
+    q = buffer[: rows.size].reshape(rows.shape)
+    n = rows.shape[0]
+    if rows.shape[1] == 0:  # q is empty
+        sf, zp = np.ones(n, np.float32), np.zeros(n, np.int32)
+    elif symmetric:
+        zp = np.zeros(n, np.int32)
+        sf = _symmetric_rows(rows, rows.min(axis=1), rows.max(axis=1), q)
+    else:
+        sf, zp = _asymmetric_rows(rows, rows.min(axis=1), rows.max(axis=1), q)
+    return q.reshape(x.shape), sf, zp
 
 
 @kernel
@@ -100,31 +126,33 @@ def _round_away_f64(v):
 
 
 @kernel
-def _symmetric_rows(rows, mins, maxs):
-    """NeonSymmetricQuantizeFloats per row, given each row's min and max (float32)."""
+def _symmetric_rows(rows, mins, maxs, q):
+    """NeonSymmetricQuantizeFloats per row into q, given each row's min and max
+    (float32); returns the scaling factors."""
     n = rows.shape[0]
-    q = np.zeros(rows.shape, np.int8)
     sf = np.ones(n, np.float32)
     for b in range(n):
         top = max(abs(mins[b]), abs(maxs[b]))
         if top == 0:  # a row of zeros: q = 0, sf = 1
+            q[b, :] = 0
             continue
         sf[b] = top / np.float32(127)  # float32 division
         _quantize_row(rows[b], q[b], np.float32(127) / top, 0, -127, 127)
-    return q, sf
+    return sf
 
 
 @kernel
-def _asymmetric_rows(rows, mins, maxs):
-    """NeonAsymmetricQuantizeFloats per row, given each row's min and max (float32)."""
+def _asymmetric_rows(rows, mins, maxs, q):
+    """NeonAsymmetricQuantizeFloats per row into q, given each row's min and max
+    (float32); returns the scaling factors and zero points."""
     n = rows.shape[0]
-    q = np.zeros(rows.shape, np.int8)
     sf = np.ones(n, np.float32)
     zps = np.zeros(n, np.int32)
     for b in range(n):
         rmin = min(mins[b], np.float32(0))
         rmax = max(maxs[b], np.float32(0))
         if rmin == rmax:  # q = 0, sf = 1, zp = 0
+            q[b, :] = 0
             continue
         scale = np.float64(rmax - rmin) / 255.0  # the difference in float32
         low, high = np.float64(rmin) / scale, np.float64(rmax) / scale
@@ -134,7 +162,7 @@ def _asymmetric_rows(rows, mins, maxs):
         sf[b] = np.float32(scale)
         zps[b] = zp
         _quantize_row(rows[b], q[b], np.float32(1.0 / np.float64(sf[b])), zp, -128, 127)
-    return q, sf, zps
+    return sf, zps
 
 
 @kernel

@@ -1,24 +1,25 @@
 """16x8 kernels (int16 activations, int8 weights) reproducing TFLite's reference kernels.
 
-Activations are symmetric (zero point 0), so no input offsets appear. CONV_2D, DEPTHWISE_CONV_2D
-and FULLY_CONNECTED accumulate in int64 with an int64 bias and requantize with the int64
+Activations are symmetric (zero point 0), so no input offsets appear. The reference loops of
+CONV_2D, DEPTHWISE_CONV_2D, TRANSPOSE_CONV and FULLY_CONNECTED are the int8 ones (`conv.py`,
+`fully_connected.py`) specialized for an int16 input and an int64 bias, and the fast ones are
+in `fast_int16.py`; BATCH_MATMUL here accumulates in int64 too and requantizes with the int64
 MultiplyByQuantizedMultiplier overload (`mbqm_int64`: a 16-bit multiplier, one rounding).
 Elementwise kernels take inputs already broadcast and flattened by the caller.
 """
 
 import numpy as np
-from qengine.kernels.fixedpoint import mbqm, mbqm_int64, round_half_away_int32
+from qengine.kernels.fixedpoint import INT32_MAX, INT32_MIN, mbqm, mbqm_int64
 from qengine.kernels.jit import kernel
+from qengine.kernels.requant import requant, requant_params
 
 __all__ = [
     "ADD_SUB_LEFT_SHIFT_INT16",
     "add_pot_int16",
     "add_sub_int16",
+    "add_sub_params_int16",
     "avg_pool_int16",
     "batch_matmul_int16",
-    "conv2d_int16",
-    "depthwise_conv2d_int16",
-    "fully_connected_int16",
     "leaky_relu_int16",
     "logistic_int16",
     "lut_lookup_int16",
@@ -30,7 +31,6 @@ __all__ = [
     "relu_int16",
     "softmax_int16",
     "tanh_int16",
-    "transpose_conv_int16",
 ]
 
 ADD_SUB_LEFT_SHIFT_INT16 = 15  # add.cc / sub.cc: 65535 << 15 still fits in int32
@@ -38,160 +38,9 @@ ADD_SUB_LEFT_SHIFT_INT16 = 15  # add.cc / sub.cc: 65535 << 15 still fits in int3
 
 @kernel
 def _requant16(acc, mult, shift, act_min, act_max):
-    """clamp(MBQM_int64(acc, M, shift)): the 16x8 conv/FC epilogue (no output offset)."""
+    """clamp(MBQM_int64(acc, M, shift)): the 16x8 BATCH_MATMUL epilogue (no output offset)."""
     v = mbqm_int64(acc, mult, shift)
     return min(max(v, np.int64(act_min)), np.int64(act_max))
-
-
-@kernel
-def conv2d_int16(
-    x, w, bias, mult, shift, act_min, act_max,
-    stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w,
-):  # fmt: skip
-    """`reference_integer_ops::ConvPerChannel` for int16 input (integer_ops/conv.h).
-
-    x [N, H, W, Ci] int16, w [Co, KH, KW, Ci/groups] int8, bias [Co] int64:
-        acc = Σ_{in-image taps, ic} w[oc,ky,kx,ic] * x[b,iy,ix,g*Cig+ic] + bias[oc]   (int64)
-        out = clamp(MBQM_int64(acc, M[oc], shift[oc]))
-    """
-    n, in_h, in_w, in_c = x.shape
-    out_c, k_h, k_w, group_c = w.shape
-    groups = in_c // group_c
-    per_group = out_c // groups
-    out = np.empty((n, out_h, out_w, out_c), np.int16)
-    acc = np.empty(out_c, np.int64)
-    for b in range(n):
-        for oy in range(out_h):
-            iy0 = oy * stride_h - pad_top
-            for ox in range(out_w):
-                ix0 = ox * stride_w - pad_left
-                acc[:] = 0
-                for ky in range(k_h):
-                    iy = iy0 + ky * dil_h
-                    if iy < 0 or iy >= in_h:
-                        continue
-                    for kx in range(k_w):
-                        ix = ix0 + kx * dil_w
-                        if ix < 0 or ix >= in_w:
-                            continue
-                        for oc in range(out_c):
-                            base = (oc // per_group) * group_c
-                            total = np.int64(0)
-                            for ic in range(group_c):
-                                total += np.int64(w[oc, ky, kx, ic]) * np.int64(x[b, iy, ix, base + ic])
-                            acc[oc] += total
-                for oc in range(out_c):
-                    out[b, oy, ox, oc] = _requant16(acc[oc] + bias[oc], mult[oc], shift[oc],
-                                                    act_min, act_max)
-    return out
-
-
-@kernel
-def depthwise_conv2d_int16(
-    x, w, bias, mult, shift, act_min, act_max,
-    stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w, depth_multiplier,
-):  # fmt: skip
-    """`reference_integer_ops::DepthwiseConvPerChannel` for int16 input (int64 accumulator).
-
-        oc = ic * depth_multiplier + m
-        acc = Σ_{in-image taps} w[0,ky,kx,oc] * x[b,iy,ix,ic] + bias[oc]
-        out = clamp(MBQM_int64(acc, M[oc], shift[oc]))
-    """
-    n, in_h, in_w, in_c = x.shape
-    k_h = w.shape[1]
-    k_w = w.shape[2]
-    out_c = w.shape[3]
-    out = np.empty((n, out_h, out_w, out_c), np.int16)
-    acc = np.empty(out_c, np.int64)
-    for b in range(n):
-        for oy in range(out_h):
-            iy0 = oy * stride_h - pad_top
-            for ox in range(out_w):
-                ix0 = ox * stride_w - pad_left
-                acc[:] = 0
-                for ky in range(k_h):
-                    iy = iy0 + ky * dil_h
-                    if iy < 0 or iy >= in_h:
-                        continue
-                    for kx in range(k_w):
-                        ix = ix0 + kx * dil_w
-                        if ix < 0 or ix >= in_w:
-                            continue
-                        for ic in range(in_c):
-                            xv = np.int64(x[b, iy, ix, ic])
-                            for m in range(depth_multiplier):
-                                oc = ic * depth_multiplier + m
-                                acc[oc] += np.int64(w[0, ky, kx, oc]) * xv
-                for oc in range(out_c):
-                    out[b, oy, ox, oc] = _requant16(acc[oc] + bias[oc], mult[oc], shift[oc],
-                                                    act_min, act_max)
-    return out
-
-
-@kernel
-def fully_connected_int16(x, w, bias, w_zp, eff_scale, act_min, act_max):
-    """`reference_integer_ops::FullyConnected[PerChannel]` for int16 input, float-requant
-    version (LiteRT >= 1.3.0, like the int8 one). x [B, D] int16, w [O, D] int8, bias [O]
-    int64, eff_scale [O] = double(s_in) * double(s_w[o]) / double(s_out):
-
-        acc = Σ_d (w[o,d] - w_zp) * x[b,d] + bias[o]                 (int64)
-        out = clamp(int32(round_half_away(double(acc) * eff_scale[o])))
-    """
-    batches, depth = x.shape
-    out_c = w.shape[0]
-    out = np.empty((batches, out_c), np.int16)
-    for b in range(batches):
-        for o in range(out_c):
-            acc = bias[o]
-            for d in range(depth):
-                acc += (np.int64(w[o, d]) - w_zp) * np.int64(x[b, d])
-            v = round_half_away_int32(np.float64(acc) * eff_scale[o])
-            out[b, o] = min(max(v, np.int64(act_min)), np.int64(act_max))
-    return out
-
-
-@kernel
-def transpose_conv_int16(
-    x, w, bias, mult, shift, act_min, act_max,
-    stride_h, stride_w, pad_top, pad_left, out_h, out_w,
-):  # fmt: skip
-    """`reference_integer_ops::TransposeConv` for int16 input (integer_ops/transpose_conv.h).
-
-    x [N, H, W, Ci] int16, w [Co, KH, KW, Ci] int8, bias [Co] int64 (zeros if absent). Each
-    input pixel scatters into an int64 scratch; taps landing outside the output are dropped:
-
-        scratch[b, iy*stride_h - pad_top + ky, ix*stride_w - pad_left + kx, oc]
-            += x[b, iy, ix, ic] * w[oc, ky, kx, ic]
-        out = clamp(MBQM_int64(scratch + bias[oc], M[oc], shift[oc]))
-    """
-    n, in_h, in_w, in_c = x.shape
-    out_c, k_h, k_w, _ = w.shape
-    scratch = np.zeros((n, out_h, out_w, out_c), np.int64)
-    for b in range(n):
-        for iy in range(in_h):
-            oy0 = iy * stride_h - pad_top
-            for ix in range(in_w):
-                ox0 = ix * stride_w - pad_left
-                for ic in range(in_c):
-                    xv = np.int64(x[b, iy, ix, ic])
-                    for ky in range(k_h):
-                        oy = oy0 + ky
-                        if oy < 0 or oy >= out_h:
-                            continue
-                        for kx in range(k_w):
-                            ox = ox0 + kx
-                            if ox < 0 or ox >= out_w:
-                                continue
-                            for oc in range(out_c):
-                                scratch[b, oy, ox, oc] += xv * np.int64(w[oc, ky, kx, ic])
-    out = np.empty((n, out_h, out_w, out_c), np.int16)
-    for b in range(n):
-        for oy in range(out_h):
-            for ox in range(out_w):
-                for oc in range(out_c):
-                    out[b, oy, ox, oc] = _requant16(scratch[b, oy, ox, oc] + bias[oc], mult[oc],
-                                                    shift[oc], act_min, act_max)
-    return out
 
 
 @kernel
@@ -337,21 +186,33 @@ def max_pool_int16(
 # -- elementwise ---------------------------------------------------------------------------
 
 
+def add_sub_params_int16(m1, sh1, m2, sh2, m_out, sh_out) -> np.ndarray:
+    """int32 [9] for `add_sub_int16`: (M, left, right) of the two inputs' rescaling and of the
+    output's (`requant.requant_params`; QuantizeMultiplier's shifts always fit it)."""
+    _, mult, left, right = requant_params(np.zeros(3), [m1, m2, m_out], [sh1, sh2, sh_out])
+    return np.ascontiguousarray(np.stack([mult, left, right], axis=1).ravel())
+
+
 @kernel
-def add_sub_int16(x1, x2, sign, m1, sh1, m2, sh2, m_out, sh_out, act_min, act_max):
+def add_sub_int16(x1, x2, sign, params, act_min, act_max):
     """ADD (sign 1) / SUB (sign -1) int16 with general scales (pot_scale_int16 false):
-    AddElementwise / SubElementwise with left_shift 15 and zero points 0.
+    AddElementwise / SubElementwise with left shift 15 and zero points 0.
 
       a = MBQM(x1 << 15, m1, sh1);  b = MBQM(x2 << 15, m2, sh2)
       out = clamp(MBQM(a ± b, m_out, sh_out), act_min, act_max)
+
+    params = add_sub_params_int16(m1, sh1, m2, sh2, m_out, sh_out); each MBQM is the int8
+    GEMM's branch-free `requant` (no bias or offset; |x << 15| <= 2^30 and |a ± b| fit int32).
     """
     n = x1.shape[0]
     out = np.empty(n, dtype=np.int16)
     for i in range(n):
-        a = mbqm(np.int64(x1[i]) << ADD_SUB_LEFT_SHIFT_INT16, m1, sh1)
-        b = mbqm(np.int64(x2[i]) << ADD_SUB_LEFT_SHIFT_INT16, m2, sh2)
-        v = mbqm(a + sign * b, m_out, sh_out)
-        out[i] = min(max(v, act_min), act_max)
+        a = requant(np.int64(x1[i]) << ADD_SUB_LEFT_SHIFT_INT16, 0, params[0], params[1],
+                    params[2], 0, INT32_MIN, INT32_MAX)  # fmt: skip
+        b = requant(np.int64(x2[i]) << ADD_SUB_LEFT_SHIFT_INT16, 0, params[3], params[4],
+                    params[5], 0, INT32_MIN, INT32_MAX)  # fmt: skip
+        out[i] = requant(np.int64(a) + sign * np.int64(b), 0, params[6], params[7], params[8],
+                         0, act_min, act_max)  # fmt: skip
     return out
 
 

@@ -4,12 +4,13 @@
   (the Neon quantizers written array-wise; test_ops_fc_int checks them against TFLite).
 - `gemm_int8` / `depthwise_int8` raw accumulators against `hybrid.conv_accumulators`,
   `depthwise_accumulators` and `matmul_accumulators` (checked against NumPy in test_ops_conv_int).
-- The fused float epilogue against the same float32 operations written in NumPy.
+- The fused float epilogue against the same float32 operations written in NumPy: hybrid FC
+  (`gemm_int8`), hybrid CONV_2D / DEPTHWISE_CONV_2D (`hybrid_conv`, over edge shapes).
 """
 
 import numpy as np
 import pytest
-from qengine.kernels import depthwise_int8, gemm_int8, hybrid, pack, requant
+from qengine.kernels import depthwise_int8, gemm_int8, hybrid, hybrid_conv, pack, requant
 
 # -- NumPy twins of the Neon quantizers ----------------------------------------------------------
 
@@ -188,28 +189,6 @@ def assert_bits_equal(got, want):
     np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))  # -0.0 included
 
 
-@pytest.mark.parametrize("seed", range(12))
-def test_conv_hybrid_epilogue(seed, threads):
-    r, q, (kh, kw, ci, co), zps, geometry = conv_case(seed)
-    w = int8(r, (co, kh, kw, ci))
-    e = random_epilogue(r, q.shape[0], co, seed % 2 == 0, False)
-    got = gemm_int8.conv2d_hybrid_fast(q, pack.pack_conv_weights(w), zps, e, *geometry)
-    acc = hybrid.conv_accumulators(q, w, zps, *geometry)
-    assert_bits_equal(got, numpy_epilogue(acc, e, q.shape[0], seed % 2 == 0).reshape(got.shape))
-
-
-@pytest.mark.parametrize("seed", range(8))
-def test_depthwise_hybrid_epilogue(seed, threads):
-    r, q, (kh, kw, ci, _), zps, geometry = conv_case(seed)
-    multiplier = 1 + seed % 2
-    w = int8(r, (1, kh, kw, ci * multiplier))
-    e = random_epilogue(r, q.shape[0], ci * multiplier, seed % 2 == 1, False)
-    w16 = pack.pack_depthwise_weights(w)
-    got = depthwise_int8.depthwise_conv2d_hybrid_fast(q, w16, zps, e, *geometry, multiplier)
-    acc = hybrid.depthwise_accumulators(q, w, zps, *geometry, multiplier)
-    assert_bits_equal(got, numpy_epilogue(acc, e, q.shape[0], seed % 2 == 1).reshape(got.shape))
-
-
 @pytest.mark.parametrize("seed", range(6))
 def test_fc_hybrid_epilogue(seed, threads):
     r = np.random.default_rng(seed)
@@ -219,3 +198,114 @@ def test_fc_hybrid_epilogue(seed, threads):
     got = gemm_int8.fully_connected_hybrid_fast(q, pack.pack_fc_weights(w), e)
     acc = hybrid.matmul_accumulators(q, w)
     assert_bits_equal(got, numpy_epilogue(acc, e, batches, seed % 2 == 0).reshape(got.shape))
+
+
+# -- kernels/hybrid_conv.py: quantized once per image, float epilogue in the int8 tiles -----------
+
+
+def test_quantize_images_matches_rows_and_leaves_spare_bytes():
+    r = np.random.default_rng(7)
+    x = random_rows(r, "normal", 3, 5 * 4 * 3).reshape(3, 5, 4, 3)
+    x[1] = 0  # an image of zeros: q 0, sf 1, zp 0
+    for symmetric, twin in [(True, naive_symmetric), (False, naive_asymmetric)]:
+        q, sf, zp = hybrid.quantize_images(x, symmetric)
+        want = twin(x.reshape(3, -1))
+        want_zp = np.zeros(3, np.int32) if symmetric else want[2]
+        assert_same((q.reshape(3, -1), sf, zp), (want[0], want[1], want_zp))
+        assert q.base is not None and q.base.size == q.size + hybrid.SPARE_BYTES
+
+
+def hybrid_conv_case(r, n, hw, ci, k, stride, dil, pad):
+    """A quantized input (per-image zero points) and the geometry of a k×k convolution."""
+    h, w = hw
+    out_hw = ((h + 2 * pad[0] - dil[0] * (k[0] - 1) - 1) // stride[0] + 1,
+              (w + 2 * pad[1] - dil[1] * (k[1] - 1) - 1) // stride[1] + 1)
+    x = (r.standard_normal((n, h, w, ci)) * 3 + r.standard_normal((n, 1, 1, 1))).astype(np.float32)
+    q, sf, zp = hybrid.quantize_images(x, symmetric=False)
+    return q, sf, zp, (*stride, *dil, *pad, *out_hw)
+
+
+def reference_epilogue(acc, pre, scale, bias, lo, hi):
+    """(float(acc) * pre) * scale + bias, clamped; every step float32; scale [N, Co]."""
+    out = (acc.astype(np.float32) * pre) * scale[:, None, None, :]
+    return np.clip(out + bias, np.float32(lo), np.float32(hi))
+
+
+# (n, (h, w), ci, co, (kh, kw), stride, dilation, padding): tails of the 6-pixel row blocks and of
+# the 16-channel panels (8-lane tiles for the last <= 8), 1 channel, odd sizes, stride 2,
+# dilation, padding, two images
+CONV_EDGES = [
+    (1, (1, 1), 1, 1, (1, 1), (1, 1), (1, 1), (0, 0)),
+    (1, (2, 3), 16, 16, (1, 1), (1, 1), (1, 1), (0, 0)),
+    (2, (5, 7), 3, 17, (3, 3), (2, 2), (1, 1), (1, 1)),
+    (1, (9, 8), 8, 8, (3, 3), (1, 1), (1, 1), (1, 1)),
+    (1, (13, 11), 15, 33, (3, 2), (1, 2), (2, 1), (2, 0)),
+    (2, (7, 7), 33, 1, (2, 2), (2, 1), (1, 1), (0, 1)),
+    (1, (6, 6), 40, 48, (5, 5), (1, 1), (1, 1), (2, 2)),
+    (1, (7, 9), 24, 24, (1, 1), (1, 1), (1, 1), (0, 0)),
+    (1, (24, 24), 16, 40, (3, 3), (1, 1), (1, 1), (1, 1)),  # large enough for 2 threads:
+    (1, (2, 2), 1024, 520, (1, 1), (1, 1), (1, 1), (0, 0)),  # split by rows, then by panels
+]
+
+
+@pytest.mark.parametrize("case", CONV_EDGES)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_hybrid_conv_fast_exact(case, threads):
+    n, hw, ci, co, k, stride, dil, pad = case
+    r = np.random.default_rng(ci * 100 + co)
+    q, sf, zp, geometry = hybrid_conv_case(r, n, hw, ci, k, stride, dil, pad)
+    w = r.integers(-127, 128, (co, *k, ci)).astype(np.int8)
+    pre = (r.random(co) * 0.1).astype(np.float32)
+    bias = r.standard_normal(co).astype(np.float32)
+    lo, hi = [(-np.inf, np.inf), (0, 6), (-1, 1)][co % 3]
+    plan = hybrid_conv.plan_hybrid_conv(pack.pack_conv_weights(w), pre, bias, lo, hi,
+                                        *geometry)
+    got = hybrid_conv.run_hybrid_conv(plan, q, zp, sf, threads)
+    acc = hybrid.conv_accumulators(q, w, zp, *geometry)
+    want = reference_epilogue(acc, pre, np.broadcast_to(sf[:, None], (n, co)), bias, lo, hi)
+    assert_bits_equal(got, want)
+    # no pre, no bias (-0.0: x + -0.0 == x), symmetric images: zero point 0
+    q, sf, _ = hybrid.quantize_images(q.astype(np.float32), symmetric=True)
+    plan = hybrid_conv.plan_hybrid_conv(pack.pack_conv_weights(w), None, None, lo, hi,
+                                        *geometry)
+    zeros = np.zeros(n, np.int32)
+    got = hybrid_conv.run_hybrid_conv(plan, q, zeros, sf * np.float32(0.03), threads)
+    acc = hybrid.conv_accumulators(q, w, zeros, *geometry)
+    scale = np.broadcast_to((sf * np.float32(0.03))[:, None], (n, co))
+    assert_bits_equal(got, reference_epilogue(acc, np.float32(1), scale, np.float32(-0.0), lo, hi))
+
+
+# (n, (h, w), channels, multiplier, (kh, kw), stride, dilation, padding)
+DEPTHWISE_EDGES = [
+    (1, (1, 1), 1, 1, (1, 1), (1, 1), (1, 1), (0, 0)),
+    (1, (9, 9), 8, 1, (3, 3), (1, 1), (1, 1), (1, 1)),
+    (2, (10, 7), 16, 1, (3, 3), (2, 2), (1, 1), (1, 0)),
+    (1, (12, 12), 24, 1, (5, 5), (1, 1), (1, 1), (2, 2)),
+    (1, (11, 13), 33, 1, (3, 3), (1, 2), (2, 2), (2, 1)),
+    (1, (8, 8), 48, 1, (3, 3), (2, 2), (1, 1), (0, 0)),
+    (2, (6, 5), 7, 2, (3, 3), (1, 1), (1, 1), (1, 1)),
+    (1, (5, 6), 16, 3, (2, 3), (2, 1), (1, 2), (0, 1)),
+    (1, (56, 48), 24, 1, (3, 3), (1, 1), (1, 1), (1, 1)),  # large enough for 2 threads
+]
+
+
+@pytest.mark.parametrize("case", DEPTHWISE_EDGES)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_hybrid_depthwise_fast_exact(case, threads):
+    n, hw, ci, multiplier, k, stride, dil, pad = case
+    co = ci * multiplier
+    r = np.random.default_rng(ci * 10 + multiplier)
+    q, sf, zp, geometry = hybrid_conv_case(r, n, hw, ci, k, stride, dil, pad)
+    w = r.integers(-127, 128, (1, *k, co)).astype(np.int8)
+    bias = r.standard_normal(co).astype(np.float32) if ci % 2 else None
+    lo, hi = [(-np.inf, np.inf), (0, 6), (-1, 1)][co % 3]
+    scale = (r.random(co) * 0.1).astype(np.float32)[None, :] * sf[:, None]  # s_w[c] * sf_b
+    plan = hybrid_conv.plan_hybrid_depthwise(pack.pack_depthwise_weights(w), None, bias, lo,
+                                             hi, *geometry, multiplier)
+    got = hybrid_conv.run_hybrid_depthwise(plan, q, zp, scale, threads)
+    acc = hybrid.depthwise_accumulators(q, w, zp, *geometry, multiplier)
+    want = reference_epilogue(acc, np.float32(1), scale,
+                              np.float32(-0.0) if bias is None else bias, lo, hi)
+    assert_bits_equal(got, want)
+    # an input without the spare bytes after it (not from quantize_images) is copied first
+    assert_bits_equal(hybrid_conv.run_hybrid_depthwise(plan, q.copy(), zp, scale, threads), want)

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 from naive import int16 as naive
 from op_harness import rng
+from qengine.kernels import conv
 from qengine.kernels import fixedpoint as fp
+from qengine.kernels import fully_connected as fc
 from qengine.kernels import int16 as k16
 
 INT16 = (-32768, 32767)
@@ -35,8 +37,8 @@ def test_conv2d_int16_matches_twin(case):
     stride, dil, pad = (1 + case % 2, 1), (1, 1 + case // 2), (1, 1)
     out_h = (h + 2 * pad[0] - (k - 1) * dil[0] - 1) // stride[0] + 1
     out_w = (w + 2 * pad[1] - (k - 1) * dil[1] - 1) // stride[1] + 1
-    got = k16.conv2d_int16(x, wt, bias, mult, shift, -32768, 32767, *stride, *dil, *pad,
-                           out_h, out_w)
+    got = conv.conv2d(x, wt, bias, 0, mult, shift, 0, -32768, 32767, *stride, *dil, *pad,
+                      out_h, out_w)
     want = naive.conv2d(x, wt, bias, mult, shift, -32768, 32767, stride, dil, pad,
                         (out_h, out_w))
     np.testing.assert_array_equal(got, want)
@@ -49,7 +51,7 @@ def test_fully_connected_int16_matches_twin(w_zp):
     w = r.integers(-127, 128, (6, 40)).astype(np.int8)
     bias = r.integers(-2**24, 2**24, 6).astype(np.int64)
     eff = (2.0 ** r.uniform(-24, -10, 6)).astype(np.float64)
-    got = k16.fully_connected_int16(x, w, bias, w_zp, eff, -32000, 32767)
+    got = fc.fully_connected(x, w, bias, 0, w_zp, eff, 0, -32000, 32767)
     np.testing.assert_array_equal(got, naive.fully_connected(x, w, bias, w_zp, eff, -32000,
                                                              32767))
 
@@ -61,7 +63,8 @@ def test_add_sub_mul_relu_int16_match_twins(sign):
     # add.cc: inputs rescaled by s_i / (2 max s) after << 15, the sum by 2 max s / (2^15 s_out)
     (m1, m2), (s1, s2) = multipliers(r, 2, -2, -1)
     (mo,), (so,) = multipliers(r, 1, -16, -15)
-    got = k16.add_sub_int16(a, b, sign, m1, s1, m2, s2, mo, so, *INT16)
+    params = k16.add_sub_params_int16(m1, s1, m2, s2, mo, so)
+    got = k16.add_sub_int16(a, b, sign, params, *INT16)
     want = naive.add_sub(a, b, sign, int(m1), int(s1), int(m2), int(s2), int(mo), int(so),
                          *INT16)
     np.testing.assert_array_equal(got, want)

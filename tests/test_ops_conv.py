@@ -8,7 +8,8 @@ import itertools
 
 import numpy as np
 import pytest
-from op_harness import check_against_tflite
+from op_harness import check_against_tflite, model_bytes
+from tflite_ref import run_tflite
 
 import qengine
 from qengine.builder import SAME, VALID, GraphBuilder, options
@@ -112,3 +113,26 @@ def test_zero_stride_is_refused():
              options=options("DepthwiseConv2DOptions", padding=SAME, strideW=0, strideH=1))
     with pytest.raises(qengine.InvalidModelError, match="stride"):
         qengine.Interpreter(b.build([y]))
+
+
+@pytest.mark.parametrize("kind, x_shape, w_shape", [
+    ("CONV_2D", (2, 11, 9, 6), (5, 3, 3, 6)),
+    ("CONV_2D", (1, 13, 17, 19), (37, 3, 5, 19)),
+    ("CONV_2D", (1, 13, 17, 8), (1, 3, 3, 8)),
+    ("DEPTHWISE_CONV_2D", (2, 11, 9, 12), (1, 3, 3, 12)),
+    ("DEPTHWISE_CONV_2D", (1, 14, 15, 21), (1, 5, 5, 21)),
+    ("DEPTHWISE_CONV_2D", (1, 9, 8, 5), (1, 3, 3, 15)),  # depth multiplier 3
+    ("DEPTHWISE_CONV_2D", (1, 7, 6, 3), (1, 3, 3, 3)),  # padded to 8 channels
+])
+def test_float_conv_is_bit_identical_to_reference_kernels(kind, x_shape, w_shape):
+    """kernels/float_gemm.py sums in reference_ops' order with float32 products (no FMA, as
+    the ai-edge-litert wheel is built), so outputs equal TFLite's reference kernels exactly."""
+    x = np.random.default_rng(3).standard_normal(x_shape).astype(np.float32)
+    for padding, stride, dilation, activation in GRID:
+        data = model_bytes(conv_model(kind, x_shape, w_shape, padding, stride, dilation,
+                                      activation))
+        want = run_tflite(data, {"x": x})
+        got = qengine.Interpreter(data).run({"x": x})
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name], f"{padding} {stride} "
+                                                                 f"{dilation} {activation}")

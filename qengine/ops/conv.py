@@ -1,7 +1,9 @@
 """CONV_2D and DEPTHWISE_CONV_2D: shared checks and geometry, the float kernels, and the
 definitions (`OpDef`) that key every dtype's kernel and hold the ops' quantization facts.
 
-Float convolutions go through im2col and NumPy's BLAS matmul; hybrid and int8 ones are in
+Float convolutions with a constant filter run kernels/float_gemm.py (bit-identical to TFLite's
+reference kernels), split over output pixels or rows between threads; grouped ones and
+non-constant filters go through im2col and NumPy's BLAS matmul. Hybrid and int8 ones are in
 `conv_int` (multipliers computed exactly as TFLite's PopulateConvolutionQuantizationParams
 does), 16x8 ones in `int16_int`.
 """
@@ -70,6 +72,8 @@ def _conv_float(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prep
     low, high = float_activation_bounds(ctx)
     per_group = out_c // groups
 
+    if groups == 1 and weights is not None:
+        return _conv_float_direct(ctx, g, out_shape, weights, bias, low, high)
     pointwise = (g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_top, g.pad_left,
                  groups) == (1, 1, 1, 1, 0, 0, 1)
     from ..runtime.interpreter import blas_is_limited
@@ -100,6 +104,91 @@ def _conv_float(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prep
         return out.reshape(out_shape)
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
+
+
+def _conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high) -> Prepared:
+    """A constant-filter, one-group float conv: packed weights, the indirect micro-kernel
+    (kernels/float_gemm.py) over blocks of output pixels, one block per thread."""
+    from qengine.kernels.float_gemm import (
+        LANES,
+        NARROW,
+        WIDE,
+        conv2d_f32_rows,
+        pack_conv_f32,
+        pad_channels,
+    )
+
+    # 1-4 output channels, or 5-8 with a long enough sum to amortize the row tiles' epilogue
+    if out_shape[3] <= NARROW // 2 or (out_shape[3] <= NARROW and weights[0].size >= 64):
+        return _conv_float_narrow(ctx, g, out_shape, weights, bias, low, high)
+    panels, bias16 = pack_conv_f32(weights), pad_channels(bias, LANES)
+    pixels = g.batch * g.out_h * g.out_w
+    flops = 2 * pixels * weights.size
+    threads = _threads_for(ctx, flops)
+
+    def run(x, w, b=None):
+        x = np.ascontiguousarray(x, np.float32)  # the kernel reads raw addresses
+        out = np.empty((pixels, out_shape[3]), np.float32)
+
+        def block(p0, p1):
+            conv2d_f32_rows(x, panels, bias16, out, p0, p1, g.out_w, g.kernel_h, g.kernel_w,
+                            g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left,
+                            low, high, WIDE)
+
+        _pixel_blocks(block, pixels, threads)
+        return out.reshape(out_shape)
+
+    return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
+
+
+def _conv_float_narrow(ctx, g: ConvGeometry, out_shape, weights, bias, low, high) -> Prepared:
+    """A float conv with 1-8 output channels: vectorized along output rows, split by rows."""
+    from qengine.kernels.float_gemm import WIDE, conv2d_f32_narrow_rows, pack_narrow_f32
+
+    w8 = pack_narrow_f32(weights)
+    rows = g.batch * g.out_h
+    flops = 2 * rows * g.out_w * weights.size
+    threads = _threads_for(ctx, flops)
+
+    def run(x, w, b=None):
+        x = np.ascontiguousarray(x, np.float32)
+        out = np.empty(out_shape, np.float32)
+
+        def block(r0, r1):
+            conv2d_f32_narrow_rows(x, w8, bias, out, r0, r1, g.kernel_h, g.kernel_w, g.stride_h,
+                                   g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left, low,
+                                   high, WIDE)
+
+        _pixel_blocks(block, rows, threads)
+        return out
+
+    return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
+
+
+def _pad_last(a: np.ndarray, extra: int) -> np.ndarray:
+    """a as C-contiguous float32 with `extra` zeros appended along its last axis."""
+    if extra:
+        a = np.concatenate([a, np.zeros((*a.shape[:-1], extra), a.dtype)], axis=-1)
+    return np.ascontiguousarray(a, np.float32)
+
+
+
+
+def _threads_for(ctx: OpContext, flops: int) -> int:
+    """The op's threads, or 1 below the pool's MIN_PARALLEL_FLOPS (a hand-off costs more)."""
+    from qengine.kernels.threads import MIN_PARALLEL_FLOPS
+
+    return ctx.num_threads if flops >= MIN_PARALLEL_FLOPS else 1
+
+
+def _pixel_blocks(block, total: int, threads: int) -> None:
+    """block(p0, p1) over [0, total) in `threads` near-equal parts on the one pool."""
+    from qengine.kernels.threads import parallel_blocks
+
+    if threads <= 1:
+        block(0, total)
+    else:
+        parallel_blocks(block, total, threads)
 
 
 def _im2col_blocks(x: np.ndarray, g: ConvGeometry, pointwise: bool):
@@ -134,19 +223,48 @@ def _depthwise_shared(ctx: OpContext) -> tuple:
 
 
 def _depthwise_float(ctx, g: ConvGeometry, out_shape, multiplier: int) -> Prepared:
-    from qengine.kernels.float_conv import depthwise_conv2d_f32
-
     ctx.expect_dtype(ctx.input(1), "float32")
     out_c = out_shape[3]
     bias = _bias(ctx, 2, out_c, "float32")
-    zeros = np.zeros(out_c, np.float32)
+    bias = np.zeros(out_c, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
     low, high = float_activation_bounds(ctx)
+    return _depthwise_float_direct(ctx, g, out_shape, multiplier, bias, low, high)
+
+
+def _depthwise_float_direct(ctx, g: ConvGeometry, out_shape, multiplier, bias, low,
+                            high) -> Prepared:
+    """Float depthwise: kernels/float_gemm.py's channel-vector kernel over blocks of output
+    rows, one block per thread. With a depth multiplier m, output channel c reads input
+    channel c // m: the input is repeated m times along channels first (the same values, so
+    the same sums)."""
+    from qengine.kernels.float_gemm import VEC, depthwise_f32_rows
+
+    taps = g.kernel_h * g.kernel_w
+    out_c = out_shape[3]
+    # the kernel wants 8 channels or more: fewer run zero-padded to 8 (pad_c of them)
+    pad_c = max(0, VEC - out_c)
+    packed = None
+    if ctx.input(1).value is not None:
+        packed = _pad_last(ctx.constant(1, "filter").reshape(taps, -1), pad_c)
+    bias = _pad_last(bias, pad_c)
+    padded_shape = (*out_shape[:3], out_c + pad_c)
+    rows = g.batch * g.out_h
+    flops = 2 * rows * g.out_w * out_shape[3] * taps
+    threads = _threads_for(ctx, flops)
 
     def run(x, w, b=None):
-        return depthwise_conv2d_f32(
-            x, np.ascontiguousarray(w[0]), zeros if bias is None else bias, g.stride_h,
-            g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left, g.out_h, g.out_w, multiplier,
-            low, high)
+        if multiplier > 1:
+            x = np.repeat(x, multiplier, axis=3)
+        x = _pad_last(x, pad_c)  # C-contiguous float32: the kernel reads raw addresses
+        w = packed if packed is not None else _pad_last(w.reshape(taps, -1), pad_c)
+        out = np.empty(padded_shape, np.float32)
+
+        def block(r0, r1):
+            depthwise_f32_rows(x, w, bias, out, r0, r1, g.stride_h, g.stride_w, g.dil_h,
+                               g.dil_w, g.pad_top, g.pad_left, g.kernel_h, g.kernel_w, low, high)
+
+        _pixel_blocks(block, rows, threads)
+        return np.ascontiguousarray(out[..., :out_c]) if pad_c else out
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
 

@@ -24,21 +24,24 @@ import numpy as np
 from qengine.kernels import hybrid
 from qengine.kernels.conv import conv2d_int8, depthwise_conv2d_int8
 from qengine.kernels.depthwise_int8 import (
-    depthwise_conv2d_hybrid_fast,
     depthwise_conv2d_int8_fast,
     plan_depthwise_int8,
     run_depthwise_int8,
 )
 from qengine.kernels.fixedpoint import quantize_multipliers
 from qengine.kernels.gemm_int8 import (
-    conv2d_hybrid_fast,
     conv2d_int8_fast,
     kernel_threads,
     plan_conv2d_int8,
     run_conv2d_int8,
 )
+from qengine.kernels.hybrid_conv import (
+    plan_hybrid_conv,
+    plan_hybrid_depthwise,
+    run_hybrid_conv,
+    run_hybrid_depthwise,
+)
 from qengine.kernels.pack import pack_conv_weights, pack_depthwise_weights
-from qengine.kernels.requant import hybrid_epilogue
 
 from ..runtime.registry import OpContext, Prepared, Spec
 from . import xnnpack_int
@@ -234,6 +237,24 @@ def _images(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, np.float32).reshape(x.shape[0], -1)
 
 
+def _hybrid_fast(ctx: OpContext, plan, run_plan, out_shape, symmetric: bool,
+                 image_scale) -> Prepared:
+    """A fast hybrid conv (kernels/hybrid_conv.py): each image quantized once per run, then the
+    int8 kernel with the float epilogue fused. plan(bias) makes the kernel's plan (at prepare
+    time when the bias is a constant); image_scale(sf) is the per-image factor after `pre`."""
+    b_spec = ctx.optional_input(2)
+    fixed = plan(None if b_spec is None else b_spec.value)
+    constant_bias = b_spec is None or b_spec.value is not None
+    threads = max(1, ctx.num_threads)
+
+    def run(x, w, b=None):
+        q, sf, zp = hybrid.quantize_images(x, symmetric)
+        p = fixed if constant_bias else plan(b)
+        return run_plan(p, q, zp, image_scale(sf), threads)
+
+    return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
+
+
 def hybrid_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prepared:
     out_c = out_shape[3]
     scales, clamp = _hybrid_params(ctx, out_c, bias_required=True)
@@ -247,19 +268,14 @@ def hybrid_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> P
     w = ctx.input(1)
     if use_fast_kernels() and w.value is not None and groups == 1:
         packed = pack_conv_weights(np.ascontiguousarray(w.value))  # once, at prepare time
+        pre = scales if per_channel else None  # (float(acc) * s_w[c]) * sf_b
         bounds = float_activation_bounds(ctx)
 
-        def run_fast(x, w, b=None):
-            n = x.shape[0]
-            if per_channel:  # (float(acc) * s_w[c]) * sf_b
-                q, sf, zp = hybrid.quantize_asymmetric(_images(x))
-                e = hybrid_epilogue(n, out_c, sf[:, None], scales, b, None, *bounds)
-            else:  # float(acc) * (sf_b * s_w)
-                (q, sf), zp = hybrid.quantize_symmetric(_images(x)), np.zeros(n, np.int32)
-                e = hybrid_epilogue(n, out_c, (sf * scales[0])[:, None], None, b, None, *bounds)
-            return conv2d_hybrid_fast(q.reshape(x.shape), packed, zp, e, *geometry)
+        def plan(b):
+            return plan_hybrid_conv(packed, pre, b, *bounds, *geometry)
 
-        return Prepared(run_fast, [ctx.output_spec(0, out_shape, "float32")])
+        return _hybrid_fast(ctx, plan, run_hybrid_conv, out_shape, symmetric=not per_channel,
+                            image_scale=lambda sf: sf if per_channel else sf * scales[0])
 
     def run_symmetric(x, w, b=None):
         q, sf = hybrid.quantize_symmetric(_images(x))
@@ -301,13 +317,12 @@ def hybrid_depthwise_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape,
         w16 = pack_depthwise_weights(np.ascontiguousarray(w.value))  # once, at prepare time
         bounds = float_activation_bounds(ctx)
 
-        def run_fast(x, w, b=None):
-            q, sf, zp = hybrid.quantize_asymmetric(_images(x))
-            scale = scales[None, :] * sf[:, None]  # s_w[c] * sf_b first, float32
-            e = hybrid_epilogue(x.shape[0], out_c, scale, None, b, None, *bounds)
-            return depthwise_conv2d_hybrid_fast(q.reshape(x.shape), w16, zp, e, *geometry)
+        def plan(b):
+            return plan_hybrid_depthwise(w16, None, b, *bounds, *geometry)
 
-        return Prepared(run_fast, [ctx.output_spec(0, out_shape, "float32")])
+        # float(acc) * (s_w[c] * sf_b): the product first, float32
+        return _hybrid_fast(ctx, plan, run_hybrid_depthwise, out_shape, symmetric=False,
+                            image_scale=lambda sf: scales[None, :] * sf[:, None])
 
     def run(x, w, b=None):
         q, sf, zp = hybrid.quantize_asymmetric(_images(x))

@@ -57,11 +57,19 @@ def _fused_clamp(ctx: OpContext, dtype: str):
     """
     if dtype == "float32":
         low, high = float_activation_bounds(ctx)
+        return lambda x: _clamp_f32(x, low, high)
     else:
         low, high = _CLAMPS.get(fused_activation(ctx), (None, None))
         if low is None:
             return lambda x: x
     return lambda x: np.clip(x, low, high).astype(dtype, copy=False)
+
+
+def _clamp_f32(x, low: float, high: float):
+    """np.clip into x itself when x is the op's own fresh float32 array (one pass less)."""
+    if isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.writeable:
+        return np.clip(x, low, high, out=x)
+    return np.clip(x, low, high).astype(np.float32, copy=False)
 
 
 def _binary(ctx: OpContext, compute, dtypes, *, out_dtype: str | None = None,

@@ -14,6 +14,9 @@ import math
 import numpy as np
 
 from qengine.kernels import activations as activation_kernels
+from qengine.kernels import conv as conv_kernels
+from qengine.kernels import fast_int16
+from qengine.kernels import fully_connected as fc_kernels
 from qengine.kernels import int16 as kernels
 from qengine.kernels.fixedpoint import mbqm_array as mbqm
 from qengine.kernels.fixedpoint import quantize_multiplier, quantize_multipliers
@@ -27,6 +30,7 @@ from .common import (
     flattened,
     per_tensor,
     quantized_activation_range,
+    use_fast_kernels,
 )
 
 INT16_MIN, INT16_MAX = -32768, 32767
@@ -92,6 +96,13 @@ def _per_channel_multipliers(ctx: OpContext, scales: np.ndarray):
     return _requantization(ctx, np.float64(x_scale) * scales / np.float64(out_scale))
 
 
+def _packable(w: Spec) -> bool:
+    """A constant filter held as dense int8 values: the fast kernels pack it at prepare time
+    (QENGINE_KERNELS=reference asks for the reference loops)."""
+    return (use_fast_kernels() and w.value is not None and w.value.dtype == np.int8
+            and w.value.shape == tuple(w.shape))
+
+
 def conv_2d(ctx: OpContext, g, out_shape, groups: int) -> Prepared:
     out_c = out_shape[3]
     w = ctx.input(1)
@@ -101,23 +112,39 @@ def conv_2d(ctx: OpContext, g, out_shape, groups: int) -> Prepared:
     bias = _bias(ctx, 2, out_c, required=True)
     mult, shift, low, high = _per_channel_multipliers(ctx, scales)
     geometry = (g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left, g.out_h, g.out_w)
+    if _packable(w) and groups == 1:
+        plan = fast_int16.plan_conv2d_int16(np.ascontiguousarray(w.value), bias, mult, shift,
+                                            low, high, *geometry)  # weights packed once
+        threads = ctx.num_threads
 
-    def run(x, w, b=None):
-        return kernels.conv2d_int16(x, w, bias, mult, shift, low, high, *geometry)
+        def run(x, w, b=None):
+            return fast_int16.run_conv2d_int16(plan, x, threads)
+    else:
+        def run(x, w, b=None):
+            return conv_kernels.conv2d(x, w, bias, 0, mult, shift, 0, low, high, *geometry)
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "int16")])
 
 
 def depthwise_conv_2d(ctx: OpContext, g, out_shape, multiplier: int) -> Prepared:
     out_c = out_shape[3]
-    scales = _filter_scales(ctx, ctx.input(1), out_c, 3)
+    w = ctx.input(1)
+    scales = _filter_scales(ctx, w, out_c, 3)
     bias = _bias(ctx, 2, out_c, required=False)
     mult, shift, low, high = _per_channel_multipliers(ctx, scales)
     geometry = (g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left, g.out_h,
                 g.out_w, multiplier)
+    plan = None
+    if _packable(w):
+        plan = fast_int16.plan_depthwise_int16(np.ascontiguousarray(w.value), bias, mult, shift,
+                                               low, high, *geometry)
+    threads = ctx.num_threads
 
     def run(x, w, b=None):
-        return kernels.depthwise_conv2d_int16(x, w, bias, mult, shift, low, high, *geometry)
+        if plan is not None:
+            return fast_int16.run_depthwise_int16(plan, x, threads)
+        return conv_kernels.depthwise_conv2d(x, w, bias, 0, mult, shift, 0, low, high,
+                                             *geometry)
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "int16")])
 
@@ -133,11 +160,18 @@ def fully_connected(ctx: OpContext, out_shape) -> Prepared:
     w_zp = int(w.quantization.zero_point[0]) if w.quantization.scale.size == 1 else 0
     eff = np.float64(_symmetric(ctx, x)) * scales / np.float64(_output_scale(ctx))
     low, high = quantized_activation_range(ctx, _output_scale(ctx), 0, "int16")
+    plan = None
+    if _packable(w) and w_zp == 0:
+        plan = fast_int16.plan_fully_connected_int16(np.ascontiguousarray(w.value), bias, eff,
+                                                     low, high)  # weights packed once
+    threads = ctx.num_threads
 
     def run(x, w, b=None):
         rows = np.ascontiguousarray(x).reshape(-1, depth)
-        return kernels.fully_connected_int16(rows, w, bias, w_zp, eff, low,
-                                             high).reshape(out_shape)
+        if plan is not None:
+            return fast_int16.run_fully_connected_int16(plan, rows, threads).reshape(out_shape)
+        return fc_kernels.fully_connected(rows, w, bias, 0, w_zp, eff, 0, low,
+                                          high).reshape(out_shape)
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "int16")])
 
@@ -189,8 +223,8 @@ def add_sub(ctx: OpContext, sign: int) -> Prepared:
     if sign > 0 and not reals[2] < 1:  # ADD: QuantizeMultiplierSmallerThanOneExp CHECK
         raise ctx.unsupported(f"output multiplier {reals[2]:.6g} >= 1: TFLite aborts")
     (m1, sh1), (m2, sh2), (m_out, sh_out) = (quantize_multiplier(r) for r in reals)
-    return _elementwise(ctx, shape, kernels.add_sub_int16, sign, m1, sh1, m2, sh2, m_out,
-                        sh_out, low, high)
+    params = kernels.add_sub_params_int16(m1, sh1, m2, sh2, m_out, sh_out)
+    return _elementwise(ctx, shape, kernels.add_sub_int16, sign, params, low, high)
 
 
 def mul(ctx: OpContext) -> Prepared:
@@ -354,9 +388,9 @@ def transpose_conv(ctx: OpContext, out_shape, pads) -> Prepared:
     pad_top, pad_left = pads
 
     def run(_shape, weights, values, _bias=None):
-        return kernels.transpose_conv_int16(values, weights, bias, mult, shift, low, high,
-                                            stride_h, stride_w, pad_top, pad_left,
-                                            out_shape[1], out_shape[2])
+        return conv_kernels.transpose_conv(values, weights, bias, 0, mult, shift, 0, low, high,
+                                           stride_h, stride_w, pad_top, pad_left,
+                                           out_shape[1], out_shape[2])
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "int16")])
 

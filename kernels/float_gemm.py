@@ -1,0 +1,704 @@
+"""Float32 CONV_2D and DEPTHWISE_CONV_2D as indirect micro-kernels, bias and clamp fused,
+bit-identical to TFLite's reference kernels (reference_ops::Conv / DepthwiseConv).
+
+CONV_2D is a GEMM out[p, o] = clamp(Σ_k A[p, k] · W[k, o] + bias[o]) with p = (batch,
+out_y, out_x) and k = (ky, kx, ic), computed without an im2col copy ("indirect GEMM"): for a
+tile of ROWS output pixels the driver writes one address per (tap, pixel), of the input pixel
+that tap reads (x[n, oy*sh - pt + ky*dh, ox*sw - pl + kx*dw, 0]) or, for a tap in the padding,
+of a row of zeros. The micro-kernel (`_make_conv_tile`) then runs over taps and input channels
+with ROWS x 16 outputs in 2*ROWS float32x8 registers: per (tap, channel) two weight loads,
+ROWS broadcasts, 2*ROWS products and sums. Weights are packed once at prepare time into panels
+of 16 output channels, [panel, KH*KW*Ci, 16] (zero-filled past Co). The same kernel serves
+1x1 (one tap: the pointers step through the input) and every kernel size, stride and dilation.
+
+DEPTHWISE_CONV_2D (multiplier 1) runs 8 channels of a row of interior output pixels at a time
+(`_dw_run`: taps unrolled for 3x3 and 5x5, their weights and offsets held in registers); border
+pixels gather their tap addresses, zeros for taps in the padding (`_dw_vec`). C must be at
+least 8; when 8 does not divide C the last vector overlaps the one before it (`_block_start`).
+
+Why bit-identical: each output is summed in TFLite's order, total = 0; total += x * w over
+(ky, kx, ic) with taps outside the image skipped (a zero input adds +-0, which leaves a sum
+unchanged but for the sign of a zero), then total + bias, then
+ActivationFunctionWithMinMax (std::min(std::max(v, lo), hi): NaN passes through). Every
+product is rounded before its sum, as in the ai-edge-litert wheel (built without -mfma): a
+fused multiply-add would be ~1.5x faster in compute-bound layers but changes the last bits,
+which a network like Basic Pitch's nmp amplifies past the 1e-5 tolerance of its outputs. The
+vectors only run different outputs side by side. Both drivers are serial; the caller splits
+the output between threads (`kernels/threads.parallel_blocks`).
+"""
+
+import llvmlite.binding as llvm_binding
+import numba
+import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.core.extending import intrinsic
+
+from .jit import inline_kernel, kernel
+
+ROWS = 12  # output pixels per conv tile
+LANES = 16  # output channels per conv weight panel (two float32x8 accumulators per pixel)
+VEC = 8  # float32 lanes of an AVX2 register
+NARROW = 8  # convs with at most this many output channels vectorize along the output row
+
+
+
+def _host_has_avx512() -> bool:
+    if numba.config.CPU_NAME not in (None, "host"):  # compiling for another CPU: stay generic
+        return False
+    return "+avx512f" in llvm_binding.get_host_cpu_features().flatten().split(",")
+
+
+WIDE = _host_has_avx512()  # use the 16-lane conv tile: one register per 16 channels
+
+_F32, _I64 = ir.FloatType(), ir.IntType(64)
+_V8F32 = ir.VectorType(_F32, VEC)
+
+
+def _const(v):
+    return ir.Constant(_I64, v)
+
+
+def _mul_add(builder, a, b, acc):
+    """acc + a * b per lane, the product rounded before the sum (no FMA), as TFLite's
+    reference kernels compute `total += input * filter` (the wheel is built without -mfma)."""
+    return builder.fadd(acc, builder.fmul(a, b))
+
+
+def _splat(builder, value, vec_t=_V8F32):
+    undef = ir.Constant(vec_t, ir.Undefined)
+    vec = builder.insert_element(undef, value, ir.Constant(_I64, 0))
+    zeros = ir.Constant(ir.VectorType(ir.IntType(32), vec_t.count), [0] * vec_t.count)
+    return builder.shuffle_vector(vec, undef, zeros)
+
+
+def _load_vec(builder, f32_ptr, index, vec_t=_V8F32):
+    ptr = builder.gep(f32_ptr, [index])
+    return builder.load(builder.bitcast(ptr, vec_t.as_pointer()), align=4)
+
+
+def _store_vec(builder, value, f32_ptr, index):
+    ptr = builder.gep(f32_ptr, [index])
+    builder.store(value, builder.bitcast(ptr, value.type.as_pointer()), align=4)
+
+
+def _clamp(builder, v, low, high):
+    """min(max(v, low), high) with NaN passing through (ordered compares select v)."""
+    v = builder.select(builder.fcmp_ordered("<", v, low), low, v)
+    return builder.select(builder.fcmp_ordered(">", v, high), high, v)
+
+
+def _loop(builder, count, accs, step, name):
+    """Emit `for i in range(count): accs = step(i, accs)` over accumulators with their
+    initial values `accs`; returns the final values (the initial ones when count <= 0)."""
+    entry = builder.block
+    loop = builder.function.append_basic_block(f"{name}_loop")
+    done = builder.function.append_basic_block(f"{name}_done")
+    builder.cbranch(builder.icmp_signed(">", count, _const(0)), loop, done)
+    builder.position_at_end(loop)
+    i = builder.phi(_I64)
+    phis = [builder.phi(start.type) for start in accs]
+    new = step(i, phis)
+    body_end = builder.block
+    i_next = builder.add(i, _const(1))
+    builder.cbranch(builder.icmp_signed("<", i_next, count), loop, done)
+    i.add_incoming(_const(0), entry)
+    i.add_incoming(i_next, body_end)
+    for phi, start, value in zip(phis, accs, new):
+        phi.add_incoming(start, entry)
+        phi.add_incoming(value, body_end)
+    builder.position_at_end(done)
+    final = []
+    for start, value in zip(accs, new):
+        phi = builder.phi(start.type)
+        phi.add_incoming(start, entry)
+        phi.add_incoming(value, body_end)
+        final.append(phi)
+    return final
+
+
+def _make_conv_tile(rows, width, vectors):
+    """An LLVM micro-kernel over `rows` pixels and `vectors` float32 x `width` blocks of one
+    weight panel: out[r, 0:width*vectors] = clamp(Σ_t Σ_c src[t, r][c] · w[t*cin + c, ..] +
+    bias[..]), summed in the order of t and c, where src[t, r] is the address at
+    ptrs[t*ROWS + r] and w rows are LANES floats apart."""
+    vec_t = ir.VectorType(_F32, width)
+
+    def codegen(context, builder, signature, args):
+        ptrs_addr, taps, cin, w_addr, bias_addr, out_addr, out_stride, low, high = args
+        ptrs = builder.inttoptr(ptrs_addr, _I64.as_pointer())
+        w = builder.inttoptr(w_addr, _F32.as_pointer())
+        bias = builder.inttoptr(bias_addr, _F32.as_pointer())
+        out = builder.inttoptr(out_addr, _F32.as_pointer())
+        start = [ir.Constant(vec_t, None)] * (vectors * rows)
+
+        def tap_step(t, accs):
+            srcs = []
+            for r in range(rows):
+                slot = builder.add(builder.mul(t, _const(ROWS)), _const(r))
+                addr = builder.load(builder.gep(ptrs, [slot]), align=8)
+                srcs.append(builder.inttoptr(addr, _F32.as_pointer()))
+            w_tap = builder.mul(builder.mul(t, cin), _const(LANES))
+
+            def channel_step(c, accs):
+                w_row = builder.add(w_tap, builder.mul(c, _const(LANES)))
+                weights = [_load_vec(builder, w, builder.add(w_row, _const(width * h)), vec_t)
+                           for h in range(vectors)]
+                new = []
+                for r in range(rows):
+                    a = builder.load(builder.gep(srcs[r], [c]), align=4)
+                    a = _splat(builder, a, vec_t)
+                    new.extend(_mul_add(builder, a, weights[h], accs[vectors * r + h])
+                               for h in range(vectors))
+                return new
+
+            return _loop(builder, cin, accs, channel_step, "channel")
+
+        accs = _loop(builder, taps, start, tap_step, "tap")
+        low_v, high_v = _splat(builder, low, vec_t), _splat(builder, high, vec_t)
+        biases = [_load_vec(builder, bias, _const(width * h), vec_t) for h in range(vectors)]
+        for r in range(rows):
+            for h in range(vectors):
+                index = builder.add(builder.mul(_const(r), out_stride), _const(width * h))
+                value = builder.fadd(accs[vectors * r + h], biases[h])
+                value = _clamp(builder, value, low_v, high_v)
+                _store_vec(builder, value, out, index)
+        return context.get_dummy_value()
+
+    @intrinsic
+    def tile(typingctx, ptrs_addr, taps, cin, w_addr, bias_addr, out_addr, out_stride, low,
+             high):
+        sig = types.void(types.uintp, types.intp, types.intp, types.uintp, types.uintp,
+                         types.uintp, types.intp, types.float32, types.float32)
+        return sig, codegen
+
+    return tile
+
+
+# A panel's 16 channels: 6 pixels x 2 float32x8 accumulators (12 of AVX2's 16 registers), run
+# twice per tile, or 12 pixels x 1 float32x16 (AVX-512: 12 of 32 registers), run once.
+_conv_tile_6x16 = _make_conv_tile(ROWS // 2, VEC, 2)
+_conv_tile_12x16 = _make_conv_tile(ROWS, 2 * VEC, 1)
+_conv_tile_12x8 = _make_conv_tile(ROWS, VEC, 1)  # a panel's tail of 1-8 channels
+
+
+def _dw_vec_codegen(context, builder, signature, args):
+    """out[0:8] = clamp(bias[0:8] + Σ_t src_t[0:8] · w[t*stride : t*stride + 8]) where src_t
+    is the address at ptrs[t]; all addresses already point at the 8 channels."""
+    ptrs_addr, taps, offset, w_addr, w_stride, bias_addr, out_addr, low, high = args
+    ptrs = builder.inttoptr(ptrs_addr, _I64.as_pointer())
+    w = builder.inttoptr(w_addr, _F32.as_pointer())
+    bias = _load_vec(builder, builder.inttoptr(bias_addr, _F32.as_pointer()), _const(0))
+
+    def tap_step(t, accs):
+        src = builder.inttoptr(builder.load(builder.gep(ptrs, [t]), align=8), _F32.as_pointer())
+        x = _load_vec(builder, src, offset)
+        return [_mul_add(builder, x, _load_vec(builder, w, builder.mul(t, w_stride)), accs[0])]
+
+    (acc,) = _loop(builder, taps, [ir.Constant(_V8F32, None)], tap_step, "dwtap")
+    acc = _clamp(builder, builder.fadd(acc, bias), _splat(builder, low), _splat(builder, high))
+    _store_vec(builder, acc, builder.inttoptr(out_addr, _F32.as_pointer()), _const(0))
+    return context.get_dummy_value()
+
+
+@intrinsic
+def _dw_vec(typingctx, ptrs_addr, taps, offset, w_addr, w_stride, bias_addr, out_addr, low, high):
+    sig = types.void(types.uintp, types.intp, types.intp, types.uintp, types.intp, types.uintp,
+                     types.uintp, types.float32, types.float32)
+    return sig, _dw_vec_codegen
+
+
+def _dw_run_pixels(builder, args, unrolled):
+    """The pixel loop of `_dw_run`; with `unrolled` taps (a constant) the tap offsets and
+    weight vectors are loaded once, before the loop."""
+    x_addr, x_step, offs_addr, taps, w_addr, w_stride, bias_addr, out_addr, out_step, count, \
+        low, high = args
+    x = builder.inttoptr(x_addr, _F32.as_pointer())
+    offs = builder.inttoptr(offs_addr, _I64.as_pointer())
+    w = builder.inttoptr(w_addr, _F32.as_pointer())
+    out = builder.inttoptr(out_addr, _F32.as_pointer())
+    bias = _load_vec(builder, builder.inttoptr(bias_addr, _F32.as_pointer()), _const(0))
+    low_v, high_v = _splat(builder, low), _splat(builder, high)
+
+    def tap_terms(t):
+        return (builder.load(builder.gep(offs, [t]), align=8),
+                _load_vec(builder, w, builder.mul(t, w_stride)))
+
+    hoisted = [tap_terms(_const(t)) for t in range(unrolled or 0)]
+
+    def pixel_step(i, _):
+        base = builder.mul(i, x_step)
+
+        def tap_step(t, accs, terms=None):
+            off, wv = terms or tap_terms(t)
+            xv = _load_vec(builder, x, builder.add(base, off))
+            return [_mul_add(builder, xv, wv, accs[0])]
+
+        acc = [ir.Constant(_V8F32, None)]
+        if unrolled:
+            for terms in hoisted:
+                acc = tap_step(None, acc, terms)
+        else:
+            acc = _loop(builder, taps, acc, tap_step, "dwruntap")
+        _store_vec(builder, _clamp(builder, builder.fadd(acc[0], bias), low_v, high_v), out,
+                   builder.mul(i, out_step))
+        return []
+
+    _loop(builder, count, [], pixel_step, f"dwrun{unrolled}")
+
+
+def _dw_run_codegen(context, builder, signature, args):
+    """out[i*out_step + 0:8] = clamp(bias[0:8] + Σ_t x[i*x_step + offs[t] + 0:8] · w[t*w_stride
+    + 0:8]) for i in range(count): a run of interior pixels (every tap inside the image), 8
+    channels. 3x3 and 5x5 filters get the taps unrolled."""
+    cases = {n: builder.function.append_basic_block(f"dwtaps{n}") for n in (9, 25, None)}
+    done = builder.function.append_basic_block("dwtaps_done")
+    switch = builder.switch(args[3], cases[None])
+    for n, block in cases.items():
+        if n is not None:
+            switch.add_case(_const(n), block)
+        builder.position_at_end(block)
+        _dw_run_pixels(builder, args, n)
+        builder.branch(done)
+    builder.position_at_end(done)
+    return context.get_dummy_value()
+
+
+@intrinsic
+def _dw_run(typingctx, x_addr, x_step, offs_addr, taps, w_addr, w_stride, bias_addr, out_addr,
+            out_step, count, low, high):
+    sig = types.void(types.uintp, types.intp, types.uintp, types.intp, types.uintp, types.intp,
+                     types.uintp, types.uintp, types.intp, types.intp, types.float32,
+                     types.float32)
+    return sig, _dw_run_codegen
+
+
+def _axpy_codegen(context, builder, signature, args):
+    """dst[i] += src[i] * w for i < count (product rounded, then the sum), 8 lanes at a time
+    and the last count % 8 one by one."""
+    dst_addr, src_addr, w, count = args
+    dst = builder.inttoptr(dst_addr, _F32.as_pointer())
+    src = builder.inttoptr(src_addr, _F32.as_pointer())
+    w_v = _splat(builder, w)
+    vectors = builder.sdiv(count, _const(VEC))
+
+    def vec_step(i, _):
+        at = builder.mul(i, _const(VEC))
+        total = _mul_add(builder, _load_vec(builder, src, at), w_v, _load_vec(builder, dst, at))
+        _store_vec(builder, total, dst, at)
+        return []
+
+    def tail_step(i, _):
+        at = builder.add(builder.mul(vectors, _const(VEC)), i)
+        d_ptr = builder.gep(dst, [at])
+        s_val = builder.load(builder.gep(src, [at]), align=4)
+        builder.store(builder.fadd(builder.load(d_ptr, align=4), builder.fmul(s_val, w)), d_ptr,
+                      align=4)
+        return []
+
+    _loop(builder, vectors, [], vec_step, "axpy")
+    _loop(builder, builder.sub(count, builder.mul(vectors, _const(VEC))), [], tail_step,
+          "axpytail")
+    return context.get_dummy_value()
+
+
+@intrinsic
+def _axpy(typingctx, dst_addr, src_addr, w, count):
+    return types.void(types.uintp, types.uintp, types.float32, types.intp), _axpy_codegen
+
+
+def _make_row_tile(width):
+    """An LLVM micro-kernel over `width` consecutive output pixels of a row (the lanes) and 8
+    output channels (8 registers): acc[o, 0:width] = Σ_k src_k[offset : offset + width] ·
+    w[k, o] for k < count, in order of k, where src_k is the address at addrs[k]; stores
+    acc [8, width] row-major at out."""
+    vec_t = ir.VectorType(_F32, width)
+
+    def codegen(context, builder, signature, args):
+        addrs_addr, count, offset, w_addr, out_addr = args
+        addrs = builder.inttoptr(addrs_addr, _I64.as_pointer())
+        w = builder.inttoptr(w_addr, _F32.as_pointer())
+
+        def step(k, accs):
+            src = builder.inttoptr(builder.load(builder.gep(addrs, [k]), align=8),
+                                   _F32.as_pointer())
+            xv = _load_vec(builder, src, offset, vec_t)
+            new = []
+            for o in range(NARROW):
+                index = builder.add(builder.mul(k, _const(NARROW)), _const(o))
+                wv = _splat(builder, builder.load(builder.gep(w, [index]), align=4), vec_t)
+                new.append(_mul_add(builder, xv, wv, accs[o]))
+            return new
+
+        accs = _loop(builder, count, [ir.Constant(vec_t, None)] * NARROW, step, "rowtile")
+        out = builder.inttoptr(out_addr, _F32.as_pointer())
+        for o, acc in enumerate(accs):
+            _store_vec(builder, acc, out, _const(o * width))
+        return context.get_dummy_value()
+
+    @intrinsic
+    def tile(typingctx, addrs_addr, count, offset, w_addr, out_addr):
+        sig = types.void(types.uintp, types.intp, types.intp, types.uintp, types.uintp)
+        return sig, codegen
+
+    return tile
+
+
+_row_tile_16 = _make_row_tile(2 * VEC)  # AVX-512: 8 float32x16 accumulators
+_row_tile_8 = _make_row_tile(VEC)  # AVX2: 8 float32x8 accumulators
+
+
+# --- packing (prepare time) ---------------------------------------------------------------------
+
+
+def pack_conv_f32(w: np.ndarray) -> np.ndarray:
+    """Filter [Co, KH, KW, Ci] -> panels [ceil(Co/16), KH*KW*Ci, 16] float32, zero past Co."""
+    out_c = w.shape[0]
+    depth = w[0].size
+    panels = -(-out_c // LANES)
+    flat = np.zeros((panels * LANES, depth), np.float32)
+    flat[:out_c] = np.asarray(w, np.float32).reshape(out_c, depth)
+    return np.ascontiguousarray(flat.reshape(panels, LANES, depth).transpose(0, 2, 1))
+
+
+def pack_narrow_f32(w: np.ndarray) -> np.ndarray:
+    """Filter [Co, KH, KW, Ci], Co <= NARROW -> [KH*KW*Ci, NARROW] float32, zero past Co."""
+    out = np.zeros((w[0].size, NARROW), np.float32)
+    out[:, :w.shape[0]] = np.asarray(w, np.float32).reshape(w.shape[0], -1).T
+    return out
+
+
+def pad_channels(v: np.ndarray, multiple: int) -> np.ndarray:
+    """v [C] float32 zero-filled to a multiple of `multiple` entries."""
+    out = np.zeros(-(-v.size // multiple) * multiple, np.float32)
+    out[:v.size] = v
+    return out
+
+
+# --- drivers ------------------------------------------------------------------------------------
+
+
+@inline_kernel
+def _tap_addresses(ptrs, x, zeros, n, oy, ox, slot, stride_h, stride_w, dil_h, dil_w, pad_top,
+                   pad_left, k_h, k_w):
+    """ptrs[t, slot] = address of x[n, iy, ix, 0] for each tap t = ky*KW + kx, or of `zeros`
+    where the tap falls in the padding (contributing 0, as TFLite skips it)."""
+    in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
+    base = x.ctypes.data
+    for ky in range(k_h):
+        iy = oy * stride_h - pad_top + ky * dil_h
+        for kx in range(k_w):
+            ix = ox * stride_w - pad_left + kx * dil_w
+            t = ky * k_w + kx
+            if 0 <= iy < in_h and 0 <= ix < in_w:
+                ptrs[t, slot] = base + 4 * (((n * in_h + iy) * in_w + ix) * in_c)
+            else:
+                ptrs[t, slot] = zeros.ctypes.data
+
+
+@kernel
+def conv2d_f32_rows(x, panels, bias, out, p0, p1, out_w, k_h, k_w, stride_h, stride_w, dil_h,
+                    dil_w, pad_top, pad_left, act_min, act_max, wide):
+    """Output pixels [p0, p1) of a float CONV_2D into out [N*OH*OW, Co] float32 (see the
+    module docstring). x [N,H,W,Ci] float32, panels from pack_conv_f32, bias [panels*16];
+    wide: the 16-lane tile (WIDE, for AVX-512), else two 6x16 tiles of 8-lane vectors.
+
+    With dil_w == 1, a filter row's KW taps read KW*Ci consecutive floats of the input, in
+    the order of the packed weights: a tile whose pixels all have their window inside the
+    image's columns gets one address per filter row (KH "taps" of KW*Ci channels)."""
+    per_image = out.shape[0] // x.shape[0]
+    in_w, in_c = x.shape[2], x.shape[3]
+    if panels.shape[1] != k_h * k_w * in_c or panels.shape[0] * LANES < out.shape[1] or \
+            bias.shape[0] < panels.shape[0] * LANES or not 0 <= p0 <= p1 <= out.shape[0]:
+        raise ValueError("conv2d_f32_rows: panels, bias, out or [p0, p1) do not fit x")
+    zeros = np.zeros(k_w * in_c, np.float32)
+    ptrs = np.empty((k_h * k_w, ROWS), np.int64)
+    scratch = np.empty((ROWS, LANES), np.float32)
+    pix = np.empty((3, ROWS), np.int64)
+    # interior columns: 0 <= ox*sw - pl and ox*sw - pl + (KW-1)*dw < W
+    ox_lo = (pad_left + stride_w - 1) // stride_w
+    ox_hi = (in_w - 1 + pad_left - (k_w - 1) * dil_w) // stride_w + 1
+    # a 1x1, stride-1, unpadded conv reads output pixel p's input at x's pixel p
+    pointwise = k_h * k_w == 1 and stride_h == 1 and stride_w == 1 and pad_top == 0 and \
+        pad_left == 0 and x.shape[1] * in_w == per_image
+    for t0 in range(p0, p1, ROWS):
+        rows = min(ROWS, p1 - t0)
+        if pointwise:
+            for r in range(ROWS):
+                ptrs[0, r] = x.ctypes.data + 4 * in_c * (t0 + min(r, rows - 1))
+            taps, depth = 1, in_c
+        else:
+            taps, depth = _window_addresses(ptrs, x, zeros, pix, t0, rows, per_image, out_w,
+                                            ox_lo, ox_hi, k_h, k_w, stride_h, stride_w, dil_h,
+                                            dil_w, pad_top, pad_left)
+        _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_min, act_max,
+                     wide)
+
+
+@kernel
+def _window_addresses(ptrs, x, zeros, pix, t0, rows, per_image, out_w, ox_lo, ox_hi, k_h, k_w,
+                      stride_h, stride_w, dil_h, dil_w, pad_top, pad_left):
+    """The addresses of pixels t0 .. t0+rows-1 (a short tile repeats its last pixel) into
+    ptrs; returns (taps, channels per tap): by filter row when dil_w == 1 and every window
+    lies inside the image's columns [ox_lo, ox_hi), else by tap. pix [3, ROWS] is scratch."""
+    n, rest = t0 // per_image, t0 % per_image  # pixel t0 = (n, oy, ox); then step
+    oy, ox = rest // out_w, rest % out_w
+    by_row = dil_w == 1
+    for r in range(ROWS):
+        pix[0, r], pix[1, r], pix[2, r] = n, oy, ox
+        by_row = by_row and ox_lo <= ox < ox_hi
+        if r + 1 < rows:
+            ox += 1
+            if ox == out_w:
+                ox, oy = 0, oy + 1
+                if oy * out_w == per_image:
+                    oy, n = 0, n + 1
+    for r in range(ROWS):
+        if by_row:
+            _row_addresses(ptrs, x, zeros, pix[0, r], pix[1, r], pix[2, r], r, stride_h,
+                           stride_w, dil_h, pad_top, pad_left, k_h)
+        else:
+            _tap_addresses(ptrs, x, zeros, pix[0, r], pix[1, r], pix[2, r], r, stride_h,
+                           stride_w, dil_h, dil_w, pad_top, pad_left, k_h, k_w)
+    if by_row:
+        return k_h, k_w * x.shape[3]
+    return k_h * k_w, x.shape[3]
+
+
+@inline_kernel
+def _row_addresses(ptrs, x, zeros, n, oy, ox, slot, stride_h, stride_w, dil_h, pad_top,
+                   pad_left, k_h):
+    """ptrs[ky, slot] = address of x[n, iy, ix0, 0], the first of filter row ky's KW*Ci
+    input floats (ix0 = ox*sw - pl, inside the image), or of `zeros` when row iy is padding."""
+    in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
+    ix = ox * stride_w - pad_left
+    for ky in range(k_h):
+        iy = oy * stride_h - pad_top + ky * dil_h
+        if 0 <= iy < in_h:
+            ptrs[ky, slot] = x.ctypes.data + 4 * (((n * in_h + iy) * in_w + ix) * in_c)
+        else:
+            ptrs[ky, slot] = zeros.ctypes.data
+
+
+@kernel
+def _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_min, act_max,
+                 wide):
+    """Output pixels [t0, t0 + rows) of every panel; a panel's tail of 1-7 channels, or a
+    short tile, goes through `scratch` and is copied."""
+    out_c = out.shape[1]
+    low, high = np.float32(act_min), np.float32(act_max)
+    for j in range(panels.shape[0]):
+        oc0 = j * LANES
+        width = min(LANES, out_c - oc0)
+        direct = rows == ROWS and (width == VEC or width == LANES)
+        target, stride = scratch.ctypes.data, LANES
+        if direct:
+            target, stride = out[t0, oc0:].ctypes.data, out_c
+        if width <= VEC:
+            _conv_tile_12x8(ptrs.ctypes.data, taps, depth, panels[j].ctypes.data,
+                            bias[oc0:].ctypes.data, target, stride, low, high)
+        elif wide and rows > ROWS // 2:
+            _conv_tile_12x16(ptrs.ctypes.data, taps, depth, panels[j].ctypes.data,
+                             bias[oc0:].ctypes.data, target, stride, low, high)
+        else:  # pixels 0-5, then 6-11 (their addresses are 6 slots on) if there are any
+            for half in range(1 if rows <= ROWS // 2 else 2):
+                _conv_tile_6x16(ptrs.ctypes.data + 8 * half * (ROWS // 2), taps, depth,
+                                panels[j].ctypes.data, bias[oc0:].ctypes.data,
+                                target + 4 * half * (ROWS // 2) * stride, stride, low, high)
+        if not direct:
+            for r in range(rows):
+                for c in range(width):
+                    out[t0 + r, oc0 + c] = scratch[r, c]
+
+
+@kernel
+def conv2d_f32_narrow_rows(x, w8, bias, out, r0, r1, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
+                           pad_top, pad_left, act_min, act_max, wide):
+    """Output rows [r0, r1) (row = n*OH + oy) of a float CONV_2D with few output channels
+    (NARROW or less: a 16-channel panel would be mostly zeros) into out [N,OH,OW,Co].
+    x [N,H,W,Ci], w8 [KH*KW*Ci, 8] float32 from pack_narrow_f32, bias [Co].
+
+    The vectors run along the output row instead: each input row the block reads is copied
+    once, zero-padded and split by column phase (u = j*sw + phase), channel-major, so that tap
+    kx of every output pixel ox reads rows[iy, c, phase, ox + (kx*dw) // sw], contiguous in
+    ox. Then per run of 16 (wide) or 8 pixels, `_row_tile` sums over k = (ky, kx, c) in the
+    reference order into 8 output-channel registers; a filter row outside the image reads
+    zeros (adding +-0 leaves a sum unchanged, see `_split_row`). With at most 4 output
+    channels, or rows narrower than a run, each (k, o) is one `_axpy` into a row of sums."""
+    in_h, in_c = x.shape[1], x.shape[3]
+    out_h, out_w, out_c = out.shape[1], out.shape[2], out.shape[3]
+    depth = k_h * k_w * in_c
+    if w8.shape[0] != depth or w8.shape[1] != NARROW or out_c > NARROW or \
+            bias.shape[0] != out_c:
+        raise ValueError("conv2d_f32_narrow_rows: w8, bias and out do not fit x")
+    lanes = 2 * VEC if wide else VEC
+    span = out_w + ((k_w - 1) * dil_w) // stride_w  # columns j of each phase that are read
+    rows = np.empty((in_h, in_c, stride_w, span), np.float32)
+    zeros = np.zeros(span, np.float32)
+    addrs = np.empty(depth, np.int64)
+    acc = np.empty((NARROW, out_w), np.float32)  # the rows narrower than a run
+    tile = np.empty((NARROW, lanes), np.float32)
+    low, high = np.float32(act_min), np.float32(act_max)
+    split_n, split_hi = -1, 0  # the image and the input rows [.., split_hi) split so far
+    for row in range(r0, r1):
+        n, oy = row // out_h, row % out_h
+        if n != split_n:
+            split_n, split_hi = n, 0
+        lo = max(0, oy * stride_h - pad_top)
+        hi = min(in_h, oy * stride_h - pad_top + (k_h - 1) * dil_h + 1)
+        for iy in range(max(lo, split_hi), hi):  # rows go down: split each one once
+            _split_row(x, rows[iy], n, iy, pad_left, stride_w)
+        split_hi = max(split_hi, hi)
+        for ky in range(k_h):
+            iy = oy * stride_h - pad_top + ky * dil_h
+            for kx in range(k_w):
+                phase, j0 = (kx * dil_w) % stride_w, (kx * dil_w) // stride_w
+                for c in range(in_c):
+                    k = (ky * k_w + kx) * in_c + c
+                    addrs[k] = zeros.ctypes.data
+                    if 0 <= iy < in_h:
+                        addrs[k] = rows[iy, c, phase, j0:].ctypes.data
+        if out_c > NARROW // 2 and out_w >= lanes:  # else 8 registers would be mostly idle
+            for run in range((out_w + lanes - 1) // lanes):
+                ox0 = min(run * lanes, out_w - lanes)  # the last run overlaps the one before
+                if wide:
+                    _row_tile_16(addrs.ctypes.data, depth, ox0, w8.ctypes.data,
+                                 tile.ctypes.data)
+                else:
+                    _row_tile_8(addrs.ctypes.data, depth, ox0, w8.ctypes.data, tile.ctypes.data)
+                _store_row(tile, bias, out, n, oy, ox0, lanes, low, high)
+        else:
+            acc[:] = 0
+            for k in range(depth):
+                for o in range(out_c):
+                    _axpy(acc[o].ctypes.data, addrs[k], w8[k, o], out_w)
+            _store_row(acc, bias, out, n, oy, 0, out_w, low, high)
+
+
+@inline_kernel
+def _store_row(acc, bias, out, n, oy, ox0, count, low, high):
+    """out[n, oy, ox0 + i, o] = clamp(acc[o, i] + bias[o]) for i < count, o < Co."""
+    for i in range(count):
+        for o in range(out.shape[3]):
+            out[n, oy, ox0 + i, o] = _clamp_scalar(acc[o, i] + bias[o], low, high)
+
+
+@kernel
+def _split_row(x, rows, n, iy, pad_left, stride_w):
+    """rows[c, phase, j] = x[n, iy, j*sw + phase - pl, c], 0 outside the image. A tap in the
+    column padding then adds x*w = +-0, which leaves the running sum unchanged (it starts at
+    +0 and a sum of floats is -0 only if every term is), unless w is inf or NaN."""
+    in_w = x.shape[2]
+    span = rows.shape[2]
+    for c in range(rows.shape[0]):
+        for phase in range(stride_w):
+            for j in range(span):
+                ix = j * stride_w + phase - pad_left
+                rows[c, phase, j] = x[n, iy, ix, c] if 0 <= ix < in_w else 0
+
+
+@kernel
+def depthwise_f32_rows(x, w, bias, out, r0, r1, stride_h, stride_w, dil_h, dil_w, pad_top,
+                       pad_left, k_h, k_w, act_min, act_max):
+    """Output rows [r0, r1) (row = n*OH + oy) of a float DEPTHWISE_CONV_2D with multiplier 1
+    into out [N,OH,OW,C], C >= 8. x [N,H,W,C] float32, w [KH*KW, C] float32, bias [C]:
+    out[n,oy,ox,c] = clamp(bias[c] + Σ_{ky,kx} x[n, oy*sh-pt+ky*dh, ox*sw-pl+kx*dw, c]
+                                               * w[ky*KW+kx, c]).
+    Pixels whose taps all fall inside the image run in 8-channel blocks along the row
+    (`_dw_run`); the others gather per pixel, zeros for taps in the padding (`_dw_vec`)."""
+    in_h, in_w = x.shape[1], x.shape[2]
+    out_h, out_w, chans = out.shape[1], out.shape[2], out.shape[3]
+    if chans < VEC or x.shape[3] != chans or w.shape[1] != chans or bias.shape[0] != chans:
+        raise ValueError("depthwise_f32_rows: x, w, bias and out need the same C >= 8")
+    taps = k_h * k_w
+    zeros = np.zeros(chans, np.float32)
+    ptrs = np.empty((taps, 1), np.int64)
+    offs = np.empty(taps, np.int64)  # element offset of each tap from the window's corner
+    for ky in range(k_h):
+        for kx in range(k_w):
+            offs[ky * k_w + kx] = (ky * dil_h * in_w + kx * dil_w) * chans
+    # interior columns: 0 <= ox*sw - pl and ox*sw - pl + (KW-1)*dw < W
+    ox_lo = min(out_w, (pad_left + stride_w - 1) // stride_w)
+    ox_hi = max(ox_lo, min(out_w, (in_w - 1 + pad_left - (k_w - 1) * dil_w) // stride_w + 1))
+    for row in range(r0, r1):
+        n, oy = row // out_h, row % out_h
+        iy0 = oy * stride_h - pad_top
+        inside = iy0 >= 0 and iy0 + (k_h - 1) * dil_h < in_h  # every filter row in the image
+        for part in range(3):  # columns [0, lo) and [hi, OW) per pixel, [lo, hi) as a run
+            ox0, ox1 = _row_part(part, inside, ox_lo, ox_hi, out_w)
+            if part == 1 and inside:
+                _dw_interior(x, w, bias, offs, out, n, oy, iy0, ox0, ox1, stride_w, pad_left,
+                             act_min, act_max)
+            else:
+                _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, ox0, ox1, stride_h, stride_w,
+                           dil_h, dil_w, pad_top, pad_left, k_h, k_w, act_min, act_max)
+
+
+@inline_kernel
+def _row_part(part, inside, ox_lo, ox_hi, out_w):
+    """Columns [ox0, ox1) of part 0, 1, 2 of an output row: all of it in part 0 when some
+    filter row falls outside the image, else left border, interior, right border."""
+    if not inside:
+        return (0, out_w) if part == 0 else (0, 0)
+    if part == 0:
+        return 0, ox_lo
+    if part == 1:
+        return ox_lo, ox_hi
+    return ox_hi, out_w
+
+
+@kernel
+def _dw_interior(x, w, bias, offs, out, n, oy, iy0, ox0, ox1, stride_w, pad_left, act_min,
+                 act_max):
+    """Pixels [ox0, ox1) of output row (n, oy), all of whose taps are inside the image."""
+    if ox1 <= ox0:
+        return
+    chans = out.shape[3]
+    low, high = np.float32(act_min), np.float32(act_max)
+    corner = x[n, iy0, ox0 * stride_w - pad_left]  # the window corner of pixel ox0
+    for block in range(_vector_blocks(chans)):
+        c = _block_start(block, chans)
+        _dw_run(corner[c:].ctypes.data, stride_w * chans, offs.ctypes.data, offs.size,
+                w[0, c:].ctypes.data, chans, bias[c:].ctypes.data, out[n, oy, ox0, c:].ctypes.data,
+                chans, ox1 - ox0, low, high)
+
+
+@inline_kernel
+def _vector_blocks(chans):
+    """How many 8-channel vectors cover C >= 8 channels: ceil(C / 8)."""
+    return (chans + VEC - 1) // VEC
+
+
+@inline_kernel
+def _block_start(block, chans):
+    """First channel of vector `block`; the last one ends at C, overlapping its neighbour
+    when 8 does not divide C (those channels are computed twice, identically)."""
+    return min(block * VEC, chans - VEC)
+
+
+@inline_kernel
+def _clamp_scalar(v, low, high):
+    """min(max(v, low), high) with NaN passing through, as `_clamp`."""
+    if v < low:  # noqa: PLR1730 (max() would not let NaN through)
+        v = low
+    if v > high:  # noqa: PLR1730
+        v = high
+    return v
+
+
+@kernel
+def _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, ox0, ox1, stride_h, stride_w, dil_h,
+               dil_w, pad_top, pad_left, k_h, k_w, act_min, act_max):
+    """Pixels [ox0, ox1) of output row (n, oy), gathering each one's tap addresses into
+    ptrs [KH*KW, 1] (`zeros` [C] stands for taps in the padding)."""
+    chans = out.shape[3]
+    taps = k_h * k_w
+    low, high = np.float32(act_min), np.float32(act_max)
+    for ox in range(ox0, ox1):
+        _tap_addresses(ptrs, x, zeros, n, oy, ox, 0, stride_h, stride_w, dil_h, dil_w,
+                       pad_top, pad_left, k_h, k_w)
+        o = out[n, oy, ox]
+        for block in range(_vector_blocks(chans)):
+            c = _block_start(block, chans)
+            _dw_vec(ptrs.ctypes.data, taps, c, w[0, c:].ctypes.data, chans,
+                    bias[c:].ctypes.data, o[c:].ctypes.data, low, high)

@@ -1,0 +1,440 @@
+"""Fast hybrid ("dynamic range") CONV_2D and DEPTHWISE_CONV_2D: the int8 cores of
+`gemm_int8` and `depthwise_int8` with a float epilogue fused in registers.
+
+Each input image is quantized once per run (`hybrid.quantize_images`: NumPy's min/max, then one
+vectorized pass), then the exact int32 accumulators of the int8 kernels go through
+
+    out[c] = clamp((float32(wrap32(acc[c] - corr[c])) * pre[c]) * scale[c] + bias[c], lo, hi)
+
+every operation one IEEE float32 rounding, in that order (no fused multiply-add: the IR carries
+no fast-math flags). That is TFLite's order for each hybrid op when `pre`/`scale` are chosen as
+in qengine/ops/conv_int.py (absent factors are 1, x·1 = x; an absent bias is -0.0, x + -0.0 = x);
+`lo`/`hi` compare as `v < lo ? lo : v > hi ? hi : v`, so NaN passes as in `np.clip`.
+
+- CONV_2D: `pack.pack_block`'s im2col holds `q - zp` in int16 (0 off-image, i.e. the
+  reference's skipped taps) and `gemm_int8.tile_sums` multiplies 6 of its rows with a 16-channel
+  weight panel through `vpmaddwd` (`_htile`; `_htile8` takes the first 8 channels of a last
+  panel of <= 8); corr is 0, so acc is the reference's exact int32 sum.
+- DEPTHWISE_CONV_2D: `depthwise_int8.dw16_sums` on raw int8 taps, 16 channels per call
+  (`_hdw16`; an off-image tap reads a row of zp), so acc = Σ w·q and corr = zp·Σw, which leaves
+  Σ w·(q - zp) over the in-image taps (mod 2^32, exact). A channel count that is not a multiple
+  of 16 runs its last group with zero weights in the unused lanes (their loads read up to 15
+  bytes past a pixel: `quantize_images` leaves 16 spare bytes after the last image). Depth
+  multipliers > 1 run `depthwise_int8._dw_pixel` and the epilogue in scalar float32.
+
+Tiles whose last channels do not fill the vector store it anyway where the spill lands on
+outputs the same call writes later, else they go through a scratch tile. Epilogue parameters
+come in a float32 table [groups of 16 channels, 6, 16]: corr (int32 bits), pre, scale, bias, lo,
+hi; `plan_*` fill what is fixed at prepare time, `run_*` the per-image scale (and corr). Work is
+split over output row blocks (or weight panels) between the calling thread and
+`kernels/threads.py`'s pool, each block a serial nogil kernel; small layers stay serial.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.core.extending import intrinsic
+from qengine.kernels.depthwise_int8 import _dw_pixel, dw16_sums
+from qengine.kernels.emit import (
+    I8,
+    I64,
+    V8F32,
+    V8I32,
+    V16I16,
+    addr,
+    const64,
+    lanes,
+)
+from qengine.kernels.gemm_int8 import _copy_tile, tile_sums
+from qengine.kernels.hybrid import SPARE_BYTES
+from qengine.kernels.jit import kernel
+from qengine.kernels.pack import (
+    DW_ORDER,
+    LANES,
+    ROWS,
+    PackedConvWeights,
+    interleave_taps,
+    pack_block,
+)
+from qengine.kernels.threads import MIN_PARALLEL_FLOPS, parallel_blocks
+
+__all__ = [
+    "HybridConvPlan",
+    "HybridDepthwisePlan",
+    "plan_hybrid_conv",
+    "plan_hybrid_depthwise",
+    "run_hybrid_conv",
+    "run_hybrid_depthwise",
+]
+
+_CORR, _PRE, _SCALE, _BIAS, _LO_ROW, _HI_ROW = range(6)  # rows of an epilogue table
+_TABLE_BYTES = 6 * LANES * 4  # one group's table
+
+
+# --- the float epilogue (LLVM) ------------------------------------------------------------------
+
+
+def _table_rows(builder, e_ptr, first):
+    """The 6 epilogue rows of lanes first..first+7 (first = 0 or 8) of a group's table."""
+    rows = []
+    for row in range(6):
+        ptr = builder.gep(e_ptr, [const64(LANES * row + first)])
+        rows.append(builder.load(builder.bitcast(ptr, V8F32.as_pointer()), align=4))
+    rows[_CORR] = builder.bitcast(rows[_CORR], V8I32)
+    return rows
+
+
+def _float_epilogue(builder, acc, rows):
+    """int32x8 acc → float32x8 clamp((float(acc - corr) * pre) * scale + bias, lo, hi)."""
+    corr, pre, scale, bias, lo, hi = rows
+    v = builder.sitofp(builder.sub(acc, corr), V8F32)  # rounds to nearest, as float(int32)
+    v = builder.fadd(builder.fmul(builder.fmul(v, pre), scale), bias)
+    above = builder.select(builder.fcmp_ordered(">", v, hi), hi, v)
+    return builder.select(builder.fcmp_ordered("<", v, lo), lo, above)
+
+
+def _store8(builder, out_ptr, index, value):
+    ptr = builder.bitcast(builder.gep(out_ptr, [index]), V8F32.as_pointer())
+    builder.store(value, ptr, align=4)
+
+
+# --- CONV_2D: `gemm_int8`'s micro-kernel with the float epilogue ----------------------------------
+
+
+def _htile_codegen(context, builder, signature, args, halves):
+    a_addr, a_row, b_addr, k2, out_addr, out_row, e_addr = args
+    a_ptr = builder.inttoptr(a_addr, I8.as_pointer())
+    b_ptr = builder.inttoptr(b_addr, I8.as_pointer())
+    e_ptr = builder.inttoptr(e_addr, ir.FloatType().as_pointer())
+    out_ptr = builder.inttoptr(out_addr, ir.FloatType().as_pointer())
+
+    sums = tile_sums(builder, a_ptr, a_row, b_ptr, k2, ROWS, halves)
+    tables = [_table_rows(builder, e_ptr, 8 * h) for h in range(halves)]
+    for r in range(ROWS):
+        row_start = builder.mul(const64(r), out_row)
+        for h in range(halves):
+            value = _float_epilogue(builder, sums[halves * r + h], tables[h])
+            _store8(builder, out_ptr, builder.add(row_start, const64(8 * h)), value)
+    return context.get_dummy_value()
+
+
+def _make_htile(halves):
+    @intrinsic
+    def htile(typingctx, a_addr, a_row, b_addr, k2, out_addr, out_row, e_addr):
+        """out[r, 0:8·halves] = epilogue(Σ_i A[r, 2i:2i+2] · panel[i, 0:8·halves]) for the ROWS
+        rows of A.
+
+        A: int16 rows `a_row` bytes apart; panel: int8 [k2, 16, 2]; out: float32 rows
+        `out_row` elements apart; e: the panel's float32 [6, 16] epilogue table (addresses).
+        """
+
+        def codegen(context, builder, signature, args):
+            return _htile_codegen(context, builder, signature, args, halves)
+
+        return types.void(*[types.int64] * 7), codegen
+
+    return htile
+
+
+_htile = _make_htile(2)
+_htile8 = _make_htile(1)  # a last panel of at most 8 channels (24 = 16 + 8 is common)
+
+
+class HybridConvPlan(NamedTuple):
+    """What `run_hybrid_conv` needs besides the quantized input (`plan_hybrid_conv`)."""
+
+    panels: np.ndarray  # int8 [ceil(Co/16), k2, 16, 2]
+    table: np.ndarray  # float32 [6, 16·ceil(Co/16)] in channel order: pre, bias, lo, hi
+    ints: np.ndarray  # int64 in `gemm_int8.ConvInt8Plan`'s layout (read by `pack_block`)
+    in_c: int
+    out_hwc: tuple  # (out_h, out_w, out_c)
+
+
+def _table(out_c, pre, bias, lo, hi):
+    """The fixed part of an epilogue table, [6, 16·ceil(out_c/16)] in channel order: pre [Co]
+    (None: 1), bias [Co] (None: -0.0), lo, hi; scale and corr 0, and every row 0 past out_c."""
+    t = np.zeros((6, -(-out_c // LANES) * LANES), np.float32)
+    t[_PRE, :out_c] = 1 if pre is None else pre
+    t[_BIAS, :out_c] = -0.0 if bias is None else np.ravel(bias)
+    t[_LO_ROW], t[_HI_ROW] = lo, hi
+    return t
+
+
+def _image_table(table, out_c, scale, corr=None, order=None):
+    """An image's epilogue table [groups, 6, 16]: the plan's `table` with scale [Co] (or a
+    scalar) and corr [Co] int32, its 16-lane groups permuted by `order` (None: channel order)."""
+    t = table.copy()
+    t[_SCALE, :out_c] = scale
+    if corr is not None:
+        t[_CORR, :out_c] = corr.astype(np.int32).view(np.float32)
+    lanes = t.reshape(6, -1, LANES).transpose(1, 0, 2)
+    return np.ascontiguousarray(lanes if order is None else lanes[:, :, order])
+
+
+def plan_hybrid_conv(packed: PackedConvWeights, pre, bias, lo, hi, stride_h, stride_w, dil_h,
+                     dil_w, pad_top, pad_left, out_h, out_w) -> HybridConvPlan:  # fmt: skip
+    """pre [Co] float32 (None: 1), bias [Co] float32 (None: -0.0), lo/hi the float clamp."""
+    out_c = packed.out_c
+    ints = np.array([out_c, packed.k_h, packed.k_w, 0, 0, 0, 0, stride_h, stride_w, dil_h,
+                     dil_w, pad_top, pad_left, out_h, out_w], np.int64)  # fmt: skip
+    return HybridConvPlan(packed.panels, _table(out_c, pre, bias, lo, hi), ints, packed.in_c,
+                          (out_h, out_w, out_c))  # fmt: skip
+
+
+@kernel
+def _hconv_part(x, panels, table, ints, zp, out, blk0, blk1, pan0, pan1):
+    """Row blocks blk0..blk1-1 (ROWS output pixels each) × weight panels pan0..pan1-1 of one
+    image x [1, H, W, Ci] into out [P, Co] float32; the last row block and a partial last panel
+    go through a scratch tile."""
+    out_c, pixels = out.shape[1], out.shape[0]
+    k2 = panels.shape[1]
+    kp = 2 * k2
+    a = np.empty(ROWS * kp + 16, np.int16)  # + room for `_copy_run`'s last 16
+    xf = x.reshape(x.size)
+    tail = np.empty((ROWS, LANES), np.float32)
+    aa, pa, ta, oa, ea = addr(a), addr(panels), addr(tail), addr(out), addr(table)
+    panel_bytes = k2 * LANES * 2
+    # A tile stores 16 (or 8) channels per row: with fewer left in a row (`width`), the extra
+    # lanes land in the next rows' first channels, which the block's other panels (taken last
+    # to first) and the range's later blocks overwrite. So a tile stores straight into `out`
+    # when this thread owns every panel and its last lane stays inside this range's pixels;
+    # else through the scratch tile.
+    all_panels = pan0 == 0 and pan1 == panels.shape[0]
+    range_end = min(blk1 * ROWS, pixels) * out_c
+    for blk in range(blk0, blk1):
+        p0 = blk * ROWS
+        rows = min(ROWS, pixels - p0)
+        pack_block(x, xf, a, kp, p0, rows, np.int16(zp), ints)
+        for j in range(pan1 - 1, pan0 - 1, -1):
+            oc0 = j * LANES
+            width = min(LANES, out_c - oc0)
+            lanes = LANES if width > LANES // 2 else LANES // 2
+            spill_ok = all_panels and (p0 + ROWS - 1) * out_c + oc0 + lanes <= range_end
+            direct = rows == ROWS and (width == lanes or spill_ok)
+            dst = oa + (p0 * out_c + oc0) * 4 if direct else ta
+            stride = out_c if direct else LANES
+            panel, e = pa + j * panel_bytes, ea + j * _TABLE_BYTES
+            if lanes == LANES:
+                _htile(aa, 2 * kp, panel, k2, dst, stride, e)
+            else:
+                _htile8(aa, 2 * kp, panel, k2, dst, stride, e)
+            if not direct:
+                _copy_tile(tail, out, p0, oc0, rows, width)
+
+
+def _parallel(work, blocks, n_panels, macs, threads):
+    """work(blk0, blk1, pan0, pan1) over `threads` parts: split the row blocks, or the weight
+    panels when there are fewer row blocks than threads; on this thread alone for a small
+    layer (handing a block to the pool costs more than it saves)."""
+    if threads <= 1 or 2 * macs < MIN_PARALLEL_FLOPS or (blocks < 2 and n_panels < 2):
+        work(0, blocks, 0, n_panels)
+    elif blocks >= threads or n_panels < 2:
+        parallel_blocks(lambda b0, b1: work(b0, b1, 0, n_panels), blocks, threads)
+    else:
+        parallel_blocks(lambda p0, p1: work(0, blocks, p0, p1), n_panels, threads)
+
+
+def run_hybrid_conv(plan: HybridConvPlan, q, zps, scales, threads=1) -> np.ndarray:
+    """q [N, H, W, Ci] int8 (image b quantized with zero point zps[b]), scales [N, Co] or [N]
+    float32 (the per-image factor after `pre`) → float32 [N, out_h, out_w, Co]."""
+    n = q.shape[0]
+    assert q.shape[3] == plan.in_c, "input channels differ from the filter's"
+    out_h, out_w, out_c = plan.out_hwc
+    pixels = out_h * out_w
+    out = np.empty((n, pixels, out_c), np.float32)
+    for b in range(n):
+        table = _image_table(plan.table, out_c, scales[b])
+        x, zp, dst = q[b : b + 1], int(zps[b]), out[b]
+
+        def work(blk0, blk1, pan0, pan1, x=x, table=table, zp=zp, dst=dst):
+            _hconv_part(x, plan.panels, table, plan.ints, zp, dst, blk0, blk1, pan0, pan1)
+
+        macs = pixels * plan.panels.shape[1] * 2 * out_c
+        _parallel(work, -(-pixels // ROWS), plan.panels.shape[0], macs, threads)
+    return out.reshape(n, out_h, out_w, out_c)
+
+
+# --- DEPTHWISE_CONV_2D: `depthwise_int8`'s 16-channel tap loop with the float epilogue -----------
+
+
+def _hdw16_codegen(context, builder, signature, args):
+    x_addr, offs_addr, w_addr, pairs, e_addr, out_addr = args
+    x_ptr = builder.inttoptr(x_addr, I8.as_pointer())
+    offs = builder.inttoptr(offs_addr, I64.as_pointer())
+    w_ptr = builder.inttoptr(w_addr, V16I16.as_pointer())
+    e_ptr = builder.inttoptr(e_addr, ir.FloatType().as_pointer())
+    out_ptr = builder.inttoptr(out_addr, ir.FloatType().as_pointer())
+    sums = dw16_sums(builder, x_ptr, offs, w_ptr, pairs)
+    # the table is in DW_ORDER lane order: its lanes 0-7 go with sums[0], 8-15 with sums[1]
+    outs = [_float_epilogue(builder, sums[h], _table_rows(builder, e_ptr, 8 * h))
+            for h in range(2)]  # fmt: skip
+    back = lanes([DW_ORDER.index(c) for c in range(16)])  # lane order → channel order
+    both = builder.shuffle_vector(outs[0], outs[1], back)
+    v16f32 = ir.VectorType(ir.FloatType(), 16)
+    builder.store(both, builder.bitcast(out_ptr, v16f32.as_pointer()), align=4)
+    return context.get_dummy_value()
+
+
+@intrinsic
+def _hdw16(typingctx, x_addr, offs_addr, w_addr, pairs, e_addr, out_addr):
+    """out[0:16] = epilogue(Σ_t x[offs[t] + c] · w[t, c]) for 16 channels c (addresses).
+
+    offs: int64 [2·pairs] byte offsets of the taps from x_addr; w: int16 [pairs, 2, 16]
+    interleaved as `TAPS_LO`/`TAPS_HI`; e: float32 [6, 16] epilogue table in `DW_ORDER` lane order;
+    out: 16 float32.
+    """
+    return types.void(*[types.int64] * 6), _hdw16_codegen
+
+
+class HybridDepthwisePlan(NamedTuple):
+    """What `run_hybrid_depthwise` needs besides the quantized input (`plan_hybrid_depthwise`)."""
+
+    w16: np.ndarray  # int16 [KH, KW, Co] (depth multipliers > 1)
+    w_pairs: np.ndarray  # int16 [ceil(Co/16), pairs, 2, 16], zero past Co (multiplier 1)
+    sum_w: np.ndarray  # int64 [Co]: Σ_taps w (corr = zp·Σw, multiplier 1)
+    table: np.ndarray  # float32 [6, 16·ceil(Co/16)] in channel order: pre, bias, lo, hi
+    ints: np.ndarray  # int64: 0, 0, 0, 0, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
+    # out_h, out_w, depth_multiplier, k_h, k_w (`depthwise_int8`'s layout, read by `_dw_pixel`)
+
+
+def plan_hybrid_depthwise(w16, pre, bias, lo, hi, stride_h, stride_w, dil_h, dil_w, pad_top,
+                          pad_left, out_h, out_w, depth_multiplier) -> HybridDepthwisePlan:  # fmt: skip
+    """w16 = pack.pack_depthwise_weights(w); pre, bias, lo, hi as `plan_hybrid_conv`."""
+    w16 = np.ascontiguousarray(w16, np.int16)
+    k_h, k_w, out_c = w16.shape
+    sum_w = w16.reshape(-1, out_c).astype(np.int64).sum(axis=0)
+    if depth_multiplier == 1:  # zero weights in the lanes past Co
+        w_pairs = interleave_taps(np.pad(w16, ((0, 0), (0, 0), (0, -out_c % LANES))))
+    else:
+        w_pairs = np.zeros((0, 0, 2, LANES), np.int16)
+    ints = np.array([0, 0, 0, 0, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h,
+                     out_w, depth_multiplier, k_h, k_w], np.int64)  # fmt: skip
+    return HybridDepthwisePlan(w16, w_pairs, sum_w, _table(out_c, pre, bias, lo, hi), ints)
+
+
+@kernel
+def _hdw_rows(x, w_pairs, table, ints, zp, out, row0, row1):
+    """Output rows row0..row1-1 of one image x [1, H, W, Ci] (16 readable bytes past its end)
+    into out [out_h, out_w, Co] float32, depth multiplier 1 (as `depthwise_int8._dw_plan_rows`)."""
+    in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
+    out_w, out_c = out.shape[1], out.shape[2]
+    stride_h, stride_w, dil_h, dil_w = ints[4], ints[5], ints[6], ints[7]
+    pad_top, pad_left = ints[8], ints[9]
+    groups, pairs = w_pairs.shape[0], w_pairs.shape[1]
+    taps = 2 * pairs  # k_h·k_w, rounded up to even (the extra tap has zero weights)
+    k_h, k_w = ints[13], ints[14]
+    zp_row = np.full(groups * LANES, zp, np.int8)  # what an off-image tap reads (w·zp: corr)
+    inner = np.zeros(taps, np.int64)  # byte offsets of the taps from tap (0, 0): interior
+    edge = np.zeros(taps, np.int64)  # the same for one border pixel
+    for t in range(k_h * k_w):
+        inner[t] = ((t // k_w) * dil_h * in_w + (t % k_w) * dil_w) * in_c
+    ox_lo = min(out_w, max(0, -(-pad_left // stride_w)))
+    ox_hi = max(ox_lo, min(out_w, (in_w - 1 - (k_w - 1) * dil_w + pad_left) // stride_w + 1))
+    scratch = np.empty(LANES, np.float32)
+    xa, oa, wa, ea, za, sa = addr(x), addr(out), addr(w_pairs), addr(table), addr(zp_row), \
+        addr(scratch)  # fmt: skip
+    inner_at, edge_at = addr(inner), addr(edge)
+    full = out_c // LANES
+    w_group = pairs * 2 * LANES * 2  # bytes per 16 channels
+    range_end = row1 * out_w * out_c
+    for oy in range(row0, row1):
+        iy0 = oy * stride_h - pad_top
+        rows_in = iy0 >= 0 and iy0 + (k_h - 1) * dil_h < in_h
+        for ox in range(out_w):
+            ix0 = ox * stride_w - pad_left
+            src = xa + (iy0 * in_w + ix0) * in_c  # tap (0, 0), maybe off-image
+            offs = inner_at
+            if not (rows_in and ox_lo <= ox < ox_hi):
+                offs = edge_at
+                edge[:] = za - src  # the zero-weight padding tap reads zp_row too
+                t = 0
+                for ky in range(k_h):
+                    iy = iy0 + ky * dil_h
+                    for kx in range(k_w):
+                        ix = ix0 + kx * dil_w
+                        if 0 <= iy < in_h and 0 <= ix < in_w:
+                            edge[t] = inner[t]
+                        t += 1
+            at = (oy * out_w + ox) * out_c  # this pixel's first output element
+            for g in range(full):
+                _hdw16(src + g * LANES, offs, wa + g * w_group, pairs, ea + g * _TABLE_BYTES,
+                       oa + (at + g * LANES) * 4)  # fmt: skip
+            if full == groups:
+                continue
+            # the last channels: their 16 lanes spill into the next pixels, which this range
+            # computes later, unless the spill would pass the range's end: then the scratch row
+            tail = at + full * LANES
+            direct = tail + LANES <= range_end
+            _hdw16(src + full * LANES, offs, wa + full * w_group, pairs,
+                   ea + full * _TABLE_BYTES, oa + tail * 4 if direct else sa)  # fmt: skip
+            if not direct:
+                for c in range(out_c - full * LANES):
+                    out[oy, ox, full * LANES + c] = scratch[c]
+
+
+@kernel
+def _hdw_pixel_rows(x, w16, table_c, ints, zp, out, row0, row1):
+    """Output rows row0..row1-1 of one image for any depth multiplier: `_dw_pixel`'s
+    exact accumulators (taps off the image skipped), then the epilogue of table_c [6, Co]
+    (channel order, corr 0) in scalar float32 operations."""
+    out_w, out_c = out.shape[1], out.shape[2]
+    acc = np.empty(out_c, np.int32)
+    xs = np.empty(x.shape[3], np.int16)
+    for oy in range(row0, row1):
+        for ox in range(out_w):
+            _dw_pixel(acc, x, w16, 0, oy, ox, zp, ints, xs)
+            for c in range(out_c):
+                v = (np.float32(acc[c]) * table_c[_PRE, c]) * table_c[_SCALE, c] \
+                    + table_c[_BIAS, c]  # fmt: skip
+                if v < table_c[_LO_ROW, c]:  # NaN passes
+                    v = table_c[_LO_ROW, c]
+                elif v > table_c[_HI_ROW, c]:
+                    v = table_c[_HI_ROW, c]
+                out[oy, ox, c] = v
+
+
+def _with_spare_bytes(q):
+    """q itself when it is C-contiguous int8 and its buffer has SPARE_BYTES readable bytes past
+    its end (as `hybrid.quantize_images` leaves them), else a copy that has them."""
+    owner = q if q.base is None else q.base
+    if (q.dtype == np.int8 and q.flags.c_contiguous and isinstance(owner, np.ndarray)
+            and owner.ctypes.data + owner.nbytes >= q.ctypes.data + q.nbytes + SPARE_BYTES):
+        return q
+    buffer = np.zeros(q.size + SPARE_BYTES, np.int8)
+    buffer[: q.size] = q.ravel()
+    return buffer[: q.size].reshape(q.shape)
+
+
+def run_hybrid_depthwise(plan: HybridDepthwisePlan, q, zps, scales, threads=1) -> np.ndarray:
+    """q [N, H, W, Ci] int8 (image b quantized with zero point zps[b]; `hybrid.quantize_images`
+    leaves the spare bytes the tap loads need, other arrays are copied), scales [N, Co] float32
+    → float32 [N, out_h, out_w, Co]."""
+    q = _with_spare_bytes(q)
+    n = q.shape[0]
+    out_h, out_w, multiplier = (int(v) for v in plan.ints[10:13])
+    out_c = plan.w16.shape[2]
+    assert q.shape[3] * multiplier == out_c, "channels differ from the filter's"
+    out = np.empty((n, out_h, out_w, out_c), np.float32)
+    for b in range(n):
+        x, zp, dst = q[b : b + 1], int(zps[b]), out[b]
+        if multiplier == 1:
+            table = _image_table(plan.table, out_c, scales[b], zp * plan.sum_w, DW_ORDER)
+
+            def work(row0, row1, x=x, table=table, zp=zp, dst=dst):
+                _hdw_rows(x, plan.w_pairs, table, plan.ints, zp, dst, row0, row1)
+        else:
+            table = _image_table(plan.table, out_c, scales[b])
+            table = np.ascontiguousarray(table.transpose(1, 0, 2).reshape(6, -1))
+
+            def work(row0, row1, x=x, table=table, zp=zp, dst=dst):
+                _hdw_pixel_rows(x, plan.w16, table, plan.ints, zp, dst, row0, row1)
+
+        macs = out_h * out_w * out_c * plan.ints[13] * plan.ints[14]
+        # as `_parallel`, with a lower bar: a depthwise MAC costs several GEMM ones
+        if threads > 1 and out_h > 1 and 2 * macs >= MIN_PARALLEL_FLOPS // 4:
+            parallel_blocks(work, out_h, threads)
+        else:
+            work(0, out_h)
+    return out

@@ -1,0 +1,144 @@
+"""kernels/float_gemm.py against its NumPy twin (tests/naive/float_conv.py), exactly: both sum
+in TFLite's reference order with every product and sum rounded to float32. The shapes cover
+odd sizes, strides, dilations, padding on every side, 1 channel, the tails of the 16-channel
+panels and 8-channel vectors, short pixel tiles and output blocks split at odd points (as the
+thread pool splits them)."""
+
+import itertools
+
+import numpy as np
+import pytest
+from naive.float_conv import conv2d_f32, depthwise_f32
+from qengine.kernels.float_gemm import (
+    LANES,
+    WIDE,
+    conv2d_f32_narrow_rows,
+    conv2d_f32_rows,
+    depthwise_f32_rows,
+    pack_conv_f32,
+    pack_narrow_f32,
+    pad_channels,
+)
+
+FLT_MAX = float(np.finfo(np.float32).max)
+
+
+def out_size(size, kernel, stride, dilation, pad):
+    return (size + 2 * pad - (kernel - 1) * dilation - 1) // stride + 1
+
+
+def case(seed, x_shape, kernel, stride, dilation, pad):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    out_hw = tuple(out_size(x_shape[1 + i], kernel[i], stride[i], dilation[i], pad[i])
+                   for i in range(2))
+    return rng, x, out_hw
+
+
+# (x shape, Co, kernel, stride, dilation, padding top/left)
+CONV_CASES = [
+    ((1, 7, 9, 3), 20, (3, 3), (2, 2), (1, 1), (1, 1)),
+    ((2, 5, 6, 17), 33, (1, 1), (1, 1), (1, 1), (0, 0)),  # pointwise, batch 2
+    ((1, 8, 8, 5), 16, (5, 3), (1, 2), (2, 1), (2, 1)),  # dilated rows: per-tap addresses
+    ((1, 9, 11, 8), 1, (3, 3), (1, 1), (1, 1), (1, 1)),  # one output channel
+    ((1, 1, 300, 1), 1, (1, 16), (1, 2), (1, 1), (0, 0)),  # 1 channel, long filter row
+    ((1, 6, 7, 4), 8, (3, 3), (1, 1), (1, 1), (0, 0)),  # an 8-channel panel, no padding
+    ((1, 10, 10, 6), 24, (1, 1), (2, 2), (1, 1), (0, 0)),  # strided 1x1
+    ((1, 4, 4, 2), 31, (4, 4), (1, 1), (1, 1), (3, 3)),  # filter larger than the image side
+]
+
+
+@pytest.mark.parametrize("x_shape, out_c, kernel, stride, dilation, pad", CONV_CASES)
+@pytest.mark.parametrize("low, high, wide", [(-FLT_MAX, FLT_MAX, False), (0.0, 6.0, True)])
+def test_conv_equals_reference_order_twin(x_shape, out_c, kernel, stride, dilation, pad, low,
+                                          high, wide):
+    rng, x, out_hw = case(len(x_shape) + out_c, x_shape, kernel, stride, dilation, pad)
+    w = rng.standard_normal((out_c, *kernel, x_shape[3])).astype(np.float32)
+    bias = rng.standard_normal(out_c).astype(np.float32)
+    want = conv2d_f32(x, w, bias, stride, dilation, pad, out_hw, low, high)
+    pixels = x_shape[0] * out_hw[0] * out_hw[1]
+    out = np.full((pixels, out_c), np.nan, np.float32)
+    panels, bias16 = pack_conv_f32(w), pad_channels(bias, LANES)
+    cuts = sorted({0, min(7, pixels), min(12, pixels), pixels})  # short tiles of 7, 5, ...
+    for p0, p1 in itertools.pairwise(cuts):  # as blocks of threads
+        conv2d_f32_rows(x, panels, bias16, out, p0, p1, out_hw[1], *kernel, *stride, *dilation,
+                        *pad, low, high, wide)
+    np.testing.assert_array_equal(out.reshape(want.shape), want)
+
+
+def test_conv_clamp_lets_nan_through_and_bounds_inf():
+    rng, x, out_hw = case(5, (1, 5, 5, 3), (3, 3), (1, 1), (1, 1), (1, 1))
+    x[0, 2, 2, 0], x[0, 0, 0, 1] = np.nan, np.inf
+    w = np.abs(rng.standard_normal((16, 3, 3, 3))).astype(np.float32)
+    bias = np.zeros(16, np.float32)
+    want = conv2d_f32(x, w, bias, (1, 1), (1, 1), (1, 1), out_hw, 0.0, 6.0)
+    out = np.empty((25, 16), np.float32)
+    conv2d_f32_rows(x, pack_conv_f32(w), bias, out, 0, 25, 5, 3, 3, 1, 1, 1, 1, 1, 1, 0.0, 6.0,
+                    WIDE)
+    assert np.isnan(want).any() and (want == 6.0).any()
+    np.testing.assert_array_equal(out.reshape(want.shape), want)
+
+
+# (x shape, kernel, stride, dilation, padding top/left)
+DEPTHWISE_CASES = [
+    ((1, 7, 9, 8), (3, 3), (2, 2), (1, 1), (1, 1)),
+    ((2, 9, 11, 21), (3, 3), (1, 1), (1, 1), (1, 1)),  # the last vector overlaps by 3
+    ((1, 12, 13, 16), (5, 5), (2, 2), (1, 1), (2, 2)),
+    ((1, 12, 13, 24), (3, 3), (1, 1), (2, 2), (2, 2)),  # dilated
+    ((1, 10, 10, 8), (5, 3), (1, 2), (2, 1), (0, 1)),  # neither 3x3 nor 5x5: tap loop
+    ((1, 4, 4, 8), (5, 5), (1, 1), (1, 1), (2, 2)),  # no interior pixel
+    ((1, 6, 20, 9), (3, 3), (1, 1), (1, 1), (0, 0)),  # valid padding, overlap by 7
+]
+
+
+@pytest.mark.parametrize("x_shape, kernel, stride, dilation, pad", DEPTHWISE_CASES)
+@pytest.mark.parametrize("low, high", [(-FLT_MAX, FLT_MAX), (-1.0, 1.0)])
+def test_depthwise_equals_reference_order_twin(x_shape, kernel, stride, dilation, pad, low,
+                                               high):
+    rng, x, out_hw = case(x_shape[3], x_shape, kernel, stride, dilation, pad)
+    chans = x_shape[3]
+    w = rng.standard_normal((*kernel, chans)).astype(np.float32)
+    bias = rng.standard_normal(chans).astype(np.float32)
+    want = depthwise_f32(x, w, bias, stride, dilation, pad, out_hw, low, high)
+    out = np.full(want.shape, np.nan, np.float32)
+    rows = x_shape[0] * out_hw[0]
+    flat_w = np.ascontiguousarray(w.reshape(-1, chans))
+    for r0, r1 in [(0, rows // 2), (rows // 2, rows)]:
+        depthwise_f32_rows(x, flat_w, bias, out, r0, r1, *stride, *dilation, *pad, *kernel, low,
+                           high)
+    np.testing.assert_array_equal(out, want)
+
+
+def test_depthwise_refuses_fewer_than_8_channels():  # the op pads those to 8
+    x, w = np.zeros((1, 4, 4, 3), np.float32), np.zeros((9, 3), np.float32)
+    out = np.empty((1, 4, 4, 3), np.float32)
+    with pytest.raises(ValueError, match="C >= 8"):
+        depthwise_f32_rows(x, w, np.zeros(3, np.float32), out, 0, 4, 1, 1, 1, 1, 1, 1, 3, 3,
+                           -1.0, 1.0)
+
+
+NARROW_CASES = [
+    ((1, 9, 11, 8), 1, (3, 3), (1, 1), (1, 1), (1, 1)),  # rows of 11 < 16 lanes: axpy path
+    ((2, 7, 13, 3), 4, (3, 5), (2, 3), (1, 2), (1, 4)),  # strides 2x3, dilated columns
+    ((1, 1, 300, 1), 1, (1, 16), (1, 2), (1, 1), (0, 0)),
+    ((1, 6, 21, 33), 2, (3, 3), (1, 1), (2, 2), (2, 2)),  # runs of 16 and 8 overlap
+    ((1, 3, 3, 2), 3, (5, 5), (1, 1), (1, 1), (2, 2)),  # filter larger than the image
+    ((1, 5, 40, 8), 8, (3, 7), (1, 1), (1, 1), (1, 3)),
+    ((1, 4, 17, 5), 6, (2, 2), (2, 1), (1, 1), (0, 0)),
+]
+
+
+@pytest.mark.parametrize("x_shape, out_c, kernel, stride, dilation, pad", NARROW_CASES)
+@pytest.mark.parametrize("wide", [False, True])
+def test_narrow_conv_equals_reference_order_twin(x_shape, out_c, kernel, stride, dilation, pad,
+                                                 wide):
+    rng, x, out_hw = case(out_c, x_shape, kernel, stride, dilation, pad)
+    w = rng.standard_normal((out_c, *kernel, x_shape[3])).astype(np.float32)
+    bias = rng.standard_normal(out_c).astype(np.float32)
+    want = conv2d_f32(x, w, bias, stride, dilation, pad, out_hw, -1.0, 2.0)
+    out = np.full(want.shape, np.nan, np.float32)
+    rows = x_shape[0] * out_hw[0]
+    for r0, r1 in [(0, rows // 2), (rows // 2, rows)]:
+        conv2d_f32_narrow_rows(x, pack_narrow_f32(w), bias, out, r0, r1, *kernel, *stride,
+                               *dilation, *pad, -1.0, 2.0, wide)
+    np.testing.assert_array_equal(out, want)
