@@ -253,7 +253,7 @@ def mbqm_array(x: np.ndarray, multiplier: int, shift: int) -> np.ndarray:
       SRDHM(a, M) = trunc((a*M + (a*M >= 0 ? 2^30 : 1 - 2^30)) / 2^31)    (M > 0, no saturation)
       RDBPOT(v, e) = (v >> e) + ((v & (2^e-1)) > ((2^e-1) >> 1) + (v < 0))
     """
-    left, right = max(shift, 0), max(-shift, 0)
+    left, right = min(max(shift, 0), 32), max(-shift, 0)  # x << (32 or more) wraps to 0
     a = np.asarray(x).astype(np.int64) << left
     a = ((a + 2**31) & 0xFFFFFFFF) - 2**31  # the int32 left shift wraps
     product = a * np.int64(multiplier)

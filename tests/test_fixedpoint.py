@@ -268,6 +268,7 @@ def test_mbqm_array_equals_the_scalar_kernel():
     rng = np.random.default_rng(11)
     x = np.concatenate([rng.integers(-(2**31), 2**31, 4000), [0, 1, -1, 2**31 - 1, -(2**31)]])
     for m, shift in [(1 << 30, 0), (1518500250, -7), (2**31 - 1, 3), (1 << 30, -31),
-                     (1431655765, 12), (1073741825, -1)]:
+                     (1431655765, 12), (1073741825, -1), (1 << 30, 31), (1 << 30, 32),
+                     (1518500250, 70)]:
         want = np.array([fp.mbqm(np.int64(v), np.int64(m), np.int64(shift)) for v in x])
         np.testing.assert_array_equal(fp.mbqm_array(x, m, shift), want)

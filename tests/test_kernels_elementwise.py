@@ -94,8 +94,9 @@ def test_add_sub_all_pairs(scales_zps):
     assert_same(ew.sub_int8(x1, x2, *params, -128, 127), naive.sub(x1, x2, *params, -128, 127))
 
 
-def test_sub_output_multiplier_above_one():
-    params = ew.sub_params(1.0, 0, 1.0, 0, 7.8e-9, 0)  # the narrow-range case in sub.cc
+@pytest.mark.parametrize("s_out", [7.8e-9, 1e-17])  # the narrow-range case in sub.cc; shift > 32
+def test_sub_output_multiplier_above_one(s_out):
+    params = ew.sub_params(1.0, 0, 1.0, 0, s_out, 0)
     assert params[-1] > 0
     x1, x2 = all_pairs()
     assert_same(ew.sub_int8(x1, x2, *params, -128, 127), naive.sub(x1, x2, *params, -128, 127))
