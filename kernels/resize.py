@@ -5,83 +5,96 @@ requantize). Arrays are 4-D [batch, height, width, channels]; the caller extends
 ranks. Both kernels are dtype-generic (Numba compiles one specialization per dtype).
 """
 
+import functools
+
 import numpy as np
 from qengine.kernels.jit import kernel
 
 __all__ = [
     "bilinear_scale_10",
+    "interpolation_values",
     "nearest_neighbor_indices",
     "resize_bilinear_integer",
     "resize_nearest_neighbor",
 ]
 
 
-@kernel
-def bilinear_scale_10(input_size, output_size, align_corners):
+def bilinear_scale_10(input_size: int, output_size: int, align_corners: bool) -> int:
     """ResizeBilinearInteger's scale in Q10: round(2^10 * in / out) with C integer division,
-    or round(2^10 * (in - 1) / (out - 1)) when align_corners and out > 1."""
+    or round(2^10 * (in - 1) / (out - 1)) when align_corners and out > 1 (all values >= 0,
+    so Python's floor division is C's)."""
     if align_corners and output_size > 1:
         return ((1 << 10) * (input_size - 1) + (output_size - 1) // 2) // (output_size - 1)
     return ((1 << 10) * input_size + output_size // 2) // output_size
 
 
-@kernel
-def _c_div(a, b):
-    """C integer division (truncates toward zero) for b > 0."""
-    return a // b if a >= 0 else -((-a) // b)
+def _c_div(a: np.ndarray, b: int) -> np.ndarray:
+    """C integer division (truncates toward zero) of an int64 array by b > 0."""
+    return np.where(a >= 0, a // b, -((-a) // b))
 
 
-@kernel
-def _interpolation_values(value, scale_10, half_pixel_centers, input_size):
-    """ComputeInterpolationValuesInteger: (scaled Q10 position, lower index, upper index).
+@functools.lru_cache(maxsize=64)
+def interpolation_values(input_size: int, output_size: int, align_corners: bool,
+                         half_pixel_centers: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ComputeInterpolationValuesInteger for every output index o: (lower, upper, frac) int64.
 
-      v = value * scale_10 (+ scale_10 / 2 - 2^9 with half_pixel_centers)
+      v = o * scale_10 (+ scale_10 / 2 - 2^9 with half_pixel_centers)
       lower = max(v / 2^10, 0);  upper = min((v + 2^10 - 1) / 2^10, input_size - 1)
-    with C (truncating) divisions; v may be negative with half_pixel_centers.
+      frac = v - 2^10 * lower
+    with C (truncating) divisions; v may be negative with half_pixel_centers. NumPy, cached
+    per axis, so the kernel below stays small (less to compile on a first run).
     """
+    scale_10 = bilinear_scale_10(input_size, output_size, align_corners)
+    v = np.arange(output_size, dtype=np.int64) * scale_10
     if half_pixel_centers:
-        v = value * scale_10 + scale_10 // 2 - (1 << 9)
-    else:
-        v = value * scale_10
-    lower = max(_c_div(v, 1 << 10), 0)
-    upper = min(_c_div(v + (1 << 10) - 1, 1 << 10), input_size - 1)
-    return v, lower, upper
+        v += scale_10 // 2 - (1 << 9)
+    lower = np.maximum(_c_div(v, 1 << 10), 0)
+    upper = np.minimum(_c_div(v + (1 << 10) - 1, 1 << 10), input_size - 1)
+    frac = v - (1 << 10) * lower
+    for a in (lower, upper, frac):
+        a.flags.writeable = False  # shared by every call through the cache
+    return lower, upper, frac
 
 
-@kernel
 def resize_bilinear_integer(x, output_height, output_width, align_corners, half_pixel_centers):
     """RESIZE_BILINEAR for integer types, reference_ops::ResizeBilinearInteger
     (tflite/kernels/internal/reference/resize_bilinear.h, default double-rounding build).
 
-    With (vy, y0, y1) and (vx, x0, x1) from the Q10 positions, dy = vy - 2^10*y0,
-    dx = vx - 2^10*x0 (int64):
+    With (y0, y1, dy) and (x0, x1, dx) from `interpolation_values` (int64):
       o20 = x[y0,x0]*(2^10-dy)*(2^10-dx) + x[y1,x0]*dy*(2^10-dx)
           + x[y0,x1]*(2^10-dy)*dx       + x[y1,x1]*dy*dx
       out = (o20 + (o20 > 0 ? 2^19 : -2^19)) / 2^20      (C division: ties away from zero)
     x: [batch, in_h, in_w, channels]. align_corners and half_pixel_centers are exclusive.
     """
-    batches, input_height, input_width, depth = x.shape
-    out = np.empty((batches, output_height, output_width, depth), dtype=x.dtype)
-    height_scale_10 = bilinear_scale_10(input_height, output_height, align_corners)
-    width_scale_10 = bilinear_scale_10(input_width, output_width, align_corners)
+    _, input_height, input_width, _ = x.shape
+    y0, y1, dy = interpolation_values(int(input_height), int(output_height),
+                                      bool(align_corners), bool(half_pixel_centers))
+    x0, x1, dx = interpolation_values(int(input_width), int(output_width),
+                                      bool(align_corners), bool(half_pixel_centers))
+    return _resize_bilinear(np.ascontiguousarray(x), y0, y1, dy, x0, x1, dx)
+
+
+@kernel
+def _resize_bilinear(x, y0s, y1s, dys, x0s, x1s, dxs):
+    """The loop of `resize_bilinear_integer` over given per-row and per-column values."""
+    batches, _, _, depth = x.shape
+    out = np.empty((batches, y0s.shape[0], x0s.shape[0], depth), dtype=x.dtype)
+    one = np.int64(1 << 10)
     for b in range(batches):
-        for y in range(output_height):
-            vy, y0, y1 = _interpolation_values(y, height_scale_10, half_pixel_centers, input_height)
-            dy = np.int64(vy - (1 << 10) * y0)
-            for xo in range(output_width):
-                vx, x0, x1 = _interpolation_values(
-                    xo, width_scale_10, half_pixel_centers, input_width
-                )
-                dx = np.int64(vx - (1 << 10) * x0)
+        for y in range(y0s.shape[0]):
+            y0, y1, dy = y0s[y], y1s[y], dys[y]
+            for xo in range(x0s.shape[0]):
+                x0, x1, dx = x0s[xo], x1s[xo], dxs[xo]
+                # the C products x*a*b grouped as x*(a*b): exact, |x*a*b| < 2^40 in int64
+                w00, w10 = (one - dy) * (one - dx), dy * (one - dx)
+                w01, w11 = (one - dy) * dx, dy * dx
                 for c in range(depth):
-                    o20 = (
-                        np.int64(x[b, y0, x0, c]) * ((1 << 10) - dy) * ((1 << 10) - dx)
-                        + np.int64(x[b, y1, x0, c]) * dy * ((1 << 10) - dx)
-                        + np.int64(x[b, y0, x1, c]) * ((1 << 10) - dy) * dx
-                        + np.int64(x[b, y1, x1, c]) * dy * dx
-                    )
-                    rounding = (1 << 19) if o20 > 0 else -(1 << 19)
-                    out[b, y, xo, c] = _c_div(o20 + rounding, 1 << 20)
+                    o20 = (np.int64(x[b, y0, x0, c]) * w00 + np.int64(x[b, y1, x0, c]) * w10
+                           + np.int64(x[b, y0, x1, c]) * w01 + np.int64(x[b, y1, x1, c]) * w11)
+                    # C division by 2^20 after rounding away from zero
+                    half_up = (o20 + (1 << 19)) >> 20
+                    half_down = -((-o20 + (1 << 19)) >> 20)
+                    out[b, y, xo, c] = half_up if o20 > 0 else half_down
     return out
 
 
