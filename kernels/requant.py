@@ -1,10 +1,11 @@
 """Requantization epilogues of the int8 GEMM and depthwise kernels, scalar and vector.
 
 * MBQM, the reference kernels' per-channel `MultiplyByQuantizedMultiplier`: `requant_vec`
-  (`fixedpoint.requantize` on 8 int32 lanes of LLVM IR, without branches).
+  (`fixedpoint.requantize` on 8 int32 lanes of LLVM IR, without branches) and its scalar
+  twin `requant` (also int16 ADD/SUB's).
 * XNNPACK's float32 requantization (`arithmetic="xnnpack"`): `fp32_vec`, the twin of
   `xnnpack.requantize_fp32`.
-* FULLY_CONNECTED's double epilogue (`fc_requant_row`, as `fully_connected.py`).
+* FULLY_CONNECTED's double epilogue (`fc_requant_rows`, as `fully_connected.py`).
 * The float epilogue of hybrid ops (`HybridEpilogue`, `hybrid_rows`).
 
 A plan's per-channel parameter array `q` selects the GEMM/depthwise tile's epilogue when the
@@ -31,7 +32,7 @@ def epilogue_kind(q) -> str:
 
 
 def requant_params(bias, mult, shift):
-    """Per-channel int32 arrays for `requant_vec`: (bias, M, left, right), or None.
+    """Per-channel int32 arrays for `requant` / `requant_vec`: (bias, M, left, right), or None.
 
     A left shift > 31 makes the reference's shifted value 0 and its result 0; M = 0 with
     left = 0 gives the same 0. M = 0 gives 0 for any right shift, so right is then set to 0.
@@ -58,6 +59,25 @@ def fp32_bits(bias, scale):
 
 
 # --- MBQM ------------------------------------------------------------------------------------
+
+
+@kernel
+def requant(acc, bias, m, left, right, out_zp, act_min, act_max):
+    """The scalar twin of `requant_vec` (SRDHM's INT32_MIN² saturation included):
+    `fixedpoint.requantize(wrap32(acc + bias), M, shift, ...)` without branches, with the
+    shift amounts bounded by `& 31` so LLVM keeps all but the x·M product in int32."""
+    total = np.int32(np.int64(acc) + np.int64(bias))  # C int32 wrap
+    x = np.int64(np.int32(np.int64(total) << (np.int64(left) & 31)))
+    mm = np.int64(m)
+    h = np.int32((x * mm + np.int64(1 << 30)) >> 31)  # floor((x·M + 2^30) / 2^31)
+    if x == -(2**31) and mm == -(2**31):
+        h = np.int32(2**31 - 1)
+    e = np.int32(right) & np.int32(31)
+    mask = np.int32((np.int32(1) << e) - np.int32(1))
+    threshold = np.int32((mask >> np.int32(1)) + np.int32(h < 0))
+    r = np.int32((h >> e) + np.int32((h & mask) > threshold))
+    out = np.int32(r + np.int32(out_zp))
+    return min(max(out, np.int32(act_min)), np.int32(act_max))
 
 
 def _srdhm_core(builder, x, m):
