@@ -21,7 +21,6 @@ __all__ = [
     "INT32_MIN",
     "mbqm",
     "mbqm_array",
-    "mbqm_branch_free",
     "mbqm_int64",
     "mbqm_int64_params",
     "mbqm_int64_reduced",
@@ -150,30 +149,6 @@ def mbqm(x, multiplier, shift):
     else:
         shifted = wrap_int32(np.int64(x) << left)
     return rdbpot(srdhm(shifted, multiplier), right)
-
-
-@inline_kernel
-def mbqm_branch_free(x, multiplier, left, right):
-    """`mbqm(x, M, shift)` with left = max(shift, 0), right = max(-shift, 0) made at prepare
-    time (`requant.requant_params`: both in [0, 31]), written so a loop of it vectorizes (int32
-    lanes but for the x·M product, selects instead of branches):
-
-        s = wrap32(wrap32(x) << left)
-        h = SRDHM(s, M) = floor((s·M + 2^30) / 2^31), INT32_MAX for INT32_MIN·INT32_MIN
-        out = (h >> right) + ((h & mask) > (mask >> 1) + (h < 0)),  mask = 2^right - 1
-
-    (SRDHM's trunc((ab + (ab >= 0 ? 2^30 : 1 - 2^30)) / 2^31) equals that floor for both signs:
-    for ab < 0 the truncation adds 2^31 - 1 before flooring.)
-    """
-    s = np.int64(np.int32(np.int64(np.int32(x)) << (np.int64(left) & 31)))
-    m = np.int64(multiplier)
-    h = np.int32((s * m + np.int64(1 << 30)) >> 31)
-    saturated = (s == INT32_MIN) & (m == INT32_MIN)
-    h = np.int32(INT32_MAX) if saturated else h
-    e = np.int32(right) & np.int32(31)
-    mask = np.int32((np.int32(1) << e) - np.int32(1))
-    threshold = np.int32((mask >> np.int32(1)) + np.int32(h < 0))
-    return np.int32((h >> e) + np.int32((h & mask) > threshold))
 
 
 @inline_kernel

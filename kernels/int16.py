@@ -9,9 +9,9 @@ Elementwise kernels take inputs already broadcast and flattened by the caller.
 """
 
 import numpy as np
-from qengine.kernels.fixedpoint import mbqm, mbqm_branch_free, mbqm_int64
+from qengine.kernels.fixedpoint import INT32_MAX, INT32_MIN, mbqm, mbqm_int64
 from qengine.kernels.jit import kernel
-from qengine.kernels.requant import requant_params
+from qengine.kernels.requant import requant, requant_params
 
 __all__ = [
     "ADD_SUB_LEFT_SHIFT_INT16",
@@ -199,21 +199,20 @@ def add_sub_int16(x1, x2, sign, params, act_min, act_max):
     AddElementwise / SubElementwise with left shift 15 and zero points 0.
 
       a = MBQM(x1 << 15, m1, sh1);  b = MBQM(x2 << 15, m2, sh2)
-      out = clamp(MBQM(a ± b, m_out, sh_out), act_min, act_max)    (a ± b: an int32 sum)
+      out = clamp(MBQM(a ± b, m_out, sh_out), act_min, act_max)
 
-    params = add_sub_params_int16(m1, sh1, m2, sh2, m_out, sh_out), for the branch-free MBQM
-    (`mbqm_branch_free`); |x << 15| <= 2^30.
+    params = add_sub_params_int16(m1, sh1, m2, sh2, m_out, sh_out); each MBQM is the int8
+    GEMM's branch-free `requant` (no bias or offset; |x << 15| <= 2^30 and |a ± b| fit int32).
     """
     n = x1.shape[0]
     out = np.empty(n, dtype=np.int16)
-    lo, hi = np.int32(act_min), np.int32(act_max)
     for i in range(n):
-        a = mbqm_branch_free(np.int64(x1[i]) << ADD_SUB_LEFT_SHIFT_INT16, params[0], params[1],
-                             params[2])  # fmt: skip
-        b = mbqm_branch_free(np.int64(x2[i]) << ADD_SUB_LEFT_SHIFT_INT16, params[3], params[4],
-                             params[5])  # fmt: skip
-        v = mbqm_branch_free(np.int64(a) + sign * np.int64(b), params[6], params[7], params[8])
-        out[i] = min(max(v, lo), hi)
+        a = requant(np.int64(x1[i]) << ADD_SUB_LEFT_SHIFT_INT16, 0, params[0], params[1],
+                    params[2], 0, INT32_MIN, INT32_MAX)  # fmt: skip
+        b = requant(np.int64(x2[i]) << ADD_SUB_LEFT_SHIFT_INT16, 0, params[3], params[4],
+                    params[5], 0, INT32_MIN, INT32_MAX)  # fmt: skip
+        out[i] = requant(np.int64(a) + sign * np.int64(b), 0, params[6], params[7], params[8],
+                         0, act_min, act_max)  # fmt: skip
     return out
 
 

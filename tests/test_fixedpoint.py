@@ -271,26 +271,3 @@ def test_mbqm_array_equals_the_scalar_kernel():
                      (1431655765, 12), (1073741825, -1)]:
         want = np.array([fp.mbqm(np.int64(v), np.int64(m), np.int64(shift)) for v in x])
         np.testing.assert_array_equal(fp.mbqm_array(x, m, shift), want)
-
-
-def test_mbqm_branch_free_equals_mbqm():
-    """The vectorizable MBQM (precomputed left/right shifts) against the scalar kernel,
-    including INT32_MIN·INT32_MIN saturation, shifts of ±31 and left shifts that wrap."""
-    import numba
-    from qengine.kernels.requant import requant_params
-
-    @numba.njit
-    def branch_free(x, m, left, right):
-        out = np.empty(x.shape[0], np.int64)
-        for i in range(x.shape[0]):
-            out[i] = fp.mbqm_branch_free(x[i], m, left, right)
-        return out
-
-    rng = np.random.default_rng(12)
-    x = np.concatenate([rng.integers(-(2**31), 2**31, 3000), [0, 1, -1, 2**31 - 1, -(2**31)]])
-    for m, shift in [(1 << 30, 0), (1518500250, -7), (2**31 - 1, 3), (1 << 30, -31),
-                     (-(2**31), 0), (-(2**31), -5), (1431655765, 31), (1073741825, -1),
-                     (0, -12), (-1518500250, 2)]:
-        _, mult, left, right = requant_params([0], [m], [shift])
-        want = np.array([fp.mbqm(np.int64(v), np.int64(m), np.int64(shift)) for v in x])
-        np.testing.assert_array_equal(branch_free(x, mult[0], left[0], right[0]), want)
