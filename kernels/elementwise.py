@@ -109,10 +109,21 @@ def _clamp_int8(v: np.ndarray, act_min, act_max) -> np.ndarray:
     return np.clip(v, act_min, act_max).astype(np.int8)
 
 
+def _rescaled_input(x, zp, m, sh) -> np.ndarray:
+    """MBQM((x - zp) << 20, m, sh) for int8 x, looked up in a table of all 256 values (the
+    same numbers as computing it per element, in a tenth of the time)."""
+    x = np.asarray(x)
+    if x.dtype != np.int8:
+        raise TypeError(f"ADD/SUB int8 inputs must be int8 arrays, not {x.dtype}")
+    all_int8 = np.arange(-128, 128, dtype=np.int64)
+    table = mbqm_array((all_int8 - zp) << ADD_SUB_LEFT_SHIFT, m, sh)
+    return table[x.astype(np.intp) + 128]
+
+
 def _add_sub_int8(x1, x2, sign, zp1, m1, sh1, zp2, m2, sh2, zp_out, m_out, sh_out,
                   act_min, act_max) -> np.ndarray:
-    a = mbqm_array((np.asarray(x1, np.int64) - zp1) << ADD_SUB_LEFT_SHIFT, m1, sh1)
-    b = mbqm_array((np.asarray(x2, np.int64) - zp2) << ADD_SUB_LEFT_SHIFT, m2, sh2)
+    a = _rescaled_input(x1, zp1, m1, sh1)
+    b = _rescaled_input(x2, zp2, m2, sh2)
     return _clamp_int8(mbqm_array(a + sign * b, m_out, sh_out) + zp_out, act_min, act_max)
 
 

@@ -252,13 +252,19 @@ def mbqm_array(x: np.ndarray, multiplier: int, shift: int) -> np.ndarray:
     x holds int32 values (any integer dtype); the result is int64 holding int32 values:
       SRDHM(a, M) = trunc((a*M + (a*M >= 0 ? 2^30 : 1 - 2^30)) / 2^31)    (M > 0, no saturation)
       RDBPOT(v, e) = (v >> e) + ((v & (2^e-1)) > ((2^e-1) >> 1) + (v < 0))
+    Branch-free in NumPy: 1 - 2^30 = 2^30 - (2^31 - 1), and trunc(v / 2^31) =
+    (v + (v < 0 ? 2^31 - 1 : 0)) >> 31.
     """
     left, right = min(max(shift, 0), 32), max(-shift, 0)  # x << (32 or more) wraps to 0
     a = np.asarray(x).astype(np.int64) << left
     a = ((a + 2**31) & 0xFFFFFFFF) - 2**31  # the int32 left shift wraps
     product = a * np.int64(multiplier)
-    v = product + np.where(product >= 0, 1 << 30, 1 - (1 << 30))
-    high = np.where(v >= 0, v >> 31, -((-v) >> 31))  # C division truncates toward zero
+    v = product + (1 << 30)
+    v -= (product < 0) * np.int64((1 << 31) - 1)
+    v += (v < 0) * np.int64((1 << 31) - 1)
+    high = v >> 31
+    if right == 0:
+        return high
     mask = (1 << right) - 1
     threshold = (mask >> 1) + (high < 0)
     return (high >> right) + ((high & mask) > threshold)
