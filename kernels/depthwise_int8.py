@@ -29,6 +29,7 @@ import numpy as np
 from llvmlite import ir
 from numba.core import types
 from numba.core.extending import intrinsic
+from qengine.kernels import threads as pool
 from qengine.kernels.conv import depthwise_conv2d_int8
 from qengine.kernels.emit import (
     I8,
@@ -64,11 +65,6 @@ __all__ = [
     "plan_depthwise_int8_fp32",
     "run_depthwise_int8",
 ]
-
-# Below this many multiply-adds a layer stays on the calling thread (a pool hand-off costs
-# ~20-50 us).
-MIN_PARALLEL_MACS = 1_000_000
-
 
 # --- any depth multiplier and channel count: one pixel's accumulators ----------------------
 
@@ -346,7 +342,7 @@ def _stage_pixel(x, stage, padded, b, oy, ox, in_zp, ints, k_h, k_w, out_c):
 def _rows_in_parallel(work, rows, macs, threads):
     """work(row0, row1) over `rows` output rows, on `threads` threads when worth it."""
     threads = threads_or_default(threads)
-    if threads > 1 and rows > 1 and macs >= MIN_PARALLEL_MACS:
+    if threads > 1 and rows > 1 and 4 * macs >= pool.MIN_PARALLEL_FLOPS:  # as below
         parallel_blocks(work, rows, threads)
     else:
         work(0, rows)
@@ -360,7 +356,8 @@ def run_depthwise_int8(plan: DepthwiseInt8Plan, x, threads=None) -> np.ndarray:
     out = np.empty((x.shape[0], *plan.out_hwc), np.int8)
     args = (x, plan.w16, plan.params, plan.w_pairs, plan.q, plan.ints, out)
     rows, threads = x.shape[0] * plan.out_hwc[0], threads_or_default(threads)
-    if threads == 1 or out.size * plan.w16.shape[0] * plan.w16.shape[1] < MIN_PARALLEL_MACS:
+    macs = out.size * plan.w16.shape[0] * plan.w16.shape[1]
+    if threads == 1 or 4 * macs < pool.MIN_PARALLEL_FLOPS:  # a quarter of the GEMM's bar
         _dw_plan_rows(*args, 0, rows)
     else:
         parallel_blocks(lambda r0, r1: _dw_plan_rows(*args, r0, r1), rows, threads)

@@ -28,13 +28,14 @@ MIN_PARALLEL_FLOPS stay on the calling thread.
 from typing import NamedTuple
 
 import numpy as np
+from qengine.kernels import threads as pool
 from qengine.kernels.emit import addr
 from qengine.kernels.fixedpoint import mbqm_int64_params, mbqm_int64_reduced, round_half_away_int32
 from qengine.kernels.gemm_int8 import _tile as _tile_6x16  # with a raw `q`: stores int32 sums
 from qengine.kernels.jit import inline_kernel, kernel
 from qengine.kernels.pack import LANES, ROWS
 from qengine.kernels.pack import pack_conv_weights as _pack_conv_weights
-from qengine.kernels.threads import MIN_PARALLEL_FLOPS, parallel_blocks
+from qengine.kernels.threads import parallel_blocks
 
 __all__ = [
     "BLOCK_TAPS",
@@ -182,7 +183,7 @@ def _split_run(work, blocks: int, n_panels: int, threads: int, flops: int) -> No
     """work(blk0, blk1, pan0, pan1) over all blocks x panels on `threads` threads: split by
     pixel blocks when there are enough of them, else by weight panels; small ops (under
     MIN_PARALLEL_FLOPS) stay on the calling thread."""
-    if threads <= 1 or flops < MIN_PARALLEL_FLOPS:
+    if threads <= 1 or flops < pool.MIN_PARALLEL_FLOPS:
         work(0, blocks, 0, n_panels)
     elif blocks >= _MIN_BLOCKS_PER_THREAD * threads or n_panels < threads:
         parallel_blocks(lambda b0, b1: work(b0, b1, 0, n_panels), blocks, threads)
@@ -305,7 +306,7 @@ def run_depthwise_int16(plan: Depthwise16Plan, x, threads: int = 1) -> np.ndarra
 
     rows = x.shape[0] * out_h
     flops = 2 * out.size * plan.w.shape[0] * plan.w.shape[1]
-    if threads <= 1 or flops < MIN_PARALLEL_FLOPS:
+    if threads <= 1 or flops < pool.MIN_PARALLEL_FLOPS:
         work(0, rows)
     else:
         parallel_blocks(work, rows, threads)

@@ -29,6 +29,7 @@ import numpy as np
 from llvmlite import ir
 from numba.core import types
 from numba.core.extending import intrinsic
+from qengine.kernels import threads as pool
 from qengine.kernels.conv import conv2d_int8
 from qengine.kernels.emit import (
     I8,
@@ -58,7 +59,7 @@ from qengine.kernels.requant import (
     fp32_bits,
     requant_params,
 )
-from qengine.kernels.threads import MIN_PARALLEL_FLOPS, parallel_blocks
+from qengine.kernels.threads import parallel_blocks
 
 __all__ = [
     "ConvInt8Plan",
@@ -227,7 +228,7 @@ def _gemm(x, panels, q, ints, out, threads):
     pixels, n_panels = out.shape[0], panels.shape[0]
     blocks = -(-pixels // ROWS)
     macs = pixels * panels.shape[1] * 2 * n_panels * LANES
-    if threads <= 1 or 2 * macs < MIN_PARALLEL_FLOPS or (blocks < 2 and n_panels < 2):
+    if threads <= 1 or 2 * macs < pool.MIN_PARALLEL_FLOPS or (blocks < 2 and n_panels < 2):
         _gemm_blocks(x, panels, q, ints, out, 0, blocks, 0, n_panels)
     elif blocks >= threads or n_panels < 2:
         parallel_blocks(lambda b0, b1: _gemm_blocks(x, panels, q, ints, out, b0, b1, 0, n_panels),

@@ -36,6 +36,7 @@ import numpy as np
 from llvmlite import ir
 from numba.core import types
 from numba.core.extending import intrinsic
+from qengine.kernels import threads as pool
 from qengine.kernels.depthwise_int8 import _dw_pixel, dw16_sums
 from qengine.kernels.emit import (
     I8,
@@ -58,7 +59,7 @@ from qengine.kernels.pack import (
     interleave_taps,
     pack_block,
 )
-from qengine.kernels.threads import MIN_PARALLEL_FLOPS, parallel_blocks
+from qengine.kernels.threads import parallel_blocks
 
 __all__ = [
     "HybridConvPlan",
@@ -228,7 +229,7 @@ def _parallel(work, blocks, n_panels, macs, threads):
     """work(blk0, blk1, pan0, pan1) over `threads` parts: split the row blocks, or the weight
     panels when there are fewer row blocks than threads; on this thread alone for a small
     layer (handing a block to the pool costs more than it saves)."""
-    if threads <= 1 or 2 * macs < MIN_PARALLEL_FLOPS or (blocks < 2 and n_panels < 2):
+    if threads <= 1 or 2 * macs < pool.MIN_PARALLEL_FLOPS or (blocks < 2 and n_panels < 2):
         work(0, blocks, 0, n_panels)
     elif blocks >= threads or n_panels < 2:
         parallel_blocks(lambda b0, b1: work(b0, b1, 0, n_panels), blocks, threads)
@@ -433,7 +434,7 @@ def run_hybrid_depthwise(plan: HybridDepthwisePlan, q, zps, scales, threads=1) -
 
         macs = out_h * out_w * out_c * plan.ints[13] * plan.ints[14]
         # as `_parallel`, with a lower bar: a depthwise MAC costs several GEMM ones
-        if threads > 1 and out_h > 1 and 2 * macs >= MIN_PARALLEL_FLOPS // 4:
+        if threads > 1 and out_h > 1 and 2 * macs >= pool.MIN_PARALLEL_FLOPS // 4:
             parallel_blocks(work, out_h, threads)
         else:
             work(0, out_h)

@@ -23,9 +23,14 @@ from queue import SimpleQueue
 
 import numpy as np
 
-# Below this many flops (2*M*K*N) a matmul stays on the calling thread: handing a block to a
-# pool thread costs ~10 us, the time of a ~0.5 MFLOP matmul on one core.
-MIN_PARALLEL_FLOPS = 4_000_000
+# Below this many flops (2*M*K*N) work stays on the calling thread (kernels read it at call
+# time). A hand-off to a pool thread costs ~80 us on the 2-vCPU VM this was measured on: the
+# pool thread wakes from a futex, then waits for the GIL the caller holds until its own block
+# enters compiled code (a 2-thread split of 2 x 25 us of work took 97-106 us, against 27 us on
+# one thread), so work is split from ~0.4 ms of it on. Six published models (`published.py
+# --threads 1 2`, float/int8/dynamic): at 4M, 2 threads took 0.75-0.94x the 1-thread speed;
+# at 40M, 1.01-1.05x. The tests lower it so their small cases take the split paths.
+MIN_PARALLEL_FLOPS = 40_000_000
 # im2col copies are made and multiplied in blocks of about this size (L2 512 KiB, L3 16 MiB)
 COPY_BLOCK_BYTES = 4 << 20
 

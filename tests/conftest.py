@@ -64,3 +64,17 @@ if os.environ.get("CI"):
 
     settings.register_profile("ci", derandomize=True, database=None)
     settings.load_profile("ci")
+
+
+# The kernel tests' cases are small: below the pool's production bar for splitting work
+# (threads.MIN_PARALLEL_FLOPS, tuned to this VM's hand-off cost), their 2-thread cases would run
+# on one thread and test nothing. The bar the kernels were first written against (4M flops;
+# depthwise a quarter of it) makes them take the split paths.
+TEST_MIN_PARALLEL_FLOPS = 4_000_000
+
+
+@pytest.fixture(autouse=True)
+def _split_small_test_cases(monkeypatch):
+    from qengine.kernels import threads
+
+    monkeypatch.setattr(threads, "MIN_PARALLEL_FLOPS", TEST_MIN_PARALLEL_FLOPS)

@@ -206,7 +206,7 @@ def test_thread_splits(layer, threads):
     partial last panel spilling in place) or, for one row, weight panels; depthwise splits
     output rows (pixel spans and staged border pixels)."""
     rng = np.random.default_rng(len(layer))
-    if layer == "fc panels":  # 2·2048·1000 flops > threads.MIN_PARALLEL_FLOPS, one row block
+    if layer == "fc panels":  # 2·2048·1000 > the tests' threads.MIN_PARALLEL_FLOPS, one row
         x = rng.integers(-128, 128, (1, 2048)).astype(np.int8)
         w = rng.integers(-127, 128, (1000, 2048)).astype(np.int8)
         bias = rng.integers(-5000, 5000, 1000).astype(np.int32)
@@ -219,7 +219,7 @@ def test_thread_splits(layer, threads):
         wt = rng.integers(-127, 128, (40, 3, 3, c)).astype(np.int8)
         bias, mult, shift = spread_params(rng, 9 * c, 40)
         check_conv(x, wt, bias, (5, mult, shift, -3, -128, 127, 1, 1, 1, 1, pt, pl, oh, ow))
-    else:  # 41·43·40·25 multiply-adds > depthwise_int8.MIN_PARALLEL_MACS
+    else:  # 4·41·43·40·25 > the tests' threads.MIN_PARALLEL_FLOPS (conftest.py)
         wt = rng.integers(-127, 128, (1, 5, 5, c)).astype(np.int8)
         bias, mult, shift = spread_params(rng, 25, c)
         (oh, pt), (ow, pl) = same_pad(41, 5, 1), same_pad(43, 5, 1)
