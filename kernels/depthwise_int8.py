@@ -250,6 +250,23 @@ def _depthwise_plan(w16, params, in_zp, out_zp, act_min, act_max,
     return DepthwiseInt8Plan(w16, params, w_pairs, q, ints, out_c // depth_multiplier, out_hwc)
 
 
+@inline_kernel
+def border_offsets(edge, inner, off_image, iy0, ix0, k_h, k_w, dil_h, dil_w, in_h, in_w):
+    """The tap offsets of a border pixel whose tap (0, 0) is at (iy0, ix0): `inner`'s for taps
+    inside the image, `off_image` (the zero-point row, relative to tap (0, 0)) for taps off it
+    and for the zero-weight padding tap that rounds the taps up to pairs."""
+    for t in range(edge.shape[0]):
+        edge[t] = off_image
+    t = 0
+    for ky in range(k_h):
+        iy = iy0 + ky * dil_h
+        for kx in range(k_w):
+            ix = ix0 + kx * dil_w
+            if 0 <= iy < in_h and 0 <= ix < in_w:
+                edge[t] = inner[t]
+            t += 1
+
+
 @kernel
 def _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, row0, row1):
     """Output rows row0..row1-1 (row = batch·out_h + oy) of out [N, out_h, out_w, Co]."""
@@ -298,16 +315,8 @@ def _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, row0, row1):
                 src, offs, dst, n_groups, step = sa, staged_at, ta, padded // LANES, 1
             elif not (rows_in and ox_lo <= ox < ox_hi):
                 offs = edge_at
-                for t in range(2 * pairs):  # the zero-weight padding tap reads zp_row too
-                    edge[t] = za - src
-                t = 0
-                for ky in range(k_h):
-                    iy = iy0 + ky * dil_h
-                    for kx in range(k_w):
-                        ix = ix0 + kx * dil_w
-                        if 0 <= iy < in_h and 0 <= ix < in_w:
-                            edge[t] = inner[t]
-                        t += 1
+                border_offsets(edge, inner, za - src, iy0, ix0, k_h, k_w, dil_h, dil_w,
+                               in_h, in_w)
             for g in range(n_groups):  # one call site: each site compiles its own copy
                 _dw16(src + g * LANES, offs, wa + g * w_group, pairs, qa + g * q_group,
                       dst + g * LANES, out_zp, act_min, act_max, q)  # fmt: skip

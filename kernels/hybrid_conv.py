@@ -37,7 +37,7 @@ from llvmlite import ir
 from numba.core import types
 from numba.core.extending import intrinsic
 from qengine.kernels import threads as pool
-from qengine.kernels.depthwise_int8 import _dw_pixel, dw16_sums
+from qengine.kernels.depthwise_int8 import _dw_pixel, border_offsets, dw16_sums
 from qengine.kernels.emit import (
     I8,
     I64,
@@ -349,15 +349,8 @@ def _hdw_rows(x, w_pairs, table, ints, zp, out, row0, row1):
             offs = inner_at
             if not (rows_in and ox_lo <= ox < ox_hi):
                 offs = edge_at
-                edge[:] = za - src  # the zero-weight padding tap reads zp_row too
-                t = 0
-                for ky in range(k_h):
-                    iy = iy0 + ky * dil_h
-                    for kx in range(k_w):
-                        ix = ix0 + kx * dil_w
-                        if 0 <= iy < in_h and 0 <= ix < in_w:
-                            edge[t] = inner[t]
-                        t += 1
+                border_offsets(edge, inner, za - src, iy0, ix0, k_h, k_w, dil_h, dil_w,
+                               in_h, in_w)
             at = (oy * out_w + ox) * out_c  # this pixel's first output element
             for g in range(full):
                 _hdw16(src + g * LANES, offs, wa + g * w_group, pairs, ea + g * _TABLE_BYTES,
