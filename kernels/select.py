@@ -24,6 +24,8 @@ def _blend(mask, a, b, out):
 
 def where(mask, a, b) -> np.ndarray:
     """np.where(mask, a, b) with NumPy's broadcasting and result dtype."""
+    if max(np.size(mask), np.size(a), np.size(b)) < MIN_ELEMENTS:  # the common tiny case first
+        return np.where(mask, a, b)
     dtype = np.result_type(a, b)  # before asarray: Python scalars take the array's type
     mask, a, b = np.asarray(mask), np.asarray(a), np.asarray(b)
     shape = np.broadcast_shapes(mask.shape, a.shape, b.shape)

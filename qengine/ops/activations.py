@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from ..runtime.registry import OpContext, Prepared
-from .common import broadcast_shape, is_quantized, quantized_path, where
+from .common import broadcast_shape, is_quantized, quantized_path, select_kernels, where
 from .opdef import FIXED, REQUANT, Quantized, integer_kernels, op
 
 
@@ -138,8 +138,7 @@ LOGISTIC_UPPER, LOGISTIC_LOWER = np.float32(16.619047164916992188), np.float32(-
 
 
 def _logistic(x):
-    from qengine.kernels.select import logistic_select
-
+    logistic_select = select_kernels().logistic_select
     x = np.ascontiguousarray(x, np.float32)
     out = np.empty_like(x)
     with np.errstate(over="ignore"):  # exp(-x) of a very negative x is inf: the low tail

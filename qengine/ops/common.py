@@ -3,6 +3,7 @@ geometry, broadcasting, per-tensor parameters."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,11 +141,18 @@ def broadcast_shape(ctx: OpContext, *shapes) -> tuple[int, ...]:
             from None
 
 
+@functools.cache
+def select_kernels():
+    """qengine.kernels.select, imported on first use (importing Numba takes time) and then
+    held: an import statement in a run closure costs ~0.6 us a call, an interpreter's op."""
+    from qengine.kernels import select
+
+    return select
+
+
 def where(mask, a, b) -> np.ndarray:
     """np.where(mask, a, b), branch-free for large arrays (kernels/select.py says why)."""
-    from qengine.kernels.select import where as blend  # lazily: importing Numba takes time
-
-    return blend(mask, a, b)
+    return select_kernels().where(mask, a, b)
 
 
 def as_float32(x):
