@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 import qengine
-from qengine.cli_common import generated_inputs
+from qengine.cli_common import generated_inputs, set_tflite_inputs
 from qengine.ir import Model, Operator, Subgraph, Tensor
 
 # Ops left out: they run other subgraphs or state that a one-op model does not have.
@@ -69,19 +69,6 @@ def one_op_models(path) -> list[tuple[str, bytes, list[np.ndarray]]]:
     return cases
 
 
-def feed(tfl, feeds) -> None:
-    """Allocate a TFLite interpreter for `feeds` and set them as its inputs. A tensor's shape
-    in the file can differ from what it holds at run time (a dynamic batch, or a reshape to a
-    computed shape), so the inputs are resized to the fed shapes first."""
-    details = tfl.get_input_details()
-    for d, x in zip(details, feeds):
-        if tuple(d["shape"]) != x.shape:
-            tfl.resize_tensor_input(d["index"], x.shape)
-    tfl.allocate_tensors()
-    for d, x in zip(details, feeds):
-        tfl.set_tensor(d["index"], x)
-
-
 def tflite_op_times(path, threads: int, resolver: str, time_ms) -> dict[str, float]:
     """Milliseconds per op type: the sum over that type's ops of TFLite's time for the op alone.
     `time_ms(fn)` times one call of fn (e.g. the median of several)."""
@@ -91,6 +78,6 @@ def tflite_op_times(path, threads: int, resolver: str, time_ms) -> dict[str, flo
     for op_type, content, feeds in one_op_models(path):
         tfl = Interpreter(model_content=content, num_threads=threads,
                           experimental_op_resolver_type=getattr(OpResolverType, resolver))
-        feed(tfl, feeds)
+        set_tflite_inputs(tfl, feeds, allocate=True)  # resized to the op's run-time shapes
         totals[op_type] = totals.get(op_type, 0.0) + time_ms(tfl.invoke)
     return dict(sorted(totals.items(), key=lambda kv: -kv[1]))

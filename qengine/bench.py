@@ -46,13 +46,12 @@ def bench_tflite(model_path: str, inputs: list[np.ndarray], threads: int, repeat
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError:
         return None
+    from .cli_common import set_tflite_inputs
+
     tfl = Interpreter(model_path=str(model_path), num_threads=threads,
                       experimental_op_resolver_type=getattr(OpResolverType, resolver))
+    set_tflite_inputs(tfl, inputs, allocate=True)
     details = tfl.get_input_details()
-    for d, x in zip(details, inputs):
-        if tuple(d["shape"]) != x.shape:
-            tfl.resize_tensor_input(d["index"], x.shape)
-    tfl.allocate_tensors()
 
     def run():
         for d, x in zip(details, inputs):

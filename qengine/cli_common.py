@@ -152,19 +152,28 @@ def tflite_interpreter(model_path: str, arithmetic: str = "ref"):
     return tfl
 
 
-def tflite_invoke(tfl, inputs) -> dict[str, np.ndarray]:
-    """One invoke of an (already used or fresh) TFLite interpreter; outputs by name."""
+def set_tflite_inputs(tfl, arrays, allocate: bool = False) -> None:
+    """Set a TFLite interpreter's inputs (a list, in input order). Inputs whose shape differs
+    from the interpreter's are resized first (a dynamic batch, or a file shape too small for
+    the model), then tensors are allocated: after a resize, or always with `allocate` (a
+    fresh interpreter; allocating it before the resize could fail at the file's shapes)."""
     details = tfl.get_input_details()
-    arrays = inputs if isinstance(inputs, list) else [inputs[d["name"]] for d in details]
     resized = False
     for d, array in zip(details, arrays):
         if tuple(d["shape"]) != array.shape:
             tfl.resize_tensor_input(d["index"], array.shape)
             resized = True
-    if resized:
+    if resized or allocate:
         tfl.allocate_tensors()
     for d, array in zip(details, arrays):
         tfl.set_tensor(d["index"], array)
+
+
+def tflite_invoke(tfl, inputs) -> dict[str, np.ndarray]:
+    """One invoke of an (already used or fresh) TFLite interpreter; outputs by name."""
+    details = tfl.get_input_details()
+    arrays = inputs if isinstance(inputs, list) else [inputs[d["name"]] for d in details]
+    set_tflite_inputs(tfl, arrays)
     tfl.invoke()
     return {d["name"]: tfl.get_tensor(d["index"]) for d in tfl.get_output_details()}
 

@@ -209,8 +209,10 @@ def test_a_dynamic_input_too_short_in_the_file_runs_at_the_size_given():
     """openWakeWord's melspectrogram declares its audio input [-1, -1] and writes 1 x 1 into the
     file, shorter than its 512-tap STFT convolution: TFLite runs it after ResizeInputTensor, and
     qengine at the first run's size (the file's size alone still fails, with the op's reason)."""
-    from qengine.errors import InvalidModelError
     from tflite_ref import make_interpreter
+
+    from qengine.cli_common import set_tflite_inputs
+    from qengine.errors import InvalidModelError
 
     path = fetch().get("melspectrogram")
     if path is None:
@@ -219,10 +221,7 @@ def test_a_dynamic_input_too_short_in_the_file_runs_at_the_size_given():
     x = np.random.default_rng(0).standard_normal((1, 16000)).astype(np.float32)
     got = interpreter.run([x])
     tfl = make_interpreter(path.read_bytes(), resolver="ref")
-    index = tfl.get_input_details()[0]["index"]
-    tfl.resize_tensor_input(index, x.shape)
-    tfl.allocate_tensors()
-    tfl.set_tensor(index, x)
+    set_tflite_inputs(tfl, [x], allocate=True)  # resized to 1 x 16000 before allocating
     tfl.invoke()
     want = tfl.get_tensor(tfl.get_output_details()[0]["index"])
     assert_close("melspectrogram", next(iter(got.values())), want, FLOAT_REL)

@@ -14,6 +14,7 @@ import pytest
 from op_harness import assert_close
 
 import qengine
+from qengine.cli_common import set_tflite_inputs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import tflite_ops
@@ -66,7 +67,7 @@ def test_one_op_models_compute_what_the_op_computes_in_the_whole_model(variant, 
     for op_type, content, feeds in cases:
         tfl = Interpreter(model_content=content,
                           experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
-        tflite_ops.feed(tfl, feeds)
+        set_tflite_inputs(tfl, feeds, allocate=True)
         tfl.invoke()
         for d in tfl.get_output_details():
             got, want = tfl.get_tensor(d["index"]), whole[d["name"]]

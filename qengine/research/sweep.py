@@ -246,16 +246,12 @@ def tflite_runs(data: bytes, model, batch: list) -> tuple[bool | None, str | Non
 def _tflite_problem(data: bytes, arrays: list, resolver) -> str | None:
     from ai_edge_litert.interpreter import Interpreter
 
+    from ..cli_common import set_tflite_inputs
+
     try:
         tfl = Interpreter(model_content=data, num_threads=1,
                           experimental_op_resolver_type=resolver)
-        details = tfl.get_input_details()
-        for d, array in zip(details, arrays):
-            if tuple(d["shape"]) != array.shape:
-                tfl.resize_tensor_input(d["index"], array.shape)
-        tfl.allocate_tensors()
-        for d, array in zip(details, arrays):
-            tfl.set_tensor(d["index"], array)
+        set_tflite_inputs(tfl, arrays, allocate=True)
         tfl.invoke()
     except (RuntimeError, ValueError) as e:
         return " ".join(str(e).split())
