@@ -20,7 +20,8 @@ multipliers > 1, stride_w > 1 with such C) are staged one at a time (`_stage_pix
 tap's channels, input channel oc // dm for output channel oc, in_zp off the image) and run
 through the same tile.
 
-Threads: `parallel_blocks` splits the output rows; each block is one call of a serial kernel.
+Threads: `threads.split_run` splits the output rows; each part is one call of a serial kernel,
+run at once in a compiled prange.
 """
 
 from typing import NamedTuple
@@ -46,7 +47,7 @@ from qengine.kernels.emit import (
     splat,
 )
 from qengine.kernels.gemm_int8 import threads_or_default
-from qengine.kernels.jit import inline_kernel, kernel
+from qengine.kernels.jit import inline_kernel, kernel, prange
 from qengine.kernels.pack import DW_ORDER, LANES, TAPS_HI, TAPS_LO, interleave_taps
 from qengine.kernels.requant import (
     PARAM_ROWS,
@@ -55,7 +56,6 @@ from qengine.kernels.requant import (
     fp32_bits,
     requant_params,
 )
-from qengine.kernels.threads import parallel_blocks
 
 __all__ = [
     "DepthwiseInt8Plan",
@@ -348,13 +348,12 @@ def _stage_pixel(x, stage, padded, b, oy, ox, in_zp, ints, k_h, k_w, out_c):
             t += 1
 
 
-def _rows_in_parallel(work, rows, macs, threads):
-    """work(row0, row1) over `rows` output rows, on `threads` threads when worth it."""
-    threads = threads_or_default(threads)
-    if threads > 1 and rows > 1 and 4 * macs >= pool.MIN_PARALLEL_FLOPS:  # as below
-        parallel_blocks(work, rows, threads)
-    else:
-        work(0, rows)
+@kernel(parallel=True)
+def _dw_plan_split(x, plan_w16, params, w_pairs, q, ints, out, rows, parts):
+    """`_dw_plan_rows` over rows 0..rows-1 in `parts` parts at once."""
+    for i in prange(parts):
+        r0, r1 = pool.part(rows, parts, i)
+        _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, r0, r1)
 
 
 def run_depthwise_int8(plan: DepthwiseInt8Plan, x, threads=None) -> np.ndarray:
@@ -364,12 +363,9 @@ def run_depthwise_int8(plan: DepthwiseInt8Plan, x, threads=None) -> np.ndarray:
     assert x.shape[3] == plan.in_c, "channels differ from the filter's"
     out = np.empty((x.shape[0], *plan.out_hwc), np.int8)
     args = (x, plan.w16, plan.params, plan.w_pairs, plan.q, plan.ints, out)
-    rows, threads = x.shape[0] * plan.out_hwc[0], threads_or_default(threads)
     macs = out.size * plan.w16.shape[0] * plan.w16.shape[1]
-    if threads == 1 or 4 * macs < pool.MIN_PARALLEL_FLOPS:  # a quarter of the GEMM's bar
-        _dw_plan_rows(*args, 0, rows)
-    else:
-        parallel_blocks(lambda r0, r1: _dw_plan_rows(*args, r0, r1), rows, threads)
+    pool.split_run(_dw_plan_rows, _dw_plan_split, args, x.shape[0] * plan.out_hwc[0],
+                   threads_or_default(threads), 2 * macs)
     return out
 
 
@@ -409,6 +405,14 @@ def _dw_acc_rows(x, w16, zps, ints, acc_out, row0, row1):
             _dw_pixel(acc_out[b, oy, ox], x, w16, b, oy, ox, zps[b], ints, xs)
 
 
+@kernel(parallel=True)
+def _dw_acc_split(x, w16, zps, ints, acc_out, rows, parts):
+    """`_dw_acc_rows` over rows 0..rows-1 in `parts` parts at once."""
+    for i in prange(parts):
+        r0, r1 = pool.part(rows, parts, i)
+        _dw_acc_rows(x, w16, zps, ints, acc_out, r0, r1)
+
+
 def depthwise_conv2d_int8_acc_fast(x, w16, zps, stride_h, stride_w, dil_h, dil_w, pad_top,
                                    pad_left, out_h, out_w, depth_multiplier,
                                    threads=None):  # fmt: skip
@@ -424,8 +428,6 @@ def depthwise_conv2d_int8_acc_fast(x, w16, zps, stride_h, stride_w, dil_h, dil_w
                      out_w, depth_multiplier], np.int64)  # fmt: skip
     acc = np.empty((x.shape[0], out_h, out_w, w16.shape[2]), np.int32)
 
-    def rows(r0, r1):
-        _dw_acc_rows(x, w16, zps, ints, acc, r0, r1)
-
-    _rows_in_parallel(rows, x.shape[0] * out_h, acc.size * w16.shape[0] * w16.shape[1], threads)
+    pool.split_run(_dw_acc_rows, _dw_acc_split, (x, w16, zps, ints, acc), x.shape[0] * out_h,
+                   threads_or_default(threads), 2 * acc.size * w16.shape[0] * w16.shape[1])
     return acc

@@ -20,9 +20,9 @@ so the result is the reference's int64 sum whatever the order.
 Epilogues: conv/depthwise clamp(MBQM_int64(acc + bias, M, shift)), with each channel's 16-bit
 multiplier reduced once at prepare (`fixedpoint.mbqm_int64_params`), so the per-channel loop
 has no branches; FC clamp(int32(round_half_away(double(acc + bias) * eff))). Each op's output
-is split into blocks of output pixels run by `threads.parallel_blocks` (serial nogil kernels),
-or into weight panels when there are fewer pixel blocks than threads; ops under
-MIN_PARALLEL_FLOPS stay on the calling thread.
+is split into blocks of output pixels (`threads.split_grid`: serial nogil kernels in a compiled
+prange), or into weight panels when there are fewer pixel blocks than threads; ops under
+MIN_SPLIT_FLOPS stay on the calling thread.
 """
 
 from typing import NamedTuple
@@ -32,10 +32,9 @@ from qengine.kernels import threads as pool
 from qengine.kernels.emit import addr
 from qengine.kernels.fixedpoint import mbqm_int64_params, mbqm_int64_reduced, round_half_away_int32
 from qengine.kernels.gemm_int8 import _tile as _tile_6x16  # with a raw `q`: stores int32 sums
-from qengine.kernels.jit import inline_kernel, kernel
+from qengine.kernels.jit import inline_kernel, kernel, prange
 from qengine.kernels.pack import LANES, ROWS
 from qengine.kernels.pack import pack_conv_weights as _pack_conv_weights
-from qengine.kernels.threads import parallel_blocks
 
 __all__ = [
     "BLOCK_TAPS",
@@ -179,16 +178,16 @@ def _gemm16_part(x, panels, bias, reduced, total, eff_scale, act_min, act_max, k
                            eff_scale, act_min, act_max, out)  # fmt: skip
 
 
-def _split_run(work, blocks: int, n_panels: int, threads: int, flops: int) -> None:
-    """work(blk0, blk1, pan0, pan1) over all blocks x panels on `threads` threads: split by
-    pixel blocks when there are enough of them, else by weight panels; small ops (under
-    MIN_PARALLEL_FLOPS) stay on the calling thread."""
-    if threads <= 1 or flops < pool.MIN_PARALLEL_FLOPS:
-        work(0, blocks, 0, n_panels)
-    elif blocks >= _MIN_BLOCKS_PER_THREAD * threads or n_panels < threads:
-        parallel_blocks(lambda b0, b1: work(b0, b1, 0, n_panels), blocks, threads)
-    else:
-        parallel_blocks(lambda p0, p1: work(0, blocks, p0, p1), n_panels, threads)
+@kernel(parallel=True)
+def _gemm16_split(x, panels, bias, reduced, total, eff_scale, act_min, act_max, k_h, k_w,
+                  stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w, out, blocks,
+                  n_panels, by_panels, parts):  # fmt: skip
+    """`_gemm16_part` over all of out in `parts` parts at once (threads.split_grid)."""
+    for i in prange(parts):
+        b0, b1, p0, p1 = pool.grid_part(blocks, n_panels, by_panels, parts, i)
+        _gemm16_part(x, panels, bias, reduced, total, eff_scale, act_min, act_max, k_h, k_w,
+                     stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w, out, b0,
+                     b1, p0, p1)  # fmt: skip
 
 
 def _expect_channels(x, channels: int) -> None:
@@ -205,12 +204,11 @@ def _run_gemm16(plan: Conv16Plan, x, geometry, threads: int) -> np.ndarray:
     out = np.empty((pixels, plan.out_c), np.int16)
     blocks = (pixels + ROWS - 1) // ROWS
 
-    def work(blk0, blk1, pan0, pan1):
-        _gemm16_part(x, plan.panels, plan.bias, plan.reduced, plan.total, plan.eff_scale,
-                     plan.act_min, plan.act_max, *geometry, out, blk0, blk1, pan0, pan1)
-
+    args = (x, plan.panels, plan.bias, plan.reduced, plan.total, plan.eff_scale, plan.act_min,
+            plan.act_max, *geometry, out)
     flops = 2 * pixels * plan.out_c * plan.panels.shape[1] * 2
-    _split_run(work, blocks, plan.panels.shape[0], threads, flops)
+    pool.split_grid(_gemm16_part, _gemm16_split, args, blocks, plan.panels.shape[0], threads,
+                    flops, _MIN_BLOCKS_PER_THREAD)
     return out
 
 
@@ -294,20 +292,25 @@ def _depthwise16_rows(x, w, bias, reduced, total, act_min, act_max, stride_h, st
                                                 act_min, act_max)
 
 
+@kernel(parallel=True)
+def _depthwise16_split(x, w, bias, reduced, total, act_min, act_max, stride_h, stride_w, dil_h,
+                       dil_w, pad_top, pad_left, out_h, out_w, dm, out, rows, parts):  # fmt: skip
+    """`_depthwise16_rows` over rows 0..rows-1 in `parts` parts at once (threads.split_run)."""
+    for i in prange(parts):
+        r0, r1 = pool.part(rows, parts, i)
+        _depthwise16_rows(x, w, bias, reduced, total, act_min, act_max, stride_h, stride_w,
+                          dil_h, dil_w, pad_top, pad_left, out_h, out_w, dm, out, r0, r1)
+
+
 def run_depthwise_int16(plan: Depthwise16Plan, x, threads: int = 1) -> np.ndarray:
     """x [N, H, W, Ci] int16 → [N, out_h, out_w, Co] int16."""
     out_h, out_w = plan.geometry[6:8]
     _expect_channels(x, plan.w.shape[2] // plan.geometry[8])
     out = np.empty((x.shape[0], out_h, out_w, plan.w.shape[2]), np.int16)
 
-    def work(row0, row1):
-        _depthwise16_rows(x, plan.w, plan.bias, plan.reduced, plan.total, plan.act_min,
-                          plan.act_max, *plan.geometry, out, row0, row1)
-
-    rows = x.shape[0] * out_h
+    args = (x, plan.w, plan.bias, plan.reduced, plan.total, plan.act_min, plan.act_max,
+            *plan.geometry, out)
     flops = 2 * out.size * plan.w.shape[0] * plan.w.shape[1]
-    if threads <= 1 or flops < pool.MIN_PARALLEL_FLOPS:
-        work(0, rows)
-    else:
-        parallel_blocks(work, rows, threads)
+    pool.split_run(_depthwise16_rows, _depthwise16_split, args, x.shape[0] * out_h, threads,
+                   flops)
     return out

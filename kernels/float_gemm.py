@@ -24,7 +24,7 @@ product is rounded before its sum, as in the ai-edge-litert wheel (built without
 fused multiply-add would be ~1.5x faster in compute-bound layers but changes the last bits,
 which a network like Basic Pitch's nmp amplifies past the 1e-5 tolerance of its outputs. The
 vectors only run different outputs side by side. Both drivers are serial; the caller splits
-the output between threads (`kernels/threads.parallel_blocks`).
+the output between threads (the `*_split` drivers at the end, run by `threads.split_run`).
 """
 
 import llvmlite.binding as llvm_binding
@@ -34,7 +34,8 @@ from llvmlite import ir
 from numba.core import types
 from numba.core.extending import intrinsic
 
-from .jit import inline_kernel, kernel
+from . import threads as pool
+from .jit import inline_kernel, kernel, prange
 
 ROWS = 12  # output pixels per conv tile
 LANES = 16  # output channels per conv weight panel (two float32x8 accumulators per pixel)
@@ -396,9 +397,17 @@ def _tap_addresses(ptrs, x, zeros, n, oy, ox, slot, stride_h, stride_w, dil_h, d
                 ptrs[t, slot] = zeros.ctypes.data
 
 
+@inline_kernel
+def _conv_fits(x, panels, bias, out, k_h, k_w, p0, p1):
+    """conv2d_f32_rows' operands fit each other and [p0, p1) lies inside out."""
+    return (panels.shape[1] == k_h * k_w * x.shape[3] and panels.shape[0] * LANES >= out.shape[1]
+            and bias.shape[0] >= panels.shape[0] * LANES and 0 <= p0 <= p1 <= out.shape[0]
+            and out.shape[0] % max(x.shape[0], 1) == 0)
+
+
 @kernel
-def conv2d_f32_rows(x, panels, bias, out, p0, p1, out_w, k_h, k_w, stride_h, stride_w, dil_h,
-                    dil_w, pad_top, pad_left, act_min, act_max, wide):
+def conv2d_f32_rows(x, panels, bias, out, out_w, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
+                    pad_top, pad_left, act_min, act_max, wide, p0, p1):
     """Output pixels [p0, p1) of a float CONV_2D into out [N*OH*OW, Co] float32 (see the
     module docstring). x [N,H,W,Ci] float32, panels from pack_conv_f32, bias [panels*16];
     wide: the 16-lane tile (WIDE, for AVX-512), else two 6x16 tiles of 8-lane vectors.
@@ -406,11 +415,10 @@ def conv2d_f32_rows(x, panels, bias, out, p0, p1, out_w, k_h, k_w, stride_h, str
     With dil_w == 1, a filter row's KW taps read KW*Ci consecutive floats of the input, in
     the order of the packed weights: a tile whose pixels all have their window inside the
     image's columns gets one address per filter row (KH "taps" of KW*Ci channels)."""
+    if not _conv_fits(x, panels, bias, out, k_h, k_w, p0, p1):
+        raise ValueError("conv2d_f32_rows: panels, bias, out or [p0, p1) do not fit x")
     per_image = out.shape[0] // x.shape[0]
     in_w, in_c = x.shape[2], x.shape[3]
-    if panels.shape[1] != k_h * k_w * in_c or panels.shape[0] * LANES < out.shape[1] or \
-            bias.shape[0] < panels.shape[0] * LANES or not 0 <= p0 <= p1 <= out.shape[0]:
-        raise ValueError("conv2d_f32_rows: panels, bias, out or [p0, p1) do not fit x")
     zeros = np.zeros(k_w * in_c, np.float32)
     ptrs = np.empty((k_h * k_w, ROWS), np.int64)
     scratch = np.empty((ROWS, LANES), np.float32)
@@ -511,9 +519,17 @@ def _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_mi
                     out[t0 + r, oc0 + c] = scratch[r, c]
 
 
+@inline_kernel
+def _narrow_fits(x, w8, bias, out, k_h, k_w, r0, r1):
+    """conv2d_f32_narrow_rows' operands fit each other and rows [r0, r1) lie inside out."""
+    return (w8.shape[0] == k_h * k_w * x.shape[3] and w8.shape[1] == NARROW
+            and out.shape[3] <= NARROW and bias.shape[0] == out.shape[3]
+            and out.shape[0] == x.shape[0] and 0 <= r0 <= r1 <= out.shape[0] * out.shape[1])
+
+
 @kernel
-def conv2d_f32_narrow_rows(x, w8, bias, out, r0, r1, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
-                           pad_top, pad_left, act_min, act_max, wide):
+def conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
+                           pad_top, pad_left, act_min, act_max, wide, r0, r1):
     """Output rows [r0, r1) (row = n*OH + oy) of a float CONV_2D with few output channels
     (NARROW or less: a 16-channel panel would be mostly zeros) into out [N,OH,OW,Co].
     x [N,H,W,Ci], w8 [KH*KW*Ci, 8] float32 from pack_narrow_f32, bias [Co].
@@ -528,9 +544,8 @@ def conv2d_f32_narrow_rows(x, w8, bias, out, r0, r1, k_h, k_w, stride_h, stride_
     in_h, in_c = x.shape[1], x.shape[3]
     out_h, out_w, out_c = out.shape[1], out.shape[2], out.shape[3]
     depth = k_h * k_w * in_c
-    if w8.shape[0] != depth or w8.shape[1] != NARROW or out_c > NARROW or \
-            bias.shape[0] != out_c:
-        raise ValueError("conv2d_f32_narrow_rows: w8, bias and out do not fit x")
+    if not _narrow_fits(x, w8, bias, out, k_h, k_w, r0, r1):
+        raise ValueError("conv2d_f32_narrow_rows: w8, bias, out or [r0, r1) do not fit x")
     lanes = 2 * VEC if wide else VEC
     span = out_w + ((k_w - 1) * dil_w) // stride_w  # columns j of each phase that are read
     rows = np.empty((in_h, in_c, stride_w, span), np.float32)
@@ -597,9 +612,18 @@ def _split_row(x, rows, n, iy, pad_left, stride_w):
                 rows[c, phase, j] = x[n, iy, ix, c] if 0 <= ix < in_w else 0
 
 
+@inline_kernel
+def _depthwise_fits(x, w, bias, out, k_h, k_w, r0, r1):
+    """depthwise_f32_rows' operands fit each other and rows [r0, r1) lie inside out."""
+    chans = out.shape[3]
+    return (chans >= VEC and x.shape[3] == chans and w.shape[1] == chans
+            and w.shape[0] == k_h * k_w and bias.shape[0] == chans and out.shape[0] == x.shape[0]
+            and 0 <= r0 <= r1 <= out.shape[0] * out.shape[1])
+
+
 @kernel
-def depthwise_f32_rows(x, w, bias, out, r0, r1, stride_h, stride_w, dil_h, dil_w, pad_top,
-                       pad_left, k_h, k_w, act_min, act_max):
+def depthwise_f32_rows(x, w, bias, out, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
+                       k_h, k_w, act_min, act_max, r0, r1):
     """Output rows [r0, r1) (row = n*OH + oy) of a float DEPTHWISE_CONV_2D with multiplier 1
     into out [N,OH,OW,C], C >= 8. x [N,H,W,C] float32, w [KH*KW, C] float32, bias [C]:
     out[n,oy,ox,c] = clamp(bias[c] + Σ_{ky,kx} x[n, oy*sh-pt+ky*dh, ox*sw-pl+kx*dw, c]
@@ -608,8 +632,8 @@ def depthwise_f32_rows(x, w, bias, out, r0, r1, stride_h, stride_w, dil_h, dil_w
     (`_dw_run`); the others gather per pixel, zeros for taps in the padding (`_dw_vec`)."""
     in_h, in_w = x.shape[1], x.shape[2]
     out_h, out_w, chans = out.shape[1], out.shape[2], out.shape[3]
-    if chans < VEC or x.shape[3] != chans or w.shape[1] != chans or bias.shape[0] != chans:
-        raise ValueError("depthwise_f32_rows: x, w, bias and out need the same C >= 8")
+    if not _depthwise_fits(x, w, bias, out, k_h, k_w, r0, r1):
+        raise ValueError("depthwise_f32_rows: x, w, bias, out or [r0, r1) do not fit (C >= 8)")
     taps = k_h * k_w
     zeros = np.zeros(chans, np.float32)
     ptrs = np.empty((taps, 1), np.int64)
@@ -702,3 +726,41 @@ def _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, ox0, ox1, stride_h, stride_w
             c = _block_start(block, chans)
             _dw_vec(ptrs.ctypes.data, taps, c, w[0, c:].ctypes.data, chans,
                     bias[c:].ctypes.data, o[c:].ctypes.data, low, high)
+
+
+# --- threads: each kernel's range cut into `parts` run at once (threads.split_run) -----------
+# A ValueError inside a prange is lost (Numba drops it and the part's output stays unwritten),
+# so each driver checks the whole range first.
+
+
+@kernel(parallel=True)
+def conv2d_f32_split(x, panels, bias, out, out_w, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
+                     pad_top, pad_left, act_min, act_max, wide, pixels, parts):
+    if not _conv_fits(x, panels, bias, out, k_h, k_w, 0, pixels):
+        raise ValueError("conv2d_f32_rows: panels, bias, out or [p0, p1) do not fit x")
+    for i in prange(parts):
+        p0, p1 = pool.part(pixels, parts, i)
+        conv2d_f32_rows(x, panels, bias, out, out_w, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
+                        pad_top, pad_left, act_min, act_max, wide, p0, p1)
+
+
+@kernel(parallel=True)
+def conv2d_f32_narrow_split(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
+                            pad_top, pad_left, act_min, act_max, wide, rows, parts):
+    if not _narrow_fits(x, w8, bias, out, k_h, k_w, 0, rows):
+        raise ValueError("conv2d_f32_narrow_rows: w8, bias, out or [r0, r1) do not fit x")
+    for i in prange(parts):
+        r0, r1 = pool.part(rows, parts, i)
+        conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
+                               pad_top, pad_left, act_min, act_max, wide, r0, r1)
+
+
+@kernel(parallel=True)
+def depthwise_f32_split(x, w, bias, out, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
+                        k_h, k_w, act_min, act_max, rows, parts):
+    if not _depthwise_fits(x, w, bias, out, k_h, k_w, 0, rows):
+        raise ValueError("depthwise_f32_rows: x, w, bias, out or [r0, r1) do not fit (C >= 8)")
+    for i in prange(parts):
+        r0, r1 = pool.part(rows, parts, i)
+        depthwise_f32_rows(x, w, bias, out, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
+                           k_h, k_w, act_min, act_max, r0, r1)

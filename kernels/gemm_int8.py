@@ -17,9 +17,9 @@ XNNPACK fp32) or stores the int32 accumulators (FC's double epilogue and hybrid 
 then run over them). The accumulation is `tile_sums`, which hybrid CONV_2D's float-epilogue
 tiles (`hybrid_conv.py`) share.
 
-Threads: `parallel_blocks` of `threads.py` splits the output over row blocks (or weight
-panels when there are fewer row blocks than threads); each block is one call of the serial
-`nogil` kernel `_gemm_blocks`.
+Threads: `_gemm_split` runs the serial `nogil` kernel `_gemm_blocks` over row blocks (or weight
+panels when there are fewer row blocks than threads) in a `prange`, as many parts as
+`threads.split_cores` grants.
 """
 
 from typing import NamedTuple
@@ -46,7 +46,7 @@ from qengine.kernels.emit import (
     splat,
 )
 from qengine.kernels.fully_connected import fully_connected_int8
-from qengine.kernels.jit import inline_kernel, kernel
+from qengine.kernels.jit import inline_kernel, kernel, prange
 from qengine.kernels.pack import LANES, ROWS, PackedConvWeights, pack_block
 from qengine.kernels.requant import (
     PARAM_ROWS,
@@ -59,7 +59,6 @@ from qengine.kernels.requant import (
     fp32_bits,
     requant_params,
 )
-from qengine.kernels.threads import parallel_blocks
 
 __all__ = [
     "ConvInt8Plan",
@@ -222,20 +221,21 @@ def threads_or_default(threads):
     return numba.get_num_threads() if threads is None else threads
 
 
+@kernel(parallel=True)
+def _gemm_split(x, panels, q, ints, out, blocks, n_panels, by_panels, parts):
+    """`_gemm_blocks` over all of out in `parts` parts at once (threads.split_grid)."""
+    for i in prange(parts):
+        b0, b1, p0, p1 = pool.grid_part(blocks, n_panels, by_panels, parts, i)
+        _gemm_blocks(x, panels, q, ints, out, b0, b1, p0, p1)
+
+
 def _gemm(x, panels, q, ints, out, threads):
     """Fill out [P, Co] from x [N, H, W, Ci] int8 on `threads` threads: split over row blocks,
     or over weight panels when there are fewer row blocks than threads."""
     pixels, n_panels = out.shape[0], panels.shape[0]
-    blocks = -(-pixels // ROWS)
-    macs = pixels * panels.shape[1] * 2 * n_panels * LANES
-    if threads <= 1 or 2 * macs < pool.MIN_PARALLEL_FLOPS or (blocks < 2 and n_panels < 2):
-        _gemm_blocks(x, panels, q, ints, out, 0, blocks, 0, n_panels)
-    elif blocks >= threads or n_panels < 2:
-        parallel_blocks(lambda b0, b1: _gemm_blocks(x, panels, q, ints, out, b0, b1, 0, n_panels),
-                        blocks, threads)  # fmt: skip
-    else:
-        parallel_blocks(lambda p0, p1: _gemm_blocks(x, panels, q, ints, out, 0, blocks, p0, p1),
-                        n_panels, threads)  # fmt: skip
+    flops = 2 * pixels * panels.shape[1] * 2 * n_panels * LANES
+    pool.split_grid(_gemm_blocks, _gemm_split, (x, panels, q, ints, out), -(-pixels // ROWS),
+                    n_panels, threads, flops)
 
 
 # --- plans -----------------------------------------------------------------------------------

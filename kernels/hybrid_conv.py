@@ -26,8 +26,8 @@ Tiles whose last channels do not fill the vector store it anyway where the spill
 outputs the same call writes later, else they go through a scratch tile. Epilogue parameters
 come in a float32 table [groups of 16 channels, 6, 16]: corr (int32 bits), pre, scale, bias, lo,
 hi; `plan_*` fill what is fixed at prepare time, `run_*` the per-image scale (and corr). Work is
-split over output row blocks (or weight panels) between the calling thread and
-`kernels/threads.py`'s pool, each block a serial nogil kernel; small layers stay serial.
+split over output row blocks (or weight panels) by `threads.split_grid`/`split_run`: each part
+a call of a serial nogil kernel inside a compiled prange (`_*_split`); small layers stay serial.
 """
 
 from typing import NamedTuple
@@ -50,7 +50,7 @@ from qengine.kernels.emit import (
 )
 from qengine.kernels.gemm_int8 import _copy_tile, tile_sums
 from qengine.kernels.hybrid import SPARE_BYTES
-from qengine.kernels.jit import kernel
+from qengine.kernels.jit import kernel, prange
 from qengine.kernels.pack import (
     DW_ORDER,
     LANES,
@@ -59,7 +59,6 @@ from qengine.kernels.pack import (
     interleave_taps,
     pack_block,
 )
-from qengine.kernels.threads import parallel_blocks
 
 __all__ = [
     "HybridConvPlan",
@@ -225,16 +224,12 @@ def _hconv_part(x, panels, table, ints, zp, out, blk0, blk1, pan0, pan1):
                 _copy_tile(tail, out, p0, oc0, rows, width)
 
 
-def _parallel(work, blocks, n_panels, macs, threads):
-    """work(blk0, blk1, pan0, pan1) over `threads` parts: split the row blocks, or the weight
-    panels when there are fewer row blocks than threads; on this thread alone for a small
-    layer (handing a block to the pool costs more than it saves)."""
-    if threads <= 1 or 2 * macs < pool.MIN_PARALLEL_FLOPS or (blocks < 2 and n_panels < 2):
-        work(0, blocks, 0, n_panels)
-    elif blocks >= threads or n_panels < 2:
-        parallel_blocks(lambda b0, b1: work(b0, b1, 0, n_panels), blocks, threads)
-    else:
-        parallel_blocks(lambda p0, p1: work(0, blocks, p0, p1), n_panels, threads)
+@kernel(parallel=True)
+def _hconv_split(x, panels, table, ints, zp, out, blocks, n_panels, by_panels, parts):
+    """`_hconv_part` over all of out in `parts` parts at once (threads.split_grid)."""
+    for i in prange(parts):
+        b0, b1, p0, p1 = pool.grid_part(blocks, n_panels, by_panels, parts, i)
+        _hconv_part(x, panels, table, ints, zp, out, b0, b1, p0, p1)
 
 
 def run_hybrid_conv(plan: HybridConvPlan, q, zps, scales, threads=1) -> np.ndarray:
@@ -247,13 +242,10 @@ def run_hybrid_conv(plan: HybridConvPlan, q, zps, scales, threads=1) -> np.ndarr
     out = np.empty((n, pixels, out_c), np.float32)
     for b in range(n):
         table = _image_table(plan.table, out_c, scales[b])
-        x, zp, dst = q[b : b + 1], int(zps[b]), out[b]
-
-        def work(blk0, blk1, pan0, pan1, x=x, table=table, zp=zp, dst=dst):
-            _hconv_part(x, plan.panels, table, plan.ints, zp, dst, blk0, blk1, pan0, pan1)
-
-        macs = pixels * plan.panels.shape[1] * 2 * out_c
-        _parallel(work, -(-pixels // ROWS), plan.panels.shape[0], macs, threads)
+        args = (q[b : b + 1], plan.panels, table, plan.ints, int(zps[b]), out[b])
+        flops = 2 * pixels * plan.panels.shape[1] * 2 * out_c
+        pool.split_grid(_hconv_part, _hconv_split, args, -(-pixels // ROWS),
+                        plan.panels.shape[0], threads, flops)
     return out.reshape(n, out_h, out_w, out_c)
 
 
@@ -401,6 +393,22 @@ def _with_spare_bytes(q):
     return buffer[: q.size].reshape(q.shape)
 
 
+@kernel(parallel=True)
+def _hdw_split(x, w_pairs, table, ints, zp, out, rows, parts):
+    """`_hdw_rows` over rows 0..rows-1 in `parts` parts at once (threads.split_run)."""
+    for i in prange(parts):
+        r0, r1 = pool.part(rows, parts, i)
+        _hdw_rows(x, w_pairs, table, ints, zp, out, r0, r1)
+
+
+@kernel(parallel=True)
+def _hdw_pixel_split(x, w16, table, ints, zp, out, rows, parts):
+    """`_hdw_pixel_rows` over rows 0..rows-1 in `parts` parts at once (threads.split_run)."""
+    for i in prange(parts):
+        r0, r1 = pool.part(rows, parts, i)
+        _hdw_pixel_rows(x, w16, table, ints, zp, out, r0, r1)
+
+
 def run_hybrid_depthwise(plan: HybridDepthwisePlan, q, zps, scales, threads=1) -> np.ndarray:
     """q [N, H, W, Ci] int8 (image b quantized with zero point zps[b]; `hybrid.quantize_images`
     leaves the spare bytes the tap loads need, other arrays are copied), scales [N, Co] float32
@@ -415,20 +423,12 @@ def run_hybrid_depthwise(plan: HybridDepthwisePlan, q, zps, scales, threads=1) -
         x, zp, dst = q[b : b + 1], int(zps[b]), out[b]
         if multiplier == 1:
             table = _image_table(plan.table, out_c, scales[b], zp * plan.sum_w, DW_ORDER)
-
-            def work(row0, row1, x=x, table=table, zp=zp, dst=dst):
-                _hdw_rows(x, plan.w_pairs, table, plan.ints, zp, dst, row0, row1)
+            serial, driver, w = _hdw_rows, _hdw_split, plan.w_pairs
         else:
             table = _image_table(plan.table, out_c, scales[b])
             table = np.ascontiguousarray(table.transpose(1, 0, 2).reshape(6, -1))
-
-            def work(row0, row1, x=x, table=table, zp=zp, dst=dst):
-                _hdw_pixel_rows(x, plan.w16, table, plan.ints, zp, dst, row0, row1)
-
-        macs = out_h * out_w * out_c * plan.ints[13] * plan.ints[14]
-        # as `_parallel`, with a lower bar: a depthwise MAC costs several GEMM ones
-        if threads > 1 and out_h > 1 and 2 * macs >= pool.MIN_PARALLEL_FLOPS // 4:
-            parallel_blocks(work, out_h, threads)
-        else:
-            work(0, out_h)
+            serial, driver, w = _hdw_pixel_rows, _hdw_pixel_split, plan.w16
+        # a depthwise MAC costs several GEMM ones: 4 x the flops against the GEMM's bar
+        flops = 8 * out_h * out_w * out_c * plan.ints[13] * plan.ints[14]
+        pool.split_run(serial, driver, (x, w, table, plan.ints, zp, dst), out_h, threads, flops)
     return out

@@ -18,15 +18,18 @@ from pathlib import Path
 
 # Importing the kernels changes two process-wide settings, listed by environment_changes() (and
 # `qengine --version`); QENGINE_KEEP_ENV=1 leaves both alone, and a user's own setting wins:
-# - OMP_WAIT_POLICY=PASSIVE. Numba's OpenMP workers spin after each parallel region by default,
-#   and so do OpenBLAS's after each matmul: with N threads on N cores the two pools then take
-#   turns starving each other (the 2-thread float MobileNetV2 took 146 ms instead of 13).
-#   Passive waiting, set before Numba loads libgomp, fixes that.
+# - GOMP_SPINCOUNT=50000, unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set: after a parallel
+#   region, Numba's OpenMP workers spin about 1 ms (20 ns a spin here) before sleeping, so the
+#   next op's split (`threads.split_cores`) starts in ~2 us instead of the ~60 us of waking a
+#   sleeping worker. GNU's default, 300000, spins ~5 ms; passive waiting (no spin) made a
+#   split of under 100 us of work slower than one thread. OpenBLAS's pool, whose spinning
+#   used to fight these workers, is held at one thread inside runs (runtime.interpreter).
 # - numba.config.CACHE_DIR, for every @njit(cache=True) in the process (see _cache_dir).
 KEEP_ENV = os.environ.get("QENGINE_KEEP_ENV", "") not in ("", "0")
 _CHANGES: dict[str, str] = {}
-if not KEEP_ENV and "OMP_WAIT_POLICY" not in os.environ:
-    os.environ["OMP_WAIT_POLICY"] = _CHANGES["OMP_WAIT_POLICY"] = "PASSIVE"
+OMP_SPINCOUNT = "50000"
+if not KEEP_ENV and not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(os.environ):
+    os.environ["GOMP_SPINCOUNT"] = _CHANGES["GOMP_SPINCOUNT"] = OMP_SPINCOUNT
 
 import numba
 import numba.core.event

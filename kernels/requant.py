@@ -20,8 +20,8 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from qengine.kernels.emit import I64, USE_AVX2, V8F32, V8I32, splat
 from qengine.kernels.fixedpoint import round_half_away_int32
-from qengine.kernels.jit import kernel
-from qengine.kernels.threads import parallel_blocks
+from qengine.kernels.jit import kernel, prange
+from qengine.kernels.threads import part, split_run
 
 MBQM, FP32, RAW = "mbqm", "fp32", "raw"
 
@@ -236,6 +236,14 @@ def hybrid_rows(acc, out, pre, scale, bias, zp_sums, lo, hi, per_image, p0, p1):
             out[p, c] = v
 
 
+@kernel(parallel=True)
+def _hybrid_split(acc, out, pre, scale, bias, zp_sums, lo, hi, per_image, pixels, parts):
+    """`hybrid_rows` over pixels 0..pixels-1 in `parts` parts at once (threads.split_run)."""
+    for i in prange(parts):
+        p0, p1 = part(pixels, parts, i)
+        hybrid_rows(acc, out, pre, scale, bias, zp_sums, lo, hi, per_image, p0, p1)
+
+
 def apply_hybrid(acc, e: HybridEpilogue, threads: int):
     """`HybridEpilogue` over acc [N, ..., Co] int32 (image b = acc[b]) → float32 of the same
     shape, split over `threads` threads when large."""
@@ -244,12 +252,8 @@ def apply_hybrid(acc, e: HybridEpilogue, threads: int):
     out = np.empty(flat.shape, np.float32)
     per_image = flat.shape[0] // max(n, 1)
 
-    def rows(p0, p1):
-        hybrid_rows(flat, out, e.pre, e.scale, e.bias, e.zp_sums, np.float32(e.lo),
-                    np.float32(e.hi), per_image, p0, p1)  # fmt: skip
-
-    if threads > 1 and flat.size >= 65536:
-        parallel_blocks(rows, flat.shape[0], threads)
-    else:
-        rows(0, flat.shape[0])
+    args = (flat, out, e.pre, e.scale, e.bias, e.zp_sums, np.float32(e.lo), np.float32(e.hi),
+            per_image)
+    # an element costs about what 100 GEMM flops do (~1 ns): split from ~20k elements on
+    split_run(hybrid_rows, _hybrid_split, args, flat.shape[0], threads, 100 * flat.size)
     return out.reshape(acc.shape)

@@ -13,6 +13,14 @@ into that many blocks plus its own. So two user threads each running an
 `Interpreter(num_threads=2)` on two cores run two blocks at once between them, not four.
 (One-thread work does not come here and is not counted; a block calling parallel_blocks
 again runs its range itself.)
+
+Two ways to hand work to the other cores, sharing that count:
+- `split_cores` for compiled kernels: the call site runs a `prange(parts)` driver, whose
+  helpers are the workers of Numba's threading layer (OpenMP here). They spin for about a
+  millisecond after each parallel region before sleeping (GOMP_SPINCOUNT, set in jit.py), so
+  the next op's split starts in ~2 us: a 2 x 25 us split takes ~28 us.
+- `parallel_blocks` for Python callables (BLAS, NumPy): pool threads that sleep on a queue.
+  A hand-off costs ~80 us on a 2-vCPU VM (a futex wake of an idle vCPU, then the GIL).
 """
 
 from __future__ import annotations
@@ -21,7 +29,9 @@ import os
 import threading
 from queue import SimpleQueue
 
+import numba
 import numpy as np
+from qengine.kernels.jit import inline_kernel
 
 # Below this many flops (2*M*K*N) work stays on the calling thread (kernels read it at call
 # time). A hand-off to a pool thread costs ~80 us on the 2-vCPU VM this was measured on: the
@@ -31,6 +41,10 @@ import numpy as np
 # --threads 1 2`, float/int8/dynamic): at 4M, 2 threads took 0.75-0.94x the 1-thread speed;
 # at 40M, 1.01-1.05x. The tests lower it so their small cases take the split paths.
 MIN_PARALLEL_FLOPS = 40_000_000
+# The same bar for `split_cores`: below it a compiled split costs more than it saves.
+# Splitting ~10 us of int8 GEMM (1M flops) pays already; 0.5M-4M measured within noise
+# of each other on 4 published models at 2 threads.
+MIN_SPLIT_FLOPS = 1_000_000
 # im2col copies are made and multiplied in blocks of about this size (L2 512 KiB, L3 16 MiB)
 COPY_BLOCK_BYTES = 4 << 20
 
@@ -100,20 +114,111 @@ def _release(n: int) -> None:
 
 
 def _after_fork_in_child() -> None:
-    """A forked child has none of the parent's threads: start over."""
-    global _lock, _running, _tasks, _workers
+    """A forked child has none of the parent's threads: start over. GNU OpenMP cannot start a
+    parallel region in a child forked after the parent ran one (Numba aborts the child), so
+    the child runs compiled work on one thread."""
+    global _lock, _running, _tasks, _workers, _regions_allowed
     _lock, _running, _tasks, _workers = threading.Condition(), 0, SimpleQueue(), 0
+    _regions_allowed = False
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+_regions_allowed = True  # False in a forked child
+# Numba's workqueue layer (its fallback when neither TBB nor OpenMP loads) aborts the process
+# on two parallel regions at once: with it, a region waits for this lock or runs on one part.
+_one_region = threading.Lock()
+_layer_is_threadsafe: bool | None = None  # known after the first region
+
+
+class split_cores:
+    """`with split_cores(threads, total) as parts:` how many parts (1..threads) to cut `total`
+    items into for a compiled `prange(parts)` driver, cores reserved as `parallel_blocks` does;
+    1 means run the serial kernel. Numba's thread count is `parts` inside the block."""
+
+    __slots__ = ("claimed", "helpers", "locked", "previous", "wanted")
+
+    def __init__(self, threads: int, total: int):
+        self.wanted = min(threads, total) - 1
+        self.claimed = self.locked = False
+        self.helpers = self.previous = 0
+
+    def __enter__(self) -> int:
+        if self.wanted < 1 or not _regions_allowed or getattr(_inside, "block", False):
+            return 1
+        wanted = self.wanted
+        if not _layer_is_threadsafe:  # another region running: this caller's counts alone
+            self.locked = _one_region.acquire(blocking=False)
+            wanted = wanted if self.locked else 0
+        self.helpers, self.claimed = _claim_helpers(wanted), True
+        if self.helpers:
+            self.previous = numba.get_num_threads()
+            if self.previous != self.helpers + 1:
+                numba.set_num_threads(self.helpers + 1)
+        return self.helpers + 1
+
+    def __exit__(self, *error) -> None:
+        global _layer_is_threadsafe
+        if self.helpers:
+            if self.previous != self.helpers + 1:
+                numba.set_num_threads(self.previous)
+            if _layer_is_threadsafe is None:
+                _layer_is_threadsafe = numba.threading_layer() != "workqueue"
+        if self.claimed:
+            _release(self.helpers + 1)
+        if self.locked:
+            _one_region.release()
+
+
+@inline_kernel
+def part(total: int, parts: int, i: int) -> tuple[int, int]:
+    """[start, stop) of part i of range(total) cut into `parts` near-equal parts (the
+    compiled drivers' cut; `split` makes the same list in Python)."""
+    return total * i // parts, total * (i + 1) // parts
+
+
+def split_run(serial, driver, args: tuple, total: int, threads: int, flops: int) -> None:
+    """serial(*args, 0, total) on this thread, or driver(*args, total, parts): the same
+    range run as `parts` parts at once by a compiled prange (see split_cores), when the work
+    is worth splitting (flops ≥ MIN_SPLIT_FLOPS) and other cores are free."""
+    with split_cores(threads if flops >= MIN_SPLIT_FLOPS else 1, total) as parts:
+        if parts > 1:
+            driver(*args, total, parts)
+        else:
+            serial(*args, 0, total)
+
+
+def split_grid(serial, driver, args: tuple, blocks: int, n_panels: int, threads: int,
+               flops: int, min_blocks: int = 1) -> None:
+    """The GEMMs' split of blocks x weight panels: serial(*args, 0, blocks, 0, n_panels) on
+    this thread, or driver(*args, blocks, n_panels, by_panels, parts), whose prange part i runs
+    `grid_part(...)`'s share: row blocks, or weight panels when there are fewer than
+    min_blocks row blocks per thread (and at least 2 panels)."""
+    by_panels = blocks < min_blocks * threads and n_panels >= 2
+    with split_cores(threads if flops >= MIN_SPLIT_FLOPS else 1,
+                     n_panels if by_panels else blocks) as parts:
+        if parts > 1:
+            driver(*args, blocks, n_panels, by_panels, parts)
+        else:
+            serial(*args, 0, blocks, 0, n_panels)
+
+
+@inline_kernel
+def grid_part(blocks: int, n_panels: int, by_panels: bool, parts: int, i: int):
+    """(blk0, blk1, pan0, pan1) of part i of a `split_grid`."""
+    if by_panels:
+        p0, p1 = part(n_panels, parts, i)
+        return 0, blocks, p0, p1
+    b0, b1 = part(blocks, parts, i)
+    return b0, b1, 0, n_panels
+
+
 def split(total: int, parts: int) -> list[tuple[int, int]]:
     """[start, stop) ranges covering range(total) in `parts` near-equal blocks, none empty."""
     parts = max(1, min(parts, total))
-    bounds = [total * i // parts for i in range(parts + 1)]
-    return [(bounds[i], bounds[i + 1]) for i in range(parts)]
+    return [part(total, parts, i) for i in range(parts)]
 
 
 def parallel_blocks(work, total: int, threads: int) -> None:

@@ -10,6 +10,7 @@ FULLY_CONNECTED) runs as float and in qengine's int8, dynamic-range and 16x8 qua
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 
@@ -83,6 +84,20 @@ def builtin_variants():
             ("16x8", quantize(model, "int16x8", calibration, quiet=True))]
 
 
+@contextlib.contextmanager
+def _every_layer_split():
+    """Split work between threads however small (the built-in network's layers are below the
+    bars of kernels/threads.py), so runs with threads > 1 compile the kernels' split drivers."""
+    from qengine.kernels import threads
+
+    bars = threads.MIN_SPLIT_FLOPS, threads.MIN_PARALLEL_FLOPS
+    threads.MIN_SPLIT_FLOPS = threads.MIN_PARALLEL_FLOPS = 0
+    try:
+        yield
+    finally:
+        threads.MIN_SPLIT_FLOPS, threads.MIN_PARALLEL_FLOPS = bars
+
+
 def cmd_warmup(args) -> int:
     from .cli_common import generated_inputs
     from .flatbuffer_io import load
@@ -90,12 +105,13 @@ def cmd_warmup(args) -> int:
 
     start = time.perf_counter()
     models = [(path, load(path)) for path in args.models] or builtin_variants()
-    for name, model in models:
-        for threads in args.threads:
-            for arithmetic in ("ref", "xnnpack") if args.xnnpack else ("ref",):
-                interpreter = Interpreter(model, num_threads=threads, arithmetic=arithmetic)
-                interpreter.run(generated_inputs(interpreter.inputs, 0, quiet=True))
-        print(f"{name}: ready ({time.perf_counter() - start:.1f} s so far)")
+    with _every_layer_split():
+        for name, model in models:
+            for threads in args.threads:
+                for arithmetic in ("ref", "xnnpack") if args.xnnpack else ("ref",):
+                    interpreter = Interpreter(model, num_threads=threads, arithmetic=arithmetic)
+                    interpreter.run(generated_inputs(interpreter.inputs, 0, quiet=True))
+            print(f"{name}: ready ({time.perf_counter() - start:.1f} s so far)")
     from qengine.kernels.jit import cache_dir
 
     print(f"kernels cached in {cache_dir()}")

@@ -13,8 +13,11 @@ from qengine.kernels.float_gemm import (
     LANES,
     WIDE,
     conv2d_f32_narrow_rows,
+    conv2d_f32_narrow_split,
     conv2d_f32_rows,
+    conv2d_f32_split,
     depthwise_f32_rows,
+    depthwise_f32_split,
     pack_conv_f32,
     pack_narrow_f32,
     pad_channels,
@@ -60,9 +63,12 @@ def test_conv_equals_reference_order_twin(x_shape, out_c, kernel, stride, dilati
     out = np.full((pixels, out_c), np.nan, np.float32)
     panels, bias16 = pack_conv_f32(w), pad_channels(bias, LANES)
     cuts = sorted({0, min(7, pixels), min(12, pixels), pixels})  # short tiles of 7, 5, ...
+    args = (out_hw[1], *kernel, *stride, *dilation, *pad, low, high, wide)
     for p0, p1 in itertools.pairwise(cuts):  # as blocks of threads
-        conv2d_f32_rows(x, panels, bias16, out, p0, p1, out_hw[1], *kernel, *stride, *dilation,
-                        *pad, low, high, wide)
+        conv2d_f32_rows(x, panels, bias16, out, *args, p0, p1)
+    np.testing.assert_array_equal(out.reshape(want.shape), want)
+    out = np.full((pixels, out_c), np.nan, np.float32)
+    conv2d_f32_split(x, panels, bias16, out, *args, pixels, 3)  # 3 parts at once
     np.testing.assert_array_equal(out.reshape(want.shape), want)
 
 
@@ -73,8 +79,8 @@ def test_conv_clamp_lets_nan_through_and_bounds_inf():
     bias = np.zeros(16, np.float32)
     want = conv2d_f32(x, w, bias, (1, 1), (1, 1), (1, 1), out_hw, 0.0, 6.0)
     out = np.empty((25, 16), np.float32)
-    conv2d_f32_rows(x, pack_conv_f32(w), bias, out, 0, 25, 5, 3, 3, 1, 1, 1, 1, 1, 1, 0.0, 6.0,
-                    WIDE)
+    conv2d_f32_rows(x, pack_conv_f32(w), bias, out, 5, 3, 3, 1, 1, 1, 1, 1, 1, 0.0, 6.0, WIDE,
+                    0, 25)
     assert np.isnan(want).any() and (want == 6.0).any()
     np.testing.assert_array_equal(out.reshape(want.shape), want)
 
@@ -103,9 +109,12 @@ def test_depthwise_equals_reference_order_twin(x_shape, kernel, stride, dilation
     out = np.full(want.shape, np.nan, np.float32)
     rows = x_shape[0] * out_hw[0]
     flat_w = np.ascontiguousarray(w.reshape(-1, chans))
+    args = (*stride, *dilation, *pad, *kernel, low, high)
     for r0, r1 in [(0, rows // 2), (rows // 2, rows)]:
-        depthwise_f32_rows(x, flat_w, bias, out, r0, r1, *stride, *dilation, *pad, *kernel, low,
-                           high)
+        depthwise_f32_rows(x, flat_w, bias, out, *args, r0, r1)
+    np.testing.assert_array_equal(out, want)
+    out = np.full(want.shape, np.nan, np.float32)
+    depthwise_f32_split(x, flat_w, bias, out, *args, rows, 2)
     np.testing.assert_array_equal(out, want)
 
 
@@ -113,8 +122,8 @@ def test_depthwise_refuses_fewer_than_8_channels():  # the op pads those to 8
     x, w = np.zeros((1, 4, 4, 3), np.float32), np.zeros((9, 3), np.float32)
     out = np.empty((1, 4, 4, 3), np.float32)
     with pytest.raises(ValueError, match="C >= 8"):
-        depthwise_f32_rows(x, w, np.zeros(3, np.float32), out, 0, 4, 1, 1, 1, 1, 1, 1, 3, 3,
-                           -1.0, 1.0)
+        depthwise_f32_rows(x, w, np.zeros(3, np.float32), out, 1, 1, 1, 1, 1, 1, 3, 3, -1.0, 1.0,
+                           0, 4)
 
 
 NARROW_CASES = [
@@ -138,7 +147,23 @@ def test_narrow_conv_equals_reference_order_twin(x_shape, out_c, kernel, stride,
     want = conv2d_f32(x, w, bias, stride, dilation, pad, out_hw, -1.0, 2.0)
     out = np.full(want.shape, np.nan, np.float32)
     rows = x_shape[0] * out_hw[0]
+    args = (*kernel, *stride, *dilation, *pad, -1.0, 2.0, wide)
     for r0, r1 in [(0, rows // 2), (rows // 2, rows)]:
-        conv2d_f32_narrow_rows(x, pack_narrow_f32(w), bias, out, r0, r1, *kernel, *stride,
-                               *dilation, *pad, -1.0, 2.0, wide)
+        conv2d_f32_narrow_rows(x, pack_narrow_f32(w), bias, out, *args, r0, r1)
     np.testing.assert_array_equal(out, want)
+    out = np.full(want.shape, np.nan, np.float32)
+    conv2d_f32_narrow_split(x, pack_narrow_f32(w), bias, out, *args, rows, 2)
+    np.testing.assert_array_equal(out, want)
+
+
+def test_split_drivers_check_the_whole_range_before_splitting():
+    """An error raised inside a prange part is dropped by Numba: the drivers must refuse a
+    range that does not fit before any part runs."""
+    x, w = np.zeros((1, 4, 4, 8), np.float32), np.zeros((9, 8), np.float32)
+    out = np.empty((1, 4, 4, 8), np.float32)
+    with pytest.raises(ValueError, match="do not fit"):
+        depthwise_f32_split(x, w, np.zeros(8, np.float32), out, 1, 1, 1, 1, 1, 1, 3, 3, -1.0,
+                            1.0, 5, 2)  # 5 rows, out has 4
+    with pytest.raises(ValueError, match="do not fit"):
+        depthwise_f32_rows(x, w, np.zeros(8, np.float32), out, 1, 1, 1, 1, 1, 1, 3, 3, -1.0,
+                           1.0, 3, 5)

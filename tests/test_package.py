@@ -64,27 +64,30 @@ def test_every_subpackage_is_packaged():
 
 
 def _environment_after_import(**env) -> list[str]:
-    """OMP_WAIT_POLICY and Numba's cache dir in a fresh process that imported the kernels."""
+    """GOMP_SPINCOUNT and Numba's cache dir in a fresh process that imported the kernels."""
     import os
 
     code = ("import os, numba, qengine.kernels.jit as jit; "
-            "print(os.environ.get('OMP_WAIT_POLICY')); print(numba.config.CACHE_DIR); "
+            "print(os.environ.get('GOMP_SPINCOUNT')); print(numba.config.CACHE_DIR); "
             "print(sorted(jit.environment_changes()))")
     environ = {k: v for k, v in os.environ.items()
-               if k not in ("OMP_WAIT_POLICY", "NUMBA_CACHE_DIR", "QENGINE_KEEP_ENV")}
+               if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "NUMBA_CACHE_DIR",
+                            "QENGINE_KEEP_ENV")}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env={**environ, **env}, check=True)
     return result.stdout.splitlines()
 
 
 def test_environment_changes_are_listed_and_can_be_refused():
-    policy, cache, changes = _environment_after_import()
-    assert policy == "PASSIVE" and "qengine" in cache
-    assert changes == "['OMP_WAIT_POLICY', 'numba.config.CACHE_DIR']"
-    policy, cache, changes = _environment_after_import(QENGINE_KEEP_ENV="1")
-    assert policy == "None" and "qengine" not in cache and changes == "[]"
-    policy, _, changes = _environment_after_import(OMP_WAIT_POLICY="ACTIVE")
-    assert policy == "ACTIVE" and changes == "['numba.config.CACHE_DIR']"
+    spin, cache, changes = _environment_after_import()
+    assert spin == "50000" and "qengine" in cache
+    assert changes == "['GOMP_SPINCOUNT', 'numba.config.CACHE_DIR']"
+    spin, cache, changes = _environment_after_import(QENGINE_KEEP_ENV="1")
+    assert spin == "None" and "qengine" not in cache and changes == "[]"
+    for users in ({"OMP_WAIT_POLICY": "PASSIVE"}, {"GOMP_SPINCOUNT": "7"}):
+        spin, _, changes = _environment_after_import(**users)
+        assert spin == users.get("GOMP_SPINCOUNT", "None")
+        assert changes == "['numba.config.CACHE_DIR']"
 
 
 def test_version_lists_the_environment_changes(capsys):

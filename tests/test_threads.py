@@ -200,3 +200,110 @@ def test_two_threads_running_one_interpreter_at_different_batch_sizes():
     for t in users:
         t.join()
     assert errors == []
+
+
+# --- split_cores: compiled prange drivers (Numba's threading layer) ---------------------------
+
+CONV_SCRIPT = """
+import sys, threading
+import numpy as np
+from qengine.kernels import gemm_int8, pack
+rng = np.random.default_rng(0)
+x = rng.integers(-128, 128, (1, 40, 40, 32)).astype(np.int8)
+w = rng.integers(-127, 128, (48, 3, 3, 32)).astype(np.int8)
+plan = gemm_int8.plan_conv2d_int8(pack.pack_conv_weights(w), np.zeros(48, np.int32), 3,
+                                  np.full(48, 1 << 30, np.int32), np.full(48, -8, np.int32),
+                                  -2, -128, 127, 1, 1, 1, 1, 1, 1, 40, 40)
+want = gemm_int8.run_conv2d_int8(plan, x, 1)
+bad = []
+def user():
+    for _ in range(20):
+        if not np.array_equal(gemm_int8.run_conv2d_int8(plan, x, 2), want):
+            bad.append(1)
+users = [threading.Thread(target=user) for _ in range(2)]
+[t.start() for t in users]
+[t.join() for t in users]
+import numba
+print(numba.threading_layer(), len(bad))
+"""
+
+
+def test_split_cores_grants_idle_cores_only(monkeypatch):
+    """Two user threads asking for 2 parts each on 2 cores hold at most 2 parts between them."""
+    monkeypatch.setattr(threads, "CORES", 2)
+    lock, now, peak = threading.Lock(), [0], [0]
+    start = threading.Barrier(2)
+
+    def user():
+        start.wait()
+        for _ in range(5):
+            with threads.split_cores(2, 10) as parts:
+                with lock:
+                    now[0] += parts
+                    peak[0] = max(peak[0], now[0])
+                time.sleep(0.02)
+                with lock:
+                    now[0] -= parts
+
+    users = [threading.Thread(target=user) for _ in range(2)]
+    for t in users:
+        t.start()
+    for t in users:
+        t.join()
+    assert peak[0] <= 2
+    with threads.split_cores(2, 10) as parts:  # everything was released
+        assert parts == 2
+
+
+@pytest.mark.parametrize("layer", ["omp", "workqueue"])
+def test_concurrent_compiled_splits_agree_with_one_thread(layer):
+    """Two user threads running 2-thread int8 convs at once: same outputs as one thread, and
+    Numba's workqueue layer (which aborts on two parallel regions at once) survives too."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_THREADING_LAYER": layer}
+    run = subprocess.run([sys.executable, "-c", CONV_SCRIPT], capture_output=True, text=True,
+                         env=env, timeout=600, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == [layer, "0"]
+
+
+def _compiled_split_in_child(result):
+    import numpy as np
+    from qengine.kernels import depthwise_int8
+
+    with threads.split_cores(2, 10) as parts:
+        result.put(parts)
+    x = np.ones((1, 60, 60, 16), np.int8)
+    out = depthwise_int8.depthwise_conv2d_int8_acc_fast(x, np.ones((3, 3, 16), np.int16),
+                                                        np.zeros(1, np.int64), 1, 1, 1, 1, 1,
+                                                        1, 60, 60, 1, threads=2)
+    result.put(int(out[0, 1, 1, 0]))
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork")
+def test_a_child_forked_after_a_parallel_region_runs_compiled_work_on_one_thread(monkeypatch):
+    """GNU OpenMP cannot start a region in a child forked after the parent ran one (Numba
+    aborts the child): there, split_cores grants one part."""
+    import numpy as np
+    from qengine.kernels import depthwise_int8
+
+    monkeypatch.setattr(threads, "CORES", 2)
+    monkeypatch.setattr(threads, "MIN_SPLIT_FLOPS", 0)  # the parent's call runs a region
+
+    x = np.ones((1, 60, 60, 16), np.int8)
+    depthwise_int8.depthwise_conv2d_int8_acc_fast(x, np.ones((3, 3, 16), np.int16),
+                                                  np.zeros(1, np.int64), 1, 1, 1, 1, 1, 1, 60,
+                                                  60, 1, threads=2)  # a region in the parent
+    context = multiprocessing.get_context("fork")
+    result = context.Queue()
+    child = context.Process(target=_compiled_split_in_child, args=(result,))
+    child.start()
+    child.join(timeout=120)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("a compiled split hung in a forked child")
+    assert child.exitcode == 0
+    assert result.get(timeout=5) == 1 and result.get(timeout=5) == 9  # 9 in-image taps of 1

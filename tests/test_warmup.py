@@ -52,3 +52,20 @@ def test_compile_notice_estimates_by_model_kind():
     assert "~5 s" in compile_notice(model)
     model.main.tensors[0].dtype = "int8"
     assert "~20 s" in compile_notice(model)
+
+
+def test_warmup_with_two_threads_compiles_the_split_drivers(tmp_path):
+    """The built-in network's layers are too small to split: warmup splits them anyway, so the
+    2-thread drivers are in the cache before a real model needs them (a fresh process has no
+    compiled signature until a call loads or compiles one)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "net.tflite"
+    builtin_model().save(str(path))
+    code = ("import sys; from qengine.cli import main; from qengine.kernels import float_gemm; "
+            f"main(['warmup', {str(path)!r}, '--threads', '2']); "
+            "print(len(float_gemm.conv2d_f32_split.signatures))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=600, check=True)
+    assert run.stdout.split()[-1] == "1"

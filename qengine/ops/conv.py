@@ -114,9 +114,11 @@ def _conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high
         NARROW,
         WIDE,
         conv2d_f32_rows,
+        conv2d_f32_split,
         pack_conv_f32,
         pad_channels,
     )
+    from qengine.kernels.threads import split_run
 
     # 1-4 output channels, or 5-8 with a long enough sum to amortize the row tiles' epilogue
     if out_shape[3] <= NARROW // 2 or (out_shape[3] <= NARROW and weights[0].size >= 64):
@@ -124,18 +126,13 @@ def _conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high
     panels, bias16 = pack_conv_f32(weights), pad_channels(bias, LANES)
     pixels = g.batch * g.out_h * g.out_w
     flops = 2 * pixels * weights.size
-    threads = _threads_for(ctx, flops)
+    shape = (g.out_w, g.kernel_h, g.kernel_w, *_strides_pads(g), low, high, WIDE)
 
     def run(x, w, b=None):
         x = np.ascontiguousarray(x, np.float32)  # the kernel reads raw addresses
         out = np.empty((pixels, out_shape[3]), np.float32)
-
-        def block(p0, p1):
-            conv2d_f32_rows(x, panels, bias16, out, p0, p1, g.out_w, g.kernel_h, g.kernel_w,
-                            g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left,
-                            low, high, WIDE)
-
-        _pixel_blocks(block, pixels, threads)
+        split_run(conv2d_f32_rows, conv2d_f32_split, (x, panels, bias16, out, *shape), pixels,
+                  ctx.num_threads, flops)
         return out.reshape(out_shape)
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
@@ -143,23 +140,24 @@ def _conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high
 
 def _conv_float_narrow(ctx, g: ConvGeometry, out_shape, weights, bias, low, high) -> Prepared:
     """A float conv with 1-8 output channels: vectorized along output rows, split by rows."""
-    from qengine.kernels.float_gemm import WIDE, conv2d_f32_narrow_rows, pack_narrow_f32
+    from qengine.kernels.float_gemm import (
+        WIDE,
+        conv2d_f32_narrow_rows,
+        conv2d_f32_narrow_split,
+        pack_narrow_f32,
+    )
+    from qengine.kernels.threads import split_run
 
     w8 = pack_narrow_f32(weights)
     rows = g.batch * g.out_h
     flops = 2 * rows * g.out_w * weights.size
-    threads = _threads_for(ctx, flops)
+    shape = (g.kernel_h, g.kernel_w, *_strides_pads(g), low, high, WIDE)
 
     def run(x, w, b=None):
         x = np.ascontiguousarray(x, np.float32)
         out = np.empty(out_shape, np.float32)
-
-        def block(r0, r1):
-            conv2d_f32_narrow_rows(x, w8, bias, out, r0, r1, g.kernel_h, g.kernel_w, g.stride_h,
-                                   g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left, low,
-                                   high, WIDE)
-
-        _pixel_blocks(block, rows, threads)
+        split_run(conv2d_f32_narrow_rows, conv2d_f32_narrow_split, (x, w8, bias, out, *shape),
+                  rows, ctx.num_threads, flops)
         return out
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
@@ -174,21 +172,9 @@ def _pad_last(a: np.ndarray, extra: int) -> np.ndarray:
 
 
 
-def _threads_for(ctx: OpContext, flops: int) -> int:
-    """The op's threads, or 1 below the pool's MIN_PARALLEL_FLOPS (a hand-off costs more)."""
-    from qengine.kernels.threads import MIN_PARALLEL_FLOPS
-
-    return ctx.num_threads if flops >= MIN_PARALLEL_FLOPS else 1
-
-
-def _pixel_blocks(block, total: int, threads: int) -> None:
-    """block(p0, p1) over [0, total) in `threads` near-equal parts on the one pool."""
-    from qengine.kernels.threads import parallel_blocks
-
-    if threads <= 1:
-        block(0, total)
-    else:
-        parallel_blocks(block, total, threads)
+def _strides_pads(g: ConvGeometry) -> tuple:
+    """The float kernels' geometry arguments, in their order."""
+    return g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left
 
 
 def _im2col_blocks(x: np.ndarray, g: ConvGeometry, pointwise: bool):
@@ -237,7 +223,8 @@ def _depthwise_float_direct(ctx, g: ConvGeometry, out_shape, multiplier, bias, l
     rows, one block per thread. With a depth multiplier m, output channel c reads input
     channel c // m: the input is repeated m times along channels first (the same values, so
     the same sums)."""
-    from qengine.kernels.float_gemm import VEC, depthwise_f32_rows
+    from qengine.kernels.float_gemm import VEC, depthwise_f32_rows, depthwise_f32_split
+    from qengine.kernels.threads import split_run
 
     taps = g.kernel_h * g.kernel_w
     out_c = out_shape[3]
@@ -250,7 +237,7 @@ def _depthwise_float_direct(ctx, g: ConvGeometry, out_shape, multiplier, bias, l
     padded_shape = (*out_shape[:3], out_c + pad_c)
     rows = g.batch * g.out_h
     flops = 2 * rows * g.out_w * out_shape[3] * taps
-    threads = _threads_for(ctx, flops)
+    shape = (*_strides_pads(g), g.kernel_h, g.kernel_w, low, high)
 
     def run(x, w, b=None):
         if multiplier > 1:
@@ -258,12 +245,8 @@ def _depthwise_float_direct(ctx, g: ConvGeometry, out_shape, multiplier, bias, l
         x = _pad_last(x, pad_c)  # C-contiguous float32: the kernel reads raw addresses
         w = packed if packed is not None else _pad_last(w.reshape(taps, -1), pad_c)
         out = np.empty(padded_shape, np.float32)
-
-        def block(r0, r1):
-            depthwise_f32_rows(x, w, bias, out, r0, r1, g.stride_h, g.stride_w, g.dil_h,
-                               g.dil_w, g.pad_top, g.pad_left, g.kernel_h, g.kernel_w, low, high)
-
-        _pixel_blocks(block, rows, threads)
+        split_run(depthwise_f32_rows, depthwise_f32_split, (x, w, bias, out, *shape), rows,
+                  ctx.num_threads, flops)
         return np.ascontiguousarray(out[..., :out_c]) if pad_c else out
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
