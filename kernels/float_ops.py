@@ -5,7 +5,8 @@ one product or one comparison per value, so the results are bit-identical), in o
 
 import numpy as np
 
-from .jit import kernel
+from . import threads as pool
+from .jit import kernel, prange
 
 
 @kernel
@@ -52,29 +53,43 @@ def max_pool_f32(x, k_h, k_w, stride_h, stride_w, pad_top, pad_left, out_h, out_
     return out
 
 
-@kernel
-def resize_bilinear_f32(image, y0, y1, dy, x0, x1, dx):
+def resize_bilinear_f32(image, y0, y1, dy, x0, x1, dx, threads: int = 1):
     """image [N,H,W,C] float32 -> [N,OH,OW,C]; y0/y1/dy [OH] and x0/x1/dx [OW] are the rows,
     columns and upper weights of ComputeInterpolationValues (qengine/ops/nn.py). TFLite's sum,
     in its order and in float32:
       out = r0[x0]*(1-dy)*(1-dx) + r1[x0]*dy*(1-dx) + r0[x1]*(1-dy)*dx + r1[x1]*dy*dx
     where r0 = image[:, y0], r1 = image[:, y1]."""
-    n_batch, _, _, c = image.shape
-    out_h, out_w = y0.shape[0], x0.shape[0]
-    one = np.float32(1)
-    out = np.empty((n_batch, out_h, out_w, c), np.float32)
-    for n in range(n_batch):
-        for oy in range(out_h):
-            wy1 = dy[oy]
-            wy0 = one - wy1
-            r0, r1 = image[n, y0[oy]], image[n, y1[oy]]
-            for ox in range(out_w):
-                wx1 = dx[ox]
-                wx0 = one - wx1
-                a, b = r0[x0[ox]], r1[x0[ox]]
-                p, q = r0[x1[ox]], r1[x1[ox]]
-                o = out[n, oy, ox]
-                for ch in range(c):
-                    o[ch] = (a[ch] * wy0 * wx0 + b[ch] * wy1 * wx0
-                             + p[ch] * wy0 * wx1 + q[ch] * wy1 * wx1)
+    out = np.empty((image.shape[0], y0.shape[0], x0.shape[0], image.shape[3]), np.float32)
+    rows = out.shape[0] * out.shape[1]
+    pool.split_run(_resize_f32_rows, _resize_f32_split, (image, y0, y1, dy, x0, x1, dx, out),
+                   rows, threads, pool.ELEMENT_FLOPS * out.size)
     return out
+
+
+@kernel
+def _resize_f32_rows(image, y0, y1, dy, x0, x1, dx, out, row0, row1):
+    """`resize_bilinear_f32` over output rows row0..row1-1 (row = n * OH + oy)."""
+    out_h, out_w, c = out.shape[1], out.shape[2], out.shape[3]
+    one = np.float32(1)
+    for row in range(row0, row1):
+        n, oy = row // out_h, row % out_h
+        wy1 = dy[oy]
+        wy0 = one - wy1
+        r0, r1 = image[n, y0[oy]], image[n, y1[oy]]
+        for ox in range(out_w):
+            wx1 = dx[ox]
+            wx0 = one - wx1
+            a, b = r0[x0[ox]], r1[x0[ox]]
+            p, q = r0[x1[ox]], r1[x1[ox]]
+            o = out[n, oy, ox]
+            for ch in range(c):
+                o[ch] = (a[ch] * wy0 * wx0 + b[ch] * wy1 * wx0
+                         + p[ch] * wy0 * wx1 + q[ch] * wy1 * wx1)
+
+
+@kernel(parallel=True)
+def _resize_f32_split(image, y0, y1, dy, x0, x1, dx, out, rows, parts):
+    """`_resize_f32_rows` over rows 0..rows-1 in `parts` parts at once."""
+    for i in prange(parts):
+        r0, r1 = pool.part(rows, parts, i)
+        _resize_f32_rows(image, y0, y1, dy, x0, x1, dx, out, r0, r1)

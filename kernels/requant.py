@@ -21,7 +21,7 @@ from numba.core import cgutils, types
 from qengine.kernels.emit import I64, USE_AVX2, V8F32, V8I32, splat
 from qengine.kernels.fixedpoint import round_half_away_int32
 from qengine.kernels.jit import kernel, prange
-from qengine.kernels.threads import part, split_run
+from qengine.kernels.threads import ELEMENT_FLOPS, part, split_run
 
 MBQM, FP32, RAW = "mbqm", "fp32", "raw"
 
@@ -254,6 +254,6 @@ def apply_hybrid(acc, e: HybridEpilogue, threads: int):
 
     args = (flat, out, e.pre, e.scale, e.bias, e.zp_sums, np.float32(e.lo), np.float32(e.hi),
             per_image)
-    # an element costs about what 100 GEMM flops do (~1 ns): split from ~20k elements on
-    split_run(hybrid_rows, _hybrid_split, args, flat.shape[0], threads, 100 * flat.size)
+    split_run(hybrid_rows, _hybrid_split, args, flat.shape[0], threads,
+              ELEMENT_FLOPS * flat.size)
     return out.reshape(acc.shape)

@@ -8,7 +8,8 @@ ranks. Both kernels are dtype-generic (Numba compiles one specialization per dty
 import functools
 
 import numpy as np
-from qengine.kernels.jit import kernel
+from qengine.kernels import threads as pool
+from qengine.kernels.jit import kernel, prange
 
 __all__ = [
     "bilinear_scale_10",
@@ -56,7 +57,8 @@ def interpolation_values(input_size: int, output_size: int, align_corners: bool,
     return lower, upper, frac
 
 
-def resize_bilinear_integer(x, output_height, output_width, align_corners, half_pixel_centers):
+def resize_bilinear_integer(x, output_height, output_width, align_corners, half_pixel_centers,
+                            threads: int = 1):
     """RESIZE_BILINEAR for integer types, reference_ops::ResizeBilinearInteger
     (tflite/kernels/internal/reference/resize_bilinear.h, default double-rounding build).
 
@@ -71,31 +73,43 @@ def resize_bilinear_integer(x, output_height, output_width, align_corners, half_
                                       bool(align_corners), bool(half_pixel_centers))
     x0, x1, dx = interpolation_values(int(input_width), int(output_width),
                                       bool(align_corners), bool(half_pixel_centers))
-    return _resize_bilinear(np.ascontiguousarray(x), y0, y1, dy, x0, x1, dx)
+    out = np.empty((x.shape[0], y0.shape[0], x0.shape[0], x.shape[3]), x.dtype)
+    rows = out.shape[0] * out.shape[1]
+    pool.split_run(_resize_bilinear_rows, _resize_bilinear_split,
+                   (np.ascontiguousarray(x), y0, y1, dy, x0, x1, dx, out), rows, threads,
+                   pool.ELEMENT_FLOPS * out.size)
+    return out
 
 
 @kernel
-def _resize_bilinear(x, y0s, y1s, dys, x0s, x1s, dxs):
-    """The loop of `resize_bilinear_integer` over given per-row and per-column values."""
-    batches, _, _, depth = x.shape
-    out = np.empty((batches, y0s.shape[0], x0s.shape[0], depth), dtype=x.dtype)
+def _resize_bilinear_rows(x, y0s, y1s, dys, x0s, x1s, dxs, out, row0, row1):
+    """The loop of `resize_bilinear_integer` over output rows row0..row1-1 (row = b * out_h +
+    y), given per-row and per-column values."""
+    depth, out_h = x.shape[3], y0s.shape[0]
     one = np.int64(1 << 10)
-    for b in range(batches):
-        for y in range(y0s.shape[0]):
-            y0, y1, dy = y0s[y], y1s[y], dys[y]
-            for xo in range(x0s.shape[0]):
-                x0, x1, dx = x0s[xo], x1s[xo], dxs[xo]
-                # the C products x*a*b grouped as x*(a*b): exact, |x*a*b| < 2^40 in int64
-                w00, w10 = (one - dy) * (one - dx), dy * (one - dx)
-                w01, w11 = (one - dy) * dx, dy * dx
-                for c in range(depth):
-                    o20 = (np.int64(x[b, y0, x0, c]) * w00 + np.int64(x[b, y1, x0, c]) * w10
-                           + np.int64(x[b, y0, x1, c]) * w01 + np.int64(x[b, y1, x1, c]) * w11)
-                    # C division by 2^20 after rounding away from zero
-                    half_up = (o20 + (1 << 19)) >> 20
-                    half_down = -((-o20 + (1 << 19)) >> 20)
-                    out[b, y, xo, c] = half_up if o20 > 0 else half_down
-    return out
+    for row in range(row0, row1):
+        b, y = row // out_h, row % out_h
+        y0, y1, dy = y0s[y], y1s[y], dys[y]
+        for xo in range(x0s.shape[0]):
+            x0, x1, dx = x0s[xo], x1s[xo], dxs[xo]
+            # the C products x*a*b grouped as x*(a*b): exact, |x*a*b| < 2^40 in int64
+            w00, w10 = (one - dy) * (one - dx), dy * (one - dx)
+            w01, w11 = (one - dy) * dx, dy * dx
+            for c in range(depth):
+                o20 = (np.int64(x[b, y0, x0, c]) * w00 + np.int64(x[b, y1, x0, c]) * w10
+                       + np.int64(x[b, y0, x1, c]) * w01 + np.int64(x[b, y1, x1, c]) * w11)
+                # C division by 2^20 after rounding away from zero
+                half_up = (o20 + (1 << 19)) >> 20
+                half_down = -((-o20 + (1 << 19)) >> 20)
+                out[b, y, xo, c] = half_up if o20 > 0 else half_down
+
+
+@kernel(parallel=True)
+def _resize_bilinear_split(x, y0s, y1s, dys, x0s, x1s, dxs, out, rows, parts):
+    """`_resize_bilinear_rows` over rows 0..rows-1 in `parts` parts at once."""
+    for i in prange(parts):
+        r0, r1 = pool.part(rows, parts, i)
+        _resize_bilinear_rows(x, y0s, y1s, dys, x0s, x1s, dxs, out, r0, r1)
 
 
 @kernel

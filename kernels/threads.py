@@ -45,6 +45,12 @@ MIN_PARALLEL_FLOPS = 40_000_000
 # Splitting ~10 us of int8 GEMM (1M flops) pays already; 0.5M-4M measured within noise
 # of each other on 4 published models at 2 threads.
 MIN_SPLIT_FLOPS = 1_000_000
+# What one element of an elementwise pass that computes per element (an interpolation, a
+# float epilogue: ~1 ns) counts against that bar: such passes split from ~10k elements.
+# Passes that only move memory (a table lookup, a copy) are not split: on this VM a core
+# reading what the other core just wrote runs 2.5x slower, so an int8 ADD of 400k elements
+# took 160 us on one thread and 200 us on two.
+ELEMENT_FLOPS = 100
 # im2col copies are made and multiplied in blocks of about this size (L2 512 KiB, L3 16 MiB)
 COPY_BLOCK_BYTES = 4 << 20
 

@@ -15,6 +15,7 @@ from qengine.kernels import elementwise as ew
 from qengine.kernels import quantize as qz
 from qengine.kernels import resize as rs
 from qengine.kernels import softmax as sm
+from qengine.kernels import threads as pool
 
 from qengine import qparams
 
@@ -372,13 +373,15 @@ RESIZE_CASES = [
 
 @pytest.mark.parametrize("case", RESIZE_CASES)
 @pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16])
-def test_resize_bilinear_integer_matches_twin(case, dtype):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_resize_bilinear_integer_matches_twin(case, dtype, threads, monkeypatch):
+    monkeypatch.setattr(pool, "MIN_SPLIT_FLOPS", 0)  # 2 threads split even these
     in_h, in_w, out_h, out_w, align, half = case
     info = np.iinfo(dtype)
     x = np.random.default_rng(1).integers(
         info.min, info.max + 1, size=(2, in_h, in_w, 3), dtype=dtype
     )
-    got = rs.resize_bilinear_integer(x, out_h, out_w, align, half)
+    got = rs.resize_bilinear_integer(x, out_h, out_w, align, half, threads)
     assert_same(got, naive.resize_bilinear(x, out_h, out_w, align, half))
 
 

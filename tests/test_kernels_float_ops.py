@@ -84,7 +84,12 @@ def test_max_pool_f32_equals_fmax_reduce(in_hw, k, stride, pad, out_hw):
     ((4, 5), (8, 10), False, True), ((7, 3), (5, 9), True, False), ((6, 6), (6, 6), False,
                                                                    False),
     ((3, 4), (12, 16), False, False)])
-def test_resize_bilinear_f32_equals_numpy_sum(in_hw, out_hw, align, half):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_resize_bilinear_f32_equals_numpy_sum(in_hw, out_hw, align, half, threads,
+                                              monkeypatch):
+    from qengine.kernels import threads as pool
+
+    monkeypatch.setattr(pool, "MIN_SPLIT_FLOPS", 0)  # 2 threads split even these
     image = _floats((2, *in_hw, 3))
     y0, y1, dy = _bilinear_axis(in_hw[0], out_hw[0], align, half)
     x0, x1, dx = _bilinear_axis(in_hw[1], out_hw[1], align, half)
@@ -92,6 +97,6 @@ def test_resize_bilinear_f32_equals_numpy_sum(in_hw, out_hw, align, half):
     rows0, rows1 = image[:, y0], image[:, y1]
     want = (rows0[:, :, x0] * (one - wy) * (one - wx) + rows1[:, :, x0] * wy * (one - wx)
             + rows0[:, :, x1] * (one - wy) * wx + rows1[:, :, x1] * wy * wx)
-    got = resize_bilinear_f32(image, y0, y1, dy, x0, x1, dx)
+    got = resize_bilinear_f32(image, y0, y1, dy, x0, x1, dx, threads)
     assert got.dtype == np.float32
     assert np.array_equal(got, want, equal_nan=True)

@@ -240,7 +240,8 @@ def resize_bilinear(ctx: OpContext) -> Prepared:
     from qengine.kernels.float_ops import resize_bilinear_f32  # TFLite's sum, in its order
 
     def run(image, size=None):
-        return resize_bilinear_f32(np.ascontiguousarray(image), y0, y1, dy, x0, x1, dx)
+        return resize_bilinear_f32(np.ascontiguousarray(image), y0, y1, dy, x0, x1, dx,
+                                   ctx.num_threads)
 
     return Prepared(run, [ctx.output_spec(0, (n, out_h, out_w, c), "float32")])
 

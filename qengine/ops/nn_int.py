@@ -230,7 +230,8 @@ def resize_bilinear(ctx: OpContext) -> Prepared:
             np.ascontiguousarray(values), ys, xs), [ctx.output_spec(0, out_shape, "int8")])
 
     def run(values, _size=None):
-        return resize.resize_bilinear_integer(values, out_h, out_w, align_corners, half_pixel)
+        return resize.resize_bilinear_integer(values, out_h, out_w, align_corners, half_pixel,
+                                              ctx.num_threads)
 
     return Prepared(run, [ctx.output_spec(0, out_shape, x.dtype)])
 
