@@ -264,8 +264,8 @@ def test_concurrent_compiled_splits_agree_with_one_thread(layer):
     import sys
 
     env = {**os.environ, "NUMBA_THREADING_LAYER": layer}
-    run = subprocess.run([sys.executable, "-c", CONV_SCRIPT], capture_output=True, text=True, check=False,
-                         env=env, timeout=600, cwd=REPO)
+    run = subprocess.run([sys.executable, "-c", CONV_SCRIPT], capture_output=True, text=True,
+                         check=False, env=env, timeout=600, cwd=REPO)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.split() == [layer, "0"]
 
