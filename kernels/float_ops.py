@@ -1,12 +1,13 @@
-"""Float32 kernels of ops whose NumPy form makes several passes over memory: PRELU and
-MAX_POOL_2D. Each computes exactly what its NumPy twin in qengine/ops computes (no fastmath:
-one product or one comparison per value, so the results are bit-identical), in one pass.
+"""Float32 kernels of ops whose NumPy form makes several passes over memory: PRELU,
+MAX_POOL_2D, RESIZE_BILINEAR and the fused-activation ADD/SUB/MUL/DIV. Each computes exactly
+what its NumPy twin in qengine/ops computes (no fastmath: one operation per value in float32,
+so the results are bit-identical), in one pass.
 """
 
 import numpy as np
 
 from . import threads as pool
-from .jit import kernel, prange
+from .jit import inline_kernel, kernel, prange
 
 
 @kernel
@@ -93,3 +94,63 @@ def _resize_f32_split(image, y0, y1, dy, x0, x1, dx, out, rows, parts):
     for i in prange(parts):
         r0, r1 = pool.part(rows, parts, i)
         _resize_f32_rows(image, y0, y1, dy, x0, x1, dx, out, r0, r1)
+
+
+# binary_f32's operations, as in TFLite's reference kernels: x op y in float32
+ADD, SUB, MUL, DIV = 0, 1, 2, 3
+
+
+@inline_kernel
+def _combine(op, a, b):
+    if op == ADD:
+        return a + b
+    if op == SUB:
+        return a - b
+    if op == MUL:
+        return a * b
+    return a / b
+
+
+@inline_kernel
+def _activation(v, low, high):
+    """ActivationFunctionWithMinMax: min(max(v, low), high) with std::max/min, NaN kept."""
+    if v < low:
+        return low
+    if v > high:
+        return high
+    return v
+
+
+@inline_kernel
+def _binary_rows(op, x, y, y_first, low, high, out, start, stop):
+    """binary_f32 over x[start:stop], whose length is a multiple of y's (rows of y)."""
+    m = y.shape[0]
+    for r in range(start, stop, m):
+        xs, outs = x[r : r + m], out[r : r + m]  # indexed from 0: no wraparound test, so
+        if y_first:  # the loops vectorize
+            for k in range(m):
+                outs[k] = _activation(_combine(op, y[k], xs[k]), low, high)
+        else:
+            for k in range(m):
+                outs[k] = _activation(_combine(op, xs[k], y[k]), low, high)
+
+
+@kernel
+def binary_f32(op, x, y, y_first, low, high):
+    """out[i] = clamp(x[i] op y[i % m]) for x [n], y [m] float32 (n a multiple of m: y
+    repeats along x, e.g. a per-channel bias or a scalar), or clamp(y[i % m] op x[i]) when
+    y_first. One pass: TFLite's ADD/SUB/MUL/DIV with their fused activation's [low, high].
+    A short y is first repeated to >= 64 values, so each row's loop has work to vectorize."""
+    n, m = x.shape[0], y.shape[0]
+    out = np.empty(n, np.float32)
+    whole = 0
+    if m < 64:  # rows of y repeated, then the last rows of y itself
+        reps = 64 // m
+        tiled = np.empty(m * reps, np.float32)
+        for j in range(reps):  # (not a slice assignment: its error message costs compile time)
+            for k in range(m):
+                tiled[j * m + k] = y[k]
+        whole = n - n % (m * reps)
+        _binary_rows(op, x, tiled, y_first, low, high, out, 0, whole)
+    _binary_rows(op, x, y, y_first, low, high, out, whole, n)
+    return out

@@ -100,3 +100,31 @@ def test_resize_bilinear_f32_equals_numpy_sum(in_hw, out_hw, align, half, thread
     got = resize_bilinear_f32(image, y0, y1, dy, x0, x1, dx, threads)
     assert got.dtype == np.float32
     assert np.array_equal(got, want, equal_nan=True)
+
+
+FLT_MAX = float(np.finfo(np.float32).max)
+
+
+@pytest.mark.parametrize("op", ["ADD", "SUB", "MUL", "DIV"])
+@pytest.mark.parametrize("m", [1, 3, 7, 24, 64, 120, 6720])
+@pytest.mark.parametrize("y_first", [False, True])
+@pytest.mark.parametrize(("low", "high"), [(-FLT_MAX, FLT_MAX), (0.0, 6.0), (-1.0, 1.0)])
+def test_binary_f32_equals_numpy_then_clip(op, m, y_first, low, high):
+    """One pass of op and clamp against NumPy's float32 op followed by np.clip (NaN passes
+    both), with NaN, infinities, signed zeros, huge values (inf after the op) and y repeated
+    along x (m = 1: a scalar; m = n: the same shape)."""
+    from qengine.kernels import float_ops
+
+    with np.errstate(over="ignore"):  # 6720 = 7 * 960: a tail after y's 63-value rows
+        x = _floats(6720) * np.float32(1e38)
+    y = _floats(m)
+    twin = {"ADD": np.add, "SUB": np.subtract, "MUL": np.multiply, "DIV": np.divide}[op]
+    tiled = np.tile(y, 6720 // m)
+    with np.errstate(all="ignore"):
+        want = twin(tiled, x) if y_first else twin(x, tiled)
+    want = np.clip(want, np.float32(low), np.float32(high))
+    got = float_ops.binary_f32(getattr(float_ops, op), x, y, y_first, np.float32(low),
+                               np.float32(high))
+    assert got.dtype == np.float32
+    assert np.array_equal(got, want, equal_nan=True)
+    assert np.array_equal(np.signbit(got), np.signbit(want))  # -0.0 kept

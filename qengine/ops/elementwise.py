@@ -73,11 +73,15 @@ def _clamp_f32(x, low: float, high: float):
 
 
 def _binary(ctx: OpContext, compute, dtypes, *, out_dtype: str | None = None,
-            fused: bool = False, quantized: bool = False, check=None) -> Prepared:
+            fused: bool = False, quantized: bool = False, check=None,
+            float_op: str | None = None) -> Prepared:
     """A broadcasting binary op: validates, then runs `compute(x, y)` in the inputs' dtype.
 
     `check(y)` (optional) validates the second operand's values and returns an error message or
     None: for a constant at prepare time (a malformed model), else on every run (bad data).
+    `float_op` ("ADD", "SUB", "MUL", "DIV": a name in kernels/float_ops.py): float32 operands
+    where one repeats along the other run `float_ops.binary_f32`, the op and its fused
+    activation in one pass (`check` must accept every float32 operand then).
     """
     ctx.expect_inputs(2)
     a, b = ctx.input(0), ctx.input(1)
@@ -93,6 +97,10 @@ def _binary(ctx: OpContext, compute, dtypes, *, out_dtype: str | None = None,
         message = check(b.value)
         if message:
             raise ctx.invalid(message)
+    if float_op is not None and dtype == "float32":
+        one_pass = _one_pass_f32(ctx, float_op, a.shape, b.shape, shape)
+        if one_pass is not None:
+            return Prepared(one_pass, [ctx.output_spec(0, shape, dtype)])
 
     @_wrapping
     def run(x, y):
@@ -121,6 +129,34 @@ def _unary(ctx: OpContext, compute, dtypes, *, out_dtype: str | None = None,
     return Prepared(run, [ctx.output_spec(0, x.shape, dtype)])
 
 
+def _one_pass_f32(ctx: OpContext, float_op: str, a_shape, b_shape, shape):
+    """run(x, y) through `float_ops.binary_f32` when one operand has the output's shape and
+    the other repeats along its last axes (same shape, per-channel, scalar); else None."""
+    from qengine.kernels import float_ops
+    from qengine.kernels.elementwise import trailing_period
+
+    code, binary_f32 = getattr(float_ops, float_op), float_ops.binary_f32
+    shape = None if shape is None else tuple(shape)
+    if shape is None or 0 in shape:
+        return None
+    low, high = (np.float32(v) for v in float_activation_bounds(ctx))
+    if tuple(a_shape) == shape and trailing_period(shape, b_shape):
+        def run(x, y):
+            return binary_f32(code, _flat_f32(x), _flat_f32(y), False, low,
+                              high).reshape(shape)
+    elif tuple(b_shape) == shape and trailing_period(shape, a_shape):
+        def run(x, y):
+            return binary_f32(code, _flat_f32(y), _flat_f32(x), True, low,
+                              high).reshape(shape)
+    else:
+        return None
+    return run
+
+
+def _flat_f32(x) -> np.ndarray:
+    return np.ascontiguousarray(x, np.float32).reshape(-1)
+
+
 def _integer_divisor(y) -> str | None:
     return None if y.dtype.kind == "f" or np.all(y != 0) else "integer division by zero"
 
@@ -143,20 +179,22 @@ def _non_negative_exponent(y) -> str | None:
     quantized=Quantized(REQUANT, 2, int16=3, converter_widens_inputs=True,
                         int16_options=("AddOptions", "potScaleInt16", False)))
 def add(ctx: OpContext) -> Prepared:
-    return _binary(ctx, np.add, NUMERIC, fused=True, quantized=True)
+    return _binary(ctx, np.add, NUMERIC, fused=True, quantized=True, float_op="ADD")
 
 
 @op("SUB",
     kernels=integer_kernels("elementwise_int:sub"),
     quantized=Quantized(REQUANT, 2, int16=5, int16_options=("SubOptions", "potScaleInt16", False)))
 def sub(ctx: OpContext) -> Prepared:
-    return _binary(ctx, np.subtract, NUMERIC, fused=True, quantized=True)
+    return _binary(ctx, np.subtract, NUMERIC, fused=True, quantized=True,
+                   float_op="SUB")
 
 
 @op("MUL",
     kernels=integer_kernels("elementwise_int:mul"), quantized=Quantized(REQUANT, 2, int16=4))
 def mul(ctx: OpContext) -> Prepared:
-    return _binary(ctx, np.multiply, NUMERIC, fused=True, quantized=True)
+    return _binary(ctx, np.multiply, NUMERIC, fused=True, quantized=True,
+                   float_op="MUL")
 
 
 def _truncating_divide(x, y):
@@ -172,7 +210,7 @@ def _truncating_divide(x, y):
 def div(ctx: OpContext) -> Prepared:
     # TFLite: float32 and int32 (plus quantized uint8, which goes to the int module)
     return _binary(ctx, _truncating_divide, ("float32", "int32"), fused=True, quantized=True,
-                   check=_integer_divisor)
+                   check=_integer_divisor, float_op="DIV")  # (the check passes any float)
 
 
 @op("SQUARED_DIFFERENCE",
