@@ -13,7 +13,7 @@ from .common import (
     RELU,
     RELU6,
     RELU_N1_TO_1,
-    float_activation,
+    float_activation_bounds,
     fused_activation,
 )
 from .opdef import (
@@ -56,14 +56,15 @@ def _float(ctx: OpContext) -> Prepared:
     ctx.expect_dtype(x, "float32")
     ctx.expect_dtype(w, "float32")
     _check_bias(ctx, w.shape[0])
-    activation = float_activation(ctx)
-    depth = w.shape[1]
+    low, high = float_activation_bounds(ctx)
+    units, depth = w.shape
+    no_bias = np.zeros(units, np.float32)  # TFLite adds a bias of 0.0f when there is none
+    from qengine.kernels.float_conv import bias_clamp_f32
 
     def run(x, w, b=None):
-        out = x.reshape(-1, depth) @ w.T
-        if b is not None:
-            out += b.reshape(-1)
-        return activation(out.reshape(out_shape))
+        out = np.matmul(x.reshape(-1, depth), w.T)  # float32 [batch, units], fresh
+        bias_clamp_f32(out, no_bias if b is None else b.reshape(-1), low, high)  # one pass
+        return out.reshape(out_shape)
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
 
