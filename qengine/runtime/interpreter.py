@@ -10,7 +10,6 @@ before they run.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import sys
 import threading
@@ -423,29 +422,39 @@ def _last_uses(subgraph: Subgraph, slot: dict[int, int]) -> list[list[int]]:
 # ---------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def thread_limit(n: int):
+class thread_limit:  # (lower case: used as a function, `with thread_limit(n):`)
     """Run Numba kernels (prange) on at most n threads, and BLAS on one.
 
-    BLAS's pool spins after each call and would fight qengine's own pool (and TFLite's, in the
-    same process) for the cores, so BLAS calls are single-threaded and the float path splits
-    its large matmuls over `kernels/threads.py`'s pool instead. Numba's thread count is per
-    calling thread; the BLAS limit is process-wide, so it is held while any run is inside
-    (two user threads running interpreters at once), and lifted when the last one leaves.
-    Numba is only touched if a kernel module loaded it; BLAS is limited through threadpoolctl
-    when that is installed.
+    BLAS's pool spins after each call and would fight qengine's own workers (and TFLite's, in
+    the same process) for the cores, so BLAS calls are single-threaded and the float path
+    splits its large matmuls itself. Numba's thread count is per calling thread; the BLAS limit
+    is process-wide, so it is held while any run is inside (two user threads running
+    interpreters at once), and lifted when the last one leaves. Numba is only touched if a
+    kernel module loaded it; BLAS is limited through threadpoolctl when that is installed.
+    Entering and leaving cost ~2 us (a tiny model's whole run can be 50 us).
     """
-    numba = sys.modules.get("numba")
-    previous = None
-    if numba is not None:
-        previous = numba.get_num_threads()
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    try:
-        with _single_thread_blas():
-            yield
-    finally:
-        if previous is not None:
-            numba.set_num_threads(previous)
+
+    __slots__ = ("n", "previous")
+
+    def __init__(self, n: int):
+        self.n, self.previous = n, None
+
+    def __enter__(self):
+        numba = sys.modules.get("numba")
+        if numba is not None:
+            wanted = min(self.n, numba.config.NUMBA_NUM_THREADS)
+            current = numba.get_num_threads()
+            if current != wanted:
+                numba.set_num_threads(wanted)
+                self.previous = current
+        _hold_blas()
+        return self
+
+    def __exit__(self, *error) -> None:
+        _release_blas()
+        if self.previous is not None:
+            sys.modules["numba"].set_num_threads(self.previous)
+            self.previous = None
 
 
 @functools.lru_cache(maxsize=1)
@@ -458,6 +467,13 @@ def _blas_controller():
     return ThreadpoolController()
 
 
+@functools.lru_cache(maxsize=1)
+def _blas_libraries() -> list:
+    """threadpoolctl's controller of each loaded BLAS library (empty without threadpoolctl)."""
+    controller = _blas_controller()
+    return [] if controller is None else controller.select(user_api="blas").lib_controllers
+
+
 def blas_is_limited() -> bool:
     """True when runs hold BLAS at one thread (threadpoolctl is installed), so the float path
     may split matmuls over its own pool without oversubscribing the cores."""
@@ -466,28 +482,34 @@ def blas_is_limited() -> bool:
 
 _blas_lock = threading.Lock()
 _blas_holders = 0  # runs inside thread_limit now, in any thread
-_blas_restore = None  # threadpoolctl's limiter of the first of them: restores the user's setting
+_blas_saved: list[int] = []  # each library's thread count before the first of them
 
 
-@contextlib.contextmanager
-def _single_thread_blas():
-    global _blas_holders, _blas_restore
-    controller = _blas_controller()
-    if controller is None:
-        yield
+def _hold_blas() -> None:
+    global _blas_holders, _blas_saved
+    libraries = _blas_libraries()
+    if not libraries:
         return
     with _blas_lock:
         if _blas_holders == 0:
-            _blas_restore = controller.limit(limits=1, user_api="blas")
+            _blas_saved = [lib.num_threads for lib in libraries]
+            for lib, n in zip(libraries, _blas_saved):
+                if n != 1:
+                    lib.set_num_threads(1)
         _blas_holders += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_holders -= 1
-            if _blas_holders == 0:
-                _blas_restore.restore_original_limits()
-                _blas_restore = None
+
+
+def _release_blas() -> None:
+    global _blas_holders
+    libraries = _blas_libraries()
+    if not libraries:
+        return
+    with _blas_lock:
+        _blas_holders -= 1
+        if _blas_holders == 0:
+            for lib, n in zip(libraries, _blas_saved):
+                if n != 1:
+                    lib.set_num_threads(n)
 
 
 def unsupported_nodes(model: Model) -> list[tuple[str, str]]:
