@@ -45,12 +45,14 @@ MIN_PARALLEL_FLOPS = 40_000_000
 # Splitting ~10 us of int8 GEMM (1M flops) pays already; 0.5M-4M measured within noise
 # of each other on 4 published models at 2 threads.
 MIN_SPLIT_FLOPS = 1_000_000
-# What one element of an elementwise pass that computes per element (an interpolation, a
-# float epilogue: ~1 ns) counts against that bar: such passes split from ~10k elements.
-# Passes that only move memory (a table lookup, a copy) are not split: on this VM a core
-# reading what the other core just wrote runs 2.5x slower, so an int8 ADD of 400k elements
-# took 160 us on one thread and 200 us on two.
+# What one element of an elementwise pass counts against that bar: ~1 ns for one that
+# computes (an interpolation, a float epilogue), splitting from ~10k elements; ~0.15 ns for
+# one that streams (an ADD, a table lookup), from ~60k. A streaming pass gains only when each
+# core reads what it wrote itself: in a model, where the op before was split the same way,
+# pose_landmark_full's float ADDs took 1.5 ms on one thread and 0.83 ms on two. The int8
+# ADD's 64 KiB table lookup does not gain: 1.2 ms on one thread, 1.45 ms split (in place).
 ELEMENT_FLOPS = 100
+STREAM_FLOPS = 16
 # im2col copies are made and multiplied in blocks of about this size (L2 512 KiB, L3 16 MiB)
 COPY_BLOCK_BYTES = 4 << 20
 
@@ -189,7 +191,10 @@ def split_run(serial, driver, args: tuple, total: int, threads: int, flops: int)
     """serial(*args, 0, total) on this thread, or driver(*args, total, parts): the same
     range run as `parts` parts at once by a compiled prange (see split_cores), when the work
     is worth splitting (flops ≥ MIN_SPLIT_FLOPS) and other cores are free."""
-    with split_cores(threads if flops >= MIN_SPLIT_FLOPS else 1, total) as parts:
+    if threads <= 1 or flops < MIN_SPLIT_FLOPS:  # (the common case of tiny ops: no bookkeeping)
+        serial(*args, 0, total)
+        return
+    with split_cores(threads, total) as parts:
         if parts > 1:
             driver(*args, total, parts)
         else:

@@ -109,11 +109,15 @@ FLT_MAX = float(np.finfo(np.float32).max)
 @pytest.mark.parametrize("m", [1, 3, 7, 24, 64, 120, 6720])
 @pytest.mark.parametrize("y_first", [False, True])
 @pytest.mark.parametrize(("low", "high"), [(-FLT_MAX, FLT_MAX), (0.0, 6.0), (-1.0, 1.0)])
-def test_binary_f32_equals_numpy_then_clip(op, m, y_first, low, high):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_binary_f32_equals_numpy_then_clip(op, m, y_first, low, high, threads, monkeypatch):
     """One pass of op and clamp against NumPy's float32 op followed by np.clip (NaN passes
     both), with NaN, infinities, signed zeros, huge values (inf after the op) and y repeated
-    along x (m = 1: a scalar; m = n: the same shape)."""
+    along x (m = 1: a scalar; m = n: the same shape), on one thread or split in two."""
     from qengine.kernels import float_ops
+    from qengine.kernels import threads as pool
+
+    monkeypatch.setattr(pool, "MIN_SPLIT_FLOPS", 0)
 
     with np.errstate(over="ignore"):  # 6720 = 7 * 960: a tail after y's 63-value rows
         x = _floats(6720) * np.float32(1e38)
@@ -124,7 +128,15 @@ def test_binary_f32_equals_numpy_then_clip(op, m, y_first, low, high):
         want = twin(tiled, x) if y_first else twin(x, tiled)
     want = np.clip(want, np.float32(low), np.float32(high))
     got = float_ops.binary_f32(getattr(float_ops, op), x, y, y_first, np.float32(low),
-                               np.float32(high))
+                               np.float32(high), threads)
     assert got.dtype == np.float32
     assert np.array_equal(got, want, equal_nan=True)
     assert np.array_equal(np.signbit(got), np.signbit(want))  # -0.0 kept
+
+
+def test_binary_f32_refuses_operands_that_do_not_repeat():
+    from qengine.kernels import float_ops
+
+    with pytest.raises(ValueError, match="do not repeat"):
+        float_ops.binary_f32(float_ops.ADD, np.zeros(10, np.float32), np.zeros(3, np.float32),
+                             False, np.float32(-1), np.float32(1))

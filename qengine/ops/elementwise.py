@@ -135,19 +135,19 @@ def _one_pass_f32(ctx: OpContext, float_op: str, a_shape, b_shape, shape):
     from qengine.kernels import float_ops
     from qengine.kernels.elementwise import trailing_period
 
-    code, binary_f32 = getattr(float_ops, float_op), float_ops.binary_f32
+    code, binary_f32, threads = getattr(float_ops, float_op), float_ops.binary_f32, ctx.num_threads
     shape = None if shape is None else tuple(shape)
     if shape is None or 0 in shape:
         return None
     low, high = (np.float32(v) for v in float_activation_bounds(ctx))
     if tuple(a_shape) == shape and trailing_period(shape, b_shape):
         def run(x, y):
-            return binary_f32(code, _flat_f32(x), _flat_f32(y), False, low,
-                              high).reshape(shape)
+            return binary_f32(code, _flat_f32(x), _flat_f32(y), False, low, high,
+                              threads).reshape(shape)
     elif tuple(b_shape) == shape and trailing_period(shape, a_shape):
         def run(x, y):
-            return binary_f32(code, _flat_f32(y), _flat_f32(x), True, low,
-                              high).reshape(shape)
+            return binary_f32(code, _flat_f32(y), _flat_f32(x), True, low, high,
+                              threads).reshape(shape)
     else:
         return None
     return run
