@@ -580,17 +580,23 @@ def test_malformed_models_raise_invalid_model_error(op, args, opts):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "int8", "int16"])
-def test_constant_pad_equals_numpy_pad(dtype):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_constant_pad_equals_numpy_pad(dtype, threads, monkeypatch):
+    from qengine.kernels import threads as pool
+
     from qengine.ops.shape import constant_pad
+
+    monkeypatch.setattr(pool, "MIN_SPLIT_FLOPS", 0)  # split even these small tensors
 
     rng = np.random.default_rng(7)
     x = (rng.standard_normal((2, 5, 4, 3)) * 50).astype(dtype)
     if dtype == "float32":
         x.flat[:3] = [np.nan, -0.0, np.inf]
     for pads in [((0, 0), (1, 2), (0, 3), (0, 0)), ((0, 0), (0, 0), (0, 0), (0, 5)),
-                 ((1, 0), (0, 1), (2, 2), (1, 1)), ((0, 0),) * 4]:
+                 ((1, 0), (0, 1), (2, 2), (1, 1)), ((0, 0),) * 4,
+                 ((0, 0), (3, 0), (0, 4), (2, 0)), ((0, 0), (9, 9), (1, 1), (0, 0))]:
         shape = tuple(d + a + b for d, (a, b) in zip(x.shape, pads))
-        got = constant_pad(x, pads, shape, 3)
+        got = constant_pad(x, pads, shape, 3, threads)
         want = np.pad(x, pads, constant_values=3)
         assert got.dtype == want.dtype
         np.testing.assert_array_equal(got, want)

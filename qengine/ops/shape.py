@@ -650,14 +650,19 @@ def _pad_with_zero(ctx: OpContext, x: Spec) -> Prepared:
     fill_value = _pad_value(ctx.output_spec(0, ()))
 
     def kernel(arrays, shape, pads):
-        return constant_pad(arrays[0], pads, shape, fill_value)
+        return constant_pad(arrays[0], pads, shape, fill_value, ctx.num_threads)
 
     return _value_dependent(ctx, _pad_plan(x), [1], x.dtype, kernel)
 
 
-def constant_pad(x: np.ndarray, pads, shape, value) -> np.ndarray:
-    """np.pad(x, pads, constant_values=value) in two passes over the output: fill the padded
-    slabs, copy x into the middle (np.pad takes about twice as long on NHWC activations)."""
+def constant_pad(x: np.ndarray, pads, shape, value, threads: int = 1) -> np.ndarray:
+    """np.pad(x, pads, constant_values=value). NHWC tensors padded along H, W, C: one pass,
+    split between threads (kernels/pad.py); others in two passes over the output: fill the
+    padded slabs, copy x into the middle (np.pad takes about twice as long on NHWC)."""
+    if x.ndim == 4 and tuple(pads[0]) == (0, 0) and x.dtype.kind in "biuf":
+        from qengine.kernels.pad import pad_nhwc
+
+        return pad_nhwc(x, pads, value, threads)
     out = np.empty(shape, x.dtype)
     for axis, (before, after) in enumerate(pads):
         lead = (slice(None),) * axis
@@ -684,7 +689,7 @@ def padv2(ctx: OpContext) -> Prepared:
         raise ctx.invalid("the quantized pad value needs the output's quantization")
 
     def kernel(arrays, shape, pads):
-        return constant_pad(arrays[0], pads, shape, arrays[2].reshape(()))
+        return constant_pad(arrays[0], pads, shape, arrays[2].reshape(()), ctx.num_threads)
 
     return _value_dependent(ctx, _pad_plan(x), [1], x.dtype, kernel)
 
