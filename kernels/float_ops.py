@@ -121,56 +121,31 @@ def _activation(v, low, high):
     return v
 
 
-@inline_kernel
-def _binary_rows(op, x, y, y_first, low, high, out, start, stop):
-    """binary_f32 over x[start:stop], whose length is a multiple of y's (rows of y)."""
+@kernel
+def _binary_span(op, x, y, y_first, low, high, out, i0, i1):
+    """binary_f32 over values i0..i1-1, in runs along y: from y[i0 % m] to y's end, then
+    whole rows of y (m = len(y)). Loops run over slices indexed from 0, which Numba knows are
+    not negative: they vectorize (no wraparound test)."""
     m = y.shape[0]
-    for r in range(start, stop, m):
-        xs, outs = x[r : r + m], out[r : r + m]  # indexed from 0: no wraparound test, so
-        if y_first:  # the loops vectorize
-            for k in range(m):
-                outs[k] = _activation(_combine(op, y[k], xs[k]), low, high)
+    i, c = i0, i0 % m
+    while i < i1:
+        run = min(m - c, i1 - i)
+        xs, ys, outs = x[i : i + run], y[c : c + run], out[i : i + run]
+        if y_first:
+            for k in range(run):
+                outs[k] = _activation(_combine(op, ys[k], xs[k]), low, high)
         else:
-            for k in range(m):
-                outs[k] = _activation(_combine(op, xs[k], y[k]), low, high)
-
-
-@kernel
-def _binary_span(op, x, y, tiled, y_first, low, high, out, r0, r1):
-    """Rows r0..r1-1 of binary_f32 (a row: len(y) values): runs of len(tiled) // len(y) rows
-    against `tiled` (y repeated), then the last rows against y itself."""
-    m, reps = y.shape[0], tiled.shape[0] // y.shape[0]
-    whole = r0 + (r1 - r0) // reps * reps
-    _binary_rows(op, x, tiled, y_first, low, high, out, r0 * m, whole * m)
-    _binary_rows(op, x, y, y_first, low, high, out, whole * m, r1 * m)
+            for k in range(run):
+                outs[k] = _activation(_combine(op, xs[k], ys[k]), low, high)
+        i, c = i + run, 0
 
 
 @kernel(parallel=True)
-def _binary_split(op, x, y, tiled, y_first, low, high, out, rows, parts):
-    """`_binary_span` over rows 0..rows-1 in `parts` parts at once (threads.split_run)."""
-    for i in prange(parts):
-        r0, r1 = pool.part(rows, parts, i)
-        _binary_span(op, x, y, tiled, y_first, low, high, out, r0, r1)
-
-
-@kernel
-def _same_shape_span(op, x, y, y_first, low, high, out, i0, i1):
-    """binary_f32 of same-shape operands over values i0..i1-1."""
-    xs, ys, outs = x[i0:i1], y[i0:i1], out[i0:i1]
-    if y_first:
-        for k in range(i1 - i0):
-            outs[k] = _activation(_combine(op, ys[k], xs[k]), low, high)
-    else:
-        for k in range(i1 - i0):
-            outs[k] = _activation(_combine(op, xs[k], ys[k]), low, high)
-
-
-@kernel(parallel=True)
-def _same_shape_split(op, x, y, y_first, low, high, out, n, parts):
-    """`_same_shape_span` over 0..n-1 in `parts` parts at once (threads.split_run)."""
+def _binary_split(op, x, y, y_first, low, high, out, n, parts):
+    """`_binary_span` over 0..n-1 in `parts` parts at once (threads.split_run)."""
     for i in prange(parts):
         i0, i1 = pool.part(n, parts, i)
-        _same_shape_span(op, x, y, y_first, low, high, out, i0, i1)
+        _binary_span(op, x, y, y_first, low, high, out, i0, i1)
 
 
 @kernel
@@ -188,18 +163,15 @@ def binary_f32(op, x, y, y_first, low, high, threads: int = 1):
     """out[i] = clamp(x[i] op y[i % m]) for x [n], y [m] float32 (n a multiple of m: y
     repeats along x, e.g. a per-channel bias or a scalar), or clamp(y[i % m] op x[i]) when
     y_first. One pass: TFLite's ADD/SUB/MUL/DIV with their fused activation's [low, high].
-    A short y is first repeated to >= 64 values, so each row's loop has work to vectorize.
-    Split between threads from ~64k values on: the inputs usually come from an op split the
-    same way, so each core reads what it wrote (1.8x on pose_landmark_full's ADDs)."""
+    A short y is first repeated to >= 64 values, so each run's loop has work to vectorize.
+    Split between threads from ~60k values on: the inputs usually come from an op split the
+    same way, so each core reads what it wrote (1.4x on pose_landmark_full's ADDs)."""
     n, m = x.shape[0], y.shape[0]
     if m == 0 or n % m:
         raise ValueError(f"binary_f32: {n} values do not repeat {m} values")
+    if m < 64 and n > m:  # runs of at least 64 values (n a multiple of the repeated length:
+        y = _repeated(y, min(64 // m, n // m))  # when not, the last run is shorter)
     out = np.empty(n, np.float32)
-    if m == n:  # the same shape: split by values
-        pool.split_run(_same_shape_span, _same_shape_split, (op, x, y, y_first, low, high, out),
-                       n, threads, pool.STREAM_FLOPS * n)
-        return out
-    tiled = y if m >= 64 else _repeated(y, 64 // m)  # else by rows of y
-    pool.split_run(_binary_span, _binary_split, (op, x, y, tiled, y_first, low, high, out),
-                   n // m, threads, pool.STREAM_FLOPS * n)
+    pool.split_run(_binary_span, _binary_split, (op, x, y, y_first, low, high, out), n,
+                   threads, pool.STREAM_FLOPS * n)
     return out
