@@ -656,10 +656,14 @@ def _pad_with_zero(ctx: OpContext, x: Spec) -> Prepared:
 
 
 def constant_pad(x: np.ndarray, pads, shape, value, threads: int = 1) -> np.ndarray:
-    """np.pad(x, pads, constant_values=value). NHWC tensors padded along H, W, C: one pass,
-    split between threads (kernels/pad.py); others in two passes over the output: fill the
-    padded slabs, copy x into the middle (np.pad takes about twice as long on NHWC)."""
-    if x.ndim == 4 and tuple(pads[0]) == (0, 0) and x.dtype.kind in "biuf":
+    """np.pad(x, pads, constant_values=value). Large NHWC tensors padded along H, W, C on
+    more than one thread: kernels/pad.py, rows split between threads. Else two NumPy passes
+    over the output: fill the padded slabs, copy x into the middle (np.pad takes about twice
+    as long on NHWC); as fast on one thread, and nothing to compile on a first run."""
+    from qengine.kernels import threads as pool
+
+    if threads > 1 and x.ndim == 4 and tuple(pads[0]) == (0, 0) and x.dtype.kind in "biuf" \
+            and pool.STREAM_FLOPS * np.prod(shape) >= pool.MIN_SPLIT_FLOPS:
         from qengine.kernels.pad import pad_nhwc
 
         return pad_nhwc(x, pads, value, threads)
