@@ -203,12 +203,16 @@ def test_fc_hybrid_epilogue(seed, threads):
 # -- kernels/hybrid_conv.py: quantized once per image, float epilogue in the int8 tiles -----------
 
 
-def test_quantize_images_matches_rows_and_leaves_spare_bytes():
+@pytest.mark.parametrize("threads", [1, 2])
+def test_quantize_images_matches_rows_and_leaves_spare_bytes(threads, monkeypatch):
+    from qengine.kernels import threads as pool
+
+    monkeypatch.setattr(pool, "MIN_SPLIT_FLOPS", 0)  # 2 threads split even these images
     r = np.random.default_rng(7)
-    x = random_rows(r, "normal", 3, 5 * 4 * 3).reshape(3, 5, 4, 3)
+    x = random_rows(r, "normal", 3, 5 * 4 * 3 + 7).reshape(3, 67)  # a tail of 3 after 8s
     x[1] = 0  # an image of zeros: q 0, sf 1, zp 0
     for symmetric, twin in [(True, naive_symmetric), (False, naive_asymmetric)]:
-        q, sf, zp = hybrid.quantize_images(x, symmetric)
+        q, sf, zp = hybrid.quantize_images(x, symmetric, threads)
         want = twin(x.reshape(3, -1))
         want_zp = np.zeros(3, np.int32) if symmetric else want[2]
         assert_same((q.reshape(3, -1), sf, zp), (want[0], want[1], want_zp))

@@ -248,7 +248,7 @@ def _hybrid_fast(ctx: OpContext, plan, run_plan, out_shape, symmetric: bool,
     threads = max(1, ctx.num_threads)
 
     def run(x, w, b=None):
-        q, sf, zp = hybrid.quantize_images(x, symmetric)
+        q, sf, zp = hybrid.quantize_images(x, symmetric, threads)
         p = fixed if constant_bias else plan(b)
         return run_plan(p, q, zp, image_scale(sf), threads)
 
