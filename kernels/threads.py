@@ -149,7 +149,8 @@ class split_cores:
     __slots__ = ("claimed", "helpers", "locked", "previous", "wanted")
 
     def __init__(self, threads: int, total: int):
-        self.wanted = min(threads, total) - 1
+        # Numba's workers: NUMBA_NUM_THREADS may be below the cores (a user's limit)
+        self.wanted = min(threads, total, numba.config.NUMBA_NUM_THREADS) - 1
         self.claimed = self.locked = False
         self.helpers = self.previous = 0
 
