@@ -96,15 +96,22 @@ def _use_pool_in_child(result):
 def test_a_forked_child_can_use_the_pool(monkeypatch):
     monkeypatch.setattr(threads, "CORES", 2)
     threads.parallel_blocks(Recorder(), 10, 2)  # the parent's pool thread exists
+    result = _in_forked_child(_use_pool_in_child, 30)
+    assert result.get(timeout=5) == [(0, 5), (5, 10)]
+
+
+def _in_forked_child(target, timeout: float):
+    """Run target(queue) in a forked child that must exit cleanly in time; the queue."""
     context = multiprocessing.get_context("fork")
     result = context.Queue()
-    child = context.Process(target=_use_pool_in_child, args=(result,))
+    child = context.Process(target=target, args=(result,))
     child.start()
-    child.join(timeout=30)
+    child.join(timeout=timeout)
     if child.is_alive():
         child.kill()
-        pytest.fail("parallel_blocks hung in a forked child")
-    assert child.exitcode == 0 and result.get(timeout=5) == [(0, 5), (5, 10)]
+        pytest.fail(f"{target.__name__} hung in a forked child")
+    assert child.exitcode == 0
+    return result
 
 
 def test_a_block_calling_parallel_blocks_runs_its_range_itself(monkeypatch):
@@ -304,13 +311,5 @@ def test_a_child_forked_after_a_parallel_region_runs_compiled_work_on_one_thread
     depthwise_int8.depthwise_conv2d_int8_acc_fast(x, np.ones((3, 3, 16), np.int16),
                                                   np.zeros(1, np.int64), 1, 1, 1, 1, 1, 1, 60,
                                                   60, 1, threads=2)  # a region in the parent
-    context = multiprocessing.get_context("fork")
-    result = context.Queue()
-    child = context.Process(target=_compiled_split_in_child, args=(result,))
-    child.start()
-    child.join(timeout=120)
-    if child.is_alive():
-        child.kill()
-        pytest.fail("a compiled split hung in a forked child")
-    assert child.exitcode == 0
+    result = _in_forked_child(_compiled_split_in_child, 120)
     assert result.get(timeout=5) == 1 and result.get(timeout=5) == 9  # 9 in-image taps of 1
