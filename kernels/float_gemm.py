@@ -308,45 +308,109 @@ def _axpy(typingctx, dst_addr, src_addr, w, count):
     return types.void(types.uintp, types.uintp, types.float32, types.intp), _axpy_codegen
 
 
-def _make_row_tile(width):
-    """An LLVM micro-kernel over `width` consecutive output pixels of a row (the lanes) and 8
-    output channels (8 registers): acc[o, 0:width] = Σ_k src_k[offset : offset + width] ·
-    w[k, o] for k < count, in order of k, where src_k is the address at addrs[k]; stores
-    acc [8, width] row-major at out."""
+def _make_row_tile(width, chans, vectors):
+    """An LLVM micro-kernel over `vectors` x `width` consecutive output pixels of a row (the
+    lanes) and `chans` output channels, chans * vectors registers: acc[o, v] = Σ_k
+    src_k[offset + v*width : ...] · w[k*chans + o] for k < count, in order of k, where src_k is
+    the address at addrs[k]; stores clamp(acc + bias[o]) of pixel i, channel o at
+    out[i*stride + o]."""
     vec_t = ir.VectorType(_F32, width)
 
     def codegen(context, builder, signature, args):
-        addrs_addr, count, offset, w_addr, out_addr = args
+        addrs_addr, count, offset, w_addr, bias_addr, out_addr, stride, low, high = args
         addrs = builder.inttoptr(addrs_addr, _I64.as_pointer())
         w = builder.inttoptr(w_addr, _F32.as_pointer())
 
         def step(k, accs):
             src = builder.inttoptr(builder.load(builder.gep(addrs, [k]), align=8),
                                    _F32.as_pointer())
-            xv = _load_vec(builder, src, offset, vec_t)
+            xvs = [_load_vec(builder, src, builder.add(offset, _const(v * width)), vec_t)
+                   for v in range(vectors)]
             new = []
-            for o in range(NARROW):
-                index = builder.add(builder.mul(k, _const(NARROW)), _const(o))
+            for o in range(chans):
+                index = builder.add(builder.mul(k, _const(chans)), _const(o))
                 wv = _splat(builder, builder.load(builder.gep(w, [index]), align=4), vec_t)
-                new.append(_mul_add(builder, xv, wv, accs[o]))
+                new.extend(_mul_add(builder, xvs[v], wv, accs[o * vectors + v])
+                           for v in range(vectors))
             return new
 
-        accs = _loop(builder, count, [ir.Constant(vec_t, None)] * NARROW, step, "rowtile")
+        start = [ir.Constant(vec_t, None)] * (chans * vectors)
+        accs = _loop(builder, count, start, step, "rowtile")
         out = builder.inttoptr(out_addr, _F32.as_pointer())
-        for o, acc in enumerate(accs):
-            _store_vec(builder, acc, out, _const(o * width))
+        bias = builder.inttoptr(bias_addr, _F32.as_pointer())
+        low_v, high_v = _splat(builder, low, vec_t), _splat(builder, high, vec_t)
+        for o in range(chans):
+            bias_v = _splat(builder, builder.load(builder.gep(bias, [_const(o)]), align=4), vec_t)
+            for v in range(vectors):
+                value = _clamp(builder, builder.fadd(accs[o * vectors + v], bias_v), low_v,
+                               high_v)
+                for lane in range(width):  # pixel v*width + lane, channel o
+                    at = builder.add(builder.mul(_const(v * width + lane), stride), _const(o))
+                    builder.store(builder.extract_element(value, _const(lane)),
+                                  builder.gep(out, [at]), align=4)
         return context.get_dummy_value()
 
     @intrinsic
-    def tile(typingctx, addrs_addr, count, offset, w_addr, out_addr):
-        sig = types.void(types.uintp, types.intp, types.intp, types.uintp, types.uintp)
+    def tile(typingctx, addrs_addr, count, offset, w_addr, bias_addr, out_addr, stride, low,
+             high):
+        sig = types.void(types.uintp, types.intp, types.intp, types.uintp, types.uintp,
+                         types.uintp, types.intp, types.float32, types.float32)
         return sig, codegen
 
     return tile
 
 
-_row_tile_16 = _make_row_tile(2 * VEC)  # AVX-512: 8 float32x16 accumulators
-_row_tile_8 = _make_row_tile(VEC)  # AVX2: 8 float32x8 accumulators
+# packed output channels -> pixel vectors per row tile: 8 accumulators at least (the adds'
+# latency x throughput), at most 24 (AVX-512's 32 registers hold them, the x vectors and a
+# broadcast); AVX2's 16 registers take the tiles of up to 8 channels
+ROW_CHANNELS = (1, 2, 4, 8, 16, 24)
+_ROW_VECTORS = {1: 8, 2: 4, 4: 2, 8: 1, 16: 1, 24: 1}
+_row_16x1, _row_16x2, _row_16x4, _row_16x8, _row_16x16, _row_16x24 = (
+    _make_row_tile(2 * VEC, c, _ROW_VECTORS[c]) for c in ROW_CHANNELS)
+_row_8x1, _row_8x2, _row_8x4, _row_8x8 = (
+    _make_row_tile(VEC, c, _ROW_VECTORS[c]) for c in ROW_CHANNELS[:4])
+
+
+@inline_kernel
+def _row_run(chans, wide):
+    """Output pixels per row tile of `chans` packed channels (0: no tile, use `_axpy`)."""
+    if chans > NARROW and not wide:
+        return 0
+    vectors = 8 // min(chans, 8)
+    return vectors * (2 * VEC if wide else VEC)
+
+
+@inline_kernel
+def _row_tile(chans, wide, addrs, depth, ox0, w, bias, t, stride, low, high):
+    """The row tile for `chans` packed channels, storing at address t, pixels `stride` floats
+    apart."""
+    a, b, w_ = addrs.ctypes.data, bias.ctypes.data, w.ctypes.data
+    if wide:
+        if chans == 1:
+            _row_16x1(a, depth, ox0, w_, b, t, stride, low, high)
+        elif chans == 2:
+            _row_16x2(a, depth, ox0, w_, b, t, stride, low, high)
+        elif chans == 4:
+            _row_16x4(a, depth, ox0, w_, b, t, stride, low, high)
+        elif chans == 8:
+            _row_16x8(a, depth, ox0, w_, b, t, stride, low, high)
+        elif chans == 16:
+            _row_16x16(a, depth, ox0, w_, b, t, stride, low, high)
+        else:
+            _row_16x24(a, depth, ox0, w_, b, t, stride, low, high)
+    elif chans == 1:
+        _row_8x1(a, depth, ox0, w_, b, t, stride, low, high)
+    elif chans == 2:
+        _row_8x2(a, depth, ox0, w_, b, t, stride, low, high)
+    elif chans == 4:
+        _row_8x4(a, depth, ox0, w_, b, t, stride, low, high)
+    else:
+        _row_8x8(a, depth, ox0, w_, b, t, stride, low, high)
+
+
+def row_channels(out_c: int) -> int:
+    """The packed channel count of a row-vectorized conv with out_c <= 24 output channels."""
+    return next(c for c in ROW_CHANNELS if c >= out_c)
 
 
 # --- packing (prepare time) ---------------------------------------------------------------------
@@ -363,8 +427,9 @@ def pack_conv_f32(w: np.ndarray) -> np.ndarray:
 
 
 def pack_narrow_f32(w: np.ndarray) -> np.ndarray:
-    """Filter [Co, KH, KW, Ci], Co <= NARROW -> [KH*KW*Ci, NARROW] float32, zero past Co."""
-    out = np.zeros((w[0].size, NARROW), np.float32)
+    """Filter [Co, KH, KW, Ci], Co <= 24 -> [KH*KW*Ci, row_channels(Co)] float32, zero past
+    Co."""
+    out = np.zeros((w[0].size, row_channels(w.shape[0])), np.float32)
     out[:, :w.shape[0]] = np.asarray(w, np.float32).reshape(w.shape[0], -1).T
     return out
 
@@ -522,37 +587,44 @@ def _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_mi
 @inline_kernel
 def _narrow_fits(x, w8, bias, out, k_h, k_w, r0, r1):
     """conv2d_f32_narrow_rows' operands fit each other and rows [r0, r1) lie inside out."""
-    return (w8.shape[0] == k_h * k_w * x.shape[3] and w8.shape[1] == NARROW
-            and out.shape[3] <= NARROW and bias.shape[0] == out.shape[3]
-            and out.shape[0] == x.shape[0] and 0 <= r0 <= r1 <= out.shape[0] * out.shape[1])
+    chans = w8.shape[1]
+    return (w8.shape[0] == k_h * k_w * x.shape[3] and 0 < out.shape[3] <= chans
+            and (chans in (1, 2, 4, 8, 16, 24)) and (chans <= 2 * out.shape[3] or chans == 1)
+            and bias.shape[0] == out.shape[3] and out.shape[0] == x.shape[0]
+            and 0 <= r0 <= r1 <= out.shape[0] * out.shape[1])
 
 
 @kernel
 def conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
                            pad_top, pad_left, act_min, act_max, wide, r0, r1):
     """Output rows [r0, r1) (row = n*OH + oy) of a float CONV_2D with few output channels
-    (NARROW or less: a 16-channel panel would be mostly zeros) into out [N,OH,OW,Co].
-    x [N,H,W,Ci], w8 [KH*KW*Ci, 8] float32 from pack_narrow_f32, bias [Co].
+    (at most 24: 1-8 where a 16-channel panel would be mostly zeros, 9-24 for first layers
+    whose 3-channel taps leave the GEMM little to do per address) into out [N,OH,OW,Co].
+    x [N,H,W,Ci], w8 [KH*KW*Ci, row_channels(Co)] float32 from pack_narrow_f32, bias [Co].
 
     The vectors run along the output row instead: each input row the block reads is copied
     once, zero-padded and split by column phase (u = j*sw + phase), channel-major, so that tap
     kx of every output pixel ox reads rows[iy, c, phase, ox + (kx*dw) // sw], contiguous in
-    ox. Then per run of 16 (wide) or 8 pixels, `_row_tile` sums over k = (ky, kx, c) in the
-    reference order into 8 output-channel registers; a filter row outside the image reads
-    zeros (adding +-0 leaves a sum unchanged, see `_split_row`). With at most 4 output
-    channels, or rows narrower than a run, each (k, o) is one `_axpy` into a row of sums."""
+    ox. Then per run of pixels (`_row_run`: 8 accumulators or more), `_row_tile` sums over
+    k = (ky, kx, c) in the reference order, one register per (output channel, 16 or 8
+    pixels), and adds the bias and clamps; a filter row outside the image reads zeros (adding
+    +-0 leaves a sum unchanged, see `_split_row`). Rows narrower than a run (or 9-24 channels
+    without AVX-512) take one `_axpy` per (k, o) into a row of sums."""
     in_h, in_c = x.shape[1], x.shape[3]
     out_h, out_w, out_c = out.shape[1], out.shape[2], out.shape[3]
     depth = k_h * k_w * in_c
     if not _narrow_fits(x, w8, bias, out, k_h, k_w, r0, r1):
         raise ValueError("conv2d_f32_narrow_rows: w8, bias, out or [r0, r1) do not fit x")
-    lanes = 2 * VEC if wide else VEC
+    chans = w8.shape[1]
+    run = _row_run(chans, wide)
     span = out_w + ((k_w - 1) * dil_w) // stride_w  # columns j of each phase that are read
     rows = np.empty((in_h, in_c, stride_w, span), np.float32)
     zeros = np.zeros(span, np.float32)
     addrs = np.empty(depth, np.int64)
-    acc = np.empty((NARROW, out_w), np.float32)  # the rows narrower than a run
-    tile = np.empty((NARROW, lanes), np.float32)
+    acc = np.empty((out_c, out_w), np.float32)  # the rows narrower than a run
+    tile = np.empty((max(run, 1), chans), np.float32)
+    bias_p = np.zeros(chans, np.float32)
+    bias_p[:out_c] = bias
     low, high = np.float32(act_min), np.float32(act_max)
     split_n, split_hi = -1, 0  # the image and the input rows [.., split_hi) split so far
     for row in range(r0, r1):
@@ -573,15 +645,18 @@ def conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h
                     addrs[k] = zeros.ctypes.data
                     if 0 <= iy < in_h:
                         addrs[k] = rows[iy, c, phase, j0:].ctypes.data
-        if out_c > NARROW // 2 and out_w >= lanes:  # else 8 registers would be mostly idle
-            for run in range((out_w + lanes - 1) // lanes):
-                ox0 = min(run * lanes, out_w - lanes)  # the last run overlaps the one before
-                if wide:
-                    _row_tile_16(addrs.ctypes.data, depth, ox0, w8.ctypes.data,
-                                 tile.ctypes.data)
-                else:
-                    _row_tile_8(addrs.ctypes.data, depth, ox0, w8.ctypes.data, tile.ctypes.data)
-                _store_row(tile, bias, out, n, oy, ox0, lanes, low, high)
+        if 0 < run <= out_w:
+            for r in range((out_w + run - 1) // run):
+                ox0 = min(r * run, out_w - run)  # the last run overlaps the one before
+                if chans == out_c:  # straight into out
+                    _row_tile(chans, wide, addrs, depth, ox0, w8, bias_p,
+                              out[n, oy, ox0:].ctypes.data, out_c, low, high)
+                    continue
+                _row_tile(chans, wide, addrs, depth, ox0, w8, bias_p, tile.ctypes.data, chans,
+                          low, high)
+                for i in range(run):
+                    for o in range(out_c):
+                        out[n, oy, ox0 + i, o] = tile[i, o]
         else:
             acc[:] = 0
             for k in range(depth):

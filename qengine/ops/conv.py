@@ -111,7 +111,6 @@ def _conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high
     (kernels/float_gemm.py) over blocks of output pixels, one block per thread."""
     from qengine.kernels.float_gemm import (
         LANES,
-        NARROW,
         WIDE,
         conv2d_f32_rows,
         conv2d_f32_split,
@@ -120,8 +119,7 @@ def _conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high
     )
     from qengine.kernels.threads import split_run
 
-    # 1-4 output channels, or 5-8 with a long enough sum to amortize the row tiles' epilogue
-    if out_shape[3] <= NARROW // 2 or (out_shape[3] <= NARROW and weights[0].size >= 64):
+    if _row_vectorized(out_shape[3], weights.shape[3], weights[0].size, WIDE):
         return _conv_float_narrow(ctx, g, out_shape, weights, bias, low, high)
     panels, bias16 = pack_conv_f32(weights), pad_channels(bias, LANES)
     pixels = g.batch * g.out_h * g.out_w
@@ -136,6 +134,17 @@ def _conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high
         return out.reshape(out_shape)
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
+
+
+def _row_vectorized(out_c: int, in_c: int, depth: int, wide: bool) -> bool:
+    """Whether a float conv runs along output rows (conv2d_f32_narrow_rows) rather than as the
+    indirect GEMM: 1-4 output channels; 5-8 with a long enough sum to amortize the row tiles'
+    epilogue; with AVX-512, 9-24 from at most 4 input channels (first layers: a GEMM tap of
+    3 floats is mostly address overhead, and 24 channels are one and a half 16-lane panels)."""
+    from qengine.kernels.float_gemm import NARROW
+
+    return (out_c <= NARROW // 2 or (out_c <= NARROW and depth >= 64)
+            or (wide and out_c <= 24 and in_c <= 4))
 
 
 def _conv_float_narrow(ctx, g: ConvGeometry, out_shape, weights, bias, low, high) -> Prepared:
