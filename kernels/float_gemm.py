@@ -313,11 +313,11 @@ def _make_row_tile(width, chans, vectors):
     lanes) and `chans` output channels, chans * vectors registers: acc[o, v] = Σ_k
     src_k[offset + v*width : ...] · w[k*chans + o] for k < count, in order of k, where src_k is
     the address at addrs[k]; stores clamp(acc + bias[o]) of pixel i, channel o at
-    out[i*stride + o]."""
+    out[i*chans + o] (pixel-major, as NHWC wants it)."""
     vec_t = ir.VectorType(_F32, width)
 
     def codegen(context, builder, signature, args):
-        addrs_addr, count, offset, w_addr, bias_addr, out_addr, stride, low, high = args
+        addrs_addr, count, offset, w_addr, bias_addr, out_addr, low, high = args
         addrs = builder.inttoptr(addrs_addr, _I64.as_pointer())
         w = builder.inttoptr(w_addr, _F32.as_pointer())
 
@@ -339,25 +339,67 @@ def _make_row_tile(width, chans, vectors):
         out = builder.inttoptr(out_addr, _F32.as_pointer())
         bias = builder.inttoptr(bias_addr, _F32.as_pointer())
         low_v, high_v = _splat(builder, low, vec_t), _splat(builder, high, vec_t)
+        values = []  # values[o][v]: channel o of pixels v*width .. v*width + width-1
         for o in range(chans):
             bias_v = _splat(builder, builder.load(builder.gep(bias, [_const(o)]), align=4), vec_t)
-            for v in range(vectors):
-                value = _clamp(builder, builder.fadd(accs[o * vectors + v], bias_v), low_v,
-                               high_v)
-                for lane in range(width):  # pixel v*width + lane, channel o
-                    at = builder.add(builder.mul(_const(v * width + lane), stride), _const(o))
-                    builder.store(builder.extract_element(value, _const(lane)),
-                                  builder.gep(out, [at]), align=4)
+            values.append([_clamp(builder, builder.fadd(accs[o * vectors + v], bias_v), low_v,
+                                  high_v) for v in range(vectors)])
+        for v in range(vectors):
+            _store_pixel_major(builder, [row[v] for row in values], out, v * width * chans)
         return context.get_dummy_value()
 
     @intrinsic
-    def tile(typingctx, addrs_addr, count, offset, w_addr, bias_addr, out_addr, stride, low,
-             high):
+    def tile(typingctx, addrs_addr, count, offset, w_addr, bias_addr, out_addr, low, high):
         sig = types.void(types.uintp, types.intp, types.intp, types.uintp, types.uintp,
-                         types.uintp, types.intp, types.float32, types.float32)
+                         types.uintp, types.float32, types.float32)
         return sig, codegen
 
     return tile
+
+
+def _interleave(builder, rows):
+    """The vectors holding rows[0][i], rows[1][i], ... rows[c-1][i] for i = 0, 1, ..: c
+    channel vectors (c a power of 2, each a sequence of vectors) made pixel-major by log2(c)
+    rounds of zips, c*log2(c) shuffles (interleave(even rows) zipped with interleave(odd
+    rows): element j of the one and of the other become elements 2j and 2j+1)."""
+    if len(rows) == 1:
+        return rows[0]
+    width = rows[0][0].type.count
+    lo = ir.Constant(ir.VectorType(ir.IntType(32), width),
+                     [k // 2 + (k % 2) * width for k in range(width)])
+    hi = ir.Constant(ir.VectorType(ir.IntType(32), width),
+                     [width // 2 + k // 2 + (k % 2) * width for k in range(width)])
+    out = []
+    for even, odd in zip(_interleave(builder, rows[0::2]), _interleave(builder, rows[1::2]),
+                         strict=True):
+        out += [builder.shuffle_vector(even, odd, lo), builder.shuffle_vector(even, odd, hi)]
+    return out
+
+
+def _store_pixel_major(builder, channels, out, at):
+    """out[at + i*C + o] = channels[o][i] for the `width` pixels i of C channel vectors (C a
+    sum of powers of 2 of at most `width`, largest first: 24 = 16 + 8): each group of
+    channels is interleaved; a single group is stored whole, several pixel by pixel."""
+    width, chans = channels[0].type.count, len(channels)
+    groups, o0 = [], 0
+    while o0 < chans:
+        size = min(width, 1 << ((chans - o0).bit_length() - 1))
+        groups.append((o0, size))
+        o0 += size
+    for o0, size in groups:
+        mixed = _interleave(builder, [[vec] for vec in channels[o0:o0 + size]])
+        if size == chans:
+            for q, vec in enumerate(mixed):
+                _store_vec(builder, vec, out, _const(at + q * width))
+            continue
+        per_vec = width // size  # pixels per interleaved vector
+        for q, vec in enumerate(mixed):
+            for p in range(per_vec):
+                part = vec if size == width else builder.shuffle_vector(
+                    vec, ir.Constant(vec.type, ir.Undefined),
+                    ir.Constant(ir.VectorType(ir.IntType(32), size),
+                                list(range(p * size, p * size + size))))
+                _store_vec(builder, part, out, _const(at + (q * per_vec + p) * chans + o0))
 
 
 # packed output channels -> pixel vectors per row tile: 8 accumulators at least (the adds'
@@ -381,31 +423,30 @@ def _row_run(chans, wide):
 
 
 @inline_kernel
-def _row_tile(chans, wide, addrs, depth, ox0, w, bias, t, stride, low, high):
-    """The row tile for `chans` packed channels, storing at address t, pixels `stride` floats
-    apart."""
+def _row_tile(chans, wide, addrs, depth, ox0, w, bias, t, low, high):
+    """The row tile for `chans` packed channels, storing [run, chans] at address t."""
     a, b, w_ = addrs.ctypes.data, bias.ctypes.data, w.ctypes.data
     if wide:
         if chans == 1:
-            _row_16x1(a, depth, ox0, w_, b, t, stride, low, high)
+            _row_16x1(a, depth, ox0, w_, b, t, low, high)
         elif chans == 2:
-            _row_16x2(a, depth, ox0, w_, b, t, stride, low, high)
+            _row_16x2(a, depth, ox0, w_, b, t, low, high)
         elif chans == 4:
-            _row_16x4(a, depth, ox0, w_, b, t, stride, low, high)
+            _row_16x4(a, depth, ox0, w_, b, t, low, high)
         elif chans == 8:
-            _row_16x8(a, depth, ox0, w_, b, t, stride, low, high)
+            _row_16x8(a, depth, ox0, w_, b, t, low, high)
         elif chans == 16:
-            _row_16x16(a, depth, ox0, w_, b, t, stride, low, high)
+            _row_16x16(a, depth, ox0, w_, b, t, low, high)
         else:
-            _row_16x24(a, depth, ox0, w_, b, t, stride, low, high)
+            _row_16x24(a, depth, ox0, w_, b, t, low, high)
     elif chans == 1:
-        _row_8x1(a, depth, ox0, w_, b, t, stride, low, high)
+        _row_8x1(a, depth, ox0, w_, b, t, low, high)
     elif chans == 2:
-        _row_8x2(a, depth, ox0, w_, b, t, stride, low, high)
+        _row_8x2(a, depth, ox0, w_, b, t, low, high)
     elif chans == 4:
-        _row_8x4(a, depth, ox0, w_, b, t, stride, low, high)
+        _row_8x4(a, depth, ox0, w_, b, t, low, high)
     else:
-        _row_8x8(a, depth, ox0, w_, b, t, stride, low, high)
+        _row_8x8(a, depth, ox0, w_, b, t, low, high)
 
 
 def row_channels(out_c: int) -> int:
@@ -650,10 +691,10 @@ def conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h
                 ox0 = min(r * run, out_w - run)  # the last run overlaps the one before
                 if chans == out_c:  # straight into out
                     _row_tile(chans, wide, addrs, depth, ox0, w8, bias_p,
-                              out[n, oy, ox0:].ctypes.data, out_c, low, high)
+                              out[n, oy, ox0:].ctypes.data, low, high)
                     continue
-                _row_tile(chans, wide, addrs, depth, ox0, w8, bias_p, tile.ctypes.data, chans,
-                          low, high)
+                _row_tile(chans, wide, addrs, depth, ox0, w8, bias_p, tile.ctypes.data, low,
+                          high)
                 for i in range(run):
                     for o in range(out_c):
                         out[n, oy, ox0 + i, o] = tile[i, o]
