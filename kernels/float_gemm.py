@@ -311,13 +311,14 @@ def _axpy(typingctx, dst_addr, src_addr, w, count):
 def _make_row_tile(width, chans, vectors):
     """An LLVM micro-kernel over `vectors` x `width` consecutive output pixels of a row (the
     lanes) and `chans` output channels, chans * vectors registers: acc[o, v] = Σ_k
-    src_k[offset + v*width : ...] · w[k*chans + o] for k < count, in order of k, where src_k is
+    src_k[offset + v*width : ...] · w[k*w_stride + o] for k < count, in order of k, where src_k is
     the address at addrs[k]; stores clamp(acc + bias[o]) of pixel i, channel o at
-    out[i*chans + o] (pixel-major, as NHWC wants it)."""
+    out[i*stride + o] (pixel-major, as NHWC wants it; stride == chans if chans < width)."""
     vec_t = ir.VectorType(_F32, width)
 
     def codegen(context, builder, signature, args):
-        addrs_addr, count, offset, w_addr, bias_addr, out_addr, low, high = args
+        addrs_addr, count, offset, w_addr, w_stride, bias_addr, out_addr, stride, low, \
+            high = args
         addrs = builder.inttoptr(addrs_addr, _I64.as_pointer())
         w = builder.inttoptr(w_addr, _F32.as_pointer())
 
@@ -328,7 +329,7 @@ def _make_row_tile(width, chans, vectors):
                    for v in range(vectors)]
             new = []
             for o in range(chans):
-                index = builder.add(builder.mul(k, _const(chans)), _const(o))
+                index = builder.add(builder.mul(k, w_stride), _const(o))
                 wv = _splat(builder, builder.load(builder.gep(w, [index]), align=4), vec_t)
                 new.extend(_mul_add(builder, xvs[v], wv, accs[o * vectors + v])
                            for v in range(vectors))
@@ -345,13 +346,15 @@ def _make_row_tile(width, chans, vectors):
             values.append([_clamp(builder, builder.fadd(accs[o * vectors + v], bias_v), low_v,
                                   high_v) for v in range(vectors)])
         for v in range(vectors):
-            _store_pixel_major(builder, [row[v] for row in values], out, v * width * chans)
+            _store_pixel_major(builder, [row[v] for row in values], out,
+                               builder.mul(_const(v * width), stride), stride)
         return context.get_dummy_value()
 
     @intrinsic
-    def tile(typingctx, addrs_addr, count, offset, w_addr, bias_addr, out_addr, low, high):
-        sig = types.void(types.uintp, types.intp, types.intp, types.uintp, types.uintp,
-                         types.uintp, types.float32, types.float32)
+    def tile(typingctx, addrs_addr, count, offset, w_addr, w_stride, bias_addr, out_addr,
+             stride, low, high):
+        sig = types.void(types.uintp, types.intp, types.intp, types.uintp, types.intp,
+                         types.uintp, types.uintp, types.intp, types.float32, types.float32)
         return sig, codegen
 
     return tile
@@ -376,10 +379,11 @@ def _interleave(builder, rows):
     return out
 
 
-def _store_pixel_major(builder, channels, out, at):
-    """out[at + i*C + o] = channels[o][i] for the `width` pixels i of C channel vectors (C a
-    sum of powers of 2 of at most `width`, largest first: 24 = 16 + 8): each group of
-    channels is interleaved; a single group is stored whole, several pixel by pixel."""
+def _store_pixel_major(builder, channels, out, at, stride):
+    """out[at + i*stride + o] = channels[o][i] for the `width` pixels i of C channel vectors
+    (C a sum of powers of 2 of at most `width`, largest first: 24 = 16 + 8): each group of
+    channels is interleaved; a single group narrower than a vector (then stride == C) is
+    stored whole, others pixel by pixel."""
     width, chans = channels[0].type.count, len(channels)
     groups, o0 = [], 0
     while o0 < chans:
@@ -388,9 +392,9 @@ def _store_pixel_major(builder, channels, out, at):
         o0 += size
     for o0, size in groups:
         mixed = _interleave(builder, [[vec] for vec in channels[o0:o0 + size]])
-        if size == chans:
+        if size == chans < width:
             for q, vec in enumerate(mixed):
-                _store_vec(builder, vec, out, _const(at + q * width))
+                _store_vec(builder, vec, out, builder.add(at, _const(q * width)))
             continue
         per_vec = width // size  # pixels per interleaved vector
         for q, vec in enumerate(mixed):
@@ -399,7 +403,8 @@ def _store_pixel_major(builder, channels, out, at):
                     vec, ir.Constant(vec.type, ir.Undefined),
                     ir.Constant(ir.VectorType(ir.IntType(32), size),
                                 list(range(p * size, p * size + size))))
-                _store_vec(builder, part, out, _const(at + (q * per_vec + p) * chans + o0))
+                pixel = builder.mul(_const(q * per_vec + p), stride)
+                _store_vec(builder, part, out, builder.add(at, builder.add(pixel, _const(o0))))
 
 
 # packed output channels -> pixel vectors per row tile: 8 accumulators at least (the adds'
@@ -423,35 +428,49 @@ def _row_run(chans, wide):
 
 
 @inline_kernel
-def _row_tile(chans, wide, addrs, depth, ox0, w, bias, t, low, high):
-    """The row tile for `chans` packed channels, storing [run, chans] at address t."""
+def _row_tile(chans, wide, addrs, depth, ox0, w, w_stride, bias, t, stride, low, high):
+    """The row tile for `chans` channels of weight rows w_stride floats apart, from w[0] and
+    bias[0], storing [run, chans] at address t, pixels `stride` floats apart."""
     a, b, w_ = addrs.ctypes.data, bias.ctypes.data, w.ctypes.data
     if wide:
         if chans == 1:
-            _row_16x1(a, depth, ox0, w_, b, t, low, high)
+            _row_16x1(a, depth, ox0, w_, w_stride, b, t, stride, low, high)
         elif chans == 2:
-            _row_16x2(a, depth, ox0, w_, b, t, low, high)
+            _row_16x2(a, depth, ox0, w_, w_stride, b, t, stride, low, high)
         elif chans == 4:
-            _row_16x4(a, depth, ox0, w_, b, t, low, high)
+            _row_16x4(a, depth, ox0, w_, w_stride, b, t, stride, low, high)
         elif chans == 8:
-            _row_16x8(a, depth, ox0, w_, b, t, low, high)
+            _row_16x8(a, depth, ox0, w_, w_stride, b, t, stride, low, high)
         elif chans == 16:
-            _row_16x16(a, depth, ox0, w_, b, t, low, high)
+            _row_16x16(a, depth, ox0, w_, w_stride, b, t, stride, low, high)
         else:
-            _row_16x24(a, depth, ox0, w_, b, t, low, high)
+            _row_16x24(a, depth, ox0, w_, w_stride, b, t, stride, low, high)
     elif chans == 1:
-        _row_8x1(a, depth, ox0, w_, b, t, low, high)
+        _row_8x1(a, depth, ox0, w_, w_stride, b, t, stride, low, high)
     elif chans == 2:
-        _row_8x2(a, depth, ox0, w_, b, t, low, high)
+        _row_8x2(a, depth, ox0, w_, w_stride, b, t, stride, low, high)
     elif chans == 4:
-        _row_8x4(a, depth, ox0, w_, b, t, low, high)
+        _row_8x4(a, depth, ox0, w_, w_stride, b, t, stride, low, high)
     else:
-        _row_8x8(a, depth, ox0, w_, b, t, low, high)
+        _row_8x8(a, depth, ox0, w_, w_stride, b, t, stride, low, high)
+
+
+ROW_GROUP = 16  # channels per row tile beyond 24 (in turn, over the same input row)
+ROW_MAX = 64  # output channels a row-vectorized conv takes at most
 
 
 def row_channels(out_c: int) -> int:
-    """The packed channel count of a row-vectorized conv with out_c <= 24 output channels."""
+    """The packed channel count of a row-vectorized conv with out_c <= 64 output channels:
+    one tile's worth up to 24, else whole groups of 16."""
+    if out_c > ROW_CHANNELS[-1]:
+        return -(-out_c // ROW_GROUP) * ROW_GROUP
     return next(c for c in ROW_CHANNELS if c >= out_c)
+
+
+@inline_kernel
+def _row_group(packed):
+    """Channels per row tile of a [depth, packed] filter (see row_channels)."""
+    return packed if packed <= ROW_CHANNELS[-1] else ROW_GROUP
 
 
 # --- packing (prepare time) ---------------------------------------------------------------------
@@ -468,7 +487,7 @@ def pack_conv_f32(w: np.ndarray) -> np.ndarray:
 
 
 def pack_narrow_f32(w: np.ndarray) -> np.ndarray:
-    """Filter [Co, KH, KW, Ci], Co <= 24 -> [KH*KW*Ci, row_channels(Co)] float32, zero past
+    """Filter [Co, KH, KW, Ci], Co <= 64 -> [KH*KW*Ci, row_channels(Co)] float32, zero past
     Co."""
     out = np.zeros((w[0].size, row_channels(w.shape[0])), np.float32)
     out[:, :w.shape[0]] = np.asarray(w, np.float32).reshape(w.shape[0], -1).T
@@ -628,10 +647,11 @@ def _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_mi
 @inline_kernel
 def _narrow_fits(x, w8, bias, out, k_h, k_w, r0, r1):
     """conv2d_f32_narrow_rows' operands fit each other and rows [r0, r1) lie inside out."""
-    chans = w8.shape[1]
-    return (w8.shape[0] == k_h * k_w * x.shape[3] and 0 < out.shape[3] <= chans
-            and (chans in (1, 2, 4, 8, 16, 24)) and (chans <= 2 * out.shape[3] or chans == 1)
-            and bias.shape[0] == out.shape[3] and out.shape[0] == x.shape[0]
+    packed, out_c = w8.shape[1], out.shape[3]
+    one_tile = packed in (1, 2, 4, 8, 16, 24) and (packed <= 2 * out_c or packed == 1)
+    groups = packed % ROW_GROUP == 0 and 24 < packed <= ROW_MAX and packed - out_c < ROW_GROUP
+    return (w8.shape[0] == k_h * k_w * x.shape[3] and 0 < out_c <= packed
+            and (one_tile or groups) and bias.shape[0] == out_c and out.shape[0] == x.shape[0]
             and 0 <= r0 <= r1 <= out.shape[0] * out.shape[1])
 
 
@@ -639,7 +659,7 @@ def _narrow_fits(x, w8, bias, out, k_h, k_w, r0, r1):
 def conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
                            pad_top, pad_left, act_min, act_max, wide, r0, r1):
     """Output rows [r0, r1) (row = n*OH + oy) of a float CONV_2D with few output channels
-    (at most 24: 1-8 where a 16-channel panel would be mostly zeros, 9-24 for first layers
+    (at most 64: 1-8 where a 16-channel panel would be mostly zeros, 9-64 for first layers,
     whose 3-channel taps leave the GEMM little to do per address) into out [N,OH,OW,Co].
     x [N,H,W,Ci], w8 [KH*KW*Ci, row_channels(Co)] float32 from pack_narrow_f32, bias [Co].
 
@@ -649,14 +669,16 @@ def conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h
     ox. Then per run of pixels (`_row_run`: 8 accumulators or more), `_row_tile` sums over
     k = (ky, kx, c) in the reference order, one register per (output channel, 16 or 8
     pixels), and adds the bias and clamps; a filter row outside the image reads zeros (adding
-    +-0 leaves a sum unchanged, see `_split_row`). Rows narrower than a run (or 9-24 channels
-    without AVX-512) take one `_axpy` per (k, o) into a row of sums."""
+    +-0 leaves a sum unchanged, see `_split_row`); more than 24 channels take groups of 16 in
+    turn. Rows narrower than a run (or 9-64 channels without AVX-512) take one `_axpy` per
+    (k, o) into a row of sums."""
     in_h, in_c = x.shape[1], x.shape[3]
     out_h, out_w, out_c = out.shape[1], out.shape[2], out.shape[3]
     depth = k_h * k_w * in_c
     if not _narrow_fits(x, w8, bias, out, k_h, k_w, r0, r1):
         raise ValueError("conv2d_f32_narrow_rows: w8, bias, out or [r0, r1) do not fit x")
-    chans = w8.shape[1]
+    packed = w8.shape[1]
+    chans = _row_group(packed)  # per tile
     run = _row_run(chans, wide)
     span = out_w + ((k_w - 1) * dil_w) // stride_w  # columns j of each phase that are read
     rows = np.empty((in_h, in_c, stride_w, span), np.float32)
@@ -664,7 +686,7 @@ def conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h
     addrs = np.empty(depth, np.int64)
     acc = np.empty((out_c, out_w), np.float32)  # the rows narrower than a run
     tile = np.empty((max(run, 1), chans), np.float32)
-    bias_p = np.zeros(chans, np.float32)
+    bias_p = np.zeros(packed, np.float32)
     bias_p[:out_c] = bias
     low, high = np.float32(act_min), np.float32(act_max)
     split_n, split_hi = -1, 0  # the image and the input rows [.., split_hi) split so far
@@ -689,15 +711,17 @@ def conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h
         if 0 < run <= out_w:
             for r in range((out_w + run - 1) // run):
                 ox0 = min(r * run, out_w - run)  # the last run overlaps the one before
-                if chans == out_c:  # straight into out
-                    _row_tile(chans, wide, addrs, depth, ox0, w8, bias_p,
-                              out[n, oy, ox0:].ctypes.data, low, high)
-                    continue
-                _row_tile(chans, wide, addrs, depth, ox0, w8, bias_p, tile.ctypes.data, low,
-                          high)
-                for i in range(run):
-                    for o in range(out_c):
-                        out[n, oy, ox0 + i, o] = tile[i, o]
+                for o0 in range(0, out_c, chans):
+                    if o0 + chans <= out_c:  # a whole group: straight into out
+                        _row_tile(chans, wide, addrs, depth, ox0, w8[0, o0:], packed,
+                                  bias_p[o0:], out[n, oy, ox0, o0:].ctypes.data, out_c, low,
+                                  high)
+                        continue
+                    _row_tile(chans, wide, addrs, depth, ox0, w8[0, o0:], packed, bias_p[o0:],
+                              tile.ctypes.data, chans, low, high)
+                    for i in range(run):
+                        for o in range(min(chans, out_c - o0)):
+                            out[n, oy, ox0 + i, o0 + o] = tile[i, o]
         else:
             acc[:] = 0
             for k in range(depth):

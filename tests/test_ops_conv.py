@@ -121,6 +121,7 @@ def test_zero_stride_is_refused():
     ("CONV_2D", (1, 13, 17, 8), (1, 3, 3, 8)),
     ("CONV_2D", (1, 5, 131, 8), (1, 3, 3, 8)),  # rows of 128+ pixels: 8-vector row tiles
     ("CONV_2D", (1, 11, 40, 3), (24, 5, 5, 3)),  # a first layer: 24-channel row tiles
+    ("CONV_2D", (1, 9, 36, 3), (32, 3, 3, 3)),  # a first layer: 2 groups of 16 channels
     ("DEPTHWISE_CONV_2D", (2, 11, 9, 12), (1, 3, 3, 12)),
     ("DEPTHWISE_CONV_2D", (1, 14, 15, 21), (1, 5, 5, 21)),
     ("DEPTHWISE_CONV_2D", (1, 9, 8, 5), (1, 3, 3, 15)),  # depth multiplier 3

@@ -139,12 +139,13 @@ def _conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high
 def _row_vectorized(out_c: int, in_c: int, depth: int, wide: bool) -> bool:
     """Whether a float conv runs along output rows (conv2d_f32_narrow_rows) rather than as the
     indirect GEMM: 1-4 output channels; 5-8 with a long enough sum to amortize the row tiles'
-    epilogue; with AVX-512, 9-24 from at most 4 input channels (first layers: a GEMM tap of
-    3 floats is mostly address overhead, and 24 channels are one and a half 16-lane panels)."""
+    epilogue; with AVX-512, 9-32 from at most 4 input channels (first layers: a GEMM tap of
+    3 floats is mostly address overhead, and 24 channels are one and a half 16-lane panels;
+    at 64 the GEMM is as fast)."""
     from qengine.kernels.float_gemm import NARROW
 
     return (out_c <= NARROW // 2 or (out_c <= NARROW and depth >= 64)
-            or (wide and out_c <= 24 and in_c <= 4))
+            or (wide and out_c <= 32 and in_c <= 4))
 
 
 def _conv_float_narrow(ctx, g: ConvGeometry, out_shape, weights, bias, low, high) -> Prepared:
