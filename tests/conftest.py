@@ -79,3 +79,6 @@ def _split_small_test_cases(monkeypatch):
     from qengine.kernels import threads
 
     monkeypatch.setattr(threads, "MIN_PARALLEL_FLOPS", TEST_MIN_PARALLEL_FLOPS)
+    # Helpers go only to cores no other process keeps busy; under `pytest -n 2` the other
+    # worker does, and the 2-thread cases would run on one thread and test nothing.
+    monkeypatch.setattr(threads._OtherProcesses, "enabled", False)

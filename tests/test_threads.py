@@ -5,6 +5,7 @@ still use it."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 import time
 from pathlib import Path
@@ -313,3 +314,42 @@ def test_a_child_forked_after_a_parallel_region_runs_compiled_work_on_one_thread
                                                   60, 1, threads=2)  # a region in the parent
     result = _in_forked_child(_compiled_split_in_child, 120)
     assert result.get(timeout=5) == 1 and result.get(timeout=5) == 9  # 9 in-image taps of 1
+
+
+# --- other processes' load ------------------------------------------------------------------
+
+
+def test_helpers_go_only_to_cores_other_processes_leave_idle(monkeypatch):
+    """busy_cores: the cores' busy time minus this process's CPU time, per second; a core busy
+    3/4 of the time counts. A split then gets no helper on a 2-core machine."""
+    clock = iter([0.0, 0.05, 0.5])  # the second look comes too early: no new figure
+    busy = iter([100.0, 100.8])  # seconds the process's cores were busy, all together
+    own = iter([(5.0, 0.0), (5.0, 0.05)])  # this process's user and system time
+    monkeypatch.setattr(threads._OtherProcesses, "enabled", True)
+    monkeypatch.setattr(threads, "_others", threads._OtherProcesses())
+    monkeypatch.setattr(threads.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(threads, "_busy_seconds", lambda: next(busy))
+    monkeypatch.setattr(threads.os, "times", lambda: next(own))
+    monkeypatch.setattr(threads, "CORES", 2)
+    assert threads._others.busy_cores() == 0  # the first look: nothing to compare yet
+    assert threads._others.busy_cores() == 0  # 0.05 s later: the last figure
+    with threads.split_cores(2, 10) as parts:  # 0.5 s: (0.8 - 0.05) / 0.5 = 1.5 cores
+        assert parts == 1
+    assert threads._others.cores == 1
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="reads Linux's /proc/stat")
+def test_a_busy_process_is_seen():
+    import subprocess
+    import sys
+
+    others = threads._OtherProcesses()
+    others.enabled = True  # (off for the other tests: see conftest.py)
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        others.busy_cores()
+        time.sleep(0.5)
+        assert others.busy_cores() >= 1
+    finally:
+        spinner.kill()
+        spinner.wait()
