@@ -665,8 +665,8 @@ def conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h
 
     The vectors run along the output row instead: each input row the block reads is copied
     once, zero-padded and split by column phase (u = j*sw + phase), channel-major, so that tap
-    kx of every output pixel ox reads rows[iy, c, phase, ox + (kx*dw) // sw], contiguous in
-    ox. Then per run of pixels (`_row_run`: 8 accumulators or more), `_row_tile` sums over
+    kx of every output pixel ox reads rows[iy % ring, c, phase, ox + (kx*dw) // sw],
+    contiguous in ox (a ring of as many rows as a window spans). Then per run of pixels (`_row_run`: 8 accumulators or more), `_row_tile` sums over
     k = (ky, kx, c) in the reference order, one register per (output channel, 16 or 8
     pixels), and adds the bias and clamps; a filter row outside the image reads zeros (adding
     +-0 leaves a sum unchanged, see `_split_row`); more than 24 channels take groups of 16 in
@@ -681,7 +681,8 @@ def conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h
     chans = _row_group(packed)  # per tile
     run = _row_run(chans, wide)
     span = out_w + ((k_w - 1) * dil_w) // stride_w  # columns j of each phase that are read
-    rows = np.empty((in_h, in_c, stride_w, span), np.float32)
+    ring = min(in_h, (k_h - 1) * dil_h + 1)  # input row iy at rows[iy % ring]: a window's rows
+    rows = np.empty((ring, in_c, stride_w, span), np.float32)  # stay in cache, no page faults
     zeros = np.zeros(span, np.float32)
     addrs = np.empty(depth, np.int64)
     acc = np.empty((out_c, out_w), np.float32)  # the rows narrower than a run
@@ -696,8 +697,8 @@ def conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h
             split_n, split_hi = n, 0
         lo = max(0, oy * stride_h - pad_top)
         hi = min(in_h, oy * stride_h - pad_top + (k_h - 1) * dil_h + 1)
-        for iy in range(max(lo, split_hi), hi):  # rows go down: split each one once
-            _split_row(x, rows[iy], n, iy, pad_left, stride_w)
+        for iy in range(max(lo, split_hi), hi):  # rows go down: split each one once, over
+            _split_row(x, rows[iy % ring], n, iy, pad_left, stride_w)  # one before the window
         split_hi = max(split_hi, hi)
         for ky in range(k_h):
             iy = oy * stride_h - pad_top + ky * dil_h
@@ -707,7 +708,7 @@ def conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h
                     k = (ky * k_w + kx) * in_c + c
                     addrs[k] = zeros.ctypes.data
                     if 0 <= iy < in_h:
-                        addrs[k] = rows[iy, c, phase, j0:].ctypes.data
+                        addrs[k] = rows[iy % ring, c, phase, j0:].ctypes.data
         if 0 < run <= out_w:
             for r in range((out_w + run - 1) // run):
                 ox0 = min(r * run, out_w - run)  # the last run overlaps the one before
