@@ -407,6 +407,23 @@ def _store_pixel_major(builder, channels, out, at, stride):
                 _store_vec(builder, part, out, builder.add(at, builder.add(pixel, _const(o0))))
 
 
+def _transpose_8_codegen(context, builder, signature, args):
+    """dst[c*dst_stride + p] = src[p*src_stride + c] for p, c < 8: 8 pixels of 8 channels
+    made channel-major by `_interleave` (24 shuffles)."""
+    src_addr, src_stride, dst_addr, dst_stride = args
+    src = builder.inttoptr(src_addr, _F32.as_pointer())
+    dst = builder.inttoptr(dst_addr, _F32.as_pointer())
+    pixels = [[_load_vec(builder, src, builder.mul(_const(p), src_stride))] for p in range(VEC)]
+    for c, vec in enumerate(_interleave(builder, pixels)):
+        _store_vec(builder, vec, dst, builder.mul(_const(c), dst_stride))
+    return context.get_dummy_value()
+
+
+@intrinsic
+def _transpose_8(typingctx, src_addr, src_stride, dst_addr, dst_stride):
+    return types.void(types.uintp, types.intp, types.uintp, types.intp), _transpose_8_codegen
+
+
 # packed output channels -> pixel vectors per row tile: 8 accumulators at least (the adds'
 # latency x throughput), at most 24 (AVX-512's 32 registers hold them, the x vectors and a
 # broadcast); AVX2's 16 registers take the tiles of up to 8 channels
@@ -746,11 +763,36 @@ def _split_row(x, rows, n, iy, pad_left, stride_w):
     +0 and a sum of floats is -0 only if every term is), unless w is inf or NaN."""
     in_w = x.shape[2]
     span = rows.shape[2]
+    if stride_w == 1 and x.shape[3] % VEC == 0 and 0 <= pad_left:
+        _split_row_by_8(x, rows, n, iy, pad_left)
+        return
     for c in range(rows.shape[0]):
         for phase in range(stride_w):
             for j in range(span):
                 ix = j * stride_w + phase - pad_left
                 rows[c, phase, j] = x[n, iy, ix, c] if 0 <= ix < in_w else 0
+
+
+@kernel
+def _split_row_by_8(x, rows, n, iy, pad_left):
+    """`_split_row` for stride 1 and a multiple of 8 channels: the columns j whose pixel
+    j - pl is inside the image in blocks of 8 pixels x 8 channels (`_transpose_8`), the rest
+    one by one."""
+    in_w, in_c = x.shape[2], x.shape[3]
+    span = rows.shape[2]
+    j_hi = min(span, in_w + pad_left)  # columns [pl, j_hi) are inside the image
+    blocks = max(0, (j_hi - pad_left) // VEC)
+    for b in range(blocks):
+        j = pad_left + b * VEC
+        for c0 in range(0, in_c, VEC):
+            _transpose_8(x[n, iy, j - pad_left, c0:].ctypes.data, in_c,
+                         rows[c0, 0, j:].ctypes.data, span)
+    for c in range(in_c):
+        for j in range(min(pad_left, span)):
+            rows[c, 0, j] = 0
+        for j in range(pad_left + blocks * VEC, span):
+            ix = j - pad_left
+            rows[c, 0, j] = x[n, iy, ix, c] if ix < in_w else 0
 
 
 @inline_kernel
