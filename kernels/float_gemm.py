@@ -444,7 +444,7 @@ def _row_run(chans, wide):
     return vectors * (2 * VEC if wide else VEC)
 
 
-@inline_kernel
+@kernel
 def _row_tile(chans, wide, addrs, depth, ox0, w, w_stride, bias, t, stride, low, high):
     """The row tile for `chans` channels of weight rows w_stride floats apart, from w[0] and
     bias[0], storing [run, chans] at address t, pixels `stride` floats apart."""
@@ -705,7 +705,8 @@ def conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h
     acc = np.empty((out_c, out_w), np.float32)  # the rows narrower than a run
     tile = np.empty((max(run, 1), chans), np.float32)
     bias_p = np.zeros(packed, np.float32)
-    bias_p[:out_c] = bias
+    for o in range(out_c):  # (a slice assignment would compile Numba's shape-error text: 1.5 s)
+        bias_p[o] = bias[o]
     low, high = np.float32(act_min), np.float32(act_max)
     split_n, split_hi = -1, 0  # the image and the input rows [.., split_hi) split so far
     for row in range(r0, r1):
@@ -730,13 +731,14 @@ def conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h
             for r in range((out_w + run - 1) // run):
                 ox0 = min(r * run, out_w - run)  # the last run overlaps the one before
                 for o0 in range(0, out_c, chans):
-                    if o0 + chans <= out_c:  # a whole group: straight into out
-                        _row_tile(chans, wide, addrs, depth, ox0, w8[0, o0:], packed,
-                                  bias_p[o0:], out[n, oy, ox0, o0:].ctypes.data, out_c, low,
-                                  high)
-                        continue
+                    whole = o0 + chans <= out_c  # a whole group goes straight into out
+                    target, stride = tile.ctypes.data, chans
+                    if whole:
+                        target, stride = out[n, oy, ox0, o0:].ctypes.data, out_c
                     _row_tile(chans, wide, addrs, depth, ox0, w8[0, o0:], packed, bias_p[o0:],
-                              tile.ctypes.data, chans, low, high)
+                              target, stride, low, high)
+                    if whole:
+                        continue
                     for i in range(run):
                         for o in range(min(chans, out_c - o0)):
                             out[n, oy, ox0 + i, o0 + o] = tile[i, o]
