@@ -87,15 +87,18 @@ def builtin_variants():
 @contextlib.contextmanager
 def _every_layer_split():
     """Split work between threads however small (the built-in network's layers are below the
-    bars of kernels/threads.py), so runs with threads > 1 compile the kernels' split drivers."""
+    bars of kernels/threads.py) and whatever other processes run, so runs with threads > 1
+    compile the kernels' split drivers."""
     from qengine.kernels import threads
 
-    bars = threads.MIN_SPLIT_FLOPS, threads.MIN_PARALLEL_FLOPS
+    saved = threads.MIN_SPLIT_FLOPS, threads.MIN_PARALLEL_FLOPS, threads._OtherProcesses.enabled
     threads.MIN_SPLIT_FLOPS = threads.MIN_PARALLEL_FLOPS = 0
+    threads._OtherProcesses.enabled = False  # split even on a busy machine (an image build)
     try:
         yield
     finally:
-        threads.MIN_SPLIT_FLOPS, threads.MIN_PARALLEL_FLOPS = bars
+        threads.MIN_SPLIT_FLOPS, threads.MIN_PARALLEL_FLOPS, threads._OtherProcesses.enabled \
+            = saved
 
 
 def cmd_warmup(args) -> int:

@@ -272,11 +272,10 @@ def test_concurrent_compiled_splits_agree_with_one_thread(layer, workers):
     """Two user threads running 2-thread int8 convs at once: same outputs as one thread, and
     Numba's workqueue layer (which aborts on two parallel regions at once) survives too, as
     does a user's NUMBA_NUM_THREADS=1 (Numba refuses more threads than that)."""
-    import os
     import subprocess
     import sys
 
-    env = {**os.environ, "NUMBA_THREADING_LAYER": layer}
+    env = {**os.environ, "NUMBA_THREADING_LAYER": layer, "QENGINE_IGNORE_OTHER_LOAD": "1"}
     if workers:
         env["NUMBA_NUM_THREADS"] = workers
     run = subprocess.run([sys.executable, "-c", CONV_SCRIPT], capture_output=True, text=True,
