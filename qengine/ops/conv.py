@@ -119,7 +119,7 @@ def _conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high
     )
     from qengine.kernels.threads import split_run
 
-    if _row_vectorized(out_shape[3], weights.shape[3], weights[0].size, WIDE):
+    if _row_vectorized(out_shape[3], weights.shape[3], weights[0].size, g.out_w, WIDE):
         return _conv_float_narrow(ctx, g, out_shape, weights, bias, low, high)
     panels, bias16 = pack_conv_f32(weights), pad_channels(bias, LANES)
     pixels = g.batch * g.out_h * g.out_w
@@ -136,16 +136,17 @@ def _conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
 
 
-def _row_vectorized(out_c: int, in_c: int, depth: int, wide: bool) -> bool:
+def _row_vectorized(out_c: int, in_c: int, depth: int, out_w: int, wide: bool) -> bool:
     """Whether a float conv runs along output rows (conv2d_f32_narrow_rows) rather than as the
     indirect GEMM: 1-4 output channels; 5-8 with a long enough sum to amortize the row tiles'
     epilogue; with AVX-512, 9-32 from at most 4 input channels (first layers: a GEMM tap of
     3 floats is mostly address overhead, and 24 channels are one and a half 16-lane panels;
-    at 64 the GEMM is as fast)."""
+    at 64 the GEMM is as fast) whose output rows hold a 16-pixel run (else `_axpy` would do
+    the work: BirdNET's 48x1 -> 24 ran 15 us instead of 1)."""
     from qengine.kernels.float_gemm import NARROW
 
     return (out_c <= NARROW // 2 or (out_c <= NARROW and depth >= 64)
-            or (wide and out_c <= 32 and in_c <= 4))
+            or (wide and out_c <= 32 and in_c <= 4 and out_w >= 16))
 
 
 def _conv_float_narrow(ctx, g: ConvGeometry, out_shape, weights, bias, low, high) -> Prepared:
