@@ -484,6 +484,11 @@ def row_channels(out_c: int) -> int:
     return next(c for c in ROW_CHANNELS if c >= out_c)
 
 
+def row_run(chans: int, wide: bool) -> int:
+    """Output pixels per row tile of `chans` channels (0: none, the rows take `_axpy`)."""
+    return _row_run(min(chans, ROW_GROUP) if chans > ROW_CHANNELS[-1] else chans, wide)
+
+
 @inline_kernel
 def _row_group(packed):
     """Channels per row tile of a [depth, packed] filter (see row_channels)."""

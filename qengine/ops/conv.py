@@ -141,12 +141,15 @@ def _row_vectorized(out_c: int, in_c: int, depth: int, out_w: int, wide: bool) -
     indirect GEMM: 1-4 output channels; 5-8 with a long enough sum to amortize the row tiles'
     epilogue; with AVX-512, 9-32 from at most 4 input channels (first layers: a GEMM tap of
     3 floats is mostly address overhead, and 24 channels are one and a half 16-lane panels;
-    at 64 the GEMM is as fast) whose output rows hold a 16-pixel run (else `_axpy` would do
-    the work: BirdNET's 48x1 -> 24 ran 15 us instead of 1)."""
-    from qengine.kernels.float_gemm import NARROW
+    at 64 the GEMM is as fast). Only where an output row holds a row tile's run of pixels,
+    or 64 pixels for the `_axpy` fallback: below that the GEMM is 1.5-8x faster (palm's
+    12x12 1x1 256 -> 6: 9 vs 71 us; BirdNET's 48x1 -> 24: 1 vs 15 us)."""
+    from qengine.kernels.float_gemm import NARROW, row_channels, row_run
 
-    return (out_c <= NARROW // 2 or (out_c <= NARROW and depth >= 64)
-            or (wide and out_c <= 32 and in_c <= 4 and out_w >= 16))
+    rows_fit = out_w >= min(64, row_run(row_channels(out_c), wide) or 64)
+    if out_c <= NARROW // 2 or (out_c <= NARROW and depth >= 64):
+        return rows_fit
+    return wide and out_c <= 32 and in_c <= 4 and out_w >= row_run(row_channels(out_c), wide)
 
 
 def _conv_float_narrow(ctx, g: ConvGeometry, out_shape, weights, bias, low, high) -> Prepared:
