@@ -444,7 +444,7 @@ def _row_run(chans, wide):
     return vectors * (2 * VEC if wide else VEC)
 
 
-@kernel
+@inline_kernel
 def _row_tile(chans, wide, addrs, depth, ox0, w, w_stride, bias, t, stride, low, high):
     """The row tile for `chans` channels of weight rows w_stride floats apart, from w[0] and
     bias[0], storing [run, chans] at address t, pixels `stride` floats apart."""
