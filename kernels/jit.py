@@ -18,18 +18,19 @@ from pathlib import Path
 
 # Importing the kernels changes two process-wide settings, listed by environment_changes() (and
 # `qengine --version`); QENGINE_KEEP_ENV=1 leaves both alone, and a user's own setting wins:
-# - GOMP_SPINCOUNT=5000, unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set: after a parallel
-#   region, Numba's OpenMP workers spin ~0.1 ms (20 ns a spin here) before sleeping, so the
-#   next op's split (`threads.split_cores`) usually starts in ~2 us instead of the ~60 us of
-#   waking a sleeping worker. A longer spin gains nothing measurable on an idle machine and
-#   hurts a busy one: with one other process busy on a core, a 2-thread split of 100 us of
-#   work took 450 us at GNU's default spin (300000, ~5 ms) or 50000, 91 us at 5000, 109 us
-#   with no spin (passive). OpenBLAS's pool, whose spinning used to fight these workers, is
-#   held at one thread inside runs (runtime.interpreter).
+# - GOMP_SPINCOUNT=20000, unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set: after a parallel
+#   region, Numba's OpenMP workers spin ~0.4 ms (20 ns a spin here) before sleeping, so the
+#   next op's split (`threads.split_cores`) starts in ~2 us instead of the ~60 us of waking a
+#   sleeping worker. At 5000 (~0.1 ms) small models ran slower on 2 threads than on 1
+#   (face_detection_short_range float 3.0 vs 2.55 ms; 2.2 vs 2.3 at 20000 or 50000). GNU's
+#   default, 300000 (~5 ms), made a machine with another busy process far slower (a split
+#   of 100 us took 450 us); such cores now get no helper at all (threads._OtherProcesses).
+#   OpenBLAS's pool, whose spinning used to fight these workers, is held at one thread
+#   inside runs (runtime.interpreter).
 # - numba.config.CACHE_DIR, for every @njit(cache=True) in the process (see _cache_dir).
 KEEP_ENV = os.environ.get("QENGINE_KEEP_ENV", "") not in ("", "0")
 _CHANGES: dict[str, str] = {}
-OMP_SPINCOUNT = "5000"
+OMP_SPINCOUNT = "20000"
 if not KEEP_ENV and not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(os.environ):
     os.environ["GOMP_SPINCOUNT"] = _CHANGES["GOMP_SPINCOUNT"] = OMP_SPINCOUNT
 

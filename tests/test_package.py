@@ -80,7 +80,7 @@ def _environment_after_import(**env) -> list[str]:
 
 def test_environment_changes_are_listed_and_can_be_refused():
     spin, cache, changes = _environment_after_import()
-    assert spin == "5000" and "qengine" in cache
+    assert spin == "20000" and "qengine" in cache
     assert changes == "['GOMP_SPINCOUNT', 'numba.config.CACHE_DIR']"
     spin, cache, changes = _environment_after_import(QENGINE_KEEP_ENV="1")
     assert spin == "None" and "qengine" not in cache and changes == "[]"
