@@ -40,9 +40,14 @@ import numba.extending
 import numba.np.linalg
 
 __all__ = ["cache_dir", "environment_changes", "float_kernel", "inline_kernel", "kernel",
-           "on_first_compile", "prange"]
+           "on_first_compile", "prange", "remove_stale_caches"]
 
 prange = numba.prange
+
+
+# A kernel directory no process has compiled into for this long is removed when a new one is
+# made: each qengine version (each edit of a kernel source) gets its own, ~10-40 MB each.
+STALE_CACHE_DAYS = 30
 
 
 def _cache_dir() -> str:
@@ -52,11 +57,35 @@ def _cache_dir() -> str:
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "qengine")
     path = Path(root) / f"numba-{numba.__version__}-{digest}"
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        if not path.is_dir():
+            path.mkdir(parents=True, exist_ok=True)
+            remove_stale_caches(path.parent, keep=path)
     except OSError:
         path = Path(tempfile.gettempdir()) / "qengine" / path.name
         path.mkdir(parents=True, exist_ok=True)
     return str(path)
+
+
+def remove_stale_caches(root: Path, keep: Path, days: float = STALE_CACHE_DAYS) -> list[Path]:
+    """Remove root's `numba-*` kernel directories other than `keep` that nothing has been
+    compiled into for `days` (their modification time); the removed ones. A version still in
+    use elsewhere only recompiles its kernels once. Errors (another process removing the same
+    directory, permissions) leave a directory in place."""
+    import re
+    import shutil
+    import time
+
+    removed = []
+    cutoff = time.time() - days * 86400
+    for old in root.glob("numba-*"):
+        try:
+            ours = re.fullmatch(r"numba-.+-[0-9a-f]{16}", old.name) is not None
+            if ours and old != keep and old.is_dir() and old.stat().st_mtime < cutoff:
+                shutil.rmtree(old)
+                removed.append(old)
+        except OSError:
+            continue
+    return removed
 
 
 class _LazyBlasCheck:

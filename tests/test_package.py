@@ -131,3 +131,28 @@ np.testing.assert_allclose(conv(a[0], a[1]), np.convolve(a[0], a[1]))
     result = subprocess.run([sys.executable, "-c", code, str(REPO / "examples/digits.tflite")],
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_stale_kernel_caches_are_removed_when_a_new_one_is_made(tmp_path):
+    """A new kernel directory (a new qengine version) removes those nothing compiled into for
+    30 days; recent ones, the new one and directories that are not qengine's stay."""
+    import os
+    import time
+
+    old_time = time.time() - 40 * 86400
+    stale = tmp_path / "numba-0.60.0-0123456789abcdef"
+    recent = tmp_path / "numba-0.68.1-fedcba9876543210"
+    foreign = tmp_path / "numba-notes"
+    for d in (stale, recent, foreign):
+        d.mkdir()
+        (d / "index.nbi").write_bytes(b"x")
+    for d in (stale, foreign):
+        os.utime(d, (old_time, old_time))
+    code = "import qengine.kernels.jit as jit; print(jit.cache_dir())"
+    environ = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR",
+                                                                 "QENGINE_KEEP_ENV")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**environ, "QENGINE_CACHE_DIR": str(tmp_path)}, check=True)
+    made = result.stdout.strip()
+    assert made.startswith(str(tmp_path)) and os.path.isdir(made)
+    assert not stale.exists() and recent.exists() and foreign.exists()
