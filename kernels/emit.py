@@ -21,13 +21,14 @@ V8I32, V16I16, V16I8 = ir.VectorType(I32, 8), ir.VectorType(I16, 16), ir.VectorT
 V8F32 = ir.VectorType(ir.FloatType(), 8)
 
 
-def _host_has_avx2() -> bool:
+def host_has(feature: str) -> bool:
+    """Whether the CPU the kernels are compiled for has `feature` (LLVM's name, e.g. "avx2")."""
     if numba.config.CPU_NAME not in (None, "host"):  # compiling for another CPU: stay generic
         return False
-    return "+avx2" in llvm_binding.get_host_cpu_features().flatten().split(",")
+    return f"+{feature}" in llvm_binding.get_host_cpu_features().flatten().split(",")
 
 
-USE_AVX2 = _host_has_avx2()
+USE_AVX2 = host_has("avx2")
 
 
 def const64(value):
@@ -71,37 +72,39 @@ def load_vec(builder, base, offset, ty, align=1):
     return builder.load(ptr, align=align)
 
 
-def accumulate(builder, count, n_acc, step, name):
-    """Emit `accs = [0] * n_acc; for i in range(count): accs = step(i, accs)` over int32x8
-    accumulators and return their final values (all zero when count <= 0). `step` emits the
-    loop body into the current block and returns the new accumulators."""
-    zero = ir.Constant(V8I32, None)
+def loop(builder, count, accs, step, name):
+    """Emit `for i in range(count): accs = step(i, accs)` over accumulators with their
+    initial values `accs`; returns the final values (the initial ones when count <= 0).
+    `step` emits the loop body into the current block and returns the new accumulators."""
     entry = builder.block
-    loop = builder.function.append_basic_block(f"{name}_loop")
+    body = builder.function.append_basic_block(f"{name}_loop")
     done = builder.function.append_basic_block(f"{name}_done")
-    builder.cbranch(builder.icmp_signed(">", count, const64(0)), loop, done)
-
-    builder.position_at_end(loop)
+    builder.cbranch(builder.icmp_signed(">", count, const64(0)), body, done)
+    builder.position_at_end(body)
     i = builder.phi(I64)
-    accs = [builder.phi(V8I32) for _ in range(n_acc)]
-    new = step(i, accs)
+    phis = [builder.phi(start.type) for start in accs]
+    new = step(i, phis)
     body_end = builder.block
     i_next = builder.add(i, const64(1))
-    builder.cbranch(builder.icmp_signed("<", i_next, count), loop, done)
+    builder.cbranch(builder.icmp_signed("<", i_next, count), body, done)
     i.add_incoming(const64(0), entry)
     i.add_incoming(i_next, body_end)
-    for acc, value in zip(accs, new):
-        acc.add_incoming(zero, entry)
-        acc.add_incoming(value, body_end)
-
+    for phi, start, value in zip(phis, accs, new):
+        phi.add_incoming(start, entry)
+        phi.add_incoming(value, body_end)
     builder.position_at_end(done)
     final = []
-    for value in new:
-        phi = builder.phi(V8I32)
-        phi.add_incoming(zero, entry)
+    for start, value in zip(accs, new):
+        phi = builder.phi(start.type)
+        phi.add_incoming(start, entry)
         phi.add_incoming(value, body_end)
         final.append(phi)
     return final
+
+
+def accumulate(builder, count, n_acc, step, name):
+    """`loop` over n_acc int32x8 accumulators starting at 0."""
+    return loop(builder, count, [ir.Constant(V8I32, None)] * n_acc, step, name)
 
 
 def _counted_loop(builder, start, stop, name, body):

@@ -27,14 +27,13 @@ vectors only run different outputs side by side. Both drivers are serial; the ca
 the output between threads (the `*_split` drivers at the end, run by `threads.split_run`).
 """
 
-import llvmlite.binding as llvm_binding
-import numba
 import numpy as np
 from llvmlite import ir
 from numba.core import types
 from numba.core.extending import intrinsic
 
 from . import threads as pool
+from .emit import I64, const64, host_has, loop
 from .jit import inline_kernel, kernel, prange
 
 ROWS = 12  # output pixels per conv tile
@@ -44,20 +43,10 @@ NARROW = 8  # convs with at most this many output channels vectorize along the o
 
 
 
-def _host_has_avx512() -> bool:
-    if numba.config.CPU_NAME not in (None, "host"):  # compiling for another CPU: stay generic
-        return False
-    return "+avx512f" in llvm_binding.get_host_cpu_features().flatten().split(",")
+WIDE = host_has("avx512f")  # use the 16-lane conv tile: one register per 16 channels
 
-
-WIDE = _host_has_avx512()  # use the 16-lane conv tile: one register per 16 channels
-
-_F32, _I64 = ir.FloatType(), ir.IntType(64)
+_F32 = ir.FloatType()
 _V8F32 = ir.VectorType(_F32, VEC)
-
-
-def _const(v):
-    return ir.Constant(_I64, v)
 
 
 def _mul_add(builder, a, b, acc):
@@ -68,7 +57,7 @@ def _mul_add(builder, a, b, acc):
 
 def _splat(builder, value, vec_t=_V8F32):
     undef = ir.Constant(vec_t, ir.Undefined)
-    vec = builder.insert_element(undef, value, ir.Constant(_I64, 0))
+    vec = builder.insert_element(undef, value, ir.Constant(I64, 0))
     zeros = ir.Constant(ir.VectorType(ir.IntType(32), vec_t.count), [0] * vec_t.count)
     return builder.shuffle_vector(vec, undef, zeros)
 
@@ -89,35 +78,6 @@ def _clamp(builder, v, low, high):
     return builder.select(builder.fcmp_ordered(">", v, high), high, v)
 
 
-def _loop(builder, count, accs, step, name):
-    """Emit `for i in range(count): accs = step(i, accs)` over accumulators with their
-    initial values `accs`; returns the final values (the initial ones when count <= 0)."""
-    entry = builder.block
-    loop = builder.function.append_basic_block(f"{name}_loop")
-    done = builder.function.append_basic_block(f"{name}_done")
-    builder.cbranch(builder.icmp_signed(">", count, _const(0)), loop, done)
-    builder.position_at_end(loop)
-    i = builder.phi(_I64)
-    phis = [builder.phi(start.type) for start in accs]
-    new = step(i, phis)
-    body_end = builder.block
-    i_next = builder.add(i, _const(1))
-    builder.cbranch(builder.icmp_signed("<", i_next, count), loop, done)
-    i.add_incoming(_const(0), entry)
-    i.add_incoming(i_next, body_end)
-    for phi, start, value in zip(phis, accs, new):
-        phi.add_incoming(start, entry)
-        phi.add_incoming(value, body_end)
-    builder.position_at_end(done)
-    final = []
-    for start, value in zip(accs, new):
-        phi = builder.phi(start.type)
-        phi.add_incoming(start, entry)
-        phi.add_incoming(value, body_end)
-        final.append(phi)
-    return final
-
-
 def _make_conv_tile(rows, width, vectors):
     """An LLVM micro-kernel over `rows` pixels and `vectors` float32 x `width` blocks of one
     weight panel: out[r, 0:width*vectors] = clamp(Σ_t Σ_c src[t, r][c] · w[t*cin + c, ..] +
@@ -127,7 +87,7 @@ def _make_conv_tile(rows, width, vectors):
 
     def codegen(context, builder, signature, args):
         ptrs_addr, taps, cin, w_addr, bias_addr, out_addr, out_stride, low, high = args
-        ptrs = builder.inttoptr(ptrs_addr, _I64.as_pointer())
+        ptrs = builder.inttoptr(ptrs_addr, I64.as_pointer())
         w = builder.inttoptr(w_addr, _F32.as_pointer())
         bias = builder.inttoptr(bias_addr, _F32.as_pointer())
         out = builder.inttoptr(out_addr, _F32.as_pointer())
@@ -136,14 +96,14 @@ def _make_conv_tile(rows, width, vectors):
         def tap_step(t, accs):
             srcs = []
             for r in range(rows):
-                slot = builder.add(builder.mul(t, _const(ROWS)), _const(r))
+                slot = builder.add(builder.mul(t, const64(ROWS)), const64(r))
                 addr = builder.load(builder.gep(ptrs, [slot]), align=8)
                 srcs.append(builder.inttoptr(addr, _F32.as_pointer()))
-            w_tap = builder.mul(builder.mul(t, cin), _const(LANES))
+            w_tap = builder.mul(builder.mul(t, cin), const64(LANES))
 
             def channel_step(c, accs):
-                w_row = builder.add(w_tap, builder.mul(c, _const(LANES)))
-                weights = [_load_vec(builder, w, builder.add(w_row, _const(width * h)), vec_t)
+                w_row = builder.add(w_tap, builder.mul(c, const64(LANES)))
+                weights = [_load_vec(builder, w, builder.add(w_row, const64(width * h)), vec_t)
                            for h in range(vectors)]
                 new = []
                 for r in range(rows):
@@ -153,14 +113,14 @@ def _make_conv_tile(rows, width, vectors):
                                for h in range(vectors))
                 return new
 
-            return _loop(builder, cin, accs, channel_step, "channel")
+            return loop(builder, cin, accs, channel_step, "channel")
 
-        accs = _loop(builder, taps, start, tap_step, "tap")
+        accs = loop(builder, taps, start, tap_step, "tap")
         low_v, high_v = _splat(builder, low, vec_t), _splat(builder, high, vec_t)
-        biases = [_load_vec(builder, bias, _const(width * h), vec_t) for h in range(vectors)]
+        biases = [_load_vec(builder, bias, const64(width * h), vec_t) for h in range(vectors)]
         for r in range(rows):
             for h in range(vectors):
-                index = builder.add(builder.mul(_const(r), out_stride), _const(width * h))
+                index = builder.add(builder.mul(const64(r), out_stride), const64(width * h))
                 value = builder.fadd(accs[vectors * r + h], biases[h])
                 value = _clamp(builder, value, low_v, high_v)
                 _store_vec(builder, value, out, index)
@@ -187,18 +147,18 @@ def _dw_vec_codegen(context, builder, signature, args):
     """out[0:8] = clamp(bias[0:8] + Σ_t src_t[0:8] · w[t*stride : t*stride + 8]) where src_t
     is the address at ptrs[t]; all addresses already point at the 8 channels."""
     ptrs_addr, taps, offset, w_addr, w_stride, bias_addr, out_addr, low, high = args
-    ptrs = builder.inttoptr(ptrs_addr, _I64.as_pointer())
+    ptrs = builder.inttoptr(ptrs_addr, I64.as_pointer())
     w = builder.inttoptr(w_addr, _F32.as_pointer())
-    bias = _load_vec(builder, builder.inttoptr(bias_addr, _F32.as_pointer()), _const(0))
+    bias = _load_vec(builder, builder.inttoptr(bias_addr, _F32.as_pointer()), const64(0))
 
     def tap_step(t, accs):
         src = builder.inttoptr(builder.load(builder.gep(ptrs, [t]), align=8), _F32.as_pointer())
         x = _load_vec(builder, src, offset)
         return [_mul_add(builder, x, _load_vec(builder, w, builder.mul(t, w_stride)), accs[0])]
 
-    (acc,) = _loop(builder, taps, [ir.Constant(_V8F32, None)], tap_step, "dwtap")
+    (acc,) = loop(builder, taps, [ir.Constant(_V8F32, None)], tap_step, "dwtap")
     acc = _clamp(builder, builder.fadd(acc, bias), _splat(builder, low), _splat(builder, high))
-    _store_vec(builder, acc, builder.inttoptr(out_addr, _F32.as_pointer()), _const(0))
+    _store_vec(builder, acc, builder.inttoptr(out_addr, _F32.as_pointer()), const64(0))
     return context.get_dummy_value()
 
 
@@ -215,17 +175,17 @@ def _dw_run_pixels(builder, args, unrolled):
     x_addr, x_step, offs_addr, taps, w_addr, w_stride, bias_addr, out_addr, out_step, count, \
         low, high = args
     x = builder.inttoptr(x_addr, _F32.as_pointer())
-    offs = builder.inttoptr(offs_addr, _I64.as_pointer())
+    offs = builder.inttoptr(offs_addr, I64.as_pointer())
     w = builder.inttoptr(w_addr, _F32.as_pointer())
     out = builder.inttoptr(out_addr, _F32.as_pointer())
-    bias = _load_vec(builder, builder.inttoptr(bias_addr, _F32.as_pointer()), _const(0))
+    bias = _load_vec(builder, builder.inttoptr(bias_addr, _F32.as_pointer()), const64(0))
     low_v, high_v = _splat(builder, low), _splat(builder, high)
 
     def tap_terms(t):
         return (builder.load(builder.gep(offs, [t]), align=8),
                 _load_vec(builder, w, builder.mul(t, w_stride)))
 
-    hoisted = [tap_terms(_const(t)) for t in range(unrolled or 0)]
+    hoisted = [tap_terms(const64(t)) for t in range(unrolled or 0)]
 
     def pixel_step(i, _):
         base = builder.mul(i, x_step)
@@ -240,12 +200,12 @@ def _dw_run_pixels(builder, args, unrolled):
             for terms in hoisted:
                 acc = tap_step(None, acc, terms)
         else:
-            acc = _loop(builder, taps, acc, tap_step, "dwruntap")
+            acc = loop(builder, taps, acc, tap_step, "dwruntap")
         _store_vec(builder, _clamp(builder, builder.fadd(acc[0], bias), low_v, high_v), out,
                    builder.mul(i, out_step))
         return []
 
-    _loop(builder, count, [], pixel_step, f"dwrun{unrolled}")
+    loop(builder, count, [], pixel_step, f"dwrun{unrolled}")
 
 
 def _dw_run_codegen(context, builder, signature, args):
@@ -257,7 +217,7 @@ def _dw_run_codegen(context, builder, signature, args):
     switch = builder.switch(args[3], cases[None])
     for n, block in cases.items():
         if n is not None:
-            switch.add_case(_const(n), block)
+            switch.add_case(const64(n), block)
         builder.position_at_end(block)
         _dw_run_pixels(builder, args, n)
         builder.branch(done)
@@ -281,24 +241,24 @@ def _axpy_codegen(context, builder, signature, args):
     dst = builder.inttoptr(dst_addr, _F32.as_pointer())
     src = builder.inttoptr(src_addr, _F32.as_pointer())
     w_v = _splat(builder, w)
-    vectors = builder.sdiv(count, _const(VEC))
+    vectors = builder.sdiv(count, const64(VEC))
 
     def vec_step(i, _):
-        at = builder.mul(i, _const(VEC))
+        at = builder.mul(i, const64(VEC))
         total = _mul_add(builder, _load_vec(builder, src, at), w_v, _load_vec(builder, dst, at))
         _store_vec(builder, total, dst, at)
         return []
 
     def tail_step(i, _):
-        at = builder.add(builder.mul(vectors, _const(VEC)), i)
+        at = builder.add(builder.mul(vectors, const64(VEC)), i)
         d_ptr = builder.gep(dst, [at])
         s_val = builder.load(builder.gep(src, [at]), align=4)
         builder.store(builder.fadd(builder.load(d_ptr, align=4), builder.fmul(s_val, w)), d_ptr,
                       align=4)
         return []
 
-    _loop(builder, vectors, [], vec_step, "axpy")
-    _loop(builder, builder.sub(count, builder.mul(vectors, _const(VEC))), [], tail_step,
+    loop(builder, vectors, [], vec_step, "axpy")
+    loop(builder, builder.sub(count, builder.mul(vectors, const64(VEC))), [], tail_step,
           "axpytail")
     return context.get_dummy_value()
 
@@ -319,35 +279,35 @@ def _make_row_tile(width, chans, vectors):
     def codegen(context, builder, signature, args):
         addrs_addr, count, offset, w_addr, w_stride, bias_addr, out_addr, stride, low, \
             high = args
-        addrs = builder.inttoptr(addrs_addr, _I64.as_pointer())
+        addrs = builder.inttoptr(addrs_addr, I64.as_pointer())
         w = builder.inttoptr(w_addr, _F32.as_pointer())
 
         def step(k, accs):
             src = builder.inttoptr(builder.load(builder.gep(addrs, [k]), align=8),
                                    _F32.as_pointer())
-            xvs = [_load_vec(builder, src, builder.add(offset, _const(v * width)), vec_t)
+            xvs = [_load_vec(builder, src, builder.add(offset, const64(v * width)), vec_t)
                    for v in range(vectors)]
             new = []
             for o in range(chans):
-                index = builder.add(builder.mul(k, w_stride), _const(o))
+                index = builder.add(builder.mul(k, w_stride), const64(o))
                 wv = _splat(builder, builder.load(builder.gep(w, [index]), align=4), vec_t)
                 new.extend(_mul_add(builder, xvs[v], wv, accs[o * vectors + v])
                            for v in range(vectors))
             return new
 
         start = [ir.Constant(vec_t, None)] * (chans * vectors)
-        accs = _loop(builder, count, start, step, "rowtile")
+        accs = loop(builder, count, start, step, "rowtile")
         out = builder.inttoptr(out_addr, _F32.as_pointer())
         bias = builder.inttoptr(bias_addr, _F32.as_pointer())
         low_v, high_v = _splat(builder, low, vec_t), _splat(builder, high, vec_t)
         values = []  # values[o][v]: channel o of pixels v*width .. v*width + width-1
         for o in range(chans):
-            bias_v = _splat(builder, builder.load(builder.gep(bias, [_const(o)]), align=4), vec_t)
+            bias_v = _splat(builder, builder.load(builder.gep(bias, [const64(o)]), align=4), vec_t)
             values.append([_clamp(builder, builder.fadd(accs[o * vectors + v], bias_v), low_v,
                                   high_v) for v in range(vectors)])
         for v in range(vectors):
             _store_pixel_major(builder, [row[v] for row in values], out,
-                               builder.mul(_const(v * width), stride), stride)
+                               builder.mul(const64(v * width), stride), stride)
         return context.get_dummy_value()
 
     @intrinsic
@@ -394,7 +354,7 @@ def _store_pixel_major(builder, channels, out, at, stride):
         mixed = _interleave(builder, [[vec] for vec in channels[o0:o0 + size]])
         if size == chans < width:
             for q, vec in enumerate(mixed):
-                _store_vec(builder, vec, out, builder.add(at, _const(q * width)))
+                _store_vec(builder, vec, out, builder.add(at, const64(q * width)))
             continue
         per_vec = width // size  # pixels per interleaved vector
         for q, vec in enumerate(mixed):
@@ -403,8 +363,8 @@ def _store_pixel_major(builder, channels, out, at, stride):
                     vec, ir.Constant(vec.type, ir.Undefined),
                     ir.Constant(ir.VectorType(ir.IntType(32), size),
                                 list(range(p * size, p * size + size))))
-                pixel = builder.mul(_const(q * per_vec + p), stride)
-                _store_vec(builder, part, out, builder.add(at, builder.add(pixel, _const(o0))))
+                pixel = builder.mul(const64(q * per_vec + p), stride)
+                _store_vec(builder, part, out, builder.add(at, builder.add(pixel, const64(o0))))
 
 
 def _transpose_8_codegen(context, builder, signature, args):
@@ -413,9 +373,9 @@ def _transpose_8_codegen(context, builder, signature, args):
     src_addr, src_stride, dst_addr, dst_stride = args
     src = builder.inttoptr(src_addr, _F32.as_pointer())
     dst = builder.inttoptr(dst_addr, _F32.as_pointer())
-    pixels = [[_load_vec(builder, src, builder.mul(_const(p), src_stride))] for p in range(VEC)]
+    pixels = [[_load_vec(builder, src, builder.mul(const64(p), src_stride))] for p in range(VEC)]
     for c, vec in enumerate(_interleave(builder, pixels)):
-        _store_vec(builder, vec, dst, builder.mul(_const(c), dst_stride))
+        _store_vec(builder, vec, dst, builder.mul(const64(c), dst_stride))
     return context.get_dummy_value()
 
 
