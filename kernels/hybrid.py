@@ -47,7 +47,7 @@ def quantize_symmetric(rows: np.ndarray):
     q = np.zeros(rows.shape, np.int8)
     if rows.shape[1] == 0:
         return q, np.ones(rows.shape[0], np.float32)
-    return q, _symmetric_rows(rows, rows.min(axis=1), rows.max(axis=1), q)
+    return q, _quantize_rows(rows, rows.min(axis=1), rows.max(axis=1), q, True)[0]
 
 
 def quantize_asymmetric(rows: np.ndarray):
@@ -65,7 +65,7 @@ def quantize_asymmetric(rows: np.ndarray):
     if rows.shape[1] == 0:
         n = rows.shape[0]
         return q, np.ones(n, np.float32), np.zeros(n, np.int32)
-    return (q, *_asymmetric_rows(rows, rows.min(axis=1), rows.max(axis=1), q))
+    return (q, *_quantize_rows(rows, rows.min(axis=1), rows.max(axis=1), q, False))
 
 
 SPARE_BYTES = 16  # readable bytes `quantize_images` leaves after the last image
@@ -95,8 +95,8 @@ def quantize_images(x: np.ndarray, symmetric: bool, threads: int = 1):
 
 @kernel
 def _image_parameters(mins, maxs, symmetric):
-    """(sf, zp, inv) of each row given its min and max: `_symmetric_rows`' and
-    `_asymmetric_rows`' parameters; inv = 0 for a row whose q is all 0 (sf 1, zp 0)."""
+    """(sf, zp, inv) of each row given its min and max, as the Neon quantizers compute them;
+    inv = 0 for a row whose q is all 0 (sf 1, zp 0)."""
     n = mins.shape[0]
     sf, zps, inv = np.ones(n, np.float32), np.zeros(n, np.int32), np.zeros(n, np.float32)
     for b in range(n):
@@ -162,43 +162,22 @@ def _round_away_f64(v):
 
 
 @kernel
-def _symmetric_rows(rows, mins, maxs, q):
-    """NeonSymmetricQuantizeFloats per row into q, given each row's min and max
-    (float32); returns the scaling factors."""
-    n = rows.shape[0]
-    sf = np.ones(n, np.float32)
-    for b in range(n):
-        top = max(abs(mins[b]), abs(maxs[b]))
-        if top == 0:  # a row of zeros: q = 0, sf = 1
-            q[b, :] = 0
-            continue
-        sf[b], inv = _symmetric_parameters(top)
-        _quantize_row(rows[b], q[b], inv, 0, -127, 127)
-    return sf
+def _quantize_rows(rows, mins, maxs, q, symmetric):
+    """NeonSymmetricQuantizeFloats or NeonAsymmetricQuantizeFloats per row into q, given each
+    row's min and max (float32); returns the scaling factors and zero points (0 when
+    symmetric). A row whose q is all 0 has inv = 0: its values are all ±0, so x * 0 rounds
+    to the 0 it must be."""
+    sf, zps, inv = _image_parameters(mins, maxs, symmetric)
+    q_min = -127 if symmetric else -128
+    for b in range(rows.shape[0]):
+        _quantize_row(rows[b], q[b], inv[b], zps[b], q_min, 127)
+    return sf, zps
 
 
 @inline_kernel
 def _symmetric_parameters(top):
     """(sf, inv) of a row whose largest |x| is top > 0: top / 127 and 127 / top in float32."""
     return top / np.float32(127), np.float32(127) / top
-
-
-@kernel
-def _asymmetric_rows(rows, mins, maxs, q):
-    """NeonAsymmetricQuantizeFloats per row into q, given each row's min and max
-    (float32); returns the scaling factors and zero points."""
-    n = rows.shape[0]
-    sf = np.ones(n, np.float32)
-    zps = np.zeros(n, np.int32)
-    for b in range(n):
-        rmin = min(mins[b], np.float32(0))
-        rmax = max(maxs[b], np.float32(0))
-        if rmin == rmax:  # q = 0, sf = 1, zp = 0
-            q[b, :] = 0
-            continue
-        sf[b], zps[b], inv = _asymmetric_parameters(rmin, rmax)
-        _quantize_row(rows[b], q[b], inv, zps[b], -128, 127)
-    return sf, zps
 
 
 @inline_kernel
