@@ -3,7 +3,19 @@ non-constant filters); the others are in `float_gemm.py`."""
 
 import numpy as np
 
-from .jit import kernel
+from .jit import inline_kernel, kernel
+
+
+@inline_kernel
+def activation_f32(v, low, high):
+    """TFLite's ActivationFunctionWithMinMax, std::min(std::max(v, low), high): NaN passes
+    through and +-inf becomes the bound (written out: max()/min() would not let NaN through).
+    The one scalar clamp of the float kernels."""
+    if v < low:
+        return low
+    if v > high:
+        return high
+    return v
 
 
 @kernel
@@ -20,9 +32,4 @@ def bias_clamp_f32(out, bias, act_min, act_max):
     low, high = np.float32(act_min), np.float32(act_max)
     for r in range(rows):
         for c in range(channels):
-            v = out[r, c] + bias[c]
-            if v < low:
-                v = low
-            elif v > high:
-                v = high
-            out[r, c] = v
+            out[r, c] = activation_f32(out[r, c] + bias[c], low, high)

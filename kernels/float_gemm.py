@@ -34,6 +34,7 @@ from numba.core.extending import intrinsic
 
 from . import threads as pool
 from .emit import I64, const64, host_has, loop
+from .float_conv import activation_f32
 from .jit import inline_kernel, kernel, prange
 
 ROWS = 12  # output pixels per conv tile
@@ -720,7 +721,7 @@ def _store_row(acc, bias, out, n, oy, ox0, count, low, high):
     """out[n, oy, ox0 + i, o] = clamp(acc[o, i] + bias[o]) for i < count, o < Co."""
     for i in range(count):
         for o in range(out.shape[3]):
-            out[n, oy, ox0 + i, o] = _clamp_scalar(acc[o, i] + bias[o], low, high)
+            out[n, oy, ox0 + i, o] = activation_f32(acc[o, i] + bias[o], low, high)
 
 
 @kernel
@@ -848,16 +849,6 @@ def _block_start(block, chans):
     """First channel of vector `block`; the last one ends at C, overlapping its neighbour
     when 8 does not divide C (those channels are computed twice, identically)."""
     return min(block * VEC, chans - VEC)
-
-
-@inline_kernel
-def _clamp_scalar(v, low, high):
-    """min(max(v, low), high) with NaN passing through, as `_clamp`."""
-    if v < low:  # noqa: PLR1730 (max() would not let NaN through)
-        v = low
-    if v > high:  # noqa: PLR1730
-        v = high
-    return v
 
 
 @kernel

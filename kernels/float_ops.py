@@ -7,6 +7,7 @@ so the results are bit-identical), in one pass.
 import numpy as np
 
 from . import threads as pool
+from .float_conv import activation_f32
 from .jit import inline_kernel, kernel, prange
 
 
@@ -111,16 +112,6 @@ def _combine(op, a, b):
     return a / b
 
 
-@inline_kernel
-def _activation(v, low, high):
-    """ActivationFunctionWithMinMax: min(max(v, low), high) with std::max/min, NaN kept."""
-    if v < low:
-        return low
-    if v > high:
-        return high
-    return v
-
-
 @kernel
 def _binary_span(op, x, y, y_first, low, high, out, i0, i1):
     """binary_f32 over values i0..i1-1, in runs along y: from y[i0 % m] to y's end, then
@@ -133,10 +124,10 @@ def _binary_span(op, x, y, y_first, low, high, out, i0, i1):
         xs, ys, outs = x[i : i + run], y[c : c + run], out[i : i + run]
         if y_first:
             for k in range(run):
-                outs[k] = _activation(_combine(op, ys[k], xs[k]), low, high)
+                outs[k] = activation_f32(_combine(op, ys[k], xs[k]), low, high)
         else:
             for k in range(run):
-                outs[k] = _activation(_combine(op, xs[k], ys[k]), low, high)
+                outs[k] = activation_f32(_combine(op, xs[k], ys[k]), low, high)
         i, c = i + run, 0
 
 
