@@ -242,7 +242,7 @@ def part(total: int, parts: int, i: int) -> tuple[int, int]:
     return total * i // parts, total * (i + 1) // parts
 
 
-def _worth_splitting(threads: int, flops: int) -> bool:
+def worth_splitting(threads: int, flops: int) -> bool:
     """More than one thread, and enough work (below the bar, the common case of tiny ops,
     there is no bookkeeping at all)."""
     return threads > 1 and flops >= MIN_SPLIT_FLOPS
@@ -252,7 +252,7 @@ def split_run(serial, driver, args: tuple, total: int, threads: int, flops: int)
     """serial(*args, 0, total) on this thread, or driver(*args, total, parts): the same
     range run as `parts` parts at once by a compiled prange (see split_cores), when the work
     is worth splitting (flops ≥ MIN_SPLIT_FLOPS) and other cores are free."""
-    if not _worth_splitting(threads, flops):
+    if not worth_splitting(threads, flops):
         serial(*args, 0, total)
         return
     with split_cores(threads, total) as parts:
@@ -268,7 +268,7 @@ def split_grid(serial, driver, args: tuple, blocks: int, n_panels: int, threads:
     this thread, or driver(*args, blocks, n_panels, by_panels, parts), whose prange part i runs
     `grid_part(...)`'s share: row blocks, or weight panels when there are fewer than
     min_blocks row blocks per thread (and at least 2 panels)."""
-    if not _worth_splitting(threads, flops):
+    if not worth_splitting(threads, flops):
         serial(*args, 0, blocks, 0, n_panels)
         return
     by_panels = blocks < min_blocks * threads and n_panels >= 2

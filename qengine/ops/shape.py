@@ -662,8 +662,8 @@ def constant_pad(x: np.ndarray, pads, shape, value, threads: int = 1) -> np.ndar
     as long on NHWC); as fast on one thread, and nothing to compile on a first run."""
     from qengine.kernels import threads as pool
 
-    if threads > 1 and x.ndim == 4 and tuple(pads[0]) == (0, 0) and x.dtype.kind in "biuf" \
-            and pool.STREAM_FLOPS * np.prod(shape) >= pool.MIN_SPLIT_FLOPS:
+    if x.ndim == 4 and tuple(pads[0]) == (0, 0) and x.dtype.kind in "biuf" \
+            and pool.worth_splitting(threads, pool.STREAM_FLOPS * int(np.prod(shape))):
         from qengine.kernels.pad import pad_nhwc
 
         return pad_nhwc(x, pads, value, threads)

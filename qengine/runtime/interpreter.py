@@ -431,7 +431,7 @@ class thread_limit:  # (lower case: used as a function, `with thread_limit(n):`)
     is process-wide, so it is held while any run is inside (two user threads running
     interpreters at once), and lifted when the last one leaves. Numba is only touched if a
     kernel module loaded it; BLAS is limited through threadpoolctl when that is installed.
-    Entering and leaving cost ~2 us (a tiny model's whole run can be 50 us).
+    Entering and leaving cost ~6 us (a tiny model's whole run can be 50 us).
     """
 
     __slots__ = ("n", "previous")
