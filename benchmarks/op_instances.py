@@ -1,0 +1,85 @@
+"""Time of every op instance of a model, qengine alone: the per-layer figures of
+benchmarks/README.md (issue #14), where `qengine run --profile` gives only per-op-type sums.
+
+    python benchmarks/op_instances.py MODEL [--threads N] [--top K] [--set NAME=VALUE ...]
+
+The model runs once with every intermediate tensor kept; then each op's prepared kernel runs
+again on those tensors, in model order (so each op finds the caches its predecessors left, as
+in a whole run), 30 times; a figure is the median. `--set` overrides a constant of
+`qengine.kernels.threads` first, e.g. `--set STREAM_FLOPS=0` keeps the memory-bound passes
+(ADD, PAD) on one thread, `--set MIN_SPLIT_FLOPS=1e18` keeps everything there. MODEL is a
+path, or a name in `.cache/published` (fetched by `tests/published_models.py`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from qengine.kernels import threads as pool
+
+import qengine
+from qengine.cli_common import generated_inputs
+from qengine.runtime.interpreter import op_key
+
+CACHE = Path(__file__).resolve().parents[1] / ".cache" / "published"
+REPEAT = 30
+
+
+def instance_times(path: Path, threads: int) -> list[tuple[float, str, tuple]]:
+    """(median µs, op type, output shape) of every op that runs, in model order."""
+    interpreter = qengine.Interpreter(str(path), num_threads=threads)
+    inputs = generated_inputs(interpreter.inputs, 0, quiet=True)
+    arrays = [np.asarray(v) for v in (inputs.values() if isinstance(inputs, dict) else inputs)]
+    plan, values = interpreter._run_plan(0, arrays, keep=True)
+    times = defaultdict(list)
+    for _ in range(REPEAT):
+        for index, step in enumerate(plan.steps):
+            if step.folded:
+                continue
+            args = [None if slot < 0 else values[slot] for slot in plan.in_slots[index]]
+            start = time.perf_counter()
+            step.prepared.run(*args)
+            times[index].append(time.perf_counter() - start)
+    rows = []
+    for index, seconds in times.items():
+        outputs = [values[slot].shape for slot in plan.out_slots[index] if slot >= 0]
+        rows.append((float(np.median(seconds)) * 1e6, op_key(plan.subgraph.operators[index]),
+                     outputs[0] if outputs else ()))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--top", type=int, default=15, help="slowest instances listed")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a constant of qengine.kernels.threads")
+    args = parser.parse_args()
+    for setting in args.set:
+        name, value = setting.split("=", 1)
+        if not hasattr(pool, name):
+            parser.error(f"qengine.kernels.threads has no {name}")
+        setattr(pool, name, int(float(value)))
+    path = Path(args.model)
+    if not path.exists():
+        path = CACHE / f"{args.model}.tflite"
+    rows = instance_times(path, args.threads)
+    print(f"{path.name}, {args.threads} thread(s): {len(rows)} ops, "
+          f"{sum(r[0] for r in rows):.0f} us in all")
+    per_type = defaultdict(lambda: [0, 0.0])
+    for us, kind, _ in rows:
+        per_type[kind][0] += 1
+        per_type[kind][1] += us
+    for kind, (count, us) in sorted(per_type.items(), key=lambda kv: -kv[1][1]):
+        print(f"  {kind:<22} {count:>4} ops {us:>9.0f} us")
+    for us, kind, shape in sorted(rows, key=lambda r: -r[0])[:args.top]:
+        print(f"  {us:9.1f} us  {kind} -> {shape}")
+
+
+if __name__ == "__main__":
+    main()
