@@ -29,7 +29,7 @@ the output between threads (the `*_split` drivers at the end, run by `threads.sp
 
 import numpy as np
 from llvmlite import ir
-from numba.core import types
+from numba.core import cgutils, types
 from numba.core.extending import intrinsic
 
 from . import threads as pool
@@ -50,10 +50,26 @@ _F32 = ir.FloatType()
 _V8F32 = ir.VectorType(_F32, VEC)
 
 
-def _mul_add(builder, a, b, acc):
-    """acc + a * b per lane, the product rounded before the sum (no FMA), as TFLite's
-    reference kernels compute `total += input * filter` (the wheel is built without -mfma)."""
+def _mul_add(builder, a, b, acc, fused=False):
+    """acc + a * b per lane: the product rounded before the sum (no FMA), as TFLite's
+    reference kernels compute `total += input * filter` (the wheel is built without -mfma);
+    or, `fused`, one rounding (fused multiply-add), as XNNPACK's float kernels do."""
+    if fused:  # llvm.fma.v8f32 / .v16f32: vfmadd231ps (llvmlite's builder.fma takes scalars)
+        vec_t = acc.type
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec_t, [vec_t] * 3),
+                                             f"llvm.fma.v{vec_t.count}f32")
+        return builder.call(fma, [a, b, acc])
     return builder.fadd(acc, builder.fmul(a, b))
+
+
+def _start(builder, bias, fused):
+    """The accumulator a sum starts from: XNNPACK's kernels load the bias into it (fused);
+    TFLite's reference kernels start at 0 and add the bias at the end (`_finish`)."""
+    return bias if fused else ir.Constant(bias.type, None)
+
+
+def _finish(builder, acc, bias, fused):
+    return acc if fused else builder.fadd(acc, bias)
 
 
 def _splat(builder, value, vec_t=_V8F32):
@@ -79,11 +95,12 @@ def _clamp(builder, v, low, high):
     return builder.select(builder.fcmp_ordered(">", v, high), high, v)
 
 
-def _make_conv_tile(rows, width, vectors):
+def _make_conv_tile(rows, width, vectors, fused=False):
     """An LLVM micro-kernel over `rows` pixels and `vectors` float32 x `width` blocks of one
     weight panel: out[r, 0:width*vectors] = clamp(Σ_t Σ_c src[t, r][c] · w[t*cin + c, ..] +
     bias[..]), summed in the order of t and c, where src[t, r] is the address at
-    ptrs[t*ROWS + r] and w rows are LANES floats apart."""
+    ptrs[t*ROWS + r] and w rows are LANES floats apart. `fused`: XNNPACK's order instead,
+    the sum starting at the bias and every step a fused multiply-add."""
     vec_t = ir.VectorType(_F32, width)
 
     def codegen(context, builder, signature, args):
@@ -92,7 +109,8 @@ def _make_conv_tile(rows, width, vectors):
         w = builder.inttoptr(w_addr, _F32.as_pointer())
         bias = builder.inttoptr(bias_addr, _F32.as_pointer())
         out = builder.inttoptr(out_addr, _F32.as_pointer())
-        start = [ir.Constant(vec_t, None)] * (vectors * rows)
+        biases = [_load_vec(builder, bias, const64(width * h), vec_t) for h in range(vectors)]
+        start = [_start(builder, biases[h], fused) for _ in range(rows) for h in range(vectors)]
 
         def tap_step(t, accs):
             srcs = []
@@ -110,7 +128,7 @@ def _make_conv_tile(rows, width, vectors):
                 for r in range(rows):
                     a = builder.load(builder.gep(srcs[r], [c]), align=4)
                     a = _splat(builder, a, vec_t)
-                    new.extend(_mul_add(builder, a, weights[h], accs[vectors * r + h])
+                    new.extend(_mul_add(builder, a, weights[h], accs[vectors * r + h], fused)
                                for h in range(vectors))
                 return new
 
@@ -118,11 +136,10 @@ def _make_conv_tile(rows, width, vectors):
 
         accs = loop(builder, taps, start, tap_step, "tap")
         low_v, high_v = _splat(builder, low, vec_t), _splat(builder, high, vec_t)
-        biases = [_load_vec(builder, bias, const64(width * h), vec_t) for h in range(vectors)]
         for r in range(rows):
             for h in range(vectors):
                 index = builder.add(builder.mul(const64(r), out_stride), const64(width * h))
-                value = builder.fadd(accs[vectors * r + h], biases[h])
+                value = _finish(builder, accs[vectors * r + h], biases[h], fused)
                 value = _clamp(builder, value, low_v, high_v)
                 _store_vec(builder, value, out, index)
         return context.get_dummy_value()
@@ -142,35 +159,46 @@ def _make_conv_tile(rows, width, vectors):
 _conv_tile_6x16 = _make_conv_tile(ROWS // 2, VEC, 2)
 _conv_tile_12x16 = _make_conv_tile(ROWS, 2 * VEC, 1)
 _conv_tile_12x8 = _make_conv_tile(ROWS, VEC, 1)  # a panel's tail of 1-8 channels
+_fma_tile_6x16 = _make_conv_tile(ROWS // 2, VEC, 2, fused=True)  # the same in XNNPACK's order
+_fma_tile_12x16 = _make_conv_tile(ROWS, 2 * VEC, 1, fused=True)
+_fma_tile_12x8 = _make_conv_tile(ROWS, VEC, 1, fused=True)
 
 
-def _dw_vec_codegen(context, builder, signature, args):
-    """out[0:8] = clamp(bias[0:8] + Σ_t src_t[0:8] · w[t*stride : t*stride + 8]) where src_t
-    is the address at ptrs[t]; all addresses already point at the 8 channels."""
-    ptrs_addr, taps, offset, w_addr, w_stride, bias_addr, out_addr, low, high = args
-    ptrs = builder.inttoptr(ptrs_addr, I64.as_pointer())
-    w = builder.inttoptr(w_addr, _F32.as_pointer())
-    bias = _load_vec(builder, builder.inttoptr(bias_addr, _F32.as_pointer()), const64(0))
+def _make_dw_vec(fused):
+    """An LLVM kernel out[0:8] = clamp(bias[0:8] + Σ_t src_t[0:8] · w[t*stride : t*stride + 8])
+    where src_t is the address at ptrs[t] (all addresses already point at the 8 channels);
+    `fused`: XNNPACK's order (see `_make_conv_tile`)."""
 
-    def tap_step(t, accs):
-        src = builder.inttoptr(builder.load(builder.gep(ptrs, [t]), align=8), _F32.as_pointer())
-        x = _load_vec(builder, src, offset)
-        return [_mul_add(builder, x, _load_vec(builder, w, builder.mul(t, w_stride)), accs[0])]
+    def codegen(context, builder, signature, args):
+        ptrs_addr, taps, offset, w_addr, w_stride, bias_addr, out_addr, low, high = args
+        ptrs = builder.inttoptr(ptrs_addr, I64.as_pointer())
+        w = builder.inttoptr(w_addr, _F32.as_pointer())
+        bias = _load_vec(builder, builder.inttoptr(bias_addr, _F32.as_pointer()), const64(0))
 
-    (acc,) = loop(builder, taps, [ir.Constant(_V8F32, None)], tap_step, "dwtap")
-    acc = _clamp(builder, builder.fadd(acc, bias), _splat(builder, low), _splat(builder, high))
-    _store_vec(builder, acc, builder.inttoptr(out_addr, _F32.as_pointer()), const64(0))
-    return context.get_dummy_value()
+        def tap_step(t, accs):
+            src = builder.inttoptr(builder.load(builder.gep(ptrs, [t]), align=8),
+                                   _F32.as_pointer())
+            x = _load_vec(builder, src, offset)
+            wv = _load_vec(builder, w, builder.mul(t, w_stride))
+            return [_mul_add(builder, x, wv, accs[0], fused)]
+
+        (acc,) = loop(builder, taps, [_start(builder, bias, fused)], tap_step, "dwtap")
+        acc = _clamp(builder, _finish(builder, acc, bias, fused), _splat(builder, low),
+                     _splat(builder, high))
+        _store_vec(builder, acc, builder.inttoptr(out_addr, _F32.as_pointer()), const64(0))
+        return context.get_dummy_value()
+
+    @intrinsic
+    def dw_vec(typingctx, ptrs_addr, taps, offset, w_addr, w_stride, bias_addr, out_addr, low,
+               high):
+        sig = types.void(types.uintp, types.intp, types.intp, types.uintp, types.intp,
+                         types.uintp, types.uintp, types.float32, types.float32)
+        return sig, codegen
+
+    return dw_vec
 
 
-@intrinsic
-def _dw_vec(typingctx, ptrs_addr, taps, offset, w_addr, w_stride, bias_addr, out_addr, low, high):
-    sig = types.void(types.uintp, types.intp, types.intp, types.uintp, types.intp, types.uintp,
-                     types.uintp, types.float32, types.float32)
-    return sig, _dw_vec_codegen
-
-
-def _dw_run_pixels(builder, args, unrolled):
+def _dw_run_pixels(builder, args, unrolled, fused):
     """The pixel loop of `_dw_run`; with `unrolled` taps (a constant) the tap offsets and
     weight vectors are loaded once, before the loop."""
     x_addr, x_step, offs_addr, taps, w_addr, w_stride, bias_addr, out_addr, out_step, count, \
@@ -194,45 +222,53 @@ def _dw_run_pixels(builder, args, unrolled):
         def tap_step(t, accs, terms=None):
             off, wv = terms or tap_terms(t)
             xv = _load_vec(builder, x, builder.add(base, off))
-            return [_mul_add(builder, xv, wv, accs[0])]
+            return [_mul_add(builder, xv, wv, accs[0], fused)]
 
-        acc = [ir.Constant(_V8F32, None)]
+        acc = [_start(builder, bias, fused)]
         if unrolled:
             for terms in hoisted:
                 acc = tap_step(None, acc, terms)
         else:
             acc = loop(builder, taps, acc, tap_step, "dwruntap")
-        _store_vec(builder, _clamp(builder, builder.fadd(acc[0], bias), low_v, high_v), out,
-                   builder.mul(i, out_step))
+        value = _clamp(builder, _finish(builder, acc[0], bias, fused), low_v, high_v)
+        _store_vec(builder, value, out, builder.mul(i, out_step))
         return []
 
     loop(builder, count, [], pixel_step, f"dwrun{unrolled}")
 
 
-def _dw_run_codegen(context, builder, signature, args):
-    """out[i*out_step + 0:8] = clamp(bias[0:8] + Σ_t x[i*x_step + offs[t] + 0:8] · w[t*w_stride
-    + 0:8]) for i in range(count): a run of interior pixels (every tap inside the image), 8
-    channels. 3x3 and 5x5 filters get the taps unrolled."""
-    cases = {n: builder.function.append_basic_block(f"dwtaps{n}") for n in (9, 25, None)}
-    done = builder.function.append_basic_block("dwtaps_done")
-    switch = builder.switch(args[3], cases[None])
-    for n, block in cases.items():
-        if n is not None:
-            switch.add_case(const64(n), block)
-        builder.position_at_end(block)
-        _dw_run_pixels(builder, args, n)
-        builder.branch(done)
-    builder.position_at_end(done)
-    return context.get_dummy_value()
+def _make_dw_run(fused):
+    """An LLVM kernel out[i*out_step + 0:8] = clamp(bias[0:8] + Σ_t x[i*x_step + offs[t] + 0:8]
+    · w[t*w_stride + 0:8]) for i in range(count): a run of interior pixels (every tap inside
+    the image), 8 channels. 3x3 and 5x5 filters get the taps unrolled. `fused`: XNNPACK's
+    order (see `_make_conv_tile`)."""
+
+    def codegen(context, builder, signature, args):
+        cases = {n: builder.function.append_basic_block(f"dwtaps{n}") for n in (9, 25, None)}
+        done = builder.function.append_basic_block("dwtaps_done")
+        switch = builder.switch(args[3], cases[None])
+        for n, block in cases.items():
+            if n is not None:
+                switch.add_case(const64(n), block)
+            builder.position_at_end(block)
+            _dw_run_pixels(builder, args, n, fused)
+            builder.branch(done)
+        builder.position_at_end(done)
+        return context.get_dummy_value()
+
+    @intrinsic
+    def dw_run(typingctx, x_addr, x_step, offs_addr, taps, w_addr, w_stride, bias_addr,
+               out_addr, out_step, count, low, high):
+        sig = types.void(types.uintp, types.intp, types.uintp, types.intp, types.uintp,
+                         types.intp, types.uintp, types.uintp, types.intp, types.intp,
+                         types.float32, types.float32)
+        return sig, codegen
+
+    return dw_run
 
 
-@intrinsic
-def _dw_run(typingctx, x_addr, x_step, offs_addr, taps, w_addr, w_stride, bias_addr, out_addr,
-            out_step, count, low, high):
-    sig = types.void(types.uintp, types.intp, types.uintp, types.intp, types.uintp, types.intp,
-                     types.uintp, types.uintp, types.intp, types.intp, types.float32,
-                     types.float32)
-    return sig, _dw_run_codegen
+_dw_vec, _dw_vec_fma = _make_dw_vec(False), _make_dw_vec(True)
+_dw_run, _dw_run_fma = _make_dw_run(False), _make_dw_run(True)
 
 
 def _axpy_codegen(context, builder, signature, args):
@@ -489,16 +525,17 @@ def pad_channels(v: np.ndarray, multiple: int) -> np.ndarray:
 
 @inline_kernel
 def _tap_addresses(ptrs, x, zeros, n, oy, ox, slot, stride_h, stride_w, dil_h, dil_w, pad_top,
-                   pad_left, k_h, k_w):
-    """ptrs[t, slot] = address of x[n, iy, ix, 0] for each tap t = ky*KW + kx, or of `zeros`
-    where the tap falls in the padding (contributing 0, as TFLite skips it)."""
+                   pad_left, k_h, k_w, x_major):
+    """ptrs[t, slot] = address of x[n, iy, ix, 0] for each tap t = ky*KW + kx (or, x_major,
+    t = kx*KH + ky), or of `zeros` where the tap falls in the padding (contributing 0, as
+    TFLite skips it)."""
     in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
     base = x.ctypes.data
     for ky in range(k_h):
         iy = oy * stride_h - pad_top + ky * dil_h
         for kx in range(k_w):
             ix = ox * stride_w - pad_left + kx * dil_w
-            t = ky * k_w + kx
+            t = kx * k_h + ky if x_major else ky * k_w + kx
             if 0 <= iy < in_h and 0 <= ix < in_w:
                 ptrs[t, slot] = base + 4 * (((n * in_h + iy) * in_w + ix) * in_c)
             else:
@@ -515,10 +552,11 @@ def _conv_fits(x, panels, bias, out, k_h, k_w, p0, p1):
 
 @kernel
 def conv2d_f32_rows(x, panels, bias, out, out_w, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
-                    pad_top, pad_left, act_min, act_max, wide, p0, p1):
+                    pad_top, pad_left, act_min, act_max, wide, fused, p0, p1):
     """Output pixels [p0, p1) of a float CONV_2D into out [N*OH*OW, Co] float32 (see the
     module docstring). x [N,H,W,Ci] float32, panels from pack_conv_f32, bias [panels*16];
-    wide: the 16-lane tile (WIDE, for AVX-512), else two 6x16 tiles of 8-lane vectors.
+    wide: the 16-lane tile (WIDE, for AVX-512), else two 6x16 tiles of 8-lane vectors;
+    fused: XNNPACK's arithmetic (each sum from the bias, by fused multiply-adds).
 
     With dil_w == 1, a filter row's KW taps read KW*Ci consecutive floats of the input, in
     the order of the packed weights: a tile whose pixels all have their window inside the
@@ -548,7 +586,7 @@ def conv2d_f32_rows(x, panels, bias, out, out_w, k_h, k_w, stride_h, stride_w, d
                                             ox_lo, ox_hi, k_h, k_w, stride_h, stride_w, dil_h,
                                             dil_w, pad_top, pad_left)
         _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_min, act_max,
-                     wide)
+                     wide, fused)
 
 
 @kernel
@@ -575,7 +613,7 @@ def _window_addresses(ptrs, x, zeros, pix, t0, rows, per_image, out_w, ox_lo, ox
                            stride_w, dil_h, pad_top, pad_left, k_h)
         else:
             _tap_addresses(ptrs, x, zeros, pix[0, r], pix[1, r], pix[2, r], r, stride_h,
-                           stride_w, dil_h, dil_w, pad_top, pad_left, k_h, k_w)
+                           stride_w, dil_h, dil_w, pad_top, pad_left, k_h, k_w, False)
     if by_row:
         return k_h, k_w * x.shape[3]
     return k_h * k_w, x.shape[3]
@@ -598,7 +636,7 @@ def _row_addresses(ptrs, x, zeros, n, oy, ox, slot, stride_h, stride_w, dil_h, p
 
 @kernel
 def _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_min, act_max,
-                 wide):
+                 wide, fused):
     """Output pixels [t0, t0 + rows) of every panel; a panel's tail of 1-7 channels, or a
     short tile, goes through `scratch` and is copied."""
     out_c = out.shape[1]
@@ -610,21 +648,44 @@ def _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_mi
         target, stride = scratch.ctypes.data, LANES
         if direct:
             target, stride = out[t0, oc0:].ctypes.data, out_c
+        w_j, b_j = panels[j].ctypes.data, bias[oc0:].ctypes.data
         if width <= VEC:
-            _conv_tile_12x8(ptrs.ctypes.data, taps, depth, panels[j].ctypes.data,
-                            bias[oc0:].ctypes.data, target, stride, low, high)
+            _tile_12x8(fused, ptrs.ctypes.data, taps, depth, w_j, b_j, target, stride, low, high)
         elif wide and rows > ROWS // 2:
-            _conv_tile_12x16(ptrs.ctypes.data, taps, depth, panels[j].ctypes.data,
-                             bias[oc0:].ctypes.data, target, stride, low, high)
+            _tile_12x16(fused, ptrs.ctypes.data, taps, depth, w_j, b_j, target, stride, low,
+                        high)
         else:  # pixels 0-5, then 6-11 (their addresses are 6 slots on) if there are any
             for half in range(1 if rows <= ROWS // 2 else 2):
-                _conv_tile_6x16(ptrs.ctypes.data + 8 * half * (ROWS // 2), taps, depth,
-                                panels[j].ctypes.data, bias[oc0:].ctypes.data,
-                                target + 4 * half * (ROWS // 2) * stride, stride, low, high)
+                _tile_6x16(fused, ptrs.ctypes.data + 8 * half * (ROWS // 2), taps, depth, w_j,
+                           b_j, target + 4 * half * (ROWS // 2) * stride, stride, low, high)
         if not direct:
             for r in range(rows):
                 for c in range(width):
                     out[t0 + r, oc0 + c] = scratch[r, c]
+
+
+@inline_kernel
+def _tile_12x8(fused, ptrs, taps, depth, w, bias, out, stride, low, high):
+    if fused:
+        _fma_tile_12x8(ptrs, taps, depth, w, bias, out, stride, low, high)
+    else:
+        _conv_tile_12x8(ptrs, taps, depth, w, bias, out, stride, low, high)
+
+
+@inline_kernel
+def _tile_12x16(fused, ptrs, taps, depth, w, bias, out, stride, low, high):
+    if fused:
+        _fma_tile_12x16(ptrs, taps, depth, w, bias, out, stride, low, high)
+    else:
+        _conv_tile_12x16(ptrs, taps, depth, w, bias, out, stride, low, high)
+
+
+@inline_kernel
+def _tile_6x16(fused, ptrs, taps, depth, w, bias, out, stride, low, high):
+    if fused:
+        _fma_tile_6x16(ptrs, taps, depth, w, bias, out, stride, low, high)
+    else:
+        _conv_tile_6x16(ptrs, taps, depth, w, bias, out, stride, low, high)
 
 
 @inline_kernel
@@ -774,13 +835,16 @@ def _depthwise_fits(x, w, bias, out, k_h, k_w, r0, r1):
 
 @kernel
 def depthwise_f32_rows(x, w, bias, out, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
-                       k_h, k_w, act_min, act_max, r0, r1):
+                       k_h, k_w, act_min, act_max, fused, x_major, r0, r1):
     """Output rows [r0, r1) (row = n*OH + oy) of a float DEPTHWISE_CONV_2D with multiplier 1
     into out [N,OH,OW,C], C >= 8. x [N,H,W,C] float32, w [KH*KW, C] float32, bias [C]:
     out[n,oy,ox,c] = clamp(bias[c] + Σ_{ky,kx} x[n, oy*sh-pt+ky*dh, ox*sw-pl+kx*dw, c]
                                                * w[ky*KW+kx, c]).
     Pixels whose taps all fall inside the image run in 8-channel blocks along the row
-    (`_dw_run`); the others gather per pixel, zeros for taps in the padding (`_dw_vec`)."""
+    (`_dw_run`); the others gather per pixel, zeros for taps in the padding (`_dw_vec`).
+    fused: XNNPACK's arithmetic, each sum from the bias, by fused multiply-adds; x_major: the
+    taps column by column, w [KW*KH, C] with t = kx*KH + ky (its depthwise kernels' order;
+    with a multiplier above 1 it runs a grouped GEMM, row by row)."""
     in_h, in_w = x.shape[1], x.shape[2]
     out_h, out_w, chans = out.shape[1], out.shape[2], out.shape[3]
     if not _depthwise_fits(x, w, bias, out, k_h, k_w, r0, r1):
@@ -791,7 +855,8 @@ def depthwise_f32_rows(x, w, bias, out, stride_h, stride_w, dil_h, dil_w, pad_to
     offs = np.empty(taps, np.int64)  # element offset of each tap from the window's corner
     for ky in range(k_h):
         for kx in range(k_w):
-            offs[ky * k_w + kx] = (ky * dil_h * in_w + kx * dil_w) * chans
+            offs[kx * k_h + ky if x_major else ky * k_w + kx] = (ky * dil_h * in_w + kx * dil_w) \
+                * chans
     # interior columns: 0 <= ox*sw - pl and ox*sw - pl + (KW-1)*dw < W
     ox_lo = min(out_w, (pad_left + stride_w - 1) // stride_w)
     ox_hi = max(ox_lo, min(out_w, (in_w - 1 + pad_left - (k_w - 1) * dil_w) // stride_w + 1))
@@ -803,10 +868,11 @@ def depthwise_f32_rows(x, w, bias, out, stride_h, stride_w, dil_h, dil_w, pad_to
             ox0, ox1 = _row_part(part, inside, ox_lo, ox_hi, out_w)
             if part == 1 and inside:
                 _dw_interior(x, w, bias, offs, out, n, oy, iy0, ox0, ox1, stride_w, pad_left,
-                             act_min, act_max)
+                             act_min, act_max, fused)
             else:
                 _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, ox0, ox1, stride_h, stride_w,
-                           dil_h, dil_w, pad_top, pad_left, k_h, k_w, act_min, act_max)
+                           dil_h, dil_w, pad_top, pad_left, k_h, k_w, act_min, act_max, fused,
+                           x_major)
 
 
 @inline_kernel
@@ -824,7 +890,7 @@ def _row_part(part, inside, ox_lo, ox_hi, out_w):
 
 @kernel
 def _dw_interior(x, w, bias, offs, out, n, oy, iy0, ox0, ox1, stride_w, pad_left, act_min,
-                 act_max):
+                 act_max, fused):
     """Pixels [ox0, ox1) of output row (n, oy), all of whose taps are inside the image."""
     if ox1 <= ox0:
         return
@@ -833,9 +899,13 @@ def _dw_interior(x, w, bias, offs, out, n, oy, iy0, ox0, ox1, stride_w, pad_left
     corner = x[n, iy0, ox0 * stride_w - pad_left]  # the window corner of pixel ox0
     for block in range(_vector_blocks(chans)):
         c = _block_start(block, chans)
-        _dw_run(corner[c:].ctypes.data, stride_w * chans, offs.ctypes.data, offs.size,
-                w[0, c:].ctypes.data, chans, bias[c:].ctypes.data, out[n, oy, ox0, c:].ctypes.data,
-                chans, ox1 - ox0, low, high)
+        args = (corner[c:].ctypes.data, stride_w * chans, offs.ctypes.data, offs.size,
+                w[0, c:].ctypes.data, chans, bias[c:].ctypes.data,
+                out[n, oy, ox0, c:].ctypes.data, chans, ox1 - ox0, low, high)
+        if fused:
+            _dw_run_fma(*args)
+        else:
+            _dw_run(*args)
 
 
 @inline_kernel
@@ -853,7 +923,7 @@ def _block_start(block, chans):
 
 @kernel
 def _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, ox0, ox1, stride_h, stride_w, dil_h,
-               dil_w, pad_top, pad_left, k_h, k_w, act_min, act_max):
+               dil_w, pad_top, pad_left, k_h, k_w, act_min, act_max, fused, x_major):
     """Pixels [ox0, ox1) of output row (n, oy), gathering each one's tap addresses into
     ptrs [KH*KW, 1] (`zeros` [C] stands for taps in the padding)."""
     chans = out.shape[3]
@@ -861,12 +931,16 @@ def _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, ox0, ox1, stride_h, stride_w
     low, high = np.float32(act_min), np.float32(act_max)
     for ox in range(ox0, ox1):
         _tap_addresses(ptrs, x, zeros, n, oy, ox, 0, stride_h, stride_w, dil_h, dil_w,
-                       pad_top, pad_left, k_h, k_w)
+                       pad_top, pad_left, k_h, k_w, x_major)
         o = out[n, oy, ox]
         for block in range(_vector_blocks(chans)):
             c = _block_start(block, chans)
-            _dw_vec(ptrs.ctypes.data, taps, c, w[0, c:].ctypes.data, chans,
+            args = (ptrs.ctypes.data, taps, c, w[0, c:].ctypes.data, chans,
                     bias[c:].ctypes.data, o[c:].ctypes.data, low, high)
+            if fused:
+                _dw_vec_fma(*args)
+            else:
+                _dw_vec(*args)
 
 
 # --- threads: each kernel's range cut into `parts` run at once (threads.split_run) -----------
@@ -876,13 +950,13 @@ def _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, ox0, ox1, stride_h, stride_w
 
 @kernel(parallel=True)
 def conv2d_f32_split(x, panels, bias, out, out_w, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
-                     pad_top, pad_left, act_min, act_max, wide, pixels, parts):
+                     pad_top, pad_left, act_min, act_max, wide, fused, pixels, parts):
     if not _conv_fits(x, panels, bias, out, k_h, k_w, 0, pixels):
         raise ValueError("conv2d_f32_rows: panels, bias, out or [p0, p1) do not fit x")
     for i in prange(parts):
         p0, p1 = pool.part(pixels, parts, i)
         conv2d_f32_rows(x, panels, bias, out, out_w, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
-                        pad_top, pad_left, act_min, act_max, wide, p0, p1)
+                        pad_top, pad_left, act_min, act_max, wide, fused, p0, p1)
 
 
 @kernel(parallel=True)
@@ -898,10 +972,10 @@ def conv2d_f32_narrow_split(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_
 
 @kernel(parallel=True)
 def depthwise_f32_split(x, w, bias, out, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
-                        k_h, k_w, act_min, act_max, rows, parts):
+                        k_h, k_w, act_min, act_max, fused, x_major, rows, parts):
     if not _depthwise_fits(x, w, bias, out, k_h, k_w, 0, rows):
         raise ValueError("depthwise_f32_rows: x, w, bias, out or [r0, r1) do not fit (C >= 8)")
     for i in prange(parts):
         r0, r1 = pool.part(rows, parts, i)
         depthwise_f32_rows(x, w, bias, out, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
-                           k_h, k_w, act_min, act_max, r0, r1)
+                           k_h, k_w, act_min, act_max, fused, x_major, r0, r1)

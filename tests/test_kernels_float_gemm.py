@@ -1,5 +1,6 @@
-"""kernels/float_gemm.py against its NumPy twin (tests/naive/float_conv.py), exactly: both sum
-in TFLite's reference order with every product and sum rounded to float32. The shapes cover
+"""kernels/float_gemm.py against its NumPy twins (tests/naive/float_conv.py), exactly: both sum
+in TFLite's reference order with every product and sum rounded to float32, or (fused) in
+XNNPACK's order, from the bias, with one rounding per fused multiply-add. The shapes cover
 odd sizes, strides, dilations, padding on every side, 1 channel, the tails of the 16-channel
 panels and 8-channel vectors, short pixel tiles and output blocks split at odd points (as the
 thread pool splits them)."""
@@ -8,7 +9,12 @@ import itertools
 
 import numpy as np
 import pytest
-from naive.float_conv import conv2d_f32, depthwise_f32
+from naive.float_conv import (
+    conv2d_f32,
+    conv2d_f32_xnnpack,
+    depthwise_f32,
+    depthwise_f32_xnnpack,
+)
 from qengine.kernels.float_gemm import (
     LANES,
     WIDE,
@@ -53,17 +59,19 @@ CONV_CASES = [
 
 @pytest.mark.parametrize("x_shape, out_c, kernel, stride, dilation, pad", CONV_CASES)
 @pytest.mark.parametrize("low, high, wide", [(-FLT_MAX, FLT_MAX, False), (0.0, 6.0, True)])
-def test_conv_equals_reference_order_twin(x_shape, out_c, kernel, stride, dilation, pad, low,
-                                          high, wide):
+@pytest.mark.parametrize("fused", [False, True], ids=["ref", "xnnpack"])
+def test_conv_equals_its_twin(x_shape, out_c, kernel, stride, dilation, pad, low, high, wide,
+                              fused):
     rng, x, out_hw = case(len(x_shape) + out_c, x_shape, kernel, stride, dilation, pad)
     w = rng.standard_normal((out_c, *kernel, x_shape[3])).astype(np.float32)
     bias = rng.standard_normal(out_c).astype(np.float32)
-    want = conv2d_f32(x, w, bias, stride, dilation, pad, out_hw, low, high)
+    twin = conv2d_f32_xnnpack if fused else conv2d_f32
+    want = twin(x, w, bias, stride, dilation, pad, out_hw, low, high)
     pixels = x_shape[0] * out_hw[0] * out_hw[1]
     out = np.full((pixels, out_c), np.nan, np.float32)
     panels, bias16 = pack_conv_f32(w), pad_channels(bias, LANES)
     cuts = sorted({0, min(7, pixels), min(12, pixels), pixels})  # short tiles of 7, 5, ...
-    args = (out_hw[1], *kernel, *stride, *dilation, *pad, low, high, wide)
+    args = (out_hw[1], *kernel, *stride, *dilation, *pad, low, high, wide, fused)
     for p0, p1 in itertools.pairwise(cuts):  # as blocks of threads
         conv2d_f32_rows(x, panels, bias16, out, *args, p0, p1)
     np.testing.assert_array_equal(out.reshape(want.shape), want)
@@ -80,7 +88,7 @@ def test_conv_clamp_lets_nan_through_and_bounds_inf():
     want = conv2d_f32(x, w, bias, (1, 1), (1, 1), (1, 1), out_hw, 0.0, 6.0)
     out = np.empty((25, 16), np.float32)
     conv2d_f32_rows(x, pack_conv_f32(w), bias, out, 5, 3, 3, 1, 1, 1, 1, 1, 1, 0.0, 6.0, WIDE,
-                    0, 25)
+                    False, 0, 25)
     assert np.isnan(want).any() and (want == 6.0).any()
     np.testing.assert_array_equal(out.reshape(want.shape), want)
 
@@ -99,17 +107,19 @@ DEPTHWISE_CASES = [
 
 @pytest.mark.parametrize("x_shape, kernel, stride, dilation, pad", DEPTHWISE_CASES)
 @pytest.mark.parametrize("low, high", [(-FLT_MAX, FLT_MAX), (-1.0, 1.0)])
-def test_depthwise_equals_reference_order_twin(x_shape, kernel, stride, dilation, pad, low,
-                                               high):
+@pytest.mark.parametrize("fused", [False, True], ids=["ref", "xnnpack"])
+def test_depthwise_equals_its_twin(x_shape, kernel, stride, dilation, pad, low, high, fused):
     rng, x, out_hw = case(x_shape[3], x_shape, kernel, stride, dilation, pad)
     chans = x_shape[3]
     w = rng.standard_normal((*kernel, chans)).astype(np.float32)
     bias = rng.standard_normal(chans).astype(np.float32)
-    want = depthwise_f32(x, w, bias, stride, dilation, pad, out_hw, low, high)
+    twin = depthwise_f32_xnnpack if fused else depthwise_f32
+    want = twin(x, w, bias, stride, dilation, pad, out_hw, low, high)
     out = np.full(want.shape, np.nan, np.float32)
     rows = x_shape[0] * out_hw[0]
-    flat_w = np.ascontiguousarray(w.reshape(-1, chans))
-    args = (*stride, *dilation, *pad, *kernel, low, high)
+    taps_first = w.transpose(1, 0, 2) if fused else w  # the kernel takes XNNPACK's tap order
+    flat_w = np.ascontiguousarray(taps_first.reshape(-1, chans))
+    args = (*stride, *dilation, *pad, *kernel, low, high, fused, fused)
     for r0, r1 in [(0, rows // 2), (rows // 2, rows)]:
         depthwise_f32_rows(x, flat_w, bias, out, *args, r0, r1)
     np.testing.assert_array_equal(out, want)
@@ -123,7 +133,7 @@ def test_depthwise_refuses_fewer_than_8_channels():  # the op pads those to 8
     out = np.empty((1, 4, 4, 3), np.float32)
     with pytest.raises(ValueError, match="C >= 8"):
         depthwise_f32_rows(x, w, np.zeros(3, np.float32), out, 1, 1, 1, 1, 1, 1, 3, 3, -1.0, 1.0,
-                           0, 4)
+                           False, False, 0, 4)
 
 
 NARROW_CASES = [
@@ -170,7 +180,7 @@ def test_split_drivers_check_the_whole_range_before_splitting():
     out = np.empty((1, 4, 4, 8), np.float32)
     with pytest.raises(ValueError, match="do not fit"):
         depthwise_f32_split(x, w, np.zeros(8, np.float32), out, 1, 1, 1, 1, 1, 1, 3, 3, -1.0,
-                            1.0, 5, 2)  # 5 rows, out has 4
+                            1.0, False, False, 5, 2)  # 5 rows, out has 4
     with pytest.raises(ValueError, match="do not fit"):
         depthwise_f32_rows(x, w, np.zeros(8, np.float32), out, 1, 1, 1, 1, 1, 1, 3, 3, -1.0,
-                           1.0, 3, 5)
+                           1.0, False, False, 3, 5)

@@ -142,6 +142,64 @@ def test_depthwise(case, act, per_tensor):
         check_xnnpack(model, [int8(r, x_shape)])
 
 
+# -- float32 CONV_2D and DEPTHWISE_CONV_2D: sums from the bias by fused multiply-adds ----------
+
+FLOAT_CONV_CASES = [  # x shape, w shape, stride, dilation, padding (one group: the float kernel)
+    ((2, 9, 8, 3), (5, 3, 3, 3), (1, 1), (1, 1), SAME),
+    ((1, 10, 7, 4), (6, 3, 2, 4), (2, 3), (1, 1), VALID),
+    ((1, 11, 11, 2), (3, 3, 3, 2), (1, 2), (2, 3), SAME),
+    ((2, 6, 6, 8), (4, 1, 1, 8), (1, 1), (1, 1), VALID),
+    ((1, 9, 9, 16), (24, 3, 3, 16), (2, 2), (1, 1), SAME),
+    ((1, 14, 14, 40), (72, 1, 1, 40), (1, 1), (1, 1), SAME),  # 4 panels and a tail of 8
+    ((1, 33, 31, 3), (16, 3, 3, 3), (2, 2), (1, 1), SAME),  # a first layer
+    ((1, 20, 20, 32), (2, 3, 3, 32), (1, 1), (1, 1), SAME),  # a narrow head
+]
+
+
+def float_conv_model(r, x_shape, w_shape, *, depthwise=False, stride=(1, 1), dil=(1, 1),
+                     padding=SAME, act="NONE"):
+    b = GraphBuilder()
+    x = b.input("x", x_shape)
+    out_c = w_shape[3] if depthwise else w_shape[0]
+    inputs = [x, b.const("w", r.standard_normal(w_shape).astype(np.float32)),
+              b.const("b", r.standard_normal(out_c).astype(np.float32))]
+    common = conv_options(padding, stride, dil, act)
+    if depthwise:
+        opts = options("DepthwiseConv2DOptions", depthMultiplier=out_c // x_shape[3], **common)
+        y = b.op("DEPTHWISE_CONV_2D", inputs, options=opts)
+    else:
+        y = b.op("CONV_2D", inputs, options=options("Conv2DOptions", **common))
+    return b.build([y])
+
+
+@pytest.mark.parametrize("case", range(len(FLOAT_CONV_CASES)))
+@pytest.mark.parametrize("act", ACTS)
+def test_float_conv(case, act):
+    x_shape, w_shape, stride, dil, padding = FLOAT_CONV_CASES[case]
+    r = rng("float conv", case, act)
+    model = float_conv_model(r, x_shape, w_shape, stride=stride, dil=dil, padding=padding,
+                             act=act)
+    for _ in range(2):
+        check_xnnpack(model, [r.standard_normal(x_shape).astype(np.float32)])
+
+
+FLOAT_DW_CASES = [*DW_CASES,  # x shape, kernel, multiplier, stride, dilation, padding
+                  ((1, 16, 15, 40), (3, 3), 1, (1, 1), (1, 1), SAME),
+                  ((1, 13, 12, 20), (5, 5), 1, (1, 1), (1, 1), SAME),
+                  ((1, 9, 9, 8), (3, 3), 1, (1, 1), (2, 2), SAME)]  # dilated
+
+
+@pytest.mark.parametrize("case", range(len(FLOAT_DW_CASES)))
+@pytest.mark.parametrize("act", ACTS)
+def test_float_depthwise(case, act):
+    x_shape, (kh, kw), mult, stride, dil, padding = FLOAT_DW_CASES[case]
+    r = rng("float dw", case, act)
+    model = float_conv_model(r, x_shape, (1, kh, kw, x_shape[3] * mult), depthwise=True,
+                             stride=stride, dil=dil, padding=padding, act=act)
+    for _ in range(2):
+        check_xnnpack(model, [r.standard_normal(x_shape).astype(np.float32)])
+
+
 def test_requantization_scale_of_256_is_refused():
     """XNNPACK refuses scales >= 256; the default interpreter then fails to prepare the model."""
     r = rng("scale-256")

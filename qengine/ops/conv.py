@@ -119,12 +119,14 @@ def _conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high
     )
     from qengine.kernels.threads import split_run
 
-    if _row_vectorized(out_shape[3], weights.shape[3], weights[0].size, g.out_w, WIDE):
+    fused = ctx.arithmetic == XNNPACK  # XNNPACK's sums: from the bias, fused multiply-adds
+    if not fused and _row_vectorized(out_shape[3], weights.shape[3], weights[0].size, g.out_w,
+                                     WIDE):
         return _conv_float_narrow(ctx, g, out_shape, weights, bias, low, high)
     panels, bias16 = pack_conv_f32(weights), pad_channels(bias, LANES)
     pixels = g.batch * g.out_h * g.out_w
     flops = 2 * pixels * weights.size
-    shape = (g.out_w, g.kernel_h, g.kernel_w, *_strides_pads(g), low, high, WIDE)
+    shape = (g.out_w, g.kernel_h, g.kernel_w, *_strides_pads(g), low, high, WIDE, fused)
 
     def run(x, w, b=None):
         x = np.ascontiguousarray(x, np.float32)  # the kernel reads raw addresses
@@ -244,20 +246,26 @@ def _depthwise_float_direct(ctx, g: ConvGeometry, out_shape, multiplier, bias, l
     out_c = out_shape[3]
     # the kernel wants 8 channels or more: fewer run zero-padded to 8 (pad_c of them)
     pad_c = max(0, VEC - out_c)
-    packed = None
-    if ctx.input(1).value is not None:
-        packed = _pad_last(ctx.constant(1, "filter").reshape(taps, -1), pad_c)
+    fused = ctx.arithmetic == XNNPACK  # XNNPACK's sums: from the bias, fused multiply-adds,
+    x_major = fused and multiplier == 1  # its depthwise kernel's taps column by column (with
+    # a multiplier it runs a grouped GEMM, row by row)
+
+    def pack(w):  # [1, KH, KW, C] -> [taps, C + pad_c], the taps in the kernel's order
+        w = w.reshape(g.kernel_h, g.kernel_w, -1)
+        return _pad_last((w.transpose(1, 0, 2) if x_major else w).reshape(taps, -1), pad_c)
+
+    packed = pack(ctx.constant(1, "filter")) if ctx.input(1).value is not None else None
     bias = _pad_last(bias, pad_c)
     padded_shape = (*out_shape[:3], out_c + pad_c)
     rows = g.batch * g.out_h
     flops = 2 * rows * g.out_w * out_shape[3] * taps
-    shape = (*_strides_pads(g), g.kernel_h, g.kernel_w, low, high)
+    shape = (*_strides_pads(g), g.kernel_h, g.kernel_w, low, high, fused, x_major)
 
     def run(x, w, b=None):
         if multiplier > 1:
             x = np.repeat(x, multiplier, axis=3)
         x = _pad_last(x, pad_c)  # C-contiguous float32: the kernel reads raw addresses
-        w = packed if packed is not None else _pad_last(w.reshape(taps, -1), pad_c)
+        w = packed if packed is not None else pack(w)
         out = np.empty(padded_shape, np.float32)
         split_run(depthwise_f32_rows, depthwise_f32_split, (x, w, bias, out, *shape), rows,
                   ctx.num_threads, flops)

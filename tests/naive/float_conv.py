@@ -45,3 +45,45 @@ def depthwise_f32(x, w, bias, stride, dilation, pad, out_hw, low, high) -> np.nd
     for ky, kx, valid, patch in _taps(x, w.shape[:2], stride, dilation, pad, out_hw):
         total = np.where(valid, total + patch * w[ky, kx], total)
     return clamp(total + bias, low, high)
+
+
+# -- XNNPACK's order: each sum starts at the bias, every step one fused multiply-add --------------
+# Its f32 GEMM/IGEMM micro-kernels walk (ky, kx, ic) like the reference; its depthwise ones walk
+# the taps column by column (kx, then ky). Taps in the padding read XNNPACK's zero buffer, so
+# they add fma(0, w, acc) instead of being skipped.
+
+
+def fma_f32(a, b, c) -> np.ndarray:
+    """round_to_float32(a*b + c) with one rounding, for float32 arrays. In float64 a*b is exact
+    (24 + 24 bits < 53); the sum is rounded to odd (TwoSum gives its exact error; an inexact
+    result with an even last bit moves one ulp toward the error), and a float64 rounded to odd
+    rounds to float32 exactly as the exact value would (53 >= 24 + 2 bits)."""
+    p = np.asarray(a, np.float64) * np.asarray(b, np.float64)
+    c = np.asarray(c, np.float64)
+    s = p + c
+    bb = s - p
+    err = (p - (s - bb)) + (c - bb)
+    even = (s.view(np.int64) & 1) == 0
+    with np.errstate(invalid="ignore"):
+        s = np.where((err != 0) & even & np.isfinite(s), np.nextafter(s, s + err), s)
+    return s.astype(np.float32)
+
+
+def conv2d_f32_xnnpack(x, w, bias, stride, dilation, pad, out_hw, low, high) -> np.ndarray:
+    """conv2d_f32 in XNNPACK's arithmetic."""
+    total = np.broadcast_to(bias, (x.shape[0], *out_hw, w.shape[0])).astype(np.float32)
+    for ky, kx, valid, patch in _taps(x, w.shape[1:3], stride, dilation, pad, out_hw):
+        patch = np.where(valid, patch, np.float32(0))
+        for c in range(x.shape[3]):
+            total = fma_f32(patch[..., c:c + 1], w[:, ky, kx, c], total)
+    return clamp(total, low, high)
+
+
+def depthwise_f32_xnnpack(x, w, bias, stride, dilation, pad, out_hw, low, high) -> np.ndarray:
+    """depthwise_f32 in XNNPACK's arithmetic."""
+    total = np.broadcast_to(bias, (x.shape[0], *out_hw, x.shape[3])).astype(np.float32)
+    taps = sorted(_taps(x, w.shape[:2], stride, dilation, pad, out_hw),
+                  key=lambda tap: (tap[1], tap[0]))  # column by column
+    for ky, kx, valid, patch in taps:
+        total = fma_f32(np.where(valid, patch, np.float32(0)), w[ky, kx], total)
+    return clamp(total, low, high)
