@@ -112,6 +112,7 @@ def model_file(name: str, path: Path, mode: str) -> Path:
 
 
 STATISTIC = np.median  # --best: np.min, which filters other jobs' load on a shared machine
+ARITHMETIC = "ref"  # --arithmetic: qengine.Interpreter's
 
 
 def median_ms(fn, repeat: int, budget: float) -> float:
@@ -128,7 +129,7 @@ def median_ms(fn, repeat: int, budget: float) -> float:
 
 
 def time_qengine(path: Path, inputs, threads: int, repeat: int, budget: float):
-    interpreter = qengine.Interpreter(str(path), num_threads=threads)
+    interpreter = qengine.Interpreter(str(path), num_threads=threads, arithmetic=ARITHMETIC)
     ms = median_ms(lambda: interpreter.run(inputs), repeat, budget)
     runs = 3
     for _ in range(runs):
@@ -372,11 +373,16 @@ def main(argv=None) -> int:
     parser.add_argument("--from-json", help="print the latency tables of a saved --json run")
     parser.add_argument("--no-tflite-ops", action="store_true",
                         help="skip TFLite's per-op-type times (one-op models, 1 thread)")
+    parser.add_argument("--arithmetic", choices=("ref", "xnnpack"), default="ref",
+                        help="qengine's arithmetic: TFLite's reference kernels' (default, bit "
+                             "for bit) or its default interpreter's (XNNPACK: float convs by "
+                             "fused multiply-adds)")
     parser.add_argument("--best", action="store_true",
                         help="report the fastest run instead of the median (busy machines)")
     args = parser.parse_args(argv)
-    global STATISTIC
+    global STATISTIC, ARITHMETIC
     STATISTIC = np.min if args.best else np.median
+    ARITHMETIC = args.arithmetic
     if args.from_json:
         rows = json.loads(Path(args.from_json).read_text())
         print(summary_table(rows), "\n")
@@ -394,7 +400,8 @@ def main(argv=None) -> int:
     print(f"{len(args.models)} published models (+ {len(args.corpus)} corpus), modes {' '.join(args.modes)}, threads "
           f"{' '.join(map(str, args.threads))}; {'best' if args.best else 'median'} of up to "
           f"{args.repeat} runs "
-          f"(budget {args.budget} s per figure) after one warm-up\n")
+          f"(budget {args.budget} s per figure) after one warm-up; qengine's arithmetic: "
+          f"{args.arithmetic}\n")
     print(summary_table(rows), "\n")
     print(op_table(rows), "\n")
     print(latency_table(rows), "\n")

@@ -164,27 +164,29 @@ _fma_tile_12x16 = _make_conv_tile(ROWS, 2 * VEC, 1, fused=True)
 _fma_tile_12x8 = _make_conv_tile(ROWS, VEC, 1, fused=True)
 
 
-def _make_dw_vec(fused):
-    """An LLVM kernel out[0:8] = clamp(bias[0:8] + Σ_t src_t[0:8] · w[t*stride : t*stride + 8])
-    where src_t is the address at ptrs[t] (all addresses already point at the 8 channels);
-    `fused`: XNNPACK's order (see `_make_conv_tile`)."""
+def _make_dw_vec(fused, lanes):
+    """An LLVM kernel out[0:L] = clamp(bias[0:L] + Σ_t src_t[0:L] · w[t*stride : t*stride + L])
+    for L = `lanes` channels, where src_t is the address at ptrs[t] (all addresses already
+    point at the channels); `fused`: XNNPACK's order (see `_make_conv_tile`)."""
+    vec_t = ir.VectorType(_F32, lanes)
 
     def codegen(context, builder, signature, args):
         ptrs_addr, taps, offset, w_addr, w_stride, bias_addr, out_addr, low, high = args
         ptrs = builder.inttoptr(ptrs_addr, I64.as_pointer())
         w = builder.inttoptr(w_addr, _F32.as_pointer())
-        bias = _load_vec(builder, builder.inttoptr(bias_addr, _F32.as_pointer()), const64(0))
+        bias = _load_vec(builder, builder.inttoptr(bias_addr, _F32.as_pointer()), const64(0),
+                         vec_t)
 
         def tap_step(t, accs):
             src = builder.inttoptr(builder.load(builder.gep(ptrs, [t]), align=8),
                                    _F32.as_pointer())
-            x = _load_vec(builder, src, offset)
-            wv = _load_vec(builder, w, builder.mul(t, w_stride))
+            x = _load_vec(builder, src, offset, vec_t)
+            wv = _load_vec(builder, w, builder.mul(t, w_stride), vec_t)
             return [_mul_add(builder, x, wv, accs[0], fused)]
 
         (acc,) = loop(builder, taps, [_start(builder, bias, fused)], tap_step, "dwtap")
-        acc = _clamp(builder, _finish(builder, acc, bias, fused), _splat(builder, low),
-                     _splat(builder, high))
+        acc = _clamp(builder, _finish(builder, acc, bias, fused), _splat(builder, low, vec_t),
+                     _splat(builder, high, vec_t))
         _store_vec(builder, acc, builder.inttoptr(out_addr, _F32.as_pointer()), const64(0))
         return context.get_dummy_value()
 
@@ -198,7 +200,7 @@ def _make_dw_vec(fused):
     return dw_vec
 
 
-def _dw_run_pixels(builder, args, unrolled, fused):
+def _dw_run_pixels(builder, args, unrolled, fused, vec_t):
     """The pixel loop of `_dw_run`; with `unrolled` taps (a constant) the tap offsets and
     weight vectors are loaded once, before the loop."""
     x_addr, x_step, offs_addr, taps, w_addr, w_stride, bias_addr, out_addr, out_step, count, \
@@ -207,12 +209,12 @@ def _dw_run_pixels(builder, args, unrolled, fused):
     offs = builder.inttoptr(offs_addr, I64.as_pointer())
     w = builder.inttoptr(w_addr, _F32.as_pointer())
     out = builder.inttoptr(out_addr, _F32.as_pointer())
-    bias = _load_vec(builder, builder.inttoptr(bias_addr, _F32.as_pointer()), const64(0))
-    low_v, high_v = _splat(builder, low), _splat(builder, high)
+    bias = _load_vec(builder, builder.inttoptr(bias_addr, _F32.as_pointer()), const64(0), vec_t)
+    low_v, high_v = _splat(builder, low, vec_t), _splat(builder, high, vec_t)
 
     def tap_terms(t):
         return (builder.load(builder.gep(offs, [t]), align=8),
-                _load_vec(builder, w, builder.mul(t, w_stride)))
+                _load_vec(builder, w, builder.mul(t, w_stride), vec_t))
 
     hoisted = [tap_terms(const64(t)) for t in range(unrolled or 0)]
 
@@ -221,7 +223,7 @@ def _dw_run_pixels(builder, args, unrolled, fused):
 
         def tap_step(t, accs, terms=None):
             off, wv = terms or tap_terms(t)
-            xv = _load_vec(builder, x, builder.add(base, off))
+            xv = _load_vec(builder, x, builder.add(base, off), vec_t)
             return [_mul_add(builder, xv, wv, accs[0], fused)]
 
         acc = [_start(builder, bias, fused)]
@@ -237,11 +239,12 @@ def _dw_run_pixels(builder, args, unrolled, fused):
     loop(builder, count, [], pixel_step, f"dwrun{unrolled}")
 
 
-def _make_dw_run(fused):
-    """An LLVM kernel out[i*out_step + 0:8] = clamp(bias[0:8] + Σ_t x[i*x_step + offs[t] + 0:8]
-    · w[t*w_stride + 0:8]) for i in range(count): a run of interior pixels (every tap inside
-    the image), 8 channels. 3x3 and 5x5 filters get the taps unrolled. `fused`: XNNPACK's
-    order (see `_make_conv_tile`)."""
+def _make_dw_run(fused, lanes):
+    """An LLVM kernel out[i*out_step + 0:L] = clamp(bias[0:L] + Σ_t x[i*x_step + offs[t] + 0:L]
+    · w[t*w_stride + 0:L]) for i in range(count): a run of interior pixels (every tap inside
+    the image), L = `lanes` channels. 3x3 and 5x5 filters get the taps unrolled. `fused`:
+    XNNPACK's order (see `_make_conv_tile`)."""
+    vec_t = ir.VectorType(_F32, lanes)
 
     def codegen(context, builder, signature, args):
         cases = {n: builder.function.append_basic_block(f"dwtaps{n}") for n in (9, 25, None)}
@@ -251,7 +254,7 @@ def _make_dw_run(fused):
             if n is not None:
                 switch.add_case(const64(n), block)
             builder.position_at_end(block)
-            _dw_run_pixels(builder, args, n, fused)
+            _dw_run_pixels(builder, args, n, fused, vec_t)
             builder.branch(done)
         builder.position_at_end(done)
         return context.get_dummy_value()
@@ -267,8 +270,10 @@ def _make_dw_run(fused):
     return dw_run
 
 
-_dw_vec, _dw_vec_fma = _make_dw_vec(False), _make_dw_vec(True)
-_dw_run, _dw_run_fma = _make_dw_run(False), _make_dw_run(True)
+_dw_vec_8, _dw_vec_fma_8 = _make_dw_vec(False, VEC), _make_dw_vec(True, VEC)
+_dw_run_8, _dw_run_fma_8 = _make_dw_run(False, VEC), _make_dw_run(True, VEC)
+_dw_vec_16, _dw_vec_fma_16 = _make_dw_vec(False, LANES), _make_dw_vec(True, LANES)
+_dw_run_16, _dw_run_fma_16 = _make_dw_run(False, LANES), _make_dw_run(True, LANES)
 
 
 def _axpy_codegen(context, builder, signature, args):
@@ -897,28 +902,41 @@ def _dw_interior(x, w, bias, offs, out, n, oy, iy0, ox0, ox1, stride_w, pad_left
     chans = out.shape[3]
     low, high = np.float32(act_min), np.float32(act_max)
     corner = x[n, iy0, ox0 * stride_w - pad_left]  # the window corner of pixel ox0
-    for block in range(_vector_blocks(chans)):
-        c = _block_start(block, chans)
+    lanes = _dw_lanes(chans)
+    for block in range(_vector_blocks(chans, lanes)):
+        c = _block_start(block, chans, lanes)
         args = (corner[c:].ctypes.data, stride_w * chans, offs.ctypes.data, offs.size,
                 w[0, c:].ctypes.data, chans, bias[c:].ctypes.data,
                 out[n, oy, ox0, c:].ctypes.data, chans, ox1 - ox0, low, high)
-        if fused:
-            _dw_run_fma(*args)
+        if lanes == LANES:
+            if fused:
+                _dw_run_fma_16(*args)
+            else:
+                _dw_run_16(*args)
+        elif fused:
+            _dw_run_fma_8(*args)
         else:
-            _dw_run(*args)
+            _dw_run_8(*args)
 
 
 @inline_kernel
-def _vector_blocks(chans):
-    """How many 8-channel vectors cover C >= 8 channels: ceil(C / 8)."""
-    return (chans + VEC - 1) // VEC
+def _dw_lanes(chans):
+    """Channels per depthwise vector: 16 (a whole cache line of each tap's input) from 16
+    channels on, else 8."""
+    return LANES if chans >= LANES else VEC
 
 
 @inline_kernel
-def _block_start(block, chans):
+def _vector_blocks(chans, lanes):
+    """How many vectors of `lanes` channels cover C >= lanes channels: ceil(C / lanes)."""
+    return (chans + lanes - 1) // lanes
+
+
+@inline_kernel
+def _block_start(block, chans, lanes):
     """First channel of vector `block`; the last one ends at C, overlapping its neighbour
-    when 8 does not divide C (those channels are computed twice, identically)."""
-    return min(block * VEC, chans - VEC)
+    when `lanes` does not divide C (those channels are computed twice, identically)."""
+    return min(block * lanes, chans - lanes)
 
 
 @kernel
@@ -933,14 +951,20 @@ def _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, ox0, ox1, stride_h, stride_w
         _tap_addresses(ptrs, x, zeros, n, oy, ox, 0, stride_h, stride_w, dil_h, dil_w,
                        pad_top, pad_left, k_h, k_w, x_major)
         o = out[n, oy, ox]
-        for block in range(_vector_blocks(chans)):
-            c = _block_start(block, chans)
+        lanes = _dw_lanes(chans)
+        for block in range(_vector_blocks(chans, lanes)):
+            c = _block_start(block, chans, lanes)
             args = (ptrs.ctypes.data, taps, c, w[0, c:].ctypes.data, chans,
                     bias[c:].ctypes.data, o[c:].ctypes.data, low, high)
-            if fused:
-                _dw_vec_fma(*args)
+            if lanes == LANES:
+                if fused:
+                    _dw_vec_fma_16(*args)
+                else:
+                    _dw_vec_16(*args)
+            elif fused:
+                _dw_vec_fma_8(*args)
             else:
-                _dw_vec(*args)
+                _dw_vec_8(*args)
 
 
 # --- threads: each kernel's range cut into `parts` run at once (threads.split_run) -----------
