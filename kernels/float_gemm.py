@@ -95,12 +95,14 @@ def _clamp(builder, v, low, high):
     return builder.select(builder.fcmp_ordered(">", v, high), high, v)
 
 
-def _make_conv_tile(rows, width, vectors, fused=False):
+def _make_conv_tile(rows, width, vectors, fused=False, pair=False):
     """An LLVM micro-kernel over `rows` pixels and `vectors` float32 x `width` blocks of one
     weight panel: out[r, 0:width*vectors] = clamp(Σ_t Σ_c src[t, r][c] · w[t*cin + c, ..] +
     bias[..]), summed in the order of t and c, where src[t, r] is the address at
-    ptrs[t*ROWS + r] and w rows are LANES floats apart. `fused`: XNNPACK's order instead,
-    the sum starting at the bias and every step a fused multiply-add."""
+    ptrs[t*ROWS + r] and w rows are LANES floats apart. `pair`: vector h (of 16 lanes) reads
+    panel h of two consecutive panels instead (taps*cin*LANES floats apart), 32 channels.
+    `fused`: XNNPACK's order instead, the sum starting at the bias and every step a fused
+    multiply-add."""
     vec_t = ir.VectorType(_F32, width)
 
     def codegen(context, builder, signature, args):
@@ -111,6 +113,9 @@ def _make_conv_tile(rows, width, vectors, fused=False):
         out = builder.inttoptr(out_addr, _F32.as_pointer())
         biases = [_load_vec(builder, bias, const64(width * h), vec_t) for h in range(vectors)]
         start = [_start(builder, biases[h], fused) for _ in range(rows) for h in range(vectors)]
+        panel = builder.mul(builder.mul(taps, cin), const64(LANES))
+        w_offsets = [builder.mul(panel, const64(h)) if pair else const64(width * h)
+                     for h in range(vectors)]
 
         def tap_step(t, accs):
             srcs = []
@@ -122,7 +127,7 @@ def _make_conv_tile(rows, width, vectors, fused=False):
 
             def channel_step(c, accs):
                 w_row = builder.add(w_tap, builder.mul(c, const64(LANES)))
-                weights = [_load_vec(builder, w, builder.add(w_row, const64(width * h)), vec_t)
+                weights = [_load_vec(builder, w, builder.add(w_row, w_offsets[h]), vec_t)
                            for h in range(vectors)]
                 new = []
                 for r in range(rows):
@@ -162,6 +167,10 @@ _conv_tile_12x8 = _make_conv_tile(ROWS, VEC, 1)  # a panel's tail of 1-8 channel
 _fma_tile_6x16 = _make_conv_tile(ROWS // 2, VEC, 2, fused=True)  # the same in XNNPACK's order
 _fma_tile_12x16 = _make_conv_tile(ROWS, 2 * VEC, 1, fused=True)
 _fma_tile_12x8 = _make_conv_tile(ROWS, VEC, 1, fused=True)
+# AVX-512: two panels at once, 12 pixels x 2 float32x16 (24 of 32 registers): 14 loads per 24
+# multiply-adds instead of 13 per 12, 1.1-1.3x faster on 1x1 convs (the loads are the limit)
+_conv_pair_12x32 = _make_conv_tile(ROWS, 2 * VEC, 2, pair=True)
+_fma_pair_12x32 = _make_conv_tile(ROWS, 2 * VEC, 2, fused=True, pair=True)
 
 
 def _make_dw_vec(fused, lanes):
@@ -642,12 +651,19 @@ def _row_addresses(ptrs, x, zeros, n, oy, ox, slot, stride_h, stride_w, dil_h, p
 @kernel
 def _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_min, act_max,
                  wide, fused):
-    """Output pixels [t0, t0 + rows) of every panel; a panel's tail of 1-7 channels, or a
-    short tile, goes through `scratch` and is copied."""
+    """Output pixels [t0, t0 + rows) of every panel (with `wide`, two whole panels at a time
+    where they are); a panel's tail of 1-7 channels, or a short tile, goes through `scratch`
+    and is copied."""
     out_c = out.shape[1]
     low, high = np.float32(act_min), np.float32(act_max)
-    for j in range(panels.shape[0]):
+    j = 0
+    while j < panels.shape[0]:
         oc0 = j * LANES
+        if wide and rows == ROWS and oc0 + 2 * LANES <= out_c:  # two whole panels, straight
+            _pair_12x32(fused, ptrs.ctypes.data, taps, depth, panels[j].ctypes.data,
+                        bias[oc0:].ctypes.data, out[t0, oc0:].ctypes.data, out_c, low, high)
+            j += 2
+            continue
         width = min(LANES, out_c - oc0)
         direct = rows == ROWS and (width == VEC or width == LANES)
         target, stride = scratch.ctypes.data, LANES
@@ -667,6 +683,15 @@ def _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_mi
             for r in range(rows):
                 for c in range(width):
                     out[t0 + r, oc0 + c] = scratch[r, c]
+        j += 1
+
+
+@inline_kernel
+def _pair_12x32(fused, ptrs, taps, depth, w, bias, out, stride, low, high):
+    if fused:
+        _fma_pair_12x32(ptrs, taps, depth, w, bias, out, stride, low, high)
+    else:
+        _conv_pair_12x32(ptrs, taps, depth, w, bias, out, stride, low, high)
 
 
 @inline_kernel
