@@ -34,7 +34,7 @@ def instance_times(path: Path, threads: int) -> list[tuple[float, str, tuple]]:
     interpreter = qengine.Interpreter(str(path), num_threads=threads)
     inputs = generated_inputs(interpreter.inputs, 0, quiet=True)
     arrays = [np.asarray(v) for v in (inputs.values() if isinstance(inputs, dict) else inputs)]
-    plan, values = interpreter._run_plan(0, arrays, keep=True)
+    plan, values = interpreter._run_plan(0, arrays, keep=True, fused=True)  # as run() runs
     times = defaultdict(list)
     for _ in range(REPEAT):
         for index, step in enumerate(plan.steps):

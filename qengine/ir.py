@@ -208,6 +208,9 @@ class Operator:
     mutating_variable_inputs: list[bool] | None = None
     intermediates: list[Tensor] = field(default_factory=list)
     debug_metadata_index: int = -1
+    # runtime only, never written: (top, bottom, left, right) zero padding of a conv whose
+    # PAD the interpreter folded into it (runtime/fusion.py)
+    fused_padding: tuple[int, int, int, int] | None = None
 
     @property
     def type(self) -> str:

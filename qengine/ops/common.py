@@ -112,6 +112,12 @@ def geometry(ctx: OpContext, x_shape, kernel_h: int, kernel_w: int) -> ConvGeome
     stride_h, stride_w = o.strideH, o.strideW
     dil_h, dil_w = getattr(o, "dilationHFactor", 1), getattr(o, "dilationWFactor", 1)
     n, h, w = x_shape[0], x_shape[1], x_shape[2]
+    if ctx.op.fused_padding is not None:  # a PAD folded in (runtime/fusion.py), then VALID
+        top, bottom, left, right = ctx.op.fused_padding
+        out_h, _ = conv_output_size(ctx, o.padding, h + top + bottom, kernel_h, stride_h, dil_h)
+        out_w, _ = conv_output_size(ctx, o.padding, w + left + right, kernel_w, stride_w, dil_w)
+        return ConvGeometry(n, h, w, out_h, out_w, top, left, kernel_h, kernel_w, stride_h,
+                            stride_w, dil_h, dil_w)
     out_h, pad_top = conv_output_size(ctx, o.padding, h, kernel_h, stride_h, dil_h)
     out_w, pad_left = conv_output_size(ctx, o.padding, w, kernel_w, stride_w, dil_w)
     return ConvGeometry(n, h, w, out_h, out_w, pad_top, pad_left, kernel_h, kernel_w,

@@ -6,6 +6,11 @@ inputs are all constant (shape arithmetic, DEQUANTIZE of float16 weights, DENSIF
 there and become constants, which is what TFLite does for them too. When an input shape changes
 (a new batch size) or an op's output shape depends on data, the affected ops are prepared again
 before they run.
+
+Runs that keep no intermediate tensor (`keep=False`, the usual case) go through a rewritten copy
+of each subgraph (runtime/fusion.py: activations and PADs folded into their neighbours, the same
+values); runs with `keep=True` go through the graph as written, so every tensor of the file is
+there to see. Each has its own plan, prepared on first use.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from ..errors import (
 )
 from ..flatbuffer_io import load
 from ..ir import Model, Subgraph, Tensor, numpy_dtype
+from .fusion import fuse
 from .registry import OpContext, Prepared, Spec, lookup, op_key
 from .resources import Resources
 
@@ -57,9 +63,12 @@ class _Plan:
     (`Interpreter._plan`), so runs in other threads keep the plan they started with.
     """
 
-    def __init__(self, interpreter: Interpreter, subgraph: Subgraph, like: _Plan | None = None):
+    def __init__(self, interpreter: Interpreter, subgraph: Subgraph, like: _Plan | None = None,
+                 origin: list[int] | None = None):
         self.interpreter = interpreter
         self.subgraph = subgraph
+        # the index in the file of each op (the subgraph may be fuse()'s rewrite): for messages
+        self.origin = origin if origin is not None else list(range(len(subgraph.operators)))
         self.steps = [_Step() for _ in subgraph.operators]
         self.folded: dict[int, np.ndarray] = {}
         self.input_shapes: list[tuple[int, ...]] | None = None
@@ -121,8 +130,8 @@ class _Plan:
 
     def _prepare_op(self, index: int, specs: list[Spec | None]) -> _Step:
         op = self.subgraph.operators[index]
-        ctx = OpContext(op, index, specs, self.interpreter, self.interpreter.arithmetic,
-                        self.interpreter.num_threads)
+        ctx = OpContext(op, self.origin[index], specs, self.interpreter,
+                        self.interpreter.arithmetic, self.interpreter.num_threads)
         prepare = lookup(op)
         try:
             prepared = prepare(ctx)
@@ -188,8 +197,8 @@ class _Plan:
                 if slot < 0:
                     continue
                 if spec.shape is not None and value.shape != spec.shape:
-                    _check_output(OpContext(self.subgraph.operators[index], index, []), spec,
-                                  value)
+                    _check_output(OpContext(self.subgraph.operators[index],
+                                            self.origin[index], []), spec, value)
                 values[slot] = value
             if not keep:
                 for slot in self.dead_after[index]:
@@ -203,8 +212,8 @@ class _Plan:
                 specs.append(None)
             elif array is None:
                 raise InvalidModelError(
-                    f"op {index} {op.opcode.display} reads {t.name!r}, which holds no value "
-                    f"when the op runs")
+                    f"op {self.origin[index]} {op.opcode.display} reads {t.name!r}, which "
+                    f"holds no value when the op runs")
             else:
                 specs.append(self.spec_of(t, shape=array.shape))
         self._prepare_op(index, specs)
@@ -247,10 +256,12 @@ class Interpreter:
         # CALL_ONCE), with every tensor's value kept: calibration records bodies through it
         self.subgraph_observer = None
         _check_supported(model)
-        self._plans: dict[int, _Plan] = {}
+        self._plans: dict[int, _Plan] = {}  # per subgraph, the graph as written
+        self._fused_plans: dict[int, _Plan] = {}  # per subgraph, fuse()'s rewrite (or the same)
+        self._fused: dict[int, tuple[Subgraph, list[int]]] = {}
         self._prepare_lock = threading.RLock()
         try:  # prepare the main graph now so errors surface before anything runs
-            self._plan(0)
+            self._plan(0, fused=True)
         except ShapeError:
             # Unless its inputs are dynamic: the sizes written in the file (often 1) may be
             # too small for the model, as TFLite allows until ResizeInputTensor; the first
@@ -317,7 +328,7 @@ class Interpreter:
         research hook for per-op questions: feed an op the exact tensors another runtime (or
         the float model) saw, and compare what it computes.
         """
-        plan = self._plans[0]
+        plan = self._plan(0)
         op = plan.subgraph.operators[index]
         arrays = []
         for t in op.inputs:
@@ -342,30 +353,49 @@ class Interpreter:
 
     def op_times(self) -> dict[str, float]:
         """Seconds spent per op type on runs made with profile=True (main graph)."""
-        return dict(self._plans[0].op_time)
+        times: dict[str, float] = {}
+        for plan in {id(p): p for p in (self._plans.get(0), self._fused_plans.get(0))
+                     if p is not None}.values():
+            for name, seconds in plan.op_time.items():
+                times[name] = times.get(name, 0.0) + seconds
+        return times
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _plan(self, index: int, shapes=None) -> _Plan:
-        """Subgraph `index`'s plan for these input shapes; other shapes than the last make a
-        new plan (sharing the old one's tables) rather than changing one a run may be using."""
-        subgraph = self.model.subgraphs[index]
+    def _plan(self, index: int, shapes=None, fused: bool = False) -> _Plan:
+        """Subgraph `index`'s plan for these input shapes, of the graph as written or (fused)
+        of fuse()'s rewrite; other shapes than the last make a new plan (sharing the old one's
+        tables) rather than changing one a run may be using."""
+        written = self.model.subgraphs[index]
         shapes = [tuple(s) for s in (shapes if shapes is not None else
-                                     [t.shape for t in subgraph.inputs])]
-        plan = self._plans.get(index)
+                                     [t.shape for t in written.inputs])]
+        plans = self._fused_plans if fused else self._plans
+        plan = plans.get(index)
         if plan is not None and plan.input_shapes == shapes:
             return plan
         with self._prepare_lock:
-            plan = self._plans.get(index)
+            subgraph, origin = self._rewrite(index) if fused else (written, None)
+            if subgraph is written:  # nothing fuses: one plan serves both kinds of run
+                plans = self._plans
+            plan = plans.get(index)
             if plan is None or plan.input_shapes != shapes:
-                plan = _Plan(self, subgraph, like=plan)
+                plan = _Plan(self, subgraph, like=plan, origin=origin)
                 plan.prepare(shapes)
-                self._plans[index] = plan
+                plans[index] = plan
+            if subgraph is written:
+                self._fused_plans[index] = plan
         return plan
 
+    def _rewrite(self, index: int) -> tuple[Subgraph, list[int]]:
+        if index not in self._fused:
+            self._fused[index] = fuse(self.model.subgraphs[index])
+        return self._fused[index]
+
     def _run_plan(self, index: int, arrays: list, profile: bool = False,
-                  keep: bool = False) -> tuple[_Plan, list]:
-        plan = self._plan(index, [a.shape for a in arrays])
+                  keep: bool = False, fused: bool | None = None) -> tuple[_Plan, list]:
+        """Run subgraph `index`; `fused` (default: not keep) picks fuse()'s rewrite."""
+        fused = not keep if fused is None else fused
+        plan = self._plan(index, [a.shape for a in arrays], fused)
         if plan.dynamic:  # its steps are prepared while it runs: one run at a time
             with plan.lock:
                 return plan, plan.run(arrays, profile, keep)
