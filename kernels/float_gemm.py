@@ -13,7 +13,7 @@ of 16 output channels, [panel, KH*KW*Ci, 16] (zero-filled past Co). The same ker
 
 DEPTHWISE_CONV_2D (multiplier 1) runs 8 channels of a row of interior output pixels at a time
 (`_dw_run`: taps unrolled for 3x3 and 5x5, their weights and offsets held in registers); border
-pixels gather their tap addresses, zeros for taps in the padding (`_dw_vec`). C must be at
+pixels gather their tap addresses, zeros for taps in the padding (`_dw_pixel`). C must be at
 least 8; when 8 does not divide C the last vector overlaps the one before it (`_block_start`).
 
 Why bit-identical: each output is summed in TFLite's order, total = 0; total += x * w over
@@ -173,40 +173,72 @@ _conv_pair_12x32 = _make_conv_tile(ROWS, 2 * VEC, 2, pair=True)
 _fma_pair_12x32 = _make_conv_tile(ROWS, 2 * VEC, 2, fused=True, pair=True)
 
 
-def _make_dw_vec(fused, lanes):
-    """An LLVM kernel out[0:L] = clamp(bias[0:L] + Σ_t src_t[0:L] · w[t*stride : t*stride + L])
-    for L = `lanes` channels, where src_t is the address at ptrs[t] (all addresses already
-    point at the channels); `fused`: XNNPACK's order (see `_make_conv_tile`)."""
+def _make_dw_pixel(fused, lanes):
+    """An LLVM kernel for one output pixel, every channel: out[c:c+L] = clamp(bias[c:c+L] +
+    Σ_t src_t[c:c+L] · w[t*C + c : t*C + c + L]) for the vectors c = 0, L, 2L, .. of C
+    channels (L = `lanes`; the last one ends at C, overlapping the one before when L does not
+    divide C), where src_t is the address at ptrs[t]. 3x3 and 5x5 filters get the taps
+    unrolled, their addresses loaded once. `fused`: XNNPACK's order (see `_make_conv_tile`)."""
     vec_t = ir.VectorType(_F32, lanes)
 
-    def codegen(context, builder, signature, args):
-        ptrs_addr, taps, offset, w_addr, w_stride, bias_addr, out_addr, low, high = args
+    def pixel(builder, args, unrolled):
+        ptrs_addr, taps, chans, w_addr, bias_addr, out_addr, low, high = args
         ptrs = builder.inttoptr(ptrs_addr, I64.as_pointer())
         w = builder.inttoptr(w_addr, _F32.as_pointer())
-        bias = _load_vec(builder, builder.inttoptr(bias_addr, _F32.as_pointer()), const64(0),
-                         vec_t)
+        bias = builder.inttoptr(bias_addr, _F32.as_pointer())
+        out = builder.inttoptr(out_addr, _F32.as_pointer())
+        low_v, high_v = _splat(builder, low, vec_t), _splat(builder, high, vec_t)
 
-        def tap_step(t, accs):
-            src = builder.inttoptr(builder.load(builder.gep(ptrs, [t]), align=8),
-                                   _F32.as_pointer())
-            x = _load_vec(builder, src, offset, vec_t)
-            wv = _load_vec(builder, w, builder.mul(t, w_stride), vec_t)
-            return [_mul_add(builder, x, wv, accs[0], fused)]
+        def source(t):
+            addr = builder.load(builder.gep(ptrs, [t]), align=8)
+            return builder.inttoptr(addr, _F32.as_pointer())
 
-        (acc,) = loop(builder, taps, [_start(builder, bias, fused)], tap_step, "dwtap")
-        acc = _clamp(builder, _finish(builder, acc, bias, fused), _splat(builder, low, vec_t),
-                     _splat(builder, high, vec_t))
-        _store_vec(builder, acc, builder.inttoptr(out_addr, _F32.as_pointer()), const64(0))
+        hoisted = [source(const64(t)) for t in range(unrolled or 0)]
+        blocks = builder.sdiv(builder.add(chans, const64(lanes - 1)), const64(lanes))
+
+        def block_step(block, _):
+            c = builder.mul(block, const64(lanes))
+            last = builder.sub(chans, const64(lanes))
+            c = builder.select(builder.icmp_signed("<", c, last), c, last)
+            bias_v = _load_vec(builder, bias, c, vec_t)
+
+            def tap_step(t, accs, src=None):
+                x = _load_vec(builder, src or source(t), c, vec_t)
+                wv = _load_vec(builder, w, builder.add(builder.mul(t, chans), c), vec_t)
+                return [_mul_add(builder, x, wv, accs[0], fused)]
+
+            acc = [_start(builder, bias_v, fused)]
+            if unrolled:
+                for t, src in enumerate(hoisted):
+                    acc = tap_step(const64(t), acc, src)
+            else:
+                acc = loop(builder, taps, acc, tap_step, "dwtap")
+            value = _clamp(builder, _finish(builder, acc[0], bias_v, fused), low_v, high_v)
+            _store_vec(builder, value, out, c)
+            return []
+
+        loop(builder, blocks, [], block_step, f"dwblock{unrolled}")
+
+    def codegen(context, builder, signature, args):
+        cases = {n: builder.function.append_basic_block(f"dwptaps{n}") for n in (9, 25, None)}
+        done = builder.function.append_basic_block("dwptaps_done")
+        switch = builder.switch(args[1], cases[None])
+        for n, block in cases.items():
+            if n is not None:
+                switch.add_case(const64(n), block)
+            builder.position_at_end(block)
+            pixel(builder, args, n)
+            builder.branch(done)
+        builder.position_at_end(done)
         return context.get_dummy_value()
 
     @intrinsic
-    def dw_vec(typingctx, ptrs_addr, taps, offset, w_addr, w_stride, bias_addr, out_addr, low,
-               high):
-        sig = types.void(types.uintp, types.intp, types.intp, types.uintp, types.intp,
-                         types.uintp, types.uintp, types.float32, types.float32)
+    def dw_pixel(typingctx, ptrs_addr, taps, chans, w_addr, bias_addr, out_addr, low, high):
+        sig = types.void(types.uintp, types.intp, types.intp, types.uintp, types.uintp,
+                         types.uintp, types.float32, types.float32)
         return sig, codegen
 
-    return dw_vec
+    return dw_pixel
 
 
 def _dw_run_pixels(builder, args, unrolled, fused, vec_t):
@@ -279,9 +311,9 @@ def _make_dw_run(fused, lanes):
     return dw_run
 
 
-_dw_vec_8, _dw_vec_fma_8 = _make_dw_vec(False, VEC), _make_dw_vec(True, VEC)
+_dw_pixel_8, _dw_pixel_fma_8 = _make_dw_pixel(False, VEC), _make_dw_pixel(True, VEC)
 _dw_run_8, _dw_run_fma_8 = _make_dw_run(False, VEC), _make_dw_run(True, VEC)
-_dw_vec_16, _dw_vec_fma_16 = _make_dw_vec(False, LANES), _make_dw_vec(True, LANES)
+_dw_pixel_16, _dw_pixel_fma_16 = _make_dw_pixel(False, LANES), _make_dw_pixel(True, LANES)
 _dw_run_16, _dw_run_fma_16 = _make_dw_run(False, LANES), _make_dw_run(True, LANES)
 
 
@@ -871,7 +903,7 @@ def depthwise_f32_rows(x, w, bias, out, stride_h, stride_w, dil_h, dil_w, pad_to
     out[n,oy,ox,c] = clamp(bias[c] + Σ_{ky,kx} x[n, oy*sh-pt+ky*dh, ox*sw-pl+kx*dw, c]
                                                * w[ky*KW+kx, c]).
     Pixels whose taps all fall inside the image run in 8-channel blocks along the row
-    (`_dw_run`); the others gather per pixel, zeros for taps in the padding (`_dw_vec`).
+    (`_dw_run`); the others gather per pixel, zeros for taps in the padding (`_dw_pixel`).
     fused: XNNPACK's arithmetic, each sum from the bias, by fused multiply-adds; x_major: the
     taps column by column, w [KW*KH, C] with t = kx*KH + ky (its depthwise kernels' order;
     with a multiplier above 1 it runs a grouped GEMM, row by row)."""
@@ -975,21 +1007,17 @@ def _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, ox0, ox1, stride_h, stride_w
     for ox in range(ox0, ox1):
         _tap_addresses(ptrs, x, zeros, n, oy, ox, 0, stride_h, stride_w, dil_h, dil_w,
                        pad_top, pad_left, k_h, k_w, x_major)
-        o = out[n, oy, ox]
-        lanes = _dw_lanes(chans)
-        for block in range(_vector_blocks(chans, lanes)):
-            c = _block_start(block, chans, lanes)
-            args = (ptrs.ctypes.data, taps, c, w[0, c:].ctypes.data, chans,
-                    bias[c:].ctypes.data, o[c:].ctypes.data, low, high)
-            if lanes == LANES:
-                if fused:
-                    _dw_vec_fma_16(*args)
-                else:
-                    _dw_vec_16(*args)
-            elif fused:
-                _dw_vec_fma_8(*args)
+        args = (ptrs.ctypes.data, taps, chans, w.ctypes.data, bias.ctypes.data,
+                out[n, oy, ox].ctypes.data, low, high)
+        if _dw_lanes(chans) == LANES:
+            if fused:
+                _dw_pixel_fma_16(*args)
             else:
-                _dw_vec_8(*args)
+                _dw_pixel_16(*args)
+        elif fused:
+            _dw_pixel_fma_8(*args)
+        else:
+            _dw_pixel_8(*args)
 
 
 # --- threads: each kernel's range cut into `parts` run at once (threads.split_run) -----------
