@@ -200,6 +200,22 @@ def test_float_depthwise(case, act):
         check_xnnpack(model, [r.standard_normal(x_shape).astype(np.float32)])
 
 
+@pytest.mark.parametrize("shape, units", [((1, 40), 24), ((3, 17), 33), ((2, 5, 64), 130)])
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_float_fully_connected(shape, units, act, bias):
+    r = rng("float fc", shape, units, act, bias)
+    b = GraphBuilder()
+    x = b.input("x", shape)
+    inputs = [x, b.const("w", r.standard_normal((units, shape[-1])).astype(np.float32))]
+    if bias:
+        inputs.append(b.const("b", r.standard_normal(units).astype(np.float32)))
+    opts = options("FullyConnectedOptions", fusedActivationFunction=ACTIVATIONS[act],
+                   keepNumDims=len(shape) == 3)
+    model = b.build([b.op("FULLY_CONNECTED", inputs, options=opts)])
+    check_xnnpack(model, [r.standard_normal(shape).astype(np.float32)])
+
+
 def test_requantization_scale_of_256_is_refused():
     """XNNPACK refuses scales >= 256; the default interpreter then fails to prepare the model."""
     r = rng("scale-256")

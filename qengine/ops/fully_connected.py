@@ -1,5 +1,7 @@
 """FULLY_CONNECTED: the shared checks, the float32 kernel (out = x.reshape(-1, D) @ W.T + bias,
-through NumPy's BLAS matmul) and the definition keying the hybrid, int8 and 16x8 kernels of
+through NumPy's BLAS matmul; under arithmetic="xnnpack" with constant weights, the float conv
+GEMM of kernels/float_gemm.py as a 1x1 conv, each sum from the bias by fused multiply-adds as
+XNNPACK's f32 GEMM) and the definition keying the hybrid, int8 and 16x8 kernels of
 `fully_connected_int`.
 """
 
@@ -23,6 +25,7 @@ from .opdef import (
     INT16,
     OI,
     REQUANT,
+    XNNPACK,
     Hybrid,
     OpDef,
     Quantized,
@@ -59,11 +62,45 @@ def _float(ctx: OpContext) -> Prepared:
     low, high = float_activation_bounds(ctx)
     units, depth = w.shape
     no_bias = np.zeros(units, np.float32)  # TFLite adds a bias of 0.0f when there is none
+    bias = ctx.optional_input(2)
+    if ctx.arithmetic == XNNPACK and w.value is not None and (bias is None
+                                                              or bias.value is not None):
+        bias = no_bias if bias is None else np.asarray(bias.value, np.float32).reshape(-1)
+        return _float_xnnpack(ctx, out_shape, np.asarray(w.value, np.float32), bias, low, high)
     from qengine.kernels.float_conv import bias_clamp_f32
 
     def run(x, w, b=None):
         out = np.matmul(x.reshape(-1, depth), w.T)  # float32 [batch, units], fresh
         bias_clamp_f32(out, no_bias if b is None else b.reshape(-1), low, high)  # one pass
+        return out.reshape(out_shape)
+
+    return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
+
+
+def _float_xnnpack(ctx: OpContext, out_shape, w: np.ndarray, bias: np.ndarray, low: float,
+                   high: float) -> Prepared:
+    """XNNPACK's f32 GEMM: the rows of x as the pixels of a 1x1 conv ([1, rows, 1, D])."""
+    from qengine.kernels.float_gemm import (
+        LANES,
+        WIDE,
+        conv2d_f32_rows,
+        conv2d_f32_split,
+        pack_conv_f32,
+        pad_channels,
+    )
+    from qengine.kernels.threads import split_run
+
+    units, depth = w.shape
+    panels, bias16 = pack_conv_f32(w.reshape(units, 1, 1, depth)), pad_channels(bias, LANES)
+    geometry = (1, 1, 1, 1, 1, 1, 1, 0, 0, low, high, WIDE, True)  # out_w, KH, KW, strides, ..
+    flops_per_row = 2 * w.size
+
+    def run(x, *constants):
+        rows = x.size // depth
+        x = np.ascontiguousarray(x, np.float32).reshape(1, rows, 1, depth)
+        out = np.empty((rows, units), np.float32)
+        split_run(conv2d_f32_rows, conv2d_f32_split, (x, panels, bias16, out, *geometry), rows,
+                  ctx.num_threads, rows * flops_per_row)
         return out.reshape(out_shape)
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
