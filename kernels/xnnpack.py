@@ -219,29 +219,38 @@ def float_lut(in_scale, zp_in, out_scale, zp_out, fn):
 RESIZE_WEIGHT_BITS = 11  # interpolation weights in Q11: alpha = w / 2048
 
 
-def resize_coordinates_q11(n_in, n_out, align_corners, half_pixel_centers):
-    """Per output index along one axis: (first, second, w), the two source indices and the
-    weight of the second in Q11, all in float32 as XNNPACK's resize indirection computes them:
+def resize_positions(n_in, n_out, align_corners, half_pixel_centers):
+    """Per output index along one axis: (first [n_out], second [n_out], alpha [n_out]), the two
+    source indices and the weight of the second, in float32 as XNNPACK's resize indirection
+    computes them:
 
         scale = (n_in - a) / (n_out - a)        a = 1 with align_corners (and n_out > 1)
         pos   = o * scale                        (align_corners, or neither flag)
         pos   = max(o * scale + (0.5 * scale - 0.5), 0)   (half_pixel_centers)
-        first = floor(pos), second = min(first + 1, n_in - 1)
-        w     = rint((pos - first) * 2^11)      (ties to even)
+        first = floor(pos), second = min(first + 1, n_in - 1), alpha = pos - first
     """
     f32 = np.float32
     adjust = 1 if align_corners and n_out > 1 else 0
     scale = f32(f32(n_in - adjust) / f32(n_out - adjust))
     offset = f32(f32(f32(0.5) * scale) - f32(0.5))
-    coords = np.empty((n_out, 3), np.int32)
+    first, second = np.empty(n_out, np.int32), np.empty(n_out, np.int32)
+    alpha = np.empty(n_out, np.float32)
     for o in range(n_out):
         pos = f32(f32(o) * scale)
         if half_pixel_centers:
             pos = min(max(f32(pos + offset), f32(0)), f32(n_in - 1))
-        first = int(np.floor(pos))
-        weight = np.rint(f32(pos - f32(first)) * f32(2**RESIZE_WEIGHT_BITS))
-        coords[o] = first, min(first + 1, n_in - 1), int(weight)
-    return coords
+        first[o] = int(np.floor(pos))
+        second[o] = min(first[o] + 1, n_in - 1)
+        alpha[o] = f32(pos - f32(first[o]))
+    return first, second, alpha
+
+
+def resize_coordinates_q11(n_in, n_out, align_corners, half_pixel_centers):
+    """Per output index along one axis: (first, second, w), `resize_positions` with the weight
+    of the second in Q11: w = rint(alpha * 2^11) (ties to even)."""
+    first, second, alpha = resize_positions(n_in, n_out, align_corners, half_pixel_centers)
+    weight = np.rint(alpha * np.float32(2**RESIZE_WEIGHT_BITS)).astype(np.int32)
+    return np.stack([first, second, weight], axis=1).astype(np.int32)
 
 
 @kernel
@@ -267,4 +276,27 @@ def resize_bilinear_q11(x, ys, xs):
                     bottom = (bl << 11) + (br - bl) * a
                     acc = (top << 11) + (bottom - top) * b
                     out[n, i, j, c] = np.int8((acc + (1 << 21)) >> 22)
+    return out
+
+
+@kernel
+def resize_bilinear_f32(x, y0, y1, ay, x0, x1, ax):
+    """x [N, H, W, C] float32 and `resize_positions` of both axes -> [N, len(y0), len(x0), C],
+    XNNPACK's f32 ibilinear, each step one float32 operation (no fused multiply-add):
+
+        top = tl + (tr - tl) * ax,  bottom = bl + (br - bl) * ax
+        out = top + (bottom - top) * ay
+    """
+    batches, _, _, channels = x.shape
+    out = np.empty((batches, y0.shape[0], x0.shape[0], channels), np.float32)
+    for n in range(batches):
+        for i in range(y0.shape[0]):
+            t, b, v = x[n, y0[i]], x[n, y1[i]], ay[i]
+            for j in range(x0.shape[0]):
+                left, right, h = x0[j], x1[j], ax[j]
+                o = out[n, i, j]
+                for c in range(channels):
+                    top = t[left, c] + (t[right, c] - t[left, c]) * h
+                    bottom = b[left, c] + (b[right, c] - b[left, c]) * h
+                    o[c] = top + (bottom - top) * v
     return out

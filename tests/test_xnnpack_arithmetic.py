@@ -629,6 +629,22 @@ def test_resize_bilinear(case, flags):
         check_xnnpack(resize_model(shape, size, *flags), [int8(r, shape)])
 
 
+@pytest.mark.parametrize("case", range(len(RESIZE_CASES)))
+@pytest.mark.parametrize("flags", RESIZE_FLAGS)
+def test_float_resize_bilinear(case, flags):
+    """XNNPACK's f32 ibilinear: one rounding per operation (a fused multiply-add would differ
+    with half pixel centers)."""
+    shape, size = RESIZE_CASES[case]
+    r = rng("float resize", case, flags)
+    b = GraphBuilder()
+    x = b.input("x", shape)
+    opts = options("ResizeBilinearOptions", alignCorners=flags[0], halfPixelCenters=flags[1])
+    model = b.build([b.op("RESIZE_BILINEAR", [x, b.const("size", np.array(size, np.int32))],
+                          options=opts)])
+    for _ in range(2):
+        check_xnnpack(model, [r.standard_normal(shape).astype(np.float32) * 100])
+
+
 def _resize_twin(x, size, flags, bits=11, weight_round=np.rint, ties_up=True):
     """kernels/xnnpack.resize_bilinear_q11 and the alternatives it rejects (other weight
     precisions, weights rounded half away from zero, output rounded half away from zero)."""
