@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import published_models
 import pytest
+from deviations import DEVIATIONS
 from op_harness import assert_close, op_by_op
 from tflite_ref import run_tflite
 
@@ -80,6 +81,27 @@ def test_runs_like_tflite(model_path):
     got = qengine.Interpreter(model).run(x)
     for key in want:
         assert_close(key, got[key], want[key], FLOAT_REL)
+
+
+# float ops whose XNNPACK arithmetic qengine does not reproduce: see the deviation's reason
+XNNPACK_OWN_KEY = ("test_published", "arithmetic='xnnpack': MEAN, LOGISTIC, SQRT, LOG, SIN")
+XNNPACK_OWN = {"MEAN", "LOGISTIC", "SQRT", "LOG", "SIN"}
+
+
+def test_xnnpack_arithmetic_equals_tflite_default(model_path):
+    """arithmetic="xnnpack" against TFLite's default interpreter (the XNNPACK delegate), bit
+    for bit unless the model holds an op whose XNNPACK arithmetic is not reproduced."""
+    assert XNNPACK_OWN_KEY in DEVIATIONS
+    model = qengine.load(model_path)
+    x = inputs_for(model)
+    want = run_tflite(model_path.read_bytes(), x, "auto")
+    got = qengine.Interpreter(model, arithmetic="xnnpack").run(x)
+    own = XNNPACK_OWN & {op.type for op in model.main.operators}
+    for key in want:
+        if own:
+            assert_close(key, got[key], want[key], FLOAT_REL)
+        else:
+            np.testing.assert_array_equal(got[key], want[key], err_msg=key)
 
 
 def test_inspect_json_and_corrupt_copies(model_path, tmp_path, capsys):
