@@ -27,6 +27,7 @@ __all__ = [
     "depthwise_accumulators",
     "matmul_accumulators",
     "quantize_asymmetric",
+    "quantize_image_compiled",
     "quantize_images",
     "quantize_symmetric",
     "row_sums_sse",
@@ -91,6 +92,25 @@ def quantize_images(x: np.ndarray, symmetric: bool, threads: int = 1):
         pool.split_run(_quantize_span, _quantize_split, args, rows.shape[1], threads,
                        pool.STREAM_FLOPS * 2 * rows.shape[1])  # ~0.3 ns a value
     return q.reshape(x.shape), sf, zp
+
+
+@kernel
+def quantize_image_compiled(image, q, symmetric):
+    """`quantize_images` for one image (any shape, contiguous) inside compiled code, into q
+    (int8, at least image.size values): returns (sf, zp). Min and max as NumPy's (NaN if any
+    value is NaN); for small images, where NumPy's calls cost more than the work."""
+    flat = image.reshape(image.size)
+    if flat.size == 0:
+        return np.float32(1), np.int32(0)
+    low = high = flat[0]
+    for v in flat:
+        if np.isnan(v):
+            low = high = v
+            break
+        low, high = min(low, v), max(high, v)
+    sf, zp, inv = _image_parameters(np.full(1, low), np.full(1, high), symmetric)
+    _quantize_span(flat, q, inv[0], zp[0], -127 if symmetric else -128, 127, 0, flat.size)
+    return sf[0], zp[0]
 
 
 @kernel

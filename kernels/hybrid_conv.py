@@ -49,7 +49,7 @@ from qengine.kernels.emit import (
     lanes,
 )
 from qengine.kernels.gemm_int8 import _copy_tile, tile_sums
-from qengine.kernels.hybrid import SPARE_BYTES
+from qengine.kernels.hybrid import SPARE_BYTES, quantize_image_compiled
 from qengine.kernels.jit import kernel, prange
 from qengine.kernels.pack import (
     DW_ORDER,
@@ -247,6 +247,33 @@ def run_hybrid_conv(plan: HybridConvPlan, q, zps, scales, threads=1) -> np.ndarr
         pool.split_grid(_hconv_part, _hconv_split, args, -(-pixels // ROWS),
                         plan.panels.shape[0], threads, flops)
     return out.reshape(n, out_h, out_w, out_c)
+
+
+SMALL_IMAGE = 1 << 14  # values per image below which `run_hybrid_conv_small` takes over
+
+
+@kernel
+def run_hybrid_conv_small(x, panels, table, ints, symmetric, filter_scale, out):
+    """`quantize_images` + `run_hybrid_conv` in one compiled call, one thread, for small images
+    (a dozen NumPy and dispatch steps cost ~13 us, several times the work): x [N, H, W, Ci]
+    float32, out [N, P, Co] float32; filter_scale multiplies each image's factor (per-tensor
+    filters; 1 and unused when per channel, i.e. when not symmetric)."""
+    out_c, pixels = out.shape[2], out.shape[1]
+    groups = table.shape[1] // LANES
+    q = np.zeros(x[0].size + SPARE_BYTES, np.int8)
+    image_table = np.empty((groups, 6, LANES), np.float32)
+    for b in range(x.shape[0]):
+        sf, zp = quantize_image_compiled(x[b], q, symmetric)
+        scale = sf * filter_scale if symmetric else sf
+        for g in range(groups):
+            for r in range(6):
+                for lane in range(LANES):
+                    image_table[g, r, lane] = table[r, g * LANES + lane]
+            for lane in range(min(LANES, out_c - g * LANES)):
+                image_table[g, _SCALE, lane] = scale
+        image = q[:x[0].size].reshape(x[0:1].shape)
+        _hconv_part(image, panels, image_table, ints, zp, out[b], 0, -(-pixels // ROWS), 0,
+                    panels.shape[0])
 
 
 # --- DEPTHWISE_CONV_2D: `depthwise_int8`'s 16-channel tap loop with the float epilogue -----------

@@ -279,6 +279,30 @@ def test_hybrid_conv_fast_exact(case, threads):
     assert_bits_equal(got, reference_epilogue(acc, np.float32(1), scale, np.float32(-0.0), lo, hi))
 
 
+@pytest.mark.parametrize("case", CONV_EDGES)
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_hybrid_conv_small_equals_the_two_steps(case, symmetric):
+    """run_hybrid_conv_small (quantize and conv in one compiled call) == quantize_images, then
+    run_hybrid_conv, bit for bit; inputs with an offset, and one image with inf and NaN."""
+    n, hw, ci, co, k, stride, dil, pad = case
+    r = np.random.default_rng(ci * 100 + co + symmetric)
+    _, _, _, geometry = hybrid_conv_case(r, n, hw, ci, k, stride, dil, pad)
+    x = (r.standard_normal((n, *hw, ci)) * 3 + r.standard_normal((n, 1, 1, 1))).astype(np.float32)
+    if n > 1:
+        x[1, 0, 0, 0], x[1, -1, -1, -1] = np.inf, np.nan
+    w = r.integers(-127, 128, (co, *k, ci)).astype(np.int8)
+    pre = None if symmetric else (r.random(co) * 0.1).astype(np.float32)
+    bias = r.standard_normal(co).astype(np.float32)
+    plan = hybrid_conv.plan_hybrid_conv(pack.pack_conv_weights(w), pre, bias, 0, 6, *geometry)
+    filter_scale = np.float32(0.03) if symmetric else np.float32(1)
+    q, sf, zp = hybrid.quantize_images(x, symmetric)
+    want = hybrid_conv.run_hybrid_conv(plan, q, zp, sf * filter_scale if symmetric else sf)
+    got = np.empty((n, geometry[-2] * geometry[-1], co), np.float32)
+    hybrid_conv.run_hybrid_conv_small(x, plan.panels, plan.table, plan.ints, symmetric,
+                                      filter_scale, got)
+    assert_bits_equal(got.reshape(want.shape), want)
+
+
 # (n, (h, w), channels, multiplier, (kh, kw), stride, dilation, padding)
 DEPTHWISE_EDGES = [
     (1, (1, 1), 1, 1, (1, 1), (1, 1), (1, 1), (0, 0)),

@@ -39,6 +39,7 @@ from qengine.kernels.hybrid_conv import (
     plan_hybrid_conv,
     plan_hybrid_depthwise,
     run_hybrid_conv,
+    run_hybrid_conv_small,
     run_hybrid_depthwise,
 )
 from qengine.kernels.pack import pack_conv_weights, pack_depthwise_weights
@@ -238,18 +239,28 @@ def _images(x: np.ndarray) -> np.ndarray:
 
 
 def _hybrid_fast(ctx: OpContext, plan, run_plan, out_shape, symmetric: bool,
-                 image_scale) -> Prepared:
+                 image_scale, run_small=None, flops: int = 0) -> Prepared:
     """A fast hybrid conv (kernels/hybrid_conv.py): each image quantized once per run, then the
     int8 kernel with the float epilogue fused. plan(bias) makes the kernel's plan (at prepare
-    time when the bias is a constant); image_scale(sf) is the per-image factor after `pre`."""
+    time when the bias is a constant); image_scale(sf) is the per-image factor after `pre`.
+    run_small(plan, x), if given, does it all in one compiled call: taken for small images
+    that one thread runs (`flops` per run too few to split)."""
+    from qengine.kernels.hybrid_conv import SMALL_IMAGE
+    from qengine.kernels.threads import worth_splitting
+
     b_spec = ctx.optional_input(2)
     fixed = plan(None if b_spec is None else b_spec.value)
     constant_bias = b_spec is None or b_spec.value is not None
     threads = max(1, ctx.num_threads)
+    x_spec = ctx.input(0)
+    small = run_small is not None and int(np.prod(x_spec.shape[1:])) < SMALL_IMAGE \
+        and not worth_splitting(threads, flops)
 
     def run(x, w, b=None):
-        q, sf, zp = hybrid.quantize_images(x, symmetric, threads)
         p = fixed if constant_bias else plan(b)
+        if small:
+            return run_small(p, x)
+        q, sf, zp = hybrid.quantize_images(x, symmetric, threads)
         return run_plan(p, q, zp, image_scale(sf), threads)
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
@@ -274,8 +285,18 @@ def hybrid_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> P
         def plan(b):
             return plan_hybrid_conv(packed, pre, b, *bounds, *geometry)
 
+        filter_scale = np.float32(1 if per_channel else scales[0])
+
+        def run_small(p, x):
+            out = np.empty((x.shape[0], g.out_h * g.out_w, out_c), np.float32)
+            run_hybrid_conv_small(np.ascontiguousarray(x, np.float32), p.panels, p.table,
+                                  p.ints, not per_channel, filter_scale, out)
+            return out.reshape(out_shape)
+
+        flops = 2 * int(np.prod(out_shape)) * int(np.prod(w.shape[1:]))
         return _hybrid_fast(ctx, plan, run_hybrid_conv, out_shape, symmetric=not per_channel,
-                            image_scale=lambda sf: sf if per_channel else sf * scales[0])
+                            image_scale=lambda sf: sf if per_channel else sf * scales[0],
+                            run_small=run_small, flops=flops)
 
     def run_symmetric(x, w, b=None):
         q, sf = hybrid.quantize_symmetric(_images(x))
