@@ -436,6 +436,31 @@ def _hdw_pixel_split(x, w16, table, ints, zp, out, rows, parts):
         _hdw_pixel_rows(x, w16, table, ints, zp, out, r0, r1)
 
 
+@kernel
+def run_hybrid_depthwise_small(x, w_pairs, table, ints, sum_w, filter_scales, order, out):
+    """`quantize_images` + `run_hybrid_depthwise` in one compiled call, one thread, depth
+    multiplier 1, for small images: x [N, H, W, C] float32, out [N, out_h, out_w, C] float32,
+    filter_scales [C] float32, order = pack.DW_ORDER; each image's table gets scale[c] =
+    s_w[c] * sf and corr[c] = int32(zp * Σw[c]) as in `_image_table`."""
+    out_c = out.shape[3]
+    groups = table.shape[1] // LANES
+    q = np.zeros(x[0].size + SPARE_BYTES, np.int8)
+    image_table = np.empty((groups, 6, LANES), np.float32)
+    bits = image_table.reshape(image_table.size).view(np.int32)  # the corr row holds int32
+    for b in range(x.shape[0]):
+        sf, zp = quantize_image_compiled(x[b], q, False)
+        for g in range(groups):
+            for lane in range(LANES):
+                c = g * LANES + order[lane]
+                for r in range(6):
+                    image_table[g, r, lane] = table[r, c]
+                if c < out_c:
+                    image_table[g, _SCALE, lane] = filter_scales[c] * sf
+                    bits[(g * 6 + _CORR) * LANES + lane] = np.int32(zp * sum_w[c])
+        image = q[:x[0].size].reshape(x[0:1].shape)
+        _hdw_rows(image, w_pairs, image_table, ints, zp, out[b], 0, out.shape[1])
+
+
 def run_hybrid_depthwise(plan: HybridDepthwisePlan, q, zps, scales, threads=1) -> np.ndarray:
     """q [N, H, W, Ci] int8 (image b quantized with zero point zps[b]; `hybrid.quantize_images`
     leaves the spare bytes the tap loads need, other arrays are copied), scales [N, Co] float32

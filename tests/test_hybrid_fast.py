@@ -337,3 +337,26 @@ def test_hybrid_depthwise_fast_exact(case, threads):
     assert_bits_equal(got, want)
     # an input without the spare bytes after it (not from quantize_images) is copied first
     assert_bits_equal(hybrid_conv.run_hybrid_depthwise(plan, q.copy(), zp, scale, threads), want)
+
+
+@pytest.mark.parametrize("case", [c for c in DEPTHWISE_EDGES if c[3] == 1])
+def test_hybrid_depthwise_small_equals_the_two_steps(case):
+    """run_hybrid_depthwise_small == quantize_images, then run_hybrid_depthwise, bit for bit
+    (zero points far from 0 make the corr row matter; one image holds inf and NaN)."""
+    n, hw, ci, _, k, stride, dil, pad = case
+    r = np.random.default_rng(ci * 7 + 1)
+    _, _, _, geometry = hybrid_conv_case(r, n, hw, ci, k, stride, dil, pad)
+    x = (r.standard_normal((n, *hw, ci)) * 3 + 4).astype(np.float32)
+    if n > 1:
+        x[1, 0, 0, 0], x[1, -1, -1, -1] = -np.inf, np.nan
+    w = r.integers(-127, 128, (1, *k, ci)).astype(np.int8)
+    bias = r.standard_normal(ci).astype(np.float32)
+    filter_scales = (r.random(ci) * 0.1).astype(np.float32)
+    plan = hybrid_conv.plan_hybrid_depthwise(pack.pack_depthwise_weights(w), None, bias, 0, 6,
+                                             *geometry, 1)
+    q, sf, zp = hybrid.quantize_images(x, False)
+    want = hybrid_conv.run_hybrid_depthwise(plan, q, zp, filter_scales[None, :] * sf[:, None])
+    got = np.empty(want.shape, np.float32)
+    hybrid_conv.run_hybrid_depthwise_small(x, plan.w_pairs, plan.table, plan.ints, plan.sum_w,
+                                           filter_scales, np.array(pack.DW_ORDER), got)
+    assert_bits_equal(got, want)

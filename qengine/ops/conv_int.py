@@ -41,8 +41,9 @@ from qengine.kernels.hybrid_conv import (
     run_hybrid_conv,
     run_hybrid_conv_small,
     run_hybrid_depthwise,
+    run_hybrid_depthwise_small,
 )
-from qengine.kernels.pack import pack_conv_weights, pack_depthwise_weights
+from qengine.kernels.pack import DW_ORDER, pack_conv_weights, pack_depthwise_weights
 
 from ..runtime.registry import OpContext, Prepared, Spec
 from . import xnnpack_int
@@ -341,9 +342,20 @@ def hybrid_depthwise_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape,
         def plan(b):
             return plan_hybrid_depthwise(w16, None, b, *bounds, *geometry)
 
+        filter_scales = np.ascontiguousarray(scales, np.float32)
+        order = np.array(DW_ORDER, np.int64)
+
+        def run_small(p, x):
+            out = np.empty(out_shape, np.float32)
+            run_hybrid_depthwise_small(np.ascontiguousarray(x, np.float32), p.w_pairs, p.table,
+                                       p.ints, p.sum_w, filter_scales, order, out)
+            return out
+
+        flops = 8 * int(np.prod(out_shape)) * g.kernel_h * g.kernel_w  # as the split's bar
         # float(acc) * (s_w[c] * sf_b): the product first, float32
         return _hybrid_fast(ctx, plan, run_hybrid_depthwise, out_shape, symmetric=False,
-                            image_scale=lambda sf: scales[None, :] * sf[:, None])
+                            image_scale=lambda sf: scales[None, :] * sf[:, None],
+                            run_small=run_small if multiplier == 1 else None, flops=flops)
 
     def run(x, w, b=None):
         q, sf, zp = hybrid.quantize_asymmetric(_images(x))
