@@ -645,6 +645,21 @@ def test_float_resize_bilinear(case, flags):
         check_xnnpack(model, [r.standard_normal(shape).astype(np.float32) * 100])
 
 
+def test_float_resize_bilinear_two_threads():
+    """Output rows split between two threads (25600 values: over the split bar)."""
+    r = rng("float resize 2T")
+    b = GraphBuilder()
+    x = b.input("x", (1, 20, 20, 16))
+    opts = options("ResizeBilinearOptions", halfPixelCenters=True)
+    model = b.build([b.op("RESIZE_BILINEAR", [x, b.const("size", np.array([40, 40], np.int32))],
+                          options=opts)])
+    inputs = [r.standard_normal((1, 20, 20, 16)).astype(np.float32)]
+    want = check_xnnpack(model, inputs)
+    got = qengine.Interpreter(model, arithmetic="xnnpack", num_threads=2).run(inputs)
+    for name, value in want.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+
 def _resize_twin(x, size, flags, bits=11, weight_round=np.rint, ties_up=True):
     """kernels/xnnpack.resize_bilinear_q11 and the alternatives it rejects (other weight
     precisions, weights rounded half away from zero, output rounded half away from zero)."""

@@ -241,8 +241,8 @@ def resize_bilinear(ctx: OpContext) -> Prepared:
         ys = xnnpack.resize_positions(in_h, out_h, align_corners, half_pixel)
         xs = xnnpack.resize_positions(in_w, out_w, align_corners, half_pixel)
         return Prepared(lambda image, size=None: xnnpack.resize_bilinear_f32(
-            np.ascontiguousarray(image), *ys, *xs), [ctx.output_spec(0, (n, out_h, out_w, c),
-                                                                       "float32")])
+            np.ascontiguousarray(image), *ys, *xs, ctx.num_threads),
+            [ctx.output_spec(0, (n, out_h, out_w, c), "float32")])
     y0, y1, dy = _bilinear_axis(in_h, out_h, align_corners, half_pixel)
     x0, x1, dx = _bilinear_axis(in_w, out_w, align_corners, half_pixel)
     from qengine.kernels.float_ops import resize_bilinear_f32  # TFLite's sum, in its order
