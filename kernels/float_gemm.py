@@ -72,6 +72,17 @@ def _finish(builder, acc, bias, fused):
     return acc if fused else builder.fadd(acc, bias)
 
 
+def _both_orders(builder, fused, emit):
+    """emit(True) where the i1/i8 flag `fused` is set, emit(False) where not: one intrinsic
+    holds TFLite's reference order and XNNPACK's, chosen at run time."""
+    flag = builder.icmp_unsigned("!=", fused, ir.Constant(fused.type, 0))
+    with builder.if_else(flag) as (xnnpack, reference):
+        with xnnpack:
+            emit(True)
+        with reference:
+            emit(False)
+
+
 def _splat(builder, value, vec_t=_V8F32):
     undef = ir.Constant(vec_t, ir.Undefined)
     vec = builder.insert_element(undef, value, ir.Constant(I64, 0))
@@ -95,17 +106,21 @@ def _clamp(builder, v, low, high):
     return builder.select(builder.fcmp_ordered(">", v, high), high, v)
 
 
-def _make_conv_tile(rows, width, vectors, fused=False, pair=False):
+def _make_conv_tile(rows, width, vectors, pair=False):
     """An LLVM micro-kernel over `rows` pixels and `vectors` float32 x `width` blocks of one
     weight panel: out[r, 0:width*vectors] = clamp(Σ_t Σ_c src[t, r][c] · w[t*cin + c, ..] +
     bias[..]), summed in the order of t and c, where src[t, r] is the address at
     ptrs[t*ROWS + r] and w rows are LANES floats apart. `pair`: vector h (of 16 lanes) reads
     panel h of two consecutive panels instead (taps*cin*LANES floats apart), 32 channels.
-    `fused`: XNNPACK's order instead, the sum starting at the bias and every step a fused
-    multiply-add."""
+    Its first argument `fused` picks XNNPACK's order instead, the sum starting at the bias and
+    every step a fused multiply-add."""
     vec_t = ir.VectorType(_F32, width)
 
     def codegen(context, builder, signature, args):
+        _both_orders(builder, args[0], lambda fused: body(builder, args[1:], fused))
+        return context.get_dummy_value()
+
+    def body(builder, args, fused):
         ptrs_addr, taps, cin, w_addr, bias_addr, out_addr, out_stride, low, high = args
         ptrs = builder.inttoptr(ptrs_addr, I64.as_pointer())
         w = builder.inttoptr(w_addr, _F32.as_pointer())
@@ -147,13 +162,12 @@ def _make_conv_tile(rows, width, vectors, fused=False, pair=False):
                 value = _finish(builder, accs[vectors * r + h], biases[h], fused)
                 value = _clamp(builder, value, low_v, high_v)
                 _store_vec(builder, value, out, index)
-        return context.get_dummy_value()
 
     @intrinsic
-    def tile(typingctx, ptrs_addr, taps, cin, w_addr, bias_addr, out_addr, out_stride, low,
-             high):
-        sig = types.void(types.uintp, types.intp, types.intp, types.uintp, types.uintp,
-                         types.uintp, types.intp, types.float32, types.float32)
+    def tile(typingctx, fused, ptrs_addr, taps, cin, w_addr, bias_addr, out_addr, out_stride,
+             low, high):
+        sig = types.void(types.boolean, types.uintp, types.intp, types.intp, types.uintp,
+                         types.uintp, types.uintp, types.intp, types.float32, types.float32)
         return sig, codegen
 
     return tile
@@ -161,27 +175,39 @@ def _make_conv_tile(rows, width, vectors, fused=False, pair=False):
 
 # A panel's 16 channels: 6 pixels x 2 float32x8 accumulators (12 of AVX2's 16 registers), run
 # twice per tile, or 12 pixels x 1 float32x16 (AVX-512: 12 of 32 registers), run once.
-_conv_tile_6x16 = _make_conv_tile(ROWS // 2, VEC, 2)
-_conv_tile_12x16 = _make_conv_tile(ROWS, 2 * VEC, 1)
-_conv_tile_12x8 = _make_conv_tile(ROWS, VEC, 1)  # a panel's tail of 1-8 channels
-_fma_tile_6x16 = _make_conv_tile(ROWS // 2, VEC, 2, fused=True)  # the same in XNNPACK's order
-_fma_tile_12x16 = _make_conv_tile(ROWS, 2 * VEC, 1, fused=True)
-_fma_tile_12x8 = _make_conv_tile(ROWS, VEC, 1, fused=True)
+_tile_6x16 = _make_conv_tile(ROWS // 2, VEC, 2)
+_tile_12x16 = _make_conv_tile(ROWS, 2 * VEC, 1)
+_tile_12x8 = _make_conv_tile(ROWS, VEC, 1)  # a panel's tail of 1-8 channels
 # AVX-512: two panels at once, 12 pixels x 2 float32x16 (24 of 32 registers): 14 loads per 24
 # multiply-adds instead of 13 per 12, 1.1-1.3x faster on 1x1 convs (the loads are the limit)
-_conv_pair_12x32 = _make_conv_tile(ROWS, 2 * VEC, 2, pair=True)
-_fma_pair_12x32 = _make_conv_tile(ROWS, 2 * VEC, 2, fused=True, pair=True)
+_pair_12x32 = _make_conv_tile(ROWS, 2 * VEC, 2, pair=True)
 
 
-def _make_dw_pixel(fused, lanes):
+def _by_taps(builder, taps, emit, name):
+    """emit(9), emit(25) or emit(None) as `taps` is 9, 25 or anything else: 3x3 and 5x5
+    filters get their taps unrolled."""
+    cases = {n: builder.function.append_basic_block(f"{name}{n}") for n in (9, 25, None)}
+    done = builder.function.append_basic_block(f"{name}_done")
+    switch = builder.switch(taps, cases[None])
+    for n, block in cases.items():
+        if n is not None:
+            switch.add_case(const64(n), block)
+        builder.position_at_end(block)
+        emit(n)
+        builder.branch(done)
+    builder.position_at_end(done)
+
+
+def _make_dw_pixel(lanes):
     """An LLVM kernel for one output pixel, every channel: out[c:c+L] = clamp(bias[c:c+L] +
     Σ_t src_t[c:c+L] · w[t*C + c : t*C + c + L]) for the vectors c = 0, L, 2L, .. of C
     channels (L = `lanes`; the last one ends at C, overlapping the one before when L does not
     divide C), where src_t is the address at ptrs[t]. 3x3 and 5x5 filters get the taps
-    unrolled, their addresses loaded once. `fused`: XNNPACK's order (see `_make_conv_tile`)."""
+    unrolled, their addresses loaded once. Its first argument `fused` picks XNNPACK's order
+    (see `_make_conv_tile`)."""
     vec_t = ir.VectorType(_F32, lanes)
 
-    def pixel(builder, args, unrolled):
+    def pixel(builder, args, unrolled, fused):
         ptrs_addr, taps, chans, w_addr, bias_addr, out_addr, low, high = args
         ptrs = builder.inttoptr(ptrs_addr, I64.as_pointer())
         w = builder.inttoptr(w_addr, _F32.as_pointer())
@@ -220,22 +246,15 @@ def _make_dw_pixel(fused, lanes):
         loop(builder, blocks, [], block_step, f"dwblock{unrolled}")
 
     def codegen(context, builder, signature, args):
-        cases = {n: builder.function.append_basic_block(f"dwptaps{n}") for n in (9, 25, None)}
-        done = builder.function.append_basic_block("dwptaps_done")
-        switch = builder.switch(args[1], cases[None])
-        for n, block in cases.items():
-            if n is not None:
-                switch.add_case(const64(n), block)
-            builder.position_at_end(block)
-            pixel(builder, args, n)
-            builder.branch(done)
-        builder.position_at_end(done)
+        _both_orders(builder, args[0], lambda fused: _by_taps(
+            builder, args[2], lambda n: pixel(builder, args[1:], n, fused), "dwptaps"))
         return context.get_dummy_value()
 
     @intrinsic
-    def dw_pixel(typingctx, ptrs_addr, taps, chans, w_addr, bias_addr, out_addr, low, high):
-        sig = types.void(types.uintp, types.intp, types.intp, types.uintp, types.uintp,
-                         types.uintp, types.float32, types.float32)
+    def dw_pixel(typingctx, fused, ptrs_addr, taps, chans, w_addr, bias_addr, out_addr, low,
+                 high):
+        sig = types.void(types.boolean, types.uintp, types.intp, types.intp, types.uintp,
+                         types.uintp, types.uintp, types.float32, types.float32)
         return sig, codegen
 
     return dw_pixel
@@ -280,41 +299,32 @@ def _dw_run_pixels(builder, args, unrolled, fused, vec_t):
     loop(builder, count, [], pixel_step, f"dwrun{unrolled}")
 
 
-def _make_dw_run(fused, lanes):
+def _make_dw_run(lanes):
     """An LLVM kernel out[i*out_step + 0:L] = clamp(bias[0:L] + Σ_t x[i*x_step + offs[t] + 0:L]
     · w[t*w_stride + 0:L]) for i in range(count): a run of interior pixels (every tap inside
-    the image), L = `lanes` channels. 3x3 and 5x5 filters get the taps unrolled. `fused`:
-    XNNPACK's order (see `_make_conv_tile`)."""
+    the image), L = `lanes` channels. 3x3 and 5x5 filters get the taps unrolled. Its first
+    argument `fused` picks XNNPACK's order (see `_make_conv_tile`)."""
     vec_t = ir.VectorType(_F32, lanes)
 
     def codegen(context, builder, signature, args):
-        cases = {n: builder.function.append_basic_block(f"dwtaps{n}") for n in (9, 25, None)}
-        done = builder.function.append_basic_block("dwtaps_done")
-        switch = builder.switch(args[3], cases[None])
-        for n, block in cases.items():
-            if n is not None:
-                switch.add_case(const64(n), block)
-            builder.position_at_end(block)
-            _dw_run_pixels(builder, args, n, fused, vec_t)
-            builder.branch(done)
-        builder.position_at_end(done)
+        _both_orders(builder, args[0], lambda fused: _by_taps(
+            builder, args[4], lambda n: _dw_run_pixels(builder, args[1:], n, fused, vec_t),
+            "dwtaps"))
         return context.get_dummy_value()
 
     @intrinsic
-    def dw_run(typingctx, x_addr, x_step, offs_addr, taps, w_addr, w_stride, bias_addr,
+    def dw_run(typingctx, fused, x_addr, x_step, offs_addr, taps, w_addr, w_stride, bias_addr,
                out_addr, out_step, count, low, high):
-        sig = types.void(types.uintp, types.intp, types.uintp, types.intp, types.uintp,
-                         types.intp, types.uintp, types.uintp, types.intp, types.intp,
-                         types.float32, types.float32)
+        sig = types.void(types.boolean, types.uintp, types.intp, types.uintp, types.intp,
+                         types.uintp, types.intp, types.uintp, types.uintp, types.intp,
+                         types.intp, types.float32, types.float32)
         return sig, codegen
 
     return dw_run
 
 
-_dw_pixel_8, _dw_pixel_fma_8 = _make_dw_pixel(False, VEC), _make_dw_pixel(True, VEC)
-_dw_run_8, _dw_run_fma_8 = _make_dw_run(False, VEC), _make_dw_run(True, VEC)
-_dw_pixel_16, _dw_pixel_fma_16 = _make_dw_pixel(False, LANES), _make_dw_pixel(True, LANES)
-_dw_run_16, _dw_run_fma_16 = _make_dw_run(False, LANES), _make_dw_run(True, LANES)
+_dw_pixel_8, _dw_pixel_16 = _make_dw_pixel(VEC), _make_dw_pixel(LANES)
+_dw_run_8, _dw_run_16 = _make_dw_run(VEC), _make_dw_run(LANES)
 
 
 def _axpy_codegen(context, builder, signature, args):
@@ -719,38 +729,6 @@ def _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_mi
 
 
 @inline_kernel
-def _pair_12x32(fused, ptrs, taps, depth, w, bias, out, stride, low, high):
-    if fused:
-        _fma_pair_12x32(ptrs, taps, depth, w, bias, out, stride, low, high)
-    else:
-        _conv_pair_12x32(ptrs, taps, depth, w, bias, out, stride, low, high)
-
-
-@inline_kernel
-def _tile_12x8(fused, ptrs, taps, depth, w, bias, out, stride, low, high):
-    if fused:
-        _fma_tile_12x8(ptrs, taps, depth, w, bias, out, stride, low, high)
-    else:
-        _conv_tile_12x8(ptrs, taps, depth, w, bias, out, stride, low, high)
-
-
-@inline_kernel
-def _tile_12x16(fused, ptrs, taps, depth, w, bias, out, stride, low, high):
-    if fused:
-        _fma_tile_12x16(ptrs, taps, depth, w, bias, out, stride, low, high)
-    else:
-        _conv_tile_12x16(ptrs, taps, depth, w, bias, out, stride, low, high)
-
-
-@inline_kernel
-def _tile_6x16(fused, ptrs, taps, depth, w, bias, out, stride, low, high):
-    if fused:
-        _fma_tile_6x16(ptrs, taps, depth, w, bias, out, stride, low, high)
-    else:
-        _conv_tile_6x16(ptrs, taps, depth, w, bias, out, stride, low, high)
-
-
-@inline_kernel
 def _narrow_fits(x, w8, bias, out, k_h, k_w, r0, r1):
     """conv2d_f32_narrow_rows' operands fit each other and rows [r0, r1) lie inside out."""
     packed, out_c = w8.shape[1], out.shape[3]
@@ -966,14 +944,9 @@ def _dw_interior(x, w, bias, offs, out, n, oy, iy0, ox0, ox1, stride_w, pad_left
                 w[0, c:].ctypes.data, chans, bias[c:].ctypes.data,
                 out[n, oy, ox0, c:].ctypes.data, chans, ox1 - ox0, low, high)
         if lanes == LANES:
-            if fused:
-                _dw_run_fma_16(*args)
-            else:
-                _dw_run_16(*args)
-        elif fused:
-            _dw_run_fma_8(*args)
+            _dw_run_16(fused, *args)
         else:
-            _dw_run_8(*args)
+            _dw_run_8(fused, *args)
 
 
 @inline_kernel
@@ -1010,14 +983,9 @@ def _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, ox0, ox1, stride_h, stride_w
         args = (ptrs.ctypes.data, taps, chans, w.ctypes.data, bias.ctypes.data,
                 out[n, oy, ox].ctypes.data, low, high)
         if _dw_lanes(chans) == LANES:
-            if fused:
-                _dw_pixel_fma_16(*args)
-            else:
-                _dw_pixel_16(*args)
-        elif fused:
-            _dw_pixel_fma_8(*args)
+            _dw_pixel_16(fused, *args)
         else:
-            _dw_pixel_8(*args)
+            _dw_pixel_8(fused, *args)
 
 
 # --- threads: each kernel's range cut into `parts` run at once (threads.split_run) -----------
