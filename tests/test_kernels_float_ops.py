@@ -18,6 +18,8 @@ from qengine.ops.nn import _bilinear_axis
 RNG = np.random.default_rng(14)
 SPECIAL = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-40, -1e-40], np.float32)
 
+FLT_MAX = float(np.finfo(np.float32).max)
+
 
 def _floats(shape) -> np.ndarray:
     x = RNG.standard_normal(shape).astype(np.float32)
@@ -70,13 +72,17 @@ def test_prelu_f32_equals_where(x_shape, alpha_shape):
 @pytest.mark.parametrize(("in_hw", "k", "stride", "pad", "out_hw"), [
     ((9, 9), (2, 2), (2, 2), (0, 0), (4, 4)), ((9, 8), (3, 3), (2, 2), (1, 0), (5, 4)),
     ((6, 7), (3, 2), (1, 1), (1, 0), (6, 6)), ((5, 5), (1, 1), (1, 1), (0, 0), (5, 5))])
-def test_max_pool_f32_equals_fmax_reduce(in_hw, k, stride, pad, out_hw):
-    x = _floats((2, *in_hw, 5))
+@pytest.mark.parametrize("bounds", [(-FLT_MAX, FLT_MAX), (0.0, 6.0), (-1.0, 1.0)])
+def test_max_pool_f32_equals_fmax_reduce(in_hw, k, stride, pad, out_hw, bounds):
+    """The max as np.fmax.reduce from -FLT_MAX, then the activation's clamp (inf -> bound)."""
+    x = _floats((2, *in_hw, 5)) * 8
     x[0, :, :, 0] = -np.inf  # a channel of -inf windows: -FLT_MAX, like the reference
+    x[1, 0, 0, 1] = np.inf
     g = ConvGeometry(2, *in_hw, *out_hw, *pad, *k, *stride, 1, 1)
     want = np.fmax.reduce(patches(x, g, -np.inf), axis=(3, 4),
                           initial=-np.finfo(np.float32).max)
-    got = max_pool_f32(x, *k, *stride, *pad, *out_hw)
+    want = np.clip(want, np.float32(bounds[0]), np.float32(bounds[1]))
+    got = max_pool_f32(x, *k, *stride, *pad, *out_hw, *bounds)
     assert np.array_equal(got, want, equal_nan=True)
 
 

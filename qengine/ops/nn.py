@@ -17,6 +17,7 @@ from .common import (
     SUB_BYTE_TYPES,
     conv_output_size,
     float_activation,
+    float_activation_bounds,
     fused_activation,
     geometry,
     is_quantized,
@@ -51,8 +52,9 @@ def _option(ctx: OpContext, name: str, default):
 # -- pooling ---------------------------------------------------------------------------------
 
 
-def _pool(ctx: OpContext, reduce_window) -> Prepared:
-    """Shared prepare of the 2-D pools; reduce_window(patches, counts) -> [N, OH, OW, C]."""
+def _pool(ctx: OpContext, reduce_window, clamps: bool = False) -> Prepared:
+    """Shared prepare of the 2-D pools; reduce_window(x, geometry, counts) -> [N, OH, OW, C],
+    then the fused activation's clamp (unless the kernel `clamps` itself)."""
     ctx.expect_inputs(1)
     x = ctx.input(0)
     ctx.expect_rank(x, 4)
@@ -69,7 +71,7 @@ def _pool(ctx: OpContext, reduce_window) -> Prepared:
     counts = patches(np.ones((1, g.in_h, g.in_w, 1), np.float32), g).sum(axis=(3, 4))
     if g.out_h * g.out_w and counts.min() == 0:
         raise ctx.invalid("a pooling window lies entirely in the padding")
-    activation = float_activation(ctx)
+    activation = (lambda v: v) if clamps else float_activation(ctx)
     out_shape = (g.batch, g.out_h, g.out_w, x.shape[3])
 
     def run(x):
@@ -92,10 +94,12 @@ def max_pool_2d(ctx: OpContext) -> Prepared:
     # and a window of -inf (or NaN) gives -FLT_MAX
     from qengine.kernels.float_ops import max_pool_f32  # one pass; same as the NumPy twin:
 
-    # np.fmax.reduce(patches(x, g, -np.inf), axis=(3, 4), initial=-np.finfo(np.float32).max)
+    # np.fmax.reduce(patches(x, g, -np.inf), axis=(3, 4), initial=-np.finfo(np.float32).max),
+    # then the clamp, in the same pass
+    bounds = float_activation_bounds(ctx)
     return _pool(ctx, lambda x, g, counts: max_pool_f32(
         np.ascontiguousarray(x), g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_top,
-        g.pad_left, g.out_h, g.out_w))
+        g.pad_left, g.out_h, g.out_w, *bounds), clamps=True)
 
 
 @op("L2_POOL_2D")
