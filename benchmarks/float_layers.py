@@ -1,0 +1,99 @@
+"""Float CONV_2D and DEPTHWISE_CONV_2D layers of MediaPipe's shapes, one op at a time: qengine's
+prepared kernel in both arithmetics against TFLite's default interpreter (XNNPACK) on a one-op
+model of the same shape, weights and input, 1 thread, warm caches (each figure the median of
+200 runs after 20 warm-ups; GF/s counts a multiply-add as 2).
+
+    python benchmarks/float_layers.py [--repeat 200]
+
+`ref` is TFLite's reference order (a product, then a sum, each rounded: what qengine runs by
+default); `xnnpack` is XNNPACK's (each sum from the bias by fused multiply-adds,
+`arithmetic="xnnpack"`), which is also what TFLite's default interpreter computes, bit for bit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+import qengine
+from qengine.builder import SAME, GraphBuilder, options
+
+# (name, input NHWC, filter: (out channels, kernel) for CONV_2D, (None, kernel) for depthwise)
+LAYERS = [
+    ("1x1 192->1152 at 7x7", (1, 7, 7, 192), (1152, 1)),
+    ("1x1 1152->192 at 7x7", (1, 7, 7, 1152), (192, 1)),
+    ("1x1 112->672 at 14x14", (1, 14, 14, 112), (672, 1)),
+    ("1x1 64->32 at 32x32", (1, 32, 32, 64), (32, 1)),
+    ("1x1 64->256 at 28x28", (1, 28, 28, 64), (256, 1)),
+    ("3x3 64->64 at 56x56", (1, 56, 56, 64), (64, 3)),
+    ("dw 3x3 at 14x14x672", (1, 14, 14, 672), (None, 3)),
+    ("dw 3x3 at 32x32x32", (1, 32, 32, 32), (None, 3)),
+    ("dw 3x3 at 56x56x144", (1, 56, 56, 144), (None, 3)),
+    ("dw 5x5 at 28x28x240", (1, 28, 28, 240), (None, 5)),
+]
+
+
+def layer_model(x_shape, out_c, k, rng):
+    b = GraphBuilder()
+    x = b.input("x", x_shape)
+    in_c = x_shape[3]
+    depthwise = out_c is None
+    w_shape = (1, k, k, in_c) if depthwise else (out_c, k, k, in_c)
+    inputs = [x, b.const("w", rng.standard_normal(w_shape).astype(np.float32)),
+              b.const("b", rng.standard_normal(w_shape[3] if depthwise else out_c)
+                      .astype(np.float32))]
+    common = dict(padding=SAME, strideH=1, strideW=1)
+    if depthwise:
+        y = b.op("DEPTHWISE_CONV_2D", inputs,
+                 options=options("DepthwiseConv2DOptions", depthMultiplier=1, **common))
+    else:
+        y = b.op("CONV_2D", inputs, options=options("Conv2DOptions", **common))
+    return b.build([y])
+
+
+def median_us(fn, repeat: int) -> float:
+    for _ in range(20):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=200)
+    args = parser.parse_args()
+    from ai_edge_litert.interpreter import Interpreter
+
+    rng = np.random.default_rng(0)
+    print("| layer | qengine ref µs (GF/s) | qengine xnnpack µs (GF/s) | TFLite default µs (GF/s) "
+          "| ref / TFLite | xnnpack / TFLite |")
+    print("|---|---|---|---|---|---|")
+    for name, x_shape, (out_c, k) in LAYERS:
+        model = layer_model(x_shape, out_c, k, rng)
+        x = rng.standard_normal(x_shape).astype(np.float32)
+        values = qengine.Interpreter(model).run([x], keep=True)
+        for op in model.main.operators:  # XNNPACK takes only ops whose output shape is known
+            op.outputs[0].shape = tuple(values[op.outputs[0].name].shape)
+        times = []
+        for arithmetic in ("ref", "xnnpack"):
+            step = qengine.Interpreter(model, arithmetic=arithmetic)._plan(0).steps[0]
+            times.append(median_us(lambda step=step: step.prepared.run(x, None, None),
+                                   args.repeat))
+        tfl = Interpreter(model_content=model.to_bytes(), num_threads=1)
+        tfl.allocate_tensors()
+        tfl.set_tensor(tfl.get_input_details()[0]["index"], x)
+        times.append(median_us(tfl.invoke, args.repeat))
+        macs = np.prod(x_shape[:3]) * k * k * (x_shape[3] if out_c is None else x_shape[3] * out_c)
+        cells = [f"{t:.1f} ({2 * macs / t / 1e3:.0f})" for t in times]
+        print(f"| {name} | {' | '.join(cells)} | {times[0] / times[2]:.2f} | "
+              f"{times[1] / times[2]:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
