@@ -44,7 +44,7 @@ def layer_model(x_shape, out_c, k, rng):
     inputs = [x, b.const("w", rng.standard_normal(w_shape).astype(np.float32)),
               b.const("b", rng.standard_normal(w_shape[3] if depthwise else out_c)
                       .astype(np.float32))]
-    common = dict(padding=SAME, strideH=1, strideW=1)
+    common = {"padding": SAME, "strideH": 1, "strideW": 1}
     if depthwise:
         y = b.op("DEPTHWISE_CONV_2D", inputs,
                  options=options("DepthwiseConv2DOptions", depthMultiplier=1, **common))
@@ -83,7 +83,7 @@ def main() -> None:
         times = []
         for arithmetic in ("ref", "xnnpack"):
             step = qengine.Interpreter(model, arithmetic=arithmetic)._plan(0).steps[0]
-            times.append(median_us(lambda step=step: step.prepared.run(x, None, None),
+            times.append(median_us(lambda step=step, x=x: step.prepared.run(x, None, None),
                                    args.repeat))
         tfl = Interpreter(model_content=model.to_bytes(), num_threads=1)
         tfl.allocate_tensors()

@@ -30,6 +30,8 @@ BENCHMARKS = [
     ("xnnpack_agreement.py", [], []),
     ("xnnpack_latency.py", [], ["--repeat", "3"]),
     ("sqnr_report.py", [], ["--calibration", "10", "--held-out", "2"]),
+    ("float_layers.py", [], ["--repeat", "20"]),
+    ("xnnpack_exactness.py", [], ["--models", "face_detection_short_range", "iris_landmark"]),
 ]
 
 

@@ -112,7 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive, default=None)
     p.add_argument("--seed", type=int, default=0, help="seed of the generated input")
     p.add_argument("--arithmetic", choices=("ref", "xnnpack"), default="ref",
-                   help="integer arithmetic to reproduce (default: TFLite reference kernels)")
+                   help="arithmetic to reproduce: TFLite's reference kernels (default) or its "
+                        "default interpreter's XNNPACK kernels (int8, and float convolutions, "
+                        "fully-connected and bilinear resize: bit for bit, and faster)")
     p.add_argument("--stream", action="store_true",
                    help="feed the input's axis-0 chunks as successive calls (state carried), "
                         "--output gets every call's outputs stacked on a new axis 0")

@@ -16,8 +16,8 @@ from qengine.runtime.fusion import fuse
 
 
 def conv_opts(kind, padding=VALID, stride=1, act="NONE", multiplier=1):
-    fields = dict(padding=padding, strideH=stride, strideW=stride,
-                  fusedActivationFunction=ACTIVATIONS[act])
+    fields = {"padding": padding, "strideH": stride, "strideW": stride,
+              "fusedActivationFunction": ACTIVATIONS[act]}
     if kind == "DEPTHWISE_CONV_2D":
         return options("DepthwiseConv2DOptions", depthMultiplier=multiplier, **fields)
     return options("Conv2DOptions", **fields)
@@ -70,7 +70,7 @@ def test_activation_folds_into_its_producer(producer, act):
         y = conv(b, r, producer, x, 8, 8, padding=SAME)
     model = b.build([b.op(act, [y])])
     assert fused_count(model) == 1
-    fast, kept = run_both(model, special_input(r, (1, 9, 8, 8)))
+    _, kept = run_both(model, special_input(r, (1, 9, 8, 8)))
     assert y.name in kept  # keep=True shows the tensor before the activation
 
 

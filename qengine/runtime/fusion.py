@@ -25,7 +25,7 @@ import dataclasses
 
 import numpy as np
 
-from ..ir import Operator, Subgraph
+from ..ir import Subgraph
 
 ACTIVATIONS = {"RELU": 1, "RELU_N1_TO_1": 2, "RELU6": 3}  # ActivationFunctionType codes
 ACTIVATION_PRODUCERS = {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "SUB", "MUL"}
