@@ -23,8 +23,10 @@ SHAPES = [
 ]
 
 
-def median_us(fn, runs=30) -> float:
-    fn()
+def median_us(fn, runs=30, warmup=1) -> float:
+    """Median wall time of fn() in µs over `runs` calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(runs):
         start = time.perf_counter()

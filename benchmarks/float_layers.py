@@ -13,9 +13,9 @@ default); `xnnpack` is XNNPACK's (each sum from the bias by fused multiply-adds,
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
+from float_conv_paths import median_us
 
 import qengine
 from qengine.builder import SAME, GraphBuilder, options
@@ -53,17 +53,6 @@ def layer_model(x_shape, out_c, k, rng):
     return b.build([y])
 
 
-def median_us(fn, repeat: int) -> float:
-    for _ in range(20):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1e6
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=200)
@@ -84,11 +73,11 @@ def main() -> None:
         for arithmetic in ("ref", "xnnpack"):
             step = qengine.Interpreter(model, arithmetic=arithmetic)._plan(0).steps[0]
             times.append(median_us(lambda step=step, x=x: step.prepared.run(x, None, None),
-                                   args.repeat))
+                                   args.repeat, warmup=20))
         tfl = Interpreter(model_content=model.to_bytes(), num_threads=1)
         tfl.allocate_tensors()
         tfl.set_tensor(tfl.get_input_details()[0]["index"], x)
-        times.append(median_us(tfl.invoke, args.repeat))
+        times.append(median_us(tfl.invoke, args.repeat, warmup=20))
         macs = np.prod(x_shape[:3]) * k * k * (x_shape[3] if out_c is None else x_shape[3] * out_c)
         cells = [f"{t:.1f} ({2 * macs / t / 1e3:.0f})" for t in times]
         print(f"| {name} | {' | '.join(cells)} | {times[0] / times[2]:.2f} | "

@@ -60,21 +60,26 @@ def max_pool_f32(x, k_h, k_w, stride_h, stride_w, pad_top, pad_left, out_h, out_
     return out
 
 
-def resize_bilinear_f32(image, y0, y1, dy, x0, x1, dx, threads: int = 1):
+def resize_bilinear_f32(image, y0, y1, dy, x0, x1, dx, threads: int = 1, lerp=False):
     """image [N,H,W,C] float32 -> [N,OH,OW,C]; y0/y1/dy [OH] and x0/x1/dx [OW] are the rows,
-    columns and upper weights of ComputeInterpolationValues (qengine/ops/nn.py). TFLite's sum,
-    in its order and in float32:
+    columns and weights of the second of each pair. TFLite's reference sum, in its order and in
+    float32 (positions from ComputeInterpolationValues, qengine/ops/nn.py):
       out = r0[x0]*(1-dy)*(1-dx) + r1[x0]*dy*(1-dx) + r0[x1]*(1-dy)*dx + r1[x1]*dy*dx
-    where r0 = image[:, y0], r1 = image[:, y1]."""
+    where r0 = image[:, y0], r1 = image[:, y1]; or, `lerp`, XNNPACK's f32 ibilinear (positions
+    from kernels/xnnpack.resize_positions), one rounding per operation, no fused multiply-add:
+      top = r0[x0] + (r0[x1] - r0[x0])*dx,  bottom = r1[x0] + (r1[x1] - r1[x0])*dx
+      out = top + (bottom - top)*dy
+    Output rows are split between threads."""
     out = np.empty((image.shape[0], y0.shape[0], x0.shape[0], image.shape[3]), np.float32)
     rows = out.shape[0] * out.shape[1]
-    pool.split_run(_resize_f32_rows, _resize_f32_split, (image, y0, y1, dy, x0, x1, dx, out),
-                   rows, threads, pool.ELEMENT_FLOPS * out.size)
+    pool.split_run(_resize_f32_rows, _resize_f32_split,
+                   (image, y0, y1, dy, x0, x1, dx, lerp, out), rows, threads,
+                   pool.ELEMENT_FLOPS * out.size)
     return out
 
 
 @kernel
-def _resize_f32_rows(image, y0, y1, dy, x0, x1, dx, out, row0, row1):
+def _resize_f32_rows(image, y0, y1, dy, x0, x1, dx, lerp, out, row0, row1):
     """`resize_bilinear_f32` over output rows row0..row1-1 (row = n * OH + oy)."""
     out_h, out_w, c = out.shape[1], out.shape[2], out.shape[3]
     one = np.float32(1)
@@ -89,17 +94,23 @@ def _resize_f32_rows(image, y0, y1, dy, x0, x1, dx, out, row0, row1):
             a, b = r0[x0[ox]], r1[x0[ox]]
             p, q = r0[x1[ox]], r1[x1[ox]]
             o = out[n, oy, ox]
+            if lerp:
+                for ch in range(c):
+                    top = a[ch] + (p[ch] - a[ch]) * wx1
+                    bottom = b[ch] + (q[ch] - b[ch]) * wx1
+                    o[ch] = top + (bottom - top) * wy1
+                continue
             for ch in range(c):
                 o[ch] = (a[ch] * wy0 * wx0 + b[ch] * wy1 * wx0
                          + p[ch] * wy0 * wx1 + q[ch] * wy1 * wx1)
 
 
 @kernel(parallel=True)
-def _resize_f32_split(image, y0, y1, dy, x0, x1, dx, out, rows, parts):
+def _resize_f32_split(image, y0, y1, dy, x0, x1, dx, lerp, out, rows, parts):
     """`_resize_f32_rows` over rows 0..rows-1 in `parts` parts at once."""
     for i in prange(parts):
         r0, r1 = pool.part(rows, parts, i)
-        _resize_f32_rows(image, y0, y1, dy, x0, x1, dx, out, r0, r1)
+        _resize_f32_rows(image, y0, y1, dy, x0, x1, dx, lerp, out, r0, r1)
 
 
 # binary_f32's operations, as in TFLite's reference kernels: x op y in float32

@@ -23,8 +23,7 @@ built to expose it (tests/test_xnnpack_arithmetic.py).
 """
 
 import numpy as np
-from qengine.kernels import threads as pool
-from qengine.kernels.jit import inline_kernel, kernel, prange
+from qengine.kernels.jit import inline_kernel, kernel
 
 __all__ = [
     "add_int8",
@@ -278,42 +277,3 @@ def resize_bilinear_q11(x, ys, xs):
                     acc = (top << 11) + (bottom - top) * b
                     out[n, i, j, c] = np.int8((acc + (1 << 21)) >> 22)
     return out
-
-
-def resize_bilinear_f32(x, y0, y1, ay, x0, x1, ax, threads=1):
-    """x [N, H, W, C] float32 and `resize_positions` of both axes -> [N, len(y0), len(x0), C],
-    XNNPACK's f32 ibilinear, each step one float32 operation (no fused multiply-add):
-
-        top = tl + (tr - tl) * ax,  bottom = bl + (br - bl) * ax
-        out = top + (bottom - top) * ay
-    Output rows are split between threads like the reference resize's."""
-    out = np.empty((x.shape[0], y0.shape[0], x0.shape[0], x.shape[3]), np.float32)
-    rows = out.shape[0] * out.shape[1]
-    pool.split_run(_ibilinear_f32_rows, _ibilinear_f32_split, (x, y0, y1, ay, x0, x1, ax, out),
-                   rows, threads, pool.ELEMENT_FLOPS * out.size)
-    return out
-
-
-@kernel
-def _ibilinear_f32_rows(x, y0, y1, ay, x0, x1, ax, out, row0, row1):
-    """`resize_bilinear_f32` over output rows row0..row1-1 (row = n * OH + oy)."""
-    out_h, channels = out.shape[1], out.shape[3]
-    for row in range(row0, row1):
-        n, i = row // out_h, row % out_h
-        t, b, v = x[n, y0[i]], x[n, y1[i]], ay[i]
-        for j in range(x0.shape[0]):
-            left, right, h = x0[j], x1[j], ax[j]
-            o = out[n, i, j]
-            for c in range(channels):
-                top = t[left, c] + (t[right, c] - t[left, c]) * h
-                bottom = b[left, c] + (b[right, c] - b[left, c]) * h
-                o[c] = top + (bottom - top) * v
-
-
-@kernel(parallel=True)
-def _ibilinear_f32_split(x, y0, y1, ay, x0, x1, ax, out, rows, parts):
-    if not (0 <= rows <= out.shape[0] * out.shape[1]):
-        raise ValueError("resize_bilinear_f32: rows do not fit out")
-    for k in prange(parts):
-        r0, r1 = pool.part(rows, parts, k)
-        _ibilinear_f32_rows(x, y0, y1, ay, x0, x1, ax, out, r0, r1)

@@ -73,7 +73,7 @@ def _conv_float(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prep
     per_group = out_c // groups
 
     if groups == 1 and weights is not None:
-        return _conv_float_direct(ctx, g, out_shape, weights, bias, low, high)
+        return conv_float_direct(ctx, g, out_shape, weights, bias, low, high)
     pointwise = (g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_top, g.pad_left,
                  groups) == (1, 1, 1, 1, 0, 0, 1)
     from ..runtime.interpreter import blas_is_limited
@@ -106,7 +106,7 @@ def _conv_float(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prep
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
 
 
-def _conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high) -> Prepared:
+def conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high) -> Prepared:
     """A constant-filter, one-group float conv: packed weights, the indirect micro-kernel
     (kernels/float_gemm.py) over blocks of output pixels, one block per thread."""
     from qengine.kernels.float_gemm import (

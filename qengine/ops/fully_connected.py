@@ -79,29 +79,19 @@ def _float(ctx: OpContext) -> Prepared:
 
 def _float_xnnpack(ctx: OpContext, out_shape, w: np.ndarray, bias: np.ndarray, low: float,
                    high: float) -> Prepared:
-    """XNNPACK's f32 GEMM: the rows of x as the pixels of a 1x1 conv ([1, rows, 1, D])."""
-    from qengine.kernels.float_gemm import (
-        LANES,
-        WIDE,
-        conv2d_f32_rows,
-        conv2d_f32_split,
-        pack_conv_f32,
-        pad_channels,
-    )
-    from qengine.kernels.threads import split_run
+    """XNNPACK's f32 GEMM: the float conv kernel on the rows of x as the pixels of a 1x1 conv
+    ([1, rows, 1, D] -> [1, rows, 1, units])."""
+    from .common import ConvGeometry
+    from .conv import conv_float_direct
 
     units, depth = w.shape
-    panels, bias16 = pack_conv_f32(w.reshape(units, 1, 1, depth)), pad_channels(bias, LANES)
-    geometry = (1, 1, 1, 1, 1, 1, 1, 0, 0, low, high, WIDE, True)  # out_w, KH, KW, strides, ..
-    flops_per_row = 2 * w.size
+    rows = int(np.prod(ctx.input(0).shape)) // depth
+    g = ConvGeometry(1, rows, 1, rows, 1, 0, 0, 1, 1, 1, 1, 1, 1)
+    conv = conv_float_direct(ctx, g, (1, rows, 1, units), w.reshape(units, 1, 1, depth), bias,
+                             low, high)
 
     def run(x, *constants):
-        rows = x.size // depth
-        x = np.ascontiguousarray(x, np.float32).reshape(1, rows, 1, depth)
-        out = np.empty((rows, units), np.float32)
-        split_run(conv2d_f32_rows, conv2d_f32_split, (x, panels, bias16, out, *geometry), rows,
-                  ctx.num_threads, rows * flops_per_row)
-        return out.reshape(out_shape)
+        return conv.run(x.reshape(1, rows, 1, depth), None).reshape(out_shape)
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
 

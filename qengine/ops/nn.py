@@ -239,21 +239,19 @@ def resize_bilinear(ctx: OpContext) -> Prepared:
         return quantized_path(ctx, "nn")
     ctx.expect_dtype(x, "float32")
     n, in_h, in_w, c = x.shape
-    if ctx.arithmetic == "xnnpack":  # XNNPACK's f32 ibilinear: its positions, its formula
-        from qengine.kernels import xnnpack
+    from qengine.kernels.float_ops import resize_bilinear_f32
 
-        ys = xnnpack.resize_positions(in_h, out_h, align_corners, half_pixel)
-        xs = xnnpack.resize_positions(in_w, out_w, align_corners, half_pixel)
-        return Prepared(lambda image, size=None: xnnpack.resize_bilinear_f32(
-            np.ascontiguousarray(image), *ys, *xs, ctx.num_threads),
-            [ctx.output_spec(0, (n, out_h, out_w, c), "float32")])
-    y0, y1, dy = _bilinear_axis(in_h, out_h, align_corners, half_pixel)
-    x0, x1, dx = _bilinear_axis(in_w, out_w, align_corners, half_pixel)
-    from qengine.kernels.float_ops import resize_bilinear_f32  # TFLite's sum, in its order
+    lerp = ctx.arithmetic == "xnnpack"  # XNNPACK's f32 ibilinear: its positions, its formula
+    if lerp:
+        from qengine.kernels.xnnpack import resize_positions as axis
+    else:  # TFLite's reference sum, in its order
+        axis = _bilinear_axis
+    y0, y1, dy = axis(in_h, out_h, align_corners, half_pixel)
+    x0, x1, dx = axis(in_w, out_w, align_corners, half_pixel)
 
     def run(image, size=None):
         return resize_bilinear_f32(np.ascontiguousarray(image), y0, y1, dy, x0, x1, dx,
-                                   ctx.num_threads)
+                                   ctx.num_threads, lerp)
 
     return Prepared(run, [ctx.output_spec(0, (n, out_h, out_w, c), "float32")])
 
