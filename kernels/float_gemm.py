@@ -55,9 +55,9 @@ def _mul_add(builder, a, b, acc, fused=False):
     reference kernels compute `total += input * filter` (the wheel is built without -mfma);
     or, `fused`, one rounding (fused multiply-add), as XNNPACK's float kernels do."""
     if fused:  # llvm.fma.v8f32 / .v16f32: vfmadd231ps (llvmlite's builder.fma takes scalars)
-        vec_t = acc.type
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec_t, [vec_t] * 3),
-                                             f"llvm.fma.v{vec_t.count}f32")
+        t = acc.type
+        name = f"llvm.fma.v{t.count}f32" if isinstance(t, ir.VectorType) else "llvm.fma.f32"
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(t, [t] * 3), name)
         return builder.call(fma, [a, b, acc])
     return builder.fadd(acc, builder.fmul(a, b))
 
@@ -328,8 +328,14 @@ _dw_run_8, _dw_run_16 = _make_dw_run(VEC), _make_dw_run(LANES)
 
 
 def _axpy_codegen(context, builder, signature, args):
-    """dst[i] += src[i] * w for i < count (product rounded, then the sum), 8 lanes at a time
-    and the last count % 8 one by one."""
+    """dst[i] += src[i] * w for i < count (product rounded, then the sum; with the first
+    argument `fused`, one fused multiply-add), 8 lanes at a time and the last count % 8 one by
+    one."""
+    _both_orders(builder, args[0], lambda fused: _axpy_body(builder, args[1:], fused))
+    return context.get_dummy_value()
+
+
+def _axpy_body(builder, args, fused):
     dst_addr, src_addr, w, count = args
     dst = builder.inttoptr(dst_addr, _F32.as_pointer())
     src = builder.inttoptr(src_addr, _F32.as_pointer())
@@ -338,7 +344,8 @@ def _axpy_codegen(context, builder, signature, args):
 
     def vec_step(i, _):
         at = builder.mul(i, const64(VEC))
-        total = _mul_add(builder, _load_vec(builder, src, at), w_v, _load_vec(builder, dst, at))
+        total = _mul_add(builder, _load_vec(builder, src, at), w_v, _load_vec(builder, dst, at),
+                         fused)
         _store_vec(builder, total, dst, at)
         return []
 
@@ -346,19 +353,19 @@ def _axpy_codegen(context, builder, signature, args):
         at = builder.add(builder.mul(vectors, const64(VEC)), i)
         d_ptr = builder.gep(dst, [at])
         s_val = builder.load(builder.gep(src, [at]), align=4)
-        builder.store(builder.fadd(builder.load(d_ptr, align=4), builder.fmul(s_val, w)), d_ptr,
+        builder.store(_mul_add(builder, s_val, w, builder.load(d_ptr, align=4), fused), d_ptr,
                       align=4)
         return []
 
     loop(builder, vectors, [], vec_step, "axpy")
     loop(builder, builder.sub(count, builder.mul(vectors, const64(VEC))), [], tail_step,
           "axpytail")
-    return context.get_dummy_value()
 
 
 @intrinsic
-def _axpy(typingctx, dst_addr, src_addr, w, count):
-    return types.void(types.uintp, types.uintp, types.float32, types.intp), _axpy_codegen
+def _axpy(typingctx, fused, dst_addr, src_addr, w, count):
+    return (types.void(types.boolean, types.uintp, types.uintp, types.float32, types.intp),
+            _axpy_codegen)
 
 
 def _make_row_tile(width, chans, vectors):
@@ -366,14 +373,22 @@ def _make_row_tile(width, chans, vectors):
     lanes) and `chans` output channels, chans * vectors registers: acc[o, v] = Σ_k
     src_k[offset + v*width : ...] · w[k*w_stride + o] for k < count, in order of k, where src_k is
     the address at addrs[k]; stores clamp(acc + bias[o]) of pixel i, channel o at
-    out[i*stride + o] (pixel-major, as NHWC wants it; stride == chans if chans < width)."""
+    out[i*stride + o] (pixel-major, as NHWC wants it; stride == chans if chans < width). Its
+    first argument `fused` picks XNNPACK's order (see `_make_conv_tile`)."""
     vec_t = ir.VectorType(_F32, width)
 
     def codegen(context, builder, signature, args):
+        _both_orders(builder, args[0], lambda fused: body(builder, args[1:], fused))
+        return context.get_dummy_value()
+
+    def body(builder, args, fused):
         addrs_addr, count, offset, w_addr, w_stride, bias_addr, out_addr, stride, low, \
             high = args
         addrs = builder.inttoptr(addrs_addr, I64.as_pointer())
         w = builder.inttoptr(w_addr, _F32.as_pointer())
+        bias = builder.inttoptr(bias_addr, _F32.as_pointer())
+        biases = [_splat(builder, builder.load(builder.gep(bias, [const64(o)]), align=4), vec_t)
+                  for o in range(chans)]
 
         def step(k, accs):
             src = builder.inttoptr(builder.load(builder.gep(addrs, [k]), align=8),
@@ -384,30 +399,29 @@ def _make_row_tile(width, chans, vectors):
             for o in range(chans):
                 index = builder.add(builder.mul(k, w_stride), const64(o))
                 wv = _splat(builder, builder.load(builder.gep(w, [index]), align=4), vec_t)
-                new.extend(_mul_add(builder, xvs[v], wv, accs[o * vectors + v])
+                new.extend(_mul_add(builder, xvs[v], wv, accs[o * vectors + v], fused)
                            for v in range(vectors))
             return new
 
-        start = [ir.Constant(vec_t, None)] * (chans * vectors)
+        start = [_start(builder, biases[o], fused) for o in range(chans) for _ in range(vectors)]
         accs = loop(builder, count, start, step, "rowtile")
         out = builder.inttoptr(out_addr, _F32.as_pointer())
-        bias = builder.inttoptr(bias_addr, _F32.as_pointer())
         low_v, high_v = _splat(builder, low, vec_t), _splat(builder, high, vec_t)
         values = []  # values[o][v]: channel o of pixels v*width .. v*width + width-1
         for o in range(chans):
-            bias_v = _splat(builder, builder.load(builder.gep(bias, [const64(o)]), align=4), vec_t)
-            values.append([_clamp(builder, builder.fadd(accs[o * vectors + v], bias_v), low_v,
-                                  high_v) for v in range(vectors)])
+            values.append([_clamp(builder, _finish(builder, accs[o * vectors + v], biases[o],
+                                                   fused), low_v, high_v)
+                           for v in range(vectors)])
         for v in range(vectors):
             _store_pixel_major(builder, [row[v] for row in values], out,
                                builder.mul(const64(v * width), stride), stride)
-        return context.get_dummy_value()
 
     @intrinsic
-    def tile(typingctx, addrs_addr, count, offset, w_addr, w_stride, bias_addr, out_addr,
-             stride, low, high):
-        sig = types.void(types.uintp, types.intp, types.intp, types.uintp, types.intp,
-                         types.uintp, types.uintp, types.intp, types.float32, types.float32)
+    def tile(typingctx, fused, addrs_addr, count, offset, w_addr, w_stride, bias_addr,
+             out_addr, stride, low, high):
+        sig = types.void(types.boolean, types.uintp, types.intp, types.intp, types.uintp,
+                         types.intp, types.uintp, types.uintp, types.intp, types.float32,
+                         types.float32)
         return sig, codegen
 
     return tile
@@ -498,31 +512,33 @@ def _row_run(chans, wide):
 
 
 @inline_kernel
-def _row_tile(chans, wide, addrs, depth, ox0, w, w_stride, bias, t, stride, low, high):
+def _row_tile(chans, wide, fused, addrs, depth, ox0, w, w_stride, bias, t, stride, low,
+              high):
     """The row tile for `chans` channels of weight rows w_stride floats apart, from w[0] and
-    bias[0], storing [run, chans] at address t, pixels `stride` floats apart."""
+    bias[0], storing [run, chans] at address t, pixels `stride` floats apart; fused: XNNPACK's
+    order."""
     a, b, w_ = addrs.ctypes.data, bias.ctypes.data, w.ctypes.data
     if wide:
         if chans == 1:
-            _row_16x1(a, depth, ox0, w_, w_stride, b, t, stride, low, high)
+            _row_16x1(fused, a, depth, ox0, w_, w_stride, b, t, stride, low, high)
         elif chans == 2:
-            _row_16x2(a, depth, ox0, w_, w_stride, b, t, stride, low, high)
+            _row_16x2(fused, a, depth, ox0, w_, w_stride, b, t, stride, low, high)
         elif chans == 4:
-            _row_16x4(a, depth, ox0, w_, w_stride, b, t, stride, low, high)
+            _row_16x4(fused, a, depth, ox0, w_, w_stride, b, t, stride, low, high)
         elif chans == 8:
-            _row_16x8(a, depth, ox0, w_, w_stride, b, t, stride, low, high)
+            _row_16x8(fused, a, depth, ox0, w_, w_stride, b, t, stride, low, high)
         elif chans == 16:
-            _row_16x16(a, depth, ox0, w_, w_stride, b, t, stride, low, high)
+            _row_16x16(fused, a, depth, ox0, w_, w_stride, b, t, stride, low, high)
         else:
-            _row_16x24(a, depth, ox0, w_, w_stride, b, t, stride, low, high)
+            _row_16x24(fused, a, depth, ox0, w_, w_stride, b, t, stride, low, high)
     elif chans == 1:
-        _row_8x1(a, depth, ox0, w_, w_stride, b, t, stride, low, high)
+        _row_8x1(fused, a, depth, ox0, w_, w_stride, b, t, stride, low, high)
     elif chans == 2:
-        _row_8x2(a, depth, ox0, w_, w_stride, b, t, stride, low, high)
+        _row_8x2(fused, a, depth, ox0, w_, w_stride, b, t, stride, low, high)
     elif chans == 4:
-        _row_8x4(a, depth, ox0, w_, w_stride, b, t, stride, low, high)
+        _row_8x4(fused, a, depth, ox0, w_, w_stride, b, t, stride, low, high)
     else:
-        _row_8x8(a, depth, ox0, w_, w_stride, b, t, stride, low, high)
+        _row_8x8(fused, a, depth, ox0, w_, w_stride, b, t, stride, low, high)
 
 
 ROW_GROUP = 16  # channels per row tile beyond 24 (in turn, over the same input row)
@@ -741,7 +757,7 @@ def _narrow_fits(x, w8, bias, out, k_h, k_w, r0, r1):
 
 @kernel
 def conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
-                           pad_top, pad_left, act_min, act_max, wide, r0, r1):
+                           pad_top, pad_left, act_min, act_max, wide, fused, r0, r1):
     """Output rows [r0, r1) (row = n*OH + oy) of a float CONV_2D with few output channels
     (at most 64: 1-8 where a 16-channel panel would be mostly zeros, 9-64 for first layers,
     whose 3-channel taps leave the GEMM little to do per address) into out [N,OH,OW,Co].
@@ -802,27 +818,30 @@ def conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h
                     target, stride = tile.ctypes.data, chans
                     if whole:
                         target, stride = out[n, oy, ox0, o0:].ctypes.data, out_c
-                    _row_tile(chans, wide, addrs, depth, ox0, w8[0, o0:], packed, bias_p[o0:],
-                              target, stride, low, high)
+                    _row_tile(chans, wide, fused, addrs, depth, ox0, w8[0, o0:], packed,
+                              bias_p[o0:], target, stride, low, high)
                     if whole:
                         continue
                     for i in range(run):
                         for o in range(min(chans, out_c - o0)):
                             out[n, oy, ox0 + i, o0 + o] = tile[i, o]
         else:
-            acc[:] = 0
+            for o in range(out_c):  # XNNPACK's sums start at the bias, the reference's at 0
+                acc[o] = bias[o] if fused else 0
             for k in range(depth):
                 for o in range(out_c):
-                    _axpy(acc[o].ctypes.data, addrs[k], w8[k, o], out_w)
-            _store_row(acc, bias, out, n, oy, 0, out_w, low, high)
+                    _axpy(fused, acc[o].ctypes.data, addrs[k], w8[k, o], out_w)
+            _store_row(acc, bias, out, n, oy, 0, out_w, low, high, fused)
 
 
 @inline_kernel
-def _store_row(acc, bias, out, n, oy, ox0, count, low, high):
-    """out[n, oy, ox0 + i, o] = clamp(acc[o, i] + bias[o]) for i < count, o < Co."""
+def _store_row(acc, bias, out, n, oy, ox0, count, low, high, fused):
+    """out[n, oy, ox0 + i, o] = clamp(acc[o, i] + bias[o]) for i < count, o < Co; fused: the
+    sums hold their bias already (XNNPACK's order), clamp(acc[o, i])."""
     for i in range(count):
         for o in range(out.shape[3]):
-            out[n, oy, ox0 + i, o] = activation_f32(acc[o, i] + bias[o], low, high)
+            total = acc[o, i] if fused else acc[o, i] + bias[o]
+            out[n, oy, ox0 + i, o] = activation_f32(total, low, high)
 
 
 @kernel
@@ -1006,13 +1025,13 @@ def conv2d_f32_split(x, panels, bias, out, out_w, k_h, k_w, stride_h, stride_w, 
 
 @kernel(parallel=True)
 def conv2d_f32_narrow_split(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
-                            pad_top, pad_left, act_min, act_max, wide, rows, parts):
+                            pad_top, pad_left, act_min, act_max, wide, fused, rows, parts):
     if not _narrow_fits(x, w8, bias, out, k_h, k_w, 0, rows):
         raise ValueError("conv2d_f32_narrow_rows: w8, bias, out or [r0, r1) do not fit x")
     for i in prange(parts):
         r0, r1 = pool.part(rows, parts, i)
         conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
-                               pad_top, pad_left, act_min, act_max, wide, r0, r1)
+                               pad_top, pad_left, act_min, act_max, wide, fused, r0, r1)
 
 
 @kernel(parallel=True)

@@ -156,15 +156,17 @@ NARROW_CASES = [
 
 @pytest.mark.parametrize("x_shape, out_c, kernel, stride, dilation, pad", NARROW_CASES)
 @pytest.mark.parametrize("wide", [False, True])
-def test_narrow_conv_equals_reference_order_twin(x_shape, out_c, kernel, stride, dilation, pad,
-                                                 wide):
+@pytest.mark.parametrize("fused", [False, True], ids=["ref", "xnnpack"])
+def test_narrow_conv_equals_its_twin(x_shape, out_c, kernel, stride, dilation, pad, wide,
+                                     fused):
     rng, x, out_hw = case(out_c, x_shape, kernel, stride, dilation, pad)
     w = rng.standard_normal((out_c, *kernel, x_shape[3])).astype(np.float32)
     bias = rng.standard_normal(out_c).astype(np.float32)
-    want = conv2d_f32(x, w, bias, stride, dilation, pad, out_hw, -1.0, 2.0)
+    twin = conv2d_f32_xnnpack if fused else conv2d_f32
+    want = twin(x, w, bias, stride, dilation, pad, out_hw, -1.0, 2.0)
     out = np.full(want.shape, np.nan, np.float32)
     rows = x_shape[0] * out_hw[0]
-    args = (*kernel, *stride, *dilation, *pad, -1.0, 2.0, wide)
+    args = (*kernel, *stride, *dilation, *pad, -1.0, 2.0, wide, fused)
     for r0, r1 in [(0, rows // 2), (rows // 2, rows)]:
         conv2d_f32_narrow_rows(x, pack_narrow_f32(w), bias, out, *args, r0, r1)
     np.testing.assert_array_equal(out, want)

@@ -120,9 +120,8 @@ def conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high)
     from qengine.kernels.threads import split_run
 
     fused = ctx.arithmetic == XNNPACK  # XNNPACK's sums: from the bias, fused multiply-adds
-    if not fused and _row_vectorized(out_shape[3], weights.shape[3], weights[0].size, g.out_w,
-                                     WIDE):
-        return _conv_float_narrow(ctx, g, out_shape, weights, bias, low, high)
+    if _row_vectorized(out_shape[3], weights.shape[3], weights[0].size, g.out_w, WIDE):
+        return _conv_float_narrow(ctx, g, out_shape, weights, bias, low, high, fused)
     panels, bias16 = pack_conv_f32(weights), pad_channels(bias, LANES)
     pixels = g.batch * g.out_h * g.out_w
     flops = 2 * pixels * weights.size
@@ -154,7 +153,8 @@ def _row_vectorized(out_c: int, in_c: int, depth: int, out_w: int, wide: bool) -
     return wide and out_c <= 32 and in_c <= 4 and out_w >= row_run(row_channels(out_c), wide)
 
 
-def _conv_float_narrow(ctx, g: ConvGeometry, out_shape, weights, bias, low, high) -> Prepared:
+def _conv_float_narrow(ctx, g: ConvGeometry, out_shape, weights, bias, low, high,
+                       fused) -> Prepared:
     """A float conv with 1-8 output channels: vectorized along output rows, split by rows."""
     from qengine.kernels.float_gemm import (
         WIDE,
@@ -167,7 +167,7 @@ def _conv_float_narrow(ctx, g: ConvGeometry, out_shape, weights, bias, low, high
     w8 = pack_narrow_f32(weights)
     rows = g.batch * g.out_h
     flops = 2 * rows * g.out_w * weights.size
-    shape = (g.kernel_h, g.kernel_w, *_strides_pads(g), low, high, WIDE)
+    shape = (g.kernel_h, g.kernel_w, *_strides_pads(g), low, high, WIDE, fused)
 
     def run(x, w, b=None):
         x = np.ascontiguousarray(x, np.float32)
