@@ -1,5 +1,6 @@
 """Float32 CONV_2D and DEPTHWISE_CONV_2D as indirect micro-kernels, bias and clamp fused,
-bit-identical to TFLite's reference kernels (reference_ops::Conv / DepthwiseConv).
+bit-identical to TFLite's reference kernels (reference_ops::Conv / DepthwiseConv), or, with
+`fused`, to its default interpreter's XNNPACK kernels.
 
 CONV_2D is a GEMM out[p, o] = clamp(Σ_k A[p, k] · W[k, o] + bias[o]) with p = (batch,
 out_y, out_x) and k = (ky, kx, ic), computed without an im2col copy ("indirect GEMM"): for a
@@ -7,14 +8,16 @@ tile of ROWS output pixels the driver writes one address per (tap, pixel), of th
 that tap reads (x[n, oy*sh - pt + ky*dh, ox*sw - pl + kx*dw, 0]) or, for a tap in the padding,
 of a row of zeros. The micro-kernel (`_make_conv_tile`) then runs over taps and input channels
 with ROWS x 16 outputs in 2*ROWS float32x8 registers: per (tap, channel) two weight loads,
-ROWS broadcasts, 2*ROWS products and sums. Weights are packed once at prepare time into panels
+ROWS broadcasts, 2*ROWS products and sums (on AVX-512, ROWS x 32 outputs of two panels in
+2*ROWS float32x16 registers). Weights are packed once at prepare time into panels
 of 16 output channels, [panel, KH*KW*Ci, 16] (zero-filled past Co). The same kernel serves
 1x1 (one tap: the pointers step through the input) and every kernel size, stride and dilation.
 
-DEPTHWISE_CONV_2D (multiplier 1) runs 8 channels of a row of interior output pixels at a time
-(`_dw_run`: taps unrolled for 3x3 and 5x5, their weights and offsets held in registers); border
-pixels gather their tap addresses, zeros for taps in the padding (`_dw_pixel`). C must be at
-least 8; when 8 does not divide C the last vector overlaps the one before it (`_block_start`).
+DEPTHWISE_CONV_2D (multiplier 1) runs 16 channels (8 below 16) of a row of interior output
+pixels at a time (`_dw_run`: taps unrolled for 3x3 and 5x5, their weights and offsets held in
+registers); border pixels gather their tap addresses, zeros for taps in the padding
+(`_dw_pixel`). C must be at least 8; when the vector width does not divide C the last vector
+overlaps the one before it (`_block_start`).
 
 Why bit-identical: each output is summed in TFLite's order, total = 0; total += x * w over
 (ky, kx, ic) with taps outside the image skipped (a zero input adds +-0, which leaves a sum
@@ -22,7 +25,10 @@ unchanged but for the sign of a zero), then total + bias, then
 ActivationFunctionWithMinMax (std::min(std::max(v, lo), hi): NaN passes through). Every
 product is rounded before its sum, as in the ai-edge-litert wheel (built without -mfma): a
 fused multiply-add would be ~1.5x faster in compute-bound layers but changes the last bits,
-which a network like Basic Pitch's nmp amplifies past the 1e-5 tolerance of its outputs. The
+which a network like Basic Pitch's nmp amplifies past the 1e-5 tolerance of its outputs.
+`fused` (arithmetic="xnnpack") takes XNNPACK's order instead: each sum starts at the bias and
+steps by fused multiply-adds over (ky, kx, ic), the depthwise taps column by column (see
+depthwise_f32_rows); each intrinsic holds both orders behind a run-time flag. The
 vectors only run different outputs side by side. Both drivers are serial; the caller splits
 the output between threads (the `*_split` drivers at the end, run by `threads.split_run`).
 """
@@ -899,8 +905,8 @@ def depthwise_f32_rows(x, w, bias, out, stride_h, stride_w, dil_h, dil_w, pad_to
     into out [N,OH,OW,C], C >= 8. x [N,H,W,C] float32, w [KH*KW, C] float32, bias [C]:
     out[n,oy,ox,c] = clamp(bias[c] + Σ_{ky,kx} x[n, oy*sh-pt+ky*dh, ox*sw-pl+kx*dw, c]
                                                * w[ky*KW+kx, c]).
-    Pixels whose taps all fall inside the image run in 8-channel blocks along the row
-    (`_dw_run`); the others gather per pixel, zeros for taps in the padding (`_dw_pixel`).
+    Pixels whose taps all fall inside the image run in 16- (or 8-) channel blocks along the
+    row (`_dw_run`); the others gather per pixel, zeros for taps in the padding (`_dw_pixel`).
     fused: XNNPACK's arithmetic, each sum from the bias, by fused multiply-adds; x_major: the
     taps column by column, w [KW*KH, C] with t = kx*KH + ky (its depthwise kernels' order;
     with a multiplier above 1 it runs a grouped GEMM, row by row)."""

@@ -162,15 +162,37 @@ def _table(out_c, pre, bias, lo, hi):
     return t
 
 
-def _image_table(table, out_c, scale, corr=None, order=None):
-    """An image's epilogue table [groups, 6, 16]: the plan's `table` with scale [Co] (or a
-    scalar) and corr [Co] int32, its 16-lane groups permuted by `order` (None: channel order)."""
-    t = table.copy()
-    t[_SCALE, :out_c] = scale
-    if corr is not None:
-        t[_CORR, :out_c] = corr.astype(np.int32).view(np.float32)
-    lanes = t.reshape(6, -1, LANES).transpose(1, 0, 2)
-    return np.ascontiguousarray(lanes if order is None else lanes[:, :, order])
+_CHANNEL_ORDER = np.arange(LANES)
+_NO_CORR = np.zeros(0, np.int64)
+
+
+def _image_table(table, out_c, scale, zp=0, sum_w=None, order=None):
+    """An image's epilogue table [groups, 6, 16] (`_fill_image_table`): scale [Co] or a scalar;
+    corr = zp * sum_w when sum_w is given; order None: channel order."""
+    dst = np.empty((table.shape[1] // LANES, 6, LANES), np.float32)
+    scales = np.ascontiguousarray(np.broadcast_to(scale, (out_c,)), np.float32)
+    _fill_image_table(table, scales, zp, _NO_CORR if sum_w is None else sum_w,
+                      _CHANNEL_ORDER if order is None else np.asarray(order, np.int64), dst)
+    return dst
+
+
+@kernel
+def _fill_image_table(table, scales, zp, sum_w, order, dst):
+    """dst [groups, 6, 16], an image's epilogue table: the plan's `table` [6, 16·groups] with
+    scale[c] = scales[c] and, when sum_w is not empty, corr[c] = int32(zp · sum_w[c]) (wrapping,
+    its bits in the float32 row) for channels c < Co = scales.size; lane l of group g holds
+    channel 16·g + order[l]."""
+    out_c = scales.shape[0]
+    bits = dst.reshape(dst.size).view(np.int32)
+    for g in range(dst.shape[0]):
+        for lane in range(LANES):
+            c = g * LANES + order[lane]
+            for r in range(6):
+                dst[g, r, lane] = table[r, c]
+            if c < out_c:
+                dst[g, _SCALE, lane] = scales[c]
+                if sum_w.size:
+                    bits[(g * 6 + _CORR) * LANES + lane] = np.int32(zp * sum_w[c])
 
 
 def plan_hybrid_conv(packed: PackedConvWeights, pre, bias, lo, hi, stride_h, stride_w, dil_h,
@@ -259,18 +281,14 @@ def run_hybrid_conv_small(x, panels, table, ints, symmetric, filter_scale, out):
     float32, out [N, P, Co] float32; filter_scale multiplies each image's factor (per-tensor
     filters; 1 and unused when per channel, i.e. when not symmetric)."""
     out_c, pixels = out.shape[2], out.shape[1]
-    groups = table.shape[1] // LANES
     q = np.zeros(x[0].size + SPARE_BYTES, np.int8)
-    image_table = np.empty((groups, 6, LANES), np.float32)
+    image_table = np.empty((table.shape[1] // LANES, 6, LANES), np.float32)
+    scales = np.empty(out_c, np.float32)
+    order = np.arange(LANES)
     for b in range(x.shape[0]):
         sf, zp = quantize_image_compiled(x[b], q, symmetric)
-        scale = sf * filter_scale if symmetric else sf
-        for g in range(groups):
-            for r in range(6):
-                for lane in range(LANES):
-                    image_table[g, r, lane] = table[r, g * LANES + lane]
-            for lane in range(min(LANES, out_c - g * LANES)):
-                image_table[g, _SCALE, lane] = scale
+        scales[:] = sf * filter_scale if symmetric else sf
+        _fill_image_table(table, scales, zp, np.zeros(0, np.int64), order, image_table)
         image = q[:x[0].size].reshape(x[0:1].shape)
         _hconv_part(image, panels, image_table, ints, zp, out[b], 0, -(-pixels // ROWS), 0,
                     panels.shape[0])
@@ -441,22 +459,15 @@ def run_hybrid_depthwise_small(x, w_pairs, table, ints, sum_w, filter_scales, or
     """`quantize_images` + `run_hybrid_depthwise` in one compiled call, one thread, depth
     multiplier 1, for small images: x [N, H, W, C] float32, out [N, out_h, out_w, C] float32,
     filter_scales [C] float32, order = pack.DW_ORDER; each image's table gets scale[c] =
-    s_w[c] * sf and corr[c] = int32(zp * Σw[c]) as in `_image_table`."""
-    out_c = out.shape[3]
-    groups = table.shape[1] // LANES
+    s_w[c] * sf and corr[c] = int32(zp * Σw[c]) (`_fill_image_table`)."""
     q = np.zeros(x[0].size + SPARE_BYTES, np.int8)
-    image_table = np.empty((groups, 6, LANES), np.float32)
-    bits = image_table.reshape(image_table.size).view(np.int32)  # the corr row holds int32
+    image_table = np.empty((table.shape[1] // LANES, 6, LANES), np.float32)
+    scales = np.empty(filter_scales.shape[0], np.float32)
     for b in range(x.shape[0]):
         sf, zp = quantize_image_compiled(x[b], q, False)
-        for g in range(groups):
-            for lane in range(LANES):
-                c = g * LANES + order[lane]
-                for r in range(6):
-                    image_table[g, r, lane] = table[r, c]
-                if c < out_c:
-                    image_table[g, _SCALE, lane] = filter_scales[c] * sf
-                    bits[(g * 6 + _CORR) * LANES + lane] = np.int32(zp * sum_w[c])
+        for c in range(scales.shape[0]):
+            scales[c] = filter_scales[c] * sf
+        _fill_image_table(table, scales, zp, sum_w, order, image_table)
         image = q[:x[0].size].reshape(x[0:1].shape)
         _hdw_rows(image, w_pairs, image_table, ints, zp, out[b], 0, out.shape[1])
 
@@ -474,7 +485,7 @@ def run_hybrid_depthwise(plan: HybridDepthwisePlan, q, zps, scales, threads=1) -
     for b in range(n):
         x, zp, dst = q[b : b + 1], int(zps[b]), out[b]
         if multiplier == 1:
-            table = _image_table(plan.table, out_c, scales[b], zp * plan.sum_w, DW_ORDER)
+            table = _image_table(plan.table, out_c, scales[b], zp, plan.sum_w, DW_ORDER)
             serial, driver, w = _hdw_rows, _hdw_split, plan.w_pairs
         else:
             table = _image_table(plan.table, out_c, scales[b])

@@ -250,7 +250,7 @@ def resize_coordinates_q11(n_in, n_out, align_corners, half_pixel_centers):
     of the second in Q11: w = rint(alpha * 2^11) (ties to even)."""
     first, second, alpha = resize_positions(n_in, n_out, align_corners, half_pixel_centers)
     weight = np.rint(alpha * np.float32(2**RESIZE_WEIGHT_BITS)).astype(np.int32)
-    return np.stack([first, second, weight], axis=1).astype(np.int32)
+    return np.stack([first, second, weight], axis=1)
 
 
 @kernel

@@ -246,9 +246,10 @@ def _depthwise_float_direct(ctx, g: ConvGeometry, out_shape, multiplier, bias, l
     out_c = out_shape[3]
     # the kernel wants 8 channels or more: fewer run zero-padded to 8 (pad_c of them)
     pad_c = max(0, VEC - out_c)
-    fused = ctx.arithmetic == XNNPACK  # XNNPACK's sums: from the bias, fused multiply-adds,
-    x_major = fused and multiplier == 1  # its depthwise kernel's taps column by column (with
-    # a multiplier it runs a grouped GEMM, row by row)
+    # XNNPACK's sums start at the bias and step by fused multiply-adds; its depthwise kernel
+    # takes the taps column by column (with a multiplier it runs a grouped GEMM, row by row)
+    fused = ctx.arithmetic == XNNPACK
+    x_major = fused and multiplier == 1
 
     def pack(w):  # [1, KH, KW, C] -> [taps, C + pad_c], the taps in the kernel's order
         w = w.reshape(g.kernel_h, g.kernel_w, -1)
