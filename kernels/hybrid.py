@@ -19,7 +19,11 @@ live with the ops in qengine/ops; gemm_int8 / depthwise_int8 apply them after th
 """
 
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.core.extending import intrinsic
 from qengine.kernels import threads as pool
+from qengine.kernels.emit import I8, I32, addr, const64, loop
 from qengine.kernels.jit import inline_kernel, kernel, prange
 
 __all__ = [
@@ -37,6 +41,114 @@ __all__ = [
 _NEON_BLOCK = 8  # the Neon quantizers handle blocks of 8 values, then a scalar tail
 
 
+# --- 16 floats at a time (LLVM IR: Numba's own loops vectorize to 8 lanes and round scalar) --------
+
+_F32 = ir.FloatType()
+_V16F32, _V16I32 = ir.VectorType(_F32, 16), ir.VectorType(I32, 16)
+_VEC = 16
+
+
+def _splat16(builder, value):
+    vec = builder.insert_element(ir.Constant(_V16F32, ir.Undefined), value, ir.Constant(I32, 0))
+    return builder.shuffle_vector(vec, ir.Constant(_V16F32, ir.Undefined),
+                                  ir.Constant(ir.VectorType(I32, _VEC), [0] * _VEC))
+
+
+def _vectors(builder, base_addr, i):
+    """Pointer to the i-th group of 16 float32 from base_addr."""
+    ptr = builder.inttoptr(base_addr, _F32.as_pointer())
+    return builder.bitcast(builder.gep(ptr, [builder.mul(i, const64(_VEC))]),
+                           _V16F32.as_pointer())  # fmt: skip
+
+
+_WAYS = 4  # independent accumulators: a chain of vminps waits 4 cycles per vector
+
+
+def _min_max_codegen(context, builder, signature, args):
+    src, groups, out_addr = args
+    inf = float("inf")
+    start = [ir.Constant(_V16F32, [inf] * _VEC), ir.Constant(_V16F32, [-inf] * _VEC),
+             ir.Constant(ir.VectorType(ir.IntType(1), _VEC), [0] * _VEC)] * _WAYS  # fmt: skip
+
+    def update(accs, v):
+        low, high, nan = accs
+        low = builder.select(builder.fcmp_ordered("<", v, low), v, low)  # NaN keeps low
+        high = builder.select(builder.fcmp_ordered(">", v, high), v, high)
+        return [low, high, builder.or_(nan, builder.fcmp_unordered("uno", v, v))]
+
+    def step(i, accs):
+        new = []
+        for way in range(_WAYS):
+            at = builder.add(builder.mul(i, const64(_WAYS)), const64(way))
+            v = builder.load(_vectors(builder, src, at), align=4)
+            new += update(accs[3 * way : 3 * way + 3], v)
+        return new
+
+    rounds = builder.sdiv(groups, const64(_WAYS))
+    accs = loop(builder, rounds, start, step, "minmax16")
+    low, high, nan = accs[:3]
+    for way in range(1, _WAYS):  # fold the ways, then the groups past the last round
+        other_low, other_high, other_nan = accs[3 * way : 3 * way + 3]
+        low = builder.select(builder.fcmp_ordered("<", other_low, low), other_low, low)
+        high = builder.select(builder.fcmp_ordered(">", other_high, high), other_high, high)
+        nan = builder.or_(nan, other_nan)
+    rest = builder.sub(groups, builder.mul(rounds, const64(_WAYS)))
+    first = builder.mul(rounds, const64(_WAYS))
+    low, high, nan = loop(builder, rest, [low, high, nan], lambda i, a: update(
+        a, builder.load(_vectors(builder, src, builder.add(first, i)), align=4)), "minmax16_rest")
+    builder.store(low, _vectors(builder, out_addr, const64(0)), align=4)
+    builder.store(high, _vectors(builder, out_addr, const64(1)), align=4)
+    any_nan = builder.icmp_unsigned("!=", builder.bitcast(nan, ir.IntType(_VEC)),
+                                    ir.Constant(ir.IntType(_VEC), 0))  # fmt: skip
+    flag = builder.uitofp(any_nan, _F32)
+    out = builder.inttoptr(out_addr, _F32.as_pointer())
+    builder.store(flag, builder.gep(out, [const64(2 * _VEC)]))
+    return context.get_dummy_value()
+
+
+@intrinsic
+def _min_max16(typingctx, src_addr, groups, out_addr):
+    """Lane-wise min and max of groups·16 float32 from src_addr, NaNs skipped: out[0:16] the
+    minima (+inf where none), out[16:32] the maxima, out[32] = 1.0 if any value is NaN."""
+    return types.void(types.int64, types.int64, types.int64), _min_max_codegen
+
+
+def _quantize16_codegen(context, builder, signature, args):
+    src, dst_addr, groups, inv, offset, q_min, q_max = args
+    inv, off, lo, hi = (_splat16(builder, v) for v in (inv, offset, q_min, q_max))
+    half, zero = ir.Constant(_V16F32, [0.5] * _VEC), ir.Constant(_V16F32, [0.0] * _VEC)
+    trunc = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16F32, [_V16F32]),
+                                           "llvm.trunc.v16f32")  # fmt: skip
+    dst = builder.inttoptr(dst_addr, I8.as_pointer())
+    v16i8 = ir.VectorType(I8, _VEC)
+
+    def step(i, accs):
+        v = builder.fmul(builder.load(_vectors(builder, src, i), align=4), inv)
+        sign_half = builder.select(builder.fcmp_ordered(">=", v, zero), half, builder.fneg(half))
+        r = builder.fadd(builder.call(trunc, [builder.fadd(v, sign_half)]), off)
+        r = builder.select(builder.fcmp_ordered("<", r, lo), lo, r)  # NaN stays NaN ...
+        r = builder.select(builder.fcmp_ordered(">", r, hi), hi, r)
+        r = builder.select(builder.fcmp_unordered("uno", r, r), zero, r)  # ... and becomes 0
+        q = builder.trunc(builder.fptosi(r, _V16I32), v16i8)
+        ptr = builder.bitcast(builder.gep(dst, [builder.mul(i, const64(_VEC))]),
+                              v16i8.as_pointer())  # fmt: skip
+        builder.store(q, ptr, align=1)
+        return accs
+
+    loop(builder, groups, [], step, "quantize16")
+    return context.get_dummy_value()
+
+
+@intrinsic
+def _quantize16(typingctx, src_addr, dst_addr, groups, inv, offset, q_min, q_max):
+    """`_quantize_span`'s Neon-rounded values, groups·16 of them: dst[i] = int8(clamp(
+    trunc(x·inv + (x·inv >= 0 ? 0.5 : -0.5)) + offset, q_min, q_max)), NaN → 0 (float32
+    arguments after the addresses and count)."""
+    sig = types.void(types.int64, types.int64, types.int64, types.float32, types.float32,
+                     types.float32, types.float32)  # fmt: skip
+    return sig, _quantize16_codegen
+
+
 def quantize_symmetric(rows: np.ndarray):
     """NeonSymmetricQuantizeFloats on each row of a float32 [B, N] array.
 
@@ -48,7 +160,7 @@ def quantize_symmetric(rows: np.ndarray):
     q = np.zeros(rows.shape, np.int8)
     if rows.shape[1] == 0:
         return q, np.ones(rows.shape[0], np.float32)
-    return q, _quantize_rows(rows, rows.min(axis=1), rows.max(axis=1), q, True)[0]
+    return q, _quantize_rows(rows, q, True)[0]
 
 
 def quantize_asymmetric(rows: np.ndarray):
@@ -66,7 +178,7 @@ def quantize_asymmetric(rows: np.ndarray):
     if rows.shape[1] == 0:
         n = rows.shape[0]
         return q, np.ones(n, np.float32), np.zeros(n, np.int32)
-    return (q, *_quantize_rows(rows, rows.min(axis=1), rows.max(axis=1), q, False))
+    return (q, *_quantize_rows(rows, q, False))
 
 
 SPARE_BYTES = 16  # readable bytes `quantize_images` leaves after the last image
@@ -85,12 +197,16 @@ def quantize_images(x: np.ndarray, symmetric: bool, threads: int = 1):
     n = rows.shape[0]
     if rows.shape[1] == 0:  # q is empty
         return q.reshape(x.shape), np.ones(n, np.float32), np.zeros(n, np.int32)
-    sf, zp, inv = _image_parameters(rows.min(axis=1), rows.max(axis=1), symmetric)
+    split_flops = pool.STREAM_FLOPS * 2 * rows.shape[1]  # ~0.3 ns a value
+    if not pool.worth_splitting(threads, split_flops):  # one compiled call does it all
+        sf, zp = _quantize_rows(rows, q, symmetric)
+        return q.reshape(x.shape), sf, zp
+    sf, zp, inv = _image_parameters(*_rows_min_max(rows), symmetric)
     q_min = -127 if symmetric else -128
     for b in range(n):
         args = (rows[b], q[b], inv[b], zp[b], q_min, 127)
         pool.split_run(_quantize_span, _quantize_split, args, rows.shape[1], threads,
-                       pool.STREAM_FLOPS * 2 * rows.shape[1])  # ~0.3 ns a value
+                       split_flops)
     return q.reshape(x.shape), sf, zp
 
 
@@ -102,15 +218,35 @@ def quantize_image_compiled(image, q, symmetric):
     flat = image.reshape(image.size)
     if flat.size == 0:
         return np.float32(1), np.int32(0)
-    low = high = flat[0]
-    for v in flat:
-        if np.isnan(v):
-            low = high = v
-            break
-        low, high = min(low, v), max(high, v)
+    low, high = _min_max(flat)
     sf, zp, inv = _image_parameters(np.full(1, low), np.full(1, high), symmetric)
     _quantize_span(flat, q, inv[0], zp[0], -127 if symmetric else -128, 127, 0, flat.size)
     return sf[0], zp[0]
+
+
+@kernel
+def _min_max(flat):
+    """(min, max) of a contiguous float32 vector as NumPy's: both NaN if any value is NaN."""
+    groups = flat.size // _VEC
+    lanes = np.empty(2 * _VEC + 1, np.float32)
+    _min_max16(addr(flat), groups, addr(lanes))
+    low, high = lanes[:_VEC].min(), lanes[_VEC : 2 * _VEC].max()
+    nan = lanes[2 * _VEC] != 0
+    for v in flat[_VEC * groups :]:
+        nan |= np.isnan(v)
+        low, high = min(low, v), max(high, v)
+    if nan:
+        return np.float32(np.nan), np.float32(np.nan)
+    return low, high
+
+
+@kernel
+def _rows_min_max(rows):
+    """Each row's (min, max) of a C-contiguous float32 [B, N], N > 0, as `_min_max`."""
+    mins, maxs = np.empty(rows.shape[0], np.float32), np.empty(rows.shape[0], np.float32)
+    for b in range(rows.shape[0]):
+        mins[b], maxs[b] = _min_max(rows[b])
+    return mins, maxs
 
 
 @kernel
@@ -152,7 +288,11 @@ def _quantize_span(row, out, inv, offset, q_min, q_max, i0, i1):
     block = row.shape[0] & ~(_NEON_BLOCK - 1)
     half = np.float32(0.5)
     off, lo, hi = np.float32(offset), np.float32(q_min), np.float32(q_max)
-    xs, qs = row[i0 : min(i1, block)], out[i0 : min(i1, block)]  # indexed from 0: vectorizes
+    end = min(i1, block)
+    groups = max(0, end - i0) // _VEC  # row and out are contiguous
+    _quantize16(addr(row) + 4 * i0, addr(out) + i0, groups, np.float32(inv), off, lo, hi)
+    start = i0 + _VEC * groups
+    xs, qs = row[start:end], out[start:end]  # the last < 16 of the blocks of 8
     for i in range(xs.shape[0]):
         v = xs[i] * inv  # float32
         r = np.trunc(v + (half if v >= 0 else -half)) + off  # float32 sum, then exact
@@ -182,12 +322,12 @@ def _round_away_f64(v):
 
 
 @kernel
-def _quantize_rows(rows, mins, maxs, q, symmetric):
-    """NeonSymmetricQuantizeFloats or NeonAsymmetricQuantizeFloats per row into q, given each
-    row's min and max (float32); returns the scaling factors and zero points (0 when
+def _quantize_rows(rows, q, symmetric):
+    """NeonSymmetricQuantizeFloats or NeonAsymmetricQuantizeFloats per row of a C-contiguous
+    float32 [B, N] (N > 0) into q; returns the scaling factors and zero points (0 when
     symmetric). A row whose q is all 0 has inv = 0: its values are all ±0, so x * 0 rounds
     to the 0 it must be."""
-    sf, zps, inv = _image_parameters(mins, maxs, symmetric)
+    sf, zps, inv = _image_parameters(*_rows_min_max(rows), symmetric)
     q_min = -127 if symmetric else -128
     for b in range(rows.shape[0]):
         _quantize_row(rows[b], q[b], inv[b], zps[b], q_min, 127)

@@ -101,6 +101,47 @@ def test_quantizers_match_numpy_twins(kind, seed):
         assert_same(hybrid.quantize_asymmetric(rows), naive_asymmetric(rows))
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_min_max_is_numpys_for_every_length_and_nan(seed):
+    """`_min_max` (16-lane vectors in 4 independent chains, then a scalar tail) against NumPy:
+    lengths around every multiple of 16 and 64, a NaN anywhere, infinities, one-sign rows."""
+    r = np.random.default_rng(seed)
+    for n in [*range(1, 140), 1000, 4099]:
+        x = (r.standard_normal(n) * 10).astype(np.float32)
+        variant = r.integers(5)
+        if variant == 1:
+            x = np.abs(x) + 1  # no lane sees 0 or a negative: the maximum is not a start value
+        elif variant == 2:
+            x = -np.abs(x) - 1
+        elif variant == 3:
+            x[r.integers(n)] = np.nan
+        elif variant == 4:
+            x[r.integers(n, size=2)] = [np.inf, -np.inf]
+        low, high = hybrid._min_max(x)
+        if np.isnan(x).any():
+            assert np.isnan(low) and np.isnan(high)
+        else:
+            assert (low, high) == (x.min(), x.max())
+
+
+def test_quantize_span_non_finite_values_in_vectors_and_tail():
+    """NaN quantizes to 0, ±inf to the clamp bounds, at every position (the 16-lane vectors, the
+    rest of the blocks of 8, the roundf tail), as the Neon loop's int conversion leaves them;
+    finite values as the NumPy twin."""
+    r = np.random.default_rng(3)
+    n = 16 * 3 + 8 + 5
+    for position in range(n):
+        x = (r.standard_normal(n) * 40).astype(np.float32)
+        special = [np.nan, np.inf, -np.inf][position % 3]
+        x[position] = special
+        q = np.zeros(n, np.int8)
+        hybrid._quantize_span(x, q, np.float32(1.5), 3, -128, 127, 0, n)
+        finite = np.isfinite(x)
+        want = np.clip(quantize_rows(x[None], np.float32([1.5]), np.float64([3]))[0], -128, 127)
+        np.testing.assert_array_equal(q[finite], want[finite].astype(np.int8))
+        assert q[position] == {0: 0, 1: 127, 2: -128}[position % 3]
+
+
 def test_quantizers_zero_rows_and_rounding_corner():
     corner = np.float32(0.5 - 2**-25)  # Neon rounds it to 1 in the 8-blocks, roundf to 0
     rows = np.zeros((3, 13), np.float32)
