@@ -71,13 +71,15 @@ def test_prelu_f32_equals_where(x_shape, alpha_shape):
 
 @pytest.mark.parametrize(("in_hw", "k", "stride", "pad", "out_hw"), [
     ((9, 9), (2, 2), (2, 2), (0, 0), (4, 4)), ((9, 8), (3, 3), (2, 2), (1, 0), (5, 4)),
-    ((6, 7), (3, 2), (1, 1), (1, 0), (6, 6)), ((5, 5), (1, 1), (1, 1), (0, 0), (5, 5))])
+    ((6, 7), (3, 2), (1, 1), (1, 0), (6, 6)), ((5, 5), (1, 1), (1, 1), (0, 0), (5, 5)),
+    ((8, 11), (3, 4), (2, 3), (1, 2), (4, 4)), ((7, 9), (2, 3), (1, 1), (0, 1), (6, 8))])
 @pytest.mark.parametrize("bounds", [(-FLT_MAX, FLT_MAX), (0.0, 6.0), (-1.0, 1.0)])
 def test_max_pool_f32_equals_fmax_reduce(in_hw, k, stride, pad, out_hw, bounds):
     """The max as np.fmax.reduce from -FLT_MAX, then the activation's clamp (inf -> bound)."""
     x = _floats((2, *in_hw, 5)) * 8
     x[0, :, :, 0] = -np.inf  # a channel of -inf windows: -FLT_MAX, like the reference
     x[1, 0, 0, 1] = np.inf
+    x[1, 1:3, 2, 2] = np.nan  # NaN taps are skipped
     g = ConvGeometry(2, *in_hw, *out_hw, *pad, *k, *stride, 1, 1)
     want = np.fmax.reduce(patches(x, g, -np.inf), axis=(3, 4),
                           initial=-np.finfo(np.float32).max)
