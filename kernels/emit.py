@@ -29,6 +29,8 @@ def host_has(feature: str) -> bool:
 
 
 USE_AVX2 = host_has("avx2")
+# `vpdpbusd` on 256-bit vectors: AVX-VNNI, or AVX512-VNNI with AVX512VL (LLVM picks the encoding)
+HAS_VNNI = host_has("avxvnni") or (host_has("avx512vnni") and host_has("avx512vl"))
 
 
 def const64(value):
@@ -55,6 +57,15 @@ def madd(builder, u, v):
         b = builder.sext(builder.shuffle_vector(v, v, idx), V8I32)
         halves.append(builder.mul(a, b))
     return builder.add(*halves)
+
+
+def dpbusd(builder, acc, u, s):
+    """acc + Σ of 4 adjacent u8·s8 products per int32 lane (x86 `vpdpbusd`, int32x8 operands
+    holding bytes; `u` unsigned, `s` signed). |4·255·128| < 2^17 per step: no saturation, and
+    the int32 sum wraps like the reference's. Only when HAS_VNNI."""
+    fnty = ir.FunctionType(V8I32, [V8I32, V8I32, V8I32])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.avx512.vpdpbusd.256")
+    return builder.call(fn, [acc, u, s])
 
 
 def splat(builder, value, ty=V8I32):
@@ -176,6 +187,33 @@ def zero_fill(typingctx, dst_addr, n_bytes):
         return context.get_dummy_value()
 
     return types.void(types.int64, types.int64), codegen
+
+
+@intrinsic
+def fill_bytes(typingctx, dst_addr, n_bytes, value):
+    """memset(dst, value, n_bytes) (an address; the low byte of value; n_bytes <= 0: nothing)."""
+
+    def codegen(context, builder, signature, args):
+        dst, n, value = args
+        size = builder.select(builder.icmp_signed(">", n, const64(0)), n, const64(0))
+        cgutils.memset(builder, builder.inttoptr(dst, I8.as_pointer()), size,
+                       builder.trunc(value, I8))  # fmt: skip
+        return context.get_dummy_value()
+
+    return types.void(types.int64, types.int64, types.int64), codegen
+
+
+@intrinsic
+def copy_bytes(typingctx, dst_addr, src_addr, n_bytes):
+    """memcpy(dst, src, n_bytes) (addresses of buffers that do not overlap; n_bytes >= 0)."""
+
+    def codegen(context, builder, signature, args):
+        dst, src, n = args
+        cgutils.raw_memcpy(builder, builder.inttoptr(dst, I8.as_pointer()),
+                           builder.inttoptr(src, I8.as_pointer()), n, 1)  # fmt: skip
+        return context.get_dummy_value()
+
+    return types.void(types.int64, types.int64, types.int64), codegen
 
 
 @intrinsic

@@ -40,6 +40,7 @@ from qengine.kernels.emit import (
     accumulate,
     addr,
     const64,
+    dpbusd,
     lanes,
     load_vec,
     madd,
@@ -101,6 +102,28 @@ def tile_sums(builder, a_ptr, a_row, b_ptr, k2, rows, halves=2):
         return new
 
     return accumulate(builder, k2, halves * rows, step, f"tile{halves}")
+
+
+def tile_sums_u8(builder, a_ptr, a_row, b_ptr, k4, rows, halves=2):
+    """`tile_sums` for VNNI hosts: Σ_i A[r, 4i:4i+4] · panel[i] by `vpdpbusd`, A uint8 rows
+    `a_row` bytes apart, the panel int8 [k4, 16, 4] (`pack.pack_conv_weights_u8`); per group
+    of 4 taps, 2 weight loads, one 4-byte broadcast per row and 2·rows `vpdpbusd`."""
+    v32i8 = ir.VectorType(I8, 32)
+
+    def step(i, accs):
+        weights = [builder.bitcast(load_vec(builder, b_ptr, builder.add(
+            builder.mul(i, const64(64)), const64(32 * half)), v32i8), V8I32)
+            for half in range(halves)]  # fmt: skip
+        new = []
+        for r in range(rows):
+            offset = builder.add(builder.mul(const64(r), a_row), builder.mul(i, const64(4)))
+            ptr = builder.bitcast(builder.gep(a_ptr, [offset]), I32.as_pointer())
+            xs = splat(builder, builder.load(ptr, align=1))
+            for h, w in enumerate(weights):
+                new.append(dpbusd(builder, accs[halves * r + h], xs, w))
+        return new
+
+    return accumulate(builder, k4, halves * rows, step, f"tile_u8_{halves}")
 
 
 def _tile_codegen(context, builder, signature, args, rows, kind):

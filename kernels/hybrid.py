@@ -114,8 +114,8 @@ def _min_max16(typingctx, src_addr, groups, out_addr):
 
 
 def _quantize16_codegen(context, builder, signature, args):
-    src, dst_addr, groups, inv, offset, q_min, q_max = args
-    inv, off, lo, hi = (_splat16(builder, v) for v in (inv, offset, q_min, q_max))
+    src, dst_addr, groups, inv, offset, q_min, q_max, nan_q = args
+    inv, off, lo, hi, nan_q = (_splat16(builder, v) for v in (inv, offset, q_min, q_max, nan_q))
     half, zero = ir.Constant(_V16F32, [0.5] * _VEC), ir.Constant(_V16F32, [0.0] * _VEC)
     trunc = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16F32, [_V16F32]),
                                            "llvm.trunc.v16f32")  # fmt: skip
@@ -128,7 +128,7 @@ def _quantize16_codegen(context, builder, signature, args):
         r = builder.fadd(builder.call(trunc, [builder.fadd(v, sign_half)]), off)
         r = builder.select(builder.fcmp_ordered("<", r, lo), lo, r)  # NaN stays NaN ...
         r = builder.select(builder.fcmp_ordered(">", r, hi), hi, r)
-        r = builder.select(builder.fcmp_unordered("uno", r, r), zero, r)  # ... and becomes 0
+        r = builder.select(builder.fcmp_unordered("uno", r, r), nan_q, r)  # ... then nan_q
         q = builder.trunc(builder.fptosi(r, _V16I32), v16i8)
         ptr = builder.bitcast(builder.gep(dst, [builder.mul(i, const64(_VEC))]),
                               v16i8.as_pointer())  # fmt: skip
@@ -140,12 +140,13 @@ def _quantize16_codegen(context, builder, signature, args):
 
 
 @intrinsic
-def _quantize16(typingctx, src_addr, dst_addr, groups, inv, offset, q_min, q_max):
-    """`_quantize_span`'s Neon-rounded values, groups·16 of them: dst[i] = int8(clamp(
-    trunc(x·inv + (x·inv >= 0 ? 0.5 : -0.5)) + offset, q_min, q_max)), NaN → 0 (float32
-    arguments after the addresses and count)."""
+def _quantize16(typingctx, src_addr, dst_addr, groups, inv, offset, q_min, q_max, nan_q):
+    """`_quantize_span`'s Neon-rounded values, groups·16 of them: dst[i] = the low byte of
+    int32(clamp(trunc(x·inv + (x·inv >= 0 ? 0.5 : -0.5)) + offset, q_min, q_max)), nan_q
+    where that is NaN (int8, or uint8 for bounds in 0..255; float32 arguments after the
+    addresses and count)."""
     sig = types.void(types.int64, types.int64, types.int64, types.float32, types.float32,
-                     types.float32, types.float32)  # fmt: skip
+                     types.float32, types.float32, types.float32)  # fmt: skip
     return sig, _quantize16_codegen
 
 
@@ -160,7 +161,7 @@ def quantize_symmetric(rows: np.ndarray):
     q = np.zeros(rows.shape, np.int8)
     if rows.shape[1] == 0:
         return q, np.ones(rows.shape[0], np.float32)
-    return q, _quantize_rows(rows, q, True)[0]
+    return q, _quantize_rows(rows, q, True, 0)[0]
 
 
 def quantize_asymmetric(rows: np.ndarray):
@@ -178,49 +179,53 @@ def quantize_asymmetric(rows: np.ndarray):
     if rows.shape[1] == 0:
         n = rows.shape[0]
         return q, np.ones(n, np.float32), np.zeros(n, np.int32)
-    return (q, *_quantize_rows(rows, q, False))
+    return (q, *_quantize_rows(rows, q, False, 0))
 
 
 SPARE_BYTES = 16  # readable bytes `quantize_images` leaves after the last image
 
 
-def quantize_images(x: np.ndarray, symmetric: bool, threads: int = 1):
+def quantize_images(x: np.ndarray, symmetric: bool, threads: int = 1, unsigned: bool = False):
     """Each image x[b] of a float32 [N, ...] array quantized as one row (`quantize_symmetric`
     or `quantize_asymmetric`) → (q int8 of x's shape, sf float32 [N], zp int32 [N]; zp 0 when
-    symmetric). q is a view of a buffer with SPARE_BYTES more, which the fast depthwise kernel
-    reads past a pixel's last channels (`hybrid_conv`). A large image's quantizing pass is
-    split between threads (its min and max stay NumPy's, a tenth of the time)."""
+    symmetric); `unsigned`: q + 128 as uint8 instead (what `vpdpbusd` multiplies; zp stays
+    q's). q is a view of a buffer with SPARE_BYTES more, which the fast depthwise kernel reads
+    past a pixel's last channels (`hybrid_conv`). A large image's quantizing pass is split
+    between threads."""
     rows = np.ascontiguousarray(x, np.float32).reshape(x.shape[0], -1)
-    buffer = np.empty(rows.size + SPARE_BYTES, np.int8)  # every q written below
-    buffer[rows.size :] = 0
+    shift = 128 if unsigned else 0  # clamp(round(x·inv) + zp, lo, hi) + 128, exactly
+    buffer = np.empty(rows.size + SPARE_BYTES, np.uint8 if unsigned else np.int8)
+    buffer[rows.size :] = 0  # every q is written below
     q = buffer[: rows.size].reshape(rows.shape)
     n = rows.shape[0]
     if rows.shape[1] == 0:  # q is empty
         return q.reshape(x.shape), np.ones(n, np.float32), np.zeros(n, np.int32)
     split_flops = pool.STREAM_FLOPS * 2 * rows.shape[1]  # ~0.3 ns a value
     if not pool.worth_splitting(threads, split_flops):  # one compiled call does it all
-        sf, zp = _quantize_rows(rows, q, symmetric)
+        sf, zp = _quantize_rows(rows, q, symmetric, shift)
         return q.reshape(x.shape), sf, zp
     sf, zp, inv = _image_parameters(*_rows_min_max(rows), symmetric)
     q_min = -127 if symmetric else -128
     for b in range(n):
-        args = (rows[b], q[b], inv[b], zp[b], q_min, 127)
+        args = (rows[b], q[b], inv[b], zp[b] + shift, q_min + shift, 127 + shift)
         pool.split_run(_quantize_span, _quantize_split, args, rows.shape[1], threads,
                        split_flops)
     return q.reshape(x.shape), sf, zp
 
 
 @kernel
-def quantize_image_compiled(image, q, symmetric):
+def quantize_image_compiled(image, q, symmetric, shift):
     """`quantize_images` for one image (any shape, contiguous) inside compiled code, into q
-    (int8, at least image.size values): returns (sf, zp). Min and max as NumPy's (NaN if any
-    value is NaN); for small images, where NumPy's calls cost more than the work."""
+    (int8, or uint8 with shift 128: q + 128; at least image.size values): returns (sf, zp).
+    Min and max as NumPy's (NaN if any value is NaN); for small images, where NumPy's calls
+    cost more than the work."""
     flat = image.reshape(image.size)
     if flat.size == 0:
         return np.float32(1), np.int32(0)
     low, high = _min_max(flat)
     sf, zp, inv = _image_parameters(np.full(1, low), np.full(1, high), symmetric)
-    _quantize_span(flat, q, inv[0], zp[0], -127 if symmetric else -128, 127, 0, flat.size)
+    q_min = -127 if symmetric else -128
+    _quantize_span(flat, q, inv[0], zp[0] + shift, q_min + shift, 127 + shift, 0, flat.size)
     return sf[0], zp[0]
 
 
@@ -284,24 +289,29 @@ def _quantize_row(row, out, inv, offset, q_min, q_max):
 @kernel
 def _quantize_span(row, out, inv, offset, q_min, q_max, i0, i1):
     """`_quantize_row` on values i0..i1-1 of the row (the same rounding per value: Neon's for
-    those in whole blocks of 8 from the row's start, roundf for the tail)."""
+    those in whole blocks of 8 from the row's start, roundf for the tail). A NaN product
+    (x NaN, or ±inf·0 in an image whose range is infinite) gives q = 0: the middle of the
+    range, (q_min + q_max + 1) // 2, of int8 q and of uint8 q + 128 alike."""
     block = row.shape[0] & ~(_NEON_BLOCK - 1)
     half = np.float32(0.5)
     off, lo, hi = np.float32(offset), np.float32(q_min), np.float32(q_max)
+    nan_q = np.float32((q_min + q_max + 1) // 2)
     end = min(i1, block)
     groups = max(0, end - i0) // _VEC  # row and out are contiguous
-    _quantize16(addr(row) + 4 * i0, addr(out) + i0, groups, np.float32(inv), off, lo, hi)
+    _quantize16(addr(row) + 4 * i0, addr(out) + i0, groups, np.float32(inv), off, lo, hi, nan_q)
     start = i0 + _VEC * groups
     xs, qs = row[start:end], out[start:end]  # the last < 16 of the blocks of 8
     for i in range(xs.shape[0]):
         v = xs[i] * inv  # float32
         r = np.trunc(v + (half if v >= 0 else -half)) + off  # float32 sum, then exact
-        qs[i] = np.int8(min(max(r, lo), hi))
+        r = min(max(r, lo), hi)
+        qs[i] = np.int32(r if r == r else nan_q)  # stored as q's int8 or uint8
     for i in range(max(i0, block), i1):
         a = np.float64(row[i] * inv)
         r = np.floor(abs(a) + 0.5)  # |a| + 0.5 is exact for a float32 a
-        r = (-r if a < 0 else r) + np.float64(offset)
-        out[i] = np.int8(min(max(r, np.float64(q_min)), np.float64(q_max)))
+        r = min(max((-r if a < 0 else r) + np.float64(offset), np.float64(q_min)),
+                np.float64(q_max))  # fmt: skip
+        out[i] = np.int32(r if r == r else nan_q)
 
 
 @kernel(parallel=True)
@@ -322,15 +332,15 @@ def _round_away_f64(v):
 
 
 @kernel
-def _quantize_rows(rows, q, symmetric):
+def _quantize_rows(rows, q, symmetric, shift):
     """NeonSymmetricQuantizeFloats or NeonAsymmetricQuantizeFloats per row of a C-contiguous
-    float32 [B, N] (N > 0) into q; returns the scaling factors and zero points (0 when
-    symmetric). A row whose q is all 0 has inv = 0: its values are all ±0, so x * 0 rounds
-    to the 0 it must be."""
+    float32 [B, N] (N > 0) into q (plus shift: 0 into int8, 128 into uint8); returns the
+    scaling factors and zero points (0 when symmetric). A row whose q is all 0 has inv = 0:
+    its values are all ±0, so x * 0 rounds to the 0 it must be."""
     sf, zps, inv = _image_parameters(*_rows_min_max(rows), symmetric)
     q_min = -127 if symmetric else -128
     for b in range(rows.shape[0]):
-        _quantize_row(rows[b], q[b], inv[b], zps[b], q_min, 127)
+        _quantize_row(rows[b], q[b], inv[b], zps[b] + shift, q_min + shift, 127 + shift)
     return sf, zps
 
 

@@ -39,6 +39,7 @@ from numba.core.extending import intrinsic
 from qengine.kernels import threads as pool
 from qengine.kernels.depthwise_int8 import _dw_pixel, border_offsets, dw16_sums
 from qengine.kernels.emit import (
+    HAS_VNNI,
     I8,
     I64,
     V8F32,
@@ -48,16 +49,18 @@ from qengine.kernels.emit import (
     const64,
     lanes,
 )
-from qengine.kernels.gemm_int8 import _copy_tile, tile_sums
+from qengine.kernels.gemm_int8 import _copy_tile, tile_sums, tile_sums_u8
 from qengine.kernels.hybrid import SPARE_BYTES, quantize_image_compiled
 from qengine.kernels.jit import kernel, prange
 from qengine.kernels.pack import (
     DW_ORDER,
     LANES,
+    QUAD,
     ROWS,
     PackedConvWeights,
     interleave_taps,
     pack_block,
+    pack_conv_weights_u8,
 )
 
 __all__ = [
@@ -103,14 +106,14 @@ def _store8(builder, out_ptr, index, value):
 # --- CONV_2D: `gemm_int8`'s micro-kernel with the float epilogue ----------------------------------
 
 
-def _htile_codegen(context, builder, signature, args, halves):
-    a_addr, a_row, b_addr, k2, out_addr, out_row, e_addr = args
+def _htile_codegen(context, builder, signature, args, halves, sums_of):
+    a_addr, a_row, b_addr, steps, out_addr, out_row, e_addr = args
     a_ptr = builder.inttoptr(a_addr, I8.as_pointer())
     b_ptr = builder.inttoptr(b_addr, I8.as_pointer())
     e_ptr = builder.inttoptr(e_addr, ir.FloatType().as_pointer())
     out_ptr = builder.inttoptr(out_addr, ir.FloatType().as_pointer())
 
-    sums = tile_sums(builder, a_ptr, a_row, b_ptr, k2, ROWS, halves)
+    sums = sums_of(builder, a_ptr, a_row, b_ptr, steps, ROWS, halves)
     tables = [_table_rows(builder, e_ptr, 8 * h) for h in range(halves)]
     for r in range(ROWS):
         row_start = builder.mul(const64(r), out_row)
@@ -120,36 +123,41 @@ def _htile_codegen(context, builder, signature, args, halves):
     return context.get_dummy_value()
 
 
-def _make_htile(halves):
+def _make_htile(halves, sums_of):
     @intrinsic
-    def htile(typingctx, a_addr, a_row, b_addr, k2, out_addr, out_row, e_addr):
-        """out[r, 0:8·halves] = epilogue(Σ_i A[r, 2i:2i+2] · panel[i, 0:8·halves]) for the ROWS
-        rows of A.
+    def htile(typingctx, a_addr, a_row, b_addr, steps, out_addr, out_row, e_addr):
+        """out[r, 0:8·halves] = epilogue(Σ_i A[r, i] · panel[i, 0:8·halves]) for the ROWS rows
+        of A, i over `steps` groups of taps.
 
-        A: int16 rows `a_row` bytes apart; panel: int8 [k2, 16, 2]; out: float32 rows
-        `out_row` elements apart; e: the panel's float32 [6, 16] epilogue table (addresses).
+        A: rows `a_row` bytes apart, int16 pairs (`tile_sums`) or uint8 quads (`tile_sums_u8`);
+        panel: int8 [steps, 16, 2 or 4]; out: float32 rows `out_row` elements apart; e: the
+        panel's float32 [6, 16] epilogue table (addresses).
         """
 
         def codegen(context, builder, signature, args):
-            return _htile_codegen(context, builder, signature, args, halves)
+            return _htile_codegen(context, builder, signature, args, halves, sums_of)
 
         return types.void(*[types.int64] * 7), codegen
 
     return htile
 
 
-_htile = _make_htile(2)
-_htile8 = _make_htile(1)  # a last panel of at most 8 channels (24 = 16 + 8 is common)
+_htile = _make_htile(2, tile_sums)
+_htile8 = _make_htile(1, tile_sums)  # a last panel of at most 8 channels (24 = 16 + 8 is common)
+_htile_u8 = _make_htile(2, tile_sums_u8)  # VNNI hosts (emit.HAS_VNNI)
+_htile8_u8 = _make_htile(1, tile_sums_u8)
 
 
 class HybridConvPlan(NamedTuple):
     """What `run_hybrid_conv` needs besides the quantized input (`plan_hybrid_conv`)."""
 
-    panels: np.ndarray  # int8 [ceil(Co/16), k2, 16, 2]
+    panels: np.ndarray  # int8 [ceil(Co/16), k2, 16, 2], or with vnni [ceil(Co/16), k4, 16, 4]
     table: np.ndarray  # float32 [6, 16·ceil(Co/16)] in channel order: pre, bias, lo, hi
     ints: np.ndarray  # int64 in `gemm_int8.ConvInt8Plan`'s layout (read by `pack_block`)
     in_c: int
     out_hwc: tuple  # (out_h, out_w, out_c)
+    sum_w: np.ndarray  # int64 [Co] Σ_k w (vnni: corr = (zp + 128)·Σw), else empty
+    vnni: bool  # the uint8 `vpdpbusd` tiles: the input is q + 128 (uint8)
 
 
 def _table(out_c, pre, bias, lo, hi):
@@ -196,28 +204,39 @@ def _fill_image_table(table, scales, zp, sum_w, order, dst):
 
 
 def plan_hybrid_conv(packed: PackedConvWeights, pre, bias, lo, hi, stride_h, stride_w, dil_h,
-                     dil_w, pad_top, pad_left, out_h, out_w) -> HybridConvPlan:  # fmt: skip
-    """pre [Co] float32 (None: 1), bias [Co] float32 (None: -0.0), lo/hi the float clamp."""
+                     dil_w, pad_top, pad_left, out_h, out_w, vnni=HAS_VNNI) -> HybridConvPlan:  # fmt: skip
+    """pre [Co] float32 (None: 1), bias [Co] float32 (None: -0.0), lo/hi the float clamp;
+    vnni: the `vpdpbusd` tiles (default: when the host has them)."""
     out_c = packed.out_c
     ints = np.array([out_c, packed.k_h, packed.k_w, 0, 0, 0, 0, stride_h, stride_w, dil_h,
                      dil_w, pad_top, pad_left, out_h, out_w], np.int64)  # fmt: skip
-    return HybridConvPlan(packed.panels, _table(out_c, pre, bias, lo, hi), ints, packed.in_c,
-                          (out_h, out_w, out_c))  # fmt: skip
+    panels, sum_w = packed.panels, np.zeros(0, np.int64)
+    if vnni:
+        panels, sum_w = pack_conv_weights_u8(packed.w)
+    return HybridConvPlan(panels, _table(out_c, pre, bias, lo, hi), ints, packed.in_c,
+                          (out_h, out_w, out_c), sum_w, bool(vnni))  # fmt: skip
 
 
 @kernel
 def _hconv_part(x, panels, table, ints, zp, out, blk0, blk1, pan0, pan1):
     """Row blocks blk0..blk1-1 (ROWS output pixels each) × weight panels pan0..pan1-1 of one
     image x [1, H, W, Ci] into out [P, Co] float32; the last row block and a partial last panel
-    go through a scratch tile."""
+    go through a scratch tile. Panels of tap pairs: x int8, A = x - zp in int16; panels of 4
+    taps (VNNI): x uint8 (q + 128), zp the fill of taps outside the image (zp + 128), and a
+    1x1 stride-1 unpadded conv with Ci % 4 == 0 reads its A rows straight from x."""
     out_c, pixels = out.shape[1], out.shape[0]
-    k2 = panels.shape[1]
-    kp = 2 * k2
-    a = np.empty(ROWS * kp + 16, np.int16)  # + room for `_copy_run`'s last 16
+    steps, taps = panels.shape[1], panels.shape[3]
+    kp = taps * steps
+    quad = taps == QUAD
+    a16 = np.empty(0 if quad else ROWS * kp + 16, np.int16)  # + room for `widen`'s last 16
+    a8 = np.empty(ROWS * kp + 16 if quad else 0, np.uint8)
     xf = x.reshape(x.size)
     tail = np.empty((ROWS, LANES), np.float32)
-    aa, pa, ta, oa, ea = addr(a), addr(panels), addr(tail), addr(out), addr(table)
-    panel_bytes = k2 * LANES * 2
+    pa, ta, oa, ea = addr(panels), addr(tail), addr(out), addr(table)
+    direct = quad and kp == x.shape[3] and ints[1] == 1 and ints[2] == 1 and ints[7] == 1 \
+        and ints[8] == 1 and ints[11] == 0 and ints[12] == 0 and ints[13] == x.shape[1] \
+        and ints[14] == x.shape[2]  # fmt: skip
+    panel_bytes = steps * LANES * taps
     # A tile stores 16 (or 8) channels per row: with fewer left in a row (`width`), the extra
     # lanes land in the next rows' first channels, which the block's other panels (taken last
     # to first) and the range's later blocks overwrite. So a tile stores straight into `out`
@@ -228,21 +247,32 @@ def _hconv_part(x, panels, table, ints, zp, out, blk0, blk1, pan0, pan1):
     for blk in range(blk0, blk1):
         p0 = blk * ROWS
         rows = min(ROWS, pixels - p0)
-        pack_block(x, xf, a, kp, p0, rows, np.int16(zp), ints)
+        if direct and rows == ROWS:
+            aa, a_row = addr(xf) + p0 * kp, kp
+        elif quad:
+            pack_block(x, xf, a8, kp, p0, rows, zp, ints)
+            aa, a_row = addr(a8), kp
+        else:
+            pack_block(x, xf, a16, kp, p0, rows, np.int16(zp), ints)
+            aa, a_row = addr(a16), 2 * kp
         for j in range(pan1 - 1, pan0 - 1, -1):
             oc0 = j * LANES
             width = min(LANES, out_c - oc0)
             lanes = LANES if width > LANES // 2 else LANES // 2
             spill_ok = all_panels and (p0 + ROWS - 1) * out_c + oc0 + lanes <= range_end
-            direct = rows == ROWS and (width == lanes or spill_ok)
-            dst = oa + (p0 * out_c + oc0) * 4 if direct else ta
-            stride = out_c if direct else LANES
+            direct_out = rows == ROWS and (width == lanes or spill_ok)
+            dst = oa + (p0 * out_c + oc0) * 4 if direct_out else ta
+            stride = out_c if direct_out else LANES
             panel, e = pa + j * panel_bytes, ea + j * _TABLE_BYTES
-            if lanes == LANES:
-                _htile(aa, 2 * kp, panel, k2, dst, stride, e)
+            if quad and lanes == LANES:
+                _htile_u8(aa, a_row, panel, steps, dst, stride, e)
+            elif quad:
+                _htile8_u8(aa, a_row, panel, steps, dst, stride, e)
+            elif lanes == LANES:
+                _htile(aa, a_row, panel, steps, dst, stride, e)
             else:
-                _htile8(aa, 2 * kp, panel, k2, dst, stride, e)
-            if not direct:
+                _htile8(aa, a_row, panel, steps, dst, stride, e)
+            if not direct_out:
                 _copy_tile(tail, out, p0, oc0, rows, width)
 
 
@@ -255,43 +285,63 @@ def _hconv_split(x, panels, table, ints, zp, out, blocks, n_panels, by_panels, p
 
 
 def run_hybrid_conv(plan: HybridConvPlan, q, zps, scales, threads=1) -> np.ndarray:
-    """q [N, H, W, Ci] int8 (image b quantized with zero point zps[b]), scales [N, Co] or [N]
-    float32 (the per-image factor after `pre`) → float32 [N, out_h, out_w, Co]."""
+    """q [N, H, W, Ci] int8, or uint8 q + 128 (`quantize_images(..., unsigned=True)`, what a
+    vnni plan reads; int8 is converted), image b quantized with zero point zps[b]; scales
+    [N, Co] or [N] float32 (the per-image factor after `pre`) → float32 [N, out_h, out_w, Co]."""
     n = q.shape[0]
     assert q.shape[3] == plan.in_c, "input channels differ from the filter's"
+    if plan.vnni and q.dtype != np.uint8:
+        q = np.ascontiguousarray(q, np.int8).view(np.uint8) ^ np.uint8(128)
+    elif not plan.vnni:
+        assert q.dtype == np.int8, "a plan without vnni reads int8"
     out_h, out_w, out_c = plan.out_hwc
     pixels = out_h * out_w
     out = np.empty((n, pixels, out_c), np.float32)
     for b in range(n):
-        table = _image_table(plan.table, out_c, scales[b])
-        args = (q[b : b + 1], plan.panels, table, plan.ints, int(zps[b]), out[b])
-        flops = 2 * pixels * plan.panels.shape[1] * 2 * out_c
+        zp = int(zps[b])
+        if plan.vnni:  # Σ(q + 128)·w - (zp + 128)·Σw = Σ(q - zp)·w, the taps outside being zp
+            table, zp = _image_table(plan.table, out_c, scales[b], zp + 128, plan.sum_w), zp + 128
+        else:
+            table = _image_table(plan.table, out_c, scales[b])
+        args = (q[b : b + 1], plan.panels, table, plan.ints, zp, out[b])
+        flops = 2 * pixels * plan.panels.shape[1] * plan.panels.shape[3] * out_c
         pool.split_grid(_hconv_part, _hconv_split, args, -(-pixels // ROWS),
                         plan.panels.shape[0], threads, flops)
     return out.reshape(n, out_h, out_w, out_c)
 
 
-SMALL_IMAGE = 1 << 14  # values per image below which `run_hybrid_conv_small` takes over
-
-
 @kernel
-def run_hybrid_conv_small(x, panels, table, ints, symmetric, filter_scale, out):
-    """`quantize_images` + `run_hybrid_conv` in one compiled call, one thread, for small images
-    (a dozen NumPy and dispatch steps cost ~13 us, several times the work): x [N, H, W, Ci]
+def run_hybrid_conv_serial(x, panels, table, ints, sum_w, symmetric, filter_scale, out):
+    """`quantize_images` + `run_hybrid_conv` in one compiled call, one thread, for layers not
+    worth splitting (a dozen NumPy and dispatch steps cost ~10 us, more than a small layer's
+    work): x [N, H, W, Ci]
     float32, out [N, P, Co] float32; filter_scale multiplies each image's factor (per-tensor
-    filters; 1 and unused when per channel, i.e. when not symmetric)."""
+    filters; 1 and unused when per channel, i.e. when not symmetric); panels of 4 taps (a
+    vnni plan, sum_w its Σw) quantize to uint8 q + 128."""
     out_c, pixels = out.shape[2], out.shape[1]
-    q = np.zeros(x[0].size + SPARE_BYTES, np.int8)
+    quad = panels.shape[3] == QUAD
+    shift = 128 if quad else 0
+    q = np.zeros(x[0].size + SPARE_BYTES, np.uint8)  # q + 128; int8 q through a view
     image_table = np.empty((table.shape[1] // LANES, 6, LANES), np.float32)
     scales = np.empty(out_c, np.float32)
     order = np.arange(LANES)
+    no_corr = np.zeros(0, np.int64)
+    blocks = -(-pixels // ROWS)
     for b in range(x.shape[0]):
-        sf, zp = quantize_image_compiled(x[b], q, symmetric)
+        if quad:
+            sf, zp = quantize_image_compiled(x[b], q, symmetric, shift)
+        else:
+            sf, zp = quantize_image_compiled(x[b], q.view(np.int8), symmetric, 0)
         scales[:] = sf * filter_scale if symmetric else sf
-        _fill_image_table(table, scales, zp, np.zeros(0, np.int64), order, image_table)
+        _fill_image_table(table, scales, zp + shift, sum_w if quad else no_corr, order,
+                          image_table)  # fmt: skip
         image = q[:x[0].size].reshape(x[0:1].shape)
-        _hconv_part(image, panels, image_table, ints, zp, out[b], 0, -(-pixels // ROWS), 0,
-                    panels.shape[0])
+        if quad:
+            _hconv_part(image, panels, image_table, ints, zp + shift, out[b], 0, blocks, 0,
+                        panels.shape[0])  # fmt: skip
+        else:
+            _hconv_part(image.view(np.int8), panels, image_table, ints, zp, out[b], 0, blocks,
+                        0, panels.shape[0])  # fmt: skip
 
 
 # --- DEPTHWISE_CONV_2D: `depthwise_int8`'s 16-channel tap loop with the float epilogue -----------
@@ -455,16 +505,16 @@ def _hdw_pixel_split(x, w16, table, ints, zp, out, rows, parts):
 
 
 @kernel
-def run_hybrid_depthwise_small(x, w_pairs, table, ints, sum_w, filter_scales, order, out):
+def run_hybrid_depthwise_serial(x, w_pairs, table, ints, sum_w, filter_scales, order, out):
     """`quantize_images` + `run_hybrid_depthwise` in one compiled call, one thread, depth
-    multiplier 1, for small images: x [N, H, W, C] float32, out [N, out_h, out_w, C] float32,
+    multiplier 1, for layers not worth splitting: x [N, H, W, C] float32, out [N, out_h, out_w, C] float32,
     filter_scales [C] float32, order = pack.DW_ORDER; each image's table gets scale[c] =
     s_w[c] * sf and corr[c] = int32(zp * Σw[c]) (`_fill_image_table`)."""
     q = np.zeros(x[0].size + SPARE_BYTES, np.int8)
     image_table = np.empty((table.shape[1] // LANES, 6, LANES), np.float32)
     scales = np.empty(filter_scales.shape[0], np.float32)
     for b in range(x.shape[0]):
-        sf, zp = quantize_image_compiled(x[b], q, False)
+        sf, zp = quantize_image_compiled(x[b], q, False, 0)
         for c in range(scales.shape[0]):
             scales[c] = filter_scales[c] * sf
         _fill_image_table(table, scales, zp, sum_w, order, image_table)

@@ -9,13 +9,16 @@
 * Activations, per GEMM row block: im2col of 6 output pixels as int16 `x - in_zp` rows
   (`pack_block`). Taps outside the image are 0, i.e. `x - in_zp` of a pixel padded with the
   input zero point, which is exactly the reference's "skip the tap".
+* For `vpdpbusd` (VNNI hosts), weights in groups of 4 taps (`pack_conv_weights_u8`) and
+  activations as uint8 `q + 128` (`pack_block` into a uint8 block): a tap outside the image
+  holds `zp + 128`, so q - zp = 0 there too once the GEMM's Σ(q + 128)·w drops (zp + 128)·Σw.
 """
 
 from typing import NamedTuple
 
 import numpy as np
-from qengine.kernels.emit import addr, widen, zero_fill
-from qengine.kernels.jit import kernel
+from qengine.kernels.emit import addr, copy_bytes, fill_bytes, widen, zero_fill
+from qengine.kernels.jit import inline_kernel, kernel
 
 ROWS = 6  # output pixels (GEMM rows) per micro-kernel tile
 LANES = 16  # output channels per weight panel (two int32x8 accumulators)
@@ -32,13 +35,14 @@ class PackedConvWeights(NamedTuple):
     w: np.ndarray  # the original filter, for the grouped-conv fallback
 
 
-def _pack_panels(w2):
-    """[Co, K] int8 → [ceil(Co/16), ceil(K/2), 16, 2] int8, zero-padded."""
+def _pack_panels(w2, taps=2):
+    """[Co, K] int8 → [ceil(Co/16), ceil(K/taps), 16, taps] int8, zero-padded."""
     out_c, depth = w2.shape
-    n_panels, k2 = -(-out_c // LANES), -(-depth // 2)
-    padded = np.zeros((n_panels * LANES, k2 * 2), np.int8)
+    n_panels, groups = -(-out_c // LANES), -(-depth // taps)
+    padded = np.zeros((n_panels * LANES, groups * taps), np.int8)
     padded[:out_c, :depth] = w2
-    return np.ascontiguousarray(padded.reshape(n_panels, LANES, k2, 2).transpose(0, 2, 1, 3))
+    return np.ascontiguousarray(
+        padded.reshape(n_panels, LANES, groups, taps).transpose(0, 2, 1, 3))
 
 
 def pack_conv_weights(w) -> PackedConvWeights:
@@ -47,6 +51,16 @@ def pack_conv_weights(w) -> PackedConvWeights:
     out_c, k_h, k_w, in_c = w.shape
     panels = _pack_panels(w.reshape(out_c, k_h * k_w * in_c))
     return PackedConvWeights(panels, out_c, k_h, k_w, in_c, w)
+
+
+QUAD = 4  # taps per int32 lane of `vpdpbusd`
+
+
+def pack_conv_weights_u8(w):
+    """Prepare-time packing of a CONV_2D filter [Co, KH, KW, Cig] int8 for the VNNI tile:
+    (panels int8 [ceil(Co/16), ceil(K/4), 16, 4], Σ_k w int64 [Co])."""
+    w2 = np.ascontiguousarray(w, dtype=np.int8).reshape(w.shape[0], -1)
+    return _pack_panels(w2, QUAD), w2.astype(np.int64).sum(axis=1)
 
 
 def pack_fc_weights(w) -> PackedConvWeights:
@@ -82,26 +96,31 @@ def interleave_taps(w16):
 
 @kernel
 def pack_block(x, xf, a, kp, p0, rows, zp, ints):
-    """A block a [ROWS·Kp + 16] int16 for output pixels p0..p0+rows-1: im2col minus zp, taps
-    outside the image 0, rows past `rows` 0; Kp = 2·ceil(K/2) values per row. xf is x
-    flattened; ints holds the geometry (see `gemm_int8.ConvInt8Plan`).
+    """A block a [ROWS·Kp + 16] for output pixels p0..p0+rows-1, im2col rows of Kp values
+    (K = KH·KW·Cin taps, then 0 up to Kp); xf is x flattened; ints holds the geometry (see
+    `gemm_int8.ConvInt8Plan`). Two forms, by a's dtype:
+    - int16 (`vpmaddwd`): x int8, values x - zp, taps outside the image 0, Kp = 2·ceil(K/2);
+    - uint8 (`vpdpbusd`): x uint8 (q + 128), values copied, taps outside the image zp (here
+      the caller's zp + 128), Kp = 4·ceil(K/4).
+    Rows past `rows` are 0.
 
-    Each run of n values is copied 16 at a time (`emit.widen`), writing up to 15 values past
-    its end when the source has room; rows and runs are written in increasing order, so those
-    values are overwritten by the next run, row or zero fill (`a` has 16 spare elements for
-    the last).
+    An int16 run of n values is copied 16 at a time (`emit.widen`), writing up to 15 values
+    past its end when the source has room; rows and runs are written in increasing order, so
+    those values are overwritten by the next run, row or zero fill (`a` has 16 spare elements
+    for the last).
     """
     in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
     k_h, k_w, out_h, out_w = ints[1], ints[2], ints[13], ints[14]
     stride_h, stride_w, dil_h, dil_w = ints[7], ints[8], ints[9], ints[10]
     pad_top, pad_left = ints[11], ints[12]
+    size = a.itemsize  # 2: int16 x - zp; 1: uint8 copies (a compile-time constant)
     xa, x_end, aa, z = addr(xf), addr(xf) + xf.size, addr(a), np.int64(zp)
     depth = k_h * k_w * in_c
     pointwise = k_h == 1 and k_w == 1 and stride_h == 1 and stride_w == 1
     same_grid = pad_top == 0 and pad_left == 0 and out_h == in_h and out_w == in_w
     if pointwise and same_grid and kp == depth:  # pixel p's input row is A's row p - p0
-        widen(xa + p0 * in_c, x_end, aa, rows * in_c, z)
-        zero_fill(aa + 2 * rows * in_c, 2 * (a.size - rows * in_c))
+        _put_run(size, aa, xa + p0 * in_c, x_end, rows * in_c, z)
+        zero_fill(aa + size * rows * in_c, size * (a.size - rows * in_c))
         return
     b = p0 // (out_h * out_w)  # then stepped: a division costs ~40 cycles
     oy = (p0 - b * out_h * out_w) // out_w
@@ -114,25 +133,43 @@ def pack_block(x, xf, a, kp, p0, rows, zp, ints):
         for ky in range(k_h):
             iy = oy * stride_h - pad_top + ky * dil_h
             if iy < 0 or iy >= in_h:
-                zero_fill(aa + 2 * k, 2 * row_run)
+                _put_outside(size, aa + size * k, row_run, z)
                 k += row_run
             elif whole:
-                widen(xa + ((b * in_h + iy) * in_w + ix0) * in_c, x_end, aa + 2 * k, row_run, z)
+                _put_run(size, aa + size * k, xa + ((b * in_h + iy) * in_w + ix0) * in_c,
+                         x_end, row_run, z)  # fmt: skip
                 k += row_run
             else:
                 for kx in range(k_w):
                     ix = ix0 + kx * dil_w
                     if 0 <= ix < in_w:
-                        widen(xa + ((b * in_h + iy) * in_w + ix) * in_c, x_end, aa + 2 * k,
-                              in_c, z)  # fmt: skip
+                        _put_run(size, aa + size * k,
+                                 xa + ((b * in_h + iy) * in_w + ix) * in_c, x_end, in_c, z)
                     else:
-                        zero_fill(aa + 2 * k, 2 * in_c)
+                        _put_outside(size, aa + size * k, in_c, z)
                     k += in_c
-        if kp > depth:
-            a[k] = 0
+        zero_fill(aa + size * k, size * (kp - depth))
         ox += 1
         if ox == out_w:
             ox, oy = 0, oy + 1
             if oy == out_h:
                 oy, b = 0, b + 1
-    zero_fill(aa + 2 * rows * kp, 2 * (a.size - rows * kp))
+    zero_fill(aa + size * rows * kp, size * (a.size - rows * kp))
+
+
+@inline_kernel
+def _put_run(size, dst, src, src_end, n, zp):
+    """n taps from src into the block at dst: int16 x - zp (size 2), or uint8 copies."""
+    if size == 2:
+        widen(src, src_end, dst, n, zp)
+    else:
+        copy_bytes(dst, src, n)
+
+
+@inline_kernel
+def _put_outside(size, dst, n, zp):
+    """n taps outside the image: int16 0 (size 2), or uint8 zp."""
+    if size == 2:
+        zero_fill(dst, 2 * n)
+    else:
+        fill_bytes(dst, n, zp)

@@ -10,7 +10,7 @@
 
 import numpy as np
 import pytest
-from qengine.kernels import depthwise_int8, gemm_int8, hybrid, hybrid_conv, pack, requant
+from qengine.kernels import depthwise_int8, emit, gemm_int8, hybrid, hybrid_conv, pack, requant
 
 # -- NumPy twins of the Neon quantizers ----------------------------------------------------------
 
@@ -260,6 +260,23 @@ def test_quantize_images_matches_rows_and_leaves_spare_bytes(threads, monkeypatc
         assert q.base is not None and q.base.size == q.size + hybrid.SPARE_BYTES
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_quantize_images_unsigned_is_q_plus_128(threads, monkeypatch):
+    """unsigned=True: the same quantization as uint8 q + 128, zero points those of q (with and
+    without the threads' split, NaN and infinities included)."""
+    from qengine.kernels import threads as pool
+
+    monkeypatch.setattr(pool, "MIN_SPLIT_FLOPS", 0)
+    r = np.random.default_rng(11)
+    x = random_rows(r, "normal", 3, 16 * 5 + 8 + 3)
+    x[2, [0, 40, 90]] = [np.inf, -np.inf, 0.5]
+    for symmetric in (False, True):
+        q, sf, zp = hybrid.quantize_images(x, symmetric, threads)
+        u, usf, uzp = hybrid.quantize_images(x, symmetric, threads, unsigned=True)
+        assert u.dtype == np.uint8 and u.base.size == u.size + hybrid.SPARE_BYTES
+        assert_same((u.astype(np.int16) - 128, usf, uzp), (q.astype(np.int16), sf, zp))
+
+
 def hybrid_conv_case(r, n, hw, ci, k, stride, dil, pad):
     """A quantized input (per-image zero points) and the geometry of a k×k convolution."""
     h, w = hw
@@ -290,12 +307,16 @@ CONV_EDGES = [
     (1, (7, 9), 24, 24, (1, 1), (1, 1), (1, 1), (0, 0)),
     (1, (24, 24), 16, 40, (3, 3), (1, 1), (1, 1), (1, 1)),  # large enough for 2 threads:
     (1, (2, 2), 1024, 520, (1, 1), (1, 1), (1, 1), (0, 0)),  # split by rows, then by panels
+    (1, (5, 5), 6, 20, (1, 1), (1, 1), (1, 1), (0, 0)),  # 1x1 whose taps do not fill quads
 ]
+# the tiles of this host and, on a VNNI host, the vpmaddwd ones as well
+VNNI = [False, True] if emit.HAS_VNNI else [False]
 
 
 @pytest.mark.parametrize("case", CONV_EDGES)
 @pytest.mark.parametrize("threads", [1, 2])
-def test_hybrid_conv_fast_exact(case, threads):
+@pytest.mark.parametrize("vnni", VNNI)
+def test_hybrid_conv_fast_exact(case, threads, vnni):
     n, hw, ci, co, k, stride, dil, pad = case
     r = np.random.default_rng(ci * 100 + co)
     q, sf, zp, geometry = hybrid_conv_case(r, n, hw, ci, k, stride, dil, pad)
@@ -304,15 +325,18 @@ def test_hybrid_conv_fast_exact(case, threads):
     bias = r.standard_normal(co).astype(np.float32)
     lo, hi = [(-np.inf, np.inf), (0, 6), (-1, 1)][co % 3]
     plan = hybrid_conv.plan_hybrid_conv(pack.pack_conv_weights(w), pre, bias, lo, hi,
-                                        *geometry)
+                                        *geometry, vnni=vnni)
     got = hybrid_conv.run_hybrid_conv(plan, q, zp, sf, threads)
     acc = hybrid.conv_accumulators(q, w, zp, *geometry)
     want = reference_epilogue(acc, pre, np.broadcast_to(sf[:, None], (n, co)), bias, lo, hi)
     assert_bits_equal(got, want)
+    if vnni:  # the uint8 q + 128 the op quantizes to for these tiles
+        u8 = (q.astype(np.int16) + 128).astype(np.uint8)
+        assert_bits_equal(hybrid_conv.run_hybrid_conv(plan, u8, zp, sf, threads), want)
     # no pre, no bias (-0.0: x + -0.0 == x), symmetric images: zero point 0
     q, sf, _ = hybrid.quantize_images(q.astype(np.float32), symmetric=True)
     plan = hybrid_conv.plan_hybrid_conv(pack.pack_conv_weights(w), None, None, lo, hi,
-                                        *geometry)
+                                        *geometry, vnni=vnni)
     zeros = np.zeros(n, np.int32)
     got = hybrid_conv.run_hybrid_conv(plan, q, zeros, sf * np.float32(0.03), threads)
     acc = hybrid.conv_accumulators(q, w, zeros, *geometry)
@@ -322,8 +346,9 @@ def test_hybrid_conv_fast_exact(case, threads):
 
 @pytest.mark.parametrize("case", CONV_EDGES)
 @pytest.mark.parametrize("symmetric", [False, True])
-def test_hybrid_conv_small_equals_the_two_steps(case, symmetric):
-    """run_hybrid_conv_small (quantize and conv in one compiled call) == quantize_images, then
+@pytest.mark.parametrize("vnni", VNNI)
+def test_hybrid_conv_serial_equals_the_two_steps(case, symmetric, vnni):
+    """run_hybrid_conv_serial (quantize and conv in one compiled call) == quantize_images, then
     run_hybrid_conv, bit for bit; inputs with an offset, and one image with inf and NaN."""
     n, hw, ci, co, k, stride, dil, pad = case
     r = np.random.default_rng(ci * 100 + co + symmetric)
@@ -334,13 +359,14 @@ def test_hybrid_conv_small_equals_the_two_steps(case, symmetric):
     w = r.integers(-127, 128, (co, *k, ci)).astype(np.int8)
     pre = None if symmetric else (r.random(co) * 0.1).astype(np.float32)
     bias = r.standard_normal(co).astype(np.float32)
-    plan = hybrid_conv.plan_hybrid_conv(pack.pack_conv_weights(w), pre, bias, 0, 6, *geometry)
+    plan = hybrid_conv.plan_hybrid_conv(pack.pack_conv_weights(w), pre, bias, 0, 6, *geometry,
+                                        vnni=vnni)
     filter_scale = np.float32(0.03) if symmetric else np.float32(1)
     q, sf, zp = hybrid.quantize_images(x, symmetric)
     want = hybrid_conv.run_hybrid_conv(plan, q, zp, sf * filter_scale if symmetric else sf)
     got = np.empty((n, geometry[-2] * geometry[-1], co), np.float32)
-    hybrid_conv.run_hybrid_conv_small(x, plan.panels, plan.table, plan.ints, symmetric,
-                                      filter_scale, got)
+    hybrid_conv.run_hybrid_conv_serial(x, plan.panels, plan.table, plan.ints, plan.sum_w,
+                                      symmetric, filter_scale, got)
     assert_bits_equal(got.reshape(want.shape), want)
 
 
@@ -381,8 +407,8 @@ def test_hybrid_depthwise_fast_exact(case, threads):
 
 
 @pytest.mark.parametrize("case", [c for c in DEPTHWISE_EDGES if c[3] == 1])
-def test_hybrid_depthwise_small_equals_the_two_steps(case):
-    """run_hybrid_depthwise_small == quantize_images, then run_hybrid_depthwise, bit for bit
+def test_hybrid_depthwise_serial_equals_the_two_steps(case):
+    """run_hybrid_depthwise_serial == quantize_images, then run_hybrid_depthwise, bit for bit
     (zero points far from 0 make the corr row matter; one image holds inf and NaN)."""
     n, hw, ci, _, k, stride, dil, pad = case
     r = np.random.default_rng(ci * 7 + 1)
@@ -398,6 +424,6 @@ def test_hybrid_depthwise_small_equals_the_two_steps(case):
     q, sf, zp = hybrid.quantize_images(x, False)
     want = hybrid_conv.run_hybrid_depthwise(plan, q, zp, filter_scales[None, :] * sf[:, None])
     got = np.empty(want.shape, np.float32)
-    hybrid_conv.run_hybrid_depthwise_small(x, plan.w_pairs, plan.table, plan.ints, plan.sum_w,
+    hybrid_conv.run_hybrid_depthwise_serial(x, plan.w_pairs, plan.table, plan.ints, plan.sum_w,
                                            filter_scales, np.array(pack.DW_ORDER), got)
     assert_bits_equal(got, want)
