@@ -311,37 +311,70 @@ def run_hybrid_conv(plan: HybridConvPlan, q, zps, scales, threads=1) -> np.ndarr
 
 
 @kernel
-def run_hybrid_conv_serial(x, panels, table, ints, sum_w, symmetric, filter_scale, out):
-    """`quantize_images` + `run_hybrid_conv` in one compiled call, one thread, for layers not
-    worth splitting (a dozen NumPy and dispatch steps cost ~10 us, more than a small layer's
-    work): x [N, H, W, Ci]
-    float32, out [N, P, Co] float32; filter_scale multiplies each image's factor (per-tensor
-    filters; 1 and unused when per channel, i.e. when not symmetric); panels of 4 taps (a
-    vnni plan, sum_w its Σw) quantize to uint8 q + 128."""
-    out_c, pixels = out.shape[2], out.shape[1]
-    quad = panels.shape[3] == QUAD
+def _quantize_for_tiles(image, q, quad, symmetric, filter_scale, table, sum_w, out_c,
+                        image_table):  # fmt: skip
+    """Quantize one image into q (uint8 q + 128 for tiles of 4 taps, else int8 through a view)
+    and fill its epilogue table for out_c channels from the plan's `table` (corr =
+    (zp + 128)·Σw for quads); returns the zero point the tiles read (zp + 128 or zp)."""
     shift = 128 if quad else 0
-    q = np.zeros(x[0].size + SPARE_BYTES, np.uint8)  # q + 128; int8 q through a view
-    image_table = np.empty((table.shape[1] // LANES, 6, LANES), np.float32)
+    if quad:
+        sf, zp = quantize_image_compiled(image, q, symmetric, shift)
+    else:
+        sf, zp = quantize_image_compiled(image, q.view(np.int8), symmetric, 0)
     scales = np.empty(out_c, np.float32)
-    order = np.arange(LANES)
-    no_corr = np.zeros(0, np.int64)
-    blocks = -(-pixels // ROWS)
+    scales[:] = sf * filter_scale if symmetric else sf
+    _fill_image_table(table, scales, zp + shift, sum_w if quad else np.zeros(0, np.int64),
+                      np.arange(LANES), image_table)  # fmt: skip
+    return zp + shift
+
+
+@kernel
+def _hconv_tiles(q, shape, quad, panels, image_table, ints, zp, out, blk0, blk1, pan0, pan1):
+    """`_hconv_part` on the image `_quantize_for_tiles` left in q (shape [1, H, W, Ci])."""
+    image = q[: shape[1] * shape[2] * shape[3]].reshape(shape)
+    if quad:
+        _hconv_part(image, panels, image_table, ints, zp, out, blk0, blk1, pan0, pan1)
+    else:
+        _hconv_part(image.view(np.int8), panels, image_table, ints, zp, out, blk0, blk1, pan0,
+                    pan1)  # fmt: skip
+
+
+@kernel
+def run_hybrid_conv_serial(x, panels, table, ints, sum_w, symmetric, filter_scale, out, blk0,
+                           blk1):  # fmt: skip
+    """`quantize_images` + `run_hybrid_conv` in one compiled call on this thread (a dozen NumPy
+    and dispatch steps cost ~10 us, more than a small layer's work): row blocks blk0..blk1-1 of
+    each image of x [N, H, W, Ci] float32 into out [N, P, Co] float32; filter_scale multiplies
+    each image's factor (per-tensor filters; 1 and unused when per channel, i.e. when not
+    symmetric); tiles of 4 taps (a vnni plan, sum_w its Σw) read uint8 q + 128."""
+    quad = panels.shape[3] == QUAD
+    q = np.zeros(x[0].size + SPARE_BYTES, np.uint8)
+    image_table = np.empty((table.shape[1] // LANES, 6, LANES), np.float32)
     for b in range(x.shape[0]):
-        if quad:
-            sf, zp = quantize_image_compiled(x[b], q, symmetric, shift)
-        else:
-            sf, zp = quantize_image_compiled(x[b], q.view(np.int8), symmetric, 0)
-        scales[:] = sf * filter_scale if symmetric else sf
-        _fill_image_table(table, scales, zp + shift, sum_w if quad else no_corr, order,
-                          image_table)  # fmt: skip
-        image = q[:x[0].size].reshape(x[0:1].shape)
-        if quad:
-            _hconv_part(image, panels, image_table, ints, zp + shift, out[b], 0, blocks, 0,
-                        panels.shape[0])  # fmt: skip
-        else:
-            _hconv_part(image.view(np.int8), panels, image_table, ints, zp, out[b], 0, blocks,
-                        0, panels.shape[0])  # fmt: skip
+        zp = _quantize_for_tiles(x[b], q, quad, symmetric, filter_scale, table, sum_w,
+                                 out.shape[2], image_table)  # fmt: skip
+        _hconv_tiles(q, x[0:1].shape, quad, panels, image_table, ints, zp, out[b], blk0, blk1,
+                     0, panels.shape[0])  # fmt: skip
+
+
+@kernel(parallel=True)
+def run_hybrid_conv_split(x, panels, table, ints, sum_w, symmetric, filter_scale, out, blocks,
+                          parts):  # fmt: skip
+    """`run_hybrid_conv_serial` over all `blocks` row blocks, each image quantized on this
+    thread (~0.2 ns a value) and its tiles in `parts` parts at once (`threads.split_run`; the
+    cut of `split_grid`: by weight panels when there are fewer row blocks than parts)."""
+    quad = panels.shape[3] == QUAD
+    q = np.zeros(x[0].size + SPARE_BYTES, np.uint8)
+    image_table = np.empty((table.shape[1] // LANES, 6, LANES), np.float32)
+    n_panels = panels.shape[0]
+    by_panels = blocks < parts and n_panels >= 2
+    for b in range(x.shape[0]):
+        zp = _quantize_for_tiles(x[b], q, quad, symmetric, filter_scale, table, sum_w,
+                                 out.shape[2], image_table)  # fmt: skip
+        for i in prange(parts):
+            b0, b1, p0, p1 = pool.grid_part(blocks, n_panels, by_panels, parts, i)
+            _hconv_tiles(q, x[0:1].shape, quad, panels, image_table, ints, zp, out[b], b0, b1,
+                         p0, p1)  # fmt: skip
 
 
 # --- DEPTHWISE_CONV_2D: `depthwise_int8`'s 16-channel tap loop with the float epilogue -----------
@@ -505,21 +538,44 @@ def _hdw_pixel_split(x, w16, table, ints, zp, out, rows, parts):
 
 
 @kernel
-def run_hybrid_depthwise_serial(x, w_pairs, table, ints, sum_w, filter_scales, order, out):
-    """`quantize_images` + `run_hybrid_depthwise` in one compiled call, one thread, depth
-    multiplier 1, for layers not worth splitting: x [N, H, W, C] float32, out [N, out_h, out_w, C] float32,
-    filter_scales [C] float32, order = pack.DW_ORDER; each image's table gets scale[c] =
-    s_w[c] * sf and corr[c] = int32(zp * Σw[c]) (`_fill_image_table`)."""
+def _quantize_for_dw(image, q, table, sum_w, filter_scales, order, image_table):
+    """Quantize one image into q (int8) and fill its epilogue table: scale[c] = s_w[c] * sf,
+    corr[c] = int32(zp * Σw[c]) (`_fill_image_table`, lanes in `order`); returns zp."""
+    sf, zp = quantize_image_compiled(image, q, False, 0)
+    scales = np.empty(filter_scales.shape[0], np.float32)
+    for c in range(scales.shape[0]):
+        scales[c] = filter_scales[c] * sf
+    _fill_image_table(table, scales, zp, sum_w, order, image_table)
+    return zp
+
+
+@kernel
+def run_hybrid_depthwise_serial(x, w_pairs, table, ints, sum_w, filter_scales, order, out, row0,
+                                row1):  # fmt: skip
+    """`quantize_images` + `run_hybrid_depthwise` in one compiled call on this thread, depth
+    multiplier 1: output rows row0..row1-1 of each image of x [N, H, W, C] float32 into
+    out [N, out_h, out_w, C] float32; filter_scales [C] float32, order = pack.DW_ORDER."""
     q = np.zeros(x[0].size + SPARE_BYTES, np.int8)
     image_table = np.empty((table.shape[1] // LANES, 6, LANES), np.float32)
-    scales = np.empty(filter_scales.shape[0], np.float32)
     for b in range(x.shape[0]):
-        sf, zp = quantize_image_compiled(x[b], q, False, 0)
-        for c in range(scales.shape[0]):
-            scales[c] = filter_scales[c] * sf
-        _fill_image_table(table, scales, zp, sum_w, order, image_table)
-        image = q[:x[0].size].reshape(x[0:1].shape)
-        _hdw_rows(image, w_pairs, image_table, ints, zp, out[b], 0, out.shape[1])
+        zp = _quantize_for_dw(x[b], q, table, sum_w, filter_scales, order, image_table)
+        image = q[: x[0].size].reshape(x[0:1].shape)
+        _hdw_rows(image, w_pairs, image_table, ints, zp, out[b], row0, row1)
+
+
+@kernel(parallel=True)
+def run_hybrid_depthwise_split(x, w_pairs, table, ints, sum_w, filter_scales, order, out, rows,
+                               parts):  # fmt: skip
+    """`run_hybrid_depthwise_serial` over rows 0..rows-1, each image quantized on this thread
+    and its rows in `parts` parts at once (`threads.split_run`)."""
+    q = np.zeros(x[0].size + SPARE_BYTES, np.int8)
+    image_table = np.empty((table.shape[1] // LANES, 6, LANES), np.float32)
+    for b in range(x.shape[0]):
+        zp = _quantize_for_dw(x[b], q, table, sum_w, filter_scales, order, image_table)
+        image = q[: x[0].size].reshape(x[0:1].shape)
+        for i in prange(parts):
+            r0, r1 = pool.part(rows, parts, i)
+            _hdw_rows(image, w_pairs, image_table, ints, zp, out[b], r0, r1)
 
 
 def run_hybrid_depthwise(plan: HybridDepthwisePlan, q, zps, scales, threads=1) -> np.ndarray:

@@ -347,9 +347,11 @@ def test_hybrid_conv_fast_exact(case, threads, vnni):
 @pytest.mark.parametrize("case", CONV_EDGES)
 @pytest.mark.parametrize("symmetric", [False, True])
 @pytest.mark.parametrize("vnni", VNNI)
-def test_hybrid_conv_serial_equals_the_two_steps(case, symmetric, vnni):
-    """run_hybrid_conv_serial (quantize and conv in one compiled call) == quantize_images, then
-    run_hybrid_conv, bit for bit; inputs with an offset, and one image with inf and NaN."""
+@pytest.mark.parametrize("parts", [1, 2, 3])
+def test_hybrid_conv_fused_equals_the_two_steps(case, symmetric, vnni, parts):
+    """run_hybrid_conv_serial / run_hybrid_conv_split in `parts` parts (quantize and conv in
+    one compiled call) == quantize_images, then run_hybrid_conv, bit for bit; inputs with an
+    offset, and one image with inf and NaN."""
     n, hw, ci, co, k, stride, dil, pad = case
     r = np.random.default_rng(ci * 100 + co + symmetric)
     _, _, _, geometry = hybrid_conv_case(r, n, hw, ci, k, stride, dil, pad)
@@ -365,8 +367,12 @@ def test_hybrid_conv_serial_equals_the_two_steps(case, symmetric, vnni):
     q, sf, zp = hybrid.quantize_images(x, symmetric)
     want = hybrid_conv.run_hybrid_conv(plan, q, zp, sf * filter_scale if symmetric else sf)
     got = np.empty((n, geometry[-2] * geometry[-1], co), np.float32)
-    hybrid_conv.run_hybrid_conv_serial(x, plan.panels, plan.table, plan.ints, plan.sum_w,
-                                      symmetric, filter_scale, got)
+    args = (x, plan.panels, plan.table, plan.ints, plan.sum_w, symmetric, filter_scale, got)
+    blocks = -(-got.shape[1] // pack.ROWS)
+    if parts == 1:
+        hybrid_conv.run_hybrid_conv_serial(*args, 0, blocks)
+    else:  # row blocks, or panels when there are fewer blocks than parts
+        hybrid_conv.run_hybrid_conv_split(*args, blocks, parts)
     assert_bits_equal(got.reshape(want.shape), want)
 
 
@@ -407,9 +413,11 @@ def test_hybrid_depthwise_fast_exact(case, threads):
 
 
 @pytest.mark.parametrize("case", [c for c in DEPTHWISE_EDGES if c[3] == 1])
-def test_hybrid_depthwise_serial_equals_the_two_steps(case):
-    """run_hybrid_depthwise_serial == quantize_images, then run_hybrid_depthwise, bit for bit
-    (zero points far from 0 make the corr row matter; one image holds inf and NaN)."""
+@pytest.mark.parametrize("parts", [1, 2, 3])
+def test_hybrid_depthwise_fused_equals_the_two_steps(case, parts):
+    """run_hybrid_depthwise_serial / _split in `parts` parts == quantize_images, then
+    run_hybrid_depthwise, bit for bit (zero points far from 0 make the corr row matter; one
+    image holds inf and NaN)."""
     n, hw, ci, _, k, stride, dil, pad = case
     r = np.random.default_rng(ci * 7 + 1)
     _, _, _, geometry = hybrid_conv_case(r, n, hw, ci, k, stride, dil, pad)
@@ -424,6 +432,10 @@ def test_hybrid_depthwise_serial_equals_the_two_steps(case):
     q, sf, zp = hybrid.quantize_images(x, False)
     want = hybrid_conv.run_hybrid_depthwise(plan, q, zp, filter_scales[None, :] * sf[:, None])
     got = np.empty(want.shape, np.float32)
-    hybrid_conv.run_hybrid_depthwise_serial(x, plan.w_pairs, plan.table, plan.ints, plan.sum_w,
-                                           filter_scales, np.array(pack.DW_ORDER), got)
+    args = (x, plan.w_pairs, plan.table, plan.ints, plan.sum_w, filter_scales,
+            np.array(pack.DW_ORDER), got)
+    if parts == 1:
+        hybrid_conv.run_hybrid_depthwise_serial(*args, 0, got.shape[1])
+    else:
+        hybrid_conv.run_hybrid_depthwise_split(*args, got.shape[1], parts)
     assert_bits_equal(got, want)

@@ -40,10 +40,13 @@ from qengine.kernels.hybrid_conv import (
     plan_hybrid_depthwise,
     run_hybrid_conv,
     run_hybrid_conv_serial,
+    run_hybrid_conv_split,
     run_hybrid_depthwise,
     run_hybrid_depthwise_serial,
+    run_hybrid_depthwise_split,
 )
-from qengine.kernels.pack import DW_ORDER, pack_conv_weights, pack_depthwise_weights
+from qengine.kernels.pack import DW_ORDER, ROWS, pack_conv_weights, pack_depthwise_weights
+from qengine.kernels.threads import split_run
 
 from ..runtime.registry import OpContext, Prepared, Spec
 from . import xnnpack_int
@@ -240,25 +243,22 @@ def _images(x: np.ndarray) -> np.ndarray:
 
 
 def _hybrid_fast(ctx: OpContext, plan, run_plan, out_shape, symmetric: bool,
-                 image_scale, run_serial=None, flops: int = 0) -> Prepared:
+                 image_scale, run_fused=None) -> Prepared:
     """A fast hybrid conv (kernels/hybrid_conv.py): each image quantized once per run, then the
     int8 kernel with the float epilogue fused. plan(bias) makes the kernel's plan (at prepare
     time when the bias is a constant); image_scale(sf) is the per-image factor after `pre`.
-    run_serial(plan, x), if given, does it all in one compiled call: taken whenever one thread
-    runs the op (`flops` per run too few to split), as it saves the steps' NumPy and dispatch
-    overheads (~10 us) at any size (a 32x32x64 -> 32 1x1 conv: 48 -> 38 us)."""
-    from qengine.kernels.threads import worth_splitting
-
+    run_fused(plan, x, threads), if given, does it all in one compiled call (split between
+    threads inside), which saves the two steps' NumPy and dispatch overheads (~10 us) at any
+    size (a 32x32x64 -> 32 1x1 conv: 48 -> 38 us)."""
     b_spec = ctx.optional_input(2)
     fixed = plan(None if b_spec is None else b_spec.value)
     constant_bias = b_spec is None or b_spec.value is not None
     threads = max(1, ctx.num_threads)
-    serial = run_serial is not None and not worth_splitting(threads, flops)
 
     def run(x, w, b=None):
         p = fixed if constant_bias else plan(b)
-        if serial:
-            return run_serial(p, x)
+        if run_fused is not None:
+            return run_fused(p, x, threads)
         unsigned = getattr(p, "vnni", False)  # a VNNI conv plan multiplies q + 128
         q, sf, zp = hybrid.quantize_images(x, symmetric, threads, unsigned)
         return run_plan(p, q, zp, image_scale(sf), threads)
@@ -287,16 +287,20 @@ def hybrid_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> P
 
         filter_scale = np.float32(1 if per_channel else scales[0])
 
-        def run_serial(p, x):
+        flops = 2 * int(np.prod(out_shape)) * int(np.prod(w.shape[1:]))
+        blocks = -(-g.out_h * g.out_w // ROWS)
+
+        def run_fused(p, x, threads):
             out = np.empty((x.shape[0], g.out_h * g.out_w, out_c), np.float32)
-            run_hybrid_conv_serial(np.ascontiguousarray(x, np.float32), p.panels, p.table,
-                                  p.ints, p.sum_w, not per_channel, filter_scale, out)
+            args = (np.ascontiguousarray(x, np.float32), p.panels, p.table, p.ints, p.sum_w,
+                    not per_channel, filter_scale, out)
+            split_run(run_hybrid_conv_serial, run_hybrid_conv_split, args, blocks, threads,
+                      flops)
             return out.reshape(out_shape)
 
-        flops = 2 * int(np.prod(out_shape)) * int(np.prod(w.shape[1:]))
         return _hybrid_fast(ctx, plan, run_hybrid_conv, out_shape, symmetric=not per_channel,
                             image_scale=lambda sf: sf if per_channel else sf * scales[0],
-                            run_serial=run_serial, flops=flops)
+                            run_fused=run_fused)
 
     def run_symmetric(x, w, b=None):
         q, sf = hybrid.quantize_symmetric(_images(x))
@@ -344,17 +348,21 @@ def hybrid_depthwise_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape,
         filter_scales = np.ascontiguousarray(scales, np.float32)
         order = np.array(DW_ORDER, np.int64)
 
-        def run_serial(p, x):
+        # a depthwise MAC costs several GEMM ones: 4 x the flops against the split's bar
+        flops = 8 * int(np.prod(out_shape)) * g.kernel_h * g.kernel_w
+
+        def run_fused(p, x, threads):
             out = np.empty(out_shape, np.float32)
-            run_hybrid_depthwise_serial(np.ascontiguousarray(x, np.float32), p.w_pairs, p.table,
-                                       p.ints, p.sum_w, filter_scales, order, out)
+            args = (np.ascontiguousarray(x, np.float32), p.w_pairs, p.table, p.ints, p.sum_w,
+                    filter_scales, order, out)
+            split_run(run_hybrid_depthwise_serial, run_hybrid_depthwise_split, args, g.out_h,
+                      threads, flops)
             return out
 
-        flops = 8 * int(np.prod(out_shape)) * g.kernel_h * g.kernel_w  # as the split's bar
         # float(acc) * (s_w[c] * sf_b): the product first, float32
         return _hybrid_fast(ctx, plan, run_hybrid_depthwise, out_shape, symmetric=False,
                             image_scale=lambda sf: scales[None, :] * sf[:, None],
-                            run_serial=run_serial if multiplier == 1 else None, flops=flops)
+                            run_fused=run_fused if multiplier == 1 else None)
 
     def run(x, w, b=None):
         q, sf, zp = hybrid.quantize_asymmetric(_images(x))
