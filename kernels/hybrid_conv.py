@@ -35,7 +35,7 @@ from typing import NamedTuple
 import numpy as np
 from llvmlite import ir
 from numba.core import types
-from numba.core.extending import intrinsic
+from numba.core.extending import intrinsic, overload
 from qengine.kernels import threads as pool
 from qengine.kernels.depthwise_int8 import _dw_pixel, border_offsets, dw16_sums
 from qengine.kernels.emit import (
@@ -217,25 +217,56 @@ def plan_hybrid_conv(packed: PackedConvWeights, pre, bias, lo, hi, stride_h, str
                           (out_h, out_w, out_c), sum_w, bool(vnni))  # fmt: skip
 
 
+def _block_for(x, n):
+    """An A block of n values for x's tile family: int16 pairs (x int8) or uint8 quads."""
+
+
+@overload(_block_for)
+def _block_for_impl(x, n):
+    dtype = np.uint8 if x.dtype == types.uint8 else np.int16
+
+    def impl(x, n):
+        return np.empty(n, dtype)
+
+    return impl
+
+
+def _tile_for(x, a_addr, a_row, panel, steps, dst, stride, e, wide):
+    """The tile of x's family: `_htile`/`_htile8` (x int8) or `_htile_u8`/`_htile8_u8` (x uint8,
+    VNNI); 16 lanes when wide, else 8. A kernel holds one family only: both in each would
+    double its compile time."""
+
+
+@overload(_tile_for)
+def _tile_for_impl(x, a_addr, a_row, panel, steps, dst, stride, e, wide):
+    tile16, tile8 = (_htile_u8, _htile8_u8) if x.dtype == types.uint8 else (_htile, _htile8)
+
+    def impl(x, a_addr, a_row, panel, steps, dst, stride, e, wide):
+        if wide:
+            tile16(a_addr, a_row, panel, steps, dst, stride, e)
+        else:
+            tile8(a_addr, a_row, panel, steps, dst, stride, e)
+
+    return impl
+
+
 @kernel
 def _hconv_part(x, panels, table, ints, zp, out, blk0, blk1, pan0, pan1):
     """Row blocks blk0..blk1-1 (ROWS output pixels each) × weight panels pan0..pan1-1 of one
     image x [1, H, W, Ci] into out [P, Co] float32; the last row block and a partial last panel
-    go through a scratch tile. Panels of tap pairs: x int8, A = x - zp in int16; panels of 4
-    taps (VNNI): x uint8 (q + 128), zp the fill of taps outside the image (zp + 128), and a
+    go through a scratch tile. x int8: panels of tap pairs, A = x - zp in int16; x uint8
+    (q + 128, VNNI): panels of 4 taps, zp the fill of taps outside the image (zp + 128), and a
     1x1 stride-1 unpadded conv with Ci % 4 == 0 reads its A rows straight from x."""
     out_c, pixels = out.shape[1], out.shape[0]
     steps, taps = panels.shape[1], panels.shape[3]
     kp = taps * steps
-    quad = taps == QUAD
-    a16 = np.empty(0 if quad else ROWS * kp + 16, np.int16)  # + room for `widen`'s last 16
-    a8 = np.empty(ROWS * kp + 16 if quad else 0, np.uint8)
+    a = _block_for(x, ROWS * kp + 16)  # + room for `widen`'s last 16
     xf = x.reshape(x.size)
     tail = np.empty((ROWS, LANES), np.float32)
     pa, ta, oa, ea = addr(panels), addr(tail), addr(out), addr(table)
-    direct = quad and kp == x.shape[3] and ints[1] == 1 and ints[2] == 1 and ints[7] == 1 \
-        and ints[8] == 1 and ints[11] == 0 and ints[12] == 0 and ints[13] == x.shape[1] \
-        and ints[14] == x.shape[2]  # fmt: skip
+    direct = a.itemsize == 1 and kp == x.shape[3] and ints[1] == 1 and ints[2] == 1 \
+        and ints[7] == 1 and ints[8] == 1 and ints[11] == 0 and ints[12] == 0 \
+        and ints[13] == x.shape[1] and ints[14] == x.shape[2]  # fmt: skip
     panel_bytes = steps * LANES * taps
     # A tile stores 16 (or 8) channels per row: with fewer left in a row (`width`), the extra
     # lanes land in the next rows' first channels, which the block's other panels (taken last
@@ -248,13 +279,10 @@ def _hconv_part(x, panels, table, ints, zp, out, blk0, blk1, pan0, pan1):
         p0 = blk * ROWS
         rows = min(ROWS, pixels - p0)
         if direct and rows == ROWS:
-            aa, a_row = addr(xf) + p0 * kp, kp
-        elif quad:
-            pack_block(x, xf, a8, kp, p0, rows, zp, ints)
-            aa, a_row = addr(a8), kp
+            aa = addr(xf) + p0 * kp
         else:
-            pack_block(x, xf, a16, kp, p0, rows, np.int16(zp), ints)
-            aa, a_row = addr(a16), 2 * kp
+            pack_block(x, xf, a, kp, p0, rows, zp, ints)
+            aa = addr(a)
         for j in range(pan1 - 1, pan0 - 1, -1):
             oc0 = j * LANES
             width = min(LANES, out_c - oc0)
@@ -263,15 +291,8 @@ def _hconv_part(x, panels, table, ints, zp, out, blk0, blk1, pan0, pan1):
             direct_out = rows == ROWS and (width == lanes or spill_ok)
             dst = oa + (p0 * out_c + oc0) * 4 if direct_out else ta
             stride = out_c if direct_out else LANES
-            panel, e = pa + j * panel_bytes, ea + j * _TABLE_BYTES
-            if quad and lanes == LANES:
-                _htile_u8(aa, a_row, panel, steps, dst, stride, e)
-            elif quad:
-                _htile8_u8(aa, a_row, panel, steps, dst, stride, e)
-            elif lanes == LANES:
-                _htile(aa, a_row, panel, steps, dst, stride, e)
-            else:
-                _htile8(aa, a_row, panel, steps, dst, stride, e)
+            _tile_for(x, aa, kp * a.itemsize, pa + j * panel_bytes, steps, dst, stride,
+                      ea + j * _TABLE_BYTES, lanes == LANES)  # fmt: skip
             if not direct_out:
                 _copy_tile(tail, out, p0, oc0, rows, width)
 
@@ -311,70 +332,62 @@ def run_hybrid_conv(plan: HybridConvPlan, q, zps, scales, threads=1) -> np.ndarr
 
 
 @kernel
-def _quantize_for_tiles(image, q, quad, symmetric, filter_scale, table, sum_w, out_c,
+def _quantize_for_tiles(image, q, shift, symmetric, filter_scale, table, sum_w, out_c,
                         image_table):  # fmt: skip
-    """Quantize one image into q (uint8 q + 128 for tiles of 4 taps, else int8 through a view)
-    and fill its epilogue table for out_c channels from the plan's `table` (corr =
-    (zp + 128)·Σw for quads); returns the zero point the tiles read (zp + 128 or zp)."""
-    shift = 128 if quad else 0
-    if quad:
-        sf, zp = quantize_image_compiled(image, q, symmetric, shift)
-    else:
-        sf, zp = quantize_image_compiled(image, q.view(np.int8), symmetric, 0)
+    """Quantize one image into q (int8, or uint8 q + 128 with shift 128) and fill its epilogue
+    table for out_c channels from the plan's `table` (corr = (zp + 128)·Σw when sum_w is not
+    empty); returns the zero point the tiles read (zp + shift)."""
+    sf, zp = quantize_image_compiled(image, q, symmetric, shift)
     scales = np.empty(out_c, np.float32)
     scales[:] = sf * filter_scale if symmetric else sf
-    _fill_image_table(table, scales, zp + shift, sum_w if quad else np.zeros(0, np.int64),
-                      np.arange(LANES), image_table)  # fmt: skip
+    _fill_image_table(table, scales, zp + shift, sum_w, np.arange(LANES), image_table)
     return zp + shift
 
 
 @kernel
-def _hconv_tiles(q, shape, quad, panels, image_table, ints, zp, out, blk0, blk1, pan0, pan1):
-    """`_hconv_part` on the image `_quantize_for_tiles` left in q (shape [1, H, W, Ci])."""
-    image = q[: shape[1] * shape[2] * shape[3]].reshape(shape)
-    if quad:
-        _hconv_part(image, panels, image_table, ints, zp, out, blk0, blk1, pan0, pan1)
-    else:
-        _hconv_part(image.view(np.int8), panels, image_table, ints, zp, out, blk0, blk1, pan0,
-                    pan1)  # fmt: skip
-
-
-@kernel
-def run_hybrid_conv_serial(x, panels, table, ints, sum_w, symmetric, filter_scale, out, blk0,
-                           blk1):  # fmt: skip
+def run_hybrid_conv_serial(x, q, shift, panels, table, ints, sum_w, symmetric, filter_scale,
+                           out, blk0, blk1):  # fmt: skip
     """`quantize_images` + `run_hybrid_conv` in one compiled call on this thread (a dozen NumPy
     and dispatch steps cost ~10 us, more than a small layer's work): row blocks blk0..blk1-1 of
-    each image of x [N, H, W, Ci] float32 into out [N, P, Co] float32; filter_scale multiplies
-    each image's factor (per-tensor filters; 1 and unused when per channel, i.e. when not
-    symmetric); tiles of 4 taps (a vnni plan, sum_w its Σw) read uint8 q + 128."""
-    quad = panels.shape[3] == QUAD
-    q = np.zeros(x[0].size + SPARE_BYTES, np.uint8)
+    each image of x [N, H, W, Ci] float32 into out [N, P, Co] float32. q: a buffer of
+    x[0].size + SPARE_BYTES values, int8 (shift 0) or, for a vnni plan, uint8 (shift 128,
+    sum_w the plan's Σw); filter_scale multiplies each image's factor (per-tensor filters; 1
+    and unused when per channel, i.e. when not symmetric)."""
     image_table = np.empty((table.shape[1] // LANES, 6, LANES), np.float32)
+    image = q[: x[0].size].reshape(x[0:1].shape)
     for b in range(x.shape[0]):
-        zp = _quantize_for_tiles(x[b], q, quad, symmetric, filter_scale, table, sum_w,
+        zp = _quantize_for_tiles(x[b], q, shift, symmetric, filter_scale, table, sum_w,
                                  out.shape[2], image_table)  # fmt: skip
-        _hconv_tiles(q, x[0:1].shape, quad, panels, image_table, ints, zp, out[b], blk0, blk1,
-                     0, panels.shape[0])  # fmt: skip
+        _hconv_part(image, panels, image_table, ints, zp, out[b], blk0, blk1, 0,
+                    panels.shape[0])  # fmt: skip
 
 
 @kernel(parallel=True)
-def run_hybrid_conv_split(x, panels, table, ints, sum_w, symmetric, filter_scale, out, blocks,
-                          parts):  # fmt: skip
+def run_hybrid_conv_split(x, q, shift, panels, table, ints, sum_w, symmetric, filter_scale, out,
+                          blocks, parts):  # fmt: skip
     """`run_hybrid_conv_serial` over all `blocks` row blocks, each image quantized on this
     thread (~0.2 ns a value) and its tiles in `parts` parts at once (`threads.split_run`; the
     cut of `split_grid`: by weight panels when there are fewer row blocks than parts)."""
-    quad = panels.shape[3] == QUAD
-    q = np.zeros(x[0].size + SPARE_BYTES, np.uint8)
     image_table = np.empty((table.shape[1] // LANES, 6, LANES), np.float32)
+    image = q[: x[0].size].reshape(x[0:1].shape)
     n_panels = panels.shape[0]
     by_panels = blocks < parts and n_panels >= 2
     for b in range(x.shape[0]):
-        zp = _quantize_for_tiles(x[b], q, quad, symmetric, filter_scale, table, sum_w,
+        zp = _quantize_for_tiles(x[b], q, shift, symmetric, filter_scale, table, sum_w,
                                  out.shape[2], image_table)  # fmt: skip
         for i in prange(parts):
             b0, b1, p0, p1 = pool.grid_part(blocks, n_panels, by_panels, parts, i)
-            _hconv_tiles(q, x[0:1].shape, quad, panels, image_table, ints, zp, out[b], b0, b1,
-                         p0, p1)  # fmt: skip
+            _hconv_part(image, panels, image_table, ints, zp, out[b], b0, b1, p0, p1)
+
+
+def conv_buffer(plan: HybridConvPlan, x_shape) -> tuple:
+    """(q, shift) for `run_hybrid_conv_serial`/`_split`: a buffer for one image of x_shape
+    [N, H, W, Ci] (each run writes it all) plus SPARE_BYTES of zeros, uint8 (shift 128) for a
+    vnni plan, else int8."""
+    size = int(np.prod(x_shape[1:]))
+    q = np.empty(size + SPARE_BYTES, np.uint8 if plan.vnni else np.int8)
+    q[size:] = 0
+    return q, 128 if plan.vnni else 0
 
 
 # --- DEPTHWISE_CONV_2D: `depthwise_int8`'s 16-channel tap loop with the float epilogue -----------
