@@ -4,10 +4,11 @@ The vector code is LLVM IR emitted through Numba intrinsics because Numba's own 
 vectorize well here: int16 pair products became `vpmulld` (9 GOPS instead of ~100) and the
 requantization stayed in int64 lanes (3× slower).
 
-The machine this was tuned on has AVX2 but no AVX-512/VNNI, and issues one `vpmaddwd` (16
-int16 MACs) per cycle: that is its exact int8 peak (`vpmaddubsw` would be twice as wide but
-saturates int16 for u8·s8 pairs). Without AVX2 the helpers emit plain LLVM vector IR (same
-results, slower).
+On AVX2 without VNNI one `vpmaddwd` (16 int16 MACs) per cycle is the exact int8 peak
+(`vpmaddubsw` would be twice as wide but saturates int16 for u8·s8 pairs). With VNNI, LLVM
+fuses `vpmaddwd` + `vpaddd` into `vpdpwssd` by itself, and `dpbusd` (u8·s8, 4 taps per int32
+lane, no saturation) doubles the MACs per instruction again (`HAS_VNNI`; the hybrid conv's
+quad tiles). Without AVX2 the helpers emit plain LLVM vector IR (same results, slower).
 """
 
 import llvmlite.binding as llvm_binding

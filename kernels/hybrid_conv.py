@@ -1,8 +1,8 @@
 """Fast hybrid ("dynamic range") CONV_2D and DEPTHWISE_CONV_2D: the int8 cores of
 `gemm_int8` and `depthwise_int8` with a float epilogue fused in registers.
 
-Each input image is quantized once per run (`hybrid.quantize_images`: NumPy's min/max, then one
-vectorized pass), then the exact int32 accumulators of the int8 kernels go through
+Each input image is quantized once per run (`hybrid`'s Neon quantizer: 16-lane min/max, then
+one vectorized pass), then the exact int32 accumulators of the int8 kernels go through
 
     out[c] = clamp((float32(wrap32(acc[c] - corr[c])) * pre[c]) * scale[c] + bias[c], lo, hi)
 
@@ -11,10 +11,17 @@ no fast-math flags). That is TFLite's order for each hybrid op when `pre`/`scale
 in qengine/ops/conv_int.py (absent factors are 1, x·1 = x; an absent bias is -0.0, x + -0.0 = x);
 `lo`/`hi` compare as `v < lo ? lo : v > hi ? hi : v`, so NaN passes as in `np.clip`.
 
-- CONV_2D: `pack.pack_block`'s im2col holds `q - zp` in int16 (0 off-image, i.e. the
-  reference's skipped taps) and `gemm_int8.tile_sums` multiplies 6 of its rows with a 16-channel
-  weight panel through `vpmaddwd` (`_htile`; `_htile8` takes the first 8 channels of a last
-  panel of <= 8); corr is 0, so acc is the reference's exact int32 sum.
+- CONV_2D, one of two tile families per plan:
+  - pairs (any x86-64 with AVX2): `pack.pack_block`'s im2col holds `q - zp` in int16 (0
+    off-image, i.e. the reference's skipped taps) and `gemm_int8.tile_sums` multiplies 6 of its
+    rows with a 16-channel weight panel through `vpmaddwd` (`_htile`; `_htile8` takes the first
+    8 channels of a last panel of <= 8); corr is 0, so acc is the reference's exact int32 sum.
+  - quads (VNNI hosts, `emit.HAS_VNNI`): the image is quantized to uint8 q + 128, the im2col
+    copies it with zp + 128 off-image, and `gemm_int8.tile_sums_u8` takes 4 taps per
+    `vpdpbusd` (twice `vpmaddwd`'s work per instruction); acc = Σ (q + 128)·w over all taps
+    and corr = (zp + 128)·Σw, which leaves the same exact Σ (q - zp)·w. A 1x1 stride-1 conv
+    whose channels fill quads reads its rows straight from the quantized image.
+  Which family a kernel holds follows the image's dtype (int8 or uint8), one per kernel.
 - DEPTHWISE_CONV_2D: `depthwise_int8.dw16_sums` on raw int8 taps, 16 channels per call
   (`_hdw16`; an off-image tap reads a row of zp), so acc = Σ w·q and corr = zp·Σw, which leaves
   Σ w·(q - zp) over the in-image taps (mod 2^32, exact). A channel count that is not a multiple
@@ -25,9 +32,12 @@ in qengine/ops/conv_int.py (absent factors are 1, x·1 = x; an absent bias is -0
 Tiles whose last channels do not fill the vector store it anyway where the spill lands on
 outputs the same call writes later, else they go through a scratch tile. Epilogue parameters
 come in a float32 table [groups of 16 channels, 6, 16]: corr (int32 bits), pre, scale, bias, lo,
-hi; `plan_*` fill what is fixed at prepare time, `run_*` the per-image scale (and corr). Work is
-split over output row blocks (or weight panels) by `threads.split_grid`/`split_run`: each part
-a call of a serial nogil kernel inside a compiled prange (`_*_split`); small layers stay serial.
+hi; `plan_*` fill what is fixed at prepare time, `run_*` the per-image scale (and corr).
+
+The ops run `run_hybrid_*_serial` / `_split`: quantizing and the tiles in one compiled call
+(the two-step `quantize_images` + `run_hybrid_*` costs ~10 us more in NumPy and dispatch), the
+split one cutting each image's output row blocks (or weight panels) into a compiled prange's
+parts (`threads.split_run`).
 """
 
 from typing import NamedTuple
@@ -210,6 +220,8 @@ def plan_hybrid_conv(packed: PackedConvWeights, pre, bias, lo, hi, stride_h, str
     out_c = packed.out_c
     ints = np.array([out_c, packed.k_h, packed.k_w, 0, 0, 0, 0, stride_h, stride_w, dil_h,
                      dil_w, pad_top, pad_left, out_h, out_w], np.int64)  # fmt: skip
+    if vnni and not HAS_VNNI:  # LLVM would fail to compile `vpdpbusd` for this CPU
+        raise ValueError("vnni tiles need a CPU with AVX-VNNI or AVX512-VNNI")
     panels, sum_w = packed.panels, np.zeros(0, np.int64)
     if vnni:
         panels, sum_w = pack_conv_weights_u8(packed.w)
