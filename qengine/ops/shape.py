@@ -656,14 +656,18 @@ def _pad_with_zero(ctx: OpContext, x: Spec) -> Prepared:
 
 
 def constant_pad(x: np.ndarray, pads, shape, value, threads: int = 1) -> np.ndarray:
-    """np.pad(x, pads, constant_values=value). Large NHWC tensors padded along H, W, C on
-    more than one thread: kernels/pad.py, rows split between threads. Else two NumPy passes
-    over the output: fill the padded slabs, copy x into the middle (np.pad takes about twice
-    as long on NHWC); as fast on one thread, and nothing to compile on a first run."""
+    """np.pad(x, pads, constant_values=value). NHWC tensors padded along H, W, C:
+    kernels/pad.py, one pass over the output (rows split between threads when large) for
+    float32, and for other types when split. Else two NumPy passes: fill the padded slabs, copy
+    x into the middle (np.pad takes about twice as long on NHWC). On one thread the kernel
+    halves a channel pad's time (48x48x16 -> 32 float32: 28 -> 14 us; NumPy copies runs of 16
+    values), which MediaPipe's float and dynamic-range models do between blocks; integer PADs
+    keep NumPy there, so an int8 model's first run compiles no pad kernel (~0.4 s)."""
     from qengine.kernels import threads as pool
 
-    if x.ndim == 4 and tuple(pads[0]) == (0, 0) and x.dtype.kind in "biuf" \
-            and pool.worth_splitting(threads, pool.STREAM_FLOPS * int(np.prod(shape))):
+    nhwc = x.ndim == 4 and tuple(pads[0]) == (0, 0) and x.dtype.kind in "biuf"
+    if nhwc and (x.dtype == np.float32
+                 or pool.worth_splitting(threads, pool.STREAM_FLOPS * int(np.prod(shape)))):
         from qengine.kernels.pad import pad_nhwc
 
         return pad_nhwc(x, pads, value, threads)
