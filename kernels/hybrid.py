@@ -14,13 +14,22 @@ SSE one):
   reference_ops::HybridConvPerChannel / reference_integer_ops::DepthwiseConvHybridPerChannel
   (and of optimized_ops::HybridConv, whose im2col pads with the zero point 0).
 
+NaN, ±inf and denormal inputs take the same compiled code, whose corner cases are kept too:
+the min and max of a row holding a NaN are std::minmax_element's (libstdc++) or NeonMinMax's
+(NEON_2_SSE), which keep or drop a NaN by where it sits (`_row_range`); a range of inf gives
+inv = 0, a denormal one inv = inf, so products can be NaN or ±inf; the blocks of 8 convert
+them with vcvtq_s32_f32 (cvttps2dq, 0x80000000, flipped to 0x7fffffff for >= 2^31) and add
+the zero point in wrapping int32 before the int32 clamp (`_neon_q`); the scalar tail converts
+with cvttss2si (symmetric) or saturates to int8 in float, NaN to 0 (asymmetric; `_roundf_q`).
+
 The float epilogues (`acc * scale + bias`, clamping) are a few NumPy float32 operations and
 live with the ops in qengine/ops; gemm_int8 / depthwise_int8 apply them after their packed GEMMs.
 """
 
+# ruff: noqa: FURB136, PLR1730  (each `a if a < b else b` is C++'s, in its order: NaN decides)
 import numpy as np
 from llvmlite import ir
-from numba.core import cgutils, types
+from numba.core import types
 from numba.core.extending import intrinsic
 from qengine.kernels import threads as pool
 from qengine.kernels.emit import I8, I32, addr, const64, loop
@@ -396,7 +405,7 @@ def _roundf_q(v, zp, q_min):
     r = np.float32(-a if v < 0 else a)
     if q_min == -128:
         s = np.float32(zp) + r  # float32
-        if s != s:
+        if np.isnan(s):
             return 0
         return np.int64(min(max(s, -128.0), 127.0))
     c = np.int64(r) if abs(r) < _TWO31 else np.int64(_INT32_MIN)
@@ -485,7 +494,7 @@ def _nudged_zero_point(zp_real):
         return np.int32(-128)
     if zp_real >= 127.0:
         return np.int32(127)
-    if zp_real != zp_real:
+    if np.isnan(zp_real):
         return np.int32(0)
     return np.int32(_round_away_f64(zp_real))
 

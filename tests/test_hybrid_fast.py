@@ -10,6 +10,7 @@
   (`gemm_int8`), hybrid CONV_2D / DEPTHWISE_CONV_2D (`hybrid_conv`, over edge shapes).
 """
 
+# ruff: noqa: FURB136, PLR1730  (each `a if a < b else b` is C++'s, in its order: NaN decides)
 import numpy as np
 import pytest
 from qengine.kernels import depthwise_int8, emit, gemm_int8, hybrid, hybrid_conv, pack, requant
