@@ -2,7 +2,8 @@
 `gemm_int8` and `depthwise_int8` with a float epilogue fused in registers.
 
 Each input image is quantized once per run (`hybrid.quantize_images`: a vectorized min/max
-pass, TFLite's scan order for an image holding a NaN, then one vectorized quantizing pass), then the exact int32 accumulators of the int8 kernels go through
+pass, TFLite's scan order for an image holding a NaN, then one vectorized quantizing pass),
+then the exact int32 accumulators of the int8 kernels go through
 
     out[c] = clamp((float32(wrap32(acc[c] - corr[c])) * pre[c]) * scale[c] + bias[c], lo, hi)
 
