@@ -14,13 +14,22 @@ SSE one):
   reference_ops::HybridConvPerChannel / reference_integer_ops::DepthwiseConvHybridPerChannel
   (and of optimized_ops::HybridConv, whose im2col pads with the zero point 0).
 
+NaN, ±inf and denormal inputs take the same compiled code, whose corner cases are kept too:
+the min and max of a row holding a NaN are std::minmax_element's (libstdc++) or NeonMinMax's
+(NEON_2_SSE), which keep or drop a NaN by where it sits (`_row_range`); a range of inf gives
+inv = 0, a denormal one inv = inf, so products can be NaN or ±inf; the blocks of 8 convert
+them with vcvtq_s32_f32 (cvttps2dq, 0x80000000, flipped to 0x7fffffff for >= 2^31) and add
+the zero point in wrapping int32 before the int32 clamp (`_neon_q`); the scalar tail converts
+with cvttss2si (symmetric) or saturates to int8 in float, NaN to 0 (asymmetric; `_roundf_q`).
+
 The float epilogues (`acc * scale + bias`, clamping) are a few NumPy float32 operations and
 live with the ops in qengine/ops; gemm_int8 / depthwise_int8 apply them after their packed GEMMs.
 """
 
+# ruff: noqa: FURB136, PLR1730  (each `a if a < b else b` is C++'s, in its order: NaN decides)
 import numpy as np
 from llvmlite import ir
-from numba.core import cgutils, types
+from numba.core import types
 from numba.core.extending import intrinsic
 from qengine.kernels import threads as pool
 from qengine.kernels.emit import I8, I32, addr, const64, loop
@@ -39,6 +48,8 @@ __all__ = [
 ]
 
 _NEON_BLOCK = 8  # the Neon quantizers handle blocks of 8 values, then a scalar tail
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1  # cvttps2dq's "integer indefinite", its flip
+_TWO31 = 2.0**31
 
 
 # --- 16 floats at a time (LLVM IR: Numba's own loops vectorize to 8 lanes and round scalar) --------
@@ -49,8 +60,9 @@ _VEC = 16
 
 
 def _splat16(builder, value):
-    vec = builder.insert_element(ir.Constant(_V16F32, ir.Undefined), value, ir.Constant(I32, 0))
-    return builder.shuffle_vector(vec, ir.Constant(_V16F32, ir.Undefined),
+    vec_type = ir.VectorType(value.type, _VEC)
+    vec = builder.insert_element(ir.Constant(vec_type, ir.Undefined), value, ir.Constant(I32, 0))
+    return builder.shuffle_vector(vec, ir.Constant(vec_type, ir.Undefined),
                                   ir.Constant(ir.VectorType(I32, _VEC), [0] * _VEC))
 
 
@@ -113,23 +125,33 @@ def _min_max16(typingctx, src_addr, groups, out_addr):
     return types.void(types.int64, types.int64, types.int64), _min_max_codegen
 
 
+def _neon_int16(builder, r):
+    """NEON_2_SSE's vcvtq_s32_f32 on 16 lanes: cvttps2dq (0x80000000 for NaN and |r| >= 2^31),
+    then 0x7fffffff where r >= 2^31. LLVM's fptosi is poison out of range, so it is only
+    selected where r fits."""
+    two31 = ir.Constant(_V16F32, [_TWO31] * _VEC)
+    fits = builder.and_(builder.fcmp_ordered(">=", r, builder.fneg(two31)),
+                        builder.fcmp_ordered("<", r, two31))  # fmt: skip
+    c = builder.select(fits, builder.fptosi(r, _V16I32), ir.Constant(_V16I32, [_INT32_MIN] * _VEC))
+    return builder.select(builder.fcmp_ordered(">=", r, two31),
+                          ir.Constant(_V16I32, [_INT32_MAX] * _VEC), c)  # fmt: skip
+
+
 def _quantize16_codegen(context, builder, signature, args):
-    src, dst_addr, groups, inv, offset, q_min, q_max, nan_q = args
-    inv, off, lo, hi, nan_q = (_splat16(builder, v) for v in (inv, offset, q_min, q_max, nan_q))
+    src, dst_addr, groups, inv, zp, q_min, shift = args
+    inv, zp, lo, shift = (_splat16(builder, v) for v in (inv, zp, q_min, shift))
+    hi = ir.Constant(_V16I32, [127] * _VEC)
     half, zero = ir.Constant(_V16F32, [0.5] * _VEC), ir.Constant(_V16F32, [0.0] * _VEC)
-    trunc = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16F32, [_V16F32]),
-                                           "llvm.trunc.v16f32")  # fmt: skip
     dst = builder.inttoptr(dst_addr, I8.as_pointer())
     v16i8 = ir.VectorType(I8, _VEC)
 
     def step(i, accs):
         v = builder.fmul(builder.load(_vectors(builder, src, i), align=4), inv)
-        sign_half = builder.select(builder.fcmp_ordered(">=", v, zero), half, builder.fneg(half))
-        r = builder.fadd(builder.call(trunc, [builder.fadd(v, sign_half)]), off)
-        r = builder.select(builder.fcmp_ordered("<", r, lo), lo, r)  # NaN stays NaN ...
-        r = builder.select(builder.fcmp_ordered(">", r, hi), hi, r)
-        r = builder.select(builder.fcmp_unordered("uno", r, r), nan_q, r)  # ... then nan_q
-        q = builder.trunc(builder.fptosi(r, _V16I32), v16i8)
+        sign_half = builder.select(builder.fcmp_ordered("<", v, zero), builder.fneg(half), half)
+        t = builder.add(_neon_int16(builder, builder.fadd(v, sign_half)), zp)  # wraps
+        t = builder.select(builder.icmp_signed("<", t, lo), lo, t)
+        t = builder.select(builder.icmp_signed(">", t, hi), hi, t)
+        q = builder.trunc(builder.add(t, shift), v16i8)
         ptr = builder.bitcast(builder.gep(dst, [builder.mul(i, const64(_VEC))]),
                               v16i8.as_pointer())  # fmt: skip
         builder.store(q, ptr, align=1)
@@ -140,21 +162,21 @@ def _quantize16_codegen(context, builder, signature, args):
 
 
 @intrinsic
-def _quantize16(typingctx, src_addr, dst_addr, groups, inv, offset, q_min, q_max, nan_q):
-    """`_quantize_span`'s Neon-rounded values, groups·16 of them: dst[i] = the low byte of
-    int32(clamp(trunc(x·inv + (x·inv >= 0 ? 0.5 : -0.5)) + offset, q_min, q_max)), nan_q
-    where that is NaN (int8, or uint8 for bounds in 0..255; float32 arguments after the
-    addresses and count)."""
-    sig = types.void(types.int64, types.int64, types.int64, types.float32, types.float32,
-                     types.float32, types.float32, types.float32)  # fmt: skip
+def _quantize16(typingctx, src_addr, dst_addr, groups, inv, zp, q_min, shift):
+    """`_neon_q` on groups·16 values, plus shift, into bytes: dst[i] = the low byte of
+    _neon_q(x[i]·inv, zp, q_min) + shift (int8, or uint8 with shift 128; inv float32, then
+    int32 zp, q_min, shift)."""
+    sig = types.void(types.int64, types.int64, types.int64, types.float32, types.int32,
+                     types.int32, types.int32)  # fmt: skip
     return sig, _quantize16_codegen
 
 
 def quantize_symmetric(rows: np.ndarray):
     """NeonSymmetricQuantizeFloats on each row of a float32 [B, N] array.
 
-        range = max(|min|, |max|)     sf = range / 127     inv = 127 / range     (float32)
-        q = clamp(round(x * inv), -127, 127);   a row of zeros gives q = 0, sf = 1.
+        min, max = std::minmax_element     range = (|min| < |max| ? |max| : |min|)
+        sf = range / 127     inv = 127 / range     (float32)
+        q = clamp(round(x * inv), -127, 127) (`_quantize_row`);   range 0 gives q = 0, sf = 1.
     Returns (q int8 [B, N], sf float32 [B]).
     """
     rows = np.ascontiguousarray(rows, np.float32)
@@ -167,11 +189,12 @@ def quantize_symmetric(rows: np.ndarray):
 def quantize_asymmetric(rows: np.ndarray):
     """NeonAsymmetricQuantizeFloats on each row of a float32 [B, N] array.
 
-        rmin = min(0, min x), rmax = max(0, max x)                       (float32)
+        rmin, rmax = NeonMinMax (min(0, min x), max(0, max x) without NaN)      (float32)
         scale = double(rmax - rmin) / 255         (the difference is taken in float32)
-        zp = the nudged zero point from whichever of rmin/rmax has the smaller error
-        sf = float(scale)     inv = float(1.0 / double(sf))
-        q = clamp(round(x * inv) + zp, -128, 127);   rmin == rmax gives q = 0, sf = 1, zp = 0
+        zp = the nudged zero point from whichever of rmin/rmax has the smaller error (NaN: 0)
+        sf = float(scale)     inv = float(1.0 / double(sf)), 0 if sf == 0
+        q = clamp(round(x * inv) + zp, -128, 127) (`_quantize_row`);   rmin == rmax gives
+        q = 0, sf = 1, zp = 0
     Returns (q int8 [B, N], sf float32 [B], zp int32 [B]).
     """
     rows = np.ascontiguousarray(rows, np.float32)
@@ -193,7 +216,7 @@ def quantize_images(x: np.ndarray, symmetric: bool, threads: int = 1, unsigned: 
     past a pixel's last channels (`hybrid_conv`). A large image's quantizing pass is split
     between threads."""
     rows = np.ascontiguousarray(x, np.float32).reshape(x.shape[0], -1)
-    shift = 128 if unsigned else 0  # clamp(round(x·inv) + zp, lo, hi) + 128, exactly
+    shift = 128 if unsigned else 0  # added to the int8 q, after its clamp
     buffer = np.empty(rows.size + SPARE_BYTES, np.uint8 if unsigned else np.int8)
     buffer[rows.size :] = 0  # every q is written below
     q = buffer[: rows.size].reshape(rows.shape)
@@ -204,10 +227,13 @@ def quantize_images(x: np.ndarray, symmetric: bool, threads: int = 1, unsigned: 
     if not pool.worth_splitting(threads, split_flops):  # one compiled call does it all
         sf, zp = _quantize_rows(rows, q, symmetric, shift)
         return q.reshape(x.shape), sf, zp
-    sf, zp, inv = _image_parameters(*_rows_min_max(rows), symmetric)
+    sf, zp, inv, blank = _image_parameters(*_rows_range(rows, symmetric), symmetric)
     q_min = -127 if symmetric else -128
     for b in range(n):
-        args = (rows[b], q[b], inv[b], zp[b] + shift, q_min + shift, 127 + shift)
+        if blank[b]:
+            q[b] = shift
+            continue
+        args = (rows[b], q[b], inv[b], zp[b], q_min, shift)
         pool.split_run(_quantize_span, _quantize_split, args, rows.shape[1], threads,
                        split_flops)
     return q.reshape(x.shape), sf, zp
@@ -217,21 +243,19 @@ def quantize_images(x: np.ndarray, symmetric: bool, threads: int = 1, unsigned: 
 def quantize_image_compiled(image, q, symmetric, shift):
     """`quantize_images` for one image (any shape, contiguous) inside compiled code, into q
     (int8, or uint8 with shift 128: q + 128; at least image.size values): returns (sf, zp).
-    Min and max as NumPy's (NaN if any value is NaN); for small images, where NumPy's calls
-    cost more than the work."""
+    For small images, where NumPy's calls cost more than the work."""
     flat = image.reshape(image.size)
     if flat.size == 0:
         return np.float32(1), np.int32(0)
-    low, high = _min_max(flat)
-    sf, zp, inv = _image_parameters(np.full(1, low), np.full(1, high), symmetric)
-    q_min = -127 if symmetric else -128
-    _quantize_span(flat, q, inv[0], zp[0] + shift, q_min + shift, 127 + shift, 0, flat.size)
+    low, high = _row_range(flat, symmetric)
+    sf, zp, inv, blank = _image_parameters(np.full(1, low), np.full(1, high), symmetric)
+    _quantize_row(flat, q, inv[0], zp[0], -127 if symmetric else -128, shift, blank[0])
     return sf[0], zp[0]
 
 
 @kernel
 def _min_max(flat):
-    """(min, max) of a contiguous float32 vector as NumPy's: both NaN if any value is NaN."""
+    """(min, max, any NaN) of a contiguous float32 vector, NaNs skipped (±inf if all are)."""
     groups = flat.size // _VEC
     lanes = np.empty(2 * _VEC + 1, np.float32)
     _min_max16(addr(flat), groups, addr(lanes))
@@ -239,87 +263,186 @@ def _min_max(flat):
     nan = lanes[2 * _VEC] != 0
     for v in flat[_VEC * groups :]:
         nan |= np.isnan(v)
-        low, high = min(low, v), max(high, v)
+        if v < low:
+            low = v
+        if v > high:
+            high = v
+    return low, high, nan
+
+
+@kernel
+def _row_range(flat, symmetric):
+    """(low, high) of a non-empty contiguous float32 vector as TFLite's quantizer takes them:
+    std::minmax_element's (symmetric) or NeonMinMax's (asymmetric, capped at 0). Without NaN
+    both are the true min and max (`_min_max`'s 16 lanes); what a NaN does depends on where it
+    sits, so a row holding one is scanned in TFLite's order."""
+    low, high, nan = _min_max(flat)
     if nan:
-        return np.float32(np.nan), np.float32(np.nan)
+        return _minmax_element(flat, 0, flat.size) if symmetric else _neon_min_max(flat)
+    if symmetric:
+        return low, high
+    return min(low, np.float32(0)), max(high, np.float32(0))
+
+
+@kernel
+def _minmax_element(flat, i0, i1):
+    """libstdc++'s std::minmax_element over flat[i0:i1] (non-empty), operator< on float: the
+    values in pairs; the smaller of a pair replaces min if < min, the larger replaces max if
+    !(larger < max); a lone last value is tried for min, else for max. Every comparison with
+    NaN is false, so a NaN first is the min for good, and a NaN max gives way to the next."""
+    low = high = flat[i0]
+    if i1 - i0 > 1:
+        a, b = flat[i0], flat[i0 + 1]
+        low, high = (b, a) if b < a else (a, b)
+    for i in range(i0 + 2, i1 - 1, 2):
+        a, b = flat[i], flat[i + 1]
+        small, large = (b, a) if b < a else (a, b)
+        if small < low:
+            low = small
+        if not large < high:
+            high = large
+    if i1 - i0 > 2 and (i1 - i0) % 2 == 1:
+        a = flat[i1 - 1]
+        if a < low:
+            low = a
+        elif not a < high:
+            high = a
     return low, high
 
 
 @kernel
-def _rows_min_max(rows):
-    """Each row's (min, max) of a C-contiguous float32 [B, N], N > 0, as `_min_max`."""
-    mins, maxs = np.empty(rows.shape[0], np.float32), np.empty(rows.shape[0], np.float32)
-    for b in range(rows.shape[0]):
-        mins[b], maxs[b] = _min_max(rows[b])
-    return mins, maxs
+def _neon_min_max(flat):
+    """NeonMinMax (non-aarch64, NEON_2_SSE) on a non-empty float32 vector: lanes k = i % 4 of
+    the whole vectors of 4 through minps/maxps (acc < v ? acc : v, so a NaN lane takes the
+    next value), folded serially (vmin_f32: a < b ? a : b over lanes (0, 2), (1, 3); vpmin:
+    m0 > m1 ? m1 : m0; max the same with > and <); the last < 4 values by `_minmax_element`;
+    each merged as std::min(rmin, v) / std::max(rmax, v) from rmin = rmax = 0, where NaN
+    loses."""
+    block = flat.size & ~3
+    low = high = np.float32(0)
+    if block:
+        lows, highs = flat[:4].copy(), flat[:4].copy()
+        for i in range(4, block):
+            k, v = i & 3, flat[i]
+            lows[k] = lows[k] if lows[k] < v else v
+            highs[k] = highs[k] if highs[k] > v else v
+        m0 = lows[0] if lows[0] < lows[2] else lows[2]
+        m1 = lows[1] if lows[1] < lows[3] else lows[3]
+        m = m1 if m0 > m1 else m0
+        low = m if m < low else low
+        m0 = highs[0] if highs[0] > highs[2] else highs[2]
+        m1 = highs[1] if highs[1] > highs[3] else highs[3]
+        m = m1 if m0 < m1 else m0
+        high = m if high < m else high
+    if block < flat.size:
+        tail_low, tail_high = _minmax_element(flat, block, flat.size)
+        low = tail_low if tail_low < low else low
+        high = tail_high if high < tail_high else high
+    return low, high
 
 
 @kernel
-def _image_parameters(mins, maxs, symmetric):
-    """(sf, zp, inv) of each row given its min and max, as the Neon quantizers compute them;
-    inv = 0 for a row whose q is all 0 (sf 1, zp 0)."""
-    n = mins.shape[0]
+def _rows_range(rows, symmetric):
+    """Each row's `_row_range` of a C-contiguous float32 [B, N], N > 0."""
+    lows, highs = np.empty(rows.shape[0], np.float32), np.empty(rows.shape[0], np.float32)
+    for b in range(rows.shape[0]):
+        lows[b], highs[b] = _row_range(rows[b], symmetric)
+    return lows, highs
+
+
+@kernel
+def _image_parameters(lows, highs, symmetric):
+    """(sf, zp, inv, blank) of each row given its `_row_range`, as the Neon quantizers compute
+    them; a blank row (symmetric range 0, asymmetric rmin == rmax) has q all 0, sf 1, zp 0,
+    whatever its values (NaN or inf may hide behind a range of 0)."""
+    n = lows.shape[0]
     sf, zps, inv = np.ones(n, np.float32), np.zeros(n, np.int32), np.zeros(n, np.float32)
+    blank = np.zeros(n, np.bool_)
     for b in range(n):
         if symmetric:
-            top = max(abs(mins[b]), abs(maxs[b]))
-            if top != 0:
+            low, high = abs(lows[b]), abs(highs[b])
+            top = high if low < high else low  # std::max: NaN if |min| is
+            blank[b] = top == 0
+            if not blank[b]:
                 sf[b], inv[b] = _symmetric_parameters(top)
         else:
-            rmin, rmax = min(mins[b], np.float32(0)), max(maxs[b], np.float32(0))
-            if rmin != rmax:
-                sf[b], zps[b], inv[b] = _asymmetric_parameters(rmin, rmax)
-    return sf, zps, inv
+            blank[b] = lows[b] == highs[b]
+            if not blank[b]:
+                sf[b], zps[b], inv[b] = _asymmetric_parameters(lows[b], highs[b])
+    return sf, zps, inv, blank
+
+
+@inline_kernel
+def _neon_q(v, zp, q_min):
+    """The Neon loop's q of a float32 product v = x·inv (blocks of 8 from the row's start):
+
+        r = v + (v < 0 ? -0.5f : 0.5f)                     (float32; NaN takes +0.5)
+        c = vcvtq_s32_f32(r): trunc(r); INT32_MAX for r >= 2^31; INT32_MIN for NaN, r < -2^31
+        q = clamp(c + zp, q_min, 127)                      (the int32 sum wraps)
+
+    (r differs from roundf only for |v| = 0.5 - 2^-25, where the float32 sum rounds up to 1.)"""
+    r = v + (np.float32(-0.5) if v < 0 else np.float32(0.5))
+    c = np.int64(_INT32_MIN)
+    if r >= _TWO31:
+        c = np.int64(_INT32_MAX)
+    elif r >= -_TWO31:
+        c = np.int64(r)
+    t = (c + zp - _INT32_MIN) % 2**32 + _INT32_MIN
+    return min(max(t, q_min), 127)
+
+
+@inline_kernel
+def _roundf_q(v, zp, q_min):
+    """The scalar tail's q of a float32 product v = x·inv (after the blocks of 8), r = roundf(v)
+    (ties away from zero, computed exactly in float64):
+
+        symmetric:  q = clamp(cvttss2si(r), -127, 127)      (INT32_MIN for NaN, |r| >= 2^31)
+        asymmetric: q = int8 saturation of float(zp) + r     (float32 sum; NaN gives 0)
+
+    The asymmetric clamp to int8's own range is compiled into a saturating conversion, which
+    the symmetric [-127, 127] is not."""
+    a = np.floor(abs(np.float64(v)) + 0.5)  # |v| + 0.5 is exact for a float32 v
+    r = np.float32(-a if v < 0 else a)
+    if q_min == -128:
+        s = np.float32(zp) + r  # float32
+        if np.isnan(s):
+            return 0
+        return np.int64(min(max(s, -128.0), 127.0))
+    c = np.int64(r) if abs(r) < _TWO31 else np.int64(_INT32_MIN)
+    return min(max(c, q_min), 127)
 
 
 @kernel
-def _quantize_row(row, out, inv, offset, q_min, q_max):
-    """The Neon quantizer loop on one float32 row:
-
-        q = clamp(round(x * inv) + offset, q_min, q_max)     (x * inv is a float32 product)
-
-    Vector blocks of 8 round as the non-aarch64 Neon RoundToNearest, truncate(v + copysign(0.5f, v))
-    with a float32 sum (it differs from roundf only for |v| = 0.5 - 2^-25, where the sum rounds
-    up to 1); the tail rounds with roundf, ties away from zero, computed exactly in float64.
-    Rounded values and offsets are integers far below 2^24, so their float32 sum is exact.
-    """
-    _quantize_span(row, out, inv, offset, q_min, q_max, 0, row.shape[0])
+def _quantize_row(row, out, inv, zp, q_min, shift, blank):
+    """The Neon quantizer loop on one float32 row: out = q(x·inv) + shift (x·inv a float32
+    product; q from `_neon_q` in whole blocks of 8 from the row's start, from `_roundf_q` for
+    the tail; shift 0 into int8, 128 into uint8, added after the clamp); all q 0 if blank."""
+    if blank:
+        out[: row.shape[0]] = shift
+    else:
+        _quantize_span(row, out, inv, zp, q_min, shift, 0, row.shape[0])
 
 
 @kernel
-def _quantize_span(row, out, inv, offset, q_min, q_max, i0, i1):
-    """`_quantize_row` on values i0..i1-1 of the row (the same rounding per value: Neon's for
-    those in whole blocks of 8 from the row's start, roundf for the tail). A NaN product
-    (x NaN, or ±inf·0 in an image whose range is infinite) gives q = 0: the middle of the
-    range, (q_min + q_max + 1) // 2, of int8 q and of uint8 q + 128 alike."""
+def _quantize_span(row, out, inv, zp, q_min, shift, i0, i1):
+    """`_quantize_row` (not blank) on values i0..i1-1 of the row."""
     block = row.shape[0] & ~(_NEON_BLOCK - 1)
-    half = np.float32(0.5)
-    off, lo, hi = np.float32(offset), np.float32(q_min), np.float32(q_max)
-    nan_q = np.float32((q_min + q_max + 1) // 2)
     end = min(i1, block)
     groups = max(0, end - i0) // _VEC  # row and out are contiguous
-    _quantize16(addr(row) + 4 * i0, addr(out) + i0, groups, np.float32(inv), off, lo, hi, nan_q)
-    start = i0 + _VEC * groups
-    xs, qs = row[start:end], out[start:end]  # the last < 16 of the blocks of 8
-    for i in range(xs.shape[0]):
-        v = xs[i] * inv  # float32
-        r = np.trunc(v + (half if v >= 0 else -half)) + off  # float32 sum, then exact
-        r = min(max(r, lo), hi)
-        qs[i] = np.int32(r if r == r else nan_q)  # stored as q's int8 or uint8
+    _quantize16(addr(row) + 4 * i0, addr(out) + i0, groups, np.float32(inv), np.int32(zp),
+                np.int32(q_min), np.int32(shift))  # fmt: skip
+    for i in range(i0 + _VEC * groups, end):  # the last < 16 of the blocks of 8
+        out[i] = _neon_q(row[i] * inv, zp, q_min) + shift  # stored as q's int8 or uint8
     for i in range(max(i0, block), i1):
-        a = np.float64(row[i] * inv)
-        r = np.floor(abs(a) + 0.5)  # |a| + 0.5 is exact for a float32 a
-        r = min(max((-r if a < 0 else r) + np.float64(offset), np.float64(q_min)),
-                np.float64(q_max))  # fmt: skip
-        out[i] = np.int32(r if r == r else nan_q)
+        out[i] = _roundf_q(row[i] * inv, zp, q_min) + shift
 
 
 @kernel(parallel=True)
-def _quantize_split(row, out, inv, offset, q_min, q_max, n, parts):
+def _quantize_split(row, out, inv, zp, q_min, shift, n, parts):
     """`_quantize_span` over 0..n-1 in `parts` parts at once (threads.split_run)."""
     for i in prange(parts):
         i0, i1 = pool.part(n, parts, i)
-        _quantize_span(row, out, inv, offset, q_min, q_max, i0, i1)
+        _quantize_span(row, out, inv, zp, q_min, shift, i0, i1)
 
 
 @kernel
@@ -335,31 +458,45 @@ def _round_away_f64(v):
 def _quantize_rows(rows, q, symmetric, shift):
     """NeonSymmetricQuantizeFloats or NeonAsymmetricQuantizeFloats per row of a C-contiguous
     float32 [B, N] (N > 0) into q (plus shift: 0 into int8, 128 into uint8); returns the
-    scaling factors and zero points (0 when symmetric). A row whose q is all 0 has inv = 0:
-    its values are all ±0, so x * 0 rounds to the 0 it must be."""
-    sf, zps, inv = _image_parameters(*_rows_min_max(rows), symmetric)
+    scaling factors and zero points (0 when symmetric)."""
+    sf, zps, inv, blank = _image_parameters(*_rows_range(rows, symmetric), symmetric)
     q_min = -127 if symmetric else -128
     for b in range(rows.shape[0]):
-        _quantize_row(rows[b], q[b], inv[b], zps[b] + shift, q_min + shift, 127 + shift)
+        _quantize_row(rows[b], q[b], inv[b], zps[b], q_min, shift, blank[b])
     return sf, zps
 
 
 @inline_kernel
 def _symmetric_parameters(top):
-    """(sf, inv) of a row whose largest |x| is top > 0: top / 127 and 127 / top in float32."""
+    """(sf, inv) of a row whose range is top (> 0, inf or NaN): top / 127 and 127 / top in
+    float32 (inv is 0 for an infinite range, inf for a denormal one)."""
     return top / np.float32(127), np.float32(127) / top
 
 
 @inline_kernel
 def _asymmetric_parameters(rmin, rmax):
-    """(sf, zp, inv) of a row with rmin < 0 <= rmax or rmin <= 0 < rmax (float32)."""
+    """(sf, zp, inv) of a row with rmin < 0 <= rmax or rmin <= 0 < rmax (float32; either may be
+    infinite, and the differences then NaN)."""
     scale = np.float64(rmax - rmin) / 255.0  # the difference in float32
     low, high = np.float64(rmin) / scale, np.float64(rmax) / scale
     from_min, from_max = -128.0 - low, 127.0 - high
     zp_real = from_min if 128.0 + abs(low) < 127.0 + abs(high) else from_max
-    zp = np.int32(min(max(_round_away_f64(zp_real), -128.0), 127.0))
     sf = np.float32(scale)
-    return sf, zp, np.float32(1.0 / np.float64(sf))
+    inv = np.float32(1.0 / np.float64(sf)) if sf != 0 else np.float32(0)
+    return sf, _nudged_zero_point(zp_real), inv
+
+
+@inline_kernel
+def _nudged_zero_point(zp_real):
+    """-128 if zp_real <= -128, 127 if >= 127, else int8(std::round(zp_real)): 0 for NaN (the
+    low byte of cvttsd2si's 0x80000000)."""
+    if zp_real <= -128.0:
+        return np.int32(-128)
+    if zp_real >= 127.0:
+        return np.int32(127)
+    if np.isnan(zp_real):
+        return np.int32(0)
+    return np.int32(_round_away_f64(zp_real))
 
 
 @kernel

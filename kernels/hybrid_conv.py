@@ -1,8 +1,9 @@
 """Fast hybrid ("dynamic range") CONV_2D and DEPTHWISE_CONV_2D: the int8 cores of
 `gemm_int8` and `depthwise_int8` with a float epilogue fused in registers.
 
-Each input image is quantized once per run (`hybrid`'s Neon quantizer: 16-lane min/max, then
-one vectorized pass), then the exact int32 accumulators of the int8 kernels go through
+Each input image is quantized once per run (`hybrid`'s Neon quantizer: a vectorized min/max
+pass, TFLite's scan order for an image holding a NaN, then one vectorized quantizing pass),
+then the exact int32 accumulators of the int8 kernels go through
 
     out[c] = clamp((float32(wrap32(acc[c] - corr[c])) * pre[c]) * scale[c] + bias[c], lo, hi)
 

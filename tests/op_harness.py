@@ -206,3 +206,41 @@ def op_case(op: str, args, opts=None, *, twin=None, rel: float = FLOAT_REL,
     values = [a.value if isinstance(a, (In, Const)) else np.asarray(a) for a in args]
     assert_close(name, np.asarray(got[name]), np.asarray(twin(*values)), rel)
     return got
+
+
+# -- inputs for the hybrid quantizers ------------------------------------------------------------
+
+
+def non_finite_rows(r: np.random.Generator, depth: int) -> np.ndarray:
+    """float32 [B, depth] rows that exercise the hybrid quantizers outside finite ranges: NaN,
+    +inf and -inf at every position (so in the 16-lane vectors, the rest of the blocks of 8, the
+    scalar tail, each lane of NeonMinMax's vectors and of its tail); both infinities; NaN with an
+    infinity; NaN in rows of one sign (zero points -128 and 127); NaNs that hide a large value
+    from the min and max (whose product then leaves int32 or the clamp range); all-NaN rows;
+    rows of denormals, where 127 / range overflows to inf (and 0 · inf is NaN)."""
+    def base():
+        return (r.normal(size=depth) * 3 + r.normal() * 2).astype(np.float32)
+
+    rows = []
+    for p in range(depth):
+        for special in (np.nan, np.inf, -np.inf):
+            rows.append(base())
+            rows[-1][p] = special
+        rows.append(base())
+        rows[-1][[p, (5 * p + 1) % depth]] = [np.inf, -np.inf]
+        rows.append(base())
+        rows[-1][[p, (3 * p + 2) % depth]] = [np.nan, np.inf if p % 2 else -np.inf]
+        rows += [np.abs(base()), -np.abs(base())]
+        rows[-2][p] = rows[-1][p] = np.nan
+    last = (depth & ~3) - 4  # NeonMinMax's last whole vector of 4
+    for big in (1e4, 1e10, -1e10):
+        for where, nan in [(last + 1, last + 3), (last, last + 2), (last - 4, last),  # lanes
+                           (2, 5), (0, 3)]:  # minmax_element's max given way to a later value
+            if 0 <= where < depth and 0 <= nan < depth and where != nan:
+                rows.append(base())
+                rows[-1][[where, nan]] = [big, np.nan]
+    rows.append(np.full(depth, np.nan, np.float32))
+    for scale in (1e-39, 1e-42, 1e-45):
+        rows += [base() * np.float32(scale), np.abs(base()) * np.float32(scale)]
+    rows.append(np.where(np.arange(depth) % 3 == 0, 0, base() * np.float32(1e-40)))
+    return np.array(rows, np.float32)

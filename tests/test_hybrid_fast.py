@@ -1,22 +1,27 @@
 """Fast hybrid kernels against their twins: exact equality.
 
 - `hybrid.quantize_symmetric` / `quantize_asymmetric` (Numba) against the NumPy twins below
-  (the Neon quantizers written array-wise; test_ops_fc_int checks them against TFLite).
+  (the Neon quantizers written array-wise, min and max scanned as libstdc++'s minmax_element
+  and NEON_2_SSE's NeonMinMax; test_ops_fc_int checks them against TFLite, non-finite rows
+  included), and the conversions of NaN and ±inf pinned value by value.
 - `gemm_int8` / `depthwise_int8` raw accumulators against `hybrid.conv_accumulators`,
   `depthwise_accumulators` and `matmul_accumulators` (checked against NumPy in test_ops_conv_int).
 - The fused float epilogue against the same float32 operations written in NumPy: hybrid FC
   (`gemm_int8`), hybrid CONV_2D / DEPTHWISE_CONV_2D (`hybrid_conv`, over edge shapes).
 """
 
+# ruff: noqa: FURB136, PLR1730  (each `a if a < b else b` is C++'s, in its order: NaN decides)
 import numpy as np
 import pytest
 from qengine.kernels import depthwise_int8, emit, gemm_int8, hybrid, hybrid_conv, pack, requant
 
 # -- NumPy twins of the Neon quantizers ----------------------------------------------------------
 
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
 
 def round_away_f32(v):
-    """roundf, exactly in float64."""
+    """roundf, exactly in float64 (NaN and ±inf pass through)."""
     v = v.astype(np.float64)
     return np.sign(v) * np.floor(np.abs(v) + 0.5)
 
@@ -26,30 +31,107 @@ def round_away_f64(v):
     return t + np.where(np.abs(v - t) >= 0.5, np.sign(v), 0.0)
 
 
-def neon_round(v):
-    """truncate(v + copysign(0.5f, v)), the sum in float32."""
-    v = v.astype(np.float32)
-    return np.trunc(v + np.copysign(np.float32(0.5), v)).astype(np.float64)
+def cvtt(v):
+    """cvttps2dq / cvttss2si: truncation, 0x80000000 for NaN and |v| >= 2^31 (int64 result)."""
+    v = np.asarray(v, np.float64)
+    fits = np.abs(v) < 2.0**31
+    return np.where(fits, np.trunc(np.where(fits, v, 0.0)), INT32_MIN).astype(np.int64)
 
 
-def quantize_rows(rows, inv, offset):
-    scaled = rows * inv[:, None]  # float32
-    block = rows.shape[1] & ~7  # blocks of 8 round as Neon, the tail with roundf
-    rounded = np.empty(rows.shape, np.float64)
-    rounded[:, :block] = neon_round(scaled[:, :block])
-    rounded[:, block:] = round_away_f32(scaled[:, block:])
-    return rounded + offset[:, None]
+def neon_cvt(v):
+    """NEON_2_SSE's vcvtq_s32_f32: cvttps2dq, its 0x80000000 flipped to 0x7fffffff for
+    v >= 2^31 (the cmpge mask is xor'ed in)."""
+    return np.where(np.asarray(v, np.float64) >= 2.0**31, INT32_MAX, cvtt(v))
+
+
+def wrap32(v):
+    return (v - INT32_MIN) % 2**32 + INT32_MIN
+
+
+def quantize_rows(rows, inv, zp, q_min):
+    """q of each row: the blocks of 8 as the Neon loop (round, vcvtq, int32 add of zp, int32
+    clamp), the tail as its scalar loop (int32(float(zp) + roundf(x·inv)), clamped)."""
+    with np.errstate(invalid="ignore", over="ignore"):  # 0 * inf, x * inf
+        scaled = rows * inv[:, None]  # float32
+    block = rows.shape[1] & ~7
+    zp = zp.astype(np.int64)[:, None]
+    q = np.empty(rows.shape, np.int64)
+    head = scaled[:, :block]
+    summed = head + np.where(head < 0, np.float32(-0.5), np.float32(0.5))  # float32; NaN: +0.5
+    q[:, :block] = wrap32(neon_cvt(summed) + zp)
+    tail = zp.astype(np.float32) + round_away_f32(scaled[:, block:]).astype(np.float32)
+    if q_min == -128:  # the clamp to int8's range saturates in float: NaN gives 0
+        q[:, block:] = np.clip(np.nan_to_num(tail, nan=0.0, posinf=127, neginf=-128), -128, 127)
+    else:
+        q[:, block:] = cvtt(tail)
+    return np.clip(q, q_min, 127)
+
+
+def minmax_element(row):
+    """libstdc++'s std::minmax_element with operator< (values in pairs, the first smallest and
+    the last largest): NaN comparisons are false, so where a NaN sits decides what it does."""
+    n = len(row)
+    if n == 1:
+        return row[0], row[0]
+    low, high = (row[1], row[0]) if row[1] < row[0] else (row[0], row[1])
+    i = 2
+    while i < n:
+        if i + 1 == n:
+            if row[i] < low:
+                low = row[i]
+            elif not row[i] < high:
+                high = row[i]
+            break
+        a, b = (row[i + 1], row[i]) if row[i + 1] < row[i] else (row[i], row[i + 1])
+        if a < low:
+            low = a
+        if not b < high:
+            high = b
+        i += 2
+    return low, high
+
+
+def neon_min_max(row):
+    """NeonMinMax (NEON_2_SSE): 4 lanes through minps/maxps (a NaN of the new vector wins),
+    halves and pairs folded serially with (a < b ? a : b) / (a > b ? a : b), the last < 4
+    values by minmax_element; std::min/max with 0 (a NaN loses to 0)."""
+    n = len(row)
+    block = n & ~3
+    low = high = np.float32(0)
+    if block:
+        lanes_low = row[:4].copy()
+        lanes_high = row[:4].copy()
+        for i in range(4, block, 4):
+            v = row[i : i + 4]
+            lanes_low = np.where(lanes_low < v, lanes_low, v)  # minps(acc, v)
+            lanes_high = np.where(lanes_high > v, lanes_high, v)  # maxps(acc, v)
+        a, b = lanes_low[:2], lanes_low[2:]
+        pair = np.where(a < b, a, b)  # vmin_f32
+        m = pair[1] if pair[0] > pair[1] else pair[0]  # vpmin_f32
+        low = m if m < low else low  # std::min(0, m)
+        a, b = lanes_high[:2], lanes_high[2:]
+        pair = np.where(a > b, a, b)
+        m = pair[1] if pair[0] < pair[1] else pair[0]
+        high = m if high < m else high
+    if block < n:
+        tail_low, tail_high = minmax_element(row[block:])
+        low = tail_low if tail_low < low else low
+        high = tail_high if high < tail_high else high
+    return low, high
 
 
 def naive_symmetric(rows):
+    n = rows.shape[0]
     if rows.shape[1] == 0:
-        return np.zeros(rows.shape, np.int8), np.ones(rows.shape[0], np.float32)
-    top = np.maximum(np.abs(rows.min(axis=1)), np.abs(rows.max(axis=1)))
+        return np.zeros(rows.shape, np.int8), np.ones(n, np.float32)
+    ends = np.array([minmax_element(row) for row in rows], np.float32).reshape(n, 2)
+    low, high = np.abs(ends[:, 0]), np.abs(ends[:, 1])
+    top = np.where(low < high, high, low)  # std::max(|min|, |max|): NaN when |min| is
     zero = top == 0
-    safe = np.where(zero, np.float32(1), top)
-    sf = np.where(zero, np.float32(1), safe / np.float32(127)).astype(np.float32)
-    inv = (np.float32(127) / safe).astype(np.float32)
-    q = np.clip(quantize_rows(rows, inv, np.zeros(len(rows))), -127, 127)
+    sf = np.where(zero, np.float32(1), top / np.float32(127)).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        inv = (np.float32(127) / top).astype(np.float32)
+    q = quantize_rows(rows, inv, np.zeros(n), -127)
     q[zero] = 0
     return q.astype(np.int8), sf
 
@@ -58,16 +140,19 @@ def naive_asymmetric(rows):
     n = rows.shape[0]
     if rows.shape[1] == 0:
         return np.zeros(rows.shape, np.int8), np.ones(n, np.float32), np.zeros(n, np.int32)
-    rmin = np.minimum(rows.min(axis=1), np.float32(0))
-    rmax = np.maximum(rows.max(axis=1), np.float32(0))
+    ends = np.array([neon_min_max(row) for row in rows], np.float32).reshape(n, 2)
+    rmin, rmax = ends[:, 0], ends[:, 1]
     flat = rmin == rmax
-    scale = np.where(flat, 1.0, (rmax - rmin).astype(np.float64) / 255.0)
-    low, high = rmin.astype(np.float64) / scale, rmax.astype(np.float64) / scale
-    zp_real = np.where(128.0 + np.abs(low) < 127.0 + np.abs(high), -128.0 - low, 127.0 - high)
-    zp = np.where(flat, 0, np.clip(round_away_f64(zp_real), -128, 127)).astype(np.int32)
-    sf = np.where(flat, 1.0, scale).astype(np.float32)
-    inv = (1.0 / sf.astype(np.float64)).astype(np.float32)
-    q = np.clip(quantize_rows(rows, inv, zp.astype(np.float64)), -128, 127)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        scale = np.where(flat, 1.0, (rmax - rmin).astype(np.float64) / 255.0)
+        low, high = rmin.astype(np.float64) / scale, rmax.astype(np.float64) / scale
+        zp_real = np.where(128.0 + np.abs(low) < 127.0 + np.abs(high), -128.0 - low, 127.0 - high)
+        zp = np.where(zp_real <= -128, -128, np.where(zp_real >= 127, 127, round_away_f64(
+            np.nan_to_num(zp_real))))  # int8(round(NaN)): the low byte of 0x80000000
+        zp = np.where(flat, 0, zp).astype(np.int32)
+        sf = np.where(flat, 1.0, scale).astype(np.float32)
+        inv = np.where(sf == 0, 0, 1.0 / sf.astype(np.float64)).astype(np.float32)
+    q = quantize_rows(rows, inv, zp, -128)
     q[flat] = 0
     return q.astype(np.int8), sf, zp
 
@@ -101,14 +186,20 @@ def test_quantizers_match_numpy_twins(kind, seed):
         assert_same(hybrid.quantize_asymmetric(rows), naive_asymmetric(rows))
 
 
+def same_bits(got, want):
+    return np.float32(got).view(np.int32) == np.float32(want).view(np.int32)
+
+
 @pytest.mark.parametrize("seed", range(3))
-def test_min_max_is_numpys_for_every_length_and_nan(seed):
-    """`_min_max` (16-lane vectors in 4 independent chains, then a scalar tail) against NumPy:
-    lengths around every multiple of 16 and 64, a NaN anywhere, infinities, one-sign rows."""
+def test_row_range_is_tflites_for_every_length_and_nan(seed):
+    """`_row_range` (16-lane vectors in 4 independent chains and a scalar tail; a row with a
+    NaN scanned in TFLite's order) against the twins of std::minmax_element and NeonMinMax:
+    lengths around every multiple of 16 and 64, NaNs anywhere, infinities, one-sign rows.
+    Without NaN both are NumPy's min and max (capped at 0 for NeonMinMax)."""
     r = np.random.default_rng(seed)
     for n in [*range(1, 140), 1000, 4099]:
         x = (r.standard_normal(n) * 10).astype(np.float32)
-        variant = r.integers(5)
+        variant = r.integers(6)
         if variant == 1:
             x = np.abs(x) + 1  # no lane sees 0 or a negative: the maximum is not a start value
         elif variant == 2:
@@ -117,29 +208,86 @@ def test_min_max_is_numpys_for_every_length_and_nan(seed):
             x[r.integers(n)] = np.nan
         elif variant == 4:
             x[r.integers(n, size=2)] = [np.inf, -np.inf]
-        low, high = hybrid._min_max(x)
-        if np.isnan(x).any():
-            assert np.isnan(low) and np.isnan(high)
-        else:
-            assert (low, high) == (x.min(), x.max())
+        elif variant == 5:
+            x[r.integers(n, size=1 + n // 8)] = np.nan
+        for symmetric, twin in [(True, minmax_element), (False, neon_min_max)]:
+            got, want = hybrid._row_range(x, symmetric), twin(x)
+            assert same_bits(got[0], want[0]) and same_bits(got[1], want[1]), (n, symmetric)
+        if not np.isnan(x).any():
+            assert hybrid._row_range(x, True) == (x.min(), x.max())
 
 
-def test_quantize_span_non_finite_values_in_vectors_and_tail():
-    """NaN quantizes to 0, ±inf to the clamp bounds, at every position (the 16-lane vectors, the
-    rest of the blocks of 8, the roundf tail), as the Neon loop's int conversion leaves them;
-    finite values as the NumPy twin."""
+def test_row_range_nan_cases_pinned():
+    """Where a NaN decides, worked by hand from libstdc++'s minmax_element and NeonMinMax (the
+    rules test_ops_fc_int / test_ops_conv_int check against TFLite on non_finite_rows)."""
+    nan = np.float32(np.nan)
+    row = np.float32([nan, 2, -3, 4, 1])
+    low, high = hybrid._row_range(row, True)
+    assert np.isnan(low) and high == 4  # a NaN first is minmax_element's min for good
+    assert hybrid._row_range(np.float32([1, 9, 2, nan, 3, 4]), True) == (1, 4)  # max gives way
+    assert hybrid._row_range(np.float32([1, 2, 3, nan, 4]), True) == (1, 4)  # 4 replaces NaN
+    high = hybrid._row_range(np.float32([1, 2, 3, 4, nan]), True)[1]
+    assert np.isnan(high)  # a lone last NaN is tried for max: !(NaN < max)
+    lanes = np.float32([1, 9, 1, 1, -5, 2, 3, nan])  # lane 3's NaN: the fold drops lane 1
+    assert hybrid._row_range(lanes, False) == (-5, 3)
+    assert hybrid._row_range(np.float32([9, -9, 1, 1, nan, nan, 1, 1]), False) == (0, 1)
+
+
+def test_quantize_row_non_finite_values_pinned():
+    """q of NaN and ±inf products at every position, as TFLite gives them. The blocks of 8
+    convert with NEON_2_SSE's vcvtq_s32_f32 (INT32_MIN for NaN and -inf, INT32_MAX for +inf),
+    add the zero point in int32 (wrapping) and clamp; the symmetric tail converts with
+    cvttss2si (INT32_MIN for all three) and clamps; the asymmetric tail saturates to int8 in
+    float (NaN 0). uint8 q + 128 is the same plus 128."""
+    n = 16 * 3 + 8 + 5  # the 16-lane vectors, the rest of the blocks of 8, a tail of 5
+    want = {  # (q_min, zp, in the blocks of 8) -> q of (NaN, +inf, -inf)
+        (-128, 3, True): (-128, -128, -128), (-128, -3, True): (127, 127, 127),
+        (-128, 0, True): (-128, 127, -128), (-128, 3, False): (0, 127, -128),
+        (-128, -3, False): (0, 127, -128), (-127, 0, True): (-127, 127, -127),
+        (-127, 0, False): (-127, -127, -127)}
     r = np.random.default_rng(3)
-    n = 16 * 3 + 8 + 5
-    for position in range(n):
-        x = (r.standard_normal(n) * 40).astype(np.float32)
-        special = [np.nan, np.inf, -np.inf][position % 3]
-        x[position] = special
-        q = np.zeros(n, np.int8)
-        hybrid._quantize_span(x, q, np.float32(1.5), 3, -128, 127, 0, n)
-        finite = np.isfinite(x)
-        want = np.clip(quantize_rows(x[None], np.float32([1.5]), np.float64([3]))[0], -128, 127)
-        np.testing.assert_array_equal(q[finite], want[finite].astype(np.int8))
-        assert q[position] == {0: 0, 1: 127, 2: -128}[position % 3]
+    for (q_min, zp, in_blocks), specials in want.items():
+        for shift, dtype in [(0, np.int8), (128, np.uint8)]:
+            for position in range(n):
+                if (position < 56) != in_blocks:
+                    continue
+                x = (r.standard_normal(n) * 40).astype(np.float32)
+                special = position % 3
+                x[position] = [np.nan, np.inf, -np.inf][special]
+                q = np.zeros(n, dtype)
+                hybrid._quantize_row(x, q, np.float32(1.5), zp, q_min, shift, False)
+                assert int(q[position]) == specials[special] + shift, (q_min, zp, position)
+                twin = quantize_rows(x[None], np.float32([1.5]), np.int64([zp]), q_min)[0]
+                np.testing.assert_array_equal(q.astype(np.int64), twin + shift)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 5, 8, 13, 21, 75, 100])
+def test_quantizers_non_finite_rows_match_twins(depth, monkeypatch):
+    """NaN, infinities, hidden extremes, denormals (op_harness.non_finite_rows): the quantizers,
+    `quantize_images` (one call and split between threads, int8 and uint8) and the one-image
+    compiled quantizer against the twins."""
+    from op_harness import non_finite_rows
+    from qengine.kernels import threads as pool
+
+    monkeypatch.setattr(pool, "MIN_SPLIT_FLOPS", 0)
+    rows = non_finite_rows(np.random.default_rng(depth), depth)
+    with np.errstate(all="ignore"):
+        symmetric, asymmetric = naive_symmetric(rows), naive_asymmetric(rows)
+    assert_same(hybrid.quantize_symmetric(rows), symmetric)
+    assert_same(hybrid.quantize_asymmetric(rows), asymmetric)
+    zeros = np.zeros(len(rows), np.int32)
+    for sym, (q, sf, *zp) in [(True, symmetric), (False, asymmetric)]:
+        want = (q, sf, zp[0] if zp else zeros)
+        for threads in (1, 2):
+            got = hybrid.quantize_images(rows, sym, threads)
+            assert_same(got, want)
+            u, usf, uzp = hybrid.quantize_images(rows, sym, threads, unsigned=True)
+            assert_same((u.astype(np.int16) - 128, usf, uzp), (q.astype(np.int16), sf, want[2]))
+        for b in range(0, len(rows), 7):
+            out = np.zeros(depth, np.uint8)
+            got_sf, got_zp = hybrid.quantize_image_compiled(rows[b], out, sym, 128)
+            assert same_bits(got_sf, sf[b]) and got_zp == want[2][b]
+            np.testing.assert_array_equal(out.astype(np.int16) - 128, q[b])
 
 
 def test_quantizers_zero_rows_and_rounding_corner():

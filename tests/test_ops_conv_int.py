@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from op_harness import check_against_tflite, rng
+from op_harness import check_against_tflite, non_finite_rows, rng
 from qengine.kernels import hybrid
 from tflite_ref import run_tflite
 
@@ -263,6 +263,35 @@ def test_hybrid_special_inputs():
     model = hybrid_model(r, x.shape, int8(r, (1, 3, 3, 4), -127), r.uniform(1e-3, 5e-2, 4),
                          depthwise=True)
     assert_same_bits(model, [x])
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("kind", ["per-tensor", "per-channel", "depthwise"])
+@pytest.mark.parametrize("act", ["NONE", "RELU6"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_hybrid_non_finite_images(kind, act, threads, monkeypatch):
+    """Images holding NaN, ±inf, hidden extremes or only denormals (op_harness.non_finite_rows,
+    5x5x3 = 75 values: 16-lane vectors, the rest of the blocks of 8, a tail of 3), bit for bit
+    with TFLite, NaN payloads and -0.0 included. One thread runs the one-call serial kernels
+    (`quantize_image_compiled`); two, `quantize_images` split between threads (uint8 q + 128
+    into the VNNI tiles on a VNNI host)."""
+    from qengine.kernels import threads as pool
+
+    monkeypatch.setattr(pool, "MIN_SPLIT_FLOPS", 0)
+    r = rng("hnonfinite", kind, act)
+    x = non_finite_rows(r, 75).reshape(-1, 5, 5, 3)
+    if kind == "depthwise":
+        model = hybrid_model(r, x.shape, int8(r, (1, 3, 3, 3), -127), r.uniform(1e-3, 5e-2, 3),
+                             depthwise=True, act=act)
+    else:
+        scales = [0.02] if kind == "per-tensor" else r.uniform(1e-3, 5e-2, 4)
+        model = hybrid_model(r, x.shape, int8(r, (4, 3, 3, 3), -127), scales, act=act)
+    data = model.to_bytes()
+    want = run_tflite(data, [x])
+    got = qengine.Interpreter(data, num_threads=threads).run([x])
+    for name, value in want.items():
+        assert np.isnan(value).any()  # CalculateActivationRange: ±inf become ±FLT_MAX
+        np.testing.assert_array_equal(got[name].view(np.int32), value.view(np.int32))
 
 
 @pytest.mark.tf

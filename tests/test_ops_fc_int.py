@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from op_harness import check_against_tflite, rng
+from op_harness import check_against_tflite, non_finite_rows, rng
 from qengine.kernels import hybrid
 from tflite_ref import run_tflite
 
@@ -185,6 +185,30 @@ def test_hybrid_fc_special_rows(asymmetric):
     assert_same_bits(model, [x])
     zeros = np.zeros_like(x)  # TFLite's all-zero shortcut: bias then activation
     assert_same_bits(model, [zeros])
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("depth", [13, 75])
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("asymmetric", [False, True])
+@pytest.mark.parametrize("act", ACTS)
+def test_hybrid_fc_non_finite_rows(depth, per_channel, asymmetric, act):
+    """Rows holding NaN, ±inf, hidden extremes or only denormals (op_harness.non_finite_rows),
+    bit for bit with TFLite (NaN payloads and -0.0 included) and with its optimized kernels:
+    the quantizers' min/max, conversions and zero points, and ApplyActivationToVector (NONE
+    keeps ±inf; the ReLUs turn NaN into their low bound)."""
+    r = rng("hfc-nonfinite", depth, per_channel, asymmetric, act)
+    x = non_finite_rows(r, depth)
+    units = 6
+    model = fc_model(x.shape, "float32", int8(r, (units, depth), -127),
+                     weight_quantization(r, units, per_channel), float_bias(r, units), act=act,
+                     asymmetric=asymmetric, version=12 if per_channel else 9)
+    data = model.to_bytes()
+    got = qengine.Interpreter(data).run([x])
+    for resolver in ("ref", "nodelegate"):
+        for name, value in run_tflite(data, [x], resolver=resolver).items():
+            assert np.isnan(value).any() == (act == "NONE")
+            np.testing.assert_array_equal(got[name].view(np.int32), value.view(np.int32))
 
 
 @pytest.mark.tf

@@ -11,7 +11,8 @@ symmetric or (asymmetric_quantize_inputs) asymmetric, then
     out = bias[o] + float(dot - zp_b * rowsum[o]) * scale[b, o]          (float32)
     scale = sf_b * s_w (per-tensor)   or   s_w[o] * sf_b (per-channel, one float32 product)
 
-followed by the fused activation clamp.
+followed by the fused activation as tensor_utils::ApplyActivationToVector applies it
+(`_vector_activation`: no clamp for NONE, so ±inf stay; NaN and -0.0 through std::max).
 
 INT4 and INT2 filters (per-tensor or per-channel, zero point 0) are unpacked to int8 by TFLite
 before either path runs, so they take the int8 arithmetic above unchanged. A constant INT4
@@ -34,9 +35,13 @@ from ..lowbit import blockwise_fc_problem
 from ..runtime.registry import OpContext, Prepared, Spec
 from . import int16_int, xnnpack_int
 from .common import (
+    NONE,
+    RELU,
+    RELU6,
+    RELU_N1_TO_1,
     expect_filter_type,
     float_activation,
-    float_activation_bounds,
+    fused_activation,
     quantized_activation_range,
     required_per_tensor,
     use_fast_kernels,
@@ -152,7 +157,7 @@ def hybrid_fully_connected(ctx: OpContext) -> Prepared:
     scales = _weight_scales(ctx, w)
     _bias_spec(ctx, "float32", units)
     asymmetric = bool(getattr(ctx.options, "asymmetricQuantizeInputs", False))
-    activation = float_activation(ctx)
+    activation = _vector_activation(ctx)
 
     def quantize(x):
         rows = np.ascontiguousarray(x, np.float32).reshape(-1, depth)
@@ -169,13 +174,12 @@ def hybrid_fully_connected(ctx: OpContext) -> Prepared:
     if use_fast_kernels() and w.value is not None:
         packed = pack_fc_weights(np.ascontiguousarray(w.value))  # once, at prepare time
         row_sums = hybrid.row_sums_sse(np.ascontiguousarray(w.value)).astype(np.int64)
-        bounds = float_activation_bounds(ctx)
 
         def run_fast(x, w, b=None):
             q, sf, zp = quantize(x)
             zp_sums = (zp[:, None].astype(np.int64) * row_sums).astype(np.int32)  # wraps
-            e = hybrid_epilogue(len(q), units, scale_of(sf), None, b, zp_sums, *bounds)
-            return fully_connected_hybrid_fast(q, packed, e).reshape(out_shape)
+            e = hybrid_epilogue(len(q), units, scale_of(sf), None, b, zp_sums)
+            return activation(fully_connected_hybrid_fast(q, packed, e).reshape(out_shape))
 
         return Prepared(run_fast, [ctx.output_spec(0, out_shape, "float32")])
 
@@ -190,6 +194,29 @@ def hybrid_fully_connected(ctx: OpContext) -> Prepared:
         return activation(out.reshape(out_shape))
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
+
+
+# std::max(low, std::min(x, high)) of ApplyRelu*ToVector (RELU has no std::min)
+_VECTOR_BOUNDS = {RELU: (0.0, np.inf), RELU6: (0.0, 6.0), RELU_N1_TO_1: (-1.0, 1.0)}
+
+
+def _vector_activation(ctx: OpContext):
+    """tensor_utils::ApplyActivationToVector, what EvalHybridDense applies to its float output
+    (not CalculateActivationRange's clamp): NONE is the identity, ±inf included; the ReLUs are
+    y = (high < x ? high : x), then (low < y ? y : low), so NaN becomes low and -0.0 becomes
+    +0.0 where low is 0. Other codes keep the float clamp (`float_activation`)."""
+    code = fused_activation(ctx)
+    if code == NONE:
+        return lambda x: x
+    if code not in _VECTOR_BOUNDS:
+        return float_activation(ctx)
+    low, high = (np.float32(v) for v in _VECTOR_BOUNDS[code])
+
+    def apply(x):
+        y = np.where(high < x, high, x)
+        return np.where(low < y, y, low).astype(np.float32, copy=False)
+
+    return apply
 
 
 # -- blockwise ---------------------------------------------------------------------------------
