@@ -169,6 +169,7 @@ class HybridConvPlan(NamedTuple):
     out_hwc: tuple  # (out_h, out_w, out_c)
     sum_w: np.ndarray  # int64 [Co] Σ_k w (vnni: corr = (zp + 128)·Σw), else empty
     vnni: bool  # the uint8 `vpdpbusd` tiles: the input is q + 128 (uint8)
+    family: np.ndarray  # empty, uint8 with vnni, else int8: its dtype picks the fused kernels'
 
 
 def _table(out_c, pre, bias, lo, hi):
@@ -227,7 +228,8 @@ def plan_hybrid_conv(packed: PackedConvWeights, pre, bias, lo, hi, stride_h, str
     if vnni:
         panels, sum_w = pack_conv_weights_u8(packed.w)
     return HybridConvPlan(panels, _table(out_c, pre, bias, lo, hi), ints, packed.in_c,
-                          (out_h, out_w, out_c), sum_w, bool(vnni))  # fmt: skip
+                          (out_h, out_w, out_c), sum_w, bool(vnni),
+                          np.empty(0, np.uint8 if vnni else np.int8))  # fmt: skip
 
 
 def _block_for(x, n):
@@ -357,50 +359,70 @@ def _quantize_for_tiles(image, q, shift, symmetric, filter_scale, table, sum_w, 
     return zp + shift
 
 
+def _image_buffer(family, n):
+    """n values of the family's dtype (int8 q, or uint8 q + 128 for the VNNI tiles) for an
+    image of n - SPARE_BYTES values, which quantizing writes; the spare ones 0."""
+
+
+@overload(_image_buffer)
+def _image_buffer_impl(family, n):
+    dtype = np.uint8 if family.dtype == types.uint8 else np.int8
+
+    def impl(family, n):
+        q = np.empty(n, dtype)
+        for i in range(n - SPARE_BYTES, n):
+            q[i] = 0
+        return q
+
+    return impl
+
+
+def _shift_of(family):
+    """What the family adds to q: 128 for uint8 q + 128, else 0."""
+
+
+@overload(_shift_of)
+def _shift_of_impl(family):
+    shift = 128 if family.dtype == types.uint8 else 0
+    return lambda family: shift
+
+
 @kernel
-def run_hybrid_conv_serial(x, q, shift, panels, table, ints, sum_w, symmetric, filter_scale,
-                           out, blk0, blk1):  # fmt: skip
+def run_hybrid_conv_serial(x, family, panels, table, ints, sum_w, symmetric, filter_scale, out,
+                           blk0, blk1):  # fmt: skip
     """`quantize_images` + `run_hybrid_conv` in one compiled call on this thread (a dozen NumPy
     and dispatch steps cost ~10 us, more than a small layer's work): row blocks blk0..blk1-1 of
-    each image of x [N, H, W, Ci] float32 into out [N, P, Co] float32. q: a buffer of
-    x[0].size + SPARE_BYTES values, int8 (shift 0) or, for a vnni plan, uint8 (shift 128,
-    sum_w the plan's Σw); filter_scale multiplies each image's factor (per-tensor filters; 1
-    and unused when per channel, i.e. when not symmetric)."""
+    each image of x [N, H, W, Ci] float32 into out [N, P, Co] float32. family: the plan's
+    empty array, int8, or uint8 for a vnni plan (whose q is uint8 q + 128 and sum_w its Σw);
+    filter_scale multiplies each image's factor (per-tensor filters; 1 and unused when per
+    channel, i.e. when not symmetric)."""
+    q = _image_buffer(family, x[0].size + SPARE_BYTES)
     image_table = np.empty((table.shape[1] // LANES, 6, LANES), np.float32)
     image = q[: x[0].size].reshape(x[0:1].shape)
     for b in range(x.shape[0]):
-        zp = _quantize_for_tiles(x[b], q, shift, symmetric, filter_scale, table, sum_w,
-                                 out.shape[2], image_table)  # fmt: skip
+        zp = _quantize_for_tiles(x[b], q, _shift_of(family), symmetric, filter_scale, table,
+                                 sum_w, out.shape[2], image_table)  # fmt: skip
         _hconv_part(image, panels, image_table, ints, zp, out[b], blk0, blk1, 0,
                     panels.shape[0])  # fmt: skip
 
 
 @kernel(parallel=True)
-def run_hybrid_conv_split(x, q, shift, panels, table, ints, sum_w, symmetric, filter_scale, out,
+def run_hybrid_conv_split(x, family, panels, table, ints, sum_w, symmetric, filter_scale, out,
                           blocks, parts):  # fmt: skip
     """`run_hybrid_conv_serial` over all `blocks` row blocks, each image quantized on this
     thread (~0.2 ns a value) and its tiles in `parts` parts at once (`threads.split_run`; the
     cut of `split_grid`: by weight panels when there are fewer row blocks than parts)."""
+    q = _image_buffer(family, x[0].size + SPARE_BYTES)
     image_table = np.empty((table.shape[1] // LANES, 6, LANES), np.float32)
     image = q[: x[0].size].reshape(x[0:1].shape)
     n_panels = panels.shape[0]
     by_panels = blocks < parts and n_panels >= 2
     for b in range(x.shape[0]):
-        zp = _quantize_for_tiles(x[b], q, shift, symmetric, filter_scale, table, sum_w,
-                                 out.shape[2], image_table)  # fmt: skip
+        zp = _quantize_for_tiles(x[b], q, _shift_of(family), symmetric, filter_scale, table,
+                                 sum_w, out.shape[2], image_table)  # fmt: skip
         for i in prange(parts):
             b0, b1, p0, p1 = pool.grid_part(blocks, n_panels, by_panels, parts, i)
             _hconv_part(image, panels, image_table, ints, zp, out[b], b0, b1, p0, p1)
-
-
-def conv_buffer(plan: HybridConvPlan, x_shape) -> tuple:
-    """(q, shift) for `run_hybrid_conv_serial`/`_split`: a buffer for one image of x_shape
-    [N, H, W, Ci] (each run writes it all) plus SPARE_BYTES of zeros, uint8 (shift 128) for a
-    vnni plan, else int8."""
-    size = int(np.prod(x_shape[1:]))
-    q = np.empty(size + SPARE_BYTES, np.uint8 if plan.vnni else np.int8)
-    q[size:] = 0
-    return q, 128 if plan.vnni else 0
 
 
 # --- DEPTHWISE_CONV_2D: `depthwise_int8`'s 16-channel tap loop with the float epilogue -----------

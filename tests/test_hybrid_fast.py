@@ -515,8 +515,8 @@ def test_hybrid_conv_fused_equals_the_two_steps(case, symmetric, vnni, parts):
     q, sf, zp = hybrid.quantize_images(x, symmetric)
     want = hybrid_conv.run_hybrid_conv(plan, q, zp, sf * filter_scale if symmetric else sf)
     got = np.empty((n, geometry[-2] * geometry[-1], co), np.float32)
-    args = (x, *hybrid_conv.conv_buffer(plan, x.shape), plan.panels, plan.table, plan.ints,
-            plan.sum_w, symmetric, filter_scale, got)
+    args = (x, plan.family, plan.panels, plan.table, plan.ints, plan.sum_w, symmetric,
+            filter_scale, got)
     blocks = -(-got.shape[1] // pack.ROWS)
     if parts == 1:
         hybrid_conv.run_hybrid_conv_serial(*args, 0, blocks)

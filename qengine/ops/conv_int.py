@@ -36,7 +36,6 @@ from qengine.kernels.gemm_int8 import (
     run_conv2d_int8,
 )
 from qengine.kernels.hybrid_conv import (
-    conv_buffer,
     plan_hybrid_conv,
     plan_hybrid_depthwise,
     run_hybrid_conv,
@@ -293,8 +292,8 @@ def hybrid_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> P
 
         def run_fused(p, x, threads):
             out = np.empty((x.shape[0], g.out_h * g.out_w, out_c), np.float32)
-            args = (np.ascontiguousarray(x, np.float32), *conv_buffer(p, x.shape), p.panels,
-                    p.table, p.ints, p.sum_w, not per_channel, filter_scale, out)
+            args = (np.ascontiguousarray(x, np.float32), p.family, p.panels, p.table, p.ints,
+                    p.sum_w, not per_channel, filter_scale, out)
             split_run(run_hybrid_conv_serial, run_hybrid_conv_split, args, blocks, threads,
                       flops)
             return out.reshape(out_shape)
