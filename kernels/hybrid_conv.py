@@ -66,7 +66,6 @@ from qengine.kernels.jit import kernel, prange
 from qengine.kernels.pack import (
     DW_ORDER,
     LANES,
-    QUAD,
     ROWS,
     PackedConvWeights,
     interleave_taps,

@@ -65,7 +65,6 @@ def test_every_subpackage_is_packaged():
 
 def _environment_after_import(**env) -> list[str]:
     """GOMP_SPINCOUNT and Numba's cache dir in a fresh process that imported the kernels."""
-    import os
 
     code = ("import os, numba, qengine.kernels.jit as jit; "
             "print(os.environ.get('GOMP_SPINCOUNT')); print(numba.config.CACHE_DIR); "
