@@ -37,48 +37,74 @@ def announce_first_compile(message: str) -> None:
 
 
 def builtin_model():
-    """A small float network with the ops of the published vision models."""
+    """A small float network with the ops of the published vision models, its filters of at
+    least 1024 values (MediaPipe's sizes) so that dynamic-range quantization makes every conv
+    hybrid, as in the published models, and the warmup compiles those kernels too."""
     rng = np.random.default_rng(0)
     b = GraphBuilder()
+    c = 128  # a depthwise filter of 3x3x128 = 1152 values
 
     def weights(*shape):
         return rng.standard_normal(shape).astype(np.float32) * 0.3
 
     x = b.input("image", (1, 16, 16, 3))
-    conv = b.op("CONV_2D", [x, b.const("w1", weights(8, 3, 3, 3)), b.const("b1", weights(8))],
-                (1, 8, 8, 8), options=options("Conv2DOptions", padding=SAME, strideH=2,
+    conv = b.op("CONV_2D", [x, b.const("w1", weights(c, 3, 3, 3)), b.const("b1", weights(c))],
+                (1, 8, 8, c), options=options("Conv2DOptions", padding=SAME, strideH=2,
                                                 strideW=2, fusedActivationFunction=1))
-    dw = b.op("DEPTHWISE_CONV_2D", [conv, b.const("w2", weights(1, 3, 3, 8)),
-                                    b.const("b2", weights(8))], (1, 8, 8, 8),
+    dw = b.op("DEPTHWISE_CONV_2D", [conv, b.const("w2", weights(1, 3, 3, c)),
+                                    b.const("b2", weights(c))], (1, 8, 8, c),
               options=options("DepthwiseConv2DOptions", padding=SAME, strideH=1, strideW=1,
                               depthMultiplier=1))
-    pw = b.op("CONV_2D", [dw, b.const("w3", weights(8, 1, 1, 8)), b.const("b3", weights(8))],
-              (1, 8, 8, 8), options=options("Conv2DOptions", padding=SAME, strideH=1,
+    pw = b.op("CONV_2D", [dw, b.const("w3", weights(c, 1, 1, c)), b.const("b3", weights(c))],
+              (1, 8, 8, c), options=options("Conv2DOptions", padding=SAME, strideH=1,
                                               strideW=1))
-    added = b.op("ADD", [pw, conv], (1, 8, 8, 8), options=options("AddOptions"))
-    act = b.op("PRELU", [added, b.const("alpha", np.full((1, 1, 8), 0.1, np.float32))],
-               (1, 8, 8, 8))
-    pooled = b.op("MAX_POOL_2D", [act], (1, 4, 4, 8), options=options(
+    added = b.op("ADD", [pw, conv], (1, 8, 8, c), options=options("AddOptions"))
+    act = b.op("PRELU", [added, b.const("alpha", np.full((1, 1, c), 0.1, np.float32))],
+               (1, 8, 8, c))
+    pooled = b.op("MAX_POOL_2D", [act], (1, 4, 4, c), options=options(
         "Pool2DOptions", padding=SAME, strideH=2, strideW=2, filterHeight=2, filterWidth=2))
     up = b.op("RESIZE_BILINEAR", [pooled, b.const("size", np.array([8, 8], np.int32))],
-              (1, 8, 8, 8), options=options("ResizeBilinearOptions"))
-    cat = b.op("CONCATENATION", [up, act], (1, 8, 8, 16),
+              (1, 8, 8, c), options=options("ResizeBilinearOptions"))
+    cat = b.op("CONCATENATION", [up, act], (1, 8, 8, 2 * c),
                options=options("ConcatenationOptions", axis=3))
-    flat = b.op("RESHAPE", [cat, b.const("shape", np.array([1, 1024], np.int32))], (1, 1024))
-    out = b.op("FULLY_CONNECTED", [flat, b.const("w4", weights(10, 1024)),
+    padded = b.op("PAD", [act, b.const("pads", np.array([[0, 0], [0, 0], [0, 0], [0, c]],
+                                                         np.int32))], (1, 8, 8, 2 * c))
+    both = b.op("ADD", [cat, padded], (1, 8, 8, 2 * c), options=options("AddOptions"))
+    flat = b.op("RESHAPE", [both, b.const("shape", np.array([1, 128 * c], np.int32))],
+                (1, 128 * c))
+    out = b.op("FULLY_CONNECTED", [flat, b.const("w4", weights(10, 128 * c)),
                                    b.const("b4", weights(10))], (1, 10),
                options=options("FullyConnectedOptions"))
-    return b.build([out])
+    # a one-channel head, as the landmark models end (too small a filter to quantize)
+    head = b.op("CONV_2D", [both, b.const("w5", weights(1, 1, 1, 2 * c)),
+                            b.const("b5", weights(1))], (1, 8, 8, 1),
+                options=options("Conv2DOptions", padding=SAME, strideH=1, strideW=1))
+    # a wide map with few channels (a heatmap branch): the row-vectorized float depthwise
+    # and one-channel conv kernels, which only maps of 64 or more columns take
+    wide = b.input("heatmap", (1, 64, 64, 8))
+    spread = b.op("DEPTHWISE_CONV_2D", [wide, b.const("w6", weights(1, 3, 3, 8)),
+                                        b.const("b6", weights(8))], (1, 64, 64, 8),
+                  options=options("DepthwiseConv2DOptions", padding=SAME, strideH=1,
+                                  strideW=1, depthMultiplier=1))
+    gate = b.op("LOGISTIC", [spread], (1, 64, 64, 8))
+    heat = b.op("CONV_2D", [gate, b.const("w7", weights(1, 1, 1, 8)), b.const("b7", weights(1))],
+                (1, 64, 64, 1), options=options("Conv2DOptions", padding=SAME, strideH=1,
+                                                  strideW=1))
+    return b.build([out, head, heat])
 
 
 def builtin_variants():
-    """(name, model) of the built-in network: float and qengine's three quantizations."""
+    """(name, model) of the built-in network: float, float16 weights (as MediaPipe publishes
+    them: Numba compiles a kernel apart for the writable weights a DEQUANTIZE makes and a
+    file's read-only constants) and qengine's three quantizations."""
     from .quantizer import quantize
 
     model = builtin_model()
     rng = np.random.default_rng(1)
-    calibration = [rng.random((1, 16, 16, 3), dtype=np.float32) for _ in range(4)]
+    calibration = [[rng.random(t.shape, dtype=np.float32) for t in model.main.inputs]
+                   for _ in range(4)]
     return [("float", model),
+            ("float16", quantize(model, "float16", quiet=True)),
             ("int8", quantize(model, "int8", calibration, quiet=True)),
             ("dynamic", quantize(model, "dynamic", quiet=True)),
             ("16x8", quantize(model, "int16x8", calibration, quiet=True))]

@@ -13,7 +13,7 @@ from qengine.warmup import builtin_model, compile_notice
 def test_warmup_runs_the_builtin_network_in_every_mode(capsys):
     assert main(["warmup", "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    for mode in ("float", "int8", "dynamic", "16x8"):
+    for mode in ("float", "float16", "int8", "dynamic", "16x8"):
         assert f"{mode}: ready" in out
     assert "kernels cached in" in out
 
@@ -69,3 +69,19 @@ def test_warmup_with_two_threads_compiles_the_split_drivers(tmp_path):
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=600, check=True)
     assert run.stdout.split()[-1] == "1"
+
+
+def test_warmup_compiles_the_hybrid_conv_kernels():
+    """The built-in network's dynamic-range variant has hybrid CONV_2D and DEPTHWISE_CONV_2D
+    (its filters are large enough to be quantized), so a warmed cache holds their fused
+    kernels before a published dynamic-range model needs them."""
+    import subprocess
+    import sys
+
+    code = ("from qengine.cli import main; from qengine.kernels import hybrid_conv as h; "
+            "main(['warmup', '--threads', '1']); "
+            "print(len(h.run_hybrid_conv_serial.signatures), "
+            "len(h.run_hybrid_depthwise_serial.signatures))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=900, check=True)
+    assert run.stdout.split()[-2:] == ["1", "1"]
