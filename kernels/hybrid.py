@@ -244,12 +244,10 @@ def quantize_image_compiled(image, q, symmetric, shift):
     """`quantize_images` for one image (any shape, contiguous) inside compiled code, into q
     (int8, or uint8 with shift 128: q + 128; at least image.size values): returns (sf, zp).
     For small images, where NumPy's calls cost more than the work."""
-    flat = image.reshape(image.size)
-    if flat.size == 0:
+    if image.size == 0:
         return np.float32(1), np.int32(0)
-    low, high = _row_range(flat, symmetric)
-    sf, zp, inv, blank = _image_parameters(np.full(1, low), np.full(1, high), symmetric)
-    _quantize_row(flat, q, inv[0], zp[0], -127 if symmetric else -128, shift, blank[0])
+    row = image.reshape(1, image.size)
+    sf, zp = _quantize_rows(row, q[: image.size].reshape(1, image.size), symmetric, shift)
     return sf[0], zp[0]
 
 

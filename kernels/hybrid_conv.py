@@ -167,8 +167,12 @@ class HybridConvPlan(NamedTuple):
     in_c: int
     out_hwc: tuple  # (out_h, out_w, out_c)
     sum_w: np.ndarray  # int64 [Co] Σ_k w (vnni: corr = (zp + 128)·Σw), else empty
-    vnni: bool  # the uint8 `vpdpbusd` tiles: the input is q + 128 (uint8)
     family: np.ndarray  # empty, uint8 with vnni, else int8: its dtype picks the fused kernels'
+
+    @property
+    def vnni(self) -> bool:
+        """The uint8 `vpdpbusd` tiles: the input is q + 128 (uint8)."""
+        return self.family.dtype == np.uint8
 
 
 def _table(out_c, pre, bias, lo, hi):
@@ -227,7 +231,7 @@ def plan_hybrid_conv(packed: PackedConvWeights, pre, bias, lo, hi, stride_h, str
     if vnni:
         panels, sum_w = pack_conv_weights_u8(packed.w)
     return HybridConvPlan(panels, _table(out_c, pre, bias, lo, hi), ints, packed.in_c,
-                          (out_h, out_w, out_c), sum_w, bool(vnni),
+                          (out_h, out_w, out_c), sum_w,
                           np.empty(0, np.uint8 if vnni else np.int8))  # fmt: skip
 
 

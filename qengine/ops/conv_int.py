@@ -38,7 +38,6 @@ from qengine.kernels.gemm_int8 import (
 from qengine.kernels.hybrid_conv import (
     plan_hybrid_conv,
     plan_hybrid_depthwise,
-    run_hybrid_conv,
     run_hybrid_conv_serial,
     run_hybrid_conv_split,
     run_hybrid_depthwise,
@@ -242,26 +241,19 @@ def _images(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, np.float32).reshape(x.shape[0], -1)
 
 
-def _hybrid_fast(ctx: OpContext, plan, run_plan, out_shape, symmetric: bool,
-                 image_scale, run_fused=None) -> Prepared:
+def _hybrid_fast(ctx: OpContext, plan, out_shape, run_plan) -> Prepared:
     """A fast hybrid conv (kernels/hybrid_conv.py): each image quantized once per run, then the
     int8 kernel with the float epilogue fused. plan(bias) makes the kernel's plan (at prepare
-    time when the bias is a constant); image_scale(sf) is the per-image factor after `pre`.
-    run_fused(plan, x, threads), if given, does it all in one compiled call (split between
-    threads inside), which saves the two steps' NumPy and dispatch overheads (~10 us) at any
-    size (a 32x32x64 -> 32 1x1 conv: 48 -> 38 us)."""
+    time when the bias is a constant); run_plan(plan, x) runs it on the float input, in one
+    compiled call where it can (`run_hybrid_*_serial`/`_split`: the two steps, quantize_images
+    then run_hybrid_*, cost ~10 us more in NumPy and dispatch; a 32x32x64 -> 32 1x1 conv:
+    48 -> 38 us)."""
     b_spec = ctx.optional_input(2)
     fixed = plan(None if b_spec is None else b_spec.value)
     constant_bias = b_spec is None or b_spec.value is not None
-    threads = max(1, ctx.num_threads)
 
     def run(x, w, b=None):
-        p = fixed if constant_bias else plan(b)
-        if run_fused is not None:
-            return run_fused(p, x, threads)
-        unsigned = getattr(p, "vnni", False)  # a VNNI conv plan multiplies q + 128
-        q, sf, zp = hybrid.quantize_images(x, symmetric, threads, unsigned)
-        return run_plan(p, q, zp, image_scale(sf), threads)
+        return run_plan(fixed if constant_bias else plan(b), x)
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
 
@@ -289,8 +281,9 @@ def hybrid_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> P
 
         flops = 2 * int(np.prod(out_shape)) * int(np.prod(w.shape[1:]))
         blocks = -(-g.out_h * g.out_w // ROWS)
+        threads = max(1, ctx.num_threads)
 
-        def run_fused(p, x, threads):
+        def run_fused(p, x):
             out = np.empty((x.shape[0], g.out_h * g.out_w, out_c), np.float32)
             args = (np.ascontiguousarray(x, np.float32), p.family, p.panels, p.table, p.ints,
                     p.sum_w, not per_channel, filter_scale, out)
@@ -298,9 +291,7 @@ def hybrid_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> P
                       flops)
             return out.reshape(out_shape)
 
-        return _hybrid_fast(ctx, plan, run_hybrid_conv, out_shape, symmetric=not per_channel,
-                            image_scale=lambda sf: sf if per_channel else sf * scales[0],
-                            run_fused=run_fused)
+        return _hybrid_fast(ctx, plan, out_shape, run_fused)
 
     def run_symmetric(x, w, b=None):
         q, sf = hybrid.quantize_symmetric(_images(x))
@@ -350,8 +341,9 @@ def hybrid_depthwise_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape,
 
         # a depthwise MAC costs several GEMM ones: 4 x the flops against the split's bar
         flops = 8 * int(np.prod(out_shape)) * g.kernel_h * g.kernel_w
+        threads = max(1, ctx.num_threads)
 
-        def run_fused(p, x, threads):
+        def run_fused(p, x):
             out = np.empty(out_shape, np.float32)
             args = (np.ascontiguousarray(x, np.float32), p.w_pairs, p.table, p.ints, p.sum_w,
                     filter_scales, order, out)
@@ -359,10 +351,13 @@ def hybrid_depthwise_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape,
                       threads, flops)
             return out
 
-        # float(acc) * (s_w[c] * sf_b): the product first, float32
-        return _hybrid_fast(ctx, plan, run_hybrid_depthwise, out_shape, symmetric=False,
-                            image_scale=lambda sf: scales[None, :] * sf[:, None],
-                            run_fused=run_fused if multiplier == 1 else None)
+        def run_two_steps(p, x):  # depth multipliers > 1: no fused kernel
+            q, sf, zp = hybrid.quantize_images(x, False, threads)
+            # float(acc) * (s_w[c] * sf_b): the product first, float32
+            return run_hybrid_depthwise(p, q, zp, scales[None, :] * sf[:, None], threads)
+
+        return _hybrid_fast(ctx, plan, out_shape,
+                            run_fused if multiplier == 1 else run_two_steps)
 
     def run(x, w, b=None):
         q, sf, zp = hybrid.quantize_asymmetric(_images(x))
