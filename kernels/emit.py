@@ -177,14 +177,18 @@ def widen(typingctx, src_addr, src_end, dst_addr, n, zp):
     return sig, _widen_codegen
 
 
+def _memset(builder, dst, n, value):
+    """memset(dst, value, n) for an address dst; n <= 0 writes nothing."""
+    size = builder.select(builder.icmp_signed(">", n, const64(0)), n, const64(0))
+    cgutils.memset(builder, builder.inttoptr(dst, I8.as_pointer()), size, value)
+
+
 @intrinsic
 def zero_fill(typingctx, dst_addr, n_bytes):
     """memset(dst, 0, n_bytes) (an address; n_bytes <= 0 writes nothing)."""
 
     def codegen(context, builder, signature, args):
-        dst, n = args
-        size = builder.select(builder.icmp_signed(">", n, const64(0)), n, const64(0))
-        cgutils.memset(builder, builder.inttoptr(dst, I8.as_pointer()), size, 0)
+        _memset(builder, *args, 0)
         return context.get_dummy_value()
 
     return types.void(types.int64, types.int64), codegen
@@ -196,9 +200,7 @@ def fill_bytes(typingctx, dst_addr, n_bytes, value):
 
     def codegen(context, builder, signature, args):
         dst, n, value = args
-        size = builder.select(builder.icmp_signed(">", n, const64(0)), n, const64(0))
-        cgutils.memset(builder, builder.inttoptr(dst, I8.as_pointer()), size,
-                       builder.trunc(value, I8))  # fmt: skip
+        _memset(builder, dst, n, builder.trunc(value, I8))
         return context.get_dummy_value()
 
     return types.void(types.int64, types.int64, types.int64), codegen
