@@ -169,14 +169,19 @@ def print_unsupported(model) -> int:
 def cmd_run(args) -> int:
     from .flatbuffer_io import load
     from .runtime import Interpreter
+    from .runtime.precompile import compiling_on_all_cores
     from .warmup import announce_first_compile, compile_notice
 
     model = load(args.model)
     announce_first_compile(compile_notice(model))
     start = time.perf_counter()
     limits = {"max_iterations": args.max_iterations} if args.max_iterations else {}
-    interpreter = Interpreter(model, num_threads=args.threads, arithmetic=args.arithmetic,
-                              **limits)
+    # a cold kernel cache is compiled on every core (streaming models have few kernels)
+    with compiling_on_all_cores(args.model, args.threads, args.arithmetic,
+                                enabled=not args.stream) as first:
+        interpreter = Interpreter(model, num_threads=args.threads, arithmetic=args.arithmetic,
+                                  **limits)
+        first.take(interpreter)
     prepare_time = time.perf_counter() - start
     if args.stream:
         from .cli_stream import run_stream

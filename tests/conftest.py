@@ -17,6 +17,11 @@ if _TESTS_DIR not in sys.path:
 
 _TF_MODULES = ("tensorflow", "ai_edge_litert")
 
+# `qengine run` compiles a cold model on every core with helper processes (runtime/
+# precompile.py): under pytest -n 2 both cores run tests already, so only the tests of that
+# code (tests/test_precompile.py) turn it on.
+os.environ.setdefault("QENGINE_COMPILE_HELPERS", "0")
+
 
 def _missing_tf_modules() -> list[str]:
     # find_spec only locates the package; importing TensorFlow would cost seconds.
