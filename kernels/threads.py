@@ -295,6 +295,21 @@ def split(total: int, parts: int) -> list[tuple[int, int]]:
     return [part(total, parts, i) for i in range(parts)]
 
 
+class on_this_thread:  # (lower case: used as a function, `with on_this_thread():`)
+    """Every split inside the block runs on the calling thread alone, as inside a pool block
+    (`split_cores` gives 1 part, `parallel_blocks` runs its range itself)."""
+
+    __slots__ = ("saved",)
+
+    def __enter__(self):
+        self.saved = getattr(_inside, "block", False)
+        _inside.block = True
+        return self
+
+    def __exit__(self, *error) -> None:
+        _inside.block = self.saved
+
+
 def parallel_blocks(work, total: int, threads: int) -> None:
     """Run work(start, stop) over range(total) in at most `threads` near-equal blocks: one on
     this thread, the others on pool threads while cores are idle (fewer, larger blocks when

@@ -37,6 +37,7 @@ from ..ir import Model, Subgraph, Tensor, numpy_dtype
 from .fusion import fuse
 from .registry import OpContext, Prepared, Spec, lookup, op_key
 from .resources import Resources
+from .splits import SplitChoice
 
 MAX_ELEMENTS = 1 << 31  # larger intermediate tensors mean a corrupt or hostile model
 # A WHILE loop running longer is taken to be one that never ends (an LSTM over a million
@@ -74,6 +75,7 @@ class _Plan:
         self.input_shapes: list[tuple[int, ...]] | None = None
         self.dynamic = False  # some step is prepared while running
         self.lock = threading.RLock()
+        self.splits = SplitChoice()  # on several threads: split the layers or not
         if like is not None:  # the same subgraph for other shapes: share its tables
             for name in ("tensors", "slot", "constants", "dead_after", "in_slots", "out_slots",
                          "op_time"):
@@ -396,10 +398,31 @@ class Interpreter:
         """Run subgraph `index`; `fused` (default: not keep) picks fuse()'s rewrite."""
         fused = not keep if fused is None else fused
         plan = self._plan(index, [a.shape for a in arrays], fused)
+        if index == 0 and self.num_threads > 1 and not keep:
+            return plan, self._run_choosing_splits(plan, arrays, profile)
+        return plan, self._run_locked(plan, arrays, profile, keep)
+
+    def _run_locked(self, plan: _Plan, arrays: list, profile: bool, keep: bool) -> list:
         if plan.dynamic:  # its steps are prepared while it runs: one run at a time
             with plan.lock:
-                return plan, plan.run(arrays, profile, keep)
-        return plan, plan.run(arrays, profile, keep)
+                return plan.run(arrays, profile, keep)
+        return plan.run(arrays, profile, keep)
+
+    def _run_choosing_splits(self, plan: _Plan, arrays: list, profile: bool) -> list:
+        """The main graph on several threads, its layers split between them or not as the
+        plan's first runs found faster (runtime/splits.py)."""
+        from qengine.kernels.threads import on_this_thread
+
+        split, timed = plan.splits.mode()
+        start = time.perf_counter()
+        if split:
+            values = self._run_locked(plan, arrays, profile, False)
+        else:
+            with on_this_thread():
+                values = self._run_locked(plan, arrays, profile, False)
+        if timed and not profile:
+            plan.splits.record(split, time.perf_counter() - start)
+        return values
 
     def _variables_by_handle(self, plan: _Plan, values: list) -> dict[str, np.ndarray]:
         shown = {}

@@ -1,0 +1,73 @@
+"""runtime/splits.py: a multi-threaded interpreter times its first runs with and without
+splitting layers between threads and keeps the faster way, with the same results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from qengine.kernels import threads
+
+from qengine import Interpreter
+from qengine.runtime.splits import TRIAL_RUNS, WARMUP_RUNS, SplitChoice
+from qengine.warmup import builtin_model
+
+
+def _trial(split_seconds: float, whole_seconds: float) -> SplitChoice:
+    choice = SplitChoice()
+    modes = []
+    for _ in range(WARMUP_RUNS + TRIAL_RUNS):
+        split, timed = choice.mode()
+        modes.append((split, timed))
+        if timed:
+            choice.record(split, split_seconds if split else whole_seconds)
+    assert modes == [(True, False), (False, False)] + [
+        (n % 2 == 0, True) for n in range(WARMUP_RUNS, WARMUP_RUNS + TRIAL_RUNS)]
+    return choice
+
+
+@pytest.mark.parametrize(("split_seconds", "keeps_splitting"), [(1.0, True), (3.0, False)])
+def test_the_faster_way_is_kept_after_the_trial(split_seconds, keeps_splitting):
+    choice = _trial(split_seconds, whole_seconds=2.0)
+    assert choice.split is keeps_splitting
+    for _ in range(3):
+        assert choice.mode() == (keeps_splitting, False)
+
+
+def test_the_best_run_of_each_way_counts():
+    choice = SplitChoice()
+    times = {True: [5.0, 1.0], False: [2.0, 1.5]}  # one slow split run: the best one counts
+    for _ in range(WARMUP_RUNS + TRIAL_RUNS):
+        split, timed = choice.mode()
+        if timed:
+            choice.record(split, times[split].pop(0))
+    assert choice.split is True
+
+
+def test_runs_split_or_not_as_chosen_with_the_same_results(monkeypatch):
+    monkeypatch.setattr(threads._OtherProcesses, "enabled", False)  # split under pytest -n 2
+    parts_seen = []
+    enter = threads.split_cores.__enter__
+
+    def counting_enter(self):
+        parts = enter(self)
+        parts_seen.append(parts)
+        return parts
+
+    monkeypatch.setattr(threads.split_cores, "__enter__", counting_enter)
+    model = builtin_model()
+    rng = np.random.default_rng(0)
+    inputs = [rng.random(t.shape, dtype=np.float32) for t in model.main.inputs]
+    expected = Interpreter(model, num_threads=1).run(inputs)
+    interpreter = Interpreter(model, num_threads=2)
+    plan_splits = []
+    for _ in range(WARMUP_RUNS + TRIAL_RUNS + 2):
+        parts_seen.clear()
+        outputs = interpreter.run(inputs)
+        plan_splits.append(max(parts_seen, default=1) > 1)
+        for name, value in expected.items():
+            np.testing.assert_array_equal(outputs[name], value)
+    choice = interpreter._fused_plans[0].splits
+    assert choice.split is not None
+    assert plan_splits[:WARMUP_RUNS + TRIAL_RUNS] == [
+        n % 2 == 0 for n in range(WARMUP_RUNS + TRIAL_RUNS)]
+    assert plan_splits[WARMUP_RUNS + TRIAL_RUNS:] == [choice.split] * 2
