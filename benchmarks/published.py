@@ -16,8 +16,9 @@ and `16x8` are made by qengine (`qengine.quantize`; int8 and 16x8 calibrated on 
 and written next to the originals, so both engines load the same file. Every row runs in this
 one process, on the same input (`qengine run`'s generated one), against TFLite's default
 interpreter (XNNPACK delegate) and its optimized kernels without the delegate; each figure is
-the median of up to --repeat runs after a warm-up, fewer when a run is slow (--budget seconds
-per figure, at least 3 runs). Ratios are qengine / TFLite: below 1 means qengine is faster.
+the median of up to --repeat runs after a warm-up (one run; six on several threads, for both
+engines, as qengine's first runs there try splitting its layers and not: runtime/splits.py),
+fewer when a run is slow (--budget seconds per figure, at least 3 runs). Ratios are qengine / TFLite: below 1 means qengine is faster.
 
 Corpus models (`--corpus`, default mobilenet_v2_224, mobilenet_v3_small, efficientnet_b0 and
 transformer from tests/corpus.py: random-weight Keras models converted by TensorFlow, built once
@@ -59,6 +60,7 @@ from tflite_ops import tflite_op_times
 
 import qengine
 from qengine.cli_common import generated_inputs
+from qengine.runtime.splits import TRIAL_RUNS, WARMUP_RUNS
 
 # Models of the wheels that qengine and TFLite both run (selfie_segmentation* need MediaPipe's
 # custom Convolution2DTransposeBias, face_landmark_with_attention three more custom ops;
@@ -115,10 +117,14 @@ STATISTIC = np.median  # --best: np.min, which filters other jobs' load on a sha
 ARITHMETIC = "ref"  # --arithmetic: qengine.Interpreter's
 
 
-def median_ms(fn, repeat: int, budget: float) -> float:
+def median_ms(fn, repeat: int, budget: float, warmups: int = 1) -> float:
+    """STATISTIC of up to `repeat` timed runs (within about `budget` s, at least 3) after
+    `warmups` untimed ones (first-run allocation and kernel compilation)."""
     start = time.perf_counter()
-    fn()  # warm-up: first-run allocation and kernel compilation
+    fn()
     first = time.perf_counter() - start
+    for _ in range(warmups - 1):
+        fn()
     runs = max(3, min(repeat, int(budget / max(first, 1e-6))))
     times = []
     for _ in range(runs):
@@ -128,9 +134,15 @@ def median_ms(fn, repeat: int, budget: float) -> float:
     return float(STATISTIC(times)) * 1e3
 
 
+def warmup_runs(threads: int) -> int:
+    """Untimed runs before the timed ones, for both engines: on several threads, qengine's
+    first runs try its layers split between the threads and not (runtime/splits.py)."""
+    return 1 if threads == 1 else WARMUP_RUNS + TRIAL_RUNS
+
+
 def time_qengine(path: Path, inputs, threads: int, repeat: int, budget: float):
     interpreter = qengine.Interpreter(str(path), num_threads=threads, arithmetic=ARITHMETIC)
-    ms = median_ms(lambda: interpreter.run(inputs), repeat, budget)
+    ms = median_ms(lambda: interpreter.run(inputs), repeat, budget, warmup_runs(threads))
     runs = 3
     for _ in range(runs):
         interpreter.run(inputs, profile=True)
@@ -152,7 +164,7 @@ def time_tflite(path: Path, inputs, threads: int, repeat: int, budget: float,
             tfl.set_tensor(d["index"], x)
         tfl.invoke()
 
-    return median_ms(run, repeat, budget)
+    return median_ms(run, repeat, budget, warmup_runs(threads))
 
 
 CORPUS = ["mobilenet_v2_224", "mobilenet_v3_small", "efficientnet_b0", "transformer"]
