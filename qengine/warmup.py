@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -128,23 +130,35 @@ def _every_layer_split():
 
 
 def cmd_warmup(args) -> int:
-    from .cli_common import generated_inputs
     from .flatbuffer_io import load
-    from .runtime import Interpreter
 
     start = time.perf_counter()
     models = [(path, load(path)) for path in args.models] or builtin_variants()
-    with _every_layer_split():
+    with _every_layer_split(), tempfile.TemporaryDirectory(prefix="qengine-warmup-") as scratch:
         for name, model in models:
+            path = Path(name) if args.models else Path(scratch) / f"{name}.tflite"
+            if not args.models:
+                model.save(path)  # the compile helpers load the model from a file
             for threads in args.threads:
                 for arithmetic in ("ref", "xnnpack") if args.xnnpack else ("ref",):
-                    interpreter = Interpreter(model, num_threads=threads, arithmetic=arithmetic)
-                    interpreter.run(generated_inputs(interpreter.inputs, 0, quiet=True))
+                    _compile_one(model, path, threads, arithmetic)
             print(f"{name}: ready ({time.perf_counter() - start:.1f} s so far)")
     from qengine.kernels.jit import cache_dir
 
     print(f"kernels cached in {cache_dir()}")
     return 0
+
+
+def _compile_one(model, path: Path, threads: int, arithmetic: str) -> None:
+    """Prepare and run `model` once, its kernels compiled on every core (runtime/precompile)."""
+    from .cli_common import generated_inputs
+    from .runtime import Interpreter
+    from .runtime.precompile import compiling_on_all_cores
+
+    with compiling_on_all_cores(path, threads, arithmetic) as first:
+        interpreter = Interpreter(model, num_threads=threads, arithmetic=arithmetic)
+        first.take(interpreter)
+    interpreter.run(generated_inputs(interpreter.inputs, 0, quiet=True))
 
 
 def add_warmup(commands) -> None:
