@@ -8,7 +8,7 @@ import pytest
 from qengine.kernels import threads
 
 from qengine import Interpreter
-from qengine.runtime.splits import TRIAL_RUNS, WARMUP_RUNS, SplitChoice
+from qengine.runtime.splits import PROBE_EVERY, TRIAL_RUNS, WARMUP_RUNS, SplitChoice
 from qengine.warmup import builtin_model
 
 
@@ -30,7 +30,21 @@ def test_the_faster_way_is_kept_after_the_trial(split_seconds, keeps_splitting):
     choice = _trial(split_seconds, whole_seconds=2.0)
     assert choice.split is keeps_splitting
     for _ in range(3):
-        assert choice.mode() == (keeps_splitting, False)
+        assert choice.mode() == (keeps_splitting, True)
+
+
+@pytest.mark.parametrize(("probe_seconds", "switches"), [(1.0, True), (1.95, False)])
+def test_a_probe_the_other_way_switches_only_when_clearly_faster(probe_seconds, switches):
+    choice = _trial(split_seconds=3.0, whole_seconds=2.0)  # keeps the layers whole
+    while True:
+        split, timed = choice.mode()
+        assert timed
+        if split:  # the probe
+            assert choice.runs % PROBE_EVERY == 1
+            choice.record(True, probe_seconds)
+            break
+        choice.record(False, 2.0)
+    assert choice.split is switches
 
 
 def test_the_best_run_of_each_way_counts():

@@ -8,9 +8,9 @@ float: 19.3 ms on one thread, 13.4 on two); models made of many small ones lose:
 iris_landmark dynamic-range took 2.5 ms with its layers on one thread and 3.0 ms split,
 face_detection_short_range 2.2 and 2.5 ms (`benchmarks/README.md`, session 15).
 
-So an interpreter with num_threads > 1 times its first runs both ways and keeps the faster.
-Results are the same either way: every kernel computes each output value the same whatever
-the split.
+So an interpreter with num_threads > 1 times its first runs both ways, keeps the faster, and
+now and then tries the other way again. Results are the same either way: every kernel
+computes each output value the same whatever the split.
 """
 
 from __future__ import annotations
@@ -19,33 +19,46 @@ import math
 import threading
 
 WARMUP_RUNS = 2  # untimed: the first with splits, the second without (each may compile)
-TRIAL_RUNS = 4  # timed, alternately without and with splits
+TRIAL_RUNS = 4  # timed, alternately with and without splits
+PROBE_EVERY = 50  # later, one run in this many goes the other way, in case the machine changed
+PROBE_MARGIN = 0.95  # a probe must beat the kept way's typical run by 5 % to switch
 
 
 class SplitChoice:
-    """One plan's choice: `mode()` says whether the next run splits; `record(split, seconds)`
-    reports how long it took. The first WARMUP_RUNS + TRIAL_RUNS runs alternate (with splits
-    first); then every run splits if and only if the best trial run with splits beat the best
-    one without. Thread-safe: runs from several threads only share the counts."""
+    """One plan's choice: `mode()` says whether the next run splits and whether to time it;
+    `record(split, seconds)` reports a timed run. The first WARMUP_RUNS + TRIAL_RUNS runs
+    alternate (with splits first); then the way whose best trial run was faster is kept. Its
+    typical time is followed (an exponential average), and every PROBE_EVERY-th run tries the
+    other way: a probe faster by PROBE_MARGIN switches (a trial upset by another process, or a
+    machine whose load changed, does not fix the choice for good). Thread-safe: runs from
+    several threads only share the counts."""
 
     def __init__(self):
         self.lock = threading.Lock()
         self.runs = 0
         self.best = {True: math.inf, False: math.inf}
         self.split: bool | None = None  # decided
+        self.typical = math.inf  # the kept way's recent run time
 
     def mode(self) -> tuple[bool, bool]:
-        """(split, timed): how the next run goes and whether its time counts."""
+        """(split, timed): how the next run goes and whether to time it."""
         with self.lock:
-            if self.split is not None:
-                return self.split, False
             n = self.runs
             self.runs += 1
-            return n % 2 == 0, n >= WARMUP_RUNS
+            if self.split is None:
+                return n % 2 == 0, n >= WARMUP_RUNS
+            probe = n % PROBE_EVERY == 0
+            return self.split != probe, True
 
     def record(self, split: bool, seconds: float) -> None:
         with self.lock:
-            self.best[split] = min(self.best[split], seconds)
-            if self.split is None and self.runs >= WARMUP_RUNS + TRIAL_RUNS:
-                self.split = self.best[True] < self.best[False]
-
+            if self.split is None:
+                self.best[split] = min(self.best[split], seconds)
+                if self.runs >= WARMUP_RUNS + TRIAL_RUNS:
+                    self.split = self.best[True] < self.best[False]
+                    self.typical = self.best[self.split]
+            elif split == self.split:
+                self.typical = seconds if math.isinf(self.typical) else \
+                    0.9 * self.typical + 0.1 * seconds
+            elif seconds < PROBE_MARGIN * self.typical:
+                self.split, self.typical = split, seconds
