@@ -91,6 +91,26 @@ def test_a_marked_model_or_helpers_off_start_no_helper(tmp_path, monkeypatch):
         assert first.helpers == [] and first.claims is None
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_model_read_from_a_pipe_starts_no_helper_and_is_not_read_again(tmp_path, monkeypatch):
+    pipe = tmp_path / "model.pipe"
+    os.mkfifo(pipe)  # reading it would block: nobody writes
+    monkeypatch.setenv("QENGINE_COMPILE_HELPERS", "1")
+    with precompile.compiling_on_all_cores(pipe, 1, "ref") as first:
+        assert first.helpers == [] and first.claims is None
+
+
+def test_no_writable_temporary_directory_compiles_here_alone(tmp_path, monkeypatch):
+    model = tmp_path / "m.tflite"
+    _mixed_model().save(model)
+    monkeypatch.setenv("QENGINE_COMPILE_HELPERS", "1")
+    monkeypatch.setattr(precompile, "_marker", lambda *a: tmp_path / "marker")
+    monkeypatch.setattr(precompile.tempfile, "tempdir", str(tmp_path / "missing"))
+    with precompile.compiling_on_all_cores(model, 1, "ref") as first:
+        assert first.helpers == [] and first.claims is None
+        first.take(Interpreter(str(model)))
+
+
 @pytest.mark.skipif(CORES < 2, reason="helpers start only with a second core")
 def test_a_helper_that_claimed_nothing_is_stopped_not_awaited(tmp_path, monkeypatch):
     model = tmp_path / "m.tflite"

@@ -53,7 +53,10 @@ class compiling_on_all_cores:  # (lower case: used as a function, in a `with`)
         if not enabled or self.marker is None or self.marker.exists() or _cores() < 2 or \
                 os.environ.get("QENGINE_COMPILE_HELPERS", "1") == "0":
             return
-        self.claims = Path(tempfile.mkdtemp(prefix="qengine-compile-"))
+        try:
+            self.claims = Path(tempfile.mkdtemp(prefix="qengine-compile-"))
+        except OSError:  # no writable temporary directory: compile here alone
+            return
         command = [sys.executable, "-m", "qengine.runtime.precompile", str(model_path),
                    str(self.claims), str(self.threads), arithmetic]
         for _ in range(_cores() - 1):
@@ -223,11 +226,15 @@ def _unfinished_claims(claims: Path) -> set[int]:
 
 def _marker(model_path, threads: int, arithmetic: str) -> Path | None:
     """The file that says this model (contents, threads, arithmetic) was compiled for the
-    kernel cache in use (its directory changes with every kernel source), or None."""
+    kernel cache in use (its directory changes with every kernel source), or None when the
+    model is not a regular file."""
     from qengine.kernels.jit import cache_dir
 
+    path = Path(model_path)
+    if not path.is_file():  # a pipe or device: read once already, helpers could not load it
+        return None
     try:
-        digest = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()[:20]
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:20]
     except OSError:
         return None
     name = f"{digest}-{threads}t-{arithmetic}"
