@@ -52,13 +52,15 @@ def test_kinds_group_ops_by_type_in_first_seen_order_without_stateful_ops():
 
 def test_made_up_inputs_have_each_tensors_dtype_and_prepared_shape():
     plan = _plan(builtin_model())
-    values = precompile._made_up_inputs(plan)
+    shapes = precompile._slot_shapes(plan)
     for indices in precompile.op_kinds(plan):
         for index in indices:
-            for slot in plan.in_slots[index]:
+            arrays = precompile.made_up_inputs(plan, index, shapes)
+            for slot, value in zip(plan.in_slots[index], arrays):
                 if slot < 0:
+                    assert value is None
                     continue
-                tensor, value = plan.tensors[slot], values[slot]
+                tensor = plan.tensors[slot]
                 assert value.dtype == numpy_dtype(tensor.dtype), tensor.name
                 if slot not in plan.constants and slot not in plan.folded:
                     assert value.shape == tuple(tensor.shape), tensor.name

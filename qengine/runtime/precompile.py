@@ -122,7 +122,7 @@ def take_kinds(plan, kinds: list[list[int]], claims: Path, threads: int) -> None
 
     from .interpreter import thread_limit
 
-    inputs = _made_up_inputs(plan)
+    shapes = _slot_shapes(plan)
     saved = pool._OtherProcesses.enabled
     pool._OtherProcesses.enabled = False  # split as on a quiet machine: the helpers are busy
     try:
@@ -130,7 +130,7 @@ def take_kinds(plan, kinds: list[list[int]], claims: Path, threads: int) -> None
             for number, indices in enumerate(kinds):
                 if _claim(claims, number):
                     for index in indices:
-                        _run_once(plan, index, inputs)
+                        _run_once(plan, index, shapes)
                     _mark_done(claims, number)
     finally:
         pool._OtherProcesses.enabled = saved
@@ -156,35 +156,46 @@ def _defined_in(prepare) -> str:
     return getattr(prepare, "__module__", "")
 
 
-def _made_up_inputs(plan) -> dict[int, np.ndarray]:
-    """A value for every tensor slot a runnable op reads: constants as they are, the rest
-    made up in the tensor's dtype and prepared shape (floats in [0, 1), 8/16-bit integers
-    over their range, other integers 0: indices and sizes stay valid)."""
-    rng = np.random.default_rng(0)
+def _slot_shapes(plan) -> dict[int, tuple]:
+    """The prepared shape of every graph input and op output, by tensor slot."""
     shapes = {plan.slot[id(t)]: tuple(t.shape) for t in plan.subgraph.inputs}
     for op, step in zip(plan.subgraph.operators, plan.steps):
         if step.prepared is not None:
             for t, spec in zip(op.outputs, step.prepared.outputs):
                 if t is not None and spec.shape is not None:
                     shapes[plan.slot[id(t)]] = tuple(spec.shape)
-    values: dict[int, np.ndarray] = {**plan.constants, **plan.folded}
-    for slot, shape in shapes.items():
-        if slot in values:
-            continue
-        dtype = numpy_dtype(plan.tensors[slot].dtype)
-        if dtype.kind == "f":
-            values[slot] = rng.random(shape, dtype=np.float32).astype(dtype)
-        elif dtype in (np.int8, np.uint8, np.int16):
-            info = np.iinfo(dtype)
-            values[slot] = rng.integers(info.min, info.max, shape, endpoint=True, dtype=dtype)
-        else:
-            values[slot] = np.zeros(shape, dtype)
-    return values
+    return shapes
 
 
-def _run_once(plan, index: int, values: dict[int, np.ndarray]) -> None:
-    arrays = [None if slot < 0 else values.get(slot) for slot in plan.in_slots[index]]
-    if any(a is None and slot >= 0 for a, slot in zip(arrays, plan.in_slots[index])):
+def made_up_inputs(plan, index: int, shapes: dict[int, tuple]) -> list | None:
+    """Op `index`'s inputs: constants as they are, the rest made up in the tensor's dtype and
+    prepared shape (floats in [0, 1), 8/16-bit integers over their range, other integers 0:
+    indices and sizes stay valid); None if a shape is unknown. Made per op, so that memory
+    holds one op's tensors at a time."""
+    rng = np.random.default_rng(index)
+    arrays = []
+    for slot in plan.in_slots[index]:
+        value = None if slot < 0 else plan.constants.get(slot, plan.folded.get(slot))
+        if slot >= 0 and value is None:
+            if slot not in shapes:
+                return None
+            value = _made_up(numpy_dtype(plan.tensors[slot].dtype), shapes[slot], rng)
+        arrays.append(value)
+    return arrays
+
+
+def _made_up(dtype: np.dtype, shape: tuple, rng) -> np.ndarray:
+    if dtype.kind == "f":
+        return rng.random(shape, dtype=np.float32).astype(dtype)
+    if dtype in (np.int8, np.uint8, np.int16):
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max, shape, endpoint=True, dtype=dtype)
+    return np.zeros(shape, dtype)
+
+
+def _run_once(plan, index: int, shapes: dict[int, tuple]) -> None:
+    arrays = made_up_inputs(plan, index, shapes)
+    if arrays is None:
         return
     try:
         plan.steps[index].prepared.run(*arrays)
