@@ -102,6 +102,15 @@ def test_a_model_read_from_a_pipe_starts_no_helper_and_is_not_read_again(tmp_pat
         assert first.helpers == [] and first.claims is None
 
 
+def test_an_unwritable_kernel_cache_starts_no_helper(tmp_path, monkeypatch):
+    model = tmp_path / "m.tflite"
+    _mixed_model().save(model)
+    monkeypatch.setenv("QENGINE_COMPILE_HELPERS", "1")
+    monkeypatch.setattr(precompile.os, "access", lambda path, mode: False)  # (root passes chmod)
+    with precompile.compiling_on_all_cores(model, 1, "ref") as first:
+        assert first.helpers == [] and first.claims is None and first.marker is None
+
+
 def test_no_writable_temporary_directory_compiles_here_alone(tmp_path, monkeypatch):
     model = tmp_path / "m.tflite"
     _mixed_model().save(model)

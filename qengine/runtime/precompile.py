@@ -238,18 +238,19 @@ def _unfinished_claims(claims: Path) -> set[int]:
 def _marker(model_path, threads: int, arithmetic: str) -> Path | None:
     """The file that says this model (contents, threads, arithmetic) was compiled for the
     kernel cache in use (its directory changes with every kernel source), or None when the
-    model is not a regular file."""
+    model is not a regular file or the cache cannot be written."""
     from qengine.kernels.jit import cache_dir
 
-    path = Path(model_path)
+    path, cache = Path(model_path), Path(cache_dir())
     if not path.is_file():  # a pipe or device: read once already, helpers could not load it
+        return None
+    if not os.access(cache, os.W_OK):  # helpers could not hand their kernels over
         return None
     try:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:20]
     except OSError:
         return None
-    name = f"{digest}-{threads}t-{arithmetic}"
-    return Path(cache_dir()) / "compiled-models" / name
+    return cache / "compiled-models" / f"{digest}-{threads}t-{arithmetic}"
 
 
 def _cores() -> int:
