@@ -11,95 +11,59 @@ from .float_conv import activation_f32
 from .jit import inline_kernel, kernel, prange
 
 
-def prelu_f32(x, alpha, threads: int = 1):
+@kernel
+def prelu_f32(x, alpha):
     """x [rows, m] float32, alpha [m]: out = x >= 0 ? x : x * alpha (alpha repeats along x's
     last axes, e.g. one slope per channel: the caller reshapes). NaN takes the product branch
-    and stays NaN. Rows split between threads when large (`threads.split_run`)."""
-    if x.ndim != 2 or alpha.shape != (x.shape[1],):
-        raise ValueError(f"prelu_f32: slopes {alpha.shape} for rows {x.shape}")
-    out = np.empty(x.shape, np.float32)
-    pool.split_run(_prelu_rows, _prelu_split, (x, alpha, out), x.shape[0], threads,
-                   pool.STREAM_FLOPS * x.size)
+    and stays NaN. The inner loop is branch-free, so LLVM vectorizes it."""
+    rows, m = x.shape
+    out = np.empty((rows, m), dtype=np.float32)
+    for r in range(rows):
+        for c in range(m):
+            v = x[r, c]
+            out[r, c] = v if v >= 0 else v * alpha[c]
     return out
 
 
 @kernel
-def _prelu_rows(x, alpha, out, r0, r1):
-    """Rows r0..r1-1 of prelu_f32. The inner loop is branch-free, so LLVM vectorizes it."""
-    for r in range(r0, r1):
-        for c in range(x.shape[1]):
-            v = x[r, c]
-            out[r, c] = v if v >= 0 else v * alpha[c]
-
-
-@kernel(parallel=True)
-def _prelu_split(x, alpha, out, rows, parts):
-    """`_prelu_rows` over rows 0..rows-1 in `parts` parts at once."""
-    for i in prange(parts):
-        r0, r1 = pool.part(rows, parts, i)
-        _prelu_rows(x, alpha, out, r0, r1)
-
-
-def max_pool_f32(x, k_h, k_w, stride_h, stride_w, pad_top, pad_left, out_h, out_w, low, high,
-                 threads: int = 1):
+def max_pool_f32(x, k_h, k_w, stride_h, stride_w, pad_top, pad_left, out_h, out_w, low, high):
     """x [N,H,W,C] float32 (C-contiguous) -> [N,OH,OW,C]: the max over the window's in-image
     taps, starting from -FLT_MAX, with NaN taps skipped (reference MaxPool: max =
     std::max(max, tap); as np.fmax.reduce(..., initial=-FLT_MAX)), then the fused activation's
-    clamp to [low, high]. Output rows split between threads when large."""
-    n_batch = x.shape[0]
-    out = np.empty((n_batch, out_h, out_w, x.shape[3]), np.float32)
-    args = (x, k_h, k_w, stride_h, stride_w, pad_top, pad_left, np.float32(low),
-            np.float32(high), out)
-    pool.split_run(_max_pool_rows, _max_pool_split, args, n_batch * out_h, threads,
-                   pool.STREAM_FLOPS * x.size)
-    return out
-
-
-@kernel
-def _max_pool_rows(x, k_h, k_w, stride_h, stride_w, pad_top, pad_left, low, high, out, r0, r1):
-    """Output rows r0..r1-1 (row = n·OH + oy) of max_pool_f32. An output row at a time: each
-    tap (ky, kx) updates every column whose tap is in the image, over flat runs of values
-    (with stride 1, one run for the whole row), which LLVM vectorizes whatever C is; the
-    taps' order per value is the reference's."""
-    in_h, in_w, c = x.shape[1], x.shape[2], x.shape[3]
-    out_h, out_w = out.shape[1], out.shape[2]
+    clamp to [low, high]. An output row at a time: each tap (ky, kx) updates every column whose
+    tap is in the image, over flat runs of values (with stride 1, one run for the whole row),
+    which LLVM vectorizes whatever C is; the taps' order per value is the reference's."""
+    n_batch, in_h, in_w, c = x.shape
     lowest = np.float32(-3.4028234663852886e38)
+    low, high = np.float32(low), np.float32(high)
+    out = np.empty((n_batch, out_h, out_w, c), np.float32)
     xf, of = x.reshape(x.size), out.reshape(out.size)
     row = out_w * c
-    for r in range(r0, r1):
-        n, oy = r // out_h, r % out_h
-        dst = of[r * row : (r + 1) * row]
-        dst[:] = lowest
-        for ky in range(k_h):
-            iy = oy * stride_h - pad_top + ky
-            if iy < 0 or iy >= in_h:
-                continue
-            src_row = (n * in_h + iy) * in_w * c
-            for kx in range(k_w):
-                # the columns whose tap kx is in the image: 0 <= ox·sw - pl + kx < W
-                ox_lo = max(0, -(-(pad_left - kx) // stride_w))
-                ox_hi = min(out_w, (in_w - 1 + pad_left - kx) // stride_w + 1)
-                if ox_hi <= ox_lo:
+    for n in range(n_batch):
+        for oy in range(out_h):
+            dst = of[(n * out_h + oy) * row : (n * out_h + oy + 1) * row]
+            dst[:] = lowest
+            for ky in range(k_h):
+                iy = oy * stride_h - pad_top + ky
+                if iy < 0 or iy >= in_h:
                     continue
-                first = src_row + (ox_lo * stride_w - pad_left + kx) * c
-                if stride_w == 1:
-                    _max_into(dst[ox_lo * c : ox_hi * c], xf[first : first + (ox_hi - ox_lo) * c])
-                    continue
-                for ox in range(ox_lo, ox_hi):
-                    at = first + (ox - ox_lo) * stride_w * c
-                    _max_into(dst[ox * c : ox * c + c], xf[at : at + c])
-        for i in range(row):
-            dst[i] = activation_f32(dst[i], low, high)
-
-
-@kernel(parallel=True)
-def _max_pool_split(x, k_h, k_w, stride_h, stride_w, pad_top, pad_left, low, high, out, rows,
-                    parts):
-    """`_max_pool_rows` over rows 0..rows-1 in `parts` parts at once."""
-    for i in prange(parts):
-        r0, r1 = pool.part(rows, parts, i)
-        _max_pool_rows(x, k_h, k_w, stride_h, stride_w, pad_top, pad_left, low, high, out, r0,
-                       r1)
+                src_row = (n * in_h + iy) * in_w * c
+                for kx in range(k_w):
+                    # the columns whose tap kx is in the image: 0 <= ox·sw - pl + kx < W
+                    ox_lo = max(0, -(-(pad_left - kx) // stride_w))
+                    ox_hi = min(out_w, (in_w - 1 + pad_left - kx) // stride_w + 1)
+                    if ox_hi <= ox_lo:
+                        continue
+                    first = src_row + (ox_lo * stride_w - pad_left + kx) * c
+                    if stride_w == 1:
+                        _max_into(dst[ox_lo * c : ox_hi * c], xf[first : first + (ox_hi - ox_lo) * c])
+                        continue
+                    for ox in range(ox_lo, ox_hi):
+                        at = first + (ox - ox_lo) * stride_w * c
+                        _max_into(dst[ox * c : ox * c + c], xf[at : at + c])
+            for i in range(row):
+                dst[i] = activation_f32(dst[i], low, high)
+    return out
 
 
 @inline_kernel

@@ -60,16 +60,11 @@ def test_lookup_pair_kernel_covers_every_pair():
 
 @pytest.mark.parametrize(("x_shape", "alpha_shape"), [
     ((1, 8, 9, 16), (1, 1, 16)), ((1, 8, 9, 16), (16,)), ((3, 5), (3, 5)), ((4, 6), ())])
-@pytest.mark.parametrize("threads", [1, 2])
-def test_prelu_f32_equals_where(x_shape, alpha_shape, threads, monkeypatch):
-    from qengine.kernels import threads as pool
-
-    monkeypatch.setattr(pool, "MIN_SPLIT_FLOPS", 0)  # 2 threads split even these
+def test_prelu_f32_equals_where(x_shape, alpha_shape):
     x, alpha = _floats(x_shape), _floats(alpha_shape)
     want = np.asarray(np.where(x >= 0, x, x * alpha), np.float32)
     period = trailing_period(x_shape, alpha_shape)
-    got = prelu_f32(x.reshape(-1, period), alpha.reshape(-1, period)[0], threads).reshape(
-        x_shape)
+    got = prelu_f32(x.reshape(-1, period), alpha.reshape(-1, period)[0]).reshape(x_shape)
     assert np.array_equal(got, want, equal_nan=True)
     assert np.array_equal(np.signbit(got), np.signbit(want))
 
@@ -79,14 +74,8 @@ def test_prelu_f32_equals_where(x_shape, alpha_shape, threads, monkeypatch):
     ((6, 7), (3, 2), (1, 1), (1, 0), (6, 6)), ((5, 5), (1, 1), (1, 1), (0, 0), (5, 5)),
     ((8, 11), (3, 4), (2, 3), (1, 2), (4, 4)), ((7, 9), (2, 3), (1, 1), (0, 1), (6, 8))])
 @pytest.mark.parametrize("bounds", [(-FLT_MAX, FLT_MAX), (0.0, 6.0), (-1.0, 1.0)])
-@pytest.mark.parametrize("threads", [1, 2])
-def test_max_pool_f32_equals_fmax_reduce(in_hw, k, stride, pad, out_hw, bounds, threads,
-                                         monkeypatch):
-    """The max as np.fmax.reduce from -FLT_MAX, then the activation's clamp (inf -> bound),
-    on one thread or its output rows split in two."""
-    from qengine.kernels import threads as pool
-
-    monkeypatch.setattr(pool, "MIN_SPLIT_FLOPS", 0)
+def test_max_pool_f32_equals_fmax_reduce(in_hw, k, stride, pad, out_hw, bounds):
+    """The max as np.fmax.reduce from -FLT_MAX, then the activation's clamp (inf -> bound)."""
     x = _floats((2, *in_hw, 5)) * 8
     x[0, :, :, 0] = -np.inf  # a channel of -inf windows: -FLT_MAX, like the reference
     x[1, 0, 0, 1] = np.inf
@@ -95,7 +84,7 @@ def test_max_pool_f32_equals_fmax_reduce(in_hw, k, stride, pad, out_hw, bounds, 
     want = np.fmax.reduce(patches(x, g, -np.inf), axis=(3, 4),
                           initial=-np.finfo(np.float32).max)
     want = np.clip(want, np.float32(bounds[0]), np.float32(bounds[1]))
-    got = max_pool_f32(x, *k, *stride, *pad, *out_hw, *bounds, threads)
+    got = max_pool_f32(x, *k, *stride, *pad, *out_hw, *bounds)
     assert np.array_equal(got, want, equal_nan=True)
 
 

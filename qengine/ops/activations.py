@@ -89,8 +89,8 @@ def prelu(ctx: OpContext) -> Prepared:
     def run(value, slope):
         if period and value.shape == x.shape:  # one Numba pass (e.g. a slope per channel)
             rows = np.ascontiguousarray(value).reshape(-1, period)
-            slopes = np.ascontiguousarray(slope, np.float32).reshape(-1, period)[0]
-            return prelu_f32(rows, slopes, ctx.num_threads).reshape(value.shape)
+            return prelu_f32(rows, np.ascontiguousarray(slope).reshape(-1, period)[0]).reshape(
+                value.shape)
         return np.asarray(where(value >= 0, value, value * slope), dtype=np.float32)
 
     return Prepared(run, [ctx.output_spec(0, x.shape, "float32")])

@@ -99,7 +99,7 @@ def max_pool_2d(ctx: OpContext) -> Prepared:
     bounds = float_activation_bounds(ctx)
     return _pool(ctx, lambda x, g, counts: max_pool_f32(
         np.ascontiguousarray(x), g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_top,
-        g.pad_left, g.out_h, g.out_w, *bounds, ctx.num_threads), clamps=True)
+        g.pad_left, g.out_h, g.out_w, *bounds), clamps=True)
 
 
 @op("L2_POOL_2D")
