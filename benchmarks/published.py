@@ -18,7 +18,8 @@ one process, on the same input (`qengine run`'s generated one), against TFLite's
 interpreter (XNNPACK delegate) and its optimized kernels without the delegate; each figure is
 the median of up to --repeat runs after a warm-up (one run; six on several threads, for both
 engines, as qengine's first runs there try splitting its layers and not: runtime/splits.py),
-fewer when a run is slow (--budget seconds per figure, at least 3 runs). Ratios are qengine / TFLite: below 1 means qengine is faster.
+fewer when a run is slow (--budget seconds per figure, at least 3 runs). Ratios are
+qengine / TFLite: below 1 means qengine is faster.
 
 Corpus models (`--corpus`, default mobilenet_v2_224, mobilenet_v3_small, efficientnet_b0 and
 transformer from tests/corpus.py: random-weight Keras models converted by TensorFlow, built once
