@@ -1,7 +1,7 @@
 """`qengine warmup [MODEL ...]`: compile the kernels into the on-disk cache ahead of time.
 
 Numba compiles each kernel the first time a process needs it and caches the machine code
-(kernels/jit.py); an int8 model's first run on a new machine otherwise spends ~20 s in LLVM.
+(kernels/jit.py); a model's first run on a new machine otherwise spends 5-25 s compiling.
 With models, each is prepared and run once in every thread setting asked for (exactly what
 they need); without, a small built-in network with the ops the published vision models use
 (CONV_2D 3x3/1x1, DEPTHWISE_CONV_2D, ADD, PRELU, MAX_POOL_2D, RESIZE_BILINEAR, CONCATENATION,
@@ -20,13 +20,22 @@ import numpy as np
 
 from .builder import SAME, GraphBuilder, options
 
+# Seconds a cold first `qengine run` of pose_landmark_full took (session 15, 2-vCPU VM), by
+# kind of model, on one core and on two (runtime/precompile.py compiles on every core)
+# (int8; "integer" covers 16x8 models too)
+COMPILE_SECONDS = {"integer": (8, 5), "dynamic range": (25, 15), "float": (15, 10)}
 
-def compile_notice(model) -> str:
+
+def compile_notice(model, cores: int | None = None) -> str:
     """The one line `run` prints when a kernel is compiled rather than loaded from the cache."""
-    integer = any(t.dtype in ("int8", "int16") for t in model.main.tensors)
-    estimate = "~20 s" if integer else "~5 s"
-    return f"compiling qengine's kernels for this CPU, once (qengine warmup does it ahead): " \
-           f"{estimate}"
+    if cores is None:
+        from qengine.kernels.threads import CORES as cores
+    integer = any(t.dtype in ("int8", "int16") and not t.is_constant for t in model.main.tensors)
+    weights8 = any(t.dtype == "int8" and t.is_constant for t in model.main.tensors)
+    kind = "integer" if integer else "dynamic range" if weights8 else "float"
+    seconds = COMPILE_SECONDS[kind][cores > 1]
+    return f"compiling qengine's {kind} kernels for this CPU, once (qengine warmup does it " \
+           f"ahead): ~{seconds} s"
 
 
 def announce_first_compile(message: str) -> None:

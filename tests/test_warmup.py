@@ -47,11 +47,17 @@ def test_first_compile_calls_back_once():
     assert calls == [1]
 
 
-def test_compile_notice_estimates_by_model_kind():
+def test_compile_notice_estimates_by_model_kind_and_cores():
     model = builtin_model()
-    assert "~5 s" in compile_notice(model)
-    model.main.tensors[0].dtype = "int8"
-    assert "~20 s" in compile_notice(model)
+    assert compile_notice(model, cores=2).endswith("float kernels for this CPU, once (qengine "
+                                                   "warmup does it ahead): ~10 s")
+    assert compile_notice(model, cores=1).endswith("~15 s")
+    weights = next(t for t in model.main.tensors if t.is_constant)
+    weights.dtype = "int8"  # int8 weights, float activations
+    assert "dynamic range kernels" in compile_notice(model, cores=2)
+    next(t for t in model.main.tensors if not t.is_constant).dtype = "int8"
+    assert "integer kernels" in compile_notice(model, cores=2)
+    assert compile_notice(model, cores=2).endswith("~5 s")
 
 
 def test_warmup_with_two_threads_compiles_the_split_drivers(tmp_path):
