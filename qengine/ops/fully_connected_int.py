@@ -41,6 +41,7 @@ from .common import (
     RELU_N1_TO_1,
     expect_filter_type,
     float_activation,
+    float_activation_bounds,
     fused_activation,
     quantized_activation_range,
     required_per_tensor,
@@ -196,21 +197,19 @@ def hybrid_fully_connected(ctx: OpContext) -> Prepared:
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
 
 
-# std::max(low, std::min(x, high)) of ApplyRelu*ToVector (RELU has no std::min)
-_VECTOR_BOUNDS = {RELU: (0.0, np.inf), RELU6: (0.0, 6.0), RELU_N1_TO_1: (-1.0, 1.0)}
-
-
 def _vector_activation(ctx: OpContext):
     """tensor_utils::ApplyActivationToVector, what EvalHybridDense applies to its float output
     (not CalculateActivationRange's clamp): NONE is the identity, ±inf included; the ReLUs are
-    y = (high < x ? high : x), then (low < y ? y : low), so NaN becomes low and -0.0 becomes
-    +0.0 where low is 0. Other codes keep the float clamp (`float_activation`)."""
+    y = (high < x ? high : x), then (low < y ? y : low), with the float clamp's bounds except
+    RELU's, which has no std::min (+inf stays), so NaN becomes low and -0.0 becomes +0.0
+    where low is 0. Other codes keep the float clamp (`float_activation`)."""
     code = fused_activation(ctx)
     if code == NONE:
         return lambda x: x
-    if code not in _VECTOR_BOUNDS:
+    if code not in (RELU, RELU6, RELU_N1_TO_1):
         return float_activation(ctx)
-    low, high = (np.float32(v) for v in _VECTOR_BOUNDS[code])
+    low, high = float_activation_bounds(ctx)
+    low, high = np.float32(low), np.float32(np.inf if code == RELU else high)
 
     def apply(x):
         y = np.where(high < x, high, x)
