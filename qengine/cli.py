@@ -168,8 +168,7 @@ def print_unsupported(model) -> int:
 
 def cmd_run(args) -> int:
     from .flatbuffer_io import load
-    from .runtime import Interpreter
-    from .runtime.precompile import compiling_on_all_cores
+    from .runtime.precompile import prepare_on_all_cores
     from .warmup import announce_first_compile, compile_notice
 
     model = load(args.model)
@@ -177,11 +176,9 @@ def cmd_run(args) -> int:
     start = time.perf_counter()
     limits = {"max_iterations": args.max_iterations} if args.max_iterations else {}
     # a cold kernel cache is compiled on every core (streaming models have few kernels)
-    with compiling_on_all_cores(args.model, args.threads, args.arithmetic,
-                                enabled=not args.stream) as first:
-        interpreter = Interpreter(model, num_threads=args.threads, arithmetic=args.arithmetic,
-                                  **limits)
-        first.take(interpreter)
+    interpreter = prepare_on_all_cores(model, args.model, num_threads=args.threads,
+                                       arithmetic=args.arithmetic, helpers=not args.stream,
+                                       **limits)
     prepare_time = time.perf_counter() - start
     if args.stream:
         from .cli_stream import run_stream

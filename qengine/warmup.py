@@ -161,12 +161,9 @@ def cmd_warmup(args) -> int:
 def _compile_one(model, path: Path, threads: int, arithmetic: str) -> None:
     """Prepare and run `model` once, its kernels compiled on every core (runtime/precompile)."""
     from .cli_common import generated_inputs
-    from .runtime import Interpreter
-    from .runtime.precompile import compiling_on_all_cores
+    from .runtime.precompile import prepare_on_all_cores
 
-    with compiling_on_all_cores(path, threads, arithmetic) as first:
-        interpreter = Interpreter(model, num_threads=threads, arithmetic=arithmetic)
-        first.take(interpreter)
+    interpreter = prepare_on_all_cores(model, path, num_threads=threads, arithmetic=arithmetic)
     interpreter.run(generated_inputs(interpreter.inputs, 0, quiet=True))
 
 

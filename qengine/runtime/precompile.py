@@ -104,6 +104,20 @@ class compiling_on_all_cores:  # (lower case: used as a function, in a `with`)
         self.claims, self.helpers = None, []
 
 
+def prepare_on_all_cores(model, model_path, *, num_threads: int | None, arithmetic: str,
+                         helpers: bool = True, **options):
+    """Interpreter(model, num_threads=..., arithmetic=..., **options), its kernels compiled on
+    every core (`compiling_on_all_cores` on the file it was loaded from; helpers=False: here
+    alone, lazily, as without this module)."""
+    from . import Interpreter
+
+    with compiling_on_all_cores(model_path, num_threads, arithmetic, helpers) as first:
+        interpreter = Interpreter(model, num_threads=num_threads, arithmetic=arithmetic,
+                                  **options)
+        first.take(interpreter)
+    return interpreter
+
+
 def op_kinds(plan) -> list[list[int]]:
     """The indices of the plan's runnable ops, grouped by op type and dtypes, the groups in
     the order of their first op (the same list in every process: claims are by position)."""
