@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 from qengine.kernels import float_gemm as fg
+from qengine.kernels.float_conv import post_args
 
 # (input NHWC, output channels, kernel, stride, padding top/left, what it is)
 SHAPES = [
@@ -41,7 +42,8 @@ def both(x_shape, out_c, kernel, stride, pad):
     w = rng.standard_normal((out_c, *kernel, x_shape[3])).astype(np.float32)
     bias = rng.standard_normal(out_c).astype(np.float32)
     out_h, out_w = ((x_shape[1 + i] + 2 * pad[i] - kernel[i]) // stride[i] + 1 for i in (0, 1))
-    geo = (*kernel, *stride, 1, 1, *pad, -np.inf, np.inf, fg.WIDE, False)  # reference order
+    geo = (*kernel, *stride, 1, 1, *pad, -np.inf, np.inf, fg.WIDE, False,  # reference order
+           post_args())
     flat = np.empty((out_h * out_w, out_c), np.float32)
     panels, bias16 = fg.pack_conv_f32(w), fg.pad_channels(bias, fg.LANES)
     gemm = median_us(lambda: fg.conv2d_f32_rows(x, panels, bias16, flat, out_w, *geo, 0,

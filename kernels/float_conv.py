@@ -1,5 +1,7 @@
-"""The epilogue of float convolutions that run as a BLAS matmul (grouped convolutions and
-non-constant filters); the others are in `float_gemm.py`."""
+"""The epilogues of float convolutions: bias and clamp after a BLAS matmul (grouped
+convolutions and non-constant filters; the others have theirs in `float_gemm.py`'s tiles), and
+the ADD and PRELU that runtime/fusion.py folds into a conv (`post_f32`, run on each tile of
+output while it is in cache)."""
 
 import numpy as np
 
@@ -33,3 +35,73 @@ def bias_clamp_f32(out, bias, act_min, act_max):
     for r in range(rows):
         for c in range(channels):
             out[r, c] = activation_f32(out[r, c] + bias[c], low, high)
+
+
+RESIDUAL, PRELU = 1, 2  # the steps of a `post` tuple (bits)
+SLOPE_FLOATS = 2048  # PRELU's slopes are repeated to about this many floats (`tile_slopes`)
+
+
+def tile_slopes(alpha: np.ndarray) -> np.ndarray:
+    """PRELU's per-channel slopes [C] repeated to a whole number of rows of about SLOPE_FLOATS
+    floats: `post_f32` then runs one flat loop per block of rows, which LLVM vectorizes (a
+    loop over 16 channels is shorter than its vector loop, so it ran scalar)."""
+    alpha = np.ascontiguousarray(alpha, np.float32).reshape(-1)
+    return np.tile(alpha, max(1, SLOPE_FLOATS // max(1, alpha.size)))
+
+
+def post_args(residual=None, low=0.0, high=0.0, slopes=None) -> tuple:
+    """The `post` argument of the float conv kernels: (residual [P, C], slopes (tile_slopes),
+    low, high, steps), every field typed alike whether or not a step runs (one compiled
+    kernel)."""
+    steps = (RESIDUAL if residual is not None else 0) | (PRELU if slopes is not None else 0)
+    return (np.empty((0, 0), np.float32) if residual is None else residual,
+            np.empty(0, np.float32) if slopes is None else slopes,
+            np.float32(low), np.float32(high), steps)
+
+
+NO_POST = post_args()  # no step: what a conv with nothing folded into it passes
+
+
+@inline_kernel
+def post_fits(post, pixels, channels):
+    """The residual of a `post` is [pixels, channels] and its slopes whole rows of channels,
+    where used."""
+    residual, slopes, _, _, steps = post
+    return ((not steps & RESIDUAL or (residual.shape[0] == pixels
+                                      and residual.shape[1] == channels))
+            and (not steps & PRELU or (slopes.size >= channels > 0
+                                       and slopes.size % channels == 0)))
+
+
+@inline_kernel
+def run_post(out, p0, p1, post):
+    """post_f32 where `post` has a step: the drivers call this per tile or row, and a call
+    to another kernel costs ~45 ns (a call, reference counts of its arrays) even to do
+    nothing."""
+    if post[4] != 0:
+        post_f32(out, p0, p1, post)
+
+
+@kernel
+def post_f32(out, p0, p1, post):
+    """Rows [p0, p1) of out [P, C] float32, in place, after the conv's own bias and clamp: the
+    folded ADD, v = clamp(v + residual[p, c]) to [low, high] (ActivationFunctionWithMinMax,
+    as `activation_f32`), then PRELU, v = v >= 0 ? v : v * alpha[c] (NaN takes the product).
+    Callers check `post_fits` first."""
+    residual, slopes, low, high, steps = post
+    if steps == 0:
+        return
+    channels = out.shape[1]
+    # flat loops over views indexed from 0: LLVM then sees no negative index to wrap and
+    # vectorizes them (one loop for both steps did not: its operands might alias)
+    rows = out.reshape(out.size)[p0 * channels:p1 * channels]
+    if steps & RESIDUAL:
+        add = residual.reshape(residual.size)[p0 * channels:p1 * channels]
+        for i in range(rows.size):
+            rows[i] = activation_f32(rows[i] + add[i], low, high)
+    if steps & PRELU:
+        for start in range(0, rows.size, slopes.size):  # blocks as long as the slopes
+            part = rows[start:start + slopes.size]
+            for i in range(part.size):
+                v = part[i]
+                part[i] = v if v >= 0 else v * slopes[i]

@@ -40,13 +40,16 @@ from numba.core.extending import intrinsic
 
 from . import threads as pool
 from .emit import I64, const64, host_has, loop
-from .float_conv import activation_f32
+from .float_conv import activation_f32, post_fits, run_post
 from .jit import inline_kernel, kernel, prange
 
 ROWS = 12  # output pixels per conv tile
 LANES = 16  # output channels per conv weight panel (two float32x8 accumulators per pixel)
 VEC = 8  # float32 lanes of an AVX2 register
 NARROW = 8  # convs with at most this many output channels vectorize along the output row
+# a conv's `post` (folded ADD/PRELU) runs on about this many finished output floats at a time:
+# 8 KiB, in L1 still; per 12-pixel tile its call cost as much as its work (~45 ns)
+POST_FLOATS = 2048
 
 
 
@@ -630,17 +633,19 @@ def _conv_fits(x, panels, bias, out, k_h, k_w, p0, p1):
 
 @kernel
 def conv2d_f32_rows(x, panels, bias, out, out_w, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
-                    pad_top, pad_left, act_min, act_max, wide, fused, p0, p1):
+                    pad_top, pad_left, act_min, act_max, wide, fused, post, p0, p1):
     """Output pixels [p0, p1) of a float CONV_2D into out [N*OH*OW, Co] float32 (see the
     module docstring). x [N,H,W,Ci] float32, panels from pack_conv_f32, bias [panels*16];
     wide: the 16-lane tile (WIDE, for AVX-512), else two 6x16 tiles of 8-lane vectors;
-    fused: XNNPACK's arithmetic (each sum from the bias, by fused multiply-adds).
+    fused: XNNPACK's arithmetic (each sum from the bias, by fused multiply-adds); post: a
+    folded ADD and/or PRELU (float_conv.post_args), run on each tile while it is in cache.
 
     With dil_w == 1, a filter row's KW taps read KW*Ci consecutive floats of the input, in
     the order of the packed weights: a tile whose pixels all have their window inside the
     image's columns gets one address per filter row (KH "taps" of KW*Ci channels)."""
-    if not _conv_fits(x, panels, bias, out, k_h, k_w, p0, p1):
-        raise ValueError("conv2d_f32_rows: panels, bias, out or [p0, p1) do not fit x")
+    if not _conv_fits(x, panels, bias, out, k_h, k_w, p0, p1) or \
+            not post_fits(post, out.shape[0], out.shape[1]):
+        raise ValueError("conv2d_f32_rows: panels, bias, out, post or [p0, p1) do not fit x")
     per_image = out.shape[0] // x.shape[0]
     in_w, in_c = x.shape[2], x.shape[3]
     zeros = np.zeros(k_w * in_c, np.float32)
@@ -653,6 +658,7 @@ def conv2d_f32_rows(x, panels, bias, out, out_w, k_h, k_w, stride_h, stride_w, d
     # a 1x1, stride-1, unpadded conv reads output pixel p's input at x's pixel p
     pointwise = k_h * k_w == 1 and stride_h == 1 and stride_w == 1 and pad_top == 0 and \
         pad_left == 0 and x.shape[1] * in_w == per_image
+    post_from = p0  # the output pixels [post_from, t0) have not had `post` yet
     for t0 in range(p0, p1, ROWS):
         rows = min(ROWS, p1 - t0)
         if pointwise:
@@ -665,6 +671,9 @@ def conv2d_f32_rows(x, panels, bias, out, out_w, k_h, k_w, stride_h, stride_w, d
                                             dil_w, pad_top, pad_left)
         _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_min, act_max,
                      wide, fused)
+        if (t0 + rows - post_from) * out.shape[1] >= POST_FLOATS or t0 + rows == p1:
+            run_post(out, post_from, t0 + rows, post)
+            post_from = t0 + rows
 
 
 @kernel
@@ -763,7 +772,7 @@ def _narrow_fits(x, w8, bias, out, k_h, k_w, r0, r1):
 
 @kernel
 def conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
-                           pad_top, pad_left, act_min, act_max, wide, fused, r0, r1):
+                           pad_top, pad_left, act_min, act_max, wide, fused, post, r0, r1):
     """Output rows [r0, r1) (row = n*OH + oy) of a float CONV_2D with few output channels
     (at most 64: 1-8 where a 16-channel panel would be mostly zeros, 9-64 for first layers,
     whose 3-channel taps leave the GEMM little to do per address) into out [N,OH,OW,Co].
@@ -777,12 +786,14 @@ def conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h
     pixels), and adds the bias and clamps; a filter row outside the image reads zeros (adding
     +-0 leaves a sum unchanged, see `_split_row`); more than 24 channels take groups of 16 in
     turn. Rows narrower than a run (or 9-64 channels without AVX-512) take one `_axpy` per
-    (k, o) into a row of sums."""
+    (k, o) into a row of sums. `post` (float_conv.post_args) runs on each finished row."""
     in_h, in_c = x.shape[1], x.shape[3]
     out_h, out_w, out_c = out.shape[1], out.shape[2], out.shape[3]
     depth = k_h * k_w * in_c
-    if not _narrow_fits(x, w8, bias, out, k_h, k_w, r0, r1):
-        raise ValueError("conv2d_f32_narrow_rows: w8, bias, out or [r0, r1) do not fit x")
+    flat = out.reshape((out.shape[0] * out_h * out_w, out_c))
+    if not _narrow_fits(x, w8, bias, out, k_h, k_w, r0, r1) or \
+            not post_fits(post, flat.shape[0], out_c):
+        raise ValueError("conv2d_f32_narrow_rows: w8, bias, out, post or [r0, r1) do not fit x")
     packed = w8.shape[1]
     chans = _row_group(packed)  # per tile
     run = _row_run(chans, wide)
@@ -838,6 +849,7 @@ def conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h
                 for o in range(out_c):
                     _axpy(fused, acc[o].ctypes.data, addrs[k], w8[k, o], out_w)
             _store_row(acc, bias, out, n, oy, 0, out_w, low, high, fused)
+        run_post(flat, row * out_w, (row + 1) * out_w, post)
 
 
 @inline_kernel
@@ -900,7 +912,7 @@ def _depthwise_fits(x, w, bias, out, k_h, k_w, r0, r1):
 
 @kernel
 def depthwise_f32_rows(x, w, bias, out, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
-                       k_h, k_w, act_min, act_max, fused, x_major, r0, r1):
+                       k_h, k_w, act_min, act_max, fused, x_major, post, r0, r1):
     """Output rows [r0, r1) (row = n*OH + oy) of a float DEPTHWISE_CONV_2D with multiplier 1
     into out [N,OH,OW,C], C >= 8. x [N,H,W,C] float32, w [KH*KW, C] float32, bias [C]:
     out[n,oy,ox,c] = clamp(bias[c] + Σ_{ky,kx} x[n, oy*sh-pt+ky*dh, ox*sw-pl+kx*dw, c]
@@ -909,11 +921,15 @@ def depthwise_f32_rows(x, w, bias, out, stride_h, stride_w, dil_h, dil_w, pad_to
     row (`_dw_run`); the others gather per pixel, zeros for taps in the padding (`_dw_pixel`).
     fused: XNNPACK's arithmetic, each sum from the bias, by fused multiply-adds; x_major: the
     taps column by column, w [KW*KH, C] with t = kx*KH + ky (its depthwise kernels' order;
-    with a multiplier above 1 it runs a grouped GEMM, row by row)."""
+    with a multiplier above 1 it runs a grouped GEMM, row by row). `post`
+    (float_conv.post_args) runs on each finished row."""
     in_h, in_w = x.shape[1], x.shape[2]
     out_h, out_w, chans = out.shape[1], out.shape[2], out.shape[3]
-    if not _depthwise_fits(x, w, bias, out, k_h, k_w, r0, r1):
-        raise ValueError("depthwise_f32_rows: x, w, bias, out or [r0, r1) do not fit (C >= 8)")
+    flat = out.reshape((out.shape[0] * out_h * out_w, chans))
+    if not _depthwise_fits(x, w, bias, out, k_h, k_w, r0, r1) or \
+            not post_fits(post, flat.shape[0], chans):
+        raise ValueError("depthwise_f32_rows: x, w, bias, out, post or [r0, r1) do not fit "
+                         "(C >= 8)")
     taps = k_h * k_w
     zeros = np.zeros(chans, np.float32)
     ptrs = np.empty((taps, 1), np.int64)
@@ -938,6 +954,7 @@ def depthwise_f32_rows(x, w, bias, out, stride_h, stride_w, dil_h, dil_w, pad_to
                 _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, ox0, ox1, stride_h, stride_w,
                            dil_h, dil_w, pad_top, pad_left, k_h, k_w, act_min, act_max, fused,
                            x_major)
+        run_post(flat, row * out_w, (row + 1) * out_w, post)
 
 
 @inline_kernel
@@ -1020,32 +1037,37 @@ def _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, ox0, ox1, stride_h, stride_w
 
 @kernel(parallel=True)
 def conv2d_f32_split(x, panels, bias, out, out_w, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
-                     pad_top, pad_left, act_min, act_max, wide, fused, pixels, parts):
-    if not _conv_fits(x, panels, bias, out, k_h, k_w, 0, pixels):
-        raise ValueError("conv2d_f32_rows: panels, bias, out or [p0, p1) do not fit x")
+                     pad_top, pad_left, act_min, act_max, wide, fused, post, pixels, parts):
+    if not _conv_fits(x, panels, bias, out, k_h, k_w, 0, pixels) or \
+            not post_fits(post, out.shape[0], out.shape[1]):
+        raise ValueError("conv2d_f32_rows: panels, bias, out, post or [p0, p1) do not fit x")
     for i in prange(parts):
         p0, p1 = pool.part(pixels, parts, i)
         conv2d_f32_rows(x, panels, bias, out, out_w, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
-                        pad_top, pad_left, act_min, act_max, wide, fused, p0, p1)
+                        pad_top, pad_left, act_min, act_max, wide, fused, post, p0, p1)
 
 
 @kernel(parallel=True)
 def conv2d_f32_narrow_split(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
-                            pad_top, pad_left, act_min, act_max, wide, fused, rows, parts):
-    if not _narrow_fits(x, w8, bias, out, k_h, k_w, 0, rows):
-        raise ValueError("conv2d_f32_narrow_rows: w8, bias, out or [r0, r1) do not fit x")
+                            pad_top, pad_left, act_min, act_max, wide, fused, post, rows,
+                            parts):
+    if not _narrow_fits(x, w8, bias, out, k_h, k_w, 0, rows) or \
+            not post_fits(post, out.shape[0] * out.shape[1] * out.shape[2], out.shape[3]):
+        raise ValueError("conv2d_f32_narrow_rows: w8, bias, out, post or [r0, r1) do not fit x")
     for i in prange(parts):
         r0, r1 = pool.part(rows, parts, i)
         conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
-                               pad_top, pad_left, act_min, act_max, wide, fused, r0, r1)
+                               pad_top, pad_left, act_min, act_max, wide, fused, post, r0, r1)
 
 
 @kernel(parallel=True)
 def depthwise_f32_split(x, w, bias, out, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
-                        k_h, k_w, act_min, act_max, fused, x_major, rows, parts):
-    if not _depthwise_fits(x, w, bias, out, k_h, k_w, 0, rows):
-        raise ValueError("depthwise_f32_rows: x, w, bias, out or [r0, r1) do not fit (C >= 8)")
+                        k_h, k_w, act_min, act_max, fused, x_major, post, rows, parts):
+    if not _depthwise_fits(x, w, bias, out, k_h, k_w, 0, rows) or \
+            not post_fits(post, out.shape[0] * out.shape[1] * out.shape[2], out.shape[3]):
+        raise ValueError("depthwise_f32_rows: x, w, bias, out, post or [r0, r1) do not fit "
+                         "(C >= 8)")
     for i in prange(parts):
         r0, r1 = pool.part(rows, parts, i)
         depthwise_f32_rows(x, w, bias, out, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
-                           k_h, k_w, act_min, act_max, fused, x_major, r0, r1)
+                           k_h, k_w, act_min, act_max, fused, x_major, post, r0, r1)

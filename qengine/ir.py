@@ -196,6 +196,17 @@ class OpCode:
         return f"CUSTOM:{self.custom_code}" if self.name == "CUSTOM" else self.name
 
 
+@dataclass(frozen=True)
+class Epilogue:
+    """What a float conv computes after its own bias and clamp, folded in by runtime/fusion.py:
+    the ADD of a residual (the conv's input 3), clamped by that ADD's fused activation
+    (`residual_activation`, an ActivationFunctionType code; None: no residual), then PRELU
+    with the per-channel slopes of input 4 (`prelu`)."""
+
+    residual_activation: int | None = None
+    prelu: bool = False
+
+
 @dataclass(eq=False)
 class Operator:
     opcode: OpCode
@@ -211,6 +222,8 @@ class Operator:
     # runtime only, never written: (top, bottom, left, right) zero padding of a conv whose
     # PAD the interpreter folded into it (runtime/fusion.py)
     fused_padding: tuple[int, int, int, int] | None = None
+    # runtime only: the ADD and/or PRELU folded into a float conv's output (runtime/fusion.py)
+    fused_epilogue: Epilogue | None = None
 
     @property
     def type(self) -> str:

@@ -23,11 +23,11 @@ def conv_opts(kind, padding=VALID, stride=1, act="NONE", multiplier=1):
     return options("Conv2DOptions", **fields)
 
 
-def conv(b, r, kind, x, in_c, out_c, k=3, **kw):
+def conv(b, r, kind, x, in_c, out_c, k=3, out_shape=None, **kw):
     shape = (1, k, k, out_c) if kind == "DEPTHWISE_CONV_2D" else (out_c, k, k, in_c)
     w = b.const(f"w{len(b.subgraph.operators)}", r.standard_normal(shape).astype(np.float32))
     bias = b.const(f"b{len(b.subgraph.operators)}", r.standard_normal(out_c).astype(np.float32))
-    return b.op(kind, [x, w, bias], options=conv_opts(kind, **kw))
+    return b.op(kind, [x, w, bias], out_shape, options=conv_opts(kind, **kw))
 
 
 def pad(b, x, amounts):
@@ -148,3 +148,133 @@ def test_messages_name_the_file_op_index():
     model = b.build([bad])
     with pytest.raises(QEngineError, match=r"^op 2 RESHAPE"):
         qengine.Interpreter(model)
+
+
+# -- the folded ADD and PRELU (shapes declared, as converters write them) ---------------------
+
+SHAPE = (1, 8, 8, 16)
+
+
+def add(b, x, y, act="NONE", shape=SHAPE):
+    return b.op("ADD", [x, y], shape,
+                options=options("AddOptions", fusedActivationFunction=ACTIVATIONS[act]))
+
+
+def prelu(b, r, x, alpha_shape=(1, 1, 16), shape=SHAPE, float16=False):
+    alpha = r.standard_normal(alpha_shape).astype(np.float32)
+    if float16:  # MediaPipe's files: float16 slopes behind a DEQUANTIZE
+        half = b.const(f"a16_{len(b.subgraph.operators)}", alpha.astype(np.float16))
+        slopes = b.op("DEQUANTIZE", [half], alpha_shape, "float32")
+    else:
+        slopes = b.const(f"a{len(b.subgraph.operators)}", alpha)
+    return b.op("PRELU", [x, slopes], shape)
+
+
+@pytest.mark.parametrize("kind", ["CONV_2D", "DEPTHWISE_CONV_2D"])
+@pytest.mark.parametrize("act", ["NONE", "RELU", "RELU6"])
+@pytest.mark.parametrize("conv_first", [True, False])
+def test_residual_add_folds_into_the_conv(kind, act, conv_first):
+    """ADD(conv(x), x') with x' made after the conv (a PAD, as in BlazeBlocks), in either
+    operand order; the fused op runs in the ADD's place."""
+    r = rng("residual", kind, act, conv_first)
+    b = GraphBuilder()
+    x = b.input("x", SHAPE)
+    y = conv(b, r, kind, x, 16, 16, padding=SAME, out_shape=SHAPE)
+    skip = pad(b, x, [[0, 0], [0, 0], [0, 0], [0, 0]])
+    skip.shape = SHAPE
+    z = add(b, y, skip, act) if conv_first else add(b, skip, y, act)
+    model = b.build([b.op("MUL", [z, z], SHAPE, options=options("MulOptions"))])
+    fused, _ = fuse(model.main)
+    assert [op.type for op in fused.operators] == ["PAD", kind, "MUL"]
+    assert fused.operators[1].fused_epilogue.residual_activation == ACTIVATIONS[act]
+    _, kept = run_both(model, special_input(r, SHAPE))
+    assert y.name in kept and skip.name in kept
+
+
+@pytest.mark.parametrize("kind", ["CONV_2D", "DEPTHWISE_CONV_2D"])
+@pytest.mark.parametrize("float16", [False, True])
+def test_prelu_and_add_then_prelu_fold(kind, float16):
+    """conv -> PRELU, and conv -> ADD -> RELU (into the ADD's clamp) -> ... -> conv -> ADD ->
+    PRELU, slopes one per channel ([16], [1, 1, 16], [1, 1, 1, 1])."""
+    r = rng("prelu", kind, float16)
+    b = GraphBuilder()
+    x = b.input("x", SHAPE)
+    y = prelu(b, r, conv(b, r, kind, x, 16, 16, padding=SAME, out_shape=SHAPE), (16,),
+              float16=float16)
+    y = b.op("RELU", [add(b, conv(b, r, kind, y, 16, 16, padding=SAME, out_shape=SHAPE), y)],
+             SHAPE)
+    y = prelu(b, r, add(b, conv(b, r, kind, y, 16, 16, padding=SAME, out_shape=SHAPE), x),
+              (1, 1, 16), float16=float16)
+    y = prelu(b, r, conv(b, r, kind, y, 16, 16, padding=SAME, out_shape=SHAPE), (1, 1, 1, 1))
+    model = b.build([y])
+    fused, _ = fuse(model.main)
+    convs = [op for op in fused.operators if op.type == kind]
+    assert [op.type for op in fused.operators if op.type != "DEQUANTIZE"] == [kind] * 4
+    assert [(c.fused_epilogue.residual_activation, c.fused_epilogue.prelu) for c in convs] == \
+        [(None, True), (ACTIVATIONS["RELU"], False), (0, True), (None, True)]
+    run_both(model, special_input(r, SHAPE))
+
+
+def test_folded_epilogue_equals_tflite_reference():
+    """conv -> ADD -> PRELU and depthwise -> ADD(RELU6) against TFLite's reference kernels,
+    exactly, whole and on two threads (split tiles each run their part of the epilogue)."""
+    pytest.importorskip("ai_edge_litert")
+    from tflite_ref import run_tflite
+
+    r = rng("epilogue-tflite")
+    b = GraphBuilder()
+    x = b.input("x", (1, 24, 24, 16))
+    shape = (1, 24, 24, 16)
+    y = prelu(b, r, add(b, conv(b, r, "CONV_2D", x, 16, 16, padding=SAME, out_shape=shape), x,
+                        shape=shape), shape=shape, float16=True)
+    y = add(b, conv(b, r, "DEPTHWISE_CONV_2D", y, 16, 16, padding=SAME, out_shape=shape), y,
+            "RELU6", shape=shape)
+    model = b.build([y])
+    assert fused_count(model) == 3
+    inputs = [r.standard_normal(shape).astype(np.float32) * 3]
+    want = run_tflite(model.to_bytes(), inputs, "ref")[y.name]
+    fast, _ = run_both(model, inputs[0])
+    np.testing.assert_array_equal(fast[y.name], want)
+    two = qengine.Interpreter(model, num_threads=2).run(inputs)
+    np.testing.assert_array_equal(two[y.name], want)
+
+
+def test_residual_and_prelu_that_must_not_fold():
+    r = rng("epilogue-not")
+    b = GraphBuilder()
+    x = b.input("x", SHAPE)
+    outs = []
+    shared = conv(b, r, "CONV_2D", x, 16, 16, padding=SAME, out_shape=SHAPE)
+    outs += [add(b, shared, x), b.op("RELU", [shared], SHAPE)]  # the conv output read twice
+    row = b.const("row", r.standard_normal((1, 1, 1, 16)).astype(np.float32))
+    outs.append(add(b, conv(b, r, "CONV_2D", x, 16, 16, padding=SAME, out_shape=SHAPE), row))
+    twice = conv(b, r, "CONV_2D", x, 16, 16, padding=SAME, out_shape=SHAPE)
+    outs.append(add(b, twice, twice))  # ADD(y, y)
+    outs.append(prelu(b, r, conv(b, r, "CONV_2D", x, 16, 16, padding=SAME, out_shape=SHAPE),
+                      (8, 1, 16)))  # slopes vary along rows
+    undeclared = conv(b, r, "CONV_2D", x, 16, 16, padding=SAME)  # shape () in the file
+    outs.append(b.op("ADD", [undeclared, x], options=options("AddOptions")))
+    tanh = add(b, conv(b, r, "CONV_2D", x, 16, 16, padding=SAME, out_shape=SHAPE), x)
+    tanh_op = b.subgraph.operators[-1]
+    tanh_op.options.fusedActivationFunction = 4  # TANH: ADD's own op says what that means
+    outs.append(tanh)
+    visible = conv(b, r, "CONV_2D", x, 16, 16, padding=SAME, out_shape=SHAPE)
+    outs += [visible, add(b, visible, x)]  # a graph output
+    model = b.build(outs)
+    assert fused_count(model) == 0
+
+
+def test_residual_shape_known_only_at_run_time():
+    """A file that declares the residual [1, 8, 8, 16] but computes [1, 1, 1, 16] (a RESHAPE):
+    the fused conv adds it with broadcasting over the whole output instead of per tile."""
+    r = rng("epilogue-late")
+    b = GraphBuilder()
+    x = b.input("x", SHAPE)
+    row = b.op("RESHAPE", [b.const("v", r.standard_normal(16).astype(np.float32)),
+                           b.const("s", np.array([1, 1, 1, 16], np.int32))], SHAPE)
+    y = prelu(b, r, add(b, conv(b, r, "CONV_2D", x, 16, 16, padding=SAME, out_shape=SHAPE), row,
+                        "RELU6"))
+    model = b.build([y])
+    assert fused_count(model) == 2
+    fast, _ = run_both(model, special_input(r, SHAPE))
+    assert fast[y.name].shape == SHAPE

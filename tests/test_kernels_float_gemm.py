@@ -15,6 +15,7 @@ from naive.float_conv import (
     depthwise_f32,
     depthwise_f32_xnnpack,
 )
+from qengine.kernels.float_conv import post_args, tile_slopes
 from qengine.kernels.float_gemm import (
     LANES,
     WIDE,
@@ -73,10 +74,10 @@ def test_conv_equals_its_twin(x_shape, out_c, kernel, stride, dilation, pad, low
     cuts = sorted({0, min(7, pixels), min(12, pixels), pixels})  # short tiles of 7, 5, ...
     args = (out_hw[1], *kernel, *stride, *dilation, *pad, low, high, wide, fused)
     for p0, p1 in itertools.pairwise(cuts):  # as blocks of threads
-        conv2d_f32_rows(x, panels, bias16, out, *args, p0, p1)
+        conv2d_f32_rows(x, panels, bias16, out, *args, post_args(), p0, p1)
     np.testing.assert_array_equal(out.reshape(want.shape), want)
     out = np.full((pixels, out_c), np.nan, np.float32)
-    conv2d_f32_split(x, panels, bias16, out, *args, pixels, 3)  # 3 parts at once
+    conv2d_f32_split(x, panels, bias16, out, *args, post_args(), pixels, 3)  # 3 parts at once
     np.testing.assert_array_equal(out.reshape(want.shape), want)
 
 
@@ -88,7 +89,7 @@ def test_conv_clamp_lets_nan_through_and_bounds_inf():
     want = conv2d_f32(x, w, bias, (1, 1), (1, 1), (1, 1), out_hw, 0.0, 6.0)
     out = np.empty((25, 16), np.float32)
     conv2d_f32_rows(x, pack_conv_f32(w), bias, out, 5, 3, 3, 1, 1, 1, 1, 1, 1, 0.0, 6.0, WIDE,
-                    False, 0, 25)
+                    False, post_args(), 0, 25)
     assert np.isnan(want).any() and (want == 6.0).any()
     np.testing.assert_array_equal(out.reshape(want.shape), want)
 
@@ -121,10 +122,10 @@ def test_depthwise_equals_its_twin(x_shape, kernel, stride, dilation, pad, low, 
     flat_w = np.ascontiguousarray(taps_first.reshape(-1, chans))
     args = (*stride, *dilation, *pad, *kernel, low, high, fused, fused)
     for r0, r1 in [(0, rows // 2), (rows // 2, rows)]:
-        depthwise_f32_rows(x, flat_w, bias, out, *args, r0, r1)
+        depthwise_f32_rows(x, flat_w, bias, out, *args, post_args(), r0, r1)
     np.testing.assert_array_equal(out, want)
     out = np.full(want.shape, np.nan, np.float32)
-    depthwise_f32_split(x, flat_w, bias, out, *args, rows, 2)
+    depthwise_f32_split(x, flat_w, bias, out, *args, post_args(), rows, 2)
     np.testing.assert_array_equal(out, want)
 
 
@@ -133,7 +134,7 @@ def test_depthwise_refuses_fewer_than_8_channels():  # the op pads those to 8
     out = np.empty((1, 4, 4, 3), np.float32)
     with pytest.raises(ValueError, match="C >= 8"):
         depthwise_f32_rows(x, w, np.zeros(3, np.float32), out, 1, 1, 1, 1, 1, 1, 3, 3, -1.0, 1.0,
-                           False, False, 0, 4)
+                           False, False, post_args(), 0, 4)
 
 
 NARROW_CASES = [
@@ -168,10 +169,10 @@ def test_narrow_conv_equals_its_twin(x_shape, out_c, kernel, stride, dilation, p
     rows = x_shape[0] * out_hw[0]
     args = (*kernel, *stride, *dilation, *pad, -1.0, 2.0, wide, fused)
     for r0, r1 in [(0, rows // 2), (rows // 2, rows)]:
-        conv2d_f32_narrow_rows(x, pack_narrow_f32(w), bias, out, *args, r0, r1)
+        conv2d_f32_narrow_rows(x, pack_narrow_f32(w), bias, out, *args, post_args(), r0, r1)
     np.testing.assert_array_equal(out, want)
     out = np.full(want.shape, np.nan, np.float32)
-    conv2d_f32_narrow_split(x, pack_narrow_f32(w), bias, out, *args, rows, 2)
+    conv2d_f32_narrow_split(x, pack_narrow_f32(w), bias, out, *args, post_args(), rows, 2)
     np.testing.assert_array_equal(out, want)
 
 
@@ -182,7 +183,113 @@ def test_split_drivers_check_the_whole_range_before_splitting():
     out = np.empty((1, 4, 4, 8), np.float32)
     with pytest.raises(ValueError, match="do not fit"):
         depthwise_f32_split(x, w, np.zeros(8, np.float32), out, 1, 1, 1, 1, 1, 1, 3, 3, -1.0,
-                            1.0, False, False, 5, 2)  # 5 rows, out has 4
+                            1.0, False, False, post_args(), 5, 2)  # 5 rows, out has 4
     with pytest.raises(ValueError, match="do not fit"):
         depthwise_f32_rows(x, w, np.zeros(8, np.float32), out, 1, 1, 1, 1, 1, 1, 3, 3, -1.0,
-                           1.0, False, False, 3, 5)
+                           1.0, False, False, post_args(), 3, 5)
+
+
+def post_twin(out, residual, low, high, alpha):
+    """The folded ADD then PRELU in NumPy: clip(out + residual) (NaN through, +-inf to the
+    bound), then v >= 0 ? v : v * alpha."""
+    v = out
+    if residual is not None:
+        v = np.clip(v + residual.reshape(v.shape), np.float32(low), np.float32(high))
+    if alpha is not None:
+        v = np.where(v >= 0, v, v * alpha).astype(np.float32)
+    return v
+
+
+def special(rng, shape):
+    """Normal values with NaN, +-inf and -0.0 spread through them."""
+    a = rng.standard_normal(shape).astype(np.float32)
+    flat = a.reshape(-1)
+    flat[::13], flat[4::17], flat[7::19], flat[2::23] = np.nan, np.inf, -np.inf, -0.0
+    return a
+
+
+EPILOGUES = [("residual", (-FLT_MAX, FLT_MAX)), ("residual", (0.0, 6.0)), ("prelu", None),
+             ("both", (-1.0, 1.0))]
+
+
+def epilogue_case(rng, steps, bounds, pixels, channels):
+    residual = special(rng, (pixels, channels)) if steps in ("residual", "both") else None
+    alpha = rng.standard_normal(channels).astype(np.float32) if steps != "residual" else None
+    low, high = bounds or (0.0, 0.0)
+    return residual, low, high, alpha
+
+
+def tiled(alpha):
+    return None if alpha is None else tile_slopes(alpha)
+
+
+@pytest.mark.parametrize("steps, bounds", EPILOGUES)
+@pytest.mark.parametrize("kind", ["conv", "narrow", "depthwise"])
+@pytest.mark.parametrize("fused", [False, True], ids=["ref", "xnnpack"])
+def test_folded_add_and_prelu_equal_their_twin(steps, bounds, kind, fused):
+    """The epilogue runtime/fusion.py folds in (kernels.float_conv.post_f32, run per tile or
+    row): the conv's output then the ADD and PRELU twin, exactly, whole and split."""
+    x_shape = {"conv": (1, 9, 10, 6), "narrow": (1, 6, 40, 3), "depthwise": (2, 7, 9, 21)}[kind]
+    out_c = {"conv": 37, "narrow": 4, "depthwise": 21}[kind]
+    geo = ((3, 3), (1, 1), (1, 1), (1, 1))
+    rng, x, out_hw = case(len(steps) + out_c, x_shape, *geo)
+    x[0, 1, 2, 0], x[-1, 3, 4, 1] = np.nan, np.inf  # a few outputs NaN or +-inf
+    pixels = x_shape[0] * out_hw[0] * out_hw[1]
+    bias = rng.standard_normal(out_c).astype(np.float32)
+    residual, low, high, alpha = epilogue_case(rng, steps, bounds, pixels, out_c)
+    post = post_args(residual, low, high, tiled(alpha))
+    if kind == "depthwise":
+        w = rng.standard_normal((3, 3, out_c)).astype(np.float32)
+        twin = depthwise_f32_xnnpack if fused else depthwise_f32
+        conv = twin(x, w, bias, *geo[1:], out_hw, -FLT_MAX, FLT_MAX)
+        flat_w = np.ascontiguousarray((w.transpose(1, 0, 2) if fused else w).reshape(-1, out_c))
+        args = (x, flat_w, bias, None, *geo[1], *geo[2], *geo[3], *geo[0], -FLT_MAX, FLT_MAX,
+                fused, fused, post)
+        rows_of, split_of = depthwise_f32_rows, depthwise_f32_split
+        total = x_shape[0] * out_hw[0]
+    else:
+        w = rng.standard_normal((out_c, 3, 3, x_shape[3])).astype(np.float32)
+        twin = conv2d_f32_xnnpack if fused else conv2d_f32
+        conv = twin(x, w, bias, *geo[1:], out_hw, -FLT_MAX, FLT_MAX)
+        if kind == "conv":
+            args = (x, pack_conv_f32(w), pad_channels(bias, LANES), None, out_hw[1], *geo[0],
+                    *geo[1], *geo[2], *geo[3], -FLT_MAX, FLT_MAX, WIDE, fused, post)
+            rows_of, split_of, total = conv2d_f32_rows, conv2d_f32_split, pixels
+        else:
+            args = (x, pack_narrow_f32(w), bias, None, *geo[0], *geo[1], *geo[2], *geo[3],
+                    -FLT_MAX, FLT_MAX, WIDE, fused, post)
+            rows_of, split_of = conv2d_f32_narrow_rows, conv2d_f32_narrow_split
+            total = x_shape[0] * out_hw[0]
+    want = post_twin(conv, residual, low, high, alpha)
+    out_shape = (pixels, out_c) if kind == "conv" else conv.shape
+    assert 0 < np.isnan(want).mean() < 0.3 and (residual is None or np.isinf(residual).any())
+    for split in (False, True):
+        out = np.full(out_shape, np.nan, np.float32)
+        call = (*args[:3], out, *args[4:])
+        if split:
+            split_of(*call, total, 2)
+        else:
+            for a, b in [(0, total // 3), (total // 3, total)]:
+                rows_of(*call, a, b)
+        assert_same_bits(out.reshape(want.shape), want)
+
+
+def assert_same_bits(got, want):
+    """Equal bit for bit (so -0.0 is not +0.0), NaN where and only where NaN is wanted."""
+    nan = np.isnan(want)
+    np.testing.assert_array_equal(np.isnan(got), nan)
+    np.testing.assert_array_equal(got[~nan].view(np.uint32), want[~nan].view(np.uint32))
+
+
+def test_epilogue_that_does_not_fit_is_refused():
+    x, w = np.zeros((1, 4, 4, 8), np.float32), np.zeros((9, 8), np.float32)
+    out = np.empty((1, 4, 4, 8), np.float32)
+    short = post_args(np.zeros((15, 8), np.float32), 0.0, 1.0)  # 16 pixels
+    with pytest.raises(ValueError, match="post"):
+        depthwise_f32_rows(x, w, np.zeros(8, np.float32), out, 1, 1, 1, 1, 1, 1, 3, 3, -1.0,
+                           1.0, False, False, short, 0, 4)
+    with pytest.raises(ValueError, match="post"):
+        conv2d_f32_rows(x, pack_conv_f32(np.zeros((8, 3, 3, 8), np.float32)),
+                        pad_channels(np.zeros(8, np.float32), LANES), out.reshape(16, 8), 4,
+                        3, 3, 1, 1, 1, 1, 1, 1, -1.0, 1.0, WIDE, False,
+                        post_args(slopes=np.zeros(7, np.float32)), 0, 16)

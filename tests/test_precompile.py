@@ -38,7 +38,7 @@ def _mixed_model():
     w = b.const("w", np.ones((4, 1, 1, 4), np.float32))
     bias = b.const("b", np.zeros(4, np.float32))
     a = b.op("CONV_2D", [x, w, bias], (1, 8, 8, 4), options=conv)
-    s = b.op("ADD", [a, x], (1, 8, 8, 4), options=options("AddOptions"))
+    s = b.op("ADD", [a, a], (1, 8, 8, 4), options=options("AddOptions"))  # (no residual to fold)
     c = b.op("CONV_2D", [s, w, bias], (1, 8, 8, 4), options=conv)
     y = b.op("LOGISTIC", [c], (1, 8, 8, 4))
     noise = b.op("RANDOM_UNIFORM", [b.const("shape", np.array([2], np.int32))], (2,), "float32",

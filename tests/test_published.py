@@ -83,6 +83,18 @@ def test_runs_like_tflite(model_path):
         assert_close(key, got[key], want[key], FLOAT_REL)
 
 
+@pytest.mark.parametrize("arithmetic", ["ref", "xnnpack"])
+def test_fused_run_equals_the_graph_as_written(model_path, arithmetic):
+    """runtime/fusion.py's rewrites (activations, PADs, residual ADDs and PRELUs folded into
+    convs) change no value: a run keeping every tensor runs the graph as written."""
+    model = qengine.load(model_path)
+    x = inputs_for(model)
+    interpreter = qengine.Interpreter(model, arithmetic=arithmetic)
+    fused, written = interpreter.run(x), interpreter.run(x, keep=True)
+    for key, value in fused.items():
+        np.testing.assert_array_equal(value, written[key], err_msg=key)
+
+
 # float ops whose XNNPACK arithmetic qengine does not reproduce: see the deviation's reason
 XNNPACK_OWN_KEY = ("test_published", "arithmetic='xnnpack': MEAN, LOGISTIC, SQRT, LOG, SIN")
 XNNPACK_OWN = {"MEAN", "LOGISTIC", "SQRT", "LOG", "SIN"}

@@ -44,7 +44,12 @@ def float_activation(ctx: OpContext):
 
 def float_activation_bounds(ctx: OpContext) -> tuple[float, float]:
     """[low, high] of the fused activation's clamp (see float_activation)."""
-    return _FLOAT_BOUNDS.get(fused_activation(ctx), (-FLT_MAX, FLT_MAX))
+    return float_bounds(fused_activation(ctx))
+
+
+def float_bounds(code: int) -> tuple[float, float]:
+    """[low, high] of the clamp of ActivationFunctionType `code` on floats."""
+    return _FLOAT_BOUNDS.get(code, (-FLT_MAX, FLT_MAX))
 
 
 def quantized_activation_range(ctx: OpContext, scale: float, zero_point: int,

@@ -13,7 +13,15 @@ from __future__ import annotations
 import numpy as np
 
 from ..runtime.registry import OpContext, Prepared
-from .common import ConvGeometry, float_activation_bounds, geometry, patches
+from .common import (
+    ConvGeometry,
+    broadcast_shape,
+    float_activation_bounds,
+    float_bounds,
+    geometry,
+    patches,
+    where,
+)
 from .opdef import (
     DEPTHWISE_1HWO,
     FLOAT32,
@@ -42,9 +50,101 @@ def _bias(ctx: OpContext, index: int, channels: int, dtype: str):
     return value.reshape(channels)
 
 
+def _most_inputs(ctx: OpContext) -> int:
+    """Input, filter, bias; and a folded ADD's residual and PRELU's slopes (runtime/fusion.py)."""
+    return 3 if ctx.op.fused_epilogue is None else 5
+
+
+class _Epilogue:
+    """The ADD and/or PRELU runtime/fusion.py folded into a float conv (`Operator
+    .fused_epilogue`, inputs 3 and 4): run by the kernels on each tile of output
+    (`kernels.float_conv.post_f32`) when the residual has the conv's output shape and the slopes
+    one value per channel, else (shapes only known at run time) over the whole output with
+    NumPy's broadcasting, the same formulas. `out_shape` is the fused op's output shape."""
+
+    def __init__(self, ctx: OpContext, conv_shape: tuple):
+        folded = ctx.op.fused_epilogue
+        self.residual = folded is not None and folded.residual_activation is not None
+        self.prelu = folded is not None and folded.prelu
+        self.low, self.high = float_bounds(folded.residual_activation) if self.residual \
+            else (0.0, 0.0)
+        self.out_shape, same_shapes = conv_shape, True
+        if self.residual:
+            ctx.expect_dtype(ctx.input(3), "float32")
+            self.out_shape = broadcast_shape(ctx, conv_shape, ctx.input(3).shape)
+            same_shapes = tuple(ctx.input(3).shape) == tuple(conv_shape)
+        self.alpha = None  # the slopes per channel, when known at prepare time
+        if self.prelu:
+            slopes = ctx.input(4)
+            ctx.expect_dtype(slopes, "float32")
+            if broadcast_shape(ctx, self.out_shape, slopes.shape) != self.out_shape:
+                raise ctx.invalid(f"PRELU's alpha of shape {slopes.shape} would broadcast "
+                                  f"{self.out_shape} to a larger shape")
+            if slopes.value is not None:
+                self.alpha = self._per_channel(slopes.value)
+        self.in_kernel = same_shapes and (
+            not self.prelu or all(d == 1 for d in ctx.input(4).shape[:-1]))
+        from qengine.kernels.float_conv import NO_POST, post_args
+
+        self._post_args = post_args
+        # the `post` of every run, unless it holds the run's residual or slopes: one tuple
+        # object, which Numba's dispatcher types faster than a new one (~0.3 us, not 0.9)
+        self.fixed = NO_POST if not (self.in_kernel and self.any) else \
+            post_args(None, self.low, self.high, self.alpha) \
+            if not self.residual and self.alpha is not None else None
+
+    @property
+    def any(self) -> bool:
+        return self.residual or self.prelu
+
+    def _per_channel(self, alpha) -> np.ndarray:
+        """The kernels' slopes (float_conv.tile_slopes) from an alpha of shape [1, .., 1, C]
+        or [1, .., 1, 1]."""
+        from qengine.kernels.float_conv import tile_slopes
+
+        alpha = np.asarray(alpha, np.float32).reshape(-1)
+        return tile_slopes(np.broadcast_to(alpha, (self.out_shape[-1],)))
+
+    def post(self, residual, alpha) -> tuple:
+        """The kernels' `post` argument for one run (nothing to do unless `in_kernel`)."""
+        if self.fixed is not None:
+            return self.fixed
+        if self.residual:
+            residual = np.ascontiguousarray(residual, np.float32).reshape(-1, self.out_shape[-1])
+        else:
+            residual = None
+        if self.prelu:
+            alpha = self.alpha if self.alpha is not None else self._per_channel(alpha)
+        else:
+            alpha = None
+        return self._post_args(residual, self.low, self.high, alpha)
+
+    def whole(self, out: np.ndarray, residual, alpha) -> np.ndarray:
+        """The epilogue as one pass over a finished output (kernels without it in their
+        tiles), then `after`."""
+        from qengine.kernels.float_conv import post_f32
+
+        if self.in_kernel and self.any:
+            flat = out.reshape(-1, out.shape[-1])
+            post_f32(flat, 0, flat.shape[0], self.post(residual, alpha))
+        return self.after(out, residual, alpha)
+
+    def after(self, out: np.ndarray, residual, alpha) -> np.ndarray:
+        """The fused op's output from the conv's `out`: unchanged when the kernels ran the
+        epilogue, else the ADD, clamp and PRELU over the whole array."""
+        if self.in_kernel or not self.any:
+            return out
+        with np.errstate(all="ignore"):  # overflow to inf is the float result, as in C++
+            if self.residual:  # ADD: clamp(x + y) to the activation's bounds, NaN through
+                out = np.clip(out + residual, np.float32(self.low), np.float32(self.high))
+            if self.prelu:
+                out = where(out >= 0, out, out * alpha)
+        return np.asarray(out, np.float32)
+
+
 def _conv_shared(ctx: OpContext) -> tuple:
     """Checks and geometry of every CONV_2D: (geometry, output shape, groups)."""
-    ctx.expect_inputs(2, 3)
+    ctx.expect_inputs(2, _most_inputs(ctx))
     if ctx.optional_input(2) is None:  # conv.cc Prepare: TF_LITE_ENSURE(context, has_bias)
         raise ctx.invalid(f"{ctx.op.type} has no bias input; TFLite requires one")
     x, w = ctx.input(0), ctx.input(1)
@@ -71,9 +171,10 @@ def _conv_float(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prep
     bias = np.zeros(out_c, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
     low, high = float_activation_bounds(ctx)
     per_group = out_c // groups
+    epilogue = _Epilogue(ctx, out_shape)
 
     if groups == 1 and weights is not None:
-        return conv_float_direct(ctx, g, out_shape, weights, bias, low, high)
+        return conv_float_direct(ctx, g, out_shape, weights, bias, low, high, epilogue)
     pointwise = (g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_top, g.pad_left,
                  groups) == (1, 1, 1, 1, 0, 0, 1)
     from ..runtime.interpreter import blas_is_limited
@@ -98,15 +199,16 @@ def _conv_float(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prep
             np.matmul(part, wg.T, out=out[:, group * per_group:(group + 1) * per_group])
         return out
 
-    def run(x, w, b=None):
+    def run(x, w, b=None, residual=None, alpha=None):
         out = matmul(x, weights if weights is not None else w)
         bias_clamp_f32(out, bias, low, high)  # bias and fused activation in one pass, in place
-        return out.reshape(out_shape)
+        return epilogue.whole(out.reshape(out_shape), residual, alpha)
 
-    return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
+    return Prepared(run, [ctx.output_spec(0, epilogue.out_shape, "float32")])
 
 
-def conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high) -> Prepared:
+def conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high,
+                      epilogue: _Epilogue | None = None) -> Prepared:
     """A constant-filter, one-group float conv: packed weights, the indirect micro-kernel
     (kernels/float_gemm.py) over blocks of output pixels, one block per thread."""
     from qengine.kernels.float_gemm import (
@@ -119,22 +221,25 @@ def conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high)
     )
     from qengine.kernels.threads import split_run
 
+    epilogue = epilogue or _Epilogue(ctx, out_shape)  # (FULLY_CONNECTED's has none)
+
     fused = ctx.arithmetic == XNNPACK  # XNNPACK's sums: from the bias, fused multiply-adds
     if _row_vectorized(out_shape[3], weights.shape[3], weights[0].size, g.out_w, WIDE):
-        return _conv_float_narrow(ctx, g, out_shape, weights, bias, low, high, fused)
+        return _conv_float_narrow(ctx, g, out_shape, weights, bias, low, high, fused, epilogue)
     panels, bias16 = pack_conv_f32(weights), pad_channels(bias, LANES)
     pixels = g.batch * g.out_h * g.out_w
     flops = 2 * pixels * weights.size
     shape = (g.out_w, g.kernel_h, g.kernel_w, *_strides_pads(g), low, high, WIDE, fused)
 
-    def run(x, w, b=None):
+    def run(x, w, b=None, residual=None, alpha=None):
         x = np.ascontiguousarray(x, np.float32)  # the kernel reads raw addresses
         out = np.empty((pixels, out_shape[3]), np.float32)
-        split_run(conv2d_f32_rows, conv2d_f32_split, (x, panels, bias16, out, *shape), pixels,
-                  ctx.num_threads, flops)
-        return out.reshape(out_shape)
+        post = epilogue.post(residual, alpha)
+        split_run(conv2d_f32_rows, conv2d_f32_split, (x, panels, bias16, out, *shape, post),
+                  pixels, ctx.num_threads, flops)
+        return epilogue.after(out.reshape(out_shape), residual, alpha)
 
-    return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
+    return Prepared(run, [ctx.output_spec(0, epilogue.out_shape, "float32")])
 
 
 def _row_vectorized(out_c: int, in_c: int, depth: int, out_w: int, wide: bool) -> bool:
@@ -154,7 +259,7 @@ def _row_vectorized(out_c: int, in_c: int, depth: int, out_w: int, wide: bool) -
 
 
 def _conv_float_narrow(ctx, g: ConvGeometry, out_shape, weights, bias, low, high,
-                       fused) -> Prepared:
+                       fused, epilogue: _Epilogue) -> Prepared:
     """A float conv with 1-8 output channels: vectorized along output rows, split by rows."""
     from qengine.kernels.float_gemm import (
         WIDE,
@@ -169,14 +274,15 @@ def _conv_float_narrow(ctx, g: ConvGeometry, out_shape, weights, bias, low, high
     flops = 2 * rows * g.out_w * weights.size
     shape = (g.kernel_h, g.kernel_w, *_strides_pads(g), low, high, WIDE, fused)
 
-    def run(x, w, b=None):
+    def run(x, w, b=None, residual=None, alpha=None):
         x = np.ascontiguousarray(x, np.float32)
         out = np.empty(out_shape, np.float32)
-        split_run(conv2d_f32_narrow_rows, conv2d_f32_narrow_split, (x, w8, bias, out, *shape),
-                  rows, ctx.num_threads, flops)
-        return out
+        post = epilogue.post(residual, alpha)
+        split_run(conv2d_f32_narrow_rows, conv2d_f32_narrow_split,
+                  (x, w8, bias, out, *shape, post), rows, ctx.num_threads, flops)
+        return epilogue.after(out, residual, alpha)
 
-    return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
+    return Prepared(run, [ctx.output_spec(0, epilogue.out_shape, "float32")])
 
 
 def _pad_last(a: np.ndarray, extra: int) -> np.ndarray:
@@ -211,7 +317,7 @@ def _im2col_blocks(x: np.ndarray, g: ConvGeometry, pointwise: bool):
 
 def _depthwise_shared(ctx: OpContext) -> tuple:
     """Checks and geometry of every DEPTHWISE_CONV_2D: (geometry, output shape, multiplier)."""
-    ctx.expect_inputs(2, 3)
+    ctx.expect_inputs(2, _most_inputs(ctx))
     x, w = ctx.input(0), ctx.input(1)
     ctx.expect_rank(x, 4)
     ctx.expect_rank(w, 4)
@@ -230,15 +336,17 @@ def _depthwise_float(ctx, g: ConvGeometry, out_shape, multiplier: int) -> Prepar
     bias = _bias(ctx, 2, out_c, "float32")
     bias = np.zeros(out_c, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
     low, high = float_activation_bounds(ctx)
-    return _depthwise_float_direct(ctx, g, out_shape, multiplier, bias, low, high)
+    return _depthwise_float_direct(ctx, g, out_shape, multiplier, bias, low, high,
+                                   _Epilogue(ctx, out_shape))
 
 
 def _depthwise_float_direct(ctx, g: ConvGeometry, out_shape, multiplier, bias, low,
-                            high) -> Prepared:
+                            high, epilogue: _Epilogue) -> Prepared:
     """Float depthwise: kernels/float_gemm.py's channel-vector kernel over blocks of output
     rows, one block per thread. With a depth multiplier m, output channel c reads input
     channel c // m: the input is repeated m times along channels first (the same values, so
     the same sums)."""
+    from qengine.kernels.float_conv import NO_POST
     from qengine.kernels.float_gemm import VEC, depthwise_f32_rows, depthwise_f32_split
     from qengine.kernels.threads import split_run
 
@@ -262,17 +370,22 @@ def _depthwise_float_direct(ctx, g: ConvGeometry, out_shape, multiplier, bias, l
     flops = 2 * rows * g.out_w * out_shape[3] * taps
     shape = (*_strides_pads(g), g.kernel_h, g.kernel_w, low, high, fused, x_major)
 
-    def run(x, w, b=None):
+    def run(x, w, b=None, residual=None, alpha=None):
         if multiplier > 1:
             x = np.repeat(x, multiplier, axis=3)
         x = _pad_last(x, pad_c)  # C-contiguous float32: the kernel reads raw addresses
         w = packed if packed is not None else pack(w)
         out = np.empty(padded_shape, np.float32)
-        split_run(depthwise_f32_rows, depthwise_f32_split, (x, w, bias, out, *shape), rows,
+        if pad_c:  # the epilogue after the padding channels are cut off
+            split_run(depthwise_f32_rows, depthwise_f32_split,
+                      (x, w, bias, out, *shape, NO_POST), rows, ctx.num_threads, flops)
+            return epilogue.whole(np.ascontiguousarray(out[..., :out_c]), residual, alpha)
+        split_run(depthwise_f32_rows, depthwise_f32_split,
+                  (x, w, bias, out, *shape, epilogue.post(residual, alpha)), rows,
                   ctx.num_threads, flops)
-        return np.ascontiguousarray(out[..., :out_c]) if pad_c else out
+        return epilogue.after(out, residual, alpha)
 
-    return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
+    return Prepared(run, [ctx.output_spec(0, epilogue.out_shape, "float32")])
 
 
 # -- compare's headroom audit: the int32 accumulators in exact (float64) arithmetic ---------------

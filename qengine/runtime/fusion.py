@@ -14,6 +14,19 @@ fuses clamps into their producers and static PADs into convolutions).
   float conv kernels multiply a tap in the padding by a row of zeros, the same zeros the PAD
   would have written (a zero times an infinite weight is NaN either way).
 
+- **Residual ADD.** A float ADD of two tensors of one static shape, one of them the only use of
+  the output of a float CONV_2D or DEPTHWISE_CONV_2D (its own activation any), the other
+  computed before that conv, becomes the conv's epilogue (`Operator.fused_epilogue`): each
+  output tile, still in cache, gets v = clamp(v + residual) with the ADD's activation bounds.
+  The fused op takes the ADD's place in the order (its residual may be made after the conv).
+  Same values: the conv's stored value is the ADD's operand either way, and IEEE addition
+  commutes. An activation op after such an ADD folds into that clamp as above.
+- **PRELU.** A float PRELU whose slopes vary along channels only, and whose input is the only
+  use of the output of a float conv (with or without a folded ADD, without a PRELU yet),
+  becomes the last step of the conv's epilogue, in the PRELU's place (float16 slopes behind a
+  DEQUANTIZE may be made after the conv): v >= 0 ? v : v * alpha[c], the reference formula on
+  the same value.
+
 `fuse(subgraph)` returns the rewritten subgraph (new Operator objects where an op changes, the
 same tensors) and, for each of its ops, the index of the op it came from in the original.
 """
@@ -25,7 +38,7 @@ import dataclasses
 
 import numpy as np
 
-from ..ir import Subgraph
+from ..ir import Epilogue, Subgraph
 
 ACTIVATIONS = {"RELU": 1, "RELU_N1_TO_1": 2, "RELU6": 3}  # ActivationFunctionType codes
 ACTIVATION_PRODUCERS = {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "SUB", "MUL"}
@@ -44,6 +57,10 @@ def fuse(subgraph: Subgraph) -> tuple[Subgraph, list[int]]:
             _fuse_activation(ops, index, uses, subgraph, dropped)
         elif op.type == "PAD":
             _fuse_padding(ops, index, uses, subgraph, dropped)
+        elif op.type == "ADD":
+            _fuse_residual(ops, index, uses, subgraph, dropped)
+        elif op.type == "PRELU":
+            _fuse_prelu(ops, index, uses, subgraph, dropped)
     if not dropped:
         return subgraph, list(range(len(ops)))
     kept = [i for i in range(len(ops)) if i not in dropped]
@@ -86,6 +103,15 @@ def _fuse_activation(ops, index, uses, subgraph, dropped) -> None:
     if source is None or source in dropped or _only_use(x, uses, subgraph) != (index, 0):
         return
     producer = ops[source]
+    epilogue = producer.fused_epilogue
+    if epilogue is not None:  # the clamp of a folded ADD, if nothing comes after it
+        if epilogue.prelu or epilogue.residual_activation != 0:
+            return
+        ops[source] = dataclasses.replace(
+            producer, outputs=list(act.outputs),
+            fused_epilogue=dataclasses.replace(epilogue, residual_activation=ACTIVATIONS[act.type]))
+        dropped.add(index)
+        return
     if (producer.type not in ACTIVATION_PRODUCERS or len(producer.outputs) != 1
             or producer.options is None
             or getattr(producer.options, "fusedActivationFunction", None) != 0
@@ -128,3 +154,82 @@ def _spatial_padding(amounts) -> tuple[int, int, int, int] | None:
         return None
     (top, bottom), (left, right) = amounts[1].tolist(), amounts[2].tolist()
     return top, bottom, left, right
+
+
+def _float_conv_only_feeding(ops, t, index, uses, subgraph, dropped) -> int | None:
+    """Index of the float CONV_2D/DEPTHWISE_CONV_2D (float input, filter and bias) whose output
+    t is, when op `index` is t's only reader and t is not a subgraph output."""
+    source = _producer(ops, t)
+    if source is None or source in dropped or _only_use(t, uses, subgraph) is None \
+            or _only_use(t, uses, subgraph)[0] != index:
+        return None
+    conv = ops[source]
+    own = conv.inputs[:3]  # input, filter, bias (a folded epilogue's inputs follow)
+    if (conv.type not in CONVS or len(conv.outputs) != 1 or len(own) < 2
+            or (len(conv.inputs) > 3 and conv.fused_epilogue is None)
+            or any(i is None or i.dtype != "float32" for i in own[:2])
+            or (len(own) == 3 and own[2] is not None and own[2].dtype != "float32")):
+        return None
+    return source
+
+
+def _static(t) -> bool:
+    return t.shape is not None and all(d > 0 for d in t.shape) and (
+        t.shape_signature is None or all(d > 0 for d in t.shape_signature))
+
+
+def _fuse_residual(ops, index, uses, subgraph, dropped) -> None:
+    add = ops[index]
+    if (len(add.inputs) != 2 or len(add.outputs) != 1 or any(t is None for t in add.inputs)
+            or add.inputs[0] is add.inputs[1] or add.options is None
+            or add.options.fusedActivationFunction not in (0, *ACTIVATIONS.values())
+            or any(t.dtype != "float32" for t in (*add.inputs, add.outputs[0]))
+            or not all(_static(t) and tuple(t.shape) == tuple(add.outputs[0].shape)
+                       for t in (*add.inputs, add.outputs[0]))):
+        return
+    for position in (0, 1):
+        source = _float_conv_only_feeding(ops, add.inputs[position], index, uses, subgraph,
+                                          dropped)
+        if source is None or ops[source].fused_epilogue is not None:
+            continue
+        # the fused op runs where the ADD did: the residual may be made after the conv (a PAD
+        # of the block's input), and nothing but the ADD reads the conv's output
+        conv = ops[source]
+        bias = conv.inputs[2] if len(conv.inputs) == 3 else None
+        epilogue = Epilogue(residual_activation=add.options.fusedActivationFunction)
+        ops[index] = dataclasses.replace(
+            conv, inputs=[*conv.inputs[:2], bias, add.inputs[1 - position], None],
+            outputs=list(add.outputs), fused_epilogue=epilogue)
+        dropped.add(source)
+        return
+
+
+def _fuse_prelu(ops, index, uses, subgraph, dropped) -> None:
+    prelu = ops[index]
+    if len(prelu.inputs) != 2 or len(prelu.outputs) != 1 or any(t is None for t in prelu.inputs):
+        return
+    x, alpha = prelu.inputs
+    if (x.dtype != "float32" or alpha.dtype != "float32" or prelu.outputs[0].dtype != "float32"
+            or not _static(x) or not _static(alpha) or not _per_channel(alpha.shape, x.shape)):
+        return
+    source = _float_conv_only_feeding(ops, x, index, uses, subgraph, dropped)
+    if source is None:
+        return
+    conv = ops[source]
+    epilogue = conv.fused_epilogue or Epilogue()
+    if epilogue.prelu:
+        return
+    inputs = list(conv.inputs) + [None] * (5 - len(conv.inputs))
+    inputs[4] = alpha
+    ops[index] = dataclasses.replace(conv, inputs=inputs, outputs=list(prelu.outputs),
+                                     fused_epilogue=dataclasses.replace(epilogue, prelu=True))
+    dropped.add(source)
+
+
+def _per_channel(alpha_shape, x_shape) -> bool:
+    """Slopes of this shape, broadcast against x, vary along x's last axis only."""
+    alpha_shape, x_shape = tuple(alpha_shape), tuple(x_shape)
+    if len(alpha_shape) > len(x_shape) or not x_shape:
+        return False
+    return all(d == 1 for d in alpha_shape[:-1]) and (
+        not alpha_shape or alpha_shape[-1] in (1, x_shape[-1]))
