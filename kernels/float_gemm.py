@@ -115,12 +115,13 @@ def _clamp(builder, v, low, high):
     return builder.select(builder.fcmp_ordered(">", v, high), high, v)
 
 
-def _make_conv_tile(rows, width, vectors, pair=False):
+def _make_conv_tile(rows, width, vectors, panels=1):
     """An LLVM micro-kernel over `rows` pixels and `vectors` float32 x `width` blocks of one
     weight panel: out[r, 0:width*vectors] = clamp(Σ_t Σ_c src[t, r][c] · w[t*cin + c, ..] +
     bias[..]), summed in the order of t and c, where src[t, r] is the address at
-    ptrs[t*ROWS + r] and w rows are LANES floats apart. `pair`: vector h (of 16 lanes) reads
-    panel h of two consecutive panels instead (taps*cin*LANES floats apart), 32 channels.
+    ptrs[t*ROWS + r] and w rows are LANES floats apart. With `panels` > 1 the vectors span
+    that many consecutive panels (taps*cin*LANES floats apart), vectors // panels of them per
+    panel: output channel width*h of the tile is vector h's first either way.
     Its first argument `fused` picks XNNPACK's order instead, the sum starting at the bias and
     every step a fused multiply-add."""
     vec_t = ir.VectorType(_F32, width)
@@ -138,7 +139,8 @@ def _make_conv_tile(rows, width, vectors, pair=False):
         biases = [_load_vec(builder, bias, const64(width * h), vec_t) for h in range(vectors)]
         start = [_start(builder, biases[h], fused) for _ in range(rows) for h in range(vectors)]
         panel = builder.mul(builder.mul(taps, cin), const64(LANES))
-        w_offsets = [builder.mul(panel, const64(h)) if pair else const64(width * h)
+        per = vectors // panels  # vectors per panel
+        w_offsets = [builder.add(builder.mul(panel, const64(h // per)), const64(width * (h % per)))
                      for h in range(vectors)]
 
         def tap_step(t, accs):
@@ -189,7 +191,15 @@ _tile_12x16 = _make_conv_tile(ROWS, 2 * VEC, 1)
 _tile_12x8 = _make_conv_tile(ROWS, VEC, 1)  # a panel's tail of 1-8 channels
 # AVX-512: two panels at once, 12 pixels x 2 float32x16 (24 of 32 registers): 14 loads per 24
 # multiply-adds instead of 13 per 12, 1.1-1.3x faster on 1x1 convs (the loads are the limit)
-_pair_12x32 = _make_conv_tile(ROWS, 2 * VEC, 2, pair=True)
+_pair_12x32 = _make_conv_tile(ROWS, 2 * VEC, 2, panels=2)
+# One output pixel (a conv whose output has 1-4 pixels, a layer's last tile of 1-4): 12-pixel
+# tiles would compute the pixel 12 times over. Instead one pixel of GROUP panels at once, in 8
+# registers (float32x16 on AVX-512, float32x8 x 2 per panel on AVX2), enough sums at once to
+# hide the adds' latency; face_landmark's 3x3x32 -> 1404 head took 109-245 us as 12-pixel tiles.
+GROUP_WIDE, GROUP_NARROW = 8, 4  # panels per one-pixel tile
+_pixel_1x128 = _make_conv_tile(1, 2 * VEC, GROUP_WIDE, panels=GROUP_WIDE)
+_pixel_1x64 = _make_conv_tile(1, VEC, 2 * GROUP_NARROW, panels=GROUP_NARROW)
+FEW_ROWS = 4  # a tile of at most this many pixels runs pixel by pixel (when GROUP panels fit)
 
 
 def _by_taps(builder, taps, emit, name):
@@ -725,11 +735,27 @@ def _row_addresses(ptrs, x, zeros, n, oy, ox, slot, stride_h, stride_w, dil_h, p
 def _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_min, act_max,
                  wide, fused):
     """Output pixels [t0, t0 + rows) of every panel (with `wide`, two whole panels at a time
-    where they are); a panel's tail of 1-7 channels, or a short tile, goes through `scratch`
-    and is copied."""
+    where they are; a tile of at most FEW_ROWS pixels one pixel and GROUP panels at a time);
+    a panel's tail of 1-7 channels, or a short tile, goes through `scratch` and is copied."""
     out_c = out.shape[1]
     low, high = np.float32(act_min), np.float32(act_max)
     j = 0
+    group = GROUP_WIDE if wide else GROUP_NARROW
+    whole = out_c // LANES  # panels all of whose 16 channels are outputs
+    if rows <= FEW_ROWS and whole >= group:  # pixel by pixel, `group` panels at a time
+        for r in range(rows):
+            for g in range(0, whole, group):
+                first = min(g, whole - group)  # the last group overlaps the one before: its
+                oc0 = first * LANES  # channels are computed twice, identically
+                w_g, b_g = panels[first].ctypes.data, bias[oc0:].ctypes.data
+                pixel = out[t0 + r, oc0:].ctypes.data
+                if wide:  # (pixel r's addresses start r slots on)
+                    _pixel_1x128(fused, ptrs.ctypes.data + 8 * r, taps, depth, w_g, b_g, pixel,
+                                 out_c, low, high)
+                else:
+                    _pixel_1x64(fused, ptrs.ctypes.data + 8 * r, taps, depth, w_g, b_g, pixel,
+                                out_c, low, high)
+        j = whole  # then a tail panel of 1-15 channels, as below
     while j < panels.shape[0]:
         oc0 = j * LANES
         if wide and rows == ROWS and oc0 + 2 * LANES <= out_c:  # two whole panels, straight

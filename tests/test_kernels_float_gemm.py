@@ -55,6 +55,9 @@ CONV_CASES = [
     ((1, 6, 7, 4), 8, (3, 3), (1, 1), (1, 1), (0, 0)),  # an 8-channel panel, no padding
     ((1, 10, 10, 6), 24, (1, 1), (2, 2), (1, 1), (0, 0)),  # strided 1x1
     ((1, 4, 4, 2), 31, (4, 4), (1, 1), (1, 1), (3, 3)),  # filter larger than the image side
+    ((1, 3, 3, 32), 150, (3, 3), (1, 1), (1, 1), (0, 0)),  # one pixel: groups of panels, the
+    ((1, 2, 2, 20), 70, (1, 1), (1, 1), (1, 1), (0, 0)),  # last overlapping; and a tail
+    ((1, 4, 5, 9), 128, (3, 3), (1, 1), (1, 1), (1, 1)),  # tiles of 3 pixels (cut below)
 ]
 
 
@@ -71,7 +74,8 @@ def test_conv_equals_its_twin(x_shape, out_c, kernel, stride, dilation, pad, low
     pixels = x_shape[0] * out_hw[0] * out_hw[1]
     out = np.full((pixels, out_c), np.nan, np.float32)
     panels, bias16 = pack_conv_f32(w), pad_channels(bias, LANES)
-    cuts = sorted({0, min(7, pixels), min(12, pixels), pixels})  # short tiles of 7, 5, ...
+    cuts = sorted({0, min(3, pixels), min(7, pixels), min(12, pixels), pixels})  # tiles of
+    # 3 (pixel by pixel when whole panel groups fit), 4, 5, ...
     args = (out_hw[1], *kernel, *stride, *dilation, *pad, low, high, wide, fused)
     for p0, p1 in itertools.pairwise(cuts):  # as blocks of threads
         conv2d_f32_rows(x, panels, bias16, out, *args, post_args(), p0, p1)
