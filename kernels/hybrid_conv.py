@@ -60,6 +60,7 @@ from qengine.kernels.emit import (
     const64,
     lanes,
 )
+from qengine.kernels.float_conv import NO_POST, post_fits, run_post
 from qengine.kernels.gemm_int8 import _copy_tile, tile_sums, tile_sums_u8
 from qengine.kernels.hybrid import SPARE_BYTES, quantize_image_compiled
 from qengine.kernels.jit import kernel, prange
@@ -269,10 +270,11 @@ def _tile_for_impl(x, a_addr, a_row, panel, steps, dst, stride, e, wide):
 
 
 @kernel
-def _hconv_part(x, panels, table, ints, zp, out, blk0, blk1, pan0, pan1):
+def _hconv_part(x, panels, table, ints, zp, out, post, blk0, blk1, pan0, pan1):
     """Row blocks blk0..blk1-1 (ROWS output pixels each) × weight panels pan0..pan1-1 of one
     image x [1, H, W, Ci] into out [P, Co] float32; the last row block and a partial last panel
-    go through a scratch tile. x int8: panels of tap pairs, A = x - zp in int16; x uint8
+    go through a scratch tile. With every panel, each finished block gets `post` (a folded ADD
+    or PRELU, float_conv.post_args; the caller runs it after a cut by panels). x int8: panels of tap pairs, A = x - zp in int16; x uint8
     (q + 128, VNNI): panels of 4 taps, zp the fill of taps outside the image (zp + 128), and a
     1x1 stride-1 unpadded conv with Ci % 4 == 0 reads its A rows straight from x."""
     out_c, pixels = out.shape[1], out.shape[0]
@@ -313,14 +315,18 @@ def _hconv_part(x, panels, table, ints, zp, out, blk0, blk1, pan0, pan1):
                       ea + j * _TABLE_BYTES, lanes == LANES)  # fmt: skip
             if not direct_out:
                 _copy_tile(tail, out, p0, oc0, rows, width)
+        if all_panels:  # the block's rows are final (tiles spill only into later rows)
+            run_post(out, p0, p0 + rows, post)
 
 
 @kernel(parallel=True)
-def _hconv_split(x, panels, table, ints, zp, out, blocks, n_panels, by_panels, parts):
+def _hconv_split(x, panels, table, ints, zp, out, post, blocks, n_panels, by_panels, parts):
     """`_hconv_part` over all of out in `parts` parts at once (threads.split_grid)."""
     for i in prange(parts):
         b0, b1, p0, p1 = pool.grid_part(blocks, n_panels, by_panels, parts, i)
-        _hconv_part(x, panels, table, ints, zp, out, b0, b1, p0, p1)
+        _hconv_part(x, panels, table, ints, zp, out, post, b0, b1, p0, p1)
+    if by_panels:
+        run_post(out, 0, out.shape[0], post)
 
 
 def run_hybrid_conv(plan: HybridConvPlan, q, zps, scales, threads=1) -> np.ndarray:
@@ -342,7 +348,7 @@ def run_hybrid_conv(plan: HybridConvPlan, q, zps, scales, threads=1) -> np.ndarr
             table, zp = _image_table(plan.table, out_c, scales[b], zp + 128, plan.sum_w), zp + 128
         else:
             table = _image_table(plan.table, out_c, scales[b])
-        args = (q[b : b + 1], plan.panels, table, plan.ints, zp, out[b])
+        args = (q[b : b + 1], plan.panels, table, plan.ints, zp, out[b], NO_POST)
         flops = 2 * pixels * plan.panels.shape[1] * plan.panels.shape[3] * out_c
         pool.split_grid(_hconv_part, _hconv_split, args, -(-pixels // ROWS),
                         plan.panels.shape[0], threads, flops)
@@ -392,29 +398,34 @@ def _shift_of_impl(family):
 
 @kernel
 def run_hybrid_conv_serial(x, family, panels, table, ints, sum_w, symmetric, filter_scale, out,
-                           blk0, blk1):  # fmt: skip
+                           post, blk0, blk1):  # fmt: skip
     """`quantize_images` + `run_hybrid_conv` in one compiled call on this thread (a dozen NumPy
     and dispatch steps cost ~10 us, more than a small layer's work): row blocks blk0..blk1-1 of
     each image of x [N, H, W, Ci] float32 into out [N, P, Co] float32. family: the plan's
     empty array, int8, or uint8 for a vnni plan (whose q is uint8 q + 128 and sum_w its Σw);
     filter_scale multiplies each image's factor (per-tensor filters; 1 and unused when per
-    channel, i.e. when not symmetric)."""
+    channel, i.e. when not symmetric); `post` (float_conv.post_args, one image only) runs on
+    each finished block."""
+    if not post_fits(post, out.shape[1], out.shape[2]) or (post[4] != 0 and x.shape[0] != 1):
+        raise ValueError("run_hybrid_conv: post does not fit out (or more than one image)")
     q = _image_buffer(family, x[0].size + SPARE_BYTES)
     image_table = np.empty((table.shape[1] // LANES, 6, LANES), np.float32)
     image = q[: x[0].size].reshape(x[0:1].shape)
     for b in range(x.shape[0]):
         zp = _quantize_for_tiles(x[b], q, _shift_of(family), symmetric, filter_scale, table,
                                  sum_w, out.shape[2], image_table)  # fmt: skip
-        _hconv_part(image, panels, image_table, ints, zp, out[b], blk0, blk1, 0,
+        _hconv_part(image, panels, image_table, ints, zp, out[b], post, blk0, blk1, 0,
                     panels.shape[0])  # fmt: skip
 
 
 @kernel(parallel=True)
 def run_hybrid_conv_split(x, family, panels, table, ints, sum_w, symmetric, filter_scale, out,
-                          blocks, parts):  # fmt: skip
+                          post, blocks, parts):  # fmt: skip
     """`run_hybrid_conv_serial` over all `blocks` row blocks, each image quantized on this
     thread (~0.2 ns a value) and its tiles in `parts` parts at once (`threads.split_run`; the
     cut of `split_grid`: by weight panels when there are fewer row blocks than parts)."""
+    if not post_fits(post, out.shape[1], out.shape[2]) or (post[4] != 0 and x.shape[0] != 1):
+        raise ValueError("run_hybrid_conv: post does not fit out (or more than one image)")
     q = _image_buffer(family, x[0].size + SPARE_BYTES)
     image_table = np.empty((table.shape[1] // LANES, 6, LANES), np.float32)
     image = q[: x[0].size].reshape(x[0:1].shape)
@@ -425,7 +436,9 @@ def run_hybrid_conv_split(x, family, panels, table, ints, sum_w, symmetric, filt
                                  sum_w, out.shape[2], image_table)  # fmt: skip
         for i in prange(parts):
             b0, b1, p0, p1 = pool.grid_part(blocks, n_panels, by_panels, parts, i)
-            _hconv_part(image, panels, image_table, ints, zp, out[b], b0, b1, p0, p1)
+            _hconv_part(image, panels, image_table, ints, zp, out[b], post, b0, b1, p0, p1)
+        if by_panels:  # (blocks cut by panels have no part with every panel)
+            run_post(out[b], 0, out.shape[1], post)
 
 
 # --- DEPTHWISE_CONV_2D: `depthwise_int8`'s 16-channel tap loop with the float epilogue -----------
@@ -487,9 +500,10 @@ def plan_hybrid_depthwise(w16, pre, bias, lo, hi, stride_h, stride_w, dil_h, dil
 
 
 @kernel
-def _hdw_rows(x, w_pairs, table, ints, zp, out, row0, row1):
+def _hdw_rows(x, w_pairs, table, ints, zp, out, post, row0, row1):
     """Output rows row0..row1-1 of one image x [1, H, W, Ci] (16 readable bytes past its end)
-    into out [out_h, out_w, Co] float32, depth multiplier 1 (as `depthwise_int8._dw_plan_rows`)."""
+    into out [out_h, out_w, Co] float32, depth multiplier 1 (as `depthwise_int8._dw_plan_rows`);
+    `post` (float_conv.post_args) runs on each finished row."""
     in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
     out_w, out_c = out.shape[1], out.shape[2]
     stride_h, stride_w, dil_h, dil_w = ints[4], ints[5], ints[6], ints[7]
@@ -511,6 +525,7 @@ def _hdw_rows(x, w_pairs, table, ints, zp, out, row0, row1):
     full = out_c // LANES
     w_group = pairs * 2 * LANES * 2  # bytes per 16 channels
     range_end = row1 * out_w * out_c
+    flat = out.reshape((out.shape[0] * out_w, out_c))
     for oy in range(row0, row1):
         iy0 = oy * stride_h - pad_top
         rows_in = iy0 >= 0 and iy0 + (k_h - 1) * dil_h < in_h
@@ -537,6 +552,7 @@ def _hdw_rows(x, w_pairs, table, ints, zp, out, row0, row1):
             if not direct:
                 for c in range(out_c - full * LANES):
                     out[oy, ox, full * LANES + c] = scratch[c]
+        run_post(flat, oy * out_w, (oy + 1) * out_w, post)  # (tails spill into later rows only)
 
 
 @kernel
@@ -573,11 +589,11 @@ def _with_spare_bytes(q):
 
 
 @kernel(parallel=True)
-def _hdw_split(x, w_pairs, table, ints, zp, out, rows, parts):
+def _hdw_split(x, w_pairs, table, ints, zp, out, post, rows, parts):
     """`_hdw_rows` over rows 0..rows-1 in `parts` parts at once (threads.split_run)."""
     for i in prange(parts):
         r0, r1 = pool.part(rows, parts, i)
-        _hdw_rows(x, w_pairs, table, ints, zp, out, r0, r1)
+        _hdw_rows(x, w_pairs, table, ints, zp, out, post, r0, r1)
 
 
 @kernel(parallel=True)
@@ -601,24 +617,31 @@ def _quantize_for_dw(image, q, table, sum_w, filter_scales, order, image_table):
 
 
 @kernel
-def run_hybrid_depthwise_serial(x, w_pairs, table, ints, sum_w, filter_scales, order, out, row0,
-                                row1):  # fmt: skip
+def run_hybrid_depthwise_serial(x, w_pairs, table, ints, sum_w, filter_scales, order, out, post,
+                                row0, row1):  # fmt: skip
     """`quantize_images` + `run_hybrid_depthwise` in one compiled call on this thread, depth
     multiplier 1: output rows row0..row1-1 of each image of x [N, H, W, C] float32 into
-    out [N, out_h, out_w, C] float32; filter_scales [C] float32, order = pack.DW_ORDER."""
+    out [N, out_h, out_w, C] float32; filter_scales [C] float32, order = pack.DW_ORDER; `post`
+    (float_conv.post_args, one image only) runs on each finished row."""
+    if not post_fits(post, out.shape[1] * out.shape[2], out.shape[3]) or \
+            (post[4] != 0 and x.shape[0] != 1):
+        raise ValueError("run_hybrid_depthwise: post does not fit out (or more than one image)")
     q = np.zeros(x[0].size + SPARE_BYTES, np.int8)
     image_table = np.empty((table.shape[1] // LANES, 6, LANES), np.float32)
     for b in range(x.shape[0]):
         zp = _quantize_for_dw(x[b], q, table, sum_w, filter_scales, order, image_table)
         image = q[: x[0].size].reshape(x[0:1].shape)
-        _hdw_rows(image, w_pairs, image_table, ints, zp, out[b], row0, row1)
+        _hdw_rows(image, w_pairs, image_table, ints, zp, out[b], post, row0, row1)
 
 
 @kernel(parallel=True)
-def run_hybrid_depthwise_split(x, w_pairs, table, ints, sum_w, filter_scales, order, out, rows,
-                               parts):  # fmt: skip
+def run_hybrid_depthwise_split(x, w_pairs, table, ints, sum_w, filter_scales, order, out, post,
+                               rows, parts):  # fmt: skip
     """`run_hybrid_depthwise_serial` over rows 0..rows-1, each image quantized on this thread
     and its rows in `parts` parts at once (`threads.split_run`)."""
+    if not post_fits(post, out.shape[1] * out.shape[2], out.shape[3]) or \
+            (post[4] != 0 and x.shape[0] != 1):
+        raise ValueError("run_hybrid_depthwise: post does not fit out (or more than one image)")
     q = np.zeros(x[0].size + SPARE_BYTES, np.int8)
     image_table = np.empty((table.shape[1] // LANES, 6, LANES), np.float32)
     for b in range(x.shape[0]):
@@ -626,7 +649,7 @@ def run_hybrid_depthwise_split(x, w_pairs, table, ints, sum_w, filter_scales, or
         image = q[: x[0].size].reshape(x[0:1].shape)
         for i in prange(parts):
             r0, r1 = pool.part(rows, parts, i)
-            _hdw_rows(image, w_pairs, image_table, ints, zp, out[b], r0, r1)
+            _hdw_rows(image, w_pairs, image_table, ints, zp, out[b], post, r0, r1)
 
 
 def run_hybrid_depthwise(plan: HybridDepthwisePlan, q, zps, scales, threads=1) -> np.ndarray:
@@ -643,12 +666,14 @@ def run_hybrid_depthwise(plan: HybridDepthwisePlan, q, zps, scales, threads=1) -
         x, zp, dst = q[b : b + 1], int(zps[b]), out[b]
         if multiplier == 1:
             table = _image_table(plan.table, out_c, scales[b], zp, plan.sum_w, DW_ORDER)
-            serial, driver, w = _hdw_rows, _hdw_split, plan.w_pairs
+            serial, driver = _hdw_rows, _hdw_split
+            args = (x, plan.w_pairs, table, plan.ints, zp, dst, NO_POST)
         else:
             table = _image_table(plan.table, out_c, scales[b])
             table = np.ascontiguousarray(table.transpose(1, 0, 2).reshape(6, -1))
-            serial, driver, w = _hdw_pixel_rows, _hdw_pixel_split, plan.w16
+            serial, driver = _hdw_pixel_rows, _hdw_pixel_split
+            args = (x, plan.w16, table, plan.ints, zp, dst)
         # a depthwise MAC costs several GEMM ones: 4 x the flops against the GEMM's bar
         flops = 8 * out_h * out_w * out_c * plan.ints[13] * plan.ints[14]
-        pool.split_run(serial, driver, (x, w, table, plan.ints, zp, dst), out_h, threads, flops)
+        pool.split_run(serial, driver, args, out_h, threads, flops)
     return out

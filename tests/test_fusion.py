@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from deviations import DEVIATIONS
 from op_harness import rng
 
 import qengine
@@ -278,3 +279,37 @@ def test_residual_shape_known_only_at_run_time():
     assert fused_count(model) == 2
     fast, _ = run_both(model, special_input(r, SHAPE))
     assert fast[y.name].shape == SHAPE
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_hybrid_conv_epilogue_equals_tflite_reference(threads):
+    """Dynamic range: int8 filters, float activations. conv -> ADD -> PRELU and depthwise ->
+    ADD(RELU6) fold into the hybrid kernels (per block, per row) and equal TFLite's reference
+    kernels bit for bit, on one thread and on two (split by rows or by weight panels)."""
+    pytest.importorskip("ai_edge_litert")
+    from tflite_ref import run_tflite
+
+    from qengine.quantizer import quantize
+
+    r = rng("hybrid-epilogue", threads)
+    shape = (1, 12, 12, 128)  # filters of 1024 elements or more get int8
+    b = GraphBuilder()
+    x = b.input("x", shape)
+    y = prelu(b, r, add(b, conv(b, r, "CONV_2D", x, 128, 128, k=1, out_shape=shape), x,
+                        shape=shape), (1, 1, 128), shape=shape)
+    y = add(b, conv(b, r, "DEPTHWISE_CONV_2D", y, 128, 128, padding=SAME, out_shape=shape), y,
+            "RELU6", shape=shape)
+    model = quantize(b.build([y]), mode="dynamic", quiet=True)
+    convs = [op for op in model.main.operators if op.type in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    assert [op.inputs[1].dtype for op in convs] == ["int8", "int8"]
+    assert fused_count(model) == 3
+    inputs = [special_input(r, shape)]
+    want = run_tflite(model.to_bytes(), inputs, "ref")[y.name]
+    interpreter = qengine.Interpreter(model, num_threads=threads)
+    got, kept = interpreter.run(inputs), interpreter.run(inputs, keep=True)
+    assert ("test_fusion", "ADD of two NaNs") in DEVIATIONS
+    nan = np.isnan(want)
+    assert nan.any() and not nan.all()
+    for value in (got[y.name], kept[y.name]):
+        np.testing.assert_array_equal(np.isnan(value), nan)
+        np.testing.assert_array_equal(value[~nan].view(np.int32), want[~nan].view(np.int32))

@@ -13,7 +13,9 @@
 # ruff: noqa: FURB136, PLR1730  (each `a if a < b else b` is C++'s, in its order: NaN decides)
 import numpy as np
 import pytest
+from naive.float_conv import post_twin
 from qengine.kernels import depthwise_int8, emit, gemm_int8, hybrid, hybrid_conv, pack, requant
+from qengine.kernels.float_conv import NO_POST, post_args, tile_slopes
 
 # -- NumPy twins of the Neon quantizers ----------------------------------------------------------
 
@@ -496,11 +498,15 @@ def test_hybrid_conv_fast_exact(case, threads, vnni):
 @pytest.mark.parametrize("symmetric", [False, True])
 @pytest.mark.parametrize("vnni", VNNI)
 @pytest.mark.parametrize("parts", [1, 2, 3])
-def test_hybrid_conv_fused_equals_the_two_steps(case, symmetric, vnni, parts):
+@pytest.mark.parametrize("folded", [False, True], ids=["", "add+prelu"])
+def test_hybrid_conv_fused_equals_the_two_steps(case, symmetric, vnni, parts, folded):
     """run_hybrid_conv_serial / run_hybrid_conv_split in `parts` parts (quantize and conv in
     one compiled call) == quantize_images, then run_hybrid_conv, bit for bit; inputs with an
-    offset, and one image with inf and NaN."""
+    offset, and one image with inf and NaN. `folded`: one image, with a residual ADD and a
+    PRELU run on each finished block (== the conv, then their NumPy twin)."""
     n, hw, ci, co, k, stride, dil, pad = case
+    if folded and n > 1:
+        pytest.skip("a folded epilogue runs in the kernel for one image")
     r = np.random.default_rng(ci * 100 + co + symmetric)
     _, _, _, geometry = hybrid_conv_case(r, n, hw, ci, k, stride, dil, pad)
     x = (r.standard_normal((n, *hw, ci)) * 3 + r.standard_normal((n, 1, 1, 1))).astype(np.float32)
@@ -515,8 +521,9 @@ def test_hybrid_conv_fused_equals_the_two_steps(case, symmetric, vnni, parts):
     q, sf, zp = hybrid.quantize_images(x, symmetric)
     want = hybrid_conv.run_hybrid_conv(plan, q, zp, sf * filter_scale if symmetric else sf)
     got = np.empty((n, geometry[-2] * geometry[-1], co), np.float32)
+    post, want = folded_epilogue(r, want, folded)
     args = (x, plan.family, plan.panels, plan.table, plan.ints, plan.sum_w, symmetric,
-            filter_scale, got)
+            filter_scale, got, post)
     blocks = -(-got.shape[1] // pack.ROWS)
     if parts == 1:
         hybrid_conv.run_hybrid_conv_serial(*args, 0, blocks)
@@ -561,13 +568,32 @@ def test_hybrid_depthwise_fast_exact(case, threads):
     assert_bits_equal(hybrid_conv.run_hybrid_depthwise(plan, q.copy(), zp, scale, threads), want)
 
 
+def folded_epilogue(r, want, folded):
+    """(post, expected output): float_conv.post_args of a residual (with +-inf, NaN and -0.0)
+    clamped to [-1, 4] and per-channel PRELU slopes, and `want` put through their twin; or no
+    post and `want` as it is."""
+    if not folded:
+        return NO_POST, want
+    channels = want.shape[-1]
+    residual = r.standard_normal((want.size // channels, channels)).astype(np.float32) * 3
+    flat = residual.reshape(-1)
+    flat[::11], flat[3::13], flat[5::17], flat[7::19] = np.inf, -np.inf, np.nan, -0.0
+    alpha = r.standard_normal(channels).astype(np.float32)
+    post = post_args(residual, -1.0, 4.0, tile_slopes(alpha))
+    return post, post_twin(want, residual, -1.0, 4.0, alpha)
+
+
 @pytest.mark.parametrize("case", [c for c in DEPTHWISE_EDGES if c[3] == 1])
 @pytest.mark.parametrize("parts", [1, 2, 3])
-def test_hybrid_depthwise_fused_equals_the_two_steps(case, parts):
+@pytest.mark.parametrize("folded", [False, True], ids=["", "add+prelu"])
+def test_hybrid_depthwise_fused_equals_the_two_steps(case, parts, folded):
     """run_hybrid_depthwise_serial / _split in `parts` parts == quantize_images, then
     run_hybrid_depthwise, bit for bit (zero points far from 0 make the corr row matter; one
-    image holds inf and NaN)."""
+    image holds inf and NaN). `folded`: one image, with a residual ADD and a PRELU run on
+    each finished row."""
     n, hw, ci, _, k, stride, dil, pad = case
+    if folded and n > 1:
+        pytest.skip("a folded epilogue runs in the kernel for one image")
     r = np.random.default_rng(ci * 7 + 1)
     _, _, _, geometry = hybrid_conv_case(r, n, hw, ci, k, stride, dil, pad)
     x = (r.standard_normal((n, *hw, ci)) * 3 + 4).astype(np.float32)
@@ -581,8 +607,9 @@ def test_hybrid_depthwise_fused_equals_the_two_steps(case, parts):
     q, sf, zp = hybrid.quantize_images(x, False)
     want = hybrid_conv.run_hybrid_depthwise(plan, q, zp, filter_scales[None, :] * sf[:, None])
     got = np.empty(want.shape, np.float32)
+    post, want = folded_epilogue(r, want, folded)
     args = (x, plan.w_pairs, plan.table, plan.ints, plan.sum_w, filter_scales,
-            np.array(pack.DW_ORDER), got)
+            np.array(pack.DW_ORDER), got, post)
     if parts == 1:
         hybrid_conv.run_hybrid_depthwise_serial(*args, 0, got.shape[1])
     else:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from naive.float_conv import (
     conv2d_f32,
+    post_twin,
     conv2d_f32_xnnpack,
     depthwise_f32,
     depthwise_f32_xnnpack,
@@ -191,17 +192,6 @@ def test_split_drivers_check_the_whole_range_before_splitting():
     with pytest.raises(ValueError, match="do not fit"):
         depthwise_f32_rows(x, w, np.zeros(8, np.float32), out, 1, 1, 1, 1, 1, 1, 3, 3, -1.0,
                            1.0, False, False, post_args(), 3, 5)
-
-
-def post_twin(out, residual, low, high, alpha):
-    """The folded ADD then PRELU in NumPy: clip(out + residual) (NaN through, +-inf to the
-    bound), then v >= 0 ? v : v * alpha."""
-    v = out
-    if residual is not None:
-        v = np.clip(v + residual.reshape(v.shape), np.float32(low), np.float32(high))
-    if alpha is not None:
-        v = np.where(v >= 0, v, v * alpha).astype(np.float32)
-    return v
 
 
 def special(rng, shape):

@@ -29,6 +29,7 @@ from qengine.kernels.depthwise_int8 import (
     run_depthwise_int8,
 )
 from qengine.kernels.fixedpoint import quantize_multipliers
+from qengine.kernels.float_conv import NO_POST, post_f32
 from qengine.kernels.gemm_int8 import (
     conv2d_int8_fast,
     kernel_threads,
@@ -49,6 +50,7 @@ from qengine.kernels.threads import split_run
 
 from ..runtime.registry import OpContext, Prepared, Spec
 from . import xnnpack_int
+from .conv import _Epilogue
 from .common import (
     ConvGeometry,
     expect_filter_type,
@@ -241,21 +243,38 @@ def _images(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, np.float32).reshape(x.shape[0], -1)
 
 
-def _hybrid_fast(ctx: OpContext, plan, out_shape, run_plan) -> Prepared:
+def _hybrid_fast(ctx: OpContext, plan, out_shape, run_plan, epilogue) -> Prepared:
     """A fast hybrid conv (kernels/hybrid_conv.py): each image quantized once per run, then the
     int8 kernel with the float epilogue fused. plan(bias) makes the kernel's plan (at prepare
-    time when the bias is a constant); run_plan(plan, x) runs it on the float input, in one
-    compiled call where it can (`run_hybrid_*_serial`/`_split`: the two steps, quantize_images
-    then run_hybrid_*, cost ~10 us more in NumPy and dispatch; a 32x32x64 -> 32 1x1 conv:
-    48 -> 38 us)."""
+    time when the bias is a constant); run_plan(plan, x, post) runs it on the float input, in
+    one compiled call where it can (`run_hybrid_*_serial`/`_split`: the two steps,
+    quantize_images then run_hybrid_*, cost ~10 us more in NumPy and dispatch; a 32x32x64 -> 32
+    1x1 conv: 48 -> 38 us), with a folded ADD or PRELU (`conv._Epilogue`) as its `post` on one
+    image, else (None) leaving it to a pass over the whole output."""
     b_spec = ctx.optional_input(2)
     fixed = plan(None if b_spec is None else b_spec.value)
     constant_bias = b_spec is None or b_spec.value is not None
+    one_image = out_shape[0] == 1
 
-    def run(x, w, b=None):
-        return run_plan(fixed if constant_bias else plan(b), x)
+    def run(x, w, b=None, residual=None, alpha=None):
+        if not one_image:
+            return epilogue.whole(run_plan(fixed if constant_bias else plan(b), x, None),
+                                  residual, alpha)
+        out = run_plan(fixed if constant_bias else plan(b), x, epilogue.post(residual, alpha))
+        return epilogue.after(out, residual, alpha)
 
-    return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
+    return Prepared(run, [ctx.output_spec(0, epilogue.out_shape, "float32")])
+
+
+def _whole_epilogue(ctx: OpContext, out_shape, run) -> Prepared:
+    """run(x, w, b) with a folded ADD or PRELU (`conv._Epilogue`) as a pass over its output."""
+    epilogue = _Epilogue(ctx, out_shape)
+
+    def with_epilogue(x, w, b=None, residual=None, alpha=None):
+        return epilogue.whole(run(x, w, b), residual, alpha)
+
+    return Prepared(with_epilogue if epilogue.any else run,
+                    [ctx.output_spec(0, epilogue.out_shape, "float32")])
 
 
 def hybrid_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prepared:
@@ -283,15 +302,15 @@ def hybrid_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> P
         blocks = -(-g.out_h * g.out_w // ROWS)
         threads = max(1, ctx.num_threads)
 
-        def run_fused(p, x):
+        def run_fused(p, x, post):
             out = np.empty((x.shape[0], g.out_h * g.out_w, out_c), np.float32)
             args = (np.ascontiguousarray(x, np.float32), p.family, p.panels, p.table, p.ints,
-                    p.sum_w, not per_channel, filter_scale, out)
+                    p.sum_w, not per_channel, filter_scale, out, post or NO_POST)
             split_run(run_hybrid_conv_serial, run_hybrid_conv_split, args, blocks, threads,
                       flops)
             return out.reshape(out_shape)
 
-        return _hybrid_fast(ctx, plan, out_shape, run_fused)
+        return _hybrid_fast(ctx, plan, out_shape, run_fused, _Epilogue(ctx, out_shape))
 
     def run_symmetric(x, w, b=None):
         q, sf = hybrid.quantize_symmetric(_images(x))
@@ -306,8 +325,7 @@ def hybrid_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> P
         scaled = acc.astype(np.float32) * scales  # (float(acc) * s_w[c]) * sf_b
         return _finish(scaled, sf[column], b, clamp)
 
-    run = run_asymmetric if per_channel else run_symmetric
-    return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
+    return _whole_epilogue(ctx, out_shape, run_asymmetric if per_channel else run_symmetric)
 
 
 def hybrid_depthwise_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape,
@@ -343,21 +361,26 @@ def hybrid_depthwise_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape,
         flops = 8 * int(np.prod(out_shape)) * g.kernel_h * g.kernel_w
         threads = max(1, ctx.num_threads)
 
-        def run_fused(p, x):
+        epilogue = _Epilogue(ctx, out_shape)
+
+        def run_fused(p, x, post):
             out = np.empty(out_shape, np.float32)
             args = (np.ascontiguousarray(x, np.float32), p.w_pairs, p.table, p.ints, p.sum_w,
-                    filter_scales, order, out)
+                    filter_scales, order, out, post or NO_POST)
             split_run(run_hybrid_depthwise_serial, run_hybrid_depthwise_split, args, g.out_h,
                       threads, flops)
             return out
 
-        def run_two_steps(p, x):  # depth multipliers > 1: no fused kernel
+        def run_two_steps(p, x, post):  # depth multipliers > 1: no fused kernel
             q, sf, zp = hybrid.quantize_images(x, False, threads)
             # float(acc) * (s_w[c] * sf_b): the product first, float32
-            return run_hybrid_depthwise(p, q, zp, scales[None, :] * sf[:, None], threads)
+            out = run_hybrid_depthwise(p, q, zp, scales[None, :] * sf[:, None], threads)
+            if post is not None and post[4]:  # the epilogue as one pass
+                post_f32(out.reshape(-1, out_c), 0, out.size // out_c, post)
+            return out
 
         return _hybrid_fast(ctx, plan, out_shape,
-                            run_fused if multiplier == 1 else run_two_steps)
+                            run_fused if multiplier == 1 else run_two_steps, epilogue)
 
     def run(x, w, b=None):
         q, sf, zp = hybrid.quantize_asymmetric(_images(x))
@@ -365,4 +388,4 @@ def hybrid_depthwise_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape,
         scale = scales[None, :] * sf[:, None]  # s_w[c] * sf_b first, float32
         return _finish(acc, scale[:, None, None, :], b, clamp)
 
-    return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
+    return _whole_epilogue(ctx, out_shape, run)

@@ -15,7 +15,8 @@ fuses clamps into their producers and static PADs into convolutions).
   would have written (a zero times an infinite weight is NaN either way).
 
 - **Residual ADD.** A float ADD of two tensors of one static shape, one of them the only use of
-  the output of a float CONV_2D or DEPTHWISE_CONV_2D (its own activation any), the other
+  the output of a float or hybrid (int8 filter) CONV_2D or DEPTHWISE_CONV_2D (its own
+  activation any), the other
   computed before that conv, becomes the conv's epilogue (`Operator.fused_epilogue`): each
   output tile, still in cache, gets v = clamp(v + residual) with the ADD's activation bounds.
   The fused op takes the ADD's place in the order (its residual may be made after the conv).
@@ -157,8 +158,9 @@ def _spatial_padding(amounts) -> tuple[int, int, int, int] | None:
 
 
 def _float_conv_only_feeding(ops, t, index, uses, subgraph, dropped) -> int | None:
-    """Index of the float CONV_2D/DEPTHWISE_CONV_2D (float input, filter and bias) whose output
-    t is, when op `index` is t's only reader and t is not a subgraph output."""
+    """Index of the CONV_2D/DEPTHWISE_CONV_2D with float input, bias and output (float or
+    hybrid: an int8 filter) whose output t is, when op `index` is t's only reader and t is
+    not a subgraph output."""
     source = _producer(ops, t)
     if source is None or source in dropped or _only_use(t, uses, subgraph) is None \
             or _only_use(t, uses, subgraph)[0] != index:
@@ -167,7 +169,8 @@ def _float_conv_only_feeding(ops, t, index, uses, subgraph, dropped) -> int | No
     own = conv.inputs[:3]  # input, filter, bias (a folded epilogue's inputs follow)
     if (conv.type not in CONVS or len(conv.outputs) != 1 or len(own) < 2
             or (len(conv.inputs) > 3 and conv.fused_epilogue is None)
-            or any(i is None or i.dtype != "float32" for i in own[:2])
+            or conv.outputs[0].dtype != "float32" or own[0] is None or own[1] is None
+            or own[0].dtype != "float32" or own[1].dtype not in ("float32", "int8")
             or (len(own) == 3 and own[2] is not None and own[2].dtype != "float32")):
         return None
     return source

@@ -87,3 +87,14 @@ def depthwise_f32_xnnpack(x, w, bias, stride, dilation, pad, out_hw, low, high) 
     for ky, kx, valid, patch in taps:
         total = fma_f32(np.where(valid, patch, np.float32(0)), w[ky, kx], total)
     return clamp(total, low, high)
+
+
+def post_twin(out, residual, low, high, alpha):
+    """A float conv's folded ADD then PRELU (runtime/fusion.py): clip(out + residual) to [low,
+    high] (NaN through, +-inf to the bound), then v >= 0 ? v : v * alpha."""
+    v = out
+    if residual is not None:
+        v = np.clip(v + residual.reshape(v.shape), np.float32(low), np.float32(high))
+    if alpha is not None:
+        v = np.where(v >= 0, v, v * alpha).astype(np.float32)
+    return v
