@@ -73,13 +73,29 @@ def post_fits(post, pixels, channels):
                                        and slopes.size % channels == 0)))
 
 
+# a driver runs `post` on about this many finished output floats at a time (8 KiB, in L1
+# still): a call costs ~75 ns (its views and reference counts), as much as the work on one
+# 12-pixel tile of 16-28 channels
+POST_FLOATS = 2048
+
+
 @inline_kernel
 def run_post(out, p0, p1, post):
-    """post_f32 where `post` has a step: the drivers call this per tile or row, and a call
-    to another kernel costs ~45 ns (a call, reference counts of its arrays) even to do
-    nothing."""
+    """post_f32 where `post` has a step (a call to another kernel costs ~45 ns even to do
+    nothing)."""
     if post[4] != 0:
         post_f32(out, p0, p1, post)
+
+
+@inline_kernel
+def post_finished(out, start, done, end, post):
+    """A driver's rows [start, done) of out are final, [done, end) to come: runs `post` on
+    [start, done) when they hold POST_FLOATS floats or the range is done; returns the first
+    row still waiting for it."""
+    if (done - start) * out.shape[1] < POST_FLOATS and done < end:
+        return start
+    run_post(out, start, done, post)
+    return done
 
 
 @kernel

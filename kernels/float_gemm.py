@@ -40,16 +40,13 @@ from numba.core.extending import intrinsic
 
 from . import threads as pool
 from .emit import I64, const64, host_has, loop
-from .float_conv import activation_f32, post_fits, run_post
+from .float_conv import activation_f32, post_finished, post_fits
 from .jit import inline_kernel, kernel, prange
 
 ROWS = 12  # output pixels per conv tile
 LANES = 16  # output channels per conv weight panel (two float32x8 accumulators per pixel)
 VEC = 8  # float32 lanes of an AVX2 register
 NARROW = 8  # convs with at most this many output channels vectorize along the output row
-# a conv's `post` (folded ADD/PRELU) runs on about this many finished output floats at a time:
-# 8 KiB, in L1 still; per 12-pixel tile its call cost as much as its work (~45 ns)
-POST_FLOATS = 2048
 
 
 
@@ -668,7 +665,7 @@ def conv2d_f32_rows(x, panels, bias, out, out_w, k_h, k_w, stride_h, stride_w, d
     # a 1x1, stride-1, unpadded conv reads output pixel p's input at x's pixel p
     pointwise = k_h * k_w == 1 and stride_h == 1 and stride_w == 1 and pad_top == 0 and \
         pad_left == 0 and x.shape[1] * in_w == per_image
-    post_from = p0  # the output pixels [post_from, t0) have not had `post` yet
+    post_from = p0  # the first output pixel still waiting for `post`
     for t0 in range(p0, p1, ROWS):
         rows = min(ROWS, p1 - t0)
         if pointwise:
@@ -681,9 +678,7 @@ def conv2d_f32_rows(x, panels, bias, out, out_w, k_h, k_w, stride_h, stride_w, d
                                             dil_w, pad_top, pad_left)
         _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_min, act_max,
                      wide, fused)
-        if (t0 + rows - post_from) * out.shape[1] >= POST_FLOATS or t0 + rows == p1:
-            run_post(out, post_from, t0 + rows, post)
-            post_from = t0 + rows
+        post_from = post_finished(out, post_from, t0 + rows, p1, post)
 
 
 @kernel
@@ -817,6 +812,7 @@ def conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h
     out_h, out_w, out_c = out.shape[1], out.shape[2], out.shape[3]
     depth = k_h * k_w * in_c
     flat = out.reshape((out.shape[0] * out_h * out_w, out_c))
+    post_from = r0 * out_w  # the first output pixel still waiting for `post`
     if not _narrow_fits(x, w8, bias, out, k_h, k_w, r0, r1) or \
             not post_fits(post, flat.shape[0], out_c):
         raise ValueError("conv2d_f32_narrow_rows: w8, bias, out, post or [r0, r1) do not fit x")
@@ -875,7 +871,7 @@ def conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h
                 for o in range(out_c):
                     _axpy(fused, acc[o].ctypes.data, addrs[k], w8[k, o], out_w)
             _store_row(acc, bias, out, n, oy, 0, out_w, low, high, fused)
-        run_post(flat, row * out_w, (row + 1) * out_w, post)
+        post_from = post_finished(flat, post_from, (row + 1) * out_w, r1 * out_w, post)
 
 
 @inline_kernel
@@ -952,6 +948,7 @@ def depthwise_f32_rows(x, w, bias, out, stride_h, stride_w, dil_h, dil_w, pad_to
     in_h, in_w = x.shape[1], x.shape[2]
     out_h, out_w, chans = out.shape[1], out.shape[2], out.shape[3]
     flat = out.reshape((out.shape[0] * out_h * out_w, chans))
+    post_from = r0 * out_w  # the first output pixel still waiting for `post`
     if not _depthwise_fits(x, w, bias, out, k_h, k_w, r0, r1) or \
             not post_fits(post, flat.shape[0], chans):
         raise ValueError("depthwise_f32_rows: x, w, bias, out, post or [r0, r1) do not fit "
@@ -980,7 +977,7 @@ def depthwise_f32_rows(x, w, bias, out, stride_h, stride_w, dil_h, dil_w, pad_to
                 _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, ox0, ox1, stride_h, stride_w,
                            dil_h, dil_w, pad_top, pad_left, k_h, k_w, act_min, act_max, fused,
                            x_major)
-        run_post(flat, row * out_w, (row + 1) * out_w, post)
+        post_from = post_finished(flat, post_from, (row + 1) * out_w, r1 * out_w, post)
 
 
 @inline_kernel

@@ -60,7 +60,7 @@ from qengine.kernels.emit import (
     const64,
     lanes,
 )
-from qengine.kernels.float_conv import NO_POST, post_fits, run_post
+from qengine.kernels.float_conv import NO_POST, post_finished, post_fits, run_post
 from qengine.kernels.gemm_int8 import _copy_tile, tile_sums, tile_sums_u8
 from qengine.kernels.hybrid import SPARE_BYTES, quantize_image_compiled
 from qengine.kernels.jit import kernel, prange
@@ -295,6 +295,7 @@ def _hconv_part(x, panels, table, ints, zp, out, post, blk0, blk1, pan0, pan1):
     # else through the scratch tile.
     all_panels = pan0 == 0 and pan1 == panels.shape[0]
     range_end = min(blk1 * ROWS, pixels) * out_c
+    post_from = blk0 * ROWS  # the first output pixel still waiting for `post`
     for blk in range(blk0, blk1):
         p0 = blk * ROWS
         rows = min(ROWS, pixels - p0)
@@ -316,7 +317,7 @@ def _hconv_part(x, panels, table, ints, zp, out, post, blk0, blk1, pan0, pan1):
             if not direct_out:
                 _copy_tile(tail, out, p0, oc0, rows, width)
         if all_panels:  # the block's rows are final (tiles spill only into later rows)
-            run_post(out, p0, p0 + rows, post)
+            post_from = post_finished(out, post_from, p0 + rows, range_end // out_c, post)
 
 
 @kernel(parallel=True)
@@ -526,6 +527,7 @@ def _hdw_rows(x, w_pairs, table, ints, zp, out, post, row0, row1):
     w_group = pairs * 2 * LANES * 2  # bytes per 16 channels
     range_end = row1 * out_w * out_c
     flat = out.reshape((out.shape[0] * out_w, out_c))
+    post_from = row0 * out_w  # the first output pixel still waiting for `post`
     for oy in range(row0, row1):
         iy0 = oy * stride_h - pad_top
         rows_in = iy0 >= 0 and iy0 + (k_h - 1) * dil_h < in_h
@@ -552,7 +554,8 @@ def _hdw_rows(x, w_pairs, table, ints, zp, out, post, row0, row1):
             if not direct:
                 for c in range(out_c - full * LANES):
                     out[oy, ox, full * LANES + c] = scratch[c]
-        run_post(flat, oy * out_w, (oy + 1) * out_w, post)  # (tails spill into later rows only)
+        # (tails spill into later rows only)
+        post_from = post_finished(flat, post_from, (oy + 1) * out_w, row1 * out_w, post)
 
 
 @kernel
