@@ -494,19 +494,22 @@ def test_hybrid_conv_fast_exact(case, threads, vnni):
     assert_bits_equal(got, reference_epilogue(acc, np.float32(1), scale, np.float32(-0.0), lo, hi))
 
 
-@pytest.mark.parametrize("case", CONV_EDGES)
+def with_folded(cases):
+    """(case, folded) pairs: every case plain, and the one-image ones with a folded epilogue
+    (it runs in the kernels for one image only)."""
+    return [(c, False) for c in cases] + [(c, True) for c in cases if c[0] == 1]
+
+
+@pytest.mark.parametrize("case, folded", with_folded(CONV_EDGES))
 @pytest.mark.parametrize("symmetric", [False, True])
 @pytest.mark.parametrize("vnni", VNNI)
 @pytest.mark.parametrize("parts", [1, 2, 3])
-@pytest.mark.parametrize("folded", [False, True], ids=["", "add+prelu"])
-def test_hybrid_conv_fused_equals_the_two_steps(case, symmetric, vnni, parts, folded):
+def test_hybrid_conv_fused_equals_the_two_steps(case, folded, symmetric, vnni, parts):
     """run_hybrid_conv_serial / run_hybrid_conv_split in `parts` parts (quantize and conv in
     one compiled call) == quantize_images, then run_hybrid_conv, bit for bit; inputs with an
     offset, and one image with inf and NaN. `folded`: one image, with a residual ADD and a
     PRELU run on each finished block (== the conv, then their NumPy twin)."""
     n, hw, ci, co, k, stride, dil, pad = case
-    if folded and n > 1:
-        pytest.skip("a folded epilogue runs in the kernel for one image")
     r = np.random.default_rng(ci * 100 + co + symmetric)
     _, _, _, geometry = hybrid_conv_case(r, n, hw, ci, k, stride, dil, pad)
     x = (r.standard_normal((n, *hw, ci)) * 3 + r.standard_normal((n, 1, 1, 1))).astype(np.float32)
@@ -583,17 +586,14 @@ def folded_epilogue(r, want, folded):
     return post, post_twin(want, residual, -1.0, 4.0, alpha)
 
 
-@pytest.mark.parametrize("case", [c for c in DEPTHWISE_EDGES if c[3] == 1])
+@pytest.mark.parametrize("case, folded", with_folded([c for c in DEPTHWISE_EDGES if c[3] == 1]))
 @pytest.mark.parametrize("parts", [1, 2, 3])
-@pytest.mark.parametrize("folded", [False, True], ids=["", "add+prelu"])
-def test_hybrid_depthwise_fused_equals_the_two_steps(case, parts, folded):
+def test_hybrid_depthwise_fused_equals_the_two_steps(case, folded, parts):
     """run_hybrid_depthwise_serial / _split in `parts` parts == quantize_images, then
     run_hybrid_depthwise, bit for bit (zero points far from 0 make the corr row matter; one
     image holds inf and NaN). `folded`: one image, with a residual ADD and a PRELU run on
     each finished row."""
     n, hw, ci, _, k, stride, dil, pad = case
-    if folded and n > 1:
-        pytest.skip("a folded epilogue runs in the kernel for one image")
     r = np.random.default_rng(ci * 7 + 1)
     _, _, _, geometry = hybrid_conv_case(r, n, hw, ci, k, stride, dil, pad)
     x = (r.standard_normal((n, *hw, ci)) * 3 + 4).astype(np.float32)
