@@ -64,11 +64,11 @@ NO_POST = post_args()  # no step: what a conv with nothing folded into it passes
 
 @inline_kernel
 def post_fits(post, pixels, channels):
-    """The residual of a `post` is [pixels, channels] and its slopes whole rows of channels,
-    where used."""
+    """The residual of a `post` is [pixels, at most channels] and its slopes whole rows of
+    channels, where used."""
     residual, slopes, _, _, steps = post
     return ((not steps & RESIDUAL or (residual.shape[0] == pixels
-                                      and residual.shape[1] == channels))
+                                      and residual.shape[1] <= channels))
             and (not steps & PRELU or (slopes.size >= channels > 0
                                        and slopes.size % channels == 0)))
 
@@ -102,8 +102,9 @@ def post_finished(out, start, done, end, post):
 def post_f32(out, p0, p1, post):
     """Rows [p0, p1) of out [P, C] float32, in place, after the conv's own bias and clamp: the
     folded ADD, v = clamp(v + residual[p, c]) to [low, high] (ActivationFunctionWithMinMax,
-    as `activation_f32`), then PRELU, v = v >= 0 ? v : v * alpha[c] (NaN takes the product).
-    Callers check `post_fits` first."""
+    as `activation_f32`; a residual of fewer channels, a folded PAD, adds +0.0 to the others:
+    -0.0 becomes +0.0 as in the ADD), then PRELU, v = v >= 0 ? v : v * alpha[c] (NaN takes the
+    product). Callers check `post_fits` first."""
     residual, slopes, low, high, steps = post
     if steps == 0:
         return
@@ -111,10 +112,17 @@ def post_f32(out, p0, p1, post):
     # flat loops over views indexed from 0: LLVM then sees no negative index to wrap and
     # vectorizes them (one loop for both steps did not: its operands might alias)
     rows = out.reshape(out.size)[p0 * channels:p1 * channels]
-    if steps & RESIDUAL:
+    if steps & RESIDUAL and residual.shape[1] == channels:
         add = residual.reshape(residual.size)[p0 * channels:p1 * channels]
         for i in range(rows.size):
             rows[i] = activation_f32(rows[i] + add[i], low, high)
+    elif steps & RESIDUAL:  # the residual's channels, then the PAD's zeros
+        tile, add, zero = out[p0:p1], residual[p0:p1], np.float32(0.0)
+        for p in range(tile.shape[0]):
+            for c in range(add.shape[1]):
+                tile[p, c] = activation_f32(tile[p, c] + add[p, c], low, high)
+            for c in range(add.shape[1], channels):
+                tile[p, c] = activation_f32(tile[p, c] + zero, low, high)
     if steps & PRELU:
         for start in range(0, rows.size, slopes.size):  # blocks as long as the slopes
             part = rows[start:start + slopes.size]

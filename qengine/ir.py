@@ -199,12 +199,14 @@ class OpCode:
 @dataclass(frozen=True)
 class Epilogue:
     """What a float conv computes after its own bias and clamp, folded in by runtime/fusion.py:
-    the ADD of a residual (the conv's input 3), clamped by that ADD's fused activation
-    (`residual_activation`, an ActivationFunctionType code; None: no residual), then PRELU
-    with the per-channel slopes of input 4 (`prelu`)."""
+    the ADD of a residual (the conv's input 3) with `residual_pad` zero channels appended (a
+    PAD of it folded in too), clamped by that ADD's fused activation (`residual_activation`, an
+    ActivationFunctionType code; None: no residual), then PRELU with the per-channel slopes of
+    input 4 (`prelu`)."""
 
     residual_activation: int | None = None
     prelu: bool = False
+    residual_pad: int = 0
 
 
 @dataclass(eq=False)

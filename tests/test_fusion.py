@@ -193,6 +193,40 @@ def test_residual_add_folds_into_the_conv(kind, act, conv_first):
 
 
 @pytest.mark.parametrize("kind", ["CONV_2D", "DEPTHWISE_CONV_2D"])
+@pytest.mark.parametrize("act", ["NONE", "RELU"])
+def test_channel_pad_of_the_residual_folds_too(kind, act):
+    """BlazeFace's widening blocks: ADD(conv(x), PAD(x, 8 zero channels)) -> PRELU; the conv
+    reads x unpadded and adds +0.0 to its last 8 channels, then the ADD's clamp (RELU)."""
+    r = rng("channel-pad", kind, act)
+    b = GraphBuilder()
+    narrow, wide = (1, 8, 8, 8), (1, 8, 8, 16)
+    x = b.input("x", narrow)
+    if kind == "CONV_2D":
+        y = conv(b, r, kind, x, 8, 16, padding=SAME, out_shape=wide)
+    else:  # a depth multiplier of 2 widens
+        y = conv(b, r, kind, x, 8, 16, padding=SAME, out_shape=wide, multiplier=2)
+    w_t, bias_t = b.subgraph.operators[-1].inputs[1:3]
+    if kind == "CONV_2D":  # two zero outputs
+        w_t.data = np.concatenate([w_t.data[:-2], np.zeros_like(w_t.data[-2:])])
+    else:
+        w_t.data = np.concatenate([w_t.data[..., :-2], np.zeros_like(w_t.data[..., -2:])], -1)
+    bias_t.data = np.concatenate([bias_t.data[:-2], np.zeros(2, np.float32)])
+    skip = pad(b, x, [[0, 0], [0, 0], [0, 0], [0, 8]])
+    skip.shape = wide
+    y = prelu(b, r, add(b, y, skip, act, shape=wide), (16,), shape=wide)
+    model = b.build([y])
+    fused, _ = fuse(model.main)
+    assert [op.type for op in fused.operators] == [kind]
+    assert fused.operators[0].fused_epilogue.residual_pad == 8
+    x_value = special_input(r, narrow)
+    x_value[0, 0, 0, 0] = -0.0
+    fast, kept = run_both(model, x_value)
+    got, want = fast[y.name], kept[y.name]
+    finite = ~np.isnan(want)
+    np.testing.assert_array_equal(got[finite].view(np.int32), want[finite].view(np.int32))
+
+
+@pytest.mark.parametrize("kind", ["CONV_2D", "DEPTHWISE_CONV_2D"])
 @pytest.mark.parametrize("float16", [False, True])
 def test_prelu_and_add_then_prelu_fold(kind, float16):
     """conv -> PRELU, and conv -> ADD -> RELU (into the ADD's clamp) -> ... -> conv -> ADD ->
@@ -217,8 +251,9 @@ def test_prelu_and_add_then_prelu_fold(kind, float16):
 
 
 def test_folded_epilogue_equals_tflite_reference():
-    """conv -> ADD -> PRELU and depthwise -> ADD(RELU6) against TFLite's reference kernels,
-    exactly, whole and on two threads (split tiles each run their part of the epilogue)."""
+    """conv -> ADD -> PRELU, depthwise -> ADD(RELU6) and conv -> ADD(PAD of 8 channels)
+    against TFLite's reference kernels, exactly, whole and on two threads (split tiles each
+    run their part of the epilogue)."""
     pytest.importorskip("ai_edge_litert")
     from tflite_ref import run_tflite
 
@@ -230,8 +265,12 @@ def test_folded_epilogue_equals_tflite_reference():
                         shape=shape), shape=shape, float16=True)
     y = add(b, conv(b, r, "DEPTHWISE_CONV_2D", y, 16, 16, padding=SAME, out_shape=shape), y,
             "RELU6", shape=shape)
+    wide = (1, 24, 24, 24)
+    skip = pad(b, y, [[0, 0], [0, 0], [0, 0], [0, 8]])
+    skip.shape = wide
+    y = add(b, conv(b, r, "CONV_2D", y, 16, 24, k=1, out_shape=wide), skip, shape=wide)
     model = b.build([y])
-    assert fused_count(model) == 3
+    assert fused_count(model) == 5
     inputs = [r.standard_normal(shape).astype(np.float32) * 3]
     want = run_tflite(model.to_bytes(), inputs, "ref")[y.name]
     fast, _ = run_both(model, inputs[0])
@@ -283,9 +322,10 @@ def test_residual_shape_known_only_at_run_time():
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_hybrid_conv_epilogue_equals_tflite_reference(threads):
-    """Dynamic range: int8 filters, float activations. conv -> ADD -> PRELU and depthwise ->
-    ADD(RELU6) fold into the hybrid kernels (per block, per row) and equal TFLite's reference
-    kernels bit for bit, on one thread and on two (split by rows or by weight panels)."""
+    """Dynamic range: int8 filters, float activations. conv -> ADD -> PRELU, depthwise ->
+    ADD(RELU6) and conv -> ADD(PAD of 8 channels) fold into the hybrid kernels (per block, per
+    row) and equal TFLite's reference kernels bit for bit, on one thread and on two (split by
+    rows or by weight panels)."""
     pytest.importorskip("ai_edge_litert")
     from tflite_ref import run_tflite
 
@@ -299,11 +339,15 @@ def test_hybrid_conv_epilogue_equals_tflite_reference(threads):
                         shape=shape), (1, 1, 128), shape=shape)
     y = add(b, conv(b, r, "DEPTHWISE_CONV_2D", y, 128, 128, padding=SAME, out_shape=shape), y,
             "RELU6", shape=shape)
+    wide = (1, 12, 12, 136)
+    skip = pad(b, y, [[0, 0], [0, 0], [0, 0], [0, 8]])
+    skip.shape = wide
+    y = add(b, conv(b, r, "CONV_2D", y, 128, 136, k=1, out_shape=wide), skip, shape=wide)
     model = quantize(b.build([y]), mode="dynamic", quiet=True)
     convs = [op for op in model.main.operators if op.type in ("CONV_2D", "DEPTHWISE_CONV_2D")]
-    assert [op.inputs[1].dtype for op in convs] == ["int8", "int8"]
-    assert fused_count(model) == 3
-    inputs = [special_input(r, shape)]
+    assert [op.inputs[1].dtype for op in convs] == ["int8", "int8", "int8"]
+    assert fused_count(model) == 5
+    inputs = [special_input(r, shape) / 8]  # (not every value NaN after three convs)
     want = run_tflite(model.to_bytes(), inputs, "ref")[y.name]
     interpreter = qengine.Interpreter(model, num_threads=threads)
     got, kept = interpreter.run(inputs), interpreter.run(inputs, keep=True)

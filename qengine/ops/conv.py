@@ -68,11 +68,13 @@ class _Epilogue:
         self.prelu = folded is not None and folded.prelu
         self.low, self.high = float_bounds(folded.residual_activation) if self.residual \
             else (0.0, 0.0)
+        self.pad = folded.residual_pad if self.residual else 0  # zero channels to append
         self.out_shape, same_shapes = conv_shape, True
         if self.residual:
             ctx.expect_dtype(ctx.input(3), "float32")
-            self.out_shape = broadcast_shape(ctx, conv_shape, ctx.input(3).shape)
-            same_shapes = tuple(ctx.input(3).shape) == tuple(conv_shape)
+            padded = _padded_shape(ctx.input(3).shape, self.pad)
+            self.out_shape = broadcast_shape(ctx, conv_shape, padded)
+            same_shapes = padded == tuple(conv_shape)
         self.alpha = None  # the slopes per channel, when known at prepare time
         if self.prelu:
             slopes = ctx.input(4)
@@ -110,7 +112,8 @@ class _Epilogue:
         if self.fixed is not None:
             return self.fixed
         if self.residual:
-            residual = np.ascontiguousarray(residual, np.float32).reshape(-1, self.out_shape[-1])
+            residual = np.ascontiguousarray(residual, np.float32)
+            residual = residual.reshape(-1, residual.shape[-1])
         else:
             residual = None
         if self.prelu:
@@ -136,10 +139,19 @@ class _Epilogue:
             return out
         with np.errstate(all="ignore"):  # overflow to inf is the float result, as in C++
             if self.residual:  # ADD: clamp(x + y) to the activation's bounds, NaN through
+                if self.pad:  # the folded PAD
+                    residual = np.pad(np.asarray(residual, np.float32),
+                                      [(0, 0)] * (np.ndim(residual) - 1) + [(0, self.pad)])
                 out = np.clip(out + residual, np.float32(self.low), np.float32(self.high))
             if self.prelu:
                 out = where(out >= 0, out, out * alpha)
         return np.asarray(out, np.float32)
+
+
+def _padded_shape(shape, pad: int) -> tuple:
+    """A residual's shape once its folded PAD appended `pad` channels."""
+    shape = tuple(shape)
+    return (*shape[:-1], shape[-1] + pad) if shape else shape
 
 
 def _conv_shared(ctx: OpContext) -> tuple:

@@ -20,7 +20,9 @@ fuses clamps into their producers and static PADs into convolutions).
   computed before that conv, becomes the conv's epilogue (`Operator.fused_epilogue`): each
   output tile, still in cache, gets v = clamp(v + residual) with the ADD's activation bounds.
   The fused op takes the ADD's place in the order (its residual may be made after the conv).
-  Same values: the conv's stored value is the ADD's operand either way, and IEEE addition
+  A residual that is a PAD appending zero channels (BlazeFace's blocks that widen) is read
+  unpadded and the PAD dropped: those channels get v + 0.0, as the ADD computed them. Same
+  values: the conv's stored value is the ADD's operand either way, and IEEE addition
   commutes. An activation op after such an ADD folds into that clamp as above.
 - **PRELU.** A float PRELU whose slopes vary along channels only, and whose input is the only
   use of the output of a float conv (with or without a folded ADD, without a PRELU yet),
@@ -199,12 +201,38 @@ def _fuse_residual(ops, index, uses, subgraph, dropped) -> None:
         # of the block's input), and nothing but the ADD reads the conv's output
         conv = ops[source]
         bias = conv.inputs[2] if len(conv.inputs) == 3 else None
-        epilogue = Epilogue(residual_activation=add.options.fusedActivationFunction)
+        residual, pad = add.inputs[1 - position], 0
+        padding = _producer(ops, residual)
+        if padding is not None and padding not in dropped:
+            pad = _channel_padding(ops[padding], residual, index, uses, subgraph)
+            if pad:  # the ADD reads PAD(x): x with `pad` zero channels appended
+                residual = ops[padding].inputs[0]
+                dropped.add(padding)
+        epilogue = Epilogue(residual_activation=add.options.fusedActivationFunction,
+                            residual_pad=pad)
         ops[index] = dataclasses.replace(
-            conv, inputs=[*conv.inputs[:2], bias, add.inputs[1 - position], None],
+            conv, inputs=[*conv.inputs[:2], bias, residual, None],
             outputs=list(add.outputs), fused_epilogue=epilogue)
         dropped.add(source)
         return
+
+
+def _channel_padding(pad, out, reader, uses, subgraph) -> int:
+    """How many zero channels the PAD op `pad` appends to its input to make `out`, when that
+    is all it does (a float PAD, constant amounts [[0, 0], [0, 0], [0, 0], [0, n]], n > 0) and
+    op `reader` is the only use of `out`; else 0."""
+    if (pad.type != "PAD" or len(pad.inputs) != 2 or pad.inputs[0] is None
+            or pad.inputs[1] is None or not pad.inputs[1].is_constant
+            or _only_use(out, uses, subgraph) is None or _only_use(out, uses, subgraph)[0] != reader):
+        return 0
+    x, amounts = pad.inputs[0], np.asarray(pad.inputs[1].data)
+    if (x.dtype != "float32" or not _static(x) or len(x.shape) != 4 or amounts.shape != (4, 2)
+            or amounts.dtype.kind not in "iu" or amounts[:3].any() or amounts[3, 0] != 0
+            or amounts[3, 1] <= 0):
+        return 0
+    n = int(amounts[3, 1])
+    return n if tuple(x.shape[:3]) == tuple(out.shape[:3]) and x.shape[3] + n == out.shape[3] \
+        else 0
 
 
 def _fuse_prelu(ops, index, uses, subgraph, dropped) -> None:
