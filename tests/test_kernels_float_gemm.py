@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from naive.float_conv import (
     conv2d_f32,
-    post_twin,
     conv2d_f32_xnnpack,
     depthwise_f32,
     depthwise_f32_xnnpack,
+    post_twin,
 )
 from qengine.kernels.float_conv import post_args, tile_slopes
 from qengine.kernels.float_gemm import (

@@ -50,7 +50,6 @@ from qengine.kernels.threads import split_run
 
 from ..runtime.registry import OpContext, Prepared, Spec
 from . import xnnpack_int
-from .conv import _Epilogue
 from .common import (
     ConvGeometry,
     expect_filter_type,
@@ -60,6 +59,7 @@ from .common import (
     required_per_tensor,
     use_fast_kernels,
 )
+from .conv import _Epilogue
 
 # -- validation shared by all four ----------------------------------------------------------
 
