@@ -12,6 +12,18 @@ from .jit import inline_kernel, kernel, prange
 
 
 @kernel
+def leaky_relu_f32(x, alpha):
+    """x [n] float32 -> x > 0 ? x : x * alpha (TFLite's LeakyRelu; NaN takes the product and
+    stays NaN), one pass LLVM vectorizes."""
+    out = np.empty(x.shape[0], dtype=np.float32)
+    alpha = np.float32(alpha)
+    for i in range(x.shape[0]):
+        v = x[i]
+        out[i] = v if v > 0 else v * alpha
+    return out
+
+
+@kernel
 def prelu_f32(x, alpha):
     """x [rows, m] float32, alpha [m]: out = x >= 0 ? x : x * alpha (alpha repeats along x's
     last axes, e.g. one slope per channel: the caller reshapes). NaN takes the product branch
@@ -129,7 +141,7 @@ def _resize_f32_split(image, y0, y1, dy, x0, x1, dx, lerp, out, rows, parts):
 
 
 # binary_f32's operations, as in TFLite's reference kernels: x op y in float32
-ADD, SUB, MUL, DIV = 0, 1, 2, 3
+ADD, SUB, MUL, DIV, MAXIMUM, MINIMUM = 0, 1, 2, 3, 4, 5
 
 
 @inline_kernel
@@ -140,6 +152,10 @@ def _combine(op, a, b):
         return a - b
     if op == MUL:
         return a * b
+    if op == MAXIMUM:  # a > b ? a : b: a NaN a yields b
+        return a if a > b else b
+    if op == MINIMUM:
+        return a if a < b else b
     return a / b
 
 

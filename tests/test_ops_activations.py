@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import numpy as np
 import pytest
 from op_harness import check_against_tflite, rng
+from tflite_ref import run_tflite
 
 import qengine
 from qengine.builder import GraphBuilder, options
@@ -69,6 +70,21 @@ def test_wide_range(op):
 def test_leaky_relu(alpha):
     model = activation_model("LEAKY_RELU", (2, 3, 4, 5), options("LeakyReluOptions", alpha=alpha))
     check_against_tflite(model, [inputs(rng(alpha), (2, 3, 4, 5))])
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("alpha", [0.2, -0.5])
+def test_leaky_relu_special_values(alpha):
+    """x > 0 ? x : x * alpha on +-0, +-inf and NaN, bit for bit (NaN as NaN): -0.0 takes the
+    product, so a negative alpha makes it +0.0."""
+    x = np.array([0.0, -0.0, 1.5, -2.5, np.inf, -np.inf, np.nan, 1e-45], np.float32)
+    model = activation_model("LEAKY_RELU", x.shape, options("LeakyReluOptions", alpha=alpha))
+    want = run_tflite(model.to_bytes(), [x])
+    got = qengine.Interpreter(model).run([x])
+    for name, value in want.items():
+        nan = np.isnan(value)
+        np.testing.assert_array_equal(np.isnan(got[name]), nan)
+        np.testing.assert_array_equal(got[name][~nan].view(np.int32), value[~nan].view(np.int32))
 
 
 @pytest.mark.tf

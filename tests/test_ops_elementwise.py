@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from deviations import DEVIATIONS
 from op_harness import check_against_tflite, rng
+from tflite_ref import run_tflite
 
 import qengine
 from qengine.builder import ACTIVATIONS, GraphBuilder, options
@@ -467,3 +468,25 @@ def test_select_values_differ_in_dtype():
     model = b.build(outputs=[b.op("SELECT_V2", [c, x, y], (3,), "float32")])
     with pytest.raises(InvalidModelError):
         qengine.Interpreter(model)
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("op", ["ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM"])
+@pytest.mark.parametrize("b_shape", [(8, 8), (8,), (1,)], ids=["same", "row", "scalar"])
+@pytest.mark.parametrize("b_first", [False, True])
+def test_special_floats_in_one_pass(op, b_shape, b_first):
+    """The compiled one-pass float path (`float_ops.binary_f32`: an operand of the output's
+    shape, the other repeating along it) on every pair of special values, bit for bit against
+    TFLite's reference kernels (NaN compared as NaN): MAXIMUM and MINIMUM clamp nothing."""
+    specials = np.array([0.0, -0.0, 1.5, -2.5, 3.0, np.inf, -np.inf, np.nan], np.float32)
+    full = np.repeat(specials, 8).reshape(8, 8)  # full[i, j] = specials[i]
+    other = {(8, 8): np.tile(specials, (8, 1)), (8,): specials,  # every pair; a row; NaN
+             (1,): np.float32([np.nan])}[b_shape]
+    a_in, b_in = (other, full) if b_first else (full, other)
+    model = binary_model(op, "float32", a_in.shape, b_in.shape)
+    want = run_tflite(model.to_bytes(), [a_in, b_in])
+    got = qengine.Interpreter(model).run([a_in, b_in])
+    for name, value in want.items():
+        nan = np.isnan(value)
+        np.testing.assert_array_equal(np.isnan(got[name]), nan)
+        np.testing.assert_array_equal(got[name][~nan].view(np.int32), value[~nan].view(np.int32))

@@ -61,8 +61,15 @@ def relu_0_to_1(ctx: OpContext) -> Prepared:
 @op("LEAKY_RELU",
     kernels=integer_kernels("activations_int:leaky_relu"), quantized=Quantized(REQUANT, 2, int16=2))
 def leaky_relu(ctx: OpContext) -> Prepared:
+    from qengine.kernels.float_ops import leaky_relu_f32
+
     alpha = np.float32(getattr(ctx.options, "alpha", 0.0) if ctx.options else 0.0)
-    return _elementwise(ctx, lambda x: where(x > 0, x, x * alpha))  # x > 0 ? x : x * alpha
+
+    def compute(x):  # x > 0 ? x : x * alpha, one compiled pass
+        return leaky_relu_f32(np.ascontiguousarray(x, np.float32).reshape(-1), alpha) \
+            .reshape(np.shape(x))
+
+    return _elementwise(ctx, compute)
 
 
 @op("PRELU",

@@ -79,7 +79,8 @@ def _binary(ctx: OpContext, compute, dtypes, *, out_dtype: str | None = None,
 
     `check(y)` (optional) validates the second operand's values and returns an error message or
     None: for a constant at prepare time (a malformed model), else on every run (bad data).
-    `float_op` ("ADD", "SUB", "MUL", "DIV": a name in kernels/float_ops.py): float32 operands
+    `float_op` ("ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM": a name in
+    kernels/float_ops.py): float32 operands
     where one repeats along the other run `float_ops.binary_f32`, the op and its fused
     activation in one pass (`check` must accept every float32 operand then).
     """
@@ -98,7 +99,7 @@ def _binary(ctx: OpContext, compute, dtypes, *, out_dtype: str | None = None,
         if message:
             raise ctx.invalid(message)
     if float_op is not None and dtype == "float32":
-        one_pass = _one_pass_f32(ctx, float_op, a.shape, b.shape, shape)
+        one_pass = _one_pass_f32(ctx, float_op, a.shape, b.shape, shape, fused)
         if one_pass is not None:
             return Prepared(one_pass, [ctx.output_spec(0, shape, dtype)])
 
@@ -129,9 +130,10 @@ def _unary(ctx: OpContext, compute, dtypes, *, out_dtype: str | None = None,
     return Prepared(run, [ctx.output_spec(0, x.shape, dtype)])
 
 
-def _one_pass_f32(ctx: OpContext, float_op: str, a_shape, b_shape, shape):
+def _one_pass_f32(ctx: OpContext, float_op: str, a_shape, b_shape, shape, fused: bool):
     """run(x, y) through `float_ops.binary_f32` when one operand has the output's shape and
-    the other repeats along its last axes (same shape, per-channel, scalar); else None."""
+    the other repeats along its last axes (same shape, per-channel, scalar); else None. An op
+    without a fused activation (`fused` False: MAXIMUM, MINIMUM) gets no clamp at all."""
     from qengine.kernels import float_ops
     from qengine.kernels.elementwise import trailing_period
 
@@ -139,7 +141,8 @@ def _one_pass_f32(ctx: OpContext, float_op: str, a_shape, b_shape, shape):
     shape = None if shape is None else tuple(shape)
     if shape is None or 0 in shape:
         return None
-    low, high = (np.float32(v) for v in float_activation_bounds(ctx))
+    bounds = float_activation_bounds(ctx) if fused else (-np.inf, np.inf)
+    low, high = (np.float32(v) for v in bounds)
     if tuple(a_shape) == shape and trailing_period(shape, b_shape):
         def run(x, y):
             return binary_f32(code, _flat_f32(x), _flat_f32(y), False, low, high,
@@ -233,13 +236,13 @@ def _minimum(x, y):
 @op("MAXIMUM",
     kernels=integer_kernels("elementwise_int:maximum"), quantized=Quantized(SHARED, 2, int16=4))
 def maximum(ctx: OpContext) -> Prepared:
-    return _binary(ctx, _maximum, SMALL_INTS + NUMERIC, quantized=True)
+    return _binary(ctx, _maximum, SMALL_INTS + NUMERIC, quantized=True, float_op="MAXIMUM")
 
 
 @op("MINIMUM",
     kernels=integer_kernels("elementwise_int:minimum"), quantized=Quantized(SHARED, 2, int16=4))
 def minimum(ctx: OpContext) -> Prepared:
-    return _binary(ctx, _minimum, SMALL_INTS + NUMERIC, quantized=True)
+    return _binary(ctx, _minimum, SMALL_INTS + NUMERIC, quantized=True, float_op="MINIMUM")
 
 
 INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
