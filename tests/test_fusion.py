@@ -357,3 +357,29 @@ def test_hybrid_conv_epilogue_equals_tflite_reference(threads):
     for value in (got[y.name], kept[y.name]):
         np.testing.assert_array_equal(np.isnan(value), nan)
         np.testing.assert_array_equal(value[~nan].view(np.int32), want[~nan].view(np.int32))
+
+
+def test_profile_names_what_each_fused_op_folded(capsys, tmp_path):
+    """`qengine run --profile`: a conv with a folded PAD, ADD and PRELU is one row named after
+    all of them (its time includes theirs); the shares add up to the whole."""
+    from qengine.cli import main
+
+    r = rng("profile")
+    b = GraphBuilder()
+    narrow, wide = (1, 8, 8, 8), (1, 8, 8, 16)
+    x = b.input("x", narrow)
+    skip = pad(b, x, [[0, 0], [0, 0], [0, 0], [0, 8]])
+    skip.shape = wide
+    y = add(b, conv(b, r, "CONV_2D", x, 8, 16, padding=SAME, out_shape=wide), skip, shape=wide)
+    y = prelu(b, r, y, (16,), shape=wide)
+    y = b.op("MAX_POOL_2D", [y], (1, 4, 4, 16),
+             options=options("Pool2DOptions", padding=VALID, strideH=2, strideW=2,
+                             filterHeight=2, filterWidth=2))
+    path = tmp_path / "block.tflite"
+    path.write_bytes(b.build([y]).to_bytes())
+    assert main(["run", str(path), "--profile", "--repeat", "2"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: float(line.split()[-1].rstrip("%"))
+            for line in out.splitlines() if line.split() and line.split()[-1].endswith("%")}
+    assert set(rows) == {"CONV_2D+PAD+ADD+PRELU", "MAX_POOL_2D"}
+    assert abs(sum(rows.values()) - 100) < 0.5
