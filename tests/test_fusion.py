@@ -250,6 +250,24 @@ def test_prelu_and_add_then_prelu_fold(kind, float16):
     run_both(model, special_input(r, SHAPE))
 
 
+def three_blocks(b, r, x, k=3, float16=False):
+    """MediaPipe's three kinds of block on x [1, H, W, C]: conv -> ADD(x) -> PRELU,
+    depthwise -> ADD(RELU6) and a 1x1 conv widening to C + 8 channels -> ADD(PAD of 8 zero
+    channels); 5 ops fold away."""
+    shape = tuple(x.shape)
+    channels = shape[3]
+    wide = (*shape[:3], channels + 8)
+    y = prelu(b, r, add(b, conv(b, r, "CONV_2D", x, channels, channels, k=k, padding=SAME,
+                                out_shape=shape), x, shape=shape),
+              (1, 1, channels), shape=shape, float16=float16)
+    y = add(b, conv(b, r, "DEPTHWISE_CONV_2D", y, channels, channels, padding=SAME,
+                    out_shape=shape), y, "RELU6", shape=shape)
+    skip = pad(b, y, [[0, 0], [0, 0], [0, 0], [0, 8]])
+    skip.shape = wide
+    return add(b, conv(b, r, "CONV_2D", y, channels, channels + 8, k=1, out_shape=wide), skip,
+               shape=wide)
+
+
 def test_folded_epilogue_equals_tflite_reference():
     """conv -> ADD -> PRELU, depthwise -> ADD(RELU6) and conv -> ADD(PAD of 8 channels)
     against TFLite's reference kernels, exactly, whole and on two threads (split tiles each
@@ -259,16 +277,8 @@ def test_folded_epilogue_equals_tflite_reference():
 
     r = rng("epilogue-tflite")
     b = GraphBuilder()
-    x = b.input("x", (1, 24, 24, 16))
     shape = (1, 24, 24, 16)
-    y = prelu(b, r, add(b, conv(b, r, "CONV_2D", x, 16, 16, padding=SAME, out_shape=shape), x,
-                        shape=shape), shape=shape, float16=True)
-    y = add(b, conv(b, r, "DEPTHWISE_CONV_2D", y, 16, 16, padding=SAME, out_shape=shape), y,
-            "RELU6", shape=shape)
-    wide = (1, 24, 24, 24)
-    skip = pad(b, y, [[0, 0], [0, 0], [0, 0], [0, 8]])
-    skip.shape = wide
-    y = add(b, conv(b, r, "CONV_2D", y, 16, 24, k=1, out_shape=wide), skip, shape=wide)
+    y = three_blocks(b, r, b.input("x", shape), float16=True)
     model = b.build([y])
     assert fused_count(model) == 5
     inputs = [r.standard_normal(shape).astype(np.float32) * 3]
@@ -334,15 +344,7 @@ def test_hybrid_conv_epilogue_equals_tflite_reference(threads):
     r = rng("hybrid-epilogue", threads)
     shape = (1, 12, 12, 128)  # filters of 1024 elements or more get int8
     b = GraphBuilder()
-    x = b.input("x", shape)
-    y = prelu(b, r, add(b, conv(b, r, "CONV_2D", x, 128, 128, k=1, out_shape=shape), x,
-                        shape=shape), (1, 1, 128), shape=shape)
-    y = add(b, conv(b, r, "DEPTHWISE_CONV_2D", y, 128, 128, padding=SAME, out_shape=shape), y,
-            "RELU6", shape=shape)
-    wide = (1, 12, 12, 136)
-    skip = pad(b, y, [[0, 0], [0, 0], [0, 0], [0, 8]])
-    skip.shape = wide
-    y = add(b, conv(b, r, "CONV_2D", y, 128, 136, k=1, out_shape=wide), skip, shape=wide)
+    y = three_blocks(b, r, b.input("x", shape), k=1)
     model = quantize(b.build([y]), mode="dynamic", quiet=True)
     convs = [op for op in model.main.operators if op.type in ("CONV_2D", "DEPTHWISE_CONV_2D")]
     assert [op.inputs[1].dtype for op in convs] == ["int8", "int8", "int8"]
