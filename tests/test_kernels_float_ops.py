@@ -74,18 +74,23 @@ def test_prelu_f32_equals_where(x_shape, alpha_shape):
     ((6, 7), (3, 2), (1, 1), (1, 0), (6, 6)), ((5, 5), (1, 1), (1, 1), (0, 0), (5, 5)),
     ((8, 11), (3, 4), (2, 3), (1, 2), (4, 4)), ((7, 9), (2, 3), (1, 1), (0, 1), (6, 8))])
 @pytest.mark.parametrize("bounds", [(-FLT_MAX, FLT_MAX), (0.0, 6.0), (-1.0, 1.0)])
-def test_max_pool_f32_equals_fmax_reduce(in_hw, k, stride, pad, out_hw, bounds):
-    """The max as np.fmax.reduce from -FLT_MAX, then the activation's clamp (inf -> bound)."""
-    x = _floats((2, *in_hw, 5)) * 8
+@pytest.mark.parametrize("channels", [5, 8, 21, 40])
+def test_max_pool_f32_equals_fmax_reduce(in_hw, k, stride, pad, out_hw, bounds, channels):
+    """The max as np.fmax.reduce from -FLT_MAX, then the activation's clamp (inf -> bound);
+    from 8 channels on the interior pixels run in channel vectors (16 or 8 lanes, the last one
+    overlapping), the border ones tap by tap."""
+    x = _floats((2, *in_hw, channels)) * 8
     x[0, :, :, 0] = -np.inf  # a channel of -inf windows: -FLT_MAX, like the reference
     x[1, 0, 0, 1] = np.inf
     x[1, 1:3, 2, 2] = np.nan  # NaN taps are skipped
+    x[1, 4, 3, -1] = np.nan  # (the last channel vector, interior)
     g = ConvGeometry(2, *in_hw, *out_hw, *pad, *k, *stride, 1, 1)
     want = np.fmax.reduce(patches(x, g, -np.inf), axis=(3, 4),
                           initial=-np.finfo(np.float32).max)
     want = np.clip(want, np.float32(bounds[0]), np.float32(bounds[1]))
     got = max_pool_f32(x, *k, *stride, *pad, *out_hw, *bounds)
     assert np.array_equal(got, want, equal_nan=True)
+    assert np.array_equal(np.signbit(got), np.signbit(want))
 
 
 @pytest.mark.parametrize(("in_hw", "out_hw", "align", "half"), [
