@@ -483,8 +483,9 @@ class thread_limit:  # (lower case: used as a function, `with thread_limit(n):`)
     splits its large matmuls itself. Numba's thread count is per calling thread; the BLAS limit
     is process-wide, so it is held while any run is inside (two user threads running
     interpreters at once), and lifted when the last one leaves. Numba is only touched if a
-    kernel module loaded it; BLAS is limited through threadpoolctl when that is installed.
-    Entering and leaving cost ~6 us (a tiny model's whole run can be 50 us).
+    kernel module loaded it and n > 1; BLAS is limited through threadpoolctl when that is
+    installed. Entering and leaving cost ~3 us on one thread, ~6 us on more (a tiny model's
+    whole run can be 30 us).
     """
 
     __slots__ = ("n", "previous")
@@ -494,7 +495,9 @@ class thread_limit:  # (lower case: used as a function, `with thread_limit(n):`)
 
     def __enter__(self):
         numba = sys.modules.get("numba")
-        if numba is not None:
+        # on one thread no parallel region runs (every split and block stays on the caller:
+        # kernels/threads.py), so Numba's count does not matter and is left alone (~3 us)
+        if numba is not None and self.n > 1:
             wanted = min(self.n, numba.config.NUMBA_NUM_THREADS)
             current = numba.get_num_threads()
             if current != wanted:
@@ -635,27 +638,31 @@ def _bind_inputs(tensors: list[Tensor], inputs, aliases: dict[str, Tensor]) -> l
 
 
 def _check_input(t: Tensor, array) -> np.ndarray:
-    expected = f"expects shape {_shape_text(t)} {t.dtype}"
     if array is None:
-        raise InputError(f"input {t.name!r} is missing ({expected})")
+        raise InputError(f"input {t.name!r} is missing ({_expected(t)})")
     if t.dtype == "string":
         array = strings.as_strings(t.name, array)  # an object array of bytes
     else:
-        array = _with_dtype(t, np.asarray(array), expected)
+        array = _with_dtype(t, np.asarray(array))
     signature = t.shape_signature or t.shape
     if len(array.shape) != len(t.shape) or any(
             d != s and fixed != -1 for d, s, fixed in zip(array.shape, t.shape, signature)):
-        raise InputError(f"input {t.name!r} {expected}, got shape {tuple(array.shape)}")
+        raise InputError(f"input {t.name!r} {_expected(t)}, got shape {tuple(array.shape)}")
     return np.require(array, requirements="C")  # (ascontiguousarray would make rank 0 rank 1)
 
 
-def _with_dtype(t: Tensor, array: np.ndarray, expected: str) -> np.ndarray:
+def _expected(t: Tensor) -> str:
+    """What an input error says the input should be (built only for the error: ~2 us)."""
+    return f"expects shape {_shape_text(t)} {t.dtype}"
+
+
+def _with_dtype(t: Tensor, array: np.ndarray) -> np.ndarray:
     want = numpy_dtype(t.dtype)
     if array.dtype == want:
         return array
     if want == np.float32 and array.dtype.kind == "f":
         return array.astype(np.float32)  # float64 from numpy is the common, harmless case
-    raise InputError(f"input {t.name!r} {expected}, got dtype {array.dtype}")
+    raise InputError(f"input {t.name!r} {_expected(t)}, got dtype {array.dtype}")
 
 
 def _shape_text(t: Tensor) -> str:
