@@ -159,6 +159,20 @@ def _spatial_padding(amounts) -> tuple[int, int, int, int] | None:
     return top, bottom, left, right
 
 
+def folded_ops(op) -> list[str]:
+    """The types of the ops folded into op's epilogue, in order (`run --profile` names the
+    fused op after them: CONV_2D+PAD+ADD+PRELU)."""
+    folded = op.fused_epilogue
+    if folded is None:
+        return []
+    names = []
+    if folded.residual_activation is not None:
+        names += ["PAD", "ADD"] if folded.residual_pad else ["ADD"]
+    if folded.prelu:
+        names.append("PRELU")
+    return names
+
+
 def _float_conv_only_feeding(ops, t, index, uses, subgraph, dropped) -> int | None:
     """Index of the CONV_2D/DEPTHWISE_CONV_2D with float input, bias and output (float or
     hybrid: an int8 filter) whose output t is, when op `index` is t's only reader and t is

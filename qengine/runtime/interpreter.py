@@ -34,7 +34,7 @@ from ..errors import (
 )
 from ..flatbuffer_io import load
 from ..ir import Model, Subgraph, Tensor, numpy_dtype
-from .fusion import fuse
+from .fusion import folded_ops, fuse
 from .registry import OpContext, Prepared, Spec, lookup, op_key
 from .resources import Resources
 from .splits import SplitChoice
@@ -189,7 +189,8 @@ class _Plan:
             if profile:
                 start = time.perf_counter()
                 outputs = prepared.run(*inputs)
-                name = _profile_name(self.subgraph.operators[index])
+                name = "+".join([op_key(self.subgraph.operators[index]),
+                                 *folded_ops(self.subgraph.operators[index])])
                 self.op_time[name] = self.op_time.get(name, 0.0) + time.perf_counter() - start
             else:
                 outputs = prepared.run(*inputs)
@@ -600,20 +601,6 @@ def _check_supported(model: Model) -> None:
                        f"  {name}: {len(found)} node(s), first {found[0]}"
                        for name, found in by_type.items()))
     raise UnsupportedOpsError(message, [node for _, node in nodes])
-
-
-def _profile_name(op) -> str:
-    """The op's row in `--profile`: its type, with the ops runtime/fusion.py folded into its
-    epilogue (CONV_2D+ADD+PRELU, CONV_2D+PAD+ADD), whose time it includes."""
-    folded = op.fused_epilogue
-    if folded is None:
-        return op_key(op)
-    parts = [op_key(op)]
-    if folded.residual_activation is not None:
-        parts += ["PAD", "ADD"] if folded.residual_pad else ["ADD"]
-    if folded.prelu:
-        parts.append("PRELU")
-    return "+".join(parts)
 
 
 def _bind_inputs(tensors: list[Tensor], inputs, aliases: dict[str, Tensor]) -> list[np.ndarray]:
