@@ -5,15 +5,12 @@ so the results are bit-identical), in one pass.
 """
 
 import numpy as np
-from llvmlite import ir
-from numba.core import types
-from numba.core.extending import intrinsic
 
 from . import threads as pool
-from .emit import I64, const64, loop
 from .float_conv import activation_f32
-from .float_gemm import LANES, VEC, _clamp, _F32, _load_vec, _splat, _store_vec
+from .float_gemm import VEC
 from .jit import inline_kernel, kernel, prange
+from .pooling import LOWEST_F32, interior_columns, pool_run_f32, tap_offsets
 
 
 @kernel
@@ -42,9 +39,6 @@ def prelu_f32(x, alpha):
     return out
 
 
-LOWEST = -3.4028234663852886e38  # -FLT_MAX: where the reference MaxPool's max starts
-
-
 @kernel
 def max_pool_f32(x, k_h, k_w, stride_h, stride_w, pad_top, pad_left, out_h, out_w, low, high):
     """x [N,H,W,C] float32 (C-contiguous) -> [N,OH,OW,C]: the max over the window's in-image
@@ -52,21 +46,16 @@ def max_pool_f32(x, k_h, k_w, stride_h, stride_w, pad_top, pad_left, out_h, out_
     std::max(max, tap); as np.fmax.reduce(..., initial=-FLT_MAX)), then the fused activation's
     clamp to [low, high]; the taps' order per value is the reference's (it does not matter to a
     max, but NaN and -0.0 keep their place). An output row at a time: with 8 channels or more,
-    the pixels whose window lies inside the image run in vectors of channels (`_pool_run`,
-    16 or 8 lanes, the last vector overlapping the one before), the others by `_pool_columns`."""
+    the pixels whose window lies inside the image run in vectors of channels
+    (`pooling.pool_run_f32`), the others by `_pool_columns`."""
     n_batch, in_h, in_w, c = x.shape
     low, high = np.float32(low), np.float32(high)
     out = np.empty((n_batch, out_h, out_w, c), np.float32)
     xf, of = x.reshape(x.size), out.reshape(out.size)
     row = out_w * c
-    offs = np.empty(k_h * k_w, np.int64)  # each tap's offset from the window's corner
-    for ky in range(k_h):
-        for kx in range(k_w):
-            offs[ky * k_w + kx] = (ky * in_w + kx) * c
-    # interior columns: 0 <= ox*sw - pl and ox*sw - pl + KW - 1 < W (none with < 8 channels)
-    ox_lo = min(out_w, (pad_left + stride_w - 1) // stride_w)
-    ox_hi = max(ox_lo, min(out_w, (in_w - k_w + pad_left) // stride_w + 1))
-    if c < VEC:
+    offs = tap_offsets(k_h, k_w, in_w, c)
+    ox_lo, ox_hi = interior_columns(out_w, in_w, k_w, stride_w, pad_left)
+    if c < VEC:  # (the row kernel's vectors need 8 channels)
         ox_lo = ox_hi = 0
     for n in range(n_batch):
         for oy in range(out_h):
@@ -77,8 +66,8 @@ def max_pool_f32(x, k_h, k_w, stride_h, stride_w, pad_top, pad_left, out_h, out_
                               pad_top, pad_left, low, high)
                 continue
             corner = xf[((n * in_h + iy0) * in_w + ox_lo * stride_w - pad_left) * c:]
-            _pool_run(corner.ctypes.data, stride_w * c, offs.ctypes.data, offs.size,
-                      dst[ox_lo * c:].ctypes.data, ox_hi - ox_lo, c, low, high)
+            pool_run_f32(corner.ctypes.data, stride_w * c, offs.ctypes.data, offs.size,
+                         dst[ox_lo * c:].ctypes.data, ox_hi - ox_lo, c, low, high)
             _pool_columns(xf, dst, n, oy, 0, ox_lo, x.shape, k_h, k_w, stride_h, stride_w,
                           pad_top, pad_left, low, high)
             _pool_columns(xf, dst, n, oy, ox_hi, out_w, x.shape, k_h, k_w, stride_h,
@@ -95,7 +84,7 @@ def _pool_columns(xf, dst, n, oy, ox0, ox1, shape, k_h, k_w, stride_h, stride_w,
     if ox1 <= ox0:
         return
     in_h, in_w, c = shape[1], shape[2], shape[3]
-    dst[ox0 * c : ox1 * c] = np.float32(LOWEST)
+    dst[ox0 * c : ox1 * c] = np.float32(LOWEST_F32)
     for ky in range(k_h):
         iy = oy * stride_h - pad_top + ky
         if iy < 0 or iy >= in_h:
@@ -116,62 +105,6 @@ def _pool_columns(xf, dst, n, oy, ox0, ox1, shape, k_h, k_w, stride_h, stride_w,
                 _max_into(dst[ox * c : ox * c + c], xf[at : at + c])
     for i in range(ox0 * c, ox1 * c):
         dst[i] = activation_f32(dst[i], low, high)
-
-
-def _pool_run_codegen(context, builder, signature, args):
-    """out[i*chans + c] = clamp(max over t of x[i*x_step + offs[t] + c], from -FLT_MAX) for
-    i < count, every channel c, in vectors of `LANES` (8 below 16 channels; the last vector
-    ends at chans, overlapping the one before: a max recomputed is the same max). The max
-    steps as std::max(m, tap) = m < tap ? tap : m: a NaN tap leaves m."""
-    x_addr, x_step, offs_addr, taps, out_addr, count, chans, low, high = args
-    x = builder.inttoptr(x_addr, _F32.as_pointer())
-    offs = builder.inttoptr(offs_addr, I64.as_pointer())
-    out = builder.inttoptr(out_addr, _F32.as_pointer())
-    wide = builder.icmp_signed(">=", chans, const64(LANES))
-    with builder.if_else(wide) as (sixteen, eight):
-        with sixteen:
-            _pool_pixels(builder, x, x_step, offs, taps, out, count, chans, low, high, LANES)
-        with eight:
-            _pool_pixels(builder, x, x_step, offs, taps, out, count, chans, low, high, VEC)
-    return context.get_dummy_value()
-
-
-def _pool_pixels(builder, x, x_step, offs, taps, out, count, chans, low, high, lanes):
-    vec_t = ir.VectorType(_F32, lanes)
-    lowest = _splat(builder, ir.Constant(_F32, LOWEST), vec_t)
-    low_v, high_v = _splat(builder, low, vec_t), _splat(builder, high, vec_t)
-    blocks = builder.sdiv(builder.add(chans, const64(lanes - 1)), const64(lanes))
-    last = builder.sub(chans, const64(lanes))
-
-    def pixel_step(i, _):
-        base = builder.mul(i, x_step)
-
-        def block_step(block, _):
-            c = builder.mul(block, const64(lanes))
-            c = builder.select(builder.icmp_signed("<", c, last), c, last)
-            at = builder.add(base, c)
-
-            def tap_step(t, m):
-                tap = _load_vec(builder, x, builder.add(at, builder.load(
-                    builder.gep(offs, [t]), align=8)), vec_t)
-                return [builder.select(builder.fcmp_ordered("<", m[0], tap), tap, m[0])]
-
-            m = loop(builder, taps, [lowest], tap_step, "pooltap")[0]
-            _store_vec(builder, _clamp(builder, m, low_v, high_v), out,
-                       builder.add(builder.mul(i, chans), c))
-            return []
-
-        loop(builder, blocks, [], block_step, "poolblock")
-        return []
-
-    loop(builder, count, [], pixel_step, f"pool{lanes}")
-
-
-@intrinsic
-def _pool_run(typingctx, x_addr, x_step, offs_addr, taps, out_addr, count, chans, low, high):
-    sig = types.void(types.uintp, types.intp, types.uintp, types.intp, types.uintp, types.intp,
-                     types.intp, types.float32, types.float32)
-    return sig, _pool_run_codegen
 
 
 @inline_kernel
@@ -248,10 +181,12 @@ def _combine(op, a, b):
         return a - b
     if op == MUL:
         return a * b
-    if op == MAXIMUM:  # a > b ? a : b: a NaN a yields b
-        return a if a > b else b
+    # TFLite's a > b ? a : b (a NaN a yields b, a NaN b itself; and max(0.0, -0.0) is -0.0),
+    # written out: Python's max/min do not promise that order
+    if op == MAXIMUM:
+        return a if a > b else b  # noqa: FURB136
     if op == MINIMUM:
-        return a if a < b else b
+        return a if a < b else b  # noqa: FURB136
     return a / b
 
 

@@ -271,12 +271,16 @@ def test_batch_matmul(seed):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_pooling(seed):
+@pytest.mark.parametrize("channels", ["few", "vectors"])
+def test_pooling(seed, channels):
+    """`vectors`: 16-40 channels, whose interior pixels MAX_POOL runs in 16-lane vectors (the
+    last one overlapping)."""
     rng = np.random.default_rng(seed)
     g = conv_geometry(rng, max_k=5, max_dil=1)
     # TFLite pool windows always overlap the image under SAME/VALID; explicit pads here stay below k.
     g["pad"] = (min(g["pad"][0], g["k"][0] - 1), min(g["pad"][1], g["k"][1] - 1))
-    n, c = int(rng.integers(1, 3)), int(rng.integers(1, 6))
+    n = int(rng.integers(1, 3))
+    c = int(rng.integers(1, 6)) if channels == "few" else int(rng.integers(16, 41))
     x = rand_int8(rng, (n, g["h"], g["w"], c))
     act = rand_act(rng, int(rng.integers(-128, 128)))
     args = (*g["k"], *g["stride"], *g["pad"], *g["out"], *act)
