@@ -63,7 +63,7 @@ from qengine.kernels.emit import (
 from qengine.kernels.float_conv import NO_POST, post_finished, post_fits, run_post
 from qengine.kernels.gemm_int8 import _copy_tile, tile_sums, tile_sums_u8
 from qengine.kernels.hybrid import SPARE_BYTES, quantize_image_compiled
-from qengine.kernels.jit import kernel, prange
+from qengine.kernels.jit import inline_kernel, kernel, prange
 from qengine.kernels.pack import (
     DW_ORDER,
     LANES,
@@ -274,9 +274,10 @@ def _hconv_part(x, panels, table, ints, zp, out, post, blk0, blk1, pan0, pan1):
     """Row blocks blk0..blk1-1 (ROWS output pixels each) × weight panels pan0..pan1-1 of one
     image x [1, H, W, Ci] into out [P, Co] float32; the last row block and a partial last panel
     go through a scratch tile. With every panel, each finished block gets `post` (a folded ADD
-    or PRELU, float_conv.post_args; the caller runs it after a cut by panels). x int8: panels of tap pairs, A = x - zp in int16; x uint8
-    (q + 128, VNNI): panels of 4 taps, zp the fill of taps outside the image (zp + 128), and a
-    1x1 stride-1 unpadded conv with Ci % 4 == 0 reads its A rows straight from x."""
+    or PRELU, float_conv.post_args; the caller runs it after a cut by panels). x int8: panels
+    of tap pairs, A = x - zp in int16; x uint8 (q + 128, VNNI): panels of 4 taps, zp the fill
+    of taps outside the image (zp + 128), and a 1x1 stride-1 unpadded conv with Ci % 4 == 0
+    reads its A rows straight from x."""
     out_c, pixels = out.shape[1], out.shape[0]
     steps, taps = panels.shape[1], panels.shape[3]
     kp = taps * steps
@@ -397,6 +398,13 @@ def _shift_of_impl(family):
     return lambda family: shift
 
 
+@inline_kernel
+def _post_fits_images(post, images, pixels, channels):
+    """A `post` fits an image's output [pixels, channels] and, when it has a step, there is
+    one image (its residual is that image's)."""
+    return post_fits(post, pixels, channels) and (post[4] == 0 or images == 1)
+
+
 @kernel
 def run_hybrid_conv_serial(x, family, panels, table, ints, sum_w, symmetric, filter_scale, out,
                            post, blk0, blk1):  # fmt: skip
@@ -407,7 +415,7 @@ def run_hybrid_conv_serial(x, family, panels, table, ints, sum_w, symmetric, fil
     filter_scale multiplies each image's factor (per-tensor filters; 1 and unused when per
     channel, i.e. when not symmetric); `post` (float_conv.post_args, one image only) runs on
     each finished block."""
-    if not post_fits(post, out.shape[1], out.shape[2]) or (post[4] != 0 and x.shape[0] != 1):
+    if not _post_fits_images(post, x.shape[0], out.shape[1], out.shape[2]):
         raise ValueError("run_hybrid_conv: post does not fit out (or more than one image)")
     q = _image_buffer(family, x[0].size + SPARE_BYTES)
     image_table = np.empty((table.shape[1] // LANES, 6, LANES), np.float32)
@@ -425,7 +433,7 @@ def run_hybrid_conv_split(x, family, panels, table, ints, sum_w, symmetric, filt
     """`run_hybrid_conv_serial` over all `blocks` row blocks, each image quantized on this
     thread (~0.2 ns a value) and its tiles in `parts` parts at once (`threads.split_run`; the
     cut of `split_grid`: by weight panels when there are fewer row blocks than parts)."""
-    if not post_fits(post, out.shape[1], out.shape[2]) or (post[4] != 0 and x.shape[0] != 1):
+    if not _post_fits_images(post, x.shape[0], out.shape[1], out.shape[2]):
         raise ValueError("run_hybrid_conv: post does not fit out (or more than one image)")
     q = _image_buffer(family, x[0].size + SPARE_BYTES)
     image_table = np.empty((table.shape[1] // LANES, 6, LANES), np.float32)
@@ -626,8 +634,7 @@ def run_hybrid_depthwise_serial(x, w_pairs, table, ints, sum_w, filter_scales, o
     multiplier 1: output rows row0..row1-1 of each image of x [N, H, W, C] float32 into
     out [N, out_h, out_w, C] float32; filter_scales [C] float32, order = pack.DW_ORDER; `post`
     (float_conv.post_args, one image only) runs on each finished row."""
-    if not post_fits(post, out.shape[1] * out.shape[2], out.shape[3]) or \
-            (post[4] != 0 and x.shape[0] != 1):
+    if not _post_fits_images(post, x.shape[0], out.shape[1] * out.shape[2], out.shape[3]):
         raise ValueError("run_hybrid_depthwise: post does not fit out (or more than one image)")
     q = np.zeros(x[0].size + SPARE_BYTES, np.int8)
     image_table = np.empty((table.shape[1] // LANES, 6, LANES), np.float32)
@@ -642,8 +649,7 @@ def run_hybrid_depthwise_split(x, w_pairs, table, ints, sum_w, filter_scales, or
                                rows, parts):  # fmt: skip
     """`run_hybrid_depthwise_serial` over rows 0..rows-1, each image quantized on this thread
     and its rows in `parts` parts at once (`threads.split_run`)."""
-    if not post_fits(post, out.shape[1] * out.shape[2], out.shape[3]) or \
-            (post[4] != 0 and x.shape[0] != 1):
+    if not _post_fits_images(post, x.shape[0], out.shape[1] * out.shape[2], out.shape[3]):
         raise ValueError("run_hybrid_depthwise: post does not fit out (or more than one image)")
     q = np.zeros(x[0].size + SPARE_BYTES, np.int8)
     image_table = np.empty((table.shape[1] // LANES, 6, LANES), np.float32)

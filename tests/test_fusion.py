@@ -385,3 +385,25 @@ def test_profile_names_what_each_fused_op_folded(capsys, tmp_path):
             for line in out.splitlines() if line.split() and line.split()[-1].endswith("%")}
     assert set(rows) == {"CONV_2D+PAD+ADD+PRELU", "MAX_POOL_2D"}
     assert abs(sum(rows.values()) - 100) < 0.5
+
+
+def test_hybrid_depthwise_with_a_multiplier_folds_as_one_pass():
+    """A dynamic-range depthwise of depth multiplier 2 has no fused kernel: its folded ADD and
+    PRELU run as one pass over its output, the same values as the graph as written."""
+    from qengine.quantizer import quantize
+
+    r = rng("hybrid-multiplier")
+    b = GraphBuilder()
+    narrow, wide = (1, 10, 10, 64), (1, 10, 10, 128)
+    x = b.input("x", narrow)
+    skip = b.input("skip", wide)
+    y = conv(b, r, "DEPTHWISE_CONV_2D", x, 64, 128, padding=SAME, out_shape=wide,
+             multiplier=2)
+    y = prelu(b, r, add(b, y, skip, "RELU6", shape=wide), (128,), shape=wide)
+    model = quantize(b.build([y]), mode="dynamic", quiet=True)
+    assert model.main.operators[0].inputs[1].dtype == "int8"
+    assert fused_count(model) == 2
+    inputs = [special_input(r, narrow) / 8, special_input(r, wide)]
+    interpreter = qengine.Interpreter(model)
+    fast, kept = interpreter.run(inputs), interpreter.run(inputs, keep=True)
+    np.testing.assert_array_equal(fast[y.name], kept[y.name])

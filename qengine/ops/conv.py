@@ -55,7 +55,7 @@ def _most_inputs(ctx: OpContext) -> int:
     return 3 if ctx.op.fused_epilogue is None else 5
 
 
-class _Epilogue:
+class ConvEpilogue:
     """The ADD and/or PRELU runtime/fusion.py folded into a float conv (`Operator
     .fused_epilogue`, inputs 3 and 4): run by the kernels on each tile of output
     (`kernels.float_conv.post_f32`) when the residual has the conv's output shape and the slopes
@@ -89,11 +89,13 @@ class _Epilogue:
         from qengine.kernels.float_conv import NO_POST, post_args
 
         self._post_args = post_args
-        # the `post` of every run, unless it holds the run's residual or slopes: one tuple
-        # object, which Numba's dispatcher types faster than a new one (~0.3 us, not 0.9)
-        self.fixed = NO_POST if not (self.in_kernel and self.any) else \
-            post_args(None, self.low, self.high, self.alpha) \
-            if not self.residual and self.alpha is not None else None
+        # the `post` of every run, unless it holds the run's residual or slopes (None): one
+        # tuple object, which Numba's dispatcher types faster than a new one (~0.3 us, not 0.9)
+        self.fixed = None
+        if not (self.in_kernel and self.any):
+            self.fixed = NO_POST
+        elif not self.residual and self.alpha is not None:
+            self.fixed = post_args(None, self.low, self.high, self.alpha)
 
     @property
     def any(self) -> bool:
@@ -183,7 +185,7 @@ def _conv_float(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prep
     bias = np.zeros(out_c, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
     low, high = float_activation_bounds(ctx)
     per_group = out_c // groups
-    epilogue = _Epilogue(ctx, out_shape)
+    epilogue = ConvEpilogue(ctx, out_shape)
 
     if groups == 1 and weights is not None:
         return conv_float_direct(ctx, g, out_shape, weights, bias, low, high, epilogue)
@@ -220,7 +222,7 @@ def _conv_float(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> Prep
 
 
 def conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high,
-                      epilogue: _Epilogue | None = None) -> Prepared:
+                      epilogue: ConvEpilogue | None = None) -> Prepared:
     """A constant-filter, one-group float conv: packed weights, the indirect micro-kernel
     (kernels/float_gemm.py) over blocks of output pixels, one block per thread."""
     from qengine.kernels.float_gemm import (
@@ -233,7 +235,7 @@ def conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high,
     )
     from qengine.kernels.threads import split_run
 
-    epilogue = epilogue or _Epilogue(ctx, out_shape)  # (FULLY_CONNECTED's has none)
+    epilogue = epilogue or ConvEpilogue(ctx, out_shape)  # (FULLY_CONNECTED's has none)
 
     fused = ctx.arithmetic == XNNPACK  # XNNPACK's sums: from the bias, fused multiply-adds
     if _row_vectorized(out_shape[3], weights.shape[3], weights[0].size, g.out_w, WIDE):
@@ -271,7 +273,7 @@ def _row_vectorized(out_c: int, in_c: int, depth: int, out_w: int, wide: bool) -
 
 
 def _conv_float_narrow(ctx, g: ConvGeometry, out_shape, weights, bias, low, high,
-                       fused, epilogue: _Epilogue) -> Prepared:
+                       fused, epilogue: ConvEpilogue) -> Prepared:
     """A float conv with 1-8 output channels: vectorized along output rows, split by rows."""
     from qengine.kernels.float_gemm import (
         WIDE,
@@ -349,11 +351,11 @@ def _depthwise_float(ctx, g: ConvGeometry, out_shape, multiplier: int) -> Prepar
     bias = np.zeros(out_c, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32)
     low, high = float_activation_bounds(ctx)
     return _depthwise_float_direct(ctx, g, out_shape, multiplier, bias, low, high,
-                                   _Epilogue(ctx, out_shape))
+                                   ConvEpilogue(ctx, out_shape))
 
 
 def _depthwise_float_direct(ctx, g: ConvGeometry, out_shape, multiplier, bias, low,
-                            high, epilogue: _Epilogue) -> Prepared:
+                            high, epilogue: ConvEpilogue) -> Prepared:
     """Float depthwise: kernels/float_gemm.py's channel-vector kernel over blocks of output
     rows, one block per thread. With a depth multiplier m, output channel c reads input
     channel c // m: the input is repeated m times along channels first (the same values, so

@@ -29,7 +29,7 @@ from qengine.kernels.depthwise_int8 import (
     run_depthwise_int8,
 )
 from qengine.kernels.fixedpoint import quantize_multipliers
-from qengine.kernels.float_conv import NO_POST, post_f32
+from qengine.kernels.float_conv import NO_POST
 from qengine.kernels.gemm_int8 import (
     conv2d_int8_fast,
     kernel_threads,
@@ -59,7 +59,7 @@ from .common import (
     required_per_tensor,
     use_fast_kernels,
 )
-from .conv import _Epilogue
+from .conv import ConvEpilogue
 
 # -- validation shared by all four ----------------------------------------------------------
 
@@ -243,32 +243,33 @@ def _images(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, np.float32).reshape(x.shape[0], -1)
 
 
-def _hybrid_fast(ctx: OpContext, plan, out_shape, run_plan, epilogue) -> Prepared:
+def _hybrid_fast(ctx: OpContext, plan, out_shape, run_plan, epilogue,
+                 folds: bool = True) -> Prepared:
     """A fast hybrid conv (kernels/hybrid_conv.py): each image quantized once per run, then the
     int8 kernel with the float epilogue fused. plan(bias) makes the kernel's plan (at prepare
-    time when the bias is a constant); run_plan(plan, x, post) runs it on the float input, in
+    time when the bias is a constant); run_plan(plan, x[, post]) runs it on the float input, in
     one compiled call where it can (`run_hybrid_*_serial`/`_split`: the two steps,
     quantize_images then run_hybrid_*, cost ~10 us more in NumPy and dispatch; a 32x32x64 -> 32
-    1x1 conv: 48 -> 38 us), with a folded ADD or PRELU (`conv._Epilogue`) as its `post` on one
-    image, else (None) leaving it to a pass over the whole output."""
+    1x1 conv: 48 -> 38 us). A folded ADD or PRELU (`conv.ConvEpilogue`) runs inside the kernel
+    as its `post` when run_plan `folds` it and there is one image, else as a pass over the
+    whole output."""
     b_spec = ctx.optional_input(2)
     fixed = plan(None if b_spec is None else b_spec.value)
     constant_bias = b_spec is None or b_spec.value is not None
-    one_image = out_shape[0] == 1
+    in_kernel = folds and out_shape[0] == 1
 
     def run(x, w, b=None, residual=None, alpha=None):
-        if not one_image:
-            return epilogue.whole(run_plan(fixed if constant_bias else plan(b), x, None),
-                                  residual, alpha)
-        out = run_plan(fixed if constant_bias else plan(b), x, epilogue.post(residual, alpha))
-        return epilogue.after(out, residual, alpha)
+        p = fixed if constant_bias else plan(b)
+        if not in_kernel:
+            return epilogue.whole(run_plan(p, x), residual, alpha)
+        return epilogue.after(run_plan(p, x, epilogue.post(residual, alpha)), residual, alpha)
 
     return Prepared(run, [ctx.output_spec(0, epilogue.out_shape, "float32")])
 
 
 def _whole_epilogue(ctx: OpContext, out_shape, run) -> Prepared:
-    """run(x, w, b) with a folded ADD or PRELU (`conv._Epilogue`) as a pass over its output."""
-    epilogue = _Epilogue(ctx, out_shape)
+    """run(x, w, b) with a folded ADD or PRELU (`conv.ConvEpilogue`) as a pass over its output."""
+    epilogue = ConvEpilogue(ctx, out_shape)
 
     def with_epilogue(x, w, b=None, residual=None, alpha=None):
         return epilogue.whole(run(x, w, b), residual, alpha)
@@ -302,15 +303,15 @@ def hybrid_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> P
         blocks = -(-g.out_h * g.out_w // ROWS)
         threads = max(1, ctx.num_threads)
 
-        def run_fused(p, x, post):
+        def run_fused(p, x, post=NO_POST):
             out = np.empty((x.shape[0], g.out_h * g.out_w, out_c), np.float32)
             args = (np.ascontiguousarray(x, np.float32), p.family, p.panels, p.table, p.ints,
-                    p.sum_w, not per_channel, filter_scale, out, post or NO_POST)
+                    p.sum_w, not per_channel, filter_scale, out, post)
             split_run(run_hybrid_conv_serial, run_hybrid_conv_split, args, blocks, threads,
                       flops)
             return out.reshape(out_shape)
 
-        return _hybrid_fast(ctx, plan, out_shape, run_fused, _Epilogue(ctx, out_shape))
+        return _hybrid_fast(ctx, plan, out_shape, run_fused, ConvEpilogue(ctx, out_shape))
 
     def run_symmetric(x, w, b=None):
         q, sf = hybrid.quantize_symmetric(_images(x))
@@ -361,26 +362,23 @@ def hybrid_depthwise_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape,
         flops = 8 * int(np.prod(out_shape)) * g.kernel_h * g.kernel_w
         threads = max(1, ctx.num_threads)
 
-        epilogue = _Epilogue(ctx, out_shape)
-
-        def run_fused(p, x, post):
+        def run_fused(p, x, post=NO_POST):
             out = np.empty(out_shape, np.float32)
             args = (np.ascontiguousarray(x, np.float32), p.w_pairs, p.table, p.ints, p.sum_w,
-                    filter_scales, order, out, post or NO_POST)
+                    filter_scales, order, out, post)
             split_run(run_hybrid_depthwise_serial, run_hybrid_depthwise_split, args, g.out_h,
                       threads, flops)
             return out
 
-        def run_two_steps(p, x, post):  # depth multipliers > 1: no fused kernel
+        def run_two_steps(p, x):  # depth multipliers > 1: no fused kernel
             q, sf, zp = hybrid.quantize_images(x, False, threads)
             # float(acc) * (s_w[c] * sf_b): the product first, float32
-            out = run_hybrid_depthwise(p, q, zp, scales[None, :] * sf[:, None], threads)
-            if post is not None and post[4]:  # the epilogue as one pass
-                post_f32(out.reshape(-1, out_c), 0, out.size // out_c, post)
-            return out
+            return run_hybrid_depthwise(p, q, zp, scales[None, :] * sf[:, None], threads)
 
-        return _hybrid_fast(ctx, plan, out_shape,
-                            run_fused if multiplier == 1 else run_two_steps, epilogue)
+        if multiplier == 1:
+            return _hybrid_fast(ctx, plan, out_shape, run_fused, ConvEpilogue(ctx, out_shape))
+        return _hybrid_fast(ctx, plan, out_shape, run_two_steps, ConvEpilogue(ctx, out_shape),
+                            folds=False)
 
     def run(x, w, b=None):
         q, sf, zp = hybrid.quantize_asymmetric(_images(x))

@@ -16,9 +16,9 @@ fuses clamps into their producers and static PADs into convolutions).
 
 - **Residual ADD.** A float ADD of two tensors of one static shape, one of them the only use of
   the output of a float or hybrid (int8 filter) CONV_2D or DEPTHWISE_CONV_2D (its own
-  activation any), the other
-  computed before that conv, becomes the conv's epilogue (`Operator.fused_epilogue`): each
-  output tile, still in cache, gets v = clamp(v + residual) with the ADD's activation bounds.
+  activation any), becomes the conv's epilogue (`Operator.fused_epilogue`): each output tile,
+  still in cache, gets v = clamp(v + residual), the residual being the ADD's other operand,
+  with the ADD's activation bounds.
   The fused op takes the ADD's place in the order (its residual may be made after the conv).
   A residual that is a PAD appending zero channels (BlazeFace's blocks that widen) is read
   unpadded and the PAD dropped: those channels get v + 0.0, as the ADD computed them. Same
@@ -177,9 +177,8 @@ def _float_conv_only_feeding(ops, t, index, uses, subgraph, dropped) -> int | No
     """Index of the CONV_2D/DEPTHWISE_CONV_2D with float input, bias and output (float or
     hybrid: an int8 filter) whose output t is, when op `index` is t's only reader and t is
     not a subgraph output."""
-    source = _producer(ops, t)
-    if source is None or source in dropped or _only_use(t, uses, subgraph) is None \
-            or _only_use(t, uses, subgraph)[0] != index:
+    source, reader = _producer(ops, t), _only_use(t, uses, subgraph)
+    if source is None or source in dropped or reader is None or reader[0] != index:
         return None
     conv = ops[source]
     own = conv.inputs[:3]  # input, filter, bias (a folded epilogue's inputs follow)
@@ -235,9 +234,10 @@ def _channel_padding(pad, out, reader, uses, subgraph) -> int:
     """How many zero channels the PAD op `pad` appends to its input to make `out`, when that
     is all it does (a float PAD, constant amounts [[0, 0], [0, 0], [0, 0], [0, n]], n > 0) and
     op `reader` is the only use of `out`; else 0."""
+    only = _only_use(out, uses, subgraph)
     if (pad.type != "PAD" or len(pad.inputs) != 2 or pad.inputs[0] is None
             or pad.inputs[1] is None or not pad.inputs[1].is_constant
-            or _only_use(out, uses, subgraph) is None or _only_use(out, uses, subgraph)[0] != reader):
+            or only is None or only[0] != reader):
         return 0
     x, amounts = pad.inputs[0], np.asarray(pad.inputs[1].data)
     if (x.dtype != "float32" or not _static(x) or len(x.shape) != 4 or amounts.shape != (4, 2)

@@ -189,8 +189,8 @@ class _Plan:
             if profile:
                 start = time.perf_counter()
                 outputs = prepared.run(*inputs)
-                name = "+".join([op_key(self.subgraph.operators[index]),
-                                 *folded_ops(self.subgraph.operators[index])])
+                op = self.subgraph.operators[index]
+                name = "+".join([op_key(op), *folded_ops(op)])
                 self.op_time[name] = self.op_time.get(name, 0.0) + time.perf_counter() - start
             else:
                 outputs = prepared.run(*inputs)
