@@ -3,7 +3,7 @@ prepared kernel in both arithmetics against TFLite's default interpreter (XNNPAC
 model of the same shape, weights and input, 1 thread, warm caches (each figure the median of
 200 runs after 20 warm-ups; GF/s counts a multiply-add as 2).
 
-    python benchmarks/float_layers.py [--repeat 200]
+    python benchmarks/float_layers.py [--repeat 200] [--only NAME_PART ...]
 
 `ref` is TFLite's reference order (a product, then a sum, each rounded: what qengine runs by
 default); `xnnpack` is XNNPACK's (each sum from the bias by fused multiply-adds,
@@ -20,7 +20,8 @@ from float_conv_paths import median_us
 import qengine
 from qengine.builder import SAME, GraphBuilder, options
 
-# (name, input NHWC, filter: (out channels, kernel) for CONV_2D, (None, kernel) for depthwise)
+# (name, input NHWC, filter: (out channels, kernel) for CONV_2D, (None, kernel) for depthwise
+# [, stride])
 LAYERS = [
     ("1x1 192->1152 at 7x7", (1, 7, 7, 192), (1152, 1)),
     ("1x1 1152->192 at 7x7", (1, 7, 7, 1152), (192, 1)),
@@ -32,10 +33,18 @@ LAYERS = [
     ("dw 3x3 at 32x32x32", (1, 32, 32, 32), (None, 3)),
     ("dw 3x3 at 56x56x144", (1, 56, 56, 144), (None, 3)),
     ("dw 5x5 at 28x28x240", (1, 28, 28, 240), (None, 5)),
+    # MediaPipe's small-channel layers (face detection, face landmark)
+    ("5x5/2 3->24 at 128x128", (1, 128, 128, 3), (24, 5), 2),
+    ("3x3/2 3->16 at 192x192", (1, 192, 192, 3), (16, 3), 2),
+    ("1x1 24->24 at 64x64", (1, 64, 64, 24), (24, 1)),
+    ("1x1 24->28 at 64x64", (1, 64, 64, 24), (28, 1)),
+    ("1x1 16->16 at 96x96", (1, 96, 96, 16), (16, 1)),
+    ("dw 3x3 at 64x64x24", (1, 64, 64, 24), (None, 3)),
+    ("dw 3x3 at 96x96x16", (1, 96, 96, 16), (None, 3)),
 ]
 
 
-def layer_model(x_shape, out_c, k, rng):
+def layer_model(x_shape, out_c, k, rng, stride=1):
     b = GraphBuilder()
     x = b.input("x", x_shape)
     in_c = x_shape[3]
@@ -44,7 +53,7 @@ def layer_model(x_shape, out_c, k, rng):
     inputs = [x, b.const("w", rng.standard_normal(w_shape).astype(np.float32)),
               b.const("b", rng.standard_normal(w_shape[3] if depthwise else out_c)
                       .astype(np.float32))]
-    common = {"padding": SAME, "strideH": 1, "strideW": 1}
+    common = {"padding": SAME, "strideH": stride, "strideW": stride}
     if depthwise:
         y = b.op("DEPTHWISE_CONV_2D", inputs,
                  options=options("DepthwiseConv2DOptions", depthMultiplier=1, **common))
@@ -56,6 +65,7 @@ def layer_model(x_shape, out_c, k, rng):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=200)
+    parser.add_argument("--only", nargs="*", default=[], help="layers whose name contains any")
     args = parser.parse_args()
     from ai_edge_litert.interpreter import Interpreter
 
@@ -63,8 +73,10 @@ def main() -> None:
     print("| layer | qengine ref µs (GF/s) | qengine xnnpack µs (GF/s) | TFLite default µs (GF/s) "
           "| ref / TFLite | xnnpack / TFLite |")
     print("|---|---|---|---|---|---|")
-    for name, x_shape, (out_c, k) in LAYERS:
-        model = layer_model(x_shape, out_c, k, rng)
+    for name, x_shape, (out_c, k), *stride in LAYERS:
+        if args.only and not any(part in name for part in args.only):
+            continue
+        model = layer_model(x_shape, out_c, k, rng, *stride)
         x = rng.standard_normal(x_shape).astype(np.float32)
         values = qengine.Interpreter(model).run([x], keep=True)
         for op in model.main.operators:  # XNNPACK takes only ops whose output shape is known
@@ -78,7 +90,8 @@ def main() -> None:
         tfl.allocate_tensors()
         tfl.set_tensor(tfl.get_input_details()[0]["index"], x)
         times.append(median_us(tfl.invoke, args.repeat, warmup=20))
-        macs = np.prod(x_shape[:3]) * k * k * (x_shape[3] if out_c is None else x_shape[3] * out_c)
+        pixels = np.prod(values[model.main.outputs[0].name].shape[:3])
+        macs = pixels * k * k * (x_shape[3] if out_c is None else x_shape[3] * out_c)
         cells = [f"{t:.1f} ({2 * macs / t / 1e3:.0f})" for t in times]
         print(f"| {name} | {' | '.join(cells)} | {times[0] / times[2]:.2f} | "
               f"{times[1] / times[2]:.2f} |")

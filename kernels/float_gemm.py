@@ -74,6 +74,14 @@ def _start(builder, bias, fused):
     return bias if fused else ir.Constant(bias.type, None)
 
 
+def _starts(builder, bias_vectors, vec_t, count, fused):
+    """The `count` accumulators a tile's sums start from (see `_start`). The reference order
+    starts at 0 and its caller loads the biases again after the loop: biases held in
+    registers through it took AVX2's 16 from the sums (the 6x16 and 8x8 tiles spilled sums to
+    the stack and ran 1.2-2x slower)."""
+    return bias_vectors() if fused else [ir.Constant(vec_t, None)] * count
+
+
 def _finish(builder, acc, bias, fused):
     return acc if fused else builder.fadd(acc, bias)
 
@@ -133,8 +141,11 @@ def _make_conv_tile(rows, width, vectors, panels=1):
         w = builder.inttoptr(w_addr, _F32.as_pointer())
         bias = builder.inttoptr(bias_addr, _F32.as_pointer())
         out = builder.inttoptr(out_addr, _F32.as_pointer())
-        biases = [_load_vec(builder, bias, const64(width * h), vec_t) for h in range(vectors)]
-        start = [_start(builder, biases[h], fused) for _ in range(rows) for h in range(vectors)]
+        def bias_vectors():
+            return [_load_vec(builder, bias, const64(width * h), vec_t) for h in range(vectors)]
+
+        first = _starts(builder, bias_vectors, vec_t, vectors, fused)
+        start = [first[h] for _ in range(rows) for h in range(vectors)]
         panel = builder.mul(builder.mul(taps, cin), const64(LANES))
         per = vectors // panels  # vectors per panel
         w_offsets = [builder.add(builder.mul(panel, const64(h // per)), const64(width * (h % per)))
@@ -163,6 +174,7 @@ def _make_conv_tile(rows, width, vectors, panels=1):
             return loop(builder, cin, accs, channel_step, "channel")
 
         accs = loop(builder, taps, start, tap_step, "tap")
+        biases = first if fused else bias_vectors()
         low_v, high_v = _splat(builder, low, vec_t), _splat(builder, high, vec_t)
         for r in range(rows):
             for h in range(vectors):
@@ -403,8 +415,9 @@ def _make_row_tile(width, chans, vectors):
         addrs = builder.inttoptr(addrs_addr, I64.as_pointer())
         w = builder.inttoptr(w_addr, _F32.as_pointer())
         bias = builder.inttoptr(bias_addr, _F32.as_pointer())
-        biases = [_splat(builder, builder.load(builder.gep(bias, [const64(o)]), align=4), vec_t)
-                  for o in range(chans)]
+        def bias_vectors():
+            return [_splat(builder, builder.load(builder.gep(bias, [const64(o)]), align=4), vec_t)
+                    for o in range(chans)]
 
         def step(k, accs):
             src = builder.inttoptr(builder.load(builder.gep(addrs, [k]), align=8),
@@ -419,8 +432,10 @@ def _make_row_tile(width, chans, vectors):
                            for v in range(vectors))
             return new
 
-        start = [_start(builder, biases[o], fused) for o in range(chans) for _ in range(vectors)]
+        first = _starts(builder, bias_vectors, vec_t, chans, fused)
+        start = [first[o] for o in range(chans) for _ in range(vectors)]
         accs = loop(builder, count, start, step, "rowtile")
+        biases = first if fused else bias_vectors()
         out = builder.inttoptr(out_addr, _F32.as_pointer())
         low_v, high_v = _splat(builder, low, vec_t), _splat(builder, high, vec_t)
         values = []  # values[o][v]: channel o of pixels v*width .. v*width + width-1
@@ -520,9 +535,7 @@ _row_8x1, _row_8x2, _row_8x4, _row_8x8 = (
 
 @inline_kernel
 def _row_run(chans, wide):
-    """Output pixels per row tile of `chans` packed channels (0: no tile, use `_axpy`)."""
-    if chans > NARROW and not wide:
-        return 0
+    """Output pixels per row tile of `chans` channels (a tile's, see `_row_group`)."""
     vectors = 8 // min(chans, 8)
     return vectors * (2 * VEC if wide else VEC)
 
@@ -558,6 +571,7 @@ def _row_tile(chans, wide, fused, addrs, depth, ox0, w, w_stride, bias, t, strid
 
 
 ROW_GROUP = 16  # channels per row tile beyond 24 (in turn, over the same input row)
+ROW_GROUP_AVX2 = 8  # channels per row tile beyond 8 without AVX-512 (8 of 16 registers)
 ROW_MAX = 64  # output channels a row-vectorized conv takes at most
 
 
@@ -569,28 +583,51 @@ def row_channels(out_c: int) -> int:
     return next(c for c in ROW_CHANNELS if c >= out_c)
 
 
-def row_run(chans: int, wide: bool) -> int:
-    """Output pixels per row tile of `chans` channels (0: none, the rows take `_axpy`)."""
-    return _row_run(min(chans, ROW_GROUP) if chans > ROW_CHANNELS[-1] else chans, wide)
+def row_run(packed: int, wide: bool) -> int:
+    """Output pixels per row tile of a conv with `packed` channels (row_channels)."""
+    return _row_run(_row_group(packed, wide), wide)
 
 
 @inline_kernel
-def _row_group(packed):
-    """Channels per row tile of a [depth, packed] filter (see row_channels)."""
+def _row_group(packed, wide):
+    """Channels per row tile of a [depth, packed] filter (see row_channels): all of them up to
+    24 (AVX-512) or 8 (AVX2), else groups of 16 or 8 in turn over the same input rows."""
+    if not wide:
+        return min(packed, ROW_GROUP_AVX2)
     return packed if packed <= ROW_CHANNELS[-1] else ROW_GROUP
 
 
 # --- packing (prepare time) ---------------------------------------------------------------------
 
 
+@inline_kernel
+def panel_channel(j: int, out_c: int) -> int:
+    """The output channel of panel j's first lane: j*16, except for a last panel of 9-15 or
+    1-7 channels, which starts 16 or 8 channels before out_c where out_c allows. It overlaps
+    the panel before it, so its tile stores whole vectors straight into the output (the
+    overlapped channels computed twice, identically) instead of through scratch and a copy
+    (a 1x1 24 -> 28 conv at 64x64 took 1.7x as long per tile as 24 -> 24 that way)."""
+    oc0 = j * LANES
+    tail = out_c - oc0
+    if VEC < tail < LANES and out_c >= LANES:
+        return out_c - LANES
+    if tail < VEC and out_c >= VEC:
+        return out_c - VEC
+    return oc0
+
+
 def pack_conv_f32(w: np.ndarray) -> np.ndarray:
-    """Filter [Co, KH, KW, Ci] -> panels [ceil(Co/16), KH*KW*Ci, 16] float32, zero past Co."""
+    """Filter [Co, KH, KW, Ci] -> panels [ceil(Co/16), KH*KW*Ci, 16] float32: panel j holds
+    channels panel_channel(j, Co) on, zero past Co."""
     out_c = w.shape[0]
     depth = w[0].size
-    panels = -(-out_c // LANES)
-    flat = np.zeros((panels * LANES, depth), np.float32)
-    flat[:out_c] = np.asarray(w, np.float32).reshape(out_c, depth)
-    return np.ascontiguousarray(flat.reshape(panels, LANES, depth).transpose(0, 2, 1))
+    flat_w = np.asarray(w, np.float32).reshape(out_c, depth)
+    panels = np.zeros((-(-out_c // LANES), LANES, depth), np.float32)
+    for j in range(panels.shape[0]):
+        oc0 = panel_channel(j, out_c)
+        chans = flat_w[oc0:oc0 + LANES]
+        panels[j, :chans.shape[0]] = chans
+    return np.ascontiguousarray(panels.transpose(0, 2, 1))
 
 
 def pack_narrow_f32(w: np.ndarray) -> np.ndarray:
@@ -681,7 +718,7 @@ def conv2d_f32_rows(x, panels, bias, out, out_w, k_h, k_w, stride_h, stride_w, d
         post_from = post_finished(out, post_from, t0 + rows, p1, post)
 
 
-@kernel
+@inline_kernel
 def _window_addresses(ptrs, x, zeros, pix, t0, rows, per_image, out_w, ox_lo, ox_hi, k_h, k_w,
                       stride_h, stride_w, dil_h, dil_w, pad_top, pad_left):
     """The addresses of pixels t0 .. t0+rows-1 (a short tile repeats its last pixel) into
@@ -726,14 +763,19 @@ def _row_addresses(ptrs, x, zeros, n, oy, ox, slot, stride_h, stride_w, dil_h, p
             ptrs[ky, slot] = zeros.ctypes.data
 
 
-@kernel
+@inline_kernel
 def _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_min, act_max,
                  wide, fused):
     """Output pixels [t0, t0 + rows) of every panel (with `wide`, two whole panels at a time
     where they are; a tile of at most FEW_ROWS pixels one pixel and GROUP panels at a time);
-    a panel's tail of 1-7 channels, or a short tile, goes through `scratch` and is copied."""
+    a short tile, or a conv of fewer than 8 channels, goes through `scratch` and is copied.
+    Inlined, with raw addresses instead of array views: a call, or a view, per tile costs
+    Numba's reference counting of each array (~90 ns a tile, 40 % of a 1x1 16 -> 16 conv)."""
     out_c = out.shape[1]
     low, high = np.float32(act_min), np.float32(act_max)
+    p, w0, b0 = ptrs.ctypes.data, panels.ctypes.data, bias.ctypes.data
+    panel_bytes = 4 * panels.shape[1] * LANES
+    o0 = out.ctypes.data + 4 * t0 * out_c  # pixel t0's channel 0
     j = 0
     group = GROUP_WIDE if wide else GROUP_NARROW
     whole = out_c // LANES  # panels all of whose 16 channels are outputs
@@ -742,37 +784,35 @@ def _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_mi
             for g in range(0, whole, group):
                 first = min(g, whole - group)  # the last group overlaps the one before: its
                 oc0 = first * LANES  # channels are computed twice, identically
-                w_g, b_g = panels[first].ctypes.data, bias[oc0:].ctypes.data
-                pixel = out[t0 + r, oc0:].ctypes.data
+                w_g, b_g = w0 + first * panel_bytes, b0 + 4 * oc0
+                pixel = o0 + 4 * (r * out_c + oc0)
                 if wide:  # (pixel r's addresses start r slots on)
-                    _pixel_1x128(fused, ptrs.ctypes.data + 8 * r, taps, depth, w_g, b_g, pixel,
-                                 out_c, low, high)
+                    _pixel_1x128(fused, p + 8 * r, taps, depth, w_g, b_g, pixel, out_c, low,
+                                 high)
                 else:
-                    _pixel_1x64(fused, ptrs.ctypes.data + 8 * r, taps, depth, w_g, b_g, pixel,
-                                out_c, low, high)
+                    _pixel_1x64(fused, p + 8 * r, taps, depth, w_g, b_g, pixel, out_c, low,
+                                high)
         j = whole  # then a tail panel of 1-15 channels, as below
     while j < panels.shape[0]:
-        oc0 = j * LANES
+        oc0 = panel_channel(j, out_c)
+        w_j, b_j = w0 + j * panel_bytes, b0 + 4 * oc0
         if wide and rows == ROWS and oc0 + 2 * LANES <= out_c:  # two whole panels, straight
-            _pair_12x32(fused, ptrs.ctypes.data, taps, depth, panels[j].ctypes.data,
-                        bias[oc0:].ctypes.data, out[t0, oc0:].ctypes.data, out_c, low, high)
+            _pair_12x32(fused, p, taps, depth, w_j, b_j, o0 + 4 * oc0, out_c, low, high)
             j += 2
             continue
         width = min(LANES, out_c - oc0)
         direct = rows == ROWS and (width == VEC or width == LANES)
         target, stride = scratch.ctypes.data, LANES
         if direct:
-            target, stride = out[t0, oc0:].ctypes.data, out_c
-        w_j, b_j = panels[j].ctypes.data, bias[oc0:].ctypes.data
+            target, stride = o0 + 4 * oc0, out_c
         if width <= VEC:
-            _tile_12x8(fused, ptrs.ctypes.data, taps, depth, w_j, b_j, target, stride, low, high)
+            _tile_12x8(fused, p, taps, depth, w_j, b_j, target, stride, low, high)
         elif wide and rows > ROWS // 2:
-            _tile_12x16(fused, ptrs.ctypes.data, taps, depth, w_j, b_j, target, stride, low,
-                        high)
+            _tile_12x16(fused, p, taps, depth, w_j, b_j, target, stride, low, high)
         else:  # pixels 0-5, then 6-11 (their addresses are 6 slots on) if there are any
             for half in range(1 if rows <= ROWS // 2 else 2):
-                _tile_6x16(fused, ptrs.ctypes.data + 8 * half * (ROWS // 2), taps, depth, w_j,
-                           b_j, target + 4 * half * (ROWS // 2) * stride, stride, low, high)
+                _tile_6x16(fused, p + 8 * half * (ROWS // 2), taps, depth, w_j, b_j,
+                           target + 4 * half * (ROWS // 2) * stride, stride, low, high)
         if not direct:
             for r in range(rows):
                 for c in range(width):
@@ -817,7 +857,7 @@ def conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h
             not post_fits(post, flat.shape[0], out_c):
         raise ValueError("conv2d_f32_narrow_rows: w8, bias, out, post or [r0, r1) do not fit x")
     packed = w8.shape[1]
-    chans = _row_group(packed)  # per tile
+    chans = _row_group(packed, wide)  # per tile
     run = _row_run(chans, wide)
     span = out_w + ((k_w - 1) * dil_w) // stride_w  # columns j of each phase that are read
     ring = min(in_h, (k_h - 1) * dil_h + 1)  # input row iy at rows[iy % ring]: a window's rows

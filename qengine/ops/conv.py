@@ -266,10 +266,10 @@ def _row_vectorized(out_c: int, in_c: int, depth: int, out_w: int, wide: bool) -
     12x12 1x1 256 -> 6: 9 vs 71 us; BirdNET's 48x1 -> 24: 1 vs 15 us)."""
     from qengine.kernels.float_gemm import NARROW, row_channels, row_run
 
-    rows_fit = out_w >= min(64, row_run(row_channels(out_c), wide) or 64)
+    run = row_run(row_channels(out_c), wide)
     if out_c <= NARROW // 2 or (out_c <= NARROW and depth >= 64):
-        return rows_fit
-    return wide and out_c <= 32 and in_c <= 4 and out_w >= row_run(row_channels(out_c), wide)
+        return out_w >= min(64, run)
+    return out_c <= 32 and in_c <= 4 and out_w >= run
 
 
 def _conv_float_narrow(ctx, g: ConvGeometry, out_shape, weights, bias, low, high,
