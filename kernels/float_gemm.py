@@ -17,7 +17,7 @@ DEPTHWISE_CONV_2D (multiplier 1) runs 16 channels (8 below 16) of a row of inter
 pixels at a time (`_dw_run`: taps unrolled for 3x3 and 5x5, their weights and offsets held in
 registers); border pixels gather their tap addresses, zeros for taps in the padding
 (`_dw_pixel`). C must be at least 8; when the vector width does not divide C the last vector
-overlaps the one before it (`_block_start`).
+overlaps the one before it (`_dw_block`).
 
 Why bit-identical: each output is summed in TFLite's order, total = 0; total += x * w over
 (ky, kx, ic) with taps outside the image skipped (a zero input adds +-0, which leaves a sum
@@ -288,6 +288,9 @@ def _make_dw_pixel(lanes):
     return dw_pixel
 
 
+DW_GROUP = {8: 2, 16: 2}  # interior pixels summed side by side, per vector width
+
+
 def _dw_run_pixels(builder, args, unrolled, fused, vec_t):
     """The pixel loop of `_dw_run`; with `unrolled` taps (a constant) the tap offsets and
     weight vectors are loaded once, before the loop."""
@@ -306,25 +309,35 @@ def _dw_run_pixels(builder, args, unrolled, fused, vec_t):
 
     hoisted = [tap_terms(const64(t)) for t in range(unrolled or 0)]
 
-    def pixel_step(i, _):
-        base = builder.mul(i, x_step)
+    def pixels(first, group):
+        """Pixels first .. first+group-1, their sums side by side: a pixel's sum is a chain
+        of dependent adds (latency 3-4 cycles each), so one pixel at a time leaves the adders
+        waiting."""
+        bases = [builder.mul(builder.add(first, const64(p)), x_step) for p in range(group)]
 
         def tap_step(t, accs, terms=None):
             off, wv = terms or tap_terms(t)
-            xv = _load_vec(builder, x, builder.add(base, off), vec_t)
-            return [_mul_add(builder, xv, wv, accs[0], fused)]
+            return [_mul_add(builder, _load_vec(builder, x, builder.add(base, off), vec_t), wv,
+                             acc, fused) for base, acc in zip(bases, accs, strict=True)]
 
-        acc = [_start(builder, bias, fused)]
+        accs = [_start(builder, bias, fused)] * group
         if unrolled:
             for terms in hoisted:
-                acc = tap_step(None, acc, terms)
+                accs = tap_step(None, accs, terms)
         else:
-            acc = loop(builder, taps, acc, tap_step, "dwruntap")
-        value = _clamp(builder, _finish(builder, acc[0], bias, fused), low_v, high_v)
-        _store_vec(builder, value, out, builder.mul(i, out_step))
-        return []
+            accs = loop(builder, taps, accs, tap_step, "dwruntap")
+        for p, acc in enumerate(accs):
+            value = _clamp(builder, _finish(builder, acc, bias, fused), low_v, high_v)
+            _store_vec(builder, value, out, builder.mul(builder.add(first, const64(p)),
+                                                        out_step))
 
-    loop(builder, count, [], pixel_step, f"dwrun{unrolled}")
+    group = DW_GROUP.get(vec_t.count, 1) if unrolled else 1
+    groups = builder.sdiv(count, const64(group))
+    loop(builder, groups, [], lambda g, _: pixels(builder.mul(g, const64(group)), group) or [],
+         f"dwrun{unrolled}")
+    done = builder.mul(groups, const64(group))
+    loop(builder, builder.sub(count, done), [],
+         lambda i, _: pixels(builder.add(done, i), 1) or [], f"dwrunrest{unrolled}")
 
 
 def _make_dw_run(lanes):
@@ -1033,48 +1046,59 @@ def _row_part(part, inside, ox_lo, ox_hi, out_w):
     return ox_hi, out_w
 
 
-@kernel
+@inline_kernel
 def _dw_interior(x, w, bias, offs, out, n, oy, iy0, ox0, ox1, stride_w, pad_left, act_min,
                  act_max, fused):
-    """Pixels [ox0, ox1) of output row (n, oy), all of whose taps are inside the image."""
+    """Pixels [ox0, ox1) of output row (n, oy), all of whose taps are inside the image, in
+    the vectors of `_dw_block`. Inlined, on raw addresses: a call or an array view per row
+    costs Numba's reference counting of each array."""
     if ox1 <= ox0:
         return
-    chans = out.shape[3]
+    in_h, in_w, chans = x.shape[1], x.shape[2], out.shape[3]
     low, high = np.float32(act_min), np.float32(act_max)
-    corner = x[n, iy0, ox0 * stride_w - pad_left]  # the window corner of pixel ox0
-    lanes = _dw_lanes(chans)
-    for block in range(_vector_blocks(chans, lanes)):
-        c = _block_start(block, chans, lanes)
-        args = (corner[c:].ctypes.data, stride_w * chans, offs.ctypes.data, offs.size,
-                w[0, c:].ctypes.data, chans, bias[c:].ctypes.data,
-                out[n, oy, ox0, c:].ctypes.data, chans, ox1 - ox0, low, high)
+    # the window corner of pixel ox0, and its output
+    corner = x.ctypes.data + 4 * ((n * in_h + iy0) * in_w + ox0 * stride_w - pad_left) * chans
+    target = out.ctypes.data + 4 * ((n * out.shape[1] + oy) * out.shape[2] + ox0) * chans
+    c = 0
+    while c < chans:
+        c, lanes = _dw_block(c, chans)
+        args = (corner + 4 * c, stride_w * chans, offs.ctypes.data, offs.size,
+                w.ctypes.data + 4 * c, chans, bias.ctypes.data + 4 * c, target + 4 * c, chans,
+                ox1 - ox0, low, high)
         if lanes == LANES:
             _dw_run_16(fused, *args)
         else:
             _dw_run_8(fused, *args)
+        c += lanes
+
+
 
 
 @inline_kernel
 def _dw_lanes(chans):
-    """Channels per depthwise vector: 16 (a whole cache line of each tap's input) from 16
-    channels on, else 8."""
+    """Channels per depthwise vector of a border pixel: 16 (a whole cache line of each tap's
+    input) from 16 channels on, else 8."""
     return LANES if chans >= LANES else VEC
 
 
 @inline_kernel
-def _vector_blocks(chans, lanes):
-    """How many vectors of `lanes` channels cover C >= lanes channels: ceil(C / lanes)."""
-    return (chans + lanes - 1) // lanes
+def _dw_block(c, chans):
+    """(first channel, lanes) of the interior run's vector covering channel c of C >= 8: 16
+    lanes while 16 channels remain, then one vector ending at C, of 8 lanes for a tail of 1-8
+    (24 channels: 16 + 8, not two 16s), else of 16 (or 8 below 16 channels). A last vector
+    wider than the tail overlaps the one before it: those channels are computed twice,
+    identically."""
+    rest = chans - c
+    if rest >= LANES:
+        return c, LANES
+    if rest <= VEC:
+        return chans - VEC, VEC
+    if chans >= LANES:
+        return chans - LANES, LANES
+    return c, VEC
 
 
 @inline_kernel
-def _block_start(block, chans, lanes):
-    """First channel of vector `block`; the last one ends at C, overlapping its neighbour
-    when `lanes` does not divide C (those channels are computed twice, identically)."""
-    return min(block * lanes, chans - lanes)
-
-
-@kernel
 def _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, ox0, ox1, stride_h, stride_w, dil_h,
                dil_w, pad_top, pad_left, k_h, k_w, act_min, act_max, fused, x_major):
     """Pixels [ox0, ox1) of output row (n, oy), gathering each one's tap addresses into
@@ -1085,8 +1109,9 @@ def _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, ox0, ox1, stride_h, stride_w
     for ox in range(ox0, ox1):
         _tap_addresses(ptrs, x, zeros, n, oy, ox, 0, stride_h, stride_w, dil_h, dil_w,
                        pad_top, pad_left, k_h, k_w, x_major)
-        args = (ptrs.ctypes.data, taps, chans, w.ctypes.data, bias.ctypes.data,
-                out[n, oy, ox].ctypes.data, low, high)
+        pixel = out.ctypes.data + 4 * ((n * out.shape[1] + oy) * out.shape[2] + ox) * chans
+        args = (ptrs.ctypes.data, taps, chans, w.ctypes.data, bias.ctypes.data, pixel, low,
+                high)
         if _dw_lanes(chans) == LANES:
             _dw_pixel_16(fused, *args)
         else:
