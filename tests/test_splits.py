@@ -20,8 +20,7 @@ def _trial(split_seconds: float, whole_seconds: float) -> SplitChoice:
         modes.append((split, timed))
         if timed:
             choice.record(split, split_seconds if split else whole_seconds)
-    assert modes == [(True, False), (False, False)] + [
-        (n % 2 == 0, True) for n in range(WARMUP_RUNS, WARMUP_RUNS + TRIAL_RUNS)]
+    assert modes == [(n % 2 == 0, n >= WARMUP_RUNS) for n in range(WARMUP_RUNS + TRIAL_RUNS)]
     return choice
 
 
@@ -49,7 +48,8 @@ def test_a_probe_the_other_way_switches_only_when_clearly_faster(probe_seconds, 
 
 def test_the_best_run_of_each_way_counts():
     choice = SplitChoice()
-    times = {True: [5.0, 1.0], False: [2.0, 1.5]}  # one slow split run: the best one counts
+    # slow split runs but one: the best one counts
+    times = {True: [5.0, 1.0, 4.0], False: [2.0, 1.5, 1.8]}
     for _ in range(WARMUP_RUNS + TRIAL_RUNS):
         split, timed = choice.mode()
         if timed:

@@ -18,8 +18,11 @@ from __future__ import annotations
 import math
 import threading
 
-WARMUP_RUNS = 2  # untimed: the first with splits, the second without (each may compile)
-TRIAL_RUNS = 4  # timed, alternately with and without splits
+WARMUP_RUNS = 4  # untimed, alternately with splits and without (each may compile, and the
+# first split runs are slower while the other core warms up)
+TRIAL_RUNS = 6  # timed, alternately with and without splits: on the 2-vCPU AMD VM, two trials
+# a way chose wrong in 3 of 7 processes (pose_detection int8: one thread, 14.5 ms, kept over
+# splits that ran 9.5 ms once warm); three, after four warm-ups, chose right in 6 of 6
 PROBE_EVERY = 50  # later, one run in this many goes the other way, in case the machine changed
 PROBE_MARGIN = 0.95  # a probe must beat the kept way's typical run by 5 % to switch
 
