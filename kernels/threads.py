@@ -31,6 +31,7 @@ import time
 from queue import SimpleQueue
 
 import numba
+import numba.np.ufunc.parallel as _parallel
 import numpy as np
 from qengine.kernels.jit import inline_kernel
 
@@ -66,8 +67,17 @@ def _cores() -> int:
 
 
 CORES = _cores()
-_lock = threading.Condition()
-_inside = threading.local()  # .block: this thread is running a block now
+_mutex = threading.Lock()  # guards the counts below (a plain lock: ~0.1 us a split)
+_freed = threading.Condition(_mutex)  # waited on only while every core is taken
+_waiting = 0  # callers waiting on _freed
+
+
+class _Inside(threading.local):
+    block = False  # this thread is running a block now (a class default: reading a missing
+    # thread-local attribute raises inside getattr, 0.5 us on every split)
+
+
+_inside = _Inside()
 _running = 0  # threads running qengine blocks now: callers of parallel_blocks plus helpers
 _tasks: SimpleQueue = SimpleQueue()
 _workers = 0  # pool threads started: CORES - 1 once a caller first gets a helper
@@ -154,11 +164,13 @@ _others = _OtherProcesses()
 def _claim_helpers(wanted: int) -> int:
     """Wait for a free core for the caller, then reserve up to `wanted` more for helpers on
     cores neither this process nor another one keeps busy."""
-    global _running, _workers
+    global _running, _workers, _waiting
     idle = CORES - _others.busy_cores()
-    with _lock:
+    with _mutex:
         while _running >= CORES:
-            _lock.wait()
+            _waiting += 1
+            _freed.wait()
+            _waiting -= 1
         _running += 1
         helpers = max(0, min(wanted, idle - _running))
         _running += helpers
@@ -170,17 +182,20 @@ def _claim_helpers(wanted: int) -> int:
 
 def _release(n: int) -> None:
     global _running
-    with _lock:
+    with _mutex:
         _running -= n
-        _lock.notify_all()
+        if _waiting:
+            _freed.notify_all()
 
 
 def _after_fork_in_child() -> None:
     """A forked child has none of the parent's threads: start over. GNU OpenMP cannot start a
     parallel region in a child forked after the parent ran one (Numba aborts the child), so
     the child runs compiled work on one thread."""
-    global _lock, _running, _tasks, _workers, _regions_allowed
-    _lock, _running, _tasks, _workers = threading.Condition(), 0, SimpleQueue(), 0
+    global _mutex, _freed, _waiting, _running, _tasks, _workers, _regions_allowed
+    _mutex = threading.Lock()
+    _freed, _waiting = threading.Condition(_mutex), 0
+    _running, _tasks, _workers = 0, SimpleQueue(), 0
     _regions_allowed = False
 
 
@@ -209,7 +224,7 @@ class split_cores:
         self.helpers = self.previous = 0
 
     def __enter__(self) -> int:
-        if self.wanted < 1 or not _regions_allowed or getattr(_inside, "block", False):
+        if self.wanted < 1 or not _regions_allowed or _inside.block:
             return 1
         wanted = self.wanted
         if not _layer_is_threadsafe:  # another region running: this caller's counts alone
@@ -217,22 +232,38 @@ class split_cores:
             wanted = wanted if self.locked else 0
         self.helpers, self.claimed = _claim_helpers(wanted), True
         if self.helpers:
-            self.previous = numba.get_num_threads()
+            self.previous = _numba_threads()
             if self.previous != self.helpers + 1:
-                numba.set_num_threads(self.helpers + 1)
+                _set_numba_threads(self.helpers + 1)
         return self.helpers + 1
 
     def __exit__(self, *error) -> None:
         global _layer_is_threadsafe
         if self.helpers:
             if self.previous != self.helpers + 1:
-                numba.set_num_threads(self.previous)
+                _set_numba_threads(self.previous)
             if _layer_is_threadsafe is None:
                 _layer_is_threadsafe = numba.threading_layer() != "workqueue"
         if self.claimed:
             _release(self.helpers + 1)
         if self.locked:
             _one_region.release()
+
+
+def _numba_threads() -> int:
+    """numba.get_num_threads() of this thread, without its ~1 us of locks once Numba's
+    threading layer has started (every split asks; qengine's splits are a few us each)."""
+    if getattr(_parallel, "_is_initialized", False):
+        return _parallel._get_num_threads()
+    return numba.get_num_threads()
+
+
+def _set_numba_threads(n: int) -> None:
+    """numba.set_num_threads(n) (n is 1 .. NUMBA_NUM_THREADS here), directly once started."""
+    if getattr(_parallel, "_is_initialized", False):
+        _parallel._set_num_threads(n)
+    else:
+        numba.set_num_threads(n)
 
 
 @inline_kernel
@@ -302,7 +333,7 @@ class on_this_thread:  # (lower case: used as a function, `with on_this_thread()
     __slots__ = ("saved",)
 
     def __enter__(self):
-        self.saved = getattr(_inside, "block", False)
+        self.saved = _inside.block
         _inside.block = True
         return self
 
@@ -315,7 +346,7 @@ def parallel_blocks(work, total: int, threads: int) -> None:
     this thread, the others on pool threads while cores are idle (fewer, larger blocks when
     they are not). work must write disjoint outputs per block; an exception in any block is
     raised here once every block has finished."""
-    if threads <= 1 or total <= 1 or getattr(_inside, "block", False):
+    if threads <= 1 or total <= 1 or _inside.block:
         work(0, total)
         return
     helpers = _claim_helpers(min(threads, total) - 1)
