@@ -14,6 +14,7 @@ import hashlib
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 # Importing the kernels changes two process-wide settings, listed by environment_changes() (and
@@ -40,6 +41,12 @@ import numba
 import numba.core.event
 import numba.extending
 import numba.np.linalg
+from numba.core.errors import NumbaIRAssumptionWarning
+
+# Numba's SSA pass warns "variable ... is not in scope" ("an internal pedantic check", asking
+# for a bug report) while compiling a few of the kernels' loops, once per machine: the
+# kernels are right (their tests pin them), and `qengine run` should not print it.
+warnings.filterwarnings("ignore", category=NumbaIRAssumptionWarning)
 
 __all__ = ["cache_dir", "environment_changes", "float_kernel", "inline_kernel", "kernel",
            "on_first_compile", "prange", "remove_stale_caches"]
