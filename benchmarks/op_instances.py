@@ -29,8 +29,9 @@ CACHE = Path(__file__).resolve().parents[1] / ".cache" / "published"
 REPEAT = 30
 
 
-def instance_times(path: Path, threads: int) -> list[tuple[float, str, tuple]]:
-    """(median µs, op type, output shape) of every op that runs, in model order."""
+def instance_times(path: Path, threads: int) -> list[tuple[float, str, str]]:
+    """(median µs, op type, "input x filter -> output" shapes) of every op that runs, in
+    model order."""
     interpreter = qengine.Interpreter(str(path), num_threads=threads)
     inputs = generated_inputs(interpreter.inputs, 0, quiet=True)
     arrays = [np.asarray(v) for v in (inputs.values() if isinstance(inputs, dict) else inputs)]
@@ -46,9 +47,11 @@ def instance_times(path: Path, threads: int) -> list[tuple[float, str, tuple]]:
             times[index].append(time.perf_counter() - start)
     rows = []
     for index, seconds in times.items():
+        op = plan.subgraph.operators[index]
         outputs = [values[slot].shape for slot in plan.out_slots[index] if slot >= 0]
-        rows.append((float(np.median(seconds)) * 1e6, op_key(plan.subgraph.operators[index]),
-                     outputs[0] if outputs else ()))
+        inputs = [tuple(t.shape) for t in op.inputs[:2] if t is not None]  # data, filter
+        rows.append((float(np.median(seconds)) * 1e6, op_key(op),
+                     f"{' x '.join(map(str, inputs))} -> {outputs[0] if outputs else ()}"))
     return rows
 
 
@@ -78,7 +81,7 @@ def main() -> None:
     for kind, (count, us) in sorted(per_type.items(), key=lambda kv: -kv[1][1]):
         print(f"  {kind:<22} {count:>4} ops {us:>9.0f} us")
     for us, kind, shape in sorted(rows, key=lambda r: -r[0])[:args.top]:
-        print(f"  {us:9.1f} us  {kind} -> {shape}")
+        print(f"  {us:9.1f} us  {kind} {shape}")
 
 
 if __name__ == "__main__":
