@@ -29,7 +29,7 @@ from qengine.kernels.depthwise_int8 import (
     run_depthwise_int8,
 )
 from qengine.kernels.fixedpoint import quantize_multipliers
-from qengine.kernels.float_conv import NO_POST
+from qengine.kernels.float_conv import NO_POST, empty_f32
 from qengine.kernels.gemm_int8 import (
     conv2d_int8_fast,
     kernel_threads,
@@ -304,7 +304,7 @@ def hybrid_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> P
         threads = max(1, ctx.num_threads)
 
         def run_fused(p, x, post=NO_POST):
-            out = np.empty((x.shape[0], g.out_h * g.out_w, out_c), np.float32)
+            out = empty_f32((x.shape[0], g.out_h * g.out_w, int(out_c)))
             args = (np.ascontiguousarray(x, np.float32), p.family, p.panels, p.table, p.ints,
                     p.sum_w, not per_channel, filter_scale, out, post)
             split_run(run_hybrid_conv_serial, run_hybrid_conv_split, args, blocks, threads,
@@ -361,9 +361,10 @@ def hybrid_depthwise_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape,
         # a depthwise MAC costs several GEMM ones: 4 x the flops against the split's bar
         flops = 8 * int(np.prod(out_shape)) * g.kernel_h * g.kernel_w
         threads = max(1, ctx.num_threads)
+        out_dims = tuple(int(d) for d in out_shape)
 
         def run_fused(p, x, post=NO_POST):
-            out = np.empty(out_shape, np.float32)
+            out = empty_f32(out_dims)
             args = (np.ascontiguousarray(x, np.float32), p.w_pairs, p.table, p.ints, p.sum_w,
                     filter_scales, order, out, post)
             split_run(run_hybrid_depthwise_serial, run_hybrid_depthwise_split, args, g.out_h,
