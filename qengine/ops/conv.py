@@ -385,7 +385,9 @@ def _depthwise_float_direct(ctx, g: ConvGeometry, out_shape, multiplier, bias, l
     bias = _pad_last(bias, pad_c)
     padded_shape = tuple(int(d) for d in (*out_shape[:3], out_c + pad_c))
     rows = g.batch * g.out_h
-    flops = 2 * rows * g.out_w * out_shape[3] * taps
+    # against the split's bar (threads.MIN_SPLIT_FLOPS, set by GEMMs): a depthwise
+    # multiply-add takes ~3x a GEMM one (a load each, sums in the reference order)
+    flops = 6 * rows * g.out_w * out_shape[3] * taps
     shape = (*_strides_pads(g), g.kernel_h, g.kernel_w, low, high, fused, x_major)
 
     def run(x, w, b=None, residual=None, alpha=None):
