@@ -10,7 +10,7 @@ from . import threads as pool
 from .float_conv import activation_f32
 from .float_gemm import VEC
 from .jit import inline_kernel, kernel, prange
-from .pooling import LOWEST_F32, interior_columns, pool_run_f32, tap_offsets
+from .pooling import LOWEST_F32, border_columns, interior_columns, pool_run_f32, tap_offsets
 
 
 @kernel
@@ -61,17 +61,15 @@ def max_pool_f32(x, k_h, k_w, stride_h, stride_w, pad_top, pad_left, out_h, out_
         for oy in range(out_h):
             dst = of[(n * out_h + oy) * row : (n * out_h + oy + 1) * row]
             iy0 = oy * stride_h - pad_top
-            if iy0 < 0 or iy0 + k_h > in_h or ox_hi == ox_lo:  # a filter row off the image
-                _pool_columns(xf, dst, n, oy, 0, out_w, x.shape, k_h, k_w, stride_h, stride_w,
+            inside = iy0 >= 0 and iy0 + k_h <= in_h and ox_hi > ox_lo  # every filter row
+            if inside:
+                corner = xf[((n * in_h + iy0) * in_w + ox_lo * stride_w - pad_left) * c:]
+                pool_run_f32(corner.ctypes.data, stride_w * c, offs.ctypes.data, offs.size,
+                             dst[ox_lo * c:].ctypes.data, ox_hi - ox_lo, c, low, high)
+            for part in range(2):
+                ox0, ox1 = border_columns(part, inside, ox_lo, ox_hi, out_w)
+                _pool_columns(xf, dst, n, oy, ox0, ox1, x.shape, k_h, k_w, stride_h, stride_w,
                               pad_top, pad_left, low, high)
-                continue
-            corner = xf[((n * in_h + iy0) * in_w + ox_lo * stride_w - pad_left) * c:]
-            pool_run_f32(corner.ctypes.data, stride_w * c, offs.ctypes.data, offs.size,
-                         dst[ox_lo * c:].ctypes.data, ox_hi - ox_lo, c, low, high)
-            _pool_columns(xf, dst, n, oy, 0, ox_lo, x.shape, k_h, k_w, stride_h, stride_w,
-                          pad_top, pad_left, low, high)
-            _pool_columns(xf, dst, n, oy, ox_hi, out_w, x.shape, k_h, k_w, stride_h,
-                          stride_w, pad_top, pad_left, low, high)
     return out
 
 

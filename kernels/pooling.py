@@ -82,23 +82,21 @@ def max_pool_int8(
     ox_lo, ox_hi = interior_columns(out_w, in_w, filter_w, stride_w, pad_left)
     if chans < I8_LANES:
         ox_lo = ox_hi = 0
-    xf = x.reshape(x.size)
     for row in range(n * out_h):
         b = row // out_h
         oy = row - b * out_h
         iy0 = oy * stride_h - pad_top
-        if iy0 < 0 or iy0 + filter_h > in_h or ox_hi == ox_lo:
-            _max_pool_pixels(x, out, b, oy, 0, out_w, filter_h, filter_w, stride_w, iy0,
+        inside = iy0 >= 0 and iy0 + filter_h <= in_h and ox_hi > ox_lo
+        if inside:
+            corner = x.ctypes.data + ((b * in_h + iy0) * in_w + ox_lo * stride_w - pad_left) \
+                * chans
+            pool_run_i8(corner, stride_w * chans, offs.ctypes.data, offs.size,
+                        out.ctypes.data + ((b * out_h + oy) * out_w + ox_lo) * chans,
+                        ox_hi - ox_lo, chans, np.int8(act_min), np.int8(act_max))
+        for part in range(2):
+            ox0, ox1 = border_columns(part, inside, ox_lo, ox_hi, out_w)
+            _max_pool_pixels(x, out, b, oy, ox0, ox1, filter_h, filter_w, stride_w, iy0,
                              pad_left, act_min, act_max)
-            continue
-        corner = xf[((b * in_h + iy0) * in_w + ox_lo * stride_w - pad_left) * chans:]
-        pool_run_i8(corner.ctypes.data, stride_w * chans, offs.ctypes.data, offs.size,
-                    out[b, oy, ox_lo].ctypes.data, ox_hi - ox_lo, chans, np.int8(act_min),
-                    np.int8(act_max))
-        _max_pool_pixels(x, out, b, oy, 0, ox_lo, filter_h, filter_w, stride_w, iy0, pad_left,
-                         act_min, act_max)
-        _max_pool_pixels(x, out, b, oy, ox_hi, out_w, filter_h, filter_w, stride_w, iy0,
-                         pad_left, act_min, act_max)
     return out
 
 
@@ -114,7 +112,8 @@ def _max_pool_pixels(x, out, b, oy, ox0, ox1, filter_h, filter_w, stride_w, iy0,
         ix0 = ox * stride_w - pad_left
         x_lo = max(0, ix0)
         x_hi = min(in_w, ix0 + filter_w)
-        best[:] = -128
+        for c in range(chans):
+            best[c] = -128
         for iy in range(y_lo, y_hi):
             for ix in range(x_lo, x_hi):
                 for c in range(chans):
@@ -134,6 +133,16 @@ def tap_offsets(k_h, k_w, in_w, chans):
         for kx in range(k_w):
             offs[ky * k_w + kx] = (ky * in_w + kx) * chans
     return offs
+
+
+@inline_kernel
+def border_columns(part, inside, lo, hi, out_w):
+    """[ox0, ox1) of the pixels that part 0 or 1 of an output row runs one by one: with an
+    interior run [lo, hi) the columns left and right of it, else the whole row, then none.
+    (One call site for both: a call with a literal 0 compiled a second copy of the callee.)"""
+    if not inside:
+        return (0, out_w) if part == 0 else (out_w, out_w)
+    return (0, lo) if part == 0 else (hi, out_w)
 
 
 @inline_kernel
