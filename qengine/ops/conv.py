@@ -225,7 +225,7 @@ def conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high,
                       epilogue: ConvEpilogue | None = None) -> Prepared:
     """A constant-filter, one-group float conv: packed weights, the indirect micro-kernel
     (kernels/float_gemm.py) over blocks of output pixels, one block per thread."""
-    from qengine.kernels.float_conv import empty_f32
+    from qengine.kernels.float_conv import output_allocator
     from qengine.kernels.float_gemm import (
         LANES,
         WIDE,
@@ -243,13 +243,13 @@ def conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high,
         return _conv_float_narrow(ctx, g, out_shape, weights, bias, low, high, fused, epilogue)
     panels, bias16 = pack_conv_f32(weights), pad_channels(bias, LANES)
     pixels = g.batch * g.out_h * g.out_w
-    out_dims = (pixels, int(out_shape[3]))
+    new_out = output_allocator((pixels, out_shape[3]))
     flops = 2 * pixels * weights.size
     shape = (g.out_w, g.kernel_h, g.kernel_w, *_strides_pads(g), low, high, WIDE, fused)
 
     def run(x, w, b=None, residual=None, alpha=None):
         x = np.ascontiguousarray(x, np.float32)  # the kernel reads raw addresses
-        out = empty_f32(out_dims)
+        out = new_out()
         post = epilogue.post(residual, alpha)
         split_run(conv2d_f32_rows, conv2d_f32_split, (x, panels, bias16, out, *shape, post),
                   pixels, ctx.num_threads, flops)
@@ -277,7 +277,7 @@ def _row_vectorized(out_c: int, in_c: int, depth: int, out_w: int, wide: bool) -
 def _conv_float_narrow(ctx, g: ConvGeometry, out_shape, weights, bias, low, high,
                        fused, epilogue: ConvEpilogue) -> Prepared:
     """A float conv with 1-8 output channels: vectorized along output rows, split by rows."""
-    from qengine.kernels.float_conv import empty_f32
+    from qengine.kernels.float_conv import output_allocator
     from qengine.kernels.float_gemm import (
         WIDE,
         conv2d_f32_narrow_rows,
@@ -287,14 +287,14 @@ def _conv_float_narrow(ctx, g: ConvGeometry, out_shape, weights, bias, low, high
     from qengine.kernels.threads import split_run
 
     w8 = pack_narrow_f32(weights)
-    out_dims = tuple(int(d) for d in out_shape)
+    new_out = output_allocator(out_shape)
     rows = g.batch * g.out_h
     flops = 2 * rows * g.out_w * weights.size
     shape = (g.kernel_h, g.kernel_w, *_strides_pads(g), low, high, WIDE, fused)
 
     def run(x, w, b=None, residual=None, alpha=None):
         x = np.ascontiguousarray(x, np.float32)
-        out = empty_f32(out_dims)
+        out = new_out()
         post = epilogue.post(residual, alpha)
         split_run(conv2d_f32_narrow_rows, conv2d_f32_narrow_split,
                   (x, w8, bias, out, *shape, post), rows, ctx.num_threads, flops)
@@ -364,7 +364,7 @@ def _depthwise_float_direct(ctx, g: ConvGeometry, out_shape, multiplier, bias, l
     rows, one block per thread. With a depth multiplier m, output channel c reads input
     channel c // m: the input is repeated m times along channels first (the same values, so
     the same sums)."""
-    from qengine.kernels.float_conv import NO_POST, empty_f32
+    from qengine.kernels.float_conv import NO_POST, output_allocator
     from qengine.kernels.float_gemm import VEC, depthwise_f32_rows, depthwise_f32_split
     from qengine.kernels.threads import split_run
 
@@ -383,7 +383,8 @@ def _depthwise_float_direct(ctx, g: ConvGeometry, out_shape, multiplier, bias, l
 
     packed = pack(ctx.constant(1, "filter")) if ctx.input(1).value is not None else None
     bias = _pad_last(bias, pad_c)
-    padded_shape = tuple(int(d) for d in (*out_shape[:3], out_c + pad_c))
+    padded_shape = (*out_shape[:3], out_c + pad_c)
+    new_out = output_allocator(padded_shape)
     rows = g.batch * g.out_h
     # against the split's bar (threads.MIN_SPLIT_FLOPS, set by GEMMs): a depthwise
     # multiply-add takes ~3x a GEMM one (a load each, sums in the reference order)
@@ -395,7 +396,7 @@ def _depthwise_float_direct(ctx, g: ConvGeometry, out_shape, multiplier, bias, l
             x = np.repeat(x, multiplier, axis=3)
         x = _pad_last(x, pad_c)  # C-contiguous float32: the kernel reads raw addresses
         w = packed if packed is not None else pack(w)
-        out = empty_f32(padded_shape)
+        out = new_out()
         if pad_c:  # the epilogue after the padding channels are cut off
             split_run(depthwise_f32_rows, depthwise_f32_split,
                       (x, w, bias, out, *shape, NO_POST), rows, ctx.num_threads, flops)

@@ -29,7 +29,7 @@ from qengine.kernels.depthwise_int8 import (
     run_depthwise_int8,
 )
 from qengine.kernels.fixedpoint import quantize_multipliers
-from qengine.kernels.float_conv import NO_POST, empty_f32
+from qengine.kernels.float_conv import NO_POST, empty_f32, output_allocator
 from qengine.kernels.gemm_int8 import (
     conv2d_int8_fast,
     kernel_threads,
@@ -361,10 +361,10 @@ def hybrid_depthwise_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape,
         # a depthwise MAC costs several GEMM ones: 4 x the flops against the split's bar
         flops = 8 * int(np.prod(out_shape)) * g.kernel_h * g.kernel_w
         threads = max(1, ctx.num_threads)
-        out_dims = tuple(int(d) for d in out_shape)
+        new_out = output_allocator(out_shape)
 
         def run_fused(p, x, post=NO_POST):
-            out = empty_f32(out_dims)
+            out = new_out()
             args = (np.ascontiguousarray(x, np.float32), p.w_pairs, p.table, p.ints, p.sum_w,
                     filter_scales, order, out, post)
             split_run(run_hybrid_depthwise_serial, run_hybrid_depthwise_split, args, g.out_h,
