@@ -11,6 +11,8 @@ the input's quantization (TFLite requires that) and go to `reduce_int` otherwise
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..runtime.registry import OpContext, Prepared, Spec
@@ -64,7 +66,7 @@ ORDERED = ("float32", "int32", "int64", "int8", "uint8", "int16")
 
 
 def _mean(x, axes, keep):
-    count = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+    count = math.prod(x.shape[a] for a in axes)  # (np.prod of a list: ~4 us a call)
     if x.dtype.kind == "f":  # sum in float32, then divide by the element count
         return np.sum(x, axis=axes, keepdims=keep, dtype=np.float32) / np.float32(count)
     # integers: an int64 sum divided with C's truncation toward zero
