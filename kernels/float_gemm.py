@@ -537,7 +537,7 @@ def _transpose_8(typingctx, src_addr, src_stride, dst_addr, dst_stride):
 
 # packed output channels -> pixel vectors per row tile: 8 accumulators at least (the adds'
 # latency x throughput), at most 24 (AVX-512's 32 registers hold them, the x vectors and a
-# broadcast); AVX2's 16 registers take the tiles of up to 8 channels
+# broadcast); AVX2's 16 registers take the tiles of up to 8 channels (more in groups of 8)
 ROW_CHANNELS = (1, 2, 4, 8, 16, 24)
 _ROW_VECTORS = {1: 8, 2: 4, 4: 2, 8: 1, 16: 1, 24: 1}
 _row_16x1, _row_16x2, _row_16x4, _row_16x8, _row_16x16, _row_16x24 = (
@@ -858,8 +858,8 @@ def conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h
     contiguous in ox (a ring of as many rows as a window spans). Then per run of pixels (`_row_run`: 8 accumulators or more), `_row_tile` sums over
     k = (ky, kx, c) in the reference order, one register per (output channel, 16 or 8
     pixels), and adds the bias and clamps; a filter row outside the image reads zeros (adding
-    +-0 leaves a sum unchanged, see `_split_row`); more than 24 channels take groups of 16 in
-    turn. Rows narrower than a run (or 9-64 channels without AVX-512) take one `_axpy` per
+    +-0 leaves a sum unchanged, see `_split_row`); more than 24 channels (8 on AVX2) take
+    groups of 16 (8) in turn (`_row_group`). Rows narrower than a run take one `_axpy` per
     (k, o) into a row of sums. `post` (float_conv.post_args) runs on each finished row."""
     in_h, in_c = x.shape[1], x.shape[3]
     out_h, out_w, out_c = out.shape[1], out.shape[2], out.shape[3]

@@ -261,9 +261,10 @@ def conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high,
 def _row_vectorized(out_c: int, in_c: int, depth: int, out_w: int, wide: bool) -> bool:
     """Whether a float conv runs along output rows (conv2d_f32_narrow_rows) rather than as the
     indirect GEMM: 1-4 output channels; 5-8 with a long enough sum to amortize the row tiles'
-    epilogue; with AVX-512, 9-32 from at most 4 input channels (first layers: a GEMM tap of
-    3 floats is mostly address overhead, and 24 channels are one and a half 16-lane panels;
-    at 64 the GEMM is as fast). Only where an output row holds a row tile's run of pixels,
+    epilogue; 9-32 from at most 4 input channels (first layers: a GEMM tap of 3 floats is
+    mostly address overhead, and 24 channels are one and a half 16-lane panels; at 64 the
+    GEMM is as fast; on AVX2 in groups of 8 channels: the 5x5/2 3 -> 24 first layer at
+    128x128 347 -> 296 us). Only where an output row holds a row tile's run of pixels,
     or 64 pixels for the `_axpy` fallback: below that the GEMM is 1.5-8x faster (palm's
     12x12 1x1 256 -> 6: 9 vs 71 us; BirdNET's 48x1 -> 24: 1 vs 15 us)."""
     from qengine.kernels.float_gemm import NARROW, row_channels, row_run
