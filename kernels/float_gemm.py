@@ -947,11 +947,24 @@ def _split_row(x, rows, n, iy, pad_left, stride_w):
     if stride_w == 1 and x.shape[3] % VEC == 0 and 0 <= pad_left:
         _split_row_by_8(x, rows, n, iy, pad_left)
         return
+    in_c = x.shape[3]
+    line = x[n, iy].reshape(in_w * in_c)
     for c in range(rows.shape[0]):
         for phase in range(stride_w):
-            for j in range(span):
-                ix = j * stride_w + phase - pad_left
-                rows[c, phase, j] = x[n, iy, ix, c] if 0 <= ix < in_w else 0
+            # the columns j whose pixel j*sw + phase - pl is in the image: [j_lo, j_hi)
+            j_lo = min(span, max(0, -((phase - pad_left) // stride_w)))
+            j_hi = max(j_lo, min(span, (in_w - 1 + pad_left - phase) // stride_w + 1))
+            dst = rows[c, phase]
+            for j in range(j_lo):
+                dst[j] = 0
+            for j in range(j_hi, span):
+                dst[j] = 0
+            if j_hi > j_lo:  # flat views from index 0, a positive step: no test per value
+                inside = dst[j_lo:j_hi]
+                src = line[(j_lo * stride_w + phase - pad_left) * in_c + c:]
+                step = np.uint64(stride_w * in_c)
+                for t in range(inside.size):
+                    inside[t] = src[np.uint64(t) * step]
 
 
 @kernel
