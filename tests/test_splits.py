@@ -8,7 +8,14 @@ import pytest
 from qengine.kernels import threads
 
 from qengine import Interpreter
-from qengine.runtime.splits import PROBE_EVERY, TRIAL_RUNS, WARMUP_RUNS, SplitChoice
+from qengine.runtime.splits import (
+    EARLY_RUNS,
+    PROBE_EARLY,
+    PROBE_EVERY,
+    TRIAL_RUNS,
+    WARMUP_RUNS,
+    SplitChoice,
+)
 from qengine.warmup import builtin_model
 
 
@@ -38,12 +45,28 @@ def test_a_probe_the_other_way_switches_only_when_clearly_faster(probe_seconds, 
     while True:
         split, timed = choice.mode()
         assert timed
-        if split:  # the probe
-            assert choice.runs % PROBE_EVERY == 1
+        if split:  # the probe: the first multiple of PROBE_EARLY after the trial
+            first = -(-(WARMUP_RUNS + TRIAL_RUNS) // PROBE_EARLY) * PROBE_EARLY
+            assert choice.runs == first + 1
             choice.record(True, probe_seconds)
             break
         choice.record(False, 2.0)
     assert choice.split is switches
+
+
+def test_probes_come_often_early_then_seldom():
+    choice = _trial(split_seconds=3.0, whole_seconds=2.0)  # keeps the layers whole
+    probes = []
+    while choice.runs < EARLY_RUNS + 2 * PROBE_EVERY:
+        split, _ = choice.mode()
+        if split:
+            probes.append(choice.runs - 1)
+        choice.record(split, 3.0 if split else 2.0)  # probes never faster: no switch
+    early = [n for n in probes if n < EARLY_RUNS]
+    late = [n for n in probes if n >= EARLY_RUNS]
+    assert early and all(n % PROBE_EARLY == 0 for n in early)
+    assert len(early) == len(range(early[0], EARLY_RUNS, PROBE_EARLY))
+    assert late == [n for n in range(EARLY_RUNS, choice.runs) if n % PROBE_EVERY == 0]
 
 
 def test_the_best_run_of_each_way_counts():

@@ -24,6 +24,9 @@ TRIAL_RUNS = 6  # timed, alternately with and without splits: on the 2-vCPU AMD 
 # a way chose wrong in 3 of 7 processes (pose_detection int8: one thread, 14.5 ms, kept over
 # splits that ran 9.5 ms once warm); three, after four warm-ups, chose right in 6 of 6
 PROBE_EVERY = 50  # later, one run in this many goes the other way, in case the machine changed
+PROBE_EARLY, EARLY_RUNS = 8, 100  # before run EARLY_RUNS, one in PROBE_EARLY: on the AMD VM the
+# other core took up to 20 runs to come up to speed (palm_detection_lite split: 12.7 ms, then
+# 6.6), so a choice of one thread made in the trial is corrected within a few runs
 PROBE_MARGIN = 0.95  # a probe must beat the kept way's typical run by 5 % to switch
 
 
@@ -31,8 +34,9 @@ class SplitChoice:
     """One plan's choice: `mode()` says whether the next run splits and whether to time it;
     `record(split, seconds)` reports a timed run. The first WARMUP_RUNS + TRIAL_RUNS runs
     alternate (with splits first); then the way whose best trial run was faster is kept. Its
-    typical time is followed (an exponential average), and every PROBE_EVERY-th run tries the
-    other way: a probe faster by PROBE_MARGIN switches (a trial upset by another process, or a
+    typical time is followed (an exponential average), and every PROBE_EARLY-th run (up to run
+    EARLY_RUNS, then every PROBE_EVERY-th) tries the other way: a probe faster by PROBE_MARGIN
+    switches (a trial upset by another process, or a
     machine whose load changed, does not fix the choice for good). Thread-safe: runs from
     several threads only share the counts."""
 
@@ -50,7 +54,7 @@ class SplitChoice:
             self.runs += 1
             if self.split is None:
                 return n % 2 == 0, n >= WARMUP_RUNS
-            probe = n % PROBE_EVERY == 0
+            probe = n % (PROBE_EARLY if n < EARLY_RUNS else PROBE_EVERY) == 0
             return self.split != probe, True
 
     def record(self, split: bool, seconds: float) -> None:
