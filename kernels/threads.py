@@ -250,17 +250,23 @@ class split_cores:
             _one_region.release()
 
 
+# Numba's own entry points behind get/set_num_threads (present in the versions tested; the
+# public functions are used otherwise)
+_DIRECT = all(hasattr(_parallel, name)
+              for name in ("_is_initialized", "_get_num_threads", "_set_num_threads"))
+
+
 def _numba_threads() -> int:
     """numba.get_num_threads() of this thread, without its ~1 us of locks once Numba's
     threading layer has started (every split asks; qengine's splits are a few us each)."""
-    if getattr(_parallel, "_is_initialized", False):
+    if _DIRECT and _parallel._is_initialized:
         return _parallel._get_num_threads()
     return numba.get_num_threads()
 
 
 def _set_numba_threads(n: int) -> None:
     """numba.set_num_threads(n) (n is 1 .. NUMBA_NUM_THREADS here), directly once started."""
-    if getattr(_parallel, "_is_initialized", False):
+    if _DIRECT and _parallel._is_initialized:
         _parallel._set_num_threads(n)
     else:
         numba.set_num_threads(n)
