@@ -121,32 +121,18 @@ ARITHMETIC = "ref"  # --arithmetic: qengine.Interpreter's
 def median_ms(fn, repeat: int, budget: float, warmups: int = 1) -> float:
     """STATISTIC of up to `repeat` timed runs (within about `budget` s, at least 3) after
     `warmups` untimed ones (first-run allocation and kernel compilation)."""
-    return in_turns({"fn": fn}, repeat, budget, warmups)["fn"]
-
-
-def in_turns(runs: dict, repeat: int, budget: float, warmups: int) -> dict[str, float]:
-    """STATISTIC in ms of each engine's timed runs after `warmups` untimed runs of each, timed
-    in two blocks per engine in mirrored order (A B C C B A): a drift of the VM's speed
-    during the figure falls on every engine alike. On the 2-vCPU AMD VM the second vCPU took
-    ~20 runs to come up to speed after being idle; timing qengine's 2-thread runs first, then
-    TFLite's, gave TFLite the warm core. (Runs of the engines taken one after the other in
-    turns would put each engine's spinning idle threads beside the other's runs.) Runs: up to
-    `repeat` per engine, within about `budget` s each, at least 4."""
-    first = {}
-    for name, fn in runs.items():
+    start = time.perf_counter()
+    fn()
+    first = time.perf_counter() - start
+    for _ in range(warmups - 1):
+        fn()
+    runs = max(3, min(repeat, int(budget / max(first, 1e-6))))
+    times = []
+    for _ in range(runs):
         start = time.perf_counter()
         fn()
-        first[name] = time.perf_counter() - start
-        for _ in range(warmups - 1):
-            fn()
-    count = max(4, min(repeat, int(budget / max(max(first.values()), 1e-6))))
-    times = {name: [] for name in runs}
-    for block, name in enumerate([*runs, *reversed(runs)]):
-        for _ in range(count // 2 if block < len(runs) else count - count // 2):
-            start = time.perf_counter()
-            runs[name]()
-            times[name].append(time.perf_counter() - start)
-    return {name: float(STATISTIC(t)) * 1e3 for name, t in times.items()}
+        times.append(time.perf_counter() - start)
+    return float(STATISTIC(times)) * 1e3
 
 
 def warmup_runs(threads: int) -> int:
@@ -155,21 +141,18 @@ def warmup_runs(threads: int) -> int:
     return 1 if threads == 1 else WARMUP_RUNS + TRIAL_RUNS
 
 
-def qengine_runner(path: Path, inputs, threads: int):
+def time_qengine(path: Path, inputs, threads: int, repeat: int, budget: float):
     interpreter = qengine.Interpreter(str(path), num_threads=threads, arithmetic=ARITHMETIC)
-    return interpreter, lambda: interpreter.run(inputs)
-
-
-def per_op_ms(interpreter, inputs) -> dict[str, float]:
-    """qengine's time per op type (three profiled runs, after the timed ones)."""
+    ms = median_ms(lambda: interpreter.run(inputs), repeat, budget, warmup_runs(threads))
     runs = 3
     for _ in range(runs):
         interpreter.run(inputs, profile=True)
     per_op = {op: s * 1e3 / runs for op, s in interpreter.op_times().items()}
-    return dict(sorted(per_op.items(), key=lambda kv: -kv[1]))
+    return ms, dict(sorted(per_op.items(), key=lambda kv: -kv[1]))
 
 
-def tflite_runner(path: Path, inputs, threads: int, resolver: str):
+def time_tflite(path: Path, inputs, threads: int, repeat: int, budget: float,
+                resolver: str) -> float:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     tfl = Interpreter(model_path=str(path), num_threads=threads,
@@ -182,7 +165,7 @@ def tflite_runner(path: Path, inputs, threads: int, resolver: str):
             tfl.set_tensor(d["index"], x)
         tfl.invoke()
 
-    return run
+    return median_ms(run, repeat, budget, warmup_runs(threads))
 
 
 CORPUS = ["mobilenet_v2_224", "mobilenet_v3_small", "efficientnet_b0", "transformer"]
@@ -205,13 +188,11 @@ def measure(names, paths, modes, threads_list, repeat, budget, tflite_ops=True,
             for threads in threads_list:
                 row = {"model": name, "mode": mode, "threads": threads,
                        "published": name not in corpus}
-                interpreter, runs = qengine_runner(path, inputs, threads)
-                runs = {"qengine": runs}
+                row["qengine_ms"], row["per_op_ms"] = time_qengine(path, inputs, threads,
+                                                                   repeat, budget)
                 for engine, resolver in ENGINES.items():
-                    runs[engine] = tflite_runner(path, inputs, threads, resolver)
-                for engine, ms in in_turns(runs, repeat, budget, warmup_runs(threads)).items():
-                    row[f"{engine}_ms"] = ms
-                row["per_op_ms"] = per_op_ms(interpreter, inputs)
+                    row[f"{engine}_ms"] = time_tflite(path, inputs, threads, repeat, budget,
+                                                      resolver)
                 if threads == 1 and tflite_ops:
                     row["tflite_per_op_ms"] = tflite_op_times(
                         path, threads, ENGINES["default"],
