@@ -288,7 +288,7 @@ def _make_dw_pixel(lanes):
     return dw_pixel
 
 
-DW_GROUP = {8: 2, 16: 2}  # interior pixels summed side by side, per vector width
+DW_GROUP = 2  # interior pixels summed side by side (8- and 16-lane vectors alike)
 
 
 def _dw_run_pixels(builder, args, unrolled, fused, vec_t):
@@ -331,7 +331,7 @@ def _dw_run_pixels(builder, args, unrolled, fused, vec_t):
             _store_vec(builder, value, out, builder.mul(builder.add(first, const64(p)),
                                                         out_step))
 
-    group = DW_GROUP.get(vec_t.count, 1) if unrolled else 1
+    group = DW_GROUP if unrolled else 1
     groups = builder.sdiv(count, const64(group))
     loop(builder, groups, [], lambda g, _: pixels(builder.mul(g, const64(group)), group) or [],
          f"dwrun{unrolled}")
@@ -1035,7 +1035,7 @@ def depthwise_f32_rows(x, w, bias, out, stride_h, stride_w, dil_h, dil_w, pad_to
         iy0 = oy * stride_h - pad_top
         inside = iy0 >= 0 and iy0 + (k_h - 1) * dil_h < in_h  # every filter row in the image
         for part in range(3):  # columns [0, lo) and [hi, OW) per pixel, [lo, hi) as a run
-            ox0, ox1 = _row_part(part, inside, ox_lo, ox_hi, out_w)
+            ox0, ox1 = row_part(part, inside, ox_lo, ox_hi, out_w)
             if part == 1 and inside:
                 _dw_interior(x, w, bias, offs, out, n, oy, iy0, ox0, ox1, stride_w, pad_left,
                              act_min, act_max, fused)
@@ -1047,9 +1047,11 @@ def depthwise_f32_rows(x, w, bias, out, stride_h, stride_w, dil_h, dil_w, pad_to
 
 
 @inline_kernel
-def _row_part(part, inside, ox_lo, ox_hi, out_w):
+def row_part(part, inside, ox_lo, ox_hi, out_w):
     """Columns [ox0, ox1) of part 0, 1, 2 of an output row: all of it in part 0 when some
-    filter row falls outside the image, else left border, interior, right border."""
+    filter row falls outside the image, else left border, interior, right border (depthwise
+    and MAX_POOL_2D's drivers: the border parts' kernel then has one call site, and no
+    literal 0 argument that Numba would compile a second copy of it for)."""
     if not inside:
         return (0, out_w) if part == 0 else (0, 0)
     if part == 0:
@@ -1083,8 +1085,6 @@ def _dw_interior(x, w, bias, offs, out, n, oy, iy0, ox0, ox1, stride_w, pad_left
         else:
             _dw_run_8(fused, *args)
         c += lanes
-
-
 
 
 @inline_kernel

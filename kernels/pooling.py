@@ -9,7 +9,16 @@ from llvmlite import ir
 from numba.core import types
 from numba.core.extending import intrinsic
 from qengine.kernels.emit import I64, const64, loop
-from qengine.kernels.float_gemm import _F32, LANES, VEC, _clamp, _load_vec, _splat, _store_vec
+from qengine.kernels.float_gemm import (
+    _F32,
+    LANES,
+    VEC,
+    _clamp,
+    _load_vec,
+    _splat,
+    _store_vec,
+    row_part,
+)
 from qengine.kernels.jit import inline_kernel, kernel
 
 __all__ = ["avg_pool_int8", "interior_columns", "max_pool_int8", "pool_run_f32", "pool_run_i8",
@@ -93,8 +102,8 @@ def max_pool_int8(
             pool_run_i8(corner, stride_w * chans, offs.ctypes.data, offs.size,
                         out.ctypes.data + ((b * out_h + oy) * out_w + ox_lo) * chans,
                         ox_hi - ox_lo, chans, np.int8(act_min), np.int8(act_max))
-        for part in range(2):
-            ox0, ox1 = border_columns(part, inside, ox_lo, ox_hi, out_w)
+        for part in range(0, 3, 2):  # the border parts, at one call site (a call with a
+            ox0, ox1 = row_part(part, inside, ox_lo, ox_hi, out_w)  # literal 0 compiled twice)
             _max_pool_pixels(x, out, b, oy, ox0, ox1, filter_h, filter_w, stride_w, iy0,
                              pad_left, act_min, act_max)
     return out
@@ -133,16 +142,6 @@ def tap_offsets(k_h, k_w, in_w, chans):
         for kx in range(k_w):
             offs[ky * k_w + kx] = (ky * in_w + kx) * chans
     return offs
-
-
-@inline_kernel
-def border_columns(part, inside, lo, hi, out_w):
-    """[ox0, ox1) of the pixels that part 0 or 1 of an output row runs one by one: with an
-    interior run [lo, hi) the columns left and right of it, else the whole row, then none.
-    (One call site for both: a call with a literal 0 compiled a second copy of the callee.)"""
-    if not inside:
-        return (0, out_w) if part == 0 else (out_w, out_w)
-    return (0, lo) if part == 0 else (hi, out_w)
 
 
 @inline_kernel

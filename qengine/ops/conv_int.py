@@ -29,7 +29,7 @@ from qengine.kernels.depthwise_int8 import (
     run_depthwise_int8,
 )
 from qengine.kernels.fixedpoint import quantize_multipliers
-from qengine.kernels.float_conv import NO_POST, empty_f32, output_allocator
+from qengine.kernels.float_conv import NO_POST, output_allocator
 from qengine.kernels.gemm_int8 import (
     conv2d_int8_fast,
     kernel_threads,
@@ -302,9 +302,10 @@ def hybrid_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> P
         flops = 2 * int(np.prod(out_shape)) * int(np.prod(w.shape[1:]))
         blocks = -(-g.out_h * g.out_w // ROWS)
         threads = max(1, ctx.num_threads)
+        new_out = output_allocator((out_shape[0], g.out_h * g.out_w, out_c))
 
         def run_fused(p, x, post=NO_POST):
-            out = empty_f32((x.shape[0], g.out_h * g.out_w, int(out_c)))
+            out = new_out()
             args = (np.ascontiguousarray(x, np.float32), p.family, p.panels, p.table, p.ints,
                     p.sum_w, not per_channel, filter_scale, out, post)
             split_run(run_hybrid_conv_serial, run_hybrid_conv_split, args, blocks, threads,
