@@ -141,15 +141,27 @@ def post_f32(out, p0, p1, post):
         for i in range(rows.size):
             rows[i] = activation_f32(rows[i] + add[i], low, high)
     elif steps & RESIDUAL:  # the residual's channels, then the PAD's zeros
-        tile, add, zero = out[p0:p1], residual[p0:p1], np.float32(0.0)
-        for p in range(tile.shape[0]):
-            for c in range(add.shape[1]):
-                tile[p, c] = activation_f32(tile[p, c] + add[p, c], low, high)
-            for c in range(add.shape[1], channels):
-                tile[p, c] = activation_f32(tile[p, c] + zero, low, high)
+        _add_padded(out.reshape(out.size), residual.reshape(residual.size), channels,
+                    residual.shape[1], p0, p1, low, high)
     if steps & PRELU:
         for start in range(0, rows.size, slopes.size):  # blocks as long as the slopes
             part = rows[start:start + slopes.size]
             for i in range(part.size):
                 v = part[i]
                 part[i] = v if v >= 0 else v * slopes[i]
+
+
+@inline_kernel
+def _add_padded(out, residual, channels, added, p0, p1, low, high):
+    """post_f32's ADD of a residual with fewer channels than the output (a folded PAD), on the
+    flat rows [p0, p1) of out [P*channels] and residual [P*added]: v = clamp(v + r) for the
+    first `added` channels of a pixel, clamp(v + 0.0) for the rest. Unsigned indices: LLVM
+    then needs no wrap-around test per element and vectorizes each run (2.5x faster than
+    indexing [p, c], 2304 pixels of 48 channels)."""
+    zero = np.float32(0.0)
+    for p in range(p0, p1):
+        at, source = np.uint64(p * channels), np.uint64(p * added)
+        for c in range(np.uint64(added)):
+            out[at + c] = activation_f32(out[at + c] + residual[source + c], low, high)
+        for c in range(np.uint64(added), np.uint64(channels)):
+            out[at + c] = activation_f32(out[at + c] + zero, low, high)
