@@ -107,3 +107,17 @@ def test_run_op_runs_one_op_on_given_inputs(interpreter):
     op = model.main.operators[index]
     (out,) = interpreter.run_op(index, {op.inputs[0].name: values[op.inputs[0].name]})
     np.testing.assert_array_equal(out, values[op.outputs[0].name])
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_kernel_output_of_another_shape_than_prepared_is_refused(keep):
+    """A kernel (here a custom one) returning a shape its prepare did not announce stops the
+    run, in the tables of a plan prepared ahead (keep=False) as in the general loop."""
+    b = GraphBuilder()
+    x = b.input("x", (3,))
+    y = b.op("GrowsByOne", [x], (3,), custom_code="GrowsByOne")
+    register_op("GrowsByOne", lambda ctx: Prepared(lambda v: np.append(v, 0),
+                                                   [ctx.output_spec(0, ctx.inputs[0].shape)]))
+    interpreter = qengine.Interpreter(b.build([b.op("RELU", [y], (3,))]))
+    with pytest.raises(RuntimeError, match=r"kernel produced shape \(4,\), prepare said \(3,\)"):
+        interpreter.run(np.ones(3, np.float32), keep=keep)
