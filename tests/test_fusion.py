@@ -414,3 +414,38 @@ def test_hybrid_depthwise_with_a_multiplier_folds_as_one_pass():
     interpreter = qengine.Interpreter(model)
     fast, kept = interpreter.run(inputs), interpreter.run(inputs, keep=True)
     np.testing.assert_array_equal(fast[y.name], kept[y.name])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_activation_folds_into_a_hybrid_conv(threads):
+    """Dynamic range: RELU after a hybrid conv, RELU6 after a hybrid depthwise and
+    RELU_N1_TO_1 after a depthwise of multiplier 2 (no fused kernel: two steps) become their
+    fused activations, equal to the graph as written and to TFLite's reference kernels."""
+    from qengine.quantizer import quantize
+
+    r = rng("hybrid-activation", threads)
+    shape, wide = (1, 10, 10, 128), (1, 10, 10, 256)  # filters of 1024 elements or more: int8
+    b = GraphBuilder()
+    y = b.op("RELU", [conv(b, r, "CONV_2D", b.input("x", shape), 128, 128, k=1,
+                           out_shape=shape)], shape)
+    y = b.op("RELU6", [conv(b, r, "DEPTHWISE_CONV_2D", y, 128, 128, padding=SAME,
+                            out_shape=shape)], shape)
+    y = b.op("RELU_N1_TO_1", [conv(b, r, "DEPTHWISE_CONV_2D", y, 128, 256, padding=SAME,
+                                   out_shape=wide, multiplier=2)], wide)
+    model = quantize(b.build([y]), mode="dynamic", quiet=True)
+    convs = [op for op in model.main.operators if op.type in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    assert [op.inputs[1].dtype for op in convs] == ["int8"] * 3
+    fused, _ = fuse(model.main)
+    assert [op.options.fusedActivationFunction for op in fused.operators] == [
+        ACTIVATIONS[name] for name in ("RELU", "RELU6", "RELU_N1_TO_1")]
+    inputs = [special_input(r, shape) / 8]
+    interpreter = qengine.Interpreter(model, num_threads=threads)
+    got, kept = interpreter.run(inputs), interpreter.run(inputs, keep=True)
+    values = got[y.name]
+    assert (values == -1).any() and (values == 1).any() and (abs(values) < 1).any()  # clamped
+    np.testing.assert_array_equal(values.view(np.int32), kept[y.name].view(np.int32))
+    pytest.importorskip("ai_edge_litert")
+    from tflite_ref import run_tflite
+
+    want = run_tflite(model.to_bytes(), inputs, "ref")[y.name]
+    np.testing.assert_array_equal(got[y.name].view(np.int32), want.view(np.int32))

@@ -3,10 +3,10 @@ the same values bit for bit. TFLite's default interpreter makes both (its XNNPAC
 fuses clamps into their producers and static PADs into convolutions).
 
 - **Activation.** A float RELU, RELU6 or RELU_N1_TO_1 whose input is the only use of the output
-  of a float CONV_2D, DEPTHWISE_CONV_2D, ADD, SUB or MUL without a fused activation becomes that
-  op's fused activation. Same values: the op's clamp to [-FLT_MAX, FLT_MAX] followed by the
-  activation's clamp is the activation's clamp alone, for every float (+-inf end at a bound,
-  NaN passes both ways).
+  of a float CONV_2D, DEPTHWISE_CONV_2D, ADD, SUB or MUL, or of a hybrid (int8 filter) conv,
+  without a fused activation becomes that op's fused activation. Same values: the op's clamp
+  to [-FLT_MAX, FLT_MAX] followed by the activation's clamp is the activation's clamp alone,
+  for every float (+-inf end at a bound, NaN passes both ways).
 - **Padding.** A PAD of a float tensor, by constant non-negative amounts on height and width
   only, whose output is used only as the input of one float CONV_2D or DEPTHWISE_CONV_2D
   (float filter) with VALID padding, disappears: the conv reads the PAD's input with those amounts as its
@@ -118,12 +118,22 @@ def _fuse_activation(ops, index, uses, subgraph, dropped) -> None:
     if (producer.type not in ACTIVATION_PRODUCERS or len(producer.outputs) != 1
             or producer.options is None
             or getattr(producer.options, "fusedActivationFunction", None) != 0
-            or any(t is not None and t.dtype != "float32" for t in producer.inputs)):
+            or not _float_or_hybrid(producer)):
         return
     options = copy.copy(producer.options)
     options.fusedActivationFunction = ACTIVATIONS[act.type]
     ops[source] = dataclasses.replace(producer, options=options, outputs=list(act.outputs))
     dropped.add(index)
+
+
+def _float_or_hybrid(op) -> bool:
+    """Every input float32, or a conv with an int8 filter (dynamic range): TFLite's hybrid
+    kernels clamp their float results to the fused activation's bounds as the float ones do
+    (conv.cc and depthwise_conv.cc EvalHybridPerChannel: CalculateActivationRange)."""
+    dtypes = [t.dtype for t in op.inputs if t is not None]
+    if op.type in CONVS and len(dtypes) > 1 and dtypes[1] == "int8":
+        dtypes.pop(1)
+    return all(d == "float32" for d in dtypes)
 
 
 def _fuse_padding(ops, index, uses, subgraph, dropped) -> None:
