@@ -62,7 +62,7 @@ from qengine.kernels.emit import (
 )
 from qengine.kernels.float_conv import NO_POST, post_finished, post_fits, run_post
 from qengine.kernels.gemm_int8 import _copy_tile, tile_sums, tile_sums_u8
-from qengine.kernels.hybrid import SPARE_BYTES, quantize_image_compiled
+from qengine.kernels.hybrid import SPARE_BYTES, quantize_image_compiled, quantize_image_parts
 from qengine.kernels.jit import inline_kernel, kernel, prange
 from qengine.kernels.pack import (
     DW_ORDER,
@@ -357,13 +357,22 @@ def run_hybrid_conv(plan: HybridConvPlan, q, zps, scales, threads=1) -> np.ndarr
     return out.reshape(n, out_h, out_w, out_c)
 
 
+@inline_kernel
+def _quantize_image(image, q, symmetric, shift, parts):
+    """(sf, zp) of one image quantized into q: on this thread, or in `parts` parts at once."""
+    if parts == 1:
+        return quantize_image_compiled(image, q, symmetric, shift)
+    return quantize_image_parts(image, q, symmetric, shift, parts)
+
+
 @kernel
 def _quantize_for_tiles(image, q, shift, symmetric, filter_scale, table, sum_w, out_c,
-                        image_table):  # fmt: skip
-    """Quantize one image into q (int8, or uint8 q + 128 with shift 128) and fill its epilogue
-    table for out_c channels from the plan's `table` (corr = (zp + 128)·Σw when sum_w is not
-    empty); returns the zero point the tiles read (zp + shift)."""
-    sf, zp = quantize_image_compiled(image, q, symmetric, shift)
+                        image_table, parts):  # fmt: skip
+    """Quantize one image into q (int8, or uint8 q + 128 with shift 128; in `parts` parts at
+    once) and fill its epilogue table for out_c channels from the plan's `table` (corr =
+    (zp + 128)·Σw when sum_w is not empty); returns the zero point the tiles read (zp +
+    shift)."""
+    sf, zp = _quantize_image(image, q, symmetric, shift, parts)
     scales = np.empty(out_c, np.float32)
     scales[:] = sf * filter_scale if symmetric else sf
     _fill_image_table(table, scales, zp + shift, sum_w, np.arange(LANES), image_table)
@@ -422,7 +431,7 @@ def run_hybrid_conv_serial(x, family, panels, table, ints, sum_w, symmetric, fil
     image = q[: x[0].size].reshape(x[0:1].shape)
     for b in range(x.shape[0]):
         zp = _quantize_for_tiles(x[b], q, _shift_of(family), symmetric, filter_scale, table,
-                                 sum_w, out.shape[2], image_table)  # fmt: skip
+                                 sum_w, out.shape[2], image_table, 1)  # fmt: skip
         _hconv_part(image, panels, image_table, ints, zp, out[b], post, blk0, blk1, 0,
                     panels.shape[0])  # fmt: skip
 
@@ -430,8 +439,8 @@ def run_hybrid_conv_serial(x, family, panels, table, ints, sum_w, symmetric, fil
 @kernel(parallel=True)
 def run_hybrid_conv_split(x, family, panels, table, ints, sum_w, symmetric, filter_scale, out,
                           post, blocks, parts):  # fmt: skip
-    """`run_hybrid_conv_serial` over all `blocks` row blocks, each image quantized on this
-    thread (~0.2 ns a value) and its tiles in `parts` parts at once (`threads.split_run`; the
+    """`run_hybrid_conv_serial` over all `blocks` row blocks, each image quantized and then its
+    tiles run in `parts` parts at once (`threads.split_run`; the
     cut of `split_grid`: by weight panels when there are fewer row blocks than parts)."""
     if not _post_fits_images(post, x.shape[0], out.shape[1], out.shape[2]):
         raise ValueError("run_hybrid_conv: post does not fit out (or more than one image)")
@@ -442,7 +451,7 @@ def run_hybrid_conv_split(x, family, panels, table, ints, sum_w, symmetric, filt
     by_panels = blocks < parts and n_panels >= 2
     for b in range(x.shape[0]):
         zp = _quantize_for_tiles(x[b], q, _shift_of(family), symmetric, filter_scale, table,
-                                 sum_w, out.shape[2], image_table)  # fmt: skip
+                                 sum_w, out.shape[2], image_table, parts)  # fmt: skip
         for i in prange(parts):
             b0, b1, p0, p1 = pool.grid_part(blocks, n_panels, by_panels, parts, i)
             _hconv_part(image, panels, image_table, ints, zp, out[b], post, b0, b1, p0, p1)
@@ -616,10 +625,11 @@ def _hdw_pixel_split(x, w16, table, ints, zp, out, rows, parts):
 
 
 @kernel
-def _quantize_for_dw(image, q, table, sum_w, filter_scales, order, image_table):
-    """Quantize one image into q (int8) and fill its epilogue table: scale[c] = s_w[c] * sf,
-    corr[c] = int32(zp * Σw[c]) (`_fill_image_table`, lanes in `order`); returns zp."""
-    sf, zp = quantize_image_compiled(image, q, False, 0)
+def _quantize_for_dw(image, q, table, sum_w, filter_scales, order, image_table, parts):
+    """Quantize one image into q (int8; in `parts` parts at once) and fill its epilogue table:
+    scale[c] = s_w[c] * sf, corr[c] = int32(zp * Σw[c]) (`_fill_image_table`, lanes in
+    `order`); returns zp."""
+    sf, zp = _quantize_image(image, q, False, 0, parts)
     scales = np.empty(filter_scales.shape[0], np.float32)
     for c in range(scales.shape[0]):
         scales[c] = filter_scales[c] * sf
@@ -639,7 +649,7 @@ def run_hybrid_depthwise_serial(x, w_pairs, table, ints, sum_w, filter_scales, o
     q = np.zeros(x[0].size + SPARE_BYTES, np.int8)
     image_table = np.empty((table.shape[1] // LANES, 6, LANES), np.float32)
     for b in range(x.shape[0]):
-        zp = _quantize_for_dw(x[b], q, table, sum_w, filter_scales, order, image_table)
+        zp = _quantize_for_dw(x[b], q, table, sum_w, filter_scales, order, image_table, 1)
         image = q[: x[0].size].reshape(x[0:1].shape)
         _hdw_rows(image, w_pairs, image_table, ints, zp, out[b], post, row0, row1)
 
@@ -647,14 +657,14 @@ def run_hybrid_depthwise_serial(x, w_pairs, table, ints, sum_w, filter_scales, o
 @kernel(parallel=True)
 def run_hybrid_depthwise_split(x, w_pairs, table, ints, sum_w, filter_scales, order, out, post,
                                rows, parts):  # fmt: skip
-    """`run_hybrid_depthwise_serial` over rows 0..rows-1, each image quantized on this thread
-    and its rows in `parts` parts at once (`threads.split_run`)."""
+    """`run_hybrid_depthwise_serial` over rows 0..rows-1, each image quantized and then its
+    rows run in `parts` parts at once (`threads.split_run`)."""
     if not _post_fits_images(post, x.shape[0], out.shape[1] * out.shape[2], out.shape[3]):
         raise ValueError("run_hybrid_depthwise: post does not fit out (or more than one image)")
     q = np.zeros(x[0].size + SPARE_BYTES, np.int8)
     image_table = np.empty((table.shape[1] // LANES, 6, LANES), np.float32)
     for b in range(x.shape[0]):
-        zp = _quantize_for_dw(x[b], q, table, sum_w, filter_scales, order, image_table)
+        zp = _quantize_for_dw(x[b], q, table, sum_w, filter_scales, order, image_table, parts)
         image = q[: x[0].size].reshape(x[0:1].shape)
         for i in prange(parts):
             r0, r1 = pool.part(rows, parts, i)

@@ -427,6 +427,29 @@ def test_quantize_images_unsigned_is_q_plus_128(threads, monkeypatch):
         assert_same((u.astype(np.int16) - 128, usf, uzp), (q.astype(np.int16), sf, zp))
 
 
+@pytest.mark.parametrize("parts", [2, 3, 5])
+def test_quantize_image_in_parts_equals_the_numpy_twins(parts):
+    """hybrid.quantize_image_parts (the split drivers' quantizer: min, max and values in
+    `parts` parts) == the twins: zeros (blank), fewer values than parts, a NaN first, in the
+    middle and last (TFLite's scan order then decides), infinities, int8 and uint8 + 128."""
+    r = np.random.default_rng(parts)
+    images = [np.zeros(37, np.float32), np.float32([2.5, -1.0])[: parts - 1]]
+    for at in (0, 40, -1):
+        x = random_rows(r, "normal", 1, 16 * 7 + 5)[0]
+        x[at], x[9] = np.nan, np.inf
+        images.append(x)
+    images.append(random_rows(r, "normal", 1, 16 * 9 + 3)[0] + 3)  # all positive
+    for x in images:
+        for symmetric, twin in [(True, naive_symmetric), (False, naive_asymmetric)]:
+            want = twin(x.reshape(1, -1))
+            want_zp = np.zeros(1, np.int32) if symmetric else want[2]
+            for shift in (0, 128):
+                q = np.zeros(x.size, np.uint8 if shift else np.int8)
+                sf, zp = hybrid.quantize_image_parts(x, q, symmetric, shift, parts)
+                assert_same((q.astype(np.int16) - shift, np.float32([sf]), np.int32([zp])),
+                            (want[0][0].astype(np.int16), want[1], want_zp))
+
+
 def hybrid_conv_case(r, n, hw, ci, k, stride, dil, pad):
     """A quantized input (per-image zero points) and the geometry of a k×k convolution."""
     h, w = hw
