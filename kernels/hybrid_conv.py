@@ -357,10 +357,14 @@ def run_hybrid_conv(plan: HybridConvPlan, q, zps, scales, threads=1) -> np.ndarr
     return out.reshape(n, out_h, out_w, out_c)
 
 
+QUANTIZE_PARTS_FROM = 32768  # values: a smaller image is quantized on one thread (~0.35 ns
+# a value there; cutting it into parts costs two more parallel regions, ~2 us each)
+
+
 @inline_kernel
 def _quantize_image(image, q, symmetric, shift, parts):
     """(sf, zp) of one image quantized into q: on this thread, or in `parts` parts at once."""
-    if parts == 1:
+    if parts == 1 or image.size < QUANTIZE_PARTS_FROM:
         return quantize_image_compiled(image, q, symmetric, shift)
     return quantize_image_parts(image, q, symmetric, shift, parts)
 

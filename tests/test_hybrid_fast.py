@@ -481,6 +481,8 @@ CONV_EDGES = [
     (1, (24, 24), 16, 40, (3, 3), (1, 1), (1, 1), (1, 1)),  # large enough for 2 threads:
     (1, (2, 2), 1024, 520, (1, 1), (1, 1), (1, 1), (0, 0)),  # split by rows, then by panels
     (1, (5, 5), 6, 20, (1, 1), (1, 1), (1, 1), (0, 0)),  # 1x1 whose taps do not fill quads
+    # an image of hybrid_conv.QUANTIZE_PARTS_FROM values or more: split, it is quantized in parts
+    (1, (48, 44), 16, 24, (1, 1), (1, 1), (1, 1), (0, 0)),
 ]
 # the tiles of this host and, on a VNNI host, the vpmaddwd ones as well
 VNNI = [False, True] if emit.HAS_VNNI else [False]
@@ -638,3 +640,11 @@ def test_hybrid_depthwise_fused_equals_the_two_steps(case, folded, parts):
     else:
         hybrid_conv.run_hybrid_depthwise_split(*args, got.shape[1], parts)
     assert_bits_equal(got, want)
+
+
+def test_an_edge_case_of_each_kernel_quantizes_in_parts():
+    """The split drivers quantize an image of QUANTIZE_PARTS_FROM values or more in parts: one
+    case of each kernel above is that large, so its fused-equals-two-steps test covers it."""
+    for edges in (CONV_EDGES, DEPTHWISE_EDGES):
+        largest = max(n and hw[0] * hw[1] * ci for n, hw, ci, *_ in edges)
+        assert largest >= hybrid_conv.QUANTIZE_PARTS_FROM
