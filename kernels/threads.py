@@ -75,6 +75,17 @@ _waiting = 0  # callers waiting on _freed
 class _Inside(threading.local):
     block = False  # this thread is running a block now (a class default: reading a missing
     # thread-local attribute raises inside getattr, 0.5 us on every split)
+    numba_threads = 0  # Numba's thread count on this thread while a run holds it (`note_numba
+    # _threads`), else 0: ask Numba (~0.8 us, most of a split's bookkeeping)
+
+
+def note_numba_threads(n: int) -> int:
+    """Note that Numba's thread count on this thread is n (0: unknown) until the next note,
+    which a run's thread limit makes when it leaves; returns the note it replaces. Inside a
+    run only qengine changes the count (`_set_numba_threads` keeps the note)."""
+    previous = _inside.numba_threads
+    _inside.numba_threads = n
+    return previous
 
 
 _inside = _Inside()
@@ -259,6 +270,8 @@ _DIRECT = all(hasattr(_parallel, name)
 def _numba_threads() -> int:
     """numba.get_num_threads() of this thread, without its ~1 us of locks once Numba's
     threading layer has started (every split asks; qengine's splits are a few us each)."""
+    if _inside.numba_threads:
+        return _inside.numba_threads
     if _DIRECT and _parallel._is_initialized:
         return _parallel._get_num_threads()
     return numba.get_num_threads()
@@ -270,6 +283,8 @@ def _set_numba_threads(n: int) -> None:
         _parallel._set_num_threads(n)
     else:
         numba.set_num_threads(n)
+    if _inside.numba_threads:
+        _inside.numba_threads = n
 
 
 @inline_kernel

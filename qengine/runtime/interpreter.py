@@ -536,10 +536,10 @@ class thread_limit:  # (lower case: used as a function, `with thread_limit(n):`)
     whole run can be 30 us).
     """
 
-    __slots__ = ("n", "previous")
+    __slots__ = ("n", "noted", "previous")
 
     def __init__(self, n: int):
-        self.n, self.previous = n, None
+        self.n, self.previous, self.noted = n, None, None
 
     def __enter__(self):
         numba = sys.modules.get("numba")
@@ -551,11 +551,17 @@ class thread_limit:  # (lower case: used as a function, `with thread_limit(n):`)
             if current != wanted:
                 numba.set_num_threads(wanted)
                 self.previous = current
+            pool = sys.modules.get("qengine.kernels.threads")
+            if pool is not None:  # the splits read the count there, not from Numba
+                self.noted = pool.note_numba_threads(wanted)
         _hold_blas()
         return self
 
     def __exit__(self, *error) -> None:
         _release_blas()
+        if self.noted is not None:
+            sys.modules["qengine.kernels.threads"].note_numba_threads(self.noted)
+            self.noted = None
         if self.previous is not None:
             sys.modules["numba"].set_num_threads(self.previous)
             self.previous = None
