@@ -359,10 +359,10 @@ def test_a_run_notes_numbas_thread_count_and_leaves_it_as_it_was():
     getter costs ~0.8 us a split); the note and the user's own count are back after it."""
     import numba
     import numpy as np
+    from qengine.kernels import threads as pool
 
     import qengine
     from qengine.builder import GraphBuilder
-    from qengine.kernels import threads as pool
     from qengine.runtime import Prepared, register_op
 
     seen = []
