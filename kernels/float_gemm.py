@@ -14,7 +14,7 @@ of 16 output channels, [panel, KH*KW*Ci, 16] (zero-filled past Co). The same ker
 1x1 (one tap: the pointers step through the input) and every kernel size, stride and dilation.
 
 DEPTHWISE_CONV_2D (multiplier 1) runs 16 channels (8 below 16) of a row of interior output
-pixels at a time (`_dw_run`: taps unrolled for 3x3 and 5x5, their weights and offsets held in
+pixels at a time (`_dw_run`: taps unrolled for 1x1, 3x3 and 5x5, their weights and offsets held in
 registers); border pixels gather their tap addresses, zeros for taps in the padding
 (`_dw_pixel`). C must be at least 8; when the vector width does not divide C the last vector
 overlaps the one before it (`_dw_block`).
@@ -209,12 +209,14 @@ GROUP_WIDE, GROUP_NARROW = 8, 4  # panels per one-pixel tile
 _pixel_1x128 = _make_conv_tile(1, 2 * VEC, GROUP_WIDE, panels=GROUP_WIDE)
 _pixel_1x64 = _make_conv_tile(1, VEC, 2 * GROUP_NARROW, panels=GROUP_NARROW)
 FEW_ROWS = 4  # a tile of at most this many pixels runs pixel by pixel (when GROUP panels fit)
+UNROLLED_TAPS = (1, 9, 25)  # depthwise filters whose taps are unrolled (`_by_taps`)
 
 
 def _by_taps(builder, taps, emit, name):
-    """emit(9), emit(25) or emit(None) as `taps` is 9, 25 or anything else: 3x3 and 5x5
-    filters get their taps unrolled."""
-    cases = {n: builder.function.append_basic_block(f"{name}{n}") for n in (9, 25, None)}
+    """emit(n) for `taps` n in UNROLLED_TAPS, else emit(None): 1x1 (hand_recrop's per-channel
+    scales), 3x3 and 5x5 filters get their taps unrolled."""
+    cases = {n: builder.function.append_basic_block(f"{name}{n}") for n in (*UNROLLED_TAPS,
+                                                                              None)}
     done = builder.function.append_basic_block(f"{name}_done")
     switch = builder.switch(taps, cases[None])
     for n, block in cases.items():
@@ -230,7 +232,7 @@ def _make_dw_pixel(lanes):
     """An LLVM kernel for one output pixel, every channel: out[c:c+L] = clamp(bias[c:c+L] +
     Σ_t src_t[c:c+L] · w[t*C + c : t*C + c + L]) for the vectors c = 0, L, 2L, .. of C
     channels (L = `lanes`; the last one ends at C, overlapping the one before when L does not
-    divide C), where src_t is the address at ptrs[t]. 3x3 and 5x5 filters get the taps
+    divide C), where src_t is the address at ptrs[t]. Filters of UNROLLED_TAPS taps get them
     unrolled, their addresses loaded once. Its first argument `fused` picks XNNPACK's order
     (see `_make_conv_tile`)."""
     vec_t = ir.VectorType(_F32, lanes)
@@ -343,7 +345,7 @@ def _dw_run_pixels(builder, args, unrolled, fused, vec_t):
 def _make_dw_run(lanes):
     """An LLVM kernel out[i*out_step + 0:L] = clamp(bias[0:L] + Σ_t x[i*x_step + offs[t] + 0:L]
     · w[t*w_stride + 0:L]) for i in range(count): a run of interior pixels (every tap inside
-    the image), L = `lanes` channels. 3x3 and 5x5 filters get the taps unrolled. Its first
+    the image), L = `lanes` channels. Filters of UNROLLED_TAPS taps get them unrolled. Its first
     argument `fused` picks XNNPACK's order (see `_make_conv_tile`)."""
     vec_t = ir.VectorType(_F32, lanes)
 

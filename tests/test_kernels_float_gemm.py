@@ -108,6 +108,8 @@ DEPTHWISE_CASES = [
     ((1, 10, 10, 8), (5, 3), (1, 2), (2, 1), (0, 1)),  # neither 3x3 nor 5x5: tap loop
     ((1, 4, 4, 8), (5, 5), (1, 1), (1, 1), (2, 2)),  # no interior pixel
     ((1, 6, 20, 9), (3, 3), (1, 1), (1, 1), (0, 0)),  # valid padding, overlap by 7
+    ((1, 9, 7, 8), (1, 1), (1, 1), (1, 1), (0, 0)),  # 1x1 (unrolled), odd runs of 7 pixels
+    ((2, 5, 9, 21), (1, 1), (2, 1), (1, 1), (0, 0)),  # strided 1x1, 16 + an overlapping 16
 ]
 
 
