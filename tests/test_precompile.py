@@ -50,6 +50,17 @@ def test_kinds_group_ops_by_type_in_first_seen_order_without_stateful_ops():
     assert precompile.op_kinds(_plan(_mixed_model())) == [[0, 2], [1], [3]]
 
 
+def test_windowed_kinds_come_first():
+    """LOGISTIC, then a MAX_POOL_2D: the pool's kind (the heavier compile) is claimed first."""
+    b = GraphBuilder()
+    y = b.op("LOGISTIC", [b.input("x", (1, 8, 8, 4))], (1, 8, 8, 4))
+    y = b.op("MAX_POOL_2D", [y], (1, 4, 4, 4),
+             options=options("Pool2DOptions", padding=1, strideH=2, strideW=2, filterHeight=2,
+                             filterWidth=2))
+    y = b.op("LOGISTIC", [y], (1, 4, 4, 4))
+    assert precompile.op_kinds(_plan(b.build([y]))) == [[1], [0, 2]]
+
+
 def test_made_up_inputs_have_each_tensors_dtype_and_prepared_shape():
     plan = _plan(builtin_model())
     shapes = precompile._slot_shapes(plan)

@@ -119,15 +119,24 @@ def prepare_on_all_cores(model, model_path, *, num_threads: int | None, arithmet
 
 
 def op_kinds(plan) -> list[list[int]]:
-    """The indices of the plan's runnable ops, grouped by op type and dtypes, the groups in
-    the order of their first op (the same list in every process: claims are by position)."""
+    """The indices of the plan's runnable ops, grouped by op type and dtypes: the kinds of
+    windowed ops (convolutions, pools: options with a stride) first, then the others, each in
+    the order of their first op (the same list in every process: claims are by position).
+
+    Heaviest first, so that the process left compiling last has a light kind. The windowed
+    kinds take most of a cold start (int8 pose_landmark_full on 2 cores: CONV_2D 2.2 s,
+    DEPTHWISE_CONV_2D 2.2 s and MAX_POOL_2D 1.3 s of compiling, the next 0.26 s): in model
+    order the helper, starting ~0.5 s after this process, took MAX_POOL_2D after
+    DEPTHWISE_CONV_2D and ran 1.1 s alone at the end (5.0 s in all)."""
     groups: dict[tuple, list[int]] = {}
     for index, (op, step) in enumerate(zip(plan.subgraph.operators, plan.steps)):
         if _runnable(op, step):
             key = (op_key(op), tuple(None if t is None else t.dtype for t in op.inputs),
                    tuple(None if t is None else t.dtype for t in op.outputs))
             groups.setdefault(key, []).append(index)
-    return list(groups.values())
+    ops = plan.subgraph.operators
+    return sorted(groups.values(),
+                  key=lambda kind: getattr(ops[kind[0]].options, "strideW", None) is None)
 
 
 def take_kinds(plan, kinds: list[list[int]], claims: Path, threads: int) -> None:
