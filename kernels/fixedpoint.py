@@ -183,7 +183,8 @@ def mbqm_int64(x, multiplier, shift):
 def mbqm_int64_params(multiplier, shift) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel (reduced multiplier, total shift) int64 arrays for `mbqm_int64_reduced`,
     made once at prepare time."""
-    reduced = [_reduced_multiplier(int(m)) for m in np.asarray(multiplier).ravel()]
+    reduced = [_reduced_multiplier.py_func(int(m))  # (from Python)
+               for m in np.asarray(multiplier).ravel()]
     total = 15 - np.asarray(shift, np.int64).ravel()
     return np.array(reduced, np.int64), np.ascontiguousarray(total)
 

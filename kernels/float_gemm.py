@@ -600,7 +600,7 @@ def row_channels(out_c: int) -> int:
 
 def row_run(packed: int, wide: bool) -> int:
     """Output pixels per row tile of a conv with `packed` channels (row_channels)."""
-    return _row_run(_row_group(packed, wide), wide)
+    return _row_run.py_func(_row_group.py_func(packed, wide), wide)  # (from Python)
 
 
 @inline_kernel
@@ -639,7 +639,7 @@ def pack_conv_f32(w: np.ndarray) -> np.ndarray:
     flat_w = np.asarray(w, np.float32).reshape(out_c, depth)
     panels = np.zeros((-(-out_c // LANES), LANES, depth), np.float32)
     for j in range(panels.shape[0]):
-        oc0 = panel_channel(j, out_c)
+        oc0 = panel_channel.py_func(j, out_c)  # (from Python)
         chans = flat_w[oc0:oc0 + LANES]
         panels[j, :chans.shape[0]] = chans
     return np.ascontiguousarray(panels.transpose(0, 2, 1))

@@ -223,5 +223,12 @@ def inline_kernel(fn):
 
     A call from one kernel to another is not inlined by Numba: it costs a function call plus
     reference counting of every array argument, too much inside a per-pixel loop.
+
+    Numba inlines it as untyped IR into each caller before typing (`njit(inline="always")`),
+    so it is never compiled on its own. (As an overload, `register_jitable(inline="always")`,
+    each helper was also compiled whole once to type it: a cold int8 pose_landmark_full
+    compiled for 5.3 s on one core that way, 3.9 s this way.) Called from Python it would
+    be compiled, in every process: Python code calls `fn.py_func` instead
+    (tests/test_package.py checks that no run compiles one).
     """
-    return numba.extending.register_jitable(inline="always")(fn)
+    return numba.njit(inline="always", nogil=True, error_model="numpy")(fn)

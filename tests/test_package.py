@@ -135,3 +135,30 @@ def test_freed_arrays_give_their_pages_to_the_next_ones():
 
     assert last_round_faults("import") < 50
     assert last_round_faults("fresh-mappings") > 1000
+
+
+def test_runs_compile_no_inline_helper_on_its_own():
+    """`kernels.jit.inline_kernel` helpers are inlined into the kernels calling them; called
+    from Python one would be compiled in every process. The built-in network (the published
+    vision models' ops) in float, its quantizations and XNNPACK's arithmetic, on 1 and 2
+    threads, in a fresh process, leaves every helper of qengine.kernels uncompiled."""
+    script = """
+import sys
+from numba.core.registry import CPUDispatcher
+import qengine
+from qengine.cli_common import generated_inputs
+from qengine.warmup import builtin_variants
+for _, model in builtin_variants():
+    for threads, arithmetic in ((1, "ref"), (2, "ref"), (1, "xnnpack")):
+        interpreter = qengine.Interpreter(model, num_threads=threads, arithmetic=arithmetic)
+        interpreter.run(generated_inputs(interpreter.inputs, 0, quiet=True))
+for name, module in list(sys.modules.items()):
+    if name.startswith("qengine.kernels"):
+        for value in vars(module).values():
+            if isinstance(value, CPUDispatcher) and value.signatures and \\
+                    value.targetoptions.get("inline") == "always":
+                print(name, value.py_func.__qualname__)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, cwd=REPO).stdout
+    assert out == ""
