@@ -57,17 +57,29 @@ def _requantizing(ctx: OpContext, make_params, kernel) -> Prepared:
 def _pair_table(ctx: OpContext, shape, kernel) -> Prepared:
     """Each output element depends only on its two int8 inputs, so `kernel(a, b)` run once on
     all 256 x 256 pairs at prepare time is the whole op: a 64 KiB table, exact by construction."""
-    pairs = np.arange(-128, 128, dtype=np.int8)
-    table = kernel(np.repeat(pairs, 256), np.tile(pairs, 256))
-    return Prepared(pair_lookup(table, ctx.input(0).shape, ctx.input(1).shape, shape),
+    return Prepared(pair_lookup(kernel, ctx.input(0).shape, ctx.input(1).shape, shape),
                     [ctx.output_spec(0, shape, "int8")])
 
 
-def pair_lookup(table: np.ndarray, a_shape, b_shape, shape):
-    """run(x, y) = table[(x + 128) * 256 + (y + 128)] broadcast to `shape`: one Numba pass
+PAIR_CHUNK = 8192  # input pairs per call of a pair table's kernel (see pair_lookup)
+
+
+def pair_lookup(kernel, a_shape, b_shape, shape):
+    """run(x, y) = table[(x + 128) * 256 + (y + 128)] broadcast to `shape`, the table being
+    kernel(a, b) on all 256 x 256 int8 pairs (a major): one Numba pass
     (kernels.lookup_pair_int8) when one input has the output's shape and the other repeats
-    along its last axes (same shape, per-channel, scalar); NumPy fancy indexing otherwise."""
-    swapped = table.reshape(256, 256).T.ravel()  # table of (y, x)
+    along its last axes (same shape, per-channel, scalar); NumPy fancy indexing otherwise.
+
+    The kernel runs on PAIR_CHUNK pairs at a time: its NumPy int64 temporaries for all 65536
+    at once peaked at ~5.7 MB, which the process keeps (`kernels/jit.py` keeps freed pages)
+    and which is most of what an int8 model's ADDs add to its memory."""
+    table = np.empty(256 * 256, np.int8)
+    pairs = np.arange(-128, 128, dtype=np.int8)
+    a, b = np.repeat(pairs, 256), np.tile(pairs, 256)
+    for start in range(0, table.size, PAIR_CHUNK):
+        part = slice(start, start + PAIR_CHUNK)
+        table[part] = kernel(a[part], b[part])
+    swapped = np.ascontiguousarray(table.reshape(256, 256).T).ravel()  # table of (y, x)
     shape = None if shape is None else tuple(shape)
     a_period = kernels.trailing_period(shape, a_shape)
     b_period = kernels.trailing_period(shape, b_shape)
