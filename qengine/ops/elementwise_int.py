@@ -79,7 +79,7 @@ def pair_lookup(kernel, a_shape, b_shape, shape):
     for start in range(0, table.size, PAIR_CHUNK):
         part = slice(start, start + PAIR_CHUNK)
         table[part] = kernel(a[part], b[part])
-    swapped = np.ascontiguousarray(table.reshape(256, 256).T).ravel()  # table of (y, x)
+    swapped = []  # the table of (y, x), made on first use (64 KiB most ops never need)
     shape = None if shape is None else tuple(shape)
     a_period = kernels.trailing_period(shape, a_shape)
     b_period = kernels.trailing_period(shape, b_shape)
@@ -89,7 +89,9 @@ def pair_lookup(kernel, a_shape, b_shape, shape):
             return kernels.lookup_pair_int8(table, _rows(x, b_period),
                                             _rows(y, b_period)[0]).reshape(shape)
         if y.shape == shape and a_period:
-            return kernels.lookup_pair_int8(swapped, _rows(y, a_period),
+            if not swapped:  # (two threads may both make it: the same values)
+                swapped.append(np.ascontiguousarray(table.reshape(256, 256).T).ravel())
+            return kernels.lookup_pair_int8(swapped[0], _rows(y, a_period),
                                             _rows(x, a_period)[0]).reshape(shape)
         index = (x.astype(np.intp) + 128) * 256 + (y.astype(np.intp) + 128)  # broadcasts
         return table[np.broadcast_to(index, shape)]
