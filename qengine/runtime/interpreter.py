@@ -170,11 +170,7 @@ class _Plan:
         once read (None), so its memory is reused by the next outputs instead of new pages."""
         if not (profile or keep or self.dynamic):
             return self._run_static(arrays)
-        values: list = [None] * len(self.tensors)
-        for slot, value in self.constants.items():
-            values[slot] = value
-        for slot, value in self.folded.items():
-            values[slot] = value
+        values = self._known_values()
         for t, array in zip(self.subgraph.inputs, arrays):
             values[self.slot[id(t)]] = array
         for index, step in enumerate(self.steps):
@@ -197,15 +193,7 @@ class _Plan:
                 self.op_time[name] = self.op_time.get(name, 0.0) + time.perf_counter() - start
             else:
                 outputs = prepared.run(*inputs)
-            if not isinstance(outputs, tuple):
-                outputs = (outputs,)
-            for slot, spec, value in zip(self.out_slots[index], prepared.outputs, outputs):
-                if slot < 0:
-                    continue
-                if spec.shape is not None and value.shape != spec.shape:
-                    _check_output(OpContext(self.subgraph.operators[index],
-                                            self.origin[index], []), spec, value)
-                values[slot] = value
+            self._store(values, index, self.out_slots[index], prepared.outputs, outputs)
             if not keep:
                 for slot in self.dead_after[index]:
                     values[slot] = None
@@ -221,39 +209,42 @@ class _Plan:
         values = values.copy()  # the constants' and folded tensors' slots filled in
         for t, array in zip(self.subgraph.inputs, arrays):
             values[self.slot[id(t)]] = array
-        for run, in_slots, outputs, dead in steps:
-            result = run(*[None if slot < 0 else values[slot] for slot in in_slots])
-            if not isinstance(result, tuple):
-                result = (result,)
-            for value, (slot, spec, index) in zip(result, outputs):
-                if slot < 0:
-                    continue
-                if spec.shape is not None and value.shape != spec.shape:
-                    _check_output(OpContext(self.subgraph.operators[index],
-                                            self.origin[index], []), spec, value)
-                values[slot] = value
+        for run, index, in_slots, out_slots, specs, dead in steps:
+            outputs = run(*[None if slot < 0 else values[slot] for slot in in_slots])
+            self._store(values, index, out_slots, specs, outputs)
             for slot in dead:
                 values[slot] = None
         return values
 
     def _static_tables(self) -> tuple[list, list]:
-        """(the values list with constants and folded tensors in place, one (run, input
-        slots, ((output slot or -1, its spec, op index) per output), slots dead after it) per
-        step that runs)."""
+        """(`_known_values()`, one (run, op index, input slots, output slots, output specs,
+        slots dead after it) per step that runs)."""
+        steps = [(step.prepared.run, index, self.in_slots[index], self.out_slots[index],
+                  step.prepared.outputs, tuple(self.dead_after[index]))
+                 for index, step in enumerate(self.steps) if not step.folded]
+        return self._known_values(), steps
+
+    def _known_values(self) -> list:
+        """A run's values by slot before it starts: the constants and folded tensors."""
         values: list = [None] * len(self.tensors)
         for slot, value in self.constants.items():
             values[slot] = value
         for slot, value in self.folded.items():
             values[slot] = value
-        steps = []
-        for index, step in enumerate(self.steps):
-            if step.folded:
+        return values
+
+    def _store(self, values: list, index: int, slots, specs, outputs) -> None:
+        """Op `index`'s outputs into their slots (-1: unused), each checked against the shape
+        its prepare announced."""
+        if not isinstance(outputs, tuple):
+            outputs = (outputs,)
+        for slot, spec, value in zip(slots, specs, outputs):
+            if slot < 0:
                 continue
-            outputs = tuple((slot, spec, index) for slot, spec in
-                            zip(self.out_slots[index], step.prepared.outputs))
-            steps.append((step.prepared.run, self.in_slots[index], outputs,
-                          tuple(self.dead_after[index])))
-        return values, steps
+            if spec.shape is not None and value.shape != spec.shape:
+                _check_output(OpContext(self.subgraph.operators[index], self.origin[index], []),
+                              spec, value)
+            values[slot] = value
 
     def _prepare_at_run(self, index: int, op, inputs: list) -> None:
         specs = []
