@@ -251,7 +251,7 @@ def quantize_image_compiled(image, q, symmetric, shift):
     return sf[0], zp[0]
 
 
-@kernel(parallel=True)
+@kernel
 def quantize_image_parts(image, q, symmetric, shift, parts):
     """`quantize_image_compiled` with both passes over the image cut into `parts` parts at
     once (the hybrid kernels' split drivers; ~0.35 ns a value on one thread, a quarter of a
@@ -263,19 +263,30 @@ def quantize_image_parts(image, q, symmetric, shift, parts):
     flat = image.reshape(n)
     lows, highs = np.empty(parts, np.float32), np.empty(parts, np.float32)
     nans = np.empty(parts, np.bool_)
-    for i in prange(parts):
-        i0, i1 = pool.part(n, parts, i)
-        lows[i], highs[i], nans[i] = _min_max(flat[i0:i1])
+    _image_in_parts(flat, q, shift, parts, lows, highs, nans, np.float32(0), np.int32(0),
+                    np.int32(0), True)
     low, high = _range_given(flat, symmetric, lows.min(), highs.max(), nans.any())
     sf, zp, inv, blank = _image_parameters(np.full(1, low), np.full(1, high), symmetric)
     if blank[0]:
         q[:n] = shift
         return sf[0], zp[0]
-    q_min = -127 if symmetric else -128
+    q_min = np.int32(-127 if symmetric else -128)
+    _image_in_parts(flat, q, shift, parts, lows, highs, nans, inv[0], zp[0], q_min, False)
+    return sf[0], zp[0]
+
+
+@kernel(parallel=True)
+def _image_in_parts(flat, q, shift, parts, lows, highs, nans, inv, zp, q_min, ranges):
+    """One pass of `quantize_image_parts` over flat in `parts` parts at once: each part's
+    `_min_max` into lows/highs/nans (ranges), else its values quantized into q. (One parallel
+    loop for both: each costs Numba seconds to compile.)"""
+    n = flat.size
     for i in prange(parts):
         i0, i1 = pool.part(n, parts, i)
-        _quantize_span(flat, q, inv[0], zp[0], q_min, shift, i0, i1)
-    return sf[0], zp[0]
+        if ranges:
+            lows[i], highs[i], nans[i] = _min_max(flat[i0:i1])
+        else:
+            _quantize_span(flat, q, inv, zp, q_min, shift, i0, i1)
 
 
 @kernel
