@@ -263,15 +263,18 @@ def quantize_image_parts(image, q, symmetric, shift, parts):
     flat = image.reshape(n)
     lows, highs = np.empty(parts, np.float32), np.empty(parts, np.float32)
     nans = np.empty(parts, np.bool_)
+    # (arguments made by calls, not constants: Numba compiles a copy of a kernel for each
+    # constant it is called with)
     _image_in_parts(flat, q, shift, parts, lows, highs, nans, np.float32(0), np.int32(0),
-                    np.int32(0), True)
+                    np.int64(0), np.bool_(True))
     low, high = _range_given(flat, symmetric, lows.min(), highs.max(), nans.any())
     sf, zp, inv, blank = _image_parameters(np.full(1, low), np.full(1, high), symmetric)
     if blank[0]:
         q[:n] = shift
         return sf[0], zp[0]
-    q_min = np.int32(-127 if symmetric else -128)
-    _image_in_parts(flat, q, shift, parts, lows, highs, nans, inv[0], zp[0], q_min, False)
+    q_min = np.int64(-127 if symmetric else -128)
+    _image_in_parts(flat, q, shift, parts, lows, highs, nans, inv[0], zp[0], q_min,
+                    np.bool_(False))
     return sf[0], zp[0]
 
 
@@ -462,7 +465,8 @@ def _quantize_row(row, out, inv, zp, q_min, shift, blank):
     if blank:
         out[: row.shape[0]] = shift
     else:
-        _quantize_span(row, out, inv, zp, q_min, shift, 0, row.shape[0])
+        # (a start made by a call, as quantize_image_parts' are: one compiled copy for both)
+        _quantize_span(row, out, inv, zp, q_min, shift, np.int64(0), row.shape[0])
 
 
 @kernel

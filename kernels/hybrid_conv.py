@@ -435,7 +435,7 @@ def run_hybrid_conv_serial(x, family, panels, table, ints, sum_w, symmetric, fil
     image = q[: x[0].size].reshape(x[0:1].shape)
     for b in range(x.shape[0]):
         zp = _quantize_for_tiles(x[b], q, _shift_of(family), symmetric, filter_scale, table,
-                                 sum_w, out.shape[2], image_table, 1)  # fmt: skip
+                                 sum_w, out.shape[2], image_table, np.int64(1))  # fmt: skip
         _hconv_part(image, panels, image_table, ints, zp, out[b], post, blk0, blk1, 0,
                     panels.shape[0])  # fmt: skip
 
@@ -653,7 +653,8 @@ def run_hybrid_depthwise_serial(x, w_pairs, table, ints, sum_w, filter_scales, o
     q = np.zeros(x[0].size + SPARE_BYTES, np.int8)
     image_table = np.empty((table.shape[1] // LANES, 6, LANES), np.float32)
     for b in range(x.shape[0]):
-        zp = _quantize_for_dw(x[b], q, table, sum_w, filter_scales, order, image_table, 1)
+        zp = _quantize_for_dw(x[b], q, table, sum_w, filter_scales, order, image_table,
+                              np.int64(1))  # (not a constant: see quantize_image_parts)
         image = q[: x[0].size].reshape(x[0:1].shape)
         _hdw_rows(image, w_pairs, image_table, ints, zp, out[b], post, row0, row1)
 
