@@ -213,8 +213,8 @@ def quantize_images(x: np.ndarray, symmetric: bool, threads: int = 1, unsigned: 
     or `quantize_asymmetric`) → (q int8 of x's shape, sf float32 [N], zp int32 [N]; zp 0 when
     symmetric); `unsigned`: q + 128 as uint8 instead (what `vpdpbusd` multiplies; zp stays
     q's). q is a view of a buffer with SPARE_BYTES more, which the fast depthwise kernel reads
-    past a pixel's last channels (`hybrid_conv`). A large image's quantizing pass is split
-    between threads."""
+    past a pixel's last channels (`hybrid_conv`). A large image's two passes, its range and
+    then its values, are split between threads (`quantize_image_parts`)."""
     rows = np.ascontiguousarray(x, np.float32).reshape(x.shape[0], -1)
     shift = 128 if unsigned else 0  # added to the int8 q, after its clamp
     buffer = np.empty(rows.size + SPARE_BYTES, np.uint8 if unsigned else np.int8)
@@ -227,15 +227,10 @@ def quantize_images(x: np.ndarray, symmetric: bool, threads: int = 1, unsigned: 
     if not pool.worth_splitting(threads, split_flops):  # one compiled call does it all
         sf, zp = _quantize_rows(rows, q, symmetric, shift)
         return q.reshape(x.shape), sf, zp
-    sf, zp, inv, blank = _image_parameters(*_rows_range(rows, symmetric), symmetric)
-    q_min = -127 if symmetric else -128
+    sf, zp = np.empty(n, np.float32), np.empty(n, np.int32)
     for b in range(n):
-        if blank[b]:
-            q[b] = shift
-            continue
-        args = (rows[b], q[b], inv[b], zp[b], q_min, shift)
-        pool.split_run(_quantize_span, _quantize_split, args, rows.shape[1], threads,
-                       split_flops)
+        with pool.split_cores(threads, rows.shape[1]) as parts:
+            sf[b], zp[b] = quantize_image_parts(rows[b], q[b], symmetric, shift, parts)
     return q.reshape(x.shape), sf, zp
 
 
@@ -254,8 +249,8 @@ def quantize_image_compiled(image, q, symmetric, shift):
 @kernel
 def quantize_image_parts(image, q, symmetric, shift, parts):
     """`quantize_image_compiled` with both passes over the image cut into `parts` parts at
-    once (the hybrid kernels' split drivers; ~0.35 ns a value on one thread, a quarter of a
-    96x96x32 depthwise). The same (sf, zp) and q: the min and max of the parts' are the whole
+    once (`quantize_images` and the hybrid kernels' split drivers; ~0.35 ns a value on one
+    thread, a quarter of a 96x96x32 depthwise). The same (sf, zp) and q: the min and max of the parts' are the whole
     one's, and a NaN anywhere sends the range to the serial scan in TFLite's order."""
     n = image.size
     if n == 0:
@@ -272,7 +267,7 @@ def quantize_image_parts(image, q, symmetric, shift, parts):
     if blank[0]:
         q[:n] = shift
         return sf[0], zp[0]
-    q_min = np.int64(-127 if symmetric else -128)
+    q_min = _lowest_q(symmetric)
     _image_in_parts(flat, q, shift, parts, lows, highs, nans, inv[0], zp[0], q_min,
                     np.bool_(False))
     return sf[0], zp[0]
@@ -483,12 +478,11 @@ def _quantize_span(row, out, inv, zp, q_min, shift, i0, i1):
         out[i] = _roundf_q(row[i] * inv, zp, q_min) + shift
 
 
-@kernel(parallel=True)
-def _quantize_split(row, out, inv, zp, q_min, shift, n, parts):
-    """`_quantize_span` over 0..n-1 in `parts` parts at once (threads.split_run)."""
-    for i in prange(parts):
-        i0, i1 = pool.part(n, parts, i)
-        _quantize_span(row, out, inv, zp, q_min, shift, i0, i1)
+@inline_kernel
+def _lowest_q(symmetric):
+    """The smallest q of the Neon quantizers (int64): -127 symmetric (q = ±round(x·127/max|x|)),
+    -128 asymmetric."""
+    return np.int64(-127 if symmetric else -128)
 
 
 @kernel
@@ -506,7 +500,7 @@ def _quantize_rows(rows, q, symmetric, shift):
     float32 [B, N] (N > 0) into q (plus shift: 0 into int8, 128 into uint8); returns the
     scaling factors and zero points (0 when symmetric)."""
     sf, zps, inv, blank = _image_parameters(*_rows_range(rows, symmetric), symmetric)
-    q_min = -127 if symmetric else -128
+    q_min = _lowest_q(symmetric)
     for b in range(rows.shape[0]):
         _quantize_row(rows[b], q[b], inv[b], zps[b], q_min, shift, blank[b])
     return sf, zps
