@@ -449,3 +449,74 @@ def test_activation_folds_into_a_hybrid_conv(threads):
 
     want = run_tflite(model.to_bytes(), inputs, "ref")[y.name]
     np.testing.assert_array_equal(got[y.name].view(np.int32), want.view(np.int32))
+
+
+QUANTIZED_PADS = [  # amounts, kernel size, stride
+    ([[0, 0], [1, 1], [1, 1], [0, 0]], 3, 1),
+    ([[0, 0], [0, 2], [1, 0], [0, 0]], 3, 2),
+    ([[0, 0], [3, 0], [0, 1], [0, 0]], 3, 1),  # output row 0's window wholly in the padding
+    ([[0, 0], [2, 1], [1, 2], [0, 0]], 1, 1),  # so is every border pixel's of a 1x1 conv
+]
+
+
+@pytest.mark.parametrize("mode", ["int8", "int16x8"])
+@pytest.mark.parametrize("kind", ["CONV_2D", "DEPTHWISE_CONV_2D"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_pad_folds_into_a_quantized_conv(mode, kind, threads, monkeypatch):
+    """A quantized PAD writes its zero point, a quantized conv adds nothing for a tap in its
+    padding: each PAD before a VALID conv folds, and the fused run equals the graph as written
+    and TFLite's reference kernels exactly (2 threads: every conv split)."""
+    pytest.importorskip("ai_edge_litert")
+    from tflite_ref import run_tflite
+
+    from qengine.kernels import threads as pool
+    from qengine.quantizer import quantize
+
+    monkeypatch.setattr(pool, "MIN_SPLIT_FLOPS", 1)
+    r = rng("quantized-pad", mode, kind)
+    shape = (1, 17, 14, 16)
+    b = GraphBuilder()
+    x = b.input("x", shape)
+    outs = [conv(b, r, kind, pad(b, x, amounts), 16, 16, k=k, stride=stride)
+            for amounts, k, stride in QUANTIZED_PADS]
+    calibration = r.standard_normal((4, *shape)).astype(np.float32)
+    model = quantize(b.build(outs), mode=mode, calibration=calibration, quiet=True)
+    assert [op.type for op in model.main.operators].count("PAD") == len(QUANTIZED_PADS)
+    assert fused_count(model) == len(QUANTIZED_PADS)
+    t = model.main.inputs[0]
+    info = np.iinfo(t.dtype)
+    q = r.integers(info.min, info.max + 1, shape).astype(t.dtype)
+    q.reshape(-1)[::7] = t.quantization.zero_point[0]  # the padding's own value, inside too
+    want = run_tflite(model.to_bytes(), [q], "ref")
+    interpreter = qengine.Interpreter(model, num_threads=threads)
+    got, kept = interpreter.run([q]), interpreter.run([q], keep=True)
+    for out in model.main.outputs:
+        np.testing.assert_array_equal(got[out.name], want[out.name], err_msg=out.name)
+        np.testing.assert_array_equal(kept[out.name], want[out.name], err_msg=out.name)
+
+
+def test_quantized_pad_that_must_not_fold():
+    """A PAD whose output has another scale or zero point than its input (TFLite refuses
+    it; a file might carry it) or that feeds a hybrid conv (its input's range is taken over
+    the padded image) stays."""
+    from qengine.quantizer import quantize
+
+    r = rng("quantized-pad-not")
+    b = GraphBuilder()
+    x = b.input("x", (1, 6, 6, 8), "int8", Quantization.per_tensor(0.1, 3))
+    padded = b.op("PAD", [x, b.const("p", np.array([[0, 0], [1, 1], [1, 1], [0, 0]],
+                                                       np.int32))],
+                  out_quantization=Quantization.per_tensor(0.1, 4))
+    w = b.const("w", r.integers(-127, 128, (8, 3, 3, 8)).astype(np.int8), "int8",
+                Quantization.per_tensor(0.02))
+    bias = b.const("b", np.zeros(8, np.int32), "int32", Quantization.per_tensor(0.002))
+    y = b.op("CONV_2D", [padded, w, bias], options=conv_opts("CONV_2D"),
+             out_quantization=Quantization.per_tensor(0.2, 0))
+    assert fused_count(b.build([y])) == 0
+    h = GraphBuilder()
+    xf = h.input("x", (1, 12, 12, 128))
+    yf = conv(h, r, "CONV_2D", pad(h, xf, [[0, 0], [1, 1], [1, 1], [0, 0]]), 128, 16)
+    model = quantize(h.build([yf]), mode="dynamic", quiet=True)
+    assert [op.inputs[1].dtype for op in model.main.operators if op.type == "CONV_2D"] == \
+        ["int8"]
+    assert fused_count(model) == 0

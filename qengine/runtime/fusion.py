@@ -7,12 +7,15 @@ fuses clamps into their producers and static PADs into convolutions).
   without a fused activation becomes that op's fused activation. Same values: the op's clamp
   to [-FLT_MAX, FLT_MAX] followed by the activation's clamp is the activation's clamp alone,
   for every float (+-inf end at a bound, NaN passes both ways).
-- **Padding.** A PAD of a float tensor, by constant non-negative amounts on height and width
-  only, whose output is used only as the input of one float CONV_2D or DEPTHWISE_CONV_2D
-  (float filter) with VALID padding, disappears: the conv reads the PAD's input with those amounts as its
-  own padding (`Operator.fused_padding`, read by `ops.common.geometry`). Same values: the
+- **Padding.** A PAD by constant non-negative amounts on height and width only, whose output
+  is used only as the input of one CONV_2D or DEPTHWISE_CONV_2D with VALID padding,
+  disappears: the conv reads the PAD's input with those amounts as its own padding
+  (`Operator.fused_padding`, read by `ops.common.geometry`). Float input and filter: the
   float conv kernels multiply a tap in the padding by a row of zeros, the same zeros the PAD
-  would have written (a zero times an infinite weight is NaN either way).
+  would have written (a zero times an infinite weight is NaN either way). Quantized input of
+  the PAD's own scale and zero point, integer filter (int8, 16x8): the PAD writes the zero
+  point, and a quantized conv adds nothing for a tap in the padding, as for (zp - zp) * w.
+  (Not hybrid convs: their input's range is taken over the PAD's output.)
 
 - **Residual ADD.** A float ADD of two tensors of one static shape, one of them the only use of
   the output of a float or hybrid (int8 filter) CONV_2D or DEPTHWISE_CONV_2D (its own
@@ -142,19 +145,35 @@ def _fuse_padding(ops, index, uses, subgraph, dropped) -> None:
         return
     x, amounts = pad.inputs
     reader = _only_use(pad.outputs[0], uses, subgraph)
-    if (x.dtype != "float32" or amounts is None or not amounts.is_constant or reader is None
-            or reader[1] != 0):
+    if amounts is None or not amounts.is_constant or reader is None or reader[1] != 0:
         return
     conv = ops[reader[0]]
     if (conv.type not in CONVS or conv.options is None or conv.options.padding != VALID
             or conv.fused_padding is not None or len(conv.inputs) < 2 or conv.inputs[1] is None
-            or conv.inputs[1].dtype != "float32"):
+            or not (_float_conv(x, conv) or _quantized_conv(x, pad.outputs[0], conv))):
         return
     pads = _spatial_padding(amounts.data)
     if pads is None:
         return
     ops[reader[0]] = dataclasses.replace(conv, inputs=[x, *conv.inputs[1:]], fused_padding=pads)
     dropped.add(index)
+
+
+def _float_conv(x, conv) -> bool:
+    """A float input and filter: the PAD writes 0.0, the float kernels multiply a tap in the
+    padding by zeros."""
+    return x.dtype == "float32" and conv.inputs[1].dtype == "float32"
+
+
+def _quantized_conv(x, padded, conv) -> bool:
+    """A quantized input (int8, or int16 of 16x8) of the PAD's own scale and zero point, and
+    an int8 filter: the PAD writes the zero point (TFLite's pad.cc, without a pad value), and
+    a quantized conv's tap in the padding adds (zp - zp) * w = 0, as TFLite skips it."""
+    q, p = x.quantization, padded.quantization
+    return (x.dtype in ("int8", "int16") and padded.dtype == x.dtype
+            and conv.inputs[1].dtype == "int8" and q is not None and p is not None
+            and q.scale.size == p.scale.size == 1 and q.zero_point.size == p.zero_point.size == 1
+            and q.scale[0] == p.scale[0] and q.zero_point[0] == p.zero_point[0])
 
 
 def _spatial_padding(amounts) -> tuple[int, int, int, int] | None:
