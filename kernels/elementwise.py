@@ -13,6 +13,10 @@ kernel takes them, so a caller writes `add_int8(x1, x2, *add_params(...), act_mi
 """
 
 import numpy as np
+from numba.core import types
+from numba.core.extending import intrinsic
+from qengine.kernels import threads as pool
+from qengine.kernels.emit import I8, I64, addr, const64, counted_loop
 from qengine.kernels.fixedpoint import (
     INT32_MAX,
     mbqm,
@@ -21,7 +25,7 @@ from qengine.kernels.fixedpoint import (
     srdhm,
     wrap_int32,
 )
-from qengine.kernels.jit import kernel
+from qengine.kernels.jit import inline_kernel, kernel, prange
 from qengine.kernels.softmax import _count_leading_zeros32, saturating_rounding_multiply_by_pot
 
 __all__ = [
@@ -298,19 +302,70 @@ def rsqrt_table_int8(zp_in, zp_out, m, sh) -> np.ndarray:
 # ------------------------------------------------------------------ pair tables (any int8 op)
 
 
-@kernel
-def lookup_pair_int8(table, x, y):
-    """x [rows, m] int8, y [m] int8: out[r, c] = table[(x[r, c] + 128) * 256 + y[c] + 128].
+def _lookup_run_codegen(context, builder, signature, args):
+    table_addr, x_addr, y_addr, out_addr, n = args
+    table, x, y, out = (builder.inttoptr(a, I8.as_pointer())
+                        for a in (table_addr, x_addr, y_addr, out_addr))
+    middle = builder.gep(table, [const64(128 * 256 + 128)])  # the entry of the pair (0, 0)
 
-    The run of an int8 op whose output element depends only on its two int8 inputs (ADD, SUB,
-    MUL, PRELU): `table` is the op's kernel evaluated once on all 256 x 256 pairs. y repeats
-    along x's last axes (the same shape: rows = 1; a per-channel PRELU alpha: m = channels).
-    """
-    rows, m = x.shape
-    out = np.empty((rows, m), dtype=np.int8)
-    for r in range(rows):
-        for c in range(m):
-            out[r, c] = table[(np.int32(x[r, c]) + 128) * 256 + np.int32(y[c]) + 128]
+    def pair(i):
+        a = builder.sext(builder.load(builder.gep(x, [i])), I64)
+        b = builder.sext(builder.load(builder.gep(y, [i])), I64)
+        index = builder.add(builder.shl(a, const64(8)), b)  # a * 256 + b, from (0, 0)
+        builder.store(builder.load(builder.gep(middle, [index])), builder.gep(out, [i]))
+
+    counted_loop(builder, const64(0), n, "pairs", pair)
+    return context.get_dummy_value()
+
+
+@intrinsic
+def _lookup_run(typingctx, table_addr, x_addr, y_addr, out_addr, n):
+    """out[i] = table[(x[i] + 128) * 256 + y[i] + 128] for i < n (int8 arrays by address,
+    table of 65536). LLVM IR rather than a Numba loop: inside a split's prange Numba's loop
+    ran 2-3x slower than alone (it reloads the arrays' fields after every byte it stores)."""
+    sig = types.void(types.int64, types.int64, types.int64, types.int64, types.int64)
+    return sig, _lookup_run_codegen
+
+
+@inline_kernel
+def _pairs_fit(table, x, y, out, i0, i1):
+    return (table.size == 65536 and x.size == out.size and y.size > 0
+            and out.size % y.size == 0 and 0 <= i0 <= i1 <= out.size)
+
+
+@kernel
+def lookup_pairs(table, x, y, out, i0, i1):
+    """out[i] = table[(x[i] + 128) * 256 + y[i % m] + 128] for i in [i0, i1); x, out [n],
+    y [m] int8 with m dividing n (the same shape: m = n; a per-channel PRELU alpha: m =
+    channels), contiguous. The run of an int8 op whose output element depends only on its two
+    int8 inputs (ADD, SUB, MUL, PRELU): `table` is the op's kernel evaluated once on all
+    256 x 256 pairs."""
+    if not _pairs_fit(table, x, y, out, i0, i1):
+        raise ValueError("lookup_pairs: table, x, y, out or [i0, i1) do not fit")
+    m = y.size
+    i, c = i0, i0 % m
+    while i < i1:  # runs of consecutive y values: from c to the period's end, then whole ones
+        run = min(m - c, i1 - i)
+        _lookup_run(addr(table), addr(x) + i, addr(y) + c, addr(out) + i, run)
+        i, c = i + run, 0
+
+
+@kernel(parallel=True)
+def _lookup_pairs_split(table, x, y, out, n, parts):
+    if not _pairs_fit(table, x, y, out, 0, n):
+        raise ValueError("lookup_pairs: table, x, y, out or [i0, i1) do not fit")
+    for i in prange(parts):
+        i0, i1 = pool.part(n, parts, i)
+        lookup_pairs(table, x, y, out, i0, i1)
+
+
+def lookup_pair_int8(table, x, y, threads: int = 1):
+    """`lookup_pairs` over all of x (any shape, contiguous) into a new array of its shape,
+    split between threads when large (threads.split_run)."""
+    out = np.empty(x.shape, np.int8)
+    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+    pool.split_run(lookup_pairs, _lookup_pairs_split, (table, flat_x, y.reshape(-1), flat_out),
+                   flat_out.size, threads, pool.STREAM_FLOPS * flat_out.size)
     return out
 
 

@@ -119,7 +119,7 @@ def accumulate(builder, count, n_acc, step, name):
     return loop(builder, count, [ir.Constant(V8I32, None)] * n_acc, step, name)
 
 
-def _counted_loop(builder, start, stop, name, body):
+def counted_loop(builder, start, stop, name, body):
     """Emit `for i in range(start, stop): body(i)` (int64 i)."""
     entry = builder.block
     loop = builder.function.append_basic_block(f"{name}_loop")
@@ -158,9 +158,9 @@ def _widen_codegen(context, builder, signature, args):
                             builder.trunc(zp, I16))  # fmt: skip
         builder.store(value, builder.gep(dst, [i]))
 
-    _counted_loop(builder, const64(0), groups, "widen", group)
+    counted_loop(builder, const64(0), groups, "widen", group)
     tail_start = builder.select(over, n, builder.mul(full, const64(16)))
-    _counted_loop(builder, tail_start, n, "widen_tail", single)
+    counted_loop(builder, tail_start, n, "widen_tail", single)
     return context.get_dummy_value()
 
 

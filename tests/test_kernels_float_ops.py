@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from qengine.kernels.elementwise import lookup_pair_int8, trailing_period
+from qengine.kernels import threads as pool
+from qengine.kernels.elementwise import lookup_pair_int8, lookup_pairs, trailing_period
 from qengine.kernels.float_ops import max_pool_f32, prelu_f32, resize_bilinear_f32
 
 from qengine.ops.conv import ConvGeometry, patches
@@ -61,6 +62,33 @@ def test_lookup_pair_kernel_covers_every_pair():
     y = np.tile(np.arange(-128, 128, dtype=np.int8), 256)
     got = lookup_pair_int8(table, x.reshape(256, 256), y[:256])
     assert np.array_equal(got, table.reshape(256, 256))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(("n", "m"), [(1001, 1001), (7 * 65, 65), (8192 * 3, 24), (5, 1)])
+def test_lookup_pairs_in_parts(threads, n, m, monkeypatch):
+    """Any range [i0, i1) (a split's parts start anywhere in y's period), and the whole run
+    split between threads from the smallest size on, against NumPy's indexing."""
+    monkeypatch.setattr(pool, "MIN_SPLIT_FLOPS", 1)
+    table = RNG.integers(-128, 128, 65536).astype(np.int8)
+    x = RNG.integers(-128, 128, n).astype(np.int8)
+    y = RNG.integers(-128, 128, m).astype(np.int8)
+    want = table[(x.astype(np.intp) + 128) * 256 + (np.tile(y, n // m).astype(np.intp) + 128)]
+    assert np.array_equal(lookup_pair_int8(table, x, y, threads), want)
+    for i0, i1 in [(0, n), (n // 3, n - 1), (m - 1, n), (n, n)]:
+        out = np.full(n, 77, np.int8)
+        lookup_pairs(table, x, y, out, i0, i1)
+        assert np.array_equal(out[i0:i1], want[i0:i1])
+        assert (out[:i0] == 77).all() and (out[i1:] == 77).all()
+
+
+def test_lookup_pairs_refuses_what_does_not_fit():
+    table, x = np.zeros(65536, np.int8), np.zeros(12, np.int8)
+    for args in [(table[:-1], x, x[:4], x, 0, 12), (table, x, x[:5], x, 0, 12),
+                 (table, x, x[:4], x[:8], 0, 8), (table, x, x[:4], x, 0, 13),
+                 (table, x, x[:4], x, -1, 4), (table, x, x[:0], x, 0, 0)]:
+        with pytest.raises(ValueError, match="do not fit"):
+            lookup_pairs(*args)
 
 
 @pytest.mark.parametrize(("x_shape", "alpha_shape"), [

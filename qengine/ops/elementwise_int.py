@@ -57,18 +57,20 @@ def _requantizing(ctx: OpContext, make_params, kernel) -> Prepared:
 def _pair_table(ctx: OpContext, shape, kernel) -> Prepared:
     """Each output element depends only on its two int8 inputs, so `kernel(a, b)` run once on
     all 256 x 256 pairs at prepare time is the whole op: a 64 KiB table, exact by construction."""
-    return Prepared(pair_lookup(kernel, ctx.input(0).shape, ctx.input(1).shape, shape),
+    return Prepared(pair_lookup(kernel, ctx.input(0).shape, ctx.input(1).shape, shape,
+                                ctx.num_threads),
                     [ctx.output_spec(0, shape, "int8")])
 
 
 PAIR_CHUNK = 8192  # input pairs per call of a pair table's kernel (see pair_lookup)
 
 
-def pair_lookup(kernel, a_shape, b_shape, shape):
+def pair_lookup(kernel, a_shape, b_shape, shape, threads: int = 1):
     """run(x, y) = table[(x + 128) * 256 + (y + 128)] broadcast to `shape`, the table being
-    kernel(a, b) on all 256 x 256 int8 pairs (a major): one Numba pass
-    (kernels.lookup_pair_int8) when one input has the output's shape and the other repeats
-    along its last axes (same shape, per-channel, scalar); NumPy fancy indexing otherwise.
+    kernel(a, b) on all 256 x 256 int8 pairs (a major): one Numba pass, split between
+    `threads` when large (kernels.lookup_pair_int8), when one input has the output's shape
+    and the other repeats along its last axes (same shape, per-channel, scalar); NumPy fancy
+    indexing otherwise.
 
     The kernel runs on PAIR_CHUNK pairs at a time: its NumPy int64 temporaries for all 65536
     at once peaked at ~5.7 MB, which the process keeps (`kernels/jit.py` keeps freed pages)
@@ -86,22 +88,22 @@ def pair_lookup(kernel, a_shape, b_shape, shape):
 
     def run(x, y):
         if x.shape == shape and b_period:
-            return kernels.lookup_pair_int8(table, _rows(x, b_period),
-                                            _rows(y, b_period)[0]).reshape(shape)
+            return kernels.lookup_pair_int8(table, np.ascontiguousarray(x),
+                                            _period(y, b_period), threads)
         if y.shape == shape and a_period:
             if not swapped:  # (two threads may both make it: the same values)
                 swapped.append(np.ascontiguousarray(table.reshape(256, 256).T).ravel())
-            return kernels.lookup_pair_int8(swapped[0], _rows(y, a_period),
-                                            _rows(x, a_period)[0]).reshape(shape)
+            return kernels.lookup_pair_int8(swapped[0], np.ascontiguousarray(y),
+                                            _period(x, a_period), threads)
         index = (x.astype(np.intp) + 128) * 256 + (y.astype(np.intp) + 128)  # broadcasts
         return table[np.broadcast_to(index, shape)]
 
     return run
 
 
-def _rows(x: np.ndarray, period: int) -> np.ndarray:
-    """x flattened into rows of `period` values ([1, period] for the repeating operand)."""
-    return np.ascontiguousarray(x).reshape(-1, period)
+def _period(x: np.ndarray, period: int) -> np.ndarray:
+    """The first `period` values of x flattened (what the repeating operand repeats)."""
+    return np.ascontiguousarray(x.reshape(-1)[:period])
 
 
 def _int16(ctx: OpContext) -> bool:
