@@ -13,6 +13,7 @@ kernel takes them, so a caller writes `add_int8(x1, x2, *add_params(...), act_mi
 """
 
 import numpy as np
+from llvmlite import ir
 from numba.core import types
 from numba.core.extending import intrinsic
 from qengine.kernels import threads as pool
@@ -303,59 +304,76 @@ def rsqrt_table_int8(zp_in, zp_out, m, sh) -> np.ndarray:
 
 
 def _lookup_run_codegen(context, builder, signature, args):
-    table_addr, x_addr, y_addr, out_addr, n = args
-    table, x, y, out = (builder.inttoptr(a, I8.as_pointer())
-                        for a in (table_addr, x_addr, y_addr, out_addr))
-    middle = builder.gep(table, [const64(128 * 256 + 128)])  # the entry of the pair (0, 0)
+    table_addr, then_addr, x_addr, y_addr, a_addr, out_addr, n, chained = args
+    table, then, x, y, a, out = (builder.inttoptr(v, I8.as_pointer()) for v in (
+        table_addr, then_addr, x_addr, y_addr, a_addr, out_addr))
 
-    def pair(i):
-        a = builder.sext(builder.load(builder.gep(x, [i])), I64)
-        b = builder.sext(builder.load(builder.gep(y, [i])), I64)
-        index = builder.add(builder.shl(a, const64(8)), b)  # a * 256 + b, from (0, 0)
-        builder.store(builder.load(builder.gep(middle, [index])), builder.gep(out, [i]))
+    def entry(t, u, v):
+        """t[(u + 128) * 256 + v + 128] of int8 u, v: from the entry of the pair (0, 0)."""
+        index = builder.add(builder.shl(builder.sext(u, I64), const64(8)), builder.sext(v, I64))
+        return builder.load(builder.gep(t, [builder.add(index, const64(128 * 256 + 128))]))
 
-    counted_loop(builder, const64(0), n, "pairs", pair)
+    def pairs(second):
+        def step(i):
+            value = entry(table, builder.load(builder.gep(x, [i])),
+                          builder.load(builder.gep(y, [i])))
+            if second:
+                value = entry(then, value, builder.load(builder.gep(a, [i])))
+            builder.store(value, builder.gep(out, [i]))
+        counted_loop(builder, const64(0), n, "chain" if second else "pairs", step)
+
+    with builder.if_else(builder.trunc(chained, ir.IntType(1))) as (two, one):
+        with two:
+            pairs(True)
+        with one:
+            pairs(False)
     return context.get_dummy_value()
 
 
 @intrinsic
-def _lookup_run(typingctx, table_addr, x_addr, y_addr, out_addr, n):
-    """out[i] = table[(x[i] + 128) * 256 + y[i] + 128] for i < n (int8 arrays by address,
-    table of 65536). LLVM IR rather than a Numba loop: inside a split's prange Numba's loop
-    ran 2-3x slower than alone (it reloads the arrays' fields after every byte it stores)."""
-    sig = types.void(types.int64, types.int64, types.int64, types.int64, types.int64)
+def _lookup_run(typingctx, table_addr, then_addr, x_addr, y_addr, a_addr, out_addr, n, chained):
+    """out[i] = T(x[i], y[i]) for i < n, T(u, v) = table[(u + 128) * 256 + v + 128]; chained:
+    then[(T(x[i], y[i]) + 128) * 256 + a[i] + 128] (int8 arrays by address, tables of 65536).
+    LLVM IR rather than a Numba loop: inside a split's prange Numba's loop ran 2-3x slower than
+    alone (it reloads the arrays' fields after every byte it stores)."""
+    sig = types.void(*[types.int64] * 7, types.boolean)
     return sig, _lookup_run_codegen
 
 
 @inline_kernel
-def _pairs_fit(table, x, y, out, i0, i1):
-    return table.size == 65536 and x.size == out.size and y.size > 0 and 0 <= i0 <= i1 <= out.size
+def _pairs_fit(table, x, y, out, then, a, i0, i1):
+    return (table.size == 65536 and then.size in (0, 65536) and x.size == out.size
+            and y.size > 0 and a.size > 0 and 0 <= i0 <= i1 <= out.size)
 
 
 @kernel
-def lookup_pairs(table, x, y, out, i0, i1):
-    """out[i] = table[(x[i] + 128) * 256 + y[i % m] + 128] for i in [i0, i1); x, out [n],
-    y [m] int8, contiguous (the same shape: m = n; a per-channel PRELU alpha: its channels,
-    repeated to a few hundred values, as `tile_period` does, so that the runs are long). The run of an int8 op whose output element depends only on its two
-    int8 inputs (ADD, SUB, MUL, PRELU): `table` is the op's kernel evaluated once on all
-    256 x 256 pairs."""
-    if not _pairs_fit(table, x, y, out, i0, i1):
-        raise ValueError("lookup_pairs: table, x, y, out or [i0, i1) do not fit")
-    m = y.size
-    i, c = i0, i0 % m
-    while i < i1:  # runs of consecutive y values: from c to the period's end, then whole ones
-        run = min(m - c, i1 - i)
-        _lookup_run(addr(table), addr(x) + i, addr(y) + c, addr(out) + i, run)
-        i, c = i + run, 0
+def lookup_pairs(table, x, y, out, then, a, i0, i1):
+    """out[i] = T(x[i], y[i % m]) for i in [i0, i1), T(u, v) = table[(u + 128) * 256 + v +
+    128], x and out [n], y [m] int8, contiguous: the run of an int8 op whose output element
+    depends only on its two int8 inputs (ADD, SUB, MUL, PRELU), `table` being the op's kernel
+    evaluated once on all 256 x 256 pairs. y is the same shape (m = n) or repeats (a
+    per-channel PRELU alpha: its channels, repeated to a few hundred values, as `tile_period`
+    does, so that the runs are long). With a second table `then` (else empty): out[i] =
+    then[(T(x[i], y[i % m]) + 128) * 256 + a[i % k] + 128], a [k]: an int8 PRELU after an ADD
+    in one pass."""
+    if not _pairs_fit(table, x, y, out, then, a, i0, i1):
+        raise ValueError("lookup_pairs: table, x, y, out, then, a or [i0, i1) do not fit")
+    m, k = y.size, a.size
+    i, c, d = i0, i0 % m, i0 % k
+    while i < i1:  # runs along which neither y nor a wraps around
+        run = min(m - c, k - d, i1 - i)
+        _lookup_run(addr(table), addr(then), addr(x) + i, addr(y) + c, addr(a) + d,
+                    addr(out) + i, run, then.size > 0)
+        i, c, d = i + run, (c + run) % m, (d + run) % k
 
 
 @kernel(parallel=True)
-def _lookup_pairs_split(table, x, y, out, n, parts):
-    if not _pairs_fit(table, x, y, out, 0, n):
-        raise ValueError("lookup_pairs: table, x, y, out or [i0, i1) do not fit")
+def _lookup_pairs_split(table, x, y, out, then, a, n, parts):
+    if not _pairs_fit(table, x, y, out, then, a, 0, n):
+        raise ValueError("lookup_pairs: table, x, y, out, then, a or [i0, i1) do not fit")
     for i in prange(parts):
         i0, i1 = pool.part(n, parts, i)
-        lookup_pairs(table, x, y, out, i0, i1)
+        lookup_pairs(table, x, y, out, then, a, i0, i1)
 
 
 SHORT_PERIOD = 64  # a shorter period (PRELU's channels) is repeated to RUN_VALUES values
@@ -370,13 +388,17 @@ def tile_period(y: np.ndarray) -> np.ndarray:
     return np.tile(y, -(-RUN_VALUES // y.size)) if y.size < SHORT_PERIOD else y
 
 
-def lookup_pair_int8(table, x, y, threads: int = 1):
+NO_TABLE = np.zeros(0, np.int8)  # `then` of a lookup that is not chained
+
+
+def lookup_pair_int8(table, x, y, threads: int = 1, then=NO_TABLE, a=None):
     """`lookup_pairs` over all of x (any shape, contiguous) into a new array of its shape,
     split between threads when large (threads.split_run)."""
     out = np.empty(x.shape, np.int8)
     flat_x, flat_out = x.reshape(-1), out.reshape(-1)
-    pool.split_run(lookup_pairs, _lookup_pairs_split,
-                   (table, flat_x, tile_period(y.reshape(-1)), flat_out),
+    y = tile_period(y.reshape(-1))
+    a = y if a is None else tile_period(a.reshape(-1))
+    pool.split_run(lookup_pairs, _lookup_pairs_split, (table, flat_x, y, flat_out, then, a),
                    flat_out.size, threads, pool.STREAM_FLOPS * flat_out.size)
     return out
 

@@ -226,6 +226,9 @@ class Operator:
     fused_padding: tuple[int, int, int, int] | None = None
     # runtime only: the ADD and/or PRELU folded into a float conv's output (runtime/fusion.py)
     fused_epilogue: Epilogue | None = None
+    # runtime only: the int8 op (RELU, LOGISTIC, PRELU, ...) whose input was this op's output,
+    # folded in (runtime/fusion.py); its other inputs follow this op's own
+    fused_lookup: Operator | None = None
 
     @property
     def type(self) -> str:

@@ -129,13 +129,100 @@ def test_what_must_not_fuse():
     run_both(model, special_input(r, (1, 8, 8, 8)))
 
 
-def test_int8_relu_stays():  # it requantizes: not a clamp of the producer's output
+def test_int8_relu_folds_as_a_table_not_a_clamp():
+    """An int8 RELU requantizes, so it is not the ADD's fused activation (a clamp of the ADD's
+    own output); it folds as a table after the ADD's table instead."""
     b = GraphBuilder()
     q = Quantization.per_tensor(0.1, 3)
     x = b.input("x", (1, 4, 4, 2), "int8", q)
     y = b.op("ADD", [x, x], options=options("AddOptions"),
              out_quantization=Quantization.per_tensor(0.2, -5))
     model = b.build([b.op("RELU", [y], out_quantization=Quantization.per_tensor(0.05, -128))])
+    fused, _ = fuse(model.main)
+    (op,) = fused.operators
+    assert op.type == "ADD" and op.options.fusedActivationFunction == 0
+    assert op.fused_lookup.type == "RELU"
+    values = np.arange(-128, 128, dtype=np.int8).reshape(1, 4, 4, 16)[..., :2].copy()
+    run_both(model, values)
+
+
+def q8(scale, zero_point):
+    return Quantization.per_tensor(scale, zero_point)
+
+
+def int8_pair_then(b, r, kind, after, shape, alpha_shape=None):
+    """int8 `kind` (ADD, SUB, MUL) of two inputs of `shape` (the second broadcast when
+    alpha_shape says so), then the int8 op `after` on its output."""
+    x = b.input(f"x{len(b.subgraph.operators)}", shape, "int8", q8(0.05, 3))
+    other = b.input(f"y{len(b.subgraph.operators)}", shape, "int8", q8(0.07, -9))
+    z = b.op(kind, [x, other], options=options(kind.capitalize() + "Options"),
+             out_quantization=q8(0.09, -4))
+    inputs = [z]
+    if after == "PRELU":
+        inputs.append(b.const(f"a{len(b.subgraph.operators)}",
+                              r.integers(-128, 128, alpha_shape).astype(np.int8), "int8",
+                              q8(0.01, 5)))
+    opts = options("LeakyReluOptions", alpha=0.2) if after == "LEAKY_RELU" else None
+    low_bound = {"LOGISTIC": q8(1 / 256, -128), "TANH": q8(1 / 128, 0)}
+    return b.op(after, inputs, options=opts, out_quantization=low_bound.get(after, q8(0.06, -20)))
+
+
+LOOKUP_PAIRS = [("ADD", "RELU", None), ("SUB", "RELU6", None), ("MUL", "LOGISTIC", None),
+                ("ADD", "TANH", None), ("ADD", "HARD_SWISH", None), ("SUB", "LEAKY_RELU", None),
+                ("ADD", "PRELU", (1, 1, 24)), ("MUL", "PRELU", (24,)), ("ADD", "PRELU", ())]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_int8_lookup_folds_into_the_pair_table(threads, monkeypatch):
+    """int8 ADD/SUB/MUL -> RELU, RELU6, LOGISTIC, TANH, HARD_SWISH, LEAKY_RELU (one composed
+    table) and -> PRELU per channel or scalar (both tables in one pass): each pair folds, and
+    the fused run equals the graph as written and TFLite's reference kernels exactly (2
+    threads: every lookup split)."""
+    pytest.importorskip("ai_edge_litert")
+    from tflite_ref import run_tflite
+
+    from qengine.kernels import threads as pool
+
+    monkeypatch.setattr(pool, "MIN_SPLIT_FLOPS", 1)
+    r = rng("int8-lookups")
+    shape = (1, 9, 7, 24)
+    b = GraphBuilder()
+    outs = [int8_pair_then(b, r, kind, after, shape, alpha) for kind, after, alpha in LOOKUP_PAIRS]
+    model = b.build(outs)
+    fused, _ = fuse(model.main)
+    assert [op.type for op in fused.operators] == [kind for kind, _, _ in LOOKUP_PAIRS]
+    assert [op.fused_lookup.type for op in fused.operators] == [a for _, a, _ in LOOKUP_PAIRS]
+    inputs = [r.integers(-128, 128, t.shape).astype(np.int8) for t in model.main.inputs]
+    want = run_tflite(model.to_bytes(), inputs, "ref")
+    interpreter = qengine.Interpreter(model, num_threads=threads)
+    got, kept = interpreter.run(inputs), interpreter.run(inputs, keep=True)
+    for out in outs:
+        np.testing.assert_array_equal(got[out.name], want[out.name], err_msg=out.name)
+        np.testing.assert_array_equal(kept[out.name], want[out.name], err_msg=out.name)
+
+
+def test_int8_lookup_that_must_not_fold():
+    """A pair op's output read twice, or a graph output, keeps its lookup op; so does a
+    lookup after a conv (its output is no table), and an int16 one (16x8)."""
+    r = rng("int8-lookups-not")
+    shape = (1, 4, 4, 8)
+    b = GraphBuilder()
+    x = b.input("x", shape, "int8", q8(0.05, 3))
+    z = b.op("ADD", [x, x], options=options("AddOptions"), out_quantization=q8(0.09, -4))
+    twice = [b.op("RELU", [z], out_quantization=q8(0.06, -20)),
+             b.op("TANH", [z], out_quantization=q8(1 / 128, 0))]
+    seen = b.op("SUB", [x, x], options=options("SubOptions"), out_quantization=q8(0.09, -4))
+    after_seen = b.op("RELU", [seen], out_quantization=q8(0.06, -20))
+    w = b.const("w", r.integers(-127, 128, (8, 1, 1, 8)).astype(np.int8), "int8", q8(0.02, 0))
+    bias = b.const("bias", np.zeros(8, np.int32), "int32", q8(0.001, 0))
+    conv = b.op("CONV_2D", [x, w, bias], options=conv_opts("CONV_2D"),
+                out_quantization=q8(0.1, 0))
+    after_conv = b.op("RELU", [conv], out_quantization=q8(0.06, -20))
+    h = b.input("h", shape, "int16", Quantization.per_tensor(0.001, 0))
+    h_sum = b.op("ADD", [h, h], options=options("AddOptions"),
+                 out_quantization=Quantization.per_tensor(0.002, 0))
+    after_h = b.op("RELU", [h_sum], out_quantization=Quantization.per_tensor(0.002, 0))
+    model = b.build([*twice, seen, after_seen, after_conv, after_h])
     assert fused_count(model) == 0
 
 

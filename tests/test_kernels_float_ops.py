@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from qengine.kernels import threads as pool
-from qengine.kernels.elementwise import lookup_pair_int8, lookup_pairs, trailing_period
+from qengine.kernels.elementwise import NO_TABLE, lookup_pair_int8, lookup_pairs, trailing_period
 from qengine.kernels.float_ops import max_pool_f32, prelu_f32, resize_bilinear_f32
 
 from qengine.ops.conv import ConvGeometry, patches
@@ -64,30 +64,42 @@ def test_lookup_pair_kernel_covers_every_pair():
     assert np.array_equal(got, table.reshape(256, 256))
 
 
+def _pairs(table, u, v):
+    return table[(u.astype(np.intp) + 128) * 256 + (v.astype(np.intp) + 128)]
+
+
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize(("n", "m"), [(1001, 1001), (7 * 65, 65), (8192 * 3, 24), (5, 1)])
-def test_lookup_pairs_in_parts(threads, n, m, monkeypatch):
-    """Any range [i0, i1) (a split's parts start anywhere in y's period), and the whole run
-    split between threads from the smallest size on, against NumPy's indexing (a period of
-    24 is repeated to 264 values, which do not divide n: runs restart mid-way)."""
+@pytest.mark.parametrize("chained", [False, True])
+@pytest.mark.parametrize(("n", "m", "k"), [(1001, 1001, 7), (7 * 65, 65, 5),
+                                           (8192 * 3, 24, 8192 * 3), (5, 1, 1)])
+def test_lookup_pairs_in_parts(threads, chained, n, m, k, monkeypatch):
+    """Any range [i0, i1) (a split's parts start anywhere in y's and a's periods), and the
+    whole run split between threads from the smallest size on, against NumPy's indexing; a
+    period of 24 is repeated to 264 values, which do not divide n: runs restart mid-way.
+    Chained: a second table on (the first's value, a[i % k])."""
     monkeypatch.setattr(pool, "MIN_SPLIT_FLOPS", 1)
-    table = RNG.integers(-128, 128, 65536).astype(np.int8)
+    table, then = (RNG.integers(-128, 128, 65536).astype(np.int8) for _ in range(2))
     x = RNG.integers(-128, 128, n).astype(np.int8)
     y = RNG.integers(-128, 128, m).astype(np.int8)
-    want = table[(x.astype(np.intp) + 128) * 256 + (np.tile(y, n // m).astype(np.intp) + 128)]
-    assert np.array_equal(lookup_pair_int8(table, x, y, threads), want)
+    a = RNG.integers(-128, 128, k).astype(np.int8)
+    want = _pairs(table, x, np.tile(y, n // m))
+    if chained:
+        want = _pairs(then, want, np.tile(a, n // k))
+    second = (then, a) if chained else (NO_TABLE, None)
+    assert np.array_equal(lookup_pair_int8(table, x, y, threads, *second), want)
     for i0, i1 in [(0, n), (n // 3, n - 1), (m - 1, n), (n, n)]:
         out = np.full(n, 77, np.int8)
-        lookup_pairs(table, x, y, out, i0, i1)
+        lookup_pairs(table, x, y, out, second[0], a if chained else y, i0, i1)
         assert np.array_equal(out[i0:i1], want[i0:i1])
         assert (out[:i0] == 77).all() and (out[i1:] == 77).all()
 
 
 def test_lookup_pairs_refuses_what_does_not_fit():
-    table, x = np.zeros(65536, np.int8), np.zeros(12, np.int8)
-    for args in [(table[:-1], x, x[:4], x, 0, 12),
-                 (table, x, x[:4], x[:8], 0, 8), (table, x, x[:4], x, 0, 13),
-                 (table, x, x[:4], x, -1, 4), (table, x, x[:0], x, 0, 0)]:
+    table, x, none = np.zeros(65536, np.int8), np.zeros(12, np.int8), NO_TABLE
+    for args in [(table[:-1], x, x[:4], x, none, x, 0, 12), (table, x, x[:4], x[:8], none, x, 0, 8),
+                 (table, x, x[:4], x, none, x, 0, 13), (table, x, x[:4], x, none, x, -1, 4),
+                 (table, x, x[:0], x, none, x, 0, 0), (table, x, x, x, table[:9], x, 0, 12),
+                 (table, x, x, x, table, x[:0], 0, 12)]:
         with pytest.raises(ValueError, match="do not fit"):
             lookup_pairs(*args)
 

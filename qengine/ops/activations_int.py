@@ -17,7 +17,7 @@ from qengine.kernels.libm import libm
 
 from ..runtime.registry import OpContext, Prepared
 from .common import broadcast_shape, per_tensor
-from .elementwise_int import pair_lookup
+from .elementwise_int import ValueLookup, pair_lookup
 
 
 def _int8_unary(ctx: OpContext):
@@ -39,12 +39,7 @@ def _elementwise(ctx: OpContext, x, kernel, *params) -> Prepared:
     on all 256 int8 values, and every run looks its results up (exact by construction; a
     lookup costs less than the per-element requantization of RELU or LEAKY_RELU)."""
     table = params[0] if kernel is kernels.apply_lut_int8 else kernel(INT8_VALUES, *params)
-
-    def run(values):
-        return kernels.apply_lut_int8(np.ascontiguousarray(values).ravel(), table).reshape(
-            values.shape)
-
-    return Prepared(run, [ctx.output_spec(0, x.shape, "int8")])
+    return Prepared(ValueLookup(table), [ctx.output_spec(0, x.shape, "int8")])
 
 
 # -- lookup tables ------------------------------------------------------------------------------

@@ -11,6 +11,9 @@ BroadcastXxx4DSlow).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import numpy as np
 
 from qengine.kernels import activations as activation_kernels
@@ -20,7 +23,7 @@ from qengine.kernels.fixedpoint import mbqm_array as mbqm
 from qengine.kernels.fixedpoint import quantize_multiplier
 
 from ..errors import InputError
-from ..runtime.registry import OpContext, Prepared, Spec
+from ..runtime.registry import OpContext, Prepared, Spec, register_folding
 from .common import (
     QUANTIZED_TYPES,
     broadcast_shape,
@@ -65,12 +68,8 @@ def _pair_table(ctx: OpContext, shape, kernel) -> Prepared:
 PAIR_CHUNK = 8192  # input pairs per call of a pair table's kernel (see pair_lookup)
 
 
-def pair_lookup(kernel, a_shape, b_shape, shape, threads: int = 1):
-    """run(x, y) = table[(x + 128) * 256 + (y + 128)] broadcast to `shape`, the table being
-    kernel(a, b) on all 256 x 256 int8 pairs (a major): one Numba pass, split between
-    `threads` when large (kernels.lookup_pair_int8), when one input has the output's shape
-    and the other repeats along its last axes (same shape, per-channel, scalar); NumPy fancy
-    indexing otherwise.
+def pair_lookup(kernel, a_shape, b_shape, shape, threads: int = 1) -> PairLookup:
+    """The table of kernel(a, b) on all 256 x 256 int8 pairs (a major) as a PairLookup.
 
     The kernel runs on PAIR_CHUNK pairs at a time: its NumPy int64 temporaries for all 65536
     at once peaked at ~5.7 MB, which the process keeps (`kernels/jit.py` keeps freed pages)
@@ -81,29 +80,109 @@ def pair_lookup(kernel, a_shape, b_shape, shape, threads: int = 1):
     for start in range(0, table.size, PAIR_CHUNK):
         part = slice(start, start + PAIR_CHUNK)
         table[part] = kernel(a[part], b[part])
-    swapped = []  # the table of (y, x), made on first use (64 KiB most ops never need)
-    shape = None if shape is None else tuple(shape)
-    a_period = kernels.trailing_period(shape, a_shape)
-    b_period = kernels.trailing_period(shape, b_shape)
+    return PairLookup(table, a_shape, b_shape, shape, threads)
 
-    def run(x, y):
-        if x.shape == shape and b_period:
-            return kernels.lookup_pair_int8(table, np.ascontiguousarray(x),
-                                            _period(y, b_period), threads)
-        if y.shape == shape and a_period:
-            if not swapped:  # (two threads may both make it: the same values)
-                swapped.append(np.ascontiguousarray(table.reshape(256, 256).T).ravel())
-            return kernels.lookup_pair_int8(swapped[0], np.ascontiguousarray(y),
-                                            _period(x, a_period), threads)
+
+class PairLookup:
+    """run(x, y) = table[(x + 128) * 256 + (y + 128)] broadcast to `shape`: one Numba pass,
+    split between `threads` when large (kernels.lookup_pair_int8), when one input has the
+    output's shape and the other repeats along its last axes (same shape, per-channel,
+    scalar); NumPy fancy indexing otherwise. A lookup op after it folds in (`fold_lookup`):
+    its 256 values into the table (`then_values`), or a second pair table on (this one's
+    value, a repeating operand) in the same pass (`then`)."""
+
+    def __init__(self, table, a_shape, b_shape, shape, threads, then=None):
+        self.table, self.a_shape, self.b_shape, self.threads = table, a_shape, b_shape, threads
+        self.shape = None if shape is None else tuple(shape)
+        self.a_period = kernels.trailing_period(self.shape, a_shape)
+        self.b_period = kernels.trailing_period(self.shape, b_shape)
+        self.swapped = []  # the table of (y, x), made on first use (64 KiB most ops never need)
+        self.then = then  # (second PairLookup, its operand's period) of a chained lookup
+
+    def __call__(self, x, y, *second):
+        if self.then is not None:
+            return self._chained(x, y, second[0])
+        if x.shape == self.shape and self.b_period:
+            return kernels.lookup_pair_int8(self.table, np.ascontiguousarray(x),
+                                            _period(y, self.b_period), self.threads)
+        if y.shape == self.shape and self.a_period:
+            if not self.swapped:  # (two threads may both make it: the same values)
+                self.swapped.append(np.ascontiguousarray(self.table.reshape(256, 256).T).ravel())
+            return kernels.lookup_pair_int8(self.swapped[0], np.ascontiguousarray(y),
+                                            _period(x, self.a_period), self.threads)
         index = (x.astype(np.intp) + 128) * 256 + (y.astype(np.intp) + 128)  # broadcasts
-        return table[np.broadcast_to(index, shape)]
+        return self.table[np.broadcast_to(index, self.shape)]
 
-    return run
+    def then_values(self, values: np.ndarray) -> PairLookup:
+        """This lookup followed by a 256-entry one (values[v + 128] for each int8 v)."""
+        table = values[self.table.astype(np.intp) + 128]
+        return PairLookup(table, self.a_shape, self.b_shape, self.shape, self.threads)
+
+    def then_pairs(self, second: PairLookup) -> PairLookup | None:
+        """This lookup followed by `second` on (its value, a repeating operand), in one pass:
+        when both of this one's inputs and the output have one shape (a residual ADD) and the
+        second's other operand repeats (a per-channel PRELU); else None."""
+        if not (self.shape is not None and self.b_period == int(np.prod(self.shape))
+                and tuple(self.a_shape) == self.shape and second.shape == self.shape
+                and second.b_period):
+            return None
+        return PairLookup(self.table, self.a_shape, self.b_shape, self.shape, self.threads,
+                          then=(second.table, second.b_period))
+
+    def _chained(self, x, y, a):
+        then, period = self.then
+        if x.shape != self.shape or y.shape != self.shape:
+            raise ValueError(f"a chained lookup of shape {self.shape} got {x.shape}, {y.shape}")
+        return kernels.lookup_pair_int8(self.table, np.ascontiguousarray(x),
+                                        np.ascontiguousarray(y).reshape(-1), self.threads, then,
+                                        _period(a, period))
 
 
 def _period(x: np.ndarray, period: int) -> np.ndarray:
     """The first `period` values of x flattened (what the repeating operand repeats)."""
     return np.ascontiguousarray(x.reshape(-1)[:period])
+
+
+@functools.partial(register_folding, "lookup")
+def fold_lookup(first_prepare, second_prepare):
+    """The prepare of an int8 ADD, SUB or MUL with the lookup op after it folded in
+    (`Operator.fused_lookup`, runtime/fusion.py): both prepared as written, then one table
+    (a 256-entry op: RELU, LOGISTIC, ...) or one pass of two (PRELU after a residual ADD);
+    any other pair of runs (int16, XNNPACK's arithmetic, broadcasts) runs one after the
+    other."""
+
+    def prepare(ctx: OpContext) -> Prepared:
+        second_op = ctx.op.fused_lookup
+        n = len(ctx.op.inputs) - (len(second_op.inputs) - 1)  # the first op's own inputs
+        first_op = dataclasses.replace(ctx.op, inputs=ctx.op.inputs[:n],
+                                       outputs=second_op.inputs[:1], fused_lookup=None)
+        first = first_prepare(dataclasses.replace(ctx, op=first_op, inputs=ctx.inputs[:n]))
+        second = second_prepare(dataclasses.replace(
+            ctx, op=second_op, inputs=[first.outputs[0], *ctx.inputs[n:]]))
+        return Prepared(_composed(first.run, second.run, n), second.outputs)
+
+    return prepare
+
+
+def _composed(first, second, n: int):
+    if isinstance(first, PairLookup) and isinstance(second, ValueLookup):
+        return first.then_values(second.values)
+    if isinstance(first, PairLookup) and isinstance(second, PairLookup):
+        chained = first.then_pairs(second)
+        if chained is not None:
+            return chained
+    return lambda *arrays: second(first(*arrays[:n]), *arrays[n:])
+
+
+class ValueLookup:
+    """run(x) = values[x + 128] of int8 x, any shape (`kernels.apply_lut_int8`)."""
+
+    def __init__(self, values: np.ndarray):
+        self.values = values
+
+    def __call__(self, x):
+        return activation_kernels.apply_lut_int8(np.ascontiguousarray(x).ravel(),
+                                                  self.values).reshape(x.shape)
 
 
 def _int16(ctx: OpContext) -> bool:
@@ -298,13 +377,13 @@ def _int8_unary(ctx: OpContext):
 
 def _lookup(ctx: OpContext, x: Spec, table: np.ndarray, check=None) -> Prepared:
     """run: out = table[x + 128]; `check(values)` (optional) rejects bad data first."""
-    def run(values):
-        if check is not None:
-            check(values)
-        flat = np.ascontiguousarray(values).ravel()
-        return activation_kernels.apply_lut_int8(flat, table).reshape(values.shape)
+    lookup = ValueLookup(table)
 
-    return Prepared(run, [ctx.output_spec(0, x.shape, "int8")])
+    def run(values):
+        check(values)
+        return lookup(values)
+
+    return Prepared(lookup if check is None else run, [ctx.output_spec(0, x.shape, "int8")])
 
 
 def abs_(ctx: OpContext) -> Prepared:

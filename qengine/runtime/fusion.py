@@ -33,6 +33,14 @@ fuses clamps into their producers and static PADs into convolutions).
   DEQUANTIZE may be made after the conv): v >= 0 ? v : v * alpha[c], the reference formula on
   the same value.
 
+- **Int8 lookups.** An int8 op that maps each value alone (RELU, RELU6, RELU_N1_TO_1,
+  RELU_0_TO_1, LOGISTIC, TANH, HARD_SWISH, LEAKY_RELU, ELU, GELU: a 256-entry table) or each
+  (value, per-channel slope) pair (PRELU), whose input is the only use of the output of an
+  int8 ADD, SUB or MUL, folds into it (`Operator.fused_lookup`, in the second op's place, its
+  other inputs appended): the interpreter prepares both as written and
+  `ops.elementwise_int.fold_lookup` composes their tables, one pass instead of two. Same
+  values: a table of a table (exact by construction).
+
 `fuse(subgraph)` returns the rewritten subgraph (new Operator objects where an op changes, the
 same tensors) and, for each of its ops, the index of the op it came from in the original.
 """
@@ -49,6 +57,9 @@ from ..ir import Epilogue, Subgraph
 ACTIVATIONS = {"RELU": 1, "RELU_N1_TO_1": 2, "RELU6": 3}  # ActivationFunctionType codes
 ACTIVATION_PRODUCERS = {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "SUB", "MUL"}
 CONVS = {"CONV_2D", "DEPTHWISE_CONV_2D"}
+INT8_LOOKUPS = {"RELU", "RELU6", "RELU_N1_TO_1", "RELU_0_TO_1", "LOGISTIC", "TANH", "HARD_SWISH",
+                "LEAKY_RELU", "ELU", "GELU", "PRELU"}
+PAIR_TABLES = {"ADD", "SUB", "MUL"}  # int8 ops whose output is a table of their input pairs
 VALID = 1  # Padding.VALID
 
 
@@ -67,6 +78,8 @@ def fuse(subgraph: Subgraph) -> tuple[Subgraph, list[int]]:
             _fuse_residual(ops, index, uses, subgraph, dropped)
         elif op.type == "PRELU":
             _fuse_prelu(ops, index, uses, subgraph, dropped)
+        if op.type in INT8_LOOKUPS and index not in dropped:
+            _fuse_lookup(ops, index, uses, subgraph, dropped)
     if not dropped:
         return subgraph, list(range(len(ops)))
     kept = [i for i in range(len(ops)) if i not in dropped]
@@ -190,7 +203,9 @@ def _spatial_padding(amounts) -> tuple[int, int, int, int] | None:
 
 def folded_ops(op) -> list[str]:
     """The types of the ops folded into op's epilogue, in order (`run --profile` names the
-    fused op after them: CONV_2D+PAD+ADD+PRELU)."""
+    fused op after them: CONV_2D+PAD+ADD+PRELU, ADD+RELU)."""
+    if op.fused_lookup is not None:
+        return [op.fused_lookup.type]
     folded = op.fused_epilogue
     if folded is None:
         return []
@@ -297,6 +312,26 @@ def _fuse_prelu(ops, index, uses, subgraph, dropped) -> None:
     inputs[4] = alpha
     ops[index] = dataclasses.replace(conv, inputs=inputs, outputs=list(prelu.outputs),
                                      fused_epilogue=dataclasses.replace(epilogue, prelu=True))
+    dropped.add(source)
+
+
+def _fuse_lookup(ops, index, uses, subgraph, dropped) -> None:
+    second = ops[index]
+    z = second.inputs[0] if second.inputs else None
+    if (z is None or second.type not in INT8_LOOKUPS or second.fused_epilogue is not None
+            or len(second.outputs) != 1 or z.dtype != "int8" or second.outputs[0].dtype != "int8"
+            or any(t is None for t in second.inputs)):
+        return
+    source = _producer(ops, z)
+    if source is None or source in dropped or _only_use(z, uses, subgraph) != (index, 0):
+        return
+    first = ops[source]
+    if (first.type not in PAIR_TABLES or first.fused_lookup is not None
+            or len(first.outputs) != 1 or len(first.inputs) != 2
+            or any(t is None or t.dtype != "int8" for t in first.inputs)):
+        return
+    ops[index] = dataclasses.replace(first, inputs=[*first.inputs, *second.inputs[1:]],
+                                     outputs=list(second.outputs), fused_lookup=second)
     dropped.add(source)
 
 

@@ -37,7 +37,21 @@ def register_op(name: str, prepare: Callable | None = None):
 
 
 def lookup(op: Operator) -> Callable | None:
-    return _REGISTRY.get(op_key(op))
+    prepare = _REGISTRY.get(op_key(op))
+    if op.fused_lookup is None or prepare is None:
+        return prepare
+    second = lookup(op.fused_lookup)
+    return None if second is None else _FOLDING["lookup"](prepare, second)
+
+
+# How an op with a folded lookup op (`Operator.fused_lookup`) prepares, given both ops'
+# prepare functions: ops.elementwise_int.fold_lookup, which registers itself here.
+_FOLDING: dict[str, Callable] = {}
+
+
+def register_folding(kind: str, fold: Callable) -> Callable:
+    _FOLDING[kind] = fold
+    return fold
 
 
 def op_key(op: Operator) -> str:
