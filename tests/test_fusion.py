@@ -179,9 +179,8 @@ def test_int8_lookup_folds_into_the_pair_table(threads, monkeypatch):
     the fused run equals the graph as written and TFLite's reference kernels exactly (2
     threads: every lookup split)."""
     pytest.importorskip("ai_edge_litert")
-    from tflite_ref import run_tflite
-
     from qengine.kernels import threads as pool
+    from tflite_ref import run_tflite
 
     monkeypatch.setattr(pool, "MIN_SPLIT_FLOPS", 1)
     r = rng("int8-lookups")
@@ -554,9 +553,9 @@ def test_pad_folds_into_a_quantized_conv(mode, kind, threads, monkeypatch):
     padding: each PAD before a VALID conv folds, and the fused run equals the graph as written
     and TFLite's reference kernels exactly (2 threads: every conv split)."""
     pytest.importorskip("ai_edge_litert")
+    from qengine.kernels import threads as pool
     from tflite_ref import run_tflite
 
-    from qengine.kernels import threads as pool
     from qengine.quantizer import quantize
 
     monkeypatch.setattr(pool, "MIN_SPLIT_FLOPS", 1)
