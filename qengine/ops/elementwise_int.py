@@ -75,12 +75,14 @@ def pair_lookup(kernel, a_shape, b_shape, shape, threads: int = 1) -> PairLookup
     at once peaked at ~5.7 MB, which the process keeps (`kernels/jit.py` keeps freed pages)
     and which is most of what an int8 model's ADDs add to its memory."""
     table = np.empty(256 * 256, np.int8)
-    pairs = np.arange(-128, 128, dtype=np.int8)
-    a, b = np.repeat(pairs, 256), np.tile(pairs, 256)
     for start in range(0, table.size, PAIR_CHUNK):
         part = slice(start, start + PAIR_CHUNK)
-        table[part] = kernel(a[part], b[part])
+        table[part] = kernel(_FIRST[part], _SECOND[part])
     return PairLookup(table, a_shape, b_shape, shape, threads)
+
+
+_FIRST = np.repeat(np.arange(-128, 128, dtype=np.int8), 256)  # the pairs (a, b), a major
+_SECOND = np.tile(np.arange(-128, 128, dtype=np.int8), 256)
 
 
 class PairLookup:
