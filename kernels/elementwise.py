@@ -38,6 +38,7 @@ __all__ = [
     "add_params",
     "inv_sqrt_multiplier_exp",
     "lookup_pair_int8",
+    "lookup_value_int8",
     "maximum",
     "minimum",
     "mul_int8",
@@ -376,6 +377,59 @@ def _lookup_pairs_split(table, x, y, out, then, a, n, parts):
         lookup_pairs(table, x, y, out, then, a, i0, i1)
 
 
+def _values_run_codegen(context, builder, signature, args):
+    table_addr, x_addr, out_addr, n = args
+    table, x, out = (builder.inttoptr(v, I8.as_pointer()) for v in (table_addr, x_addr, out_addr))
+    middle = builder.gep(table, [const64(128)])  # the entry of 0
+
+    def step(i):
+        v = builder.sext(builder.load(builder.gep(x, [i])), I64)
+        builder.store(builder.load(builder.gep(middle, [v])), builder.gep(out, [i]))
+
+    counted_loop(builder, const64(0), n, "values", step)
+    return context.get_dummy_value()
+
+
+@intrinsic
+def _values_run(typingctx, table_addr, x_addr, out_addr, n):
+    """out[i] = table[x[i] + 128] for i < n (int8 arrays by address, table of 256; out may be
+    x: each value is read before its place is written)."""
+    return types.void(*[types.int64] * 4), _values_run_codegen
+
+
+@inline_kernel
+def _values_fit(table, x, out, i0, i1):
+    return table.size == 256 and x.size == out.size and 0 <= i0 <= i1 <= out.size
+
+
+@kernel
+def lookup_values(table, x, out, i0, i1):
+    """out[i] = table[x[i] + 128] for i in [i0, i1) (int8 x and out [n], contiguous; out may
+    be x): the run of an int8 op whose output depends on one int8 input alone (RELU, LOGISTIC,
+    TANH, ...), `table` the op on all 256 values (reference_integer_ops::LookupTable)."""
+    if not _values_fit(table, x, out, i0, i1):
+        raise ValueError("lookup_values: table, x, out or [i0, i1) do not fit")
+    _values_run(addr(table), addr(x) + i0, addr(out) + i0, i1 - i0)
+
+
+@kernel(parallel=True)
+def _lookup_values_split(table, x, out, n, parts):
+    if not _values_fit(table, x, out, 0, n):
+        raise ValueError("lookup_values: table, x, out or [i0, i1) do not fit")
+    for i in prange(parts):
+        i0, i1 = pool.part(n, parts, i)
+        lookup_values(table, x, out, i0, i1)
+
+
+def lookup_value_int8(table, x, threads: int = 1, out=None):
+    """`lookup_values` over all of x (any shape, contiguous) into `out` (a new array of its
+    shape, or x itself), split between threads when large."""
+    out = np.empty(x.shape, np.int8) if out is None else out
+    pool.split_run(lookup_values, _lookup_values_split, (table, x.reshape(-1), out.reshape(-1)),
+                   out.size, threads, pool.STREAM_FLOPS * out.size)
+    return out
+
+
 SHORT_PERIOD = 64  # a shorter period (PRELU's channels) is repeated to RUN_VALUES values
 RUN_VALUES = 256
 
@@ -391,10 +445,10 @@ def tile_period(y: np.ndarray) -> np.ndarray:
 NO_TABLE = np.zeros(0, np.int8)  # `then` of a lookup that is not chained
 
 
-def lookup_pair_int8(table, x, y, threads: int = 1, then=NO_TABLE, a=None):
-    """`lookup_pairs` over all of x (any shape, contiguous) into a new array of its shape,
-    split between threads when large (threads.split_run)."""
-    out = np.empty(x.shape, np.int8)
+def lookup_pair_int8(table, x, y, threads: int = 1, then=NO_TABLE, a=None, out=None):
+    """`lookup_pairs` over all of x (any shape, contiguous) into `out` (a new array of its
+    shape, or x itself), split between threads when large (threads.split_run)."""
+    out = np.empty(x.shape, np.int8) if out is None else out
     flat_x, flat_out = x.reshape(-1), out.reshape(-1)
     y = tile_period(y.reshape(-1))
     a = y if a is None else tile_period(a.reshape(-1))

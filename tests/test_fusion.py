@@ -167,15 +167,37 @@ def int8_pair_then(b, r, kind, after, shape, alpha_shape=None):
     return b.op(after, inputs, options=opts, out_quantization=low_bound.get(after, q8(0.06, -20)))
 
 
+def int8_conv_then(b, r, kind, after, shape, alpha_shape=None):
+    """An int8 conv (3x3 SAME, or depthwise) of an input of `shape`, then the int8 op
+    `after` on its output."""
+    x = b.input(f"x{len(b.subgraph.operators)}", shape, "int8", q8(0.05, 3))
+    c = shape[3]
+    w_shape = (1, 3, 3, c) if kind == "DEPTHWISE_CONV_2D" else (c, 3, 3, c)
+    w = b.const(f"w{len(b.subgraph.operators)}", r.integers(-127, 128, w_shape).astype(np.int8),
+                "int8", q8(0.01, 0))
+    bias = b.const(f"b{len(b.subgraph.operators)}", r.integers(-999, 999, c).astype(np.int32),
+                   "int32", q8(0.0005, 0))
+    y = b.op(kind, [x, w, bias], options=conv_opts(kind, padding=SAME),
+             out_quantization=q8(0.2, -6))
+    inputs = [y]
+    if after == "PRELU":
+        inputs.append(b.const(f"a{len(b.subgraph.operators)}",
+                              r.integers(-128, 128, alpha_shape).astype(np.int8), "int8",
+                              q8(0.01, 5)))
+    return b.op(after, inputs, out_quantization=q8(0.06, -20))
+
+
 LOOKUP_PAIRS = [("ADD", "RELU", None), ("SUB", "RELU6", None), ("MUL", "LOGISTIC", None),
                 ("ADD", "TANH", None), ("ADD", "HARD_SWISH", None), ("SUB", "LEAKY_RELU", None),
-                ("ADD", "PRELU", (1, 1, 24)), ("MUL", "PRELU", (24,)), ("ADD", "PRELU", ())]
+                ("ADD", "PRELU", (1, 1, 24)), ("MUL", "PRELU", (24,)), ("ADD", "PRELU", ()),
+                ("CONV_2D", "RELU", None), ("DEPTHWISE_CONV_2D", "PRELU", (1, 1, 24))]
 
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_int8_lookup_folds_into_the_pair_table(threads, monkeypatch):
     """int8 ADD/SUB/MUL -> RELU, RELU6, LOGISTIC, TANH, HARD_SWISH, LEAKY_RELU (one composed
-    table) and -> PRELU per channel or scalar (both tables in one pass): each pair folds, and
+    table) and -> PRELU per channel or scalar (both tables in one pass), int8 conv -> RELU
+    and depthwise -> PRELU (the lookup in place on the conv's output): each pair folds, and
     the fused run equals the graph as written and TFLite's reference kernels exactly (2
     threads: every lookup split)."""
     pytest.importorskip("ai_edge_litert")
@@ -186,7 +208,8 @@ def test_int8_lookup_folds_into_the_pair_table(threads, monkeypatch):
     r = rng("int8-lookups")
     shape = (1, 9, 7, 24)
     b = GraphBuilder()
-    outs = [int8_pair_then(b, r, kind, after, shape, alpha) for kind, after, alpha in LOOKUP_PAIRS]
+    outs = [(int8_conv_then if kind.endswith("CONV_2D") else int8_pair_then)(
+        b, r, kind, after, shape, alpha) for kind, after, alpha in LOOKUP_PAIRS]
     model = b.build(outs)
     fused, _ = fuse(model.main)
     assert [op.type for op in fused.operators] == [kind for kind, _, _ in LOOKUP_PAIRS]
@@ -201,8 +224,8 @@ def test_int8_lookup_folds_into_the_pair_table(threads, monkeypatch):
 
 
 def test_int8_lookup_that_must_not_fold():
-    """A pair op's output read twice, or a graph output, keeps its lookup op; so does a
-    lookup after a conv (its output is no table), and an int16 one (16x8)."""
+    """A pair op's output read twice, or a graph output, keeps its lookup op; so does one
+    after a FULLY_CONNECTED (not a producer that folds one), and an int16 one (16x8)."""
     r = rng("int8-lookups-not")
     shape = (1, 4, 4, 8)
     b = GraphBuilder()
@@ -212,16 +235,17 @@ def test_int8_lookup_that_must_not_fold():
              b.op("TANH", [z], out_quantization=q8(1 / 128, 0))]
     seen = b.op("SUB", [x, x], options=options("SubOptions"), out_quantization=q8(0.09, -4))
     after_seen = b.op("RELU", [seen], out_quantization=q8(0.06, -20))
-    w = b.const("w", r.integers(-127, 128, (8, 1, 1, 8)).astype(np.int8), "int8", q8(0.02, 0))
-    bias = b.const("bias", np.zeros(8, np.int32), "int32", q8(0.001, 0))
-    conv = b.op("CONV_2D", [x, w, bias], options=conv_opts("CONV_2D"),
-                out_quantization=q8(0.1, 0))
-    after_conv = b.op("RELU", [conv], out_quantization=q8(0.06, -20))
+    w = b.const("w", r.integers(-127, 128, (4, 8)).astype(np.int8), "int8", q8(0.02, 0))
+    dense = b.op("FULLY_CONNECTED", [b.input("v", (1, 8), "int8", q8(0.05, 3)), w,
+                                     b.const("bias", np.zeros(4, np.int32), "int32",
+                                             q8(0.001, 0))],
+                 options=options("FullyConnectedOptions"), out_quantization=q8(0.1, 0))
+    after_dense = b.op("LOGISTIC", [dense], out_quantization=q8(1 / 256, -128))
     h = b.input("h", shape, "int16", Quantization.per_tensor(0.001, 0))
     h_sum = b.op("ADD", [h, h], options=options("AddOptions"),
                  out_quantization=Quantization.per_tensor(0.002, 0))
     after_h = b.op("RELU", [h_sum], out_quantization=Quantization.per_tensor(0.002, 0))
-    model = b.build([*twice, seen, after_seen, after_conv, after_h])
+    model = b.build([*twice, seen, after_seen, after_dense, after_h])
     assert fused_count(model) == 0
 
 

@@ -9,7 +9,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from qengine.kernels import threads as pool
-from qengine.kernels.elementwise import NO_TABLE, lookup_pair_int8, lookup_pairs, trailing_period
+from qengine.kernels.elementwise import (
+    NO_TABLE,
+    lookup_pair_int8,
+    lookup_pairs,
+    lookup_value_int8,
+    lookup_values,
+    trailing_period,
+)
 from qengine.kernels.float_ops import max_pool_f32, prelu_f32, resize_bilinear_f32
 
 from qengine.ops.conv import ConvGeometry, patches
@@ -92,6 +99,30 @@ def test_lookup_pairs_in_parts(threads, chained, n, m, k, monkeypatch):
         lookup_pairs(table, x, y, out, second[0], a if chained else y, i0, i1)
         assert np.array_equal(out[i0:i1], want[i0:i1])
         assert (out[:i0] == 77).all() and (out[i1:] == 77).all()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n", [1, 1000, 70001])
+def test_lookup_values_in_parts_and_in_place(threads, n, monkeypatch):
+    """A 256-entry lookup over any range, split between threads from the smallest size on,
+    into a new array or in place (out is x), against NumPy's indexing."""
+    monkeypatch.setattr(pool, "MIN_SPLIT_FLOPS", 1)
+    table = RNG.integers(-128, 128, 256).astype(np.int8)
+    x = RNG.integers(-128, 128, (n, 1)).astype(np.int8)
+    want = table[x.astype(np.intp) + 128]
+    assert np.array_equal(lookup_value_int8(table, x, threads), want)
+    same = x.copy()
+    assert lookup_value_int8(table, same, threads, out=same) is same
+    assert np.array_equal(same, want)
+    for i0, i1 in [(0, n), (n // 3, n - n // 4), (n, n)]:
+        out = np.full(n, 77, np.int8)
+        lookup_values(table, x.reshape(-1), out, i0, i1)
+        assert np.array_equal(out[i0:i1], want.reshape(-1)[i0:i1])
+        assert (out[:i0] == 77).all() and (out[i1:] == 77).all()
+    for bad in [(table[:255], x.reshape(-1), out, 0, n), (table, x.reshape(-1)[1:], out, 0, 1),
+                (table, x.reshape(-1), out, 0, n + 1), (table, x.reshape(-1), out, -1, 0)]:
+        with pytest.raises(ValueError, match="do not fit"):
+            lookup_values(*bad)
 
 
 def test_lookup_pairs_refuses_what_does_not_fit():

@@ -39,7 +39,8 @@ def _elementwise(ctx: OpContext, x, kernel, *params) -> Prepared:
     on all 256 int8 values, and every run looks its results up (exact by construction; a
     lookup costs less than the per-element requantization of RELU or LEAKY_RELU)."""
     table = params[0] if kernel is kernels.apply_lut_int8 else kernel(INT8_VALUES, *params)
-    return Prepared(ValueLookup(table), [ctx.output_spec(0, x.shape, "int8")])
+    return Prepared(ValueLookup(table, x.shape, ctx.num_threads),
+                    [ctx.output_spec(0, x.shape, "int8")])
 
 
 # -- lookup tables ------------------------------------------------------------------------------

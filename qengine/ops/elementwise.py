@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from ..runtime.registry import OpContext, Prepared
+from ..runtime.registry import OpContext, Prepared, register_folding
 from .common import (
     RELU,
     RELU6,
@@ -24,7 +24,10 @@ from .common import (
     quantized_path,
     where,
 )
-from .opdef import REQUANT, SHARED, Quantized, integer_kernels, op
+from .opdef import REQUANT, SHARED, Quantized, integer_kernels, op, resolve_kernel
+
+# an int8 lookup op folded into its producer (runtime/fusion.py) prepares through this
+register_folding("lookup", lambda: resolve_kernel("elementwise_int:fold_lookup"))
 
 FLOAT = ("float32",)
 INTS = ("int32", "int64")

@@ -12,7 +12,6 @@ BroadcastXxx4DSlow).
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import numpy as np
 
@@ -23,7 +22,7 @@ from qengine.kernels.fixedpoint import mbqm_array as mbqm
 from qengine.kernels.fixedpoint import quantize_multiplier
 
 from ..errors import InputError
-from ..runtime.registry import OpContext, Prepared, Spec, register_folding
+from ..runtime.registry import OpContext, Prepared, Spec
 from .common import (
     QUANTIZED_TYPES,
     broadcast_shape,
@@ -101,12 +100,14 @@ class PairLookup:
         self.swapped = []  # the table of (y, x), made on first use (64 KiB most ops never need)
         self.then = then  # (second PairLookup, its operand's period) of a chained lookup
 
-    def __call__(self, x, y, *second):
+    def __call__(self, x, y, *second, out=None):
+        """The lookup of (x, y) (and of a third operand when chained); `out`: x itself, a
+        contiguous int8 array the caller owns, to write in place (when it is the full shape)."""
         if self.then is not None:
-            return self._chained(x, y, second[0])
+            return self._chained(x, y, second[0], out)
         if x.shape == self.shape and self.b_period:
             return kernels.lookup_pair_int8(self.table, np.ascontiguousarray(x),
-                                            _period(y, self.b_period), self.threads)
+                                            _period(y, self.b_period), self.threads, out=out)
         if y.shape == self.shape and self.a_period:
             if not self.swapped:  # (two threads may both make it: the same values)
                 self.swapped.append(np.ascontiguousarray(self.table.reshape(256, 256).T).ravel())
@@ -131,13 +132,13 @@ class PairLookup:
         return PairLookup(self.table, self.a_shape, self.b_shape, self.shape, self.threads,
                           then=(second.table, second.b_period))
 
-    def _chained(self, x, y, a):
+    def _chained(self, x, y, a, out):
         then, period = self.then
         if x.shape != self.shape or y.shape != self.shape:
             raise ValueError(f"a chained lookup of shape {self.shape} got {x.shape}, {y.shape}")
         return kernels.lookup_pair_int8(self.table, np.ascontiguousarray(x),
                                         np.ascontiguousarray(y).reshape(-1), self.threads, then,
-                                        _period(a, period))
+                                        _period(a, period), out)
 
 
 def _period(x: np.ndarray, period: int) -> np.ndarray:
@@ -145,7 +146,6 @@ def _period(x: np.ndarray, period: int) -> np.ndarray:
     return np.ascontiguousarray(x.reshape(-1)[:period])
 
 
-@functools.partial(register_folding, "lookup")
 def fold_lookup(first_prepare, second_prepare):
     """The prepare of an int8 ADD, SUB or MUL with the lookup op after it folded in
     (`Operator.fused_lookup`, runtime/fusion.py): both prepared as written, then one table
@@ -173,18 +173,29 @@ def _composed(first, second, n: int):
         chained = first.then_pairs(second)
         if chained is not None:
             return chained
-    return lambda *arrays: second(first(*arrays[:n]), *arrays[n:])
+    if not isinstance(second, (ValueLookup, PairLookup)):
+        return lambda *arrays: second(first(*arrays[:n]), *arrays[n:])
+
+    def run(*arrays):  # (a conv's output, new at every run: the lookup overwrites it)
+        z = first(*arrays[:n])
+        own = z.flags.c_contiguous and z.flags.writeable and not any(
+            a is not None and np.may_share_memory(z, a) for a in arrays)
+        return second(z, *arrays[n:], out=z if own and z.shape == second.shape else None)
+
+    return run
 
 
 class ValueLookup:
-    """run(x) = values[x + 128] of int8 x, any shape (`kernels.apply_lut_int8`)."""
+    """run(x) = values[x + 128] of int8 x, any shape (`kernels.lookup_value_int8`, split
+    between `threads` when large); `out`: x itself, to write in place."""
 
-    def __init__(self, values: np.ndarray):
-        self.values = values
+    def __init__(self, values: np.ndarray, shape, threads: int = 1):
+        self.values, self.threads = values, threads
+        self.shape = None if shape is None else tuple(shape)
 
-    def __call__(self, x):
-        return activation_kernels.apply_lut_int8(np.ascontiguousarray(x).ravel(),
-                                                  self.values).reshape(x.shape)
+    def __call__(self, x, out=None):
+        return kernels.lookup_value_int8(self.values, np.ascontiguousarray(x), self.threads,
+                                         out)
 
 
 def _int16(ctx: OpContext) -> bool:
@@ -379,7 +390,7 @@ def _int8_unary(ctx: OpContext):
 
 def _lookup(ctx: OpContext, x: Spec, table: np.ndarray, check=None) -> Prepared:
     """run: out = table[x + 128]; `check(values)` (optional) rejects bad data first."""
-    lookup = ValueLookup(table)
+    lookup = ValueLookup(table, x.shape, ctx.num_threads)
 
     def run(values):
         check(values)

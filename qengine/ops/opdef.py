@@ -121,7 +121,7 @@ class OpDef:
             dtypes = ", ".join(sorted({s.dtype for s in ctx.inputs if s is not None}))
             raise ctx.unsupported(f"no {kind} kernel (no quantized kernel) for {self.name} on "
                                   f"{dtypes}; implemented: {have or 'float only'}")
-        return _resolve(chosen)
+        return resolve_kernel(chosen)
 
 
 def integer_kernels(kernel) -> dict:
@@ -140,7 +140,7 @@ def default_kind(ctx: OpContext, data: int = 0, weight: int = 1) -> str:
     return x.dtype
 
 
-def _resolve(kernel) -> Callable:
+def resolve_kernel(kernel) -> Callable:
     if callable(kernel):
         return kernel
     module, _, name = kernel.partition(":")

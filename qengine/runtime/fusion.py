@@ -36,10 +36,11 @@ fuses clamps into their producers and static PADs into convolutions).
 - **Int8 lookups.** An int8 op that maps each value alone (RELU, RELU6, RELU_N1_TO_1,
   RELU_0_TO_1, LOGISTIC, TANH, HARD_SWISH, LEAKY_RELU, ELU, GELU: a 256-entry table) or each
   (value, per-channel slope) pair (PRELU), whose input is the only use of the output of an
-  int8 ADD, SUB or MUL, folds into it (`Operator.fused_lookup`, in the second op's place, its
-  other inputs appended): the interpreter prepares both as written and
-  `ops.elementwise_int.fold_lookup` composes their tables, one pass instead of two. Same
-  values: a table of a table (exact by construction).
+  int8 ADD, SUB or MUL, or of an int8 CONV_2D or DEPTHWISE_CONV_2D, folds into it
+  (`Operator.fused_lookup`, in the second op's place, its other inputs appended): the
+  interpreter prepares both as written and `ops.elementwise_int.fold_lookup` composes their
+  tables, one pass instead of two (after a conv: the lookup runs in place on the conv's
+  output, one op instead of two). Same values: a table of a table, or the two ops in turn.
 
 `fuse(subgraph)` returns the rewritten subgraph (new Operator objects where an op changes, the
 same tensors) and, for each of its ops, the index of the op it came from in the original.
@@ -326,9 +327,11 @@ def _fuse_lookup(ops, index, uses, subgraph, dropped) -> None:
     if source is None or source in dropped or _only_use(z, uses, subgraph) != (index, 0):
         return
     first = ops[source]
-    if (first.type not in PAIR_TABLES or first.fused_lookup is not None
-            or len(first.outputs) != 1 or len(first.inputs) != 2
-            or any(t is None or t.dtype != "int8" for t in first.inputs)):
+    pair = first.type in PAIR_TABLES and len(first.inputs) == 2 and all(
+        t is not None and t.dtype == "int8" for t in first.inputs)
+    conv = first.type in CONVS and first.inputs and first.inputs[0] is not None and \
+        first.inputs[0].dtype == "int8" and first.fused_epilogue is None
+    if not (pair or conv) or first.fused_lookup is not None or len(first.outputs) != 1:
         return
     ops[index] = dataclasses.replace(first, inputs=[*first.inputs, *second.inputs[1:]],
                                      outputs=list(second.outputs), fused_lookup=second)

@@ -41,17 +41,17 @@ def lookup(op: Operator) -> Callable | None:
     if op.fused_lookup is None or prepare is None:
         return prepare
     second = lookup(op.fused_lookup)
-    return None if second is None else _FOLDING["lookup"](prepare, second)
+    return None if second is None else _FOLDING["lookup"]()(prepare, second)
 
 
 # How an op with a folded lookup op (`Operator.fused_lookup`) prepares, given both ops'
-# prepare functions: ops.elementwise_int.fold_lookup, which registers itself here.
-_FOLDING: dict[str, Callable] = {}
+# prepare functions: a loader of ops.elementwise_int.fold_lookup, which ops.elementwise
+# registers here (the `_int` modules load on first use).
+_FOLDING: dict[str, Callable[[], Callable]] = {}
 
 
-def register_folding(kind: str, fold: Callable) -> Callable:
-    _FOLDING[kind] = fold
-    return fold
+def register_folding(kind: str, loader: Callable[[], Callable]) -> None:
+    _FOLDING[kind] = loader
 
 
 def op_key(op: Operator) -> str:
