@@ -345,19 +345,22 @@ def test_channel_pad_of_the_residual_folds_too(kind, act, arithmetic):
 
 @pytest.mark.parametrize("kind", ["CONV_2D", "DEPTHWISE_CONV_2D"])
 @pytest.mark.parametrize("float16", [False, True])
-def test_prelu_and_add_then_prelu_fold(kind, float16):
+@pytest.mark.parametrize("k", [3, 1])
+def test_prelu_and_add_then_prelu_fold(kind, float16, k):
     """conv -> PRELU, and conv -> ADD -> RELU (into the ADD's clamp) -> ... -> conv -> ADD ->
-    PRELU, slopes one per channel ([16], [1, 1, 16], [1, 1, 1, 1])."""
-    r = rng("prelu", kind, float16)
+    PRELU, slopes one per channel ([16], [1, 1, 16], [1, 1, 1, 1]); 3x3 and 1x1 filters (a
+    1x1 depthwise is a flat multiply-add of its own)."""
+    r = rng("prelu", kind, float16, k)
     b = GraphBuilder()
     x = b.input("x", SHAPE)
-    y = prelu(b, r, conv(b, r, kind, x, 16, 16, padding=SAME, out_shape=SHAPE), (16,),
-              float16=float16)
-    y = b.op("RELU", [add(b, conv(b, r, kind, y, 16, 16, padding=SAME, out_shape=SHAPE), y)],
-             SHAPE)
-    y = prelu(b, r, add(b, conv(b, r, kind, y, 16, 16, padding=SAME, out_shape=SHAPE), x),
-              (1, 1, 16), float16=float16)
-    y = prelu(b, r, conv(b, r, kind, y, 16, 16, padding=SAME, out_shape=SHAPE), (1, 1, 1, 1))
+
+    def conv_k(y):
+        return conv(b, r, kind, y, 16, 16, k=k, padding=SAME, out_shape=SHAPE)
+
+    y = prelu(b, r, conv_k(x), (16,), float16=float16)
+    y = b.op("RELU", [add(b, conv_k(y), y)], SHAPE)
+    y = prelu(b, r, add(b, conv_k(y), x), (1, 1, 16), float16=float16)
+    y = prelu(b, r, conv_k(y), (1, 1, 1, 1))
     model = b.build([y])
     fused, _ = fuse(model.main)
     convs = [op for op in fused.operators if op.type == kind]

@@ -139,3 +139,36 @@ def test_float_conv_is_bit_identical_to_reference_kernels(kind, x_shape, w_shape
         for name in want:
             np.testing.assert_array_equal(got[name], want[name], f"{padding} {stride} "
                                                                  f"{dilation} {activation}")
+
+
+@pytest.mark.parametrize("activation", [0, 1, 3])
+@pytest.mark.parametrize("channels", [3, 8, 24])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_depthwise_1x1_is_exact(activation, channels, threads, monkeypatch):
+    """A 1x1 depthwise (stride 1, no padding) runs as a flat per-channel multiply-add
+    (float_conv.pointwise_depthwise_f32, split between threads from the smallest size here):
+    bit for bit TFLite's reference kernel, whose sum starts at 0.0 (a -0.0 product becomes
+    +0.0 before the bias), with zero and -0.0 weights and biases, infinities and NaN."""
+    from qengine.kernels import threads as pool
+
+    monkeypatch.setattr(pool, "MIN_SPLIT_FLOPS", 1)
+    rng = np.random.default_rng(channels)
+    b = GraphBuilder()
+    x = b.input("x", (2, 9, 7, channels))
+    w = rng.standard_normal((1, 1, 1, channels)).astype(np.float32)
+    bias = rng.standard_normal(channels).astype(np.float32)
+    w.reshape(-1)[:3], bias[:3] = [0.0, -0.0, -1.0][:channels], [-0.0, 0.0, -0.0][:channels]
+    opts = options("DepthwiseConv2DOptions", padding=SAME, strideW=1, strideH=1,
+                   depthMultiplier=1, fusedActivationFunction=activation)
+    y = b.op("DEPTHWISE_CONV_2D", [x, b.const("w", w), b.const("b", bias)], None, "float32",
+             options=opts)
+    model = b.build([y])
+    values = rng.standard_normal((2, 9, 7, channels)).astype(np.float32) * 4
+    flat = values.reshape(-1)
+    flat[::5], flat[1::11], flat[2::13], flat[3::17] = -0.0, np.inf, -np.inf, np.nan
+    want = run_tflite(model_bytes(model), [values], "ref")[y.name]
+    got = qengine.Interpreter(model, num_threads=threads).run([values])[y.name]
+    nan = np.isnan(want)
+    assert nan.any()
+    np.testing.assert_array_equal(np.isnan(got), nan)
+    np.testing.assert_array_equal(got[~nan].view(np.int32), want[~nan].view(np.int32))

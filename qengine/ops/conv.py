@@ -376,6 +376,9 @@ def _depthwise_float_direct(ctx, g: ConvGeometry, out_shape, multiplier, bias, l
     # XNNPACK's sums start at the bias and step by fused multiply-adds; its depthwise kernel
     # takes the taps column by column (with a multiplier it runs a grouped GEMM, row by row)
     fused = ctx.arithmetic == XNNPACK
+    if taps == 1 and multiplier == 1 and not fused and _pointwise(g) and \
+            ctx.input(1).value is not None:
+        return _depthwise_float_pointwise(ctx, g, out_shape, bias, low, high, epilogue)
     x_major = fused and multiplier == 1
 
     def pack(w):  # [1, KH, KW, C] -> [taps, C + pad_c], the taps in the kernel's order
@@ -406,6 +409,41 @@ def _depthwise_float_direct(ctx, g: ConvGeometry, out_shape, multiplier, bias, l
                   (x, w, bias, out, *shape, epilogue.post(residual, alpha)), rows,
                   ctx.num_threads, flops)
         return epilogue.after(out, residual, alpha)
+
+    return Prepared(run, [ctx.output_spec(0, epilogue.out_shape, "float32")])
+
+
+def _pointwise(g: ConvGeometry) -> bool:
+    """Every output pixel reads the input pixel at its own place (a 1x1 filter)."""
+    return (g.stride_h == g.stride_w == 1 and g.pad_top == g.pad_left == 0
+            and (g.out_h, g.out_w) == (g.in_h, g.in_w))
+
+
+def _depthwise_float_pointwise(ctx, g: ConvGeometry, out_shape, bias, low, high,
+                               epilogue: ConvEpilogue) -> Prepared:
+    """A 1x1 float depthwise of multiplier 1 (hand_recrop's per-channel scales): a flat
+    per-channel multiply-add over the pixels in TFLite's reference order
+    (kernels/float_conv.pointwise_depthwise_f32), split between threads like an elementwise
+    pass."""
+    from qengine.kernels.float_conv import (
+        pointwise_depthwise_f32,
+        pointwise_depthwise_f32_split,
+        tile_slopes,
+    )
+    from qengine.kernels.threads import STREAM_FLOPS, split_run
+
+    w = tile_slopes(ctx.constant(1, "filter").reshape(-1))
+    bias = tile_slopes(bias)
+    pixels = g.batch * g.out_h * g.out_w
+    bounds = (np.float32(low), np.float32(high))
+
+    def run(x, _w, b=None, residual=None, alpha=None):
+        x = np.ascontiguousarray(x, np.float32).reshape(pixels, -1)
+        out = np.empty_like(x)
+        split_run(pointwise_depthwise_f32, pointwise_depthwise_f32_split,
+                  (x, w, bias, out, *bounds, epilogue.post(residual, alpha)), pixels,
+                  ctx.num_threads, STREAM_FLOPS * out.size)
+        return epilogue.after(out.reshape(out_shape), residual, alpha)
 
     return Prepared(run, [ctx.output_spec(0, epilogue.out_shape, "float32")])
 
