@@ -175,6 +175,47 @@ if _keep_freed_pages():
     _CHANGES["malloc"] = f"M_MMAP_THRESHOLD={MMAP_THRESHOLD}, M_TRIM_THRESHOLD={TRIM_THRESHOLD}"
 
 
+def _parse_shared_module_on_demand() -> bool:
+    """Keep a kernel loaded from the disk cache without its LLVM IR parsed.
+
+    Numba caches a kernel as machine code plus the kernel's LLVM bitcode, which it parses into
+    an in-memory module on every load in case a kernel compiled later links this one in. The
+    parsed module takes ~10x the bitcode: loading face_landmark's five float kernels added
+    ~9 MB to the process (max_pool_f32, a 108 KB cache file, 1.0 MB; depthwise_f32_rows, 249
+    KB, 2.3 MB). With this, a loaded kernel keeps its bitcode as bytes and parses it only when
+    something links against it (`_get_module_for_linking`, Numba's one reader). Numba's own
+    behaviour when its internals are not those of the versions tested."""
+    from llvmlite import binding
+    from numba.core.codegen import CPUCodeLibrary
+
+    unserialize = getattr(CPUCodeLibrary, "_unserialize", None)
+    for_linking = getattr(CPUCodeLibrary, "_get_module_for_linking", None)
+    if unserialize is None or for_linking is None:
+        return False
+
+    def lean_unserialize(cls, codegen, state):
+        library = unserialize.__func__(cls, codegen, state)
+        _, kind, data = state
+        if kind == "object" and getattr(library, "_shared_module", None) is not None:
+            library._qengine_bitcode = data[1]
+            library._shared_module = None
+        return library
+
+    def module_for_linking(self):
+        bitcode = getattr(self, "_qengine_bitcode", None)
+        if self._shared_module is None and bitcode is not None:
+            self._shared_module = binding.parse_bitcode(bitcode)
+        return for_linking(self)
+
+    CPUCodeLibrary._unserialize = classmethod(lean_unserialize)
+    CPUCodeLibrary._get_module_for_linking = module_for_linking
+    return True
+
+
+if not KEEP_ENV and _parse_shared_module_on_demand():
+    _CHANGES["numba.CPUCodeLibrary"] = "cached kernels load without parsing their bitcode"
+
+
 def environment_changes() -> dict[str, str]:
     """What importing qengine's kernels changed in this process (name -> value); empty with
     QENGINE_KEEP_ENV=1 or when the user set both already."""
