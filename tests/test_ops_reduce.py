@@ -95,3 +95,27 @@ def test_bad_models_raise(op, x, axes):
     model, _ = single_op(op, [In(x), np.array(axes, np.int32)], options("ReducerOptions"))
     with pytest.raises((qengine.InvalidModelError, qengine.UnsupportedOpError)):
         qengine.Interpreter(model)
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("op", ["SUM", "MEAN"])
+@pytest.mark.parametrize("shape,axes", [((1, 30, 17, 2), [3]), ((2, 3, 4, 5), [1, 3]),
+                                        ((3, 4, 5), [0, 2]), ((6, 2, 8), [0, 1])])
+def test_small_float_sums_are_exact(op, shape, axes):
+    """Up to 16 values per output a float SUM or MEAN adds them in TFLite's order, from 0.0:
+    bit for bit, where -0.0 + -0.0 gives +0.0 and an inf or NaN propagates as in C."""
+    from op_harness import model_bytes
+    from tflite_ref import run_tflite
+
+    x = rand(shape, seed=len(axes)) * 1e3
+    flat = x.reshape(-1)
+    flat[::4], flat[1::9], flat[3::31] = -0.0, 1e-30, np.nan
+    flat[5::37], flat[6::41] = np.inf, -np.inf
+    model, feeds = single_op(op, [In(x), np.array(axes, np.int32)],
+                             options("ReducerOptions", keepDims=False))
+    want = run_tflite(model_bytes(model), feeds, "ref")
+    got = qengine.Interpreter(model_bytes(model)).run(feeds)
+    for name, value in want.items():
+        nan = np.isnan(value)
+        np.testing.assert_array_equal(np.isnan(got[name]), nan)
+        np.testing.assert_array_equal(got[name][~nan].view(np.int32), value[~nan].view(np.int32))

@@ -2,8 +2,9 @@
 
 The axes come from a constant int32 input; negative axes count from the end, repeated ones
 count once, and an empty list reduces nothing (the op copies its input, as TFLite does).
-Float reductions accumulate in float32 like TFLite's reference kernels (NumPy sums pairwise
-rather than left to right, so the last bits can differ). Integer SUM and PROD accumulate in the
+Float reductions accumulate in float32 like TFLite's reference kernels: in their order, bit
+for bit, up to 16 values per output (`_sum`); beyond, NumPy sums pairwise rather than left to
+right, so the last bits can differ. Integer SUM and PROD accumulate in the
 input type and wrap on overflow, as TFLite's do. Quantized MEAN, SUM and PROD requantize and go
 to `reduce_int`; MAX and MIN only select, so they run on the raw integers when the output keeps
 the input's quantization (TFLite requires that) and go to `reduce_int` otherwise.
@@ -11,6 +12,7 @@ the input's quantization (TFLite requires that) and go to `reduce_int` otherwise
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -65,10 +67,32 @@ NUMBERS = ("float32", "int32", "int64")
 ORDERED = ("float32", "int32", "int64", "int8", "uint8", "int16")
 
 
+SMALL_REDUCTION = 16  # values per output up to which a sum runs in TFLite's order
+
+
+def _sum(x, axes, keep, dtype):
+    """Σ over `axes` in `dtype`. Up to SMALL_REDUCTION values per output, as TFLite's
+    reference kernels add them: from 0, each output's values in row-major order of the
+    reduced axes, one vectorized pass per reduced position (bit for bit, where NumPy's own
+    sum pairs values, and took ~12 ns an output over a last axis of 2: Basic Pitch's
+    1 x 309 x 172 x 2 SUM 0.72 ms). More values: NumPy's sum."""
+    positions = [range(x.shape[a]) for a in axes]
+    if math.prod(len(p) for p in positions) > SMALL_REDUCTION:
+        return np.sum(x, axis=axes, keepdims=keep, dtype=dtype)
+    shape = tuple(1 if a in axes else d for a, d in enumerate(x.shape))
+    total = np.zeros(shape, dtype)
+    index = [slice(None)] * x.ndim
+    for position in itertools.product(*positions):
+        for a, p in zip(axes, position):
+            index[a] = slice(p, p + 1)
+        total += x[tuple(index)]
+    return total if keep else total.reshape([d for a, d in enumerate(x.shape) if a not in axes])
+
+
 def _mean(x, axes, keep):
     count = math.prod(x.shape[a] for a in axes)  # (np.prod of a list: ~4 us a call)
     if x.dtype.kind == "f":  # sum in float32, then divide by the element count
-        return np.sum(x, axis=axes, keepdims=keep, dtype=np.float32) / np.float32(count)
+        return _sum(x, axes, keep, np.float32) / np.float32(count)
     # integers: an int64 sum divided with C's truncation toward zero
     total = np.sum(x, axis=axes, keepdims=keep, dtype=np.int64)
     return np.sign(total) * (np.abs(total) // max(count, 1))
@@ -83,8 +107,8 @@ def mean(ctx: OpContext) -> Prepared:
 @op("SUM",
     kernels=integer_kernels("reduce_int:sum"), quantized=Quantized(REQUANT, 2))
 def sum_(ctx: OpContext) -> Prepared:
-    return _reduction(ctx, lambda x, axes, keep: np.sum(x, axis=axes, keepdims=keep,
-                                                        dtype=x.dtype), NUMBERS, quantized=True)
+    return _reduction(ctx, lambda x, axes, keep: _sum(x, axes, keep, x.dtype), NUMBERS,
+                      quantized=True)
 
 
 @op("REDUCE_PROD")
