@@ -151,20 +151,12 @@ def q8(scale, zero_point):
 
 
 def int8_pair_then(b, r, kind, after, shape, alpha_shape=None):
-    """int8 `kind` (ADD, SUB, MUL) of two inputs of `shape` (the second broadcast when
-    alpha_shape says so), then the int8 op `after` on its output."""
+    """int8 `kind` (ADD, SUB, MUL) of two inputs of `shape`, then the int8 op `after`."""
     x = b.input(f"x{len(b.subgraph.operators)}", shape, "int8", q8(0.05, 3))
     other = b.input(f"y{len(b.subgraph.operators)}", shape, "int8", q8(0.07, -9))
     z = b.op(kind, [x, other], options=options(kind.capitalize() + "Options"),
              out_quantization=q8(0.09, -4))
-    inputs = [z]
-    if after == "PRELU":
-        inputs.append(b.const(f"a{len(b.subgraph.operators)}",
-                              r.integers(-128, 128, alpha_shape).astype(np.int8), "int8",
-                              q8(0.01, 5)))
-    opts = options("LeakyReluOptions", alpha=0.2) if after == "LEAKY_RELU" else None
-    low_bound = {"LOGISTIC": q8(1 / 256, -128), "TANH": q8(1 / 128, 0)}
-    return b.op(after, inputs, options=opts, out_quantization=low_bound.get(after, q8(0.06, -20)))
+    return int8_lookup(b, r, after, z, alpha_shape)
 
 
 def int8_conv_then(b, r, kind, after, shape, alpha_shape=None):
@@ -179,12 +171,19 @@ def int8_conv_then(b, r, kind, after, shape, alpha_shape=None):
                    "int32", q8(0.0005, 0))
     y = b.op(kind, [x, w, bias], options=conv_opts(kind, padding=SAME),
              out_quantization=q8(0.2, -6))
-    inputs = [y]
+    return int8_lookup(b, r, after, y, alpha_shape)
+
+
+def int8_lookup(b, r, after, z, alpha_shape):
+    """The int8 op `after` on z; PRELU's int8 slopes of `alpha_shape`."""
+    inputs = [z]
     if after == "PRELU":
         inputs.append(b.const(f"a{len(b.subgraph.operators)}",
                               r.integers(-128, 128, alpha_shape).astype(np.int8), "int8",
                               q8(0.01, 5)))
-    return b.op(after, inputs, out_quantization=q8(0.06, -20))
+    opts = options("LeakyReluOptions", alpha=0.2) if after == "LEAKY_RELU" else None
+    low_bound = {"LOGISTIC": q8(1 / 256, -128), "TANH": q8(1 / 128, 0)}
+    return b.op(after, inputs, options=opts, out_quantization=low_bound.get(after, q8(0.06, -20)))
 
 
 LOOKUP_PAIRS = [("ADD", "RELU", None), ("SUB", "RELU6", None), ("MUL", "LOGISTIC", None),
