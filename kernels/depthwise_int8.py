@@ -194,7 +194,8 @@ class DepthwiseInt8Plan(NamedTuple):
     params: np.ndarray  # int32 [4, Co]: bias, M, left, right
     w_pairs: np.ndarray  # int16 [L/16, pairs, 2, 16], L = S·Co or Co padded to 16 lanes
     q: np.ndarray  # int32 [L/16, 4, 16]: bias - zp·Σw, M, left, right in DW_ORDER
-    ints: np.ndarray  # int64: in_zp, out_zp, act_min, act_max, geometry, dm, S, direct
+    ints: np.ndarray  # int64: in_zp, out_zp, act_min, act_max, geometry, dm, S, direct, tail
+    # (tail: the first channel of the last 16-lane group when it overlaps the one before, -1)
     in_c: int
     out_hwc: tuple  # (out_h, out_w, out_c)
 
@@ -233,19 +234,27 @@ def _depthwise_plan(w16, params, in_zp, out_zp, act_min, act_max,
     out_c = w16.shape[2]
     span = LANES // np.gcd(out_c, LANES)  # output pixels per tile call (see the module doc)
     direct = depth_multiplier == 1 and (span == 1 or stride_w == 1)  # x read in place
+    # stride_w > 1, more than 16 channels but not a multiple: in place too, the last 16
+    # lanes ending at Co (channels computed twice, identically) instead of staging each pixel
+    tail = out_c - LANES if depth_multiplier == 1 and not direct and out_c > LANES else -1
     if not direct:
         span = 1
-    width = -(-span * out_c // LANES) * LANES  # the tile's lanes: S·Co, or Co padded to 16
-    w_span = np.zeros((*w16.shape[:2], width), np.int16)
-    w_span[:, :, : span * out_c] = np.tile(w16, span)  # S neighbouring pixels as one
-    folded = np.zeros((4, width), params.dtype)
-    folded[:, : span * out_c] = np.tile(params, span)
+    if tail >= 0:
+        direct, columns = True, np.r_[0:out_c // LANES * LANES, tail:out_c]
+        w_span, folded = w16[:, :, columns], params[:, columns]
+    else:
+        width = -(-span * out_c // LANES) * LANES  # the tile's lanes: S·Co, or Co padded to 16
+        w_span = np.zeros((*w16.shape[:2], width), np.int16)
+        w_span[:, :, : span * out_c] = np.tile(w16, span)  # S neighbouring pixels as one
+        folded = np.zeros((4, width), params.dtype)
+        folded[:, : span * out_c] = np.tile(params, span)
+    width = w_span.shape[2]
     sum_w = w_span.reshape(-1, width).astype(np.int64).sum(axis=0)
     bias = folded[0].view(np.int32).astype(np.int64)
     folded[0] = (bias - in_zp * sum_w).astype(np.int32).view(params.dtype)  # mod 2^32
     w_pairs = interleave_taps(w_span)
     q = np.ascontiguousarray(folded.reshape(4, -1, LANES).transpose(1, 0, 2)[:, :, DW_ORDER])
-    ints = np.array([in_zp, out_zp, act_min, act_max, *geometry, span, direct], np.int64)
+    ints = np.array([in_zp, out_zp, act_min, act_max, *geometry, span, direct, tail], np.int64)
     out_hwc = (int(geometry[6]), int(geometry[7]), out_c)
     return DepthwiseInt8Plan(w16, params, w_pairs, q, ints, out_c // depth_multiplier, out_hwc)
 
@@ -275,7 +284,7 @@ def _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, row0, row1):
     k_h, k_w = plan_w16.shape[0], plan_w16.shape[1]
     in_zp, out_zp, act_min, act_max = ints[0], ints[1], ints[2], ints[3]
     stride_h, stride_w, dil_h, dil_w = ints[4], ints[5], ints[6], ints[7]
-    pad_top, pad_left, span, direct = ints[8], ints[9], ints[13], ints[14] != 0
+    pad_top, pad_left, span, direct, tail = ints[8], ints[9], ints[13], ints[14] != 0, ints[15]
     groups, pairs = w_pairs.shape[0], w_pairs.shape[1]
     padded = -(-out_c // LANES) * LANES  # a staged pixel's lanes
     # what an off-image tap reads: w·zp, cancelled by bias'
@@ -318,8 +327,9 @@ def _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, row0, row1):
                 border_offsets(edge, inner, za - src, iy0, ix0, k_h, k_w, dil_h, dil_w,
                                in_h, in_w)
             for g in range(n_groups):  # one call site: each site compiles its own copy
-                _dw16(src + g * LANES, offs, wa + g * w_group, pairs, qa + g * q_group,
-                      dst + g * LANES, out_zp, act_min, act_max, q)  # fmt: skip
+                at = tail if g == n_groups - 1 and tail >= 0 and not staging else g * LANES
+                _dw16(src + at, offs, wa + g * w_group, pairs, qa + g * q_group, dst + at,
+                      out_zp, act_min, act_max, q)
             if staging:
                 for c in range(out_c):
                     out[b, oy, ox, c] = scratch[c]

@@ -80,11 +80,14 @@ def test_activation_folds_into_its_producer(producer, act):
                                              ([[0, 0], [0, 2], [1, 0], [0, 0]], 2),
                                              ([[0, 0], [3, 0], [0, 1], [0, 0]], 1)])
 def test_pad_folds_into_a_valid_conv(kind, amounts, stride):
+    """... into each of the convs reading it (pose_detection's PADs feed two depthwise)."""
     r = rng("pad", kind, str(amounts), stride)
     b = GraphBuilder()
     x = b.input("x", (1, 11, 10, 16))
-    y = conv(b, r, kind, pad(b, x, amounts), 16, 16, stride=stride)
-    model = b.build([b.op("RELU", [y])])
+    padded = pad(b, x, amounts)
+    y = conv(b, r, kind, padded, 16, 16, stride=stride)
+    second = conv(b, r, kind, padded, 16, 16, k=1, stride=stride)
+    model = b.build([b.op("RELU", [y]), second])
     assert fused_count(model) == 2
     run_both(model, special_input(r, (1, 11, 10, 16)))
 
@@ -121,7 +124,7 @@ def test_what_must_not_fuse():
     same = conv(b, r, "CONV_2D", pad(b, x, [[0, 0], [1, 1], [1, 1], [0, 0]]), 8, 8,
                 padding=SAME)
     padded = pad(b, x, [[0, 0], [1, 1], [1, 1], [0, 0]])
-    two_convs = [conv(b, r, "CONV_2D", padded, 8, 8), conv(b, r, "CONV_2D", padded, 8, 8)]
+    two_convs = [conv(b, r, "CONV_2D", padded, 8, 8), b.op("RELU", [padded])]  # and a RELU
     visible = conv(b, r, "CONV_2D", x, 8, 8, padding=SAME)  # a graph output, then RELU
     after_visible = b.op("RELU", [visible])
     model = b.build([*twice, with_act, channels, same, *two_convs, visible, after_visible])
@@ -591,6 +594,7 @@ def test_pad_folds_into_a_quantized_conv(mode, kind, threads, monkeypatch):
     x = b.input("x", shape)
     outs = [conv(b, r, kind, pad(b, x, amounts), 16, 16, k=k, stride=stride)
             for amounts, k, stride in QUANTIZED_PADS]
+    outs.append(conv(b, r, kind, b.subgraph.operators[-2].outputs[0], 16, 16, k=3, stride=2))
     calibration = r.standard_normal((4, *shape)).astype(np.float32)
     model = quantize(b.build(outs), mode=mode, calibration=calibration, quiet=True)
     assert [op.type for op in model.main.operators].count("PAD") == len(QUANTIZED_PADS)

@@ -186,6 +186,30 @@ def test_depthwise_pixel_spans(case, threads):
     check_depthwise(x, wt, bias, args, 1)
 
 
+TAIL_DW = [  # (n, h, w, c, k, stride_w, dil): stride_w > 1, c > 16 not a multiple of 16
+    (1, 58, 58, 24, 3, 2, 1),  # pose_detection's layer: groups at channels 0 and 8
+    (2, 9, 13, 40, 3, 2, 1),  # 0, 16 and 24; batch 2
+    (1, 8, 11, 17, 5, 3, 1),  # a tail of one channel: groups at 0 and 1; stride 3
+    (1, 10, 12, 28, 3, 2, 2),  # dilated
+]
+
+
+@pytest.mark.parametrize("case", TAIL_DW, ids=str)
+def test_depthwise_overlapping_last_group(case, threads):
+    """Pixels read in place in 16-lane groups, the last ending at C and overlapping the one
+    before (`depthwise_int8` module doc), border pixels on every side, both clamps hit."""
+    n, h, w, c, k, s, d = case
+    rng = np.random.default_rng(w * 100 + c)
+    x = rng.integers(-128, 128, (n, h, w, c)).astype(np.int8)
+    wt = rng.integers(-127, 128, (1, k, k, c)).astype(np.int8)
+    bias, mult, shift = spread_params(rng, 1, c)
+    (oh, pt), (ow, pl) = same_pad(h, k, 2, d), same_pad(w, k, s, d)
+    args = (-7, mult, shift, 3, -100, 110, 2, s, d, d, pt, pl, oh, ow)
+    want = conv.depthwise_conv2d_int8(x, wt, bias, *args, 1)
+    assert len(np.unique(want)) > 10 and want.min() == -100 and want.max() == 110
+    check_depthwise(x, wt, bias, args, 1)
+
+
 MOBILENET_DW = [(1, 29, 29, 96, 2), (1, 14, 14, 144, 1), (2, 7, 7, 960, 1), (1, 9, 9, 32, 2)]
 
 

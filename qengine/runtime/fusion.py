@@ -8,8 +8,8 @@ fuses clamps into their producers and static PADs into convolutions).
   to [-FLT_MAX, FLT_MAX] followed by the activation's clamp is the activation's clamp alone,
   for every float (+-inf end at a bound, NaN passes both ways).
 - **Padding.** A PAD by constant non-negative amounts on height and width only, whose output
-  is used only as the input of one CONV_2D or DEPTHWISE_CONV_2D with VALID padding,
-  disappears: the conv reads the PAD's input with those amounts as its own padding
+  is used only as the input of CONV_2D or DEPTHWISE_CONV_2D ops with VALID padding (one or
+  more), disappears: the conv reads the PAD's input with those amounts as its own padding
   (`Operator.fused_padding`, read by `ops.common.geometry`). Float input and filter: the
   float conv kernels multiply a tap in the padding by a row of zeros, the same zeros the PAD
   would have written (a zero times an infinite weight is NaN either way). Quantized input of
@@ -157,20 +157,28 @@ def _fuse_padding(ops, index, uses, subgraph, dropped) -> None:
     pad = ops[index]
     if len(pad.inputs) != 2 or len(pad.outputs) != 1 or pad.inputs[0] is None:
         return
-    x, amounts = pad.inputs
-    reader = _only_use(pad.outputs[0], uses, subgraph)
-    if amounts is None or not amounts.is_constant or reader is None or reader[1] != 0:
-        return
-    conv = ops[reader[0]]
-    if (conv.type not in CONVS or conv.options is None or conv.options.padding != VALID
-            or conv.fused_padding is not None or len(conv.inputs) < 2 or conv.inputs[1] is None
-            or not (_float_conv(x, conv) or _quantized_conv(x, pad.outputs[0], conv))):
+    x, (padded,) = pad.inputs[0], pad.outputs
+    amounts = pad.inputs[1]
+    readers = uses.get(id(padded), [])
+    if (amounts is None or not amounts.is_constant or not readers
+            or any(padded is out for out in subgraph.outputs)):
         return
     pads = _spatial_padding(amounts.data)
-    if pads is None:
+    if pads is None or not all(position == 0 and _pads_into(ops[reader], x, padded)
+                               for reader, position in readers):
         return
-    ops[reader[0]] = dataclasses.replace(conv, inputs=[x, *conv.inputs[1:]], fused_padding=pads)
+    for reader, _ in readers:  # every reader (pose_detection's PADs feed two convs)
+        conv = ops[reader]
+        ops[reader] = dataclasses.replace(conv, inputs=[x, *conv.inputs[1:]], fused_padding=pads)
     dropped.add(index)
+
+
+def _pads_into(conv, x, padded) -> bool:
+    """conv can take a PAD of x (into `padded`) as its own padding."""
+    return (conv.type in CONVS and conv.options is not None and conv.options.padding == VALID
+            and conv.fused_padding is None and len(conv.inputs) >= 2
+            and conv.inputs[1] is not None
+            and (_float_conv(x, conv) or _quantized_conv(x, padded, conv)))
 
 
 def _float_conv(x, conv) -> bool:
