@@ -323,7 +323,8 @@ def _lookup_run_codegen(context, builder, signature, args):
             builder.store(value, builder.gep(out, [i]))
         counted_loop(builder, const64(0), n, "chain" if second else "pairs", step)
 
-    with builder.if_else(builder.trunc(chained, ir.IntType(1))) as (two, one):
+    with builder.if_else(builder.icmp_unsigned("!=", chained, ir.Constant(chained.type, 0))) \
+            as (two, one):
         with two:
             pairs(True)
         with one:

@@ -98,7 +98,7 @@ class PairLookup:
         self.a_period = kernels.trailing_period(self.shape, a_shape)
         self.b_period = kernels.trailing_period(self.shape, b_shape)
         self.swapped = []  # the table of (y, x), made on first use (64 KiB most ops never need)
-        self.then = then  # (second PairLookup, its operand's period) of a chained lookup
+        self.then = then  # (the second op's table, its operand's period) of a chained lookup
 
     def __call__(self, x, y, *second, out=None):
         """The lookup of (x, y) (and of a third operand when chained); `out`: x itself, a
@@ -125,7 +125,8 @@ class PairLookup:
         """This lookup followed by `second` on (its value, a repeating operand), in one pass:
         when both of this one's inputs and the output have one shape (a residual ADD) and the
         second's other operand repeats (a per-channel PRELU); else None."""
-        if not (self.shape is not None and self.b_period == int(np.prod(self.shape))
+        if not (self.shape is not None and self.a_shape is not None
+                and self.b_period == int(np.prod(self.shape))
                 and tuple(self.a_shape) == self.shape and second.shape == self.shape
                 and second.b_period):
             return None
