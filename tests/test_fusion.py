@@ -225,6 +225,22 @@ def test_int8_lookup_folds_into_the_pair_table(threads, monkeypatch):
         np.testing.assert_array_equal(kept[out.name], want[out.name], err_msg=out.name)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_int8_lookup_folds_under_xnnpack_arithmetic(threads):
+    """With XNNPACK's int8 ADD/MUL and convs (not pair tables), the folded lookups run after
+    them, in place: the same values as the graph as written."""
+    r = rng("int8-lookups")
+    b = GraphBuilder()
+    outs = [(int8_conv_then if kind.endswith("CONV_2D") else int8_pair_then)(
+        b, r, kind, after, (1, 9, 7, 24), alpha) for kind, after, alpha in LOOKUP_PAIRS]
+    model = b.build(outs)
+    inputs = [r.integers(-128, 128, t.shape).astype(np.int8) for t in model.main.inputs]
+    interpreter = qengine.Interpreter(model, num_threads=threads, arithmetic="xnnpack")
+    got, kept = interpreter.run(inputs), interpreter.run(inputs, keep=True)
+    for out in outs:
+        np.testing.assert_array_equal(got[out.name], kept[out.name], err_msg=out.name)
+
+
 def test_int8_lookup_that_must_not_fold():
     """A pair op's output read twice, or a graph output, keeps its lookup op; so does one
     after a FULLY_CONNECTED (not a producer that folds one), and an int16 one (16x8)."""
