@@ -32,7 +32,6 @@ from qengine.kernels.softmax import (  # gemmlowp helpers shared with SOFTMAX
 )
 
 __all__ = [
-    "apply_lut_int8",
     "exp_lut_int8",
     "exp_lut_int16",
     "gelu_lut_int8",
@@ -259,16 +258,6 @@ def gelu_lut_int16(s_in, s_out, approximate: bool) -> np.ndarray:
     """GELU int16: LUTPopulate<int16_t> of GeluTransform[Approximate], zero points 0."""
     transform = _gelu_approximate_f32 if approximate else _gelu_f32
     return lut_int16(s_in, 0, s_out, 0, transform)
-
-
-@kernel
-def apply_lut_int8(x, table):
-    """reference_integer_ops::LookupTable: out = table[x + 128] (table from *_lut_int8)."""
-    n = x.shape[0]
-    out = np.empty(n, dtype=np.int8)
-    for i in range(n):
-        out[i] = table[np.int64(x[i]) + 128]
-    return out
 
 
 # ------------------------------------------------------------------------------- ReluX

@@ -221,7 +221,7 @@ def test_dequantize_matches_twin(scale, zp):
 def test_logistic_lut_all_inputs(s_in, zp_in):
     table = act.logistic_lut_int8(s_in, zp_in, 1 / 256, -128)
     assert_same(table, naive.lut(s_in, zp_in, 1 / 256, -128, naive.logistic_fn))
-    assert_same(act.apply_lut_int8(ALL_INT8, table), naive.apply_lut(ALL_INT8, table))
+    assert_same(ew.lookup_value_int8(table, ALL_INT8), naive.apply_lut(ALL_INT8, table))
 
 
 @settings(max_examples=200, deadline=None)
@@ -448,7 +448,7 @@ def test_logistic_against_tflite(tflite, lo_hi):
     tf = tflite[0]
     out, s_in, zp_in, s_out, zp_out = _unary_case(tflite, tf.sigmoid, *lo_hi, "LOGISTIC")
     table = act.logistic_lut_int8(s_in, zp_in, s_out, zp_out)
-    assert_same(act.apply_lut_int8(ALL_INT8, table), out)
+    assert_same(ew.lookup_value_int8(table, ALL_INT8), out)
     assert_same(naive.lut(s_in, zp_in, s_out, zp_out, naive.logistic_fn), out)
 
 
@@ -457,7 +457,7 @@ def test_logistic_against_tflite(tflite, lo_hi):
 def test_tanh_against_tflite(tflite, lo_hi):
     tf = tflite[0]
     out, s_in, zp_in, s_out, zp_out = _unary_case(tflite, tf.nn.tanh, *lo_hi, "TANH")
-    assert_same(act.apply_lut_int8(ALL_INT8, act.tanh_lut_int8(s_in, zp_in, s_out, zp_out)), out)
+    assert_same(ew.lookup_value_int8(act.tanh_lut_int8(s_in, zp_in, s_out, zp_out), ALL_INT8), out)
 
 
 @pytest.mark.tf
@@ -668,7 +668,7 @@ def test_quantize_logistic_dequantize_against_tflite(tflite, lo_hi):
     want = interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).ravel()
 
     q = qparams.quantize(x, s_in, zp_in, "int8")
-    y = act.apply_lut_int8(q, act.logistic_lut_int8(s_in, zp_in, s_out, zp_out))
+    y = ew.lookup_value_int8(act.logistic_lut_int8(s_in, zp_in, s_out, zp_out), q)
     assert_same(qparams.dequantize(y, s_out, zp_out), want)
 
 

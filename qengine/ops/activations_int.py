@@ -17,7 +17,7 @@ from qengine.kernels.libm import libm
 
 from ..runtime.registry import OpContext, Prepared
 from .common import broadcast_shape, per_tensor
-from .elementwise_int import ValueLookup, pair_lookup
+from .elementwise_int import pair_lookup, value_lookup
 
 
 def _int8_unary(ctx: OpContext):
@@ -38,9 +38,7 @@ def _elementwise(ctx: OpContext, x, kernel, *params) -> Prepared:
     """An op that maps each int8 value alone: `kernel(values, *params)` runs once, at prepare,
     on all 256 int8 values, and every run looks its results up (exact by construction; a
     lookup costs less than the per-element requantization of RELU or LEAKY_RELU)."""
-    table = params[0] if kernel is kernels.apply_lut_int8 else kernel(INT8_VALUES, *params)
-    return Prepared(ValueLookup(table, x.shape, ctx.num_threads),
-                    [ctx.output_spec(0, x.shape, "int8")])
+    return value_lookup(ctx, x, kernel(INT8_VALUES, *params))
 
 
 # -- lookup tables ------------------------------------------------------------------------------
@@ -52,7 +50,7 @@ def _elu_f32(x: np.float32) -> np.float32:
 
 def _table(ctx: OpContext, make_table) -> Prepared:
     x, (s_in, zp_in), (s_out, zp_out) = _int8_unary(ctx)
-    return _elementwise(ctx, x, kernels.apply_lut_int8, make_table(s_in, zp_in, s_out, zp_out))
+    return value_lookup(ctx, x, make_table(s_in, zp_in, s_out, zp_out))
 
 
 def logistic(ctx: OpContext) -> Prepared:
@@ -135,7 +133,7 @@ def leaky_relu(ctx: OpContext) -> Prepared:
     if ctx.arithmetic == "xnnpack":  # XNNPACK's vlrelu, unless it refuses the scales
         table = xnnpack.leaky_relu_table(s_in, zp_in, s_out, zp_out, alpha)
         if table is not None:
-            return _elementwise(ctx, x, kernels.apply_lut_int8, table)
+            return value_lookup(ctx, x, table)
     return _elementwise(ctx, x, kernels.leaky_relu_int8,
                         *kernels.leaky_relu_params(s_in, zp_in, s_out, zp_out, alpha))
 

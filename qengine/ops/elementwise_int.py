@@ -389,7 +389,7 @@ def _int8_unary(ctx: OpContext):
     return x, per_tensor(ctx, x), per_tensor(ctx, out)
 
 
-def _lookup(ctx: OpContext, x: Spec, table: np.ndarray, check=None) -> Prepared:
+def value_lookup(ctx: OpContext, x: Spec, table: np.ndarray, check=None) -> Prepared:
     """run: out = table[x + 128]; `check(values)` (optional) rejects bad data first."""
     lookup = ValueLookup(table, x.shape, ctx.num_threads)
 
@@ -407,7 +407,7 @@ def abs_(ctx: OpContext) -> Prepared:
     params = kernels.abs_params(s_in, zp_in, s_out, zp_out)
     if params[-1] > 30:  # MBQM's x * (1 << shift) is undefined in C beyond that
         raise ctx.unsupported(f"ABS rescale {s_in}/{s_out} is too large for TFLite's kernel")
-    return _lookup(ctx, x, kernels.abs_table_int8(*params))
+    return value_lookup(ctx, x, kernels.abs_table_int8(*params))
 
 
 def rsqrt(ctx: OpContext) -> Prepared:
@@ -428,18 +428,18 @@ def rsqrt(ctx: OpContext) -> Prepared:
             raise InputError(f"{ctx.where()}: RSQRT of a negative value (an input below the "
                              f"zero point {zp_in}); TFLite refuses it too")
 
-    return _lookup(ctx, x, table, check)
+    return value_lookup(ctx, x, table, check)
 
 
 def exp(ctx: OpContext) -> Prepared:
     if _int16(ctx):
         return _int16_path().exp(ctx)
     x, (s_in, zp_in), (s_out, zp_out) = _int8_unary(ctx)
-    return _lookup(ctx, x, activation_kernels.exp_lut_int8(s_in, zp_in, s_out, zp_out))
+    return value_lookup(ctx, x, activation_kernels.exp_lut_int8(s_in, zp_in, s_out, zp_out))
 
 
 def log(ctx: OpContext) -> Prepared:
     if _int16(ctx):
         return _int16_path().log(ctx)
     x, (s_in, zp_in), (s_out, zp_out) = _int8_unary(ctx)
-    return _lookup(ctx, x, activation_kernels.log_lut_int8(s_in, zp_in, s_out, zp_out))
+    return value_lookup(ctx, x, activation_kernels.log_lut_int8(s_in, zp_in, s_out, zp_out))
