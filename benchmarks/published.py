@@ -31,9 +31,12 @@ ai-edge-litert Python API has no op profiler), at 1 thread.
 
 Peak memory: each engine runs the model in a fresh process; the figure is what the model adds
 to the process's peak RSS on top of its imports (numpy + qengine + Numba, or numpy +
-ai_edge_litert), with Numba's one-time runtime start (its CPU target and LLVM JIT, the same for
-any first kernel of any program) shown apart. Quantized files are cached per digest of
-qengine's code (`quantizer_digest`), so they are remade when the quantizer changes. Start-up: wall clock of a whole `python -m qengine run MODEL --repeat 1`
+ai_edge_litert), with Numba's one-time runtime start (what the first kernel of any Numba
+program costs: its CPU target and LLVM JIT, the JIT's runtime, the first typing of an array)
+shown apart; the last column counts that first kernel's share as the model's, as the tables
+before session 20 did (they set up the CPU target alone). Quantized files are cached per digest
+of qengine's code (`quantizer_digest`), so they are remade when the quantizer changes.
+Start-up: wall clock of a whole `python -m qengine run MODEL --repeat 1`
 process, cold (QENGINE_CACHE_DIR pointed at an empty folder) and warm (second process), with
 qengine's modules byte-compiled first as an installed package has them (`installed_like_env`).
 """
@@ -278,20 +281,25 @@ def op_table(rows, threads: int = 1) -> str:
 # started by fork+exec inherits from its parent's peak; VmRSS for the steps before the peak.
 _STATUS = "int(next(l for l in open('/proc/self/status') if l.startswith('{}')).split()[1])"
 _HWM, _RSS = _STATUS.format("VmHWM"), _STATUS.format("VmRSS")
-# Three figures: after the imports a run needs (numpy, qengine, Numba), after Numba's CPU
-# target is set up (what loading any first kernel costs any Numba program, model or not:
-# its registries and the LLVM JIT; done here as the first kernel load does it), and the peak
-# after running the model.
+# Four figures: after the imports a run needs (numpy, qengine, Numba); after Numba's CPU
+# target is set up (its registries and the LLVM JIT, as the first kernel load does it);
+# after a first, tiny, cached kernel is loaded and called on an array (the rest of what any
+# Numba program pays once, model or not: the first typing of an array imports numpy.ma,
+# ~1.4 MB, and the first cached library loaded sets up the JIT's runtime, ~1 MB; the kernel
+# itself, `lookup_values`, is ~0.02 MB); and the peak after running the model.
 _PEAK_QENGINE = f"""
 import sys, numpy as np, qengine, qengine.kernels.jit
 from numba.core.registry import cpu_target
 from qengine.cli_common import generated_inputs
 imports = {_HWM}
 cpu_target.target_context.refresh(); cpu_target.typing_context.refresh()
+target = {_RSS}
+from qengine.kernels.elementwise import lookup_values
+lookup_values(np.zeros(256, np.int8), np.zeros(8, np.int8), np.zeros(8, np.int8), 0, 8)
 runtime = {_RSS}
 it = qengine.Interpreter(sys.argv[1])
 it.run(generated_inputs(it.model.main.inputs, 0, quiet=True))
-print(imports, runtime, {_HWM})
+print(target, imports, runtime, {_HWM})
 """
 _PEAK_TFLITE = f"""
 import sys, numpy as np
@@ -301,36 +309,41 @@ it = Interpreter(model_path=sys.argv[1]); it.allocate_tensors()
 for d in it.get_input_details():
     it.set_tensor(d["index"], np.ones(d["shape"], d["dtype"]))
 it.invoke()
-print(before, before, {_HWM})
+print(before, before, before, {_HWM})
 """
 
 
-def peak_mb(script: str, path: Path) -> tuple[float, float, float]:
+def peak_mb(script: str, path: Path) -> tuple[float, float, float, float]:
     """(peak RSS after the imports, what starting the JIT runtime added, what running the
-    model added on top), MB."""
+    model added on top, what the model added over the CPU target's setup alone: the figure
+    sessions up to 19 reported), MB."""
     # the second of two processes: the first may compile kernels into the disk cache, and
     # LLVM's compile-time memory is not what a run costs
     for _ in range(2):
         out = subprocess.run([sys.executable, "-c", script, str(path)], check=True,
-                             capture_output=True, text=True).stdout.split()
-    imports, runtime, peak = (int(v) / 1024 for v in out[-3:])
-    return imports, runtime - imports, peak - runtime
+                             capture_output=True, text=True, env=dict(installed_like_env())
+                             ).stdout.split()
+    target, imports, runtime, peak = (int(v) / 1024 for v in out[-4:])
+    return imports, runtime - imports, peak - runtime, peak - target
 
 
 def memory_table(names, paths, modes) -> str:
     lines = [("| model | mode | qengine imports MB | Numba runtime start MB | qengine model adds "
               "MB | TFLite imports MB | TFLite adds MB | ratio of additions (with runtime "
-              "start) |"), "|---|---|---|---|---|---|---|---|"]
+              "start) | ratio, first kernel counted as the model's |"),
+             "|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         for mode in modes:
             path = model_file(name, paths[name], mode)
-            q0, runtime, q = peak_mb(_PEAK_QENGINE, path)
-            t0, _, t = peak_mb(_PEAK_TFLITE, path)
-            lines.append(f"| {name} | {mode} | {q0:.0f} | {runtime:.0f} | {q:.0f} | {t0:.0f} | "
-                         f"{t:.0f} | {q / max(t, 1.0):.2f} ({(q + runtime) / max(t, 1.0):.2f}) |")
+            q0, runtime, q, q_old = peak_mb(_PEAK_QENGINE, path)
+            t0, _, t, _ = peak_mb(_PEAK_TFLITE, path)
+            lines.append(f"| {name} | {mode} | {q0:.0f} | {runtime:.0f} | {q:.1f} | {t0:.0f} | "
+                         f"{t:.1f} | {q / max(t, 1.0):.2f} ({(q + runtime) / max(t, 1.0):.2f}) | "
+                         f"{q_old / max(t, 1.0):.2f} |")
     return "\n".join(lines)
 
 
+@functools.lru_cache(maxsize=1)
 def installed_like_env() -> dict:
     """os.environ as an installed qengine sees it: its modules byte-compiled, as pip does.
 
@@ -352,7 +365,7 @@ def installed_like_env() -> dict:
 
 def startup_table(names, paths, modes) -> str:
     lines = ["| model | mode | cold s (empty kernel cache) | warm s |", "|---|---|---|---|"]
-    base_env = installed_like_env()
+    base_env = dict(installed_like_env())
     for name in names:
         for mode in modes:
             path = model_file(name, paths[name], mode)

@@ -15,6 +15,7 @@ from qengine.kernels.fixedpoint import (
     INT32_MAX,
     INT32_MIN,
     mbqm,
+    mbqm_array,
     quantize_multiplier,
     rdbpot,
     srdhm,
@@ -354,24 +355,19 @@ def prelu_params(s_in, zp_in, s_alpha, zp_alpha, s_out, zp_out) -> tuple:
     return int(zp_in), int(zp_alpha), int(zp_out), m1, sh1, m2, sh2
 
 
-@kernel
 def prelu_int8(x, alpha, zp_in, zp_alpha, zp_out, m1, sh1, m2, sh2):
-    """reference_ops::Prelu / BroadcastPrelu4DSlow (…/reference/prelu.h).
+    """reference_ops::Prelu / BroadcastPrelu4DSlow (…/reference/prelu.h), in NumPy: it runs
+    once per op, on all 256 x 256 pairs, to make the op's table (ops/activations_int.py).
 
-    x, alpha: int8 1-D arrays of equal length (alpha broadcast to x by the caller).
+    x, alpha: int8 arrays of one shape (alpha broadcast to x by the caller).
       d = x - zp_in
       out = clamp(zp_out + (d >= 0 ? MBQM(d, m1, sh1) : MBQM(d * (alpha - zp_alpha), m2, sh2)))
+    |d * (alpha - zp_alpha)| <= 255 * 255: no int32 overflow.
     """
-    n = x.shape[0]
-    out = np.empty(n, dtype=np.int8)
-    for i in range(n):
-        d = np.int64(x[i]) - zp_in
-        if d >= 0:
-            v = mbqm(d, m1, sh1)
-        else:
-            v = mbqm(d * (np.int64(alpha[i]) - zp_alpha), m2, sh2)
-        out[i] = min(max(v + zp_out, -128), 127)
-    return out
+    d = np.asarray(x).astype(np.int64) - zp_in
+    negative = mbqm_array(d * (np.asarray(alpha).astype(np.int64) - zp_alpha), m2, sh2)
+    v = np.where(d >= 0, mbqm_array(d, m1, sh1), negative) + zp_out
+    return np.clip(v, -128, 127).astype(np.int8)
 
 
 # -------------------------------------------------------------------------- HARD_SWISH

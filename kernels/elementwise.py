@@ -319,7 +319,7 @@ def _lookup_run_codegen(context, builder, signature, args):
             value = entry(table, builder.load(builder.gep(x, [i])),
                           builder.load(builder.gep(y, [i])))
             if second:
-                value = entry(then, value, builder.load(builder.gep(a, [i])))
+                value = entry(then, builder.load(builder.gep(a, [i])), value)
             builder.store(value, builder.gep(out, [i]))
         counted_loop(builder, const64(0), n, "chain" if second else "pairs", step)
 
@@ -335,7 +335,8 @@ def _lookup_run_codegen(context, builder, signature, args):
 @intrinsic
 def _lookup_run(typingctx, table_addr, then_addr, x_addr, y_addr, a_addr, out_addr, n, chained):
     """out[i] = T(x[i], y[i]) for i < n, T(u, v) = table[(u + 128) * 256 + v + 128]; chained:
-    then[(T(x[i], y[i]) + 128) * 256 + a[i] + 128] (int8 arrays by address, tables of 65536).
+    then[(a[i] + 128) * 256 + T(x[i], y[i]) + 128] (int8 arrays by address; `table` of 65536,
+    `then` of 256 per row and a row for every a[i] + 128: `_pairs_fit` checks).
     LLVM IR rather than a Numba loop: inside a split's prange Numba's loop ran 2-3x slower than
     alone (it reloads the arrays' fields after every byte it stores)."""
     sig = types.void(*[types.int64] * 7, types.boolean)
@@ -343,9 +344,22 @@ def _lookup_run(typingctx, table_addr, then_addr, x_addr, y_addr, a_addr, out_ad
 
 
 @inline_kernel
+def _rows_cover(then, a):
+    """`then` has a row of 256 for each code a + 128 (a full table of 65536 for any int8)."""
+    if then.size == 0 or then.size == 65536:
+        return True
+    if then.size % 256 != 0:
+        return False
+    top = -128
+    for v in a:
+        top = max(top, np.int64(v))
+    return (top + 128) * 256 < then.size
+
+
+@inline_kernel
 def _pairs_fit(table, x, y, out, then, a, i0, i1):
-    return (table.size == 65536 and then.size in (0, 65536) and x.size == out.size
-            and y.size > 0 and a.size > 0 and 0 <= i0 <= i1 <= out.size)
+    return (table.size == 65536 and x.size == out.size and y.size > 0 and a.size > 0
+            and 0 <= i0 <= i1 <= out.size and _rows_cover(then, a))
 
 
 @kernel
@@ -356,8 +370,9 @@ def lookup_pairs(table, x, y, out, then, a, i0, i1):
     evaluated once on all 256 x 256 pairs. y is the same shape (m = n) or repeats (a
     per-channel PRELU alpha: its channels, repeated to a few hundred values, as `tile_period`
     does, so that the runs are long). With a second table `then` (else empty): out[i] =
-    then[(T(x[i], y[i % m]) + 128) * 256 + a[i % k] + 128], a [k]: an int8 PRELU after an ADD
-    in one pass."""
+    then[(a[i % k] + 128) * 256 + T(x[i], y[i % m]) + 128], a [k]: an int8 PRELU after an ADD
+    in one pass, a row of `then` per alpha (a the alpha's codes: rows for only the values the
+    constant alpha holds, see ops/elementwise_int.PairLookup.then_pairs)."""
     if not _pairs_fit(table, x, y, out, then, a, i0, i1):
         raise ValueError("lookup_pairs: table, x, y, out, then, a or [i0, i1) do not fit")
     m, k = y.size, a.size

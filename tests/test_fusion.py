@@ -178,9 +178,13 @@ def int8_conv_then(b, r, kind, after, shape, alpha_shape=None):
 
 
 def int8_lookup(b, r, after, z, alpha_shape):
-    """The int8 op `after` on z; PRELU's int8 slopes of `alpha_shape`."""
+    """The int8 op `after` on z; PRELU's int8 slopes of `alpha_shape`, constant, or a graph
+    input of shape (1, 1, 24) when alpha_shape is "input"."""
     inputs = [z]
-    if after == "PRELU":
+    if after == "PRELU" and alpha_shape == "input":
+        inputs.append(b.input(f"a{len(b.subgraph.operators)}", (1, 1, 24), "int8",
+                              q8(0.01, 5)))
+    elif after == "PRELU":
         inputs.append(b.const(f"a{len(b.subgraph.operators)}",
                               r.integers(-128, 128, alpha_shape).astype(np.int8), "int8",
                               q8(0.01, 5)))
@@ -192,13 +196,15 @@ def int8_lookup(b, r, after, z, alpha_shape):
 LOOKUP_PAIRS = [("ADD", "RELU", None), ("SUB", "RELU6", None), ("MUL", "LOGISTIC", None),
                 ("ADD", "TANH", None), ("ADD", "HARD_SWISH", None), ("SUB", "LEAKY_RELU", None),
                 ("ADD", "PRELU", (1, 1, 24)), ("MUL", "PRELU", (24,)), ("ADD", "PRELU", ()),
+                ("ADD", "PRELU", "input"),
                 ("CONV_2D", "RELU", None), ("DEPTHWISE_CONV_2D", "PRELU", (1, 1, 24))]
 
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_int8_lookup_folds_into_the_pair_table(threads, monkeypatch):
     """int8 ADD/SUB/MUL -> RELU, RELU6, LOGISTIC, TANH, HARD_SWISH, LEAKY_RELU (one composed
-    table) and -> PRELU per channel or scalar (both tables in one pass), int8 conv -> RELU
+    table) and -> PRELU per channel or scalar (both tables in one pass; a constant alpha's
+    table holds only the rows of the values it has; an input alpha's, all), int8 conv -> RELU
     and depthwise -> PRELU (the lookup in place on the conv's output): each pair folds, and
     the fused run equals the graph as written and TFLite's reference kernels exactly (2
     threads: every lookup split)."""

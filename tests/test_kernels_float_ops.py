@@ -76,22 +76,25 @@ def _pairs(table, u, v):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("chained", [False, True])
+@pytest.mark.parametrize("chained", [False, True, "rows"])
 @pytest.mark.parametrize(("n", "m", "k"), [(1001, 1001, 7), (7 * 65, 65, 5),
                                            (8192 * 3, 24, 8192 * 3), (5, 1, 1)])
 def test_lookup_pairs_in_parts(threads, chained, n, m, k, monkeypatch):
     """Any range [i0, i1) (a split's parts start anywhere in y's and a's periods), and the
     whole run split between threads from the smallest size on, against NumPy's indexing; a
     period of 24 is repeated to 264 values, which do not divide n: runs restart mid-way.
-    Chained: a second table on (the first's value, a[i % k])."""
+    Chained: a second table on (a[i % k], the first's value), a row of 256 per a + 128: all
+    256 rows, or ("rows") only as many as a's codes reach."""
     monkeypatch.setattr(pool, "MIN_SPLIT_FLOPS", 1)
-    table, then = (RNG.integers(-128, 128, 65536).astype(np.int8) for _ in range(2))
+    table = RNG.integers(-128, 128, 65536).astype(np.int8)
     x = RNG.integers(-128, 128, n).astype(np.int8)
     y = RNG.integers(-128, 128, m).astype(np.int8)
-    a = RNG.integers(-128, 128, k).astype(np.int8)
+    a = RNG.integers(-128, -128 + 5 if chained == "rows" else 128, k).astype(np.int8)
+    rows = int(a.max()) + 129 if chained == "rows" else 256
+    then = RNG.integers(-128, 128, 256 * rows).astype(np.int8)
     want = _pairs(table, x, np.tile(y, n // m))
     if chained:
-        want = _pairs(then, want, np.tile(a, n // k))
+        want = _pairs(then, np.tile(a, n // k), want)
     second = (then, a) if chained else (NO_TABLE, None)
     assert np.array_equal(lookup_pair_int8(table, x, y, threads, *second), want)
     for i0, i1 in [(0, n), (n // 3, n - 1), (m - 1, n), (n, n)]:
@@ -130,7 +133,8 @@ def test_lookup_pairs_refuses_what_does_not_fit():
     for args in [(table[:-1], x, x[:4], x, none, x, 0, 12), (table, x, x[:4], x[:8], none, x, 0, 8),
                  (table, x, x[:4], x, none, x, 0, 13), (table, x, x[:4], x, none, x, -1, 4),
                  (table, x, x[:0], x, none, x, 0, 0), (table, x, x, x, table[:9], x, 0, 12),
-                 (table, x, x, x, table, x[:0], 0, 12)]:
+                 (table, x, x, x, table, x[:0], 0, 12),
+                 (table, x, x, x, table[:256], x + 1, 0, 12)]:  # no row for code 1
         with pytest.raises(ValueError, match="do not fit"):
             lookup_pairs(*args)
 

@@ -159,7 +159,7 @@ def prelu(ctx: OpContext) -> Prepared:
     # the output depends only on the (x, alpha) pair: the reference kernel on all 256 x 256
     # pairs, once, is the op (exact by construction)
     return Prepared(pair_lookup(lambda a, b: kernels.prelu_int8(a, b, *params), x.shape,
-                                alpha.shape, x.shape, ctx.num_threads),
+                                alpha.shape, x.shape, ctx.num_threads, alpha.value),
                     [ctx.output_spec(0, x.shape, "int8")])
 
 

@@ -67,8 +67,9 @@ def _pair_table(ctx: OpContext, shape, kernel) -> Prepared:
 PAIR_CHUNK = 8192  # input pairs per call of a pair table's kernel (see pair_lookup)
 
 
-def pair_lookup(kernel, a_shape, b_shape, shape, threads: int = 1) -> PairLookup:
-    """The table of kernel(a, b) on all 256 x 256 int8 pairs (a major) as a PairLookup.
+def pair_lookup(kernel, a_shape, b_shape, shape, threads: int = 1, b_value=None) -> PairLookup:
+    """The table of kernel(a, b) on all 256 x 256 int8 pairs (a major) as a PairLookup;
+    `b_value`: the second input when it is a constant (a PRELU's alpha).
 
     The kernel runs on PAIR_CHUNK pairs at a time: its NumPy int64 temporaries for all 65536
     at once peaked at ~5.7 MB, which the process keeps (`kernels/jit.py` keeps freed pages)
@@ -77,7 +78,7 @@ def pair_lookup(kernel, a_shape, b_shape, shape, threads: int = 1) -> PairLookup
     for start in range(0, table.size, PAIR_CHUNK):
         part = slice(start, start + PAIR_CHUNK)
         table[part] = kernel(_FIRST[part], _SECOND[part])
-    return PairLookup(table, a_shape, b_shape, shape, threads)
+    return PairLookup(table, a_shape, b_shape, shape, threads, b_value=b_value)
 
 
 _FIRST = np.repeat(np.arange(-128, 128, dtype=np.int8), 256)  # the pairs (a, b), a major
@@ -92,13 +93,16 @@ class PairLookup:
     its 256 values into the table (`then_values`), or a second pair table on (this one's
     value, a repeating operand) in the same pass (`then`)."""
 
-    def __init__(self, table, a_shape, b_shape, shape, threads, then=None):
+    def __init__(self, table, a_shape, b_shape, shape, threads, then=None, b_value=None):
         self.table, self.a_shape, self.b_shape, self.threads = table, a_shape, b_shape, threads
+        self.b_value = b_value  # the second input, when constant
         self.shape = None if shape is None else tuple(shape)
         self.a_period = kernels.trailing_period(self.shape, a_shape)
         self.b_period = kernels.trailing_period(self.shape, b_shape)
         self.swapped = []  # the table of (y, x), made on first use (64 KiB most ops never need)
-        self.then = then  # (the second op's table, its operand's period) of a chained lookup
+        # a chained lookup's (second table, its operand's period, the operand's codes or
+        # None): see then_pairs
+        self.then = then
 
     def __call__(self, x, y, *second, out=None):
         """The lookup of (x, y) (and of a third operand when chained); `out`: x itself, a
@@ -124,22 +128,35 @@ class PairLookup:
     def then_pairs(self, second: PairLookup) -> PairLookup | None:
         """This lookup followed by `second` on (its value, a repeating operand), in one pass:
         when both of this one's inputs and the output have one shape (a residual ADD) and the
-        second's other operand repeats (a per-channel PRELU); else None."""
+        second's other operand repeats (a per-channel PRELU); else None.
+
+        The kernel reads the second table operand-major, a row of 256 per operand value. A
+        constant operand (a PRELU's alpha) keeps only the rows of the values it holds, and is
+        replaced by their codes 0, 1, ... (- 128), tiled once here: 16-128 channels need
+        4-32 KiB instead of 64 (face_landmark's 20 PRELUs: 1.3 MB -> 0.4)."""
         if not (self.shape is not None and self.a_shape is not None
                 and self.b_period == int(np.prod(self.shape))
                 and tuple(self.a_shape) == self.shape and second.shape == self.shape
                 and second.b_period):
             return None
+        by_operand = second.table.reshape(256, 256).T  # [operand + 128][value + 128]
+        if second.b_value is None:
+            then = (np.ascontiguousarray(by_operand).ravel(), second.b_period, None)
+        else:
+            held, codes = np.unique(_period(second.b_value, second.b_period),
+                                    return_inverse=True)
+            rows = np.ascontiguousarray(by_operand[held.astype(np.intp) + 128]).ravel()
+            then = (rows, second.b_period, kernels.tile_period((codes - 128).astype(np.int8)))
         return PairLookup(self.table, self.a_shape, self.b_shape, self.shape, self.threads,
-                          then=(second.table, second.b_period))
+                          then=then)
 
     def _chained(self, x, y, a, out):
-        then, period = self.then
+        then, period, codes = self.then
         if x.shape != self.shape or y.shape != self.shape:
             raise ValueError(f"a chained lookup of shape {self.shape} got {x.shape}, {y.shape}")
         return kernels.lookup_pair_int8(self.table, np.ascontiguousarray(x),
                                         np.ascontiguousarray(y).reshape(-1), self.threads, then,
-                                        _period(a, period), out)
+                                        _period(a, period) if codes is None else codes, out)
 
 
 def _period(x: np.ndarray, period: int) -> np.ndarray:
