@@ -380,7 +380,7 @@ def run_depthwise_int8(plan: DepthwiseInt8Plan, x, threads=None) -> np.ndarray:
     args = (x, plan.w16, plan.params, plan.w_pairs, plan.q, plan.ints, out)
     macs = out.size * plan.w16.shape[0] * plan.w16.shape[1]
     pool.split_run(_dw_plan_rows, _dw_plan_split, args, x.shape[0] * plan.out_hwc[0],
-                   threads_or_default(threads), 2 * macs)
+                   threads_or_default(threads), pool.DEPTHWISE_MAC_FLOPS * macs)
     return out
 
 

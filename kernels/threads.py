@@ -55,6 +55,11 @@ MIN_SPLIT_FLOPS = 1_000_000
 # ADD's 64 KiB table lookup does not gain: 1.2 ms on one thread, 1.45 ms split (in place).
 ELEMENT_FLOPS = 100
 STREAM_FLOPS = 16
+# What one MAC of a depthwise convolution counts against that bar: 4 GEMM MACs (~0.09 ns
+# each in the int8 tiles, ~20 GOPS, against ~100 for the GEMM): 28x28x40 3x3, 30 us, splits.
+# 8 rather than 2 took 0.97-1.00x the time on five int8 models at 2 threads (the two values
+# alternated in one process), and the hybrid depthwise counted 8 already.
+DEPTHWISE_MAC_FLOPS = 8
 # im2col copies are made and multiplied in blocks of about this size (L2 512 KiB, L3 16 MiB)
 COPY_BLOCK_BYTES = 4 << 20
 

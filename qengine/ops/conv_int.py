@@ -46,7 +46,7 @@ from qengine.kernels.hybrid_conv import (
     run_hybrid_depthwise_split,
 )
 from qengine.kernels.pack import DW_ORDER, ROWS, pack_conv_weights, pack_depthwise_weights
-from qengine.kernels.threads import split_run
+from qengine.kernels.threads import DEPTHWISE_MAC_FLOPS, split_run
 
 from ..runtime.registry import OpContext, Prepared, Spec
 from . import xnnpack_int
@@ -359,8 +359,7 @@ def hybrid_depthwise_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape,
         filter_scales = np.ascontiguousarray(scales, np.float32)
         order = np.array(DW_ORDER, np.int64)
 
-        # a depthwise MAC costs several GEMM ones: 4 x the flops against the split's bar
-        flops = 8 * int(np.prod(out_shape)) * g.kernel_h * g.kernel_w
+        flops = DEPTHWISE_MAC_FLOPS * int(np.prod(out_shape)) * g.kernel_h * g.kernel_w
         threads = max(1, ctx.num_threads)
         new_out = output_allocator(out_shape)
 
