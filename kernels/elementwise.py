@@ -442,7 +442,7 @@ def lookup_value_int8(table, x, threads: int = 1, out=None):
     shape, or x itself), split between threads when large."""
     out = np.empty(x.shape, np.int8) if out is None else out
     pool.split_run(lookup_values, _lookup_values_split, (table, x.reshape(-1), out.reshape(-1)),
-                   out.size, threads, pool.STREAM_FLOPS * out.size)
+                   out.size, threads, pool.LOOKUP_FLOPS * out.size)
     return out
 
 
@@ -469,7 +469,7 @@ def lookup_pair_int8(table, x, y, threads: int = 1, then=NO_TABLE, a=None, out=N
     y = tile_period(y.reshape(-1))
     a = y if a is None else tile_period(a.reshape(-1))
     pool.split_run(lookup_pairs, _lookup_pairs_split, (table, flat_x, y, flat_out, then, a),
-                   flat_out.size, threads, pool.STREAM_FLOPS * flat_out.size)
+                   flat_out.size, threads, pool.LOOKUP_FLOPS * flat_out.size)
     return out
 
 

@@ -49,10 +49,9 @@ MIN_PARALLEL_FLOPS = 40_000_000
 MIN_SPLIT_FLOPS = 1_000_000
 # What one element of an elementwise pass counts against that bar: ~1 ns for one that
 # computes (an interpolation, a float epilogue), splitting from ~10k elements; ~0.15 ns for
-# one that streams (an ADD, a table lookup), from ~60k. A streaming pass gains only when each
+# one that streams (a float ADD, a PAD), from ~60k. A streaming pass gains only when each
 # core reads what it wrote itself: in a model, where the op before was split the same way,
-# pose_landmark_full's float ADDs took 1.5 ms on one thread and 0.83 ms on two. The int8
-# ADD's 64 KiB table lookup does not gain: 1.2 ms on one thread, 1.45 ms split (in place).
+# pose_landmark_full's float ADDs took 1.5 ms on one thread and 0.83 ms on two.
 ELEMENT_FLOPS = 100
 STREAM_FLOPS = 16
 # What one MAC of a depthwise convolution counts against that bar: 4 GEMM MACs (~0.09 ns
@@ -60,6 +59,10 @@ STREAM_FLOPS = 16
 # 8 rather than 2 took 0.97-1.00x the time on five int8 models at 2 threads (the two values
 # alternated in one process), and the hybrid depthwise counted 8 already.
 DEPTHWISE_MAC_FLOPS = 8
+# One int8 table lookup (elementwise.lookup_pairs, lookup_values): ~0.5 ns, a load that
+# depends on two others; split from ~7k values. 150 rather than 16 took 0.97-1.00x the time
+# on six int8 models at 2 threads (50: 0.98-1.00; alternated in one process).
+LOOKUP_FLOPS = 150
 # im2col copies are made and multiplied in blocks of about this size (L2 512 KiB, L3 16 MiB)
 COPY_BLOCK_BYTES = 4 << 20
 
