@@ -1,5 +1,6 @@
 """Float32 kernels of ops whose NumPy form makes several passes over memory: PRELU,
-MAX_POOL_2D, RESIZE_BILINEAR and the fused-activation ADD/SUB/MUL/DIV. Each computes exactly
+MAX_POOL_2D, RESIZE_BILINEAR, the fused-activation ADD/SUB/MUL/DIV and the ordered sums of SUM
+and MEAN. Each computes exactly
 what its NumPy twin in qengine/ops computes (no fastmath: one operation per value in float32,
 so the results are bit-identical), in one pass.
 """
@@ -242,3 +243,18 @@ def binary_f32(op, x, y, y_first, low, high, threads: int = 1):
     pool.split_run(_binary_span, _binary_split, (op, x, y, y_first, low, high, out), n,
                    threads, pool.STREAM_FLOPS * n)
     return out
+
+
+@kernel
+def sum_rows_in_order_f32(x, out):
+    """out[m] = ((0 + x[0, m]) + x[1, m]) + ... + x[R - 1, m] in float32, x [R, M] float32
+    (C-contiguous), out [M]: TFLite's reference SUM/MEAN order when the rows are the reduced
+    positions in row-major order (each add rounds; -0.0 + -0.0 from 0 gives +0.0). The loop
+    over m is inside, so the adds vectorize across outputs and keep their order."""
+    if x.shape[1] != out.shape[0]:
+        raise ValueError("sum_rows_in_order_f32: x and out do not fit")
+    for m in range(out.shape[0]):
+        out[m] = np.float32(0.0)
+    for r in range(x.shape[0]):
+        for m in range(out.shape[0]):
+            out[m] += x[r, m]

@@ -100,17 +100,27 @@ def test_bad_models_raise(op, x, axes):
 @pytest.mark.tf
 @pytest.mark.parametrize("op", ["SUM", "MEAN"])
 @pytest.mark.parametrize("shape,axes", [((1, 30, 17, 2), [3]), ((2, 3, 4, 5), [1, 3]),
-                                        ((3, 4, 5), [0, 2]), ((6, 2, 8), [0, 1])])
-def test_small_float_sums_are_exact(op, shape, axes):
-    """Up to 16 values per output a float SUM or MEAN adds them in TFLite's order, from 0.0:
-    bit for bit, where -0.0 + -0.0 gives +0.0 and an inf or NaN propagates as in C."""
+                                        ((3, 4, 5), [0, 2]), ((6, 2, 8), [0, 1]),
+                                        ((1, 7, 7, 40), [1, 2]), ((3, 50), [1]),
+                                        ((20, 3, 5), [0, 2]), ((5, 1, 300), [2, 0])])
+@pytest.mark.parametrize("specials", [True, False])
+def test_float_sums_are_exact(op, shape, axes, specials):
+    """A float SUM or MEAN adds each output's values in TFLite's order, from 0.0, as NumPy
+    adds per reduced position (up to 16 values) or a compiled loop over the rows of the
+    reduced axes moved first (more): bit for bit, where -0.0 + -0.0 gives +0.0 and an inf or
+    NaN propagates as in C. Without the specials (which leave few outputs finite when many
+    values are summed), magnitudes over eight decades, where any other order rounds apart."""
     from op_harness import model_bytes
     from tflite_ref import run_tflite
 
     x = rand(shape, seed=len(axes)) * 1e3
     flat = x.reshape(-1)
-    flat[::4], flat[1::9], flat[3::31] = -0.0, 1e-30, np.nan
-    flat[5::37], flat[6::41] = np.inf, -np.inf
+    if specials:
+        flat[::4], flat[1::9], flat[3::31] = -0.0, 1e-30, np.nan
+        flat[5::37], flat[6::41] = np.inf, -np.inf
+    else:
+        flat *= np.float32(10.0) ** np.random.default_rng(7).uniform(-4, 4, flat.size)
+        flat[::7] = -0.0
     model, feeds = single_op(op, [In(x), np.array(axes, np.int32)],
                              options("ReducerOptions", keepDims=False))
     want = run_tflite(model_bytes(model), feeds, "ref")

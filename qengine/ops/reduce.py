@@ -2,9 +2,8 @@
 
 The axes come from a constant int32 input; negative axes count from the end, repeated ones
 count once, and an empty list reduces nothing (the op copies its input, as TFLite does).
-Float reductions accumulate in float32 like TFLite's reference kernels: in their order, bit
-for bit, up to 16 values per output (`_sum`); beyond, NumPy sums pairwise rather than left to
-right, so the last bits can differ. Integer SUM and PROD accumulate in the
+Float SUM and MEAN accumulate in float32 like TFLite's reference kernels, in their order, bit
+for bit (`_sum`). Integer SUM and PROD accumulate in the
 input type and wrap on overflow, as TFLite's do. Quantized MEAN, SUM and PROD requantize and go
 to `reduce_int`; MAX and MIN only select, so they run on the raw integers when the output keeps
 the input's quantization (TFLite requires that) and go to `reduce_int` otherwise.
@@ -67,18 +66,23 @@ NUMBERS = ("float32", "int32", "int64")
 ORDERED = ("float32", "int32", "int64", "int8", "uint8", "int16")
 
 
-SMALL_REDUCTION = 16  # values per output up to which a sum runs in TFLite's order
+SMALL_REDUCTION = 16  # values per output up to which a sum runs as NumPy adds
 
 
 def _sum(x, axes, keep, dtype):
-    """Σ over `axes` in `dtype`. Up to SMALL_REDUCTION values per output, as TFLite's
-    reference kernels add them: from 0, each output's values in row-major order of the
-    reduced axes, one vectorized pass per reduced position (bit for bit, where NumPy's own
-    sum pairs values, and took ~12 ns an output over a last axis of 2: Basic Pitch's
-    1 x 309 x 172 x 2 SUM 0.72 ms). More values: NumPy's sum."""
+    """Σ over `axes` in `dtype`: float32 as TFLite's reference kernels add, from 0, each
+    output's values in row-major order of the reduced axes (bit for bit, where NumPy's own
+    sum pairs values); integers (whose order does not matter) by NumPy. Up to
+    SMALL_REDUCTION values per output, one vectorized NumPy pass per reduced position (~12
+    ns an output for NumPy's sum over a last axis of 2: Basic Pitch's 1 x 309 x 172 x 2 SUM
+    took 0.72 ms); more, the reduced axes moved first and summed row by row in one compiled
+    loop (`kernels.float_ops.sum_rows_in_order_f32`)."""
     positions = [range(x.shape[a]) for a in axes]
-    if math.prod(len(p) for p in positions) > SMALL_REDUCTION:
+    count = math.prod(len(p) for p in positions)
+    if np.dtype(dtype) != np.float32:
         return np.sum(x, axis=axes, keepdims=keep, dtype=dtype)
+    if count > SMALL_REDUCTION:
+        return _sum_in_order(x, axes, keep)
     shape = tuple(1 if a in axes else d for a, d in enumerate(x.shape))
     total = np.zeros(shape, dtype)
     index = [slice(None)] * x.ndim
@@ -87,6 +91,19 @@ def _sum(x, axes, keep, dtype):
             index[a] = slice(p, p + 1)
         total += x[tuple(index)]
     return total if keep else total.reshape([d for a, d in enumerate(x.shape) if a not in axes])
+
+
+def _sum_in_order(x, axes, keep):
+    from qengine.kernels.float_ops import sum_rows_in_order_f32  # (Numba: only when needed)
+
+    kept = [a for a in range(x.ndim) if a not in axes]
+    rows = np.ascontiguousarray(np.transpose(x, list(axes) + kept), np.float32)
+    rows = rows.reshape(math.prod(x.shape[a] for a in axes), math.prod(x.shape[a] for a in kept))
+    out = np.empty(rows.shape[1], np.float32)
+    sum_rows_in_order_f32(rows, out)
+    shape = [1 if a in axes else d for a, d in enumerate(x.shape)] if keep else \
+        [x.shape[a] for a in kept]
+    return out.reshape(shape)
 
 
 def _mean(x, axes, keep):
