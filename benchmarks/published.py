@@ -31,10 +31,11 @@ ai-edge-litert Python API has no op profiler), at 1 thread.
 
 Peak memory: each engine runs the model in a fresh process; the figure is what the model adds
 to the process's peak RSS on top of its imports (numpy + qengine + Numba, or numpy +
-ai_edge_litert), with Numba's one-time runtime start (what the first kernel of any Numba
-program costs: its CPU target and LLVM JIT, the JIT's runtime, the first typing of an array)
-shown apart; the last column counts that first kernel's share as the model's, as the tables
-before session 20 did (they set up the CPU target alone). Quantized files are cached per digest
+ai_edge_litert), with qengine's model-independent start shown apart: Numba's runtime (what
+the first kernel of any Numba program costs: its CPU target and LLVM JIT, the JIT's runtime,
+the first typing of an array) and the op registry (`qengine.ops`, what TFLite has in its
+imports); the last column counts the registry and the first kernel as the model's, as the
+tables before session 20 did (they set up the CPU target alone). Quantized files are cached per digest
 of qengine's code (`quantizer_digest`), so they are remade when the quantizer changes.
 Start-up: wall clock of a whole `python -m qengine run MODEL --repeat 1`
 process, cold (QENGINE_CACHE_DIR pointed at an empty folder) and warm (second process), with
@@ -283,10 +284,12 @@ _STATUS = "int(next(l for l in open('/proc/self/status') if l.startswith('{}')).
 _HWM, _RSS = _STATUS.format("VmHWM"), _STATUS.format("VmRSS")
 # Four figures: after the imports a run needs (numpy, qengine, Numba); after Numba's CPU
 # target is set up (its registries and the LLVM JIT, as the first kernel load does it);
-# after a first, tiny, cached kernel is loaded and called on an array (the rest of what any
-# Numba program pays once, model or not: the first typing of an array imports numpy.ma,
-# ~1.4 MB, and the first cached library loaded sets up the JIT's runtime, ~1 MB; the kernel
-# itself, `lookup_values`, is ~0.02 MB); and the peak after running the model.
+# after the engine's model-independent start: the op registry (`qengine.ops`, every float op
+# family, ~1.3 MB: what a TFLite process has in its imports, the built-in op resolver) and
+# a first, tiny, cached kernel loaded and called on an array (what any Numba program pays
+# once: the first typing of an array imports numpy.ma, ~1.4 MB, and the first cached
+# library loaded sets up the JIT's runtime, ~1 MB; the kernel itself, `lookup_values`, is
+# ~0.02 MB); and the peak after running the model.
 _PEAK_QENGINE = f"""
 import sys, numpy as np, qengine, qengine.kernels.jit
 from numba.core.registry import cpu_target
@@ -294,6 +297,7 @@ from qengine.cli_common import generated_inputs
 imports = {_HWM}
 cpu_target.target_context.refresh(); cpu_target.typing_context.refresh()
 target = {_RSS}
+import qengine.ops
 from qengine.kernels.elementwise import lookup_values
 lookup_values(np.zeros(256, np.int8), np.zeros(8, np.int8), np.zeros(8, np.int8), 0, 8)
 runtime = {_RSS}
@@ -328,9 +332,10 @@ def peak_mb(script: str, path: Path) -> tuple[float, float, float, float]:
 
 
 def memory_table(names, paths, modes) -> str:
-    lines = [("| model | mode | qengine imports MB | Numba runtime start MB | qengine model adds "
-              "MB | TFLite imports MB | TFLite adds MB | ratio of additions (with runtime "
-              "start) | ratio, first kernel counted as the model's |"),
+    lines = [("| model | mode | qengine imports MB | engine start MB (Numba's runtime, op "
+              "registry) | qengine model adds MB | TFLite imports MB | TFLite adds MB | ratio "
+              "of additions (with engine start) | ratio, op registry and first kernel counted "
+              "as the model's |"),
              "|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         for mode in modes:
