@@ -65,6 +65,7 @@ __all__ = [
     "ConvInt8Plan",
     "conv2d_int8_acc_fast",
     "conv2d_int8_fast",
+    "fc_accumulator_plan",
     "fully_connected_hybrid_fast",
     "fully_connected_int8_acc_fast",
     "fully_connected_int8_fast",
@@ -384,12 +385,18 @@ def fully_connected_int8_fast(x, packed: PackedConvWeights, bias, in_zp, w_zp, e
     return out
 
 
-def _fc_accumulators(x, packed, in_zp, threads):
-    """int32 [B, O] = Σ_d w[o, d] · (x[b, d] - in_zp)."""
+def _fc_accumulators(x, packed, in_zp, threads, plan=None):
+    """int32 [B, O] = Σ_d w[o, d] · (x[b, d] - in_zp); `plan`: `fc_accumulator_plan(packed,
+    in_zp)`, made once by a caller that runs the same weights again."""
     batches, depth = x.shape
     x4 = np.ascontiguousarray(x, np.int8).reshape(batches, 1, 1, depth)
-    acc = run_conv2d_int8(_raw_plan(packed, in_zp, FC_GEOMETRY), x4, threads)
+    acc = run_conv2d_int8(plan or fc_accumulator_plan(packed, in_zp), x4, threads)
     return acc.reshape(batches, packed.out_c)
+
+
+def fc_accumulator_plan(packed: PackedConvWeights, in_zp: int = 0) -> ConvInt8Plan:
+    """The raw plan of a FULLY_CONNECTED's accumulators (see `_fc_accumulators`)."""
+    return _raw_plan(packed, in_zp, FC_GEOMETRY)
 
 
 # --- raw accumulators and hybrid FULLY_CONNECTED (hybrid CONV_2D: hybrid_conv.py) ------------
@@ -416,8 +423,9 @@ def fully_connected_int8_acc_fast(x, packed: PackedConvWeights, threads=None):
 
 
 def fully_connected_hybrid_fast(x, packed: PackedConvWeights, epilogue: HybridEpilogue,
-                                threads=None):  # fmt: skip
+                                threads=None, plan=None):  # fmt: skip
     """`HybridEpilogue` (one image per batch row) applied to `fully_connected_int8_acc_fast`
-    → float32 [B, O]. TFLite subtracts zp·rowsum afterwards (the epilogue's zp_sums)."""
-    acc = _fc_accumulators(x, packed, 0, threads)
+    → float32 [B, O]. TFLite subtracts zp·rowsum afterwards (the epilogue's zp_sums). `plan`:
+    `fc_accumulator_plan(packed)`, made once."""
+    acc = _fc_accumulators(x, packed, 0, threads, plan)
     return apply_hybrid(acc, epilogue, threads_or_default(threads))

@@ -211,6 +211,9 @@ def hybrid_epilogue(n, out_c, scale, pre=None, bias=None, zp_sums=None, lo=-np.i
     bias -0.0, zp_sums 0)."""
 
     def table(v, dtype, shape):
+        if isinstance(v, np.ndarray) and v.dtype == dtype and v.shape == shape \
+                and v.flags.c_contiguous:
+            return v  # (as it is: ~2.5 us a table saved, on a batch-1 FC's ~30)
         return np.ascontiguousarray(np.broadcast_to(np.asarray(v, dtype), shape))
 
     return HybridEpilogue(table(1 if pre is None else pre, np.float32, (out_c,)),

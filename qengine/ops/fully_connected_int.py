@@ -26,7 +26,11 @@ import numpy as np
 
 from qengine.kernels import hybrid
 from qengine.kernels.fully_connected import fully_connected_int8
-from qengine.kernels.gemm_int8 import fully_connected_hybrid_fast, fully_connected_int8_fast
+from qengine.kernels.gemm_int8 import (
+    fc_accumulator_plan,
+    fully_connected_hybrid_fast,
+    fully_connected_int8_fast,
+)
 from qengine.kernels.lowbit import blockwise_hybrid_fc
 from qengine.kernels.pack import pack_fc_weights
 from qengine.kernels.requant import hybrid_epilogue
@@ -174,13 +178,18 @@ def hybrid_fully_connected(ctx: OpContext) -> Prepared:
 
     if use_fast_kernels() and w.value is not None:
         packed = pack_fc_weights(np.ascontiguousarray(w.value))  # once, at prepare time
+        plan = fc_accumulator_plan(packed)
         row_sums = hybrid.row_sums_sse(np.ascontiguousarray(w.value)).astype(np.int64)
+        ones = np.ones(units, np.float32)  # the epilogue's `pre`
 
         def run_fast(x, w, b=None):
             q, sf, zp = quantize(x)
             zp_sums = (zp[:, None].astype(np.int64) * row_sums).astype(np.int32)  # wraps
-            e = hybrid_epilogue(len(q), units, scale_of(sf), None, b, zp_sums)
-            return activation(fully_connected_hybrid_fast(q, packed, e).reshape(out_shape))
+            if b is not None:
+                b = np.ascontiguousarray(b, np.float32).reshape(-1)
+            e = hybrid_epilogue(len(q), units, scale_of(sf), ones, b, zp_sums)
+            out = fully_connected_hybrid_fast(q, packed, e, plan=plan)
+            return activation(out.reshape(out_shape))
 
         return Prepared(run_fast, [ctx.output_spec(0, out_shape, "float32")])
 
