@@ -101,7 +101,10 @@ def builtin_model():
     heat = b.op("CONV_2D", [gate, b.const("w7", weights(1, 1, 1, 8)), b.const("b7", weights(1))],
                 (1, 64, 64, 1), options=options("Conv2DOptions", padding=SAME, strideH=1,
                                                   strideW=1))
-    return b.build([out, head, heat])
+    # a global average over 64 positions (the landmark models' heads): the ordered float sum
+    mean = b.op("MEAN", [both, b.const("axes", np.array([1, 2], np.int32))], (1, 2 * c),
+                options=options("ReducerOptions", keepDims=False))
+    return b.build([out, head, heat, mean])
 
 
 def builtin_variants():
