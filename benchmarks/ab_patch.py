@@ -3,6 +3,11 @@ functions replaced by a constant (a rewrite or fast path turned off), timed in a
 that the VM's drift cancels. Both must give the same outputs.
 
     python benchmarks/ab_patch.py MODEL --off MODULE:NAME=VALUE [--threads N] [--rounds R]
+    python benchmarks/ab_patch.py MODEL --set MODULE:NAME=VALUE [--threads N] [--rounds R]
+
+`--set` gives a module constant that kernels read at run time (a split bar of
+`qengine.kernels.threads`, e.g. `--set qengine.kernels.threads:LOOKUP_FLOPS=16`) another
+value, and times one interpreter with the constant as it is and as set, in alternation.
 
 e.g. `--off qengine.runtime.fusion:_fuse_lookup=None` (no int8 lookup folds),
 `--off qengine.ops.conv:_pointwise=False` (no flat 1x1 depthwise),
@@ -41,6 +46,16 @@ def patch(spec: str) -> None:
     setattr(owner, attribute, lambda *args, **kwargs: constant)
 
 
+def toggled(spec: str):
+    """(owner, attribute, its value, the value set) of a --set MODULE:NAME=VALUE."""
+    target, _, value = spec.partition("=")
+    module_name, _, name = target.partition(":")
+    owner = importlib.import_module(module_name)
+    if not hasattr(owner, name):
+        raise SystemExit(f"{module_name} has no {name}")
+    return owner, name, getattr(owner, name), ast.literal_eval(value)
+
+
 def timed(interpreter, inputs, runs: int) -> float:
     start = time.perf_counter()
     for _ in range(runs):
@@ -51,7 +66,9 @@ def timed(interpreter, inputs, runs: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model")
-    parser.add_argument("--off", required=True, metavar="MODULE:NAME=VALUE")
+    change = parser.add_mutually_exclusive_group(required=True)
+    change.add_argument("--off", metavar="MODULE:NAME=VALUE")
+    change.add_argument("--set", metavar="MODULE:NAME=VALUE")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--runs", type=int, default=20, help="runs per round and interpreter")
@@ -62,6 +79,8 @@ def main() -> None:
     as_is = qengine.Interpreter(str(path), num_threads=args.threads)
     inputs = generated_inputs(as_is.inputs, 0, quiet=True)
     got = as_is.run(inputs)  # (its plans made before the patch)
+    if args.set:
+        return compare_setting(path, as_is, inputs, got, args)
     patch(args.off)
     patched = qengine.Interpreter(str(path), num_threads=args.threads)
     want = patched.run(inputs)
@@ -75,6 +94,26 @@ def main() -> None:
     a, b = (float(np.median(t)) for t in times)
     print(f"{path.name} threads={args.threads}: as is {a * 1e3:.3f} ms, with {args.off} "
           f"{b * 1e3:.3f} ms, ratio {a / b:.3f}")
+
+
+def compare_setting(path, interpreter, inputs, got, args) -> None:
+    owner, name, value, new = toggled(args.set)
+    times: tuple[list, list] = ([], [])
+    try:
+        for _ in range(args.rounds):
+            for setting, seconds in zip((value, new), times):
+                setattr(owner, name, setting)
+                interpreter.run(inputs)  # (one untimed run after each change)
+                seconds.append(timed(interpreter, inputs, args.runs))
+        want = interpreter.run(inputs)
+    finally:
+        setattr(owner, name, value)
+    for key, array in want.items():
+        if not np.array_equal(got[key], array, equal_nan=array.dtype.kind == "f"):
+            raise SystemExit(f"output {key!r} differs with {args.set}")
+    a, b = (float(np.median(t)) for t in times)
+    print(f"{path.name} threads={args.threads}: {name}={value!r} {a * 1e3:.3f} ms, with "
+          f"{args.set} {b * 1e3:.3f} ms, ratio {a / b:.3f}")
 
 
 if __name__ == "__main__":
