@@ -56,12 +56,14 @@ ELEMENT_FLOPS = 100
 STREAM_FLOPS = 16
 # What one MAC of a depthwise convolution counts against that bar: 4 GEMM MACs (~0.09 ns
 # each in the int8 tiles, ~20 GOPS, against ~100 for the GEMM): 28x28x40 3x3, 30 us, splits.
-# 8 rather than 2 took 0.97-1.00x the time on five int8 models at 2 threads (the two values
-# alternated in one process), and the hybrid depthwise counted 8 already.
+# 8 rather than 2 took 0.97-0.99x the time on three int8 models at 2 threads (`python
+# benchmarks/ab_patch.py MODEL --threads 2 --set qengine.kernels.threads:DEPTHWISE_MAC_FLOPS=2`),
+# and the hybrid depthwise counted 8 already.
 DEPTHWISE_MAC_FLOPS = 8
 # One int8 table lookup (elementwise.lookup_pairs, lookup_values): ~0.5 ns, a load that
-# depends on two others; split from ~7k values. 150 rather than 16 took 0.97-1.00x the time
-# on six int8 models at 2 threads (50: 0.98-1.00; alternated in one process).
+# depends on two others; split from ~7k values. 150 rather than 16 took 0.96-0.99x the time
+# on four int8 models at 2 threads (`ab_patch.py ... --set ...:LOOKUP_FLOPS=16`; 50:
+# 0.98-1.00 by a throwaway script doing the same).
 LOOKUP_FLOPS = 150
 # im2col copies are made and multiplied in blocks of about this size (L2 512 KiB, L3 16 MiB)
 COPY_BLOCK_BYTES = 4 << 20
