@@ -22,8 +22,9 @@ a tap is one memcpy, and so is the pixel's way back: 3x3 SAME layers of 24-88 ch
 two pixels a row, which took a fifth to half of their time copied byte by byte) and run
 through the same tile.
 
-Threads: `threads.split_run` splits the output rows; each part is one call of a serial kernel,
-run at once in a compiled prange.
+Threads: `threads.split_run` splits the output rows (or, on maps of a few rows whose pixels
+are read in place in whole 16-lane groups, the groups: a 7-row map cut in rows gives 4 and
+3); each part is one call of a serial kernel, run at once in a compiled prange.
 """
 
 from typing import NamedTuple
@@ -280,8 +281,9 @@ def border_offsets(edge, inner, off_image, iy0, ix0, k_h, k_w, dil_h, dil_w, in_
 
 
 @kernel
-def _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, row0, row1):
-    """Output rows row0..row1-1 (row = batch·out_h + oy) of out [N, out_h, out_w, Co]."""
+def _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, g0, g1, row0, row1):
+    """Output rows row0..row1-1 (row = batch·out_h + oy) of out [N, out_h, out_w, Co], their
+    16-lane groups g0..g1-1 (a staged pixel: all of them)."""
     in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
     out_h, out_w, out_c = out.shape[1], out.shape[2], out.shape[3]
     k_h, k_w = plan_w16.shape[0], plan_w16.shape[1]
@@ -289,6 +291,8 @@ def _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, row0, row1):
     stride_h, stride_w, dil_h, dil_w = ints[4], ints[5], ints[6], ints[7]
     pad_top, pad_left, span, direct, tail = ints[8], ints[9], ints[13], ints[14] != 0, ints[15]
     groups, pairs = w_pairs.shape[0], w_pairs.shape[1]
+    if not (0 <= g0 <= g1 <= groups and 0 <= row0 <= row1 <= out.shape[0] * out_h):
+        raise ValueError("depthwise: group or row range out of bounds")
     padded = -(-out_c // LANES) * LANES  # a staged pixel's lanes
     # what an off-image tap reads: w·zp, cancelled by bias'
     zp_row = np.empty(max(in_c, groups * LANES), np.int8)
@@ -321,16 +325,16 @@ def _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, row0, row1):
             src = xa + ((b * in_h + iy0) * in_w + ix0) * in_c  # tap (0, 0), maybe off-image
             offs = inner_at  # an address: an array variable here would be reference-counted
             pixel = oa + ((b * out_h + oy) * out_w + ox) * out_c
-            dst, n_groups, step = pixel, groups, span
+            dst, first, last, step = pixel, g0, g1, span
             if staging:
                 _stage_pixel(x, stage, padded, b, oy, ox, in_zp, ints, k_h, k_w, out_c)
-                src, offs, dst, n_groups, step = sa, staged_at, ta, padded // LANES, 1
+                src, offs, dst, first, last, step = sa, staged_at, ta, 0, padded // LANES, 1
             elif not (rows_in and ox_lo <= ox < ox_hi):
                 offs = edge_at
                 border_offsets(edge, inner, za - src, iy0, ix0, k_h, k_w, dil_h, dil_w,
                                in_h, in_w)
-            for g in range(n_groups):  # one call site: each site compiles its own copy
-                at = tail if g == n_groups - 1 and tail >= 0 and not staging else g * LANES
+            for g in range(first, last):  # one call site: each site compiles its own copy
+                at = tail if g == groups - 1 and tail >= 0 and not staging else g * LANES
                 _dw16(src + at, offs, wa + g * w_group, pairs, qa + g * q_group, dst + at,
                       out_zp, act_min, act_max, q)
             if staging:
@@ -363,12 +367,25 @@ def _stage_pixel(x, stage, padded, b, oy, ox, in_zp, ints, k_h, k_w, out_c):
             t += 1
 
 
+# With fewer output rows than this a part (7x7 maps on two threads: 4 rows and 3), the
+# parts take channel groups instead: even shares, each reading every row of its channels.
+GROUP_SPLIT_ROWS = 4
+
+
 @kernel(parallel=True)
-def _dw_plan_split(x, plan_w16, params, w_pairs, q, ints, out, rows, parts):
-    """`_dw_plan_rows` over rows 0..rows-1 in `parts` parts at once."""
+def _dw_plan_split(x, plan_w16, params, w_pairs, q, ints, out, g0, g1, rows, parts):
+    """`_dw_plan_rows` over rows 0..rows-1 in `parts` parts at once: parts of the rows, or,
+    when there are fewer than GROUP_SPLIT_ROWS rows a part and every pixel is read in place
+    in whole groups (span 1, no overlapping tail), parts of the 16-lane groups."""
+    by_groups = rows < GROUP_SPLIT_ROWS * parts and ints[13] == 1 and ints[14] != 0 \
+        and ints[15] < 0 and g1 - g0 >= parts  # fmt: skip
     for i in prange(parts):
-        r0, r1 = pool.part(rows, parts, i)
-        _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, r0, r1)
+        if by_groups:
+            a, b = pool.part(g1 - g0, parts, i)
+            _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, g0 + a, g0 + b, 0, rows)
+        else:
+            r0, r1 = pool.part(rows, parts, i)
+            _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, g0, g1, r0, r1)
 
 
 def run_depthwise_int8(plan: DepthwiseInt8Plan, x, threads=None) -> np.ndarray:
@@ -377,7 +394,8 @@ def run_depthwise_int8(plan: DepthwiseInt8Plan, x, threads=None) -> np.ndarray:
     x = np.ascontiguousarray(x, np.int8)
     assert x.shape[3] == plan.in_c, "channels differ from the filter's"
     out = np.empty((x.shape[0], *plan.out_hwc), np.int8)
-    args = (x, plan.w16, plan.params, plan.w_pairs, plan.q, plan.ints, out)
+    args = (x, plan.w16, plan.params, plan.w_pairs, plan.q, plan.ints, out, 0,
+            plan.w_pairs.shape[0])
     macs = out.size * plan.w16.shape[0] * plan.w16.shape[1]
     pool.split_run(_dw_plan_rows, _dw_plan_split, args, x.shape[0] * plan.out_hwc[0],
                    threads_or_default(threads), pool.DEPTHWISE_MAC_FLOPS * macs)

@@ -224,12 +224,23 @@ def test_depthwise_mobilenet_shapes(case, threads):
     check_depthwise(x, regime.weights((1, 3, 3, c)), bias, args, 1)
 
 
-@pytest.mark.parametrize("layer", ["conv rows", "depthwise rows", "fc panels"])
+@pytest.mark.parametrize("layer", ["conv rows", "depthwise rows", "fc panels",
+                                   "depthwise groups"])
 def test_thread_splits(layer, threads):
     """Layers above the parallel thresholds: with 2 threads the GEMM splits row blocks (a
     partial last panel spilling in place) or, for one row, weight panels; depthwise splits
-    output rows (pixel spans and staged border pixels)."""
+    output rows (pixel spans and staged border pixels) or, on a map of fewer rows than
+    GROUP_SPLIT_ROWS a part, its 16-channel groups (7 rows, 10 groups, batch 1 and 2)."""
     rng = np.random.default_rng(len(layer))
+    if layer == "depthwise groups":
+        for n in (1, 2):
+            x = rng.integers(-128, 128, (n, 7, 7, 160)).astype(np.int8)
+            wt = rng.integers(-127, 128, (1, 5, 5, 160)).astype(np.int8)
+            bias, mult, shift = spread_params(rng, 25, 160)
+            (oh, pt), (ow, pl) = same_pad(7, 5, 1), same_pad(7, 5, 1)
+            check_depthwise(x, wt, bias, (5, mult, shift, -3, -128, 127, 1, 1, 1, 1, pt, pl,
+                                          oh, ow), 1)
+        return
     if layer == "fc panels":  # 2·2048·1000 > the tests' threads.MIN_PARALLEL_FLOPS, one row
         x = rng.integers(-128, 128, (1, 2048)).astype(np.int8)
         w = rng.integers(-127, 128, (1000, 2048)).astype(np.int8)
