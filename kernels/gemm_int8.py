@@ -367,18 +367,18 @@ def conv2d_int8_fast(x, packed: PackedConvWeights, bias, in_zp, mult, shift, out
 
 
 def fully_connected_int8_fast(x, packed: PackedConvWeights, bias, in_zp, w_zp, eff_scale, out_zp,
-                              act_min, act_max, threads=None):  # fmt: skip
+                              act_min, act_max, threads=None, plan=None):  # fmt: skip
     """Bit-exact fast twin of `fully_connected.fully_connected_int8` (float requantization).
 
     x [B, D] int8; packed = pack_fc_weights(w) for w [O, D]; bias [O] int32 (zeros if absent);
     eff_scale [O] float64 = double(s_in)·double(s_w[o])/double(s_out) → [B, O] int8: the raw
     GEMM, then `requant.fc_requant_rows`. A nonzero (legacy per-tensor) weight zero point runs
-    the reference kernel.
+    the reference kernel. `plan`: `fc_accumulator_plan(packed, in_zp)`, made once.
     """
     if w_zp != 0:
         w = packed.w.reshape(packed.out_c, packed.in_c)
         return fully_connected_int8(x, w, bias, in_zp, w_zp, eff_scale, out_zp, act_min, act_max)
-    acc = _fc_accumulators(x, packed, in_zp, threads)
+    acc = _fc_accumulators(x, packed, in_zp, threads, plan)
     out = np.empty(acc.shape, np.int8)
     bias, eff_scale = np.ascontiguousarray(bias, np.int32), np.asarray(eff_scale, np.float64)
     fc_requant_rows(acc, out, bias, np.ascontiguousarray(eff_scale), out_zp, act_min, act_max)

@@ -135,13 +135,14 @@ def int8(ctx: OpContext) -> Prepared:
 
     packed = pack_fc_weights(np.ascontiguousarray(w.value)) \
         if use_fast_kernels() and w.value is not None else None
+    plan = None if packed is None else fc_accumulator_plan(packed, in_zp)
 
     def run(x, w, b=None):
         b = np.zeros(units, np.int32) if b is None else np.ascontiguousarray(b, np.int32).ravel()
         rows = np.ascontiguousarray(x.reshape(-1, depth))
         if packed is not None:
             out = fully_connected_int8_fast(rows, packed, b, in_zp, w_zp, eff, out_zp,
-                                            act_min, act_max)
+                                            act_min, act_max, plan=plan)
         else:
             out = fully_connected_int8(rows, w, b, in_zp, w_zp, eff, out_zp, act_min, act_max)
         return out.reshape(out_shape)
