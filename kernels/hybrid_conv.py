@@ -48,7 +48,7 @@ from llvmlite import ir
 from numba.core import types
 from numba.core.extending import intrinsic, overload
 from qengine.kernels import threads as pool
-from qengine.kernels.depthwise_int8 import _dw_pixel, border_offsets, dw16_sums
+from qengine.kernels.depthwise_int8 import GROUP_SPLIT_ROWS, _dw_pixel, border_offsets, dw16_sums
 from qengine.kernels.emit import (
     HAS_VNNI,
     I8,
@@ -522,15 +522,21 @@ def plan_hybrid_depthwise(w16, pre, bias, lo, hi, stride_h, stride_w, dil_h, dil
 
 
 @kernel
-def _hdw_rows(x, w_pairs, table, ints, zp, out, post, row0, row1):
+def _hdw_rows(x, w_pairs, table, ints, zp, out, post, g0, g1, row0, row1):
     """Output rows row0..row1-1 of one image x [1, H, W, Ci] (16 readable bytes past its end)
-    into out [out_h, out_w, Co] float32, depth multiplier 1 (as `depthwise_int8._dw_plan_rows`);
-    `post` (float_conv.post_args) runs on each finished row."""
+    into out [out_h, out_w, Co] float32, their 16-lane groups g0..g1-1 (a range of groups
+    other than all of them: Co a multiple of 16 and no `post`), depth multiplier 1 (as
+    `depthwise_int8._dw_plan_rows`); `post` (float_conv.post_args) runs on each finished
+    row."""
     in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
     out_w, out_c = out.shape[1], out.shape[2]
     stride_h, stride_w, dil_h, dil_w = ints[4], ints[5], ints[6], ints[7]
     pad_top, pad_left = ints[8], ints[9]
     groups, pairs = w_pairs.shape[0], w_pairs.shape[1]
+    every_group = g0 == 0 and g1 == groups
+    if not (0 <= g0 <= g1 <= groups and (every_group or (out_c % LANES == 0 and post[4] == 0))
+            and 0 <= row0 <= row1 <= out.shape[0]):
+        raise ValueError("hybrid depthwise: group or row range out of bounds")
     taps = 2 * pairs  # k_h·k_w, rounded up to even (the extra tap has zero weights)
     k_h, k_w = ints[13], ints[14]
     zp_row = np.full(groups * LANES, zp, np.int8)  # what an off-image tap reads (w·zp: corr)
@@ -561,10 +567,10 @@ def _hdw_rows(x, w_pairs, table, ints, zp, out, post, row0, row1):
                 border_offsets(edge, inner, za - src, iy0, ix0, k_h, k_w, dil_h, dil_w,
                                in_h, in_w)
             at = (oy * out_w + ox) * out_c  # this pixel's first output element
-            for g in range(full):
+            for g in range(g0, min(g1, full)):
                 _hdw16(src + g * LANES, offs, wa + g * w_group, pairs, ea + g * _TABLE_BYTES,
                        oa + (at + g * LANES) * 4)  # fmt: skip
-            if full == groups:
+            if full == groups or g1 < groups:
                 continue
             # the last channels: their 16 lanes spill into the next pixels, which this range
             # computes later, unless the spill would pass the range's end: then the scratch row
@@ -613,11 +619,11 @@ def _with_spare_bytes(q):
 
 
 @kernel(parallel=True)
-def _hdw_split(x, w_pairs, table, ints, zp, out, post, rows, parts):
+def _hdw_split(x, w_pairs, table, ints, zp, out, post, g0, g1, rows, parts):
     """`_hdw_rows` over rows 0..rows-1 in `parts` parts at once (threads.split_run)."""
     for i in prange(parts):
         r0, r1 = pool.part(rows, parts, i)
-        _hdw_rows(x, w_pairs, table, ints, zp, out, post, r0, r1)
+        _hdw_rows(x, w_pairs, table, ints, zp, out, post, g0, g1, r0, r1)
 
 
 @kernel(parallel=True)
@@ -656,24 +662,35 @@ def run_hybrid_depthwise_serial(x, w_pairs, table, ints, sum_w, filter_scales, o
         zp = _quantize_for_dw(x[b], q, table, sum_w, filter_scales, order, image_table,
                               np.int64(1))  # (not a constant: see quantize_image_parts)
         image = q[: x[0].size].reshape(x[0:1].shape)
-        _hdw_rows(image, w_pairs, image_table, ints, zp, out[b], post, row0, row1)
+        _hdw_rows(image, w_pairs, image_table, ints, zp, out[b], post, 0, w_pairs.shape[0],
+                  row0, row1)
 
 
 @kernel(parallel=True)
 def run_hybrid_depthwise_split(x, w_pairs, table, ints, sum_w, filter_scales, order, out, post,
                                rows, parts):  # fmt: skip
     """`run_hybrid_depthwise_serial` over rows 0..rows-1, each image quantized and then its
-    rows run in `parts` parts at once (`threads.split_run`)."""
+    rows run in `parts` parts at once (`threads.split_run`), or its 16-lane groups when there
+    are fewer than GROUP_SPLIT_ROWS rows a part (as `depthwise_int8`), Co is a multiple of
+    16 and no `post` runs."""
     if not _post_fits_images(post, x.shape[0], out.shape[1] * out.shape[2], out.shape[3]):
         raise ValueError("run_hybrid_depthwise: post does not fit out (or more than one image)")
     q = np.zeros(x[0].size + SPARE_BYTES, np.int8)
     image_table = np.empty((table.shape[1] // LANES, 6, LANES), np.float32)
+    groups = w_pairs.shape[0]
+    by_groups = rows < GROUP_SPLIT_ROWS * parts and out.shape[3] % LANES == 0 \
+        and post[4] == 0 and groups >= parts  # fmt: skip
     for b in range(x.shape[0]):
         zp = _quantize_for_dw(x[b], q, table, sum_w, filter_scales, order, image_table, parts)
         image = q[: x[0].size].reshape(x[0:1].shape)
         for i in prange(parts):
-            r0, r1 = pool.part(rows, parts, i)
-            _hdw_rows(image, w_pairs, image_table, ints, zp, out[b], post, r0, r1)
+            if by_groups:
+                g0, g1 = pool.part(groups, parts, i)
+                _hdw_rows(image, w_pairs, image_table, ints, zp, out[b], post, g0, g1, 0, rows)
+            else:
+                r0, r1 = pool.part(rows, parts, i)
+                _hdw_rows(image, w_pairs, image_table, ints, zp, out[b], post, 0, groups, r0,
+                          r1)
 
 
 def run_hybrid_depthwise(plan: HybridDepthwisePlan, q, zps, scales, threads=1) -> np.ndarray:
@@ -691,13 +708,13 @@ def run_hybrid_depthwise(plan: HybridDepthwisePlan, q, zps, scales, threads=1) -
         if multiplier == 1:
             table = _image_table(plan.table, out_c, scales[b], zp, plan.sum_w, DW_ORDER)
             serial, driver = _hdw_rows, _hdw_split
-            args = (x, plan.w_pairs, table, plan.ints, zp, dst, NO_POST)
+            args = (x, plan.w_pairs, table, plan.ints, zp, dst, NO_POST, 0,
+                    plan.w_pairs.shape[0])
         else:
             table = _image_table(plan.table, out_c, scales[b])
             table = np.ascontiguousarray(table.transpose(1, 0, 2).reshape(6, -1))
             serial, driver = _hdw_pixel_rows, _hdw_pixel_split
             args = (x, plan.w16, table, plan.ints, zp, dst)
-        # a depthwise MAC costs several GEMM ones: 4 x the flops against the GEMM's bar
-        flops = 8 * out_h * out_w * out_c * plan.ints[13] * plan.ints[14]
+        flops = pool.DEPTHWISE_MAC_FLOPS * out_h * out_w * out_c * plan.ints[13] * plan.ints[14]
         pool.split_run(serial, driver, args, out_h, threads, flops)
     return out
