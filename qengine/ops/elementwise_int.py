@@ -60,7 +60,7 @@ def _pair_table(ctx: OpContext, shape, kernel) -> Prepared:
     """Each output element depends only on its two int8 inputs, so `kernel(a, b)` run once on
     all 256 x 256 pairs at prepare time is the whole op: a 64 KiB table, exact by construction."""
     return Prepared(pair_lookup(kernel, ctx.input(0).shape, ctx.input(1).shape, shape,
-                                ctx.num_threads),
+                                ctx.num_threads, ctx.input(1).value),
                     [ctx.output_spec(0, shape, "int8")])
 
 
@@ -69,7 +69,7 @@ PAIR_CHUNK = 8192  # input pairs per call of a pair table's kernel (see pair_loo
 
 def pair_lookup(kernel, a_shape, b_shape, shape, threads: int = 1, b_value=None) -> PairLookup:
     """The table of kernel(a, b) on all 256 x 256 int8 pairs (a major) as a PairLookup;
-    `b_value`: the second input when it is a constant (a PRELU's alpha).
+    `b_value`: the second input when it is a constant (a PRELU's alpha, a MUL's scale).
 
     The kernel runs on PAIR_CHUNK pairs at a time: its NumPy int64 temporaries for all 65536
     at once peaked at ~5.7 MB, which the process keeps (`kernels/jit.py` keeps freed pages)
@@ -128,7 +128,8 @@ class PairLookup:
     def then_values(self, values: np.ndarray) -> PairLookup:
         """This lookup followed by a 256-entry one (values[v + 128] for each int8 v)."""
         table = values[self.table.astype(np.intp) + 128]
-        return PairLookup(table, self.a_shape, self.b_shape, self.shape, self.threads)
+        return PairLookup(table, self.a_shape, self.b_shape, self.shape, self.threads,
+                          b_value=self.b_value)
 
     def then_pairs(self, second: PairLookup) -> PairLookup | None:
         """This lookup followed by `second` on (its value, a repeating operand), in one pass:
