@@ -56,6 +56,13 @@ def toggled(spec: str):
     return owner, name, getattr(owner, name), ast.literal_eval(value)
 
 
+def expect_same(got: dict, want: dict, change: str) -> None:
+    """The outputs with and without the change are equal (NaN where NaN), or the A/B stops."""
+    for name, value in want.items():
+        if not np.array_equal(got[name], value, equal_nan=value.dtype.kind == "f"):
+            raise SystemExit(f"output {name!r} differs with {change}")
+
+
 def timed(interpreter, inputs, runs: int) -> float:
     start = time.perf_counter()
     for _ in range(runs):
@@ -84,9 +91,7 @@ def main() -> None:
     patch(args.off)
     patched = qengine.Interpreter(str(path), num_threads=args.threads)
     want = patched.run(inputs)
-    for name, value in want.items():
-        if not np.array_equal(got[name], value, equal_nan=value.dtype.kind == "f"):
-            raise SystemExit(f"output {name!r} differs with {args.off}")
+    expect_same(got, want, args.off)
     times: tuple[list, list] = ([], [])
     for _ in range(args.rounds):
         for interpreter, seconds in zip((as_is, patched), times):
@@ -108,9 +113,7 @@ def compare_setting(path, interpreter, inputs, got, args) -> None:
         want = interpreter.run(inputs)
     finally:
         setattr(owner, name, value)
-    for key, array in want.items():
-        if not np.array_equal(got[key], array, equal_nan=array.dtype.kind == "f"):
-            raise SystemExit(f"output {key!r} differs with {args.set}")
+    expect_same(got, want, args.set)
     a, b = (float(np.median(t)) for t in times)
     print(f"{path.name} threads={args.threads}: {name}={value!r} {a * 1e3:.3f} ms, with "
           f"{args.set} {b * 1e3:.3f} ms, ratio {a / b:.3f}")
