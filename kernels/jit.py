@@ -19,13 +19,17 @@ from pathlib import Path
 
 # Importing the kernels changes two process-wide settings, listed by environment_changes() (and
 # `qengine --version`); QENGINE_KEEP_ENV=1 leaves both alone, and a user's own setting wins:
-# - GOMP_SPINCOUNT=20000, unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set: after a parallel
-#   region, Numba's OpenMP workers spin ~0.4 ms (20 ns a spin here) before sleeping, so the
-#   next op's split (`threads.split_cores`) starts in ~2 us instead of the ~60 us of waking a
+# - GOMP_SPINCOUNT=50000, unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set: after a parallel
+#   region, Numba's OpenMP workers spin ~0.6-1 ms (12-20 ns a spin) before sleeping, so the
+#   next op's split (`threads.split_cores`) starts in ~2 us instead of the ~45-60 us of waking a
 #   sleeping worker. At 5000 (~0.1 ms) small models ran slower on 2 threads than on 1
-#   (face_detection_short_range float 3.0 vs 2.55 ms; 2.2 vs 2.3 at 20000 or 50000). GNU's
-#   default, 300000 (~5 ms), made a machine with another busy process far slower (a split
-#   of 100 us took 450 us); such cores now get no helper at all (threads._OtherProcesses).
+#   (face_detection_short_range float 3.0 vs 2.55 ms). At 20000 (~0.3 ms on the Xeon) a small
+#   model's serial tail (iris_landmark's last 8x8 and 4x4 layers) outlasted the spin, and the
+#   next run's first split paid the wake-up: 14 float models at 2 threads, back-to-back runs,
+#   took 0.97x the time at 50000 (iris_landmark 1.56 -> 1.50 ms, face_landmark 1.35 -> 1.20),
+#   int8 and dynamic 0.99-1.00x. GNU's default, 300000 (~5 ms), made a machine with another
+#   busy process far slower (a split of 100 us took 450 us); such cores now get no helper at
+#   all (threads._OtherProcesses).
 #   OpenBLAS's pool, whose spinning used to fight these workers, is held at one thread
 #   inside runs (runtime.interpreter).
 # - numba.config.CACHE_DIR, for every @njit(cache=True) in the process (see _cache_dir).
@@ -33,7 +37,7 @@ from pathlib import Path
 #   MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_ or GLIBC_TUNABLES is set (see _keep_freed_pages).
 KEEP_ENV = os.environ.get("QENGINE_KEEP_ENV", "") not in ("", "0")
 _CHANGES: dict[str, str] = {}
-OMP_SPINCOUNT = "20000"
+OMP_SPINCOUNT = "50000"
 if not KEEP_ENV and not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(os.environ):
     os.environ["GOMP_SPINCOUNT"] = _CHANGES["GOMP_SPINCOUNT"] = OMP_SPINCOUNT
 

@@ -16,7 +16,7 @@ again runs its range itself.)
 
 Two ways to hand work to the other cores, sharing that count:
 - `split_cores` for compiled kernels: the call site runs a `prange(parts)` driver, whose
-  helpers are the workers of Numba's threading layer (OpenMP here). They spin ~0.4 ms after
+  helpers are the workers of Numba's threading layer (OpenMP here). They spin ~0.6-1 ms after
   each parallel region before sleeping (GOMP_SPINCOUNT, set in jit.py), so the next op's
   split usually starts in ~2 us: a 2 x 25 us split takes ~28 us.
 - `parallel_blocks` for Python callables (BLAS, NumPy): pool threads that sleep on a queue.

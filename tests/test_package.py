@@ -91,7 +91,7 @@ ALL_CHANGES = ("['GOMP_SPINCOUNT', 'malloc', 'numba.CPUCodeLibrary', 'numba.conf
 
 def test_environment_changes_are_listed_and_can_be_refused():
     spin, cache, changes = _environment_after_import()
-    assert spin == "20000" and "qengine" in cache
+    assert spin == "50000" and "qengine" in cache
     assert changes == ALL_CHANGES
     spin, cache, changes = _environment_after_import(QENGINE_KEEP_ENV="1")
     assert spin == "None" and "qengine" not in cache and changes == "[]"
