@@ -11,7 +11,7 @@ from . import threads as pool
 from .float_conv import activation_f32
 from .float_gemm import VEC, row_part
 from .jit import inline_kernel, kernel, prange
-from .pooling import LOWEST_F32, interior_columns, pool_run_f32, tap_offsets
+from .pooling import LOWEST_F32, interior_columns, pool_fits, pool_run_f32, tap_offsets
 
 
 @kernel
@@ -46,32 +46,57 @@ def max_pool_f32(x, k_h, k_w, stride_h, stride_w, pad_top, pad_left, out_h, out_
     taps, starting from -FLT_MAX, with NaN taps skipped (reference MaxPool: max =
     std::max(max, tap); as np.fmax.reduce(..., initial=-FLT_MAX)), then the fused activation's
     clamp to [low, high]; the taps' order per value is the reference's (it does not matter to a
-    max, but NaN and -0.0 keep their place). An output row at a time: with 8 channels or more,
-    the pixels whose window lies inside the image run in vectors of channels
+    max, but NaN and -0.0 keep their place). One thread; `max_pool_f32_rows` runs a range of
+    output rows into a given output, `max_pool_f32_split` the ranges on several threads."""
+    out = np.empty((x.shape[0], out_h, out_w, x.shape[3]), np.float32)
+    max_pool_f32_rows(x, out, k_h, k_w, stride_h, stride_w, pad_top, pad_left, low, high, 0,
+                      x.shape[0] * out_h)
+    return out
+
+
+@kernel
+def max_pool_f32_rows(x, out, k_h, k_w, stride_h, stride_w, pad_top, pad_left, low, high, r0,
+                      r1):
+    """Output rows [r0, r1) of max_pool_f32 (row = n * OH + oy) into out: with 8 channels or
+    more, the pixels whose window lies inside the image run in vectors of channels
     (`pooling.pool_run_f32`), the others by `_pool_columns`."""
-    n_batch, in_h, in_w, c = x.shape
+    if not pool_fits(x, out, r0, r1):
+        raise ValueError("max_pool_f32_rows: out or [r0, r1) do not fit x")
+    in_h, in_w, c = x.shape[1], x.shape[2], x.shape[3]
+    out_h, out_w = out.shape[1], out.shape[2]
     low, high = np.float32(low), np.float32(high)
-    out = np.empty((n_batch, out_h, out_w, c), np.float32)
     xf, of = x.reshape(x.size), out.reshape(out.size)
     row = out_w * c
     offs = tap_offsets(k_h, k_w, in_w, c)
     ox_lo, ox_hi = interior_columns(out_w, in_w, k_w, stride_w, pad_left)
     if c < VEC:  # (the row kernel's vectors need 8 channels)
         ox_lo = ox_hi = 0
-    for n in range(n_batch):
-        for oy in range(out_h):
-            dst = of[(n * out_h + oy) * row : (n * out_h + oy + 1) * row]
-            iy0 = oy * stride_h - pad_top
-            inside = iy0 >= 0 and iy0 + k_h <= in_h and ox_hi > ox_lo  # every filter row
-            if inside:
-                corner = xf[((n * in_h + iy0) * in_w + ox_lo * stride_w - pad_left) * c:]
-                pool_run_f32(corner.ctypes.data, stride_w * c, offs.ctypes.data, offs.size,
-                             dst[ox_lo * c:].ctypes.data, ox_hi - ox_lo, c, low, high)
-            for part in range(0, 3, 2):  # the border parts, at one call site
-                ox0, ox1 = row_part(part, inside, ox_lo, ox_hi, out_w)
-                _pool_columns(xf, dst, n, oy, ox0, ox1, x.shape, k_h, k_w, stride_h, stride_w,
-                              pad_top, pad_left, low, high)
-    return out
+    for r in range(r0, r1):
+        n = r // out_h
+        oy = r - n * out_h
+        dst = of[r * row : (r + 1) * row]
+        iy0 = oy * stride_h - pad_top
+        inside = iy0 >= 0 and iy0 + k_h <= in_h and ox_hi > ox_lo  # every filter row
+        if inside:
+            corner = xf[((n * in_h + iy0) * in_w + ox_lo * stride_w - pad_left) * c:]
+            pool_run_f32(corner.ctypes.data, stride_w * c, offs.ctypes.data, offs.size,
+                         dst[ox_lo * c:].ctypes.data, ox_hi - ox_lo, c, low, high)
+        for part in range(0, 3, 2):  # the border parts, at one call site
+            ox0, ox1 = row_part(part, inside, ox_lo, ox_hi, out_w)
+            _pool_columns(xf, dst, n, oy, ox0, ox1, x.shape, k_h, k_w, stride_h, stride_w,
+                          pad_top, pad_left, low, high)
+
+
+@kernel(parallel=True)
+def max_pool_f32_split(x, out, k_h, k_w, stride_h, stride_w, pad_top, pad_left, low, high,
+                       rows, parts):
+    """max_pool_f32_rows over rows [0, rows) cut into `parts` ranges run at once."""
+    if not pool_fits(x, out, 0, rows):
+        raise ValueError("max_pool_f32_split: out or its rows do not fit x")
+    for i in prange(parts):
+        r0, r1 = pool.part(rows, parts, i)
+        max_pool_f32_rows(x, out, k_h, k_w, stride_h, stride_w, pad_top, pad_left, low, high,
+                          r0, r1)
 
 
 @kernel

@@ -8,6 +8,7 @@ import numpy as np
 from llvmlite import ir
 from numba.core import types
 from numba.core.extending import intrinsic
+from qengine.kernels import threads as pool
 from qengine.kernels.emit import I64, const64, loop
 from qengine.kernels.float_gemm import (
     _F32,
@@ -19,10 +20,10 @@ from qengine.kernels.float_gemm import (
     _store_vec,
     row_part,
 )
-from qengine.kernels.jit import inline_kernel, kernel
+from qengine.kernels.jit import inline_kernel, kernel, prange
 
-__all__ = ["avg_pool_int8", "interior_columns", "max_pool_int8", "pool_run_f32", "pool_run_i8",
-           "tap_offsets"]
+__all__ = ["avg_pool_int8", "interior_columns", "max_pool_int8", "max_pool_int8_rows",
+           "max_pool_int8_split", "pool_fits", "pool_run_f32", "pool_run_i8", "tap_offsets"]
 
 LOWEST_F32 = -3.4028234663852886e38  # -FLT_MAX: where the reference float MaxPool starts
 _I8 = ir.IntType(8)
@@ -83,15 +84,37 @@ def max_pool_int8(
 
     x [N, H, W, C] → [N, out_h, out_w, C]:
         out = clamp(max(-128, max over in-image taps of x), act_min, act_max)
-    With 16 channels or more, the pixels whose window lies inside the image run in vectors of
-    channels (`pool_run_i8`), the others pixel by pixel."""
-    n, in_h, in_w, chans = x.shape
-    out = np.empty((n, out_h, out_w, chans), np.int8)
+    One thread; `max_pool_int8_rows` runs a range of output rows into a given output,
+    `max_pool_int8_split` the ranges on several threads."""
+    out = np.empty((x.shape[0], out_h, out_w, x.shape[3]), np.int8)
+    max_pool_int8_rows(x, out, filter_h, filter_w, stride_h, stride_w, pad_top, pad_left,
+                       act_min, act_max, 0, x.shape[0] * out_h)
+    return out
+
+
+@inline_kernel
+def pool_fits(x, out, r0, r1):
+    """out [N, OH, OW, C] has x's batch and channels, and [r0, r1) lies within its N*OH rows
+    (the geometry itself was checked when the op was prepared)."""
+    return (out.shape[0] == x.shape[0] and out.shape[3] == x.shape[3]
+            and 0 <= r0 <= r1 <= out.shape[0] * out.shape[1])
+
+
+@kernel
+def max_pool_int8_rows(x, out, filter_h, filter_w, stride_h, stride_w, pad_top, pad_left,
+                       act_min, act_max, r0, r1):
+    """Output rows [r0, r1) of max_pool_int8 (row = n * OH + oy) into out: with 16 channels
+    or more, the pixels whose window lies inside the image run in vectors of channels
+    (`pool_run_i8`), the others pixel by pixel."""
+    if not pool_fits(x, out, r0, r1):
+        raise ValueError("max_pool_int8_rows: out or [r0, r1) do not fit x")
+    in_h, in_w, chans = x.shape[1], x.shape[2], x.shape[3]
+    out_h, out_w = out.shape[1], out.shape[2]
     offs = tap_offsets(filter_h, filter_w, in_w, chans)
     ox_lo, ox_hi = interior_columns(out_w, in_w, filter_w, stride_w, pad_left)
     if chans < I8_LANES:
         ox_lo = ox_hi = 0
-    for row in range(n * out_h):
+    for row in range(r0, r1):
         b = row // out_h
         oy = row - b * out_h
         iy0 = oy * stride_h - pad_top
@@ -106,7 +129,18 @@ def max_pool_int8(
             ox0, ox1 = row_part(part, inside, ox_lo, ox_hi, out_w)  # literal 0 compiled twice)
             _max_pool_pixels(x, out, b, oy, ox0, ox1, filter_h, filter_w, stride_w, iy0,
                              pad_left, act_min, act_max)
-    return out
+
+
+@kernel(parallel=True)
+def max_pool_int8_split(x, out, filter_h, filter_w, stride_h, stride_w, pad_top, pad_left,
+                        act_min, act_max, rows, parts):
+    """max_pool_int8_rows over rows [0, rows) cut into `parts` ranges run at once."""
+    if not pool_fits(x, out, 0, rows):
+        raise ValueError("max_pool_int8_split: out or its rows do not fit x")
+    for i in prange(parts):
+        r0, r1 = pool.part(rows, parts, i)
+        max_pool_int8_rows(x, out, filter_h, filter_w, stride_h, stride_w, pad_top, pad_left,
+                           act_min, act_max, r0, r1)
 
 
 @kernel

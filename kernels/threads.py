@@ -65,6 +65,10 @@ DEPTHWISE_MAC_FLOPS = 8
 # on four int8 models at 2 threads (`ab_patch.py ... --set ...:LOOKUP_FLOPS=16`; 50:
 # 0.98-1.00 by a throwaway script doing the same).
 LOOKUP_FLOPS = 150
+# One window tap of one MAX_POOL_2D output value (a vector max of 8-16 lanes): ~0.04 ns
+# (palm_detection_lite's 3x3/2 96x96x32 float pool, 74k values, 28 us), splitting from
+# ~250k of them.
+POOL_TAP_FLOPS = 4
 # im2col copies are made and multiplied in blocks of about this size (L2 512 KiB, L3 16 MiB)
 COPY_BLOCK_BYTES = 4 << 20
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from qengine.kernels import pooling
 from qengine.kernels import threads as pool
 from qengine.kernels.elementwise import (
     NO_TABLE,
@@ -17,7 +18,13 @@ from qengine.kernels.elementwise import (
     lookup_values,
     trailing_period,
 )
-from qengine.kernels.float_ops import max_pool_f32, prelu_f32, resize_bilinear_f32
+from qengine.kernels.float_ops import (
+    max_pool_f32,
+    max_pool_f32_rows,
+    max_pool_f32_split,
+    prelu_f32,
+    resize_bilinear_f32,
+)
 
 from qengine.ops.conv import ConvGeometry, patches
 from qengine.ops.elementwise_int import pair_lookup
@@ -172,6 +179,28 @@ def test_max_pool_f32_equals_fmax_reduce(in_hw, k, stride, pad, out_hw, bounds, 
     got = max_pool_f32(x, *k, *stride, *pad, *out_hw, *bounds)
     assert np.array_equal(got, want, equal_nan=True)
     assert np.array_equal(np.signbit(got), np.signbit(want))
+    # the output rows (2 images x OH) cut into 3 parts, run at once
+    split = np.full_like(got, 7.0)
+    max_pool_f32_split(x, split, *k, *stride, *pad, *bounds, 2 * out_hw[0], 3)
+    assert np.array_equal(split, want, equal_nan=True)
+    assert np.array_equal(np.signbit(split), np.signbit(want))
+
+
+def test_max_pool_row_kernels_refuse_ranges_past_the_output():
+    x = _floats((1, 6, 6, 8))
+    out = np.empty((1, 3, 3, 8), np.float32)
+    with pytest.raises(ValueError, match="do not fit"):
+        max_pool_f32_rows(x, out, 2, 2, 2, 2, 0, 0, -FLT_MAX, FLT_MAX, 0, 4)
+    with pytest.raises(ValueError, match="do not fit"):
+        max_pool_f32_split(x, np.empty((1, 3, 3, 9), np.float32), 2, 2, 2, 2, 0, 0, -FLT_MAX,
+                           FLT_MAX, 3, 2)
+    q = np.zeros((1, 6, 6, 16), np.int8)
+    with pytest.raises(ValueError, match="do not fit"):
+        pooling.max_pool_int8_rows(q, np.empty((1, 3, 3, 16), np.int8), 2, 2, 2, 2, 0, 0, -128,
+                                   127, 2, 1)
+    with pytest.raises(ValueError, match="do not fit"):
+        pooling.max_pool_int8_split(q, np.empty((2, 3, 3, 16), np.int8), 2, 2, 2, 2, 0, 0,
+                                    -128, 127, 3, 2)
 
 
 @pytest.mark.parametrize(("in_hw", "out_hw", "align", "half"), [

@@ -8,6 +8,8 @@ pixels are read. Quantized inputs go to `nn_int` through `quantized_path`.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import InputError
@@ -92,14 +94,37 @@ def average_pool_2d(ctx: OpContext) -> Prepared:
 def max_pool_2d(ctx: OpContext) -> Prepared:
     # reference MaxPool: max = std::max(max, tap) from float lowest, so NaN taps are skipped
     # and a window of -inf (or NaN) gives -FLT_MAX
-    from qengine.kernels.float_ops import max_pool_f32  # one pass; same as the NumPy twin:
+    from qengine.kernels.float_conv import empty_f32
+    from qengine.kernels.float_ops import max_pool_f32, max_pool_f32_split
 
-    # np.fmax.reduce(patches(x, g, -np.inf), axis=(3, 4), initial=-np.finfo(np.float32).max),
-    # then the clamp, in the same pass
+    # one pass, the same as the NumPy twin np.fmax.reduce(patches(x, g, -np.inf), axis=(3, 4),
+    # initial=-np.finfo(np.float32).max), then the clamp
     bounds = float_activation_bounds(ctx)
-    return _pool(ctx, lambda x, g, counts: max_pool_f32(
-        np.ascontiguousarray(x), g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_top,
-        g.pad_left, g.out_h, g.out_w, *bounds), clamps=True)
+
+    def max_window(x, g, _counts):
+        return pool_rows(max_pool_f32, max_pool_f32_split, empty_f32,
+                         np.ascontiguousarray(x), g, bounds, ctx.num_threads)
+
+    return _pool(ctx, max_window, clamps=True)
+
+
+def pool_rows(whole, split, new_out, x, g, bounds, threads: int) -> np.ndarray:
+    """A max pool's output: whole(x, KH, KW, SH, SW, PT, PL, OH, OW, *bounds) on this thread,
+    or, when the work is worth splitting (threads.POOL_TAP_FLOPS a tap of each output value),
+    split(x, out, ..., *bounds, N*OH, parts) into new_out(shape), each part a range of output
+    rows. (On one thread `whole` allocates inside the kernel: palm_detection_lite's 96x96x32
+    float pool took 18 us so, 26 with its output made by new_out and the row kernel called.)"""
+    from qengine.kernels.threads import POOL_TAP_FLOPS, split_cores, worth_splitting
+
+    shape = (g.batch, g.out_h, g.out_w, x.shape[3])
+    geometry = (g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_top, g.pad_left)
+    if worth_splitting(threads, math.prod(shape) * g.kernel_h * g.kernel_w * POOL_TAP_FLOPS):
+        with split_cores(threads, g.batch * g.out_h) as parts:
+            if parts > 1:
+                out = new_out(shape)
+                split(x, out, *geometry, *bounds, g.batch * g.out_h, parts)
+                return out
+    return whole(x, *geometry, g.out_h, g.out_w, *bounds)
 
 
 @op("L2_POOL_2D")

@@ -56,8 +56,9 @@ def _output(ctx: OpContext, shape) -> tuple[Spec, float, int]:
 # -- pooling: no requantization; TFLite only clamps to the output's activation range ---------
 
 
-def _pool(ctx: OpContext, kernel, int16_kernel: str) -> Prepared:
-    """`kernel` for int8; the kernels.int16 function named `int16_kernel` for 16x8."""
+def _pool(ctx: OpContext, window, int16_kernel: str) -> Prepared:
+    """window(values, geometry, act_min, act_max, threads) -> the int8 output; the
+    kernels.int16 function named `int16_kernel` for 16x8."""
     x = ctx.input(0)
     if x.dtype == "int16":  # 16x8
         return _pool_int16(ctx, int16_kernel)
@@ -71,12 +72,7 @@ def _pool(ctx: OpContext, kernel, int16_kernel: str) -> Prepared:
     g = geometry(ctx, x.shape, kh, kw)
     out, scale, zero_point = _output(ctx, (g.batch, g.out_h, g.out_w, x.shape[3]))
     low, high = quantized_activation_range(ctx, scale, zero_point, "int8")
-
-    def run(values):
-        return kernel(values, kh, kw, g.stride_h, g.stride_w, g.pad_top, g.pad_left,
-                      g.out_h, g.out_w, low, high)
-
-    return Prepared(run, [out])
+    return Prepared(lambda values: window(values, g, low, high, ctx.num_threads), [out])
 
 
 def _pool_int16(ctx: OpContext, kernel_name: str) -> Prepared:
@@ -93,11 +89,24 @@ def _pool_int16(ctx: OpContext, kernel_name: str) -> Prepared:
 
 
 def average_pool_2d(ctx: OpContext) -> Prepared:
-    return _pool(ctx, pooling.avg_pool_int8, "avg_pool_int16")
+    return _pool(ctx, _average_window, "avg_pool_int16")
+
+
+def _average_window(values, g, low: int, high: int, _threads: int) -> np.ndarray:
+    return pooling.avg_pool_int8(values, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w,
+                                 g.pad_top, g.pad_left, g.out_h, g.out_w, low, high)
 
 
 def max_pool_2d(ctx: OpContext) -> Prepared:
-    return _pool(ctx, pooling.max_pool_int8, "max_pool_int16")
+    return _pool(ctx, _max_window, "max_pool_int16")
+
+
+def _max_window(values, g, low: int, high: int, threads: int) -> np.ndarray:
+    from .nn import pool_rows
+
+    return pool_rows(pooling.max_pool_int8, pooling.max_pool_int8_split,
+                     lambda shape: np.empty(shape, np.int8),
+                     np.ascontiguousarray(values), g, (low, high), threads)
 
 
 # -- SOFTMAX -----------------------------------------------------------------------------------
