@@ -31,6 +31,7 @@ from .common import (
     per_tensor,
     quantized_activation_range,
 )
+from .nn import pool_rows
 
 SAME = 0
 
@@ -102,8 +103,6 @@ def max_pool_2d(ctx: OpContext) -> Prepared:
 
 
 def _max_window(values, g, low: int, high: int, threads: int) -> np.ndarray:
-    from .nn import pool_rows
-
     return pool_rows(pooling.max_pool_int8, pooling.max_pool_int8_split,
                      lambda shape: np.empty(shape, np.int8),
                      np.ascontiguousarray(values), g, (low, high), threads)
