@@ -18,6 +18,7 @@ from qengine.kernels.elementwise import (
     lookup_values,
     trailing_period,
 )
+from qengine.kernels.float_conv import empty_f32
 from qengine.kernels.float_ops import (
     max_pool_f32,
     max_pool_f32_rows,
@@ -263,3 +264,13 @@ def test_binary_f32_refuses_operands_that_do_not_repeat():
     with pytest.raises(ValueError, match="do not repeat"):
         float_ops.binary_f32(float_ops.ADD, np.zeros(10, np.float32), np.zeros(3, np.float32),
                              False, np.float32(-1), np.float32(1))
+
+
+@pytest.mark.parametrize("shape", [(1, 56, 56, 144), (3, 5, 7), (1,), (0, 4), (2, 0, 3)])
+def test_empty_f32_starts_on_a_cache_line(shape):
+    """Outputs of the float kernels start on a 64-byte line: an AVX-512 vector read 32 bytes
+    off straddles two lines."""
+    keep = [empty_f32(shape) for _ in range(8)]  # kept alive: each from a different block
+    for a in keep:
+        assert a.shape == shape and a.dtype == np.float32 and a.flags.c_contiguous
+        assert a.size == 0 or a.ctypes.data % 64 == 0
