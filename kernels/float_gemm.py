@@ -39,7 +39,7 @@ from numba.core import cgutils, types
 from numba.core.extending import intrinsic
 
 from . import threads as pool
-from .emit import I64, const64, host_has, loop
+from .emit import I64, addr, const64, host_has, loop
 from .float_conv import activation_f32, post_finished, post_fits
 from .jit import inline_kernel, kernel, prange
 
@@ -561,7 +561,7 @@ def _row_tile(chans, wide, fused, addrs, depth, ox0, w, w_stride, bias, t, strid
     """The row tile for `chans` channels of weight rows w_stride floats apart, from w[0] and
     bias[0], storing [run, chans] at address t, pixels `stride` floats apart; fused: XNNPACK's
     order."""
-    a, b, w_ = addrs.ctypes.data, bias.ctypes.data, w.ctypes.data
+    a, b, w_ = addr(addrs), addr(bias), addr(w)
     if wide:
         if chans == 1:
             _row_16x1(fused, a, depth, ox0, w_, w_stride, b, t, stride, low, high)
@@ -670,7 +670,7 @@ def _tap_addresses(ptrs, x, zeros, n, oy, ox, slot, stride_h, stride_w, dil_h, d
     t = kx*KH + ky), or of `zeros` where the tap falls in the padding (contributing 0, as
     TFLite skips it)."""
     in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
-    base = x.ctypes.data
+    base = addr(x)
     for ky in range(k_h):
         iy = oy * stride_h - pad_top + ky * dil_h
         for kx in range(k_w):
@@ -679,7 +679,7 @@ def _tap_addresses(ptrs, x, zeros, n, oy, ox, slot, stride_h, stride_w, dil_h, d
             if 0 <= iy < in_h and 0 <= ix < in_w:
                 ptrs[t, slot] = base + 4 * (((n * in_h + iy) * in_w + ix) * in_c)
             else:
-                ptrs[t, slot] = zeros.ctypes.data
+                ptrs[t, slot] = addr(zeros)
 
 
 @inline_kernel
@@ -722,7 +722,7 @@ def conv2d_f32_rows(x, panels, bias, out, out_w, k_h, k_w, stride_h, stride_w, d
         rows = min(ROWS, p1 - t0)
         if pointwise:
             for r in range(ROWS):
-                ptrs[0, r] = x.ctypes.data + 4 * in_c * (t0 + min(r, rows - 1))
+                ptrs[0, r] = addr(x) + 4 * in_c * (t0 + min(r, rows - 1))
             taps, depth = 1, in_c
         else:
             taps, depth = _window_addresses(ptrs, x, zeros, pix, t0, rows, per_image, out_w,
@@ -773,9 +773,9 @@ def _row_addresses(ptrs, x, zeros, n, oy, ox, slot, stride_h, stride_w, dil_h, p
     for ky in range(k_h):
         iy = oy * stride_h - pad_top + ky * dil_h
         if 0 <= iy < in_h:
-            ptrs[ky, slot] = x.ctypes.data + 4 * (((n * in_h + iy) * in_w + ix) * in_c)
+            ptrs[ky, slot] = addr(x) + 4 * (((n * in_h + iy) * in_w + ix) * in_c)
         else:
-            ptrs[ky, slot] = zeros.ctypes.data
+            ptrs[ky, slot] = addr(zeros)
 
 
 @inline_kernel
@@ -788,9 +788,9 @@ def _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_mi
     Numba's reference counting of each array (~90 ns a tile, 40 % of a 1x1 16 -> 16 conv)."""
     out_c = out.shape[1]
     low, high = np.float32(act_min), np.float32(act_max)
-    p, w0, b0 = ptrs.ctypes.data, panels.ctypes.data, bias.ctypes.data
+    p, w0, b0 = addr(ptrs), addr(panels), addr(bias)
     panel_bytes = 4 * panels.shape[1] * LANES
-    o0 = out.ctypes.data + 4 * t0 * out_c  # pixel t0's channel 0
+    o0 = addr(out) + 4 * t0 * out_c  # pixel t0's channel 0
     j = 0
     group = GROUP_WIDE if wide else GROUP_NARROW
     whole = out_c // LANES  # panels all of whose 16 channels are outputs
@@ -817,7 +817,7 @@ def _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_mi
             continue
         width = min(LANES, out_c - oc0)
         direct = rows == ROWS and (width == VEC or width == LANES)
-        target, stride = scratch.ctypes.data, LANES
+        target, stride = addr(scratch), LANES
         if direct:
             target, stride = o0 + 4 * oc0, out_c
         if width <= VEC:
@@ -901,17 +901,17 @@ def conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h
                 phase, j0 = (kx * dil_w) % stride_w, (kx * dil_w) // stride_w
                 for c in range(in_c):
                     k = (ky * k_w + kx) * in_c + c
-                    addrs[k] = zeros.ctypes.data
+                    addrs[k] = addr(zeros)
                     if 0 <= iy < in_h:
-                        addrs[k] = rows[iy % ring, c, phase, j0:].ctypes.data
+                        addrs[k] = addr(rows[iy % ring, c, phase, j0:])
         if 0 < run <= out_w:
             for r in range((out_w + run - 1) // run):
                 ox0 = min(r * run, out_w - run)  # the last run overlaps the one before
                 for o0 in range(0, out_c, chans):
                     whole = o0 + chans <= out_c  # a whole group goes straight into out
-                    target, stride = tile.ctypes.data, chans
+                    target, stride = addr(tile), chans
                     if whole:
-                        target, stride = out[n, oy, ox0, o0:].ctypes.data, out_c
+                        target, stride = addr(out[n, oy, ox0, o0:]), out_c
                     _row_tile(chans, wide, fused, addrs, depth, ox0, w8[0, o0:], packed,
                               bias_p[o0:], target, stride, low, high)
                     if whole:
@@ -924,7 +924,7 @@ def conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h
                 acc[o] = bias[o] if fused else 0
             for k in range(depth):
                 for o in range(out_c):
-                    _axpy(fused, acc[o].ctypes.data, addrs[k], w8[k, o], out_w)
+                    _axpy(fused, addr(acc[o]), addrs[k], w8[k, o], out_w)
             _store_row(acc, bias, out, n, oy, 0, out_w, low, high, fused)
         post_from = post_finished(flat, post_from, (row + 1) * out_w, r1 * out_w, post)
 
@@ -981,8 +981,8 @@ def _split_row_by_8(x, rows, n, iy, pad_left):
     for b in range(blocks):
         j = pad_left + b * VEC
         for c0 in range(0, in_c, VEC):
-            _transpose_8(x[n, iy, j - pad_left, c0:].ctypes.data, in_c,
-                         rows[c0, 0, j:].ctypes.data, span)
+            _transpose_8(addr(x[n, iy, j - pad_left, c0:]), in_c,
+                         addr(rows[c0, 0, j:]), span)
     for c in range(in_c):
         for j in range(min(pad_left, span)):
             rows[c, 0, j] = 0
@@ -1022,6 +1022,7 @@ def depthwise_f32_rows(x, w, bias, out, stride_h, stride_w, dil_h, dil_w, pad_to
         raise ValueError("depthwise_f32_rows: x, w, bias, out, post or [r0, r1) do not fit "
                          "(C >= 8)")
     taps = k_h * k_w
+    low, high = np.float32(act_min), np.float32(act_max)
     zeros = np.zeros(chans, np.float32)
     ptrs = np.empty((taps, 1), np.int64)
     offs = np.empty(taps, np.int64)  # element offset of each tap from the window's corner
@@ -1038,9 +1039,12 @@ def depthwise_f32_rows(x, w, bias, out, stride_h, stride_w, dil_h, dil_w, pad_to
         inside = iy0 >= 0 and iy0 + (k_h - 1) * dil_h < in_h  # every filter row in the image
         for part in range(3):  # columns [0, lo) and [hi, OW) per pixel, [lo, hi) as a run
             ox0, ox1 = row_part(part, inside, ox_lo, ox_hi, out_w)
+            if ox1 <= ox0:
+                continue  # (an inlined helper's array arguments cost reference counts)
             if part == 1 and inside:
-                _dw_interior(x, w, bias, offs, out, n, oy, iy0, ox0, ox1, stride_w, pad_left,
-                             act_min, act_max, fused)
+                _dw_interior(addr(x), in_h, in_w, addr(w), addr(bias), addr(offs), taps,
+                             addr(out), out_h, out_w, chans, n, oy, iy0, ox0, ox1, stride_w,
+                             pad_left, low, high, fused)
             else:
                 _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, ox0, ox1, stride_h, stride_w,
                            dil_h, dil_w, pad_top, pad_left, k_h, k_w, act_min, act_max, fused,
@@ -1064,24 +1068,19 @@ def row_part(part, inside, ox_lo, ox_hi, out_w):
 
 
 @inline_kernel
-def _dw_interior(x, w, bias, offs, out, n, oy, iy0, ox0, ox1, stride_w, pad_left, act_min,
-                 act_max, fused):
+def _dw_interior(x_addr, in_h, in_w, w_addr, bias_addr, offs_addr, taps, out_addr, out_h,
+                 out_w, chans, n, oy, iy0, ox0, ox1, stride_w, pad_left, low, high, fused):
     """Pixels [ox0, ox1) of output row (n, oy), all of whose taps are inside the image, in
-    the vectors of `_dw_block`. Inlined, on raw addresses: a call or an array view per row
-    costs Numba's reference counting of each array."""
-    if ox1 <= ox0:
-        return
-    in_h, in_w, chans = x.shape[1], x.shape[2], out.shape[3]
-    low, high = np.float32(act_min), np.float32(act_max)
+    the vectors of `_dw_block`. Inlined, on raw addresses and sizes: an inlined helper's array
+    arguments cost two atomic reference counts each, per call (~60 ns a row for five)."""
     # the window corner of pixel ox0, and its output
-    corner = x.ctypes.data + 4 * ((n * in_h + iy0) * in_w + ox0 * stride_w - pad_left) * chans
-    target = out.ctypes.data + 4 * ((n * out.shape[1] + oy) * out.shape[2] + ox0) * chans
+    corner = x_addr + 4 * ((n * in_h + iy0) * in_w + ox0 * stride_w - pad_left) * chans
+    target = out_addr + 4 * ((n * out_h + oy) * out_w + ox0) * chans
     c = 0
     while c < chans:
         c, lanes = _dw_block(c, chans)
-        args = (corner + 4 * c, stride_w * chans, offs.ctypes.data, offs.size,
-                w.ctypes.data + 4 * c, chans, bias.ctypes.data + 4 * c, target + 4 * c, chans,
-                ox1 - ox0, low, high)
+        args = (corner + 4 * c, stride_w * chans, offs_addr, taps, w_addr + 4 * c, chans,
+                bias_addr + 4 * c, target + 4 * c, chans, ox1 - ox0, low, high)
         if lanes == LANES:
             _dw_run_16(fused, *args)
         else:
@@ -1124,8 +1123,8 @@ def _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, ox0, ox1, stride_h, stride_w
     for ox in range(ox0, ox1):
         _tap_addresses(ptrs, x, zeros, n, oy, ox, 0, stride_h, stride_w, dil_h, dil_w,
                        pad_top, pad_left, k_h, k_w, x_major)
-        pixel = out.ctypes.data + 4 * ((n * out.shape[1] + oy) * out.shape[2] + ox) * chans
-        args = (ptrs.ctypes.data, taps, chans, w.ctypes.data, bias.ctypes.data, pixel, low,
+        pixel = addr(out) + 4 * ((n * out.shape[1] + oy) * out.shape[2] + ox) * chans
+        args = (addr(ptrs), taps, chans, addr(w), addr(bias), pixel, low,
                 high)
         if _dw_lanes(chans) == LANES:
             _dw_pixel_16(fused, *args)
