@@ -40,7 +40,7 @@ from numba.core.extending import intrinsic
 
 from . import threads as pool
 from .emit import I64, addr, const64, host_has, loop
-from .float_conv import activation_f32, post_finished, post_fits
+from .float_conv import activation_f32, post_due, post_fits, run_post
 from .jit import inline_kernel, kernel, prange
 
 ROWS = 12  # output pixels per conv tile
@@ -730,7 +730,9 @@ def conv2d_f32_rows(x, panels, bias, out, out_w, k_h, k_w, stride_h, stride_w, d
                                             dil_w, pad_top, pad_left)
         _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_min, act_max,
                      wide, fused)
-        post_from = post_finished(out, post_from, t0 + rows, p1, post)
+        if post_due(post_from, t0 + rows, p1, out.shape[1], post[4]):
+            run_post(out, post_from, t0 + rows, post)
+            post_from = t0 + rows
 
 
 @inline_kernel
@@ -926,7 +928,9 @@ def conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h
                 for o in range(out_c):
                     _axpy(fused, addr(acc[o]), addrs[k], w8[k, o], out_w)
             _store_row(acc, bias, out, n, oy, 0, out_w, low, high, fused)
-        post_from = post_finished(flat, post_from, (row + 1) * out_w, r1 * out_w, post)
+        if post_due(post_from, (row + 1) * out_w, r1 * out_w, flat.shape[1], post[4]):
+            run_post(flat, post_from, (row + 1) * out_w, post)
+            post_from = (row + 1) * out_w
 
 
 @inline_kernel
@@ -1049,7 +1053,9 @@ def depthwise_f32_rows(x, w, bias, out, stride_h, stride_w, dil_h, dil_w, pad_to
                 _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, ox0, ox1, stride_h, stride_w,
                            dil_h, dil_w, pad_top, pad_left, k_h, k_w, act_min, act_max, fused,
                            x_major)
-        post_from = post_finished(flat, post_from, (row + 1) * out_w, r1 * out_w, post)
+        if post_due(post_from, (row + 1) * out_w, r1 * out_w, flat.shape[1], post[4]):
+            run_post(flat, post_from, (row + 1) * out_w, post)
+            post_from = (row + 1) * out_w
 
 
 @inline_kernel

@@ -60,7 +60,7 @@ from qengine.kernels.emit import (
     const64,
     lanes,
 )
-from qengine.kernels.float_conv import NO_POST, post_finished, post_fits, run_post
+from qengine.kernels.float_conv import NO_POST, post_due, post_fits, run_post
 from qengine.kernels.gemm_int8 import _copy_tile, tile_sums, tile_sums_u8
 from qengine.kernels.hybrid import SPARE_BYTES, quantize_image_compiled, quantize_image_parts
 from qengine.kernels.jit import inline_kernel, kernel, prange
@@ -317,8 +317,11 @@ def _hconv_part(x, panels, table, ints, zp, out, post, blk0, blk1, pan0, pan1):
                       ea + j * _TABLE_BYTES, lanes == LANES)  # fmt: skip
             if not direct_out:
                 _copy_tile(tail, out, p0, oc0, rows, width)
-        if all_panels:  # the block's rows are final (tiles spill only into later rows)
-            post_from = post_finished(out, post_from, p0 + rows, range_end // out_c, post)
+        # the block's rows are final when this part has every panel (tiles spill only into
+        # later rows)
+        if all_panels and post_due(post_from, p0 + rows, range_end // out_c, out_c, post[4]):
+            run_post(out, post_from, p0 + rows, post)
+            post_from = p0 + rows
 
 
 @kernel(parallel=True)
@@ -582,7 +585,9 @@ def _hdw_rows(x, w_pairs, table, ints, zp, out, post, g0, g1, row0, row1):
                 for c in range(out_c - full * LANES):
                     out[oy, ox, full * LANES + c] = scratch[c]
         # (tails spill into later rows only)
-        post_from = post_finished(flat, post_from, (oy + 1) * out_w, row1 * out_w, post)
+        if post_due(post_from, (oy + 1) * out_w, row1 * out_w, flat.shape[1], post[4]):
+            run_post(flat, post_from, (oy + 1) * out_w, post)
+            post_from = (oy + 1) * out_w
 
 
 @kernel
