@@ -154,12 +154,15 @@ def post_f32(out, p0, p1, post):
     elif steps & RESIDUAL:  # the residual's channels, then the PAD's zeros
         _add_padded(out.reshape(out.size), residual.reshape(residual.size), channels,
                     residual.shape[1], p0, p1, low, high)
-    if steps & PRELU:
-        for start in range(0, rows.size, slopes.size):  # blocks as long as the slopes
-            part = rows[start:start + slopes.size]
-            for i in range(part.size):
-                v = part[i]
-                part[i] = v if v >= 0 else v * slopes[i]
+    if steps & PRELU:  # in blocks as long as the slopes, indexed unsigned: a view per block
+        # would cost two atomic reference counts (0.6 us a call of 2048 floats of 32 channels)
+        size, period = np.uint64(rows.size), np.uint64(slopes.size)
+        start = np.uint64(0)
+        while start < size:
+            for i in range(min(period, size - start)):
+                v = rows[start + i]
+                rows[start + i] = v if v >= 0 else v * slopes[i]
+            start += period
 
 
 @inline_kernel
