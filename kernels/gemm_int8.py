@@ -48,7 +48,7 @@ from qengine.kernels.emit import (
 )
 from qengine.kernels.fully_connected import fully_connected_int8
 from qengine.kernels.jit import inline_kernel, kernel, prange
-from qengine.kernels.pack import LANES, ROWS, PackedConvWeights, pack_block
+from qengine.kernels.pack import LANES, ROWS, PackedConvWeights, block_source, pack_block
 from qengine.kernels.requant import (
     PARAM_ROWS,
     RAW,
@@ -213,11 +213,12 @@ def _gemm_blocks(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
     xf = x.reshape(x.size)
     tail = np.empty((ROWS, LANES), out.dtype)
     aa, pa, qa, oa, ta = addr(a), addr(panels), addr(q), addr(out), addr(tail)
+    source = block_source(x, xf, a, ints)
     panel_bytes, q_bytes = k2 * LANES * 2, 4 * LANES * q.itemsize
     for blk in range(blk0, blk1):
         p0 = blk * ROWS
         rows = min(ROWS, pixels - p0)
-        pack_block(x, xf, a, kp, p0, rows, zp, ints)
+        pack_block(source, kp, p0, rows, zp)
         for j in range(pan1 - 1, pan0 - 1, -1):
             oc0 = j * LANES
             width = min(LANES, out_c - oc0)

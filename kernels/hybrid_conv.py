@@ -69,6 +69,7 @@ from qengine.kernels.pack import (
     LANES,
     ROWS,
     PackedConvWeights,
+    block_source,
     interleave_taps,
     pack_block,
     pack_conv_weights_u8,
@@ -285,6 +286,7 @@ def _hconv_part(x, panels, table, ints, zp, out, post, blk0, blk1, pan0, pan1):
     xf = x.reshape(x.size)
     tail = np.empty((ROWS, LANES), np.float32)
     pa, ta, oa, ea = addr(panels), addr(tail), addr(out), addr(table)
+    source = block_source(x, xf, a, ints)
     direct = a.itemsize == 1 and kp == x.shape[3] and ints[1] == 1 and ints[2] == 1 \
         and ints[7] == 1 and ints[8] == 1 and ints[11] == 0 and ints[12] == 0 \
         and ints[13] == x.shape[1] and ints[14] == x.shape[2]  # fmt: skip
@@ -303,7 +305,7 @@ def _hconv_part(x, panels, table, ints, zp, out, post, blk0, blk1, pan0, pan1):
         if direct and rows == ROWS:
             aa = addr(xf) + p0 * kp
         else:
-            pack_block(x, xf, a, kp, p0, rows, zp, ints)
+            pack_block(source, kp, p0, rows, zp)
             aa = addr(a)
         for j in range(pan1 - 1, pan0 - 1, -1):
             oc0 = j * LANES

@@ -17,6 +17,7 @@
 from typing import NamedTuple
 
 import numpy as np
+from numba.core.extending import overload
 from qengine.kernels.emit import addr, copy_bytes, fill_bytes, widen, zero_fill
 from qengine.kernels.jit import inline_kernel, kernel
 
@@ -94,11 +95,32 @@ def interleave_taps(w16):
     return np.ascontiguousarray(pairs[:, :, [TAPS_LO, TAPS_HI]], np.int16)
 
 
+@inline_kernel
+def block_source(x, xf, a, ints):
+    """What `pack_block` reads, as integers, made once per kernel call: (x's geometry from
+    ints, see `gemm_int8.ConvInt8Plan`; xf's address and end; a's address and size; a zero of
+    a's dtype). An array passed to a kernel costs two atomic reference counts per call: per
+    6-pixel block, 4 % of an int8 pose_landmark_full run."""
+    geometry = (x.shape[1], x.shape[2], x.shape[3], ints[1], ints[2], ints[13], ints[14],
+                ints[7], ints[8], ints[9], ints[10], ints[11], ints[12])
+    return geometry, addr(xf), addr(xf) + xf.size, addr(a), a.size, a.dtype.type(0)
+
+
+def _itemsize(value):
+    """The byte size of a scalar's type, a constant where the kernel is compiled."""
+
+
+@overload(_itemsize)
+def _itemsize_impl(value):
+    size = value.bitwidth // 8
+    return lambda value: size
+
+
 @kernel
-def pack_block(x, xf, a, kp, p0, rows, zp, ints):
+def pack_block(source, kp, p0, rows, zp):
     """A block a [ROWS·Kp + 16] for output pixels p0..p0+rows-1, im2col rows of Kp values
-    (K = KH·KW·Cin taps, then 0 up to Kp); xf is x flattened; ints holds the geometry (see
-    `gemm_int8.ConvInt8Plan`). Two forms, by a's dtype:
+    (K = KH·KW·Cin taps, then 0 up to Kp) of x [N, H, W, Cin]; source = `block_source(x, xf,
+    a, ints)`, xf being x flattened. Two forms, by a's itemsize:
     - int16 (`vpmaddwd`): x int8, values x - zp, taps outside the image 0, Kp = 2·ceil(K/2);
     - uint8 (`vpdpbusd`): x uint8 (q + 128), values copied, taps outside the image zp (here
       the caller's zp + 128), Kp = 4·ceil(K/4).
@@ -109,18 +131,17 @@ def pack_block(x, xf, a, kp, p0, rows, zp, ints):
     those values are overwritten by the next run, row or zero fill (`a` has 16 spare elements
     for the last).
     """
-    in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
-    k_h, k_w, out_h, out_w = ints[1], ints[2], ints[13], ints[14]
-    stride_h, stride_w, dil_h, dil_w = ints[7], ints[8], ints[9], ints[10]
-    pad_top, pad_left = ints[11], ints[12]
-    size = a.itemsize  # 2: int16 x - zp; 1: uint8 copies (a compile-time constant)
-    xa, x_end, aa, z = addr(xf), addr(xf) + xf.size, addr(a), np.int64(zp)
+    geometry, xa, x_end, aa, a_size, family = source
+    size = _itemsize(family)  # 2: int16 x - zp; 1: uint8 copies (a compile-time constant)
+    in_h, in_w, in_c, k_h, k_w, out_h, out_w = geometry[:7]
+    stride_h, stride_w, dil_h, dil_w, pad_top, pad_left = geometry[7:]
+    z = np.int64(zp)
     depth = k_h * k_w * in_c
     pointwise = k_h == 1 and k_w == 1 and stride_h == 1 and stride_w == 1
     same_grid = pad_top == 0 and pad_left == 0 and out_h == in_h and out_w == in_w
     if pointwise and same_grid and kp == depth:  # pixel p's input row is A's row p - p0
         _put_run(size, aa, xa + p0 * in_c, x_end, rows * in_c, z)
-        zero_fill(aa + size * rows * in_c, size * (a.size - rows * in_c))
+        zero_fill(aa + size * rows * in_c, size * (a_size - rows * in_c))
         return
     b = p0 // (out_h * out_w)  # then stepped: a division costs ~40 cycles
     oy = (p0 - b * out_h * out_w) // out_w
@@ -154,7 +175,7 @@ def pack_block(x, xf, a, kp, p0, rows, zp, ints):
             ox, oy = 0, oy + 1
             if oy == out_h:
                 oy, b = 0, b + 1
-    zero_fill(aa + size * rows * kp, size * (a.size - rows * kp))
+    zero_fill(aa + size * rows * kp, size * (a_size - rows * kp))
 
 
 @inline_kernel
