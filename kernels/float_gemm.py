@@ -1051,8 +1051,7 @@ def depthwise_f32_rows(x, w, bias, out, stride_h, stride_w, dil_h, dil_w, pad_to
                              pad_left, low, high, fused)
             else:
                 _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, ox0, ox1, stride_h, stride_w,
-                           dil_h, dil_w, pad_top, pad_left, k_h, k_w, act_min, act_max, fused,
-                           x_major)
+                           dil_h, dil_w, pad_top, pad_left, k_h, k_w, low, high, fused, x_major)
         if post_due(post_from, (row + 1) * out_w, r1 * out_w, flat.shape[1], post[4]):
             run_post(flat, post_from, (row + 1) * out_w, post)
             post_from = (row + 1) * out_w
@@ -1120,12 +1119,11 @@ def _dw_block(c, chans):
 
 @inline_kernel
 def _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, ox0, ox1, stride_h, stride_w, dil_h,
-               dil_w, pad_top, pad_left, k_h, k_w, act_min, act_max, fused, x_major):
+               dil_w, pad_top, pad_left, k_h, k_w, low, high, fused, x_major):
     """Pixels [ox0, ox1) of output row (n, oy), gathering each one's tap addresses into
-    ptrs [KH*KW, 1] (`zeros` [C] stands for taps in the padding)."""
+    ptrs [KH*KW, 1] (`zeros` [C] stands for taps in the padding); low, high float32."""
     chans = out.shape[3]
     taps = k_h * k_w
-    low, high = np.float32(act_min), np.float32(act_max)
     for ox in range(ox0, ox1):
         _tap_addresses(ptrs, x, zeros, n, oy, ox, 0, stride_h, stride_w, dil_h, dil_w,
                        pad_top, pad_left, k_h, k_w, x_major)

@@ -83,8 +83,9 @@ def max_pool_f32_rows(x, out, k_h, k_w, stride_h, stride_w, pad_top, pad_left, l
                          dst[ox_lo * c:].ctypes.data, ox_hi - ox_lo, c, low, high)
         for part in range(0, 3, 2):  # the border parts, at one call site
             ox0, ox1 = row_part(part, inside, ox_lo, ox_hi, out_w)
-            _pool_columns(xf, dst, n, oy, ox0, ox1, x.shape, k_h, k_w, stride_h, stride_w,
-                          pad_top, pad_left, low, high)
+            if ox1 > ox0:  # (a kernel's array arguments cost reference counts, even idle)
+                _pool_columns(xf, dst, n, oy, ox0, ox1, x.shape, k_h, k_w, stride_h,
+                              stride_w, pad_top, pad_left, low, high)
 
 
 @kernel(parallel=True)

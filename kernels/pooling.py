@@ -127,8 +127,9 @@ def max_pool_int8_rows(x, out, filter_h, filter_w, stride_h, stride_w, pad_top, 
                         ox_hi - ox_lo, chans, np.int8(act_min), np.int8(act_max))
         for part in range(0, 3, 2):  # the border parts, at one call site (a call with a
             ox0, ox1 = row_part(part, inside, ox_lo, ox_hi, out_w)  # literal 0 compiled twice)
-            _max_pool_pixels(x, out, b, oy, ox0, ox1, filter_h, filter_w, stride_w, iy0,
-                             pad_left, act_min, act_max)
+            if ox1 > ox0:  # (a kernel's array arguments cost reference counts, even idle)
+                _max_pool_pixels(x, out, b, oy, ox0, ox1, filter_h, filter_w, stride_w, iy0,
+                                 pad_left, act_min, act_max)
 
 
 @kernel(parallel=True)
