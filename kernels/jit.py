@@ -147,6 +147,25 @@ if not KEEP_ENV and not os.environ.get("NUMBA_CACHE_DIR"):  # a user's own setti
     numba.config.CACHE_DIR = _CHANGES["numba.config.CACHE_DIR"] = _cache_dir()
 
 
+
+def _start_thread_pool() -> None:
+    """Start Numba's thread pool now, before any kernel is loaded from the disk cache.
+
+    A parallel kernel's machine code calls the pool's functions (`numba_parallel_for`, ...),
+    which LLVM resolves when the code is loaded; starting the pool declares them. Numba
+    starts it before loading a cached parallel kernel, but a kernel compiled while a parallel
+    kernel it calls came from the cache is cached without that step (Numba 0.68), so a later
+    process loading it before any other parallel kernel called address 0: every
+    dynamic-range model crashed so after a cold start whose compile helper had cached the
+    image quantizer first (tests/test_package.py). ~18 ms, which a run spends anyway at its
+    first parallel kernel."""
+    from numba.np.ufunc import parallel
+
+    parallel._launch_threads()
+
+
+_start_thread_pool()
+
 MMAP_THRESHOLD, TRIM_THRESHOLD = 32 << 20, 256 << 20
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
 

@@ -193,3 +193,38 @@ for name, module in list(sys.modules.items()):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          check=True, cwd=REPO).stdout
     assert out == ""
+
+
+_CHAIN = """
+from qengine.kernels.jit import kernel, prange
+
+@kernel(parallel=True)
+def ramp(a):
+    for i in prange(a.size):
+        a[i] = i
+
+@kernel
+def ramp_sum(a):
+    ramp(a)
+    return a.sum()
+"""
+
+
+def test_a_kernel_compiled_against_a_cached_parallel_one_runs_in_a_new_process(tmp_path):
+    """Numba caches a kernel compiled while a parallel kernel it calls came from the disk
+    cache without the step that starts the thread pool and declares its functions (its
+    "reload_init"): a later process calling it before any other parallel kernel called
+    address 0. Every dynamic-range model crashed so after a cold start, whose compile helper
+    (runtime/precompile.py) had cached the parallel image quantizer first."""
+    (tmp_path / "chain.py").write_text(_CHAIN)
+    env = {**_environ_without_settings(), "QENGINE_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": str(tmp_path)}
+
+    def run(call):
+        return subprocess.run([sys.executable, "-c", f"import numpy as np, chain; {call}"],
+                              capture_output=True, text=True, env=env)
+
+    assert run("chain.ramp(np.zeros(64))").returncode == 0  # ramp alone, cached
+    for _ in range(2):  # compiled against the cached ramp, then loaded from the cache
+        result = run("print(chain.ramp_sum(np.zeros(64)))")
+        assert (result.returncode, result.stdout.split()) == (0, ["2016.0"]), result.stderr
