@@ -42,6 +42,7 @@ if not KEEP_ENV and not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(os.environ):
     os.environ["GOMP_SPINCOUNT"] = _CHANGES["GOMP_SPINCOUNT"] = OMP_SPINCOUNT
 
 import numba
+import numba.core.caching
 import numba.core.event
 import numba.extending
 import numba.np.linalg
@@ -269,16 +270,68 @@ def on_first_compile(say) -> None:
     numba.core.event.register("numba:compile", _FirstCompile(say))
 
 
+class _SharedCacheFile(numba.core.caching.IndexDataCacheFile):
+    """A kernel's disk-cache index, safe when several processes compile into one cache (the
+    compile helpers of runtime/precompile.py, two `qengine run`s at once).
+
+    Numba names a new entry's data file by the first number its copy of the index leaves
+    free, then writes that copy back: two processes saving two signatures of one kernel at
+    once take the same number, entries are lost, and the index can name one signature's
+    machine code for the other's. Here an entry's file is named by a digest of its key and
+    written first; the index is then re-read, extended and written under a lock."""
+
+    def save(self, key, data):
+        digest = hashlib.sha256(self._dump(key)).hexdigest()[:20]
+        name = self._data_name_pattern.replace("{number:d}", digest)
+        self._save_data(name, data)
+        with _locked(self._index_path + ".lock"):
+            overloads = self._load_index()
+            if overloads.get(key) != name:
+                overloads[key] = name
+                self._save_index(overloads)
+
+
+class _locked:  # (lower case: a `with` block)
+    """An exclusive lock on a file, held for the block (none where fcntl is missing)."""
+
+    def __init__(self, path: str):
+        self.path, self.file = path, None
+
+    def __enter__(self):
+        try:
+            import fcntl
+
+            self.file = open(self.path, "a")
+            fcntl.flock(self.file, fcntl.LOCK_EX)
+        except (ImportError, OSError):
+            self.__exit__()
+
+    def __exit__(self, *error):
+        if self.file is not None:
+            self.file.close()  # closing releases the lock
+            self.file = None
+
+
+def _cached(options):
+    """numba.njit(cache=True, **options), its disk-cache index a `_SharedCacheFile`."""
+    def decorate(fn):
+        dispatcher = numba.njit(cache=True, **options)(fn)
+        cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
+        if type(cache_file) is numba.core.caching.IndexDataCacheFile:  # else Numba changed
+            cache_file.__class__ = _SharedCacheFile
+        return dispatcher
+    return decorate
+
+
 def kernel(fn=None, *, parallel=False):
     """Decorator for exact (integer or order-defined float) kernels."""
-    decorate = numba.njit(cache=True, nogil=True, parallel=parallel, error_model="numpy")
+    decorate = _cached(dict(nogil=True, parallel=parallel, error_model="numpy"))
     return decorate if fn is None else decorate(fn)
 
 
 def float_kernel(fn=None, *, parallel=False):
     """Decorator for float kernels whose result need not be bit-reproducible."""
-    decorate = numba.njit(cache=True, nogil=True, parallel=parallel, fastmath=True,
-                          error_model="numpy")
+    decorate = _cached(dict(nogil=True, parallel=parallel, fastmath=True, error_model="numpy"))
     return decorate if fn is None else decorate(fn)
 
 
