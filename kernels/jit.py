@@ -325,13 +325,14 @@ def _cached(options):
 
 def kernel(fn=None, *, parallel=False):
     """Decorator for exact (integer or order-defined float) kernels."""
-    decorate = _cached(dict(nogil=True, parallel=parallel, error_model="numpy"))
+    decorate = _cached({"nogil": True, "parallel": parallel, "error_model": "numpy"})
     return decorate if fn is None else decorate(fn)
 
 
 def float_kernel(fn=None, *, parallel=False):
     """Decorator for float kernels whose result need not be bit-reproducible."""
-    decorate = _cached(dict(nogil=True, parallel=parallel, fastmath=True, error_model="numpy"))
+    decorate = _cached({"nogil": True, "parallel": parallel, "fastmath": True,
+                        "error_model": "numpy"})
     return decorate if fn is None else decorate(fn)
 
 

@@ -25,7 +25,7 @@ def test_llvm_numpy_and_the_kernels_see_no_avx512_and_no_vnni():
     """On an AVX-512/VNNI host this is the switch to the AVX2 code; on an AVX2 host the
     same lines hold without it."""
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "avx2_only.py"),
-                             "--check"], capture_output=True, text=True, timeout=300)
+                             "--check"], capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "LLVM avx512f: False  avx2: True"
@@ -35,5 +35,5 @@ def test_llvm_numpy_and_the_kernels_see_no_avx512_and_no_vnni():
 
 def test_no_command_is_a_usage_error():
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "avx2_only.py")],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2 and "avx2_only.py" in result.stdout

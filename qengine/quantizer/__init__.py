@@ -176,11 +176,12 @@ def _full_integer(model, calibration, options, quiet, factory=None, statistics=N
     from ..calibrate import calibrate
     from .control_flow import quantizes_bodies
     from .int8 import quantize_int8
-    from .passes import fold_constant_weights
+    from .passes import fold_constant_weights, fuse_activations
     from .variables import check_subgraphs, float_subgraph_ops
 
     if statistics is not None:
         fold_constant_weights(model)
+        fuse_activations(model, options.keep_float)
         options = _float_bodies_if_unreached(model, statistics, options, quiet)
         options.hessians = _recipe_hessians(model, calibration, options.recipe)
         return quantize_int8(model, statistics, options)
@@ -190,6 +191,7 @@ def _full_integer(model, calibration, options, quiet, factory=None, statistics=N
                                 "--calibration DATA")
     check_subgraphs(model)  # refuse what cannot be quantized before calibrating
     fold_constant_weights(model)
+    fuse_activations(model, options.keep_float)
     if not quiet:
         _warn_unmatched(model, options.recipe)
         kept = 0 if quantizes_bodies(model, options.keep_float) else float_subgraph_ops(model)

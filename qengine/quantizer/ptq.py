@@ -237,7 +237,7 @@ def walk_layers(float_model: Model, quant_model: Model, data, visit: Callable[[L
     """
     fwalk = _Walk(float_model, _data_batches(float_model, data, batch_size))
     qwalk = _Walk(quant_model, _data_batches(quant_model, data, batch_size, quantize=True))
-    by_name = {op.outputs[0].name: i for i, op in enumerate(float_model.main.operators)}
+    by_name = _layers_by_output(float_model.main)
     for index, op in enumerate(quant_model.main.operators):
         if op.type in types and op.inputs[1].dtype == "int8":
             # a graph output behind a DEQUANTIZE (float interface) keeps its name on the float
@@ -249,6 +249,20 @@ def walk_layers(float_model: Model, quant_model: Model, data, visit: Callable[[L
                 visit(_layer(fwalk, float_index, op, qwalk))
                 qwalk.reload()
         qwalk.step()
+
+
+def _layers_by_output(graph) -> dict[str, int]:
+    """Output name -> index of the float op writing it; a standalone activation's output also
+    names the layer before it, which the quantizer folds it into (passes.fuse_activations)."""
+    from ..runtime.fusion import ACTIVATIONS
+
+    by_name = {op.outputs[0].name: i for i, op in enumerate(graph.operators)}
+    for op in graph.operators:
+        if op.type in ACTIVATIONS and op.inputs and op.inputs[0] is not None:
+            source = by_name.get(op.inputs[0].name)
+            if source is not None and graph.operators[source].type in LAYERS:
+                by_name[op.outputs[0].name] = source
+    return by_name
 
 
 def _layer(fwalk: _Walk, float_index: int, quant_op: Operator, qwalk: _Walk) -> Layer:
