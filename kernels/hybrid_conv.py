@@ -646,7 +646,9 @@ def _quantize_for_dw(image, q, table, sum_w, filter_scales, order, image_table, 
     """Quantize one image into q (int8; in `parts` parts at once) and fill its epilogue table:
     scale[c] = s_w[c] * sf, corr[c] = int32(zp * Σw[c]) (`_fill_image_table`, lanes in
     `order`); returns zp."""
-    sf, zp = _quantize_image(image, q, False, 0, parts)
+    # (asymmetric and shift 0 as values, not constants: the same compiled quantizer as the
+    # conv tiles' when theirs are int8, where constants would compile a second copy of it)
+    sf, zp = _quantize_image(image, q, np.bool_(False), _shift_of(q), parts)
     scales = np.empty(filter_scales.shape[0], np.float32)
     for c in range(scales.shape[0]):
         scales[c] = filter_scales[c] * sf
