@@ -21,7 +21,8 @@ from qengine.ops.elementwise_int import mbqm
 OPTIONS = {"ADD": "AddOptions", "SUB": "SubOptions", "MUL": "MulOptions"}
 COMPARISONS = ["EQUAL", "NOT_EQUAL", "LESS", "LESS_EQUAL", "GREATER", "GREATER_EQUAL"]
 SHAPE_PAIRS = [((7,), (7,)), ((2, 3), (3,)), ((4, 1, 5), (1, 3, 1)), ((1,), (2, 3, 4)),
-               ((2, 3, 4, 5), (2, 1, 4, 1)), ((1, 2, 3, 2, 4), (2, 1, 1, 4))]
+               ((2, 3, 4, 5), (2, 1, 4, 1)), ((1, 2, 3, 2, 4), (2, 1, 1, 4)),
+               ((2, 3, 40), (1, 1, 1)), ((6, 50), (1,))]  # (the last two: one value of b)
 RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
 
 
