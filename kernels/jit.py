@@ -148,7 +148,6 @@ if not KEEP_ENV and not os.environ.get("NUMBA_CACHE_DIR"):  # a user's own setti
     numba.config.CACHE_DIR = _CHANGES["numba.config.CACHE_DIR"] = _cache_dir()
 
 
-
 def _start_thread_pool() -> None:
     """Start Numba's thread pool now, before any kernel is loaded from the disk cache.
 
@@ -166,6 +165,7 @@ def _start_thread_pool() -> None:
 
 
 _start_thread_pool()
+
 
 MMAP_THRESHOLD, TRIM_THRESHOLD = 32 << 20, 256 << 20
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)

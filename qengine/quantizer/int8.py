@@ -18,6 +18,7 @@ ops are inserted lazily, only where a consumer needs the other representation.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from fnmatch import fnmatchcase
 
 import numpy as np
 
@@ -264,16 +265,11 @@ class _Pass:
             variables.quantize_init_values(self.model, self.variables, self.act)
 
     def _quantizable(self, op: Operator) -> Rule | None:
-        from fnmatch import fnmatchcase
-
         rule = self.int8_rules.get(op.type)
         if op.type in lstm.OPS and self.act == "int8" and lstm.supported(op):
             rule = LSTM_RULE
         scheme = self.scheme[id(op)]
-        # keep_float entries: op types or output tensor names, exact or fnmatch patterns
-        if rule is None or scheme is None or any(
-                name == keep or fnmatchcase(name, keep)
-                for name in op_names(op) for keep in self.options.keep_float):
+        if rule is None or scheme is None or kept_float(op, self.options.keep_float):
             return None
         floats = [t for t in op.inputs + op.outputs if t is not None and t.dtype == "float32"]
         if not floats:
@@ -694,6 +690,13 @@ def _same_params(q: Quantization | None, target: Quantization) -> bool:
 def op_names(op: Operator) -> list[str]:
     """What recipes and keep_float patterns match: the op type and its output-tensor names."""
     return [op.type] + [t.name for t in op.outputs if t is not None]
+
+
+def kept_float(op: Operator, keep_float) -> bool:
+    """Whether `keep_float` (op types or output tensor names, exact or fnmatch patterns)
+    names the op."""
+    return any(name == keep or fnmatchcase(name, keep)
+               for name in op_names(op) for keep in keep_float)
 
 
 def _has_float(op: Operator) -> bool:
