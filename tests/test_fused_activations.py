@@ -95,3 +95,15 @@ def test_tflites_xnnpack_takes_the_whole_int8_graph_and_agrees_with_qengine():
     got = qengine.Interpreter(quantized).run([x])
     for name, value in want.items():
         np.testing.assert_array_equal(got[name], value)
+
+
+@pytest.mark.tf
+def test_a_folded_16x8_model_agrees_with_tflites_reference_kernels():
+    from tflite_ref import run_tflite
+
+    quantized = qengine.quantize(_net(), "int16x8", _calibration(), quiet=True)
+    x = np.random.default_rng(11).integers(-32768, 32768, SHAPE).astype(np.int16)
+    want = run_tflite(quantized.to_bytes(), [x])
+    got = qengine.Interpreter(quantized).run([x])
+    for name, value in want.items():
+        np.testing.assert_array_equal(got[name], value)
