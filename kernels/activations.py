@@ -81,16 +81,16 @@ def _lut_int8(s_in, zp_in, s_out, zp_out, transform) -> np.ndarray:
     """
     s_in, s_out = np.float32(s_in), np.float32(s_out)
     inverse_scale = np.float32(np.float32(1.0) / s_out)
-    table = np.empty(256, dtype=np.int8)
-    for v in range(-128, 128):
-        dequantized = np.float32(s_in * np.float32(v - int(zp_in)))
-        with np.errstate(over="ignore"):  # float32 overflow to inf is part of the C++ result
-            rescaled = float(np.float32(transform(dequantized) * inverse_scale))
-        rounded = rescaled if math.isinf(rescaled) else math.copysign(
-            math.floor(abs(rescaled) + 0.5), rescaled)  # roundf
-        quantized = _float_to_int32(np.float32(np.float32(rounded) + np.float32(int(zp_out))))
-        table[v + 128] = min(max(quantized, -128), 127)
-    return table
+    # float32 arrays hold the same IEEE products and sums as the C++ scalars; only `transform`
+    # runs per value (a table took 1.3 ms value by value, BirdNET builds 58)
+    with np.errstate(over="ignore"):  # float32 overflow to inf is part of the C++ result
+        dequantized = s_in * (np.arange(-128, 128) - int(zp_in)).astype(np.float32)
+        values = np.array([transform(d) for d in dequantized], np.float32)
+        rescaled = (values * inverse_scale).astype(np.float64)
+    rounded = np.where(np.isinf(rescaled), rescaled,
+                       np.copysign(np.floor(np.abs(rescaled) + 0.5), rescaled))  # roundf
+    sums = rounded.astype(np.float32) + np.float32(int(zp_out))
+    return np.array([min(max(_float_to_int32(v), -128), 127) for v in sums], np.int8)
 
 
 lut_int8 = _lut_int8  # the public name, for ops whose transform lives elsewhere
