@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -217,8 +218,9 @@ def test_a_kernel_compiled_against_a_cached_parallel_one_runs_in_a_new_process(t
     address 0. Every dynamic-range model crashed so after a cold start, whose compile helper
     (runtime/precompile.py) had cached the parallel image quantizer first."""
     (tmp_path / "chain.py").write_text(_CHAIN)
-    env = {**_environ_without_settings(), "QENGINE_CACHE_DIR": str(tmp_path / "cache"),
-           "PYTHONPATH": str(tmp_path)}
+    env = _environ_without_settings()
+    env.update(QENGINE_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=os.pathsep.join(
+        filter(None, [str(tmp_path), env.get("PYTHONPATH")])))
 
     def run(call):
         return subprocess.run([sys.executable, "-c", f"import numpy as np, chain; {call}"],
@@ -241,8 +243,8 @@ for i in range(int(sys.argv[3])):
 
 def test_processes_saving_one_kernels_signatures_at_once_neither_lose_nor_cross_them(tmp_path):
     """Two processes save 150 signatures each of one kernel into one cache at the same time.
-    Numba's own index lost 73-137 of the 300 and gave 1-8 another signature's code, in three
-    tries of this test with it (jit._SharedCacheFile)."""
+    Numba's own index (what jit._SharedCacheFile replaces) lost 73-137 of the 300 and gave
+    1-8 another signature's code in three tries of the same two processes."""
     import numba.core.caching
 
     saves = 150
