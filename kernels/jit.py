@@ -158,7 +158,8 @@ def _start_thread_pool() -> None:
     process loading it before any other parallel kernel called address 0: every
     dynamic-range model crashed so after a cold start whose compile helper had cached the
     image quantizer first (tests/test_package.py). ~18 ms, which a run spends anyway at its
-    first parallel kernel."""
+    first parallel kernel. The pool's layer and size are fixed from here on: set
+    NUMBA_THREADING_LAYER or NUMBA_NUM_THREADS before importing qengine's kernels."""
     from numba.np.ufunc import parallel
 
     parallel._launch_threads()
