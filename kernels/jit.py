@@ -155,8 +155,8 @@ def _start_thread_pool() -> None:
     which LLVM resolves when the code is loaded; starting the pool declares them. Numba
     starts it before loading a cached parallel kernel, but a kernel compiled while a parallel
     kernel it calls came from the cache is cached without that step (Numba 0.68), so a later
-    process loading it before any other parallel kernel called address 0: every
-    dynamic-range model crashed so after a cold start whose compile helper had cached the
+    process loading it before any other parallel kernel called address 0: the dynamic-range
+    models (five tried) crashed so after a cold start whose compile helper had cached the
     image quantizer first (tests/test_package.py). ~18 ms, which a run spends anyway at its
     first parallel kernel. The pool's layer and size are fixed from here on: set
     NUMBA_THREADING_LAYER or NUMBA_NUM_THREADS before importing qengine's kernels."""

@@ -215,8 +215,8 @@ def test_a_kernel_compiled_against_a_cached_parallel_one_runs_in_a_new_process(t
     """Numba caches a kernel compiled while a parallel kernel it calls came from the disk
     cache without the step that starts the thread pool and declares its functions (its
     "reload_init"): a later process calling it before any other parallel kernel called
-    address 0. Every dynamic-range model crashed so after a cold start, whose compile helper
-    (runtime/precompile.py) had cached the parallel image quantizer first."""
+    address 0. The dynamic-range models (five tried) crashed so after a cold start, whose
+    compile helper (runtime/precompile.py) had cached the parallel image quantizer first."""
     (tmp_path / "chain.py").write_text(_CHAIN)
     env = _environ_without_settings()
     env.update(QENGINE_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=os.pathsep.join(
