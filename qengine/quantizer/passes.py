@@ -45,42 +45,18 @@ def fold_constant_weights(model: Model) -> None:
 
 def fuse_activations(model: Model, keep_float=frozenset()) -> int:
     """Fold each RELU, RELU6 or RELU_N1_TO_1 into the op writing its input, as TensorFlow's
-    converter does, when that op can clamp its own output (runtime.fusion's
-    ACTIVATION_PRODUCERS, with no activation yet) and nothing else reads the value; returns
-    how many were folded. Before calibration: the float graph computes the same values.
+    converter does, by the interpreter's own rule (`runtime.fusion.fold_activations`): the
+    op can clamp its own output and nothing else reads the value. Returns how many were
+    folded. Before calibration: the float graph computes the same values.
 
     Quantized, the folded op requantizes once instead of twice, and the graph stays whole for
     TFLite's XNNPACK delegate, which left each standalone int8 RELU of qengine's files to the
     builtin kernels: 17 RELUs split int8 face_detection_short_range into 18 delegated parts,
-    5.5 ms a run in TFLite's default interpreter, 1.25 ms folded. Ops named in keep_float (types, output names or patterns,
-    as `quantize(keep_float=...)` matches them) are left apart."""
-    import copy
-    import dataclasses
-
-    from ..runtime.fusion import ACTIVATION_PRODUCERS, ACTIVATIONS
+    5.5 ms a run in TFLite's default interpreter, 1.25 ms folded. Ops named in keep_float
+    (types, output names or patterns, as `quantize(keep_float=...)` matches them) are left
+    apart."""
+    from ..runtime.fusion import fold_activations
     from .int8 import kept_float
 
-    folded = 0
-    for graph in model.subgraphs:
-        producers, consumers = graph.producers(), graph.consumers()
-        outputs = {id(t) for t in graph.outputs}
-        replaced, dropped = {}, set()
-        for act in graph.operators:
-            x = act.inputs[0] if act.type in ACTIVATIONS and len(act.inputs) == 1 else None
-            producer = producers.get(id(x)) if x is not None else None
-            if producer is None or len(act.outputs) != 1 or id(x) in outputs \
-                    or len(consumers.get(id(x), [])) != 1 or id(producer) in replaced \
-                    or producer.type not in ACTIVATION_PRODUCERS or len(producer.outputs) != 1 \
-                    or getattr(producer.options, "fusedActivationFunction", None) != 0 \
-                    or kept_float(act, keep_float) or kept_float(producer, keep_float):
-                continue
-            options = copy.copy(producer.options)
-            options.fusedActivationFunction = ACTIVATIONS[act.type]
-            replaced[id(producer)] = dataclasses.replace(producer, options=options,
-                                                         outputs=list(act.outputs))
-            dropped.add(id(act))
-            folded += 1
-        graph.operators = [replaced.get(id(op), op) for op in graph.operators
-                           if id(op) not in dropped]
-        graph.prune()
-    return folded
+    return sum(fold_activations(graph, lambda op: kept_float(op, keep_float))
+               for graph in model.subgraphs)

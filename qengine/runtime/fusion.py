@@ -88,6 +88,22 @@ def fuse(subgraph: Subgraph) -> tuple[Subgraph, list[int]]:
     return fused, kept
 
 
+def fold_activations(subgraph: Subgraph, keep=None) -> int:
+    """The **Activation** rewrite alone, on the subgraph itself (the full-integer quantizer's
+    pass, `quantizer.passes.fuse_activations`, which writes it into the model): returns how
+    many activations were folded. `keep(op)` true for the activation or its producer leaves
+    the pair apart."""
+    ops = list(subgraph.operators)
+    uses = _uses(subgraph)
+    dropped: set[int] = set()
+    for index, op in enumerate(ops):
+        if op.type in ACTIVATIONS:
+            _fuse_activation(ops, index, uses, subgraph, dropped, keep)
+    subgraph.operators = [op for i, op in enumerate(ops) if i not in dropped]
+    subgraph.prune()
+    return len(dropped)
+
+
 def _uses(subgraph: Subgraph) -> dict[int, list[tuple[int, int]]]:
     """id(tensor) -> [(op index, input position)] of every op input reading it."""
     uses: dict[int, list[tuple[int, int]]] = {}
@@ -114,7 +130,7 @@ def _producer(ops, t) -> int | None:
     return None
 
 
-def _fuse_activation(ops, index, uses, subgraph, dropped) -> None:
+def _fuse_activation(ops, index, uses, subgraph, dropped, keep=None) -> None:
     act = ops[index]
     x = act.inputs[0] if act.inputs else None
     if x is None or x.dtype != "float32" or len(act.outputs) != 1:
@@ -123,6 +139,8 @@ def _fuse_activation(ops, index, uses, subgraph, dropped) -> None:
     if source is None or source in dropped or _only_use(x, uses, subgraph) != (index, 0):
         return
     producer = ops[source]
+    if keep is not None and (keep(act) or keep(producer)):
+        return
     epilogue = producer.fused_epilogue
     if epilogue is not None:  # the clamp of a folded ADD, if nothing comes after it
         if epilogue.prelu or epilogue.residual_activation != 0:
