@@ -1,9 +1,12 @@
-"""Float32 kernels of ops whose NumPy form makes several passes over memory: PRELU,
-MAX_POOL_2D, RESIZE_BILINEAR, the fused-activation ADD/SUB/MUL/DIV and the ordered sums of SUM
-and MEAN. Each computes exactly
+"""Float32 kernels of ops whose NumPy form makes several passes over memory or costs
+microseconds of calls on a small tensor: PRELU, GELU, MAX_POOL_2D, RESIZE_BILINEAR, the
+fused-activation ADD/SUB/MUL/DIV (repeating or broadcasting) and the ordered sums of SUM and
+MEAN. Each computes exactly
 what its NumPy twin in qengine/ops computes (no fastmath: one operation per value in float32,
 so the results are bit-identical), in one pass.
 """
+
+import math
 
 import numpy as np
 
@@ -12,6 +15,45 @@ from .float_conv import activation_f32
 from .float_gemm import VEC, row_part
 from .jit import inline_kernel, kernel, prange
 from .pooling import LOWEST_F32, interior_columns, pool_fits, pool_run_f32, tap_offsets
+
+
+# gelu.h: static_cast<float>(-M_SQRT1_2)
+_MINUS_SQRT_HALF = np.float32(-0.7071067811865476)
+
+
+@kernel
+def gelu_erf_f32(x):
+    """x [n] float32 -> 0.5 * x * erfc(-x / sqrt(2)) (TFLite's GeluTransform, the erfc form),
+    float32 left to right, erfc evaluated in double from the float32 argument and rounded."""
+    out = np.empty(x.shape[0], dtype=np.float32)
+    for i in range(x.shape[0]):
+        v = x[i]
+        tail = np.float32(math.erfc(np.float64(v * _MINUS_SQRT_HALF)))
+        out[i] = np.float32(0.5) * v * tail
+    return out
+
+
+@kernel
+def softmax_f32(x, beta):
+    """x [rows, depth] float32 -> softmax of each row as TFLite's reference kernel computes it:
+    m = the row's max (std::max from the lowest float: NaNs are passed over), e = expf((x - m)
+    * beta) (the C library's expf, through LLVM), sum = 0 + e0 + e1 + ... in order, out = e /
+    sum."""
+    rows, depth = x.shape
+    out = np.empty((rows, depth), dtype=np.float32)
+    for r in range(rows):
+        row, dst = x[r], out[r]
+        top = np.float32(LOWEST_F32)
+        for c in range(depth):
+            top = row[c] if top < row[c] else top
+        total = np.float32(0.0)
+        for c in range(depth):
+            e = np.float32(math.exp(np.float32((row[c] - top) * beta)))
+            dst[c] = e
+            total += e
+        for c in range(depth):
+            dst[c] = dst[c] / total
+    return out
 
 
 @kernel
@@ -253,6 +295,35 @@ def _repeated(y, count):
     return out
 
 
+@kernel
+def binary_broadcast_f32(op, x, y, low, high, out):
+    """out = clamp(x op y) for x, y, out 4-D float32 (C-contiguous) where each axis of x and y
+    has out's size or 1 (NumPy broadcasting, the size-1 axes read at index 0): the shapes
+    `binary_f32` does not cover, such as [1, 16, 1] * [1, 1, 32]."""
+    n0, n1, n2, n3 = out.shape
+    for k in range(4):
+        if x.shape[k] not in (1, out.shape[k]) or y.shape[k] not in (1, out.shape[k]) or \
+                (x.shape[k] == 1 and y.shape[k] == 1 and out.shape[k] != 1):
+            raise ValueError("binary_broadcast_f32: shapes do not broadcast to out's")
+    for a in range(n0):
+        xa, ya = min(a, x.shape[0] - 1), min(a, y.shape[0] - 1)
+        for b in range(n1):
+            xb, yb = min(b, x.shape[1] - 1), min(b, y.shape[1] - 1)
+            for c in range(n2):
+                xr = x[xa, xb, min(c, x.shape[2] - 1)]
+                yr = y[ya, yb, min(c, y.shape[2] - 1)]
+                dst = out[a, b, c]
+                if xr.shape[0] == n3 and yr.shape[0] == n3:
+                    for d in range(n3):
+                        dst[d] = activation_f32(_combine(op, xr[d], yr[d]), low, high)
+                elif xr.shape[0] == n3:
+                    for d in range(n3):
+                        dst[d] = activation_f32(_combine(op, xr[d], yr[0]), low, high)
+                else:
+                    for d in range(n3):
+                        dst[d] = activation_f32(_combine(op, xr[0], yr[d]), low, high)
+
+
 def binary_f32(op, x, y, y_first, low, high, threads: int = 1):
     """out[i] = clamp(x[i] op y[i % m]) for x [n], y [m] float32 (n a multiple of m: y
     repeats along x, e.g. a per-channel bias or a scalar), or clamp(y[i % m] op x[i]) when
@@ -272,15 +343,24 @@ def binary_f32(op, x, y, y_first, low, high, threads: int = 1):
 
 
 @kernel
-def sum_rows_in_order_f32(x, out):
-    """out[m] = ((0 + x[0, m]) + x[1, m]) + ... + x[R - 1, m] in float32, x [R, M] float32
-    (C-contiguous), out [M]: TFLite's reference SUM/MEAN order when the rows are the reduced
-    positions in row-major order (each add rounds; -0.0 + -0.0 from 0 gives +0.0). The loop
-    over m is inside, so the adds vectorize across outputs and keep their order."""
-    if x.shape[1] != out.shape[0]:
-        raise ValueError("sum_rows_in_order_f32: x and out do not fit")
-    for m in range(out.shape[0]):
-        out[m] = np.float32(0.0)
-    for r in range(x.shape[0]):
-        for m in range(out.shape[0]):
-            out[m] += x[r, m]
+def sum_in_order_f32(x, out, mean):
+    """out[o, i] = ((0 + x[o, 0, i]) + x[o, 1, i]) + ... + x[o, R - 1, i] in float32, divided
+    by float(R) when `mean`; x [O, R, I] float32 (C-contiguous), out [O, I]. This is TFLite's
+    reference SUM/MEAN (ReduceSumImpl, then sum / count for MEAN) when R runs over the reduced
+    positions in row-major order: each add rounds, and -0.0 + -0.0 from 0 gives +0.0. The loop
+    over i is innermost, so the adds vectorize across outputs and keep their order."""
+    outer, count, inner = x.shape
+    if out.shape[0] != outer or out.shape[1] != inner:
+        raise ValueError("sum_in_order_f32: x and out do not fit")
+    for o in range(outer):
+        sums = out[o]
+        for i in range(inner):
+            sums[i] = np.float32(0.0)
+        for r in range(count):
+            row = x[o, r]
+            for i in range(inner):
+                sums[i] += row[i]
+        if mean:
+            divisor = np.float32(count)
+            for i in range(inner):
+                sums[i] = sums[i] / divisor

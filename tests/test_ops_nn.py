@@ -108,6 +108,29 @@ def test_softmax(shape, beta):
 
 
 @pytest.mark.tf
+@pytest.mark.parametrize("shape", [(3, 5), (2, 3, 40), (4, 1000), (1, 2, 16, 16)])
+@pytest.mark.parametrize("beta", [1.0, 2.7])
+def test_softmax_is_bit_exact(shape, beta):
+    """Float SOFTMAX reproduces TFLite's reference kernel bit for bit (its max, the C
+    library's expf, the sum in order, one division), with -inf, NaN and huge values mixed in."""
+    from op_harness import In, model_bytes
+    from op_harness import single_op as one_op
+    from tflite_ref import run_tflite
+
+    x = normal(rng("softmax-exact", shape, beta), shape, 5.0)
+    flat = x.reshape(-1)
+    flat[::13], flat[5::97], flat[7::29] = -np.inf, np.nan, 80.0
+    model, feeds = one_op("SOFTMAX", [In(x)], options("SoftmaxOptions", beta=beta))
+    want = run_tflite(model_bytes(model), {"x0": x}, "ref")
+    got = qengine.Interpreter(model_bytes(model)).run({"x0": x})
+    for name, value in want.items():
+        finite = ~np.isnan(value)
+        np.testing.assert_array_equal(np.isnan(got[name]), ~finite)
+        np.testing.assert_array_equal(got[name][finite].view(np.int32),
+                                      value[finite].view(np.int32))
+
+
+@pytest.mark.tf
 def test_softmax_without_options_has_beta_0():
     x = normal(rng("softmax-default"), (3, 4))
     check_against_tflite(single_op("SOFTMAX", [("input", x.shape)]), [x])

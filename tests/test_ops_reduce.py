@@ -105,10 +105,10 @@ def test_bad_models_raise(op, x, axes):
                                         ((20, 3, 5), [0, 2]), ((5, 1, 300), [2, 0])])
 @pytest.mark.parametrize("specials", [True, False])
 def test_float_sums_are_exact(op, shape, axes, specials):
-    """A float SUM or MEAN adds each output's values in TFLite's order, from 0.0, as NumPy
-    adds per reduced position (up to 16 values) or a compiled loop over the rows of the
-    reduced axes moved first (more): bit for bit, where -0.0 + -0.0 gives +0.0 and an inf or
-    NaN propagates as in C. Without the specials (which leave few outputs finite when many
+    """A float SUM or MEAN adds each output's values in TFLite's order, from 0.0, in one
+    compiled loop over the input seen as [outer, reduced, inner] (reduced axes side by side,
+    also across kept axes of size 1) or with the reduced axes moved first (the others): bit
+    for bit, where -0.0 + -0.0 gives +0.0 and an inf or NaN propagates as in C. Without the specials (which leave few outputs finite when many
     values are summed), magnitudes over eight decades, where any other order rounds apart."""
     from op_harness import model_bytes
     from tflite_ref import run_tflite

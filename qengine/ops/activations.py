@@ -117,7 +117,6 @@ def hard_swish(ctx: OpContext) -> Prepared:
 
 
 SQRT_2_OVER_PI = np.float32(math.sqrt(2 / math.pi))
-_erfc = np.frompyfunc(math.erfc, 1, 1)
 
 
 def _gelu_tanh(x):
@@ -127,10 +126,11 @@ def _gelu_tanh(x):
 
 
 def _gelu_erf(x):
-    # 0.5 * x * erfc(-x / sqrt(2)): TFLite's cancellation-free form of 0.5 * x * (1 + erf(...));
-    # erfc is evaluated in double (NumPy has none) and rounded to float32
-    scaled = (x * np.float32(-math.sqrt(0.5))).astype(np.float64)
-    return np.float32(0.5) * x * _erfc(scaled).astype(np.float32)
+    # 0.5 * x * erfc(-x / sqrt(2)): TFLite's cancellation-free form of 0.5 * x * (1 + erf(...))
+    from qengine.kernels.float_ops import gelu_erf_f32  # (Numba: only when needed)
+
+    x = np.ascontiguousarray(x, np.float32)
+    return gelu_erf_f32(x.reshape(-1)).reshape(x.shape)
 
 
 @op("GELU",

@@ -134,9 +134,10 @@ def _unary(ctx: OpContext, compute, dtypes, *, out_dtype: str | None = None,
 
 
 def _one_pass_f32(ctx: OpContext, float_op: str, a_shape, b_shape, shape, fused: bool):
-    """run(x, y) through `float_ops.binary_f32` when one operand has the output's shape and
-    the other repeats along its last axes (same shape, per-channel, scalar); else None. An op
-    without a fused activation (`fused` False: MAXIMUM, MINIMUM) gets no clamp at all."""
+    """run(x, y) in one compiled pass: through `float_ops.binary_f32` when one operand has the
+    output's shape and the other repeats along its last axes (same shape, per-channel, scalar),
+    through `float_ops.binary_broadcast_f32` for other broadcasts of up to 4 axes; else None.
+    An op without a fused activation (`fused` False: MAXIMUM, MINIMUM) gets no clamp at all."""
     from qengine.kernels import float_ops
     from qengine.kernels.elementwise import trailing_period
 
@@ -154,6 +155,17 @@ def _one_pass_f32(ctx: OpContext, float_op: str, a_shape, b_shape, shape, fused:
         def run(x, y):
             return binary_f32(code, _flat_f32(y), _flat_f32(x), True, low, high,
                               threads).reshape(shape)
+    elif len(shape) <= 4:
+        broadcast, ones = float_ops.binary_broadcast_f32, (1,) * (4 - len(shape))
+        x4, y4 = ones + (1,) * (len(shape) - len(a_shape)) + tuple(a_shape), \
+            ones + (1,) * (len(shape) - len(b_shape)) + tuple(b_shape)
+        out4 = ones + shape
+
+        def run(x, y):
+            out = np.empty(out4, np.float32)
+            broadcast(code, np.ascontiguousarray(x, np.float32).reshape(x4),
+                      np.ascontiguousarray(y, np.float32).reshape(y4), low, high, out)
+            return out.reshape(shape)
     else:
         return None
     return run

@@ -299,7 +299,8 @@ def _smaller_than_one(ctx: OpContext, real: float) -> tuple[int, int]:
 def squared_difference(ctx: OpContext) -> Prepared:
     """squared_difference.cc (int8): both inputs are rescaled to twice the larger scale,
     shifted left by 7, subtracted and squared; the output rescale is twice_max^2 /
-    (2^14 * s_out). All ratios are taken in double from the float32 scales."""
+    (2^14 * s_out). All ratios are taken in double from the float32 scales. Run as a pair
+    table (`_pair_table`): ~74 us of NumPy int64 passes on 512 values before."""
     (s1, zp1), (s2, zp2), (s_out, zp_out), shape = _int8_binary(ctx)
     twice_max = 2.0 * max(s1, s2)
     m1, sh1 = _smaller_than_one(ctx, s1 / twice_max)
@@ -307,15 +308,14 @@ def squared_difference(ctx: OpContext) -> Prepared:
     m_out, sh_out = _smaller_than_one(
         ctx, twice_max * twice_max / ((1 << 2 * SQUARED_DIFFERENCE_LEFT_SHIFT) * s_out))
 
-    def run(x, y):
+    def squared(x, y):  # x, y: int8 arrays of one shape
         a = mbqm((x.astype(np.int64) - zp1) << SQUARED_DIFFERENCE_LEFT_SHIFT, m1, sh1)
         b = mbqm((y.astype(np.int64) - zp2) << SQUARED_DIFFERENCE_LEFT_SHIFT, m2, sh2)
-        diff = np.broadcast_to(a, shape) - np.broadcast_to(b, shape)
-        # |diff| <= 255 * 2^7, so diff^2 < 2^31: no int32 overflow
+        diff = a - b  # |diff| <= 255 * 2^7, so diff^2 < 2^31: no int32 overflow
         out = mbqm(diff * diff, m_out, sh_out) + zp_out
         return np.clip(out, -128, 127).astype(np.int8)
 
-    return Prepared(run, [ctx.output_spec(0, shape, "int8")])
+    return _pair_table(ctx, shape, squared)
 
 
 # -- MAXIMUM, MINIMUM: no requantization (TFLite assumes equal parameters) ----------------------

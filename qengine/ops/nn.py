@@ -153,11 +153,15 @@ def _last_axis_op(ctx: OpContext, kernel, max_rank: int | None = None):
     quantized=Quantized(FIXED, 2, int16=3, fixed=(1 / 256, -128), fixed16=(1 / 32768, 0)))
 def softmax(ctx: OpContext) -> Prepared:
     # TFLite reads beta only from the options; without them it stays 0 (a uniform output)
+    from qengine.kernels.float_ops import softmax_f32  # (Numba: only when needed)
+
     beta = np.float32(_option(ctx, "beta", 0.0))
 
-    def run(x):  # exp((x - max) * beta) / sum(exp((x - max) * beta))
-        e = np.exp((x - x.max(axis=-1, keepdims=True)) * beta)
-        return e / e.sum(axis=-1, keepdims=True)
+    def run(x):  # exp((x - max) * beta) / sum(exp((x - max) * beta)), per row
+        x = np.ascontiguousarray(x, np.float32)
+        if x.size == 0:
+            return x.copy()
+        return softmax_f32(x.reshape(-1, x.shape[-1]), beta).reshape(x.shape)
 
     return _last_axis_op(ctx, run)
 

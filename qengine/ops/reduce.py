@@ -3,7 +3,7 @@
 The axes come from a constant int32 input; negative axes count from the end, repeated ones
 count once, and an empty list reduces nothing (the op copies its input, as TFLite does).
 Float SUM and MEAN accumulate in float32 like TFLite's reference kernels, in their order, bit
-for bit (`_sum`). Integer SUM and PROD accumulate in the
+for bit (`_ordered_sum_f32`). Integer SUM and PROD accumulate in the
 input type and wrap on overflow, as TFLite's do. Quantized MEAN, SUM and PROD requantize and go
 to `reduce_int`; MAX and MIN only select, so they run on the raw integers when the output keeps
 the input's quantization (TFLite requires that) and go to `reduce_int` otherwise.
@@ -11,7 +11,6 @@ the input's quantization (TFLite requires that) and go to `reduce_int` otherwise
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
@@ -38,11 +37,13 @@ def _keep_dims(ctx: OpContext) -> bool:
     return bool(getattr(ctx.options, "keepDims", False)) if ctx.options is not None else False
 
 
-def _reduction(ctx: OpContext, reduce, dtypes, quantized: bool = False) -> Prepared:
+def _reduction(ctx: OpContext, reduce, dtypes, quantized: bool = False,
+               ordered_sum: str | None = None) -> Prepared:
     """Prepare `reduce(x, axes, keepdims) -> array` for the op's input and options.
 
     quantized: the op must requantize quantized inputs (MEAN, SUM, PROD); the selecting ones
     (MAX, MIN) need to only when the output's parameters differ from the input's.
+    ordered_sum ("sum" or "mean"): float32 inputs take `_ordered_sum_f32` instead of `reduce`.
     """
     ctx.expect_inputs(2)
     x = ctx.input(0)
@@ -53,11 +54,16 @@ def _reduction(ctx: OpContext, reduce, dtypes, quantized: bool = False) -> Prepa
     keep = _keep_dims(ctx)
     out_shape = tuple(1 if a in axes else d for a, d in enumerate(x.shape) if keep or a not in axes)
     dtype = np.dtype(x.dtype)
+    if not axes:
+        return Prepared(lambda x, _: x.copy(), [ctx.output_spec(0, out_shape, x.dtype)])
+    if ordered_sum is not None and dtype == np.float32:
+        total = _ordered_sum_f32(x.shape, axes, mean=ordered_sum == "mean")
 
-    def run(x, _):
-        if not axes:
-            return x.copy()
-        return np.asarray(reduce(x, axes, keep), dtype).reshape(out_shape)
+        def run(x, _):
+            return total(x).reshape(out_shape)
+    else:
+        def run(x, _):
+            return np.asarray(reduce(x, axes, keep), dtype).reshape(out_shape)
 
     return Prepared(run, [ctx.output_spec(0, out_shape, x.dtype)])
 
@@ -66,51 +72,40 @@ NUMBERS = ("float32", "int32", "int64")
 ORDERED = ("float32", "int32", "int64", "int8", "uint8", "int16")
 
 
-SMALL_REDUCTION = 16  # values per output up to which a sum runs as NumPy adds
+def _ordered_sum_f32(shape, axes, mean: bool):
+    """run(x) -> the float32 sum (mean: sum / count) of x [shape] over `axes`, as TFLite's
+    reference kernels add: from 0, each output's values in row-major order of the reduced axes
+    (bit for bit, where NumPy's own sum pairs values), by `float_ops.sum_in_order_f32` on x
+    seen as [outer, reduced, inner]. That view needs the reduced axes side by side (kept axes
+    of size 1 between them do not count); otherwise they are moved first, a transposed copy."""
+    from qengine.kernels.float_ops import sum_in_order_f32  # (Numba: only when needed)
 
+    first, last = axes[0], axes[-1]
+    side_by_side = all(shape[a] == 1 for a in range(first, last + 1) if a not in axes)
+    count = math.prod(shape[a] for a in axes)
+    if side_by_side:
+        order = None
+        outer, inner = math.prod(shape[:first]), math.prod(shape[last + 1:])
+    else:
+        order = list(axes) + [a for a in range(len(shape)) if a not in axes]
+        outer, inner = 1, math.prod(shape[a] for a in range(len(shape)) if a not in axes)
+    if count == 0:  # nothing to add: every output is 0 (a mean, 0 / 0)
+        return lambda x: np.full(outer * inner, np.float32(np.nan) if mean else 0, np.float32)
 
-def _sum(x, axes, keep, dtype):
-    """Σ over `axes` in `dtype`: float32 as TFLite's reference kernels add, from 0, each
-    output's values in row-major order of the reduced axes (bit for bit, where NumPy's own
-    sum pairs values); integers (whose order does not matter) by NumPy. Up to
-    SMALL_REDUCTION values per output, one vectorized NumPy pass per reduced position (~12
-    ns an output for NumPy's sum over a last axis of 2: Basic Pitch's 1 x 309 x 172 x 2 SUM
-    took 0.72 ms); more, the reduced axes moved first and summed row by row in one compiled
-    loop (`kernels.float_ops.sum_rows_in_order_f32`)."""
-    positions = [range(x.shape[a]) for a in axes]
-    count = math.prod(len(p) for p in positions)
-    if np.dtype(dtype) != np.float32:
-        return np.sum(x, axis=axes, keepdims=keep, dtype=dtype)
-    if count > SMALL_REDUCTION:
-        return _sum_in_order(x, axes, keep)
-    shape = tuple(1 if a in axes else d for a, d in enumerate(x.shape))
-    total = np.zeros(shape, dtype)
-    index = [slice(None)] * x.ndim
-    for position in itertools.product(*positions):
-        for a, p in zip(axes, position):
-            index[a] = slice(p, p + 1)
-        total += x[tuple(index)]
-    return total if keep else total.reshape([d for a, d in enumerate(x.shape) if a not in axes])
+    def run(x):
+        if order is not None:
+            x = np.transpose(x, order)
+        values = np.ascontiguousarray(x, np.float32).reshape(outer, count, inner)
+        out = np.empty((outer, inner), np.float32)
+        sum_in_order_f32(values, out, mean)
+        return out
 
-
-def _sum_in_order(x, axes, keep):
-    from qengine.kernels.float_ops import sum_rows_in_order_f32  # (Numba: only when needed)
-
-    kept = [a for a in range(x.ndim) if a not in axes]
-    rows = np.ascontiguousarray(np.transpose(x, list(axes) + kept), np.float32)
-    rows = rows.reshape(math.prod(x.shape[a] for a in axes), math.prod(x.shape[a] for a in kept))
-    out = np.empty(rows.shape[1], np.float32)
-    sum_rows_in_order_f32(rows, out)
-    shape = [1 if a in axes else d for a, d in enumerate(x.shape)] if keep else \
-        [x.shape[a] for a in kept]
-    return out.reshape(shape)
+    return run
 
 
 def _mean(x, axes, keep):
+    """Integer MEAN: an int64 sum divided with C's truncation toward zero."""
     count = math.prod(x.shape[a] for a in axes)  # (np.prod of a list: ~4 us a call)
-    if x.dtype.kind == "f":  # sum in float32, then divide by the element count
-        return _sum(x, axes, keep, np.float32) / np.float32(count)
-    # integers: an int64 sum divided with C's truncation toward zero
     total = np.sum(x, axis=axes, keepdims=keep, dtype=np.int64)
     return np.sign(total) * (np.abs(total) // max(count, 1))
 
@@ -118,14 +113,15 @@ def _mean(x, axes, keep):
 @op("MEAN",
     kernels=integer_kernels("reduce_int:mean"), quantized=Quantized(REQUANT, 2, int16=3))
 def mean(ctx: OpContext) -> Prepared:
-    return _reduction(ctx, _mean, NUMBERS, quantized=True)
+    return _reduction(ctx, _mean, NUMBERS, quantized=True, ordered_sum="mean")
 
 
 @op("SUM",
     kernels=integer_kernels("reduce_int:sum"), quantized=Quantized(REQUANT, 2))
 def sum_(ctx: OpContext) -> Prepared:
-    return _reduction(ctx, lambda x, axes, keep: _sum(x, axes, keep, x.dtype), NUMBERS,
-                      quantized=True)
+    return _reduction(ctx, lambda x, axes, keep: np.sum(x, axis=axes, keepdims=keep,
+                                                        dtype=x.dtype),
+                      NUMBERS, quantized=True, ordered_sum="sum")
 
 
 @op("REDUCE_PROD")
