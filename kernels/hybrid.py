@@ -539,6 +539,41 @@ def _nudged_zero_point(zp_real):
     return np.int32(_round_away_f64(zp_real))
 
 
+SMALL_FC_MACS = 1 << 18  # multiply-adds up to which a hybrid FC runs as one small kernel (it was
+# faster up to 2^20 at batch 1 on one thread; the packed GEMM splits between threads)
+
+
+@kernel
+def fully_connected_hybrid_small(x, w, scales, row_sums, bias, symmetric):
+    """A whole hybrid FULLY_CONNECTED in one call, for layers so small that the packed GEMM's
+    calls (quantizer, epilogue tables, thread checks: ~20 us) outweigh its speed. x [B, D]
+    float32 (D > 0), w [U, D] int8, scales [1] or [U], row_sums [U] int32, bias [U] (-0.0
+    when absent): each row quantized as `quantize_symmetric`/`_asymmetric` do, then
+        total = int32(Σ_d q[b, d] w[u, d] - zp[b] * row_sums[u])        (C int32 wrapping)
+        out[b, u] = float32(total) * (sf[b] * scale[u]) + bias[u]     (float32, in order)
+    what `fully_connected_hybrid_fast` and its epilogue compute."""
+    rows, depth = x.shape
+    units = w.shape[0]
+    if w.shape[1] != depth or row_sums.shape[0] != units or bias.shape[0] != units or \
+            scales.shape[0] not in (1, units) or depth == 0:
+        raise ValueError("fully_connected_hybrid_small: shapes do not fit")
+    q = np.zeros((rows, depth), np.int8)
+    sf, zps = _quantize_rows(x, q, symmetric, 0)
+    out = np.empty((rows, units), np.float32)
+    for b in range(rows):
+        codes = q[b]
+        for u in range(units):
+            weights = w[u]
+            acc = np.int64(0)
+            for d in range(depth):
+                acc += np.int64(codes[d]) * np.int64(weights[d])
+            correction = np.int32(np.int64(zps[b]) * np.int64(row_sums[u]))
+            total = np.int32(np.int32(acc) - np.int64(correction))
+            scale = sf[b] * scales[min(u, scales.shape[0] - 1)]
+            out[b, u] = np.float32(total) * scale + bias[u]
+    return out
+
+
 @kernel
 def row_sums_sse(w):
     """SseReductionSumVector (SSE4.1): Σ_d w[o, d] with 16-bit partial sums that wrap.

@@ -157,7 +157,12 @@ HYBRID_SHAPES = [((3, 37), 10), ((4, 300), 16), ((2, 3, 8), 5), ((1, 64), 12)]
 @pytest.mark.parametrize("per_channel", [False, True])
 @pytest.mark.parametrize("asymmetric", [False, True])
 @pytest.mark.parametrize("act", ["NONE", "RELU", "RELU6"])
-def test_hybrid_fc(shape, per_channel, asymmetric, act):
+@pytest.mark.parametrize("path", ["small", "packed"])
+def test_hybrid_fc(shape, per_channel, asymmetric, act, path, monkeypatch):
+    """Both fast paths: these layers run as one small kernel (hybrid.SMALL_FC_MACS), and, with
+    that limit at 0, through the packed GEMM and its epilogue."""
+    if path == "packed":
+        monkeypatch.setattr(hybrid, "SMALL_FC_MACS", 0)
     x_shape, units = HYBRID_SHAPES[shape]
     r = rng("hfc", shape, per_channel, asymmetric, act)
     model = fc_model(x_shape, "float32", int8(r, (units, x_shape[-1]), -127),
@@ -192,11 +197,14 @@ def test_hybrid_fc_special_rows(asymmetric):
 @pytest.mark.parametrize("per_channel", [False, True])
 @pytest.mark.parametrize("asymmetric", [False, True])
 @pytest.mark.parametrize("act", ACTS)
-def test_hybrid_fc_non_finite_rows(depth, per_channel, asymmetric, act):
+@pytest.mark.parametrize("path", ["small", "packed"])
+def test_hybrid_fc_non_finite_rows(depth, per_channel, asymmetric, act, path, monkeypatch):
     """Rows holding NaN, ±inf, hidden extremes or only denormals (op_harness.non_finite_rows),
     bit for bit with TFLite (NaN payloads and -0.0 included) and with its optimized kernels:
     the quantizers' min/max, conversions and zero points, and ApplyActivationToVector (NONE
-    keeps ±inf; the ReLUs turn NaN into their low bound)."""
+    keeps ±inf; the ReLUs turn NaN into their low bound). Both fast paths (test_hybrid_fc)."""
+    if path == "packed":
+        monkeypatch.setattr(hybrid, "SMALL_FC_MACS", 0)
     r = rng("hfc-nonfinite", depth, per_channel, asymmetric, act)
     x = non_finite_rows(r, depth)
     units = 6

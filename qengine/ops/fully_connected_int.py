@@ -177,6 +177,10 @@ def hybrid_fully_connected(ctx: OpContext) -> Prepared:
             return (sf * scales[0])[:, None]  # scaling_factors[b] *= filter scale
         return scales[None, :] * sf[:, None]
 
+    rows = int(np.prod(x.shape)) // max(depth, 1)
+    if use_fast_kernels() and w.value is not None and depth > 0 and \
+            rows * units * depth <= hybrid.SMALL_FC_MACS:
+        return _small_hybrid(ctx, out_shape, scales, asymmetric, activation)
     if use_fast_kernels() and w.value is not None:
         packed = pack_fc_weights(np.ascontiguousarray(w.value))  # once, at prepare time
         plan = fc_accumulator_plan(packed)
@@ -202,6 +206,25 @@ def hybrid_fully_connected(ctx: OpContext) -> Prepared:
         out = acc.astype(np.float32) * scale_of(sf)
         if b is not None:
             out = np.asarray(b, np.float32).ravel() + out
+        return activation(out.reshape(out_shape))
+
+    return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
+
+
+def _small_hybrid(ctx: OpContext, out_shape, scales, asymmetric: bool, activation) -> Prepared:
+    """A small hybrid FULLY_CONNECTED as one kernel call (`hybrid.fully_connected_hybrid_small`,
+    the same arithmetic as the packed path)."""
+    w = ctx.input(1)
+    units, depth = w.shape
+    codes = np.ascontiguousarray(w.value, np.int8)
+    row_sums = hybrid.row_sums_sse(codes).astype(np.int32)
+    no_bias = np.full(units, -0.0, np.float32)  # x + -0.0 == x, -0.0 included
+
+    def run(x, w, b=None):
+        rows = np.ascontiguousarray(x, np.float32).reshape(-1, depth)
+        bias = no_bias if b is None else np.ascontiguousarray(b, np.float32).reshape(-1)
+        out = hybrid.fully_connected_hybrid_small(rows, codes, scales, row_sums, bias,
+                                                  not asymmetric)
         return activation(out.reshape(out_shape))
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
