@@ -473,6 +473,29 @@ def lookup_pair_int8(table, x, y, threads: int = 1, then=NO_TABLE, a=None, out=N
     return out
 
 
+@kernel
+def lookup_pair_broadcast_int8(table, x, y, out):
+    """out = table[(x + 128) * 256 + (y + 128)] for x, y, out 4-D int8 (C-contiguous) where each
+    axis of x and y has out's size or 1 (NumPy broadcasting, size-1 axes read at index 0): the
+    broadcasts `lookup_pair_int8` does not take, such as [1, 16, 1] with [1, 1, 32]."""
+    if table.shape[0] != 256 * 256:
+        raise ValueError("lookup_pair_broadcast_int8: the table needs 65536 entries")
+    for k in range(4):
+        if x.shape[k] not in (1, out.shape[k]) or y.shape[k] not in (1, out.shape[k]):
+            raise ValueError("lookup_pair_broadcast_int8: shapes do not broadcast to out's")
+    n0, n1, n2, n3 = out.shape
+    for a in range(n0):
+        for b in range(n1):
+            for c in range(n2):
+                xr = x[min(a, x.shape[0] - 1), min(b, x.shape[1] - 1), min(c, x.shape[2] - 1)]
+                yr = y[min(a, y.shape[0] - 1), min(b, y.shape[1] - 1), min(c, y.shape[2] - 1)]
+                dst = out[a, b, c]
+                step_x, step_y = 1 if xr.shape[0] > 1 else 0, 1 if yr.shape[0] > 1 else 0
+                for d in range(n3):
+                    dst[d] = table[(np.int64(xr[d * step_x]) + 128) * 256 +
+                                   np.int64(yr[d * step_y]) + 128]
+
+
 def trailing_period(shape, other_shape) -> int:
     """m such that `other` broadcast to `shape`, flattened, repeats its first m values: the
     size of other's trailing block when its dims equal shape's there and it is 1 (or absent)

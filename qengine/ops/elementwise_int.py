@@ -85,11 +85,23 @@ _FIRST = np.repeat(np.arange(-128, 128, dtype=np.int8), 256)  # the pairs (a, b)
 _SECOND = np.tile(np.arange(-128, 128, dtype=np.int8), 256)
 
 
+def _broadcast_lookup(table, x, y, shape) -> np.ndarray:
+    """table[(x + 128) * 256 + (y + 128)] with x and y broadcast to `shape` (rank <= 4)."""
+    def as_4d(v):
+        v = np.ascontiguousarray(v, np.int8)
+        return v.reshape((1,) * (4 - v.ndim) + v.shape)
+
+    out = np.empty(shape, np.int8)
+    kernels.lookup_pair_broadcast_int8(table, as_4d(x), as_4d(y), as_4d(out))
+    return out
+
+
 class PairLookup:
     """run(x, y) = table[(x + 128) * 256 + (y + 128)] broadcast to `shape`: one Numba pass,
     split between `threads` when large (kernels.lookup_pair_int8), when one input has the
     output's shape and the other repeats along its last axes (same shape, per-channel,
-    scalar); NumPy fancy indexing otherwise. A lookup op after it folds in (`fold_lookup`):
+    scalar); `lookup_pair_broadcast_int8` for other broadcasts of up to 4 axes, NumPy fancy
+    indexing beyond. A lookup op after it folds in (`fold_lookup`):
     its 256 values into the table (`then_values`), or a second pair table on (this one's
     value, a repeating operand) in the same pass (`then`)."""
 
@@ -128,6 +140,8 @@ class PairLookup:
                 self.swapped.append(np.ascontiguousarray(self.table.reshape(256, 256).T).ravel())
             return kernels.lookup_pair_int8(self.swapped[0], np.ascontiguousarray(y),
                                             _period(x, self.a_period), self.threads)
+        if len(self.shape) <= 4:  # any other broadcast of up to 4 axes: one compiled pass
+            return _broadcast_lookup(self.table, x, y, self.shape)
         index = (x.astype(np.intp) + 128) * 256 + (y.astype(np.intp) + 128)  # broadcasts
         return self.table[np.broadcast_to(index, self.shape)]
 
