@@ -29,7 +29,9 @@ __all__ = [
     "one_over_one_plus_x_for_x_in_0_1",
     "saturating_rounding_multiply_by_pot",
     "softmax_exp_table",
+    "softmax_exps",
     "softmax_int8",
+    "softmax_int8_rows",
     "softmax_int8_float_table",
     "softmax_params",
 ]
@@ -206,19 +208,38 @@ def get_reciprocal(x, x_integer_digits):
 
 
 @kernel
-def softmax_int8(x, input_multiplier, input_left_shift, diff_min):
-    """SOFTMAX int8 → int8, reference_ops::Softmax (tflite/kernels/internal/reference/softmax.h).
+def softmax_exps(input_multiplier, input_left_shift, diff_min):
+    """The 256 values reference_ops::Softmax (int8) can take for e, by k = max(row) - x in
+    [0, 255]: exp_on_negative_values(SRDHM(-k * 2^left_shift, M)) (F5 → F0 raw, >= 0), or -1
+    where -k < diff_min (the entry is left out of the sum and gives -128)."""
+    exps = np.empty(256, np.int64)
+    for k in range(256):
+        if -k >= diff_min:
+            # MultiplyByQuantizedMultiplierGreaterThanOne = SRDHM(d * 2^left_shift, M)
+            exps[k] = exp_on_negative_values(mbqm(np.int64(-k), input_multiplier,
+                                                  input_left_shift))
+        else:
+            exps[k] = -1
+    return exps
+
+
+@kernel
+def softmax_int8_rows(x, exps):
+    """SOFTMAX int8 → int8, reference_ops::Softmax (tflite/kernels/internal/reference/softmax.h),
+    its exponentials read from `exps` (`softmax_exps`: an int8 row's max(row) - x has 256
+    values, so each is computed once per op rather than twice per element).
 
     x: int8 [rows, depth] (the caller reshapes so the softmax axis is last). Output scale
-    1/256 and zero point -128 are built in. Per row:
-      d = x - max(row)                                   (int32, <= 0)
-      if d >= diff_min:  e = exp_on_negative_values(SRDHM(d * 2^left_shift, M))   (F5 → F0)
-      sum = Σ Rescale<12>(e) = Σ RDBPOT(e, 12)           (F12)
+    1/256 and zero point -128 are built in. Per row, with d = x - max(row) (int32, <= 0):
+      e = exp_on_negative_values(SRDHM(d * 2^left_shift, M))  where d >= diff_min  (F5 → F0)
+      sum = Σ Rescale<12>(e) = Σ RDBPOT(e, 12)           (F12, int32 wrapping)
       (recip, nbits) = GetReciprocal(sum, 12)
       out = clamp(RDBPOT(SRDHM(recip, e), nbits + 31 - 8) - 128, -128, 127)
       entries with d < diff_min give -128.
     """
     rows, depth = x.shape
+    if exps.shape[0] != 256:
+        raise ValueError("softmax_int8_rows: exps needs 256 entries")
     out = np.empty((rows, depth), dtype=np.int8)
     for i in range(rows):
         max_in_row = np.int64(-128)
@@ -226,26 +247,26 @@ def softmax_int8(x, input_multiplier, input_left_shift, diff_min):
             max_in_row = max(max_in_row, np.int64(x[i, c]))
         sum_of_exps = np.int64(0)
         for c in range(depth):
-            input_diff = np.int64(x[i, c]) - max_in_row
-            if input_diff >= diff_min:
-                # MultiplyByQuantizedMultiplierGreaterThanOne = SRDHM(d * 2^left_shift, M)
-                scaled_diff = mbqm(input_diff, input_multiplier, input_left_shift)
-                e = exp_on_negative_values(scaled_diff)
+            e = exps[max_in_row - np.int64(x[i, c])]
+            if e >= 0:
                 sum_of_exps = wrap_int32(
                     sum_of_exps + saturating_rounding_multiply_by_pot(e, -ACCUMULATION_INTEGER_BITS)
                 )
         shifted_scale, num_bits_over_unit = get_reciprocal(sum_of_exps, ACCUMULATION_INTEGER_BITS)
         exponent = num_bits_over_unit + 31 - 8
         for c in range(depth):
-            input_diff = np.int64(x[i, c]) - max_in_row
-            if input_diff >= diff_min:
-                scaled_diff = mbqm(input_diff, input_multiplier, input_left_shift)
-                e = exp_on_negative_values(scaled_diff)
+            e = exps[max_in_row - np.int64(x[i, c])]
+            if e >= 0:
                 unsat_output = rdbpot(srdhm(shifted_scale, e), exponent)
                 out[i, c] = min(max(unsat_output - 128, -128), 127)
             else:
                 out[i, c] = -128
     return out
+
+
+def softmax_int8(x, input_multiplier, input_left_shift, diff_min):
+    """`softmax_int8_rows` with its table made for this call (softmax_params' three values)."""
+    return softmax_int8_rows(x, softmax_exps(input_multiplier, input_left_shift, diff_min))
 
 
 # -- the optimized kernel (TFLite's default interpreter on x86) ---------------------------------

@@ -140,9 +140,11 @@ def softmax(ctx: OpContext) -> Prepared:
                  f"computed as TFLite's optimized kernel (its default interpreter) does")
         return _softmax_float_table(s_in, beta, s_out, zp_out, depth, out)
 
+    exps = softmax_kernels.softmax_exps(*params)
+
     def run(values):
         rows = np.ascontiguousarray(values).reshape(-1, depth)
-        return softmax_kernels.softmax_int8(rows, *params).reshape(values.shape)
+        return softmax_kernels.softmax_int8_rows(rows, exps).reshape(values.shape)
 
     return Prepared(run, [out])
 
