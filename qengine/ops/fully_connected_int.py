@@ -30,6 +30,7 @@ from qengine.kernels.gemm_int8 import (
     fc_accumulator_plan,
     fully_connected_hybrid_fast,
     fully_connected_int8_fast,
+    kernel_threads,
 )
 from qengine.kernels.lowbit import blockwise_hybrid_fc
 from qengine.kernels.pack import pack_fc_weights
@@ -136,13 +137,14 @@ def int8(ctx: OpContext) -> Prepared:
     packed = pack_fc_weights(np.ascontiguousarray(w.value)) \
         if use_fast_kernels() and w.value is not None else None
     plan = None if packed is None else fc_accumulator_plan(packed, in_zp)
+    threads = kernel_threads(ctx.num_threads)  # (asking Numba costs ~2 us a run)
 
     def run(x, w, b=None):
         b = np.zeros(units, np.int32) if b is None else np.ascontiguousarray(b, np.int32).ravel()
         rows = np.ascontiguousarray(x.reshape(-1, depth))
         if packed is not None:
             out = fully_connected_int8_fast(rows, packed, b, in_zp, w_zp, eff, out_zp,
-                                            act_min, act_max, plan=plan)
+                                            act_min, act_max, threads, plan)
         else:
             out = fully_connected_int8(rows, w, b, in_zp, w_zp, eff, out_zp, act_min, act_max)
         return out.reshape(out_shape)
@@ -186,6 +188,7 @@ def hybrid_fully_connected(ctx: OpContext) -> Prepared:
         plan = fc_accumulator_plan(packed)
         row_sums = hybrid.row_sums_sse(np.ascontiguousarray(w.value)).astype(np.int64)
         ones = np.ones(units, np.float32)  # the epilogue's `pre`
+        threads = kernel_threads(ctx.num_threads)  # (asking Numba costs ~2 us a run)
 
         def run_fast(x, w, b=None):
             q, sf, zp = quantize(x)
@@ -193,7 +196,7 @@ def hybrid_fully_connected(ctx: OpContext) -> Prepared:
             if b is not None:
                 b = np.ascontiguousarray(b, np.float32).reshape(-1)
             e = hybrid_epilogue(len(q), units, scale_of(sf), ones, b, zp_sums)
-            out = fully_connected_hybrid_fast(q, packed, e, plan=plan)
+            out = fully_connected_hybrid_fast(q, packed, e, threads, plan)
             return activation(out.reshape(out_shape))
 
         return Prepared(run_fast, [ctx.output_spec(0, out_shape, "float32")])

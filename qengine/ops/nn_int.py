@@ -249,6 +249,14 @@ def resize_bilinear(ctx: OpContext) -> Prepared:
 # -- BATCH_MATMUL ------------------------------------------------------------------------------
 
 
+def _batches(v: np.ndarray, batch: tuple, rows: int, cols: int) -> np.ndarray:
+    """v [..., rows, cols] broadcast to batch + (rows, cols), as [B, rows, cols] contiguous
+    (np.broadcast_to only when the batch dims differ: ~4 us a call on a small operand)."""
+    if v.shape[:-2] != batch:
+        v = np.broadcast_to(v, batch + (rows, cols))
+    return np.ascontiguousarray(v).reshape(-1, rows, cols)
+
+
 def batch_matmul(ctx: OpContext) -> Prepared:
     """batch_matmul.cc, int8: acc = sum_k (lhs - zp_l) * (rhs - zp_r) with one multiplier
     double(float(s_l * s_r)) / double(s_out) (GetQuantizedConvolutionMultipler); no fused
@@ -264,9 +272,7 @@ def batch_matmul(ctx: OpContext) -> Prepared:
         """[B, m, k] and [B, k, n]: adjoints applied, batches broadcast and flattened."""
         a = np.swapaxes(a, -1, -2) if adj_x else a
         b = np.swapaxes(b, -1, -2) if adj_y else b
-        a = np.ascontiguousarray(np.broadcast_to(a, batch + (m, k))).reshape(-1, m, k)
-        b = np.ascontiguousarray(np.broadcast_to(b, batch + (k, n))).reshape(-1, k, n)
-        return a, b
+        return _batches(a, batch, m, k), _batches(b, batch, k, n)
 
     if lhs.dtype == "int16" and rhs.dtype == "int16":  # 16x8
         from . import int16_int
