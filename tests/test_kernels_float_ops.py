@@ -274,3 +274,60 @@ def test_empty_f32_starts_on_a_cache_line(shape):
     for a in keep:
         assert a.shape == shape and a.dtype == np.float32 and a.flags.c_contiguous
         assert a.size == 0 or a.ctypes.data % 64 == 0
+
+
+@pytest.mark.parametrize("op", ["ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM"])
+@pytest.mark.parametrize(("a_shape", "b_shape"), [
+    ((1, 16, 1), (1, 1, 32)), ((2, 1, 4, 1), (1, 3, 1, 5)), ((5, 1), (1, 6)), ((1, 1, 7), (3, 1, 1)),
+    ((2, 3, 4), (2, 3, 4))])
+@pytest.mark.parametrize(("low", "high"), [(-np.inf, np.inf), (0.0, 6.0)])
+def test_binary_broadcast_f32_equals_numpy_then_clip(op, a_shape, b_shape, low, high):
+    """The broadcasting one-pass kernel against NumPy's float32 op on broadcast operands and
+    np.clip, with NaN, infinities and signed zeros (MAXIMUM/MINIMUM as TFLite's a > b ? a : b)."""
+    from qengine.kernels import float_ops
+
+    shape = np.broadcast_shapes(a_shape, b_shape)
+    x = _floats(int(np.prod(a_shape))).reshape(a_shape)
+    y = _floats(int(np.prod(b_shape))).reshape(b_shape)[::-1].copy()
+    a, b = np.broadcast_to(x, shape), np.broadcast_to(y, shape)
+    twins = {"ADD": np.add, "SUB": np.subtract, "MUL": np.multiply, "DIV": np.divide,
+             "MAXIMUM": lambda a, b: np.where(a > b, a, b),
+             "MINIMUM": lambda a, b: np.where(a < b, a, b)}
+    with np.errstate(all="ignore"):
+        want = np.clip(twins[op](a, b), np.float32(low), np.float32(high))
+    four = lambda s: (1,) * (4 - len(s)) + tuple(s)  # noqa: E731
+    out = np.empty(four(shape), np.float32)
+    float_ops.binary_broadcast_f32(getattr(float_ops, op), x.reshape(four(a_shape)),
+                                   y.reshape(four(b_shape)), np.float32(low), np.float32(high),
+                                   out)
+    got = out.reshape(shape)
+    assert np.array_equal(got, want, equal_nan=True)
+    assert np.array_equal(np.signbit(got), np.signbit(want))
+
+
+def test_binary_broadcast_f32_refuses_shapes_that_do_not_broadcast():
+    from qengine.kernels import float_ops
+
+    out = np.empty((1, 1, 4, 3), np.float32)
+    with pytest.raises(ValueError, match="do not broadcast"):
+        float_ops.binary_broadcast_f32(float_ops.ADD, np.zeros((1, 1, 5, 3), np.float32),
+                                       np.zeros((1, 1, 1, 3), np.float32), np.float32(-1),
+                                       np.float32(1), out)
+
+
+def test_gelu_erf_f32_equals_the_numpy_form():
+    """The compiled GELU against the NumPy form it replaced: float32 0.5 * x times erfc in
+    double of the float32 x * -sqrt(1/2), rounded; bit for bit, NaN and infinities included."""
+    import math
+
+    from qengine.kernels.float_ops import gelu_erf_f32
+
+    x = np.concatenate([_floats(4000) * np.float32(6),
+                        np.linspace(-15, 15, 30001, dtype=np.float32)])
+    erfc = np.frompyfunc(math.erfc, 1, 1)
+    with np.errstate(invalid="ignore"):
+        want = np.float32(0.5) * x * erfc(
+            (x * np.float32(-math.sqrt(0.5))).astype(np.float64)).astype(np.float32)
+    got = gelu_erf_f32(x)
+    assert np.array_equal(got, want, equal_nan=True)
+    assert np.array_equal(np.signbit(got), np.signbit(want))
