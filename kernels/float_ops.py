@@ -16,7 +16,6 @@ from .float_gemm import VEC, row_part
 from .jit import inline_kernel, kernel, prange
 from .pooling import LOWEST_F32, interior_columns, pool_fits, pool_run_f32, tap_offsets
 
-
 # gelu.h: static_cast<float>(-M_SQRT1_2)
 _MINUS_SQRT_HALF = np.float32(-0.7071067811865476)
 
@@ -45,7 +44,7 @@ def softmax_f32(x, beta):
         row, dst = x[r], out[r]
         top = np.float32(LOWEST_F32)
         for c in range(depth):
-            top = row[c] if top < row[c] else top
+            top = row[c] if top < row[c] else top  # noqa: FURB136 (std::max's NaN order)
         total = np.float32(0.0)
         for c in range(depth):
             e = np.float32(math.exp(np.float32((row[c] - top) * beta)))

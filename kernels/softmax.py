@@ -31,8 +31,8 @@ __all__ = [
     "softmax_exp_table",
     "softmax_exps",
     "softmax_int8",
-    "softmax_int8_rows",
     "softmax_int8_float_table",
+    "softmax_int8_rows",
     "softmax_params",
 ]
 

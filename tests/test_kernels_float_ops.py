@@ -295,7 +295,9 @@ def test_binary_broadcast_f32_equals_numpy_then_clip(op, a_shape, b_shape, low, 
              "MINIMUM": lambda a, b: np.where(a < b, a, b)}
     with np.errstate(all="ignore"):
         want = np.clip(twins[op](a, b), np.float32(low), np.float32(high))
-    four = lambda s: (1,) * (4 - len(s)) + tuple(s)  # noqa: E731
+    def four(s):
+        return (1,) * (4 - len(s)) + tuple(s)
+
     out = np.empty(four(shape), np.float32)
     float_ops.binary_broadcast_f32(getattr(float_ops, op), x.reshape(four(a_shape)),
                                    y.reshape(four(b_shape)), np.float32(low), np.float32(high),

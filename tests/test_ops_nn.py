@@ -120,7 +120,7 @@ def test_softmax_is_bit_exact(shape, beta):
     x = normal(rng("softmax-exact", shape, beta), shape, 5.0)
     flat = x.reshape(-1)
     flat[::13], flat[5::97], flat[7::29] = -np.inf, np.nan, 80.0
-    model, feeds = one_op("SOFTMAX", [In(x)], options("SoftmaxOptions", beta=beta))
+    model, _ = one_op("SOFTMAX", [In(x)], options("SoftmaxOptions", beta=beta))
     want = run_tflite(model_bytes(model), {"x0": x}, "ref")
     got = qengine.Interpreter(model_bytes(model)).run({"x0": x})
     for name, value in want.items():
