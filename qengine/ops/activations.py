@@ -148,8 +148,9 @@ def _logistic(x):
     logistic_select = select_kernels().logistic_select
     x = np.ascontiguousarray(x, np.float32)
     out = np.empty_like(x)
+    e = np.negative(x)
     with np.errstate(over="ignore"):  # exp(-x) of a very negative x is inf: the low tail
-        e = np.exp(-x)
+        np.exp(e, out=e)  # (in place: one temporary instead of two)
     logistic_select(x.reshape(-1), e.reshape(-1), LOGISTIC_UPPER, LOGISTIC_LOWER,
                     out.reshape(-1))
     return out
