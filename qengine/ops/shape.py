@@ -512,8 +512,11 @@ def gather(ctx: OpContext) -> Prepared:
     out_shape = params.shape[:axis] + indices.shape[batch_dims:] + params.shape[axis + 1:]
     batch = int(np.prod(params.shape[:batch_dims], dtype=np.int64))
 
+    checked = indices.value is not None  # constant indices were checked above, once
+
     def run(p, idx):
-        _check_indices(fail, idx, limit, "gather index")  # NumPy would wrap negative ones
+        if not checked:
+            _check_indices(fail, idx, limit, "gather index")  # NumPy would wrap negative ones
         if batch_dims == 0:
             return np.take(p, idx, axis=axis)
         p = p.reshape((batch,) + p.shape[batch_dims:])
