@@ -82,6 +82,37 @@ def prelu_f32(x, alpha):
 
 
 @kernel
+def average_pool_f32(x, k_h, k_w, stride_h, stride_w, pad_top, pad_left, out_h, out_w, low,
+                     high):
+    """x [N,H,W,C] float32 (C-contiguous) -> [N,OH,OW,C]: reference AveragePool, the window's
+    in-image taps summed from 0 in (ky, kx) order, divided by their count, then the fused
+    activation's clamp to [low, high]; all in float32. The channel loop is innermost, so the
+    adds vectorize across channels and keep each value's order. The caller checks that no
+    window lies wholly in the padding."""
+    batch, in_h, in_w, chans = x.shape
+    out = np.empty((batch, out_h, out_w, chans), np.float32)
+    for n in range(batch):
+        for oy in range(out_h):
+            y0 = oy * stride_h - pad_top
+            ky0, ky1 = max(0, -y0), min(k_h, in_h - y0)
+            for ox in range(out_w):
+                x0 = ox * stride_w - pad_left
+                kx0, kx1 = max(0, -x0), min(k_w, in_w - x0)
+                dst = out[n, oy, ox]
+                for c in range(chans):
+                    dst[c] = np.float32(0.0)
+                for ky in range(ky0, ky1):
+                    for kx in range(kx0, kx1):
+                        src = x[n, y0 + ky, x0 + kx]
+                        for c in range(chans):
+                            dst[c] += src[c]
+                count = np.float32(max(ky1 - ky0, 0) * max(kx1 - kx0, 0))
+                for c in range(chans):
+                    dst[c] = activation_f32(dst[c] / count, low, high)
+    return out
+
+
+@kernel
 def max_pool_f32(x, k_h, k_w, stride_h, stride_w, pad_top, pad_left, out_h, out_w, low, high):
     """x [N,H,W,C] float32 (C-contiguous) -> [N,OH,OW,C]: the max over the window's in-image
     taps, starting from -FLT_MAX, with NaN taps skipped (reference MaxPool: max =

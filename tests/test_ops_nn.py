@@ -68,6 +68,25 @@ def test_pool(op, shape, kernel, stride, padding):
 
 
 @pytest.mark.tf
+@pytest.mark.parametrize("shape,kernel,stride,padding", [
+    ((1, 20, 64, 24), (2, 2), (2, 2), VALID), ((2, 9, 7, 5), (3, 3), (2, 2), SAME),
+    ((1, 5, 5, 16), (5, 5), (1, 1), SAME), ((1, 7, 9, 8), (2, 2), (3, 3), SAME)])
+def test_average_pool_is_bit_exact(shape, kernel, stride, padding):
+    """Float AVERAGE_POOL_2D sums each window's in-image taps in TFLite's (ky, kx) order and
+    divides by their count: bit for bit, on values over six decades where order matters."""
+    r = rng("avgpool-exact", shape, kernel, stride, padding)
+    x = (r.standard_normal(shape) * 10 ** r.uniform(-3, 3, shape)).astype(np.float32)
+    model = pool_model("AVERAGE_POOL_2D", shape, kernel, stride, padding)
+    from op_harness import model_bytes
+    from tflite_ref import run_tflite
+
+    want = run_tflite(model_bytes(model), [x], "ref")
+    got = qengine.Interpreter(model_bytes(model)).run([x])
+    for name, value in want.items():
+        np.testing.assert_array_equal(got[name].view(np.int32), value.view(np.int32))
+
+
+@pytest.mark.tf
 @pytest.mark.parametrize("op", POOLS)
 @pytest.mark.parametrize("activation", list(ACTIVATIONS))
 def test_pool_fused_activation(op, activation):

@@ -85,8 +85,18 @@ def _pool(ctx: OpContext, reduce_window, clamps: bool = False) -> Prepared:
 @op("AVERAGE_POOL_2D",
     kernels=integer_kernels("nn_int:average_pool_2d"), quantized=Quantized(SAME, 2, int16=3))
 def average_pool_2d(ctx: OpContext) -> Prepared:
-    # out = sum(in-image taps) / count(in-image taps)
-    return _pool(ctx, lambda x, g, counts: patches(x, g).sum(axis=(3, 4)) / counts)
+    # out = sum(in-image taps) / count(in-image taps), one compiled pass (NumPy's sum of the
+    # patches took 0.9 ms on BirdNET's 96x256x24 pool)
+    from qengine.kernels.float_ops import average_pool_f32
+
+    low, high = (np.float32(v) for v in float_activation_bounds(ctx))
+
+    def average_window(x, g, _counts):
+        return average_pool_f32(np.ascontiguousarray(x, np.float32), g.kernel_h, g.kernel_w,
+                                g.stride_h, g.stride_w, g.pad_top, g.pad_left, g.out_h,
+                                g.out_w, low, high)
+
+    return _pool(ctx, average_window, clamps=True)
 
 
 @op("MAX_POOL_2D",
