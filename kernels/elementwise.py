@@ -36,7 +36,11 @@ __all__ = [
     "abs_table_int8",
     "add_int8",
     "add_params",
+    "as_4d",
+    "broadcast_row",
+    "broadcasts_to",
     "inv_sqrt_multiplier_exp",
+    "lookup_pair_broadcast_int8",
     "lookup_pair_int8",
     "lookup_value_int8",
     "maximum",
@@ -473,23 +477,44 @@ def lookup_pair_int8(table, x, y, threads: int = 1, then=NO_TABLE, a=None, out=N
     return out
 
 
+# -- broadcasting of up to 4 axes, shared with float_ops.binary_broadcast_f32 --------------------
+
+
+def as_4d(v: np.ndarray) -> np.ndarray:
+    """v (rank <= 4, C-contiguous) seen as 4-D with leading axes of 1: the broadcasting
+    kernels' operands."""
+    return v.reshape((1,) * (4 - v.ndim) + v.shape)
+
+
+@inline_kernel
+def broadcasts_to(v, out):
+    """Every axis of the 4-D v has out's size or 1 (NumPy broadcasting)."""
+    for k in range(4):
+        if v.shape[k] != 1 and v.shape[k] != out.shape[k]:
+            return False
+    return True
+
+
+@inline_kernel
+def broadcast_row(v, a, b, c):
+    """Row (a, b, c) of the 4-D v broadcast to a larger shape: its size-1 axes read at 0."""
+    return v[min(a, v.shape[0] - 1), min(b, v.shape[1] - 1), min(c, v.shape[2] - 1)]
+
+
 @kernel
 def lookup_pair_broadcast_int8(table, x, y, out):
     """out = table[(x + 128) * 256 + (y + 128)] for x, y, out 4-D int8 (C-contiguous) where each
-    axis of x and y has out's size or 1 (NumPy broadcasting, size-1 axes read at index 0): the
-    broadcasts `lookup_pair_int8` does not take, such as [1, 16, 1] with [1, 1, 32]."""
+    axis of x and y has out's size or 1 (`broadcasts_to`): the broadcasts `lookup_pair_int8`
+    does not take, such as [1, 16, 1] with [1, 1, 32]."""
     if table.shape[0] != 256 * 256:
         raise ValueError("lookup_pair_broadcast_int8: the table needs 65536 entries")
-    for k in range(4):
-        if x.shape[k] not in (1, out.shape[k]) or y.shape[k] not in (1, out.shape[k]):
-            raise ValueError("lookup_pair_broadcast_int8: shapes do not broadcast to out's")
+    if not (broadcasts_to(x, out) and broadcasts_to(y, out)):
+        raise ValueError("lookup_pair_broadcast_int8: shapes do not broadcast to out's")
     n0, n1, n2, n3 = out.shape
     for a in range(n0):
         for b in range(n1):
             for c in range(n2):
-                xr = x[min(a, x.shape[0] - 1), min(b, x.shape[1] - 1), min(c, x.shape[2] - 1)]
-                yr = y[min(a, y.shape[0] - 1), min(b, y.shape[1] - 1), min(c, y.shape[2] - 1)]
-                dst = out[a, b, c]
+                xr, yr, dst = broadcast_row(x, a, b, c), broadcast_row(y, a, b, c), out[a, b, c]
                 step_x, step_y = 1 if xr.shape[0] > 1 else 0, 1 if yr.shape[0] > 1 else 0
                 for d in range(n3):
                     dst[d] = table[(np.int64(xr[d * step_x]) + 128) * 256 +

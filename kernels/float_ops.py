@@ -11,12 +11,14 @@ import math
 import numpy as np
 
 from . import threads as pool
+from .elementwise import broadcast_row, broadcasts_to
 from .float_conv import activation_f32
 from .float_gemm import VEC, row_part
 from .jit import inline_kernel, kernel, prange
 from .pooling import LOWEST_F32, interior_columns, pool_fits, pool_run_f32, tap_offsets
 
-# gelu.h: static_cast<float>(-M_SQRT1_2)
+# gelu.h: static_cast<float>(-M_SQRT1_2); kernels/activations.py holds it too, for the int8
+# GELU tables (not imported from there: that module's import costs a float model ~10 ms)
 _MINUS_SQRT_HALF = np.float32(-0.7071067811865476)
 
 
@@ -328,21 +330,19 @@ def _repeated(y, count):
 @kernel
 def binary_broadcast_f32(op, x, y, low, high, out):
     """out = clamp(x op y) for x, y, out 4-D float32 (C-contiguous) where each axis of x and y
-    has out's size or 1 (NumPy broadcasting, the size-1 axes read at index 0): the shapes
-    `binary_f32` does not cover, such as [1, 16, 1] * [1, 1, 32]."""
-    n0, n1, n2, n3 = out.shape
+    has out's size or 1 (`elementwise.broadcasts_to`), and not both 1 where out's is larger:
+    the shapes `binary_f32` does not cover, such as [1, 16, 1] * [1, 1, 32]."""
+    if not (broadcasts_to(x, out) and broadcasts_to(y, out)):
+        raise ValueError("binary_broadcast_f32: shapes do not broadcast to out's")
     for k in range(4):
-        if x.shape[k] not in (1, out.shape[k]) or y.shape[k] not in (1, out.shape[k]) or \
-                (x.shape[k] == 1 and y.shape[k] == 1 and out.shape[k] != 1):
+        if x.shape[k] == 1 and y.shape[k] == 1 and out.shape[k] != 1:
             raise ValueError("binary_broadcast_f32: shapes do not broadcast to out's")
+    n0, n1, n2, n3 = out.shape
     for a in range(n0):
-        xa, ya = min(a, x.shape[0] - 1), min(a, y.shape[0] - 1)
         for b in range(n1):
-            xb, yb = min(b, x.shape[1] - 1), min(b, y.shape[1] - 1)
             for c in range(n2):
-                xr = x[xa, xb, min(c, x.shape[2] - 1)]
-                yr = y[ya, yb, min(c, y.shape[2] - 1)]
-                dst = out[a, b, c]
+                xr, yr, dst = broadcast_row(x, a, b, c), broadcast_row(y, a, b, c), out[a, b, c]
+                # the last axis split three ways, so each loop vectorizes
                 if xr.shape[0] == n3 and yr.shape[0] == n3:
                     for d in range(n3):
                         dst[d] = activation_f32(_combine(op, xr[d], yr[d]), low, high)

@@ -34,6 +34,7 @@ from numba.core.extending import intrinsic
 from qengine.kernels import threads as pool
 from qengine.kernels.emit import I8, I32, addr, const64, loop
 from qengine.kernels.jit import inline_kernel, kernel, prange
+from qengine.kernels.requant import hybrid_rows
 
 __all__ = [
     "conv_accumulators",
@@ -548,10 +549,10 @@ def fully_connected_hybrid_small(x, w, scales, row_sums, bias, symmetric):
     """A whole hybrid FULLY_CONNECTED in one call, for layers so small that the packed GEMM's
     calls (quantizer, epilogue tables, thread checks: ~20 us) outweigh its speed. x [B, D]
     float32 (D > 0), w [U, D] int8, scales [1] or [U], row_sums [U] int32, bias [U] (-0.0
-    when absent): each row quantized as `quantize_symmetric`/`_asymmetric` do, then
-        total = int32(Σ_d q[b, d] w[u, d] - zp[b] * row_sums[u])        (C int32 wrapping)
-        out[b, u] = float32(total) * (sf[b] * scale[u]) + bias[u]     (float32, in order)
-    what `fully_connected_hybrid_fast` and its epilogue compute."""
+    when absent): each row quantized as `quantize_symmetric`/`_asymmetric` do, acc[b, u] =
+    Σ_d q[b, d] w[u, d] (int32), then the packed path's epilogue, `requant.hybrid_rows`, on
+    its tables: scale[b, u] = sf[b] * scales[u or 0], zp_sums[b, u] = int32(zp[b] *
+    row_sums[u]) (wrapping), pre 1, no clamp."""
     rows, depth = x.shape
     units = w.shape[0]
     if w.shape[1] != depth or row_sums.shape[0] != units or bias.shape[0] != units or \
@@ -559,18 +560,22 @@ def fully_connected_hybrid_small(x, w, scales, row_sums, bias, symmetric):
         raise ValueError("fully_connected_hybrid_small: shapes do not fit")
     q = np.zeros((rows, depth), np.int8)
     sf, zps = _quantize_rows(x, q, symmetric, 0)
-    out = np.empty((rows, units), np.float32)
+    acc = np.empty((rows, units), np.int32)
+    scale = np.empty((rows, units), np.float32)
+    zp_sums = np.empty((rows, units), np.int32)
     for b in range(rows):
         codes = q[b]
         for u in range(units):
             weights = w[u]
-            acc = np.int64(0)
+            total = np.int64(0)
             for d in range(depth):
-                acc += np.int64(codes[d]) * np.int64(weights[d])
-            correction = np.int32(np.int64(zps[b]) * np.int64(row_sums[u]))
-            total = np.int32(np.int32(acc) - np.int64(correction))
-            scale = sf[b] * scales[min(u, scales.shape[0] - 1)]
-            out[b, u] = np.float32(total) * scale + bias[u]
+                total += np.int64(codes[d]) * np.int64(weights[d])
+            acc[b, u] = np.int32(total)  # (the int32 sum, wrapped)
+            scale[b, u] = sf[b] * scales[min(u, scales.shape[0] - 1)]
+            zp_sums[b, u] = np.int32(np.int64(zps[b]) * np.int64(row_sums[u]))
+    out = np.empty((rows, units), np.float32)
+    hybrid_rows(acc, out, np.ones(units, np.float32), scale, bias, zp_sums,
+                np.float32(-np.inf), np.float32(np.inf), 1, 0, rows)
     return out
 
 

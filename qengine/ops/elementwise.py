@@ -139,7 +139,7 @@ def _one_pass_f32(ctx: OpContext, float_op: str, a_shape, b_shape, shape, fused:
     through `float_ops.binary_broadcast_f32` for other broadcasts of up to 4 axes; else None.
     An op without a fused activation (`fused` False: MAXIMUM, MINIMUM) gets no clamp at all."""
     from qengine.kernels import float_ops
-    from qengine.kernels.elementwise import trailing_period
+    from qengine.kernels.elementwise import as_4d, trailing_period
 
     code, binary_f32, threads = getattr(float_ops, float_op), float_ops.binary_f32, ctx.num_threads
     shape = None if shape is None else tuple(shape)
@@ -156,16 +156,13 @@ def _one_pass_f32(ctx: OpContext, float_op: str, a_shape, b_shape, shape, fused:
             return binary_f32(code, _flat_f32(y), _flat_f32(x), True, low, high,
                               threads).reshape(shape)
     elif len(shape) <= 4:
-        broadcast, ones = float_ops.binary_broadcast_f32, (1,) * (4 - len(shape))
-        x4, y4 = ones + (1,) * (len(shape) - len(a_shape)) + tuple(a_shape), \
-            ones + (1,) * (len(shape) - len(b_shape)) + tuple(b_shape)
-        out4 = ones + shape
+        broadcast = float_ops.binary_broadcast_f32
 
         def run(x, y):
-            out = np.empty(out4, np.float32)
-            broadcast(code, np.ascontiguousarray(x, np.float32).reshape(x4),
-                      np.ascontiguousarray(y, np.float32).reshape(y4), low, high, out)
-            return out.reshape(shape)
+            out = np.empty(shape, np.float32)
+            broadcast(code, as_4d(np.ascontiguousarray(x, np.float32)),
+                      as_4d(np.ascontiguousarray(y, np.float32)), low, high, as_4d(out))
+            return out
     else:
         return None
     return run

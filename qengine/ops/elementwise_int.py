@@ -87,12 +87,10 @@ _SECOND = np.tile(np.arange(-128, 128, dtype=np.int8), 256)
 
 def _broadcast_lookup(table, x, y, shape) -> np.ndarray:
     """table[(x + 128) * 256 + (y + 128)] with x and y broadcast to `shape` (rank <= 4)."""
-    def as_4d(v):
-        v = np.ascontiguousarray(v, np.int8)
-        return v.reshape((1,) * (4 - v.ndim) + v.shape)
-
     out = np.empty(shape, np.int8)
-    kernels.lookup_pair_broadcast_int8(table, as_4d(x), as_4d(y), as_4d(out))
+    kernels.lookup_pair_broadcast_int8(table, kernels.as_4d(np.ascontiguousarray(x, np.int8)),
+                                       kernels.as_4d(np.ascontiguousarray(y, np.int8)),
+                                       kernels.as_4d(out))
     return out
 
 

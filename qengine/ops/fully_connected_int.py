@@ -220,7 +220,7 @@ def _small_hybrid(ctx: OpContext, out_shape, scales, asymmetric: bool, activatio
     w = ctx.input(1)
     units, depth = w.shape
     codes = np.ascontiguousarray(w.value, np.int8)
-    row_sums = hybrid.row_sums_sse(codes).astype(np.int32)
+    row_sums = hybrid.row_sums_sse(codes)  # int32
     no_bias = np.full(units, -0.0, np.float32)  # x + -0.0 == x, -0.0 included
 
     def run(x, w, b=None):
