@@ -39,6 +39,7 @@ from qengine.kernels.requant import hybrid_rows
 __all__ = [
     "conv_accumulators",
     "depthwise_accumulators",
+    "has_nan",
     "matmul_accumulators",
     "quantize_asymmetric",
     "quantize_image_compiled",
@@ -286,6 +287,12 @@ def _image_in_parts(flat, q, shift, parts, lows, highs, nans, inv, zp, q_min, ra
             lows[i], highs[i], nans[i] = _min_max(flat[i0:i1])
         else:
             _quantize_span(flat, q, inv, zp, q_min, shift, i0, i1)
+
+
+def has_nan(x: np.ndarray) -> bool:
+    """Whether float32 x holds a NaN: one vectorized pass (`_min_max`)."""
+    flat = np.ascontiguousarray(x, np.float32).reshape(-1)
+    return flat.size > 0 and bool(_min_max(flat)[2])
 
 
 @kernel

@@ -635,8 +635,7 @@ def test_pad_folds_into_a_quantized_conv(mode, kind, threads, monkeypatch):
 
 def test_quantized_pad_that_must_not_fold():
     """A PAD whose output has another scale or zero point than its input (TFLite refuses
-    it; a file might carry it) or that feeds a hybrid conv (its input's range is taken over
-    the padded image) stays."""
+    it; a file might carry it) stays."""
     from qengine.quantizer import quantize
 
     r = rng("quantized-pad-not")
@@ -651,10 +650,53 @@ def test_quantized_pad_that_must_not_fold():
     y = b.op("CONV_2D", [padded, w, bias], options=conv_opts("CONV_2D"),
              out_quantization=Quantization.per_tensor(0.2, 0))
     assert fused_count(b.build([y])) == 0
-    h = GraphBuilder()
-    xf = h.input("x", (1, 12, 12, 128))
-    yf = conv(h, r, "CONV_2D", pad(h, xf, [[0, 0], [1, 1], [1, 1], [0, 0]]), 128, 16)
-    model = quantize(h.build([yf]), mode="dynamic", quiet=True)
-    assert [op.inputs[1].dtype for op in model.main.operators if op.type == "CONV_2D"] == \
-        ["int8"]
-    assert fused_count(model) == 0
+
+
+def _hybrid_pad_model(per_channel: bool):
+    """x -> PAD -> {3x3 CONV_2D -> ADD(skip), 3x3/2 DEPTHWISE} and x -> PAD(2, 0, 0, 3) ->
+    1x1 CONV_2D, dynamic range (int8 filters, float activations)."""
+    from qengine.quantizer import quantize
+
+    r = rng("hybrid-pad", per_channel)
+    shape = (1, 12, 11, 128)  # filters of 1024 elements or more get int8
+    b = GraphBuilder()
+    x = b.input("x", shape)
+    padded = pad(b, x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    y = add(b, conv(b, r, "CONV_2D", padded, 128, 128, out_shape=shape), b.input("skip", shape),
+            shape=shape)
+    dw = conv(b, r, "DEPTHWISE_CONV_2D", padded, 128, 128, stride=2)
+    uneven = conv(b, r, "CONV_2D", pad(b, x, [[0, 0], [2, 0], [0, 3], [0, 0]]), 128, 16, k=1)
+    model = quantize(b.build([y, dw, uneven]), mode="dynamic", per_channel=per_channel,
+                     quiet=True)
+    convs = [op for op in model.main.operators if op.type in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    assert [op.inputs[1].dtype for op in convs] == ["int8"] * 3
+    return model, shape
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_pad_folds_into_hybrid_convs(per_channel, threads):
+    """Dynamic range: a PAD feeding hybrid convs folds into them (its zeros leave the image's
+    range alone and add (zp - zp) * w = 0), TFLite's values bit for bit on images without a
+    NaN; an image holding one (whose range TFLite scans in memory order, zeros included) runs
+    padded, as written. Per-channel filters quantize asymmetrically, one scale symmetrically
+    (CONV_2D; the depthwise is always per channel)."""
+    pytest.importorskip("ai_edge_litert")
+    from tflite_ref import run_tflite
+
+    model, shape = _hybrid_pad_model(per_channel)
+    assert fused_count(model) == 3  # the two PADs and the ADD
+    r = rng("hybrid-pad-inputs", per_channel, threads)
+    plain = r.standard_normal(shape).astype(np.float32) * 3
+    positive = np.abs(plain) + 0.5  # a range the zeros would widen, were they counted
+    with_nan = plain.copy()
+    with_nan[0, 0, 0, 0] = with_nan[0, 5, 7, 3] = np.nan  # NaN first: the scan's min for good
+    with_nan[0, 11, 10, -3:] = np.nan  # and last: its max (Neon's lanes, in fours)
+    skip = r.standard_normal(shape).astype(np.float32)
+    interpreter = qengine.Interpreter(model, num_threads=threads)
+    for x in (plain, positive, with_nan):
+        want = run_tflite(model.to_bytes(), [x, skip], "ref")
+        got = interpreter.run([x, skip])
+        for out in model.main.outputs:
+            np.testing.assert_array_equal(got[out.name].view(np.int32),
+                                          want[out.name].view(np.int32), err_msg=out.name)

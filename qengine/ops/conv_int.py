@@ -312,22 +312,28 @@ def hybrid_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> P
                       flops)
             return out.reshape(out_shape)
 
-        return _hybrid_fast(ctx, plan, out_shape, run_fused, ConvEpilogue(ctx, out_shape))
+        fast = _hybrid_fast(ctx, plan, out_shape, run_fused, ConvEpilogue(ctx, out_shape))
+    else:
+        fast = None
 
-    def run_symmetric(x, w, b=None):
+    def run_symmetric(x, w, b=None, geometry=geometry):
         q, sf = hybrid.quantize_symmetric(_images(x))
         sf = sf * scales[0]  # scaling_factors[b] *= filter scale, float32
         acc = hybrid.conv_accumulators(q.reshape(x.shape), w, np.zeros(len(q), np.int32),
                                        *geometry)
         return _finish(acc, sf[column], b, clamp)
 
-    def run_asymmetric(x, w, b=None):
+    def run_asymmetric(x, w, b=None, geometry=geometry):
         q, sf, zp = hybrid.quantize_asymmetric(_images(x))
         acc = hybrid.conv_accumulators(q.reshape(x.shape), w, zp, *geometry)
         scaled = acc.astype(np.float32) * scales  # (float(acc) * s_w[c]) * sf_b
         return _finish(scaled, sf[column], b, clamp)
 
-    return _whole_epilogue(ctx, out_shape, run_asymmetric if per_channel else run_symmetric)
+    reference = run_asymmetric if per_channel else run_symmetric
+    if fast is not None:
+        return _unless_nan_unfold(ctx, fast, reference, geometry, out_shape)
+    return _unless_nan_unfold(ctx, _whole_epilogue(ctx, out_shape, reference), reference,
+                              geometry, out_shape)
 
 
 def hybrid_depthwise_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape,
@@ -377,14 +383,48 @@ def hybrid_depthwise_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape,
             return run_hybrid_depthwise(p, q, zp, scales[None, :] * sf[:, None], threads)
 
         if multiplier == 1:
-            return _hybrid_fast(ctx, plan, out_shape, run_fused, ConvEpilogue(ctx, out_shape))
-        return _hybrid_fast(ctx, plan, out_shape, run_two_steps, ConvEpilogue(ctx, out_shape),
-                            folds=False)
+            fast = _hybrid_fast(ctx, plan, out_shape, run_fused, ConvEpilogue(ctx, out_shape))
+        else:
+            fast = _hybrid_fast(ctx, plan, out_shape, run_two_steps,
+                                ConvEpilogue(ctx, out_shape), folds=False)
+    else:
+        fast = None
 
-    def run(x, w, b=None):
+    def run(x, w, b=None, geometry=geometry):
         q, sf, zp = hybrid.quantize_asymmetric(_images(x))
         acc = hybrid.depthwise_accumulators(q.reshape(x.shape), w, zp, *geometry)
         scale = scales[None, :] * sf[:, None]  # s_w[c] * sf_b first, float32
         return _finish(acc, scale[:, None, None, :], b, clamp)
 
-    return _whole_epilogue(ctx, out_shape, run)
+    prepared = fast if fast is not None else _whole_epilogue(ctx, out_shape, run)
+    return _unless_nan_unfold(ctx, prepared, run, geometry, out_shape)
+
+
+def _unless_nan_unfold(ctx: OpContext, prepared: Prepared, reference, geometry,
+                       out_shape) -> Prepared:
+    """A hybrid conv with a PAD folded in (runtime/fusion.py): TFLite quantizes the PAD's
+    output. Its zeros leave the range alone (min(0, low) .. max(0, high), or the larger
+    magnitude) and quantize to the zero point, whose taps add (zp - zp) * w = 0 as the
+    kernels' off-image taps do; so the folded conv gives the same values, except that with a
+    NaN in the image the range comes from a scan in memory order (hybrid.py), which the
+    zeros change. An image holding a NaN is padded and run as written (`reference`, VALID:
+    the pads of `geometry` become 0); checking costs one pass over it, a fraction of the
+    PAD's copy."""
+    if ctx.op.fused_padding is None:
+        return prepared
+    top, bottom, left, right = ctx.op.fused_padding
+    pads = ((0, 0), (top, bottom), (left, right), (0, 0))
+    valid = list(geometry)
+    valid[4] = valid[5] = 0  # (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, ...)
+    valid = tuple(valid)
+    epilogue = ConvEpilogue(ctx, out_shape)
+    folded = prepared.run
+
+    def run(x, w, b=None, *epilogue_inputs):  # (the folded ADD's and PRELU's, if any)
+        if not hybrid.has_nan(x):
+            return folded(x, w, b, *epilogue_inputs)
+        residual, alpha = (*epilogue_inputs, None, None)[:2]
+        as_written = reference(np.pad(x, pads), w, b, geometry=valid)
+        return epilogue.whole(as_written, residual, alpha)
+
+    return Prepared(run, prepared.outputs)

@@ -15,7 +15,10 @@ fuses clamps into their producers and static PADs into convolutions).
   would have written (a zero times an infinite weight is NaN either way). Quantized input of
   the PAD's own scale and zero point, integer filter (int8, 16x8): the PAD writes the zero
   point, and a quantized conv adds nothing for a tap in the padding, as for (zp - zp) * w.
-  (Not hybrid convs: their input's range is taken over the PAD's output.)
+  Float input, int8 filter (a hybrid conv, which quantizes its input per image): the zeros
+  leave the image's range as it was (TFLite's ranges hold 0) and quantize to its zero point,
+  adding nothing, except when the image holds a NaN; the op then pads and runs as written
+  (`ops.conv_int._unless_nan_unfold`).
 
 - **Residual ADD.** A float ADD of two tensors of one static shape, one of them the only use of
   the output of a float or hybrid (int8 filter) CONV_2D or DEPTHWISE_CONV_2D (its own
@@ -196,13 +199,20 @@ def _pads_into(conv, x, padded) -> bool:
     return (conv.type in CONVS and conv.options is not None and conv.options.padding == VALID
             and conv.fused_padding is None and len(conv.inputs) >= 2
             and conv.inputs[1] is not None
-            and (_float_conv(x, conv) or _quantized_conv(x, padded, conv)))
+            and (_float_conv(x, conv) or _hybrid_conv(x, conv)
+                 or _quantized_conv(x, padded, conv)))
 
 
 def _float_conv(x, conv) -> bool:
     """A float input and filter: the PAD writes 0.0, the float kernels multiply a tap in the
     padding by zeros."""
     return x.dtype == "float32" and conv.inputs[1].dtype == "float32"
+
+
+def _hybrid_conv(x, conv) -> bool:
+    """A float input and an int8 filter (dynamic range): the PAD's zeros change neither the
+    image's range nor the sums, but for an image holding a NaN, which the op unfolds."""
+    return x.dtype == "float32" and conv.inputs[1].dtype == "int8"
 
 
 def _quantized_conv(x, padded, conv) -> bool:
