@@ -35,6 +35,23 @@ def gelu_erf_f32(x):
 
 
 @kernel
+def hard_swish_f32(x):
+    """x [n] float32 -> x * min(6, max(0, x + 3)) / 6 in TFLite's reference order, float32
+    left to right, std::max(0, r) as (0 < r ? r : 0) and std::min(6, r) as (r < 6 ? r : 6):
+    a NaN becomes 0 there and comes back through its own product. One pass (NumPy's five
+    took 41 us for MobileNetV3's 1024 values)."""
+    out = np.empty(x.shape[0], dtype=np.float32)
+    zero, three, six = np.float32(0), np.float32(3), np.float32(6)
+    for i in range(x.shape[0]):
+        v = x[i]
+        r = v + three
+        r = r if zero < r else zero
+        r = r if r < six else six
+        out[i] = v * r / six
+    return out
+
+
+@kernel
 def softmax_f32(x, beta):
     """x [rows, depth] float32 -> softmax of each row as TFLite's reference kernel computes it:
     m = the row's max (std::max from the lowest float: NaNs are passed over), e = expf((x - m)

@@ -58,6 +58,20 @@ def test_special_values(op):
 
 
 @pytest.mark.tf
+def test_hard_swish_is_bit_exact():
+    """HARD_SWISH equals TFLite's reference kernel bit for bit: a dense sweep of [-8, 8]
+    (both bends, -3 and 3, and the signed zeros of the flat part), the special values (NaN
+    through std::max's 0) and random ones."""
+    x = np.concatenate([np.linspace(-8, 8, 4001, dtype=np.float32), SPECIALS,
+                        inputs(rng("hard-swish"), (999,), spread=10)])
+    model = activation_model("HARD_SWISH", x.shape)
+    want = run_tflite(model.to_bytes(), [x], "ref")
+    got = qengine.Interpreter(model).run([x])
+    for name, value in want.items():
+        np.testing.assert_array_equal(got[name].view(np.int32), value.view(np.int32))
+
+
+@pytest.mark.tf
 @pytest.mark.parametrize("op", ["LOGISTIC", "TANH", "ELU"])
 def test_wide_range(op):
     """Both saturated tails and the cut-offs of TFLite's LOGISTIC (-9, 16.62)."""

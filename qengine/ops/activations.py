@@ -112,8 +112,14 @@ def elu(ctx: OpContext) -> Prepared:
 @op("HARD_SWISH",
     kernels=integer_kernels("activations_int:hard_swish"), quantized=Quantized(REQUANT, 1))
 def hard_swish(ctx: OpContext) -> Prepared:
-    # x * min(6, max(0, x + 3)) / 6
-    return _elementwise(ctx, lambda x: x * np.clip(x + np.float32(3), 0, 6) / np.float32(6))
+    return _elementwise(ctx, _hard_swish)
+
+
+def _hard_swish(x):
+    from qengine.kernels.float_ops import hard_swish_f32  # x * min(6, max(0, x + 3)) / 6
+
+    x = np.ascontiguousarray(x, np.float32)
+    return hard_swish_f32(x.reshape(-1)).reshape(x.shape)
 
 
 SQRT_2_OVER_PI = np.float32(math.sqrt(2 / math.pi))
