@@ -1,7 +1,7 @@
 """The epilogues of float convolutions: bias and clamp after a BLAS matmul (grouped
 convolutions and non-constant filters; the others have theirs in `float_gemm.py`'s tiles), and
-the ADD and PRELU that runtime/fusion.py folds into a conv (`post_f32`, run on each tile of
-output while it is in cache)."""
+the ADD, PRELU and HARD_SWISH that runtime/fusion.py folds into a conv (`post_f32`, run on
+each tile of output while it is in cache)."""
 
 import math
 
@@ -21,6 +21,17 @@ def activation_f32(v, low, high):
     if v > high:
         return high
     return v
+
+
+@inline_kernel
+def hard_swish_value(v):
+    """TFLite's reference HARD_SWISH of one float32, v * min(6, max(0, v + 3)) / 6 left to
+    right, std::max(0, r) as (0 < r ? r : 0) and std::min(6, r) as (r < 6 ? r : 6): a NaN
+    becomes 0 there and comes back through its own product."""
+    r = v + np.float32(3)
+    r = r if np.float32(0) < r else np.float32(0)  # noqa: FURB136 (std::max's NaN order)
+    r = r if r < np.float32(6) else np.float32(6)  # noqa: FURB136
+    return v * r / np.float32(6)
 
 
 CACHE_LINE = 64  # bytes
@@ -72,7 +83,7 @@ def bias_clamp_f32(out, bias, act_min, act_max):
             out[r, c] = activation_f32(out[r, c] + bias[c], low, high)
 
 
-RESIDUAL, PRELU = 1, 2  # the steps of a `post` tuple (bits)
+RESIDUAL, PRELU, HARD_SWISH = 1, 2, 4  # the steps of a `post` tuple (bits)
 SLOPE_FLOATS = 2048  # PRELU's slopes are repeated to about this many floats (`tile_slopes`)
 
 
@@ -84,11 +95,12 @@ def tile_slopes(alpha: np.ndarray) -> np.ndarray:
     return np.tile(alpha, max(1, SLOPE_FLOATS // max(1, alpha.size)))
 
 
-def post_args(residual=None, low=0.0, high=0.0, slopes=None) -> tuple:
+def post_args(residual=None, low=0.0, high=0.0, slopes=None, hard_swish=False) -> tuple:
     """The `post` argument of the float conv kernels: (residual [P, C], slopes (tile_slopes),
     low, high, steps), every field typed alike whether or not a step runs (one compiled
     kernel)."""
-    steps = (RESIDUAL if residual is not None else 0) | (PRELU if slopes is not None else 0)
+    steps = (RESIDUAL if residual is not None else 0) | (PRELU if slopes is not None else 0) \
+        | (HARD_SWISH if hard_swish else 0)
     return (np.empty((0, 0), np.float32) if residual is None else residual,
             np.empty(0, np.float32) if slopes is None else slopes,
             np.float32(low), np.float32(high), steps)
@@ -139,7 +151,7 @@ def post_f32(out, p0, p1, post):
     folded ADD, v = clamp(v + residual[p, c]) to [low, high] (ActivationFunctionWithMinMax,
     as `activation_f32`; a residual of fewer channels, a folded PAD, adds +0.0 to the others:
     -0.0 becomes +0.0 as in the ADD), then PRELU, v = v >= 0 ? v : v * alpha[c] (NaN takes the
-    product). Callers check `post_fits` first."""
+    product), then HARD_SWISH (`hard_swish_value`). Callers check `post_fits` first."""
     residual, slopes, low, high, steps = post
     if steps == 0:
         return
@@ -163,6 +175,9 @@ def post_f32(out, p0, p1, post):
                 v = rows[start + i]
                 rows[start + i] = v if v >= 0 else v * slopes[i]
             start += period
+    if steps & HARD_SWISH:
+        for i in range(rows.size):
+            rows[i] = hard_swish_value(rows[i])
 
 
 @inline_kernel

@@ -202,11 +202,12 @@ class Epilogue:
     the ADD of a residual (the conv's input 3) with `residual_pad` zero channels appended (a
     PAD of it folded in too), clamped by that ADD's fused activation (`residual_activation`, an
     ActivationFunctionType code; None: no residual), then PRELU with the per-channel slopes of
-    input 4 (`prelu`)."""
+    input 4 (`prelu`), then HARD_SWISH (`hard_swish`)."""
 
     residual_activation: int | None = None
     prelu: bool = False
     residual_pad: int = 0
+    hard_swish: bool = False
 
 
 @dataclass(eq=False)

@@ -13,7 +13,7 @@ import qengine
 from qengine.builder import ACTIVATIONS, SAME, VALID, GraphBuilder, options
 from qengine.errors import QEngineError
 from qengine.ir import Quantization
-from qengine.runtime.fusion import fuse
+from qengine.runtime.fusion import folded_ops, fuse
 
 
 def conv_opts(kind, padding=VALID, stride=1, act="NONE", multiplier=1):
@@ -636,8 +636,6 @@ def test_pad_folds_into_a_quantized_conv(mode, kind, threads, monkeypatch):
 def test_quantized_pad_that_must_not_fold():
     """A PAD whose output has another scale or zero point than its input (TFLite refuses
     it; a file might carry it) stays."""
-    from qengine.quantizer import quantize
-
     r = rng("quantized-pad-not")
     b = GraphBuilder()
     x = b.input("x", (1, 6, 6, 8), "int8", Quantization.per_tensor(0.1, 3))
@@ -700,3 +698,75 @@ def test_pad_folds_into_hybrid_convs(per_channel, threads):
         for out in model.main.outputs:
             np.testing.assert_array_equal(got[out.name].view(np.int32),
                                           want[out.name].view(np.int32), err_msg=out.name)
+
+
+def _hard_swish_blocks(b, r, x, channels):
+    """MobileNetV3's activations: conv -> HARD_SWISH, depthwise (of stride 2) -> HARD_SWISH,
+    a 1x1 conv -> ADD(RELU6) -> PRELU -> HARD_SWISH, and a depthwise read by a HARD_SWISH
+    and by the graph (which must not fold). Three fold away, with the ADD and PRELU."""
+    shape = tuple(x.shape)
+    y = b.op("HARD_SWISH", [conv(b, r, "CONV_2D", x, channels, channels, padding=SAME,
+                                 out_shape=shape)], shape)
+    half = (1, (shape[1] + 1) // 2, (shape[2] + 1) // 2, channels)
+    y = b.op("HARD_SWISH", [conv(b, r, "DEPTHWISE_CONV_2D", y, channels, channels,
+                                 padding=SAME, stride=2, out_shape=half)], half)
+    z = add(b, conv(b, r, "CONV_2D", y, channels, channels, k=1, out_shape=half), y, "RELU6",
+            shape=half)
+    z = b.op("HARD_SWISH", [prelu(b, r, z, (1, 1, channels), shape=half)], half)
+    seen = conv(b, r, "DEPTHWISE_CONV_2D", z, channels, channels, padding=SAME, out_shape=half)
+    return [b.op("HARD_SWISH", [seen], half), seen]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_hard_swish_folds_into_its_conv(threads):
+    """Float: the folded HARD_SWISH runs on each tile after the conv's ADD and PRELU; the same
+    values as the graph as written and as TFLite's reference kernels, bit for bit."""
+    pytest.importorskip("ai_edge_litert")
+    from tflite_ref import run_tflite
+
+    r = rng("hard-swish", threads)
+    b = GraphBuilder()
+    x = b.input("x", (1, 13, 12, 24))
+    model = b.build(_hard_swish_blocks(b, r, x, 24))
+    assert fused_count(model) == 5  # three HARD_SWISH, the ADD and the PRELU
+    fused, _ = fuse(model.main)
+    assert [folded_ops(op) for op in fused.operators] == [
+        ["HARD_SWISH"], ["HARD_SWISH"], ["ADD", "PRELU", "HARD_SWISH"], [], []]  # (read twice)
+    interpreter = qengine.Interpreter(model, num_threads=threads)
+    assert ("test_fusion", "ADD of two NaNs") in DEVIATIONS  # (NaNs compare as NaN)
+    plain = r.standard_normal((1, 13, 12, 24)).astype(np.float32) * 3
+    corner = plain.copy()
+    corner[0, 0, 0, :3] = np.inf, -np.inf, np.nan  # NaNs around one corner, not everywhere
+    for x in (plain, corner):
+        got, kept = interpreter.run([x]), interpreter.run([x], keep=True)
+        want = run_tflite(model.to_bytes(), [x], "ref")
+        for out in model.main.outputs:
+            nan = np.isnan(want[out.name])
+            assert not nan.all()
+            for value in (got[out.name], kept[out.name]):
+                np.testing.assert_array_equal(np.isnan(value), nan, err_msg=out.name)
+                np.testing.assert_array_equal(value[~nan].view(np.int32),
+                                              want[out.name][~nan].view(np.int32), out.name)
+
+
+def test_hard_swish_folds_into_a_hybrid_conv():
+    """Dynamic range: HARD_SWISH after hybrid convs folds the same way, TFLite's values bit for
+    bit (the first conv's input holds no NaN: one would make every value NaN)."""
+    pytest.importorskip("ai_edge_litert")
+    from tflite_ref import run_tflite
+
+    from qengine.quantizer import quantize
+
+    r = rng("hard-swish-hybrid")
+    b = GraphBuilder()
+    x = b.input("x", (1, 10, 9, 128))  # filters of 1024 elements or more get int8
+    model = quantize(b.build(_hard_swish_blocks(b, r, x, 128)), mode="dynamic", quiet=True)
+    convs = [op for op in model.main.operators if op.type in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    assert [op.inputs[1].dtype for op in convs] == ["int8"] * 4
+    assert fused_count(model) == 5
+    inputs = [r.standard_normal((1, 10, 9, 128)).astype(np.float32) * 3]
+    got = qengine.Interpreter(model).run(inputs)
+    want = run_tflite(model.to_bytes(), inputs, "ref")
+    for out in model.main.outputs:
+        np.testing.assert_array_equal(got[out.name].view(np.int32),
+                                      want[out.name].view(np.int32), err_msg=out.name)

@@ -56,7 +56,7 @@ def _most_inputs(ctx: OpContext) -> int:
 
 
 class ConvEpilogue:
-    """The ADD and/or PRELU runtime/fusion.py folded into a float conv (`Operator
+    """The ADD, PRELU and/or HARD_SWISH runtime/fusion.py folded into a float conv (`Operator
     .fused_epilogue`, inputs 3 and 4): run by the kernels on each tile of output
     (`kernels.float_conv.post_f32`) when the residual has the conv's output shape and the slopes
     one value per channel, else (shapes only known at run time) over the whole output with
@@ -66,6 +66,7 @@ class ConvEpilogue:
         folded = ctx.op.fused_epilogue
         self.residual = folded is not None and folded.residual_activation is not None
         self.prelu = folded is not None and folded.prelu
+        self.hard_swish = folded is not None and folded.hard_swish
         self.low, self.high = float_bounds(folded.residual_activation) if self.residual \
             else (0.0, 0.0)
         self.pad = folded.residual_pad if self.residual else 0  # zero channels to append
@@ -94,12 +95,12 @@ class ConvEpilogue:
         self.fixed = None
         if not (self.in_kernel and self.any):
             self.fixed = NO_POST
-        elif not self.residual and self.alpha is not None:
-            self.fixed = post_args(None, self.low, self.high, self.alpha)
+        elif not self.residual and (self.alpha is not None or not self.prelu):
+            self.fixed = post_args(None, self.low, self.high, self.alpha, self.hard_swish)
 
     @property
     def any(self) -> bool:
-        return self.residual or self.prelu
+        return self.residual or self.prelu or self.hard_swish
 
     def _per_channel(self, alpha) -> np.ndarray:
         """The kernels' slopes (float_conv.tile_slopes) from an alpha of shape [1, .., 1, C]
@@ -122,7 +123,7 @@ class ConvEpilogue:
             alpha = self.alpha if self.alpha is not None else self._per_channel(alpha)
         else:
             alpha = None
-        return self._post_args(residual, self.low, self.high, alpha)
+        return self._post_args(residual, self.low, self.high, alpha, self.hard_swish)
 
     def whole(self, out: np.ndarray, residual, alpha) -> np.ndarray:
         """The epilogue as one pass over a finished output (kernels without it in their
@@ -136,7 +137,7 @@ class ConvEpilogue:
 
     def after(self, out: np.ndarray, residual, alpha) -> np.ndarray:
         """The fused op's output from the conv's `out`: unchanged when the kernels ran the
-        epilogue, else the ADD, clamp and PRELU over the whole array."""
+        epilogue, else the ADD, clamp, PRELU and HARD_SWISH over the whole array."""
         if self.in_kernel or not self.any:
             return out
         with np.errstate(all="ignore"):  # overflow to inf is the float result, as in C++
@@ -147,7 +148,12 @@ class ConvEpilogue:
                 out = np.clip(out + residual, np.float32(self.low), np.float32(self.high))
             if self.prelu:
                 out = where(out >= 0, out, out * alpha)
-        return np.asarray(out, np.float32)
+        out = np.ascontiguousarray(out, np.float32)
+        if self.hard_swish:
+            from qengine.kernels.float_ops import hard_swish_f32
+
+            out = hard_swish_f32(out.reshape(-1)).reshape(out.shape)
+        return out
 
 
 def _padded_shape(shape, pad: int) -> tuple:

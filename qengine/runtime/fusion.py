@@ -35,6 +35,10 @@ fuses clamps into their producers and static PADs into convolutions).
   becomes the last step of the conv's epilogue, in the PRELU's place (float16 slopes behind a
   DEQUANTIZE may be made after the conv): v >= 0 ? v : v * alpha[c], the reference formula on
   the same value.
+- **HARD_SWISH.** A float HARD_SWISH whose input is the only use of the output of a float or
+  hybrid conv (with or without a folded ADD or PRELU) becomes the epilogue's last step, in its
+  place: v * min(6, max(0, v + 3)) / 6, the reference formula on the same value
+  (MobileNetV3's blocks: one op's dispatch less, and no pass over memory).
 
 - **Int8 lookups.** An int8 op that maps each value alone (RELU, RELU6, RELU_N1_TO_1,
   RELU_0_TO_1, LOGISTIC, TANH, HARD_SWISH, LEAKY_RELU, ELU, GELU: a 256-entry table) or each
@@ -82,6 +86,8 @@ def fuse(subgraph: Subgraph) -> tuple[Subgraph, list[int]]:
             _fuse_residual(ops, index, uses, subgraph, dropped)
         elif op.type == "PRELU":
             _fuse_prelu(ops, index, uses, subgraph, dropped)
+        elif op.type == "HARD_SWISH":
+            _fuse_hard_swish(ops, index, uses, subgraph, dropped)
         if op.type in INT8_LOOKUPS and index not in dropped:
             _fuse_lookup(ops, index, uses, subgraph, dropped)
     if not dropped:
@@ -251,6 +257,8 @@ def folded_ops(op) -> list[str]:
         names += ["PAD", "ADD"] if folded.residual_pad else ["ADD"]
     if folded.prelu:
         names.append("PRELU")
+    if folded.hard_swish:
+        names.append("HARD_SWISH")
     return names
 
 
@@ -343,12 +351,32 @@ def _fuse_prelu(ops, index, uses, subgraph, dropped) -> None:
         return
     conv = ops[source]
     epilogue = conv.fused_epilogue or Epilogue()
-    if epilogue.prelu:
+    if epilogue.prelu or epilogue.hard_swish:
         return
     inputs = list(conv.inputs) + [None] * (5 - len(conv.inputs))
     inputs[4] = alpha
     ops[index] = dataclasses.replace(conv, inputs=inputs, outputs=list(prelu.outputs),
                                      fused_epilogue=dataclasses.replace(epilogue, prelu=True))
+    dropped.add(source)
+
+
+def _fuse_hard_swish(ops, index, uses, subgraph, dropped) -> None:
+    act = ops[index]
+    if len(act.inputs) != 1 or len(act.outputs) != 1 or act.inputs[0] is None:
+        return
+    x = act.inputs[0]  # (any shape: the step maps each value alone)
+    if x.dtype != "float32" or act.outputs[0].dtype != "float32":
+        return
+    source = _float_conv_only_feeding(ops, x, index, uses, subgraph, dropped)
+    if source is None:
+        return
+    conv = ops[source]
+    epilogue = conv.fused_epilogue or Epilogue()
+    if epilogue.hard_swish:
+        return
+    ops[index] = dataclasses.replace(conv, outputs=list(act.outputs),
+                                     fused_epilogue=dataclasses.replace(epilogue,
+                                                                        hard_swish=True))
     dropped.add(source)
 
 
