@@ -42,6 +42,7 @@ __all__ = [
     "inv_sqrt_multiplier_exp",
     "lookup_pair_broadcast_int8",
     "lookup_pair_int8",
+    "lookup_pair_padded_int8",
     "lookup_value_int8",
     "maximum",
     "minimum",
@@ -474,6 +475,74 @@ def lookup_pair_int8(table, x, y, threads: int = 1, then=NO_TABLE, a=None, out=N
     a = y if a is None else tile_period(a.reshape(-1))
     pool.split_run(lookup_pairs, _lookup_pairs_split, (table, flat_x, y, flat_out, then, a),
                    flat_out.size, threads, pool.LOOKUP_FLOPS * flat_out.size)
+    return out
+
+
+_ONE_CODE = np.zeros(1, np.int8)  # `a` of a lookup that is not chained
+
+
+@inline_kernel
+def _padded_fit(table, column, wide, narrow, out, then, a, p0, p1):
+    return (table.size == 65536 and column.size == 256 and wide.shape == out.shape
+            and narrow.shape[0] == out.shape[0] and narrow.shape[1] <= out.shape[1]
+            and 0 <= p0 <= p1 <= out.shape[0] and a.size > 0
+            and (then.size == 0 or (out.shape[1] > 0 and a.size % out.shape[1] == 0
+                                    and _rows_cover(then, a))))
+
+
+@kernel
+def lookup_pairs_padded(table, column, wide, narrow, out, then, a, p0, p1):
+    """Rows [p0, p1) of out [P, C] = T(wide[p, c], narrow'[p, c]), T(u, v) = table[(u + 128) *
+    256 + v + 128], for wide [P, C] and narrow [P, K] int8 (contiguous, K <= C), narrow'
+    being narrow with C - K channels of one value appended (a channel PAD folded into an int8
+    ADD, runtime/fusion.py): the first K of each row by pairs, the rest by `column`, T(u, that
+    value) for each u (column[u + 128]). With a second table `then` (else empty), each value
+    v then becomes then[(a[c] + 128) * 256 + v + 128], a holding whole rows of C (a PRELU's
+    per-channel alpha codes, as `lookup_pairs`)."""
+    if not _padded_fit(table, column, wide, narrow, out, then, a, p0, p1):
+        raise ValueError("lookup_pairs_padded: table, column, wide, narrow, out, then, a or "
+                         "[p0, p1) do not fit")
+    channels, kept, chained = out.shape[1], narrow.shape[1], then.size > 0
+    for p in range(p0, p1):
+        row, codes = addr(out) + p * channels, addr(a) + p * channels % a.size
+        _lookup_run(addr(table), addr(then), addr(wide) + p * channels,
+                    addr(narrow) + p * kept, codes, row, kept, chained)
+        _values_run(addr(column), addr(wide) + p * channels + kept, row + kept, channels - kept)
+        if chained:  # then[(a + 128) * 256 + v + 128] in place: T over (a, v) pairs
+            _lookup_run(addr(then), addr(then), codes + kept, row + kept, codes, row + kept,
+                        channels - kept, False)
+
+
+@kernel(parallel=True)
+def _lookup_pairs_padded_split(table, column, wide, narrow, out, then, a, rows, parts):
+    if not _padded_fit(table, column, wide, narrow, out, then, a, 0, rows):
+        raise ValueError("lookup_pairs_padded: table, column, wide, narrow, out, then, a or "
+                         "[p0, p1) do not fit")
+    for i in prange(parts):
+        p0, p1 = pool.part(rows, parts, i)
+        lookup_pairs_padded(table, column, wide, narrow, out, then, a, p0, p1)
+
+
+def lookup_pair_padded_int8(table, wide, narrow, value: int, threads: int = 1, then=NO_TABLE,
+                            a=None) -> np.ndarray:
+    """table[(wide + 128) * 256 + (narrow' + 128)] of wide [..., C] and narrow [..., K] (the
+    same leading shape, K <= C), narrow' = narrow with C - K channels of `value` appended,
+    without making narrow' (`lookup_pairs_padded`; chained through `then` with a's codes, a
+    holding whole rows of C); pass the table (y, x)-major for a narrow first operand."""
+    wide, narrow = np.ascontiguousarray(wide, np.int8), np.ascontiguousarray(narrow, np.int8)
+    if wide.ndim == 0 or wide.shape[:-1] != narrow.shape[:-1] \
+            or narrow.shape[-1] > wide.shape[-1]:
+        raise ValueError(f"lookup_pair_padded_int8: shapes {wide.shape} and {narrow.shape}")
+    out = np.empty(wide.shape, np.int8)
+    rows, channels = int(np.prod(wide.shape[:-1])), wide.shape[-1]
+    if out.size == 0:
+        return out
+    column = np.ascontiguousarray(table[int(value) + 128 :: 256])
+    a = _ONE_CODE if a is None else tile_period(np.ascontiguousarray(a, np.int8).reshape(-1))
+    args = (table, column, wide.reshape(rows, channels), narrow.reshape(rows, -1),
+            out.reshape(rows, channels), then, a)
+    pool.split_run(lookup_pairs_padded, _lookup_pairs_padded_split, args, rows, threads,
+                   pool.LOOKUP_FLOPS * out.size)
     return out
 
 

@@ -230,6 +230,9 @@ class Operator:
     # runtime only: the int8 op (RELU, LOGISTIC, PRELU, ...) whose input was this op's output,
     # folded in (runtime/fusion.py); its other inputs follow this op's own
     fused_lookup: Operator | None = None
+    # runtime only: (operand position, channels) of an int8 ADD that reads that operand
+    # before a PAD appended that many channels of its zero point (runtime/fusion.py)
+    fused_operand_pad: tuple[int, int] | None = None
 
     @property
     def type(self) -> str:

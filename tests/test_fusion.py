@@ -770,3 +770,57 @@ def test_hard_swish_folds_into_a_hybrid_conv():
     for out in model.main.outputs:
         np.testing.assert_array_equal(got[out.name].view(np.int32),
                                       want[out.name].view(np.int32), err_msg=out.name)
+
+
+def _int8_widening_adds(b, r, shape, wide_channels):
+    """BlazeFace's widening blocks, int8: ADD(y, PAD(x, zero-point channels)) with the PAD as
+    either operand, then nothing, RELU (a composed table), a per-channel PRELU (chained in
+    the same pass) or a scalar one (a second pass); a PAD read twice stays."""
+    wide = (*shape[:3], wide_channels)
+    amounts = np.array([[0, 0], [0, 0], [0, 0], [0, wide_channels - shape[3]]], np.int32)
+    outs = []
+    for position, after, alpha in [(1, None, None), (0, None, None), (1, "RELU", None),
+                                   (0, "PRELU", (1, 1, wide_channels)), (1, "PRELU", ())]:
+        x = b.input(f"x{len(b.subgraph.operators)}", shape, "int8", q8(0.05, 3))
+        y = b.input(f"y{len(b.subgraph.operators)}", wide, "int8", q8(0.07, -9))
+        padded = b.op("PAD", [x, b.const(f"p{len(b.subgraph.operators)}", amounts)], wide,
+                      "int8", out_quantization=q8(0.05, 3))
+        pair = [y, padded] if position == 1 else [padded, y]
+        z = b.op("ADD", pair, wide, "int8", options=options("AddOptions"),
+                 out_quantization=q8(0.09, -4))
+        outs.append(z if after is None else int8_lookup(b, r, after, z, alpha))
+    x = b.input("twice", shape, "int8", q8(0.05, 3))
+    padded = b.op("PAD", [x, b.const("p_twice", amounts)], wide, "int8",
+                  out_quantization=q8(0.05, 3))
+    outs += [b.op("ADD", [b.input("y_twice", wide, "int8", q8(0.07, -9)), padded], wide, "int8",
+                  options=options("AddOptions"), out_quantization=q8(0.09, -4)), padded]
+    return outs
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_int8_channel_pad_folds_into_the_add(threads, monkeypatch):
+    """int8 ADD(y, PAD(x, n channels)): the ADD reads x and takes the PAD's zero point for
+    the n channels; alone, with a RELU composed into its table, a PRELU chained into its pass
+    or one after it, against TFLite's reference kernels and the graph as written, exactly
+    (2 threads: every lookup split)."""
+    pytest.importorskip("ai_edge_litert")
+    from qengine.kernels import threads as pool
+    from tflite_ref import run_tflite
+
+    monkeypatch.setattr(pool, "MIN_SPLIT_FLOPS", 1)
+    r = rng("int8-channel-pad", threads)
+    b = GraphBuilder()
+    outs = _int8_widening_adds(b, r, (1, 7, 5, 20), 36)
+    model = b.build(outs)
+    fused, _ = fuse(model.main)
+    assert [folded_ops(op) for op in fused.operators if op.type == "ADD"] == [
+        ["PAD"], ["PAD"], ["PAD", "RELU"], ["PAD", "PRELU"], ["PAD", "PRELU"], []]
+    inputs = [r.integers(-128, 128, t.shape).astype(np.int8) for t in model.main.inputs]
+    want = run_tflite(model.to_bytes(), inputs, "ref")
+    for arithmetic in ("ref", "xnnpack"):  # XNNPACK's ADD: the operand padded at run time
+        interpreter = qengine.Interpreter(model, num_threads=threads, arithmetic=arithmetic)
+        got, kept = interpreter.run(inputs), interpreter.run(inputs, keep=True)
+        for out in outs:
+            np.testing.assert_array_equal(got[out.name], kept[out.name], err_msg=out.name)
+            if arithmetic == "ref":
+                np.testing.assert_array_equal(got[out.name], want[out.name], err_msg=out.name)

@@ -702,3 +702,39 @@ def test_prelu_against_tflite(tflite, alpha_range):
     params = act.prelu_params(s_in, zp_in, s_alpha, zp_alpha, s_out, zp_out)
     alpha_flat = np.ascontiguousarray(np.broadcast_to(alpha_q, x.shape)).ravel()
     assert_same(act.prelu_int8(x.ravel(), alpha_flat, *params), want)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("kept, channels", [(20, 36), (0, 8), (17, 17), (3, 130)])
+def test_padded_pair_lookup_equals_the_lookup_of_the_padded_operand(kept, channels, threads,
+                                                                    monkeypatch):
+    """lookup_pair_padded_int8(table, wide, narrow, v) is table[(wide + 128) * 256 + (narrow'
+    + 128)] with narrow' = narrow padded by channels of v, done here with np.pad; chained, each
+    value then goes through a second table on (per-channel code, value)."""
+    monkeypatch.setattr(pool, "MIN_SPLIT_FLOPS", 1)
+    r = np.random.default_rng(kept * 1000 + channels)
+    table = r.integers(-128, 128, 65536).astype(np.int8)
+    wide = r.integers(-128, 128, (2, 3, 5, channels)).astype(np.int8)
+    narrow = r.integers(-128, 128, (2, 3, 5, kept)).astype(np.int8)
+    padded = np.pad(narrow, [(0, 0)] * 3 + [(0, channels - kept)], constant_values=-7)
+    twin = table[(wide.astype(np.intp) + 128) * 256 + padded.astype(np.intp) + 128]
+    got = ew.lookup_pair_padded_int8(table, wide, narrow, -7, threads)
+    np.testing.assert_array_equal(got, twin)
+    then = r.integers(-128, 128, 65536).astype(np.int8)
+    codes = r.integers(-128, 128, channels).astype(np.int8)
+    chained_twin = then[(codes.astype(np.intp) + 128) * 256 + twin.astype(np.intp) + 128]
+    got = ew.lookup_pair_padded_int8(table, wide, narrow, -7, threads, then, codes)
+    np.testing.assert_array_equal(got, chained_twin)
+
+
+def test_padded_pair_lookup_refuses_shapes_that_do_not_fit():
+    table = np.zeros(65536, np.int8)
+    wide = np.zeros((4, 8), np.int8)
+    for narrow in (np.zeros((4, 9), np.int8), np.zeros((3, 4), np.int8)):
+        with pytest.raises(ValueError, match="shapes"):
+            ew.lookup_pair_padded_int8(table, wide, narrow, 0)
+    with pytest.raises(ValueError, match="do not fit"):  # a table of the wrong size
+        ew.lookup_pair_padded_int8(np.zeros(100, np.int8), wide, np.zeros((4, 2), np.int8), 0)
+    with pytest.raises(ValueError, match="do not fit"):  # codes not whole rows of channels
+        ew.lookup_pair_padded_int8(table, wide, np.zeros((4, 2), np.int8), 0, 1,
+                                   np.zeros(65536, np.int8), np.zeros(300, np.int8))

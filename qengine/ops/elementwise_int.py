@@ -163,16 +163,8 @@ class PairLookup:
                 and tuple(self.a_shape) == self.shape and second.shape == self.shape
                 and second.b_period):
             return None
-        by_operand = second.table.reshape(256, 256).T  # [operand + 128][value + 128]
-        if second.b_value is None:
-            then = (np.ascontiguousarray(by_operand).ravel(), second.b_period, None)
-        else:
-            held, codes = np.unique(_period(second.b_value, second.b_period),
-                                    return_inverse=True)
-            rows = np.ascontiguousarray(by_operand[held.astype(np.intp) + 128]).ravel()
-            then = (rows, second.b_period, kernels.tile_period((codes - 128).astype(np.int8)))
         return PairLookup(self.table, self.a_shape, self.b_shape, self.shape, self.threads,
-                          then=then)
+                          then=_second_rows(second))
 
     def _chained(self, x, y, a, out):
         then, period, codes = self.then
@@ -181,6 +173,17 @@ class PairLookup:
         return kernels.lookup_pair_int8(self.table, np.ascontiguousarray(x),
                                         np.ascontiguousarray(y).reshape(-1), self.threads, then,
                                         _period(a, period) if codes is None else codes, out)
+
+
+def _second_rows(second: PairLookup) -> tuple:
+    """A chained lookup's (second table operand-major, its operand's period, the operand's
+    codes or None): see PairLookup.then_pairs."""
+    by_operand = second.table.reshape(256, 256).T  # [operand + 128][value + 128]
+    if second.b_value is None:
+        return np.ascontiguousarray(by_operand).ravel(), second.b_period, None
+    held, codes = np.unique(_period(second.b_value, second.b_period), return_inverse=True)
+    rows = np.ascontiguousarray(by_operand[held.astype(np.intp) + 128]).ravel()
+    return rows, second.b_period, kernels.tile_period((codes - 128).astype(np.int8))
 
 
 def _period(x: np.ndarray, period: int) -> np.ndarray:
@@ -245,6 +248,12 @@ def _int16(ctx: OpContext) -> bool:
 
 
 def add(ctx: OpContext) -> Prepared:
+    if ctx.op.fused_operand_pad is not None:
+        return _operand_padded(ctx, _add)
+    return _add(ctx)
+
+
+def _add(ctx: OpContext) -> Prepared:
     if _int16(ctx):
         return _int16_path().add_sub(ctx, 1)
     if ctx.arithmetic == "xnnpack":
@@ -269,6 +278,74 @@ def mul(ctx: OpContext) -> Prepared:
         return _xnnpack_add_or_mul(ctx, "mul") or _requantizing(
             ctx, kernels.mul_params, kernels.mul_int8)
     return _requantizing(ctx, kernels.mul_params, kernels.mul_int8)
+
+
+def _operand_padded(ctx: OpContext, prepare) -> Prepared:
+    """An int8 ADD reading operand `position` before a PAD appended `n` channels of its zero
+    point (`Operator.fused_operand_pad`, runtime/fusion.py): prepared as written, on the padded
+    shape; its pair table then takes the appended channels from one column
+    (`PaddedPairLookup`). Any other kernel (XNNPACK's arithmetic, broadcasts) gets the
+    operand padded at run time, as the PAD did."""
+    position, n = ctx.op.fused_operand_pad
+    narrow = ctx.input(position)
+    if narrow.shape is None or not narrow.shape:
+        raise ctx.invalid(f"a channel PAD folded into operand {position} of unknown rank")
+    padded = dataclasses.replace(narrow, shape=(*narrow.shape[:-1], narrow.shape[-1] + n),
+                                 value=None)
+    inputs = list(ctx.inputs)
+    inputs[position] = padded
+    written = prepare(dataclasses.replace(
+        ctx, op=dataclasses.replace(ctx.op, fused_operand_pad=None), inputs=inputs))
+    zero_point = per_tensor(ctx, narrow)[1]
+    run = written.run
+    if type(run) is PairLookup and run.shape == padded.shape == tuple(
+            ctx.input(1 - position).shape):
+        return Prepared(PaddedPairLookup(run.table, run.shape, position, zero_point,
+                                         ctx.num_threads), written.outputs)
+    pads = [(0, 0)] * (len(padded.shape) - 1) + [(0, n)]
+
+    def pad_then_run(*arrays):
+        arrays = list(arrays)
+        arrays[position] = np.pad(arrays[position], pads, constant_values=zero_point)
+        return run(*arrays)
+
+    return Prepared(pad_then_run, written.outputs)
+
+
+class PaddedPairLookup(PairLookup):
+    """A PairLookup of two operands of `shape` whose operand `position` comes without its last
+    channels, every one of which held `value` (`kernels.lookup_pair_padded_int8`: one pass, no
+    padded copy). A 256-entry lookup after it composes into its table, a per-channel pair
+    lookup (PRELU) chains into the same pass."""
+
+    def __init__(self, table, shape, position: int, value: int, threads: int, then=None):
+        super().__init__(table, shape, shape, shape, threads, then=then)
+        self.position, self.value = position, int(value)
+        # the table with the narrow operand second: (wide, narrow) pairs
+        self.ordered = table if position == 1 else \
+            np.ascontiguousarray(table.reshape(256, 256).T).ravel()
+
+    def __call__(self, x, y, *second, out=None):
+        wide, narrow = (x, y) if self.position == 1 else (y, x)
+        if self.then is None:
+            return kernels.lookup_pair_padded_int8(self.ordered, wide, narrow, self.value,
+                                                   self.threads)
+        then, period, codes = self.then
+        return kernels.lookup_pair_padded_int8(
+            self.ordered, wide, narrow, self.value, self.threads, then,
+            _period(second[0], period) if codes is None else codes)
+
+    def then_values(self, values: np.ndarray) -> PaddedPairLookup:
+        return PaddedPairLookup(values[self.table.astype(np.intp) + 128], self.shape,
+                                self.position, self.value, self.threads)
+
+    def then_pairs(self, second: PairLookup) -> PaddedPairLookup | None:
+        """Chained when the second's operand is one value per channel (a PRELU's alpha)."""
+        if self.then is not None or second.shape != self.shape or not self.shape \
+                or second.b_period != self.shape[-1]:
+            return None
+        return PaddedPairLookup(self.table, self.shape, self.position, self.value,
+                                self.threads, then=_second_rows(second))
 
 
 def _xnnpack_add_or_mul(ctx: OpContext, op: str) -> Prepared | None:

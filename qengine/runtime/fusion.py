@@ -40,6 +40,12 @@ fuses clamps into their producers and static PADs into convolutions).
   place: v * min(6, max(0, v + 3)) / 6, the reference formula on the same value
   (MobileNetV3's blocks: one op's dispatch less, and no pass over memory).
 
+- **Int8 channel padding.** An int8 ADD of a tensor and a PAD appending channels to another
+  (BlazeFace's widening blocks; the PAD's only use, its input and output of one scale and
+  zero point) reads the PAD's input (`Operator.fused_operand_pad`): the appended channels
+  hold the zero point (TFLite's pad.cc without a pad value), so each of their outputs is the
+  ADD's table at (value, zero point), `ops.elementwise_int` reading it from one column.
+
 - **Int8 lookups.** An int8 op that maps each value alone (RELU, RELU6, RELU_N1_TO_1,
   RELU_0_TO_1, LOGISTIC, TANH, HARD_SWISH, LEAKY_RELU, ELU, GELU: a 256-entry table) or each
   (value, per-channel slope) pair (PRELU), whose input is the only use of the output of an
@@ -84,6 +90,7 @@ def fuse(subgraph: Subgraph) -> tuple[Subgraph, list[int]]:
             _fuse_padding(ops, index, uses, subgraph, dropped)
         elif op.type == "ADD":
             _fuse_residual(ops, index, uses, subgraph, dropped)
+            _fuse_operand_pad(ops, index, uses, subgraph, dropped)
         elif op.type == "PRELU":
             _fuse_prelu(ops, index, uses, subgraph, dropped)
         elif op.type == "HARD_SWISH":
@@ -225,11 +232,8 @@ def _quantized_conv(x, padded, conv) -> bool:
     """A quantized input (int8, or int16 of 16x8) of the PAD's own scale and zero point, and
     an int8 filter: the PAD writes the zero point (TFLite's pad.cc, without a pad value), and
     a quantized conv's tap in the padding adds (zp - zp) * w = 0, as TFLite skips it."""
-    q, p = x.quantization, padded.quantization
     return (x.dtype in ("int8", "int16") and padded.dtype == x.dtype
-            and conv.inputs[1].dtype == "int8" and q is not None and p is not None
-            and q.scale.size == p.scale.size == 1 and q.zero_point.size == p.zero_point.size == 1
-            and q.scale[0] == p.scale[0] and q.zero_point[0] == p.zero_point[0])
+            and conv.inputs[1].dtype == "int8" and _same_quantization(x, padded))
 
 
 def _spatial_padding(amounts) -> tuple[int, int, int, int] | None:
@@ -247,8 +251,9 @@ def _spatial_padding(amounts) -> tuple[int, int, int, int] | None:
 def folded_ops(op) -> list[str]:
     """The types of the ops folded into op's epilogue, in order (`run --profile` names the
     fused op after them: CONV_2D+PAD+ADD+PRELU, ADD+RELU)."""
-    if op.fused_lookup is not None:
-        return [op.fused_lookup.type]
+    if op.fused_lookup is not None or op.fused_operand_pad is not None:
+        names = ["PAD"] if op.fused_operand_pad is not None else []
+        return names + ([op.fused_lookup.type] if op.fused_lookup is not None else [])
     folded = op.fused_epilogue
     if folded is None:
         return []
@@ -319,9 +324,39 @@ def _fuse_residual(ops, index, uses, subgraph, dropped) -> None:
         return
 
 
-def _channel_padding(pad, out, reader, uses, subgraph) -> int:
-    """How many zero channels the PAD op `pad` appends to its input to make `out`, when that
-    is all it does (a float PAD, constant amounts [[0, 0], [0, 0], [0, 0], [0, n]], n > 0) and
+def _fuse_operand_pad(ops, index, uses, subgraph, dropped) -> None:
+    add = ops[index]
+    if (add.type != "ADD" or len(add.inputs) != 2 or len(add.outputs) != 1
+            or any(t is None or t.dtype != "int8" for t in (*add.inputs, add.outputs[0]))
+            or add.inputs[0] is add.inputs[1] or add.fused_epilogue is not None
+            or add.fused_operand_pad is not None
+            or not all(_static(t) and tuple(t.shape) == tuple(add.outputs[0].shape)
+                       for t in (*add.inputs, add.outputs[0]))):
+        return
+    for position in (0, 1):
+        padding = _producer(ops, add.inputs[position])
+        if padding is None or padding in dropped:
+            continue
+        pad = ops[padding]
+        n = _channel_padding(pad, add.inputs[position], index, uses, subgraph, "int8")
+        if n and _same_quantization(pad.inputs[0], add.inputs[position]):
+            inputs = list(add.inputs)
+            inputs[position] = pad.inputs[0]
+            ops[index] = dataclasses.replace(add, inputs=inputs, fused_operand_pad=(position, n))
+            dropped.add(padding)
+            return
+
+
+def _same_quantization(a, b) -> bool:
+    q, p = a.quantization, b.quantization
+    return (q is not None and p is not None and q.scale.size == p.scale.size == 1
+            and q.zero_point.size == p.zero_point.size == 1 and q.scale[0] == p.scale[0]
+            and q.zero_point[0] == p.zero_point[0])
+
+
+def _channel_padding(pad, out, reader, uses, subgraph, dtype="float32") -> int:
+    """How many channels the PAD op `pad` appends to its input to make `out`, when that is all
+    it does (a PAD of `dtype`, constant amounts [[0, 0], [0, 0], [0, 0], [0, n]], n > 0) and
     op `reader` is the only use of `out`; else 0."""
     only = _only_use(out, uses, subgraph)
     if (pad.type != "PAD" or len(pad.inputs) != 2 or pad.inputs[0] is None
@@ -329,7 +364,7 @@ def _channel_padding(pad, out, reader, uses, subgraph) -> int:
             or only is None or only[0] != reader):
         return 0
     x, amounts = pad.inputs[0], np.asarray(pad.inputs[1].data)
-    if (x.dtype != "float32" or not _static(x) or len(x.shape) != 4 or amounts.shape != (4, 2)
+    if (x.dtype != dtype or not _static(x) or len(x.shape) != 4 or amounts.shape != (4, 2)
             or amounts.dtype.kind not in "iu" or amounts[:3].any() or amounts[3, 0] != 0
             or amounts[3, 1] <= 0):
         return 0
