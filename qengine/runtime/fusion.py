@@ -382,17 +382,13 @@ def _fuse_prelu(ops, index, uses, subgraph, dropped) -> None:
             or not _static(x) or not _static(alpha) or not _per_channel(alpha.shape, x.shape)):
         return
     source = _float_conv_only_feeding(ops, x, index, uses, subgraph, dropped)
-    if source is None:
+    epilogue = _epilogue_so_far(ops, source)
+    if epilogue is None or epilogue.prelu or epilogue.hard_swish:
         return
-    conv = ops[source]
-    epilogue = conv.fused_epilogue or Epilogue()
-    if epilogue.prelu or epilogue.hard_swish:
-        return
-    inputs = list(conv.inputs) + [None] * (5 - len(conv.inputs))
+    inputs = list(ops[source].inputs) + [None] * (5 - len(ops[source].inputs))
     inputs[4] = alpha
-    ops[index] = dataclasses.replace(conv, inputs=inputs, outputs=list(prelu.outputs),
-                                     fused_epilogue=dataclasses.replace(epilogue, prelu=True))
-    dropped.add(source)
+    _fold_into(ops, index, source, dropped, inputs=inputs,
+               fused_epilogue=dataclasses.replace(epilogue, prelu=True))
 
 
 def _fuse_hard_swish(ops, index, uses, subgraph, dropped) -> None:
@@ -403,15 +399,21 @@ def _fuse_hard_swish(ops, index, uses, subgraph, dropped) -> None:
     if x.dtype != "float32" or act.outputs[0].dtype != "float32":
         return
     source = _float_conv_only_feeding(ops, x, index, uses, subgraph, dropped)
-    if source is None:
+    epilogue = _epilogue_so_far(ops, source)
+    if epilogue is None or epilogue.hard_swish:
         return
-    conv = ops[source]
-    epilogue = conv.fused_epilogue or Epilogue()
-    if epilogue.hard_swish:
-        return
-    ops[index] = dataclasses.replace(conv, outputs=list(act.outputs),
-                                     fused_epilogue=dataclasses.replace(epilogue,
-                                                                        hard_swish=True))
+    _fold_into(ops, index, source, dropped,
+               fused_epilogue=dataclasses.replace(epilogue, hard_swish=True))
+
+
+def _epilogue_so_far(ops, source: int | None) -> Epilogue | None:
+    """What conv `source` (if any) has folded into its epilogue already (an empty one)."""
+    return None if source is None else ops[source].fused_epilogue or Epilogue()
+
+
+def _fold_into(ops, index, source, dropped, **changes) -> None:
+    """Conv `source` with `changes` takes op `index`'s place and outputs; its own is dropped."""
+    ops[index] = dataclasses.replace(ops[source], outputs=list(ops[index].outputs), **changes)
     dropped.add(source)
 
 
