@@ -330,10 +330,8 @@ def hybrid_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape, groups: int) -> P
         return _finish(scaled, sf[column], b, clamp)
 
     reference = run_asymmetric if per_channel else run_symmetric
-    if fast is not None:
-        return _unless_nan_unfold(ctx, fast, reference, geometry, out_shape)
-    return _unless_nan_unfold(ctx, _whole_epilogue(ctx, out_shape, reference), reference,
-                              geometry, out_shape)
+    prepared = fast if fast is not None else _whole_epilogue(ctx, out_shape, reference)
+    return _unless_nan_unfold(ctx, prepared, reference, geometry, out_shape)
 
 
 def hybrid_depthwise_conv_2d(ctx: OpContext, g: ConvGeometry, out_shape,

@@ -298,8 +298,9 @@ def _operand_padded(ctx: OpContext, prepare) -> Prepared:
         ctx, op=dataclasses.replace(ctx.op, fused_operand_pad=None), inputs=inputs))
     zero_point = per_tensor(ctx, narrow)[1]
     run = written.run
-    if type(run) is PairLookup and run.shape == padded.shape == tuple(
-            ctx.input(1 - position).shape):
+    other = ctx.input(1 - position).shape
+    if type(run) is PairLookup and other is not None and run.shape == padded.shape == \
+            tuple(other):
         return Prepared(PaddedPairLookup(run.table, run.shape, position, zero_point,
                                          ctx.num_threads), written.outputs)
     pads = [(0, 0)] * (len(padded.shape) - 1) + [(0, n)]
