@@ -289,10 +289,27 @@ def _image_in_parts(flat, q, shift, parts, lows, highs, nans, inv, zp, q_min, ra
             _quantize_span(flat, q, inv, zp, q_min, shift, i0, i1)
 
 
-def has_nan(x: np.ndarray) -> bool:
-    """Whether float32 x holds a NaN: one vectorized pass (`_min_max`)."""
+def has_nan(x: np.ndarray, threads: int = 1) -> bool:
+    """Whether float32 x holds a NaN: one vectorized pass (`_min_max`), in parts on several
+    threads when large (a 4 MB image from L3: ~240 us on one)."""
     flat = np.ascontiguousarray(x, np.float32).reshape(-1)
-    return flat.size > 0 and bool(_min_max(flat)[2])
+    if flat.size == 0:
+        return False
+    if pool.worth_splitting(threads, pool.STREAM_FLOPS * flat.size):
+        with pool.split_cores(threads, flat.size) as parts:
+            if parts > 1:
+                nans = np.zeros(parts, np.bool_)
+                _nans_in_parts(flat, parts, nans)
+                return bool(nans.any())
+    return bool(_min_max(flat)[2])
+
+
+@kernel(parallel=True)
+def _nans_in_parts(flat, parts, nans):
+    """nans[i]: whether part i of flat (`threads.part`) holds a NaN, the parts at once."""
+    for i in prange(parts):
+        i0, i1 = pool.part(flat.size, parts, i)
+        nans[i] = _min_max(flat[i0:i1])[2]
 
 
 @kernel

@@ -649,3 +649,20 @@ def test_an_edge_case_of_each_kernel_quantizes_in_parts():
     for edges in (CONV_EDGES, DEPTHWISE_EDGES):
         largest = max(n and hw[0] * hw[1] * ci for n, hw, ci, *_ in edges)
         assert largest >= hybrid_conv.QUANTIZE_PARTS_FROM
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_has_nan_finds_a_nan_anywhere(threads, monkeypatch):
+    """hybrid.has_nan (the folded-PAD hybrid convs' check) on one thread and in parts: a NaN
+    in the first, a middle, the last place or in a vector's tail, none, an empty image."""
+    from qengine.kernels import threads as pool
+
+    monkeypatch.setattr(pool, "MIN_SPLIT_FLOPS", 1)
+    x = np.random.default_rng(7).standard_normal((1, 9, 7, 33)).astype(np.float32)
+    x.reshape(-1)[::5] = np.inf
+    assert not hybrid.has_nan(x, threads)
+    for place in (0, 1000, x.size - 1, x.size - 3):
+        y = x.copy()
+        y.reshape(-1)[place] = np.nan
+        assert hybrid.has_nan(y, threads)
+    assert not hybrid.has_nan(np.zeros((1, 0, 4, 4), np.float32), threads)

@@ -406,8 +406,8 @@ def _unless_nan_unfold(ctx: OpContext, prepared: Prepared, reference, geometry,
     kernels' off-image taps do; so the folded conv gives the same values, except that with a
     NaN in the image the range comes from a scan in memory order (hybrid.py), which the
     zeros change. An image holding a NaN is padded and run as written (`reference`, VALID:
-    the pads of `geometry` become 0); checking costs one pass over it, a fraction of the
-    PAD's copy."""
+    the pads of `geometry` become 0); checking costs one pass over it (split between
+    threads as the PAD was), a fraction of the PAD's copy."""
     if ctx.op.fused_padding is None:
         return prepared
     top, bottom, left, right = ctx.op.fused_padding
@@ -419,7 +419,7 @@ def _unless_nan_unfold(ctx: OpContext, prepared: Prepared, reference, geometry,
     folded = prepared.run
 
     def run(x, w, b=None, *epilogue_inputs):  # (the folded ADD's and PRELU's, if any)
-        if not hybrid.has_nan(x):
+        if not hybrid.has_nan(x, ctx.num_threads):
             return folded(x, w, b, *epilogue_inputs)
         residual, alpha = (*epilogue_inputs, None, None)[:2]
         as_written = reference(np.pad(x, pads), w, b, geometry=valid)
