@@ -35,6 +35,29 @@ def gelu_erf_f32(x):
 
 
 @kernel
+def fully_connected_f32_small(x, w_t, bias, low, high):
+    """x [rows, depth] @ w_t [depth, units] + bias, clamped to [low, high], in TFLite's
+    reference order: each sum from 0.0 over the depth in order, every product rounded
+    (reference_ops::FullyConnected; the float conv GEMM's order too). Vectorized along the
+    units (a row of sums in L1, one pass over w_t per row): for the small layers of tiny
+    graphs, where the GEMM's call of ~20 arguments costs more than the work."""
+    rows, depth = x.shape
+    units = w_t.shape[1]
+    if w_t.shape[0] != depth or bias.shape[0] != units:
+        raise ValueError("fully_connected_f32_small: x, w_t and bias do not fit")
+    out = np.zeros((rows, units), np.float32)
+    for r in range(rows):
+        sums = out[r]
+        for d in range(depth):
+            v, w_row = x[r, d], w_t[d]
+            for u in range(units):
+                sums[u] += v * w_row[u]
+        for u in range(units):
+            sums[u] = activation_f32(sums[u] + bias[u], low, high)
+    return out
+
+
+@kernel
 def hard_swish_f32(x):
     """x [n] float32 -> HARD_SWISH of each value (`float_conv.hard_swish_value`), one pass
     (NumPy's five took 41 us for MobileNetV3's 1024 values)."""

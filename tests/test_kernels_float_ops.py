@@ -333,3 +333,29 @@ def test_gelu_erf_f32_equals_the_numpy_form():
     got = gelu_erf_f32(x)
     assert np.array_equal(got, want, equal_nan=True)
     assert np.array_equal(np.signbit(got), np.signbit(want))
+
+
+def test_small_fully_connected_sums_in_the_reference_order():
+    """fully_connected_f32_small: each out[r, u] = clamp((0 + x[r,0]*w[0,u] + x[r,1]*w[1,u] +
+    ...) + bias[u]) with every product and sum rounded to float32 in turn (a Python-float32
+    twin), -0.0 products summed into +0.0, NaN through the clamp; mismatched shapes refused."""
+    from qengine.kernels.float_ops import fully_connected_f32_small
+
+    r = np.random.default_rng(3)
+    x = (r.standard_normal((3, 37)) * 100).astype(np.float32)
+    x[1, 4] = np.nan
+    x[2, :] = -0.0
+    w_t = r.standard_normal((37, 19)).astype(np.float32)
+    bias = r.standard_normal(19).astype(np.float32)
+    got = fully_connected_f32_small(x, w_t, bias, np.float32(-50), np.float32(np.inf))
+    want = np.empty_like(got)
+    for row in range(3):
+        for u in range(19):
+            total = np.float32(0)
+            for d in range(37):
+                total = np.float32(total + np.float32(x[row, d] * w_t[d, u]))
+            v = np.float32(total + bias[u])
+            want[row, u] = v if not v < -50 else np.float32(-50)
+    np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
+    with pytest.raises(ValueError, match="do not fit"):
+        fully_connected_f32_small(x, w_t[:-1], bias, np.float32(0), np.float32(1))

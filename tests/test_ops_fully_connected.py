@@ -9,13 +9,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 import numpy as np
 import pytest
 from op_harness import check_against_tflite, rng
+from tflite_ref import run_tflite
 
 import qengine
 from qengine.builder import ACTIVATIONS, GraphBuilder, options
 from qengine.errors import InvalidModelError, UnsupportedOpError
 from qengine.ir import Quantization
 
-# FULLY_CONNECTED matches TFLite within the default tolerance (1e-5 of the output range).
+# FULLY_CONNECTED matches TFLite within the default tolerance (1e-5 of the output range);
+# with constant weights bit for bit (test_constant_weights_are_bit_exact).
 
 
 def normal(r, shape):
@@ -48,6 +50,33 @@ def test_fully_connected(x_shape, units, keep_num_dims, bias):
     weights = normal(r, (units, depth))
     b = normal(r, (units,)) if bias else bias
     check_against_tflite(fc_model(x_shape, weights, b, keep_num_dims), [normal(r, x_shape)])
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("rows, depth, units", [(1, 1024, 40), (8, 512, 33), (3, 7, 5),
+                                                (37, 96, 96), (2, 300, 1)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_constant_weights_are_bit_exact(rows, depth, units, threads, monkeypatch):
+    """Constant weights: each sum from 0.0 over the depth in order, every product rounded, then
+    + bias and the clamp, as reference_ops::FullyConnected (the float conv GEMM as a 1x1 conv;
+    BLAS's blocked, fused sums differ in the last bits); inputs with inf and NaN, 2 threads
+    split."""
+    from qengine.kernels import threads as pool
+
+    monkeypatch.setattr(pool, "MIN_SPLIT_FLOPS", 1)
+    r = rng("exact", rows, depth, units)
+    model = fc_model((rows, depth), normal(r, (units, depth)), normal(r, (units,)),
+                     activation="RELU6" if units == 5 else "NONE")
+    x = normal(r, (rows, depth)) * 10
+    if rows > 1:  # (a row of NaN and inf outputs; the others must still match)
+        x[0, :3] = np.inf, -np.inf, np.nan
+    want = run_tflite(model.to_bytes(), [x], "ref")
+    got = qengine.Interpreter(model, num_threads=threads).run([x])
+    for name, value in want.items():
+        nan = np.isnan(value)
+        assert not nan.all()
+        np.testing.assert_array_equal(np.isnan(got[name]), nan)
+        np.testing.assert_array_equal(got[name][~nan].view(np.int32), value[~nan].view(np.int32))
 
 
 @pytest.mark.tf

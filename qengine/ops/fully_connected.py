@@ -1,8 +1,12 @@
-"""FULLY_CONNECTED: the shared checks, the float32 kernel (out = x.reshape(-1, D) @ W.T + bias,
-through NumPy's BLAS matmul; under arithmetic="xnnpack" with constant weights, the float conv
-GEMM of kernels/float_gemm.py as a 1x1 conv, each sum from the bias by fused multiply-adds as
-XNNPACK's f32 GEMM) and the definition keying the hybrid, int8 and 16x8 kernels of
-`fully_connected_int`.
+"""FULLY_CONNECTED: the shared checks, the float32 kernel and the definition keying the hybrid,
+int8 and 16x8 kernels of `fully_connected_int`.
+
+Float with constant weights runs the float conv GEMM of kernels/float_gemm.py as a 1x1 conv
+over the rows: in TFLite's reference order (each sum from 0.0 over the depth, every product
+rounded, then + bias: reference_ops::FullyConnected, bit for bit), or under
+arithmetic="xnnpack" XNNPACK's (each sum from the bias by fused multiply-adds). Weights that
+are computed go through NumPy's BLAS matmul (out = x.reshape(-1, D) @ W.T + bias), whose
+blocked, fused sums differ from both in the last bits.
 """
 
 from __future__ import annotations
@@ -63,10 +67,9 @@ def _float(ctx: OpContext) -> Prepared:
     units, depth = w.shape
     no_bias = np.zeros(units, np.float32)  # TFLite adds a bias of 0.0f when there is none
     bias = ctx.optional_input(2)
-    if ctx.arithmetic == XNNPACK and w.value is not None and (bias is None
-                                                              or bias.value is not None):
+    if w.value is not None and (bias is None or bias.value is not None):
         bias = no_bias if bias is None else np.asarray(bias.value, np.float32).reshape(-1)
-        return _float_xnnpack(ctx, out_shape, np.asarray(w.value, np.float32), bias, low, high)
+        return _float_gemm(ctx, out_shape, np.asarray(w.value, np.float32), bias, low, high)
     from qengine.kernels.float_conv import bias_clamp_f32
 
     def run(x, w, b=None):
@@ -77,21 +80,45 @@ def _float(ctx: OpContext) -> Prepared:
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
 
 
-def _float_xnnpack(ctx: OpContext, out_shape, w: np.ndarray, bias: np.ndarray, low: float,
-                   high: float) -> Prepared:
-    """XNNPACK's f32 GEMM: the float conv kernel on the rows of x as the pixels of a 1x1 conv
-    ([1, rows, 1, D] -> [1, rows, 1, units])."""
+# Up to this many multiply-adds a reference-order float FULLY_CONNECTED runs
+# `fully_connected_f32_small` (one call of 5 arguments) instead of the GEMM: a wake-word head's
+# 1x64 -> 128 layer took ~5 us more through the GEMM's call than through BLAS
+SMALL_FC_MACS = 1 << 16
+
+
+def _float_gemm(ctx: OpContext, out_shape, w: np.ndarray, bias: np.ndarray, low: float,
+                high: float) -> Prepared:
+    """The float conv kernel on the rows of x as the pixels of a 1x1 conv ([1, rows, 1, D] ->
+    [1, rows, 1, units]), in the reference's or XNNPACK's order as ctx.arithmetic says; small
+    layers in the reference's order by `fully_connected_f32_small`."""
     from .common import ConvGeometry
     from .conv import conv_float_direct
 
     units, depth = w.shape
     rows = int(np.prod(ctx.input(0).shape)) // depth
+    if ctx.arithmetic != XNNPACK and (rows == 1 or rows * depth * units <= SMALL_FC_MACS):
+        return _float_small(ctx, out_shape, w, bias, low, high)
     g = ConvGeometry(1, rows, 1, rows, 1, 0, 0, 1, 1, 1, 1, 1, 1)
     conv = conv_float_direct(ctx, g, (1, rows, 1, units), w.reshape(units, 1, 1, depth), bias,
                              low, high)
 
     def run(x, *constants):
         return conv.run(x.reshape(1, rows, 1, depth), None).reshape(out_shape)
+
+    return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
+
+
+def _float_small(ctx: OpContext, out_shape, w: np.ndarray, bias: np.ndarray, low: float,
+                 high: float) -> Prepared:
+    from qengine.kernels.float_ops import fully_connected_f32_small
+
+    depth = w.shape[1]
+    w_t = np.ascontiguousarray(w.T)  # [depth, units]: the kernel's rows of weights
+    low, high = np.float32(low), np.float32(high)
+
+    def run(x, *constants):
+        rows = np.ascontiguousarray(x, np.float32).reshape(-1, depth)
+        return fully_connected_f32_small(rows, w_t, bias, low, high).reshape(out_shape)
 
     return Prepared(run, [ctx.output_spec(0, out_shape, "float32")])
 
