@@ -112,14 +112,22 @@ def elu(ctx: OpContext) -> Prepared:
 @op("HARD_SWISH",
     kernels=integer_kernels("activations_int:hard_swish"), quantized=Quantized(REQUANT, 1))
 def hard_swish(ctx: OpContext) -> Prepared:
-    return _elementwise(ctx, _hard_swish)
+    return _elementwise(ctx, hard_swish_values)
 
 
-def _hard_swish(x):
-    from qengine.kernels.float_ops import hard_swish_f32  # x * min(6, max(0, x + 3)) / 6
+def each_value(kernel_name: str):
+    """compute(x): the float32 kernel `kernel_name` of kernels/float_ops.py, which maps a flat
+    vector value by value, on x of any shape (Numba imported only when an op needs it)."""
+    def compute(x):
+        from qengine.kernels import float_ops
 
-    x = np.ascontiguousarray(x, np.float32)
-    return hard_swish_f32(x.reshape(-1)).reshape(x.shape)
+        x = np.ascontiguousarray(x, np.float32)
+        return getattr(float_ops, kernel_name)(x.reshape(-1)).reshape(x.shape)
+
+    return compute
+
+
+hard_swish_values = each_value("hard_swish_f32")  # x * min(6, max(0, x + 3)) / 6
 
 
 SQRT_2_OVER_PI = np.float32(math.sqrt(2 / math.pi))
@@ -131,12 +139,8 @@ def _gelu_tanh(x):
     return np.float32(0.5) * x * (np.float32(1) + np.tanh(inner))
 
 
-def _gelu_erf(x):
-    # 0.5 * x * erfc(-x / sqrt(2)): TFLite's cancellation-free form of 0.5 * x * (1 + erf(...))
-    from qengine.kernels.float_ops import gelu_erf_f32  # (Numba: only when needed)
-
-    x = np.ascontiguousarray(x, np.float32)
-    return gelu_erf_f32(x.reshape(-1)).reshape(x.shape)
+# 0.5 * x * erfc(-x / sqrt(2)): TFLite's cancellation-free form of 0.5 * x * (1 + erf(...))
+_gelu_erf = each_value("gelu_erf_f32")
 
 
 @op("GELU",

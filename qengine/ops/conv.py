@@ -148,12 +148,11 @@ class ConvEpilogue:
                 out = np.clip(out + residual, np.float32(self.low), np.float32(self.high))
             if self.prelu:
                 out = where(out >= 0, out, out * alpha)
-        out = np.ascontiguousarray(out, np.float32)
         if self.hard_swish:
-            from qengine.kernels.float_ops import hard_swish_f32
+            from .activations import hard_swish_values
 
-            out = hard_swish_f32(out.reshape(-1)).reshape(out.shape)
-        return out
+            out = hard_swish_values(out)
+        return np.asarray(out, np.float32)
 
 
 def _padded_shape(shape, pad: int) -> tuple:
