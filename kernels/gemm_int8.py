@@ -28,10 +28,11 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba.core import types
-from numba.core.extending import intrinsic
+from numba.core.extending import intrinsic, overload
 from qengine.kernels import threads as pool
 from qengine.kernels.conv import conv2d_int8
 from qengine.kernels.emit import (
+    HAS_VNNI,
     I8,
     I32,
     V8I32,
@@ -48,7 +49,15 @@ from qengine.kernels.emit import (
 )
 from qengine.kernels.fully_connected import fully_connected_int8
 from qengine.kernels.jit import inline_kernel, kernel, prange
-from qengine.kernels.pack import LANES, ROWS, PackedConvWeights, block_source, pack_block
+from qengine.kernels.pack import (
+    LANES,
+    ROWS,
+    PackedConvWeights,
+    block_for,
+    block_source,
+    pack_block,
+    pack_conv_weights_u8,
+)
 from qengine.kernels.requant import (
     PARAM_ROWS,
     RAW,
@@ -105,11 +114,13 @@ def tile_sums(builder, a_ptr, a_row, b_ptr, k2, rows, halves=2):
     return accumulate(builder, k2, halves * rows, step, f"tile{halves}")
 
 
-def tile_sums_u8(builder, a_ptr, a_row, b_ptr, k4, rows, halves=2):
+def tile_sums_u8(builder, a_ptr, a_row, b_ptr, k4, rows, halves=2, flip=False):
     """`tile_sums` for VNNI hosts: Σ_i A[r, 4i:4i+4] · panel[i] by `vpdpbusd`, A uint8 rows
     `a_row` bytes apart, the panel int8 [k4, 16, 4] (`pack.pack_conv_weights_u8`); per group
-    of 4 taps, 2 weight loads, one 4-byte broadcast per row and 2·rows `vpdpbusd`."""
+    of 4 taps, 2 weight loads, one 4-byte broadcast per row and 2·rows `vpdpbusd`. flip: A
+    holds int8 bytes, each taken as x + 128 (x ^ 0x80, one scalar xor per row and step)."""
     v32i8 = ir.VectorType(I8, 32)
+    sign_bits = ir.Constant(I32, 0x80808080 - 2**32)
 
     def step(i, accs):
         weights = [builder.bitcast(load_vec(builder, b_ptr, builder.add(
@@ -119,7 +130,8 @@ def tile_sums_u8(builder, a_ptr, a_row, b_ptr, k4, rows, halves=2):
         for r in range(rows):
             offset = builder.add(builder.mul(const64(r), a_row), builder.mul(i, const64(4)))
             ptr = builder.bitcast(builder.gep(a_ptr, [offset]), I32.as_pointer())
-            xs = splat(builder, builder.load(ptr, align=1))
+            quad = builder.load(ptr, align=1)
+            xs = splat(builder, builder.xor(quad, sign_bits) if flip else quad)
             for h, w in enumerate(weights):
                 new.append(dpbusd(builder, accs[halves * r + h], xs, w))
         return new
@@ -127,13 +139,16 @@ def tile_sums_u8(builder, a_ptr, a_row, b_ptr, k4, rows, halves=2):
     return accumulate(builder, k4, halves * rows, step, f"tile_u8_{halves}")
 
 
-def _tile_codegen(context, builder, signature, args, rows, kind):
-    a_addr, a_row, b_addr, k2, out_addr, out_row, q_addr, out_zp, act_min, act_max = args[:10]
+def _tile_codegen(context, builder, signature, args, rows, kind, quads):
+    a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp, act_min, act_max = args[:10]
     a_ptr = builder.inttoptr(a_addr, I8.as_pointer())
     b_ptr = builder.inttoptr(b_addr, I8.as_pointer())
     q_ptr = builder.inttoptr(q_addr, I32.as_pointer())
     out_ptr = builder.inttoptr(out_addr, I8.as_pointer())
-    sums = tile_sums(builder, a_ptr, a_row, b_ptr, k2, rows)
+    if quads:
+        sums = tile_sums_u8(builder, a_ptr, a_row, b_ptr, steps, rows, flip=True)
+    else:
+        sums = tile_sums(builder, a_ptr, a_row, b_ptr, steps, rows)
     # q [4, 16]: the panel's per-channel epilogue parameters, one int32 row each
     params = [[load_vec(builder, q_ptr, const64(16 * row + 8 * h), V8I32, align=4)
                for row in range(PARAM_ROWS[kind])] for h in range(2)]  # fmt: skip
@@ -154,30 +169,58 @@ def _tile_codegen(context, builder, signature, args, rows, kind):
     return context.get_dummy_value()
 
 
-def _make_tile(rows):
+def _make_tile(rows, quads=False):
     @intrinsic
-    def tile(typingctx, a_addr, a_row, b_addr, k2, out_addr, out_row, q_addr, out_zp, act_min,
-             act_max, q):  # fmt: skip
-        """out[r, 0:16] = epilogue(Σ_i A[r, 2i:2i+2] · panel[i]) for r < rows (addresses,
-        strides in bytes).
+    def tile(typingctx, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp,
+             act_min, act_max, q):  # fmt: skip
+        """out[r, 0:16] = epilogue(Σ_i A[r, i] · panel[i]) for r < rows (addresses, strides in
+        bytes), i over `steps` groups of taps.
 
-        A: int16 rows `a_row` bytes apart; panel: int8 [k2, 16, 2]; q_addr: [4, 16] of the
-        plan's array `q`, whose dtype picks the epilogue (`requant.epilogue_kind`); out: rows
-        `out_row` bytes apart, of int8 (requantized) or int32 (raw accumulators).
+        A: int16 pairs x - zp, rows `a_row` bytes apart, and panel int8 [steps, 16, 2]; or
+        (quads) int8 taps x, each taken as x + 128, and panel int8 [steps, 16, 4]. q_addr:
+        [4, 16] of the plan's array `q`, whose dtype picks the epilogue
+        (`requant.epilogue_kind`); out: rows `out_row` bytes apart, of int8 (requantized) or
+        int32 (raw accumulators).
         """
         kind = epilogue_kind(q)
 
         def codegen(context, builder, signature, args):
-            return _tile_codegen(context, builder, signature, args, rows, kind)
+            return _tile_codegen(context, builder, signature, args, rows, kind, quads)
 
         return types.void(*[types.int64] * 10, q), codegen
 
     return tile
 
 
-# Each unrolled tile costs seconds of LLVM optimization on a cold cache, so there are just two.
+# Each unrolled tile costs seconds of LLVM optimization on a cold cache, so there are just two
+# per family, and a kernel compiles one family only (`_family_tile`).
 _tile = _make_tile(ROWS)
 _tile1 = _make_tile(1)  # a last block of one pixel (7x7 = 8·6 + 1), and GEMV
+_tile_q = _make_tile(ROWS, quads=True)  # VNNI hosts: x viewed as uint8 picks these
+_tile1_q = _make_tile(1, quads=True)
+
+
+def _family_tile(x, one_row, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp,
+                 act_min, act_max, q):  # fmt: skip
+    """The tile of x's family, one row or ROWS: tap pairs (x int8) or quads (x uint8, the int8
+    input's bytes, VNNI)."""
+
+
+@overload(_family_tile)
+def _family_tile_impl(x, one_row, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr,
+                      out_zp, act_min, act_max, q):  # fmt: skip
+    tile, tile1 = (_tile_q, _tile1_q) if x.dtype == types.uint8 else (_tile, _tile1)
+
+    def impl(x, one_row, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp,
+             act_min, act_max, q):  # fmt: skip
+        if one_row:
+            tile1(a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp, act_min,
+                  act_max, q)  # fmt: skip
+        else:
+            tile(a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp, act_min,
+                 act_max, q)  # fmt: skip
+
+    return impl
 
 
 @inline_kernel
@@ -193,7 +236,8 @@ def _copy_tile(tail, out, p0, oc0, rows, width):
 @kernel
 def _gemm_blocks(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
     """Row blocks blk0..blk1-1 × weight panels pan0..pan1-1 of out [P, Co] (int8, or int32 for
-    a raw `q`).
+    a raw `q`); x int8 with panels of tap pairs, or x uint8 (the int8 input's bytes) with
+    panels of quads (VNNI, `plan_conv2d_int8`).
 
     Tiles store 16 channels straight into `out`. A partial last panel of 8-15 channels
     stores 16 too, spilling into the next pixel's first channels: panels run last to first
@@ -205,16 +249,16 @@ def _gemm_blocks(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
     """
     out_c, pixels, size = out.shape[1], out.shape[0], out.itemsize
     end = min(blk1 * ROWS, pixels) * out_c  # this call writes out.flat[blk0·ROWS·Co : end]
-    k2 = panels.shape[1]
-    kp = 2 * k2
-    zp = np.int16(ints[3])
+    steps, taps = panels.shape[1], panels.shape[3]
+    kp = taps * steps
+    zp = ints[3]  # pairs: A = x - zp; quads: the byte of taps outside the image
     out_zp, act_min, act_max = ints[4], ints[5], ints[6]
-    a = np.empty(ROWS * kp + 16, np.int16)  # + room for `_copy_run`'s last 16
+    a = block_for(x, ROWS * kp + 16)  # + room for `_copy_run`'s last 16
     xf = x.reshape(x.size)
     tail = np.empty((ROWS, LANES), out.dtype)
     aa, pa, qa, oa, ta = addr(a), addr(panels), addr(q), addr(out), addr(tail)
     source = block_source(x, xf, a, ints)
-    panel_bytes, q_bytes = k2 * LANES * 2, 4 * LANES * q.itemsize
+    panel_bytes, q_bytes = steps * LANES * taps, 4 * LANES * q.itemsize
     for blk in range(blk0, blk1):
         p0 = blk * ROWS
         rows = min(ROWS, pixels - p0)
@@ -227,11 +271,8 @@ def _gemm_blocks(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
             direct = (rows == ROWS or rows == 1) and (width == LANES or spill_ok)
             dst = oa + (p0 * out_c + oc0) * size if direct else ta
             stride = out_c * size if direct else LANES * size
-            panel, qj = pa + j * panel_bytes, qa + j * q_bytes
-            if rows == 1:
-                _tile1(aa, 2 * kp, panel, k2, dst, stride, qj, out_zp, act_min, act_max, q)
-            else:
-                _tile(aa, 2 * kp, panel, k2, dst, stride, qj, out_zp, act_min, act_max, q)
+            _family_tile(x, rows == 1, aa, kp * a.itemsize, pa + j * panel_bytes, steps, dst,
+                         stride, qa + j * q_bytes, out_zp, act_min, act_max, q)  # fmt: skip
             if not direct:
                 _copy_tile(tail, out, p0, oc0, rows, width)
 
@@ -258,7 +299,7 @@ def _gemm(x, panels, q, ints, out, threads):
     """Fill out [P, Co] from x [N, H, W, Ci] int8 on `threads` threads: split over row blocks,
     or over weight panels when there are fewer row blocks than threads."""
     pixels, n_panels = out.shape[0], panels.shape[0]
-    flops = 2 * pixels * panels.shape[1] * 2 * n_panels * LANES
+    flops = 2 * pixels * panels.shape[1] * panels.shape[3] * n_panels * LANES
     pool.split_grid(_gemm_blocks, _gemm_split, (x, panels, q, ints, out), -(-pixels // ROWS),
                     n_panels, threads, flops)
 
@@ -279,9 +320,18 @@ class ConvInt8Plan(NamedTuple):
 
 
 def _conv_plan(packed: PackedConvWeights, q_rows, dtype, in_zp, out_zp, act_min, act_max,
-               geometry) -> ConvInt8Plan:  # fmt: skip
-    """q_rows: up to 4 [Co] arrays, the tile's per-channel parameters (0 past Co), as `dtype`."""
-    n_panels = packed.panels.shape[0]
+               geometry, vnni=False) -> ConvInt8Plan:  # fmt: skip
+    """q_rows: up to 4 [Co] arrays, the tile's per-channel parameters (0 past Co), as `dtype`,
+    the first the int32 bias. vnni: panels of quads, whose tiles sum Σ (x + 128)·w over every
+    tap, those outside the image holding in_zp; that is the reference's Σ (x - in_zp)·w over
+    the image's taps plus (in_zp + 128)·Σw, which the bias takes off (mod 2^32, as the int32
+    sums wrap)."""
+    panels = packed.panels
+    if vnni:
+        panels, sum_w = pack_conv_weights_u8(packed.w)
+        bias = q_rows[0].astype(np.int64) - (in_zp + 128) * sum_w
+        q_rows = [(bias & 0xFFFFFFFF).astype(np.uint32).view(dtype), *q_rows[1:]]
+    n_panels = panels.shape[0]
     q = np.zeros((n_panels * LANES, 4), dtype)
     if q_rows:
         q[: packed.out_c, : len(q_rows)] = np.stack(q_rows, axis=1)
@@ -289,32 +339,41 @@ def _conv_plan(packed: PackedConvWeights, q_rows, dtype, in_zp, out_zp, act_min,
     ints = np.array([packed.out_c, packed.k_h, packed.k_w, in_zp, out_zp, act_min, act_max,
                      *geometry], np.int64)  # fmt: skip
     out_h, out_w = geometry[-2:]
-    return ConvInt8Plan(packed.panels, q, ints, packed.in_c, (out_h, out_w, packed.out_c))
+    return ConvInt8Plan(panels, q, ints, packed.in_c, (out_h, out_w, packed.out_c))
+
+
+def checked_vnni(vnni: bool) -> bool:
+    """vnni, or ValueError when it asks for `vpdpbusd` tiles on a CPU without them."""
+    if vnni and not HAS_VNNI:  # LLVM would fail to compile `vpdpbusd` for this CPU
+        raise ValueError("vnni tiles need a CPU with AVX-VNNI or AVX512-VNNI")
+    return vnni
 
 
 def plan_conv2d_int8(packed: PackedConvWeights, bias, in_zp, mult, shift, out_zp, act_min,
                      act_max, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h,
-                     out_w):  # fmt: skip
+                     out_w, vnni=HAS_VNNI):  # fmt: skip
     """A `ConvInt8Plan` with the reference's MBQM, or None for multipliers QuantizeMultiplier
     never makes: a right shift > 31 with M ≠ 0, or M = INT32_MIN (SRDHM's saturating case,
-    left out of the tiles)."""
+    left out of the tiles). vnni: the `vpdpbusd` tiles (default: when the host has them)."""
     params = requant_params(bias, mult, shift)
     if params is None or np.any(params[1] == -(2**31)):
         return None
     geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w)
-    return _conv_plan(packed, params, np.int32, in_zp, out_zp, act_min, act_max, geometry)
+    return _conv_plan(packed, params, np.int32, in_zp, out_zp, act_min, act_max, geometry,
+                      checked_vnni(vnni))  # fmt: skip
 
 
 def plan_conv2d_int8_fp32(packed: PackedConvWeights, bias, in_zp, scale, out_zp, act_min,
                           act_max, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h,
-                          out_w) -> ConvInt8Plan:  # fmt: skip
+                          out_w, vnni=HAS_VNNI) -> ConvInt8Plan:  # fmt: skip
     """A `ConvInt8Plan` with XNNPACK's float32 requantization (`xnnpack.requantize_fp32`,
     scale [Co] float32) instead of MBQM; `run_conv2d_int8` runs it. The accumulators are the
     same exact int32 sums, so the output is that of `xnnpack.requantize_fp32` applied to
     `hybrid.conv_accumulators` (zero point in_zp) plus the bias."""
     geometry = (stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w)
     q_rows = fp32_bits(bias, scale)
-    return _conv_plan(packed, q_rows, np.uint32, in_zp, out_zp, act_min, act_max, geometry)
+    return _conv_plan(packed, q_rows, np.uint32, in_zp, out_zp, act_min, act_max, geometry,
+                      checked_vnni(vnni))  # fmt: skip
 
 
 _RAW_Q = np.zeros((1, 4, LANES), np.int64)  # a raw tile reads no parameters: one for all
@@ -336,7 +395,9 @@ def run_conv2d_int8(plan: ConvInt8Plan, x, threads=None) -> np.ndarray:
     out_h, out_w, out_c = plan.out_hwc
     dtype = np.int32 if plan.q.dtype == np.int64 else np.int8
     out = np.empty((x.shape[0] * out_h * out_w, out_c), dtype)
-    _gemm(x, plan.panels, plan.q, plan.ints, out, threads_or_default(threads))
+    quads = plan.panels.shape[3] == 4  # x's bytes as uint8 pick those tiles
+    _gemm(x.view(np.uint8) if quads else x, plan.panels, plan.q, plan.ints, out,
+          threads_or_default(threads))  # fmt: skip
     return out.reshape(x.shape[0], out_h, out_w, out_c)
 
 
@@ -345,7 +406,7 @@ def run_conv2d_int8(plan: ConvInt8Plan, x, threads=None) -> np.ndarray:
 
 def conv2d_int8_fast(x, packed: PackedConvWeights, bias, in_zp, mult, shift, out_zp, act_min,
                      act_max, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h,
-                     out_w):  # fmt: skip
+                     out_w, vnni=HAS_VNNI):  # fmt: skip
     """Bit-exact fast twin of `conv.conv2d_int8` (TFLite reference ConvPerChannel).
 
     x [N, H, W, Ci] int8; packed = pack_conv_weights(w) for w [Co, KH, KW, Ci/groups];
@@ -357,7 +418,7 @@ def conv2d_int8_fast(x, packed: PackedConvWeights, bias, in_zp, mult, shift, out
     plan = None
     if x.shape[3] == packed.in_c:
         plan = plan_conv2d_int8(packed, bias, in_zp, mult, shift, out_zp, act_min, act_max,
-                                *geometry)  # fmt: skip
+                                *geometry, vnni=vnni)  # fmt: skip
     if plan is None:
         return conv2d_int8(x, packed.w, bias, in_zp, mult, shift, out_zp, act_min, act_max,
                            *geometry)  # fmt: skip

@@ -61,7 +61,7 @@ from qengine.kernels.emit import (
     lanes,
 )
 from qengine.kernels.float_conv import NO_POST, post_due, post_fits, run_post
-from qengine.kernels.gemm_int8 import _copy_tile, tile_sums, tile_sums_u8
+from qengine.kernels.gemm_int8 import _copy_tile, checked_vnni, tile_sums, tile_sums_u8
 from qengine.kernels.hybrid import SPARE_BYTES, quantize_image_compiled, quantize_image_parts
 from qengine.kernels.jit import inline_kernel, kernel, prange
 from qengine.kernels.pack import (
@@ -69,6 +69,7 @@ from qengine.kernels.pack import (
     LANES,
     ROWS,
     PackedConvWeights,
+    block_for,
     block_source,
     interleave_taps,
     pack_block,
@@ -227,28 +228,12 @@ def plan_hybrid_conv(packed: PackedConvWeights, pre, bias, lo, hi, stride_h, str
     out_c = packed.out_c
     ints = np.array([out_c, packed.k_h, packed.k_w, 0, 0, 0, 0, stride_h, stride_w, dil_h,
                      dil_w, pad_top, pad_left, out_h, out_w], np.int64)  # fmt: skip
-    if vnni and not HAS_VNNI:  # LLVM would fail to compile `vpdpbusd` for this CPU
-        raise ValueError("vnni tiles need a CPU with AVX-VNNI or AVX512-VNNI")
     panels, sum_w = packed.panels, np.zeros(0, np.int64)
-    if vnni:
+    if checked_vnni(vnni):
         panels, sum_w = pack_conv_weights_u8(packed.w)
     return HybridConvPlan(panels, _table(out_c, pre, bias, lo, hi), ints, packed.in_c,
                           (out_h, out_w, out_c), sum_w,
                           np.empty(0, np.uint8 if vnni else np.int8))  # fmt: skip
-
-
-def _block_for(x, n):
-    """An A block of n values for x's tile family: int16 pairs (x int8) or uint8 quads."""
-
-
-@overload(_block_for)
-def _block_for_impl(x, n):
-    dtype = np.uint8 if x.dtype == types.uint8 else np.int16
-
-    def impl(x, n):
-        return np.empty(n, dtype)
-
-    return impl
 
 
 def _tile_for(x, a_addr, a_row, panel, steps, dst, stride, e, wide):
@@ -282,7 +267,7 @@ def _hconv_part(x, panels, table, ints, zp, out, post, blk0, blk1, pan0, pan1):
     out_c, pixels = out.shape[1], out.shape[0]
     steps, taps = panels.shape[1], panels.shape[3]
     kp = taps * steps
-    a = _block_for(x, ROWS * kp + 16)  # + room for `widen`'s last 16
+    a = block_for(x, ROWS * kp + 16)  # + room for `widen`'s last 16
     xf = x.reshape(x.size)
     tail = np.empty((ROWS, LANES), np.float32)
     pa, ta, oa, ea = addr(panels), addr(tail), addr(out), addr(table)

@@ -17,6 +17,7 @@
 from typing import NamedTuple
 
 import numpy as np
+from numba.core import types
 from numba.core.extending import overload
 from qengine.kernels.emit import addr, copy_bytes, fill_bytes, widen, zero_fill
 from qengine.kernels.jit import inline_kernel, kernel
@@ -104,6 +105,21 @@ def block_source(x, xf, a, ints):
     geometry = (x.shape[1], x.shape[2], x.shape[3], ints[1], ints[2], ints[13], ints[14],
                 ints[7], ints[8], ints[9], ints[10], ints[11], ints[12])
     return geometry, addr(xf), addr(xf) + xf.size, addr(a), a.size, a.dtype.type(0)
+
+
+def block_for(x, n):
+    """An A block of n values for x's tile family (`pack_block`): int16 pairs (x int8) or
+    uint8 quads (x uint8)."""
+
+
+@overload(block_for)
+def _block_for_impl(x, n):
+    dtype = np.uint8 if x.dtype == types.uint8 else np.int16
+
+    def impl(x, n):
+        return np.empty(n, dtype)
+
+    return impl
 
 
 def _itemsize(value):

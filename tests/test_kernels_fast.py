@@ -10,7 +10,7 @@ as raw int32 ones (INT32_MIN, left shifts past 31, right shifts of 31).
 
 import numpy as np
 import pytest
-from qengine.kernels import conv, depthwise_int8, fully_connected, gemm_int8, pack
+from qengine.kernels import conv, depthwise_int8, emit, fully_connected, gemm_int8, pack
 from qengine.kernels.fixedpoint import quantize_multipliers
 from test_kernels_conv import Regime, assert_same, conv_geometry, quant_params
 
@@ -47,10 +47,16 @@ def conv_case(rng, regime, shape, k, stride, dil, pad, out_hw, out_c, extreme=Fa
     return x, bias, (in_zp, mult, shift, out_zp, *act, *stride, *dil, *pad, *out_hw)
 
 
+# the tiles of this host and, on a VNNI host, the vpmaddwd ones as well
+VNNI = [False, True] if emit.HAS_VNNI else [False]
+
+
 def check_conv(x, w, bias, args):
+    """The fast conv equals the reference in each tile family this host runs."""
     want = conv.conv2d_int8(x, w, bias, *args)
-    got = gemm_int8.conv2d_int8_fast(x, pack.pack_conv_weights(w), bias, *args)
-    assert_same(got, want)
+    for vnni in VNNI:
+        got = gemm_int8.conv2d_int8_fast(x, pack.pack_conv_weights(w), bias, *args, vnni=vnni)
+        assert_same(got, want)
 
 
 def check_depthwise(x, w, bias, args, dm):

@@ -9,7 +9,7 @@ wrap int32, fused clamps; then whole models with the fast kernels on and off.
 
 import numpy as np
 import pytest
-from qengine.kernels import depthwise_int8, gemm_int8, hybrid, pack
+from qengine.kernels import depthwise_int8, emit, gemm_int8, hybrid, pack
 from qengine.kernels.xnnpack import requantize_fp32
 from test_kernels_conv import assert_same, conv_geometry
 
@@ -64,9 +64,14 @@ def operands(rng, x_shape, w_shape, kind):
 KINDS = ["plain", "ties", "huge"]
 
 
+# the tiles of this host and, on a VNNI host, the vpmaddwd ones as well
+VNNI = [False, True] if emit.HAS_VNNI else [False]
+
+
+@pytest.mark.parametrize("vnni", VNNI)
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("seed", SEEDS)
-def test_conv(seed, kind, threads):
+def test_conv(seed, kind, threads, vnni):
     rng = np.random.default_rng([seed, KINDS.index(kind), 1])
     g = conv_geometry(rng)
     n, in_c, out_c = int(rng.integers(1, 3)), int(rng.integers(1, 40)), int(rng.integers(1, 40))
@@ -74,7 +79,8 @@ def test_conv(seed, kind, threads):
     e = epilogue(rng, out_c, kind)
     geometry = (*g["stride"], *g["dil"], *g["pad"], *g["out"])
     plan = gemm_int8.plan_conv2d_int8_fp32(pack.pack_conv_weights(w), e[0], in_zp,
-                                           *e[1:], *geometry)  # fmt: skip
+                                           *e[1:], *geometry, vnni=vnni)  # fmt: skip
+    assert plan.panels.shape[3] == (4 if vnni else 2)  # the family asked for
     acc = hybrid.conv_accumulators(x, w, np.full(n, in_zp, np.int32), *geometry)
     assert_same(gemm_int8.run_conv2d_int8(plan, x, threads), slow_twin(acc, *e))
 
@@ -96,14 +102,15 @@ def test_depthwise(seed, kind, threads):
     assert_same(depthwise_int8.run_depthwise_int8(plan, x, threads), slow_twin(acc, *e))
 
 
+@pytest.mark.parametrize("vnni", VNNI)
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("rows, depth, units", [(1, 1280, 1001), (7, 33, 17), (13, 4608, 40)])
-def test_fully_connected_as_1x1_plan(rows, depth, units, kind, threads):
+def test_fully_connected_as_1x1_plan(rows, depth, units, kind, threads, vnni):
     rng = np.random.default_rng([rows, depth, units, KINDS.index(kind)])
     x, w, in_zp = operands(rng, (rows, depth), (units, depth), kind)
     e = epilogue(rng, units, kind)
     plan = gemm_int8.plan_conv2d_int8_fp32(pack.pack_fc_weights(w), e[0], in_zp, *e[1:],
-                                           *FC_GEOMETRY)  # fmt: skip
+                                           *FC_GEOMETRY, vnni=vnni)  # fmt: skip
     got = gemm_int8.run_conv2d_int8(plan, x.reshape(rows, 1, 1, depth), threads)
     acc = hybrid.conv_accumulators(x.reshape(rows, 1, 1, depth), w.reshape(units, 1, 1, depth),
                                    np.full(rows, in_zp, np.int32), *FC_GEOMETRY)  # fmt: skip
