@@ -57,6 +57,7 @@ from qengine.kernels.pack import (
     block_source,
     pack_block,
     pack_conv_weights_u8,
+    rows_in_place,
 )
 from qengine.kernels.requant import (
     PARAM_ROWS,
@@ -256,13 +257,18 @@ def _gemm_blocks(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
     a = block_for(x, ROWS * kp + 16)  # + room for `_copy_run`'s last 16
     xf = x.reshape(x.size)
     tail = np.empty((ROWS, LANES), out.dtype)
-    aa, pa, qa, oa, ta = addr(a), addr(panels), addr(q), addr(out), addr(tail)
+    pa, qa, oa, ta = addr(panels), addr(q), addr(out), addr(tail)
     source = block_source(x, xf, a, ints)
+    in_place = rows_in_place(x, a, kp, ints)
     panel_bytes, q_bytes = steps * LANES * taps, 4 * LANES * q.itemsize
     for blk in range(blk0, blk1):
         p0 = blk * ROWS
         rows = min(ROWS, pixels - p0)
-        pack_block(source, kp, p0, rows, zp)
+        if in_place and rows == ROWS:
+            aa = addr(xf) + p0 * kp
+        else:
+            pack_block(source, kp, p0, rows, zp)
+            aa = addr(a)
         for j in range(pan1 - 1, pan0 - 1, -1):
             oc0 = j * LANES
             width = min(LANES, out_c - oc0)

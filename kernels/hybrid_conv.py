@@ -74,6 +74,7 @@ from qengine.kernels.pack import (
     interleave_taps,
     pack_block,
     pack_conv_weights_u8,
+    rows_in_place,
 )
 
 __all__ = [
@@ -272,9 +273,7 @@ def _hconv_part(x, panels, table, ints, zp, out, post, blk0, blk1, pan0, pan1):
     tail = np.empty((ROWS, LANES), np.float32)
     pa, ta, oa, ea = addr(panels), addr(tail), addr(out), addr(table)
     source = block_source(x, xf, a, ints)
-    direct = a.itemsize == 1 and kp == x.shape[3] and ints[1] == 1 and ints[2] == 1 \
-        and ints[7] == 1 and ints[8] == 1 and ints[11] == 0 and ints[12] == 0 \
-        and ints[13] == x.shape[1] and ints[14] == x.shape[2]  # fmt: skip
+    direct = rows_in_place(x, a, kp, ints)
     panel_bytes = steps * LANES * taps
     # A tile stores 16 (or 8) channels per row: with fewer left in a row (`width`), the extra
     # lanes land in the next rows' first channels, which the block's other panels (taken last

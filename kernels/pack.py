@@ -122,6 +122,16 @@ def _block_for_impl(x, n):
     return impl
 
 
+@inline_kernel
+def rows_in_place(x, a, kp, ints):
+    """Whether `pack_block` would copy A's rows verbatim: a 1x1 stride-1 unpadded conv on the
+    input grid whose taps fill the quads (uint8 blocks, Kp = Cin). The tiles then read them
+    straight from x (one row per output pixel, Cin bytes apart)."""
+    return (a.itemsize == 1 and kp == x.shape[3] and ints[1] == 1 and ints[2] == 1
+            and ints[7] == 1 and ints[8] == 1 and ints[11] == 0 and ints[12] == 0
+            and ints[13] == x.shape[1] and ints[14] == x.shape[2])
+
+
 def _itemsize(value):
     """The byte size of a scalar's type, a constant where the kernel is compiled."""
 
