@@ -30,6 +30,7 @@ def host_has(feature: str) -> bool:
 
 
 USE_AVX2 = host_has("avx2")
+HAS_AVX512 = host_has("avx512f")  # 512-bit vectors: the int8 GEMM's epilogue takes 16 lanes
 # `vpdpbusd` on 256-bit vectors: AVX-VNNI, or AVX512-VNNI with AVX512VL (LLVM picks the encoding)
 HAS_VNNI = host_has("avxvnni") or (host_has("avx512vnni") and host_has("avx512vl"))
 

@@ -39,7 +39,7 @@ from numba.core import cgutils, types
 from numba.core.extending import intrinsic
 
 from . import threads as pool
-from .emit import I64, addr, const64, host_has, loop
+from .emit import HAS_AVX512, I64, addr, const64, loop
 from .float_conv import activation_f32, post_due, post_fits, run_post
 from .jit import inline_kernel, kernel, prange
 
@@ -50,7 +50,7 @@ NARROW = 8  # convs with at most this many output channels vectorize along the o
 
 
 
-WIDE = host_has("avx512f")  # use the 16-lane conv tile: one register per 16 channels
+WIDE = HAS_AVX512  # use the 16-lane conv tile: one register per 16 channels
 
 _F32 = ir.FloatType()
 _V8F32 = ir.VectorType(_F32, VEC)

@@ -1,7 +1,7 @@
 """Requantization epilogues of the int8 GEMM and depthwise kernels, scalar and vector.
 
 * MBQM, the reference kernels' per-channel `MultiplyByQuantizedMultiplier`: `requant_vec`
-  (`fixedpoint.requantize` on 8 int32 lanes of LLVM IR, without branches) and its scalar
+  (`fixedpoint.requantize` on 8 or 16 int32 lanes of LLVM IR, without branches) and its scalar
   twin `requant` (also int16 ADD/SUB's).
 * XNNPACK's float32 requantization (`arithmetic="xnnpack"`): `fp32_vec`, the twin of
   `xnnpack.requantize_fp32`.
@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
-from qengine.kernels.emit import I64, USE_AVX2, V8F32, V8I32, splat
+from qengine.kernels.emit import HAS_AVX512, I64, USE_AVX2, lanes, splat
 from qengine.kernels.fixedpoint import round_half_away_int32
 from qengine.kernels.jit import kernel, prange
 from qengine.kernels.threads import ELEMENT_FLOPS, part, split_run
@@ -81,33 +81,37 @@ def requant(acc, bias, m, left, right, out_zp, act_min, act_max):
 
 
 def _srdhm_core(builder, x, m):
-    """int32x8 floor((x·M + 2^30) / 2^31), the low 32 bits (SRDHM without its saturation).
+    """int32 lanes (8 or 16) floor((x·M + 2^30) / 2^31), the low 32 bits (SRDHM without its
+    saturation).
 
-    With AVX2: `vpmuldq` multiplies the even int32 lanes into int64; the odd lanes are shifted
-    down first. The even results sit in the low halves after >> 31, the odd ones in the high
-    halves after << 1, and one blend merges them (no int64 sign extensions or lane shuffles).
+    With AVX2 (AVX-512 for 16 lanes): `vpmuldq` multiplies the even int32 lanes into int64;
+    the odd lanes are shifted down first. The even results sit in the low halves after >> 31,
+    the odd ones in the high halves after << 1, and one blend merges them (no int64 sign
+    extensions or lane shuffles).
     """
-    v8i64, v4i64 = ir.VectorType(I64, 8), ir.VectorType(I64, 4)
-    if not USE_AVX2:
-        prod = builder.mul(builder.sext(x, v8i64), builder.sext(m, v8i64))
-        shifted = builder.ashr(builder.add(prod, splat(builder, 1 << 30, v8i64)),
-                               splat(builder, 31, v8i64))  # fmt: skip
-        return builder.trunc(shifted, V8I32)
-    fnty = ir.FunctionType(v4i64, [V8I32, V8I32])
-    pmuldq = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.avx2.pmul.dq")
-    c = lambda v: splat(builder, v, v4i64)
-    odd = lambda v: builder.bitcast(builder.lshr(builder.bitcast(v, v4i64), c(32)), V8I32)
+    n = x.type.count
+    wide_i64 = ir.VectorType(I64, n)
+    if not USE_AVX2 or (n == 16 and not HAS_AVX512):
+        prod = builder.mul(builder.sext(x, wide_i64), builder.sext(m, wide_i64))
+        shifted = builder.ashr(builder.add(prod, splat(builder, 1 << 30, wide_i64)),
+                               splat(builder, 31, wide_i64))  # fmt: skip
+        return builder.trunc(shifted, x.type)
+    pairs = ir.VectorType(I64, n // 2)
+    name = "llvm.x86.avx512.pmul.dq.512" if n == 16 else "llvm.x86.avx2.pmul.dq"
+    pmuldq = cgutils.get_or_insert_function(builder.module,
+                                            ir.FunctionType(pairs, [x.type, x.type]), name)
+    c = lambda v: splat(builder, v, pairs)
+    odd = lambda v: builder.bitcast(builder.lshr(builder.bitcast(v, pairs), c(32)), x.type)
     even_p = builder.add(builder.call(pmuldq, [x, m]), c(1 << 30))
     odd_p = builder.add(builder.call(pmuldq, [odd(x), odd(m)]), c(1 << 30))
-    lo = builder.bitcast(builder.lshr(even_p, c(31)), V8I32)  # result in lanes 0, 2, 4, 6
-    hi = builder.bitcast(builder.shl(odd_p, c(1)), V8I32)  # result in lanes 1, 3, 5, 7
-    blend = ir.Constant(ir.VectorType(ir.IntType(32), 8), [0, 9, 2, 11, 4, 13, 6, 15])
-    return builder.shuffle_vector(lo, hi, blend)
+    lo = builder.bitcast(builder.lshr(even_p, c(31)), x.type)  # result in the even lanes
+    hi = builder.bitcast(builder.shl(odd_p, c(1)), x.type)  # result in the odd lanes
+    return builder.shuffle_vector(lo, hi, lanes([i + n * (i % 2) for i in range(n)]))
 
 
 def requant_vec(builder, acc, bias, m, left, right, out_zp, act_min, act_max):
-    """`fixedpoint.requantize(wrap32(acc + bias), M, shift, ...)` on int32x8 lanes (LLVM
-    values) without branches, for M ≠ INT32_MIN → the int32x8 output in [act_min, act_max]:
+    """`fixedpoint.requantize(wrap32(acc + bias), M, shift, ...)` on int32 lanes (8 or 16, LLVM
+    values) without branches, for M ≠ INT32_MIN → the int32 output in [act_min, act_max]:
 
         x = wrap32(wrap32(acc + bias) << left)                              (0 <= left <= 31)
         h = SRDHM(x, M) = trunc((x*M + nudge) / 2^31)
@@ -119,18 +123,19 @@ def requant_vec(builder, acc, bias, m, left, right, out_zp, act_min, act_max):
     M = INT32_MIN are refused). RDBPOT rounds half away from zero:
     (h >> right) + ((h & mask) > (mask >> 1) + (h < 0)).
     """
+    ty = acc.type
     x = builder.shl(builder.add(acc, bias), left)
     h = _srdhm_core(builder, x, m)
-    mask = builder.sub(builder.shl(splat(builder, 1), right), splat(builder, 1))
-    negative = builder.lshr(h, splat(builder, 31))
-    threshold = builder.add(builder.lshr(mask, splat(builder, 1)), negative)
+    mask = builder.sub(builder.shl(splat(builder, 1, ty), right), splat(builder, 1, ty))
+    negative = builder.lshr(h, splat(builder, 31, ty))
+    threshold = builder.add(builder.lshr(mask, splat(builder, 1, ty)), negative)
     up = builder.icmp_signed(">", builder.and_(h, mask), threshold)
-    r = builder.add(builder.ashr(h, right), builder.zext(up, V8I32))
-    return _clamp(builder, builder.add(r, splat(builder, out_zp)), act_min, act_max)
+    r = builder.add(builder.ashr(h, right), builder.zext(up, ty))
+    return _clamp(builder, builder.add(r, splat(builder, out_zp, ty)), act_min, act_max)
 
 
 def _clamp(builder, v, act_min, act_max):
-    lo, hi = splat(builder, act_min), splat(builder, act_max)
+    lo, hi = splat(builder, act_min, v.type), splat(builder, act_max, v.type)
     v = builder.select(builder.icmp_signed("<", v, lo), lo, v)
     return builder.select(builder.icmp_signed(">", v, hi), hi, v)
 
@@ -139,21 +144,25 @@ def _clamp(builder, v, act_min, act_max):
 
 
 def fp32_vec(builder, acc, bias, scale_bits, out_zp, act_min, act_max):
-    """`xnnpack.requantize_fp32` on int32x8 lanes (LLVM values) → int32x8 in [act_min, act_max]:
+    """`xnnpack.requantize_fp32` on int32 lanes (8 or 16, LLVM values) → int32 lanes in
+    [act_min, act_max]:
 
         out = clamp(rint(float32(wrap32(acc + bias)) * scale), act_min - zp, act_max - zp) + zp
     `scale_bits` holds the float32 scales' bits. sitofp rounds to nearest even like float32(int32),
     fmul carries no fast-math flags (one IEEE rounding), rint rounds ties to even.
     """
-    v = builder.sitofp(builder.add(acc, bias), V8F32)
-    v = builder.fmul(v, builder.bitcast(scale_bits, V8F32))
-    lo = builder.sitofp(splat(builder, builder.sub(act_min, out_zp)), V8F32)
-    hi = builder.sitofp(splat(builder, builder.sub(act_max, out_zp)), V8F32)
+    n = acc.type.count
+    floats = ir.VectorType(ir.FloatType(), n)
+    v = builder.sitofp(builder.add(acc, bias), floats)
+    v = builder.fmul(v, builder.bitcast(scale_bits, floats))
+    lo = builder.sitofp(splat(builder, builder.sub(act_min, out_zp), acc.type), floats)
+    hi = builder.sitofp(splat(builder, builder.sub(act_max, out_zp), acc.type), floats)
     v = builder.select(builder.fcmp_ordered("<", v, lo), lo, v)
     v = builder.select(builder.fcmp_ordered(">", v, hi), hi, v)
-    rint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(V8F32, [V8F32]),
-                                          "llvm.rint.v8f32")  # fmt: skip
-    return builder.add(builder.fptosi(builder.call(rint, [v]), V8I32), splat(builder, out_zp))
+    rint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(floats, [floats]),
+                                          f"llvm.rint.v{n}f32")  # fmt: skip
+    return builder.add(builder.fptosi(builder.call(rint, [v]), acc.type),
+                       splat(builder, out_zp, acc.type))  # fmt: skip
 
 
 def epilogue_vec(builder, kind, acc, params, out_zp, act_min, act_max):
