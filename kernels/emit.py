@@ -79,6 +79,12 @@ def splat(builder, value, ty=V8I32):
     return builder.shuffle_vector(vec, ir.Constant(ty, ir.Undefined), lanes([0] * ty.count))
 
 
+def join_halves(builder, lo, hi):
+    """Two vectors of n lanes → one of 2n: lo's lanes, then hi's."""
+    n = lo.type.count
+    return builder.shuffle_vector(lo, hi, lanes(range(2 * n)))
+
+
 def load_vec(builder, base, offset, ty, align=1):
     """Load a `ty` vector from `base` (an element pointer) + `offset` elements."""
     ptr = builder.bitcast(builder.gep(base, [offset]), ty.as_pointer())

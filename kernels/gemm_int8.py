@@ -43,7 +43,7 @@ from qengine.kernels.emit import (
     addr,
     const64,
     dpbusd,
-    lanes,
+    join_halves,
     load_vec,
     madd,
     splat,
@@ -154,7 +154,7 @@ def _tile_codegen(context, builder, signature, args, rows, kind, quads):
     # q [4, 16]: the panel's per-channel epilogue parameters, one int32 row each
     params = [[load_vec(builder, q_ptr, const64(16 * row + 8 * h), V8I32, align=4)
                for row in range(PARAM_ROWS[kind])] for h in range(2)]  # fmt: skip
-    joined = lambda lo, hi: builder.shuffle_vector(lo, hi, lanes(range(16)))  # 8 + 8 lanes
+    joined = lambda lo, hi: join_halves(builder, lo, hi)
     params16 = [joined(lo, hi) for lo, hi in zip(*params)]
     v16i8 = ir.VectorType(I8, 16)
     for r in range(rows):
