@@ -141,48 +141,49 @@ def tile_sums_u8(builder, a_ptr, a_row, b_ptr, k4, rows, halves=2, flip=False):
     return accumulate(builder, k4, halves * rows, step, f"tile_u8_{halves}")
 
 
-def _tile_codegen(context, builder, signature, args, rows, kind, quads):
+def _tile_codegen(context, builder, signature, args, rows, kind, quads, halves):
     a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp, act_min, act_max = args[:10]
     a_ptr = builder.inttoptr(a_addr, I8.as_pointer())
     b_ptr = builder.inttoptr(b_addr, I8.as_pointer())
     q_ptr = builder.inttoptr(q_addr, I32.as_pointer())
     out_ptr = builder.inttoptr(out_addr, I8.as_pointer())
     if quads:
-        sums = tile_sums_u8(builder, a_ptr, a_row, b_ptr, steps, rows, flip=True)
+        sums = tile_sums_u8(builder, a_ptr, a_row, b_ptr, steps, rows, halves, flip=True)
     else:
-        sums = tile_sums(builder, a_ptr, a_row, b_ptr, steps, rows)
+        sums = tile_sums(builder, a_ptr, a_row, b_ptr, steps, rows, halves)
     # q [4, 16]: the panel's per-channel epilogue parameters, one int32 row each
     params = [[load_vec(builder, q_ptr, const64(16 * row + 8 * h), V8I32, align=4)
-               for row in range(PARAM_ROWS[kind])] for h in range(2)]  # fmt: skip
+               for row in range(PARAM_ROWS[kind])] for h in range(halves)]  # fmt: skip
     joined = lambda lo, hi: join_halves(builder, lo, hi)
-    params16 = [joined(lo, hi) for lo, hi in zip(*params)]
-    v16i8 = ir.VectorType(I8, 16)
+    out_bytes = ir.VectorType(I8, 8 * halves)
     for r in range(rows):
         row_ptr = builder.gep(out_ptr, [builder.mul(const64(r), out_row)])
-        if kind == RAW:  # 16 int32 accumulators
-            for h in range(2):
+        row_sums = sums[halves * r : halves * (r + 1)]
+        if kind == RAW:  # 8·halves int32 accumulators
+            for h, acc in enumerate(row_sums):
                 ptr = builder.bitcast(builder.gep(row_ptr, [const64(32 * h)]),
                                       V8I32.as_pointer())  # fmt: skip
-                builder.store(sums[2 * r + h], ptr, align=4)
+                builder.store(acc, ptr, align=4)
             continue
-        if HAS_AVX512:  # the 16 channels in one 512-bit epilogue: half the instructions
-            both = epilogue_vec(builder, kind, joined(sums[2 * r], sums[2 * r + 1]),
-                                params16, out_zp, act_min, act_max)  # fmt: skip
+        if HAS_AVX512 and halves == 2:  # 16 channels in one 512-bit epilogue: half the work
+            out = epilogue_vec(builder, kind, joined(*row_sums),
+                               [joined(lo, hi) for lo, hi in zip(*params)], out_zp, act_min,
+                               act_max)  # fmt: skip
         else:
-            lo, hi = (epilogue_vec(builder, kind, sums[2 * r + h], params[h], out_zp, act_min,
-                                   act_max) for h in range(2))  # fmt: skip
-            both = joined(lo, hi)
-        builder.store(builder.trunc(both, v16i8), builder.bitcast(row_ptr, v16i8.as_pointer()),
-                      align=1)  # fmt: skip
+            outs = [epilogue_vec(builder, kind, acc, params[h], out_zp, act_min, act_max)
+                    for h, acc in enumerate(row_sums)]  # fmt: skip
+            out = joined(*outs) if halves == 2 else outs[0]
+        builder.store(builder.trunc(out, out_bytes),
+                      builder.bitcast(row_ptr, out_bytes.as_pointer()), align=1)  # fmt: skip
     return context.get_dummy_value()
 
 
-def _make_tile(rows, quads=False):
+def _make_tile(rows, quads=False, halves=2):
     @intrinsic
     def tile(typingctx, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp,
              act_min, act_max, q):  # fmt: skip
-        """out[r, 0:16] = epilogue(Σ_i A[r, i] · panel[i]) for r < rows (addresses, strides in
-        bytes), i over `steps` groups of taps.
+        """out[r, 0:8·halves] = epilogue(Σ_i A[r, i] · panel[i]) for r < rows (addresses,
+        strides in bytes), i over `steps` groups of taps.
 
         A: int16 pairs x - zp, rows `a_row` bytes apart, and panel int8 [steps, 16, 2]; or
         (quads) int8 taps x, each taken as x + 128, and panel int8 [steps, 16, 4]. q_addr:
@@ -193,40 +194,46 @@ def _make_tile(rows, quads=False):
         kind = epilogue_kind(q)
 
         def codegen(context, builder, signature, args):
-            return _tile_codegen(context, builder, signature, args, rows, kind, quads)
+            return _tile_codegen(context, builder, signature, args, rows, kind, quads, halves)
 
         return types.void(*[types.int64] * 10, q), codegen
 
     return tile
 
 
-# Each unrolled tile costs seconds of LLVM optimization on a cold cache, so there are just two
+# Each unrolled tile costs seconds of LLVM optimization on a cold cache, so there are just three
 # per family, and a kernel compiles one family only (`_family_tile`).
 _tile = _make_tile(ROWS)
 _tile1 = _make_tile(1)  # a last block of one pixel (7x7 = 8·6 + 1), and GEMV
+_tile8 = _make_tile(ROWS, halves=1)  # a last panel of at most 8 channels (24 = 16 + 8 is common)
 _tile_q = _make_tile(ROWS, quads=True)  # VNNI hosts: x viewed as uint8 picks these
 _tile1_q = _make_tile(1, quads=True)
+_tile8_q = _make_tile(ROWS, quads=True, halves=1)
 
 
-def _family_tile(x, one_row, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp,
+def _family_tile(x, shape, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp,
                  act_min, act_max, q):  # fmt: skip
-    """The tile of x's family, one row or ROWS: tap pairs (x int8) or quads (x uint8, the int8
-    input's bytes, VNNI)."""
+    """The tile of x's family, by shape: 0 ROWS rows × 16 channels, 1 one row × 16, 2 ROWS
+    rows × 8. Families: tap pairs (x int8) or quads (x uint8, the int8 input's bytes, VNNI)."""
 
 
 @overload(_family_tile)
-def _family_tile_impl(x, one_row, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr,
+def _family_tile_impl(x, shape, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr,
                       out_zp, act_min, act_max, q):  # fmt: skip
-    tile, tile1 = (_tile_q, _tile1_q) if x.dtype == types.uint8 else (_tile, _tile1)
+    quads = x.dtype == types.uint8
+    tile, tile1, tile8 = (_tile_q, _tile1_q, _tile8_q) if quads else (_tile, _tile1, _tile8)
 
-    def impl(x, one_row, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp,
+    def impl(x, shape, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp,
              act_min, act_max, q):  # fmt: skip
-        if one_row:
+        if shape == 0:
+            tile(a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp, act_min,
+                 act_max, q)  # fmt: skip
+        elif shape == 1:
             tile1(a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp, act_min,
                   act_max, q)  # fmt: skip
         else:
-            tile(a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp, act_min,
-                 act_max, q)  # fmt: skip
+            tile8(a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp, act_min,
+                  act_max, q)  # fmt: skip
 
     return impl
 
@@ -247,13 +254,14 @@ def _gemm_blocks(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
     a raw `q`); x int8 with panels of tap pairs, or x uint8 (the int8 input's bytes) with
     panels of quads (VNNI, `plan_conv2d_int8`).
 
-    Tiles store 16 channels straight into `out`. A partial last panel of 8-15 channels
-    stores 16 too, spilling into the next pixel's first channels: panels run last to first
-    and rows in order, so panel 0 or a later row of this call rewrites them. Where the
-    spill would leave this call's pixels (or this call lacks panel 0), for fewer than 8
-    channels (a 1-channel conv ran 2.4x slower with 15 overlapping stores per row), and for
-    a last block of 2-5 pixels (the 6-row tile), the tile goes through a [ROWS, 16] scratch
-    tile.
+    Tiles store 16 channels straight into `out`, or 8 for a last panel of at most 8 channels
+    in a block of ROWS pixels (the narrow tile, half the work). A partial last panel stores
+    all its tile's lanes too, spilling into the next pixel's first channels: panels run last
+    to first and rows in order, so panel 0 or a later row of this call rewrites them. Where
+    the spill would leave this call's pixels (or this call lacks panel 0), for fewer channels
+    than half the tile's lanes (a 1-channel conv ran 2.4x slower with 15 overlapping stores
+    per row), and for a last block of 2-5 pixels (the 6-row tile), the tile goes through a
+    [ROWS, 16] scratch tile.
     """
     out_c, pixels, size = out.shape[1], out.shape[0], out.itemsize
     end = min(blk1 * ROWS, pixels) * out_c  # this call writes out.flat[blk0·ROWS·Co : end]
@@ -279,12 +287,15 @@ def _gemm_blocks(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
         for j in range(pan1 - 1, pan0 - 1, -1):
             oc0 = j * LANES
             width = min(LANES, out_c - oc0)
-            spill_ok = (2 * width >= LANES and pan0 == 0  # (many overlapping stores stall)
-                        and (p0 + rows - 1) * out_c + oc0 + LANES <= end)  # fmt: skip
-            direct = (rows == ROWS or rows == 1) and (width == LANES or spill_ok)
+            narrow = rows == ROWS and 2 * width <= LANES  # the 8-channel tile
+            lanes = LANES // 2 if narrow else LANES
+            spill_ok = (2 * width >= lanes and pan0 == 0  # (many overlapping stores stall)
+                        and (p0 + rows - 1) * out_c + oc0 + lanes <= end)  # fmt: skip
+            direct = (rows == ROWS or rows == 1) and (width == lanes or spill_ok)
             dst = oa + (p0 * out_c + oc0) * size if direct else ta
             stride = out_c * size if direct else LANES * size
-            _family_tile(x, rows == 1, aa, kp * a.itemsize, pa + j * panel_bytes, steps, dst,
+            shape = 2 if narrow else (1 if rows == 1 else 0)
+            _family_tile(x, shape, aa, kp * a.itemsize, pa + j * panel_bytes, steps, dst,
                          stride, qa + j * q_bytes, out_zp, act_min, act_max, q)  # fmt: skip
             if not direct:
                 _copy_tile(tail, out, p0, oc0, rows, width)
