@@ -209,6 +209,8 @@ def _put_run(size, dst, src, src_end, n, zp):
     """n taps from src into the block at dst: int16 x - zp (size 2), or uint8 copies."""
     if size == 2:
         widen(src, src_end, dst, n, zp)
+    elif n <= 16 and src + 16 <= src_end:  # one 16-byte move (a call to memcpy costs more)
+        copy_bytes(dst, src, 16)
     else:
         copy_bytes(dst, src, n)
 
