@@ -55,8 +55,8 @@ from qengine.kernels.pack import (
     ROWS,
     PackedConvWeights,
     block_for,
+    block_rows,
     block_source,
-    pack_block,
     pack_conv_weights_u8,
     rows_in_place,
 )
@@ -250,15 +250,6 @@ def _copy_tile(tail, out, p0, oc0, rows, width):
             out[p0 + r, oc0 + j] = tail[r, j]
 
 
-@inline_kernel
-def _pack_unless_in_place(source, in_place, kp, blk, pixels, zp):
-    """`pack_block` of row block blk, unless the tiles read its rows from x."""
-    p0 = blk * ROWS
-    rows = min(ROWS, pixels - p0)
-    if not (in_place and rows == ROWS):
-        pack_block(source, kp, p0, rows, zp)
-
-
 @kernel
 def _gemm_blocks(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
     """Row blocks blk0..blk1-1 × weight panels pan0..pan1-1 of out [P, Co] (int8, or int32 for
@@ -280,28 +271,18 @@ def _gemm_blocks(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
     kp = taps * steps
     zp = ints[3]  # pairs: A = x - zp; quads: the byte of taps outside the image
     out_zp, act_min, act_max = ints[4], ints[5], ints[6]
-    # two A blocks: the next block is packed before the tiles read this one, so that they do
-    # not load from stores still in flight (a load spanning two stores waits for both)
-    a = block_for(x, ROWS * kp + 16)  # + room for `_copy_run`'s last 16
-    a_next = block_for(x, ROWS * kp + 16)
+    a = block_for(x, ROWS * kp + 16)  # + room for `widen`'s last 16
+    a_next = block_for(x, ROWS * kp + 16)  # (packed while the tiles read `a`: `block_rows`)
     xf = x.reshape(x.size)
     tail = np.empty((ROWS, LANES), out.dtype)
     pa, qa, oa, ta = addr(panels), addr(q), addr(out), addr(tail)
     sources = (block_source(x, xf, a, ints), block_source(x, xf, a_next, ints))
     in_place = rows_in_place(x, a, kp, ints)
     panel_bytes, q_bytes = steps * LANES * taps, 4 * LANES * q.itemsize
-    if blk0 < blk1:
-        _pack_unless_in_place(sources[0], in_place, kp, blk0, pixels, zp)
     for blk in range(blk0, blk1):
         p0 = blk * ROWS
         rows = min(ROWS, pixels - p0)
-        turn = (blk - blk0) % 2
-        if blk + 1 < blk1:
-            _pack_unless_in_place(sources[1 - turn], in_place, kp, blk + 1, pixels, zp)
-        if in_place and rows == ROWS:
-            aa = addr(xf) + p0 * kp
-        else:
-            aa = sources[turn][3]  # the block's address
+        aa = block_rows(sources, in_place, kp, blk0, blk, blk1, pixels, zp, addr(xf))
         for j in range(pan1 - 1, pan0 - 1, -1):
             oc0 = j * LANES
             width = min(LANES, out_c - oc0)

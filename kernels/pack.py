@@ -132,6 +132,31 @@ def rows_in_place(x, a, kp, ints):
             and ints[13] == x.shape[1] and ints[14] == x.shape[2])
 
 
+@inline_kernel
+def block_rows(sources, in_place, kp, blk0, blk, blk1, pixels, zp, x_addr):
+    """The address of row block blk's A rows (blocks blk0..blk1-1 taken in order): x's own
+    (`rows_in_place`) or a packed block. sources: `block_source`s of two blocks, which take
+    turns: block blk + 1 is packed before the tiles read block blk, so that their loads do not
+    wait on stores still in flight (a load spanning two stores waits for both). The first call
+    packs block blk0 too."""
+    if blk == blk0:
+        _pack_unless_in_place(sources[0], in_place, kp, blk0, pixels, zp)
+    turn = (blk - blk0) % 2
+    if blk + 1 < blk1:
+        _pack_unless_in_place(sources[1 - turn], in_place, kp, blk + 1, pixels, zp)
+    if in_place and pixels - blk * ROWS >= ROWS:
+        return x_addr + blk * ROWS * kp
+    return sources[turn][3]  # the block's address
+
+
+@inline_kernel
+def _pack_unless_in_place(source, in_place, kp, blk, pixels, zp):
+    p0 = blk * ROWS
+    rows = min(ROWS, pixels - p0)
+    if not (in_place and rows == ROWS):
+        pack_block(source, kp, p0, rows, zp)
+
+
 def _itemsize(value):
     """The byte size of a scalar's type, a constant where the kernel is compiled."""
 
