@@ -7,15 +7,22 @@ into 16-channel panels (`pack.pack_conv_weights`); A, im2col minus the input zer
 int16, is packed 6 pixels at a time (`pack.pack_block`): row-major, row r holding pixel p0+r's
 taps. For a 1×1 stride-1 unpadded convolution that is a contiguous slice of the input.
 
-The micro-kernel (`_tile`, 6×16 and 1×16) keeps 2·rows int32x8 accumulators in registers and
-per tap pair does 2 weight loads (sign-extended int8→int16), one broadcast per row and
-2·rows `vpmaddwd` + `vpaddd`. `vpmaddwd` computes x0·w0 + x1·w1 of int16 pairs into int32
-without saturation (|pair| ≤ 2·255·128), and the int32 adds wrap like the reference's, so any
-summation order gives the same int32 (sums are taken mod 2^32 either way). The epilogue
-(`requant.epilogue_kind` of the plan's `q`) requantizes in registers and stores int8 (MBQM,
+The micro-kernel (`_tile`, 6×16, 1×16, and 6×8 for a last panel of at most 8 channels) keeps
+2·rows int32x8 accumulators in registers and per tap pair does 2 weight loads (sign-extended
+int8→int16), one broadcast per row and 2·rows `vpmaddwd` + `vpaddd`. `vpmaddwd` computes
+x0·w0 + x1·w1 of int16 pairs into int32 without saturation (|pair| ≤ 2·255·128), and the
+int32 adds wrap like the reference's, so any summation order gives the same int32 (sums are
+taken mod 2^32 either way). The epilogue (`requant.epilogue_kind` of the plan's `q`)
+requantizes in registers (one 16-lane pass per row with AVX-512) and stores int8 (MBQM,
 XNNPACK fp32) or stores the int32 accumulators (FC's double epilogue and hybrid FC's float one
 then run over them). The accumulation is `tile_sums`, which hybrid CONV_2D's float-epilogue
 tiles (`hybrid_conv.py`) share.
+
+On VNNI hosts the requantizing plans take the quad tiles instead (`_tile_q`: `tile_sums_u8`,
+`vpdpbusd`, 4 taps per int32 lane, twice `vpmaddwd`'s work per instruction): A holds the
+input's own int8 bytes (taps outside the image: in_zp), each broadcast flipped to x + 128, so
+the tiles sum Σ (x + 128)·w over every tap, and the plan's bias carries -(in_zp + 128)·Σw
+(`_conv_plan`), which leaves the reference's int32 sum mod 2^32.
 
 Threads: `_gemm_split` runs the serial `nogil` kernel `_gemm_blocks` over row blocks (or weight
 panels when there are fewer row blocks than threads) in a `prange`, as many parts as
