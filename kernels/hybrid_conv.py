@@ -70,9 +70,9 @@ from qengine.kernels.pack import (
     ROWS,
     PackedConvWeights,
     block_for,
-    block_rows,
     block_source,
     interleave_taps,
+    pack_block,
     pack_conv_weights_u8,
     rows_in_place,
 )
@@ -269,12 +269,11 @@ def _hconv_part(x, panels, table, ints, zp, out, post, blk0, blk1, pan0, pan1):
     steps, taps = panels.shape[1], panels.shape[3]
     kp = taps * steps
     a = block_for(x, ROWS * kp + 16)  # + room for `widen`'s last 16
-    a_next = block_for(x, ROWS * kp + 16)  # (packed while the tiles read `a`: `block_rows`)
     xf = x.reshape(x.size)
     tail = np.empty((ROWS, LANES), np.float32)
     pa, ta, oa, ea = addr(panels), addr(tail), addr(out), addr(table)
-    sources = (block_source(x, xf, a, ints), block_source(x, xf, a_next, ints))
-    in_place = rows_in_place(x, a, kp, ints)
+    source = block_source(x, xf, a, ints)
+    direct = rows_in_place(x, a, kp, ints)
     panel_bytes = steps * LANES * taps
     # A tile stores 16 (or 8) channels per row: with fewer left in a row (`width`), the extra
     # lanes land in the next rows' first channels, which the block's other panels (taken last
@@ -287,7 +286,11 @@ def _hconv_part(x, panels, table, ints, zp, out, post, blk0, blk1, pan0, pan1):
     for blk in range(blk0, blk1):
         p0 = blk * ROWS
         rows = min(ROWS, pixels - p0)
-        aa = block_rows(sources, in_place, kp, blk0, blk, blk1, pixels, zp, addr(xf))
+        if direct and rows == ROWS:
+            aa = addr(xf) + p0 * kp
+        else:
+            pack_block(source, kp, p0, rows, zp)
+            aa = addr(a)
         for j in range(pan1 - 1, pan0 - 1, -1):
             oc0 = j * LANES
             width = min(LANES, out_c - oc0)
