@@ -319,3 +319,21 @@ def test_requantization_ties(seed, threads):
     check_depthwise(dw, w.reshape(1, 1, 1, co), bias, args, 1)
     eff_scale = rng.choice([0.5, 0.25, 0.125, 1.5], co)
     check_fc(x.reshape(256, 1), w.reshape(co, 1), bias, in_zp, 0, eff_scale, out_zp, (-128, 127))
+
+
+def test_vnni_tiles_are_refused_on_a_cpu_without_them(monkeypatch):
+    """Asking for the `vpdpbusd` tiles where LLVM could not compile them is a ValueError,
+    for the int8 GEMM and the hybrid conv alike (they share the check)."""
+    from qengine.kernels import hybrid_conv
+
+    monkeypatch.setattr(gemm_int8, "HAS_VNNI", False)
+    packed = pack.pack_conv_weights(np.ones((4, 1, 1, 8), np.int8))
+    ones = np.ones(4, np.int32)
+    with pytest.raises(ValueError, match="AVX-VNNI or AVX512-VNNI"):
+        gemm_int8.plan_conv2d_int8(packed, ones, 0, ones << 30, -ones, 0, -128, 127,
+                                   1, 1, 1, 1, 0, 0, 2, 2, vnni=True)  # fmt: skip
+    with pytest.raises(ValueError, match="AVX-VNNI or AVX512-VNNI"):
+        hybrid_conv.plan_hybrid_conv(packed, None, None, -np.inf, np.inf, 1, 1, 1, 1, 0, 0,
+                                     2, 2, vnni=True)  # fmt: skip
+    assert gemm_int8.plan_conv2d_int8(packed, ones, 0, ones << 30, -ones, 0, -128, 127,
+                                      1, 1, 1, 1, 0, 0, 2, 2, vnni=False) is not None
