@@ -52,6 +52,7 @@ from qengine.kernels.emit import (
     dpbusd,
     join_halves,
     load_vec,
+    loop,
     madd,
     splat,
 )
@@ -64,6 +65,7 @@ from qengine.kernels.pack import (
     block_for,
     block_rows,
     block_source,
+    pack_block,
     pack_conv_weights_u8,
     rows_in_place,
 )
@@ -123,40 +125,59 @@ def tile_sums(builder, a_ptr, a_row, b_ptr, k2, rows, halves=2):
     return accumulate(builder, k2, halves * rows, step, f"tile{halves}")
 
 
-def tile_sums_u8(builder, a_ptr, a_row, b_ptr, k4, rows, halves=2, flip=False):
+def tile_sums_u8(builder, a_ptr, a_row, b_ptr, k4, rows, halves=2, flip=False, segments=None,
+                 seg_bytes=None):  # fmt: skip
     """`tile_sums` for VNNI hosts: Σ_i A[r, 4i:4i+4] · panel[i] by `vpdpbusd`, A uint8 rows
     `a_row` bytes apart, the panel int8 [k4, 16, 4] (`pack.pack_conv_weights_u8`); per group
     of 4 taps, 2 weight loads, one 4-byte broadcast per row and 2·rows `vpdpbusd`. flip: A
     holds int8 bytes, each taken as x + 128 (x ^ 0x80 on the broadcast, one vpxor per row and
-    step: the broadcast stays a load; a scalar xor first cost ~5 % more)."""
+    step: the broadcast stays a load; a scalar xor first cost ~5 % more). segments (LLVM
+    values, with seg_bytes): A is that many pieces of k4 quads each, piece s at a_ptr +
+    s·seg_bytes, taking the panel's groups s·k4 .. s·k4 + k4 - 1 (a kernel row at a time,
+    read straight from the input: `_gemm_blocks`)."""
     v32i8 = ir.VectorType(I8, 32)
     flips = splat(builder, 0x80808080 - 2**32)
 
-    def step(i, accs):
-        weights = [builder.bitcast(load_vec(builder, b_ptr, builder.add(
-            builder.mul(i, const64(64)), const64(32 * half)), v32i8), V8I32)
-            for half in range(halves)]  # fmt: skip
-        new = []
-        for r in range(rows):
-            offset = builder.add(builder.mul(const64(r), a_row), builder.mul(i, const64(4)))
-            ptr = builder.bitcast(builder.gep(a_ptr, [offset]), I32.as_pointer())
-            xs = splat(builder, builder.load(ptr, align=1))
-            if flip:
-                xs = builder.xor(xs, flips)
-            for h, w in enumerate(weights):
-                new.append(dpbusd(builder, accs[halves * r + h], xs, w))
-        return new
+    def steps_from(a_first, b_first):
+        def step(i, accs):
+            at = builder.mul(builder.add(b_first, i), const64(64))
+            weights = [builder.bitcast(load_vec(builder, b_ptr, builder.add(
+                at, const64(32 * half)), v32i8), V8I32) for half in range(halves)]  # fmt: skip
+            new = []
+            for r in range(rows):
+                offset = builder.add(builder.mul(const64(r), a_row), builder.mul(i, const64(4)))
+                ptr = builder.bitcast(builder.gep(a_first, [offset]), I32.as_pointer())
+                xs = splat(builder, builder.load(ptr, align=1))
+                if flip:
+                    xs = builder.xor(xs, flips)
+                for h, w in enumerate(weights):
+                    new.append(dpbusd(builder, accs[halves * r + h], xs, w))
+            return new
 
-    return accumulate(builder, k4, halves * rows, step, f"tile_u8_{halves}")
+        return step
+
+    name = f"tile_u8_{halves}"
+    if segments is None:
+        return accumulate(builder, k4, halves * rows, steps_from(a_ptr, const64(0)), name)
+
+    def segment(s, accs):
+        a_first = builder.gep(a_ptr, [builder.mul(s, seg_bytes)])
+        return loop(builder, k4, accs, steps_from(a_first, builder.mul(s, k4)), name + "_row")
+
+    return loop(builder, segments, [ir.Constant(V8I32, None)] * (halves * rows), segment,
+                name + "_rows")  # fmt: skip
 
 
-def _tile_codegen(context, builder, signature, args, rows, kind, quads, halves):
+def _tile_codegen(context, builder, signature, args, rows, kind, quads, halves, segmented):
     a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp, act_min, act_max = args[:10]
     a_ptr = builder.inttoptr(a_addr, I8.as_pointer())
     b_ptr = builder.inttoptr(b_addr, I8.as_pointer())
     q_ptr = builder.inttoptr(q_addr, I32.as_pointer())
     out_ptr = builder.inttoptr(out_addr, I8.as_pointer())
-    if quads:
+    if segmented:  # kernel rows read from the input: `steps` quads each, args[10] of them
+        sums = tile_sums_u8(builder, a_ptr, a_row, b_ptr, steps, rows, halves, flip=True,
+                            segments=args[10], seg_bytes=args[11])  # fmt: skip
+    elif quads:
         sums = tile_sums_u8(builder, a_ptr, a_row, b_ptr, steps, rows, halves, flip=True)
     else:
         sums = tile_sums(builder, a_ptr, a_row, b_ptr, steps, rows, halves)
@@ -187,25 +208,39 @@ def _tile_codegen(context, builder, signature, args, rows, kind, quads, halves):
     return context.get_dummy_value()
 
 
-def _make_tile(rows, quads=False, halves=2):
-    @intrinsic
-    def tile(typingctx, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp,
-             act_min, act_max, q):  # fmt: skip
-        """out[r, 0:8·halves] = epilogue(Σ_i A[r, i] · panel[i]) for r < rows (addresses,
-        strides in bytes), i over `steps` groups of taps.
+def _make_tile(rows, quads=False, halves=2, segmented=False):
+    """out[r, 0:8·halves] = epilogue(Σ_i A[r, i] · panel[i]) for r < rows (addresses,
+    strides in bytes), i over `steps` groups of taps.
 
-        A: int16 pairs x - zp, rows `a_row` bytes apart, and panel int8 [steps, 16, 2]; or
-        (quads) int8 taps x, each taken as x + 128, and panel int8 [steps, 16, 4]. q_addr:
-        [4, 16] of the plan's array `q`, whose dtype picks the epilogue
-        (`requant.epilogue_kind`); out: rows `out_row` bytes apart, of int8 (requantized) or
-        int32 (raw accumulators).
-        """
+    A: int16 pairs x - zp, rows `a_row` bytes apart, and panel int8 [steps, 16, 2]; or
+    (quads) int8 taps x, each taken as x + 128, and panel int8 [steps, 16, 4]. q_addr: [4, 16]
+    of the plan's array `q`, whose dtype picks the epilogue (`requant.epilogue_kind`); out:
+    rows `out_row` bytes apart, of int8 (requantized) or int32 (raw accumulators). segmented
+    (quads): two more arguments before q, A being `segments` pieces of `steps` groups,
+    `seg_bytes` apart (`tile_sums_u8`).
+    """
+
+    def signature_of(q, count):
         kind = epilogue_kind(q)
 
         def codegen(context, builder, signature, args):
-            return _tile_codegen(context, builder, signature, args, rows, kind, quads, halves)
+            return _tile_codegen(context, builder, signature, args, rows, kind, quads, halves,
+                                 segmented)  # fmt: skip
 
-        return types.void(*[types.int64] * 10, q), codegen
+        return types.void(*[types.int64] * count, q), codegen
+
+    if segmented:
+        @intrinsic
+        def tile_rows(typingctx, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr,
+                      out_zp, act_min, act_max, segments, seg_bytes, q):  # fmt: skip
+            return signature_of(q, 12)
+
+        return tile_rows
+
+    @intrinsic
+    def tile(typingctx, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp,
+             act_min, act_max, q):  # fmt: skip
+        return signature_of(q, 10)
 
     return tile
 
@@ -218,6 +253,8 @@ _tile8 = _make_tile(ROWS, halves=1)  # a last panel of at most 8 channels (24 = 
 _tile_q = _make_tile(ROWS, quads=True)  # VNNI hosts: x viewed as uint8 picks these
 _tile1_q = _make_tile(1, quads=True)
 _tile8_q = _make_tile(ROWS, quads=True, halves=1)
+_tile_rows_q = _make_tile(ROWS, quads=True, segmented=True)  # A straight from the input
+_tile8_rows_q = _make_tile(ROWS, quads=True, halves=1, segmented=True)
 
 
 def _family_tile(x, shape, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp,
@@ -245,6 +282,62 @@ def _family_tile_impl(x, shape, a_addr, a_row, b_addr, steps, out_addr, out_row,
                   act_max, q)  # fmt: skip
 
     return impl
+
+
+def _rows_tile(x, narrow, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp,
+               act_min, act_max, segments, seg_bytes, q):  # fmt: skip
+    """The segmented quad tile (`_tile_rows_q`, or `_tile8_rows_q` when narrow) for x uint8;
+    for x int8 nothing (the pairs never read kernel rows in place: `_reads_kernel_rows`)."""
+
+
+@overload(_rows_tile)
+def _rows_tile_impl(x, narrow, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr,
+                    out_zp, act_min, act_max, segments, seg_bytes, q):  # fmt: skip
+    if x.dtype != types.uint8:
+        return lambda x, narrow, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, \
+            out_zp, act_min, act_max, segments, seg_bytes, q: None  # fmt: skip
+
+    def impl(x, narrow, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp,
+             act_min, act_max, segments, seg_bytes, q):  # fmt: skip
+        if narrow:
+            _tile8_rows_q(a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp,
+                          act_min, act_max, segments, seg_bytes, q)  # fmt: skip
+        else:
+            _tile_rows_q(a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp,
+                         act_min, act_max, segments, seg_bytes, q)  # fmt: skip
+
+    return impl
+
+
+@inline_kernel
+def _reads_kernel_rows(x, a, ints, kp, in_place):
+    """Whether a conv's tiles may read A straight from x, one kernel row at a time
+    (`_kernel_rows_at`): quads (a uint8 block `a`), undilated kernel rows of a multiple of 4
+    bytes (Kp = K: no padding), and not already read whole (`pack.rows_in_place`)."""
+    k_h, k_w, dil_w, in_c = ints[1], ints[2], ints[10], x.shape[3]
+    return a.itemsize == 1 and dil_w == 1 and (k_w * in_c) % 4 == 0 \
+        and kp == k_h * k_w * in_c and not in_place  # fmt: skip
+
+
+@inline_kernel
+def _kernel_rows_at(x, ints, p0, rows):
+    """The byte offset in x of tap (0, 0) of output pixel p0 when the block's ROWS pixels lie
+    in one output row with every tap inside the image, else -1. Pixel r's kernel row ky then
+    starts stride_w·Cin·r bytes after pixel p0's, which starts dil_h·W·Cin·ky bytes after its
+    kernel row 0."""
+    in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
+    k_h, k_w, stride_h, stride_w = ints[1], ints[2], ints[7], ints[8]
+    dil_h, pad_top, pad_left, out_h, out_w = ints[9], ints[11], ints[12], ints[13], ints[14]
+    if rows != ROWS:
+        return -1
+    b = p0 // (out_h * out_w)  # (a division or two per block of ROWS·Co·K multiply-adds)
+    oy = (p0 - b * out_h * out_w) // out_w
+    ox = p0 - (b * out_h + oy) * out_w
+    iy0, ix0 = oy * stride_h - pad_top, ox * stride_w - pad_left
+    if ox + ROWS > out_w or iy0 < 0 or iy0 + (k_h - 1) * dil_h >= in_h or ix0 < 0 \
+            or ix0 + (ROWS - 1) * stride_w + k_w > in_w:  # fmt: skip
+        return -1
+    return ((b * in_h + iy0) * in_w + ix0) * in_c
 
 
 @inline_kernel
@@ -286,10 +379,21 @@ def _gemm_blocks(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
     sources = (block_source(x, xf, a, ints), block_source(x, xf, a_next, ints))
     in_place = rows_in_place(x, a, kp, ints)
     panel_bytes, q_bytes = steps * LANES * taps, 4 * LANES * q.itemsize
+    # a conv whose blocks may read kernel rows from x packs only the others, and none ahead
+    # (packing ahead would copy the blocks read in place too)
+    rows_read = _reads_kernel_rows(x, a, ints, kp, in_place)
+    row_steps, seg_bytes = ints[2] * x.shape[3] // 4, ints[9] * x.shape[2] * x.shape[3]
     for blk in range(blk0, blk1):
         p0 = blk * ROWS
         rows = min(ROWS, pixels - p0)
-        aa = block_rows(sources, in_place, kp, blk0, blk, blk1, pixels, zp, addr(xf))
+        first_tap = _kernel_rows_at(x, ints, p0, rows) if rows_read else -1
+        if first_tap >= 0:
+            aa = addr(xf) + first_tap
+        elif rows_read:
+            pack_block(sources[0], kp, p0, rows, zp)
+            aa = addr(a)
+        else:
+            aa = block_rows(sources, in_place, kp, blk0, blk, blk1, pixels, zp, addr(xf))
         for j in range(pan1 - 1, pan0 - 1, -1):
             oc0 = j * LANES
             width = min(LANES, out_c - oc0)
@@ -300,9 +404,14 @@ def _gemm_blocks(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
             direct = (rows == ROWS or rows == 1) and (width == lanes or spill_ok)
             dst = oa + (p0 * out_c + oc0) * size if direct else ta
             stride = out_c * size if direct else LANES * size
-            shape = 2 if narrow else (1 if rows == 1 else 0)
-            _family_tile(x, shape, aa, kp * a.itemsize, pa + j * panel_bytes, steps, dst,
-                         stride, qa + j * q_bytes, out_zp, act_min, act_max, q)  # fmt: skip
+            if first_tap >= 0:
+                _rows_tile(x, narrow, aa, ints[8] * x.shape[3], pa + j * panel_bytes,
+                           row_steps, dst, stride, qa + j * q_bytes, out_zp, act_min,
+                           act_max, ints[1], seg_bytes, q)  # fmt: skip
+            else:
+                shape = 2 if narrow else (1 if rows == 1 else 0)
+                _family_tile(x, shape, aa, kp * a.itemsize, pa + j * panel_bytes, steps, dst,
+                             stride, qa + j * q_bytes, out_zp, act_min, act_max, q)  # fmt: skip
             if not direct:
                 _copy_tile(tail, out, p0, oc0, rows, width)
 
