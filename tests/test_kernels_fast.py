@@ -105,6 +105,37 @@ def test_conv2d_mobilenet_shapes(case, threads):
     check_conv(x, regime.weights((co, k, k, ci)), bias, args)
 
 
+# Convolutions whose quad tiles read kernel rows straight from the input (Cin·KW a multiple
+# of 4, undilated rows) for the blocks of 6 pixels lying inside it, and pack the rest: image
+# edges, blocks across output rows, padding on every side; strides, a dilated height,
+# batches, 1 to 40 output channels (narrow and scratch tiles), extreme parameters.
+KERNEL_ROWS_CONV = [  # (n, h, w, ci, co, (kh, kw), (stride_h, stride_w), (dil_h, dil_w), same)
+    (1, 9, 40, 8, 8, (3, 13), (1, 1), (1, 1), True),  # Basic Pitch's wide kernels
+    (2, 7, 23, 8, 1, (5, 5), (1, 1), (1, 1), True),
+    (1, 11, 30, 32, 1, (7, 3), (1, 1), (1, 1), True),
+    (1, 12, 40, 8, 32, (5, 5), (1, 3), (1, 1), False),
+    (2, 10, 19, 4, 40, (3, 3), (2, 2), (1, 1), True),
+    (1, 13, 26, 12, 17, (3, 2), (1, 1), (2, 1), True),
+    (1, 6, 14, 16, 24, (1, 3), (1, 1), (1, 1), False),
+    (1, 8, 20, 4, 16, (1, 1), (1, 2), (1, 1), False),  # 1x1 stride 2: rows 8 bytes apart
+]
+
+
+@pytest.mark.parametrize("extreme", [False, True])
+@pytest.mark.parametrize("case", KERNEL_ROWS_CONV, ids=str)
+def test_conv2d_kernel_rows_read_in_place(case, extreme, threads):
+    n, h, w, ci, co, (kh, kw), (sh, sw), (dh, dw), same = case
+    rng = np.random.default_rng([h, w, ci, co, kh, kw, extreme])
+    regime = Regime(rng, taps=kh * kw * ci, kind="normal")
+    if same:
+        (oh, pt), (ow, pl) = same_pad(h, kh, sh, dh), same_pad(w, kw, sw, dw)
+    else:
+        oh, ow, pt, pl = (h - (kh - 1) * dh - 1) // sh + 1, (w - (kw - 1) * dw - 1) // sw + 1, 0, 0
+    x, bias, args = conv_case(rng, regime, (n, h, w, ci), (kh, kw), (sh, sw), (dh, dw),
+                              (pt, pl), (oh, ow), co, extreme)  # fmt: skip
+    check_conv(x, regime.weights((co, kh, kw, ci)), bias, args)
+
+
 def spread_params(rng, taps, out_c):
     """bias, M, shift with eff ≈ 1 / (taps·64): outputs spread over int8, mostly unclamped."""
     bias = rng.integers(-2000, 2000, out_c).astype(np.int32)
