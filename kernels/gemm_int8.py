@@ -22,7 +22,10 @@ On VNNI hosts the requantizing plans take the quad tiles instead (`_tile_q`: `ti
 `vpdpbusd`, 4 taps per int32 lane, twice `vpmaddwd`'s work per instruction): A holds the
 input's own int8 bytes (taps outside the image: in_zp), each broadcast flipped to x + 128, so
 the tiles sum Σ (x + 128)·w over every tap, and the plan's bias carries -(in_zp + 128)·Σw
-(`_conv_plan`), which leaves the reference's int32 sum mod 2^32.
+(`_conv_plan`), which leaves the reference's int32 sum mod 2^32. Where a block's 6 pixels
+lie in one output row inside the image and a kernel row is a multiple of 4 bytes, the quad
+tiles read A straight from the input, one kernel row at a time (`_kernel_rows_at`,
+`_tile_rows_q`): no im2col copy.
 
 Threads: `_gemm_split` runs the serial `nogil` kernel `_gemm_blocks` over row blocks (or weight
 panels when there are fewer row blocks than threads) in a `prange`, as many parts as
