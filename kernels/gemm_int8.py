@@ -24,7 +24,7 @@ input's own int8 bytes (taps outside the image: in_zp), each broadcast flipped t
 the tiles sum Σ (x + 128)·w over every tap, and the plan's bias carries -(in_zp + 128)·Σw
 (`_conv_plan`), which leaves the reference's int32 sum mod 2^32. Where a block's 6 pixels
 lie in one output row inside the image and a kernel row is a multiple of 4 bytes, the quad
-tiles read A straight from the input, one kernel row at a time (`_kernel_rows_at`,
+tiles read A straight from the input, one kernel row at a time (`pack.kernel_rows_at`,
 `_tile_rows_q`): no im2col copy.
 
 Threads: `_gemm_split` runs the serial `nogil` kernel `_gemm_blocks` over row blocks (or weight
@@ -68,8 +68,10 @@ from qengine.kernels.pack import (
     block_for,
     block_rows,
     block_source,
+    kernel_rows_at,
     pack_block,
     pack_conv_weights_u8,
+    reads_kernel_rows,
     rows_in_place,
 )
 from qengine.kernels.requant import (
@@ -290,7 +292,7 @@ def _family_tile_impl(x, shape, a_addr, a_row, b_addr, steps, out_addr, out_row,
 def _rows_tile(x, narrow, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp,
                act_min, act_max, segments, seg_bytes, q):  # fmt: skip
     """The segmented quad tile (`_tile_rows_q`, or `_tile8_rows_q` when narrow) for x uint8;
-    for x int8 nothing (the pairs never read kernel rows in place: `_reads_kernel_rows`)."""
+    for x int8 nothing (the pairs never read kernel rows in place: `pack.reads_kernel_rows`)."""
 
 
 @overload(_rows_tile)
@@ -310,37 +312,6 @@ def _rows_tile_impl(x, narrow, a_addr, a_row, b_addr, steps, out_addr, out_row, 
                          act_min, act_max, segments, seg_bytes, q)  # fmt: skip
 
     return impl
-
-
-@inline_kernel
-def _reads_kernel_rows(x, a, ints, kp, in_place):
-    """Whether a conv's tiles may read A straight from x, one kernel row at a time
-    (`_kernel_rows_at`): quads (a uint8 block `a`), undilated kernel rows of a multiple of 4
-    bytes (Kp = K: no padding), and not already read whole (`pack.rows_in_place`)."""
-    k_h, k_w, dil_w, in_c = ints[1], ints[2], ints[10], x.shape[3]
-    return a.itemsize == 1 and dil_w == 1 and (k_w * in_c) % 4 == 0 \
-        and kp == k_h * k_w * in_c and not in_place  # fmt: skip
-
-
-@inline_kernel
-def _kernel_rows_at(x, ints, p0, rows):
-    """The byte offset in x of tap (0, 0) of output pixel p0 when the block's ROWS pixels lie
-    in one output row with every tap inside the image, else -1. Pixel r's kernel row ky then
-    starts stride_w·Cin·r bytes after pixel p0's, which starts dil_h·W·Cin·ky bytes after its
-    kernel row 0."""
-    in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
-    k_h, k_w, stride_h, stride_w = ints[1], ints[2], ints[7], ints[8]
-    dil_h, pad_top, pad_left, out_h, out_w = ints[9], ints[11], ints[12], ints[13], ints[14]
-    if rows != ROWS:
-        return -1
-    b = p0 // (out_h * out_w)  # (a division or two per block of ROWS·Co·K multiply-adds)
-    oy = (p0 - b * out_h * out_w) // out_w
-    ox = p0 - (b * out_h + oy) * out_w
-    iy0, ix0 = oy * stride_h - pad_top, ox * stride_w - pad_left
-    if ox + ROWS > out_w or iy0 < 0 or iy0 + (k_h - 1) * dil_h >= in_h or ix0 < 0 \
-            or ix0 + (ROWS - 1) * stride_w + k_w > in_w:  # fmt: skip
-        return -1
-    return ((b * in_h + iy0) * in_w + ix0) * in_c
 
 
 @inline_kernel
@@ -384,12 +355,12 @@ def _gemm_blocks(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
     panel_bytes, q_bytes = steps * LANES * taps, 4 * LANES * q.itemsize
     # a conv whose blocks may read kernel rows from x packs only the others, and none ahead
     # (packing ahead would copy the blocks read in place too)
-    rows_read = _reads_kernel_rows(x, a, ints, kp, in_place)
+    rows_read = reads_kernel_rows(x, a, ints, kp, in_place)
     row_steps, seg_bytes = ints[2] * x.shape[3] // 4, ints[9] * x.shape[2] * x.shape[3]
     for blk in range(blk0, blk1):
         p0 = blk * ROWS
         rows = min(ROWS, pixels - p0)
-        first_tap = _kernel_rows_at(x, ints, p0, rows) if rows_read else -1
+        first_tap = kernel_rows_at(x, ints, p0, rows) if rows_read else -1
         if first_tap >= 0:
             aa = addr(xf) + first_tap
         elif rows_read:

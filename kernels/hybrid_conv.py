@@ -72,8 +72,10 @@ from qengine.kernels.pack import (
     block_for,
     block_source,
     interleave_taps,
+    kernel_rows_at,
     pack_block,
     pack_conv_weights_u8,
+    reads_kernel_rows,
     rows_in_place,
 )
 
@@ -121,13 +123,17 @@ def _store8(builder, out_ptr, index, value):
 
 
 def _htile_codegen(context, builder, signature, args, halves, sums_of):
-    a_addr, a_row, b_addr, steps, out_addr, out_row, e_addr = args
+    a_addr, a_row, b_addr, steps, out_addr, out_row, e_addr = args[:7]
     a_ptr = builder.inttoptr(a_addr, I8.as_pointer())
     b_ptr = builder.inttoptr(b_addr, I8.as_pointer())
     e_ptr = builder.inttoptr(e_addr, ir.FloatType().as_pointer())
     out_ptr = builder.inttoptr(out_addr, ir.FloatType().as_pointer())
 
-    sums = sums_of(builder, a_ptr, a_row, b_ptr, steps, ROWS, halves)
+    if len(args) == 9:  # kernel rows read from the image: args[7] of them, args[8] bytes apart
+        sums = sums_of(builder, a_ptr, a_row, b_ptr, steps, ROWS, halves, segments=args[7],
+                       seg_bytes=args[8])  # fmt: skip
+    else:
+        sums = sums_of(builder, a_ptr, a_row, b_ptr, steps, ROWS, halves)
     tables = [_table_rows(builder, e_ptr, 8 * h) for h in range(halves)]
     for r in range(ROWS):
         row_start = builder.mul(const64(r), out_row)
@@ -137,7 +143,20 @@ def _htile_codegen(context, builder, signature, args, halves, sums_of):
     return context.get_dummy_value()
 
 
-def _make_htile(halves, sums_of):
+def _make_htile(halves, sums_of, segmented=False):
+    """A hybrid tile intrinsic; segmented (quads): two more arguments, segments and
+    seg_bytes (`gemm_int8.tile_sums_u8`)."""
+    if segmented:
+        @intrinsic
+        def htile_rows(typingctx, a_addr, a_row, b_addr, steps, out_addr, out_row, e_addr,
+                       segments, seg_bytes):  # fmt: skip
+            def codegen(context, builder, signature, args):
+                return _htile_codegen(context, builder, signature, args, halves, sums_of)
+
+            return types.void(*[types.int64] * 9), codegen
+
+        return htile_rows
+
     @intrinsic
     def htile(typingctx, a_addr, a_row, b_addr, steps, out_addr, out_row, e_addr):
         """out[r, 0:8·halves] = epilogue(Σ_i A[r, i] · panel[i, 0:8·halves]) for the ROWS rows
@@ -160,6 +179,8 @@ _htile = _make_htile(2, tile_sums)
 _htile8 = _make_htile(1, tile_sums)  # a last panel of at most 8 channels (24 = 16 + 8 is common)
 _htile_u8 = _make_htile(2, tile_sums_u8)  # VNNI hosts (emit.HAS_VNNI)
 _htile8_u8 = _make_htile(1, tile_sums_u8)
+_htile_rows_u8 = _make_htile(2, tile_sums_u8, segmented=True)  # A straight from the image
+_htile8_rows_u8 = _make_htile(1, tile_sums_u8, segmented=True)
 
 
 class HybridConvPlan(NamedTuple):
@@ -256,6 +277,27 @@ def _tile_for_impl(x, a_addr, a_row, panel, steps, dst, stride, e, wide):
     return impl
 
 
+def _rows_tile_for(x, a_addr, a_row, panel, steps, dst, stride, e, wide, segments, seg_bytes):
+    """`_htile_rows_u8`/`_htile8_rows_u8` for x uint8 (VNNI); for x int8 nothing (the pairs
+    never read kernel rows in place: `pack.reads_kernel_rows`)."""
+
+
+@overload(_rows_tile_for)
+def _rows_tile_for_impl(x, a_addr, a_row, panel, steps, dst, stride, e, wide, segments,
+                        seg_bytes):  # fmt: skip
+    if x.dtype != types.uint8:
+        return lambda x, a_addr, a_row, panel, steps, dst, stride, e, wide, segments, \
+            seg_bytes: None  # fmt: skip
+
+    def impl(x, a_addr, a_row, panel, steps, dst, stride, e, wide, segments, seg_bytes):
+        if wide:
+            _htile_rows_u8(a_addr, a_row, panel, steps, dst, stride, e, segments, seg_bytes)
+        else:
+            _htile8_rows_u8(a_addr, a_row, panel, steps, dst, stride, e, segments, seg_bytes)
+
+    return impl
+
+
 @kernel
 def _hconv_part(x, panels, table, ints, zp, out, post, blk0, blk1, pan0, pan1):
     """Row blocks blk0..blk1-1 (ROWS output pixels each) × weight panels pan0..pan1-1 of one
@@ -283,10 +325,15 @@ def _hconv_part(x, panels, table, ints, zp, out, post, blk0, blk1, pan0, pan1):
     all_panels = pan0 == 0 and pan1 == panels.shape[0]
     range_end = min(blk1 * ROWS, pixels) * out_c
     post_from = blk0 * ROWS  # the first output pixel still waiting for `post`
+    rows_read = reads_kernel_rows(x, a, ints, kp, direct)
+    row_steps, seg_bytes = ints[2] * x.shape[3] // 4, ints[9] * x.shape[2] * x.shape[3]
     for blk in range(blk0, blk1):
         p0 = blk * ROWS
         rows = min(ROWS, pixels - p0)
-        if direct and rows == ROWS:
+        first_tap = kernel_rows_at(x, ints, p0, rows) if rows_read else -1
+        if first_tap >= 0:  # A's rows straight from x, a kernel row at a time
+            aa = addr(xf) + first_tap
+        elif direct and rows == ROWS:
             aa = addr(xf) + p0 * kp
         else:
             pack_block(source, kp, p0, rows, zp)
@@ -299,8 +346,13 @@ def _hconv_part(x, panels, table, ints, zp, out, post, blk0, blk1, pan0, pan1):
             direct_out = rows == ROWS and (width == lanes or spill_ok)
             dst = oa + (p0 * out_c + oc0) * 4 if direct_out else ta
             stride = out_c if direct_out else LANES
-            _tile_for(x, aa, kp * a.itemsize, pa + j * panel_bytes, steps, dst, stride,
-                      ea + j * _TABLE_BYTES, lanes == LANES)  # fmt: skip
+            if first_tap >= 0:
+                _rows_tile_for(x, aa, ints[8] * x.shape[3], pa + j * panel_bytes, row_steps,
+                               dst, stride, ea + j * _TABLE_BYTES, lanes == LANES, ints[1],
+                               seg_bytes)  # fmt: skip
+            else:
+                _tile_for(x, aa, kp * a.itemsize, pa + j * panel_bytes, steps, dst, stride,
+                          ea + j * _TABLE_BYTES, lanes == LANES)  # fmt: skip
             if not direct_out:
                 _copy_tile(tail, out, p0, oc0, rows, width)
         # the block's rows are final when this part has every panel (tiles spill only into

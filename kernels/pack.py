@@ -133,6 +133,37 @@ def rows_in_place(x, a, kp, ints):
 
 
 @inline_kernel
+def reads_kernel_rows(x, a, ints, kp, in_place):
+    """Whether a conv's tiles may read A straight from x, one kernel row at a time
+    (`kernel_rows_at`): quads (a uint8 block `a`), undilated kernel rows of a multiple of 4
+    bytes (Kp = K: no padding), and not already read whole (`rows_in_place`)."""
+    k_h, k_w, dil_w, in_c = ints[1], ints[2], ints[10], x.shape[3]
+    return a.itemsize == 1 and dil_w == 1 and (k_w * in_c) % 4 == 0 \
+        and kp == k_h * k_w * in_c and not in_place  # fmt: skip
+
+
+@inline_kernel
+def kernel_rows_at(x, ints, p0, rows):
+    """The byte offset in x of tap (0, 0) of output pixel p0 when the block's ROWS pixels lie
+    in one output row with every tap inside the image, else -1. Pixel r's kernel row ky then
+    starts stride_w·Cin·r bytes after pixel p0's, which starts dil_h·W·Cin·ky bytes after its
+    kernel row 0."""
+    in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
+    k_h, k_w, stride_h, stride_w = ints[1], ints[2], ints[7], ints[8]
+    dil_h, pad_top, pad_left, out_h, out_w = ints[9], ints[11], ints[12], ints[13], ints[14]
+    if rows != ROWS:
+        return -1
+    b = p0 // (out_h * out_w)  # (a division or two per block of ROWS·Co·K multiply-adds)
+    oy = (p0 - b * out_h * out_w) // out_w
+    ox = p0 - (b * out_h + oy) * out_w
+    iy0, ix0 = oy * stride_h - pad_top, ox * stride_w - pad_left
+    if ox + ROWS > out_w or iy0 < 0 or iy0 + (k_h - 1) * dil_h >= in_h or ix0 < 0 \
+            or ix0 + (ROWS - 1) * stride_w + k_w > in_w:  # fmt: skip
+        return -1
+    return ((b * in_h + iy0) * in_w + ix0) * in_c
+
+
+@inline_kernel
 def block_rows(sources, in_place, kp, blk0, blk, blk1, pixels, zp, x_addr):
     """The address of row block blk's A rows (blocks blk0..blk1-1 taken in order): x's own
     (`rows_in_place`) or a packed block. sources: `block_source`s of two blocks, which take

@@ -484,11 +484,22 @@ CONV_EDGES = [
     # an image of hybrid_conv.QUANTIZE_PARTS_FROM values or more: split, it is quantized in parts
     (1, (48, 44), 16, 24, (1, 1), (1, 1), (1, 1), (0, 0)),
 ]
+# convolutions whose quad tiles read kernel rows straight from the image (Cin·KW a multiple
+# of 4) for the blocks of 6 pixels inside it, packing the rest: wide kernels, one output
+# channel, strides, a dilated height, two images
+KERNEL_ROWS_EDGES = [
+    (1, (9, 40), 8, 8, (3, 13), (1, 1), (1, 1), (1, 6)),
+    (2, (7, 23), 8, 1, (5, 5), (1, 1), (1, 1), (2, 2)),
+    (1, (11, 30), 32, 1, (7, 3), (1, 1), (1, 1), (3, 1)),
+    (1, (12, 40), 8, 32, (5, 5), (1, 3), (1, 1), (0, 0)),
+    (1, (13, 26), 12, 17, (3, 2), (1, 1), (2, 1), (2, 0)),
+    (1, (8, 20), 4, 16, (1, 1), (1, 2), (1, 1), (0, 0)),
+]
 # the tiles of this host and, on a VNNI host, the vpmaddwd ones as well
 VNNI = [False, True] if emit.HAS_VNNI else [False]
 
 
-@pytest.mark.parametrize("case", CONV_EDGES)
+@pytest.mark.parametrize("case", CONV_EDGES + KERNEL_ROWS_EDGES)
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("vnni", VNNI)
 def test_hybrid_conv_fast_exact(case, threads, vnni):
