@@ -483,11 +483,9 @@ CONV_EDGES = [
     (1, (5, 5), 6, 20, (1, 1), (1, 1), (1, 1), (0, 0)),  # 1x1 whose taps do not fill quads
     # an image of hybrid_conv.QUANTIZE_PARTS_FROM values or more: split, it is quantized in parts
     (1, (48, 44), 16, 24, (1, 1), (1, 1), (1, 1), (0, 0)),
-]
-# convolutions whose quad tiles read kernel rows straight from the image (Cin·KW a multiple
-# of 4) for the blocks of 6 pixels inside it, packing the rest: wide kernels, one output
-# channel, strides, a dilated height, two images
-KERNEL_ROWS_EDGES = [
+    # the quad tiles read kernel rows straight from the image (Cin·KW a multiple of 4) for
+    # the blocks of 6 pixels inside it and pack the rest: wide kernels, one output channel,
+    # strides, a dilated height, two images
     (1, (9, 40), 8, 8, (3, 13), (1, 1), (1, 1), (1, 6)),
     (2, (7, 23), 8, 1, (5, 5), (1, 1), (1, 1), (2, 2)),
     (1, (11, 30), 32, 1, (7, 3), (1, 1), (1, 1), (3, 1)),
@@ -499,7 +497,7 @@ KERNEL_ROWS_EDGES = [
 VNNI = [False, True] if emit.HAS_VNNI else [False]
 
 
-@pytest.mark.parametrize("case", CONV_EDGES + KERNEL_ROWS_EDGES)
+@pytest.mark.parametrize("case", CONV_EDGES)
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("vnni", VNNI)
 def test_hybrid_conv_fast_exact(case, threads, vnni):
