@@ -8,7 +8,8 @@ On AVX2 without VNNI one `vpmaddwd` (16 int16 MACs) per cycle is the exact int8 
 (`vpmaddubsw` would be twice as wide but saturates int16 for u8·s8 pairs). With VNNI, LLVM
 fuses `vpmaddwd` + `vpaddd` into `vpdpwssd` by itself, and `dpbusd` (u8·s8, 4 taps per int32
 lane, no saturation) doubles the MACs per instruction again (`HAS_VNNI`; the quad tiles of
-the int8 GEMM and the hybrid conv). Without AVX2 the helpers emit plain LLVM vector IR (same results, slower).
+the int8 GEMM and the hybrid conv). Without AVX2 the helpers emit plain LLVM vector IR (same
+results, slower).
 """
 
 import llvmlite.binding as llvm_binding

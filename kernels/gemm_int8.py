@@ -68,6 +68,7 @@ from qengine.kernels.pack import (
     block_for,
     block_rows,
     block_source,
+    kernel_row_layout,
     kernel_rows_at,
     pack_block,
     pack_conv_weights_u8,
@@ -250,8 +251,9 @@ def _make_tile(rows, quads=False, halves=2, segmented=False):
     return tile
 
 
-# Each unrolled tile costs seconds of LLVM optimization on a cold cache, so there are just three
-# per family, and a kernel compiles one family only (`_family_tile`).
+# Each unrolled tile costs seconds of LLVM optimization on a cold cache, so there are few: three
+# per family, and two more for the quads' kernel rows; a kernel compiles one family only
+# (`_family_tile`, `_rows_tile`).
 _tile = _make_tile(ROWS)
 _tile1 = _make_tile(1)  # a last block of one pixel (7x7 = 8·6 + 1), and GEMV
 _tile8 = _make_tile(ROWS, halves=1)  # a last panel of at most 8 channels (24 = 16 + 8 is common)
@@ -356,7 +358,7 @@ def _gemm_blocks(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
     # a conv whose blocks may read kernel rows from x packs only the others, and none ahead
     # (packing ahead would copy the blocks read in place too)
     rows_read = reads_kernel_rows(x, a, ints, kp, in_place)
-    row_steps, seg_bytes = ints[2] * x.shape[3] // 4, ints[9] * x.shape[2] * x.shape[3]
+    pixel_bytes, row_steps, kernel_rows, seg_bytes = kernel_row_layout(x, ints)
     for blk in range(blk0, blk1):
         p0 = blk * ROWS
         rows = min(ROWS, pixels - p0)
@@ -379,9 +381,9 @@ def _gemm_blocks(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
             dst = oa + (p0 * out_c + oc0) * size if direct else ta
             stride = out_c * size if direct else LANES * size
             if first_tap >= 0:
-                _rows_tile(x, narrow, aa, ints[8] * x.shape[3], pa + j * panel_bytes,
-                           row_steps, dst, stride, qa + j * q_bytes, out_zp, act_min,
-                           act_max, ints[1], seg_bytes, q)  # fmt: skip
+                _rows_tile(x, narrow, aa, pixel_bytes, pa + j * panel_bytes, row_steps, dst,
+                           stride, qa + j * q_bytes, out_zp, act_min, act_max, kernel_rows,
+                           seg_bytes, q)  # fmt: skip
             else:
                 shape = 2 if narrow else (1 if rows == 1 else 0)
                 _family_tile(x, shape, aa, kp * a.itemsize, pa + j * panel_bytes, steps, dst,

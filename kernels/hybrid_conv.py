@@ -72,6 +72,7 @@ from qengine.kernels.pack import (
     block_for,
     block_source,
     interleave_taps,
+    kernel_row_layout,
     kernel_rows_at,
     pack_block,
     pack_conv_weights_u8,
@@ -122,14 +123,14 @@ def _store8(builder, out_ptr, index, value):
 # --- CONV_2D: `gemm_int8`'s micro-kernel with the float epilogue ----------------------------------
 
 
-def _htile_codegen(context, builder, signature, args, halves, sums_of):
+def _htile_codegen(context, builder, signature, args, halves, sums_of, segmented=False):
     a_addr, a_row, b_addr, steps, out_addr, out_row, e_addr = args[:7]
     a_ptr = builder.inttoptr(a_addr, I8.as_pointer())
     b_ptr = builder.inttoptr(b_addr, I8.as_pointer())
     e_ptr = builder.inttoptr(e_addr, ir.FloatType().as_pointer())
     out_ptr = builder.inttoptr(out_addr, ir.FloatType().as_pointer())
 
-    if len(args) == 9:  # kernel rows read from the image: args[7] of them, args[8] bytes apart
+    if segmented:  # kernel rows read from the image: args[7] of them, args[8] bytes apart
         sums = sums_of(builder, a_ptr, a_row, b_ptr, steps, ROWS, halves, segments=args[7],
                        seg_bytes=args[8])  # fmt: skip
     else:
@@ -151,7 +152,8 @@ def _make_htile(halves, sums_of, segmented=False):
         def htile_rows(typingctx, a_addr, a_row, b_addr, steps, out_addr, out_row, e_addr,
                        segments, seg_bytes):  # fmt: skip
             def codegen(context, builder, signature, args):
-                return _htile_codegen(context, builder, signature, args, halves, sums_of)
+                return _htile_codegen(context, builder, signature, args, halves, sums_of,
+                                      segmented=True)  # fmt: skip
 
             return types.void(*[types.int64] * 9), codegen
 
@@ -326,7 +328,7 @@ def _hconv_part(x, panels, table, ints, zp, out, post, blk0, blk1, pan0, pan1):
     range_end = min(blk1 * ROWS, pixels) * out_c
     post_from = blk0 * ROWS  # the first output pixel still waiting for `post`
     rows_read = reads_kernel_rows(x, a, ints, kp, direct)
-    row_steps, seg_bytes = ints[2] * x.shape[3] // 4, ints[9] * x.shape[2] * x.shape[3]
+    pixel_bytes, row_steps, kernel_rows, seg_bytes = kernel_row_layout(x, ints)
     for blk in range(blk0, blk1):
         p0 = blk * ROWS
         rows = min(ROWS, pixels - p0)
@@ -347,8 +349,8 @@ def _hconv_part(x, panels, table, ints, zp, out, post, blk0, blk1, pan0, pan1):
             dst = oa + (p0 * out_c + oc0) * 4 if direct_out else ta
             stride = out_c if direct_out else LANES
             if first_tap >= 0:
-                _rows_tile_for(x, aa, ints[8] * x.shape[3], pa + j * panel_bytes, row_steps,
-                               dst, stride, ea + j * _TABLE_BYTES, lanes == LANES, ints[1],
+                _rows_tile_for(x, aa, pixel_bytes, pa + j * panel_bytes, row_steps, dst,
+                               stride, ea + j * _TABLE_BYTES, lanes == LANES, kernel_rows,
                                seg_bytes)  # fmt: skip
             else:
                 _tile_for(x, aa, kp * a.itemsize, pa + j * panel_bytes, steps, dst, stride,

@@ -143,6 +143,15 @@ def reads_kernel_rows(x, a, ints, kp, in_place):
 
 
 @inline_kernel
+def kernel_row_layout(x, ints):
+    """How the tiles walk A read in place (`kernel_rows_at`): (bytes from one pixel's row to
+    the next's, stride_w·Cin; groups of 4 taps in a kernel row, KW·Cin / 4; kernel rows, KH;
+    bytes from one kernel row to the next, dil_h·W·Cin)."""
+    in_w, in_c = x.shape[2], x.shape[3]
+    return ints[8] * in_c, ints[2] * in_c // 4, ints[1], ints[9] * in_w * in_c
+
+
+@inline_kernel
 def kernel_rows_at(x, ints, p0, rows):
     """The byte offset in x of tap (0, 0) of output pixel p0 when the block's ROWS pixels lie
     in one output row with every tap inside the image, else -1. Pixel r's kernel row ky then
