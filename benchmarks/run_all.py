@@ -25,6 +25,7 @@ BENCHMARKS = [
     ("published.py", [], ["--models", "face_detection_short_range", "iris_landmark", "--repeat",
                           "3", "--memory", "--startup"]),
     ("kernels.py", [], ["--quick", "--reps", "5"]),
+    ("int8_tiles.py", [], ["--quick", "--repeat", "5"]),
     ("models.py", ["--repeat", "20"], ["--repeat", "3", "--modes", "int8"]),
     ("calibration.py", [], ["--samples", "20"]),
     ("xnnpack_agreement.py", [], []),
