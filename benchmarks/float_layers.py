@@ -1,9 +1,9 @@
 """Float CONV_2D and DEPTHWISE_CONV_2D layers of MediaPipe's shapes, one op at a time: qengine's
 prepared kernel in both arithmetics against TFLite's default interpreter (XNNPACK) on a one-op
-model of the same shape, weights and input, 1 thread, warm caches (each figure the median of
-200 runs after 20 warm-ups; GF/s counts a multiply-add as 2).
+model of the same shape, weights and input, warm caches (each figure the median of 200 runs
+after 20 warm-ups; GF/s counts a multiply-add as 2), on 1 thread or `--threads N`.
 
-    python benchmarks/float_layers.py [--repeat 200] [--only NAME_PART ...]
+    python benchmarks/float_layers.py [--repeat 200] [--threads 1] [--only NAME_PART ...]
 
 `ref` is TFLite's reference order (a product, then a sum, each rounded: what qengine runs by
 default); `xnnpack` is XNNPACK's (each sum from the bias by fused multiply-adds,
@@ -36,9 +36,14 @@ LAYERS = [
     # MediaPipe's small-channel layers (face detection, face landmark)
     ("5x5/2 3->24 at 128x128", (1, 128, 128, 3), (24, 5), 2),
     ("3x3/2 3->16 at 192x192", (1, 192, 192, 3), (16, 3), 2),
+    ("3x3/2 3->24 at 224x224", (1, 224, 224, 3), (24, 3), 2),  # hand landmark, pose detection
+    ("5x5/2 3->32 at 192x192", (1, 192, 192, 3), (32, 5), 2),  # palm detection
     ("1x1 24->24 at 64x64", (1, 64, 64, 24), (24, 1)),
     ("1x1 24->28 at 64x64", (1, 64, 64, 24), (28, 1)),
     ("1x1 16->16 at 96x96", (1, 96, 96, 16), (16, 1)),
+    # pose_detection's memory-bound 1x1 convs (few input channels, a large output)
+    ("1x1 16->64 at 112x112", (1, 112, 112, 16), (64, 1)),
+    ("1x1 144->24 at 56x56", (1, 56, 56, 144), (24, 1)),
     ("dw 3x3 at 64x64x24", (1, 64, 64, 24), (None, 3)),
     ("dw 3x3 at 96x96x16", (1, 96, 96, 16), (None, 3)),
 ]
@@ -65,6 +70,7 @@ def layer_model(x_shape, out_c, k, rng, stride=1):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", nargs="*", default=[], help="layers whose name contains any")
     args = parser.parse_args()
     from ai_edge_litert.interpreter import Interpreter
@@ -83,10 +89,11 @@ def main() -> None:
             op.outputs[0].shape = tuple(values[op.outputs[0].name].shape)
         times = []
         for arithmetic in ("ref", "xnnpack"):
-            step = qengine.Interpreter(model, arithmetic=arithmetic)._plan(0).steps[0]
+            step = qengine.Interpreter(model, arithmetic=arithmetic,
+                                       num_threads=args.threads)._plan(0).steps[0]
             times.append(median_us(lambda step=step, x=x: step.prepared.run(x, None, None),
                                    args.repeat, warmup=20))
-        tfl = Interpreter(model_content=model.to_bytes(), num_threads=1)
+        tfl = Interpreter(model_content=model.to_bytes(), num_threads=args.threads)
         tfl.allocate_tensors()
         tfl.set_tensor(tfl.get_input_details()[0]["index"], x)
         times.append(median_us(tfl.invoke, args.repeat, warmup=20))

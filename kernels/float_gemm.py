@@ -759,6 +759,10 @@ def _window_addresses(ptrs, x, zeros, pix, t0, rows, per_image, out_w, ox_lo, ox
     lies inside the image's columns [ox_lo, ox_hi), else by tap. pix [3, ROWS] is scratch."""
     n, rest = t0 // per_image, t0 % per_image  # pixel t0 = (n, oy, ox); then step
     oy, ox = rest // out_w, rest % out_w
+    if dil_w == 1 and ox_lo <= ox and ox + ROWS - 1 < min(ox_hi, out_w):
+        _one_row_addresses(ptrs, x, zeros, n, oy, ox, stride_h, stride_w, dil_h, pad_top,
+                           pad_left, k_h)
+        return k_h, k_w * x.shape[3]
     by_row = dil_w == 1
     for r in range(ROWS):
         pix[0, r], pix[1, r], pix[2, r] = n, oy, ox
@@ -779,6 +783,25 @@ def _window_addresses(ptrs, x, zeros, pix, t0, rows, per_image, out_w, ox_lo, ox
     if by_row:
         return k_h, k_w * x.shape[3]
     return k_h * k_w, x.shape[3]
+
+
+@inline_kernel
+def _one_row_addresses(ptrs, x, zeros, n, oy, ox, stride_h, stride_w, dil_h, pad_top, pad_left,
+                       k_h):
+    """_row_addresses of the ROWS pixels (n, oy, ox + r), all in one output row with their
+    windows inside the image's columns: pixel r's filter row starts stride_w*Ci floats after
+    pixel r-1's, and a filter row in the padding is padding for all of them."""
+    in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
+    step = 4 * stride_w * in_c
+    for ky in range(k_h):
+        iy = oy * stride_h - pad_top + ky * dil_h
+        if 0 <= iy < in_h:
+            first = addr(x) + 4 * (((n * in_h + iy) * in_w + ox * stride_w - pad_left) * in_c)
+            for r in range(ROWS):
+                ptrs[ky, r] = first + r * step
+        else:
+            for r in range(ROWS):
+                ptrs[ky, r] = addr(zeros)
 
 
 @inline_kernel
@@ -1163,10 +1186,13 @@ def conv2d_f32_split(x, panels, bias, out, out_w, k_h, k_w, stride_h, stride_w, 
     if not _conv_fits(x, panels, bias, out, k_h, k_w, 0, pixels) or \
             not post_fits(post, out.shape[0], out.shape[1]):
         raise ValueError("conv2d_f32_rows: panels, bias, out, post or [p0, p1) do not fit x")
+    counters = pool.chunk_counters(pixels, parts)
     for i in prange(parts):
-        p0, p1 = pool.part(pixels, parts, i)
-        conv2d_f32_rows(x, panels, bias, out, out_w, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
-                        pad_top, pad_left, act_min, act_max, wide, fused, post, p0, p1)
+        p0, p1 = pool.next_chunk(counters, pixels, parts, i)
+        while p0 >= 0:
+            conv2d_f32_rows(x, panels, bias, out, out_w, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
+                            pad_top, pad_left, act_min, act_max, wide, fused, post, p0, p1)
+            p0, p1 = pool.next_chunk(counters, pixels, parts, i)
 
 
 @kernel(parallel=True)
@@ -1176,10 +1202,13 @@ def conv2d_f32_narrow_split(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_
     if not _narrow_fits(x, w8, bias, out, k_h, k_w, 0, rows) or \
             not post_fits(post, out.shape[0] * out.shape[1] * out.shape[2], out.shape[3]):
         raise ValueError("conv2d_f32_narrow_rows: w8, bias, out, post or [r0, r1) do not fit x")
+    counters = pool.chunk_counters(rows, parts)
     for i in prange(parts):
-        r0, r1 = pool.part(rows, parts, i)
-        conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
-                               pad_top, pad_left, act_min, act_max, wide, fused, post, r0, r1)
+        r0, r1 = pool.next_chunk(counters, rows, parts, i)
+        while r0 >= 0:
+            conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
+                                   pad_top, pad_left, act_min, act_max, wide, fused, post, r0, r1)
+            r0, r1 = pool.next_chunk(counters, rows, parts, i)
 
 
 @kernel(parallel=True)
@@ -1189,7 +1218,10 @@ def depthwise_f32_split(x, w, bias, out, stride_h, stride_w, dil_h, dil_w, pad_t
             not post_fits(post, out.shape[0] * out.shape[1] * out.shape[2], out.shape[3]):
         raise ValueError("depthwise_f32_rows: x, w, bias, out, post or [r0, r1) do not fit "
                          "(C >= 8)")
+    counters = pool.chunk_counters(rows, parts)
     for i in prange(parts):
-        r0, r1 = pool.part(rows, parts, i)
-        depthwise_f32_rows(x, w, bias, out, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
-                           k_h, k_w, act_min, act_max, fused, x_major, post, r0, r1)
+        r0, r1 = pool.next_chunk(counters, rows, parts, i)
+        while r0 >= 0:
+            depthwise_f32_rows(x, w, bias, out, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
+                               k_h, k_w, act_min, act_max, fused, x_major, post, r0, r1)
+            r0, r1 = pool.next_chunk(counters, rows, parts, i)
