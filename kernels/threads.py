@@ -35,7 +35,7 @@ import numba.np.ufunc.parallel as _parallel
 import numpy as np
 from numba.core import types
 from numba.core.extending import intrinsic
-from qengine.kernels.emit import I64, addr, const64
+from qengine.kernels.emit import I64, addr
 from qengine.kernels.jit import inline_kernel
 
 # Below this many flops (2*M*K*N) work stays on the calling thread (kernels read it at call
@@ -311,51 +311,59 @@ def part(total: int, parts: int, i: int) -> tuple[int, int]:
     return total * i // parts, total * (i + 1) // parts
 
 
-# A compiled split cuts its range into CHUNKS_PER_PART chunks per part. Part i runs its own
-# chunks in order, then any chunk another part has not started yet (`next_chunk`): the split
-# ends when the work does, not when its slowest part does. On the 2-vCPU VM, the second vCPU
-# often ran at ~55-70 % of the first one's speed for minutes at a time (another tenant on its
-# core?): a 1x1 16 -> 64 float conv at 112x112 took 138 us on one thread and 71 or 105 us on
-# two, by the minute, with halves fixed in advance. The chunks of one part stay contiguous,
-# so with cores of equal speed each core reads what it wrote in the op before, as with halves.
+# A compiled split cuts its range into CHUNKS_PER_PART chunks per part, each part owning a
+# contiguous run of them (its share of part(total, parts, i)). A part runs its own chunks
+# from the front; once they are gone it takes another part's from the back (`next_chunk`), as
+# pthreadpool, XNNPACK's, does. So the split ends when the work does, not when its slowest
+# part does, and each core still runs a contiguous share, the one it will read in the next
+# op. On the 2-vCPU VM the second vCPU often ran at ~55-70 % of the first one's speed for
+# minutes at a time (another tenant on its core?): a 1x1 16 -> 64 float conv at 112x112 took
+# 138 us on one thread and 71 or 105 us on two, by the minute, with halves fixed in advance.
 CHUNKS_PER_PART = 4
 _COUNTER_STRIDE = 8  # int64s between two parts' counters: one 64-byte cache line each
+_LOW = (1 << 32) - 1  # a counter holds (back << 32) | front: the part's chunks [front, back)
 
 
 @intrinsic
-def _claim(typingctx, address):
-    """The int64 at `address`, incremented by 1 at once (an atomic fetch-and-add): several
-    threads claiming from one counter each get a different value."""
+def _fetch_add(typingctx, address, value):
+    """The int64 at `address`, then `value` added to it at once (an atomic fetch-and-add):
+    threads adding to one counter see one order of the additions, each the value before it."""
 
     def codegen(context, builder, signature, args):
         counter = builder.inttoptr(args[0], I64.as_pointer())
-        return builder.atomic_rmw("add", counter, const64(1), "monotonic")
+        return builder.atomic_rmw("add", counter, args[1], "monotonic")
 
-    return types.int64(types.int64), codegen
+    return types.int64(types.int64, types.int64), codegen
 
 
 @inline_kernel
 def chunk_counters(total: int, parts: int):
-    """The shared state of a split's `next_chunk` calls: part i's next chunk, at first the
-    first of its own (the chunks of part(total, parts, i), each about a CHUNKS_PER_PART-th)."""
+    """The shared state of a split's `next_chunk` calls: each part's chunks not yet taken,
+    at first all of its own."""
     chunks = min(total, parts * CHUNKS_PER_PART)
     counters = np.empty(parts * _COUNTER_STRIDE, np.int64)
     for i in range(parts):
-        counters[i * _COUNTER_STRIDE] = part(chunks, parts, i)[0]
+        front, back = part(chunks, parts, i)
+        counters[i * _COUNTER_STRIDE] = (back << 32) | front
     return counters
 
 
 @inline_kernel
 def next_chunk(counters, total: int, parts: int, i: int) -> tuple[int, int]:
-    """[start, stop) of range(total) for part i to run next: its own chunks first, then those
-    the other parts have not started; (-1, -1) once every chunk is taken. Every chunk is
-    taken exactly once whatever the order of the calls (each is claimed atomically)."""
+    """[start, stop) of range(total) for part i to run next: the front of its own chunks,
+    else the back of another part's; (-1, -1) once every chunk is taken. Each claim is one
+    atomic addition to the owner's (back, front) (+1 to front, or -1 to back), so the owner
+    and a thief never both get a chunk: whichever adds first sees front < back."""
     chunks = min(total, parts * CHUNKS_PER_PART)
-    for j in range(parts):
+    base = addr(counters)
+    seen = _fetch_add(base + 8 * _COUNTER_STRIDE * i, 1)
+    if (seen & _LOW) < (seen >> 32):
+        return part(total, chunks, seen & _LOW)
+    for j in range(1, parts):
         owner = (i + j) % parts
-        c = _claim(addr(counters) + 8 * _COUNTER_STRIDE * owner)
-        if c < part(chunks, parts, owner)[1]:
-            return part(total, chunks, c)
+        seen = _fetch_add(base + 8 * _COUNTER_STRIDE * owner, -(1 << 32))
+        if (seen >> 32) > (seen & _LOW):
+            return part(total, chunks, (seen >> 32) - 1)
     return -1, -1
 
 

@@ -414,7 +414,8 @@ def _claims_in_order(total, parts, order):
 def test_split_chunks_are_each_taken_once_and_a_part_takes_its_own_first(total, parts, who):
     """A compiled split's chunks (threads.next_chunk): however the parts' calls interleave,
     the chunks cover range(total) once; a part's own chunks (its share of part(total, parts,
-    i)) come to it in order before any other's, and a part left alone takes every chunk."""
+    i)) come to it in order before any other's, another part's from the back, and a part
+    left alone takes every chunk."""
     order = {"alternate": [k % parts for k in range(4 * total)],
              "first only": [0] * (4 * total), "last only": [parts - 1] * (4 * total)}[who]
     got = _claims_in_order(total, parts, np.array(order, np.int64))
@@ -426,6 +427,9 @@ def test_split_chunks_are_each_taken_once_and_a_part_takes_its_own_first(total, 
         mine = [(a, b) for j, a, b in got if j == i]
         owned = [(a, b) for a, b in mine if own_start <= a < own_stop]
         assert owned == sorted(owned)
+        stolen = [(a, b) for a, b in mine if not own_start <= a < own_stop]
+        assert stolen == sorted(stolen, reverse=True) or parts > 2
+        assert mine[:len(owned)] == owned  # its own first
         if who == "alternate" and total >= parts * threads.CHUNKS_PER_PART:
             assert mine == owned  # parts asking in turn each run exactly their own share
     if who != "alternate":
