@@ -379,17 +379,13 @@ def _dw_plan_split(x, plan_w16, params, w_pairs, q, ints, out, g0, g1, rows, par
     in whole groups (span 1, no overlapping tail), parts of the 16-lane groups."""
     by_groups = rows < GROUP_SPLIT_ROWS * parts and ints[13] == 1 and ints[14] != 0 \
         and ints[15] < 0 and g1 - g0 >= parts  # fmt: skip
-    items = g1 - g0 if by_groups else rows
-    counters = pool.chunk_counters(items, parts)
     for i in prange(parts):
-        a, b = pool.next_chunk(counters, items, parts, i)
-        while a >= 0:
-            if by_groups:
-                _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, g0 + a, g0 + b, 0,
-                              rows)
-            else:
-                _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, g0, g1, a, b)
-            a, b = pool.next_chunk(counters, items, parts, i)
+        if by_groups:
+            a, b = pool.part(g1 - g0, parts, i)
+            _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, g0 + a, g0 + b, 0, rows)
+        else:
+            r0, r1 = pool.part(rows, parts, i)
+            _dw_plan_rows(x, plan_w16, params, w_pairs, q, ints, out, g0, g1, r0, r1)
 
 
 def run_depthwise_int8(plan: DepthwiseInt8Plan, x, threads=None) -> np.ndarray:
@@ -445,12 +441,9 @@ def _dw_acc_rows(x, w16, zps, ints, acc_out, row0, row1):
 @kernel(parallel=True)
 def _dw_acc_split(x, w16, zps, ints, acc_out, rows, parts):
     """`_dw_acc_rows` over rows 0..rows-1 in `parts` parts at once."""
-    counters = pool.chunk_counters(rows, parts)
     for i in prange(parts):
-        r0, r1 = pool.next_chunk(counters, rows, parts, i)
-        while r0 >= 0:
-            _dw_acc_rows(x, w16, zps, ints, acc_out, r0, r1)
-            r0, r1 = pool.next_chunk(counters, rows, parts, i)
+        r0, r1 = pool.part(rows, parts, i)
+        _dw_acc_rows(x, w16, zps, ints, acc_out, r0, r1)
 
 
 def depthwise_conv2d_int8_acc_fast(x, w16, zps, stride_h, stride_w, dil_h, dil_w, pad_top,

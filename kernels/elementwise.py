@@ -393,12 +393,9 @@ def lookup_pairs(table, x, y, out, then, a, i0, i1):
 def _lookup_pairs_split(table, x, y, out, then, a, n, parts):
     if not _pairs_fit(table, x, y, out, then, a, 0, n):
         raise ValueError("lookup_pairs: table, x, y, out, then, a or [i0, i1) do not fit")
-    counters = pool.chunk_counters(n, parts)
     for i in prange(parts):
-        i0, i1 = pool.next_chunk(counters, n, parts, i)
-        while i0 >= 0:
-            lookup_pairs(table, x, y, out, then, a, i0, i1)
-            i0, i1 = pool.next_chunk(counters, n, parts, i)
+        i0, i1 = pool.part(n, parts, i)
+        lookup_pairs(table, x, y, out, then, a, i0, i1)
 
 
 def _values_run_codegen(context, builder, signature, args):
@@ -440,12 +437,9 @@ def lookup_values(table, x, out, i0, i1):
 def _lookup_values_split(table, x, out, n, parts):
     if not _values_fit(table, x, out, 0, n):
         raise ValueError("lookup_values: table, x, out or [i0, i1) do not fit")
-    counters = pool.chunk_counters(n, parts)
     for i in prange(parts):
-        i0, i1 = pool.next_chunk(counters, n, parts, i)
-        while i0 >= 0:
-            lookup_values(table, x, out, i0, i1)
-            i0, i1 = pool.next_chunk(counters, n, parts, i)
+        i0, i1 = pool.part(n, parts, i)
+        lookup_values(table, x, out, i0, i1)
 
 
 def lookup_value_int8(table, x, threads: int = 1, out=None):
@@ -524,12 +518,9 @@ def _lookup_pairs_padded_split(table, column, wide, narrow, out, then, a, rows, 
     if not _padded_fit(table, column, wide, narrow, out, then, a, 0, rows):
         raise ValueError("lookup_pairs_padded: table, column, wide, narrow, out, then, a or "
                          "[p0, p1) do not fit")
-    counters = pool.chunk_counters(rows, parts)
     for i in prange(parts):
-        p0, p1 = pool.next_chunk(counters, rows, parts, i)
-        while p0 >= 0:
-            lookup_pairs_padded(table, column, wide, narrow, out, then, a, p0, p1)
-            p0, p1 = pool.next_chunk(counters, rows, parts, i)
+        p0, p1 = pool.part(rows, parts, i)
+        lookup_pairs_padded(table, column, wide, narrow, out, then, a, p0, p1)
 
 
 def lookup_pair_padded_int8(table, wide, narrow, value: int, threads: int = 1, then=NO_TABLE,

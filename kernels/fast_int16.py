@@ -183,16 +183,11 @@ def _gemm16_split(x, panels, bias, reduced, total, eff_scale, act_min, act_max, 
                   stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w, out, blocks,
                   n_panels, by_panels, parts):  # fmt: skip
     """`_gemm16_part` over all of out in `parts` parts at once (threads.split_grid)."""
-    items = pool.grid_items(blocks, n_panels, by_panels)
-    counters = pool.chunk_counters(items, parts)
     for i in prange(parts):
-        s0, s1 = pool.next_chunk(counters, items, parts, i)
-        while s0 >= 0:
-            b0, b1, p0, p1 = pool.grid_chunk(blocks, n_panels, by_panels, s0, s1)
-            _gemm16_part(x, panels, bias, reduced, total, eff_scale, act_min, act_max, k_h, k_w,
-                         stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w, out,
-                         b0, b1, p0, p1)  # fmt: skip
-            s0, s1 = pool.next_chunk(counters, items, parts, i)
+        b0, b1, p0, p1 = pool.grid_part(blocks, n_panels, by_panels, parts, i)
+        _gemm16_part(x, panels, bias, reduced, total, eff_scale, act_min, act_max, k_h, k_w,
+                     stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w, out, b0,
+                     b1, p0, p1)  # fmt: skip
 
 
 def _expect_channels(x, channels: int) -> None:
@@ -301,13 +296,10 @@ def _depthwise16_rows(x, w, bias, reduced, total, act_min, act_max, stride_h, st
 def _depthwise16_split(x, w, bias, reduced, total, act_min, act_max, stride_h, stride_w, dil_h,
                        dil_w, pad_top, pad_left, out_h, out_w, dm, out, rows, parts):  # fmt: skip
     """`_depthwise16_rows` over rows 0..rows-1 in `parts` parts at once (threads.split_run)."""
-    counters = pool.chunk_counters(rows, parts)
     for i in prange(parts):
-        r0, r1 = pool.next_chunk(counters, rows, parts, i)
-        while r0 >= 0:
-            _depthwise16_rows(x, w, bias, reduced, total, act_min, act_max, stride_h, stride_w,
-                              dil_h, dil_w, pad_top, pad_left, out_h, out_w, dm, out, r0, r1)
-            r0, r1 = pool.next_chunk(counters, rows, parts, i)
+        r0, r1 = pool.part(rows, parts, i)
+        _depthwise16_rows(x, w, bias, reduced, total, act_min, act_max, stride_h, stride_w,
+                          dil_h, dil_w, pad_top, pad_left, out_h, out_w, dm, out, r0, r1)
 
 
 def run_depthwise_int16(plan: Depthwise16Plan, x, threads: int = 1) -> np.ndarray:

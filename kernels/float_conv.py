@@ -234,9 +234,6 @@ def pointwise_depthwise_f32(x, w, bias, out, low, high, post, p0, p1):
 def pointwise_depthwise_f32_split(x, w, bias, out, low, high, post, pixels, parts):
     if not (x.shape == out.shape and pixels == out.shape[0]):
         raise ValueError("pointwise_depthwise_f32: x, w, bias, out, post or [p0, p1) do not fit")
-    counters = pool.chunk_counters(pixels, parts)
     for i in prange(parts):
-        p0, p1 = pool.next_chunk(counters, pixels, parts, i)
-        while p0 >= 0:
-            pointwise_depthwise_f32(x, w, bias, out, low, high, post, p0, p1)
-            p0, p1 = pool.next_chunk(counters, pixels, parts, i)
+        p0, p1 = pool.part(pixels, parts, i)
+        pointwise_depthwise_f32(x, w, bias, out, low, high, post, p0, p1)

@@ -1186,13 +1186,10 @@ def conv2d_f32_split(x, panels, bias, out, out_w, k_h, k_w, stride_h, stride_w, 
     if not _conv_fits(x, panels, bias, out, k_h, k_w, 0, pixels) or \
             not post_fits(post, out.shape[0], out.shape[1]):
         raise ValueError("conv2d_f32_rows: panels, bias, out, post or [p0, p1) do not fit x")
-    counters = pool.chunk_counters(pixels, parts)
     for i in prange(parts):
-        p0, p1 = pool.next_chunk(counters, pixels, parts, i)
-        while p0 >= 0:
-            conv2d_f32_rows(x, panels, bias, out, out_w, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
-                            pad_top, pad_left, act_min, act_max, wide, fused, post, p0, p1)
-            p0, p1 = pool.next_chunk(counters, pixels, parts, i)
+        p0, p1 = pool.part(pixels, parts, i)
+        conv2d_f32_rows(x, panels, bias, out, out_w, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
+                        pad_top, pad_left, act_min, act_max, wide, fused, post, p0, p1)
 
 
 @kernel(parallel=True)
@@ -1202,13 +1199,10 @@ def conv2d_f32_narrow_split(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_
     if not _narrow_fits(x, w8, bias, out, k_h, k_w, 0, rows) or \
             not post_fits(post, out.shape[0] * out.shape[1] * out.shape[2], out.shape[3]):
         raise ValueError("conv2d_f32_narrow_rows: w8, bias, out, post or [r0, r1) do not fit x")
-    counters = pool.chunk_counters(rows, parts)
     for i in prange(parts):
-        r0, r1 = pool.next_chunk(counters, rows, parts, i)
-        while r0 >= 0:
-            conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
-                                   pad_top, pad_left, act_min, act_max, wide, fused, post, r0, r1)
-            r0, r1 = pool.next_chunk(counters, rows, parts, i)
+        r0, r1 = pool.part(rows, parts, i)
+        conv2d_f32_narrow_rows(x, w8, bias, out, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
+                               pad_top, pad_left, act_min, act_max, wide, fused, post, r0, r1)
 
 
 @kernel(parallel=True)
@@ -1218,10 +1212,7 @@ def depthwise_f32_split(x, w, bias, out, stride_h, stride_w, dil_h, dil_w, pad_t
             not post_fits(post, out.shape[0] * out.shape[1] * out.shape[2], out.shape[3]):
         raise ValueError("depthwise_f32_rows: x, w, bias, out, post or [r0, r1) do not fit "
                          "(C >= 8)")
-    counters = pool.chunk_counters(rows, parts)
     for i in prange(parts):
-        r0, r1 = pool.next_chunk(counters, rows, parts, i)
-        while r0 >= 0:
-            depthwise_f32_rows(x, w, bias, out, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
-                               k_h, k_w, act_min, act_max, fused, x_major, post, r0, r1)
-            r0, r1 = pool.next_chunk(counters, rows, parts, i)
+        r0, r1 = pool.part(rows, parts, i)
+        depthwise_f32_rows(x, w, bias, out, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
+                           k_h, k_w, act_min, act_max, fused, x_major, post, r0, r1)

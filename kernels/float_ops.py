@@ -201,13 +201,10 @@ def max_pool_f32_split(x, out, k_h, k_w, stride_h, stride_w, pad_top, pad_left, 
     """max_pool_f32_rows over rows [0, rows) cut into `parts` ranges run at once."""
     if not pool_fits(x, out, 0, rows):
         raise ValueError("max_pool_f32_split: out or its rows do not fit x")
-    counters = pool.chunk_counters(rows, parts)
     for i in prange(parts):
-        r0, r1 = pool.next_chunk(counters, rows, parts, i)
-        while r0 >= 0:
-            max_pool_f32_rows(x, out, k_h, k_w, stride_h, stride_w, pad_top, pad_left, low, high,
-                              r0, r1)
-            r0, r1 = pool.next_chunk(counters, rows, parts, i)
+        r0, r1 = pool.part(rows, parts, i)
+        max_pool_f32_rows(x, out, k_h, k_w, stride_h, stride_w, pad_top, pad_left, low, high,
+                          r0, r1)
 
 
 @kernel
@@ -299,12 +296,9 @@ def _resize_f32_rows(image, y0, y1, dy, x0, x1, dx, lerp, out, row0, row1):
 @kernel(parallel=True)
 def _resize_f32_split(image, y0, y1, dy, x0, x1, dx, lerp, out, rows, parts):
     """`_resize_f32_rows` over rows 0..rows-1 in `parts` parts at once."""
-    counters = pool.chunk_counters(rows, parts)
     for i in prange(parts):
-        r0, r1 = pool.next_chunk(counters, rows, parts, i)
-        while r0 >= 0:
-            _resize_f32_rows(image, y0, y1, dy, x0, x1, dx, lerp, out, r0, r1)
-            r0, r1 = pool.next_chunk(counters, rows, parts, i)
+        r0, r1 = pool.part(rows, parts, i)
+        _resize_f32_rows(image, y0, y1, dy, x0, x1, dx, lerp, out, r0, r1)
 
 
 # binary_f32's operations, as in TFLite's reference kernels: x op y in float32
@@ -350,12 +344,9 @@ def _binary_span(op, x, y, y_first, low, high, out, i0, i1):
 @kernel(parallel=True)
 def _binary_split(op, x, y, y_first, low, high, out, n, parts):
     """`_binary_span` over 0..n-1 in `parts` parts at once (threads.split_run)."""
-    counters = pool.chunk_counters(n, parts)
     for i in prange(parts):
-        i0, i1 = pool.next_chunk(counters, n, parts, i)
-        while i0 >= 0:
-            _binary_span(op, x, y, y_first, low, high, out, i0, i1)
-            i0, i1 = pool.next_chunk(counters, n, parts, i)
+        i0, i1 = pool.part(n, parts, i)
+        _binary_span(op, x, y, y_first, low, high, out, i0, i1)
 
 
 @kernel

@@ -405,14 +405,9 @@ def threads_or_default(threads):
 @kernel(parallel=True)
 def _gemm_split(x, panels, q, ints, out, blocks, n_panels, by_panels, parts):
     """`_gemm_blocks` over all of out in `parts` parts at once (threads.split_grid)."""
-    items = pool.grid_items(blocks, n_panels, by_panels)
-    counters = pool.chunk_counters(items, parts)
     for i in prange(parts):
-        s0, s1 = pool.next_chunk(counters, items, parts, i)
-        while s0 >= 0:
-            b0, b1, p0, p1 = pool.grid_chunk(blocks, n_panels, by_panels, s0, s1)
-            _gemm_blocks(x, panels, q, ints, out, b0, b1, p0, p1)
-            s0, s1 = pool.next_chunk(counters, items, parts, i)
+        b0, b1, p0, p1 = pool.grid_part(blocks, n_panels, by_panels, parts, i)
+        _gemm_blocks(x, panels, q, ints, out, b0, b1, p0, p1)
 
 
 def _gemm(x, panels, q, ints, out, threads):

@@ -367,14 +367,9 @@ def _hconv_part(x, panels, table, ints, zp, out, post, blk0, blk1, pan0, pan1):
 @kernel(parallel=True)
 def _hconv_split(x, panels, table, ints, zp, out, post, blocks, n_panels, by_panels, parts):
     """`_hconv_part` over all of out in `parts` parts at once (threads.split_grid)."""
-    items = pool.grid_items(blocks, n_panels, by_panels)
-    counters = pool.chunk_counters(items, parts)
     for i in prange(parts):
-        s0, s1 = pool.next_chunk(counters, items, parts, i)
-        while s0 >= 0:
-            b0, b1, p0, p1 = pool.grid_chunk(blocks, n_panels, by_panels, s0, s1)
-            _hconv_part(x, panels, table, ints, zp, out, post, b0, b1, p0, p1)
-            s0, s1 = pool.next_chunk(counters, items, parts, i)
+        b0, b1, p0, p1 = pool.grid_part(blocks, n_panels, by_panels, parts, i)
+        _hconv_part(x, panels, table, ints, zp, out, post, b0, b1, p0, p1)
     if by_panels:
         run_post(out, 0, out.shape[0], post)
 
@@ -504,14 +499,9 @@ def run_hybrid_conv_split(x, family, panels, table, ints, sum_w, symmetric, filt
     for b in range(x.shape[0]):
         zp = _quantize_for_tiles(x[b], q, _shift_of(family), symmetric, filter_scale, table,
                                  sum_w, out.shape[2], image_table, parts)  # fmt: skip
-        items = pool.grid_items(blocks, n_panels, by_panels)
-        counters = pool.chunk_counters(items, parts)
         for i in prange(parts):
-            s0, s1 = pool.next_chunk(counters, items, parts, i)
-            while s0 >= 0:
-                b0, b1, p0, p1 = pool.grid_chunk(blocks, n_panels, by_panels, s0, s1)
-                _hconv_part(image, panels, image_table, ints, zp, out[b], post, b0, b1, p0, p1)
-                s0, s1 = pool.next_chunk(counters, items, parts, i)
+            b0, b1, p0, p1 = pool.grid_part(blocks, n_panels, by_panels, parts, i)
+            _hconv_part(image, panels, image_table, ints, zp, out[b], post, b0, b1, p0, p1)
         if by_panels:  # (blocks cut by panels have no part with every panel)
             run_post(out[b], 0, out.shape[1], post)
 
@@ -676,23 +666,17 @@ def _with_spare_bytes(q):
 @kernel(parallel=True)
 def _hdw_split(x, w_pairs, table, ints, zp, out, post, g0, g1, rows, parts):
     """`_hdw_rows` over rows 0..rows-1 in `parts` parts at once (threads.split_run)."""
-    counters = pool.chunk_counters(rows, parts)
     for i in prange(parts):
-        r0, r1 = pool.next_chunk(counters, rows, parts, i)
-        while r0 >= 0:
-            _hdw_rows(x, w_pairs, table, ints, zp, out, post, g0, g1, r0, r1)
-            r0, r1 = pool.next_chunk(counters, rows, parts, i)
+        r0, r1 = pool.part(rows, parts, i)
+        _hdw_rows(x, w_pairs, table, ints, zp, out, post, g0, g1, r0, r1)
 
 
 @kernel(parallel=True)
 def _hdw_pixel_split(x, w16, table, ints, zp, out, rows, parts):
     """`_hdw_pixel_rows` over rows 0..rows-1 in `parts` parts at once (threads.split_run)."""
-    counters = pool.chunk_counters(rows, parts)
     for i in prange(parts):
-        r0, r1 = pool.next_chunk(counters, rows, parts, i)
-        while r0 >= 0:
-            _hdw_pixel_rows(x, w16, table, ints, zp, out, r0, r1)
-            r0, r1 = pool.next_chunk(counters, rows, parts, i)
+        r0, r1 = pool.part(rows, parts, i)
+        _hdw_pixel_rows(x, w16, table, ints, zp, out, r0, r1)
 
 
 @kernel
@@ -746,18 +730,14 @@ def run_hybrid_depthwise_split(x, w_pairs, table, ints, sum_w, filter_scales, or
     for b in range(x.shape[0]):
         zp = _quantize_for_dw(x[b], q, table, sum_w, filter_scales, order, image_table, parts)
         image = q[: x[0].size].reshape(x[0:1].shape)
-        items = groups if by_groups else rows
-        counters = pool.chunk_counters(items, parts)
         for i in prange(parts):
-            s0, s1 = pool.next_chunk(counters, items, parts, i)
-            while s0 >= 0:
-                if by_groups:
-                    _hdw_rows(image, w_pairs, image_table, ints, zp, out[b], post, s0, s1, 0,
-                              rows)
-                else:
-                    _hdw_rows(image, w_pairs, image_table, ints, zp, out[b], post, 0, groups,
-                              s0, s1)
-                s0, s1 = pool.next_chunk(counters, items, parts, i)
+            if by_groups:
+                g0, g1 = pool.part(groups, parts, i)
+                _hdw_rows(image, w_pairs, image_table, ints, zp, out[b], post, g0, g1, 0, rows)
+            else:
+                r0, r1 = pool.part(rows, parts, i)
+                _hdw_rows(image, w_pairs, image_table, ints, zp, out[b], post, 0, groups, r0,
+                          r1)
 
 
 def run_hybrid_depthwise(plan: HybridDepthwisePlan, q, zps, scales, threads=1) -> np.ndarray:

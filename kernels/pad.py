@@ -48,12 +48,9 @@ def _pad_rows(x, out, top, left, front, value, r0, r1):
 @kernel(parallel=True)
 def _pad_split(x, out, top, left, front, value, rows, parts):
     """`_pad_rows` over rows 0..rows-1 in `parts` parts at once."""
-    counters = pool.chunk_counters(rows, parts)
     for i in prange(parts):
-        r0, r1 = pool.next_chunk(counters, rows, parts, i)
-        while r0 >= 0:
-            _pad_rows(x, out, top, left, front, value, r0, r1)
-            r0, r1 = pool.next_chunk(counters, rows, parts, i)
+        r0, r1 = pool.part(rows, parts, i)
+        _pad_rows(x, out, top, left, front, value, r0, r1)
 
 
 def pad_nhwc(x: np.ndarray, pads, value, threads: int = 1) -> np.ndarray:

@@ -138,13 +138,10 @@ def max_pool_int8_split(x, out, filter_h, filter_w, stride_h, stride_w, pad_top,
     """max_pool_int8_rows over rows [0, rows) cut into `parts` ranges run at once."""
     if not pool_fits(x, out, 0, rows):
         raise ValueError("max_pool_int8_split: out or its rows do not fit x")
-    counters = pool.chunk_counters(rows, parts)
     for i in prange(parts):
-        r0, r1 = pool.next_chunk(counters, rows, parts, i)
-        while r0 >= 0:
-            max_pool_int8_rows(x, out, filter_h, filter_w, stride_h, stride_w, pad_top, pad_left,
-                               act_min, act_max, r0, r1)
-            r0, r1 = pool.next_chunk(counters, rows, parts, i)
+        r0, r1 = pool.part(rows, parts, i)
+        max_pool_int8_rows(x, out, filter_h, filter_w, stride_h, stride_w, pad_top, pad_left,
+                           act_min, act_max, r0, r1)
 
 
 @kernel

@@ -21,7 +21,7 @@ from numba.core import cgutils, types
 from qengine.kernels.emit import HAS_AVX512, I64, USE_AVX2, lanes, splat
 from qengine.kernels.fixedpoint import round_half_away_int32
 from qengine.kernels.jit import kernel, prange
-from qengine.kernels.threads import ELEMENT_FLOPS, chunk_counters, next_chunk, split_run
+from qengine.kernels.threads import ELEMENT_FLOPS, part, split_run
 
 MBQM, FP32, RAW = "mbqm", "fp32", "raw"
 
@@ -251,12 +251,9 @@ def hybrid_rows(acc, out, pre, scale, bias, zp_sums, lo, hi, per_image, p0, p1):
 @kernel(parallel=True)
 def _hybrid_split(acc, out, pre, scale, bias, zp_sums, lo, hi, per_image, pixels, parts):
     """`hybrid_rows` over pixels 0..pixels-1 in `parts` parts at once (threads.split_run)."""
-    counters = chunk_counters(pixels, parts)
     for i in prange(parts):
-        p0, p1 = next_chunk(counters, pixels, parts, i)
-        while p0 >= 0:
-            hybrid_rows(acc, out, pre, scale, bias, zp_sums, lo, hi, per_image, p0, p1)
-            p0, p1 = next_chunk(counters, pixels, parts, i)
+        p0, p1 = part(pixels, parts, i)
+        hybrid_rows(acc, out, pre, scale, bias, zp_sums, lo, hi, per_image, p0, p1)
 
 
 def apply_hybrid(acc, e: HybridEpilogue, threads: int):

@@ -107,12 +107,9 @@ def _resize_bilinear_rows(x, y0s, y1s, dys, x0s, x1s, dxs, out, row0, row1):
 @kernel(parallel=True)
 def _resize_bilinear_split(x, y0s, y1s, dys, x0s, x1s, dxs, out, rows, parts):
     """`_resize_bilinear_rows` over rows 0..rows-1 in `parts` parts at once."""
-    counters = pool.chunk_counters(rows, parts)
     for i in prange(parts):
-        r0, r1 = pool.next_chunk(counters, rows, parts, i)
-        while r0 >= 0:
-            _resize_bilinear_rows(x, y0s, y1s, dys, x0s, x1s, dxs, out, r0, r1)
-            r0, r1 = pool.next_chunk(counters, rows, parts, i)
+        r0, r1 = pool.part(rows, parts, i)
+        _resize_bilinear_rows(x, y0s, y1s, dys, x0s, x1s, dxs, out, r0, r1)
 
 
 @kernel

@@ -33,9 +33,6 @@ from queue import SimpleQueue
 import numba
 import numba.np.ufunc.parallel as _parallel
 import numpy as np
-from numba.core import types
-from numba.core.extending import intrinsic
-from qengine.kernels.emit import I64, addr
 from qengine.kernels.jit import inline_kernel
 
 # Below this many flops (2*M*K*N) work stays on the calling thread (kernels read it at call
@@ -311,62 +308,6 @@ def part(total: int, parts: int, i: int) -> tuple[int, int]:
     return total * i // parts, total * (i + 1) // parts
 
 
-# A compiled split cuts its range into CHUNKS_PER_PART chunks per part, each part owning a
-# contiguous run of them (its share of part(total, parts, i)). A part runs its own chunks
-# from the front; once they are gone it takes another part's from the back (`next_chunk`), as
-# pthreadpool, XNNPACK's, does. So the split ends when the work does, not when its slowest
-# part does, and each core still runs a contiguous share, the one it will read in the next
-# op. On the 2-vCPU VM the second vCPU often ran at ~55-70 % of the first one's speed for
-# minutes at a time (another tenant on its core?): a 1x1 16 -> 64 float conv at 112x112 took
-# 138 us on one thread and 71 or 105 us on two, by the minute, with halves fixed in advance.
-CHUNKS_PER_PART = 4
-_COUNTER_STRIDE = 8  # int64s between two parts' counters: one 64-byte cache line each
-_LOW = (1 << 32) - 1  # a counter holds (back << 32) | front: the part's chunks [front, back)
-
-
-@intrinsic
-def _fetch_add(typingctx, address, value):
-    """The int64 at `address`, then `value` added to it at once (an atomic fetch-and-add):
-    threads adding to one counter see one order of the additions, each the value before it."""
-
-    def codegen(context, builder, signature, args):
-        counter = builder.inttoptr(args[0], I64.as_pointer())
-        return builder.atomic_rmw("add", counter, args[1], "monotonic")
-
-    return types.int64(types.int64, types.int64), codegen
-
-
-@inline_kernel
-def chunk_counters(total: int, parts: int):
-    """The shared state of a split's `next_chunk` calls: each part's chunks not yet taken,
-    at first all of its own."""
-    chunks = min(total, parts * CHUNKS_PER_PART)
-    counters = np.empty(parts * _COUNTER_STRIDE, np.int64)
-    for i in range(parts):
-        front, back = part(chunks, parts, i)
-        counters[i * _COUNTER_STRIDE] = (back << 32) | front
-    return counters
-
-
-@inline_kernel
-def next_chunk(counters, total: int, parts: int, i: int) -> tuple[int, int]:
-    """[start, stop) of range(total) for part i to run next: the front of its own chunks,
-    else the back of another part's; (-1, -1) once every chunk is taken. Each claim is one
-    atomic addition to the owner's (back, front) (+1 to front, or -1 to back), so the owner
-    and a thief never both get a chunk: whichever adds first sees front < back."""
-    chunks = min(total, parts * CHUNKS_PER_PART)
-    base = addr(counters)
-    seen = _fetch_add(base + 8 * _COUNTER_STRIDE * i, 1)
-    if (seen & _LOW) < (seen >> 32):
-        return part(total, chunks, seen & _LOW)
-    for j in range(1, parts):
-        owner = (i + j) % parts
-        seen = _fetch_add(base + 8 * _COUNTER_STRIDE * owner, -(1 << 32))
-        if (seen >> 32) > (seen & _LOW):
-            return part(total, chunks, (seen >> 32) - 1)
-    return -1, -1
-
-
 def worth_splitting(threads: int, flops: int) -> bool:
     """More than one thread, and enough work (below the bar, the common case of tiny ops,
     there is no bookkeeping at all)."""
@@ -390,9 +331,9 @@ def split_run(serial, driver, args: tuple, total: int, threads: int, flops: int)
 def split_grid(serial, driver, args: tuple, blocks: int, n_panels: int, threads: int,
                flops: int, min_blocks: int = 1) -> None:
     """The GEMMs' split of blocks x weight panels: serial(*args, 0, blocks, 0, n_panels) on
-    this thread, or driver(*args, blocks, n_panels, by_panels, parts), whose prange parts run
-    chunks (`next_chunk`, `grid_chunk`) of row blocks, or of weight panels when there are
-    fewer than min_blocks row blocks per thread (and at least 2 panels)."""
+    this thread, or driver(*args, blocks, n_panels, by_panels, parts), whose prange part i runs
+    `grid_part(...)`'s share: row blocks, or weight panels when there are fewer than
+    min_blocks row blocks per thread (and at least 2 panels)."""
     if not worth_splitting(threads, flops):
         serial(*args, 0, blocks, 0, n_panels)
         return
@@ -405,17 +346,13 @@ def split_grid(serial, driver, args: tuple, blocks: int, n_panels: int, threads:
 
 
 @inline_kernel
-def grid_items(blocks: int, n_panels: int, by_panels: bool) -> int:
-    """How many items a `split_grid` cuts: weight panels or row blocks."""
-    return n_panels if by_panels else blocks
-
-
-@inline_kernel
-def grid_chunk(blocks: int, n_panels: int, by_panels: bool, start: int, stop: int):
-    """(blk0, blk1, pan0, pan1) of items [start, stop) of a `split_grid` (a `next_chunk`)."""
+def grid_part(blocks: int, n_panels: int, by_panels: bool, parts: int, i: int):
+    """(blk0, blk1, pan0, pan1) of part i of a `split_grid`."""
     if by_panels:
-        return 0, blocks, start, stop
-    return start, stop, 0, n_panels
+        p0, p1 = part(n_panels, parts, i)
+        return 0, blocks, p0, p1
+    b0, b1 = part(blocks, parts, i)
+    return b0, b1, 0, n_panels
 
 
 def split(total: int, parts: int) -> list[tuple[int, int]]:

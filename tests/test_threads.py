@@ -10,8 +10,6 @@ import threading
 import time
 from pathlib import Path
 
-import numba
-import numpy as np
 import pytest
 from qengine.kernels import threads
 
@@ -383,54 +381,3 @@ def test_a_run_notes_numbas_thread_count_and_leaves_it_as_it_was():
         assert numba.get_num_threads() == 1 and pool._inside.numba_threads == 0
     finally:
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-
-
-@numba.njit(cache=False)
-def _claims_in_order(total, parts, order):
-    """The chunks next_chunk hands out when part order[k] asks k-th (then each part in turn
-    until all are told none is left), as rows (asking part, start, stop)."""
-    counters = threads.chunk_counters(total, parts)
-    got = []
-    done = np.zeros(parts, np.bool_)
-    for i in order:
-        start, stop = threads.next_chunk(counters, total, parts, i)
-        if start >= 0:
-            got.append((i, start, stop))
-        else:
-            done[i] = True
-    while not done.all():
-        for i in range(parts):
-            if not done[i]:
-                start, stop = threads.next_chunk(counters, total, parts, i)
-                if start >= 0:
-                    got.append((i, start, stop))
-                else:
-                    done[i] = True
-    return got
-
-
-@pytest.mark.parametrize("total, parts", [(1, 2), (3, 2), (7, 2), (8, 2), (100, 2), (37, 3)])
-@pytest.mark.parametrize("who", ["alternate", "first only", "last only"])
-def test_split_chunks_are_each_taken_once_and_a_part_takes_its_own_first(total, parts, who):
-    """A compiled split's chunks (threads.next_chunk): however the parts' calls interleave,
-    the chunks cover range(total) once; a part's own chunks (its share of part(total, parts,
-    i)) come to it in order before any other's, another part's from the back, and a part
-    left alone takes every chunk."""
-    order = {"alternate": [k % parts for k in range(4 * total)],
-             "first only": [0] * (4 * total), "last only": [parts - 1] * (4 * total)}[who]
-    got = _claims_in_order(total, parts, np.array(order, np.int64))
-    assert sorted((a, b) for _, a, b in got) == \
-        [threads.part.py_func(total, min(total, parts * threads.CHUNKS_PER_PART), c)
-         for c in range(min(total, parts * threads.CHUNKS_PER_PART))]
-    for i in range(parts):
-        own_start, own_stop = threads.part.py_func(total, parts, i)
-        mine = [(a, b) for j, a, b in got if j == i]
-        owned = [(a, b) for a, b in mine if own_start <= a < own_stop]
-        assert owned == sorted(owned)
-        stolen = [(a, b) for a, b in mine if not own_start <= a < own_stop]
-        assert stolen == sorted(stolen, reverse=True) or parts > 2
-        assert mine[:len(owned)] == owned  # its own first
-        if who == "alternate" and total >= parts * threads.CHUNKS_PER_PART:
-            assert mine == owned  # parts asking in turn each run exactly their own share
-    if who != "alternate":
-        assert {j for j, _, _ in got} == {order[0]}
