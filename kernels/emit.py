@@ -20,6 +20,7 @@ from numba.core.extending import intrinsic
 
 I8, I16, I32, I64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
 V8I32, V16I16, V16I8 = ir.VectorType(I32, 8), ir.VectorType(I16, 16), ir.VectorType(I8, 16)
+V16I32 = ir.VectorType(I32, 16)
 V8F32 = ir.VectorType(ir.FloatType(), 8)
 
 
@@ -68,6 +69,13 @@ def dpbusd(builder, acc, u, s):
     the int32 sum wraps like the reference's. Only when HAS_VNNI."""
     fnty = ir.FunctionType(V8I32, [V8I32, V8I32, V8I32])
     fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.avx512.vpdpbusd.256")
+    return builder.call(fn, [acc, u, s])
+
+
+def dpbusd16(builder, acc, u, s):
+    """`dpbusd` on 512-bit int32x16 operands (AVX512-VNNI)."""
+    fnty = ir.FunctionType(V16I32, [V16I32, V16I32, V16I32])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.avx512.vpdpbusd.512")
     return builder.call(fn, [acc, u, s])
 
 
