@@ -176,7 +176,7 @@ def tile_sums_u8(builder, a_ptr, a_row, b_ptr, k4, rows, halves=2, flip=False, s
                 name + "_rows")  # fmt: skip
 
 
-def tile_sums_pair(builder, a_ptr, a_row, b_ptr, k4, rows):
+def tile_sums_wide(builder, a_ptr, a_row, b_ptr, k4, rows):
     """`tile_sums_u8` (flipped) over two consecutive quad panels at once in 512-bit vectors
     (AVX512-VNNI): sums[2·r + p] = Σ_i (A[r, 4i:4i+4] + 128) · panel p[i], 16 int32 lanes,
     the channels of panel p. Per group of 4 taps, 2 weight loads, one broadcast per row and
@@ -200,18 +200,18 @@ def tile_sums_pair(builder, a_ptr, a_row, b_ptr, k4, rows):
             new.extend(dpbusd16(builder, accs[2 * r + p], xs, w) for p, w in enumerate(weights))
         return new
 
-    return loop(builder, k4, [ir.Constant(V16I32, None)] * (2 * rows), step, "tile_u8_pair")
+    return loop(builder, k4, [ir.Constant(V16I32, None)] * (2 * rows), step, "tile_u8_wide")
 
 
-def _pair_codegen(context, builder, signature, args, rows, kind):
-    """`_tile_codegen` of the pair tile: 32 channels, panels p = 0, 1 of `tile_sums_pair`,
+def _wide_codegen(context, builder, signature, args, rows, kind):
+    """`_tile_codegen` of the wide tile: 32 channels, panels p = 0, 1 of `tile_sums_wide`,
     each through the 16-lane epilogue with its own parameters (q rows 64 int32 apart)."""
     a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp, act_min, act_max = args[:10]
     a_ptr = builder.inttoptr(a_addr, I8.as_pointer())
     b_ptr = builder.inttoptr(b_addr, I8.as_pointer())
     q_ptr = builder.inttoptr(q_addr, I32.as_pointer())
     out_ptr = builder.inttoptr(out_addr, I8.as_pointer())
-    sums = tile_sums_pair(builder, a_ptr, a_row, b_ptr, steps, rows)
+    sums = tile_sums_wide(builder, a_ptr, a_row, b_ptr, steps, rows)
     params = [[load_vec(builder, q_ptr, const64(4 * LANES * p + LANES * row), V16I32, align=4)
                for row in range(PARAM_ROWS[kind])] for p in range(2)]  # fmt: skip
     out_bytes = ir.VectorType(I8, LANES)
@@ -266,21 +266,21 @@ def _tile_codegen(context, builder, signature, args, rows, kind, quads, halves, 
     return context.get_dummy_value()
 
 
-def _make_pair_tile(rows):
-    """The quad tile of two consecutive panels (`_pair_codegen`), arguments as `_make_tile`'s
+def _make_wide_tile(rows):
+    """The wide quad tile, two consecutive panels (`_wide_codegen`), arguments as `_make_tile`'s
     (b_addr: the first panel; q_addr: its parameters, the second panel's follow)."""
 
     @intrinsic
-    def tile_pair(typingctx, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp,
+    def tile_wide(typingctx, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp,
                   act_min, act_max, q):  # fmt: skip
         kind = epilogue_kind(q)
 
         def codegen(context, builder, signature, args):
-            return _pair_codegen(context, builder, signature, args, rows, kind)
+            return _wide_codegen(context, builder, signature, args, rows, kind)
 
         return types.void(*[types.int64] * 10, q), codegen
 
-    return tile_pair
+    return tile_wide
 
 
 def _make_tile(rows, quads=False, halves=2, segmented=False):
@@ -329,7 +329,7 @@ _tile8 = _make_tile(ROWS, halves=1)  # a last panel of at most 8 channels (24 = 
 _tile_q = _make_tile(ROWS, quads=True)  # VNNI hosts: x viewed as uint8 picks these
 _tile1_q = _make_tile(1, quads=True)
 _tile8_q = _make_tile(ROWS, quads=True, halves=1)
-_tile_pair_q = _make_pair_tile(ROWS)  # AVX512-VNNI hosts: two whole panels at a time
+_tile_wide_q = _make_wide_tile(ROWS)  # AVX512-VNNI hosts: two whole panels at a time
 _tile_rows_q = _make_tile(ROWS, quads=True, segmented=True)  # A straight from the input
 _tile8_rows_q = _make_tile(ROWS, quads=True, halves=1, segmented=True)
 
@@ -386,35 +386,40 @@ def _rows_tile_impl(x, narrow, a_addr, a_row, b_addr, steps, out_addr, out_row, 
     return impl
 
 
-PAIRS = HAS_AVX512 and HAS_VNNI  # the quad family's pair tile runs 512-bit `vpdpbusd`
+WIDE_TILES = HAS_AVX512 and HAS_VNNI  # the quad family's 32-channel tile: 512-bit `vpdpbusd`
 
 
-def _takes_pairs(x, q):
+def _takes_wide(x, q):
     """Whether `_gemm_blocks` runs two whole panels at once for this x and plan (a constant
     at compile time): quads (x uint8) on an AVX512-VNNI host, requantizing plans."""
 
 
-@overload(_takes_pairs)
-def _takes_pairs_impl(x, q):
-    pairs = PAIRS and x.dtype == types.uint8 and epilogue_kind(q) != RAW
-    return lambda x, q: pairs
+def _wide_for(x, q) -> bool:
+    """At typing: whether x's and q's Numba types take the wide tile."""
+    return WIDE_TILES and x.dtype == types.uint8 and epilogue_kind(q) != RAW
 
 
-def _pair_tile(x, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp, act_min,
+@overload(_takes_wide)
+def _takes_wide_impl(x, q):
+    takes = _wide_for(x, q)
+    return lambda x, q: takes
+
+
+def _wide_tile(x, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp, act_min,
                act_max, q):  # fmt: skip
-    """`_tile_pair_q` where `_takes_pairs(x, q)`; elsewhere never called (compiles to nothing)."""
+    """`_tile_wide_q` where `_takes_wide(x, q)`; elsewhere never called (compiles to nothing)."""
 
 
-@overload(_pair_tile)
-def _pair_tile_impl(x, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp, act_min,
+@overload(_wide_tile)
+def _wide_tile_impl(x, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp, act_min,
                     act_max, q):  # fmt: skip
-    if not (PAIRS and x.dtype == types.uint8 and epilogue_kind(q) != RAW):
+    if not _wide_for(x, q):
         return lambda x, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp, \
             act_min, act_max, q: None  # fmt: skip
 
     def impl(x, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp, act_min,
              act_max, q):  # fmt: skip
-        _tile_pair_q(a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp, act_min,
+        _tile_wide_q(a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp, act_min,
                      act_max, q)  # fmt: skip
 
     return impl
@@ -463,7 +468,7 @@ def _gemm_blocks(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
     # (packing ahead would copy the blocks read in place too)
     rows_read = reads_kernel_rows(x, a, ints, kp, in_place)
     pixel_bytes, row_steps, kernel_rows, seg_bytes = kernel_row_layout(x, ints)
-    pairs = _takes_pairs(x, q)
+    wide = _takes_wide(x, q)
     for blk in range(blk0, blk1):
         p0 = blk * ROWS
         rows = min(ROWS, pixels - p0)
@@ -478,8 +483,8 @@ def _gemm_blocks(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
         j = pan1 - 1
         while j >= pan0:
             oc0 = j * LANES
-            if pairs and first_tap < 0 and rows == ROWS and j > pan0 and oc0 + LANES <= out_c:
-                _pair_tile(x, aa, kp * a.itemsize, pa + (j - 1) * panel_bytes, steps,
+            if wide and first_tap < 0 and rows == ROWS and j > pan0 and oc0 + LANES <= out_c:
+                _wide_tile(x, aa, kp * a.itemsize, pa + (j - 1) * panel_bytes, steps,
                            oa + (p0 * out_c + oc0 - LANES) * size, out_c * size,
                            qa + (j - 1) * q_bytes, out_zp, act_min, act_max, q)  # fmt: skip
                 j -= 2  # panels j - 1 and j, both whole
