@@ -176,42 +176,59 @@ def tile_sums_u8(builder, a_ptr, a_row, b_ptr, k4, rows, halves=2, flip=False, s
                 name + "_rows")  # fmt: skip
 
 
-def tile_sums_wide(builder, a_ptr, a_row, b_ptr, k4, rows):
+def tile_sums_wide(builder, a_ptr, a_row, b_ptr, k4, rows, segments=None, seg_bytes=None):
     """`tile_sums_u8` (flipped) over two consecutive quad panels at once in 512-bit vectors
     (AVX512-VNNI): sums[2·r + p] = Σ_i (A[r, 4i:4i+4] + 128) · panel p[i], 16 int32 lanes,
     the channels of panel p. Per group of 4 taps, 2 weight loads, one broadcast per row and
     2·rows `vpdpbusd`: each broadcast feeds 32 channels, twice `tile_sums_u8`'s, which is
     bound by its broadcasts (one 512-bit register of 16 channels a row ran no faster than
     two 256-bit ones). The flip is a scalar xor before the broadcast: a vector xor of a
-    512-bit broadcast made LLVM 22 hang in code generation."""
+    512-bit broadcast made LLVM 22 hang in code generation. segments, seg_bytes: A in pieces
+    of k4 quads, as `tile_sums_u8`'s."""
     v64i8 = ir.VectorType(I8, 64)
-    panel_bytes = builder.mul(k4, const64(64))
+    groups = k4 if segments is None else builder.mul(segments, k4)  # of a whole panel
+    panel_bytes = builder.mul(groups, const64(64))
     flip = ir.Constant(I32, 0x80808080 - 2**32)
 
-    def step(i, accs):
-        at = builder.mul(i, const64(64))
-        weights = [builder.bitcast(load_vec(builder, b_ptr, offset, v64i8), V16I32)
-                   for offset in (at, builder.add(at, panel_bytes))]
-        new = []
-        for r in range(rows):
-            offset = builder.add(builder.mul(const64(r), a_row), builder.mul(i, const64(4)))
-            ptr = builder.bitcast(builder.gep(a_ptr, [offset]), I32.as_pointer())
-            xs = splat(builder, builder.xor(builder.load(ptr, align=1), flip), V16I32)
-            new.extend(dpbusd16(builder, accs[2 * r + p], xs, w) for p, w in enumerate(weights))
-        return new
+    def steps_from(a_first, b_first):
+        def step(i, accs):
+            at = builder.mul(builder.add(b_first, i), const64(64))
+            weights = [builder.bitcast(load_vec(builder, b_ptr, offset, v64i8), V16I32)
+                       for offset in (at, builder.add(at, panel_bytes))]
+            new = []
+            for r in range(rows):
+                offset = builder.add(builder.mul(const64(r), a_row), builder.mul(i, const64(4)))
+                ptr = builder.bitcast(builder.gep(a_first, [offset]), I32.as_pointer())
+                xs = splat(builder, builder.xor(builder.load(ptr, align=1), flip), V16I32)
+                new.extend(dpbusd16(builder, accs[2 * r + p], xs, w)
+                           for p, w in enumerate(weights))
+            return new
 
-    return loop(builder, k4, [ir.Constant(V16I32, None)] * (2 * rows), step, "tile_u8_wide")
+        return step
+
+    zeros = [ir.Constant(V16I32, None)] * (2 * rows)
+    if segments is None:
+        return loop(builder, k4, zeros, steps_from(a_ptr, const64(0)), "tile_u8_wide")
+
+    def segment(s, accs):
+        a_first = builder.gep(a_ptr, [builder.mul(s, seg_bytes)])
+        return loop(builder, k4, accs, steps_from(a_first, builder.mul(s, k4)),
+                    "tile_u8_wide_row")
+
+    return loop(builder, segments, zeros, segment, "tile_u8_wide_rows")
 
 
-def _wide_codegen(context, builder, signature, args, rows, kind):
+def _wide_codegen(context, builder, signature, args, rows, kind, segmented):
     """`_tile_codegen` of the wide tile: 32 channels, panels p = 0, 1 of `tile_sums_wide`,
-    each through the 16-lane epilogue with its own parameters (q rows 64 int32 apart)."""
+    each through the 16-lane epilogue with its own parameters (q rows 64 int32 apart);
+    segmented: args[10], args[11] are A's pieces, as `_tile_codegen`'s."""
     a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp, act_min, act_max = args[:10]
     a_ptr = builder.inttoptr(a_addr, I8.as_pointer())
     b_ptr = builder.inttoptr(b_addr, I8.as_pointer())
     q_ptr = builder.inttoptr(q_addr, I32.as_pointer())
     out_ptr = builder.inttoptr(out_addr, I8.as_pointer())
-    sums = tile_sums_wide(builder, a_ptr, a_row, b_ptr, steps, rows)
+    pieces = (args[10], args[11]) if segmented else (None, None)
+    sums = tile_sums_wide(builder, a_ptr, a_row, b_ptr, steps, rows, *pieces)
     params = [[load_vec(builder, q_ptr, const64(4 * LANES * p + LANES * row), V16I32, align=4)
                for row in range(PARAM_ROWS[kind])] for p in range(2)]  # fmt: skip
     out_bytes = ir.VectorType(I8, LANES)
@@ -266,19 +283,30 @@ def _tile_codegen(context, builder, signature, args, rows, kind, quads, halves, 
     return context.get_dummy_value()
 
 
-def _make_wide_tile(rows):
+def _make_wide_tile(rows, segmented=False):
     """The wide quad tile, two consecutive panels (`_wide_codegen`), arguments as `_make_tile`'s
     (b_addr: the first panel; q_addr: its parameters, the second panel's follow)."""
+
+    def signature_of(q, count):
+        kind = epilogue_kind(q)
+
+        def codegen(context, builder, signature, args):
+            return _wide_codegen(context, builder, signature, args, rows, kind, segmented)
+
+        return types.void(*[types.int64] * count, q), codegen
+
+    if segmented:
+        @intrinsic
+        def tile_wide_rows(typingctx, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr,
+                           out_zp, act_min, act_max, segments, seg_bytes, q):  # fmt: skip
+            return signature_of(q, 12)
+
+        return tile_wide_rows
 
     @intrinsic
     def tile_wide(typingctx, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp,
                   act_min, act_max, q):  # fmt: skip
-        kind = epilogue_kind(q)
-
-        def codegen(context, builder, signature, args):
-            return _wide_codegen(context, builder, signature, args, rows, kind)
-
-        return types.void(*[types.int64] * 10, q), codegen
+        return signature_of(q, 10)
 
     return tile_wide
 
@@ -330,6 +358,7 @@ _tile_q = _make_tile(ROWS, quads=True)  # VNNI hosts: x viewed as uint8 picks th
 _tile1_q = _make_tile(1, quads=True)
 _tile8_q = _make_tile(ROWS, quads=True, halves=1)
 _tile_wide_q = _make_wide_tile(ROWS)  # AVX512-VNNI hosts: two whole panels at a time
+_tile_wide_rows_q = _make_wide_tile(ROWS, segmented=True)
 _tile_rows_q = _make_tile(ROWS, quads=True, segmented=True)  # A straight from the input
 _tile8_rows_q = _make_tile(ROWS, quads=True, halves=1, segmented=True)
 
@@ -406,21 +435,26 @@ def _takes_wide_impl(x, q):
 
 
 def _wide_tile(x, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp, act_min,
-               act_max, q):  # fmt: skip
-    """`_tile_wide_q` where `_takes_wide(x, q)`; elsewhere never called (compiles to nothing)."""
+               act_max, segments, seg_bytes, q):  # fmt: skip
+    """`_tile_wide_q`, or with segments > 0 `_tile_wide_rows_q` (A read as that many kernel
+    rows), where `_takes_wide(x, q)`; elsewhere never called (compiles to nothing)."""
 
 
 @overload(_wide_tile)
 def _wide_tile_impl(x, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp, act_min,
-                    act_max, q):  # fmt: skip
+                    act_max, segments, seg_bytes, q):  # fmt: skip
     if not _wide_for(x, q):
         return lambda x, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp, \
-            act_min, act_max, q: None  # fmt: skip
+            act_min, act_max, segments, seg_bytes, q: None  # fmt: skip
 
     def impl(x, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp, act_min,
-             act_max, q):  # fmt: skip
-        _tile_wide_q(a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp, act_min,
-                     act_max, q)  # fmt: skip
+             act_max, segments, seg_bytes, q):  # fmt: skip
+        if segments > 0:
+            _tile_wide_rows_q(a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp,
+                              act_min, act_max, segments, seg_bytes, q)  # fmt: skip
+        else:
+            _tile_wide_q(a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp,
+                         act_min, act_max, q)  # fmt: skip
 
     return impl
 
@@ -483,10 +517,13 @@ def _gemm_blocks(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
         j = pan1 - 1
         while j >= pan0:
             oc0 = j * LANES
-            if wide and first_tap < 0 and rows == ROWS and j > pan0 and oc0 + LANES <= out_c:
-                _wide_tile(x, aa, kp * a.itemsize, pa + (j - 1) * panel_bytes, steps,
+            if wide and rows == ROWS and j > pan0 and oc0 + LANES <= out_c:
+                in_x = first_tap >= 0  # kernel rows read from x, or the packed block
+                _wide_tile(x, aa, pixel_bytes if in_x else kp * a.itemsize,
+                           pa + (j - 1) * panel_bytes, row_steps if in_x else steps,
                            oa + (p0 * out_c + oc0 - LANES) * size, out_c * size,
-                           qa + (j - 1) * q_bytes, out_zp, act_min, act_max, q)  # fmt: skip
+                           qa + (j - 1) * q_bytes, out_zp, act_min, act_max,
+                           kernel_rows if in_x else 0, seg_bytes, q)  # fmt: skip
                 j -= 2  # panels j - 1 and j, both whole
                 continue
             width = min(LANES, out_c - oc0)
