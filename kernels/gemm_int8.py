@@ -517,14 +517,18 @@ def _gemm_blocks(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
         j = pan1 - 1
         while j >= pan0:
             oc0 = j * LANES
-            if wide and rows == ROWS and j > pan0 and oc0 + LANES <= out_c:
+            # panels j - 1 and j at once: j whole, or at least half full with its spill into
+            # the next pixel's first channels rewritten later in this call (as below)
+            if wide and rows == ROWS and j > pan0 and (oc0 + LANES <= out_c or (
+                    pan0 == 0 and 2 * (out_c - oc0) >= LANES
+                    and (p0 + ROWS - 1) * out_c + oc0 + LANES <= end)):
                 in_x = first_tap >= 0  # kernel rows read from x, or the packed block
                 _wide_tile(x, aa, pixel_bytes if in_x else kp * a.itemsize,
                            pa + (j - 1) * panel_bytes, row_steps if in_x else steps,
                            oa + (p0 * out_c + oc0 - LANES) * size, out_c * size,
                            qa + (j - 1) * q_bytes, out_zp, act_min, act_max,
                            kernel_rows if in_x else 0, seg_bytes, q)  # fmt: skip
-                j -= 2  # panels j - 1 and j, both whole
+                j -= 2
                 continue
             width = min(LANES, out_c - oc0)
             narrow = rows == ROWS and 2 * width <= LANES  # the 8-channel tile
