@@ -25,7 +25,9 @@ the tiles sum Σ (x + 128)·w over every tap, and the plan's bias carries -(in_z
 (`_conv_plan`), which leaves the reference's int32 sum mod 2^32. Where a block's 6 pixels
 lie in one output row inside the image and a kernel row is a multiple of 4 bytes, the quad
 tiles read A straight from the input, one kernel row at a time (`pack.kernel_rows_at`,
-`_tile_rows_q`): no im2col copy.
+`_tile_rows_q`): no im2col copy. On AVX512-VNNI hosts a block's panels go two at a time where
+they can (`_tile_wide_q`, `_tile_wide_rows_q`: 32 channels in 512-bit `vpdpbusd`, each 4-byte
+broadcast feeding twice the channels; the quad tiles are bound by their broadcasts).
 
 Threads: `_gemm_split` runs the serial `nogil` kernel `_gemm_blocks` over row blocks (or weight
 panels when there are fewer row blocks than threads) in a `prange`, as many parts as
