@@ -285,52 +285,16 @@ def _tile_codegen(context, builder, signature, args, rows, kind, quads, halves, 
     return context.get_dummy_value()
 
 
-def _make_wide_tile(rows, segmented=False):
-    """The wide quad tile, two consecutive panels (`_wide_codegen`), arguments as `_make_tile`'s
-    (b_addr: the first panel; q_addr: its parameters, the second panel's follow)."""
+def _tile_intrinsic(emit, segmented):
+    """The intrinsic of a tile whose code `emit(context, builder, signature, args, kind)`
+    writes, `kind` the epilogue of its plan's `q`: arguments (a_addr, a_row, b_addr, steps,
+    out_addr, out_row, q_addr, out_zp, act_min, act_max[, segments, seg_bytes], q)."""
 
     def signature_of(q, count):
         kind = epilogue_kind(q)
 
         def codegen(context, builder, signature, args):
-            return _wide_codegen(context, builder, signature, args, rows, kind, segmented)
-
-        return types.void(*[types.int64] * count, q), codegen
-
-    if segmented:
-        @intrinsic
-        def tile_wide_rows(typingctx, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr,
-                           out_zp, act_min, act_max, segments, seg_bytes, q):  # fmt: skip
-            return signature_of(q, 12)
-
-        return tile_wide_rows
-
-    @intrinsic
-    def tile_wide(typingctx, a_addr, a_row, b_addr, steps, out_addr, out_row, q_addr, out_zp,
-                  act_min, act_max, q):  # fmt: skip
-        return signature_of(q, 10)
-
-    return tile_wide
-
-
-def _make_tile(rows, quads=False, halves=2, segmented=False):
-    """out[r, 0:8·halves] = epilogue(Σ_i A[r, i] · panel[i]) for r < rows (addresses,
-    strides in bytes), i over `steps` groups of taps.
-
-    A: int16 pairs x - zp, rows `a_row` bytes apart, and panel int8 [steps, 16, 2]; or
-    (quads) int8 taps x, each taken as x + 128, and panel int8 [steps, 16, 4]. q_addr: [4, 16]
-    of the plan's array `q`, whose dtype picks the epilogue (`requant.epilogue_kind`); out:
-    rows `out_row` bytes apart, of int8 (requantized) or int32 (raw accumulators). segmented
-    (quads): two more arguments before q, A being `segments` pieces of `steps` groups,
-    `seg_bytes` apart (`tile_sums_u8`).
-    """
-
-    def signature_of(q, count):
-        kind = epilogue_kind(q)
-
-        def codegen(context, builder, signature, args):
-            return _tile_codegen(context, builder, signature, args, rows, kind, quads, halves,
-                                 segmented)  # fmt: skip
+            return emit(context, builder, signature, args, kind)
 
         return types.void(*[types.int64] * count, q), codegen
 
@@ -348,6 +312,28 @@ def _make_tile(rows, quads=False, halves=2, segmented=False):
         return signature_of(q, 10)
 
     return tile
+
+
+def _make_wide_tile(rows, segmented=False):
+    """The wide quad tile, two consecutive panels (`_wide_codegen`), arguments as `_make_tile`'s
+    (b_addr: the first panel; q_addr: its parameters, the second panel's follow)."""
+    return _tile_intrinsic(lambda context, builder, signature, args, kind: _wide_codegen(
+        context, builder, signature, args, rows, kind, segmented), segmented)
+
+
+def _make_tile(rows, quads=False, halves=2, segmented=False):
+    """out[r, 0:8·halves] = epilogue(Σ_i A[r, i] · panel[i]) for r < rows (addresses,
+    strides in bytes), i over `steps` groups of taps.
+
+    A: int16 pairs x - zp, rows `a_row` bytes apart, and panel int8 [steps, 16, 2]; or
+    (quads) int8 taps x, each taken as x + 128, and panel int8 [steps, 16, 4]. q_addr: [4, 16]
+    of the plan's array `q`, whose dtype picks the epilogue (`requant.epilogue_kind`); out:
+    rows `out_row` bytes apart, of int8 (requantized) or int32 (raw accumulators). segmented
+    (quads): two more arguments before q, A being `segments` pieces of `steps` groups,
+    `seg_bytes` apart (`tile_sums_u8`).
+    """
+    return _tile_intrinsic(lambda context, builder, signature, args, kind: _tile_codegen(
+        context, builder, signature, args, rows, kind, quads, halves, segmented), segmented)
 
 
 # Each unrolled tile costs seconds of LLVM optimization on a cold cache, so there are few: three
