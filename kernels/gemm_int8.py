@@ -178,19 +178,21 @@ def tile_sums_u8(builder, a_ptr, a_row, b_ptr, k4, rows, halves=2, flip=False, s
                 name + "_rows")  # fmt: skip
 
 
-def tile_sums_wide(builder, a_ptr, a_row, b_ptr, k4, rows, segments=None, seg_bytes=None):
-    """`tile_sums_u8` (flipped) over two consecutive quad panels at once in 512-bit vectors
-    (AVX512-VNNI): sums[2·r + p] = Σ_i (A[r, 4i:4i+4] + 128) · panel p[i], 16 int32 lanes,
+def tile_sums_wide(builder, a_ptr, a_row, b_ptr, k4, rows, segments=None, seg_bytes=None,
+                   flip=True):  # fmt: skip
+    """`tile_sums_u8` over two consecutive quad panels at once in 512-bit vectors
+    (AVX512-VNNI): sums[2·r + p] = Σ_i A'[r, 4i:4i+4] · panel p[i], 16 int32 lanes,
     the channels of panel p. Per group of 4 taps, 2 weight loads, one broadcast per row and
     2·rows `vpdpbusd`: each broadcast feeds 32 channels, twice `tile_sums_u8`'s, which is
     bound by its broadcasts (one 512-bit register of 16 channels a row ran no faster than
     two 256-bit ones). The flip is a scalar xor before the broadcast: a vector xor of a
-    512-bit broadcast made LLVM 22 hang in code generation. segments, seg_bytes: A in pieces
-    of k4 quads, as `tile_sums_u8`'s."""
+    512-bit broadcast made LLVM 22 hang in code generation. A' is A + 128 (flip: A holds int8
+    bytes), or A itself (already uint8); segments, seg_bytes: A in pieces of k4 quads, as
+    `tile_sums_u8`'s."""
     v64i8 = ir.VectorType(I8, 64)
     groups = k4 if segments is None else builder.mul(segments, k4)  # of a whole panel
     panel_bytes = builder.mul(groups, const64(64))
-    flip = ir.Constant(I32, 0x80808080 - 2**32)
+    flips = ir.Constant(I32, 0x80808080 - 2**32)
 
     def steps_from(a_first, b_first):
         def step(i, accs):
@@ -201,7 +203,8 @@ def tile_sums_wide(builder, a_ptr, a_row, b_ptr, k4, rows, segments=None, seg_by
             for r in range(rows):
                 offset = builder.add(builder.mul(const64(r), a_row), builder.mul(i, const64(4)))
                 ptr = builder.bitcast(builder.gep(a_first, [offset]), I32.as_pointer())
-                xs = splat(builder, builder.xor(builder.load(ptr, align=1), flip), V16I32)
+                x4 = builder.load(ptr, align=1)
+                xs = splat(builder, builder.xor(x4, flips) if flip else x4, V16I32)
                 new.extend(dpbusd16(builder, accs[2 * r + p], xs, w)
                            for p, w in enumerate(weights))
             return new

@@ -52,16 +52,23 @@ from qengine.kernels.depthwise_int8 import GROUP_SPLIT_ROWS, _dw_pixel, border_o
 from qengine.kernels.emit import (
     HAS_VNNI,
     I8,
+    I32,
     I64,
     V8F32,
-    V8I32,
     V16I16,
     addr,
     const64,
     lanes,
 )
 from qengine.kernels.float_conv import NO_POST, post_due, post_fits, run_post
-from qengine.kernels.gemm_int8 import _copy_tile, checked_vnni, tile_sums, tile_sums_u8
+from qengine.kernels.gemm_int8 import (
+    WIDE_TILES,
+    _copy_tile,
+    checked_vnni,
+    tile_sums,
+    tile_sums_u8,
+    tile_sums_wide,
+)
 from qengine.kernels.hybrid import SPARE_BYTES, quantize_image_compiled, quantize_image_parts
 from qengine.kernels.jit import inline_kernel, kernel, prange
 from qengine.kernels.pack import (
@@ -96,20 +103,23 @@ _TABLE_BYTES = 6 * LANES * 4  # one group's table
 # --- the float epilogue (LLVM) ------------------------------------------------------------------
 
 
-def _table_rows(builder, e_ptr, first):
-    """The 6 epilogue rows of lanes first..first+7 (first = 0 or 8) of a group's table."""
+def _table_rows(builder, e_ptr, first, width=8):
+    """The 6 epilogue rows of lanes first..first+width-1 (first 0 or 8 with width 8, 0 with
+    16) of a group's table."""
+    floats, ints = ir.VectorType(ir.FloatType(), width), ir.VectorType(I32, width)
     rows = []
     for row in range(6):
         ptr = builder.gep(e_ptr, [const64(LANES * row + first)])
-        rows.append(builder.load(builder.bitcast(ptr, V8F32.as_pointer()), align=4))
-    rows[_CORR] = builder.bitcast(rows[_CORR], V8I32)
+        rows.append(builder.load(builder.bitcast(ptr, floats.as_pointer()), align=4))
+    rows[_CORR] = builder.bitcast(rows[_CORR], ints)
     return rows
 
 
 def _float_epilogue(builder, acc, rows):
-    """int32x8 acc → float32x8 clamp((float(acc - corr) * pre) * scale + bias, lo, hi)."""
+    """int32 lanes acc → float32 lanes clamp((float(acc - corr) * pre) * scale + bias, lo, hi)."""
     corr, pre, scale, bias, lo, hi = rows
-    v = builder.sitofp(builder.sub(acc, corr), V8F32)  # rounds to nearest, as float(int32)
+    floats = ir.VectorType(ir.FloatType(), acc.type.count)
+    v = builder.sitofp(builder.sub(acc, corr), floats)  # rounds to nearest, as float(int32)
     v = builder.fadd(builder.fmul(builder.fmul(v, pre), scale), bias)
     above = builder.select(builder.fcmp_ordered(">", v, hi), hi, v)
     return builder.select(builder.fcmp_ordered("<", v, lo), lo, above)
@@ -142,6 +152,53 @@ def _htile_codegen(context, builder, signature, args, halves, sums_of, segmented
             value = _float_epilogue(builder, sums[halves * r + h], tables[h])
             _store8(builder, out_ptr, builder.add(row_start, const64(8 * h)), value)
     return context.get_dummy_value()
+
+
+def _hwide_codegen(context, builder, signature, args, segmented):
+    """The hybrid tile of two consecutive quad panels (32 channels, `gemm_int8.tile_sums_wide`
+    on A already uint8, AVX512-VNNI), each panel's 16 lanes through the float epilogue with
+    its own table."""
+    a_addr, a_row, b_addr, steps, out_addr, out_row, e_addr = args[:7]
+    a_ptr = builder.inttoptr(a_addr, I8.as_pointer())
+    b_ptr = builder.inttoptr(b_addr, I8.as_pointer())
+    e_ptr = builder.inttoptr(e_addr, ir.FloatType().as_pointer())
+    out_ptr = builder.inttoptr(out_addr, ir.FloatType().as_pointer())
+    pieces = (args[7], args[8]) if segmented else (None, None)
+    sums = tile_sums_wide(builder, a_ptr, a_row, b_ptr, steps, ROWS, *pieces, flip=False)
+    tables = [_table_rows(builder, builder.gep(e_ptr, [const64(p * _TABLE_BYTES // 4)]), 0, 16)
+              for p in range(2)]  # fmt: skip
+    v16f32 = ir.VectorType(ir.FloatType(), 16)
+    for r in range(ROWS):
+        row_start = builder.mul(const64(r), out_row)
+        for p in range(2):
+            value = _float_epilogue(builder, sums[2 * r + p], tables[p])
+            ptr = builder.gep(out_ptr, [builder.add(row_start, const64(LANES * p))])
+            builder.store(value, builder.bitcast(ptr, v16f32.as_pointer()), align=4)
+    return context.get_dummy_value()
+
+
+def _make_hwide_tile(segmented=False):
+    """A hybrid wide tile intrinsic (`_hwide_codegen`), arguments as `_make_htile`'s (b_addr:
+    the first panel, e_addr: its table; the second panel's follow)."""
+    if segmented:
+        @intrinsic
+        def hwide_rows(typingctx, a_addr, a_row, b_addr, steps, out_addr, out_row, e_addr,
+                       segments, seg_bytes):  # fmt: skip
+            def codegen(context, builder, signature, args):
+                return _hwide_codegen(context, builder, signature, args, True)
+
+            return types.void(*[types.int64] * 9), codegen
+
+        return hwide_rows
+
+    @intrinsic
+    def hwide(typingctx, a_addr, a_row, b_addr, steps, out_addr, out_row, e_addr):
+        def codegen(context, builder, signature, args):
+            return _hwide_codegen(context, builder, signature, args, False)
+
+        return types.void(*[types.int64] * 7), codegen
+
+    return hwide
 
 
 def _make_htile(halves, sums_of, segmented=False):
@@ -183,6 +240,8 @@ _htile_u8 = _make_htile(2, tile_sums_u8)  # VNNI hosts (emit.HAS_VNNI)
 _htile8_u8 = _make_htile(1, tile_sums_u8)
 _htile_rows_u8 = _make_htile(2, tile_sums_u8, segmented=True)  # A straight from the image
 _htile8_rows_u8 = _make_htile(1, tile_sums_u8, segmented=True)
+_htile_wide_u8 = _make_hwide_tile()  # AVX512-VNNI hosts: two whole panels at a time
+_htile_wide_rows_u8 = _make_hwide_tile(segmented=True)
 
 
 class HybridConvPlan(NamedTuple):
@@ -260,18 +319,18 @@ def plan_hybrid_conv(packed: PackedConvWeights, pre, bias, lo, hi, stride_h, str
                           np.empty(0, np.uint8 if vnni else np.int8))  # fmt: skip
 
 
-def _tile_for(x, a_addr, a_row, panel, steps, dst, stride, e, wide):
+def _tile_for(x, a_addr, a_row, panel, steps, dst, stride, e, sixteen):
     """The tile of x's family: `_htile`/`_htile8` (x int8) or `_htile_u8`/`_htile8_u8` (x uint8,
-    VNNI); 16 lanes when wide, else 8. A kernel holds one family only: both in each would
+    VNNI); 16 lanes when sixteen, else 8. A kernel holds one family only: both in each would
     double its compile time."""
 
 
 @overload(_tile_for)
-def _tile_for_impl(x, a_addr, a_row, panel, steps, dst, stride, e, wide):
+def _tile_for_impl(x, a_addr, a_row, panel, steps, dst, stride, e, sixteen):
     tile16, tile8 = (_htile_u8, _htile8_u8) if x.dtype == types.uint8 else (_htile, _htile8)
 
-    def impl(x, a_addr, a_row, panel, steps, dst, stride, e, wide):
-        if wide:
+    def impl(x, a_addr, a_row, panel, steps, dst, stride, e, sixteen):
+        if sixteen:
             tile16(a_addr, a_row, panel, steps, dst, stride, e)
         else:
             tile8(a_addr, a_row, panel, steps, dst, stride, e)
@@ -279,20 +338,51 @@ def _tile_for_impl(x, a_addr, a_row, panel, steps, dst, stride, e, wide):
     return impl
 
 
-def _rows_tile_for(x, a_addr, a_row, panel, steps, dst, stride, e, wide, segments, seg_bytes):
+def _wide_tile_for(x, a_addr, a_row, panel, steps, dst, stride, e, segments, seg_bytes):
+    """`_htile_wide_u8`, or with segments > 0 `_htile_wide_rows_u8`, for x uint8 on an
+    AVX512-VNNI host; elsewhere never called (compiles to nothing)."""
+
+
+@overload(_wide_tile_for)
+def _wide_tile_for_impl(x, a_addr, a_row, panel, steps, dst, stride, e, segments, seg_bytes):
+    if not (WIDE_TILES and x.dtype == types.uint8):
+        return lambda x, a_addr, a_row, panel, steps, dst, stride, e, segments, seg_bytes: None
+
+    def impl(x, a_addr, a_row, panel, steps, dst, stride, e, segments, seg_bytes):
+        if segments > 0:
+            _htile_wide_rows_u8(a_addr, a_row, panel, steps, dst, stride, e, segments,
+                                seg_bytes)  # fmt: skip
+        else:
+            _htile_wide_u8(a_addr, a_row, panel, steps, dst, stride, e)
+
+    return impl
+
+
+def _takes_wide(x):
+    """Whether `_hconv_part` runs two panels at once for this x (a constant at compile time)."""
+
+
+@overload(_takes_wide)
+def _takes_wide_impl(x):
+    takes = WIDE_TILES and x.dtype == types.uint8
+    return lambda x: takes
+
+
+def _rows_tile_for(x, a_addr, a_row, panel, steps, dst, stride, e, sixteen, segments,
+                   seg_bytes):  # fmt: skip
     """`_htile_rows_u8`/`_htile8_rows_u8` for x uint8 (VNNI); for x int8 nothing (the pairs
     never read kernel rows in place: `pack.reads_kernel_rows`)."""
 
 
 @overload(_rows_tile_for)
-def _rows_tile_for_impl(x, a_addr, a_row, panel, steps, dst, stride, e, wide, segments,
+def _rows_tile_for_impl(x, a_addr, a_row, panel, steps, dst, stride, e, sixteen, segments,
                         seg_bytes):  # fmt: skip
     if x.dtype != types.uint8:
-        return lambda x, a_addr, a_row, panel, steps, dst, stride, e, wide, segments, \
+        return lambda x, a_addr, a_row, panel, steps, dst, stride, e, sixteen, segments, \
             seg_bytes: None  # fmt: skip
 
-    def impl(x, a_addr, a_row, panel, steps, dst, stride, e, wide, segments, seg_bytes):
-        if wide:
+    def impl(x, a_addr, a_row, panel, steps, dst, stride, e, sixteen, segments, seg_bytes):
+        if sixteen:
             _htile_rows_u8(a_addr, a_row, panel, steps, dst, stride, e, segments, seg_bytes)
         else:
             _htile8_rows_u8(a_addr, a_row, panel, steps, dst, stride, e, segments, seg_bytes)
@@ -329,6 +419,7 @@ def _hconv_part(x, panels, table, ints, zp, out, post, blk0, blk1, pan0, pan1):
     post_from = blk0 * ROWS  # the first output pixel still waiting for `post`
     rows_read = reads_kernel_rows(x, a, ints, kp, direct)
     pixel_bytes, row_steps, kernel_rows, seg_bytes = kernel_row_layout(x, ints)
+    wide = _takes_wide(x)
     for blk in range(blk0, blk1):
         p0 = blk * ROWS
         rows = min(ROWS, pixels - p0)
@@ -340,9 +431,23 @@ def _hconv_part(x, panels, table, ints, zp, out, post, blk0, blk1, pan0, pan1):
         else:
             pack_block(source, kp, p0, rows, zp)
             aa = addr(a)
-        for j in range(pan1 - 1, pan0 - 1, -1):
+        j = pan1 - 1
+        while j >= pan0:
             oc0 = j * LANES
             width = min(LANES, out_c - oc0)
+            # panels j - 1 and j at once (`gemm_int8._gemm_blocks` does the same): j whole, or
+            # at least half full with its spill landing where it may (below)
+            if wide and rows == ROWS and j > pan0 and (width == LANES or (
+                    all_panels and 2 * width >= LANES
+                    and (p0 + ROWS - 1) * out_c + oc0 + LANES <= range_end)):
+                in_x = first_tap >= 0  # kernel rows read from x, or A's block
+                _wide_tile_for(x, aa, pixel_bytes if in_x else kp * a.itemsize,
+                               pa + (j - 1) * panel_bytes, row_steps if in_x else steps,
+                               oa + (p0 * out_c + oc0 - LANES) * 4, out_c,
+                               ea + (j - 1) * _TABLE_BYTES, kernel_rows if in_x else 0,
+                               seg_bytes)  # fmt: skip
+                j -= 2
+                continue
             lanes = LANES if width > LANES // 2 else LANES // 2
             spill_ok = all_panels and (p0 + ROWS - 1) * out_c + oc0 + lanes <= range_end
             direct_out = rows == ROWS and (width == lanes or spill_ok)
@@ -357,6 +462,7 @@ def _hconv_part(x, panels, table, ints, zp, out, post, blk0, blk1, pan0, pan1):
                           ea + j * _TABLE_BYTES, lanes == LANES)  # fmt: skip
             if not direct_out:
                 _copy_tile(tail, out, p0, oc0, rows, width)
+            j -= 1
         # the block's rows are final when this part has every panel (tiles spill only into
         # later rows)
         if all_panels and post_due(post_from, p0 + rows, range_end // out_c, out_c, post[4]):
