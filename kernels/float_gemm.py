@@ -745,7 +745,7 @@ def conv2d_f32_rows(x, panels, bias, out, out_w, k_h, k_w, stride_h, stride_w, d
                                             ox_lo, ox_hi, k_h, k_w, stride_h, stride_w, dil_h,
                                             dil_w, pad_top, pad_left)
         _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_min, act_max,
-                     wide, fused)
+                     wide, fused, t0 + ROWS < p1)
         if post_due(post_from, t0 + rows, p1, out.shape[1], post[4]):
             run_post(out, post_from, t0 + rows, post)
             post_from = t0 + rows
@@ -821,9 +821,12 @@ def _row_addresses(ptrs, x, zeros, n, oy, ox, slot, stride_h, stride_w, dil_h, p
 
 @inline_kernel
 def _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_min, act_max,
-                 wide, fused):
+                 wide, fused, more_rows):
     """Output pixels [t0, t0 + rows) of every panel (with `wide`, two whole panels at a time
-    where they are; a tile of at most FEW_ROWS pixels one pixel and GROUP panels at a time);
+    where they are, and the two panels of 24 channels when `more_rows`, the caller's range
+    going on past this tile: their 8 extra lanes land in the next pixel's channels 0-7, which
+    the next row's store, or the next tile, rewrites; a tile of at most FEW_ROWS pixels one
+    pixel and GROUP panels at a time);
     a short tile, or a conv of fewer than 8 channels, goes through `scratch` and is copied.
     Inlined, with raw addresses instead of array views: a call, or a view, per tile costs
     Numba's reference counting of each array (~90 ns a tile, 40 % of a 1x1 16 -> 16 conv)."""
@@ -852,7 +855,8 @@ def _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_mi
     while j < panels.shape[0]:
         oc0 = panel_channel(j, out_c)
         w_j, b_j = w0 + j * panel_bytes, b0 + 4 * oc0
-        if wide and rows == ROWS and oc0 + 2 * LANES <= out_c:  # two whole panels, straight
+        spill = j == 0 and out_c == LANES + VEC and more_rows  # 24 channels (16 + 8)
+        if wide and rows == ROWS and (oc0 + 2 * LANES <= out_c or spill):  # straight to out
             _pair_12x32(fused, p, taps, depth, w_j, b_j, o0 + 4 * oc0, out_c, low, high)
             j += 2
             continue

@@ -86,6 +86,27 @@ def test_conv_equals_its_twin(x_shape, out_c, kernel, stride, dilation, pad, low
     np.testing.assert_array_equal(out.reshape(want.shape), want)
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["ref", "xnnpack"])
+def test_a_24_channel_tile_writes_only_its_own_range(fused):
+    """16-lane tiles run a 24-channel conv's two panels at once, their 8 extra lanes landing in
+    the next pixel's channels 0-7: only where the same call writes that pixel afterwards. The
+    ranges run last to first (a spill past one would clobber the next), and a row after the
+    output holds a sentinel."""
+    rng, x, out_hw = case(24, (1, 6, 8, 5), (1, 1), (1, 1), (1, 1), (0, 0))  # 4 whole tiles
+    w = rng.standard_normal((24, 1, 1, 5)).astype(np.float32)
+    bias = rng.standard_normal(24).astype(np.float32)
+    twin = conv2d_f32_xnnpack if fused else conv2d_f32
+    want = twin(x, w, bias, (1, 1), (1, 1), (0, 0), out_hw, -FLT_MAX, FLT_MAX)
+    pixels = out_hw[0] * out_hw[1]
+    out = np.full((pixels + 1, 24), 7.0, np.float32)
+    panels, bias16 = pack_conv_f32(w), pad_channels(bias, LANES)
+    args = (out_hw[1], 1, 1, 1, 1, 1, 1, 0, 0, -FLT_MAX, FLT_MAX, True, fused, post_args())
+    for p0, p1 in reversed(list(itertools.pairwise([0, 12, 24, pixels]))):
+        conv2d_f32_rows(x, panels, bias16, out[:pixels], *args, p0, p1)
+    np.testing.assert_array_equal(out[:pixels].reshape(want.shape), want)
+    assert (out[pixels] == 7.0).all()
+
+
 def test_conv_clamp_lets_nan_through_and_bounds_inf():
     rng, x, out_hw = case(5, (1, 5, 5, 3), (3, 3), (1, 1), (1, 1), (1, 1))
     x[0, 2, 2, 0], x[0, 0, 0, 1] = np.nan, np.inf
