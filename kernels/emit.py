@@ -64,18 +64,14 @@ def madd(builder, u, v):
 
 
 def dpbusd(builder, acc, u, s):
-    """acc + Σ of 4 adjacent u8·s8 products per int32 lane (x86 `vpdpbusd`, int32x8 operands
-    holding bytes; `u` unsigned, `s` signed). |4·255·128| < 2^17 per step: no saturation, and
-    the int32 sum wraps like the reference's. Only when HAS_VNNI."""
-    fnty = ir.FunctionType(V8I32, [V8I32, V8I32, V8I32])
-    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.avx512.vpdpbusd.256")
-    return builder.call(fn, [acc, u, s])
-
-
-def dpbusd16(builder, acc, u, s):
-    """`dpbusd` on 512-bit int32x16 operands (AVX512-VNNI)."""
-    fnty = ir.FunctionType(V16I32, [V16I32, V16I32, V16I32])
-    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.avx512.vpdpbusd.512")
+    """acc + Σ of 4 adjacent u8·s8 products per int32 lane (x86 `vpdpbusd`, operands of 8 or 16
+    int32 lanes holding bytes; `u` unsigned, `s` signed). |4·255·128| < 2^17 per step: no
+    saturation, and the int32 sum wraps like the reference's. Only when HAS_VNNI (16 lanes:
+    AVX512-VNNI)."""
+    ty = acc.type
+    fnty = ir.FunctionType(ty, [ty, ty, ty])
+    name = f"llvm.x86.avx512.vpdpbusd.{32 * ty.count}"  # .256 or .512, by the vectors' bits
+    fn = cgutils.get_or_insert_function(builder.module, fnty, name)
     return builder.call(fn, [acc, u, s])
 
 

@@ -56,7 +56,6 @@ from qengine.kernels.emit import (
     addr,
     const64,
     dpbusd,
-    dpbusd16,
     join_halves,
     load_vec,
     loop,
@@ -78,6 +77,7 @@ from qengine.kernels.pack import (
     pack_conv_weights_u8,
     reads_kernel_rows,
     rows_in_place,
+    two_panels_fit,
 )
 from qengine.kernels.requant import (
     PARAM_ROWS,
@@ -205,7 +205,7 @@ def tile_sums_wide(builder, a_ptr, a_row, b_ptr, k4, rows, segments=None, seg_by
                 ptr = builder.bitcast(builder.gep(a_first, [offset]), I32.as_pointer())
                 x4 = builder.load(ptr, align=1)
                 xs = splat(builder, builder.xor(x4, flips) if flip else x4, V16I32)
-                new.extend(dpbusd16(builder, accs[2 * r + p], xs, w)
+                new.extend(dpbusd(builder, accs[2 * r + p], xs, w)
                            for p, w in enumerate(weights))
             return new
 
@@ -508,11 +508,7 @@ def _gemm_blocks(x, panels, q, ints, out, blk0, blk1, pan0, pan1):
         j = pan1 - 1
         while j >= pan0:
             oc0 = j * LANES
-            # panels j - 1 and j at once: j whole, or at least half full with its spill into
-            # the next pixel's first channels rewritten later in this call (as below)
-            if wide and rows == ROWS and j > pan0 and (oc0 + LANES <= out_c or (
-                    pan0 == 0 and 2 * (out_c - oc0) >= LANES
-                    and (p0 + ROWS - 1) * out_c + oc0 + LANES <= end)):
+            if wide and two_panels_fit(j, pan0, rows, out_c, p0, end, pan0 == 0):
                 in_x = first_tap >= 0  # kernel rows read from x, or the packed block
                 _wide_tile(x, aa, pixel_bytes if in_x else kp * a.itemsize,
                            pa + (j - 1) * panel_bytes, row_steps if in_x else steps,

@@ -85,6 +85,7 @@ from qengine.kernels.pack import (
     pack_conv_weights_u8,
     reads_kernel_rows,
     rows_in_place,
+    two_panels_fit,
 )
 
 __all__ = [
@@ -177,61 +178,44 @@ def _hwide_codegen(context, builder, signature, args, segmented):
     return context.get_dummy_value()
 
 
-def _make_hwide_tile(segmented=False):
-    """A hybrid wide tile intrinsic (`_hwide_codegen`), arguments as `_make_htile`'s (b_addr:
-    the first panel, e_addr: its table; the second panel's follow)."""
-    if segmented:
-        @intrinsic
-        def hwide_rows(typingctx, a_addr, a_row, b_addr, steps, out_addr, out_row, e_addr,
-                       segments, seg_bytes):  # fmt: skip
-            def codegen(context, builder, signature, args):
-                return _hwide_codegen(context, builder, signature, args, True)
+def _htile_intrinsic(emit, segmented):
+    """The intrinsic of a hybrid tile whose code `emit(context, builder, signature, args)`
+    writes: out[r, 0:n] = epilogue(Σ_i A[r, i] · panel[i, 0:n]) for the ROWS rows of A, i over
+    `steps` groups of taps, with arguments (a_addr, a_row, b_addr, steps, out_addr, out_row,
+    e_addr[, segments, seg_bytes]): A rows `a_row` bytes apart, int16 pairs (`tile_sums`) or
+    uint8 quads (`tile_sums_u8`); panel int8 [steps, 16, 2 or 4]; out float32 rows `out_row`
+    elements apart; e the panel's float32 [6, 16] epilogue table (addresses). segmented
+    (quads): A is `segments` kernel rows `seg_bytes` apart (`gemm_int8.tile_sums_u8`)."""
 
-            return types.void(*[types.int64] * 9), codegen
+    def signature_of(count):
+        return types.void(*[types.int64] * count), emit
 
-        return hwide_rows
-
-    @intrinsic
-    def hwide(typingctx, a_addr, a_row, b_addr, steps, out_addr, out_row, e_addr):
-        def codegen(context, builder, signature, args):
-            return _hwide_codegen(context, builder, signature, args, False)
-
-        return types.void(*[types.int64] * 7), codegen
-
-    return hwide
-
-
-def _make_htile(halves, sums_of, segmented=False):
-    """A hybrid tile intrinsic; segmented (quads): two more arguments, segments and
-    seg_bytes (`gemm_int8.tile_sums_u8`)."""
     if segmented:
         @intrinsic
         def htile_rows(typingctx, a_addr, a_row, b_addr, steps, out_addr, out_row, e_addr,
                        segments, seg_bytes):  # fmt: skip
-            def codegen(context, builder, signature, args):
-                return _htile_codegen(context, builder, signature, args, halves, sums_of,
-                                      segmented=True)  # fmt: skip
-
-            return types.void(*[types.int64] * 9), codegen
+            return signature_of(9)
 
         return htile_rows
 
     @intrinsic
     def htile(typingctx, a_addr, a_row, b_addr, steps, out_addr, out_row, e_addr):
-        """out[r, 0:8·halves] = epilogue(Σ_i A[r, i] · panel[i, 0:8·halves]) for the ROWS rows
-        of A, i over `steps` groups of taps.
-
-        A: rows `a_row` bytes apart, int16 pairs (`tile_sums`) or uint8 quads (`tile_sums_u8`);
-        panel: int8 [steps, 16, 2 or 4]; out: float32 rows `out_row` elements apart; e: the
-        panel's float32 [6, 16] epilogue table (addresses).
-        """
-
-        def codegen(context, builder, signature, args):
-            return _htile_codegen(context, builder, signature, args, halves, sums_of)
-
-        return types.void(*[types.int64] * 7), codegen
+        return signature_of(7)
 
     return htile
+
+
+def _make_htile(halves, sums_of, segmented=False):
+    """A hybrid tile of 8·halves channels (`_htile_codegen`, `_htile_intrinsic`)."""
+    return _htile_intrinsic(lambda context, builder, signature, args: _htile_codegen(
+        context, builder, signature, args, halves, sums_of, segmented), segmented)
+
+
+def _make_hwide_tile(segmented=False):
+    """A hybrid wide tile (`_hwide_codegen`), arguments as `_make_htile`'s (b_addr: the first
+    panel, e_addr: its table; the second panel's follow)."""
+    return _htile_intrinsic(lambda context, builder, signature, args: _hwide_codegen(
+        context, builder, signature, args, segmented), segmented)
 
 
 _htile = _make_htile(2, tile_sums)
@@ -338,6 +322,11 @@ def _tile_for_impl(x, a_addr, a_row, panel, steps, dst, stride, e, sixteen):
     return impl
 
 
+def _wide_for(x) -> bool:
+    """At typing: whether x's Numba type takes the wide tile (quads on an AVX512-VNNI host)."""
+    return WIDE_TILES and x.dtype == types.uint8
+
+
 def _wide_tile_for(x, a_addr, a_row, panel, steps, dst, stride, e, segments, seg_bytes):
     """`_htile_wide_u8`, or with segments > 0 `_htile_wide_rows_u8`, for x uint8 on an
     AVX512-VNNI host; elsewhere never called (compiles to nothing)."""
@@ -345,7 +334,7 @@ def _wide_tile_for(x, a_addr, a_row, panel, steps, dst, stride, e, segments, seg
 
 @overload(_wide_tile_for)
 def _wide_tile_for_impl(x, a_addr, a_row, panel, steps, dst, stride, e, segments, seg_bytes):
-    if not (WIDE_TILES and x.dtype == types.uint8):
+    if not _wide_for(x):
         return lambda x, a_addr, a_row, panel, steps, dst, stride, e, segments, seg_bytes: None
 
     def impl(x, a_addr, a_row, panel, steps, dst, stride, e, segments, seg_bytes):
@@ -364,7 +353,7 @@ def _takes_wide(x):
 
 @overload(_takes_wide)
 def _takes_wide_impl(x):
-    takes = WIDE_TILES and x.dtype == types.uint8
+    takes = _wide_for(x)
     return lambda x: takes
 
 
@@ -435,11 +424,7 @@ def _hconv_part(x, panels, table, ints, zp, out, post, blk0, blk1, pan0, pan1):
         while j >= pan0:
             oc0 = j * LANES
             width = min(LANES, out_c - oc0)
-            # panels j - 1 and j at once (`gemm_int8._gemm_blocks` does the same): j whole, or
-            # at least half full with its spill landing where it may (below)
-            if wide and rows == ROWS and j > pan0 and (width == LANES or (
-                    all_panels and 2 * width >= LANES
-                    and (p0 + ROWS - 1) * out_c + oc0 + LANES <= range_end)):
+            if wide and two_panels_fit(j, pan0, rows, out_c, p0, range_end, all_panels):
                 in_x = first_tap >= 0  # kernel rows read from x, or A's block
                 _wide_tile_for(x, aa, pixel_bytes if in_x else kp * a.itemsize,
                                pa + (j - 1) * panel_bytes, row_steps if in_x else steps,

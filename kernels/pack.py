@@ -173,6 +173,19 @@ def kernel_rows_at(x, ints, p0, rows):
 
 
 @inline_kernel
+def two_panels_fit(j, pan0, rows, out_c, p0, end, from_panel0):
+    """Whether a block of `rows` pixels from p0 runs weight panels j - 1 and j as one wide tile
+    (32 lanes; panels taken last to first): a whole block, panel j - 1 in this call's
+    [pan0, ...), and panel j whole, or at least half full with the 8-15 extra lanes it spills
+    into the next pixel's first channels rewritten later by this call: the call has panel 0
+    (`from_panel0`) and the last spill stays before element `end` of out [P, out_c]."""
+    oc0 = j * LANES
+    return rows == ROWS and j > pan0 and (oc0 + LANES <= out_c or (
+        from_panel0 and 2 * (out_c - oc0) >= LANES
+        and (p0 + ROWS - 1) * out_c + oc0 + LANES <= end))
+
+
+@inline_kernel
 def block_rows(sources, in_place, kp, blk0, blk, blk1, pixels, zp, x_addr):
     """The address of row block blk's A rows (blocks blk0..blk1-1 taken in order): x's own
     (`rows_in_place`) or a packed block. sources: `block_source`s of two blocks, which take
