@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import numpy as np
+from float_conv_paths import median_us  # (its one warm-up compiles on a cold cache)
 from qengine.kernels import emit, gemm_int8, pack
 
 # (name, h, w, ci, co, (kh, kw), (stride_h, stride_w)); SAME padding
@@ -33,16 +33,6 @@ LAYERS = [
     ("nmp, one channel", 172, 88, 32, 1, (7, 3), (1, 1)),
     ("nmp, stride (1, 3)", 172, 264, 8, 32, (5, 5), (1, 3)),
 ]
-
-
-def median_us(fn, repeat: int) -> float:
-    fn()  # compiles on a cold cache
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1e6
 
 
 def same_padding(size: int, k: int, stride: int) -> tuple[int, int]:

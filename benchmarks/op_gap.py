@@ -19,12 +19,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from op_instances import model_path
 from tflite_ops import one_op_models
 
 import qengine
 from qengine.cli_common import set_tflite_inputs
-
-CACHE = Path(__file__).resolve().parents[1] / ".cache" / "published"
 
 
 def median_pair_us(ours, theirs, runs: int) -> tuple[float, float]:
@@ -66,9 +65,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25, help="instances listed")
     parser.add_argument("--runs", type=int, default=60)
     args = parser.parse_args()
-    path = Path(args.model)
-    if not path.exists():
-        path = CACHE / f"{args.model}.tflite"
+    path = model_path(args.model)
     if not path.exists():
         parser.error(f"no model at {args.model} (nor {path})")
     rows = op_gaps(path, args.threads, args.runs)

@@ -29,6 +29,12 @@ CACHE = Path(__file__).resolve().parents[1] / ".cache" / "published"
 REPEAT = 30
 
 
+def model_path(model: str) -> Path:
+    """MODEL as given: a path, or a name in `.cache/published`."""
+    path = Path(model)
+    return path if path.exists() else CACHE / f"{model}.tflite"
+
+
 def instance_times(path: Path, threads: int) -> list[tuple[float, str, str]]:
     """(median µs, op type, "input x filter -> output" shapes) of every op that runs, in
     model order."""
@@ -68,9 +74,7 @@ def main() -> None:
         if not hasattr(pool, name):
             parser.error(f"qengine.kernels.threads has no {name}")
         setattr(pool, name, int(float(value)))
-    path = Path(args.model)
-    if not path.exists():
-        path = CACHE / f"{args.model}.tflite"
+    path = model_path(args.model)
     rows = instance_times(path, args.threads)
     print(f"{path.name}, {args.threads} thread(s): {len(rows)} ops, "
           f"{sum(r[0] for r in rows):.0f} us in all")
