@@ -47,7 +47,7 @@ def both(x_shape, out_c, kernel, stride, pad):
     flat = np.empty((out_h * out_w, out_c), np.float32)
     panels, bias16 = fg.pack_conv_f32(w), fg.pad_channels(bias, fg.LANES)
     gemm = median_us(lambda: fg.conv2d_f32_rows(x, panels, bias16, flat, out_w, *geo, 0,
-                                                out_h * out_w))
+                                                out_h * out_w, 0, panels.shape[0]))
     out = np.empty((1, out_h, out_w, out_c), np.float32)
     w8 = fg.pack_narrow_f32(w)
     rows = median_us(lambda: fg.conv2d_f32_narrow_rows(x, w8, bias, out, *geo, 0, out_h))

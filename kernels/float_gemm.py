@@ -201,6 +201,10 @@ _tile_12x8 = _make_conv_tile(ROWS, VEC, 1)  # a panel's tail of 1-8 channels
 # AVX-512: two panels at once, 12 pixels x 2 float32x16 (24 of 32 registers): 14 loads per 24
 # multiply-adds instead of 13 per 12, 1.1-1.3x faster on 1x1 convs (the loads are the limit)
 _pair_12x32 = _make_conv_tile(ROWS, 2 * VEC, 2, panels=2)
+# and a range's last tile of 5-6 pixels (a 6 x 6 layer split in two: 12 + 6 pixels a part),
+# where the 12-pixel pair would compute every pixel twice and one panel of 6 x 16 takes
+# 256-bit vectors: 6 x 2 float32x16 (12 registers)
+_pair_6x32 = _make_conv_tile(ROWS // 2, 2 * VEC, 2, panels=2)
 # One output pixel (a conv whose output has 1-4 pixels, a layer's last tile of 1-4): 12-pixel
 # tiles would compute the pixel 12 times over. Instead one pixel of GROUP panels at once, in 8
 # registers (float32x16 on AVX-512, float32x8 x 2 per panel on AVX2), enough sums at once to
@@ -699,17 +703,19 @@ def _tap_addresses(ptrs, x, zeros, n, oy, ox, slot, stride_h, stride_w, dil_h, d
 
 
 @inline_kernel
-def _conv_fits(x, panels, bias, out, k_h, k_w, p0, p1):
-    """conv2d_f32_rows' operands fit each other and [p0, p1) lies inside out."""
+def _conv_fits(x, panels, bias, out, k_h, k_w, p0, p1, j0, j1):
+    """conv2d_f32_rows' operands fit each other, [p0, p1) lies inside out and [j0, j1)
+    inside the panels."""
     return (panels.shape[1] == k_h * k_w * x.shape[3] and panels.shape[0] * LANES >= out.shape[1]
             and bias.shape[0] >= panels.shape[0] * LANES and 0 <= p0 <= p1 <= out.shape[0]
-            and out.shape[0] % max(x.shape[0], 1) == 0)
+            and 0 <= j0 <= j1 <= panels.shape[0] and out.shape[0] % max(x.shape[0], 1) == 0)
 
 
 @kernel
 def conv2d_f32_rows(x, panels, bias, out, out_w, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
-                    pad_top, pad_left, act_min, act_max, wide, fused, post, p0, p1):
-    """Output pixels [p0, p1) of a float CONV_2D into out [N*OH*OW, Co] float32 (see the
+                    pad_top, pad_left, act_min, act_max, wide, fused, post, p0, p1, j0, j1):
+    """Output pixels [p0, p1) of weight panels [j0, j1) (their channels, panel_channel) of a
+    float CONV_2D into out [N*OH*OW, Co] float32 (see the
     module docstring). x [N,H,W,Ci] float32, panels from pack_conv_f32, bias [panels*16];
     wide: the 16-lane tile (WIDE, for AVX-512), else two 6x16 tiles of 8-lane vectors;
     fused: XNNPACK's arithmetic (each sum from the bias, by fused multiply-adds); post: a
@@ -718,14 +724,15 @@ def conv2d_f32_rows(x, panels, bias, out, out_w, k_h, k_w, stride_h, stride_w, d
     With dil_w == 1, a filter row's KW taps read KW*Ci consecutive floats of the input, in
     the order of the packed weights: a tile whose pixels all have their window inside the
     image's columns gets one address per filter row (KH "taps" of KW*Ci channels)."""
-    if not _conv_fits(x, panels, bias, out, k_h, k_w, p0, p1) or \
+    if not _conv_fits(x, panels, bias, out, k_h, k_w, p0, p1, j0, j1) or \
             not post_fits(post, out.shape[0], out.shape[1]):
-        raise ValueError("conv2d_f32_rows: panels, bias, out, post or [p0, p1) do not fit x")
+        raise ValueError("conv2d_f32_rows: panels, bias, out, post, [p0, p1) or [j0, j1) do "
+                         "not fit x")
     per_image = out.shape[0] // x.shape[0]
     in_w, in_c = x.shape[2], x.shape[3]
     zeros = np.zeros(k_w * in_c, np.float32)
     ptrs = np.empty((k_h * k_w, ROWS), np.int64)
-    scratch = np.empty((ROWS, LANES), np.float32)
+    scratch = np.empty((ROWS, 2 * LANES), np.float32)  # a short tile's output, then copied
     pix = np.empty((3, ROWS), np.int64)
     # interior columns: 0 <= ox*sw - pl and ox*sw - pl + (KW-1)*dw < W
     ox_lo = (pad_left + stride_w - 1) // stride_w
@@ -744,8 +751,8 @@ def conv2d_f32_rows(x, panels, bias, out, out_w, k_h, k_w, stride_h, stride_w, d
             taps, depth = _window_addresses(ptrs, x, zeros, pix, t0, rows, per_image, out_w,
                                             ox_lo, ox_hi, k_h, k_w, stride_h, stride_w, dil_h,
                                             dil_w, pad_top, pad_left)
-        _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_min, act_max,
-                     wide, fused, t0 + ROWS < p1)
+        _tile_panels(ptrs, taps, depth, panels, j0, j1, bias, out, scratch, t0, rows, act_min,
+                     act_max, wide, fused, t0 + ROWS < p1)
         if post_due(post_from, t0 + rows, p1, out.shape[1], post[4]):
             run_post(out, post_from, t0 + rows, post)
             post_from = t0 + rows
@@ -820,13 +827,13 @@ def _row_addresses(ptrs, x, zeros, n, oy, ox, slot, stride_h, stride_w, dil_h, p
 
 
 @inline_kernel
-def _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_min, act_max,
-                 wide, fused, more_rows):
-    """Output pixels [t0, t0 + rows) of every panel (with `wide`, two whole panels at a time
+def _tile_panels(ptrs, taps, depth, panels, j0, j1, bias, out, scratch, t0, rows, act_min,
+                 act_max, wide, fused, more_rows):
+    """Output pixels [t0, t0 + rows) of panels [j0, j1) (with `wide`, two whole panels at a time
     where they are, and the two panels of 24 channels when `more_rows`, the caller's range
     going on past this tile: their 8 extra lanes land in the next pixel's channels 0-7, which
     the next row's store, or the next tile, rewrites; a tile of at most FEW_ROWS pixels one
-    pixel and GROUP panels at a time);
+    pixel and GROUP panels at a time, one of at most 6 pixels as 6-pixel tiles);
     a short tile, or a conv of fewer than 8 channels, goes through `scratch` and is copied.
     Inlined, with raw addresses instead of array views: a call, or a view, per tile costs
     Numba's reference counting of each array (~90 ns a tile, 40 % of a 1x1 16 -> 16 conv)."""
@@ -835,12 +842,12 @@ def _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_mi
     p, w0, b0 = addr(ptrs), addr(panels), addr(bias)
     panel_bytes = 4 * panels.shape[1] * LANES
     o0 = addr(out) + 4 * t0 * out_c  # pixel t0's channel 0
-    j = 0
+    j = j0
     group = GROUP_WIDE if wide else GROUP_NARROW
-    whole = out_c // LANES  # panels all of whose 16 channels are outputs
-    if rows <= FEW_ROWS and whole >= group:  # pixel by pixel, `group` panels at a time
+    whole = min(j1, out_c // LANES)  # the range's panels all of whose 16 channels are outputs
+    if rows <= FEW_ROWS and whole - j0 >= group:  # pixel by pixel, `group` panels at a time
         for r in range(rows):
-            for g in range(0, whole, group):
+            for g in range(j0, whole, group):
                 first = min(g, whole - group)  # the last group overlaps the one before: its
                 oc0 = first * LANES  # channels are computed twice, identically
                 w_g, b_g = w0 + first * panel_bytes, b0 + 4 * oc0
@@ -852,32 +859,37 @@ def _tile_panels(ptrs, taps, depth, panels, bias, out, scratch, t0, rows, act_mi
                     _pixel_1x64(fused, p + 8 * r, taps, depth, w_g, b_g, pixel, out_c, low,
                                 high)
         j = whole  # then a tail panel of 1-15 channels, as below
-    while j < panels.shape[0]:
+    short = rows <= ROWS // 2  # the 6-pixel tiles run where 12 would be half empty
+    while j < j1:
         oc0 = panel_channel(j, out_c)
         w_j, b_j = w0 + j * panel_bytes, b0 + 4 * oc0
-        spill = j == 0 and out_c == LANES + VEC and more_rows  # 24 channels (16 + 8)
-        if wide and rows == ROWS and (oc0 + 2 * LANES <= out_c or spill):  # straight to out
-            _pair_12x32(fused, p, taps, depth, w_j, b_j, o0 + 4 * oc0, out_c, low, high)
-            j += 2
-            continue
-        width = min(LANES, out_c - oc0)
-        direct = rows == ROWS and (width == VEC or width == LANES)
-        target, stride = addr(scratch), LANES
+        pair = wide and j + 1 < j1 and (oc0 + 2 * LANES <= out_c or j == 0 and out_c == LANES + VEC)
+        width = min(2 * LANES if pair else LANES, out_c - oc0)
+        # the pixels the tile computes: a short tile repeats its last one up to these
+        tile_rows = ROWS // 2 if short and width > VEC else ROWS
+        spill = pair and width == LANES + VEC and more_rows  # (more_rows: a whole tile)
+        direct = rows == tile_rows and (width == VEC or width == LANES or
+                                        width == 2 * LANES or spill)
+        target, stride = addr(scratch), scratch.shape[1]
         if direct:
             target, stride = o0 + 4 * oc0, out_c
-        if width <= VEC:
+        if pair and short:
+            _pair_6x32(fused, p, taps, depth, w_j, b_j, target, stride, low, high)
+        elif pair:
+            _pair_12x32(fused, p, taps, depth, w_j, b_j, target, stride, low, high)
+        elif width <= VEC:
             _tile_12x8(fused, p, taps, depth, w_j, b_j, target, stride, low, high)
-        elif wide and rows > ROWS // 2:
+        elif wide and not short:
             _tile_12x16(fused, p, taps, depth, w_j, b_j, target, stride, low, high)
         else:  # pixels 0-5, then 6-11 (their addresses are 6 slots on) if there are any
-            for half in range(1 if rows <= ROWS // 2 else 2):
+            for half in range(1 if short else 2):
                 _tile_6x16(fused, p + 8 * half * (ROWS // 2), taps, depth, w_j, b_j,
                            target + 4 * half * (ROWS // 2) * stride, stride, low, high)
         if not direct:
             for r in range(rows):
                 for c in range(width):
                     out[t0 + r, oc0 + c] = scratch[r, c]
-        j += 1
+        j += 2 if pair else 1
 
 
 @inline_kernel
@@ -1186,14 +1198,24 @@ def _dw_pixels(x, w, bias, out, zeros, ptrs, n, oy, ox0, ox1, stride_h, stride_w
 
 @kernel(parallel=True)
 def conv2d_f32_split(x, panels, bias, out, out_w, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
-                     pad_top, pad_left, act_min, act_max, wide, fused, post, pixels, parts):
-    if not _conv_fits(x, panels, bias, out, k_h, k_w, 0, pixels) or \
+                     pad_top, pad_left, act_min, act_max, wide, fused, post, pixels, n_panels,
+                     by_panels, parts):
+    """conv2d_f32_rows over `pixels` x `n_panels` cut as threads.split_grid says; cut by
+    panels, a pixel's channels finish in different parts, so its `post` runs after them all."""
+    if not _conv_fits(x, panels, bias, out, k_h, k_w, 0, pixels, 0, n_panels) or \
             not post_fits(post, out.shape[0], out.shape[1]):
-        raise ValueError("conv2d_f32_rows: panels, bias, out, post or [p0, p1) do not fit x")
+        raise ValueError("conv2d_f32_rows: panels, bias, out, post, [p0, p1) or [j0, j1) do "
+                         "not fit x")
+    deferred = by_panels and post[4] != 0
+    now = (post[0], post[1], post[2], post[3], 0 if deferred else post[4])
     for i in prange(parts):
-        p0, p1 = pool.part(pixels, parts, i)
+        p0, p1, j0, j1 = pool.grid_part(pixels, n_panels, by_panels, parts, i)
         conv2d_f32_rows(x, panels, bias, out, out_w, k_h, k_w, stride_h, stride_w, dil_h, dil_w,
-                        pad_top, pad_left, act_min, act_max, wide, fused, post, p0, p1)
+                        pad_top, pad_left, act_min, act_max, wide, fused, now, p0, p1, j0, j1)
+    if deferred:
+        for i in prange(parts):
+            p0, p1 = pool.part(pixels, parts, i)
+            run_post(out, p0, p1, post)
 
 
 @kernel(parallel=True)

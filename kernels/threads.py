@@ -329,15 +329,15 @@ def split_run(serial, driver, args: tuple, total: int, threads: int, flops: int)
 
 
 def split_grid(serial, driver, args: tuple, blocks: int, n_panels: int, threads: int,
-               flops: int, min_blocks: int = 1) -> None:
+               flops: int, min_blocks: int = 1, by_panels: bool = False) -> None:
     """The GEMMs' split of blocks x weight panels: serial(*args, 0, blocks, 0, n_panels) on
     this thread, or driver(*args, blocks, n_panels, by_panels, parts), whose prange part i runs
-    `grid_part(...)`'s share: row blocks, or weight panels when there are fewer than
-    min_blocks row blocks per thread (and at least 2 panels)."""
+    `grid_part(...)`'s share: row blocks, or weight panels when the caller says so or there
+    are fewer than min_blocks row blocks per thread (and at least 2 panels)."""
     if not worth_splitting(threads, flops):
         serial(*args, 0, blocks, 0, n_panels)
         return
-    by_panels = blocks < min_blocks * threads and n_panels >= 2
+    by_panels = (by_panels or blocks < min_blocks * threads) and n_panels >= 2
     with split_cores(threads, n_panels if by_panels else blocks) as parts:
         if parts > 1:
             driver(*args, blocks, n_panels, by_panels, parts)

@@ -29,6 +29,7 @@ from qengine.kernels.float_gemm import (
     pack_conv_f32,
     pack_narrow_f32,
     pad_channels,
+    panel_channel,
 )
 
 FLT_MAX = float(np.finfo(np.float32).max)
@@ -78,12 +79,49 @@ def test_conv_equals_its_twin(x_shape, out_c, kernel, stride, dilation, pad, low
     cuts = sorted({0, min(3, pixels), min(7, pixels), min(12, pixels), pixels})  # tiles of
     # 3 (pixel by pixel when whole panel groups fit), 4, 5, ...
     args = (out_hw[1], *kernel, *stride, *dilation, *pad, low, high, wide, fused)
+    n_panels = panels.shape[0]
     for p0, p1 in itertools.pairwise(cuts):  # as blocks of threads
-        conv2d_f32_rows(x, panels, bias16, out, *args, post_args(), p0, p1)
+        conv2d_f32_rows(x, panels, bias16, out, *args, post_args(), p0, p1, 0, n_panels)
     np.testing.assert_array_equal(out.reshape(want.shape), want)
     out = np.full((pixels, out_c), np.nan, np.float32)
-    conv2d_f32_split(x, panels, bias16, out, *args, post_args(), pixels, 3)  # 3 parts at once
-    np.testing.assert_array_equal(out.reshape(want.shape), want)
+    for j0, j1 in itertools.pairwise(sorted({0, min(1, n_panels), min(4, n_panels), n_panels})):
+        conv2d_f32_rows(x, panels, bias16, out, *args, post_args(), 0, pixels, j0, j1)
+    np.testing.assert_array_equal(out.reshape(want.shape), want)  # as panels of threads
+    for by_panels in (False, True):  # 3 parts at once
+        out = np.full((pixels, out_c), np.nan, np.float32)
+        conv2d_f32_split(x, panels, bias16, out, *args, post_args(), pixels, n_panels, by_panels,
+                         3)
+        np.testing.assert_array_equal(out.reshape(want.shape), want)
+
+
+@pytest.mark.parametrize("x_shape, out_c, kernel, stride, dilation, pad", CONV_CASES)
+@pytest.mark.parametrize("wide", [False, True], ids=["avx2", "avx512"])
+def test_a_call_writes_its_range_and_nothing_else(x_shape, out_c, kernel, stride, dilation, pad,
+                                                  wide):
+    """Threads run disjoint pixel or panel ranges of one output at once: a call must write all
+    of its range (pixels [p0, p1) x the channels of panels [j0, j1)) and nothing outside it,
+    not even values the other range would write alike. Short tiles (5 and 6 pixels) included."""
+    rng, x, out_hw = case(len(x_shape) + out_c, x_shape, kernel, stride, dilation, pad)
+    w = rng.standard_normal((out_c, *kernel, x_shape[3])).astype(np.float32)
+    bias = rng.standard_normal(out_c).astype(np.float32)
+    want = conv2d_f32(x, w, bias, stride, dilation, pad, out_hw, -FLT_MAX, FLT_MAX)
+    want = want.reshape(-1, out_c)
+    pixels = want.shape[0]
+    panels, bias16 = pack_conv_f32(w), pad_channels(bias, LANES)
+    n = panels.shape[0]
+    args = (out_hw[1], *kernel, *stride, *dilation, *pad, -FLT_MAX, FLT_MAX, wide, False,
+            post_args())
+    pixel_ranges = {(0, pixels), (min(5, pixels), pixels), (0, min(6, pixels)),
+                    (min(1, pixels), max(1, pixels - 1))}
+    panel_ranges = {(0, n), (n // 2, n), (0, max(1, n // 2)), (min(1, n - 1), n)}
+    for (p0, p1), (j0, j1) in itertools.product(sorted(pixel_ranges), sorted(panel_ranges)):
+        out = np.full((pixels, out_c), np.nan, np.float32)
+        conv2d_f32_rows(x, panels, bias16, out, *args, p0, p1, j0, j1)
+        c0, c1 = panel_channel.py_func(j0, out_c), min(out_c, panel_channel.py_func(j1 - 1, out_c) + LANES)
+        inside = np.zeros(out.shape, bool)
+        inside[p0:p1, c0:c1] = True
+        np.testing.assert_array_equal(out[inside], want[inside])
+        assert np.isnan(out[~inside]).all(), f"wrote outside pixels {p0}-{p1}, panels {j0}-{j1}"
 
 
 @pytest.mark.parametrize("fused", [False, True], ids=["ref", "xnnpack"])
@@ -102,7 +140,7 @@ def test_a_24_channel_tile_writes_only_its_own_range(fused):
     panels, bias16 = pack_conv_f32(w), pad_channels(bias, LANES)
     args = (out_hw[1], 1, 1, 1, 1, 1, 1, 0, 0, -FLT_MAX, FLT_MAX, True, fused, post_args())
     for p0, p1 in reversed(list(itertools.pairwise([0, 12, 24, pixels]))):
-        conv2d_f32_rows(x, panels, bias16, out[:pixels], *args, p0, p1)
+        conv2d_f32_rows(x, panels, bias16, out[:pixels], *args, p0, p1, 0, 2)
     np.testing.assert_array_equal(out[:pixels].reshape(want.shape), want)
     assert (out[pixels] == 7.0).all()
 
@@ -115,7 +153,7 @@ def test_conv_clamp_lets_nan_through_and_bounds_inf():
     want = conv2d_f32(x, w, bias, (1, 1), (1, 1), (1, 1), out_hw, 0.0, 6.0)
     out = np.empty((25, 16), np.float32)
     conv2d_f32_rows(x, pack_conv_f32(w), bias, out, 5, 3, 3, 1, 1, 1, 1, 1, 1, 0.0, 6.0, WIDE,
-                    False, post_args(), 0, 25)
+                    False, post_args(), 0, 25, 0, 1)
     assert np.isnan(want).any() and (want == 6.0).any()
     np.testing.assert_array_equal(out.reshape(want.shape), want)
 
@@ -272,6 +310,7 @@ def test_folded_add_and_prelu_equal_their_twin(steps, bounds, kind, fused):
             args = (x, pack_conv_f32(w), pad_channels(bias, LANES), None, out_hw[1], *geo[0],
                     *geo[1], *geo[2], *geo[3], -FLT_MAX, FLT_MAX, WIDE, fused, post)
             rows_of, split_of, total = conv2d_f32_rows, conv2d_f32_split, pixels
+            n_panels = args[1].shape[0]
         else:
             args = (x, pack_narrow_f32(w), bias, None, *geo[0], *geo[1], *geo[2], *geo[3],
                     -FLT_MAX, FLT_MAX, WIDE, fused, post)
@@ -280,14 +319,17 @@ def test_folded_add_and_prelu_equal_their_twin(steps, bounds, kind, fused):
     want = post_twin(conv, residual, low, high, alpha)
     out_shape = (pixels, out_c) if kind == "conv" else conv.shape
     assert 0 < np.isnan(want).mean() < 0.3 and (residual is None or np.isinf(residual).any())
-    for split in (False, True):
+    ways = ["cut", "split", "split by panels"] if kind == "conv" else ["cut", "split"]
+    for way in ways:
         out = np.full(out_shape, np.nan, np.float32)
         call = (*args[:3], out, *args[4:])
-        if split:
+        if kind == "conv" and way != "cut":  # the post of a split by panels waits for both
+            split_of(*call, total, n_panels, way == "split by panels", 2)
+        elif way == "split":
             split_of(*call, total, 2)
         else:
             for a, b in [(0, total // 3), (total // 3, total)]:
-                rows_of(*call, a, b)
+                rows_of(*call, a, b, *((0, n_panels) if kind == "conv" else ()))
         assert_same_bits(out.reshape(want.shape), want)
 
 
@@ -309,4 +351,4 @@ def test_epilogue_that_does_not_fit_is_refused():
         conv2d_f32_rows(x, pack_conv_f32(np.zeros((8, 3, 3, 8), np.float32)),
                         pad_channels(np.zeros(8, np.float32), LANES), out.reshape(16, 8), 4,
                         3, 3, 1, 1, 1, 1, 1, 1, -1.0, 1.0, WIDE, False,
-                        post_args(slopes=np.zeros(7, np.float32)), 0, 16)
+                        post_args(slopes=np.zeros(7, np.float32)), 0, 16, 0, 1)

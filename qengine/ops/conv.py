@@ -239,7 +239,7 @@ def conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high,
         pack_conv_f32,
         pad_channels,
     )
-    from qengine.kernels.threads import split_run
+    from qengine.kernels.threads import split_grid
 
     epilogue = epilogue or ConvEpilogue(ctx, out_shape)  # (FULLY_CONNECTED's has none)
 
@@ -251,16 +251,27 @@ def conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high,
     new_out = output_allocator((pixels, out_shape[3]))
     flops = 2 * pixels * weights.size
     shape = (g.out_w, g.kernel_h, g.kernel_w, *_strides_pads(g), low, high, WIDE, fused)
+    by_panels = _weights_outweigh(panels, g, weights.shape[3], out_shape[3])
 
     def run(x, w, b=None, residual=None, alpha=None):
         x = np.ascontiguousarray(x, np.float32)  # the kernel reads raw addresses
         out = new_out()
         post = epilogue.post(residual, alpha)
-        split_run(conv2d_f32_rows, conv2d_f32_split, (x, panels, bias16, out, *shape, post),
-                  pixels, ctx.num_threads, flops)
+        split_grid(conv2d_f32_rows, conv2d_f32_split, (x, panels, bias16, out, *shape, post),
+                   pixels, panels.shape[0], ctx.num_threads, flops, by_panels=by_panels)
         return epilogue.after(out.reshape(out_shape), residual, alpha)
 
     return Prepared(run, [ctx.output_spec(0, epilogue.out_shape, "float32")])
+
+
+def _weights_outweigh(panels: np.ndarray, g: ConvGeometry, in_c: int, out_c: int) -> bool:
+    """Whether a float conv split between threads should split its weight panels rather than
+    its output pixels: each core then reads half the weights, but every input pixel, and
+    writes a part of every output pixel, which the next layer (split by pixels) reads from
+    the other core's cache. So: when the weights outweigh the input and output (a 7x7 layer of
+    pose_detection, 1x1 192 -> 1152: 884 KB of weights, 262 KB of activations)."""
+    activations = g.batch * (g.in_h * g.in_w * in_c + g.out_h * g.out_w * out_c)
+    return panels.size > activations
 
 
 def _row_vectorized(out_c: int, in_c: int, depth: int, out_w: int, wide: bool) -> bool:
