@@ -263,6 +263,83 @@ def test_split_cores_grants_idle_cores_only(monkeypatch):
         assert parts == 2
 
 
+def finishes(fn, timeout: float = 60.0) -> None:
+    """fn() on another thread, its error raised here; a test failure, not a hang, if fn waits
+    forever (a claim of a core its own run holds)."""
+    errors = []
+
+    def call():
+        try:
+            fn()
+        except BaseException as e:  # noqa: BLE001 - re-raised below
+            errors.append(e)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"{fn.__name__} still waits after {timeout} s"
+    if errors:
+        raise errors[0]
+
+
+def test_a_claimed_run_claims_once_and_its_splits_take_its_parts(monkeypatch):
+    """Inside claimed_run the splits take the run's parts without a claim of their own (the
+    count of running threads stays the run's), a nested run keeps the outer claim, a pool
+    block still runs its splits alone, and leaving releases everything."""
+    monkeypatch.setattr(threads, "CORES", 2)
+    finishes(_claimed_run_splits)
+
+
+def _claimed_run_splits():
+    with threads.claimed_run(2):
+        assert threads._running == 2
+        with threads.split_cores(2, 10) as parts:
+            assert parts == 2 and threads._running == 2
+        with threads.split_cores(2, 1) as parts:  # one item: one part
+            assert parts == 1
+        with threads.claimed_run(2):
+            assert threads._running == 2
+        with threads.split_cores(2, 10) as parts:  # the outer claim is still held
+            assert parts == 2
+        with threads.on_this_thread(), threads.split_cores(2, 10) as parts:
+            assert parts == 1
+    assert threads._running == 0
+    with threads.split_cores(2, 10) as parts:
+        assert parts == 2
+
+
+def test_pool_blocks_inside_a_claimed_run_use_its_helper(monkeypatch):
+    """parallel_blocks inside a claimed run hands its block to the run's helper core instead
+    of waiting for a core the run itself holds (a deadlock on 2 cores), and two users running
+    claimed runs at once still run at most 2 blocks at a time."""
+    monkeypatch.setattr(threads, "CORES", 2)
+    work = Recorder(hold=0.02)
+
+    def one_run():
+        with threads.claimed_run(2):
+            threads.parallel_blocks(work, 10, 2)
+
+    finishes(one_run)
+    assert len(work.blocks) == 2 and work.peak == 2 and threads._running == 0
+    work = Recorder(hold=0.02)
+    start = threading.Barrier(2)
+
+    def user():
+        start.wait()
+        for _ in range(3):
+            with threads.claimed_run(2):
+                threads.parallel_blocks(work, 10, 2)
+
+    users = [threading.Thread(target=user) for _ in range(2)]
+    for t in users:
+        t.start()
+    for t in users:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in users)
+    assert work.peak <= 2 and threads._running == 0
+    assert sorted(i for a, b in work.blocks for i in range(a, b)) == sorted(list(range(10)) * 6)
+
+
 @pytest.mark.parametrize("layer, workers", [("omp", ""), ("workqueue", ""), ("omp", "1")])
 def test_concurrent_compiled_splits_agree_with_one_thread(layer, workers):
     """Two user threads running 2-thread int8 convs at once: same outputs as one thread, and

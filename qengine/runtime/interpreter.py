@@ -474,12 +474,13 @@ class Interpreter:
     def _run_choosing_splits(self, plan: _Plan, arrays: list, profile: bool) -> list:
         """The main graph on several threads, its layers split between them or not as the
         plan's first runs found faster (runtime/splits.py)."""
-        from qengine.kernels.threads import on_this_thread
+        from qengine.kernels.threads import claimed_run, on_this_thread
 
         split, timed = plan.splits.mode()
         start = time.perf_counter()
         if split:
-            values = self._run_locked(plan, arrays, profile, False)
+            with claimed_run(self.num_threads):
+                values = self._run_locked(plan, arrays, profile, False)
         else:
             with on_this_thread():
                 values = self._run_locked(plan, arrays, profile, False)
