@@ -239,6 +239,7 @@ def conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high,
         pack_conv_f32,
         pad_channels,
     )
+    from qengine.kernels.jit import pinned
     from qengine.kernels.threads import split_grid
 
     epilogue = epilogue or ConvEpilogue(ctx, out_shape)  # (FULLY_CONNECTED's has none)
@@ -252,12 +253,13 @@ def conv_float_direct(ctx, g: ConvGeometry, out_shape, weights, bias, low, high,
     flops = 2 * pixels * weights.size
     shape = (g.out_w, g.kernel_h, g.kernel_w, *_strides_pads(g), low, high, WIDE, fused)
     by_panels = _weights_outweigh(panels, g, weights.shape[3], out_shape[3])
+    rows_kernel, split_kernel = pinned(conv2d_f32_rows), pinned(conv2d_f32_split)
 
     def run(x, w, b=None, residual=None, alpha=None):
         x = np.ascontiguousarray(x, np.float32)  # the kernel reads raw addresses
         out = new_out()
         post = epilogue.post(residual, alpha)
-        split_grid(conv2d_f32_rows, conv2d_f32_split, (x, panels, bias16, out, *shape, post),
+        split_grid(rows_kernel, split_kernel, (x, panels, bias16, out, *shape, post),
                    pixels, panels.shape[0], ctx.num_threads, flops, by_panels=by_panels)
         return epilogue.after(out.reshape(out_shape), residual, alpha)
 
@@ -304,6 +306,7 @@ def _conv_float_narrow(ctx, g: ConvGeometry, out_shape, weights, bias, low, high
         conv2d_f32_narrow_split,
         pack_narrow_f32,
     )
+    from qengine.kernels.jit import pinned
     from qengine.kernels.threads import split_run
 
     w8 = pack_narrow_f32(weights)
@@ -311,13 +314,14 @@ def _conv_float_narrow(ctx, g: ConvGeometry, out_shape, weights, bias, low, high
     rows = g.batch * g.out_h
     flops = 2 * rows * g.out_w * weights.size
     shape = (g.kernel_h, g.kernel_w, *_strides_pads(g), low, high, WIDE, fused)
+    rows_kernel, split_kernel = pinned(conv2d_f32_narrow_rows), pinned(conv2d_f32_narrow_split)
 
     def run(x, w, b=None, residual=None, alpha=None):
         x = np.ascontiguousarray(x, np.float32)
         out = new_out()
         post = epilogue.post(residual, alpha)
-        split_run(conv2d_f32_narrow_rows, conv2d_f32_narrow_split,
-                  (x, w8, bias, out, *shape, post), rows, ctx.num_threads, flops)
+        split_run(rows_kernel, split_kernel, (x, w8, bias, out, *shape, post), rows,
+                  ctx.num_threads, flops)
         return epilogue.after(out, residual, alpha)
 
     return Prepared(run, [ctx.output_spec(0, epilogue.out_shape, "float32")])
@@ -386,6 +390,7 @@ def _depthwise_float_direct(ctx, g: ConvGeometry, out_shape, multiplier, bias, l
     the same sums)."""
     from qengine.kernels.float_conv import NO_POST, output_allocator
     from qengine.kernels.float_gemm import VEC, depthwise_f32_rows, depthwise_f32_split
+    from qengine.kernels.jit import pinned
     from qengine.kernels.threads import split_run
 
     taps = g.kernel_h * g.kernel_w
@@ -413,6 +418,7 @@ def _depthwise_float_direct(ctx, g: ConvGeometry, out_shape, multiplier, bias, l
     # multiply-add takes ~3x a GEMM one (a load each, sums in the reference order)
     flops = 6 * rows * g.out_w * out_shape[3] * taps
     shape = (*_strides_pads(g), g.kernel_h, g.kernel_w, low, high, fused, x_major)
+    rows_kernel, split_kernel = pinned(depthwise_f32_rows), pinned(depthwise_f32_split)
 
     def run(x, w, b=None, residual=None, alpha=None):
         if multiplier > 1:
@@ -421,10 +427,10 @@ def _depthwise_float_direct(ctx, g: ConvGeometry, out_shape, multiplier, bias, l
         w = packed if packed is not None else pack(w)
         out = new_out()
         if pad_c:  # the epilogue after the padding channels are cut off
-            split_run(depthwise_f32_rows, depthwise_f32_split,
-                      (x, w, bias, out, *shape, NO_POST), rows, ctx.num_threads, flops)
+            split_run(rows_kernel, split_kernel, (x, w, bias, out, *shape, NO_POST), rows,
+                      ctx.num_threads, flops)
             return epilogue.whole(np.ascontiguousarray(out[..., :out_c]), residual, alpha)
-        split_run(depthwise_f32_rows, depthwise_f32_split,
+        split_run(rows_kernel, split_kernel,
                   (x, w, bias, out, *shape, epilogue.post(residual, alpha)), rows,
                   ctx.num_threads, flops)
         return epilogue.after(out, residual, alpha)
