@@ -368,7 +368,10 @@ def pinned(dispatcher):
         if entry is not None:
             return entry(*args)
         result = dispatcher(*args)
-        entry = dispatcher.overloads[tuple(map(dispatcher.typeof_pyval, args))].entry_point
+        # (none when the dispatcher converted the arguments to another signature's types:
+        # then every call goes through it)
+        compiled = dispatcher.overloads.get(tuple(map(dispatcher.typeof_pyval, args)))
+        entry = compiled.entry_point if compiled is not None else None
         return result
 
     return call

@@ -38,3 +38,15 @@ def test_a_pinned_kernel_goes_through_the_dispatcher_once_and_computes_the_same(
         assert call(x, 0.5 * n, got, 1, n + 1) == _scaled_sum(x, 0.5 * n, want, 1, n + 1) == n
         assert got[0] == want[0]
     assert counting.calls == 1  # the later calls ran the compiled entry point directly
+
+
+def test_a_call_the_dispatcher_converted_keeps_going_through_it():
+    """No compiled entry for the first call's exact argument types (the dispatcher converted
+    them to another signature's): every call goes through the dispatcher, none is misread."""
+    counting = _CountingDispatcher(_scaled_sum)
+    counting.overloads = {}
+    call = pinned(counting)
+    x, out = np.arange(4.0), np.zeros(1)
+    for _ in range(3):
+        assert call(x, 2.0, out, 0, 4) == 4 and out[0] == 12.0
+    assert counting.calls == 3
