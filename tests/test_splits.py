@@ -27,30 +27,40 @@ def _trial(split_seconds: float, whole_seconds: float) -> SplitChoice:
         modes.append((split, timed))
         if timed:
             choice.record(split, split_seconds if split else whole_seconds)
-    assert modes == [(n % 2 == 0, n >= WARMUP_RUNS) for n in range(WARMUP_RUNS + TRIAL_RUNS)]
+    # pairs of one way, split first, the second of each pair timed after the warm-up
+    assert modes == [(n // 2 % 2 == 0, n >= WARMUP_RUNS and n % 2 == 1)
+                     for n in range(WARMUP_RUNS + TRIAL_RUNS)]
     return choice
+
+
+def _kept_runs(choice: SplitChoice, count: int) -> list[tuple[bool, bool]]:
+    """The modes of the next `count` runs that are not probes (nothing recorded)."""
+    modes = []
+    while len(modes) < count:
+        at = choice.runs % (PROBE_EARLY if choice.runs < EARLY_RUNS else PROBE_EVERY)
+        mode = choice.mode()
+        if at >= 2:
+            modes.append(mode)
+    return modes
 
 
 @pytest.mark.parametrize(("split_seconds", "keeps_splitting"), [(1.0, True), (3.0, False)])
 def test_the_faster_way_is_kept_after_the_trial(split_seconds, keeps_splitting):
     choice = _trial(split_seconds, whole_seconds=2.0)
     assert choice.split is keeps_splitting
-    for _ in range(3):
-        assert choice.mode() == (keeps_splitting, True)
+    assert _kept_runs(choice, 8) == [(keeps_splitting, True)] * 8
 
 
 @pytest.mark.parametrize(("probe_seconds", "switches"), [(1.0, True), (1.95, False)])
 def test_a_probe_the_other_way_switches_only_when_clearly_faster(probe_seconds, switches):
     choice = _trial(split_seconds=3.0, whole_seconds=2.0)  # keeps the layers whole
-    while True:
-        split, timed = choice.mode()
-        assert timed
-        if split:  # the probe: the first multiple of PROBE_EARLY after the trial
-            first = -(-(WARMUP_RUNS + TRIAL_RUNS) // PROBE_EARLY) * PROBE_EARLY
-            assert choice.runs == first + 1
-            choice.record(True, probe_seconds)
-            break
+    first = -(-(WARMUP_RUNS + TRIAL_RUNS) // PROBE_EARLY) * PROBE_EARLY  # the probe pair's
+    while choice.runs < first:
+        assert choice.mode() == (False, True)
         choice.record(False, 2.0)
+    assert choice.mode() == (True, False)  # the pair's first run: the other core warms up
+    assert choice.mode() == (True, True)  # its second, timed
+    choice.record(True, probe_seconds)
     assert choice.split is switches
 
 
@@ -58,15 +68,17 @@ def test_probes_come_often_early_then_seldom():
     choice = _trial(split_seconds=3.0, whole_seconds=2.0)  # keeps the layers whole
     probes = []
     while choice.runs < EARLY_RUNS + 2 * PROBE_EVERY:
-        split, _ = choice.mode()
+        split, timed = choice.mode()
         if split:
-            probes.append(choice.runs - 1)
-        choice.record(split, 3.0 if split else 2.0)  # probes never faster: no switch
-    early = [n for n in probes if n < EARLY_RUNS]
-    late = [n for n in probes if n >= EARLY_RUNS]
-    assert early and all(n % PROBE_EARLY == 0 for n in early)
-    assert len(early) == len(range(early[0], EARLY_RUNS, PROBE_EARLY))
-    assert late == [n for n in range(EARLY_RUNS, choice.runs) if n % PROBE_EVERY == 0]
+            probes.append((choice.runs - 1, timed))
+        if timed:
+            choice.record(split, 3.0 if split else 2.0)  # probes never faster: no switch
+    early = [n for n, _ in probes if n < EARLY_RUNS]
+    late = [n for n, _ in probes if n >= EARLY_RUNS]
+    assert all(timed == (n % 2 == 1) for n, timed in probes)  # pairs, the second timed
+    assert early and all(n % PROBE_EARLY in (0, 1) for n in early)
+    assert len(early) == 2 * len(range(early[0], EARLY_RUNS, PROBE_EARLY))
+    assert late == [n for n in range(EARLY_RUNS, choice.runs) if n % PROBE_EVERY in (0, 1)]
 
 
 def test_the_best_run_of_each_way_counts():
@@ -97,14 +109,20 @@ def test_runs_split_or_not_as_chosen_with_the_same_results(monkeypatch):
     expected = Interpreter(model, num_threads=1).run(inputs)
     interpreter = Interpreter(model, num_threads=2)
     plan_splits = []
-    for _ in range(WARMUP_RUNS + TRIAL_RUNS + 2):
+    decided = None
+    for n in range(WARMUP_RUNS + TRIAL_RUNS + 4):
         parts_seen.clear()
         outputs = interpreter.run(inputs)
         plan_splits.append(max(parts_seen, default=1) > 1)
         for name, value in expected.items():
             np.testing.assert_array_equal(outputs[name], value)
-    choice = interpreter._fused_plans[0].splits
-    assert choice.split is not None
+        if n == WARMUP_RUNS + TRIAL_RUNS - 1:
+            decided = interpreter._fused_plans[0].splits.split
+    assert decided is not None
     assert plan_splits[:WARMUP_RUNS + TRIAL_RUNS] == [
-        n % 2 == 0 for n in range(WARMUP_RUNS + TRIAL_RUNS)]
-    assert plan_splits[WARMUP_RUNS + TRIAL_RUNS:] == [choice.split] * 2
+        n // 2 % 2 == 0 for n in range(WARMUP_RUNS + TRIAL_RUNS)]
+    # then a probe pair the other way (the trial's end is a multiple of PROBE_EARLY), then
+    # the way the probe left
+    assert (WARMUP_RUNS + TRIAL_RUNS) % PROBE_EARLY == 0
+    choice = interpreter._fused_plans[0].splits
+    assert plan_splits[WARMUP_RUNS + TRIAL_RUNS:] == [not decided] * 2 + [choice.split] * 2
