@@ -39,7 +39,7 @@ def _kept_runs(choice: SplitChoice, count: int) -> list[tuple[bool, bool]]:
     while len(modes) < count:
         at = choice.runs % (PROBE_EARLY if choice.runs < EARLY_RUNS else PROBE_EVERY)
         mode = choice.mode()
-        if at >= 2:
+        if at != 0:
             modes.append(mode)
     return modes
 
@@ -58,8 +58,7 @@ def test_a_probe_the_other_way_switches_only_when_clearly_faster(probe_seconds, 
     while choice.runs < first:
         assert choice.mode() == (False, True)
         choice.record(False, 2.0)
-    assert choice.mode() == (True, False)  # the pair's first run: the other core warms up
-    assert choice.mode() == (True, True)  # its second, timed
+    assert choice.mode() == (True, True)  # the probe, one run the other way
     choice.record(True, probe_seconds)
     assert choice.split is switches
 
@@ -75,10 +74,10 @@ def test_probes_come_often_early_then_seldom():
             choice.record(split, 3.0 if split else 2.0)  # probes never faster: no switch
     early = [n for n, _ in probes if n < EARLY_RUNS]
     late = [n for n, _ in probes if n >= EARLY_RUNS]
-    assert all(timed == (n % 2 == 1) for n, timed in probes)  # pairs, the second timed
-    assert early and all(n % PROBE_EARLY in (0, 1) for n in early)
-    assert len(early) == 2 * len(range(early[0], EARLY_RUNS, PROBE_EARLY))
-    assert late == [n for n in range(EARLY_RUNS, choice.runs) if n % PROBE_EVERY in (0, 1)]
+    assert all(timed for _, timed in probes)
+    assert early and all(n % PROBE_EARLY == 0 for n in early)
+    assert len(early) == len(range(early[0], EARLY_RUNS, PROBE_EARLY))
+    assert late == [n for n in range(EARLY_RUNS, choice.runs) if n % PROBE_EVERY == 0]
 
 
 def test_the_best_run_of_each_way_counts():
@@ -121,8 +120,8 @@ def test_runs_split_or_not_as_chosen_with_the_same_results(monkeypatch):
     assert decided is not None
     assert plan_splits[:WARMUP_RUNS + TRIAL_RUNS] == [
         n // 2 % 2 == 0 for n in range(WARMUP_RUNS + TRIAL_RUNS)]
-    # then a probe pair the other way (the trial's end is a multiple of PROBE_EARLY), then
-    # the way the probe left
+    # then a probe the other way (the trial's end is a multiple of PROBE_EARLY), then the way
+    # the probe left
     assert (WARMUP_RUNS + TRIAL_RUNS) % PROBE_EARLY == 0
     choice = interpreter._fused_plans[0].splits
-    assert plan_splits[WARMUP_RUNS + TRIAL_RUNS:] == [not decided] * 2 + [choice.split] * 2
+    assert plan_splits[WARMUP_RUNS + TRIAL_RUNS:] == [not decided] + [choice.split] * 3

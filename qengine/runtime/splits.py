@@ -18,21 +18,23 @@ from __future__ import annotations
 import math
 import threading
 
-# Runs go in pairs of one way, only the second timed: a split run right after an unsplit one
-# finds the other core idle (its OpenMP worker asleep) and ran 4-8 % slower than one after a
-# split run (Zen 5 VM, palm_detection_lite, pose_detection, hand_landmark_lite and
-# face_detection_full_range float, native and as AVX2), which biased every trial and probe
-# against splitting.
+# The trial's runs go in pairs of one way, only the second timed: a split run right after an
+# unsplit one finds the other core idle (its OpenMP worker asleep) and ran 4-8 % slower than
+# one after a split run (Zen 5 VM, palm_detection_lite, pose_detection, hand_landmark_lite and
+# face_detection_full_range float, native and as AVX2), which biased the trial against
+# splitting. Probes stay single runs: as pairs they doubled the runs spent the other way
+# (a quarter of the first hundred), which cost more than their bias (a switch needs a probe
+# clearly faster anyway).
 WARMUP_RUNS = 4  # untimed: a pair with splits, a pair without (each may compile, and the
 # first split runs are slower while the other core warms up)
 TRIAL_RUNS = 12  # pairs with and without splits in turn, the second of each timed: on the
 # 2-vCPU AMD VM, two trials a way chose wrong in 3 of 7 processes (pose_detection int8: one
 # thread, 14.5 ms, kept over splits that ran 9.5 ms once warm); three, after four warm-ups,
 # chose right in 6 of 6
-PROBE_EVERY = 50  # later, one pair in this many runs goes the other way, in case the machine
-PROBE_EARLY, EARLY_RUNS = 8, 100  # changed; before run EARLY_RUNS, one pair in PROBE_EARLY: on
-# the AMD VM the other core took up to 20 runs to come up to speed (palm_detection_lite split:
-# 12.7 ms, then 6.6), so a choice of one thread made in the trial is corrected within a few runs
+PROBE_EVERY = 50  # later, one run in this many goes the other way, in case the machine changed
+PROBE_EARLY, EARLY_RUNS = 8, 100  # before run EARLY_RUNS, one in PROBE_EARLY: on the AMD VM the
+# other core took up to 20 runs to come up to speed (palm_detection_lite split: 12.7 ms, then
+# 6.6), so a choice of one thread made in the trial is corrected within a few runs
 PROBE_MARGIN = 0.95  # a probe must beat the kept way's typical run by 5 % to switch
 
 
@@ -41,8 +43,8 @@ class SplitChoice:
     `record(split, seconds)` reports a timed run. The first WARMUP_RUNS + TRIAL_RUNS runs
     alternate pair by pair (with splits first, the second run of a pair timed); then the way
     whose best trial run was faster is kept. Its typical time is followed (an exponential
-    average), and a pair of runs from every PROBE_EARLY-th on (up to run EARLY_RUNS, then every
-    PROBE_EVERY-th) tries the other way: a probe (the pair's second run) faster by PROBE_MARGIN
+    average), and every PROBE_EARLY-th run (up to run EARLY_RUNS, then every PROBE_EVERY-th)
+    tries the other way: a probe faster by PROBE_MARGIN
     switches (a trial upset by another process, or a machine whose load changed, does not fix
     the choice for good). Thread-safe: runs from
     several threads only share the counts."""
@@ -61,10 +63,8 @@ class SplitChoice:
             self.runs += 1
             if self.split is None:
                 return n // 2 % 2 == 0, n >= WARMUP_RUNS and n % 2 == 1
-            at = n % (PROBE_EARLY if n < EARLY_RUNS else PROBE_EVERY)
-            if at < 2:  # a probe pair
-                return not self.split, at == 1
-            return self.split, True
+            probe = n % (PROBE_EARLY if n < EARLY_RUNS else PROBE_EVERY) == 0
+            return self.split != probe, True
 
     def record(self, split: bool, seconds: float) -> None:
         with self.lock:
