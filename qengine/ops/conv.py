@@ -284,9 +284,10 @@ def _row_vectorized(out_c: int, in_c: int, depth: int, out_w: int, wide: bool) -
     GEMM is as fast; on AVX2 in groups of 8 channels: the 5x5/2 3 -> 24 first layer at
     128x128 347 -> 296 us), but for 3x3 windows on AVX-512, where the GEMM's 16-lane tiles
     are faster (Zen 5, `benchmarks/float_conv_paths.py`: 3x3/2 3 -> 16 at 192x192 92 vs 115
-    us, 3 -> 24 at 224x224 172 vs 182; 5x5/2 3 -> 24 at 128x128 143 vs 116). Only where an output row holds a row tile's run of pixels,
-    or 64 pixels for the `_axpy` fallback: below that the GEMM is 1.5-8x faster (palm's
-    12x12 1x1 256 -> 6: 9 vs 71 us; BirdNET's 48x1 -> 24: 1 vs 15 us)."""
+    us, 3 -> 24 at 224x224 172 vs 182; 5x5/2 3 -> 24 at 128x128 143 vs 116). Only where an
+    output row holds a row tile's run of pixels, or 64 pixels for the `_axpy` fallback: below
+    that the GEMM is 1.5-8x faster (palm's 12x12 1x1 256 -> 6: 9 vs 71 us; BirdNET's 48x1 ->
+    24: 1 vs 15 us)."""
     from qengine.kernels.float_gemm import NARROW, row_channels, row_run
 
     run = row_run(row_channels(out_c), wide)

@@ -44,10 +44,9 @@ class SplitChoice:
     alternate pair by pair (with splits first, the second run of a pair timed); then the way
     whose best trial run was faster is kept. Its typical time is followed (an exponential
     average), and every PROBE_EARLY-th run (up to run EARLY_RUNS, then every PROBE_EVERY-th)
-    tries the other way: a probe faster by PROBE_MARGIN
-    switches (a trial upset by another process, or a machine whose load changed, does not fix
-    the choice for good). Thread-safe: runs from
-    several threads only share the counts."""
+    tries the other way: a probe faster by PROBE_MARGIN switches (a trial upset by another
+    process, or a machine whose load changed, does not fix the choice for good). Thread-safe:
+    runs from several threads only share the counts."""
 
     def __init__(self):
         self.lock = threading.Lock()
