@@ -2,10 +2,14 @@
 benchmarks/README.md (issue #14), where `qengine run --profile` gives only per-op-type sums.
 
     python benchmarks/op_instances.py MODEL [--threads N] [--top K] [--set NAME=VALUE ...]
+                                           [--in-runs]
 
 The model runs once with every intermediate tensor kept; then each op's prepared kernel runs
 again on those tensors, in model order (so each op finds the caches its predecessors left, as
-in a whole run), 30 times; a figure is the median. `--set` overrides a constant of
+in a whole run), 30 times; a figure is the median. Kept tensors are all distinct arrays, more
+memory than a run touches (face_detection_full_range's ops summed 3.3 ms this way, 2.2 in
+whole runs); `--in-runs` times each op inside whole runs instead (10 untimed, then 30; on
+several threads every layer split, its cores claimed once a run, as the interpreter does). `--set` overrides a constant of
 `qengine.kernels.threads` first, e.g. `--set STREAM_FLOPS=0` keeps the memory-bound passes
 (ADD, PAD) on one thread, `--set MIN_SPLIT_FLOPS=1e18` keeps everything there. MODEL is a
 path, or a name in `.cache/published` (fetched by `tests/published_models.py`).
@@ -23,7 +27,7 @@ from qengine.kernels import threads as pool
 
 import qengine
 from qengine.cli_common import generated_inputs
-from qengine.runtime.interpreter import op_key
+from qengine.runtime.interpreter import op_key, thread_limit
 
 CACHE = Path(__file__).resolve().parents[1] / ".cache" / "published"
 REPEAT = 30
@@ -35,7 +39,8 @@ def model_path(model: str) -> Path:
     return path if path.exists() else CACHE / f"{model}.tflite"
 
 
-def instance_times(path: Path, threads: int) -> list[tuple[float, str, str]]:
+def instance_times(path: Path, threads: int, in_runs: bool = False
+                   ) -> list[tuple[float, str, str]]:
     """(median µs, op type, "input x filter -> output" shapes) of every op that runs, in
     model order."""
     interpreter = qengine.Interpreter(str(path), num_threads=threads)
@@ -43,7 +48,11 @@ def instance_times(path: Path, threads: int) -> list[tuple[float, str, str]]:
     arrays = [np.asarray(v) for v in (inputs.values() if isinstance(inputs, dict) else inputs)]
     plan, values = interpreter._run_plan(0, arrays, keep=True, fused=True)  # as run() runs
     times = defaultdict(list)
-    for _ in range(REPEAT):
+    if in_runs:
+        with thread_limit(threads), pool.claimed_run(threads):
+            for r in range(10 + REPEAT):
+                _timed_run(plan, arrays, times if r >= 10 else defaultdict(list))
+    for _ in range(0 if in_runs else REPEAT):
         for index, step in enumerate(plan.steps):
             if step.folded:
                 continue
@@ -61,6 +70,24 @@ def instance_times(path: Path, threads: int) -> list[tuple[float, str, str]]:
     return rows
 
 
+def _timed_run(plan, arrays: list, times: dict) -> None:
+    """One run of the plan as `_Plan.run` makes it (each tensor dropped once its last reader
+    ran), each op timed into times[op index]."""
+    values = plan._known_values()
+    for tensor, array in zip(plan.subgraph.inputs, arrays, strict=True):
+        values[plan.slot[id(tensor)]] = array
+    for index, step in enumerate(plan.steps):
+        if step.folded:
+            continue
+        args = [None if slot < 0 else values[slot] for slot in plan.in_slots[index]]
+        start = time.perf_counter()
+        outputs = step.prepared.run(*args)
+        times[index].append(time.perf_counter() - start)
+        plan._store(values, index, plan.out_slots[index], step.prepared.outputs, outputs)
+        for slot in plan.dead_after[index]:
+            values[slot] = None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model")
@@ -68,6 +95,8 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=15, help="slowest instances listed")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="override a constant of qengine.kernels.threads")
+    parser.add_argument("--in-runs", action="store_true",
+                        help="time each op inside whole runs, not on kept tensors")
     args = parser.parse_args()
     for setting in args.set:
         name, value = setting.split("=", 1)
@@ -75,7 +104,7 @@ def main() -> None:
             parser.error(f"qengine.kernels.threads has no {name}")
         setattr(pool, name, int(float(value)))
     path = model_path(args.model)
-    rows = instance_times(path, args.threads)
+    rows = instance_times(path, args.threads, args.in_runs)
     print(f"{path.name}, {args.threads} thread(s): {len(rows)} ops, "
           f"{sum(r[0] for r in rows):.0f} us in all")
     per_type = defaultdict(lambda: [0, 0.0])

@@ -19,10 +19,10 @@ import math
 import threading
 
 # The trial's runs go in pairs of one way, only the second timed: a split run right after an
-# unsplit one finds the other core idle (its OpenMP worker asleep) and ran 4-8 % slower than
+# unsplit one finds the other core idle (its OpenMP worker asleep) and ran 2-8 % slower than
 # one after a split run (Zen 5 VM, palm_detection_lite, pose_detection, hand_landmark_lite and
-# face_detection_full_range float, native and as AVX2), which biased the trial against
-# splitting. Probes stay single runs: as pairs they doubled the runs spent the other way
+# face_detection_full_range float, native and as AVX2; `benchmarks/run_ab.py warm-split`),
+# which biased the trial against splitting. Probes stay single runs: as pairs they doubled the runs spent the other way
 # (a quarter of the first hundred), which cost more than their bias (a switch needs a probe
 # clearly faster anyway).
 WARMUP_RUNS = 4  # untimed: a pair with splits, a pair without (each may compile, and the
